@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// Thin launcher: the program lives in dist/ (built by `npm run build`).
+import { main } from '../dist/daemon/guardd-main.js';
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,60 @@
+/** `guardctl status`: what the daemon is doing — mode, policy, sensors, counts, outbox, shipping. */
+
+import type { DaemonStatus } from '../../control/status.js';
+import type { GuardctlCommand } from '../command.js';
+
+export const statusCommand: GuardctlCommand = {
+  name: 'status',
+  summary: 'Show whether guardd runs, the policy in force, what it watches and what it did',
+  needsRoot: false,
+  needsDaemon: true,
+  async run(ctx) {
+    const s = await ctx.call<DaemonStatus>('status');
+    return { data: s, text: formatStatus(s) };
+  },
+};
+
+export function formatStatus(s: DaemonStatus): string {
+  const p = s.policy;
+  const policyLine =
+    p.state === 'none'
+      ? 'NONE — no signed policy yet: nothing is enforced (monitor-only)'
+      : `v${p.version} (${p.rules} rules), issued ${p.issued_at}, expires ${p.expires_at}${p.state === 'stale' ? ' — STALE: expired, last good policy still enforced' : ''}`;
+  const lines = [
+    `guardd        RUNNING (pid ${s.pid}, version ${s.version}, since ${s.started_at})${s.local_mode ? ' — local mode' : ''}`,
+    `device        ${s.device_id} (${s.hostname})`,
+    `mode          ${p.mode}${p.mode === 'monitor' ? ' (blocks are reported as "would block")' : ''}`,
+    `policy        ${policyLine}`,
+  ];
+  if (p.last_error)
+    lines.push(
+      `              last policy error: ${p.last_error.message} [${p.last_error.code}] at ${p.last_error.at}`,
+    );
+  for (const sensor of s.sensors) {
+    const details = Object.entries(sensor.details)
+      .map(
+        ([k, v]) =>
+          `${k}=${Array.isArray(v) ? v.length : typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`,
+      )
+      .join(' ');
+    const skipped = Object.entries(sensor.skipped)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k}=${n}`)
+      .join(' ');
+    lines.push(
+      `sensor        ${sensor.name}: ${sensor.running ? 'running' : 'stopped'} ${details}${skipped ? ` (skipped: ${skipped})` : ''}`,
+    );
+  }
+  const e = s.enforcement;
+  lines.push(
+    `enforcement   ${e.blocked} blocked, ${e.quarantined} quarantined, ${e.warned} warned, ${e.audited} audited, ${e.failed} failed`,
+  );
+  lines.push(
+    `outbox        ${s.outbox.depth} events waiting (${s.outbox.bytes} bytes), ${s.outbox.dropped_total} dropped ever`,
+  );
+  const sh = s.shipper;
+  lines.push(
+    `collector     ${sh.collector_url ?? 'none configured'}${sh.collector_url ? `, ${sh.enrolled ? 'enrolled' : 'not enrolled'}` : ''}, last successful ship: ${sh.last_success_at ?? 'never'}, ${sh.shipped_total} shipped${sh.last_error ? `, last error: ${sh.last_error}` : ''}`,
+  );
+  return lines.join('\n');
+}

@@ -1,0 +1,92 @@
+/**
+ * Owns toolguard's typed errors: one `GuardError` class with a stable `code`, grouped by area.
+ *
+ * Codes are part of the contract (tests, the CLI's exit-code map and operators' alerts key on
+ * them), so a code is never renamed or reused; add new ones to the band of their area.
+ * Inside the pipeline an expected failure is a value (counted and logged); a `GuardError` is
+ * thrown only across an API edge (config load, policy verification, a control request, the CLI).
+ */
+
+/** Every error code, by area. The area prefix is the second word of the code. */
+export const ERROR_CODES = {
+  // config: bad settings refused at start
+  GUARD_CONFIG_UNKNOWN_KEY: 'a config key that is not in the settings table',
+  GUARD_CONFIG_INVALID_VALUE: 'a config value of the wrong type or out of range',
+  GUARD_CONFIG_UNREADABLE: 'the config file cannot be read or is not JSON',
+  // policy: signed ban list
+  GUARD_POLICY_MALFORMED_ENVELOPE: 'not a DSSE envelope',
+  GUARD_POLICY_UNSIGNED: 'no signatures in the envelope, or plain JSON',
+  GUARD_POLICY_SIGNATURE_INVALID: 'a signature does not verify against any trusted key',
+  GUARD_POLICY_UNTRUSTED_KEY: 'signed only by keys the config does not trust',
+  GUARD_POLICY_THRESHOLD_NOT_MET: 'fewer distinct trusted keys signed than the threshold',
+  GUARD_POLICY_WRONG_PAYLOAD_TYPE: 'payloadType is not the policy v1 type',
+  GUARD_POLICY_PAYLOAD_NOT_JSON: 'the signed payload is not JSON',
+  GUARD_POLICY_SCHEMA: 'the policy body violates the schema',
+  GUARD_POLICY_ROLLBACK: 'version lower than the highest accepted one',
+  GUARD_POLICY_EQUIVOCATION: 'same version as the accepted one, different content',
+  GUARD_POLICY_EXPIRED: 'expires_at is in the past',
+  GUARD_POLICY_NOT_YET_VALID: 'issued_at is in the future beyond the clock-skew allowance',
+  GUARD_POLICY_TOO_LARGE: 'the policy exceeds the size cap',
+  GUARD_POLICY_FETCH_FAILED: 'the policy could not be fetched (network, status, content type, timeout)',
+  GUARD_POLICY_UNSAFE_RULE: 'a rule would match critical system processes or is otherwise unsafe',
+  GUARD_POLICY_KEY_INVALID: 'a public or private key cannot be parsed',
+  // store: SQLite state and outbox
+  GUARD_STORE_CORRUPT: 'the database failed its integrity check',
+  GUARD_STORE_IO: 'the database cannot be opened or written',
+  // control: local sockets
+  GUARD_CONTROL_DAEMON_NOT_RUNNING: 'no daemon answers on the control socket',
+  GUARD_CONTROL_BAD_REQUEST: 'a control request is malformed or too large',
+  GUARD_CONTROL_UNKNOWN_METHOD: 'a control request names no known method',
+  GUARD_CONTROL_FORBIDDEN: 'the method needs the admin socket',
+  GUARD_CONTROL_TIMEOUT: 'the daemon did not answer in time',
+  // enforcement
+  GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
+  GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',
+  GUARD_ENFORCE_KILL_FAILED: 'a signal could not be delivered',
+  GUARD_QUARANTINE_UNSAFE_PATH: 'the path changed or points outside its root; not moved',
+  GUARD_QUARANTINE_NOT_FOUND: 'no quarantine entry with that id',
+  GUARD_QUARANTINE_STILL_BANNED: 'restoring needs --force: the current policy still bans it',
+  GUARD_QUARANTINE_IO: 'moving or restoring failed',
+  // shipping and collector
+  GUARD_SHIP_FAILED: 'the collector did not accept a batch',
+  GUARD_SHIP_UNAUTHORIZED: 'the collector refused the device token',
+  GUARD_COLLECTOR_BAD_REQUEST: 'a request body is not valid',
+  // cli
+  GUARD_CLI_USAGE: 'a guardctl command was called with the wrong arguments',
+  GUARD_CLI_NEEDS_ROOT: 'the command needs root (or the admin socket)',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** An error with a stable code and optional structured details (never secrets). */
+export class GuardError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    details: Record<string, unknown> = {},
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'GuardError';
+    this.code = code;
+    this.details = Object.freeze({ ...details });
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** True when `err` is a GuardError, optionally with the given code. */
+export function isGuardError(err: unknown, code?: ErrorCode): err is GuardError {
+  return err instanceof GuardError && (code === undefined || err.code === code);
+}
+
+/** The message of anything thrown, for logs and event `error` fields. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

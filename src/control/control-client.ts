@@ -1,0 +1,90 @@
+/**
+ * Owns talking to guardd from outside: one request, one response, over the control socket.
+ * guardctl uses only this (never daemon internals). A daemon that is not there is the typed error
+ * GUARD_CONTROL_DAEMON_NOT_RUNNING; a daemon-side failure is re-thrown as a GuardError with the
+ * daemon's code.
+ */
+import { createConnection } from 'node:net';
+import { type ErrorCode, GuardError } from '../common/errors.js';
+import type { ControlResponse } from './protocol.js';
+
+/** A daemon that has not answered after this long is reported as not answering. */
+export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
+/** Responses larger than this are refused (a status or page of events is far smaller). */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
+let nextId = 1;
+
+/** Calls `method` on the daemon listening at `socketPath`. */
+export function callDaemon<T = unknown>(
+  socketPath: string,
+  method: string,
+  params: Record<string, unknown> = {},
+  timeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+): Promise<T> {
+  const id = nextId++;
+  return new Promise<T>((resolve, reject) => {
+    const socket = createConnection(socketPath);
+    let buffer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new GuardError('GUARD_CONTROL_TIMEOUT', `guardd did not answer "${method}" within ${timeoutMs} ms`),
+      );
+    }, timeoutMs);
+    const done = (fn: () => void): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      fn();
+    };
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify({ id, method, params })}\n`));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      const notRunning = ['ENOENT', 'ECONNREFUSED', 'ENOTSOCK'].includes(err.code ?? '');
+      done(() =>
+        reject(
+          notRunning
+            ? new GuardError(
+                'GUARD_CONTROL_DAEMON_NOT_RUNNING',
+                `guardd is not running (no answer on ${socketPath})`,
+                { socket: socketPath },
+              )
+            : new GuardError(
+                'GUARD_CONTROL_DAEMON_NOT_RUNNING',
+                `cannot reach guardd on ${socketPath}: ${err.message}`,
+                { socket: socketPath, errno: err.code },
+              ),
+        ),
+      );
+    });
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      if (buffer.length > MAX_RESPONSE_BYTES) {
+        done(() => reject(new GuardError('GUARD_CONTROL_BAD_REQUEST', 'response from guardd too large')));
+        return;
+      }
+      const nl = buffer.indexOf('\n');
+      if (nl < 0) return;
+      let res: ControlResponse;
+      try {
+        res = JSON.parse(buffer.slice(0, nl)) as ControlResponse;
+      } catch {
+        done(() =>
+          reject(new GuardError('GUARD_CONTROL_BAD_REQUEST', 'guardd sent a response that is not JSON')),
+        );
+        return;
+      }
+      done(() => {
+        if (res.ok) resolve(res.result as T);
+        else reject(new GuardError(res.error.code as ErrorCode, res.error.message));
+      });
+    });
+    socket.on('close', () =>
+      done(() =>
+        reject(
+          new GuardError('GUARD_CONTROL_DAEMON_NOT_RUNNING', `guardd closed the connection on ${socketPath}`),
+        ),
+      ),
+    );
+  });
+}

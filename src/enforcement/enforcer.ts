@@ -1,0 +1,223 @@
+/**
+ * Owns turning a decision into an outcome: applies the policy's global mode and the rule's action,
+ * rate-limits warnings per user and rule, runs the action, and records exactly one event per
+ * handled observation (appended to the outbox before anything is sent).
+ *
+ * block → processes: the block-process action (stop, verify identity, tell, kill the tree);
+ *         packages and path artifacts: the quarantine action.
+ * warn  → the notify action (rate-limited), the thing keeps running / stays installed.
+ * audit → event only. In `monitor` mode block acts as warn and the event says `would_block`.
+ */
+import type { Logger } from '../common/logger.js';
+import { redactArgv } from '../common/redact.js';
+import type { EventSink, EventType } from '../events/event-types.js';
+import type { Decision } from '../policy/matcher.js';
+import type {
+  Observation,
+  PackageObservation,
+  PathObservation,
+  ProcessObservation,
+} from '../sensors/observation.js';
+import type { Action, ActionResult, ActionTaken } from './action.js';
+
+export interface EnforcerActions {
+  /** Stops and kills a matched process and its descendants, after telling the user. */
+  readonly blockProcess: Action<ProcessObservation>;
+  /** Tells the user (terminal, desktop) about a process rule without stopping it. */
+  readonly notifyProcess: Action<ProcessObservation>;
+  /** Moves a package or artifact into quarantine and tells the owner. */
+  readonly quarantine: Action<PackageObservation | PathObservation>;
+  /** Tells the owner about an installed package or artifact without moving it. */
+  readonly notifyInstall: Action<PackageObservation | PathObservation>;
+}
+
+export interface EnforcerOptions {
+  readonly actions: EnforcerActions;
+  readonly events: EventSink;
+  readonly logger: Logger;
+  /** A warning for the same user and rule is shown at most once per this many ms (0 = always). */
+  readonly warnIntervalMs: number;
+  readonly now?: () => number;
+}
+
+export interface EnforcerCounts {
+  blocked: number;
+  quarantined: number;
+  warned: number;
+  audited: number;
+  failed: number;
+}
+
+/** Warn rate-limit entries older than this many intervals are forgotten, bounding memory. */
+const WARN_MEMORY_INTERVALS = 2;
+/** …and the table never holds more than this many (user, rule) pairs. */
+const WARN_MEMORY_MAX = 10_000;
+
+export class Enforcer {
+  private readonly counts: EnforcerCounts = { blocked: 0, quarantined: 0, warned: 0, audited: 0, failed: 0 };
+  private readonly lastWarned = new Map<string, number>();
+  private readonly now: () => number;
+
+  constructor(private readonly options: EnforcerOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Handles one matched observation. Resolves (never rejects) once the action finished and its
+   * event is in the outbox. Concurrent calls for different observations are fine.
+   */
+  async handle(obs: Observation, decision: Decision): Promise<ActionResult> {
+    const started = performance.now();
+    let result: ActionResult;
+    let verb: 'blocked' | 'quarantined' | 'warned' | 'audited';
+    try {
+      const action = decision.rule.action;
+      if (action === 'block' && decision.mode === 'enforce') {
+        verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
+        result =
+          obs.kind === 'process'
+            ? await this.options.actions.blockProcess.execute(obs, decision)
+            : await this.options.actions.quarantine.execute(obs, decision);
+      } else if (action === 'block' || action === 'warn') {
+        verb = 'warned';
+        const wouldBlock = action === 'block';
+        if (this.warnAllowed(obs, decision)) {
+          const r =
+            obs.kind === 'process'
+              ? await this.options.actions.notifyProcess.execute(obs, decision)
+              : await this.options.actions.notifyInstall.execute(obs, decision);
+          result = wouldBlock && r.error === null ? { ...r, actionTaken: 'would_block' } : r;
+        } else {
+          result = this.result(wouldBlock ? 'would_block' : 'warn_suppressed', started, null, {
+            notified: false,
+          });
+        }
+      } else {
+        verb = 'audited';
+        result = this.result('audited', started, null);
+      }
+    } catch (err) {
+      // Actions must not throw; if one does, the event still records the attempt.
+      verb =
+        decision.rule.action === 'audit'
+          ? 'audited'
+          : decision.rule.action === 'warn'
+            ? 'warned'
+            : obs.kind === 'process'
+              ? 'blocked'
+              : 'quarantined';
+      result = this.result('failed', started, (err as Error).message);
+      this.options.logger.error({ err, rule: decision.rule.id }, 'action threw');
+    }
+    result = {
+      ...result,
+      latencyMs: result.latencyMs || Math.round((performance.now() - started) * 100) / 100,
+    };
+    this.count(verb, result.actionTaken);
+    const type = `${obs.kind}.${verb}` as EventType;
+    this.options.events.emit(type, { ...observationFields(obs), ...decisionFields(decision, result) });
+    return result;
+  }
+
+  /** Counters since start, for `guardctl status`. */
+  status(): Readonly<EnforcerCounts> {
+    return { ...this.counts };
+  }
+
+  private warnAllowed(obs: Observation, decision: Decision): boolean {
+    const interval = this.options.warnIntervalMs;
+    if (interval <= 0) return true;
+    const now = this.now();
+    const key = `${obs.owner.uid}\u0000${decision.rule.id}\u0000${obs.kind}`;
+    const last = this.lastWarned.get(key);
+    if (last !== undefined && now - last < interval) return false;
+    this.lastWarned.delete(key);
+    this.lastWarned.set(key, now);
+    if (this.lastWarned.size > WARN_MEMORY_MAX) {
+      for (const [k, t] of this.lastWarned) {
+        if (this.lastWarned.size <= WARN_MEMORY_MAX && now - t < interval * WARN_MEMORY_INTERVALS) break;
+        this.lastWarned.delete(k);
+      }
+    }
+    return true;
+  }
+
+  private result(
+    actionTaken: ActionTaken,
+    started: number,
+    error: string | null,
+    details?: Record<string, unknown>,
+  ): ActionResult {
+    return {
+      actionTaken,
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+      error,
+      ...(details ? { details } : {}),
+    };
+  }
+
+  private count(verb: string, taken: ActionTaken): void {
+    if (taken === 'failed') this.counts.failed++;
+    if (verb === 'blocked') this.counts.blocked++;
+    else if (verb === 'quarantined') this.counts.quarantined++;
+    else if (verb === 'warned') this.counts.warned++;
+    else this.counts.audited++;
+  }
+}
+
+/** The event fields describing what was observed (argv redacted here, before storage). */
+export function observationFields(obs: Observation): Record<string, unknown> {
+  const owner = { uid: obs.owner.uid, user: obs.owner.user };
+  switch (obs.kind) {
+    case 'process':
+      return {
+        ...owner,
+        pid: obs.pid,
+        ppid: obs.ppid,
+        name: obs.name,
+        exe: obs.exe,
+        argv: redactArgv(obs.argv),
+        start_time: obs.startTime,
+        tty: obs.tty,
+        ...(obs.sha256 ? { sha256: obs.sha256 } : {}),
+        ...(obs.scriptPackage
+          ? {
+              script_package: {
+                name: obs.scriptPackage.name,
+                version: obs.scriptPackage.version,
+                path: obs.scriptPackage.root,
+              },
+            }
+          : {}),
+      };
+    case 'package':
+      return {
+        ...owner,
+        package: {
+          ecosystem: obs.ecosystem,
+          name: obs.name,
+          version: obs.version,
+          path: obs.path,
+          root: obs.root,
+          manager: obs.manager,
+        },
+      };
+    case 'path':
+      return { ...owner, path: obs.path, is_directory: obs.isDirectory };
+  }
+}
+
+function decisionFields(decision: Decision, result: ActionResult): Record<string, unknown> {
+  return {
+    rule: decision.rule,
+    reason: decision.reason,
+    policy_version: decision.policyVersion,
+    mode: decision.mode,
+    outcome: {
+      action_taken: result.actionTaken,
+      latency_ms: result.latencyMs,
+      error: result.error,
+      ...(result.details ? { details: result.details } : {}),
+    },
+  };
+}

@@ -1,0 +1,265 @@
+/**
+ * Owns the compiled matcher: built once per verified policy, then a pure function
+ * `(observation, context) → Decision | null` — no I/O, no clock (the time comes in the context).
+ * Processes, packages and path artifacts all go through the same rules and the same exceptions.
+ *
+ * When several rules match, the strongest action wins (block > warn > audit); among equals the
+ * first rule in policy order. A rule is skipped for an observation when an unexpired exception
+ * for it matches every criterion it names (users, groups, hosts, device tags).
+ */
+import { basename } from 'node:path';
+import picomatch from 'picomatch';
+import semver from 'semver';
+import type { Platform } from '../common/platform-paths.js';
+import type {
+  Observation,
+  Owner,
+  PackageObservation,
+  PathObservation,
+  ProcessObservation,
+} from '../sensors/observation.js';
+import type { PolicyBody, PolicyException, PolicyMode, PolicyRule, RuleAction } from './policy-types.js';
+
+/** Why a rule matched; the enumeration is part of the event schema. */
+export type MatchReason = 'name' | 'exe_path' | 'argv' | 'script_package' | 'sha256' | 'npm_package' | 'path';
+
+export interface Decision {
+  readonly rule: { readonly id: string; readonly name: string; readonly action: RuleAction };
+  readonly reason: MatchReason;
+  /** What matched: the name, glob, pattern, package@range or hash from the rule. */
+  readonly detail: string;
+  readonly message: string;
+  readonly url: string | null;
+  readonly policyVersion: number;
+  /** The policy's global mode; in `monitor`, the enforcer turns block into "would block". */
+  readonly mode: PolicyMode;
+}
+
+/** Facts about the machine and the moment, passed in so the matcher stays pure. */
+export interface MatchContext {
+  /** Milliseconds since the epoch (exception expiry). */
+  readonly now: number;
+  readonly hostname: string;
+  readonly deviceTags: readonly string[];
+}
+
+export interface CompileOptions {
+  readonly platform: Platform;
+  /** Every local user's home, for `~` in path globs. */
+  readonly homes: readonly string[];
+}
+
+export interface Matcher {
+  readonly policyVersion: number;
+  readonly mode: PolicyMode;
+  /** Which costly observation fields any rule needs; sensors fill only these. */
+  readonly needs: { readonly sha256: boolean; readonly scriptPackage: boolean };
+  /** Package names any rule bans (so the install sensor can skip reading others' package.json). */
+  readonly packageNames: ReadonlySet<string>;
+  /** Path globs with `~` expanded for every home (what the install sensor watches). */
+  readonly pathGlobs: readonly string[];
+  /** Number of rules active on this platform. */
+  readonly ruleCount: number;
+  /** The decision for an observation, or null when no (non-excepted) rule matches. */
+  match(obs: Observation, ctx: MatchContext): Decision | null;
+}
+
+const ACTION_RANK: Record<RuleAction, number> = { block: 3, warn: 2, audit: 1 };
+
+/** argv longer than this (joined) is cut before regex matching: bounds the cost of hostile argv. */
+const MAX_ARGV_MATCH_CHARS = 64 * 1024;
+
+interface CompiledRule {
+  readonly rule: PolicyRule;
+  readonly index: number;
+  readonly names: ReadonlySet<string>;
+  readonly exeGlob: ((p: string) => boolean) | null;
+  readonly argv: readonly RegExp[];
+  readonly scriptPackages: ReadonlySet<string>;
+  readonly sha256: ReadonlySet<string>;
+  readonly packages: readonly { name: string; range: string }[];
+  readonly pathGlob: ((p: string) => boolean) | null;
+  readonly pathGlobs: readonly string[];
+  readonly exceptions: readonly CompiledException[];
+}
+
+interface CompiledException {
+  readonly expiresAt: number;
+  readonly users: ReadonlySet<string> | null;
+  readonly groups: ReadonlySet<string> | null;
+  readonly host: ((h: string) => boolean) | null;
+  readonly tags: ReadonlySet<string> | null;
+}
+
+/** Compiles a verified policy body. Throws only on input the schema should have refused (bad regex/glob). */
+export function compileMatcher(body: PolicyBody, options: CompileOptions): Matcher {
+  const nocase = options.platform !== 'linux';
+  const rules = body.rules
+    .map((rule, index) => ({ rule, index }))
+    .filter(({ rule }) => !rule.platforms || rule.platforms.includes(options.platform))
+    .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], options, nocase));
+
+  const needs = {
+    sha256: rules.some((r) => r.sha256.size > 0),
+    scriptPackage: rules.some((r) => r.scriptPackages.size > 0 || r.exeGlob !== null),
+  };
+  const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
+  const pathGlobs = [...new Set(rules.flatMap((r) => r.pathGlobs))];
+
+  const matchWith = (
+    ctx: MatchContext,
+    owner: Owner,
+    test: (r: CompiledRule) => { reason: MatchReason; detail: string } | null,
+  ): Decision | null => {
+    let best: { r: CompiledRule; hit: { reason: MatchReason; detail: string } } | null = null;
+    for (const r of rules) {
+      if (best && ACTION_RANK[r.rule.action] <= ACTION_RANK[best.r.rule.action]) continue;
+      const hit = test(r);
+      if (!hit || isExcepted(r, owner, ctx)) continue;
+      best = { r, hit };
+    }
+    if (!best) return null;
+    const { rule } = best.r;
+    return {
+      rule: { id: rule.id, name: rule.name, action: rule.action },
+      reason: best.hit.reason,
+      detail: best.hit.detail,
+      message: rule.message,
+      url: rule.url ?? null,
+      policyVersion: body.version,
+      mode: body.mode,
+    };
+  };
+
+  return {
+    policyVersion: body.version,
+    mode: body.mode,
+    needs,
+    packageNames,
+    pathGlobs,
+    ruleCount: rules.length,
+    match(obs, ctx) {
+      switch (obs.kind) {
+        case 'process':
+          return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, nocase));
+        case 'package':
+          return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
+        case 'path':
+          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs));
+      }
+    },
+  };
+}
+
+function compileRule(
+  rule: PolicyRule,
+  index: number,
+  exceptions: readonly PolicyException[],
+  options: CompileOptions,
+  nocase: boolean,
+): CompiledRule {
+  const p = rule.process ?? {};
+  const exeGlobs = (p.exe_globs ?? []).map(toPosix);
+  const pathGlobs = (rule.paths ?? []).flatMap((g) => expandHome(g, options.homes)).map(toPosix);
+  return {
+    rule,
+    index,
+    names: new Set(p.names ?? []),
+    exeGlob: exeGlobs.length > 0 ? picomatch(exeGlobs, { dot: true, nocase }) : null,
+    argv: (p.argv_patterns ?? []).map((src) => new RegExp(src, 'u')),
+    scriptPackages: new Set(p.script_packages ?? []),
+    sha256: new Set((p.sha256 ?? []).map((h) => h.toLowerCase())),
+    packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
+    pathGlob: pathGlobs.length > 0 ? picomatch(pathGlobs, { dot: true, nocase }) : null,
+    pathGlobs,
+    exceptions: exceptions.filter((e) => e.rule === rule.id).map(compileException),
+  };
+}
+
+function compileException(e: PolicyException): CompiledException {
+  return {
+    expiresAt: Date.parse(e.expires_at),
+    users: e.users?.length ? new Set(e.users) : null,
+    groups: e.groups?.length ? new Set(e.groups) : null,
+    host: e.hosts?.length ? picomatch([...e.hosts], { nocase: true }) : null,
+    tags: e.device_tags?.length ? new Set(e.device_tags) : null,
+  };
+}
+
+function isExcepted(r: CompiledRule, owner: Owner, ctx: MatchContext): boolean {
+  return r.exceptions.some(
+    (e) =>
+      ctx.now < e.expiresAt &&
+      (e.users === null || (owner.user !== null && e.users.has(owner.user))) &&
+      (e.groups === null || owner.groups.some((g) => e.groups?.has(g))) &&
+      (e.host === null || e.host(ctx.hostname)) &&
+      (e.tags === null || ctx.deviceTags.some((t) => e.tags?.has(t))),
+  );
+}
+
+function matchProcess(
+  r: CompiledRule,
+  obs: ProcessObservation,
+  nocase: boolean,
+): { reason: MatchReason; detail: string } | null {
+  if (r.names.size > 0) {
+    for (const candidate of processNames(obs, nocase)) {
+      if (r.names.has(candidate)) return { reason: 'name', detail: candidate };
+    }
+  }
+  if (r.sha256.size > 0 && obs.sha256 && r.sha256.has(obs.sha256))
+    return { reason: 'sha256', detail: obs.sha256 };
+  if (r.scriptPackages.size > 0 && obs.scriptPackage && r.scriptPackages.has(obs.scriptPackage.name)) {
+    return { reason: 'script_package', detail: obs.scriptPackage.name };
+  }
+  if (r.exeGlob) {
+    if (obs.exe && r.exeGlob(toPosix(obs.exe))) return { reason: 'exe_path', detail: obs.exe };
+    const script = obs.scriptPackage?.script;
+    if (script && r.exeGlob(toPosix(script))) return { reason: 'exe_path', detail: script };
+  }
+  if (r.argv.length > 0) {
+    const joined = obs.argv.join(' ').slice(0, MAX_ARGV_MATCH_CHARS);
+    for (const re of r.argv) if (re.test(joined)) return { reason: 'argv', detail: re.source };
+  }
+  return null;
+}
+
+/** The names a process goes by: comm, the executable's basename, argv[0]'s basename. */
+function processNames(obs: ProcessObservation, nocase: boolean): string[] {
+  const names = [obs.name];
+  if (obs.exe) names.push(basename(toPosix(obs.exe)));
+  const argv0 = obs.argv[0];
+  if (argv0) names.push(basename(toPosix(argv0)));
+  // Windows and macOS report "claude.exe" / case-folded names; match the rule's bare name too.
+  return nocase ? names.flatMap((n) => [n, n.replace(/\.exe$/i, '')]) : names;
+}
+
+function matchPackage(
+  r: CompiledRule,
+  obs: PackageObservation,
+): { reason: MatchReason; detail: string } | null {
+  for (const k of r.packages) {
+    if (k.name !== obs.name) continue;
+    // A package with no valid version is treated as matching: fail closed on a banned name.
+    if (obs.version === null || semver.satisfies(obs.version, k.range, { includePrerelease: true })) {
+      return { reason: 'npm_package', detail: `${k.name}@${k.range}` };
+    }
+  }
+  return null;
+}
+
+function matchPath(r: CompiledRule, obs: PathObservation): { reason: MatchReason; detail: string } | null {
+  if (r.pathGlob?.(toPosix(obs.path))) return { reason: 'path', detail: obs.path };
+  return null;
+}
+
+/** `~/x` → one glob per home; other globs unchanged. */
+export function expandHome(glob: string, homes: readonly string[]): string[] {
+  if (glob === '~' || glob.startsWith('~/'))
+    return homes.map((h) => toPosix(h).replace(/\/+$/, '') + glob.slice(1));
+  return [glob];
+}
+
+function toPosix(p: string): string {
+  return p.includes('\\') ? p.replace(/\\/g, '/') : p;
+}

@@ -1,0 +1,90 @@
+/**
+ * Owns what sensors report: observations. A sensor only observes; it fills an observation with
+ * what it read and hands it to the pipeline, which matches and enforces. Fields a rule may need
+ * but that cost I/O (SHA-256, script package) are filled by the sensor only when the compiled
+ * matcher says it needs them (`Matcher.needs`), so the matcher itself stays pure.
+ */
+
+/** Who owns a process or a file. */
+export interface Owner {
+  readonly uid: number;
+  /** User name, or null when the uid has no name on this machine. */
+  readonly user: string | null;
+  /** Group names of the user (for policy exceptions); empty when unknown. */
+  readonly groups: readonly string[];
+  /** Home directory, when known. */
+  readonly home: string | null;
+}
+
+/** The npm package that an interpreter's script belongs to. */
+export interface ScriptPackage {
+  readonly name: string;
+  readonly version: string | null;
+  /** The package root directory (holds package.json). */
+  readonly root: string;
+  /** The script file the interpreter runs. */
+  readonly script: string;
+}
+
+export interface ProcessObservation {
+  readonly kind: 'process';
+  readonly pid: number;
+  readonly ppid: number;
+  /**
+   * Start time: Linux = clock ticks since boot (field 22 of /proc/<pid>/stat); elsewhere the best
+   * the source offers (ms since epoch). Together with pid it is the process identity: enforcement
+   * re-reads it and refuses to signal a pid whose start time changed.
+   */
+  readonly startTime: number;
+  /** `comm` (Linux, ≤15 chars) or the name ps-list reports. */
+  readonly name: string;
+  /** Real executable path (symlinks resolved), or null when unreadable. */
+  readonly exe: string | null;
+  /** Raw argv as read (NOT redacted: redact before storing; matching needs the original). */
+  readonly argv: readonly string[];
+  readonly owner: Owner;
+  /** Controlling terminal device path (e.g. /dev/pts/3), or null. */
+  readonly tty: string | null;
+  /** Lower-case hex SHA-256 of `exe`; filled only when `Matcher.needs.sha256`. */
+  readonly sha256?: string | null;
+  /** Filled only when `Matcher.needs.scriptPackage` and the process is an interpreter running a script. */
+  readonly scriptPackage?: ScriptPackage | null;
+}
+
+export type PackageManager =
+  | 'npm'
+  | 'pnpm'
+  | 'yarn'
+  | 'bun'
+  | 'volta'
+  | 'nvm'
+  | 'fnm'
+  | 'asdf'
+  | 'mise'
+  | 'homebrew'
+  | 'npx'
+  | 'other';
+
+export interface PackageObservation {
+  readonly kind: 'package';
+  readonly ecosystem: 'npm';
+  readonly name: string;
+  /** From package.json; null when missing or not a valid semver string. */
+  readonly version: string | null;
+  /** The package directory (holds package.json). */
+  readonly path: string;
+  /** The global node_modules root it was found under. */
+  readonly root: string;
+  readonly manager: PackageManager;
+  readonly owner: Owner;
+}
+
+export interface PathObservation {
+  readonly kind: 'path';
+  /** The artifact (file or directory) that matched a policy path glob. */
+  readonly path: string;
+  readonly isDirectory: boolean;
+  readonly owner: Owner;
+}
+
+export type Observation = ProcessObservation | PackageObservation | PathObservation;

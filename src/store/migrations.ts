@@ -1,0 +1,54 @@
+/**
+ * Owns the agent state DB schema. Migration N brings `PRAGMA user_version` from N-1 to N; they run
+ * in order, each in its own transaction, and are never edited once released (0.1.0 is unreleased:
+ * until then migration 1 is still the place to add a table).
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) STRICT;
+
+  -- The event outbox: every event is appended here before anything is sent; rows are deleted
+  -- only once the collector acknowledged them. seq is the per-device monotonic sequence number.
+  CREATE TABLE outbox (
+    seq    INTEGER PRIMARY KEY,
+    id     TEXT NOT NULL UNIQUE,
+    type   TEXT NOT NULL,
+    time   TEXT NOT NULL,
+    body   TEXT NOT NULL,
+    bytes  INTEGER NOT NULL
+  ) STRICT;
+
+  -- Shipped events kept for guardctl events (local transparency), pruned by age and size.
+  CREATE TABLE event_history (
+    seq    INTEGER PRIMARY KEY,
+    id     TEXT NOT NULL UNIQUE,
+    type   TEXT NOT NULL,
+    time   TEXT NOT NULL,
+    body   TEXT NOT NULL,
+    bytes  INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX event_history_time ON event_history(time);
+
+  -- Every policy ever accepted or rejected (anti-rollback keeps the highest accepted version).
+  CREATE TABLE policy_history (
+    version     INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    reason      TEXT,
+    envelope    TEXT
+  ) STRICT;
+
+  -- Quarantined packages and artifacts (manifest as JSON).
+  CREATE TABLE quarantine (
+    id          TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    manifest    TEXT NOT NULL
+  ) STRICT;
+  `,
+];
