@@ -33,9 +33,9 @@ const list = (d: Omit<SettingDef<readonly string[]>, 'kind'>): SettingDef<readon
   kind: 'string[]',
   ...d,
 });
-const oneOf = <V extends string>(
+const oneOf = <const V extends string>(
   values: readonly V[],
-  d: Omit<SettingDef<V>, 'kind' | 'values'>,
+  d: Omit<SettingDef<NoInfer<V>>, 'kind' | 'values'>,
 ): SettingDef<V> => ({
   kind: 'enum',
   values,
@@ -232,8 +232,11 @@ export type SettingKey = keyof typeof SETTINGS;
 
 /** The validated, frozen config: one value per settings key. */
 export type Config = {
-  readonly [K in SettingKey]: (typeof SETTINGS)[K] extends SettingDef<infer T> ? T : never;
+  readonly [K in SettingKey]: ValueOf<(typeof SETTINGS)[K]>;
 };
+
+/** The value type of a setting, read from its default (what `infer` on the whole def widens). */
+type ValueOf<D> = D extends { readonly default: infer T } ? (T extends () => infer R ? R : T) : never;
 
 /** The environment variable that sets `key`. */
 export function envVarOf(key: string): string {

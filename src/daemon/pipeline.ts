@@ -1,0 +1,82 @@
+/**
+ * Owns the one path every observation takes: sensor → matcher → enforcer (→ event in the outbox).
+ * Holds the matcher in force; a new policy swaps it in one assignment, so an observation is always
+ * matched against exactly one whole policy, never a half-applied one.
+ */
+import type { Logger } from '../common/logger.js';
+import type { Enforcer } from '../enforcement/enforcer.js';
+import type { MatchContext, Matcher } from '../policy/matcher.js';
+import type { Observation } from '../sensors/observation.js';
+import type { Sensor } from '../sensors/sensor.js';
+
+export interface PipelineOptions {
+  readonly enforcer: Enforcer;
+  readonly logger: Logger;
+  readonly hostname: string;
+  readonly deviceTags: readonly string[];
+  readonly now?: () => number;
+}
+
+export class Pipeline {
+  private matcher: Matcher | null = null;
+  private readonly sensors: Sensor[] = [];
+  private readonly now: () => number;
+  private observed = 0;
+  private matched = 0;
+  private inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly options: PipelineOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Registers a sensor so it hears about matcher changes. Call before `setMatcher`. */
+  addSensor(sensor: Sensor): void {
+    this.sensors.push(sensor);
+    if (this.matcher) sensor.setMatcher(this.matcher);
+  }
+
+  /** Puts `matcher` in force for every observation from now on, and tells the sensors. */
+  setMatcher(matcher: Matcher): void {
+    this.matcher = matcher;
+    for (const s of this.sensors) s.setMatcher(matcher);
+  }
+
+  /**
+   * The sensors' `onObservation`. Matching is synchronous; the action runs asynchronously so a
+   * slow kill or move never delays the next observation. Never throws.
+   */
+  readonly handle = (obs: Observation): void => {
+    this.observed++;
+    const matcher = this.matcher;
+    if (!matcher) return;
+    let decision: ReturnType<Matcher['match']>;
+    try {
+      decision = matcher.match(obs, this.context());
+    } catch (err) {
+      this.options.logger.error({ err, kind: obs.kind }, 'matcher failed on an observation');
+      return;
+    }
+    if (!decision) return;
+    this.matched++;
+    const p = this.options.enforcer.handle(obs, decision).finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  };
+
+  /** True when the matcher in force would block `obs` (quarantine restore asks before putting it back). */
+  wouldMatch(obs: Observation): boolean {
+    return this.matcher?.match(obs, this.context())?.rule.action === 'block';
+  }
+
+  /** Resolves when every action started so far has finished (for a clean stop). */
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  counts(): { observed: number; matched: number } {
+    return { observed: this.observed, matched: this.matched };
+  }
+
+  private context(): MatchContext {
+    return { now: this.now(), hostname: this.options.hostname, deviceTags: this.options.deviceTags };
+  }
+}
