@@ -208,16 +208,21 @@ export function observationFields(obs: Observation): Record<string, unknown> {
 }
 
 function decisionFields(decision: Decision, result: ActionResult): Record<string, unknown> {
+  // Only the schema's fields (src/events/event.schema.json): the rule object at run time may be
+  // the whole policy rule, and everything in an event is sent, so pick what is documented.
+  const details = result.details ? { ...result.details } : undefined;
+  if (details && typeof details.notified === 'boolean')
+    details.notified = { terminal: details.notified, desktop: details.notified };
   return {
-    rule: decision.rule,
+    rule: { id: decision.rule.id, name: decision.rule.name, action: decision.rule.action },
     reason: decision.reason,
     policy_version: decision.policyVersion,
     mode: decision.mode,
     outcome: {
       action_taken: result.actionTaken,
-      latency_ms: result.latencyMs,
+      latency_ms: Math.max(0, result.latencyMs),
       error: result.error,
-      ...(result.details ? { details: result.details } : {}),
+      ...(details ? { details } : {}),
     },
   };
 }
