@@ -33,6 +33,19 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX event_history_time ON event_history(time);
 
+  -- Events set aside: the collector refused them as invalid (poison), or they failed the schema at
+  -- append. Kept (counted, visible in guardctl events) so they never block the outbox queue.
+  CREATE TABLE outbox_aside (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    type          TEXT NOT NULL,
+    time          TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    bytes         INTEGER NOT NULL,
+    reason        TEXT NOT NULL,
+    set_aside_at  TEXT NOT NULL
+  ) STRICT;
+
   -- Every policy ever accepted or rejected (anti-rollback keeps the highest accepted version).
   CREATE TABLE policy_history (
     version     INTEGER NOT NULL,
