@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   GUARD_CONTROL_UNKNOWN_METHOD: 'a control request names no known method',
   GUARD_CONTROL_FORBIDDEN: 'the method needs the admin socket',
   GUARD_CONTROL_TIMEOUT: 'the daemon did not answer in time',
+  GUARD_CONTROL_SOCKET_IN_USE: 'another guardd already answers on the control socket',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

@@ -45,7 +45,7 @@ export class ControlServer {
       mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
       if (existsSync(path)) {
         if (await answers(path)) {
-          throw new GuardError('GUARD_CONTROL_BAD_REQUEST', `another guardd already listens on ${path}`, {
+          throw new GuardError('GUARD_CONTROL_SOCKET_IN_USE', `another guardd already listens on ${path}`, {
             path,
           });
         }
