@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the packaging tests need (idempotent; safe to run twice).
+#   dpkg-dev      dpkg-deb / dpkg --root for building and installing the .deb into a scratch root
+#   rpm           rpmbuild + rpm -qlp for the .rpm
+#   wixl msitools wixl builds the .msi on Linux; msiinfo/msiextract list its tables and files
+#   systemd       systemd-analyze verify on the units
+#   python3       plistlib checks the launchd plist and the .mobileconfig
+#   fakeroot      root-owned payloads when the build does not run as root
+#   sqlite3       the collector backup example in docs/deploy/collector.md is tested by hand with it
+# Prints how long it took (the lead's .ci/run budgets it).
+set -euo pipefail
+start=$(date +%s)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 fakeroot sqlite3)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "system-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends -qq "${missing[@]}"
+else
+  echo "system-deps: all present (${PKGS[*]})"
+fi
+echo "system-deps: done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Builds toolguard's OS packages from what `npm run build` produced.
+#
+#   bash installers/build-package.sh deb|rpm|msi|stage
+#
+# Every package carries its own runtime: the Node binary (the one this build runs on, i.e. the
+# Node the native better-sqlite3 addon was compiled against), the built dist/, bin/, package.json
+# and production node_modules only (dev dependencies pruned offline, tests/docs of dependencies
+# dropped). Layout on Linux:
+#   /opt/toolguard/node/bin/node        bundled runtime (root-owned, 0755)
+#   /opt/toolguard/app/{bin,dist,node_modules,package.json,docs}
+#   /opt/toolguard/bin/{guardd,guardctl,guard-collector}   wrappers that run the bundled node
+#   /usr/bin/guardctl -> /opt/toolguard/bin/guardctl        on users' PATH
+#   /usr/lib/systemd/system/{toolguard,guard-collector}.service
+#   /etc/toolguard/config.json          conffile (kept on upgrade; removed on purge)
+#   /var/lib/toolguard                  state, 0700 root, created by postinst, removed on purge only
+#
+# Environment (all optional):
+#   TOOLGUARD_PKG_VERSION   package version (default: package.json "version")
+#   TOOLGUARD_PKG_OUT       output dir (default: build/packages)
+#   TOOLGUARD_PKG_FAST=1    fast compression for CI (deb: gzip -1, rpm: w1.gzdio); default xz
+#   TOOLGUARD_NODE          Node binary to bundle (default: the node running this script)
+#   TOOLGUARD_WIN_RUNTIME   msi only: dir with node.exe, toolguard-service.exe (WinSW) and the
+#                           win32-x64 better_sqlite3.node; required (see docs/install.md)
+set -euo pipefail
+
+FORMAT="${1:-}"
+case "$FORMAT" in deb | rpm | msi | stage) ;; *)
+  echo "usage: $0 deb|rpm|msi|stage" >&2
+  exit 2
+  ;;
+esac
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+[ -f dist/cli/guardctl-main.js ] || {
+  echo "build-package: dist/ is missing: run \`npm run build\` first" >&2
+  exit 1
+}
+
+VERSION="${TOOLGUARD_PKG_VERSION:-$(node -p 'require("./package.json").version')}"
+OUT="$(mkdir -p "${TOOLGUARD_PKG_OUT:-build/packages}" && cd "${TOOLGUARD_PKG_OUT:-build/packages}" && pwd)"
+NODE_BIN="${TOOLGUARD_NODE:-$(node -p process.execPath)}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tg-pkg.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+log() { echo "build-package[$FORMAT]: $*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# stage_app DIR: the app with production dependencies only.
+stage_app() {
+  local app="$1"
+  mkdir -p "$app"
+  cp -a package.json package-lock.json bin dist "$app/"
+  if [ -d docs ]; then cp -a docs "$app/docs"; fi
+  cp -a node_modules "$app/node_modules"
+  # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt,
+  # so better-sqlite3's compiled addon stays exactly as built against $NODE_BIN.
+  (cd "$app" && npm prune --omit=dev --offline --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  rm -f "$app/package-lock.json"
+  # The version the package reports (`guardctl --version` reads package.json).
+  node -e '
+    const fs = require("fs"); const f = process.argv[1];
+    const p = JSON.parse(fs.readFileSync(f, "utf8"));
+    p.version = process.argv[2]; delete p.devDependencies; delete p.scripts;
+    fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");' "$app/package.json" "$VERSION"
+  local nm="$app/node_modules"
+  # better-sqlite3: keep only the compiled addon (build objects, the SQLite amalgamation and the
+  # test extension are build-time only).
+  local bs="$nm/better-sqlite3"
+  if [ -d "$bs/build/Release" ]; then
+    find "$bs/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
+    find "$bs/build/Release" -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} +
+    rm -rf "$bs/deps" "$bs/src"
+  fi
+  [ -f "$bs/build/Release/better_sqlite3.node" ] || {
+    echo "build-package: better-sqlite3's compiled addon is missing" >&2
+    exit 1
+  }
+  # Tests, CI files and empty scope dirs of dependencies never ship (the payload test checks this).
+  find "$nm" -depth \( -type d \( -name test -o -name tests -o -name __tests__ -o -name .github \
+    -o -name benchmark -o -name benchmarks -o -name example -o -name examples \) \) -exec rm -rf {} +
+  find "$nm" -type f \( -name '*.test.js' -o -name '*.spec.js' -o -name '*.test.mjs' -o -name '*.test.ts' \
+    -o -name '*.test-d.ts' -o -name 'test.js' -o -name 'test-*.js' -o -name '.eslintrc*' -o -name '.npmignore' \
+    -o -name '.travis.yml' -o -name '*.map' \) -delete
+  find "$nm" -mindepth 1 -type d -empty -delete
+  find "$app/dist" -type f -name '*.map' -delete
+  # Nothing writable by group or others, whatever the umask of the checkout was.
+  chmod -R u+rwX,go+rX,go-w "$app"
+}
+
+# stage_root DIR: the Linux filesystem tree of the package.
+stage_root() {
+  local root="$1"
+  local opt="$root/opt/toolguard"
+  mkdir -p "$opt/node/bin" "$opt/bin" "$root/usr/bin" "$root/usr/lib/systemd/system" "$root/etc/toolguard"
+  install -m 0755 "$NODE_BIN" "$opt/node/bin/node"
+  stage_app "$opt/app"
+  local prog
+  for prog in guardd guardctl guard-collector; do
+    cat >"$opt/bin/$prog" <<EOF
+#!/bin/sh
+# $prog with toolguard's bundled Node runtime (never a user's nvm/Homebrew node).
+exec /opt/toolguard/node/bin/node /opt/toolguard/app/bin/$prog.js "\$@"
+EOF
+    chmod 0755 "$opt/bin/$prog"
+  done
+  ln -s /opt/toolguard/bin/guardctl "$root/usr/bin/guardctl"
+  install -m 0644 service/linux/toolguard.service service/linux/guard-collector.service \
+    "$root/usr/lib/systemd/system/"
+  install -m 0644 installers/linux/config.json "$root/etc/toolguard/config.json"
+  chmod 0755 "$root/etc/toolguard"
+}
+
+# ---------------------------------------------------------------------------------------------
+build_deb() {
+  local root="$WORK/deb"
+  stage_root "$root"
+  local arch
+  arch="$(dpkg --print-architecture)"
+  mkdir -p "$root/DEBIAN"
+  local size
+  size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+  cat >"$root/DEBIAN/control" <<EOF
+Package: toolguard
+Version: $VERSION
+Architecture: $arch
+Maintainer: toolguard maintainers <toolguard@example.invalid>
+Installed-Size: $size
+Depends: libc6 (>= 2.28), libstdc++6 (>= 10), libgcc-s1
+Section: admin
+Priority: optional
+Homepage: https://github.com/toolguard/toolguard
+Description: endpoint policy enforcement: keeps banned developer tools off machines
+ guardd watches process launches and installed tools, matches them against a signed ban list,
+ blocks or warns and reports to a central guard-collector. Ships its own Node runtime
+ in /opt/toolguard; guardctl shows what it does.
+EOF
+  echo /etc/toolguard/config.json >"$root/DEBIAN/conffiles"
+  local s
+  for s in postinst prerm postrm; do install -m 0755 "installers/deb/$s" "$root/DEBIAN/$s"; done
+  local comp=(-Zxz -z6)
+  [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && comp=(-Zgzip -z1)
+  local deb="$OUT/toolguard_${VERSION}_${arch}.deb"
+  dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null
+  log "built $deb"
+  echo "$deb"
+}
+
+build_rpm() {
+  command -v rpmbuild >/dev/null || {
+    echo "build-package: rpmbuild missing (Debian: apt-get install rpm; see .ci/system-deps.sh)" >&2
+    exit 1
+  }
+  local root="$WORK/rpmroot"
+  stage_root "$root"
+  local top="$WORK/rpmbuild"
+  mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
+  local payload="w6.xzdio"
+  [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && payload="w1.gzdio"
+  # rpm versions cannot hold '-': a prerelease 1.2.0-rc.1 becomes 1.2.0~rc.1.
+  local rpmver="${VERSION//-/\~}"
+  rpmbuild -bb --quiet \
+    --define "_topdir $top" \
+    --define "_tg_stage $root" \
+    --define "_tg_version $rpmver" \
+    --define "_binary_payload $payload" \
+    --define "_build_id_links none" \
+    --target "$(uname -m)" \
+    installers/rpm/toolguard.spec >/dev/null
+  local rpm
+  rpm="$(find "$top/RPMS" -name '*.rpm' | head -n1)"
+  cp "$rpm" "$OUT/"
+  log "built $OUT/$(basename "$rpm")"
+  echo "$OUT/$(basename "$rpm")"
+}
+
+build_msi() {
+  command -v wixl >/dev/null || {
+    echo "build-package: wixl missing (Debian: apt-get install wixl; see .ci/system-deps.sh)" >&2
+    exit 1
+  }
+  local rt="${TOOLGUARD_WIN_RUNTIME:-}"
+  if [ -z "$rt" ] || [ ! -f "$rt/node.exe" ] || [ ! -f "$rt/toolguard-service.exe" ] ||
+    [ ! -f "$rt/better_sqlite3.node" ]; then
+    echo "build-package: set TOOLGUARD_WIN_RUNTIME to a dir with node.exe (Node 20 win-x64)," \
+      "toolguard-service.exe (WinSW x64) and better_sqlite3.node (better-sqlite3 win32-x64 prebuild" \
+      "for Node 20); see docs/install.md" >&2
+    exit 1
+  fi
+  local src="$WORK/msi/src"
+  mkdir -p "$src/node" "$src/service"
+  stage_app "$src/app"
+  # The Windows build of the native addon replaces the Linux one.
+  cp "$rt/better_sqlite3.node" "$src/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
+  cp "$rt/node.exe" "$src/node/node.exe"
+  cp "$rt/toolguard-service.exe" "$src/service/toolguard-service.exe"
+  cp service/windows/toolguard-service.xml service/windows/win-setup.cjs "$src/service/"
+  cp service/windows/guardctl.cmd "$src/guardctl.cmd"
+  # Every app file is one component (wixl-heat); directories and GUIDs derive from the paths.
+  (cd "$src" && find app -type f | sort |
+    wixl-heat --prefix app/ --directory-ref APPDIR --var var.AppSrc --component-group AppFiles \
+      >"$WORK/msi/app-files.wxs")
+  local msiver="${VERSION%%-*}"
+  local msi="$OUT/toolguard-${VERSION}-x64.msi"
+  rm -f "$msi"
+  # wixl resolves File sources relative to the working directory (absolute ones are refused).
+  (cd "$src" && wixl -a x64 -D "Version=$msiver" -D SourceDir=. -D AppSrc=app \
+    -o "$msi" "$REPO/installers/windows/toolguard.wxs" "$WORK/msi/app-files.wxs" 2>&1 |
+    { grep -v -e '^$' -e 'GLib-GObject-WARNING' || true; } >&2)
+  [ -s "$msi" ] || {
+    echo "build-package: wixl failed" >&2
+    exit 1
+  }
+  log "built $msi"
+  echo "$msi"
+}
+
+case "$FORMAT" in
+stage)
+  dest="$OUT/stage"
+  rm -rf "$dest"
+  stage_root "$dest"
+  log "staged $dest"
+  echo "$dest"
+  ;;
+deb) build_deb ;;
+rpm) build_rpm ;;
+msi) build_msi ;;
+esac
