@@ -3,6 +3,11 @@
  * src/cli/commands/ and one line here.
  */
 import type { GuardctlCommand } from './command.js';
+import { policyReloadCommand } from './commands/policy-reload.js';
 import { statusCommand } from './commands/status.js';
 
-export const COMMANDS: readonly GuardctlCommand[] = [statusCommand];
+// biome-ignore format: one command per line keeps additions one-line diffs
+export const COMMANDS: readonly GuardctlCommand[] = [
+  policyReloadCommand,
+  statusCommand,
+];
