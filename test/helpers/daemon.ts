@@ -1,0 +1,165 @@
+/**
+ * Real toolguard programs as child processes for end-to-end tests: a signed test policy, a
+ * guard-collector on an ephemeral loopback port, guardd with a temp config, and guardctl.
+ * Everything runs from dist/ (built by `npm test` before vitest starts).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll } from 'vitest';
+import { signEnvelope } from '../../src/policy/dsse.js';
+import { generateKeyPair, parsePrivateKey } from '../../src/policy/keys.js';
+import { POLICY_PAYLOAD_TYPE, type PolicyBody, type PolicyRule } from '../../src/policy/policy-types.js';
+import { waitFor } from './wait.js';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+const BIN = (name: string): string => join(ROOT, 'bin', `${name}.js`);
+
+export interface SigningKey {
+  readonly privateKeyPem: string;
+  readonly publicKeyPem: string;
+}
+
+export function makeKey(): SigningKey {
+  const k = generateKeyPair();
+  return { privateKeyPem: k.privateKeyPem, publicKeyPem: k.publicKeyPem };
+}
+
+/** A policy body valid for two weeks from now. */
+export function policyBody(rules: PolicyRule[], extra: Partial<PolicyBody> = {}): PolicyBody {
+  const now = Date.now();
+  return {
+    schema: 'toolguard.policy/v1',
+    version: 1,
+    issued_at: new Date(now - 60_000).toISOString(),
+    expires_at: new Date(now + 14 * 86_400_000).toISOString(),
+    mode: 'enforce',
+    rules,
+    ...extra,
+  };
+}
+
+/** Signs `body` with `key` and writes the envelope to `file`. */
+export function writeSignedPolicy(file: string, body: PolicyBody, key: SigningKey): string {
+  const env = signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]);
+  writeFileSync(file, JSON.stringify(env));
+  return file;
+}
+
+export interface RunningProcess {
+  readonly child: ChildProcess;
+  readonly output: () => string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+function track(child: ChildProcess): RunningProcess {
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const proc: RunningProcess = {
+    child,
+    output: () => out,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+  afterAll(() => proc.stop('SIGKILL'));
+  return proc;
+}
+
+export interface Collector extends RunningProcess {
+  readonly url: string;
+  readonly dbFile: string;
+  readonly policyFile: string;
+  readonly enrollSecret: string;
+  readonly adminToken: string;
+}
+
+/** Starts guard-collector on 127.0.0.1:0 as a real process and waits for its URL. */
+export async function startCollectorProcess(dir: string, policyFile: string): Promise<Collector> {
+  mkdirSync(dir, { recursive: true });
+  const enrollSecret = randomBytes(16).toString('hex');
+  const adminToken = randomBytes(16).toString('hex');
+  writeFileSync(join(dir, 'enroll-secret'), enrollSecret, { mode: 0o600 });
+  writeFileSync(join(dir, 'admin-token'), adminToken, { mode: 0o600 });
+  const dbFile = join(dir, 'collector.db');
+  const child = spawn(
+    process.execPath,
+    [
+      BIN('guard-collector'),
+      '--listen',
+      '127.0.0.1:0',
+      '--db',
+      dbFile,
+      '--policy-file',
+      policyFile,
+      '--enroll-secret-file',
+      join(dir, 'enroll-secret'),
+      '--admin-token-file',
+      join(dir, 'admin-token'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const proc = track(child);
+  const url = await waitFor(() => /listening on (https?:\/\/[^\s]+)/.exec(proc.output())?.[1], `collector URL (output: ${proc.output()})`);
+  return { ...proc, url, dbFile, policyFile, enrollSecret, adminToken };
+}
+
+export interface Guardd extends RunningProcess {
+  readonly socketDir: string;
+  readonly stateDir: string;
+  readonly configFile: string;
+}
+
+/** Writes a config for `dir` and starts guardd; resolves when its control socket answers. */
+export async function startGuardd(dir: string, config: Record<string, unknown>): Promise<Guardd> {
+  const socketDir = join(dir, 'run');
+  const stateDir = join(dir, 'state');
+  const configFile = join(dir, 'config.json');
+  const full = {
+    'paths.state_dir': stateDir,
+    'paths.socket_dir': socketDir,
+    'log.level': 'warn',
+    'sensors.install.enabled': false,
+    'enforcement.notify_desktop': false,
+    'shipper.interval_ms': 200,
+    ...config,
+  };
+  writeFileSync(configFile, JSON.stringify(full, null, 2));
+  const child = spawn(process.execPath, [BIN('guardd'), '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = track(child);
+  await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${proc.output()}`);
+      const r = runGuardctl(['--socket-dir', socketDir, 'status', '--json']);
+      return r.code === 0 ? r : undefined;
+    },
+    'guardd to answer status',
+  );
+  return { ...proc, socketDir, stateDir, configFile };
+}
+
+export interface GuardctlResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  json<T = Record<string, unknown>>(): T;
+}
+
+/** Runs guardctl as a real process. */
+export function runGuardctl(args: readonly string[], env: Record<string, string> = {}): GuardctlResult {
+  const r = spawnSync(process.execPath, [BIN('guardctl'), ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+  return {
+    code: r.status,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    json: <T>() => JSON.parse(r.stdout) as T,
+  };
+}
