@@ -3,11 +3,13 @@
  * src/cli/commands/ and one line here.
  */
 import type { GuardctlCommand } from './command.js';
+import { configCommand } from './commands/config.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { statusCommand } from './commands/status.js';
 
 // biome-ignore format: one command per line keeps additions one-line diffs
 export const COMMANDS: readonly GuardctlCommand[] = [
+  configCommand,
   policyReloadCommand,
   statusCommand,
 ];
