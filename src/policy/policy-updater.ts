@@ -1,0 +1,321 @@
+/**
+ * Owns fetching the signed policy from `policy.url` (default: the collector's `GET /v1/policy`) on
+ * a node-cron schedule with random jitter, and on demand (SIGHUP, `policy.reload`). A download is
+ * hostile input: the body is capped by counting bytes as they stream (not by trusting
+ * Content-Length), the whole request — connect, redirects and body — is time-limited, at most
+ * MAX_REDIRECTS redirects are followed (never https → http), and anything but 200 with a JSON
+ * content type, or 304, is a failure. What arrives is handed to the PolicyManager, which verifies it.
+ */
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import http from 'node:http';
+import https from 'node:https';
+import cron, { type ScheduledTask } from 'node-cron';
+import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { ControlMethods } from '../control/protocol.js';
+import type { PolicyManager } from './policy-manager.js';
+
+/** Redirects followed at most: a collector behind one or two hops works, a loop fails fast. */
+const MAX_REDIRECTS = 3;
+
+/** Content types accepted for an envelope (parameters such as charset ignored). */
+const JSON_CONTENT_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json$/i;
+
+export interface PolicyUpdaterOptions {
+  readonly manager: PolicyManager;
+  /** http(s) URL of the signed envelope. */
+  readonly url: string;
+  /** node-cron schedule of fetches. */
+  readonly cron: string;
+  /** Up to this many seconds of random delay before each scheduled fetch (spreads a fleet's load). */
+  readonly jitterS: number;
+  /** Time limit of one whole fetch (redirects and body included), ms. */
+  readonly timeoutMs: number;
+  /** Size cap of the body, bytes. */
+  readonly maxBytes: number;
+  /** PEM CA bundle pinned for https (instead of the system CAs). */
+  readonly caFile?: string;
+  readonly logger: Logger;
+}
+
+export type RefreshStatus = 'applied' | 'unchanged' | 'not-modified' | 'rejected' | 'failed';
+
+export interface RefreshResult {
+  readonly status: RefreshStatus;
+  readonly version?: number;
+  readonly error?: { readonly code: string; readonly message: string };
+}
+
+type FetchOutcome =
+  | { readonly kind: 'not-modified' }
+  | { readonly kind: 'body'; readonly body: Buffer; readonly etag: string | null };
+
+export class PolicyUpdater {
+  private readonly url: URL;
+  private readonly ca: string | undefined;
+  private task: ScheduledTask | null = null;
+  private jitterTimer: NodeJS.Timeout | null = null;
+  private inFlight: Promise<RefreshResult> | null = null;
+  /** ETag of the body last applied (or found unchanged); sent as If-None-Match. */
+  private etag: string | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly options: PolicyUpdaterOptions) {
+    this.log = options.logger;
+    try {
+      this.url = new URL(options.url);
+    } catch {
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `policy.url ${JSON.stringify(options.url)} is not a URL`,
+      );
+    }
+    if (this.url.protocol !== 'http:' && this.url.protocol !== 'https:') {
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `policy.url must be http(s), got ${this.url.protocol}`,
+      );
+    }
+    if (!cron.validate(options.cron)) {
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `policy.refresh_cron ${JSON.stringify(options.cron)} is not a valid cron expression`,
+      );
+    }
+    try {
+      this.ca = options.caFile ? readFileSync(options.caFile, 'utf8') : undefined;
+    } catch (err) {
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `collector.ca_file cannot be read: ${errorMessage(err)}`,
+      );
+    }
+  }
+
+  /** Starts the schedule (each tick waits a random 0..jitterS s, then fetches). Idempotent. */
+  start(): void {
+    if (this.task) return;
+    this.task = cron.schedule(this.options.cron, () => {
+      if (this.jitterTimer) return; // the previous tick is still waiting its jitter
+      const delay = Math.floor(Math.random() * this.options.jitterS * 1000);
+      this.jitterTimer = setTimeout(() => {
+        this.jitterTimer = null;
+        void this.refreshNow();
+      }, delay);
+      this.jitterTimer.unref();
+    });
+  }
+
+  /** Stops the schedule and any pending jittered fetch (an in-flight fetch finishes). Idempotent. */
+  stop(): void {
+    if (this.jitterTimer) clearTimeout(this.jitterTimer);
+    this.jitterTimer = null;
+    void this.task?.destroy();
+    this.task = null;
+  }
+
+  /**
+   * Fetches and applies now. Concurrent calls share one fetch. Never rejects: failures are a
+   * `failed` / `rejected` result (and recorded in the manager's status and events).
+   */
+  refreshNow(): Promise<RefreshResult> {
+    this.inFlight ??= this.refresh().finally(() => {
+      this.inFlight = null;
+    });
+    return this.inFlight;
+  }
+
+  private async refresh(): Promise<RefreshResult> {
+    const { manager } = this.options;
+    let outcome: FetchOutcome;
+    try {
+      outcome = await this.fetch();
+    } catch (err) {
+      const error = isGuardError(err) ? err : new GuardError('GUARD_POLICY_FETCH_FAILED', errorMessage(err));
+      manager.recordFetch({ code: error.code, message: error.message });
+      this.log.warn({ code: error.code, err: error.message, url: this.url.href }, 'policy fetch failed');
+      return { status: 'failed', error: { code: error.code, message: error.message } };
+    }
+    manager.recordFetch(null);
+    if (outcome.kind === 'not-modified') {
+      const version = manager.current()?.body.version;
+      return version === undefined ? { status: 'not-modified' } : { status: 'not-modified', version };
+    }
+    const result = manager.applyEnvelope(outcome.body, this.url.href);
+    if (!result.ok) {
+      return { status: 'rejected', error: { code: result.error.code, message: result.error.message } };
+    }
+    this.etag = outcome.etag;
+    return { status: result.changed ? 'applied' : 'unchanged', version: result.version };
+  }
+
+  /** One GET with redirects, the whole of it bounded by timeoutMs. */
+  private fetch(): Promise<FetchOutcome> {
+    return new Promise<FetchOutcome>((resolve, reject) => {
+      let settled = false;
+      let current: http.ClientRequest | null = null;
+      const finish = (err: Error | null, value?: FetchOutcome): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) {
+          current?.destroy();
+          reject(err);
+        } else resolve(value as FetchOutcome);
+      };
+      const timer = setTimeout(
+        () =>
+          finish(
+            new GuardError(
+              'GUARD_POLICY_FETCH_FAILED',
+              `policy fetch timed out after ${this.options.timeoutMs} ms`,
+              {
+                url: this.url.href,
+              },
+            ),
+          ),
+        this.options.timeoutMs,
+      );
+      timer.unref();
+
+      const get = (url: URL, hops: number): void => {
+        const headers: Record<string, string> = {
+          accept: 'application/json',
+          'user-agent': 'toolguard-guardd',
+        };
+        // Only ask for 304 when a policy is in force: otherwise we need the body.
+        if (this.etag && this.options.manager.current()) headers['if-none-match'] = this.etag;
+        const lib = url.protocol === 'https:' ? https : http;
+        const req = lib.get(
+          url,
+          { headers, ...(url.protocol === 'https:' && this.ca ? { ca: this.ca } : {}) },
+          (res) => onResponse(res, url, hops),
+        );
+        current = req;
+        req.on('error', (err) =>
+          finish(
+            new GuardError(
+              'GUARD_POLICY_FETCH_FAILED',
+              `policy fetch from ${url.href} failed: ${err.message}`,
+            ),
+          ),
+        );
+      };
+
+      const onResponse = (res: IncomingMessage, url: URL, hops: number): void => {
+        const status = res.statusCode ?? 0;
+        if ([301, 302, 303, 307, 308].includes(status)) {
+          res.resume();
+          const location = res.headers.location;
+          if (hops >= MAX_REDIRECTS) {
+            finish(new GuardError('GUARD_POLICY_FETCH_FAILED', `more than ${MAX_REDIRECTS} redirects`));
+            return;
+          }
+          let next: URL;
+          try {
+            next = new URL(location ?? '', url);
+          } catch {
+            finish(new GuardError('GUARD_POLICY_FETCH_FAILED', 'redirect without a valid Location'));
+            return;
+          }
+          if (!location || (next.protocol !== 'https:' && next.protocol !== 'http:')) {
+            finish(new GuardError('GUARD_POLICY_FETCH_FAILED', 'redirect without a valid http(s) Location'));
+            return;
+          }
+          if (url.protocol === 'https:' && next.protocol !== 'https:') {
+            finish(new GuardError('GUARD_POLICY_FETCH_FAILED', 'refusing a redirect from https to http'));
+            return;
+          }
+          get(next, hops + 1);
+          return;
+        }
+        if (status === 304) {
+          res.resume();
+          finish(null, { kind: 'not-modified' });
+          return;
+        }
+        if (status !== 200) {
+          res.resume();
+          finish(
+            new GuardError('GUARD_POLICY_FETCH_FAILED', `policy server answered HTTP ${status}`, { status }),
+          );
+          return;
+        }
+        const type = (res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
+        if (type !== '' && !JSON_CONTENT_TYPE.test(type)) {
+          res.resume();
+          finish(
+            new GuardError(
+              'GUARD_POLICY_FETCH_FAILED',
+              `policy server answered ${type.slice(0, 100)}, not JSON`,
+            ),
+          );
+          return;
+        }
+        const declared = Number(res.headers['content-length']);
+        if (Number.isFinite(declared) && declared > this.options.maxBytes) {
+          res.destroy();
+          finish(tooLarge(this.options.maxBytes));
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > this.options.maxBytes) {
+            res.destroy();
+            finish(tooLarge(this.options.maxBytes));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on('error', (err) =>
+          finish(new GuardError('GUARD_POLICY_FETCH_FAILED', `policy download failed: ${err.message}`)),
+        );
+        res.on('end', () => {
+          const etag = res.headers.etag;
+          finish(null, {
+            kind: 'body',
+            body: Buffer.concat(chunks),
+            etag: typeof etag === 'string' ? etag : null,
+          });
+        });
+      };
+
+      get(this.url, 0);
+    });
+  }
+}
+
+function tooLarge(max: number): GuardError {
+  return new GuardError('GUARD_POLICY_TOO_LARGE', `policy download exceeds the ${max}-byte cap`, {
+    max_bytes: max,
+  });
+}
+
+/**
+ * The control methods of the policy: `policy.reload` (admin: fetch and apply now) and `policy.show`
+ * (public: the status and the body of the policy in force — a ban list is not a secret on the
+ * machine it is enforced on).
+ */
+export function policyControlMethods(updater: PolicyUpdater | null, manager: PolicyManager): ControlMethods {
+  return {
+    'policy.reload': {
+      admin: true,
+      summary: 'Fetch the policy now and apply it if it verifies',
+      handle: async () =>
+        updater
+          ? updater.refreshNow()
+          : ({
+              status: 'failed',
+              error: { code: 'GUARD_POLICY_FETCH_FAILED', message: 'no policy URL configured' },
+            } satisfies RefreshResult),
+    },
+    'policy.show': {
+      admin: false,
+      summary: 'The policy in force: status and body',
+      handle: () => ({ status: manager.status(), body: manager.current()?.body ?? null }),
+    },
+  };
+}
