@@ -28,7 +28,11 @@ beforeAll(async () => {
     out += d;
   });
   exited = new Promise((res) => guardd.once('exit', (code) => res(code)));
-  await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output so far: ${out})`, { timeoutMs: 30_000 });
+  await waitFor(
+    () => out.includes('Ctrl-C stops everything'),
+    `the local-mode banner (output so far: ${out})`,
+    { timeoutMs: 30_000 },
+  );
 });
 
 afterAll(() => {
@@ -51,7 +55,10 @@ describe('guardd --local (npm start)', () => {
     const child = spawn(exe, ['60'], { stdio: 'ignore' });
     const signal = await new Promise((res) => child.once('exit', (_c, s) => res(s)));
     expect(signal).toBe('SIGKILL');
-    await waitFor(() => new RegExp(`process\\.blocked pid=${child.pid} .*→ killed`).test(out), 'the process.blocked line');
+    await waitFor(
+      () => new RegExp(`process\\.blocked pid=${child.pid} .*→ killed`).test(out),
+      'the process.blocked line',
+    );
   });
 
   it('answers guardctl found through ./.toolguard-style config', () => {
