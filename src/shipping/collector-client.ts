@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { platform, release } from 'node:os';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { GuardError } from '../common/errors.js';
@@ -22,6 +23,8 @@ const gzip = promisify(gzipCb);
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 /** A Retry-After beyond this (seconds) is treated as this: a broken header must not park the agent for days. */
 const MAX_RETRY_AFTER_S = 24 * 3600;
+/** An enroll secret file longer than this is cut (secrets are a few dozen characters). */
+const MAX_SECRET_CHARS = 4096;
 /** State key of the device token (the state DB is root-owned; the token is a bearer secret). */
 export const STATE_DEVICE_TOKEN = 'collector.device_token';
 
@@ -35,10 +38,15 @@ export interface CollectorClientOptions {
   readonly state: StateStore;
   readonly deviceId: string;
   readonly hostname: string;
-  /** Reported at enroll (e.g. `linux 6.8.0`). */
-  readonly os: string;
-  /** The enroll secret, read when needed (so a rotated secret file is picked up). */
-  readonly enrollSecret: () => string;
+  /** Reported at enroll (≤ 64 chars); default `<platform> <release>` of this machine. */
+  readonly os?: string;
+  /** The enroll secret (`collector.enroll_secret`), or a function returning it. */
+  readonly enrollSecret?: string | (() => string);
+  /**
+   * File holding the enroll secret (`collector.enroll_secret_file`), read at each enroll so a
+   * rotated file is picked up; wins over `enrollSecret` when set.
+   */
+  readonly enrollSecretFile?: string;
   readonly agentVersion?: string;
   readonly logger: Logger;
 }
@@ -151,13 +159,19 @@ export class CollectorClient {
    * any previous one). Safe to call again: the collector issues a new token for the device.
    */
   async enroll(): Promise<EnrollResult> {
-    const secret = this.options.enrollSecret();
+    let secret: string;
+    try {
+      secret = this.enrollSecret();
+    } catch (err) {
+      return { kind: 'invalid', status: 0, message: `enroll secret unreadable: ${(err as Error).message}` };
+    }
+    if (!secret) return { kind: 'invalid', status: 0, message: 'no enroll secret configured' };
     const body = JSON.stringify({
       enroll_secret: secret,
       device: {
         id: this.options.deviceId,
         hostname: this.options.hostname,
-        os: this.options.os,
+        os: (this.options.os ?? `${platform()} ${release()}`).slice(0, 64),
         agent_version: this.agentVersion,
       },
     });
@@ -195,6 +209,13 @@ export class CollectorClient {
     });
     if ('kind' in r) return r;
     return classify(r);
+  }
+
+  private enrollSecret(): string {
+    if (this.options.enrollSecretFile)
+      return readFileSync(this.options.enrollSecretFile, 'utf8').slice(0, MAX_SECRET_CHARS).trim();
+    const s = this.options.enrollSecret;
+    return (typeof s === 'function' ? s() : (s ?? '')).trim();
   }
 
   /** Closes idle keep-alive connections. */

@@ -18,12 +18,13 @@ export interface HeartbeatOptions {
    * shipped_total). Called once per beat; a throw is logged and that beat skipped.
    */
   readonly summary: () => Record<string, unknown>;
-  readonly logger: Logger;
+  /** Optional: failures of the summary callback are logged here. */
+  readonly logger?: Logger;
 }
 
 export class Heartbeat {
   private task: ScheduledTask | null = null;
-  private readonly log: Logger;
+  private readonly log: Logger | null;
   private beats = 0;
 
   constructor(private readonly options: HeartbeatOptions) {
@@ -33,7 +34,7 @@ export class Heartbeat {
         `shipper.heartbeat_cron "${options.cron}" is not a valid cron expression`,
         { key: 'shipper.heartbeat_cron', value: options.cron },
       );
-    this.log = options.logger.child({ component: 'shipping.heartbeat' });
+    this.log = options.logger?.child({ component: 'shipping.heartbeat' }) ?? null;
   }
 
   /** Starts the schedule. Calling it twice does nothing. */
@@ -61,7 +62,7 @@ export class Heartbeat {
     try {
       fields = this.options.summary();
     } catch (err) {
-      this.log.error({ err }, 'heartbeat summary failed; beat skipped');
+      this.log?.error({ err }, 'heartbeat summary failed; beat skipped');
       return false;
     }
     this.beats++;

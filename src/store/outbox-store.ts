@@ -15,11 +15,13 @@
  * commit) because a block event must survive a power cut too, and events are rare (bench/outbox.bench.js
  * measures both: FULL still appends thousands of events per second, far above any real rate).
  */
+import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { uuidv7 } from '../common/uuidv7.js';
 import { AGENT_VERSION } from '../common/version.js';
+import type { ControlMethods } from '../control/protocol.js';
 import { validateEvent } from '../events/event-schema.js';
-import type { AgentEvent, EventSink, EventType } from '../events/event-types.js';
+import { type AgentEvent, EVENT_TYPES, type EventSink, type EventType } from '../events/event-types.js';
 import type { Db } from './database.js';
 
 /** Event types the shipper sends at once rather than at its next interval. */
@@ -76,8 +78,10 @@ export interface ListQuery {
   /** Only events with time >= sinceTime (RFC 3339). */
   readonly sinceTime?: string;
   readonly type?: EventType;
-  /** At most this many (the newest that match are returned, in seq order). */
+  /** At most this many: the newest that match (or the oldest with `oldestFirst`), in seq order. */
   readonly limit: number;
+  /** Take the oldest matches rather than the newest (follow mode pages forward from sinceSeq). */
+  readonly oldestFirst?: boolean;
 }
 
 export interface OutboxStatus {
@@ -405,14 +409,15 @@ export class OutboxStore implements EventSink {
         SELECT seq, body, 'queued' AS state, NULL AS reason FROM outbox ${w}
         UNION ALL SELECT seq, body, 'shipped' AS state, NULL AS reason FROM event_history ${w}
         UNION ALL SELECT seq, body, 'set_aside' AS state, reason FROM outbox_aside ${w}
-      ) ORDER BY seq DESC LIMIT ?`;
+      ) ORDER BY seq ${query.oldestFirst ? 'ASC' : 'DESC'} LIMIT ?`;
     const rows = this.db.prepare(sql).all(...params, ...params, ...params, limit) as {
       seq: number;
       body: string;
       state: ListedEventState;
       reason: string | null;
     }[];
-    return rows.reverse().map((r) => ({
+    if (!query.oldestFirst) rows.reverse();
+    return rows.map((r) => ({
       state: r.state,
       ...(r.reason !== null ? { reason: r.reason } : {}),
       event: JSON.parse(r.body) as AgentEvent,
@@ -605,4 +610,57 @@ export class OutboxStore implements EventSink {
     this.asideDepth = a.n;
     this.asideBytes = a.b;
   }
+}
+
+/** Most events one `events.list` answer carries (a page; guardctl pages with since_seq). */
+export const EVENTS_LIST_MAX = 5000;
+
+/** The answer of the `events.list` control method. */
+export interface EventsListResult {
+  readonly events: readonly ListedEvent[];
+  /** The highest seq recorded on this machine (follow mode continues from here when nothing matched). */
+  readonly last_seq: number;
+}
+
+/**
+ * Control methods over the outbox (public socket, read-only): `events.list` with params
+ * `{ since_seq?: integer ≥ 0, since_time?: RFC 3339, type?: event type, limit?: 1..5000 (default 100),
+ * oldest_first?: boolean }` → `EventsListResult`. Hostile params → GUARD_CONTROL_BAD_REQUEST.
+ */
+export function eventsControlMethods(outbox: Pick<OutboxStore, 'list' | 'status'>): ControlMethods {
+  return {
+    'events.list': {
+      admin: false,
+      summary: 'events recorded on this machine (queued, shipped, set aside)',
+      handle(params) {
+        const bad = (msg: string): GuardError =>
+          new GuardError('GUARD_CONTROL_BAD_REQUEST', `events.list: ${msg}`);
+        const { since_seq, since_time, type, limit, oldest_first } = params;
+        if (since_seq !== undefined && !(Number.isSafeInteger(since_seq) && (since_seq as number) >= 0))
+          throw bad('since_seq must be an integer >= 0');
+        if (
+          since_time !== undefined &&
+          (typeof since_time !== 'string' || since_time.length > 40 || Number.isNaN(Date.parse(since_time)))
+        )
+          throw bad('since_time must be an RFC 3339 time');
+        if (type !== undefined && !(EVENT_TYPES as readonly unknown[]).includes(type))
+          throw bad(`type must be one of ${EVENT_TYPES.join(', ')}`);
+        if (
+          limit !== undefined &&
+          !(Number.isSafeInteger(limit) && (limit as number) >= 1 && (limit as number) <= EVENTS_LIST_MAX)
+        )
+          throw bad(`limit must be an integer 1..${EVENTS_LIST_MAX}`);
+        if (oldest_first !== undefined && typeof oldest_first !== 'boolean')
+          throw bad('oldest_first must be a boolean');
+        const events = outbox.list({
+          ...(since_seq !== undefined ? { sinceSeq: since_seq as number } : {}),
+          ...(since_time !== undefined ? { sinceTime: new Date(since_time as string).toISOString() } : {}),
+          ...(type !== undefined ? { type: type as EventType } : {}),
+          limit: (limit as number | undefined) ?? 100,
+          oldestFirst: oldest_first === true,
+        });
+        return { events, last_seq: outbox.status().last_seq } satisfies EventsListResult;
+      },
+    },
+  };
 }

@@ -22,7 +22,9 @@ async function setup(opts: Partial<ShipperOptions> & { timeoutMs?: number; urgen
   const fake = await new FakeCollector().start();
   cleanups.push(() => fake.stop());
   const { db } = openDatabase(join(dir, `a${++n}.db`), { migrations: MIGRATIONS });
-  cleanups.push(() => db.close());
+  cleanups.push(() => {
+    db.close();
+  });
   const state = new StateStore(db);
   let shipper: Shipper | null = null;
   const outbox = new OutboxStore({
