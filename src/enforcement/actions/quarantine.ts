@@ -1,0 +1,142 @@
+/**
+ * Owns the `block` action for installed things: move a package directory (or a path artifact)
+ * into the quarantine, remove the bin links / shims that pointed into it, tell the owner.
+ *
+ * What may be moved is decided here, from what is at the path *now*: a real directory inside its
+ * root (a package), or — for an `npm link`-style package — the symlink itself, and only when it
+ * resolves to a package of the observed name. Anything else (the directory was swapped for a
+ * symlink to /etc, a parent now leads out of the root) is refused: GUARD_QUARANTINE_UNSAFE_PATH.
+ */
+import { lstat, realpath } from 'node:fs/promises';
+import { isAbsolute, relative } from 'node:path';
+import { errorMessage, isGuardError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { currentPlatform, type Platform } from '../../common/platform-paths.js';
+import type { Decision } from '../../policy/matcher.js';
+import { binDirsFor, type InstallRoot, shimDirsFor } from '../../sensors/install-roots.js';
+import type { PackageObservation, PathObservation } from '../../sensors/observation.js';
+import { readPackageJson } from '../../sensors/package-reader.js';
+import type { Action, ActionResult } from '../action.js';
+import type { UserNotifier } from '../notifier.js';
+import type { QuarantineRequest, QuarantineStore } from '../quarantine-store.js';
+
+export interface QuarantineActionOptions {
+  readonly store: QuarantineStore;
+  /** Root-only directory under the state dir (informational: the store owns it). */
+  readonly quarantineDir?: string;
+  readonly notifier: UserNotifier;
+  readonly logger: Logger;
+  readonly platform?: Platform;
+}
+
+export class QuarantineAction implements Action<PackageObservation | PathObservation> {
+  private readonly log: Logger;
+  private readonly platform: Platform;
+
+  constructor(private readonly options: QuarantineActionOptions) {
+    this.log = options.logger.child({ component: 'action.quarantine' });
+    this.platform = options.platform ?? currentPlatform();
+  }
+
+  /** Moves the observed thing into quarantine. Resolves, never rejects. */
+  async execute(obs: PackageObservation | PathObservation, decision: Decision): Promise<ActionResult> {
+    const started = performance.now();
+    const ms = (): number => Math.round((performance.now() - started) * 100) / 100;
+    try {
+      const req =
+        obs.kind === 'package' ? await this.packageRequest(obs, decision) : this.pathRequest(obs, decision);
+      const manifest = await this.options.store.quarantine(req);
+      const what = obs.kind === 'package' ? obs.name : obs.path;
+      // Telling the owner must not hold up the result; the notifier bounds its own time.
+      void this.options.notifier
+        .notify(
+          { uid: obs.owner.uid, user: obs.owner.user, tty: null },
+          { title: `toolguard removed ${what}`, body: decision.message, url: decision.url },
+        )
+        .catch(() => undefined);
+      return {
+        actionTaken: 'quarantined',
+        latencyMs: ms(),
+        error: null,
+        details: { quarantine_id: manifest.id, links_removed: manifest.links.map((l) => l.path) },
+      };
+    } catch (err) {
+      const code = isGuardError(err) ? err.code : 'GUARD_QUARANTINE_IO';
+      this.log.warn({ path: obs.path, code, err: errorMessage(err) }, 'quarantine refused or failed');
+      return { actionTaken: 'failed', latencyMs: ms(), error: `${code}: ${errorMessage(err)}` };
+    }
+  }
+
+  private async packageRequest(obs: PackageObservation, decision: Decision): Promise<QuarantineRequest> {
+    let expect: QuarantineRequest['expect'] = 'directory';
+    const st = await lstat(obs.path).catch(() => null);
+    if (st?.isSymbolicLink()) {
+      // npm link-style: the link is what is installed; move it (never its target) only when it
+      // really is a link to a package of this name. Anything else is a swap: refuse.
+      const target = await realpath(obs.path).catch(() => null);
+      const pkg = target ? readPackageJson(target) : null;
+      expect = pkg?.ok && pkg.info.name === obs.name ? 'symlink' : 'directory';
+    }
+    const pkg = readPackageJson(obs.path);
+    const binNames = pkg.ok ? Object.keys(pkg.info.bin) : [];
+    const root: InstallRoot = {
+      path: obs.root,
+      manager: obs.manager,
+      layout: layoutOf(obs),
+      home: obs.owner.home,
+    };
+    const linkDirs = [...binDirsFor(root, this.platform), obs.root];
+    const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
+    if (scope) linkDirs.push(`${obs.root}/${scope}`);
+    return {
+      kind: 'package',
+      path: obs.path,
+      root: obs.root,
+      expect,
+      linkDirs,
+      shimDirs: shimDirsFor(root, this.platform),
+      binNames,
+      ownerUser: obs.owner.user,
+      rule: decision.rule,
+      policyVersion: decision.policyVersion,
+      package: { name: obs.name, version: obs.version, manager: obs.manager },
+    };
+  }
+
+  private pathRequest(obs: PathObservation, decision: Decision): QuarantineRequest {
+    const home = obs.owner.home;
+    const inHome = home !== null && isInside(obs.path, home);
+    const root = inHome ? home : parentOf(obs.path);
+    const linkDirs = home ? [`${home}/.local/bin`, `${home}/bin`] : [];
+    return {
+      kind: 'path',
+      path: obs.path,
+      root,
+      expect: obs.isDirectory ? 'directory' : 'file-or-symlink',
+      linkDirs,
+      shimDirs: [],
+      binNames: [],
+      ownerUser: obs.owner.user,
+      rule: decision.rule,
+      policyVersion: decision.policyVersion,
+      package: null,
+    };
+  }
+}
+
+function layoutOf(obs: PackageObservation): InstallRoot['layout'] {
+  if (obs.manager === 'pnpm' || obs.path.includes('/.pnpm/') || obs.path.includes('\\.pnpm\\')) return 'pnpm';
+  if (obs.manager === 'yarn') return 'yarn';
+  if (obs.manager === 'bun') return 'bun';
+  return 'npm';
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel.length > 0 && !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+function parentOf(path: string): string {
+  const i = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+  return i > 0 ? path.slice(0, i) : path;
+}

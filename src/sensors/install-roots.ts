@@ -1,0 +1,306 @@
+/**
+ * Owns where global npm-style trees live: every package manager's global `node_modules` for every
+ * user's home, on Linux, macOS and Windows (the list is docs/install-detection.md), the bin / shim
+ * directories whose links point into them, and the "anchor" directories to watch so that a root
+ * that appears later (a user installs nvm) is discovered without a restart.
+ *
+ * Discovery is a few dozen stat/readdir calls per home; it never follows a user's symlink to decide
+ * whether a root exists beyond what `stat` does, and roots that are the same directory (a prefix
+ * symlinked to another) are reported once, keyed by device + inode.
+ */
+import { closeSync, constants, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { posix, win32 } from 'node:path';
+import type { Platform } from '../common/platform-paths.js';
+import type { PackageManager } from './observation.js';
+
+/** How packages sit under a root (decides where bin links live and how symlinks are read). */
+export type RootLayout = 'npm' | 'pnpm' | 'yarn' | 'bun';
+
+export interface InstallRoot {
+  /** The global node_modules directory (holds `<name>` and `@scope/<name>`). */
+  readonly path: string;
+  readonly manager: PackageManager;
+  readonly layout: RootLayout;
+  /** The home it belongs to, or null for system prefixes and extra roots. */
+  readonly home: string | null;
+}
+
+export interface RootPattern {
+  /** Directory the pattern starts from (a home or a system base); nothing above it is watched. */
+  readonly base: string;
+  /** Path segments below `base`; `*` = any one directory entry. */
+  readonly segments: readonly string[];
+  readonly manager: PackageManager;
+  readonly layout: RootLayout;
+  readonly home: string | null;
+}
+
+export interface DiscoverOptions {
+  readonly platform: Platform;
+  /** Homes to look in (every local user's, or the configured override). */
+  readonly homes: readonly string[];
+  /** Extra global node_modules directories (config `sensors.install.extra_roots`). */
+  readonly extraRoots: readonly string[];
+  /** Windows only: the machine's Program Files and ProgramData (defaults from the environment). */
+  readonly programFiles?: string;
+  /** When false, the system prefixes (/usr/lib…, /opt/homebrew…) are not included (tests). */
+  readonly systemRoots?: boolean;
+}
+
+export interface Discovery {
+  readonly roots: readonly InstallRoot[];
+  /** Existing directories whose changes may create a new root: watch them at depth 0. */
+  readonly anchors: readonly string[];
+}
+
+/** `.npmrc` files larger than this are not read for `prefix=` (real ones are a few hundred bytes). */
+const MAX_NPMRC_BYTES = 64 * 1024;
+/** At most this many expansions of one `*` segment (a home with 10 000 node versions is hostile). */
+const MAX_WILDCARD_ENTRIES = 256;
+
+/** Every root pattern for `options` (before checking what exists). Exported for docs and tests. */
+export function rootPatterns(options: DiscoverOptions): RootPattern[] {
+  const { platform } = options;
+  const p = platform === 'win32' ? win32 : posix;
+  const out: RootPattern[] = [];
+  const add = (
+    base: string,
+    rel: string,
+    manager: PackageManager,
+    layout: RootLayout,
+    home: string | null,
+  ): void => {
+    out.push({ base, segments: rel.split('/').filter(Boolean), manager, layout, home });
+  };
+  if (options.systemRoots !== false) {
+    if (platform === 'win32') {
+      const pf = options.programFiles ?? process.env.ProgramFiles ?? 'C:\\Program Files';
+      add(p.join(pf, 'nodejs'), 'node_modules', 'npm', 'npm', null);
+    } else {
+      add('/usr/lib', 'node_modules', 'npm', 'npm', null);
+      add('/usr/local/lib', 'node_modules', platform === 'darwin' ? 'homebrew' : 'npm', 'npm', null);
+      add('/opt/homebrew/lib', 'node_modules', 'homebrew', 'npm', null);
+      if (platform === 'linux')
+        add('/home/linuxbrew/.linuxbrew/lib', 'node_modules', 'homebrew', 'npm', null);
+    }
+  }
+  for (const home of options.homes) {
+    if (platform === 'win32') {
+      const roaming = p.join(home, 'AppData', 'Roaming');
+      const local = p.join(home, 'AppData', 'Local');
+      add(roaming, 'npm/node_modules', 'npm', 'npm', home);
+      add(roaming, 'nvm/*/node_modules', 'nvm', 'npm', home);
+      add(local, 'pnpm/global/*/node_modules', 'pnpm', 'pnpm', home);
+      add(local, 'Yarn/Data/global/node_modules', 'yarn', 'yarn', home);
+      add(local, 'Volta/tools/image/packages/*/node_modules', 'volta', 'npm', home);
+      add(local, 'Volta/tools/image/packages/@*/*/node_modules', 'volta', 'npm', home);
+      add(local, 'fnm_multishells/*/node_modules', 'fnm', 'npm', home);
+      add(roaming, 'fnm/node-versions/*/installation/node_modules', 'fnm', 'npm', home);
+      add(local, 'npm-cache/_npx/*/node_modules', 'npx', 'npm', home);
+      add(local, 'pnpm-cache/dlx/*/*/node_modules', 'npx', 'pnpm', home);
+      add(home, '.bun/install/global/node_modules', 'bun', 'bun', home);
+      continue;
+    }
+    add(home, '.npm-global/lib/node_modules', 'npm', 'npm', home);
+    add(home, '.nvm/versions/node/*/lib/node_modules', 'nvm', 'npm', home);
+    add(home, '.local/share/fnm/node-versions/*/installation/lib/node_modules', 'fnm', 'npm', home);
+    add(home, '.fnm/node-versions/*/installation/lib/node_modules', 'fnm', 'npm', home);
+    add(home, '.volta/tools/image/packages/*/lib/node_modules', 'volta', 'npm', home);
+    add(home, '.volta/tools/image/packages/@*/*/lib/node_modules', 'volta', 'npm', home);
+    add(home, '.volta/tools/image/node/*/lib/node_modules', 'volta', 'npm', home);
+    add(home, '.asdf/installs/nodejs/*/lib/node_modules', 'asdf', 'npm', home);
+    add(home, '.local/share/mise/installs/node/*/lib/node_modules', 'mise', 'npm', home);
+    add(home, '.local/share/pnpm/global/*/node_modules', 'pnpm', 'pnpm', home);
+    add(home, '.config/yarn/global/node_modules', 'yarn', 'yarn', home);
+    add(home, '.bun/install/global/node_modules', 'bun', 'bun', home);
+    add(home, '.npm/_npx/*/node_modules', 'npx', 'npm', home);
+    add(home, '.cache/pnpm/dlx/*/*/node_modules', 'npx', 'pnpm', home);
+    if (platform === 'darwin') {
+      add(
+        home,
+        'Library/Application Support/fnm/node-versions/*/installation/lib/node_modules',
+        'fnm',
+        'npm',
+        home,
+      );
+      add(home, 'Library/pnpm/global/*/node_modules', 'pnpm', 'pnpm', home);
+      add(home, 'Library/Caches/pnpm/dlx/*/*/node_modules', 'npx', 'pnpm', home);
+    }
+    const prefix = npmrcPrefix(p.join(home, '.npmrc'), home, platform);
+    if (prefix) add(prefix, 'lib/node_modules', 'npm', 'npm', home);
+  }
+  if (platform === 'win32') {
+    for (const home of options.homes) {
+      const prefix = npmrcPrefix(win32.join(home, '.npmrc'), home, platform);
+      if (prefix) add(prefix, 'node_modules', 'npm', 'npm', home);
+    }
+  }
+  return out;
+}
+
+/** Finds the roots that exist now and the anchors to watch for new ones. Never throws. */
+export function discoverRoots(options: DiscoverOptions): Discovery {
+  const p = options.platform === 'win32' ? win32 : posix;
+  const roots: InstallRoot[] = [];
+  const anchors = new Set<string>();
+  const seen = new Set<string>();
+  const addRoot = (root: InstallRoot): void => {
+    const id = dirId(root.path);
+    if (!id || seen.has(id)) return;
+    seen.add(id);
+    roots.push(root);
+  };
+  for (const extra of options.extraRoots) {
+    addRoot({ path: p.resolve(extra), manager: 'other', layout: layoutOf(extra), home: null });
+  }
+  for (const pattern of rootPatterns(options)) {
+    if (!isDir(pattern.base)) continue;
+    // Walk the segments; every directory where the walk stops short is an anchor.
+    let frontier = [pattern.base];
+    for (const seg of pattern.segments) {
+      const next: string[] = [];
+      for (const dir of frontier) {
+        if (seg === '*' || seg === '@*') {
+          anchors.add(dir);
+          for (const name of listDirs(dir).slice(0, MAX_WILDCARD_ENTRIES)) {
+            if (seg === '@*' ? name.startsWith('@') : !name.startsWith('.')) next.push(p.join(dir, name));
+          }
+        } else {
+          const child = p.join(dir, seg);
+          if (isDir(child)) next.push(child);
+          else anchors.add(dir);
+        }
+      }
+      frontier = next;
+    }
+    for (const path of frontier) {
+      addRoot({ path, manager: pattern.manager, layout: pattern.layout, home: pattern.home });
+    }
+  }
+  return { roots, anchors: [...anchors].sort() };
+}
+
+/**
+ * Directories whose entries may be links or shims into packages of `root` (removed on quarantine):
+ * the prefix's `bin` (npm, nvm, fnm, asdf, mise, Homebrew), `<root>/.bin`, the pnpm/yarn/bun/volta
+ * bin dirs of the owning home. Windows npm puts `.cmd`/`.ps1` shims in the prefix itself.
+ */
+export function binDirsFor(root: InstallRoot, platform: Platform): string[] {
+  const p = platform === 'win32' ? win32 : posix;
+  const dirs = [p.join(root.path, '.bin')];
+  const parent = p.dirname(root.path);
+  if (platform === 'win32') dirs.push(parent);
+  else if (p.basename(parent) === 'lib') dirs.push(p.join(p.dirname(parent), 'bin'));
+  const home = root.home;
+  if (home) {
+    if (root.layout === 'pnpm') {
+      dirs.push(
+        platform === 'win32'
+          ? p.join(home, 'AppData', 'Local', 'pnpm')
+          : platform === 'darwin'
+            ? p.join(home, 'Library', 'pnpm')
+            : p.join(home, '.local', 'share', 'pnpm'),
+      );
+    }
+    if (root.layout === 'yarn') {
+      dirs.push(p.join(home, '.yarn', 'bin'));
+      if (platform === 'win32') dirs.push(p.join(home, 'AppData', 'Local', 'Yarn', 'bin'));
+    }
+    if (root.layout === 'bun') dirs.push(p.join(home, '.bun', 'bin'));
+  }
+  return [...new Set(dirs)];
+}
+
+/**
+ * Shim directories whose entries are matched by bin *name* (they are all links to one shim binary
+ * or scripts that call the manager): Volta, asdf, mise.
+ */
+export function shimDirsFor(root: InstallRoot, platform: Platform): string[] {
+  const p = platform === 'win32' ? win32 : posix;
+  const home = root.home;
+  if (!home) return [];
+  switch (root.manager) {
+    case 'volta':
+      return platform === 'win32'
+        ? [p.join(home, 'AppData', 'Local', 'Volta', 'bin')]
+        : [p.join(home, '.volta', 'bin')];
+    case 'asdf':
+      return [p.join(home, '.asdf', 'shims')];
+    case 'mise':
+      return [p.join(home, '.local', 'share', 'mise', 'shims')];
+    default:
+      return [];
+  }
+}
+
+/** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */
+function layoutOf(path: string): RootLayout {
+  try {
+    if (lstatSync(posix.join(path, '.pnpm')).isDirectory()) return 'pnpm';
+  } catch {
+    // no .pnpm: plain npm layout
+  }
+  return 'npm';
+}
+
+/**
+ * The `prefix` from a user's `.npmrc`, or null. The file is the user's (hostile): only a regular
+ * file, size-capped, and only the `prefix=` line is read; the value must be an absolute path.
+ */
+export function npmrcPrefix(file: string, home: string, platform: Platform): string | null {
+  let text: string;
+  try {
+    const st = lstatSync(file);
+    if (!st.isFile() || st.size > MAX_NPMRC_BYTES) return null;
+    const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    try {
+      const buf = Buffer.alloc(Math.min(st.size, MAX_NPMRC_BYTES));
+      const n = readSync(fd, buf, 0, buf.length, 0);
+      text = buf.subarray(0, n).toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+  let prefix: string | null = null;
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^\s*prefix\s*=\s*(.*?)\s*$/.exec(line);
+    if (m) prefix = (m[1] ?? '').replace(/^(["'])(.*)\1$/, '$2');
+  }
+  if (!prefix) return null;
+  const p = platform === 'win32' ? win32 : posix;
+  if (prefix === '~' || prefix.startsWith('~/')) prefix = p.join(home, prefix.slice(1));
+  prefix = prefix.replace(/^\$\{HOME\}|^\$HOME/, home);
+  if (!p.isAbsolute(prefix) || prefix.includes('\0')) return null;
+  return p.normalize(prefix);
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function listDirs(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory() || e.isSymbolicLink())
+      .map((e) => e.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** device:inode of a directory (following links), or null when it is not one. */
+export function dirId(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return st.isDirectory() ? `${st.dev}:${st.ino}` : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,718 @@
+/**
+ * Owns noticing banned packages and artifacts on disk: every user's global npm-style trees (roots
+ * from install-roots.ts) and the policy's path globs. Reports a `PackageObservation` for each
+ * package directory whose package.json `name` the policy bans (whatever the directory is called)
+ * and a `PathObservation` for each artifact matching a path glob — each (path, policy version,
+ * inode) once, so `warn` yields one event, not one per file.
+ *
+ * How it stays cheap and bounded:
+ * - chokidar at depth 0 on each root and each `@scope` dir (one watch per directory that can hold
+ *   packages, never one per package or file); depth 0 on "anchor" dirs where a root may appear
+ *   later (a user installs nvm) — an event there re-runs discovery; a full rescan at start, on the
+ *   node-cron schedule and when a new policy arrives catches anything a watcher missed.
+ * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
+ *   is unchanged over SETTLE_MS, and (npm prefixes) its declared bin links exist, so quarantine
+ *   never races npm's extraction or bin linking.
+ * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
+ *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
+ */
+import { type Stats, statSync } from 'node:fs';
+import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, posix, relative } from 'node:path';
+import { type FSWatcher, watch } from 'chokidar';
+import cron, { type ScheduledTask } from 'node-cron';
+import picomatch from 'picomatch';
+import { GuardError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Platform } from '../common/platform-paths.js';
+import type { UserDirectory } from '../common/users.js';
+import type { Matcher } from '../policy/matcher.js';
+import { discoverRoots, type InstallRoot } from './install-roots.js';
+import type { Observation } from './observation.js';
+import { readPackageJson } from './package-reader.js';
+import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
+
+export interface InstallSensorOptions {
+  readonly users: UserDirectory;
+  readonly platform: Platform;
+  readonly onObservation: ObservationHandler;
+  /** node-cron schedule of the full rescan (config `sensors.install.rescan_cron`). */
+  readonly rescanCron: string;
+  /** Extra global node_modules directories (config `sensors.install.extra_roots`). */
+  readonly extraRoots: readonly string[];
+  /** Homes to scan instead of every local user's (a list, or a function asked at each discovery). */
+  readonly homes?: readonly string[] | (() => readonly string[]);
+  readonly logger: Logger;
+  /** False leaves out the system prefixes (/usr/lib/node_modules…); tests and benches. Default true. */
+  readonly systemRoots?: boolean;
+}
+
+/** A candidate must look the same twice this far apart before it is reported (npm writes in bursts). */
+export const SETTLE_MS = 200;
+/** First retry delay of a candidate whose package.json is not there / not parseable yet. */
+const RETRY_MIN_MS = 50;
+/** Retry delays double up to this. */
+const RETRY_MAX_MS = 1000;
+/** A candidate still incomplete after this long is dropped (counted `incomplete`); rescans retry it. */
+const PENDING_MAX_MS = 60_000;
+/** Declared bin links are waited for at most this long after the candidate was first seen. */
+const BIN_WAIT_MS = 5_000;
+/** Events in anchor dirs are coalesced for this long before discovery runs again. */
+const REDISCOVER_DEBOUNCE_MS = 250;
+/** At most this many candidates wait at once (a hostile flood of directories is counted, not queued). */
+const MAX_PENDING = 10_000;
+/** Entries read from one root or scope dir per scan (real global trees have hundreds). */
+const MAX_DIR_ENTRIES = 50_000;
+/** Entries walked to fingerprint one candidate tree (enough for any real CLI package). */
+const FINGERPRINT_MAX_ENTRIES = 20_000;
+/** `**` in a path glob is walked and watched this deep at most. */
+const MAX_GLOB_DEPTH = 6;
+/** Entries walked per path-glob base per scan. */
+const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
+
+type CandidateKind = 'package' | 'artifact';
+
+interface Pending {
+  readonly path: string;
+  readonly kind: CandidateKind;
+  readonly root: InstallRoot | null;
+  readonly firstSeen: number;
+  attempts: number;
+  lastFingerprint: string | null;
+  timer: NodeJS.Timeout | null;
+  running: boolean;
+  dirty: boolean;
+}
+
+interface PathGlob {
+  readonly glob: string;
+  readonly base: string;
+  readonly depth: number;
+  readonly test: (p: string) => boolean;
+}
+
+export class InstallSensor implements Sensor {
+  readonly name = 'install';
+  private readonly log: Logger;
+  private matcher: Matcher | null = null;
+  private running = false;
+  private roots = new Map<string, InstallRoot>();
+  private scopeDirs = new Map<string, InstallRoot>();
+  private anchors = new Set<string>();
+  private globs: PathGlob[] = [];
+  private globBases = new Set<string>();
+  private rootWatcher: FSWatcher | null = null;
+  private anchorWatcher: FSWatcher | null = null;
+  private globWatchers = new Map<string, FSWatcher>();
+  private cronTask: ScheduledTask | null = null;
+  private readonly pending = new Map<string, Pending>();
+  /** Reported path → identity (policy version, dev:ino, version) last reported for it. */
+  private readonly reported = new Map<string, string>();
+  private readonly skipped: Record<string, number> = {};
+  private rediscoverTimer: NodeJS.Timeout | null = null;
+  private scanning: Promise<void> | null = null;
+  private rescanAgain = false;
+  private scans = 0;
+  private observations = 0;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly options: InstallSensorOptions) {
+    this.log = options.logger.child({ component: 'sensor.install' });
+    if (!cron.validate(options.rescanCron))
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `sensors.install.rescan_cron: bad cron "${options.rescanCron}"`,
+      );
+  }
+
+  /** Starts watching and runs the first full scan (resolves once it is done). */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    const common = { ignoreInitial: true, followSymlinks: false, ignorePermissionErrors: true, depth: 0 };
+    // Files in roots and anchors are never interesting (packages are directories or links):
+    // ignoring them keeps chokidar from adding one watch per file.
+    const ignoreFiles = (_p: string, st?: Stats): boolean => st?.isFile() === true;
+    this.rootWatcher = watch([], { ...common, ignored: ignoreFiles });
+    this.anchorWatcher = watch([], { ...common, ignored: ignoreFiles });
+    for (const w of [this.rootWatcher, this.anchorWatcher]) w.on('error', (err) => this.onWatchError(err));
+    this.rootWatcher.on('all', (event, path) => this.onRootEvent(event, path));
+    this.anchorWatcher.on('all', () => this.scheduleRediscover());
+    this.cronTask = cron.schedule(this.options.rescanCron, () => this.rescan(), { noOverlap: true });
+    await this.rescan();
+  }
+
+  /** Stops watchers, the schedule and pending checks; resolves when nothing more will be reported. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.rediscoverTimer) clearTimeout(this.rediscoverTimer);
+    for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
+    this.pending.clear();
+    await this.cronTask?.destroy();
+    this.cronTask = null;
+    const watchers = [this.rootWatcher, this.anchorWatcher, ...this.globWatchers.values()];
+    this.rootWatcher = null;
+    this.anchorWatcher = null;
+    this.globWatchers.clear();
+    await Promise.all(watchers.map((w) => w?.close()));
+    await this.scanning;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** A new policy: remember it and rescan (new names / versions / globs are reported afresh). */
+  setMatcher(matcher: Matcher): void {
+    this.matcher = matcher;
+    if (this.running) void this.rescan();
+  }
+
+  status(): SensorStatus {
+    return {
+      name: this.name,
+      running: this.running,
+      details: {
+        roots: [...this.roots.keys()],
+        anchors: this.anchors.size,
+        path_globs: this.globs.length,
+        watched_dirs: this.roots.size + this.scopeDirs.size + this.anchors.size + this.globBases.size,
+        pending: this.pending.size,
+        reported: this.reported.size,
+        scans: this.scans,
+        observations: this.observations,
+      },
+      skipped: { ...this.skipped },
+    };
+  }
+
+  /** Runs discovery and a full scan now (also what the cron schedule calls). Coalesces overlapping calls. */
+  rescan(): Promise<void> {
+    if (this.scanning) {
+      this.rescanAgain = true;
+      return this.scanning;
+    }
+    this.scanning = (async () => {
+      try {
+        do {
+          this.rescanAgain = false;
+          await this.fullScan();
+        } while (this.rescanAgain && this.running);
+      } catch (err) {
+        this.log.error({ err }, 'install rescan failed');
+      } finally {
+        this.scanning = null;
+      }
+    })();
+    return this.scanning;
+  }
+
+  // ---- discovery and scanning --------------------------------------------------------------
+
+  private homes(): readonly string[] {
+    const h = this.options.homes;
+    if (typeof h === 'function') return h();
+    if (h) return h;
+    return this.options.users.users().map((u) => u.home);
+  }
+
+  private async fullScan(): Promise<void> {
+    if (!this.running) return;
+    this.scans++;
+    this.rediscover();
+    for (const root of [...this.roots.values()]) await this.scanRoot(root);
+    for (const g of this.globs) await this.scanGlob(g);
+    await this.pruneReported();
+  }
+
+  /** Finds roots, anchors and glob bases; adds/removes watches for what changed. */
+  private rediscover(): void {
+    if (!this.running) return;
+    const homes = this.homes();
+    const found = discoverRoots({
+      platform: this.options.platform,
+      homes,
+      extraRoots: this.options.extraRoots,
+      systemRoots: this.options.systemRoots,
+    });
+    const newRoots = new Map(found.roots.map((r) => [r.path, r]));
+    for (const path of this.roots.keys()) {
+      if (!newRoots.has(path)) {
+        this.rootWatcher?.unwatch(path);
+        for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
+      }
+    }
+    const added: InstallRoot[] = [];
+    for (const [path, root] of newRoots) {
+      if (!this.roots.has(path)) {
+        this.rootWatcher?.add(path);
+        added.push(root);
+      }
+    }
+    this.roots = newRoots;
+
+    // Path globs: watch each base that exists; anchor the nearest existing ancestor of the others.
+    const anchors = new Set(found.anchors);
+    this.globs = this.compileGlobs();
+    const bases = new Set<string>();
+    for (const g of this.globs) {
+      if (isDirSync(g.base)) bases.add(g.base);
+      else {
+        const a = nearestExisting(g.base, homes);
+        if (a) anchors.add(a);
+      }
+    }
+    for (const [base, w] of this.globWatchers) {
+      if (!bases.has(base)) {
+        void w.close();
+        this.globWatchers.delete(base);
+      }
+    }
+    const newBases: string[] = [];
+    for (const base of bases) {
+      if (this.globWatchers.has(base)) continue;
+      const depth = Math.max(0, ...this.globs.filter((g) => g.base === base).map((g) => g.depth));
+      const w = watch(base, {
+        ignoreInitial: true,
+        followSymlinks: false,
+        ignorePermissionErrors: true,
+        depth,
+      });
+      w.on('error', (err) => this.onWatchError(err));
+      w.on('all', (event, path) => this.onGlobEvent(event, path));
+      this.globWatchers.set(base, w);
+      newBases.push(base);
+    }
+    this.globBases = bases;
+
+    for (const a of this.anchors) if (!anchors.has(a)) this.anchorWatcher?.unwatch(a);
+    for (const a of anchors) if (!this.anchors.has(a)) this.anchorWatcher?.add(a);
+    this.anchors = anchors;
+    // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
+    // when discovery ran because of an anchor event.
+    this.lastAdded = { roots: added, bases: newBases };
+  }
+
+  private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
+
+  private scheduleRediscover(): void {
+    if (!this.running || this.rediscoverTimer) return;
+    this.rediscoverTimer = setTimeout(() => {
+      this.rediscoverTimer = null;
+      this.track(
+        (async () => {
+          this.rediscover();
+          const { roots, bases } = this.lastAdded;
+          for (const r of roots) await this.scanRoot(r);
+          for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g);
+        })(),
+      );
+    }, REDISCOVER_DEBOUNCE_MS);
+  }
+
+  private async scanRoot(root: InstallRoot): Promise<void> {
+    for (const entry of await this.listDir(root.path)) {
+      if (entry.startsWith('.')) continue; // .bin, .pnpm, .package-lock.json, npm's retired .name-XXXX dirs
+      const path = join(root.path, entry);
+      if (entry.startsWith('@')) {
+        await this.addScope(path, root);
+        continue;
+      }
+      await this.consider(path, 'package', root, false);
+    }
+  }
+
+  private async addScope(scopeDir: string, root: InstallRoot): Promise<void> {
+    const st = await lstat(scopeDir).catch(() => null);
+    if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
+    if (!this.scopeDirs.has(scopeDir)) {
+      this.scopeDirs.set(scopeDir, root);
+      this.rootWatcher?.add(scopeDir);
+    }
+    for (const entry of await this.listDir(scopeDir)) {
+      if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, false);
+    }
+  }
+
+  private async listDir(dir: string): Promise<string[]> {
+    try {
+      const names = await readdir(dir);
+      if (names.length > MAX_DIR_ENTRIES) {
+        this.count('dir_too_large');
+        return names.slice(0, MAX_DIR_ENTRIES);
+      }
+      return names;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') this.count('permission_denied');
+      else if (code !== 'ENOENT' && code !== 'ENOTDIR') this.count('unreadable');
+      return [];
+    }
+  }
+
+  private compileGlobs(): PathGlob[] {
+    const nocase = this.options.platform !== 'linux';
+    return (this.matcher?.pathGlobs ?? []).map((glob) => {
+      const g = glob.replace(/\\/g, '/');
+      const scan = picomatch.scan(g);
+      let base: string;
+      let rest: string;
+      if (scan.isGlob) {
+        base = scan.base || '/';
+        rest = scan.glob;
+      } else {
+        base = posix.dirname(g);
+        rest = posix.basename(g);
+      }
+      const segments = rest.split('/').filter(Boolean);
+      const depth = segments.includes('**') ? MAX_GLOB_DEPTH : Math.max(0, segments.length - 1);
+      return { glob: g, base, depth, test: picomatch(g, { dot: true, nocase }) };
+    });
+  }
+
+  private async scanGlob(g: PathGlob): Promise<void> {
+    let budget = MAX_ARTIFACT_SCAN_ENTRIES;
+    const visited = new Set<string>();
+    const walk = async (dir: string, depth: number): Promise<void> => {
+      const st = await stat(dir).catch(() => null);
+      if (!st?.isDirectory()) return;
+      const id = `${st.dev}:${st.ino}`;
+      if (visited.has(id)) {
+        this.count('symlink_loop'); // the same directory twice: a loop
+        return;
+      }
+      visited.add(id);
+      for (const name of await this.listDir(dir)) {
+        if (--budget < 0) {
+          this.count('glob_scan_truncated');
+          return;
+        }
+        const path = join(dir, name);
+        if (g.test(toPosix(path))) {
+          await this.consider(path, 'artifact', null, false);
+          continue;
+        }
+        if (depth < g.depth) {
+          const est = await lstat(path).catch(() => null);
+          if (est?.isDirectory()) await walk(path, depth + 1);
+        }
+      }
+    };
+    await walk(g.base, 0);
+  }
+
+  // ---- watcher events ----------------------------------------------------------------------
+
+  private onRootEvent(event: string, path: string): void {
+    if (!this.running) return;
+    if (event === 'unlink' || event === 'unlinkDir') {
+      if (this.scopeDirs.has(path)) {
+        this.scopeDirs.delete(path);
+        this.rootWatcher?.unwatch(path);
+      }
+      this.track(this.pruneReported());
+      return;
+    }
+    if (event !== 'add' && event !== 'addDir' && event !== 'change') return;
+    const parent = dirname(path);
+    const name = basename(path);
+    if (name.startsWith('.')) return;
+    const root = this.roots.get(parent);
+    if (root) {
+      if (name.startsWith('@')) this.track(this.addScope(path, root));
+      else this.track(this.consider(path, 'package', root, true));
+      return;
+    }
+    const scopeRoot = this.scopeDirs.get(parent);
+    if (scopeRoot) this.track(this.consider(path, 'package', scopeRoot, true));
+  }
+
+  private onGlobEvent(event: string, path: string): void {
+    if (!this.running) return;
+    if (event === 'unlink' || event === 'unlinkDir') {
+      this.track(this.pruneReported());
+      return;
+    }
+    if (event !== 'add' && event !== 'addDir' && event !== 'change') return;
+    const p = toPosix(path);
+    if (this.globs.some((g) => g.test(p))) this.track(this.consider(path, 'artifact', null, true));
+  }
+
+  private onWatchError(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException)?.code;
+    // ENOSPC = the inotify watch limit: the rescan schedule still covers everything.
+    this.count(code === 'ENOSPC' ? 'watch_limit' : 'watch_error');
+    this.log.warn({ err }, 'install watcher error');
+  }
+
+  // ---- candidates --------------------------------------------------------------------------
+
+  /** Checks a candidate now; if it is banned but not settled (or not complete yet), keeps checking it. */
+  private async consider(
+    path: string,
+    kind: CandidateKind,
+    root: InstallRoot | null,
+    fromWatch: boolean,
+  ): Promise<void> {
+    if (!this.running || !this.matcher) return;
+    const existing = this.pending.get(path);
+    if (existing) {
+      existing.dirty = true;
+      return;
+    }
+    const p: Pending = {
+      path,
+      kind,
+      root,
+      firstSeen: Date.now(),
+      attempts: 0,
+      lastFingerprint: null,
+      timer: null,
+      running: false,
+      dirty: false,
+    };
+    const outcome = await this.check(p, fromWatch);
+    if (outcome === 'retry') this.enqueue(p);
+  }
+
+  private enqueue(p: Pending): void {
+    if (!this.running) return;
+    if (!this.pending.has(p.path)) {
+      if (this.pending.size >= MAX_PENDING) {
+        this.count('pending_overflow');
+        return;
+      }
+      this.pending.set(p.path, p);
+    }
+    const delay =
+      p.lastFingerprint !== null ? SETTLE_MS : Math.min(RETRY_MIN_MS * 2 ** p.attempts, RETRY_MAX_MS);
+    p.attempts++;
+    p.timer = setTimeout(() => {
+      p.timer = null;
+      this.track(this.recheck(p));
+    }, delay);
+  }
+
+  private async recheck(p: Pending): Promise<void> {
+    if (!this.running || p.running) return;
+    p.running = true;
+    p.dirty = false;
+    try {
+      const outcome = await this.check(p, true);
+      if (outcome === 'retry' && Date.now() - p.firstSeen < PENDING_MAX_MS) {
+        this.enqueue(p);
+        return;
+      }
+      if (outcome === 'retry') this.count('incomplete');
+      this.pending.delete(p.path);
+    } finally {
+      p.running = false;
+    }
+  }
+
+  /**
+   * One look at a candidate. 'retry' = look again later (package.json not complete, not settled,
+   * bin links not there yet); 'done' = reported, not banned, or skipped (counted).
+   */
+  private async check(p: Pending, fromWatch: boolean): Promise<'done' | 'retry'> {
+    const matcher = this.matcher;
+    if (!matcher) return 'done';
+    let st: Stats;
+    try {
+      st = await lstat(p.path);
+    } catch (err) {
+      this.countFsError(err);
+      return 'done';
+    }
+    let obs: Observation;
+    let contentDir: string;
+    if (p.kind === 'package') {
+      const root = p.root as InstallRoot;
+      let pkgDir = p.path;
+      let reportPath = p.path;
+      if (st.isSymbolicLink()) {
+        let real: string;
+        try {
+          real = await realpath(p.path);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ELOOP') this.count('symlink_loop');
+          else if (code !== 'ENOENT') this.countFsError(err);
+          return 'done'; // dangling links are not packages
+        }
+        const rootReal = await realpath(root.path).catch(() => root.path);
+        pkgDir = real;
+        // pnpm: node_modules/<name> → .pnpm/<name>@<ver>/node_modules/<name> inside the root: the
+        // real directory is the package. A link out of the root (npm link) is reported as the link.
+        if (isInside(real, rootReal)) reportPath = real;
+        const tst = await stat(real).catch(() => null);
+        if (!tst?.isDirectory()) return 'done';
+        if (reportPath === real) st = tst;
+      } else if (!st.isDirectory()) {
+        return 'done';
+      }
+      const read = readPackageJson(pkgDir);
+      if (!read.ok) {
+        const maybeIncomplete = ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason);
+        if (fromWatch && maybeIncomplete) return 'retry';
+        this.count(`package_json_${read.reason}`);
+        return 'done';
+      }
+      if (!matcher.packageNames.has(read.info.name)) return 'done';
+      // Banned name: wait until it has settled before reporting.
+      const fp = await fingerprint(pkgDir);
+      if (fp !== p.lastFingerprint) {
+        p.lastFingerprint = fp;
+        return 'retry';
+      }
+      if (!(await this.binsLinked(root, read.info.bin)) && Date.now() - p.firstSeen < BIN_WAIT_MS)
+        return 'retry';
+      contentDir = pkgDir;
+      const owner = this.options.users.owner(st.uid);
+      obs = {
+        kind: 'package',
+        ecosystem: 'npm',
+        name: read.info.name,
+        version: read.info.version,
+        path: reportPath,
+        root: root.path,
+        manager: root.manager,
+        owner,
+      };
+    } else {
+      contentDir = p.path;
+      const fp = st.isDirectory() ? await fingerprint(p.path) : `${st.size}:${st.mtimeMs}:${st.ino}`;
+      if (fp !== p.lastFingerprint) {
+        p.lastFingerprint = fp;
+        return 'retry';
+      }
+      obs = {
+        kind: 'path',
+        path: p.path,
+        isDirectory: st.isDirectory(),
+        owner: this.options.users.owner(st.uid),
+      };
+    }
+    const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
+    if (this.reported.get(obs.path) === identity) return 'done';
+    this.reported.set(obs.path, identity);
+    this.observations++;
+    this.log.debug({ path: obs.path, kind: obs.kind, dir: contentDir }, 'banned install observed');
+    try {
+      await this.options.onObservation(obs);
+    } catch (err) {
+      this.log.error({ err }, 'onObservation threw');
+    }
+    return 'done';
+  }
+
+  /** True when every declared bin of a package in an npm prefix has its link (or there is nothing to wait for). */
+  private async binsLinked(root: InstallRoot, bins: Readonly<Record<string, string>>): Promise<boolean> {
+    const names = Object.keys(bins);
+    if (names.length === 0 || root.layout !== 'npm') return true;
+    const win = this.options.platform === 'win32';
+    const parent = dirname(root.path);
+    let binDir: string;
+    if (win) binDir = parent;
+    else if (basename(parent) === 'lib') binDir = join(dirname(parent), 'bin');
+    else return true;
+    for (const n of names) {
+      const ok = await lstat(join(binDir, win ? `${n}.cmd` : n)).then(
+        () => true,
+        () => false,
+      );
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */
+  private async pruneReported(): Promise<void> {
+    for (const path of [...this.reported.keys()]) {
+      const there = await lstat(path).then(
+        () => true,
+        () => false,
+      );
+      if (!there) this.reported.delete(path);
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    const t = p
+      .catch((err: unknown) => this.log.error({ err }, 'install check failed'))
+      .finally(() => this.inFlight.delete(t));
+    this.inFlight.add(t);
+  }
+
+  private count(reason: string): void {
+    this.skipped[reason] = (this.skipped[reason] ?? 0) + 1;
+  }
+
+  private countFsError(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException)?.code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return; // gone between listing and looking: normal
+    this.count(
+      code === 'EACCES' || code === 'EPERM'
+        ? 'permission_denied'
+        : code === 'ELOOP'
+          ? 'symlink_loop'
+          : 'unreadable',
+    );
+  }
+}
+
+/** count:bytes:newest-mtime of a tree walked with lstat (bounded), to tell when a write burst ended. */
+async function fingerprint(dir: string): Promise<string> {
+  let entries = 0;
+  let bytes = 0;
+  let newest = 0;
+  const stack = [dir];
+  while (stack.length > 0 && entries < FINGERPRINT_MAX_ENTRIES) {
+    const d = stack.pop() as string;
+    let names: string[];
+    try {
+      names = await readdir(d);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      if (++entries > FINGERPRINT_MAX_ENTRIES) break;
+      const st = await lstat(join(d, n)).catch(() => null);
+      if (!st) continue;
+      bytes += st.size;
+      newest = Math.max(newest, st.mtimeMs, st.ctimeMs);
+      if (st.isDirectory()) stack.push(join(d, n));
+    }
+  }
+  return `${entries}:${bytes}:${newest}`;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel.length > 0 && !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+function toPosix(p: string): string {
+  return p.includes('\\') ? p.replace(/\\/g, '/') : p;
+}
+
+function isDirSync(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
+function nearestExisting(path: string, homes: readonly string[]): string | null {
+  const home = homes.find((h) => isInside(path, h) || path === h);
+  let p = path;
+  for (let i = 0; i < 32; i++) {
+    const parent = dirname(p);
+    if (parent === p) return null;
+    p = parent;
+    if (home && !isInside(p, home) && p !== home) return null;
+    if (!home && p.split('/').filter(Boolean).length < 2) return null;
+    if (isDirSync(p)) return p;
+  }
+  return null;
+}
