@@ -28,6 +28,9 @@ const STATE_HIGHEST = 'policy.highest';
 const STATE_LAST_GOOD = 'policy.last_good';
 const STATE_STALE_NOTIFIED = 'policy.stale_notified';
 
+/** Event `message`/`source` fields are cut to this many characters (the event schema caps them at 4096). */
+const MAX_EVENT_MESSAGE_CHARS = 4000;
+
 /** policy_history keeps this many newest rows: enough for forensics, bounded against a flood of rejects. */
 const HISTORY_KEEP_ROWS = 1000;
 
@@ -252,13 +255,11 @@ export class PolicyManager {
       previous_version: previous,
       sha256: verified.sha256,
       source,
-      signed_by: verified.signedBy,
-      rules: this.compiled.ruleCount,
-      mode: verified.body.mode,
-      issued_at: verified.body.issued_at,
-      expires_at: verified.body.expires_at,
     });
-    this.log.info({ version, previous, source, initial }, 'policy applied');
+    this.log.info(
+      { version, previous, source, initial, signed_by: verified.signedBy, rules: this.compiled.ruleCount },
+      'policy applied',
+    );
     this.checkFreshness();
     return { ok: true, version, changed: true };
   }
@@ -283,11 +284,13 @@ export class PolicyManager {
     version: number | null = null,
     sha256: string | null = null,
   ): void {
-    const receivedSha = sha256 ?? (text === null ? '' : sha256Hex(text));
+    const peek = version === null && sha256 === null && text !== null ? peekEnvelope(text) : null;
+    const claimedVersion = version ?? peek?.version ?? null;
+    const payloadSha = sha256 ?? peek?.sha256 ?? null;
     const alert = error.code === 'GUARD_POLICY_EQUIVOCATION';
     this.lastError = { code: error.code, message: error.message, at: new Date(this.now()).toISOString() };
     try {
-      this.recordHistory(version ?? 0, receivedSha, 'rejected', error.code, null);
+      this.recordHistory(claimedVersion ?? 0, payloadSha ?? '', 'rejected', error.code, null);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'cannot record policy rejection');
     }
@@ -295,23 +298,21 @@ export class PolicyManager {
       code: error.code,
       err: error.message,
       source,
-      version,
+      version: claimedVersion,
       in_force: this.policy?.body.version ?? null,
     };
     if (alert)
       this.log.error({ ...logFields, alert: true }, 'POLICY EQUIVOCATION: same version, different content');
     else this.log.warn(logFields, 'policy rejected; the policy in force is kept');
-    const key = `${error.code}:${receivedSha}`;
+    const key = `${error.code}:${payloadSha ?? (text === null ? '' : sha256Hex(text))}`;
     if (key === this.lastRejectKey) return;
     this.lastRejectKey = key;
     this.options.events.emit('policy.rejected', {
       reason: error.code,
-      message: error.message,
-      source,
-      policy_version: version,
-      sha256: receivedSha || null,
-      in_force_version: this.policy?.body.version ?? null,
-      alert,
+      message: error.message.slice(0, MAX_EVENT_MESSAGE_CHARS),
+      source: source.slice(0, MAX_EVENT_MESSAGE_CHARS),
+      policy_version: claimedVersion,
+      sha256: payloadSha,
     });
   }
 
@@ -346,8 +347,6 @@ export class PolicyManager {
     this.options.state.set(STATE_STALE_NOTIFIED, p.sha256);
     this.options.events.emit('policy.stale', {
       policy_version: p.body.version,
-      sha256: p.sha256,
-      issued_at: p.body.issued_at,
       expires_at: p.body.expires_at,
     });
   }
@@ -394,6 +393,30 @@ export class PolicyManager {
       last_fetch_at: this.lastFetchAt,
       last_error: this.lastError,
     };
+  }
+}
+
+/**
+ * Best-effort facts about a refused envelope for the event and history: the payload's SHA-256 and
+ * the version it claims. Never throws (the envelope is hostile and already known to be bad).
+ */
+function peekEnvelope(text: string | Buffer): { version: number | null; sha256: string | null } {
+  try {
+    const env = JSON.parse(typeof text === 'string' ? text : text.toString('utf8')) as { payload?: unknown };
+    if (typeof env?.payload !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(env.payload)) {
+      return { version: null, sha256: null };
+    }
+    const payload = Buffer.from(env.payload, 'base64');
+    let version: number | null = null;
+    try {
+      const v = (JSON.parse(payload.toString('utf8')) as { version?: unknown }).version;
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) version = v;
+    } catch {
+      // payload not JSON: no version to report
+    }
+    return { version, sha256: sha256Hex(payload) };
+  } catch {
+    return { version: null, sha256: null };
   }
 }
 

@@ -41,7 +41,7 @@ export function policySchema(): Record<string, unknown> {
 
 function compiledValidator(): ReturnType<Ajv['compile']> {
   if (!validator) {
-    const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: false });
+    const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: false });
     addFormats(ajv);
     validator = ajv.compile(policySchema());
   }

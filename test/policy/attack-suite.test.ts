@@ -1,0 +1,352 @@
+/**
+ * The attack suite of issue 3 (TUF's attack list applied to one signed document): every case is
+ * refused with its own error code, a `policy.rejected` event names that code, and the previous
+ * policy stays in force (same version, same hash, still matching the banned tool).
+ */
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { ErrorCode } from '../../src/common/errors.js';
+import { signEnvelope } from '../../src/policy/dsse.js';
+import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../../src/policy/policy-types.js';
+import { tempDir } from '../helpers/tmp.js';
+import { body, CTX, makeManager, NOW, newKey, proc, sign } from './policy-helpers.js';
+
+const root = tempDir('tg-pol-');
+const A = newKey();
+const B = newKey();
+const EVIL = newKey();
+const DAY = 86_400_000;
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+type Attack = {
+  readonly name: string;
+  readonly code: ErrorCode;
+  /** Distinct trusted keys required (the good v5 is signed by A and B). */
+  readonly threshold?: number;
+  readonly maxBytes?: number;
+  readonly text: () => string;
+};
+
+function withRule(rule: Record<string, unknown>): PolicyBody {
+  const base = body(6);
+  return { ...base, rules: [{ ...base.rules[0], ...rule } as PolicyBody['rules'][number]] };
+}
+function withProcess(p: Record<string, unknown>): PolicyBody {
+  return withRule({ process: p });
+}
+
+const schemaCases: [string, PolicyBody, string][] = [
+  ['rule id with spaces', withRule({ id: 'Claude Code' }), '$.rules[0].id'],
+  ['rule name empty', withRule({ name: '' }), '$.rules[0].name'],
+  ['rule action unknown', withRule({ action: 'kill' }), '$.rules[0].action'],
+  ['rule message missing', withRule({ message: undefined }), '$.rules[0].message'],
+  ['rule url not a URL', withRule({ url: 'intranet/ai' }), '$.rules[0].url'],
+  ['rule unknown field', withRule({ severity: 'high' }), '$.rules[0].severity'],
+  ['process.names with a path', withProcess({ names: ['/usr/bin/claude'] }), '$.rules[0].process.names[0]'],
+  ['process.names not strings', withProcess({ names: [42] }), '$.rules[0].process.names[0]'],
+  [
+    'process.exe_globs unbalanced',
+    withProcess({ exe_globs: ['/opt/[claude/**'] }),
+    '$.rules[0].process.exe_globs[0]',
+  ],
+  [
+    'process.argv_patterns bad regex',
+    withProcess({ argv_patterns: ['claude(('] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  [
+    'process.argv_patterns invalid only with the u flag',
+    withProcess({ argv_patterns: ['\\-claude'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  [
+    'process.script_packages bad name',
+    withProcess({ script_packages: ['Not A Package'] }),
+    '$.rules[0].process.script_packages[0]',
+  ],
+  ['process.sha256 not hex', withProcess({ sha256: ['abc'] }), '$.rules[0].process.sha256[0]'],
+  ['process unknown field', withProcess({ cmdline: ['claude'] }), '$.rules[0].process.cmdline'],
+  [
+    'packages ecosystem',
+    withRule({ packages: [{ ecosystem: 'pip', name: 'aider-chat', range: '*' }] }),
+    '$.rules[0].packages[0].ecosystem',
+  ],
+  [
+    'packages range',
+    withRule({ packages: [{ ecosystem: 'npm', name: 'x', range: 'latest!' }] }),
+    '$.rules[0].packages[0].range',
+  ],
+  [
+    'packages name missing',
+    withRule({ packages: [{ ecosystem: 'npm', range: '*' }] }),
+    '$.rules[0].packages[0].name',
+  ],
+  ['paths relative', withRule({ paths: ['claude/bin'] }), '$.rules[0].paths[0]'],
+  ['platforms unknown', withRule({ platforms: ['solaris'] }), '$.rules[0].platforms[0]'],
+  [
+    'duplicate rule ids',
+    { ...body(6), rules: [body(6).rules[0], body(6).rules[0]] } as PolicyBody,
+    '$.rules[1].id',
+  ],
+  ['version zero', body(0), '$.version'],
+  ['mode unknown', body(6, { mode: 'kill-all' }), '$.mode'],
+  ['issued_at not a date', body(6, { issued_at: 'yesterday' }), '$.issued_at'],
+  ['expires before issued', body(6, { expires_at: iso(NOW - 2 * DAY) }), '$.expires_at'],
+  ['schema id', body(6, { schema: 'toolguard.policy/v2' }), '$.schema'],
+  [
+    'exception without criteria',
+    body(6, { exceptions: [{ rule: 'claude-code', expires_at: iso(NOW + DAY) }] }),
+    '$.exceptions[0]',
+  ],
+  [
+    'exception without expiry',
+    body(6, { exceptions: [{ rule: 'claude-code', users: ['alice'] }] }),
+    '$.exceptions[0].expires_at',
+  ],
+];
+
+const unsafeCases: [string, PolicyBody, string][] = [
+  ['bans node by name', withProcess({ names: ['node'] }), '$.rules[0].process.names[0]'],
+  ['bans systemd by name', withProcess({ names: ['systemd'] }), '$.rules[0].process.names[0]'],
+  ['bans a kernel thread', withProcess({ names: ['ksoftirqd'] }), '$.rules[0].process.names[0]'],
+  ['bans guardd', withProcess({ names: ['guardd'] }), '$.rules[0].process.names[0]'],
+  ['exe glob **', withProcess({ exe_globs: ['**'] }), '$.rules[0].process.exe_globs[0]'],
+  [
+    'exe glob of node binaries',
+    withProcess({ exe_globs: ['**/bin/node'] }),
+    '$.rules[0].process.exe_globs[0]',
+  ],
+  [
+    'exe glob of systemd',
+    withProcess({ exe_globs: ['/usr/lib/systemd/*'] }),
+    '$.rules[0].process.exe_globs[0]',
+  ],
+  ['argv matching empty', withProcess({ argv_patterns: ['x*'] }), '$.rules[0].process.argv_patterns[0]'],
+  [
+    'argv matching guardd',
+    withProcess({ argv_patterns: ['toolguard'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  [
+    'argv catastrophic backtracking',
+    withProcess({ argv_patterns: ['^(a+)+claude$'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  ['path of every home', withRule({ paths: ['~/**'] }), '$.rules[0].paths[0]'],
+  ['path of ~/.ssh', withRule({ paths: ['~/.ssh'] }), '$.rules[0].paths[0]'],
+  [
+    'quarantine toolguard',
+    withRule({ packages: [{ ecosystem: 'npm', name: 'toolguard', range: '*' }] }),
+    '$.rules[0].packages[0].name',
+  ],
+];
+
+const attacks: Attack[] = [
+  {
+    name: 'bad signature (one payload byte changed)',
+    code: 'GUARD_POLICY_SIGNATURE_INVALID',
+    text: () => {
+      const env = JSON.parse(sign(body(6), [A]));
+      const payload = Buffer.from(env.payload, 'base64');
+      payload[payload.indexOf('block')] = 'B'.charCodeAt(0);
+      return JSON.stringify({ ...env, payload: payload.toString('base64') });
+    },
+  },
+  {
+    name: 'bad signature bytes',
+    code: 'GUARD_POLICY_SIGNATURE_INVALID',
+    text: () => {
+      const env = JSON.parse(sign(body(6), [A]));
+      const sig = Buffer.from(env.signatures[0].sig, 'base64');
+      sig[0] = (sig[0] ?? 0) ^ 0xff;
+      return JSON.stringify({ ...env, signatures: [{ keyid: A.keyid, sig: sig.toString('base64') }] });
+    },
+  },
+  {
+    name: 'signature by an untrusted key',
+    code: 'GUARD_POLICY_UNTRUSTED_KEY',
+    text: () => sign(body(6), [EVIL]),
+  },
+  {
+    name: 'untrusted key claiming a trusted keyid',
+    code: 'GUARD_POLICY_SIGNATURE_INVALID',
+    text: () => {
+      const env = JSON.parse(sign(body(6), [EVIL]));
+      return JSON.stringify({ ...env, signatures: [{ keyid: A.keyid, sig: env.signatures[0].sig }] });
+    },
+  },
+  {
+    name: 'below threshold',
+    code: 'GUARD_POLICY_THRESHOLD_NOT_MET',
+    threshold: 2,
+    text: () => sign(body(6), [A, EVIL]),
+  },
+  {
+    name: 'duplicate signatures from one key counted once',
+    code: 'GUARD_POLICY_THRESHOLD_NOT_MET',
+    threshold: 2,
+    text: () => {
+      const env = JSON.parse(sign(body(6), [A]));
+      const s = env.signatures[0];
+      // Same signature three times, once under B's keyid: still one distinct key.
+      return JSON.stringify({ ...env, signatures: [s, s, { keyid: B.keyid, sig: s.sig }] });
+    },
+  },
+  {
+    name: 'wrong payloadType',
+    code: 'GUARD_POLICY_WRONG_PAYLOAD_TYPE',
+    text: () => sign(body(6), [A], 'application/json'),
+  },
+  {
+    name: 'payload not JSON',
+    code: 'GUARD_POLICY_PAYLOAD_NOT_JSON',
+    text: () => sign('version: 6\nrules: []', [A]),
+  },
+  {
+    name: 'payload not UTF-8',
+    code: 'GUARD_POLICY_PAYLOAD_NOT_JSON',
+    text: () => sign(Buffer.from([0x7b, 0xff, 0x7d]), [A]),
+  },
+  { name: 'envelope not JSON', code: 'GUARD_POLICY_MALFORMED_ENVELOPE', text: () => '<html>nope</html>' },
+  {
+    name: 'envelope fields wrong type',
+    code: 'GUARD_POLICY_MALFORMED_ENVELOPE',
+    text: () => JSON.stringify({ payload: 5, payloadType: POLICY_PAYLOAD_TYPE, signatures: [] }),
+  },
+  { name: 'unsigned plain JSON body', code: 'GUARD_POLICY_UNSIGNED', text: () => JSON.stringify(body(6)) },
+  {
+    name: 'envelope with no signatures',
+    code: 'GUARD_POLICY_UNSIGNED',
+    text: () => JSON.stringify({ ...JSON.parse(sign(body(6), [A])), signatures: [] }),
+  },
+  ...schemaCases.map(([name, b, path]) => ({
+    name: `schema: ${name} (${path})`,
+    code: 'GUARD_POLICY_SCHEMA' as const,
+    text: () => sign(b, [A]),
+    path,
+  })),
+  ...unsafeCases.map(([name, b, path]) => ({
+    name: `unsafe: ${name} (${path})`,
+    code: 'GUARD_POLICY_UNSAFE_RULE' as const,
+    text: () => sign(b, [A]),
+    path,
+  })),
+  { name: 'rollback to an older version', code: 'GUARD_POLICY_ROLLBACK', text: () => sign(body(4), [A]) },
+  {
+    name: 'equivocation: same version, other content',
+    code: 'GUARD_POLICY_EQUIVOCATION',
+    text: () => sign(body(5, { mode: 'monitor' }), [A]),
+  },
+  {
+    name: 'expired',
+    code: 'GUARD_POLICY_EXPIRED',
+    text: () => sign(body(6, { issued_at: iso(NOW - 30 * DAY), expires_at: iso(NOW - DAY) }), [A]),
+  },
+  {
+    name: 'not yet valid (issued beyond the clock skew)',
+    code: 'GUARD_POLICY_NOT_YET_VALID',
+    text: () => sign(body(6, { issued_at: iso(NOW + 600_000), expires_at: iso(NOW + 30 * DAY) }), [A]),
+  },
+  {
+    name: 'oversized envelope',
+    code: 'GUARD_POLICY_TOO_LARGE',
+    maxBytes: 4096,
+    text: () => sign(body(6, { rules: [{ ...body(6).rules[0], message: 'x'.repeat(5000) }] }), [A]),
+  },
+];
+
+describe('attack suite: each attack refused with its code, the previous policy stays in force', () => {
+  it.each(attacks.map((a) => [a.name, a] as const))('%s', (_name, attack) => {
+    const dir = mkdtempSync(join(root, 'a-'));
+    const h = makeManager(dir, [A, B], {
+      threshold: attack.threshold ?? 1,
+      maxBytes: attack.maxBytes ?? 1024 * 1024,
+    });
+    try {
+      h.manager.loadInitial(null);
+      const good = h.manager.applyEnvelope(sign(body(5), [A, B]), 'test:good');
+      expect(good).toEqual({ ok: true, version: 5, changed: true });
+      const before = h.manager.current();
+      const swapsBefore = h.swaps.length;
+
+      const r = h.manager.applyEnvelope(attack.text(), 'test:attack');
+
+      expect(r.ok).toBe(false);
+      if (r.ok) return;
+      expect(r.error.code).toBe(attack.code);
+      if ('path' in attack) expect(r.error.message).toContain(attack.path as string);
+      // Previous policy in force, untouched.
+      expect(h.manager.current()).toBe(before);
+      expect(h.manager.status()).toMatchObject({
+        state: 'ok',
+        version: 5,
+        last_error: { code: attack.code },
+      });
+      expect(h.swaps.length).toBe(swapsBefore);
+      expect(h.manager.matcher().match(proc('claude'), CTX)?.rule.id).toBe('claude-code');
+      const rejected = h.events.ofType('policy.rejected');
+      expect(rejected).toHaveLength(1);
+      expect(rejected[0]).toMatchObject({ reason: attack.code, source: 'test:attack' });
+    } finally {
+      h.close();
+    }
+  });
+
+  it('a schema error names the path of every error at once', () => {
+    const dir = mkdtempSync(join(root, 'm-'));
+    const h = makeManager(dir, [A]);
+    try {
+      const b = withRule({ action: 'kill', name: '', url: 'nope' });
+      const r = h.manager.applyEnvelope(sign(b, [A]), 'test');
+      expect(r.ok).toBe(false);
+      if (r.ok) return;
+      expect(r.error.code).toBe('GUARD_POLICY_SCHEMA');
+      for (const p of ['$.rules[0].action', '$.rules[0].name', '$.rules[0].url'])
+        expect(r.error.message).toContain(p);
+      expect(h.manager.status().state).toBe('none');
+    } finally {
+      h.close();
+    }
+  });
+
+  it('the same bad envelope served again is one event, not one per fetch', () => {
+    const dir = mkdtempSync(join(root, 'r-'));
+    const h = makeManager(dir, [A]);
+    try {
+      h.manager.applyEnvelope(sign(body(5), [A]), 'test');
+      const bad = sign(body(4), [A]);
+      for (let i = 0; i < 3; i++) expect(h.manager.applyEnvelope(bad, 'test').ok).toBe(false);
+      expect(h.events.ofType('policy.rejected')).toHaveLength(1);
+    } finally {
+      h.close();
+    }
+  });
+
+  it('signatures by two distinct trusted keys meet a threshold of 2', () => {
+    const dir = mkdtempSync(join(root, 't-'));
+    const h = makeManager(dir, [A, B], { threshold: 2 });
+    try {
+      const r = h.manager.applyEnvelope(sign(body(7), [A, B]), 'test');
+      expect(r).toEqual({ ok: true, version: 7, changed: true });
+      expect([...(h.manager.current()?.signedBy ?? [])].sort()).toEqual([A.keyid, B.keyid].sort());
+    } finally {
+      h.close();
+    }
+  });
+
+  it('keyid is only a hint: a signature with a wrong or missing keyid still verifies', () => {
+    const dir = mkdtempSync(join(root, 'k-'));
+    const h = makeManager(dir, [A, B]);
+    try {
+      const env = signEnvelope(JSON.stringify(body(8)), POLICY_PAYLOAD_TYPE, [B.priv]);
+      const sig = env.signatures[0]?.sig as string;
+      const text = JSON.stringify({ ...env, signatures: [{ sig }] });
+      expect(h.manager.applyEnvelope(text, 'test')).toEqual({ ok: true, version: 8, changed: true });
+      const text2 = JSON.stringify({ ...env, signatures: [{ keyid: A.keyid, sig }] });
+      expect(h.manager.applyEnvelope(text2, 'test')).toEqual({ ok: true, version: 8, changed: false });
+    } finally {
+      h.close();
+    }
+  });
+});
