@@ -140,8 +140,11 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     ruleCount: rules.length,
     match(obs, ctx) {
       switch (obs.kind) {
-        case 'process':
-          return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, nocase));
+        case 'process': {
+          // Computed once per observation, not once per rule: with 1,000 rules this is the hot path.
+          const facts: ProcessFacts = { names: processNames(obs, nocase), argv: null };
+          return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, facts));
+        }
         case 'package':
           return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
         case 'path':
@@ -197,13 +200,20 @@ function isExcepted(r: CompiledRule, owner: Owner, ctx: MatchContext): boolean {
   );
 }
 
+/** Per-observation values shared by every rule's test. */
+interface ProcessFacts {
+  readonly names: readonly string[];
+  /** The joined, capped argv; built on first use. */
+  argv: string | null;
+}
+
 function matchProcess(
   r: CompiledRule,
   obs: ProcessObservation,
-  nocase: boolean,
+  facts: ProcessFacts,
 ): { reason: MatchReason; detail: string } | null {
   if (r.names.size > 0) {
-    for (const candidate of processNames(obs, nocase)) {
+    for (const candidate of facts.names) {
       if (r.names.has(candidate)) return { reason: 'name', detail: candidate };
     }
   }
@@ -218,14 +228,30 @@ function matchProcess(
     if (script && r.exeGlob(toPosix(script))) return { reason: 'exe_path', detail: script };
   }
   if (r.argv.length > 0) {
-    const joined = obs.argv.join(' ').slice(0, MAX_ARGV_MATCH_CHARS);
+    facts.argv ??= joinArgv(obs.argv);
+    const joined = facts.argv;
     for (const re of r.argv) if (re.test(joined)) return { reason: 'argv', detail: re.source };
   }
   return null;
 }
 
-/** The names a process goes by: comm, the executable's basename, argv[0]'s basename. */
-function processNames(obs: ProcessObservation, nocase: boolean): string[] {
+/** argv joined with spaces, cut at MAX_ARGV_MATCH_CHARS without joining a huge tail first. */
+function joinArgv(argv: readonly string[]): string {
+  let out = '';
+  for (const a of argv) {
+    out = out === '' ? a : `${out} ${a}`;
+    if (out.length >= MAX_ARGV_MATCH_CHARS) return out.slice(0, MAX_ARGV_MATCH_CHARS);
+  }
+  return out;
+}
+
+/**
+ * The names a process goes by: comm, the executable's basename, argv[0]'s basename. A rule name
+ * matches any of them, so renaming the binary (exe basename changes) still leaves comm and argv[0]
+ * to lie about consistently — which is why names are only one of the criteria (hash, script
+ * package and exe path do not depend on the name a user chose).
+ */
+export function processNames(obs: ProcessObservation, nocase: boolean): string[] {
   const names = [obs.name];
   if (obs.exe) names.push(basename(toPosix(obs.exe)));
   const argv0 = obs.argv[0];

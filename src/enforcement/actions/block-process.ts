@@ -1,0 +1,145 @@
+/**
+ * Owns blocking a matched process: stop it at once, make sure it is still the process that was
+ * matched, stop every descendant (so none can fork away), tell the user on its terminal and
+ * desktop with a short bounded wait, then SIGKILL the whole stopped tree.
+ *
+ * Safety: only the identity that was matched (pid + start time) is ever signalled. The identity is
+ * checked before SIGSTOP (cheap) and again after it; if the pid changed hands in between, the stop
+ * is undone with SIGCONT and nothing else is sent. guardd itself, PID 1 and guardd's ancestors
+ * (and whatever `protectedPids` names) are never signalled, neither as the target nor as a
+ * descendant.
+ */
+import type { Logger } from '../../common/logger.js';
+import type { Decision } from '../../policy/matcher.js';
+import type { ProcessObservation } from '../../sensors/observation.js';
+import { type ProcessControl, processControlFor } from '../../sensors/process-sources/process-control.js';
+import type { Action, ActionResult } from '../action.js';
+import type { NotifyResult, UserNotifier } from '../notifier.js';
+
+export interface BlockProcessActionOptions {
+  readonly notifier: UserNotifier;
+  readonly logger: Logger;
+  /** guardd's pid. Default process.pid. */
+  readonly selfPid?: number;
+  /** More pids never to signal (e.g. the embedded collector in local mode). */
+  readonly protectedPids?: () => Set<number>;
+  /** OS primitives; tests pass a procfs control on a fake root. Default: this OS's. */
+  readonly control?: ProcessControl;
+  /** Longest wait for the notification before the kill (ms). */
+  readonly notifyWaitMs?: number;
+}
+
+/** The kill must not wait on people: 50 ms is enough for a terminal write; desktop runs on. */
+export const NOTIFY_WAIT_MS = 50;
+/** A tree larger than this is cut (and logged): bounds the walk on a fork bomb. */
+export const MAX_DESCENDANTS = 4096;
+
+export class BlockProcessAction implements Action<ProcessObservation> {
+  private readonly control: ProcessControl;
+  private readonly selfPid: number;
+  private readonly notifyWaitMs: number;
+
+  constructor(private readonly options: BlockProcessActionOptions) {
+    this.control = options.control ?? processControlFor();
+    this.selfPid = options.selfPid ?? process.pid;
+    this.notifyWaitMs = options.notifyWaitMs ?? NOTIFY_WAIT_MS;
+  }
+
+  async execute(obs: ProcessObservation, decision: Decision): Promise<ActionResult> {
+    const started = performance.now();
+    const result = (
+      actionTaken: ActionResult['actionTaken'],
+      error: string | null,
+      details?: Record<string, unknown>,
+    ): ActionResult => ({
+      actionTaken,
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+      error,
+      ...(details ? { details } : {}),
+    });
+    const { pid } = obs;
+    const c = this.control;
+    try {
+      const protectedSet = await this.protectedSet();
+      if (!Number.isInteger(pid) || pid <= 1 || protectedSet.has(pid)) {
+        return result('skipped', 'protected_process', { killed: [] });
+      }
+      // Cheap identity check before the first signal: never stop a pid that changed hands.
+      if (!(await c.sameProcess(pid, obs.startTime, obs.name))) {
+        const gone = !(await c.exists(pid));
+        return result('skipped', gone ? 'exited' : 'identity_changed', { killed: [] });
+      }
+      const stop = c.signal(pid, 'SIGSTOP');
+      if (stop !== 'ok')
+        return result(stop === 'gone' ? 'skipped' : 'failed', `stop_${stop}`, { killed: [] });
+      // Re-verify now that it cannot run: the pid could have been reused between check and stop.
+      if (!(await c.sameProcess(pid, obs.startTime, obs.name))) {
+        c.signal(pid, 'SIGCONT');
+        return result('skipped', 'identity_changed', { killed: [] });
+      }
+      const stopped = await this.stopDescendants(pid, protectedSet);
+      const notified = await this.notify(obs, decision);
+      const killed: number[] = [];
+      let denied = 0;
+      for (const p of stopped) {
+        const k = c.signal(p, 'SIGKILL');
+        if (k === 'ok') killed.push(p);
+        else if (k === 'denied') denied++;
+      }
+      const details = { killed, notified: { terminal: notified.terminal, desktop: notified.desktop } };
+      if (!killed.includes(pid)) return result('failed', 'kill_failed', details);
+      return result('killed', denied > 0 ? 'kill_failed_descendants' : null, details);
+    } catch (err) {
+      this.options.logger.error({ pid, err: (err as Error).message }, 'block failed');
+      return result('failed', (err as Error).message, { killed: [] });
+    }
+  }
+
+  /** guardd, PID 1, guardd's ancestors, and the caller's extra pids. */
+  private async protectedSet(): Promise<Set<number>> {
+    const set = new Set<number>([1, this.selfPid, ...(await this.control.ancestors(this.selfPid))]);
+    if (this.options.protectedPids) for (const p of this.options.protectedPids()) set.add(p);
+    return set;
+  }
+
+  /** Stops the tree below `root` breadth-first; returns root + every stopped descendant. */
+  private async stopDescendants(root: number, protectedSet: Set<number>): Promise<number[]> {
+    const stopped = [root];
+    const seen = new Set<number>(stopped);
+    // Each parent is already stopped when its children are read, so the tree cannot grow behind us.
+    for (let i = 0; i < stopped.length && stopped.length < MAX_DESCENDANTS; i++) {
+      for (const child of await this.control.children(stopped[i] as number)) {
+        if (seen.has(child) || protectedSet.has(child)) continue;
+        seen.add(child);
+        if (this.control.signal(child, 'SIGSTOP') === 'ok') stopped.push(child);
+      }
+    }
+    if (stopped.length >= MAX_DESCENDANTS) {
+      this.options.logger.warn({ pid: root, descendants: stopped.length }, 'process tree cut at the maximum');
+    }
+    return stopped;
+  }
+
+  private async notify(obs: ProcessObservation, decision: Decision): Promise<NotifyResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<NotifyResult>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ terminal: false, desktop: false, error: 'notify_timeout' }),
+        this.notifyWaitMs,
+      );
+    });
+    try {
+      return await Promise.race([
+        this.options.notifier
+          .notify(
+            { uid: obs.owner.uid, user: obs.owner.user, tty: obs.tty },
+            { title: `blocked ${decision.rule.name}`, body: decision.message, url: decision.url },
+          )
+          .catch(() => ({ terminal: false, desktop: false, error: 'notify_failed' })),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Owns watching process launches: on a fixed interval it asks its `ProcessSource` which processes
+ * are new, turns each into a `ProcessObservation` (owner from the user directory; SHA-256 of the
+ * executable and the script package of interpreters only when the matcher in force needs them),
+ * and hands it to the pipeline. The first scan at start reports every process already running, so
+ * a tool started before guardd is caught; a new policy makes the next scan report everything again.
+ *
+ * The sensor never waits for enforcement: `onObservation` runs detached, so a slow notification
+ * cannot delay the next scan. Ticks never overlap (each is scheduled after the previous ends).
+ */
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { UserDirectory } from '../common/users.js';
+import type { Matcher } from '../policy/matcher.js';
+import { ExeHasher } from './exe-hash.js';
+import type { ProcessObservation } from './observation.js';
+import type { ProcessSource, RawProcess } from './process-sources/process-source.js';
+import { ScriptPackageResolver } from './script-package.js';
+import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
+
+export interface ProcessSensorOptions {
+  readonly source: ProcessSource;
+  /** Resolves uid → owner (name, groups, home). */
+  readonly users: Pick<UserDirectory, 'owner'>;
+  /** The pipeline entry; called once per new process, not awaited by the scan. */
+  readonly onObservation: ObservationHandler;
+  /** Scan interval (ms); 0 = the source default (procfs 100 ms, ps-list 1000 ms). */
+  readonly intervalMs: number;
+  readonly logger: Logger;
+  /** guardd's own pid: never reported. Default process.pid. */
+  readonly selfPid?: number;
+  /** Hashes executables when a rule needs SHA-256 (created if absent). */
+  readonly hasher?: ExeHasher;
+  /** Finds interpreters' script packages when a rule needs them (created if absent). */
+  readonly scripts?: ScriptPackageResolver;
+}
+
+/** Observations handed to the pipeline but not finished yet, at most: beyond it they are counted and dropped. */
+const MAX_IN_FLIGHT = 10_000;
+
+export class ProcessSensor implements Sensor {
+  readonly name = 'process';
+  private readonly log: Logger;
+  private readonly intervalMs: number;
+  private readonly selfPid: number;
+  private hasher: ExeHasher | null;
+  private scripts: ScriptPackageResolver | null;
+  private needs = { sha256: false, scriptPackage: false };
+  private policyVersion: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private ticking: Promise<void> | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly skippedHere: Record<string, number> = {};
+  private ticks = 0;
+  private observed = 0;
+  private lastTickMs = 0;
+  private maxTickMs = 0;
+
+  constructor(private readonly options: ProcessSensorOptions) {
+    this.log = options.logger;
+    this.intervalMs = options.intervalMs > 0 ? options.intervalMs : options.source.defaultIntervalMs;
+    this.selfPid = options.selfPid ?? process.pid;
+    this.hasher = options.hasher ?? null;
+    this.scripts = options.scripts ?? null;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await this.runTick();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.ticking) await this.ticking;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  setMatcher(matcher: Matcher): void {
+    this.needs = { sha256: matcher.needs.sha256, scriptPackage: matcher.needs.scriptPackage };
+    if (this.policyVersion !== null && this.policyVersion !== matcher.policyVersion) {
+      // A new policy may ban something already running: report every process again.
+      this.options.source.reset();
+    }
+    this.policyVersion = matcher.policyVersion;
+  }
+
+  status(): SensorStatus {
+    const skipped: Record<string, number> = { ...this.options.source.skipped };
+    for (const [k, v] of Object.entries(this.skippedHere)) skipped[k] = (skipped[k] ?? 0) + v;
+    return {
+      name: this.name,
+      running: this.running,
+      details: {
+        source: this.options.source.kind,
+        interval_ms: this.intervalMs,
+        ticks: this.ticks,
+        observed: this.observed,
+        last_tick_ms: round(this.lastTickMs),
+        max_tick_ms: round(this.maxTickMs),
+        in_flight: this.inFlight.size,
+        needs: { ...this.needs },
+        ...(this.hasher ? { hash: { ...this.hasher.counts, cached: this.hasher.cached } } : {}),
+        ...(this.scripts ? { script_packages: { ...this.scripts.counts } } : {}),
+        ...this.options.source.details(),
+      },
+      skipped,
+    };
+  }
+
+  /** Runs one scan now (tests and `start`); resolves when every new process was handed over. */
+  async runTick(): Promise<void> {
+    if (this.ticking) return this.ticking;
+    this.ticking = this.tick().finally(() => {
+      this.ticking = null;
+    });
+    return this.ticking;
+  }
+
+  private schedule(): void {
+    if (!this.running) return;
+    this.timer = setTimeout(() => {
+      void this.runTick().finally(() => this.schedule());
+    }, this.intervalMs);
+  }
+
+  private async tick(): Promise<void> {
+    const started = performance.now();
+    let fresh: RawProcess[];
+    try {
+      fresh = await this.options.source.poll();
+    } catch (err) {
+      // Sources do not reject by contract; a bug there must not stop the sensor.
+      this.count('source_error');
+      this.log.error({ err: errorMessage(err) }, 'process source failed');
+      fresh = [];
+    }
+    this.ticks++;
+    for (const raw of fresh) {
+      if (raw.pid === this.selfPid) continue;
+      this.handle(raw);
+    }
+    this.lastTickMs = performance.now() - started;
+    if (this.lastTickMs > this.maxTickMs) this.maxTickMs = this.lastTickMs;
+  }
+
+  private handle(raw: RawProcess): void {
+    let obs: ProcessObservation;
+    try {
+      obs = this.observe(raw);
+    } catch (err) {
+      this.count('observe_error');
+      this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
+      return;
+    }
+    if (this.needs.sha256) {
+      const path = this.options.source.hashPath(raw);
+      if (path !== null) {
+        this.hasher ??= new ExeHasher();
+        const hasher = this.hasher;
+        this.detach(hasher.hash(path).then((sha256) => this.emit({ ...obs, sha256 })));
+        return;
+      }
+    }
+    this.emit(obs);
+  }
+
+  private observe(raw: RawProcess): ProcessObservation {
+    const owner =
+      raw.uid === null ? { uid: -1, user: null, groups: [], home: null } : this.options.users.owner(raw.uid);
+    let scriptPackage: ProcessObservation['scriptPackage'];
+    if (this.needs.scriptPackage) {
+      this.scripts ??= new ScriptPackageResolver();
+      const cwd = raw.argv.length > 1 ? this.options.source.cwd(raw.pid) : null;
+      scriptPackage = this.scripts.resolve(raw.exe, raw.name, raw.argv, cwd);
+    }
+    return {
+      kind: 'process',
+      pid: raw.pid,
+      ppid: raw.ppid,
+      startTime: raw.startTime,
+      name: raw.name,
+      exe: raw.exe,
+      argv: raw.argv,
+      owner,
+      tty: raw.tty,
+      ...(scriptPackage !== undefined ? { scriptPackage } : {}),
+    };
+  }
+
+  private emit(obs: ProcessObservation): void {
+    this.observed++;
+    let r: void | Promise<void>;
+    try {
+      r = this.options.onObservation(obs);
+    } catch (err) {
+      this.count('handler_error');
+      this.log.error({ pid: obs.pid, err: errorMessage(err) }, 'observation handler threw');
+      return;
+    }
+    if (r && typeof (r as Promise<void>).then === 'function') this.detach(r as Promise<void>);
+  }
+
+  private detach(p: Promise<void>): void {
+    if (this.inFlight.size >= MAX_IN_FLIGHT) this.count('backlog');
+    const tracked: Promise<void> = p
+      .catch((err: unknown) => {
+        this.count('handler_error');
+        this.log.error({ err: errorMessage(err) }, 'observation handler failed');
+      })
+      .finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  private count(reason: string): void {
+    this.skippedHere[reason] = (this.skippedHere[reason] ?? 0) + 1;
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}

@@ -1,0 +1,272 @@
+/**
+ * Owns reading Linux /proc files cheaply and defensively: `stat` (with a `comm` that may contain
+ * spaces and parentheses), `status` (real uid), `cmdline` (size-capped, binary-safe), `exe` and
+ * `cwd` links, the controlling terminal from `tty_nr`, and a process's children.
+ *
+ * Used by the procfs source (src/sensors/process-sources/procfs-source.ts) and by the block action
+ * (identity re-checks, descendant walks). Every reader takes the /proc root as a parameter so tests
+ * can point it at a fake tree with malformed files. Readers never throw for a process that exited
+ * or is unreadable: they return null / a negative errno-like code, and the caller counts it.
+ */
+import { closeSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
+
+/** What a /proc read failure means for the caller, so it can count the right skip reason. */
+export type ProcReadFailure = 'exited' | 'unreadable' | 'malformed';
+
+/** The fields of /proc/<pid>/stat toolguard uses. */
+export interface ProcStat {
+  readonly pid: number;
+  /** `comm`: up to 15 bytes of the executable's basename (or what the process set with prctl). */
+  readonly comm: string;
+  /** One-letter state (R, S, D, Z, T, …). */
+  readonly state: string;
+  readonly ppid: number;
+  /** Encoded controlling terminal device (0 = none). */
+  readonly ttyNr: number;
+  /** Kernel task flags (field 9); PF_KTHREAD marks kernel threads. */
+  readonly flags: number;
+  /** Start time in clock ticks since boot (field 22): with pid, the process identity. */
+  readonly startTime: number;
+}
+
+/** PF_KTHREAD from include/linux/sched.h: kernel threads have no exe, argv or user to match. */
+export const PF_KTHREAD = 0x00200000;
+
+/**
+ * One shared read buffer: reads happen synchronously on the event loop, so one buffer serves every
+ * reader without allocating per file. 64 KiB holds any stat/status file and the argv cap below.
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
+const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+/** One byte to probe whether a capped file had more data. */
+const probeBuffer = Buffer.allocUnsafe(1);
+
+/** argv beyond this many bytes is cut (and counted): bounds memory and matching cost for hostile argv. */
+export const CMDLINE_MAX_BYTES = 32 * 1024;
+
+/** Last failure of a reader, set when it returns null (avoids allocating result objects in the hot path). */
+export let lastFailure: ProcReadFailure = 'exited';
+/** Whether the last successful `readInto` hit its cap with more data left. */
+export let readTruncated = false;
+
+function failureOf(err: unknown): ProcReadFailure {
+  const code = (err as NodeJS.ErrnoException).code;
+  // ESRCH: the process died between open and read; ENOENT: its directory is gone.
+  if (code === 'ENOENT' || code === 'ESRCH') return 'exited';
+  return 'unreadable';
+}
+
+/**
+ * Reads up to `max` bytes of `path` into the shared buffer; returns the byte count, or -1 (reason
+ * in `lastFailure`). `truncated` is set when the file had more.
+ */
+export function readInto(path: string, max: number = READ_BUFFER_BYTES): number {
+  let fd = -1;
+  try {
+    fd = openSync(path, 'r');
+    let total = 0;
+    const limit = Math.min(max, READ_BUFFER_BYTES);
+    // /proc files may return short reads; loop until EOF or the cap, bounded by the cap itself.
+    for (let i = 0; i < 64 && total < limit; i++) {
+      const n = readSync(fd, buffer, total, limit - total, null);
+      if (n <= 0) break;
+      total += n;
+    }
+    readTruncated = false;
+    if (total >= limit) {
+      const probe = readSync(fd, probeBuffer, 0, 1, null);
+      readTruncated = probe > 0;
+    }
+    return total;
+  } catch (err) {
+    lastFailure = failureOf(err);
+    return -1;
+  } finally {
+    if (fd >= 0) {
+      try {
+        closeSync(fd);
+      } catch {
+        // closing a /proc fd cannot meaningfully fail; nothing to do.
+      }
+    }
+  }
+}
+/** Parses the text of /proc/<pid>/stat; null when malformed. `comm` may hold spaces and ')' . */
+export function parseStat(text: string): ProcStat | null {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open <= 0 || close < open) return null;
+  const pid = Number(text.slice(0, open).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  const comm = text.slice(open + 1, close);
+  // Fields after comm start at field 3 (state); starttime is field 22 → index 19.
+  const rest = text.slice(close + 2).split(' ');
+  if (rest.length < 20) return null;
+  const state = rest[0] ?? '';
+  const ppid = Number(rest[1]);
+  const ttyNr = Number(rest[4]);
+  const flags = Number(rest[6]);
+  const startTime = Number(rest[19]);
+  if (
+    state.length !== 1 ||
+    !Number.isInteger(ppid) ||
+    ppid < 0 ||
+    !Number.isInteger(ttyNr) ||
+    !Number.isFinite(flags) ||
+    !Number.isInteger(startTime) ||
+    startTime < 0
+  ) {
+    return null;
+  }
+  return { pid, comm, state, ppid, ttyNr, flags, startTime };
+}
+
+/** Reads and parses /proc/<pid>/stat; null with `lastFailure` set when gone, unreadable or malformed. */
+export function readStat(procRoot: string, pid: number): ProcStat | null {
+  const n = readInto(`${procRoot}/${pid}/stat`, 4096);
+  if (n < 0) return null;
+  const stat = parseStat(buffer.toString('utf8', 0, n));
+  if (!stat || stat.pid !== pid) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  return stat;
+}
+
+/** The start time (identity) of `pid` now, or null when it is gone or unreadable. */
+export function readStartTime(procRoot: string, pid: number): number | null {
+  return readStat(procRoot, pid)?.startTime ?? null;
+}
+
+/** Real uid from /proc/<pid>/status ("Uid:\treal\teffective\tsaved\tfs"); null when unreadable. */
+export function readUid(procRoot: string, pid: number): number | null {
+  const n = readInto(`${procRoot}/${pid}/status`, 8192);
+  if (n < 0) return null;
+  const text = buffer.toString('latin1', 0, n);
+  const at = text.indexOf('\nUid:');
+  if (at < 0) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  const m = /^\s*(\d+)/.exec(text.slice(at + 5, at + 64));
+  const uid = m ? Number(m[1]) : Number.NaN;
+  if (!Number.isSafeInteger(uid)) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  return uid;
+}
+
+/** The result of reading a command line. */
+export interface Cmdline {
+  readonly argv: string[];
+  /** More than CMDLINE_MAX_BYTES: the tail was cut. */
+  readonly truncated: boolean;
+  /** Held bytes that are not valid UTF-8 text or are control characters (replaced in argv). */
+  readonly binary: boolean;
+}
+
+const EMPTY_CMDLINE: Cmdline = { argv: [], truncated: false, binary: false };
+
+/** Reads /proc/<pid>/cmdline (NUL-separated), capped at CMDLINE_MAX_BYTES; null when gone/unreadable. */
+export function readCmdline(procRoot: string, pid: number): Cmdline | null {
+  const n = readInto(`${procRoot}/${pid}/cmdline`, CMDLINE_MAX_BYTES);
+  if (n < 0) return null;
+  if (n === 0) return EMPTY_CMDLINE;
+  const truncated = readTruncated;
+  let binary = false;
+  let end = n;
+  if (buffer[end - 1] === 0) end--;
+  const argv: string[] = [];
+  let start = 0;
+  for (let i = 0; i <= end; i++) {
+    if (i === end || buffer[i] === 0) {
+      argv.push(buffer.toString('utf8', start, i));
+      start = i + 1;
+    } else {
+      const b = buffer[i] as number;
+      if (b < 0x20 && b !== 0x09) binary = true;
+    }
+  }
+  // A process can rewrite its argv area with anything; invalid UTF-8 decodes to U+FFFD.
+  for (let i = 0; i < argv.length; i++) if ((argv[i] as string).includes('\uFFFD')) binary = true;
+  return { argv, truncated, binary };
+}
+
+/** readlink of /proc/<pid>/<name> (exe, cwd) with " (deleted)" stripped; null with `lastFailure` set. */
+export function readLink(procRoot: string, pid: number, name: 'exe' | 'cwd'): string | null {
+  try {
+    const target = readlinkSync(`${procRoot}/${pid}/${name}`);
+    return target.endsWith(' (deleted)') ? target.slice(0, -10) : target;
+  } catch (err) {
+    lastFailure = failureOf(err);
+    return null;
+  }
+}
+
+/**
+ * The terminal device path of an encoded `tty_nr` (see proc(5)): Unix98 ptys (majors 136–143) →
+ * /dev/pts/N, virtual consoles (major 4, minor < 64) → /dev/ttyN, serial (major 4, minor ≥ 64) →
+ * /dev/ttySN; anything else (no terminal, unknown driver) → null.
+ */
+export function ttyPath(ttyNr: number): string | null {
+  if (ttyNr <= 0) return null;
+  const major = (ttyNr >> 8) & 0xfff;
+  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+  if (major >= 136 && major <= 143) return `/dev/pts/${minor + (major - 136) * 256}`;
+  if (major === 4) return minor < 64 ? `/dev/tty${minor}` : `/dev/ttyS${minor - 64}`;
+  return null;
+}
+
+/** Numeric entries of a directory (the pids of /proc); empty when unreadable. */
+export function listPids(dir: string): number[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const name of names) {
+    const c = name.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    const pid = Number(name);
+    if (Number.isInteger(pid) && pid > 0) out.push(pid);
+  }
+  return out;
+}
+
+/**
+ * Direct children of `pid` from /proc/<pid>/task/<tid>/children (every thread: a child belongs to
+ * the thread that forked it). null when the kernel lacks CONFIG_PROC_CHILDREN or the process is gone.
+ */
+export function readChildren(procRoot: string, pid: number): number[] | null {
+  const tids = listPids(`${procRoot}/${pid}/task`);
+  if (tids.length === 0) return null;
+  const out: number[] = [];
+  let any = false;
+  for (const tid of tids) {
+    const n = readInto(`${procRoot}/${pid}/task/${tid}/children`);
+    if (n < 0) continue;
+    any = true;
+    for (const tok of buffer.toString('latin1', 0, n).split(' ')) {
+      const child = Number(tok);
+      if (tok !== '' && Number.isInteger(child) && child > 0) out.push(child);
+    }
+  }
+  return any ? out : null;
+}
+
+/**
+ * The last pid the kernel allocated (5th field of /proc/loadavg), or -1 when unavailable. When it
+ * has not moved since the previous tick, no process (or thread) was created, so the scan can skip
+ * listing /proc entirely.
+ */
+export function readLastPid(procRoot: string): number {
+  const n = readInto(`${procRoot}/loadavg`, 256);
+  if (n < 0) return -1;
+  const text = buffer.toString('latin1', 0, n);
+  const sp = text.lastIndexOf(' ');
+  const v = Number(text.slice(sp + 1).trim());
+  return Number.isInteger(v) ? v : -1;
+}

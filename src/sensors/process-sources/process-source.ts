@@ -1,0 +1,52 @@
+/**
+ * Owns the contract between the process sensor and where process facts come from. A source only
+ * answers "which processes are new since you were last asked" and a few per-pid lookups; the
+ * sensor turns what it returns into observations (owner, hash, script package). A faster source
+ * (Linux exec events via netlink/eBPF) can be added later behind this interface without touching
+ * the sensor, the matcher or enforcement.
+ */
+
+/** What a source knows about one new process, before the sensor enriches it. */
+export interface RawProcess {
+  readonly pid: number;
+  readonly ppid: number;
+  /** Identity with pid: clock ticks since boot (procfs) or ms since epoch (ps-list; 0 when unknown). */
+  readonly startTime: number;
+  /** `comm` (procfs, ≤ 15 chars) or the name ps-list reports. */
+  readonly name: string;
+  /** Real executable path (symlinks resolved), or null when unreadable. */
+  readonly exe: string | null;
+  /** Raw argv (size-capped by the source, not redacted). */
+  readonly argv: readonly string[];
+  /** Real uid, or null when the source cannot tell (Windows). */
+  readonly uid: number | null;
+  /** Controlling terminal path, or null. */
+  readonly tty: string | null;
+}
+
+export interface ProcessSource {
+  /** Shown in `guardctl status`: 'procfs' or 'ps-list'. */
+  readonly kind: 'procfs' | 'ps-list';
+  /** The scan interval used when the config says 0 (ms). */
+  readonly defaultIntervalMs: number;
+  /**
+   * Processes that appeared since the previous call — a pid not known before, a known pid whose
+   * start time changed (pid reuse), or a known process that exec'd another program. The first call
+   * (and the first after `reset`) reports every process present. Never called concurrently by the
+   * sensor; never rejects (failures are counted in `skipped`).
+   */
+  poll(): Promise<RawProcess[]>;
+  /** Forgets every known process: the next `poll` reports all of them again (policy change). */
+  reset(): void;
+  /** Working directory of `pid` (to resolve a relative script path), or null. */
+  cwd(pid: number): string | null;
+  /**
+   * A path that opens exactly the executable of `raw` for hashing (procfs: /proc/<pid>/exe, which
+   * still opens the original file after a rename or delete), or null.
+   */
+  hashPath(raw: RawProcess): string | null;
+  /** Cumulative counts of processes skipped or read partially, by reason. The sensor reports them. */
+  readonly skipped: Readonly<Record<string, number>>;
+  /** Source facts for `guardctl status` (e.g. processes known). */
+  details(): Record<string, unknown>;
+}

@@ -1,0 +1,70 @@
+/**
+ * Owns the list of sensors the daemon starts, sorted by name: adding a sensor is its module, its
+ * observation type, and one line here (osquery's REGISTER). The daemon (src/daemon/deps.ts) keeps
+ * the enabled ones and calls `create` with the shared dependencies.
+ */
+import type { Logger } from '../common/logger.js';
+import type { Platform } from '../common/platform-paths.js';
+import type { UserDirectory } from '../common/users.js';
+import type { Config } from '../config/settings.js';
+import { InstallSensor } from './install-sensor.js';
+import { ProcessSensor } from './process-sensor.js';
+import type { ProcessSource } from './process-sources/process-source.js';
+import { ProcfsSource } from './process-sources/procfs-source.js';
+import { PsListSource } from './process-sources/pslist-source.js';
+import type { ObservationHandler, Sensor } from './sensor.js';
+
+/** What every sensor factory receives from the composition root. */
+export interface SensorDeps {
+  readonly config: Config;
+  readonly users: UserDirectory;
+  readonly platform: Platform;
+  /** Every local user's home (install roots). */
+  readonly homes: () => string[];
+  readonly onObservation: ObservationHandler;
+  /** Already a child logger named `sensor.<name>`. */
+  readonly logger: Logger;
+}
+
+export interface SensorRegistration {
+  readonly name: string;
+  /** Whether the config turns this sensor on. */
+  enabled(config: Config): boolean;
+  create(deps: SensorDeps): Sensor;
+}
+
+/** The process source the config asks for: auto = procfs on Linux, ps-list elsewhere. */
+export function processSourceFor(config: Config, platform: Platform): ProcessSource {
+  const kind = config['sensors.process.source'];
+  if (kind === 'procfs' || (kind === 'auto' && platform === 'linux')) return new ProcfsSource();
+  return new PsListSource();
+}
+
+export const SENSORS: readonly SensorRegistration[] = [
+  {
+    name: 'install',
+    enabled: (c) => c['sensors.install.enabled'],
+    create: (d) =>
+      new InstallSensor({
+        users: d.users,
+        platform: d.platform,
+        onObservation: d.onObservation,
+        rescanCron: d.config['sensors.install.rescan_cron'],
+        extraRoots: d.config['sensors.install.extra_roots'],
+        homes: d.homes,
+        logger: d.logger,
+      }),
+  },
+  {
+    name: 'process',
+    enabled: (config) => config['sensors.process.enabled'],
+    create: (deps) =>
+      new ProcessSensor({
+        source: processSourceFor(deps.config, deps.platform),
+        users: deps.users,
+        onObservation: deps.onObservation,
+        intervalMs: deps.config['sensors.process.interval_ms'],
+        logger: deps.logger,
+      }),
+  },
+];
