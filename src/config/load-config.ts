@@ -1,6 +1,7 @@
 /**
- * Owns reading the config: defaults from the settings table, then the JSON file, then
- * `TOOLGUARD_*` environment variables, then explicit overrides (flags). Returns one frozen,
+ * Owns reading the config: defaults from the settings table, then the JSON file, then (macOS)
+ * the MDM's managed preferences, then `TOOLGUARD_*` environment variables, then explicit overrides
+ * (flags) — each layer wins over the ones before it. Returns one frozen,
  * validated `Config`. Bad input is refused with the key, the bad value and what was expected
  * (`GUARD_CONFIG_*`); nothing is guessed or silently dropped.
  *
@@ -9,12 +10,19 @@
  */
 import { readFileSync } from 'node:fs';
 import { GuardError } from '../common/errors.js';
+import { defaultManagedPreferencesFile, readManagedPreferences } from './managed-preferences.js';
 import { type Config, envVarOf, SETTINGS, type SettingDef, type SettingKey } from './settings.js';
 
 export interface LoadConfigOptions {
   /** Config file path. Missing is an error only when `required` is true. */
   readonly file?: string;
   readonly required?: boolean;
+  /**
+   * macOS managed preferences (configuration profile) plist, layered over the file and under env.
+   * undefined = the platform default (/Library/Managed Preferences/io.toolguard.guardd.plist on
+   * macOS, none elsewhere); null = not read. A missing file is not an error.
+   */
+  readonly managedPreferencesFile?: string | null;
   /** Environment to read `TOOLGUARD_*` from; defaults to `process.env`. Pass `{}` to ignore it. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Values that win over everything (dotted keys), e.g. from flags or the local mode. */
@@ -36,6 +44,16 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     const fromFile = readConfigFile(options.file, options.required ?? false);
     for (const [key, raw] of Object.entries(fromFile))
       values[key] = checkValue(key, raw, `file ${options.file}`);
+  }
+  const mpFile =
+    options.managedPreferencesFile === undefined
+      ? defaultManagedPreferencesFile()
+      : options.managedPreferencesFile;
+  if (mpFile) {
+    for (const [key, raw] of Object.entries(readManagedPreferences({ file: mpFile }))) {
+      if (!SETTING_KEYS.has(key)) throw unknownKey(key, `managed preferences ${mpFile}`);
+      values[key] = checkValue(key, raw, `managed preferences ${mpFile}`);
+    }
   }
   const env = options.env ?? process.env;
   for (const key of SETTING_KEYS) {

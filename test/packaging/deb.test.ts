@@ -269,7 +269,9 @@ describe('upgrade, remove, purge', () => {
     // postinst tightens a secret MDM dropped with a loose mode.
     expect((lstatSync(join(r, 'etc/toolguard/enroll-secret')).mode & 0o777).toString(8)).toBe('600');
     expect(runPackaged(r, 'guardctl', ['--version']).stdout.trim()).toBe(V2);
-    const status = spawnSync('dpkg-query', [`--root=${r}`, '-W', '-f=${Version} ${Status}', 'toolguard'], {
+    // dpkg-query's own ${field} format, not a JS template.
+    const format = ['-f=$', '{Version} $', '{Status}'].join('');
+    const status = spawnSync('dpkg-query', [`--root=${r}`, '-W', format, 'toolguard'], {
       encoding: 'utf8',
     });
     expect(status.stdout).toBe(`${V2} install ok installed`);
