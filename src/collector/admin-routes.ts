@@ -1,0 +1,123 @@
+/**
+ * Owns the admin API (its own bearer token, compared in constant time): `GET /v1/devices` (fleet
+ * state: last seen, agent and policy versions, the `silent` flag) and `GET /v1/events` (filters and
+ * cursor paging). Query parameters are validated strictly — an unknown or malformed parameter is a
+ * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { bearerToken, secretEquals } from './auth.js';
+import type { CollectorStore, StoredEventRow } from './collector-store.js';
+import { HttpError } from './http-error.js';
+
+/** Page size when `limit` is not given. */
+export const DEFAULT_PAGE = 100;
+/** Largest page: bounds the memory and time of one admin answer. */
+export const MAX_PAGE = 1000;
+/** Filter values longer than this are refused (ids and types are short). */
+const MAX_FILTER_CHARS = 256;
+
+export interface AdminRoutesOptions {
+  readonly store: CollectorStore;
+  readonly adminToken: string;
+  /** A device not seen for this many seconds is `silent`. */
+  readonly silentAfterS: number;
+  /** Clock in ms (tests may pass a fixed one). */
+  readonly now?: () => number;
+}
+
+/** Registers the admin routes on `app`. */
+export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOptions): void {
+  const { store, adminToken, silentAfterS } = options;
+  const now = options.now ?? Date.now;
+
+  const authorize = (req: FastifyRequest): void => {
+    const token = bearerToken(req.headers.authorization);
+    if (token === null || !secretEquals(token, adminToken))
+      throw new HttpError(401, 'GUARD_COLLECTOR_UNAUTHORIZED', 'missing or wrong admin bearer token');
+  };
+
+  app.get('/v1/devices', async (req) => {
+    authorize(req);
+    const q = queryOf(req, ['limit', 'cursor', 'silent']);
+    const limit = pageLimit(q.limit);
+    let silent: boolean | undefined;
+    if (q.silent !== undefined) {
+      if (q.silent !== 'true' && q.silent !== 'false') throw badQuery('silent', 'true or false');
+      silent = q.silent === 'true';
+    }
+    const t = now();
+    const before = new Date(t - silentAfterS * 1000).toISOString();
+    const rows = store.listDevices(q.cursor, limit, silent === undefined ? undefined : { before, silent });
+    return {
+      devices: rows.map((d) => {
+        const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
+        return { ...d, silent: d.last_seen_at < before, silent_for_s: silentFor };
+      }),
+      silent_after_s: silentAfterS,
+      next_cursor: rows.length === limit ? (rows[rows.length - 1]?.id ?? null) : null,
+    };
+  });
+
+  app.get('/v1/events', async (req) => {
+    authorize(req);
+    const q = queryOf(req, ['limit', 'cursor', 'device_id', 'type', 'rule', 'since', 'until']);
+    const limit = pageLimit(q.limit);
+    let afterRid: number | undefined;
+    if (q.cursor !== undefined) {
+      if (!/^\d{1,15}$/.test(q.cursor)) throw badQuery('cursor', 'the next_cursor of a previous page');
+      afterRid = Number(q.cursor);
+    }
+    const rows = store.queryEvents({
+      deviceId: q.device_id,
+      type: q.type,
+      ruleId: q.rule,
+      since: q.since === undefined ? undefined : isoTime('since', q.since),
+      until: q.until === undefined ? undefined : isoTime('until', q.until),
+      afterRid,
+      limit,
+    });
+    return {
+      events: rows.map(toApiEvent),
+      next_cursor: rows.length === limit ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
+    };
+  });
+}
+
+function toApiEvent(row: StoredEventRow): Record<string, unknown> {
+  return { ...(JSON.parse(row.body) as Record<string, unknown>), received_at: row.received_at };
+}
+
+function queryOf(req: FastifyRequest, allowed: readonly string[]): Record<string, string | undefined> {
+  const q = (req.query ?? {}) as Record<string, unknown>;
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(q)) {
+    if (!allowed.includes(k))
+      throw new HttpError(
+        400,
+        'GUARD_COLLECTOR_BAD_QUERY',
+        `unknown query parameter "${k.slice(0, 40)}"; allowed: ${allowed.join(', ')}`,
+      );
+    if (typeof v !== 'string') throw badQuery(k, 'a single value');
+    if (v.length > MAX_FILTER_CHARS) throw badQuery(k, `at most ${MAX_FILTER_CHARS} characters`);
+    out[k] = v;
+  }
+  return out;
+}
+
+function pageLimit(raw: string | undefined): number {
+  if (raw === undefined) return DEFAULT_PAGE;
+  if (!/^\d{1,6}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_PAGE)
+    throw badQuery('limit', `an integer from 1 to ${MAX_PAGE}`);
+  return Number(raw);
+}
+
+function isoTime(name: string, raw: string): string {
+  const ms = Date.parse(raw);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(ms))
+    throw badQuery(name, 'an RFC 3339 time, e.g. 2026-11-24T09:00:00Z');
+  return new Date(ms).toISOString();
+}
+
+function badQuery(name: string, expected: string): HttpError {
+  return new HttpError(400, 'GUARD_COLLECTOR_BAD_QUERY', `query parameter "${name}": expected ${expected}`);
+}

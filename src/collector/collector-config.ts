@@ -1,0 +1,411 @@
+/**
+ * Owns guard-collector's own settings table and loader (same shape as src/config/settings.ts, but a
+ * separate program with a separate config): defaults, then the `--config FILE` JSON object, then
+ * `TOOLGUARD_COLLECTOR_*` environment variables, then flags. Returns a frozen, validated config and
+ * turns it into the `StartCollectorOptions` of `startCollector` (secret files are read here, once).
+ *
+ * Bad input is refused with the key, the bad value and what was expected (`GUARD_CONFIG_*`).
+ * Secrets (`enroll_secret`, `admin_token`, `splunk_hec_token`) may come from a file or the
+ * environment only — never a flag, because flags are visible to every user in `ps`.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GuardError } from '../common/errors.js';
+import type { LogLevel } from '../common/logger.js';
+import { defaultPaths } from '../common/platform-paths.js';
+
+type Kind = 'string' | 'integer' | 'enum';
+
+export interface CollectorSettingDef {
+  readonly kind: Kind;
+  readonly default: string | number | (() => string);
+  readonly description: string;
+  /** For `integer`: inclusive bounds. */
+  readonly min?: number;
+  readonly max?: number;
+  /** For `enum`: the allowed values. */
+  readonly values?: readonly string[];
+  /** Never accepted as a flag, never printed: only from the config file, a file or the env. */
+  readonly secret?: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+const str = (d: Omit<CollectorSettingDef, 'kind'>): CollectorSettingDef => ({ kind: 'string', ...d });
+const int = (d: Omit<CollectorSettingDef, 'kind'>): CollectorSettingDef => ({ kind: 'integer', ...d });
+const oneOf = (
+  values: readonly string[],
+  d: Omit<CollectorSettingDef, 'kind' | 'values'>,
+): CollectorSettingDef => ({
+  kind: 'enum',
+  values,
+  ...d,
+});
+
+/** The collector's settings. Flag = `--` + key with `_` as `-`; env = `TOOLGUARD_COLLECTOR_` + KEY. */
+export const COLLECTOR_SETTINGS = {
+  listen: str({
+    default: '127.0.0.1:8443',
+    description: 'host:port to listen on (port 0 = any free port; the actual URL is printed on start).',
+  }),
+  db: str({
+    default: () => join(defaultPaths().stateDir, 'collector.db'),
+    description: "The collector's SQLite database (WAL; created if missing).",
+  }),
+  policy_file: str({
+    default: '',
+    description: 'The signed policy envelope served at GET /v1/policy (re-read when it changes).',
+  }),
+  enroll_secret: str({
+    default: '',
+    secret: true,
+    description: 'Enrollment secret agents present to POST /v1/enroll (prefer enroll_secret_file).',
+  }),
+  enroll_secret_file: str({ default: '', description: 'File holding the enrollment secret.' }),
+  admin_token: str({
+    default: '',
+    secret: true,
+    description: 'Bearer token of the admin API (GET /v1/devices, /v1/events); prefer admin_token_file.',
+  }),
+  admin_token_file: str({ default: '', description: 'File holding the admin token.' }),
+  tls_cert: str({ default: '', description: 'PEM certificate (chain) file; with tls_key, serve HTTPS.' }),
+  tls_key: str({ default: '', description: 'PEM private key file of tls_cert.' }),
+  ndjson_out: str({
+    default: '',
+    description: 'Forward every stored event as one JSON line to this file (rotated); empty = off.',
+  }),
+  ndjson_format: oneOf(['raw', 'ocsf'], {
+    default: 'raw',
+    description: 'Lines of the NDJSON sink: the event as received, or its OCSF mapping.',
+  }),
+  ndjson_max_bytes: int({
+    default: 100 * MiB,
+    min: 4096,
+    max: 64 * 1024 * MiB,
+    description: 'The NDJSON file is rotated (file → file.1 …) before it would exceed this size.',
+  }),
+  ndjson_keep: int({ default: 5, min: 1, max: 1000, description: 'Rotated NDJSON files kept.' }),
+  splunk_hec_url: str({
+    default: '',
+    description: 'Splunk HEC base URL (https://splunk:8088); events go to /services/collector/event.',
+  }),
+  splunk_hec_token: str({ default: '', secret: true, description: 'Splunk HEC token (prefer the file).' }),
+  splunk_hec_token_file: str({ default: '', description: 'File holding the Splunk HEC token.' }),
+  splunk_hec_ca_file: str({
+    default: '',
+    description: 'PEM CA pinned for the HEC endpoint; empty = system CAs.',
+  }),
+  splunk_sourcetype: str({ default: 'toolguard:event', description: 'HEC sourcetype of forwarded events.' }),
+  splunk_format: oneOf(['raw', 'ocsf'], { default: 'raw', description: 'HEC event payload: raw or OCSF.' }),
+  silent_after_s: int({
+    default: 900,
+    min: 10,
+    max: 30 * 86_400,
+    description: 'A device not seen for this long is flagged silent (3 missed 5-minute heartbeats).',
+  }),
+  rate_limit: int({
+    default: 10,
+    min: 1,
+    max: 100_000,
+    description: 'Sustained requests per second allowed per device token (429 + Retry-After beyond).',
+  }),
+  rate_burst: int({
+    default: 40,
+    min: 1,
+    max: 1_000_000,
+    description: 'Burst of requests per device token.',
+  }),
+  max_body_bytes: int({
+    default: 8 * MiB,
+    min: 1024,
+    max: 256 * MiB,
+    description: 'Largest accepted events body, measured after gzip decompression (413 beyond).',
+  }),
+  max_gzip_ratio: int({
+    default: 200,
+    min: 10,
+    max: 100_000,
+    description: 'Largest decompressed/compressed ratio of a gzip body (NDJSON events compress ~5-20x).',
+  }),
+  max_inflight_bytes: int({
+    default: 128 * MiB,
+    min: 1 * MiB,
+    max: 16 * 1024 * MiB,
+    description: 'Body bytes buffered across all requests at once; 503 + Retry-After beyond (memory bound).',
+  }),
+  body_timeout_ms: int({
+    default: 30_000,
+    min: 100,
+    max: 600_000,
+    description: 'Time limit for receiving a whole request body (slowloris).',
+  }),
+  headers_timeout_ms: int({
+    default: 10_000,
+    min: 100,
+    max: 600_000,
+    description: 'Time limit for receiving the request headers (slowloris).',
+  }),
+  log_level: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+    default: 'info',
+    description: 'Log level (logs go to stderr).',
+  }),
+} as const satisfies Record<string, CollectorSettingDef>;
+
+export type CollectorSettingKey = keyof typeof COLLECTOR_SETTINGS;
+
+export interface CollectorConfig {
+  readonly listen: string;
+  readonly db: string;
+  readonly policy_file: string;
+  readonly enroll_secret: string;
+  readonly enroll_secret_file: string;
+  readonly admin_token: string;
+  readonly admin_token_file: string;
+  readonly tls_cert: string;
+  readonly tls_key: string;
+  readonly ndjson_out: string;
+  readonly ndjson_format: 'raw' | 'ocsf';
+  readonly ndjson_max_bytes: number;
+  readonly ndjson_keep: number;
+  readonly splunk_hec_url: string;
+  readonly splunk_hec_token: string;
+  readonly splunk_hec_token_file: string;
+  readonly splunk_hec_ca_file: string;
+  readonly splunk_sourcetype: string;
+  readonly splunk_format: 'raw' | 'ocsf';
+  readonly silent_after_s: number;
+  readonly rate_limit: number;
+  readonly rate_burst: number;
+  readonly max_body_bytes: number;
+  readonly max_gzip_ratio: number;
+  readonly max_inflight_bytes: number;
+  readonly body_timeout_ms: number;
+  readonly headers_timeout_ms: number;
+  readonly log_level: LogLevel;
+}
+
+/** The environment variable of a collector setting. */
+export function collectorEnvVar(key: string): string {
+  return `TOOLGUARD_COLLECTOR_${key.toUpperCase()}`;
+}
+
+/** The flag of a collector setting (`policy_file` → `--policy-file`). */
+export function collectorFlag(key: string): string {
+  return `--${key.replace(/_/g, '-')}`;
+}
+
+const KEYS = new Set(Object.keys(COLLECTOR_SETTINGS));
+/** MDM/ops config files are a few KiB. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+export interface ParsedArgs {
+  readonly configFile?: string;
+  readonly values: Readonly<Record<string, string>>;
+  readonly help: boolean;
+  readonly version: boolean;
+}
+
+/** Parses `--key value` / `--key=value` flags. Throws `GUARD_CONFIG_UNKNOWN_KEY` for unknown flags. */
+export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
+  const values: Record<string, string> = {};
+  let configFile: string | undefined;
+  let help = false;
+  let version = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--help' || arg === '-h') {
+      help = true;
+      continue;
+    }
+    if (arg === '--version') {
+      version = true;
+      continue;
+    }
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    if (!m) throw new GuardError('GUARD_CONFIG_UNKNOWN_KEY', `unexpected argument "${arg}"`, { key: arg });
+    const name = (m[1] as string).replace(/-/g, '_');
+    let value = m[2];
+    if (value === undefined) {
+      value = argv[++i];
+      if (value === undefined)
+        throw new GuardError('GUARD_CONFIG_INVALID_VALUE', `flag --${m[1]} needs a value`, { key: name });
+    }
+    if (name === 'config') {
+      configFile = value;
+      continue;
+    }
+    const def = (COLLECTOR_SETTINGS as Record<string, CollectorSettingDef>)[name];
+    if (!def) throw new GuardError('GUARD_CONFIG_UNKNOWN_KEY', `unknown flag --${m[1]}`, { key: name });
+    if (def.secret)
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `"${name}" is a secret and is not accepted as a flag (visible in ps); use --${m[1]}-file or ${collectorEnvVar(name)}`,
+        { key: name },
+      );
+    values[name] = value;
+  }
+  return { configFile, values, help, version };
+}
+
+/** Loads and validates the collector config. Throws `GuardError` with a `GUARD_CONFIG_*` code. */
+export function loadCollectorConfig(
+  args: ParsedArgs,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): CollectorConfig {
+  const values: Record<string, unknown> = {};
+  for (const [key, def] of Object.entries(COLLECTOR_SETTINGS) as [string, CollectorSettingDef][]) {
+    values[key] = typeof def.default === 'function' ? def.default() : def.default;
+  }
+  if (args.configFile) {
+    for (const [key, raw] of Object.entries(readJsonObject(args.configFile))) {
+      if (key === '$schema' || key === '//') continue;
+      if (!KEYS.has(key)) throw unknownKey(key, `file ${args.configFile}`);
+      values[key] = check(key, raw, `file ${args.configFile}`);
+    }
+  }
+  for (const key of KEYS) {
+    const raw = env[collectorEnvVar(key)];
+    if (raw !== undefined && raw !== '') values[key] = check(key, fromString(key, raw), collectorEnvVar(key));
+  }
+  for (const [key, raw] of Object.entries(args.values))
+    values[key] = check(key, fromString(key, raw), collectorFlag(key));
+  parseListen(values.listen as string);
+  if ((values.tls_cert === '') !== (values.tls_key === ''))
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      'config keys "tls_cert" and "tls_key": expected both or neither',
+      {
+        key: values.tls_cert === '' ? 'tls_cert' : 'tls_key',
+      },
+    );
+  return Object.freeze(values) as unknown as CollectorConfig;
+}
+
+/** Parses `host:port` (IPv6 as `[::1]:8443`). Throws `GUARD_CONFIG_INVALID_VALUE`. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65_535)
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      `config key "listen": got ${JSON.stringify(listen)}, expected host:port (port 0-65535)`,
+      { key: 'listen' },
+    );
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+/** Reads a secret: the file wins over the inline value; trailing whitespace is trimmed. */
+export function readSecret(
+  config: CollectorConfig,
+  key: 'enroll_secret' | 'admin_token' | 'splunk_hec_token',
+): string {
+  const fileKey = `${key}_file` as const;
+  const file = config[fileKey];
+  if (file !== '') {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new GuardError(
+        'GUARD_CONFIG_UNREADABLE',
+        `config key "${fileKey}": cannot read ${file}: ${(err as Error).message}`,
+        { key: fileKey },
+      );
+    }
+    return text.trim();
+  }
+  return config[key];
+}
+
+/** Shortest accepted enroll secret / admin token: guessing 16 random characters is hopeless. */
+export const MIN_SECRET_CHARS = 16;
+
+/** Reads a required secret and refuses it when missing or too short. */
+export function requireSecret(config: CollectorConfig, key: 'enroll_secret' | 'admin_token'): string {
+  const value = readSecret(config, key);
+  if (value.length < MIN_SECRET_CHARS)
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      `config key "${key}": ${value === '' ? 'not set' : `${value.length} characters`}, expected at least ${MIN_SECRET_CHARS} characters (set ${key}_file or ${collectorEnvVar(key)})`,
+      { key },
+    );
+  return value;
+}
+
+function readJsonObject(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new GuardError(
+      'GUARD_CONFIG_UNREADABLE',
+      `cannot read config file ${file}: ${(err as Error).message}`,
+      {
+        file,
+      },
+    );
+  }
+  if (text.length > MAX_CONFIG_BYTES)
+    throw new GuardError(
+      'GUARD_CONFIG_UNREADABLE',
+      `config file ${file} is larger than ${MAX_CONFIG_BYTES} bytes`,
+      {
+        file,
+      },
+    );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new GuardError(
+      'GUARD_CONFIG_UNREADABLE',
+      `config file ${file} is not valid JSON: ${(err as Error).message}`,
+      {
+        file,
+      },
+    );
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new GuardError('GUARD_CONFIG_UNREADABLE', `config file ${file} must hold a JSON object`, { file });
+  return parsed as Record<string, unknown>;
+}
+
+function unknownKey(key: string, source: string): GuardError {
+  return new GuardError(
+    'GUARD_CONFIG_UNKNOWN_KEY',
+    `unknown config key "${key}" (${source}); known keys: ${[...KEYS].join(', ')}`,
+    { key, source },
+  );
+}
+
+function fromString(key: string, raw: string): unknown {
+  const def = (COLLECTOR_SETTINGS as Record<string, CollectorSettingDef>)[key] as CollectorSettingDef;
+  if (def.kind === 'integer' && /^-?\d+$/.test(raw.trim())) return Number(raw.trim());
+  return raw;
+}
+
+function check(key: string, value: unknown, source: string): unknown {
+  const def = (COLLECTOR_SETTINGS as Record<string, CollectorSettingDef>)[key] as CollectorSettingDef;
+  const bad = (expected: string): GuardError => {
+    const shown = def.secret ? 'a value of the wrong type' : JSON.stringify(value)?.slice(0, 80);
+    return new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      `config key "${key}" (${source}): got ${shown}, expected ${expected}`,
+      { key, source, expected },
+    );
+  };
+  switch (def.kind) {
+    case 'string':
+      if (typeof value !== 'string') throw bad('a string');
+      return value;
+    case 'integer':
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw bad('an integer');
+      if ((def.min !== undefined && value < def.min) || (def.max !== undefined && value > def.max))
+        throw bad(`an integer from ${def.min} to ${def.max}`);
+      return value;
+    case 'enum':
+      if (typeof value !== 'string' || !def.values?.includes(value))
+        throw bad(`one of ${def.values?.join(', ')}`);
+      return value;
+  }
+}

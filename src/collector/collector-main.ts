@@ -1,0 +1,165 @@
+/**
+ * Owns the `guard-collector` program: parse flags and the config (collector-config.ts), start the
+ * collector, print the URL it listens on (one stdout line, `guard-collector listening on <url>`,
+ * which tests and scripts read when they ask for port 0), and close gracefully on SIGTERM/SIGINT.
+ *
+ * Exit codes: 0 after a clean shutdown, 2 for bad config (message with key, value and expectation
+ * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable).
+ */
+import { readFileSync } from 'node:fs';
+import { errorMessage, isGuardError } from '../common/errors.js';
+import { createRootLogger } from '../common/logger.js';
+import { AGENT_VERSION } from '../common/version.js';
+import {
+  COLLECTOR_SETTINGS,
+  type CollectorConfig,
+  collectorEnvVar,
+  collectorFlag,
+  loadCollectorConfig,
+  parseCollectorArgs,
+  parseListen,
+  readSecret,
+  requireSecret,
+} from './collector-config.js';
+import { type StartCollectorOptions, startCollector } from './collector-server.js';
+
+const EXIT_OK = 0;
+const EXIT_START_FAILED = 1;
+const EXIT_BAD_CONFIG = 2;
+
+/** Runs guard-collector until SIGTERM/SIGINT. Resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let config: CollectorConfig;
+  let options: StartCollectorOptions;
+  try {
+    const args = parseCollectorArgs(argv);
+    if (args.help) {
+      process.stdout.write(usage());
+      return EXIT_OK;
+    }
+    if (args.version) {
+      process.stdout.write(`guard-collector ${AGENT_VERSION}\n`);
+      return EXIT_OK;
+    }
+    config = loadCollectorConfig(args);
+    options = optionsFromConfig(config);
+  } catch (err) {
+    process.stderr.write(
+      `guard-collector: ${isGuardError(err) ? `${err.message} [${err.code}]` : errorMessage(err)}\n`,
+    );
+    return EXIT_BAD_CONFIG;
+  }
+
+  const root = createRootLogger(config.log_level);
+  let collector: Awaited<ReturnType<typeof startCollector>>;
+  try {
+    collector = await startCollector({ ...options, logger: root });
+  } catch (err) {
+    process.stderr.write(`guard-collector: cannot start: ${errorMessage(err)}\n`);
+    return EXIT_START_FAILED;
+  }
+  process.stdout.write(`guard-collector listening on ${collector.url}\n`);
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      root.info({ signal }, 'shutting down');
+      resolve();
+    };
+    const onTerm = (): void => stop('SIGTERM');
+    const onInt = (): void => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+  await collector.close();
+  return EXIT_OK;
+}
+
+/** Turns the validated config into `startCollector` options (reads secret and PEM files). */
+export function optionsFromConfig(config: CollectorConfig): StartCollectorOptions {
+  const { host, port } = parseListen(config.listen);
+  const hecToken = config.splunk_hec_url ? readSecret(config, 'splunk_hec_token') : '';
+  if (config.splunk_hec_url) {
+    try {
+      new URL(config.splunk_hec_url);
+    } catch {
+      throw new Error(
+        `config key "splunk_hec_url": got ${JSON.stringify(config.splunk_hec_url)}, expected an http(s) URL`,
+      );
+    }
+    if (hecToken === '')
+      throw new Error(
+        `config key "splunk_hec_token": not set, expected a token (splunk_hec_token_file or ${collectorEnvVar('splunk_hec_token')})`,
+      );
+  }
+  return {
+    host,
+    port,
+    dbFile: config.db,
+    policyFile: config.policy_file,
+    enrollSecret: requireSecret(config, 'enroll_secret'),
+    adminToken: requireSecret(config, 'admin_token'),
+    tls: config.tls_cert
+      ? { cert: readFile('tls_cert', config.tls_cert), key: readFile('tls_key', config.tls_key) }
+      : undefined,
+    silentAfterS: config.silent_after_s,
+    limits: {
+      maxBodyBytes: config.max_body_bytes,
+      maxGzipRatio: config.max_gzip_ratio,
+      maxInflightBytes: config.max_inflight_bytes,
+      bodyTimeoutMs: config.body_timeout_ms,
+      headersTimeoutMs: config.headers_timeout_ms,
+      ratePerS: config.rate_limit,
+      rateBurst: config.rate_burst,
+    },
+    forwarders: {
+      ndjson: config.ndjson_out
+        ? {
+            file: config.ndjson_out,
+            maxBytes: config.ndjson_max_bytes,
+            keep: config.ndjson_keep,
+            format: config.ndjson_format,
+          }
+        : undefined,
+      splunkHec: config.splunk_hec_url
+        ? {
+            url: config.splunk_hec_url,
+            token: hecToken,
+            ca: config.splunk_hec_ca_file
+              ? readFile('splunk_hec_ca_file', config.splunk_hec_ca_file)
+              : undefined,
+            sourcetype: config.splunk_sourcetype,
+            format: config.splunk_format,
+          }
+        : undefined,
+    },
+  };
+}
+
+function readFile(key: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(
+      `config key "${key}": cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`,
+    );
+  }
+}
+
+function usage(): string {
+  const lines = [
+    'Usage: guard-collector [--config FILE] [--<setting> VALUE]…',
+    '',
+    'Settings (flag / environment variable; secrets only from a file or the environment):',
+  ];
+  for (const [key, def] of Object.entries(COLLECTOR_SETTINGS)) {
+    const dflt = typeof def.default === 'function' ? def.default() : def.default;
+    const flag = 'secret' in def && def.secret ? '(no flag)' : collectorFlag(key);
+    lines.push(
+      `  ${flag.padEnd(26)} ${collectorEnvVar(key)}`,
+      `      ${def.description} Default: ${JSON.stringify(dflt)}`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,521 @@
+/**
+ * Owns guard-collector's HTTP(S) server (fastify): the agent API (`POST /v1/enroll`,
+ * `POST /v1/events`, `GET /v1/policy`), the admin API (admin-routes.ts), `GET /healthz`,
+ * `GET /metrics`, and the lifecycle of the store and the forwarders. `startCollector` is the one
+ * entry point, used by `guard-collector` (collector-main.ts), by guardd's local mode (embedded,
+ * same process) and by tests (test/helpers/collector.ts).
+ *
+ * Hostile input: every refusal is an `HttpError` with a stable code, rendered as
+ * `{"error":{"code","message"}}`. Slow clients are cut by the header and body deadlines; body
+ * memory is bounded per request (`maxBodyBytes`) and overall (`maxInflightBytes`). When a request
+ * is refused before its body was read, the connection is closed rather than drained.
+ */
+import { readFileSync } from 'node:fs';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { type Logger, silentLogger } from '../common/logger.js';
+import { AGENT_VERSION } from '../common/version.js';
+import { registerAdminRoutes } from './admin-routes.js';
+import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
+import { CollectorStore } from './collector-store.js';
+import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
+import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
+import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
+import { HttpError } from './http-error.js';
+import { type EventValidator, InflightBudget, parseBatch, readBody } from './ingest.js';
+import { CollectorMetrics } from './metrics.js';
+import { etagMatches, PolicyFileCache } from './policy-route.js';
+import { TokenBucketRateLimiter } from './rate-limit.js';
+
+const MiB = 1024 * 1024;
+
+/** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
+const ENROLL_BODY_LIMIT = 16 * 1024;
+/** A slow client gets at most this long without sending a body byte. */
+const MAX_BODY_IDLE_MS = 10_000;
+/** How often node checks header/request deadlines (its default, 30 s, lets slowloris linger). */
+const CONNECTIONS_CHECK_MS = 1_000;
+/** Idle keep-alive connections are closed after this (agents send every few seconds at most). */
+const KEEP_ALIVE_MS = 5_000;
+/** Forgotten rate-limit buckets are pruned this often. */
+const RATE_PRUNE_MS = 60_000;
+/** Media types accepted for event batches. */
+const NDJSON_TYPES = new Set([
+  'application/x-ndjson',
+  'application/ndjson',
+  'application/jsonl',
+  'application/x-jsonlines',
+]);
+/** Device ids: what the event schema allows (1-128 chars), printable and without separators. */
+const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+export interface NdjsonForwarderOptions {
+  readonly file: string;
+  /** Rotate before this size (default 100 MiB). */
+  readonly maxBytes?: number;
+  /** Rotated files kept (default 5). */
+  readonly keep?: number;
+  /** `raw` (default) or `ocsf`. */
+  readonly format?: 'raw' | 'ocsf';
+}
+
+export interface SplunkHecForwarderOptions {
+  readonly url: string;
+  readonly token: string;
+  readonly ca?: string | Buffer;
+  readonly sourcetype?: string;
+  readonly index?: string;
+  readonly format?: 'raw' | 'ocsf';
+  readonly timeoutMs?: number;
+}
+
+export interface CollectorForwardersOptions {
+  readonly ndjson?: NdjsonForwarderOptions;
+  readonly splunkHec?: SplunkHecForwarderOptions;
+  /** Other sinks (tests, future forwarders). */
+  readonly extra?: readonly ForwarderSink[];
+  /** Retry backoff of every runner, ms (tests shorten it). */
+  readonly backoffInitialMs?: number;
+  readonly backoffMaxMs?: number;
+}
+
+export interface CollectorLimits {
+  /** Largest events body after decompression (default 8 MiB). */
+  readonly maxBodyBytes: number;
+  /** Largest gzip expansion ratio (default 200). */
+  readonly maxGzipRatio: number;
+  /** Body bytes buffered across all requests (default 128 MiB). */
+  readonly maxInflightBytes: number;
+  /** A whole body must arrive within this (default 30 s). */
+  readonly bodyTimeoutMs: number;
+  /** Request headers must arrive within this (default 10 s). */
+  readonly headersTimeoutMs: number;
+  /** Sustained requests/s per device token (default 10). */
+  readonly ratePerS: number;
+  /** Burst per device token (default 40). */
+  readonly rateBurst: number;
+}
+
+export const DEFAULT_LIMITS: CollectorLimits = Object.freeze({
+  maxBodyBytes: 8 * MiB,
+  maxGzipRatio: 200,
+  maxInflightBytes: 128 * MiB,
+  bodyTimeoutMs: 30_000,
+  headersTimeoutMs: 10_000,
+  ratePerS: 10,
+  rateBurst: 40,
+});
+
+export interface StartCollectorOptions {
+  /** Interface to bind (default 127.0.0.1). */
+  readonly host?: string;
+  /** Port (default 8443; 0 = any free port, see `url`). */
+  readonly port?: number;
+  /** The SQLite database file (created with its directory if missing). */
+  readonly dbFile: string;
+  /** The signed policy envelope served at GET /v1/policy; empty/undefined = 503 there. */
+  readonly policyFile?: string;
+  /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
+  readonly enrollSecret: string;
+  /** Bearer token of the admin API. */
+  readonly adminToken: string;
+  /** Serve HTTPS with this PEM certificate (chain) and key. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
+  readonly forwarders?: CollectorForwardersOptions;
+  readonly limits?: Partial<CollectorLimits>;
+  /** A device not seen for this many seconds is flagged silent (default 900). */
+  readonly silentAfterS?: number;
+  readonly logger?: Logger;
+  /** Event validator (default: the v1 schema's `validateEvent`). */
+  readonly validateEvent?: EventValidator;
+}
+
+export interface RunningCollector {
+  /** Base URL, e.g. `http://127.0.0.1:43121` (the real port when 0 was asked for). */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly store: CollectorStore;
+  readonly metrics: CollectorMetrics;
+  /** Stops accepting, finishes in-flight requests, stops forwarders, closes the DB. Safe twice. */
+  close(): Promise<void>;
+}
+
+/** Starts a collector and resolves once it listens. Throws when the DB cannot be opened or the port is taken. */
+export async function startCollector(options: StartCollectorOptions): Promise<RunningCollector> {
+  const limits: CollectorLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const logger = (options.logger ?? silentLogger()).child({ component: 'collector' });
+  const silentAfterS = options.silentAfterS ?? 900;
+  const metrics = new CollectorMetrics();
+  const store = new CollectorStore({ file: options.dbFile });
+  if (store.recovered)
+    logger.error(store.recovered, 'collector DB failed its integrity check; moved aside and recreated');
+  const policy = new PolicyFileCache(options.policyFile ?? '');
+  const limiter = new TokenBucketRateLimiter({ ratePerS: limits.ratePerS, burst: limits.rateBurst });
+  const budget = new InflightBudget(limits.maxInflightBytes);
+  const ocsf = wantsOcsf(options.forwarders) ? await loadOcsfMapper() : undefined;
+  const runners = buildRunners(options.forwarders, store, logger, metrics, ocsf);
+  store.onStored = () => {
+    for (const r of runners) r.wake();
+  };
+  const validate = options.validateEvent;
+
+  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', () => {
+    const c = store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
+    return [
+      [{ state: 'active' }, c.total - c.silent],
+      [{ state: 'silent' }, c.silent],
+    ];
+  });
+  metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
+    runners.map((r) => [{ sink: r.name }, r.lag()] as const),
+  );
+  metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', () => [[{}, budget.inUse]]);
+
+  const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void): Server => {
+    const common = {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.bodyTimeoutMs + limits.headersTimeoutMs,
+      connectionsCheckingInterval: CONNECTIONS_CHECK_MS,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+    };
+    const server = options.tls
+      ? createHttpsServer({ ...common, cert: options.tls.cert, key: options.tls.key }, handler)
+      : createHttpServer(common, handler);
+    return server as Server;
+  };
+
+  const app = Fastify({
+    serverFactory,
+    logger: false,
+    bodyLimit: ENROLL_BODY_LIMIT,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.observeRequest(route, req.method, reply.elapsedTime / 1000);
+    metrics.inc('http_requests_total', 'HTTP requests by route template and status.', {
+      route,
+      status: String(reply.statusCode),
+    });
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({
+      error: {
+        code: 'GUARD_COLLECTOR_NOT_FOUND',
+        message: `no route ${req.method} ${req.url.slice(0, 100)}`,
+      },
+    });
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof HttpError) return sendError(reply, err);
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    const status = e.statusCode ?? 500;
+    if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return sendError(reply, new HttpError(413, 'GUARD_COLLECTOR_BODY_TOO_LARGE', 'request body too large'));
+    if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      return sendError(
+        reply,
+        new HttpError(
+          415,
+          'GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE',
+          'unsupported Content-Type (use application/json)',
+        ),
+      );
+    if (status >= 400 && status < 500)
+      return sendError(
+        reply,
+        new HttpError(
+          status,
+          'GUARD_COLLECTOR_BAD_REQUEST',
+          String(e.message ?? 'bad request').slice(0, 200),
+        ),
+      );
+    logger.error({ err, route: req.routeOptions.url }, 'unexpected collector error');
+    return sendError(reply, new HttpError(500, 'GUARD_COLLECTOR_INTERNAL', 'internal error (logged)', 5));
+  });
+
+  // --- agent API -------------------------------------------------------------------------------
+  app.post('/v1/enroll', async (req) => {
+    const { enrollSecret, device } = parseEnroll(req.body);
+    if (!secretEquals(enrollSecret, options.enrollSecret)) {
+      metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'denied' });
+      throw new HttpError(403, 'GUARD_COLLECTOR_ENROLL_DENIED', 'wrong enrollment secret');
+    }
+    const token = mintDeviceToken();
+    store.enrollDevice(device, hashToken(token), new Date().toISOString());
+    metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'ok' });
+    logger.info({ device_id: device.id, hostname: device.hostname }, 'device enrolled');
+    return { device_token: token };
+  });
+
+  app.register(async (scope) => {
+    // Event bodies are read by ingest.readBody (streamed, capped, gunzipped), not by fastify.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+    scope.post('/v1/events', async (req, reply) => {
+      const deviceId = authenticateDevice(req);
+      const rate = limiter.take(deviceId);
+      if (!rate.allowed) {
+        metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
+        throw new HttpError(
+          429,
+          'GUARD_COLLECTOR_RATE_LIMITED',
+          'too many requests for this device token',
+          rate.retryAfterS,
+        );
+      }
+      const ctype = String(req.headers['content-type'] ?? '')
+        .split(';')[0]
+        ?.trim()
+        .toLowerCase();
+      if (!ctype || !NDJSON_TYPES.has(ctype))
+        throw new HttpError(
+          415,
+          'GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE',
+          'events must be sent as application/x-ndjson',
+        );
+      const { body, reserved } = await readBody(
+        req.raw,
+        {
+          maxBytes: limits.maxBodyBytes,
+          maxGzipRatio: limits.maxGzipRatio,
+          timeoutMs: limits.bodyTimeoutMs,
+          idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
+        },
+        budget,
+      );
+      try {
+        const batch = parseBatch(body, deviceId, validate);
+        let accepted = 0;
+        let duplicates = 0;
+        if (batch.valid.length > 0) {
+          try {
+            ({ accepted, duplicates } = await store.insertBatch(
+              deviceId,
+              batch.valid,
+              new Date().toISOString(),
+            ));
+          } catch (err) {
+            logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
+            throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
+          }
+        }
+        metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
+        metrics.inc(
+          'events_duplicate_total',
+          'Events received again (already stored; acknowledged, not stored twice).',
+          {},
+          duplicates,
+        );
+        for (const [reason, n] of Object.entries(batch.rejectedByReason))
+          metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
+        if (batch.rejectedTotal > 0) {
+          logger.debug(
+            { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
+            'batch with rejected events',
+          );
+          reply.code(400);
+          return {
+            error: {
+              code: 'GUARD_COLLECTOR_INVALID_EVENTS',
+              message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
+            },
+            accepted,
+            duplicates,
+            rejected: batch.rejected,
+            rejected_total: batch.rejectedTotal,
+          };
+        }
+        if (batch.valid.length === 0)
+          throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
+        return { accepted, duplicates };
+      } finally {
+        budget.give(reserved);
+      }
+    });
+  });
+
+  app.get('/v1/policy', async (req, reply) => {
+    const p = await policy.current();
+    reply.header('etag', p.etag).header('cache-control', 'no-cache');
+    if (etagMatches(req.headers['if-none-match'], p.etag)) return reply.code(304).send();
+    return reply.type('application/json').send(p.bytes);
+  });
+
+  // --- admin, health, metrics ------------------------------------------------------------------
+  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS });
+
+  app.get('/healthz', async (_req, reply) => {
+    const ok = store.healthy();
+    reply.code(ok ? 200 : 503);
+    return { status: ok ? 'ok' : 'db_unavailable', version: AGENT_VERSION };
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.type('text/plain; version=0.0.4; charset=utf-8');
+    return metrics.render();
+  });
+
+  function authenticateDevice(req: FastifyRequest): string {
+    const token = bearerToken(req.headers.authorization);
+    const deviceId = token === null ? undefined : store.deviceIdForTokenHash(hashToken(token));
+    if (deviceId === undefined) {
+      metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
+      throw new HttpError(
+        401,
+        'GUARD_COLLECTOR_UNAUTHORIZED',
+        'missing or unknown device token; enroll again',
+      );
+    }
+    return deviceId;
+  }
+
+  function sendError(reply: FastifyReply, err: HttpError): FastifyReply {
+    if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
+    // A refused request whose body was not (fully) read: close instead of draining it.
+    if (!reply.request.raw.complete) reply.header('connection', 'close');
+    return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
+  }
+
+  const pruneTimer = setInterval(() => limiter.prune(), RATE_PRUNE_MS);
+  pruneTimer.unref();
+
+  const host = options.host ?? '127.0.0.1';
+  try {
+    await app.listen({ host, port: options.port ?? 8443 });
+  } catch (err) {
+    clearInterval(pruneTimer);
+    store.close();
+    throw err;
+  }
+  for (const r of runners) r.start();
+  const addr = app.server.address() as AddressInfo;
+  const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `${options.tls ? 'https' : 'http'}://${urlHost}:${addr.port}`;
+  logger.info({ url, db: options.dbFile, forwarders: runners.map((r) => r.name) }, 'collector listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    host: addr.address,
+    port: addr.port,
+    store,
+    metrics,
+    close: () => {
+      closing ??= (async () => {
+        clearInterval(pruneTimer);
+        await app.close();
+        await Promise.all(runners.map((r) => r.stop()));
+        store.close();
+        logger.info('collector closed');
+      })();
+      return closing;
+    },
+  };
+}
+
+function buildRunners(
+  f: CollectorForwardersOptions | undefined,
+  store: CollectorStore,
+  logger: Logger,
+  metrics: CollectorMetrics,
+  ocsf: ((e: Record<string, unknown>) => unknown) | undefined,
+): ForwarderRunner[] {
+  if (!f) return [];
+  const sinks: ForwarderSink[] = [];
+  if (f.ndjson)
+    sinks.push(
+      new NdjsonFileSink({
+        file: f.ndjson.file,
+        maxBytes: f.ndjson.maxBytes ?? 100 * MiB,
+        keep: f.ndjson.keep ?? 5,
+        transform: f.ndjson.format === 'ocsf' ? ocsf : undefined,
+      }),
+    );
+  if (f.splunkHec)
+    sinks.push(
+      new SplunkHecSink({
+        url: f.splunkHec.url,
+        token: f.splunkHec.token,
+        ca: f.splunkHec.ca,
+        sourcetype: f.splunkHec.sourcetype,
+        index: f.splunkHec.index,
+        timeoutMs: f.splunkHec.timeoutMs,
+        transform: f.splunkHec.format === 'ocsf' ? ocsf : undefined,
+      }),
+    );
+  sinks.push(...(f.extra ?? []));
+  return sinks.map(
+    (sink) =>
+      new ForwarderRunner({
+        sink,
+        store,
+        logger,
+        metrics,
+        backoffInitialMs: f.backoffInitialMs,
+        backoffMaxMs: f.backoffMaxMs,
+      }),
+  );
+}
+
+function wantsOcsf(f: CollectorForwardersOptions | undefined): boolean {
+  return f?.ndjson?.format === 'ocsf' || f?.splunkHec?.format === 'ocsf';
+}
+
+/** The OCSF mapper of src/events/ocsf.ts (loaded only when a sink asks for OCSF). */
+async function loadOcsfMapper(): Promise<(e: Record<string, unknown>) => unknown> {
+  const mod = (await import(OCSF_MODULE)) as Record<string, unknown>;
+  const fn = mod.toOcsf ?? mod.toOcsfEvent ?? mod.mapToOcsf;
+  if (typeof fn !== 'function') throw new Error('src/events/ocsf.ts exports no OCSF mapper');
+  return fn as (e: Record<string, unknown>) => unknown;
+}
+const OCSF_MODULE = '../events/ocsf.js';
+
+function parseEnroll(body: unknown): {
+  enrollSecret: string;
+  device: { id: string; hostname: string; os: string; agent_version: string };
+} {
+  const bad = (what: string): HttpError =>
+    new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', `enroll body: ${what}`);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('expected a JSON object');
+  const b = body as Record<string, unknown>;
+  if (typeof b.enroll_secret !== 'string' || b.enroll_secret.length > 4096)
+    throw bad('enroll_secret must be a string');
+  const d = b.device;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw bad('device must be an object');
+  const dev = d as Record<string, unknown>;
+  const str = (k: string, max: number): string => {
+    const v = dev[k];
+    if (typeof v !== 'string' || v.length === 0 || v.length > max)
+      throw bad(`device.${k} must be a string of 1-${max} characters`);
+    return v;
+  };
+  const id = str('id', 128);
+  if (!DEVICE_ID_RE.test(id)) throw bad('device.id may hold letters, digits and . _ : @ - only');
+  return {
+    enrollSecret: b.enroll_secret,
+    device: {
+      id,
+      hostname: str('hostname', 255),
+      os: str('os', 64),
+      agent_version: str('agent_version', 64),
+    },
+  };
+}
+
+/** Reads a PEM file for `tls`; exported for collector-main. */
+export function readPem(file: string): Buffer {
+  return readFileSync(file);
+}

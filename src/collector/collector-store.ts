@@ -1,0 +1,337 @@
+/**
+ * Owns the collector's SQLite database: schema migrations (keyed on `PRAGMA user_version`, through
+ * `openDatabase`), enrolled devices with hashed tokens, the idempotent event store, the admin
+ * queries, and the forwarders' durable cursors.
+ *
+ * Durability: `synchronous = FULL`. The agent deletes an event from its outbox as soon as the
+ * collector acknowledges it, so an ack must mean "on disk, survives power loss" — with NORMAL a
+ * power cut could lose the last acknowledged batches that exist nowhere else any more. The fsync
+ * cost is paid once per *group* of concurrent batches: `insertBatch` queues batches and commits all
+ * that arrived while the previous commit ran in one transaction (group commit), then answers them.
+ *
+ * Forwarder outboxes: the events table is append-only with a strictly increasing `rid`
+ * (AUTOINCREMENT: never reused, even after retention deletes). Each forwarder's outbox is
+ * "events with rid > its own durable cursor" (`forwarder_cursors`), so every sink has its own
+ * queue and retry state, and ingest never waits for any sink — without writing each event twice.
+ */
+import { type Db, openDatabase } from '../store/database.js';
+
+export const COLLECTOR_MIGRATIONS: readonly string[] = [
+  // 1: initial schema
+  `
+  CREATE TABLE devices (
+    id              TEXT PRIMARY KEY,
+    token_hash      TEXT NOT NULL UNIQUE,  -- hex SHA-256 of the bearer token; the token itself is never stored
+    hostname        TEXT NOT NULL,
+    os              TEXT NOT NULL,
+    agent_version   TEXT NOT NULL,
+    enrolled_at     TEXT NOT NULL,
+    last_seen_at    TEXT NOT NULL,
+    policy_version  INTEGER,
+    policy_seq      INTEGER                -- seq of the event policy_version came from (newest wins)
+  ) STRICT;
+  CREATE INDEX devices_last_seen ON devices(last_seen_at);
+
+  CREATE TABLE events (
+    rid          INTEGER PRIMARY KEY AUTOINCREMENT,  -- receipt order; forwarder cursors and admin paging
+    id           TEXT NOT NULL UNIQUE,               -- the event's UUIDv7: the idempotency key
+    device_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    type         TEXT NOT NULL,
+    time         TEXT NOT NULL,
+    rule_id      TEXT,
+    received_at  TEXT NOT NULL,
+    body         TEXT NOT NULL                       -- the event JSON exactly as received
+  ) STRICT;
+  CREATE INDEX events_device ON events(device_id, rid);
+  CREATE INDEX events_type ON events(type, rid);
+  CREATE INDEX events_time ON events(time);
+  CREATE INDEX events_rule ON events(rule_id, rid) WHERE rule_id IS NOT NULL;
+
+  CREATE TABLE forwarder_cursors (
+    sink        TEXT PRIMARY KEY,
+    last_rid    INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL
+  ) STRICT;
+  `,
+];
+
+export interface DeviceRow {
+  readonly id: string;
+  readonly hostname: string;
+  readonly os: string;
+  readonly agent_version: string;
+  readonly enrolled_at: string;
+  readonly last_seen_at: string;
+  readonly policy_version: number | null;
+}
+
+/** One schema-valid event ready to store. */
+export interface IncomingEvent {
+  readonly id: string;
+  readonly seq: number;
+  readonly type: string;
+  readonly time: string;
+  readonly ruleId: string | null;
+  readonly agentVersion: string | null;
+  /** Set for `agent.heartbeat` / `policy.applied` events that name the policy version in force. */
+  readonly policyVersion: number | null;
+  /** The JSON line as received. */
+  readonly body: string;
+}
+
+export interface InsertResult {
+  readonly accepted: number;
+  readonly duplicates: number;
+}
+
+export interface StoredEventRow {
+  readonly rid: number;
+  readonly device_id: string;
+  readonly received_at: string;
+  readonly body: string;
+}
+
+export interface EventQuery {
+  readonly deviceId?: string;
+  readonly type?: string;
+  readonly ruleId?: string;
+  /** Inclusive lower bound on the event `time` (RFC 3339 UTC). */
+  readonly since?: string;
+  /** Exclusive upper bound on the event `time`. */
+  readonly until?: string;
+  /** Only rows with rid greater than this (the page cursor). */
+  readonly afterRid?: number;
+  readonly limit: number;
+}
+
+interface PendingBatch {
+  readonly deviceId: string;
+  readonly events: readonly IncomingEvent[];
+  readonly receivedAt: string;
+  resolve(r: InsertResult): void;
+  reject(e: unknown): void;
+}
+
+export interface CollectorStoreOptions {
+  readonly file: string;
+}
+
+/** The collector's SQLite store. One instance per process (one connection: better-sqlite3 is synchronous). */
+export class CollectorStore {
+  readonly db: Db;
+  /** Set when the DB failed its integrity check at open and was moved aside. */
+  readonly recovered: { readonly movedTo: string; readonly problem: string } | null;
+  private readonly stmts;
+  private pending: PendingBatch[] = [];
+  private flushScheduled = false;
+  private closed = false;
+  /** Called after every commit that stored at least one new event (forwarders wake up). */
+  onStored: (() => void) | null = null;
+
+  constructor(options: CollectorStoreOptions) {
+    const opened = openDatabase(options.file, { migrations: COLLECTOR_MIGRATIONS, synchronous: 'FULL' });
+    this.db = opened.db;
+    this.recovered = opened.recovered;
+    const db = this.db;
+    this.stmts = {
+      deviceByToken: db.prepare<[string], { id: string }>('SELECT id FROM devices WHERE token_hash = ?'),
+      upsertDevice: db.prepare(
+        `INSERT INTO devices(id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at)
+         VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now)
+         ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
+           os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
+           last_seen_at = excluded.last_seen_at`,
+      ),
+      insertEvent: db.prepare(
+        `INSERT OR IGNORE INTO events(id, device_id, seq, type, time, rule_id, received_at, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      touchDevice: db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ?'),
+      setAgentVersion: db.prepare('UPDATE devices SET agent_version = ? WHERE id = ?'),
+      setPolicyVersion: db.prepare(
+        `UPDATE devices SET policy_version = ?, policy_seq = ?
+         WHERE id = ? AND (policy_seq IS NULL OR policy_seq <= ?)`,
+      ),
+      getCursor: db.prepare<[string], { last_rid: number }>(
+        'SELECT last_rid FROM forwarder_cursors WHERE sink = ?',
+      ),
+      setCursor: db.prepare(
+        `INSERT INTO forwarder_cursors(sink, last_rid, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT(sink) DO UPDATE SET last_rid = excluded.last_rid, updated_at = excluded.updated_at`,
+      ),
+      eventsAfter: db.prepare<[number, number], StoredEventRow>(
+        'SELECT rid, device_id, received_at, body FROM events WHERE rid > ? ORDER BY rid LIMIT ?',
+      ),
+      maxRid: db.prepare<[], { m: number | null }>('SELECT max(rid) AS m FROM events'),
+      deviceCounts: db.prepare<[string], { silent: number; total: number }>(
+        'SELECT count(*) AS total, coalesce(sum(last_seen_at < ?), 0) AS silent FROM devices',
+      ),
+    };
+  }
+
+  /** The device id a token hash belongs to, or undefined. */
+  deviceIdForTokenHash(tokenHash: string): string | undefined {
+    return this.stmts.deviceByToken.get(tokenHash)?.id;
+  }
+
+  /**
+   * Enrolls (or re-enrolls) a device: a known id gets the new token hash, so its old token stops
+   * working at once (rotation). Durable when it returns.
+   */
+  enrollDevice(
+    device: { id: string; hostname: string; os: string; agent_version: string },
+    tokenHash: string,
+    now: string,
+  ): void {
+    this.stmts.upsertDevice.run({ ...device, token_hash: tokenHash, now });
+  }
+
+  /**
+   * Stores one batch of one device idempotently (INSERT OR IGNORE by event id) and updates the
+   * device's last-seen, agent and policy versions. Resolves after the commit is durable
+   * (synchronous=FULL); batches queued in the same tick share one transaction (group commit).
+   * Rejects (and stores nothing of the group) when the commit fails.
+   */
+  insertBatch(deviceId: string, events: readonly IncomingEvent[], receivedAt: string): Promise<InsertResult> {
+    if (this.closed) return Promise.reject(new Error('collector store is closed'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ deviceId, events, receivedAt, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const group = this.pending;
+    this.pending = [];
+    if (group.length === 0) return;
+    const results: InsertResult[] = [];
+    let stored = 0;
+    try {
+      this.db.transaction(() => {
+        for (const b of group) {
+          let accepted = 0;
+          let newestPolicy: IncomingEvent | null = null;
+          let newestAgent: IncomingEvent | null = null;
+          for (const e of b.events) {
+            accepted += this.stmts.insertEvent.run(
+              e.id,
+              b.deviceId,
+              e.seq,
+              e.type,
+              e.time,
+              e.ruleId,
+              b.receivedAt,
+              e.body,
+            ).changes;
+            if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
+            if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
+          }
+          this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
+          if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId);
+          if (newestPolicy)
+            this.stmts.setPolicyVersion.run(
+              newestPolicy.policyVersion,
+              newestPolicy.seq,
+              b.deviceId,
+              newestPolicy.seq,
+            );
+          stored += accepted;
+          results.push({ accepted, duplicates: b.events.length - accepted });
+        }
+      })();
+    } catch (err) {
+      for (const b of group) b.reject(err);
+      return;
+    }
+    for (const [i, b] of group.entries()) b.resolve(results[i] as InsertResult);
+    if (stored > 0) this.onStored?.();
+  }
+
+  /** Devices ordered by id, after `afterId`, at most `limit`. */
+  listDevices(
+    afterId: string | undefined,
+    limit: number,
+    silentBefore?: { before: string; silent: boolean },
+  ): DeviceRow[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (afterId !== undefined) {
+      where.push('id > ?');
+      params.push(afterId);
+    }
+    if (silentBefore) {
+      where.push(silentBefore.silent ? 'last_seen_at < ?' : 'last_seen_at >= ?');
+      params.push(silentBefore.before);
+    }
+    const sql = `SELECT id, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version FROM devices
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
+    return this.db.prepare(sql).all(...params, limit) as DeviceRow[];
+  }
+
+  /** Device counts: total and those last seen before `silentBefore` (RFC 3339). */
+  deviceCounts(silentBefore: string): { total: number; silent: number } {
+    return this.stmts.deviceCounts.get(silentBefore) ?? { total: 0, silent: 0 };
+  }
+
+  /** Events matching `q` in receipt order (rid ascending). */
+  queryEvents(q: EventQuery): StoredEventRow[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, v: unknown): void => {
+      where.push(sql);
+      params.push(v);
+    };
+    if (q.deviceId !== undefined) add('device_id = ?', q.deviceId);
+    if (q.type !== undefined) add('type = ?', q.type);
+    if (q.ruleId !== undefined) add('rule_id = ?', q.ruleId);
+    if (q.since !== undefined) add('time >= ?', q.since);
+    if (q.until !== undefined) add('time < ?', q.until);
+    if (q.afterRid !== undefined) add('rid > ?', q.afterRid);
+    const sql = `SELECT rid, device_id, received_at, body FROM events
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY rid LIMIT ?`;
+    return this.db.prepare(sql).all(...params, q.limit) as StoredEventRow[];
+  }
+
+  /** The durable cursor of forwarder `sink` (0 when new: a new sink starts from the first event). */
+  cursorOf(sink: string): number {
+    return this.stmts.getCursor.get(sink)?.last_rid ?? 0;
+  }
+
+  /** Moves the cursor of `sink` forward; durable when it returns. */
+  setCursor(sink: string, lastRid: number): void {
+    this.stmts.setCursor.run(sink, lastRid, new Date().toISOString());
+  }
+
+  /** Up to `limit` events with rid > `afterRid`, in rid order. */
+  eventsAfter(afterRid: number, limit: number): StoredEventRow[] {
+    return this.stmts.eventsAfter.all(afterRid, limit);
+  }
+
+  /** The highest rid stored (0 when empty). */
+  maxRid(): number {
+    return this.stmts.maxRid.get()?.m ?? 0;
+  }
+
+  /** True when the DB answers a trivial query. */
+  healthy(): boolean {
+    try {
+      this.db.prepare('SELECT 1').get();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Commits anything queued, then closes the DB. Safe to call twice. */
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.db.close();
+  }
+}
