@@ -1,0 +1,96 @@
+/**
+ * The .rpm, built once with rpmbuild (Debian's rpm package) from the same staged tree as the .deb:
+ * `rpm -qlp` lists the payload, the config is %config(noreplace), the scriptlets create the state
+ * dir and drive systemd only where it runs, and the payload holds production dependencies only.
+ */
+import { spawnSync } from 'node:child_process';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
+import { buildPackage, PKG, requireBuiltDist, TEST_FILE_RE } from './pkg-helpers.js';
+
+let rpm: string;
+
+function rpmQuery(args: readonly string[]): string {
+  const res = spawnSync('rpm', [...args, rpm], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: 60_000,
+  });
+  if (res.status !== 0) throw new Error(`rpm ${args.join(' ')} failed: ${res.stderr}`);
+  return res.stdout;
+}
+
+beforeAll(() => {
+  requireBuiltDist();
+  rpm = buildPackage('rpm', { version: '1.2.0-rc.1', out: tempDir('tg-rpm-') });
+});
+
+describe('rpm', () => {
+  it('is named and versioned from the build (prerelease dash mapped to ~)', () => {
+    expect(rpmQuery(['-qp', '--qf', '%{NAME} %{VERSION} %{ARCH}'])).toMatch(
+      /^toolguard 1\.2\.0~rc\.1 x86_64$/,
+    );
+  });
+
+  it('rpm -qlp lists the runtime, the app, the wrappers, both units and the config', () => {
+    const files = rpmQuery(['-qlp']).trim().split('\n');
+    for (const f of [
+      '/opt/toolguard/node/bin/node',
+      '/opt/toolguard/bin/guardd',
+      '/opt/toolguard/bin/guardctl',
+      '/opt/toolguard/bin/guard-collector',
+      '/opt/toolguard/app/bin/guardd.js',
+      '/opt/toolguard/app/dist/cli/guardctl-main.js',
+      '/opt/toolguard/app/package.json',
+      '/opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node',
+      '/usr/bin/guardctl',
+      '/usr/lib/systemd/system/toolguard.service',
+      '/usr/lib/systemd/system/guard-collector.service',
+      '/etc/toolguard/config.json',
+    ])
+      expect(files, f).toContain(f);
+    for (const dev of Object.keys(PKG.devDependencies))
+      expect(
+        files.filter((p) => p.startsWith(`/opt/toolguard/app/node_modules/${dev}/`)),
+        dev,
+      ).toEqual([]);
+    expect(files.filter((p) => TEST_FILE_RE.test(p))).toEqual([]);
+  });
+
+  it('marks the config %config(noreplace) and everything root-owned, nothing group/world-writable', () => {
+    expect(rpmQuery(['-qpc']).trim()).toBe('/etc/toolguard/config.json');
+    const rows = rpmQuery([
+      '-qp',
+      '--qf',
+      '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\\n]',
+    ])
+      .trim()
+      .split('\n');
+    expect(rows.length).toBeGreaterThan(500);
+    const bad = rows.filter((r) => {
+      const [perms, user, group] = r.split(' ');
+      return (
+        user !== 'root' ||
+        group !== 'root' ||
+        (!perms!.startsWith('l') && (perms![5] === 'w' || perms![8] === 'w'))
+      );
+    });
+    expect(bad).toEqual([]);
+    expect(rows).toContain('-rwxr-xr-x root root /opt/toolguard/node/bin/node');
+    // noreplace: flag bit 16 (RPMFILE_NOREPLACE) on the config file.
+    const flags = rpmQuery(['-qp', '--qf', '[%{FILEFLAGS} %{FILENAMES}\\n]'])
+      .split('\n')
+      .find((l) => l.endsWith(' /etc/toolguard/config.json'));
+    expect(Number(flags?.split(' ')[0]) & 16).toBe(16);
+  });
+
+  it('scriptlets: state dir 0700 on install, systemd only where it runs, stop/disable only on erase', () => {
+    const scripts = rpmQuery(['-qp', '--scripts']);
+    expect(scripts).toContain('chmod 0700 /var/lib/toolguard');
+    expect(scripts).toContain('systemctl enable toolguard.service');
+    expect(scripts).toMatch(
+      /if \[ "\$1" -eq 0 \] && \[ -d \/run\/systemd\/system \]; then\n\s+systemctl stop toolguard\.service/,
+    );
+    expect(rpmQuery(['-qp', '--requires'])).toContain('glibc >= 2.28');
+  });
+});
