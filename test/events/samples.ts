@@ -1,0 +1,140 @@
+/** One realistic, schema-valid event of every type (the fields each emitter fills), for schema, OCSF and docs tests. */
+import type { AgentEvent, EventType } from '../../src/events/event-types.js';
+
+const envelope = (type: EventType, seq: number) => ({
+  id: `0192f5e0-0000-7000-8000-${String(seq).padStart(12, '0')}`,
+  time: '2026-11-24T10:00:00.000Z',
+  seq,
+  device_id: 'dev-1',
+  hostname: 'laptop-7',
+  type,
+  agent_version: '0.1.0',
+});
+
+const enforcement = (
+  action: 'block' | 'warn' | 'audit',
+  taken: string,
+  details?: Record<string, unknown>,
+) => ({
+  rule: { id: 'claude-code', name: 'Claude Code', action },
+  reason: 'name',
+  policy_version: 12,
+  mode: 'enforce',
+  outcome: { action_taken: taken, latency_ms: 3.25, error: null, ...(details ? { details } : {}) },
+});
+
+const proc = {
+  uid: 1000,
+  user: 'alice',
+  pid: 4242,
+  ppid: 4000,
+  name: 'claude',
+  exe: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code/cli.js',
+  argv: ['node', '/home/alice/.npm-global/bin/claude', '--api-key', '[REDACTED]'],
+  start_time: 123456,
+  tty: '/dev/pts/3',
+  sha256: 'a'.repeat(64),
+  script_package: {
+    name: '@anthropic-ai/claude-code',
+    version: '1.0.0',
+    path: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code',
+  },
+};
+const pkg = {
+  uid: 1000,
+  user: 'alice',
+  package: {
+    ecosystem: 'npm',
+    name: '@anthropic-ai/claude-code',
+    version: '1.0.0',
+    path: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code',
+    root: '/home/alice/.npm-global/lib/node_modules',
+    manager: 'npm',
+  },
+};
+const path = {
+  uid: 1000,
+  user: 'alice',
+  path: '/home/alice/.local/share/claude/versions/1.0.0',
+  is_directory: true,
+};
+
+const FIELDS: Record<EventType, Record<string, unknown>> = {
+  'process.blocked': {
+    ...proc,
+    ...enforcement('block', 'killed', { killed: [4242, 4243], notified: { terminal: true, desktop: false } }),
+  },
+  'process.warned': {
+    ...proc,
+    ...enforcement('warn', 'warned', { notified: { terminal: true, desktop: true } }),
+  },
+  'process.audited': { ...proc, ...enforcement('audit', 'audited') },
+  'package.quarantined': {
+    ...pkg,
+    ...enforcement('block', 'quarantined', {
+      quarantine_id: 'q-1',
+      links_removed: ['/usr/local/bin/claude'],
+    }),
+  },
+  'package.warned': { ...pkg, ...enforcement('warn', 'warned') },
+  'package.audited': { ...pkg, ...enforcement('audit', 'audited') },
+  'path.quarantined': { ...path, ...enforcement('block', 'quarantined', { quarantine_id: 'q-2' }) },
+  'path.warned': {
+    ...path,
+    ...enforcement('warn', 'warn_suppressed', { notified: { terminal: false, desktop: false } }),
+  },
+  'path.audited': { ...path, ...enforcement('audit', 'audited') },
+  'policy.applied': {
+    policy_version: 12,
+    sha256: 'b'.repeat(64),
+    previous_version: 11,
+    source: 'https://c.example/v1/policy',
+  },
+  'policy.rejected': {
+    reason: 'GUARD_POLICY_ROLLBACK',
+    message: 'version 10 is lower than the accepted 12',
+    policy_version: 10,
+    sha256: 'c'.repeat(64),
+    source: 'https://c.example/v1/policy',
+  },
+  'policy.stale': { policy_version: 12, expires_at: '2026-12-08T00:00:00Z' },
+  'agent.started': {
+    local_mode: false,
+    pid: 99,
+    platform: 'linux',
+    os_release: '6.8.0',
+    node_version: 'v20.19.0',
+    store_recovered: { moved_to: '/var/lib/toolguard/state.db.corrupt-1', problem: 'integrity_check: x' },
+  },
+  'agent.stopped': { reason: 'SIGTERM' },
+  'agent.heartbeat': {
+    uptime_s: 300,
+    policy_version: 12,
+    policy_state: 'ok',
+    outbox_depth: 0,
+    dropped_total: 0,
+    set_aside_total: 0,
+    shipped_total: 17,
+    counts: { blocked: 1, quarantined: 0, warned: 2, audited: 0, failed: 0 },
+    sensors: { process: true, install: true },
+  },
+  'agent.tamper': { reason: 'state_db_corrupt', detail: 'integrity_check failed; moved aside' },
+  'events.dropped': {
+    count: 3,
+    first_seq: 5,
+    last_seq: 7,
+    first_time: '2026-11-24T09:00:00.000Z',
+    last_time: '2026-11-24T09:01:00.000Z',
+    reason: 'outbox_full',
+  },
+};
+
+/** The type's own fields (what an emitter passes to EventSink.emit). */
+export function sampleFields(type: EventType): Record<string, unknown> {
+  return structuredClone(FIELDS[type]);
+}
+
+/** A complete stored event of `type`. */
+export function sampleEvent(type: EventType, seq = 1): AgentEvent {
+  return { ...sampleFields(type), ...envelope(type, seq) } as AgentEvent;
+}
