@@ -93,6 +93,8 @@ export function readBody(
     let outBytes = 0;
     let reserved = 0;
     let done = false;
+    // Ratio = output / compressed bytes the inflater has consumed so far (not merely received),
+    // so a bomb sent in one small write is caught after ~1 MiB of output, not at the size cap.
     const gunzip = gzip ? createGunzip() : null;
 
     const finish = (err: HttpError | null): void => {
@@ -153,7 +155,7 @@ export function readBody(
       if (
         gzip &&
         outBytes > RATIO_CHECK_AFTER_BYTES &&
-        outBytes / Math.max(1, rawBytes) > limits.maxGzipRatio
+        outBytes / Math.max(1, gunzip?.bytesWritten ?? rawBytes) > limits.maxGzipRatio
       ) {
         finish(
           new HttpError(

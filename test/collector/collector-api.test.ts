@@ -174,9 +174,9 @@ describe('POST /v1/events', () => {
 
   it('stores the valid events of a mixed batch and lists the rejected ones by id with 400', async () => {
     const good = heartbeatEvent('dev-ev', 20);
-    const wrongType = { ...heartbeatEvent('dev-ev', 21), seq: 'twenty-one' };
+    const wrongType: Record<string, unknown> = { ...heartbeatEvent('dev-ev', 21), seq: 'twenty-one' };
     const otherDevice = heartbeatEvent('someone-else', 22);
-    const extraField = { ...heartbeatEvent('dev-ev', 23), secret_stuff: 1 };
+    const extraField: Record<string, unknown> = { ...heartbeatEvent('dev-ev', 23), secret_stuff: 1 };
     const body = `${JSON.stringify(good)}\n{"broken json\n[1,2]\n${JSON.stringify(wrongType)}\n${JSON.stringify(otherDevice)}\n${JSON.stringify(extraField)}\n`;
     const res = await postEvents(token, body);
     expect(res.status).toBe(400);

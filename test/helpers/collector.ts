@@ -3,8 +3,11 @@
  * fresh SQLite file in a temp dir and random secrets. Also: enrolling a device and building
  * schema-valid events, so tests of any area can talk to a collector in two lines.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   type RunningCollector,
   type StartCollectorOptions,
@@ -12,6 +15,7 @@ import {
 } from '../../src/collector/collector-server.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
 import { tempDir } from './tmp.js';
+import { waitFor } from './wait.js';
 
 export interface TestCollector {
   readonly url: string;
@@ -117,4 +121,98 @@ export function blockedEvent(deviceId: string, seq: number, ruleId = 'claude-cod
 /** NDJSON body of `events`. */
 export function ndjson(events: readonly unknown[]): string {
   return `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
+}
+
+export interface CollectorProcess {
+  readonly url: string;
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly enrollSecret: string;
+  readonly adminToken: string;
+  readonly dbFile: string;
+  /** Everything the process wrote to stderr so far (its pino log). */
+  stderr(): string;
+  /** SIGTERM and wait for the exit code (graceful close). */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for the exit. */
+  kill(): Promise<void>;
+}
+
+/** Repository root: bin/guard-collector.js imports the built dist/ (run `npm run build` first). */
+const BIN = fileURLToPath(new URL('../../bin/guard-collector.js', import.meta.url));
+
+/**
+ * Starts `bin/guard-collector.js` as a real child process on 127.0.0.1:0 (from dist/) and resolves
+ * with its URL once it printed `guard-collector listening on <url>`. Secrets go through the env.
+ * `args` are extra flags; `dbFile` reuses a database (restart tests).
+ */
+export async function spawnCollectorProcess(
+  options: {
+    args?: readonly string[];
+    dbFile?: string;
+    enrollSecret?: string;
+    adminToken?: string;
+    env?: Record<string, string>;
+  } = {},
+): Promise<CollectorProcess> {
+  const dbFile = options.dbFile ?? join(tempDir('tg-colp-'), 'collector.db');
+  const enrollSecret = options.enrollSecret ?? randomBytes(24).toString('base64url');
+  const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
+  const proc = spawn(
+    process.execPath,
+    [BIN, '--listen', '127.0.0.1:0', '--db', dbFile, '--log-level', 'warn', ...(options.args ?? [])],
+    {
+      env: {
+        PATH: process.env.PATH ?? '',
+        TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
+        TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
+        ...options.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  let err = '';
+  proc.stdout?.setEncoding('utf8').on('data', (s: string) => {
+    out += s;
+  });
+  proc.stderr?.setEncoding('utf8').on('data', (s: string) => {
+    err += s;
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const url = await waitFor(
+    () => {
+      if (proc.exitCode !== null) throw new Error(`guard-collector exited ${proc.exitCode}: ${err}`);
+      return /guard-collector listening on (\S+)/.exec(out)?.[1];
+    },
+    'guard-collector to print its URL',
+    { timeoutMs: 15_000 },
+  );
+  return {
+    url,
+    proc,
+    pid: proc.pid as number,
+    enrollSecret,
+    adminToken,
+    dbFile,
+    stderr: () => err,
+    stop: async () => {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Resident set size of `pid` in bytes (Linux /proc; undefined elsewhere). */
+export function rssBytes(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }
