@@ -365,7 +365,8 @@ export class PolicyManager {
   recordFetch(error: { code: string; message: string } | null): void {
     const at = new Date(this.now()).toISOString();
     this.lastFetchAt = at;
-    if (error) this.lastError = { ...error, at };
+    // A fetch that reached the server clears an old fetch error; a rejection, if any, follows.
+    this.lastError = error ? { ...error, at } : null;
   }
 
   /** The policy in force, or null when there is none. */
