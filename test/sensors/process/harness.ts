@@ -64,11 +64,17 @@ export interface Pipeline {
 /** Builds and starts the real pipeline on a source (default: the real /proc). */
 export async function startPipeline(
   body: PolicyBody,
-  opts: { source?: ProcessSource; intervalMs?: number; keepObservations?: boolean } = {},
+  opts: {
+    source?: ProcessSource;
+    intervalMs?: number;
+    keepObservations?: boolean;
+    notifier?: UserNotifier;
+  } = {},
 ): Promise<Pipeline> {
   const logger = silentLogger();
   const events = new MemoryEventSink();
-  const notifier = new RecordingNotifier();
+  const recording = new RecordingNotifier();
+  const notifier = opts.notifier ?? recording;
   const enforcer = new Enforcer({
     actions: {
       blockProcess: new BlockProcessAction({ notifier, logger }),
@@ -97,7 +103,7 @@ export async function startPipeline(
   });
   sensor.setMatcher(matcher);
   await sensor.start();
-  return { sensor, events, enforcer, notifier, observed, stop: () => sensor.stop() };
+  return { sensor, events, enforcer, notifier: recording, observed, stop: () => sensor.stop() };
 }
 
 /** Every child started through `launch` is killed (if still running) when the test file ends. */
@@ -112,8 +118,14 @@ export interface Launched {
   readonly exited: Promise<NodeJS.Signals | number | null>;
 }
 
-export function launch(command: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string): Launched {
-  const child = spawn(command, args, { stdio: 'ignore', env: env ?? process.env, ...(cwd ? { cwd } : {}) });
+export function launch(
+  command: string,
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+  cwd?: string,
+  stdio: 'ignore' | 'pipe' = 'ignore',
+): Launched {
+  const child = spawn(command, args, { stdio, env: env ?? process.env, ...(cwd ? { cwd } : {}) });
   children.add(child);
   const exited = new Promise<NodeJS.Signals | number | null>((resolve) => {
     child.once('exit', (code, signal) => resolve(signal ?? code));

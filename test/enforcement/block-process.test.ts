@@ -1,0 +1,282 @@
+/**
+ * The block action on real processes: it never signals a protected pid or a pid whose identity
+ * changed (pid reuse), undoes its stop if the identity changes between check and stop, kills the
+ * whole tree, and tells the user on the process's real terminal (a pty made by `script`).
+ */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/common/logger.js';
+import { BlockProcessAction } from '../../src/enforcement/actions/block-process.js';
+import { SessionNotifier } from '../../src/enforcement/notify/session-notifier.js';
+import type { Decision } from '../../src/policy/matcher.js';
+import type { ProcessObservation } from '../../src/sensors/observation.js';
+import { readStat } from '../../src/sensors/process-sources/proc-files.js';
+import {
+  ProcfsProcessControl,
+  type SignalOutcome,
+} from '../../src/sensors/process-sources/process-control.js';
+import type { ProcessSource, RawProcess } from '../../src/sensors/process-sources/process-source.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
+import {
+  alive,
+  type BannedFixtures,
+  launch,
+  makeBannedFixtures,
+  policy,
+  RecordingNotifier,
+  startPipeline,
+} from '../sensors/process/harness.js';
+
+const linux = process.platform === 'linux';
+const hasScript =
+  linux &&
+  (() => {
+    try {
+      execFileSync('sh', ['-c', 'command -v script'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+const decision: Decision = {
+  rule: { id: 'r1', name: 'Banned Tool', action: 'block' },
+  reason: 'name',
+  detail: 'x',
+  message: 'Banned Tool is not approved.',
+  url: 'https://intranet.example/ai',
+  policyVersion: 1,
+  mode: 'enforce',
+};
+
+function observation(pid: number, startTime?: number): ProcessObservation {
+  const st = readStat('/proc', pid);
+  return {
+    kind: 'process',
+    pid,
+    ppid: st?.ppid ?? 0,
+    startTime: startTime ?? st?.startTime ?? 0,
+    name: st?.comm ?? 'x',
+    exe: null,
+    argv: [],
+    owner: { uid: 0, user: 'root', groups: [], home: null },
+    tty: null,
+  };
+}
+
+function state(pid: number): string | undefined {
+  return readStat('/proc', pid)?.state;
+}
+
+/** A control that records signals and can lie about identity on the n-th check. */
+class SpyControl extends ProcfsProcessControl {
+  readonly sent: [number, string][] = [];
+  checks = 0;
+  constructor(private readonly lieOnCheck = 0) {
+    super('/proc');
+  }
+  override sameProcess(pid: number, startTime: number): boolean {
+    this.checks++;
+    if (this.checks === this.lieOnCheck) return false;
+    return super.sameProcess(pid, startTime);
+  }
+  override signal(pid: number, signal: NodeJS.Signals): SignalOutcome {
+    this.sent.push([pid, signal]);
+    return super.signal(pid, signal);
+  }
+}
+
+describe.runIf(linux)('BlockProcessAction', () => {
+  const logger = silentLogger();
+  const notifier = new RecordingNotifier();
+
+  it('never signals guardd, PID 1 or an ancestor of guardd', async () => {
+    const control = new SpyControl();
+    const action = new BlockProcessAction({ notifier, logger, control });
+    for (const pid of [process.pid, 1, process.ppid, 0, -1]) {
+      const r = await action.execute(observation(pid), decision);
+      expect(r).toMatchObject({ actionTaken: 'skipped', error: 'protected_process' });
+    }
+    const extra = launch('sleep', ['30']);
+    const guarded = new BlockProcessAction({
+      notifier,
+      logger,
+      control,
+      protectedPids: () => new Set([extra.child.pid as number]),
+    });
+    const r = await guarded.execute(observation(extra.child.pid as number), decision);
+    expect(r.error).toBe('protected_process');
+    expect(control.sent).toEqual([]);
+    expect(alive(extra.child.pid as number)).toBe(true);
+    extra.child.kill('SIGKILL');
+  });
+
+  it('does not touch a pid whose start time differs (pid reused) or that exited', async () => {
+    const control = new SpyControl();
+    const action = new BlockProcessAction({ notifier, logger, control });
+    const victim = launch('sleep', ['30']);
+    const pid = victim.child.pid as number;
+    await waitFor(() => readStat('/proc', pid)?.comm === 'sleep', 'sleep running');
+    const real = observation(pid);
+    const r = await action.execute({ ...real, startTime: real.startTime - 1 }, decision);
+    expect(r).toMatchObject({ actionTaken: 'skipped', error: 'identity_changed' });
+    expect(control.sent).toEqual([]);
+    expect(state(pid)).not.toBe('T');
+    expect(alive(pid)).toBe(true);
+    victim.child.kill('SIGKILL');
+
+    const done = launch('true', []);
+    await done.exited;
+    const gone = await action.execute({ ...observation(done.child.pid as number), startTime: 1 }, decision);
+    expect(gone.actionTaken).toBe('skipped');
+    expect(['exited', 'identity_changed']).toContain(gone.error);
+    expect(control.sent).toEqual([]);
+  });
+
+  it('undoes its stop when the identity changes between the check and the stop', async () => {
+    const control = new SpyControl(2); // the post-stop re-check sees another process
+    const action = new BlockProcessAction({ notifier, logger, control });
+    const victim = launch('sleep', ['30']);
+    const pid = victim.child.pid as number;
+    await waitFor(() => readStat('/proc', pid)?.comm === 'sleep', 'sleep running');
+    const r = await action.execute(observation(pid), decision);
+    expect(r).toMatchObject({ actionTaken: 'skipped', error: 'identity_changed' });
+    expect(control.sent).toEqual([
+      [pid, 'SIGSTOP'],
+      [pid, 'SIGCONT'],
+    ]);
+    await waitFor(() => state(pid) !== 'T', 'process continued');
+    expect(alive(pid)).toBe(true);
+    victim.child.kill('SIGKILL');
+  });
+
+  it('stops and kills the process and every descendant, after notifying', async () => {
+    const control = new SpyControl();
+    const action = new BlockProcessAction({ notifier, logger, control });
+    const tree = launch('sh', ['-c', 'sleep 30 & sleep 30 & (sleep 30 & wait) & wait']);
+    const root = tree.child.pid as number;
+    const descendants = (): number[] => {
+      const out: number[] = [];
+      const queue = [root];
+      for (let i = 0; i < queue.length && i < 100; i++) {
+        for (const c of control.children(queue[i] as number)) {
+          out.push(c);
+          queue.push(c);
+        }
+      }
+      return out;
+    };
+    const all = await waitFor(() => {
+      const d = descendants();
+      return d.filter((p) => readStat('/proc', p)?.comm === 'sleep').length === 3 ? d : null;
+    }, 'three sleeps in the tree');
+    const calls = notifier.calls.length;
+    const r = await action.execute(observation(root), decision);
+    expect(r.actionTaken).toBe('killed');
+    expect(r.error).toBeNull();
+    const killed = (r.details as { killed: number[] }).killed;
+    expect(killed.sort()).toEqual([root, ...all].sort());
+    expect(control.sent.filter(([, s]) => s === 'SIGSTOP').length).toBe(killed.length);
+    expect(notifier.calls.length).toBe(calls + 1);
+    expect(await tree.exited).toBe('SIGKILL');
+    await waitFor(() => all.every((p) => !alive(p)), 'descendants gone');
+  });
+});
+
+describe.runIf(linux)('pid reuse through the whole pipeline', () => {
+  it('a matched process whose pid now belongs to another process is never killed', async () => {
+    const innocent = launch('sleep', ['30']);
+    const pid = innocent.child.pid as number;
+    await waitFor(() => readStat('/proc', pid)?.comm === 'sleep', 'sleep running');
+    const real = readStat('/proc', pid);
+    // The source saw the banned tool with this pid earlier; it has since exited and `sleep` got the pid.
+    const stale: RawProcess = {
+      pid,
+      ppid: 1,
+      startTime: (real?.startTime ?? 0) - 7,
+      name: 'tgbanned',
+      exe: '/opt/tgbanned',
+      argv: ['tgbanned'],
+      uid: 0,
+      tty: null,
+    };
+    let polled = false;
+    const source: ProcessSource = {
+      kind: 'procfs',
+      defaultIntervalMs: 50,
+      skipped: {},
+      poll: async () => {
+        if (polled) return [];
+        polled = true;
+        return [stale];
+      },
+      reset: () => undefined,
+      cwd: () => null,
+      hashPath: () => null,
+      details: () => ({}),
+    };
+    const rule = {
+      id: 'r',
+      name: 'Banned',
+      action: 'block' as const,
+      message: 'no',
+      process: { names: ['tgbanned'] },
+    };
+    const p = await startPipeline(policy([rule]), { source });
+    const [event] = await waitFor(() => {
+      const e = p.events.ofType('process.blocked');
+      return e.length > 0 ? e : null;
+    }, 'block event');
+    await p.stop();
+    expect(event?.outcome).toMatchObject({ action_taken: 'skipped', error: 'identity_changed' });
+    expect(alive(pid)).toBe(true);
+    expect(state(pid)).not.toBe('T');
+    innocent.child.kill('SIGKILL');
+  });
+});
+
+describe.runIf(hasScript)('terminal message on the real controlling terminal', () => {
+  let f: BannedFixtures;
+  beforeAll(() => {
+    f = makeBannedFixtures(tempDir('tg-tty-'));
+  });
+  afterAll(() => undefined);
+
+  it('writes the rule message and URL to the pty the tool was started from, then kills it', async () => {
+    const notifier = new SessionNotifier({
+      logger: silentLogger(),
+      platform: 'linux',
+      terminal: true,
+      desktop: false,
+    });
+    const p = await startPipeline(policy([f.rule]), { notifier });
+    // `script` gives the tool a real pty and copies what is written to it onto its stdout. The
+    // shell stays on the terminal after the tool dies, as an interactive one would, so the pty
+    // lives on until the message was relayed.
+    const term = launch(
+      'script',
+      ['-q', '-e', '-c', `${f.binary} 30; echo tool-ended; sleep 30`, '/dev/null'],
+      process.env,
+      undefined,
+      'pipe',
+    );
+    let output = '';
+    term.child.stdout?.on('data', (d: Buffer) => {
+      output += d.toString('utf8');
+    });
+    await waitFor(() => output.includes('tool-ended'), 'the tool ended on the terminal');
+    term.child.kill('SIGKILL');
+    await term.exited;
+    await p.stop();
+    expect(output).toContain('toolguard: blocked Banned Tool');
+    expect(output).toContain(f.rule.message);
+    expect(output).toContain('More: https://intranet.example/ai-tools');
+    const [event] = p.events.ofType('process.blocked');
+    expect(event?.tty).toMatch(/^\/dev\/pts\/\d+$/);
+    expect(event?.outcome).toMatchObject({
+      action_taken: 'killed',
+      details: { notified: { terminal: true, desktop: false } },
+    });
+  });
+});
