@@ -21,6 +21,11 @@ export interface ForwarderSink {
    * with itself; may be called again with the same events after a failure or a restart.
    */
   deliver(events: readonly StoredEventRow[]): Promise<void>;
+  /**
+   * Optional: makes a `deliver` in progress fail fast (shutdown must not wait for a stuck SIEM).
+   * The aborted batch stays in the outbox and is delivered after the next start.
+   */
+  abort?(): void;
   /** Releases files/sockets. Called once, after the last `deliver` finished. */
   close(): Promise<void>;
 }
@@ -86,6 +91,7 @@ export class ForwarderRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wakeUp?.();
+    this.options.sink.abort?.();
     await this.running;
     this.running = null;
     await this.options.sink.close().catch(() => {});

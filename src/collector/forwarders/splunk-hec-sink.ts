@@ -5,7 +5,7 @@
  * per line). Any answer other than 2xx, a network error or a timeout is a failure: the runner
  * retries the same batch with backoff, so nothing is skipped while Splunk is down or throttling.
  */
-import { request as httpRequest } from 'node:http';
+import { type ClientRequest, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { StoredEventRow } from '../collector-store.js';
 import type { ForwarderSink } from './forwarder.js';
@@ -34,6 +34,7 @@ const MAX_RESPONSE_BYTES = 64 * 1024;
 export class SplunkHecSink implements ForwarderSink {
   readonly name = 'splunk-hec';
   private readonly endpoint: URL;
+  private readonly inflight = new Set<ClientRequest>();
 
   constructor(private readonly options: SplunkHecSinkOptions) {
     const u = new URL(options.url);
@@ -88,11 +89,19 @@ export class SplunkHecSink implements ForwarderSink {
           res.on('error', reject);
         },
       );
+      this.inflight.add(r);
+      r.on('close', () => this.inflight.delete(r));
       r.on('timeout', () => r.destroy(new Error('HEC request timed out')));
       r.on('error', reject);
       r.end(payload);
     });
   }
 
-  async close(): Promise<void> {}
+  abort(): void {
+    for (const r of this.inflight) r.destroy(new Error('collector shutting down'));
+  }
+
+  async close(): Promise<void> {
+    this.abort();
+  }
 }

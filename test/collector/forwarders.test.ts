@@ -1,0 +1,252 @@
+/**
+ * Forwarders: the NDJSON file sink (rotation, keep N, every event once) and the Splunk HEC sink
+ * against a small HEC-compatible receiver (node:http on 127.0.0.1) that fails, stalls and recovers.
+ * A stalled SIEM must not slow ingest; after recovery every event arrives.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  blockedEvent,
+  enrollDevice,
+  heartbeatEvent,
+  ndjson,
+  startTestCollector,
+  type TestCollector,
+} from '../helpers/collector.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
+
+const HEC_TOKEN = 'hec-test-token-0123456789';
+
+/** A Splunk-HEC-compatible receiver: mode `ok`, `fail` (503) or `stall` (holds requests until released). */
+class HecReceiver {
+  readonly events: Record<string, unknown>[] = [];
+  readonly authHeaders: string[] = [];
+  readonly paths: string[] = [];
+  mode: 'ok' | 'fail' | 'stall' = 'ok';
+  requests = 0;
+  private stalled: (() => void)[] = [];
+  private server!: Server;
+  url = '';
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (s: string) => {
+      body += s;
+    });
+    req.on('end', () => {
+      this.requests++;
+      const answer = (): void => {
+        if (this.mode === 'fail') {
+          res
+            .writeHead(503, { 'content-type': 'application/json' })
+            .end('{"text":"Server is busy","code":9}');
+          return;
+        }
+        if (req.headers.authorization !== `Splunk ${HEC_TOKEN}`) {
+          res.writeHead(403).end('{"text":"Invalid token","code":4}');
+          return;
+        }
+        this.authHeaders.push(String(req.headers.authorization));
+        this.paths.push(String(req.url));
+        // HEC batch format: JSON objects back to back
+        for (const line of body.split('\n').filter(Boolean)) this.events.push(JSON.parse(line));
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"text":"Success","code":0}');
+      };
+      if (this.mode === 'stall') this.stalled.push(answer);
+      else answer();
+    });
+  }
+
+  release(): void {
+    const pending = this.stalled;
+    this.stalled = [];
+    for (const a of pending) a();
+  }
+
+  get stalledCount(): number {
+    return this.stalled.length;
+  }
+
+  async close(): Promise<void> {
+    this.release();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+async function post(c: TestCollector, token: string, events: Record<string, unknown>[]): Promise<Response> {
+  return fetch(`${c.url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
+    body: ndjson(events),
+  });
+}
+
+describe('NDJSON file sink', () => {
+  const dir = tempDir('tg-ndj-');
+  const out = join(dir, 'out', 'events.ndjson');
+  let c: TestCollector;
+  let token: string;
+  const MAX = 8 * 1024;
+
+  beforeAll(async () => {
+    c = await startTestCollector({
+      forwarders: { ndjson: { file: out, maxBytes: MAX, keep: 5 }, backoffInitialMs: 20 },
+    });
+    token = await enrollDevice(c.url, c.enrollSecret, 'dev-ndj');
+  });
+  afterAll(async () => {
+    await c.close();
+  });
+
+  function linesOf(file: string): Record<string, unknown>[] {
+    return existsSync(file)
+      ? readFileSync(file, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l))
+      : [];
+  }
+
+  it('writes every stored event once, as received, rotating by size into .1 … .N', async () => {
+    const events = Array.from({ length: 30 }, (_, i) =>
+      i % 3 ? heartbeatEvent('dev-ndj', i + 1) : blockedEvent('dev-ndj', i + 1),
+    );
+    for (let i = 0; i < 30; i += 10) expect((await post(c, token, events.slice(i, i + 10))).status).toBe(200);
+    // a replay is not forwarded again
+    expect(await (await post(c, token, events.slice(0, 10))).json()).toEqual({ accepted: 0, duplicates: 10 });
+    const files = [out, ...[1, 2, 3, 4, 5].map((n) => `${out}.${n}`)];
+    const all = await waitFor(() => {
+      const lines = files.flatMap(linesOf);
+      return lines.length >= 30 ? lines : undefined;
+    }, 'all 30 events in the NDJSON files');
+    expect(all.map((e) => e.id).sort()).toEqual(events.map((e) => e.id).sort());
+    expect(existsSync(`${out}.1`)).toBe(true);
+    for (const f of files) if (existsSync(f)) expect(statSync(f).size).toBeLessThanOrEqual(MAX);
+    // the live file holds the newest events; rotated files are older
+    const live = linesOf(out).map((e) => e.seq as number);
+    const first = linesOf(`${out}.1`).map((e) => e.seq as number);
+    expect(Math.min(...live)).toBeGreaterThan(Math.max(...first));
+    expect(c.collector.store.cursorOf('ndjson')).toBe(c.collector.store.maxRid());
+  });
+
+  it('keeps only `keep` rotated files', async () => {
+    const dir2 = tempDir('tg-ndk-');
+    const out2 = join(dir2, 'e.ndjson');
+    const c2 = await startTestCollector({ forwarders: { ndjson: { file: out2, maxBytes: 4096, keep: 1 } } });
+    try {
+      const t = await enrollDevice(c2.url, c2.enrollSecret, 'dev-keep');
+      for (let i = 0; i < 4; i++)
+        await post(
+          c2,
+          t,
+          Array.from({ length: 10 }, (_, j) => heartbeatEvent('dev-keep', i * 10 + j + 1)),
+        );
+      await waitFor(
+        () => c2.collector.store.cursorOf('ndjson') === c2.collector.store.maxRid(),
+        'the sink to catch up',
+      );
+      expect(existsSync(`${out2}.1`)).toBe(true);
+      expect(existsSync(`${out2}.2`)).toBe(false);
+    } finally {
+      await c2.close();
+    }
+  });
+});
+
+describe('Splunk HEC sink', () => {
+  const hec = new HecReceiver();
+  let c: TestCollector;
+  let token: string;
+
+  beforeAll(async () => {
+    await hec.start();
+    c = await startTestCollector({
+      forwarders: {
+        splunkHec: { url: hec.url, token: HEC_TOKEN, sourcetype: 'toolguard:test', timeoutMs: 60_000 },
+        backoffInitialMs: 20,
+        backoffMaxMs: 200,
+      },
+    });
+    token = await enrollDevice(c.url, c.enrollSecret, 'dev-hec');
+  });
+  afterAll(async () => {
+    await c.close();
+    await hec.close();
+  });
+
+  it('posts batched HEC events with the Splunk token to /services/collector/event', async () => {
+    const events = [blockedEvent('dev-hec', 1), heartbeatEvent('dev-hec', 2)];
+    expect((await post(c, token, events)).status).toBe(200);
+    await waitFor(() => hec.events.length >= 2, 'HEC to receive 2 events');
+    expect(hec.paths[0]).toBe('/services/collector/event');
+    expect(hec.authHeaders[0]).toBe(`Splunk ${HEC_TOKEN}`);
+    const first = hec.events[0] as {
+      time: number;
+      host: string;
+      source: string;
+      sourcetype: string;
+      event: { id: string };
+    };
+    expect(first).toMatchObject({ host: 'dev-hec.test', source: 'toolguard', sourcetype: 'toolguard:test' });
+    expect(first.time).toBeCloseTo(Date.parse(events[0]?.time as string) / 1000, 3);
+    expect(first.event).toEqual(events[0]);
+  });
+
+  it('retries while HEC fails, then delivers every event exactly once', async () => {
+    hec.mode = 'fail';
+    const before = hec.events.length;
+    const failedBefore = hec.requests;
+    const events = Array.from({ length: 50 }, (_, i) => heartbeatEvent('dev-hec', 100 + i));
+    expect((await post(c, token, events)).status).toBe(200);
+    await waitFor(() => hec.requests >= failedBefore + 3, 'at least 3 failed HEC attempts');
+    hec.mode = 'ok';
+    await waitFor(() => hec.events.length >= before + 50, 'HEC to receive the 50 events');
+    const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
+    expect(got).toEqual(events.map((e) => e.id));
+    expect(c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a stalled SIEM does not slow ingest; everything arrives after it recovers', async () => {
+    hec.mode = 'stall';
+    const before = hec.events.length;
+    expect((await post(c, token, [heartbeatEvent('dev-hec', 500)])).status).toBe(200);
+    await waitFor(() => hec.stalledCount >= 1, 'HEC to hold a request');
+    // ingest keeps answering while the sink is stuck
+    for (let i = 0; i < 10; i++) {
+      const r = await post(
+        c,
+        token,
+        Array.from({ length: 20 }, (_, j) => heartbeatEvent('dev-hec', 1000 + i * 20 + j)),
+      );
+      expect(await r.json()).toEqual({ accepted: 20, duplicates: 0 });
+    }
+    const metrics = await (await fetch(`${c.url}/metrics`)).text();
+    expect(metrics).toMatch(/toolguard_collector_forwarder_lag_events\{sink="splunk-hec"\} [1-9]/);
+    hec.mode = 'ok';
+    hec.release();
+    await waitFor(() => hec.events.length >= before + 201, 'HEC to receive all 201 events');
+    const ids = hec.events.map((e) => (e.event as { id: string }).id);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('shutting down does not wait for a stalled SIEM (the batch stays in the outbox)', async () => {
+    hec.mode = 'stall';
+    expect((await post(c, token, [heartbeatEvent('dev-hec', 5000)])).status).toBe(200);
+    await waitFor(() => hec.stalledCount >= 1, 'HEC to hold a request');
+    const cursor = c.collector.store.cursorOf('splunk-hec');
+    expect(cursor).toBeLessThan(c.collector.store.maxRid());
+    await c.close(); // bounded by the test timeout; the 60 s HEC timeout is not waited for
+  });
+});
