@@ -22,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
+import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
 import { CollectorStore } from './collector-store.js';
@@ -160,8 +161,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const policy = new PolicyFileCache(options.policyFile ?? '');
   const limiter = new TokenBucketRateLimiter({ ratePerS: limits.ratePerS, burst: limits.rateBurst });
   const budget = new InflightBudget(limits.maxInflightBytes);
-  const ocsf = wantsOcsf(options.forwarders) ? await loadOcsfMapper() : undefined;
-  const runners = buildRunners(options.forwarders, store, logger, metrics, ocsf);
+  const runners = buildRunners(options.forwarders, store, logger, metrics);
   store.onStored = () => {
     for (const r of runners) r.wake();
   };
@@ -431,7 +431,6 @@ function buildRunners(
   store: CollectorStore,
   logger: Logger,
   metrics: CollectorMetrics,
-  ocsf: ((e: Record<string, unknown>) => unknown) | undefined,
 ): ForwarderRunner[] {
   if (!f) return [];
   const sinks: ForwarderSink[] = [];
@@ -441,7 +440,7 @@ function buildRunners(
         file: f.ndjson.file,
         maxBytes: f.ndjson.maxBytes ?? 100 * MiB,
         keep: f.ndjson.keep ?? 5,
-        transform: f.ndjson.format === 'ocsf' ? ocsf : undefined,
+        transform: f.ndjson.format === 'ocsf' ? toOcsf : undefined,
       }),
     );
   if (f.splunkHec)
@@ -453,7 +452,7 @@ function buildRunners(
         sourcetype: f.splunkHec.sourcetype,
         index: f.splunkHec.index,
         timeoutMs: f.splunkHec.timeoutMs,
-        transform: f.splunkHec.format === 'ocsf' ? ocsf : undefined,
+        transform: f.splunkHec.format === 'ocsf' ? toOcsf : undefined,
       }),
     );
   sinks.push(...(f.extra ?? []));
@@ -469,19 +468,6 @@ function buildRunners(
       }),
   );
 }
-
-function wantsOcsf(f: CollectorForwardersOptions | undefined): boolean {
-  return f?.ndjson?.format === 'ocsf' || f?.splunkHec?.format === 'ocsf';
-}
-
-/** The OCSF mapper of src/events/ocsf.ts (loaded only when a sink asks for OCSF). */
-async function loadOcsfMapper(): Promise<(e: Record<string, unknown>) => unknown> {
-  const mod = (await import(OCSF_MODULE)) as Record<string, unknown>;
-  const fn = mod.toOcsf ?? mod.toOcsfEvent ?? mod.mapToOcsf;
-  if (typeof fn !== 'function') throw new Error('src/events/ocsf.ts exports no OCSF mapper');
-  return fn as (e: Record<string, unknown>) => unknown;
-}
-const OCSF_MODULE = '../events/ocsf.js';
 
 function parseEnroll(body: unknown): {
   enrollSecret: string;

@@ -165,6 +165,30 @@ describe('NDJSON file sink', () => {
   });
 });
 
+describe('OCSF output', () => {
+  it('writes OCSF Process Activity (class 1007) for process events when format is ocsf', async () => {
+    const out = join(tempDir('tg-ocsf-'), 'ocsf.ndjson');
+    const c = await startTestCollector({
+      forwarders: { ndjson: { file: out, maxBytes: 1024 * 1024, keep: 1, format: 'ocsf' } },
+    });
+    try {
+      const t = await enrollDevice(c.url, c.enrollSecret, 'dev-ocsf');
+      const ev = blockedEvent('dev-ocsf', 1);
+      expect((await post(c, t, [ev])).status).toBe(200);
+      const line = await waitFor(
+        () => (existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean)[0] : undefined),
+        'the OCSF line',
+      );
+      const o = JSON.parse(line) as { class_uid: number; metadata: { uid: string }; device: { uid: string } };
+      expect(o.class_uid).toBe(1007);
+      expect(o.metadata.uid).toBe(ev.id);
+      expect(o.device.uid).toBe('dev-ocsf');
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('Splunk HEC sink', () => {
   const hec = new HecReceiver();
   let c: TestCollector;
