@@ -4,12 +4,18 @@
  */
 import type { GuardctlCommand } from './command.js';
 import { configCommand } from './commands/config.js';
+import { doctorCommand } from './commands/doctor.js';
+import { eventsCommand } from './commands/events.js';
+import { explainCommand } from './commands/explain.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { statusCommand } from './commands/status.js';
 
 // biome-ignore format: one command per line keeps additions one-line diffs
 export const COMMANDS: readonly GuardctlCommand[] = [
   configCommand,
+  doctorCommand,
+  eventsCommand,
+  explainCommand,
   policyReloadCommand,
   statusCommand,
 ];
