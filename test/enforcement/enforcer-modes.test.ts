@@ -98,11 +98,9 @@ describe('Enforcer', () => {
     now += 61_000;
     await enforcer.handle(proc, decision('warn'));
     expect(actions.notifyProcess.calls).toHaveLength(2);
-    expect(events.ofType('process.warned').map((e) => (e.outcome as { action_taken: string }).action_taken)).toEqual([
-      'warned',
-      'warn_suppressed',
-      'warned',
-    ]);
+    expect(
+      events.ofType('process.warned').map((e) => (e.outcome as { action_taken: string }).action_taken),
+    ).toEqual(['warned', 'warn_suppressed', 'warned']);
   });
 
   it('audit records only', async () => {
@@ -116,14 +114,19 @@ describe('Enforcer', () => {
     const { actions, events, enforcer } = setup();
     await enforcer.handle(pkg, decision('block'));
     expect(actions.quarantine.calls).toHaveLength(1);
-    expect(events.ofType('package.quarantined')[0]).toMatchObject({ package: { name: '@anthropic-ai/claude-code' } });
+    expect(events.ofType('package.quarantined')[0]).toMatchObject({
+      package: { name: '@anthropic-ai/claude-code' },
+    });
   });
 
   it('an action that throws still yields one event, marked failed', async () => {
     const { events, enforcer } = setup({ failBlock: true });
     const r = await enforcer.handle(proc, decision('block'));
     expect(r.actionTaken).toBe('failed');
-    expect(events.ofType('process.blocked')[0]?.outcome).toMatchObject({ action_taken: 'failed', error: 'boom' });
+    expect(events.ofType('process.blocked')[0]?.outcome).toMatchObject({
+      action_taken: 'failed',
+      error: 'boom',
+    });
     expect(enforcer.status().failed).toBe(1);
   });
 });

@@ -1,0 +1,118 @@
+/**
+ * Finding the script an interpreter runs (flags skipped, table-driven) and the npm package it
+ * belongs to (symlinks followed, nearest named package.json, hostile package.json skipped).
+ */
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  isInterpreter,
+  PACKAGE_JSON_MAX_BYTES,
+  ScriptPackageResolver,
+  scriptArgument,
+} from '../../../src/sensors/script-package.js';
+import { tempDir } from '../../helpers/tmp.js';
+
+describe('scriptArgument', () => {
+  const table: [string, string[], string | null][] = [
+    ['/usr/bin/node', ['node', 'cli.js', '--x'], 'cli.js'],
+    ['/usr/bin/node', ['node', '--inspect', '-r', 'ts-node/register', '--require', 'x', 'a.js'], 'a.js'],
+    ['/usr/bin/node', ['node', '--experimental-vm-modules', '--max-old-space-size=4096', 'b.mjs'], 'b.mjs'],
+    ['/usr/bin/node', ['node', '--import', 'tsx', '--', 'c.js'], 'c.js'],
+    ['/usr/bin/node', ['node', '--', '-dash.js'], '-dash.js'],
+    ['/usr/bin/node', ['node', '-e', 'require("x")'], null],
+    ['/usr/bin/node', ['node', '--eval=1'], null],
+    ['/usr/bin/node', ['node'], null],
+    ['/usr/bin/node', ['node', '-'], null],
+    ['/usr/local/bin/bun', ['bun', 'run', 'x.ts'], 'x.ts'],
+    ['/usr/local/bin/bun', ['bun', './y.js'], './y.js'],
+    ['/usr/bin/deno', ['deno', 'run', '-A', '--config', 'deno.json', 'main.ts'], 'main.ts'],
+    ['/usr/bin/deno', ['deno', 'repl'], null],
+    ['/usr/bin/python3.12', ['python3', '-u', '-W', 'ignore', 'tool.py'], 'tool.py'],
+    ['/usr/bin/python3', ['python3', '-m', 'http.server'], null],
+    ['/usr/bin/python3', ['python3', '-c', 'print(1)'], null],
+    ['/usr/bin/ruby', ['ruby', '-I', 'lib', 'bin/x'], 'bin/x'],
+    ['/usr/bin/perl', ['perl', '-e', 'print 1'], null],
+  ];
+  for (const [exe, argv, expected] of table) {
+    it(`${argv.join(' ')} → ${expected}`, () => {
+      expect(scriptArgument(exe, argv)).toBe(expected);
+    });
+  }
+
+  it('knows interpreters and nothing else', () => {
+    for (const n of [
+      'node',
+      'nodejs',
+      'bun',
+      'deno',
+      'python',
+      'python3',
+      'python3.12',
+      'ruby',
+      'perl',
+      'node.exe',
+    ]) {
+      expect(isInterpreter(`/x/${n}`)).toBe(true);
+    }
+    for (const n of ['sh', 'bash', 'sleep', 'nodex', 'claude', 'npm'])
+      expect(isInterpreter(`/x/${n}`)).toBe(false);
+  });
+});
+
+describe('ScriptPackageResolver', () => {
+  const dir = tempDir('tg-sp-');
+  const pkgRoot = join(dir, 'prefix', 'lib', 'node_modules', '@scope', 'tool');
+  mkdirSync(join(pkgRoot, 'dist', 'esm'), { recursive: true });
+  writeFileSync(join(pkgRoot, 'package.json'), JSON.stringify({ name: '@scope/tool', version: '2.1.0' }));
+  // A nested package.json without a name (common in dist folders) is not the package root.
+  writeFileSync(join(pkgRoot, 'dist', 'package.json'), '{"type":"module"}');
+  writeFileSync(join(pkgRoot, 'dist', 'esm', 'cli.js'), '');
+  mkdirSync(join(dir, 'bin'));
+  symlinkSync(join(pkgRoot, 'dist', 'esm', 'cli.js'), join(dir, 'bin', 'innocent'));
+
+  it('follows symlinks and skips nameless package.json files up to the named one', () => {
+    const r = new ScriptPackageResolver();
+    const got = r.resolve('/usr/bin/node', 'node', ['node', join(dir, 'bin', 'innocent')], null);
+    expect(got).toEqual({
+      name: '@scope/tool',
+      version: '2.1.0',
+      root: pkgRoot,
+      script: join(pkgRoot, 'dist', 'esm', 'cli.js'),
+    });
+    // Relative to the process's working directory; found through the cache the second time.
+    expect(r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir)?.name).toBe('@scope/tool');
+    expect(r.counts.resolved).toBe(2);
+  });
+
+  it('returns null for non-interpreters, missing scripts, and scripts outside any package', () => {
+    const r = new ScriptPackageResolver();
+    expect(r.resolve('/usr/bin/sleep', 'sleep', ['sleep', 'x'], dir)).toBeNull();
+    expect(r.resolve('/usr/bin/node', 'node', ['node', 'missing.js'], dir)).toBeNull();
+    expect(r.resolve('/usr/bin/node', 'node', ['node', 'rel.js'], null)).toBeNull();
+    const lone = join(tempDir('tg-sp2-'), 'lone.js');
+    writeFileSync(lone, '');
+    expect(r.resolve('/usr/bin/node', 'node', ['node', lone], null)).toBeNull();
+  });
+
+  it('skips hostile package.json files (too large, not JSON, not an object, bad name) and walks on', () => {
+    const base = join(dir, 'hostile');
+    const cases: [string, string | Buffer][] = [
+      ['huge', Buffer.alloc(PACKAGE_JSON_MAX_BYTES + 1, 0x20)],
+      ['notjson', '{"name": "x",'],
+      ['array', '["name"]'],
+      ['badname', JSON.stringify({ name: 42 })],
+      ['binary', Buffer.from([0xff, 0xfe, 0x00, 0x7b])],
+    ];
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'outer-pkg' }));
+    const r = new ScriptPackageResolver();
+    for (const [name, content] of cases) {
+      const d = join(base, name);
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'package.json'), content);
+      writeFileSync(join(d, 'x.js'), '');
+      expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'x.js')], null)?.name).toBe('outer-pkg');
+    }
+    expect(r.counts.bad_package_json).toBe(4); // the nameless-number one is simply not a package root
+  });
+});
