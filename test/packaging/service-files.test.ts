@@ -107,6 +107,15 @@ describe('guard-collector.service', () => {
     expect(u.get('Service.Restart')).toEqual(['always']);
     expect(u.get('Service.ProtectSystem')).toEqual(['strict']);
     expect(u.get('Service.MemoryDenyWriteExecute')).toBeUndefined();
+    // The DB lives in the dynamic user's state dir, not the agent's /var/lib/toolguard default.
+    expect(u.get('Service.Environment')).toContain(
+      'TOOLGUARD_COLLECTOR_DB=/var/lib/guard-collector/collector.db',
+    );
+    // Secrets reach the dynamic user only as systemd credentials.
+    expect(u.get('Service.LoadCredential')).toEqual([
+      'enroll-secret:/etc/guard-collector/enroll-secret',
+      'admin-token:/etc/guard-collector/admin-token',
+    ]);
   });
 });
 
