@@ -7,7 +7,12 @@ import { configCommand } from './commands/config.js';
 import { doctorCommand } from './commands/doctor.js';
 import { eventsCommand } from './commands/events.js';
 import { explainCommand } from './commands/explain.js';
+import { policyDiffCommand } from './commands/policy-diff.js';
+import { policyKeygenCommand } from './commands/policy-keygen.js';
+import { policyLintCommand } from './commands/policy-lint.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
+import { policySignCommand } from './commands/policy-sign.js';
+import { policyVerifyCommand } from './commands/policy-verify.js';
 import { statusCommand } from './commands/status.js';
 
 // biome-ignore format: one command per line keeps additions one-line diffs
@@ -16,6 +21,11 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   doctorCommand,
   eventsCommand,
   explainCommand,
+  policyDiffCommand,
+  policyKeygenCommand,
+  policyLintCommand,
   policyReloadCommand,
+  policySignCommand,
+  policyVerifyCommand,
   statusCommand,
 ];
