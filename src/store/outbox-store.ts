@@ -36,11 +36,16 @@ export const URGENT_EVENT_TYPES: ReadonlySet<EventType> = new Set<EventType>([
 /** Room kept for the events.dropped summary row when making space (its JSON is ~450 bytes). */
 const DROPPED_SUMMARY_RESERVE_BYTES = 1024;
 /** Shipped history is kept at most this long for `guardctl events` (ms): 30 days. */
-const DEFAULT_HISTORY_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+export const DEFAULT_HISTORY_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 /** A single set-aside reason is cut to this many characters (it may quote hostile collector text). */
 const MAX_REASON_CHARS = 1000;
 /** Rows deleted per statement while making room: bounds one transaction's work. */
 const PRUNE_CHUNK = 500;
+
+/** The default cap of the shipped history: a quarter of the outbox cap, so unsent events keep most of the room. */
+export function historyMaxBytesFor(maxBytes: number): number {
+  return Math.floor(maxBytes / 4);
+}
 
 export interface OutboxStoreOptions {
   /** The agent state DB (opened with openDatabase + MIGRATIONS). */
@@ -152,7 +157,7 @@ export class OutboxStore implements EventSink {
     this.db = options.db;
     this.log = options.logger.child({ component: 'store.outbox' });
     this.now = options.now ?? Date.now;
-    this.historyMaxBytes = options.historyMaxBytes ?? Math.floor(options.maxBytes / 4);
+    this.historyMaxBytes = options.historyMaxBytes ?? historyMaxBytesFor(options.maxBytes);
     this.historyMaxAgeMs = options.historyMaxAgeMs ?? DEFAULT_HISTORY_MAX_AGE_MS;
     this.agentVersion = options.agentVersion ?? AGENT_VERSION;
     const db = this.db;

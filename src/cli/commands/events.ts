@@ -1,0 +1,154 @@
+/**
+ * `guardctl events`: the events guardd recorded on this machine — queued, shipped (local history)
+ * and set aside — exactly as stored and sent, so a developer can see what was recorded about them.
+ * `--since` takes a seq number, an RFC 3339 time or a relative age (`30m`, `2h`, `7d`); `--follow`
+ * keeps printing new events as they are recorded (until Ctrl-C). Read-only, public socket
+ * (`events.list`, see eventsControlMethods in src/store/outbox-store.ts).
+ */
+import { GuardError } from '../../common/errors.js';
+import { EVENT_TYPES, type EventType } from '../../events/event-types.js';
+import type { EventsListResult, ListedEvent } from '../../store/outbox-store.js';
+import type { CommandContext, GuardctlCommand } from '../command.js';
+import { createRenderer } from '../render.js';
+
+/** How often --follow asks the daemon for new events (ms): fast enough to feel live, one tiny query. */
+export const FOLLOW_POLL_MS = 500;
+/** Events per follow poll at most; more are fetched by the next poll immediately. */
+const FOLLOW_PAGE = 1000;
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 5000;
+
+const RELATIVE: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses --since: a seq (digits), a relative age (`90s`, `30m`, `2h`, `7d`) or an RFC 3339 time. */
+export function parseSince(s: string, nowMs = Date.now()): { since_seq: number } | { since_time: string } {
+  const t = s.trim();
+  if (/^\d{1,15}$/.test(t)) return { since_seq: Number(t) };
+  const rel = /^(\d{1,9})([smhd])$/.exec(t);
+  if (rel)
+    return {
+      since_time: new Date(nowMs - Number(rel[1]) * (RELATIVE[rel[2] as string] as number)).toISOString(),
+    };
+  if (/^\d{4}-\d{2}-\d{2}/.test(t) && !Number.isNaN(Date.parse(t)))
+    return { since_time: new Date(t).toISOString() };
+  throw new GuardError(
+    'GUARD_CLI_USAGE',
+    `--since "${t.slice(0, 60)}" is not a seq number, a relative age (30m, 2h, 7d) or an RFC 3339 time`,
+  );
+}
+
+function parseLimit(v: unknown): number {
+  if (v === undefined) return DEFAULT_LIMIT;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_LIMIT)
+    throw new GuardError('GUARD_CLI_USAGE', `--limit must be an integer 1..${MAX_LIMIT}`);
+  return n;
+}
+
+function parseType(v: unknown): EventType | undefined {
+  if (v === undefined) return undefined;
+  if (!(EVENT_TYPES as readonly unknown[]).includes(v))
+    throw new GuardError('GUARD_CLI_USAGE', `--type must be one of: ${EVENT_TYPES.join(', ')}`);
+  return v as EventType;
+}
+
+/** One line per event for people. */
+export function formatEventLine(l: ListedEvent): string {
+  const e = l.event as Record<string, unknown>;
+  const rule = e.rule as { id?: string } | undefined;
+  const outcome = e.outcome as { action_taken?: string; error?: string | null } | undefined;
+  const who = e.user ? ` user ${String(e.user)}` : e.uid !== undefined ? ` uid ${String(e.uid)}` : '';
+  let what = '';
+  const [family] = String(e.type).split('.');
+  if (family === 'process') what = `${String(e.name)} (pid ${String(e.pid)},${who}) ${String(e.exe ?? '')}`;
+  else if (family === 'package') {
+    const p = e.package as { name?: string; version?: string | null; path?: string };
+    what = `${p.name}@${p.version ?? '?'} (${p.path},${who})`;
+  } else if (family === 'path') what = `${String(e.path)} (${who.trim()})`;
+  else if (e.type === 'policy.applied') what = `v${String(e.policy_version)} from ${String(e.source)}`;
+  else if (e.type === 'policy.rejected') what = `${String(e.reason)}: ${String(e.message)}`;
+  else if (e.type === 'policy.stale') what = `v${String(e.policy_version)} expired ${String(e.expires_at)}`;
+  else if (e.type === 'events.dropped')
+    what = `${String(e.count)} events dropped (seq ${String(e.first_seq)}–${String(e.last_seq)}): ${String(e.reason)}`;
+  else if (e.type === 'agent.heartbeat')
+    what = `uptime ${String(e.uptime_s)} s, policy ${String(e.policy_version)} (${String(e.policy_state)}), outbox ${String(e.outbox_depth)}`;
+  else if (e.type === 'agent.tamper') what = `${String(e.reason)}: ${String(e.detail)}`;
+  else if (e.type === 'agent.stopped') what = String(e.reason);
+  else if (e.type === 'agent.started')
+    what = `pid ${String(e.pid)} ${String(e.platform)}${e.local_mode ? ' (local mode)' : ''}`;
+  const decision = rule
+    ? ` — rule ${rule.id} → ${outcome?.action_taken ?? '?'}${outcome?.error ? ` (${outcome.error})` : ''}`
+    : '';
+  const state = l.state === 'queued' ? 'queued ' : l.state === 'shipped' ? 'shipped' : 'ASIDE  ';
+  return `${String(e.time)}  #${String(e.seq).padEnd(6)} ${state}  ${String(e.type).padEnd(19)} ${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`;
+}
+
+export const eventsCommand: GuardctlCommand = {
+  name: 'events',
+  summary:
+    'Show the events recorded on this machine, exactly as stored and sent (queued, shipped, set aside)',
+  options: [
+    {
+      flags: '--since <seq|time|age>',
+      description: 'only after this seq, or since an RFC 3339 time / age (30m, 2h, 7d)',
+    },
+    { flags: '--type <type>', description: `only this event type (${EVENT_TYPES.join(', ')})` },
+    {
+      flags: '--limit <n>',
+      description: `at most this many, the newest (default ${DEFAULT_LIMIT}, max ${MAX_LIMIT})`,
+    },
+    { flags: '--follow', description: 'keep printing new events as they are recorded (Ctrl-C stops)' },
+  ],
+  needsRoot: false,
+  needsDaemon: true,
+  async run(ctx) {
+    const since = ctx.options.since !== undefined ? parseSince(String(ctx.options.since)) : {};
+    const type = parseType(ctx.options.type);
+    const limit = parseLimit(ctx.options.limit);
+    const first = await ctx.call<EventsListResult>('events.list', {
+      ...since,
+      ...(type ? { type } : {}),
+      limit,
+    });
+    if (ctx.options.follow !== true) {
+      const text =
+        first.events.length === 0
+          ? 'no events recorded (that match)'
+          : first.events.map(formatEventLine).join('\n');
+      return { data: first, text };
+    }
+    await follow(ctx, first, type);
+    return { data: null, text: '' };
+  },
+};
+
+/** Prints the first page, then polls for newer events until the process is interrupted. */
+async function follow(
+  ctx: CommandContext,
+  first: EventsListResult,
+  type: EventType | undefined,
+): Promise<never> {
+  const out = createRenderer(ctx.json);
+  let lastSeq = first.last_seq;
+  for (const l of first.events) {
+    out.line(formatEventLine(l), l);
+    lastSeq = Math.max(lastSeq, l.event.seq);
+  }
+  for (;;) {
+    const page = await ctx.call<EventsListResult>('events.list', {
+      since_seq: lastSeq,
+      ...(type ? { type } : {}),
+      limit: FOLLOW_PAGE,
+      oldest_first: true,
+    });
+    for (const l of page.events) {
+      out.line(formatEventLine(l), l);
+      lastSeq = Math.max(lastSeq, l.event.seq);
+    }
+    if (page.events.length < FOLLOW_PAGE) {
+      // nothing newer matched up to last_seq (list and last_seq are read in one daemon tick)
+      lastSeq = Math.max(lastSeq, page.last_seq);
+      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+    }
+  }
+}
