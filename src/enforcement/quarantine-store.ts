@@ -114,8 +114,10 @@ export interface QuarantineRequest {
   readonly root: string;
   /** What the caller expects at `path`; anything else there is refused (GUARD_QUARANTINE_UNSAFE_PATH). */
   readonly expect: 'directory' | 'file' | 'symlink' | 'file-or-symlink';
-  /** Directories whose links/shims pointing into `path` are removed (bin dirs, `.bin`, the root). */
+  /** Directories whose links/shims pointing into `path` are removed (bin dirs, `.bin`). */
   readonly linkDirs: readonly string[];
+  /** Directories where only symlinks into `path` count (the root and scope dir: pnpm's aliases). */
+  readonly aliasDirs?: readonly string[];
   /** Shim directories matched by bin name (Volta, asdf, mise). */
   readonly shimDirs: readonly string[];
   readonly binNames: readonly string[];
@@ -198,7 +200,7 @@ export class QuarantineStore {
   async quarantine(req: QuarantineRequest): Promise<QuarantineManifest> {
     const st = await this.assertSafe(req.path, req.root, req.expect);
     const entryType = st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'file';
-    const links = await findLinks(req.path, req.linkDirs, req.shimDirs, req.binNames);
+    const links = await findLinks(req.path, req.linkDirs, req.shimDirs, req.binNames, req.aliasDirs ?? []);
     const id = uuidv7();
     const storedDir = join(this.options.quarantineDir, id);
     await mkdir(storedDir, { mode: 0o700 });
@@ -523,50 +525,68 @@ function inside(child: string, parent: string): boolean {
 // ---- links -------------------------------------------------------------------------------
 
 /**
- * Links and shims pointing into `target`: symlinks in `linkDirs` whose target (lexically or fully
- * resolved) is inside it, small files there whose text names it (npm/pnpm/cmd shims), and
- * entries of `shimDirs` named after one of `binNames`. Never throws; unreadable dirs are skipped.
+ * Links and shims pointing into `target`: symlinks in `linkDirs` and `aliasDirs` whose target
+ * (lexically or fully resolved) is inside it, small files in `linkDirs` whose text names it or an
+ * alias (npm/pnpm/cmd shims), and entries of `shimDirs` named after one of `binNames`. Never
+ * throws; unreadable dirs are skipped.
  */
 export async function findLinks(
   target: string,
   linkDirs: readonly string[],
   shimDirs: readonly string[],
   binNames: readonly string[],
+  aliasDirs: readonly string[] = [],
 ): Promise<LinkRecord[]> {
   const out: LinkRecord[] = [];
   const seen = new Set<string>();
-  let targetReal = target;
+  // Paths that stand for the package: itself, its real path, and every symlink found pointing
+  // into it (pnpm's node_modules/<name> link — shims name that path, not the .pnpm one).
+  const targets = [target];
   try {
     const st = await lstat(target);
-    if (!st.isSymbolicLink()) targetReal = await realpath(target);
+    if (!st.isSymbolicLink()) {
+      const real = await realpath(target);
+      if (real !== target) targets.push(real);
+    }
   } catch {
     // gone: lexical matching only
   }
   const names = new Set(binNames);
-  const consider = async (dir: string, byName: boolean): Promise<void> => {
+  const consider = async (dir: string, byName: boolean, linksOnly = false): Promise<boolean> => {
     let entries: string[];
     try {
       entries = (await readdir(dir)).slice(0, MAX_LINK_DIR_ENTRIES);
     } catch {
-      return;
+      return false;
     }
+    let found = false;
     for (const name of entries) {
       const path = join(dir, name);
-      if (path === target || seen.has(path)) continue;
+      if (targets.includes(path) || seen.has(path)) continue;
       let st: Stats;
       try {
         st = await lstat(path);
       } catch {
         continue;
       }
-      const rec = await linkRecord(path, st, target, targetReal, dir, byName ? names : null);
+      if (linksOnly && !st.isSymbolicLink()) continue;
+      const rec = await linkRecord(path, st, targets, dir, byName ? names : null);
       if (rec) {
         seen.add(path);
         out.push(rec);
+        if (rec.type === 'symlink') targets.push(path);
+        found = true;
       }
     }
+    return found;
   };
-  for (const dir of linkDirs) await consider(dir, false);
+  // A second round sees shims that name an alias discovered in the first.
+  for (let round = 0; round < 2; round++) {
+    let found = false;
+    for (const dir of aliasDirs) if (await consider(dir, false, true)) found = true;
+    for (const dir of linkDirs) if (await consider(dir, false)) found = true;
+    if (!found) break;
+  }
   for (const dir of shimDirs) await consider(dir, true);
   return out;
 }
@@ -574,37 +594,34 @@ export async function findLinks(
 async function linkRecord(
   path: string,
   st: Stats,
-  target: string,
-  targetReal: string,
+  targets: readonly string[],
   dir: string,
   byName: ReadonlySet<string> | null,
 ): Promise<LinkRecord | null> {
   const base = basename(path).replace(/\.(cmd|ps1|exe|bat)$/i, '');
+  const within = (p: string): boolean => targets.some((t) => inside(p, t));
   if (st.isSymbolicLink()) {
     const raw = await readlink(path).catch(() => null);
     if (raw === null) return null;
-    let hit = byName ? byName.has(base) : false;
-    if (!hit) {
-      const lexical = resolve(dir, raw);
-      hit = inside(lexical, target) || inside(lexical, targetReal);
-    }
-    if (!hit) {
+    let hit = byName ? byName.has(base) : within(resolve(dir, raw));
+    if (!hit && !byName) {
       const real = await realpath(path).catch(() => null);
-      hit = real !== null && (inside(real, targetReal) || inside(real, target));
+      hit = real !== null && within(real);
     }
     return hit ? { path, type: 'symlink', target: raw, uid: st.uid, gid: st.gid } : null;
   }
   if (!st.isFile() || st.size > MAX_SHIM_BYTES) return null;
   let hit = byName ? byName.has(base) : false;
   let content: Buffer | null = null;
-  if (!hit && !byName) {
+  if (!byName) {
     content = await readFile(path).catch(() => null);
     if (!content) return null;
     const text = content.toString('utf8');
-    const relPosix = relative(dir, target).split(sep).join('/');
-    const relWin = relPosix.split('/').join('\\');
-    hit =
-      text.includes(target) || (relPosix.length > 0 && (text.includes(relPosix) || text.includes(relWin)));
+    hit = targets.some((t) => {
+      const relPosix = relative(dir, t).split(sep).join('/');
+      const relWin = relPosix.split('/').join('\\');
+      return text.includes(t) || (relPosix.length > 0 && (text.includes(relPosix) || text.includes(relWin)));
+    });
   }
   if (!hit) return null;
   content ??= await readFile(path).catch(() => null);

@@ -182,8 +182,9 @@ export function discoverRoots(options: DiscoverOptions): Discovery {
 
 /**
  * Directories whose entries may be links or shims into packages of `root` (removed on quarantine):
- * the prefix's `bin` (npm, nvm, fnm, asdf, mise, Homebrew), `<root>/.bin`, the pnpm/yarn/bun/volta
- * bin dirs of the owning home. Windows npm puts `.cmd`/`.ps1` shims in the prefix itself.
+ * the prefix's `bin` (npm, nvm, fnm, asdf, mise, Homebrew), `<root>/.bin`, PNPM_HOME (pnpm), the
+ * yarn and bun bin dirs. Derived from the root's own path (not from who owns the files), so a root
+ * in any home finds its own bin dirs. Windows npm puts `.cmd`/`.ps1` shims in the prefix itself.
  */
 export function binDirsFor(root: InstallRoot, platform: Platform): string[] {
   const p = platform === 'win32' ? win32 : posix;
@@ -191,46 +192,59 @@ export function binDirsFor(root: InstallRoot, platform: Platform): string[] {
   const parent = p.dirname(root.path);
   if (platform === 'win32') dirs.push(parent);
   else if (p.basename(parent) === 'lib') dirs.push(p.join(p.dirname(parent), 'bin'));
-  const home = root.home;
-  if (home) {
-    if (root.layout === 'pnpm') {
-      dirs.push(
-        platform === 'win32'
-          ? p.join(home, 'AppData', 'Local', 'pnpm')
-          : platform === 'darwin'
-            ? p.join(home, 'Library', 'pnpm')
-            : p.join(home, '.local', 'share', 'pnpm'),
-      );
-    }
-    if (root.layout === 'yarn') {
-      dirs.push(p.join(home, '.yarn', 'bin'));
-      if (platform === 'win32') dirs.push(p.join(home, 'AppData', 'Local', 'Yarn', 'bin'));
-    }
-    if (root.layout === 'bun') dirs.push(p.join(home, '.bun', 'bin'));
+  if (root.layout === 'pnpm') {
+    // <PNPM_HOME>/global/<v>/node_modules: shims live in PNPM_HOME.
+    const globalDir = ancestorNamed(root.path, 'global', p);
+    if (globalDir) dirs.push(p.dirname(globalDir));
+  }
+  if (root.layout === 'yarn') {
+    // <home>/.config/yarn/global/node_modules → <home>/.yarn/bin (Windows: …/Yarn/Data/global → Yarn/bin).
+    const config = ancestorNamed(root.path, '.config', p);
+    if (config) dirs.push(p.join(p.dirname(config), '.yarn', 'bin'));
+    const yarn = ancestorNamed(root.path, 'Yarn', p);
+    if (yarn) dirs.push(p.join(yarn, 'bin'));
+  }
+  if (root.layout === 'bun') {
+    const bun = ancestorNamed(root.path, '.bun', p);
+    if (bun) dirs.push(p.join(bun, 'bin'));
   }
   return [...new Set(dirs)];
 }
 
 /**
  * Shim directories whose entries are matched by bin *name* (they are all links to one shim binary
- * or scripts that call the manager): Volta, asdf, mise.
+ * or scripts that call the manager): Volta, asdf, mise. Derived from the root's path.
  */
 export function shimDirsFor(root: InstallRoot, platform: Platform): string[] {
   const p = platform === 'win32' ? win32 : posix;
-  const home = root.home;
-  if (!home) return [];
   switch (root.manager) {
-    case 'volta':
-      return platform === 'win32'
-        ? [p.join(home, 'AppData', 'Local', 'Volta', 'bin')]
-        : [p.join(home, '.volta', 'bin')];
-    case 'asdf':
-      return [p.join(home, '.asdf', 'shims')];
-    case 'mise':
-      return [p.join(home, '.local', 'share', 'mise', 'shims')];
+    case 'volta': {
+      const v = ancestorNamed(root.path, '.volta', p) ?? ancestorNamed(root.path, 'Volta', p);
+      return v ? [p.join(v, 'bin')] : [];
+    }
+    case 'asdf': {
+      const a = ancestorNamed(root.path, '.asdf', p);
+      return a ? [p.join(a, 'shims')] : [];
+    }
+    case 'mise': {
+      const m = ancestorNamed(root.path, 'mise', p);
+      return m ? [p.join(m, 'shims')] : [];
+    }
     default:
       return [];
   }
+}
+
+/** The nearest ancestor of `path` whose basename is `name`, or null. */
+function ancestorNamed(path: string, name: string, p: typeof posix): string | null {
+  let cur = p.dirname(path);
+  for (let i = 0; i < 64; i++) {
+    if (p.basename(cur) === name) return cur;
+    const up = p.dirname(cur);
+    if (up === cur) return null;
+    cur = up;
+  }
+  return null;
 }
 
 /** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */

@@ -57,6 +57,8 @@ const RETRY_MAX_MS = 1000;
 const PENDING_MAX_MS = 60_000;
 /** Declared bin links are waited for at most this long after the candidate was first seen. */
 const BIN_WAIT_MS = 5_000;
+/** A new watch is assumed live this long after chokidar's `add` (see scheduleCatchUp). */
+const CATCH_UP_MS = 500;
 /** Events in anchor dirs are coalesced for this long before discovery runs again. */
 const REDISCOVER_DEBOUNCE_MS = 250;
 /** At most this many candidates wait at once (a hostile flood of directories is counted, not queued). */
@@ -147,6 +149,7 @@ export class InstallSensor implements Sensor {
     if (!this.running) return;
     this.running = false;
     if (this.rediscoverTimer) clearTimeout(this.rediscoverTimer);
+    if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
     await this.cronTask?.destroy();
@@ -283,13 +286,41 @@ export class InstallSensor implements Sensor {
     }
     this.globBases = bases;
 
+    const previousAnchors = this.anchors;
     for (const a of this.anchors) if (!anchors.has(a)) this.anchorWatcher?.unwatch(a);
     for (const a of anchors) if (!this.anchors.has(a)) this.anchorWatcher?.add(a);
     this.anchors = anchors;
     // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
     // when discovery ran because of an anchor event.
     this.lastAdded = { roots: added, bases: newBases };
+    const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
+    if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
   }
+
+  /**
+   * chokidar's `add` sets its fs watch up asynchronously: anything created in a new root, base or
+   * anchor before that watch is live produces no event. One more discovery + scan of what was
+   * added, CATCH_UP_MS later, closes that window.
+   */
+  private scheduleCatchUp(): void {
+    if (!this.running || this.catchUpTimer) return;
+    const roots = [...this.lastAdded.roots];
+    const bases = [...this.lastAdded.bases];
+    this.catchUpTimer = setTimeout(() => {
+      this.catchUpTimer = null;
+      this.track(
+        (async () => {
+          this.rediscover();
+          const more = this.lastAdded;
+          for (const r of [...roots, ...more.roots]) if (this.roots.has(r.path)) await this.scanRoot(r, true);
+          const all = new Set([...bases, ...more.bases]);
+          for (const g of this.globs) if (all.has(g.base)) await this.scanGlob(g, true);
+        })(),
+      );
+    }, CATCH_UP_MS);
+  }
+
+  private catchUpTimer: NodeJS.Timeout | null = null;
 
   private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
 
@@ -301,26 +332,27 @@ export class InstallSensor implements Sensor {
         (async () => {
           this.rediscover();
           const { roots, bases } = this.lastAdded;
-          for (const r of roots) await this.scanRoot(r);
-          for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g);
+          for (const r of roots) await this.scanRoot(r, true);
+          for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g, true);
         })(),
       );
     }, REDISCOVER_DEBOUNCE_MS);
   }
 
-  private async scanRoot(root: InstallRoot): Promise<void> {
+  /** `fresh`: the root just appeared, so an incomplete package is being written: keep checking it. */
+  private async scanRoot(root: InstallRoot, fresh = false): Promise<void> {
     for (const entry of await this.listDir(root.path)) {
       if (entry.startsWith('.')) continue; // .bin, .pnpm, .package-lock.json, npm's retired .name-XXXX dirs
       const path = join(root.path, entry);
       if (entry.startsWith('@')) {
-        await this.addScope(path, root);
+        await this.addScope(path, root, fresh);
         continue;
       }
-      await this.consider(path, 'package', root, false);
+      await this.consider(path, 'package', root, fresh);
     }
   }
 
-  private async addScope(scopeDir: string, root: InstallRoot): Promise<void> {
+  private async addScope(scopeDir: string, root: InstallRoot, fromWatch = false): Promise<void> {
     const st = await lstat(scopeDir).catch(() => null);
     if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
     if (!this.scopeDirs.has(scopeDir)) {
@@ -328,7 +360,7 @@ export class InstallSensor implements Sensor {
       this.rootWatcher?.add(scopeDir);
     }
     for (const entry of await this.listDir(scopeDir)) {
-      if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, false);
+      if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, fromWatch);
     }
   }
 
@@ -368,7 +400,7 @@ export class InstallSensor implements Sensor {
     });
   }
 
-  private async scanGlob(g: PathGlob): Promise<void> {
+  private async scanGlob(g: PathGlob, fresh = false): Promise<void> {
     let budget = MAX_ARTIFACT_SCAN_ENTRIES;
     const visited = new Set<string>();
     const walk = async (dir: string, depth: number): Promise<void> => {
@@ -387,7 +419,7 @@ export class InstallSensor implements Sensor {
         }
         const path = join(dir, name);
         if (g.test(toPosix(path))) {
-          await this.consider(path, 'artifact', null, false);
+          await this.consider(path, 'artifact', null, fresh);
           continue;
         }
         if (depth < g.depth) {
@@ -417,7 +449,7 @@ export class InstallSensor implements Sensor {
     if (name.startsWith('.')) return;
     const root = this.roots.get(parent);
     if (root) {
-      if (name.startsWith('@')) this.track(this.addScope(path, root));
+      if (name.startsWith('@')) this.track(this.addScope(path, root, true));
       else this.track(this.consider(path, 'package', root, true));
       return;
     }

@@ -8,7 +8,7 @@
  * symlink to /etc, a parent now leads out of the root) is refused: GUARD_QUARANTINE_UNSAFE_PATH.
  */
 import { lstat, realpath } from 'node:fs/promises';
-import { isAbsolute, relative } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import { errorMessage, isGuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { currentPlatform, type Platform } from '../../common/platform-paths.js';
@@ -85,15 +85,17 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       layout: layoutOf(obs),
       home: obs.owner.home,
     };
-    const linkDirs = [...binDirsFor(root, this.platform), obs.root];
+    const linkDirs = binDirsFor(root, this.platform);
+    const aliasDirs = [obs.root];
     const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
-    if (scope) linkDirs.push(`${obs.root}/${scope}`);
+    if (scope) aliasDirs.push(join(obs.root, scope));
     return {
       kind: 'package',
       path: obs.path,
       root: obs.root,
       expect,
       linkDirs,
+      aliasDirs,
       shimDirs: shimDirsFor(root, this.platform),
       binNames,
       ownerUser: obs.owner.user,
@@ -107,13 +109,17 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     const home = obs.owner.home;
     const inHome = home !== null && isInside(obs.path, home);
     const root = inHome ? home : parentOf(obs.path);
-    const linkDirs = home ? [`${home}/.local/bin`, `${home}/bin`] : [];
+    // Launcher links of native installers live in ~/.local/bin: the owner's, and the one beside
+    // the artifact's own .local (the artifact's home, whoever owns the file).
+    const linkDirs = home ? [join(home, '.local', 'bin'), join(home, 'bin')] : [];
+    const local = ancestorNamed(obs.path, '.local');
+    if (local) linkDirs.push(join(local, 'bin'));
     return {
       kind: 'path',
       path: obs.path,
       root,
       expect: obs.isDirectory ? 'directory' : 'file-or-symlink',
-      linkDirs,
+      linkDirs: [...new Set(linkDirs)],
       shimDirs: [],
       binNames: [],
       ownerUser: obs.owner.user,
@@ -134,6 +140,15 @@ function layoutOf(obs: PackageObservation): InstallRoot['layout'] {
 function isInside(child: string, parent: string): boolean {
   const rel = relative(parent, child);
   return rel.length > 0 && !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+function ancestorNamed(path: string, name: string): string | null {
+  let cur = dirname(path);
+  for (let i = 0; i < 64 && dirname(cur) !== cur; i++) {
+    if (basename(cur) === name) return cur;
+    cur = dirname(cur);
+  }
+  return null;
 }
 
 function parentOf(path: string): string {
