@@ -13,6 +13,8 @@ import { policyLintCommand } from './commands/policy-lint.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { policySignCommand } from './commands/policy-sign.js';
 import { policyVerifyCommand } from './commands/policy-verify.js';
+import { quarantineListCommand } from './commands/quarantine-list.js';
+import { quarantineRestoreCommand } from './commands/quarantine-restore.js';
 import { statusCommand } from './commands/status.js';
 
 // biome-ignore format: one command per line keeps additions one-line diffs
@@ -27,5 +29,7 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   policyReloadCommand,
   policySignCommand,
   policyVerifyCommand,
+  quarantineListCommand,
+  quarantineRestoreCommand,
   statusCommand,
 ];

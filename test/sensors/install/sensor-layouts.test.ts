@@ -6,6 +6,7 @@ import { existsSync, lstatSync, mkdirSync, readlinkSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { treeHash } from '../../../src/enforcement/quarantine-store.js';
+import type { AgentEvent } from '../../../src/events/event-types.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import {
@@ -38,11 +39,9 @@ afterEach(async () => {
   await Promise.all(rigs.splice(0).map((r) => r.close()));
 });
 
-const quarantined = (rig: Rig, count = 1) =>
-  waitFor(
-    () => rig.sink.ofType('package.quarantined').length >= count && rig.sink.ofType('package.quarantined'),
-    'package.quarantined',
-  );
+/** The first package.quarantined event, waited for. */
+const quarantined = (rig: Rig): Promise<AgentEvent> =>
+  waitFor(() => rig.sink.ofType('package.quarantined')[0], 'package.quarantined');
 
 describe('npm global prefix (real npm install -g)', () => {
   it('quarantines a banned package installed while running: tree moved, bin link gone, event with id', async () => {
@@ -53,11 +52,11 @@ describe('npm global prefix (real npm install -g)', () => {
     const rig = await makeRig({ dir, extraRoots: [root] });
     rigs.push(rig);
     await npmInstallGlobal(prefix, tarball);
-    const [ev] = await quarantined(rig);
+    const ev = await quarantined(rig);
     const pkgDir = join(root, '@anthropic-ai', 'claude-code');
     expect(existsSync(pkgDir)).toBe(false);
     expect(existsSync(join(prefix, 'bin', 'claude'))).toBe(false);
-    const outcome = ev?.outcome as {
+    const outcome = ev.outcome as {
       action_taken: string;
       error: string | null;
       details: Record<string, unknown>;
@@ -65,7 +64,7 @@ describe('npm global prefix (real npm install -g)', () => {
     expect(outcome.action_taken).toBe('quarantined');
     expect(outcome.error).toBeNull();
     expect(outcome.details.links_removed).toEqual([join(prefix, 'bin', 'claude')]);
-    const pkg = ev?.package as { name: string; version: string; path: string; manager: string };
+    const pkg = ev.package as { name: string; version: string; path: string; manager: string };
     expect(pkg).toMatchObject({ name: BANNED, version: '1.0.99', path: pkgDir });
     const entry = rig.store.get(outcome.details.quarantine_id as string);
     expect(entry?.state).toBe('quarantined');
@@ -83,8 +82,8 @@ describe('npm global prefix (real npm install -g)', () => {
     const linkBefore = readlinkSync(join(prefix, 'bin', 'claude'));
     const rig = await makeRig({ dir, extraRoots: [root] });
     rigs.push(rig);
-    const [ev] = await quarantined(rig);
-    const id = (ev?.outcome as { details: { quarantine_id: string } }).details.quarantine_id;
+    const ev = await quarantined(rig);
+    const id = (ev.outcome as { details: { quarantine_id: string } }).details.quarantine_id;
     expect(existsSync(pkgDir)).toBe(false);
     await expect(rig.store.restore(id, { force: false, stillBanned: () => true })).rejects.toMatchObject({
       code: 'GUARD_QUARANTINE_STILL_BANNED',
@@ -135,8 +134,8 @@ describe('npm global prefix (real npm install -g)', () => {
       'nvm root discovered',
     );
     await npmInstallGlobal(prefix, tarball);
-    const [ev] = await quarantined(rig);
-    expect((ev?.package as { manager: string }).manager).toBe('nvm');
+    const ev = await quarantined(rig);
+    expect((ev.package as { manager: string }).manager).toBe('nvm');
     expect(existsSync(join(prefix, 'bin', 'claude'))).toBe(false);
   });
 });
@@ -162,13 +161,13 @@ describe('hand-built layouts', () => {
     writeFileSync(join(pnpmHome, 'claude'), shim, { mode: 0o755 });
     const rig = await makeRig({ dir, homes: [home] });
     rigs.push(rig);
-    const [ev] = await quarantined(rig);
-    expect((ev?.package as { path: string; manager: string }).path).toBe(real);
-    expect((ev?.package as { manager: string }).manager).toBe('pnpm');
+    const ev = await quarantined(rig);
+    expect((ev.package as { path: string; manager: string }).path).toBe(real);
+    expect((ev.package as { manager: string }).manager).toBe('pnpm');
     expect(existsSync(real)).toBe(false);
     expect(() => lstatSync(alias)).toThrow();
     expect(existsSync(join(pnpmHome, 'claude'))).toBe(false);
-    const links = (ev?.outcome as { details: { links_removed: string[] } }).details.links_removed;
+    const links = (ev.outcome as { details: { links_removed: string[] } }).details.links_removed;
     expect(links.sort()).toEqual([alias, join(pnpmHome, 'claude')].sort());
   });
 
@@ -181,8 +180,8 @@ describe('hand-built layouts', () => {
     link('../../.config/yarn/global/node_modules/.bin/claude', join(home, '.yarn', 'bin', 'claude'));
     const rig = await makeRig({ dir, homes: [home] });
     rigs.push(rig);
-    const [ev] = await quarantined(rig);
-    expect((ev?.package as { manager: string }).manager).toBe('yarn');
+    const ev = await quarantined(rig);
+    expect((ev.package as { manager: string }).manager).toBe('yarn');
     expect(existsSync(join(root, '@anthropic-ai', 'claude-code'))).toBe(false);
     expect(() => lstatSync(join(root, '.bin', 'claude'))).toThrow();
     expect(() => lstatSync(join(home, '.yarn', 'bin', 'claude'))).toThrow();
@@ -198,12 +197,12 @@ describe('hand-built layouts', () => {
     link(`../lib/node_modules/${BANNED_UNSCOPED}/cli.js`, join(prefix, 'bin', 'bt'));
     const rig = await makeRig({ dir, extraRoots: [root] });
     rigs.push(rig);
-    const [ev] = await quarantined(rig);
-    expect((ev?.package as { path: string }).path).toBe(join(root, BANNED_UNSCOPED));
+    const ev = await quarantined(rig);
+    expect((ev.package as { path: string }).path).toBe(join(root, BANNED_UNSCOPED));
     expect(() => lstatSync(join(root, BANNED_UNSCOPED))).toThrow();
     expect(() => lstatSync(join(prefix, 'bin', 'bt'))).toThrow();
     expect(existsSync(join(src, 'cli.js'))).toBe(true); // the user's source tree is untouched
-    const id = (ev?.outcome as { details: { quarantine_id: string } }).details.quarantine_id;
+    const id = (ev.outcome as { details: { quarantine_id: string } }).details.quarantine_id;
     expect(rig.store.get(id)?.manifest.entryType).toBe('symlink');
   });
 
@@ -214,8 +213,8 @@ describe('hand-built layouts', () => {
     writePackage(join(root, 'left-pad'), { name: 'left-pad', version: '1.3.0' });
     const rig = await makeRig({ dir, extraRoots: [root] });
     rigs.push(rig);
-    const [ev] = await quarantined(rig);
-    expect(ev?.package).toMatchObject({ name: BANNED_UNSCOPED, path: join(root, 'innocent-name') });
+    const ev = await quarantined(rig);
+    expect(ev.package).toMatchObject({ name: BANNED_UNSCOPED, path: join(root, 'innocent-name') });
     expect(existsSync(join(root, 'left-pad'))).toBe(true);
   });
 
