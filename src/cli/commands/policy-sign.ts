@@ -82,7 +82,7 @@ export const policySignCommand: GuardctlCommand = {
       writeFileSync(data.out, out, { mode: 0o644 });
       return {
         data,
-        text: `signed policy v${body.version} (${envelope.signatures.length} signature(s)) → ${data.out}\nnext: copy it to the collector's policy file (policy.file of guard-collector); devices pick it up at their next refresh`,
+        text: `signed policy v${body.version} (${envelope.signatures.length} signature(s)) → ${data.out}\nnext: copy it over the collector's policy file (guard-collector --policy-file); devices pick it up at their next refresh`,
       };
     }
     return { data: { ...data, envelope }, text: out };
