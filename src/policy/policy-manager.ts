@@ -201,14 +201,14 @@ export class PolicyManager {
     return this.accept(verified, typeof text === 'string' ? text : text.toString('utf8'), source, false);
   }
 
-  private verify(text: string | Buffer, allowExpired: boolean): VerifiedPolicy {
+  private verify(text: string | Buffer, allowStale: boolean): VerifiedPolicy {
     return verifyPolicyEnvelope(text, {
       trustedKeys: this.trusted,
       threshold: this.options.threshold,
       now: this.now(),
       clockSkewS: this.options.clockSkewS,
       maxBytes: this.options.maxBytes,
-      allowExpired,
+      allowStale,
     });
   }
 

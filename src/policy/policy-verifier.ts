@@ -48,10 +48,12 @@ export interface VerifyOptions {
   /** Size cap of the whole envelope, in bytes. */
   readonly maxBytes: number;
   /**
-   * True: an expired policy passes (the caller marks it stale). Used only for the policy already
-   * accepted on this device (the cache) and the MDM bootstrap file at start — never for updates.
+   * True: freshness does not gate (expired passes — the caller marks it stale — and so does an
+   * issued_at in the future, e.g. after the device clock jumped back). Used only at start, for the
+   * policy already accepted on this device (the cache) and the MDM bootstrap file, so that a
+   * validly signed policy is never replaced by nothing — never for updates.
    */
-  readonly allowExpired?: boolean;
+  readonly allowStale?: boolean;
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$/;
@@ -235,11 +237,12 @@ function checkCompiles(body: PolicyBody): void {
   }
 }
 
-/** Freshness against `opts.now`: NOT_YET_VALID beyond the skew; EXPIRED unless allowExpired. */
+/** Freshness against `opts.now`: NOT_YET_VALID beyond the skew, then EXPIRED (neither when allowStale). */
 export function checkFreshness(
   body: PolicyBody,
-  opts: Pick<VerifyOptions, 'now' | 'clockSkewS' | 'allowExpired'>,
+  opts: Pick<VerifyOptions, 'now' | 'clockSkewS' | 'allowStale'>,
 ): void {
+  if (opts.allowStale) return;
   const issued = Date.parse(body.issued_at);
   if (issued > opts.now + opts.clockSkewS * 1000) {
     throw new GuardError(
@@ -248,7 +251,7 @@ export function checkFreshness(
       { version: body.version, issued_at: body.issued_at },
     );
   }
-  if (!opts.allowExpired && isExpired(body, opts.now)) {
+  if (isExpired(body, opts.now)) {
     throw new GuardError('GUARD_POLICY_EXPIRED', `policy v${body.version} expired at ${body.expires_at}`, {
       version: body.version,
       expires_at: body.expires_at,

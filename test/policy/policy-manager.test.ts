@@ -104,6 +104,21 @@ describe('PolicyManager', () => {
     }
   });
 
+  it('an expired but validly signed bootstrap is enforced as stale rather than nothing', () => {
+    const dir = fresh();
+    const boot = join(dir, 'b.json');
+    writeFileSync(boot, sign(body(2, { issued_at: iso(NOW - 30 * DAY), expires_at: iso(NOW - DAY) }), [A]));
+    const h = makeManager(dir, [A]);
+    try {
+      h.manager.loadInitial(boot);
+      expect(h.manager.status()).toMatchObject({ state: 'stale', version: 2 });
+      expect(h.events.ofType('policy.stale')).toHaveLength(1);
+      expect(h.manager.matcher().match(proc('claude'), CTX)?.rule.id).toBe('claude-code');
+    } finally {
+      h.close();
+    }
+  });
+
   it('expiry: stale once per transition, policy stays in force, no repeat after restart', () => {
     const dir = fresh();
     const clock = { now: NOW };
