@@ -151,6 +151,29 @@ describe('fresh install into a scratch root', () => {
     expect(s.stderr).toContain('GUARD_CONTROL_DAEMON_NOT_RUNNING');
   });
 
+  it('the installed wrappers work at their real paths (/usr/bin/guardctl, /opt/toolguard/bin/guardd)', () => {
+    // A private mount namespace shows the scratch root's /opt/toolguard at /opt/toolguard, so the
+    // wrappers' absolute paths resolve exactly as on an installed machine (the host is untouched).
+    const script = [
+      'set -e',
+      'mount -t tmpfs tmpfs /opt',
+      'mkdir /opt/toolguard',
+      `mount --bind '${join(root, 'opt/toolguard')}' /opt/toolguard`,
+      `'${join(root, 'usr/bin/guardctl')}' --version`,
+      '/opt/toolguard/bin/guardd --version',
+    ].join('\n');
+    const res = spawnSync('unshare', ['-m', 'sh', '-c', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' }, // no node on PATH is used: the wrappers name theirs
+    });
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    const [ctl, daemon] = res.stdout.trim().split('\n');
+    expect(ctl).toBe(V1);
+    expect(daemon).toContain(V1);
+  });
+
   it('the packaged guardd --version behaves exactly as the checkout build does', () => {
     const checkout = spawnSync(process.execPath, [join(REPO, 'bin/guardd.js'), '--version'], {
       encoding: 'utf8',
@@ -241,6 +264,19 @@ describe('payload', () => {
     expect(ctl.status).toBe(0);
     const listed = spawnSync('tar', ['-xOf', '-', './conffiles'], { input: ctl.stdout, encoding: 'utf8' });
     expect(listed.stdout.trim()).toBe('/etc/toolguard/config.json');
+  });
+});
+
+describe('config written by MDM before the package', () => {
+  it('is kept on first install (conffile, --force-confold as the deploy guides use)', () => {
+    const r = join(tempDir('tg-deb-pre-'), 'root');
+    makeScratchRoot(r);
+    mkdirSync(join(r, 'etc/toolguard'), { recursive: true });
+    const mdm = `${JSON.stringify({ collector: { url: 'https://mdm.example' } })}\n`;
+    writeFileSync(join(r, 'etc/toolguard/config.json'), mdm);
+    const res = dpkgIn(r, ['-i', debV1]);
+    expect(res.status, res.out).toBe(0);
+    expect(readFileSync(join(r, 'etc/toolguard/config.json'), 'utf8')).toBe(mdm);
   });
 });
 
