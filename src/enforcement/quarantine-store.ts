@@ -753,8 +753,8 @@ export interface QuarantineControlOptions {
   readonly stillBanned: (obs: PackageObservation | PathObservation) => boolean;
   /**
    * When given, every successful restore is recorded as a `package.audited` / `path.audited` event
-   * with `quarantine_restore {id, forced, hash_verified, links_restored}` (events v1 has no
-   * `*.restored` type yet).
+   * whose `outcome.details` is `{quarantine_id, restored: true, forced, links_removed}` (the links
+   * put back) — events v1 has no `*.restored` type.
    */
   readonly events?: EventSink;
   /** Called after every successful restore. */
@@ -808,6 +808,7 @@ export function quarantineControlMethods(
       admin: true,
       summary: 'Put a quarantined package or artifact back (force needed when still banned)',
       async handle(params) {
+        const started = performance.now();
         const id = params.id;
         if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_CHARS)
           throw new GuardError('GUARD_CONTROL_BAD_REQUEST', 'params.id must be a quarantine id string');
@@ -824,11 +825,18 @@ export function quarantineControlMethods(
           rule: m.rule,
           reason: m.kind === 'package' ? 'npm_package' : 'path',
           policy_version: m.policyVersion,
-          quarantine_restore: {
-            id,
-            forced: result.forced,
-            hash_verified: result.hashVerified,
-            links_restored: result.linksRestored,
+          // Only `enforce` ever quarantines, so the entry was made under it.
+          mode: 'enforce',
+          outcome: {
+            action_taken: 'audited',
+            latency_ms: Math.round((performance.now() - started) * 100) / 100,
+            error: result.hashVerified ? null : 'restored tree hash differs from the quarantined one',
+            details: {
+              quarantine_id: id,
+              restored: true,
+              forced: result.forced,
+              links_removed: m.links.map((l) => l.path),
+            },
           },
         });
         return {
