@@ -86,14 +86,10 @@ describe('readPackageJson', () => {
   });
 
   it('reports EACCES as permission_denied (injected fs: CI runs as root, which bypasses modes)', () => {
-    const denied = {
-      ...fs,
-      openSync: () => Object.assign(new Error('denied'), { code: 'EACCES' }),
-    } as unknown;
     const throwing = {
       ...fs,
-      openSync: () => {
-        throw (denied as { openSync: () => Error }).openSync();
+      openSync: (): number => {
+        throw Object.assign(new Error('denied'), { code: 'EACCES' });
       },
     };
     expect(readPackageJson('/x', throwing)).toMatchObject({ ok: false, reason: 'permission_denied' });
