@@ -67,6 +67,8 @@ const MAX_PENDING = 10_000;
 const MAX_DIR_ENTRIES = 50_000;
 /** Entries walked to fingerprint one candidate tree (enough for any real CLI package). */
 const FINGERPRINT_MAX_ENTRIES = 20_000;
+/** Distinct skipped (reason, path) pairs remembered for de-duplicating counts. */
+const MAX_SKIPPED_REMEMBERED = 10_000;
 /** `**` in a path glob is walked and watched this deep at most. */
 const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
@@ -111,6 +113,7 @@ export class InstallSensor implements Sensor {
   /** Reported path → identity (policy version, dev:ino, version) last reported for it. */
   private readonly reported = new Map<string, string>();
   private readonly skipped: Record<string, number> = {};
+  private readonly skippedSeen = new Set<string>();
   private rediscoverTimer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
   private rescanAgain = false;
@@ -368,14 +371,14 @@ export class InstallSensor implements Sensor {
     try {
       const names = await readdir(dir);
       if (names.length > MAX_DIR_ENTRIES) {
-        this.count('dir_too_large');
+        this.count('dir_too_large', dir);
         return names.slice(0, MAX_DIR_ENTRIES);
       }
       return names;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM') this.count('permission_denied');
-      else if (code !== 'ENOENT' && code !== 'ENOTDIR') this.count('unreadable');
+      if (code === 'EACCES' || code === 'EPERM') this.count('permission_denied', dir);
+      else if (code !== 'ENOENT' && code !== 'ENOTDIR') this.count('unreadable', dir);
       return [];
     }
   }
@@ -408,13 +411,13 @@ export class InstallSensor implements Sensor {
       if (!st?.isDirectory()) return;
       const id = `${st.dev}:${st.ino}`;
       if (visited.has(id)) {
-        this.count('symlink_loop'); // the same directory twice: a loop
+        this.count('symlink_loop', dir); // the same directory twice: a loop
         return;
       }
       visited.add(id);
       for (const name of await this.listDir(dir)) {
         if (--budget < 0) {
-          this.count('glob_scan_truncated');
+          this.count('glob_scan_truncated', g.base);
           return;
         }
         const path = join(dir, name);
@@ -533,7 +536,7 @@ export class InstallSensor implements Sensor {
         this.enqueue(p);
         return;
       }
-      if (outcome === 'retry') this.count('incomplete');
+      if (outcome === 'retry') this.count('incomplete', p.path);
       this.pending.delete(p.path);
     } finally {
       p.running = false;
@@ -551,7 +554,7 @@ export class InstallSensor implements Sensor {
     try {
       st = await lstat(p.path);
     } catch (err) {
-      this.countFsError(err);
+      this.countFsError(err, p.path);
       return 'done';
     }
     let obs: Observation;
@@ -566,8 +569,8 @@ export class InstallSensor implements Sensor {
           real = await realpath(p.path);
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ELOOP') this.count('symlink_loop');
-          else if (code !== 'ENOENT') this.countFsError(err);
+          if (code === 'ELOOP') this.count('symlink_loop', p.path);
+          else if (code !== 'ENOENT') this.countFsError(err, p.path);
           return 'done'; // dangling links are not packages
         }
         const rootReal = await realpath(root.path).catch(() => root.path);
@@ -583,9 +586,14 @@ export class InstallSensor implements Sensor {
       }
       const read = readPackageJson(pkgDir);
       if (!read.ok) {
-        const maybeIncomplete = ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason);
+        // Worth waiting for only while an installer may still be writing it: a young directory
+        // (a link is created in one step: its target is either a package or not).
+        const maybeIncomplete =
+          ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason) &&
+          !st.isSymbolicLink() &&
+          Date.now() - st.ctimeMs < PENDING_MAX_MS;
         if (fromWatch && maybeIncomplete) return 'retry';
-        this.count(`package_json_${read.reason}`);
+        this.count(`package_json_${read.reason}`, p.path);
         return 'done';
       }
       if (!matcher.packageNames.has(read.info.name)) return 'done';
@@ -674,11 +682,20 @@ export class InstallSensor implements Sensor {
     this.inFlight.add(t);
   }
 
-  private count(reason: string): void {
+  /**
+   * Counts a skip. With a `path`, each (reason, path) is counted once — rescans and catch-up passes
+   * see the same broken package again — so the numbers mean "distinct things skipped".
+   */
+  private count(reason: string, path?: string): void {
+    if (path !== undefined) {
+      const key = `${reason}\u0000${path}`;
+      if (this.skippedSeen.has(key)) return;
+      if (this.skippedSeen.size < MAX_SKIPPED_REMEMBERED) this.skippedSeen.add(key);
+    }
     this.skipped[reason] = (this.skipped[reason] ?? 0) + 1;
   }
 
-  private countFsError(err: unknown): void {
+  private countFsError(err: unknown, path: string): void {
     const code = (err as NodeJS.ErrnoException)?.code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return; // gone between listing and looking: normal
     this.count(
@@ -687,6 +704,7 @@ export class InstallSensor implements Sensor {
         : code === 'ELOOP'
           ? 'symlink_loop'
           : 'unreadable',
+      path,
     );
   }
 }
