@@ -91,6 +91,8 @@ export class PolicyManager {
   private policy: VerifiedPolicy | null = null;
   private compiled: Matcher;
   private source: string | null = null;
+  /** The envelope text of the policy in force (for the unchanged fast path). */
+  private textInForce: string | null = null;
   private stale = false;
   private lastFetchAt: string | null = null;
   private lastError: PolicyStatus['last_error'] = null;
@@ -176,7 +178,7 @@ export class PolicyManager {
       const r = this.accept(verified, text, source, true);
       return r.ok;
     }
-    this.install(verified, source);
+    this.install(verified, source, text);
     this.checkFreshness();
     this.log.info({ version: verified.body.version, source }, 'policy loaded from the local cache');
     return true;
@@ -188,6 +190,17 @@ export class PolicyManager {
    * stays and `policy.rejected` is emitted (reason = the error code). Never throws.
    */
   applyEnvelope(text: string | Buffer, source: string): ApplyResult {
+    // The exact envelope in force, still fresh: nothing to verify again (trust cannot change at
+    // run time), which keeps a server without ETags from costing a full verification per fetch.
+    const policy = this.policy;
+    if (
+      policy &&
+      !isExpired(policy.body, this.now()) &&
+      this.textInForce === (typeof text === 'string' ? text : text.toString('utf8'))
+    ) {
+      this.lastError = null;
+      return { ok: true, version: policy.body.version, changed: false };
+    }
     let verified: VerifiedPolicy;
     try {
       verified = this.verify(text, false);
@@ -247,7 +260,7 @@ export class PolicyManager {
       } satisfies LastGood);
       this.recordHistory(version, verified.sha256, 'accepted', null, text);
     });
-    this.install(verified, source);
+    this.install(verified, source, text);
     this.lastError = null;
     this.lastRejectKey = null;
     this.options.events.emit('policy.applied', {
@@ -265,7 +278,8 @@ export class PolicyManager {
   }
 
   /** Makes `verified` the policy in force: compile, swap via onChange, freshness state. */
-  private install(verified: VerifiedPolicy, source: string): void {
+  private install(verified: VerifiedPolicy, source: string, text: string): void {
+    this.textInForce = text;
     const matcher = compileMatcher(verified.body, {
       platform: this.options.platform,
       homes: this.options.homes(),

@@ -17,7 +17,6 @@
  */
 import { createHash, verify } from 'node:crypto';
 import { GuardError } from '../common/errors.js';
-import type { Platform } from '../common/platform-paths.js';
 import { pae } from './dsse.js';
 import type { TrustedKey } from './keys.js';
 import { compileMatcher } from './matcher.js';
@@ -223,17 +222,17 @@ function parseBody(payload: Buffer): PolicyBody {
   return assertValidPolicyBody(value);
 }
 
-/** The matcher compiles the body on every platform (a schema-valid body that still does not is refused). */
+/**
+ * The body compiles with the real matcher. One compile covers every platform: `platforms` only
+ * filters rules and case-folding does not change what compiles, so the rules are compiled once
+ * with the filter removed (a third of the cost of compiling per platform, for large policies).
+ */
 function checkCompiles(body: PolicyBody): void {
-  for (const platform of ['linux', 'darwin', 'win32'] as const satisfies readonly Platform[]) {
-    try {
-      compileMatcher(body, { platform, homes: ['/home/probe-user'] });
-    } catch (err) {
-      throw new GuardError(
-        'GUARD_POLICY_SCHEMA',
-        `policy does not compile for ${platform}: ${(err as Error).message}`,
-      );
-    }
+  const allPlatforms: PolicyBody = { ...body, rules: body.rules.map(({ platforms: _p, ...rule }) => rule) };
+  try {
+    compileMatcher(allPlatforms, { platform: 'linux', homes: ['/home/probe-user'] });
+  } catch (err) {
+    throw new GuardError('GUARD_POLICY_SCHEMA', `policy does not compile: ${(err as Error).message}`);
   }
 }
 

@@ -11,7 +11,6 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
 import picomatch from 'picomatch';
 import safeRegex from 'safe-regex2';
 import { GuardError } from '../common/errors.js';
@@ -255,13 +254,13 @@ function checkRule(rule: PolicyRule, at: string, issues: PolicyIssue[]): void {
       issues.push({ path: `${at}.process.names[${j}]`, message: `${why}; refusing to ban it by name` });
   });
   (p.exe_globs ?? []).forEach((glob, j) => {
-    const hit = firstMatch(glob, CRITICAL_EXE_PATHS, true);
+    const hit = firstMatch(glob, CRITICAL_EXE_PATHS);
     if (hit)
       issues.push({
         path: `${at}.process.exe_globs[${j}]`,
         message: `would match the critical executable ${hit}`,
       });
-    else if (matchesExecPath(glob)) {
+    else if (firstMatch(glob, [process.execPath.replace(/\\/g, '/')])) {
       issues.push({
         path: `${at}.process.exe_globs[${j}]`,
         message: `would match the Node binary that runs guardd (${process.execPath})`,
@@ -317,25 +316,34 @@ function checkRule(rule: PolicyRule, at: string, issues: PolicyIssue[]): void {
       return;
     }
     const expanded = expandHome(glob, [PROBE_HOME]);
-    const hit = expanded.map((g) => firstMatch(g, CRITICAL_PATHS, true)).find((h) => h !== null);
+    const hit = expanded.map((g) => firstMatch(g, CRITICAL_PATHS)).find((h) => h !== null);
     if (hit) issues.push({ path, message: `would match the critical path ${hit}` });
   });
 }
 
-function firstMatch(glob: string, candidates: readonly string[], nocase: boolean): string | null {
-  let isMatch: (s: string) => boolean;
-  try {
-    isMatch = picomatch(glob.replace(/\\/g, '/'), { dot: true, nocase });
-  } catch {
-    return null; // reported by the semantic checks
-  }
-  return candidates.find((c) => isMatch(c)) ?? null;
-}
+/**
+ * Compiled probe globs by source. A policy update usually repeats most globs of the previous
+ * version, so re-verifying it skips picomatch compilation (the dominant cost for large policies).
+ * Bounded: cleared when it reaches GLOB_CACHE_MAX entries.
+ */
+const globCache = new Map<string, ((s: string) => boolean) | null>();
+const GLOB_CACHE_MAX = 10_000;
 
-function matchesExecPath(glob: string): boolean {
-  const exec = process.execPath.replace(/\\/g, '/');
-  // Only meaningful when the glob is specific to node (a glob for a banned tool's dir never names it).
-  return basename(exec).length > 0 && firstMatch(glob, [exec], true) !== null;
+/** The first candidate `glob` matches (dot + nocase: the matcher's broadest semantics), or null. */
+function firstMatch(glob: string, candidates: readonly string[]): string | null {
+  let isMatch = globCache.get(glob);
+  if (isMatch === undefined) {
+    try {
+      isMatch = picomatch(glob.replace(/\\/g, '/'), { dot: true, nocase: true });
+    } catch {
+      isMatch = null; // reported by the semantic checks
+    }
+    if (globCache.size >= GLOB_CACHE_MAX) globCache.clear();
+    globCache.set(glob, isMatch);
+  }
+  if (isMatch === null) return null;
+  const test = isMatch;
+  return candidates.find((c) => test(c)) ?? null;
 }
 
 /** Throws GUARD_POLICY_UNSAFE_RULE naming every unsafe criterion, or returns. */
