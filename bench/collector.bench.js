@@ -236,7 +236,11 @@ async function ingest() {
     // flushing a backlog keeps its connection). Under saturation Node serves connections that are
     // already open before it accepts new ones, so cold connections would measure accept starvation.
     await Promise.all(
-      agents.map((a) => postBatch(c.url, a.token, batchBody(a.id, (a.seq += BATCH) - BATCH))),
+      agents.map((a) => {
+        const body = batchBody(a.id, a.seq);
+        a.seq += BATCH;
+        return postBatch(c.url, a.token, body);
+      }),
     );
     const latencies = [];
     let accepted = 0;
