@@ -108,7 +108,10 @@ export async function startCollectorProcess(dir: string, policyFile: string): Pr
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const proc = track(child);
-  const url = await waitFor(() => /listening on (https?:\/\/[^\s]+)/.exec(proc.output())?.[1], `collector URL (output: ${proc.output()})`);
+  const url = await waitFor(
+    () => /listening on (https?:\/\/[^\s]+)/.exec(proc.output())?.[1],
+    `collector URL (output: ${proc.output()})`,
+  );
   return { ...proc, url, dbFile, policyFile, enrollSecret, adminToken };
 }
 
@@ -120,6 +123,7 @@ export interface Guardd extends RunningProcess {
 
 /** Writes a config for `dir` and starts guardd; resolves when its control socket answers. */
 export async function startGuardd(dir: string, config: Record<string, unknown>): Promise<Guardd> {
+  mkdirSync(dir, { recursive: true });
   const socketDir = join(dir, 'run');
   const stateDir = join(dir, 'state');
   const configFile = join(dir, 'config.json');
@@ -133,7 +137,9 @@ export async function startGuardd(dir: string, config: Record<string, unknown>):
     ...config,
   };
   writeFileSync(configFile, JSON.stringify(full, null, 2));
-  const child = spawn(process.execPath, [BIN('guardd'), '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN('guardd'), '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const proc = track(child);
   await waitFor(
     () => {
@@ -142,6 +148,7 @@ export async function startGuardd(dir: string, config: Record<string, unknown>):
       return r.code === 0 ? r : undefined;
     },
     'guardd to answer status',
+    { intervalMs: 100 },
   );
   return { ...proc, socketDir, stateDir, configFile };
 }
@@ -155,7 +162,11 @@ export interface GuardctlResult {
 
 /** Runs guardctl as a real process. */
 export function runGuardctl(args: readonly string[], env: Record<string, string> = {}): GuardctlResult {
-  const r = spawnSync(process.execPath, [BIN('guardctl'), ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+  const r = spawnSync(process.execPath, [BIN('guardctl'), ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, ...env },
+  });
   return {
     code: r.status,
     stdout: r.stdout,

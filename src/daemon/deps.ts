@@ -1,0 +1,362 @@
+/**
+ * Owns the composition root of guardd: the one place that reads the config and builds the
+ * concrete objects (state DB, outbox, policy manager and updater, matcher pipeline, sensors,
+ * actions, enforcer, shipper, heartbeat, control server) and wires them together. Everything else
+ * receives its dependencies, so tests pass real objects or small fakes at the edges.
+ *
+ * Start order: state → outbox (so every later step can record events) → policy (so sensors start
+ * with the policy in force) → enforcement → sensors → shipping → control socket.
+ * Stop order is the reverse, and the outbox closes last.
+ */
+import { mkdirSync } from 'node:fs';
+import { hostname, release } from 'node:os';
+import { join } from 'node:path';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { currentPlatform, socketPaths } from '../common/platform-paths.js';
+import { UserDirectory } from '../common/users.js';
+import { uuidv7 } from '../common/uuidv7.js';
+import { AGENT_VERSION } from '../common/version.js';
+import type { Config } from '../config/settings.js';
+import { ControlServer } from '../control/control-server.js';
+import type { ControlMethods } from '../control/protocol.js';
+import type { DaemonStatus } from '../control/status.js';
+import { BlockProcessAction } from '../enforcement/actions/block-process.js';
+import { NotifyInstallAction } from '../enforcement/actions/notify-install.js';
+import { NotifyProcessAction } from '../enforcement/actions/notify-process.js';
+import { QuarantineAction } from '../enforcement/actions/quarantine.js';
+import { Enforcer } from '../enforcement/enforcer.js';
+import { SessionNotifier } from '../enforcement/notify/session-notifier.js';
+import { QuarantineStore, quarantineControlMethods } from '../enforcement/quarantine-store.js';
+import type { AgentEvent, EventSink } from '../events/event-types.js';
+import { PolicyManager } from '../policy/policy-manager.js';
+import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js';
+import { SENSORS } from '../sensors/registry.js';
+import type { Sensor } from '../sensors/sensor.js';
+import { CollectorClient } from '../shipping/collector-client.js';
+import { Heartbeat } from '../shipping/heartbeat.js';
+import { Shipper } from '../shipping/shipper.js';
+import { type Db, openDatabase, StateStore } from '../store/database.js';
+import { MIGRATIONS } from '../store/migrations.js';
+import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
+import { describeEvent } from './event-line.js';
+import type { LocalMode } from './local-mode.js';
+import { Pipeline } from './pipeline.js';
+
+export interface BuildDaemonOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Set by `guardd --local`: prints one line per event and closes the embedded collector at stop. */
+  readonly local: LocalMode | null;
+}
+
+export interface Daemon {
+  /** Starts every component. Called once. */
+  start(): Promise<void>;
+  /** Stops every component, drains in-flight actions, records agent.stopped, closes the DB. Idempotent. */
+  stop(reason: string): Promise<void>;
+  /** Fetches the policy now (SIGHUP, `guardctl policy reload`). */
+  refreshPolicy(): Promise<unknown>;
+  status(): DaemonStatus;
+}
+
+/** How often the policy's expiry is checked: a stale policy is reported within this many ms. */
+const FRESHNESS_CHECK_MS = 60_000;
+
+export async function buildDaemon({ config, logger, local }: BuildDaemonOptions): Promise<Daemon> {
+  const platform = currentPlatform();
+  const stateDir = config['paths.state_dir'];
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const startedAt = new Date();
+  const host = hostname();
+
+  // State DB and outbox first: every later step can record what happens.
+  const { db, recovered } = openDatabase(join(stateDir, 'guardd.db'), { migrations: MIGRATIONS });
+  const state = new StateStore(db);
+  const deviceId = config['device.id'] || state.get<string>('device_id') || uuidv7();
+  state.set('device_id', deviceId);
+
+  let shipper: Shipper | null = null;
+  const outbox = new OutboxStore({
+    db,
+    deviceId,
+    hostname: host,
+    maxBytes: config['outbox.max_bytes'],
+    logger: logger.child({ component: 'outbox' }),
+    onUrgent: () => shipper?.flushNow(),
+  });
+  const events: EventSink = local ? printingSink(outbox) : outbox;
+  if (recovered) {
+    events.emit('agent.tamper', {
+      reason: 'state_db_corrupt',
+      detail: `${recovered.problem}; moved to ${recovered.movedTo}`,
+    });
+  }
+
+  const users = new UserDirectory({ platform });
+  const homes = (): string[] =>
+    config['sensors.install.homes'].length > 0
+      ? [...config['sensors.install.homes']]
+      : users.users().map((u) => u.home);
+
+  // Enforcement.
+  const notifier = new SessionNotifier({
+    logger: logger.child({ component: 'notify' }),
+    platform,
+    desktop: config['enforcement.notify_desktop'],
+    terminal: config['enforcement.notify_terminal'],
+  });
+  const quarantineStore = new QuarantineStore({
+    db,
+    quarantineDir: join(stateDir, 'quarantine'),
+    logger: logger.child({ component: 'quarantine' }),
+  });
+  const enforcer = new Enforcer({
+    actions: {
+      blockProcess: new BlockProcessAction({ notifier, logger: logger.child({ component: 'action.block' }) }),
+      notifyProcess: new NotifyProcessAction({
+        notifier,
+        logger: logger.child({ component: 'action.notify' }),
+      }),
+      quarantine: new QuarantineAction({
+        store: quarantineStore,
+        notifier,
+        logger: logger.child({ component: 'action.quarantine' }),
+      }),
+      notifyInstall: new NotifyInstallAction({
+        notifier,
+        logger: logger.child({ component: 'action.notify' }),
+      }),
+    },
+    events,
+    logger: logger.child({ component: 'enforcer' }),
+    warnIntervalMs: config['enforcement.warn_interval_s'] * 1000,
+  });
+  const pipeline = new Pipeline({
+    enforcer,
+    logger: logger.child({ component: 'pipeline' }),
+    hostname: host,
+    deviceTags: config['device.tags'],
+  });
+
+  // Policy: the matcher in force is swapped into the pipeline in one step.
+  const policy = new PolicyManager({
+    state,
+    db,
+    trustedKeys: config['policy.trusted_keys'],
+    threshold: config['policy.threshold'],
+    clockSkewS: config['policy.clock_skew_s'],
+    maxBytes: config['policy.max_bytes'],
+    platform,
+    homes,
+    events,
+    logger: logger.child({ component: 'policy' }),
+    onChange: (matcher) => pipeline.setMatcher(matcher),
+  });
+  const policyUrl =
+    config['policy.url'] ||
+    (config['collector.url'] ? `${config['collector.url'].replace(/\/+$/, '')}/v1/policy` : '');
+  const updater = policyUrl
+    ? new PolicyUpdater({
+        manager: policy,
+        url: policyUrl,
+        cron: config['policy.refresh_cron'],
+        jitterS: config['policy.refresh_jitter_s'],
+        timeoutMs: config['policy.fetch_timeout_ms'],
+        maxBytes: config['policy.max_bytes'],
+        caFile: config['collector.ca_file'] || undefined,
+        logger: logger.child({ component: 'policy.updater' }),
+      })
+    : null;
+
+  // Sensors, from the registry.
+  const sensors: Sensor[] = SENSORS.filter((s) => s.enabled(config)).map((s) =>
+    s.create({
+      config,
+      users,
+      platform,
+      homes,
+      onObservation: pipeline.handle,
+      logger: logger.child({ component: `sensor.${s.name}` }),
+    }),
+  );
+
+  // Shipping.
+  if (config['collector.url']) {
+    const client = new CollectorClient({
+      url: config['collector.url'],
+      state,
+      deviceId,
+      hostname: host,
+      enrollSecret: config['collector.enroll_secret'],
+      enrollSecretFile: config['collector.enroll_secret_file'],
+      caFile: config['collector.ca_file'] || undefined,
+      timeoutMs: config['collector.timeout_ms'],
+      logger: logger.child({ component: 'collector-client' }),
+    });
+    shipper = new Shipper({
+      outbox,
+      client,
+      batchMaxEvents: config['shipper.batch_max_events'],
+      batchMaxBytes: config['shipper.batch_max_bytes'],
+      intervalMs: config['shipper.interval_ms'],
+      backoffMaxS: config['shipper.backoff_max_s'],
+      logger: logger.child({ component: 'shipper' }),
+    });
+  }
+
+  const status = (): DaemonStatus => {
+    const ship = shipper?.status();
+    return {
+      running: true,
+      pid: process.pid,
+      version: AGENT_VERSION,
+      started_at: startedAt.toISOString(),
+      local_mode: local !== null,
+      device_id: deviceId,
+      hostname: host,
+      policy: policy.status(),
+      sensors: sensors.map((s) => {
+        const st = s.status();
+        return { name: st.name, running: st.running, details: { ...st.details }, skipped: { ...st.skipped } };
+      }),
+      enforcement: enforcer.status(),
+      outbox: outbox.status(),
+      shipper: ship ?? {
+        collector_url: null,
+        enrolled: false,
+        last_success_at: null,
+        last_error: null,
+        shipped_total: 0,
+      },
+    };
+  };
+
+  const heartbeat = new Heartbeat({
+    cron: config['shipper.heartbeat_cron'],
+    events,
+    summary: () => {
+      const s = status();
+      return {
+        uptime_s: Math.round((Date.now() - startedAt.getTime()) / 1000),
+        policy_version: s.policy.version,
+        policy_state: s.policy.state,
+        outbox_depth: s.outbox.depth,
+        dropped_total: s.outbox.dropped_total,
+        counts: s.enforcement,
+        sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
+      };
+    },
+  });
+
+  const methods: ControlMethods = {
+    status: { admin: false, summary: 'what the daemon is doing', handle: () => status() },
+    ...eventsControlMethods(outbox),
+    ...(updater ? policyControlMethods(updater, policy) : {}),
+    ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
+  };
+  const sockets = socketPaths(config['paths.socket_dir'], platform);
+  const control = new ControlServer({
+    publicPath: sockets.public,
+    adminPath: sockets.admin,
+    methods,
+    logger: logger.child({ component: 'control' }),
+  });
+
+  let freshnessTimer: NodeJS.Timeout | null = null;
+  let stopped = false;
+
+  return {
+    async start() {
+      events.emit('agent.started', {
+        local_mode: local !== null,
+        pid: process.pid,
+        platform,
+        os_release: release(),
+        node_version: process.version,
+        ...(recovered
+          ? { store_recovered: { moved_to: recovered.movedTo, problem: recovered.problem } }
+          : {}),
+      });
+      quarantineStore.recover();
+      policy.loadInitial(config['paths.bootstrap_policy'] || join(stateDir, 'bootstrap-policy.dsse.json'));
+      for (const s of sensors) pipeline.addSensor(s);
+      pipeline.setMatcher(policy.matcher());
+      await control.start();
+      for (const s of sensors) await s.start();
+      freshnessTimer = setInterval(() => policy.checkFreshness(), FRESHNESS_CHECK_MS);
+      freshnessTimer.unref();
+      updater?.start();
+      shipper?.start();
+      heartbeat.start();
+      if (local) printBanner(local, status(), sensors);
+      logger.info(
+        { device_id: deviceId, policy: policy.status().version, local: local !== null },
+        'guardd started',
+      );
+      // A first policy fetch right away, so a fresh machine does not wait for the schedule.
+      if (updater)
+        void updater.refreshNow().catch((err: unknown) => logger.warn({ err }, 'first policy fetch failed'));
+    },
+    async stop(reason) {
+      if (stopped) return;
+      stopped = true;
+      if (freshnessTimer) clearInterval(freshnessTimer);
+      heartbeat.stop();
+      updater?.stop();
+      await Promise.allSettled(sensors.map((s) => s.stop()));
+      await pipeline.drain();
+      await control.stop();
+      events.emit('agent.stopped', { reason });
+      await shipper?.stop();
+      await local?.collector.close();
+      closeDb(db, logger);
+    },
+    refreshPolicy: async () =>
+      updater
+        ? updater.refreshNow()
+        : {
+            status: 'failed',
+            error: { code: 'GUARD_POLICY_FETCH_FAILED', message: 'no policy URL configured' },
+          },
+    status,
+  };
+}
+
+function closeDb(db: Db, logger: Logger): void {
+  try {
+    db.close();
+  } catch (err) {
+    logger.error({ err: errorMessage(err) }, 'closing the state DB failed');
+  }
+}
+
+/** Local mode: every event also becomes one readable line on stdout. */
+function printingSink(outbox: EventSink): EventSink {
+  return {
+    emit(type, fields) {
+      const event = outbox.emit(type, fields);
+      if (event) process.stdout.write(`${describeEvent(event as AgentEvent)}\n`);
+      return event;
+    },
+  };
+}
+
+function printBanner(local: LocalMode, s: DaemonStatus, sensors: readonly Sensor[]): void {
+  const uid = process.getuid?.() ?? -1;
+  const who =
+    uid === 0
+      ? 'running as root: it can stop ANY matching process on this machine'
+      : `running unprivileged (uid ${uid}): it can only stop your own processes`;
+  const lines = [
+    'toolguard local mode',
+    `  ${who}`,
+    `  state in ${local.dir}; embedded collector at ${local.collectorUrl}`,
+    `  policy v${s.policy.version ?? '?'} (${s.policy.rules} rules, mode ${s.policy.mode}) signed by a local development key`,
+    `  sensors: ${sensors.map((x) => x.name).join(', ') || 'none'}`,
+    '  look:  npx guardctl status      try:  cp "$(command -v sleep)" /tmp/claude && /tmp/claude 60',
+    '  Ctrl-C stops everything.',
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

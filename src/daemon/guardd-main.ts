@@ -1,0 +1,105 @@
+/**
+ * Owns guardd's entry point: flags, config loading (bad config → one clear line and exit 6, no
+ * stack trace), building the daemon through the composition root, signals (SIGINT/SIGTERM stop
+ * cleanly, SIGHUP re-fetches the policy) and the exit code.
+ */
+import { parseArgs } from 'node:util';
+import { isGuardError } from '../common/errors.js';
+import { createRootLogger, type Logger } from '../common/logger.js';
+import { defaultPaths } from '../common/platform-paths.js';
+import { AGENT_VERSION } from '../common/version.js';
+import { loadConfig } from '../config/load-config.js';
+import { buildDaemon, type Daemon } from './deps.js';
+import { prepareLocalMode } from './local-mode.js';
+
+const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR]] [--version]
+
+  --config FILE     config file (default: ${defaultPaths().configFile})
+  --local           run unprivileged in the foreground with state in ./.toolguard, an embedded
+                    guard-collector on 127.0.0.1 and the example ban list signed by a local
+                    development key (what \`npm start\` runs)
+  --local-dir DIR   state directory of --local (default ./.toolguard)
+  --version         print the version and exit
+
+Exit codes: 0 stopped cleanly · 1 unexpected error · 6 config invalid`;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let flags: ReturnType<typeof parse>;
+  try {
+    flags = parse(argv);
+  } catch (err) {
+    process.stderr.write(`guardd: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (flags.version) {
+    process.stdout.write(`guardd ${AGENT_VERSION}\n`);
+    return 0;
+  }
+  if (flags.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+
+  let logger: Logger | undefined;
+  let daemon: Daemon | undefined;
+  try {
+    const local = flags.local
+      ? await prepareLocalMode({ dir: flags['local-dir'] ?? '.toolguard', logger: createRootLogger('warn') })
+      : null;
+    const config = loadConfig({
+      file: flags.config ?? local?.configFile ?? defaultPaths().configFile,
+      required: flags.config !== undefined || local !== null,
+    });
+    logger = createRootLogger(config['log.level']);
+    daemon = await buildDaemon({ config, logger, local });
+    await daemon.start();
+  } catch (err) {
+    if (isGuardError(err)) {
+      process.stderr.write(`guardd: ${err.message} [${err.code}]\n`);
+      await daemon?.stop('start_failed').catch(() => {});
+      return err.code.startsWith('GUARD_CONFIG_') ? 6 : 1;
+    }
+    logger?.fatal({ err }, 'guardd failed to start');
+    process.stderr.write(`guardd: failed to start: ${(err as Error).message}\n`);
+    await daemon?.stop('start_failed').catch(() => {});
+    return 1;
+  }
+
+  const running = daemon;
+  const log = logger;
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      running.stop(signal).then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err }, 'unclean stop');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGHUP', () => {
+      running.refreshPolicy().catch((err: unknown) => log.error({ err }, 'policy refresh failed'));
+    });
+  });
+}
+
+function parse(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    options: {
+      config: { type: 'string' },
+      local: { type: 'boolean' },
+      'local-dir': { type: 'string' },
+      version: { type: 'boolean', short: 'V' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  }).values;
+}

@@ -1,0 +1,119 @@
+/**
+ * Owns `guardd --local` (what `npm start` runs): everything a developer needs to see toolguard work
+ * from a fresh clone, unprivileged, in one directory (default ./.toolguard):
+ *   - a development signing key (made once, kept; this local config trusts only it),
+ *   - the example ban list from policy/ signed at every start with fresh dates and a version that
+ *     only goes up (seconds since the epoch), so anti-rollback accepts it,
+ *   - an embedded guard-collector on 127.0.0.1 (ephemeral port) serving that policy and storing events,
+ *   - a config file pointing guardd at all of it, which `npx guardctl` finds too.
+ * Nothing here runs in a real deployment; a real one is configured by MDM.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { startCollector } from '../collector/collector-server.js';
+import type { Logger } from '../common/logger.js';
+import { signEnvelope } from '../policy/dsse.js';
+import { generateKeyPair, parsePrivateKey } from '../policy/keys.js';
+import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../policy/policy-types.js';
+
+/** Local policies are valid this long from each start: long enough for a demo, short enough to show expiry exists. */
+const LOCAL_POLICY_VALIDITY_DAYS = 14;
+
+export interface LocalMode {
+  readonly dir: string;
+  readonly configFile: string;
+  readonly policyFile: string;
+  readonly collectorUrl: string;
+  readonly policyVersion: number;
+  readonly ruleCount: number;
+  /** The embedded collector, already listening; guardd closes it when it stops. */
+  readonly collector: { close(): Promise<void> };
+}
+
+export interface PrepareLocalModeOptions {
+  readonly dir: string;
+  /** The unsigned example ban list; default: policy/example-policy.json of this package. */
+  readonly policyBodyFile?: string;
+  readonly now?: number;
+  /** Logger of the embedded collector. */
+  readonly logger: Logger;
+}
+
+/** Prepares the local directory (key, signed policy, secrets, config). Idempotent across restarts. */
+export async function prepareLocalMode(options: PrepareLocalModeOptions): Promise<LocalMode> {
+  const dir = resolve(options.dir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const now = options.now ?? Date.now();
+
+  const keyFile = join(dir, 'dev-signing-key.pem');
+  const pubFile = join(dir, 'dev-signing-key.pub.pem');
+  if (!existsSync(keyFile) || !existsSync(pubFile)) {
+    const pair = generateKeyPair();
+    writeFileSync(keyFile, pair.privateKeyPem, { mode: 0o600 });
+    writeFileSync(pubFile, pair.publicKeyPem, { mode: 0o644 });
+  }
+  const privateKey = parsePrivateKey(readFileSync(keyFile, 'utf8'));
+  const publicKeyPem = readFileSync(pubFile, 'utf8');
+
+  const bodyFile =
+    options.policyBodyFile ?? new URL('../../policy/example-policy.json', import.meta.url).pathname;
+  const example = JSON.parse(readFileSync(bodyFile, 'utf8')) as PolicyBody;
+  const body: PolicyBody = {
+    ...example,
+    version: Math.floor(now / 1000),
+    issued_at: new Date(now).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    expires_at: new Date(now + LOCAL_POLICY_VALIDITY_DAYS * 86_400_000)
+      .toISOString()
+      .replace(/\.\d{3}Z$/, 'Z'),
+  };
+  const policyFile = join(dir, 'policy.dsse.json');
+  writeFileSync(
+    policyFile,
+    `${JSON.stringify(signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [privateKey]), null, 2)}\n`,
+  );
+
+  const enrollSecret = readOrCreateSecret(join(dir, 'enroll-secret'));
+  const adminToken = readOrCreateSecret(join(dir, 'collector-admin-token'));
+
+  // The collector listens before the config is written, so the config names its real port.
+  const collectorDb = join(dir, 'collector.db');
+  const collector = await startCollector({
+    host: '127.0.0.1',
+    port: 0,
+    dbFile: collectorDb,
+    policyFile,
+    enrollSecret,
+    adminToken,
+    logger: options.logger.child({ component: 'collector' }),
+  });
+
+  const configFile = join(dir, 'config.json');
+  const config = {
+    '//': 'Written by `guardd --local` at every start. A real deployment gets its config from MDM.',
+    paths: { state_dir: join(dir, 'state'), socket_dir: join(dir, 'run'), bootstrap_policy: policyFile },
+    collector: { url: collector.url, enroll_secret_file: join(dir, 'enroll-secret') },
+    policy: { trusted_keys: [publicKeyPem], refresh_cron: '* * * * *', refresh_jitter_s: 0 },
+    shipper: { interval_ms: 1000 },
+    log: { level: 'warn' },
+  };
+  writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+
+  return {
+    dir,
+    configFile,
+    policyFile,
+    collectorUrl: collector.url,
+    policyVersion: body.version,
+    ruleCount: body.rules.length,
+    collector,
+  };
+}
+
+function readOrCreateSecret(file: string): string {
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const secret = randomBytes(24).toString('base64url');
+  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secret;
+}
