@@ -114,6 +114,11 @@ export class PolicyManager {
     );
     if (this.trusted.length === 0) {
       this.log.warn('no trusted policy keys configured (policy.trusted_keys): every policy will be refused');
+    } else if (this.trusted.length < options.threshold) {
+      this.log.warn(
+        { trusted: this.trusted.length, threshold: options.threshold },
+        'policy.threshold exceeds the number of distinct trusted keys: every policy will be refused',
+      );
     }
   }
 

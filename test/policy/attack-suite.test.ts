@@ -232,6 +232,31 @@ const attacks: Attack[] = [
     text: () => sign(b, [A]),
     path,
   })),
+  {
+    name: 'too many signatures',
+    code: 'GUARD_POLICY_MALFORMED_ENVELOPE',
+    text: () => {
+      const env = JSON.parse(sign(body(6), [A]));
+      return JSON.stringify({ ...env, signatures: Array.from({ length: 17 }, () => env.signatures[0]) });
+    },
+  },
+  {
+    name: 'oversized signature field',
+    code: 'GUARD_POLICY_MALFORMED_ENVELOPE',
+    text: () =>
+      JSON.stringify({ ...JSON.parse(sign(body(6), [A])), signatures: [{ sig: 'A'.repeat(10_000) }] }),
+  },
+  {
+    name: 'payload not base64',
+    code: 'GUARD_POLICY_MALFORMED_ENVELOPE',
+    text: () => JSON.stringify({ ...JSON.parse(sign(body(6), [A])), payload: '%%%not base64%%%' }),
+  },
+  { name: 'payload is a JSON array', code: 'GUARD_POLICY_SCHEMA', text: () => sign('[1,2,3]', [A]) },
+  {
+    name: 'payload deeply nested',
+    code: 'GUARD_POLICY_SCHEMA',
+    text: () => sign(`${'['.repeat(5000)}${']'.repeat(5000)}`, [A]),
+  },
   { name: 'rollback to an older version', code: 'GUARD_POLICY_ROLLBACK', text: () => sign(body(4), [A]) },
   {
     name: 'equivocation: same version, other content',

@@ -188,6 +188,29 @@ describe('PolicyManager', () => {
     }
   });
 
+  it('the identical envelope again is unchanged without events; once expired it is refused', () => {
+    const clock = { now: NOW };
+    const h = makeManager(fresh(), [A], { clock });
+    try {
+      h.manager.loadInitial(null);
+      const text = sign(body(5, { expires_at: iso(NOW + DAY) }), [A]);
+      expect(h.manager.applyEnvelope(text, 'net')).toEqual({ ok: true, version: 5, changed: true });
+      expect(h.manager.applyEnvelope(text, 'net')).toEqual({ ok: true, version: 5, changed: false });
+      expect(h.manager.applyEnvelope(Buffer.from(text), 'net')).toEqual({
+        ok: true,
+        version: 5,
+        changed: false,
+      });
+      expect(h.events.events.map((e) => e.type)).toEqual(['policy.applied']);
+      clock.now = NOW + 2 * DAY;
+      const r = h.manager.applyEnvelope(text, 'net');
+      expect(r.ok ? null : r.error.code).toBe('GUARD_POLICY_EXPIRED');
+      expect(h.manager.current()?.body.version).toBe(5);
+    } finally {
+      h.close();
+    }
+  });
+
   it('records every accept and reject in policy_history', () => {
     const dir = fresh();
     const h = makeManager(dir, [A]);
