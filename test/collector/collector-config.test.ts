@@ -1,0 +1,57 @@
+/** The collector's settings table: loader precedence, parsing, and docs/collector.md listing every key. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  COLLECTOR_SETTINGS,
+  collectorEnvVar,
+  loadCollectorConfig,
+  parseCollectorArgs,
+  parseListen,
+} from '../../src/collector/collector-config.js';
+import { isGuardError } from '../../src/common/errors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+describe('collector config', () => {
+  it('applies defaults < file < env < flags', () => {
+    const file = join(tempDir('tg-ccfg-'), 'c.json');
+    writeFileSync(file, JSON.stringify({ rate_limit: 5, rate_burst: 7, silent_after_s: 60 }));
+    const cfg = loadCollectorConfig(parseCollectorArgs(['--config', file, '--rate-limit=9']), {
+      [collectorEnvVar('rate_limit')]: '8',
+      [collectorEnvVar('rate_burst')]: '6',
+    });
+    expect(cfg.rate_limit).toBe(9);
+    expect(cfg.rate_burst).toBe(6);
+    expect(cfg.silent_after_s).toBe(60);
+    expect(cfg.listen).toBe('127.0.0.1:8443');
+    expect(Object.isFrozen(cfg)).toBe(true);
+  });
+
+  it.each([
+    ['127.0.0.1:0', { host: '127.0.0.1', port: 0 }],
+    ['[::1]:8443', { host: '::1', port: 8443 }],
+    ['collector.internal:443', { host: 'collector.internal', port: 443 }],
+  ])('parses --listen %s', (listen, expected) => {
+    expect(parseListen(listen)).toEqual(expected);
+  });
+
+  it.each(['8443', ':8443', 'host:70000', 'a b:1'])(
+    'refuses --listen %s with GUARD_CONFIG_INVALID_VALUE',
+    (listen) => {
+      try {
+        parseListen(listen);
+        expect.unreachable();
+      } catch (err) {
+        expect(isGuardError(err, 'GUARD_CONFIG_INVALID_VALUE')).toBe(true);
+      }
+    },
+  );
+
+  it('docs/collector.md lists every setting with its environment variable', () => {
+    const doc = readFileSync(new URL('../../docs/collector.md', import.meta.url), 'utf8');
+    for (const key of Object.keys(COLLECTOR_SETTINGS)) {
+      expect(doc).toContain(`| \`${key}\` |`);
+      expect(doc).toContain(collectorEnvVar(key));
+    }
+  });
+});
