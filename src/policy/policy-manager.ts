@@ -175,7 +175,11 @@ export class PolicyManager {
       if (kind === 'cache') {
         // E.g. the config stopped trusting its signer (key rotation finished). Fall through to bootstrap.
         this.log.warn({ code: error.code, err: error.message }, 'cached policy no longer verifies');
-        this.recordHistory(0, sha256Hex(text), 'rejected', error.code, null);
+        try {
+          this.recordHistory(0, sha256Hex(text), 'rejected', error.code, null);
+        } catch (e) {
+          this.log.warn({ err: errorMessage(e) }, 'cannot record policy rejection');
+        }
       } else this.reject(error, source, text);
       return false;
     }
@@ -232,7 +236,12 @@ export class PolicyManager {
 
   private accept(verified: VerifiedPolicy, text: string, source: string, initial: boolean): ApplyResult {
     const { version } = verified.body;
-    const highest = this.options.state.get<Highest>(STATE_HIGHEST);
+    const persisted = this.options.state.get<Highest>(STATE_HIGHEST);
+    // The policy in force counts too, in case persisting it failed (see below).
+    const inForce = this.policy
+      ? { version: this.policy.body.version, sha256: this.policy.sha256 }
+      : undefined;
+    const highest = inForce && (!persisted || inForce.version > persisted.version) ? inForce : persisted;
     if (highest && version < highest.version) {
       const error = new GuardError(
         'GUARD_POLICY_ROLLBACK',
@@ -256,15 +265,24 @@ export class PolicyManager {
       return { ok: true, version, changed: false };
     }
     const previous = this.policy?.body.version ?? null;
-    this.options.state.transaction(() => {
-      this.options.state.set(STATE_HIGHEST, { version, sha256: verified.sha256 } satisfies Highest);
-      this.options.state.set(STATE_LAST_GOOD, {
-        envelope: text,
-        source,
-        applied_at: new Date(this.now()).toISOString(),
-      } satisfies LastGood);
-      this.recordHistory(version, verified.sha256, 'accepted', null, text);
-    });
+    try {
+      this.options.state.transaction(() => {
+        this.options.state.set(STATE_HIGHEST, { version, sha256: verified.sha256 } satisfies Highest);
+        this.options.state.set(STATE_LAST_GOOD, {
+          envelope: text,
+          source,
+          applied_at: new Date(this.now()).toISOString(),
+        } satisfies LastGood);
+        this.recordHistory(version, verified.sha256, 'accepted', null, text);
+      });
+    } catch (err) {
+      // Disk full or I/O error: a valid newer policy is still enforced (refusing it would be
+      // worse); anti-rollback then holds in memory until the next restart. Loud, because it matters.
+      this.log.error(
+        { err: errorMessage(err), version },
+        'cannot persist the accepted policy in the state DB',
+      );
+    }
     this.install(verified, source, text);
     this.lastError = null;
     this.lastRejectKey = null;
@@ -362,8 +380,12 @@ export class PolicyManager {
       { version: p.body.version, expires_at: p.body.expires_at },
       'policy expired: STALE, still enforced',
     );
-    if (this.options.state.get<string>(STATE_STALE_NOTIFIED) === p.sha256) return;
-    this.options.state.set(STATE_STALE_NOTIFIED, p.sha256);
+    try {
+      if (this.options.state.get<string>(STATE_STALE_NOTIFIED) === p.sha256) return;
+      this.options.state.set(STATE_STALE_NOTIFIED, p.sha256);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'cannot persist the stale notice; sending it anyway');
+    }
     this.options.events.emit('policy.stale', {
       policy_version: p.body.version,
       expires_at: p.body.expires_at,

@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { withFreshDates } from '../../src/policy/policy-manager.js';
+import { openDatabase, StateStore } from '../../src/store/database.js';
+import { MIGRATIONS } from '../../src/store/migrations.js';
 import { tempDir } from '../helpers/tmp.js';
 import { body, CTX, makeManager, NOW, newKey, proc, sign } from './policy-helpers.js';
 
@@ -208,6 +210,31 @@ describe('PolicyManager', () => {
       expect(h.manager.current()?.body.version).toBe(5);
     } finally {
       h.close();
+    }
+  });
+
+  it('when the state DB cannot be written, a valid policy is still enforced and rollback still refused', () => {
+    const dir = fresh();
+    const { db } = openDatabase(join(dir, 'state.db'), { migrations: MIGRATIONS, synchronous: 'NORMAL' });
+    class DiskFullState extends StateStore {
+      override transaction<T>(): T {
+        throw new Error('SQLITE_FULL: database or disk is full');
+      }
+    }
+    const h = makeManager(dir, [A], { state: new DiskFullState(db), db });
+    try {
+      h.manager.loadInitial(null);
+      expect(h.manager.applyEnvelope(sign(body(5), [A]), 'net')).toEqual({
+        ok: true,
+        version: 5,
+        changed: true,
+      });
+      const r = h.manager.applyEnvelope(sign(body(4), [A]), 'net');
+      expect(r.ok ? null : r.error.code).toBe('GUARD_POLICY_ROLLBACK');
+      expect(h.manager.status().version).toBe(5);
+    } finally {
+      h.close();
+      db.close();
     }
   });
 
