@@ -138,7 +138,11 @@ describe('NDJSON file sink', () => {
     const live = linesOf(out).map((e) => e.seq as number);
     const first = linesOf(`${out}.1`).map((e) => e.seq as number);
     expect(Math.min(...live)).toBeGreaterThan(Math.max(...first));
-    expect(c.collector.store.cursorOf('ndjson')).toBe(c.collector.store.maxRid());
+    // the cursor moves only after the write was fsynced, i.e. just after the lines appear
+    await waitFor(
+      () => c.collector.store.cursorOf('ndjson') === c.collector.store.maxRid(),
+      'the NDJSON cursor to reach the last event',
+    );
   });
 
   it('keeps only `keep` rotated files', async () => {
