@@ -11,6 +11,7 @@ import { policyDiffCommand } from './commands/policy-diff.js';
 import { policyKeygenCommand } from './commands/policy-keygen.js';
 import { policyLintCommand } from './commands/policy-lint.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
+import { policyShowCommand } from './commands/policy-show.js';
 import { policySignCommand } from './commands/policy-sign.js';
 import { policyVerifyCommand } from './commands/policy-verify.js';
 import { quarantineListCommand } from './commands/quarantine-list.js';
@@ -27,6 +28,7 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   policyKeygenCommand,
   policyLintCommand,
   policyReloadCommand,
+  policyShowCommand,
   policySignCommand,
   policyVerifyCommand,
   quarantineListCommand,

@@ -128,6 +128,11 @@ describe('publishing a new policy', () => {
     const status = runGuardctl(['--socket-dir', agents[0]?.socketDir ?? '', 'status']);
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(/policy\s+v8 \(1 rules\)/);
+    const show = runGuardctl(['--socket-dir', agents[1]?.socketDir ?? '', 'policy', 'show']);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toMatch(/^policy\s+v8 \(enforce\)/);
+    expect(show.stdout).toContain('BLOCK  claude-code — Claude Code');
+    expect(show.stdout).toContain('npm @anthropic-ai/claude-code@*');
     // The offline verifier agrees with the devices.
     const verify = runGuardctl(['policy', 'verify', policyFile, '--key', keys.public_key_file]);
     expect(verify.code).toBe(0);
