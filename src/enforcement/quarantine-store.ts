@@ -186,11 +186,19 @@ export class QuarantineStore {
     );
   }
 
-  /** Creates the quarantine dir (0700). Call once before use; idempotent. */
-  async init(): Promise<void> {
-    await mkdir(this.options.quarantineDir, { recursive: true, mode: 0o700 });
-    await chmod(this.options.quarantineDir, 0o700);
+  /**
+   * Creates the quarantine dir (0700). Idempotent; `recover()` and `quarantine()` call it
+   * themselves, so calling it explicitly is only needed to fail early at start.
+   */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      await mkdir(this.options.quarantineDir, { recursive: true, mode: 0o700 });
+      await chmod(this.options.quarantineDir, 0o700);
+    })();
+    return this.ready;
   }
+
+  private ready: Promise<void> | null = null;
 
   /**
    * Moves `req.path` into quarantine and removes the links/shims pointing into it. Throws
@@ -198,6 +206,7 @@ export class QuarantineStore {
    * moved), GUARD_QUARANTINE_IO when moving failed (rolled back). Resolves with the manifest.
    */
   async quarantine(req: QuarantineRequest): Promise<QuarantineManifest> {
+    await this.init();
     const st = await this.assertSafe(req.path, req.root, req.expect);
     const entryType = st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'file';
     const links = await findLinks(req.path, req.linkDirs, req.shimDirs, req.binNames, req.aliasDirs ?? []);
@@ -249,10 +258,12 @@ export class QuarantineStore {
   }
 
   /**
-   * Finishes or rolls back every move interrupted by a crash. Called once at start, before any
-   * sensor runs. Safe to call repeatedly.
+   * Finishes or rolls back every move interrupted by a crash. Await it once at start, before any
+   * sensor runs (a sensor could otherwise report a path that recovery is about to put back).
+   * Safe to call repeatedly; never rejects for one bad entry (counted as `failed`).
    */
   async recover(): Promise<RecoverySummary> {
+    await this.init();
     let finished = 0;
     let rolledBack = 0;
     let failed = 0;
