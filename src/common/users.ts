@@ -26,6 +26,12 @@ export interface UserDirectoryOptions {
   readonly groupFile?: string;
 }
 
+/**
+ * macOS and Windows have no cheap change stamp for their user databases: re-read them at most this
+ * often (10 min), so a user created after start has their install roots found at the next rescan.
+ */
+const OTHER_REFRESH_MS = 10 * 60 * 1000;
+
 /** Shells that mean "not a login user": their homes are not scanned for install roots. */
 const NOLOGIN_SHELLS = /(?:nologin|\/false|\/sync|\/shutdown|\/halt)$/;
 
@@ -56,8 +62,10 @@ export class UserDirectory {
 
   private refresh(): void {
     if (this.options.platform === 'linux') this.refreshLinux();
-    else if (this.stamp === '') this.loadOther();
+    else if (this.stamp === '' || Date.now() - this.loadedAt > OTHER_REFRESH_MS) this.loadOther();
   }
+
+  private loadedAt = 0;
 
   private refreshLinux(): void {
     const passwd = this.options.passwdFile ?? '/etc/passwd';
@@ -95,6 +103,7 @@ export class UserDirectory {
   /** macOS / Windows: read once at first use (new users on these platforms appear via rescan of homes). */
   private loadOther(): void {
     this.stamp = 'loaded';
+    this.loadedAt = Date.now();
     this.byUid = new Map();
     if (this.options.platform === 'darwin') {
       try {
@@ -106,10 +115,12 @@ export class UserDirectory {
           const m = /^(\S+)\s+(-?\d+)$/.exec(line.trim());
           if (!m || m[1]?.startsWith('_')) continue;
           const name = m[1] as string;
-          this.byUid.set(Number(m[2]), {
-            uid: Number(m[2]),
+          const uid = Number(m[2]);
+          this.byUid.set(uid, {
+            uid,
             name,
-            home: `/Users/${name}`,
+            // root's home is /var/root; everyone else's is under /Users (dscl NFSHomeDirectory).
+            home: uid === 0 ? '/var/root' : `/Users/${name}`,
             shell: '/bin/zsh',
           });
         }
