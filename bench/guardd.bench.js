@@ -1,6 +1,6 @@
 // Whole-daemon benchmark: a real guardd (from dist/, default 100 ms /proc interval) with a signed
 // one-rule policy; a copy of `sleep` under the banned name is launched 50 times, one after the
-// other, and launch→kill latency is measured from spawn() to the child's exit by SIGKILL.
+// other with a random pause, and launch→kill latency is measured from spawn() to the child's exit by SIGKILL.
 // guardd's CPU (utime+stime from /proc/<pid>/stat) and RSS are read at idle and during the run.
 // Prints measured numbers only.
 import { spawn, spawnSync } from 'node:child_process';
@@ -89,6 +89,9 @@ try {
   const t0 = cpuTicks(guardd.pid);
   const w0 = performance.now();
   for (let i = 0; i < LAUNCHES; i++) {
+    // A random pause first: launches right after a kill would all land at the same phase of the
+    // scan interval and measure that phase instead of the real distribution.
+    await new Promise((r) => setTimeout(r, Math.random() * 150));
     const started = performance.now();
     const child = spawn(exe, ['30'], { stdio: 'ignore' });
     const { signal } = await new Promise((res) => child.once('exit', (code, sig) => res({ code, signal: sig })));
