@@ -117,6 +117,33 @@ describe('bad config is refused', () => {
   });
 });
 
+describe('start failures', () => {
+  it('exits 1 with a message when the port is taken', async () => {
+    const first = await spawnCollectorProcess();
+    try {
+      const port = new URL(first.url).port;
+      const r = run(['--listen', `127.0.0.1:${port}`]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/cannot start: .*EADDRINUSE/);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      await first.stop();
+    }
+  });
+
+  it('exits 1 when the database cannot be created', () => {
+    const blocker = join(dir, 'not-a-dir');
+    writeFileSync(blocker, 'x');
+    const r = spawnSync(process.execPath, [BIN, '--listen', '127.0.0.1:0', '--db', join(blocker, 'c.db')], {
+      env: { PATH: process.env.PATH ?? '', ...GOOD_ENV },
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot start/);
+  });
+});
+
 describe('lifecycle', () => {
   it('reads secrets from files and the config file, stops on SIGTERM (exit 0), and keeps its data across a restart', async () => {
     const secretFile = join(dir, 'enroll.secret');
