@@ -60,7 +60,7 @@ function failureOf(err: unknown): ProcReadFailure {
  * Reads up to `max` bytes of `path` into the shared buffer; returns the byte count, or -1 (reason
  * in `lastFailure`). `truncated` is set when the file had more.
  */
-export function readInto(path: string, max: number = READ_BUFFER_BYTES): number {
+export function readInto(path: string, max: number = READ_BUFFER_BYTES, oneShot = false): number {
   let fd = -1;
   try {
     fd = openSync(path, 'r');
@@ -71,6 +71,9 @@ export function readInto(path: string, max: number = READ_BUFFER_BYTES): number 
       const n = readSync(fd, buffer, total, limit - total, null);
       if (n <= 0) break;
       total += n;
+      // Single-record files (stat, status, loadavg) come whole in one read when the buffer is
+      // larger than them; skipping the read that would return 0 saves a syscall per file.
+      if (oneShot && total < limit) break;
     }
     readTruncated = false;
     if (total >= limit) {
@@ -123,7 +126,7 @@ export function parseStat(text: string): ProcStat | null {
 
 /** Reads and parses /proc/<pid>/stat; null with `lastFailure` set when gone, unreadable or malformed. */
 export function readStat(procRoot: string, pid: number): ProcStat | null {
-  const n = readInto(`${procRoot}/${pid}/stat`, 4096);
+  const n = readInto(`${procRoot}/${pid}/stat`, 4096, true);
   if (n < 0) return null;
   const stat = parseStat(buffer.toString('utf8', 0, n));
   if (!stat || stat.pid !== pid) {
@@ -140,7 +143,7 @@ export function readStartTime(procRoot: string, pid: number): number | null {
 
 /** Real uid from /proc/<pid>/status ("Uid:\treal\teffective\tsaved\tfs"); null when unreadable. */
 export function readUid(procRoot: string, pid: number): number | null {
-  const n = readInto(`${procRoot}/${pid}/status`, 8192);
+  const n = readInto(`${procRoot}/${pid}/status`, 8192, true);
   if (n < 0) return null;
   const text = buffer.toString('latin1', 0, n);
   const at = text.indexOf('\nUid:');
@@ -218,14 +221,22 @@ export function ttyPath(ttyNr: number): string | null {
   return null;
 }
 
-/** Numeric entries of a directory (the pids of /proc); empty when unreadable. */
-export function listPids(dir: string): number[] {
-  let names: string[];
+/** The entry names of a directory (as readdir returns them); empty when unreadable. */
+export function listNames(dir: string): string[] {
   try {
-    names = readdirSync(dir);
+    return readdirSync(dir);
   } catch {
     return [];
   }
+}
+
+/** Numeric entries of a directory (the pids of /proc); empty when unreadable. */
+export function listPids(dir: string): number[] {
+  return pidsOf(listNames(dir));
+}
+
+/** The numeric names among `names`, as numbers. */
+export function pidsOf(names: readonly string[]): number[] {
   const out: number[] = [];
   for (const name of names) {
     const c = name.charCodeAt(0);
@@ -263,7 +274,7 @@ export function readChildren(procRoot: string, pid: number): number[] | null {
  * listing /proc entirely.
  */
 export function readLastPid(procRoot: string): number {
-  const n = readInto(`${procRoot}/loadavg`, 256);
+  const n = readInto(`${procRoot}/loadavg`, 256, true);
   if (n < 0) return -1;
   const text = buffer.toString('latin1', 0, n);
   const sp = text.lastIndexOf(' ');

@@ -7,11 +7,12 @@
  * snapshots is never seen; argv is ps's joined command line split on spaces (a path with spaces
  * becomes several arguments); names come from the executable path when ps-list can resolve it,
  * else from `comm` (truncated to 15/16 characters on Linux/macOS); start time has one-second
- * resolution; on Windows there is no argv, uid, start time or executable path, only pid, ppid and
+ * resolution (on Linux the source takes /proc's start time instead, so identities agree with
+ * enforcement); on Windows there is no argv, uid, start time or executable path, only pid, ppid and
  * image name.
  */
 import psList, { type ProcessDescriptor } from 'ps-list';
-import { readLink } from './proc-files.js';
+import { readLink, readStartTime } from './proc-files.js';
 import type { ProcessSource, RawProcess } from './process-source.js';
 
 export interface PsListSourceOptions {
@@ -19,6 +20,8 @@ export interface PsListSourceOptions {
   readonly list?: () => Promise<readonly ProcessDescriptor[]>;
   /** Our own pid: the `ps` processes ps-list spawns are not reported. */
   readonly selfPid?: number;
+  /** Take start times from /proc (Linux). Default: on Linux. */
+  readonly procStartTimes?: boolean;
 }
 
 /** Default interval: one snapshot spawns `ps` twice; once a second keeps that under ~1 % of a core. */
@@ -32,6 +35,7 @@ export class PsListSource implements ProcessSource {
   readonly skipped: Record<string, number> = {};
   private readonly list: () => Promise<readonly ProcessDescriptor[]>;
   private readonly selfPid: number;
+  private readonly procStartTimes: boolean;
   /** pid → identity (start time and name) of the previous snapshot. */
   private known = new Map<number, string>();
   private snapshots = 0;
@@ -39,6 +43,7 @@ export class PsListSource implements ProcessSource {
   constructor(options: PsListSourceOptions = {}) {
     this.list = options.list ?? (() => psList());
     this.selfPid = options.selfPid ?? process.pid;
+    this.procStartTimes = options.procStartTimes ?? process.platform === 'linux';
   }
 
   async poll(): Promise<RawProcess[]> {
@@ -58,7 +63,13 @@ export class PsListSource implements ProcessSource {
         continue;
       }
       if (p.ppid === this.selfPid && (p.name === 'ps' || p.name.startsWith('fastlist'))) continue;
-      const startMs = p.startTime instanceof Date ? p.startTime.getTime() : 0;
+      // On Linux the identity enforcement re-checks is /proc's start time in clock ticks; ps's
+      // lstart (1 s resolution) is only the identity where nothing better exists.
+      const startMs = this.procStartTimes
+        ? (readStartTime('/proc', p.pid) ?? 0)
+        : p.startTime instanceof Date
+          ? p.startTime.getTime()
+          : 0;
       const identity = `${Number.isFinite(startMs) ? startMs : 0}\u0000${p.name}`;
       next.set(p.pid, identity);
       if (this.known.get(p.pid) === identity) continue;

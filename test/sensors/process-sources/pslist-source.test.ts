@@ -34,6 +34,7 @@ describe('PsListSource', () => {
     ];
     const source = new PsListSource({
       selfPid: 999,
+      procStartTimes: false,
       list: async () => {
         if (snap instanceof Error) throw snap;
         return snap as never;
