@@ -21,7 +21,7 @@ import type {
 } from '../../../src/enforcement/notifier.js';
 import { QuarantineStore } from '../../../src/enforcement/quarantine-store.js';
 import { compileMatcher, type Matcher } from '../../../src/policy/matcher.js';
-import type { PolicyBody, RuleAction } from '../../../src/policy/policy-types.js';
+import type { PolicyBody, PolicyMode, RuleAction } from '../../../src/policy/policy-types.js';
 import { InstallSensor } from '../../../src/sensors/install-sensor.js';
 import type { Observation } from '../../../src/sensors/observation.js';
 import { openDatabase } from '../../../src/store/database.js';
@@ -34,13 +34,13 @@ export const BANNED = '@anthropic-ai/claude-code';
 export const BANNED_UNSCOPED = 'banned-tool';
 export const FIXTURE = join(import.meta.dirname, '../../fixtures/install/claude-code-fake');
 
-export function policyBody(action: RuleAction, version = 1): PolicyBody {
+export function policyBody(action: RuleAction, version = 1, mode: PolicyMode = 'enforce'): PolicyBody {
   return {
     schema: 'toolguard.policy/v1',
     version,
     issued_at: '2026-01-01T00:00:00Z',
     expires_at: '2099-01-01T00:00:00Z',
-    mode: 'enforce',
+    mode,
     rules: [
       {
         id: 'claude-code',
@@ -71,6 +71,7 @@ export interface RigOptions {
   readonly homes?: readonly string[];
   readonly extraRoots?: readonly string[];
   readonly action?: RuleAction;
+  readonly mode?: PolicyMode;
   readonly quarantineDir?: string;
   /** Runs between detection and enforcement (TOCTOU tests). */
   readonly beforeEnforce?: (obs: Observation) => Promise<void> | void;
@@ -126,7 +127,10 @@ export async function makeRig(o: RigOptions): Promise<Rig> {
     notifier,
     observations,
     results,
-    matcher: compileMatcher(policyBody(o.action ?? 'block'), { platform: 'linux', homes }),
+    matcher: compileMatcher(policyBody(o.action ?? 'block', 1, o.mode ?? 'enforce'), {
+      platform: 'linux',
+      homes,
+    }),
     async close() {
       await rig.sensor.stop();
       await Promise.allSettled([...inflight]);

@@ -218,6 +218,21 @@ describe('hand-built layouts', () => {
     expect(existsSync(join(root, 'left-pad'))).toBe(true);
   });
 
+  it('monitor mode: a blocked package is left in place and reported once as would_block', async () => {
+    const dir = fresh();
+    const root = join(dir, 'prefix', 'lib', 'node_modules');
+    writePackage(join(root, '@anthropic-ai', 'claude-code'), FAKE_MANIFEST, FAKE_FILES);
+    const rig = await makeRig({ dir, extraRoots: [root], mode: 'monitor' });
+    rigs.push(rig);
+    const ev = await waitFor(() => rig.sink.ofType('package.warned')[0], 'package.warned');
+    expect((ev.outcome as { action_taken: string }).action_taken).toBe('would_block');
+    await rig.sensor.rescan();
+    await waitFor(() => rig.sensor.status().details.pending === 0, 'nothing pending');
+    expect(rig.sink.events).toHaveLength(1);
+    expect(existsSync(join(root, '@anthropic-ai', 'claude-code', 'cli.js'))).toBe(true);
+    expect(rig.store.list()).toHaveLength(0);
+  });
+
   it('path artifact: a native-installer version appearing later is quarantined and its launcher link removed', async () => {
     const dir = fresh();
     const home = join(dir, 'home', 'dave');
