@@ -64,7 +64,10 @@ export type PostResult =
       readonly status: number;
       readonly accepted: number;
       readonly duplicates: number;
+      /** Rejected events the collector named (at most the first 1000). */
       readonly rejected: readonly Rejected[];
+      /** How many were rejected in all (≥ rejected.length). */
+      readonly rejectedTotal: number;
     }
   /** 401/403: the token is unknown or revoked (or there is none yet): enroll again. */
   | { readonly kind: 'unauthorized'; readonly status: number; readonly message: string }
@@ -330,24 +333,36 @@ export function parseRetryAfter(header: string | string[] | undefined, nowMs = D
 function classify(r: RawResponse): PostResult {
   const json = parseJson(r.body);
   const message = errorText(json, r);
+  const isAck = json !== null && typeof json.accepted === 'number' && typeof json.duplicates === 'number';
   if (r.status >= 200 && r.status < 300) {
+    // A 200 that is not an acknowledgement (a captive portal, a proxy's page) must not make the
+    // agent delete events that were never stored.
+    if (!isAck)
+      return {
+        kind: 'server_error',
+        status: r.status,
+        message: `HTTP ${r.status} without an acknowledgement`,
+      };
+    const rejected = rejectedList(json?.rejected) ?? [];
     return {
       kind: 'ok',
       status: r.status,
       accepted: count(json?.accepted),
       duplicates: count(json?.duplicates),
-      rejected: rejectedList(json?.rejected) ?? [],
+      rejected,
+      rejectedTotal: Math.max(count(json?.rejected_total), rejected.length),
     };
   }
   if (r.status === 400) {
     const rejected = rejectedList(json?.rejected);
-    if (rejected && rejected.length > 0)
+    if (isAck && rejected && rejected.length > 0)
       return {
         kind: 'ok',
         status: 400,
         accepted: count(json?.accepted),
         duplicates: count(json?.duplicates),
         rejected,
+        rejectedTotal: Math.max(count(json?.rejected_total), rejected.length),
       };
     return { kind: 'invalid', status: 400, message };
   }

@@ -173,6 +173,14 @@ export class Shipper {
       const r: PostResult = await this.options.client.postEvents(batch);
       switch (r.kind) {
         case 'ok': {
+          // Every event of the batch must be accounted for (stored, already there, or rejected);
+          // anything else is not an acknowledgement and nothing is deleted.
+          const accounted = r.accepted + r.duplicates + r.rejectedTotal;
+          if (accounted !== batch.length)
+            return this.fail(
+              `collector accounted for ${accounted} of ${batch.length} events (HTTP ${r.status}); nothing acknowledged`,
+              null,
+            );
           const rejectedIds = new Set<string>();
           for (const rej of r.rejected) {
             if (rej.id === null || !batch.some((e) => e.id === rej.id)) continue;

@@ -231,6 +231,35 @@ describe('Shipper', () => {
     expect(shipper.status().consecutive_failures).toBe(0);
   });
 
+  test('a 200 that is not an acknowledgement (captive portal, short count) deletes nothing', async () => {
+    let t = Date.now();
+    const { fake, shipper, emit, outbox } = await setup({ now: () => t });
+    const answers = [
+      { type: 'text/html', body: '<html>Please log in to the hotel Wi-Fi</html>' },
+      { type: 'application/json', body: '{"accepted":1,"duplicates":0}' },
+    ];
+    emit(3);
+    await shipper.flushNow(); // enrolls and delivers normally
+    expect(outbox.depth()).toBe(0);
+    for (const a of answers) {
+      fake.hook = (req, res) => {
+        if (req.path !== '/v1/events') return false;
+        res.writeHead(200, { 'content-type': a.type });
+        res.end(a.body);
+        return true;
+      };
+      emit(3);
+      const before = shipper.status().consecutive_failures;
+      t += 60_000; // past any backoff, so flushNow sends at once
+      await shipper.flushNow();
+      expect(outbox.depth()).toBeGreaterThanOrEqual(3);
+      expect(shipper.status().consecutive_failures).toBe(before + 1);
+    }
+    expect(shipper.status().last_error).toContain('accounted for 1 of');
+    fake.hook = null;
+    await waitFor(() => outbox.depth() === 0, 'delivery once the real collector answers');
+  });
+
   test('network errors: a collector that is down is a typed failure, not a crash', async () => {
     const { fake, shipper, emit, outbox } = await setup();
     await fake.stop();
