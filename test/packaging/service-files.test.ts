@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load-config.js';
 import { REPO } from './pkg-helpers.js';
 
 /** A unit's [Service] directives: key → every value given (in order). */
@@ -154,6 +155,15 @@ describe('macOS property lists', () => {
     );
     const uuids = [p, ...content].map((c) => c.PayloadUUID);
     expect(new Set(uuids).size).toBe(uuids.length);
+  });
+});
+
+describe('shipped default config', () => {
+  it('is a valid config with no secret in it', () => {
+    const file = join(REPO, 'installers/linux/config.json');
+    const cfg = loadConfig({ file, required: true, env: {}, managedPreferencesFile: null });
+    expect(cfg['collector.url']).toBe('');
+    expect(cfg['collector.enroll_secret']).toBe('');
   });
 });
 
