@@ -353,6 +353,18 @@ describe('service check per platform', () => {
       'WARN systemd is not running here',
     ],
     [
+      'linux installed in a container without systemd',
+      'linux',
+      {
+        'systemctl is-enabled toolguard.service': { status: 0, stdout: 'enabled\n' },
+        'systemctl is-active toolguard.service': {
+          status: 1,
+          stderr: 'System has not been booted with systemd as init system (PID 1).',
+        },
+      },
+      'WARN toolguard.service is enabled, but systemd is not running here',
+    ],
+    [
       'linux without systemctl',
       'linux',
       { 'systemctl is-enabled toolguard.service': { status: null, error: 'systemctl: ENOENT' } },

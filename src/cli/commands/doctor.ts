@@ -190,6 +190,14 @@ async function checkService(p: DoctorProbes): Promise<DoctorCheck> {
       };
     const active = await p.run('systemctl', ['is-active', 'toolguard.service']);
     const activeState = active.stdout.trim() || 'unknown';
+    // is-enabled reads unit files and works without systemd as init; is-active needs it.
+    if (active.status !== 0 && /not been booted with systemd|Failed to connect to bus/i.test(active.stderr))
+      return {
+        id,
+        status: 'WARN',
+        detail: `toolguard.service is ${state}, but systemd is not running here`,
+        fix: 'Start guardd by other means, or run doctor on a systemd host.',
+      };
     if (state !== 'enabled')
       return {
         id,
