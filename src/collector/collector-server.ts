@@ -45,6 +45,8 @@ const MAX_BODY_IDLE_MS = 10_000;
 const CONNECTIONS_CHECK_MS = 1_000;
 /** Idle keep-alive connections are closed after this (agents send every few seconds at most). */
 const KEEP_ALIVE_MS = 5_000;
+/** A refused request's body is drained this long so the client reads the answer, then cut. */
+const LINGER_MS = 2_000;
 /** Forgotten rate-limit buckets are pruned this often. */
 const RATE_PRUNE_MS = 60_000;
 /** Media types accepted for event batches. */
@@ -384,8 +386,11 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
 
   function sendError(reply: FastifyReply, err: HttpError): FastifyReply {
     if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
-    // A refused request whose body was not (fully) read: close instead of draining it.
-    if (!reply.request.raw.complete) reply.header('connection', 'close');
+    // A refused request whose body was not (fully) read: the rest is discarded for a moment so
+    // the client can read this answer (closing at once makes most clients report EPIPE/ECONNRESET
+    // instead), then the connection is cut if the body is still coming (lingering close).
+    const req = reply.request.raw;
+    if (!req.complete) reply.raw.once('finish', () => lingerThenClose(req));
     return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
   }
 
@@ -424,6 +429,20 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       return closing;
     },
   };
+}
+
+/**
+ * Keeps reading (and discarding) a refused request's body for up to `LINGER_MS`, then destroys the
+ * socket (or keeps it for the next request when the body did end: a plain keep-alive). No
+ * `Connection: close` is sent because node would then end the socket at once.
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  if (req.complete) return;
+  const socket = req.socket;
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  req.once('end', () => clearTimeout(timer));
+  req.resume();
 }
 
 function buildRunners(

@@ -58,7 +58,7 @@ export class InflightBudget {
  * Reads the whole body of `req` within `limits`, gunzipping when `Content-Encoding: gzip`.
  * Resolves with the decompressed bytes and how many budget bytes to `give` back when done.
  * Rejects with a `HttpError` (413 too large / gzip bomb, 408 too slow, 415 encoding, 400 corrupt
- * gzip, 503 over budget); on rejection nothing stays reserved and the request stream is paused.
+ * gzip, 503 over budget); on rejection nothing stays reserved and the rest of the body is discarded.
  */
 export function readBody(
   req: IncomingMessage,
@@ -112,7 +112,9 @@ export function readBody(
         gunzip.destroy();
       }
       if (err) {
-        req.pause();
+        // Discard the rest (nothing is buffered): the client sees the answer instead of a reset;
+        // the server's linger timer ends the connection if the body keeps coming.
+        req.resume();
         budget.give(reserved);
         chunks.length = 0;
         reject(err);
