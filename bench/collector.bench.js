@@ -6,13 +6,13 @@
 //   2. ingest: 50 concurrent simulated agents posting 500-event NDJSON batches back to back;
 //      events/s, request latency p50/p99, and the % of the ceiling;
 //   3. fleet heartbeats: 10,000 enrolled devices each sending one heartbeat a minute, i.e. ~167
-//      single-event requests/s, open loop for 30 s; request latency p50/p99/max.
+//      single-event requests/s, each on a new connection, open loop for 30 s; latency p50/p99/max.
 // Every event is schema-valid and unique (ids are fresh UUIDv7s). Prints measured numbers only.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -181,9 +181,11 @@ async function enroll(url, id) {
 
 /** Keep-alive connections, one per concurrent agent (like real agents, each with its own socket). */
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 256 });
+/** Heartbeats of 10,000 different machines: each request on a new connection, as in a real fleet. */
+const noKeepAlive = new Agent({ keepAlive: false });
 
 /** POSTs one NDJSON body; resolves with the client-side latency, status and accepted count. */
-function postBatch(url, token, body) {
+function postBatch(url, token, body, agent = keepAlive) {
   const u = new URL(url);
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
@@ -193,7 +195,7 @@ function postBatch(url, token, body) {
         port: u.port,
         path: '/v1/events',
         method: 'POST',
-        agent: keepAlive,
+        agent,
         headers: {
           authorization: `Bearer ${token}`,
           'content-type': 'application/x-ndjson',
@@ -310,7 +312,7 @@ async function heartbeats() {
       const i = sent % FLEET;
       const seq = Math.floor(sent / FLEET) + 1;
       sent++;
-      const p = postBatch(c.url, tokens[i], `${heartbeatLine(`fleet-${i}`, seq)}\n`)
+      const p = postBatch(c.url, tokens[i], `${heartbeatLine(`fleet-${i}`, seq)}\n`, noKeepAlive)
         .then((r) => {
           latencies.push(r.ms);
           if (r.status !== 200) errors++;
@@ -337,6 +339,7 @@ async function heartbeats() {
   }
 }
 
+const loadBefore = loadavg()[0];
 try {
   const ceil = ceiling();
   const ing = await ingest();
@@ -361,7 +364,9 @@ try {
     Math.max(...rows.map((r) => r[i].length), ['scenario', 'rate', 'p50 / p99', 'note'][i].length),
   );
   const line = (r) => r.map((c, i) => c.padEnd(w[i])).join(' | ');
-  process.stdout.write(`guard-collector ingest (${cpus().length} CPUs, node ${process.version})\n`);
+  process.stdout.write(
+    `guard-collector ingest (${cpus().length} CPUs, node ${process.version}; 1-min load average ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after: other processes share these CPUs)\n`,
+  );
   process.stdout.write(
     `${line(['scenario', 'rate', 'p50 / p99', 'note'])}\n${w.map((n) => '-'.repeat(n)).join('-|-')}\n`,
   );
