@@ -12,7 +12,15 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  copyFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../dist/common/logger.js';
@@ -101,7 +109,13 @@ function percentile(sorted, p) {
 
 function stats(values) {
   const s = [...values].sort((a, b) => a - b);
-  return { n: s.length, p50: percentile(s, 50), p95: percentile(s, 95), p99: percentile(s, 99), max: s.at(-1) };
+  return {
+    n: s.length,
+    p50: percentile(s, 50),
+    p95: percentile(s, 95),
+    p99: percentile(s, 99),
+    max: s.at(-1),
+  };
 }
 
 const fmt = (v, d = 1) => (Number.isFinite(v) ? v.toFixed(d) : '-');
@@ -201,10 +215,13 @@ async function measureCpu(ms, pid = 'self') {
 // --- setup: reach ~300 processes --------------------------------------------------------------
 const before = countProcesses();
 const idle = [];
-for (let i = before; i < TARGET_PROCESSES; i++) idle.push(track(spawn(sleepBin, ['600'], { stdio: 'ignore' })));
+for (let i = before; i < TARGET_PROCESSES; i++)
+  idle.push(track(spawn(sleepBin, ['600'], { stdio: 'ignore' })));
 await sleepMs(300);
 const present = countProcesses();
-console.log(`process.bench: ${present} processes present (${idle.length} idle sleeps added), interval ${INTERVAL_MS} ms, CLK_TCK ${CLK_TCK}`);
+console.log(
+  `process.bench: ${present} processes present (${idle.length} idle sleeps added), interval ${INTERVAL_MS} ms, CLK_TCK ${CLK_TCK}`,
+);
 
 // --- baseline: this node process with no sensor ---------------------------------------------
 const baseline = await measureCpu(4000);
@@ -239,7 +256,9 @@ const results = {};
 
 // --- pkill loop ------------------------------------------------------------------------------
 {
-  const loop = track(spawn('sh', ['-c', `while :; do pkill -x ${tool.slice(0, 15)}; sleep 1; done`], { stdio: 'ignore' }));
+  const loop = track(
+    spawn('sh', ['-c', `while :; do pkill -x ${tool.slice(0, 15)}; sleep 1; done`], { stdio: 'ignore' }),
+  );
   await sleepMs(200);
   const lat = await measureLatency(PKILL_LAUNCHES, 3000);
   const cpuIdle = await measureCpu(CPU_WINDOW_MS, loop.pid);
@@ -309,14 +328,30 @@ const matcherRows = [];
     owner,
     tty: '/dev/pts/1',
     sha256: 'a'.repeat(64),
-    scriptPackage: { name: 'my-app', version: '1.0.0', root: '/home/dev/project', script: '/home/dev/project/server.js' },
+    scriptPackage: {
+      name: 'my-app',
+      version: '1.0.0',
+      root: '/home/dev/project',
+      script: '/home/dev/project/server.js',
+    },
     ...o,
   });
   const cases = [
     ['unrelated node script (no match)', mk({})],
-    ['unrelated binary, long argv (no match)', mk({ name: 'gcc', exe: '/usr/bin/gcc', argv: ['gcc', ...Array(200).fill('-Wall')], scriptPackage: null })],
+    [
+      'unrelated binary, long argv (no match)',
+      mk({
+        name: 'gcc',
+        exe: '/usr/bin/gcc',
+        argv: ['gcc', ...Array(200).fill('-Wall')],
+        scriptPackage: null,
+      }),
+    ],
     ['matches the last rule by name', mk({ name: 'tool-999' })],
-    ['matches by script package', mk({ scriptPackage: { name: '@vendor998/cli', version: '1', root: '/x', script: '/x/cli.js' } })],
+    [
+      'matches by script package',
+      mk({ scriptPackage: { name: '@vendor998/cli', version: '1', root: '/x', script: '/x/cli.js' } }),
+    ],
   ];
   for (const [label, obs] of cases) {
     for (let i = 0; i < 200; i++) m.match(obs, ctx); // warm up
@@ -335,16 +370,48 @@ table(
   `Launch → kill latency (ms), banned binary, ${present} processes present, interval ${INTERVAL_MS} ms`,
   ['approach', 'launches', 'killed', 'p50', 'p95', 'p99', 'max'],
   [
-    ['procfs sensor', LAUNCHES, r.procfs.lat.n, fmt(r.procfs.lat.p50), fmt(r.procfs.lat.p95), fmt(r.procfs.lat.p99), fmt(r.procfs.lat.max)],
-    ['ps-list sensor', PSLIST_LAUNCHES, r.pslist.lat.n, fmt(r.pslist.lat.p50), fmt(r.pslist.lat.p95), fmt(r.pslist.lat.p99), fmt(r.pslist.lat.max)],
-    ['pkill loop (1 s)', PKILL_LAUNCHES, r.pkill.lat.n, fmt(r.pkill.lat.p50), fmt(r.pkill.lat.p95), fmt(r.pkill.lat.p99), fmt(r.pkill.lat.max)],
+    [
+      'procfs sensor',
+      LAUNCHES,
+      r.procfs.lat.n,
+      fmt(r.procfs.lat.p50),
+      fmt(r.procfs.lat.p95),
+      fmt(r.procfs.lat.p99),
+      fmt(r.procfs.lat.max),
+    ],
+    [
+      'ps-list sensor',
+      PSLIST_LAUNCHES,
+      r.pslist.lat.n,
+      fmt(r.pslist.lat.p50),
+      fmt(r.pslist.lat.p95),
+      fmt(r.pslist.lat.p99),
+      fmt(r.pslist.lat.max),
+    ],
+    [
+      'pkill loop (1 s)',
+      PKILL_LAUNCHES,
+      r.pkill.lat.n,
+      fmt(r.pkill.lat.p50),
+      fmt(r.pkill.lat.p95),
+      fmt(r.pkill.lat.p99),
+      fmt(r.pkill.lat.max),
+    ],
   ],
 );
 table(
   `CPU, % of one core (self = the sensor's process; children = reaped helpers such as ps / pkill), ${LOAD_PER_S} launches/s under load`,
   ['approach', 'idle self', 'idle children', 'idle total', 'load self', 'load children', 'load total'],
   [
-    ['no sensor (baseline)', fmt(baseline.self, 2), fmt(baseline.children, 2), fmt(baseline.self + baseline.children, 2), '-', '-', '-'],
+    [
+      'no sensor (baseline)',
+      fmt(baseline.self, 2),
+      fmt(baseline.children, 2),
+      fmt(baseline.self + baseline.children, 2),
+      '-',
+      '-',
+      '-',
+    ],
     ...[
       ['procfs sensor', r.procfs],
       ['ps-list sensor', r.pslist],
@@ -360,10 +427,18 @@ table(
     ]),
   ],
 );
-table(`Short-lived processes seen by the procfs sensor at ${INTERVAL_MS} ms`, ['lifetime', 'launched', 'seen', 'fraction'], shortRows);
-table('Matcher cost per new process, 1,000-rule policy (µs, mean of 2,000)', ['observation', 'µs'], matcherRows);
+table(
+  `Short-lived processes seen by the procfs sensor at ${INTERVAL_MS} ms`,
+  ['lifetime', 'launched', 'seen', 'fraction'],
+  shortRows,
+);
+table(
+  'Matcher cost per new process, 1,000-rule policy (µs, mean of 2,000)',
+  ['observation', 'µs'],
+  matcherRows,
+);
 const d = r.procfs.st.details;
 console.log(
-  `\nprocfs sensor: ${d.ticks} ticks, /proc listed ${d.listings} times, skipped by loadavg shortcut ${d.shortcuts}, max tick ${d.max_tick_ms} ms, skipped ${JSON.stringify(r.procfs.st.skipped)}`,
+  `\nprocfs sensor: ${d.ticks} ticks; /proc listed and parsed ${d.listings}×, listed but unchanged ${d.unchanged_listings}×, not listed (loadavg shortcut) ${d.shortcuts}×; max tick ${d.max_tick_ms} ms; skipped ${JSON.stringify(r.procfs.st.skipped)}`,
 );
 process.exit(0);
