@@ -68,6 +68,30 @@ describe('SessionNotifier desktop commands (runner faked)', () => {
     expect(literal.endsWith('https://intranet.example/ai')).toBe(true);
   });
 
+  it('does not repeat the same desktop notification to the same user within the repeat interval', async () => {
+    const { specs, runner } = fakeRunner();
+    let now = 0;
+    const n = new SessionNotifier({
+      logger,
+      platform: 'darwin',
+      desktop: true,
+      terminal: false,
+      runner,
+      now: () => now,
+    });
+    const alice = { uid: 501, user: 'alice', tty: null };
+    expect((await n.notify(alice, message)).desktop).toBe(true);
+    expect(await n.notify(alice, message)).toEqual({
+      terminal: false,
+      desktop: false,
+      error: 'desktop:repeat_suppressed',
+    });
+    expect((await n.notify({ ...alice, uid: 502 }, message)).desktop).toBe(true);
+    now += 10_000;
+    expect((await n.notify(alice, message)).desktop).toBe(true);
+    expect(specs.length).toBe(3);
+  });
+
   it('reports a failed helper and never waits on a hung one', async () => {
     const failing = fakeRunner({ ok: false, error: 'spawn:ENOENT' });
     const n1 = new SessionNotifier({

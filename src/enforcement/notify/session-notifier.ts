@@ -9,7 +9,8 @@
  *   /run/user/<uid>/bus when that socket exists; macOS `launchctl asuser <uid> osascript -e
  *   'display notification …'`; Windows a toast through PowerShell (-EncodedCommand, no quoting
  *   games). The desktop command runs detached from the caller: `notify` waits at most
- *   `desktopWaitMs` for it and then reports it as dispatched.
+ *   `desktopWaitMs` for it and then reports it as dispatched. The same notification for the same
+ *   user is not repeated within DESKTOP_REPEAT_MS.
  *
  * Text shown to people comes from the signed policy but is still cleaned of control characters
  * (no escape sequences reach a terminal) and length-capped.
@@ -35,12 +36,23 @@ export interface SessionNotifierOptions {
   readonly desktopWaitMs?: number;
   /** Our uid (null on Windows). Default process.getuid(). */
   readonly selfUid?: number | null;
+  /** The same desktop notification (user + title) is shown at most once per this many ms. */
+  readonly desktopRepeatMs?: number;
+  /** Clock for the repeat limit (ms). Default Date.now. */
+  readonly now?: () => number;
 }
 
 /** Waiting this long for notify-send keeps the whole notify well under the block action's budget. */
 export const DESKTOP_WAIT_MS = 25;
 /** A desktop helper still running after this long is killed (a hung session bus must not pile up). */
 export const DESKTOP_TIMEOUT_MS = 5000;
+/**
+ * 200 blocked launches in a row must not become 200 desktop pop-ups: the same notification for
+ * the same user is shown once per 10 s (the terminal still gets every message).
+ */
+export const DESKTOP_REPEAT_MS = 10_000;
+/** Remembered (user, title) pairs at most; older ones are forgotten first. */
+const DESKTOP_MEMORY_MAX = 1000;
 /** Text longer than this is cut: a message, not a document. */
 const MAX_TEXT_CHARS = 1000;
 /** Terminal device paths we write to: ptys and consoles only (Linux /dev/pts/N, /dev/ttyN, macOS /dev/ttysNNN). */
@@ -53,8 +65,13 @@ export class SessionNotifier implements UserNotifier {
   private readonly runtimeDir: string;
   private readonly desktopWaitMs: number;
   private readonly selfUid: number | null;
+  private readonly repeatMs: number;
+  private readonly now: () => number;
+  private readonly lastDesktop = new Map<string, number>();
 
   constructor(private readonly options: SessionNotifierOptions) {
+    this.repeatMs = options.desktopRepeatMs ?? DESKTOP_REPEAT_MS;
+    this.now = options.now ?? Date.now;
     this.runner = options.runner ?? spawnRunner;
     this.runtimeDir = options.runtimeDir ?? '/run/user';
     this.desktopWaitMs = options.desktopWaitMs ?? DESKTOP_WAIT_MS;
@@ -103,8 +120,18 @@ export class SessionNotifier implements UserNotifier {
 
   /** Starts the platform's desktop notification; null when dispatched or done, else a short reason. */
   private async desktop(target: NotifyTarget, message: NotifyMessage): Promise<string | null> {
+    const key = `${target.uid}\u0000${message.title}`;
+    const now = this.now();
+    const last = this.lastDesktop.get(key);
+    if (last !== undefined && now - last < this.repeatMs) return 'repeat_suppressed';
     const spec = this.desktopCommand(target, message);
     if (typeof spec === 'string') return spec;
+    this.lastDesktop.delete(key);
+    this.lastDesktop.set(key, now);
+    if (this.lastDesktop.size > DESKTOP_MEMORY_MAX) {
+      const oldest = this.lastDesktop.keys().next().value;
+      if (oldest !== undefined) this.lastDesktop.delete(oldest);
+    }
     const run = this.runner(spec).then((o) => {
       if (!o.ok)
         this.options.logger.debug({ uid: target.uid, error: o.error }, 'desktop notification failed');
