@@ -1,0 +1,44 @@
+/** The sensor registry: sorted, one entry per sensor, and the process sensor built from the config. */
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../../../src/common/logger.js';
+import { UserDirectory } from '../../../src/common/users.js';
+import { loadConfig } from '../../../src/config/load-config.js';
+import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
+import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
+import { PsListSource } from '../../../src/sensors/process-sources/pslist-source.js';
+import { processSourceFor, SENSORS } from '../../../src/sensors/registry.js';
+
+describe('sensor registry', () => {
+  it('is sorted by name with unique names and includes the process sensor', () => {
+    const names = SENSORS.map((s) => s.name);
+    expect(names).toEqual([...names].sort());
+    expect(new Set(names).size).toBe(names.length);
+    expect(names).toContain('process');
+  });
+
+  it('picks the process source from the config and platform', () => {
+    const cfg = (overrides: Record<string, unknown>) =>
+      loadConfig({ env: {}, managedPreferencesFile: null, overrides });
+    expect(processSourceFor(cfg({}), 'linux')).toBeInstanceOf(ProcfsSource);
+    expect(processSourceFor(cfg({}), 'darwin')).toBeInstanceOf(PsListSource);
+    expect(processSourceFor(cfg({}), 'win32')).toBeInstanceOf(PsListSource);
+    expect(processSourceFor(cfg({ 'sensors.process.source': 'ps-list' }), 'linux')).toBeInstanceOf(
+      PsListSource,
+    );
+
+    const config = cfg({ 'sensors.process.interval_ms': 250 });
+    const reg = SENSORS.find((s) => s.name === 'process');
+    expect(reg?.enabled(config)).toBe(true);
+    expect(reg?.enabled(cfg({ 'sensors.process.enabled': false }))).toBe(false);
+    const sensor = reg?.create({
+      config,
+      users: new UserDirectory({ platform: 'linux' }),
+      platform: 'linux',
+      homes: () => [],
+      onObservation: () => undefined,
+      logger: silentLogger(),
+    });
+    expect(sensor).toBeInstanceOf(ProcessSensor);
+    expect(sensor?.status().details).toMatchObject({ source: 'procfs', interval_ms: 250 });
+  });
+});
