@@ -1,14 +1,19 @@
 /**
- * The .rpm, built once with rpmbuild (Debian's rpm package) from the same staged tree as the .deb:
- * `rpm -qlp` lists the payload, the config is %config(noreplace), the scriptlets create the state
- * dir and drive systemd only where it runs, and the payload holds production dependencies only.
+ * The .rpm, built once per version with rpmbuild (Debian's rpm package) from the same staged tree as
+ * the .deb: `rpm -qlp` lists the payload, the config is %config(noreplace), the scriptlets create the
+ * state dir and drive systemd only where it runs, the payload holds production dependencies only,
+ * and the payload installs, upgrades and erases in a scratch root (`rpm --root`, scriptlets off:
+ * they would run chrooted and need a whole distribution inside the root; they are inspected above).
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
 import { buildPackage, PKG, requireBuiltDist, TEST_FILE_RE } from './pkg-helpers.js';
 
 let rpm: string;
+let rpmV2: string;
 
 function rpmQuery(args: readonly string[]): string {
   const res = spawnSync('rpm', [...args, rpm], {
@@ -22,7 +27,9 @@ function rpmQuery(args: readonly string[]): string {
 
 beforeAll(() => {
   requireBuiltDist();
-  rpm = buildPackage('rpm', { version: '1.2.0-rc.1', out: tempDir('tg-rpm-') });
+  const out = tempDir('tg-rpm-');
+  rpm = buildPackage('rpm', { version: '1.2.0-rc.1', out });
+  rpmV2 = buildPackage('rpm', { version: '1.2.0', out });
 });
 
 describe('rpm', () => {
@@ -92,5 +99,38 @@ describe('rpm', () => {
       /if \[ "\$1" -eq 0 \] && \[ -d \/run\/systemd\/system \]; then\n\s+systemctl stop toolguard\.service/,
     );
     expect(rpmQuery(['-qp', '--requires'])).toContain('glibc >= 2.28');
+  });
+
+  it('installs into a scratch root with root owners, upgrades keeping the edited config, erase saves it', () => {
+    const root = join(tempDir('tg-rpm-root-'), 'root');
+    const rpmIn = (args: readonly string[]): void => {
+      const opts = args[0] === '--initdb' ? [] : ['--nodeps', '--noscripts'];
+      const res = spawnSync('rpm', [`--root=${root}`, ...opts, ...args], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(res.status, res.stderr).toBe(0);
+    };
+    rpmIn(['--initdb']);
+    rpmIn(['-i', rpm]);
+    const node = lstatSync(join(root, 'opt/toolguard/node/bin/node'));
+    expect([node.uid, node.gid, (node.mode & 0o7777).toString(8)]).toEqual([0, 0, '755']);
+    const version = spawnSync(
+      join(root, 'opt/toolguard/node/bin/node'),
+      [join(root, 'opt/toolguard/app/bin/guardctl.js'), '--version'],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(version.stdout.trim()).toBe('1.2.0-rc.1');
+    const config = join(root, 'etc/toolguard/config.json');
+    const edited = '{"collector":{"url":"https://collector.example"}}\n';
+    writeFileSync(config, edited);
+    rpmIn(['-U', rpmV2]);
+    expect(readFileSync(config, 'utf8')).toBe(edited);
+    expect(readFileSync(join(root, 'opt/toolguard/app/package.json'), 'utf8')).toContain(
+      '"version": "1.2.0"',
+    );
+    rpmIn(['-e', 'toolguard']);
+    expect(existsSync(join(root, 'opt/toolguard/node/bin/node'))).toBe(false);
+    expect(readFileSync(`${config}.rpmsave`, 'utf8')).toBe(edited);
   });
 });
