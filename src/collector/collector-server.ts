@@ -8,7 +8,7 @@
  * Hostile input: every refusal is an `HttpError` with a stable code, rendered as
  * `{"error":{"code","message"}}`. Slow clients are cut by the header and body deadlines; body
  * memory is bounded per request (`maxBodyBytes`) and overall (`maxInflightBytes`). When a request
- * is refused before its body was read, the connection is closed rather than drained.
+ * is refused before its body was read, the rest is discarded briefly, then the connection is cut.
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -16,6 +16,7 @@ import {
   type IncomingMessage,
   type Server,
   type ServerResponse,
+  STATUS_CODES,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -200,6 +201,28 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     bodyLimit: ENROLL_BODY_LIMIT,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    // Even what fails before routing (malformed URL, broken HTTP, slow headers) answers with a code.
+    frameworkErrors: (err, _req, reply) => {
+      sendError(reply, new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', String(err.message).slice(0, 200)));
+    },
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, code, text] =
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'GUARD_COLLECTOR_BODY_TIMEOUT', 'request not received in time']
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? [431, 'GUARD_COLLECTOR_BAD_REQUEST', 'request headers too large']
+            : [400, 'GUARD_COLLECTOR_BAD_REQUEST', 'malformed HTTP request'];
+      metrics.inc('client_errors_total', 'Connections refused before a request could be routed.', {
+        status: String(status),
+      });
+      const body = JSON.stringify({ error: { code, message: text } });
+      if (socket.writable)
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      socket.destroy();
+    },
   });
 
   app.addHook('onResponse', async (req, reply) => {

@@ -58,7 +58,7 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_GZIP_BOMB: 'the gzip body expands beyond the allowed compression ratio',
   GUARD_COLLECTOR_BAD_ENCODING: 'an unsupported Content-Encoding or a corrupt gzip stream',
   GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE: 'the Content-Type is not accepted by this endpoint',
-  GUARD_COLLECTOR_BODY_TIMEOUT: 'the request body arrived too slowly',
+  GUARD_COLLECTOR_BODY_TIMEOUT: 'the request (headers or body) arrived too slowly',
   GUARD_COLLECTOR_RATE_LIMITED: 'too many requests for this token; retry after Retry-After seconds',
   GUARD_COLLECTOR_BUSY: 'the collector is at its in-flight body budget; retry after Retry-After seconds',
   GUARD_COLLECTOR_INVALID_EVENTS: 'some events of a batch were rejected (the valid ones were stored)',

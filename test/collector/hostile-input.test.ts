@@ -221,9 +221,13 @@ describe('slow clients (slowloris)', () => {
 
   it('closes 100 connections that trickle their headers, and keeps serving others meanwhile', async () => {
     const u = new URL(c.url);
-    const sockets = Array.from({ length: 100 }, () => {
+    const answers: string[] = [];
+    const sockets = Array.from({ length: 100 }, (_, i) => {
       const s = connect(Number(u.port), u.hostname);
       s.on('error', () => {});
+      s.on('data', (d) => {
+        answers[i] = (answers[i] ?? '') + d.toString('utf8');
+      });
       s.write('POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: ');
       return s;
     });
@@ -241,10 +245,43 @@ describe('slow clients (slowloris)', () => {
           intervalMs: 100,
         },
       );
+      expect(answers.filter((a) => a?.includes('"GUARD_COLLECTOR_BODY_TIMEOUT"')).length).toBeGreaterThan(0);
     } finally {
       clearInterval(timer);
       for (const s of sockets) s.destroy();
     }
+  });
+});
+
+describe('broken HTTP', () => {
+  it.each([
+    ['garbage instead of HTTP', 'GARBAGE\r\n\r\n', 400, 'GUARD_COLLECTOR_BAD_REQUEST'],
+    [
+      'a header line without a colon',
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nbroken\r\n\r\n',
+      400,
+      'GUARD_COLLECTOR_BAD_REQUEST',
+    ],
+    [
+      '64 KiB of headers',
+      `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(65_536)}\r\n\r\n`,
+      431,
+      'GUARD_COLLECTOR_BAD_REQUEST',
+    ],
+  ])('answers %s with a JSON error code', async (_name, raw, status, code) => {
+    const u = new URL(c.url);
+    const text = await new Promise<string>((resolve) => {
+      const s = connect(Number(u.port), u.hostname);
+      let got = '';
+      s.on('data', (d) => {
+        got += d.toString('utf8');
+      });
+      s.on('error', () => {});
+      s.on('close', () => resolve(got));
+      s.write(raw);
+    });
+    expect(text).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)).error.code).toBe(code);
   });
 });
 
