@@ -99,6 +99,13 @@ export interface QuarantineManifest {
   readonly restoredForced: boolean | null;
   /** Why a move was rolled back (recovery or a failure), when it was. */
   readonly note: string | null;
+  /** Where links were looked for (kept so late links can be swept with the same rules). */
+  readonly search?: {
+    readonly linkDirs: readonly string[];
+    readonly aliasDirs: readonly string[];
+    readonly shimDirs: readonly string[];
+    readonly binNames: readonly string[];
+  };
 }
 
 export interface QuarantineEntry {
@@ -235,6 +242,12 @@ export class QuarantineStore {
       restoredAt: null,
       restoredForced: null,
       note: null,
+      search: {
+        linkDirs: req.linkDirs,
+        aliasDirs: req.aliasDirs ?? [],
+        shimDirs: req.shimDirs,
+        binNames: req.binNames,
+      },
     };
     this.insertStmt.run(id, createdAt, 'moving', JSON.stringify(manifest));
     try {
@@ -255,6 +268,42 @@ export class QuarantineStore {
       });
     }
     return this.finishQuarantine(manifest);
+  }
+
+  /**
+   * Removes links/shims into a quarantined entry's original path that appeared after the move (an
+   * installer still linking bins when the package was taken) and records them in the manifest so
+   * restore puts them back too. Returns how many were removed; 0 when the entry is not (or no
+   * longer) quarantined or its original path is occupied again. Never rejects.
+   */
+  async sweepLinks(id: string): Promise<number> {
+    try {
+      const entry = this.get(id);
+      if (!entry || entry.state !== 'quarantined' || !entry.manifest.search) return 0;
+      const m = entry.manifest;
+      if (await exists(m.originalPath)) return 0;
+      const search = m.search as NonNullable<QuarantineManifest['search']>;
+      const found = await findLinks(
+        m.originalPath,
+        search.linkDirs,
+        search.shimDirs,
+        search.binNames,
+        search.aliasDirs,
+      );
+      const known = new Set(m.links.map((l) => l.path));
+      const removed: LinkRecord[] = [];
+      for (const link of found) if (!known.has(link.path) && (await removeLink(link))) removed.push(link);
+      if (removed.length === 0) return 0;
+      // Re-read: a restore may have started meanwhile; only append while still quarantined.
+      const now = this.get(id);
+      if (now?.state !== 'quarantined') return removed.length;
+      this.save(id, 'quarantined', { ...now.manifest, links: [...now.manifest.links, ...removed] });
+      this.log.info({ id, links: removed.map((l) => l.path) }, 'removed late links into a quarantined path');
+      return removed.length;
+    } catch (err) {
+      this.log.warn({ err, id }, 'late link sweep failed');
+      return 0;
+    }
   }
 
   /**

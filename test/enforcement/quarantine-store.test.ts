@@ -53,6 +53,15 @@ const fresh = (): string => {
   return d;
 };
 const logger = silentLogger();
+/** True when nothing (not even a dangling link) is at `p`. */
+const gone = (p: string): boolean => {
+  try {
+    lstatSync(p);
+    return false;
+  } catch {
+    return true;
+  }
+};
 
 async function storeIn(dir: string, quarantineDir = join(dir, 'state', 'quarantine')) {
   const { db } = openDatabase(join(dir, 'state', 'state.db'), {
@@ -192,6 +201,31 @@ describe('QuarantineAction + QuarantineStore', () => {
     expect(rig.sensor.status().running).toBe(true);
     expect(existsSync('/etc/passwd')).toBe(true);
     await rig.close();
+  });
+
+  it('sweeps bin links created after the move (an installer still linking) and restores them too', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const t = npmTree(dir);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      obsFor(t.root, t.pkg),
+      decision,
+    );
+    const id = r.details?.quarantine_id as string;
+    const late = join(t.prefix, 'bin', 'claude-late');
+    symlinkSync('../lib/node_modules/@anthropic-ai/claude-code/cli.js', late);
+    const unrelated = join(t.prefix, 'bin', 'other');
+    symlinkSync('../lib/node_modules/other/cli.js', unrelated);
+    // The action sweeps on its own a second after the move.
+    await waitFor(() => gone(late), 'late link removed');
+    expect(store.get(id)?.manifest.links.map((l) => l.path)).toEqual([t.bin, late]);
+    expect(lstatSync(unrelated).isSymbolicLink()).toBe(true);
+    expect(await store.sweepLinks(id)).toBe(0);
+    const res = await store.restore(id, { force: false, stillBanned: () => false });
+    expect(res.linksRestored).toBe(2);
+    expect(readlinkSync(late)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
+    expect(await store.sweepLinks(id)).toBe(0); // restored: nothing to sweep
+    db.close();
   });
 
   it('restore refuses an occupied original path and unknown ids with their codes', async () => {

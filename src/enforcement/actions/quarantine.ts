@@ -29,6 +29,12 @@ export interface QuarantineActionOptions {
   readonly platform?: Platform;
 }
 
+/**
+ * When to look again for links into a quarantined path (ms after the move): npm links bins before
+ * postinstall, other managers within a second or two of extracting; 10 s covers a slow machine.
+ */
+const LATE_LINK_SWEEPS_MS = [1_000, 3_000, 10_000];
+
 export class QuarantineAction implements Action<PackageObservation | PathObservation> {
   private readonly log: Logger;
   private readonly platform: Platform;
@@ -46,6 +52,7 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       const req =
         obs.kind === 'package' ? await this.packageRequest(obs, decision) : this.pathRequest(obs, decision);
       const manifest = await this.options.store.quarantine(req);
+      this.scheduleSweeps(manifest.id);
       const what = obs.kind === 'package' ? obs.name : obs.path;
       // Telling the owner must not hold up the result; the notifier bounds its own time.
       void this.options.notifier
@@ -64,6 +71,17 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       const code = isGuardError(err) ? err.code : 'GUARD_QUARANTINE_IO';
       this.log.warn({ path: obs.path, code, err: errorMessage(err) }, 'quarantine refused or failed');
       return { actionTaken: 'failed', latencyMs: ms(), error: `${code}: ${errorMessage(err)}` };
+    }
+  }
+
+  /**
+   * An installer may still be creating bin links when the package is taken (yarn, pnpm and bun
+   * link after extracting everything): sweep for late links into the old path a few times.
+   */
+  private scheduleSweeps(id: string): void {
+    for (const delay of LATE_LINK_SWEEPS_MS) {
+      const t = setTimeout(() => void this.options.store.sweepLinks(id), delay);
+      t.unref();
     }
   }
 
