@@ -90,7 +90,7 @@ describe('agent CollectorClient ↔ guard-collector', () => {
 
   it('gets the poison event named in a 400 while the rest of the batch is stored', async () => {
     const good = heartbeatEvent('dev-compat', 3);
-    const poison = { ...heartbeatEvent('dev-compat', 4), policy_state: 'confused' };
+    const poison: Record<string, unknown> = { ...heartbeatEvent('dev-compat', 4), policy_state: 'confused' };
     const r = await client.postEvents([good, poison] as unknown as AgentEvent[]);
     expect(r).toMatchObject({ kind: 'ok', status: 400, accepted: 1, duplicates: 0 });
     if (r.kind !== 'ok') throw new Error('unreachable');
