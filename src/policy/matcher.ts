@@ -366,8 +366,12 @@ function matchPath(r: CompiledRule, obs: PathObservation): { reason: MatchReason
 
 /** `~/x` → one glob per home; other globs unchanged. */
 export function expandHome(glob: string, homes: readonly string[]): string[] {
-  if (glob === '~' || glob.startsWith('~/'))
-    return homes.map((h) => toPosix(h).replace(/\/+$/, '') + glob.slice(1));
+  // `~\` too: Windows admins write paths with backslashes; globs are matched in posix form. (Only
+  // then are backslashes converted: in a `~/` glob a backslash is picomatch's escape.)
+  if (glob === '~' || glob.startsWith('~/') || glob.startsWith('~\\')) {
+    const rest = glob.startsWith('~\\') ? toPosix(glob.slice(1)) : glob.slice(1);
+    return homes.map((h) => toPosix(h).replace(/\/+$/, '') + rest);
+  }
   return [glob];
 }
 

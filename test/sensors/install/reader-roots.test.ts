@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { expandHome } from '../../../src/policy/matcher.js';
 import {
   binDirsFor,
   discoverRoots,
@@ -229,5 +230,20 @@ describe('discoverRoots', () => {
         'linux',
       ),
     ).toEqual([`${h}/.asdf/shims`]);
+  });
+});
+
+describe('expandHome (path globs with ~)', () => {
+  it('expands ~/ and ~\\ for every home, keeps other globs and escapes', () => {
+    expect(expandHome('~/.local/share/claude/versions/*', ['/home/a', '/root/'])).toEqual([
+      '/home/a/.local/share/claude/versions/*',
+      '/root/.local/share/claude/versions/*',
+    ]);
+    expect(expandHome('~\\AppData\\Local\\AnthropicClaude\\*', ['C:\\Users\\a'])).toEqual([
+      'C:/Users/a/AppData/Local/AnthropicClaude/*',
+    ]);
+    expect(expandHome('~/odd\\*name', ['/home/a'])).toEqual(['/home/a/odd\\*name']);
+    expect(expandHome('/opt/claude/**', ['/home/a'])).toEqual(['/opt/claude/**']);
+    expect(expandHome('~user/x', ['/home/a'])).toEqual(['~user/x']);
   });
 });
