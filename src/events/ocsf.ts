@@ -20,6 +20,54 @@ import type { AgentEvent } from './event-types.js';
 /** The OCSF schema version the mapping follows. */
 export const OCSF_VERSION = '1.3.0';
 
+/** The mapping table, for docs/events.md (a test checks toOcsf agrees with every row). */
+export const OCSF_MAPPING: readonly {
+  readonly types: readonly string[];
+  readonly class_uid: number;
+  readonly class_name: string;
+  readonly activity: string;
+}[] = [
+  {
+    types: ['process.blocked', 'process.warned', 'process.audited'],
+    class_uid: 1007,
+    class_name: 'Process Activity',
+    activity: 'Launch (1)',
+  },
+  {
+    types: ['package.quarantined', 'package.warned', 'package.audited'],
+    class_uid: 5020,
+    class_name: 'Software Inventory Info',
+    activity: 'Log (1)',
+  },
+  {
+    types: ['path.quarantined'],
+    class_uid: 1001,
+    class_name: 'File System Activity',
+    activity: 'Rename (5): moved to quarantine',
+  },
+  {
+    types: ['path.warned', 'path.audited'],
+    class_uid: 1001,
+    class_name: 'File System Activity',
+    activity: 'Other (99)',
+  },
+  {
+    types: ['policy.applied', 'policy.rejected', 'policy.stale'],
+    class_uid: 5019,
+    class_name: 'Device Config State Change',
+    activity: 'Log (1)',
+  },
+  { types: ['agent.tamper'], class_uid: 2004, class_name: 'Detection Finding', activity: 'Create (1)' },
+  { types: ['agent.started'], class_uid: 6002, class_name: 'Application Lifecycle', activity: 'Start (3)' },
+  { types: ['agent.stopped'], class_uid: 6002, class_name: 'Application Lifecycle', activity: 'Stop (4)' },
+  {
+    types: ['agent.heartbeat', 'events.dropped'],
+    class_uid: 6002,
+    class_name: 'Application Lifecycle',
+    activity: 'Other (99)',
+  },
+];
+
 type Obj = Record<string, unknown>;
 
 const SEVERITY = { informational: 1, low: 2, medium: 3, high: 4 } as const;

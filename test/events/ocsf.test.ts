@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { EVENT_TYPES } from '../../src/events/event-types.js';
-import { OCSF_VERSION, toOcsf } from '../../src/events/ocsf.js';
+import { OCSF_MAPPING, OCSF_VERSION, toOcsf } from '../../src/events/ocsf.js';
 import { sampleEvent } from './samples.js';
 
 describe('OCSF mapping', () => {
@@ -56,6 +56,17 @@ describe('OCSF mapping', () => {
       activity_id: activity,
       type_uid: cls * 100 + activity,
     });
+  });
+
+  test('the documented mapping table agrees with toOcsf for every type, and covers every type once', () => {
+    const covered = OCSF_MAPPING.flatMap((m) => m.types);
+    expect([...covered].sort()).toEqual([...EVENT_TYPES].sort());
+    for (const m of OCSF_MAPPING)
+      for (const t of m.types) {
+        const o = toOcsf(sampleEvent(t as (typeof EVENT_TYPES)[number]));
+        expect(o.class_uid, t).toBe(m.class_uid);
+        expect(m.activity, t).toContain(`(${String(o.activity_id)})`);
+      }
   });
 
   test('every type maps, and odd shapes degrade without throwing', () => {

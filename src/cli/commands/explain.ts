@@ -18,6 +18,7 @@ import {
   type EventField,
 } from '../../events/event-schema.js';
 import { EVENT_TYPES } from '../../events/event-types.js';
+import { OCSF_MAPPING, OCSF_VERSION } from '../../events/ocsf.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
 import type { GuardctlCommand } from '../command.js';
 
@@ -232,6 +233,19 @@ export function renderEventsDoc(): string {
       lines.push('');
     }
   }
+  lines.push(
+    `## OCSF mapping (OCSF ${OCSF_VERSION})`,
+    '',
+    "The collector's forwarders can emit events as OCSF (`src/events/ocsf.ts`); `action_id`/`disposition_id` say what guardd did, and the original event rides along in `unmapped.toolguard`.",
+    '',
+    '| toolguard types | OCSF class | activity |',
+    '|---|---|---|',
+    ...OCSF_MAPPING.map(
+      (m) =>
+        `| ${m.types.map((t) => `\`${t}\``).join(', ')} | ${m.class_name} (${m.class_uid}) | ${m.activity} |`,
+    ),
+    '',
+  );
   return lines.join('\n');
 }
 
