@@ -76,6 +76,8 @@ export interface RigOptions {
   /** Runs between detection and enforcement (TOCTOU tests). */
   readonly beforeEnforce?: (obs: Observation) => Promise<void> | void;
   readonly start?: boolean;
+  /** node-cron schedule of full rescans (default: once a year, i.e. never during a test). */
+  readonly rescanCron?: string;
 }
 
 export interface Rig {
@@ -140,7 +142,7 @@ export async function makeRig(o: RigOptions): Promise<Rig> {
   const sensor = new InstallSensor({
     users: new UserDirectory({ platform: 'linux' }),
     platform: 'linux',
-    rescanCron: '0 0 1 1 *',
+    rescanCron: o.rescanCron ?? '0 0 1 1 *',
     extraRoots: o.extraRoots ?? [],
     homes,
     systemRoots: false,

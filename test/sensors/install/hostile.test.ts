@@ -108,4 +108,21 @@ describe('hostile trees', () => {
     chmodSync(join(root, '@locked-scope'), 0o755);
     await rig.close();
   });
+
+  it('the cron schedule runs full rescans, and a bad schedule is refused at construction', async () => {
+    const dir = join(base, 'd');
+    const root = join(dir, 'prefix', 'lib', 'node_modules');
+    mkdirSync(root, { recursive: true });
+    const rig = await makeRig({ dir, extraRoots: [root], rescanCron: '* * * * * *' });
+    await waitFor(() => (rig.sensor.status().details.scans as number) >= 3, 'scheduled rescans', {
+      timeoutMs: 10_000,
+    });
+    await rig.close();
+    const scans = rig.sensor.status().details.scans as number;
+    expect(rig.sensor.status().running).toBe(false);
+    expect(scans).toBeGreaterThanOrEqual(3);
+    await expect(makeRig({ dir: join(base, 'e'), rescanCron: 'every hour' })).rejects.toMatchObject({
+      code: 'GUARD_CONFIG_INVALID_VALUE',
+    });
+  });
 });
