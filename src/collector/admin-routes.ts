@@ -13,6 +13,10 @@ import { HttpError } from './http-error.js';
 export const DEFAULT_PAGE = 100;
 /** Largest page: bounds the memory and time of one admin answer. */
 export const MAX_PAGE = 1000;
+/** A page of events stops growing past this many body bytes (events may be up to 256 KiB each). */
+export const MAX_PAGE_BYTES = 8 * 1024 * 1024;
+/** Events read from SQLite per step while filling a page. */
+const READ_CHUNK = 100;
 /** Filter values longer than this are refused (ids and types are short). */
 const MAX_FILTER_CHARS = 256;
 
@@ -67,18 +71,32 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       if (!/^\d{1,15}$/.test(q.cursor)) throw badQuery('cursor', 'the next_cursor of a previous page');
       afterRid = Number(q.cursor);
     }
-    const rows = store.queryEvents({
+    const filter = {
       deviceId: q.device_id,
       type: q.type,
       ruleId: q.rule,
       since: q.since === undefined ? undefined : isoTime('since', q.since),
       until: q.until === undefined ? undefined : isoTime('until', q.until),
-      afterRid,
-      limit,
-    });
+    };
+    // Read in chunks and stop at the byte cap, so a page of large events stays bounded in memory.
+    const rows: StoredEventRow[] = [];
+    let bytes = 0;
+    // at most limit / READ_CHUNK + 1 rounds: every round but the last adds READ_CHUNK rows
+    for (;;) {
+      const want = Math.min(READ_CHUNK, limit - rows.length);
+      const chunk = store.queryEvents({ ...filter, afterRid, limit: want });
+      for (const row of chunk) {
+        rows.push(row);
+        bytes += row.body.length;
+        afterRid = row.rid;
+        if (bytes >= MAX_PAGE_BYTES) break;
+      }
+      if (chunk.length < want || rows.length >= limit || bytes >= MAX_PAGE_BYTES) break;
+    }
+    const full = rows.length === limit || bytes >= MAX_PAGE_BYTES;
     return {
       events: rows.map(toApiEvent),
-      next_cursor: rows.length === limit ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
+      next_cursor: full && rows.length > 0 ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
     };
   });
 }

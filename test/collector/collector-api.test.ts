@@ -360,6 +360,36 @@ describe('admin API', () => {
     expect(gemini.events.map((e) => e.rule.id)).toEqual(['gemini', 'gemini']);
   });
 
+  it('caps a page of large events by bytes and continues with the cursor', async () => {
+    const t = await enrollDevice(c.url, c.enrollSecret, 'dev-big');
+    const big = (seq: number): Record<string, unknown> => ({
+      ...blockedEvent('dev-big', seq),
+      argv: Array.from({ length: 30 }, () => 'x'.repeat(8000)),
+    });
+    const ids: string[] = [];
+    for (let b = 0; b < 2; b++) {
+      const events = Array.from({ length: 20 }, (_, i) => big(b * 20 + i + 1));
+      ids.push(...events.map((e) => e.id as string));
+      const r = await postEvents(t, ndjson(events));
+      expect(r.status).toBe(200);
+    }
+    const p1 = (await (await admin('/v1/events?device_id=dev-big&limit=1000')).json()) as {
+      events: { id: string }[];
+      next_cursor: string | null;
+    };
+    expect(p1.events.length).toBeGreaterThan(0);
+    expect(p1.events.length).toBeLessThan(40);
+    expect(p1.next_cursor).not.toBeNull();
+    const p2 = (await (
+      await admin(`/v1/events?device_id=dev-big&limit=1000&cursor=${p1.next_cursor}`)
+    ).json()) as {
+      events: { id: string }[];
+      next_cursor: string | null;
+    };
+    expect([...p1.events, ...p2.events].map((e) => e.id)).toEqual(ids);
+    expect(p2.next_cursor).toBeNull();
+  });
+
   it('filters by time with since/until', async () => {
     const future = (await (await admin('/v1/events?since=2100-01-01T00:00:00Z')).json()) as {
       events: unknown[];
