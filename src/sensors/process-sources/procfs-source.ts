@@ -163,7 +163,9 @@ export class ProcfsSource implements ProcessSource {
       proc_root: this.root,
       known: this.known.size,
       listings: this.listings,
+      unchanged_listings: this.unchangedListings,
       shortcuts: this.shortcuts,
+      sweeps: this.sweeps,
     };
   }
 
