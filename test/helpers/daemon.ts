@@ -53,6 +53,12 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** Every child started through this module; killed when the test file ends (registered at import, not inside a hook). */
+const children = new Set<RunningProcess>();
+afterAll(async () => {
+  await Promise.all([...children].map((p) => p.stop('SIGKILL')));
+});
+
 function track(child: ChildProcess): RunningProcess {
   let out = '';
   child.stdout?.on('data', (d) => {
@@ -70,7 +76,7 @@ function track(child: ChildProcess): RunningProcess {
       return exited;
     },
   };
-  afterAll(() => proc.stop('SIGKILL'));
+  children.add(proc);
   return proc;
 }
 
