@@ -197,16 +197,28 @@ async function stopChild(c) {
   await done;
 }
 
+/** What the sensor did in a window: new processes observed, executables hashed (context for CPU). */
+function work(sensor) {
+  if (!sensor) return { observed: 0, hashed: 0 };
+  const d = sensor.status().details;
+  return { observed: d.observed, hashed: d.hash?.hashed ?? 0 };
+}
+
 /** CPU % of one core used by this process (self, and reaped children such as ps) over a window. */
-async function measureCpu(ms, pid = 'self') {
+async function measureCpu(ms, pid = 'self', sensor = null) {
+  const w0 = work(sensor);
   const a = cpuTicks(pid);
   const u0 = pid === 'self' ? process.cpuUsage() : null;
   const t0 = performance.now();
   await sleepMs(ms);
   const elapsed = performance.now() - t0;
   const b = cpuTicks(pid);
-  const self = u0 ? (process.cpuUsage(u0).user + process.cpuUsage(u0).system) / 1000 : null;
+  const used = u0 ? process.cpuUsage(u0) : null;
+  const self = used ? (used.user + used.system) / 1000 : null;
+  const w1 = work(sensor);
   return {
+    observed: w1.observed - w0.observed,
+    hashed: w1.hashed - w0.hashed,
     self: self !== null ? (self / elapsed) * 100 : pct(b.self - a.self, elapsed),
     children: pct(b.children - a.children, elapsed),
   };
@@ -231,10 +243,10 @@ const results = {};
 {
   const sensor = await startPipeline(new ProcfsSource());
   const lat = await measureLatency(LAUNCHES, 3000);
-  const cpuIdle = await measureCpu(CPU_WINDOW_MS);
+  const cpuIdle = await measureCpu(CPU_WINDOW_MS, 'self', sensor);
   const load = startLoad();
   await sleepMs(500);
-  const cpuLoad = await measureCpu(CPU_WINDOW_MS);
+  const cpuLoad = await measureCpu(CPU_WINDOW_MS, 'self', sensor);
   await stopChild(load);
   const st = sensor.status();
   await sensor.stop();
@@ -245,10 +257,10 @@ const results = {};
 {
   const sensor = await startPipeline(new PsListSource());
   const lat = await measureLatency(PSLIST_LAUNCHES, 5000);
-  const cpuIdle = await measureCpu(CPU_WINDOW_MS);
+  const cpuIdle = await measureCpu(CPU_WINDOW_MS, 'self', sensor);
   const load = startLoad();
   await sleepMs(500);
-  const cpuLoad = await measureCpu(CPU_WINDOW_MS);
+  const cpuLoad = await measureCpu(CPU_WINDOW_MS, 'self', sensor);
   await stopChild(load);
   await sensor.stop();
   results.pslist = { lat, cpuIdle, cpuLoad };
@@ -401,7 +413,17 @@ table(
 );
 table(
   `CPU, % of one core (self = the sensor's process; children = reaped helpers such as ps / pkill), ${LOAD_PER_S} launches/s under load`,
-  ['approach', 'idle self', 'idle children', 'idle total', 'load self', 'load children', 'load total'],
+  [
+    'approach',
+    'idle self',
+    'idle children',
+    'idle total',
+    'load self',
+    'load children',
+    'load total',
+    'new procs seen idle/load',
+    'exes hashed idle/load',
+  ],
   [
     [
       'no sensor (baseline)',
@@ -424,6 +446,8 @@ table(
       fmt(x.cpuLoad.self, 2),
       fmt(x.cpuLoad.children, 2),
       fmt(x.cpuLoad.self + x.cpuLoad.children, 2),
+      n === 'pkill loop (1 s)' ? '-' : `${x.cpuIdle.observed}/${x.cpuLoad.observed}`,
+      n === 'pkill loop (1 s)' ? '-' : `${x.cpuIdle.hashed}/${x.cpuLoad.hashed}`,
     ]),
   ],
 );

@@ -7,6 +7,7 @@
  * bounded: past HASH_MAX_BYTES or HASH_TIMEOUT_MS the result is null and counted, never a stall.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 export interface ExeHasherOptions {
@@ -48,6 +49,23 @@ export class ExeHasher {
     this.maxBytes = options.maxBytes ?? HASH_MAX_BYTES;
     this.timeoutMs = options.timeoutMs ?? HASH_TIMEOUT_MS;
     this.cacheSize = options.cacheSize ?? HASH_CACHE_SIZE;
+  }
+
+  /**
+   * The cached hash of the file at `path` without opening it (one stat), or undefined when it is
+   * not cached (or cannot be stat'ed). The hot path: most new processes run an executable hashed
+   * before. Sound for /proc/<pid>/exe, which always names the inode the process runs.
+   */
+  lookup(path: string): string | undefined {
+    try {
+      const st = statSync(path);
+      if (!st.isFile()) return undefined;
+      const hit = this.cache.get(`${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`);
+      if (hit !== undefined) this.counts.cached++;
+      return hit;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Lower-case hex SHA-256 of the file at `path`, or null (too large, too slow, unreadable). Never rejects. */

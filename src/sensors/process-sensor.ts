@@ -161,8 +161,12 @@ export class ProcessSensor implements Sensor {
       const path = this.options.source.hashPath(raw);
       if (path !== null) {
         this.hasher ??= new ExeHasher();
-        const hasher = this.hasher;
-        this.detach(hasher.hash(path).then((sha256) => this.emit({ ...obs, sha256 })));
+        const cached = this.hasher.lookup(path);
+        if (cached !== undefined) {
+          this.emit({ ...obs, sha256: cached });
+          return;
+        }
+        this.detach(this.hasher.hash(path).then((sha256) => this.emit({ ...obs, sha256 })));
         return;
       }
     }

@@ -18,6 +18,9 @@ describe('ExeHasher', () => {
     expect(await h.hash(file)).toBe(sha(bytes));
     expect(await h.hash(file)).toBe(sha(bytes));
     expect(h.counts).toMatchObject({ hashed: 1, cached: 1 });
+    expect(h.lookup(file)).toBe(sha(bytes));
+    expect(new ExeHasher().lookup(file)).toBeUndefined();
+    expect(h.lookup(join(dir, 'missing'))).toBeUndefined();
     appendFileSync(file, 'x');
     expect(await h.hash(file)).toBe(sha(Buffer.concat([bytes, Buffer.from('x')])));
     expect(h.counts.hashed).toBe(2);
