@@ -31,7 +31,7 @@ import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
 import { HttpError } from './http-error.js';
-import { type EventValidator, InflightBudget, parseBatch, readBody } from './ingest.js';
+import { type EventValidator, InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
 import { TokenBucketRateLimiter } from './rate-limit.js';
@@ -168,7 +168,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   store.onStored = () => {
     for (const r of runners) r.wake();
   };
-  const validate = options.validateEvent;
+  const ingest = new IngestQueue({ store, validate: options.validateEvent });
 
   metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', () => {
     const c = store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
@@ -181,6 +181,9 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     runners.map((r) => [{ sink: r.name }, r.lag()] as const),
   );
   metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', () => [[{}, budget.inUse]]);
+  metrics.gauge('ingest_queue_depth', 'Received bodies waiting to be parsed and stored.', () => [
+    [{}, ingest.depth],
+  ]);
 
   const serverFactory = (handler: (req: IncomingMessage, res: ServerResponse) => void): Server => {
     const common = {
@@ -322,21 +325,15 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         budget,
       );
       try {
-        const batch = parseBatch(body, deviceId, validate);
-        let accepted = 0;
-        let duplicates = 0;
-        if (batch.valid.length > 0) {
-          try {
-            ({ accepted, duplicates } = await store.insertBatch(
-              deviceId,
-              batch.valid,
-              new Date().toISOString(),
-            ));
-          } catch (err) {
-            logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
-            throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
-          }
+        let outcome: IngestOutcome;
+        try {
+          outcome = await ingest.submit(deviceId, body);
+        } catch (err) {
+          logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
+          throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
         }
+        const { batch } = outcome;
+        const { accepted, duplicates } = outcome.result;
         metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
         metrics.inc(
           'events_duplicate_total',

@@ -6,8 +6,8 @@
  * Durability: `synchronous = FULL`. The agent deletes an event from its outbox as soon as the
  * collector acknowledges it, so an ack must mean "on disk, survives power loss" — with NORMAL a
  * power cut could lose the last acknowledged batches that exist nowhere else any more. The fsync
- * cost is paid once per *group* of concurrent batches: `insertBatch` queues batches and commits all
- * that arrived while the previous commit ran in one transaction (group commit), then answers them.
+ * cost is paid once per *group* of concurrent batches: `insertGroup` commits several batches in one
+ * transaction (the ingest queue groups what arrived together), and requests are answered after it.
  *
  * Forwarder outboxes: the events table is append-only with a strictly increasing `rid`
  * (AUTOINCREMENT: never reused, even after retention deletes). Each forwarder's outbox is
@@ -105,12 +105,11 @@ export interface EventQuery {
   readonly limit: number;
 }
 
-interface PendingBatch {
+/** One device's events to store, as `insertGroup` takes them. */
+export interface BatchToStore {
   readonly deviceId: string;
   readonly events: readonly IncomingEvent[];
   readonly receivedAt: string;
-  resolve(r: InsertResult): void;
-  reject(e: unknown): void;
 }
 
 export interface CollectorStoreOptions {
@@ -123,8 +122,6 @@ export class CollectorStore {
   /** Set when the DB failed its integrity check at open and was moved aside. */
   readonly recovered: { readonly movedTo: string; readonly problem: string } | null;
   private readonly stmts;
-  private pending: PendingBatch[] = [];
-  private flushScheduled = false;
   private closed = false;
   /** Called after every commit that stored at least one new event (forwarders wake up). */
   onStored: (() => void) | null = null;
@@ -188,68 +185,49 @@ export class CollectorStore {
   }
 
   /**
-   * Stores one batch of one device idempotently (INSERT OR IGNORE by event id) and updates the
-   * device's last-seen, agent and policy versions. Resolves after the commit is durable
-   * (synchronous=FULL); batches queued in the same tick share one transaction (group commit).
-   * Rejects (and stores nothing of the group) when the commit fails.
+   * Stores batches (each of one device) idempotently in ONE transaction (INSERT OR IGNORE by event
+   * id) and updates each device's last-seen, agent and policy versions. Durable when it returns
+   * (synchronous=FULL): one fsync for the whole group. Throws (and stores nothing of the group)
+   * when the commit fails. Results are in the order of `batches`.
    */
-  insertBatch(deviceId: string, events: readonly IncomingEvent[], receivedAt: string): Promise<InsertResult> {
-    if (this.closed) return Promise.reject(new Error('collector store is closed'));
-    return new Promise((resolve, reject) => {
-      this.pending.push({ deviceId, events, receivedAt, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    const group = this.pending;
-    this.pending = [];
-    if (group.length === 0) return;
+  insertGroup(batches: readonly BatchToStore[]): InsertResult[] {
+    if (this.closed) throw new Error('collector store is closed');
     const results: InsertResult[] = [];
     let stored = 0;
-    try {
-      this.db.transaction(() => {
-        for (const b of group) {
-          let accepted = 0;
-          let newestPolicy: IncomingEvent | null = null;
-          let newestAgent: IncomingEvent | null = null;
-          for (const e of b.events) {
-            accepted += this.stmts.insertEvent.run(
-              e.id,
-              b.deviceId,
-              e.seq,
-              e.type,
-              e.time,
-              e.ruleId,
-              b.receivedAt,
-              e.body,
-            ).changes;
-            if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
-            if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
-          }
-          this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
-          if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId);
-          if (newestPolicy)
-            this.stmts.setPolicyVersion.run(
-              newestPolicy.policyVersion,
-              newestPolicy.seq,
-              b.deviceId,
-              newestPolicy.seq,
-            );
-          stored += accepted;
-          results.push({ accepted, duplicates: b.events.length - accepted });
+    this.db.transaction(() => {
+      for (const b of batches) {
+        let accepted = 0;
+        let newestPolicy: IncomingEvent | null = null;
+        let newestAgent: IncomingEvent | null = null;
+        for (const e of b.events) {
+          accepted += this.stmts.insertEvent.run(
+            e.id,
+            b.deviceId,
+            e.seq,
+            e.type,
+            e.time,
+            e.ruleId,
+            b.receivedAt,
+            e.body,
+          ).changes;
+          if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
+          if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
         }
-      })();
-    } catch (err) {
-      for (const b of group) b.reject(err);
-      return;
-    }
-    for (const [i, b] of group.entries()) b.resolve(results[i] as InsertResult);
+        this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
+        if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId);
+        if (newestPolicy)
+          this.stmts.setPolicyVersion.run(
+            newestPolicy.policyVersion,
+            newestPolicy.seq,
+            b.deviceId,
+            newestPolicy.seq,
+          );
+        stored += accepted;
+        results.push({ accepted, duplicates: b.events.length - accepted });
+      }
+    })();
     if (stored > 0) this.onStored?.();
+    return results;
   }
 
   /** Devices ordered by id, after `afterId`, at most `limit`. */
@@ -327,10 +305,9 @@ export class CollectorStore {
     }
   }
 
-  /** Commits anything queued, then closes the DB. Safe to call twice. */
+  /** Closes the DB. Safe to call twice. */
   close(): void {
     if (this.closed) return;
-    this.flush();
     this.closed = true;
     this.db.close();
   }
