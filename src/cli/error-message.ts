@@ -1,7 +1,7 @@
 /**
  * Owns how guardctl turns an error into a message and an exit code (npm's error-message.js).
  * Exit codes are documented in docs/guardctl.md:
- *   0 ok · 1 unexpected error · 2 usage · 3 daemon not running · 4 needs root / forbidden ·
+ *   0 ok · 1 unexpected error · 2 usage · 3 daemon not running · 4 needs root / forbidden (or --force) ·
  *   5 policy rejected or invalid · 6 config invalid · 7 not found · 8 check failed (doctor, verify, lint)
  */
 import { type ErrorCode, GuardError } from '../common/errors.js';
@@ -21,7 +21,13 @@ export const EXIT = {
 export function exitCodeFor(code: ErrorCode | string): number {
   if (code === 'GUARD_CONTROL_DAEMON_NOT_RUNNING' || code === 'GUARD_CONTROL_TIMEOUT')
     return EXIT.DAEMON_NOT_RUNNING;
-  if (code === 'GUARD_CONTROL_FORBIDDEN' || code === 'GUARD_CLI_NEEDS_ROOT') return EXIT.FORBIDDEN;
+  if (
+    code === 'GUARD_CONTROL_FORBIDDEN' ||
+    code === 'GUARD_CLI_NEEDS_ROOT' ||
+    code === 'GUARD_QUARANTINE_STILL_BANNED'
+  ) {
+    return EXIT.FORBIDDEN;
+  }
   if (
     code === 'GUARD_CLI_USAGE' ||
     code === 'GUARD_CONTROL_BAD_REQUEST' ||

@@ -278,7 +278,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
           ? { store_recovered: { moved_to: recovered.movedTo, problem: recovered.problem } }
           : {}),
       });
-      quarantineStore.recover();
+      await quarantineStore.recover(); // before any sensor can report a path recovery is about to put back
       policy.loadInitial(config['paths.bootstrap_policy'] || join(stateDir, 'bootstrap-policy.dsse.json'));
       for (const s of sensors) pipeline.addSensor(s);
       pipeline.setMatcher(policy.matcher());

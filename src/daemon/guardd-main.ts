@@ -12,13 +12,14 @@ import { loadConfig } from '../config/load-config.js';
 import { buildDaemon, type Daemon } from './deps.js';
 import { prepareLocalMode } from './local-mode.js';
 
-const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR]] [--version]
+const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR] [--local-policy FILE]] [--version]
 
   --config FILE     config file (default: ${defaultPaths().configFile})
   --local           run unprivileged in the foreground with state in ./.toolguard, an embedded
                     guard-collector on 127.0.0.1 and the example ban list signed by a local
                     development key (what \`npm start\` runs)
   --local-dir DIR   state directory of --local (default ./.toolguard)
+  --local-policy FILE  unsigned policy body --local signs and enforces (default policy/example-policy.json)
   --version         print the version and exit
 
 Exit codes: 0 stopped cleanly · 1 unexpected error · 6 config invalid`;
@@ -44,7 +45,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   let daemon: Daemon | undefined;
   try {
     const local = flags.local
-      ? await prepareLocalMode({ dir: flags['local-dir'] ?? '.toolguard', logger: createRootLogger('warn') })
+      ? await prepareLocalMode({
+          dir: flags['local-dir'] ?? '.toolguard',
+          logger: createRootLogger('warn'),
+          ...(flags['local-policy'] ? { policyBodyFile: flags['local-policy'] } : {}),
+        })
       : null;
     const config = loadConfig({
       file: flags.config ?? local?.configFile ?? defaultPaths().configFile,
@@ -96,6 +101,7 @@ function parse(argv: readonly string[]) {
       config: { type: 'string' },
       local: { type: 'boolean' },
       'local-dir': { type: 'string' },
+      'local-policy': { type: 'string' },
       version: { type: 'boolean', short: 'V' },
       help: { type: 'boolean', short: 'h' },
     },

@@ -4,7 +4,7 @@
  * line per event, answers guardctl, and stops cleanly on Ctrl-C (SIGINT).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runGuardctl } from '../helpers/daemon.js';
@@ -13,14 +13,30 @@ import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir('tgl-');
 const localDir = join(dir, 'state');
+// The example ban list with its process names made unique, so this daemon cannot kill processes
+// that other test files run at the same time under real tool names.
+const BANNED = 'tg-local-claude';
+const policyBody = join(dir, 'policy.json');
 let out = '';
 let guardd: ReturnType<typeof spawn>;
 let exited: Promise<number | null>;
 
 beforeAll(async () => {
-  guardd = spawn(process.execPath, [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', localDir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const example = JSON.parse(readFileSync(join(ROOT, 'policy/example-policy.json'), 'utf8'));
+  example.rules = example.rules.map((r: { id: string }) => ({
+    ...r,
+    process: { names: [r.id === 'claude-code' ? BANNED : `tg-local-${r.id}`] },
+    packages: [],
+    paths: [],
+  }));
+  writeFileSync(policyBody, JSON.stringify(example));
+  guardd = spawn(
+    process.execPath,
+    [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', localDir, '--local-policy', policyBody],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   guardd.stdout?.on('data', (d) => {
     out += d;
   });
@@ -48,8 +64,8 @@ describe('guardd --local (npm start)', () => {
     expect(statSync(join(localDir, 'dev-signing-key.pem')).mode & 0o777).toBe(0o600);
   });
 
-  it('blocks a copy of sleep named claude and prints one line for the event', async () => {
-    const exe = join(dir, 'claude');
+  it('blocks a copy of sleep named like the banned tool and prints one line for the event', async () => {
+    const exe = join(dir, BANNED);
     copyFileSync(spawnSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).stdout.trim(), exe);
     chmodSync(exe, 0o755);
     const child = spawn(exe, ['60'], { stdio: 'ignore' });
