@@ -25,6 +25,8 @@ const BATCH = 500;
 /** Ingest phase length: long enough for several fsync-bound group commits per agent. */
 const INGEST_MS = 12_000;
 const CEILING_BATCHES = 200;
+/** Pause between health probes during the ingest phase. */
+const HEALTH_PROBE_MS = 250;
 const FLEET = 10_000;
 const HEARTBEAT_RATE_PER_S = FLEET / 60;
 const HEARTBEAT_MS = 30_000;
@@ -222,6 +224,18 @@ function postBatch(url, token, body, agent = keepAlive) {
   });
 }
 
+/** GET /healthz on a new connection; resolves when the answer is complete. */
+function getHealth(url) {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}/healthz`, { agent: noKeepAlive }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 // --- 2. ingest: 50 concurrent agents -------------------------------------------------------------
 async function ingest() {
   const c = await startCollector(join(dir, 'ingest.db'), [
@@ -249,6 +263,17 @@ async function ingest() {
     let errors = 0;
     const t0 = performance.now();
     const deadline = t0 + INGEST_MS;
+    // A load balancer's health check during saturation: GET /healthz on a fresh connection.
+    const health = [];
+    const probeHealth = async () => {
+      while (performance.now() < deadline) {
+        const s = performance.now();
+        await getHealth(c.url);
+        health.push(performance.now() - s);
+        await new Promise((r) => setTimeout(r, HEALTH_PROBE_MS));
+      }
+    };
+    const prober = probeHealth();
     await Promise.all(
       agents.map(async (a) => {
         while (performance.now() < deadline) {
@@ -262,7 +287,9 @@ async function ingest() {
       }),
     );
     const s = (performance.now() - t0) / 1000;
+    await prober;
     latencies.sort((x, y) => x - y);
+    health.sort((x, y) => x - y);
     return {
       eventsPerS: accepted / s,
       p50: pct(latencies, 50),
@@ -270,6 +297,9 @@ async function ingest() {
       requests: latencies.length,
       errors,
       accepted,
+      healthP50: pct(health, 50),
+      healthMax: health[health.length - 1],
+      healthN: health.length,
     };
   } finally {
     await c.stop();
@@ -352,6 +382,12 @@ try {
       `${f(ing.eventsPerS)} events/s`,
       `${f(ing.p50, 1)} / ${f(ing.p99, 1)} ms`,
       `${f((100 * ing.eventsPerS) / ceil, 1)} % of ceiling`,
+    ],
+    [
+      `  GET /healthz during that ingest (${ing.healthN} probes, new connections)`,
+      '',
+      `${f(ing.healthP50, 1)} ms p50`,
+      `max ${f(ing.healthMax, 1)} ms`,
     ],
     [
       `heartbeats: ${f(FLEET)} devices @ 1/min (${f(hb.requests)} req, ${hb.errors} errors)`,
