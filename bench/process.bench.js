@@ -433,6 +433,8 @@ table(
       '-',
       '-',
       '-',
+      '-',
+      '-',
     ],
     ...[
       ['procfs sensor', r.procfs],
