@@ -1,0 +1,93 @@
+/**
+ * The ingest queue against a real SQLite store: bodies that arrive together are parsed one per
+ * turn and committed as one group (one fsync), results go back to the right request, and a failed
+ * commit rejects the whole group with nothing stored.
+ */
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { type BatchToStore, CollectorStore } from '../../src/collector/collector-store.js';
+import { IngestQueue, parseBatch } from '../../src/collector/ingest.js';
+import { blockedEvent, heartbeatEvent, ndjson } from '../helpers/collector.js';
+import { tempDir } from '../helpers/tmp.js';
+
+function storeWithDevices(ids: string[]): CollectorStore {
+  const store = new CollectorStore({ file: join(tempDir('tg-iq-'), 'c.db') });
+  for (const id of ids)
+    store.enrollDevice(
+      { id, hostname: 'h', os: 'linux', agent_version: '1' },
+      `hash-${id}`,
+      new Date().toISOString(),
+    );
+  return store;
+}
+
+describe('IngestQueue', () => {
+  it('commits bodies that arrive together as one group and answers each with its own result', async () => {
+    const store = storeWithDevices(['d1', 'd2']);
+    const groups: number[] = [];
+    const insertGroup = store.insertGroup.bind(store);
+    const q = new IngestQueue({
+      store: {
+        insertGroup: (b: readonly BatchToStore[]) => {
+          groups.push(b.length);
+          return insertGroup(b);
+        },
+      },
+    });
+    const a = [heartbeatEvent('d1', 1), blockedEvent('d1', 2)];
+    const b = [heartbeatEvent('d2', 1)];
+    const bad = `{"nope": true}\n`;
+    const results = await Promise.all([
+      q.submit('d1', Buffer.from(ndjson(a))),
+      q.submit('d2', Buffer.from(ndjson(b))),
+      q.submit('d1', Buffer.from(ndjson(a))), // the same batch again in the same group: duplicates
+      q.submit('d1', Buffer.from(bad)),
+    ]);
+    expect(groups).toEqual([3]); // one commit; the all-invalid body needs no store
+    expect(results.map((r) => r.result)).toEqual([
+      { accepted: 2, duplicates: 0 },
+      { accepted: 1, duplicates: 0 },
+      { accepted: 0, duplicates: 2 },
+      { accepted: 0, duplicates: 0 },
+    ]);
+    expect(results[3]?.batch.rejectedTotal).toBe(1);
+    expect(store.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 3 });
+    store.close();
+  });
+
+  it('rejects every request of a group whose commit fails, storing none of it', async () => {
+    const store = storeWithDevices(['d1']);
+    const q = new IngestQueue({
+      store: {
+        insertGroup: () => {
+          throw new Error('disk I/O error');
+        },
+      },
+    });
+    const r = await Promise.allSettled([
+      q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', 1)]))),
+      q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', 2)]))),
+    ]);
+    expect(r.map((x) => x.status)).toEqual(['rejected', 'rejected']);
+    expect(store.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 0 });
+    store.close();
+  });
+});
+
+describe('parseBatch', () => {
+  it('lists at most 1000 rejections but counts them all, and never throws on junk', () => {
+    const body = Buffer.from('x\n'.repeat(5000));
+    const r = parseBatch(body, 'd1');
+    expect(r.rejectedTotal).toBe(5000);
+    expect(r.rejected).toHaveLength(1000);
+    expect(r.rejectedByReason).toEqual({ invalid_json: 5000 });
+    expect(parseBatch(Buffer.from([0xff, 0xfe, 0x0a, 0x00]), 'd1').rejectedTotal).toBe(2);
+  });
+
+  it('normalises event times to UTC with milliseconds for the admin filters', () => {
+    const ev = { ...heartbeatEvent('d1', 1), time: '2026-11-24T12:00:00+02:00' };
+    const r = parseBatch(Buffer.from(ndjson([ev])), 'd1');
+    expect(r.valid[0]?.time).toBe('2026-11-24T10:00:00.000Z');
+    expect(r.valid[0]?.body).toBe(JSON.stringify(ev)); // stored exactly as received
+  });
+});
