@@ -619,12 +619,19 @@ export class OutboxStore implements EventSink {
 
 /** Most events one `events.list` answer carries (a page; guardctl pages with since_seq). */
 export const EVENTS_LIST_MAX = 5000;
+/** Most event JSON bytes in one answer: far below the control client's 32 MiB response cap. */
+export const EVENTS_LIST_MAX_BYTES = 8 * 1024 * 1024;
 
 /** The answer of the `events.list` control method. */
 export interface EventsListResult {
   readonly events: readonly ListedEvent[];
   /** The highest seq recorded on this machine (follow mode continues from here when nothing matched). */
   readonly last_seq: number;
+  /**
+   * True when the byte cap cut the page: with oldest_first the newest matches were left out (ask
+   * again from the last seq returned), otherwise the oldest.
+   */
+  readonly truncated: boolean;
 }
 
 /**
@@ -657,14 +664,28 @@ export function eventsControlMethods(outbox: Pick<OutboxStore, 'list' | 'status'
           throw bad(`limit must be an integer 1..${EVENTS_LIST_MAX}`);
         if (oldest_first !== undefined && typeof oldest_first !== 'boolean')
           throw bad('oldest_first must be a boolean');
-        const events = outbox.list({
+        const all = outbox.list({
           ...(since_seq !== undefined ? { sinceSeq: since_seq as number } : {}),
           ...(since_time !== undefined ? { sinceTime: new Date(since_time as string).toISOString() } : {}),
           ...(type !== undefined ? { type: type as EventType } : {}),
           limit: (limit as number | undefined) ?? 100,
           oldestFirst: oldest_first === true,
         });
-        return { events, last_seq: outbox.status().last_seq } satisfies EventsListResult;
+        // keep whole events up to the byte cap, from the end the caller asked for
+        const ordered = oldest_first === true ? all : [...all].reverse();
+        const kept: ListedEvent[] = [];
+        let bytes = 0;
+        for (const l of ordered) {
+          bytes += JSON.stringify(l.event).length + 64;
+          if (bytes > EVENTS_LIST_MAX_BYTES && kept.length > 0) break;
+          kept.push(l);
+        }
+        const events = oldest_first === true ? kept : kept.reverse();
+        return {
+          events,
+          last_seq: outbox.status().last_seq,
+          truncated: kept.length < all.length,
+        } satisfies EventsListResult;
       },
     },
   };

@@ -78,6 +78,35 @@ describe('events.list control method', () => {
   });
 });
 
+describe('events.list byte cap', () => {
+  test('a page never exceeds the byte cap: whole events from the requested end, truncated flagged', () => {
+    const { db: db2 } = openDatabase(join(dir, 'big.db'), { migrations: MIGRATIONS });
+    const big = new OutboxStore({ db: db2, deviceId: 'dev', hostname: 'h', maxBytes: 1 << 28, logger });
+    for (let i = 0; i < 5; i++)
+      big.emit('process.audited', {
+        ...{ uid: 1, user: 'u', pid: i + 2, ppid: 1, name: 'n', exe: null, start_time: 1, tty: null },
+        argv: Array.from({ length: 280 }, () => 'a'.repeat(8000)),
+        rule: { id: 'r', name: 'R', action: 'audit' },
+        reason: 'argv',
+        policy_version: 1,
+        mode: 'monitor',
+        outcome: { action_taken: 'audited', latency_ms: 0, error: null },
+      });
+    const m = eventsControlMethods(big)['events.list'];
+    const newest = m?.handle({ limit: 100 }) as { events: ListedEvent[]; truncated: boolean };
+    expect(newest.truncated).toBe(true);
+    expect(newest.events.map((e) => e.event.seq)).toEqual([2, 3, 4, 5].slice(-newest.events.length));
+    expect(newest.events.length).toBeLessThan(5);
+    const oldest = m?.handle({ limit: 100, oldest_first: true }) as {
+      events: ListedEvent[];
+      truncated: boolean;
+    };
+    expect(oldest.truncated).toBe(true);
+    expect(oldest.events[0]?.event.seq).toBe(1);
+    db2.close();
+  });
+});
+
 describe('parseSince', () => {
   test('seq, relative ages and RFC 3339 times; anything else is a usage error', () => {
     const now = Date.parse('2026-11-24T10:00:00Z');
@@ -111,6 +140,7 @@ describe('guardctl events (real process against a control socket serving events.
     expect(out.events[0]?.state).toBe('shipped');
     expect(out.events[5]?.event).toEqual(tamper);
     expect(out.last_seq).toBe(6);
+    expect(out).toMatchObject({ truncated: false });
   });
 
   test('--type, --since and --limit filter; text output has one line per event', async () => {

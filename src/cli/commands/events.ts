@@ -145,7 +145,7 @@ async function follow(
       out.line(formatEventLine(l), l);
       lastSeq = Math.max(lastSeq, l.event.seq);
     }
-    if (page.events.length < FOLLOW_PAGE) {
+    if (page.events.length < FOLLOW_PAGE && !page.truncated) {
       // nothing newer matched up to last_seq (list and last_seq are read in one daemon tick)
       lastSeq = Math.max(lastSeq, page.last_seq);
       await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
