@@ -103,6 +103,13 @@ export const COLLECTOR_SETTINGS = {
     max: 30 * 86_400,
     description: 'A device not seen for this long is flagged silent (3 missed 5-minute heartbeats).',
   }),
+  retention_days: int({
+    default: 0,
+    min: 0,
+    max: 36_500,
+    description:
+      'Delete events received more than this many days ago (hourly), never before every forwarder delivered them; 0 = keep forever.',
+  }),
   rate_limit: int({
     default: 10,
     min: 1,
@@ -174,6 +181,7 @@ export interface CollectorConfig {
   readonly splunk_sourcetype: string;
   readonly splunk_format: 'raw' | 'ocsf';
   readonly silent_after_s: number;
+  readonly retention_days: number;
   readonly rate_limit: number;
   readonly rate_burst: number;
   readonly max_body_bytes: number;

@@ -104,6 +104,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       ? { cert: readFile('tls_cert', config.tls_cert), key: readFile('tls_key', config.tls_key) }
       : undefined,
     silentAfterS: config.silent_after_s,
+    retentionDays: config.retention_days,
     limits: {
       maxBodyBytes: config.max_body_bytes,
       maxGzipRatio: config.max_gzip_ratio,

@@ -35,6 +35,7 @@ import { type EventValidator, InflightBudget, type IngestOutcome, IngestQueue, r
 import { CollectorMetrics } from './metrics.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
 import { TokenBucketRateLimiter } from './rate-limit.js';
+import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 
 const MiB = 1024 * 1024;
 
@@ -136,6 +137,8 @@ export interface StartCollectorOptions {
   readonly limits?: Partial<CollectorLimits>;
   /** A device not seen for this many seconds is flagged silent (default 900). */
   readonly silentAfterS?: number;
+  /** Delete events received more than this many days ago, once forwarded (default 0 = keep forever). */
+  readonly retentionDays?: number;
   readonly logger?: Logger;
   /** Event validator (default: the v1 schema's `validateEvent`). */
   readonly validateEvent?: EventValidator;
@@ -416,16 +419,31 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
 
   const pruneTimer = setInterval(() => limiter.prune(), RATE_PRUNE_MS);
   pruneTimer.unref();
+  let retentionRun: Promise<unknown> = Promise.resolve();
+  const runRetention = (): void => {
+    retentionRun = retentionRun.then(() =>
+      pruneExpiredEvents({
+        store,
+        retentionDays: options.retentionDays ?? 0,
+        sinks: runners.map((r) => r.name),
+        logger,
+      }),
+    );
+  };
+  const retentionTimer = setInterval(runRetention, PRUNE_INTERVAL_MS);
+  retentionTimer.unref();
 
   const host = options.host ?? '127.0.0.1';
   try {
     await app.listen({ host, port: options.port ?? 8443 });
   } catch (err) {
     clearInterval(pruneTimer);
+    clearInterval(retentionTimer);
     store.close();
     throw err;
   }
   for (const r of runners) r.start();
+  if ((options.retentionDays ?? 0) > 0) runRetention();
   const addr = app.server.address() as AddressInfo;
   const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${options.tls ? 'https' : 'http'}://${urlHost}:${addr.port}`;
@@ -441,7 +459,9 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     close: () => {
       closing ??= (async () => {
         clearInterval(pruneTimer);
+        clearInterval(retentionTimer);
         await app.close();
+        await retentionRun;
         await Promise.all(runners.map((r) => r.stop()));
         store.close();
         logger.info('collector closed');

@@ -161,6 +161,11 @@ export class CollectorStore {
         'SELECT rid, device_id, received_at, body FROM events WHERE rid > ? ORDER BY rid LIMIT ?',
       ),
       maxRid: db.prepare<[], { m: number | null }>('SELECT max(rid) AS m FROM events'),
+      // rid order is receipt order, so the oldest rows come first and the scan stops early
+      prune: db.prepare(
+        `DELETE FROM events WHERE rid IN
+           (SELECT rid FROM events WHERE rid <= ? AND received_at < ? ORDER BY rid LIMIT ?)`,
+      ),
       deviceCounts: db.prepare<[string], { silent: number; total: number }>(
         'SELECT count(*) AS total, coalesce(sum(last_seen_at < ?), 0) AS silent FROM devices',
       ),
@@ -288,6 +293,15 @@ export class CollectorStore {
   /** Up to `limit` events with rid > `afterRid`, in rid order. */
   eventsAfter(afterRid: number, limit: number): StoredEventRow[] {
     return this.stmts.eventsAfter.all(afterRid, limit);
+  }
+
+  /**
+   * Deletes up to `limit` events received before `receivedBefore` (RFC 3339) with rid ≤ `maxRid`,
+   * oldest first, in one transaction. Returns how many were deleted. rids are never reused
+   * (AUTOINCREMENT), so forwarder cursors stay valid.
+   */
+  pruneEvents(receivedBefore: string, maxRid: number, limit: number): number {
+    return this.stmts.prune.run(maxRid, receivedBefore, limit).changes;
   }
 
   /** The highest rid stored (0 when empty). */
