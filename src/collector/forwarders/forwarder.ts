@@ -50,6 +50,7 @@ const DEFAULT_BATCH = 500;
 const DEFAULT_BACKOFF_INITIAL_MS = 500;
 /** A SIEM down for hours is retried every minute at most. */
 const DEFAULT_BACKOFF_MAX_MS = 60_000;
+/** Safety poll without a wake-up (wake-ups come from this process; this covers anything else). */
 const DEFAULT_POLL_MS = 5_000;
 
 /** The loop of one sink. `start()` once; `wake()` after new events; `stop()` to finish. */
