@@ -243,6 +243,8 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         policy_state: s.policy.state,
         outbox_depth: s.outbox.depth,
         dropped_total: s.outbox.dropped_total,
+        set_aside_total: outbox.status().set_aside_total,
+        shipped_total: s.shipper.shipped_total,
         counts: s.enforcement,
         sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
       };
