@@ -25,10 +25,23 @@ const body = {
   issued_at: new Date(now - 60_000).toISOString(),
   expires_at: new Date(now + 86_400_000).toISOString(),
   mode: 'enforce',
-  rules: [{ id: 'bench', name: 'Bench banned tool', action: 'block', message: 'bench', process: { names: [BANNED] } }],
+  rules: [
+    {
+      id: 'bench',
+      name: 'Bench banned tool',
+      action: 'block',
+      message: 'bench',
+      process: { names: [BANNED] },
+    },
+  ],
 };
 const policyFile = join(dir, 'policy.dsse.json');
-writeFileSync(policyFile, JSON.stringify(signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)])));
+writeFileSync(
+  policyFile,
+  JSON.stringify(
+    signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
+  ),
+);
 const socketDir = join(dir, 'run');
 const configFile = join(dir, 'config.json');
 writeFileSync(
@@ -48,9 +61,13 @@ const exe = join(dir, BANNED);
 copyFileSync(spawnSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).stdout.trim(), exe);
 chmodSync(exe, 0o755);
 
-const guardd = spawn(process.execPath, [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile], {
-  stdio: ['ignore', 'ignore', 'inherit'],
-});
+const guardd = spawn(
+  process.execPath,
+  [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
+  {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  },
+);
 
 function cpuTicks(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -94,7 +111,9 @@ try {
     await new Promise((r) => setTimeout(r, Math.random() * 150));
     const started = performance.now();
     const child = spawn(exe, ['30'], { stdio: 'ignore' });
-    const { signal } = await new Promise((res) => child.once('exit', (code, sig) => res({ code, signal: sig })));
+    const { signal } = await new Promise((res) =>
+      child.once('exit', (code, sig) => res({ code, signal: sig })),
+    );
     if (signal !== 'SIGKILL') notKilled++;
     latencies.push(performance.now() - started);
   }
@@ -102,7 +121,9 @@ try {
   const runRss = rssMiB(guardd.pid);
   latencies.sort((a, b) => a - b);
 
-  console.log(`guardd, 1-rule policy, default interval, ${procCount} processes on the machine, ${LAUNCHES} launches`);
+  console.log(
+    `guardd, 1-rule policy, default interval, ${procCount} processes on the machine, ${LAUNCHES} launches`,
+  );
   console.table({
     'launch→kill ms': {
       p50: +pct(latencies, 50).toFixed(1),

@@ -131,7 +131,12 @@ async function makeRig(dir, homes, extraRoots, onEvent) {
       quarantine: new QuarantineAction({ store, notifier, logger }),
       notifyInstall: new NotifyInstallAction({ notifier, logger }),
     },
-    events: { emit: (type, fields) => (onEvent(type, fields), null) },
+    events: {
+      emit: (type, fields) => {
+        onEvent(type, fields);
+        return null;
+      },
+    },
     logger,
     warnIntervalMs: 0,
   });
@@ -150,7 +155,14 @@ async function makeRig(dir, homes, extraRoots, onEvent) {
     },
   });
   sensor.setMatcher(matcher);
-  return { sensor, store, close: async () => (await sensor.stop(), db.close()) };
+  return {
+    sensor,
+    store,
+    close: async () => {
+      await sensor.stop();
+      db.close();
+    },
+  };
 }
 
 async function latencyBench(dir) {
@@ -251,7 +263,10 @@ async function child(kind, dir, home) {
     const w = watch(roots, { ignoreInitial: true, followSymlinks: false });
     await new Promise((r) => w.once('ready', r));
     setupMs = performance.now() - t0;
-    stop = async () => (await w.close(), await rig.close());
+    stop = async () => {
+      await w.close();
+      await rig.close();
+    };
   }
   globalThis.gc?.();
   const after = { fds: fdCount(), watches: inotifyWatches(), rss: rssMiB(), heap: heapMiB() };

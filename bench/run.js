@@ -18,7 +18,10 @@ let failed = 0;
 for (const file of benches) {
   process.stdout.write(`\n=== ${file} ===\n`);
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['--expose-gc', join(here, file)], { stdio: 'inherit', timeout: 10 * 60_000 });
+  const r = spawnSync(process.execPath, ['--expose-gc', join(here, file)], {
+    stdio: 'inherit',
+    timeout: 10 * 60_000,
+  });
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   if (r.status !== 0) {
     failed++;
