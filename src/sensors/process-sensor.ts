@@ -179,8 +179,8 @@ export class ProcessSensor implements Sensor {
     let scriptPackage: ProcessObservation['scriptPackage'];
     if (this.needs.scriptPackage) {
       this.scripts ??= new ScriptPackageResolver();
-      const cwd = raw.argv.length > 1 ? this.options.source.cwd(raw.pid) : null;
-      scriptPackage = this.scripts.resolve(raw.exe, raw.name, raw.argv, cwd);
+      const source = this.options.source;
+      scriptPackage = this.scripts.resolve(raw.exe, raw.name, raw.argv, () => source.cwd(raw.pid));
     }
     return {
       kind: 'process',

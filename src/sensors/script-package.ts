@@ -138,21 +138,24 @@ export class ScriptPackageResolver {
 
   /**
    * The package of the script `exe` runs with `argv`, or null (not an interpreter, no script, the
-   * script is not inside a named package). `cwd` resolves a relative script path. Never throws.
+   * script is not inside a named package). `cwd` (or a function reading it, called only
+   * when needed) resolves a relative script path. Never throws.
    */
   resolve(
     exe: string | null,
     name: string,
     argv: readonly string[],
-    cwd: string | null,
+    cwd: string | null | (() => string | null),
   ): ScriptPackage | null {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
     const arg = scriptArgument(interpreter, argv);
     if (arg === null || arg.length > 4096 || arg.includes('\u0000')) return null;
     let script: string;
+    // The working directory is read only now, for an interpreter with a relative script.
+    const dir = isAbsolute(arg) ? null : typeof cwd === 'function' ? cwd() : cwd;
     if (isAbsolute(arg)) script = arg;
-    else if (cwd) script = resolve(cwd, arg);
+    else if (dir) script = resolve(dir, arg);
     else return null;
     let real: string;
     try {

@@ -280,3 +280,64 @@ describe.runIf(hasScript)('terminal message on the real controlling terminal', (
     });
   });
 });
+
+describe('BlockProcessAction where processes cannot be stopped (Windows contract, control faked)', () => {
+  it('checks identity, then kills the tree top-down without SIGSTOP, skipping protected pids', async () => {
+    const table = new Map([
+      [500, { ppid: 1, start: 0, name: 'claude.exe' }],
+      [501, { ppid: 500, start: 0, name: 'node.exe' }],
+      [502, { ppid: 501, start: 0, name: 'conhost.exe' }],
+      [503, { ppid: 500, start: 0, name: 'guardd-helper.exe' }],
+    ]);
+    const sent: [number, string][] = [];
+    const control = {
+      canStop: false,
+      sameProcess: (pid: number, _start: number, name: string) => table.get(pid)?.name === name,
+      exists: (pid: number) => table.has(pid),
+      children: (pid: number) => [...table].filter(([, p]) => p.ppid === pid).map(([c]) => c),
+      ancestors: () => [77],
+      signal: (pid: number, signal: NodeJS.Signals): SignalOutcome => {
+        sent.push([pid, signal]);
+        return 'ok';
+      },
+    };
+    const action = new BlockProcessAction({
+      notifier: new RecordingNotifier(),
+      logger: silentLogger(),
+      control,
+      selfPid: 88,
+      protectedPids: () => new Set([503]),
+    });
+    const obs = { ...observation(process.pid), pid: 500, startTime: 0, name: 'claude.exe' };
+    const r = await action.execute(obs, decision);
+    expect(r.actionTaken).toBe('killed');
+    expect(sent).toEqual([
+      [500, 'SIGKILL'],
+      [501, 'SIGKILL'],
+      [502, 'SIGKILL'],
+    ]);
+    sent.length = 0;
+    const renamed = await action.execute({ ...obs, name: 'other.exe' }, decision);
+    expect(renamed.error).toBe('identity_changed');
+    expect(sent).toEqual([]);
+  });
+
+  it('PsListProcessControl answers identity, children and ancestors from snapshots', async () => {
+    const { PsListProcessControl } = await import('../../src/sensors/process-sources/process-control.js');
+    const snap = [
+      { pid: 10, ppid: 1, name: 'explorer.exe' },
+      { pid: 20, ppid: 10, name: 'claude.exe', startTime: new Date(5000) },
+      { pid: 21, ppid: 20, name: 'node.exe' },
+    ];
+    const c = new PsListProcessControl(async () => snap, 'win32');
+    expect(c.canStop).toBe(false);
+    expect(await c.sameProcess(20, 5000, 'claude.exe')).toBe(true);
+    expect(await c.sameProcess(20, 6000, 'claude.exe')).toBe(false);
+    expect(await c.sameProcess(21, 0, 'node.exe')).toBe(true);
+    expect(await c.sameProcess(21, 0, 'evil.exe')).toBe(false);
+    expect(await c.children(20)).toEqual([21]);
+    expect(await c.ancestors(21)).toEqual([20, 10, 1]);
+    expect(await c.exists(99)).toBe(false);
+    expect(new PsListProcessControl(async () => snap, 'darwin').canStop).toBe(true);
+  });
+});

@@ -7,7 +7,8 @@
  * checked before SIGSTOP (cheap) and again after it; if the pid changed hands in between, the stop
  * is undone with SIGCONT and nothing else is sent. guardd itself, PID 1 and guardd's ancestors
  * (and whatever `protectedPids` names) are never signalled, neither as the target nor as a
- * descendant.
+ * descendant. Where the OS cannot suspend a process (Windows), the tree is collected and killed
+ * top-down after the identity check, without the stop.
  */
 import type { Logger } from '../../common/logger.js';
 import type { Decision } from '../../policy/matcher.js';
@@ -69,15 +70,22 @@ export class BlockProcessAction implements Action<ProcessObservation> {
         const gone = !(await c.exists(pid));
         return result('skipped', gone ? 'exited' : 'identity_changed', { killed: [] });
       }
-      const stop = c.signal(pid, 'SIGSTOP');
-      if (stop !== 'ok')
-        return result(stop === 'gone' ? 'skipped' : 'failed', `stop_${stop}`, { killed: [] });
-      // Re-verify now that it cannot run: the pid could have been reused between check and stop.
-      if (!(await c.sameProcess(pid, obs.startTime, obs.name))) {
-        c.signal(pid, 'SIGCONT');
-        return result('skipped', 'identity_changed', { killed: [] });
+      let stopped: number[];
+      if (c.canStop) {
+        const stop = c.signal(pid, 'SIGSTOP');
+        if (stop !== 'ok') {
+          return result(stop === 'gone' ? 'skipped' : 'failed', `stop_${stop}`, { killed: [] });
+        }
+        // Re-verify now that it cannot run: the pid could have been reused between check and stop.
+        if (!(await c.sameProcess(pid, obs.startTime, obs.name))) {
+          c.signal(pid, 'SIGCONT');
+          return result('skipped', 'identity_changed', { killed: [] });
+        }
+        stopped = await this.stopDescendants(pid, protectedSet);
+      } else {
+        // Windows cannot suspend by signal: collect the tree, then kill it top-down below.
+        stopped = await this.collectTree(pid, protectedSet);
       }
-      const stopped = await this.stopDescendants(pid, protectedSet);
       const notified = await this.notify(obs, decision);
       const killed: number[] = [];
       let denied = 0;
@@ -118,6 +126,20 @@ export class BlockProcessAction implements Action<ProcessObservation> {
       this.options.logger.warn({ pid: root, descendants: stopped.length }, 'process tree cut at the maximum');
     }
     return stopped;
+  }
+
+  /** root + descendants without stopping them (platforms without SIGSTOP). */
+  private async collectTree(root: number, protectedSet: Set<number>): Promise<number[]> {
+    const tree = [root];
+    const seen = new Set<number>(tree);
+    for (let i = 0; i < tree.length && tree.length < MAX_DESCENDANTS; i++) {
+      for (const child of await this.control.children(tree[i] as number)) {
+        if (seen.has(child) || protectedSet.has(child)) continue;
+        seen.add(child);
+        tree.push(child);
+      }
+    }
+    return tree;
   }
 
   private async notify(obs: ProcessObservation, decision: Decision): Promise<NotifyResult> {

@@ -12,6 +12,8 @@ import { listPids, readChildren, readStat } from './proc-files.js';
 export type SignalOutcome = 'ok' | 'gone' | 'denied';
 
 export interface ProcessControl {
+  /** Whether the OS can suspend a process (SIGSTOP). False on Windows: the tree is killed directly. */
+  readonly canStop: boolean;
   /**
    * True when `pid` is still the process observed with `startTime` (and `name` where the OS has no
    * start time). False when it exited or the pid now belongs to another process.
@@ -42,6 +44,8 @@ export function sendSignal(pid: number, signal: NodeJS.Signals): SignalOutcome {
 }
 
 export class ProcfsProcessControl implements ProcessControl {
+  readonly canStop = true;
+
   constructor(private readonly procRoot = '/proc') {}
 
   sameProcess(pid: number, startTime: number): boolean {
@@ -50,7 +54,9 @@ export class ProcfsProcessControl implements ProcessControl {
   }
 
   exists(pid: number): boolean {
-    return readStat(this.procRoot, pid) !== null;
+    const st = readStat(this.procRoot, pid);
+    // A zombie has exited; only its parent's wait() keeps the pid.
+    return st !== null && st.state !== 'Z' && st.state !== 'X';
   }
 
   children(pid: number): number[] {
@@ -83,9 +89,15 @@ export class ProcfsProcessControl implements ProcessControl {
 const SNAPSHOT_REUSE_MS = 50;
 
 export class PsListProcessControl implements ProcessControl {
+  readonly canStop: boolean;
   private cached: { at: number; list: readonly ProcessDescriptor[] } | null = null;
 
-  constructor(private readonly list: () => Promise<readonly ProcessDescriptor[]> = () => psList()) {}
+  constructor(
+    private readonly list: () => Promise<readonly ProcessDescriptor[]> = () => psList(),
+    platform: NodeJS.Platform = process.platform,
+  ) {
+    this.canStop = platform !== 'win32';
+  }
 
   async sameProcess(pid: number, startTime: number, name: string): Promise<boolean> {
     const p = (await this.snapshot(true)).find((d) => d.pid === pid);
