@@ -26,6 +26,7 @@ import { AGENT_VERSION } from '../common/version.js';
 import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
+import { COLLECTOR_SETTINGS } from './collector-config.js';
 import { CollectorStore } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
@@ -36,8 +37,6 @@ import { CollectorMetrics } from './metrics.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
 import { TokenBucketRateLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
-
-const MiB = 1024 * 1024;
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
 const ENROLL_BODY_LIMIT = 16 * 1024;
@@ -108,14 +107,15 @@ export interface CollectorLimits {
   readonly rateBurst: number;
 }
 
+/** The defaults of the settings table (collector-config.ts), so embedded and CLI use cannot drift. */
 export const DEFAULT_LIMITS: CollectorLimits = Object.freeze({
-  maxBodyBytes: 8 * MiB,
-  maxGzipRatio: 200,
-  maxInflightBytes: 128 * MiB,
-  bodyTimeoutMs: 30_000,
-  headersTimeoutMs: 10_000,
-  ratePerS: 10,
-  rateBurst: 40,
+  maxBodyBytes: COLLECTOR_SETTINGS.max_body_bytes.default as number,
+  maxGzipRatio: COLLECTOR_SETTINGS.max_gzip_ratio.default as number,
+  maxInflightBytes: COLLECTOR_SETTINGS.max_inflight_bytes.default as number,
+  bodyTimeoutMs: COLLECTOR_SETTINGS.body_timeout_ms.default as number,
+  headersTimeoutMs: COLLECTOR_SETTINGS.headers_timeout_ms.default as number,
+  ratePerS: COLLECTOR_SETTINGS.rate_limit.default as number,
+  rateBurst: COLLECTOR_SETTINGS.rate_burst.default as number,
 });
 
 export interface StartCollectorOptions {
@@ -159,7 +159,7 @@ export interface RunningCollector {
 export async function startCollector(options: StartCollectorOptions): Promise<RunningCollector> {
   const limits: CollectorLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const logger = (options.logger ?? silentLogger()).child({ component: 'collector' });
-  const silentAfterS = options.silentAfterS ?? 900;
+  const silentAfterS = options.silentAfterS ?? (COLLECTOR_SETTINGS.silent_after_s.default as number);
   const metrics = new CollectorMetrics();
   const store = new CollectorStore({ file: options.dbFile });
   if (store.recovered)
@@ -497,8 +497,8 @@ function buildRunners(
     sinks.push(
       new NdjsonFileSink({
         file: f.ndjson.file,
-        maxBytes: f.ndjson.maxBytes ?? 100 * MiB,
-        keep: f.ndjson.keep ?? 5,
+        maxBytes: f.ndjson.maxBytes ?? (COLLECTOR_SETTINGS.ndjson_max_bytes.default as number),
+        keep: f.ndjson.keep ?? (COLLECTOR_SETTINGS.ndjson_keep.default as number),
         transform: f.ndjson.format === 'ocsf' ? toOcsf : undefined,
       }),
     );
