@@ -35,8 +35,14 @@ export interface ProcessSensorOptions {
   readonly scripts?: ScriptPackageResolver;
 }
 
-/** Observations handed to the pipeline but not finished yet, at most: beyond it they are counted and dropped. */
+/**
+ * Observations handed to the pipeline but not finished yet, at most: beyond it new ones are
+ * counted (`backlog`) and dropped. Normal load keeps a handful in flight; 10,000 means the pipeline
+ * is stuck, and memory must stay bounded.
+ */
 const MAX_IN_FLIGHT = 10_000;
+/** `stop` waits this long for in-flight observations, so a stuck handler cannot hang shutdown (ms). */
+const STOP_DRAIN_MS = 5000;
 
 export class ProcessSensor implements Sensor {
   readonly name = 'process';
@@ -77,7 +83,14 @@ export class ProcessSensor implements Sensor {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (this.ticking) await this.ticking;
-    await Promise.allSettled([...this.inFlight]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.inFlight]),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, STOP_DRAIN_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   setMatcher(matcher: Matcher): void {
@@ -197,6 +210,10 @@ export class ProcessSensor implements Sensor {
   }
 
   private emit(obs: ProcessObservation): void {
+    if (this.inFlight.size >= MAX_IN_FLIGHT) {
+      this.count('backlog');
+      return;
+    }
     this.observed++;
     let r: void | Promise<void>;
     try {
@@ -210,7 +227,6 @@ export class ProcessSensor implements Sensor {
   }
 
   private detach(p: Promise<void>): void {
-    if (this.inFlight.size >= MAX_IN_FLIGHT) this.count('backlog');
     const tracked: Promise<void> = p
       .catch((err: unknown) => {
         this.count('handler_error');

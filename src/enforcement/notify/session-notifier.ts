@@ -42,8 +42,11 @@ export interface SessionNotifierOptions {
   readonly now?: () => number;
 }
 
-/** Waiting this long for notify-send keeps the whole notify well under the block action's budget. */
-export const DESKTOP_WAIT_MS = 25;
+/**
+ * How long `notify` waits for the desktop helper: long enough to see it fail to start (ENOENT is
+ * reported on the next tick), short enough not to hold up the kill that follows a block.
+ */
+export const DESKTOP_WAIT_MS = 5;
 /** A desktop helper still running after this long is killed (a hung session bus must not pile up). */
 export const DESKTOP_TIMEOUT_MS = 5000;
 /**
