@@ -21,7 +21,7 @@ export interface ExeHasherOptions {
 
 /** 256 MiB: larger than any CLI binary or SEA bundle we have seen (node ≈ 100 MiB, bun ≈ 90 MiB). */
 export const HASH_MAX_BYTES = 256 * 1024 * 1024;
-/** A 100 MiB binary hashes in ~100–200 ms from page cache; 2 s leaves room for a cold disk. */
+/** The 99 MB node binary hashes in ~90 ms from page cache; 2 s leaves room for a cold disk. */
 export const HASH_TIMEOUT_MS = 2000;
 /** Distinct executables remembered; a machine rarely runs more than a few hundred. */
 export const HASH_CACHE_SIZE = 4096;
