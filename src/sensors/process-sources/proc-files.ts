@@ -188,7 +188,8 @@ export function readCmdline(procRoot: string, pid: number): Cmdline | null {
       start = i + 1;
     } else {
       const b = buffer[i] as number;
-      if (b < 0x20 && b !== 0x09) binary = true;
+      // Tabs and newlines are normal in arguments (sh -c scripts); other control bytes are not.
+      if (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) binary = true;
     }
   }
   // A process can rewrite its argv area with anything; invalid UTF-8 decodes to U+FFFD.
