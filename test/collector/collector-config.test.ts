@@ -10,11 +10,11 @@ import {
   parseListen,
 } from '../../src/collector/collector-config.js';
 import { isGuardError } from '../../src/common/errors.js';
-import { tempDir } from '../helpers/tmp.js';
+import { collectorTempDir } from '../helpers/collector.js';
 
 describe('collector config', () => {
   it('applies defaults < file < env < flags', () => {
-    const file = join(tempDir('tg-ccfg-'), 'c.json');
+    const file = join(collectorTempDir('tg-ccfg-'), 'c.json');
     writeFileSync(file, JSON.stringify({ rate_limit: 5, rate_burst: 7, silent_after_s: 60 }));
     const cfg = loadCollectorConfig(parseCollectorArgs(['--config', file, '--rate-limit=9']), {
       [collectorEnvVar('rate_limit')]: '8',

@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   blockedEvent,
+  collectorTempDir,
   enrollDevice,
   heartbeatEvent,
   ndjson,
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
-import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
 const HEC_TOKEN = 'hec-test-token-0123456789';
@@ -94,7 +94,7 @@ async function post(c: TestCollector, token: string, events: Record<string, unkn
 }
 
 describe('NDJSON file sink', () => {
-  const dir = tempDir('tg-ndj-');
+  const dir = collectorTempDir('tg-ndj-');
   const out = join(dir, 'out', 'events.ndjson');
   let c: TestCollector;
   let token: string;
@@ -146,7 +146,7 @@ describe('NDJSON file sink', () => {
   });
 
   it('keeps only `keep` rotated files', async () => {
-    const dir2 = tempDir('tg-ndk-');
+    const dir2 = collectorTempDir('tg-ndk-');
     const out2 = join(dir2, 'e.ndjson');
     const c2 = await startTestCollector({ forwarders: { ndjson: { file: out2, maxBytes: 4096, keep: 1 } } });
     try {
@@ -171,7 +171,7 @@ describe('NDJSON file sink', () => {
 
 describe('OCSF output', () => {
   it('writes OCSF Process Activity (class 1007) for process events when format is ocsf', async () => {
-    const out = join(tempDir('tg-ocsf-'), 'ocsf.ndjson');
+    const out = join(collectorTempDir('tg-ocsf-'), 'ocsf.ndjson');
     const c = await startTestCollector({
       forwarders: { ndjson: { file: out, maxBytes: 1024 * 1024, keep: 1, format: 'ocsf' } },
     });

@@ -7,11 +7,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type BatchToStore, CollectorStore } from '../../src/collector/collector-store.js';
 import { IngestQueue, parseBatch } from '../../src/collector/ingest.js';
-import { blockedEvent, heartbeatEvent, ndjson } from '../helpers/collector.js';
-import { tempDir } from '../helpers/tmp.js';
+import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 
 function storeWithDevices(ids: string[]): CollectorStore {
-  const store = new CollectorStore({ file: join(tempDir('tg-iq-'), 'c.db') });
+  const store = new CollectorStore({ file: join(collectorTempDir('tg-iq-'), 'c.db') });
   for (const id of ids)
     store.enrollDevice(
       { id, hostname: 'h', os: 'linux', agent_version: '1' },

@@ -7,8 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CollectorStore, type IncomingEvent } from '../../src/collector/collector-store.js';
 import { parseBatch } from '../../src/collector/ingest.js';
 import { pruneExpiredEvents } from '../../src/collector/retention.js';
-import { heartbeatEvent, ndjson } from '../helpers/collector.js';
-import { tempDir } from '../helpers/tmp.js';
+import { collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 
 const DAY = 86_400_000;
 
@@ -21,7 +20,7 @@ function events(n: number, firstSeq: number): IncomingEvent[] {
 
 describe('retention', () => {
   it('prunes events past retention_days, keeps what a forwarder still owes, never reuses rids', async () => {
-    const store = new CollectorStore({ file: join(tempDir('tg-ret-'), 'c.db') });
+    const store = new CollectorStore({ file: join(collectorTempDir('tg-ret-'), 'c.db') });
     store.enrollDevice(
       { id: 'd1', hostname: 'h', os: 'linux', agent_version: '1' },
       'hash',

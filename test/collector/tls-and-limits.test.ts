@@ -8,8 +8,13 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { TokenBucketRateLimiter } from '../../src/collector/rate-limit.js';
-import { enrollDevice, heartbeatEvent, ndjson, startTestCollector } from '../helpers/collector.js';
-import { tempDir } from '../helpers/tmp.js';
+import {
+  collectorTempDir,
+  enrollDevice,
+  heartbeatEvent,
+  ndjson,
+  startTestCollector,
+} from '../helpers/collector.js';
 
 function httpsGet(url: string, ca?: Buffer): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -28,7 +33,7 @@ function httpsGet(url: string, ca?: Buffer): Promise<{ status: number; body: str
 
 describe('TLS', () => {
   it('serves HTTPS with the given cert and key; a client pinning the CA connects, one without it is refused', async () => {
-    const dir = tempDir('tg-tls-');
+    const dir = collectorTempDir('tg-tls-');
     const key = join(dir, 'key.pem');
     const cert = join(dir, 'cert.pem');
     execFileSync(

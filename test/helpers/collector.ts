@@ -5,17 +5,33 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import {
   type RunningCollector,
   type StartCollectorOptions,
   startCollector,
 } from '../../src/collector/collector-server.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
-import { tempDir } from './tmp.js';
 import { waitFor } from './wait.js';
+
+const createdDirs: string[] = [];
+// Registered when a test file imports this helper, i.e. on the file's root suite: it also removes
+// directories made inside a test, where an afterAll of its own would be ignored. Root hooks run
+// last (stack order), after the collectors of the file were closed.
+afterAll(() => {
+  for (const d of createdDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temp dir removed at the end of the test file, wherever it is created (hooks or tests). */
+export function collectorTempDir(prefix = 'tg-col-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  createdDirs.push(dir);
+  return dir;
+}
 
 export interface TestCollector {
   readonly url: string;
@@ -30,7 +46,7 @@ export interface TestCollector {
 export async function startTestCollector(
   overrides: Partial<StartCollectorOptions> = {},
 ): Promise<TestCollector> {
-  const dir = tempDir('tg-col-');
+  const dir = collectorTempDir('tg-col-');
   const enrollSecret = randomBytes(24).toString('base64url');
   const adminToken = randomBytes(24).toString('base64url');
   const options: StartCollectorOptions = {
@@ -155,7 +171,7 @@ export async function spawnCollectorProcess(
     env?: Record<string, string>;
   } = {},
 ): Promise<CollectorProcess> {
-  const dbFile = options.dbFile ?? join(tempDir('tg-colp-'), 'collector.db');
+  const dbFile = options.dbFile ?? join(collectorTempDir('tg-colp-'), 'collector.db');
   const enrollSecret = options.enrollSecret ?? randomBytes(24).toString('base64url');
   const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
   const proc = spawn(
