@@ -206,7 +206,8 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     logger: false,
     bodyLimit: ENROLL_BODY_LIMIT,
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // shutting down is answered by the onRequest hook below (with a code and Retry-After)
+    return503OnClosing: false,
     // Even what fails before routing (malformed URL, broken HTTP, slow headers) answers with a code.
     frameworkErrors: (err, _req, reply) => {
       sendError(reply, new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', String(err.message).slice(0, 200)));
@@ -229,6 +230,12 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         );
       socket.destroy();
     },
+  });
+
+  let shuttingDown = false;
+  app.addHook('onRequest', async () => {
+    if (shuttingDown)
+      throw new HttpError(503, 'GUARD_COLLECTOR_BUSY', 'the collector is shutting down; retry later', 5);
   });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -458,6 +465,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     metrics,
     close: () => {
       closing ??= (async () => {
+        shuttingDown = true;
         clearInterval(pruneTimer);
         clearInterval(retentionTimer);
         await app.close();

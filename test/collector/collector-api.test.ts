@@ -1,5 +1,6 @@
 /** The collector's HTTP API v1 end to end over real HTTP on 127.0.0.1 with a real SQLite file. */
 import { renameSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
@@ -14,6 +15,7 @@ import {
   type TestCollector,
 } from '../helpers/collector.js';
 import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir('tg-colapi-');
 const policyFile = join(dir, 'policy.dsse.json');
@@ -459,5 +461,36 @@ describe('health and metrics', () => {
     const res = await fetch(`${c.url}/v2/nothing`);
     expect(res.status).toBe(404);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('GUARD_COLLECTOR_NOT_FOUND');
+  });
+});
+
+describe('shutdown', () => {
+  it('finishes a request in flight, answers a pipelined one with 503 GUARD_COLLECTOR_BUSY, then stops', async () => {
+    const own = await startTestCollector();
+    const token = await enrollDevice(own.url, own.enrollSecret, 'dev-shut');
+    const body = ndjson([heartbeatEvent('dev-shut', 1)]);
+    const u = new URL(own.url);
+    const socket = connect(Number(u.port), u.hostname);
+    let text = '';
+    socket.on('data', (d) => {
+      text += d.toString('utf8');
+    });
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    const head = `POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/x-ndjson\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`;
+    socket.write(head + body.slice(0, 10));
+    // the collector is reading this body (10 bytes buffered): close() must wait for it
+    await waitFor(
+      () => /toolguard_collector_inflight_body_bytes 10\n/.test(own.collector.metrics.render()),
+      'the first body bytes to be read',
+    );
+    const closing = own.close();
+    socket.write(`${body.slice(10)}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`);
+    await closing;
+    socket.end();
+    await closed;
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    expect(statuses).toEqual(['200', '503']);
+    expect(text).toContain('GUARD_COLLECTOR_BUSY');
+    expect(text).toMatch(/retry-after: 5/i);
   });
 });
