@@ -347,6 +347,10 @@ interface QueuedBody {
 export interface IngestQueueOptions {
   readonly store: Pick<CollectorStore, 'insertGroup'>;
   readonly validate?: EventValidator;
+  /** Batches per commit at most (default 64). */
+  readonly maxGroupBatches?: number;
+  /** Longest wait of a parsed batch for companions, ms (default 50). */
+  readonly maxGroupAgeMs?: number;
 }
 
 /**
@@ -400,8 +404,8 @@ export class IngestQueue {
     if (
       this.group.length > 0 &&
       (this.queue.length === 0 ||
-        this.group.length >= MAX_GROUP_BATCHES ||
-        performance.now() - this.groupOpenedAt >= MAX_GROUP_AGE_MS)
+        this.group.length >= (this.options.maxGroupBatches ?? MAX_GROUP_BATCHES) ||
+        performance.now() - this.groupOpenedAt >= (this.options.maxGroupAgeMs ?? MAX_GROUP_AGE_MS))
     )
       this.commit();
     if (this.queue.length > 0) this.schedule();

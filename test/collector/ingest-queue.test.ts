@@ -26,6 +26,7 @@ describe('IngestQueue', () => {
     const groups: number[] = [];
     const insertGroup = store.insertGroup.bind(store);
     const q = new IngestQueue({
+      maxGroupAgeMs: 60_000, // no time-based cut: the group ends when the queue runs dry
       store: {
         insertGroup: (b: readonly BatchToStore[]) => {
           groups.push(b.length);
@@ -51,6 +52,27 @@ describe('IngestQueue', () => {
     ]);
     expect(results[3]?.batch.rejectedTotal).toBe(1);
     expect(store.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 3 });
+    store.close();
+  });
+
+  it('cuts groups at maxGroupBatches', async () => {
+    const store = storeWithDevices(['d1']);
+    const groups: number[] = [];
+    const insertGroup = store.insertGroup.bind(store);
+    const q = new IngestQueue({
+      maxGroupBatches: 2,
+      maxGroupAgeMs: 60_000,
+      store: {
+        insertGroup: (b: readonly BatchToStore[]) => {
+          groups.push(b.length);
+          return insertGroup(b);
+        },
+      },
+    });
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) => q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', i + 1)])))),
+    );
+    expect(groups).toEqual([2, 2, 1]);
     store.close();
   });
 
