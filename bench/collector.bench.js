@@ -160,11 +160,14 @@ async function startCollector(dbFile, extraArgs = []) {
   });
   return {
     url,
-    stop: () =>
-      new Promise((resolve) => {
+    // SIGTERM and wait for the exit; safe to call again
+    stop: () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+      return new Promise((resolve) => {
         proc.once('exit', resolve);
         proc.kill('SIGTERM');
-      }),
+      });
+    },
   };
 }
 
@@ -288,6 +291,13 @@ async function ingest() {
     );
     const s = (performance.now() - t0) / 1000;
     await prober;
+    await c.stop();
+    // sanity: every acknowledged event is in the collector's DB (warm-up batches included)
+    const db = new Database(join(dir, 'ingest.db'), { readonly: true });
+    const stored = db.prepare('SELECT count(*) AS n FROM events').get().n;
+    db.close();
+    if (stored !== accepted + AGENTS * BATCH)
+      throw new Error(`stored ${stored} events, acknowledged ${accepted + AGENTS * BATCH}`);
     latencies.sort((x, y) => x - y);
     health.sort((x, y) => x - y);
     return {
