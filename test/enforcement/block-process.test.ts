@@ -4,6 +4,7 @@
  * whole tree, and tells the user on the process's real terminal (a pty made by `script`).
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
 import { BlockProcessAction } from '../../src/enforcement/actions/block-process.js';
@@ -339,5 +340,64 @@ describe('BlockProcessAction where processes cannot be stopped (Windows contract
     expect(await c.ancestors(21)).toEqual([20, 10, 1]);
     expect(await c.exists(99)).toBe(false);
     expect(new PsListProcessControl(async () => snap, 'darwin').canStop).toBe(true);
+  });
+});
+
+const CLK_TCK = linux
+  ? Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+  : 100;
+
+/** Clock ticks since boot, the unit of /proc start times. */
+function ticksNow(): number {
+  return Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLK_TCK);
+}
+
+/** Whether we may steer the next pid (root, or CAP_CHECKPOINT_RESTORE): needed for a real reuse. */
+const canSteerPids =
+  linux &&
+  process.getuid?.() === 0 &&
+  (() => {
+    try {
+      writeFileSync('/proc/sys/kernel/ns_last_pid', readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'));
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+// Needs root to write /proc/sys/kernel/ns_last_pid; elsewhere the simulated reuse tests above cover it.
+describe.runIf(canSteerPids)('real pid reuse (ns_last_pid steered)', () => {
+  it('a matched process that exited is never confused with the new process that got its pid', async () => {
+    const action = new BlockProcessAction({ notifier: new RecordingNotifier(), logger: silentLogger() });
+    let reused: { pid: number; stale: ProcessObservation; victim: ReturnType<typeof launch> } | null = null;
+    // Other processes on the machine may take the pid first: retry a bounded number of times.
+    for (let attempt = 0; attempt < 50 && reused === null; attempt++) {
+      const banned = launch('sleep', ['30']);
+      const pid = banned.child.pid as number;
+      await waitFor(() => readStat('/proc', pid)?.comm === 'sleep', 'banned process running');
+      const stale = observation(pid); // what the sensor saw and the matcher matched
+      banned.child.kill('SIGKILL'); // …and it exits before the block action runs
+      await banned.exited;
+      // Start times have clock-tick resolution (10 ms): identity can only tell apart processes
+      // started in different ticks. Unsteered, a pid comes back only after cycling through
+      // pid_max pids, far longer than a tick; so the new owner starts in a later tick.
+      await waitFor(() => ticksNow() > stale.startTime + 1, 'a later clock tick');
+      const last = Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'));
+      writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+      const victim = launch('sleep', ['31']);
+      // Put allocation back where it was at once, so other processes do not get recycled pids.
+      const now = Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'));
+      if (now < last) writeFileSync('/proc/sys/kernel/ns_last_pid', String(last));
+      if (victim.child.pid === pid) reused = { pid, stale, victim };
+      else victim.child.kill('SIGKILL');
+    }
+    expect(reused).not.toBeNull();
+    if (!reused) return;
+    await waitFor(() => readStat('/proc', reused.pid)?.comm === 'sleep', 'new owner of the pid running');
+    const r = await action.execute(reused.stale, decision);
+    expect(r).toMatchObject({ actionTaken: 'skipped', error: 'identity_changed' });
+    expect(alive(reused.pid)).toBe(true);
+    expect(state(reused.pid)).not.toBe('T');
+    reused.victim.child.kill('SIGKILL');
   });
 });
