@@ -21,12 +21,15 @@ import { waitFor } from '../helpers/wait.js';
 
 const HEC_TOKEN = 'hec-test-token-0123456789';
 
-/** A Splunk-HEC-compatible receiver: mode `ok`, `fail` (503) or `stall` (holds requests until released). */
+/**
+ * A Splunk-HEC-compatible receiver: mode `ok`, `fail` (503), `stall` (holds requests until released)
+ * or `badindex` (400 code 7, a setup error); a batch holding host `poison.test` gets 400 code 6.
+ */
 class HecReceiver {
   readonly events: Record<string, unknown>[] = [];
   readonly authHeaders: string[] = [];
   readonly paths: string[] = [];
-  mode: 'ok' | 'fail' | 'stall' = 'ok';
+  mode: 'ok' | 'fail' | 'stall' | 'badindex' = 'ok';
   requests = 0;
   private stalled: (() => void)[] = [];
   private server!: Server;
@@ -55,6 +58,18 @@ class HecReceiver {
         }
         if (req.headers.authorization !== `Splunk ${HEC_TOKEN}`) {
           res.writeHead(403).end('{"text":"Invalid token","code":4}');
+          return;
+        }
+        if (this.mode === 'badindex') {
+          res
+            .writeHead(400, { 'content-type': 'application/json' })
+            .end('{"text":"Incorrect index","code":7}');
+          return;
+        }
+        if (body.includes('"host":"poison.test"')) {
+          res
+            .writeHead(400, { 'content-type': 'application/json' })
+            .end('{"text":"Invalid data format","code":6}');
           return;
         }
         this.authHeaders.push(String(req.headers.authorization));
@@ -244,6 +259,33 @@ describe('Splunk HEC sink', () => {
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
     expect(got).toEqual(events.map((e) => e.id));
     expect(c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })).toBeGreaterThanOrEqual(3);
+  });
+
+  it('isolates and drops only an event HEC refuses as data (code 6); retries setup errors (code 7)', async () => {
+    hec.mode = 'badindex';
+    const before = hec.events.length;
+    const errorsBefore = c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' });
+    const poison: Record<string, unknown> = { ...heartbeatEvent('dev-hec', 300), hostname: 'poison.test' };
+    const events = [
+      ...Array.from({ length: 6 }, (_, i) => heartbeatEvent('dev-hec', 301 + i)),
+      poison,
+      ...Array.from({ length: 5 }, (_, i) => heartbeatEvent('dev-hec', 310 + i)),
+    ];
+    expect((await post(c, token, events)).status).toBe(200);
+    await waitFor(
+      () => c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' }) >= errorsBefore + 2,
+      'setup errors to be retried',
+    );
+    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(0);
+    hec.mode = 'ok';
+    await waitFor(() => hec.events.length >= before + 11, 'the 11 good events');
+    const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
+    expect(got).toEqual(events.filter((e) => e !== poison).map((e) => e.id));
+    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    await waitFor(
+      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
+      'the cursor past the poison',
+    );
   });
 
   it('a stalled SIEM does not slow ingest; everything arrives after it recovers', async () => {

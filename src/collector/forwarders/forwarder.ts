@@ -12,15 +12,24 @@ import type { Logger } from '../../common/logger.js';
 import type { CollectorStore, StoredEventRow } from '../collector-store.js';
 import type { CollectorMetrics } from '../metrics.js';
 
+/** What a delivery came to when it did not throw. */
+export interface DeliveryResult {
+  /** Events the destination refused for their content and that were skipped (never retried). */
+  readonly dropped: number;
+  /** Their event ids (for the log). */
+  readonly droppedIds?: readonly string[];
+}
+
 /** A destination for events (NDJSON file, Splunk HEC, …). */
 export interface ForwarderSink {
   /** Stable name: the cursor key and the metrics label (e.g. `ndjson`, `splunk-hec`). */
   readonly name: string;
   /**
    * Delivers `events` (in rid order) durably or throws. Called by one runner, never concurrently
-   * with itself; may be called again with the same events after a failure or a restart.
+   * with itself; may be called again with the same events after a failure or a restart. May skip
+   * an event the destination refuses for its content (a poison event), reporting it as dropped.
    */
-  deliver(events: readonly StoredEventRow[]): Promise<void>;
+  deliver(events: readonly StoredEventRow[]): Promise<DeliveryResult | undefined>;
   /**
    * Optional: makes a `deliver` in progress fail fast (shutdown must not wait for a stuck SIEM).
    * The aborted batch stays in the outbox and is delivered after the next start.
@@ -116,8 +125,20 @@ export class ForwarderRunner {
         continue;
       }
       try {
-        await sink.deliver(rows);
+        const result = await sink.deliver(rows);
         store.setCursor(sink.name, (rows[rows.length - 1] as StoredEventRow).rid);
+        if (result && result.dropped > 0) {
+          metrics.inc(
+            'forward_dropped_total',
+            'Events a sink refused for their content (poison), skipped after isolating them.',
+            { sink: sink.name },
+            result.dropped,
+          );
+          this.log.error(
+            { dropped: result.dropped, ids: result.droppedIds?.slice(0, 20) },
+            'sink refused events; skipped',
+          );
+        }
         metrics.inc(
           'forwarded_events_total',
           'Events delivered to a forwarder sink.',

@@ -34,7 +34,7 @@ export class NdjsonFileSink implements ForwarderSink {
     mkdirSync(dirname(options.file), { recursive: true });
   }
 
-  async deliver(events: readonly StoredEventRow[]): Promise<void> {
+  async deliver(events: readonly StoredEventRow[]): Promise<undefined> {
     const lines: string[] = [];
     for (const e of events) {
       if (this.options.transform) lines.push(JSON.stringify(this.options.transform(JSON.parse(e.body))));

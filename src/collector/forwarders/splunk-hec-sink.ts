@@ -4,11 +4,13 @@
  * `{time, host, source, sourcetype, event}` (HEC's batch format: objects back to back, here one
  * per line). Any answer other than 2xx, a network error or a timeout is a failure: the runner
  * retries the same batch with backoff, so nothing is skipped while Splunk is down or throttling.
+ * The one exception: when HEC blames the data itself (400 with code 6/12/13), the batch is split
+ * until the refused event is isolated; that event alone is dropped and counted.
  */
 import { type ClientRequest, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { StoredEventRow } from '../collector-store.js';
-import type { ForwarderSink } from './forwarder.js';
+import type { DeliveryResult, ForwarderSink } from './forwarder.js';
 
 export interface SplunkHecSinkOptions {
   /** Base URL (`https://splunk:8088`) or the full event endpoint URL. */
@@ -24,6 +26,31 @@ export interface SplunkHecSinkOptions {
   readonly timeoutMs?: number;
   /** Maps a stored event to the HEC `event` field (default: the event as received). */
   readonly transform?: (event: Record<string, unknown>) => unknown;
+}
+
+/**
+ * HEC codes that blame the data, not the setup (docs.splunk.com "HTTP Event Collector status
+ * codes"): 6 invalid data format, 12 event field is required, 13 event field cannot be blank.
+ * Others, e.g. 7 incorrect index, are configuration errors: retried, never dropped.
+ */
+const HEC_DATA_CODES = new Set([6, 12, 13]);
+
+function isDataFormatRefusal(body: string): boolean {
+  try {
+    const code = (JSON.parse(body) as { code?: unknown }).code;
+    return typeof code === 'number' && HEC_DATA_CODES.has(code);
+  } catch {
+    return false;
+  }
+}
+
+function eventId(row: StoredEventRow | undefined): string {
+  if (!row) return '';
+  try {
+    return String((JSON.parse(row.body) as { id?: unknown }).id ?? '');
+  } catch {
+    return '';
+  }
 }
 
 /** HEC answers within seconds when healthy; a stuck request must not hold the cursor forever. */
@@ -42,7 +69,7 @@ export class SplunkHecSink implements ForwarderSink {
     this.endpoint = u;
   }
 
-  async deliver(events: readonly StoredEventRow[]): Promise<void> {
+  async deliver(events: readonly StoredEventRow[]): Promise<DeliveryResult> {
     const { source = 'toolguard', sourcetype = 'toolguard:event', index, transform } = this.options;
     const parts: string[] = [];
     for (const row of events) {
@@ -59,8 +86,28 @@ export class SplunkHecSink implements ForwarderSink {
         }),
       );
     }
+    return this.send(parts, events);
+  }
+
+  /**
+   * Posts `parts`; on a data-format refusal splits the batch to find the event(s) HEC refuses, so
+   * one poison event is dropped (and counted) instead of blocking the sink forever. Any other
+   * failure throws (the runner retries the whole batch later).
+   */
+  private async send(parts: readonly string[], rows: readonly StoredEventRow[]): Promise<DeliveryResult> {
     const { status, body } = await this.post(parts.join('\n'));
-    if (status < 200 || status >= 300) throw new Error(`HEC answered ${status}: ${body.slice(0, 200)}`);
+    if (status >= 200 && status < 300) return { dropped: 0 };
+    if (status === 400 && isDataFormatRefusal(body)) {
+      if (parts.length === 1) return { dropped: 1, droppedIds: [eventId(rows[0])] };
+      const mid = Math.ceil(parts.length / 2);
+      const a = await this.send(parts.slice(0, mid), rows.slice(0, mid));
+      const b = await this.send(parts.slice(mid), rows.slice(mid));
+      return {
+        dropped: a.dropped + b.dropped,
+        droppedIds: [...(a.droppedIds ?? []), ...(b.droppedIds ?? [])],
+      };
+    }
+    throw new Error(`HEC answered ${status}: ${body.slice(0, 200)}`);
   }
 
   private post(payload: string): Promise<{ status: number; body: string }> {
