@@ -160,6 +160,15 @@ describe('NDJSON file sink', () => {
     );
   });
 
+  it('starts a new file when the live one was moved away by someone else', async () => {
+    const { renameSync } = await import('node:fs');
+    renameSync(out, `${out}.moved`);
+    const ev = heartbeatEvent('dev-ndj', 1000);
+    expect((await post(c, token, [ev])).status).toBe(200);
+    const line = await waitFor(() => (existsSync(out) ? linesOf(out)[0] : undefined), 'a new live file');
+    expect(line?.id).toBe(ev.id);
+  });
+
   it('keeps only `keep` rotated files', async () => {
     const dir2 = collectorTempDir('tg-ndk-');
     const out2 = join(dir2, 'e.ndjson');

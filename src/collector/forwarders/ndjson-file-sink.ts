@@ -29,6 +29,7 @@ export class NdjsonFileSink implements ForwarderSink {
   readonly name = 'ndjson';
   private fh: FileHandle | null = null;
   private size = 0;
+  private ino = 0;
 
   constructor(private readonly options: NdjsonFileSinkOptions) {
     mkdirSync(dirname(options.file), { recursive: true });
@@ -65,9 +66,18 @@ export class NdjsonFileSink implements ForwarderSink {
   }
 
   private async ensureOpen(): Promise<void> {
-    if (this.fh) return;
+    if (this.fh) {
+      // Moved or deleted by someone else (logrotate, an operator)? Then write to a new file at the
+      // path instead of appending to a file nobody tails any more.
+      const atPath = await stat(this.options.file).catch(() => null);
+      if (atPath && atPath.ino === this.ino) return;
+      await this.fh.close().catch(() => {});
+      this.fh = null;
+    }
     this.fh = await open(this.options.file, 'a', 0o640);
-    this.size = (await this.fh.stat()).size;
+    const st = await this.fh.stat();
+    this.size = st.size;
+    this.ino = st.ino;
   }
 
   private async rotate(): Promise<void> {
