@@ -4,8 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PsListSource } from '../../../src/sensors/process-sources/pslist-source.js';
+import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
-import { launch } from '../process/harness.js';
+import { launch, makeBannedFixtures, policy, startPipeline } from '../process/harness.js';
 
 type Desc = {
   pid: number;
@@ -96,5 +97,20 @@ describe('PsListSource', () => {
     expect(found.name).toBe('sleep');
     expect(found.argv).toEqual(['sleep', '30']);
     l.child.kill('SIGKILL');
+  });
+});
+
+describe.runIf(process.platform === 'linux')('ps-list source through the whole pipeline', () => {
+  it('a banned binary seen in a ps-list snapshot is killed', async () => {
+    const f = makeBannedFixtures(tempDir('tg-psl-'));
+    const p = await startPipeline(policy([f.rule]), { source: new PsListSource(), intervalMs: 200 });
+    const l = launch(f.binary, ['30']);
+    expect(await l.exited).toBe('SIGKILL');
+    const [e] = await waitFor(() => {
+      const ev = p.events.ofType('process.blocked').filter((x) => x.pid === l.child.pid);
+      return ev.length > 0 ? ev : null;
+    }, 'block event');
+    await p.stop();
+    expect(e?.outcome).toMatchObject({ action_taken: 'killed' });
   });
 });
