@@ -85,7 +85,8 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     logger: logger.child({ component: 'outbox' }),
     onUrgent: () => shipper?.flushNow(),
   });
-  const events: EventSink = local ? printingSink(outbox) : outbox;
+  const eventConsole = local ? new EventConsole(outbox) : null;
+  const events: EventSink = eventConsole ?? outbox;
   if (recovered) {
     events.emit('agent.tamper', {
       reason: 'state_db_corrupt',
@@ -291,7 +292,10 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       updater?.start();
       shipper?.start();
       heartbeat.start();
-      if (local) printBanner(local, status(), sensors);
+      if (local && eventConsole) {
+        printBanner(local, status(), sensors);
+        eventConsole.release();
+      }
       logger.info(
         { device_id: deviceId, policy: policy.status().version, local: local !== null },
         'guardd started',
@@ -333,15 +337,32 @@ function closeDb(db: Db, logger: Logger): void {
   }
 }
 
-/** Local mode: every event also becomes one readable line on stdout. */
-function printingSink(outbox: EventSink): EventSink {
-  return {
-    emit(type, fields) {
-      const event = outbox.emit(type, fields);
-      if (event) process.stdout.write(`${describeEvent(event as AgentEvent)}\n`);
-      return event;
-    },
-  };
+/**
+ * Local mode: every event also becomes one readable line on stdout. Lines of events recorded
+ * while starting are held until the banner has been printed, so the screen reads top to bottom.
+ */
+class EventConsole implements EventSink {
+  private held: string[] | null = [];
+
+  constructor(private readonly outbox: EventSink) {}
+
+  emit(type: Parameters<EventSink['emit']>[0], fields: Parameters<EventSink['emit']>[1]): AgentEvent | null {
+    const event = this.outbox.emit(type, fields);
+    if (event) this.print(describeEvent(event));
+    return event;
+  }
+
+  /** Prints the held lines; from now on lines are printed as they come. */
+  release(): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const line of held) this.print(line);
+  }
+
+  private print(line: string): void {
+    if (this.held) this.held.push(line);
+    else process.stdout.write(`${line}\n`);
+  }
 }
 
 function printBanner(local: LocalMode, s: DaemonStatus, sensors: readonly Sensor[]): void {

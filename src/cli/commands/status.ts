@@ -31,11 +31,10 @@ export function formatStatus(s: DaemonStatus): string {
       `              last policy error: ${p.last_error.message} [${p.last_error.code}] at ${p.last_error.at}`,
     );
   for (const sensor of s.sensors) {
+    // People get the scalar facts (source, interval, counts); --json has everything.
     const details = Object.entries(sensor.details)
-      .map(
-        ([k, v]) =>
-          `${k}=${Array.isArray(v) ? v.length : typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`,
-      )
+      .filter(([, v]) => typeof v !== 'object' || v === null)
+      .map(([k, v]) => `${k}=${v}`)
       .join(' ');
     const skipped = Object.entries(sensor.skipped)
       .filter(([, n]) => n > 0)
