@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { GuardError } from '../common/errors.js';
 import type { LogLevel } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
+import { readJsonObjectFile } from '../config/load-config.js';
 
 type Kind = 'string' | 'integer' | 'enum';
 
@@ -203,8 +204,6 @@ export function collectorFlag(key: string): string {
 }
 
 const KEYS = new Set(Object.keys(COLLECTOR_SETTINGS));
-/** MDM/ops config files are a few KiB. */
-const MAX_CONFIG_BYTES = 1024 * 1024;
 
 export interface ParsedArgs {
   readonly configFile?: string;
@@ -265,7 +264,7 @@ export function loadCollectorConfig(
     values[key] = typeof def.default === 'function' ? def.default() : def.default;
   }
   if (args.configFile) {
-    for (const [key, raw] of Object.entries(readJsonObject(args.configFile))) {
+    for (const [key, raw] of Object.entries(readJsonObjectFile(args.configFile) ?? {})) {
       if (key === '$schema' || key === '//') continue;
       if (!KEYS.has(key)) throw unknownKey(key, `file ${args.configFile}`);
       values[key] = check(key, raw, `file ${args.configFile}`);
@@ -338,44 +337,6 @@ export function requireSecret(config: CollectorConfig, key: 'enroll_secret' | 'a
       { key },
     );
   return value;
-}
-
-function readJsonObject(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new GuardError(
-      'GUARD_CONFIG_UNREADABLE',
-      `cannot read config file ${file}: ${(err as Error).message}`,
-      {
-        file,
-      },
-    );
-  }
-  if (text.length > MAX_CONFIG_BYTES)
-    throw new GuardError(
-      'GUARD_CONFIG_UNREADABLE',
-      `config file ${file} is larger than ${MAX_CONFIG_BYTES} bytes`,
-      {
-        file,
-      },
-    );
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new GuardError(
-      'GUARD_CONFIG_UNREADABLE',
-      `config file ${file} is not valid JSON: ${(err as Error).message}`,
-      {
-        file,
-      },
-    );
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new GuardError('GUARD_CONFIG_UNREADABLE', `config file ${file} must hold a JSON object`, { file });
-  return parsed as Record<string, unknown>;
 }
 
 function unknownKey(key: string, source: string): GuardError {

@@ -70,11 +70,22 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 
 /** Reads a config file into dotted keys. Exported for `guardctl doctor` and tests. */
 export function readConfigFile(file: string, required: boolean): Record<string, unknown> {
+  const parsed = readJsonObjectFile(file, required);
+  const out: Record<string, unknown> = {};
+  if (parsed) flatten(parsed, '', out, file);
+  return out;
+}
+
+/**
+ * Reads a JSON config file that must hold one object (guardd's and guard-collector's configs).
+ * Missing → null when not `required`; every other problem is GUARD_CONFIG_UNREADABLE with the file.
+ */
+export function readJsonObjectFile(file: string, required = true): Record<string, unknown> | null {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new GuardError(
       'GUARD_CONFIG_UNREADABLE',
       `cannot read config file ${file}: ${(err as Error).message}`,
@@ -101,9 +112,7 @@ export function readConfigFile(file: string, required: boolean): Record<string, 
   if (!isPlainObject(parsed)) {
     throw new GuardError('GUARD_CONFIG_UNREADABLE', `config file ${file} must hold a JSON object`, { file });
   }
-  const out: Record<string, unknown> = {};
-  flatten(parsed, '', out, file);
-  return out;
+  return parsed;
 }
 
 function flatten(
