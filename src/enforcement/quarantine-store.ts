@@ -279,7 +279,7 @@ export class QuarantineStore {
   async sweepLinks(id: string): Promise<number> {
     try {
       const entry = this.get(id);
-      if (!entry || entry.state !== 'quarantined' || !entry.manifest.search) return 0;
+      if (entry?.state !== 'quarantined' || !entry.manifest.search) return 0;
       const m = entry.manifest;
       if (await exists(m.originalPath)) return 0;
       const search = m.search as NonNullable<QuarantineManifest['search']>;
@@ -352,7 +352,7 @@ export class QuarantineStore {
    */
   async restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     const entry = this.get(id);
-    if (!entry || entry.state !== 'quarantined')
+    if (entry?.state !== 'quarantined')
       throw new GuardError(
         'GUARD_QUARANTINE_NOT_FOUND',
         entry ? `quarantine entry ${id} is ${entry.state}, not quarantined` : `no quarantine entry ${id}`,
