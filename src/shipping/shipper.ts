@@ -215,6 +215,9 @@ export class Shipper {
           this.shrinkOrSetAside(batch, 'too large for the collector (413)');
           break;
         case 'invalid':
+          // Only a 400 is the collector refusing the batch's content; any other 4xx/3xx (a wrong
+          // URL, a proxy, a redirect) says nothing about the events and must not set them aside.
+          if (r.status !== 400) return this.fail(describe(r), null);
           this.shrinkOrSetAside(batch, `collector refused it: ${r.message}`);
           break;
         case 'retry_later':

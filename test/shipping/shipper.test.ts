@@ -260,6 +260,39 @@ describe('Shipper', () => {
     await waitFor(() => outbox.depth() === 0, 'delivery once the real collector answers');
   });
 
+  test('a refusal that names no event and is not a 400 (404, 405, 415, 3xx) sets nothing aside: it backs off', async () => {
+    let t = Date.now();
+    const { fake, shipper, emit, outbox } = await setup({ now: () => t });
+    emit(1);
+    await shipper.flushNow(); // enrolled, delivering normally
+    for (const [status, body] of [
+      [404, '{"error":{"code":"GUARD_COLLECTOR_NOT_FOUND"}}'],
+      [405, 'method not allowed'],
+      [415, '{"error":{"code":"GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE"}}'],
+      [301, ''],
+    ] as const) {
+      fake.hook = (req, res) => {
+        if (req.path !== '/v1/events') return false;
+        res.writeHead(status, status === 301 ? { location: 'https://elsewhere.example/' } : {});
+        res.end(body);
+        return true;
+      };
+      emit(5);
+      const before = shipper.status().consecutive_failures;
+      t += 60_000; // past any backoff
+      await shipper.flushNow();
+      expect(outbox.status().set_aside_total).toBe(0);
+      expect(shipper.status().set_aside).toBe(0);
+      expect(shipper.status().consecutive_failures).toBe(before + 1);
+      expect(shipper.status().last_error).toContain(`HTTP ${status}`);
+    }
+    expect(outbox.depth()).toBe(20);
+    fake.hook = null;
+    t += 60_000;
+    await waitFor(() => outbox.depth() === 0, 'delivery once the collector answers again');
+    expect(fake.stored.size).toBe(21);
+  });
+
   test('network errors: a collector that is down is a typed failure, not a crash', async () => {
     const { fake, shipper, emit, outbox } = await setup();
     await fake.stop();
