@@ -188,14 +188,16 @@ export class Shipper {
             if (this.options.outbox.setAside(rej.id, `collector rejected: ${rej.reason}`))
               this.setAsideCount++;
           }
-          const unattributed = r.rejected.some((x) => x.id === null || !batch.some((e) => e.id === x.id));
-          const acked = batch.filter((e) => !rejectedIds.has(e.id)).map((e) => e.id);
-          if (unattributed && rejectedIds.size === 0) {
-            // The collector refused something it could not name: isolate it by halving (the valid
-            // events it stored come back as duplicates when resent).
-            this.shrinkOrSetAside(batch, 'collector rejected an event it could not identify');
+          if (r.rejectedTotal > rejectedIds.size) {
+            // Some refused events are not named (no readable id, or the list was cut): acking the
+            // rest would record them as shipped. Nothing is acked; the batch is resent without the
+            // named ones (what was stored comes back as duplicates), halved while none is named,
+            // until each refused event is named or alone, and set aside.
+            if (rejectedIds.size === 0)
+              this.shrinkOrSetAside(batch, 'collector rejected an event it could not identify');
             continue;
           }
+          const acked = batch.filter((e) => !rejectedIds.has(e.id)).map((e) => e.id);
           this.options.outbox.ack(acked);
           this.shippedTotal += acked.length;
           this.lastSuccessAt = new Date(this.now()).toISOString();

@@ -176,6 +176,41 @@ describe('Shipper', () => {
     expect(fake.stored.size).toBe(22);
   });
 
+  test('a rejection the collector does not name (id null, list cut) is never acked as shipped', async () => {
+    const { fake, shipper, emit, outbox } = await setup();
+    const ids = emit(10);
+    const named = ids[2] as string;
+    const anonymous = ids[6] as string;
+    // like guard-collector for a line over its size limit: rejected with id null
+    fake.hook = (req, res) => {
+      if (req.path !== '/v1/events') return false;
+      let accepted = 0;
+      let duplicates = 0;
+      const rejected: { id: string | null; reason: string }[] = [];
+      for (const e of req.events) {
+        const id = e.id as string;
+        if (id === named) rejected.push({ id, reason: 'schema: /x: bad' });
+        else if (id === anonymous) rejected.push({ id: null, reason: 'too_large' });
+        else if (fake.stored.has(id)) duplicates++;
+        else {
+          accepted++;
+          fake.stored.set(id, e);
+        }
+      }
+      res.writeHead(rejected.length ? 400 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ accepted, duplicates, rejected, rejected_total: rejected.length }));
+      return true;
+    };
+    await shipper.flushNow();
+    expect(outbox.depth()).toBe(0);
+    expect(fake.stored.size).toBe(8);
+    const states = new Map(outbox.list({ limit: 100 }).map((l) => [l.event.id, l.state]));
+    expect(states.get(named)).toBe('set_aside');
+    expect(states.get(anonymous)).toBe('set_aside');
+    expect(outbox.status().set_aside_total).toBe(2);
+    expect(shipper.status().shipped_total).toBe(8);
+  });
+
   test('401: re-enrolls once and carries on; a token refused again backs off', async () => {
     const { fake, shipper, emit, outbox, state } = await setup();
     emit(2);
