@@ -6,11 +6,9 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { GuardError } from '../common/errors.js';
 import { defaultPaths, socketPaths } from '../common/platform-paths.js';
 import { AGENT_VERSION } from '../common/version.js';
-import { readConfigFile } from '../config/load-config.js';
-import { envVarOf } from '../config/settings.js';
+import { loadConfig } from '../config/load-config.js';
 import { callDaemon } from '../control/control-client.js';
 import type { CommandContext, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
@@ -100,25 +98,18 @@ async function runCommand(
 }
 
 /**
- * Where the daemon's sockets are: --socket-dir, else TOOLGUARD_PATHS_SOCKET_DIR, else the config
- * file's paths.socket_dir (--config, else the platform config; in a checkout running `npm start`,
- * ./.toolguard/config.json), else the platform default.
+ * Where the daemon's sockets are: --socket-dir, else paths.socket_dir as guardd reads it
+ * (TOOLGUARD_PATHS_SOCKET_DIR, macOS managed preferences, the config file — --config, else the
+ * platform config; in a checkout running `npm start`, ./.toolguard/config.json), else the default.
  */
 function locate(globals: GlobalOptions): { configFile: string; sockets: { public: string; admin: string } } {
   const platformConfig = defaultPaths().configFile;
   const localConfig = resolve(LOCAL_MODE_DIR, 'config.json');
   const configFile =
     globals.config ?? (!existsSync(platformConfig) && existsSync(localConfig) ? localConfig : platformConfig);
-  let socketDir = globals.socketDir ?? process.env[envVarOf('paths.socket_dir')];
-  if (!socketDir) {
-    const fromFile = readConfigFile(configFile, globals.config !== undefined);
-    const v = fromFile['paths.socket_dir'];
-    if (v !== undefined && typeof v !== 'string')
-      throw new GuardError(
-        'GUARD_CONFIG_INVALID_VALUE',
-        `paths.socket_dir in ${configFile} must be a string`,
-      );
-    socketDir = v ?? defaultPaths().socketDir;
-  }
+  // The same loader guardd uses (file, macOS managed preferences, environment), so both agree.
+  const socketDir =
+    globals.socketDir ??
+    loadConfig({ file: configFile, required: globals.config !== undefined })['paths.socket_dir'];
   return { configFile, sockets: socketPaths(socketDir) };
 }
