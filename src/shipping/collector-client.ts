@@ -119,6 +119,12 @@ export class CollectorClient {
           key: 'collector.url',
         },
       );
+    if (options.caFile && base.protocol !== 'https:')
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `collector.ca_file is set but collector.url "${options.url}" is not https: the CA would not be pinned`,
+        { key: 'collector.url' },
+      );
     if (!base.pathname.endsWith('/')) base.pathname += '/';
     this.base = base;
     this.log = options.logger.child({ component: 'shipping.client' });

@@ -93,6 +93,11 @@ describe('CollectorClient', () => {
     expect(
       codeOf(() => new CollectorClient({ ...base, url: 'https://x', caFile: join(dir, 'nope.pem') })),
     ).toBe('GUARD_CONFIG_INVALID_VALUE');
+    // a pinned CA with a plain-http URL would send the token and events unencrypted, unpinned
+    writeFileSync(join(dir, 'pin.pem'), 'not used');
+    expect(
+      codeOf(() => new CollectorClient({ ...base, url: 'http://x', caFile: join(dir, 'pin.pem') })),
+    ).toBe('GUARD_CONFIG_INVALID_VALUE');
   });
 
   test('parseRetryAfter: seconds, HTTP dates, garbage, and a cap', () => {
