@@ -370,15 +370,27 @@ export class QuarantineStore {
       throw new GuardError('GUARD_QUARANTINE_IO', `${m.originalPath} exists again; move it away first`, {
         id,
       });
+    // The user owns the directories above the original path and may have swapped one for a
+    // symlink while the entry sat in quarantine: root must not follow it (before and after
+    // creating missing parents, which could otherwise be created through such a link).
+    const escapes = (): GuardError =>
+      new GuardError(
+        'GUARD_QUARANTINE_UNSAFE_PATH',
+        `refusing to restore ${m.originalPath}: a parent directory now leads outside ${m.root} (or the root is gone)`,
+        { id, path: m.originalPath, root: m.root },
+      );
+    if (!(await parentInsideRoot(m.originalPath, m.root))) throw escapes();
+    await mkdir(dirname(m.originalPath), { recursive: true, mode: 0o755 });
+    if (!(await parentInsideRoot(m.originalPath, m.root))) throw escapes();
     m = { ...m, restoredForced: banned };
     this.save(id, 'restoring', m);
-    await mkdir(dirname(m.originalPath), { recursive: true, mode: 0o755 });
     try {
       await this.moveOut(m);
     } catch (err) {
       // The payload is still whole in quarantine (a partial copy at the original is removed).
       if (await exists(m.storedPath)) {
-        await rm(m.originalPath, { recursive: true, force: true }).catch(() => undefined);
+        if (await parentInsideRoot(m.originalPath, m.root))
+          await rm(m.originalPath, { recursive: true, force: true }).catch(() => undefined);
         this.save(id, 'quarantined', m);
       }
       throw new GuardError('GUARD_QUARANTINE_IO', `cannot restore ${m.originalPath}: ${errorMessage(err)}`, {
@@ -580,6 +592,33 @@ async function exists(path: string): Promise<boolean> {
 
 function inside(child: string, parent: string): boolean {
   return child === parent || child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+}
+
+/**
+ * True when the directory holding `path` resolves (through any symlink) to `root`'s real path or
+ * below it; a missing parent is judged by its nearest existing ancestor (a dangling link is not
+ * "missing"). Checked before root creates, moves or removes anything at an original path, whose
+ * parents the user owns and can swap for symlinks.
+ */
+async function parentInsideRoot(path: string, root: string): Promise<boolean> {
+  let rootReal: string;
+  try {
+    rootReal = await realpath(root);
+  } catch {
+    return false;
+  }
+  const lexicalRoot = resolve(root);
+  let dir = dirname(resolve(path));
+  for (;;) {
+    try {
+      return inside(await realpath(dir), rootReal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || (await exists(dir))) return false;
+      const up = dirname(dir);
+      if (up === dir || !inside(up, lexicalRoot)) return false;
+      dir = up;
+    }
+  }
 }
 
 // ---- links -------------------------------------------------------------------------------

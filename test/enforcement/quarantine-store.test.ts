@@ -227,6 +227,33 @@ describe('QuarantineAction + QuarantineStore', () => {
     db.close();
   });
 
+  it('restore refuses a parent swapped for a symlink out of the root: nothing written outside, still quarantined', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const t = npmTree(dir);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      obsFor(t.root, t.pkg),
+      decision,
+    );
+    const id = r.details?.quarantine_id as string;
+    // The (now empty) scope dir, owned by the user, becomes a link to a directory outside the root.
+    const outside = join(dir, 'outside');
+    mkdirSync(outside);
+    rmSync(join(t.root, '@anthropic-ai'), { recursive: true });
+    symlinkSync(outside, join(t.root, '@anthropic-ai'));
+    await expect(store.restore(id, { force: false, stillBanned: () => false })).rejects.toMatchObject({
+      code: 'GUARD_QUARANTINE_UNSAFE_PATH',
+    });
+    expect(gone(join(outside, 'claude-code'))).toBe(true);
+    expect(gone(t.bin)).toBe(true);
+    expect(store.get(id)?.state).toBe('quarantined');
+    // Once the path is sane again the restore goes through.
+    rmSync(join(t.root, '@anthropic-ai'));
+    const res = await store.restore(id, { force: false, stillBanned: () => false });
+    expect(res.hashVerified).toBe(true);
+    db.close();
+  });
+
   it('restore refuses an occupied original path and unknown ids with their codes', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
