@@ -258,7 +258,7 @@ export class QuarantineStore {
           'GUARD_QUARANTINE_UNSAFE_PATH',
           `${req.path} was replaced while being quarantined`,
         );
-      manifest = await this.moveIn(manifest);
+      manifest = await this.moveIn(manifest, st);
     } catch (err) {
       await rm(storedDir, { recursive: true, force: true }).catch(() => undefined);
       this.save(id, 'rolled_back', { ...manifest, note: errorMessage(err) });
@@ -402,7 +402,7 @@ export class QuarantineStore {
 
   // ---- moving in -------------------------------------------------------------------------
 
-  private async moveIn(m: QuarantineManifest): Promise<QuarantineManifest> {
+  private async moveIn(m: QuarantineManifest, checked: Stats): Promise<QuarantineManifest> {
     try {
       await rename(m.originalPath, m.storedPath);
     } catch (err) {
@@ -417,6 +417,14 @@ export class QuarantineStore {
         );
       const copied = { ...m, method: 'copy' as const, treeHash: dstHash.hash };
       this.save(m.id, 'copied', copied);
+      // Copying took a while: the path (or a parent) may have been swapped meanwhile, and root
+      // removing recursively through a swapped parent deletes whatever it now leads to.
+      const now = await this.assertSafe(m.originalPath, m.root, m.entryType);
+      if (now.ino !== checked.ino || now.dev !== checked.dev)
+        throw new GuardError(
+          'GUARD_QUARANTINE_UNSAFE_PATH',
+          `${m.originalPath} was replaced while being copied; not removed`,
+        );
       await rm(m.originalPath, { recursive: true, force: true });
       return copied;
     }
@@ -495,12 +503,22 @@ export class QuarantineStore {
         this.save(m.id, 'rolled_back', { ...m, note: original ? 'interrupted before the move' : 'lost' });
         return 'rolled_back';
       case 'copied':
-        // The copy verified before this state was written: finish removing the original.
-        await rm(m.originalPath, { recursive: true, force: true });
+        // The copy verified before this state was written: finish removing the original — only
+        // if it is still what was copied, inside its root (assertSafe throws: counted `failed`,
+        // left as it is for an admin).
+        if (original) {
+          await this.assertSafe(m.originalPath, m.root, m.entryType);
+          await rm(m.originalPath, { recursive: true, force: true });
+        }
         await this.finishQuarantine(m);
         return 'finished';
       case 'restoring':
         if (stored && original) {
+          if (!(await parentInsideRoot(m.originalPath, m.root)))
+            throw new GuardError(
+              'GUARD_QUARANTINE_UNSAFE_PATH',
+              `not removing the partial restore at ${m.originalPath}: a parent directory now leads outside ${m.root}`,
+            );
           await rm(m.originalPath, { recursive: true, force: true });
           this.save(m.id, 'quarantined', m);
           return 'rolled_back';

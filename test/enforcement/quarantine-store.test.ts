@@ -353,6 +353,42 @@ describe('recovery of interrupted moves (write-ahead manifest)', () => {
     db.close();
   });
 
+  it('recovery never removes an original whose parent now leads outside the root (copied / restoring)', async () => {
+    const dir = fresh();
+    const qdir = join(dir, 'state', 'quarantine');
+    const { db, store } = await storeIn(dir);
+    const { copyTree } = await import('../../src/enforcement/quarantine-store.js');
+    // F: crashed after a verified cross-filesystem copy; then the user swapped the scope dir for a
+    // link to a directory outside the root that holds a same-named directory.
+    const f = npmTree(join(dir, 'f'));
+    const mf = { ...manifest('0190f0f0-0000-7000-8000-00000000000f', f, qdir), method: 'copy' as const };
+    mkdirSync(join(qdir, mf.id), { recursive: true });
+    await copyTree(f.pkg, mf.storedPath);
+    const outsideF = join(dir, 'outside-f');
+    renameSync(join(f.root, '@anthropic-ai'), outsideF);
+    symlinkSync(outsideF, join(f.root, '@anthropic-ai'));
+    crashRow(db, mf, 'copied');
+    // G: crashed during a cross-filesystem restore copy (payload still in quarantine), same swap.
+    const g = npmTree(join(dir, 'g'));
+    const mg = manifest('0190f0f0-0000-7000-8000-000000000010', g, qdir);
+    mkdirSync(join(qdir, mg.id), { recursive: true });
+    await copyTree(g.pkg, mg.storedPath);
+    const outsideG = join(dir, 'outside-g');
+    renameSync(join(g.root, '@anthropic-ai'), outsideG);
+    symlinkSync(outsideG, join(g.root, '@anthropic-ai'));
+    crashRow(db, mg, 'restoring');
+
+    const summary = await store.recover();
+    expect(summary).toEqual({ finished: 0, rolledBack: 0, failed: 2 });
+    expect(existsSync(join(outsideF, 'claude-code', 'cli.js'))).toBe(true);
+    expect(existsSync(join(outsideG, 'claude-code', 'cli.js'))).toBe(true);
+    expect(store.get(mf.id)?.state).toBe('copied');
+    expect(store.get(mg.id)?.state).toBe('restoring');
+    expect(existsSync(mf.storedPath)).toBe(true);
+    expect(existsSync(mg.storedPath)).toBe(true);
+    db.close();
+  });
+
   it('an interrupted restore goes back to quarantined (payload still there) or finishes (payload moved)', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
