@@ -835,27 +835,33 @@ function fileHash(path: string): Promise<string> {
   });
 }
 
-/** Copies a tree without following links, keeping modes and (when permitted) owners. */
+/**
+ * Copies a tree without following links, keeping modes and (when permitted) owners. The owner is
+ * set before the mode: chown clears setuid/setgid bits, so the other order loses them.
+ */
 export async function copyTree(src: string, dst: string): Promise<void> {
   let entries = 0;
   const walk = async (s: string, d: string): Promise<void> => {
     if (++entries > MAX_TREE_ENTRIES)
       throw new GuardError('GUARD_QUARANTINE_IO', `${src} has more than ${MAX_TREE_ENTRIES} entries`);
     const st = await lstat(s);
+    const own = (): Promise<void> => lchown(d, st.uid, st.gid).catch(() => undefined);
     if (st.isSymbolicLink()) {
       await symlink(await readlink(s), d);
+      await own();
     } else if (st.isFile()) {
       await copyFile(s, d, fsc.COPYFILE_EXCL);
+      await own();
       await chmod(d, st.mode & 0o7777);
     } else if (st.isDirectory()) {
       await mkdir(d, { mode: 0o700 });
       for (const name of await readdir(s)) await walk(join(s, name), join(d, name));
       // Modes last: a read-only directory must still receive its children first.
+      await own();
       await chmod(d, st.mode & 0o7777);
     } else {
       throw new GuardError('GUARD_QUARANTINE_IO', `${s} is a special file; not copied`);
     }
-    await lchown(d, st.uid, st.gid).catch(() => undefined);
   };
   await walk(src, dst);
 }

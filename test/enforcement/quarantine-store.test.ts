@@ -146,6 +146,33 @@ describe('QuarantineAction + QuarantineStore', () => {
     },
   );
 
+  it.skipIf(!existsSync('/dev/shm'))(
+    'a setuid/setgid file does not make a cross-filesystem move fail verification (owner set before mode)',
+    async () => {
+      // chown clears S_ISUID/S_ISGID on files, so copying mode-then-owner lost the bits, the copy's
+      // hash differed and the package could never be quarantined across filesystems.
+      const dir = fresh();
+      const shm = mkdtempSync('/dev/shm/tg-q-');
+      shmDirs.push(shm);
+      const { db, store } = await storeIn(dir, join(shm, 'quarantine'));
+      const t = npmTree(dir);
+      chmodSync(join(t.pkg, 'cli.js'), 0o6755);
+      const before = await treeHash(t.pkg);
+      const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+        obsFor(t.root, t.pkg),
+        decision,
+      );
+      expect(r.error).toBeNull();
+      expect(r.actionTaken).toBe('quarantined');
+      const id = r.details?.quarantine_id as string;
+      expect(store.get(id)?.manifest.treeHash).toBe(before.hash);
+      const res = await store.restore(id, { force: false, stillBanned: () => false });
+      expect(res.hashVerified).toBe(true);
+      expect(statSync(join(t.pkg, 'cli.js')).mode & 0o7777).toBe(0o6755);
+      db.close();
+    },
+  );
+
   it('TOCTOU: a package dir replaced by a symlink to /etc before the move is refused and /etc untouched', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
