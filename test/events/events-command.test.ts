@@ -114,7 +114,7 @@ describe('parseSince', () => {
     expect(parseSince('30m', now)).toEqual({ since_time: '2026-11-24T09:30:00.000Z' });
     expect(parseSince('2d', now)).toEqual({ since_time: '2026-11-22T10:00:00.000Z' });
     expect(parseSince('2026-11-24T08:00:00+01:00', now)).toEqual({ since_time: '2026-11-24T07:00:00.000Z' });
-    for (const bad of ['soon', '-3', '5 minutes', '2026-13-45', ''])
+    for (const bad of ['soon', '-3', '5 minutes', '2026-13-45', '', '999999999d'])
       expect(
         codeOf(() => parseSince(bad, now)),
         bad,

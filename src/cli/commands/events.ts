@@ -25,10 +25,9 @@ export function parseSince(s: string, nowMs = Date.now()): { since_seq: number }
   const t = s.trim();
   if (/^\d{1,15}$/.test(t)) return { since_seq: Number(t) };
   const rel = /^(\d{1,9})([smhd])$/.exec(t);
-  if (rel)
-    return {
-      since_time: new Date(nowMs - Number(rel[1]) * (RELATIVE[rel[2] as string] as number)).toISOString(),
-    };
+  // an age reaching before the earliest Date (e.g. 999999999d) falls through to the usage error
+  const at = rel ? new Date(nowMs - Number(rel[1]) * (RELATIVE[rel[2] as string] as number)) : null;
+  if (at && !Number.isNaN(at.getTime())) return { since_time: at.toISOString() };
   if (/^\d{4}-\d{2}-\d{2}/.test(t) && !Number.isNaN(Date.parse(t)))
     return { since_time: new Date(t).toISOString() };
   throw new GuardError(
