@@ -138,7 +138,7 @@ export class CollectorStore {
          VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now)
          ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at`,
+           last_seen_at = excluded.last_seen_at, policy_seq = NULL`,
       ),
       insertEvent: db.prepare(
         `INSERT OR IGNORE INTO events(id, device_id, seq, type, time, rule_id, received_at, body)
@@ -179,7 +179,9 @@ export class CollectorStore {
 
   /**
    * Enrolls (or re-enrolls) a device: a known id gets the new token hash, so its old token stops
-   * working at once (rotation). Durable when it returns.
+   * working at once (rotation). The seq guard of the policy version is reset: an agent that
+   * re-enrolls may have lost its state (reinstall, recovered DB) and count seq from 1 again.
+   * Durable when it returns.
    */
   enrollDevice(
     device: { id: string; hostname: string; os: string; agent_version: string },

@@ -261,6 +261,19 @@ describe('POST /v1/events', () => {
     const d = devices.find((x) => x.id === 'dev-pv');
     expect(d).toMatchObject({ policy_version: 12, hostname: 'dev-pv.test', os: 'linux', silent: false });
   });
+
+  it('a re-enrolled device (reinstalled agent: seq starts again at 1) reports its policy version again', async () => {
+    const t1 = await enrollDevice(c.url, c.enrollSecret, 'dev-reinstall');
+    await postEvents(t1, ndjson([heartbeatEvent('dev-reinstall', 5000, { policy_version: 12 })]));
+    // the agent's state was wiped: same device id (from MDM config), a new token, seq from 1
+    const t2 = await enrollDevice(c.url, c.enrollSecret, 'dev-reinstall');
+    const res = await postEvents(t2, ndjson([heartbeatEvent('dev-reinstall', 2, { policy_version: 13 })]));
+    expect(res.status).toBe(200);
+    const { devices } = (await (await admin('/v1/devices?limit=1000')).json()) as {
+      devices: Record<string, unknown>[];
+    };
+    expect(devices.find((x) => x.id === 'dev-reinstall')).toMatchObject({ policy_version: 13 });
+  });
 });
 
 describe('GET /v1/policy', () => {
