@@ -27,6 +27,31 @@ export interface ProcStat {
   readonly flags: number;
   /** Start time in clock ticks since boot (field 22): with pid, the process identity. */
   readonly startTime: number;
+  /**
+   * Where the running program's code, stack and argv were placed (fields 26 start_code, 27
+   * end_code, 28 start_stack, 48 arg_start; 0 when the kernel withholds them). They are set by
+   * each exec (a new image, randomised addresses) and not otherwise, so they tell an exec apart
+   * even when `comm` stays the same (`node` exec'ing `node`, a wrapper named like the program).
+   */
+  readonly image: ProcImage;
+}
+
+/** The program-image fields of a stat line (see `ProcStat.image`). */
+export interface ProcImage {
+  readonly startCode: number;
+  readonly endCode: number;
+  readonly startStack: number;
+  readonly argStart: number;
+}
+
+/** True when two stat reads show the same program image (no exec in between). */
+export function sameImage(a: ProcImage, b: ProcImage): boolean {
+  return (
+    a.startCode === b.startCode &&
+    a.endCode === b.endCode &&
+    a.startStack === b.startStack &&
+    a.argStart === b.argStart
+  );
 }
 
 /** PF_KTHREAD from include/linux/sched.h: kernel threads have no exe, argv or user to match. */
@@ -121,7 +146,19 @@ export function parseStat(text: string): ProcStat | null {
   ) {
     return null;
   }
-  return { pid, comm, state, ppid, ttyNr, flags, startTime };
+  // Older kernels end before field 48; a missing or odd field reads as 0 (compared, never trusted).
+  const image: ProcImage = {
+    startCode: statNumber(rest[23]),
+    endCode: statNumber(rest[24]),
+    startStack: statNumber(rest[25]),
+    argStart: statNumber(rest[45]),
+  };
+  return { pid, comm, state, ppid, ttyNr, flags, startTime, image };
+}
+
+function statNumber(field: string | undefined): number {
+  const v = Number(field);
+  return Number.isFinite(v) ? v : 0;
 }
 
 /** Reads and parses /proc/<pid>/stat; null with `lastFailure` set when gone, unreadable or malformed. */

@@ -20,6 +20,7 @@ import {
   lastFailure,
   listNames,
   PF_KTHREAD,
+  type ProcImage,
   type ProcStat,
   pidsOf,
   readCmdline,
@@ -27,6 +28,7 @@ import {
   readLink,
   readStat,
   readUid,
+  sameImage,
   ttyPath,
 } from './proc-files.js';
 import type { ProcessSource, RawProcess } from './process-source.js';
@@ -52,6 +54,8 @@ export const SWEEP_MS = 5000;
 interface Known {
   startTime: number;
   comm: string;
+  /** The program image last seen: an exec changes it even when `comm` stays the same. */
+  image: ProcImage;
   /** The tick in which the pid was last listed (dead pids keep an old value and are forgotten). */
   seenTick: number;
   /** Re-check until this time (ms); 0 = not young. */
@@ -220,9 +224,11 @@ export class ProcfsSource implements ProcessSource {
       this.observe(pid, now, false, out, stat);
       return this.known.has(pid);
     }
-    if (stat.comm !== k.comm) {
+    if (stat.state === 'Z' || stat.state === 'X') return false; // exited; its image reads as 0
+    if (stat.comm !== k.comm || !sameImage(stat.image, k.image)) {
       // Same process, new program (exec): read it again.
       k.comm = stat.comm;
+      k.image = stat.image;
       const raw = this.read(pid, stat);
       if (raw) out.push(raw);
     }
@@ -236,12 +242,18 @@ export class ProcfsSource implements ProcessSource {
       this.count(lastFailure);
       // Unreadable (hidepid, EACCES) or malformed: remember it so it is counted once, not every tick.
       if (lastFailure !== 'exited') {
-        this.known.set(pid, { startTime: -1, comm: '', seenTick: this.tick, youngUntil: 0 });
+        this.known.set(pid, { startTime: -1, comm: '', image: NO_IMAGE, seenTick: this.tick, youngUntil: 0 });
       }
       return;
     }
     const youngUntil = first ? 0 : now + YOUNG_RECHECK_MS;
-    this.known.set(pid, { startTime: stat.startTime, comm: stat.comm, seenTick: this.tick, youngUntil });
+    this.known.set(pid, {
+      startTime: stat.startTime,
+      comm: stat.comm,
+      image: stat.image,
+      seenTick: this.tick,
+      youngUntil,
+    });
     if ((stat.flags & PF_KTHREAD) !== 0 || stat.pid === 2 || stat.ppid === 2) return;
     if (stat.state === 'Z' || stat.state === 'X') {
       this.count('exited');
@@ -288,6 +300,8 @@ export class ProcfsSource implements ProcessSource {
     };
   }
 }
+
+const NO_IMAGE: ProcImage = { startCode: 0, endCode: 0, startStack: 0, argStart: 0 };
 
 /** Re-exported for docs and tests: the argv cap applied by this source. */
 export const PROCFS_CMDLINE_MAX_BYTES = CMDLINE_MAX_BYTES;

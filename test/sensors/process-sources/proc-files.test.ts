@@ -11,6 +11,7 @@ import {
   ttyPath,
 } from '../../../src/sensors/process-sources/proc-files.js';
 
+const noImage = { startCode: 0, endCode: 0, startStack: 0, argStart: 0 };
 const tail = 'S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 18446744073709551615';
 
 describe('parseStat', () => {
@@ -18,17 +19,54 @@ describe('parseStat', () => {
     [
       'plain',
       `42 (bash) ${tail}`,
-      { pid: 42, comm: 'bash', state: 'S', ppid: 1, ttyNr: 0, flags: 4194560, startTime: 98765 },
+      {
+        pid: 42,
+        comm: 'bash',
+        state: 'S',
+        ppid: 1,
+        ttyNr: 0,
+        flags: 4194560,
+        startTime: 98765,
+        image: noImage,
+      },
     ],
     [
       'spaces and parens in comm',
       `42 (a) b (c) ${tail}`,
-      { pid: 42, comm: 'a) b (c', state: 'S', ppid: 1, ttyNr: 0, flags: 4194560, startTime: 98765 },
+      {
+        pid: 42,
+        comm: 'a) b (c',
+        state: 'S',
+        ppid: 1,
+        ttyNr: 0,
+        flags: 4194560,
+        startTime: 98765,
+        image: noImage,
+      },
     ],
     [
       'empty comm',
       `42 () ${tail}`,
-      { pid: 42, comm: '', state: 'S', ppid: 1, ttyNr: 0, flags: 4194560, startTime: 98765 },
+      { pid: 42, comm: '', state: 'S', ppid: 1, ttyNr: 0, flags: 4194560, startTime: 98765, image: noImage },
+    ],
+    [
+      'program image fields (start_code, end_code, start_stack, arg_start)',
+      `42 (node) ${tail} 94000000000000 94000000100000 140720000000000 ${'0 '.repeat(19)}140720000001000 140720000001100 1 2 0`,
+      {
+        pid: 42,
+        comm: 'node',
+        state: 'S',
+        ppid: 1,
+        ttyNr: 0,
+        flags: 4194560,
+        startTime: 98765,
+        image: {
+          startCode: 94000000000000,
+          endCode: 94000000100000,
+          startStack: 140720000000000,
+          argStart: 140720000001000,
+        },
+      },
     ],
     ['no parens', `42 bash ${tail}`, null],
     ['too few fields', '42 (bash) S 1 42', null],

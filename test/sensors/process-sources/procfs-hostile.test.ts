@@ -178,6 +178,36 @@ describe('ProcfsSource on a hostile fake /proc', () => {
     expect((await source.poll()).map((r) => r.pid).sort()).toEqual([200, 201]);
   });
 
+  it('notices an exec that keeps comm (program image moved), not a zombie, at the sweep too', async () => {
+    // Fields 23..25 (vsize, rss, rsslim), then 26 start_code, 27 end_code, 28 start_stack,
+    // 29..47, 48 arg_start: what changes at every exec.
+    const withImage = (pid: number, state: string, code: number, argStart: number): string =>
+      `${stat(pid, 'node', { state }).trimEnd()} 0 ${code} ${code + 4096} ${argStart - 512} ${'0 '.repeat(19)}${argStart} ${argStart + 64} 0 0 0\n`;
+    proc(
+      root,
+      300,
+      { stat: withImage(300, 'S', 1000, 9000), status: status(0), cmdline: 'node\0a.js\0' },
+      '/bin/true',
+    );
+    expect((await source.poll()).map((r) => r.argv)).toEqual([['node', 'a.js']]);
+    now += 10;
+    expect(await source.poll()).toEqual([]);
+    // Same comm, new image: the young re-check reports it again.
+    writeFileSync(join(root, '300', 'stat'), withImage(300, 'S', 2000, 7000));
+    writeFileSync(join(root, '300', 'cmdline'), 'node\0banned.js\0');
+    now += 10;
+    expect((await source.poll()).map((r) => r.argv)).toEqual([['node', 'banned.js']]);
+    // An exiting process's image reads as zeros: that is not an exec.
+    writeFileSync(join(root, '300', 'stat'), withImage(300, 'Z', 0, 0));
+    now += 10;
+    expect(await source.poll()).toEqual([]);
+    // No longer young: the sweep notices a late exec with the same comm.
+    writeFileSync(join(root, '300', 'stat'), withImage(300, 'S', 3000, 5000));
+    writeFileSync(join(root, '300', 'cmdline'), 'node\0late.js\0');
+    now += YOUNG_RECHECK_MS + SWEEP_MS;
+    expect((await source.poll()).map((r) => r.argv)).toEqual([['node', 'late.js']]);
+  });
+
   it('survives a /proc that cannot be listed at all', async () => {
     const missing = new ProcfsSource({ procRoot: join(root, 'nope') });
     expect(await missing.poll()).toEqual([]);

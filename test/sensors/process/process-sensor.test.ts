@@ -3,6 +3,9 @@
  * noticed, costly fields only when the matcher needs them, a new policy re-reporting everything,
  * and a throwing handler counted rather than stopping the scans.
  */
+import { execFileSync } from 'node:child_process';
+import { realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
@@ -82,6 +85,34 @@ describe.runIf(process.platform === 'linux')('ProcessSensor on the real /proc', 
     await waitFor(() => seen.find((o) => o.pid === pid && o.name === 'bash'), 'bash observed');
     const after = await waitFor(() => seen.find((o) => o.pid === pid && o.name === 'sleep'), 'exec noticed');
     expect(after.argv).toEqual(['renamed', '30']);
+    l.child.kill('SIGKILL');
+  });
+
+  it('notices an exec that keeps the comm (a wrapper named like the interpreter execs it)', async () => {
+    const seen: ProcessObservation[] = [];
+    const s = start((o) => {
+      if (o.kind === 'process') seen.push(o);
+    });
+    await s.start();
+    // `<dir>/node` is a shell: its comm is "node" already, and so is the comm of the real node it
+    // exec's later. Only the program image tells the two apart.
+    const dir = tempDir('tg-samecomm-');
+    const wrapper = join(dir, 'node');
+    symlinkSync('/bin/sh', wrapper);
+    const fifo = join(dir, 'go');
+    execFileSync('mkfifo', [fifo]);
+    const script = join(dir, 'late.js');
+    writeFileSync(script, 'setTimeout(() => {}, 60000);\n');
+    const l = launch(wrapper, ['-c', `read _ < ${fifo}; exec ${process.execPath} ${script}`]);
+    const pid = l.child.pid as number;
+    await waitFor(() => seen.find((o) => o.pid === pid && o.argv[1] === '-c'), 'wrapper observed');
+    writeFileSync(fifo, 'go\n');
+    const after = await waitFor(
+      () => seen.find((o) => o.pid === pid && o.argv.includes(script)),
+      'exec with the same comm noticed',
+    );
+    expect(after.name).toBe('node');
+    expect(after.exe).toBe(realpathSync(process.execPath));
     l.child.kill('SIGKILL');
   });
 
