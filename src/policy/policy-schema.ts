@@ -144,6 +144,13 @@ export function globProblem(glob: string): string | null {
  */
 export function semanticIssues(body: PolicyBody): PolicyIssue[] {
   const issues: PolicyIssue[] = [];
+  // RFC 3339 allows a leap second (…T23:59:60Z) but Date.parse returns NaN for it, and every
+  // comparison with NaN is false: such a policy (or exception) would never expire.
+  const unreadable = (v: string): boolean => !Number.isFinite(Date.parse(v));
+  const NOT_COMPARABLE = 'is a date-time this device cannot compare (a leap second?); use another second';
+  for (const key of ['issued_at', 'expires_at'] as const) {
+    if (unreadable(body[key])) issues.push({ path: `$.${key}`, message: NOT_COMPARABLE });
+  }
   if (Date.parse(body.expires_at) <= Date.parse(body.issued_at)) {
     issues.push({ path: '$.expires_at', message: 'must be later than issued_at' });
   }
@@ -180,6 +187,8 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
     });
   });
   (body.exceptions ?? []).forEach((e, i) => {
+    if (unreadable(e.expires_at))
+      issues.push({ path: `$.exceptions[${i}].expires_at`, message: NOT_COMPARABLE });
     const problem = (e.hosts ?? []).map(globProblem).find((x) => x !== null);
     if (problem) issues.push({ path: `$.exceptions[${i}].hosts`, message: problem });
   });

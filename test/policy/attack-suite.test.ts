@@ -93,6 +93,14 @@ const schemaCases: [string, PolicyBody, string][] = [
   ['mode unknown', body(6, { mode: 'kill-all' }), '$.mode'],
   ['issued_at not a date', body(6, { issued_at: 'yesterday' }), '$.issued_at'],
   ['expires before issued', body(6, { expires_at: iso(NOW - 2 * DAY) }), '$.expires_at'],
+  // Valid RFC 3339 (a leap second) but Date.parse gives NaN: such a policy would never expire.
+  ['expires_at a leap second', body(6, { expires_at: '2026-12-31T23:59:60Z' }), '$.expires_at'],
+  ['issued_at a leap second', body(6, { issued_at: '2026-06-30T23:59:60Z' }), '$.issued_at'],
+  [
+    'exception expires_at a leap second',
+    body(6, { exceptions: [{ rule: 'claude-code', users: ['alice'], expires_at: '2026-12-31T23:59:60Z' }] }),
+    '$.exceptions[0].expires_at',
+  ],
   ['schema id', body(6, { schema: 'toolguard.policy/v2' }), '$.schema'],
   [
     'exception without criteria',
