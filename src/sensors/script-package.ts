@@ -9,7 +9,7 @@
  * package.json files are hostile input: size-capped, parsed defensively, a bad one is skipped
  * (the walk continues upward). Results are cached per directory for DIR_CACHE_TTL_MS.
  */
-import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { ScriptPackage } from './observation.js';
 
@@ -59,6 +59,52 @@ const NODE_VALUE_FLAGS = new Set([
   '--preload',
   '--tsconfig-override',
   '--env-file-if-exists',
+  // Every other node option that takes a value (node --help, v20–v24): written `--opt value`, the
+  // value must not be mistaken for the script (`node --experimental-default-type module cli.js`).
+  '--allow-fs-read',
+  '--allow-fs-write',
+  '--build-snapshot-config',
+  '--cpu-prof-interval',
+  '--cpu-prof-name',
+  '--debug-port',
+  '--disable-proto',
+  '--experimental-default-type',
+  '--experimental-policy',
+  '--experimental-sea-config',
+  '--heap-prof-interval',
+  '--heap-prof-name',
+  '--heapsnapshot-near-heap-limit',
+  '--heapsnapshot-signal',
+  '--inspect-publish-uid',
+  '--localstorage-file',
+  '--max-http-header-size',
+  '--network-family-autoselection-attempt-timeout',
+  '--policy-integrity',
+  '--report-filename',
+  '--report-signal',
+  '--run',
+  '--secure-heap-min',
+  '--snapshot-blob',
+  '--test-concurrency',
+  '--test-coverage-branches',
+  '--test-coverage-exclude',
+  '--test-coverage-functions',
+  '--test-coverage-include',
+  '--test-coverage-lines',
+  '--test-global-setup',
+  '--test-isolation',
+  '--test-name-pattern',
+  '--test-reporter',
+  '--test-reporter-destination',
+  '--test-shard',
+  '--test-skip-pattern',
+  '--test-timeout',
+  '--tls-keylog',
+  '--trace-event-categories',
+  '--trace-event-file-pattern',
+  '--trace-require-module',
+  '--use-largepages',
+  '--watch-kill-signal',
 ]);
 /** Flags after which there is no script (inline code, REPL-only tools). */
 const NODE_NO_SCRIPT = new Set(['-e', '--eval', '-p', '--print', '-c', '--check', '-v', '--version', '-h']);
@@ -77,6 +123,15 @@ export function isInterpreter(exeOrName: string): boolean {
  * when it runs inline code, a module (-m), the REPL, or nothing recognisable.
  */
 export function scriptArgument(interpreter: string, argv: readonly string[]): string | null {
+  return scriptCandidates(interpreter, argv, 1)[0] ?? null;
+}
+
+/**
+ * The script argument and, after it, the arguments that would be the script if the one before
+ * were an option's value after all (a flag this table does not know yet): at most `max`, in order.
+ */
+export function scriptCandidates(interpreter: string, argv: readonly string[], max: number): string[] {
+  const out: string[] = [];
   const name = basename(interpreter.replace(/\\/g, '/'))
     .toLowerCase()
     .replace(/\.exe$/, '');
@@ -93,7 +148,7 @@ export function scriptArgument(interpreter: string, argv: readonly string[]): st
   // deno/bun take a subcommand first: `deno run [flags] script`, `bun run script`, `bun script`.
   if (family === 'deno') {
     while (i < argv.length && (argv[i] as string).startsWith('-')) i++;
-    if (argv[i] !== 'run') return null;
+    if (argv[i] !== 'run') return out;
     i++;
   } else if (family === 'bun' && (argv[i] === 'run' || argv[i] === 'x')) {
     i++;
@@ -103,15 +158,48 @@ export function scriptArgument(interpreter: string, argv: readonly string[]): st
   const noScript =
     family === 'python' ? PY_NO_SCRIPT : family === 'rubyperl' ? RUBY_PERL_NO_SCRIPT : NODE_NO_SCRIPT;
   // Bounded by argv length (the source already capped argv).
-  for (; i < argv.length; i++) {
+  for (; i < argv.length && out.length < max; i++) {
     const arg = argv[i] as string;
-    if (arg === '--') return argv[i + 1] ?? null;
-    if (arg === '-' || arg === '') return null;
-    if (!arg.startsWith('-')) return arg;
+    if (arg === '--') {
+      const next = argv[i + 1];
+      if (next !== undefined) out.push(next);
+      return out;
+    }
+    if (arg === '-' || arg === '') return out;
+    if (!arg.startsWith('-')) {
+      out.push(arg);
+      continue;
+    }
     const eq = arg.indexOf('=');
     const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    if (noScript.has(flag)) return null;
+    if (noScript.has(flag)) return out;
     if (eq < 0 && valueFlags.has(flag)) i++;
+  }
+  return out;
+}
+
+/**
+ * Candidates tried per process: the script and up to two arguments after it. A later one is used
+ * only when every earlier one names no file at all — the interpreter could not have run it, so it
+ * was an option's value — which keeps `node my-tool.js <banned>/cli.js` attributed to my-tool.
+ */
+const MAX_SCRIPT_CANDIDATES = 3;
+/** What node's loader tries after the path as given (`node …/claude-code/cli` runs cli.js). */
+const NODE_MAIN_EXTENSIONS = ['.js', '.json', '.node'] as const;
+
+/**
+ * The real path of what an interpreter runs for `script`: the file or directory itself, else the
+ * file node's loader would pick by adding an extension; null when there is nothing to run.
+ */
+function entryOf(script: string): { real: string; isDir: boolean } | null {
+  for (const path of [script, ...NODE_MAIN_EXTENSIONS.map((ext) => script + ext)]) {
+    try {
+      const real = realpathSync(path);
+      const st = statSync(real);
+      if (st.isFile() || st.isDirectory()) return { real, isDir: st.isDirectory() };
+    } catch {
+      // not there: try the next form
+    }
   }
   return null;
 }
@@ -149,28 +237,34 @@ export class ScriptPackageResolver {
   ): ScriptPackage | null {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
-    const arg = scriptArgument(interpreter, argv);
-    if (arg === null || arg.length > 4096 || arg.includes('\u0000')) return null;
-    let script: string;
-    // The working directory is read only now, for an interpreter with a relative script.
-    const dir = isAbsolute(arg) ? null : typeof cwd === 'function' ? cwd() : cwd;
-    if (isAbsolute(arg)) script = arg;
-    else if (dir) script = resolve(dir, arg);
-    else return null;
-    let real: string;
-    try {
-      real = realpathSync(script);
-    } catch {
-      this.counts.unresolved++;
+    const candidates = scriptCandidates(interpreter, argv, MAX_SCRIPT_CANDIDATES);
+    let workDir: string | null | undefined;
+    let found: { real: string; isDir: boolean } | null = null;
+    for (const arg of candidates) {
+      if (arg.length > 4096 || arg.includes('\u0000')) return null;
+      let script: string;
+      if (isAbsolute(arg)) script = arg;
+      else {
+        // The working directory is read only now, for an interpreter with a relative script.
+        if (workDir === undefined) workDir = typeof cwd === 'function' ? cwd() : cwd;
+        if (!workDir) return null;
+        script = resolve(workDir, arg);
+      }
+      found = entryOf(script);
+      if (found !== null) break;
+    }
+    if (found === null) {
+      if (candidates.length > 0) this.counts.unresolved++;
       return null;
     }
-    const pkg = this.packageOf(dirname(real));
+    // `node <package dir>` runs the package's main: the walk starts in the directory itself.
+    const pkg = this.packageOf(found.isDir ? found.real : dirname(found.real));
     if (pkg === null) {
       this.counts.unresolved++;
       return null;
     }
     this.counts.resolved++;
-    return { ...pkg, script: real };
+    return { ...pkg, script: found.real };
   }
 
   /** The nearest named package at or above `dir`. */

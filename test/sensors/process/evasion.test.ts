@@ -115,6 +115,16 @@ describe.runIf(linux)('evasion matrix (real processes)', () => {
         launch(process.execPath, [join(f.prefixes[0] as string, 'lib', 'node_modules', f.pkg, 'cli.js')]),
     },
     {
+      how: 'node <script without its extension> after an option taking a value',
+      reasons: ['script_package'],
+      run: () =>
+        launch(process.execPath, [
+          '--experimental-default-type',
+          'commonjs',
+          join(f.prefixes[1] as string, 'lib', 'node_modules', f.pkg, 'cli'),
+        ]),
+    },
+    {
       how: 'JS CLI bin from another global prefix',
       reasons: ['script_package'],
       run: () => launch(join(f.prefixes[1] as string, 'bin', f.pkgBin), [], env),

@@ -20,6 +20,12 @@ describe('scriptArgument', () => {
     ['/usr/bin/node', ['node', '--experimental-vm-modules', '--max-old-space-size=4096', 'b.mjs'], 'b.mjs'],
     ['/usr/bin/node', ['node', '--import', 'tsx', '--', 'c.js'], 'c.js'],
     ['/usr/bin/node', ['node', '--', '-dash.js'], '-dash.js'],
+    ['/usr/bin/node', ['node', '--experimental-default-type', 'module', 'd.js'], 'd.js'],
+    [
+      '/usr/bin/node',
+      ['node', '--heapsnapshot-signal', 'SIGUSR2', '--disable-proto', 'delete', 'e.js'],
+      'e.js',
+    ],
     ['/usr/bin/node', ['node', '-e', 'require("x")'], null],
     ['/usr/bin/node', ['node', '--eval=1'], null],
     ['/usr/bin/node', ['node'], null],
@@ -83,6 +89,28 @@ describe('ScriptPackageResolver', () => {
     // Relative to the process's working directory; found through the cache the second time.
     expect(r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir)?.name).toBe('@scope/tool');
     expect(r.counts.resolved).toBe(2);
+  });
+
+  it('resolves the script the way node does: no extension, a package directory, an unknown value flag', () => {
+    const r = new ScriptPackageResolver();
+    const cli = join(pkgRoot, 'dist', 'esm', 'cli');
+    // `node …/cli` runs cli.js; `node <package dir>` runs its main.
+    expect(r.resolve('/usr/bin/node', 'node', ['node', cli], null)).toMatchObject({
+      name: '@scope/tool',
+      script: `${cli}.js`,
+    });
+    expect(r.resolve('/usr/bin/node', 'node', ['node', pkgRoot], null)).toMatchObject({
+      name: '@scope/tool',
+      root: pkgRoot,
+    });
+    // A value flag missing from the table: its value names no file, so the next argument is the script.
+    expect(
+      r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'value', `${cli}.js`], dir)?.name,
+    ).toBe('@scope/tool');
+    // …but an existing script is never passed over for a banned file among its arguments.
+    const mine = join(tempDir('tg-sp3-'), 'mine.js');
+    writeFileSync(mine, '');
+    expect(r.resolve('/usr/bin/node', 'node', ['node', mine, `${cli}.js`], null)).toBeNull();
   });
 
   it('returns null for non-interpreters, missing scripts, and scripts outside any package', () => {
