@@ -27,6 +27,12 @@ const MAX_RETRY_AFTER_S = 24 * 3600;
 const MAX_SECRET_CHARS = 4096;
 /** State key of the device token (the state DB is root-owned; the token is a bearer secret). */
 export const STATE_DEVICE_TOKEN = 'collector.device_token';
+/**
+ * State key of the device id the token was issued for: when `device.id` changes (set by MDM after
+ * the first enroll), the old token belongs to another device and the collector would refuse every
+ * event as device_mismatch, so the token is not used and the agent enrolls again.
+ */
+export const STATE_DEVICE_TOKEN_DEVICE = 'collector.device_token_device';
 
 export interface CollectorClientOptions {
   /** Base URL, e.g. https://collector.example:8443 (a path prefix is kept). */
@@ -153,9 +159,17 @@ export class CollectorClient {
     return this.base.href.replace(/\/$/, '');
   }
 
-  /** True when a device token is stored. */
+  /** True when a device token for this device id is stored. */
   enrolled(): boolean {
-    return typeof this.options.state.get<string>(STATE_DEVICE_TOKEN) === 'string';
+    return this.token() !== null;
+  }
+
+  /** The stored device token, unless it was issued for another device id. */
+  private token(): string | null {
+    const token = this.options.state.get<string | null>(STATE_DEVICE_TOKEN);
+    if (typeof token !== 'string') return null;
+    const issuedFor = this.options.state.get<string | null>(STATE_DEVICE_TOKEN_DEVICE);
+    return typeof issuedFor === 'string' && issuedFor !== this.options.deviceId ? null : token;
   }
 
   /** Forgets the device token (after the collector refused it). */
@@ -192,6 +206,7 @@ export class CollectorClient {
       if (typeof token !== 'string' || token.length === 0 || token.length > 512)
         return { kind: 'invalid', status: r.status, message: 'enroll answer carries no device_token' };
       this.options.state.set(STATE_DEVICE_TOKEN, token);
+      this.options.state.set(STATE_DEVICE_TOKEN_DEVICE, this.options.deviceId);
       this.log.info({ url: this.url }, 'enrolled with the collector');
       return { kind: 'enrolled' };
     }
@@ -206,8 +221,9 @@ export class CollectorClient {
    * result; `unauthorized` without a request when there is no token yet.
    */
   async postEvents(events: readonly AgentEvent[]): Promise<PostResult> {
-    const token = this.options.state.get<string | null>(STATE_DEVICE_TOKEN);
-    if (typeof token !== 'string') return { kind: 'unauthorized', status: 0, message: 'not enrolled' };
+    const token = this.token();
+    if (token === null)
+      return { kind: 'unauthorized', status: 0, message: 'not enrolled (for this device id)' };
     let ndjson = '';
     for (const e of events) ndjson += `${JSON.stringify(e)}\n`;
     const body = await gzip(Buffer.from(ndjson));

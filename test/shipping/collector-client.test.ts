@@ -303,6 +303,45 @@ describe('Shipper against the real collector (in process)', () => {
     client.close();
   });
 
+  test('a token enrolled for another device id (device.id changed by config) is replaced, not used', async () => {
+    const c = await collector();
+    const first = agentParts(c.url, {}, 'dev-before');
+    expect(await first.client.enroll()).toEqual({ kind: 'enrolled' });
+    first.client.close();
+    // same state DB, the device id now comes from config (e.g. MDM set device.id)
+    const outbox = new OutboxStore({
+      db: first.db,
+      deviceId: 'dev-after',
+      hostname: 'h',
+      maxBytes: 1 << 26,
+      logger,
+    });
+    const client = new CollectorClient({
+      url: c.url,
+      timeoutMs: 5000,
+      state: first.state,
+      deviceId: 'dev-after',
+      hostname: 'h',
+      enrollSecret: SECRET,
+      logger,
+    });
+    const shipper = new Shipper({
+      outbox,
+      client,
+      batchMaxEvents: 100,
+      batchMaxBytes: 1 << 20,
+      intervalMs: 3_600_000,
+      backoffMaxS: 1,
+      logger,
+    });
+    for (let i = 0; i < 3; i++) outbox.emit('agent.stopped', { reason: `moved${i}` });
+    await shipper.flushNow();
+    expect(outbox.status().set_aside_total).toBe(0);
+    expect(outbox.depth()).toBe(0);
+    expect(c.store.queryEvents({ deviceId: 'dev-after', limit: 10 })).toHaveLength(3);
+    client.close();
+  });
+
   test('the per-token rate limit (429 + Retry-After) is honoured and everything arrives', async () => {
     const c = await collector({ limits: { ratePerS: 2, rateBurst: 1 } });
     const { outbox, shipper, client } = agentParts(c.url, {}, 'dev-429', 10);
