@@ -121,15 +121,19 @@ export class ProcfsSource implements ProcessSource {
 
     const tick = this.tick;
     const pids = pidsOf(names);
+    let vanished = false;
     for (let i = 0; i < pids.length; i++) {
       const pid = pids[i] as number;
       const k = this.known.get(pid);
-      if (k === undefined) this.observe(pid, now, first, out);
-      else k.seenTick = tick;
+      if (k === undefined) {
+        this.observe(pid, now, first, out);
+        if (!this.known.has(pid)) vanished = true;
+      } else k.seenTick = tick;
     }
-    if (this.known.size > pids.length || this.staleSince !== 0) {
-      // Forget pids no longer listed. A pid that exited mid-read is listed but not known, which
-      // can hide a dead one from the size check for a tick; `staleSince` retries it next time.
+    if (this.known.size > pids.length || this.staleSince !== 0 || vanished) {
+      // Forget pids no longer listed. A pid that exited mid-read is listed but not known, so the
+      // size check alone cannot see a dead one behind it (a stale entry would hide a later process
+      // given that pid until the sweep); `staleSince` retries once more next time.
       let dead = 0;
       for (const [pid, k] of this.known) {
         if (k.seenTick !== tick) {

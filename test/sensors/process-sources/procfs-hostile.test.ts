@@ -208,6 +208,27 @@ describe('ProcfsSource on a hostile fake /proc', () => {
     expect((await source.poll()).map((r) => r.argv)).toEqual([['node', 'late.js']]);
   });
 
+  it('forgets a dead pid even when another vanished mid-read in the same listing', async () => {
+    proc(root, 400, { stat: stat(400, 'old'), status: status(0), cmdline: 'old\0' }, '/bin/true');
+    expect((await source.poll()).map((r) => r.pid)).toEqual([400]);
+    // The clock stands still, so no sweep slice runs and only the listing can forget 400.
+    // 400 dies; 401 is listed but gone before its stat could be read: the counts balance out.
+    rmSync(join(root, '400'), { recursive: true });
+    mkdirSync(join(root, '401'));
+    writeFileSync(join(root, 'loadavg'), '0.00 0.00 0.00 1/100 501\n');
+    expect(await source.poll()).toEqual([]);
+    // A new process gets pid 400: it is new at once, not hidden behind a stale entry.
+    rmSync(join(root, '401'), { recursive: true });
+    proc(
+      root,
+      400,
+      { stat: stat(400, 'tgbanned', { start: 7777 }), status: status(0), cmdline: 'x\0' },
+      '/bin/true',
+    );
+    writeFileSync(join(root, 'loadavg'), '0.00 0.00 0.00 1/100 502\n');
+    expect((await source.poll()).map((r) => [r.pid, r.name])).toEqual([[400, 'tgbanned']]);
+  });
+
   it('survives a /proc that cannot be listed at all', async () => {
     const missing = new ProcfsSource({ procRoot: join(root, 'nope') });
     expect(await missing.poll()).toEqual([]);
