@@ -63,7 +63,7 @@ describe('toolguard.service', () => {
     for (const [k, v] of [
       ['NoNewPrivileges', 'yes'],
       ['ProtectSystem', 'strict'],
-      ['PrivateTmp', 'yes'],
+      ['PrivateTmp', 'no'],
       ['ProtectKernelTunables', 'yes'],
       ['ProtectKernelModules', 'yes'],
       ['ProtectKernelLogs', 'yes'],
