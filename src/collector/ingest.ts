@@ -11,11 +11,12 @@
 import type { IncomingMessage } from 'node:http';
 import { createGunzip } from 'node:zlib';
 import { validateEvent } from '../events/event-schema.js';
+import { MAX_EVENT_BYTES } from '../events/event-types.js';
 import type { CollectorStore, IncomingEvent, InsertResult } from './collector-store.js';
 import { HttpError } from './http-error.js';
 
-/** A single event line longer than this is rejected (argv is redacted and capped by the agent). */
-export const MAX_EVENT_BYTES = 256 * 1024;
+/** A single event line longer than this is rejected (the agent's outbox keeps events within it). */
+export { MAX_EVENT_BYTES };
 /** At most this many rejected entries are listed in a 400 answer (the total is always given). */
 export const MAX_REJECTED_LISTED = 1000;
 /** The gzip ratio check starts once this much was decompressed: tiny bodies may compress oddly. */

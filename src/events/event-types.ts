@@ -26,6 +26,13 @@ export const EVENT_TYPES = [
 
 export type EventType = (typeof EVENT_TYPES)[number];
 
+/**
+ * Largest event (JSON bytes, one NDJSON line) the collector accepts. The agent's outbox cuts a
+ * command line that would make an event larger (the schema alone allows ~1 MiB of argv), so no
+ * schema-valid event, a block in particular, is refused on the way.
+ */
+export const MAX_EVENT_BYTES = 256 * 1024;
+
 /** Fields every event carries, filled by the outbox at append time. */
 export interface EventEnvelope {
   /** UUIDv7; the idempotency key end to end. */

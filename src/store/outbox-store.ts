@@ -21,7 +21,13 @@ import { uuidv7 } from '../common/uuidv7.js';
 import { AGENT_VERSION } from '../common/version.js';
 import type { ControlMethods } from '../control/protocol.js';
 import { validateEvent } from '../events/event-schema.js';
-import { type AgentEvent, EVENT_TYPES, type EventSink, type EventType } from '../events/event-types.js';
+import {
+  type AgentEvent,
+  EVENT_TYPES,
+  type EventSink,
+  type EventType,
+  MAX_EVENT_BYTES,
+} from '../events/event-types.js';
 import type { Db } from './database.js';
 
 /** Event types the shipper sends at once rather than at its next interval. */
@@ -217,7 +223,7 @@ export class OutboxStore implements EventSink {
     let invalid: string[] | null = null;
     try {
       const nowMs = this.now();
-      const event0 = {
+      const event0 = fitToWire({
         ...fields,
         id: uuidv7(nowMs),
         time: new Date(nowMs).toISOString(),
@@ -226,7 +232,7 @@ export class OutboxStore implements EventSink {
         hostname: this.options.hostname,
         type,
         agent_version: this.agentVersion,
-      };
+      });
       event = this.db.transaction(() => {
         const e = { ...event0, seq: this.nextSeq() } as AgentEvent;
         const body = JSON.stringify(e);
@@ -615,6 +621,35 @@ export class OutboxStore implements EventSink {
     this.asideDepth = a.n;
     this.asideBytes = a.b;
   }
+}
+
+/** Bytes kept free for the summary argument and a seq with more digits than the placeholder 0. */
+const ARGV_CUT_RESERVE_BYTES = 128;
+const ARGV_SUMMARY_RE = /^\[\+(\d+) more arguments\]$/;
+
+/**
+ * Keeps an event within MAX_EVENT_BYTES (what the collector accepts) by cutting its command line
+ * from the end — the only field that can make an event that large — and saying how many arguments
+ * were left out, as redaction does. Otherwise a command line padded on purpose would get a block
+ * event refused by the collector and set aside, hidden from the SIEM.
+ */
+function fitToWire<T extends Record<string, unknown>>(e: T): T {
+  const argv = e.argv;
+  if (!Array.isArray(argv)) return e;
+  const over = Buffer.byteLength(JSON.stringify(e)) - (MAX_EVENT_BYTES - ARGV_CUT_RESERVE_BYTES);
+  if (over <= 0) return e;
+  let keep = argv.length;
+  let removed = 0;
+  let cut = 0;
+  while (keep > 1 && removed < over) {
+    keep--;
+    const arg = argv[keep];
+    removed += Buffer.byteLength(JSON.stringify(arg)) + 1;
+    const summary = typeof arg === 'string' ? ARGV_SUMMARY_RE.exec(arg) : null;
+    cut += summary ? Number(summary[1]) : 1;
+  }
+  if (cut === 0) return e; // nothing left to cut: the collector will refuse it and it is set aside
+  return { ...e, argv: [...argv.slice(0, keep), `[+${cut} more arguments]`] };
 }
 
 /** Most events one `events.list` answer carries (a page; guardctl pages with since_seq). */

@@ -286,6 +286,42 @@ describe('Shipper against the real collector (in process)', () => {
     client.close();
   });
 
+  test('a block whose command line was padded to the redaction limits still reaches the collector', async () => {
+    const c = await collector();
+    const device = 'dev-padded';
+    const { outbox, shipper, client } = agentParts(c.url, {}, device);
+    // what redaction lets through at most: 256 arguments of 4 KiB (plus its own summary item);
+    // a developer can pad a banned tool's command line like this to hide the block from the SIEM
+    const argv = ['claude', ...Array.from({ length: 255 }, () => 'é'.repeat(4096)), '[+9 more arguments]'];
+    const blocked = outbox.emit('process.blocked', {
+      uid: 1000,
+      user: 'alice',
+      pid: 7,
+      ppid: 1,
+      name: 'claude',
+      exe: '/usr/local/bin/claude',
+      argv,
+      start_time: 1,
+      tty: null,
+      rule: { id: 'claude-code', name: 'Claude Code', action: 'block' },
+      reason: 'name',
+      policy_version: 1,
+      mode: 'enforce',
+      outcome: { action_taken: 'killed', latency_ms: 1, error: null },
+    });
+    expect(blocked).not.toBeNull();
+    expect(validateEvent(blocked)).toEqual({ ok: true });
+    await shipper.flushNow();
+    expect(outbox.status().set_aside_total).toBe(0);
+    const got = c.store.queryEvents({ deviceId: device, limit: 10 });
+    expect(got).toHaveLength(1);
+    const stored = JSON.parse((got[0] as { body: string }).body) as { argv: string[] };
+    expect(stored).toEqual(blocked);
+    expect(stored.argv[0]).toBe('claude');
+    expect(stored.argv.at(-1)).toMatch(/^\[\+\d+ more arguments\]$/);
+    client.close();
+  });
+
   test('an event the collector rejects as invalid is set aside; the rest of the batch is stored', async () => {
     const c = await collector({
       validateEvent: (e: unknown) =>

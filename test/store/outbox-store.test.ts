@@ -3,7 +3,7 @@ import { describe, expect, test } from 'vitest';
 import { createRootLogger } from '../../src/common/logger.js';
 import { isUuidV7 } from '../../src/common/uuidv7.js';
 import { validateEvent } from '../../src/events/event-schema.js';
-import type { AgentEvent } from '../../src/events/event-types.js';
+import { type AgentEvent, MAX_EVENT_BYTES } from '../../src/events/event-types.js';
 import { openDatabase } from '../../src/store/database.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { OutboxStore, type OutboxStoreOptions } from '../../src/store/outbox-store.js';
@@ -135,6 +135,44 @@ describe('OutboxStore', () => {
     for (let i = 0; i < 200; i++) outbox.emit(...stopped(pad));
     const queued = outbox.pending(10_000, 1e12).map((e) => e.id);
     for (const id of inflight) expect(queued).toContain(id);
+  });
+
+  test('an event over the collector line limit has its command line cut from the end, and says how much', () => {
+    const { outbox } = open();
+    const argv = [
+      'claude',
+      ...Array.from({ length: 255 }, (_, i) => `${i}`.padEnd(4096, 'é')),
+      '[+9 more arguments]',
+    ];
+    const e = outbox.emit('process.warned', {
+      uid: 1000,
+      user: 'alice',
+      pid: 7,
+      ppid: 1,
+      name: 'claude',
+      exe: '/usr/local/bin/claude',
+      argv,
+      start_time: 1,
+      tty: null,
+      rule: { id: 'claude-code', name: 'Claude Code', action: 'warn' },
+      reason: 'name',
+      policy_version: 1,
+      mode: 'enforce',
+      outcome: { action_taken: 'warned', latency_ms: 1, error: null },
+    }) as AgentEvent & { argv: string[] };
+    expect(validateEvent(e)).toEqual({ ok: true });
+    expect(Buffer.byteLength(JSON.stringify(e))).toBeLessThanOrEqual(MAX_EVENT_BYTES);
+    expect(outbox.depth()).toBe(1); // queued to be sent, not set aside
+    const kept = e.argv.slice(0, -1);
+    expect(kept).toEqual(argv.slice(0, kept.length)); // a prefix, unchanged
+    const more = Number(/^\[\+(\d+) more arguments\]$/.exec(e.argv.at(-1) as string)?.[1]);
+    expect(kept.length - 1 + more).toBe(255 + 9); // every argument is still accounted for
+    // small events are untouched
+    const small = outbox.emit('process.warned', {
+      ...e,
+      argv: ['claude', '[+3 more arguments]'],
+    }) as AgentEvent;
+    expect(small.argv).toEqual(['claude', '[+3 more arguments]']);
   });
 
   test('list filters by seq, time and type and returns the newest matches in seq order', () => {
