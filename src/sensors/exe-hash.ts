@@ -68,8 +68,30 @@ export class ExeHasher {
     }
   }
 
-  /** Lower-case hex SHA-256 of the file at `path`, or null (too large, too slow, unreadable). Never rejects. */
+  /**
+   * Lower-case hex SHA-256 of the file at `path`, or null (too large, too slow, unreadable). Never
+   * rejects, and resolves within `timeoutMs` even when the file system never answers (a FUSE or
+   * network mount that stalls open or read): the process is then matched without its hash rather
+   * than never. The stalled read finishes, or not, in the background.
+   */
   async hash(path: string): Promise<string | null> {
+    const job = { expired: false };
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<null>((resolve) => {
+      timer = setTimeout(() => {
+        job.expired = true;
+        this.counts.timeout++;
+        resolve(null);
+      }, this.timeoutMs);
+    });
+    try {
+      return await Promise.race([this.hashWithin(path, job), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async hashWithin(path: string, job: { expired: boolean }): Promise<string | null> {
     let handle: Awaited<ReturnType<typeof open>> | null = null;
     try {
       handle = await open(path, 'r');
@@ -94,12 +116,12 @@ export class ExeHasher {
       if (pending) return await pending;
       const fh = handle;
       handle = null; // the digest owns the handle now
-      const job = this.digest(fh, st.size).finally(() => {
+      const digesting = this.digest(fh, st.size, job).finally(() => {
         this.inflight.delete(key);
         void fh.close().catch(() => undefined);
       });
-      this.inflight.set(key, job);
-      const digest = await job;
+      this.inflight.set(key, digesting);
+      const digest = await digesting;
       if (digest !== null) this.remember(key, digest);
       return digest;
     } catch {
@@ -115,7 +137,11 @@ export class ExeHasher {
     return this.cache.size;
   }
 
-  private async digest(fh: Awaited<ReturnType<typeof open>>, size: number): Promise<string | null> {
+  private async digest(
+    fh: Awaited<ReturnType<typeof open>>,
+    size: number,
+    job: { expired: boolean },
+  ): Promise<string | null> {
     const deadline = performance.now() + this.timeoutMs;
     const h = createHash('sha256');
     const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, Math.max(size, 1)));
@@ -130,6 +156,7 @@ export class ExeHasher {
         this.counts.too_large++;
         return null;
       }
+      if (job.expired) return null; // counted by `hash`
       if (performance.now() > deadline) {
         this.counts.timeout++;
         return null;

@@ -1,6 +1,8 @@
 /** Executable hashing: correct, cached by device+inode+size+mtime, bounded for huge or slow files. */
+
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExeHasher } from '../../../src/sensors/exe-hash.js';
@@ -44,6 +46,17 @@ describe('ExeHasher', () => {
     expect(await h.hash(join(dir, 'missing'))).toBeNull();
     expect(await h.hash(join(dir, 'adir'))).toBeNull();
     expect(h.counts.unreadable).toBe(2);
+  });
+
+  it('gives up within its time limit when the file system never answers (open blocks)', async () => {
+    // Opening a FIFO for reading blocks until a writer appears: a stand-in for a stalled mount.
+    const fifo = join(dir, 'stalled');
+    execFileSync('mkfifo', [fifo]);
+    const h = new ExeHasher({ timeoutMs: 100 });
+    expect(await h.hash(fifo)).toBeNull();
+    expect(h.counts.timeout).toBe(1);
+    // Release the blocked open so no thread pool thread stays stuck after the test.
+    closeSync(openSync(fifo, 'w'));
   });
 
   it('keeps at most cacheSize entries', async () => {
