@@ -174,7 +174,8 @@ function compileRule(
   return {
     rule,
     index,
-    names: new Set(p.names ?? []),
+    // Case-insensitive file systems (macOS, Windows) run `CLAUDE.EXE` for `claude`: fold both sides.
+    names: new Set((p.names ?? []).map((n) => (nocase ? n.toLowerCase() : n))),
     exeGlob: exeGlobs.length > 0 ? picomatch(exeGlobs, { dot: true, nocase }) : null,
     argv: (p.argv_patterns ?? []).map((src) => new RegExp(src, 'u')),
     scriptPackages: new Set(p.script_packages ?? []),
@@ -341,8 +342,13 @@ export function processNames(obs: ProcessObservation, nocase: boolean): string[]
   if (obs.exe) names.push(basename(toPosix(obs.exe)));
   const argv0 = obs.argv[0];
   if (argv0) names.push(basename(toPosix(argv0)));
-  // Windows and macOS report "claude.exe" / case-folded names; match the rule's bare name too.
-  return nocase ? names.flatMap((n) => [n, n.replace(/\.exe$/i, '')]) : names;
+  // Windows and macOS: names are case-insensitive there (rule names are folded at compile time),
+  // and "claude.exe" also matches the rule's bare name.
+  if (!nocase) return names;
+  return names.flatMap((n) => {
+    const folded = n.toLowerCase();
+    return folded.endsWith('.exe') ? [folded, folded.slice(0, -4)] : [folded];
+  });
 }
 
 function matchPackage(

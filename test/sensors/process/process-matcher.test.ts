@@ -124,6 +124,14 @@ describe('matcher: processes', () => {
       homes: [],
     });
     expect(w.match(obs({ name: 'claude.exe', exe: null, argv: [] }), ctx)?.reason).toBe('name');
+    // The file systems there ignore case: a renamed-case copy runs all the same.
+    expect(w.match(obs({ name: 'CLAUDE.EXE', exe: null, argv: [] }), ctx)?.reason).toBe('name');
+    expect(w.match(obs({ name: 'x', exe: 'C:\\Tools2\\Claude.exe', argv: [] }), ctx)?.reason).toBe('name');
+    const mac = compileMatcher(policy([rule('n', { names: ['Claude'] })]), { platform: 'darwin', homes: [] });
+    expect(mac.match(obs({ name: 'cLaUdE', exe: null, argv: [] }), ctx)?.reason).toBe('name');
+    // Linux names stay exact.
+    const lin = compileMatcher(policy([rule('n', { names: ['claude'] })]), { platform: 'linux', homes: [] });
+    expect(lin.match(obs({ name: 'Claude', exe: null, argv: [] }), ctx)).toBeNull();
     expect(w.match(obs({ name: 'x.exe', exe: 'c:\\tools\\x.exe', argv: [] }), ctx)?.reason).toBe('exe_path');
   });
 
