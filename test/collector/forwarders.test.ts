@@ -8,6 +8,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CollectorStore } from '../../src/collector/collector-store.js';
+import { DEFAULT_FORWARD_BATCH_BYTES, ForwarderRunner } from '../../src/collector/forwarders/forwarder.js';
+import { CollectorMetrics } from '../../src/collector/metrics.js';
+import { createRootLogger } from '../../src/common/logger.js';
 import {
   blockedEvent,
   collectorTempDir,
@@ -327,5 +331,55 @@ describe('Splunk HEC sink', () => {
     const cursor = c.collector.store.cursorOf('splunk-hec');
     expect(cursor).toBeLessThan(c.collector.store.maxRid());
     await c.close(); // bounded by the test timeout; the 60 s HEC timeout is not waited for
+  });
+});
+
+describe('ForwarderRunner batches', () => {
+  it('bounds a delivery by bytes as well as by count: large events are not read 500 at a time', async () => {
+    const dir = collectorTempDir('tg-fwdbytes-');
+    const store = new CollectorStore({ file: join(dir, 'c.db') });
+    // 120 events of ~200 KiB (the collector accepts lines up to 256 KiB): ~24 MiB in all
+    const pad = 'p'.repeat(200 * 1024);
+    store.insertGroup([
+      {
+        deviceId: 'dev-big',
+        receivedAt: new Date().toISOString(),
+        events: Array.from({ length: 120 }, (_, i) => {
+          const e: Record<string, unknown> = { ...blockedEvent('dev-big', i + 1), pad };
+          return {
+            id: e.id as string,
+            seq: i + 1,
+            type: 'process.blocked',
+            time: e.time as string,
+            ruleId: 'claude-code',
+            agentVersion: '0.1.0',
+            policyVersion: null,
+            body: JSON.stringify(e),
+          };
+        }),
+      },
+    ]);
+    const batches: number[] = [];
+    const seen = new Set<number>();
+    const runner = new ForwarderRunner({
+      sink: {
+        name: 'capture',
+        async deliver(rows) {
+          batches.push(rows.reduce((n, r) => n + r.body.length, 0));
+          for (const r of rows) seen.add(r.rid);
+          return undefined;
+        },
+        async close() {},
+      },
+      store,
+      logger: createRootLogger('silent'),
+      metrics: new CollectorMetrics(),
+    });
+    runner.start();
+    await waitFor(() => seen.size === 120, 'every event delivered');
+    await runner.stop();
+    store.close();
+    expect(batches.length).toBeGreaterThan(1);
+    for (const b of batches) expect(b).toBeLessThanOrEqual(DEFAULT_FORWARD_BATCH_BYTES + 256 * 1024);
   });
 });

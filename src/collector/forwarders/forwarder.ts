@@ -46,6 +46,8 @@ export interface ForwarderRunnerOptions {
   readonly metrics: CollectorMetrics;
   /** Events per delivery. */
   readonly batchSize?: number;
+  /** Event body bytes per delivery (at least one event is always delivered). */
+  readonly batchBytes?: number;
   /** First retry delay after a failure, ms. */
   readonly backoffInitialMs?: number;
   /** Retry delay cap, ms. */
@@ -56,6 +58,13 @@ export interface ForwarderRunnerOptions {
 
 /** 500 events ≈ 250 KiB: a comfortable HEC request and a cheap file write. */
 const DEFAULT_BATCH = 500;
+/**
+ * Events may be up to 256 KiB each (an enrolled device can send only such events), so 500 of them
+ * could be 128 MiB, and a sink holds a few copies while it transforms them: batches stop at this size.
+ */
+export const DEFAULT_FORWARD_BATCH_BYTES = 8 * 1024 * 1024;
+/** Rows read from SQLite per step while filling a batch, so the byte cap also bounds what is read. */
+const READ_CHUNK = 50;
 const DEFAULT_BACKOFF_INITIAL_MS = 500;
 /** A SIEM down for hours is retried every minute at most. */
 const DEFAULT_BACKOFF_MAX_MS = 60_000;
@@ -113,7 +122,7 @@ export class ForwarderRunner {
     while (!this.stopped) {
       let rows: StoredEventRow[];
       try {
-        rows = store.eventsAfter(store.cursorOf(sink.name), batchSize);
+        rows = this.nextBatch(batchSize);
       } catch (err) {
         if (this.stopped) break;
         this.log.error({ err }, 'cannot read the events to forward');
@@ -160,6 +169,26 @@ export class ForwarderRunner {
         );
         await this.pause(delay);
       }
+    }
+  }
+
+  /** The next events after the cursor: at most `batchSize`, and at most `batchBytes` of bodies (but at least one). */
+  private nextBatch(batchSize: number): StoredEventRow[] {
+    const { store, sink } = this.options;
+    const maxBytes = this.options.batchBytes ?? DEFAULT_FORWARD_BATCH_BYTES;
+    const rows: StoredEventRow[] = [];
+    let bytes = 0;
+    let after = store.cursorOf(sink.name);
+    for (;;) {
+      const want = Math.min(READ_CHUNK, batchSize - rows.length);
+      const chunk = store.eventsAfter(after, want);
+      for (const row of chunk) {
+        if (rows.length > 0 && bytes + row.body.length > maxBytes) return rows;
+        rows.push(row);
+        bytes += row.body.length;
+        after = row.rid;
+      }
+      if (chunk.length < want || rows.length >= batchSize) return rows;
     }
   }
 
