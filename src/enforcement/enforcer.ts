@@ -130,7 +130,8 @@ export class Enforcer {
     const now = this.now();
     const key = `${obs.owner.uid}\u0000${decision.rule.id}\u0000${obs.kind}`;
     const last = this.lastWarned.get(key);
-    if (last !== undefined && now - last < interval) return false;
+    // A clock stepped back (NTP, a VM resumed) must not silence warnings until it catches up.
+    if (last !== undefined && now >= last && now - last < interval) return false;
     this.lastWarned.delete(key);
     this.lastWarned.set(key, now);
     if (this.lastWarned.size > WARN_MEMORY_MAX) {

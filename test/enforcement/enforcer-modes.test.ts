@@ -103,6 +103,16 @@ describe('Enforcer', () => {
     ).toEqual(['warned', 'warn_suppressed', 'warned']);
   });
 
+  it('a wall clock stepped back does not silence warnings until it catches up', async () => {
+    let now = 10_000_000;
+    const { actions, enforcer } = setup({ warnIntervalMs: 60_000, now: () => now });
+    await enforcer.handle(proc, decision('warn'));
+    now -= 3_600_000; // the clock was an hour fast and NTP corrected it
+    await enforcer.handle(proc, decision('warn'));
+    await enforcer.handle(proc, decision('warn'));
+    expect(actions.notifyProcess.calls).toHaveLength(2);
+  });
+
   it('audit records only', async () => {
     const { actions, events, enforcer } = setup();
     await enforcer.handle(proc, decision('audit'));

@@ -90,6 +90,10 @@ describe('SessionNotifier desktop commands (runner faked)', () => {
     now += 10_000;
     expect((await n.notify(alice, message)).desktop).toBe(true);
     expect(specs.length).toBe(3);
+    // The wall clock stepped back an hour: the next notification is not held back for an hour.
+    now -= 3_600_000;
+    expect((await n.notify(alice, message)).desktop).toBe(true);
+    expect(specs.length).toBe(4);
   });
 
   it('reports a failed helper and never waits on a hung one', async () => {

@@ -126,7 +126,8 @@ export class SessionNotifier implements UserNotifier {
     const key = `${target.uid}\u0000${message.title}`;
     const now = this.now();
     const last = this.lastDesktop.get(key);
-    if (last !== undefined && now - last < this.repeatMs) return 'repeat_suppressed';
+    // A clock stepped back must not suppress notifications until it catches up.
+    if (last !== undefined && now >= last && now - last < this.repeatMs) return 'repeat_suppressed';
     const spec = this.desktopCommand(target, message);
     if (typeof spec === 'string') return spec;
     this.lastDesktop.delete(key);
