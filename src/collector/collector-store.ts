@@ -76,7 +76,7 @@ export interface IncomingEvent {
   readonly agentVersion: string | null;
   /** Set for `agent.heartbeat` / `policy.applied` events that name the policy version in force. */
   readonly policyVersion: number | null;
-  /** The JSON line as received. */
+  /** The event's JSON: what was validated (re-serialised, so a duplicate key of the line is gone). */
   readonly body: string;
 }
 

@@ -321,7 +321,9 @@ export function parseBatch(
         Number.isInteger(pv)
           ? pv
           : null,
-      body: line,
+      // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
+      // keeps the last, a SIEM's parser may keep the first — another device's id, say).
+      body: JSON.stringify(ev),
     });
   }
   return { valid, rejected, rejectedTotal, rejectedByReason: byReason };

@@ -165,6 +165,27 @@ describe('POST /v1/events', () => {
     for (const e of events) expect(dbCount('SELECT count(*) AS n FROM events WHERE id = ?', e.id)).toBe(1);
   });
 
+  it('stores what it validated, not the raw line: a duplicate key cannot smuggle another device into the SIEM', async () => {
+    const e = blockedEvent('dev-ev', 30);
+    // JSON.parse keeps the last duplicate (checked: the token's device); a downstream parser that
+    // keeps the first would read the victim's device id, host and user from the raw line
+    const line = JSON.stringify(e).replace(
+      '{',
+      '{"device_id":"dev-victim","hostname":"victim.example","user":"ceo",',
+    );
+    const res = await postEvents(token, `${line}\n`);
+    expect(res.status).toBe(200);
+    const db = new Database(c.dbFile, { readonly: true });
+    try {
+      const { body } = db.prepare('SELECT body FROM events WHERE id = ?').get(e.id) as { body: string };
+      expect(body).not.toContain('dev-victim');
+      expect(body).not.toContain('ceo');
+      expect(JSON.parse(body)).toEqual(e);
+    } finally {
+      db.close();
+    }
+  });
+
   it('accepts gzip bodies and CRLF line ends', async () => {
     const events = [heartbeatEvent('dev-ev', 10), heartbeatEvent('dev-ev', 11)];
     const res = await postEvents(token, gzipSync(events.map((e) => JSON.stringify(e)).join('\r\n')), {
