@@ -7,9 +7,10 @@
  * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable).
  */
 import { readFileSync } from 'node:fs';
-import { errorMessage, isGuardError } from '../common/errors.js';
+import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import { createRootLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
+import { MAX_EVENT_BYTES } from '../events/event-types.js';
 import {
   COLLECTOR_SETTINGS,
   type CollectorConfig,
@@ -93,13 +94,30 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
         `config key "splunk_hec_token": not set, expected a token (splunk_hec_token_file or ${collectorEnvVar('splunk_hec_token')})`,
       );
   }
+  const enrollSecret = requireSecret(config, 'enroll_secret');
+  const adminToken = requireSecret(config, 'admin_token');
+  // Every enrolled machine holds the enroll secret (root-readable there): as the admin token it
+  // would open every device's events to any of them.
+  if (adminToken === enrollSecret)
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      'config key "admin_token": the same value as enroll_secret, expected a different secret (every enrolled machine holds the enroll secret)',
+      { key: 'admin_token' },
+    );
+  // A body must hold at least one event of the largest size agents send, or such events are refused (413) and set aside.
+  if (config.max_body_bytes <= MAX_EVENT_BYTES)
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      `config key "max_body_bytes": got ${config.max_body_bytes}, expected more than ${MAX_EVENT_BYTES} (the largest event agents send)`,
+      { key: 'max_body_bytes', value: config.max_body_bytes },
+    );
   return {
     host,
     port,
     dbFile: config.db,
     policyFile: config.policy_file,
-    enrollSecret: requireSecret(config, 'enroll_secret'),
-    adminToken: requireSecret(config, 'admin_token'),
+    enrollSecret,
+    adminToken,
     tls: config.tls_cert
       ? { cert: readFile('tls_cert', config.tls_cert), key: readFile('tls_key', config.tls_key) }
       : undefined,

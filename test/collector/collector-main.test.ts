@@ -102,6 +102,20 @@ describe('bad config is refused', () => {
       /tls_key/,
     ],
     [
+      'an admin token equal to the enroll secret',
+      [],
+      { ...GOOD_ENV, TOOLGUARD_COLLECTOR_ADMIN_TOKEN: GOOD_ENV.TOOLGUARD_COLLECTOR_ENROLL_SECRET },
+      'GUARD_CONFIG_INVALID_VALUE',
+      /"admin_token".*same value as enroll_secret/,
+    ],
+    [
+      'a body limit smaller than the largest event',
+      ['--max-body-bytes', '65536'],
+      GOOD_ENV,
+      'GUARD_CONFIG_INVALID_VALUE',
+      /"max_body_bytes".*got 65536.*more than 262144/,
+    ],
+    [
       'an unreadable secret file',
       ['--enroll-secret-file', '/nonexistent/secret'],
       GOOD_ENV,
