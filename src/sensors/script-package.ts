@@ -241,7 +241,8 @@ export class ScriptPackageResolver {
     let workDir: string | null | undefined;
     let found: { real: string; isDir: boolean } | null = null;
     for (const arg of candidates) {
-      if (arg.length > 4096 || arg.includes('\u0000')) return null;
+      // Longer than PATH_MAX or holding NUL: names no file, like any other missing candidate.
+      if (arg.length > 4096 || arg.includes('\u0000')) continue;
       let script: string;
       if (isAbsolute(arg)) script = arg;
       else {

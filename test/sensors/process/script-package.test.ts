@@ -107,6 +107,10 @@ describe('ScriptPackageResolver', () => {
     expect(
       r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'value', `${cli}.js`], dir)?.name,
     ).toBe('@scope/tool');
+    expect(
+      r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'v'.repeat(5000), `${cli}.js`], dir)
+        ?.name,
+    ).toBe('@scope/tool');
     // …but an existing script is never passed over for a banned file among its arguments.
     const mine = join(tempDir('tg-sp3-'), 'mine.js');
     writeFileSync(mine, '');
