@@ -186,6 +186,21 @@ describe('POST /v1/events', () => {
     }
   });
 
+  it('refuses integers SQLite cannot store (seq 1e300) as invalid events, without failing the batches committed with them', async () => {
+    const other = await enrollDevice(c.url, c.enrollSecret, 'dev-bystander');
+    const hostile = [
+      { ...heartbeatEvent('dev-ev', 1), seq: 1e300 },
+      { ...heartbeatEvent('dev-ev', 2), policy_version: 2 ** 64 },
+    ];
+    const good = heartbeatEvent('dev-bystander', 1);
+    const [h, g] = await Promise.all([postEvents(token, ndjson(hostile)), postEvents(other, ndjson([good]))]);
+    expect(g.status).toBe(200);
+    expect(h.status).toBe(400);
+    const body = (await h.json()) as { error: { code: string }; rejected: { id: string }[] };
+    expect(body.error.code).toBe('GUARD_COLLECTOR_INVALID_EVENTS');
+    expect(body.rejected.map((r) => r.id).sort()).toEqual(hostile.map((e) => e.id as string).sort());
+  });
+
   it('accepts gzip bodies and CRLF line ends', async () => {
     const events = [heartbeatEvent('dev-ev', 10), heartbeatEvent('dev-ev', 11)];
     const res = await postEvents(token, gzipSync(events.map((e) => JSON.stringify(e)).join('\r\n')), {
