@@ -36,7 +36,7 @@ export class PsListSource implements ProcessSource {
   private readonly list: () => Promise<readonly ProcessDescriptor[]>;
   private readonly selfPid: number;
   private readonly procStartTimes: boolean;
-  /** pid → identity (start time and name) of the previous snapshot. */
+  /** pid → identity and program (start time, name, path, command line) of the previous snapshot. */
   private known = new Map<number, string>();
   private snapshots = 0;
 
@@ -70,10 +70,13 @@ export class PsListSource implements ProcessSource {
         : p.startTime instanceof Date
           ? p.startTime.getTime()
           : 0;
-      const identity = `${Number.isFinite(startMs) ? startMs : 0}\u0000${p.name}`;
+      let cmd = typeof p.cmd === 'string' ? p.cmd : '';
+      // The program is part of what is remembered, not only the identity: an exec keeps pid and
+      // start time and often the name too (`node` exec'ing `node <banned cli>`); the command line
+      // and the executable path are what change.
+      const identity = `${Number.isFinite(startMs) ? startMs : 0}\u0000${p.name}\u0000${p.path ?? ''}\u0000${cmd.slice(0, CMD_MAX_CHARS)}`;
       next.set(p.pid, identity);
       if (this.known.get(p.pid) === identity) continue;
-      let cmd = typeof p.cmd === 'string' ? p.cmd : '';
       if (cmd.length > CMD_MAX_CHARS) {
         cmd = cmd.slice(0, CMD_MAX_CHARS);
         this.skipped.cmdline_truncated = (this.skipped.cmdline_truncated ?? 0) + 1;

@@ -65,6 +65,15 @@ describe('PsListSource', () => {
       },
     ]);
     expect(await source.poll()).toEqual([]);
+    // 11 exec's another program under the same name: same pid and start time, new command line.
+    snap = [
+      snap[0] as Desc,
+      { pid: 11, ppid: 10, name: 'claude', cmd: 'claude /opt/banned/cli.js', uid: 501 },
+    ];
+    expect((await source.poll()).map((r) => [r.pid, r.argv])).toEqual([
+      [11, ['claude', '/opt/banned/cli.js']],
+    ]);
+    expect(await source.poll()).toEqual([]);
     // pid 10 reused (new start time), 11 gone, 13 new; junk entries are counted.
     snap = [
       { pid: 10, ppid: 1, name: 'bash', startTime: new Date(5000) },
