@@ -302,8 +302,16 @@ describe('BlockProcessAction where processes cannot be stopped (Windows contract
         return 'ok';
       },
     };
+    // Nothing stops the tool here, so it is killed first and the user told after.
+    const killsBeforeNotify: number[] = [];
+    const notifier = {
+      notify: async () => {
+        killsBeforeNotify.push(sent.length);
+        return { terminal: false, desktop: true, error: null };
+      },
+    };
     const action = new BlockProcessAction({
-      notifier: new RecordingNotifier(),
+      notifier,
       logger: silentLogger(),
       control,
       selfPid: 88,
@@ -317,6 +325,8 @@ describe('BlockProcessAction where processes cannot be stopped (Windows contract
       [501, 'SIGKILL'],
       [502, 'SIGKILL'],
     ]);
+    expect(killsBeforeNotify).toEqual([3]);
+    expect(r.details).toMatchObject({ notified: { terminal: false, desktop: true } });
     sent.length = 0;
     const renamed = await action.execute({ ...obs, name: 'other.exe' }, decision);
     expect(renamed.error).toBe('identity_changed');

@@ -8,7 +8,7 @@
  * is undone with SIGCONT and nothing else is sent. guardd itself, PID 1 and guardd's ancestors
  * (and whatever `protectedPids` names) are never signalled, neither as the target nor as a
  * descendant. Where the OS cannot suspend a process (Windows), the tree is collected and killed
- * top-down after the identity check, without the stop.
+ * top-down right after the identity check, without the stop, and the user is told afterwards.
  */
 import type { Logger } from '../../common/logger.js';
 import type { Decision } from '../../policy/matcher.js';
@@ -71,6 +71,7 @@ export class BlockProcessAction implements Action<ProcessObservation> {
         return result('skipped', gone ? 'exited' : 'identity_changed', { killed: [] });
       }
       let stopped: number[];
+      let notified: NotifyResult | null = null;
       if (c.canStop) {
         const stop = c.signal(pid, 'SIGSTOP');
         if (stop !== 'ok') {
@@ -82,11 +83,14 @@ export class BlockProcessAction implements Action<ProcessObservation> {
           return result('skipped', 'identity_changed', { killed: [] });
         }
         stopped = await this.stopDescendants(pid, protectedSet);
+        // Stopped, the tree can wait for the message: the user reads it before the tool vanishes.
+        notified = await this.notify(obs, decision);
       } else {
-        // Windows cannot suspend by signal: collect the tree, then kill it top-down below.
+        // Windows cannot suspend by signal: collect the tree and kill it top-down at once. Waiting
+        // for the notification first would let the tool run on, and leave longer for a collected
+        // pid to exit and be handed to an unrelated process (Windows reuses pids quickly).
         stopped = await this.collectTree(pid, protectedSet);
       }
-      const notified = await this.notify(obs, decision);
       const killed: number[] = [];
       let denied = 0;
       for (const p of stopped) {
@@ -94,6 +98,7 @@ export class BlockProcessAction implements Action<ProcessObservation> {
         if (k === 'ok') killed.push(p);
         else if (k === 'denied') denied++;
       }
+      notified ??= await this.notify(obs, decision);
       const details = { killed, notified: { terminal: notified.terminal, desktop: notified.desktop } };
       if (!killed.includes(pid)) return result('failed', 'kill_failed', details);
       return result('killed', denied > 0 ? 'kill_failed_descendants' : null, details);
