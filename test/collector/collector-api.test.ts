@@ -188,7 +188,7 @@ describe('POST /v1/events', () => {
 
   it('refuses integers SQLite cannot store (seq 1e300) as invalid events, without failing the batches committed with them', async () => {
     const other = await enrollDevice(c.url, c.enrollSecret, 'dev-bystander');
-    const hostile = [
+    const hostile: Record<string, unknown>[] = [
       { ...heartbeatEvent('dev-ev', 1), seq: 1e300 },
       { ...heartbeatEvent('dev-ev', 2), policy_version: 2 ** 64 },
     ];
