@@ -400,6 +400,15 @@ export class OutboxStore implements EventSink {
    * `limit` that match. For `guardctl events`.
    */
   list(query: ListQuery): ListedEvent[] {
+    return this.listPage(query, Number.POSITIVE_INFINITY).events;
+  }
+
+  /**
+   * Like `list`, but stops reading once the events' JSON passes `maxBytes` (whole events, at
+   * least one), from the end the query asks for: memory stays bounded whatever `limit` is and
+   * however large the events are. `truncated` says that matches were left out.
+   */
+  listPage(query: ListQuery, maxBytes: number): { events: ListedEvent[]; truncated: boolean } {
     const limit = Math.max(1, Math.min(Math.floor(query.limit), 100_000));
     const where: string[] = [];
     const params: (string | number)[] = [];
@@ -421,18 +430,30 @@ export class OutboxStore implements EventSink {
         UNION ALL SELECT seq, body, 'shipped' AS state, NULL AS reason FROM event_history ${w}
         UNION ALL SELECT seq, body, 'set_aside' AS state, reason FROM outbox_aside ${w}
       ) ORDER BY seq ${query.oldestFirst ? 'ASC' : 'DESC'} LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...params, ...params, ...params, limit) as {
-      seq: number;
+    const rows: { body: string; state: ListedEventState; reason: string | null }[] = [];
+    let bytes = 0;
+    let truncated = false;
+    for (const r of this.db.prepare(sql).iterate(...params, ...params, ...params, limit) as Iterable<{
       body: string;
       state: ListedEventState;
       reason: string | null;
-    }[];
+    }>) {
+      bytes += r.body.length + LISTED_EVENT_OVERHEAD_BYTES;
+      if (bytes > maxBytes && rows.length > 0) {
+        truncated = true;
+        break; // leaving the loop early ends the statement (iterator return)
+      }
+      rows.push(r);
+    }
     if (!query.oldestFirst) rows.reverse();
-    return rows.map((r) => ({
-      state: r.state,
-      ...(r.reason !== null ? { reason: r.reason } : {}),
-      event: JSON.parse(r.body) as AgentEvent,
-    }));
+    return {
+      events: rows.map((r) => ({
+        state: r.state,
+        ...(r.reason !== null ? { reason: r.reason } : {}),
+        event: JSON.parse(r.body) as AgentEvent,
+      })),
+      truncated,
+    };
   }
 
   private nextSeq(): number {
@@ -652,6 +673,9 @@ function fitToWire<T extends Record<string, unknown>>(e: T): T {
   return { ...e, argv: [...argv.slice(0, keep), `[+${cut} more arguments]`] };
 }
 
+/** Bytes a listed event adds besides its JSON (state, reason, framing), for the page byte cap. */
+const LISTED_EVENT_OVERHEAD_BYTES = 64;
+
 /** Most events one `events.list` answer carries (a page; guardctl pages with since_seq). */
 export const EVENTS_LIST_MAX = 5000;
 /** Most event JSON bytes in one answer: far below the control client's 32 MiB response cap. */
@@ -674,7 +698,7 @@ export interface EventsListResult {
  * `{ since_seq?: integer ≥ 0, since_time?: RFC 3339, type?: event type, limit?: 1..5000 (default 100),
  * oldest_first?: boolean }` → `EventsListResult`. Hostile params → GUARD_CONTROL_BAD_REQUEST.
  */
-export function eventsControlMethods(outbox: Pick<OutboxStore, 'list' | 'status'>): ControlMethods {
+export function eventsControlMethods(outbox: Pick<OutboxStore, 'listPage' | 'status'>): ControlMethods {
   return {
     'events.list': {
       admin: false,
@@ -699,27 +723,21 @@ export function eventsControlMethods(outbox: Pick<OutboxStore, 'list' | 'status'
           throw bad(`limit must be an integer 1..${EVENTS_LIST_MAX}`);
         if (oldest_first !== undefined && typeof oldest_first !== 'boolean')
           throw bad('oldest_first must be a boolean');
-        const all = outbox.list({
-          ...(since_seq !== undefined ? { sinceSeq: since_seq as number } : {}),
-          ...(since_time !== undefined ? { sinceTime: new Date(since_time as string).toISOString() } : {}),
-          ...(type !== undefined ? { type: type as EventType } : {}),
-          limit: (limit as number | undefined) ?? 100,
-          oldestFirst: oldest_first === true,
-        });
-        // keep whole events up to the byte cap, from the end the caller asked for
-        const ordered = oldest_first === true ? all : [...all].reverse();
-        const kept: ListedEvent[] = [];
-        let bytes = 0;
-        for (const l of ordered) {
-          bytes += JSON.stringify(l.event).length + 64;
-          if (bytes > EVENTS_LIST_MAX_BYTES && kept.length > 0) break;
-          kept.push(l);
-        }
-        const events = oldest_first === true ? kept : kept.reverse();
+        // whole events up to the byte cap, from the end the caller asked for, read no further
+        const page = outbox.listPage(
+          {
+            ...(since_seq !== undefined ? { sinceSeq: since_seq as number } : {}),
+            ...(since_time !== undefined ? { sinceTime: new Date(since_time as string).toISOString() } : {}),
+            ...(type !== undefined ? { type: type as EventType } : {}),
+            limit: (limit as number | undefined) ?? 100,
+            oldestFirst: oldest_first === true,
+          },
+          EVENTS_LIST_MAX_BYTES,
+        );
         return {
-          events,
+          events: page.events,
           last_seq: outbox.status().last_seq,
-          truncated: kept.length < all.length,
+          truncated: page.truncated,
         } satisfies EventsListResult;
       },
     },

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test, vi } from 'vitest';
 import { parseSince } from '../../src/cli/commands/events.js';
 import { isGuardError } from '../../src/common/errors.js';
 import { createRootLogger } from '../../src/common/logger.js';
@@ -105,6 +105,15 @@ describe('events.list byte cap', () => {
     };
     expect(oldest.truncated).toBe(true);
     expect(oldest.events[0]?.event.seq).toBe(1);
+    // the cap bounds what is read, not only what is answered (any local user may ask): the events
+    // past it are never loaded and parsed
+    const parse = vi.spyOn(JSON, 'parse');
+    try {
+      m?.handle({ limit: 5000 });
+      expect(parse.mock.calls.length).toBeLessThanOrEqual(seqs.length + 1);
+    } finally {
+      parse.mockRestore();
+    }
     db2.close();
   });
 });
