@@ -276,7 +276,8 @@ export class ScriptPackageResolver {
     let current = dir;
     for (let depth = 0; depth < MAX_WALK_DEPTH; depth++) {
       const cached = this.dirs.get(current);
-      if (cached && now - cached.at < DIR_CACHE_TTL_MS) {
+      // A clock stepped back would otherwise keep an answer for as long as the step.
+      if (cached && now >= cached.at && now - cached.at < DIR_CACHE_TTL_MS) {
         found = cached.pkg;
         break;
       }

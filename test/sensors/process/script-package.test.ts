@@ -117,6 +117,21 @@ describe('ScriptPackageResolver', () => {
     expect(r.resolve('/usr/bin/node', 'node', ['node', mine, `${cli}.js`], null)).toBeNull();
   });
 
+  it('does not trust a cached directory answer from the future (clock stepped back)', () => {
+    let now = 1_000_000_000;
+    const r = new ScriptPackageResolver({ now: () => now });
+    const d = join(tempDir('tg-sp4-'), 'later');
+    mkdirSync(d);
+    writeFileSync(join(d, 'cli.js'), '');
+    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull();
+    // The package is installed there afterwards.
+    writeFileSync(join(d, 'package.json'), JSON.stringify({ name: 'late-pkg' }));
+    now += 1000;
+    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull(); // cached
+    now -= 3_600_000;
+    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)?.name).toBe('late-pkg');
+  });
+
   it('returns null for non-interpreters, missing scripts, and scripts outside any package', () => {
     const r = new ScriptPackageResolver();
     expect(r.resolve('/usr/bin/sleep', 'sleep', ['sleep', 'x'], dir)).toBeNull();
