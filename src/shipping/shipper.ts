@@ -3,8 +3,8 @@
  * event upload): batches by count and bytes, sends, and deletes (acks) only what the collector
  * answered for. Failures back off exponentially with jitter up to a cap; 429/503 `Retry-After`
  * is honoured; 401 re-enrolls once, then backs off; 413 halves the batch (a single event too large
- * is set aside); events the collector rejects as invalid are set aside and counted, so one poison
- * event never blocks the queue. Urgent events (blocks) call `flushNow` to be sent at once.
+ * is set aside); events the collector rejects as invalid (named in its answer) are set aside and
+ * counted, so one poison event never blocks the queue. Urgent events (blocks) call `flushNow` to be sent at once.
  *
  * Delivery is at-least-once and the collector is idempotent by event id, so a batch whose answer
  * was lost (timeout, kill -9 of either side) is simply sent again: nothing lost, nothing twice.
@@ -220,8 +220,14 @@ export class Shipper {
           // Only a 400 is the collector refusing the batch's content; any other 4xx/3xx (a wrong
           // URL, a proxy, a redirect) says nothing about the events and must not set them aside.
           if (r.status !== 400) return this.fail(describe(r), null);
-          this.shrinkOrSetAside(batch, `collector refused it: ${r.message}`);
-          break;
+          // A 400 that names no event refuses the request, not an event (guard-collector names
+          // every event it refuses, in `rejected`): halve in case the size is the trouble, but a
+          // single event is not set aside for it — that would empty the outbox behind a proxy.
+          if (batch.length > 1) {
+            this.batchLimit = Math.max(1, Math.floor(batch.length / 2));
+            break;
+          }
+          return this.fail(`collector refused the request without naming an event: ${describe(r)}`, null);
         case 'retry_later':
         case 'server_error':
         case 'network':

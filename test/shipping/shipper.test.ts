@@ -328,6 +328,31 @@ describe('Shipper', () => {
     expect(fake.stored.size).toBe(21);
   });
 
+  test('a 400 that names no event (corrupt body on the way, a proxy) splits the batch but sets nothing aside', async () => {
+    let t = Date.now();
+    const { fake, shipper, emit, outbox } = await setup({ now: () => t });
+    emit(1);
+    await shipper.flushNow(); // enrolled, delivering normally
+    let refusing = true;
+    fake.hook = (req, res) => {
+      if (req.path !== '/v1/events' || !refusing) return false;
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end('{"error":{"code":"GUARD_COLLECTOR_BAD_ENCODING","message":"corrupt gzip body"}}');
+      return true;
+    };
+    emit(6);
+    t += 60_000;
+    await shipper.flushNow();
+    expect(outbox.status().set_aside_total).toBe(0);
+    expect(outbox.depth()).toBe(6);
+    expect(shipper.status().consecutive_failures).toBe(1);
+    expect(shipper.status().last_error).toContain('HTTP 400');
+    refusing = false;
+    t += 60_000;
+    await waitFor(() => outbox.depth() === 0, 'delivery once the refusals stop');
+    expect(fake.stored.size).toBe(7);
+  });
+
   test('network errors: a collector that is down is a typed failure, not a crash', async () => {
     const { fake, shipper, emit, outbox } = await setup();
     await fake.stop();
