@@ -180,6 +180,7 @@ function checkValue(key: string, value: unknown, source: string): unknown {
   switch (def.kind) {
     case 'string':
       if (typeof value !== 'string') throw bad('a string');
+      if (def.pattern && !def.pattern.re.test(value)) throw bad(def.pattern.expected);
       return value;
     case 'integer': {
       if (typeof value !== 'number' || !Number.isInteger(value)) throw bad('an integer');

@@ -22,6 +22,8 @@ export interface SettingDef<T> {
   readonly max?: number;
   /** For `enum`: the allowed values. */
   readonly values?: readonly string[];
+  /** For `string`: what the value must match, and how to say so in an error. */
+  readonly pattern?: { readonly re: RegExp; readonly expected: string };
   /** Never printed by `guardctl config` or logged: only whether it is set. */
   readonly secret?: boolean;
 }
@@ -49,6 +51,11 @@ export const SETTINGS = {
   'device.id': str({
     default: '',
     description: 'Device id; empty = generated once and kept in the state DB.',
+    // The collector accepts exactly these ids; anything else could never enroll and would ship nothing.
+    pattern: {
+      re: /^(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127})?$/,
+      expected: 'up to 128 letters, digits and . _ : @ - (starting with a letter or digit)',
+    },
   }),
   'device.tags': list({
     default: [],

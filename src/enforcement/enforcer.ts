@@ -41,6 +41,7 @@ export interface EnforcerOptions {
 }
 
 export interface EnforcerCounts {
+  /** Processes killed (a block whose process had already exited or was protected counts as failed). */
   blocked: number;
   quarantined: number;
   warned: number;
@@ -157,10 +158,15 @@ export class Enforcer {
     };
   }
 
+  /** `blocked` / `quarantined` count only what was really stopped or moved; the rest of those attempts are `failed`. */
   private count(verb: string, taken: ActionTaken): void {
+    if (verb === 'blocked' || verb === 'quarantined') {
+      if (taken === 'killed') this.counts.blocked++;
+      else if (taken === 'quarantined') this.counts.quarantined++;
+      else this.counts.failed++;
+      return;
+    }
     if (taken === 'failed') this.counts.failed++;
-    if (verb === 'blocked') this.counts.blocked++;
-    else if (verb === 'quarantined') this.counts.quarantined++;
     else if (verb === 'warned') this.counts.warned++;
     else this.counts.audited++;
   }

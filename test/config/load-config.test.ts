@@ -84,6 +84,12 @@ describe('loadConfig', () => {
       /one of fatal/,
     ],
     [
+      'device id the collector would refuse',
+      () => loadConfig({ file: write('d.json', '{"device":{"id":"my laptop"}}'), env: {} }),
+      'GUARD_CONFIG_INVALID_VALUE',
+      /device\.id.*letters, digits/,
+    ],
+    [
       'bad env value',
       () => loadConfig({ env: { TOOLGUARD_SHIPPER_INTERVAL_MS: 'soon' } }),
       'GUARD_CONFIG_INVALID_VALUE',

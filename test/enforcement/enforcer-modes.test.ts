@@ -137,6 +137,6 @@ describe('Enforcer', () => {
       action_taken: 'failed',
       error: 'boom',
     });
-    expect(enforcer.status().failed).toBe(1);
+    expect(enforcer.status()).toMatchObject({ blocked: 0, failed: 1 });
   });
 });
