@@ -276,6 +276,14 @@ function checkRule(rule: PolicyRule, at: string, issues: PolicyIssue[]): void {
       });
       return;
     }
+    if (hasOverlappingRepeatedAlternation(src)) {
+      issues.push({
+        path,
+        message:
+          'is prone to catastrophic backtracking (repeated alternatives that can match the same text): make each alternative start with a different character, or use a character class',
+      });
+      return;
+    }
     let re: RegExp;
     try {
       re = new RegExp(src, 'u');
@@ -319,6 +327,204 @@ function checkRule(rule: PolicyRule, at: string, issues: PolicyIssue[]): void {
     const hit = expanded.map((g) => firstMatch(g, CRITICAL_PATHS)).find((h) => h !== null);
     if (hit) issues.push({ path, message: `would match the critical path ${hit}` });
   });
+}
+
+// ---- overlapping alternation -------------------------------------------------------------
+//
+// safe-regex2 measures star height only, so `(\w|\d)+$` or `(a|ab)*c` (height 1) pass, yet they
+// backtrack exponentially: the first takes ~40 s on 29 digits and a "!". A small parser of the
+// u-flag syntax finds every alternation inside a group repeated without a (small) upper bound and
+// requires its alternatives to begin with distinct literal characters; anything it cannot tell
+// (a class, an optional start, an empty alternative) counts as overlapping.
+
+/** Repetition bounds at or above this count as unbounded (2^16 paths is still cheap). */
+const UNBOUNDED_REPEAT_MIN = 16;
+
+type RegexNode =
+  | { readonly kind: 'char'; readonly ch: string }
+  | { readonly kind: 'wide' }
+  | { readonly kind: 'empty' }
+  | { readonly kind: 'group'; readonly branches: RegexItem[][]; readonly zeroWidth: boolean };
+
+interface RegexItem {
+  readonly node: RegexNode;
+  readonly min: number;
+  readonly max: number;
+}
+
+class RegexScan {
+  i = 0;
+  constructor(readonly src: string) {}
+
+  alternation(): RegexItem[][] {
+    const branches = [this.sequence()];
+    while (this.src[this.i] === '|') {
+      this.i++;
+      branches.push(this.sequence());
+    }
+    return branches;
+  }
+
+  private sequence(): RegexItem[] {
+    const items: RegexItem[] = [];
+    while (this.i < this.src.length && this.src[this.i] !== '|' && this.src[this.i] !== ')') {
+      const node = this.atom();
+      items.push({ node, ...this.quantifier() });
+    }
+    return items;
+  }
+
+  private atom(): RegexNode {
+    const { src } = this;
+    const c = src[this.i] as string;
+    if (c === '(') {
+      this.i++;
+      let zeroWidth = false;
+      if (src.startsWith('?:', this.i)) this.i += 2;
+      else if (src.startsWith('?=', this.i) || src.startsWith('?!', this.i)) {
+        this.i += 2;
+        zeroWidth = true;
+      } else if (src.startsWith('?<=', this.i) || src.startsWith('?<!', this.i)) {
+        this.i += 3;
+        zeroWidth = true;
+      } else if (src.startsWith('?<', this.i)) {
+        const end = src.indexOf('>', this.i);
+        if (end < 0) throw new Error('unterminated group name');
+        this.i = end + 1;
+      }
+      const branches = this.alternation();
+      if (src[this.i] !== ')') throw new Error('unterminated group');
+      this.i++;
+      return { kind: 'group', branches, zeroWidth };
+    }
+    if (c === '[') {
+      this.i++;
+      while (this.i < src.length && src[this.i] !== ']') this.i += src[this.i] === '\\' ? 2 : 1;
+      if (src[this.i] !== ']') throw new Error('unterminated class');
+      this.i++;
+      return { kind: 'wide' };
+    }
+    if (c === '\\') return this.escape();
+    this.i++;
+    if (c === '^' || c === '$') return { kind: 'empty' };
+    if (c === '.') return { kind: 'wide' };
+    const cp = src.codePointAt(this.i - 1) as number;
+    if (cp > 0xffff) this.i++;
+    return { kind: 'char', ch: String.fromCodePoint(cp) };
+  }
+
+  private escape(): RegexNode {
+    const { src } = this;
+    const e = src[this.i + 1];
+    if (e === undefined) throw new Error('trailing backslash');
+    this.i += 2;
+    if (e === 'b' || e === 'B') return { kind: 'empty' };
+    if ('dDwWsS'.includes(e) || /[1-9]/.test(e)) return { kind: 'wide' };
+    if (e === 'p' || e === 'P' || e === 'k') {
+      const close = e === 'k' ? '>' : '}';
+      const end = src.indexOf(close, this.i);
+      if (end < 0) throw new Error('unterminated escape');
+      this.i = end + 1;
+      return { kind: 'wide' };
+    }
+    const hex = (n: number): RegexNode => {
+      const h = src.slice(this.i, this.i + n);
+      if (!/^[0-9a-fA-F]+$/.test(h) || h.length !== n) throw new Error('bad hex escape');
+      this.i += n;
+      return { kind: 'char', ch: String.fromCodePoint(Number.parseInt(h, 16)) };
+    };
+    if (e === 'x') return hex(2);
+    if (e === 'u') {
+      if (src[this.i] !== '{') return hex(4);
+      const end = src.indexOf('}', this.i);
+      if (end < 0) throw new Error('unterminated escape');
+      const cp = Number.parseInt(src.slice(this.i + 1, end), 16);
+      this.i = end + 1;
+      return { kind: 'char', ch: String.fromCodePoint(cp) };
+    }
+    if (e === 'c') {
+      this.i++;
+      return { kind: 'wide' };
+    }
+    const named: Record<string, string> = { n: '\n', t: '\t', r: '\r', f: '\f', v: '\v', '0': '\0' };
+    return { kind: 'char', ch: named[e] ?? e };
+  }
+
+  private quantifier(): { min: number; max: number } {
+    const { src } = this;
+    let q: { min: number; max: number } = { min: 1, max: 1 };
+    const c = src[this.i];
+    if (c === '*') q = { min: 0, max: Infinity };
+    else if (c === '+') q = { min: 1, max: Infinity };
+    else if (c === '?') q = { min: 0, max: 1 };
+    else if (c === '{') {
+      const m = /^\{(\d+)(,(\d*))?\}/.exec(src.slice(this.i));
+      if (!m) return q;
+      const min = Number(m[1]);
+      q = { min, max: m[2] === undefined ? min : m[3] ? Number(m[3]) : Infinity };
+      this.i += m[0].length - 1;
+    } else return q;
+    this.i++;
+    if (src[this.i] === '?') this.i++; // lazy: the same paths, explored in another order
+    return q;
+  }
+}
+
+/** Literal characters a sequence can start with; null when it cannot be told (or may be empty). */
+function firstChars(seq: readonly RegexItem[]): Set<string> | null {
+  for (const item of seq) {
+    const n = item.node;
+    if (n.kind === 'empty' || (n.kind === 'group' && n.zeroWidth)) continue;
+    if (item.min === 0 || n.kind === 'wide') return null;
+    if (n.kind === 'char') return new Set([n.ch]);
+    const all = new Set<string>();
+    for (const b of n.branches) {
+      const f = firstChars(b);
+      if (f === null) return null;
+      for (const ch of f) all.add(ch);
+    }
+    return all;
+  }
+  return null;
+}
+
+function overlapping(branches: readonly RegexItem[][]): boolean {
+  const seen = new Set<string>();
+  for (const b of branches) {
+    const f = firstChars(b);
+    if (f === null) return true;
+    for (const ch of f) {
+      if (seen.has(ch)) return true;
+      seen.add(ch);
+    }
+  }
+  return false;
+}
+
+function repeatedAlternationIn(seq: readonly RegexItem[], repeated: boolean): boolean {
+  for (const item of seq) {
+    if (item.node.kind !== 'group') continue;
+    const rep = repeated || item.max >= UNBOUNDED_REPEAT_MIN;
+    if (rep && item.node.branches.length > 1 && overlapping(item.node.branches)) return true;
+    if (item.node.branches.some((b) => repeatedAlternationIn(b, rep))) return true;
+  }
+  return false;
+}
+
+/**
+ * True when `src` repeats (unboundedly) an alternation whose alternatives may match the same
+ * text. A pattern this parser cannot read is left to the other checks (false).
+ */
+export function hasOverlappingRepeatedAlternation(src: string): boolean {
+  let branches: RegexItem[][];
+  try {
+    const scan = new RegexScan(src);
+    branches = scan.alternation();
+    if (scan.i !== src.length) return false;
+  } catch {
+    return false;
+  }
+  return branches.some((b) => repeatedAlternationIn(b, false));
 }
 
 /**

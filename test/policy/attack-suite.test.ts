@@ -141,6 +141,22 @@ const unsafeCases: [string, PolicyBody, string][] = [
     withProcess({ argv_patterns: ['^(a+)+claude$'] }),
     '$.rules[0].process.argv_patterns[0]',
   ],
+  // Star height 1, so safe-regex2 passes them, yet exponential: (\w|\d)+$ takes ~40 s on 29 digits.
+  [
+    'argv overlapping alternation under +',
+    withProcess({ argv_patterns: ['^claude (\\w|\\d)+$'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  [
+    'argv alternation sharing a prefix under *',
+    withProcess({ argv_patterns: ['claude(?:a|ab)*c'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
+  [
+    'argv overlapping alternation nested under {2,}',
+    withProcess({ argv_patterns: ['claude ((x|x)y){2,}!'] }),
+    '$.rules[0].process.argv_patterns[0]',
+  ],
   ['path of every home', withRule({ paths: ['~/**'] }), '$.rules[0].paths[0]'],
   ['path of ~/.ssh', withRule({ paths: ['~/.ssh'] }), '$.rules[0].paths[0]'],
   [
@@ -380,6 +396,22 @@ describe('attack suite: each attack refused with its code, the previous policy s
       expect(h.manager.applyEnvelope(text2, 'test')).toEqual({ ok: true, version: 8, changed: false });
     } finally {
       h.close();
+    }
+  });
+});
+
+describe('catastrophic-backtracking check keeps ordinary patterns', () => {
+  it('accepts alternations that cannot overlap and unrepeated ones', async () => {
+    const { unsafeRuleIssues } = await import('../../src/policy/rule-safety.js');
+    for (const src of [
+      '^aider( |$)',
+      '(?:^|/)claude(?:\\s|$)',
+      '--(?:yolo|dangerously-skip-permissions)\\b',
+      '^claude(?: --(?:foo|bar))+$',
+      '^\\S*python[0-9.]*(?:\\.exe)? -m aider(?: |$)',
+      'claude[ab]+c',
+    ]) {
+      expect(unsafeRuleIssues(withProcess({ argv_patterns: [src] })), src).toEqual([]);
     }
   });
 });
