@@ -14,6 +14,7 @@ import { GuardError } from '../common/errors.js';
 import type { LogLevel } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
 import { readJsonObjectFile } from '../config/load-config.js';
+import { MAX_EVENT_BYTES } from '../events/event-types.js';
 
 type Kind = 'string' | 'integer' | 'enum';
 
@@ -125,7 +126,9 @@ export const COLLECTOR_SETTINGS = {
   }),
   max_body_bytes: int({
     default: 8 * MiB,
-    min: 1024,
+    // A body must hold one event of the largest size agents send, or such events are refused
+    // (413) and set aside by the agent: a developer could hide blocks with a padded command line.
+    min: MAX_EVENT_BYTES + 1,
     max: 256 * MiB,
     description: 'Largest accepted events body, measured after gzip decompression (413 beyond).',
   }),

@@ -10,7 +10,6 @@ import { readFileSync } from 'node:fs';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import { createRootLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
-import { MAX_EVENT_BYTES } from '../events/event-types.js';
 import {
   COLLECTOR_SETTINGS,
   type CollectorConfig,
@@ -103,13 +102,6 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       'GUARD_CONFIG_INVALID_VALUE',
       'config key "admin_token": the same value as enroll_secret, expected a different secret (every enrolled machine holds the enroll secret)',
       { key: 'admin_token' },
-    );
-  // A body must hold at least one event of the largest size agents send, or such events are refused (413) and set aside.
-  if (config.max_body_bytes <= MAX_EVENT_BYTES)
-    throw new GuardError(
-      'GUARD_CONFIG_INVALID_VALUE',
-      `config key "max_body_bytes": got ${config.max_body_bytes}, expected more than ${MAX_EVENT_BYTES} (the largest event agents send)`,
-      { key: 'max_body_bytes', value: config.max_body_bytes },
     );
   return {
     host,

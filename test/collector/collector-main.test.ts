@@ -113,7 +113,7 @@ describe('bad config is refused', () => {
       ['--max-body-bytes', '65536'],
       GOOD_ENV,
       'GUARD_CONFIG_INVALID_VALUE',
-      /"max_body_bytes".*got 65536.*more than 262144/,
+      /"max_body_bytes".*got 65536.*from 262145/,
     ],
     [
       'an unreadable secret file',
