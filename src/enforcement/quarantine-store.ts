@@ -55,6 +55,8 @@ export type LinkRecord =
       readonly target: string;
       readonly uid: number;
       readonly gid: number;
+      /** Real path of the directory it was found in (see sameLinkDir). */
+      readonly dirReal?: string;
     }
   | {
       readonly path: string;
@@ -64,6 +66,8 @@ export type LinkRecord =
       readonly gid: number;
       /** The shim's bytes, base64 (shims are capped at MAX_SHIM_BYTES). */
       readonly content: string;
+      /** Real path of the directory it was found in (see sameLinkDir). */
+      readonly dirReal?: string;
     };
 
 export interface QuarantineManifest {
@@ -671,7 +675,9 @@ export async function findLinks(
   const names = new Set(binNames);
   const consider = async (dir: string, byName: boolean, linksOnly = false): Promise<boolean> => {
     let entries: string[];
+    let dirReal: string;
     try {
+      dirReal = await realpath(dir);
       entries = (await readdir(dir)).slice(0, MAX_LINK_DIR_ENTRIES);
     } catch {
       return false;
@@ -687,7 +693,7 @@ export async function findLinks(
         continue;
       }
       if (linksOnly && !st.isSymbolicLink()) continue;
-      const rec = await linkRecord(path, st, targets, dir, byName ? names : null);
+      const rec = await linkRecord(path, st, targets, dir, dirReal, byName ? names : null);
       if (rec) {
         seen.add(path);
         out.push(rec);
@@ -713,6 +719,7 @@ async function linkRecord(
   st: Stats,
   targets: readonly string[],
   dir: string,
+  dirReal: string,
   byName: ReadonlySet<string> | null,
 ): Promise<LinkRecord | null> {
   const base = basename(path).replace(/\.(cmd|ps1|exe|bat)$/i, '');
@@ -725,7 +732,7 @@ async function linkRecord(
       const real = await realpath(path).catch(() => null);
       hit = real !== null && within(real);
     }
-    return hit ? { path, type: 'symlink', target: raw, uid: st.uid, gid: st.gid } : null;
+    return hit ? { path, type: 'symlink', target: raw, uid: st.uid, gid: st.gid, dirReal } : null;
   }
   if (!st.isFile() || st.size > MAX_SHIM_BYTES) return null;
   let hit = byName ? byName.has(base) : false;
@@ -750,16 +757,33 @@ async function linkRecord(
     uid: st.uid,
     gid: st.gid,
     content: content.toString('base64'),
+    dirReal,
   };
 }
 
-/** Removes a recorded link if it is still the recorded thing. True when removed. */
+/**
+ * True when the link's directory still resolves to where the link was found. Bin dirs belong to
+ * the user, who can swap one for a symlink (to /etc, say) between our finding a link and removing
+ * or restoring it: root must then neither unlink nor create anything there.
+ */
+async function sameLinkDir(link: LinkRecord): Promise<boolean> {
+  const dir = dirname(link.path);
+  const real = await realpath(dir).catch(() => null);
+  return real !== null && real === (link.dirReal ?? dir);
+}
+
+/** Removes a recorded link if it is still the recorded thing, where it was found. True when removed. */
 async function removeLink(link: LinkRecord): Promise<boolean> {
   try {
+    if (!(await sameLinkDir(link))) return false;
     const st = await lstat(link.path);
     if (link.type === 'symlink') {
       if (!st.isSymbolicLink() || (await readlink(link.path)) !== link.target) return false;
-    } else if (!st.isFile()) return false;
+    } else {
+      // Same bytes as the shim that was found: anything else at that path is not ours to remove.
+      if (!st.isFile() || st.size > MAX_SHIM_BYTES) return false;
+      if ((await readFile(link.path)).toString('base64') !== link.content) return false;
+    }
     await unlink(link.path);
     return true;
   } catch {
@@ -767,11 +791,12 @@ async function removeLink(link: LinkRecord): Promise<boolean> {
   }
 }
 
-/** Recreates a removed link or shim if its path is free. True when recreated. */
+/** Recreates a removed link or shim if its path is free and its directory is where it was. True when recreated. */
 async function restoreLink(link: LinkRecord): Promise<boolean> {
   if (await exists(link.path)) return false;
   try {
     await mkdir(dirname(link.path), { recursive: true });
+    if (!(await sameLinkDir(link))) return false;
     if (link.type === 'symlink') await symlink(link.target, link.path);
     else {
       await writeFile(link.path, Buffer.from(link.content, 'base64'), { mode: link.mode, flag: 'wx' });

@@ -8,12 +8,14 @@ import {
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   renameSync,
   rmSync,
   statSync,
   symlinkSync,
+  writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -281,6 +283,34 @@ describe('QuarantineAction + QuarantineStore', () => {
     db.close();
   });
 
+  it('restore never writes a link or shim through a bin dir swapped for a symlink (the tree still comes back)', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const t = npmTree(dir);
+    // A cmd-shim style file naming the package, besides the bin symlink.
+    const shim = join(t.prefix, 'bin', 'ld.so.preload');
+    writeFileSync(
+      shim,
+      '#!/bin/sh\nexec node "$basedir/../lib/node_modules/@anthropic-ai/claude-code/cli.js"\n',
+    );
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      obsFor(t.root, t.pkg),
+      decision,
+    );
+    const id = r.details?.quarantine_id as string;
+    expect(gone(shim)).toBe(true);
+    // While quarantined, the user points their bin dir at a directory root must not write into.
+    const victim = join(dir, 'etc-like');
+    mkdirSync(victim);
+    rmSync(join(t.prefix, 'bin'), { recursive: true });
+    symlinkSync(victim, join(t.prefix, 'bin'));
+    const res = await store.restore(id, { force: false, stillBanned: () => false });
+    expect(res.hashVerified).toBe(true);
+    expect(res.linksRestored).toBe(0);
+    expect(readdirSync(victim)).toEqual([]);
+    db.close();
+  });
+
   it('restore refuses an occupied original path and unknown ids with their codes', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
@@ -413,6 +443,42 @@ describe('recovery of interrupted moves (write-ahead manifest)', () => {
     expect(store.get(mg.id)?.state).toBe('restoring');
     expect(existsSync(mf.storedPath)).toBe(true);
     expect(existsSync(mg.storedPath)).toBe(true);
+    db.close();
+  });
+
+  it('finishing a move never unlinks a recorded shim through a bin dir swapped for a symlink', async () => {
+    const dir = fresh();
+    const qdir = join(dir, 'state', 'quarantine');
+    const { db, store } = await storeIn(dir);
+    const h = npmTree(join(dir, 'h'));
+    const shim = join(h.prefix, 'bin', 'passwd');
+    const shimText = '#!/bin/sh\nexec node "$basedir/../lib/node_modules/@anthropic-ai/claude-code/cli.js"\n';
+    writeFileSync(shim, shimText);
+    const mh: QuarantineManifest = {
+      ...manifest('0190f0f0-0000-7000-8000-000000000011', h, qdir),
+      links: [
+        {
+          path: shim,
+          type: 'file',
+          mode: 0o644,
+          uid: 0,
+          gid: 0,
+          content: Buffer.from(shimText).toString('base64'),
+        },
+      ],
+    };
+    mkdirSync(join(qdir, mh.id), { recursive: true });
+    renameSync(h.pkg, mh.storedPath);
+    crashRow(db, mh, 'moving');
+    // Before recovery runs, the bin dir becomes a link to a directory holding a file of that name.
+    const victim = join(dir, 'etc-like');
+    mkdirSync(victim);
+    writeFileSync(join(victim, 'passwd'), 'root:x:0:0::/root:/bin/sh\n');
+    rmSync(join(h.prefix, 'bin'), { recursive: true });
+    symlinkSync(victim, join(h.prefix, 'bin'));
+    expect((await store.recover()).finished).toBe(1);
+    expect(readFileSync(join(victim, 'passwd'), 'utf8')).toBe('root:x:0:0::/root:/bin/sh\n');
+    expect(store.get(mh.id)?.manifest.links).toEqual([]);
     db.close();
   });
 
