@@ -384,8 +384,16 @@ export class QuarantineStore {
         { id, path: m.originalPath, root: m.root },
       );
     if (!(await parentInsideRoot(m.originalPath, m.root))) throw escapes();
-    await mkdir(dirname(m.originalPath), { recursive: true, mode: 0o755 });
+    const parent = dirname(m.originalPath);
+    const created = await mkdir(parent, { recursive: true, mode: 0o755 });
     if (!(await parentInsideRoot(m.originalPath, m.root))) throw escapes();
+    // Parents that had gone (an emptied scope dir the user removed) come back as the owner's, not
+    // root's: a root-owned scope dir would stop the user from managing their own packages.
+    if (created)
+      for (let d = parent; inside(d, created); d = dirname(d)) {
+        await lchown(d, m.owner.uid, m.owner.gid).catch(() => undefined);
+        if (d === created) break;
+      }
     m = { ...m, restoredForced: banned };
     this.save(id, 'restoring', m);
     try {

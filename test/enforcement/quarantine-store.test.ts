@@ -4,6 +4,7 @@
  */
 import {
   chmodSync,
+  chownSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -310,6 +311,26 @@ describe('QuarantineAction + QuarantineStore', () => {
     expect(readdirSync(victim)).toEqual([]);
     db.close();
   });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'restore recreates a missing parent (scope dir) owned by the package owner, not root (root only)',
+    async () => {
+      const dir = fresh();
+      const { db, store } = await storeIn(dir);
+      const t = npmTree(dir);
+      const scope = join(t.root, '@anthropic-ai');
+      for (const p of [t.prefix, join(t.prefix, 'lib'), t.root, scope, t.pkg]) chownSync(p, 4242, 4343);
+      const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+        obsFor(t.root, t.pkg),
+        decision,
+      );
+      rmSync(scope, { recursive: true }); // the user removed the now empty scope dir
+      await store.restore(r.details?.quarantine_id as string, { force: false, stillBanned: () => false });
+      expect(lstatSync(scope)).toMatchObject({ uid: 4242, gid: 4343 });
+      expect(lstatSync(t.pkg)).toMatchObject({ uid: 4242, gid: 4343 });
+      db.close();
+    },
+  );
 
   it('restore refuses an occupied original path and unknown ids with their codes', async () => {
     const dir = fresh();
