@@ -85,7 +85,7 @@ export interface QuarantineManifest {
   readonly mode: number;
   /** Links / shims removed (after the move) or to be removed (while `moving`). */
   readonly links: readonly LinkRecord[];
-  /** Hex SHA-256 over the tree (paths, types, modes, contents, link targets); set once quarantined. */
+  /** Hex SHA-256 over the tree (paths, types, modes, contents, link targets); set once quarantined (null: could not be hashed, see note). */
   readonly treeHash: string | null;
   readonly files: number;
   readonly bytes: number;
@@ -101,7 +101,7 @@ export interface QuarantineManifest {
   } | null;
   readonly restoredAt: string | null;
   readonly restoredForced: boolean | null;
-  /** Why a move was rolled back (recovery or a failure), when it was. */
+  /** Why a move was rolled back (recovery or a failure), or why the tree has no hash. */
   readonly note: string | null;
   /** Where links were looked for (kept so late links can be swept with the same rules). */
   readonly search?: {
@@ -454,12 +454,29 @@ export class QuarantineStore {
   }
 
   private async finishQuarantine(m0: QuarantineManifest): Promise<QuarantineManifest> {
-    const h = await treeHash(m0.storedPath);
+    // The payload is in quarantine now: a tree that cannot be hashed (too many entries, paths
+    // too long for their new place) stays there, recorded without a hash, rather than leaving
+    // the entry in `moving` — unrestorable, and failing recovery at every start.
+    let h: TreeHash | null = null;
+    let note = m0.note;
+    try {
+      h = await treeHash(m0.storedPath);
+    } catch (err) {
+      note = `not hashed: ${errorMessage(err)}`;
+      this.log.warn({ id: m0.id, err: errorMessage(err) }, 'quarantined tree cannot be hashed');
+    }
     const removed: LinkRecord[] = [];
     for (const link of m0.links) {
       if (await removeLink(link)) removed.push(link);
     }
-    const m = { ...m0, treeHash: h.hash, files: h.files, bytes: h.bytes, links: removed };
+    const m = {
+      ...m0,
+      treeHash: h?.hash ?? null,
+      files: h?.files ?? 0,
+      bytes: h?.bytes ?? 0,
+      links: removed,
+      note,
+    };
     this.save(m.id, 'quarantined', m);
     this.log.info({ id: m.id, path: m.originalPath, links: removed.length, method: m.method }, 'quarantined');
     return m;
@@ -486,11 +503,11 @@ export class QuarantineStore {
     for (const link of m0.links) {
       if (await restoreLink(link)) linksRestored++;
     }
-    const h = await treeHash(m0.originalPath);
+    const h = await treeHash(m0.originalPath).catch(() => null);
     const m = { ...m0, restoredAt: new Date().toISOString() };
     this.save(m.id, 'restored', m);
     await rm(dirname(m.storedPath), { recursive: true, force: true });
-    const hashVerified = h.hash === m.treeHash;
+    const hashVerified = h !== null && h.hash === m.treeHash;
     if (!hashVerified) this.log.error({ id: m.id }, 'restored tree hash differs from the quarantined one');
     this.log.info({ id: m.id, path: m.originalPath, forced }, 'restored from quarantine');
     return { manifest: m, hashVerified, linksRestored, forced };

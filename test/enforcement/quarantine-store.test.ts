@@ -332,6 +332,40 @@ describe('QuarantineAction + QuarantineStore', () => {
     },
   );
 
+  it('a tree that cannot be hashed in quarantine is still quarantined and restorable (not stuck in "moving")', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const t = npmTree(dir);
+    // A hostile tree whose deepest path only fits PATH_MAX where it was installed: built in two
+    // parts (no path above 4 KiB is ever named), then hashing it in quarantine fails ENAMETOOLONG.
+    const seg = 'd'.repeat(250);
+    const chain = (base: string, n: number): string => {
+      let p = base;
+      for (let i = 0; i < n; i++) p = join(p, seg);
+      mkdirSync(p, { recursive: true });
+      return p;
+    };
+    const deep = chain(join(t.pkg, 'deep'), 10);
+    chain(join(dir, 'extra'), 8);
+    renameSync(join(dir, 'extra', seg), join(deep, 'x'));
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      obsFor(t.root, t.pkg),
+      decision,
+    );
+    expect(r.error).toBeNull();
+    const id = r.details?.quarantine_id as string;
+    const entry = store.get(id);
+    expect(entry?.state).toBe('quarantined');
+    expect(entry?.manifest.treeHash).toBeNull();
+    expect(gone(t.bin)).toBe(true);
+    const res = await store.restore(id, { force: false, stillBanned: () => false });
+    expect(res.hashVerified).toBe(false); // nothing to compare with, and said so
+    expect(store.get(id)?.state).toBe('restored');
+    expect(readlinkSync(t.bin)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
+    renameSync(join(deep, 'x'), join(dir, 'x-back')); // so the temp dir can be removed
+    db.close();
+  });
+
   it('restore refuses an occupied original path and unknown ids with their codes', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
