@@ -66,8 +66,14 @@ export interface Matcher {
 
 const ACTION_RANK: Record<RuleAction, number> = { block: 3, warn: 2, audit: 1 };
 
-/** argv longer than this (joined) is cut before regex matching: bounds the cost of hostile argv. */
-const MAX_ARGV_MATCH_CHARS = 64 * 1024;
+/**
+ * argv longer than this (joined) is cut before regex matching. The command line is the user's and
+ * the regex the policy's: an ordinary unanchored pattern such as `.*claude` is quadratic in the
+ * text (1.5 s per launch at 64 KiB, ~6 ms at 4 KiB on this 2-core machine), so a padded command
+ * line could stall the scan. 4 KiB holds any real invocation's flags; a banned flag pushed past it
+ * by padding is still caught by names, hashes and script packages (docs/policy.md).
+ */
+export const MAX_ARGV_MATCH_CHARS = 4 * 1024;
 
 interface CompiledRule {
   readonly rule: PolicyRule;

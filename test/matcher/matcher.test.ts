@@ -227,3 +227,17 @@ describe('compileMatcher', () => {
     });
   });
 });
+
+describe('argv matching bounds', () => {
+  it('matches argv patterns only in the first MAX_ARGV_MATCH_CHARS of the joined command line', async () => {
+    const { MAX_ARGV_MATCH_CHARS } = await import('../../src/policy/matcher.js');
+    const m = compileMatcher(policy([rule({ process: { argv_patterns: ['--banned-flag'] } })]), {
+      platform: 'linux',
+      homes: [],
+    });
+    const near = proc({ argv: ['tool', 'x'.repeat(MAX_ARGV_MATCH_CHARS - 100), '--banned-flag'] });
+    const far = proc({ argv: ['tool', 'x'.repeat(MAX_ARGV_MATCH_CHARS), '--banned-flag'] });
+    expect(m.match(near, ctx)?.reason).toBe('argv');
+    expect(m.match(far, ctx)).toBeNull();
+  });
+});
