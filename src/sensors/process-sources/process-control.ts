@@ -69,15 +69,7 @@ export class ProcfsProcessControl implements ProcessControl {
   }
 
   ancestors(pid: number): number[] {
-    const out: number[] = [];
-    let current = pid;
-    for (let i = 0; i < MAX_ANCESTORS; i++) {
-      const ppid = readStat(this.procRoot, current)?.ppid ?? 0;
-      if (ppid <= 0 || out.includes(ppid)) break;
-      out.push(ppid);
-      current = ppid;
-    }
-    return out;
+    return walkAncestors(pid, (p) => readStat(this.procRoot, p)?.ppid ?? 0);
   }
 
   signal(pid: number, signal: NodeJS.Signals): SignalOutcome {
@@ -117,15 +109,7 @@ export class PsListProcessControl implements ProcessControl {
 
   async ancestors(pid: number): Promise<number[]> {
     const byPid = new Map((await this.snapshot(false)).map((d) => [d.pid, d.ppid]));
-    const out: number[] = [];
-    let current = pid;
-    for (let i = 0; i < MAX_ANCESTORS; i++) {
-      const ppid = byPid.get(current) ?? 0;
-      if (ppid <= 0 || out.includes(ppid)) break;
-      out.push(ppid);
-      current = ppid;
-    }
-    return out;
+    return walkAncestors(pid, (p) => byPid.get(p) ?? 0);
   }
 
   signal(pid: number, signal: NodeJS.Signals): SignalOutcome {
@@ -147,4 +131,17 @@ export class PsListProcessControl implements ProcessControl {
 /** The process control for this OS. */
 export function processControlFor(platform: NodeJS.Platform = process.platform): ProcessControl {
   return platform === 'linux' ? new ProcfsProcessControl() : new PsListProcessControl();
+}
+
+/** pid's parent, grandparent, … up to MAX_ANCESTORS; stops at pid 0/1's parent or a cycle. */
+function walkAncestors(pid: number, parentOf: (pid: number) => number): number[] {
+  const out: number[] = [];
+  let current = pid;
+  for (let i = 0; i < MAX_ANCESTORS; i++) {
+    const ppid = parentOf(current);
+    if (ppid <= 0 || out.includes(ppid)) break;
+    out.push(ppid);
+    current = ppid;
+  }
+  return out;
 }
