@@ -15,12 +15,13 @@ import type { LogLevel } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
 import { readJsonObjectFile } from '../config/load-config.js';
 import { MAX_EVENT_BYTES } from '../events/event-types.js';
+import { defaultIngestWorkers } from './parse-pool.js';
 
 type Kind = 'string' | 'integer' | 'enum';
 
 export interface CollectorSettingDef {
   readonly kind: Kind;
-  readonly default: string | number | (() => string);
+  readonly default: string | number | (() => string | number);
   readonly description: string;
   /** For `integer`: inclusive bounds. */
   readonly min?: number;
@@ -144,6 +145,13 @@ export const COLLECTOR_SETTINGS = {
     max: 16 * 1024 * MiB,
     description: 'Body bytes buffered across all requests at once; 503 + Retry-After beyond (memory bound).',
   }),
+  ingest_workers: int({
+    default: () => defaultIngestWorkers(),
+    min: 0,
+    max: 16,
+    description:
+      'Threads that parse and validate event bodies beside the main thread (HTTP, SQLite); 0 = on the main thread. Default: CPUs − 1, at most 2.',
+  }),
   body_timeout_ms: int({
     default: 30_000,
     min: 100,
@@ -191,6 +199,7 @@ export interface CollectorConfig {
   readonly max_body_bytes: number;
   readonly max_gzip_ratio: number;
   readonly max_inflight_bytes: number;
+  readonly ingest_workers: number;
   readonly body_timeout_ms: number;
   readonly headers_timeout_ms: number;
   readonly log_level: LogLevel;

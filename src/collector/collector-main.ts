@@ -115,6 +115,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       : undefined,
     silentAfterS: config.silent_after_s,
     retentionDays: config.retention_days,
+    ingestWorkers: config.ingest_workers,
     limits: {
       maxBodyBytes: config.max_body_bytes,
       maxGzipRatio: config.max_gzip_ratio,

@@ -21,6 +21,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { GuardError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { toOcsf } from '../events/ocsf.js';
@@ -32,8 +33,9 @@ import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
 import { HttpError } from './http-error.js';
-import { type EventValidator, InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ingest.js';
+import { InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
+import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
 import { TokenBucketRateLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
@@ -140,8 +142,8 @@ export interface StartCollectorOptions {
   /** Delete events received more than this many days ago, once forwarded (default 0 = keep forever). */
   readonly retentionDays?: number;
   readonly logger?: Logger;
-  /** Event validator (default: the v1 schema's `validateEvent`). */
-  readonly validateEvent?: EventValidator;
+  /** Threads that parse and validate bodies; 0 = on the main thread (default `defaultIngestWorkers()`). */
+  readonly ingestWorkers?: number;
 }
 
 export interface RunningCollector {
@@ -171,7 +173,25 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   store.onStored = () => {
     for (const r of runners) r.wake();
   };
-  const ingest = new IngestQueue({ store, validate: options.validateEvent });
+  const workers = options.ingestWorkers ?? defaultIngestWorkers();
+  let parser: BatchParser;
+  try {
+    parser =
+      workers > 0
+        ? await ParsePool.start({
+            workers,
+            onWorkerExit: (info) =>
+              logger.error(
+                { err: info.error, code: info.code },
+                'a parse worker stopped; its bodies got 503',
+              ),
+          })
+        : new InlineParser();
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  const ingest = new IngestQueue({ store, parser });
 
   metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', () => {
     const c = store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
@@ -340,6 +360,8 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
           outcome = await ingest.submit(deviceId, body);
         } catch (err) {
           logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
+          if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
+            throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
           throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
         }
         const { batch } = outcome;
@@ -446,6 +468,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   } catch (err) {
     clearInterval(pruneTimer);
     clearInterval(retentionTimer);
+    await parser.close();
     store.close();
     throw err;
   }
@@ -469,6 +492,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         clearInterval(pruneTimer);
         clearInterval(retentionTimer);
         await app.close();
+        await parser.close();
         await retentionRun;
         await Promise.all(runners.map((r) => r.stop()));
         store.close();

@@ -66,6 +66,7 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_NOT_FOUND: 'no such route',
   GUARD_COLLECTOR_BAD_QUERY: 'an admin query parameter is invalid',
   GUARD_COLLECTOR_STORE_FAILED: 'the events could not be stored durably; nothing was acknowledged',
+  GUARD_COLLECTOR_WORKER_FAILED: 'a parse worker stopped before it parsed the body; nothing was acknowledged',
   GUARD_COLLECTOR_INTERNAL: 'an unexpected collector failure (logged); the request may be retried',
   // cli
   GUARD_CLI_USAGE: 'a guardctl command was called with the wrong arguments',

@@ -85,6 +85,8 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
     policyFile,
     enrollSecret,
     adminToken,
+    // One local agent: parsing on guardd's main thread is plenty and saves a thread's memory.
+    ingestWorkers: 0,
     logger: options.logger.child({ component: 'collector' }),
   });
 

@@ -543,3 +543,58 @@ describe('shutdown', () => {
     expect(text).toMatch(/retry-after: 5/i);
   });
 });
+
+describe('ingest_workers', () => {
+  it('answers and stores the same with 0 (main thread) and 2 worker threads, under concurrent posts', async () => {
+    const outcomes: unknown[] = [];
+    for (const ingestWorkers of [0, 2]) {
+      const col = await startTestCollector({ ingestWorkers });
+      try {
+        const tokens = await Promise.all(
+          ['w1', 'w2', 'w3', 'w4'].map((d) => enrollDevice(col.url, col.enrollSecret, d)),
+        );
+        const post = (token: string, body: string) =>
+          fetch(`${col.url}/v1/events`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
+            body,
+          }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+        // 4 devices × 5 batches of 100 events at once, one batch repeated, one mixed with junk
+        const batches = tokens.flatMap((token, d) =>
+          Array.from({ length: 5 }, (_, b) => ({
+            token,
+            body: ndjson(Array.from({ length: 100 }, (_, i) => blockedEvent(`w${d + 1}`, b * 100 + i + 1))),
+          })),
+        );
+        const first = batches[0] as { token: string; body: string };
+        const answers = await Promise.all([
+          ...batches.map((b) => post(b.token, b.body)),
+          post(first.token, first.body),
+          post(tokens[1] as string, `${JSON.stringify(heartbeatEvent('w2', 900))}\n{"junk"\n`),
+        ]);
+        const accepted = answers.reduce((n, a) => n + Number(a.body.accepted ?? 0), 0);
+        const duplicates = answers.reduce((n, a) => n + Number(a.body.duplicates ?? 0), 0);
+        const stored = new Database(col.dbFile, { readonly: true });
+        const rows = (stored.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
+        stored.close();
+        outcomes.push({
+          statuses: answers.map((a) => a.status).sort(),
+          accepted,
+          duplicates,
+          rows,
+          rejected: answers.at(-1)?.body.rejected_total,
+        });
+      } finally {
+        await col.close();
+      }
+    }
+    expect(outcomes[0]).toEqual({
+      statuses: [...Array.from({ length: 21 }, () => 200), 400].sort(),
+      accepted: 2001,
+      duplicates: 100,
+      rows: 2001,
+      rejected: 1,
+    });
+    expect(outcomes[1]).toEqual(outcomes[0]);
+  });
+});

@@ -1,5 +1,6 @@
 /** The collector's settings table: loader precedence, parsing, and docs/collector.md listing every key. */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -46,6 +47,19 @@ describe('collector config', () => {
       }
     },
   );
+
+  it('ingest_workers defaults to CPUs - 1 (at most 2) and refuses values outside 0-16', () => {
+    const cpus = availableParallelism();
+    expect(loadCollectorConfig(parseCollectorArgs([]), {}).ingest_workers).toBe(Math.min(2, cpus - 1));
+    expect(loadCollectorConfig(parseCollectorArgs(['--ingest-workers', '0']), {}).ingest_workers).toBe(0);
+    for (const bad of ['17', '-1', 'two'])
+      try {
+        loadCollectorConfig(parseCollectorArgs([`--ingest-workers=${bad}`]), {});
+        expect.unreachable();
+      } catch (err) {
+        expect(isGuardError(err, 'GUARD_CONFIG_INVALID_VALUE')).toBe(true);
+      }
+  });
 
   it('docs/collector.md lists every setting with its environment variable', () => {
     const doc = readFileSync(new URL('../../docs/collector.md', import.meta.url), 'utf8');

@@ -1,12 +1,13 @@
 /**
- * The ingest queue against a real SQLite store: bodies that arrive together are parsed one per
- * turn and committed as one group (one fsync), results go back to the right request, and a failed
- * commit rejects the whole group with nothing stored.
+ * The ingest queue against a real SQLite store, with each parser (worker threads and the main
+ * thread): bodies that arrive together are committed as one group (one fsync), results go back to
+ * the right request, and a failed commit rejects the whole group with nothing stored.
  */
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { type BatchToStore, CollectorStore } from '../../src/collector/collector-store.js';
 import { IngestQueue, parseBatch } from '../../src/collector/ingest.js';
+import { type BatchParser, InlineParser, ParsePool } from '../../src/collector/parse-pool.js';
 import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 
 function storeWithDevices(ids: string[]): CollectorStore {
@@ -20,12 +21,27 @@ function storeWithDevices(ids: string[]): CollectorStore {
   return store;
 }
 
-describe('IngestQueue', () => {
+const parsers: [string, () => Promise<BatchParser>][] = [
+  ['worker threads', () => ParsePool.start({ workers: 1 })],
+  ['the main thread', async () => new InlineParser()],
+];
+const opened: BatchParser[] = [];
+afterAll(async () => {
+  await Promise.all(opened.map((p) => p.close()));
+});
+async function parserOf(make: () => Promise<BatchParser>): Promise<BatchParser> {
+  const p = await make();
+  opened.push(p);
+  return p;
+}
+
+describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
   it('commits bodies that arrive together as one group and answers each with its own result', async () => {
     const store = storeWithDevices(['d1', 'd2']);
     const groups: number[] = [];
     const insertGroup = store.insertGroup.bind(store);
     const q = new IngestQueue({
+      parser: await parserOf(makeParser),
       maxGroupAgeMs: 60_000, // no time-based cut: the group ends when the queue runs dry
       store: {
         insertGroup: (b: readonly BatchToStore[]) => {
@@ -60,6 +76,7 @@ describe('IngestQueue', () => {
     const groups: number[] = [];
     const insertGroup = store.insertGroup.bind(store);
     const q = new IngestQueue({
+      parser: await parserOf(makeParser),
       maxGroupBatches: 2,
       maxGroupAgeMs: 60_000,
       store: {
@@ -79,6 +96,7 @@ describe('IngestQueue', () => {
   it('rejects every request of a group whose commit fails, storing none of it', async () => {
     const store = storeWithDevices(['d1']);
     const q = new IngestQueue({
+      parser: await parserOf(makeParser),
       store: {
         insertGroup: () => {
           throw new Error('disk I/O error');
