@@ -150,7 +150,7 @@ export const COLLECTOR_SETTINGS = {
     min: 0,
     max: 16,
     description:
-      'Threads that parse and validate event bodies beside the main thread (HTTP, SQLite); 0 = on the main thread. Default: CPUs − 1, at most 2.',
+      'Threads that parse and validate event bodies beside the main thread (HTTP, SQLite); 0 = on the main thread. The default is CPUs − 1, at most 2.',
   }),
   body_timeout_ms: int({
     default: 30_000,
