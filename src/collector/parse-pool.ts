@@ -24,8 +24,6 @@ import { type ParsedBatch, parseBatch, type Rejection } from './ingest.js';
 /** Parses a received body of `deviceId` (taking ownership of `body`). Never rejects for bad input. */
 export interface BatchParser {
   parse(deviceId: string, body: Buffer): Promise<ParsedBatch>;
-  /** Bodies handed over and not yet parsed. */
-  readonly pending: number;
   /** Stops the workers; bodies not yet parsed are rejected. Safe twice. */
   close(): Promise<void>;
 }
@@ -184,6 +182,7 @@ export class ParsePool implements BatchParser {
     return pool;
   }
 
+  /** Bodies handed to the workers and not yet answered. */
   get pending(): number {
     let n = 0;
     for (const s of this.slots) n += s?.jobs.size ?? 0;
@@ -287,10 +286,6 @@ export class InlineParser implements BatchParser {
   private readonly queue: { deviceId: string; body: Buffer; done: Pending }[] = [];
   private scheduled = false;
   private closed = false;
-
-  get pending(): number {
-    return this.queue.length;
-  }
 
   parse(deviceId: string, body: Buffer): Promise<ParsedBatch> {
     if (this.closed)
