@@ -93,6 +93,36 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
     store.close();
   });
 
+  it('cuts groups at maxGroupEvents; a batch larger than the cap is committed alone', async () => {
+    const store = storeWithDevices(['d1']);
+    const groups: number[][] = [];
+    const insertGroup = store.insertGroup.bind(store);
+    const q = new IngestQueue({
+      parser: await parserOf(makeParser),
+      maxGroupEvents: 4,
+      maxGroupAgeMs: 60_000,
+      store: {
+        insertGroup: (b: readonly BatchToStore[]) => {
+          groups.push(b.map((x) => x.events.length));
+          return insertGroup(b);
+        },
+      },
+    });
+    const body = (first: number, n: number) =>
+      Buffer.from(ndjson(Array.from({ length: n }, (_, i) => heartbeatEvent('d1', first + i))));
+    const results = await Promise.all([
+      q.submit('d1', body(1, 2)),
+      q.submit('d1', body(3, 2)),
+      q.submit('d1', body(5, 2)),
+      q.submit('d1', body(7, 6)),
+      q.submit('d1', body(13, 1)),
+    ]);
+    expect(groups).toEqual([[2, 2], [2], [6], [1]]);
+    expect(results.map((r) => r.result.accepted)).toEqual([2, 2, 2, 6, 1]);
+    expect(store.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 13 });
+    store.close();
+  });
+
   it('rejects every request of a group whose commit fails, storing none of it', async () => {
     const store = storeWithDevices(['d1']);
     const q = new IngestQueue({
