@@ -35,20 +35,24 @@ async function parserOf(make: () => Promise<BatchParser>): Promise<BatchParser> 
   return p;
 }
 
+/** The store's insertGroup, recording the event count of each batch of every group it commits. */
+function recordingStore(store: CollectorStore, groups: number[][]): Pick<CollectorStore, 'insertGroup'> {
+  return {
+    insertGroup: (b: readonly BatchToStore[]) => {
+      groups.push(b.map((x) => x.events.length));
+      return store.insertGroup(b);
+    },
+  };
+}
+
 describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
   it('commits bodies that arrive together as one group and answers each with its own result', async () => {
     const store = storeWithDevices(['d1', 'd2']);
-    const groups: number[] = [];
-    const insertGroup = store.insertGroup.bind(store);
+    const groups: number[][] = [];
     const q = new IngestQueue({
       parser: await parserOf(makeParser),
       maxGroupAgeMs: 60_000, // no time-based cut: the group ends when the queue runs dry
-      store: {
-        insertGroup: (b: readonly BatchToStore[]) => {
-          groups.push(b.length);
-          return insertGroup(b);
-        },
-      },
+      store: recordingStore(store, groups),
     });
     const a = [heartbeatEvent('d1', 1), blockedEvent('d1', 2)];
     const b = [heartbeatEvent('d2', 1)];
@@ -59,7 +63,7 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
       q.submit('d1', Buffer.from(ndjson(a))), // the same batch again in the same group: duplicates
       q.submit('d1', Buffer.from(bad)),
     ]);
-    expect(groups).toEqual([3]); // one commit; the all-invalid body needs no store
+    expect(groups).toEqual([[2, 1, 2]]); // one commit; the all-invalid body needs no store
     expect(results.map((r) => r.result)).toEqual([
       { accepted: 2, duplicates: 0 },
       { accepted: 1, duplicates: 0 },
@@ -73,40 +77,28 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
 
   it('cuts groups at maxGroupBatches', async () => {
     const store = storeWithDevices(['d1']);
-    const groups: number[] = [];
-    const insertGroup = store.insertGroup.bind(store);
+    const groups: number[][] = [];
     const q = new IngestQueue({
       parser: await parserOf(makeParser),
       maxGroupBatches: 2,
       maxGroupAgeMs: 60_000,
-      store: {
-        insertGroup: (b: readonly BatchToStore[]) => {
-          groups.push(b.length);
-          return insertGroup(b);
-        },
-      },
+      store: recordingStore(store, groups),
     });
     await Promise.all(
       Array.from({ length: 5 }, (_, i) => q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', i + 1)])))),
     );
-    expect(groups).toEqual([2, 2, 1]);
+    expect(groups).toEqual([[1, 1], [1, 1], [1]]);
     store.close();
   });
 
   it('cuts groups at maxGroupEvents; a batch larger than the cap is committed alone', async () => {
     const store = storeWithDevices(['d1']);
     const groups: number[][] = [];
-    const insertGroup = store.insertGroup.bind(store);
     const q = new IngestQueue({
       parser: await parserOf(makeParser),
       maxGroupEvents: 4,
       maxGroupAgeMs: 60_000,
-      store: {
-        insertGroup: (b: readonly BatchToStore[]) => {
-          groups.push(b.map((x) => x.events.length));
-          return insertGroup(b);
-        },
-      },
+      store: recordingStore(store, groups),
     });
     const body = (first: number, n: number) =>
       Buffer.from(ndjson(Array.from({ length: n }, (_, i) => heartbeatEvent('d1', first + i))));
