@@ -174,6 +174,11 @@ export const SETTINGS = {
     default: [],
     description: "Home directories to scan; empty = every local user's home from the OS.",
   }),
+  'sensors.install.system_roots': bool({
+    default: true,
+    description:
+      'Also watch the system-wide prefixes (/usr/lib/node_modules, /usr/local/lib/node_modules, Homebrew, Program Files\\nodejs). Local mode turns this off.',
+  }),
 
   // enforcement
   'enforcement.warn_interval_s': int({

@@ -132,6 +132,8 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     events,
     logger: logger.child({ component: 'enforcer' }),
     warnIntervalMs: config['enforcement.warn_interval_s'] * 1000,
+    // Local mode acts only within its scope (see local-mode.ts); a real deployment on every match.
+    ...(local ? { scope: local.scope } : {}),
   });
   const pipeline = new Pipeline({
     enforcer,
@@ -286,16 +288,17 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       for (const s of sensors) pipeline.addSensor(s);
       pipeline.setMatcher(policy.matcher());
       await control.start();
+      // Local mode says what it may act on before the first sensor can report anything.
+      if (local && eventConsole) {
+        printBanner(local, status(), sensors);
+        eventConsole.release();
+      }
       for (const s of sensors) await s.start();
       freshnessTimer = setInterval(() => policy.checkFreshness(), FRESHNESS_CHECK_MS);
       freshnessTimer.unref();
       updater?.start();
       shipper?.start();
       heartbeat.start();
-      if (local && eventConsole) {
-        printBanner(local, status(), sensors);
-        eventConsole.release();
-      }
       logger.info(
         { device_id: deviceId, policy: policy.status().version, local: local !== null },
         'guardd started',
@@ -367,13 +370,24 @@ class EventConsole implements EventSink {
 
 function printBanner(local: LocalMode, s: DaemonStatus, sensors: readonly Sensor[]): void {
   const uid = process.getuid?.() ?? -1;
-  const who =
-    uid === 0
-      ? 'running as root: it can stop ANY matching process on this machine'
-      : `running unprivileged (uid ${uid}): it can only stop your own processes`;
+  const who = local.scope.monitorOnly
+    ? [
+        'running as root: MONITOR ONLY. Nothing is stopped or moved; matches are reported as "would block".',
+        '  (`guardd --local --enforce` stops matching processes that any user starts from now on.)',
+      ]
+    : uid === 0
+      ? [
+          'running as root with --enforce: it WILL stop matching processes that ANY user starts from now on.',
+          '  Processes already running are only reported ("would block").',
+        ]
+      : [
+          `running as uid ${uid}: it stops only processes you start from now on; other users' processes`,
+          '  and processes already running are only reported ("would block").',
+        ];
   const lines = [
     'toolguard local mode',
-    `  ${who}`,
+    ...who.map((l) => `  ${l}`),
+    `  packages: only under its demo prefix ${local.npmPrefix} (npm install -g --prefix <it> …); your real npm trees are not watched`,
     `  state in ${local.dir}; embedded collector at ${local.collectorUrl}`,
     `  policy v${s.policy.version ?? '?'} (${s.policy.rules} rules, mode ${s.policy.mode}) signed by a local development key`,
     `  sensors: ${sensors.map((x) => x.name).join(', ') || 'none'}`,

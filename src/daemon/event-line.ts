@@ -8,11 +8,12 @@ export function describeEvent(e: AgentEvent): string {
   const time = typeof e.time === 'string' ? e.time.slice(11, 23) : '';
   const rule = e.rule as { id?: string; name?: string } | undefined;
   const outcome = e.outcome as
-    | { action_taken?: string; error?: string | null; latency_ms?: number }
+    | { action_taken?: string; error?: string | null; latency_ms?: number; details?: { scope?: unknown } }
     | undefined;
   const ruleText = rule ? ` rule=${rule.id}` : '';
+  const scope = outcome?.details?.scope;
   const outcomeText = outcome
-    ? ` → ${outcome.action_taken}${outcome.error ? ` (${outcome.error})` : ''}`
+    ? ` → ${outcome.action_taken}${outcome.error ? ` (${outcome.error})` : ''}${typeof scope === 'string' ? ` (not acted on: ${scope})` : ''}`
     : '';
   let what = '';
   if (e.type.startsWith('process.')) {

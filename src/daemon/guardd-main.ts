@@ -12,17 +12,21 @@ import { loadConfig } from '../config/load-config.js';
 import { buildDaemon, type Daemon } from './deps.js';
 import { prepareLocalMode } from './local-mode.js';
 
-const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR] [--local-policy FILE]] [--version]
+const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR] [--local-policy FILE] [--enforce]] [--version]
 
   --config FILE     config file (default: ${defaultPaths().configFile})
-  --local           run unprivileged in the foreground with state in ./.toolguard, an embedded
-                    guard-collector on 127.0.0.1 and the example ban list signed by a local
-                    development key (what \`npm start\` runs)
+  --local           run in the foreground with state in ./.toolguard, an embedded guard-collector
+                    on 127.0.0.1 and the example ban list signed by a local development key (what
+                    \`npm start\` runs). It acts only on processes started after it, only on your
+                    own (as root: on none, see --enforce), and on packages only under its own
+                    directory; anything else it matches is reported as "would block"
   --local-dir DIR   state directory of --local (default ./.toolguard)
   --local-policy FILE  unsigned policy body --local signs and enforces (default policy/example-policy.json)
+  --enforce         with --local as root: stop matching processes that ANY user starts from now on
+                    (without it, root only reports)
   --version         print the version and exit
 
-Exit codes: 0 stopped cleanly · 1 unexpected error · 6 config invalid`;
+Exit codes: 0 stopped cleanly · 1 unexpected error · 2 usage error · 6 config invalid`;
 
 export async function main(argv: readonly string[]): Promise<number> {
   let flags: ReturnType<typeof parse>;
@@ -40,6 +44,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (flags.enforce && !flags.local) {
+    process.stderr.write(`guardd: --enforce only applies to --local\n${USAGE}\n`);
+    return 2;
+  }
 
   let logger: Logger | undefined;
   let daemon: Daemon | undefined;
@@ -48,6 +56,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       ? await prepareLocalMode({
           dir: flags['local-dir'] ?? '.toolguard',
           logger: createRootLogger('warn'),
+          enforce: flags.enforce === true,
           ...(flags['local-policy'] ? { policyBodyFile: flags['local-policy'] } : {}),
         })
       : null;
@@ -102,6 +111,7 @@ function parse(argv: readonly string[]) {
       local: { type: 'boolean' },
       'local-dir': { type: 'string' },
       'local-policy': { type: 'string' },
+      enforce: { type: 'boolean' },
       version: { type: 'boolean', short: 'V' },
       help: { type: 'boolean', short: 'h' },
     },

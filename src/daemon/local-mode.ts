@@ -5,7 +5,12 @@
  *   - the example ban list from policy/ signed at every start with fresh dates and a version that
  *     only goes up (seconds since the epoch), so anti-rollback accepts it,
  *   - an embedded guard-collector on 127.0.0.1 (ephemeral port) serving that policy and storing events,
- *   - a config file pointing guardd at all of it, which `npx guardctl` finds too.
+ *   - a config file pointing guardd at all of it, which `npx guardctl` finds too,
+ *   - the enforcement scope that keeps the demo safe on any machine, by anyone, root included:
+ *     it acts only on processes started after guardd (unprivileged: only its own user's; root: none
+ *     unless `--enforce`), and its install sensor watches only a demo home and a demo npm prefix
+ *     inside the local directory (`<dir>/home`, `<dir>/npm-global`), never the real npm trees or
+ *     policy path artifacts of anyone. Everything else it matches is reported as "would block".
  * Nothing here runs in a real deployment; a real one is configured by MDM.
  */
 import { randomBytes } from 'node:crypto';
@@ -13,6 +18,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { startCollector } from '../collector/collector-server.js';
 import type { Logger } from '../common/logger.js';
+import { LocalEnforcementScope, ownStartTime } from '../enforcement/enforcement-scope.js';
 import { signEnvelope } from '../policy/dsse.js';
 import { generateKeyPair, parsePrivateKey } from '../policy/keys.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../policy/policy-types.js';
@@ -27,6 +33,10 @@ export interface LocalMode {
   readonly collectorUrl: string;
   readonly policyVersion: number;
   readonly ruleCount: number;
+  /** The demo npm prefix: `npm install -g --prefix <it> <pkg>` installs where the install sensor looks. */
+  readonly npmPrefix: string;
+  /** What this guardd may act on (given to the enforcer, described by the banner). */
+  readonly scope: LocalEnforcementScope;
   /** The embedded collector, already listening; guardd closes it when it stops. */
   readonly collector: { close(): Promise<void> };
 }
@@ -36,6 +46,10 @@ export interface PrepareLocalModeOptions {
   /** The unsigned example ban list; default: policy/example-policy.json of this package. */
   readonly policyBodyFile?: string;
   readonly now?: number;
+  /** `--enforce`: as root, act on processes any user starts from now on (default: root only records). */
+  readonly enforce?: boolean;
+  /** guardd's uid (default process.getuid(); -1 where there is none). */
+  readonly uid?: number;
   /** Logger of the embedded collector. */
   readonly logger: Logger;
 }
@@ -45,6 +59,14 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
   const dir = resolve(options.dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const now = options.now ?? Date.now();
+  const uid = options.uid ?? process.getuid?.() ?? -1;
+  // The install sensor's whole world: a demo home (policy `~/…` paths expand into it) and a demo
+  // npm prefix. They exist from the start, so the sensor watches them from its first scan.
+  const demoHome = join(dir, 'home');
+  const npmPrefix = join(dir, 'npm-global');
+  const demoRoot = join(npmPrefix, process.platform === 'win32' ? 'node_modules' : 'lib/node_modules');
+  mkdirSync(demoHome, { recursive: true, mode: 0o700 });
+  mkdirSync(demoRoot, { recursive: true, mode: 0o700 });
 
   const keyFile = join(dir, 'dev-signing-key.pem');
   const pubFile = join(dir, 'dev-signing-key.pub.pem');
@@ -96,6 +118,7 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
     paths: { state_dir: join(dir, 'state'), socket_dir: join(dir, 'run'), bootstrap_policy: policyFile },
     collector: { url: collector.url, enroll_secret_file: join(dir, 'enroll-secret') },
     policy: { trusted_keys: [publicKeyPem], refresh_cron: '* * * * *', refresh_jitter_s: 0 },
+    sensors: { install: { homes: [demoHome], extra_roots: [demoRoot], system_roots: false } },
     shipper: { interval_ms: 1000 },
     log: { level: 'warn' },
   };
@@ -108,6 +131,13 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
     collectorUrl: collector.url,
     policyVersion: body.version,
     ruleCount: body.rules.length,
+    npmPrefix,
+    scope: new LocalEnforcementScope({
+      uid,
+      enforceAsRoot: options.enforce === true,
+      startTime: ownStartTime(),
+      ownDir: dir,
+    }),
     collector,
   };
 }

@@ -7,6 +7,11 @@
  *         packages and path artifacts: the quarantine action.
  * warn  → the notify action (rate-limited), the thing keeps running / stays installed.
  * audit → event only. In `monitor` mode block acts as warn and the event says `would_block`.
+ *
+ * Before any of that, the enforcement scope (enforcement-scope.ts) is asked whether guardd may act
+ * on the observation at all; outside it, a match is recorded only (block → `would_block`, warn →
+ * `warn_suppressed`, nobody is told) and `outcome.details.scope` says why. A real deployment's
+ * scope is everything; local mode narrows it.
  */
 import type { Logger } from '../common/logger.js';
 import { redactArgv } from '../common/redact.js';
@@ -19,6 +24,7 @@ import type {
   ProcessObservation,
 } from '../sensors/observation.js';
 import type { Action, ActionResult, ActionTaken } from './action.js';
+import { type EnforcementScope, FULL_SCOPE } from './enforcement-scope.js';
 
 export interface EnforcerActions {
   /** Stops and kills a matched process and its descendants, after telling the user. */
@@ -37,6 +43,8 @@ export interface EnforcerOptions {
   readonly logger: Logger;
   /** A warning for the same user and rule is shown at most once per this many ms (0 = always). */
   readonly warnIntervalMs: number;
+  /** What guardd may act on; default everything (a real deployment). Local mode narrows it. */
+  readonly scope?: EnforcementScope;
   readonly now?: () => number;
 }
 
@@ -58,9 +66,11 @@ export class Enforcer {
   private readonly counts: EnforcerCounts = { blocked: 0, quarantined: 0, warned: 0, audited: 0, failed: 0 };
   private readonly lastWarned = new Map<string, number>();
   private readonly now: () => number;
+  private readonly scope: EnforcementScope;
 
   constructor(private readonly options: EnforcerOptions) {
     this.now = options.now ?? Date.now;
+    this.scope = options.scope ?? FULL_SCOPE;
   }
 
   /**
@@ -73,7 +83,13 @@ export class Enforcer {
     let verb: 'blocked' | 'quarantined' | 'warned' | 'audited';
     try {
       const action = decision.rule.action;
-      if (action === 'block' && decision.mode === 'enforce') {
+      const outOfScope = action === 'audit' ? null : this.scope.exclude(obs);
+      if (outOfScope) {
+        verb = 'warned';
+        result = this.result(action === 'block' ? 'would_block' : 'warn_suppressed', started, null, {
+          scope: outOfScope,
+        });
+      } else if (action === 'block' && decision.mode === 'enforce') {
         verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
         result =
           obs.kind === 'process'

@@ -52,6 +52,7 @@ export const SENSORS: readonly SensorRegistration[] = [
         rescanCron: d.config['sensors.install.rescan_cron'],
         extraRoots: d.config['sensors.install.extra_roots'],
         homes: d.homes,
+        systemRoots: d.config['sensors.install.system_roots'],
         logger: d.logger,
       }),
   },
