@@ -17,7 +17,7 @@ import type { CollectorMetrics } from '../metrics.js';
 export interface DeliveryResult {
   /** Events the destination refused for their content and that were skipped (never retried). */
   readonly dropped: number;
-  /** Their event ids (for the log). */
+  /** Which events, as `device_id/id` (for the log). */
   readonly droppedIds?: readonly string[];
 }
 
