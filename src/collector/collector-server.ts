@@ -37,7 +37,7 @@ import { InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ing
 import { CollectorMetrics } from './metrics.js';
 import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
-import { type LimitDecision, type Limiter, TokenBucketLimiter } from './rate-limit.js';
+import { type LimitDecision, type Limiter, sourceKey, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
@@ -648,27 +648,6 @@ function buildLimiters(limits: CollectorLimits): CollectorLimiters {
       buckets: [{ capacity: limits.enrollFailureBurst, refillPerS: limits.enrollFailuresPerHour / 3600 }],
     }),
   };
-}
-
-/**
- * The limiter key of a source address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64 — one
- * host usually holds a whole /64, so per-address keys would give it 2^64 allowances.
- */
-export function sourceKey(address: string | undefined): string {
-  if (!address) return 'unknown';
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1] as string;
-  if (!address.includes(':')) return address;
-  const [head = '', tail = ''] = address.split('%')[0]?.split('::') ?? [];
-  const left = head === '' ? [] : head.split(':');
-  const right = tail === '' ? [] : tail.split(':');
-  const groups = address.includes('::')
-    ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
-    : left;
-  return `${groups
-    .slice(0, 4)
-    .map((g) => (g === '' ? '0' : g.toLowerCase().replace(/^0+(?=.)/, '')))
-    .join(':')}::/64`;
 }
 
 /**

@@ -4,7 +4,10 @@
  * Every limit of the collector — request rate and quotas per device token, enroll attempts per
  * source address — goes through the small `Limiter` interface, so a limiter shared by several
  * collectors (in their common database) can replace this in-memory one without touching the
- * routes. Today each collector process limits on its own.
+ * routes. Today each collector process limits on its own. The calls are synchronous (they sit on
+ * the request path and between parsing and storing a batch); a shared implementation can keep them
+ * so by holding a local view that it reconciles with the database every few seconds (the limits
+ * then hold to within one reconcile interval), or the interface becomes async.
  *
  * Memory is bounded: buckets that have refilled completely are forgotten by `prune`, and past
  * `maxKeys` tracked keys, new keys share one overflow bucket (an attacker spraying source
@@ -157,4 +160,25 @@ export class TokenBucketLimiter implements Limiter {
     if (dimension === -1) return { allowed: true };
     return { allowed: false, retryAfterS: Math.max(1, Math.ceil(waitS)), dimension };
   }
+}
+
+/**
+ * The limiter key of a source address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64 — one
+ * host usually holds a whole /64, so per-address keys would give it 2^64 allowances.
+ */
+export function sourceKey(address: string | undefined): string {
+  if (!address) return 'unknown';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1] as string;
+  if (!address.includes(':')) return address;
+  const [head = '', tail = ''] = address.split('%')[0]?.split('::') ?? [];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === '' ? [] : tail.split(':');
+  const groups = address.includes('::')
+    ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+    : left;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g === '' ? '0' : g.toLowerCase().replace(/^0+(?=.)/, '')))
+    .join(':')}::/64`;
 }

@@ -8,8 +8,7 @@
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { sourceKey } from '../../src/collector/collector-server.js';
-import { TokenBucketLimiter } from '../../src/collector/rate-limit.js';
+import { sourceKey, TokenBucketLimiter } from '../../src/collector/rate-limit.js';
 import { createRootLogger } from '../../src/common/logger.js';
 import { CollectorClient } from '../../src/shipping/collector-client.js';
 import { Shipper } from '../../src/shipping/shipper.js';
