@@ -402,102 +402,115 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         );
       // Before reading the body: refuse at once when even the smallest batch (one event, or the
       // declared length of an uncompressed body) is over the quota, so a flooding token costs no
-      // body reading and parsing. The exact charge is taken once the batch is parsed (below).
-      const quotaRefusal = (d: LimitDecision): HttpError | null => {
-        if (d.allowed) return null;
-        const resource = QUOTA_DIMENSIONS[d.dimension] ?? 'events';
-        metrics.inc('quota_exceeded_total', 'Event batches refused by the per-device quotas.', {
-          resource,
-        });
-        return new HttpError(
-          429,
-          'GUARD_COLLECTOR_QUOTA_EXCEEDED',
-          `this device sent its quota of ${resource} for the window (${resource === 'events' ? limits.quotaEvents : limits.quotaBytes} per ${limits.quotaWindowS} s)`,
-          d.retryAfterS,
-        );
-      };
+      // body reading and parsing. The exact charge is taken once the batch is parsed.
       const early = quotaRefusal(quota.check(deviceId, [1, declaredIdentityBytes(req, limits.maxBodyBytes)]));
       if (early) throw early;
-      // An agent sends one batch at a time; a few in flight leave room for a retry after a
-      // client-side timeout, and keep one token from holding the shared in-flight byte budget.
-      const held = inflightByDevice.get(deviceId) ?? 0;
-      if (held >= MAX_REQUESTS_IN_FLIGHT_PER_DEVICE) {
-        metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
-        throw new HttpError(
-          429,
-          'GUARD_COLLECTOR_RATE_LIMITED',
-          `more than ${MAX_REQUESTS_IN_FLIGHT_PER_DEVICE} requests in flight for this device token`,
-          1,
-        );
-      }
-      inflightByDevice.set(deviceId, held + 1);
-      try {
-        const { body, reserved } = await readBody(
-          req.raw,
-          {
-            maxBytes: limits.maxBodyBytes,
-            maxGzipRatio: limits.maxGzipRatio,
-            timeoutMs: limits.bodyTimeoutMs,
-            idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
-          },
-          budget,
-        );
-        try {
-          let outcome: IngestOutcome;
-          const bodyBytes = body.length;
-          try {
-            outcome = await ingest.submit(deviceId, body, (batch) => {
-              const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
-              if (refused) throw refused;
-            });
-          } catch (err) {
-            if (err instanceof HttpError) throw err;
-            logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
-            if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
-              throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
-            throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
-          }
-          const { batch } = outcome;
-          const { accepted, duplicates } = outcome.result;
-          metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
-          metrics.inc(
-            'events_duplicate_total',
-            'Events received again (already stored; acknowledged, not stored twice).',
-            {},
-            duplicates,
-          );
-          for (const [reason, n] of Object.entries(batch.rejectedByReason))
-            metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
-          if (batch.rejectedTotal > 0) {
-            logger.debug(
-              { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
-              'batch with rejected events',
-            );
-            reply.code(400);
-            return {
-              error: {
-                code: 'GUARD_COLLECTOR_INVALID_EVENTS',
-                message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
-              },
-              accepted,
-              duplicates,
-              rejected: batch.rejected,
-              rejected_total: batch.rejectedTotal,
-            };
-          }
-          if (batch.valid.length === 0)
-            throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
-          return { accepted, duplicates };
-        } finally {
-          budget.give(reserved);
-        }
-      } finally {
-        const n = (inflightByDevice.get(deviceId) ?? 1) - 1;
-        if (n > 0) inflightByDevice.set(deviceId, n);
-        else inflightByDevice.delete(deviceId);
-      }
+      return withInflightSlot(deviceId, () => ingestBody(deviceId, req, reply));
     });
   });
+
+  /** A 429 for a quota decision that refused (counted by resource), or null when it allowed. */
+  function quotaRefusal(d: LimitDecision): HttpError | null {
+    if (d.allowed) return null;
+    const resource = QUOTA_DIMENSIONS[d.dimension] ?? 'events';
+    metrics.inc('quota_exceeded_total', 'Event batches refused by the per-device quotas.', { resource });
+    const allowance = resource === 'events' ? limits.quotaEvents : limits.quotaBytes;
+    return new HttpError(
+      429,
+      'GUARD_COLLECTOR_QUOTA_EXCEEDED',
+      `this device sent its quota of ${resource} (${allowance} per ${limits.quotaWindowS} s)`,
+      d.retryAfterS,
+    );
+  }
+
+  /**
+   * Runs `fn` holding one of the device's `MAX_REQUESTS_IN_FLIGHT_PER_DEVICE` slots, or refuses
+   * with 429 when all are taken. An agent sends one batch at a time; a few more leave room for a
+   * retry after a client-side timeout, and keep one token from holding the shared byte budget.
+   */
+  async function withInflightSlot<T>(deviceId: string, fn: () => Promise<T>): Promise<T> {
+    const held = inflightByDevice.get(deviceId) ?? 0;
+    if (held >= MAX_REQUESTS_IN_FLIGHT_PER_DEVICE) {
+      metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
+      throw new HttpError(
+        429,
+        'GUARD_COLLECTOR_RATE_LIMITED',
+        `already ${MAX_REQUESTS_IN_FLIGHT_PER_DEVICE} requests in flight for this device token`,
+        1,
+      );
+    }
+    inflightByDevice.set(deviceId, held + 1);
+    try {
+      return await fn();
+    } finally {
+      const n = (inflightByDevice.get(deviceId) ?? 1) - 1;
+      if (n > 0) inflightByDevice.set(deviceId, n);
+      else inflightByDevice.delete(deviceId);
+    }
+  }
+
+  /** Reads, parses, charges to the quota and stores one events body; the answer of POST /v1/events. */
+  async function ingestBody(deviceId: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const { body, reserved } = await readBody(
+      req.raw,
+      {
+        maxBytes: limits.maxBodyBytes,
+        maxGzipRatio: limits.maxGzipRatio,
+        timeoutMs: limits.bodyTimeoutMs,
+        idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
+      },
+      budget,
+    );
+    try {
+      let outcome: IngestOutcome;
+      const bodyBytes = body.length;
+      try {
+        outcome = await ingest.submit(deviceId, body, (batch) => {
+          const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
+          if (refused) throw refused;
+        });
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
+        if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
+          throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
+        throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
+      }
+      const { batch } = outcome;
+      const { accepted, duplicates } = outcome.result;
+      metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
+      metrics.inc(
+        'events_duplicate_total',
+        'Events received again (already stored; acknowledged, not stored twice).',
+        {},
+        duplicates,
+      );
+      for (const [reason, n] of Object.entries(batch.rejectedByReason))
+        metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
+      if (batch.rejectedTotal > 0) {
+        logger.debug(
+          { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
+          'batch with rejected events',
+        );
+        reply.code(400);
+        return {
+          error: {
+            code: 'GUARD_COLLECTOR_INVALID_EVENTS',
+            message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
+          },
+          accepted,
+          duplicates,
+          rejected: batch.rejected,
+          rejected_total: batch.rejectedTotal,
+        };
+      }
+      if (batch.valid.length === 0)
+        throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
+      return { accepted, duplicates };
+    } finally {
+      budget.give(reserved);
+    }
+  }
 
   app.get('/v1/policy', async (req, reply) => {
     const p = await policy.current();
