@@ -21,6 +21,7 @@ import {
   enrollDevice,
   heartbeatEvent,
   ndjson,
+  spawnCollectorProcess,
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
@@ -80,15 +81,15 @@ function postFrom(
   });
 }
 
-const postEvents = (c: TestCollector, token: string, events: readonly unknown[]) =>
-  postFrom(c.url, '/v1/events', ndjson(events), {
+const postEvents = (url: string, token: string, events: readonly unknown[]) =>
+  postFrom(url, '/v1/events', ndjson(events), {
     authorization: `Bearer ${token}`,
     'content-type': 'application/x-ndjson',
   });
 
-const enroll = (c: TestCollector, id: string, secret: string, from = '127.0.0.1') =>
+const enroll = (url: string, id: string, secret: string, from = '127.0.0.1') =>
   postFrom(
-    c.url,
+    url,
     '/v1/enroll',
     JSON.stringify({
       enroll_secret: secret,
@@ -126,9 +127,9 @@ describe('per-device quotas', () => {
 
     const t0 = performance.now();
     const first = batch(1, 6);
-    expect(await postEvents(c, a, first)).toMatchObject({ status: 200, body: { accepted: 6 } });
+    expect(await postEvents(c.url, a, first)).toMatchObject({ status: 200, body: { accepted: 6 } });
     const over = batch(7, 6);
-    const refused = await postEvents(c, a, over);
+    const refused = await postEvents(c.url, a, over);
     expect(refused.status).toBe(429);
     expect(codeOf(refused)).toBe('GUARD_COLLECTOR_QUOTA_EXCEEDED');
     // 2 events short at 10/3600 per s: 720 s, less what refilled since
@@ -138,9 +139,9 @@ describe('per-device quotas', () => {
 
     // what is left of the quota is still usable, exactly
     const rest = batch(7, 4);
-    expect(await postEvents(c, a, rest)).toMatchObject({ status: 200, body: { accepted: 4 } });
+    expect(await postEvents(c.url, a, rest)).toMatchObject({ status: 200, body: { accepted: 4 } });
     // now empty: refused before the body is read (one event short: 360 s)
-    const empty = await postEvents(c, a, batch(11, 1));
+    const empty = await postEvents(c.url, a, batch(11, 1));
     expect(empty.status).toBe(429);
     expect(codeOf(empty)).toBe('GUARD_COLLECTOR_QUOTA_EXCEEDED');
     expect(Number(empty.retryAfter)).toBeGreaterThanOrEqual(360 - secondsSince(t0) - 1);
@@ -148,7 +149,7 @@ describe('per-device quotas', () => {
     expect(storedIds(c, 'dev-q-a')).toHaveLength(10);
 
     // another token has its own quota
-    expect(await postEvents(c, b, [heartbeatEvent('dev-q-b', 1)])).toMatchObject({ status: 200 });
+    expect(await postEvents(c.url, b, [heartbeatEvent('dev-q-b', 1)])).toMatchObject({ status: 200 });
     expect(await metric(c, /toolguard_collector_quota_exceeded_total\{resource="events"\} (\d+)/)).toBe(2);
   });
 
@@ -158,8 +159,8 @@ describe('per-device quotas', () => {
     const big = Array.from({ length: 12 }, (_, i) => blockedEvent('dev-q-bytes', i + 1));
     expect(Buffer.byteLength(ndjson(big))).toBeGreaterThan(4096);
     // never refused forever: an oversized batch goes through from a full allowance
-    expect(await postEvents(c, a, big)).toMatchObject({ status: 200, body: { accepted: 12 } });
-    const next = await postEvents(c, a, [blockedEvent('dev-q-bytes', 13)]);
+    expect(await postEvents(c.url, a, big)).toMatchObject({ status: 200, body: { accepted: 12 } });
+    const next = await postEvents(c.url, a, [blockedEvent('dev-q-bytes', 13)]);
     expect(next.status).toBe(429);
     expect(codeOf(next)).toBe('GUARD_COLLECTOR_QUOTA_EXCEEDED');
     // in debt by the overshoot plus this body: well over one window's share of a second
@@ -236,7 +237,8 @@ describe('requests in flight per device token', () => {
       return req;
     });
     let seq = 0;
-    const probe = (token: string, device: string) => postEvents(c, token, [heartbeatEvent(device, ++seq)]);
+    const probe = (token: string, device: string) =>
+      postEvents(c.url, token, [heartbeatEvent(device, ++seq)]);
     const refused = await waitFor(async () => {
       const a = await probe(slow, 'dev-f-slow');
       return a.status === 429 ? a : undefined;
@@ -257,22 +259,22 @@ describe('enroll attempts per source address', () => {
     const c = await collector({ limits: { enrollFailureBurst: 2, enrollFailuresPerHour: 1 } });
     const t0 = performance.now();
     for (let i = 0; i < 2; i++) {
-      const r = await enroll(c, 'dev-e-guess', `wrong-secret-${i}-xxxxxxxx`);
+      const r = await enroll(c.url, 'dev-e-guess', `wrong-secret-${i}-xxxxxxxx`);
       expect(r.status).toBe(403);
       expect(codeOf(r)).toBe('GUARD_COLLECTOR_ENROLL_DENIED');
     }
-    const limited = await enroll(c, 'dev-e-guess', 'wrong-secret-3-xxxxxxxx');
+    const limited = await enroll(c.url, 'dev-e-guess', 'wrong-secret-3-xxxxxxxx');
     expect(limited.status).toBe(429);
     expect(codeOf(limited)).toBe('GUARD_COLLECTOR_ENROLL_RATE_LIMITED');
     // one failure per hour: the next is allowed in ≤ 3600 s
     expect(Number(limited.retryAfter)).toBeGreaterThanOrEqual(3600 - secondsSince(t0) - 1);
     expect(Number(limited.retryAfter)).toBeLessThanOrEqual(3600);
     // the guessing address cannot enroll now even with the right secret (no oracle, no bypass)
-    const right = await enroll(c, 'dev-e-guess', c.enrollSecret);
+    const right = await enroll(c.url, 'dev-e-guess', c.enrollSecret);
     expect(right.status).toBe(429);
     expect(codeOf(right)).toBe('GUARD_COLLECTOR_ENROLL_RATE_LIMITED');
     // an honest machine elsewhere enrolls
-    const honest = await enroll(c, 'dev-e-honest', c.enrollSecret, '127.0.0.2');
+    const honest = await enroll(c.url, 'dev-e-honest', c.enrollSecret, '127.0.0.2');
     expect(honest.status).toBe(200);
     expect(typeof honest.body.device_token).toBe('string');
     expect(await metric(c, /toolguard_collector_enroll_rate_limited_total\{reason="failures"\} (\d+)/)).toBe(
@@ -283,8 +285,9 @@ describe('enroll attempts per source address', () => {
   it('all attempts: past the burst, 429 + Retry-After; an agent reads it as "retry later" with that delay', async () => {
     const c = await collector({ limits: { enrollBurst: 3, enrollPerMin: 1 } });
     const t0 = performance.now();
-    for (let i = 0; i < 3; i++) expect((await enroll(c, `dev-e-ok-${i}`, c.enrollSecret)).status).toBe(200);
-    const limited = await enroll(c, 'dev-e-ok-3', c.enrollSecret);
+    for (let i = 0; i < 3; i++)
+      expect((await enroll(c.url, `dev-e-ok-${i}`, c.enrollSecret)).status).toBe(200);
+    const limited = await enroll(c.url, 'dev-e-ok-3', c.enrollSecret);
     expect(limited.status).toBe(429);
     expect(codeOf(limited)).toBe('GUARD_COLLECTOR_ENROLL_RATE_LIMITED');
     expect(Number(limited.retryAfter)).toBeGreaterThanOrEqual(Math.max(1, 60 - secondsSince(t0) - 1));
@@ -313,7 +316,7 @@ describe('enroll attempts per source address', () => {
       Math.max(1, 60 - secondsSince(t0) - 1),
     );
     // from another address the same agent enrolls
-    expect((await enroll(c, 'dev-e-agent', c.enrollSecret, '127.0.0.3')).status).toBe(200);
+    expect((await enroll(c.url, 'dev-e-agent', c.enrollSecret, '127.0.0.3')).status).toBe(200);
   });
 
   it('source keys: IPv4 as is (also IPv4-mapped), IPv6 by its /64', () => {
@@ -329,6 +332,26 @@ describe('enroll attempts per source address', () => {
       [undefined, 'unknown'],
     ];
     for (const [addr, key] of table) expect(sourceKey(addr), String(addr)).toBe(key);
+  });
+});
+
+describe('guard-collector settings', () => {
+  it('--quota-events and --enroll-failure-burst reach the running program', async () => {
+    const p = await spawnCollectorProcess({ args: ['--quota-events', '3', '--enroll-failure-burst', '1'] });
+    cleanups.push(() => p.kill());
+    const token = await enrollDevice(p.url, p.enrollSecret, 'dev-s-q');
+    const events = Array.from({ length: 3 }, (_, i) => heartbeatEvent('dev-s-q', i + 1));
+    expect((await postEvents(p.url, token, events)).status).toBe(200);
+    const over = await postEvents(p.url, token, [heartbeatEvent('dev-s-q', 4)]);
+    expect(over.status).toBe(429);
+    expect(codeOf(over)).toBe('GUARD_COLLECTOR_QUOTA_EXCEEDED');
+    expect(Number(over.retryAfter)).toBeGreaterThanOrEqual(1);
+    expect(codeOf(await enroll(p.url, 'dev-s-g', 'wrong-secret-xxxxxxxxxxxx'))).toBe(
+      'GUARD_COLLECTOR_ENROLL_DENIED',
+    );
+    const limited = await enroll(p.url, 'dev-s-g', 'wrong-secret-xxxxxxxxxxxx');
+    expect(limited.status).toBe(429);
+    expect(codeOf(limited)).toBe('GUARD_COLLECTOR_ENROLL_RATE_LIMITED');
   });
 });
 
