@@ -125,6 +125,61 @@ export const COLLECTOR_SETTINGS = {
     max: 1_000_000,
     description: 'Burst of requests per device token.',
   }),
+  quota_window_s: int({
+    default: 3600,
+    min: 1,
+    max: 7 * 86_400,
+    description:
+      'Window of the per-device quotas: each device may send quota_events events and quota_bytes bytes per window (refilled continuously).',
+  }),
+  quota_events: int({
+    // A normal agent sends a heartbeat every 5 minutes and a handful of block/warn/install events
+    // an hour (well under 100 events/hour). 100,000 also lets an agent that was offline drain a full
+    // default outbox (64 MiB ≈ 100,000 events of ~650 bytes) within one window.
+    default: 100_000,
+    min: 1,
+    max: 1_000_000_000,
+    description:
+      'Events each device may send per quota window (429 + Retry-After beyond; refilled continuously).',
+  }),
+  quota_bytes: int({
+    // = the agent's default outbox cap (outbox.max_bytes): a full outbox drains within one window,
+    // while normal traffic (heartbeats, ~0.5 KiB each, plus a few events) is under 100 KiB/hour.
+    default: 64 * MiB,
+    min: 1024,
+    max: 1024 * 1024 * MiB,
+    description:
+      'Event body bytes (after gzip decompression) each device may send per quota window (429 + Retry-After beyond).',
+  }),
+  enroll_rate_per_min: int({
+    // An MDM rollout behind one NAT address enrolls hundreds of machines within minutes; agents
+    // honour Retry-After, so 60 at once and 2 a second more enroll 1,000 machines in ~8 minutes.
+    default: 120,
+    min: 1,
+    max: 6_000_000,
+    description: 'Enroll attempts per minute allowed per source address (429 + Retry-After beyond).',
+  }),
+  enroll_burst: int({
+    default: 60,
+    min: 1,
+    max: 1_000_000,
+    description: 'Enroll attempts a source address may make at once after being idle.',
+  }),
+  enroll_failures_per_hour: int({
+    // An honest agent fails only while its secret is wrong (a typo, a rotation): a few tries. This
+    // caps guessing at ~1,440 tries a day per address (was ~8,600 a second).
+    default: 60,
+    min: 1,
+    max: 3_600_000,
+    description:
+      'Failed enroll attempts (wrong secret) per hour allowed per source address; past them every attempt from it gets 429 + Retry-After.',
+  }),
+  enroll_failure_burst: int({
+    default: 10,
+    min: 1,
+    max: 1_000_000,
+    description: 'Failed enroll attempts a source address may make at once.',
+  }),
   max_body_bytes: int({
     default: 8 * MiB,
     // A body must hold one event of the largest size agents send, or such events are refused
@@ -196,6 +251,13 @@ export interface CollectorConfig {
   readonly retention_days: number;
   readonly rate_limit: number;
   readonly rate_burst: number;
+  readonly quota_window_s: number;
+  readonly quota_events: number;
+  readonly quota_bytes: number;
+  readonly enroll_rate_per_min: number;
+  readonly enroll_burst: number;
+  readonly enroll_failures_per_hour: number;
+  readonly enroll_failure_burst: number;
   readonly max_body_bytes: number;
   readonly max_gzip_ratio: number;
   readonly max_inflight_bytes: number;

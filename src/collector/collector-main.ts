@@ -124,6 +124,13 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       headersTimeoutMs: config.headers_timeout_ms,
       ratePerS: config.rate_limit,
       rateBurst: config.rate_burst,
+      quotaWindowS: config.quota_window_s,
+      quotaEvents: config.quota_events,
+      quotaBytes: config.quota_bytes,
+      enrollPerMin: config.enroll_rate_per_min,
+      enrollBurst: config.enroll_burst,
+      enrollFailuresPerHour: config.enroll_failures_per_hour,
+      enrollFailureBurst: config.enroll_failure_burst,
     },
     forwarders: {
       ndjson: config.ndjson_out

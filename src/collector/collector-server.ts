@@ -37,7 +37,7 @@ import { InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ing
 import { CollectorMetrics } from './metrics.js';
 import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
 import { etagMatches, PolicyFileCache } from './policy-route.js';
-import { TokenBucketRateLimiter } from './rate-limit.js';
+import { type LimitDecision, type Limiter, sourceKey, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
@@ -50,6 +50,12 @@ const CONNECTIONS_CHECK_MS = 1_000;
 const KEEP_ALIVE_MS = 5_000;
 /** A refused request's body is drained this long so the client reads the answer, then cut. */
 const LINGER_MS = 2_000;
+/**
+ * Event requests one device token may have in flight: an agent sends one batch at a time (a second
+ * only after a client-side timeout), and 8 × max_body_bytes (64 MiB by default) is half of the
+ * shared in-flight budget, so one token cannot hold all of it with slow bodies.
+ */
+const MAX_REQUESTS_IN_FLIGHT_PER_DEVICE = 8;
 /** Forgotten rate-limit buckets are pruned this often. */
 const RATE_PRUNE_MS = 60_000;
 /** Media types accepted for event batches. */
@@ -107,6 +113,20 @@ export interface CollectorLimits {
   readonly ratePerS: number;
   /** Burst per device token (default 40). */
   readonly rateBurst: number;
+  /** Window of the per-device quotas, seconds (default 3600). */
+  readonly quotaWindowS: number;
+  /** Events per device per quota window (default 100,000). */
+  readonly quotaEvents: number;
+  /** Decompressed body bytes per device per quota window (default 64 MiB). */
+  readonly quotaBytes: number;
+  /** Enroll attempts per minute per source address (default 120). */
+  readonly enrollPerMin: number;
+  /** Enroll attempts at once per source address (default 60). */
+  readonly enrollBurst: number;
+  /** Failed enroll attempts per hour per source address (default 60). */
+  readonly enrollFailuresPerHour: number;
+  /** Failed enroll attempts at once per source address (default 10). */
+  readonly enrollFailureBurst: number;
 }
 
 /** The defaults of the settings table (collector-config.ts), so embedded and CLI use cannot drift. */
@@ -118,7 +138,17 @@ export const DEFAULT_LIMITS: CollectorLimits = Object.freeze({
   headersTimeoutMs: COLLECTOR_SETTINGS.headers_timeout_ms.default as number,
   ratePerS: COLLECTOR_SETTINGS.rate_limit.default as number,
   rateBurst: COLLECTOR_SETTINGS.rate_burst.default as number,
+  quotaWindowS: COLLECTOR_SETTINGS.quota_window_s.default as number,
+  quotaEvents: COLLECTOR_SETTINGS.quota_events.default as number,
+  quotaBytes: COLLECTOR_SETTINGS.quota_bytes.default as number,
+  enrollPerMin: COLLECTOR_SETTINGS.enroll_rate_per_min.default as number,
+  enrollBurst: COLLECTOR_SETTINGS.enroll_burst.default as number,
+  enrollFailuresPerHour: COLLECTOR_SETTINGS.enroll_failures_per_hour.default as number,
+  enrollFailureBurst: COLLECTOR_SETTINGS.enroll_failure_burst.default as number,
 });
+
+/** The dimensions of the per-device quota limiter, in the order of its costs. */
+const QUOTA_DIMENSIONS = ['events', 'bytes'] as const;
 
 export interface StartCollectorOptions {
   /** Interface to bind (default 127.0.0.1). */
@@ -167,7 +197,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   if (store.recovered)
     logger.error(store.recovered, 'collector DB failed its integrity check; moved aside and recreated');
   const policy = new PolicyFileCache(options.policyFile ?? '');
-  const limiter = new TokenBucketRateLimiter({ ratePerS: limits.ratePerS, burst: limits.rateBurst });
+  const limiters = buildLimiters(limits);
+  const { requests: limiter, quota, enrollAttempts, enrollFailures } = limiters;
+  /** Event requests in flight per device id (entries exist only while a request runs). */
+  const inflightByDevice = new Map<string, number>();
   const budget = new InflightBudget(limits.maxInflightBytes);
   const runners = buildRunners(options.forwarders, store, logger, metrics);
   store.onStored = () => {
@@ -305,9 +338,32 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   });
 
   // --- agent API -------------------------------------------------------------------------------
-  app.post('/v1/enroll', async (req) => {
+  // Attempts are limited per source address before the body is read; a wrong secret also costs
+  // from a much smaller allowance, so guessing stops long before honest enrollment would.
+  const enrollLimit = async (req: FastifyRequest): Promise<void> => {
+    const addr = sourceKey(req.socket.remoteAddress);
+    const failed = enrollFailures.check(addr);
+    const attempt = failed.allowed ? enrollAttempts.take(addr) : failed;
+    if (!attempt.allowed) {
+      const reason = failed.allowed ? 'attempts' : 'failures';
+      metrics.inc('enroll_rate_limited_total', 'Enroll attempts refused by the per-address limits.', {
+        reason,
+      });
+      throw new HttpError(
+        429,
+        'GUARD_COLLECTOR_ENROLL_RATE_LIMITED',
+        reason === 'failures'
+          ? 'too many failed enroll attempts from this address'
+          : 'too many enroll attempts from this address',
+        attempt.retryAfterS,
+      );
+    }
+  };
+
+  app.post('/v1/enroll', { onRequest: enrollLimit }, async (req) => {
     const { enrollSecret, device } = parseEnroll(req.body);
     if (!secretEquals(enrollSecret, options.enrollSecret)) {
+      enrollFailures.take(sourceKey(req.socket.remoteAddress));
       metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'denied' });
       throw new HttpError(403, 'GUARD_COLLECTOR_ENROLL_DENIED', 'wrong enrollment secret');
     }
@@ -344,62 +400,117 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
           'GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE',
           'events must be sent as application/x-ndjson',
         );
-      const { body, reserved } = await readBody(
-        req.raw,
-        {
-          maxBytes: limits.maxBodyBytes,
-          maxGzipRatio: limits.maxGzipRatio,
-          timeoutMs: limits.bodyTimeoutMs,
-          idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
-        },
-        budget,
-      );
-      try {
-        let outcome: IngestOutcome;
-        try {
-          outcome = await ingest.submit(deviceId, body);
-        } catch (err) {
-          logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
-          if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
-            throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
-          throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
-        }
-        const { batch } = outcome;
-        const { accepted, duplicates } = outcome.result;
-        metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
-        metrics.inc(
-          'events_duplicate_total',
-          'Events received again (already stored; acknowledged, not stored twice).',
-          {},
-          duplicates,
-        );
-        for (const [reason, n] of Object.entries(batch.rejectedByReason))
-          metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
-        if (batch.rejectedTotal > 0) {
-          logger.debug(
-            { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
-            'batch with rejected events',
-          );
-          reply.code(400);
-          return {
-            error: {
-              code: 'GUARD_COLLECTOR_INVALID_EVENTS',
-              message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
-            },
-            accepted,
-            duplicates,
-            rejected: batch.rejected,
-            rejected_total: batch.rejectedTotal,
-          };
-        }
-        if (batch.valid.length === 0)
-          throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
-        return { accepted, duplicates };
-      } finally {
-        budget.give(reserved);
-      }
+      // Before reading the body: refuse at once when even the smallest batch (one event, or the
+      // declared length of an uncompressed body) is over the quota, so a flooding token costs no
+      // body reading and parsing. The exact charge is taken once the batch is parsed.
+      const early = quotaRefusal(quota.check(deviceId, [1, declaredIdentityBytes(req, limits.maxBodyBytes)]));
+      if (early) throw early;
+      return withInflightSlot(deviceId, () => ingestBody(deviceId, req, reply));
     });
   });
+
+  /** A 429 for a quota decision that refused (counted by resource), or null when it allowed. */
+  function quotaRefusal(d: LimitDecision): HttpError | null {
+    if (d.allowed) return null;
+    const resource = QUOTA_DIMENSIONS[d.dimension] ?? 'events';
+    metrics.inc('quota_exceeded_total', 'Event batches refused by the per-device quotas.', { resource });
+    const allowance = resource === 'events' ? limits.quotaEvents : limits.quotaBytes;
+    return new HttpError(
+      429,
+      'GUARD_COLLECTOR_QUOTA_EXCEEDED',
+      `this device sent its quota of ${resource} (${allowance} per ${limits.quotaWindowS} s)`,
+      d.retryAfterS,
+    );
+  }
+
+  /**
+   * Runs `fn` holding one of the device's `MAX_REQUESTS_IN_FLIGHT_PER_DEVICE` slots, or refuses
+   * with 429 when all are taken. An agent sends one batch at a time; a few more leave room for a
+   * retry after a client-side timeout, and keep one token from holding the shared byte budget.
+   */
+  async function withInflightSlot<T>(deviceId: string, fn: () => Promise<T>): Promise<T> {
+    const held = inflightByDevice.get(deviceId) ?? 0;
+    if (held >= MAX_REQUESTS_IN_FLIGHT_PER_DEVICE) {
+      metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
+      throw new HttpError(
+        429,
+        'GUARD_COLLECTOR_RATE_LIMITED',
+        `already ${MAX_REQUESTS_IN_FLIGHT_PER_DEVICE} requests in flight for this device token`,
+        1,
+      );
+    }
+    inflightByDevice.set(deviceId, held + 1);
+    try {
+      return await fn();
+    } finally {
+      const n = (inflightByDevice.get(deviceId) ?? 1) - 1;
+      if (n > 0) inflightByDevice.set(deviceId, n);
+      else inflightByDevice.delete(deviceId);
+    }
+  }
+
+  /** Reads, parses, charges to the quota and stores one events body; the answer of POST /v1/events. */
+  async function ingestBody(deviceId: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const { body, reserved } = await readBody(
+      req.raw,
+      {
+        maxBytes: limits.maxBodyBytes,
+        maxGzipRatio: limits.maxGzipRatio,
+        timeoutMs: limits.bodyTimeoutMs,
+        idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
+      },
+      budget,
+    );
+    try {
+      let outcome: IngestOutcome;
+      const bodyBytes = body.length;
+      try {
+        outcome = await ingest.submit(deviceId, body, (batch) => {
+          const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
+          if (refused) throw refused;
+        });
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
+        if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
+          throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
+        throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
+      }
+      const { batch } = outcome;
+      const { accepted, duplicates } = outcome.result;
+      metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
+      metrics.inc(
+        'events_duplicate_total',
+        'Events received again (already stored; acknowledged, not stored twice).',
+        {},
+        duplicates,
+      );
+      for (const [reason, n] of Object.entries(batch.rejectedByReason))
+        metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
+      if (batch.rejectedTotal > 0) {
+        logger.debug(
+          { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
+          'batch with rejected events',
+        );
+        reply.code(400);
+        return {
+          error: {
+            code: 'GUARD_COLLECTOR_INVALID_EVENTS',
+            message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
+          },
+          accepted,
+          duplicates,
+          rejected: batch.rejected,
+          rejected_total: batch.rejectedTotal,
+        };
+      }
+      if (batch.valid.length === 0)
+        throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
+      return { accepted, duplicates };
+    } finally {
+      budget.give(reserved);
+    }
+  }
 
   app.get('/v1/policy', async (req, reply) => {
     const p = await policy.current();
@@ -446,7 +557,9 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     return reply.code(err.status).send({ error: { code: err.code, message: err.message } });
   }
 
-  const pruneTimer = setInterval(() => limiter.prune(), RATE_PRUNE_MS);
+  const pruneTimer = setInterval(() => {
+    for (const l of Object.values(limiters)) l.prune();
+  }, RATE_PRUNE_MS);
   pruneTimer.unref();
   let retentionRun: Promise<unknown> = Promise.resolve();
   const runRetention = (): void => {
@@ -515,6 +628,52 @@ function lingerThenClose(req: IncomingMessage): void {
   timer.unref();
   req.once('end', () => clearTimeout(timer));
   req.resume();
+}
+
+/** The collector's limiters (in-memory: the limits hold per collector process). */
+interface CollectorLimiters {
+  /** Requests per device token. */
+  readonly requests: Limiter;
+  /** Events and bytes per device token (dimensions: `QUOTA_DIMENSIONS`). */
+  readonly quota: Limiter;
+  /** Enroll attempts per source address. */
+  readonly enrollAttempts: Limiter;
+  /** Failed enroll attempts per source address. */
+  readonly enrollFailures: Limiter;
+}
+
+function buildLimiters(limits: CollectorLimits): CollectorLimiters {
+  const w = limits.quotaWindowS;
+  return {
+    requests: new TokenBucketLimiter({
+      buckets: [{ capacity: limits.rateBurst, refillPerS: limits.ratePerS }],
+    }),
+    quota: new TokenBucketLimiter({
+      buckets: [
+        { capacity: limits.quotaEvents, refillPerS: limits.quotaEvents / w },
+        { capacity: limits.quotaBytes, refillPerS: limits.quotaBytes / w },
+      ],
+    }),
+    enrollAttempts: new TokenBucketLimiter({
+      buckets: [{ capacity: limits.enrollBurst, refillPerS: limits.enrollPerMin / 60 }],
+    }),
+    enrollFailures: new TokenBucketLimiter({
+      buckets: [{ capacity: limits.enrollFailureBurst, refillPerS: limits.enrollFailuresPerHour / 3600 }],
+    }),
+  };
+}
+
+/**
+ * The decompressed size a request declares: its Content-Length when not compressed, else 1 (a
+ * gzip body may expand, or even shrink). A body over `maxBodyBytes` counts 1 too: it is refused
+ * with 413 for its size, which says more than a 429 would.
+ */
+function declaredIdentityBytes(req: FastifyRequest, maxBodyBytes: number): number {
+  const enc = String(req.headers['content-encoding'] ?? 'identity')
+    .trim()
+    .toLowerCase();
+  const len = Number(req.headers['content-length']);
+  return enc === 'identity' && Number.isSafeInteger(len) && len > 0 && len <= maxBodyBytes ? len : 1;
 }
 
 function buildRunners(

@@ -3,6 +3,10 @@
  * `openDatabase`), enrolled devices with hashed tokens, the idempotent event store, the admin
  * queries, and the forwarders' durable cursors.
  *
+ * Idempotency is per (device id, event id): an event id is only unique within the device that made
+ * it, so the device has to be part of the key — otherwise one token could pre-empt (suppress)
+ * another device's events by posting their public ids first.
+ *
  * Durability: `synchronous = FULL`. The agent deletes an event from its outbox as soon as the
  * collector acknowledges it, so an ack must mean "on disk, survives power loss" — with NORMAL a
  * power cut could lose the last acknowledged batches that exist nowhere else any more. The fsync
@@ -53,6 +57,36 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
     last_rid    INTEGER NOT NULL,
     updated_at  TEXT NOT NULL
   ) STRICT;
+  `,
+  // 2: idempotency per (device, event id). Event ids are readable on every agent's public socket;
+  // with a global key, a device that posted another device's ids first made that device's real
+  // events "duplicates" (acknowledged, deleted on the agent, never stored). SQLite cannot drop a
+  // UNIQUE constraint, so the table is rebuilt: every row keeps its rid, and the AUTOINCREMENT
+  // high-water mark is carried over (rids are never reused, or a forwarder cursor past a
+  // pruned-away tail would skip new events).
+  `
+  CREATE TABLE events_v2 (
+    rid          INTEGER PRIMARY KEY AUTOINCREMENT,  -- receipt order; forwarder cursors and admin paging
+    id           TEXT NOT NULL,                      -- the event's UUIDv7, unique per device
+    device_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    type         TEXT NOT NULL,
+    time         TEXT NOT NULL,
+    rule_id      TEXT,
+    received_at  TEXT NOT NULL,
+    body         TEXT NOT NULL,                      -- the event JSON exactly as received
+    UNIQUE (device_id, id)                           -- the idempotency key
+  ) STRICT;
+  INSERT INTO events_v2(rid, id, device_id, seq, type, time, rule_id, received_at, body)
+    SELECT rid, id, device_id, seq, type, time, rule_id, received_at, body FROM events ORDER BY rid;
+  DELETE FROM sqlite_sequence WHERE name = 'events_v2';
+  INSERT INTO sqlite_sequence(name, seq) SELECT 'events_v2', seq FROM sqlite_sequence WHERE name = 'events';
+  DROP TABLE events;
+  ALTER TABLE events_v2 RENAME TO events;
+  CREATE INDEX events_device ON events(device_id, rid);
+  CREATE INDEX events_type ON events(type, rid);
+  CREATE INDEX events_time ON events(time);
+  CREATE INDEX events_rule ON events(rule_id, rid) WHERE rule_id IS NOT NULL;
   `,
 ];
 
@@ -192,8 +226,8 @@ export class CollectorStore {
   }
 
   /**
-   * Stores batches (each of one device) idempotently in ONE transaction (INSERT OR IGNORE by event
-   * id) and updates each device's last-seen, agent and policy versions. Durable when it returns
+   * Stores batches (each of one device) idempotently in ONE transaction (INSERT OR IGNORE by
+   * (device id, event id)) and updates each device's last-seen, agent and policy versions. Durable when it returns
    * (synchronous=FULL): one fsync for the whole group. Throws (and stores nothing of the group)
    * when the commit fails. Results are in the order of `batches`.
    */

@@ -415,14 +415,25 @@ export class IngestQueue {
    * resolves once its events are durably stored (or none were valid), rejects when it could not be
    * parsed (`GUARD_COLLECTOR_WORKER_FAILED`) or the commit of its group failed (nothing of that
    * group is stored).
+   *
+   * `admit`, when given, is called on the main thread once the body is parsed and before it is
+   * queued for storing (the per-device quota is charged there, where the event count is known);
+   * when it throws, nothing of the batch is stored and the promise rejects with its error.
    */
-  submit(deviceId: string, body: Buffer): Promise<IngestOutcome> {
+  submit(deviceId: string, body: Buffer, admit?: (batch: ParsedBatch) => void): Promise<IngestOutcome> {
     return new Promise((resolve, reject) => {
       const entry: Waiting = { deviceId, receivedAt: new Date().toISOString(), resolve, reject };
       this.parsing++;
       this.options.parser.parse(deviceId, body).then(
         (parsed) => {
           this.parsing--;
+          try {
+            admit?.(parsed);
+          } catch (err) {
+            reject(err);
+            this.commitIfDue();
+            return;
+          }
           this.ready.push({ entry, parsed });
           this.readyEvents += parsed.valid.length;
           this.ageTimer ??= setTimeout(() => this.scheduleCommit(), this.maxAgeMs);

@@ -60,6 +60,10 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE: 'the Content-Type is not accepted by this endpoint',
   GUARD_COLLECTOR_BODY_TIMEOUT: 'the request (headers or body) arrived too slowly',
   GUARD_COLLECTOR_RATE_LIMITED: 'too many requests for this token; retry after Retry-After seconds',
+  GUARD_COLLECTOR_QUOTA_EXCEEDED:
+    'this device token used its quota of events or bytes for the window; retry after Retry-After seconds',
+  GUARD_COLLECTOR_ENROLL_RATE_LIMITED:
+    'too many enroll attempts (or failed ones) from this source address; retry after Retry-After seconds',
   GUARD_COLLECTOR_BUSY: 'the collector is at its in-flight body budget; retry after Retry-After seconds',
   GUARD_COLLECTOR_INVALID_EVENTS: 'some events of a batch were rejected (the valid ones were stored)',
   GUARD_COLLECTOR_NO_POLICY: 'no signed policy file is configured or readable',

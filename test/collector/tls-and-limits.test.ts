@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TokenBucketRateLimiter } from '../../src/collector/rate-limit.js';
+import { TokenBucketLimiter } from '../../src/collector/rate-limit.js';
 import {
   collectorTempDir,
   enrollDevice,
@@ -110,10 +110,10 @@ describe('rate limit', () => {
 
   it('token bucket: refills at the rate, caps at the burst, forgets idle keys', () => {
     let now = 0;
-    const rl = new TokenBucketRateLimiter({ ratePerS: 2, burst: 2, now: () => now });
+    const rl = new TokenBucketLimiter({ buckets: [{ capacity: 2, refillPerS: 2 }], now: () => now });
     expect(rl.take('k')).toEqual({ allowed: true });
     expect(rl.take('k')).toEqual({ allowed: true });
-    expect(rl.take('k')).toEqual({ allowed: false, retryAfterS: 1 });
+    expect(rl.take('k')).toEqual({ allowed: false, retryAfterS: 1, dimension: 0 });
     now += 500; // one token back
     expect(rl.take('k')).toEqual({ allowed: true });
     expect(rl.take('k').allowed).toBe(false);

@@ -3,7 +3,8 @@
  * The outbox of a sink is "events with rid > the sink's cursor" (see collector-store.ts): the
  * runner reads a batch after the cursor, hands it to the sink, and advances the cursor only after
  * the sink confirmed delivery — at-least-once (a crash between delivery and cursor write repeats
- * that batch; every event carries its unique `id` for downstream de-duplication).
+ * that batch; every event carries its `device_id` and `id`, unique together, for downstream
+ * de-duplication — the `id` alone is not: another device may replay it as its own).
  *
  * A failing or slow sink only delays its own cursor: ingest never waits for a runner, and runners
  * never wait for each other. Failures back off exponentially with full jitter up to a cap.
@@ -16,7 +17,7 @@ import type { CollectorMetrics } from '../metrics.js';
 export interface DeliveryResult {
   /** Events the destination refused for their content and that were skipped (never retried). */
   readonly dropped: number;
-  /** Their event ids (for the log). */
+  /** Which events, as `device_id/id` (for the log). */
   readonly droppedIds?: readonly string[];
 }
 

@@ -44,12 +44,13 @@ function isDataFormatRefusal(body: string): boolean {
   }
 }
 
+/** `device_id/id`: an event id is unique only within its device. */
 function eventId(row: StoredEventRow | undefined): string {
   if (!row) return '';
   try {
-    return String((JSON.parse(row.body) as { id?: unknown }).id ?? '');
+    return `${row.device_id}/${String((JSON.parse(row.body) as { id?: unknown }).id ?? '')}`;
   } catch {
-    return '';
+    return `${row.device_id}/`;
   }
 }
 
