@@ -58,9 +58,9 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
   // 256 KiB: a status answer is ~2 KiB, so pipelined small requests still flow; a large events page
   // (≤ 8 MiB) stops the next read until it is delivered.
   perConnectionUnsentBytes: 256 * 1024,
-  // 32 MiB: four full events pages waiting at once; guardd's whole control budget is documented in
-  // docs/security.md and stays far below the unit's 512 MiB MemoryMax.
-  totalUnsentBytes: 32 * 1024 * 1024,
+  // 16 MiB: two full events pages (8 MiB each) waiting at once; the whole control budget is in
+  // docs/security.md ("Local control sockets") and stays far below the unit's 512 MiB MemoryMax.
+  totalUnsentBytes: 16 * 1024 * 1024,
   // 30 s: guardctl sends its request at once and closes after the answer; anything idle longer is a leak.
   idleTimeoutMs: 30_000,
   // 5 s: a request is one short line written at once; 5 s tolerates a loaded 2-core machine.
