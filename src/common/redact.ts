@@ -28,6 +28,12 @@ export const MAX_ARG_CHARS = 4096;
 export const MAX_ARGS = 256;
 /** Characters past the cut that are still scanned, so a secret straddling the cut is still found. */
 const SCAN_SLACK_CHARS = 512;
+/**
+ * Words of one string that go through the option rules (value rules cover all of it): a shell
+ * command is a few dozen words; the cap keeps a string of 2,000 one-letter words from costing
+ * 2,000 rounds of option parsing.
+ */
+const MAX_WORDS = 256;
 /** A name (option, variable, header, query key) longer than this is not a name we recognise. */
 const MAX_NAME_CHARS = 64;
 
@@ -130,11 +136,14 @@ const REFERENCE_COMPONENTS = new Set([
 /** Query-string keys that are secret besides the secret names (OAuth authorization codes). */
 const SECRET_QUERY_KEYS = new Set(['code', 'jwt', 'session', 'sessionid', 'sid', 'key']);
 
+/** Every secret name contains one of these (a cheap first test, for names and whole strings). */
+const SECRET_HINT = /pass|pw|secret|token|key|cred|auth|cookie|bearer|dsn|sig|code|jwt|session|sid/i;
+
 /** True when an option, variable, header or parameter called `name` carries a secret value. */
 export function isSecretName(name: string): boolean {
   if (name.length === 0 || name.length > MAX_NAME_CHARS) return false;
   const lower = name.toLowerCase();
-  if (!/pass|pw|secret|token|key|cred|auth|cookie|bearer|dsn|sig/.test(lower)) return false; // most names
+  if (!SECRET_HINT.test(lower)) return false; // most names
   const parts = lower.split(/[-_.\s]+/).filter(Boolean);
   const last = parts.at(-1);
   if (last === undefined || parts[0] === 'no') return false; // `--no-password` is a switch
@@ -256,6 +265,23 @@ const AUTH_SCHEMES = /^(?:bearer|basic|digest|token|negotiate|splunk|apikey|sso-
 const MAX_SCHEME_CHARS = 32;
 /** `key=value` in a query string or a `;`/`&`-separated connection string. */
 const PARAM = /([?&;])([A-Za-z0-9_. -]{1,64})=([^&#;\s'"]*)/g;
+/**
+ * `name=value` anywhere in a string (`//registry/:_authToken=v`, `a=1,password=v`): a name starts
+ * only where the previous character cannot be part of one, so a long run is scanned once.
+ */
+const INNER_ASSIGNMENT = /(?<![A-Za-z0-9_.-])([A-Za-z_][A-Za-z0-9_.-]{0,63})=([^&#;\s'",]+)/g;
+/** A JSON member with a string value (`curl -d '{"password":"v"}'`). */
+const JSON_MEMBER = /"([A-Za-z0-9_.-]{1,64})"(\s*:\s*)"([^"]*)"/g;
+/** The word before a bare secret-named key whose value follows it (`npm config set _authToken v`). */
+const CONFIG_SETTERS = new Set([
+  'set',
+  'config',
+  '--global',
+  '--local',
+  '--system',
+  '--add',
+  '--replace-all',
+]);
 
 /** A header passed as one argument (curl -H 'Name: value'). */
 const HEADER = /^(\s*)([A-Za-z0-9-]{1,64})(\s*:\s*)([\s\S]*)$/;
@@ -289,17 +315,28 @@ function redactValue(s: string): string {
   if (header && isSecretHeader(header[2] as string))
     return `${header[1]}${header[2]}${header[3]}${redactHeaderValue(header[4] as string)}`;
   if (out.includes('://')) out = redactUrlUserinfo(out);
-  out = out.replace(PARAM, (m, sep: string, key: string, value: string) =>
-    value !== '' && (isSecretName(key.trim()) || SECRET_QUERY_KEYS.has(key.trim().toLowerCase()))
-      ? `${sep}${key}=${REDACTED}`
-      : m,
-  );
-  if (out.includes(';')) out = redactSegments(out);
+  if (SECRET_HINT.test(out)) out = redactNamedValues(out);
   out = out.replace(AUTH_SCHEME_VALUE, `$1$2${REDACTED}`);
   for (const shape of SECRET_SHAPES)
     out = out.replace(shape, (_m, keep?: string) =>
       typeof keep === 'string' ? `${keep}${REDACTED}` : REDACTED,
     );
+  return out;
+}
+
+/** `name=value` in query strings, assignments, JSON members and `;` segments, for secret names. */
+function redactNamedValues(s: string): string {
+  let out = s.replace(PARAM, (m, sep: string, key: string, value: string) =>
+    value !== '' && (isSecretName(key.trim()) || SECRET_QUERY_KEYS.has(key.trim().toLowerCase()))
+      ? `${sep}${key}=${REDACTED}`
+      : m,
+  );
+  out = out.replace(INNER_ASSIGNMENT, (m, key: string) => (isSecretName(key) ? `${key}=${REDACTED}` : m));
+  if (out.includes('"'))
+    out = out.replace(JSON_MEMBER, (m, key: string, colon: string) =>
+      isSecretName(key) ? `"${key}"${colon}"${REDACTED}"` : m,
+    );
+  if (out.includes(';')) out = redactSegments(out);
   return out;
 }
 
@@ -352,6 +389,13 @@ type Expect = 'none' | 'secret' | 'user-password' | 'auth-scheme' | 'shell';
 class Redactor {
   private expect: Expect = 'none';
   private program: ProgramOptions | null = null;
+  private previous = '';
+
+  /**
+   * @param words true for the words of one string: value rules (URLs, shapes, `name=value`) are
+   * then left to one pass over the whole string instead of one per word.
+   */
+  constructor(private readonly words = false) {}
 
   token(raw: string): string {
     // in shell strings, quotes stay around the word; classification looks inside them
@@ -359,7 +403,9 @@ class Redactor {
     const [, open = '', core = '', close = ''] = m;
     const wrap = (s: string): string => `${open}${s}${close}`;
     const expect = this.expect;
+    const previous = this.previous;
     this.expect = 'none';
+    this.previous = core;
     if (expect === 'secret' && !core.startsWith('--')) return wrap(REDACTED);
     if (expect === 'user-password' && !core.startsWith('-'))
       return wrap(core.includes('://') ? redactValue(core) : redactUserPassword(core));
@@ -370,6 +416,11 @@ class Redactor {
         return raw;
       }
       return wrap(REDACTED);
+    }
+    // `git config user.password v`, `aws configure set aws_secret_access_key v`
+    if (CONFIG_SETTERS.has(previous) && /^[A-Za-z0-9_.:/-]{1,128}$/.test(core) && isSecretName(core)) {
+      this.expect = 'secret';
+      return raw;
     }
     return wrap(this.classify(core));
   }
@@ -406,9 +457,9 @@ class Redactor {
     if (assignment) {
       const [, name = '', value = ''] = assignment;
       if (isSecretName(name) && value !== '') return `${name}=${REDACTED}`;
-      return `${name}=${redactText(value)}`;
+      return this.words ? arg : `${name}=${redactText(value)}`;
     }
-    return redactText(arg);
+    return this.words ? arg : redactText(arg);
   }
 
   /**
@@ -446,7 +497,7 @@ class Redactor {
     if (value !== undefined) {
       if (isSecretName(name) && value !== '') return `${dashes}${name}=${REDACTED}`;
       if (USER_PASSWORD_OPTIONS.has(name)) return `${dashes}${name}=${redactUserPassword(value)}`;
-      return `${dashes}${name}=${redactText(value)}`;
+      return this.words ? arg : `${dashes}${name}=${redactText(value)}`;
     }
     if (USER_PASSWORD_OPTIONS.has(name)) this.expect = 'user-password';
     else if (/^(?:cookie|oauth2-bearer)$/.test(name) || isSecretName(name)) this.expect = 'secret';
@@ -465,9 +516,10 @@ function redactText(text: string): string {
 
 /** Redacts the words of a string that holds several (a shell command, a libpq DSN). */
 function redactWords(s: string): string {
-  const r = new Redactor();
+  const r = new Redactor(true);
   const parts = s.split(/(\s+)/);
-  for (let i = 0; i < parts.length; i += 2) parts[i] = r.token(parts[i] as string);
+  const limit = Math.min(parts.length, 2 * MAX_WORDS);
+  for (let i = 0; i < limit; i += 2) parts[i] = r.token(parts[i] as string);
   return redactValue(parts.join(''));
 }
 
