@@ -87,10 +87,16 @@ interface Connection {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** A refusal or eviction is logged at most once per this many ms (with a count): a client flood must not flood the log. */
+const LIMIT_LOG_INTERVAL_MS = 60_000;
+
 export class ControlServer {
   private readonly servers: Server[] = [];
   private readonly connections = new Set<Connection>();
   private readonly limits: ControlLimits;
+  /** Limit hits since they were last logged, by kind. */
+  private readonly limitHits = new Map<string, number>();
+  private lastLimitLog = 0;
 
   constructor(private readonly options: ControlServerOptions) {
     this.limits = { ...DEFAULT_CONTROL_LIMITS, ...options.limits };
@@ -156,7 +162,7 @@ export class ControlServer {
     socket.on('close', () => this.close(conn));
     if (!this.makeRoom(admin)) {
       // every slot is answering a request right now: tell the newcomer instead of letting it hang
-      this.options.logger.warn({ admin }, 'control socket full, connection refused');
+      this.limitHit('refused_busy');
       this.finish(conn, fail(null, busyError()));
       return;
     }
@@ -184,7 +190,7 @@ export class ControlServer {
     }
     if (count < this.limits.maxConnectionsPerSocket) return true;
     if (victim === null) return false;
-    this.options.logger.debug({ admin }, 'control socket full, evicting the longest-idle connection');
+    this.limitHit('evicted_idle');
     this.evict(victim);
     return true;
   }
@@ -360,6 +366,16 @@ export class ControlServer {
     this.arm(conn);
   }
 
+  /** Counts a limit that was hit and logs the counts at most once per LIMIT_LOG_INTERVAL_MS. */
+  private limitHit(kind: string): void {
+    this.limitHits.set(kind, (this.limitHits.get(kind) ?? 0) + 1);
+    const now = Date.now();
+    if (now - this.lastLimitLog < LIMIT_LOG_INTERVAL_MS) return;
+    this.lastLimitLog = now;
+    this.options.logger.warn({ hits: Object.fromEntries(this.limitHits) }, 'control socket limits hit');
+    this.limitHits.clear();
+  }
+
   private totalUnsent(): number {
     let total = 0;
     for (const c of this.connections) total += c.socket.writableLength;
@@ -374,19 +390,19 @@ export class ControlServer {
     let why: string;
     if (conn.unsentSince !== null) {
       ms = this.limits.deliveryDeadlineMs - (Date.now() - conn.unsentSince);
-      why = 'answer not read';
+      why = 'timeout_unread';
     } else if (conn.busy) {
       return; // the method's own deadlines apply
     } else if (conn.pending.length > 0) {
       ms = this.limits.requestDeadlineMs;
-      why = 'request incomplete';
+      why = 'timeout_request';
     } else {
       ms = this.limits.idleTimeoutMs;
-      why = 'idle';
+      why = 'timeout_idle';
     }
     conn.timer = setTimeout(
       () => {
-        this.options.logger.debug({ admin: conn.admin, why }, 'control connection timed out');
+        this.limitHit(why);
         this.close(conn);
       },
       Math.max(0, ms),
