@@ -252,12 +252,19 @@ const SECRET_SHAPES: readonly RegExp[] = [
   /\bAGE-SECRET-KEY-1[0-9A-Z]{50,}/g, // age
 ];
 
-/** A PEM private key block, or its start when the rest was cut. */
+/**
+ * A PEM private key block (RSA, EC, OPENSSH, ENCRYPTED, PGP … BLOCK), or its start when the rest
+ * was cut. The body may hold dashes (`Proc-Type: 4,ENCRYPTED`), so it runs to `-----END`, one
+ * character at a time (no nested quantifier).
+ */
 const PEM_PRIVATE_KEY =
-  /-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----[^-]*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?/g;
+  /-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----(?:[^-]|-(?!----END ))*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----)?/g;
 
-/** `Bearer …` / `Basic …` anywhere (shell strings, git extraheader values). */
-const AUTH_SCHEME_VALUE = /\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{8,}/g;
+/**
+ * `Bearer …` / `Basic …` anywhere (shell strings, git extraheader values); the value must hold a
+ * digit or one of `.+/=` so that prose ("Basic authentication") stays readable.
+ */
+const AUTH_SCHEME_VALUE = /\b(Bearer|Basic)(\s+)(?=[A-Za-z_~-]*[0-9.+/=])[A-Za-z0-9._~+/=-]{8,}/g;
 /** The auth schemes kept readable before a redacted Authorization value. */
 const AUTH_SCHEMES = /^(?:bearer|basic|digest|token|negotiate|splunk|apikey|sso-key|aws4-hmac-sha256)$/i;
 

@@ -236,6 +236,24 @@ const SECRETS: [string, string[], string[]][] = [
   ['JWT', ['app', JWT], ['app', R]],
   ['PEM private key block', ['deploy', '--from-literal', PEM], ['deploy', '--from-literal', R]],
   [
+    'legacy encrypted RSA key (dashes in the body)',
+    [
+      'x',
+      '-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B\n\nMIIEpAIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----',
+    ],
+    ['x', R],
+  ],
+  [
+    'PGP private key block',
+    [
+      'gpg',
+      '--import',
+      '-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF0\n-----END PGP PRIVATE KEY BLOCK-----',
+    ],
+    ['gpg', '--import', R],
+  ],
+  ['PEM block cut short', ['x', PEM.slice(0, 80)], ['x', R]],
+  [
     'PEM block inside a value',
     ['kubectl', `--from-literal=key=${PEM}`],
     ['kubectl', `--from-literal=key=${R}`],
@@ -330,6 +348,10 @@ const KEPT: [string, string[]][] = [
   ['env without secrets', ['env', 'HOME=/root', 'PATH=/usr/bin:/bin', 'LANG=C.UTF-8']],
   ['scikit-learn and task names', ['pip', 'install', 'scikit-learn', 'sk-video']],
   ['plain words', ['echo', 'the', 'password', 'is', 'not', 'here']],
+  [
+    'prose about auth in a shell string',
+    ['sh', '-c', 'echo Basic authentication is disabled; echo Bearer tokens expire'],
+  ],
   ['Content-Type header', ['curl', '-H', 'Content-Type: application/json', '-H', 'Accept: */*']],
   ['--key-id (a name, not a key)', ['aws', 'kms', 'encrypt', '--key-id', 'alias/app']],
   ['git config of a plain key', ['git', 'config', '--global', 'user.name', 'Bob']],
@@ -375,6 +397,10 @@ describe('redactArgv', () => {
     ['segments and assignments', Array(MAX_ARGS).fill('password=;'.repeat(450))],
     ['inner assignments', Array(MAX_ARGS).fill('a.token=c,'.repeat(460))],
     ['JSON members', Array(MAX_ARGS).fill('"password": "'.repeat(330))],
+    [
+      'a PEM body of near-END dashes',
+      Array(MAX_ARGS).fill(`-----BEGIN RSA PRIVATE KEY-----${'----E'.repeat(900)}`),
+    ],
     ['one-letter shell words', Array(MAX_ARGS).fill('a '.repeat(2300))],
     ['query words with secret names', Array(MAX_ARGS).fill('a=b&pw=c '.repeat(520))],
     ['option words', Array(MAX_ARGS).fill('x -p '.repeat(930))],
