@@ -21,12 +21,13 @@ import { waitFor } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 /**
- * What the attack may add to guardd's peak RSS (docs/security.md): the control sockets retain at
- * most ~33 MiB, but every 8 MiB events page costs ~50 MiB of short-lived heap that V8 collects
- * lazily (a legitimate client reading the same 12 pages adds ~110 MiB); unbounded, this attack
- * grew the heap by 8 MiB per pipelined request until the daemon died.
+ * What the attack may add to guardd's peak RSS (docs/security.md). The control sockets retain at
+ * most ~41 MiB by construction, but each 8 MiB events page costs ~50 MiB of short-lived heap that
+ * V8 collects lazily: measured growth under this attack was 94–233 MiB over five runs, and a
+ * legitimate client reading the same 12 pages in a row adds ~110 MiB. Against the previous server
+ * (an unbounded write queue per connection) this test fails.
  */
-const ATTACK_PEAK_GROWTH_BYTES = 256 * MiB;
+const ATTACK_PEAK_GROWTH_BYTES = 320 * MiB;
 /** The systemd unit's MemoryMax (service/linux/toolguard.service). */
 const UNIT_MEMORY_MAX_BYTES = 512 * MiB;
 
