@@ -53,7 +53,8 @@ export interface ControlLimits {
 
 export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
   // 64 per socket: far more than the handful of guardctl/doctor/MDM probes a machine runs at once;
-  // each costs a descriptor and at most ~130 KiB of read buffer (MAX_REQUEST_BYTES + one 64 KiB chunk).
+  // each costs a descriptor and at most ~210 KiB of read buffers (MAX_REQUEST_BYTES, one 64 KiB
+  // read and the paused stream's own buffer).
   maxConnectionsPerSocket: 64,
   // 256 KiB: a status answer is ~2 KiB, so pipelined small requests still flow; a large events page
   // (≤ 8 MiB) stops the next read until it is delivered.

@@ -22,8 +22,8 @@ import { waitFor } from '../helpers/wait.js';
 const MiB = 1024 * 1024;
 /**
  * What the attack may add to guardd's peak RSS (docs/security.md). The control sockets retain at
- * most ~41 MiB by construction, but each 8 MiB events page costs ~50 MiB of short-lived heap that
- * V8 collects lazily: measured growth under this attack was 94–233 MiB over five runs, and a
+ * most ~50 MiB by construction, but each 8 MiB events page costs ~50 MiB of short-lived heap that
+ * V8 collects lazily: measured growth under this attack was 94–233 MiB over six runs, and a
  * legitimate client reading the same 12 pages in a row adds ~110 MiB. Against the previous server
  * (an unbounded write queue per connection) this test fails.
  */
