@@ -59,6 +59,8 @@ const SECRET_COMPONENTS = new Set([
   'sig',
   'signature',
   'privatekey',
+  'passin',
+  'passout',
 ]);
 /** Glued spellings: a name ending in one of these is secret (`PGPASSWORD`, `-storepass`, `accountkey`). */
 const SECRET_SUFFIXES = [
@@ -156,7 +158,11 @@ export function isSecretName(name: string): boolean {
 
 /** Short options whose value is a secret, per program (basename, `.exe` dropped). */
 interface ProgramOptions {
-  /** `-pSECRET`: the value glued to the letter is a secret (a separate next argument is not). */
+  /**
+   * `-pSECRET`: the value glued to the letter is a secret. A separate next argument is redacted too
+   * unless it is an option: mysql reads it as the database after a password prompt, but a
+   * password typed there by mistake is worth more than a database name.
+   */
   readonly glued?: string;
   /** `-a SECRET` and `-aSECRET`. */
   readonly both?: string;
@@ -218,6 +224,7 @@ const PROGRAMS: Readonly<Record<string, ProgramOptions>> = {
   ksh: { shell: true },
   fish: { shell: true },
   su: { shell: true },
+  az: { both: 'p' }, // az login --service-principal -u id -p secret
   sqlplus: { oracleLogin: true },
   rman: { oracleLogin: true },
   expdp: { oracleLogin: true },
@@ -250,6 +257,8 @@ const SECRET_SHAPES: readonly RegExp[] = [
   /\bdop_v1_[a-f0-9]{64}\b/g, // DigitalOcean
   /\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b/g, // Shopify
   /\bAGE-SECRET-KEY-1[0-9A-Z]{50,}/g, // age
+  /\bhv[sbr]\.[A-Za-z0-9_-]{24,}/g, // HashiCorp Vault
+  /\b(pass:)[^\s'"]+/g, // OpenSSL passphrase argument `pass:secret`
 ];
 
 /**
@@ -390,7 +399,7 @@ function redactSegments(s: string): string {
 }
 
 /** What the previous token asked of the next one. */
-type Expect = 'none' | 'secret' | 'user-password' | 'auth-scheme' | 'shell';
+type Expect = 'none' | 'secret' | 'secret-word' | 'user-password' | 'auth-scheme' | 'shell';
 
 /** Redacts a sequence of tokens (an argv, or the words of a shell command string). */
 class Redactor {
@@ -414,6 +423,7 @@ class Redactor {
     this.expect = 'none';
     this.previous = core;
     if (expect === 'secret' && !core.startsWith('--')) return wrap(REDACTED);
+    if (expect === 'secret-word' && !core.startsWith('-') && core !== '') return wrap(REDACTED);
     if (expect === 'user-password' && !core.startsWith('-'))
       return wrap(core.includes('://') ? redactValue(core) : redactUserPassword(core));
     if (expect === 'shell') return wrap(redactWords(core));
@@ -487,6 +497,10 @@ class Redactor {
       return `-${letter}${REDACTED}`;
     if (p && glued === '' && p.both?.includes(letter)) {
       this.expect = 'secret';
+      return arg;
+    }
+    if (p && glued === '' && p.glued?.includes(letter)) {
+      this.expect = 'secret-word';
       return arg;
     }
     if (USER_PASSWORD_OPTIONS.has(letter)) {
