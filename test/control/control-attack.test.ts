@@ -158,8 +158,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([...attackers].map(stopAttacker));
+  spawnSync('userdel', [user]); // before anything that could time out and skip it
   await guardd?.stop();
-  spawnSync('userdel', [user]);
 });
 
 describe('public socket under attack by an unprivileged user', () => {
