@@ -40,6 +40,8 @@ export const ERROR_CODES = {
   GUARD_CONTROL_FORBIDDEN: 'the method needs the admin socket',
   GUARD_CONTROL_TIMEOUT: 'the daemon did not answer in time',
   GUARD_CONTROL_SOCKET_IN_USE: 'another guardd already answers on the control socket',
+  GUARD_CONTROL_BUSY:
+    'every control connection slot is answering a request, or this connection was evicted to make room',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

@@ -5,7 +5,7 @@
  * daemon's code.
  */
 import { createConnection } from 'node:net';
-import { type ErrorCode, GuardError } from '../common/errors.js';
+import { type ErrorCode, GuardError, isGuardError } from '../common/errors.js';
 import type { ControlResponse } from './protocol.js';
 
 /** A daemon that has not answered after this long is reported as not answering. */
@@ -13,14 +13,42 @@ export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 /** Responses larger than this are refused (a status or page of events is far smaller). */
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Waits before each new attempt after GUARD_CONTROL_BUSY (ms): a full socket frees a slot as soon
+ * as a request is answered (milliseconds), so a few short retries ride out a burst of clients.
+ */
+const BUSY_RETRY_DELAYS_MS = [50, 150, 400] as const;
+
 let nextId = 1;
 
-/** Calls `method` on the daemon listening at `socketPath`. */
-export function callDaemon<T = unknown>(
+/**
+ * Calls `method` on the daemon listening at `socketPath`. A GUARD_CONTROL_BUSY answer (every
+ * connection slot taken) is retried a few times within `timeoutMs` before it is reported.
+ */
+export async function callDaemon<T = unknown>(
   socketPath: string,
   method: string,
   params: Record<string, unknown> = {},
   timeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await callOnce<T>(socketPath, method, params, Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      const delay = BUSY_RETRY_DELAYS_MS[attempt];
+      if (!isGuardError(err, 'GUARD_CONTROL_BUSY') || delay === undefined || Date.now() + delay >= deadline)
+        throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+function callOnce<T>(
+  socketPath: string,
+  method: string,
+  params: Record<string, unknown>,
+  timeoutMs: number,
 ): Promise<T> {
   const id = nextId++;
   return new Promise<T>((resolve, reject) => {

@@ -2,6 +2,22 @@
  * Owns guardd's local control endpoints: the public socket (mode 0666, read-only methods) and the
  * admin socket (mode 0600, owner = the daemon's user, every method). Requests are hostile input:
  * size-capped, parsed defensively, answered with a stable error code, never able to stop the daemon.
+ *
+ * Every client gets bounded cost (docs/security.md, "Local control sockets"); both sockets share
+ * this machinery, each with its own connection table so the public one cannot crowd out the admin one:
+ * - one request at a time per connection: while a request is answered, or while the connection's
+ *   unsent answers exceed PER_CONNECTION_UNSENT_BYTES, the server stops reading it, so pipelined
+ *   requests wait in the client's kernel buffer, not in guardd's heap;
+ * - every request line is capped (MAX_REQUEST_BYTES) and must be complete within REQUEST_DEADLINE_MS,
+ *   every answer handed to the kernel within DELIVERY_DEADLINE_MS, every idle connection closed after
+ *   IDLE_TIMEOUT_MS;
+ * - all connections together hold at most TOTAL_UNSENT_BYTES of unsent answers: past that, the
+ *   connection whose answer has waited longest (a client that does not read) is closed;
+ * - a full table (MAX_CONNECTIONS_PER_SOCKET) never refuses a newcomer while an older connection is
+ *   between requests: the longest-idle one is evicted. Node exposes no peer credentials
+ *   (SO_PEERCRED / LOCAL_PEERCRED), so fairness is by eviction, not by uid.
+ * A malformed request (oversized, not UTF-8, not JSON, wrong shape) is answered with
+ * GUARD_CONTROL_BAD_REQUEST and the connection is closed: the framing can no longer be trusted.
  */
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -15,17 +31,77 @@ export interface ControlServerOptions {
   readonly adminPath: string;
   readonly methods: ControlMethods;
   readonly logger: Logger;
+  /** Overrides for the limits below (tests use small ones to reach them quickly). */
+  readonly limits?: Partial<ControlLimits>;
 }
 
-/** Connections idle longer than this are closed: a stuck client must not hold a descriptor forever. */
-const IDLE_TIMEOUT_MS = 60_000;
-/** At most this many concurrent connections per socket. */
-const MAX_CONNECTIONS = 64;
+/** The per-client bounds; defaults in DEFAULT_CONTROL_LIMITS. */
+export interface ControlLimits {
+  /** Connections per socket; at the cap a newcomer evicts the longest-idle connection. */
+  readonly maxConnectionsPerSocket: number;
+  /** A connection's unsent answer bytes above which its next request is not read. */
+  readonly perConnectionUnsentBytes: number;
+  /** Unsent answer bytes of all connections together; past it the longest-waiting one is closed. */
+  readonly totalUnsentBytes: number;
+  /** A connection with nothing in progress is closed after this long (ms). */
+  readonly idleTimeoutMs: number;
+  /** A request's first byte to its newline (ms): a client trickling bytes is closed. */
+  readonly requestDeadlineMs: number;
+  /** An answer written to how it is fully handed to the kernel (ms): a client that does not read is closed. */
+  readonly deliveryDeadlineMs: number;
+}
+
+export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
+  // 64 per socket: far more than the handful of guardctl/doctor/MDM probes a machine runs at once;
+  // each costs a descriptor and at most ~210 KiB of read buffers (MAX_REQUEST_BYTES, one 64 KiB
+  // read and the paused stream's own buffer).
+  maxConnectionsPerSocket: 64,
+  // 256 KiB: a status answer is ~2 KiB, so pipelined small requests still flow; a large events page
+  // (≤ 8 MiB) stops the next read until it is delivered.
+  perConnectionUnsentBytes: 256 * 1024,
+  // 16 MiB: two full events pages (8 MiB each) waiting at once; the whole control budget is in
+  // docs/security.md ("Local control sockets") and stays far below the unit's 512 MiB MemoryMax.
+  totalUnsentBytes: 16 * 1024 * 1024,
+  // 30 s: guardctl sends its request at once and closes after the answer; anything idle longer is a leak.
+  idleTimeoutMs: 30_000,
+  // 5 s: a request is one short line written at once; 5 s tolerates a loaded 2-core machine.
+  requestDeadlineMs: 5_000,
+  // 10 s: the control client's own call timeout; a reader that has not taken an answer by then never will.
+  deliveryDeadlineMs: 10_000,
+};
+
+/** State of one accepted connection. */
+interface Connection {
+  readonly socket: Socket;
+  readonly admin: boolean;
+  /** Bytes read and not yet consumed as a request line. */
+  pending: Buffer;
+  /** A request of this connection is being answered. */
+  busy: boolean;
+  /** Last time a request was taken or an answer fully delivered (ms since epoch). */
+  lastActivity: number;
+  /** When the oldest unsent answer byte was written (ms since epoch), null when nothing is unsent. */
+  unsentSince: number | null;
+  timer: NodeJS.Timeout | null;
+  closed: boolean;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A refusal or eviction is logged at most once per this many ms (with a count): a client flood must not flood the log. */
+const LIMIT_LOG_INTERVAL_MS = 60_000;
 
 export class ControlServer {
   private readonly servers: Server[] = [];
+  private readonly connections = new Set<Connection>();
+  private readonly limits: ControlLimits;
+  /** Limit hits since they were last logged, by kind. */
+  private readonly limitHits = new Map<string, number>();
+  private lastLimitLog = 0;
 
-  constructor(private readonly options: ControlServerOptions) {}
+  constructor(private readonly options: ControlServerOptions) {
+    this.limits = { ...DEFAULT_CONTROL_LIMITS, ...options.limits };
+  }
 
   /** Listens on both sockets. Fails with GuardError if another daemon already answers there. */
   async start(): Promise<void> {
@@ -33,10 +109,16 @@ export class ControlServer {
     await this.listen(this.options.adminPath, true, 0o600);
   }
 
-  /** Closes both sockets and removes their files. Idempotent. */
+  /** Closes both sockets and every open connection, and removes the socket files. Idempotent. */
   async stop(): Promise<void> {
     const servers = this.servers.splice(0);
+    for (const c of [...this.connections]) this.close(c);
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  /** Open connections and unsent answer bytes, for status and tests. */
+  stats(): { connections: number; unsent_bytes: number } {
+    return { connections: this.connections.size, unsent_bytes: this.totalUnsent() };
   }
 
   private async listen(path: string, admin: boolean, mode: number): Promise<void> {
@@ -52,8 +134,7 @@ export class ControlServer {
         unlinkSync(path); // stale socket of a daemon that died
       }
     }
-    const server = createServer((socket) => this.serve(socket, admin));
-    server.maxConnections = MAX_CONNECTIONS;
+    const server = createServer((socket) => this.accept(socket, admin));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => {
@@ -66,78 +147,290 @@ export class ControlServer {
     this.servers.push(server);
   }
 
-  private serve(socket: Socket, admin: boolean): void {
-    let buffer = '';
-    let queue = Promise.resolve();
-    socket.setEncoding('utf8');
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
-    socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.length > MAX_REQUEST_BYTES && !buffer.includes('\n')) {
-        this.write(
-          socket,
-          fail(
-            null,
-            new GuardError('GUARD_CONTROL_BAD_REQUEST', `request larger than ${MAX_REQUEST_BYTES} bytes`),
-          ),
-        );
-        socket.end();
-        buffer = '';
+  private accept(socket: Socket, admin: boolean): void {
+    const now = Date.now();
+    const conn: Connection = {
+      socket,
+      admin,
+      pending: Buffer.alloc(0),
+      busy: false,
+      lastActivity: now,
+      unsentSince: null,
+      timer: null,
+      closed: false,
+    };
+    socket.on('error', () => this.close(conn));
+    socket.on('close', () => this.close(conn));
+    if (!this.makeRoom(admin)) {
+      // every slot is answering a request right now: tell the newcomer instead of letting it hang
+      this.limitHit('refused_busy');
+      this.finish(conn, fail(null, busyError()));
+      return;
+    }
+    this.connections.add(conn);
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('drain', () => this.onDrain(conn));
+    this.arm(conn);
+  }
+
+  /**
+   * Frees a slot on a full socket by closing the connection that is not answering a request and
+   * was active longest ago (a client that does not read its answer counts from when it was written).
+   * False when every slot is answering a request.
+   */
+  private makeRoom(admin: boolean): boolean {
+    let count = 0;
+    let victim: Connection | null = null;
+    for (const c of this.connections) {
+      if (c.admin !== admin) continue;
+      count++;
+      if (c.busy) continue;
+      const since = Math.min(c.lastActivity, c.unsentSince ?? Number.POSITIVE_INFINITY);
+      const best = victim && Math.min(victim.lastActivity, victim.unsentSince ?? Number.POSITIVE_INFINITY);
+      if (victim === null || since < (best as number)) victim = c;
+    }
+    if (count < this.limits.maxConnectionsPerSocket) return true;
+    if (victim === null) return false;
+    this.limitHit('evicted_idle');
+    this.evict(victim);
+    return true;
+  }
+
+  /** Closes `conn` with a GUARD_CONTROL_BUSY line when it can still take one. */
+  private evict(conn: Connection): void {
+    this.finish(conn, conn.unsentSince === null ? fail(null, busyError()) : null);
+  }
+
+  /**
+   * Takes `conn` out of the table and closes it after a last answer, when one is given and the
+   * client reads; a client with unread answers is cut at once.
+   */
+  private finish(conn: Connection, last: ControlResponse | null): void {
+    const { socket } = conn;
+    this.clear(conn);
+    this.connections.delete(conn);
+    conn.closed = true;
+    conn.pending = Buffer.alloc(0);
+    if (socket.destroyed) return;
+    if (last && socket.writableLength === 0) socket.write(line(last));
+    if (socket.writableLength === 0) socket.destroySoon();
+    else socket.destroy();
+  }
+
+  private onData(conn: Connection, chunk: Buffer): void {
+    if (conn.closed) return;
+    conn.pending = conn.pending.length === 0 ? chunk : Buffer.concat([conn.pending, chunk]);
+    this.pump(conn);
+  }
+
+  private onDrain(conn: Connection): void {
+    if (conn.closed) return;
+    conn.unsentSince = null;
+    conn.lastActivity = Date.now();
+    this.pump(conn);
+  }
+
+  /** Takes the next complete request of `conn` when the connection may have one answered now. */
+  private pump(conn: Connection): void {
+    if (conn.closed || conn.busy) return;
+    if (conn.socket.writableLength > this.limits.perConnectionUnsentBytes) {
+      conn.socket.pause(); // resumed by 'drain' → pump
+      this.arm(conn);
+      return;
+    }
+    const nl = conn.pending.indexOf(0x0a);
+    const lineLength = nl < 0 ? conn.pending.length : nl;
+    if (lineLength > MAX_REQUEST_BYTES) {
+      this.protocolError(
+        conn,
+        new GuardError('GUARD_CONTROL_BAD_REQUEST', `request larger than ${MAX_REQUEST_BYTES} bytes`),
+      );
+      return;
+    }
+    if (nl < 0) {
+      conn.socket.resume();
+      this.arm(conn);
+      return;
+    }
+    const raw = conn.pending.subarray(0, nl);
+    conn.pending = conn.pending.subarray(nl + 1);
+    if (conn.pending.length === 0) conn.pending = Buffer.alloc(0); // let the chunk go
+    let text: string;
+    try {
+      text = utf8.decode(raw);
+    } catch {
+      this.protocolError(conn, new GuardError('GUARD_CONTROL_BAD_REQUEST', 'request is not UTF-8 text'));
+      return;
+    }
+    if (text.trim() === '') {
+      this.pump(conn);
+      return;
+    }
+    conn.busy = true;
+    conn.lastActivity = Date.now();
+    conn.socket.pause(); // one request at a time: the rest wait in the client's kernel buffer
+    this.arm(conn);
+    void this.answer(text, conn.admin).then(({ response, protocolError }) => {
+      conn.busy = false;
+      if (conn.closed) return;
+      if (protocolError) {
+        this.finish(conn, response);
         return;
       }
-      let nl = buffer.indexOf('\n');
-      while (nl >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line.trim())
-          queue = queue.then(() => this.answer(line, admin).then((r) => this.write(socket, r)));
-        nl = buffer.indexOf('\n');
-      }
+      this.send(conn, response);
+      // the next pipelined request waits for a turn of the event loop: one connection cannot monopolise it
+      setImmediate(() => this.pump(conn));
     });
   }
 
-  private async answer(line: string, admin: boolean): Promise<ControlResponse> {
+  private async answer(
+    text: string,
+    admin: boolean,
+  ): Promise<{ response: ControlResponse; protocolError: boolean }> {
     let id: number | null = null;
+    let req: Record<string, unknown>;
+    let params: object;
     try {
-      if (line.length > MAX_REQUEST_BYTES)
-        throw new GuardError('GUARD_CONTROL_BAD_REQUEST', `request larger than ${MAX_REQUEST_BYTES} bytes`);
-      let req: unknown;
+      let parsed: unknown;
       try {
-        req = JSON.parse(line);
+        parsed = JSON.parse(text);
       } catch {
         throw new GuardError('GUARD_CONTROL_BAD_REQUEST', 'request is not JSON');
       }
-      if (typeof req !== 'object' || req === null || Array.isArray(req))
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
         throw new GuardError('GUARD_CONTROL_BAD_REQUEST', 'request must be a JSON object');
-      const r = req as Record<string, unknown>;
-      if (typeof r.id === 'number' && Number.isSafeInteger(r.id)) id = r.id;
-      if (typeof r.method !== 'string')
+      req = parsed as Record<string, unknown>;
+      if (typeof req.id === 'number' && Number.isSafeInteger(req.id)) id = req.id;
+      if (typeof req.method !== 'string')
         throw new GuardError('GUARD_CONTROL_BAD_REQUEST', 'request.method must be a string');
-      const params = r.params ?? {};
-      if (typeof params !== 'object' || params === null || Array.isArray(params))
+      const p = req.params ?? {};
+      if (typeof p !== 'object' || p === null || Array.isArray(p))
         throw new GuardError('GUARD_CONTROL_BAD_REQUEST', 'request.params must be an object');
-      const method = Object.hasOwn(this.options.methods, r.method)
-        ? this.options.methods[r.method]
-        : undefined;
+      params = p;
+    } catch (err) {
+      return { response: fail(id, err), protocolError: true };
+    }
+    try {
+      const name = req.method as string;
+      const method = Object.hasOwn(this.options.methods, name) ? this.options.methods[name] : undefined;
       if (!method)
-        throw new GuardError('GUARD_CONTROL_UNKNOWN_METHOD', `unknown method "${r.method.slice(0, 100)}"`);
+        throw new GuardError('GUARD_CONTROL_UNKNOWN_METHOD', `unknown method "${name.slice(0, 100)}"`);
       if (method.admin && !admin)
         throw new GuardError(
           'GUARD_CONTROL_FORBIDDEN',
-          `"${r.method}" is answered only on the admin socket (run as root)`,
+          `"${name.slice(0, 100)}" is answered only on the admin socket (run as root)`,
         );
       const result = await method.handle(params as Record<string, unknown>);
-      return { id, ok: true, result: result ?? null };
+      return { response: { id, ok: true, result: result ?? null }, protocolError: false };
     } catch (err) {
       if (!isGuardError(err)) this.options.logger.error({ err }, 'control method failed');
-      return fail(id, err);
+      return { response: fail(id, err), protocolError: false };
     }
   }
 
-  private write(socket: Socket, response: ControlResponse): void {
-    if (!socket.destroyed) socket.write(`${JSON.stringify(response)}\n`);
+  private protocolError(conn: Connection, err: GuardError): void {
+    this.finish(conn, fail(null, err));
   }
+
+  /** Writes one answer, first closing readers that do not read when all unsent answers would pass the total budget. */
+  private send(conn: Connection, response: ControlResponse): void {
+    let bytes: Buffer;
+    try {
+      bytes = Buffer.from(line(response));
+    } catch (err) {
+      // not serialisable (a method bug) or too large for one string
+      this.options.logger.error({ err }, 'control answer could not be serialised');
+      bytes = Buffer.from(line(fail(response.id, new Error('answer could not be serialised'))));
+    }
+    let total = this.totalUnsent();
+    while (total + bytes.length > this.limits.totalUnsentBytes) {
+      let victim: Connection | null = null;
+      for (const c of this.connections)
+        if (
+          c !== conn &&
+          c.unsentSince !== null &&
+          (!victim || c.unsentSince < (victim.unsentSince as number))
+        )
+          victim = c;
+      if (!victim) break;
+      this.options.logger.warn(
+        { admin: victim.admin },
+        'control answers over budget, closing a client that does not read',
+      );
+      total -= victim.socket.writableLength;
+      this.close(victim);
+    }
+    if (conn.socket.write(bytes)) {
+      conn.unsentSince = null;
+      conn.lastActivity = Date.now();
+    } else if (conn.unsentSince === null) conn.unsentSince = Date.now();
+    this.arm(conn);
+  }
+
+  /** Counts a limit that was hit and logs the counts at most once per LIMIT_LOG_INTERVAL_MS. */
+  private limitHit(kind: string): void {
+    this.limitHits.set(kind, (this.limitHits.get(kind) ?? 0) + 1);
+    const now = Date.now();
+    if (now - this.lastLimitLog < LIMIT_LOG_INTERVAL_MS) return;
+    this.lastLimitLog = now;
+    this.options.logger.warn({ hits: Object.fromEntries(this.limitHits) }, 'control socket limits hit');
+    this.limitHits.clear();
+  }
+
+  private totalUnsent(): number {
+    let total = 0;
+    for (const c of this.connections) total += c.socket.writableLength;
+    return total;
+  }
+
+  /** (Re)starts the one deadline that applies to the connection's state. */
+  private arm(conn: Connection): void {
+    this.clear(conn);
+    if (conn.closed) return;
+    let ms: number;
+    let why: string;
+    if (conn.unsentSince !== null) {
+      ms = this.limits.deliveryDeadlineMs - (Date.now() - conn.unsentSince);
+      why = 'timeout_unread';
+    } else if (conn.busy) {
+      return; // the method's own deadlines apply
+    } else if (conn.pending.length > 0) {
+      ms = this.limits.requestDeadlineMs;
+      why = 'timeout_request';
+    } else {
+      ms = this.limits.idleTimeoutMs;
+      why = 'timeout_idle';
+    }
+    conn.timer = setTimeout(
+      () => {
+        this.limitHit(why);
+        this.close(conn);
+      },
+      Math.max(0, ms),
+    );
+    conn.timer.unref();
+  }
+
+  private clear(conn: Connection): void {
+    if (conn.timer) clearTimeout(conn.timer);
+    conn.timer = null;
+  }
+
+  private close(conn: Connection): void {
+    this.clear(conn);
+    this.connections.delete(conn);
+    conn.pending = Buffer.alloc(0);
+    if (!conn.socket.destroyed) conn.socket.destroy();
+    conn.closed = true;
+  }
+}
+
+function busyError(): GuardError {
+  return new GuardError('GUARD_CONTROL_BUSY', 'guardd has too many control connections; try again');
+}
+
+function line(response: ControlResponse): string {
+  return `${JSON.stringify(response)}\n`;
 }
 
 function fail(id: number | null, err: unknown): ControlResponse {

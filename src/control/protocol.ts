@@ -5,7 +5,11 @@
  * on the root-only admin socket.
  */
 
-/** A request line longer than this is refused (GUARD_CONTROL_BAD_REQUEST) and the connection closed. */
+/**
+ * A request line longer than this is refused (GUARD_CONTROL_BAD_REQUEST) and the connection closed:
+ * the largest real request (`events.list` with every parameter) is under 300 bytes, so 64 KiB leaves
+ * room for any future parameter while bounding what one connection can make guardd buffer.
+ */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface ControlRequest {
