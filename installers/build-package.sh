@@ -62,10 +62,18 @@ prepare_unix_runtime() {
     NODE_LICENSE=""
     ADDON="$REPO/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
     local want have
-    want="$(node -p 'require(process.argv[1]).major' "$REPO/installers/runtime.json")"
+    want="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")"
     have="$(node -p 'process.versions.node.split(".")[0]')"
     [ "$have" = "$want" ] || {
       echo "build-package: TOOLGUARD_RUNTIME=host needs Node $want (this is $(node --version))" >&2
+      exit 1
+    }
+    # The checkout's addon must be the one `npm ci` built for this very node.
+    node -e '
+      const D = require(process.argv[1]);
+      new D(":memory:", { nativeBinding: process.argv[2] }).close();' \
+      "$REPO/node_modules/better-sqlite3" "$ADDON" || {
+      echo "build-package: the checkout's better-sqlite3 addon does not load in $(node --version): run \`npm ci\` with it" >&2
       exit 1
     }
     log "bundling the host's Node $(node --version) and the checkout's better-sqlite3 build"
@@ -75,8 +83,7 @@ prepare_unix_runtime() {
     Linux-x86_64) platform=linux-x64 ;;
     *)
       echo "build-package: installers/runtime.json pins no runtime for $(uname -s)-$(uname -m);" \
-        "use TOOLGUARD_RUNTIME=host with Node $(node -p 'require(process.argv[1]).major' \
-          "$REPO/installers/runtime.json")" >&2
+        "use TOOLGUARD_RUNTIME=host with Node $(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")" >&2
       exit 1
       ;;
     esac
@@ -96,7 +103,7 @@ prepare_unix_runtime() {
 # stage_app DIR ADDON: the app with production dependencies only and ADDON as better-sqlite3's
 # native addon. Everything the programs read at run time next to their code (policy/ for the schema
 # and local mode's example body, package.json for the version, dist/ for the parse worker) is
-# copied; test/packaging/runtime-files.test.ts lists those reads from dist/ and checks each payload.
+# copied; the packaging tests list those reads from dist/ (runtimeReads) and check every payload.
 stage_app() {
   local app="$1" addon="$2"
   mkdir -p "$app"

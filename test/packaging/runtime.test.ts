@@ -104,6 +104,29 @@ describe('installers/node-runtime.sh', () => {
   });
 });
 
+describe('installers/build-package.sh TOOLGUARD_RUNTIME=host (macOS)', () => {
+  it("refuses a host Node whose major is not the pinned one (the Mac's node is bundled as is)", () => {
+    requireBuiltDist();
+    const dir = tempDir('tgpkg-host-');
+    const pin = join(dir, 'runtime.json');
+    writeFileSync(pin, JSON.stringify({ ...RUNTIME, major: 99 }));
+    const res = spawnSync('bash', [join(REPO, 'installers/build-package.sh'), 'stage'], {
+      cwd: REPO,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: {
+        ...process.env,
+        TOOLGUARD_RUNTIME: 'host',
+        TOOLGUARD_RUNTIME_JSON: pin,
+        TOOLGUARD_PKG_OUT: join(dir, 'out'),
+      },
+    });
+    expect(res.status).toBe(1);
+    expect(res.stderr).toContain('TOOLGUARD_RUNTIME=host needs Node 99 (this is v');
+    expect(existsSync(join(dir, 'out/stage/opt/toolguard/node/bin/node'))).toBe(false);
+  });
+});
+
 describe('files the programs read at run time', () => {
   it('are found in dist/: the policy schema, the example policy, package.json, the parse worker', () => {
     requireBuiltDist();
