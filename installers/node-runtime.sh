@@ -113,8 +113,17 @@ tg_build_addon() {
   (cd "$bs" && tar cf - --exclude=./build .) | tar xf - -C "$src"
   tg_log "compiling better-sqlite3 $bsver for Node $TG_NODE_VERSION ($platform) with node-gyp"
   started=$(date +%s)
-  if ! (cd "$src" && node "$gyp" rebuild --release --nodedir="$TG_NODE_DIR" -j "$(nproc)" >"$src.log" 2>&1); then
+  # node-gyp lets npm_config_* from the environment (npm/npx export the user's npmrc, e.g. a
+  # `nodedir=/usr` of the system Node) override its flags: drop them all and name the headers twice.
+  local unset_npm=()
+  local v
+  for v in $(compgen -e); do
+    case "$v" in npm_config_* | NPM_CONFIG_*) unset_npm+=(-u "$v") ;; esac
+  done
+  if ! (cd "$src" && env "${unset_npm[@]}" npm_config_nodedir="$TG_NODE_DIR" \
+    node "$gyp" rebuild --release --nodedir="$TG_NODE_DIR" -j "$(nproc)" >"$src.log" 2>&1); then
     tail -n 40 "$src.log" >&2
+    rm -rf "$src"
     tg_die "node-gyp failed (needs python3, make, g++: .ci/system-deps.sh); full log $src.log"
   fi
   # The addon must load in the runtime it was built for before it is cached.
@@ -122,8 +131,10 @@ tg_build_addon() {
     const D = require(process.argv[1] + "/lib");
     const db = new D(":memory:", { nativeBinding: process.argv[2] });
     if (db.prepare("select 1 as x").get().x !== 1) process.exit(1);' \
-    "$src" "$src/build/Release/better_sqlite3.node" ||
-    tg_die "the addon built for Node $TG_NODE_VERSION does not load in it"
+    "$src" "$src/build/Release/better_sqlite3.node" || {
+    rm -rf "$src"
+    tg_die "the addon built for Node $TG_NODE_VERSION does not load in it (build log: $src.log)"
+  }
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"
   cp "$src/build/Release/better_sqlite3.node" "$out.tmp/"
