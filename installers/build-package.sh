@@ -164,10 +164,27 @@ EOF
   chmod 0755 "$root/etc/toolguard"
 }
 
+# glibc_floor ROOT: the newest GLIBC_x.y symbol version any native file of the payload needs (the
+# bundled node: 2.28; the addon compiled on this machine may need more, e.g. 2.34 on Debian 12).
+# The packages depend on that version, so a machine with an older glibc refuses the install instead
+# of running a guardd that cannot open its database.
+glibc_floor() {
+  local v
+  v="$(find "$1" -type f \( -path '*/node/bin/node' -o -name '*.node' \) -print0 |
+    xargs -0 objdump -T | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' | sort -uV | tail -n1)"
+  [ -n "$v" ] || {
+    echo "build-package: no GLIBC symbol versions found in the payload (objdump missing?)" >&2
+    exit 1
+  }
+  echo "$v"
+}
+
 # ---------------------------------------------------------------------------------------------
 build_deb() {
   local root="$WORK/deb"
   stage_root "$root"
+  local glibc
+  glibc="$(glibc_floor "$root")"
   local arch
   arch="$(dpkg --print-architecture)"
   mkdir -p "$root/DEBIAN"
@@ -179,7 +196,7 @@ Version: $VERSION
 Architecture: $arch
 Maintainer: toolguard maintainers <toolguard@example.invalid>
 Installed-Size: $size
-Depends: libc6 (>= 2.28), libstdc++6 (>= 10), libgcc-s1
+Depends: libc6 (>= $glibc), libstdc++6 (>= 10), libgcc-s1
 Section: admin
 Priority: optional
 Homepage: https://github.com/toolguard/toolguard
@@ -207,6 +224,8 @@ build_rpm() {
   }
   local root="$WORK/rpmroot"
   stage_root "$root"
+  local glibc
+  glibc="$(glibc_floor "$root")"
   local top="$WORK/rpmbuild"
   mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
   local payload="w1.xzdio" # same trade-off as the .deb
@@ -217,6 +236,7 @@ build_rpm() {
     --define "_topdir $top" \
     --define "_tg_stage $root" \
     --define "_tg_version $rpmver" \
+    --define "_tg_glibc $glibc" \
     --define "_binary_payload $payload" \
     --define "_build_id_links none" \
     --target "$(uname -m)" \

@@ -27,6 +27,7 @@ import {
   buildPackage,
   debContents,
   dpkgIn,
+  glibcNeeded,
   makeScratchRoot,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
@@ -270,6 +271,15 @@ describe('payload', () => {
     const reads = runtimeReads();
     expect(reads).toContain('policy/policy.schema.json');
     expect(reads.filter((f) => !paths.has(`/opt/toolguard/app/${f}`))).toEqual([]);
+  });
+
+  it('depends on the glibc its native files need (the addon compiled here may need more than node)', () => {
+    const need = glibcNeeded([
+      join(root, 'opt/toolguard/node/bin/node'),
+      join(root, 'opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node'),
+    ]);
+    const depends = spawnSync('dpkg-deb', ['-f', debV1, 'Depends'], { encoding: 'utf8' }).stdout.trim();
+    expect(depends).toBe(`libc6 (>= ${need}), libstdc++6 (>= 10), libgcc-s1`);
   });
 
   it('declares config.json a conffile', () => {

@@ -122,6 +122,19 @@ export function debContents(deb: string): { mode: string; owner: string; path: s
     });
 }
 
+/** The newest GLIBC_x.y symbol version the given ELF files need (objdump -T), e.g. "2.34". */
+export function glibcNeeded(files: readonly string[]): string {
+  const text = execFileSync('objdump', ['-T', ...files], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const versions = [
+    ...new Set([...text.matchAll(/GLIBC_(\d+)\.(\d+)(?:\.\d+)?/g)].map((m) => `${m[1]}.${m[2]}`)),
+  ];
+  const key = (v: string): number => Number(v.split('.')[0]) * 1000 + Number(v.split('.')[1]);
+  versions.sort((a, b) => key(a) - key(b));
+  const newest = versions.at(-1);
+  if (!newest) throw new Error(`no GLIBC versions in ${files.join(', ')}`);
+  return newest;
+}
+
 /** Paths that look like tests of a dependency (the same patterns build-package.sh removes). */
 export const TEST_FILE_RE =
   /\/node_modules\/.*(\/(test|tests|__tests__)\/|\.(test|spec)\.(m?js|ts)$|\.test-d\.ts$|\/test\.js$|\/test-[^/]*\.js$)/;
