@@ -4,13 +4,15 @@
 #   rpm           rpmbuild + rpm -qlp for the .rpm
 #   wixl msitools wixl builds the .msi on Linux; msiinfo/msiextract list its tables and files
 #   systemd       systemd-analyze verify on the units
-#   python3       plistlib checks the launchd plist and the .mobileconfig
+#   python3       plistlib checks the launchd plist and the .mobileconfig; node-gyp's gyp
+#   make g++      node-gyp compiles better-sqlite3 for the bundled Node 24 (installers/node-runtime.sh)
+#   binutils      objdump: the glibc version the payload's native files need (package dependency)
 #   fakeroot      root-owned payloads when the build does not run as root
 #   sqlite3       the collector backup example in docs/deploy/collector.md is tested by hand with it
 # Prints how long it took (the lead's .ci/run budgets it).
 set -euo pipefail
 start=$(date +%s)
-PKGS=(dpkg-dev rpm wixl msitools systemd python3 fakeroot sqlite3)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,12 +3,14 @@
 #
 #   bash installers/build-package.sh deb|rpm|msi|stage
 #
-# Every package carries its own runtime: the Node binary (the one this build runs on, i.e. the
-# Node the native better-sqlite3 addon was compiled against), the built dist/, bin/, package.json
-# and production node_modules only (dev dependencies pruned offline, tests/docs of dependencies
-# dropped). Layout on Linux:
-#   /opt/toolguard/node/bin/node        bundled runtime (root-owned, 0755)
-#   /opt/toolguard/app/{bin,dist,node_modules,package.json,docs}
+# Every package carries its own runtime: Node 24 LTS as pinned in installers/runtime.json (fetched
+# with `npm pack` and checked against its sha512 by installers/node-runtime.sh; never the Node
+# running this script), better-sqlite3's addon compiled for exactly that Node, the built dist/,
+# bin/, package.json, policy/ (the policy schema and example body the programs read at run time),
+# docs/ and production node_modules only (dev dependencies pruned offline, tests/docs of
+# dependencies dropped). Layout on Linux:
+#   /opt/toolguard/node/bin/node        bundled runtime (root-owned, 0755), /opt/toolguard/node/LICENSE
+#   /opt/toolguard/app/{bin,dist,policy,node_modules,package.json,docs}
 #   /opt/toolguard/bin/{guardd,guardctl,guard-collector}   wrappers that run the bundled node
 #   /usr/bin/guardctl -> /opt/toolguard/bin/guardctl        on users' PATH
 #   /usr/lib/systemd/system/{toolguard,guard-collector}.service
@@ -19,9 +21,15 @@
 #   TOOLGUARD_PKG_VERSION   package version (default: package.json "version")
 #   TOOLGUARD_PKG_OUT       output dir (default: build/packages)
 #   TOOLGUARD_PKG_FAST=1    fast compression for CI (deb: gzip -1, rpm: w1.gzdio); default xz -1
-#   TOOLGUARD_NODE          Node binary to bundle (default: the node running this script)
-#   TOOLGUARD_WIN_RUNTIME   msi only: dir with node.exe, toolguard-service.exe (WinSW) and the
-#                           win32-x64 better_sqlite3.node; required (see docs/install.md)
+#   TOOLGUARD_CACHE         runtime/addon cache (default: build/cache; see installers/node-runtime.sh)
+#   TOOLGUARD_RUNTIME=host  deb/rpm/stage: bundle the Node running this script and the checkout's
+#                           own better-sqlite3 build instead of the pinned runtime (macOS and
+#                           architectures runtime.json does not pin); its major must be runtime.json's
+#   TOOLGUARD_WIN_RUNTIME   msi only: dir with toolguard-service.exe (WinSW x64) and the win32-x64
+#                           better_sqlite3.node built for Node 24 (node.exe comes from runtime.json);
+#                           both must be Windows PE files (see docs/install.md)
+#   TOOLGUARD_WIN_STANDINS=1  msi only, tests: accept non-PE stand-ins for those two files; the msi
+#                           is then named *-STANDINS.msi and must never be distributed
 set -euo pipefail
 
 FORMAT="${1:-}"
@@ -40,21 +48,70 @@ cd "$REPO"
 
 VERSION="${TOOLGUARD_PKG_VERSION:-$(node -p 'require("./package.json").version')}"
 OUT="$(mkdir -p "${TOOLGUARD_PKG_OUT:-build/packages}" && cd "${TOOLGUARD_PKG_OUT:-build/packages}" && pwd)"
-NODE_BIN="${TOOLGUARD_NODE:-$(node -p process.execPath)}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tg-pkg.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 log() { echo "build-package[$FORMAT]: $*" >&2; }
+# shellcheck source=installers/node-runtime.sh
+source "$REPO/installers/node-runtime.sh"
+
+# The runtime to bundle: NODE_BIN (Linux/macOS), NODE_LICENSE (may be empty) and ADDON, the
+# better_sqlite3.node that goes into the payload.
+prepare_unix_runtime() {
+  if [ "${TOOLGUARD_RUNTIME:-}" = host ]; then
+    NODE_BIN="$(node -p process.execPath)"
+    NODE_LICENSE=""
+    ADDON="$REPO/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
+    local want have
+    want="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")"
+    have="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$have" = "$want" ] || {
+      echo "build-package: TOOLGUARD_RUNTIME=host needs Node $want (this is $(node --version))" >&2
+      exit 1
+    }
+    # The checkout's addon must be the one `npm ci` built for this very node.
+    node -e '
+      const D = require(process.argv[1]);
+      new D(":memory:", { nativeBinding: process.argv[2] }).close();' \
+      "$REPO/node_modules/better-sqlite3" "$ADDON" || {
+      echo "build-package: the checkout's better-sqlite3 addon does not load in $(node --version): run \`npm ci\` with it" >&2
+      exit 1
+    }
+    log "bundling the host's Node $(node --version) and the checkout's better-sqlite3 build"
+  else
+    local platform
+    case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) platform=linux-x64 ;;
+    *)
+      echo "build-package: installers/runtime.json pins no runtime for $(uname -s)-$(uname -m);" \
+        "use TOOLGUARD_RUNTIME=host with Node $(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")" >&2
+      exit 1
+      ;;
+    esac
+    tg_prepare_runtime "$platform"
+    NODE_BIN="$TG_NODE_DIR/bin/node"
+    NODE_LICENSE="$TG_NODE_DIR/LICENSE"
+    ADDON="$TG_ADDON"
+    log "bundling Node $TG_NODE_VERSION ($platform, installers/runtime.json)"
+  fi
+  [ -f "$ADDON" ] || {
+    echo "build-package: better-sqlite3's compiled addon is missing ($ADDON)" >&2
+    exit 1
+  }
+}
 
 # ---------------------------------------------------------------------------------------------
-# stage_app DIR: the app with production dependencies only.
+# stage_app DIR ADDON: the app with production dependencies only and ADDON as better-sqlite3's
+# native addon. Everything the programs read at run time next to their code (policy/ for the schema
+# and local mode's example body, package.json for the version, dist/ for the parse worker) is
+# copied; the packaging tests list those reads from dist/ (runtimeReads) and check every payload.
 stage_app() {
-  local app="$1"
+  local app="$1" addon="$2"
   mkdir -p "$app"
-  cp -a package.json package-lock.json bin dist "$app/"
+  cp -a package.json package-lock.json bin dist policy "$app/"
   if [ -d docs ]; then cp -a docs "$app/docs"; fi
   cp -a node_modules "$app/node_modules"
-  # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt,
-  # so better-sqlite3's compiled addon stays exactly as built against $NODE_BIN.
+  # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt
+  # (install scripts off, so better-sqlite3 is not recompiled for the Node running this script).
   (cd "$app" && npm prune --omit=dev --offline --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
   rm -f "$app/package-lock.json"
   # The version the package reports (`guardctl --version` reads package.json).
@@ -64,18 +121,12 @@ stage_app() {
     p.version = process.argv[2]; delete p.devDependencies; delete p.scripts;
     fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");' "$app/package.json" "$VERSION"
   local nm="$app/node_modules"
-  # better-sqlite3: keep only the compiled addon (build objects, the SQLite amalgamation and the
-  # test extension are build-time only).
+  # better-sqlite3: only the addon built for the bundled runtime (the checkout's build is for the
+  # development Node; build objects, the SQLite amalgamation and the test extension are build-time).
   local bs="$nm/better-sqlite3"
-  if [ -d "$bs/build/Release" ]; then
-    find "$bs/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
-    find "$bs/build/Release" -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} +
-    rm -rf "$bs/deps" "$bs/src"
-  fi
-  [ -f "$bs/build/Release/better_sqlite3.node" ] || {
-    echo "build-package: better-sqlite3's compiled addon is missing" >&2
-    exit 1
-  }
+  rm -rf "$bs/build" "$bs/deps" "$bs/src"
+  mkdir -p "$bs/build/Release"
+  install -m 0755 "$addon" "$bs/build/Release/better_sqlite3.node"
   # Tests, CI files and empty scope dirs of dependencies never ship (the payload test checks this).
   find "$nm" -depth \( -type d \( -name test -o -name tests -o -name __tests__ -o -name .github \
     -o -name benchmark -o -name benchmarks -o -name example -o -name examples \) \) -exec rm -rf {} +
@@ -93,8 +144,10 @@ stage_root() {
   local root="$1"
   local opt="$root/opt/toolguard"
   mkdir -p "$opt/node/bin" "$opt/bin" "$root/usr/bin" "$root/usr/lib/systemd/system" "$root/etc/toolguard"
+  prepare_unix_runtime
   install -m 0755 "$NODE_BIN" "$opt/node/bin/node"
-  stage_app "$opt/app"
+  if [ -n "$NODE_LICENSE" ]; then install -m 0644 "$NODE_LICENSE" "$opt/node/LICENSE"; fi
+  stage_app "$opt/app" "$ADDON"
   local prog
   for prog in guardd guardctl guard-collector; do
     cat >"$opt/bin/$prog" <<EOF
@@ -111,10 +164,27 @@ EOF
   chmod 0755 "$root/etc/toolguard"
 }
 
+# glibc_floor ROOT: the newest GLIBC_x.y symbol version any native file of the payload needs (the
+# bundled node: 2.28; the addon compiled on this machine may need more, e.g. 2.34 on Debian 12).
+# The packages depend on that version, so a machine with an older glibc refuses the install instead
+# of running a guardd that cannot open its database.
+glibc_floor() {
+  local v
+  v="$(find "$1" -type f \( -path '*/node/bin/node' -o -name '*.node' \) -print0 |
+    xargs -0 objdump -T | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/^GLIBC_//' | sort -uV | tail -n1)"
+  [ -n "$v" ] || {
+    echo "build-package: no GLIBC symbol versions found in the payload (objdump missing?)" >&2
+    exit 1
+  }
+  echo "$v"
+}
+
 # ---------------------------------------------------------------------------------------------
 build_deb() {
   local root="$WORK/deb"
   stage_root "$root"
+  local glibc
+  glibc="$(glibc_floor "$root")"
   local arch
   arch="$(dpkg --print-architecture)"
   mkdir -p "$root/DEBIAN"
@@ -126,7 +196,7 @@ Version: $VERSION
 Architecture: $arch
 Maintainer: toolguard maintainers <toolguard@example.invalid>
 Installed-Size: $size
-Depends: libc6 (>= 2.28), libstdc++6 (>= 10), libgcc-s1
+Depends: libc6 (>= $glibc), libstdc++6 (>= 10), libgcc-s1
 Section: admin
 Priority: optional
 Homepage: https://github.com/toolguard/toolguard
@@ -154,6 +224,8 @@ build_rpm() {
   }
   local root="$WORK/rpmroot"
   stage_root "$root"
+  local glibc
+  glibc="$(glibc_floor "$root")"
   local top="$WORK/rpmbuild"
   mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
   local payload="w1.xzdio" # same trade-off as the .deb
@@ -164,6 +236,7 @@ build_rpm() {
     --define "_topdir $top" \
     --define "_tg_stage $root" \
     --define "_tg_version $rpmver" \
+    --define "_tg_glibc $glibc" \
     --define "_binary_payload $payload" \
     --define "_build_id_links none" \
     --target "$(uname -m)" \
@@ -181,19 +254,32 @@ build_msi() {
     exit 1
   }
   local rt="${TOOLGUARD_WIN_RUNTIME:-}"
-  if [ -z "$rt" ] || [ ! -f "$rt/node.exe" ] || [ ! -f "$rt/toolguard-service.exe" ] ||
-    [ ! -f "$rt/better_sqlite3.node" ]; then
-    echo "build-package: set TOOLGUARD_WIN_RUNTIME to a dir with node.exe (Node 20 win-x64)," \
-      "toolguard-service.exe (WinSW x64) and better_sqlite3.node (better-sqlite3 win32-x64 prebuild" \
-      "for Node 20); see docs/install.md" >&2
+  if [ -z "$rt" ] || [ ! -f "$rt/toolguard-service.exe" ] || [ ! -f "$rt/better_sqlite3.node" ]; then
+    echo "build-package: set TOOLGUARD_WIN_RUNTIME to a dir with toolguard-service.exe (WinSW x64)" \
+      "and better_sqlite3.node (better-sqlite3 win32-x64 built for Node 24); node.exe comes from" \
+      "installers/runtime.json; see docs/install.md" >&2
     exit 1
   fi
+  local standins=""
+  local f
+  for f in toolguard-service.exe better_sqlite3.node; do
+    if [ "$(head -c 2 "$rt/$f")" != MZ ]; then
+      if [ "${TOOLGUARD_WIN_STANDINS:-}" = 1 ]; then
+        standins="-STANDINS"
+        log "WARNING: $rt/$f is not a Windows executable: a stand-in; the msi is for tests only"
+      else
+        echo "build-package: $rt/$f is not a Windows PE file" >&2
+        exit 1
+      fi
+    fi
+  done
+  tg_prepare_runtime win-x64
+  log "bundling Node $TG_NODE_VERSION (win-x64, installers/runtime.json)"
   local src="$WORK/msi/src"
   mkdir -p "$src/node" "$src/service"
-  stage_app "$src/app"
-  # The Windows build of the native addon replaces the Linux one.
-  cp "$rt/better_sqlite3.node" "$src/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
-  cp "$rt/node.exe" "$src/node/node.exe"
+  # The Windows build of the native addon goes in place of the Linux one.
+  stage_app "$src/app" "$rt/better_sqlite3.node"
+  cp "$TG_NODE_DIR/bin/node.exe" "$src/node/node.exe"
   cp "$rt/toolguard-service.exe" "$src/service/toolguard-service.exe"
   cp service/windows/toolguard-service.xml service/windows/win-setup.cjs "$src/service/"
   cp service/windows/guardctl.cmd "$src/guardctl.cmd"
@@ -202,7 +288,7 @@ build_msi() {
     wixl-heat --prefix app/ --directory-ref APPDIR --var var.AppSrc --component-group AppFiles \
       >"$WORK/msi/app-files.wxs")
   local msiver="${VERSION%%-*}"
-  local msi="$OUT/toolguard-${VERSION}-x64.msi"
+  local msi="$OUT/toolguard-${VERSION}-x64${standins}.msi"
   rm -f "$msi"
   # wixl resolves File sources relative to the working directory (absolute ones are refused).
   (cd "$src" && wixl -a x64 -D "Version=$msiver" -D SourceDir=. -D AppSrc=app \

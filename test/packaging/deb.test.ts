@@ -1,11 +1,15 @@
 /**
  * The .deb end to end on Linux: built once per version with installers/build-package.sh, installed
  * into scratch roots with `dpkg --root` (maintainer scripts run chrootless with DPKG_ROOT and a fake
- * systemctl), then the packaged programs are run with the bundled Node. Needs root (dpkg chowns
- * the payload to root) — CI runs as root.
+ * systemctl), then the packaged programs are run with the bundled Node 24 only: guardctl keygen →
+ * sign → verify a policy, and the packaged guardd, started as root with a temp config, kills a
+ * banned process and records the event. Needs root (dpkg chowns the payload to root; guardd kills
+ * a root-started process) — CI runs as root.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
+  chmodSync,
+  copyFileSync,
   existsSync,
   linkSync,
   lstatSync,
@@ -16,16 +20,25 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
 import {
   buildPackage,
   debContents,
   dpkgIn,
+  glibcNeeded,
   makeScratchRoot,
+  PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
+  packagedCommand,
+  packagedEnv,
+  policyBodyJson,
   REPO,
+  RUNTIME,
   requireBuiltDist,
+  runPackaged,
+  runtimeReads,
   systemctlCalls,
   TEST_FILE_RE,
 } from './pkg-helpers.js';
@@ -49,21 +62,7 @@ beforeAll(() => {
   makeScratchRoot(root);
   const r = dpkgIn(root, ['-i', debV1]);
   if (r.status !== 0) throw new Error(`dpkg -i failed: ${r.out}`);
-});
-
-/** Runs a packaged program with the bundled node, the way the wrappers do (paths under the root). */
-function runPackaged(
-  r: string,
-  prog: 'guardd' | 'guardctl',
-  args: readonly string[],
-): { status: number | null; stdout: string; stderr: string } {
-  const res = spawnSync(
-    join(r, 'opt/toolguard/node/bin/node'),
-    [join(r, `opt/toolguard/app/bin/${prog}.js`), ...args],
-    { encoding: 'utf8', timeout: 30_000, env: { PATH: '/nonexistent', HOME: r } },
-  );
-  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
-}
+}, PACKAGE_BUILD_TIMEOUT_MS + 120_000);
 
 describe('fresh install into a scratch root', () => {
   it('puts the runtime, app, wrappers, unit and config in place with root owners and the right modes', () => {
@@ -188,6 +187,16 @@ describe('fresh install into a scratch root', () => {
     }
   });
 
+  it('the bundled runtime is the pinned Node 24 LTS (installers/runtime.json), with its licence', () => {
+    const res = spawnSync(join(root, 'opt/toolguard/node/bin/node'), ['--version'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(res.stdout.trim()).toBe(`v${RUNTIME.platforms['linux-x64'].version}`);
+    expect(res.stdout).toMatch(/^v24\./);
+    expect(readFileSync(join(root, 'opt/toolguard/node/LICENSE'), 'utf8')).toContain('Node.js is licensed');
+  });
+
   it("better-sqlite3's native addon loads in the bundled runtime (same ABI it was built for)", () => {
     const node = join(root, 'opt/toolguard/node/bin/node');
     const res = spawnSync(
@@ -255,6 +264,22 @@ describe('payload', () => {
     expect(paths).toContain(`${nm}better-sqlite3/build/Release/better_sqlite3.node`);
     // Nothing for the state dir in the payload: postinst creates it (0700) and only purge removes it.
     expect(paths.filter((p) => p.startsWith('/var/lib/toolguard'))).toEqual([]);
+  });
+
+  it('carries every file the programs read at run time (policy schema, example policy, parse worker…)', () => {
+    const paths = new Set(debContents(debV1).map((e) => e.path));
+    const reads = runtimeReads();
+    expect(reads).toContain('policy/policy.schema.json');
+    expect(reads.filter((f) => !paths.has(`/opt/toolguard/app/${f}`))).toEqual([]);
+  });
+
+  it('depends on the glibc its native files need (the addon compiled here may need more than node)', () => {
+    const need = glibcNeeded([
+      join(root, 'opt/toolguard/node/bin/node'),
+      join(root, 'opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node'),
+    ]);
+    const depends = spawnSync('dpkg-deb', ['-f', debV1, 'Depends'], { encoding: 'utf8' }).stdout.trim();
+    expect(depends).toBe(`libc6 (>= ${need}), libstdc++6 (>= 10), libgcc-s1`);
   });
 
   it('declares config.json a conffile', () => {
@@ -331,5 +356,163 @@ describe('upgrade, remove, purge', () => {
     expect(existsSync(join(r, 'var/lib/toolguard'))).toBe(false);
     expect(existsSync(join(r, 'etc/toolguard'))).toBe(false);
     expect(existsSync(join(r, 'opt/toolguard'))).toBe(false);
+  });
+});
+
+/**
+ * The installed package enforces, with nothing but its own files: the bundled Node 24 runs the
+ * packaged guardctl and guardd from the scratch root (issue 11: the packages lacked the policy
+ * schema, so every packaged policy command failed and guardd rejected every policy). The banned
+ * name is unique to this test, so the root guardd it starts cannot touch other tests' processes.
+ */
+describe('the packaged programs enforce a signed policy (bundled runtime only)', () => {
+  const BANNED = 'tgpkg-banned';
+  const SLEEP = spawnSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).stdout.trim();
+  let work: string;
+  let envelope: string;
+  let guardd: ChildProcess | undefined;
+  let guarddOut = '';
+
+  beforeAll(() => {
+    work = tempDir('tgpkg-enf-');
+  });
+  afterAll(() => {
+    if (guardd && guardd.exitCode === null && guardd.signalCode === null) guardd.kill('SIGKILL');
+  });
+
+  it('guardctl policy keygen → lint → sign → verify; verify refuses a key it was not signed with', () => {
+    const keygen = runPackaged(root, 'guardctl', ['policy', 'keygen', '--out', join(work, 'signer')]);
+    expect(keygen.stderr).toBe('');
+    expect(keygen.status).toBe(0);
+    expect((lstatSync(join(work, 'signer.key')).mode & 0o777).toString(8)).toBe('600');
+    const body = join(work, 'policy.json');
+    writeFileSync(body, policyBodyJson(7, BANNED));
+    const lint = runPackaged(root, 'guardctl', ['policy', 'lint', body]);
+    expect(lint.stderr).toBe('');
+    expect(lint.status).toBe(0);
+    envelope = join(work, 'policy.dsse.json');
+    const sign = runPackaged(root, 'guardctl', [
+      'policy',
+      'sign',
+      body,
+      '--key',
+      join(work, 'signer.key'),
+      '--out',
+      envelope,
+    ]);
+    expect(sign.stderr).toBe('');
+    expect(sign.status).toBe(0);
+    expect(JSON.parse(readFileSync(envelope, 'utf8'))).toMatchObject({
+      payloadType: 'application/vnd.toolguard.policy.v1+json',
+    });
+    const verify = runPackaged(root, 'guardctl', [
+      'policy',
+      'verify',
+      envelope,
+      '--key',
+      join(work, 'signer.pub'),
+    ]);
+    expect(verify.stderr).toBe('');
+    expect(verify.status).toBe(0);
+    expect(verify.stdout).toMatch(/^OK: policy v7 \(1 rules, mode enforce\)/);
+    expect(runPackaged(root, 'guardctl', ['policy', 'keygen', '--out', join(work, 'other')]).status).toBe(0);
+    const wrong = runPackaged(root, 'guardctl', [
+      'policy',
+      'verify',
+      envelope,
+      '--key',
+      join(work, 'other.pub'),
+    ]);
+    expect(wrong.status).not.toBe(0);
+    expect(wrong.stderr).toContain('GUARD_POLICY_UNTRUSTED_KEY');
+  });
+
+  it('guardd (as root, temp config) applies it, kills a renamed sleep and records process.blocked', async () => {
+    expect(envelope, 'the signing test ran first').toBeDefined();
+    const socketDir = join(work, 'run');
+    const config = join(work, 'config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        'paths.state_dir': join(work, 'state'),
+        'paths.socket_dir': socketDir,
+        'paths.bootstrap_policy': envelope,
+        'policy.trusted_keys': [readFileSync(join(work, 'signer.pub'), 'utf8')],
+        'log.level': 'info',
+        'sensors.install.enabled': false,
+        'enforcement.notify_desktop': false,
+        'enforcement.notify_terminal': false,
+      }),
+    );
+    const [node, entry] = packagedCommand(root, 'guardd');
+    const child = spawn(node, [entry, '--config', config], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: packagedEnv(root),
+    });
+    guardd = child;
+    child.stdout.on('data', (d) => {
+      guarddOut += d;
+    });
+    child.stderr.on('data', (d) => {
+      guarddOut += d;
+    });
+    const status = await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${guarddOut}`);
+        const r = runPackaged(root, 'guardctl', ['--socket-dir', socketDir, 'status', '--json']);
+        return r.status === 0
+          ? (JSON.parse(r.stdout) as { policy: Record<string, unknown>; pid: number })
+          : undefined;
+      },
+      'the packaged guardd to answer status',
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    expect(status.pid).toBe(child.pid);
+    expect(status.policy).toMatchObject({ state: 'ok', version: 7, mode: 'enforce', rules: 1 });
+
+    const exe = join(work, BANNED);
+    copyFileSync(SLEEP, exe);
+    chmodSync(exe, 0o755);
+    const banned = spawn(exe, ['60'], { stdio: 'ignore' });
+    const exit = await new Promise<NodeJS.Signals | null>((res) =>
+      banned.once('exit', (_c, sig) => res(sig)),
+    );
+    expect(exit).toBe('SIGKILL');
+
+    type Listed = { events: { event: Record<string, unknown> }[] };
+    const event = await waitFor(
+      () => {
+        const r = runPackaged(root, 'guardctl', [
+          '--socket-dir',
+          socketDir,
+          'events',
+          '--json',
+          '--type',
+          'process.blocked',
+        ]);
+        if (r.status !== 0) throw new Error(r.stderr);
+        return (JSON.parse(r.stdout) as Listed).events.map((e) => e.event).find((e) => e.pid === banned.pid);
+      },
+      'process.blocked in the packaged guardctl events',
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    expect(event).toMatchObject({
+      type: 'process.blocked',
+      name: BANNED,
+      exe,
+      rule: { id: 'tgpkg-banned', action: 'block' },
+      policy_version: 7,
+      mode: 'enforce',
+      outcome: { action_taken: 'killed' },
+    });
+
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((res) =>
+      child.exitCode !== null ? res(child.exitCode) : child.once('exit', (c) => res(c)),
+    );
+    expect(code, guarddOut).toBe(0);
+    // It ran on the bundled runtime and said why it stopped; nothing rejected the policy.
+    expect(guarddOut).toContain('"msg":"policy applied"');
+    expect(guarddOut).not.toContain('GUARD_POLICY_');
   });
 });

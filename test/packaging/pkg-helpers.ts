@@ -1,11 +1,12 @@
 /**
  * Helpers of the packaging tests: build a package with installers/build-package.sh (fast
- * compression, a chosen version, a temp output dir) and install .debs into a scratch root with
- * `dpkg --root … --force-script-chrootless` and a fake systemctl that records its calls.
+ * compression, a chosen version, a temp output dir), install .debs into a scratch root with
+ * `dpkg --root … --force-script-chrootless` and a fake systemctl that records its calls, run the
+ * packaged programs with the bundled runtime, and list the files the programs read at run time.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 
@@ -15,6 +16,24 @@ export const PKG = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) 
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
 };
+
+/** installers/runtime.json: the Node runtime the packages bundle, pinned per platform. */
+export const RUNTIME = JSON.parse(readFileSync(join(REPO, 'installers/runtime.json'), 'utf8')) as {
+  major: number;
+  platforms: Record<'linux-x64' | 'win-x64', { package: string; version: string; integrity: string }>;
+};
+
+/** Where installers/node-runtime.sh keeps a fetched runtime (the default cache the builds use). */
+export function cachedRuntimeDir(platform: 'linux-x64' | 'win-x64'): string {
+  const e = RUNTIME.platforms[platform];
+  return join(REPO, 'build/cache', `${e.package}-${e.version}`);
+}
+
+/**
+ * A package build compiles better-sqlite3 for the bundled Node the first time (~1.5 min on two
+ * idle cores, several times that while the rest of the suite runs); later builds hit the cache.
+ */
+export const PACKAGE_BUILD_TIMEOUT_MS = 900_000;
 
 /** Fails early with the fix when `npm run build` has not run (packages are built from dist/). */
 export function requireBuiltDist(): void {
@@ -30,7 +49,7 @@ export function buildPackage(
   const res = spawnSync('bash', [join(REPO, 'installers/build-package.sh'), format], {
     cwd: REPO,
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: PACKAGE_BUILD_TIMEOUT_MS,
     env: {
       ...process.env,
       TOOLGUARD_PKG_FAST: '1',
@@ -103,6 +122,108 @@ export function debContents(deb: string): { mode: string; owner: string; path: s
     });
 }
 
+/** The newest GLIBC_x.y symbol version the given ELF files need (objdump -T), e.g. "2.34". */
+export function glibcNeeded(files: readonly string[]): string {
+  const text = execFileSync('objdump', ['-T', ...files], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const versions = [
+    ...new Set([...text.matchAll(/GLIBC_(\d+)\.(\d+)(?:\.\d+)?/g)].map((m) => `${m[1]}.${m[2]}`)),
+  ];
+  const key = (v: string): number => Number(v.split('.')[0]) * 1000 + Number(v.split('.')[1]);
+  versions.sort((a, b) => key(a) - key(b));
+  const newest = versions.at(-1);
+  if (!newest) throw new Error(`no GLIBC versions in ${files.join(', ')}`);
+  return newest;
+}
+
 /** Paths that look like tests of a dependency (the same patterns build-package.sh removes). */
 export const TEST_FILE_RE =
   /\/node_modules\/.*(\/(test|tests|__tests__)\/|\.(test|spec)\.(m?js|ts)$|\.test-d\.ts$|\/test\.js$|\/test-[^/]*\.js$)/;
+
+/**
+ * The environment the packaged programs run with: no PATH (so no node from PATH can be used) and
+ * only the variables that must pass through, e.g. libfaketime's when the suite runs under faketime
+ * (the policy dates the test writes come from the test's clock; guardd must see the same clock).
+ */
+export function packagedEnv(home: string): Record<string, string> {
+  const env: Record<string, string> = { PATH: '/nonexistent', HOME: home };
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined && /^(LD_PRELOAD|FAKETIME(_.*)?|DONT_FAKE_MONOTONIC|TZ|LANG|LC_[A-Z]+)$/.test(k))
+      env[k] = v;
+  return env;
+}
+
+/** The bundled node and a packaged program's entry under an install root (what the wrappers run). */
+export function packagedCommand(root: string, prog: 'guardd' | 'guardctl'): [string, string] {
+  return [join(root, 'opt/toolguard/node/bin/node'), join(root, `opt/toolguard/app/bin/${prog}.js`)];
+}
+
+/** Runs a packaged program with the bundled node, the way the wrappers do (paths under the root). */
+export function runPackaged(
+  root: string,
+  prog: 'guardd' | 'guardctl',
+  args: readonly string[],
+): { status: number | null; stdout: string; stderr: string } {
+  const [node, entry] = packagedCommand(root, prog);
+  const res = spawnSync(node, [entry, ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: packagedEnv(root),
+  });
+  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
+}
+
+/** A policy body for the packaged programs: one block rule on a process name, valid two weeks from now. */
+export function policyBodyJson(version: number, bannedName: string): string {
+  const now = Date.now();
+  return `${JSON.stringify(
+    {
+      schema: 'toolguard.policy/v1',
+      version,
+      issued_at: new Date(now - 60_000).toISOString(),
+      expires_at: new Date(now + 14 * 86_400_000).toISOString(),
+      mode: 'enforce',
+      rules: [
+        {
+          id: 'tgpkg-banned',
+          name: 'Packaging test banned tool',
+          action: 'block',
+          message: 'Packaging test: not approved.',
+          process: { names: [bannedName] },
+        },
+      ],
+    },
+    null,
+    2,
+  )}\n`;
+}
+
+/**
+ * What the programs read at run time next to their code, as paths relative to the app dir: every
+ * `new URL('<relative path>', import.meta.url)` and every JSON module import in dist/, resolved
+ * against the file that names it (the policy schema, local mode's example body, package.json, the
+ * collector's parse worker…). A payload that lacks one fails only when that code runs: issue 11's
+ * packages lacked policy/policy.schema.json, so every packaged policy command failed.
+ */
+export function runtimeReads(): string[] {
+  const found = new Set<string>();
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.js')) {
+        const text = readFileSync(p, 'utf8');
+        const refs = [
+          ...text.matchAll(/new URL\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*,\s*import\.meta\.url\s*\)/g),
+          ...text.matchAll(/from\s*['"](\.{1,2}\/[^'"]+\.json)['"]\s*with\s*\{\s*type:\s*['"]json['"]/g),
+        ];
+        for (const m of refs) {
+          const rel = relative(REPO, resolve(dirname(p), m[1]!));
+          if (rel.startsWith('..') || isAbsolute(rel)) throw new Error(`${p} reads ${m[1]} outside the app`);
+          found.add(rel.split('\\').join('/'));
+        }
+      }
+    }
+  };
+  walk(join(REPO, 'dist'));
+  return [...found].sort();
+}

@@ -10,7 +10,18 @@ import { existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
-import { buildPackage, PKG, requireBuiltDist, TEST_FILE_RE } from './pkg-helpers.js';
+import {
+  buildPackage,
+  glibcNeeded,
+  PACKAGE_BUILD_TIMEOUT_MS,
+  PKG,
+  policyBodyJson,
+  RUNTIME,
+  requireBuiltDist,
+  runPackaged,
+  runtimeReads,
+  TEST_FILE_RE,
+} from './pkg-helpers.js';
 
 let rpm: string;
 let rpmV2: string;
@@ -30,7 +41,7 @@ beforeAll(() => {
   const out = tempDir('tg-rpm-');
   rpm = buildPackage('rpm', { version: '1.2.0-rc.1', out });
   rpmV2 = buildPackage('rpm', { version: '1.2.0', out });
-});
+}, PACKAGE_BUILD_TIMEOUT_MS + 120_000);
 
 describe('rpm', () => {
   it('is named and versioned from the build (prerelease dash mapped to ~)', () => {
@@ -62,6 +73,13 @@ describe('rpm', () => {
         dev,
       ).toEqual([]);
     expect(files.filter((p) => TEST_FILE_RE.test(p))).toEqual([]);
+  });
+
+  it('carries every file the programs read at run time (policy schema, example policy, parse worker…)', () => {
+    const files = new Set(rpmQuery(['-qlp']).trim().split('\n'));
+    const reads = runtimeReads();
+    expect(reads).toContain('policy/policy.schema.json');
+    expect(reads.filter((f) => !files.has(`/opt/toolguard/app/${f}`))).toEqual([]);
   });
 
   it('marks the config %config(noreplace) and everything root-owned, nothing group/world-writable', () => {
@@ -98,7 +116,7 @@ describe('rpm', () => {
     expect(scripts).toMatch(
       /if \[ "\$1" -eq 0 \] && \[ -d \/run\/systemd\/system \]; then\n\s+systemctl stop toolguard\.service/,
     );
-    expect(rpmQuery(['-qp', '--requires'])).toContain('glibc >= 2.28');
+    expect(rpmQuery(['-qp', '--requires'])).toMatch(/^glibc >= 2\.\d+$/m);
   });
 
   it('installs into a scratch root with root owners, upgrades keeping the edited config, erase saves it', () => {
@@ -115,12 +133,23 @@ describe('rpm', () => {
     rpmIn(['-i', rpm]);
     const node = lstatSync(join(root, 'opt/toolguard/node/bin/node'));
     expect([node.uid, node.gid, (node.mode & 0o7777).toString(8)]).toEqual([0, 0, '755']);
-    const version = spawnSync(
+    expect(runPackaged(root, 'guardctl', ['--version']).stdout.trim()).toBe('1.2.0-rc.1');
+    // It requires the glibc its native files need (the addon compiled here may need more than node).
+    const need = glibcNeeded([
       join(root, 'opt/toolguard/node/bin/node'),
-      [join(root, 'opt/toolguard/app/bin/guardctl.js'), '--version'],
-      { encoding: 'utf8', timeout: 30_000 },
+      join(root, 'opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node'),
+    ]);
+    expect(rpmQuery(['-qp', '--requires'])).toMatch(
+      new RegExp(`^glibc >= ${need.replace('.', '\\.')}$`, 'm'),
     );
-    expect(version.stdout.trim()).toBe('1.2.0-rc.1');
+    // The bundled runtime is the pinned Node 24, and the packaged guardctl loads the policy schema.
+    const runtime = spawnSync(join(root, 'opt/toolguard/node/bin/node'), ['--version'], { encoding: 'utf8' });
+    expect(runtime.stdout.trim()).toBe(`v${RUNTIME.platforms['linux-x64'].version}`);
+    const body = join(root, 'tmp-policy.json');
+    writeFileSync(body, policyBodyJson(1, 'tgpkg-banned'));
+    const lint = runPackaged(root, 'guardctl', ['policy', 'lint', body]);
+    expect(lint.stderr).toBe('');
+    expect(lint.status).toBe(0);
     const config = join(root, 'etc/toolguard/config.json');
     const edited = '{"collector":{"url":"https://collector.example"}}\n';
     writeFileSync(config, edited);
