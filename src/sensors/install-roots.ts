@@ -8,10 +8,12 @@
  * whether a root exists beyond what `stat` does, and roots that are the same directory (a prefix
  * symlinked to another) are reported once, keyed by device + inode.
  */
-import { closeSync, constants, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+
+import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { posix, win32 } from 'node:path';
 import type { Platform } from '../common/platform-paths.js';
 import type { PackageManager } from './observation.js';
+import { USER_FILE_OPEN_FLAGS } from './safe-read.js';
 
 /** How packages sit under a root (decides where bin links live and how symlinks are read). */
 export type RootLayout = 'npm' | 'pnpm' | 'yarn' | 'bun';
@@ -264,10 +266,12 @@ function layoutOf(path: string): RootLayout {
 export function npmrcPrefix(file: string, home: string, platform: Platform): string | null {
   let text: string;
   try {
-    const st = lstatSync(file);
-    if (!st.isFile() || st.size > MAX_NPMRC_BYTES) return null;
-    const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    // The same flags as every user file (safe-read.ts), and the type from the descriptor: a link
+    // swapped in after a path check cannot be read through.
+    const fd = openSync(file, USER_FILE_OPEN_FLAGS);
     try {
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.size > MAX_NPMRC_BYTES) return null;
       const buf = Buffer.alloc(Math.min(st.size, MAX_NPMRC_BYTES));
       const n = readSync(fd, buf, 0, buf.length, 0);
       text = buf.subarray(0, n).toString('utf8');

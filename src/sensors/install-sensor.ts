@@ -29,7 +29,7 @@ import type { UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation } from './observation.js';
-import { readPackageJson } from './package-reader.js';
+import { readPackageJsonAsync } from './package-reader.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface InstallSensorOptions {
@@ -584,7 +584,8 @@ export class InstallSensor implements Sensor {
       } else if (!st.isDirectory()) {
         return 'done';
       }
-      const read = readPackageJson(pkgDir);
+      // Keyed by the owner of the entry: one user's stalled tree cannot starve the others'.
+      const read = await readPackageJsonAsync(pkgDir, st.uid);
       if (!read.ok) {
         // Worth waiting for only while an installer may still be writing it: a young directory
         // (a link is created in one step: its target is either a package or not).

@@ -7,6 +7,8 @@
  *
  * The sensor never waits for enforcement: `onObservation` runs detached, so a slow notification
  * cannot delay the next scan. Ticks never overlap (each is scheduled after the previous ends).
+ * Hash and script package read files the user controls, so they never run in the scan: an
+ * observation that needs them is handed over when they answered (or their deadline passed).
  */
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -15,7 +17,7 @@ import type { Matcher } from '../policy/matcher.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { ProcessSource, RawProcess } from './process-sources/process-source.js';
-import { ScriptPackageResolver } from './script-package.js';
+import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface ProcessSensorOptions {
@@ -118,7 +120,9 @@ export class ProcessSensor implements Sensor {
         in_flight: this.inFlight.size,
         needs: { ...this.needs },
         ...(this.hasher ? { hash: { ...this.hasher.counts, cached: this.hasher.cached } } : {}),
-        ...(this.scripts ? { script_packages: { ...this.scripts.counts } } : {}),
+        ...(this.scripts
+          ? { script_packages: { ...this.scripts.counts, gate: this.scripts.gateStatus() } }
+          : {}),
         ...this.options.source.details(),
       },
       skipped,
@@ -170,31 +174,63 @@ export class ProcessSensor implements Sensor {
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
       return;
     }
-    if (this.needs.sha256) {
-      const path = this.options.source.hashPath(raw);
-      if (path !== null) {
-        this.hasher ??= new ExeHasher();
-        const cached = this.hasher.lookup(path);
-        if (cached !== undefined) {
-          this.emit({ ...obs, sha256: cached });
-          return;
-        }
-        this.detach(this.hasher.hash(path).then((sha256) => this.emit({ ...obs, sha256 })));
-        return;
-      }
+    const hashPath = this.needs.sha256 ? this.options.source.hashPath(raw) : null;
+    const script =
+      this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
+    if (!script && hashPath === null) {
+      this.emit(this.needs.scriptPackage ? { ...obs, scriptPackage: null } : obs);
+      return;
     }
-    this.emit(obs);
+    // Hash and script package touch files the user controls: both run off the scan, through
+    // safe-read's gates and deadlines, and the observation is handed over when both answered.
+    this.detach(this.enrich(raw, obs, hashPath, script).then((full) => this.emit(full)));
+  }
+
+  private async enrich(
+    raw: RawProcess,
+    obs: ProcessObservation,
+    hashPath: string | null,
+    script: boolean,
+  ): Promise<ProcessObservation> {
+    const key = raw.uid ?? -1;
+    let sha256: Promise<string | null> | undefined;
+    if (hashPath !== null) {
+      this.hasher ??= new ExeHasher();
+      sha256 = this.hasher.hash(hashPath, key);
+    }
+    let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
+    if (script) {
+      this.scripts ??= new ScriptPackageResolver();
+      const source = this.options.source;
+      scriptPackage = this.scripts.resolve(
+        raw.exe,
+        raw.name,
+        raw.argv,
+        () => source.cwd(raw.pid, raw.tid),
+        raw.uid,
+      );
+    }
+    let hash = sha256 !== undefined ? await sha256 : undefined;
+    // The hash was read after the scan: if the process exec'd in between, it is another program's
+    // (the source reports the new program itself, with its own hash).
+    if (hash && this.options.source.execedSince?.(raw)) {
+      this.count('hash_after_exec');
+      hash = null;
+    }
+    return {
+      ...obs,
+      ...(hash !== undefined ? { sha256: hash } : {}),
+      ...(scriptPackage !== undefined
+        ? { scriptPackage: await scriptPackage }
+        : this.needs.scriptPackage
+          ? { scriptPackage: null }
+          : {}),
+    };
   }
 
   private observe(raw: RawProcess): ProcessObservation {
     const owner =
       raw.uid === null ? { uid: -1, user: null, groups: [], home: null } : this.options.users.owner(raw.uid);
-    let scriptPackage: ProcessObservation['scriptPackage'];
-    if (this.needs.scriptPackage) {
-      this.scripts ??= new ScriptPackageResolver();
-      const source = this.options.source;
-      scriptPackage = this.scripts.resolve(raw.exe, raw.name, raw.argv, () => source.cwd(raw.pid));
-    }
     return {
       kind: 'process',
       pid: raw.pid,
@@ -205,7 +241,6 @@ export class ProcessSensor implements Sensor {
       argv: raw.argv,
       owner,
       tty: raw.tty,
-      ...(scriptPackage !== undefined ? { scriptPackage } : {}),
     };
   }
 
