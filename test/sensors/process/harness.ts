@@ -124,8 +124,14 @@ export function launch(
   env?: NodeJS.ProcessEnv,
   cwd?: string,
   stdio: 'ignore' | 'pipe' = 'ignore',
+  as?: { uid: number; gid: number },
 ): Launched {
-  const child = spawn(command, args, { stdio, env: env ?? process.env, ...(cwd ? { cwd } : {}) });
+  const child = spawn(command, args, {
+    stdio,
+    env: env ?? process.env,
+    ...(cwd ? { cwd } : {}),
+    ...(as ? { uid: as.uid, gid: as.gid } : {}),
+  });
   children.add(child);
   const exited = new Promise<NodeJS.Signals | number | null>((resolve) => {
     child.once('exit', (code, signal) => resolve(signal ?? code));
