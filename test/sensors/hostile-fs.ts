@@ -8,7 +8,6 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_pr
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll } from 'vitest';
 import { waitFor } from '../helpers/wait.js';
 
 /** Compiles `source` (C) into `dir/name` with the machine's gcc; returns the binary's path. */
@@ -27,20 +26,22 @@ export interface TestUser {
 }
 
 /**
- * Creates a real unprivileged user named `<prefix><random>` (no home, no login shell), removed
- * when the test file ends.
+ * Creates a real unprivileged user named `<prefix><random>` (no home, no login shell). The caller
+ * removes it with `removeUser` in its afterAll (hooks registered inside a hook do not run).
  */
 export function createUser(prefix: string): TestUser {
   const name = `${prefix}${randomBytes(3).toString('hex')}`;
   execFileSync('useradd', ['-M', '-N', '-s', '/usr/sbin/nologin', '-d', '/nonexistent', name], {
     stdio: 'pipe',
   });
-  afterAll(() => {
-    spawnSync('userdel', [name], { stdio: 'ignore' });
-  });
   const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
   const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
   return { name, uid, gid };
+}
+
+/** Removes a user made by `createUser` (its processes must be gone). */
+export function removeUser(user: TestUser | undefined): void {
+  if (user) spawnSync('userdel', [user.name], { stdio: 'ignore' });
 }
 
 /** Runs a shell command as `user` (so what it creates is really that user's). */
@@ -76,8 +77,8 @@ export interface StalledMount {
 }
 
 /**
- * Mounts a FUSE file system that never answers at `dir/mnt`. Released at the end of the test
- * file at the latest (registered after the caller's temp dir, so it runs before its removal).
+ * Mounts a FUSE file system that never answers at `dir/mnt`. The caller releases it (in its
+ * afterAll at the latest, which runs before the temp dir's removal registered earlier).
  */
 export async function mountStalled(dir: string): Promise<StalledMount> {
   const bin = compileC(dir, 'tgstallfs', STALLFS_C);
@@ -104,6 +105,5 @@ export async function mountStalled(dir: string): Promise<StalledMount> {
     await exited;
     spawnSync('umount', ['-l', path], { stdio: 'ignore' });
   };
-  afterAll(release);
   return { path, release };
 }

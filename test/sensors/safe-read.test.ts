@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExeHasher } from '../../src/sensors/exe-hash.js';
 import {
   ReadGate,
@@ -61,12 +61,15 @@ describe('readUserFile refuses hostile file types at once', () => {
 });
 
 describe.runIf(linux)('a stalled FUSE mount', () => {
-  let dir: string;
+  const dir = tempDir('tg-srs-');
   let mnt: StalledMount;
 
   beforeAll(async () => {
-    dir = tempDir('tg-srs-');
     mnt = await mountStalled(dir);
+  });
+
+  afterAll(async () => {
+    await mnt?.release();
   });
 
   it('times out, keeps the loop running, pins at most its share, and other keys keep reading', async () => {

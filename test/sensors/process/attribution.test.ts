@@ -15,7 +15,7 @@ import type { PolicyRule } from '../../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
-import { asUser, createUser, type TestUser } from '../hostile-fs.js';
+import { asUser, createUser, removeUser, type TestUser } from '../hostile-fs.js';
 import { alive, type Launched, launch, type Pipeline, policy, startPipeline } from './harness.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
@@ -25,7 +25,7 @@ const KEEP_ALIVE_PY = 'import time\ntime.sleep(60)\n';
 
 describe.runIf(runnable)('script → package attribution with a hostile local user', () => {
   const BANNED = `@tg-attr/banned-${Date.now().toString(36)}`;
-  let base: string;
+  const base = tempDir('tg-attr-');
   let attacker: TestUser;
   let victim: TestUser;
   let p: Pipeline;
@@ -33,7 +33,6 @@ describe.runIf(runnable)('script → package attribution with a hostile local us
   beforeAll(async () => {
     attacker = createUser('tgatk');
     victim = createUser('tgatk');
-    base = tempDir('tg-attr-');
     chmodSync(base, 0o755);
     const rule: PolicyRule = {
       id: 'attr-banned',
@@ -47,6 +46,8 @@ describe.runIf(runnable)('script → package attribution with a hostile local us
 
   afterAll(async () => {
     await p?.stop();
+    removeUser(attacker);
+    removeUser(victim);
   });
 
   const manifest = (): string => JSON.stringify({ name: BANNED, version: '1.0.0' });

@@ -29,7 +29,7 @@ interface ScriptCounts {
 }
 
 describe.runIf(runnable)('guardd with hostile files beside scripts', () => {
-  let dir: string;
+  const dir = tempDir('tg-hf-');
   let guardd: Guardd;
   let tool: string;
   let binary: string;
@@ -37,7 +37,6 @@ describe.runIf(runnable)('guardd with hostile files beside scripts', () => {
   const pkg = `@tg-hf/banned-${Date.now().toString(36)}`;
 
   beforeAll(async () => {
-    dir = tempDir('tg-hf-');
     tool = `tghf${Date.now().toString(36).slice(-6)}`;
     binary = join(dir, tool);
     copyFileSync(execFileSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).trim(), binary);

@@ -54,7 +54,7 @@ function zombieLeaderWithThread(pid: number): boolean {
 }
 
 describe.runIf(linux)('a thread-group leader that exits while its threads run', () => {
-  let dir: string;
+  const dir = tempDir('tg-zl-');
   let tool: string;
   let binary: string;
   let p: Pipeline;
@@ -63,7 +63,6 @@ describe.runIf(linux)('a thread-group leader that exits while its threads run', 
   let controlSaw: { exists: boolean; same: boolean; plainZombieExists: boolean } | undefined;
 
   beforeAll(async () => {
-    dir = tempDir('tg-zl-');
     tool = `tgz${Date.now().toString(36).slice(-6)}`;
     binary = compileC(dir, tool, ZOMBIE_LEADER_C, ['-pthread']);
     // Already hiding when guardd starts: the first full scan meets a zombie leader.
@@ -134,8 +133,9 @@ describe.runIf(linux)('a thread-group leader that exits while its threads run', 
 });
 
 describe.runIf(linux)('a process that execs a banned program late', () => {
+  const dirs = [tempDir('tg-late-'), tempDir('tg-late-')];
   it(`is re-read within EXEC_SWEEP_MS (${EXEC_SWEEP_MS} ms), not only by the ${SWEEP_MS} ms sweep`, async () => {
-    const dir = tempDir('tg-late-');
+    const dir = dirs[0] as string;
     const f = makeBannedFixtures(dir);
     const fifo = join(dir, 'go');
     execFileSync('mkfifo', [fifo]);
@@ -201,7 +201,7 @@ describe.runIf(linux)('a process that execs a banned program late', () => {
   });
 
   it('is killed by the real pipeline after it execs', async () => {
-    const dir = tempDir('tg-late2-');
+    const dir = dirs[1] as string;
     const f = makeBannedFixtures(dir);
     const fifo = join(dir, 'go');
     execFileSync('mkfifo', [fifo]);
