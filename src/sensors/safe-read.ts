@@ -18,8 +18,10 @@
  *
  * Nothing here throws for a bad file: results are values with a stable `reason`.
  */
+
+import type { Dirent } from 'node:fs';
 import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, open, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, lstat, open, readdir, realpath, stat } from 'node:fs/promises';
 
 /**
  * Threads of libuv's pool all gates together may hold (UV_THREADPOOL_SIZE defaults to 4): one is
@@ -318,6 +320,16 @@ export function realpathUserPath(
   timeoutMs = USER_READ_TIMEOUT_MS,
 ): Promise<SafePathResult<string>> {
   return gated(gate, key, timeoutMs, () => realpath(path));
+}
+
+/** `readdir` (with types) of a user's directory, gated and with a deadline. Never throws. */
+export function readdirUserPath(
+  path: string,
+  gate: ReadGate,
+  key: string | number,
+  timeoutMs = USER_READ_TIMEOUT_MS,
+): Promise<SafePathResult<Dirent[]>> {
+  return gated(gate, key, timeoutMs, () => readdir(path, { withFileTypes: true }));
 }
 
 async function gated<T>(
