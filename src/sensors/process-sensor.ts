@@ -43,6 +43,16 @@ export interface ProcessSensorOptions {
  * is stuck, and memory must stay bounded.
  */
 const MAX_IN_FLIGHT = 10_000;
+/**
+ * A script package lookup that ran out of time (a burst queued ahead of it, or the user's own
+ * stalled mount) is tried again this long later (ms), up to SCRIPT_RETRY_MAX times, while the
+ * process runs the same program: a burst of launches cannot make a banned script go unattributed
+ * for good. The observation without the package was handed over already (names, exe, argv).
+ */
+const SCRIPT_RETRY_MS = 1000;
+const SCRIPT_RETRY_MAX = 5;
+/** Retries waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
+const SCRIPT_RETRY_PENDING_MAX = 10_000;
 /** `stop` waits this long for in-flight observations, so a stuck handler cannot hang shutdown (ms). */
 const STOP_DRAIN_MS = 5000;
 
@@ -59,6 +69,7 @@ export class ProcessSensor implements Sensor {
   private running = false;
   private ticking: Promise<void> | null = null;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly skippedHere: Record<string, number> = {};
   private ticks = 0;
   private observed = 0;
@@ -84,6 +95,8 @@ export class ProcessSensor implements Sensor {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
     if (this.ticking) await this.ticking;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -199,17 +212,7 @@ export class ProcessSensor implements Sensor {
       sha256 = this.hasher.hash(hashPath, key);
     }
     let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
-    if (script) {
-      this.scripts ??= new ScriptPackageResolver();
-      const source = this.options.source;
-      scriptPackage = this.scripts.resolve(
-        raw.exe,
-        raw.name,
-        raw.argv,
-        () => source.cwd(raw.pid, raw.tid),
-        raw.uid,
-      );
-    }
+    if (script) scriptPackage = this.lookupScript(raw, 0);
     let hash = sha256 !== undefined ? await sha256 : undefined;
     // The hash was read after the scan: if the process exec'd in between, it is another program's
     // (the source reports the new program itself, with its own hash).
@@ -226,6 +229,41 @@ export class ProcessSensor implements Sensor {
           ? { scriptPackage: null }
           : {}),
     };
+  }
+
+  /** The script package of `raw`; a lookup that ran out of time is retried later (see SCRIPT_RETRY_MS). */
+  private async lookupScript(raw: RawProcess, attempt: number): Promise<ProcessObservation['scriptPackage']> {
+    this.scripts ??= new ScriptPackageResolver();
+    const source = this.options.source;
+    const r = await this.scripts.resolveOutcome(
+      raw.exe,
+      raw.name,
+      raw.argv,
+      () => source.cwd(raw.pid, raw.tid),
+      raw.uid,
+    );
+    if (r.stalled) this.retryScript(raw, attempt + 1);
+    return r.pkg;
+  }
+
+  private retryScript(raw: RawProcess, attempt: number): void {
+    if (!this.running) return;
+    if (attempt > SCRIPT_RETRY_MAX || this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX) {
+      this.count('script_package_gave_up');
+      return;
+    }
+    const t = setTimeout(() => {
+      this.retryTimers.delete(t);
+      // Gone, or another program now: the source reports that one itself.
+      if (!this.running || this.options.source.execedSince?.(raw)) return;
+      this.detach(
+        this.lookupScript(raw, attempt).then((pkg) => {
+          if (!pkg) return;
+          this.emit({ ...this.observe(raw), scriptPackage: pkg });
+        }),
+      );
+    }, SCRIPT_RETRY_MS);
+    this.retryTimers.add(t);
   }
 
   private observe(raw: RawProcess): ProcessObservation {

@@ -316,6 +316,31 @@ export class ScriptPackageResolver {
     cwd: string | null | (() => string | null),
     uid: number | null = null,
   ): Promise<ScriptPackage | null> {
+    return (await this.resolveOutcome(exe, name, argv, cwd, uid)).pkg;
+  }
+
+  /**
+   * Like `resolve`, and says whether the answer is final: `stalled` is true when a file call did
+   * not answer in time or found no free slot, so a later attempt may still find the package.
+   */
+  async resolveOutcome(
+    exe: string | null,
+    name: string,
+    argv: readonly string[],
+    cwd: string | null | (() => string | null),
+    uid: number | null = null,
+  ): Promise<{ pkg: ScriptPackage | null; stalled: boolean }> {
+    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid);
+    return pkg === 'stalled' ? { pkg: null, stalled: true } : { pkg, stalled: false };
+  }
+
+  private async resolveOnce(
+    exe: string | null,
+    name: string,
+    argv: readonly string[],
+    cwd: string | null | (() => string | null),
+    uid: number | null,
+  ): Promise<ScriptPackage | null | 'stalled'> {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
     const candidates = scriptCandidates(interpreter, argv, MAX_SCRIPT_CANDIDATES);
@@ -337,7 +362,7 @@ export class ScriptPackageResolver {
       const entry = await this.entryOf(script, key, deadline);
       if (entry.kind === 'stalled') {
         this.counts.stalled++;
-        return null;
+        return 'stalled';
       }
       if (entry.kind === 'value') {
         found = entry.value;
@@ -353,7 +378,7 @@ export class ScriptPackageResolver {
     const pkg = await this.packageOf(start, { uid, scriptOwner: found.owner }, key, deadline);
     if (pkg === 'stalled') {
       this.counts.stalled++;
-      return null;
+      return 'stalled';
     }
     if (pkg === null) {
       this.counts.unresolved++;
