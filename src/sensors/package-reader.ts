@@ -87,8 +87,8 @@ export async function readPackageJsonAsync(
 
 /**
  * Reads `<dir>/package.json` synchronously. Never throws, never waits on a FIFO, but a stalled
- * mount blocks the caller: only for callers off the event loop's hot path that have not moved to
- * `readPackageJsonAsync` yet.
+ * mount blocks the caller, so guardd itself does not use it (it uses `readPackageJsonAsync`);
+ * kept for one-shot tools and the table tests of the reader's answers.
  */
 export function readPackageJson(dir: string, fs: PackageReaderFs = nodeFs): PackageReadResult {
   const file = join(dir, 'package.json');
