@@ -98,6 +98,9 @@ export class ProcessSensor implements Sensor {
     for (const t of this.retryTimers) clearTimeout(t);
     this.retryTimers.clear();
     if (this.ticking) await this.ticking;
+    // Releases what the source holds (procfs: its /proc/<pid>/stat descriptors); a later start
+    // reports every process again, as a first start does.
+    this.options.source.reset();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled([...this.inFlight]),
