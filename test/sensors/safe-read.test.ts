@@ -118,3 +118,60 @@ describe.runIf(linux)('a stalled FUSE mount', () => {
     expect(gate.pending).toBe(0);
   });
 });
+
+describe('ReadGate admission', () => {
+  /** A call that settles only when the test says so (the gate's own logic, no file involved). */
+  function controlled(): { call: () => Promise<string>; settle: () => void } {
+    let settle: () => void = () => undefined;
+    const done = new Promise<string>((resolve) => {
+      settle = () => resolve('done');
+    });
+    return { call: () => done, settle };
+  }
+
+  it('queues a caller until a slot frees, lets other keys pass a key at its limit, refuses at the deadline', async () => {
+    const gate = new ReadGate('admission', 2, 1);
+    const a1 = controlled();
+    const first = gate.run('a', 60_000, a1.call);
+    expect(gate.pending).toBe(1);
+    // Same key, at its limit: waits in line.
+    const a2 = controlled();
+    const second = gate.run('a', 60_000, a2.call);
+    expect(gate.queued).toBe(1);
+    // Another key passes it.
+    const b = await gate.run('b', 60_000, async () => 'b');
+    expect(b).toEqual({ admitted: true, timedOut: false, value: 'b' });
+    // A caller whose deadline passes in line is refused without running.
+    let ran = false;
+    const late = await gate.run('a', 20, async () => {
+      ran = true;
+      return 'x';
+    });
+    expect(late).toEqual({ admitted: false });
+    expect(ran).toBe(false);
+    expect(gate.counts.busy).toBe(1);
+    // The first call settles: the waiting caller gets the slot, in order.
+    a1.settle();
+    expect(await first).toEqual({ admitted: true, timedOut: false, value: 'done' });
+    await waitFor(() => gate.pending === 1 && gate.queued === 0, 'the waiting caller admitted');
+    a2.settle();
+    expect(await second).toEqual({ admitted: true, timedOut: false, value: 'done' });
+    expect(gate.pending).toBe(0);
+  });
+
+  it('a call past its deadline keeps its slot until it settles', async () => {
+    const gate = new ReadGate('deadline', 1, 1);
+    const c = controlled();
+    expect(await gate.run('k', 20, c.call)).toEqual({ admitted: true, timedOut: true });
+    expect(gate.counts.timeout).toBe(1);
+    expect(gate.pending).toBe(1);
+    expect(await gate.run('other', 20, async () => 1)).toEqual({ admitted: false });
+    c.settle();
+    await waitFor(() => gate.pending === 0, 'the slot back');
+    expect(await gate.run('other', 1000, async () => 1)).toEqual({
+      admitted: true,
+      timedOut: false,
+      value: 1,
+    });
+  });
+});
