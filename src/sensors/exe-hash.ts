@@ -7,8 +7,9 @@
  * bounded: past HASH_MAX_BYTES or HASH_TIMEOUT_MS the result is null and counted, never a stall.
  */
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { ReadGate } from './safe-read.js';
 
 export interface ExeHasherOptions {
   /** Files larger than this are not hashed (bytes). */
@@ -17,6 +18,8 @@ export interface ExeHasherOptions {
   readonly timeoutMs?: number;
   /** Cache entries kept at most. */
   readonly cacheSize?: number;
+  /** Admission for hashing (tests pass a tight one). Default: 2 in flight, 1 per uid. */
+  readonly gate?: ReadGate;
 }
 
 /** 256 MiB: larger than any CLI binary or SEA bundle we have seen (node ≈ 100 MiB, bun ≈ 90 MiB). */
@@ -25,10 +28,13 @@ export const HASH_MAX_BYTES = 256 * 1024 * 1024;
 export const HASH_TIMEOUT_MS = 2000;
 /** Distinct executables remembered; a machine rarely runs more than a few hundred. */
 export const HASH_CACHE_SIZE = 4096;
+/** Hashes running at once, and per uid: a user's stalled mount pins one pool thread, not the pool. */
+const HASH_MAX_IN_FLIGHT = 2;
+const HASH_MAX_PER_UID = 1;
 /** Read size per chunk: large enough for throughput, small enough to yield to the event loop often. */
 const CHUNK_BYTES = 1024 * 1024;
 
-export type HashOutcome = 'hashed' | 'cached' | 'too_large' | 'timeout' | 'unreadable';
+export type HashOutcome = 'hashed' | 'cached' | 'too_large' | 'timeout' | 'unreadable' | 'busy';
 
 export class ExeHasher {
   private readonly maxBytes: number;
@@ -43,58 +49,46 @@ export class ExeHasher {
     too_large: 0,
     timeout: 0,
     unreadable: 0,
+    busy: 0,
   };
+  private readonly gate: ReadGate;
 
   constructor(options: ExeHasherOptions = {}) {
     this.maxBytes = options.maxBytes ?? HASH_MAX_BYTES;
     this.timeoutMs = options.timeoutMs ?? HASH_TIMEOUT_MS;
     this.cacheSize = options.cacheSize ?? HASH_CACHE_SIZE;
+    this.gate = options.gate ?? new ReadGate('exe_hash', HASH_MAX_IN_FLIGHT, HASH_MAX_PER_UID);
   }
 
   /**
-   * The cached hash of the file at `path` without opening it (one stat), or undefined when it is
-   * not cached (or cannot be stat'ed). The hot path: most new processes run an executable hashed
-   * before. Sound for /proc/<pid>/exe, which always names the inode the process runs.
+   * Lower-case hex SHA-256 of the file at `path`, or null (too large, too slow, unreadable, no
+   * free slot). Never rejects, and resolves within `timeoutMs` even when the file system never
+   * answers (a FUSE or network mount that stalls open or read): the process is then matched
+   * without its hash rather than never. The work runs through a `ReadGate` keyed by `key` (the
+   * process's uid), so files that never answer pin a bounded share of libuv's thread pool; the
+   * stalled call finishes, or not, in the background. A file hashed before costs one open and one
+   * fstat (the cache is keyed by what the descriptor says, never by a path stat).
    */
-  lookup(path: string): string | undefined {
-    try {
-      const st = statSync(path);
-      if (!st.isFile()) return undefined;
-      const hit = this.cache.get(`${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`);
-      if (hit !== undefined) this.counts.cached++;
-      return hit;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /**
-   * Lower-case hex SHA-256 of the file at `path`, or null (too large, too slow, unreadable). Never
-   * rejects, and resolves within `timeoutMs` even when the file system never answers (a FUSE or
-   * network mount that stalls open or read): the process is then matched without its hash rather
-   * than never. The stalled read finishes, or not, in the background.
-   */
-  async hash(path: string): Promise<string | null> {
+  async hash(path: string, key: string | number = -1): Promise<string | null> {
     const job = { expired: false };
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<null>((resolve) => {
-      timer = setTimeout(() => {
-        job.expired = true;
-        this.counts.timeout++;
-        resolve(null);
-      }, this.timeoutMs);
-    });
-    try {
-      return await Promise.race([this.hashWithin(path, job), expired]);
-    } finally {
-      clearTimeout(timer);
+    const r = await this.gate.run(key, this.timeoutMs, () => this.hashWithin(path, job));
+    if (!r.admitted) {
+      this.counts.busy++;
+      return null;
     }
+    if (r.timedOut) {
+      job.expired = true;
+      this.counts.timeout++;
+      return null;
+    }
+    return r.value;
   }
 
   private async hashWithin(path: string, job: { expired: boolean }): Promise<string | null> {
     let handle: Awaited<ReturnType<typeof open>> | null = null;
     try {
-      handle = await open(path, 'r');
+      // Non-blocking, never a tty; links are followed on purpose: the path is /proc/<pid>/exe.
+      handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
       const st = await handle.stat();
       if (!st.isFile()) {
         this.counts.unreadable++;

@@ -6,12 +6,23 @@
  *
  * Discovery is a few dozen stat/readdir calls per home; it never follows a user's symlink to decide
  * whether a root exists beyond what `stat` does, and roots that are the same directory (a prefix
- * symlinked to another) are reported once, keyed by device + inode.
+ * symlinked to another) are reported once, keyed by device + inode. Every call touches a user's
+ * tree, so each goes through safe-read.ts (async, deadline, gated per home): a home on a stalled
+ * mount makes discovery skip that home for the round (`stalled`), never freezes the daemon.
  */
-import { closeSync, constants, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+
 import { posix, win32 } from 'node:path';
 import type { Platform } from '../common/platform-paths.js';
 import type { PackageManager } from './observation.js';
+import { installReadGate } from './package-reader.js';
+import {
+  lstatUserPath,
+  type ReadGate,
+  readdirUserPath,
+  readUserFile,
+  type SafePathResult,
+  statUserPath,
+} from './safe-read.js';
 
 /** How packages sit under a root (decides where bin links live and how symlinks are read). */
 export type RootLayout = 'npm' | 'pnpm' | 'yarn' | 'bun';
@@ -45,12 +56,16 @@ export interface DiscoverOptions {
   readonly programFiles?: string;
   /** When false, the system prefixes (/usr/lib…, /opt/homebrew…) are not included (tests). */
   readonly systemRoots?: boolean;
+  /** Admission for discovery's file calls. Default: the install sensor's gate. */
+  readonly gate?: ReadGate;
 }
 
 export interface Discovery {
   readonly roots: readonly InstallRoot[];
   /** Existing directories whose changes may create a new root: watch them at depth 0. */
   readonly anchors: readonly string[];
+  /** Homes (or 'system', 'extra') skipped this round because a call did not answer in time. */
+  readonly stalled: readonly string[];
 }
 
 /** `.npmrc` files larger than this are not read for `prefix=` (real ones are a few hundred bytes). */
@@ -59,7 +74,10 @@ const MAX_NPMRC_BYTES = 64 * 1024;
 const MAX_WILDCARD_ENTRIES = 256;
 
 /** Every root pattern for `options` (before checking what exists). Exported for docs and tests. */
-export function rootPatterns(options: DiscoverOptions): RootPattern[] {
+export function rootPatterns(
+  options: DiscoverOptions,
+  npmrcPrefixes?: ReadonlyMap<string, string | null>,
+): RootPattern[] {
   const { platform } = options;
   const p = platform === 'win32' ? win32 : posix;
   const out: RootPattern[] = [];
@@ -126,35 +144,107 @@ export function rootPatterns(options: DiscoverOptions): RootPattern[] {
       add(home, 'Library/pnpm/global/*/node_modules', 'pnpm', 'pnpm', home);
       add(home, 'Library/Caches/pnpm/dlx/*/*/node_modules', 'npx', 'pnpm', home);
     }
-    const prefix = npmrcPrefix(p.join(home, '.npmrc'), home, platform);
+    const prefix = npmrcPrefixes?.get(home);
     if (prefix) add(prefix, 'lib/node_modules', 'npm', 'npm', home);
   }
   if (platform === 'win32') {
     for (const home of options.homes) {
-      const prefix = npmrcPrefix(win32.join(home, '.npmrc'), home, platform);
+      const prefix = npmrcPrefixes?.get(home);
       if (prefix) add(prefix, 'node_modules', 'npm', 'npm', home);
     }
   }
   return out;
 }
 
-/** Finds the roots that exist now and the anchors to watch for new ones. Never throws. */
-export function discoverRoots(options: DiscoverOptions): Discovery {
+/** Deadline of one discovery call (ms): a home that does not answer in this long is skipped. */
+const DISCOVERY_CALL_TIMEOUT_MS = 2000;
+
+/**
+ * The file calls of one discovery, keyed by whose tree they touch; after the first call of a key
+ * that does not answer, the rest of that key's calls are skipped (a stalled home would otherwise
+ * cost a deadline per call).
+ */
+class DiscoveryProbe {
+  readonly stalled = new Set<string>();
+
+  constructor(private readonly gate: ReadGate) {}
+
+  private async call<T>(key: string, run: () => Promise<SafePathResult<T>>): Promise<T | null> {
+    if (this.stalled.has(key)) return null;
+    const r = await run();
+    if (r.ok) return r.value;
+    if (r.reason === 'timeout' || r.reason === 'busy') this.stalled.add(key);
+    return null;
+  }
+
+  /** True when `path` is (or links to) a directory. */
+  async isDir(key: string, path: string): Promise<boolean> {
+    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    return st?.isDirectory() ?? false;
+  }
+
+  /** device:inode of a directory (following links), or null when it is not one. */
+  async dirId(key: string, path: string): Promise<string | null> {
+    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    return st?.isDirectory() ? `${st.dev}:${st.ino}` : null;
+  }
+
+  /** Names of the subdirectories (or links) of `dir`, sorted; empty when unreadable. */
+  async listDirs(key: string, dir: string): Promise<string[]> {
+    const entries = await this.call(key, () =>
+      readdirUserPath(dir, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+    );
+    return (entries ?? [])
+      .filter((e) => e.isDirectory() || e.isSymbolicLink())
+      .map((e) => e.name)
+      .sort();
+  }
+
+  /** The `prefix=` of `<home>/.npmrc` (see `npmrcPrefix`), null when absent or stalled. */
+  async npmrcPrefix(home: string, platform: Platform): Promise<string | null> {
+    if (this.stalled.has(home)) return null;
+    const file = (platform === 'win32' ? win32 : posix).join(home, '.npmrc');
+    const read = await readUserFile(file, {
+      maxBytes: MAX_NPMRC_BYTES,
+      gate: this.gate,
+      key: home,
+      timeoutMs: DISCOVERY_CALL_TIMEOUT_MS,
+    });
+    if (!read.ok && (read.reason === 'timeout' || read.reason === 'busy')) this.stalled.add(home);
+    return read.ok ? prefixOfNpmrc(read.data.toString('utf8'), home, platform) : null;
+  }
+
+  /** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */
+  async layoutOf(key: string, path: string): Promise<RootLayout> {
+    const st = await this.call(key, () =>
+      lstatUserPath(posix.join(path, '.pnpm'), this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+    );
+    return st?.isDirectory() ? 'pnpm' : 'npm';
+  }
+}
+
+/** Finds the roots that exist now and the anchors to watch for new ones. Never rejects. */
+export async function discoverRoots(options: DiscoverOptions): Promise<Discovery> {
   const p = options.platform === 'win32' ? win32 : posix;
+  const probe = new DiscoveryProbe(options.gate ?? installReadGate);
   const roots: InstallRoot[] = [];
   const anchors = new Set<string>();
   const seen = new Set<string>();
-  const addRoot = (root: InstallRoot): void => {
-    const id = dirId(root.path);
+  const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
+    const id = await probe.dirId(key, root.path);
     if (!id || seen.has(id)) return;
     seen.add(id);
     roots.push(root);
   };
   for (const extra of options.extraRoots) {
-    addRoot({ path: p.resolve(extra), manager: 'other', layout: layoutOf(extra), home: null });
+    const layout = await probe.layoutOf('extra', extra);
+    await addRoot('extra', { path: p.resolve(extra), manager: 'other', layout, home: null });
   }
-  for (const pattern of rootPatterns(options)) {
-    if (!isDir(pattern.base)) continue;
+  const prefixes = new Map<string, string | null>();
+  for (const home of options.homes) prefixes.set(home, await probe.npmrcPrefix(home, options.platform));
+  for (const pattern of rootPatterns(options, prefixes)) {
+    const key = pattern.home ?? 'system';
+    if (!(await probe.isDir(key, pattern.base))) continue;
     // Walk the segments; every directory where the walk stops short is an anchor.
     let frontier = [pattern.base];
     for (const seg of pattern.segments) {
@@ -162,22 +252,22 @@ export function discoverRoots(options: DiscoverOptions): Discovery {
       for (const dir of frontier) {
         if (seg === '*' || seg === '@*') {
           anchors.add(dir);
-          for (const name of listDirs(dir).slice(0, MAX_WILDCARD_ENTRIES)) {
+          for (const name of (await probe.listDirs(key, dir)).slice(0, MAX_WILDCARD_ENTRIES)) {
             if (seg === '@*' ? name.startsWith('@') : !name.startsWith('.')) next.push(p.join(dir, name));
           }
         } else {
           const child = p.join(dir, seg);
-          if (isDir(child)) next.push(child);
+          if (await probe.isDir(key, child)) next.push(child);
           else anchors.add(dir);
         }
       }
       frontier = next;
     }
     for (const path of frontier) {
-      addRoot({ path, manager: pattern.manager, layout: pattern.layout, home: pattern.home });
+      await addRoot(key, { path, manager: pattern.manager, layout: pattern.layout, home: pattern.home });
     }
   }
-  return { roots, anchors: [...anchors].sort() };
+  return { roots, anchors: [...anchors].sort(), stalled: [...probe.stalled].sort() };
 }
 
 /**
@@ -247,36 +337,23 @@ function ancestorNamed(path: string, name: string, p: typeof posix): string | nu
   return null;
 }
 
-/** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */
-function layoutOf(path: string): RootLayout {
-  try {
-    if (lstatSync(posix.join(path, '.pnpm')).isDirectory()) return 'pnpm';
-  } catch {
-    // no .pnpm: plain npm layout
-  }
-  return 'npm';
+/**
+ * The `prefix` from a user's `.npmrc`, or null. The file is the user's (hostile): read through
+ * safe-read.ts (regular file, no link followed, size-capped, deadline), and only the `prefix=`
+ * line is read; the value must be an absolute path.
+ */
+export async function npmrcPrefix(
+  file: string,
+  home: string,
+  platform: Platform,
+  gate: ReadGate = installReadGate,
+): Promise<string | null> {
+  const read = await readUserFile(file, { maxBytes: MAX_NPMRC_BYTES, gate, key: home });
+  return read.ok ? prefixOfNpmrc(read.data.toString('utf8'), home, platform) : null;
 }
 
-/**
- * The `prefix` from a user's `.npmrc`, or null. The file is the user's (hostile): only a regular
- * file, size-capped, and only the `prefix=` line is read; the value must be an absolute path.
- */
-export function npmrcPrefix(file: string, home: string, platform: Platform): string | null {
-  let text: string;
-  try {
-    const st = lstatSync(file);
-    if (!st.isFile() || st.size > MAX_NPMRC_BYTES) return null;
-    const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-    try {
-      const buf = Buffer.alloc(Math.min(st.size, MAX_NPMRC_BYTES));
-      const n = readSync(fd, buf, 0, buf.length, 0);
-      text = buf.subarray(0, n).toString('utf8');
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return null;
-  }
+/** The absolute `prefix=` of `.npmrc` text (`~` and `$HOME` expanded), or null. */
+function prefixOfNpmrc(text: string, home: string, platform: Platform): string | null {
   let prefix: string | null = null;
   for (const line of text.split(/\r?\n/)) {
     const m = /^\s*prefix\s*=\s*(.*?)\s*$/.exec(line);
@@ -288,33 +365,4 @@ export function npmrcPrefix(file: string, home: string, platform: Platform): str
   prefix = prefix.replace(/^\$\{HOME\}|^\$HOME/, home);
   if (!p.isAbsolute(prefix) || prefix.includes('\0')) return null;
   return p.normalize(prefix);
-}
-
-function isDir(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-function listDirs(dir: string): string[] {
-  try {
-    return readdirSync(dir, { withFileTypes: true })
-      .filter((e) => e.isDirectory() || e.isSymbolicLink())
-      .map((e) => e.name)
-      .sort();
-  } catch {
-    return [];
-  }
-}
-
-/** device:inode of a directory (following links), or null when it is not one. */
-export function dirId(path: string): string | null {
-  try {
-    const st = statSync(path);
-    return st.isDirectory() ? `${st.dev}:${st.ino}` : null;
-  } catch {
-    return null;
-  }
 }

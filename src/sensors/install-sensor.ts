@@ -16,7 +16,7 @@
  * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
  *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
  */
-import { type Stats, statSync } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, posix, relative } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
@@ -29,7 +29,8 @@ import type { UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation } from './observation.js';
-import { readPackageJson } from './package-reader.js';
+import { installReadGate, readPackageJsonAsync } from './package-reader.js';
+import { statUserPath } from './safe-read.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface InstallSensorOptions {
@@ -223,22 +224,37 @@ export class InstallSensor implements Sensor {
   private async fullScan(): Promise<void> {
     if (!this.running) return;
     this.scans++;
-    this.rediscover();
+    await this.rediscover();
     for (const root of [...this.roots.values()]) await this.scanRoot(root);
     for (const g of this.globs) await this.scanGlob(g);
     await this.pruneReported();
   }
 
-  /** Finds roots, anchors and glob bases; adds/removes watches for what changed. */
-  private rediscover(): void {
+  /**
+   * Finds roots, anchors and glob bases; adds/removes watches for what changed. Runs one at a time
+   * (rescan, catch-up and anchor events may ask at once); never rejects.
+   */
+  private rediscover(): Promise<void> {
+    const run = this.discovering.then(() => this.rediscoverNow());
+    this.discovering = run.catch((err: unknown) => {
+      this.log.error({ err }, 'install discovery failed');
+    });
+    return this.discovering;
+  }
+
+  private discovering: Promise<void> = Promise.resolve();
+
+  private async rediscoverNow(): Promise<void> {
     if (!this.running) return;
     const homes = this.homes();
-    const found = discoverRoots({
+    const found = await discoverRoots({
       platform: this.options.platform,
       homes,
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
     });
+    // A home that did not answer keeps what was known of it (its roots stay watched).
+    for (const home of found.stalled) this.count('discovery_stalled', home);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
     for (const path of this.roots.keys()) {
       if (!newRoots.has(path)) {
@@ -260,9 +276,9 @@ export class InstallSensor implements Sensor {
     this.globs = this.compileGlobs();
     const bases = new Set<string>();
     for (const g of this.globs) {
-      if (isDirSync(g.base)) bases.add(g.base);
+      if (await isDirGated(g.base)) bases.add(g.base);
       else {
-        const a = nearestExisting(g.base, homes);
+        const a = await nearestExisting(g.base, homes);
         if (a) anchors.add(a);
       }
     }
@@ -313,7 +329,7 @@ export class InstallSensor implements Sensor {
       this.catchUpTimer = null;
       this.track(
         (async () => {
-          this.rediscover();
+          await this.rediscover();
           const more = this.lastAdded;
           for (const r of [...roots, ...more.roots]) if (this.roots.has(r.path)) await this.scanRoot(r, true);
           const all = new Set([...bases, ...more.bases]);
@@ -333,7 +349,7 @@ export class InstallSensor implements Sensor {
       this.rediscoverTimer = null;
       this.track(
         (async () => {
-          this.rediscover();
+          await this.rediscover();
           const { roots, bases } = this.lastAdded;
           for (const r of roots) await this.scanRoot(r, true);
           for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g, true);
@@ -584,7 +600,8 @@ export class InstallSensor implements Sensor {
       } else if (!st.isDirectory()) {
         return 'done';
       }
-      const read = readPackageJson(pkgDir);
+      // Keyed by the owner of the entry: one user's stalled tree cannot starve the others'.
+      const read = await readPackageJsonAsync(pkgDir, st.uid);
       if (!read.ok) {
         // Worth waiting for only while an installer may still be writing it: a young directory
         // (a link is created in one step: its target is either a package or not).
@@ -744,16 +761,14 @@ function toPosix(p: string): string {
   return p.includes('\\') ? p.replace(/\\/g, '/') : p;
 }
 
-function isDirSync(p: string): boolean {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
+/** Whether `p` is a directory, through the install gate (it is in a user's tree); false on a stall. */
+async function isDirGated(p: string): Promise<boolean> {
+  const st = await statUserPath(p, installReadGate, 'glob');
+  return st.ok && st.value.isDirectory();
 }
 
 /** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
-function nearestExisting(path: string, homes: readonly string[]): string | null {
+async function nearestExisting(path: string, homes: readonly string[]): Promise<string | null> {
   const home = homes.find((h) => isInside(path, h) || path === h);
   let p = path;
   for (let i = 0; i < 32; i++) {
@@ -762,7 +777,7 @@ function nearestExisting(path: string, homes: readonly string[]): string | null 
     p = parent;
     if (home && !isInside(p, home) && p !== home) return null;
     if (!home && p.split('/').filter(Boolean).length < 2) return null;
-    if (isDirSync(p)) return p;
+    if (await isDirGated(p)) return p;
   }
   return null;
 }

@@ -1,12 +1,14 @@
 /**
  * Owns reading a package.json from disk as hostile input. Anything a user can write may sit in a
  * global node_modules: a huge file, a FIFO, a symlink to /dev/zero, invalid JSON, non-string
- * fields. The reader never blocks, never reads more than the cap, never throws: it returns either
- * the few fields the install sensor needs or a stable `reason` the sensor counts as skipped.
+ * fields. The reader never waits on a FIFO, never reads more than the cap, never throws: it returns
+ * either the few fields the install sensor needs or a stable `reason` the sensor counts as skipped.
+ * `readPackageJsonAsync` (what the daemon uses) also survives a stalled mount (safe-read.ts).
  */
 import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
 import semver from 'semver';
+import { ReadGate, readUserFile } from './safe-read.js';
 
 /**
  * package.json files larger than this are refused: real ones are a few KiB (the largest on the
@@ -48,7 +50,46 @@ export type PackageReaderFs = Pick<typeof nodeFs, 'openSync' | 'fstatSync' | 're
 const OPEN_FLAGS =
   nodeFs.constants.O_RDONLY | (nodeFs.constants.O_NOFOLLOW ?? 0) | (nodeFs.constants.O_NONBLOCK ?? 0);
 
-/** Reads `<dir>/package.json`. Never throws. */
+/** Install-tree reads in flight at once, and per owner: a stalled tree pins one pool thread. */
+const INSTALL_READ_MAX_IN_FLIGHT = 2;
+const INSTALL_READ_MAX_PER_KEY = 1;
+/** The gate of the install sensor's package.json reads (one per process: the pool is shared). */
+export const installReadGate = new ReadGate(
+  'install_package_json',
+  INSTALL_READ_MAX_IN_FLIGHT,
+  INSTALL_READ_MAX_PER_KEY,
+);
+
+/**
+ * Reads `<dir>/package.json` off the event loop through safe-read.ts (non-blocking open, no
+ * link followed, regular files only, size cap, deadline, gated by `key`, the tree owner's uid).
+ * What the daemon's loop uses. Never rejects; a stall is `unreadable` with detail `timeout`/`busy`.
+ */
+export async function readPackageJsonAsync(
+  dir: string,
+  key: string | number,
+  gate: ReadGate = installReadGate,
+): Promise<PackageReadResult> {
+  const file = await readUserFile(join(dir, 'package.json'), { maxBytes: MAX_PACKAGE_JSON_BYTES, gate, key });
+  if (!file.ok) {
+    const reason: PackageReadFailure =
+      file.reason === 'missing' || file.reason === 'too_large' || file.reason === 'permission_denied'
+        ? file.reason
+        : file.reason === 'not_file' || file.reason === 'symlink'
+          ? 'not_file'
+          : 'unreadable';
+    return { ok: false, reason, detail: file.detail ?? file.reason };
+  }
+  const parsed = parseManifest(file.data.toString('utf8'));
+  if (!parsed.ok) return parsed;
+  return { ok: true, info: parsed.info, mtimeMs: file.facts.mtimeMs, size: file.facts.size };
+}
+
+/**
+ * Reads `<dir>/package.json` synchronously. Never throws, never waits on a FIFO, but a stalled
+ * mount blocks the caller, so guardd itself does not use it (it uses `readPackageJsonAsync`);
+ * kept for one-shot tools and the table tests of the reader's answers.
+ */
 export function readPackageJson(dir: string, fs: PackageReaderFs = nodeFs): PackageReadResult {
   const file = join(dir, 'package.json');
   let fd: number;

@@ -7,6 +7,8 @@
  *
  * The sensor never waits for enforcement: `onObservation` runs detached, so a slow notification
  * cannot delay the next scan. Ticks never overlap (each is scheduled after the previous ends).
+ * Hash and script package read files the user controls, so they never run in the scan: an
+ * observation that needs them is handed over when they answered (or their deadline passed).
  */
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -15,7 +17,7 @@ import type { Matcher } from '../policy/matcher.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { ProcessSource, RawProcess } from './process-sources/process-source.js';
-import { ScriptPackageResolver } from './script-package.js';
+import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface ProcessSensorOptions {
@@ -41,6 +43,16 @@ export interface ProcessSensorOptions {
  * is stuck, and memory must stay bounded.
  */
 const MAX_IN_FLIGHT = 10_000;
+/**
+ * A script package lookup that ran out of time (a burst queued ahead of it, or the user's own
+ * stalled mount) is tried again this long later (ms), up to SCRIPT_RETRY_MAX times, while the
+ * process runs the same program: a burst of launches cannot make a banned script go unattributed
+ * for good. The observation without the package was handed over already (names, exe, argv).
+ */
+const SCRIPT_RETRY_MS = 1000;
+const SCRIPT_RETRY_MAX = 5;
+/** Retries waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
+const SCRIPT_RETRY_PENDING_MAX = 10_000;
 /** `stop` waits this long for in-flight observations, so a stuck handler cannot hang shutdown (ms). */
 const STOP_DRAIN_MS = 5000;
 
@@ -57,6 +69,7 @@ export class ProcessSensor implements Sensor {
   private running = false;
   private ticking: Promise<void> | null = null;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly skippedHere: Record<string, number> = {};
   private ticks = 0;
   private observed = 0;
@@ -82,7 +95,12 @@ export class ProcessSensor implements Sensor {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    for (const t of this.retryTimers) clearTimeout(t);
+    this.retryTimers.clear();
     if (this.ticking) await this.ticking;
+    // Releases what the source holds (procfs: its /proc/<pid>/stat descriptors); a later start
+    // reports every process again, as a first start does.
+    this.options.source.reset();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled([...this.inFlight]),
@@ -118,7 +136,9 @@ export class ProcessSensor implements Sensor {
         in_flight: this.inFlight.size,
         needs: { ...this.needs },
         ...(this.hasher ? { hash: { ...this.hasher.counts, cached: this.hasher.cached } } : {}),
-        ...(this.scripts ? { script_packages: { ...this.scripts.counts } } : {}),
+        ...(this.scripts
+          ? { script_packages: { ...this.scripts.counts, gate: this.scripts.gateStatus() } }
+          : {}),
         ...this.options.source.details(),
       },
       skipped,
@@ -170,31 +190,88 @@ export class ProcessSensor implements Sensor {
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
       return;
     }
-    if (this.needs.sha256) {
-      const path = this.options.source.hashPath(raw);
-      if (path !== null) {
-        this.hasher ??= new ExeHasher();
-        const cached = this.hasher.lookup(path);
-        if (cached !== undefined) {
-          this.emit({ ...obs, sha256: cached });
-          return;
-        }
-        this.detach(this.hasher.hash(path).then((sha256) => this.emit({ ...obs, sha256 })));
-        return;
-      }
+    const hashPath = this.needs.sha256 ? this.options.source.hashPath(raw) : null;
+    const script =
+      this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
+    if (!script && hashPath === null) {
+      this.emit(this.needs.scriptPackage ? { ...obs, scriptPackage: null } : obs);
+      return;
     }
-    this.emit(obs);
+    // Hash and script package touch files the user controls: both run off the scan, through
+    // safe-read's gates and deadlines, and the observation is handed over when both answered.
+    this.detach(this.enrich(raw, obs, hashPath, script).then((full) => this.emit(full)));
+  }
+
+  private async enrich(
+    raw: RawProcess,
+    obs: ProcessObservation,
+    hashPath: string | null,
+    script: boolean,
+  ): Promise<ProcessObservation> {
+    const key = raw.uid ?? -1;
+    let sha256: Promise<string | null> | undefined;
+    if (hashPath !== null) {
+      this.hasher ??= new ExeHasher();
+      sha256 = this.hasher.hash(hashPath, key);
+    }
+    let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
+    if (script) scriptPackage = this.lookupScript(raw, 0);
+    let hash = sha256 !== undefined ? await sha256 : undefined;
+    // The hash was read after the scan: if the process exec'd in between, it is another program's
+    // (the source reports the new program itself, with its own hash).
+    if (hash && this.options.source.execedSince?.(raw)) {
+      this.count('hash_after_exec');
+      hash = null;
+    }
+    return {
+      ...obs,
+      ...(hash !== undefined ? { sha256: hash } : {}),
+      ...(scriptPackage !== undefined
+        ? { scriptPackage: await scriptPackage }
+        : this.needs.scriptPackage
+          ? { scriptPackage: null }
+          : {}),
+    };
+  }
+
+  /** The script package of `raw`; a lookup that ran out of time is retried later (see SCRIPT_RETRY_MS). */
+  private async lookupScript(raw: RawProcess, attempt: number): Promise<ProcessObservation['scriptPackage']> {
+    this.scripts ??= new ScriptPackageResolver();
+    const source = this.options.source;
+    const r = await this.scripts.resolveOutcome(
+      raw.exe,
+      raw.name,
+      raw.argv,
+      () => source.cwd(raw.pid, raw.tid),
+      raw.uid,
+    );
+    if (r.stalled) this.retryScript(raw, attempt + 1);
+    return r.pkg;
+  }
+
+  private retryScript(raw: RawProcess, attempt: number): void {
+    if (!this.running) return;
+    if (attempt > SCRIPT_RETRY_MAX || this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX) {
+      this.count('script_package_gave_up');
+      return;
+    }
+    const t = setTimeout(() => {
+      this.retryTimers.delete(t);
+      // Gone, or another program now: the source reports that one itself.
+      if (!this.running || this.options.source.execedSince?.(raw)) return;
+      this.detach(
+        this.lookupScript(raw, attempt).then((pkg) => {
+          if (!pkg) return;
+          this.emit({ ...this.observe(raw), scriptPackage: pkg });
+        }),
+      );
+    }, SCRIPT_RETRY_MS);
+    this.retryTimers.add(t);
   }
 
   private observe(raw: RawProcess): ProcessObservation {
     const owner =
       raw.uid === null ? { uid: -1, user: null, groups: [], home: null } : this.options.users.owner(raw.uid);
-    let scriptPackage: ProcessObservation['scriptPackage'];
-    if (this.needs.scriptPackage) {
-      this.scripts ??= new ScriptPackageResolver();
-      const source = this.options.source;
-      scriptPackage = this.scripts.resolve(raw.exe, raw.name, raw.argv, () => source.cwd(raw.pid));
-    }
     return {
       kind: 'process',
       pid: raw.pid,
@@ -205,7 +282,6 @@ export class ProcessSensor implements Sensor {
       argv: raw.argv,
       owner,
       tty: raw.tty,
-      ...(scriptPackage !== undefined ? { scriptPackage } : {}),
     };
   }
 

@@ -6,12 +6,25 @@
  * nearest package.json that has a `name`. This is what makes a banned JS CLI recognisable however
  * it was launched: npx, a renamed symlink, an alias, `env`, another global prefix.
  *
- * package.json files are hostile input: size-capped, parsed defensively, a bad one is skipped
- * (the walk continues upward). Results are cached per directory for DIR_CACHE_TTL_MS.
+ * Every file on the way is the user's (hostile input): it is touched only through safe-read.ts
+ * (async, non-blocking open, no link followed at the package.json, regular files only, size cap,
+ * one deadline per resolution, a bounded share of the thread pool), so a FIFO or a stalled mount
+ * costs an unattributed process, never a frozen daemon. A bad package.json is skipped and the walk
+ * continues upward; so is one that is not trusted to speak for this process (`untrustedReason`:
+ * planted by another user, in a world-writable directory, or unreadable to the process's user),
+ * so a package.json dropped in /tmp cannot get someone else's process killed. Each directory's
+ * package.json facts are cached for DIR_CACHE_TTL_MS; trust is decided per process from them.
  */
-import { closeSync, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { ScriptPackage } from './observation.js';
+import {
+  lstatUserPath,
+  ReadGate,
+  readUserFile,
+  realpathUserPath,
+  statUserPath,
+  worldWritable,
+} from './safe-read.js';
 
 /** A package.json larger than this is not parsed (bytes): real ones are a few KiB. */
 export const PACKAGE_JSON_MAX_BYTES = 1024 * 1024;
@@ -186,60 +199,155 @@ export function scriptCandidates(interpreter: string, argv: readonly string[], m
 const MAX_SCRIPT_CANDIDATES = 3;
 /** What node's loader tries after the path as given (`node …/claude-code/cli` runs cli.js). */
 const NODE_MAIN_EXTENSIONS = ['.js', '.json', '.node'] as const;
-
 /**
- * The real path of what an interpreter runs for `script`: the file or directory itself, else the
- * file node's loader would pick by adding an extension; null when there is nothing to run.
+ * One resolution (script lookup and walk) is abandoned after this long (ms): every file it touches
+ * is the user's, and a stalled mount must cost an unattributed process, not a stuck pipeline.
  */
-function entryOf(script: string): { real: string; isDir: boolean } | null {
-  for (const path of [script, ...NODE_MAIN_EXTENSIONS.map((ext) => script + ext)]) {
-    try {
-      const real = realpathSync(path);
-      const st = statSync(real);
-      if (st.isFile() || st.isDirectory()) return { real, isDir: st.isDirectory() };
-    } catch {
-      // not there: try the next form
-    }
-  }
-  return null;
+export const RESOLVE_TIMEOUT_MS = 2000;
+/**
+ * Pool threads the resolver may hold at once, and per uid: a user whose script sits on a stalled
+ * mount pins one, other users keep the other (see safe-read.ts for the shared budget).
+ */
+const RESOLVE_MAX_IN_FLIGHT = 2;
+const RESOLVE_MAX_PER_UID = 1;
+
+/** Why a package.json on the walk was not believed (counted in `counts.untrusted_*`). */
+export type UntrustedReason = 'foreign_owner' | 'world_writable_dir' | 'not_readable_by_user';
+
+/** What one directory's package.json says, with the facts trust is decided on. */
+interface DirFacts {
+  readonly name: string;
+  readonly version: string | null;
+  /** Owner and mode of the package.json descriptor that was read. */
+  readonly uid: number;
+  readonly mode: number;
+  /** Mode of the directory holding it. */
+  readonly dirMode: number;
 }
 
 interface DirAnswer {
   readonly at: number;
-  readonly pkg: { name: string; version: string | null; root: string } | null;
+  readonly pkg: DirFacts | null;
+}
+
+/** Who a resolution is for: the process's real uid and the owner of the script it runs. */
+export interface TrustContext {
+  /** Real uid of the process, or null when the source cannot tell (then only root and the script owner count). */
+  readonly uid: number | null;
+  readonly scriptOwner: number;
+}
+
+/**
+ * Whether a package.json may name the package of a script, or why not. The attacker is another
+ * local user who plants a package.json with a banned name where someone else's script will walk
+ * past it (a shared /tmp, a world-writable project dir), to get that user's or root's process
+ * killed; or who links a root-only file there to read its name through guardd's events.
+ *  - the file must be owned by root, by the process's user or by the script's owner: only they
+ *    can make a statement about that script (the kernel records who created the file, and a file
+ *    another user replaces changes owner);
+ *  - in a world-writable directory (o+w, sticky or not: anyone may create files there) only the
+ *    process's own user is believed: that user can only get their own process attributed, while a
+ *    root-owned or script-owner file there could have been renamed into place by anyone without
+ *    the sticky bit's protection;
+ *  - it must be readable by the process's user (owner, or world-readable): otherwise the name
+ *    would leak what that user cannot read.
+ */
+export function untrustedReason(
+  pkg: Omit<DirFacts, 'name' | 'version'>,
+  ctx: TrustContext,
+): UntrustedReason | null {
+  const own = ctx.uid !== null && pkg.uid === ctx.uid;
+  if (!own && pkg.uid !== 0 && pkg.uid !== ctx.scriptOwner) return 'foreign_owner';
+  if (worldWritable(pkg.dirMode) && !own) return 'world_writable_dir';
+  if (!own && (pkg.mode & 0o004) === 0) return 'not_readable_by_user';
+  return null;
 }
 
 export interface ScriptPackageResolverOptions {
   /** Clock for the cache TTL (ms). Default Date.now. */
   readonly now?: () => number;
+  /** Admission for the resolver's file calls (tests pass a tight one). Default: 2 in flight, 1 per uid. */
+  readonly gate?: ReadGate;
+  /** Deadline of one resolution (ms). Default RESOLVE_TIMEOUT_MS. */
+  readonly timeoutMs?: number;
 }
+
+/** Outcome of touching one user path during a resolution: a value, nothing there, or no answer in time. */
+type Step<T> = { kind: 'value'; value: T } | { kind: 'none' } | { kind: 'stalled' };
 
 export class ScriptPackageResolver {
   private readonly dirs = new Map<string, DirAnswer>();
   private readonly now: () => number;
-  /** package.json files skipped (too large, not JSON, no name) since start. */
-  readonly counts = { bad_package_json: 0, resolved: 0, unresolved: 0 };
+  private readonly gate: ReadGate;
+  private readonly timeoutMs: number;
+  /** Outcomes since start: package.json files skipped as bad or untrusted, resolutions given up. */
+  readonly counts = {
+    bad_package_json: 0,
+    resolved: 0,
+    unresolved: 0,
+    untrusted_foreign_owner: 0,
+    untrusted_world_writable_dir: 0,
+    untrusted_not_readable_by_user: 0,
+    /** A file call did not answer in time or found no free slot: the process stays unattributed. */
+    stalled: 0,
+  };
 
   constructor(options: ScriptPackageResolverOptions = {}) {
     this.now = options.now ?? Date.now;
+    this.gate = options.gate ?? new ReadGate('script_package', RESOLVE_MAX_IN_FLIGHT, RESOLVE_MAX_PER_UID);
+    this.timeoutMs = options.timeoutMs ?? RESOLVE_TIMEOUT_MS;
+  }
+
+  /** Gate state for status. */
+  gateStatus(): Record<string, number> {
+    return { pending: this.gate.pending, queued: this.gate.queued, ...this.gate.counts };
   }
 
   /**
-   * The package of the script `exe` runs with `argv`, or null (not an interpreter, no script, the
-   * script is not inside a named package). `cwd` (or a function reading it, called only
-   * when needed) resolves a relative script path. Never throws.
+   * The package of the script `exe` runs with `argv` for a process of real uid `uid`, or null (not
+   * an interpreter, no script, the script is not inside a trusted named package, or the files did
+   * not answer within the deadline). `cwd` (or a function reading it, called only when needed)
+   * resolves a relative script path. Never rejects; never blocks the event loop on a user's file.
    */
-  resolve(
+  async resolve(
     exe: string | null,
     name: string,
     argv: readonly string[],
     cwd: string | null | (() => string | null),
-  ): ScriptPackage | null {
+    uid: number | null = null,
+  ): Promise<ScriptPackage | null> {
+    return (await this.resolveOutcome(exe, name, argv, cwd, uid)).pkg;
+  }
+
+  /**
+   * Like `resolve`, and says whether the answer is final: `stalled` is true when a file call did
+   * not answer in time or found no free slot, so a later attempt may still find the package.
+   */
+  async resolveOutcome(
+    exe: string | null,
+    name: string,
+    argv: readonly string[],
+    cwd: string | null | (() => string | null),
+    uid: number | null = null,
+  ): Promise<{ pkg: ScriptPackage | null; stalled: boolean }> {
+    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid);
+    return pkg === 'stalled' ? { pkg: null, stalled: true } : { pkg, stalled: false };
+  }
+
+  private async resolveOnce(
+    exe: string | null,
+    name: string,
+    argv: readonly string[],
+    cwd: string | null | (() => string | null),
+    uid: number | null,
+  ): Promise<ScriptPackage | null | 'stalled'> {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
     const candidates = scriptCandidates(interpreter, argv, MAX_SCRIPT_CANDIDATES);
+    const deadline = performance.now() + this.timeoutMs;
+    const key = uid ?? -1;
     let workDir: string | null | undefined;
-    let found: { real: string; isDir: boolean } | null = null;
+    let found: { real: string; isDir: boolean; owner: number } | null = null;
     for (const arg of candidates) {
       // Longer than PATH_MAX or holding NUL: names no file, like any other missing candidate.
       if (arg.length > 4096 || arg.includes('\u0000')) continue;
@@ -251,15 +359,27 @@ export class ScriptPackageResolver {
         if (!workDir) return null;
         script = resolve(workDir, arg);
       }
-      found = entryOf(script);
-      if (found !== null) break;
+      const entry = await this.entryOf(script, key, deadline);
+      if (entry.kind === 'stalled') {
+        this.counts.stalled++;
+        return 'stalled';
+      }
+      if (entry.kind === 'value') {
+        found = entry.value;
+        break;
+      }
     }
     if (found === null) {
       if (candidates.length > 0) this.counts.unresolved++;
       return null;
     }
     // `node <package dir>` runs the package's main: the walk starts in the directory itself.
-    const pkg = this.packageOf(found.isDir ? found.real : dirname(found.real));
+    const start = found.isDir ? found.real : dirname(found.real);
+    const pkg = await this.packageOf(start, { uid, scriptOwner: found.owner }, key, deadline);
+    if (pkg === 'stalled') {
+      this.counts.stalled++;
+      return 'stalled';
+    }
     if (pkg === null) {
       this.counts.unresolved++;
       return null;
@@ -268,71 +388,116 @@ export class ScriptPackageResolver {
     return { ...pkg, script: found.real };
   }
 
-  /** The nearest named package at or above `dir`. */
-  private packageOf(dir: string): DirAnswer['pkg'] {
-    const now = this.now();
-    const visited: string[] = [];
-    let found: DirAnswer['pkg'] = null;
+  /**
+   * The real path and owner of what an interpreter runs for `script`: the file or directory
+   * itself, else the file node's loader would pick by adding an extension.
+   */
+  private async entryOf(
+    script: string,
+    key: number,
+    deadline: number,
+  ): Promise<Step<{ real: string; isDir: boolean; owner: number }>> {
+    for (const path of [script, ...NODE_MAIN_EXTENSIONS.map((ext) => script + ext)]) {
+      const real = await realpathUserPath(path, this.gate, key, remaining(deadline));
+      if (!real.ok) {
+        if (real.reason === 'timeout' || real.reason === 'busy') return { kind: 'stalled' };
+        continue; // not there: try the next form
+      }
+      const st = await statUserPath(real.value, this.gate, key, remaining(deadline));
+      if (!st.ok) {
+        if (st.reason === 'timeout' || st.reason === 'busy') return { kind: 'stalled' };
+        continue;
+      }
+      if (st.value.isFile() || st.value.isDirectory())
+        return {
+          kind: 'value',
+          value: { real: real.value, isDir: st.value.isDirectory(), owner: st.value.uid },
+        };
+    }
+    return { kind: 'none' };
+  }
+
+  /** The nearest trusted named package at or above `dir`, null when none, 'stalled' when out of time. */
+  private async packageOf(
+    dir: string,
+    ctx: TrustContext,
+    key: number,
+    deadline: number,
+  ): Promise<{ name: string; version: string | null; root: string } | null | 'stalled'> {
     let current = dir;
     for (let depth = 0; depth < MAX_WALK_DEPTH; depth++) {
-      const cached = this.dirs.get(current);
-      // A clock stepped back would otherwise keep an answer for as long as the step.
-      if (cached && now >= cached.at && now - cached.at < DIR_CACHE_TTL_MS) {
-        found = cached.pkg;
-        break;
-      }
-      visited.push(current);
-      const pkg = this.readPackage(current);
-      if (pkg) {
-        found = pkg;
-        break;
+      const facts = await this.factsOf(current, key, deadline);
+      if (facts === 'stalled') return 'stalled';
+      if (facts !== null) {
+        const why = untrustedReason(facts, ctx);
+        // An untrusted package.json is as if absent: the walk goes on to the next one up.
+        if (why === null) return { name: facts.name, version: facts.version, root: current };
+        this.counts[`untrusted_${why}`]++;
       }
       const parent = dirname(current);
       if (parent === current) break;
       current = parent;
     }
-    if (this.dirs.size + visited.length > DIR_CACHE_MAX) this.dirs.clear();
-    for (const d of visited) this.dirs.set(d, { at: now, pkg: found });
-    return found;
+    return null;
   }
 
-  private readPackage(dir: string): DirAnswer['pkg'] {
-    let fd = -1;
-    try {
-      fd = openSync(`${dir}/package.json`, 'r');
-      const st = fstatSync(fd);
-      if (!st.isFile()) return null;
-      if (st.size > PACKAGE_JSON_MAX_BYTES) {
-        this.counts.bad_package_json++;
-        return null;
-      }
-      const buf = Buffer.allocUnsafe(st.size);
-      let n = 0;
-      for (let i = 0; i < 1024 && n < st.size; i++) {
-        const r = readSync(fd, buf, n, st.size - n, n);
-        if (r <= 0) break;
-        n += r;
-      }
-      const json: unknown = JSON.parse(buf.toString('utf8', 0, n));
-      if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error('not an object');
-      const { name, version } = json as { name?: unknown; version?: unknown };
-      // A package.json without a name (e.g. {"type":"module"} in a dist folder) is not a package root.
-      if (typeof name !== 'string' || name.length === 0 || name.length > 214) return null;
-      return {
-        name,
-        version: typeof version === 'string' && version.length <= 256 ? version : null,
-        root: dir,
-      };
-    } catch (err) {
-      if (
-        (err as NodeJS.ErrnoException).code !== 'ENOENT' &&
-        (err as NodeJS.ErrnoException).code !== 'ENOTDIR'
-      ) {
-        this.counts.bad_package_json++;
-      }
-      return null;
-    } finally {
-      if (fd >= 0) closeSync(fd);
-    }
+  /** The named package.json of one directory (cached for DIR_CACHE_TTL_MS), or null. */
+  private async factsOf(dir: string, key: number, deadline: number): Promise<DirFacts | null | 'stalled'> {
+    const now = this.now();
+    const cached = this.dirs.get(dir);
+    // A clock stepped back would otherwise keep an answer for as long as the step.
+    if (cached && now >= cached.at && now - cached.at < DIR_CACHE_TTL_MS) return cached.pkg;
+    const read = await this.readPackage(dir, key, deadline);
+    if (read === 'stalled') return 'stalled';
+    if (this.dirs.size >= DIR_CACHE_MAX) this.dirs.clear();
+    this.dirs.set(dir, { at: now, pkg: read });
+    return read;
   }
+
+  private async readPackage(
+    dir: string,
+    key: number,
+    deadline: number,
+  ): Promise<DirFacts | null | 'stalled'> {
+    const file = await readUserFile(`${dir}/package.json`, {
+      maxBytes: PACKAGE_JSON_MAX_BYTES,
+      gate: this.gate,
+      key,
+      timeoutMs: remaining(deadline),
+    });
+    if (!file.ok) {
+      if (file.reason === 'timeout' || file.reason === 'busy') return 'stalled';
+      if (file.reason !== 'missing') this.counts.bad_package_json++;
+      return null;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(file.data.toString('utf8'));
+    } catch {
+      this.counts.bad_package_json++;
+      return null;
+    }
+    if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+      this.counts.bad_package_json++;
+      return null;
+    }
+    const { name, version } = json as { name?: unknown; version?: unknown };
+    // A package.json without a name (e.g. {"type":"module"} in a dist folder) is not a package root.
+    if (typeof name !== 'string' || name.length === 0 || name.length > 214) return null;
+    // The directory's mode decides whether anyone could have put the file there.
+    const d = await lstatUserPath(dir, this.gate, key, remaining(deadline));
+    if (!d.ok) return d.reason === 'timeout' || d.reason === 'busy' ? 'stalled' : null;
+    return {
+      name,
+      version: typeof version === 'string' && version.length <= 256 ? version : null,
+      uid: file.facts.uid,
+      mode: file.facts.mode,
+      dirMode: d.value.mode,
+    };
+  }
+}
+
+/** Time left before `deadline` (ms, performance.now clock), at least 1 so a call is still tried. */
+function remaining(deadline: number): number {
+  return Math.max(1, Math.round(deadline - performance.now()));
 }

@@ -15,7 +15,7 @@ import { currentPlatform, type Platform } from '../../common/platform-paths.js';
 import type { Decision } from '../../policy/matcher.js';
 import { binDirsFor, type InstallRoot, shimDirsFor } from '../../sensors/install-roots.js';
 import type { PackageObservation, PathObservation } from '../../sensors/observation.js';
-import { readPackageJson } from '../../sensors/package-reader.js';
+import { readPackageJsonAsync } from '../../sensors/package-reader.js';
 import type { Action, ActionResult } from '../action.js';
 import type { UserNotifier } from '../notifier.js';
 import type { QuarantineRequest, QuarantineStore } from '../quarantine-store.js';
@@ -92,10 +92,10 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       // npm link-style: the link is what is installed; move it (never its target) only when it
       // really is a link to a package of this name. Anything else is a swap: refuse.
       const target = await realpath(obs.path).catch(() => null);
-      const pkg = target ? readPackageJson(target) : null;
+      const pkg = target ? await readPackageJsonAsync(target, obs.owner.uid) : null;
       expect = pkg?.ok && pkg.info.name === obs.name ? 'symlink' : 'directory';
     }
-    const pkg = readPackageJson(obs.path);
+    const pkg = await readPackageJsonAsync(obs.path, obs.owner.uid);
     const binNames = pkg.ok ? Object.keys(pkg.info.bin) : [];
     const root: InstallRoot = {
       path: obs.root,

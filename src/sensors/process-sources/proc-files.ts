@@ -173,14 +173,99 @@ export function readStat(procRoot: string, pid: number): ProcStat | null {
   return stat;
 }
 
+/**
+ * The directory of process `pid`, or of its thread `tid` (/proc/<pid>/task/<tid>). A thread's
+ * cmdline, exe and status describe the whole process (threads share memory and credentials),
+ * which is what is needed when the thread-group leader has already exited.
+ */
+export function taskDir(procRoot: string, pid: number, tid?: number): string {
+  return tid === undefined || tid === pid ? `${procRoot}/${pid}` : `${procRoot}/${pid}/task/${tid}`;
+}
+
+/** Reads and parses /proc/<pid>/task/<tid>/stat (a thread's own state and image). */
+export function readTaskStat(procRoot: string, pid: number, tid: number): ProcStat | null {
+  const n = readInto(`${procRoot}/${pid}/task/${tid}/stat`, 4096, true);
+  if (n < 0) return null;
+  const stat = parseStat(buffer.toString('utf8', 0, n));
+  if (!stat || stat.pid !== tid) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  return stat;
+}
+
+/** Threads of one process looked at, at most, to find a live one (bounds a hostile thread count). */
+const MAX_TASKS_SCANNED = 1024;
+
+/**
+ * A live thread of a process whose thread-group leader is a zombie, with its stat, or null when
+ * every thread has exited (a real zombie). A leader that calls pthread_exit (or is made to, by a
+ * preload shim) shows state Z and an empty cmdline while its other threads run the program: the
+ * process is alive, and kill(pid) still reaches all of it.
+ */
+export function liveThread(procRoot: string, pid: number): { tid: number; stat: ProcStat } | null {
+  const tids = listPids(`${procRoot}/${pid}/task`);
+  for (let i = 0; i < tids.length && i < MAX_TASKS_SCANNED; i++) {
+    const tid = tids[i] as number;
+    if (tid === pid) continue;
+    const st = readTaskStat(procRoot, pid, tid);
+    if (st !== null && st.state !== 'Z' && st.state !== 'X') return { tid, stat: st };
+  }
+  return null;
+}
+
+/**
+ * Opens /proc/<pid>/stat to be re-read later with `readStatFd`; -1 when it cannot be opened. A
+ * held descriptor stays bound to that process, not to the number: once it has exited, reads fail
+ * with ESRCH even when the pid was given to another process since.
+ */
+export function openStat(procRoot: string, pid: number): number {
+  try {
+    return openSync(`${procRoot}/${pid}/stat`, 'r');
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * Re-reads a stat descriptor from `openStat` (one pread: the kernel formats the file anew), null
+ * with `lastFailure` set when the process is gone or the text is malformed. About half the cost of
+ * `readStat`, which opens and closes the file each time.
+ */
+export function readStatFd(fd: number, pid: number): ProcStat | null {
+  let n: number;
+  try {
+    n = readSync(fd, buffer, 0, 4096, 0);
+  } catch (err) {
+    lastFailure = failureOf(err);
+    return null;
+  }
+  const stat = parseStat(buffer.toString('utf8', 0, n));
+  if (!stat || stat.pid !== pid) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  return stat;
+}
+
+/** Closes a descriptor from `openStat` (−1 is ignored). */
+export function closeStat(fd: number): void {
+  if (fd < 0) return;
+  try {
+    closeSync(fd);
+  } catch {
+    // closing a /proc fd cannot meaningfully fail; nothing to do.
+  }
+}
+
 /** The start time (identity) of `pid` now, or null when it is gone or unreadable. */
 export function readStartTime(procRoot: string, pid: number): number | null {
   return readStat(procRoot, pid)?.startTime ?? null;
 }
 
 /** Real uid from /proc/<pid>/status ("Uid:\treal\teffective\tsaved\tfs"); null when unreadable. */
-export function readUid(procRoot: string, pid: number): number | null {
-  const n = readInto(`${procRoot}/${pid}/status`, 8192, true);
+export function readUid(procRoot: string, pid: number, tid?: number): number | null {
+  const n = readInto(`${taskDir(procRoot, pid, tid)}/status`, 8192, true);
   if (n < 0) return null;
   const text = buffer.toString('latin1', 0, n);
   const at = text.indexOf('\nUid:');
@@ -209,8 +294,8 @@ export interface Cmdline {
 const EMPTY_CMDLINE: Cmdline = { argv: [], truncated: false, binary: false };
 
 /** Reads /proc/<pid>/cmdline (NUL-separated), capped at CMDLINE_MAX_BYTES; null when gone/unreadable. */
-export function readCmdline(procRoot: string, pid: number): Cmdline | null {
-  const n = readInto(`${procRoot}/${pid}/cmdline`, CMDLINE_MAX_BYTES);
+export function readCmdline(procRoot: string, pid: number, tid?: number): Cmdline | null {
+  const n = readInto(`${taskDir(procRoot, pid, tid)}/cmdline`, CMDLINE_MAX_BYTES);
   if (n < 0) return null;
   if (n === 0) return EMPTY_CMDLINE;
   const truncated = readTruncated;
@@ -235,9 +320,9 @@ export function readCmdline(procRoot: string, pid: number): Cmdline | null {
 }
 
 /** readlink of /proc/<pid>/<name> (exe, cwd) with " (deleted)" stripped; null with `lastFailure` set. */
-export function readLink(procRoot: string, pid: number, name: 'exe' | 'cwd'): string | null {
+export function readLink(procRoot: string, pid: number, name: 'exe' | 'cwd', tid?: number): string | null {
   try {
-    const target = readlinkSync(`${procRoot}/${pid}/${name}`);
+    const target = readlinkSync(`${taskDir(procRoot, pid, tid)}/${name}`);
     return target.endsWith(' (deleted)') ? target.slice(0, -10) : target;
   } catch (err) {
     lastFailure = failureOf(err);
@@ -318,4 +403,13 @@ export function readLastPid(procRoot: string): number {
   const sp = text.lastIndexOf(' ');
   const v = Number(text.slice(sp + 1).trim());
   return Number.isInteger(v) ? v : -1;
+}
+
+/** guardd's soft limit on open descriptors (RLIMIT_NOFILE, /proc/self/limits); 1024 when unknown. */
+export function readFdSoftLimit(): number {
+  const n = readInto('/proc/self/limits', 4096);
+  if (n < 0) return 1024;
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(buffer.toString('latin1', 0, n));
+  if (!m) return 1024;
+  return m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
 }

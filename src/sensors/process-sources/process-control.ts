@@ -6,7 +6,7 @@
  * identity falls back to the image name).
  */
 import psList, { type ProcessDescriptor } from 'ps-list';
-import { listPids, readChildren, readStat } from './proc-files.js';
+import { listPids, liveThread, readChildren, readStat } from './proc-files.js';
 
 /** The outcome of sending one signal. */
 export type SignalOutcome = 'ok' | 'gone' | 'denied';
@@ -50,13 +50,22 @@ export class ProcfsProcessControl implements ProcessControl {
 
   sameProcess(pid: number, startTime: number): boolean {
     const st = readStat(this.procRoot, pid);
-    return st !== null && st.startTime === startTime && st.state !== 'Z' && st.state !== 'X';
+    return st !== null && st.startTime === startTime && this.alive(pid, st.state);
   }
 
   exists(pid: number): boolean {
     const st = readStat(this.procRoot, pid);
-    // A zombie has exited; only its parent's wait() keeps the pid.
-    return st !== null && st.state !== 'Z' && st.state !== 'X';
+    return st !== null && this.alive(pid, st.state);
+  }
+
+  /**
+   * A zombie has exited (only its parent's wait() keeps the pid) — unless it is a thread-group
+   * leader whose other threads still run the program: that process is alive and a signal to its
+   * pid reaches every thread.
+   */
+  private alive(pid: number, state: string): boolean {
+    if (state !== 'Z' && state !== 'X') return true;
+    return state === 'Z' && liveThread(this.procRoot, pid) !== null;
   }
 
   children(pid: number): number[] {

@@ -22,6 +22,17 @@ export interface RawProcess {
   readonly uid: number | null;
   /** Controlling terminal path, or null. */
   readonly tty: string | null;
+  /**
+   * Set when the thread-group leader has exited but other threads run on: the live thread the
+   * facts were read from (the pid stays the identity and the target of signals).
+   */
+  readonly tid?: number;
+  /**
+   * The program image the facts were read from, as an opaque token (procfs: code and stack
+   * addresses, which every exec changes); lets `execedSince` tell whether a later read (a hash)
+   * still describes the same program.
+   */
+  readonly image?: string;
 }
 
 export interface ProcessSource {
@@ -38,13 +49,19 @@ export interface ProcessSource {
   poll(): Promise<RawProcess[]>;
   /** Forgets every known process: the next `poll` reports all of them again (policy change). */
   reset(): void;
-  /** Working directory of `pid` (to resolve a relative script path), or null. */
-  cwd(pid: number): string | null;
+  /** Working directory of `pid` (read from its thread `tid` when given), or null. */
+  cwd(pid: number, tid?: number): string | null;
   /**
    * A path that opens exactly the executable of `raw` for hashing (procfs: /proc/<pid>/exe, which
    * still opens the original file after a rename or delete), or null.
    */
   hashPath(raw: RawProcess): string | null;
+  /**
+   * Optional. True when the process of `raw` has exec'd another program or exited since `raw` was
+   * read, so facts read later (a hash of its executable) may describe another program. Sources
+   * that cannot tell leave it out.
+   */
+  execedSince?(raw: RawProcess): boolean;
   /** Cumulative counts of processes skipped or read partially, by reason. The sensor reports them. */
   readonly skipped: Readonly<Record<string, number>>;
   /** Source facts for `guardctl status` (e.g. processes known). */

@@ -10,25 +10,36 @@
  *     process or thread was created, so listing /proc is skipped;
  *  3. otherwise /proc is listed; unknown pids are read (stat, status, cmdline, exe), known ones
  *     are only marked alive, and pids that vanished are forgotten;
- *  4. a slice of the known processes has its `stat` re-read each tick, so that every one is
- *     re-checked once per SWEEP_MS, catching a pid reused between two ticks and a long-running
- *     process that exec'd a banned program late.
+ *  4. a slice of the known user processes has its `stat` re-read each tick, so that every one is
+ *     re-checked once per EXEC_SWEEP_MS, catching an exec at any age (a process that waits, then
+ *     execs a banned program) and a pid reused between two ticks; kernel threads, which never
+ *     exec, are re-checked once per SWEEP_MS only for pid reuse. The re-read goes through a
+ *     descriptor of /proc/<pid>/stat held since the process was first seen (one pread instead of
+ *     open + read + close), which is what makes the short period affordable.
+ * A thread-group leader that exited while its other threads run (state Z with live tasks) is a
+ * running process: its facts are read from a live thread (see `running`).
  * Steps 2 and 3 also stop early when the listing is identical to the previous one.
  */
 import {
   CMDLINE_MAX_BYTES,
+  closeStat,
   lastFailure,
   listNames,
+  liveThread,
+  openStat,
   PF_KTHREAD,
   type ProcImage,
   type ProcStat,
   pidsOf,
   readCmdline,
+  readFdSoftLimit,
   readLastPid,
   readLink,
   readStat,
+  readStatFd,
   readUid,
   sameImage,
+  taskDir,
   ttyPath,
 } from './proc-files.js';
 import type { ProcessSource, RawProcess } from './process-source.js';
@@ -45,11 +56,23 @@ export const PROCFS_DEFAULT_INTERVAL_MS = 100;
 /** A process is re-checked for exec this long after it was first seen (fork→exec takes ms; npx chains a few). */
 export const YOUNG_RECHECK_MS = 1000;
 /**
- * Every known process's stat is re-read once per this period, a slice per tick: bounds how late
- * pid reuse and a late exec are seen. Costs ≈ known × 50 µs per period (0.3 % of a core at 300
- * processes), which is why it is not shorter.
+ * Every known kernel thread's stat is re-read once per this period, a slice per tick: kernel
+ * threads never exec, so this only bounds how late a pid reused between two ticks is seen there.
  */
 export const SWEEP_MS = 5000;
+/**
+ * Every known user process's stat is re-read once per this period: the longest a process that
+ * execs a banned program late (after YOUNG_RECHECK_MS) stays unseen, plus one tick. Through a held
+ * descriptor a re-read costs ≈ 8 µs, so 300 user processes cost ≈ 2.4 ms per second (0.24 % of a
+ * core; bench/process.bench.js prints the CPU).
+ */
+export const EXEC_SWEEP_MS = 1000;
+/**
+ * Descriptors of /proc/<pid>/stat held at most (processes beyond it are re-read by path, at about
+ * twice the cost). Also never more than half the soft RLIMIT_NOFILE, so sockets and the database
+ * always find a descriptor.
+ */
+export const MAX_HELD_STAT_FDS = 4096;
 
 interface Known {
   startTime: number;
@@ -60,6 +83,20 @@ interface Known {
   seenTick: number;
   /** Re-check until this time (ms); 0 = not young. */
   youngUntil: number;
+  /** A kernel thread: never execs, so only the slow sweep looks at it (pid reuse). */
+  kthread: boolean;
+  /** Held descriptor of /proc/<pid>/stat, or -1 (see MAX_HELD_STAT_FDS). */
+  fd: number;
+}
+
+/** One round-robin re-check over a class of known processes, a slice per tick. */
+interface Sweep {
+  queue: number[];
+  at: number;
+  readonly periodMs: number;
+  /** Which known processes this sweep covers. */
+  readonly kthreads: boolean;
+  passes: number;
 }
 
 export class ProcfsSource implements ProcessSource {
@@ -74,18 +111,27 @@ export class ProcfsSource implements ProcessSource {
   private lastTickAt = 0;
   private lastPid = -2;
   private lastNames: string[] = [];
-  private sweepQueue: number[] = [];
-  private sweepAt = 0;
-  private sweeps = 0;
+  private readonly userSweep: Sweep = {
+    queue: [],
+    at: 0,
+    periodMs: EXEC_SWEEP_MS,
+    kthreads: false,
+    passes: 0,
+  };
+  private readonly kernelSweep: Sweep = { queue: [], at: 0, periodMs: SWEEP_MS, kthreads: true, passes: 0 };
+  private heldFds = 0;
+  private readonly maxHeldFds: number;
   /** Non-zero when the last listing may have left dead pids known (see pollSync). */
   private staleSince = 0;
   private listings = 0;
   private unchangedListings = 0;
   private shortcuts = 0;
+  private zombieLeaders = 0;
 
   constructor(options: ProcfsSourceOptions = {}) {
     this.root = options.procRoot ?? '/proc';
     this.now = options.now ?? (() => performance.now());
+    this.maxHeldFds = Math.min(MAX_HELD_STAT_FDS, Math.floor(readFdSoftLimit() / 2));
   }
 
   async poll(): Promise<RawProcess[]> {
@@ -101,7 +147,10 @@ export class ProcfsSource implements ProcessSource {
     this.lastTickAt = now;
     this.tick++;
     if (this.young.length > 0) this.recheckYoung(now, out);
-    if (!first) this.sweepSlice(sinceLast, now, out);
+    if (!first) {
+      this.sweepSlice(this.userSweep, sinceLast, now, out);
+      this.sweepSlice(this.kernelSweep, sinceLast, now, out);
+    }
 
     const lastPid = readLastPid(this.root);
     if (!first && lastPid >= 0 && lastPid === this.lastPid) {
@@ -137,7 +186,7 @@ export class ProcfsSource implements ProcessSource {
       let dead = 0;
       for (const [pid, k] of this.known) {
         if (k.seenTick !== tick) {
-          this.known.delete(pid);
+          this.forget(pid, k);
           dead++;
         }
       }
@@ -149,21 +198,40 @@ export class ProcfsSource implements ProcessSource {
   }
 
   reset(): void {
-    this.known.clear();
+    for (const [pid, k] of this.known) this.forget(pid, k);
     this.young = [];
     this.tick = 0;
     this.lastPid = -2;
     this.lastNames = [];
-    this.sweepQueue = [];
-    this.sweepAt = 0;
+    for (const sweep of [this.userSweep, this.kernelSweep]) {
+      sweep.queue = [];
+      sweep.at = 0;
+    }
   }
 
-  cwd(pid: number): string | null {
-    return readLink(this.root, pid, 'cwd');
+  /** Forgets a known pid and closes its held descriptor. */
+  private forget(pid: number, k: Known): void {
+    if (k.fd >= 0) {
+      closeStat(k.fd);
+      k.fd = -1;
+      this.heldFds--;
+    }
+    this.known.delete(pid);
+  }
+
+  cwd(pid: number, tid?: number): string | null {
+    return readLink(this.root, pid, 'cwd', tid);
+  }
+
+  execedSince(raw: RawProcess): boolean {
+    const stat = readStat(this.root, raw.pid);
+    if (stat === null || stat.startTime !== raw.startTime) return true;
+    const live = this.running(raw.pid, stat);
+    return live === null || imageToken(live.stat.image) !== raw.image;
   }
 
   hashPath(raw: RawProcess): string | null {
-    return raw.exe === null ? null : `${this.root}/${raw.pid}/exe`;
+    return raw.exe === null ? null : `${taskDir(this.root, raw.pid, raw.tid)}/exe`;
   }
 
   details(): Record<string, unknown> {
@@ -173,7 +241,10 @@ export class ProcfsSource implements ProcessSource {
       listings: this.listings,
       unchanged_listings: this.unchangedListings,
       shortcuts: this.shortcuts,
-      sweeps: this.sweeps,
+      sweeps: this.userSweep.passes,
+      kernel_sweeps: this.kernelSweep.passes,
+      held_stat_fds: this.heldFds,
+      zombie_leaders: this.zombieLeaders,
     };
   }
 
@@ -182,22 +253,28 @@ export class ProcfsSource implements ProcessSource {
   }
 
   /**
-   * Re-reads the stat of a slice of the known processes, sized so that every one is re-checked
-   * once per SWEEP_MS: the cost is spread evenly over the ticks instead of a burst.
+   * Re-reads the stat of a slice of one class of known processes, sized so that every one is
+   * re-checked once per the sweep's period: the cost is spread evenly over the ticks.
    */
-  private sweepSlice(sinceLastMs: number, now: number, out: RawProcess[]): void {
-    let budget = Math.ceil((this.known.size * Math.max(sinceLastMs, 0)) / SWEEP_MS);
-    // Bounded by the budget and by one pass over the queue.
+  private sweepSlice(sweep: Sweep, sinceLastMs: number, now: number, out: RawProcess[]): void {
+    const size = sweep.queue.length > 0 ? sweep.queue.length : this.known.size;
+    let budget = Math.ceil((size * Math.max(sinceLastMs, 0)) / sweep.periodMs);
+    let rebuilt = false;
+    // Bounded by the budget and by one rebuild of the queue per tick.
     while (budget > 0) {
-      if (this.sweepAt >= this.sweepQueue.length) {
-        this.sweepQueue = [...this.known.keys()];
-        this.sweepAt = 0;
-        this.sweeps++;
-        if (this.sweepQueue.length === 0) return;
+      if (sweep.at >= sweep.queue.length) {
+        if (rebuilt) return;
+        rebuilt = true;
+        sweep.queue = [];
+        for (const [pid, k] of this.known)
+          if (k.kthread === sweep.kthreads && k.startTime >= 0) sweep.queue.push(pid);
+        sweep.at = 0;
+        sweep.passes++;
+        if (sweep.queue.length === 0) return;
       }
-      const end = Math.min(this.sweepQueue.length, this.sweepAt + budget);
-      for (; this.sweepAt < end; this.sweepAt++) {
-        const pid = this.sweepQueue[this.sweepAt] as number;
+      const end = Math.min(sweep.queue.length, sweep.at + budget);
+      for (; sweep.at < end; sweep.at++) {
+        const pid = sweep.queue[sweep.at] as number;
         const k = this.known.get(pid);
         if (k !== undefined && k.startTime >= 0) this.recheck(pid, k, now, out);
         budget--;
@@ -217,23 +294,33 @@ export class ProcfsSource implements ProcessSource {
 
   /** Re-reads stat of a known pid; reports it again when its identity or program changed. False when gone. */
   private recheck(pid: number, k: Known, now: number, out: RawProcess[]): boolean {
-    const stat = readStat(this.root, pid);
+    let stat = k.fd >= 0 ? readStatFd(k.fd, pid) : null;
     if (stat === null) {
-      if (lastFailure === 'exited') this.known.delete(pid);
+      if (k.fd >= 0) {
+        // The process behind the held descriptor is gone: the number may belong to a new one.
+        closeStat(k.fd);
+        k.fd = -1;
+        this.heldFds--;
+      }
+      stat = readStat(this.root, pid);
+    }
+    if (stat === null) {
+      if (lastFailure === 'exited') this.forget(pid, k);
       return false;
     }
     if (stat.startTime !== k.startTime) {
       // The pid was reused between two scans: a different process.
-      this.known.delete(pid);
+      this.forget(pid, k);
       this.observe(pid, now, false, out, stat);
       return this.known.has(pid);
     }
-    if (stat.state === 'Z' || stat.state === 'X') return false; // exited; its image reads as 0
-    if (stat.comm !== k.comm || !sameImage(stat.image, k.image)) {
+    const live = this.running(pid, stat);
+    if (live === null) return false; // exited; its image reads as 0
+    if (live.stat.comm !== k.comm || !sameImage(live.stat.image, k.image)) {
       // Same process, new program (exec): read it again.
-      k.comm = stat.comm;
-      k.image = stat.image;
-      const raw = this.read(pid, stat);
+      k.comm = live.stat.comm;
+      k.image = live.stat.image;
+      const raw = this.read(pid, live.stat, live.tid);
       if (raw) out.push(raw);
     }
     return true;
@@ -246,36 +333,70 @@ export class ProcfsSource implements ProcessSource {
       this.count(lastFailure);
       // Unreadable (hidepid, EACCES) or malformed: remember it so it is counted once, not every tick.
       if (lastFailure !== 'exited') {
-        this.known.set(pid, { startTime: -1, comm: '', image: NO_IMAGE, seenTick: this.tick, youngUntil: 0 });
+        this.known.set(pid, {
+          startTime: -1,
+          comm: '',
+          image: NO_IMAGE,
+          seenTick: this.tick,
+          youngUntil: 0,
+          kthread: false,
+          fd: -1,
+        });
       }
       return;
     }
     const youngUntil = first ? 0 : now + YOUNG_RECHECK_MS;
+    const kthread = (stat.flags & PF_KTHREAD) !== 0 || stat.pid === 2 || stat.ppid === 2;
+    let fd = -1;
+    if (!kthread && this.heldFds < this.maxHeldFds) {
+      fd = openStat(this.root, pid);
+      if (fd >= 0) this.heldFds++;
+    }
     this.known.set(pid, {
       startTime: stat.startTime,
       comm: stat.comm,
       image: stat.image,
       seenTick: this.tick,
       youngUntil,
+      kthread,
+      fd,
     });
-    if ((stat.flags & PF_KTHREAD) !== 0 || stat.pid === 2 || stat.ppid === 2) return;
-    if (stat.state === 'Z' || stat.state === 'X') {
+    if (kthread) return;
+    const live = this.running(pid, stat);
+    if (live === null) {
       this.count('exited');
       return;
     }
+    const k = this.known.get(pid);
+    if (k !== undefined && live.tid !== undefined) k.image = live.stat.image;
     if (youngUntil > 0) this.young.push(pid);
-    const raw = this.read(pid, stat);
+    const raw = this.read(pid, live.stat, live.tid);
     if (raw) out.push(raw);
   }
 
+  /**
+   * What runs under `pid` now: its own stat, or — when the thread-group leader is a zombie while
+   * other threads still run (pthread_exit in main, a preload shim) — the leader's identity and
+   * name with a live thread's state and program image, and that thread's id to read the rest from.
+   * null when the process has exited.
+   */
+  private running(pid: number, stat: ProcStat): { stat: ProcStat; tid?: number } | null {
+    if (stat.state !== 'Z' && stat.state !== 'X') return { stat };
+    if (stat.state === 'X') return null;
+    const t = liveThread(this.root, pid);
+    if (t === null) return null;
+    this.zombieLeaders++;
+    return { stat: { ...stat, state: t.stat.state, image: t.stat.image }, tid: t.tid };
+  }
+
   /** Reads the rest of a process's facts; null (counted) when it exited mid-read or is unreadable. */
-  private read(pid: number, stat: ProcStat): RawProcess | null {
-    const uid = readUid(this.root, pid);
+  private read(pid: number, stat: ProcStat, tid?: number): RawProcess | null {
+    const uid = readUid(this.root, pid, tid);
     if (uid === null) {
       this.count(lastFailure);
       return null;
     }
-    const cmdline = readCmdline(this.root, pid);
+    const cmdline = readCmdline(this.root, pid, tid);
     if (cmdline === null) {
       this.count(lastFailure);
       return null;
@@ -283,7 +404,7 @@ export class ProcfsSource implements ProcessSource {
     // Enormous or binary argv is still matched (fail closed on what was read) but counted.
     if (cmdline.truncated) this.count('cmdline_truncated');
     if (cmdline.binary) this.count('cmdline_binary');
-    let exe = readLink(this.root, pid, 'exe');
+    let exe = readLink(this.root, pid, 'exe', tid);
     if (exe === null) {
       if (lastFailure === 'exited') {
         this.count('exited');
@@ -301,8 +422,14 @@ export class ProcfsSource implements ProcessSource {
       argv: cmdline.argv,
       uid,
       tty: ttyPath(stat.ttyNr),
+      ...(tid !== undefined ? { tid } : {}),
+      image: imageToken(stat.image),
     };
   }
+}
+
+function imageToken(i: ProcImage): string {
+  return `${i.startCode}:${i.endCode}:${i.startStack}:${i.argStart}`;
 }
 
 const NO_IMAGE: ProcImage = { startCode: 0, endCode: 0, startStack: 0, argStart: 0 };

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { expandHome } from '../../../src/policy/matcher.js';
 import {
   binDirsFor,
@@ -16,8 +16,11 @@ import {
   MAX_PACKAGE_JSON_BYTES,
   parseManifest,
   readPackageJson,
+  readPackageJsonAsync,
 } from '../../../src/sensors/package-reader.js';
+import { ReadGate } from '../../../src/sensors/safe-read.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { mountStalled, type StalledMount } from '../hostile-fs.js';
 
 const base = tempDir('tg-rr-');
 let n = 0;
@@ -97,24 +100,79 @@ describe('readPackageJson', () => {
   });
 });
 
+describe('readPackageJsonAsync (what the daemon uses)', () => {
+  it('gives the same answers as the sync reader, off the event loop', async () => {
+    const d = fresh();
+    mkdirSync(join(d, 'fifo'));
+    execFileSync('mkfifo', [join(d, 'fifo', 'package.json')]);
+    mkdirSync(join(d, 'zero'));
+    symlinkSync('/dev/zero', join(d, 'zero', 'package.json'));
+    mkdirSync(join(d, 'good'));
+    writeFileSync(join(d, 'good', 'package.json'), '{"name":"good","version":"1.0.0"}');
+    expect(await readPackageJsonAsync(join(d, 'none'), 0)).toMatchObject({ ok: false, reason: 'missing' });
+    expect(await readPackageJsonAsync(join(d, 'fifo'), 0)).toMatchObject({ ok: false, reason: 'not_file' });
+    expect(await readPackageJsonAsync(join(d, 'zero'), 0)).toMatchObject({ ok: false, reason: 'not_file' });
+    expect(await readPackageJsonAsync(join(d, 'good'), 0)).toMatchObject({
+      ok: true,
+      info: { name: 'good', version: '1.0.0' },
+    });
+  });
+});
+
+describe.runIf(process.platform === 'linux' && process.getuid?.() === 0)(
+  'discovery with a stalled home',
+  () => {
+    const dir = tempDir('tg-rrs-');
+    let mnt: StalledMount | undefined;
+
+    afterAll(async () => {
+      await mnt?.release();
+    });
+
+    it('skips the home that does not answer (counted), finds the others, and never blocks the loop', async () => {
+      mnt = await mountStalled(dir);
+      const good = fresh();
+      mkdirSync(join(good, '.npm-global/lib/node_modules'), { recursive: true });
+      writeFileSync(join(good, '.npmrc'), 'prefix=~/.npm-global\n');
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 5);
+      try {
+        const found = await discoverRoots({
+          platform: 'linux',
+          homes: [mnt.path, good],
+          extraRoots: [],
+          systemRoots: false,
+          gate: new ReadGate('test-discovery', 2, 1),
+        });
+        expect(found.stalled).toEqual([mnt.path]);
+        expect(found.roots.map((r) => r.path)).toEqual([join(good, '.npm-global/lib/node_modules')]);
+        expect(ticks).toBeGreaterThan(0);
+      } finally {
+        clearInterval(ticker);
+        await mnt.release();
+      }
+    });
+  },
+);
+
 describe('npmrcPrefix', () => {
-  it('reads only prefix=, expands ~, refuses relative, oversized and symlinked files', () => {
+  it('reads only prefix=, expands ~, refuses relative, oversized and symlinked files', async () => {
     const home = fresh();
     const rc = join(home, '.npmrc');
     writeFileSync(rc, 'registry=https://r.example\n//r.example/:_authToken=secret\nprefix = "~/custom"\n');
-    expect(npmrcPrefix(rc, home, 'linux')).toBe(join(home, 'custom'));
+    expect(await npmrcPrefix(rc, home, 'linux')).toBe(join(home, 'custom'));
     writeFileSync(rc, 'prefix=relative/dir\n');
-    expect(npmrcPrefix(rc, home, 'linux')).toBeNull();
+    expect(await npmrcPrefix(rc, home, 'linux')).toBeNull();
     writeFileSync(rc, `prefix=/opt/x\n${'#'.repeat(70 * 1024)}`);
-    expect(npmrcPrefix(rc, home, 'linux')).toBeNull();
+    expect(await npmrcPrefix(rc, home, 'linux')).toBeNull();
     const home2 = fresh();
     symlinkSync('/etc/shadow', join(home2, '.npmrc'));
-    expect(npmrcPrefix(join(home2, '.npmrc'), home2, 'linux')).toBeNull();
+    expect(await npmrcPrefix(join(home2, '.npmrc'), home2, 'linux')).toBeNull();
   });
 });
 
 describe('discoverRoots', () => {
-  it('finds every manager root in a home, dedupes by inode, and anchors where roots can appear', () => {
+  it('finds every manager root in a home, dedupes by inode, and anchors where roots can appear', async () => {
     const home = fresh();
     const roots: Record<string, string> = {
       npm: '.npm-global/lib/node_modules',
@@ -135,7 +193,7 @@ describe('discoverRoots', () => {
     writeFileSync(join(home, '.npmrc'), 'prefix=~/custom\n');
     const extra = join(home, 'alias-of-npm-global');
     symlinkSync(join(home, roots.npm as string), extra);
-    const found = discoverRoots({
+    const found = await discoverRoots({
       platform: 'linux',
       homes: [home],
       extraRoots: [extra],
@@ -153,9 +211,12 @@ describe('discoverRoots', () => {
     expect(byPath.get(join(home, 'custom/lib/node_modules'))).toBe('npm');
     expect(found.anchors).toContain(join(home, '.nvm/versions/node'));
     const empty = fresh();
-    expect(discoverRoots({ platform: 'linux', homes: [empty], extraRoots: [], systemRoots: false })).toEqual({
+    expect(
+      await discoverRoots({ platform: 'linux', homes: [empty], extraRoots: [], systemRoots: false }),
+    ).toEqual({
       roots: [],
       anchors: [empty],
+      stalled: [],
     });
   });
 

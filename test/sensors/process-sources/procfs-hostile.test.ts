@@ -110,6 +110,7 @@ describe('ProcfsSource on a hostile fake /proc', () => {
       argv: ['tool', '--flag', 'x y'],
       uid: 1000,
       tty: '/dev/pts/3',
+      image: expect.any(String),
     });
     expect(byPid.get(103)?.argv.join('').length).toBe(CMDLINE_MAX_BYTES);
     expect(byPid.get(104)?.argv.length).toBe(2);

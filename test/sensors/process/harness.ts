@@ -26,6 +26,7 @@ import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
 import type { ProcessSource } from '../../../src/sensors/process-sources/process-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
+import type { ScriptPackageResolver } from '../../../src/sensors/script-package.js';
 import { MemoryEventSink } from '../../helpers/event-sink.js';
 
 /** A notifier that records what it was asked (the real one is tested in test/enforcement). */
@@ -69,6 +70,7 @@ export async function startPipeline(
     intervalMs?: number;
     keepObservations?: boolean;
     notifier?: UserNotifier;
+    scripts?: ScriptPackageResolver;
   } = {},
 ): Promise<Pipeline> {
   const logger = silentLogger();
@@ -94,6 +96,7 @@ export async function startPipeline(
     users: { owner: (uid) => ({ uid, user: uid === 0 ? 'root' : `u${uid}`, groups: [], home: null }) },
     intervalMs: opts.intervalMs ?? 50,
     logger,
+    ...(opts.scripts ? { scripts: opts.scripts } : {}),
     onObservation: async (obs) => {
       if (obs.kind !== 'process') return;
       if (opts.keepObservations) observed.push(obs);
@@ -124,8 +127,14 @@ export function launch(
   env?: NodeJS.ProcessEnv,
   cwd?: string,
   stdio: 'ignore' | 'pipe' = 'ignore',
+  as?: { uid: number; gid: number },
 ): Launched {
-  const child = spawn(command, args, { stdio, env: env ?? process.env, ...(cwd ? { cwd } : {}) });
+  const child = spawn(command, args, {
+    stdio,
+    env: env ?? process.env,
+    ...(cwd ? { cwd } : {}),
+    ...(as ? { uid: as.uid, gid: as.gid } : {}),
+  });
   children.add(child);
   const exited = new Promise<NodeJS.Signals | number | null>((resolve) => {
     child.once('exit', (code, signal) => resolve(signal ?? code));

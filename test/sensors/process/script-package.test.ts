@@ -46,7 +46,7 @@ describe('scriptArgument', () => {
     });
   }
 
-  it('knows interpreters and nothing else', () => {
+  it('knows interpreters and nothing else', async () => {
     for (const n of [
       'node',
       'nodejs',
@@ -77,9 +77,9 @@ describe('ScriptPackageResolver', () => {
   mkdirSync(join(dir, 'bin'));
   symlinkSync(join(pkgRoot, 'dist', 'esm', 'cli.js'), join(dir, 'bin', 'innocent'));
 
-  it('follows symlinks and skips nameless package.json files up to the named one', () => {
+  it('follows symlinks and skips nameless package.json files up to the named one', async () => {
     const r = new ScriptPackageResolver();
-    const got = r.resolve('/usr/bin/node', 'node', ['node', join(dir, 'bin', 'innocent')], null);
+    const got = await r.resolve('/usr/bin/node', 'node', ['node', join(dir, 'bin', 'innocent')], null);
     expect(got).toEqual({
       name: '@scope/tool',
       version: '2.1.0',
@@ -87,62 +87,73 @@ describe('ScriptPackageResolver', () => {
       script: join(pkgRoot, 'dist', 'esm', 'cli.js'),
     });
     // Relative to the process's working directory; found through the cache the second time.
-    expect(r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir)?.name).toBe('@scope/tool');
+    expect((await r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir))?.name).toBe(
+      '@scope/tool',
+    );
     expect(r.counts.resolved).toBe(2);
   });
 
-  it('resolves the script the way node does: no extension, a package directory, an unknown value flag', () => {
+  it('resolves the script the way node does: no extension, a package directory, an unknown value flag', async () => {
     const r = new ScriptPackageResolver();
     const cli = join(pkgRoot, 'dist', 'esm', 'cli');
     // `node …/cli` runs cli.js; `node <package dir>` runs its main.
-    expect(r.resolve('/usr/bin/node', 'node', ['node', cli], null)).toMatchObject({
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', cli], null)).toMatchObject({
       name: '@scope/tool',
       script: `${cli}.js`,
     });
-    expect(r.resolve('/usr/bin/node', 'node', ['node', pkgRoot], null)).toMatchObject({
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', pkgRoot], null)).toMatchObject({
       name: '@scope/tool',
       root: pkgRoot,
     });
     // A value flag missing from the table: its value names no file, so the next argument is the script.
     expect(
-      r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'value', `${cli}.js`], dir)?.name,
+      (await r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'value', `${cli}.js`], dir))
+        ?.name,
     ).toBe('@scope/tool');
     expect(
-      r.resolve('/usr/bin/node', 'node', ['node', '--some-future-flag', 'v'.repeat(5000), `${cli}.js`], dir)
-        ?.name,
+      (
+        await r.resolve(
+          '/usr/bin/node',
+          'node',
+          ['node', '--some-future-flag', 'v'.repeat(5000), `${cli}.js`],
+          dir,
+        )
+      )?.name,
     ).toBe('@scope/tool');
     // …but an existing script is never passed over for a banned file among its arguments.
     const mine = join(tempDir('tg-sp3-'), 'mine.js');
     writeFileSync(mine, '');
-    expect(r.resolve('/usr/bin/node', 'node', ['node', mine, `${cli}.js`], null)).toBeNull();
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', mine, `${cli}.js`], null)).toBeNull();
   });
 
-  it('does not trust a cached directory answer from the future (clock stepped back)', () => {
+  it('does not trust a cached directory answer from the future (clock stepped back)', async () => {
     let now = 1_000_000_000;
     const r = new ScriptPackageResolver({ now: () => now });
     const d = join(tempDir('tg-sp4-'), 'later');
     mkdirSync(d);
     writeFileSync(join(d, 'cli.js'), '');
-    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull();
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull();
     // The package is installed there afterwards.
     writeFileSync(join(d, 'package.json'), JSON.stringify({ name: 'late-pkg' }));
     now += 1000;
-    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull(); // cached
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)).toBeNull(); // cached
     now -= 3_600_000;
-    expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null)?.name).toBe('late-pkg');
+    expect((await r.resolve('/usr/bin/node', 'node', ['node', join(d, 'cli.js')], null))?.name).toBe(
+      'late-pkg',
+    );
   });
 
-  it('returns null for non-interpreters, missing scripts, and scripts outside any package', () => {
+  it('returns null for non-interpreters, missing scripts, and scripts outside any package', async () => {
     const r = new ScriptPackageResolver();
-    expect(r.resolve('/usr/bin/sleep', 'sleep', ['sleep', 'x'], dir)).toBeNull();
-    expect(r.resolve('/usr/bin/node', 'node', ['node', 'missing.js'], dir)).toBeNull();
-    expect(r.resolve('/usr/bin/node', 'node', ['node', 'rel.js'], null)).toBeNull();
+    expect(await r.resolve('/usr/bin/sleep', 'sleep', ['sleep', 'x'], dir)).toBeNull();
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', 'missing.js'], dir)).toBeNull();
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', 'rel.js'], null)).toBeNull();
     const lone = join(tempDir('tg-sp2-'), 'lone.js');
     writeFileSync(lone, '');
-    expect(r.resolve('/usr/bin/node', 'node', ['node', lone], null)).toBeNull();
+    expect(await r.resolve('/usr/bin/node', 'node', ['node', lone], null)).toBeNull();
   });
 
-  it('skips hostile package.json files (too large, not JSON, not an object, bad name) and walks on', () => {
+  it('skips hostile package.json files (too large, not JSON, not an object, bad name) and walks on', async () => {
     const base = join(dir, 'hostile');
     const cases: [string, string | Buffer][] = [
       ['huge', Buffer.alloc(PACKAGE_JSON_MAX_BYTES + 1, 0x20)],
@@ -158,7 +169,9 @@ describe('ScriptPackageResolver', () => {
       mkdirSync(d, { recursive: true });
       writeFileSync(join(d, 'package.json'), content);
       writeFileSync(join(d, 'x.js'), '');
-      expect(r.resolve('/usr/bin/node', 'node', ['node', join(d, 'x.js')], null)?.name).toBe('outer-pkg');
+      expect((await r.resolve('/usr/bin/node', 'node', ['node', join(d, 'x.js')], null))?.name).toBe(
+        'outer-pkg',
+      );
     }
     expect(r.counts.bad_package_json).toBe(4); // the nameless-number one is simply not a package root
   });
