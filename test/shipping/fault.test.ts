@@ -21,6 +21,14 @@ const SECRET = 'fault-test-enroll-secret-0123456789';
 writeFileSync(join(dir, 'enroll-secret'), SECRET, { mode: 0o600 });
 writeFileSync(join(dir, 'admin-token'), 'fault-test-admin-token-0123456789', { mode: 0o600 });
 const AGENT = join(ROOT, 'test/fixtures/shipping/ship-agent.js');
+/**
+ * Deadline of one observed step (a process start, a batch on the wire). Generous: on a loaded
+ * 2-core machine, and under faketime (every clock read intercepted), an agent start alone takes
+ * seconds. Only failures wait this long.
+ */
+const STEP_MS = 120_000;
+/** Each test below starts up to 21 agents or 7 collectors in turn: bounded by the steps, not by vitest's default. */
+const TEST_MS = 600_000;
 
 interface Proc {
   child: ChildProcess;
@@ -88,10 +96,14 @@ async function startCollector(port: number, dbFile: string): Promise<Proc> {
     '--log-level',
     'warn',
   ]);
-  await waitFor(() => {
-    if (p.child.exitCode !== null) throw new Error(`collector exited: ${p.out()}`);
-    return p.out().includes('listening on');
-  }, 'collector to listen');
+  await waitFor(
+    () => {
+      if (p.child.exitCode !== null) throw new Error(`collector exited: ${p.out()}`);
+      return p.out().includes('listening on');
+    },
+    'collector to listen',
+    { timeoutMs: STEP_MS },
+  );
   return p;
 }
 
@@ -134,7 +146,7 @@ function expectExactlyOnce(rows: { seq: number }[], n: number): void {
   expect(seqs[n - 1]).toBe(n);
 }
 
-describe('shipping fault tests (real processes)', () => {
+describe('shipping fault tests (real processes)', { timeout: TEST_MS }, () => {
   test('collector down while 10,000 events are produced, then up: all stored exactly once', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -151,12 +163,14 @@ describe('shipping fault tests (real processes)', () => {
       '--exit-when-drained',
     ]);
     await waitFor(() => a.lines().some((l) => l.produced === 10000), 'agent to produce 10,000 events', {
-      timeoutMs: 60_000,
+      timeoutMs: STEP_MS,
     });
     const produced = a.lines().find((l) => l.produced) as { status: { depth: number } };
     expect(produced.status.depth).toBe(10000); // nothing could be sent
     const c = await startCollector(port, cdb);
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain its outbox', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain its outbox', {
+      timeoutMs: STEP_MS,
+    });
     expect(await a.exited).toBe(0);
     expectExactlyOnce(stored(cdb, 'dev-down'), 10000);
     await c.kill9();
@@ -192,9 +206,14 @@ describe('shipping fault tests (real processes)', () => {
       gate.forwardThenHold(state === 'after-ack' ? 1 : 0);
       const { requests, held } = gate;
       const a = agent(adb, gate.url, 'dev-kill', args);
-      if (state === 'ack-lost') await waitFor(() => gate.held > held, 'the collector to answer a batch');
-      else if (state === 'in-flight') await waitFor(() => gate.requests > requests, 'a batch to be sent');
-      else await waitFor(() => gate.requests > requests + 1, 'a second batch after an acknowledged one');
+      if (state === 'ack-lost')
+        await waitFor(() => gate.held > held, 'the collector to answer a batch', { timeoutMs: STEP_MS });
+      else if (state === 'in-flight')
+        await waitFor(() => gate.requests > requests, 'a batch to be sent', { timeoutMs: STEP_MS });
+      else
+        await waitFor(() => gate.requests > requests + 1, 'a second batch after an acknowledged one', {
+          timeoutMs: STEP_MS,
+        });
       await a.kill9();
       // The batch in flight was never acknowledged to the agent: its outbox still holds it.
       const unacked = outboxSeqs(adb);
@@ -212,7 +231,7 @@ describe('shipping fault tests (real processes)', () => {
     expect(kills).toEqual({ 'ack-lost': 7, 'in-flight': 7, 'after-ack': 6 });
     gate.forwardThenHold(Number.POSITIVE_INFINITY);
     const last = agent(adb, gate.url, 'dev-kill', [...args, '--exit-when-drained']);
-    await waitFor(() => last.lines().some((l) => l.drained), 'final agent to drain', { timeoutMs: 60_000 });
+    await waitFor(() => last.lines().some((l) => l.drained), 'final agent to drain', { timeoutMs: STEP_MS });
     expectExactlyOnce(stored(cdb, 'dev-kill'), N);
     await gate.close();
     await c.kill9();
@@ -244,8 +263,12 @@ describe('shipping fault tests (real processes)', () => {
       const answered = k % 2 === 0;
       const { requests, held } = gate;
       gate.forwardThenHold(1);
-      if (answered) await waitFor(() => gate.held > held, 'the collector to answer a batch');
-      else await waitFor(() => gate.requests > requests + 1, 'a batch to reach the collector');
+      if (answered)
+        await waitFor(() => gate.held > held, 'the collector to answer a batch', { timeoutMs: STEP_MS });
+      else
+        await waitFor(() => gate.requests > requests + 1, 'a batch to reach the collector', {
+          timeoutMs: STEP_MS,
+        });
       await c.kill9();
       if (answered) {
         // The collector stored a batch the agent never saw acknowledged: it is in both places.
@@ -258,7 +281,7 @@ describe('shipping fault tests (real processes)', () => {
       c = await startCollector(port, cdb);
     }
     gate.forwardThenHold(Number.POSITIVE_INFINITY);
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: STEP_MS });
     expectExactlyOnce(stored(cdb, 'dev-ckill'), N);
     await gate.close();
     await c.kill9();
@@ -280,13 +303,13 @@ describe('shipping fault tests (real processes)', () => {
       String(64 * 1024),
       '--exit-when-drained',
     ]);
-    await waitFor(() => a.lines().some((l) => l.produced), 'agent to produce', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.produced), 'agent to produce', { timeoutMs: STEP_MS });
     const produced = a.lines().find((l) => l.produced) as {
       status: { dropped_total: number; depth: number };
     };
     expect(produced.status.dropped_total).toBeGreaterThan(0);
     const c = await startCollector(port, cdb);
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: STEP_MS });
     const rows = stored(cdb, 'dev-cap');
     const summaries = rows.filter((r) => r.type === 'events.dropped').map((r) => JSON.parse(r.body));
     expect(summaries.length).toBeGreaterThan(0);
