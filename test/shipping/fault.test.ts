@@ -200,7 +200,6 @@ describe('shipping fault tests (real processes)', { timeout: TEST_MS }, () => {
     // a batch is in flight (the collector may be anywhere in its ingest); one batch was
     // acknowledged (and deleted) and the next one is in flight.
     const states = ['ack-lost', 'in-flight', 'after-ack'] as const;
-    const kills: Record<(typeof states)[number], number> = { 'ack-lost': 0, 'in-flight': 0, 'after-ack': 0 };
     for (let k = 0; k < 20; k++) {
       const state = states[k % states.length] ?? 'in-flight';
       gate.forwardThenHold(state === 'after-ack' ? 1 : 0);
@@ -226,9 +225,7 @@ describe('shipping fault tests (real processes)', { timeout: TEST_MS }, () => {
           `kill ${k} (${state})`,
         ).toBe(true);
       }
-      kills[state]++;
     }
-    expect(kills).toEqual({ 'ack-lost': 7, 'in-flight': 7, 'after-ack': 6 });
     gate.forwardThenHold(Number.POSITIVE_INFINITY);
     const last = agent(adb, gate.url, 'dev-kill', [...args, '--exit-when-drained']);
     await waitFor(() => last.lines().some((l) => l.drained), 'final agent to drain', { timeoutMs: STEP_MS });
