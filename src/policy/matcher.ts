@@ -449,8 +449,11 @@ function argvHit(
 /** argv joined with spaces, cut at MAX_ARGV_MATCH_CHARS without joining a huge tail first. */
 function joinArgv(argv: readonly string[]): string {
   let out = '';
+  let first = true;
   for (const a of argv) {
-    out = out === '' ? a : `${out} ${a}`;
+    // Not `out === ''`: an empty argument still takes its separator, as argv.join(' ') does.
+    out = first ? a : `${out} ${a}`;
+    first = false;
     if (out.length >= MAX_ARGV_MATCH_CHARS) return out.slice(0, MAX_ARGV_MATCH_CHARS);
   }
   return out;
