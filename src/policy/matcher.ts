@@ -164,6 +164,16 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
   };
   const prefilter = compileProcessPrefilter(rules, nocase);
   const argvSet = new ArgvPatternSet(argvSources);
+  // Every rule's expanded path globs joined (like the exe prefilter), built on the first path
+  // observation: most observations match no glob, and 1,000 rules × homes is thousands of globs.
+  let pathPrefilter: readonly RegExp[] | null | undefined;
+  const pathMay = (path: string): boolean => {
+    pathPrefilter ??= joinGlobs(
+      rules.flatMap((r) => r.pathGlobs),
+      nocase,
+    );
+    return anyTest(pathPrefilter, toPosix(path));
+  };
   const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
   const pathGlobs = [...new Set(rules.flatMap((r) => r.pathGlobs))];
 
@@ -215,6 +225,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
         case 'package':
           return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
         case 'path':
+          if (!pathMay(obs.path)) return null;
           return matchWith(ctx, obs.owner, (r) => matchPath(r, obs));
       }
     },
@@ -224,6 +235,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
           ? { names: processNames(obs, nocase), argvHits: null, exeMay: null, prefilter, argvSet }
           : null;
       const hits: RuleHit[] = [];
+      if (obs.kind === 'path' && !pathMay(obs.path)) return hits;
       for (const r of rules) {
         const hit =
           obs.kind === 'process' && facts
@@ -374,32 +386,34 @@ function anyTest(res: readonly RegExp[] | null, s: string): boolean {
 }
 
 function compileProcessPrefilter(rules: readonly CompiledRule[], nocase: boolean): ProcessPrefilter {
-  const join = (sources: string[], flags: string): RegExp[] | null => {
-    if (sources.length < 2) return null;
-    // Backreferences and named groups change meaning (or clash) when patterns are concatenated.
-    if (sources.some((src) => /\\[1-9]|\\k<|\(\?<[A-Za-z_$]/.test(src))) return null;
-    try {
-      const out: RegExp[] = [];
-      for (let i = 0; i < sources.length; i += PREFILTER_CHUNK) {
-        const chunk = sources.slice(i, i + PREFILTER_CHUNK);
-        out.push(new RegExp(chunk.map((src) => `(?:${src})`).join('|'), flags));
-      }
-      return out;
-    } catch {
-      return null;
-    }
-  };
-  const exeSources: string[] = [];
-  let exeJoinable = true;
-  for (const r of rules) {
-    for (const g of r.rule.process?.exe_globs ?? []) {
-      const re = picomatch.makeRe(toPosix(g), { dot: true, nocase });
-      if (!(re instanceof RegExp) || re.flags.replace('i', '') !== '') exeJoinable = false;
-      else exeSources.push(re.source);
-    }
-  }
-  const exe = exeJoinable ? join(exeSources, nocase ? 'i' : '') : null;
+  const exe = joinGlobs(
+    rules.flatMap((r) => (r.rule.process?.exe_globs ?? []).map(toPosix)),
+    nocase,
+  );
   return { exe };
+}
+
+/** Globs joined into alternations of PREFILTER_CHUNK (see ProcessPrefilter), or null when they cannot be. */
+function joinGlobs(globs: readonly string[], nocase: boolean): RegExp[] | null {
+  if (globs.length < 2) return null;
+  const sources: string[] = [];
+  for (const g of globs) {
+    const re = picomatch.makeRe(g, { dot: true, nocase });
+    if (!(re instanceof RegExp) || re.flags.replace('i', '') !== '') return null;
+    // Backreferences and named groups change meaning (or clash) when patterns are concatenated.
+    if (/\\[1-9]|\\k<|\(\?<[A-Za-z_$]/.test(re.source)) return null;
+    sources.push(re.source);
+  }
+  try {
+    const out: RegExp[] = [];
+    for (let i = 0; i < sources.length; i += PREFILTER_CHUNK) {
+      const chunk = sources.slice(i, i + PREFILTER_CHUNK);
+      out.push(new RegExp(chunk.map((src) => `(?:${src})`).join('|'), nocase ? 'i' : ''));
+    }
+    return out;
+  } catch {
+    return null;
+  }
 }
 
 function matchProcess(

@@ -699,36 +699,59 @@ function ancestors(p: string): string[] {
 }
 
 /**
- * True when `glob` can match something strictly below `dir`: each of dir's segments is matched by
- * the glob's segment at the same depth (or a `**` is reached) and the glob goes deeper. Globs whose
- * braces or extglobs span a `/` are judged by their literal base instead (conservative).
+ * The first of `trees` that `glob` can match something strictly below, or undefined: each of the
+ * tree's segments is matched by the glob's segment at the same depth (or a `**` is reached) and
+ * the glob goes deeper. Globs whose braces or extglobs span a `/` are judged by their literal base
+ * instead (conservative).
  */
-function globReachesInto(glob: string, dir: string, nocase: boolean): boolean {
+function treeReachedBy<T extends { readonly path: string }>(
+  glob: string,
+  trees: readonly T[],
+  nocase: boolean,
+): T | undefined {
   const g = glob.replace(/\\/g, '/');
-  const d = dir.replace(/\\/g, '/').replace(/\/+$/, '');
+  const norm = (x: string) => (nocase ? x.toLowerCase() : x);
   if (/[{(][^})]*\//.test(g)) {
-    const base = picomatch.scan(g).base.replace(/\/+$/, '');
-    const norm = (s: string) => (nocase ? s.toLowerCase() : s);
-    return (
-      norm(base) === norm(d) || norm(base).startsWith(`${norm(d)}/`) || norm(d).startsWith(`${norm(base)}/`)
-    );
+    const base = norm(picomatch.scan(g).base.replace(/\/+$/, ''));
+    return trees.find((t) => {
+      const d = norm(t.path.replace(/\\/g, '/').replace(/\/+$/, ''));
+      return base === d || base.startsWith(`${d}/`) || d.startsWith(`${base}/`);
+    });
   }
   const gs = g.split('/');
-  const ds = d.split('/');
-  for (let i = 0; i < ds.length; i++) {
-    const seg = gs[i];
-    const want = ds[i] as string;
-    if (seg === undefined) return false;
-    if (seg === '**') return true;
-    if (seg === want || (nocase && seg.toLowerCase() === want.toLowerCase())) continue;
-    if (seg === '' || want === '') return false; // a root or drive the other does not have
-    try {
-      if (!picomatch.isMatch(want, seg, { dot: true, nocase })) return false;
-    } catch {
-      return true; // unreadable segment: assume the worst
+  return trees.find((t) => {
+    const ds = t.path.replace(/\\/g, '/').replace(/\/+$/, '').split('/');
+    for (let i = 0; i < ds.length; i++) {
+      const seg = gs[i];
+      const want = ds[i] as string;
+      if (seg === undefined) return false;
+      if (seg === '**') return true;
+      if (seg === want || (nocase && seg.toLowerCase() === want.toLowerCase())) continue;
+      if (seg === '' || want === '') return false; // a root or drive the other does not have
+      const test = segmentMatcher(seg, nocase);
+      if (test === null) return true; // unreadable segment: assume the worst
+      if (!test(want)) return false;
     }
+    return gs.length > ds.length;
+  });
+}
+
+/** Compiled one-segment globs by (nocase, segment): the same few segments recur across rules. */
+const segmentCache = new Map<string, ((s: string) => boolean) | null>();
+
+function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) | null {
+  const key = `${nocase ? 'i' : 's'}${seg}`;
+  let test = segmentCache.get(key);
+  if (test === undefined) {
+    try {
+      test = picomatch(seg, { dot: true, nocase });
+    } catch {
+      test = null;
+    }
+    if (segmentCache.size >= 10_000) segmentCache.clear();
+    segmentCache.set(key, test);
   }
-  return gs.length > ds.length;
+  return test;
 }
 
 /** Which criterion of `rule` produced `hit`, as a JSON path below `at`. */
@@ -854,10 +877,13 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
       };
       report(matcher.matchAll(obs), probe.what);
     }
+    // Each path once (many probes share ancestors); quarantining an ancestor moves the probe with it.
+    const tested = new Set<string>();
     for (const probe of probes.paths) {
       if (probe.platform !== platform) continue;
-      // Quarantining an ancestor moves the probe with it.
       for (const p of [probe.path, ...ancestors(probe.path)]) {
+        if (tested.has(p)) continue;
+        tested.add(p);
         const obs: PathObservation = {
           kind: 'path',
           path: p,
@@ -866,20 +892,27 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
         };
         report(matcher.matchAll(obs), p === probe.path ? probe.what : `${p} (holding ${probe.what})`);
       }
-      if (!probe.subtree) continue;
-      body.rules.forEach((rule, i) => {
-        if (rule.platforms && !rule.platforms.includes(platform)) return;
-        (rule.paths ?? []).forEach((glob, j) => {
-          if (expandHome(glob, probes.homes).some((g) => globReachesInto(g, probe.path, nocase))) {
-            add({
-              severity: severity(rule),
-              path: `$.rules[${i}].paths[${j}]`,
-              message: say(rule, 'quarantine files inside', probe.what),
-            });
-          }
-        });
-      });
     }
+    // Globs reaching below a protected tree (`/etc/x/*` matches no probe, yet files under /etc).
+    const trees = probes.paths.filter((probe) => probe.platform === platform && probe.subtree);
+    body.rules.forEach((rule, i) => {
+      if (rule.platforms && !rule.platforms.includes(platform)) return;
+      (rule.paths ?? []).forEach((glob, j) => {
+        const expanded = expandHome(glob, probes.homes);
+        let tree: PathProbe | undefined;
+        for (const g of expanded) {
+          tree = treeReachedBy(g, trees, nocase);
+          if (tree) break;
+        }
+        if (tree) {
+          add({
+            severity: severity(rule),
+            path: `$.rules[${i}].paths[${j}]`,
+            message: say(rule, 'quarantine files inside', tree.what),
+          });
+        }
+      });
+    });
   }
   return [...issues.values()];
 }
