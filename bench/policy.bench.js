@@ -324,6 +324,8 @@ function legacyTimes(patterns, corpus) {
   return new Promise((resolvePromise) => {
     const times = [];
     let timedOut = null;
+    let worstMs = -1;
+    let worstKind = '';
     const worker = new Worker(LEGACY_WORKER, { eval: true, workerData: { patterns, corpus } });
     let timer = null;
     const arm = (i) => {
@@ -341,11 +343,15 @@ function legacyTimes(patterns, corpus) {
         return;
       }
       times.push(m.ms);
+      if (m.ms > worstMs) {
+        worstMs = m.ms;
+        worstKind = corpus[m.i]?.kind ?? '?';
+      }
       arm(m.i + 1);
     });
     worker.on('exit', () => {
       clearTimeout(timer);
-      resolvePromise({ times, timedOut });
+      resolvePromise({ times, timedOut, worstKind });
     });
   });
 }
@@ -399,7 +405,7 @@ for (const name of Object.keys(argvPolicies)) {
     engine: 'RegExp (before)',
     policy: name,
     first: null,
-    worst: legacy.timedOut ? `${legacy.timedOut} (stopped)` : '',
+    worst: legacy.timedOut ? `${legacy.timedOut} (stopped)` : legacy.worstKind,
     ...ls,
     max: legacy.timedOut ? `> ${LEGACY_LAUNCH_TIMEOUT_MS} ms` : ls.max,
   });

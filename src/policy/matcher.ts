@@ -149,7 +149,12 @@ interface CompiledException {
   readonly tags: ReadonlySet<string> | null;
 }
 
-/** Compiles a verified policy body. Throws only on input the schema should have refused (bad regex/glob). */
+/**
+ * Compiles a verified policy body. Throws only on input the schema should have refused (bad glob).
+ * argv patterns are compiled into RE2 sets on the first command line tested (see ArgvPatternSet):
+ * they must have passed the schema's RE2 check (policy-schema.ts regexProblem), as every verified
+ * body's have.
+ */
 export function compileMatcher(body: PolicyBody, options: CompileOptions): Matcher {
   const nocase = options.platform !== 'linux';
   const argvSources: string[] = [];
