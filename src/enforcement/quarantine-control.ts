@@ -134,6 +134,7 @@ export function listItem(e: QuarantineEntry): Record<string, unknown> {
     rule: m.rule.id,
     policy_version: m.policyVersion,
     links: m.links.map((l) => l.path),
+    links_refused: (m.linksRefused ?? []).map((r) => ({ path: r.path, reason: r.reason })),
     files: m.files,
     bytes: m.bytes,
     tree_hash: m.treeHash,

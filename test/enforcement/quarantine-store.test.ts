@@ -2,6 +2,8 @@
  * QuarantineStore and QuarantineAction on real files and a real SQLite DB: cross-filesystem moves,
  * TOCTOU refusals, recovery of interrupted moves, restore errors, control methods, guardctl commands.
  */
+
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -18,7 +20,6 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CommandContext } from '../../src/cli/command.js';
