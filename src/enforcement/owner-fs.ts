@@ -14,9 +14,11 @@
  * Who acts (`actorFor`): walking the path component by component (following symlinks as the
  * kernel would, without trusting the result), every directory owned by a non-root user makes that
  * user a controller; a directory writable by group/others without the sticky bit makes anyone a
- * controller (refused); in a sticky shared directory (/tmp) the entry's owner controls it. Zero
+ * controller (refused); the entry acted on (package dir, link, artifact) makes its owner one. Zero
  * controllers: root acts (nobody else can change the path). One: that user acts. Two or more (a
- * link in one user's tree into another's home): refused, GUARD_QUARANTINE_UNSAFE_PATH.
+ * link in one user's tree into another's home): refused, GUARD_QUARANTINE_UNSAFE_PATH. When root
+ * acts, trees are walked only through root-owned directories nobody else can write (see
+ * quarantine-tree.ts): a user-owned subdir could be swapped for a link between two reads.
  * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
  * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
  *
@@ -161,12 +163,10 @@ export async function actorFor(dir: string, entry?: string): Promise<Actor> {
     } else cur = p;
   }
   if (entry !== undefined && !missing) {
-    // In a sticky shared dir only the entry's owner (and root) may replace the entry.
-    const st = await lstat(cur).catch(() => null);
-    if (st && (st.mode & 0o1002) === 0o1002) {
-      const e = await lstat(join(cur, entry)).catch(() => null);
-      if (e) note(e.uid, e.gid);
-    }
+    // The entry's owner controls what is inside it (a package tree they own can have a subdir
+    // swapped for a link at any time), and in a sticky shared dir (/tmp) may replace the entry.
+    const e = await lstat(join(cur, entry)).catch(() => null);
+    if (e) note(e.uid, e.gid);
   }
   if (controllers.size > 1)
     throw unsafe(`it is controlled by more than one user (uids ${[...controllers.keys()].join(', ')})`);

@@ -107,6 +107,17 @@ async function walk(reader: TreeReader, root: string, visit: (v: Visit) => Promi
       };
       await visit({ rel, mode: st.mode, uid: st.uid, gid: st.gid, kind: 'file', chunks: chunks() });
     } else if (st.type === 'directory') {
+      // Reading as root, every directory below must be root's alone: another user could swap
+      // a subdir they own (or can write) for a symlink between our listing it and reading in it.
+      if (
+        (reader as Partial<OwnerSession>).actor?.uid === 0 &&
+        (st.uid !== 0 || ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0))
+      )
+        throw new GuardError(
+          'GUARD_QUARANTINE_UNSAFE_PATH',
+          `${abs} is a directory another user can change inside a tree root would read; not quarantined as root`,
+          { path: abs },
+        );
       await visit({ rel, mode: st.mode, uid: st.uid, gid: st.gid, kind: 'dir' });
       const names = (await reader.readdir(abs, MAX_TREE_ENTRIES + 1)).sort();
       for (const name of names) {

@@ -136,6 +136,33 @@ describe('owner-fs: who acts', () => {
   });
 });
 
+describe('(c2) root acting on a root-owned tree with a user-owned subdir', () => {
+  it('is refused before anything is copied: the user could swap the subdir for a link mid-walk', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const root = join(dir, 'usr-lib', 'node_modules');
+    const pkg = join(root, '@anthropic-ai', 'claude-code');
+    writePackage(pkg, FAKE_MANIFEST, { ...FAKE_FILES, 'sub/f.txt': 'f\n' });
+    chownR(join(pkg, 'sub'), attacker);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      { ...pkgObs(attacker, root, pkg, 'npm'), owner: { uid: 0, user: 'root', groups: [], home: null } },
+      decision,
+    );
+    expect(r.error).toMatch(/^GUARD_QUARANTINE_UNSAFE_PATH: .*sub is a directory another user can change/);
+    expect(existsSync(join(pkg, 'sub', 'f.txt'))).toBe(true);
+    expect(store.list().at(-1)?.state).toBe('rolled_back');
+    // Once the subdir is root's again, the same tree is quarantined.
+    execFileSync('chown', ['-hR', '0:0', join(pkg, 'sub')]);
+    const ok = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      pkgObs(attacker, root, pkg, 'npm'),
+      decision,
+    );
+    expect(ok.error).toBeNull();
+    expect(existsSync(pkg)).toBe(false);
+    db.close();
+  });
+});
+
 describe('(a) symlinked bin and shim dirs', () => {
   it('nothing in the root-owned dirs they lead to is unlinked; the package is quarantined; the refusal is recorded', async () => {
     const dir = fresh();
