@@ -1,9 +1,9 @@
 /**
- * Owns the quarantine journal and moves: the manifest of each entry in the `quarantine` table of
- * the state DB (write-ahead), moving a package directory or artifact into the root-only quarantine
- * dir, removing the bin links / shims with it, recovery of interrupted moves at start, listing and
- * exact restore. Tree copying is quarantine-tree.ts, links are quarantine-links.ts, the control
- * API is quarantine-control.ts (re-exported here).
+ * Owns quarantine moves: moving a package directory or artifact into the root-only quarantine
+ * dir (write-ahead through the journal in the state DB), removing the bin links / shims with it,
+ * recovery of interrupted moves at start, listing and exact restore. The table is
+ * quarantine-journal.ts, tree copying quarantine-tree.ts, links quarantine-links.ts, the control
+ * API quarantine-control.ts (re-exported here).
  *
  * Root never acts on a path in a user's tree itself: every read, removal or creation there runs
  * through owner-fs (a child with the credentials of whoever controls the directory), so a symlink
@@ -25,6 +25,7 @@ import type { Logger } from '../common/logger.js';
 import { uuidv7 } from '../common/uuidv7.js';
 import type { Db } from '../store/database.js';
 import { assertNotProtected, type OwnerSession, type OwnerSessions, withSessions } from './owner-fs.js';
+import { QuarantineJournal } from './quarantine-journal.js';
 import { findLinks, type LinkRecord, type LinkRefusal, removeLink, restoreLink } from './quarantine-links.js';
 import { copyFromOwner, copyToOwner, hashAsOwner, type TreeHash, treeHash } from './quarantine-tree.js';
 
@@ -160,29 +161,14 @@ export interface QuarantineStoreOptions {
 
 export class QuarantineStore {
   private readonly log: Logger;
-  private readonly insertStmt;
-  private readonly updateStmt;
-  private readonly getStmt;
-  private readonly listStmt;
-  private readonly byStateStmt;
+  private readonly journal: QuarantineJournal;
   private readonly ownDirs: readonly string[];
 
   constructor(private readonly options: QuarantineStoreOptions) {
     this.log = options.logger.child({ component: 'quarantine.store' });
     const q = resolve(options.quarantineDir);
     this.ownDirs = [q, dirname(q), ...(options.protectedDirs ?? []).map((d) => resolve(d))];
-    const db = options.db;
-    this.insertStmt = db.prepare(
-      'INSERT INTO quarantine(id, created_at, state, manifest) VALUES (?, ?, ?, ?)',
-    );
-    this.updateStmt = db.prepare('UPDATE quarantine SET state = ?, manifest = ? WHERE id = ?');
-    this.getStmt = db.prepare<[string], Row>(
-      'SELECT id, created_at, state, manifest FROM quarantine WHERE id = ?',
-    );
-    this.listStmt = db.prepare<[], Row>('SELECT id, created_at, state, manifest FROM quarantine ORDER BY id');
-    this.byStateStmt = db.prepare<[string], Row>(
-      'SELECT id, created_at, state, manifest FROM quarantine WHERE state = ? ORDER BY id',
-    );
+    this.journal = new QuarantineJournal(options.db);
   }
 
   /**
@@ -250,7 +236,7 @@ export class QuarantineStore {
       top: { dev: st.dev, ino: st.ino },
       search,
     };
-    this.insertStmt.run(id, createdAt, 'moving', JSON.stringify(manifest));
+    this.journal.insert(id, createdAt, 'moving', manifest);
     try {
       await this.options.beforeCopy?.(req.path);
       const h = await copyFromOwner(s, req.path, manifest.storedPath);
@@ -350,8 +336,7 @@ export class QuarantineStore {
     let rolledBack = 0;
     let failed = 0;
     for (const state of ['moving', 'copied', 'restoring', 'restore_copied'] as const) {
-      for (const row of this.byStateStmt.all(state)) {
-        const m = JSON.parse(row.manifest) as QuarantineManifest;
+      for (const { manifest: m } of this.journal.inState(state)) {
         try {
           const outcome = await withSessions((sessions) => this.recoverOne(sessions, state, m));
           if (outcome === 'finished') finished++;
@@ -369,13 +354,12 @@ export class QuarantineStore {
 
   /** Every entry, oldest first (bounded by what was ever quarantined on this machine). */
   list(): QuarantineEntry[] {
-    return this.listStmt.all().map(toEntry);
+    return this.journal.list();
   }
 
   /** One entry, or null. */
   get(id: string): QuarantineEntry | null {
-    const row = this.getStmt.get(id);
-    return row ? toEntry(row) : null;
+    return this.journal.get(id);
   }
 
   /**
@@ -656,27 +640,11 @@ export class QuarantineStore {
   }
 
   private save(id: string, state: QuarantineState, m: QuarantineManifest): void {
-    this.updateStmt.run(state, JSON.stringify(m), id);
+    this.journal.save(id, state, m);
   }
 }
 
 type OwnerStatLike = Awaited<ReturnType<OwnerSession['lstat']>>;
-
-interface Row {
-  id: string;
-  created_at: string;
-  state: string;
-  manifest: string;
-}
-
-function toEntry(row: Row): QuarantineEntry {
-  return {
-    id: row.id,
-    state: row.state as QuarantineState,
-    createdAt: row.created_at,
-    manifest: JSON.parse(row.manifest) as QuarantineManifest,
-  };
-}
 
 /** lstat-exists for root's own paths (the quarantine dir). */
 async function exists(path: string): Promise<boolean> {
