@@ -10,7 +10,9 @@
  *  (c) the user swaps the package dir for a symlink after the checks, right before the copy
  *      (driven by the store's beforeCopy hook): nothing outside the tree is read or removed;
  *  (d) an honest npm -g install in a user's prefix is quarantined and restored with its links,
- *      files owned by the user, including files the user made unreadable to themselves.
+ *      files owned by the user, including files the user made unreadable to themselves;
+ * plus: root refuses to walk a root-owned tree with a user-owned subdir, a FIFO in the tree is
+ * never opened, and a file merely named like a bin in a shim dir is not removed.
  */
 import { execFileSync } from 'node:child_process';
 import {
@@ -381,6 +383,57 @@ describe('(d) honest cases', () => {
     expect(readdirSync(join(prefix, 'bin')).sort()).toEqual([...bins].sort());
     expect(statSync(join(pkg, 'cli.js')).uid).toBe(victim.uid);
     expect(lstatSync(join(prefix, 'bin', bins[0] as string)).uid).toBe(victim.uid);
+    db.close();
+  });
+});
+
+describe('hostile contents and unproven links', () => {
+  it('a FIFO inside the package is never opened: the move fails with GUARD_QUARANTINE_IO and rolls back', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const home = join(dir, 'home');
+    const root = join(home, '.npm-global', 'lib', 'node_modules');
+    const pkg = join(root, '@anthropic-ai', 'claude-code');
+    writePackage(pkg, FAKE_MANIFEST, FAKE_FILES);
+    execFileSync('mkfifo', [join(pkg, 'pipe')]);
+    chownR(home, attacker);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      pkgObs(attacker, root, pkg, 'npm'),
+      decision,
+    );
+    expect(r.error).toMatch(/^GUARD_QUARANTINE_IO: .*special file/);
+    expect(existsSync(join(pkg, 'cli.js'))).toBe(true);
+    expect(store.list().at(-1)?.state).toBe('rolled_back');
+    expect(readdirSync(join(dir, 'state', 'quarantine'))).toEqual([]);
+    db.close();
+  });
+
+  it("only shims proven to be the package's are removed from a shim dir (a file merely named like a bin stays)", async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const home = join(dir, 'home');
+    const volta = join(home, '.volta');
+    const root = join(volta, 'tools', 'image', 'packages', 'claude', 'lib', 'node_modules');
+    const pkg = join(root, '@anthropic-ai', 'claude-code');
+    writePackage(pkg, { ...FAKE_MANIFEST, bin: { claude: 'cli.js', notes: 'cli.js' } }, FAKE_FILES);
+    mkdirSync(join(volta, 'bin'), { recursive: true });
+    symlinkSync(join(volta, 'bin', 'volta-shim'), join(volta, 'bin', 'claude'));
+    writeFileSync(join(volta, 'bin', 'notes'), 'my own notes, not a shim\n');
+    chownR(home, attacker);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      pkgObs(attacker, root, pkg, 'volta'),
+      decision,
+    );
+    expect(r.error).toBeNull();
+    expect(existsSync(join(volta, 'bin', 'notes'))).toBe(true);
+    expect(() => lstatSync(join(volta, 'bin', 'claude'))).toThrow();
+    const res = await store.restore(r.details?.quarantine_id as string, {
+      force: false,
+      stillBanned: () => false,
+    });
+    expect(res.linksRestored).toBe(1);
+    expect(readlinkSync(join(volta, 'bin', 'claude'))).toBe(join(volta, 'bin', 'volta-shim'));
+    expect(lstatSync(join(volta, 'bin', 'claude')).uid).toBe(attacker.uid);
     db.close();
   });
 });
