@@ -55,6 +55,11 @@ const MAX_LINK_HOPS = 40;
  * takes milliseconds; a stalled network mount must not hold a quarantine for longer.
  */
 const OP_TIMEOUT_MS = 30_000;
+/**
+ * Removing a whole tree is one operation: 200,000 entries (MAX_TREE_ENTRIES) on a slow disk take
+ * minutes, and killing the child halfway would leave a half-removed original.
+ */
+const RM_TIMEOUT_MS = 10 * 60_000;
 /** Bytes per readFile request (base64 in one JSON line: ~5.3 MiB per answer line). */
 export const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 
@@ -248,15 +253,15 @@ export class OwnerSession {
     this.waiting.clear();
   }
 
-  private call<T>(op: string, args: Record<string, unknown>): Promise<T> {
+  private call<T>(op: string, args: Record<string, unknown>, timeoutMs = OP_TIMEOUT_MS): Promise<T> {
     if (this.dead) return Promise.reject(new OwnerFsError('EIO', this.dead.message));
     const id = this.nextId++;
     return new Promise<T>((res, rej) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        rej(new OwnerFsError('ETIMEDOUT', `${op} took longer than ${OP_TIMEOUT_MS} ms`));
+        rej(new OwnerFsError('ETIMEDOUT', `${op} took longer than ${timeoutMs} ms`));
         this.close();
-      }, OP_TIMEOUT_MS);
+      }, timeoutMs);
       this.waiting.set(id, { resolve: res as (v: unknown) => void, reject: rej, timer });
       this.child.stdin.write(`${JSON.stringify({ id, op, args })}\n`);
     });
@@ -293,7 +298,7 @@ export class OwnerSession {
   }
   /** Removes the tree at `path` if its top is still `dev`/`ino` (ESTALE otherwise). */
   rmTree(path: string, id?: { dev: number; ino: number }): Promise<boolean> {
-    return this.call('rmTree', { path, ...(id ?? {}) });
+    return this.call('rmTree', { path, ...(id ?? {}) }, RM_TIMEOUT_MS);
   }
   /** mkdir -p; the first directory created, or null. */
   mkdirp(path: string, mode: number): Promise<string | null> {

@@ -237,6 +237,7 @@ export class QuarantineStore {
       search,
     };
     this.journal.insert(id, createdAt, 'moving', manifest);
+    let removing = false;
     try {
       await this.options.beforeCopy?.(req.path);
       const h = await copyFromOwner(s, req.path, manifest.storedPath);
@@ -260,10 +261,22 @@ export class QuarantineStore {
         specialModes: h.modes,
       };
       this.save(id, 'copied', manifest);
+      removing = true;
       await s.rmTree(req.path, { dev: st.dev, ino: st.ino });
     } catch (err) {
-      await rm(storedDir, { recursive: true, force: true }).catch(() => undefined);
       const code = (err as NodeJS.ErrnoException).code;
+      if (removing && code !== 'ESTALE') {
+        // The copy is whole and recorded; the original may be partly gone. Keep the entry as
+        // `copied` (restorable, and recovery retries the removal at the next start) rather than
+        // dropping the only complete copy.
+        this.save(id, 'copied', { ...manifest, note: `original not fully removed: ${errorMessage(err)}` });
+        throw new GuardError(
+          'GUARD_QUARANTINE_IO',
+          `copied ${req.path} into quarantine (${id}) but could not remove it: ${errorMessage(err)}`,
+          { path: req.path, id },
+        );
+      }
+      await rm(storedDir, { recursive: true, force: true }).catch(() => undefined);
       const e =
         err instanceof GuardError
           ? err

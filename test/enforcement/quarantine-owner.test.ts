@@ -436,4 +436,26 @@ describe('hostile contents and unproven links', () => {
     expect(lstatSync(join(volta, 'bin', 'claude')).uid).toBe(attacker.uid);
     db.close();
   });
+
+  it('a root-owned subdir the owner cannot remove: the copy stays in quarantine as "copied", root removed nothing of it', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const home = join(dir, 'home');
+    const root = join(home, '.npm-global', 'lib', 'node_modules');
+    const pkg = join(root, '@anthropic-ai', 'claude-code');
+    writePackage(pkg, FAKE_MANIFEST, { ...FAKE_FILES, 'rootdir/keep.txt': 'root\n' });
+    chownR(home, attacker);
+    execFileSync('chown', ['-R', '0:0', join(pkg, 'rootdir')]);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      pkgObs(attacker, root, pkg, 'npm'),
+      decision,
+    );
+    expect(r.error).toMatch(/^GUARD_QUARANTINE_IO: copied .* but could not remove it/);
+    // The user could not remove root's file, so neither did guardd.
+    expect(readFileSync(join(pkg, 'rootdir', 'keep.txt'), 'utf8')).toBe('root\n');
+    const entry = store.list().at(-1);
+    expect(entry?.state).toBe('copied');
+    expect(existsSync(join(entry?.manifest.storedPath as string, 'rootdir', 'keep.txt'))).toBe(true);
+    db.close();
+  });
 });
