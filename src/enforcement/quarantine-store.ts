@@ -20,6 +20,7 @@
  */
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { errorMessage, GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { uuidv7 } from '../common/uuidv7.js';
@@ -148,8 +149,8 @@ export interface QuarantineStoreOptions {
   readonly quarantineDir: string;
   readonly logger: Logger;
   /**
-   * guardd's own dirs no move, link removal or restore may act in (state dir, install dir). The
-   * quarantine dir and its parent (the state dir) are always included.
+   * guardd's own dirs no move, link removal or restore may act in. The quarantine dir, its parent
+   * (the state dir) and guardd's own package root are always included.
    */
   readonly protectedDirs?: readonly string[];
   /**
@@ -167,7 +168,7 @@ export class QuarantineStore {
   constructor(private readonly options: QuarantineStoreOptions) {
     this.log = options.logger.child({ component: 'quarantine.store' });
     const q = resolve(options.quarantineDir);
-    this.ownDirs = [q, dirname(q), ...(options.protectedDirs ?? []).map((d) => resolve(d))];
+    this.ownDirs = [q, dirname(q), APP_DIR, ...(options.protectedDirs ?? []).map((d) => resolve(d))];
     this.journal = new QuarantineJournal(options.db);
   }
 
@@ -656,6 +657,9 @@ export class QuarantineStore {
     this.journal.save(id, state, m);
   }
 }
+
+/** guardd's own install (the package root holding bin/, dist/, node_modules/): never a target. */
+const APP_DIR = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 
 type OwnerStatLike = Awaited<ReturnType<OwnerSession['lstat']>>;
 

@@ -38,6 +38,7 @@ import type { Decision } from '../../src/policy/matcher.js';
 import type { PackageObservation, PathObservation } from '../../src/sensors/observation.js';
 import { openDatabase } from '../../src/store/database.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
+import { ROOT } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import {
@@ -278,6 +279,26 @@ describe('(b) a path glob base symlinked elsewhere', () => {
         }),
       ).rejects.toMatchObject({ code: 'GUARD_QUARANTINE_UNSAFE_PATH' });
     }
+    // guardd's own install (here: this checkout) is as protected as its state dir.
+    const app = join(home, '.local', 'share', 'claude', 'app');
+    symlinkSync(ROOT, app);
+    execFileSync('chown', ['-h', `${attacker.uid}:${attacker.gid}`, app]);
+    await expect(
+      store.quarantine({
+        kind: 'path',
+        path: join(app, 'package.json'),
+        root: home,
+        expect: 'file-or-symlink',
+        linkDirs: [],
+        shimDirs: [],
+        binNames: [],
+        ownerUser: attacker.name,
+        rule: decision.rule,
+        policyVersion: 3,
+        package: null,
+      }),
+    ).rejects.toMatchObject({ code: 'GUARD_QUARANTINE_UNSAFE_PATH' });
+    expect(existsSync(join(ROOT, 'package.json'))).toBe(true);
     expect(Object.keys(snapshot(state))).toEqual(Object.keys(before));
     expect(db.prepare('SELECT count(*) AS c FROM quarantine').get()).toEqual({ c: 0 });
     // Enforcement goes on: an honest artifact of the same user is quarantined.
