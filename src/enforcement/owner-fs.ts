@@ -126,6 +126,8 @@ export function assertNotProtected(
  * controllers of the existing prefix decide. Throws GUARD_QUARANTINE_UNSAFE_PATH.
  */
 export async function actorFor(dir: string, entry?: string): Promise<Actor> {
+  // Windows has no uids to act with (see the module header): guardd's own token acts.
+  if (process.platform === 'win32') return { uid: 0, gid: 0 };
   const unsafe = (why: string): GuardError =>
     new GuardError('GUARD_QUARANTINE_UNSAFE_PATH', `refusing to act in ${dir}: ${why}`, { path: dir });
   const controllers = new Map<number, number>();
