@@ -34,6 +34,9 @@ export interface CollectorSettingDef {
 
 const MiB = 1024 * 1024;
 
+/** The collector's DB on Linux: service/linux/guard-collector.service's StateDirectory=guard-collector. */
+const LINUX_COLLECTOR_DB = '/var/lib/guard-collector/collector.db';
+
 const str = (d: Omit<CollectorSettingDef, 'kind'>): CollectorSettingDef => ({ kind: 'string', ...d });
 const int = (d: Omit<CollectorSettingDef, 'kind'>): CollectorSettingDef => ({ kind: 'integer', ...d });
 const oneOf = (
@@ -52,7 +55,10 @@ export const COLLECTOR_SETTINGS = {
     description: 'host:port to listen on (port 0 = any free port; the actual URL is printed on start).',
   }),
   db: str({
-    default: () => join(defaultPaths().stateDir, 'collector.db'),
+    // Linux: the packaged unit's StateDirectory, so a collector started by hand and the service use
+    // the same DB (and never guardd's root-only /var/lib/toolguard).
+    default: () =>
+      process.platform === 'linux' ? LINUX_COLLECTOR_DB : join(defaultPaths().stateDir, 'collector.db'),
     description: "The collector's SQLite database (WAL; created if missing).",
   }),
   policy_file: str({

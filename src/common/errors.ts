@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   GUARD_POLICY_FETCH_FAILED: 'the policy could not be fetched (network, status, content type, timeout)',
   GUARD_POLICY_UNSAFE_RULE: 'a rule would match critical system processes or is otherwise unsafe',
   GUARD_POLICY_KEY_INVALID: 'a public or private key cannot be parsed',
+  GUARD_POLICY_REGEX_UNSUPPORTED:
+    'an argv pattern uses syntax the linear-time RE2 engine refuses (backreference, lookaround) or is too large',
   // store: SQLite state and outbox
   GUARD_STORE_CORRUPT: 'the database failed its integrity check',
   GUARD_STORE_IO: 'the database cannot be opened or written',

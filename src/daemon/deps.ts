@@ -152,6 +152,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     maxBytes: config['policy.max_bytes'],
     platform,
     homes,
+    protectedDirs: [stateDir, config['paths.socket_dir']],
     events,
     logger: logger.child({ component: 'policy' }),
     onChange: (matcher) => pipeline.setMatcher(matcher),

@@ -6,9 +6,15 @@
  * When several rules match, the strongest action wins (block > warn > audit); among equals the
  * first rule in policy order. A rule is skipped for an observation when an unexpired exception
  * for it matches every criterion it names (users, groups, hosts, device tags).
+ *
+ * argv patterns are RE2 syntax and run on re2js (a port of RE2): matching is linear in the
+ * command line's length whatever the pattern, so a crafted command line cannot make a launch
+ * slow (a backtracking engine took 16 s on `a.*b.*c.*d.*e` and 4 KiB). Every pattern of the
+ * policy goes into RE2 sets, so one pass over the command line answers every rule at once.
  */
 import { basename } from 'node:path';
 import picomatch from 'picomatch';
+import { RE2JS, RE2Set } from 're2js';
 import semver from 'semver';
 import type { Platform } from '../common/platform-paths.js';
 import type {
@@ -62,25 +68,71 @@ export interface Matcher {
   readonly ruleCount: number;
   /** The decision for an observation, or null when no (non-excepted) rule matches. */
   match(obs: Observation, ctx: MatchContext): Decision | null;
+  /**
+   * Every rule active on this platform that matches `obs`, each with the first of its criteria that
+   * matched, ignoring exceptions and actions: what the rule alone would do to it. For the safety
+   * check (rule-safety.ts) and explanations, not the hot path.
+   */
+  matchAll(obs: Observation): readonly RuleHit[];
+}
+
+/** One rule matching an observation (Matcher.matchAll). */
+export interface RuleHit {
+  /** Index of the rule in the policy body's `rules`. */
+  readonly ruleIndex: number;
+  readonly reason: MatchReason;
+  readonly detail: string;
 }
 
 const ACTION_RANK: Record<RuleAction, number> = { block: 3, warn: 2, audit: 1 };
 
 /**
- * argv longer than this (joined) is cut before regex matching. The command line is the user's and
- * the regex the policy's: an ordinary unanchored pattern such as `.*claude` is quadratic in the
- * text (1.5 s per launch at 64 KiB, ~6 ms at 4 KiB on this 2-core machine), so a padded command
- * line could stall the scan. 4 KiB holds any real invocation's flags; a banned flag pushed past it
- * by padding is still caught by names, hashes and script packages (docs/policy.md).
+ * argv longer than this (joined) is cut before pattern matching. RE2 is linear, but linear in
+ * (characters × compiled size of every pattern) when a policy's patterns defeat RE2's DFA and it
+ * falls back to its NFA: the worst 1,000-pattern policy in bench/policy.bench.js costs ~1 s per
+ * 4 KiB there, and Linux allows 2 MiB of argv. 4 KiB holds any real invocation's flags; a banned
+ * flag pushed past it by padding is still caught by names, hashes and script packages
+ * (docs/policy.md).
  */
 export const MAX_ARGV_MATCH_CHARS = 4 * 1024;
+
+/**
+ * argv patterns per RE2 set. One set answers "which of these patterns match" in one pass; a chunk
+ * this size compiles in ~30-80 ms and its DFA stays within ARGV_SET_DFA_BYTES for ordinary
+ * patterns, while 1,000 patterns in one set would make a single compile of ~0.3 s.
+ */
+const ARGV_SET_CHUNK = 250;
+
+/**
+ * DFA cache budget of one RE2 set, in bytes. RE2 drops to its NFA (still linear, slower) when a
+ * set's DFA needs more: this is what bounds the matcher's memory whatever the patterns (4 sets for
+ * a 1,000-pattern policy = 8 MiB at most), where a DFA per pattern could take 8 MiB each.
+ */
+const ARGV_SET_DFA_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Compiled size (RE2 instructions) one argv pattern may have. Matching cost is linear in the
+ * compiled size too; real patterns are 10-100 instructions, `.{1000}` is 1,002. Checked by the
+ * schema (GUARD_POLICY_REGEX_UNSUPPORTED).
+ */
+export const MAX_ARGV_PATTERN_PROGRAM_SIZE = 2000;
+
+/**
+ * Compiles one argv pattern with the matcher's engine and semantics (RE2 syntax, case-sensitive,
+ * `^`/`$` at the ends of the joined command line). Throws re2js' syntax error on what RE2 refuses
+ * (backreferences, lookaround, repeat counts above 1000, bad syntax).
+ */
+export function compileArgvPattern(src: string): RE2JS {
+  return RE2JS.compile(src);
+}
 
 interface CompiledRule {
   readonly rule: PolicyRule;
   readonly index: number;
   readonly names: ReadonlySet<string>;
   readonly exeGlob: ((p: string) => boolean) | null;
-  readonly argv: readonly RegExp[];
+  /** This rule's argv patterns: source and index in the policy's ArgvPatternSet. */
+  readonly argv: readonly { readonly source: string; readonly index: number }[];
   readonly scriptPackages: ReadonlySet<string>;
   readonly sha256: ReadonlySet<string>;
   readonly packages: readonly { name: string; range: string }[];
@@ -97,19 +149,36 @@ interface CompiledException {
   readonly tags: ReadonlySet<string> | null;
 }
 
-/** Compiles a verified policy body. Throws only on input the schema should have refused (bad regex/glob). */
+/**
+ * Compiles a verified policy body. Throws only on input the schema should have refused (bad glob).
+ * argv patterns are compiled into RE2 sets on the first command line tested (see ArgvPatternSet):
+ * they must have passed the schema's RE2 check (policy-schema.ts regexProblem), as every verified
+ * body's have.
+ */
 export function compileMatcher(body: PolicyBody, options: CompileOptions): Matcher {
   const nocase = options.platform !== 'linux';
+  const argvSources: string[] = [];
   const rules = body.rules
     .map((rule, index) => ({ rule, index }))
     .filter(({ rule }) => !rule.platforms || rule.platforms.includes(options.platform))
-    .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], options, nocase));
+    .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], options, nocase, argvSources));
 
   const needs = {
     sha256: rules.some((r) => r.sha256.size > 0),
     scriptPackage: rules.some((r) => r.scriptPackages.size > 0 || r.exeGlob !== null),
   };
   const prefilter = compileProcessPrefilter(rules, nocase);
+  const argvSet = new ArgvPatternSet(argvSources);
+  // Every rule's expanded path globs joined (like the exe prefilter), built on the first path
+  // observation: most observations match no glob, and 1,000 rules × homes is thousands of globs.
+  let pathPrefilter: readonly RegExp[] | null | undefined;
+  const pathMay = (path: string): boolean => {
+    pathPrefilter ??= joinGlobs(
+      rules.flatMap((r) => r.pathGlobs),
+      nocase,
+    );
+    return anyTest(pathPrefilter, toPosix(path));
+  };
   const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
   const pathGlobs = [...new Set(rules.flatMap((r) => r.pathGlobs))];
 
@@ -151,18 +220,39 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
           // Computed once per observation, not once per rule: with 1,000 rules this is the hot path.
           const facts: ProcessFacts = {
             names: processNames(obs, nocase),
-            argv: null,
-            argvMay: null,
+            argvHits: null,
             exeMay: null,
             prefilter,
+            argvSet,
           };
           return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, facts));
         }
         case 'package':
           return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
         case 'path':
+          if (!pathMay(obs.path)) return null;
           return matchWith(ctx, obs.owner, (r) => matchPath(r, obs));
       }
+    },
+    matchAll(obs) {
+      const facts: ProcessFacts | null =
+        obs.kind === 'process'
+          ? { names: processNames(obs, nocase), argvHits: null, exeMay: null, prefilter, argvSet }
+          : null;
+      const hits: RuleHit[] = [];
+      if (obs.kind === 'path' && !pathMay(obs.path)) return hits;
+      for (const r of rules) {
+        const hit =
+          obs.kind === 'process' && facts
+            ? matchProcess(r, obs, facts)
+            : obs.kind === 'package'
+              ? matchPackage(r, obs)
+              : obs.kind === 'path'
+                ? matchPath(r, obs)
+                : null;
+        if (hit) hits.push({ ruleIndex: r.index, ...hit });
+      }
+      return hits;
     },
   };
 }
@@ -173,6 +263,7 @@ function compileRule(
   exceptions: readonly PolicyException[],
   options: CompileOptions,
   nocase: boolean,
+  argvSources: string[],
 ): CompiledRule {
   const p = rule.process ?? {};
   const exeGlobs = (p.exe_globs ?? []).map(toPosix);
@@ -183,7 +274,7 @@ function compileRule(
     // Case-insensitive file systems (macOS, Windows) run `CLAUDE.EXE` for `claude`: fold both sides.
     names: new Set((p.names ?? []).map((n) => (nocase ? n.toLowerCase() : n))),
     exeGlob: exeGlobs.length > 0 ? picomatch(exeGlobs, { dot: true, nocase }) : null,
-    argv: (p.argv_patterns ?? []).map((src) => new RegExp(src, 'u')),
+    argv: (p.argv_patterns ?? []).map((source) => ({ source, index: argvSources.push(source) - 1 })),
     scriptPackages: new Set(p.script_packages ?? []),
     sha256: new Set((p.sha256 ?? []).map((h) => h.toLowerCase())),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
@@ -217,22 +308,73 @@ function isExcepted(r: CompiledRule, owner: Owner, ctx: MatchContext): boolean {
 /** Per-observation values shared by every rule's test. */
 interface ProcessFacts {
   readonly names: readonly string[];
-  /** The joined, capped argv; built on first use. */
-  argv: string | null;
-  /** Whether any rule's argv pattern / exe glob can match this observation; computed on first use. */
-  argvMay: boolean | null;
+  /** Indices of the policy's argv patterns that match the joined, capped argv; computed on first use. */
+  argvHits: ReadonlySet<number> | null;
+  /** Whether any rule's exe glob can match this observation; computed on first use. */
   exeMay: boolean | null;
   readonly prefilter: ProcessPrefilter;
+  readonly argvSet: ArgvPatternSet;
 }
 
 /**
- * Every rule's argv patterns (and exe globs) joined into alternations of PREFILTER_CHUNK patterns.
- * Testing them answers "can any rule's pattern match?" far cheaper than testing patterns one by
- * one (V8 compiles each alternation into one scan); only on a hit are the rules tested one by one
- * for which matched. null when the patterns cannot be joined safely (backreferences, named groups).
+ * Every argv pattern of the compiled policy, in RE2 sets of ARGV_SET_CHUNK. Built lazily on the
+ * first command line to test (the verifier compiles matchers it never runs) and shared through a
+ * small cache keyed by the chunk's patterns, so the safety check's compile and the matcher put in
+ * force after it pay for one RE2 compilation.
+ */
+class ArgvPatternSet {
+  private chunks: RE2Set[] | null = null;
+  constructor(private readonly sources: readonly string[]) {}
+
+  /** Indices (into the sources) of every pattern found in `text`. */
+  matching(text: string): ReadonlySet<number> {
+    if (this.sources.length === 0) return EMPTY_HITS;
+    this.chunks ??= this.compile();
+    const hits = new Set<number>();
+    this.chunks.forEach((set, c) => {
+      for (const i of set.match(text)) hits.add(c * ARGV_SET_CHUNK + i);
+    });
+    return hits;
+  }
+
+  private compile(): RE2Set[] {
+    const out: RE2Set[] = [];
+    for (let i = 0; i < this.sources.length; i += ARGV_SET_CHUNK) {
+      const chunk = this.sources.slice(i, i + ARGV_SET_CHUNK);
+      const key = JSON.stringify(chunk);
+      let set = argvSetCache.get(key);
+      if (set === undefined) {
+        set = new RE2Set(RE2Set.UNANCHORED, 0, ARGV_SET_DFA_BYTES);
+        for (const src of chunk) set.add(src);
+        set.compile();
+        if (argvSetCache.size >= ARGV_SET_CACHE_MAX) {
+          const oldest = argvSetCache.keys().next().value;
+          if (oldest !== undefined) argvSetCache.delete(oldest);
+        }
+      } else argvSetCache.delete(key); // re-inserted below: most recently used last
+      argvSetCache.set(key, set);
+      out.push(set);
+    }
+    return out;
+  }
+}
+
+const EMPTY_HITS: ReadonlySet<number> = new Set();
+
+/**
+ * Compiled RE2 sets kept across matchers: 8 covers two policy versions × 4 chunks of a
+ * 1,000-pattern policy, at ≤ ARGV_SET_DFA_BYTES of DFA cache each.
+ */
+const ARGV_SET_CACHE_MAX = 8;
+const argvSetCache = new Map<string, RE2Set>();
+
+/**
+ * Every rule's exe globs joined into alternations of PREFILTER_CHUNK patterns. Testing them
+ * answers "can any rule's glob match?" far cheaper than testing globs one by one (V8 compiles each
+ * alternation into one scan); only on a hit are the rules tested one by one for which matched.
+ * null when the globs cannot be joined. (argv patterns have their own RE2 sets: ArgvPatternSet.)
  */
 interface ProcessPrefilter {
-  readonly argv: readonly RegExp[] | null;
   readonly exe: readonly RegExp[] | null;
 }
 
@@ -249,36 +391,34 @@ function anyTest(res: readonly RegExp[] | null, s: string): boolean {
 }
 
 function compileProcessPrefilter(rules: readonly CompiledRule[], nocase: boolean): ProcessPrefilter {
-  const join = (sources: string[], flags: string): RegExp[] | null => {
-    if (sources.length < 2) return null;
-    // Backreferences and named groups change meaning (or clash) when patterns are concatenated.
-    if (sources.some((src) => /\\[1-9]|\\k<|\(\?<[A-Za-z_$]/.test(src))) return null;
-    try {
-      const out: RegExp[] = [];
-      for (let i = 0; i < sources.length; i += PREFILTER_CHUNK) {
-        const chunk = sources.slice(i, i + PREFILTER_CHUNK);
-        out.push(new RegExp(chunk.map((src) => `(?:${src})`).join('|'), flags));
-      }
-      return out;
-    } catch {
-      return null;
-    }
-  };
-  const argv = join(
-    rules.flatMap((r) => r.argv.map((re) => re.source)),
-    'u',
+  const exe = joinGlobs(
+    rules.flatMap((r) => (r.rule.process?.exe_globs ?? []).map(toPosix)),
+    nocase,
   );
-  const exeSources: string[] = [];
-  let exeJoinable = true;
-  for (const r of rules) {
-    for (const g of r.rule.process?.exe_globs ?? []) {
-      const re = picomatch.makeRe(toPosix(g), { dot: true, nocase });
-      if (!(re instanceof RegExp) || re.flags.replace('i', '') !== '') exeJoinable = false;
-      else exeSources.push(re.source);
-    }
+  return { exe };
+}
+
+/** Globs joined into alternations of PREFILTER_CHUNK (see ProcessPrefilter), or null when they cannot be. */
+function joinGlobs(globs: readonly string[], nocase: boolean): RegExp[] | null {
+  if (globs.length < 2) return null;
+  const sources: string[] = [];
+  for (const g of globs) {
+    const re = picomatch.makeRe(g, { dot: true, nocase });
+    if (!(re instanceof RegExp) || re.flags.replace('i', '') !== '') return null;
+    // Backreferences and named groups change meaning (or clash) when patterns are concatenated.
+    if (/\\[1-9]|\\k<|\(\?<[A-Za-z_$]/.test(re.source)) return null;
+    sources.push(re.source);
   }
-  const exe = exeJoinable ? join(exeSources, nocase ? 'i' : '') : null;
-  return { argv, exe };
+  try {
+    const out: RegExp[] = [];
+    for (let i = 0; i < sources.length; i += PREFILTER_CHUNK) {
+      const chunk = sources.slice(i, i + PREFILTER_CHUNK);
+      out.push(new RegExp(chunk.map((src) => `(?:${src})`).join('|'), nocase ? 'i' : ''));
+    }
+    return out;
+  } catch {
+    return null;
+  }
 }
 
 function matchProcess(
@@ -319,19 +459,20 @@ function argvHit(
   facts: ProcessFacts,
 ): { reason: MatchReason; detail: string } | null {
   if (r.argv.length === 0) return null;
-  facts.argv ??= joinArgv(obs.argv);
-  const joined = facts.argv;
-  facts.argvMay ??= anyTest(facts.prefilter.argv, joined);
-  if (!facts.argvMay) return null;
-  for (const re of r.argv) if (re.test(joined)) return { reason: 'argv', detail: re.source };
+  facts.argvHits ??= facts.argvSet.matching(joinArgv(obs.argv));
+  if (facts.argvHits.size === 0) return null;
+  for (const p of r.argv) if (facts.argvHits.has(p.index)) return { reason: 'argv', detail: p.source };
   return null;
 }
 
 /** argv joined with spaces, cut at MAX_ARGV_MATCH_CHARS without joining a huge tail first. */
 function joinArgv(argv: readonly string[]): string {
   let out = '';
+  let first = true;
   for (const a of argv) {
-    out = out === '' ? a : `${out} ${a}`;
+    // Not `out === ''`: an empty argument still takes its separator, as argv.join(' ') does.
+    out = first ? a : `${out} ${a}`;
+    first = false;
     if (out.length >= MAX_ARGV_MATCH_CHARS) return out.slice(0, MAX_ARGV_MATCH_CHARS);
   }
   return out;

@@ -1,6 +1,7 @@
 /**
- * Owns `guardctl policy lint`: everything the verifier refuses (schema, semantics, unsafe rules),
- * plus authoring mistakes a device would accept but an admin wants to hear about: exceptions that
+ * Owns `guardctl policy lint`: everything the verifier refuses (schema, semantics, argv patterns RE2
+ * cannot run, unsafe rules — judged against this machine's critical programs, see rule-safety.ts),
+ * plus warn/audit rules that would fire on critical programs, plus authoring mistakes a device would accept but an admin wants to hear about: exceptions that
  * name no rule, rules that can never decide anything (no criteria, or shadowed by an earlier or
  * stronger rule), criteria shared by several rules, expiry in the past. `sign` refuses a body with
  * any `error` finding; warnings are advice.
@@ -8,17 +9,17 @@
 import type { ErrorCode } from '../common/errors.js';
 import { type PolicyIssue, policyIssues } from './policy-schema.js';
 import type { PolicyBody, PolicyRule, RuleAction } from './policy-types.js';
-import { unsafeRuleIssues } from './rule-safety.js';
+import { ruleSafetyIssues, type SafetyOptions } from './rule-safety.js';
 
 export type LintKind =
   | 'schema'
   | 'regex'
+  | 'regex-unsupported'
   | 'glob'
   | 'semver'
   | 'dates'
   | 'duplicate-id'
   | 'unknown-rule'
-  | 'catastrophic-regex'
   | 'unsafe'
   | 'unreachable'
   | 'overlap'
@@ -36,6 +37,8 @@ export interface LintFinding {
 export interface LintOptions {
   /** ms since the epoch; when set, an expires_at at or before it is an error. */
   readonly now?: number;
+  /** Passed to the safety check (protected dirs, whether to probe this machine). */
+  readonly safety?: SafetyOptions;
 }
 
 const RANK: Record<RuleAction, number> = { block: 3, warn: 2, audit: 1 };
@@ -49,12 +52,12 @@ export function lintPolicy(body: unknown, options: LintOptions = {}): LintFindin
   }
   const b = body as PolicyBody;
   const findings: LintFinding[] = [];
-  for (const i of unsafeRuleIssues(b)) {
-    const redos = i.message.includes('catastrophic');
+  for (const i of ruleSafetyIssues(b, options.safety)) {
     findings.push({
-      severity: 'error',
-      kind: redos ? 'catastrophic-regex' : 'unsafe',
-      code: 'GUARD_POLICY_UNSAFE_RULE',
+      severity: i.severity,
+      kind: 'unsafe',
+      // A warning is advice (guardd applies the policy); an error is what guardd refuses it with.
+      code: i.severity === 'error' ? 'GUARD_POLICY_UNSAFE_RULE' : 'GUARD_POLICY_LINT',
       path: i.path,
       message: i.message,
     });
@@ -94,6 +97,9 @@ export function lintPolicy(body: unknown, options: LintOptions = {}): LintFindin
 }
 
 function classify(i: PolicyIssue): Omit<LintFinding, 'severity'> {
+  if (i.code === 'GUARD_POLICY_REGEX_UNSUPPORTED') {
+    return { kind: 'regex-unsupported', code: i.code, path: i.path, message: i.message };
+  }
   const kind: LintKind = i.message.startsWith('duplicate rule id')
     ? 'duplicate-id'
     : i.message.includes('regular expression')

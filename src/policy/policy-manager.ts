@@ -46,6 +46,8 @@ export interface PolicyManagerOptions {
   readonly platform: Platform;
   /** Every local user's home (for `~` in path globs); called at each (re)compile. */
   readonly homes: () => readonly string[];
+  /** Directories guardd owns here (state, sockets): no rule may quarantine in them (rule-safety.ts). */
+  readonly protectedDirs?: readonly string[];
   readonly events: EventSink;
   readonly logger: Logger;
   /** Milliseconds since the epoch; tests pass a fixed clock. */
@@ -231,6 +233,7 @@ export class PolicyManager {
       clockSkewS: this.options.clockSkewS,
       maxBytes: this.options.maxBytes,
       allowStale,
+      safety: { protectedDirs: this.options.protectedDirs ?? [] },
     });
   }
 

@@ -1,7 +1,7 @@
 /**
  * Owns validating a policy body: the JSON Schema in policy/policy.schema.json (ajv + ajv-formats)
- * and the semantic checks a schema cannot express (regexes compile with the matcher's `u` flag,
- * globs have balanced brackets, semver ranges parse, expires_at after issued_at, rule ids unique).
+ * and the semantic checks a schema cannot express (argv patterns compile with the matcher's RE2
+ * engine within its size limit, globs have balanced brackets, semver ranges parse, expires_at after issued_at, rule ids unique).
  * Every problem is reported with the JSON path of the offending value (`$.rules[2].process.names[0]`),
  * all of them at once, so an admin fixes a policy in one round.
  */
@@ -10,7 +10,8 @@ import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import picomatch from 'picomatch';
 import semver from 'semver';
-import { GuardError } from '../common/errors.js';
+import { type ErrorCode, GuardError } from '../common/errors.js';
+import { compileArgvPattern, MAX_ARGV_PATTERN_PROGRAM_SIZE } from './matcher.js';
 import type { PolicyBody } from './policy-types.js';
 
 /** One problem found in a policy body. */
@@ -18,6 +19,8 @@ export interface PolicyIssue {
   /** JSONPath-like location, `$` = the body root. */
   readonly path: string;
   readonly message: string;
+  /** The code a device refuses it with when not GUARD_POLICY_SCHEMA (e.g. GUARD_POLICY_REGEX_UNSUPPORTED). */
+  readonly code?: ErrorCode;
 }
 
 /** The error message lists at most this many issues (all are in `details.issues`, capped below). */
@@ -118,14 +121,43 @@ function dedupe(issues: PolicyIssue[]): PolicyIssue[] {
   });
 }
 
-/** Why `src` is not a regex the matcher can compile (`new RegExp(src, 'u')`), or null. */
-export function regexProblem(src: string): string | null {
+/**
+ * Why `src` is not an argv pattern the matcher can run, or null. The pattern language is RE2's
+ * (linear-time matching): a pattern JavaScript would accept but RE2 refuses (backreference,
+ * lookahead/lookbehind, `\u` escapes, repeat count above 1000) or one that compiles larger than
+ * MAX_ARGV_PATTERN_PROGRAM_SIZE is GUARD_POLICY_REGEX_UNSUPPORTED; a pattern no engine reads is
+ * a plain GUARD_POLICY_SCHEMA problem.
+ */
+export function regexProblem(src: string): { readonly message: string; readonly code?: ErrorCode } | null {
+  let size: number;
   try {
-    new RegExp(src, 'u');
-    return null;
+    size = compileArgvPattern(src).programSize();
   } catch (err) {
-    return `is not a valid regular expression (u flag): ${(err as Error).message}`;
+    const why = (err as Error).message.replace(/^error parsing regexp: /, '');
+    let jsValid = true;
+    try {
+      new RegExp(src);
+    } catch {
+      try {
+        new RegExp(src, 'u');
+      } catch {
+        jsValid = false;
+      }
+    }
+    return jsValid
+      ? {
+          code: 'GUARD_POLICY_REGEX_UNSUPPORTED',
+          message: `uses syntax the linear-time RE2 engine does not support (${why}); argv patterns are RE2 syntax: no backreferences or lookaround (docs/policy.md)`,
+        }
+      : { message: `is not a valid regular expression (RE2 syntax): ${why}` };
   }
+  if (size > MAX_ARGV_PATTERN_PROGRAM_SIZE) {
+    return {
+      code: 'GUARD_POLICY_REGEX_UNSUPPORTED',
+      message: `compiles to ${size} RE2 instructions, more than the ${MAX_ARGV_PATTERN_PROGRAM_SIZE} a pattern may have (large counted repetitions such as .{1000})`,
+    };
+  }
+  return null;
 }
 
 /** Why `glob` is not a usable glob (unbalanced brackets/braces/parens), or null. */
@@ -167,7 +199,7 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
     const p = rule.process ?? {};
     (p.argv_patterns ?? []).forEach((src, j) => {
       const problem = regexProblem(src);
-      if (problem) issues.push({ path: `${at}.process.argv_patterns[${j}]`, message: problem });
+      if (problem) issues.push({ path: `${at}.process.argv_patterns[${j}]`, ...problem });
     });
     (p.exe_globs ?? []).forEach((g, j) => {
       const problem = globProblem(g);
@@ -209,11 +241,18 @@ export function formatIssues(issues: readonly PolicyIssue[]): string {
   return shown.join('; ') + more;
 }
 
-/** Returns `body` typed when it passes schema and semantics; else GUARD_POLICY_SCHEMA naming every path. */
+/**
+ * Returns `body` typed when it passes schema and semantics; else throws naming every path: with
+ * the issues' own code when they all share one (GUARD_POLICY_REGEX_UNSUPPORTED), else
+ * GUARD_POLICY_SCHEMA.
+ */
 export function assertValidPolicyBody(body: unknown): PolicyBody {
   const issues = policyIssues(body);
   if (issues.length > 0) {
-    throw new GuardError('GUARD_POLICY_SCHEMA', `policy body is invalid: ${formatIssues(issues)}`, {
+    const first = issues[0]?.code;
+    const code: ErrorCode =
+      first !== undefined && issues.every((i) => i.code === first) ? first : 'GUARD_POLICY_SCHEMA';
+    throw new GuardError(code, `policy body is invalid: ${formatIssues(issues)}`, {
       issues: issues.slice(0, MAX_ISSUES_KEPT),
     });
   }

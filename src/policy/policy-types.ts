@@ -15,7 +15,7 @@ export interface ProcessCriteria {
   readonly names?: readonly string[];
   /** Globs (picomatch) on the real executable path. */
   readonly exe_globs?: readonly string[];
-  /** Regexes (JavaScript syntax, checked for catastrophic backtracking at lint) on the joined argv. */
+  /** Patterns in RE2 syntax (linear-time matching; no backreferences or lookaround) on the joined argv. */
   readonly argv_patterns?: readonly string[];
   /** npm package names whose scripts, run by an interpreter, are banned. */
   readonly script_packages?: readonly string[];

@@ -28,7 +28,7 @@ import {
   type PolicyBody,
   type VerifiedPolicy,
 } from './policy-types.js';
-import { assertSafePolicy } from './rule-safety.js';
+import { assertSafePolicy, type SafetyOptions } from './rule-safety.js';
 
 /** More signatures than this is not a real policy: refused before doing signatures × keys verifications. */
 const MAX_SIGNATURES = 16;
@@ -53,6 +53,8 @@ export interface VerifyOptions {
    * validly signed policy is never replaced by nothing — never for updates.
    */
   readonly allowStale?: boolean;
+  /** This device's facts for the safety check (its state dir …): rule-safety.ts. */
+  readonly safety?: SafetyOptions;
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$/;
@@ -89,7 +91,7 @@ export function verifyPolicyEnvelope(text: string | Buffer, opts: VerifyOptions)
   const signedBy = verifySignatures(envelope, payload, opts);
   const body = parseBody(payload);
   checkCompiles(body);
-  assertSafePolicy(body);
+  assertSafePolicy(body, opts.safety);
   checkFreshness(body, opts);
   return {
     body,

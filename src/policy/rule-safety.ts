@@ -1,228 +1,676 @@
 /**
- * Owns the safety net under a signed policy: rules that would hit the machine itself are refused
- * (GUARD_POLICY_UNSAFE_RULE) even when validly signed. A typo such as `"names": ["node"]` or an
- * exe glob of `**` would otherwise kill init, sshd, every Node process — guardd included — on the
- * whole fleet within one refresh. The verifier and `guardctl policy lint` both use these checks.
+ * Owns the safety net under a signed policy: a rule that would kill, deny or quarantine what keeps
+ * the machine (or guardd) alive is refused (GUARD_POLICY_UNSAFE_RULE) even when validly signed. A
+ * typo such as `"names": ["node"]`, an exe glob of `**` or a path glob under /etc would otherwise
+ * hit init, sshd, the shell, guardd itself on the whole fleet within one refresh. The verifier (at
+ * apply time) and `guardctl policy lint` both use this module.
  *
- * How it decides: each criterion is tried against probes of critical processes and files on all
- * three platforms (the same matching semantics as src/policy/matcher.ts: exact names, picomatch
- * globs with dot + nocase, argv regexes with the `u` flag on the space-joined argv). Regexes prone
- * to catastrophic backtracking (safe-regex2) are refused too: the matcher runs them on every launch.
+ * How it decides — semantically, not from name lists: the policy is compiled with the real matcher
+ * (src/policy/matcher.ts) and run against probe observations of critical programs and files:
+ *  - this machine's: pid 1, every shell of /etc/shells and what /bin/sh resolves to, interpreters
+ *    and package managers found on PATH and the system bin dirs (resolved to their real files, so
+ *    `python3` is also probed as `python3.11` and /bin/sh as /usr/bin/dash), sshd and the display
+ *    server when installed, guardd itself (process.execPath and its app dir), and the files of the
+ *    state, config and install dirs, /etc, every user's home and its secrets;
+ *  - generic ones for all three platforms (Debian/Fedora/macOS/Windows paths), so a policy linted
+ *    on an admin's Mac is also checked against a Linux fleet.
+ * A process probe carries the name, real exe path, argv and script package the process sensor
+ * would report, and the SHA-256 of the real binary (hashed only when the policy has hash rules).
+ * Path globs are also checked for reaching *into* a protected directory tree (`/etc/x/*`).
+ *
+ * Severity: a `block` rule hitting a probe is an error (refused by guardd, refused by `lint` and
+ * `sign`): it would kill, deny or quarantine it. A `warn` or `audit` rule hitting one cannot hurt
+ * the machine (it only notifies or records) but would fire on every launch: a lint warning, and
+ * guardd applies it. Rules are judged alone: exceptions never make a rule safe.
+ *
+ * argv patterns need no backtracking check any more: the matcher runs them on RE2 (linear time), so
+ * the star-height (safe-regex2) and overlapping-alternation heuristics this module used to apply
+ * are gone; the pattern's size is bounded by the schema (policy-schema.ts).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import picomatch from 'picomatch';
-import safeRegex from 'safe-regex2';
 import { GuardError } from '../common/errors.js';
-import { expandHome } from './matcher.js';
+import { currentPlatform, defaultPaths, type Platform } from '../common/platform-paths.js';
+import type {
+  Owner,
+  PackageObservation,
+  PathObservation,
+  ProcessObservation,
+} from '../sensors/observation.js';
+import { compileMatcher, expandHome, type RuleHit } from './matcher.js';
 import type { PolicyIssue } from './policy-schema.js';
 import type { PolicyBody, PolicyRule } from './policy-types.js';
 
-/**
- * Process names no rule may name (compared case-insensitively, `.exe` stripped, as the matcher does
- * on macOS/Windows): the init system, remote access, the kernel's own threads, login and session
- * machinery, shells, the interpreters that run guardd and countless legitimate tools, and guardd.
- */
-const PROTECTED_NAMES = new Set([
-  // init, service managers, kernel
-  'init',
-  'systemd',
-  'launchd',
-  'kernel_task',
-  'kthreadd',
-  'system',
-  'smss',
-  'csrss',
-  'wininit',
-  'winlogon',
-  'services',
-  'lsass',
-  'svchost',
-  'explorer',
-  'windowserver',
-  'loginwindow',
-  'dbus-daemon',
-  'login',
-  'sshd',
-  'sshd-session',
-  'cron',
-  'crond',
-  'containerd',
-  'dockerd',
-  'sudo',
-  'su',
-  // shells
-  'sh',
-  'bash',
-  'dash',
-  'zsh',
-  'fish',
-  'cmd',
-  'powershell',
-  'pwsh',
-  // interpreters: banning one bans everything written in it (and guardd runs on node)
-  'node',
-  'nodejs',
-  'python',
-  'python3',
-  'perl',
-  'ruby',
-  'java',
-  'deno',
-  'bun',
-  // toolguard itself
-  'guardd',
-  'guardctl',
-  'guard-collector',
-  'toolguard',
-]);
+/** What the safety check needs to know about this device beyond what it can probe itself. */
+export interface SafetyOptions {
+  /**
+   * Directories guardd owns on this device besides the platform defaults (the configured state
+   * dir, its quarantine): nothing at, above or below them may be matched by a path glob.
+   */
+  readonly protectedDirs?: readonly string[];
+  /**
+   * Probe this machine's programs and files (default true). False keeps only the generic probes:
+   * for tools that judge a policy for other machines only.
+   */
+  readonly probeMachine?: boolean;
+}
 
-/** Kernel threads (Linux comm values): `kworker/0:1`, `ksoftirqd/3`, `rcu_sched`, … */
-const KERNEL_THREAD_NAME =
-  /^(?:kworker|ksoftirqd|kswapd|kcompactd|khugepaged|migration|rcu_|watchdog|jbd2|cpuhp|idle_inject|oom_reaper|writeback|kblockd|irq\/|kthread|kauditd|khungtaskd|kdevtmpfs|scsi_|ext4-|xfs)/i;
+/** A safety finding: an error refuses the policy; a warning is lint advice. */
+export interface SafetyIssue extends PolicyIssue {
+  readonly severity: 'error' | 'warning';
+}
 
-/** Names matched by prefix: systemd's many helpers (`systemd-journald`, `systemd-logind`, …). */
-const PROTECTED_NAME_PREFIXES = ['systemd-', 'kworker'];
+/** A critical process as the process sensor would report it. */
+interface ProcessProbe {
+  /** For messages: "the system shell /bin/sh (/usr/bin/dash)". */
+  readonly what: string;
+  readonly platform: Platform;
+  readonly obs: ProcessObservation;
+  /** The real file behind `obs.exe` on this machine, hashed when the policy has sha256 rules. */
+  readonly file?: string;
+}
 
-/** Home used to expand `~` in probes and globs. */
+/** A critical file or directory. */
+interface PathProbe {
+  readonly what: string;
+  readonly platform: Platform;
+  readonly path: string;
+  /** True: everything below it is critical too (a glob may not reach into it). */
+  readonly subtree: boolean;
+}
+
+interface PackageProbe {
+  readonly what: string;
+  readonly platform: Platform;
+  readonly name: string;
+}
+
+interface Probes {
+  readonly processes: readonly ProcessProbe[];
+  readonly paths: readonly PathProbe[];
+  readonly packages: readonly PackageProbe[];
+  /** Homes used to expand `~` in the rules under test. */
+  readonly homes: readonly string[];
+}
+
+/** A home no real user has: the generic probes of per-user files live here. */
 const PROBE_HOME = '/home/probe-user';
 
-/** Executables (and scripts the matcher tests exe globs against) no exe glob may match. */
-const CRITICAL_EXE_PATHS = [
-  '/sbin/init',
-  '/usr/sbin/init',
-  '/lib/systemd/systemd',
+const ROOT_OWNER: Owner = { uid: 0, user: 'root', groups: [], home: null };
+const PLATFORMS: readonly Platform[] = ['linux', 'darwin', 'win32'];
+
+function processProbe(
+  platform: Platform,
+  what: string,
+  name: string,
+  exe: string | null,
+  argv: readonly string[],
+  extra: { scriptPackage?: ProcessObservation['scriptPackage']; file?: string } = {},
+): ProcessProbe {
+  return {
+    what,
+    platform,
+    file: extra.file,
+    obs: {
+      kind: 'process',
+      pid: 1,
+      ppid: 0,
+      startTime: 0,
+      name,
+      exe,
+      argv,
+      owner: ROOT_OWNER,
+      tty: null,
+      scriptPackage: extra.scriptPackage ?? null,
+    },
+  };
+}
+
+const script = (name: string, root: string, file: string) => ({ name, version: null, root, script: file });
+
+/**
+ * Generic probes, one set per platform: where the critical programs and files live on common
+ * installs of Debian/Ubuntu, Fedora, macOS and Windows, whichever machine runs the check.
+ */
+function genericProbes(): Probes {
+  const L: Platform = 'linux';
+  const D: Platform = 'darwin';
+  const W: Platform = 'win32';
+  const exe = (platform: Platform, path: string, what: string, argv: string[] = [path]) =>
+    processProbe(platform, what, basename(path).slice(0, 15), path, argv);
+  const kthread = (name: string) => processProbe(L, `the kernel thread ${name}`, name, null, []);
+  const nodeScript = (
+    platform: Platform,
+    node: string,
+    pkg: string,
+    root: string,
+    file: string,
+    what: string,
+  ) =>
+    processProbe(platform, what, pkg === 'npm' ? 'npm' : 'node', node, [node, file], {
+      scriptPackage: script(pkg, root, file),
+    });
+  const processes: ProcessProbe[] = [
+    // Linux: init, session and remote access, shells, interpreters, guardd
+    exe(L, '/sbin/init', 'init', ['/sbin/init', 'splash']),
+    exe(L, '/usr/lib/systemd/systemd', 'systemd (init)', [
+      '/lib/systemd/systemd',
+      '--system',
+      '--deserialize',
+      '31',
+    ]),
+    exe(L, '/usr/lib/systemd/systemd-journald', 'systemd-journald'),
+    exe(L, '/usr/lib/systemd/systemd-logind', 'systemd-logind'),
+    exe(L, '/usr/lib/systemd/systemd-udevd', 'systemd-udevd'),
+    exe(L, '/usr/sbin/sshd', 'sshd', ['sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups']),
+    exe(L, '/usr/lib/openssh/sshd-session', 'sshd-session', ['sshd: alice [priv]']),
+    exe(L, '/usr/bin/dbus-daemon', 'dbus-daemon', [
+      '/usr/bin/dbus-daemon',
+      '--system',
+      '--address=systemd:',
+      '--nofork',
+    ]),
+    exe(L, '/usr/sbin/cron', 'cron'),
+    exe(L, '/usr/bin/sudo', 'sudo'),
+    exe(L, '/usr/bin/su', 'su'),
+    exe(L, '/usr/bin/login', 'login'),
+    exe(L, '/usr/bin/env', 'env (runs every #!/usr/bin/env script)'),
+    exe(L, '/usr/bin/dash', 'dash (Debian /bin/sh)', ['/bin/sh', '-c', 'true']),
+    exe(L, '/usr/bin/bash', 'bash', ['-bash']),
+    exe(L, '/usr/bin/zsh', 'zsh', ['-zsh']),
+    exe(L, '/usr/bin/python3.11', 'python3', ['python3']),
+    exe(L, '/usr/bin/python3.12', 'python3', ['python3']),
+    exe(L, '/usr/bin/perl', 'perl'),
+    exe(L, '/usr/bin/node', 'node'),
+    exe(L, '/usr/local/bin/node', 'node'),
+    exe(L, `${PROBE_HOME}/.nvm/versions/node/v20.19.0/bin/node`, 'node (nvm)'),
+    exe(L, `${PROBE_HOME}/.volta/tools/image/node/20.19.0/bin/node`, 'node (volta)'),
+    exe(L, `${PROBE_HOME}/.local/share/fnm/node-versions/v20.19.0/installation/bin/node`, 'node (fnm)'),
+    exe(L, `${PROBE_HOME}/.asdf/installs/nodejs/20.19.0/bin/node`, 'node (asdf)'),
+    exe(L, '/usr/bin/apt', 'apt'),
+    exe(L, '/usr/bin/dpkg', 'dpkg'),
+    exe(L, '/usr/bin/rpm', 'rpm'),
+    exe(L, '/usr/bin/dnf', 'dnf'),
+    exe(L, '/usr/lib/xorg/Xorg', 'the X server'),
+    exe(L, '/usr/bin/Xwayland', 'Xwayland'),
+    exe(L, '/usr/bin/gnome-shell', 'gnome-shell'),
+    nodeScript(
+      L,
+      '/usr/bin/node',
+      'npm',
+      '/usr/lib/node_modules/npm',
+      '/usr/lib/node_modules/npm/bin/npm-cli.js',
+      'npm',
+    ),
+    nodeScript(
+      L,
+      '/usr/bin/node',
+      'corepack',
+      '/usr/lib/node_modules/corepack',
+      '/usr/lib/node_modules/corepack/dist/corepack.js',
+      'corepack',
+    ),
+    nodeScript(
+      L,
+      '/usr/bin/node',
+      'toolguard',
+      '/usr/lib/node_modules/toolguard',
+      '/usr/lib/node_modules/toolguard/bin/guardd.js',
+      'guardd',
+    ),
+    nodeScript(L, '/usr/bin/node', 'toolguard', '/opt/toolguard', '/opt/toolguard/bin/guardd.js', 'guardd'),
+    processProbe(L, 'guardd', 'guardd', '/opt/toolguard/node/bin/node', [
+      '/opt/toolguard/node/bin/node',
+      '/opt/toolguard/bin/guardd.js',
+      '--config',
+      '/etc/toolguard/config.json',
+    ]),
+    kthread('kthreadd'),
+    kthread('kworker/0:1'),
+    kthread('ksoftirqd/0'),
+    kthread('rcu_sched'),
+    kthread('migration/0'),
+    kthread('kswapd0'),
+    // macOS
+    exe(D, '/sbin/launchd', 'launchd (init)'),
+    exe(D, '/System/Library/CoreServices/loginwindow.app/Contents/MacOS/loginwindow', 'loginwindow'),
+    exe(D, '/System/Library/PrivateFrameworks/SkyLight.framework/Resources/WindowServer', 'WindowServer'),
+    exe(D, '/usr/sbin/sshd', 'sshd'),
+    exe(D, '/usr/libexec/sshd-keygen-wrapper', 'sshd-keygen-wrapper'),
+    exe(D, '/bin/zsh', 'zsh', ['-zsh']),
+    exe(D, '/bin/bash', 'bash'),
+    exe(D, '/bin/sh', 'sh'),
+    exe(D, '/usr/bin/env', 'env'),
+    exe(D, '/usr/bin/sudo', 'sudo'),
+    exe(D, '/usr/bin/python3', 'python3'),
+    exe(D, '/opt/homebrew/bin/node', 'node (Homebrew)'),
+    exe(D, '/opt/homebrew/Cellar/node/22.11.0/bin/node', 'node (Homebrew)'),
+    exe(D, '/opt/homebrew/bin/brew', 'brew'),
+    // Windows
+    exe(W, 'C:/Windows/System32/svchost.exe', 'svchost', [
+      'C:\\Windows\\system32\\svchost.exe',
+      '-k',
+      'netsvcs',
+    ]),
+    exe(W, 'C:/Windows/System32/csrss.exe', 'csrss'),
+    exe(W, 'C:/Windows/System32/smss.exe', 'smss'),
+    exe(W, 'C:/Windows/System32/wininit.exe', 'wininit'),
+    exe(W, 'C:/Windows/System32/winlogon.exe', 'winlogon'),
+    exe(W, 'C:/Windows/System32/lsass.exe', 'lsass'),
+    exe(W, 'C:/Windows/System32/services.exe', 'services'),
+    exe(W, 'C:/Windows/explorer.exe', 'explorer', ['C:\\Windows\\Explorer.EXE']),
+    exe(W, 'C:/Windows/System32/cmd.exe', 'cmd'),
+    exe(W, 'C:/Windows/System32/WindowsPowerShell/v1.0/powershell.exe', 'powershell'),
+    exe(W, 'C:/Program Files/PowerShell/7/pwsh.exe', 'pwsh'),
+    exe(W, 'C:/Program Files/nodejs/node.exe', 'node'),
+    nodeScript(
+      W,
+      'C:/Program Files/nodejs/node.exe',
+      'toolguard',
+      'C:/Program Files/toolguard',
+      'C:/Program Files/toolguard/bin/guardd.js',
+      'guardd',
+    ),
+  ];
+  // Kernel threads: the system's "System" process on Windows too.
+  processes.push(processProbe(W, 'the System process', 'System', null, []));
+
+  const home = (platform: Platform, h: string): PathProbe[] => [
+    { what: 'a home directory', platform, path: h, subtree: false },
+    ...['.ssh', '.gnupg', '.aws', '.kube', '.docker', '.password-store'].map((d) => ({
+      what: `a user's ${d} (secrets)`,
+      platform,
+      path: `${h}/${d}`,
+      subtree: true,
+    })),
+    ...[
+      '.bashrc',
+      '.profile',
+      '.bash_profile',
+      '.zshrc',
+      '.config',
+      '.local',
+      '.local/bin',
+      '.local/share',
+      '.npm-global/lib/node_modules',
+      '.vscode',
+      '.vscode/extensions',
+      '.nvm/versions/node/v20.19.0/bin/node',
+    ].map((f) => ({ what: `a user's ${f}`, platform, path: `${h}/${f}`, subtree: false })),
+  ];
+  const tree = (platform: Platform, path: string, what: string): PathProbe => ({
+    what,
+    platform,
+    path,
+    subtree: true,
+  });
+  const point = (platform: Platform, path: string, what: string): PathProbe => ({
+    what,
+    platform,
+    path,
+    subtree: false,
+  });
+  const paths: PathProbe[] = [
+    tree(L, '/etc', 'the system configuration /etc'),
+    tree(L, '/boot', 'the boot files'),
+    tree(L, '/usr/bin', 'the system programs'),
+    tree(L, '/usr/sbin', 'the system programs'),
+    tree(L, '/usr/lib/systemd', 'systemd'),
+    tree(L, '/var/lib/toolguard', "guardd's state dir"),
+    tree(L, '/etc/toolguard', "guardd's config dir"),
+    tree(L, '/opt/toolguard', "guardd's install dir"),
+    tree(L, '/usr/lib/node_modules/toolguard', "guardd's install dir"),
+    tree(L, '/usr/local/lib/node_modules/toolguard', "guardd's install dir"),
+    tree(L, '/usr/lib/node_modules/npm', 'npm'),
+    tree(L, '/root/.ssh', "root's .ssh"),
+    point(L, '/root', "root's home"),
+    point(L, '/home', 'the homes'),
+    point(L, '/usr/local/bin/node', 'node'),
+    ...home(L, PROBE_HOME),
+    tree(D, '/System', 'the operating system'),
+    tree(D, '/private/etc', 'the system configuration'),
+    tree(D, '/Library/Application Support/toolguard', "guardd's state dir"),
+    point(D, '/Applications', 'the applications'),
+    point(D, '/Users', 'the homes'),
+    tree(W, 'C:/Windows', 'Windows'),
+    tree(W, 'C:/ProgramData/toolguard', "guardd's state dir"),
+    tree(W, 'C:/Program Files/toolguard', "guardd's install dir"),
+    point(W, 'C:/Program Files/nodejs/node.exe', 'node'),
+    point(W, 'C:/Users', 'the homes'),
+  ];
+  const packages: PackageProbe[] = PLATFORMS.flatMap((platform) =>
+    ['toolguard', 'npm', 'corepack'].map((name) => ({ what: `the npm package ${name}`, platform, name })),
+  );
+  return { processes, paths, packages, homes: [PROBE_HOME] };
+}
+
+// ---- this machine ---------------------------------------------------------------------------
+
+/**
+ * Commands whose programs are critical wherever they are installed: shells, launchers, remote and
+ * session access, init and service managers, interpreters (banning one bans everything written in
+ * it; guardd runs on node), package managers, display servers, guardd.
+ */
+const CRITICAL_COMMAND =
+  /^(?:sh|bash|dash|zsh|ksh|mksh|fish|tcsh|csh|rbash|busybox|env|sudo|su|doas|pkexec|login|sshd|ssh-agent|init|systemd|systemctl|dbus-daemon|dbus-broker|cron|crond|python[0-9.]*|node|nodejs|perl[0-9.]*|ruby[0-9.]*|php[0-9.]*|java|deno|bun|lua[0-9.]*|tclsh[0-9.]*|npm|npx|corepack|yarn|pnpm|apt|apt-get|dpkg|rpm|dnf|yum|zypper|pacman|apk|snap|flatpak|brew|pip[0-9.]*|Xorg|Xwayland|gnome-shell|kwin_wayland|kwin_x11|sway|gdm3?|lightdm|sddm|guardd|guardctl)$/;
+
+/** System program dirs probed whatever PATH says (guardd runs with a service manager's PATH). */
+const SYSTEM_BIN_DIRS = ['/bin', '/sbin', '/usr/bin', '/usr/sbin', '/usr/local/bin', '/usr/local/sbin'];
+
+/** Programs outside the bin dirs, probed when installed. */
+const SYSTEM_DAEMONS = [
   '/usr/lib/systemd/systemd',
+  '/lib/systemd/systemd',
   '/usr/lib/systemd/systemd-journald',
   '/usr/lib/systemd/systemd-logind',
   '/usr/lib/systemd/systemd-udevd',
-  '/sbin/launchd',
-  '/usr/sbin/sshd',
-  '/usr/bin/sshd',
-  '/usr/libexec/sshd-session',
   '/usr/lib/openssh/sshd-session',
-  '/bin/sh',
-  '/bin/bash',
-  '/usr/bin/bash',
-  '/bin/zsh',
-  '/usr/bin/zsh',
-  '/usr/bin/sudo',
-  '/usr/bin/dbus-daemon',
-  '/usr/sbin/cron',
-  '/usr/bin/node',
-  '/usr/local/bin/node',
-  '/opt/homebrew/bin/node',
-  '/opt/homebrew/Cellar/node/22.11.0/bin/node',
-  `${PROBE_HOME}/.nvm/versions/node/v20.19.0/bin/node`,
-  `${PROBE_HOME}/.volta/tools/image/node/20.19.0/bin/node`,
-  `${PROBE_HOME}/.local/share/fnm/node-versions/v20.19.0/installation/bin/node`,
-  `${PROBE_HOME}/.asdf/installs/nodejs/20.19.0/bin/node`,
-  '/usr/bin/python3',
-  '/usr/lib/node_modules/npm/bin/npm-cli.js',
-  '/usr/lib/node_modules/toolguard/bin/guardd.js',
-  '/usr/local/lib/node_modules/toolguard/bin/guardd.js',
-  '/opt/toolguard/bin/guardd.js',
-  '/usr/lib/toolguard/bin/guardd.js',
-  '/System/Library/CoreServices/loginwindow.app/Contents/MacOS/loginwindow',
-  '/System/Library/PrivateFrameworks/SkyLight.framework/Resources/WindowServer',
-  '/usr/libexec/sshd-keygen-wrapper',
-  'C:/Windows/System32/svchost.exe',
-  'C:/Windows/System32/csrss.exe',
-  'C:/Windows/System32/winlogon.exe',
-  'C:/Windows/System32/lsass.exe',
-  'C:/Windows/explorer.exe',
-  'C:/Windows/System32/WindowsPowerShell/v1.0/powershell.exe',
-  'C:/Program Files/nodejs/node.exe',
-  'C:/Program Files/toolguard/bin/guardd.js',
+  '/usr/libexec/openssh/sshd-session',
+  '/usr/lib/xorg/Xorg',
+  '/usr/libexec/Xorg',
+  '/usr/lib/gdm3/gdm-x-session',
+  '/usr/libexec/gdm-x-session',
 ];
 
-/** Files and directories no path glob may match (quarantine would move them). */
-const CRITICAL_PATHS = [
-  '/',
-  '/etc',
-  '/etc/passwd',
-  '/usr',
-  '/usr/bin',
-  '/usr/bin/node',
-  '/usr/local/bin/node',
-  '/usr/lib/node_modules/npm',
-  '/usr/lib/node_modules/toolguard',
-  '/usr/local/lib/node_modules/toolguard',
-  '/var/lib/toolguard',
-  '/sbin/init',
-  '/usr/lib/systemd/systemd',
-  '/home',
-  PROBE_HOME,
-  `${PROBE_HOME}/.bashrc`,
-  `${PROBE_HOME}/.ssh`,
-  `${PROBE_HOME}/.ssh/authorized_keys`,
-  `${PROBE_HOME}/.config`,
-  `${PROBE_HOME}/.local`,
-  `${PROBE_HOME}/.local/bin`,
-  `${PROBE_HOME}/.local/share`,
-  `${PROBE_HOME}/.vscode`,
-  `${PROBE_HOME}/.vscode/extensions`,
-  `${PROBE_HOME}/.npm-global/lib/node_modules`,
-  `${PROBE_HOME}/.nvm/versions/node/v20.19.0/bin/node`,
-  '/Applications',
-  '/Library/Application Support/toolguard',
-  '/System/Library/CoreServices',
-  'C:/',
-  'C:/Windows',
-  'C:/Windows/System32',
-  'C:/Program Files',
-  'C:/Program Files/nodejs/node.exe',
-  'C:/Users',
-  'C:/ProgramData/toolguard',
-];
+/** A bin dir with more entries than this is not read further (a hostile PATH entry cannot stall us). */
+const MAX_DIR_ENTRIES = 20_000;
 
-/** Joined argv of critical processes: an argv pattern matching one of these would kill it. */
-const CRITICAL_ARGV = [
-  '', // kernel threads have no argv
-  '/sbin/init splash',
-  '/lib/systemd/systemd --system --deserialize 31',
-  '/usr/lib/systemd/systemd --user',
-  '/usr/lib/systemd/systemd-journald',
-  'sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups',
-  'sshd: alice [priv]',
-  '/usr/sbin/sshd -D',
-  '/sbin/launchd',
-  '-bash',
-  '/bin/bash',
-  '-zsh',
-  '/usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation',
-  'node /usr/lib/node_modules/toolguard/bin/guardd.js',
-  '/usr/bin/node /usr/local/lib/node_modules/toolguard/bin/guardd.js --config /etc/toolguard/config.json',
-  'C:\\Windows\\system32\\svchost.exe -k netsvcs -p',
-  'C:\\Windows\\Explorer.EXE',
-];
+/**
+ * Machine probes are rebuilt at most this often (5 min): reading the bin dirs costs a few ms, and a
+ * policy refresh (hourly) or a lint run then sees programs installed since.
+ */
+const MACHINE_PROBE_TTL_MS = 5 * 60 * 1000;
 
-/** npm packages no rule may quarantine or kill by script: toolguard itself and the package manager. */
-const PROTECTED_PACKAGES = new Set(['toolguard', 'npm', 'corepack']);
+/** Entries of `/etc/passwd`-style homes that are not user homes. */
+const NOT_A_HOME = new Set(['/', '/nonexistent', '/dev/null', '/bin', '/sbin', '/usr/sbin', '/var/empty']);
 
-let nodeExecSha256: string | null | undefined;
+function tryRealpath(p: string): string | null {
+  try {
+    return realpathSync(p);
+  } catch {
+    return null;
+  }
+}
 
-/** SHA-256 of the Node binary running guardd (computed once, lazily: a rule may not ban it by hash). */
-function runningNodeSha256(): string | null {
-  if (nodeExecSha256 === undefined) {
+function isRegularFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The npm package a script path lies in (`…/node_modules/@scope/name/…`), or null. */
+function scriptPackageOf(real: string): ProcessObservation['scriptPackage'] {
+  const m = /^(.*\/node_modules\/(@[^/]+\/[^/]+|[^/]+))\//.exec(real.replace(/\\/g, '/'));
+  if (!m?.[1] || !m[2]) return null;
+  return script(m[2], m[1], real);
+}
+
+/** The app root of this toolguard install (holds package.json and bin/guardd.js): dist/ or src/ is one level below. */
+function appRoot(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+let machineCache: { key: string; at: number; probes: Probes } | null = null;
+
+/** Probes of this machine (see the module comment), cached for MACHINE_PROBE_TTL_MS. */
+function machineProbes(protectedDirs: readonly string[]): Probes {
+  const key = JSON.stringify([protectedDirs, process.env.PATH ?? '']);
+  const now = Date.now();
+  if (machineCache && machineCache.key === key && now - machineCache.at < MACHINE_PROBE_TTL_MS) {
+    return machineCache.probes;
+  }
+  const probes = buildMachineProbes(protectedDirs);
+  machineCache = { key, at: now, probes };
+  return probes;
+}
+
+function buildMachineProbes(protectedDirs: readonly string[]): Probes {
+  const platform = currentPlatform();
+  const processes: ProcessProbe[] = [];
+  const paths: PathProbe[] = [];
+  const seen = new Set<string>();
+  const nodeReal = tryRealpath(process.execPath) ?? process.execPath;
+
+  /** A program found at `path` (a link or the file), as the sensor reports it once it runs. */
+  const addProgram = (path: string, what: string): void => {
+    const real = tryRealpath(path);
+    if (real === null || !isRegularFile(real)) return;
+    const k = `${path}\0${real}`;
+    if (seen.has(k)) return;
+    seen.add(k);
+    const name = basename(path).slice(0, 15); // comm: the name the program was executed by
+    const desc = real === path ? `${what} ${path}` : `${what} ${path} (${real})`;
+    const pkg = scriptPackageOf(real);
+    if (pkg) {
+      // A node script (npm, corepack …): node runs it and names the process after the command.
+      processes.push(
+        processProbe(platform, desc, name, nodeReal, [nodeReal, path], { scriptPackage: pkg, file: real }),
+      );
+    } else {
+      processes.push(processProbe(platform, desc, name, real, [path], { file: real }));
+    }
+    paths.push({ what: desc, platform, path: real, subtree: false });
+    if (real !== path) paths.push({ what: desc, platform, path, subtree: false });
+  };
+
+  if (platform !== 'win32') {
+    // pid 1 (readable by root; elsewhere its name at least).
+    let initExe: string | null = null;
     try {
-      nodeExecSha256 = createHash('sha256').update(readFileSync(process.execPath)).digest('hex');
+      initExe = readlinkSync('/proc/1/exe');
     } catch {
-      nodeExecSha256 = null;
+      initExe = null;
+    }
+    let initComm = '';
+    try {
+      initComm = readFileSync('/proc/1/comm', 'utf8').trim();
+    } catch {
+      initComm = '';
+    }
+    if (initExe) addProgram(initExe, 'init (pid 1)');
+    if (initComm && !initExe)
+      processes.push(processProbe(platform, `init (pid 1) ${initComm}`, initComm, null, []));
+
+    addProgram('/bin/sh', 'the system shell');
+    try {
+      for (const line of readFileSync('/etc/shells', 'utf8').split('\n')) {
+        const s = line.trim();
+        if (s.startsWith('/')) addProgram(s, 'the login shell');
+      }
+    } catch {
+      // no /etc/shells: the bin dirs below still find the shells
+    }
+    const dirs = [...new Set([...(process.env.PATH ?? '').split(delimiter), ...SYSTEM_BIN_DIRS])];
+    for (const dir of dirs) {
+      if (!dir.startsWith('/')) continue;
+      let entries: string[];
+      try {
+        entries = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      for (const e of entries.slice(0, MAX_DIR_ENTRIES)) {
+        if (CRITICAL_COMMAND.test(e)) addProgram(join(dir, e), 'the critical program');
+      }
+    }
+    for (const d of SYSTEM_DAEMONS) addProgram(d, 'the system daemon');
+  }
+
+  // guardd itself: the node binary running it and its app dir.
+  const root = appRoot();
+  const guarddScript = join(root, 'bin', 'guardd.js');
+  let pkgName = 'toolguard';
+  try {
+    pkgName =
+      (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { name?: string }).name ?? pkgName;
+  } catch {
+    // keep the default name
+  }
+  processes.push(
+    processProbe(
+      platform,
+      `guardd (${nodeReal} ${guarddScript})`,
+      'node',
+      nodeReal,
+      [nodeReal, guarddScript],
+      {
+        scriptPackage: script(pkgName, root, guarddScript),
+        file: nodeReal,
+      },
+    ),
+    processProbe(platform, 'guardd', 'guardd', nodeReal, ['guardd'], { file: nodeReal }),
+  );
+  paths.push({
+    what: `the node binary running guardd (${nodeReal})`,
+    platform,
+    path: nodeReal,
+    subtree: false,
+  });
+  paths.push({ what: `guardd's app dir ${root}`, platform, path: root, subtree: true });
+
+  const defaults = defaultPaths(platform);
+  for (const d of [
+    defaults.stateDir,
+    dirname(defaults.configFile),
+    defaults.socketDir,
+    '/opt/toolguard',
+    ...protectedDirs,
+  ]) {
+    paths.push({ what: `guardd's directory ${d}`, platform, path: resolve(d), subtree: true });
+    const real = tryRealpath(d);
+    if (real && real !== resolve(d))
+      paths.push({ what: `guardd's directory ${d}`, platform, path: real, subtree: true });
+  }
+  if (platform !== 'win32') {
+    for (const d of [
+      '/etc',
+      '/boot',
+      '/bin',
+      '/sbin',
+      '/lib',
+      '/lib64',
+      '/usr/bin',
+      '/usr/sbin',
+      '/usr/lib',
+      '/usr/libexec',
+      '/proc',
+      '/sys',
+      '/dev',
+    ]) {
+      paths.push({ what: `the system directory ${d}`, platform, path: d, subtree: true });
     }
   }
-  return nodeExecSha256;
+
+  // Homes: root's and every user's, with their secrets. (`~` rules are legitimate: they name
+  // things inside homes; what may not be hit is a home itself or what keeps a user able to log in.)
+  const homes = new Set<string>();
+  if (platform !== 'win32') {
+    homes.add('/root');
+    try {
+      for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+        const f = line.split(':');
+        const uid = Number(f[2]);
+        const h = f[5];
+        if (h?.startsWith('/') && !NOT_A_HOME.has(h) && (uid === 0 || uid >= 1000)) homes.add(h);
+      }
+    } catch {
+      // no passwd: /home below still lists them
+    }
+    for (const base of ['/home', '/Users']) {
+      try {
+        for (const e of readdirSync(base).slice(0, MAX_DIR_ENTRIES)) homes.add(join(base, e));
+      } catch {
+        // not on this platform
+      }
+    }
+  }
+  for (const h of homes) {
+    paths.push({ what: `the home ${h}`, platform, path: h, subtree: false });
+    for (const d of ['.ssh', '.gnupg', '.aws', '.kube', '.password-store']) {
+      paths.push({ what: `${h}/${d} (secrets)`, platform, path: `${h}/${d}`, subtree: true });
+    }
+    for (const f of [
+      '.bashrc',
+      '.profile',
+      '.bash_profile',
+      '.zshrc',
+      '.config',
+      '.local',
+      '.local/bin',
+      '.local/share',
+    ]) {
+      paths.push({ what: `${h}/${f}`, platform, path: `${h}/${f}`, subtree: false });
+    }
+  }
+  const packages: PackageProbe[] = [...new Set([pkgName, 'npm', 'corepack'])].map((name) => ({
+    what: `the npm package ${name}`,
+    platform,
+    name,
+  }));
+  return { processes, paths, packages, homes: [...homes] };
 }
 
-/** Why a process name is protected, or null. */
-export function protectedNameReason(name: string): string | null {
-  const n = name.toLowerCase().replace(/\.exe$/, '');
-  if (PROTECTED_NAMES.has(n)) return `"${name}" is a critical system process, a shell or an interpreter`;
-  if (PROTECTED_NAME_PREFIXES.some((p) => n.startsWith(p)) || KERNEL_THREAD_NAME.test(n)) {
-    return `"${name}" names a kernel thread or a systemd component`;
+// ---- hashes ---------------------------------------------------------------------------------
+
+/** Probe binaries larger than this are not hashed (bytes): node is ~100 MiB, the largest we probe. */
+const MAX_PROBE_HASH_BYTES = 256 * 1024 * 1024;
+const HASH_CHUNK_BYTES = 1024 * 1024;
+
+/** SHA-256 by real path + identity (dev, inode, size, mtime): each binary is read once per change. */
+const hashCache = new Map<string, string | null>();
+
+/**
+ * SHA-256 of a probe's real binary, or null (unreadable, not a regular file, too large). Opened
+ * non-blocking and checked on the descriptor, so a FIFO or a swapped file cannot stall the check.
+ */
+function probeSha256(file: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
+  } catch {
+    return null;
   }
-  return null;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_PROBE_HASH_BYTES) return null;
+    const key = `${file}\0${st.dev}\0${st.ino}\0${st.size}\0${st.mtimeMs}`;
+    const cached = hashCache.get(key);
+    if (cached !== undefined) return cached;
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(HASH_CHUNK_BYTES);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+    }
+    const hex = h.digest('hex');
+    if (hashCache.size >= 1024) hashCache.clear();
+    hashCache.set(key, hex);
+    return hex;
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
 }
+
+// ---- checks ---------------------------------------------------------------------------------
 
 /** Why a path glob is too broad to watch or quarantine safely (no named directory before the first wildcard), or null. */
 function pathBreadthReason(glob: string): string | null {
@@ -237,324 +685,248 @@ function pathBreadthReason(glob: string): string | null {
     : `"${glob}" has a wildcard right under the root or home: name a directory first`;
 }
 
-/** Every safety problem of a schema-valid body (empty = safe). */
-export function unsafeRuleIssues(body: PolicyBody): PolicyIssue[] {
-  const issues: PolicyIssue[] = [];
-  body.rules.forEach((rule, i) => {
-    checkRule(rule, `$.rules[${i}]`, issues);
-  });
-  return issues;
+/** Ancestors of an absolute posix path, nearest first, down to (not including) the root. */
+function ancestors(p: string): string[] {
+  const out: string[] = [];
+  let cur = p.replace(/\/+$/, '');
+  for (;;) {
+    const i = cur.lastIndexOf('/');
+    if (i <= 0 || (i === 2 && /^[A-Za-z]:/.test(cur))) break;
+    cur = cur.slice(0, i);
+    out.push(cur);
+  }
+  return out;
 }
 
-function checkRule(rule: PolicyRule, at: string, issues: PolicyIssue[]): void {
-  const p = rule.process ?? {};
-  (p.names ?? []).forEach((name, j) => {
-    const why = protectedNameReason(name);
-    if (why)
-      issues.push({ path: `${at}.process.names[${j}]`, message: `${why}; refusing to ban it by name` });
-  });
-  (p.exe_globs ?? []).forEach((glob, j) => {
-    const hit = firstMatch(glob, CRITICAL_EXE_PATHS);
-    if (hit)
-      issues.push({
-        path: `${at}.process.exe_globs[${j}]`,
-        message: `would match the critical executable ${hit}`,
-      });
-    else if (firstMatch(glob, [process.execPath.replace(/\\/g, '/')])) {
-      issues.push({
-        path: `${at}.process.exe_globs[${j}]`,
-        message: `would match the Node binary that runs guardd (${process.execPath})`,
-      });
-    }
-  });
-  (p.argv_patterns ?? []).forEach((src, j) => {
-    const path = `${at}.process.argv_patterns[${j}]`;
-    if (!safeRegex(src)) {
-      issues.push({
-        path,
-        message: 'is prone to catastrophic backtracking (nested or overlapping repetition)',
-      });
-      return;
-    }
-    if (hasOverlappingRepeatedAlternation(src)) {
-      issues.push({
-        path,
-        message:
-          'is prone to catastrophic backtracking (repeated alternatives that can match the same text): make each alternative start with a different character, or use a character class',
-      });
-      return;
-    }
-    let re: RegExp;
-    try {
-      re = new RegExp(src, 'u');
-    } catch {
-      return; // reported by the semantic checks
-    }
-    const hit = CRITICAL_ARGV.find((argv) => re.test(argv));
-    if (hit === '') issues.push({ path, message: 'matches the empty string, i.e. every kernel thread' });
-    else if (hit !== undefined)
-      issues.push({ path, message: `would match the critical command line "${hit}"` });
-  });
-  (p.script_packages ?? []).forEach((name, j) => {
-    if (PROTECTED_PACKAGES.has(name)) {
-      issues.push({ path: `${at}.process.script_packages[${j}]`, message: `"${name}" is protected` });
-    }
-  });
-  if ((p.sha256 ?? []).length > 0) {
-    const own = runningNodeSha256();
-    (p.sha256 ?? []).forEach((h, j) => {
-      if (own && h.toLowerCase() === own) {
-        issues.push({
-          path: `${at}.process.sha256[${j}]`,
-          message: 'is the hash of the Node binary that runs guardd',
-        });
-      }
+/**
+ * The first of `trees` that `glob` can match something strictly below, or undefined: each of the
+ * tree's segments is matched by the glob's segment at the same depth (or a `**` is reached) and
+ * the glob goes deeper. Globs whose braces or extglobs span a `/` are judged by their literal base
+ * instead (conservative).
+ */
+function treeReachedBy<T extends { readonly path: string }>(
+  glob: string,
+  trees: readonly T[],
+  nocase: boolean,
+): T | undefined {
+  const g = glob.replace(/\\/g, '/');
+  const norm = (x: string) => (nocase ? x.toLowerCase() : x);
+  if (/[{(][^})]*\//.test(g)) {
+    const base = norm(picomatch.scan(g).base.replace(/\/+$/, ''));
+    return trees.find((t) => {
+      const d = norm(t.path.replace(/\\/g, '/').replace(/\/+$/, ''));
+      return base === d || base.startsWith(`${d}/`) || d.startsWith(`${base}/`);
     });
   }
-  (rule.packages ?? []).forEach((k, j) => {
-    if (PROTECTED_PACKAGES.has(k.name)) {
-      issues.push({ path: `${at}.packages[${j}].name`, message: `"${k.name}" is protected` });
+  const gs = g.split('/');
+  return trees.find((t) => {
+    const ds = t.path.replace(/\\/g, '/').replace(/\/+$/, '').split('/');
+    for (let i = 0; i < ds.length; i++) {
+      const seg = gs[i];
+      const want = ds[i] as string;
+      if (seg === undefined) return false;
+      if (seg === '**') return true;
+      if (seg === want || (nocase && seg.toLowerCase() === want.toLowerCase())) continue;
+      if (seg === '' || want === '') return false; // a root or drive the other does not have
+      const test = segmentMatcher(seg, nocase);
+      if (test === null) return true; // unreadable segment: assume the worst
+      if (!test(want)) return false;
     }
+    return gs.length > ds.length;
   });
-  (rule.paths ?? []).forEach((glob, j) => {
-    const path = `${at}.paths[${j}]`;
-    const broad = pathBreadthReason(glob);
-    if (broad) {
-      issues.push({ path, message: broad });
-      return;
-    }
-    const expanded = expandHome(glob, [PROBE_HOME]);
-    const hit = expanded.map((g) => firstMatch(g, CRITICAL_PATHS)).find((h) => h !== null);
-    if (hit) issues.push({ path, message: `would match the critical path ${hit}` });
-  });
 }
 
-// ---- overlapping alternation -------------------------------------------------------------
-//
-// safe-regex2 measures star height only, so `(\w|\d)+$` or `(a|ab)*c` (height 1) pass, yet they
-// backtrack exponentially: the first takes ~40 s on 29 digits and a "!". A small parser of the
-// u-flag syntax finds every alternation inside a group repeated without a (small) upper bound and
-// requires its alternatives to begin with distinct literal characters; anything it cannot tell
-// (a class, an optional start, an empty alternative) counts as overlapping.
+/** Compiled one-segment globs by (nocase, segment): the same few segments recur across rules. */
+const segmentCache = new Map<string, ((s: string) => boolean) | null>();
 
-/** Repetition bounds at or above this count as unbounded (2^16 paths is still cheap). */
-const UNBOUNDED_REPEAT_MIN = 16;
-
-type RegexNode =
-  | { readonly kind: 'char'; readonly ch: string }
-  | { readonly kind: 'wide' }
-  | { readonly kind: 'empty' }
-  | { readonly kind: 'group'; readonly branches: RegexItem[][]; readonly zeroWidth: boolean };
-
-interface RegexItem {
-  readonly node: RegexNode;
-  readonly min: number;
-  readonly max: number;
-}
-
-class RegexScan {
-  i = 0;
-  constructor(readonly src: string) {}
-
-  alternation(): RegexItem[][] {
-    const branches = [this.sequence()];
-    while (this.src[this.i] === '|') {
-      this.i++;
-      branches.push(this.sequence());
-    }
-    return branches;
-  }
-
-  private sequence(): RegexItem[] {
-    const items: RegexItem[] = [];
-    while (this.i < this.src.length && this.src[this.i] !== '|' && this.src[this.i] !== ')') {
-      const node = this.atom();
-      items.push({ node, ...this.quantifier() });
-    }
-    return items;
-  }
-
-  private atom(): RegexNode {
-    const { src } = this;
-    const c = src[this.i] as string;
-    if (c === '(') {
-      this.i++;
-      let zeroWidth = false;
-      if (src.startsWith('?:', this.i)) this.i += 2;
-      else if (src.startsWith('?=', this.i) || src.startsWith('?!', this.i)) {
-        this.i += 2;
-        zeroWidth = true;
-      } else if (src.startsWith('?<=', this.i) || src.startsWith('?<!', this.i)) {
-        this.i += 3;
-        zeroWidth = true;
-      } else if (src.startsWith('?<', this.i)) {
-        const end = src.indexOf('>', this.i);
-        if (end < 0) throw new Error('unterminated group name');
-        this.i = end + 1;
-      }
-      const branches = this.alternation();
-      if (src[this.i] !== ')') throw new Error('unterminated group');
-      this.i++;
-      return { kind: 'group', branches, zeroWidth };
-    }
-    if (c === '[') {
-      this.i++;
-      while (this.i < src.length && src[this.i] !== ']') this.i += src[this.i] === '\\' ? 2 : 1;
-      if (src[this.i] !== ']') throw new Error('unterminated class');
-      this.i++;
-      return { kind: 'wide' };
-    }
-    if (c === '\\') return this.escape();
-    this.i++;
-    if (c === '^' || c === '$') return { kind: 'empty' };
-    if (c === '.') return { kind: 'wide' };
-    const cp = src.codePointAt(this.i - 1) as number;
-    if (cp > 0xffff) this.i++;
-    return { kind: 'char', ch: String.fromCodePoint(cp) };
-  }
-
-  private escape(): RegexNode {
-    const { src } = this;
-    const e = src[this.i + 1];
-    if (e === undefined) throw new Error('trailing backslash');
-    this.i += 2;
-    if (e === 'b' || e === 'B') return { kind: 'empty' };
-    if ('dDwWsS'.includes(e) || /[1-9]/.test(e)) return { kind: 'wide' };
-    if (e === 'p' || e === 'P' || e === 'k') {
-      const close = e === 'k' ? '>' : '}';
-      const end = src.indexOf(close, this.i);
-      if (end < 0) throw new Error('unterminated escape');
-      this.i = end + 1;
-      return { kind: 'wide' };
-    }
-    const hex = (n: number): RegexNode => {
-      const h = src.slice(this.i, this.i + n);
-      if (!/^[0-9a-fA-F]+$/.test(h) || h.length !== n) throw new Error('bad hex escape');
-      this.i += n;
-      return { kind: 'char', ch: String.fromCodePoint(Number.parseInt(h, 16)) };
-    };
-    if (e === 'x') return hex(2);
-    if (e === 'u') {
-      if (src[this.i] !== '{') return hex(4);
-      const end = src.indexOf('}', this.i);
-      if (end < 0) throw new Error('unterminated escape');
-      const cp = Number.parseInt(src.slice(this.i + 1, end), 16);
-      this.i = end + 1;
-      return { kind: 'char', ch: String.fromCodePoint(cp) };
-    }
-    if (e === 'c') {
-      this.i++;
-      return { kind: 'wide' };
-    }
-    const named: Record<string, string> = { n: '\n', t: '\t', r: '\r', f: '\f', v: '\v', '0': '\0' };
-    return { kind: 'char', ch: named[e] ?? e };
-  }
-
-  private quantifier(): { min: number; max: number } {
-    const { src } = this;
-    let q: { min: number; max: number } = { min: 1, max: 1 };
-    const c = src[this.i];
-    if (c === '*') q = { min: 0, max: Infinity };
-    else if (c === '+') q = { min: 1, max: Infinity };
-    else if (c === '?') q = { min: 0, max: 1 };
-    else if (c === '{') {
-      const m = /^\{(\d+)(,(\d*))?\}/.exec(src.slice(this.i));
-      if (!m) return q;
-      const min = Number(m[1]);
-      q = { min, max: m[2] === undefined ? min : m[3] ? Number(m[3]) : Infinity };
-      this.i += m[0].length - 1;
-    } else return q;
-    this.i++;
-    if (src[this.i] === '?') this.i++; // lazy: the same paths, explored in another order
-    return q;
-  }
-}
-
-/** Literal characters a sequence can start with; null when it cannot be told (or may be empty). */
-function firstChars(seq: readonly RegexItem[]): Set<string> | null {
-  for (const item of seq) {
-    const n = item.node;
-    if (n.kind === 'empty' || (n.kind === 'group' && n.zeroWidth)) continue;
-    if (item.min === 0 || n.kind === 'wide') return null;
-    if (n.kind === 'char') return new Set([n.ch]);
-    const all = new Set<string>();
-    for (const b of n.branches) {
-      const f = firstChars(b);
-      if (f === null) return null;
-      for (const ch of f) all.add(ch);
-    }
-    return all;
-  }
-  return null;
-}
-
-function overlapping(branches: readonly RegexItem[][]): boolean {
-  const seen = new Set<string>();
-  for (const b of branches) {
-    const f = firstChars(b);
-    if (f === null) return true;
-    for (const ch of f) {
-      if (seen.has(ch)) return true;
-      seen.add(ch);
-    }
-  }
-  return false;
-}
-
-function repeatedAlternationIn(seq: readonly RegexItem[], repeated: boolean): boolean {
-  for (const item of seq) {
-    if (item.node.kind !== 'group') continue;
-    const rep = repeated || item.max >= UNBOUNDED_REPEAT_MIN;
-    if (rep && item.node.branches.length > 1 && overlapping(item.node.branches)) return true;
-    if (item.node.branches.some((b) => repeatedAlternationIn(b, rep))) return true;
-  }
-  return false;
-}
-
-/**
- * True when `src` repeats (unboundedly) an alternation whose alternatives may match the same
- * text. A pattern this parser cannot read is left to the other checks (false).
- */
-export function hasOverlappingRepeatedAlternation(src: string): boolean {
-  let branches: RegexItem[][];
-  try {
-    const scan = new RegexScan(src);
-    branches = scan.alternation();
-    if (scan.i !== src.length) return false;
-  } catch {
-    return false;
-  }
-  return branches.some((b) => repeatedAlternationIn(b, false));
-}
-
-/**
- * Compiled probe globs by source. A policy update usually repeats most globs of the previous
- * version, so re-verifying it skips picomatch compilation (the dominant cost for large policies).
- * Bounded: cleared when it reaches GLOB_CACHE_MAX entries.
- */
-const globCache = new Map<string, ((s: string) => boolean) | null>();
-const GLOB_CACHE_MAX = 10_000;
-
-/** The first candidate `glob` matches (dot + nocase: the matcher's broadest semantics), or null. */
-function firstMatch(glob: string, candidates: readonly string[]): string | null {
-  let isMatch = globCache.get(glob);
-  if (isMatch === undefined) {
+function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) | null {
+  const key = `${nocase ? 'i' : 's'}${seg}`;
+  let test = segmentCache.get(key);
+  if (test === undefined) {
     try {
-      isMatch = picomatch(glob.replace(/\\/g, '/'), { dot: true, nocase: true });
+      test = picomatch(seg, { dot: true, nocase });
     } catch {
-      isMatch = null; // reported by the semantic checks
+      test = null;
     }
-    if (globCache.size >= GLOB_CACHE_MAX) globCache.clear();
-    globCache.set(glob, isMatch);
+    if (segmentCache.size >= 10_000) segmentCache.clear();
+    segmentCache.set(key, test);
   }
-  if (isMatch === null) return null;
-  const test = isMatch;
-  return candidates.find((c) => test(c)) ?? null;
+  return test;
+}
+
+/** Which criterion of `rule` produced `hit`, as a JSON path below `at`. */
+function criterionPath(
+  rule: PolicyRule,
+  hit: RuleHit,
+  at: string,
+  nocase: boolean,
+  homes: readonly string[],
+): string {
+  const p = rule.process ?? {};
+  const fold = (s: string) => (nocase ? s.toLowerCase() : s);
+  const glob = (g: string, s: string) => {
+    try {
+      return picomatch(g.replace(/\\/g, '/'), { dot: true, nocase })(s.replace(/\\/g, '/'));
+    } catch {
+      return false;
+    }
+  };
+  let j = -1;
+  switch (hit.reason) {
+    case 'name':
+      j = (p.names ?? []).findIndex((n) => {
+        const f = fold(n);
+        return f === hit.detail || `${f}.exe` === hit.detail;
+      });
+      return j >= 0 ? `${at}.process.names[${j}]` : `${at}.process.names`;
+    case 'sha256':
+      j = (p.sha256 ?? []).findIndex((h) => h.toLowerCase() === hit.detail);
+      return j >= 0 ? `${at}.process.sha256[${j}]` : `${at}.process.sha256`;
+    case 'script_package':
+      j = (p.script_packages ?? []).indexOf(hit.detail);
+      return j >= 0 ? `${at}.process.script_packages[${j}]` : `${at}.process.script_packages`;
+    case 'exe_path':
+      j = (p.exe_globs ?? []).findIndex((g) => glob(g, hit.detail));
+      return j >= 0 ? `${at}.process.exe_globs[${j}]` : `${at}.process.exe_globs`;
+    case 'argv':
+      j = (p.argv_patterns ?? []).indexOf(hit.detail);
+      return j >= 0 ? `${at}.process.argv_patterns[${j}]` : `${at}.process.argv_patterns`;
+    case 'npm_package':
+      j = (rule.packages ?? []).findIndex((k) => `${k.name}@${k.range}` === hit.detail);
+      return j >= 0 ? `${at}.packages[${j}].name` : `${at}.packages`;
+    case 'path':
+      j = (rule.paths ?? []).findIndex((g) => expandHome(g, homes).some((e) => glob(e, hit.detail)));
+      return j >= 0 ? `${at}.paths[${j}]` : `${at}.paths`;
+  }
+}
+
+const VERB: Record<string, string> = {
+  name: 'kill',
+  exe_path: 'kill',
+  argv: 'kill',
+  script_package: 'kill',
+  sha256: 'kill',
+  npm_package: 'quarantine',
+  path: 'quarantine',
+};
+
+/**
+ * Every safety finding of a schema-valid body: errors (block rules hitting a probe, path globs
+ * too broad) and warnings (warn/audit rules hitting a probe). Empty = safe.
+ */
+export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}): SafetyIssue[] {
+  const generic = genericProbes();
+  const machine = options.probeMachine === false ? null : machineProbes(options.protectedDirs ?? []);
+  const probes: Probes = {
+    processes: [...generic.processes, ...(machine?.processes ?? [])],
+    paths: [...generic.paths, ...(machine?.paths ?? [])],
+    packages: [...generic.packages, ...(machine?.packages ?? [])],
+    homes: [...new Set([...generic.homes, ...(machine?.homes ?? [])])],
+  };
+  const issues = new Map<string, SafetyIssue>();
+  const add = (issue: SafetyIssue): void => {
+    const prev = issues.get(issue.path);
+    if (!prev || (prev.severity === 'warning' && issue.severity === 'error')) issues.set(issue.path, issue);
+  };
+  const severity = (rule: PolicyRule): 'error' | 'warning' => (rule.action === 'block' ? 'error' : 'warning');
+  const say = (rule: PolicyRule, verb: string, what: string): string =>
+    rule.action === 'block'
+      ? `would ${verb} ${what}`
+      : `matches ${what}: this ${rule.action} rule would fire on it every time (it cannot hurt it)`;
+
+  body.rules.forEach((rule, i) => {
+    (rule.paths ?? []).forEach((glob, j) => {
+      const broad = pathBreadthReason(glob);
+      if (broad) add({ severity: 'error', path: `$.rules[${i}].paths[${j}]`, message: broad });
+    });
+  });
+
+  const hashRules = body.rules.some((r) => (r.process?.sha256 ?? []).length > 0);
+  const bare: PolicyBody = { ...body, exceptions: [] };
+  for (const platform of PLATFORMS) {
+    const nocase = platform !== 'linux';
+    const matcher = compileMatcher(bare, { platform, homes: probes.homes });
+    if (matcher.ruleCount === 0) continue;
+    const report = (hits: readonly RuleHit[], what: string): void => {
+      for (const hit of hits) {
+        const rule = body.rules[hit.ruleIndex] as PolicyRule;
+        const path = criterionPath(rule, hit, `$.rules[${hit.ruleIndex}]`, nocase, probes.homes);
+        add({ severity: severity(rule), path, message: say(rule, VERB[hit.reason] ?? 'hit', what) });
+      }
+    };
+    for (const probe of probes.processes) {
+      if (probe.platform !== platform) continue;
+      const sha256 = hashRules && probe.file ? probeSha256(probe.file) : null;
+      const obs = sha256 ? { ...probe.obs, sha256 } : probe.obs;
+      report(
+        matcher.matchAll(obs),
+        probe.what + (probe.obs.argv.length === 0 ? ' (empty command line)' : ''),
+      );
+    }
+    for (const probe of probes.packages) {
+      if (probe.platform !== platform) continue;
+      const obs: PackageObservation = {
+        kind: 'package',
+        ecosystem: 'npm',
+        name: probe.name,
+        version: null,
+        path: `/usr/lib/node_modules/${probe.name}`,
+        root: '/usr/lib/node_modules',
+        manager: 'npm',
+        owner: ROOT_OWNER,
+      };
+      report(matcher.matchAll(obs), probe.what);
+    }
+    // Each path once (many probes share ancestors); quarantining an ancestor moves the probe with it.
+    const tested = new Set<string>();
+    for (const probe of probes.paths) {
+      if (probe.platform !== platform) continue;
+      for (const p of [probe.path, ...ancestors(probe.path)]) {
+        if (tested.has(p)) continue;
+        tested.add(p);
+        const obs: PathObservation = {
+          kind: 'path',
+          path: p,
+          isDirectory: p !== probe.path || probe.subtree,
+          owner: ROOT_OWNER,
+        };
+        report(matcher.matchAll(obs), p === probe.path ? probe.what : `${p} (holding ${probe.what})`);
+      }
+    }
+    // Globs reaching below a protected tree (`/etc/x/*` matches no probe, yet files under /etc).
+    const trees = probes.paths.filter((probe) => probe.platform === platform && probe.subtree);
+    body.rules.forEach((rule, i) => {
+      if (rule.platforms && !rule.platforms.includes(platform)) return;
+      (rule.paths ?? []).forEach((glob, j) => {
+        const expanded = expandHome(glob, probes.homes);
+        let tree: PathProbe | undefined;
+        for (const g of expanded) {
+          tree = treeReachedBy(g, trees, nocase);
+          if (tree) break;
+        }
+        if (tree) {
+          add({
+            severity: severity(rule),
+            path: `$.rules[${i}].paths[${j}]`,
+            message: say(rule, 'quarantine files inside', tree.what),
+          });
+        }
+      });
+    });
+  }
+  return [...issues.values()];
+}
+
+/** The errors of ruleSafetyIssues: what guardd refuses (empty = safe to apply). */
+export function unsafeRuleIssues(body: PolicyBody, options: SafetyOptions = {}): PolicyIssue[] {
+  return ruleSafetyIssues(body, options)
+    .filter((i) => i.severity === 'error')
+    .map(({ path, message }) => ({ path, message }));
 }
 
 /** Throws GUARD_POLICY_UNSAFE_RULE naming every unsafe criterion, or returns. */
-export function assertSafePolicy(body: PolicyBody): void {
-  const issues = unsafeRuleIssues(body);
+export function assertSafePolicy(body: PolicyBody, options: SafetyOptions = {}): void {
+  const issues = unsafeRuleIssues(body, options);
   if (issues.length > 0) {
     const shown = issues.slice(0, 20).map((i) => `${i.path} ${i.message}`);
     throw new GuardError(

@@ -603,12 +603,13 @@ export class InstallSensor implements Sensor {
       // Keyed by the owner of the entry: one user's stalled tree cannot starve the others'.
       const read = await readPackageJsonAsync(pkgDir, st.uid);
       if (!read.ok) {
-        // Worth waiting for only while an installer may still be writing it: a young directory
-        // (a link is created in one step: its target is either a package or not).
+        // Worth waiting for only while an installer may still be writing it: a directory a watch
+        // event just named, for at most PENDING_MAX_MS (recheck) on this process's own clock; the
+        // file's ctime comes from the file system's clock (an NFS server's, or the kernel's while
+        // this process runs with a shifted clock) and cannot be compared with Date.now().
+        // A link is created in one step: its target is either a package or not.
         const maybeIncomplete =
-          ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason) &&
-          !st.isSymbolicLink() &&
-          Date.now() - st.ctimeMs < PENDING_MAX_MS;
+          ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason) && !st.isSymbolicLink();
         if (fromWatch && maybeIncomplete) return 'retry';
         this.count(`package_json_${read.reason}`, p.path);
         return 'done';

@@ -29,8 +29,11 @@ describe('kill -9 of the collector mid-stream', () => {
 
     const acked = new Set<number>();
     let next = 0;
+    // Set once the kill is decided: no new batch starts, so the kill lands mid-stream by
+    // construction however fast this machine ingests.
+    let killing = false;
     const sender = async (): Promise<void> => {
-      while (next < BATCHES) {
+      while (next < BATCHES && !killing) {
         const b = next++;
         try {
           const r = await post(first.url, batches[b] as string);
@@ -43,6 +46,7 @@ describe('kill -9 of the collector mid-stream', () => {
     };
     const senders = Promise.all(Array.from({ length: SENDERS }, sender));
     await waitFor(() => acked.size >= 8, '8 acknowledged batches', { intervalMs: 1 });
+    killing = true;
     await first.kill();
     await senders;
     expect(acked.size).toBeLessThan(BATCHES); // the kill really happened mid-stream

@@ -184,8 +184,10 @@ describe('guardctl policy (offline authoring)', () => {
     const example = JSON.parse(
       readFileSync(new URL('../../policy/example-policy.json', import.meta.url), 'utf8'),
     );
-    const findings = lintPolicy(example, { now: Date.now() });
-    expect(findings.filter((f) => f.severity === 'error')).toEqual([]);
+    // Judged at the example's own issue date (its clock, not the wall clock): the example carries
+    // real dates an admin re-dates before signing, and this test must pass on any day.
+    const findings = lintPolicy(example, { now: Date.parse(example.issued_at) + 60_000 });
+    expect(findings).toEqual([]);
   });
 });
 
@@ -223,11 +225,11 @@ describe('policy lint catches each kind of mistake', () => {
       /not a valid semver range/,
     ],
     [
-      'catastrophic backtracking',
-      { ...base, rules: [{ ...rule, process: { argv_patterns: ['^(\\w+\\s?)*claude$'] } }] },
-      'catastrophic-regex',
+      'argv pattern RE2 cannot run (backreference)',
+      { ...base, rules: [{ ...rule, process: { argv_patterns: ['(claude) \\1'] } }] },
+      'regex-unsupported',
       '$.rules[0].process.argv_patterns[0]',
-      /catastrophic backtracking/,
+      /linear-time RE2 engine does not support/,
     ],
     [
       'exception naming an unknown rule',
@@ -288,7 +290,7 @@ describe('policy lint catches each kind of mistake', () => {
       { ...base, rules: [{ ...rule, process: { exe_globs: ['/usr/**'] } }] },
       'unsafe',
       '$.rules[0].process.exe_globs[0]',
-      /critical executable/,
+      /would kill/,
     ],
     [
       'expired policy',

@@ -67,7 +67,17 @@ describe('publishing a new policy', () => {
     afterAll(() => collector.close());
 
     mkdirSync(join(dir, 'device1'));
-    const h = makeManager(join(dir, 'device1'), [], { trustedKeys: [keys.public_key_base64] });
+    // One clock for the whole test: `guardctl policy sign` and `live()` read the wall clock, so the
+    // device judges with the wall clock too (the policy tests' fixed NOW would make v1 not yet valid).
+    const wallClock = {
+      get now(): number {
+        return Date.now();
+      },
+    };
+    const h = makeManager(join(dir, 'device1'), [], {
+      trustedKeys: [keys.public_key_base64],
+      clock: wallClock,
+    });
     try {
       h.manager.loadInitial(null);
       const updater = new PolicyUpdater({

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, test } from 'vitest';
 import { ROOT } from '../helpers/daemon.js';
+import { startHttpGate } from '../helpers/http-gate.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -20,6 +21,14 @@ const SECRET = 'fault-test-enroll-secret-0123456789';
 writeFileSync(join(dir, 'enroll-secret'), SECRET, { mode: 0o600 });
 writeFileSync(join(dir, 'admin-token'), 'fault-test-admin-token-0123456789', { mode: 0o600 });
 const AGENT = join(ROOT, 'test/fixtures/shipping/ship-agent.js');
+/**
+ * Deadline of one observed step (a process start, a batch on the wire). Generous: on a loaded
+ * 2-core machine, and under faketime (every clock read intercepted), an agent start alone takes
+ * seconds. Only failures wait this long.
+ */
+const STEP_MS = 120_000;
+/** Each test below starts up to 21 agents or 7 collectors in turn: bounded by the steps, not by vitest's default. */
+const TEST_MS = 600_000;
 
 interface Proc {
   child: ChildProcess;
@@ -87,10 +96,14 @@ async function startCollector(port: number, dbFile: string): Promise<Proc> {
     '--log-level',
     'warn',
   ]);
-  await waitFor(() => {
-    if (p.child.exitCode !== null) throw new Error(`collector exited: ${p.out()}`);
-    return p.out().includes('listening on');
-  }, 'collector to listen');
+  await waitFor(
+    () => {
+      if (p.child.exitCode !== null) throw new Error(`collector exited: ${p.out()}`);
+      return p.out().includes('listening on');
+    },
+    'collector to listen',
+    { timeoutMs: STEP_MS },
+  );
   return p;
 }
 
@@ -115,6 +128,16 @@ function stored(dbFile: string, device: string): { seq: number; type: string; bo
   }
 }
 
+/** The seqs in an agent's outbox (not acknowledged by the collector); read-only, WAL lets the agent run on. */
+function outboxSeqs(dbFile: string): number[] {
+  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+  try {
+    return (db.prepare('SELECT seq FROM outbox ORDER BY seq').all() as { seq: number }[]).map((r) => r.seq);
+  } finally {
+    db.close();
+  }
+}
+
 function expectExactlyOnce(rows: { seq: number }[], n: number): void {
   const seqs = rows.map((r) => r.seq);
   expect(seqs.length).toBe(n);
@@ -123,7 +146,7 @@ function expectExactlyOnce(rows: { seq: number }[], n: number): void {
   expect(seqs[n - 1]).toBe(n);
 }
 
-describe('shipping fault tests (real processes)', () => {
+describe('shipping fault tests (real processes)', { timeout: TEST_MS }, () => {
   test('collector down while 10,000 events are produced, then up: all stored exactly once', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -140,20 +163,24 @@ describe('shipping fault tests (real processes)', () => {
       '--exit-when-drained',
     ]);
     await waitFor(() => a.lines().some((l) => l.produced === 10000), 'agent to produce 10,000 events', {
-      timeoutMs: 60_000,
+      timeoutMs: STEP_MS,
     });
     const produced = a.lines().find((l) => l.produced) as { status: { depth: number } };
     expect(produced.status.depth).toBe(10000); // nothing could be sent
     const c = await startCollector(port, cdb);
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain its outbox', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain its outbox', {
+      timeoutMs: STEP_MS,
+    });
     expect(await a.exited).toBe(0);
     expectExactlyOnce(stored(cdb, 'dev-down'), 10000);
     await c.kill9();
   });
 
-  test('kill -9 of the shipping agent at 20 random moments: nothing lost, nothing twice', async () => {
-    const c = await startCollector(await freePort(), join(dir, 'c2.db'));
-    const url = /listening on (\S+)/.exec(c.out())?.[1] as string;
+  test('kill -9 of the shipping agent in 20 observed shipping states: nothing lost, nothing twice', async () => {
+    const cport = await freePort();
+    const cdb = join(dir, 'c2.db');
+    const c = await startCollector(cport, cdb);
+    const gate = await startHttpGate(cport);
     const adb = join(dir, 'a2.db');
     const N = 4000;
     const args = [
@@ -168,29 +195,53 @@ describe('shipping fault tests (real processes)', () => {
       '--interval-ms',
       '20',
     ];
-    let killsDuringShipping = 0;
+    // Three states, in turn, each reached by what the gate sees on the wire (the agent keeps
+    // producing meanwhile): the collector stored a batch and its answer is held (the ack is lost);
+    // a batch is in flight (the collector may be anywhere in its ingest); one batch was
+    // acknowledged (and deleted) and the next one is in flight.
+    const states = ['ack-lost', 'in-flight', 'after-ack'] as const;
     for (let k = 0; k < 20; k++) {
-      const a = agent(adb, url, 'dev-kill', args);
-      await waitFor(() => a.lines().some((l) => l.ready), 'agent ready');
-      // a random moment within ~0–300 ms of running: producing and shipping concurrently
-      const before = stored(join(dir, 'c2.db'), 'dev-kill').length;
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 300)));
+      const state = states[k % states.length] ?? 'in-flight';
+      gate.forwardThenHold(state === 'after-ack' ? 1 : 0);
+      const { requests, held } = gate;
+      const a = agent(adb, gate.url, 'dev-kill', args);
+      if (state === 'ack-lost')
+        await waitFor(() => gate.held > held, 'the collector to answer a batch', { timeoutMs: STEP_MS });
+      else if (state === 'in-flight')
+        await waitFor(() => gate.requests > requests, 'a batch to be sent', { timeoutMs: STEP_MS });
+      else
+        await waitFor(() => gate.requests > requests + 1, 'a second batch after an acknowledged one', {
+          timeoutMs: STEP_MS,
+        });
       await a.kill9();
-      if (stored(join(dir, 'c2.db'), 'dev-kill').length > before) killsDuringShipping++;
+      // The batch in flight was never acknowledged to the agent: its outbox still holds it.
+      const unacked = outboxSeqs(adb);
+      expect(unacked.length, `kill ${k} (${state})`).toBeGreaterThan(0);
+      // ack-lost: the collector stored (now or earlier) events the agent will send again.
+      if (state === 'ack-lost') {
+        const have = new Set(stored(cdb, 'dev-kill').map((r) => r.seq));
+        expect(
+          unacked.some((seq) => have.has(seq)),
+          `kill ${k} (${state})`,
+        ).toBe(true);
+      }
     }
-    expect(killsDuringShipping).toBeGreaterThan(0);
-    const last = agent(adb, url, 'dev-kill', [...args, '--exit-when-drained']);
-    await waitFor(() => last.lines().some((l) => l.drained), 'final agent to drain', { timeoutMs: 60_000 });
-    expectExactlyOnce(stored(join(dir, 'c2.db'), 'dev-kill'), N);
+    gate.forwardThenHold(Number.POSITIVE_INFINITY);
+    const last = agent(adb, gate.url, 'dev-kill', [...args, '--exit-when-drained']);
+    await waitFor(() => last.lines().some((l) => l.drained), 'final agent to drain', { timeoutMs: STEP_MS });
+    expectExactlyOnce(stored(cdb, 'dev-kill'), N);
+    await gate.close();
     await c.kill9();
   });
 
-  test('kill -9 of the collector mid-batch (5 times): nothing lost, nothing twice', async () => {
+  test('kill -9 of the collector mid-batch (6 times): nothing lost, nothing twice', async () => {
     const port = await freePort();
     const cdb = join(dir, 'c3.db');
     let c = await startCollector(port, cdb);
+    const gate = await startHttpGate(port);
     const N = 6000;
-    const a = agent(join(dir, 'a3.db'), `http://127.0.0.1:${port}`, 'dev-ckill', [
+    const adb = join(dir, 'a3.db');
+    const a = agent(adb, gate.url, 'dev-ckill', [
       '--produce',
       String(N),
       '--per-tick',
@@ -203,16 +254,33 @@ describe('shipping fault tests (real processes)', () => {
       '10',
       '--exit-when-drained',
     ]);
-    for (let k = 0; k < 5; k++) {
-      const before = stored(cdb, 'dev-ckill').length;
-      // kill once it is ingesting: at least one more batch landed since the last restart
-      await waitFor(() => stored(cdb, 'dev-ckill').length > before, 'ingest to progress');
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 50)));
+    for (let k = 0; k < 6; k++) {
+      // One batch goes through (the agent makes progress), then the collector dies either after it
+      // stored the next batch but before the agent saw the answer, or as soon as that batch reached it.
+      const answered = k % 2 === 0;
+      const { requests, held } = gate;
+      gate.forwardThenHold(1);
+      if (answered)
+        await waitFor(() => gate.held > held, 'the collector to answer a batch', { timeoutMs: STEP_MS });
+      else
+        await waitFor(() => gate.requests > requests + 1, 'a batch to reach the collector', {
+          timeoutMs: STEP_MS,
+        });
       await c.kill9();
+      if (answered) {
+        // The collector stored a batch the agent never saw acknowledged: it is in both places.
+        const have = new Set(stored(cdb, 'dev-ckill').map((r) => r.seq));
+        expect(
+          outboxSeqs(adb).some((seq) => have.has(seq)),
+          `kill ${k}`,
+        ).toBe(true);
+      }
       c = await startCollector(port, cdb);
     }
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: 60_000 });
+    gate.forwardThenHold(Number.POSITIVE_INFINITY);
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: STEP_MS });
     expectExactlyOnce(stored(cdb, 'dev-ckill'), N);
+    await gate.close();
     await c.kill9();
   });
 
@@ -232,13 +300,13 @@ describe('shipping fault tests (real processes)', () => {
       String(64 * 1024),
       '--exit-when-drained',
     ]);
-    await waitFor(() => a.lines().some((l) => l.produced), 'agent to produce', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.produced), 'agent to produce', { timeoutMs: STEP_MS });
     const produced = a.lines().find((l) => l.produced) as {
       status: { dropped_total: number; depth: number };
     };
     expect(produced.status.dropped_total).toBeGreaterThan(0);
     const c = await startCollector(port, cdb);
-    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: 60_000 });
+    await waitFor(() => a.lines().some((l) => l.drained), 'agent to drain', { timeoutMs: STEP_MS });
     const rows = stored(cdb, 'dev-cap');
     const summaries = rows.filter((r) => r.type === 'events.dropped').map((r) => JSON.parse(r.body));
     expect(summaries.length).toBeGreaterThan(0);

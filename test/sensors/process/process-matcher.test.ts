@@ -45,8 +45,8 @@ const rules: PolicyRule[] = [
   rule('by-pkg', { script_packages: ['@anthropic-ai/claude-code'] }),
   rule('by-glob', { exe_globs: ['**/node_modules/@evil/cli*/**', '/opt/evil/bin/*'] }),
   rule('by-argv', { argv_patterns: ['--dangerously-skip-permissions\\b', '^aider( |$)'] }),
-  // A backreference: the argv prefilter cannot join it, so rules are tested one by one.
-  rule('by-backref', { argv_patterns: ['--key=(\\w+) --again=\\1\\b'] }, 'warn'),
+  // A named group (RE2 syntax; backreferences are refused by the schema since argv patterns run on RE2).
+  rule('by-group', { argv_patterns: ['--key=(?P<key>\\w+) --again\\b'] }, 'warn'),
 ];
 
 describe('matcher: processes', () => {
@@ -75,7 +75,7 @@ describe('matcher: processes', () => {
     ],
     ['argv pattern', { argv: ['node', 'cli.js', '--dangerously-skip-permissions'] }, 'by-argv', 'argv'],
     ['argv anchored pattern', { argv: ['aider', '--yes'] }, 'by-argv', 'argv'],
-    ['argv backreference', { argv: ['tool', '--key=abc', '--again=abc'] }, 'by-backref', 'argv'],
+    ['argv named group', { argv: ['tool', '--key=abc', '--again'] }, 'by-group', 'argv'],
     [
       'no match: similar names',
       { name: 'claude2', exe: '/usr/bin/claudex', argv: ['claude-helper'] },
@@ -83,7 +83,7 @@ describe('matcher: processes', () => {
       null,
     ],
     ['no match: argv near miss', { argv: ['x', '--dangerously-skip-permissionsX', 'not-aider'] }, null, null],
-    ['no match: backreference differs', { argv: ['tool', '--key=abc', '--again=abd'] }, null, null],
+    ['no match: word continues past \\b', { argv: ['tool', '--key=abc', '--again2'] }, null, null],
     ['no match: glob near miss', { exe: '/opt/evil/bin/sub/run' }, null, null],
   ];
   for (const [label, o, id, reason] of table) {

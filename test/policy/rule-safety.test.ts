@@ -1,0 +1,195 @@
+/**
+ * The semantic safety check (issue 12 item 6): rules are compiled with the real matcher and run
+ * against probes of THIS machine — programs found on PATH and resolved to their real files, the
+ * node running guardd, the device's state dir — not against name lists. Programs and dirs are
+ * created by the test (a temp dir put on PATH), so the probes are seen discovering them.
+ */
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isGuardError } from '../../src/common/errors.js';
+import { lintPolicy } from '../../src/policy/policy-lint.js';
+import type { PolicyBody, PolicyRule } from '../../src/policy/policy-types.js';
+import { assertSafePolicy, ruleSafetyIssues, unsafeRuleIssues } from '../../src/policy/rule-safety.js';
+import { tempDir } from '../helpers/tmp.js';
+import { body } from './policy-helpers.js';
+
+const root = tempDir('tg-safety-');
+const savedPath = process.env.PATH;
+afterEach(() => {
+  process.env.PATH = savedPath;
+});
+
+function withRule(r: Partial<PolicyRule>): PolicyBody {
+  const base = body(3);
+  return {
+    ...base,
+    rules: [{ id: 'r', name: 'R', action: 'block', message: 'm', ...r } as PolicyRule],
+  };
+}
+
+/** A bin dir with a fake interpreter `python3.99` and `perl5.99` → a real file named `strange-interp`. */
+function fakeBinDir(tag: string): { bin: string; python: string; interp: string } {
+  const dir = join(root, tag);
+  const bin = join(dir, 'bin');
+  const real = join(dir, 'real');
+  mkdirSync(bin, { recursive: true });
+  mkdirSync(real, { recursive: true });
+  const python = join(bin, 'python3.99');
+  writeFileSync(python, `#!/bin/sh\necho ${tag}\n`);
+  chmodSync(python, 0o755);
+  const interp = join(real, 'strange-interp');
+  writeFileSync(interp, `#!/bin/sh\necho interp ${tag}\n`);
+  chmodSync(interp, 0o755);
+  symlinkSync(interp, join(bin, 'perl5.99'));
+  return { bin: realpathSync(bin), python: realpathSync(python), interp: realpathSync(interp) };
+}
+
+describe('the safety check probes this machine', () => {
+  it('finds interpreters on PATH and judges them by name, real name, exe path and hash', () => {
+    const f = fakeBinDir('path1');
+    const sha = createHash('sha256').update(`#!/bin/sh\necho path1\n`).digest('hex');
+    const cases: [string, PolicyBody, string][] = [
+      ['name on PATH', withRule({ process: { names: ['python3.99'] } }), '$.rules[0].process.names[0]'],
+      [
+        'real name behind a link',
+        withRule({ process: { names: ['strange-interp'] } }),
+        '$.rules[0].process.names[0]',
+      ],
+      [
+        'exe path',
+        withRule({ process: { exe_globs: [`${f.bin}/python*`] } }),
+        '$.rules[0].process.exe_globs[0]',
+      ],
+      ['hash of the real file', withRule({ process: { sha256: [sha] } }), '$.rules[0].process.sha256[0]'],
+    ];
+    // Not on PATH: nothing to protect, each rule is accepted (the probe is what refuses it).
+    for (const [name, b] of cases) expect(unsafeRuleIssues(b), name).toEqual([]);
+    process.env.PATH = `${f.bin}:${savedPath}`;
+    for (const [name, b, path] of cases) {
+      const issues = unsafeRuleIssues(b);
+      expect(
+        issues.map((i) => i.path),
+        name,
+      ).toEqual([path]);
+      expect(issues[0]?.message, name).toMatch(/^would kill the critical program /);
+    }
+  });
+
+  it("protects the device's state dir given by the manager, at, above and below it", () => {
+    const state = join(root, 'device', 'state');
+    mkdirSync(state, { recursive: true });
+    const globs = [
+      `${state}/quarantine/*`,
+      `${state}/**`,
+      state,
+      join(root, 'device'),
+      `${join(root, 'device')}/*`,
+    ];
+    for (const g of globs) {
+      const b = withRule({ paths: [g] });
+      expect(unsafeRuleIssues(b), g).toEqual([]);
+      expect(
+        unsafeRuleIssues(b, { protectedDirs: [state] }).map((i) => i.path),
+        g,
+      ).toEqual(['$.rules[0].paths[0]']);
+    }
+    // A sibling of the state dir is not protected.
+    expect(
+      unsafeRuleIssues(withRule({ paths: [`${join(root, 'device')}/other/*`] }), { protectedDirs: [state] }),
+    ).toEqual([]);
+  });
+
+  it('protects guardd itself: its node binary, its script, its package and its app dir', () => {
+    const app = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const node = realpathSync(process.execPath);
+    const cases: [PolicyBody, string][] = [
+      [withRule({ process: { exe_globs: [node] } }), '$.rules[0].process.exe_globs[0]'],
+      [
+        withRule({ process: { argv_patterns: [`${app}/bin/guardd\\.js`] } }),
+        '$.rules[0].process.argv_patterns[0]',
+      ],
+      [withRule({ process: { script_packages: ['toolguard'] } }), '$.rules[0].process.script_packages[0]'],
+      [withRule({ paths: [`${app}/dist/*`] }), '$.rules[0].paths[0]'],
+      [
+        withRule({ packages: [{ ecosystem: 'npm', name: 'toolguard', range: '*' }] }),
+        '$.rules[0].packages[0].name',
+      ],
+    ];
+    for (const [b, path] of cases) expect(unsafeRuleIssues(b).map((i) => i.path)).toEqual([path]);
+  });
+
+  it('protects what /bin/sh really is, /etc, /root and every home’s secrets', () => {
+    const sh = realpathSync('/bin/sh');
+    const cases: [PolicyBody, string][] = [
+      [withRule({ process: { exe_globs: [sh] } }), '$.rules[0].process.exe_globs[0]'],
+      [withRule({ paths: ['/etc/cron.d/*'] }), '$.rules[0].paths[0]'],
+      [withRule({ paths: ['/root/.ssh/id_*'] }), '$.rules[0].paths[0]'],
+      [withRule({ paths: ['~/.ssh/*'] }), '$.rules[0].paths[0]'],
+      [withRule({ paths: ['~/.bashrc'] }), '$.rules[0].paths[0]'],
+    ];
+    for (const [b, path] of cases)
+      expect(
+        unsafeRuleIssues(b).map((i) => i.path),
+        JSON.stringify(b.rules[0]),
+      ).toEqual([path]);
+  });
+
+  it('keeps ordinary ban rules, including ~/ paths that expand into every home', () => {
+    const example = body(3);
+    expect(ruleSafetyIssues(example)).toEqual([]);
+    const ok = withRule({
+      process: {
+        names: ['claude', 'aider', 'cursor-agent'],
+        exe_globs: ['**/node_modules/@anthropic-ai/claude-code*/**', '/usr/local/bin/claude'],
+        argv_patterns: ['^\\S*python[0-9.]* -m aider(?: |$)', 'a.*b.*c.*d.*e'],
+        script_packages: ['@anthropic-ai/claude-code'],
+      },
+      paths: ['~/.local/share/claude/versions/*', '~/.claude/local/**', '/usr/local/bin/claude'],
+    });
+    expect(ruleSafetyIssues(ok)).toEqual([]);
+  });
+});
+
+describe('severity: block is refused, warn and audit are advice', () => {
+  const rule = { process: { names: ['env'] } };
+
+  it('a block rule on env is refused by guardd and an error in lint', () => {
+    const b = withRule({ ...rule, action: 'block' });
+    let caught: unknown;
+    try {
+      assertSafePolicy(b);
+    } catch (err) {
+      caught = err;
+    }
+    expect(isGuardError(caught, 'GUARD_POLICY_UNSAFE_RULE')).toBe(true);
+    expect(lintPolicy(b)).toContainEqual(
+      expect.objectContaining({
+        severity: 'error',
+        code: 'GUARD_POLICY_UNSAFE_RULE',
+        path: '$.rules[0].process.names[0]',
+      }),
+    );
+  });
+
+  it.each(['warn', 'audit'] as const)('a %s rule on env is applied, and lint warns', (action) => {
+    const b = withRule({ ...rule, action });
+    expect(() => assertSafePolicy(b)).not.toThrow();
+    expect(lintPolicy(b)).toContainEqual(
+      expect.objectContaining({
+        severity: 'warning',
+        kind: 'unsafe',
+        code: 'GUARD_POLICY_LINT',
+        path: '$.rules[0].process.names[0]',
+        message: expect.stringMatching(/would fire on it every time/),
+      }),
+    );
+  });
+
+  it('a too-broad path glob is an error whatever the action', () => {
+    const b = withRule({ action: 'audit', paths: ['/*/claude'] });
+    expect(unsafeRuleIssues(b).map((i) => i.path)).toEqual(['$.rules[0].paths[0]']);
+  });
+});
