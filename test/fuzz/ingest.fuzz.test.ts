@@ -5,17 +5,25 @@
  * keys, another device's id, odd times), mixed with random bytes, invalid UTF-8, blank and CRLF lines
  * and lines past the size cap. Every line is accepted (and its stored body re-serialises to
  * schema-valid JSON of the token's device) or rejected with a reason; the counts add up; no throw.
+ * The same bodies through the collector's real parse path (ParsePool: a worker thread running
+ * dist/collector/parse-worker.js, answers packed and unpacked) give the same result as parsing
+ * in place. Needs `npm run build` (the worker runs dist/).
  * Seed and replay: test/fuzz/fuzz-params.ts.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MAX_EVENT_BYTES, MAX_REJECTED_LISTED, parseBatch } from '../../src/collector/ingest.js';
+import { ParsePool, packBatch, unpackBatch } from '../../src/collector/parse-pool.js';
 import { validateEvent } from '../../src/events/event-schema.js';
 import { EVENT_TYPES } from '../../src/events/event-types.js';
 import { sampleEvent } from '../events/samples.js';
 import { fuzzParams, testTimeout } from './fuzz-params.js';
 
 const DEVICE = 'dev-1';
+const closers: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const close of closers) await close();
+});
 const REASON = /^(invalid_json|not_an_object|too_large|device_mismatch: .+|schema: .+)$/;
 const CLASSES = new Set(['invalid_json', 'not_an_object', 'too_large', 'device_mismatch', 'schema']);
 
@@ -193,6 +201,24 @@ describe('fuzz: collector ingest parser', () => {
       expect([...seenClasses].sort()).toEqual([...CLASSES].sort());
     },
     testTimeout(10_000),
+  );
+
+  it(
+    'the worker parse path (pack → worker → unpack) answers exactly what parseBatch answers in place',
+    async () => {
+      const pool = await ParsePool.start({ workers: 1 });
+      closers.push(() => pool.close());
+      await fc.assert(
+        fc.asyncProperty(body, async (buf) => {
+          const inPlace = parseBatch(buf, DEVICE);
+          expect(unpackBatch(packBatch(inPlace))).toEqual(inPlace);
+          // the pool may transfer the buffer to the worker: hand it a copy
+          expect(await pool.parse(DEVICE, Buffer.from(buf))).toEqual(inPlace);
+        }),
+        fuzzParams(150, 8_000, 5_000),
+      );
+    },
+    testTimeout(8_000),
   );
 
   it('unmutated events of every type are all accepted (the fuzzer starts from valid input)', () => {
