@@ -155,6 +155,8 @@ const session = fc.record({
   adminSocket: fc.boolean(),
 });
 
+type Session = typeof session extends fc.Arbitrary<infer T> ? T : never;
+
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** What a line should be answered with, from the protocol's contract; null = no answer (blank line). */
@@ -189,96 +191,98 @@ interface Answer {
   error?: { code: unknown; message: unknown };
 }
 
+/** Plays one session on a fresh connection and checks every answer against the contract. */
+async function playSession({ lines, trailing, cuts, adminSocket }: Session): Promise<void> {
+  const payload = Buffer.concat([
+    ...lines.flatMap(([l, nl]) => [typeof l === 'string' ? Buffer.from(l) : Buffer.from(l), Buffer.from(nl)]),
+    Buffer.from(trailing),
+  ]);
+  // The contract, line by line, up to the first protocol error: the server closes there, so
+  // the client sends nothing after it (writing into a closed socket makes a Node client drop
+  // answers it had not read yet: that would be the client's loss, not the server's).
+  const expected: Exclude<Expectation, null>[] = [];
+  let start = 0;
+  let sendBytes = payload.length;
+  for (;;) {
+    const nl = payload.indexOf(0x0a, start);
+    const lineLength = (nl < 0 ? payload.length : nl) - start;
+    if (lineLength > MAX_REQUEST_BYTES) {
+      // cut as soon as the server holds more than the cap of one line, newline or not
+      expected.push({ kind: 'protocol_error' });
+      sendBytes = start + MAX_REQUEST_BYTES + 1;
+      break;
+    }
+    if (nl < 0) break;
+    const e = expectationOf(payload.subarray(start, nl));
+    start = nl + 1;
+    if (e === null) continue;
+    expected.push(e);
+    if (e.kind === 'protocol_error') {
+      sendBytes = start;
+      break;
+    }
+  }
+  const endsInError = expected.at(-1)?.kind === 'protocol_error';
+
+  const answers: Answer[] = [];
+  let closed = false;
+  const socket: Socket = createConnection(adminSocket ? admin : pub);
+  let buf = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      answers.push(JSON.parse(buf.slice(0, nl)) as Answer);
+      buf = buf.slice(nl + 1);
+    }
+  });
+  socket.on('error', () => undefined); // a reset after a protocol error is a close
+  socket.on('close', () => {
+    closed = true;
+  });
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  try {
+    const points = [...new Set(cuts.map((c) => c % (sendBytes + 1)))].sort((a, b) => a - b);
+    let from = 0;
+    for (const at of [...points, sendBytes]) {
+      if (closed) break;
+      const chunk = payload.subarray(from, at);
+      from = at;
+      if (chunk.length === 0) continue;
+      await new Promise<void>((resolve) => socket.write(chunk, () => resolve()));
+      await new Promise((r) => setImmediate(r));
+    }
+    await waitFor(
+      () => answers.length >= expected.length && (!endsInError || closed),
+      `${expected.length} answers${endsInError ? ' and a close' : ''} (got ${answers.length})`,
+      { timeoutMs: 8_000, intervalMs: 5 },
+    );
+    expect(answers).toHaveLength(expected.length);
+    for (const [i, a] of answers.entries()) {
+      const e = expected[i] as Exclude<Expectation, null>;
+      expect(typeof a.ok).toBe('boolean');
+      if (a.ok === false) {
+        expect(Object.keys(ERROR_CODES)).toContain(a.error?.code);
+        expect(typeof a.error?.message).toBe('string');
+      } else expect(a).toHaveProperty('result');
+      if (e.kind === 'protocol_error') {
+        expect(a).toMatchObject({ ok: false, error: { code: 'GUARD_CONTROL_BAD_REQUEST' } });
+      } else {
+        expect(a.id).toBe(e.id);
+      }
+    }
+  } finally {
+    socket.destroy();
+  }
+}
+
 describe('fuzz: control protocol over a real socket', () => {
   it(
     'random request bytes split at random boundaries: every line answered in order with ok or a documented code',
     async () => {
       await fc.assert(
-        fc.asyncProperty(session, async ({ lines, trailing, cuts, adminSocket }) => {
-          const payload = Buffer.concat([
-            ...lines.flatMap(([l, nl]) => [
-              typeof l === 'string' ? Buffer.from(l) : Buffer.from(l),
-              Buffer.from(nl),
-            ]),
-            Buffer.from(trailing),
-          ]);
-          // The contract, line by line, up to the first protocol error: the server closes there, so
-          // the client sends nothing after it (writing into a closed socket makes a Node client drop
-          // answers it had not read yet: that would be the client's loss, not the server's).
-          const expected: Exclude<Expectation, null>[] = [];
-          let start = 0;
-          let sendBytes = payload.length;
-          for (;;) {
-            const nl = payload.indexOf(0x0a, start);
-            const lineLength = (nl < 0 ? payload.length : nl) - start;
-            if (lineLength > MAX_REQUEST_BYTES) {
-              // cut as soon as the server holds more than the cap of one line, newline or not
-              expected.push({ kind: 'protocol_error' });
-              sendBytes = start + MAX_REQUEST_BYTES + 1;
-              break;
-            }
-            if (nl < 0) break;
-            const e = expectationOf(payload.subarray(start, nl));
-            start = nl + 1;
-            if (e === null) continue;
-            expected.push(e);
-            if (e.kind === 'protocol_error') {
-              sendBytes = start;
-              break;
-            }
-          }
-          const endsInError = expected.at(-1)?.kind === 'protocol_error';
-
-          const answers: Answer[] = [];
-          let closed = false;
-          const socket: Socket = createConnection(adminSocket ? admin : pub);
-          let buf = '';
-          socket.setEncoding('utf8');
-          socket.on('data', (d: string) => {
-            buf += d;
-            for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-              answers.push(JSON.parse(buf.slice(0, nl)) as Answer);
-              buf = buf.slice(nl + 1);
-            }
-          });
-          socket.on('error', () => undefined); // a reset after a protocol error is a close
-          socket.on('close', () => {
-            closed = true;
-          });
-          await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-          try {
-            const points = [...new Set(cuts.map((c) => c % (sendBytes + 1)))].sort((a, b) => a - b);
-            let from = 0;
-            for (const at of [...points, sendBytes]) {
-              if (closed) break;
-              const chunk = payload.subarray(from, at);
-              from = at;
-              if (chunk.length === 0) continue;
-              await new Promise<void>((resolve) => socket.write(chunk, () => resolve()));
-              await new Promise((r) => setImmediate(r));
-            }
-            await waitFor(
-              () => answers.length >= expected.length && (!endsInError || closed),
-              `${expected.length} answers${endsInError ? ' and a close' : ''} (got ${answers.length})`,
-              { timeoutMs: 8_000, intervalMs: 5 },
-            );
-            expect(answers).toHaveLength(expected.length);
-            for (const [i, a] of answers.entries()) {
-              const e = expected[i] as Exclude<Expectation, null>;
-              expect(typeof a.ok).toBe('boolean');
-              if (a.ok === false) {
-                expect(Object.keys(ERROR_CODES)).toContain(a.error?.code);
-                expect(typeof a.error?.message).toBe('string');
-              } else expect(a).toHaveProperty('result');
-              if (e.kind === 'protocol_error') {
-                expect(a).toMatchObject({ ok: false, error: { code: 'GUARD_CONTROL_BAD_REQUEST' } });
-              } else {
-                expect(a.id).toBe(e.id);
-              }
-            }
-          } finally {
-            socket.destroy();
-          }
+        fc.asyncProperty(session, async (s) => {
+          await playSession(s);
           // the daemon still answers a well-formed status request
           const status = await callDaemon(pub, 'status', {}, 8_000);
           expect(status).toMatchObject({ running: true });
@@ -289,5 +293,21 @@ describe('fuzz: control protocol over a real socket', () => {
       await waitFor(() => server.stats().connections === 0, 'all fuzz connections released');
     },
     testTimeout(15_000),
+  );
+
+  it(
+    'concurrent hostile sessions on both sockets: each answered by the contract, the server keeps serving',
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(session, { minLength: 2, maxLength: 6 }), async (sessions) => {
+          await Promise.all(sessions.map((s) => playSession(s)));
+          const status = await callDaemon(pub, 'status', {}, 8_000);
+          expect(status).toMatchObject({ running: true });
+        }),
+        fuzzParams(60, 10_000, 30_000),
+      );
+      await waitFor(() => server.stats().connections === 0, 'all fuzz connections released');
+    },
+    testTimeout(10_000),
   );
 });
