@@ -2,6 +2,8 @@
  * QuarantineStore and QuarantineAction on real files and a real SQLite DB: cross-filesystem moves,
  * TOCTOU refusals, recovery of interrupted moves, restore errors, control methods, guardctl commands.
  */
+
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -165,7 +167,7 @@ describe('QuarantineAction + QuarantineStore', () => {
         obsFor(t.root, t.pkg),
         decision,
       );
-      expect(r.error).toBeNull();
+      expect(r.error, String(r.error)).toBeNull();
       expect(r.actionTaken).toBe('quarantined');
       const id = r.details?.quarantine_id as string;
       expect(store.get(id)?.manifest.treeHash).toBe(before.hash);
@@ -316,14 +318,18 @@ describe('QuarantineAction + QuarantineStore', () => {
     'restore recreates a missing parent (scope dir) owned by the package owner, not root (root only)',
     async () => {
       const dir = fresh();
+      // The user-side work runs as uid 4242: it must be able to reach its tree, as a real user can.
+      for (const d of [base, dir]) chmodSync(d, 0o755);
       const { db, store } = await storeIn(dir);
       const t = npmTree(dir);
       const scope = join(t.root, '@anthropic-ai');
-      for (const p of [t.prefix, join(t.prefix, 'lib'), t.root, scope, t.pkg]) chownSync(p, 4242, 4343);
+      for (const p of [t.prefix, join(t.prefix, 'lib'), t.root, scope]) chownSync(p, 4242, 4343);
+      execFileSync('chown', ['-hR', '4242:4343', t.pkg]);
       const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
         obsFor(t.root, t.pkg),
         decision,
       );
+      expect(r.error).toBeNull();
       rmSync(scope, { recursive: true }); // the user removed the now empty scope dir
       await store.restore(r.details?.quarantine_id as string, { force: false, stillBanned: () => false });
       expect(lstatSync(scope)).toMatchObject({ uid: 4242, gid: 4343 });
@@ -332,12 +338,12 @@ describe('QuarantineAction + QuarantineStore', () => {
     },
   );
 
-  it('a tree that cannot be hashed in quarantine is still quarantined and restorable (not stuck in "moving")', async () => {
+  it('a tree whose paths do not fit PATH_MAX in quarantine is refused and rolled back whole (not stuck in "moving")', async () => {
     const dir = fresh();
     const { db, store } = await storeIn(dir);
     const t = npmTree(dir);
     // A hostile tree whose deepest path only fits PATH_MAX where it was installed: built in two
-    // parts (no path above 4 KiB is ever named), then hashing it in quarantine fails ENAMETOOLONG.
+    // parts (no path above 4 KiB is ever named), then writing it in quarantine fails ENAMETOOLONG.
     const seg = 'd'.repeat(250);
     const chain = (base: string, n: number): string => {
       let p = base;
@@ -352,16 +358,14 @@ describe('QuarantineAction + QuarantineStore', () => {
       obsFor(t.root, t.pkg),
       decision,
     );
-    expect(r.error).toBeNull();
-    const id = r.details?.quarantine_id as string;
-    const entry = store.get(id);
-    expect(entry?.state).toBe('quarantined');
-    expect(entry?.manifest.treeHash).toBeNull();
-    expect(gone(t.bin)).toBe(true);
-    const res = await store.restore(id, { force: false, stillBanned: () => false });
-    expect(res.hashVerified).toBe(false); // nothing to compare with, and said so
-    expect(store.get(id)?.state).toBe('restored');
+    // Copying is by path (as the owner), so it fails; the move is rolled back, nothing half-done.
+    expect(r.actionTaken).toBe('failed');
+    expect(r.error).toMatch(/^GUARD_QUARANTINE_IO: .*ENAMETOOLONG/);
+    const entries = store.list();
+    expect(entries.at(-1)?.state).toBe('rolled_back');
+    expect(existsSync(join(t.pkg, 'cli.js'))).toBe(true);
     expect(readlinkSync(t.bin)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
+    expect(readdirSync(join(dir, 'state', 'quarantine'))).toEqual([]);
     renameSync(join(deep, 'x'), join(dir, 'x-back')); // so the temp dir can be removed
     db.close();
   });

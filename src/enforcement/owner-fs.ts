@@ -1,0 +1,402 @@
+/**
+ * Owns how root touches files in a user's tree: every such operation (reading a package tree to
+ * copy it into quarantine, removing it, finding/unlinking bin links and shims, recreating a tree
+ * or link on restore) runs in a short-lived child process with the credentials of the user who
+ * controls the directory (see `actorFor`), never in guardd itself.
+ *
+ * Why this and not checks: the user owns the directories above the path and can swap any of them
+ * for a symlink at any moment; realpath/lstat checks before acting always leave a window, and
+ * Node has no openat() to walk with descriptors. Running the user-side work as that user makes the
+ * kernel enforce the boundary: a planted symlink can then only reach what the user could already
+ * touch (their own files), never root's, guardd's or another user's. Root's own side only ever
+ * writes into its root-only quarantine dir, from content the child hands over (validated there).
+ *
+ * Who acts (`actorFor`): walking the path component by component (following symlinks as the
+ * kernel would, without trusting the result), every directory owned by a non-root user makes that
+ * user a controller; a directory writable by group/others without the sticky bit makes anyone a
+ * controller (refused); the entry acted on (package dir, link, artifact) makes its owner one. Zero
+ * controllers: root acts (nobody else can change the path). One: that user acts. Two or more (a
+ * link in one user's tree into another's home): refused, GUARD_QUARANTINE_UNSAFE_PATH. When root
+ * acts, trees are walked only through root-owned directories nobody else can write (see
+ * quarantine-tree.ts): a user-owned subdir could be swapped for a link between two reads.
+ * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
+ * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
+ *
+ * Platforms: Linux and macOS spawn the child with `{uid, gid}` (libuv drops supplementary groups).
+ * Windows has no uids: the child runs with guardd's own token, so there only the checks apply
+ * (today's behaviour, documented in docs/security.md).
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { lstat, readlink } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { GuardError } from '../common/errors.js';
+import { OWNER_FS_CHILD_SOURCE } from './owner-fs-child.js';
+
+/** The credentials user-side work runs with. */
+export interface Actor {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface OwnerStat {
+  readonly type: 'file' | 'directory' | 'symlink' | 'other';
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly dev: number;
+  readonly ino: number;
+}
+
+/** Symlinks followed while finding who controls a path (the kernel's own limit is 40). */
+const MAX_LINK_HOPS = 40;
+/**
+ * One child operation must answer within this (ms): a 4 MiB read or a readdir on a local disk
+ * takes milliseconds; a stalled network mount must not hold a quarantine for longer.
+ */
+const OP_TIMEOUT_MS = 30_000;
+/**
+ * Removing a whole tree is one operation: 200,000 entries (MAX_TREE_ENTRIES) on a slow disk take
+ * minutes, and killing the child halfway would leave a half-removed original.
+ */
+const RM_TIMEOUT_MS = 10 * 60_000;
+/** Bytes per readFile request (base64 in one JSON line: ~5.3 MiB per answer line). */
+export const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** Directories no quarantine, link removal or restore may act in, whoever the actor. */
+export const SYSTEM_DIRS: readonly string[] = [
+  '/etc',
+  '/boot',
+  '/bin',
+  '/sbin',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/usr/bin',
+  '/usr/sbin',
+  '/usr/lib',
+  '/usr/libexec',
+  '/usr/share',
+  '/usr/include',
+  '/var/lib/toolguard',
+  '/opt/toolguard',
+  '/proc',
+  '/sys',
+  '/dev',
+  '/System',
+  '/Library',
+];
+
+function inside(child: string, parent: string): boolean {
+  return child === parent || child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+}
+
+/**
+ * Throws GUARD_QUARANTINE_UNSAFE_PATH when `real` (a resolved path) lies in one of `ownDirs`
+ * (guardd's state and install dirs: never) or in a system dir. A global package tree of the
+ * system npm (`…/node_modules/…` below /usr/lib) is not a system file and stays allowed; so are
+ * bin links in system bin dirs when `allowSystemBin` (their removal is proven by their target).
+ */
+export function assertNotProtected(
+  real: string,
+  ownDirs: readonly string[],
+  what: string,
+  allowSystemBin = false,
+): void {
+  const refuse = (zone: string): never => {
+    throw new GuardError(
+      'GUARD_QUARANTINE_UNSAFE_PATH',
+      `refusing to act on ${what}: it resolves to ${real}, inside protected ${zone}`,
+      { path: what, resolved: real, zone },
+    );
+  };
+  for (const d of ownDirs) if (inside(real, d)) refuse(d);
+  for (const d of SYSTEM_DIRS) {
+    if (!inside(real, d)) continue;
+    if (real.slice(d.length).split('/').includes('node_modules') && !d.includes('toolguard')) continue;
+    if (allowSystemBin && (d === '/usr/bin' || d === '/usr/sbin' || d === '/bin' || d === '/sbin')) continue;
+    refuse(d);
+  }
+}
+
+/**
+ * Who may act on entries of directory `dir` (and on `entry`, its child, when given): see the
+ * module header. Missing trailing components (a restore recreating parents) are fine: the
+ * controllers of the existing prefix decide. Throws GUARD_QUARANTINE_UNSAFE_PATH.
+ */
+export async function actorFor(dir: string, entry?: string): Promise<Actor> {
+  // Windows has no uids to act with (see the module header): guardd's own token acts.
+  if (process.platform === 'win32') return { uid: 0, gid: 0 };
+  const unsafe = (why: string): GuardError =>
+    new GuardError('GUARD_QUARANTINE_UNSAFE_PATH', `refusing to act in ${dir}: ${why}`, { path: dir });
+  const controllers = new Map<number, number>();
+  const note = (uid: number, gid: number): void => {
+    if (uid !== 0) controllers.set(uid, gid);
+  };
+  let hops = 0;
+  let pending = resolve(dir).split(sep).filter(Boolean);
+  let cur: string = sep;
+  const check = async (p: string): Promise<'dir' | 'missing' | 'link' | 'other'> => {
+    let st: Awaited<ReturnType<typeof lstat>>;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+      throw unsafe(`cannot inspect ${p} (${(err as NodeJS.ErrnoException).code})`);
+    }
+    if (st.isSymbolicLink()) return 'link';
+    if (!st.isDirectory()) return 'other';
+    const shared = (st.mode & 0o022) !== 0;
+    const sticky = (st.mode & 0o1000) !== 0;
+    if (shared && !sticky) throw unsafe(`${p} is writable by group or others`);
+    note(st.uid, st.gid);
+    return 'dir';
+  };
+  await check(cur);
+  let missing = false;
+  while (pending.length > 0 && !missing) {
+    const name = pending.shift() as string;
+    const p = join(cur, name);
+    const kind = await check(p);
+    if (kind === 'missing') missing = true;
+    else if (kind === 'other') throw unsafe(`${p} is not a directory`);
+    else if (kind === 'link') {
+      if (++hops > MAX_LINK_HOPS) throw unsafe('too many symlinks');
+      const target = await readlink(p);
+      const next = resolve(cur, target);
+      pending = [...next.split(sep).filter(Boolean), ...pending];
+      cur = sep;
+    } else cur = p;
+  }
+  if (entry !== undefined && !missing) {
+    // The entry's owner controls what is inside it (a package tree they own can have a subdir
+    // swapped for a link at any time), and in a sticky shared dir (/tmp) may replace the entry.
+    const e = await lstat(join(cur, entry)).catch(() => null);
+    if (e) note(e.uid, e.gid);
+  }
+  if (controllers.size > 1)
+    throw unsafe(`it is controlled by more than one user (uids ${[...controllers.keys()].join(', ')})`);
+  const [only] = [...controllers.entries()];
+  return only ? { uid: only[0], gid: only[1] } : { uid: 0, gid: 0 };
+}
+
+/** Error from the child: `code` is the errno code, so callers can test for ENOENT and friends. */
+class OwnerFsError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * One child process acting as `actor`. Requests are answered in order; `close()` ends the child
+ * (call it in a finally: an unclosed session keeps a process alive until guardd exits).
+ */
+export class OwnerSession {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private buf = '';
+  private nextId = 1;
+  private readonly waiting = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
+  private dead: Error | null = null;
+
+  constructor(readonly actor: Actor) {
+    const self = process.getuid?.();
+    // Without privileges (a dev run) or on Windows the child keeps guardd's own credentials.
+    const creds =
+      self === 0 && process.platform !== 'win32' && actor.uid !== 0 ? { uid: actor.uid, gid: actor.gid } : {};
+    this.child = spawn(process.execPath, ['-e', OWNER_FS_CHILD_SOURCE], {
+      ...creds,
+      cwd: '/',
+      env: {},
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (c: string) => this.onData(c));
+    this.child.stderr.resume();
+    this.child.on('error', (err) => this.fail(err));
+    this.child.on('exit', (code, signal) =>
+      this.fail(new Error(`owner-fs child exited (${code ?? signal})`)),
+    );
+    this.child.stdin.on('error', () => undefined);
+  }
+
+  private onData(chunk: string): void {
+    this.buf += chunk;
+    for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
+      const line = this.buf.slice(0, i);
+      this.buf = this.buf.slice(i + 1);
+      let msg: { id: number; ok: boolean; value?: unknown; code?: string; message?: string };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      const w = this.waiting.get(msg.id);
+      if (!w) continue;
+      this.waiting.delete(msg.id);
+      clearTimeout(w.timer);
+      if (msg.ok) w.resolve(msg.value);
+      else w.reject(new OwnerFsError(msg.code ?? 'EIO', msg.message ?? 'owner-fs error'));
+    }
+  }
+
+  private fail(err: Error): void {
+    this.dead ??= err;
+    for (const [, w] of this.waiting) {
+      clearTimeout(w.timer);
+      w.reject(new OwnerFsError('EIO', err.message));
+    }
+    this.waiting.clear();
+  }
+
+  private call<T>(op: string, args: Record<string, unknown>, timeoutMs = OP_TIMEOUT_MS): Promise<T> {
+    if (this.dead) return Promise.reject(new OwnerFsError('EIO', this.dead.message));
+    const id = this.nextId++;
+    return new Promise<T>((res, rej) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        rej(new OwnerFsError('ETIMEDOUT', `${op} took longer than ${timeoutMs} ms`));
+        this.close();
+      }, timeoutMs);
+      this.waiting.set(id, { resolve: res as (v: unknown) => void, reject: rej, timer });
+      this.child.stdin.write(`${JSON.stringify({ id, op, args })}\n`);
+    });
+  }
+
+  lstat(path: string): Promise<OwnerStat> {
+    return this.call('lstat', { path });
+  }
+  realpath(path: string): Promise<string> {
+    return this.call('realpath', { path });
+  }
+  readdir(path: string, max: number): Promise<string[]> {
+    return this.call('readdir', { path, max });
+  }
+  readlink(path: string): Promise<string> {
+    return this.call('readlink', { path });
+  }
+  /** Up to `length` bytes at `offset` of a regular file (O_NOFOLLOW; ESTALE if dev/ino differ). */
+  async readChunk(
+    path: string,
+    offset: number,
+    length: number,
+    id?: { dev: number; ino: number },
+  ): Promise<Buffer> {
+    const b64 = await this.call<string>('readFile', { path, offset, length, ...(id ?? {}) });
+    return Buffer.from(b64, 'base64');
+  }
+  /** Unlinks `path` only if it is still that symlink / a file with exactly those bytes. */
+  unlinkIf(
+    path: string,
+    expect: { symlinkTarget: string } | { contentB64: string; maxBytes: number },
+  ): Promise<boolean> {
+    return this.call('unlinkIf', { path, ...expect });
+  }
+  /** Removes the tree at `path` if its top is still `dev`/`ino` (ESTALE otherwise). */
+  rmTree(path: string, id?: { dev: number; ino: number }): Promise<boolean> {
+    return this.call('rmTree', { path, ...(id ?? {}) }, RM_TIMEOUT_MS);
+  }
+  /** mkdir -p; the first directory created, or null. */
+  mkdirp(path: string, mode: number): Promise<string | null> {
+    return this.call('mkdirp', { path, mode });
+  }
+  mkdir(path: string, mode: number): Promise<boolean> {
+    return this.call('mkdir', { path, mode });
+  }
+  /** Creates (O_EXCL) or appends to (`append`) a file, never through a symlink. */
+  writeFile(path: string, data: Buffer, append: boolean, mode = 0o600): Promise<boolean> {
+    return this.call('writeFile', { path, b64: data.toString('base64'), append, mode });
+  }
+  symlink(target: string, path: string): Promise<boolean> {
+    return this.call('symlink', { target, path });
+  }
+  /** Sets owner and group without following; only a root actor may give a file away. */
+  lchown(path: string, uid: number, gid: number): Promise<boolean> {
+    return this.call('lchown', { path, uid, gid });
+  }
+  chmod(path: string, mode: number): Promise<boolean> {
+    return this.call('chmod', { path, mode });
+  }
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.lstat(path);
+      return true;
+    } catch (err) {
+      if ((err as OwnerFsError).code === 'ENOENT' || (err as OwnerFsError).code === 'ENOTDIR') return false;
+      throw err;
+    }
+  }
+
+  /** Ends the child. Idempotent. */
+  close(): void {
+    this.fail(new Error('session closed'));
+    this.child.stdin.end();
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+/**
+ * Runs `fn` with a session acting as whoever controls directory `dir` (and its entry `entry`),
+ * closing the session afterwards. Throws GUARD_QUARANTINE_UNSAFE_PATH when nobody may act.
+ */
+export async function withOwner<T>(
+  dir: string,
+  entry: string | undefined,
+  fn: (s: OwnerSession) => Promise<T>,
+): Promise<T> {
+  const actor = await actorFor(dir, entry);
+  const s = new OwnerSession(actor);
+  try {
+    return await fn(s);
+  } finally {
+    s.close();
+  }
+}
+
+/**
+ * Sessions of one operation, one per actor (a quarantine touches the package's parent, bin dirs
+ * and shim dirs, usually all the same user's). `close()` ends them all.
+ */
+export class OwnerSessions {
+  private readonly byUid = new Map<string, OwnerSession>();
+
+  /** Session for whoever controls `dir` (and `entry` in it). Throws GUARD_QUARANTINE_UNSAFE_PATH. */
+  async forDir(dir: string, entry?: string): Promise<OwnerSession> {
+    const actor = await actorFor(dir, entry);
+    const key = `${actor.uid}:${actor.gid}`;
+    let s = this.byUid.get(key);
+    if (!s) {
+      s = new OwnerSession(actor);
+      this.byUid.set(key, s);
+    }
+    return s;
+  }
+
+  /** Session for the directory holding `path`, with `path` as its entry. */
+  forPath(path: string): Promise<OwnerSession> {
+    const abs = resolve(path);
+    const dir = dirname(abs);
+    return this.forDir(dir, abs.slice(dir === sep ? 1 : dir.length + 1));
+  }
+
+  close(): void {
+    for (const s of this.byUid.values()) s.close();
+    this.byUid.clear();
+  }
+}
+
+/** Runs `fn` with a fresh `OwnerSessions`, closing it afterwards. */
+export async function withSessions<T>(fn: (s: OwnerSessions) => Promise<T>): Promise<T> {
+  const s = new OwnerSessions();
+  try {
+    return await fn(s);
+  } finally {
+    s.close();
+  }
+}
