@@ -288,12 +288,12 @@ describe('fuzz: control protocol over a real socket', () => {
           const status = await callDaemon(pub, 'status', {}, 8_000);
           expect(status).toMatchObject({ running: true });
         }),
-        fuzzParams(300, 15_000, 20_000),
+        fuzzParams(300, 8_000, 20_000),
       );
       // every client of the campaign closed: the server holds no connection of theirs
       await waitFor(() => server.stats().connections === 0, 'all fuzz connections released');
     },
-    testTimeout(15_000),
+    testTimeout(8_000),
   );
 
   it(
@@ -305,10 +305,10 @@ describe('fuzz: control protocol over a real socket', () => {
           const status = await callDaemon(pub, 'status', {}, 8_000);
           expect(status).toMatchObject({ running: true });
         }),
-        fuzzParams(60, 10_000, 30_000),
+        fuzzParams(60, 6_000, 30_000),
       );
       await waitFor(() => server.stats().connections === 0, 'all fuzz connections released');
     },
-    testTimeout(10_000),
+    testTimeout(6_000),
   );
 });

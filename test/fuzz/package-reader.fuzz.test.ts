@@ -205,10 +205,10 @@ describe('fuzz: package.json reading', () => {
           }
           expectNoPollution();
         }),
-        fuzzParams(300, 10_000, 5_000),
+        fuzzParams(300, 6_000, 5_000),
       );
     },
-    testTimeout(10_000),
+    testTimeout(6_000),
   );
 
   it(
@@ -271,9 +271,9 @@ describe('fuzz: package.json reading', () => {
             expectNoPollution();
           },
         ),
-        fuzzParams(40, 8_000, 5_000),
+        fuzzParams(40, 5_000, 5_000),
       );
     },
-    testTimeout(8_000),
+    testTimeout(5_000),
   );
 });

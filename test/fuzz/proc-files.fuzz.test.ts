@@ -103,10 +103,10 @@ describe('fuzz: /proc parsers', () => {
             if (st !== null) expectWellFormed(st);
           },
         ),
-        fuzzParams(3000, 5_000),
+        fuzzParams(3000, 3_000),
       );
     },
-    testTimeout(5_000),
+    testTimeout(3_000),
   );
 
   it(
@@ -124,10 +124,10 @@ describe('fuzz: /proc parsers', () => {
           expect(got.ttyNr).toBe(s.ttyNr);
           expect(got.startTime).toBe(s.startTime);
         }),
-        fuzzParams(2000, 4_000),
+        fuzzParams(2000, 3_000),
       );
     },
-    testTimeout(4_000),
+    testTimeout(3_000),
   );
 
   it(
@@ -189,10 +189,10 @@ describe('fuzz: /proc parsers', () => {
             for (const k of kids as number[]) expect(Number.isInteger(k) && k > 0).toBe(true);
           },
         ),
-        fuzzParams(400, 8_000),
+        fuzzParams(400, 5_000),
       );
     },
-    testTimeout(8_000),
+    testTimeout(5_000),
   );
 
   it('readStat of a missing process is null with reason exited (the counted skip for a race)', () => {
