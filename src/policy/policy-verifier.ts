@@ -9,7 +9,8 @@
  *     distinct verifying keys are counted against the threshold (SIGNATURE_INVALID /
  *     UNTRUSTED_KEY / THRESHOLD_NOT_MET);
  *  5. payload is UTF-8 JSON (PAYLOAD_NOT_JSON);
- *  6. schema + semantics, then the body compiles with the real matcher (SCHEMA, naming paths);
+ *  6. schema + semantics, then the body compiles with the real matcher (SCHEMA, naming paths;
+ *     REGEX_UNSUPPORTED for an argv pattern beyond what the RE2 engine runs);
  *  7. safety (UNSAFE_RULE, rule-safety.ts);
  *  8. freshness: issued in the future beyond the skew (NOT_YET_VALID), expired (EXPIRED).
  *

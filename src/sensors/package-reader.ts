@@ -149,14 +149,18 @@ export function parseManifest(
 
 function binsOf(name: string, bin: unknown): Record<string, string> {
   const out: Record<string, string> = {};
+  const add = (k: string, v: unknown): void => {
+    // A bin name with a path separator (or `.`/`..`) would let a package name a link outside the
+    // bin dir, whichever form named it. defineProperty: `__proto__` is a name like any other here,
+    // kept as an own key instead of reaching the object's prototype setter.
+    if (typeof v === 'string' && k && !/[\\/]|^\.\.?$/.test(k))
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  };
   if (typeof bin === 'string') {
     // String form: the bin is named after the package (without its scope).
-    out[name.replace(/^@[^/]+\//, '')] = bin;
+    add(name.replace(/^@[^/]+\//, ''), bin);
   } else if (typeof bin === 'object' && bin !== null && !Array.isArray(bin)) {
-    for (const [k, v] of Object.entries(bin).slice(0, MAX_BIN_ENTRIES)) {
-      // A bin name with a path separator would let a package name a link outside the bin dir.
-      if (typeof v === 'string' && k && !/[\\/]|^\.\.?$/.test(k)) out[k] = v;
-    }
+    for (const [k, v] of Object.entries(bin).slice(0, MAX_BIN_ENTRIES)) add(k, v);
   }
   return out;
 }

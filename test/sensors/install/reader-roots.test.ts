@@ -60,6 +60,28 @@ describe('parseManifest', () => {
       info: { name: 'x', version: null, bin: {} },
     });
   });
+
+  // found by test/fuzz/package-reader.fuzz.test.ts: the string form skipped the bin-name check
+  it.each([
+    ['a bare dot', '{"name":".","bin":""}'],
+    ['a path in the name', '{"name":"a/../../etc/x","bin":"c.js"}'],
+    ['a scoped dot-dot', '{"name":"@s/..","bin":"c.js"}'],
+  ])('string-form bin named after %s is dropped like the object form', (_what, text) => {
+    expect(parseManifest(text)).toMatchObject({ ok: true, info: { bin: {} } });
+  });
+
+  it('bin names __proto__ and constructor are own keys, and Object.prototype is untouched', () => {
+    const r = parseManifest('{"name":"x","bin":{"__proto__":"a.js","constructor":"b.js"}}');
+    expect(r.ok).toBe(true);
+    const bin = (r as { info: { bin: Record<string, string> } }).info.bin;
+    expect(Object.keys(bin).sort()).toEqual(['__proto__', 'constructor']);
+    expect(Object.getOwnPropertyDescriptor(bin, '__proto__')?.value).toBe('a.js');
+    expect(Object.getPrototypeOf(bin)).toBe(Object.prototype);
+    expect(parseManifest('{"name":"__proto__","bin":"c.js"}')).toMatchObject({
+      ok: true,
+      info: { name: '__proto__' },
+    });
+  });
 });
 
 describe('readPackageJson', () => {
