@@ -8,7 +8,12 @@
  * redacted") and proven by test/common/redact.test.ts:
  * - secret-named options, in every spelling: `--db-pass=v`, `--token v`, `-storepass v`,
  *   `--key v`, env-style `AWS_SECRET_ACCESS_KEY=v`, `password=v` inside DSNs and query strings;
- * - program-specific short options: `mysql -pSECRET`, `curl -u user:pw`, `redis-cli -a pw`, …;
+ * - program-specific options and positions: `mysql -pSECRET`, `curl -u user:pw`, `redis-cli -a pw`,
+ *   `gh secret set -b v`, `bw --session v`, `xfreerdp /p:pw`, `htpasswd -b file user pw`,
+ *   `mc alias set NAME URL KEY SECRET`, … (the PROGRAMS table);
+ * - a bare secret word and the value after it (`nmcli … password v`, `mysqladmin password v`,
+ *   `rclone config create … secret_access_key v`), unless the value is a subcommand verb;
+ * - SQL literals in any string (`psql -c "ALTER USER u PASSWORD 'v'"`, `IDENTIFIED BY 'v'`);
  * - HTTP headers passed as arguments (`Authorization: Bearer v`, `Cookie: v`, `x-api-key: v`);
  * - credentials in URLs (`scheme://user:pw@`, `scheme://TOKEN@`, `?access_token=v`, `&sig=v`);
  * - well-known token shapes anywhere (GitHub, GitLab, Slack, AWS, Google, OpenAI/Anthropic, Stripe,
@@ -61,6 +66,7 @@ const SECRET_COMPONENTS = new Set([
   'privatekey',
   'passin',
   'passout',
+  'psk',
 ]);
 /** Glued spellings: a name ending in one of these is secret (`PGPASSWORD`, `-storepass`, `accountkey`). */
 const SECRET_SUFFIXES = [
@@ -139,13 +145,17 @@ const REFERENCE_COMPONENTS = new Set([
 const SECRET_QUERY_KEYS = new Set(['code', 'jwt', 'session', 'sessionid', 'sid', 'key']);
 
 /** Every secret name contains one of these (a cheap first test, for names and whole strings). */
-const SECRET_HINT = /pass|pw|secret|token|key|cred|auth|cookie|bearer|dsn|sig|code|jwt|session|sid/i;
+const SECRET_HINT = /pass|pw|secret|token|key|cred|auth|cookie|bearer|dsn|sig|code|jwt|session|sid|psk/i;
+
+/** Session variables of password-manager CLIs (`BW_SESSION`, `OP_SESSION_my`): the session is the vault key. */
+const SESSION_VARIABLE = /^(?:bw_session|op_session_[a-z0-9_]{1,64})$/i;
 
 /** True when an option, variable, header or parameter called `name` carries a secret value. */
 export function isSecretName(name: string): boolean {
   if (name.length === 0 || name.length > MAX_NAME_CHARS) return false;
   const lower = name.toLowerCase();
   if (!SECRET_HINT.test(lower)) return false; // most names
+  if (SESSION_VARIABLE.test(lower)) return true;
   const parts = lower.split(/[-_.\s]+/).filter(Boolean);
   const last = parts.at(-1);
   if (last === undefined || parts[0] === 'no') return false; // `--no-password` is a switch
@@ -172,9 +182,26 @@ interface ProgramOptions {
   readonly shell?: boolean;
   /** Options that apply only after a subcommand (`docker login -p`, while `docker run -p` is a port). */
   readonly subcommands?: Readonly<Record<string, ProgramOptions>>;
+  /** Long options whose value is a secret although their name does not say so (`bw --session v`). */
+  readonly long?: readonly string[];
+  /** Windows-style `/name:value` options whose value is a secret (`xfreerdp /p:pw`), lower case. */
+  readonly slash?: readonly string[];
+  /** Short options that take a value, so that value is not counted as a positional argument (`htpasswd -C 10`). */
+  readonly valueLetters?: string;
+  /**
+   * True when the positional argument at `index` (0-based, after the program or subcommand) is a
+   * secret; `letters` are the short flags seen so far, `afterUrl` whether a positional URL came before.
+   */
+  readonly secretPositional?: (index: number, letters: ReadonlySet<string>, afterUrl: boolean) => boolean;
+  /** Prose (`echo`, `printf`): bare secret words are words, not `password v` pairs. */
+  readonly prose?: boolean;
 }
 
 const MYSQL: ProgramOptions = { glued: 'p' };
+const FREERDP: ProgramOptions = { slash: ['p', 'pth', 'gp'] }; // password, pass-the-hash, gateway password
+/** `mc alias set NAME URL KEY SECRET`: every positional after the URL (key and secret; option values there go too). */
+const MC_ALIAS_SET: ProgramOptions = { secretPositional: (_i, _l, afterUrl) => afterUrl };
+const PROSE: ProgramOptions = { prose: true };
 const PROGRAMS: Readonly<Record<string, ProgramOptions>> = {
   mysql: MYSQL,
   mysqldump: MYSQL,
@@ -230,10 +257,152 @@ const PROGRAMS: Readonly<Record<string, ProgramOptions>> = {
   expdp: { oracleLogin: true },
   impdp: { oracleLogin: true },
   sqlldr: { oracleLogin: true },
+  // `--session` is the vault's unlock key; bw also takes it after any subcommand
+  bw: { long: ['session'] },
+  op: { long: ['session'] },
+  skopeo: {}, // --src-creds/--dest-creds: USER_PASSWORD_OPTIONS, any `*-creds`
+  gh: { subcommands: { secret: { subcommands: { set: { both: 'b', long: ['body'] } } } } },
+  doctl: { both: 't' }, // -t/--access-token is a global doctl flag
+  xfreerdp: FREERDP,
+  xfreerdp3: FREERDP,
+  wlfreerdp: FREERDP,
+  'sdl-freerdp': FREERDP,
+  wfreerdp: FREERDP,
+  rdesktop: { both: 'p' },
+  twine: { both: 'p' },
+  // `htpasswd -b[c…] file user password`, `htpasswd -nb user password`; -C and -r take a number
+  htpasswd: {
+    valueLetters: 'Cr',
+    secretPositional: (i, letters) => letters.has('b') && i === (letters.has('n') ? 1 : 2),
+  },
+  mc: {
+    subcommands: {
+      alias: { subcommands: { set: MC_ALIAS_SET, add: MC_ALIAS_SET } },
+      config: { subcommands: { host: { subcommands: { add: MC_ALIAS_SET } } } },
+    },
+  },
+  echo: PROSE,
+  printf: PROSE,
+  passwd: {}, // `passwd bob`: a program named like a secret word
 };
+
+/**
+ * A bare word that names a secret and takes the next argument as its value (`nmcli … password v`,
+ * `mysqladmin password v`, SQL `PASSWORD v` word by word). Config-key spellings with `_` or `.`
+ * count when their last part is one of BARE_SECRET_LAST_PARTS (`secret_access_key`, `wifi-sec.psk`,
+ * `db.password`); hyphenated words do not (they are program and package names: `apt-key`, `react-cookie`).
+ */
+const BARE_SECRET_WORDS = new Set(['password', 'passwd', 'passphrase', 'secret', 'token', 'psk']);
+const BARE_SECRET_LAST_PARTS = new Set([
+  'password',
+  'passwd',
+  'passphrase',
+  'pass',
+  'pwd',
+  'psk',
+  'secret',
+  'token',
+]);
+/** After `_` only (`api_key`, `secret_access_key`): a dotted `x.key` is a file name. */
+const BARE_SECRET_LAST_PARTS_UNDERSCORE = new Set(['key', 'apikey']);
+/**
+ * Words after a bare secret word that make it a subcommand or a noun, not a pair: `gh secret set`,
+ * `kubectl create secret generic`, `vault token lookup`. A password that is one of these stays.
+ */
+const SUBCOMMAND_VERBS = new Set([
+  // SQL: `SET PASSWORD FOR u = …`, `IDENTIFIED WITH mysql_native_password BY …` (the SQL rules take the literal)
+  'for',
+  'by',
+  'as',
+  'access',
+  'add',
+  'apply',
+  'approve',
+  'capabilities',
+  'change',
+  'check',
+  'clear',
+  'create',
+  'del',
+  'delete',
+  'describe',
+  'disable',
+  'docker-registry',
+  'edit',
+  'enable',
+  'erase',
+  'exec',
+  'export',
+  'fill',
+  'gen',
+  'generate',
+  'generic',
+  'get',
+  'help',
+  'import',
+  'info',
+  'init',
+  'inspect',
+  'list',
+  'login',
+  'logout',
+  'lookup',
+  'ls',
+  'new',
+  'patch',
+  'put',
+  'read',
+  'reject',
+  'remove',
+  'renew',
+  'reset',
+  'restore',
+  'revoke',
+  'rm',
+  'rotate',
+  'run',
+  'set',
+  'show',
+  'status',
+  'store',
+  'sync',
+  'test',
+  'tidy',
+  'tls',
+  'unset',
+  'update',
+  'use',
+  'verify',
+  'version',
+  'versions',
+  'view',
+  'write',
+]);
+
+/** `kubectl get secret NAME`, `vault create token …`: after a verb, `secret`/`token` name a kind of resource. */
+function isResourceNoun(word: string, previous: string): boolean {
+  return /^(?:secret|token)$/i.test(word) && SUBCOMMAND_VERBS.has(previous.toLowerCase());
+}
+
+/** True for a word that takes the next argument as its secret value (see BARE_SECRET_WORDS). */
+function isBareSecretWord(word: string): boolean {
+  if (word.length > MAX_NAME_CHARS || !/^[A-Za-z][A-Za-z0-9_.-]*$/.test(word)) return false;
+  const lower = word.toLowerCase();
+  if (BARE_SECRET_WORDS.has(lower)) return true;
+  if (!/[_.]/.test(lower) || !isSecretName(lower)) return false;
+  if (lower.includes('-') && !lower.includes('.')) return false;
+  const last = lower.split(/[_.]/).at(-1) ?? '';
+  if (BARE_SECRET_LAST_PARTS.has(last)) return true;
+  return BARE_SECRET_LAST_PARTS_UNDERSCORE.has(last) && lower.at(-last.length - 1) === '_';
+}
 
 /** Options whose value is `user:password` (curl, wget, lftp `user,pass`, smbclient `user%pass`). */
 const USER_PASSWORD_OPTIONS = new Set(['u', 'U', 'user', 'proxy-user', 'http-user', 'creds', 'userpass']);
+
+/** Also `user:password`: any `*-creds` / `*_creds` option (`skopeo --src-creds`, `--dest-creds`). */
+function isUserPasswordOption(name: string): boolean {
+  return USER_PASSWORD_OPTIONS.has(name) || /^[A-Za-z0-9]{1,32}[-_]creds$/i.test(name);
+}
 
 /** Whole-token patterns that are secrets wherever they appear (each linear: literal prefix, one class run). */
 const SECRET_SHAPES: readonly RegExp[] = [
@@ -258,6 +427,7 @@ const SECRET_SHAPES: readonly RegExp[] = [
   /\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b/g, // Shopify
   /\bAGE-SECRET-KEY-1[0-9A-Z]{50,}/g, // age
   /\bhv[sbr]\.[A-Za-z0-9_-]{24,}/g, // HashiCorp Vault
+  /\bs\.[A-Za-z0-9]{24}\b/g, // HashiCorp Vault service token before 1.10 (`s.` + 24 base62)
   /\b(pass:)[^\s'"]+/g, // OpenSSL passphrase argument `pass:secret`
 ];
 
@@ -276,6 +446,32 @@ const PEM_PRIVATE_KEY =
 const AUTH_SCHEME_VALUE = /\b(Bearer|Basic)(\s+)(?=[A-Za-z_~-]*[0-9.+/=])[A-Za-z0-9._~+/=-]{8,}/g;
 /** The auth schemes kept readable before a redacted Authorization value. */
 const AUTH_SCHEMES = /^(?:bearer|basic|digest|token|negotiate|splunk|apikey|sso-key|aws4-hmac-sha256)$/i;
+
+/**
+ * SQL password literals (`psql -c`, `mysql -e`, `sqlcmd -Q`): `PASSWORD 'v'`, `PASSWORD = 'v'`,
+ * `SET PASSWORD FOR u = PASSWORD('v')`, `IDENTIFIED [WITH plugin] BY [PASSWORD] 'v'` (Oracle's
+ * unquoted `IDENTIFIED BY v` too). A literal runs to its closing quote or the end of the string, and
+ * is consumed by the match, so an unclosed quote is scanned once.
+ */
+const SQL_PASSWORD =
+  /\b(PASSWORD(?:\s+FOR\s+[^\s=]{1,256})?(?=[\s=(])\s*(?:=\s*)?(?:PASSWORD\s*)?(?:\(\s*)?)('[^']*'?|"[^"]*"?)/gi;
+const SQL_IDENTIFIED =
+  /\b(IDENTIFIED\s+(?:WITH\s+[A-Za-z0-9_]{1,64}\s+)?(?:BY|AS)\s+(?:PASSWORD\s+)?)('[^']*'?|"[^"]*"?|[^\s'";,)]+)/gi;
+
+/** `prefix 'literal'` → `prefix '[REDACTED]'`, keeping the quotes that were there. */
+function redactSqlLiteral(_m: string, prefix: string, literal: string): string {
+  const q = literal[0] === "'" || literal[0] === '"' ? literal[0] : '';
+  const closed = q !== '' && literal.length > 1 && literal.endsWith(q);
+  return `${prefix}${q}${REDACTED}${closed ? q : ''}`;
+}
+
+/** SQL password literals (SQL_PASSWORD, SQL_IDENTIFIED) in `s`. */
+function redactSql(s: string): string {
+  let out = s;
+  if (/password/i.test(out)) out = out.replace(SQL_PASSWORD, redactSqlLiteral);
+  if (/identified/i.test(out)) out = out.replace(SQL_IDENTIFIED, redactSqlLiteral);
+  return out;
+}
 
 /** Longest URL scheme looked for before `://` (`mongodb+srv`, `git+ssh`, `jdbc:mysql` ends in `mysql`). */
 const MAX_SCHEME_CHARS = 32;
@@ -332,6 +528,7 @@ function redactValue(s: string): string {
     return `${header[1]}${header[2]}${header[3]}${redactHeaderValue(header[4] as string)}`;
   if (out.includes('://')) out = redactUrlUserinfo(out);
   if (SECRET_HINT.test(out)) out = redactNamedValues(out);
+  out = redactSql(out);
   out = out.replace(AUTH_SCHEME_VALUE, `$1$2${REDACTED}`);
   for (const shape of SECRET_SHAPES)
     out = out.replace(shape, (_m, keep?: string) =>
@@ -399,13 +596,21 @@ function redactSegments(s: string): string {
 }
 
 /** What the previous token asked of the next one. */
-type Expect = 'none' | 'secret' | 'secret-word' | 'user-password' | 'auth-scheme' | 'shell';
+type Expect = 'none' | 'secret' | 'secret-word' | 'pair-value' | 'user-password' | 'auth-scheme' | 'shell';
 
 /** Redacts a sequence of tokens (an argv, or the words of a shell command string). */
 class Redactor {
   private expect: Expect = 'none';
   private program: ProgramOptions | null = null;
   private previous = '';
+  /** Short flags seen since the program or subcommand (for secretPositional). */
+  private letters = new Set<string>();
+  /** Positional arguments seen since the program or subcommand. */
+  private positionals = 0;
+  /** A positional URL came since the program or subcommand. */
+  private afterUrl = false;
+  /** The previous token was a short option that takes a value (valueLetters). */
+  private optionValue = false;
 
   /**
    * @param words true for the words of one string: value rules (URLs, shapes, `name=value`) are
@@ -414,8 +619,9 @@ class Redactor {
   constructor(private readonly words = false) {}
 
   token(raw: string): string {
-    // in shell strings, quotes stay around the word; classification looks inside them
-    const m = /^(['"]?)([\s\S]*?)(['"]?)$/.exec(raw) as RegExpExecArray;
+    // in shell strings, quotes stay around the word; classification looks inside them (an argv
+    // element's quotes are its own characters)
+    const m = (this.words ? /^(['"]?)([\s\S]*?)(['"]?)$/ : /^()([\s\S]*)()$/).exec(raw) as RegExpExecArray;
     const [, open = '', core = '', close = ''] = m;
     const wrap = (s: string): string => `${open}${s}${close}`;
     const expect = this.expect;
@@ -423,7 +629,23 @@ class Redactor {
     this.expect = 'none';
     this.previous = core;
     if (expect === 'secret' && !core.startsWith('--')) return wrap(REDACTED);
-    if (expect === 'secret-word' && !core.startsWith('-') && core !== '') return wrap(REDACTED);
+    if (expect === 'secret-word' && !core.startsWith('-') && core !== '') {
+      // `mysqladmin -p password NEW`: `password` is then the command, and NEW its value
+      if (isBareSecretWord(core)) this.expect = 'secret-word';
+      return wrap(REDACTED);
+    }
+    if (expect === 'pair-value' && core === '=') {
+      this.expect = 'pair-value'; // SQL `PASSWORD = 'v'` word by word
+      return raw;
+    }
+    if (
+      expect === 'pair-value' &&
+      !core.startsWith('-') &&
+      !core.startsWith(REDACTED) && // an SQL literal, already redacted whole
+      core !== '' &&
+      !SUBCOMMAND_VERBS.has(core.toLowerCase())
+    )
+      return wrap(REDACTED);
     if (expect === 'user-password' && !core.startsWith('-'))
       return wrap(core.includes('://') ? redactValue(core) : redactUserPassword(core));
     if (expect === 'shell') return wrap(redactWords(core));
@@ -436,23 +658,45 @@ class Redactor {
     }
     // `git config user.password v`, `aws configure set aws_secret_access_key v`
     if (CONFIG_SETTERS.has(previous) && /^[A-Za-z0-9_.:/-]{1,128}$/.test(core) && isSecretName(core)) {
-      this.expect = 'secret';
+      this.expect = 'secret-word'; // an option next is not the value (`gh secret set KEY -b v`)
+      return raw;
+    }
+    // a subcommand (`gh secret set`) and a program's own positions (`htpasswd -b f u password`) come first
+    const p = this.program;
+    if (
+      p?.secretPositional ||
+      (p?.subcommands && Object.hasOwn(p.subcommands, core)) ||
+      Object.hasOwn(PROGRAMS, core.toLowerCase()) // `passwd bob`: the program, not a pair
+    )
+      return wrap(this.classify(core));
+    // `nmcli … password v`, `rclone config create … secret_access_key v`
+    if (!p?.prose && isBareSecretWord(core) && !isResourceNoun(core, previous)) {
+      this.expect = 'pair-value';
       return raw;
     }
     return wrap(this.classify(core));
   }
 
   private classify(arg: string): string {
+    // a secret position before program names: the password of `htpasswd -b f u sh` is not a shell
+    const positional = this.positional(arg);
+    if (positional !== null) return positional;
     const base = (arg.split(/[/\\]/).at(-1) ?? '').replace(/\.exe$/i, '').toLowerCase();
     if (Object.hasOwn(PROGRAMS, base)) {
-      this.program = PROGRAMS[base] as ProgramOptions;
+      this.enter(PROGRAMS[base] as ProgramOptions);
       return arg;
     }
     const sub = this.program?.subcommands;
     if (sub && Object.hasOwn(sub, arg)) {
-      this.program = sub[arg] as ProgramOptions;
+      this.enter(sub[arg] as ProgramOptions);
       return arg;
     }
+    const slash = /^\/([A-Za-z][A-Za-z0-9_-]{0,63})([:=])[\s\S]/.exec(arg);
+    if (
+      slash &&
+      (this.program?.slash?.includes((slash[1] as string).toLowerCase()) || isSecretName(slash[1] as string))
+    )
+      return `/${slash[1]}${slash[2]}${REDACTED}`; // xfreerdp /p:pw, cmdkey /pass:pw
     // a header name alone (words of a shell string: "Authorization:" "Bearer" "x")
     const headerName = /^([A-Za-z0-9-]{1,64}):$/.exec(arg);
     if (headerName && isSecretHeader(headerName[1] as string)) {
@@ -479,6 +723,36 @@ class Redactor {
     return this.words ? arg : redactText(arg);
   }
 
+  private enter(program: ProgramOptions): void {
+    this.program = program;
+    this.letters = new Set();
+    this.positionals = 0;
+    this.afterUrl = false;
+    this.optionValue = false;
+  }
+
+  /**
+   * Tracks flags and positional arguments for programs with secret positions (htpasswd, mc);
+   * `[REDACTED]` for a positional that is a secret, else null (the argument is classified as usual).
+   */
+  private positional(arg: string): string | null {
+    const p = this.program;
+    if (!p?.secretPositional) return null;
+    const optionValue = this.optionValue;
+    this.optionValue = false;
+    if (arg.startsWith('-')) {
+      if (/^-[A-Za-z]+$/.test(arg)) {
+        for (const l of arg.slice(1)) this.letters.add(l);
+        this.optionValue = p.valueLetters?.includes(arg.at(-1) as string) ?? false;
+      }
+      return null;
+    }
+    if (optionValue) return null;
+    const secret = p.secretPositional(this.positionals++, this.letters, this.afterUrl);
+    if (arg.includes('://')) this.afterUrl = true;
+    return secret ? REDACTED : null;
+  }
+
   /**
    * `-X`, `-Xvalue`: the program-specific meanings (`mysql -pSECRET`, `redis-cli -a v`, `sh -c cmd`)
    * and `-u user:pw`. Null when the option means nothing special (it is then read as a long one).
@@ -503,7 +777,7 @@ class Redactor {
       this.expect = 'secret-word';
       return arg;
     }
-    if (USER_PASSWORD_OPTIONS.has(letter)) {
+    if (isUserPasswordOption(letter)) {
       if (glued === '') {
         this.expect = 'user-password';
         return arg;
@@ -515,20 +789,23 @@ class Redactor {
 
   /** `--name`, `-name`, `--name=value`, `-name=value`. */
   private option(arg: string, dashes: string, name: string, value: string | undefined): string {
+    const programSecret = dashes === '--' && this.program?.long?.includes(name) === true;
     if (value !== undefined) {
-      if (isSecretName(name) && value !== '') return `${dashes}${name}=${REDACTED}`;
-      if (USER_PASSWORD_OPTIONS.has(name)) return `${dashes}${name}=${redactUserPassword(value)}`;
+      if ((programSecret || isSecretName(name)) && value !== '') return `${dashes}${name}=${REDACTED}`;
+      if (isUserPasswordOption(name)) return `${dashes}${name}=${redactUserPassword(value)}`;
       return this.words ? arg : `${dashes}${name}=${redactText(value)}`;
     }
-    if (USER_PASSWORD_OPTIONS.has(name)) this.expect = 'user-password';
-    else if (/^(?:cookie|oauth2-bearer)$/.test(name) || isSecretName(name)) this.expect = 'secret';
+    if (isUserPasswordOption(name)) this.expect = 'user-password';
+    else if (programSecret || /^(?:cookie|oauth2-bearer)$/.test(name) || isSecretName(name))
+      this.expect = 'secret';
     return arg;
   }
 }
 
 /** Redacts a string that may hold several words (a shell command, a libpq DSN) or a header. */
 function redactText(text: string): string {
-  const s = text.replace(PEM_PRIVATE_KEY, REDACTED); // before words split it
+  // before words split them: a key block, an SQL literal with spaces in it
+  const s = redactSql(text.replace(PEM_PRIVATE_KEY, REDACTED));
   if (!/\s/.test(s)) return redactValue(s);
   const header = HEADER.exec(s);
   if (header && isSecretHeader(header[2] as string)) return redactValue(s);

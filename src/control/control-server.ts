@@ -43,9 +43,12 @@ export interface ControlLimits {
   readonly perConnectionUnsentBytes: number;
   /** Unsent answer bytes of all connections together; past it the longest-waiting one is closed. */
   readonly totalUnsentBytes: number;
-  /** A connection with nothing in progress is closed after this long (ms). */
+  /** A connection with nothing in progress is closed this long (ms) after its last request or delivered answer. */
   readonly idleTimeoutMs: number;
-  /** A request's first byte to its newline (ms): a client trickling bytes is closed. */
+  /**
+   * A request's first byte to its newline (ms): a client trickling bytes is closed. Counted once
+   * from the first byte; later chunks do not extend it.
+   */
   readonly requestDeadlineMs: number;
   /** An answer written to how it is fully handed to the kernel (ms): a client that does not read is closed. */
   readonly deliveryDeadlineMs: number;
@@ -82,6 +85,12 @@ interface Connection {
   lastActivity: number;
   /** When the oldest unsent answer byte was written (ms since epoch), null when nothing is unsent. */
   unsentSince: number | null;
+  /**
+   * When guardd started waiting for the current request's newline (ms since epoch): its first byte,
+   * or for bytes that arrived behind a previous request, when that one was answered. Null between
+   * requests. Set once per request, so a trickle cannot push the request deadline back.
+   */
+  requestSince: number | null;
   timer: NodeJS.Timeout | null;
   closed: boolean;
 }
@@ -156,6 +165,7 @@ export class ControlServer {
       busy: false,
       lastActivity: now,
       unsentSince: null,
+      requestSince: null,
       timer: null,
       closed: false,
     };
@@ -253,6 +263,7 @@ export class ControlServer {
       return;
     }
     const raw = conn.pending.subarray(0, nl);
+    conn.requestSince = null; // the line is complete: the next one gets its own deadline
     conn.pending = conn.pending.subarray(nl + 1);
     if (conn.pending.length === 0) conn.pending = Buffer.alloc(0); // let the chunk go
     let text: string;
@@ -383,7 +394,11 @@ export class ControlServer {
     return total;
   }
 
-  /** (Re)starts the one deadline that applies to the connection's state. */
+  /**
+   * (Re)starts the timer of the one deadline that applies to the connection's state. Each deadline
+   * counts from a fixed point (the oldest unsent byte, the request's first byte, the last activity),
+   * so re-arming on every chunk or event never extends it.
+   */
   private arm(conn: Connection): void {
     this.clear(conn);
     if (conn.closed) return;
@@ -395,10 +410,12 @@ export class ControlServer {
     } else if (conn.busy) {
       return; // the method's own deadlines apply
     } else if (conn.pending.length > 0) {
-      ms = this.limits.requestDeadlineMs;
+      conn.requestSince ??= Date.now();
+      ms = this.limits.requestDeadlineMs - (Date.now() - conn.requestSince);
       why = 'timeout_request';
     } else {
-      ms = this.limits.idleTimeoutMs;
+      // from the last request or delivered answer: blank lines trickled in do not keep it open
+      ms = this.limits.idleTimeoutMs - (Date.now() - conn.lastActivity);
       why = 'timeout_idle';
     }
     conn.timer = setTimeout(

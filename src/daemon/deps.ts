@@ -373,10 +373,10 @@ function printBanner(local: LocalMode, s: DaemonStatus, sensors: readonly Sensor
   const uid = process.getuid?.() ?? -1;
   const who = local.scope.monitorOnly
     ? [
-        'running as root: MONITOR ONLY. Nothing is stopped or moved; matches are reported as "would block".',
+        `running as ${uid === -1 ? 'a Windows user (owners are not compared)' : 'root'}: MONITOR ONLY. Nothing is stopped or moved; matches are reported as "would block".`,
         '  (`guardd --local --enforce` stops matching processes that any user starts from now on.)',
       ]
-    : uid === 0
+    : uid === 0 || uid === -1
       ? [
           'running as root with --enforce: it WILL stop matching processes that ANY user starts from now on.',
           '  Processes already running are only reported ("would block").',

@@ -8,7 +8,7 @@
  * (`guardd --local`, src/daemon/local-mode.ts) uses `LocalEnforcementScope`, so that a demo can be
  * run anywhere, by anyone, root included, without touching what it did not start:
  *   - processes: only those started after guardd, and (unprivileged) only guardd's own user's;
- *     as root nothing at all unless `--enforce` was given;
+ *     as root, or on Windows (uid -1: no owners to compare), nothing at all unless `--enforce` was given;
  *   - packages and path artifacts: only under local mode's own directory (and its user's own files).
  */
 import { resolve, sep } from 'node:path';
@@ -30,11 +30,15 @@ export interface EnforcementScope {
 export const FULL_SCOPE: EnforcementScope = { exclude: () => null };
 
 export interface LocalScopeOptions {
-  /** guardd's own (real) uid; 0 = root; -1 where the OS has no uids (Windows: owners are not compared). */
+  /**
+   * guardd's own (real) uid; 0 = root; -1 where the OS has no uids (Windows). -1 is treated as root:
+   * owners cannot be compared there, and an elevated guardd would otherwise act on every user's
+   * new processes without `--enforce`, so the conservative reading is monitor-only.
+   */
   readonly uid: number;
   /**
-   * Root only: act on processes started after guardd (any user's) instead of only recording.
-   * Ignored for other users, who always act on their own new processes.
+   * Root (and uid -1) only: act on processes started after guardd (any user's) instead of only
+   * recording. Ignored for other users, who always act on their own new processes.
    */
   readonly enforceAsRoot: boolean;
   /**
@@ -53,15 +57,19 @@ export class LocalEnforcementScope implements EnforcementScope {
     this.ownDir = resolve(options.ownDir);
   }
 
-  /** True when this scope only records (root without `--enforce`). */
+  /** True for root and for uid -1 (Windows: no owners to compare), which act on any user's processes. */
+  private get actsForAnyUser(): boolean {
+    return this.options.uid === 0 || this.options.uid === -1;
+  }
+
+  /** True when this scope only records (root or Windows without `--enforce`). */
   get monitorOnly(): boolean {
-    return this.options.uid === 0 && !this.options.enforceAsRoot;
+    return this.actsForAnyUser && !this.options.enforceAsRoot;
   }
 
   exclude(obs: Observation): OutOfScope | null {
     if (this.monitorOnly) return 'monitor_only';
-    const root = this.options.uid === 0;
-    if (!root && this.options.uid >= 0 && obs.owner.uid !== this.options.uid) return 'other_user';
+    if (!this.actsForAnyUser && obs.owner.uid !== this.options.uid) return 'other_user';
     if (obs.kind === 'process') {
       // Equal start times are "before": a start-time clock ticks coarser than a process starts
       // (Linux: 10 ms), and a process in guardd's own tick may have been running already.

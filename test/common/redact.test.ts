@@ -347,6 +347,158 @@ const SECRETS: [string, string[], string[]][] = [
     ['sh', '-c', 'PGPASSWORD=hunter2 psql -h db'],
     ['sh', '-c', `PGPASSWORD=${R} psql -h db`],
   ],
+  // program-specific positions and options (the PROGRAMS table)
+  [
+    'bw --session v',
+    ['bw', 'list', 'items', '--session', 'N3bKq9vX2yZ+abc=='],
+    ['bw', 'list', 'items', '--session', R],
+  ],
+  [
+    'bw --session=v',
+    ['bw', 'get', 'item', 'x', '--session=N3bKq9vX'],
+    ['bw', 'get', 'item', 'x', `--session=${R}`],
+  ],
+  ['BW_SESSION=', ['env', 'BW_SESSION=N3bKq9vX2yZ', 'bw', 'sync'], ['env', `BW_SESSION=${R}`, 'bw', 'sync']],
+  [
+    'skopeo --src-creds/--dest-creds u:p',
+    ['skopeo', 'copy', '--src-creds', 'bob:pa55', '--dest-creds=ci:t0k', 'docker://a', 'docker://b'],
+    ['skopeo', 'copy', '--src-creds', `bob:${R}`, `--dest-creds=ci:${R}`, 'docker://a', 'docker://b'],
+  ],
+  [
+    'gh secret set -b v',
+    ['gh', 'secret', 'set', 'DEPLOY_KEY', '-b', 'hunter2', '--repo', 'o/r'],
+    ['gh', 'secret', 'set', 'DEPLOY_KEY', '-b', R, '--repo', 'o/r'],
+  ],
+  [
+    'gh secret set --body v / -bv / --body=v',
+    ['gh', 'secret', 'set', 'A', '--body', 'v1', '-bv2', '--body=v3'],
+    ['gh', 'secret', 'set', 'A', '--body', R, `-b${R}`, `--body=${R}`],
+  ],
+  ['doctl auth init -t v', ['doctl', 'auth', 'init', '-t', 'abc123def'], ['doctl', 'auth', 'init', '-t', R]],
+  [
+    'xfreerdp /p:pw (and /pth:, /gp:)',
+    ['xfreerdp', '/v:host', '/u:bob', '/p:hunter2', '/pth:8846f7eaee8fb117', '/gp:gw-pw'],
+    ['xfreerdp', '/v:host', '/u:bob', `/p:${R}`, `/pth:${R}`, `/gp:${R}`],
+  ],
+  [
+    'cmdkey /pass:pw (secret-named /name:v)',
+    ['cmdkey', '/generic:srv', '/user:bob', '/pass:hunter2'],
+    ['cmdkey', '/generic:srv', '/user:bob', `/pass:${R}`],
+  ],
+  [
+    'rdesktop -p pw',
+    ['rdesktop', '-u', 'bob', '-p', 'hunter2', 'host'],
+    ['rdesktop', '-u', 'bob', '-p', R, 'host'],
+  ],
+  [
+    'twine upload -p pw',
+    ['twine', 'upload', '-u', '__token__', '-p', 'hunter2', 'dist/x.whl'],
+    ['twine', 'upload', '-u', '__token__', '-p', R, 'dist/x.whl'],
+  ],
+  [
+    'htpasswd -b file user pw',
+    ['htpasswd', '-b', '/etc/nginx/.htpasswd', 'bob', 'hunter2'],
+    ['htpasswd', '-b', '/etc/nginx/.htpasswd', 'bob', R],
+  ],
+  [
+    'htpasswd -cbB -C 12 file user pw',
+    ['htpasswd', '-cbB', '-C', '12', 'users', 'bob', 'hunter2'],
+    ['htpasswd', '-cbB', '-C', '12', 'users', 'bob', R],
+  ],
+  ['htpasswd -nb user pw', ['htpasswd', '-nb', 'bob', 'hunter2'], ['htpasswd', '-nb', 'bob', R]],
+  [
+    'htpasswd -b … password "password"',
+    ['htpasswd', '-b', 'f', 'bob', 'password'],
+    ['htpasswd', '-b', 'f', 'bob', R],
+  ],
+  [
+    'mc alias set NAME URL KEY SECRET',
+    ['mc', 'alias', 'set', 'minio', 'http://127.0.0.1:9000', 'minioadmin', 'm1n10-S3cret'],
+    ['mc', 'alias', 'set', 'minio', 'http://127.0.0.1:9000', R, R],
+  ],
+  [
+    'mc config host add NAME URL KEY SECRET',
+    ['mc', 'config', 'host', 'add', 's3', 'https://s3.example', 'AK1', 'SK1', '--api', 'S3v4'],
+    ['mc', 'config', 'host', 'add', 's3', 'https://s3.example', R, R, '--api', R],
+  ],
+  // a bare secret word and the value after it
+  [
+    'nmcli … password v',
+    ['nmcli', 'dev', 'wifi', 'connect', 'Home', 'password', 'hunter2'],
+    ['nmcli', 'dev', 'wifi', 'connect', 'Home', 'password', R],
+  ],
+  [
+    'nmcli con modify … wifi-sec.psk v',
+    ['nmcli', 'con', 'modify', 'Home', 'wifi-sec.psk', 'hunter2'],
+    ['nmcli', 'con', 'modify', 'Home', 'wifi-sec.psk', R],
+  ],
+  [
+    'mysqladmin password v',
+    ['mysqladmin', '-u', 'root', 'password', 'N3wPass'],
+    ['mysqladmin', '-u', 'root', 'password', R],
+  ],
+  [
+    'mysqladmin -p password v (both go)',
+    ['mysqladmin', '-u', 'root', '-p', 'password', 'N3wPass'],
+    ['mysqladmin', '-u', 'root', '-p', R, R],
+  ],
+  [
+    'rclone config create … secret_access_key v',
+    ['rclone', 'config', 'create', 'r', 's3', 'access_key_id', 'AK1', 'secret_access_key', 'wJalrX'],
+    ['rclone', 'config', 'create', 'r', 's3', 'access_key_id', 'AK1', 'secret_access_key', R],
+  ],
+  [
+    'sh -c with a bare pair',
+    ['sh', '-c', 'nmcli dev wifi connect Home password hunter2 ifname wlan0'],
+    ['sh', '-c', `nmcli dev wifi connect Home password ${R} ifname wlan0`],
+  ],
+  // SQL literals in -c / -e strings
+  [
+    "psql -c PASSWORD '…'",
+    ['psql', '-c', "ALTER USER app WITH PASSWORD 'hunter 2'"],
+    ['psql', '-c', `ALTER USER app WITH PASSWORD '${R}'`],
+  ],
+  [
+    "psql -c ENCRYPTED PASSWORD '…';",
+    ['psql', '-c', "CREATE ROLE app LOGIN ENCRYPTED PASSWORD 's3cr3t'; GRANT x TO app"],
+    ['psql', '-c', `CREATE ROLE app LOGIN ENCRYPTED PASSWORD '${R}'; GRANT x TO app`],
+  ],
+  [
+    "mysql -e IDENTIFIED BY '…'",
+    ['mysql', '-e', "CREATE USER 'u'@'%' IDENTIFIED BY 'hunter2'"],
+    ['mysql', '-e', `CREATE USER 'u'@'%' IDENTIFIED BY '${R}'`],
+  ],
+  [
+    'mysql -e IDENTIFIED WITH plugin BY "…"',
+    ['mysql', '-e', 'ALTER USER u IDENTIFIED WITH caching_sha2_password BY "hunter2";'],
+    ['mysql', '-e', `ALTER USER u IDENTIFIED WITH caching_sha2_password BY "${R}";`],
+  ],
+  [
+    "mysql -e SET PASSWORD FOR u = PASSWORD('…')",
+    ['mysql', '-e', "SET PASSWORD FOR 'u'@'h' = PASSWORD('hunter2')"],
+    ['mysql', '-e', `SET PASSWORD FOR 'u'@'h' = PASSWORD('${R}')`],
+  ],
+  [
+    'sqlplus IDENTIFIED BY v (unquoted)',
+    ['sh', '-c', 'echo "ALTER USER scott IDENTIFIED BY tiger;" | sqlplus / as sysdba'],
+    ['sh', '-c', `echo "ALTER USER scott IDENTIFIED BY ${R};" | sqlplus / as sysdba`],
+  ],
+  [
+    'sqlcmd -Q PASSWORD = …',
+    ['sqlcmd', '-Q', "CREATE LOGIN app WITH PASSWORD = 'P@ss w0rd'"],
+    ['sqlcmd', '-Q', `CREATE LOGIN app WITH PASSWORD = '${R}'`],
+  ],
+  ['Vault token (old s. format)', ['vault', 'login', 's.Ab3dEf6hIj9kLm2nOp5qRs8t'], ['vault', 'login', R]],
+  [
+    'Vault token (old s. format) in a header',
+    ['curl', '-H', 'X-Vault-Token: s.Ab3dEf6hIj9kLm2nOp5qRs8t', 'https://vault'],
+    ['curl', '-H', `X-Vault-Token: ${R}`, 'https://vault'],
+  ],
+  [
+    'Vault token (old s. format) in a shell string',
+    ['sh', '-c', 'VAULT=s.Ab3dEf6hIj9kLm2nOp5qRs8t; vault read x'],
+    ['sh', '-c', `VAULT=${R}; vault read x`],
+  ],
 ];
 
 /** Ordinary arguments that must stay exactly as they are. */
@@ -378,6 +530,21 @@ const KEPT: [string, string[]][] = [
   ['--key-id (a name, not a key)', ['aws', 'kms', 'encrypt', '--key-id', 'alias/app']],
   ['git config of a plain key', ['git', 'config', '--global', 'user.name', 'Bob']],
   ['JSON body without secrets', ['curl', '-d', '{"name":"bob","tokens":3}']],
+  // bare secret words used as subcommands or nouns, not as `word value` pairs
+  ['gh secret list', ['gh', 'secret', 'list', '--repo', 'o/r']],
+  ['passwd user (the program)', ['sudo', 'passwd', 'bob']],
+  ['kubectl get secret NAME', ['kubectl', 'get', 'secret', 'db-creds', '-o', 'yaml']],
+  ['kubectl create secret generic', ['kubectl', 'create', 'secret', 'generic', 'db', '--dry-run=client']],
+  ['vault token lookup', ['vault', 'token', 'lookup']],
+  ['kubeadm token create', ['kubeadm', 'token', 'create', '--ttl', '1h']],
+  ['a bare secret word last', ['nmcli', '--ask', 'dev', 'wifi', 'connect', 'Home', 'password']],
+  ['hyphenated names (programs, packages)', ['npm', 'install', 'react-cookie', 'axios', 'apt-key', 'x']],
+  ['files named like secrets', ['cp', 'server.key', 'token.json', '/etc/ssl/private/']],
+  ['htpasswd without -b (it prompts)', ['htpasswd', '-c', '/etc/nginx/.htpasswd', 'bob']],
+  ['skopeo --src-creds user only (it prompts)', ['skopeo', 'inspect', '--src-creds', 'bob', 'docker://a']],
+  ['Windows-style paths and options', ['robocopy', 'C:\\src', 'D:\\dst', '/MIR', '/R:3', '/LOG:x.txt']],
+  ['SQL without a password', ['psql', '-c', "SELECT name FROM users WHERE note = 'password reset'"]],
+  ['s. names that are not 24 base62 chars', ['ls', 's.config', 's.Ab3dEf6hIj9kLm2nOp5qRs8tUv']],
 ];
 
 describe('redactArgv', () => {
@@ -427,6 +594,12 @@ describe('redactArgv', () => {
     ['query words with secret names', Array(MAX_ARGS).fill('a=b&pw=c '.repeat(520))],
     ['option words', Array(MAX_ARGS).fill('x -p '.repeat(930))],
     ['a million tiny arguments', Array(1024 * 1024).fill('-p')],
+    ['bare secret words', Array(1024 * 1024).fill('password')],
+    ['unclosed SQL literals', Array(MAX_ARGS).fill("PASSWORD '".repeat(460))],
+    ['SQL PASSWORD FOR without =', Array(MAX_ARGS).fill(`PASSWORD FOR ${'x'.repeat(250)} `.repeat(16))],
+    ['IDENTIFIED BY runs', Array(MAX_ARGS).fill('IDENTIFIED WITH a BY '.repeat(220))],
+    ['slash options', Array(MAX_ARGS).fill(`/p:${'x'.repeat(4000)}`)],
+    ['htpasswd positionals', ['htpasswd', '-b', ...Array(1024 * 1024).fill('u')]],
   ];
   it.each(hostile)('stays bounded on a hostile 1 MiB argv: %s', (_n, argv) => {
     const started = performance.now();

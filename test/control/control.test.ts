@@ -319,6 +319,59 @@ describe('bounded cost per client', () => {
     expect(await callDaemon(p, 'status')).toEqual({ ok: 1 });
   });
 
+  /**
+   * Sends `bytes` one per chunk, `intervalMs` apart (the pace is the attack, not synchronisation),
+   * until the server closes the connection; returns how many chunks went out before the close.
+   */
+  async function trickle(c: RawClient, bytes: string, intervalMs: number): Promise<number> {
+    let sent = 0;
+    for (const b of bytes) {
+      if (c.isClosed()) break;
+      c.socket.write(b);
+      sent++;
+      await Promise.race([c.closed, new Promise((r) => setTimeout(r, intervalMs))]);
+    }
+    return sent;
+  }
+
+  it('counts the request deadline from its first byte: a trickle of chunks does not extend it', async () => {
+    // chunks arrive 4 times per deadline, so a deadline re-armed by each chunk would never fire
+    // and the whole request (28 chunks = 7 deadlines) would be answered
+    const deadlineMs = 400;
+    const { server: s, pub: p } = await startServer(
+      'trickle',
+      { requestDeadlineMs: deadlineMs },
+      {
+        status: { admin: false, summary: 's', handle: () => ({ ok: 1 }) },
+      },
+    );
+    const request = '{"id":1,"method":"status"}\n';
+    const c = connect(p);
+    const sent = await trickle(c, request, deadlineMs / 4);
+    await c.closed;
+    expect(c.lines).toEqual([]); // closed without an answer (docs/security.md: "Slow and idle clients are cut")
+    expect(sent).toBeLessThan(request.length);
+    await waitFor(() => s.stats().connections === 0, 'connection dropped from the table', { intervalMs: 20 });
+    expect(await callDaemon(p, 'status')).toEqual({ ok: 1 });
+  });
+
+  it('counts the idle timeout from the last request: trickled blank lines do not extend it', async () => {
+    const idleMs = 400;
+    const { pub: p } = await startServer(
+      'blank',
+      { idleTimeoutMs: idleMs },
+      {
+        status: { admin: false, summary: 's', handle: () => ({ ok: 1 }) },
+      },
+    );
+    const c = connect(p);
+    const blanks = '\n'.repeat(28);
+    const sent = await trickle(c, blanks, idleMs / 4);
+    await c.closed;
+    expect(c.lines).toEqual([]);
+    expect(sent).toBeLessThan(blanks.length);
+  });
+
   it('closes idle connections, trickled requests and unread answers after their deadlines', async () => {
     const big = bigMethod(1024 * 1024);
     const { server: s, pub: p } = await startServer(

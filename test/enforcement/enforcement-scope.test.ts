@@ -95,6 +95,20 @@ describe('LocalEnforcementScope', () => {
     ],
     ['root --enforce: a package in its demo prefix', scope(0, true), pkg(DEV, demoPkg), null],
     ['root --enforce: a package elsewhere', scope(0, true), pkg(DEV, realPkg), 'outside_local_dir'],
+    // Windows (uid -1): no owners to compare, so it is read as root: an elevated `npm start` must
+    // not act on every user's new processes without --enforce
+    ['windows: a new process', scope(-1), proc(-1, GUARDD_START + 1), 'monitor_only'],
+    ["windows: another user's new process", scope(-1), proc(DEV, GUARDD_START + 1), 'monitor_only'],
+    ['windows: a package in its demo prefix', scope(-1), pkg(-1, demoPkg), 'monitor_only'],
+    ['windows --enforce: a new process', scope(-1, true), proc(-1, GUARDD_START + 1), null],
+    [
+      'windows --enforce: a process already running',
+      scope(-1, true),
+      proc(-1, GUARDD_START - 1),
+      'started_before',
+    ],
+    ['windows --enforce: a package in its demo prefix', scope(-1, true), pkg(-1, demoPkg), null],
+    ['windows --enforce: a package elsewhere', scope(-1, true), pkg(-1, realPkg), 'outside_local_dir'],
     [
       '--enforce means nothing more to a normal user',
       scope(DEV, true),
@@ -106,12 +120,15 @@ describe('LocalEnforcementScope', () => {
     expect(s.exclude(obs)).toBe(expected);
   });
 
-  it('is monitor-only exactly for root without --enforce', () => {
-    expect([scope(0).monitorOnly, scope(0, true).monitorOnly, scope(DEV).monitorOnly]).toEqual([
-      true,
-      false,
-      false,
-    ]);
+  it('is monitor-only exactly for root and Windows (uid -1) without --enforce', () => {
+    expect([
+      scope(0).monitorOnly,
+      scope(0, true).monitorOnly,
+      scope(-1).monitorOnly,
+      scope(-1, true).monitorOnly,
+      scope(DEV).monitorOnly,
+      scope(DEV, true).monitorOnly,
+    ]).toEqual([true, false, true, false, false, false]);
   });
 });
 
