@@ -2,8 +2,12 @@
  * Owns "which npm package does this interpreter run": when a process's executable is an
  * interpreter (node, nodejs, bun, deno, python*, ruby, perl), find the script argument (skipping
  * the interpreter's own flags), resolve it against the process's working directory, follow
- * symlinks (a `.bin/claude` link → `…/@anthropic-ai/claude-code/cli.js`), and walk up to the
- * nearest package.json that has a `name`. This is what makes a banned JS CLI recognisable however
+ * symlinks component by component like the kernel (a `.bin/claude` link →
+ * `…/@anthropic-ai/claude-code/cli.js`), and walk up to the nearest package.json that has a
+ * `name`. The path walk refuses what the process's user could not reach (a directory it may not
+ * search) and notes whether anyone other than root and that user could have placed a step of it
+ * (`stepPlaced`): a relative or later candidate must be fully placed and theirs, and the script
+ * owner's word counts only on a placed path. This is what makes a banned JS CLI recognisable however
  * it was launched: npx, a renamed symlink, an alias, `env`, another global prefix.
  *
  * Every file on the way is the user's (hostile input): it is touched only through safe-read.ts
