@@ -244,6 +244,7 @@ export class ProcessSensor implements Sensor {
       raw.argv,
       () => source.cwd(raw.pid, raw.tid),
       raw.uid,
+      () => source.groups?.(raw.pid, raw.tid) ?? null,
     );
     if (r.stalled) this.retryScript(raw, attempt + 1);
     return r.pkg;

@@ -21,7 +21,7 @@
 
 import type { Dirent } from 'node:fs';
 import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, open, readdir, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 
 /**
  * Threads of libuv's pool all gates together may hold (UV_THREADPOOL_SIZE defaults to 4): one is
@@ -320,6 +320,16 @@ export function realpathUserPath(
   timeoutMs = USER_READ_TIMEOUT_MS,
 ): Promise<SafePathResult<string>> {
   return gated(gate, key, timeoutMs, () => realpath(path));
+}
+
+/** `readlink` of a user's symlink, gated and with a deadline. Never throws. */
+export function readlinkUserPath(
+  path: string,
+  gate: ReadGate,
+  key: string | number,
+  timeoutMs = USER_READ_TIMEOUT_MS,
+): Promise<SafePathResult<string>> {
+  return gated(gate, key, timeoutMs, () => readlink(path));
 }
 
 /** `readdir` (with types) of a user's directory, gated and with a deadline. Never throws. */

@@ -2,8 +2,12 @@
  * Owns "which npm package does this interpreter run": when a process's executable is an
  * interpreter (node, nodejs, bun, deno, python*, ruby, perl), find the script argument (skipping
  * the interpreter's own flags), resolve it against the process's working directory, follow
- * symlinks (a `.bin/claude` link → `…/@anthropic-ai/claude-code/cli.js`), and walk up to the
- * nearest package.json that has a `name`. This is what makes a banned JS CLI recognisable however
+ * symlinks component by component like the kernel (a `.bin/claude` link →
+ * `…/@anthropic-ai/claude-code/cli.js`), and walk up to the nearest package.json that has a
+ * `name`. The path walk refuses what the process's user could not reach (a directory it may not
+ * search) and notes whether anyone other than root and that user could have placed a step of it
+ * (`stepPlaced`): a relative or later candidate must be fully placed and theirs, and the script
+ * owner's word counts only on a placed path. This is what makes a banned JS CLI recognisable however
  * it was launched: npx, a renamed symlink, an alias, `env`, another global prefix.
  *
  * Every file on the way is the user's (hostile input): it is touched only through safe-read.ts
@@ -15,16 +19,11 @@
  * so a package.json dropped in /tmp cannot get someone else's process killed. Each directory's
  * package.json facts are cached for DIR_CACHE_TTL_MS; trust is decided per process from them.
  */
+
+import type { Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { ScriptPackage } from './observation.js';
-import {
-  lstatUserPath,
-  ReadGate,
-  readUserFile,
-  realpathUserPath,
-  statUserPath,
-  worldWritable,
-} from './safe-read.js';
+import { lstatUserPath, ReadGate, readlinkUserPath, readUserFile, worldWritable } from './safe-read.js';
 
 /** A package.json larger than this is not parsed (bytes): real ones are a few KiB. */
 export const PACKAGE_JSON_MAX_BYTES = 1024 * 1024;
@@ -211,15 +210,30 @@ export const RESOLVE_TIMEOUT_MS = 2000;
 const RESOLVE_MAX_IN_FLIGHT = 2;
 const RESOLVE_MAX_PER_UID = 1;
 
-/** Why a package.json on the walk was not believed (counted in `counts.untrusted_*`). */
-export type UntrustedReason = 'foreign_owner' | 'world_writable_dir' | 'not_readable_by_user';
+/** Symlinks followed while resolving one script path at most (the kernel's own limit, MAXSYMLINKS). */
+const MAX_SYMLINKS = 40;
+
+/**
+ * Why a package.json on the walk, or a script candidate, was not believed (counted in
+ * `counts.untrusted_*`). The last two are about the script path: `not_searchable_by_user` (the
+ * path goes through a directory the process's user may not search, so its package must not be
+ * told), `planted_candidate` (a relative or later candidate that another user could have put
+ * there, or that is not root's or the process's user's).
+ */
+export type UntrustedReason =
+  | 'foreign_owner'
+  | 'world_writable_dir'
+  | 'not_readable_by_user'
+  | 'not_searchable_by_user'
+  | 'planted_candidate';
 
 /** What one directory's package.json says, with the facts trust is decided on. */
 interface DirFacts {
   readonly name: string;
   readonly version: string | null;
-  /** Owner and mode of the package.json descriptor that was read. */
+  /** Owner, group and mode of the package.json descriptor that was read. */
   readonly uid: number;
+  readonly gid: number;
   readonly mode: number;
   /** Mode of the directory holding it. */
   readonly dirMode: number;
@@ -230,11 +244,58 @@ interface DirAnswer {
   readonly pkg: DirFacts | null;
 }
 
-/** Who a resolution is for: the process's real uid and the owner of the script it runs. */
-export interface TrustContext {
-  /** Real uid of the process, or null when the source cannot tell (then only root and the script owner count). */
+/** Who a resolution is for: the process's credentials and the owner of the script it runs. */
+export interface TrustContext extends Credentials {
+  /**
+   * Owner of the script, when its word counts: null when the path to the script crossed a
+   * directory someone other than root or the process's user may write (see `stepPlaced`).
+   */
+  readonly scriptOwner: number | null;
+}
+
+/** The process's identity as the kernel checks its file accesses (by mode bits). */
+export interface Credentials {
+  /** Real uid of the process, or null when the source cannot tell (Windows: then only root counts). */
   readonly uid: number | null;
-  readonly scriptOwner: number;
+  /** Real gid and supplementary groups, or null when unknown (then only owner and other bits apply). */
+  readonly groups: readonly number[] | null;
+}
+
+/** Owner, group and mode of a file or directory. */
+type Perms = Pick<Stats, 'uid' | 'gid' | 'mode'>;
+
+/**
+ * Whether `cred` may read (`bit` 4) or search (`bit` 1) a file of these perms by its mode bits,
+ * the way the kernel picks the class: the owner's bits if it owns it, else the group's if it is in
+ * the group, else other. Root may do anything; an unknown uid gets the other class. POSIX ACL
+ * entries are not read (see docs/security.md).
+ */
+export function permits(f: Perms, cred: Credentials, bit: 4 | 1): boolean {
+  if (cred.uid === 0) return true;
+  if (cred.uid !== null && f.uid === cred.uid) return (f.mode & (bit << 6)) !== 0;
+  if (cred.uid !== null && cred.groups?.includes(f.gid)) return (f.mode & (bit << 3)) !== 0;
+  return (f.mode & bit) !== 0;
+}
+
+/**
+ * True when someone other than root and the process's user `uid` may create or rename entries in
+ * directory `d`: it is world-writable, owned by another non-root user, or group-writable by a
+ * group other than root's.
+ */
+export function othersMayWrite(d: Perms, uid: number | null): boolean {
+  if (worldWritable(d.mode)) return true;
+  if (d.uid !== 0 && d.uid !== uid) return true;
+  return (d.mode & 0o020) !== 0 && d.gid !== 0;
+}
+
+/**
+ * Whether the entry `entry` (lstat: a link is judged as the link) found in directory `dir` was
+ * put there by root or the process's user `uid`: the directory lets nobody else write, or the
+ * entry is root's or the user's own (in a sticky directory nobody else can replace it; see
+ * docs/security.md for the non-sticky rename limit). A link planted by another user is theirs.
+ */
+export function stepPlaced(dir: Perms, entry: Pick<Stats, 'uid'>, uid: number | null): boolean {
+  return !othersMayWrite(dir, uid) || entry.uid === 0 || (uid !== null && entry.uid === uid);
 }
 
 /**
@@ -244,13 +305,17 @@ export interface TrustContext {
  * killed; or who links a root-only file there to read its name through guardd's events.
  *  - the file must be owned by root, by the process's user or by the script's owner: only they
  *    can make a statement about that script (the kernel records who created the file, and a file
- *    another user replaces changes owner);
+ *    another user replaces changes owner). The script's owner counts only when every step of the
+ *    path to the script was placed by root or the process's user (`stepPlaced`): otherwise a user
+ *    could make their own file or directory "the script" (a directory named like another user's
+ *    argument in a shared /tmp) and speak for it;
  *  - in a world-writable directory (o+w, sticky or not: anyone may create files there) only the
  *    process's own user is believed: that user can only get their own process attributed, while a
  *    root-owned or script-owner file there could have been renamed into place by anyone without
  *    the sticky bit's protection;
- *  - it must be readable by the process's user (owner, or world-readable): otherwise the name
- *    would leak what that user cannot read.
+ *  - it must be readable by the process's user (by its owner, group and other bits, against the
+ *    process's groups): otherwise the name would leak what that user cannot read. Every directory
+ *    on the way must be searchable by that user too (checked by the path walk).
  */
 export function untrustedReason(
   pkg: Omit<DirFacts, 'name' | 'version'>,
@@ -259,7 +324,7 @@ export function untrustedReason(
   const own = ctx.uid !== null && pkg.uid === ctx.uid;
   if (!own && pkg.uid !== 0 && pkg.uid !== ctx.scriptOwner) return 'foreign_owner';
   if (worldWritable(pkg.dirMode) && !own) return 'world_writable_dir';
-  if (!own && (pkg.mode & 0o004) === 0) return 'not_readable_by_user';
+  if (!own && !permits(pkg, ctx, 4)) return 'not_readable_by_user';
   return null;
 }
 
@@ -275,6 +340,17 @@ export interface ScriptPackageResolverOptions {
 /** Outcome of touching one user path during a resolution: a value, nothing there, or no answer in time. */
 type Step<T> = { kind: 'value'; value: T } | { kind: 'none' } | { kind: 'stalled' };
 
+/** What a script path leads to, and whether root or the process's user placed every step to it. */
+interface Entry {
+  readonly real: string;
+  readonly isDir: boolean;
+  readonly owner: number;
+  readonly placed: boolean;
+}
+
+/** Groups of the process: a list, or a function reading it (called only when a walk needs it). */
+type GroupsArg = readonly number[] | null | (() => readonly number[] | null);
+
 export class ScriptPackageResolver {
   private readonly dirs = new Map<string, DirAnswer>();
   private readonly now: () => number;
@@ -288,6 +364,8 @@ export class ScriptPackageResolver {
     untrusted_foreign_owner: 0,
     untrusted_world_writable_dir: 0,
     untrusted_not_readable_by_user: 0,
+    untrusted_not_searchable_by_user: 0,
+    untrusted_planted_candidate: 0,
     /** A file call did not answer in time or found no free slot: the process stays unattributed. */
     stalled: 0,
   };
@@ -307,7 +385,9 @@ export class ScriptPackageResolver {
    * The package of the script `exe` runs with `argv` for a process of real uid `uid`, or null (not
    * an interpreter, no script, the script is not inside a trusted named package, or the files did
    * not answer within the deadline). `cwd` (or a function reading it, called only when needed)
-   * resolves a relative script path. Never rejects; never blocks the event loop on a user's file.
+   * resolves a relative script path; `groups` (the process's real gid and supplementary groups,
+   * or a function reading them) decide which directories' group bits apply to it. Never rejects;
+   * never blocks the event loop on a user's file.
    */
   async resolve(
     exe: string | null,
@@ -315,8 +395,9 @@ export class ScriptPackageResolver {
     argv: readonly string[],
     cwd: string | null | (() => string | null),
     uid: number | null = null,
+    groups: GroupsArg = null,
   ): Promise<ScriptPackage | null> {
-    return (await this.resolveOutcome(exe, name, argv, cwd, uid)).pkg;
+    return (await this.resolveOutcome(exe, name, argv, cwd, uid, groups)).pkg;
   }
 
   /**
@@ -329,8 +410,9 @@ export class ScriptPackageResolver {
     argv: readonly string[],
     cwd: string | null | (() => string | null),
     uid: number | null = null,
+    groups: GroupsArg = null,
   ): Promise<{ pkg: ScriptPackage | null; stalled: boolean }> {
-    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid);
+    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid, groups);
     return pkg === 'stalled' ? { pkg: null, stalled: true } : { pkg, stalled: false };
   }
 
@@ -340,6 +422,7 @@ export class ScriptPackageResolver {
     argv: readonly string[],
     cwd: string | null | (() => string | null),
     uid: number | null,
+    groupsArg: GroupsArg,
   ): Promise<ScriptPackage | null | 'stalled'> {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
@@ -347,8 +430,17 @@ export class ScriptPackageResolver {
     const deadline = performance.now() + this.timeoutMs;
     const key = uid ?? -1;
     let workDir: string | null | undefined;
-    let found: { real: string; isDir: boolean; owner: number } | null = null;
-    for (const arg of candidates) {
+    let found: Entry | null = null;
+    // The groups are read only when a path is walked (procfs: one read of /proc/<pid>/status).
+    const cred: Credentials = {
+      uid,
+      get groups() {
+        const g = typeof groupsArg === 'function' ? groupsArg() : groupsArg;
+        Object.defineProperty(this, 'groups', { value: g });
+        return g;
+      },
+    };
+    for (const [index, arg] of candidates.entries()) {
       // Longer than PATH_MAX or holding NUL: names no file, like any other missing candidate.
       if (arg.length > 4096 || arg.includes('\u0000')) continue;
       let script: string;
@@ -359,12 +451,25 @@ export class ScriptPackageResolver {
         if (!workDir) return null;
         script = resolve(workDir, arg);
       }
-      const entry = await this.entryOf(script, key, deadline);
+      const entry = await this.entryOf(script, cred, key, deadline);
       if (entry.kind === 'stalled') {
         this.counts.stalled++;
         return 'stalled';
       }
+      if (entry.kind === 'unreachable') {
+        this.counts.untrusted_not_searchable_by_user++;
+        return null;
+      }
       if (entry.kind === 'value') {
+        // A relative candidate (`perl -S job.pl`, `node inspect`, `bun run dev`: the interpreter
+        // may not run a file of that name at all) or a later one (a guess that the previous
+        // argument was a flag's value) is believed only when root or the process's user put it
+        // there and it is theirs: another user must not be able to plant a name for it.
+        const own = entry.value.owner === 0 || entry.value.owner === uid;
+        if ((index > 0 || !isAbsolute(arg)) && !(entry.value.placed && own)) {
+          this.counts.untrusted_planted_candidate++;
+          return null;
+        }
         found = entry.value;
         break;
       }
@@ -375,7 +480,8 @@ export class ScriptPackageResolver {
     }
     // `node <package dir>` runs the package's main: the walk starts in the directory itself.
     const start = found.isDir ? found.real : dirname(found.real);
-    const pkg = await this.packageOf(start, { uid, scriptOwner: found.owner }, key, deadline);
+    const ctx: TrustContext = { uid, groups: cred.groups, scriptOwner: found.placed ? found.owner : null };
+    const pkg = await this.packageOf(start, ctx, key, deadline);
     if (pkg === 'stalled') {
       this.counts.stalled++;
       return 'stalled';
@@ -390,31 +496,90 @@ export class ScriptPackageResolver {
 
   /**
    * The real path and owner of what an interpreter runs for `script`: the file or directory
-   * itself, else the file node's loader would pick by adding an extension.
+   * itself, else the file node's loader would pick by adding an extension. The first form that
+   * exists decides; `unreachable` when the process's user could not get there.
    */
   private async entryOf(
     script: string,
+    cred: Credentials,
     key: number,
     deadline: number,
-  ): Promise<Step<{ real: string; isDir: boolean; owner: number }>> {
+  ): Promise<Step<Entry> | { kind: 'unreachable' }> {
     for (const path of [script, ...NODE_MAIN_EXTENSIONS.map((ext) => script + ext)]) {
-      const real = await realpathUserPath(path, this.gate, key, remaining(deadline));
-      if (!real.ok) {
-        if (real.reason === 'timeout' || real.reason === 'busy') return { kind: 'stalled' };
-        continue; // not there: try the next form
-      }
-      const st = await statUserPath(real.value, this.gate, key, remaining(deadline));
-      if (!st.ok) {
-        if (st.reason === 'timeout' || st.reason === 'busy') return { kind: 'stalled' };
-        continue;
-      }
-      if (st.value.isFile() || st.value.isDirectory())
-        return {
-          kind: 'value',
-          value: { real: real.value, isDir: st.value.isDirectory(), owner: st.value.uid },
-        };
+      const walked = await this.walk(path, cred, key, deadline);
+      if (walked.kind !== 'none') return walked;
     }
     return { kind: 'none' };
+  }
+
+  /**
+   * Resolves `path` (absolute, lexically normalised) one component at a time from `/`, the way
+   * the kernel does, following symlinks: every directory looked into must be searchable by the
+   * process's user (else `unreachable`: root's view must not tell what that user cannot reach),
+   * and each step records whether root or that user placed its entry (`stepPlaced`).
+   */
+  private async walk(
+    path: string,
+    cred: Credentials,
+    key: number,
+    deadline: number,
+  ): Promise<Step<Entry> | { kind: 'unreachable' }> {
+    const lstatOf = async (p: string): Promise<Step<Stats>> => {
+      const r = await lstatUserPath(p, this.gate, key, remaining(deadline));
+      if (r.ok) return { kind: 'value', value: r.value };
+      return r.reason === 'timeout' || r.reason === 'busy' ? { kind: 'stalled' } : { kind: 'none' };
+    };
+    const top = await lstatOf('/');
+    if (top.kind !== 'value') return top;
+    const root = top.value;
+    let current = '/';
+    let here = root;
+    let placed = true;
+    let links = 0;
+    // Components still to resolve, next one last; bounded by the path and MAX_SYMLINKS targets.
+    const pending = path.split('/').reverse();
+    // An unknown uid (Windows) has no mode bits to check searching against.
+    const mustSearch = cred.uid !== null && cred.uid !== 0;
+    while (pending.length > 0) {
+      const name = pending.pop() as string;
+      if (name === '' || name === '.') continue;
+      if (!here.isDirectory()) return { kind: 'none' };
+      if (mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
+      if (name === '..') {
+        if (current === '/') continue;
+        current = dirname(current);
+        const up = await lstatOf(current);
+        if (up.kind !== 'value') return up;
+        here = up.value;
+        continue;
+      }
+      const next = current === '/' ? `/${name}` : `${current}/${name}`;
+      const st = await lstatOf(next);
+      if (st.kind !== 'value') return st;
+      if (!stepPlaced(here, st.value, cred.uid)) placed = false;
+      if (st.value.isSymbolicLink()) {
+        if (++links > MAX_SYMLINKS) return { kind: 'none' };
+        const target = await readlinkUserPath(next, this.gate, key, remaining(deadline));
+        if (!target.ok) {
+          return target.reason === 'timeout' || target.reason === 'busy'
+            ? { kind: 'stalled' }
+            : { kind: 'none' };
+        }
+        if (target.value.startsWith('/')) {
+          current = '/';
+          here = root;
+        }
+        const parts = target.value.split('/');
+        for (let i = parts.length - 1; i >= 0; i--) pending.push(parts[i] as string);
+        continue;
+      }
+      current = next;
+      here = st.value;
+    }
+    if (!here.isFile() && !here.isDirectory()) return { kind: 'none' };
+    // `node <dir>`: the package walk starts by looking into the directory itself.
+    if (here.isDirectory() && mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
+    return { kind: 'value', value: { real: current, isDir: here.isDirectory(), owner: here.uid, placed } };
   }
 
   /** The nearest trusted named package at or above `dir`, null when none, 'stalled' when out of time. */
@@ -491,6 +656,7 @@ export class ScriptPackageResolver {
       name,
       version: typeof version === 'string' && version.length <= 256 ? version : null,
       uid: file.facts.uid,
+      gid: file.facts.gid,
       mode: file.facts.mode,
       dirMode: d.value.mode,
     };

@@ -282,6 +282,30 @@ export function readUid(procRoot: string, pid: number, tid?: number): number | n
   return uid;
 }
 
+/**
+ * Real gid and supplementary groups from /proc/<pid>/status ("Gid:\treal…", "Groups:\t…"): what
+ * the kernel checks a directory's group bits against. Null when unreadable or malformed.
+ */
+export function readGroups(procRoot: string, pid: number, tid?: number): number[] | null {
+  const n = readInto(`${taskDir(procRoot, pid, tid)}/status`, 8192, true);
+  if (n < 0) return null;
+  const text = buffer.toString('latin1', 0, n);
+  const gidAt = text.indexOf('\nGid:');
+  const groupsAt = text.indexOf('\nGroups:');
+  if (gidAt < 0 || groupsAt < 0) {
+    lastFailure = 'malformed';
+    return null;
+  }
+  const gid = /^\s*(\d+)/.exec(text.slice(gidAt + 5, gidAt + 64));
+  const end = text.indexOf('\n', groupsAt + 1);
+  const list = text.slice(groupsAt + 8, end < 0 ? n : end).trim();
+  const out = [gid ? Number(gid[1]) : Number.NaN];
+  // Bounded by the 8 KiB read (NGROUPS_MAX is 65536, a status line this long is cut: fewer groups
+  // means fewer directories count as reachable, never more).
+  for (const g of list.length > 0 ? list.split(/\s+/) : []) out.push(Number(g));
+  return out.every(Number.isSafeInteger) ? out : null;
+}
+
 /** The result of reading a command line. */
 export interface Cmdline {
   readonly argv: string[];

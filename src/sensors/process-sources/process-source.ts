@@ -52,6 +52,11 @@ export interface ProcessSource {
   /** Working directory of `pid` (read from its thread `tid` when given), or null. */
   cwd(pid: number, tid?: number): string | null;
   /**
+   * Optional. Real gid and supplementary groups of `pid` (read from thread `tid` when given), or
+   * null when unknown: the script resolver checks directory group bits against them.
+   */
+  groups?(pid: number, tid?: number): readonly number[] | null;
+  /**
    * A path that opens exactly the executable of `raw` for hashing (procfs: /proc/<pid>/exe, which
    * still opens the original file after a rename or delete), or null.
    */

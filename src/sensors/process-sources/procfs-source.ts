@@ -33,6 +33,7 @@ import {
   pidsOf,
   readCmdline,
   readFdSoftLimit,
+  readGroups,
   readLastPid,
   readLink,
   readStat,
@@ -221,6 +222,10 @@ export class ProcfsSource implements ProcessSource {
 
   cwd(pid: number, tid?: number): string | null {
     return readLink(this.root, pid, 'cwd', tid);
+  }
+
+  groups(pid: number, tid?: number): readonly number[] | null {
+    return readGroups(this.root, pid, tid);
   }
 
   execedSince(raw: RawProcess): boolean {

@@ -156,6 +156,109 @@ describe.runIf(runnable)('script → package attribution with a hostile local us
     }
   });
 
+  it('a name planted for a root job’s relative argument (a directory, a link to a root-owned banned package) kills no `perl -S`', async () => {
+    // Root runs PATH-searched scripts with its working directory in a sticky shared directory.
+    const shared = join(base, 'shared-cand');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const bin = join(base, 'bin');
+    mkdirSync(bin);
+    for (const name of ['job.pl', 'dev.pl']) writeFileSync(join(bin, name), 'sleep 60;\n', { mode: 0o755 });
+    // A banned package root installed, which the attacker links to.
+    const rootPkg = join(base, 'root-pkg');
+    mkdirSync(rootPkg);
+    writeFileSync(join(rootPkg, 'package.json'), manifest());
+    writeFileSync(join(rootPkg, 'cli.js'), KEEP_ALIVE_JS);
+    // The attacker: a directory named like one argument, a link named like the other.
+    asUser(
+      attacker,
+      `mkdir ${shared}/job.pl && printf '%s' '${manifest()}' > ${shared}/job.pl/package.json && ln -s ${rootPkg} ${shared}/dev.pl`,
+    );
+    const before = counts().untrusted_planted_candidate ?? 0;
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+    const jobs = ['job.pl', 'dev.pl'].map((name) => launch('/usr/bin/perl', ['-S', name], env, shared));
+    try {
+      for (const l of jobs) {
+        const obs = await observed(l);
+        expect(obs.owner.uid).toBe(0);
+        expect(obs.scriptPackage).toBeNull();
+        expect(alive(l.child.pid as number)).toBe(true);
+      }
+      expect(counts().untrusted_planted_candidate ?? 0).toBeGreaterThanOrEqual(before + 2);
+      const pids = jobs.map((l) => l.child.pid);
+      expect(p.events.ofType('process.blocked').filter((e) => pids.includes(e.pid as number))).toEqual([]);
+    } finally {
+      for (const l of jobs) l.child.kill('SIGKILL');
+    }
+  });
+
+  it('a link into another user’s private directory tells nothing of the package there (root can follow it, the user cannot)', async () => {
+    // The victim's private project: ordinary 0644 files under a 0700 home.
+    const homeV = join(base, 'home-victim');
+    const priv = join(homeV, 'private');
+    mkdirSync(priv, { recursive: true });
+    writeFileSync(join(priv, 'package.json'), manifest());
+    writeFileSync(join(priv, 'index.js'), KEEP_ALIVE_JS);
+    for (const f of [homeV, priv, join(priv, 'package.json'), join(priv, 'index.js')])
+      chownSync(f, victim.uid, victim.gid);
+    chmodSync(homeV, 0o700);
+    // The attacker links to it and keeps node alive in a preload (node cannot open the link itself).
+    const homeA = join(base, 'home-peek');
+    mkdirSync(homeA);
+    chownSync(homeA, attacker.uid, attacker.gid);
+    asUser(
+      attacker,
+      `ln -s ${join(priv, 'index.js')} ${homeA}/x.js && printf '%s' 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);' > ${homeA}/hang.js`,
+    );
+    const before = counts().untrusted_not_searchable_by_user ?? 0;
+    const l = launch(
+      process.execPath,
+      ['-r', join(homeA, 'hang.js'), join(homeA, 'x.js')],
+      undefined,
+      homeA,
+      'ignore',
+      {
+        uid: attacker.uid,
+        gid: attacker.gid,
+      },
+    );
+    try {
+      const obs = await observed(l);
+      expect(obs.owner.uid).toBe(attacker.uid);
+      expect(obs.scriptPackage).toBeNull();
+      expect(counts().untrusted_not_searchable_by_user ?? 0).toBeGreaterThan(before);
+      expect(alive(l.child.pid as number)).toBe(true);
+    } finally {
+      l.child.kill('SIGKILL');
+    }
+  });
+
+  it('the user’s own banned package behind a directory only their group may search, run by a relative path, is still killed', async () => {
+    // root:<the user's gid> 0750: searchable through the group from /proc/<pid>/status only.
+    const gate = join(base, 'group-only');
+    mkdirSync(gate);
+    chownSync(gate, 0, attacker.gid);
+    chmodSync(gate, 0o750);
+    const pkg = join(gate, 'tool');
+    mkdirSync(pkg);
+    chownSync(pkg, attacker.uid, attacker.gid);
+    asUser(
+      attacker,
+      `printf '%s' '${manifest()}' > ${pkg}/package.json && printf '%s' '${KEEP_ALIVE_JS.trim()}' > ${pkg}/cli.js`,
+    );
+    const l = launch(process.execPath, ['cli.js'], undefined, pkg, 'ignore', {
+      uid: attacker.uid,
+      gid: attacker.gid,
+    });
+    expect(await l.exited).toBe('SIGKILL');
+    const pid = l.child.pid as number;
+    const ev = await waitFor(
+      () => p.events.ofType('process.blocked').find((e) => e.pid === pid),
+      'process.blocked',
+    );
+    expect(ev).toMatchObject({ uid: attacker.uid, rule: { id: 'attr-banned' } });
+  });
+
   it('the user’s own banned package in their own npm tree is still killed, also when made world-writable', async () => {
     const home = join(base, 'home-atk');
     mkdirSync(home);

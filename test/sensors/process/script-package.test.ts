@@ -7,9 +7,12 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   isInterpreter,
+  othersMayWrite,
   PACKAGE_JSON_MAX_BYTES,
+  permits,
   ScriptPackageResolver,
   scriptArgument,
+  stepPlaced,
 } from '../../../src/sensors/script-package.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -174,5 +177,45 @@ describe('ScriptPackageResolver', () => {
       );
     }
     expect(r.counts.bad_package_json).toBe(4); // the nameless-number one is simply not a package root
+  });
+});
+
+describe('what a process’s user may reach and who may place a step (mode bits)', () => {
+  const U = 1000;
+  const cred = { uid: U, groups: [100, 27] };
+  // [perms, read?, search?]: the kernel's class choice — owner, else group, else other.
+  const table: [{ uid: number; gid: number; mode: number }, boolean, boolean][] = [
+    [{ uid: U, gid: 5, mode: 0o40700 }, true, true],
+    [{ uid: U, gid: 100, mode: 0o40070 }, false, false], // the owner class wins even when group would allow
+    [{ uid: 0, gid: 27, mode: 0o40750 }, true, true], // through a supplementary group
+    [{ uid: 0, gid: 28, mode: 0o40750 }, false, false],
+    [{ uid: 2000, gid: 100, mode: 0o40705 }, false, false], // the group class wins over other
+    [{ uid: 2000, gid: 5, mode: 0o40755 }, true, true],
+    [{ uid: 2000, gid: 5, mode: 0o40700 }, false, false],
+  ];
+  it.each(table)('%o → read %s, search %s', (f, read, search) => {
+    expect(permits(f, cred, 4)).toBe(read);
+    expect(permits(f, cred, 1)).toBe(search);
+  });
+
+  it('root reaches anything; an unknown uid gets the other class; unknown groups give no group class', () => {
+    expect(permits({ uid: 2000, gid: 5, mode: 0o40700 }, { uid: 0, groups: null }, 1)).toBe(true);
+    expect(permits({ uid: 2000, gid: 5, mode: 0o40701 }, { uid: null, groups: null }, 1)).toBe(true);
+    expect(permits({ uid: 2000, gid: 100, mode: 0o40750 }, { uid: U, groups: null }, 1)).toBe(false);
+  });
+
+  it('a step is placed when only root and the user may write the directory, or the entry is theirs', () => {
+    expect(othersMayWrite({ uid: 0, gid: 0, mode: 0o41777 }, U)).toBe(true);
+    expect(othersMayWrite({ uid: 2000, gid: 2000, mode: 0o40755 }, U)).toBe(true);
+    expect(othersMayWrite({ uid: 0, gid: 50, mode: 0o42775 }, U)).toBe(true);
+    expect(othersMayWrite({ uid: 0, gid: 0, mode: 0o40775 }, U)).toBe(false);
+    expect(othersMayWrite({ uid: U, gid: 100, mode: 0o40755 }, U)).toBe(false);
+    const sticky = { uid: 0, gid: 0, mode: 0o41777 };
+    expect(stepPlaced(sticky, { uid: 2000 }, U)).toBe(false);
+    expect(stepPlaced(sticky, { uid: U }, U)).toBe(true);
+    expect(stepPlaced(sticky, { uid: 0 }, U)).toBe(true);
+    // Another user's own directory: their entries are theirs to swap; an unknown uid trusts root only.
+    expect(stepPlaced({ uid: 2000, gid: 2000, mode: 0o40755 }, { uid: 2000 }, U)).toBe(false);
+    expect(stepPlaced(sticky, { uid: 2000 }, null)).toBe(false);
   });
 });
