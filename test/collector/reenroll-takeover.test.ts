@@ -143,6 +143,9 @@ describe('re-enrolling a device id with the enroll secret', () => {
       expect(victim.outbox.depth()).toBe(0);
       expect(victim.shipper.status().last_error).toBeNull();
       expect(await enrollmentOf(c, 'dev-takeover-v')).toBe(3);
+      // the two re-enrollments of the id are counted
+      const metrics = await (await fetch(`${c.url}/metrics`)).text();
+      expect(metrics).toMatch(/^toolguard_collector_reenroll_total 2$/m);
 
       // tokens of older enrollments are refused
       for (const old of [victimToken1, attackerToken]) {
