@@ -1,6 +1,6 @@
 /**
  * Owns the admin API (its own bearer token, compared in constant time): `GET /v1/devices` (fleet
- * state: last seen, agent and policy versions, the `silent` flag) and `GET /v1/events` (filters and
+ * state: last seen, agent and policy versions, the enrollment generation, the `silent` flag) and `GET /v1/events` (filters and
  * cursor paging). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
  */
@@ -101,8 +101,18 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
   });
 }
 
+/**
+ * An event as the admin API shows it: the body as received, plus the collector's metadata —
+ * `received_at` and `enrollment` (the device's enrollment generation it was posted under; two
+ * copies of one (device_id, id) under different enrollments are a re-sent batch across a
+ * re-enrollment, or a forger's copies).
+ */
 function toApiEvent(row: StoredEventRow): Record<string, unknown> {
-  return { ...(JSON.parse(row.body) as Record<string, unknown>), received_at: row.received_at };
+  return {
+    ...(JSON.parse(row.body) as Record<string, unknown>),
+    received_at: row.received_at,
+    enrollment: row.enrollment,
+  };
 }
 
 function queryOf(req: FastifyRequest, allowed: readonly string[]): Record<string, string | undefined> {

@@ -28,7 +28,7 @@ import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
 import { COLLECTOR_SETTINGS } from './collector-config.js';
-import { CollectorStore } from './collector-store.js';
+import { CollectorStore, type EnrolledDevice } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
@@ -368,9 +368,13 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       throw new HttpError(403, 'GUARD_COLLECTOR_ENROLL_DENIED', 'wrong enrollment secret');
     }
     const token = mintDeviceToken();
-    store.enrollDevice(device, hashToken(token), new Date().toISOString());
+    const enrollment = store.enrollDevice(device, hashToken(token), new Date().toISOString());
     metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'ok' });
-    logger.info({ device_id: device.id, hostname: device.hostname }, 'device enrolled');
+    // A device id enrolled again: its previous token stops working. Normal after a reinstall or a
+    // lost token; a count that keeps climbing for one id is two parties fighting over it.
+    if (enrollment > 1)
+      metrics.inc('reenroll_total', 'Enrollments of a device id that was already enrolled (token replaced).');
+    logger.info({ device_id: device.id, hostname: device.hostname, enrollment }, 'device enrolled');
     return { device_token: token };
   });
 
@@ -379,7 +383,8 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
     scope.post('/v1/events', async (req, reply) => {
-      const deviceId = authenticateDevice(req);
+      const device = authenticateDevice(req);
+      const deviceId = device.id;
       const rate = limiter.take(deviceId);
       if (!rate.allowed) {
         metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
@@ -405,7 +410,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       // body reading and parsing. The exact charge is taken once the batch is parsed.
       const early = quotaRefusal(quota.check(deviceId, [1, declaredIdentityBytes(req, limits.maxBodyBytes)]));
       if (early) throw early;
-      return withInflightSlot(deviceId, () => ingestBody(deviceId, req, reply));
+      return withInflightSlot(deviceId, () => ingestBody(device, req, reply));
     });
   });
 
@@ -450,7 +455,12 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   }
 
   /** Reads, parses, charges to the quota and stores one events body; the answer of POST /v1/events. */
-  async function ingestBody(deviceId: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  async function ingestBody(
+    device: EnrolledDevice,
+    req: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<unknown> {
+    const deviceId = device.id;
     const { body, reserved } = await readBody(
       req.raw,
       {
@@ -465,7 +475,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       let outcome: IngestOutcome;
       const bodyBytes = body.length;
       try {
-        outcome = await ingest.submit(deviceId, body, (batch) => {
+        outcome = await ingest.submit(device, body, (batch) => {
           const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
           if (refused) throw refused;
         });
@@ -533,10 +543,11 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     return metrics.render();
   });
 
-  function authenticateDevice(req: FastifyRequest): string {
+  /** The device and enrollment of the request's token; 401 for a missing, unknown or replaced token. */
+  function authenticateDevice(req: FastifyRequest): EnrolledDevice {
     const token = bearerToken(req.headers.authorization);
-    const deviceId = token === null ? undefined : store.deviceIdForTokenHash(hashToken(token));
-    if (deviceId === undefined) {
+    const device = token === null ? undefined : store.deviceForTokenHash(hashToken(token));
+    if (device === undefined) {
       metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
       throw new HttpError(
         401,
@@ -544,7 +555,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         'missing or unknown device token; enroll again',
       );
     }
-    return deviceId;
+    return device;
   }
 
   function sendError(reply: FastifyReply, err: HttpError): FastifyReply {

@@ -3,9 +3,17 @@
  * `openDatabase`), enrolled devices with hashed tokens, the idempotent event store, the admin
  * queries, and the forwarders' durable cursors.
  *
- * Idempotency is per (device id, event id): an event id is only unique within the device that made
- * it, so the device has to be part of the key — otherwise one token could pre-empt (suppress)
- * another device's events by posting their public ids first.
+ * Idempotency is per (device id, enrollment, event id). An event id is only unique within the
+ * device that made it, so the device has to be part of the key — otherwise one token could pre-empt
+ * (suppress) another device's events by posting their public ids first. And the enrollment
+ * generation has to be part of it too: every (re-)enrollment of a device id gets the next
+ * `devices.enrollment` number, its token maps to (device id, enrollment), and each stored event
+ * records the enrollment it was posted under. Whoever holds the enroll secret can re-enroll an
+ * existing device id and post that device's (public) event ids first; those copies belong to the
+ * forger's enrollment, so the real machine's events — posted after it re-enrolls, under a newer
+ * enrollment — never collide with them. The price: an honest agent whose ack was lost AND that
+ * re-enrolled before re-sending stores the batch twice (same device id + event id, two
+ * enrollments) — still at-least-once; consumers de-duplicate by (device_id, id).
  *
  * Durability: `synchronous = FULL`. The agent deletes an event from its outbox as soon as the
  * collector acknowledges it, so an ack must mean "on disk, survives power loss" — with NORMAL a
@@ -58,9 +66,12 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
     updated_at  TEXT NOT NULL
   ) STRICT;
   `,
-  // 2: idempotency per (device, event id). Event ids are readable on every agent's public socket;
-  // with a global key, a device that posted another device's ids first made that device's real
-  // events "duplicates" (acknowledged, deleted on the agent, never stored). SQLite cannot drop a
+  // 2: idempotency per (device, enrollment, event id). Event ids are readable on every agent's
+  // public socket; with a global key, a device that posted another device's ids first made that
+  // device's real events "duplicates" (acknowledged, deleted on the agent, never stored); with a
+  // key per device, whoever holds the enroll secret could re-enroll the device's id and do the
+  // same (see the header). Each (re-)enrollment of an id is a new generation, `devices.enrollment`,
+  // and events are unique within one generation. SQLite cannot drop a
   // UNIQUE constraint, so the table is rebuilt: every row keeps its rid, and the AUTOINCREMENT
   // high-water mark is carried over (rids are never reused, or a forwarder cursor past a
   // pruned-away tail would skip new events).
@@ -75,10 +86,15 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
     rule_id      TEXT,
     received_at  TEXT NOT NULL,
     body         TEXT NOT NULL,                      -- the event JSON exactly as received
-    UNIQUE (device_id, id)                           -- the idempotency key
+    enrollment   INTEGER NOT NULL,                   -- devices.enrollment of the token it was posted with
+    UNIQUE (device_id, enrollment, id)               -- the idempotency key
   ) STRICT;
-  INSERT INTO events_v2(rid, id, device_id, seq, type, time, rule_id, received_at, body)
-    SELECT rid, id, device_id, seq, type, time, rule_id, received_at, body FROM events ORDER BY rid;
+  -- every device starts at enrollment 1 (its token of today), and so do the events already stored:
+  -- an agent re-sending an unacknowledged batch with that token after the upgrade still gets
+  -- "duplicate"
+  ALTER TABLE devices ADD COLUMN enrollment INTEGER NOT NULL DEFAULT 1;
+  INSERT INTO events_v2(rid, id, device_id, seq, type, time, rule_id, received_at, body, enrollment)
+    SELECT rid, id, device_id, seq, type, time, rule_id, received_at, body, 1 FROM events ORDER BY rid;
   DELETE FROM sqlite_sequence WHERE name = 'events_v2';
   INSERT INTO sqlite_sequence(name, seq) SELECT 'events_v2', seq FROM sqlite_sequence WHERE name = 'events';
   DROP TABLE events;
@@ -92,6 +108,8 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
 
 export interface DeviceRow {
   readonly id: string;
+  /** Enrollment generation: 1 at the first enrollment of the id, +1 at every re-enrollment. */
+  readonly enrollment: number;
   readonly hostname: string;
   readonly os: string;
   readonly agent_version: string;
@@ -122,6 +140,8 @@ export interface InsertResult {
 export interface StoredEventRow {
   readonly rid: number;
   readonly device_id: string;
+  /** The enrollment generation of the token the event was posted with. */
+  readonly enrollment: number;
   readonly received_at: string;
   readonly body: string;
 }
@@ -139,9 +159,17 @@ export interface EventQuery {
   readonly limit: number;
 }
 
+/** What a device token authenticates: the device id and the enrollment the token was minted for. */
+export interface EnrolledDevice {
+  readonly id: string;
+  readonly enrollment: number;
+}
+
 /** One device's events to store, as `insertGroup` takes them. */
 export interface BatchToStore {
   readonly deviceId: string;
+  /** The enrollment generation the batch's token belongs to (part of the idempotency key). */
+  readonly enrollment: number;
   readonly events: readonly IncomingEvent[];
   readonly receivedAt: string;
 }
@@ -166,23 +194,40 @@ export class CollectorStore {
     this.recovered = opened.recovered;
     const db = this.db;
     this.stmts = {
-      deviceByToken: db.prepare<[string], { id: string }>('SELECT id FROM devices WHERE token_hash = ?'),
-      upsertDevice: db.prepare(
-        `INSERT INTO devices(id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at)
-         VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now)
+      deviceByToken: db.prepare<[string], EnrolledDevice>(
+        'SELECT id, enrollment FROM devices WHERE token_hash = ?',
+      ),
+      upsertDevice: db.prepare<
+        [
+          {
+            id: string;
+            token_hash: string;
+            hostname: string;
+            os: string;
+            agent_version: string;
+            now: string;
+          },
+        ],
+        { enrollment: number }
+      >(
+        `INSERT INTO devices(id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at, enrollment)
+         VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now, 1)
          ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at, policy_seq = NULL`,
+           last_seen_at = excluded.last_seen_at, policy_seq = NULL, enrollment = devices.enrollment + 1
+         RETURNING enrollment`,
       ),
       insertEvent: db.prepare(
-        `INSERT OR IGNORE INTO events(id, device_id, seq, type, time, rule_id, received_at, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT OR IGNORE INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       touchDevice: db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ?'),
-      setAgentVersion: db.prepare('UPDATE devices SET agent_version = ? WHERE id = ?'),
+      // Versions only from a batch of the current enrollment: a batch posted with a token that was
+      // replaced while it waited for its commit must not set the freshly reset policy seq guard.
+      setAgentVersion: db.prepare('UPDATE devices SET agent_version = ? WHERE id = ? AND enrollment = ?'),
       setPolicyVersion: db.prepare(
         `UPDATE devices SET policy_version = ?, policy_seq = ?
-         WHERE id = ? AND (policy_seq IS NULL OR policy_seq <= ?)`,
+         WHERE id = ? AND enrollment = ? AND (policy_seq IS NULL OR policy_seq <= ?)`,
       ),
       getCursor: db.prepare<[string], { last_rid: number }>(
         'SELECT last_rid FROM forwarder_cursors WHERE sink = ?',
@@ -192,7 +237,7 @@ export class CollectorStore {
          ON CONFLICT(sink) DO UPDATE SET last_rid = excluded.last_rid, updated_at = excluded.updated_at`,
       ),
       eventsAfter: db.prepare<[number, number], StoredEventRow>(
-        'SELECT rid, device_id, received_at, body FROM events WHERE rid > ? ORDER BY rid LIMIT ?',
+        'SELECT rid, device_id, enrollment, received_at, body FROM events WHERE rid > ? ORDER BY rid LIMIT ?',
       ),
       maxRid: db.prepare<[], { m: number | null }>('SELECT max(rid) AS m FROM events'),
       // rid order is receipt order, so the oldest rows come first and the scan stops early
@@ -206,28 +251,35 @@ export class CollectorStore {
     };
   }
 
-  /** The device id a token hash belongs to, or undefined. */
-  deviceIdForTokenHash(tokenHash: string): string | undefined {
-    return this.stmts.deviceByToken.get(tokenHash)?.id;
+  /**
+   * The device and enrollment a token hash belongs to, or undefined. Only the newest enrollment's
+   * token is stored, so a token of an older enrollment of the id is unknown here.
+   */
+  deviceForTokenHash(tokenHash: string): EnrolledDevice | undefined {
+    const row = this.stmts.deviceByToken.get(tokenHash);
+    return row ? { id: row.id, enrollment: row.enrollment } : undefined;
   }
 
   /**
    * Enrolls (or re-enrolls) a device: a known id gets the new token hash, so its old token stops
-   * working at once (rotation). The seq guard of the policy version is reset: an agent that
-   * re-enrolls may have lost its state (reinstall, recovered DB) and count seq from 1 again.
-   * Durable when it returns.
+   * working at once (rotation), and the next enrollment generation (1 for a new id). The seq guard
+   * of the policy version is reset: an agent that re-enrolls may have lost its state (reinstall,
+   * recovered DB) and count seq from 1 again. Durable when it returns; returns the generation.
    */
   enrollDevice(
     device: { id: string; hostname: string; os: string; agent_version: string },
     tokenHash: string,
     now: string,
-  ): void {
-    this.stmts.upsertDevice.run({ ...device, token_hash: tokenHash, now });
+  ): number {
+    const row = this.stmts.upsertDevice.get({ ...device, token_hash: tokenHash, now });
+    if (!row) throw new Error('enrolling a device returned no row');
+    return row.enrollment;
   }
 
   /**
    * Stores batches (each of one device) idempotently in ONE transaction (INSERT OR IGNORE by
-   * (device id, event id)) and updates each device's last-seen, agent and policy versions. Durable when it returns
+   * (device id, enrollment, event id)) and updates each device's last-seen and — for a batch of the
+   * device's current enrollment — its agent and policy versions. Durable when it returns
    * (synchronous=FULL): one fsync for the whole group. Throws (and stores nothing of the group)
    * when the commit fails. Results are in the order of `batches`.
    */
@@ -244,6 +296,7 @@ export class CollectorStore {
           accepted += this.stmts.insertEvent.run(
             e.id,
             b.deviceId,
+            b.enrollment,
             e.seq,
             e.type,
             e.time,
@@ -255,12 +308,13 @@ export class CollectorStore {
           if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
         }
         this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
-        if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId);
+        if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId, b.enrollment);
         if (newestPolicy)
           this.stmts.setPolicyVersion.run(
             newestPolicy.policyVersion,
             newestPolicy.seq,
             b.deviceId,
+            b.enrollment,
             newestPolicy.seq,
           );
         stored += accepted;
@@ -287,7 +341,7 @@ export class CollectorStore {
       where.push(silentBefore.silent ? 'last_seen_at < ?' : 'last_seen_at >= ?');
       params.push(silentBefore.before);
     }
-    const sql = `SELECT id, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version FROM devices
+    const sql = `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version FROM devices
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     return this.db.prepare(sql).all(...params, limit) as DeviceRow[];
   }
@@ -311,7 +365,7 @@ export class CollectorStore {
     if (q.since !== undefined) add('time >= ?', q.since);
     if (q.until !== undefined) add('time < ?', q.until);
     if (q.afterRid !== undefined) add('rid > ?', q.afterRid);
-    const sql = `SELECT rid, device_id, received_at, body FROM events
+    const sql = `SELECT rid, device_id, enrollment, received_at, body FROM events
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY rid LIMIT ?`;
     return this.db.prepare(sql).all(...params, q.limit) as StoredEventRow[];
   }

@@ -14,7 +14,7 @@ import type { IncomingMessage } from 'node:http';
 import { createGunzip } from 'node:zlib';
 import { validateEvent } from '../events/event-schema.js';
 import { MAX_EVENT_BYTES } from '../events/event-types.js';
-import type { CollectorStore, IncomingEvent, InsertResult } from './collector-store.js';
+import type { CollectorStore, EnrolledDevice, IncomingEvent, InsertResult } from './collector-store.js';
 import { HttpError } from './http-error.js';
 import type { BatchParser } from './parse-pool.js';
 
@@ -368,7 +368,7 @@ export interface IngestOutcome {
 }
 
 interface Waiting {
-  readonly deviceId: string;
+  readonly device: EnrolledDevice;
   readonly receivedAt: string;
   resolve(o: IngestOutcome): void;
   reject(e: unknown): void;
@@ -411,8 +411,8 @@ export class IngestQueue {
   constructor(private readonly options: IngestQueueOptions) {}
 
   /**
-   * Queues `body` of `deviceId` (taking ownership of it: it may be transferred to a worker);
-   * resolves once its events are durably stored (or none were valid), rejects when it could not be
+   * Queues `body` of `device` (the id and enrollment its token authenticated), taking ownership
+   * of `body` (it may be transferred to a worker); resolves once its events are durably stored (or none were valid), rejects when it could not be
    * parsed (`GUARD_COLLECTOR_WORKER_FAILED`) or the commit of its group failed (nothing of that
    * group is stored).
    *
@@ -420,11 +420,11 @@ export class IngestQueue {
    * queued for storing (the per-device quota is charged there, where the event count is known);
    * when it throws, nothing of the batch is stored and the promise rejects with its error.
    */
-  submit(deviceId: string, body: Buffer, admit?: (batch: ParsedBatch) => void): Promise<IngestOutcome> {
+  submit(device: EnrolledDevice, body: Buffer, admit?: (batch: ParsedBatch) => void): Promise<IngestOutcome> {
     return new Promise((resolve, reject) => {
-      const entry: Waiting = { deviceId, receivedAt: new Date().toISOString(), resolve, reject };
+      const entry: Waiting = { device, receivedAt: new Date().toISOString(), resolve, reject };
       this.parsing++;
-      this.options.parser.parse(deviceId, body).then(
+      this.options.parser.parse(device.id, body).then(
         (parsed) => {
           this.parsing--;
           try {
@@ -508,7 +508,8 @@ export class IngestQueue {
           ? []
           : this.options.store.insertGroup(
               toStore.map((g) => ({
-                deviceId: g.entry.deviceId,
+                deviceId: g.entry.device.id,
+                enrollment: g.entry.device.enrollment,
                 events: g.parsed.valid,
                 receivedAt: g.entry.receivedAt,
               })),

@@ -1,9 +1,11 @@
 /**
- * Idempotency per (device, event id): a device token that posts another device's (public) event
- * ids first must not suppress that device's real events — they are stored, listed by the admin
- * API and forwarded (raw and OCSF); the replayed copies are stored as the replaying device's own.
- * And the schema migration that made it so: an existing database keeps every row, its rids and
- * the AUTOINCREMENT high-water mark; a newer schema is refused.
+ * Idempotency per (device, enrollment, event id), the device part: a device token that posts
+ * another device's (public) event ids first must not suppress that device's real events — they
+ * are stored, listed by the admin API and forwarded (raw and OCSF); the replayed copies are stored
+ * as the replaying device's own. (The enrollment part — re-enrolling the device's own id — is in
+ * reenroll-takeover.test.ts.) And the schema migration that made it so: an existing database
+ * keeps every row, its rids and the AUTOINCREMENT high-water mark, devices and events start at
+ * enrollment 1; a newer schema is refused.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -85,7 +87,8 @@ describe('idempotency per (device, event id)', () => {
       };
       const listedB = await list('dev-idem-b');
       expect(listedB.map((e) => e.id)).toEqual(real.map((e) => e.id));
-      expect(listedB.map(({ received_at: _, ...e }) => e)).toEqual(real);
+      expect(listedB.map(({ received_at: _, enrollment: _e, ...e }) => e)).toEqual(real);
+      expect(new Set(listedB.map((e) => e.enrollment))).toEqual(new Set([1]));
       const listedA = await list('dev-idem-a');
       expect(listedA.map((e) => e.id)).toEqual(real.map((e) => e.id));
       expect(new Set(listedA.map((e) => e.device_id))).toEqual(new Set(['dev-idem-a']));
@@ -136,11 +139,18 @@ describe('idempotency per (device, event id)', () => {
   });
 });
 
-describe('collector schema migration to per-device idempotency', () => {
-  /** A version-1 database (global event ids) with rows, a pruned tail and a forwarder cursor. */
+describe('collector schema migration to per-(device, enrollment) idempotency', () => {
+  /**
+   * A version-1 database (global event ids) with an enrolled device, rows, a pruned tail and a
+   * forwarder cursor.
+   */
   function v1Database(file: string): { rows: unknown[]; seq: number } {
     const { db } = openDatabase(file, { migrations: COLLECTOR_MIGRATIONS.slice(0, 1) });
     expect(db.pragma('user_version', { simple: true })).toBe(1);
+    db.prepare(
+      `INSERT INTO devices(id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at)
+       VALUES ('dev-old', 'hash-old', 'h', 'linux', '0.1.0', 'x', 'x')`,
+    ).run();
     const ins = db.prepare(
       `INSERT INTO events(id, device_id, seq, type, time, rule_id, received_at, body)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -161,14 +171,18 @@ describe('collector schema migration to per-device idempotency', () => {
     return { rows, seq };
   }
 
-  it('keeps every row with its rid, the cursor and the rid high-water mark; ids become unique per device', () => {
+  it('keeps every row with its rid, the cursor and the rid high-water mark; ids become unique per (device, enrollment)', () => {
     const file = join(collectorTempDir(), 'collector.db');
     const before = v1Database(file);
     expect(before.seq).toBe(8);
     const store = new CollectorStore({ file });
     try {
       expect(store.db.pragma('user_version', { simple: true })).toBe(COLLECTOR_MIGRATIONS.length);
-      expect(store.db.prepare('SELECT * FROM events ORDER BY rid').all()).toEqual(before.rows);
+      // every stored event and every device is at enrollment 1: the device's token of today
+      expect(store.db.prepare('SELECT * FROM events ORDER BY rid').all()).toEqual(
+        before.rows.map((r) => ({ ...(r as object), enrollment: 1 })),
+      );
+      expect(store.deviceForTokenHash('hash-old')).toEqual({ id: 'dev-old', enrollment: 1 });
       expect(store.cursorOf('ndjson')).toBe(8);
       const indexes = (store.db.prepare(`PRAGMA index_list('events')`).all() as { name: string }[])
         .map((i) => i.name)
@@ -176,7 +190,8 @@ describe('collector schema migration to per-device idempotency', () => {
         .sort();
       expect(indexes).toEqual(['events_device', 'events_rule', 'events_time', 'events_type']);
 
-      // an old device's id posted by another device is a new event; rids continue past 8
+      // an old device's id posted by another device is a new event, posted again with the token
+      // of before the upgrade it is a duplicate; rids continue past 8
       const old = JSON.parse((before.rows[0] as { body: string }).body) as Record<string, unknown>;
       const copy = { ...old, device_id: 'dev-new' };
       const incoming = (e: Record<string, unknown>) => ({
@@ -192,8 +207,8 @@ describe('collector schema migration to per-device idempotency', () => {
       const now = new Date().toISOString();
       expect(
         store.insertGroup([
-          { deviceId: 'dev-new', events: [incoming(copy)], receivedAt: now },
-          { deviceId: 'dev-old', events: [incoming(old)], receivedAt: now },
+          { deviceId: 'dev-new', enrollment: 1, events: [incoming(copy)], receivedAt: now },
+          { deviceId: 'dev-old', enrollment: 1, events: [incoming(old)], receivedAt: now },
         ]),
       ).toEqual([
         { accepted: 1, duplicates: 0 },
@@ -201,12 +216,25 @@ describe('collector schema migration to per-device idempotency', () => {
       ]);
       expect(store.maxRid()).toBe(9);
       expect(store.eventsAfter(8, 10).map((r) => r.device_id)).toEqual(['dev-new']);
+      // the device re-enrolls: enrollment 2, under which the same id is a new event
+      expect(
+        store.enrollDevice(
+          { id: 'dev-old', hostname: 'h', os: 'linux', agent_version: '0.2.0' },
+          'hash-2',
+          now,
+        ),
+      ).toBe(2);
+      expect(store.deviceForTokenHash('hash-old')).toBeUndefined();
+      expect(
+        store.insertGroup([{ deviceId: 'dev-old', enrollment: 2, events: [incoming(old)], receivedAt: now }]),
+      ).toEqual([{ accepted: 1, duplicates: 0 }]);
+      expect(store.eventsAfter(9, 10).map((r) => [r.device_id, r.enrollment])).toEqual([['dev-old', 2]]);
     } finally {
       store.close();
     }
     // opening again is a no-op migration
     const again = new CollectorStore({ file });
-    expect(again.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 7 });
+    expect(again.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 8 });
     again.close();
   });
 

@@ -343,6 +343,7 @@ describe('ForwarderRunner batches', () => {
     store.insertGroup([
       {
         deviceId: 'dev-big',
+        enrollment: 1,
         receivedAt: new Date().toISOString(),
         events: Array.from({ length: 120 }, (_, i) => {
           const e: Record<string, unknown> = { ...blockedEvent('dev-big', i + 1), pad };

@@ -58,10 +58,10 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
     const b = [heartbeatEvent('d2', 1)];
     const bad = `{"nope": true}\n`;
     const results = await Promise.all([
-      q.submit('d1', Buffer.from(ndjson(a))),
-      q.submit('d2', Buffer.from(ndjson(b))),
-      q.submit('d1', Buffer.from(ndjson(a))), // the same batch again in the same group: duplicates
-      q.submit('d1', Buffer.from(bad)),
+      q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(ndjson(a))),
+      q.submit({ id: 'd2', enrollment: 1 }, Buffer.from(ndjson(b))),
+      q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(ndjson(a))), // the same batch again in the same group: duplicates
+      q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(bad)),
     ]);
     expect(groups).toEqual([[2, 1, 2]]); // one commit; the all-invalid body needs no store
     expect(results.map((r) => r.result)).toEqual([
@@ -85,7 +85,9 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
       store: recordingStore(store, groups),
     });
     await Promise.all(
-      Array.from({ length: 5 }, (_, i) => q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', i + 1)])))),
+      Array.from({ length: 5 }, (_, i) =>
+        q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(ndjson([heartbeatEvent('d1', i + 1)]))),
+      ),
     );
     expect(groups).toEqual([[1, 1], [1, 1], [1]]);
     store.close();
@@ -103,11 +105,11 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
     const body = (first: number, n: number) =>
       Buffer.from(ndjson(Array.from({ length: n }, (_, i) => heartbeatEvent('d1', first + i))));
     const results = await Promise.all([
-      q.submit('d1', body(1, 2)),
-      q.submit('d1', body(3, 2)),
-      q.submit('d1', body(5, 2)),
-      q.submit('d1', body(7, 6)),
-      q.submit('d1', body(13, 1)),
+      q.submit({ id: 'd1', enrollment: 1 }, body(1, 2)),
+      q.submit({ id: 'd1', enrollment: 1 }, body(3, 2)),
+      q.submit({ id: 'd1', enrollment: 1 }, body(5, 2)),
+      q.submit({ id: 'd1', enrollment: 1 }, body(7, 6)),
+      q.submit({ id: 'd1', enrollment: 1 }, body(13, 1)),
     ]);
     expect(groups).toEqual([[2, 2], [2], [6], [1]]);
     expect(results.map((r) => r.result.accepted)).toEqual([2, 2, 2, 6, 1]);
@@ -126,8 +128,8 @@ describe.each(parsers)('IngestQueue, parsing on %s', (_name, makeParser) => {
       },
     });
     const r = await Promise.allSettled([
-      q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', 1)]))),
-      q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', 2)]))),
+      q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(ndjson([heartbeatEvent('d1', 1)]))),
+      q.submit({ id: 'd1', enrollment: 1 }, Buffer.from(ndjson([heartbeatEvent('d1', 2)]))),
     ]);
     expect(r.map((x) => x.status)).toEqual(['rejected', 'rejected']);
     expect(store.db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 0 });

@@ -120,8 +120,11 @@ describe('ParsePool', () => {
     store.enrollDevice({ id: 'd1', hostname: 'h', os: 'linux', agent_version: '1' }, 'hash-d1', 'now');
     const q = new IngestQueue({ store, parser: p, maxGroupAgeMs: 60_000 });
     const [crashed, stored] = await Promise.allSettled([
-      q.submit('crash', Buffer.from(ndjson([heartbeatEvent('crash', 1)]))),
-      q.submit('d1', Buffer.from(ndjson([heartbeatEvent('d1', 1), blockedEvent('d1', 2)]))),
+      q.submit({ id: 'crash', enrollment: 1 }, Buffer.from(ndjson([heartbeatEvent('crash', 1)]))),
+      q.submit(
+        { id: 'd1', enrollment: 1 },
+        Buffer.from(ndjson([heartbeatEvent('d1', 1), blockedEvent('d1', 2)])),
+      ),
     ]);
     expect(crashed).toMatchObject({ status: 'rejected', reason: { code: 'GUARD_COLLECTOR_WORKER_FAILED' } });
     expect(stored).toMatchObject({ status: 'fulfilled', value: { result: { accepted: 2, duplicates: 0 } } });

@@ -29,8 +29,12 @@ describe('retention', () => {
     const now = Date.parse('2026-11-24T12:00:00Z');
     const iso = (ms: number): string => new Date(ms).toISOString();
     // 12,000 events received 40 days ago (more than one prune step), 10 received yesterday
-    store.insertGroup([{ deviceId: 'd1', events: events(12_000, 1), receivedAt: iso(now - 40 * DAY) }]);
-    store.insertGroup([{ deviceId: 'd1', events: events(10, 20_000), receivedAt: iso(now - DAY) }]);
+    store.insertGroup([
+      { deviceId: 'd1', enrollment: 1, events: events(12_000, 1), receivedAt: iso(now - 40 * DAY) },
+    ]);
+    store.insertGroup([
+      { deviceId: 'd1', enrollment: 1, events: events(10, 20_000), receivedAt: iso(now - DAY) },
+    ]);
     const count = (): number =>
       (store.db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
 
@@ -53,7 +57,7 @@ describe('retention', () => {
 
     // without sinks only age counts; new events get fresh rids above every cursor
     expect(await pruneExpiredEvents({ store, retentionDays: 30, sinks: [], now: () => now })).toBe(0);
-    store.insertGroup([{ deviceId: 'd1', events: events(1, 30_000), receivedAt: iso(now) }]);
+    store.insertGroup([{ deviceId: 'd1', enrollment: 1, events: events(1, 30_000), receivedAt: iso(now) }]);
     expect(store.maxRid()).toBe(12_011);
     store.close();
   });
