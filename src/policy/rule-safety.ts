@@ -552,7 +552,9 @@ function runningSystemProcesses(
     seen.add(key);
     const real = exe ? (tryRealpath(exe) ?? exe) : null;
     const what = `the system process ${comm} (pid ${pid}, uid ${uid}${real ? `, ${real}` : ''})`;
-    out.push(processProbe(platform, what, comm, real, argv, real ? { file: real } : {}));
+    // The program only (argv0): the rest of a daemon's command line is its configuration, and an
+    // argv pattern banning a flag of a user tool must not be refused because a daemon shares it.
+    out.push(processProbe(platform, what, comm, real, argv.slice(0, 1), real ? { file: real } : {}));
     if (real) addProgram(real, 'the program of a system process');
     const argv0 = argv[0];
     if (argv0?.startsWith('/') && argv0 !== real) addProgram(argv0, 'the program of a system process');
