@@ -5,13 +5,14 @@
  * created by the test (a temp dir put on PATH), so the probes are seen discovering them.
  */
 import { createHash } from 'node:crypto';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
   mkdirSync,
   readFileSync,
   realpathSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -306,6 +307,36 @@ describe('review round 2: aliases, system state, running system programs, linear
     // Its real exe path is probed too.
     expect(unsafeRuleIssues(withRule({ process: { exe_globs: [`${realpathSync(dir)}/*`] } })).length).toBe(1);
     forgetMachineProbes();
+  });
+
+  it("probes enabled systemd units' ExecStart programs, and a FIFO among the units does not stall it", () => {
+    const dir = join(root, 'unitprog');
+    mkdirSync(dir, { recursive: true });
+    const prog = join(dir, 'tgr2-unitprog');
+    writeFileSync(prog, '#!/bin/sh\nexit 0\n');
+    chmodSync(prog, 0o755);
+    // A wants dir of the test's own (unique name), removed afterwards: /etc/systemd/system is real.
+    const wants = '/etc/systemd/system/tgr2-test.target.wants';
+    mkdirSync(wants, { recursive: true });
+    try {
+      execFileSync('mkfifo', [join(wants, 'tgr2-fifo.service')]);
+      writeFileSync(
+        join(wants, 'tgr2-unit.service'),
+        `[Unit]\nDescription=t\n[Service]\nExecStart=-${prog} --serve\n`,
+      );
+      forgetMachineProbes();
+      let code: string | undefined;
+      try {
+        assertSafePolicy(withRule({ process: { names: ['tgr2-unitprog'] } }));
+      } catch (err) {
+        code = isGuardError(err) ? err.code : 'not a GuardError';
+      }
+      expect(code).toBe('GUARD_POLICY_UNSAFE_RULE');
+    } finally {
+      rmSync(wants, { recursive: true, force: true });
+      forgetMachineProbes();
+    }
+    expect(unsafeRuleIssues(withRule({ process: { names: ['tgr2-unitprog'] } }))).toEqual([]);
   });
 
   it('a negated extglob (needs lookahead) is refused by the schema with GUARD_POLICY_SCHEMA', () => {
