@@ -4,8 +4,9 @@
  * node running guardd, the device's state dir — not against name lists. Programs and dirs are
  * created by the test (a temp dir put on PATH), so the probes are seen discovering them.
  */
-import { createHash } from 'node:crypto';
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   chmodSync,
   copyFileSync,
@@ -30,8 +31,8 @@ import {
   ruleSafetyIssues,
   unsafeRuleIssues,
 } from '../../src/policy/rule-safety.js';
-import { waitFor } from '../helpers/wait.js';
 import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
 import { body } from './policy-helpers.js';
 
 const root = tempDir('tg-safety-');
