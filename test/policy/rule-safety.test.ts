@@ -363,6 +363,26 @@ describe('review round 2: aliases, system state, running system programs, linear
     expect(
       m.match({ kind: 'path', path: '/home/u/proj/aaaaaaacb', isDirectory: false, owner }, ctx),
     ).not.toBeNull();
+    // exe globs run on the same engine.
+    const exe = compileMatcher(
+      withRule({ process: { exe_globs: ['/opt/*/a*a*a*a*a*a*c*b', '**/x/a*a*a*a*a*a*c*b'] } }),
+      { platform: 'linux', homes: [] },
+    );
+    const proc = (path: string) => ({
+      kind: 'process' as const,
+      pid: 2,
+      ppid: 1,
+      startTime: 0,
+      name: 'x',
+      exe: path,
+      argv: [],
+      owner,
+      tty: null,
+      scriptPackage: null,
+    });
+    expect(exe.match(proc(`/opt/t/${'a'.repeat(254)}b`), ctx)).toBeNull();
+    expect(exe.match(proc(`/opt/t/x/${'a'.repeat(254)}b`), ctx)).toBeNull();
+    expect(exe.match(proc('/opt/t/aaaaaacb'), ctx)?.reason).toBe('exe_path');
     // Generous sanity bound for a busy 2-core machine; backtracking took minutes here.
     expect(performance.now() - t).toBeLessThan(2_000);
   });
