@@ -11,6 +11,11 @@
  * command line's length whatever the pattern, so a crafted command line cannot make a launch
  * slow (a backtracking engine took 16 s on `a.*b.*c.*d.*e` and 4 KiB). Every pattern of the
  * policy goes into RE2 sets, so one pass over the command line answers every rule at once.
+ *
+ * exe and path globs run on RE2 too (compileGlob): picomatch translates the glob to a regex, the
+ * few lookarounds it emits (only to keep `*` off `.`/`..` segments, which normalized absolute paths
+ * never have) are removed and the rest goes to re2js. A backtracking engine took 266 s on
+ * `/home/*​/proj/a*a*a*a*a*a*c*b` and a 251-char file name; RE2 is linear in the path.
  */
 import { basename } from 'node:path';
 import picomatch from 'picomatch';
@@ -126,18 +131,74 @@ export function compileArgvPattern(src: string): RE2JS {
   return RE2JS.compile(src);
 }
 
+/** picomatch's lookarounds that only exclude `.`/`..` segments (absent from normalized paths). */
+const DOT_SEGMENT_GUARDS = ['(?!\\.{1,2}(?:\\/|$))', '(?!(?:^|\\/)\\.{1,2}(?:\\/|$))'];
+
+/**
+ * The RE2 source of an exe/path glob (picomatch syntax, `dot: true`, anchored both ends), or throws
+ * an Error naming what RE2 cannot run (a negated extglob `!(…)` needs lookahead). Equivalent to
+ * picomatch on paths without `.`/`..` segments and without empty segments, which is every path a
+ * sensor reports (real, absolute, normalized).
+ */
+export function globRe2Source(glob: string, nocase: boolean): string {
+  const key = `${nocase ? 'i' : 's'}${glob}`;
+  const cached = re2SourceCache.get(key);
+  if (cached !== undefined) return cached;
+  const src = translateGlob(glob, nocase);
+  if (re2SourceCache.size >= RE2_SOURCE_CACHE_MAX) re2SourceCache.clear();
+  re2SourceCache.set(key, src);
+  return src;
+}
+
+/**
+ * Translations kept (globRe2Source): a 1,000-rule policy expands to ~10,000 globs with the homes,
+ * translated again by every check of the same policy (verifier, safety check, three platforms).
+ */
+const RE2_SOURCE_CACHE_MAX = 50_000;
+const re2SourceCache = new Map<string, string>();
+
+function translateGlob(glob: string, nocase: boolean): string {
+  let src = picomatch.makeRe(glob, { dot: true, nocase }).source;
+  for (const guard of DOT_SEGMENT_GUARDS) src = src.split(guard).join('');
+  // `(?=.)` before a segment's star: the star stands for at least one character.
+  src = src.replace(/\(\?=\.\)\[\^\/\]\*\?/g, '[^/]+?');
+  if (/\(\?[=!<]/.test(src)) {
+    throw new Error('uses a negated extglob or lookaround, which the linear-time glob engine cannot run');
+  }
+  return src;
+}
+
+/** A compiled set of globs: true when any matches the whole (posix) path. */
+export type GlobTest = (path: string) => boolean;
+
+/**
+ * Compiles globs (see globRe2Source) into one RE2 alternation: linear in the path's length. The
+ * RE2 program is built on the first test (a rule's own globs are tested only after the policy-wide
+ * prefilter hits, so most are never built); the translation runs now, so a bad glob throws here.
+ */
+export function compileGlob(globs: readonly string[], nocase: boolean): GlobTest {
+  const source = globs.map((g) => `(?:${globRe2Source(g, nocase)})`).join('|');
+  let re: RE2JS | null = null;
+  return (path) => {
+    re ??= RE2JS.compile(source, nocase ? RE2JS.CASE_INSENSITIVE : 0);
+    return re.matches(path);
+  };
+}
+
 interface CompiledRule {
   readonly rule: PolicyRule;
   readonly index: number;
   readonly names: ReadonlySet<string>;
-  readonly exeGlob: ((p: string) => boolean) | null;
+  readonly exeGlob: GlobTest | null;
   /** This rule's argv patterns: source and index in the policy's ArgvPatternSet. */
   readonly argv: readonly { readonly source: string; readonly index: number }[];
   readonly scriptPackages: ReadonlySet<string>;
   readonly sha256: ReadonlySet<string>;
   readonly packages: readonly { name: string; range: string }[];
-  readonly pathGlob: ((p: string) => boolean) | null;
+  readonly pathGlob: GlobTest | null;
   readonly pathGlobs: readonly string[];
+  /** Literal bases of pathGlobs (globBase): only paths at or below one can match. */
+  readonly pathBases: readonly string[];
   readonly exceptions: readonly CompiledException[];
 }
 
@@ -169,15 +230,22 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
   };
   const prefilter = compileProcessPrefilter(rules, nocase);
   const argvSet = new ArgvPatternSet(argvSources);
-  // Every rule's expanded path globs joined (like the exe prefilter), built on the first path
-  // observation: most observations match no glob, and 1,000 rules × homes is thousands of globs.
-  let pathPrefilter: readonly RegExp[] | null | undefined;
+  // Path globs are dispatched by their literal base (the part before the first wildcard): a path
+  // can only match a glob whose base is the path or one of its ancestors, so a Set lookup per
+  // ancestor answers "may any rule match?" without compiling thousands of globs (1,000 rules ×
+  // homes); a rule's own RE2 glob is built only when a path under one of its bases is tested.
+  const pathBaseIndex = new Set(rules.flatMap((r) => r.pathBases));
   const pathMay = (path: string): boolean => {
-    pathPrefilter ??= joinGlobs(
-      rules.flatMap((r) => r.pathGlobs),
-      nocase,
-    );
-    return anyTest(pathPrefilter, toPosix(path));
+    if (pathBaseIndex.size === 0) return false;
+    if (pathBaseIndex.has('')) return true;
+    let p = fold(toPosix(path), nocase);
+    for (;;) {
+      if (pathBaseIndex.has(p)) return true;
+      const i = p.lastIndexOf('/');
+      if (i < 0) return false;
+      p = i === 0 ? (p === '/' ? '' : '/') : p.slice(0, i);
+      if (p === '') return pathBaseIndex.has('/');
+    }
   };
   const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
   const pathGlobs = [...new Set(rules.flatMap((r) => r.pathGlobs))];
@@ -231,7 +299,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
           return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
         case 'path':
           if (!pathMay(obs.path)) return null;
-          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs));
+          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs, nocase));
       }
     },
     matchAll(obs) {
@@ -248,7 +316,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
             : obs.kind === 'package'
               ? matchPackage(r, obs)
               : obs.kind === 'path'
-                ? matchPath(r, obs)
+                ? matchPath(r, obs, nocase)
                 : null;
         if (hit) hits.push({ ruleIndex: r.index, ...hit });
       }
@@ -273,13 +341,14 @@ function compileRule(
     index,
     // Case-insensitive file systems (macOS, Windows) run `CLAUDE.EXE` for `claude`: fold both sides.
     names: new Set((p.names ?? []).map((n) => (nocase ? n.toLowerCase() : n))),
-    exeGlob: exeGlobs.length > 0 ? picomatch(exeGlobs, { dot: true, nocase }) : null,
+    exeGlob: exeGlobs.length > 0 ? compileGlob(exeGlobs, nocase) : null,
     argv: (p.argv_patterns ?? []).map((source) => ({ source, index: argvSources.push(source) - 1 })),
     scriptPackages: new Set(p.script_packages ?? []),
     sha256: new Set((p.sha256 ?? []).map((h) => h.toLowerCase())),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
-    pathGlob: pathGlobs.length > 0 ? picomatch(pathGlobs, { dot: true, nocase }) : null,
+    pathGlob: pathGlobs.length > 0 ? compileGlob(pathGlobs, nocase) : null,
     pathGlobs,
+    pathBases: [...new Set(pathGlobs.map((g) => globBase(g, nocase)))],
     exceptions: exceptions.filter((e) => e.rule === rule.id).map(compileException),
   };
 }
@@ -369,25 +438,22 @@ const ARGV_SET_CACHE_MAX = 8;
 const argvSetCache = new Map<string, RE2Set>();
 
 /**
- * Every rule's exe globs joined into alternations of PREFILTER_CHUNK patterns. Testing them
- * answers "can any rule's glob match?" far cheaper than testing globs one by one (V8 compiles each
- * alternation into one scan); only on a hit are the rules tested one by one for which matched.
- * null when the globs cannot be joined. (argv patterns have their own RE2 sets: ArgvPatternSet.)
+ * Every rule's exe globs in RE2 sets (see joinGlobs): testing them answers "can any rule's glob
+ * match?" in one linear pass; only on a hit are the rules tested one by one for which matched.
+ * null when there are fewer than two globs (testing the rule itself is as cheap). (argv patterns
+ * have their own RE2 sets: ArgvPatternSet.)
  */
 interface ProcessPrefilter {
-  readonly exe: readonly RegExp[] | null;
+  readonly exe: GlobPrefilter | null;
 }
 
-/**
- * Patterns per joined alternation: V8 compiles an alternation of ~100 patterns to native code
- * (≈ 1 µs per test for 1,000 argv patterns), while one of 1,000 stays in the slow interpreter.
- */
-const PREFILTER_CHUNK = 100;
+/** Globs in RE2 sets of ARGV_SET_CHUNK: any() is true when one of them matches the whole path. */
+interface GlobPrefilter {
+  any(path: string): boolean;
+}
 
-function anyTest(res: readonly RegExp[] | null, s: string): boolean {
-  if (res === null) return true;
-  for (const re of res) if (re.test(s)) return true;
-  return false;
+function anyTest(pre: GlobPrefilter | null, s: string): boolean {
+  return pre === null || pre.any(s);
 }
 
 function compileProcessPrefilter(rules: readonly CompiledRule[], nocase: boolean): ProcessPrefilter {
@@ -398,27 +464,45 @@ function compileProcessPrefilter(rules: readonly CompiledRule[], nocase: boolean
   return { exe };
 }
 
-/** Globs joined into alternations of PREFILTER_CHUNK (see ProcessPrefilter), or null when they cannot be. */
-function joinGlobs(globs: readonly string[], nocase: boolean): RegExp[] | null {
+/**
+ * Compiled exe-glob RE2 sets kept across matchers (like argvSetCache): 24 covers two policy
+ * versions × 3 platforms (the safety check compiles all three) × 4 chunks of 1,000 globs.
+ */
+const GLOB_SET_CACHE_MAX = 24;
+const globSetCache = new Map<string, RE2Set>();
+
+/** Globs joined into RE2 sets (see GlobPrefilter), or null when there are fewer than two. */
+function joinGlobs(globs: readonly string[], nocase: boolean): GlobPrefilter | null {
   if (globs.length < 2) return null;
-  const sources: string[] = [];
-  for (const g of globs) {
-    const re = picomatch.makeRe(g, { dot: true, nocase });
-    if (!(re instanceof RegExp) || re.flags.replace('i', '') !== '') return null;
-    // Backreferences and named groups change meaning (or clash) when patterns are concatenated.
-    if (/\\[1-9]|\\k<|\(\?<[A-Za-z_$]/.test(re.source)) return null;
-    sources.push(re.source);
-  }
-  try {
-    const out: RegExp[] = [];
-    for (let i = 0; i < sources.length; i += PREFILTER_CHUNK) {
-      const chunk = sources.slice(i, i + PREFILTER_CHUNK);
-      out.push(new RegExp(chunk.map((src) => `(?:${src})`).join('|'), nocase ? 'i' : ''));
+  const sources = globs.map((g) => globRe2Source(g, nocase));
+  let sets: RE2Set[] | null = null;
+  const compile = (): RE2Set[] => {
+    const out: RE2Set[] = [];
+    for (let i = 0; i < sources.length; i += ARGV_SET_CHUNK) {
+      const chunk = sources.slice(i, i + ARGV_SET_CHUNK);
+      const key = `${nocase ? 'i' : 's'}${JSON.stringify(chunk)}`;
+      let set = globSetCache.get(key);
+      if (set === undefined) {
+        set = new RE2Set(RE2Set.ANCHOR_BOTH, nocase ? RE2JS.CASE_INSENSITIVE : 0, ARGV_SET_DFA_BYTES);
+        for (const src of chunk) set.add(src);
+        set.compile();
+        if (globSetCache.size >= GLOB_SET_CACHE_MAX) {
+          const oldest = globSetCache.keys().next().value;
+          if (oldest !== undefined) globSetCache.delete(oldest);
+        }
+      } else globSetCache.delete(key); // re-inserted below: most recently used last
+      globSetCache.set(key, set);
+      out.push(set);
     }
     return out;
-  } catch {
-    return null;
-  }
+  };
+  // Built on the first path tested: the verifier compiles matchers it never runs.
+  return {
+    any: (path) => {
+      sets ??= compile();
+      return sets.some((set) => set.match(path).length > 0);
+    },
+  };
 }
 
 function matchProcess(
@@ -512,9 +596,33 @@ function matchPackage(
   return null;
 }
 
-function matchPath(r: CompiledRule, obs: PathObservation): { reason: MatchReason; detail: string } | null {
-  if (r.pathGlob?.(toPosix(obs.path))) return { reason: 'path', detail: obs.path };
+function matchPath(
+  r: CompiledRule,
+  obs: PathObservation,
+  nocase: boolean,
+): { reason: MatchReason; detail: string } | null {
+  if (!r.pathGlob) return null;
+  const path = toPosix(obs.path);
+  const folded = fold(path, nocase);
+  const under = r.pathBases.some((b) => b === '' || b === '/' || folded === b || folded.startsWith(`${b}/`));
+  if (under && r.pathGlob(path)) return { reason: 'path', detail: obs.path };
   return null;
+}
+
+function fold(s: string, nocase: boolean): string {
+  return nocase ? s.toLowerCase() : s;
+}
+
+/**
+ * The literal base of a (posix) glob: the directory part before its first wildcard, case-folded
+ * like the matcher; '' when it has none or it cannot be read literally (an escape), which means
+ * "test every path".
+ */
+function globBase(glob: string, nocase: boolean): string {
+  const scan = picomatch.scan(glob);
+  const base = scan.isGlob ? scan.base : glob;
+  if (base.includes('\\') || (!base.startsWith('/') && !/^[A-Za-z]:\//.test(base))) return '';
+  return fold(base.length > 1 ? base.replace(/\/+$/, '') : base, nocase);
 }
 
 /** `~/x` → one glob per home; other globs unchanged. */

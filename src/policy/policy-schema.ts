@@ -11,7 +11,7 @@ import addFormatsModule from 'ajv-formats';
 import picomatch from 'picomatch';
 import semver from 'semver';
 import { type ErrorCode, GuardError } from '../common/errors.js';
-import { compileArgvPattern, MAX_ARGV_PATTERN_PROGRAM_SIZE } from './matcher.js';
+import { compileArgvPattern, compileGlob, MAX_ARGV_PATTERN_PROGRAM_SIZE } from './matcher.js';
 import type { PolicyBody } from './policy-types.js';
 
 /** One problem found in a policy body. */
@@ -171,6 +171,21 @@ export function globProblem(glob: string): string | null {
 }
 
 /**
+ * Why `glob` is not a usable exe/path glob, or null: invalid, or not runnable on the matcher's
+ * linear-time glob engine (matcher.ts globRe2Source: a negated extglob `!(…)` needs lookahead).
+ */
+export function pathGlobProblem(glob: string): string | null {
+  const invalid = globProblem(glob);
+  if (invalid) return invalid;
+  try {
+    for (const nocase of [false, true]) compileGlob([glob.replace(/\\/g, '/')], nocase);
+    return null;
+  } catch (err) {
+    return `cannot be matched in linear time: ${(err as Error).message}`;
+  }
+}
+
+/**
  * Semantic problems of a schema-valid body: things the matcher would choke on or that make the
  * policy ambiguous. Run only after `schemaIssues` returned nothing.
  */
@@ -202,11 +217,11 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
       if (problem) issues.push({ path: `${at}.process.argv_patterns[${j}]`, ...problem });
     });
     (p.exe_globs ?? []).forEach((g, j) => {
-      const problem = globProblem(g);
+      const problem = pathGlobProblem(g);
       if (problem) issues.push({ path: `${at}.process.exe_globs[${j}]`, message: problem });
     });
     (rule.paths ?? []).forEach((g, j) => {
-      const problem = globProblem(g);
+      const problem = pathGlobProblem(g);
       if (problem) issues.push({ path: `${at}.paths[${j}]`, message: problem });
     });
     (rule.packages ?? []).forEach((k, j) => {

@@ -185,6 +185,18 @@ function genericProbes(): Probes {
       '--nofork',
     ]),
     exe(L, '/usr/sbin/cron', 'cron'),
+    // Network, login, privilege and container daemons: a ban on them cuts the machine off.
+    exe(L, '/usr/sbin/NetworkManager', 'NetworkManager', ['/usr/sbin/NetworkManager', '--no-daemon']),
+    exe(L, '/usr/lib/systemd/systemd-resolved', 'systemd-resolved'),
+    exe(L, '/usr/lib/systemd/systemd-networkd', 'systemd-networkd'),
+    exe(L, '/usr/lib/systemd/systemd-timesyncd', 'systemd-timesyncd'),
+    exe(L, '/usr/sbin/agetty', 'agetty', ['/sbin/agetty', '-o', '-p -- \\u', '--noclear', '-', 'linux']),
+    exe(L, '/usr/lib/polkit-1/polkitd', 'polkitd', ['/usr/lib/polkit-1/polkitd', '--no-debug']),
+    exe(L, '/usr/bin/dockerd', 'dockerd', ['/usr/bin/dockerd', '-H', 'fd://']),
+    exe(L, '/usr/bin/containerd', 'containerd'),
+    exe(L, '/usr/bin/ssh', 'ssh'),
+    exe(L, '/usr/sbin/rsyslogd', 'rsyslogd'),
+    exe(L, '/usr/sbin/wpa_supplicant', 'wpa_supplicant'),
     exe(L, '/usr/bin/sudo', 'sudo'),
     exe(L, '/usr/bin/su', 'su'),
     exe(L, '/usr/bin/login', 'login'),
@@ -330,6 +342,7 @@ function genericProbes(): Probes {
     tree(L, '/usr/bin', 'the system programs'),
     tree(L, '/usr/sbin', 'the system programs'),
     tree(L, '/usr/lib/systemd', 'systemd'),
+    ...SYSTEM_STATE_TREES.map((d) => tree(L, d, `the system state ${d}`)),
     tree(L, '/var/lib/toolguard', "guardd's state dir"),
     tree(L, '/etc/toolguard', "guardd's config dir"),
     tree(L, '/opt/toolguard', "guardd's install dir"),
@@ -386,6 +399,37 @@ const SYSTEM_DAEMONS = [
   '/usr/libexec/gdm-x-session',
 ];
 
+/**
+ * System state trees (Linux): the package databases (/var/lib/dpkg, apt, rpm …), logs, caches,
+ * spools, runtime sockets (/run: dbus, systemd, sshd's pid file) and shared data (/usr/share). All
+ * of /var/lib is protected, not a list of package managers' dirs: every system service keeps its
+ * state there (docker, NetworkManager, polkit …), and the tools a policy bans install into homes,
+ * /opt or the global node_modules, never into /var/lib. A policy that must reach a tool's state
+ * there names it by process (names, hashes, exe globs) instead.
+ */
+const SYSTEM_STATE_TREES = [
+  '/run',
+  '/var/lib',
+  '/var/log',
+  '/var/cache',
+  '/var/spool',
+  '/var/backups',
+  '/var/mail',
+  '/usr/share',
+];
+
+/**
+ * Directory aliases every install has (a link, whatever this machine's file system says): a glob
+ * written under the alias reaches the target, so it is also checked in the target's form.
+ */
+const DIR_ALIASES: readonly (readonly [string, string])[] = [
+  ['/var/run', '/run'],
+  ['/var/lock', '/run/lock'],
+  ['/etc', '/private/etc'], // macOS
+  ['/var', '/private/var'], // macOS
+  ['/tmp', '/private/tmp'], // macOS
+];
+
 /** A bin dir with more entries than this is not read further (a hostile PATH entry cannot stall us). */
 const MAX_DIR_ENTRIES = 20_000;
 
@@ -426,7 +470,162 @@ function appRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 }
 
+/** Below this uid a process runs as the system (UID_MIN of /etc/login.defs; 1000 when absent). */
+function systemUidLimit(): number {
+  try {
+    const m = /^\s*UID_MIN\s+(\d+)/m.exec(readSmallFile('/etc/login.defs') ?? '');
+    if (m?.[1]) return Number(m[1]);
+  } catch {
+    // default below
+  }
+  return 1000;
+}
+
+/** Processes read from /proc at most (a machine runs a few hundred; bounds the check's cost). */
+const MAX_PROC_ENTRIES = 4096;
+/** systemd unit files read at most, and bytes read of each: real units are < 4 KiB. */
+const MAX_UNIT_FILES = 2000;
+const MAX_UNIT_BYTES = 64 * 1024;
+/** Command line bytes kept per running-process probe (argv patterns are tested on it). */
+const MAX_PROBE_CMDLINE_BYTES = 4096;
+
+/**
+ * A small regular file's text, or null: opened non-blocking and checked on the descriptor (a FIFO
+ * or device planted under the path cannot stall the check), read up to MAX_UNIT_BYTES.
+ */
+function readSmallFile(path: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
+  } catch {
+    return null;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return null;
+    const buf = Buffer.allocUnsafe(MAX_UNIT_BYTES);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).toString('utf8');
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Every process running under a system uid (below UID_MIN; root only for daemons: isRootDaemon) as
+ * the process sensor reports it: comm, real exe, argv. What runs as the system on this machine is critical whatever its name (its
+ * network manager, resolver, getty, container daemon): found by looking, not from a list. Their
+ * executables also go to `addProgram` (path probes, hashes). Kernel threads have no exe.
+ */
+function runningSystemProcesses(
+  platform: Platform,
+  addProgram: (path: string, what: string) => void,
+): ProcessProbe[] {
+  const out: ProcessProbe[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
+  } catch {
+    return out;
+  }
+  const limit = systemUidLimit();
+  const seen = new Set<string>();
+  for (const pid of pids.slice(0, MAX_PROC_ENTRIES)) {
+    const status = readSmallProcFile(`/proc/${pid}/status`);
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(status ?? '')?.[1] ?? Number.NaN);
+    if (!Number.isFinite(uid) || uid >= limit) continue;
+    if (uid === 0 && !isRootDaemon(pid, status ?? '')) continue;
+    const comm = (readSmallProcFile(`/proc/${pid}/comm`) ?? '').replace(/\n$/, '');
+    if (!comm) continue;
+    let exe: string | null = null;
+    try {
+      exe = readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, '');
+    } catch {
+      exe = null; // kernel thread, or gone
+    }
+    const raw = readSmallProcFile(`/proc/${pid}/cmdline`) ?? '';
+    const argv = raw.slice(0, MAX_PROBE_CMDLINE_BYTES).split('\0');
+    if (argv.at(-1) === '') argv.pop();
+    const key = `${comm}\0${exe}\0${argv.join('\0')}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const real = exe ? (tryRealpath(exe) ?? exe) : null;
+    const what = `the system process ${comm} (pid ${pid}, uid ${uid}${real ? `, ${real}` : ''})`;
+    // The program only (argv0): the rest of a daemon's command line is its configuration, and an
+    // argv pattern banning a flag of a user tool must not be refused because a daemon shares it.
+    out.push(processProbe(platform, what, comm, real, argv.slice(0, 1), real ? { file: real } : {}));
+    if (real) addProgram(real, 'the program of a system process');
+    const argv0 = argv[0];
+    if (argv0?.startsWith('/') && argv0 !== real) addProgram(argv0, 'the program of a system process');
+  }
+  return out;
+}
+
+/**
+ * Whether a root process is part of the system rather than something an admin runs by hand: a
+ * kernel thread or a child of init (ppid 0, 1, 2) or in a systemd service's cgroup, and not in a
+ * user session's (user.slice). `sudo claude` is root too: were it a probe, a user could make the
+ * fleet's ban on it refused on their machine by running it under sudo.
+ */
+function isRootDaemon(pid: string, status: string): boolean {
+  const cgroup = readSmallProcFile(`/proc/${pid}/cgroup`) ?? '';
+  if (cgroup.includes('/user.slice')) return false;
+  const ppid = Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? Number.NaN);
+  return ppid <= 2 || cgroup.includes('/system.slice/');
+}
+
+/** A /proc file's text (procfs reports size 0, so no size check), or null. */
+function readSmallProcFile(path: string): string | null {
+  try {
+    return readFileSync(path, 'latin1').slice(0, MAX_PROBE_CMDLINE_BYTES);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The ExecStart programs of enabled systemd units: the units linked from /etc/systemd/system's
+ * *.wants dirs (what starts at boot), read through the link. Bounded by MAX_UNIT_FILES and
+ * MAX_UNIT_BYTES; unreadable or odd files are skipped.
+ */
+function enabledUnitPrograms(): string[] {
+  const out = new Set<string>();
+  let wants: string[];
+  try {
+    wants = readdirSync('/etc/systemd/system').filter((e) => e.endsWith('.wants'));
+  } catch {
+    return [];
+  }
+  let budget = MAX_UNIT_FILES;
+  for (const w of wants) {
+    let units: string[];
+    try {
+      units = readdirSync(join('/etc/systemd/system', w)).filter((u) => u.endsWith('.service'));
+    } catch {
+      continue;
+    }
+    for (const u of units) {
+      if (budget-- <= 0) return [...out];
+      const text = readSmallFile(join('/etc/systemd/system', w, u));
+      if (text === null) continue;
+      for (const m of text.matchAll(/^\s*Exec(?:Start|StartPre)\s*=\s*(.*)$/gm)) {
+        // Prefixes: - (ignore failure), @ (argv0 follows), : + ! !! (privileges).
+        const cmd = (m[1] ?? '').replace(/^[-@:+!]+/, '').trim();
+        const prog = cmd.split(/\s+/)[0];
+        if (prog?.startsWith('/')) out.add(prog);
+      }
+    }
+  }
+  return [...out];
+}
+
 let machineCache: { key: string; at: number; probes: Probes } | null = null;
+
+/** Forgets the cached machine probes: the next check probes again (after starting a daemon). */
+export function forgetMachineProbes(): void {
+  machineCache = null;
+}
 
 /** Probes of this machine (see the module comment), cached for MACHINE_PROBE_TTL_MS. */
 function machineProbes(protectedDirs: readonly string[]): Probes {
@@ -510,6 +709,8 @@ function buildMachineProbes(protectedDirs: readonly string[]): Probes {
       }
     }
     for (const d of SYSTEM_DAEMONS) addProgram(d, 'the system daemon');
+    processes.push(...runningSystemProcesses(platform, addProgram));
+    for (const exec of enabledUnitPrograms()) addProgram(exec, 'the program of an enabled systemd unit');
   }
 
   // guardd itself: the node binary running it and its app dir.
@@ -572,6 +773,7 @@ function buildMachineProbes(protectedDirs: readonly string[]): Probes {
       '/proc',
       '/sys',
       '/dev',
+      ...SYSTEM_STATE_TREES,
     ]) {
       paths.push({ what: `the system directory ${d}`, platform, path: d, subtree: true });
     }
@@ -685,6 +887,41 @@ function pathBreadthReason(glob: string): string | null {
     : `"${glob}" has a wildcard right under the root or home: name a directory first`;
 }
 
+/** `p` with its longest existing prefix replaced by that prefix's real path (or `p` unchanged). */
+function realpathOfExisting(p: string): string {
+  const parts = p.split('/');
+  for (let n = parts.length; n > 1; n--) {
+    const head = parts.slice(0, n).join('/') || '/';
+    const real = tryRealpath(head);
+    if (real !== null) {
+      const rest = parts.slice(n).join('/');
+      return rest ? `${real.replace(/\/+$/, '')}/${rest}` : real;
+    }
+  }
+  return p;
+}
+
+/**
+ * The forms of a path glob to check: as written, with a known directory alias replaced by its
+ * target (DIR_ALIASES: `/var/run/**` is `/run/**`), and (when `machine`) with the literal base (the
+ * part before the first wildcard) resolved as far as it exists on this machine, so a link to a
+ * protected tree reaches it under its real name.
+ */
+function globForms(glob: string, machine: boolean): string[] {
+  const g = glob.replace(/\\/g, '/');
+  const forms = new Set([glob]);
+  for (const [alias, target] of DIR_ALIASES) {
+    if (g === alias || g.startsWith(`${alias}/`)) forms.add(target + g.slice(alias.length));
+  }
+  if (machine && g.startsWith('/')) {
+    const scan = picomatch.scan(g);
+    const base = scan.isGlob ? scan.base.replace(/\/+$/, '') || '/' : g;
+    const real = realpathOfExisting(base);
+    if (real !== base) forms.add(real + g.slice(base.length));
+  }
+  return [...forms];
+}
+
 /** Ancestors of an absolute posix path, nearest first, down to (not including) the root. */
 function ancestors(p: string): string[] {
   const out: string[] = [];
@@ -761,6 +998,7 @@ function criterionPath(
   at: string,
   nocase: boolean,
   homes: readonly string[],
+  pathOrigins: readonly number[],
 ): string {
   const p = rule.process ?? {};
   const fold = (s: string) => (nocase ? s.toLowerCase() : s);
@@ -796,7 +1034,7 @@ function criterionPath(
       return j >= 0 ? `${at}.packages[${j}].name` : `${at}.packages`;
     case 'path':
       j = (rule.paths ?? []).findIndex((g) => expandHome(g, homes).some((e) => glob(e, hit.detail)));
-      return j >= 0 ? `${at}.paths[${j}]` : `${at}.paths`;
+      return j >= 0 ? `${at}.paths[${pathOrigins[j] ?? j}]` : `${at}.paths`;
   }
 }
 
@@ -842,7 +1080,25 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
   });
 
   const hashRules = body.rules.some((r) => (r.process?.sha256 ?? []).length > 0);
-  const bare: PolicyBody = { ...body, exceptions: [] };
+  // Each path glob in every form it reaches (globForms); origins[i][k] = index in rule i's paths.
+  const machineForms = options.probeMachine !== false;
+  const origins: number[][] = [];
+  const bare: PolicyBody = {
+    ...body,
+    exceptions: [],
+    rules: body.rules.map((rule, i) => {
+      const from: number[] = [];
+      origins[i] = from;
+      if (!rule.paths) return rule;
+      const paths = rule.paths.flatMap((g, j) =>
+        globForms(g, machineForms).map((f) => {
+          from.push(j);
+          return f;
+        }),
+      );
+      return { ...rule, paths };
+    }),
+  };
   for (const platform of PLATFORMS) {
     const nocase = platform !== 'linux';
     const matcher = compileMatcher(bare, { platform, homes: probes.homes });
@@ -850,7 +1106,15 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
     const report = (hits: readonly RuleHit[], what: string): void => {
       for (const hit of hits) {
         const rule = body.rules[hit.ruleIndex] as PolicyRule;
-        const path = criterionPath(rule, hit, `$.rules[${hit.ruleIndex}]`, nocase, probes.homes);
+        const formed = bare.rules[hit.ruleIndex] as PolicyRule;
+        const path = criterionPath(
+          formed,
+          hit,
+          `$.rules[${hit.ruleIndex}]`,
+          nocase,
+          probes.homes,
+          origins[hit.ruleIndex] ?? [],
+        );
         add({ severity: severity(rule), path, message: say(rule, VERB[hit.reason] ?? 'hit', what) });
       }
     };
@@ -895,9 +1159,10 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
     }
     // Globs reaching below a protected tree (`/etc/x/*` matches no probe, yet files under /etc).
     const trees = probes.paths.filter((probe) => probe.platform === platform && probe.subtree);
-    body.rules.forEach((rule, i) => {
+    bare.rules.forEach((rule, i) => {
       if (rule.platforms && !rule.platforms.includes(platform)) return;
-      (rule.paths ?? []).forEach((glob, j) => {
+      (rule.paths ?? []).forEach((glob, k) => {
+        const j = origins[i]?.[k] ?? k;
         const expanded = expandHome(glob, probes.homes);
         let tree: PathProbe | undefined;
         for (const g of expanded) {

@@ -26,7 +26,7 @@ import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
-import type { Matcher } from '../policy/matcher.js';
+import { compileGlob, type Matcher } from '../policy/matcher.js';
 import { discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation } from './observation.js';
 import { installReadGate, readPackageJsonAsync } from './package-reader.js';
@@ -415,7 +415,7 @@ export class InstallSensor implements Sensor {
       }
       const segments = rest.split('/').filter(Boolean);
       const depth = segments.includes('**') ? MAX_GLOB_DEPTH : Math.max(0, segments.length - 1);
-      return { glob: g, base, depth, test: picomatch(g, { dot: true, nocase }) };
+      return { glob: g, base, depth, test: compileGlob([g], nocase) };
     });
   }
 

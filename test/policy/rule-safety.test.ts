@@ -4,22 +4,45 @@
  * node running guardd, the device's state dir — not against name lists. Programs and dirs are
  * created by the test (a temp dir put on PATH), so the probes are seen discovering them.
  */
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isGuardError } from '../../src/common/errors.js';
+import { compileMatcher } from '../../src/policy/matcher.js';
 import { lintPolicy } from '../../src/policy/policy-lint.js';
+import { assertValidPolicyBody } from '../../src/policy/policy-schema.js';
 import type { PolicyBody, PolicyRule } from '../../src/policy/policy-types.js';
-import { assertSafePolicy, ruleSafetyIssues, unsafeRuleIssues } from '../../src/policy/rule-safety.js';
+import {
+  assertSafePolicy,
+  forgetMachineProbes,
+  ruleSafetyIssues,
+  unsafeRuleIssues,
+} from '../../src/policy/rule-safety.js';
 import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
 import { body } from './policy-helpers.js';
 
 const root = tempDir('tg-safety-');
 const savedPath = process.env.PATH;
 afterEach(() => {
   process.env.PATH = savedPath;
+});
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL');
 });
 
 function withRule(r: Partial<PolicyRule>): PolicyBody {
@@ -191,5 +214,176 @@ describe('severity: block is refused, warn and audit are advice', () => {
   it('a too-broad path glob is an error whatever the action', () => {
     const b = withRule({ action: 'audit', paths: ['/*/claude'] });
     expect(unsafeRuleIssues(b).map((i) => i.path)).toEqual(['$.rules[0].paths[0]']);
+  });
+});
+
+describe('review round 2: aliases, system state, running system programs, linear globs', () => {
+  it.each([
+    ['/var/run/** (alias of /run)', ['/var/run/**']],
+    ['/var/run/dbus/* (alias of /run)', ['/var/run/dbus/*']],
+    ['/var/lock/** (alias of /run/lock)', ['/var/lock/**']],
+    ['/run/**', ['/run/**']],
+    ['/var/lib/dpkg/**', ['/var/lib/dpkg/**']],
+    ['/var/lib/apt/lists/*', ['/var/lib/apt/lists/*']],
+    ['/var/lib/rpm/*', ['/var/lib/rpm/*']],
+    ['/var/lib/someservice/** (all of /var/lib)', ['/var/lib/someservice/**']],
+    ['/usr/share/**', ['/usr/share/**']],
+    ['/var/log/*.log', ['/var/log/*.log']],
+  ])('a block path rule on %s is refused (GUARD_POLICY_UNSAFE_RULE)', (_what, paths) => {
+    let code: string | undefined;
+    try {
+      assertSafePolicy(withRule({ paths }));
+    } catch (err) {
+      code = isGuardError(err) ? err.code : 'not a GuardError';
+    }
+    expect(code).toBe('GUARD_POLICY_UNSAFE_RULE');
+  });
+
+  it('resolves the literal base of a path glob on this machine: a link into a protected tree is refused', () => {
+    const dir = join(root, 'alias');
+    mkdirSync(dir, { recursive: true });
+    const link = join(dir, 'etc-link');
+    symlinkSync('/etc', link);
+    const issues = unsafeRuleIssues(withRule({ paths: [`${link}/ssh/*`] }));
+    expect(issues.map((i) => i.path)).toEqual(['$.rules[0].paths[0]']);
+    // Same glob, judged for other machines only (no realpath here): the written form is harmless.
+    expect(unsafeRuleIssues(withRule({ paths: [`${link}/ssh/*`] }), { probeMachine: false })).toEqual([]);
+  });
+
+  it.each([
+    'NetworkManager',
+    'systemd-resolved',
+    'systemd-networkd',
+    'agetty',
+    'polkitd',
+    'dockerd',
+    'containerd',
+    'ssh',
+  ])('a block rule naming the system daemon %s is refused on any machine', (name) => {
+    const issues = unsafeRuleIssues(withRule({ process: { names: [name] } }), { probeMachine: false });
+    expect(issues.map((i) => i.path)).toEqual(['$.rules[0].process.names[0]']);
+  });
+
+  it('probes what runs under a system uid: a daemon running as uid 1 is refused, the same program under a user uid is not', async () => {
+    const dir = join(root, 'sysproc');
+    mkdirSync(dir, { recursive: true });
+    chmodSync(root, 0o755);
+    chmodSync(dir, 0o755);
+    const prog = join(dir, 'tgr2-sysd');
+    copyFileSync('/bin/sleep', prog);
+    chmodSync(prog, 0o755);
+    const rule = withRule({ process: { names: ['tgr2-sysd'] } });
+    forgetMachineProbes();
+    expect(unsafeRuleIssues(rule)).toEqual([]);
+
+    const run = (uid: number) => {
+      const child = spawn(prog, ['600'], { uid, gid: uid, stdio: 'ignore' });
+      children.push(child);
+      return child;
+    };
+    const started = async (pid: number | undefined) =>
+      waitFor(() => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'tgr2-sysd';
+        } catch {
+          return false;
+        }
+      }, 'the spawned program to be exec-ed');
+
+    const user = run(60_001); // above UID_MIN: a user's process, not the system's
+    await started(user.pid);
+    forgetMachineProbes();
+    expect(unsafeRuleIssues(rule)).toEqual([]);
+
+    const daemon = run(1); // uid 1 (daemon): below UID_MIN
+    await started(daemon.pid);
+    forgetMachineProbes();
+    let code: string | undefined;
+    try {
+      assertSafePolicy(rule);
+    } catch (err) {
+      code = isGuardError(err) ? err.code : 'not a GuardError';
+    }
+    expect(code).toBe('GUARD_POLICY_UNSAFE_RULE');
+    // Its real exe path is probed too.
+    expect(unsafeRuleIssues(withRule({ process: { exe_globs: [`${realpathSync(dir)}/*`] } })).length).toBe(1);
+    forgetMachineProbes();
+  });
+
+  it("probes enabled systemd units' ExecStart programs, and a FIFO among the units does not stall it", () => {
+    const dir = join(root, 'unitprog');
+    mkdirSync(dir, { recursive: true });
+    const prog = join(dir, 'tgr2-unitprog');
+    writeFileSync(prog, '#!/bin/sh\nexit 0\n');
+    chmodSync(prog, 0o755);
+    // A wants dir of the test's own (unique name), removed afterwards: /etc/systemd/system is real.
+    const wants = '/etc/systemd/system/tgr2-test.target.wants';
+    mkdirSync(wants, { recursive: true });
+    try {
+      execFileSync('mkfifo', [join(wants, 'tgr2-fifo.service')]);
+      writeFileSync(
+        join(wants, 'tgr2-unit.service'),
+        `[Unit]\nDescription=t\n[Service]\nExecStart=-${prog} --serve\n`,
+      );
+      forgetMachineProbes();
+      let code: string | undefined;
+      try {
+        assertSafePolicy(withRule({ process: { names: ['tgr2-unitprog'] } }));
+      } catch (err) {
+        code = isGuardError(err) ? err.code : 'not a GuardError';
+      }
+      expect(code).toBe('GUARD_POLICY_UNSAFE_RULE');
+    } finally {
+      rmSync(wants, { recursive: true, force: true });
+      forgetMachineProbes();
+    }
+    expect(unsafeRuleIssues(withRule({ process: { names: ['tgr2-unitprog'] } }))).toEqual([]);
+  });
+
+  it('a negated extglob (needs lookahead) is refused by the schema with GUARD_POLICY_SCHEMA', () => {
+    let code: string | undefined;
+    try {
+      assertValidPolicyBody(withRule({ paths: ['/opt/x/!(keep)'] }));
+    } catch (err) {
+      code = isGuardError(err) ? err.code : 'not a GuardError';
+    }
+    expect(code).toBe('GUARD_POLICY_SCHEMA');
+  });
+
+  it('globs match in linear time: the reviewer glob on a 255-char name (266 s before) stays fast', () => {
+    const globs = ['/home/*/proj/a*a*a*a*a*a*c*b', '/x/**/a*a*a*/**/a*a*a*/**/c'];
+    const m = compileMatcher(withRule({ paths: globs }), { platform: 'linux', homes: [] });
+    const ctx = { now: Date.now(), hostname: 'h', deviceTags: [] };
+    const owner = { uid: 1000, user: 'u', groups: [], home: '/home/u' };
+    const deep = `/x/${Array.from({ length: 15 }, () => 'a'.repeat(255)).join('/')}/b`;
+    const t = performance.now();
+    for (const path of [`/home/u/proj/${'a'.repeat(254)}b`, deep]) {
+      expect(m.match({ kind: 'path', path, isDirectory: false, owner }, ctx)).toBeNull();
+    }
+    expect(
+      m.match({ kind: 'path', path: '/home/u/proj/aaaaaaacb', isDirectory: false, owner }, ctx),
+    ).not.toBeNull();
+    // exe globs run on the same engine.
+    const exe = compileMatcher(
+      withRule({ process: { exe_globs: ['/opt/*/a*a*a*a*a*a*c*b', '**/x/a*a*a*a*a*a*c*b'] } }),
+      { platform: 'linux', homes: [] },
+    );
+    const proc = (path: string) => ({
+      kind: 'process' as const,
+      pid: 2,
+      ppid: 1,
+      startTime: 0,
+      name: 'x',
+      exe: path,
+      argv: [],
+      owner,
+      tty: null,
+      scriptPackage: null,
+    });
+    expect(exe.match(proc(`/opt/t/${'a'.repeat(254)}b`), ctx)).toBeNull();
+    expect(exe.match(proc(`/opt/t/x/${'a'.repeat(254)}b`), ctx)).toBeNull();
+    expect(exe.match(proc('/opt/t/aaaaaacb'), ctx)?.reason).toBe('exe_path');
+    // Generous sanity bound for a busy 2-core machine; backtracking took minutes here.
+    expect(performance.now() - t).toBeLessThan(2_000);
   });
 });
