@@ -611,6 +611,10 @@ export class InstallSensor implements Sensor {
         const maybeIncomplete =
           ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason) && !st.isSymbolicLink();
         if (fromWatch && maybeIncomplete) return 'retry';
+        // No answer in time (the owner's read slot busy, or a slow disk under load) says nothing
+        // about the package: look again, within the same PENDING_MAX_MS, watch event or rescan.
+        const stalled = read.reason === 'unreadable' && (read.detail === 'busy' || read.detail === 'timeout');
+        if (stalled) return 'retry';
         this.count(`package_json_${read.reason}`, p.path);
         return 'done';
       }
