@@ -16,6 +16,7 @@ import { basename } from 'node:path';
 import picomatch from 'picomatch';
 import { RE2JS, RE2Set } from 're2js';
 import semver from 'semver';
+import { anyGlobTest } from '../common/glob-test.js';
 import type { Platform } from '../common/platform-paths.js';
 import type {
   Observation,
@@ -273,12 +274,12 @@ function compileRule(
     index,
     // Case-insensitive file systems (macOS, Windows) run `CLAUDE.EXE` for `claude`: fold both sides.
     names: new Set((p.names ?? []).map((n) => (nocase ? n.toLowerCase() : n))),
-    exeGlob: exeGlobs.length > 0 ? picomatch(exeGlobs, { dot: true, nocase }) : null,
+    exeGlob: exeGlobs.length > 0 ? anyGlobTest(exeGlobs, { nocase }) : null,
     argv: (p.argv_patterns ?? []).map((source) => ({ source, index: argvSources.push(source) - 1 })),
     scriptPackages: new Set(p.script_packages ?? []),
     sha256: new Set((p.sha256 ?? []).map((h) => h.toLowerCase())),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
-    pathGlob: pathGlobs.length > 0 ? picomatch(pathGlobs, { dot: true, nocase }) : null,
+    pathGlob: pathGlobs.length > 0 ? anyGlobTest(pathGlobs, { nocase }) : null,
     pathGlobs,
     exceptions: exceptions.filter((e) => e.rule === rule.id).map(compileException),
   };
@@ -289,7 +290,7 @@ function compileException(e: PolicyException): CompiledException {
     expiresAt: Date.parse(e.expires_at),
     users: e.users?.length ? new Set(e.users) : null,
     groups: e.groups?.length ? new Set(e.groups) : null,
-    host: e.hosts?.length ? picomatch([...e.hosts], { nocase: true }) : null,
+    host: e.hosts?.length ? anyGlobTest(e.hosts, { nocase: true, dot: false }) : null,
     tags: e.device_tags?.length ? new Set(e.device_tags) : null,
   };
 }

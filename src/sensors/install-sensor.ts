@@ -23,6 +23,7 @@ import { type FSWatcher, watch } from 'chokidar';
 import cron, { type ScheduledTask } from 'node-cron';
 import picomatch from 'picomatch';
 import { GuardError } from '../common/errors.js';
+import { globTest } from '../common/glob-test.js';
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
@@ -415,7 +416,7 @@ export class InstallSensor implements Sensor {
       }
       const segments = rest.split('/').filter(Boolean);
       const depth = segments.includes('**') ? MAX_GLOB_DEPTH : Math.max(0, segments.length - 1);
-      return { glob: g, base, depth, test: picomatch(g, { dot: true, nocase }) };
+      return { glob: g, base, depth, test: globTest(g, { nocase }) };
     });
   }
 
