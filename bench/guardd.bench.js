@@ -1,144 +1,236 @@
-// Whole-daemon benchmark: a real guardd (from dist/, default 100 ms /proc interval) with a signed
-// one-rule policy; a copy of `sleep` under the banned name is launched 50 times, one after the
-// other with a random pause, and launch→kill latency is measured from spawn() to the child's exit by SIGKILL.
-// guardd's CPU (utime+stime from /proc/<pid>/stat) and RSS are read at idle and during the run.
-// Prints measured numbers only.
+// Whole-daemon benchmark: a real guardd (from dist/, default 100 ms /proc interval, install sensor
+// off) with a signed policy holding a rule for a copy of `sleep` under a banned name, measured for
+// three set-ups in the same run:
+//   - the example ban list (policy/example-policy.json) + the bench rule, started as the systemd
+//     unit starts it (the node flags of service/linux/toolguard.service's ExecStart: the heap cap);
+//   - a synthetic 1,000-rule policy (bench/lib/synthetic-policy.js) + the bench rule, same flags;
+//   - the same 1,000-rule policy without those flags (how guardd ran before the heap cap).
+// For each: RSS and CPU (utime+stime from /proc/<pid>/stat) at idle, during 50 sequential launches
+// (launch→kill latency measured from spawn() to the child's exit by SIGKILL) and during launches
+// at 50/s; the peak RSS (VmHWM) over the whole run. Prints measured numbers only.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { callDaemon } from '../dist/control/control-client.js';
 import { signEnvelope } from '../dist/policy/dsse.js';
 import { generateKeyPair, parsePrivateKey } from '../dist/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE } from '../dist/policy/policy-types.js';
+import { syntheticPolicyBody, syntheticRules } from './lib/synthetic-policy.js';
 
 const LAUNCHES = 50;
+/** Launch rate of the sustained phase, per second, and how long it lasts (ms). */
+const RATE_PER_S = 50;
+const RATE_PHASE_MS = 5000;
+const IDLE_MS = 5000;
 const BANNED = 'tg-bench-banned';
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
-const dir = mkdtempSync(join(tmpdir(), 'tgb-'));
-const key = generateKeyPair();
-const now = Date.now();
-const body = {
-  schema: 'toolguard.policy/v1',
-  version: 1,
-  issued_at: new Date(now - 60_000).toISOString(),
-  expires_at: new Date(now + 86_400_000).toISOString(),
-  mode: 'enforce',
-  rules: [
-    {
-      id: 'bench',
-      name: 'Bench banned tool',
-      action: 'block',
-      message: 'bench',
-      process: { names: [BANNED] },
-    },
-  ],
-};
-const policyFile = join(dir, 'policy.dsse.json');
-writeFileSync(
-  policyFile,
-  JSON.stringify(
-    signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
+const unit = readFileSync(new URL('../service/linux/toolguard.service', import.meta.url), 'utf8');
+const execWords = (/^ExecStart=\S+\s+(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
+const UNIT_NODE_ARGS = execWords.slice(
+  0,
+  Math.max(
+    0,
+    execWords.findIndex((w) => w.endsWith('/bin/guardd.js')),
   ),
 );
-const socketDir = join(dir, 'run');
-const configFile = join(dir, 'config.json');
-writeFileSync(
-  configFile,
-  JSON.stringify({
-    'paths.state_dir': join(dir, 'state'),
-    'paths.socket_dir': socketDir,
-    'paths.bootstrap_policy': policyFile,
-    'policy.trusted_keys': [key.publicKeyPem],
-    'sensors.install.enabled': false,
-    'enforcement.notify_desktop': false,
-    'log.level': 'warn',
-  }),
-);
+const MEMORY_MAX = /^MemoryMax=(.*)$/m.exec(unit)?.[1] ?? '?';
 
+const dir = mkdtempSync(join(tmpdir(), 'tgb-'));
+const key = generateKeyPair();
 const exe = join(dir, BANNED);
 copyFileSync(spawnSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).stdout.trim(), exe);
 chmodSync(exe, 0o755);
 
-const guardd = spawn(
-  process.execPath,
-  [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
-  {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  },
-);
+const benchRule = {
+  id: 'bench',
+  name: 'Bench banned tool',
+  action: 'block',
+  message: 'bench',
+  process: { names: [BANNED] },
+};
+const example = JSON.parse(readFileSync(new URL('../policy/example-policy.json', import.meta.url), 'utf8'));
 
 function cpuTicks(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(f[11]) + Number(f[12]); // utime + stime, fields 14 and 15
 }
-function rssMiB(pid) {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+function memMiB(pid, field) {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
-async function cpuPercentOver(ms) {
-  const t0 = cpuTicks(guardd.pid);
-  const w0 = performance.now();
-  await new Promise((r) => setTimeout(r, ms));
-  return ((cpuTicks(guardd.pid) - t0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100;
-}
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-try {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 2000);
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  const procCount = spawnSync('sh', ['-c', 'ls -d /proc/[0-9]* | wc -l'], { encoding: 'utf8' }).stdout.trim();
-  const idleCpu = await cpuPercentOver(5000);
-  const idleRss = rssMiB(guardd.pid);
-
-  const latencies = [];
-  let notKilled = 0;
-  const t0 = cpuTicks(guardd.pid);
+/** CPU % of one core used by `pid` while `fn` runs. */
+async function cpuDuring(pid, fn) {
+  const t0 = cpuTicks(pid);
   const w0 = performance.now();
-  for (let i = 0; i < LAUNCHES; i++) {
-    // A random pause first: launches right after a kill would all land at the same phase of the
-    // scan interval and measure that phase instead of the real distribution.
-    await new Promise((r) => setTimeout(r, Math.random() * 150));
-    const started = performance.now();
-    const child = spawn(exe, ['30'], { stdio: 'ignore' });
-    const { signal } = await new Promise((res) =>
-      child.once('exit', (code, sig) => res({ code, signal: sig })),
-    );
-    if (signal !== 'SIGKILL') notKilled++;
-    latencies.push(performance.now() - started);
-  }
-  const runCpu = ((cpuTicks(guardd.pid) - t0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100;
-  const runRss = rssMiB(guardd.pid);
-  latencies.sort((a, b) => a - b);
+  const out = await fn();
+  return { cpu: ((cpuTicks(pid) - t0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100, out };
+}
 
-  console.log(
-    `guardd, 1-rule policy, default interval, ${procCount} processes on the machine, ${LAUNCHES} launches`,
+function launch() {
+  const child = spawn(exe, ['30'], { stdio: 'ignore' });
+  return new Promise((res) => child.once('exit', (_code, sig) => res(sig)));
+}
+
+async function scenario(label, rules, nodeArgs) {
+  const sub = join(dir, label.replace(/\W+/g, '-'));
+  mkdirSync(sub);
+  const now = Date.now();
+  const body = syntheticPolicyBody(rules, { now });
+  const policyFile = join(sub, 'policy.dsse.json');
+  writeFileSync(
+    policyFile,
+    JSON.stringify(
+      signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
+    ),
   );
-  console.table({
-    'launch→kill ms': {
-      p50: +pct(latencies, 50).toFixed(1),
-      p95: +pct(latencies, 95).toFixed(1),
-      p99: +pct(latencies, 99).toFixed(1),
-      max: +latencies.at(-1).toFixed(1),
-      'not killed': notKilled,
-    },
-  });
-  console.table({
-    'guardd idle (5 s)': { 'CPU % of one core': +idleCpu.toFixed(2), 'RSS MiB': +idleRss.toFixed(1) },
-    'guardd during launches': { 'CPU % of one core': +runCpu.toFixed(2), 'RSS MiB': +runRss.toFixed(1) },
-  });
+  const socketDir = join(sub, 'run');
+  const configFile = join(sub, 'config.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      'paths.state_dir': join(sub, 'state'),
+      'paths.socket_dir': socketDir,
+      'paths.bootstrap_policy': policyFile,
+      'policy.trusted_keys': [key.publicKeyPem],
+      'sensors.install.enabled': false,
+      'enforcement.notify_desktop': false,
+      'log.level': 'warn',
+    }),
+  );
+  const started = performance.now();
+  const guardd = spawn(
+    process.execPath,
+    [...nodeArgs, new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  try {
+    const deadline = Date.now() + 180_000;
+    for (;;) {
+      try {
+        const s = await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 2000);
+        if (s.policy?.rules === rules.length) break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      }
+      if (guardd.exitCode !== null) throw new Error(`guardd exited ${guardd.exitCode}`);
+      if (Date.now() > deadline) throw new Error(`guardd did not enforce ${rules.length} rules in time`);
+      await sleep(100);
+    }
+    const startMs = performance.now() - started;
+    const startHwm = memMiB(guardd.pid, 'VmHWM');
+    const idle = await cpuDuring(guardd.pid, () => sleep(IDLE_MS));
+    const idleRss = memMiB(guardd.pid, 'VmRSS');
+
+    const latencies = [];
+    let notKilled = 0;
+    const seq = await cpuDuring(guardd.pid, async () => {
+      for (let i = 0; i < LAUNCHES; i++) {
+        // A random pause first: launches right after a kill would all land at the same phase of
+        // the scan interval and measure that phase instead of the real distribution.
+        await sleep(Math.random() * 150);
+        const t = performance.now();
+        if ((await launch()) !== 'SIGKILL') notKilled++;
+        latencies.push(performance.now() - t);
+      }
+    });
+    const seqRss = memMiB(guardd.pid, 'VmRSS');
+    latencies.sort((a, b) => a - b);
+
+    let rateNotKilled = 0;
+    let rateLaunches = 0;
+    const rate = await cpuDuring(guardd.pid, async () => {
+      const exits = [];
+      const t0 = performance.now();
+      for (let i = 0; performance.now() - t0 < RATE_PHASE_MS; i++) {
+        exits.push(launch().then((sig) => sig !== 'SIGKILL' && rateNotKilled++));
+        rateLaunches++;
+        await sleep(Math.max(0, t0 + ((i + 1) * 1000) / RATE_PER_S - performance.now()));
+      }
+      await Promise.all(exits);
+    });
+    const rateRss = memMiB(guardd.pid, 'VmRSS');
+    return {
+      label,
+      startMs,
+      startHwm,
+      idle: { cpu: idle.cpu, rss: idleRss },
+      seq: { cpu: seq.cpu, rss: seqRss, latencies, notKilled },
+      rate: { cpu: rate.cpu, rss: rateRss, launches: rateLaunches, notKilled: rateNotKilled },
+      hwm: memMiB(guardd.pid, 'VmHWM'),
+    };
+  } finally {
+    guardd.kill('SIGTERM');
+    await new Promise((r) => guardd.once('exit', r));
+  }
+}
+
+const procCount = spawnSync('sh', ['-c', 'ls -d /proc/[0-9]* | wc -l'], { encoding: 'utf8' }).stdout.trim();
+const capped = UNIT_NODE_ARGS.join(' ') || '(none)';
+const results = [];
+try {
+  results.push(
+    await scenario(
+      `example (${example.rules.length + 1} rules), ${capped}`,
+      [...example.rules, benchRule],
+      UNIT_NODE_ARGS,
+    ),
+  );
+  // 999 + the bench rule: the schema's maximum of 1,000 rules
+  const large = [...syntheticRules(999), benchRule];
+  results.push(await scenario(`1,000 rules, ${capped}`, large, UNIT_NODE_ARGS));
+  results.push(await scenario('1,000 rules, no heap cap (before)', large, []));
 } finally {
-  guardd.kill('SIGTERM');
-  await new Promise((r) => guardd.once('exit', r));
   rmSync(dir, { recursive: true, force: true });
 }
+
+const r1 = (n) => +n.toFixed(1);
+console.log(
+  `guardd, default interval, install sensor off, ${procCount} processes on the machine; unit: MemoryMax=${MEMORY_MAX}, node ${capped}`,
+);
+console.table(
+  Object.fromEntries(
+    results.map((r) => [
+      r.label,
+      {
+        'p50 ms': r1(pct(r.seq.latencies, 50)),
+        'p95 ms': r1(pct(r.seq.latencies, 95)),
+        'p99 ms': r1(pct(r.seq.latencies, 99)),
+        'max ms': r1(r.seq.latencies.at(-1)),
+        'not killed': r.seq.notKilled,
+      },
+    ]),
+  ),
+);
+console.log('launch→kill latency above (50 sequential launches); memory and CPU (% of one core) below');
+console.table(
+  Object.fromEntries(
+    results.map((r) => [
+      r.label,
+      {
+        'ready s': r1(r.startMs / 1000),
+        'peak RSS at ready MiB': r1(r.startHwm),
+        'idle CPU %': +r.idle.cpu.toFixed(2),
+        'idle RSS MiB': r1(r.idle.rss),
+        'sequential CPU %': +r.seq.cpu.toFixed(2),
+        [`${RATE_PER_S}/s CPU %`]: +r.rate.cpu.toFixed(2),
+        [`${RATE_PER_S}/s RSS MiB`]: r1(r.rate.rss),
+        [`${RATE_PER_S}/s not killed`]: `${r.rate.notKilled}/${r.rate.launches}`,
+        'peak RSS MiB': r1(r.hwm),
+      },
+    ]),
+  ),
+);

@@ -25,6 +25,7 @@ import { verifyPolicyEnvelope } from '../dist/policy/policy-verifier.js';
 import { assertSafePolicy } from '../dist/policy/rule-safety.js';
 import { openDatabase, StateStore } from '../dist/store/database.js';
 import { MIGRATIONS } from '../dist/store/migrations.js';
+import { syntheticRules } from './lib/synthetic-policy.js';
 
 /** Each measurement runs at least this many iterations and at least this long. */
 const MIN_ITERATIONS = 20;
@@ -44,30 +45,12 @@ const fresh = (b, version) => ({
   expires_at: iso(now + 14 * 86_400_000),
 });
 
-/** A large, realistic policy: RULES rules of the claude-code shape with distinct identifiers. */
+/**
+ * A large, realistic policy: RULES rules of the claude-code shape with distinct identifiers
+ * (bench/lib/synthetic-policy.js, shared with guardd.bench.js and the memory-budget test).
+ */
 const RULES = 500;
-const large = fresh(
-  {
-    ...example,
-    rules: Array.from({ length: RULES }, (_, i) => ({
-      id: `tool-${i}`,
-      name: `Tool ${i}`,
-      action: i % 3 === 0 ? 'warn' : 'block',
-      message: `Tool ${i} is not approved on company machines.`,
-      url: `https://intranet.example/approved-ai-tools#tool-${i}`,
-      process: {
-        names: [`tool${i}`, `tool${i}.exe`],
-        exe_globs: [`**/node_modules/@vendor${i}/tool/**`],
-        argv_patterns: [`^\\S*python[0-9.]* -m tool${i}(?: |$)`],
-        script_packages: [`@vendor${i}/tool`],
-      },
-      packages: [{ ecosystem: 'npm', name: `@vendor${i}/tool`, range: '*' }],
-      paths: [`~/.local/share/tool${i}/versions/*`, `~/.vscode/extensions/vendor${i}.tool-*`],
-    })),
-    exceptions: [],
-  },
-  1,
-);
+const large = fresh({ ...example, rules: syntheticRules(RULES), exceptions: [] }, 1);
 
 function envelopeText(body) {
   return JSON.stringify(signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [priv]));

@@ -21,6 +21,7 @@ import { basename } from 'node:path';
 import picomatch from 'picomatch';
 import { RE2JS, RE2Set } from 're2js';
 import semver from 'semver';
+import { anyGlobTest } from '../common/glob-test.js';
 import type { Platform } from '../common/platform-paths.js';
 import type {
   Observation,
@@ -358,7 +359,7 @@ function compileException(e: PolicyException): CompiledException {
     expiresAt: Date.parse(e.expires_at),
     users: e.users?.length ? new Set(e.users) : null,
     groups: e.groups?.length ? new Set(e.groups) : null,
-    host: e.hosts?.length ? picomatch([...e.hosts], { nocase: true }) : null,
+    host: e.hosts?.length ? anyGlobTest(e.hosts, { nocase: true, dot: false }) : null,
     tags: e.device_tags?.length ? new Set(e.device_tags) : null,
   };
 }

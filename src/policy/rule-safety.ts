@@ -44,6 +44,7 @@ import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import picomatch from 'picomatch';
 import { GuardError } from '../common/errors.js';
+import { globTest } from '../common/glob-test.js';
 import { currentPlatform, defaultPaths, type Platform } from '../common/platform-paths.js';
 import type {
   Owner,
@@ -973,7 +974,10 @@ function treeReachedBy<T extends { readonly path: string }>(
   });
 }
 
-/** Compiled one-segment globs by (nocase, segment): the same few segments recur across rules. */
+/**
+ * Compiled one-segment globs by (nocase, segment): the same few segments recur across rules.
+ * Emptied at the end of each ruleSafetyIssues call.
+ */
 const segmentCache = new Map<string, ((s: string) => boolean) | null>();
 
 function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) | null {
@@ -981,7 +985,7 @@ function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) 
   let test = segmentCache.get(key);
   if (test === undefined) {
     try {
-      test = picomatch(seg, { dot: true, nocase });
+      test = globTest(seg, { nocase });
     } catch {
       test = null;
     }
@@ -1179,6 +1183,9 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
       });
     });
   }
+  // The segment tests are only needed during one check: kept, they would hold a 1,000-rule
+  // policy's thousands of distinct segments for the daemon's lifetime (docs/security.md "Memory budget").
+  segmentCache.clear();
   return [...issues.values()];
 }
 

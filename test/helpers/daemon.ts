@@ -127,8 +127,15 @@ export interface Guardd extends RunningProcess {
   readonly configFile: string;
 }
 
-/** Writes a config for `dir` and starts guardd; resolves when its control socket answers. */
-export async function startGuardd(dir: string, config: Record<string, unknown>): Promise<Guardd> {
+/**
+ * Writes a config for `dir` and starts guardd; resolves when its control socket answers.
+ * `options.nodeArgs` go to node before guardd's script (e.g. the unit's heap cap).
+ */
+export async function startGuardd(
+  dir: string,
+  config: Record<string, unknown>,
+  options: { nodeArgs?: readonly string[]; startTimeoutMs?: number } = {},
+): Promise<Guardd> {
   mkdirSync(dir, { recursive: true });
   const socketDir = join(dir, 'run');
   const stateDir = join(dir, 'state');
@@ -143,9 +150,13 @@ export async function startGuardd(dir: string, config: Record<string, unknown>):
     ...config,
   };
   writeFileSync(configFile, JSON.stringify(full, null, 2));
-  const child = spawn(process.execPath, [BIN('guardd'), '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), BIN('guardd'), '--config', configFile],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const proc = track(child);
   await waitFor(
     () => {
@@ -154,7 +165,7 @@ export async function startGuardd(dir: string, config: Record<string, unknown>):
       return r.code === 0 ? r : undefined;
     },
     'guardd to answer status',
-    { intervalMs: 100 },
+    { intervalMs: 100, ...(options.startTimeoutMs ? { timeoutMs: options.startTimeoutMs } : {}) },
   );
   return { ...proc, socketDir, stateDir, configFile };
 }

@@ -94,7 +94,7 @@ describe('fresh install into a scratch root', () => {
         `exec /opt/toolguard/node/bin/node /opt/toolguard/app/bin/${w}.js "$@"`,
       );
     expect(readFileSync(join(root, 'usr/lib/systemd/system/toolguard.service'), 'utf8')).toMatch(
-      /^ExecStart=\/opt\/toolguard\/node\/bin\/node \/opt\/toolguard\/app\/bin\/guardd\.js$/m,
+      /^ExecStart=\/opt\/toolguard\/node\/bin\/node --max-old-space-size=192 \/opt\/toolguard\/app\/bin\/guardd\.js$/m,
     );
   });
 

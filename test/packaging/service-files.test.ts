@@ -55,7 +55,10 @@ describe('toolguard.service', () => {
     expect(u.get('Unit.StartLimitIntervalSec')).toEqual(['0']);
     expect(one('KillMode')).toBe('control-group');
     expect(one('CPUQuota')).toMatch(/^\d+%$/);
-    expect(one('ExecStart')).toBe('/opt/toolguard/node/bin/node /opt/toolguard/app/bin/guardd.js');
+    // the bundled node, with V8's heap capped below MemoryMax (docs/security.md "Memory budget")
+    expect(one('ExecStart')).toBe(
+      '/opt/toolguard/node/bin/node --max-old-space-size=192 /opt/toolguard/app/bin/guardd.js',
+    );
     expect(u.get('Install.WantedBy')).toEqual(['multi-user.target']);
   });
 
