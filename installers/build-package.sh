@@ -54,13 +54,14 @@ log() { echo "build-package[$FORMAT]: $*" >&2; }
 # shellcheck source=installers/node-runtime.sh
 source "$REPO/installers/node-runtime.sh"
 
-# The runtime to bundle: NODE_BIN (Linux/macOS), NODE_LICENSE (may be empty) and ADDON, the
-# better_sqlite3.node that goes into the payload.
+# The runtime to bundle: NODE_BIN (Linux/macOS), NODE_LICENSE (may be empty), ADDON, the
+# better_sqlite3.node that goes into the payload, and PEERCRED, guardd's peer credentials addon.
 prepare_unix_runtime() {
   if [ "${TOOLGUARD_RUNTIME:-}" = host ]; then
     NODE_BIN="$(node -p process.execPath)"
     NODE_LICENSE=""
     ADDON="$REPO/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
+    PEERCRED="$REPO/native/peercred/build/Release/peercred.node" # N-API: `npm run build` made it for this node
     local want have
     want="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")"
     have="$(node -p 'process.versions.node.split(".")[0]')"
@@ -91,23 +92,32 @@ prepare_unix_runtime() {
     NODE_BIN="$TG_NODE_DIR/bin/node"
     NODE_LICENSE="$TG_NODE_DIR/LICENSE"
     ADDON="$TG_ADDON"
+    PEERCRED="$TG_PEERCRED"
     log "bundling Node $TG_NODE_VERSION ($platform, installers/runtime.json)"
   fi
   [ -f "$ADDON" ] || {
     echo "build-package: better-sqlite3's compiled addon is missing ($ADDON)" >&2
     exit 1
   }
+  [ -f "$PEERCRED" ] || {
+    echo "build-package: the peer credentials addon is missing ($PEERCRED; \`npm run build\` builds it)" >&2
+    exit 1
+  }
 }
 
 # ---------------------------------------------------------------------------------------------
-# stage_app DIR ADDON: the app with production dependencies only and ADDON as better-sqlite3's
-# native addon. Everything the programs read at run time next to their code (policy/ for the schema
+# stage_app DIR ADDON [PEERCRED]: the app with production dependencies only, ADDON as better-sqlite3's
+# native addon and PEERCRED (none on Windows: named pipes) as native/peercred/build/Release/peercred.node. Everything the programs read at run time next to their code (policy/ for the schema
 # and local mode's example body, package.json for the version, dist/ for the parse worker) is
 # copied; the packaging tests list those reads from dist/ (runtimeReads) and check every payload.
 stage_app() {
-  local app="$1" addon="$2"
+  local app="$1" addon="$2" peercred="${3:-}"
   mkdir -p "$app"
   cp -a package.json package-lock.json bin dist policy "$app/"
+  if [ -n "$peercred" ]; then
+    mkdir -p "$app/native/peercred/build/Release"
+    install -m 0755 "$peercred" "$app/native/peercred/build/Release/peercred.node"
+  fi
   if [ -d docs ]; then cp -a docs "$app/docs"; fi
   cp -a node_modules "$app/node_modules"
   # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt
@@ -147,7 +157,7 @@ stage_root() {
   prepare_unix_runtime
   install -m 0755 "$NODE_BIN" "$opt/node/bin/node"
   if [ -n "$NODE_LICENSE" ]; then install -m 0644 "$NODE_LICENSE" "$opt/node/LICENSE"; fi
-  stage_app "$opt/app" "$ADDON"
+  stage_app "$opt/app" "$ADDON" "$PEERCRED"
   local prog
   for prog in guardd guardctl guard-collector; do
     cat >"$opt/bin/$prog" <<EOF

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Node runtime toolguard's packages bundle (installers/runtime.json: Node 24 LTS, pinned by
-# version and sha512) and better-sqlite3's native addon compiled for it.
+# version and sha512), better-sqlite3's native addon compiled for it, and guardd's own peer
+# credentials addon (native/peercred, one small C file: compiled the same way, cached by its sha256).
 #
 #   bash installers/node-runtime.sh linux-x64|win-x64
 #       fetches the runtime (and, for linux-x64, builds the addon) into the cache, then prints
-#       "node_dir=… node_version=… addon=…" (addon empty for win-x64: it cannot be compiled here)
+#       "node_dir=… node_version=… addon=… peercred=…" (addons empty for win-x64: not compiled here)
 #
 # build-package.sh sources this file and calls tg_prepare_runtime. Only the ordinary npm client
 # talks to the network (`npm pack node-<platform>@<version>` from the configured registry); the
@@ -144,6 +145,52 @@ tg_build_addon() {
   tg_log "compiled in $(($(date +%s) - started)) s, cached as $out"
 }
 
+# tg_build_peercred PLATFORM: sets TG_PEERCRED, peercred.node for TG_NODE_DIR (caller holds the lock).
+tg_build_peercred() {
+  local platform="$1"
+  local srcdir="$TG_REPO/native/peercred"
+  [ -f "$srcdir/binding.gyp" ] && [ -f "$srcdir/peercred.c" ] || tg_die "native/peercred sources are missing"
+  local sum
+  sum="$(cat "$srcdir/binding.gyp" "$srcdir/peercred.c" | sha256sum | cut -c1-16)"
+  local out="$TG_CACHE/peercred-$sum-node-$TG_NODE_VERSION-$platform"
+  TG_PEERCRED="$out/peercred.node"
+  [ -f "$TG_PEERCRED" ] && return
+  local gyp src
+  gyp="$(tg_node_gyp)"
+  src="$(mktemp -d "$TG_CACHE/.peercred.XXXXXX")"
+  cp "$srcdir/binding.gyp" "$srcdir/peercred.c" "$src/"
+  local unset_npm=()
+  local v
+  for v in $(compgen -e); do
+    case "$v" in npm_config_* | NPM_CONFIG_*) unset_npm+=(-u "$v") ;; esac
+  done
+  if ! (cd "$src" && env "${unset_npm[@]}" npm_config_nodedir="$TG_NODE_DIR" \
+    node "$gyp" rebuild --release --nodedir="$TG_NODE_DIR" >"$src.log" 2>&1); then
+    tail -n 40 "$src.log" >&2
+    rm -rf "$src"
+    tg_die "node-gyp failed for native/peercred; full log $src.log"
+  fi
+  # It must load in the runtime it was built for, and read a real socket's peer, before it is cached.
+  "$TG_NODE_DIR/bin/node" -e '
+    const a = require(process.argv[1]); const net = require("net");
+    const p = require("path").join(require("os").tmpdir(), "tg-peercred-" + process.pid + ".sock");
+    const s = net.createServer((c) => {
+      const r = a.peerCredentials(c._handle.fd);
+      c.destroy(); s.close();
+      if (r.pid !== process.pid || r.uid !== process.getuid()) process.exit(1);
+    }).listen(p, () => net.connect(p).on("error", () => {}));' \
+    "$src/build/Release/peercred.node" || {
+    rm -rf "$src"
+    tg_die "peercred built for Node $TG_NODE_VERSION does not work in it (build log: $src.log)"
+  }
+  rm -rf "$out.tmp"
+  mkdir -p "$out.tmp"
+  cp "$src/build/Release/peercred.node" "$out.tmp/"
+  rm -rf "$out"
+  mv "$out.tmp" "$out"
+  rm -rf "$src" "$src.log"
+}
+
 # tg_prepare_runtime PLATFORM: TG_NODE_DIR, TG_NODE_VERSION and (linux) TG_ADDON, under the cache lock.
 tg_prepare_runtime() {
   local platform="$1"
@@ -152,7 +199,12 @@ tg_prepare_runtime() {
   flock 9
   tg_fetch_node "$platform"
   TG_ADDON=""
-  case "$platform" in linux-*) tg_build_addon "$platform" ;; esac
+  TG_PEERCRED=""
+  case "$platform" in linux-*)
+    tg_build_addon "$platform"
+    tg_build_peercred "$platform"
+    ;;
+  esac
   flock -u 9
   exec 9>&-
 }
@@ -160,5 +212,5 @@ tg_prepare_runtime() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   [ $# -eq 1 ] || tg_die "usage: $0 linux-x64|win-x64"
   tg_prepare_runtime "$1"
-  echo "node_dir=$TG_NODE_DIR node_version=$TG_NODE_VERSION addon=$TG_ADDON"
+  echo "node_dir=$TG_NODE_DIR node_version=$TG_NODE_VERSION addon=$TG_ADDON peercred=$TG_PEERCRED"
 fi

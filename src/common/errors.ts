@@ -45,6 +45,9 @@ export const ERROR_CODES = {
   GUARD_CONTROL_SOCKET_IN_USE: 'another guardd already answers on the control socket',
   GUARD_CONTROL_BUSY:
     'every control connection slot is answering a request, or this connection was evicted to make room',
+  GUARD_PEERCRED_UNAVAILABLE:
+    'the peer credentials addon is missing or does not load; control limits stay per connection',
+  GUARD_PEERCRED_FAILED: 'the kernel did not tell the credentials of a control client',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

@@ -14,8 +14,15 @@
  * - all connections together hold at most TOTAL_UNSENT_BYTES of unsent answers: past that, the
  *   connection whose answer has waited longest (a client that does not read) is closed;
  * - a full table (MAX_CONNECTIONS_PER_SOCKET) never refuses a newcomer while an older connection is
- *   between requests: the longest-idle one is evicted. Node exposes no peer credentials
- *   (SO_PEERCRED / LOCAL_PEERCRED), so fairness is by eviction, not by uid.
+ *   between requests: the longest-idle one is evicted;
+ * - per peer uid (read from the kernel by the native addon, ./peer-credentials.ts): at most
+ *   maxConnectionsPerUid connections, a newcomer at that cap evicts its own uid's longest-idle
+ *   connection, never another uid's; a full table evicts from the uid holding the most connections;
+ *   one uid's unread answers may hold at most perUidUnsentBytes, and over the total budget the uid
+ *   holding the most unsent bytes loses its longest-waiting connection first. Root and guardd's own
+ *   uid are exempt from the per-uid caps and never evicted for another uid's newcomer. Without the
+ *   addon (Windows named pipes, a failed build) the limits are per connection only (logged once,
+ *   stats say peer_uid: "unavailable").
  * A malformed request (oversized, not UTF-8, not JSON, wrong shape) is answered with
  * GUARD_CONTROL_BAD_REQUEST and the connection is closed: the framing can no longer be trusted.
  */
@@ -24,6 +31,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname } from 'node:path';
 import { GuardError, isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { loadPeerCredentials, type PeerCredentialsReader } from './peer-credentials.js';
 import { type ControlMethods, type ControlResponse, MAX_REQUEST_BYTES } from './protocol.js';
 
 export interface ControlServerOptions {
@@ -33,6 +41,11 @@ export interface ControlServerOptions {
   readonly logger: Logger;
   /** Overrides for the limits below (tests use small ones to reach them quickly). */
   readonly limits?: Partial<ControlLimits>;
+  /**
+   * Loads the peer credentials reader (default: the native addon). Throwing means "unavailable":
+   * the server runs with per-connection limits only. Tests inject a failing loader.
+   */
+  readonly loadPeerCredentials?: () => PeerCredentialsReader;
 }
 
 /** The per-client bounds; defaults in DEFAULT_CONTROL_LIMITS. */
@@ -52,6 +65,10 @@ export interface ControlLimits {
   readonly requestDeadlineMs: number;
   /** An answer written to how it is fully handed to the kernel (ms): a client that does not read is closed. */
   readonly deliveryDeadlineMs: number;
+  /** Connections of one peer uid per socket; at the cap its newcomer evicts its own longest-idle one. */
+  readonly maxConnectionsPerUid: number;
+  /** Unsent answer bytes of one peer uid; past it that uid's longest-waiting connection is closed. */
+  readonly perUidUnsentBytes: number;
 }
 
 export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
@@ -71,12 +88,19 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
   requestDeadlineMs: 5_000,
   // 10 s: the control client's own call timeout; a reader that has not taken an answer by then never will.
   deliveryDeadlineMs: 10_000,
+  // 16 connections per uid (a quarter of the 64): a user's own guardctl/doctor/IDE probes fit easily,
+  // and at least three other users (plus root, exempt) still find free slots.
+  maxConnectionsPerUid: 16,
+  // 8 MiB per uid (half the 16 MiB total): one full events page; another uid's page always fits.
+  perUidUnsentBytes: 8 * 1024 * 1024,
 };
 
 /** State of one accepted connection. */
 interface Connection {
   readonly socket: Socket;
   readonly admin: boolean;
+  /** The peer's uid from the kernel, null when peer credentials are unavailable or unreadable. */
+  readonly uid: number | null;
   /** Bytes read and not yet consumed as a request line. */
   pending: Buffer;
   /** A request of this connection is being answered. */
@@ -107,9 +131,24 @@ export class ControlServer {
   /** Limit hits since they were last logged, by kind. */
   private readonly limitHits = new Map<string, number>();
   private lastLimitLog = 0;
+  /** Null when peer credentials are unavailable: limits are per connection only. */
+  private readonly peerCredentials: PeerCredentialsReader | null;
+  /** uids never capped nor evicted for another uid: root and the daemon's own user. */
+  private readonly exemptUids: ReadonlySet<number>;
 
   constructor(private readonly options: ControlServerOptions) {
     this.limits = { ...DEFAULT_CONTROL_LIMITS, ...options.limits };
+    this.exemptUids = new Set([0, process.getuid?.() ?? 0]);
+    let reader: PeerCredentialsReader | null = null;
+    try {
+      reader = (options.loadPeerCredentials ?? (() => loadPeerCredentials()))();
+    } catch (err) {
+      options.logger.warn(
+        { err },
+        'peer credentials unavailable: control socket limits stay per connection, not per uid',
+      );
+    }
+    this.peerCredentials = reader;
   }
 
   /** Listens on both sockets. Fails with GuardError if another daemon already answers there. */
@@ -126,8 +165,26 @@ export class ControlServer {
   }
 
   /** Open connections and unsent answer bytes, for status and tests. */
-  stats(): { connections: number; unsent_bytes: number } {
-    return { connections: this.connections.size, unsent_bytes: this.totalUnsent() };
+  stats(): {
+    connections: number;
+    unsent_bytes: number;
+    peer_uid: 'available' | 'unavailable';
+    by_uid: Record<string, { connections: number; unsent_bytes: number }>;
+  } {
+    const byUid: Record<string, { connections: number; unsent_bytes: number }> = {};
+    for (const c of this.connections) {
+      const key = c.uid === null ? 'unknown' : String(c.uid);
+      byUid[key] ??= { connections: 0, unsent_bytes: 0 };
+      const e = byUid[key];
+      e.connections++;
+      e.unsent_bytes += c.socket.writableLength;
+    }
+    return {
+      connections: this.connections.size,
+      unsent_bytes: this.totalUnsent(),
+      peer_uid: this.peerCredentials ? 'available' : 'unavailable',
+      by_uid: byUid,
+    };
   }
 
   private async listen(path: string, admin: boolean, mode: number): Promise<void> {
@@ -161,6 +218,7 @@ export class ControlServer {
     const conn: Connection = {
       socket,
       admin,
+      uid: this.peerUid(socket),
       pending: Buffer.alloc(0),
       busy: false,
       lastActivity: now,
@@ -171,7 +229,7 @@ export class ControlServer {
     };
     socket.on('error', () => this.close(conn));
     socket.on('close', () => this.close(conn));
-    if (!this.makeRoom(admin)) {
+    if (!this.makeRoom(admin, conn.uid)) {
       // every slot is answering a request right now: tell the newcomer instead of letting it hang
       this.limitHit('refused_busy');
       this.finish(conn, fail(null, busyError()));
@@ -183,23 +241,62 @@ export class ControlServer {
     this.arm(conn);
   }
 
-  /**
-   * Frees a slot on a full socket by closing the connection that is not answering a request and
-   * was active longest ago (a client that does not read its answer counts from when it was written).
-   * False when every slot is answering a request.
-   */
-  private makeRoom(admin: boolean): boolean {
-    let count = 0;
-    let victim: Connection | null = null;
-    for (const c of this.connections) {
-      if (c.admin !== admin) continue;
-      count++;
-      if (c.busy) continue;
-      const since = Math.min(c.lastActivity, c.unsentSince ?? Number.POSITIVE_INFINITY);
-      const best = victim && Math.min(victim.lastActivity, victim.unsentSince ?? Number.POSITIVE_INFINITY);
-      if (victim === null || since < (best as number)) victim = c;
+  /** The peer's uid, or null (no addon, or the kernel did not say: per-connection limits apply). */
+  private peerUid(socket: Socket): number | null {
+    if (!this.peerCredentials) return null;
+    try {
+      return this.peerCredentials(socket).uid;
+    } catch {
+      this.limitHit('peer_uid_unreadable');
+      return null;
     }
-    if (count < this.limits.maxConnectionsPerSocket) return true;
+  }
+
+  /** True when `uid` is subject to the per-uid limits (known, and neither root nor the daemon's user). */
+  private capped(uid: number | null): uid is number {
+    return uid !== null && !this.exemptUids.has(uid);
+  }
+
+  /**
+   * Frees a slot for a newcomer of `uid` by closing a connection that is not answering a request
+   * and was active longest ago (a client that does not read its answer counts from when it was
+   * written). A capped uid at maxConnectionsPerUid loses its own longest-idle connection; on a full
+   * table the victim comes from the capped uid holding the most connections (exempt uids only for an
+   * exempt or unknown newcomer when no capped uid has an idle one). False when no slot can be freed.
+   */
+  private makeRoom(admin: boolean, uid: number | null): boolean {
+    const onSocket = [...this.connections].filter((c) => c.admin === admin);
+    if (this.capped(uid)) {
+      const own = onSocket.filter((c) => c.uid === uid);
+      if (own.length >= this.limits.maxConnectionsPerUid) {
+        const victim = longestIdle(own);
+        if (victim === null) return false;
+        this.limitHit('evicted_own_uid');
+        this.evict(victim);
+        return true;
+      }
+    }
+    if (onSocket.length < this.limits.maxConnectionsPerSocket) return true;
+    let victim: Connection | null;
+    if (this.peerCredentials) {
+      // the capped uid with the most connections gives one up (ties: the longest-idle among them)
+      const counts = new Map<number, number>();
+      for (const c of onSocket) if (this.capped(c.uid)) counts.set(c.uid, (counts.get(c.uid) ?? 0) + 1);
+      const byCount = [...counts.entries()].sort((a, b) => b[1] - a[1]);
+      victim = null;
+      for (let i = 0; i < byCount.length && victim === null; ) {
+        const n = byCount[i]?.[1];
+        const tied = new Set<number>();
+        while (i < byCount.length && byCount[i]?.[1] === n) tied.add(byCount[i++]?.[0] as number);
+        victim = longestIdle(onSocket.filter((c) => c.uid !== null && tied.has(c.uid)));
+      }
+      if (victim === null) {
+        // only exempt or unknown connections are idle: a capped newcomer is not served at their cost
+        victim = this.capped(uid) ? null : longestIdle(onSocket);
+      }
+    } else {
+      victim = longestIdle(onSocket);
+    }
     if (victim === null) return false;
     this.limitHit('evicted_idle');
     this.evict(victim);
@@ -353,19 +450,40 @@ export class ControlServer {
       this.options.logger.error({ err }, 'control answer could not be serialised');
       bytes = Buffer.from(line(fail(response.id, new Error('answer could not be serialised'))));
     }
+    // One uid's share first: its own longest-waiting readers are closed, never another uid's.
+    if (this.capped(conn.uid)) {
+      const uid = conn.uid;
+      let own = this.unsentOf(uid);
+      while (own + bytes.length > this.limits.perUidUnsentBytes) {
+        const victim = longestWaiting([...this.connections].filter((c) => c !== conn && c.uid === uid));
+        if (!victim) break;
+        this.limitHit('closed_uid_unsent');
+        own -= victim.socket.writableLength;
+        this.close(victim);
+      }
+    }
     let total = this.totalUnsent();
     while (total + bytes.length > this.limits.totalUnsentBytes) {
+      const others = [...this.connections].filter((c) => c !== conn && c.unsentSince !== null);
       let victim: Connection | null = null;
-      for (const c of this.connections)
-        if (
-          c !== conn &&
-          c.unsentSince !== null &&
-          (!victim || c.unsentSince < (victim.unsentSince as number))
-        )
-          victim = c;
+      if (this.peerCredentials) {
+        // the capped uid holding the most unsent bytes pays first; exempt/unknown ones last
+        let heaviest: number | null = null;
+        let most = -1;
+        for (const c of others) {
+          if (!this.capped(c.uid)) continue;
+          const u = this.unsentOf(c.uid);
+          if (u > most) {
+            most = u;
+            heaviest = c.uid;
+          }
+        }
+        victim = longestWaiting(others.filter((c) => heaviest !== null && c.uid === heaviest));
+      }
+      victim ??= longestWaiting(others);
       if (!victim) break;
       this.options.logger.warn(
-        { admin: victim.admin },
+        { admin: victim.admin, uid: victim.uid },
         'control answers over budget, closing a client that does not read',
       );
       total -= victim.socket.writableLength;
@@ -386,6 +504,12 @@ export class ControlServer {
     this.lastLimitLog = now;
     this.options.logger.warn({ hits: Object.fromEntries(this.limitHits) }, 'control socket limits hit');
     this.limitHits.clear();
+  }
+
+  private unsentOf(uid: number): number {
+    let total = 0;
+    for (const c of this.connections) if (c.uid === uid) total += c.socket.writableLength;
+    return total;
   }
 
   private totalUnsent(): number {
@@ -440,6 +564,29 @@ export class ControlServer {
     if (!conn.socket.destroyed) conn.socket.destroy();
     conn.closed = true;
   }
+}
+
+/** The connection not answering a request that was active longest ago; null when all are busy. */
+function longestIdle(conns: readonly Connection[]): Connection | null {
+  let victim: Connection | null = null;
+  let best = Number.POSITIVE_INFINITY;
+  for (const c of conns) {
+    if (c.busy) continue;
+    const since = Math.min(c.lastActivity, c.unsentSince ?? Number.POSITIVE_INFINITY);
+    if (since < best) {
+      best = since;
+      victim = c;
+    }
+  }
+  return victim;
+}
+
+/** The connection whose unsent answer has waited longest; null when none has one. */
+function longestWaiting(conns: readonly Connection[]): Connection | null {
+  let victim: Connection | null = null;
+  for (const c of conns)
+    if (c.unsentSince !== null && (!victim || c.unsentSince < (victim.unsentSince as number))) victim = c;
+  return victim;
 }
 
 function busyError(): GuardError {

@@ -50,6 +50,8 @@ let debV1: string;
 let debV2: string;
 /** A root with v1 freshly installed (shared by the read-only checks). */
 let root: string;
+/** Where the packaged addon's check listens (a short path: Unix socket paths are < 108 bytes). */
+const sockDir = tempDir('tgpu-deb-');
 
 beforeAll(() => {
   if (process.getuid?.() !== 0)
@@ -212,6 +214,26 @@ describe('fresh install into a scratch root', () => {
     expect(res.stdout).toBe('42');
   });
 
+  it("guardd's peer credentials addon loads in the bundled runtime and reads a real socket's peer", () => {
+    const node = join(root, 'opt/toolguard/node/bin/node');
+    const addon = join(root, 'opt/toolguard/app/native/peercred/build/Release/peercred.node');
+    const res = spawnSync(
+      node,
+      [
+        '-e',
+        `const a = require(${JSON.stringify(addon)}); const net = require('net');
+         const p = require('path').join(${JSON.stringify(sockDir)}, 'p.sock');
+         const s = net.createServer((c) => {
+           const r = a.peerCredentials(c._handle.fd); c.destroy(); s.close();
+           process.stdout.write(JSON.stringify([r.pid === process.pid, r.uid === process.getuid()]));
+         }).listen(p, () => net.connect(p).on('error', () => {}));`,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(res.stderr).toBe('');
+    expect(res.stdout).toBe('[true,true]');
+  });
+
   it('systemd-analyze verify accepts both units as installed (ExecStart binary present)', () => {
     // A verification root: the host's stock units (targets the units refer to) plus the installed
     // payload, so ExecStart's /opt/toolguard/node/bin/node resolves inside it.
@@ -262,6 +284,10 @@ describe('payload', () => {
     expect(entries.filter((e) => e.owner !== 'root/root')).toEqual([]);
     expect(paths).toContain('/opt/toolguard/node/bin/node');
     expect(paths).toContain(`${nm}better-sqlite3/build/Release/better_sqlite3.node`);
+    expect(paths).toContain('/opt/toolguard/app/native/peercred/build/Release/peercred.node');
+    expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/native/') && /\.(c|gyp|o)$/.test(p))).toEqual(
+      [],
+    );
     // Nothing for the state dir in the payload: postinst creates it (0700) and only purge removes it.
     expect(paths.filter((p) => p.startsWith('/var/lib/toolguard'))).toEqual([]);
   });
@@ -277,6 +303,7 @@ describe('payload', () => {
     const need = glibcNeeded([
       join(root, 'opt/toolguard/node/bin/node'),
       join(root, 'opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node'),
+      join(root, 'opt/toolguard/app/native/peercred/build/Release/peercred.node'),
     ]);
     const depends = spawnSync('dpkg-deb', ['-f', debV1, 'Depends'], { encoding: 'utf8' }).stdout.trim();
     expect(depends).toBe(`libc6 (>= ${need}), libstdc++6 (>= 10), libgcc-s1`);
