@@ -192,6 +192,13 @@ class OwnerFsError extends Error {
 }
 
 /**
+ * Longest answer line accepted from a child (characters): a listing of the largest tree a
+ * quarantine handles (MAX_TREE_ENTRIES entries of a few hundred bytes) fits many times over; past
+ * it the child is killed and its pending calls fail, instead of guardd's heap growing without end.
+ */
+const MAX_ANSWER_CHARS = 64 * 1024 * 1024;
+
+/**
  * One child process acting as `actor`. Requests are answered in order; `close()` ends the child
  * (call it in a finally: an unclosed session keeps a process alive until guardd exits).
  */
@@ -228,6 +235,13 @@ export class OwnerSession {
 
   private onData(chunk: string): void {
     this.buf += chunk;
+    // The child runs as the user, who can write into its memory: its answers are hostile input.
+    if (this.buf.length > MAX_ANSWER_CHARS) {
+      this.buf = '';
+      this.fail(new Error(`owner-fs child answered more than ${MAX_ANSWER_CHARS} characters in one line`));
+      this.child.kill('SIGKILL');
+      return;
+    }
     for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
       const line = this.buf.slice(0, i);
       this.buf = this.buf.slice(i + 1);

@@ -59,6 +59,13 @@ export interface QuarantineManifest {
   /** What was moved: a directory tree, a file, or a symlink itself (npm link-style packages). */
   readonly entryType: 'directory' | 'file' | 'symlink';
   readonly owner: { readonly uid: number; readonly gid: number; readonly user: string | null };
+  /**
+   * Who acted in the original's directory when it was quarantined (owner-fs `actorFor`). Restore
+   * and recovery act only as this same actor: a path redirected since (the user's prefix now a link
+   * into a root-owned or another user's tree) is refused instead of written or removed by someone
+   * else. Absent in entries from before it was recorded: the entry's owner stands in.
+   */
+  readonly actor?: { readonly uid: number; readonly gid: number };
   /** Permission bits of the moved entry. */
   readonly mode: number;
   /** Links / shims removed (after the move) or to be removed (while `moving`). */
@@ -220,6 +227,7 @@ export class QuarantineStore {
       storedPath: join(storedDir, 'payload'),
       entryType,
       owner: { uid: st.uid, gid: st.gid, user: req.ownerUser },
+      actor: { uid: s.actor.uid, gid: s.actor.gid },
       mode: st.mode & 0o7777,
       links: found.links,
       treeHash: null,
@@ -401,6 +409,7 @@ export class QuarantineStore {
       );
     return withSessions(async (sessions) => {
       const s = await sessions.forPath(m.originalPath);
+      assertSameActor(s.actor, m);
       if (await s.exists(m.originalPath))
         throw new GuardError('GUARD_QUARANTINE_IO', `${m.originalPath} exists again; move it away first`, {
           id,
@@ -517,6 +526,9 @@ export class QuarantineStore {
     m: QuarantineManifest,
   ): Promise<'finished' | 'rolled_back'> {
     const s = await sessions.forPath(m.originalPath);
+    // Removing (copied, restoring) or writing (restoring) at the original path only as the actor
+    // that quarantined it; 'moving' with the original gone only touches guardd's own dir.
+    if (state === 'copied' || state === 'restoring') assertSameActor(s.actor, m);
     const original = await s.exists(m.originalPath);
     const stored = await exists(m.storedPath);
     switch (state) {
@@ -675,4 +687,18 @@ async function exists(path: string): Promise<boolean> {
 
 function inside(child: string, parent: string): boolean {
   return child === parent || child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+}
+
+/**
+ * Refuses to act at a quarantined entry's original path as anyone but the actor that quarantined it
+ * (manifest `actor`; the owner for older entries): GUARD_QUARANTINE_UNSAFE_PATH.
+ */
+function assertSameActor(actor: { readonly uid: number }, m: QuarantineManifest): void {
+  const expected = m.actor?.uid ?? m.owner.uid;
+  if (actor.uid !== expected)
+    throw new GuardError(
+      'GUARD_QUARANTINE_UNSAFE_PATH',
+      `refusing to act at ${m.originalPath}: its directory is now controlled by uid ${actor.uid}, not uid ${expected} as when it was quarantined (a parent was replaced, e.g. by a link)`,
+      { id: m.id, path: m.originalPath },
+    );
 }

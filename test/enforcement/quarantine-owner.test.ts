@@ -480,3 +480,39 @@ describe('hostile contents and unproven links', () => {
     db.close();
   });
 });
+
+describe('(e) restore after the user redirected the path', () => {
+  it('a prefix replaced by a link into a root-owned tree: restore refused with GUARD_QUARANTINE_UNSAFE_PATH, nothing written there', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    // A shared sticky directory like /tmp, where the attacker keeps an npm prefix of their own.
+    const shared = join(dir, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const prefix = join(shared, 'p');
+    const root = join(prefix, 'lib', 'node_modules');
+    const pkg = join(root, '@anthropic-ai', 'claude-code');
+    writePackage(pkg, FAKE_MANIFEST, FAKE_FILES);
+    chownR(prefix, attacker);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      pkgObs(attacker, root, pkg, 'npm'),
+      decision,
+    );
+    expect(r.error).toBeNull();
+    const id = r.details?.quarantine_id as string;
+    expect(store.get(id)?.manifest.actor).toEqual({ uid: attacker.uid, gid: attacker.gid });
+    // The attacker swaps their prefix for a link to a root-owned tree (a stand-in for /usr/local).
+    const rootTree = join(dir, 'usr-local');
+    mkdirSync(join(rootTree, 'lib', 'node_modules'), { recursive: true, mode: 0o755 });
+    const before = snapshot(rootTree);
+    renameSync(prefix, join(shared, 'old'));
+    symlinkSync(rootTree, prefix);
+    execFileSync('chown', ['-h', `${attacker.uid}:${attacker.gid}`, prefix]);
+    await expect(store.restore(id, { force: true, stillBanned: () => true })).rejects.toMatchObject({
+      code: 'GUARD_QUARANTINE_UNSAFE_PATH',
+    });
+    expect(snapshot(rootTree)).toEqual(before);
+    expect(store.get(id)?.state).toBe('quarantined');
+    db.close();
+  });
+});
