@@ -16,7 +16,6 @@ import {
   CollectorStore,
   type StoredEventRow,
 } from '../../src/collector/collector-store.js';
-import type { ForwarderSink } from '../../src/collector/forwarders/forwarder.js';
 import { GuardError } from '../../src/common/errors.js';
 import { openDatabase } from '../../src/store/database.js';
 import {
@@ -24,29 +23,11 @@ import {
   collectorTempDir,
   enrollDevice,
   heartbeatEvent,
-  ndjson,
+  postEvents,
+  RecordingSink,
   startTestCollector,
 } from '../helpers/collector.js';
 import { waitFor } from '../helpers/wait.js';
-
-/** A forwarder sink that keeps what it was given (the raw stored rows). */
-class RecordingSink implements ForwarderSink {
-  readonly name = 'recording';
-  readonly rows: StoredEventRow[] = [];
-  async deliver(events: readonly StoredEventRow[]) {
-    this.rows.push(...events);
-    return { dropped: 0 };
-  }
-  async close(): Promise<void> {}
-}
-
-async function post(url: string, token: string, events: readonly unknown[]): Promise<Response> {
-  return fetch(`${url}/v1/events`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
-    body: ndjson(events),
-  });
-}
 
 describe('idempotency per (device, event id)', () => {
   it("a device replaying another device's ids first cannot suppress them: both are stored, listed and forwarded under their own device", async () => {
@@ -65,17 +46,17 @@ describe('idempotency per (device, event id)', () => {
       ];
       // A learned B's ids (public on B's socket) and posts them first, as its own events
       const replayed = real.map((e) => ({ ...e, device_id: 'dev-idem-a', hostname: 'dev-idem-a.test' }));
-      const ra = await post(c.url, tokA, replayed);
+      const ra = await postEvents(c.url, tokA, replayed);
       expect(ra.status).toBe(200);
       expect(await ra.json()).toEqual({ accepted: 10, duplicates: 0 });
 
-      const rb = await post(c.url, tokB, real);
+      const rb = await postEvents(c.url, tokB, real);
       expect(rb.status).toBe(200);
       expect(await rb.json()).toEqual({ accepted: 10, duplicates: 0 });
       // B's own retry is still idempotent
-      expect(await (await post(c.url, tokB, real)).json()).toEqual({ accepted: 0, duplicates: 10 });
+      expect(await (await postEvents(c.url, tokB, real)).json()).toEqual({ accepted: 0, duplicates: 10 });
       // and so is A's
-      expect(await (await post(c.url, tokA, replayed)).json()).toEqual({ accepted: 0, duplicates: 10 });
+      expect(await (await postEvents(c.url, tokA, replayed)).json()).toEqual({ accepted: 0, duplicates: 10 });
 
       // the admin API lists each device's copies under that device, bodies as each sent them
       const list = async (device: string) => {
@@ -131,7 +112,7 @@ describe('idempotency per (device, event id)', () => {
     try {
       const tok = await enrollDevice(c.url, c.enrollSecret, 'dev-idem-c');
       const e = heartbeatEvent('dev-idem-c', 1);
-      const r = await post(c.url, tok, [e, e]);
+      const r = await postEvents(c.url, tok, [e, e]);
       expect(await r.json()).toEqual({ accepted: 1, duplicates: 1 });
     } finally {
       await c.close();

@@ -11,12 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  CollectorStore,
-  type IncomingEvent,
-  type StoredEventRow,
-} from '../../src/collector/collector-store.js';
-import type { ForwarderSink } from '../../src/collector/forwarders/forwarder.js';
+import { CollectorStore, type IncomingEvent } from '../../src/collector/collector-store.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { CollectorClient, STATE_DEVICE_TOKEN } from '../../src/shipping/collector-client.js';
 import { Shipper } from '../../src/shipping/shipper.js';
@@ -27,30 +22,12 @@ import {
   collectorTempDir,
   enrollDevice,
   heartbeatEvent,
-  ndjson,
+  postEvents,
+  RecordingSink,
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
 import { waitFor } from '../helpers/wait.js';
-
-/** A forwarder sink that keeps what it was given (the raw stored rows). */
-class RecordingSink implements ForwarderSink {
-  readonly name = 'recording';
-  readonly rows: StoredEventRow[] = [];
-  async deliver(events: readonly StoredEventRow[]) {
-    this.rows.push(...events);
-    return { dropped: 0 };
-  }
-  async close(): Promise<void> {}
-}
-
-async function post(url: string, token: string, events: readonly unknown[]): Promise<Response> {
-  return fetch(`${url}/v1/events`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
-    body: ndjson(events),
-  });
-}
 
 async function admin(c: TestCollector, path: string): Promise<Record<string, unknown>> {
   const r = await fetch(`${c.url}${path}`, { headers: { authorization: `Bearer ${c.adminToken}` } });
@@ -134,7 +111,7 @@ describe('re-enrolling a device id with the enroll secret', () => {
       const attackerToken = await enrollDevice(c.url, c.enrollSecret, 'dev-takeover-v');
       expect(await enrollmentOf(c, 'dev-takeover-v')).toBe(2);
       const forged = real.map((e) => ({ ...e, reason: 'forged' }));
-      const ra = await post(c.url, attackerToken, forged);
+      const ra = await postEvents(c.url, attackerToken, forged);
       expect(ra.status).toBe(200);
       expect(await ra.json()).toEqual({ accepted: 5, duplicates: 0 });
 
@@ -149,7 +126,7 @@ describe('re-enrolling a device id with the enroll secret', () => {
 
       // tokens of older enrollments are refused
       for (const old of [victimToken1, attackerToken]) {
-        const r = await post(c.url, old, [heartbeatEvent('dev-takeover-v', 99)]);
+        const r = await postEvents(c.url, old, [heartbeatEvent('dev-takeover-v', 99)]);
         expect(r.status).toBe(401);
         expect(((await r.json()) as { error: { code: string } }).error.code).toBe(
           'GUARD_COLLECTOR_UNAUTHORIZED',
@@ -194,13 +171,13 @@ describe('re-enrolling a device id with the enroll secret', () => {
     try {
       const tok1 = await enrollDevice(c.url, c.enrollSecret, 'dev-takeover-lost');
       const batch = [heartbeatEvent('dev-takeover-lost', 1), heartbeatEvent('dev-takeover-lost', 2)];
-      expect(await (await post(c.url, tok1, batch)).json()).toEqual({ accepted: 2, duplicates: 0 });
+      expect(await (await postEvents(c.url, tok1, batch)).json()).toEqual({ accepted: 2, duplicates: 0 });
       // the ack was lost; the same token sends again: idempotent
-      expect(await (await post(c.url, tok1, batch)).json()).toEqual({ accepted: 0, duplicates: 2 });
+      expect(await (await postEvents(c.url, tok1, batch)).json()).toEqual({ accepted: 0, duplicates: 2 });
       // the agent re-enrolled (lost token, reinstall) before re-sending: a second copy
       const tok2 = await enrollDevice(c.url, c.enrollSecret, 'dev-takeover-lost');
-      expect(await (await post(c.url, tok2, batch)).json()).toEqual({ accepted: 2, duplicates: 0 });
-      expect(await (await post(c.url, tok2, batch)).json()).toEqual({ accepted: 0, duplicates: 2 });
+      expect(await (await postEvents(c.url, tok2, batch)).json()).toEqual({ accepted: 2, duplicates: 0 });
+      expect(await (await postEvents(c.url, tok2, batch)).json()).toEqual({ accepted: 0, duplicates: 2 });
       const listed = await eventsOf(c, 'dev-takeover-lost');
       expect(listed.map((e) => [e.id, e.enrollment])).toEqual([
         [batch[0]?.id, 1],

@@ -15,6 +15,8 @@ import {
   type StartCollectorOptions,
   startCollector,
 } from '../../src/collector/collector-server.js';
+import type { StoredEventRow } from '../../src/collector/collector-store.js';
+import type { ForwarderSink } from '../../src/collector/forwarders/forwarder.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
 import { waitFor } from './wait.js';
 
@@ -137,6 +139,26 @@ export function blockedEvent(deviceId: string, seq: number, ruleId = 'claude-cod
 /** NDJSON body of `events`. */
 export function ndjson(events: readonly unknown[]): string {
   return `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
+}
+
+/** POST /v1/events of `events` as NDJSON with a device token. */
+export async function postEvents(url: string, token: string, events: readonly unknown[]): Promise<Response> {
+  return fetch(`${url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
+    body: ndjson(events),
+  });
+}
+
+/** A forwarder sink that keeps what it was given (the raw stored rows). */
+export class RecordingSink implements ForwarderSink {
+  readonly name = 'recording';
+  readonly rows: StoredEventRow[] = [];
+  async deliver(events: readonly StoredEventRow[]) {
+    this.rows.push(...events);
+    return { dropped: 0 };
+  }
+  async close(): Promise<void> {}
 }
 
 export interface CollectorProcess {
