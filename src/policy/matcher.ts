@@ -174,8 +174,8 @@ export type GlobTest = (path: string) => boolean;
 
 /**
  * Compiles globs (see globRe2Source) into one RE2 alternation: linear in the path's length. The
- * RE2 program is built on the first test (a rule's own globs are tested only after the policy-wide
- * prefilter hits, so most are never built); the translation runs now, so a bad glob throws here.
+ * RE2 program is built on the first test (a rule's own exe globs are tested only when ExeGlobIndex
+ * names the rule for the path, so most are never built); the translation runs now, so a bad glob throws here.
  */
 export function compileGlob(globs: readonly string[], nocase: boolean): GlobTest {
   const source = globs.map((g) => `(?:${globRe2Source(g, nocase)})`).join('|');
@@ -229,7 +229,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     sha256: rules.some((r) => r.sha256.size > 0),
     scriptPackage: rules.some((r) => r.scriptPackages.size > 0 || r.exeGlob !== null),
   };
-  const prefilter = compileProcessPrefilter(rules, nocase);
+  const exeIndex = new ExeGlobIndex(rules, nocase);
   const argvSet = new ArgvPatternSet(argvSources);
   // Path globs are dispatched by their literal base (the part before the first wildcard): a path
   // can only match a glob whose base is the path or one of its ancestors, so a Set lookup per
@@ -290,8 +290,8 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
           const facts: ProcessFacts = {
             names: processNames(obs, nocase),
             argvHits: null,
-            exeMay: null,
-            prefilter,
+            exeCandidates: null,
+            exeIndex,
             argvSet,
           };
           return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, facts));
@@ -306,7 +306,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     matchAll(obs) {
       const facts: ProcessFacts | null =
         obs.kind === 'process'
-          ? { names: processNames(obs, nocase), argvHits: null, exeMay: null, prefilter, argvSet }
+          ? { names: processNames(obs, nocase), argvHits: null, exeCandidates: null, exeIndex, argvSet }
           : null;
       const hits: RuleHit[] = [];
       if (obs.kind === 'path' && !pathMay(obs.path)) return hits;
@@ -380,9 +380,9 @@ interface ProcessFacts {
   readonly names: readonly string[];
   /** Indices of the policy's argv patterns that match the joined, capped argv; computed on first use. */
   argvHits: ReadonlySet<number> | null;
-  /** Whether any rule's exe glob can match this observation; computed on first use. */
-  exeMay: boolean | null;
-  readonly prefilter: ProcessPrefilter;
+  /** The rules whose exe globs may match this observation (ExeGlobIndex); computed on first use. */
+  exeCandidates: ReadonlySet<CompiledRule> | null;
+  readonly exeIndex: ExeGlobIndex;
   readonly argvSet: ArgvPatternSet;
 }
 
@@ -439,71 +439,79 @@ const ARGV_SET_CACHE_MAX = 8;
 const argvSetCache = new Map<string, RE2Set>();
 
 /**
- * Every rule's exe globs in RE2 sets (see joinGlobs): testing them answers "can any rule's glob
- * match?" in one linear pass; only on a hit are the rules tested one by one for which matched.
- * null when there are fewer than two globs (testing the rule itself is as cheap). (argv patterns
- * have their own RE2 sets: ArgvPatternSet.)
+ * Which rules' exe globs can match a path, from each glob's most selective literal segment: a
+ * glob whose segment `@vendor/tool` has no wildcard matches only paths that have that exact
+ * segment, so a Map lookup per path segment yields the few rules worth testing, and only their own
+ * RE2 globs are ever built. Globs with no literal segment (`**` + wildcards only) are candidates
+ * for every path. An RE2 set over every glob of a 1,000-rule policy cost ~45 MiB of heap per case
+ * mode once built, which pushed guardd against its V8 heap cap (docs/security.md "Memory budget");
+ * this index costs a Map of the policy's segments.
  */
-interface ProcessPrefilter {
-  readonly exe: GlobPrefilter | null;
-}
+class ExeGlobIndex {
+  private readonly bySegment = new Map<string, CompiledRule[]>();
+  private readonly always: CompiledRule[] = [];
 
-/** Globs in RE2 sets of ARGV_SET_CHUNK: any() is true when one of them matches the whole path. */
-interface GlobPrefilter {
-  any(path: string): boolean;
-}
+  constructor(
+    rules: readonly CompiledRule[],
+    private readonly nocase: boolean,
+  ) {
+    // Each glob is keyed by its literal segment shared by the fewest globs of the policy: for
+    // `**/node_modules/@vendor/tool/**` that is `@vendor`, not the `node_modules` every npm path has.
+    const globs = rules.map((r) => (r.rule.process?.exe_globs ?? []).map((g) => literalSegments(g, nocase)));
+    const uses = new Map<string, number>();
+    for (const segs of globs.flat()) for (const seg of new Set(segs)) uses.set(seg, (uses.get(seg) ?? 0) + 1);
+    rules.forEach((r, i) => {
+      const keys = new Set<string | null>();
+      for (const segs of globs[i] ?? []) {
+        let key: string | null = null;
+        for (const seg of segs) {
+          const better =
+            key === null ||
+            (uses.get(seg) ?? 0) < (uses.get(key) ?? 0) ||
+            ((uses.get(seg) ?? 0) === (uses.get(key) ?? 0) && seg.length > key.length);
+          if (better) key = seg;
+        }
+        keys.add(key);
+      }
+      for (const key of keys) {
+        if (key === null) this.always.push(r);
+        else {
+          const list = this.bySegment.get(key);
+          if (list) list.push(r);
+          else this.bySegment.set(key, [r]);
+        }
+      }
+    });
+  }
 
-function anyTest(pre: GlobPrefilter | null, s: string): boolean {
-  return pre === null || pre.any(s);
-}
-
-function compileProcessPrefilter(rules: readonly CompiledRule[], nocase: boolean): ProcessPrefilter {
-  const exe = joinGlobs(
-    rules.flatMap((r) => (r.rule.process?.exe_globs ?? []).map(toPosix)),
-    nocase,
-  );
-  return { exe };
+  /** The rules whose exe globs may match one of `paths` (a superset of those that do). */
+  candidates(paths: readonly string[]): ReadonlySet<CompiledRule> {
+    const out = new Set<CompiledRule>(this.always);
+    if (this.bySegment.size === 0) return out;
+    for (const path of paths) {
+      for (const seg of fold(toPosix(path), this.nocase).split('/')) {
+        const rules = this.bySegment.get(seg);
+        if (rules) for (const r of rules) out.add(r);
+      }
+    }
+    return out;
+  }
 }
 
 /**
- * Compiled exe-glob RE2 sets kept across matchers (like argvSetCache): 24 covers two policy
- * versions × 3 platforms (the safety check compiles all three) × 4 chunks of 1,000 globs.
+ * A path segment picomatch reads literally: no wildcard, class, brace, extglob, negation or escape
+ * character. On case-insensitive platforms ASCII only, where toLowerCase folds exactly as RE2's
+ * case-insensitive match does.
  */
-const GLOB_SET_CACHE_MAX = 24;
-const globSetCache = new Map<string, RE2Set>();
+const LITERAL_SEGMENT = /^[^*?[\]{}()!|\\]+$/;
 
-/** Globs joined into RE2 sets (see GlobPrefilter), or null when there are fewer than two. */
-function joinGlobs(globs: readonly string[], nocase: boolean): GlobPrefilter | null {
-  if (globs.length < 2) return null;
-  const sources = globs.map((g) => globRe2Source(g, nocase));
-  let sets: RE2Set[] | null = null;
-  const compile = (): RE2Set[] => {
-    const out: RE2Set[] = [];
-    for (let i = 0; i < sources.length; i += ARGV_SET_CHUNK) {
-      const chunk = sources.slice(i, i + ARGV_SET_CHUNK);
-      const key = `${nocase ? 'i' : 's'}${JSON.stringify(chunk)}`;
-      let set = globSetCache.get(key);
-      if (set === undefined) {
-        set = new RE2Set(RE2Set.ANCHOR_BOTH, nocase ? RE2JS.CASE_INSENSITIVE : 0, ARGV_SET_DFA_BYTES);
-        for (const src of chunk) set.add(src);
-        set.compile();
-        if (globSetCache.size >= GLOB_SET_CACHE_MAX) {
-          const oldest = globSetCache.keys().next().value;
-          if (oldest !== undefined) globSetCache.delete(oldest);
-        }
-      } else globSetCache.delete(key); // re-inserted below: most recently used last
-      globSetCache.set(key, set);
-      out.push(set);
-    }
-    return out;
-  };
-  // Built on the first path tested: the verifier compiles matchers it never runs.
-  return {
-    any: (path) => {
-      sets ??= compile();
-      return sets.some((set) => set.match(path).length > 0);
-    },
-  };
+/** The literal segments of `glob`, case-folded like the matcher. */
+function literalSegments(glob: string, nocase: boolean): string[] {
+  return toPosix(glob)
+    .split('/')
+    .filter((seg) => seg !== '' && seg !== '.' && seg !== '..' && LITERAL_SEGMENT.test(seg))
+    .filter((seg) => !nocase || /^[\x20-\x7e]+$/.test(seg))
+    .map((seg) => fold(seg, nocase));
 }
 
 function matchProcess(
@@ -522,15 +530,11 @@ function matchProcess(
     return { reason: 'script_package', detail: obs.scriptPackage.name };
   }
   if (r.exeGlob) {
-    if (facts.exeMay === null) {
-      const re = facts.prefilter.exe;
-      const script = obs.scriptPackage?.script;
-      facts.exeMay =
-        re === null ||
-        (obs.exe !== null && anyTest(re, toPosix(obs.exe))) ||
-        (script !== undefined && anyTest(re, toPosix(script)));
+    if (facts.exeCandidates === null) {
+      const paths = [obs.exe, obs.scriptPackage?.script].filter((p): p is string => typeof p === 'string');
+      facts.exeCandidates = facts.exeIndex.candidates(paths);
     }
-    if (!facts.exeMay) return argvHit(r, obs, facts);
+    if (!facts.exeCandidates.has(r)) return argvHit(r, obs, facts);
     if (obs.exe && r.exeGlob(toPosix(obs.exe))) return { reason: 'exe_path', detail: obs.exe };
     const script = obs.scriptPackage?.script;
     if (script && r.exeGlob(toPosix(script))) return { reason: 'exe_path', detail: script };

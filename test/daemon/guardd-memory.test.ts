@@ -27,13 +27,13 @@ import { waitFor } from '../helpers/wait.js';
 const MiB = 1024 * 1024;
 const RULES = 1000;
 /**
- * How far below MemoryMax the peak must stay: 5 % (486 MiB of 512). With exe/path globs on RE2
- * (linear, but heavier than RegExp objects) the measured peak after both waves is ~415 MiB on a
- * 2-core machine shared with other test runs (docs/security.md, "Memory budget"); without the heap
- * cap V8 sizes its heap from the machine's RAM and the same guardd passes ~457 MiB before any
- * attack, so the bound still fails when the cap is dropped.
+ * How far below MemoryMax the peak must stay: 15 % (435 MiB of 512). Measured peak after both
+ * waves: ~345 MiB, ~374 MiB with more programs on PATH for the safety check to probe, on a 2-core
+ * machine shared with other test runs (docs/security.md, "Memory budget"); before the exe glob
+ * index it was ~415 MiB, and without the heap cap V8 sizes its heap from the machine's RAM and the
+ * same guardd passes ~457 MiB before any attack, so the bound fails when either regresses.
  */
-const MARGIN_FRACTION = 0.05;
+const MARGIN_FRACTION = 0.15;
 
 /** MemoryMax and the node flags of ExecStart, read from the unit file itself so they cannot drift. */
 function unitLimits(): { memoryMaxBytes: number; nodeArgs: string[] } {

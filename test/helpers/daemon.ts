@@ -11,7 +11,7 @@ import { afterAll } from 'vitest';
 import { signEnvelope } from '../../src/policy/dsse.js';
 import { generateKeyPair, parsePrivateKey } from '../../src/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody, type PolicyRule } from '../../src/policy/policy-types.js';
-import { waitFor } from './wait.js';
+import { WaitAborted, waitFor } from './wait.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 const BIN = (name: string): string => join(ROOT, 'bin', `${name}.js`);
@@ -158,15 +158,26 @@ export async function startGuardd(
     },
   );
   const proc = track(child);
-  await waitFor(
-    () => {
-      if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${proc.output()}`);
-      const r = runGuardctl(['--socket-dir', socketDir, 'status', '--json']);
-      return r.code === 0 ? r : undefined;
-    },
-    'guardd to answer status',
-    { intervalMs: 100, ...(options.startTimeoutMs ? { timeoutMs: options.startTimeoutMs } : {}) },
-  );
+  let last: GuardctlResult | undefined;
+  try {
+    await waitFor(
+      () => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new WaitAborted(`guardd exited ${child.exitCode ?? child.signalCode}`);
+        }
+        last = runGuardctl(['--socket-dir', socketDir, 'status', '--json']);
+        return last.code === 0 ? last : undefined;
+      },
+      'guardd to answer status',
+      { intervalMs: 100, ...(options.startTimeoutMs ? { timeoutMs: options.startTimeoutMs } : {}) },
+    );
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    // say what guardd printed and what guardctl last got, not only that time ran out
+    throw new Error(
+      `${(err as Error).message}\nguardd printed:\n${proc.output().slice(-4000)}\nguardctl last: ${last?.code} ${last?.stderr.slice(0, 500)}`,
+    );
+  }
   return { ...proc, socketDir, stateDir, configFile };
 }
 

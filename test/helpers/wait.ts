@@ -1,5 +1,8 @@
 /** Waiting for a condition with a deadline: the only synchronisation tests use (no bare sleeps). */
 
+/** Thrown by a probe when waiting longer cannot help (the process it waits for died): ends the wait at once. */
+export class WaitAborted extends Error {}
+
 /** Polls `probe` every `intervalMs` until it returns a non-undefined/non-false value or `timeoutMs` passes. */
 export async function waitFor<T>(
   probe: () => T | undefined | false | null | Promise<T | undefined | false | null>,
@@ -13,6 +16,7 @@ export async function waitFor<T>(
       const v = await probe();
       if (v !== undefined && v !== false && v !== null) return v as T;
     } catch (err) {
+      if (err instanceof WaitAborted) throw err;
       lastErr = err;
     }
     if (Date.now() > deadline) {
