@@ -334,12 +334,20 @@ export class InstallSensor implements Sensor {
           for (const r of [...roots, ...more.roots]) if (this.roots.has(r.path)) await this.scanRoot(r, true);
           const all = new Set([...bases, ...more.bases]);
           for (const g of this.globs) if (all.has(g.base)) await this.scanGlob(g, true);
+          const scopes = [...this.catchUpScopes];
+          this.catchUpScopes.clear();
+          for (const scope of scopes) {
+            const root = this.scopeDirs.get(scope);
+            if (root) await this.addScope(scope, root, true);
+          }
         })(),
       );
     }, CATCH_UP_MS);
   }
 
   private catchUpTimer: NodeJS.Timeout | null = null;
+  /** Scope dirs added from a watch event, listed again at the next catch-up (bounded by scopeDirs). */
+  private readonly catchUpScopes = new Set<string>();
 
   private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
 
@@ -377,6 +385,12 @@ export class InstallSensor implements Sensor {
     if (!this.scopeDirs.has(scopeDir)) {
       this.scopeDirs.set(scopeDir, root);
       this.rootWatcher?.add(scopeDir);
+      // A package moved in between the listing below and the new watch going live has no event:
+      // the catch-up lists the scope dir once more (as for new roots).
+      if (fromWatch) {
+        this.catchUpScopes.add(scopeDir);
+        this.scheduleCatchUp();
+      }
     }
     for (const entry of await this.listDir(scopeDir)) {
       if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, fromWatch);
