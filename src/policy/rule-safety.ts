@@ -1030,6 +1030,9 @@ function criterionPath(
     case 'exe_path':
       j = (p.exe_globs ?? []).findIndex((g) => glob(g, hit.detail));
       return j >= 0 ? `${at}.process.exe_globs[${j}]` : `${at}.process.exe_globs`;
+    case 'content':
+      j = (p.markers ?? []).findIndex((set) => set.map((m) => JSON.stringify(m)).join(' & ') === hit.detail);
+      return j >= 0 ? `${at}.process.markers[${j}]` : `${at}.process.markers`;
     case 'argv':
       j = (p.argv_patterns ?? []).indexOf(hit.detail);
       return j >= 0 ? `${at}.process.argv_patterns[${j}]` : `${at}.process.argv_patterns`;
@@ -1048,6 +1051,7 @@ const VERB: Record<string, string> = {
   argv: 'kill',
   script_package: 'kill',
   sha256: 'kill',
+  content: 'kill',
   npm_package: 'quarantine',
   path: 'quarantine',
 };
