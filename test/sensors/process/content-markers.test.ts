@@ -19,7 +19,7 @@ import {
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GuardError } from '../../../src/common/errors.js';
+import type { GuardError } from '../../../src/common/errors.js';
 import {
   MarkerAutomaton,
   markerAutomaton,
@@ -335,7 +335,7 @@ describe('markers in the policy', () => {
 });
 
 /** A sparse 64-bit ELF of `size` bytes with a `.bun` section at `bunAt` (section table at the end). */
-export function writeElfWithBunSection(path: string, size: number, bunAt: number, bunSize: number): void {
+function writeElfWithBunSection(path: string, size: number, bunAt: number, bunSize: number): void {
   const names = Buffer.from('\0.shstrtab\0.bun\0', 'latin1');
   const namesAt = size - names.length;
   const shoff = namesAt - 3 * 64;
