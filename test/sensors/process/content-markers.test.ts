@@ -31,6 +31,7 @@ import { compileMatcher } from '../../../src/policy/matcher.js';
 import { lintPolicy } from '../../../src/policy/policy-lint.js';
 import { assertValidPolicyBody } from '../../../src/policy/policy-schema.js';
 import type { PolicyRule } from '../../../src/policy/policy-types.js';
+import { ruleSafetyIssues } from '../../../src/policy/rule-safety.js';
 import {
   ContentMarkerScanner,
   HEAD_BYTES,
@@ -321,6 +322,33 @@ describe('markers in the policy', () => {
     expect(m.match(obs([key(M2)]), ctx)?.detail).toBe(JSON.stringify(M2));
     const auto = m.markers();
     expect(auto?.keys.length).toBe(3);
+  });
+
+  it('a block rule whose markers occur in the node binary is refused by the safety check (probe scanned)', async () => {
+    const { openSync: o, readSync: r, closeSync: c } = await import('node:fs');
+    // Two printable runs naming node from node's own head region: markers the real binary carries.
+    const fd = o(process.execPath, 'r');
+    const head = Buffer.alloc(HEAD_BYTES);
+    r(fd, head, 0, head.length, 0);
+    c(fd);
+    const runs = [...head.toString('latin1').matchAll(/[A-Za-z0-9_:. -]*node[A-Za-z0-9_:. -]*/g)]
+      .map((m) => m[0])
+      .filter((x) => x.length >= 16)
+      .map((x) => x.slice(0, 64));
+    expect(runs.length).toBeGreaterThan(1);
+    const set = [runs[0] as string, runs[runs.length - 1] as string];
+    const hits = ruleSafetyIssues(policyBody([rule([set])]), { probeMachine: true });
+    expect(hits).toContainEqual(
+      expect.objectContaining({ severity: 'error', path: '$.rules[0].process.markers[0]' }),
+    );
+    const audit = ruleSafetyIssues(policyBody([rule([set], 'audit')]), { probeMachine: true });
+    expect(audit.find((i) => i.path === '$.rules[0].process.markers[0]')?.severity).toBe('warning');
+    // The example policy's markers occur in no critical program of this machine.
+    const { readFileSync } = await import('node:fs');
+    const example = JSON.parse(
+      readFileSync(new URL('../../../policy/example-policy.json', import.meta.url), 'utf8'),
+    );
+    expect(ruleSafetyIssues(example).filter((i) => i.path.includes('.markers'))).toEqual([]);
   });
 
   it('the example policy validates and its marker sets are specific (no Bun-generic set)', async () => {
