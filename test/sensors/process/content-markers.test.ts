@@ -127,6 +127,23 @@ describe('content-marker scanner on real files', () => {
     expect(r.found).toEqual([key(M1)]);
   });
 
+  it('a Bun payload appended at the end (trailer + offsets table): its start is scanned, deep in the file', async () => {
+    const size = 100 * 1000 * 1000;
+    const payloadAt = 50 * 1000 * 1000;
+    const trailer = Buffer.from('\n---- Bun! ----\n', 'latin1');
+    const offsets = Buffer.alloc(32);
+    offsets.writeBigUInt64LE(BigInt(size - trailer.length - offsets.length - payloadAt), 0);
+    const path = fileWith('appended-bun', size, [{ at: payloadAt + 1000, marker: M3 }]);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.concat([offsets, trailer]), 0, 48, size - 48);
+    closeSync(fd);
+    const r = await new ContentMarkerScanner().scan(path, automaton);
+    expect(r.found).toEqual([key(M3)]);
+    // Without the trailer the same bytes lie outside every region (the documented bound).
+    const plain = fileWith('no-trailer', size, [{ at: payloadAt + 1000, marker: M3 }]);
+    expect((await new ContentMarkerScanner().scan(plain, automaton)).found).toEqual([]);
+  });
+
   it('caches per identity: a second scan is a hit, a modified file is scanned again', async () => {
     const path = fileWith('cache', MiB, [{ at: 100, marker: M1 }]);
     const scanner = new ContentMarkerScanner();
