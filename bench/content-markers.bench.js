@@ -4,10 +4,13 @@
 //      bytes: cold scan (first scan of that file identity; page cache as it is) and cached scan;
 //   2. the same size as an ELF whose `.bun` section starts 160 MB in, markers 1.3 MB into it (the
 //      layout of Claude Code's native binary);
+// Columns: disk_ms = first scan with the file evicted from the page cache; cold_ms = first scan of
+// that identity (bytes in page cache); cached_ms = the same identity again (one open + fstat).
 //   3. every file named in TOOLGUARD_MARKER_FILES (colon-separated paths, e.g. the real binaries
 //      unpacked from `npm pack`): which example-policy rules' marker sets it matches, and the time.
 // Prints measured numbers only. Usage: npm run bench -- content-markers
 //   TOOLGUARD_MARKER_FILES=/tmp/x/claude:/tmp/x/bun node bench/content-markers.bench.js
+import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,12 +99,17 @@ try {
       file: label,
       rules: rulesMatched(cold.r.found).join(',') || '-',
       scanned_mb: (cold.r.scannedBytes / 1e6).toFixed(1),
+      disk_ms: '-',
       cold_ms: cold.ms.toFixed(1),
       cached_ms: warm.ms.toFixed(2),
       outcome: `${cold.r.outcome}/${warm.r.outcome}`,
     });
   }
   for (const path of (process.env.TOOLGUARD_MARKER_FILES ?? '').split(':').filter(Boolean)) {
+    // Evict the file from the page cache (GNU dd: posix_fadvise DONTNEED on the whole file), so
+    // the first scan reads from the disk.
+    const evicted = spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']).status === 0;
+    const disk = await timeScan(new ContentMarkerScanner({ timeoutMs: 30_000 }), path);
     const scanner = new ContentMarkerScanner({ timeoutMs: 30_000 });
     const cold = await timeScan(scanner, path);
     const warm = await timeScan(scanner, path);
@@ -109,6 +117,7 @@ try {
       file: path,
       rules: rulesMatched(cold.r.found).join(',') || '-',
       scanned_mb: (cold.r.scannedBytes / 1e6).toFixed(1),
+      disk_ms: evicted ? disk.ms.toFixed(1) : '?',
       cold_ms: cold.ms.toFixed(1),
       cached_ms: warm.ms.toFixed(2),
       outcome: `${cold.r.outcome}/${warm.r.outcome}`,

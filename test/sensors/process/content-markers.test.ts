@@ -27,6 +27,7 @@ import {
   NATIVE_SEARCH_MAX_PATTERNS,
   parseMarker,
 } from '../../../src/policy/content-markers.js';
+import { planRegionsSync } from '../../../src/policy/marker-regions.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
 import { lintPolicy } from '../../../src/policy/policy-lint.js';
 import { assertValidPolicyBody } from '../../../src/policy/policy-schema.js';
@@ -222,6 +223,53 @@ describe('content-marker scanner on real files', () => {
     truncateSync(path, 0);
     const r = await new ContentMarkerScanner().scan(path, automaton);
     expect(r).toMatchObject({ outcome: 'scanned', found: [] });
+  });
+});
+
+describe('region plan on hostile headers (property)', () => {
+  it('never throws, stays inside the file and within MAX_SCAN_BYTES', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 0, maxLength: 4096 }),
+        fc.boolean(),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 2 ** 40 }),
+        (bytes, elf, bunTrailer, size) => {
+          const file = Buffer.from(bytes);
+          if (elf && file.length >= 6) {
+            file.writeUInt32BE(0x7f454c46, 0);
+            file[4] = 2;
+            file[5] = 1;
+          }
+          if (bunTrailer && file.length >= 16) Buffer.from('\n---- Bun! ----\n').copy(file, file.length - 16);
+          // The file is `size` bytes of which the first and last bytes are `file` (repeated view).
+          const read = (pos: number, len: number): Buffer => {
+            const out = Buffer.alloc(Math.max(0, Math.min(len, size - pos, 1 << 20)));
+            for (let i = 0; i < out.length; i++) {
+              const at = pos + i;
+              const fromEnd = size - at;
+              out[i] =
+                (fromEnd <= file.length
+                  ? file[file.length - fromEnd]
+                  : file[at % Math.max(1, file.length)]) ?? 0;
+            }
+            return out;
+          };
+          const regions = planRegionsSync(read, size);
+          let total = 0;
+          let prevEnd = -1;
+          for (const r of regions) {
+            expect(r.start).toBeGreaterThan(prevEnd);
+            expect(r.end).toBeGreaterThan(r.start);
+            expect(r.end).toBeLessThanOrEqual(size);
+            total += r.end - r.start;
+            prevEnd = r.end;
+          }
+          expect(total).toBeLessThanOrEqual(MAX_SCAN_BYTES);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
 
