@@ -30,10 +30,19 @@ import type {
   PathObservation,
   ProcessObservation,
 } from '../sensors/observation.js';
+import { type MarkerAutomaton, markerAutomaton, markerKey, parseMarker } from './content-markers.js';
 import type { PolicyBody, PolicyException, PolicyMode, PolicyRule, RuleAction } from './policy-types.js';
 
 /** Why a rule matched; the enumeration is part of the event schema. */
-export type MatchReason = 'name' | 'exe_path' | 'argv' | 'script_package' | 'sha256' | 'npm_package' | 'path';
+export type MatchReason =
+  | 'name'
+  | 'exe_path'
+  | 'argv'
+  | 'script_package'
+  | 'sha256'
+  | 'content'
+  | 'npm_package'
+  | 'path';
 
 export interface Decision {
   readonly rule: { readonly id: string; readonly name: string; readonly action: RuleAction };
@@ -65,7 +74,13 @@ export interface Matcher {
   readonly policyVersion: number;
   readonly mode: PolicyMode;
   /** Which costly observation fields any rule needs; sensors fill only these. */
-  readonly needs: { readonly sha256: boolean; readonly scriptPackage: boolean };
+  readonly needs: { readonly sha256: boolean; readonly scriptPackage: boolean; readonly markers: boolean };
+  /**
+   * The automaton of every content marker of the rules active here, built on the first call and
+   * shared (content-markers.ts markerAutomaton); null when no rule has markers. Sensors scan an
+   * executable with it and report the keys found (`ProcessObservation.contentMarkers`).
+   */
+  markers(): MarkerAutomaton | null;
   /** Package names any rule bans (so the install sensor can skip reading others' package.json). */
   readonly packageNames: ReadonlySet<string>;
   /** Path globs with `~` expanded for every home (what the install sensor watches). */
@@ -195,6 +210,8 @@ interface CompiledRule {
   readonly argv: readonly { readonly source: string; readonly index: number }[];
   readonly scriptPackages: ReadonlySet<string>;
   readonly sha256: ReadonlySet<string>;
+  /** Content marker sets: canonical keys (all must be found) and the set as written (the detail). */
+  readonly markerSets: readonly { readonly keys: readonly string[]; readonly detail: string }[];
   readonly packages: readonly { name: string; range: string }[];
   readonly pathGlob: GlobTest | null;
   readonly pathGlobs: readonly string[];
@@ -225,7 +242,15 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     .filter(({ rule }) => !rule.platforms || rule.platforms.includes(options.platform))
     .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], options, nocase, argvSources));
 
+  const markerPatterns = new Map<string, Buffer>();
+  for (const r of rules) {
+    for (const src of (r.rule.process?.markers ?? []).flat()) {
+      const b = parseMarker(src);
+      if (typeof b !== 'string') markerPatterns.set(markerKey(b), b);
+    }
+  }
   const needs = {
+    markers: markerPatterns.size > 0,
     sha256: rules.some((r) => r.sha256.size > 0),
     scriptPackage: rules.some((r) => r.scriptPackages.size > 0 || r.exeGlob !== null),
   };
@@ -280,6 +305,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     policyVersion: body.version,
     mode: body.mode,
     needs,
+    markers: () => (markerPatterns.size > 0 ? markerAutomaton([...markerPatterns.values()]) : null),
     packageNames,
     pathGlobs,
     ruleCount: rules.length,
@@ -292,6 +318,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
             argvHits: null,
             exeCandidates: null,
             exeIndex,
+            markerHits: null,
             argvSet,
           };
           return matchWith(ctx, obs.owner, (r) => matchProcess(r, obs, facts));
@@ -306,7 +333,14 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     matchAll(obs) {
       const facts: ProcessFacts | null =
         obs.kind === 'process'
-          ? { names: processNames(obs, nocase), argvHits: null, exeCandidates: null, exeIndex, argvSet }
+          ? {
+              names: processNames(obs, nocase),
+              argvHits: null,
+              exeCandidates: null,
+              exeIndex,
+              markerHits: null,
+              argvSet,
+            }
           : null;
       const hits: RuleHit[] = [];
       if (obs.kind === 'path' && !pathMay(obs.path)) return hits;
@@ -346,6 +380,14 @@ function compileRule(
     argv: (p.argv_patterns ?? []).map((source) => ({ source, index: argvSources.push(source) - 1 })),
     scriptPackages: new Set(p.script_packages ?? []),
     sha256: new Set((p.sha256 ?? []).map((h) => h.toLowerCase())),
+    markerSets: (p.markers ?? []).map((set) => ({
+      keys: set.map((src) => {
+        const b = parseMarker(src);
+        // Refused by the schema; a key no scan reports keeps the set from ever matching.
+        return typeof b === 'string' ? `invalid:${src}` : markerKey(b);
+      }),
+      detail: set.map((src) => JSON.stringify(src)).join(' & '),
+    })),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
     pathGlob: pathGlobs.length > 0 ? compileGlob(pathGlobs, nocase) : null,
     pathGlobs,
@@ -383,6 +425,8 @@ interface ProcessFacts {
   /** The rules whose exe globs may match this observation (ExeGlobIndex); computed on first use. */
   exeCandidates: ReadonlySet<CompiledRule> | null;
   readonly exeIndex: ExeGlobIndex;
+  /** The observation's content markers as a set; built on first use. */
+  markerHits: ReadonlySet<string> | null;
   readonly argvSet: ArgvPatternSet;
 }
 
@@ -526,6 +570,12 @@ function matchProcess(
   }
   if (r.sha256.size > 0 && obs.sha256 && r.sha256.has(obs.sha256))
     return { reason: 'sha256', detail: obs.sha256 };
+  if (r.markerSets.length > 0 && obs.contentMarkers && obs.contentMarkers.length > 0) {
+    facts.markerHits ??= new Set(obs.contentMarkers);
+    const hits = facts.markerHits;
+    const set = r.markerSets.find((m) => m.keys.every((k) => hits.has(k)));
+    if (set) return { reason: 'content', detail: set.detail };
+  }
   if (r.scriptPackages.size > 0 && obs.scriptPackage && r.scriptPackages.has(obs.scriptPackage.name)) {
     return { reason: 'script_package', detail: obs.scriptPackage.name };
   }

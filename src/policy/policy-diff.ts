@@ -69,6 +69,10 @@ function flatten(r: PolicyRule): Map<string, unknown> {
   m.set('process.script_packages', [...(p.script_packages ?? [])]);
   m.set('process.sha256', [...(p.sha256 ?? [])]);
   m.set(
+    'process.markers',
+    (p.markers ?? []).map((set) => set.map((x) => JSON.stringify(x)).join(' & ')),
+  );
+  m.set(
     'packages',
     (r.packages ?? []).map((k) => `${k.ecosystem}:${k.name}@${k.range}`),
   );

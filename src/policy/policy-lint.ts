@@ -7,6 +7,7 @@
  * any `error` finding; warnings are advice.
  */
 import type { ErrorCode } from '../common/errors.js';
+import { markerKey, parseMarker } from './content-markers.js';
 import { type PolicyIssue, policyIssues } from './policy-schema.js';
 import type { PolicyBody, PolicyRule, RuleAction } from './policy-types.js';
 import { ruleSafetyIssues, type SafetyOptions } from './rule-safety.js';
@@ -23,7 +24,8 @@ export type LintKind =
   | 'unsafe'
   | 'unreachable'
   | 'overlap'
-  | 'expired';
+  | 'expired'
+  | 'markers';
 
 export interface LintFinding {
   readonly severity: 'error' | 'warning';
@@ -106,11 +108,13 @@ function classify(i: PolicyIssue): Omit<LintFinding, 'severity'> {
       ? 'regex'
       : i.message.includes('not a valid glob')
         ? 'glob'
-        : i.message.includes('semver range')
-          ? 'semver'
-          : i.message.includes('later than issued_at')
-            ? 'dates'
-            : 'schema';
+        : i.path.includes('.process.markers') || i.message.includes('content markers')
+          ? 'markers'
+          : i.message.includes('semver range')
+            ? 'semver'
+            : i.message.includes('later than issued_at')
+              ? 'dates'
+              : 'schema';
   return { kind, code: 'GUARD_POLICY_SCHEMA', path: i.path, message: i.message };
 }
 
@@ -123,6 +127,8 @@ function criteria(rule: PolicyRule): Map<string, Set<string>> {
     ['process.argv_patterns', new Set(p.argv_patterns ?? [])],
     ['process.script_packages', new Set(p.script_packages ?? [])],
     ['process.sha256', new Set((p.sha256 ?? []).map((h) => h.toLowerCase()))],
+    // A set is one criterion value: its markers, canonical and sorted.
+    ['process.markers', new Set((p.markers ?? []).map((set) => markerSetKey(set)))],
     ['packages', new Set((rule.packages ?? []).map((k) => `${k.name}@${k.range}`))],
     ['paths', new Set(rule.paths ?? [])],
   ]);
@@ -211,4 +217,15 @@ export function formatFindings(findings: readonly LintFinding[]): string {
       : `${errors} error(s), ${warnings} warning(s)${errors ? ' — FAIL' : ''}`,
   );
   return lines.join('\n');
+}
+
+/** A marker set as one comparable string (canonical keys, sorted; unparsable markers as written). */
+function markerSetKey(set: readonly string[]): string {
+  return set
+    .map((src) => {
+      const b = parseMarker(src);
+      return typeof b === 'string' ? src : markerKey(b);
+    })
+    .sort()
+    .join('&');
 }

@@ -1,7 +1,9 @@
 /**
  * Owns validating a policy body: the JSON Schema in policy/policy.schema.json (ajv + ajv-formats)
  * and the semantic checks a schema cannot express (argv patterns compile with the matcher's RE2
- * engine within its size limit, globs have balanced brackets, semver ranges parse, expires_at after issued_at, rule ids unique).
+ * engine within its size limit, globs have balanced brackets, semver ranges parse, expires_at after issued_at, rule ids unique,
+ * content markers parse, are long enough, fit the policy's marker budget, and a block/warn rule
+ * does not rest on a marker set every Bun-built program carries).
  * Every problem is reported with the JSON path of the offending value (`$.rules[2].process.names[0]`),
  * all of them at once, so an admin fixes a policy in one round.
  */
@@ -11,6 +13,7 @@ import addFormatsModule from 'ajv-formats';
 import picomatch from 'picomatch';
 import semver from 'semver';
 import { type ErrorCode, GuardError } from '../common/errors.js';
+import { isBunGenericSet, MAX_POLICY_MARKER_BYTES, markerKey, parseMarker } from './content-markers.js';
 import { compileArgvPattern, compileGlob, MAX_ARGV_PATTERN_PROGRAM_SIZE } from './matcher.js';
 import type { PolicyBody } from './policy-types.js';
 
@@ -201,6 +204,7 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
   if (Date.parse(body.expires_at) <= Date.parse(body.issued_at)) {
     issues.push({ path: '$.expires_at', message: 'must be later than issued_at' });
   }
+  const markerBytes = new Map<string, number>();
   const firstIndex = new Map<string, number>();
   body.rules.forEach((rule, i) => {
     const at = `$.rules[${i}]`;
@@ -215,6 +219,20 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
     (p.argv_patterns ?? []).forEach((src, j) => {
       const problem = regexProblem(src);
       if (problem) issues.push({ path: `${at}.process.argv_patterns[${j}]`, ...problem });
+    });
+    (p.markers ?? []).forEach((set, j) => {
+      set.forEach((src, k) => {
+        const bytes = parseMarker(src);
+        if (typeof bytes === 'string')
+          issues.push({ path: `${at}.process.markers[${j}][${k}]`, message: bytes });
+        else markerBytes.set(markerKey(bytes), bytes.length);
+      });
+      if (rule.action !== 'audit' && isBunGenericSet(set)) {
+        issues.push({
+          path: `${at}.process.markers[${j}]`,
+          message: `matches every Bun single-file executable (only strings the Bun runtime itself carries); such a set may drive an audit rule at most, not ${rule.action}`,
+        });
+      }
     });
     (p.exe_globs ?? []).forEach((g, j) => {
       const problem = pathGlobProblem(g);
@@ -233,6 +251,14 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
       }
     });
   });
+  let totalMarkerBytes = 0;
+  for (const n of markerBytes.values()) totalMarkerBytes += n;
+  if (totalMarkerBytes > MAX_POLICY_MARKER_BYTES) {
+    issues.push({
+      path: '$.rules',
+      message: `content markers total ${totalMarkerBytes} distinct bytes, more than the ${MAX_POLICY_MARKER_BYTES} a policy may have`,
+    });
+  }
   (body.exceptions ?? []).forEach((e, i) => {
     if (unreadable(e.expires_at))
       issues.push({ path: `$.exceptions[${i}].expires_at`, message: NOT_COMPARABLE });

@@ -21,6 +21,12 @@ export interface ProcessCriteria {
   readonly script_packages?: readonly string[];
   /** Lower-case hex SHA-256 of banned executables. */
   readonly sha256?: readonly string[];
+  /**
+   * Content markers (src/policy/content-markers.ts): marker sets, each a list of byte strings
+   * (UTF-8 text, or `hex:` + hex digits) that must ALL occur in the executable; any set matching
+   * matches the rule.
+   */
+  readonly markers?: readonly (readonly string[])[];
 }
 
 export interface PackageCriteria {

@@ -52,6 +52,8 @@ import type {
   PathObservation,
   ProcessObservation,
 } from '../sensors/observation.js';
+import type { MarkerAutomaton } from './content-markers.js';
+import { planRegionsSync } from './marker-regions.js';
 import { compileMatcher, expandHome, type RuleHit } from './matcher.js';
 import type { PolicyIssue } from './policy-schema.js';
 import type { PolicyBody, PolicyRule } from './policy-types.js';
@@ -81,7 +83,10 @@ interface ProcessProbe {
   readonly what: string;
   readonly platform: Platform;
   readonly obs: ProcessObservation;
-  /** The real file behind `obs.exe` on this machine, hashed when the policy has sha256 rules. */
+  /**
+   * The real file behind `obs.exe` on this machine, hashed when the policy has sha256 rules and
+   * scanned when it has content markers.
+   */
   readonly file?: string;
 }
 
@@ -873,6 +878,58 @@ function probeSha256(file: string): string | null {
   }
 }
 
+/**
+ * Content markers found in a probe's real binary (the same regions the process sensor scans:
+ * marker-regions.ts), or null when unreadable. Cached per file identity and marker list, so a
+ * policy re-verified with the same markers costs one fstat per probe.
+ */
+function probeMarkers(file: string, automaton: MarkerAutomaton): string[] | null {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
+  } catch {
+    return null;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return null;
+    const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}|${automaton.generation}`;
+    const cached = markerCache.get(key);
+    if (cached !== undefined) return cached;
+    const read = (pos: number, len: number): Buffer => {
+      const b = Buffer.alloc(len);
+      let total = 0;
+      while (total < len) {
+        const n = readSync(fd, b, total, len - total, pos + total);
+        if (n <= 0) break;
+        total += n;
+      }
+      return b.subarray(0, total);
+    };
+    const state = automaton.newState();
+    const buf = Buffer.allocUnsafe(HASH_CHUNK_BYTES);
+    for (const region of planRegionsSync(read, st.size)) {
+      automaton.restart(state);
+      for (let pos = region.start; pos < region.end; ) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, region.end - pos), pos);
+        if (n <= 0) break;
+        pos += n;
+        automaton.feed(state, buf.subarray(0, n));
+      }
+    }
+    const found = automaton.foundKeys(state);
+    if (markerCache.size >= 1024) markerCache.clear();
+    markerCache.set(key, found);
+    return found;
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const markerCache = new Map<string, string[]>();
+
 // ---- checks ---------------------------------------------------------------------------------
 
 /** Why a path glob is too broad to watch or quarantine safely (no named directory before the first wildcard), or null. */
@@ -1030,6 +1087,9 @@ function criterionPath(
     case 'exe_path':
       j = (p.exe_globs ?? []).findIndex((g) => glob(g, hit.detail));
       return j >= 0 ? `${at}.process.exe_globs[${j}]` : `${at}.process.exe_globs`;
+    case 'content':
+      j = (p.markers ?? []).findIndex((set) => set.map((m) => JSON.stringify(m)).join(' & ') === hit.detail);
+      return j >= 0 ? `${at}.process.markers[${j}]` : `${at}.process.markers`;
     case 'argv':
       j = (p.argv_patterns ?? []).indexOf(hit.detail);
       return j >= 0 ? `${at}.process.argv_patterns[${j}]` : `${at}.process.argv_patterns`;
@@ -1048,6 +1108,7 @@ const VERB: Record<string, string> = {
   argv: 'kill',
   script_package: 'kill',
   sha256: 'kill',
+  content: 'kill',
   npm_package: 'quarantine',
   path: 'quarantine',
 };
@@ -1125,7 +1186,13 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
     for (const probe of probes.processes) {
       if (probe.platform !== platform) continue;
       const sha256 = hashRules && probe.file ? probeSha256(probe.file) : null;
-      const obs = sha256 ? { ...probe.obs, sha256 } : probe.obs;
+      const automaton = probe.file ? matcher.markers() : null;
+      const contentMarkers = automaton && probe.file ? probeMarkers(probe.file, automaton) : null;
+      const obs = {
+        ...probe.obs,
+        ...(sha256 ? { sha256 } : {}),
+        ...(contentMarkers ? { contentMarkers } : {}),
+      };
       report(
         matcher.matchAll(obs),
         probe.what + (probe.obs.argv.length === 0 ? ' (empty command line)' : ''),

@@ -47,6 +47,11 @@ export interface ProcessObservation {
   readonly tty: string | null;
   /** Lower-case hex SHA-256 of `exe`; filled only when `Matcher.needs.sha256`. */
   readonly sha256?: string | null;
+  /**
+   * Canonical keys (content-markers.ts markerKey) of the policy's content markers found in `exe`;
+   * filled only when `Matcher.needs.markers`; null when the executable could not be scanned.
+   */
+  readonly contentMarkers?: readonly string[] | null;
   /** Filled only when `Matcher.needs.scriptPackage` and the process is an interpreter running a script. */
   readonly scriptPackage?: ScriptPackage | null;
 }

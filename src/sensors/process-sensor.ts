@@ -14,6 +14,7 @@ import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
+import { ContentMarkerScanner } from './content-markers.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { ProcessSource, RawProcess } from './process-sources/process-source.js';
@@ -35,6 +36,8 @@ export interface ProcessSensorOptions {
   readonly hasher?: ExeHasher;
   /** Finds interpreters' script packages when a rule needs them (created if absent). */
   readonly scripts?: ScriptPackageResolver;
+  /** Scans executables for content markers when a rule has them (created if absent). */
+  readonly markers?: ContentMarkerScanner;
 }
 
 /**
@@ -63,7 +66,9 @@ export class ProcessSensor implements Sensor {
   private readonly selfPid: number;
   private hasher: ExeHasher | null;
   private scripts: ScriptPackageResolver | null;
-  private needs = { sha256: false, scriptPackage: false };
+  private markerScanner: ContentMarkerScanner | null;
+  private matcher: Matcher | null = null;
+  private needs = { sha256: false, scriptPackage: false, markers: false };
   private policyVersion: number | null = null;
   private timer: NodeJS.Timeout | null = null;
   private running = false;
@@ -82,6 +87,7 @@ export class ProcessSensor implements Sensor {
     this.selfPid = options.selfPid ?? process.pid;
     this.hasher = options.hasher ?? null;
     this.scripts = options.scripts ?? null;
+    this.markerScanner = options.markers ?? null;
   }
 
   async start(): Promise<void> {
@@ -112,7 +118,12 @@ export class ProcessSensor implements Sensor {
   }
 
   setMatcher(matcher: Matcher): void {
-    this.needs = { sha256: matcher.needs.sha256, scriptPackage: matcher.needs.scriptPackage };
+    this.needs = {
+      sha256: matcher.needs.sha256,
+      scriptPackage: matcher.needs.scriptPackage,
+      markers: matcher.needs.markers,
+    };
+    this.matcher = matcher;
     if (this.policyVersion !== null && this.policyVersion !== matcher.policyVersion) {
       // A new policy may ban something already running: report every process again.
       this.options.source.reset();
@@ -136,6 +147,9 @@ export class ProcessSensor implements Sensor {
         in_flight: this.inFlight.size,
         needs: { ...this.needs },
         ...(this.hasher ? { hash: { ...this.hasher.counts, cached: this.hasher.cached } } : {}),
+        ...(this.markerScanner
+          ? { content_markers: { ...this.markerScanner.counts, cached: this.markerScanner.cached } }
+          : {}),
         ...(this.scripts
           ? { script_packages: { ...this.scripts.counts, gate: this.scripts.gateStatus() } }
           : {}),
@@ -191,15 +205,16 @@ export class ProcessSensor implements Sensor {
       return;
     }
     const hashPath = this.needs.sha256 ? this.options.source.hashPath(raw) : null;
+    const markerPath = this.needs.markers ? this.options.source.hashPath(raw) : null;
     const script =
       this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
-    if (!script && hashPath === null) {
+    if (!script && hashPath === null && markerPath === null) {
       this.emit(this.needs.scriptPackage ? { ...obs, scriptPackage: null } : obs);
       return;
     }
     // Hash and script package touch files the user controls: both run off the scan, through
     // safe-read's gates and deadlines, and the observation is handed over when both answered.
-    this.detach(this.enrich(raw, obs, hashPath, script).then((full) => this.emit(full)));
+    this.detach(this.enrich(raw, obs, hashPath, script, markerPath).then((full) => this.emit(full)));
   }
 
   private async enrich(
@@ -207,6 +222,7 @@ export class ProcessSensor implements Sensor {
     obs: ProcessObservation,
     hashPath: string | null,
     script: boolean,
+    markerPath: string | null = null,
   ): Promise<ProcessObservation> {
     const key = raw.uid ?? -1;
     let sha256: Promise<string | null> | undefined;
@@ -216,7 +232,19 @@ export class ProcessSensor implements Sensor {
     }
     let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
     if (script) scriptPackage = this.lookupScript(raw, 0);
+    const automaton = markerPath !== null ? (this.matcher?.markers() ?? null) : null;
+    let markers: Promise<readonly string[] | null> | undefined;
+    if (markerPath !== null && automaton !== null) {
+      this.markerScanner ??= new ContentMarkerScanner();
+      markers = this.markerScanner.scan(markerPath, automaton, key).then((r) => r.found);
+    }
     let hash = sha256 !== undefined ? await sha256 : undefined;
+    let contentMarkers = markers !== undefined ? await markers : undefined;
+    // Read after the scan like the hash: another program's markers if the process exec'd since.
+    if (contentMarkers && this.options.source.execedSince?.(raw)) {
+      this.count('markers_after_exec');
+      contentMarkers = null;
+    }
     // The hash was read after the scan: if the process exec'd in between, it is another program's
     // (the source reports the new program itself, with its own hash).
     if (hash && this.options.source.execedSince?.(raw)) {
@@ -226,6 +254,7 @@ export class ProcessSensor implements Sensor {
     return {
       ...obs,
       ...(hash !== undefined ? { sha256: hash } : {}),
+      ...(contentMarkers !== undefined ? { contentMarkers } : {}),
       ...(scriptPackage !== undefined
         ? { scriptPackage: await scriptPackage }
         : this.needs.scriptPackage

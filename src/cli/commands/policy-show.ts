@@ -38,6 +38,7 @@ export function formatPolicy(r: ShowResult): string {
       ...(p.exe_globs ?? []).map((g) => `exe ${g}`),
       ...(p.argv_patterns ?? []).map((g) => `argv /${g}/`),
       ...(p.sha256 ?? []).map((h) => `sha256 ${h.slice(0, 12)}…`),
+      ...(p.markers ?? []).map((set) => `content ${set.map((x) => JSON.stringify(x)).join(' & ')}`),
       ...(rule.packages ?? []).map((k) => `npm ${k.name}@${k.range}`),
       ...(rule.paths ?? []).map((g) => `path ${g}`),
     ];

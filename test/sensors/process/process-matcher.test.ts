@@ -95,9 +95,9 @@ describe('matcher: processes', () => {
   }
 
   it('needs hashes and script packages only when a rule names them', () => {
-    expect(m.needs).toEqual({ sha256: true, scriptPackage: true });
+    expect(m.needs).toEqual({ sha256: true, scriptPackage: true, markers: false });
     const bare = compileMatcher(policy([rule('n', { names: ['x'] })]), { platform: 'linux', homes: [] });
-    expect(bare.needs).toEqual({ sha256: false, scriptPackage: false });
+    expect(bare.needs).toEqual({ sha256: false, scriptPackage: false, markers: false });
   });
 
   it('the strongest action wins; exceptions skip a rule for the user until they expire', () => {

@@ -1,0 +1,230 @@
+/**
+ * Owns scanning an executable for the policy's content markers (src/policy/content-markers.ts):
+ * which markers occur in the file, bounded in bytes and time, cached by file identity, and never
+ * blocking the event loop on a file the user controls. Used by the process sensor after exec (on
+ * /proc/<pid>/exe) and meant for the pre-exec path (on the descriptor the kernel handed over, as
+ * /proc/self/fd/N, with the identity it already fstat'ed): `ContentMarkerScanner.scan`.
+ *
+ * What is scanned is planned by src/policy/marker-regions.ts: the head and tail of the file, the
+ * start and end of a Bun single-file executable's payload (ELF `.bun` section, or appended with
+ * Bun's trailer), at most MAX_SCAN_BYTES in all; that module says what evades the bound.
+ *
+ * The file is opened once (non-blocking, no controlling tty; a link is followed only because the
+ * caller's path is /proc/<pid>/exe or /proc/self/fd/N, a kernel-made link to the very file that
+ * runs) and everything — identity, bytes — comes from that descriptor. The whole scan runs through
+ * a `ReadGate` with a deadline (safe-read.ts), so a FIFO, a stalled mount or a file that grows
+ * costs a `timeout` or `unreadable`, never a stall.
+ */
+import { constants, type Stats } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import type { MarkerAutomaton } from '../policy/content-markers.js';
+import { planRegionsAsync } from '../policy/marker-regions.js';
+import { ReadGate } from './safe-read.js';
+
+/** What identifies one version of a file: what the verdict and scan caches are keyed by. */
+export interface FileIdentity {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+}
+
+export type MarkerScanOutcome =
+  /** Read and searched now. */
+  | 'scanned'
+  /** Answered from the cache (same identity, same marker generation). */
+  | 'cached'
+  /** The descriptor's identity differs from the one the caller passed (the file changed). */
+  | 'changed'
+  | 'timeout'
+  | 'unreadable'
+  | 'busy';
+
+export interface MarkerScanResult {
+  /** Canonical keys of the markers found (markerKey); null when the file was not scanned. */
+  readonly found: readonly string[] | null;
+  readonly outcome: MarkerScanOutcome;
+  /** Identity read from the descriptor (absent when it could not be opened). */
+  readonly identity?: FileIdentity;
+  /** Bytes read and searched (0 when cached). */
+  readonly scannedBytes: number;
+}
+
+/** A scan still running after this long is abandoned (ms): a stalled mount, a disk far too slow. */
+export const SCAN_TIMEOUT_MS = 3000;
+/** Distinct (file, marker generation) results remembered; a machine runs a few hundred programs. */
+export const SCAN_CACHE_SIZE = 4096;
+/** Read size: large enough for throughput, small enough to yield to the event loop often. */
+const CHUNK_BYTES = 1024 * 1024;
+/** Scans at once, and per uid (ReadGate): a user's stalled mount pins one pool thread, not the pool. */
+const SCAN_MAX_IN_FLIGHT = 2;
+const SCAN_MAX_PER_UID = 1;
+export interface ContentMarkerScannerOptions {
+  readonly timeoutMs?: number;
+  readonly cacheSize?: number;
+  /** Admission (tests pass a tight one). Default: 2 in flight, 1 per uid. */
+  readonly gate?: ReadGate;
+}
+
+export class ContentMarkerScanner {
+  private readonly timeoutMs: number;
+  private readonly cacheSize: number;
+  private readonly gate: ReadGate;
+  private readonly cache = new Map<string, readonly string[]>();
+  /** Outcome counts since start (for status). */
+  readonly counts: Record<MarkerScanOutcome, number> = {
+    scanned: 0,
+    cached: 0,
+    changed: 0,
+    timeout: 0,
+    unreadable: 0,
+    busy: 0,
+  };
+
+  constructor(options: ContentMarkerScannerOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? SCAN_TIMEOUT_MS;
+    this.cacheSize = options.cacheSize ?? SCAN_CACHE_SIZE;
+    this.gate = options.gate ?? new ReadGate('content_markers', SCAN_MAX_IN_FLIGHT, SCAN_MAX_PER_UID);
+  }
+
+  /** Entries cached now. */
+  get cached(): number {
+    return this.cache.size;
+  }
+
+  /**
+   * Which of `automaton`'s markers occur in the file at `path` (within the regions of the module
+   * doc). `path` is /proc/<pid>/exe or /proc/self/fd/N (followed on purpose: a kernel-made link to
+   * the file itself). When `expected` is given (the pre-exec path knows the identity from its own
+   * fstat), a descriptor that says otherwise answers `changed` without reading. Never rejects;
+   * resolves within the timeout whatever the file system does. Safe to call concurrently; a file
+   * already scanned under this marker generation costs one open and one fstat.
+   */
+  async scan(
+    path: string,
+    automaton: MarkerAutomaton,
+    key: string | number = -1,
+    expected?: FileIdentity,
+  ): Promise<MarkerScanResult> {
+    const job = { expired: false };
+    const r = await this.gate.run(key, this.timeoutMs, () => this.scanWithin(path, automaton, expected, job));
+    if (!r.admitted) {
+      this.counts.busy++;
+      return { found: null, outcome: 'busy', scannedBytes: 0 };
+    }
+    if (r.timedOut) {
+      job.expired = true;
+      this.counts.timeout++;
+      return { found: null, outcome: 'timeout', scannedBytes: 0 };
+    }
+    this.counts[r.value.outcome]++;
+    return r.value;
+  }
+
+  private async scanWithin(
+    path: string,
+    automaton: MarkerAutomaton,
+    expected: FileIdentity | undefined,
+    job: { expired: boolean },
+  ): Promise<MarkerScanResult> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+    } catch {
+      return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+      const identity = identityOf(st);
+      if (expected && !sameIdentity(identity, expected)) {
+        return { found: null, outcome: 'changed', identity, scannedBytes: 0 };
+      }
+      // An inode number is only unique within its file system, so the device is part of the key;
+      // size, mtime and ctime change when the file is rewritten in place.
+      const cacheKey = `${identityKey(identity)}|${automaton.generation}`;
+      const hit = this.cache.get(cacheKey);
+      if (hit !== undefined) return { found: hit, outcome: 'cached', identity, scannedBytes: 0 };
+      const read = (pos: number, len: number): Promise<Buffer> => readAt(fh, pos, len);
+      const regions = await planRegionsAsync(read, identity.size);
+      const st2 = automaton.newState();
+      const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+      let scanned = 0;
+      for (const region of regions) {
+        automaton.restart(st2);
+        for (let pos = region.start; pos < region.end; ) {
+          if (job.expired) return { found: null, outcome: 'timeout', identity, scannedBytes: scanned };
+          const want = Math.min(buf.length, region.end - pos);
+          const { bytesRead } = await fh.read(buf, 0, want, pos);
+          // The file shrank under us: what is there was searched; the identity check below decides.
+          if (bytesRead <= 0) break;
+          scanned += bytesRead;
+          pos += bytesRead;
+          if (automaton.feed(st2, buf.subarray(0, bytesRead))) break;
+        }
+        if (st2.foundCount === automaton.keys.length) break;
+      }
+      // Rewritten while we read: what was found belongs to no single version; do not cache it.
+      const after = identityOf(await fh.stat());
+      if (!sameIdentity(identity, after))
+        return { found: null, outcome: 'changed', identity: after, scannedBytes: scanned };
+      const found = automaton.foundKeys(st2);
+      this.remember(cacheKey, found);
+      return { found, outcome: 'scanned', identity, scannedBytes: scanned };
+    } catch {
+      return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+
+  private remember(key: string, found: readonly string[]): void {
+    if (this.cache.size >= this.cacheSize) {
+      const oldest = this.cache.keys().next().value;
+      if (oldest !== undefined) this.cache.delete(oldest);
+    }
+    this.cache.set(key, found);
+  }
+}
+
+/** The identity facts of a stat result. */
+export function identityOf(st: Stats): FileIdentity {
+  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+}
+
+function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
+  return (
+    a.dev === b.dev &&
+    a.ino === b.ino &&
+    a.size === b.size &&
+    a.mtimeMs === b.mtimeMs &&
+    a.ctimeMs === b.ctimeMs
+  );
+}
+
+/** `dev:ino:size:mtime:ctime`, the cache key of one version of a file. */
+export function identityKey(id: FileIdentity): string {
+  return `${id.dev}:${id.ino}:${id.size}:${id.mtimeMs}:${id.ctimeMs}`;
+}
+
+async function readAt(fh: FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.alloc(len);
+  let total = 0;
+  // Bounded: each read returns ≥ 1 byte or ends the loop.
+  while (total < len) {
+    const { bytesRead } = await fh.read(buf, total, len - total, pos + total);
+    if (bytesRead <= 0) break;
+    total += bytesRead;
+  }
+  return buf.subarray(0, total);
+}
+
+export {
+  BUN_TRAILER,
+  HEAD_BYTES,
+  MAX_SCAN_BYTES,
+  type ScanRegion,
+  SECTION_HEAD_BYTES,
+  TAIL_BYTES,
+} from '../policy/marker-regions.js';
