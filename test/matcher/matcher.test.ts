@@ -209,7 +209,7 @@ describe('compileMatcher', () => {
       ]),
       { platform: 'linux', homes: ['/home/a', '/home/b/'] },
     );
-    expect(m.needs).toEqual({ sha256: true, scriptPackage: false });
+    expect(m.needs).toEqual({ sha256: true, scriptPackage: false, markers: false });
     expect([...m.packageNames]).toEqual(['p']);
     expect(m.pathGlobs).toEqual(['/home/a/x/*', '/home/b/x/*']);
   });
