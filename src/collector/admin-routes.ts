@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, secretEquals } from './auth.js';
-import type { CollectorStore, StoredEventRow } from './collector-store.js';
+import type { CollectorStore, DeviceCoverage, StoredEventRow } from './collector-store.js';
 import { HttpError } from './http-error.js';
 
 /** Page size when `limit` is not given. */
@@ -55,7 +55,8 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     return {
       devices: rows.map((d) => {
         const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
-        return { ...d, silent: d.last_seen_at < before, silent_for_s: silentFor };
+        const coverage = d.coverage === null ? null : (JSON.parse(d.coverage) as DeviceCoverage);
+        return { ...d, coverage, silent: d.last_seen_at < before, silent_for_s: silentFor };
       }),
       silent_after_s: silentAfterS,
       next_cursor: rows.length === limit ? (rows[rows.length - 1]?.id ?? null) : null,

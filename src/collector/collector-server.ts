@@ -28,7 +28,7 @@ import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
 import { COLLECTOR_SETTINGS } from './collector-config.js';
-import { CollectorStore, type EnrolledDevice } from './collector-store.js';
+import { CollectorStore, type CoverageCounts, type EnrolledDevice } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
@@ -233,6 +233,35 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       [{ state: 'silent' }, c.silent],
     ];
   });
+  // Coverage from each device's newest heartbeat. Label values are fixed (on/off/unknown), never
+  // what a device sent, so a hostile heartbeat cannot add series.
+  const state = (v: string | null): string => (v === 'on' || v === 'off' ? v : 'unknown');
+  const coverage = (): CoverageCounts[] => store.coverageCounts();
+  metrics.gauge(
+    'devices_coverage',
+    'Devices by what their newest heartbeat says enforces: exec events (kernel push) and pre-exec deny (on/off/unknown).',
+    () => {
+      const byLabels = new Map<string, number>();
+      for (const c of coverage()) {
+        const k = `${state(c.exec_events)} ${state(c.exec_deny)}`;
+        byLabels.set(k, (byLabels.get(k) ?? 0) + c.devices);
+      }
+      return [...byLabels].map(([k, n]) => {
+        const [exec_events, exec_deny] = k.split(' ') as [string, string];
+        return [{ exec_events, exec_deny }, n] as const;
+      });
+    },
+  );
+  metrics.gauge(
+    'devices_exec_event_drops',
+    'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',
+    () => [[{}, coverage().reduce((n, c) => n + c.drops, 0)]],
+  );
+  metrics.gauge(
+    'devices_exec_deny_deadline_misses',
+    'Sum over devices of the execs allowed without a verdict (deadline passed) since their guardd started (newest heartbeat each).',
+    () => [[{}, coverage().reduce((n, c) => n + c.deadline_misses, 0)]],
+  );
   metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
     runners.map((r) => [{ sink: r.name }, r.lag()] as const),
   );

@@ -104,6 +104,12 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
   CREATE INDEX events_time ON events(time);
   CREATE INDEX events_rule ON events(rule_id, rid) WHERE rule_id IS NOT NULL;
   `,
+  // 3: what each device enforces with (its newest heartbeat's exec_events and exec_deny): which
+  // sources run, kernel drops, deadline misses. Guarded by seq like policy_version.
+  `
+  ALTER TABLE devices ADD COLUMN coverage TEXT;
+  ALTER TABLE devices ADD COLUMN coverage_seq INTEGER;
+  `,
 ];
 
 export interface DeviceRow {
@@ -116,6 +122,26 @@ export interface DeviceRow {
   readonly enrolled_at: string;
   readonly last_seen_at: string;
   readonly policy_version: number | null;
+  /**
+   * The device's newest heartbeat's coverage as JSON text (`{"exec_events":…,"exec_deny":…}`, see
+   * DeviceCoverage), or null before its first heartbeat.
+   */
+  readonly coverage: string | null;
+}
+
+/** What a device's newest heartbeat says it enforces with (agent.heartbeat exec_events / exec_deny). */
+export interface DeviceCoverage {
+  readonly exec_events: Record<string, unknown> | null;
+  readonly exec_deny: Record<string, unknown> | null;
+}
+
+/** Devices by coverage state, and the kernel drops and deadline misses their newest heartbeats report. */
+export interface CoverageCounts {
+  readonly exec_events: string | null;
+  readonly exec_deny: string | null;
+  readonly devices: number;
+  readonly drops: number;
+  readonly deadline_misses: number;
 }
 
 /** One schema-valid event ready to store. */
@@ -128,6 +154,8 @@ export interface IncomingEvent {
   readonly agentVersion: string | null;
   /** Set for `agent.heartbeat` / `policy.applied` events that name the policy version in force. */
   readonly policyVersion: number | null;
+  /** Set for `agent.heartbeat`: its coverage (DeviceCoverage) as JSON text. */
+  readonly coverage: string | null;
   /** The event's JSON: what was validated (re-serialised, so a duplicate key of the line is gone). */
   readonly body: string;
 }
@@ -214,7 +242,7 @@ export class CollectorStore {
          VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now, 1)
          ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at, policy_seq = NULL, enrollment = devices.enrollment + 1
+           last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL, enrollment = devices.enrollment + 1
          RETURNING enrollment`,
       ),
       insertEvent: db.prepare(
@@ -228,6 +256,18 @@ export class CollectorStore {
       setPolicyVersion: db.prepare(
         `UPDATE devices SET policy_version = ?, policy_seq = ?
          WHERE id = ? AND enrollment = ? AND (policy_seq IS NULL OR policy_seq <= ?)`,
+      ),
+      setCoverage: db.prepare(
+        `UPDATE devices SET coverage = ?, coverage_seq = ?
+         WHERE id = ? AND enrollment = ? AND (coverage_seq IS NULL OR coverage_seq <= ?)`,
+      ),
+      coverageCounts: db.prepare<[], CoverageCounts>(
+        `SELECT json_extract(coverage, '$.exec_events.state') AS exec_events,
+                json_extract(coverage, '$.exec_deny.state') AS exec_deny,
+                count(*) AS devices,
+                coalesce(sum(json_extract(coverage, '$.exec_events.drops')), 0) AS drops,
+                coalesce(sum(json_extract(coverage, '$.exec_deny.deadline_misses')), 0) AS deadline_misses
+         FROM devices GROUP BY 1, 2`,
       ),
       getCursor: db.prepare<[string], { last_rid: number }>(
         'SELECT last_rid FROM forwarder_cursors WHERE sink = ?',
@@ -292,6 +332,7 @@ export class CollectorStore {
         let accepted = 0;
         let newestPolicy: IncomingEvent | null = null;
         let newestAgent: IncomingEvent | null = null;
+        let newestCoverage: IncomingEvent | null = null;
         for (const e of b.events) {
           accepted += this.stmts.insertEvent.run(
             e.id,
@@ -306,6 +347,7 @@ export class CollectorStore {
           ).changes;
           if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
           if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
+          if (e.coverage !== null && (!newestCoverage || e.seq > newestCoverage.seq)) newestCoverage = e;
         }
         this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
         if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId, b.enrollment);
@@ -316,6 +358,14 @@ export class CollectorStore {
             b.deviceId,
             b.enrollment,
             newestPolicy.seq,
+          );
+        if (newestCoverage)
+          this.stmts.setCoverage.run(
+            newestCoverage.coverage,
+            newestCoverage.seq,
+            b.deviceId,
+            b.enrollment,
+            newestCoverage.seq,
           );
         stored += accepted;
         results.push({ accepted, duplicates: b.events.length - accepted });
@@ -341,7 +391,7 @@ export class CollectorStore {
       where.push(silentBefore.silent ? 'last_seen_at < ?' : 'last_seen_at >= ?');
       params.push(silentBefore.before);
     }
-    const sql = `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version FROM devices
+    const sql = `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version, coverage FROM devices
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     return this.db.prepare(sql).all(...params, limit) as DeviceRow[];
   }
@@ -349,6 +399,11 @@ export class CollectorStore {
   /** Device counts: total and those last seen before `silentBefore` (RFC 3339). */
   deviceCounts(silentBefore: string): { total: number; silent: number } {
     return this.stmts.deviceCounts.get(silentBefore) ?? { total: 0, silent: 0 };
+  }
+
+  /** Devices grouped by exec events / pre-exec deny state (null: no heartbeat says), with their counters. */
+  coverageCounts(): CoverageCounts[] {
+    return this.stmts.coverageCounts.all();
   }
 
   /** Events matching `q` in receipt order (rid ascending). */

@@ -341,12 +341,22 @@ export function parseBatch(
         Number.isInteger(pv)
           ? pv
           : null,
+      coverage: type === 'agent.heartbeat' ? coverageOf(ev) : null,
       // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
       // keeps the last, a SIEM's parser may keep the first — another device's id, say).
       body: JSON.stringify(ev),
     });
   }
   return { valid, rejected, rejectedTotal, rejectedByReason: byReason };
+}
+
+/**
+ * The coverage a heartbeat reports (schema-validated objects, stored as they are): which exec
+ * sources run and their counters. A heartbeat of an agent without them says null (unknown).
+ */
+function coverageOf(ev: Record<string, unknown>): string {
+  const part = (v: unknown): unknown => (v && typeof v === 'object' ? v : null);
+  return JSON.stringify({ exec_events: part(ev.exec_events), exec_deny: part(ev.exec_deny) });
 }
 
 /** A commit covers at most this many batches. */

@@ -62,6 +62,7 @@ export interface PackedBatch {
   readonly ruleIds: (string | null)[];
   readonly agentVersions: (string | null)[];
   readonly policyVersions: (number | null)[];
+  readonly coverages: (string | null)[];
   /** The events' JSON joined by `\n`. */
   readonly bodies: string;
   readonly rejected: Rejection[];
@@ -79,6 +80,7 @@ export function packBatch(b: ParsedBatch): PackedBatch {
     ruleIds: new Array<string | null>(n),
     agentVersions: new Array<string | null>(n),
     policyVersions: new Array<number | null>(n),
+    coverages: new Array<string | null>(n),
     bodies: '',
     rejected: b.rejected,
     rejectedTotal: b.rejectedTotal,
@@ -94,6 +96,7 @@ export function packBatch(b: ParsedBatch): PackedBatch {
     p.ruleIds[i] = e.ruleId;
     p.agentVersions[i] = e.agentVersion;
     p.policyVersions[i] = e.policyVersion;
+    p.coverages[i] = e.coverage;
     bodies[i] = e.body;
   }
   p.bodies = bodies.join('\n');
@@ -114,6 +117,7 @@ export function unpackBatch(p: PackedBatch): ParsedBatch {
       ruleId: p.ruleIds[i] ?? null,
       agentVersion: p.agentVersions[i] ?? null,
       policyVersion: p.policyVersions[i] ?? null,
+      coverage: p.coverages[i] ?? null,
       body: bodies[i] as string,
     };
   return {

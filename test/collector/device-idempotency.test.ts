@@ -183,6 +183,7 @@ describe('collector schema migration to per-(device, enrollment) idempotency', (
         ruleId: null,
         agentVersion: null,
         policyVersion: null,
+        coverage: null,
         body: JSON.stringify(e),
       });
       const now = new Date().toISOString();

@@ -355,6 +355,7 @@ describe('ForwarderRunner batches', () => {
             ruleId: 'claude-code',
             agentVersion: '0.1.0',
             policyVersion: null,
+            coverage: null,
             body: JSON.stringify(e),
           };
         }),

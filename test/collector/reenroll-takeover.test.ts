@@ -208,6 +208,7 @@ describe('re-enrolling a device id with the enroll secret', () => {
         ruleId: null,
         agentVersion: '9.9.9',
         policyVersion: 77,
+        coverage: null,
         body: JSON.stringify(hb),
       };
       const now = new Date().toISOString();
