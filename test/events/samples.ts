@@ -69,6 +69,22 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     ...enforcement('warn', 'warned', { notified: { terminal: true, desktop: true } }),
   },
   'process.audited': { ...proc, ...enforcement('audit', 'audited') },
+  'process.denied': {
+    uid: 1000,
+    user: 'alice',
+    pid: 4250,
+    ppid: 4000,
+    name: 'claude',
+    exe: '/home/alice/.local/share/claude/versions/2.1.0',
+    argv: [],
+    start_time: 123470,
+    tty: '/dev/pts/3',
+    ...enforcement('block', 'denied', {
+      verdict_cached: false,
+      file: { dev: 2049, ino: 131077, size: 421527552 },
+      notified: { terminal: true, desktop: false },
+    }),
+  },
   'package.quarantined': {
     ...pkg,
     ...enforcement('block', 'quarantined', {
