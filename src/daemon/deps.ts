@@ -269,6 +269,17 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         set_aside_total: outbox.status().set_aside_total,
         shipped_total: s.shipper.shipped_total,
         counts: s.enforcement,
+        exec_deny:
+          s.exec_deny?.state === 'on'
+            ? {
+                state: 'on',
+                events: s.exec_deny.counters.events ?? 0,
+                cache_hits: s.exec_deny.counters.cache_hits ?? 0,
+                denied: s.exec_deny.counters.denied ?? 0,
+                deadline_misses: s.exec_deny.counters.deadline_misses ?? 0,
+                overflow: s.exec_deny.counters.overflow ?? 0,
+              }
+            : { state: 'off' },
         sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
       };
     },

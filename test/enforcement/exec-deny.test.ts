@@ -6,7 +6,7 @@
  * properties: a stalled event loop (test hook) never holds an exec past the deadline, SIGKILL of
  * guardd while execs run holds none, and monitor mode never denies.
  */
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -29,6 +29,7 @@ import {
   type Guardd,
   makeKey,
   policyBody,
+  runGuardctl,
   type SigningKey,
   startGuardd,
   writeSignedPolicy,
@@ -89,7 +90,6 @@ async function startDeny(
       'paths.bootstrap_policy': policyFile,
       'enforcement.exec_deny': 'auto',
       'enforcement.exec_deny_deadline_ms': DEADLINE_MS,
-      'enforcement.notify_terminal': false,
       ...extra,
     },
     { env: { TOOLGUARD_TEST_HOOKS: '1' } },
@@ -144,7 +144,9 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
 
   beforeAll(async () => {
     expect(process.getuid?.()).toBe(0);
-    g = await startDeny('enforce', signedPolicy(join(dir, 'enforce.dsse.json'), 'enforce'));
+    g = await startDeny('enforce', signedPolicy(join(dir, 'enforce.dsse.json'), 'enforce'), {
+      'shipper.heartbeat_cron': '* * * * * *', // node-cron with seconds: a heartbeat every second
+    });
     const s = await status(g);
     expect(s.exec_deny, `exec_deny off: ${s.exec_deny.reason} (addon ${EXECPERM_ADDON_PATH})`).toMatchObject({
       state: 'on',
@@ -298,6 +300,46 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     expect(s.enforcement.denied - before.enforcement.denied).toBe(3);
   });
 
+  it('tells the user on their terminal why: rule, message and URL', async () => {
+    const exe = copyTrue(join(dir, 'tty', NAME));
+    // script(1) gives the shell a pty; the shell stays a few seconds so guardd's write can land.
+    const child = spawn('script', ['-qec', `"${exe}"; echo "rc=$?"; sleep 10`, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    try {
+      await waitFor(
+        () => out.includes('tgdn: not approved.') && out.includes('rc=126'),
+        'the message on the terminal',
+      );
+      expect(out).toContain('https://intranet.example/tgdn');
+      expect(out).toContain('tgdn banned tool');
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const [ev] = (await events(g, 'process.denied')).filter((e) => e.exe === exe);
+    expect(ev?.tty).toMatch(/^\/dev\/pts\/\d+$/);
+    expect(ev?.outcome).toMatchObject({ details: { notified: { terminal: true } } });
+  });
+
+  it('reports coverage in guardctl status and in the heartbeat (schema-valid)', async () => {
+    const r = runGuardctl(['--socket-dir', g.socketDir, 'status']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /pre-exec deny on: \d+ file systems marked, deadline 200 ms; \d+ execs checked, [1-9]\d* denied/,
+    );
+    const hb = await waitFor(
+      async () =>
+        (await events(g, 'agent.heartbeat')).find((e) => (e.exec_deny as { denied?: number })?.denied),
+      'a heartbeat with pre-exec deny counters',
+    );
+    expect(hb.exec_deny).toMatchObject({ state: 'on', deadline_misses: expect.any(Number) });
+    expect(validateEvent(hb)).toEqual({ ok: true });
+  });
+
   it('lets an unrelated program run, even a renamed copy of a banned one’s base binary', async () => {
     const ok = copyTrue(join(dir, 'ok', `fine-${TAG}`));
     expect(run(ok, []).status).toBe(0);
@@ -353,7 +395,6 @@ while not os.path.exists(done):
     os.unlink(p); n += 1
 print("%.1f %d" % (worst * 1000, n))
 `;
-    const { spawn } = await import('node:child_process');
     const loop = spawn('python3', ['-c', script, loopDir, TRUE, doneFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -401,7 +442,6 @@ describe('monitor mode', () => {
       mkdirSync(join(dir, 'mon'), { recursive: true });
       copyFileSync(SLEEP, exe);
       chmodSync(exe, 0o755);
-      const { spawn } = await import('node:child_process');
       const child = spawn(exe, ['30'], { stdio: 'ignore' });
       try {
         const ev = await waitFor(
