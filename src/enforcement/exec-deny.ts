@@ -206,6 +206,19 @@ interface DenyMemo {
   readonly sha256: string | null | undefined;
 }
 
+/** An observation no rule matches, run through a new matcher to build its lazy parts. */
+const WARM_UP: ProcessObservation = {
+  kind: 'process',
+  pid: 0,
+  ppid: 0,
+  startTime: 0,
+  name: '',
+  exe: '/nonexistent/toolguard-warm-up',
+  argv: [],
+  owner: { uid: -1, user: null, groups: [], home: null },
+  tty: null,
+};
+
 /** Refused files remembered (DenyMemo): distinct banned files seen under one policy; bounded. */
 const DENY_MEMO_MAX = 4096;
 /** Mount points listed in status as skipped, at most. */
@@ -251,6 +264,9 @@ export class ExecDenyListener {
     this.generation++;
     this.memo.clear();
     if (this.started) this.options.addon.setGeneration(this.generation);
+    // The matcher builds its RE2 sets on first use (tens of ms for a large policy): build them
+    // now, not inside the first exec's deadline.
+    this.options.matcher()?.matchAll(WARM_UP);
   }
 
   /** Stops the thread; pending requests are allowed. Idempotent. */

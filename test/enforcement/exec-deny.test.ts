@@ -201,6 +201,13 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
       },
     },
     {
+      what: 'by name, through nohup',
+      setup: () => {
+        const exe = copyTrue(join(dir, 'nohup', NAME));
+        return { exe, cmd: 'nohup', args: [exe] };
+      },
+    },
+    {
       what: 'by name, through setsid',
       setup: () => {
         const exe = copyTrue(join(dir, 'setsid', NAME));
