@@ -307,6 +307,23 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     expect(s.enforcement.denied - before.enforcement.denied).toBe(3);
   });
 
+  it('marks a file system mounted after start (re-reads the mount table when it changes)', async () => {
+    const mnt = join(dir, 'newmount');
+    mkdirSync(mnt, { recursive: true });
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', `tgdn-${TAG}`, mnt]).status).toBe(0);
+    try {
+      await waitFor(async () => (await status(g)).exec_deny.marked.includes(mnt), 'the new mount marked');
+      const exe = copyTrue(join(mnt, NAME));
+      expect(run('sh', ['-c', `"${exe}"`]).status).toBe(126);
+      await waitFor(
+        async () => (await events(g, 'process.denied')).find((e) => e.exe === exe),
+        'process.denied on the new mount',
+      );
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
   it('tells the user on their terminal why: rule, message and URL', async () => {
     const exe = copyTrue(join(dir, 'tty', NAME));
     // script(1) gives the shell a pty; the shell stays a few seconds so guardd's write can land.
