@@ -20,8 +20,9 @@
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
  *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
- * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters(),
- * stop(). Errors thrown carry code GUARD_EXEC_DENY_FAILED (errno in the message).
+ * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters() (with
+ * loop_age_ms: how long ago the thread last went round its loop, ≤ 1 s when healthy), stop().
+ * Errors thrown carry code GUARD_EXEC_DENY_FAILED (errno in the message).
  * Uses only node_api.h (N-API version 8). Linux only.
  */
 #define _GNU_SOURCE
@@ -114,6 +115,8 @@ static uint64_t next_id = 1;
 static slot_t slots[MAX_PENDING];
 static cache_entry_t cache[CACHE_SIZE];
 static counters_t counters;
+/* When the thread last went round its loop (CLOCK_MONOTONIC): the JS watchdog reads its age. */
+static struct timespec last_loop;
 
 static void ts_add_ms(struct timespec *t, long ms) {
   t->tv_sec += ms / 1000;
@@ -408,6 +411,7 @@ static void *run(void *arg) {
     }
     pthread_mutex_lock(&lock);
     timeout = expire();
+    clock_gettime(CLOCK_MONOTONIC, &last_loop);
     pthread_mutex_unlock(&lock);
   }
   free(buf);
@@ -491,6 +495,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
   memset(cache, 0, sizeof(cache));
   memset(&counters, 0, sizeof(counters));
+  clock_gettime(CLOCK_MONOTONIC, &last_loop);
   stopping = 0;
 
   fan_fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
@@ -613,6 +618,9 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   napi_create_object(env, &o);
   pthread_mutex_lock(&lock);
   counters_t c = counters;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long loop_age = running ? ts_diff_ms(&now, &last_loop) : 0;
   int waiting = 0;
   for (int i = 0; i < MAX_PENDING; i++)
     if (slots[i].state == SLOT_WAITING) waiting++;
@@ -629,6 +637,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "unreadable", (double)c.unreadable);
   set_num(env, o, "mount_changes", (double)c.mount_changes);
   set_num(env, o, "waiting", waiting);
+  set_num(env, o, "loop_age_ms", (double)loop_age);
   return o;
 }
 

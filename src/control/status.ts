@@ -58,6 +58,8 @@ export interface DaemonStatus {
         readonly counters: Readonly<Record<string, number>>;
         readonly decided: number;
         readonly decide_errors: number;
+        /** Times the watchdog found the native listener thread stalled. */
+        readonly watchdog_stalls: number;
       }
     | { readonly state: 'off'; readonly reason: string };
   readonly outbox: { depth: number; bytes: number; dropped_total: number };

@@ -82,6 +82,8 @@ export type ExecPermCounters = {
   mount_changes: number;
   /** Requests waiting for JS right now. */
   waiting: number;
+  /** How long ago the native thread last went round its loop (ms); ≤ 1 s when it is healthy. */
+  loop_age_ms: number;
 };
 
 /** The native addon's surface (native/execperm/execperm.c). */
@@ -221,6 +223,14 @@ const WARM_UP: ProcessObservation = {
 
 /** Refused files remembered (DenyMemo): distinct banned files seen under one policy; bounded. */
 const DENY_MEMO_MAX = 4096;
+/**
+ * The native thread goes round its loop at least once a second (its idle poll); older than this
+ * and the watchdog reports it stalled (status, error log): every exec on marked file systems
+ * would then wait on it. Checked every WATCHDOG_INTERVAL_MS.
+ */
+const WATCHDOG_STALL_MS = 5000;
+const WATCHDOG_INTERVAL_MS = 5000;
+
 /** Mount points listed in status as skipped, at most. */
 const SKIPPED_LIST_MAX = 32;
 
@@ -234,6 +244,8 @@ export interface ExecDenyStatus {
   /** Requests decided by JS (a verdict given before or after the deadline). */
   readonly decided: number;
   readonly decide_errors: number;
+  /** Times the watchdog found the native thread stalled (see WATCHDOG_STALL_MS). */
+  readonly watchdog_stalls: number;
 }
 
 export class ExecDenyListener {
@@ -245,6 +257,8 @@ export class ExecDenyListener {
   private decided = 0;
   private decideErrors = 0;
   private started = false;
+  private watchdog: NodeJS.Timeout | null = null;
+  private watchdogStalls = 0;
 
   constructor(private readonly options: ExecDenyOptions) {}
 
@@ -257,6 +271,19 @@ export class ExecDenyListener {
     }
     this.started = true;
     this.remark();
+    this.watchdog = setInterval(() => this.checkThread(), WATCHDOG_INTERVAL_MS);
+    this.watchdog.unref();
+  }
+
+  /** The watchdog: a native thread that stopped going round its loop is reported, loudly. */
+  private checkThread(): void {
+    const age = this.options.addon.counters().loop_age_ms;
+    if (age <= WATCHDOG_STALL_MS) return;
+    this.watchdogStalls++;
+    this.options.logger.error(
+      { loop_age_ms: age },
+      'pre-exec listener thread stalled: execs on marked file systems may wait on it',
+    );
   }
 
   /** A new policy is in force: forget every cached verdict. Safe before start. */
@@ -273,6 +300,8 @@ export class ExecDenyListener {
   stop(): void {
     if (!this.started) return;
     this.started = false;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
     this.options.addon.stop();
   }
 
@@ -286,6 +315,7 @@ export class ExecDenyListener {
       counters: this.options.addon.counters(),
       decided: this.decided,
       decide_errors: this.decideErrors,
+      watchdog_stalls: this.watchdogStalls,
     };
   }
 

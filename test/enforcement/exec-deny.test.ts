@@ -361,6 +361,9 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
       'a heartbeat with pre-exec deny counters',
     );
     expect(hb.exec_deny).toMatchObject({ state: 'on', deadline_misses: expect.any(Number) });
+    // The watchdog's view: the native thread goes round its loop at least once a second.
+    const st = await status(g);
+    expect(st.exec_deny.counters.loop_age_ms).toBeLessThan(2000);
     expect(validateEvent(hb)).toEqual({ ok: true });
   });
 
