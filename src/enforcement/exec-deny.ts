@@ -231,6 +231,9 @@ const DENY_MEMO_MAX = 4096;
 const WATCHDOG_STALL_MS = 5000;
 const WATCHDOG_INTERVAL_MS = 5000;
 
+/** Mount points remembered as unmarkable (so each is logged once); container hosts churn mounts. */
+const MARK_FAILED_MEMORY = 1024;
+
 /** Mount points listed in status as skipped, at most. */
 const SKIPPED_LIST_MAX = 32;
 
@@ -249,7 +252,8 @@ export interface ExecDenyStatus {
 }
 
 export class ExecDenyListener {
-  private readonly markedDevices = new Map<string, string>();
+  private markedDevices = new Map<string, string>();
+  private readonly markFailed = new Set<string>();
   private skipped: { mount: string; fstype: string }[] = [];
   private markFailures = 0;
   private generation = 0;
@@ -319,7 +323,12 @@ export class ExecDenyListener {
     };
   }
 
-  /** Marks every local file system not marked yet (one mark per superblock). Called at start and when mounts change. */
+  /**
+   * Marks every local file system (one mark per superblock). Called at start and whenever the
+   * mount table changes. Every pass marks every file system again (FAN_MARK_ADD on a marked one
+   * changes nothing): a device number freed by an unmount can be reused by the next mount, so
+   * "marked before" is no proof that the file system behind the number is marked.
+   */
   remark(): void {
     let text: string;
     try {
@@ -329,12 +338,13 @@ export class ExecDenyListener {
       return;
     }
     const skipped: { mount: string; fstype: string }[] = [];
+    const marked = new Map<string, string>();
     for (const m of parseMountinfo(text)) {
       if (skippedFstype(m.fstype)) {
         if (!MOUNT_SKIP_QUIET.has(m.fstype)) skipped.push({ mount: m.mountPoint, fstype: m.fstype });
         continue;
       }
-      if (this.markedDevices.has(m.device)) continue;
+      if (marked.has(m.device)) continue;
       try {
         this.options.addon.mark(m.mountPoint, 'filesystem');
       } catch {
@@ -342,16 +352,22 @@ export class ExecDenyListener {
         try {
           this.options.addon.mark(m.mountPoint, 'mount');
         } catch (err) {
-          this.markFailures++;
-          this.options.logger.warn(
-            { mount: m.mountPoint, fstype: m.fstype, err: (err as Error).message },
-            'not marked',
-          );
+          // Counted once per mount point, not once per pass.
+          if (!this.markFailed.has(m.mountPoint)) {
+            if (this.markFailed.size >= MARK_FAILED_MEMORY) this.markFailed.clear();
+            this.markFailed.add(m.mountPoint);
+            this.markFailures++;
+            this.options.logger.warn(
+              { mount: m.mountPoint, fstype: m.fstype, err: (err as Error).message },
+              'not marked',
+            );
+          }
           continue;
         }
       }
-      this.markedDevices.set(m.device, m.mountPoint);
+      marked.set(m.device, m.mountPoint);
     }
+    this.markedDevices = marked;
     this.skipped = skipped;
   }
 
