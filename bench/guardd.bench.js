@@ -108,6 +108,8 @@ async function scenario(label, rules, nodeArgs) {
       'policy.trusted_keys': [key.publicKeyPem],
       'sensors.install.enabled': false,
       'enforcement.notify_desktop': false,
+      // This bench measures the post-exec kill; pre-exec deny has bench/exec-deny.bench.js.
+      'enforcement.exec_deny': 'off',
       'log.level': 'warn',
     }),
   );

@@ -52,6 +52,9 @@ export const ERROR_CODES = {
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',
   GUARD_ENFORCE_KILL_FAILED: 'a signal could not be delivered',
+  GUARD_EXEC_DENY_UNAVAILABLE:
+    'pre-exec deny is off: not Linux, or the execperm addon is missing or does not load; blocked programs are killed after they start',
+  GUARD_EXEC_DENY_FAILED: 'the kernel refused the pre-exec listener (fanotify) or one of its marks',
   GUARD_QUARANTINE_UNSAFE_PATH: 'the path changed or points outside its root; not moved',
   GUARD_QUARANTINE_NOT_FOUND: 'no quarantine entry with that id',
   GUARD_QUARANTINE_STILL_BANNED: 'restoring needs --force: the current policy still bans it',

@@ -187,6 +187,18 @@ export const SETTINGS = {
     max: 604_800,
     description: 'A warning for the same user and rule is shown at most once per this interval.',
   }),
+  'enforcement.exec_deny': oneOf(['auto', 'off'] as const, {
+    default: 'auto',
+    description:
+      'Pre-exec deny (Linux): refuse the exec of a blocked program before it runs (fanotify FAN_OPEN_EXEC_PERM). auto = on when guardd runs as root on Linux and the execperm addon loads (never in --local mode); off = processes are only killed after they start.',
+  }),
+  'enforcement.exec_deny_deadline_ms': int({
+    default: 200,
+    min: 20,
+    max: 2000,
+    description:
+      'Longest time an exec waits for the pre-exec verdict. A file not yet decided by then is allowed (and counted as a deadline miss); the post-exec kill still applies to it. Bounds how long any exec on the machine can wait for guardd.',
+  }),
   'enforcement.notify_desktop': bool({
     default: true,
     description: "Send desktop notifications to the owning user's session.",

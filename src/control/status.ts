@@ -35,10 +35,33 @@ export interface DaemonStatus {
   readonly enforcement: {
     blocked: number;
     quarantined: number;
+    /** Execs refused before the program ran (pre-exec deny). */
+    denied: number;
     warned: number;
     audited: number;
     failed: number;
   };
+  /**
+   * Pre-exec deny (Linux fanotify): on with its marks and the native listener's counters, or off
+   * and why. Optional: a daemon before v0.2 does not report it.
+   */
+  readonly exec_deny?:
+    | {
+        readonly state: 'on';
+        readonly deadline_ms: number;
+        /** Mount points marked (one per file system). */
+        readonly marked: readonly string[];
+        /** Network and FUSE mounts left unmarked (their execs are only killed after they start). */
+        readonly skipped: readonly { mount: string; fstype: string }[];
+        readonly mark_failures: number;
+        /** The native listener's counters (exec-deny.ts ExecPermCounters). */
+        readonly counters: Readonly<Record<string, number>>;
+        readonly decided: number;
+        readonly decide_errors: number;
+        /** Times the watchdog found the native listener thread stalled. */
+        readonly watchdog_stalls: number;
+      }
+    | { readonly state: 'off'; readonly reason: string };
   readonly outbox: { depth: number; bytes: number; dropped_total: number };
   readonly shipper: {
     readonly collector_url: string | null;

@@ -11,7 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { hostname, release } from 'node:os';
 import { join } from 'node:path';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage, GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { currentPlatform, socketPaths } from '../common/platform-paths.js';
 import { UserDirectory } from '../common/users.js';
@@ -22,15 +22,21 @@ import { ControlServer } from '../control/control-server.js';
 import type { ControlMethods } from '../control/protocol.js';
 import type { DaemonStatus } from '../control/status.js';
 import { BlockProcessAction } from '../enforcement/actions/block-process.js';
+import { DenyExecAction } from '../enforcement/actions/deny-exec.js';
 import { NotifyInstallAction } from '../enforcement/actions/notify-install.js';
 import { NotifyProcessAction } from '../enforcement/actions/notify-process.js';
 import { QuarantineAction } from '../enforcement/actions/quarantine.js';
+import { decide } from '../enforcement/decide.js';
+import { FULL_SCOPE } from '../enforcement/enforcement-scope.js';
 import { Enforcer } from '../enforcement/enforcer.js';
+import { ExecDenyListener, loadExecPermAddon } from '../enforcement/exec-deny.js';
 import { SessionNotifier } from '../enforcement/notify/session-notifier.js';
 import { QuarantineStore, quarantineControlMethods } from '../enforcement/quarantine-store.js';
 import type { AgentEvent, EventSink } from '../events/event-types.js';
 import { PolicyManager } from '../policy/policy-manager.js';
 import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js';
+import { ExeHasher } from '../sensors/exe-hash.js';
+import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
 import { CollectorClient } from '../shipping/collector-client.js';
@@ -128,6 +134,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         notifier,
         logger: logger.child({ component: 'action.notify' }),
       }),
+      denyExec: new DenyExecAction({ notifier, logger: logger.child({ component: 'action.deny' }) }),
     },
     events,
     logger: logger.child({ component: 'enforcer' }),
@@ -140,6 +147,12 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     logger: logger.child({ component: 'pipeline' }),
     hostname: host,
     deviceTags: config['device.tags'],
+  });
+
+  const execDeny = buildExecDeny(config, logger, local !== null, {
+    pipeline,
+    enforcer,
+    users,
   });
 
   // Policy: the matcher in force is swapped into the pipeline in one step.
@@ -155,7 +168,10 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     protectedDirs: [stateDir, config['paths.socket_dir']],
     events,
     logger: logger.child({ component: 'policy' }),
-    onChange: (matcher) => pipeline.setMatcher(matcher),
+    onChange: (matcher) => {
+      pipeline.setMatcher(matcher);
+      execDeny.listener?.policyChanged();
+    },
   });
   const policyUrl =
     config['policy.url'] ||
@@ -225,6 +241,9 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         return { name: st.name, running: st.running, details: { ...st.details }, skipped: { ...st.skipped } };
       }),
       enforcement: enforcer.status(),
+      exec_deny: execDeny.listener
+        ? execDeny.listener.status()
+        : { state: 'off', reason: execDeny.offReason ?? 'not started' },
       outbox: outbox.status(),
       shipper: ship ?? {
         collector_url: null,
@@ -250,6 +269,17 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         set_aside_total: outbox.status().set_aside_total,
         shipped_total: s.shipper.shipped_total,
         counts: s.enforcement,
+        exec_deny:
+          s.exec_deny?.state === 'on'
+            ? {
+                state: 'on',
+                events: s.exec_deny.counters.events ?? 0,
+                cache_hits: s.exec_deny.counters.cache_hits ?? 0,
+                denied: s.exec_deny.counters.denied ?? 0,
+                deadline_misses: s.exec_deny.counters.deadline_misses ?? 0,
+                overflow: s.exec_deny.counters.overflow ?? 0,
+              }
+            : { state: 'off' },
         sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
       };
     },
@@ -260,6 +290,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     ...eventsControlMethods(outbox),
     ...(updater ? policyControlMethods(updater, policy) : {}),
     ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
+    ...(process.env.TOOLGUARD_TEST_HOOKS === '1' ? testHookMethods() : {}),
   };
   const sockets = socketPaths(config['paths.socket_dir'], platform);
   const control = new ControlServer({
@@ -288,6 +319,20 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       policy.loadInitial(config['paths.bootstrap_policy'] || join(stateDir, 'bootstrap-policy.dsse.json'));
       for (const s of sensors) pipeline.addSensor(s);
       pipeline.setMatcher(policy.matcher());
+      execDeny.listener?.policyChanged();
+      // Before the sensors: a banned program is refused from the first exec on.
+      if (execDeny.listener) {
+        try {
+          execDeny.listener.start();
+        } catch (err) {
+          execDeny.offReason = errorMessage(err);
+          execDeny.listener = null;
+          logger.error(
+            { err: execDeny.offReason },
+            'pre-exec deny failed to start; blocked programs are killed after they start',
+          );
+        }
+      }
       await control.start();
       // Local mode says what it may act on before the first sensor can report anything.
       if (local && eventConsole) {
@@ -314,6 +359,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       if (freshnessTimer) clearInterval(freshnessTimer);
       heartbeat.stop();
       updater?.stop();
+      execDeny.listener?.stop();
       await Promise.allSettled(sensors.map((s) => s.stop()));
       await pipeline.drain();
       await control.stop();
@@ -331,6 +377,80 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
           },
     status,
   };
+}
+
+/** Longest stall the test hook accepts (ms): enough to outlast any deadline setting. */
+const TEST_STALL_MAX_MS = 10_000;
+
+/**
+ * Test hooks, present only when guardd's environment has TOOLGUARD_TEST_HOOKS=1 (never set by the
+ * service units or installers; documented as test-only in docs/process-detection.md) and only on
+ * the root-only admin socket. `test.stall_loop {ms}` blocks guardd's event loop synchronously for
+ * `ms`, as a decision stuck in JS would: the pre-exec deadline test proves execs are still answered.
+ */
+function testHookMethods(): ControlMethods {
+  return {
+    'test.stall_loop': {
+      admin: true,
+      summary: 'TEST ONLY: block the event loop for params.ms milliseconds',
+      handle: (params) => {
+        const ms = Number(params.ms);
+        if (!Number.isInteger(ms) || ms < 0 || ms > TEST_STALL_MAX_MS)
+          throw new GuardError('GUARD_CONTROL_BAD_REQUEST', `ms must be an integer 0..${TEST_STALL_MAX_MS}`);
+        // Deliberately synchronous: the point is a busy loop that answers nothing meanwhile.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+        return { stalled_ms: ms };
+      },
+    },
+  };
+}
+
+/** The pre-exec listener, or why it is off (status says it). */
+interface ExecDenySlot {
+  listener: ExecDenyListener | null;
+  offReason: string | null;
+}
+
+/**
+ * Pre-exec deny (src/enforcement/exec-deny.ts): on with `enforcement.exec_deny: auto` as root on
+ * Linux when the addon loads; never in local mode (a demo must not answer the machine's execs).
+ */
+function buildExecDeny(
+  config: Config,
+  logger: Logger,
+  local: boolean,
+  deps: { pipeline: Pipeline; enforcer: Enforcer; users: UserDirectory },
+): ExecDenySlot {
+  const off = (reason: string): ExecDenySlot => ({ listener: null, offReason: reason });
+  if (config['enforcement.exec_deny'] === 'off') return off('enforcement.exec_deny is off');
+  if (local) return off('local mode');
+  if (process.platform !== 'linux') return off('not Linux');
+  if (process.getuid?.() !== 0) return off('not root');
+  let addon: ReturnType<typeof loadExecPermAddon>;
+  try {
+    addon = loadExecPermAddon();
+  } catch (err) {
+    logger.warn({ err: errorMessage(err) }, 'pre-exec deny unavailable');
+    return off(errorMessage(err));
+  }
+  const hasher = new ExeHasher();
+  const { pipeline, enforcer, users } = deps;
+  const listener = new ExecDenyListener({
+    addon,
+    deadlineMs: config['enforcement.exec_deny_deadline_ms'],
+    logger: logger.child({ component: 'exec-deny' }),
+    matcher: () => pipeline.matcherInForce(),
+    decide: (obs, matcher) => decide(obs, { matcher, match: pipeline.matchContext(), scope: FULL_SCOPE }),
+    observe: (req, matcher) =>
+      preExecObservation(req, {
+        procRoot: '/proc',
+        owner: (uid) => users.owner(uid),
+        hash: (path, uid) => hasher.hash(path, uid),
+        needsSha256: matcher?.needs.sha256 ?? false,
+      }),
+    denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
+  });
+  return { listener, offReason: null };
 }
 
 function closeDb(db: Db, logger: Logger): void {

@@ -67,6 +67,16 @@ export class Pipeline {
     return this.matcher?.match(obs, this.context())?.rule.action === 'block';
   }
 
+  /** The matcher in force, or null before the first policy (the pre-exec listener decides with it). */
+  matcherInForce(): Matcher | null {
+    return this.matcher;
+  }
+
+  /** The facts of this machine and moment every decision is taken with. */
+  matchContext(): MatchContext {
+    return this.context();
+  }
+
   /** Resolves when every action started so far has finished (for a clean stop). */
   async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);

@@ -10,6 +10,8 @@ import type { Observation } from '../sensors/observation.js';
 /** What was actually done; part of the event schema (`outcome.action_taken`). */
 export type ActionTaken =
   | 'killed'
+  /** Pre-exec deny: the kernel refused the exec; the program never ran. */
+  | 'denied'
   | 'would_block'
   | 'warned'
   | 'warn_suppressed'

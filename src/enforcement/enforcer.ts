@@ -7,6 +7,8 @@
  *         packages and path artifacts: the quarantine action.
  * warn  → the notify action (rate-limited), the thing keeps running / stays installed.
  * audit → event only. In `monitor` mode block acts as warn and the event says `would_block`.
+ * Which of these applies is the pure verdict of decide.ts (shared with the pre-exec listener); a
+ * pre-exec deny, already answered to the kernel, is recorded through `denied()`.
  *
  * Before any of that, the enforcement scope (enforcement-scope.ts) is asked whether guardd may act
  * on the observation at all; outside it, a match is recorded only (block → `would_block`, warn →
@@ -24,6 +26,7 @@ import type {
   ProcessObservation,
 } from '../sensors/observation.js';
 import type { Action, ActionResult, ActionTaken } from './action.js';
+import { verdictFor } from './decide.js';
 import { type EnforcementScope, FULL_SCOPE } from './enforcement-scope.js';
 
 export interface EnforcerActions {
@@ -35,6 +38,18 @@ export interface EnforcerActions {
   readonly quarantine: Action<PackageObservation | PathObservation>;
   /** Tells the owner about an installed package or artifact without moving it. */
   readonly notifyInstall: Action<PackageObservation | PathObservation>;
+  /**
+   * Tells the user why the kernel refused an exec (pre-exec deny); the refusal itself is done.
+   * Optional: without it a refusal is recorded and nobody is told.
+   */
+  readonly denyExec?: Action<ProcessObservation>;
+}
+
+/** Identity of a file whose exec was refused (event field `outcome.details.file`). */
+export interface DeniedFile {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
 }
 
 export interface EnforcerOptions {
@@ -52,6 +67,8 @@ export interface EnforcerCounts {
   /** Processes killed (a block whose process had already exited or was protected counts as failed). */
   blocked: number;
   quarantined: number;
+  /** Execs refused before the program ran (pre-exec deny), every attempt counted. */
+  denied: number;
   warned: number;
   audited: number;
   failed: number;
@@ -63,7 +80,14 @@ const WARN_MEMORY_INTERVALS = 2;
 const WARN_MEMORY_MAX = 10_000;
 
 export class Enforcer {
-  private readonly counts: EnforcerCounts = { blocked: 0, quarantined: 0, warned: 0, audited: 0, failed: 0 };
+  private readonly counts: EnforcerCounts = {
+    blocked: 0,
+    quarantined: 0,
+    denied: 0,
+    warned: 0,
+    audited: 0,
+    failed: 0,
+  };
   private readonly lastWarned = new Map<string, number>();
   private readonly now: () => number;
   private readonly scope: EnforcementScope;
@@ -82,36 +106,39 @@ export class Enforcer {
     let result: ActionResult;
     let verb: 'blocked' | 'quarantined' | 'warned' | 'audited';
     try {
-      const action = decision.rule.action;
-      const outOfScope = action === 'audit' ? null : this.scope.exclude(obs);
-      if (outOfScope) {
-        verb = 'warned';
-        result = this.result(action === 'block' ? 'would_block' : 'warn_suppressed', started, null, {
-          scope: outOfScope,
-        });
-      } else if (action === 'block' && decision.mode === 'enforce') {
-        verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
-        result =
-          obs.kind === 'process'
-            ? await this.options.actions.blockProcess.execute(obs, decision)
-            : await this.options.actions.quarantine.execute(obs, decision);
-      } else if (action === 'block' || action === 'warn') {
-        verb = 'warned';
-        const wouldBlock = action === 'block';
-        if (this.warnAllowed(obs, decision)) {
-          const r =
+      const verdict = verdictFor(obs, decision, this.scope);
+      switch (verdict.act) {
+        case 'record':
+          verb = 'warned';
+          result = this.result(verdict.taken, started, null, { scope: verdict.scope });
+          break;
+        case 'block':
+          verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
+          result =
             obs.kind === 'process'
-              ? await this.options.actions.notifyProcess.execute(obs, decision)
-              : await this.options.actions.notifyInstall.execute(obs, decision);
-          result = wouldBlock && r.error === null ? { ...r, actionTaken: 'would_block' } : r;
-        } else {
-          result = this.result(wouldBlock ? 'would_block' : 'warn_suppressed', started, null, {
-            notified: false,
-          });
+              ? await this.options.actions.blockProcess.execute(obs, decision)
+              : await this.options.actions.quarantine.execute(obs, decision);
+          break;
+        case 'warn': {
+          verb = 'warned';
+          const { wouldBlock } = verdict;
+          if (this.warnAllowed(obs, decision)) {
+            const r =
+              obs.kind === 'process'
+                ? await this.options.actions.notifyProcess.execute(obs, decision)
+                : await this.options.actions.notifyInstall.execute(obs, decision);
+            result = wouldBlock && r.error === null ? { ...r, actionTaken: 'would_block' } : r;
+          } else {
+            result = this.result(wouldBlock ? 'would_block' : 'warn_suppressed', started, null, {
+              notified: false,
+            });
+          }
+          break;
         }
-      } else {
-        verb = 'audited';
-        result = this.result('audited', started, null);
+        case 'audit':
+          verb = 'audited';
+          result = this.result('audited', started, null);
+          break;
       }
     } catch (err) {
       // Actions must not throw; if one does, the event still records the attempt.
@@ -136,16 +163,68 @@ export class Enforcer {
     return result;
   }
 
+  /**
+   * Records one exec the kernel already refused (pre-exec deny, verdict `block`): tells the user
+   * on the exec'ing process's terminal and desktop — at most once per `warnIntervalMs` for the same
+   * user, rule and file, since a loop of refused execs must not flood the terminal — and appends
+   * exactly one `process.denied` event for this attempt, whether or not the user was told.
+   * `latencyMs` is from the kernel's question to its answer. Resolves, never rejects.
+   */
+  async denied(
+    obs: ProcessObservation,
+    decision: Decision,
+    facts: {
+      readonly latencyMs: number;
+      readonly cached: boolean;
+      readonly fileKey: string;
+      readonly file: DeniedFile;
+    },
+  ): Promise<ActionResult> {
+    let result: ActionResult;
+    try {
+      const tell = this.options.actions.denyExec;
+      if (tell && this.warnAllowed(obs, decision, facts.fileKey)) {
+        const r = await tell.execute(obs, decision);
+        result = { ...r, latencyMs: facts.latencyMs };
+      } else {
+        result = {
+          actionTaken: 'denied',
+          latencyMs: facts.latencyMs,
+          error: null,
+          details: { notified: false },
+        };
+      }
+    } catch (err) {
+      this.options.logger.error({ err, rule: decision.rule.id }, 'deny notification threw');
+      result = {
+        actionTaken: 'denied',
+        latencyMs: facts.latencyMs,
+        error: null,
+        details: { notified: false },
+      };
+    }
+    result = {
+      ...result,
+      details: { ...(result.details ?? {}), verdict_cached: facts.cached, file: facts.file },
+    };
+    this.counts.denied++;
+    this.options.events.emit('process.denied', {
+      ...observationFields(obs),
+      ...decisionFields(decision, result),
+    });
+    return result;
+  }
+
   /** Counters since start, for `guardctl status`. */
   status(): Readonly<EnforcerCounts> {
     return { ...this.counts };
   }
 
-  private warnAllowed(obs: Observation, decision: Decision): boolean {
+  private warnAllowed(obs: Observation, decision: Decision, extra = ''): boolean {
     const interval = this.options.warnIntervalMs;
     if (interval <= 0) return true;
     const now = this.now();
-    const key = `${obs.owner.uid}\u0000${decision.rule.id}\u0000${obs.kind}`;
+    const key = `${obs.owner.uid}\u0000${decision.rule.id}\u0000${obs.kind}\u0000${extra}`;
     const last = this.lastWarned.get(key);
     // A clock stepped back (NTP, a VM resumed) must not silence warnings until it catches up.
     if (last !== undefined && now >= last && now - last < interval) return false;

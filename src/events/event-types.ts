@@ -8,6 +8,7 @@ export const EVENT_TYPES = [
   'process.blocked',
   'process.warned',
   'process.audited',
+  'process.denied',
   'package.quarantined',
   'package.warned',
   'package.audited',

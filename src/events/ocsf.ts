@@ -28,7 +28,7 @@ export const OCSF_MAPPING: readonly {
   readonly activity: string;
 }[] = [
   {
-    types: ['process.blocked', 'process.warned', 'process.audited'],
+    types: ['process.blocked', 'process.denied', 'process.warned', 'process.audited'],
     class_uid: 1007,
     class_name: 'Process Activity',
     activity: 'Launch (1)',
@@ -95,7 +95,8 @@ function enforcementOf(
   verb: string,
 ): { action_id: number; disposition_id: number; severity_id: number } {
   const taken = str(obj(e.outcome).action_taken);
-  if (verb === 'blocked' && taken === 'killed')
+  // denied: the kernel refused the exec, the program never ran (pre-exec deny).
+  if ((verb === 'blocked' && taken === 'killed') || (verb === 'denied' && taken === 'denied'))
     return { action_id: ACTION.denied, disposition_id: DISPOSITION.blocked, severity_id: SEVERITY.medium };
   if (verb === 'quarantined' && taken === 'quarantined')
     return {
@@ -103,7 +104,7 @@ function enforcementOf(
       disposition_id: DISPOSITION.quarantined,
       severity_id: SEVERITY.medium,
     };
-  if (verb === 'blocked' || verb === 'quarantined')
+  if (verb === 'blocked' || verb === 'quarantined' || verb === 'denied')
     // the block failed or was skipped: the thing still runs / is still installed
     return { action_id: ACTION.allowed, disposition_id: DISPOSITION.detected, severity_id: SEVERITY.high };
   if (verb === 'warned')

@@ -87,6 +87,11 @@ export interface Matcher {
   readonly pathGlobs: readonly string[];
   /** Number of rules active on this platform. */
   readonly ruleCount: number;
+  /**
+   * Ids of the rules that have exceptions: their decisions depend on who runs a program, so the
+   * pre-exec verdict cache (keyed by file, not user) must not keep them.
+   */
+  readonly exceptedRules: ReadonlySet<string>;
   /** The decision for an observation, or null when no (non-excepted) rule matches. */
   match(obs: Observation, ctx: MatchContext): Decision | null;
   /**
@@ -309,6 +314,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     packageNames,
     pathGlobs,
     ruleCount: rules.length,
+    exceptedRules: new Set(rules.filter((r) => r.exceptions.length > 0).map((r) => r.rule.id)),
     match(obs, ctx) {
       switch (obs.kind) {
         case 'process': {

@@ -33,6 +33,7 @@ import type { Db } from './database.js';
 /** Event types the shipper sends at once rather than at its next interval. */
 export const URGENT_EVENT_TYPES: ReadonlySet<EventType> = new Set<EventType>([
   'process.blocked',
+  'process.denied',
   'package.quarantined',
   'path.quarantined',
   'policy.rejected',

@@ -51,7 +51,7 @@ function goodStatus(over: Partial<PolicyStatus> = {}, enrolled = true): DaemonSt
       ...over,
     },
     sensors: [],
-    enforcement: { blocked: 0, quarantined: 0, warned: 0, audited: 0, failed: 0 },
+    enforcement: { blocked: 0, quarantined: 0, denied: 0, warned: 0, audited: 0, failed: 0 },
     outbox: { depth: 0, bytes: 0, dropped_total: 0 },
     shipper: {
       collector_url: 'http://127.0.0.1',

@@ -48,7 +48,12 @@ describe('event schema v1', () => {
 
   test('the catalogue names which types carry a field, and marks personal data', () => {
     const argv = EVENT_FIELDS.find((f) => f.path === 'argv');
-    expect(argv?.eventTypes).toEqual(['process.blocked', 'process.warned', 'process.audited']);
+    expect(argv?.eventTypes).toEqual([
+      'process.blocked',
+      'process.warned',
+      'process.audited',
+      'process.denied',
+    ]);
     expect(argv?.personal).toBe(true);
     const reasons = EVENT_FIELDS.filter((f) => f.path === 'reason');
     // the same name means different things per family; each meaning is listed with its types

@@ -33,6 +33,25 @@ describe('OCSF mapping', () => {
     expect((o.unmapped as { toolguard: unknown }).toolguard).toEqual(sampleEvent('process.blocked'));
   });
 
+  test('a denied exec is Process Activity (1007) Launch, denied and blocked, with the refused file', () => {
+    const o = toOcsf(sampleEvent('process.denied')) as Record<string, unknown>;
+    expect(o).toMatchObject({
+      class_uid: 1007,
+      activity_id: 1,
+      type_uid: 100701,
+      action_id: 2,
+      disposition_id: 2,
+    });
+    expect(o.process as object).toMatchObject({
+      pid: 4250,
+      name: 'claude',
+      file: { path: '/home/alice/.local/share/claude/versions/2.1.0', name: '2.1.0' },
+    });
+    const failed = sampleEvent('process.denied') as Record<string, unknown>;
+    failed.outcome = { action_taken: 'failed', latency_ms: 1, error: 'x' };
+    expect(toOcsf(failed)).toMatchObject({ action_id: 1, disposition_id: 15 });
+  });
+
   test('a warning is allowed; a failed block is reported as detected, not blocked', () => {
     expect(toOcsf(sampleEvent('process.warned'))).toMatchObject({ action_id: 1, disposition_id: 1 });
     const failed = sampleEvent('process.blocked') as Record<string, unknown>;

@@ -69,6 +69,22 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     ...enforcement('warn', 'warned', { notified: { terminal: true, desktop: true } }),
   },
   'process.audited': { ...proc, ...enforcement('audit', 'audited') },
+  'process.denied': {
+    uid: 1000,
+    user: 'alice',
+    pid: 4250,
+    ppid: 4000,
+    name: 'claude',
+    exe: '/home/alice/.local/share/claude/versions/2.1.0',
+    argv: [],
+    start_time: 123470,
+    tty: '/dev/pts/3',
+    ...enforcement('block', 'denied', {
+      verdict_cached: false,
+      file: { dev: 2049, ino: 131077, size: 421527552 },
+      notified: { terminal: true, desktop: false },
+    }),
+  },
   'package.quarantined': {
     ...pkg,
     ...enforcement('block', 'quarantined', {
@@ -115,7 +131,8 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     dropped_total: 0,
     set_aside_total: 0,
     shipped_total: 17,
-    counts: { blocked: 1, quarantined: 0, warned: 2, audited: 0, failed: 0 },
+    counts: { blocked: 1, quarantined: 0, denied: 4, warned: 2, audited: 0, failed: 0 },
+    exec_deny: { state: 'on', events: 5210, cache_hits: 5180, denied: 4, deadline_misses: 0, overflow: 0 },
     sensors: { process: true, install: true },
   },
   'agent.tamper': { reason: 'state_db_corrupt', detail: 'integrity_check failed; moved aside' },

@@ -134,7 +134,7 @@ export interface Guardd extends RunningProcess {
 export async function startGuardd(
   dir: string,
   config: Record<string, unknown>,
-  options: { nodeArgs?: readonly string[]; startTimeoutMs?: number } = {},
+  options: { nodeArgs?: readonly string[]; startTimeoutMs?: number; env?: Record<string, string> } = {},
 ): Promise<Guardd> {
   mkdirSync(dir, { recursive: true });
   const socketDir = join(dir, 'run');
@@ -147,6 +147,9 @@ export async function startGuardd(
     'sensors.install.enabled': false,
     'enforcement.notify_desktop': false,
     'shipper.interval_ms': 200,
+    // Tests of the post-exec path need the banned program to start; pre-exec deny has its own
+    // tests (test/enforcement/exec-deny.test.ts), which turn it on.
+    'enforcement.exec_deny': 'off',
     ...config,
   };
   writeFileSync(configFile, JSON.stringify(full, null, 2));
@@ -155,6 +158,7 @@ export async function startGuardd(
     [...(options.nodeArgs ?? []), BIN('guardd'), '--config', configFile],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
     },
   );
   const proc = track(child);

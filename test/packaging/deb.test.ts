@@ -469,6 +469,8 @@ describe('the packaged programs enforce a signed policy (bundled runtime only)',
         'sensors.install.enabled': false,
         'enforcement.notify_desktop': false,
         'enforcement.notify_terminal': false,
+        // This proves the packaged post-exec kill; pre-exec deny would refuse the exec instead.
+        'enforcement.exec_deny': 'off',
       }),
     );
     const [node, entry] = packagedCommand(root, 'guardd');

@@ -95,6 +95,7 @@ describe('toolguard.service', () => {
         'CAP_CHOWN',
         'CAP_SETUID',
         'CAP_SETGID',
+        'CAP_SYS_ADMIN',
       ]),
     );
     const text = readFileSync(join(REPO, 'service/linux/toolguard.service'), 'utf8');

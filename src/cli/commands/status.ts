@@ -46,8 +46,18 @@ export function formatStatus(s: DaemonStatus): string {
   }
   const e = s.enforcement;
   lines.push(
-    `enforcement   ${e.blocked} blocked, ${e.quarantined} quarantined, ${e.warned} warned, ${e.audited} audited, ${e.failed} failed`,
+    `enforcement   ${e.blocked} blocked, ${e.denied ?? 0} denied before exec, ${e.quarantined} quarantined, ${e.warned} warned, ${e.audited} audited, ${e.failed} failed`,
   );
+  const x = s.exec_deny;
+  if (x?.state === 'on') {
+    const c = x.counters;
+    const hitRate = c.events ? Math.round(((c.cache_hits ?? 0) / c.events) * 1000) / 10 : 0;
+    lines.push(
+      `pre-exec deny on: ${x.marked.length} file systems marked, deadline ${x.deadline_ms} ms; ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied, cache hits ${hitRate}%, ${c.deadline_misses ?? 0} deadline misses, ${c.overflow ?? 0} overflows${x.skipped.length ? `; not marked (network/FUSE): ${x.skipped.map((m) => `${m.mount} (${m.fstype})`).join(', ')}` : ''}`,
+    );
+  } else if (x) {
+    lines.push(`pre-exec deny off: ${x.reason}`);
+  }
   lines.push(
     `outbox        ${s.outbox.depth} events waiting (${s.outbox.bytes} bytes), ${s.outbox.dropped_total} dropped ever`,
   );

@@ -1,0 +1,686 @@
+/*
+ * execperm: guardd's pre-exec deny listener (src/enforcement/exec-deny.ts). Owns one fanotify
+ * descriptor (FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM) and the native thread that answers every
+ * permission event on it. Hand-written because Node has no fanotify, and because the answer must
+ * not depend on the JS event loop: an unanswered permission event blocks the exec'ing process,
+ * machine-wide.
+ *
+ * The thread, for each event:
+ *   - the exec'ing pid is guardd or a child of guardd → FAN_ALLOW at once (libuv blocks the loop
+ *     in uv_spawn until its child has exec'd: asking JS would stall until the deadline);
+ *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
+ *     (identity, policy generation) answers repeats without JS (a cached deny is still reported
+ *     to JS, as already answered, so every denied attempt becomes an event);
+ *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
+ *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
+ *     /proc/self/fd/N: a plain open, which generates no exec permission event);
+ *   - JS answers with respond(id, allow, cacheable); if it has not within the deadline, the thread
+ *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
+ *     number is not reused under JS's read) or the slot is reclaimed under load.
+ * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
+ *
+ * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
+ * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters() (with
+ * loop_age_ms: how long ago the thread last went round its loop, ≤ 1 s when healthy), stop().
+ * Errors thrown carry code GUARD_EXEC_DENY_FAILED (errno in the message).
+ * Uses only node_api.h (N-API version 8). Linux only.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fanotify.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+/* Events waiting for JS at once. Past it an event is allowed at once and counted as overflow:
+ * 1,024 is far above what a 200 ms deadline lets pile up from cache misses (new files). */
+#define MAX_PENDING 1024
+/* Verdict cache entries (direct-mapped by identity hash): distinct executables a machine runs. */
+#define CACHE_SIZE 8192
+/* Bytes read from the fanotify fd per read(): ~2,700 events of 24 bytes. */
+#define READ_BUF_BYTES 65536
+/* Longest poll() sleep with nothing pending (ms): only bounds how late stop() is noticed. */
+#define IDLE_POLL_MS 1000
+/* Threadsafe-function queue: events posted to JS and not yet taken by its loop. */
+#define TSFN_QUEUE 4096
+
+/* What a verdict is cached under: the file (an inode number is only unique within its file system,
+ * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
+ * linked or chmod'ed) and the path it was opened by, since name and path rules give another
+ * verdict to a hard link or a rename of the same inode. */
+typedef struct {
+  uint64_t dev, ino;
+  int64_t size, mtime_s, mtime_ns, ctime_s, ctime_ns;
+  uint64_t path_hash;
+} ident_t;
+
+enum slot_state { SLOT_FREE = 0, SLOT_WAITING = 1, SLOT_EXPIRED = 2 };
+
+typedef struct {
+  int state;
+  int fd;
+  uint64_t id;
+  uint64_t generation;
+  struct timespec deadline;
+  ident_t ident;
+} slot_t;
+
+typedef struct {
+  int used;
+  int allow;
+  uint64_t generation;
+  ident_t ident;
+} cache_entry_t;
+
+typedef struct {
+  uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
+      unreadable, mount_changes;
+} counters_t;
+
+/* What one event carries to JS. kind: 0 = decide (slot id), 1 = already denied from the cache,
+ * 2 = mounts changed. */
+typedef struct {
+  int kind;
+  uint64_t id;
+  int32_t pid;
+  int fd;
+  ident_t ident;
+  char path[PATH_MAX];
+} post_t;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int fan_fd = -1;
+static int wake_pipe[2] = {-1, -1};
+static int mountinfo_fd = -1;
+static pthread_t thread;
+static int running = 0;
+static volatile int stopping = 0;
+static napi_threadsafe_function tsfn = NULL;
+static long deadline_ms = 200;
+static pid_t self_pid;
+static uint64_t generation = 0;
+static uint64_t next_id = 1;
+static slot_t slots[MAX_PENDING];
+static cache_entry_t cache[CACHE_SIZE];
+static counters_t counters;
+/* When the thread last went round its loop (CLOCK_MONOTONIC): the JS watchdog reads its age. */
+static struct timespec last_loop;
+
+static void ts_add_ms(struct timespec *t, long ms) {
+  t->tv_sec += ms / 1000;
+  t->tv_nsec += (ms % 1000) * 1000000L;
+  if (t->tv_nsec >= 1000000000L) {
+    t->tv_sec++;
+    t->tv_nsec -= 1000000000L;
+  }
+}
+
+static long ts_diff_ms(const struct timespec *a, const struct timespec *b) {
+  return (long)((a->tv_sec - b->tv_sec) * 1000 + (a->tv_nsec - b->tv_nsec) / 1000000L);
+}
+
+static void answer(int fd, int allow) {
+  struct fanotify_response r = {.fd = fd, .response = allow ? FAN_ALLOW : FAN_DENY};
+  /* A failed write (ENOENT: the event is gone, the process died) needs nothing more. */
+  ssize_t w = write(fan_fd, &r, sizeof(r));
+  (void)w;
+  if (allow)
+    counters.allowed++;
+  else
+    counters.denied++;
+}
+
+static uint64_t ident_hash(const ident_t *k) {
+  uint64_t h = 1469598103934665603ULL;
+  const uint64_t parts[8] = {k->dev,         k->ino,
+                             (uint64_t)k->size, (uint64_t)k->mtime_s,
+                             (uint64_t)k->mtime_ns, (uint64_t)k->ctime_s,
+                             (uint64_t)k->ctime_ns, k->path_hash};
+  for (int i = 0; i < 8; i++) {
+    h ^= parts[i];
+    h *= 1099511628211ULL;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+static int ident_eq(const ident_t *a, const ident_t *b) { return memcmp(a, b, sizeof(*a)) == 0; }
+
+/* Caller holds lock. -1 miss, 0 deny, 1 allow. */
+static int cache_get(const ident_t *k) {
+  cache_entry_t *e = &cache[ident_hash(k) % CACHE_SIZE];
+  if (!e->used || e->generation != generation || !ident_eq(&e->ident, k)) return -1;
+  return e->allow;
+}
+
+static void cache_put(const ident_t *k, uint64_t gen, int allow) {
+  if (gen != generation) return; /* decided under an older policy */
+  cache_entry_t *e = &cache[ident_hash(k) % CACHE_SIZE];
+  e->used = 1;
+  e->allow = allow;
+  e->generation = gen;
+  e->ident = *k;
+}
+
+static int ppid_of(pid_t pid) {
+  char p[64], buf[512];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *rp = strrchr(buf, ')');
+  if (!rp) return -1;
+  char state;
+  int ppid;
+  if (sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return -1;
+  return ppid;
+}
+
+static void post(post_t *p) {
+  if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+    free(p);
+    counters.overflow++;
+  }
+}
+
+/* Caller holds lock. Closes the fd of a slot and frees it. */
+static void slot_free(slot_t *s) {
+  if (s->fd >= 0) close(s->fd);
+  s->fd = -1;
+  s->state = SLOT_FREE;
+}
+
+/* Caller holds lock. A free slot, reclaiming the oldest expired one if none is free; NULL if
+ * every slot waits for JS. */
+static slot_t *slot_take(void) {
+  slot_t *oldest = NULL;
+  for (int i = 0; i < MAX_PENDING; i++) {
+    if (slots[i].state == SLOT_FREE) return &slots[i];
+    if (slots[i].state == SLOT_EXPIRED && (oldest == NULL || slots[i].id < oldest->id)) oldest = &slots[i];
+  }
+  if (oldest) slot_free(oldest);
+  return oldest;
+}
+
+static void handle_event(const struct fanotify_event_metadata *m) {
+  if (m->mask & FAN_Q_OVERFLOW) {
+    pthread_mutex_lock(&lock);
+    counters.overflow++;
+    pthread_mutex_unlock(&lock);
+    return;
+  }
+  if (m->fd < 0) return;
+  if (!(m->mask & FAN_OPEN_EXEC_PERM)) {
+    close(m->fd);
+    return;
+  }
+  int fd = m->fd;
+  pid_t pid = (pid_t)m->pid;
+  pthread_mutex_lock(&lock);
+  counters.events++;
+  pthread_mutex_unlock(&lock);
+
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    pthread_mutex_lock(&lock);
+    counters.unreadable++;
+    answer(fd, 1);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return;
+  }
+  ident_t k;
+  memset(&k, 0, sizeof(k));
+  k.dev = st.st_dev;
+  k.ino = st.st_ino;
+  k.size = st.st_size;
+  k.mtime_s = st.st_mtim.tv_sec;
+  k.mtime_ns = st.st_mtim.tv_nsec;
+  k.ctime_s = st.st_ctim.tv_sec;
+  k.ctime_ns = st.st_ctim.tv_nsec;
+  static char path[PATH_MAX]; /* only the reader thread runs handle_event */
+  char link[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, path, sizeof(path) - 1);
+  path[n > 0 ? n : 0] = 0;
+  uint64_t h = 1469598103934665603ULL;
+  for (const char *c = path; *c; c++) {
+    h ^= (unsigned char)*c;
+    h *= 1099511628211ULL;
+  }
+  k.path_hash = h;
+
+  /* The hot path: a file decided before under this policy costs one fstat and one lookup. */
+  pthread_mutex_lock(&lock);
+  int cached = cache_get(&k);
+  if (cached == 1) {
+    counters.cache_hits++;
+    answer(fd, 1);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return;
+  }
+  pthread_mutex_unlock(&lock);
+
+  if (cached < 0 && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid))) {
+    pthread_mutex_lock(&lock);
+    counters.self_allowed++;
+    answer(fd, 1);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return;
+  }
+
+  post_t *p = calloc(1, sizeof(post_t));
+  if (p == NULL) {
+    pthread_mutex_lock(&lock);
+    answer(fd, 1);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return;
+  }
+  p->pid = pid;
+  p->fd = fd;
+  p->ident = k;
+  memcpy(p->path, path, sizeof(p->path));
+
+  pthread_mutex_lock(&lock);
+  cached = cache_get(&k);
+  if (cached >= 0) {
+    counters.cache_hits++;
+    answer(fd, cached);
+    if (!cached) {
+      /* Already denied; JS records the attempt. The fd number is not valid for JS any more. */
+      p->kind = 1;
+      p->fd = -1;
+      post(p);
+    } else {
+      free(p);
+    }
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return;
+  }
+  slot_t *s = slot_take();
+  if (s == NULL) {
+    counters.overflow++;
+    answer(fd, 1);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    free(p);
+    return;
+  }
+  s->state = SLOT_WAITING;
+  s->fd = fd;
+  s->id = next_id++;
+  s->generation = generation;
+  s->ident = k;
+  clock_gettime(CLOCK_MONOTONIC, &s->deadline);
+  ts_add_ms(&s->deadline, deadline_ms);
+  p->kind = 0;
+  p->id = s->id;
+  counters.posted++;
+  if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+    free(p);
+    counters.overflow++;
+    answer(fd, 1);
+    slot_free(s);
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+/* Caller holds lock. Answers every waiting event past its deadline; returns ms to the next one. */
+static long expire(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long next = IDLE_POLL_MS;
+  for (int i = 0; i < MAX_PENDING; i++) {
+    slot_t *s = &slots[i];
+    if (s->state != SLOT_WAITING) continue;
+    long left = ts_diff_ms(&s->deadline, &now);
+    if (left <= 0) {
+      answer(s->fd, 1);
+      counters.deadline_misses++;
+      s->state = SLOT_EXPIRED; /* fd kept until JS responds or the slot is reclaimed */
+    } else if (left < next) {
+      next = left;
+    }
+  }
+  return next;
+}
+
+static void *run(void *arg) {
+  (void)arg;
+  char *buf = malloc(READ_BUF_BYTES);
+  if (buf == NULL) return NULL;
+  long timeout = IDLE_POLL_MS;
+  while (!stopping) {
+    struct pollfd fds[3] = {
+        {.fd = fan_fd, .events = POLLIN},
+        {.fd = wake_pipe[0], .events = POLLIN},
+        {.fd = mountinfo_fd, .events = POLLPRI},
+    };
+    int r = poll(fds, mountinfo_fd >= 0 ? 3 : 2, (int)(timeout < 1 ? 1 : timeout));
+    if (stopping) break;
+    if (r > 0 && (fds[0].revents & POLLIN)) {
+      for (;;) {
+        ssize_t len = read(fan_fd, buf, READ_BUF_BYTES);
+        if (len <= 0) break;
+        const struct fanotify_event_metadata *m = (const struct fanotify_event_metadata *)buf;
+        while (FAN_EVENT_OK(m, len)) {
+          if (m->vers == FANOTIFY_METADATA_VERSION) handle_event(m);
+          else if (m->fd >= 0) close(m->fd);
+          m = FAN_EVENT_NEXT(m, len);
+        }
+      }
+    }
+    if (r > 0 && mountinfo_fd >= 0 && (fds[2].revents & (POLLPRI | POLLERR))) {
+      post_t *p = calloc(1, sizeof(post_t));
+      pthread_mutex_lock(&lock);
+      counters.mount_changes++;
+      if (p) {
+        p->kind = 2;
+        post(p);
+      }
+      pthread_mutex_unlock(&lock);
+      /* Re-arm: mountinfo signals POLLPRI until it is read again from the start. */
+      char tmp[4096];
+      lseek(mountinfo_fd, 0, SEEK_SET);
+      while (read(mountinfo_fd, tmp, sizeof(tmp)) > 0) {
+      }
+    }
+    if (r > 0 && (fds[1].revents & POLLIN)) {
+      char tmp[64];
+      ssize_t w = read(wake_pipe[0], tmp, sizeof(tmp));
+      (void)w;
+    }
+    pthread_mutex_lock(&lock);
+    timeout = expire();
+    clock_gettime(CLOCK_MONOTONIC, &last_loop);
+    pthread_mutex_unlock(&lock);
+  }
+  free(buf);
+  return NULL;
+}
+
+static napi_value throw_code(napi_env env, const char *what) {
+  char msg[PATH_MAX + 256];
+  snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errno));
+  napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", msg);
+  return NULL;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  (void)context;
+  post_t *p = data;
+  if (env == NULL || cb == NULL) {
+    free(p);
+    return;
+  }
+  napi_value ev, s, undef;
+  napi_create_object(env, &ev);
+  const char *kind = p->kind == 0 ? "decide" : p->kind == 1 ? "denied_cached" : "mounts_changed";
+  napi_create_string_utf8(env, kind, NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, ev, "kind", s);
+  if (p->kind != 2) {
+    set_num(env, ev, "id", (double)p->id);
+    set_num(env, ev, "pid", p->pid);
+    set_num(env, ev, "fd", p->fd);
+    napi_create_string_utf8(env, p->path, NAPI_AUTO_LENGTH, &s);
+    napi_set_named_property(env, ev, "path", s);
+    napi_value id;
+    napi_create_object(env, &id);
+    set_num(env, id, "dev", (double)p->ident.dev);
+    set_num(env, id, "ino", (double)p->ident.ino);
+    set_num(env, id, "size", (double)p->ident.size);
+    set_num(env, id, "mtimeMs", (double)p->ident.mtime_s * 1000.0 + (double)p->ident.mtime_ns / 1e6);
+    set_num(env, id, "ctimeMs", (double)p->ident.ctime_s * 1000.0 + (double)p->ident.ctime_ns / 1e6);
+    char key[200];
+    snprintf(key, sizeof(key), "%llu:%llu:%lld:%lld.%09lld:%lld.%09lld:%016llx", (unsigned long long)p->ident.dev,
+             (unsigned long long)p->ident.ino, (long long)p->ident.size, (long long)p->ident.mtime_s,
+             (long long)p->ident.mtime_ns, (long long)p->ident.ctime_s, (long long)p->ident.ctime_ns,
+             (unsigned long long)p->ident.path_hash);
+    napi_create_string_utf8(env, key, NAPI_AUTO_LENGTH, &s);
+    napi_set_named_property(env, id, "key", s);
+    napi_set_named_property(env, ev, "identity", id);
+  }
+  free(p);
+  napi_get_undefined(env, &undef);
+  napi_call_function(env, undef, cb, 1, &ev, NULL);
+}
+
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "start(options, onEvent) needs two arguments");
+    return NULL;
+  }
+  if (running) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "already started");
+    return NULL;
+  }
+  napi_value v;
+  int32_t ms = 200;
+  if (napi_get_named_property(env, argv[0], "deadlineMs", &v) == napi_ok) napi_get_value_int32(env, v, &ms);
+  if (ms < 1 || ms > 10000) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "deadlineMs must be 1..10000");
+    return NULL;
+  }
+  deadline_ms = ms;
+  self_pid = getpid();
+  memset(slots, 0, sizeof(slots));
+  for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
+  memset(cache, 0, sizeof(cache));
+  memset(&counters, 0, sizeof(counters));
+  clock_gettime(CLOCK_MONOTONIC, &last_loop);
+  stopping = 0;
+
+  fan_fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+  if (fan_fd < 0) return throw_code(env, "fanotify_init");
+  if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    close(fan_fd);
+    fan_fd = -1;
+    return throw_code(env, "pipe2");
+  }
+  mountinfo_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (mountinfo_fd >= 0) {
+    char tmp[4096];
+    while (read(mountinfo_fd, tmp, sizeof(tmp)) > 0) {
+    }
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "execperm", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, TSFN_QUEUE, 1, NULL, NULL, NULL, call_js, &tsfn) !=
+      napi_ok) {
+    close(fan_fd);
+    fan_fd = -1;
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "napi_create_threadsafe_function failed");
+    return NULL;
+  }
+  napi_unref_threadsafe_function(env, tsfn);
+  if (pthread_create(&thread, NULL, run, NULL) != 0) {
+    napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+    tsfn = NULL;
+    close(fan_fd);
+    fan_fd = -1;
+    return throw_code(env, "pthread_create");
+  }
+  running = 1;
+  return NULL;
+}
+
+static napi_value do_mark(napi_env env, napi_callback_info info, unsigned int op) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (!running) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "not started");
+    return NULL;
+  }
+  char path[PATH_MAX], kind[32];
+  size_t len;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], kind, sizeof(kind), &len) != napi_ok) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "mark(path, kind): two strings");
+    return NULL;
+  }
+  unsigned int type = strcmp(kind, "filesystem") == 0 ? FAN_MARK_FILESYSTEM : FAN_MARK_MOUNT;
+  if (fanotify_mark(fan_fd, op | type, FAN_OPEN_EXEC_PERM, AT_FDCWD, path) != 0) {
+    char what[PATH_MAX + 32];
+    snprintf(what, sizeof(what), "fanotify_mark %s", path);
+    return throw_code(env, what);
+  }
+  return NULL;
+}
+
+static napi_value mark(napi_env env, napi_callback_info info) { return do_mark(env, info, FAN_MARK_ADD); }
+static napi_value unmark(napi_env env, napi_callback_info info) { return do_mark(env, info, FAN_MARK_REMOVE); }
+
+static napi_value respond(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  double idd = 0;
+  bool allow = true, cacheable = false;
+  if (argc < 3 || napi_get_value_double(env, argv[0], &idd) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &allow) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &cacheable) != napi_ok) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "respond(id, allow, cacheable)");
+    return NULL;
+  }
+  uint64_t id = (uint64_t)idd;
+  const char *outcome = "unknown";
+  pthread_mutex_lock(&lock);
+  if (running) {
+    for (int i = 0; i < MAX_PENDING; i++) {
+      slot_t *s = &slots[i];
+      if (s->state == SLOT_FREE || s->id != id) continue;
+      if (s->state == SLOT_WAITING) {
+        answer(s->fd, allow);
+        outcome = "answered";
+      } else {
+        counters.late_responses++;
+        outcome = "late";
+      }
+      /* A late verdict still serves the next exec of the same file. */
+      if (cacheable) cache_put(&s->ident, s->generation, allow);
+      slot_free(s);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  napi_value r;
+  napi_create_string_utf8(env, outcome, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+static napi_value set_generation(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double g = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &g) != napi_ok) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "setGeneration(n)");
+    return NULL;
+  }
+  pthread_mutex_lock(&lock);
+  generation = (uint64_t)g;
+  pthread_mutex_unlock(&lock);
+  return NULL;
+}
+
+static napi_value get_counters(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o;
+  napi_create_object(env, &o);
+  pthread_mutex_lock(&lock);
+  counters_t c = counters;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long loop_age = running ? ts_diff_ms(&now, &last_loop) : 0;
+  int waiting = 0;
+  for (int i = 0; i < MAX_PENDING; i++)
+    if (slots[i].state == SLOT_WAITING) waiting++;
+  pthread_mutex_unlock(&lock);
+  set_num(env, o, "events", (double)c.events);
+  set_num(env, o, "cache_hits", (double)c.cache_hits);
+  set_num(env, o, "allowed", (double)c.allowed);
+  set_num(env, o, "denied", (double)c.denied);
+  set_num(env, o, "deadline_misses", (double)c.deadline_misses);
+  set_num(env, o, "overflow", (double)c.overflow);
+  set_num(env, o, "self_allowed", (double)c.self_allowed);
+  set_num(env, o, "posted", (double)c.posted);
+  set_num(env, o, "late_responses", (double)c.late_responses);
+  set_num(env, o, "unreadable", (double)c.unreadable);
+  set_num(env, o, "mount_changes", (double)c.mount_changes);
+  set_num(env, o, "waiting", waiting);
+  set_num(env, o, "loop_age_ms", (double)loop_age);
+  return o;
+}
+
+static napi_value stop(napi_env env, napi_callback_info info) {
+  (void)env;
+  (void)info;
+  if (!running) return NULL;
+  stopping = 1;
+  ssize_t w = write(wake_pipe[1], "x", 1);
+  (void)w;
+  pthread_join(thread, NULL);
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < MAX_PENDING; i++) {
+    if (slots[i].state == SLOT_WAITING) answer(slots[i].fd, 1);
+    if (slots[i].state != SLOT_FREE) slot_free(&slots[i]);
+  }
+  /* Closing the group allows whatever the kernel still queues for it. */
+  close(fan_fd);
+  fan_fd = -1;
+  running = 0;
+  pthread_mutex_unlock(&lock);
+  close(wake_pipe[0]);
+  close(wake_pipe[1]);
+  wake_pipe[0] = wake_pipe[1] = -1;
+  if (mountinfo_fd >= 0) close(mountinfo_fd);
+  mountinfo_fd = -1;
+  if (tsfn) napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
+  tsfn = NULL;
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
+      {"mark", NULL, mark, NULL, NULL, NULL, napi_default, NULL},
+      {"unmark", NULL, unmark, NULL, NULL, NULL, napi_default, NULL},
+      {"respond", NULL, respond, NULL, NULL, NULL, napi_default, NULL},
+      {"setGeneration", NULL, set_generation, NULL, NULL, NULL, napi_default, NULL},
+      {"counters", NULL, get_counters, NULL, NULL, NULL, napi_default, NULL},
+      {"stop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
