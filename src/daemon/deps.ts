@@ -35,6 +35,7 @@ import { QuarantineStore, quarantineControlMethods } from '../enforcement/quaran
 import type { AgentEvent, EventSink } from '../events/event-types.js';
 import { PolicyManager } from '../policy/policy-manager.js';
 import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js';
+import { ContentMarkerScanner } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
@@ -434,6 +435,7 @@ function buildExecDeny(
     return off(errorMessage(err));
   }
   const hasher = new ExeHasher();
+  const scanner = new ContentMarkerScanner();
   const { pipeline, enforcer, users } = deps;
   const listener = new ExecDenyListener({
     addon,
@@ -447,6 +449,14 @@ function buildExecDeny(
         owner: (uid) => users.owner(uid),
         hash: (path, uid) => hasher.hash(path, uid),
         needsSha256: matcher?.needs.sha256 ?? false,
+        ...(matcher?.needs.markers
+          ? {
+              markers: async (path: string, uid: number) => {
+                const automaton = matcher.markers();
+                return automaton ? (await scanner.scan(path, automaton, uid)).found : null;
+              },
+            }
+          : {}),
       }),
     denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
   });

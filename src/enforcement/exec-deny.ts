@@ -399,8 +399,12 @@ export class ExecDenyListener {
           denied = { obs, decision: verdict.decision };
         } else {
           // An allow is the same for every user only when no rule matches the file at all, and it
-          // says nothing about a hash rule when the hash was not computed (too large, busy, slow).
-          cacheable = matcher.matchAll(obs).length === 0 && !(matcher.needs.sha256 && !obs.sha256);
+          // says nothing about a hash or marker rule when the file was not hashed or scanned
+          // (too large, busy, slow).
+          cacheable =
+            matcher.matchAll(obs).length === 0 &&
+            !(matcher.needs.sha256 && !obs.sha256) &&
+            !(matcher.needs.markers && !obs.contentMarkers);
         }
       }
     } catch (err) {

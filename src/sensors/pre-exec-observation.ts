@@ -11,6 +11,8 @@
  *   - the file's identity (dev, inode, size, mtime, ctime) and, when a rule names hashes, its
  *     SHA-256, read through guardd's own descriptor of the file (/proc/self/fd/N: a plain open,
  *     which raises no exec permission event), bounded like every hash (exe-hash.ts);
+ *   - when a rule names content markers, the markers found in the file, read the same way and
+ *     bounded like every scan (content-markers.ts), so a renamed or padded copy is refused too;
  *   - the process asking: pid, parent, start time, real uid (→ owner), controlling terminal.
  * What is NOT known: the new program's argv (the kernel asks before the arguments are copied
  * into the new image; /proc/<pid>/cmdline still shows the old program), so argv rules and the
@@ -39,6 +41,11 @@ export interface PreExecObservationDeps {
   readonly hash: (path: string, uid: number) => Promise<string | null>;
   /** Whether any rule of the policy in force names hashes (Matcher.needs.sha256). */
   readonly needsSha256: boolean;
+  /**
+   * The content markers found in the file at a path (ContentMarkerScanner.scan with the policy's
+   * automaton), or null when it could not be scanned. Absent when no rule names markers.
+   */
+  readonly markers?: (path: string, uid: number) => Promise<readonly string[] | null>;
 }
 
 const UNKNOWN_OWNER: Owner = { uid: -1, user: null, groups: [], home: null };
@@ -54,10 +61,11 @@ export async function preExecObservation(
   const stat = req.pid > 0 ? readStat(deps.procRoot, req.pid) : null;
   const uid = req.pid > 0 ? readUid(deps.procRoot, req.pid) : null;
   const owner = uid === null ? UNKNOWN_OWNER : deps.owner(uid);
-  let sha256: string | null | undefined;
-  if (deps.needsSha256) {
-    sha256 = req.fd >= 0 ? await deps.hash(`/proc/self/fd/${req.fd}`, owner.uid).catch(() => null) : null;
-  }
+  const file = req.fd >= 0 ? `/proc/self/fd/${req.fd}` : null;
+  const hashing = deps.needsSha256 && file ? deps.hash(file, owner.uid).catch(() => null) : null;
+  const scanning = deps.markers && file ? deps.markers(file, owner.uid).catch(() => null) : null;
+  const sha256 = deps.needsSha256 ? await hashing : undefined;
+  const contentMarkers = deps.markers ? await scanning : undefined;
   return {
     kind: 'process',
     pid: req.pid,
@@ -69,5 +77,6 @@ export async function preExecObservation(
     owner,
     tty: stat ? ttyPath(stat.ttyNr) : null,
     ...(sha256 !== undefined ? { sha256 } : {}),
+    ...(contentMarkers !== undefined ? { contentMarkers } : {}),
   };
 }

@@ -47,6 +47,9 @@ const PATH_DIR = join(dir, 'pathban');
 /** A copy of `true` with bytes appended (an ELF runs with trailing data): its hash is unique. */
 const HASHED = join(dir, `hashed-${TAG}`);
 const SHM = `/dev/shm/tgdn-${TAG}`;
+/** Content markers (a set: both must occur) unique to this run, and a copy of `true` carrying them. */
+const MARKERS = [`tgdn-marker-one-${TAG}`, `tgdn-marker-two-${TAG}`];
+const MARKED = join(dir, `marked-${TAG}`);
 const DEADLINE_MS = 200;
 /** Scheduling slack on a busy 2-core machine on top of the deadline (ms). */
 const SLACK_MS = 1000;
@@ -69,7 +72,7 @@ function rules(): PolicyRule[] {
       action: 'block',
       message: 'tgdn: not approved.',
       url: 'https://intranet.example/tgdn',
-      process: { names: [NAME], exe_globs: [`${PATH_DIR}/**`], sha256: [hash] },
+      process: { names: [NAME], exe_globs: [`${PATH_DIR}/**`], sha256: [hash], markers: [MARKERS] },
     },
   ];
 }
@@ -132,11 +135,15 @@ beforeAll(() => {
   writeFileSync(HASHED, Buffer.concat([readFileSync(TRUE), randomBytes(64)]));
   chmodSync(HASHED, 0o755);
   hash = createHash('sha256').update(readFileSync(HASHED)).digest('hex');
+  writeFileSync(MARKED, Buffer.concat([readFileSync(TRUE), Buffer.from(`\n${MARKERS.join('\n')}\n`)]));
+  chmodSync(MARKED, 0o755);
 });
 
 afterAll(() => {
   rmSync(SHM, { force: true });
   rmSync(`/tmp/tgdn-renamed-${TAG}`, { force: true });
+  rmSync(`/tmp/tgdn-marked-${TAG}`, { force: true });
+  rmSync(`/tmp/tgdn-marked-padded-${TAG}`, { force: true });
 });
 
 describe('pre-exec deny (root, Linux, fanotify)', () => {
@@ -259,6 +266,24 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
         copyFileSync(HASHED, SHM);
         chmodSync(SHM, 0o755);
         return { exe: SHM, cmd: 'sh', args: ['-c', `"${SHM}"`] };
+      },
+    },
+    {
+      what: 'by content markers, a renamed copy in /tmp',
+      setup: () => {
+        const exe = `/tmp/tgdn-marked-${TAG}`;
+        copyFileSync(MARKED, exe);
+        chmodSync(exe, 0o755);
+        return { exe, cmd: 'sh', args: ['-c', `"${exe}"`] };
+      },
+    },
+    {
+      what: 'by content markers, a copy with one byte appended (another hash)',
+      setup: () => {
+        const exe = `/tmp/tgdn-marked-padded-${TAG}`;
+        writeFileSync(exe, Buffer.concat([readFileSync(MARKED), Buffer.from([0x2a])]));
+        chmodSync(exe, 0o755);
+        return { exe, cmd: 'sh', args: ['-c', `"${exe}"`] };
       },
     },
   ];
