@@ -7,6 +7,9 @@
  *         packages and path artifacts: the quarantine action.
  * warn  → the notify action (rate-limited), the thing keeps running / stays installed.
  * audit → event only. In `monitor` mode block acts as warn and the event says `would_block`.
+ * A package the installer removed itself (`removed`: a killed install script made npm roll back)
+ * is `install_reverted`: under block + enforce its leftover bin links are removed (quarantine
+ * action); otherwise it is only recorded, nobody is told about a package that is not there.
  *
  * Before any of that, the enforcement scope (enforcement-scope.ts) is asked whether guardd may act
  * on the observation at all; outside it, a match is recorded only (block → `would_block`, warn →
@@ -89,6 +92,14 @@ export class Enforcer {
         result = this.result(action === 'block' ? 'would_block' : 'warn_suppressed', started, null, {
           scope: outOfScope,
         });
+      } else if (
+        obs.kind === 'package' &&
+        obs.removed &&
+        !(action === 'block' && decision.mode === 'enforce')
+      ) {
+        // Nothing is installed any more: nobody to warn about it, nothing to leave alone.
+        verb = action === 'audit' ? 'audited' : 'warned';
+        result = this.result('install_reverted', started, null, { links_removed: 0 });
       } else if (action === 'block' && decision.mode === 'enforce') {
         verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
         result =
@@ -178,7 +189,7 @@ export class Enforcer {
   private count(verb: string, taken: ActionTaken): void {
     if (verb === 'blocked' || verb === 'quarantined') {
       if (taken === 'killed') this.counts.blocked++;
-      else if (taken === 'quarantined') this.counts.quarantined++;
+      else if (taken === 'quarantined' || taken === 'install_reverted') this.counts.quarantined++;
       else this.counts.failed++;
       return;
     }

@@ -18,7 +18,7 @@
  */
 import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, posix, relative } from 'node:path';
+import { basename, dirname, isAbsolute, join, posix, relative, win32 } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import cron, { type ScheduledTask } from 'node-cron';
 import picomatch from 'picomatch';
@@ -27,10 +27,10 @@ import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
 import { compileGlob, type Matcher } from '../policy/matcher.js';
-import { discoverRoots, type InstallRoot } from './install-roots.js';
+import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation } from './observation.js';
 import { installReadGate, readPackageJsonAsync } from './package-reader.js';
-import { statUserPath } from './safe-read.js';
+import { lstatUserPath, readdirUserPath, readlinkUserPath, statUserPath } from './safe-read.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface InstallSensorOptions {
@@ -75,7 +75,17 @@ const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
 const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
 
+/** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
+const MAX_BIN_DIRS_REMEMBERED = 10_000;
+
 type CandidateKind = 'package' | 'artifact';
+
+/** A package candidate whose package.json named a banned package (kept to report its removal). */
+interface BannedSeen {
+  readonly name: string;
+  readonly version: string | null;
+  readonly uid: number;
+}
 
 interface Pending {
   readonly path: string;
@@ -87,6 +97,8 @@ interface Pending {
   timer: NodeJS.Timeout | null;
   running: boolean;
   dirty: boolean;
+  /** Set once its package.json named a banned package. */
+  banned: BannedSeen | null;
 }
 
 interface PathGlob {
@@ -121,6 +133,13 @@ export class InstallSensor implements Sensor {
   private scans = 0;
   private observations = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /**
+   * Package paths reported (installed, or removed by their installer) → the policy version then;
+   * deleted when something is seen at the path again. A removal is reported at most once.
+   */
+  private readonly gone = new Map<string, number>();
+  private readonly binDirSeen = new Map<string, string>();
+  private readonly sweepsInFlight = new Set<string>();
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -225,7 +244,10 @@ export class InstallSensor implements Sensor {
     if (!this.running) return;
     this.scans++;
     await this.rediscover();
-    for (const root of [...this.roots.values()]) await this.scanRoot(root);
+    for (const root of [...this.roots.values()]) {
+      await this.scanRoot(root);
+      await this.sweepLeftovers(root, { hint: null });
+    }
     for (const g of this.globs) await this.scanGlob(g);
     await this.pruneReported();
   }
@@ -256,8 +278,11 @@ export class InstallSensor implements Sensor {
     // A home that did not answer keeps what was known of it (its roots stay watched).
     for (const home of found.stalled) this.count('discovery_stalled', home);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
-    for (const path of this.roots.keys()) {
+    const vanished: InstallRoot[] = [];
+    for (const [path, old] of this.roots) {
       if (!newRoots.has(path)) {
+        // A root that vanished may be npm's rollback of an install that created it.
+        if (!found.stalled.includes(old.home ?? 'system')) vanished.push(old);
         this.rootWatcher?.unwatch(path);
         for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
       }
@@ -312,6 +337,8 @@ export class InstallSensor implements Sensor {
     // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
     // when discovery ran because of an anchor event.
     this.lastAdded = { roots: added, bases: newBases };
+    for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
+    for (const root of found.absent) this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
   }
@@ -519,6 +546,7 @@ export class InstallSensor implements Sensor {
       timer: null,
       running: false,
       dirty: false,
+      banned: null,
     };
     const outcome = await this.check(p, fromWatch);
     if (outcome === 'retry') this.enqueue(p);
@@ -571,8 +599,14 @@ export class InstallSensor implements Sensor {
       st = await lstat(p.path);
     } catch (err) {
       this.countFsError(err, p.path);
+      // Gone after it was seen (its installer removed it, e.g. npm rolling back after a killed
+      // install script): report it if it was banned, and look for links it left behind.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (p.kind === 'package' && p.root && (code === 'ENOENT' || code === 'ENOTDIR') && p.attempts > 0)
+        this.track(this.sweepLeftovers(p.root, { hint: p.banned ? { path: p.path, ...p.banned } : null }));
       return 'done';
     }
+    if (p.kind === 'package') this.gone.delete(p.path);
     let obs: Observation;
     let contentDir: string;
     if (p.kind === 'package') {
@@ -619,6 +653,7 @@ export class InstallSensor implements Sensor {
         return 'done';
       }
       if (!matcher.packageNames.has(read.info.name)) return 'done';
+      p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
       // Banned name: wait until it has settled before reporting.
       const fp = await fingerprint(pkgDir);
       if (fp !== p.lastFingerprint) {
@@ -656,6 +691,9 @@ export class InstallSensor implements Sensor {
     const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
     if (this.reported.get(obs.path) === identity) return 'done';
     this.reported.set(obs.path, identity);
+    // Gone later = quarantined by us (or reported before): not a reverted install.
+    this.noteGone(p.path, matcher.policyVersion);
+    this.noteGone(obs.path, matcher.policyVersion);
     this.observations++;
     this.log.debug({ path: obs.path, kind: obs.kind, dir: contentDir }, 'banned install observed');
     try {
@@ -684,6 +722,100 @@ export class InstallSensor implements Sensor {
       if (!ok) return false;
     }
     return true;
+  }
+
+  /**
+   * Reports banned packages of `root` that are gone but left a trace: `hint` (a candidate whose
+   * package.json named a banned package, now vanished) and every symlink in the root's bin dirs
+   * whose target lies in `<root>/<banned name>` while nothing is there (npm removed the package
+   * and, when it had created it, the root: its bin links stay). Each former path once per policy
+   * (`gone`), and never a path this sensor reported installed (quarantined by guardd, not
+   * reverted). Reads only: removal is the quarantine action's (as the owner). `ifChanged`: skip
+   * bin dirs whose stat is what it was at the last look (absent roots, on every discovery).
+   */
+  private async sweepLeftovers(
+    root: InstallRoot,
+    opts: { hint: (BannedSeen & { path: string }) | null; ifChanged?: boolean },
+  ): Promise<void> {
+    const matcher = this.matcher;
+    if (!this.running || !matcher || matcher.packageNames.size === 0) return;
+    if (!opts.hint && this.sweepsInFlight.has(root.path)) return;
+    this.sweepsInFlight.add(root.path);
+    try {
+      const key = root.home ?? 'system';
+      const p = this.options.platform === 'win32' ? win32 : posix;
+      const found = new Map<string, BannedSeen>();
+      if (opts.hint) found.set(opts.hint.path, opts.hint);
+      for (const dir of binDirsFor(root, this.options.platform)) {
+        if (opts.ifChanged) {
+          const st = await statUserPath(dir, installReadGate, key);
+          const id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
+          if (this.binDirSeen.get(dir) === id) continue;
+          this.binDirSeen.delete(dir);
+          if (this.binDirSeen.size >= MAX_BIN_DIRS_REMEMBERED) {
+            const oldest = this.binDirSeen.keys().next().value;
+            if (oldest !== undefined) this.binDirSeen.delete(oldest);
+          }
+          this.binDirSeen.set(dir, id);
+          if (!st.ok) continue;
+        }
+        const list = await readdirUserPath(dir, installReadGate, key);
+        if (!list.ok) continue;
+        for (const entry of list.value.slice(0, MAX_DIR_ENTRIES)) {
+          if (!entry.isSymbolicLink()) continue;
+          const link = p.join(dir, entry.name);
+          const raw = await readlinkUserPath(link, installReadGate, key);
+          if (!raw.ok) continue;
+          const rel = p.relative(root.path, p.resolve(dir, raw.value));
+          if (rel.length === 0 || rel.startsWith('..') || p.isAbsolute(rel)) continue;
+          const segs = rel.split(p.sep);
+          const nameSegs = segs[0]?.startsWith('@') ? segs.slice(0, 2) : segs.slice(0, 1);
+          const name = nameSegs.join('/');
+          if (nameSegs.length === 0 || name.startsWith('.') || !matcher.packageNames.has(name)) continue;
+          const former = p.join(root.path, ...nameSegs);
+          if (found.has(former)) continue;
+          const lst = await lstatUserPath(link, installReadGate, key);
+          if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid });
+        }
+      }
+      for (const [former, seen] of found) {
+        if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
+        // Only what is really not there: a package at the path is the scan's, not ours.
+        const there = await lstatUserPath(former, installReadGate, key);
+        if (there.ok || there.reason !== 'missing') continue;
+        this.noteGone(former, matcher.policyVersion);
+        const obs: Observation = {
+          kind: 'package',
+          ecosystem: 'npm',
+          name: seen.name,
+          version: seen.version,
+          path: former,
+          root: root.path,
+          manager: root.manager,
+          owner: this.options.users.owner(seen.uid),
+          removed: true,
+        };
+        this.observations++;
+        this.log.info({ path: former, name: seen.name }, 'banned package removed by its installer');
+        try {
+          await this.options.onObservation(obs);
+        } catch (err) {
+          this.log.error({ err }, 'onObservation threw');
+        }
+      }
+    } finally {
+      this.sweepsInFlight.delete(root.path);
+    }
+  }
+
+  /** Remembers that `path` was reported (installed or removed) under policy `version`. */
+  private noteGone(path: string, version: number): void {
+    this.gone.delete(path);
+    if (this.gone.size >= MAX_SKIPPED_REMEMBERED) {
+      const oldest = this.gone.keys().next().value;
+      if (oldest !== undefined) this.gone.delete(oldest);
+    }
+    this.gone.set(path, version);
   }
 
   /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */

@@ -6,6 +6,10 @@
  * root (a package), or — for an `npm link`-style package — the symlink itself, and only when it
  * resolves to a package of the observed name. Anything else (the directory was swapped for a
  * symlink to /etc, a parent now leads out of the root) is refused: GUARD_QUARANTINE_UNSAFE_PATH.
+ *
+ * A package the installer already removed (`removed`: npm rolled back after its install script
+ * was killed) leaves only links: those proven to point into its former path are removed, as the
+ * owner of their directory, and the result is `install_reverted`.
  */
 import { lstat, realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
@@ -49,6 +53,26 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     const started = performance.now();
     const ms = (): number => Math.round((performance.now() - started) * 100) / 100;
     try {
+      if (obs.kind === 'package' && obs.removed) {
+        // The installer removed the package itself: nothing to move, only its links to clean.
+        const root = this.rootOf(obs);
+        const cleaned = await this.options.store.removeLeftoverLinks({
+          path: obs.path,
+          linkDirs: binDirsFor(root, this.platform),
+          aliasDirs: this.aliasDirs(obs),
+        });
+        return {
+          actionTaken: cleaned.refused.length > 0 ? 'failed' : 'install_reverted',
+          latencyMs: ms(),
+          error:
+            cleaned.refused.length > 0
+              ? `GUARD_QUARANTINE_UNSAFE_PATH: leftover links not removed: ${cleaned.refused
+                  .map((r) => `${r.path} (${r.reason})`)
+                  .join('; ')}`
+              : null,
+          details: { links_removed: cleaned.removed },
+        };
+      }
       const req =
         obs.kind === 'package' ? await this.packageRequest(obs, decision) : this.pathRequest(obs, decision);
       const manifest = await this.options.store.quarantine(req);
@@ -97,16 +121,9 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     }
     const pkg = await readPackageJsonAsync(obs.path, obs.owner.uid);
     const binNames = pkg.ok ? Object.keys(pkg.info.bin) : [];
-    const root: InstallRoot = {
-      path: obs.root,
-      manager: obs.manager,
-      layout: layoutOf(obs),
-      home: obs.owner.home,
-    };
+    const root = this.rootOf(obs);
     const linkDirs = binDirsFor(root, this.platform);
-    const aliasDirs = [obs.root];
-    const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
-    if (scope) aliasDirs.push(join(obs.root, scope));
+    const aliasDirs = this.aliasDirs(obs);
     return {
       kind: 'package',
       path: obs.path,
@@ -121,6 +138,18 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       policyVersion: decision.policyVersion,
       package: { name: obs.name, version: obs.version, manager: obs.manager },
     };
+  }
+
+  private rootOf(obs: PackageObservation): InstallRoot {
+    return { path: obs.root, manager: obs.manager, layout: layoutOf(obs), home: obs.owner.home };
+  }
+
+  /** The root and the package's scope dir: pnpm-style links to the package live there. */
+  private aliasDirs(obs: PackageObservation): string[] {
+    const dirs = [obs.root];
+    const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
+    if (scope) dirs.push(join(obs.root, scope));
+    return dirs;
   }
 
   private pathRequest(obs: PathObservation, decision: Decision): QuarantineRequest {

@@ -214,3 +214,30 @@ export const FAKE_FILES = {
   'cli.js': '#!/usr/bin/env node\nconsole.log("fake")\n',
   'vendor/x.txt': 'payload\n',
 };
+
+/**
+ * A banned package whose postinstall keeps writing into its own directory (so the sensor never
+ * sees it settle and cannot quarantine it first) and records its pid for the test to kill, as
+ * guardd's process rules would.
+ */
+export function writeSlowPostinstallPackage(dir: string): void {
+  writePackage(
+    dir,
+    {
+      name: BANNED_UNSCOPED,
+      version: '2.0.0',
+      bin: { 'banned-tool': 'cli.js' },
+      scripts: { postinstall: 'node install.js' },
+    },
+    {
+      'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n',
+      'install.js': [
+        "const fs = require('node:fs');",
+        "const path = require('node:path');",
+        'if (process.env.TGIN_PIDFILE) fs.writeFileSync(process.env.TGIN_PIDFILE, String(process.pid));',
+        "setInterval(() => fs.writeFileSync(path.join(__dirname, 'tick'), String(Date.now())), 20);",
+        '',
+      ].join('\n'),
+    },
+  );
+}
