@@ -13,6 +13,12 @@
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
  *   is unchanged over SETTLE_MS, and (npm prefixes) its declared bin links exist, so quarantine
  *   never races npm's extraction or bin linking.
+ * - An install the package manager reverts (npm removes the package, and the root it created, when
+ *   an install script fails or is killed) leaves bin links pointing at nothing: a banned candidate
+ *   that vanishes, a root that vanishes, fixed-path roots that are absent (when their bin dir
+ *   changed) and every root at each full scan are swept for symlinks into `<root>/<banned name>`
+ *   where nothing is; each such former path is reported once per policy as `removed`, and the
+ *   quarantine action removes the links as their owner.
  * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
  *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
  */
@@ -140,6 +146,8 @@ export class InstallSensor implements Sensor {
   private readonly gone = new Map<string, number>();
   private readonly binDirSeen = new Map<string, string>();
   private readonly sweepsInFlight = new Set<string>();
+  /** Banned packages reported as removed by their installer (see sweepLeftovers). */
+  private reverted = 0;
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -205,6 +213,7 @@ export class InstallSensor implements Sensor {
         reported: this.reported.size,
         scans: this.scans,
         observations: this.observations,
+        reverted_installs: this.reverted,
       },
       skipped: { ...this.skipped },
     };
@@ -689,11 +698,13 @@ export class InstallSensor implements Sensor {
       };
     }
     const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
+    if (obs.kind === 'package') {
+      // Gone later = quarantined by us (or reported before): not a reverted install.
+      this.noteGone(p.path, matcher.policyVersion);
+      this.noteGone(obs.path, matcher.policyVersion);
+    }
     if (this.reported.get(obs.path) === identity) return 'done';
     this.reported.set(obs.path, identity);
-    // Gone later = quarantined by us (or reported before): not a reverted install.
-    this.noteGone(p.path, matcher.policyVersion);
-    this.noteGone(obs.path, matcher.policyVersion);
     this.observations++;
     this.log.debug({ path: obs.path, kind: obs.kind, dir: contentDir }, 'banned install observed');
     try {
@@ -783,7 +794,11 @@ export class InstallSensor implements Sensor {
         // Only what is really not there: a package at the path is the scan's, not ours.
         const there = await lstatUserPath(former, installReadGate, key);
         if (there.ok || there.reason !== 'missing') continue;
+        // Checked again with no await before noting: two sweeps (a vanished candidate and its
+        // vanished root) may have looked at the same path at once.
+        if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
         this.noteGone(former, matcher.policyVersion);
+        this.reverted++;
         const obs: Observation = {
           kind: 'package',
           ecosystem: 'npm',

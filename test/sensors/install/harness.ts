@@ -216,9 +216,11 @@ export const FAKE_FILES = {
 };
 
 /**
- * A banned package whose postinstall keeps writing into its own directory (so the sensor never
- * sees it settle and cannot quarantine it first) and records its pid for the test to kill, as
- * guardd's process rules would.
+ * A banned package whose postinstall keeps touching a file in its own directory from its first
+ * millisecond (a shell loop, detached from npm's pipes, ending when the directory is gone or after
+ * 60 s), so the sensor never sees it settle and cannot quarantine it first, then runs
+ * `node install.js`: the banned script guardd's process rules kill (its pid goes to
+ * $TGIN_PIDFILE, for tests that kill it themselves).
  */
 export function writeSlowPostinstallPackage(dir: string): void {
   writePackage(
@@ -227,15 +229,20 @@ export function writeSlowPostinstallPackage(dir: string): void {
       name: BANNED_UNSCOPED,
       version: '2.0.0',
       bin: { 'banned-tool': 'cli.js' },
-      scripts: { postinstall: 'node install.js' },
+      scripts: { postinstall: 'sh install.sh' },
     },
     {
       'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n',
+      'install.sh': [
+        'i=0',
+        '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+        'exec node install.js',
+        '',
+      ].join('\n'),
       'install.js': [
         "const fs = require('node:fs');",
-        "const path = require('node:path');",
         'if (process.env.TGIN_PIDFILE) fs.writeFileSync(process.env.TGIN_PIDFILE, String(process.pid));',
-        "setInterval(() => fs.writeFileSync(path.join(__dirname, 'tick'), String(Date.now())), 20);",
+        'setInterval(() => {}, 1000);',
         '',
       ].join('\n'),
     },
