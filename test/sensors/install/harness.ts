@@ -222,13 +222,13 @@ export const FAKE_FILES = {
  * `node install.js`: the banned script guardd's process rules kill (its pid goes to
  * $TGIN_PIDFILE, for tests that kill it themselves).
  */
-export function writeSlowPostinstallPackage(dir: string): void {
+export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_UNSCOPED): void {
   writePackage(
     dir,
     {
-      name: BANNED_UNSCOPED,
+      name,
       version: '2.0.0',
-      bin: { 'banned-tool': 'cli.js' },
+      bin: { [name]: 'cli.js' },
       scripts: { postinstall: 'sh install.sh' },
     },
     {

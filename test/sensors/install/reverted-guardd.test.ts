@@ -34,7 +34,10 @@ import {
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
-import { BANNED_UNSCOPED, packFixture, writeSlowPostinstallPackage } from './harness.js';
+import { packFixture, writeSlowPostinstallPackage } from './harness.js';
+
+/** A name no other test's daemon bans (root daemons of other tests may run on the same machine). */
+const BANNED_UNSCOPED = 'tgin-banned-tool';
 
 const dir = tempDir('tgin-gd-');
 chmodSync(dir, 0o755); // the users read the tarball from here
@@ -76,7 +79,7 @@ beforeAll(async () => {
   swapper = createTestUser('tgin');
   planter = createTestUser('tgin');
   const src = join(dir, 'src');
-  writeSlowPostinstallPackage(src);
+  writeSlowPostinstallPackage(src, BANNED_UNSCOPED);
   tarball = packFixture(join(dir, 'pack'), src);
   chmodSync(join(dir, 'pack'), 0o755);
   chmodSync(tarball, 0o644);
@@ -84,7 +87,7 @@ beforeAll(async () => {
   // The swapper: ~/.npm-global/bin → a root-owned dir with a root-owned link named like the bin,
   // pointing (relative to the swapped path) where the banned package would be.
   mkdirSync(rootBin, { mode: 0o755 });
-  symlinkSync('../lib/node_modules/banned-tool/cli.js', join(rootBin, 'banned-tool'));
+  symlinkSync(`../lib/node_modules/${BANNED_UNSCOPED}/cli.js`, join(rootBin, BANNED_UNSCOPED));
   mkdirSync(join(swapper.home, '.npm-global', 'lib'), { recursive: true });
   symlinkSync(rootBin, join(swapper.home, '.npm-global', 'bin'));
   chownR(join(swapper.home, '.npm-global'), swapper);
@@ -92,7 +95,7 @@ beforeAll(async () => {
   writeFileSync(rootSecret, 'root only\n', { mode: 0o600 });
   mkdirSync(join(planter.home, '.npm-global', 'lib'), { recursive: true });
   mkdirSync(join(planter.home, '.npm-global', 'bin'));
-  symlinkSync(rootSecret, join(planter.home, '.npm-global', 'bin', 'banned-tool'));
+  symlinkSync(rootSecret, join(planter.home, '.npm-global', 'bin', BANNED_UNSCOPED));
   chownR(join(planter.home, '.npm-global'), planter);
 
   const key = makeKey();
@@ -101,7 +104,7 @@ beforeAll(async () => {
     policyBody(
       [
         {
-          id: 'banned-tool',
+          id: 'tgin-banned-tool',
           name: 'Banned tool',
           action: 'block',
           message: 'banned-tool is not approved.',
@@ -133,7 +136,7 @@ describe('a banned install whose postinstall guardd kills (real guardd, real npm
   it('ends with no bin link left and exactly one package event; root-owned bait is never touched', async () => {
     const prefix = join(installer.home, '.npm-global');
     const root = join(prefix, 'lib', 'node_modules');
-    const bin = join(prefix, 'bin', 'banned-tool');
+    const bin = join(prefix, 'bin', BANNED_UNSCOPED);
     const npm = spawnAs(
       installer,
       'npm',
@@ -169,11 +172,13 @@ describe('a banned install whose postinstall guardd kills (real guardd, real npm
       "the swapper's leftover link",
     );
     expect(swapEv).toMatchObject({ type: 'package.quarantined', outcome: { action_taken: 'failed' } });
-    expect(String((swapEv.outcome as { error: string }).error)).toContain('banned-tool');
-    expect(readlinkSync(join(rootBin, 'banned-tool'))).toBe('../lib/node_modules/banned-tool/cli.js');
-    expect(lstatSync(join(rootBin, 'banned-tool')).uid).toBe(0);
+    expect(String((swapEv.outcome as { error: string }).error)).toContain(BANNED_UNSCOPED);
+    expect(readlinkSync(join(rootBin, BANNED_UNSCOPED))).toBe(
+      `../lib/node_modules/${BANNED_UNSCOPED}/cli.js`,
+    );
+    expect(lstatSync(join(rootBin, BANNED_UNSCOPED)).uid).toBe(0);
     // The planter's link to a root-owned file is not a link into a package: untouched, no event.
-    expect(readlinkSync(join(planter.home, '.npm-global', 'bin', 'banned-tool'))).toBe(rootSecret);
+    expect(readlinkSync(join(planter.home, '.npm-global', 'bin', BANNED_UNSCOPED))).toBe(rootSecret);
     expect(readFileSync(rootSecret, 'utf8')).toBe('root only\n');
     expect(lstatSync(rootSecret).uid).toBe(0);
 

@@ -23,6 +23,7 @@ import {
   npmInstallGlobal,
   packFixture,
   type Rig,
+  writePackage,
   writeSlowPostinstallPackage,
 } from './harness.js';
 
@@ -39,7 +40,15 @@ const fresh = (): string => {
 };
 
 beforeAll(() => {
-  tarball = packFixture(join(base, 'pack'));
+  // A banned package with no install script: other root daemons on a shared test machine may
+  // kill a banned postinstall, and these tests are about the roots, not about scripts.
+  const plain = join(base, 'plain-src');
+  writePackage(
+    plain,
+    { name: BANNED_UNSCOPED, version: '1.0.0', bin: { 'banned-tool': 'cli.js' } },
+    { 'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n' },
+  );
+  tarball = packFixture(join(base, 'pack'), plain);
   const pkg = join(base, 'slow-src');
   writeSlowPostinstallPackage(pkg);
   slowTarball = packFixture(join(base, 'pack-slow'), pkg);
@@ -50,7 +59,8 @@ afterEach(async () => {
 
 /**
  * Runs `npm install -g --prefix <prefix>` of the slow package, kills its postinstall once it
- * runs, and resolves with npm's exit code once npm has finished (rolled back).
+ * runs, and resolves with npm's exit code once npm has finished (rolled back). Another root
+ * daemon on the machine banning the same script may kill it first: the same outcome.
  */
 async function installAndKillPostinstall(dir: string, prefix: string): Promise<number> {
   const pidFile = join(dir, 'postinstall.pid');
@@ -62,11 +72,21 @@ async function installAndKillPostinstall(dir: string, prefix: string): Promise<n
     () => 0,
     (err: { code?: number }) => err.code ?? -1,
   );
+  let finished = false;
+  void npm.then(() => {
+    finished = true;
+  });
   const pid = await waitFor(
-    () => existsSync(pidFile) && Number(readFileSync(pidFile, 'utf8')),
-    'postinstall',
+    () => (existsSync(pidFile) && Number(readFileSync(pidFile, 'utf8'))) || (finished && -1),
+    'the postinstall running (or npm done)',
   );
-  process.kill(pid, 'SIGKILL');
+  if (pid > 0) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already killed
+    }
+  }
   return npm;
 }
 
@@ -168,8 +188,8 @@ describe('roots that appear after start are watched', () => {
     await npmInstallGlobal(prefix, tarball);
     const ev = await waitFor(() => rig.sink.ofType('package.quarantined')[0], 'package.quarantined');
     expect(ev).toMatchObject({ outcome: { action_taken: 'quarantined' }, package: { root } });
-    expect(gone(join(root, '@anthropic-ai', 'claude-code'))).toBe(true);
-    expect(gone(join(prefix, 'bin', 'claude'))).toBe(true);
+    expect(gone(join(root, BANNED_UNSCOPED))).toBe(true);
+    expect(gone(join(prefix, 'bin', 'banned-tool'))).toBe(true);
   });
 
   it("a user's ~/.npm-global created after start", async () => {
@@ -185,7 +205,7 @@ describe('roots that appear after start are watched', () => {
       outcome: { action_taken: 'quarantined' },
       package: { root: join(prefix, 'lib', 'node_modules') },
     });
-    expect(gone(join(prefix, 'bin', 'claude'))).toBe(true);
+    expect(gone(join(prefix, 'bin', 'banned-tool'))).toBe(true);
   });
 
   it('a .npmrc prefix outside the home that does not exist at start', async () => {
