@@ -83,6 +83,16 @@ const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
 
 /** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
 const MAX_BIN_DIRS_REMEMBERED = 10_000;
+/**
+ * Symlinks read (readlink) per bin dir per leftover sweep: real bin dirs hold tens to a few
+ * hundred (/usr/bin, the distro npm's, ~1,000); more is a hostile dir, counted `leftover_sweep_truncated`.
+ */
+const MAX_SWEEP_LINKS = 5_000;
+/**
+ * An absent root's bin dir is swept at most once per this long (a trailing sweep catches what
+ * changed meanwhile): a user touching their bin dir in a loop costs one bounded sweep per 2 s.
+ */
+const ABSENT_SWEEP_INTERVAL_MS = 2_000;
 
 type CandidateKind = 'package' | 'artifact';
 
@@ -146,6 +156,9 @@ export class InstallSensor implements Sensor {
   private readonly gone = new Map<string, number>();
   private readonly binDirSeen = new Map<string, string>();
   private readonly sweepsInFlight = new Set<string>();
+  /** Absent root → when its bin dirs were last swept (performance.now() ms). */
+  private readonly absentSwept = new Map<string, number>();
+  private readonly absentTimers = new Map<string, NodeJS.Timeout>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
 
@@ -181,6 +194,8 @@ export class InstallSensor implements Sensor {
     this.running = false;
     if (this.rediscoverTimer) clearTimeout(this.rediscoverTimer);
     if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
+    for (const t of this.absentTimers.values()) clearTimeout(t);
+    this.absentTimers.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
     await this.cronTask?.destroy();
@@ -347,7 +362,7 @@ export class InstallSensor implements Sensor {
     // when discovery ran because of an anchor event.
     this.lastAdded = { roots: added, bases: newBases };
     for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
-    for (const root of found.absent) this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
+    for (const root of found.absent) this.sweepAbsent(root);
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
   }
@@ -772,8 +787,13 @@ export class InstallSensor implements Sensor {
         }
         const list = await readdirUserPath(dir, installReadGate, key);
         if (!list.ok) continue;
+        let links = 0;
         for (const entry of list.value.slice(0, MAX_DIR_ENTRIES)) {
           if (!entry.isSymbolicLink()) continue;
+          if (++links > MAX_SWEEP_LINKS) {
+            this.count('leftover_sweep_truncated', dir);
+            break;
+          }
           const link = p.join(dir, entry.name);
           const raw = await readlinkUserPath(link, installReadGate, key);
           if (!raw.ok) continue;
@@ -821,6 +841,28 @@ export class InstallSensor implements Sensor {
     } finally {
       this.sweepsInFlight.delete(root.path);
     }
+  }
+
+  /** Sweeps an absent root's bin dirs now, or once at the end of its ABSENT_SWEEP_INTERVAL_MS. */
+  private sweepAbsent(root: InstallRoot): void {
+    if (!this.running || this.absentTimers.has(root.path)) return;
+    const wait = (this.absentSwept.get(root.path) ?? Number.NEGATIVE_INFINITY) + ABSENT_SWEEP_INTERVAL_MS;
+    const run = (): void => {
+      this.absentSwept.delete(root.path);
+      if (this.absentSwept.size >= MAX_BIN_DIRS_REMEMBERED) this.absentSwept.clear();
+      this.absentSwept.set(root.path, performance.now());
+      this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
+    };
+    const delay = wait - performance.now();
+    if (delay <= 0) {
+      run();
+      return;
+    }
+    const t = setTimeout(() => {
+      this.absentTimers.delete(root.path);
+      if (this.running) run();
+    }, delay);
+    this.absentTimers.set(root.path, t);
   }
 
   /** Remembers that `path` was reported (installed or removed) under policy `version`. */
