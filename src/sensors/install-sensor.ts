@@ -212,6 +212,7 @@ export class InstallSensor implements Sensor {
   /** A new policy: remember it and rescan (new names / versions / globs are reported afresh). */
   setMatcher(matcher: Matcher): void {
     this.matcher = matcher;
+    this.binDirSeen.clear(); // other names may be banned now: absent roots' bin dirs are read again
     if (this.running) void this.rescan();
   }
 
@@ -773,20 +774,24 @@ export class InstallSensor implements Sensor {
       const found = new Map<string, BannedSeen>();
       if (opts.hint) found.set(opts.hint.path, opts.hint);
       for (const dir of binDirsFor(root, this.options.platform)) {
+        let id: string | null = null;
         if (opts.ifChanged) {
           const st = await statUserPath(dir, installReadGate, key);
-          const id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
+          if (!st.ok && st.reason !== 'missing') continue; // stalled or refused: look next time
+          id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
           if (this.binDirSeen.get(dir) === id) continue;
+        }
+        const list = id === '' ? null : await readdirUserPath(dir, installReadGate, key);
+        if (id !== null && (list === null || list.ok || list.reason === 'missing')) {
+          // Remembered only once looked at (a stalled read is tried again at the next discovery).
           this.binDirSeen.delete(dir);
           if (this.binDirSeen.size >= MAX_BIN_DIRS_REMEMBERED) {
             const oldest = this.binDirSeen.keys().next().value;
             if (oldest !== undefined) this.binDirSeen.delete(oldest);
           }
           this.binDirSeen.set(dir, id);
-          if (!st.ok) continue;
         }
-        const list = await readdirUserPath(dir, installReadGate, key);
-        if (!list.ok) continue;
+        if (!list?.ok) continue;
         let links = 0;
         for (const entry of list.value.slice(0, MAX_DIR_ENTRIES)) {
           if (!entry.isSymbolicLink()) continue;

@@ -10,7 +10,7 @@
  *    afterwards is quarantined.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -155,8 +155,21 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
     });
     expect(gone(bin)).toBe(true);
     expect(existsSync(join(prefix, 'bin', 'mine'))).toBe(true);
+    // The same dangling link made again is not reported again under the same policy (a user
+    // cannot make guardd report or act in a loop), until something existed at the path again.
+    // A link of another banned package made with it proves a sweep read the dir afterwards.
+    symlinkSync('../lib/node_modules/banned-tool/cli.js', bin);
+    symlinkSync('../lib/node_modules/@anthropic-ai/claude-code/cli.js', join(prefix, 'bin', 'claude'));
+    const second = await waitFor(() => packageEvents(rig)[1], 'the second package event');
+    expect(second).toMatchObject({ package: { name: '@anthropic-ai/claude-code' } });
+    expect(lstatSync(bin).isSymbolicLink()).toBe(true);
     await rig.sensor.rescan();
-    expect(packageEvents(rig)).toHaveLength(1);
+    expect(packageEvents(rig)).toHaveLength(2);
+    // 5,001 more symlinks in the bin dir: the sweep reads at most 5,000 of them, counted.
+    for (let i = 0; i < 5_001; i++) symlinkSync(`/nowhere/${i}`, join(prefix, 'bin', `l${i}`));
+    await rig.sensor.rescan();
+    await waitFor(() => rig.sensor.status().skipped.leftover_sweep_truncated === 1, 'the truncation counted');
+    expect(packageEvents(rig)).toHaveLength(2);
   });
 
   it('monitor mode: recorded as install_reverted (would not act), the link is left alone', async () => {
