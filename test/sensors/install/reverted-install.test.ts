@@ -10,7 +10,7 @@
  *    afterwards is quarantined.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -188,6 +188,35 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
     });
     expect(lstatSync(join(prefix, 'bin', 'banned-tool')).isSymbolicLink()).toBe(true);
     expect(rig.notifier.calls).toHaveLength(0);
+  });
+});
+
+describe('the installer removes the package while guardd is quarantining it', () => {
+  it('the move gives way, the links are removed, one install_reverted event', async () => {
+    const dir = fresh();
+    const prefix = join(dir, 'prefix');
+    const root = join(prefix, 'lib', 'node_modules');
+    mkdirSync(root, { recursive: true });
+    const pkg = join(root, BANNED_UNSCOPED);
+    const rig = await makeRig({
+      dir,
+      extraRoots: [root],
+      // npm's rollback, between detection and the move.
+      beforeEnforce: () => rmSync(pkg, { recursive: true, force: true }),
+    });
+    rigs.push(rig);
+    await npmInstallGlobal(prefix, tarball);
+    const ev = await waitFor(() => packageEvents(rig)[0], 'a package event');
+    const bin = join(prefix, 'bin', 'banned-tool');
+    expect(ev).toMatchObject({
+      type: 'package.quarantined',
+      package: { path: pkg },
+      outcome: { action_taken: 'install_reverted', error: null, details: { links_removed: [bin] } },
+    });
+    expect(gone(bin)).toBe(true);
+    await rig.sensor.rescan();
+    expect(packageEvents(rig)).toHaveLength(1);
+    expect(rig.store.list().filter((e) => e.state === 'quarantined')).toEqual([]);
   });
 });
 
