@@ -185,7 +185,11 @@ export class Enforcer {
     };
   }
 
-  /** `blocked` / `quarantined` count only what was really stopped or moved; the rest of those attempts are `failed`. */
+  /**
+   * `blocked` / `quarantined` count only what was really stopped or moved (an install its package
+   * manager reverted counts as quarantined: the package is off the disk); the rest of those
+   * attempts are `failed`.
+   */
   private count(verb: string, taken: ActionTaken): void {
     if (verb === 'blocked' || verb === 'quarantined') {
       if (taken === 'killed') this.counts.blocked++;
