@@ -168,7 +168,8 @@ export const SETTINGS = {
   }),
   'sensors.install.extra_roots': list({
     default: [],
-    description: 'Extra global node_modules directories to watch.',
+    description:
+      'Extra global node_modules directories to watch; one missing at start is watched from when it is created.',
   }),
   'sensors.install.homes': list({
     default: [],

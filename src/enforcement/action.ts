@@ -17,6 +17,8 @@ export type ActionTaken =
   | 'warn_suppressed'
   | 'audited'
   | 'quarantined'
+  /** The installer removed the banned package itself before it was quarantined; leftover links were cleaned. */
+  | 'install_reverted'
   | 'excepted'
   | 'skipped'
   | 'failed';

@@ -9,6 +9,9 @@
  * audit → event only. In `monitor` mode block acts as warn and the event says `would_block`.
  * Which of these applies is the pure verdict of decide.ts (shared with the pre-exec listener); a
  * pre-exec deny, already answered to the kernel, is recorded through `denied()`.
+ * A package the installer removed itself (`removed`: a killed install script made npm roll back)
+ * is `install_reverted`: under block + enforce its leftover bin links are removed (quarantine
+ * action); otherwise it is only recorded, nobody is told about a package that is not there.
  *
  * Before any of that, the enforcement scope (enforcement-scope.ts) is asked whether guardd may act
  * on the observation at all; outside it, a match is recorded only (block → `would_block`, warn →
@@ -107,38 +110,44 @@ export class Enforcer {
     let verb: 'blocked' | 'quarantined' | 'warned' | 'audited';
     try {
       const verdict = verdictFor(obs, decision, this.scope);
-      switch (verdict.act) {
-        case 'record':
-          verb = 'warned';
-          result = this.result(verdict.taken, started, null, { scope: verdict.scope });
-          break;
-        case 'block':
-          verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
-          result =
-            obs.kind === 'process'
-              ? await this.options.actions.blockProcess.execute(obs, decision)
-              : await this.options.actions.quarantine.execute(obs, decision);
-          break;
-        case 'warn': {
-          verb = 'warned';
-          const { wouldBlock } = verdict;
-          if (this.warnAllowed(obs, decision)) {
-            const r =
+      if (obs.kind === 'package' && obs.removed && (verdict.act === 'warn' || verdict.act === 'audit')) {
+        // Nothing is installed any more: nobody to warn about it, nothing to leave alone.
+        verb = verdict.act === 'audit' ? 'audited' : 'warned';
+        result = this.result('install_reverted', started, null, { links_removed: 0 });
+      } else {
+        switch (verdict.act) {
+          case 'record':
+            verb = 'warned';
+            result = this.result(verdict.taken, started, null, { scope: verdict.scope });
+            break;
+          case 'block':
+            verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
+            result =
               obs.kind === 'process'
-                ? await this.options.actions.notifyProcess.execute(obs, decision)
-                : await this.options.actions.notifyInstall.execute(obs, decision);
-            result = wouldBlock && r.error === null ? { ...r, actionTaken: 'would_block' } : r;
-          } else {
-            result = this.result(wouldBlock ? 'would_block' : 'warn_suppressed', started, null, {
-              notified: false,
-            });
+                ? await this.options.actions.blockProcess.execute(obs, decision)
+                : await this.options.actions.quarantine.execute(obs, decision);
+            break;
+          case 'warn': {
+            verb = 'warned';
+            const { wouldBlock } = verdict;
+            if (this.warnAllowed(obs, decision)) {
+              const r =
+                obs.kind === 'process'
+                  ? await this.options.actions.notifyProcess.execute(obs, decision)
+                  : await this.options.actions.notifyInstall.execute(obs, decision);
+              result = wouldBlock && r.error === null ? { ...r, actionTaken: 'would_block' } : r;
+            } else {
+              result = this.result(wouldBlock ? 'would_block' : 'warn_suppressed', started, null, {
+                notified: false,
+              });
+            }
+            break;
           }
-          break;
+          case 'audit':
+            verb = 'audited';
+            result = this.result('audited', started, null);
+            break;
         }
-        case 'audit':
-          verb = 'audited';
-          result = this.result('audited', started, null);
-          break;
       }
     } catch (err) {
       // Actions must not throw; if one does, the event still records the attempt.
@@ -253,11 +262,15 @@ export class Enforcer {
     };
   }
 
-  /** `blocked` / `quarantined` count only what was really stopped or moved; the rest of those attempts are `failed`. */
+  /**
+   * `blocked` / `quarantined` count only what was really stopped or moved (an install its package
+   * manager reverted counts as quarantined: the package is off the disk); the rest of those
+   * attempts are `failed`.
+   */
   private count(verb: string, taken: ActionTaken): void {
     if (verb === 'blocked' || verb === 'quarantined') {
       if (taken === 'killed') this.counts.blocked++;
-      else if (taken === 'quarantined') this.counts.quarantined++;
+      else if (taken === 'quarantined' || taken === 'install_reverted') this.counts.quarantined++;
       else this.counts.failed++;
       return;
     }

@@ -150,6 +150,16 @@ export interface RecoverySummary {
   readonly failed: number;
 }
 
+/** Where to look for links left by a package its installer removed (see `removeLeftoverLinks`). */
+export interface LeftoverLinksRequest {
+  /** Where the package was. */
+  readonly path: string;
+  /** Bin dirs of its root (symlinks and shims into the path). */
+  readonly linkDirs: readonly string[];
+  /** Dirs whose symlinks into the path are aliases of it (the root, the scope dir). */
+  readonly aliasDirs: readonly string[];
+}
+
 export interface QuarantineStoreOptions {
   readonly db: Db;
   /** Root-only directory under the state dir; created 0700. */
@@ -344,6 +354,44 @@ export class QuarantineStore {
     } catch (err) {
       this.log.warn({ err, id }, 'late link sweep failed');
       return 0;
+    }
+  }
+
+  /**
+   * Removes the links and shims left pointing into `req.path` after the package manager removed
+   * the package there itself (a reverted install): only entries `findLinks` proves point into it
+   * (a symlink whose target resolves into the path, a small shim naming it), each as the owner of
+   * its directory (removeLink). Nothing is done while something exists at `req.path` again (a new
+   * install: the sensor reports that one). Nothing is recorded for restore: the package is gone.
+   * Never rejects; what was not removed comes back in `refused`.
+   */
+  async removeLeftoverLinks(
+    req: LeftoverLinksRequest,
+  ): Promise<{ removed: string[]; refused: LinkRefusal[] }> {
+    try {
+      return await withSessions(async (sessions) => {
+        const s = await sessions.forPath(req.path);
+        if (await s.exists(req.path)) return { removed: [], refused: [] };
+        const found = await findLinks(sessions, req.path, {
+          linkDirs: req.linkDirs,
+          aliasDirs: req.aliasDirs,
+          shimDirs: [],
+          binNames: [],
+          ownDirs: this.ownDirs,
+        });
+        const removed: string[] = [];
+        const refused = [...found.refused];
+        for (const link of found.links) {
+          const r = await removeLink(sessions, link, this.ownDirs);
+          if (r === true) removed.push(link.path);
+          else if (r !== 'gone') refused.push({ path: link.path, reason: r });
+        }
+        if (removed.length + refused.length > 0)
+          this.log.info({ path: req.path, removed, refused }, 'leftover links of a reverted install');
+        return { removed, refused };
+      });
+    } catch (err) {
+      return { removed: [], refused: [{ path: req.path, reason: errorMessage(err) }] };
     }
   }
 

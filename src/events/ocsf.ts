@@ -98,6 +98,10 @@ function enforcementOf(
   // denied: the kernel refused the exec, the program never ran (pre-exec deny).
   if ((verb === 'blocked' && taken === 'killed') || (verb === 'denied' && taken === 'denied'))
     return { action_id: ACTION.denied, disposition_id: DISPOSITION.blocked, severity_id: SEVERITY.medium };
+  // install_reverted: the package manager removed it itself (its install script was stopped), so
+  // the install was blocked without a quarantine entry.
+  if (verb === 'quarantined' && taken === 'install_reverted')
+    return { action_id: ACTION.denied, disposition_id: DISPOSITION.blocked, severity_id: SEVERITY.medium };
   if (verb === 'quarantined' && taken === 'quarantined')
     return {
       action_id: ACTION.denied,

@@ -4,6 +4,10 @@
  * directories whose links point into them, and the "anchor" directories to watch so that a root
  * that appears later (a user installs nvm) is discovered without a restart.
  *
+ * A root whose base does not exist yet (an extra root, a `.npmrc` prefix, a system prefix) is
+ * anchored at its nearest existing ancestor, and roots at fixed paths that are missing are
+ * returned as `absent` (their bin dirs may hold links left by a reverted install).
+ *
  * Discovery is a few dozen stat/readdir calls per home; it never follows a user's symlink to decide
  * whether a root exists beyond what `stat` does, and roots that are the same directory (a prefix
  * symlinked to another) are reported once, keyed by device + inode. Every call touches a user's
@@ -66,12 +70,20 @@ export interface Discovery {
   readonly anchors: readonly string[];
   /** Homes (or 'system', 'extra') skipped this round because a call did not answer in time. */
   readonly stalled: readonly string[];
+  /**
+   * Roots that would be at a fixed path (no `*` in the pattern, extra roots, `.npmrc` prefixes) but
+   * do not exist now: an install that created the root and was reverted (npm removes a root it
+   * created) leaves its links in the bin dir beside where the root was.
+   */
+  readonly absent: readonly InstallRoot[];
 }
 
 /** `.npmrc` files larger than this are not read for `prefix=` (real ones are a few hundred bytes). */
 const MAX_NPMRC_BYTES = 64 * 1024;
 /** At most this many expansions of one `*` segment (a home with 10 000 node versions is hostile). */
 const MAX_WILDCARD_ENTRIES = 256;
+/** Ancestors looked at to anchor a missing root's base (real paths are a handful deep). */
+const MAX_ANCHOR_HOPS = 32;
 
 /** Every root pattern for `options` (before checking what exists). Exported for docs and tests. */
 export function rootPatterns(
@@ -229,6 +241,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
   const probe = new DiscoveryProbe(options.gate ?? installReadGate);
   const roots: InstallRoot[] = [];
   const anchors = new Set<string>();
+  const absent = new Map<string, InstallRoot>();
   const seen = new Set<string>();
   const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
     const id = await probe.dirId(key, root.path);
@@ -236,18 +249,57 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     seen.add(id);
     roots.push(root);
   };
+  /**
+   * A base that does not exist (yet): watch its nearest existing ancestor, so creating it (an
+   * admin's extra root, a user's new `.npmrc` prefix) re-runs discovery. Never `/` itself.
+   */
+  const anchorAbove = async (key: string, path: string): Promise<void> => {
+    let cur = path;
+    for (let i = 0; i < MAX_ANCHOR_HOPS; i++) {
+      const up = p.dirname(cur);
+      if (up === cur || p.dirname(up) === up) return;
+      cur = up;
+      if (await probe.isDir(key, cur)) {
+        anchors.add(cur);
+        return;
+      }
+    }
+  };
   for (const extra of options.extraRoots) {
-    const layout = await probe.layoutOf('extra', extra);
-    await addRoot('extra', { path: p.resolve(extra), manager: 'other', layout, home: null });
+    const path = p.resolve(extra);
+    if (await probe.isDir('extra', path)) {
+      const layout = await probe.layoutOf('extra', path);
+      await addRoot('extra', { path, manager: 'other', layout, home: null });
+    } else {
+      absent.set(path, { path, manager: 'other', layout: 'npm', home: null });
+      await anchorAbove('extra', path);
+    }
   }
   const prefixes = new Map<string, string | null>();
   for (const home of options.homes) prefixes.set(home, await probe.npmrcPrefix(home, options.platform));
   for (const pattern of rootPatterns(options, prefixes)) {
     const key = pattern.home ?? 'system';
-    if (!(await probe.isDir(key, pattern.base))) continue;
+    const root = (path: string): InstallRoot => ({
+      path,
+      manager: pattern.manager,
+      layout: pattern.layout,
+      home: pattern.home,
+    });
+    /** Remembers where the root would be when the rest of the pattern has no `*`. */
+    const noteAbsent = (dir: string, rest: readonly string[]): void => {
+      if (rest.some((seg) => seg.includes('*'))) return;
+      const path = p.join(dir, ...rest);
+      if (!absent.has(path)) absent.set(path, root(path));
+    };
+    if (!(await probe.isDir(key, pattern.base))) {
+      // Homes always exist; a missing base is a system prefix or a `.npmrc` prefix not made yet.
+      noteAbsent(pattern.base, pattern.segments);
+      if (!probe.stalled.has(key)) await anchorAbove(key, pattern.base);
+      continue;
+    }
     // Walk the segments; every directory where the walk stops short is an anchor.
     let frontier = [pattern.base];
-    for (const seg of pattern.segments) {
+    for (const [i, seg] of pattern.segments.entries()) {
       const next: string[] = [];
       for (const dir of frontier) {
         if (seg === '*' || seg === '@*') {
@@ -258,16 +310,23 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
         } else {
           const child = p.join(dir, seg);
           if (await probe.isDir(key, child)) next.push(child);
-          else anchors.add(dir);
+          else {
+            anchors.add(dir);
+            noteAbsent(dir, pattern.segments.slice(i));
+          }
         }
       }
       frontier = next;
     }
-    for (const path of frontier) {
-      await addRoot(key, { path, manager: pattern.manager, layout: pattern.layout, home: pattern.home });
-    }
+    for (const path of frontier) await addRoot(key, root(path));
   }
-  return { roots, anchors: [...anchors].sort(), stalled: [...probe.stalled].sort() };
+  const present = new Set(roots.map((r) => r.path));
+  return {
+    roots,
+    anchors: [...anchors].sort(),
+    stalled: [...probe.stalled].sort(),
+    absent: [...absent.values()].filter((r) => !present.has(r.path)),
+  };
 }
 
 /**

@@ -13,12 +13,18 @@
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
  *   is unchanged over SETTLE_MS, and (npm prefixes) its declared bin links exist, so quarantine
  *   never races npm's extraction or bin linking.
+ * - An install the package manager reverts (npm removes the package, and the root it created, when
+ *   an install script fails or is killed) leaves bin links pointing at nothing: a banned candidate
+ *   that vanishes, a root that vanishes, fixed-path roots that are absent (when their bin dir
+ *   changed) and every root at each full scan are swept for symlinks into `<root>/<banned name>`
+ *   where nothing is; each such former path is reported once per policy as `removed`, and the
+ *   quarantine action removes the links as their owner.
  * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
  *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
  */
 import type { Stats } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, posix, relative } from 'node:path';
+import { basename, dirname, isAbsolute, join, posix, relative, win32 } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import cron, { type ScheduledTask } from 'node-cron';
 import picomatch from 'picomatch';
@@ -27,10 +33,10 @@ import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
 import { compileGlob, type Matcher } from '../policy/matcher.js';
-import { discoverRoots, type InstallRoot } from './install-roots.js';
+import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation } from './observation.js';
 import { installReadGate, readPackageJsonAsync } from './package-reader.js';
-import { statUserPath } from './safe-read.js';
+import { lstatUserPath, readdirUserPath, readlinkUserPath, statUserPath } from './safe-read.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface InstallSensorOptions {
@@ -75,7 +81,27 @@ const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
 const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
 
+/** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
+const MAX_BIN_DIRS_REMEMBERED = 10_000;
+/**
+ * Symlinks read (readlink) per bin dir per leftover sweep: real bin dirs hold tens to a few
+ * hundred (/usr/bin, the distro npm's, ~1,000); more is a hostile dir, counted `leftover_sweep_truncated`.
+ */
+const MAX_SWEEP_LINKS = 5_000;
+/**
+ * An absent root's bin dir is swept at most once per this long (a trailing sweep catches what
+ * changed meanwhile): a user touching their bin dir in a loop costs one bounded sweep per 2 s.
+ */
+const ABSENT_SWEEP_INTERVAL_MS = 2_000;
+
 type CandidateKind = 'package' | 'artifact';
+
+/** A package candidate whose package.json named a banned package (kept to report its removal). */
+interface BannedSeen {
+  readonly name: string;
+  readonly version: string | null;
+  readonly uid: number;
+}
 
 interface Pending {
   readonly path: string;
@@ -87,6 +113,8 @@ interface Pending {
   timer: NodeJS.Timeout | null;
   running: boolean;
   dirty: boolean;
+  /** Set once its package.json named a banned package. */
+  banned: BannedSeen | null;
 }
 
 interface PathGlob {
@@ -121,6 +149,18 @@ export class InstallSensor implements Sensor {
   private scans = 0;
   private observations = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /**
+   * Package paths reported (installed, or removed by their installer) → the policy version then;
+   * deleted when something is seen at the path again. A removal is reported at most once.
+   */
+  private readonly gone = new Map<string, number>();
+  private readonly binDirSeen = new Map<string, string>();
+  private readonly sweepsInFlight = new Set<string>();
+  /** Absent root → when its bin dirs were last swept (performance.now() ms). */
+  private readonly absentSwept = new Map<string, number>();
+  private readonly absentTimers = new Map<string, NodeJS.Timeout>();
+  /** Banned packages reported as removed by their installer (see sweepLeftovers). */
+  private reverted = 0;
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -154,6 +194,8 @@ export class InstallSensor implements Sensor {
     this.running = false;
     if (this.rediscoverTimer) clearTimeout(this.rediscoverTimer);
     if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
+    for (const t of this.absentTimers.values()) clearTimeout(t);
+    this.absentTimers.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
     await this.cronTask?.destroy();
@@ -170,6 +212,7 @@ export class InstallSensor implements Sensor {
   /** A new policy: remember it and rescan (new names / versions / globs are reported afresh). */
   setMatcher(matcher: Matcher): void {
     this.matcher = matcher;
+    this.binDirSeen.clear(); // other names may be banned now: absent roots' bin dirs are read again
     if (this.running) void this.rescan();
   }
 
@@ -186,6 +229,7 @@ export class InstallSensor implements Sensor {
         reported: this.reported.size,
         scans: this.scans,
         observations: this.observations,
+        reverted_installs: this.reverted,
       },
       skipped: { ...this.skipped },
     };
@@ -225,7 +269,10 @@ export class InstallSensor implements Sensor {
     if (!this.running) return;
     this.scans++;
     await this.rediscover();
-    for (const root of [...this.roots.values()]) await this.scanRoot(root);
+    for (const root of [...this.roots.values()]) {
+      await this.scanRoot(root);
+      await this.sweepLeftovers(root, { hint: null });
+    }
     for (const g of this.globs) await this.scanGlob(g);
     await this.pruneReported();
   }
@@ -256,8 +303,11 @@ export class InstallSensor implements Sensor {
     // A home that did not answer keeps what was known of it (its roots stay watched).
     for (const home of found.stalled) this.count('discovery_stalled', home);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
-    for (const path of this.roots.keys()) {
+    const vanished: InstallRoot[] = [];
+    for (const [path, old] of this.roots) {
       if (!newRoots.has(path)) {
+        // A root that vanished may be npm's rollback of an install that created it.
+        if (!found.stalled.includes(old.home ?? 'system')) vanished.push(old);
         this.rootWatcher?.unwatch(path);
         for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
       }
@@ -312,6 +362,8 @@ export class InstallSensor implements Sensor {
     // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
     // when discovery ran because of an anchor event.
     this.lastAdded = { roots: added, bases: newBases };
+    for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
+    for (const root of found.absent) this.sweepAbsent(root);
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
   }
@@ -533,6 +585,7 @@ export class InstallSensor implements Sensor {
       timer: null,
       running: false,
       dirty: false,
+      banned: null,
     };
     const outcome = await this.check(p, fromWatch);
     if (outcome === 'retry') this.enqueue(p);
@@ -585,8 +638,14 @@ export class InstallSensor implements Sensor {
       st = await lstat(p.path);
     } catch (err) {
       this.countFsError(err, p.path);
+      // Gone after it was seen (its installer removed it, e.g. npm rolling back after a killed
+      // install script): report it if it was banned, and look for links it left behind.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (p.kind === 'package' && p.root && (code === 'ENOENT' || code === 'ENOTDIR') && p.attempts > 0)
+        this.track(this.sweepLeftovers(p.root, { hint: p.banned ? { path: p.path, ...p.banned } : null }));
       return 'done';
     }
+    if (p.kind === 'package') this.gone.delete(p.path);
     let obs: Observation;
     let contentDir: string;
     if (p.kind === 'package') {
@@ -633,6 +692,7 @@ export class InstallSensor implements Sensor {
         return 'done';
       }
       if (!matcher.packageNames.has(read.info.name)) return 'done';
+      p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
       // Banned name: wait until it has settled before reporting.
       const fp = await fingerprint(pkgDir);
       if (fp !== p.lastFingerprint) {
@@ -668,6 +728,11 @@ export class InstallSensor implements Sensor {
       };
     }
     const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
+    if (obs.kind === 'package') {
+      // Gone later = quarantined by us (or reported before): not a reverted install.
+      this.noteGone(p.path, matcher.policyVersion);
+      this.noteGone(obs.path, matcher.policyVersion);
+    }
     if (this.reported.get(obs.path) === identity) return 'done';
     this.reported.set(obs.path, identity);
     this.observations++;
@@ -698,6 +763,135 @@ export class InstallSensor implements Sensor {
       if (!ok) return false;
     }
     return true;
+  }
+
+  /**
+   * Reports banned packages of `root` that are gone but left a trace: `hint` (a candidate whose
+   * package.json named a banned package, now vanished) and every symlink in the root's bin dirs
+   * whose target lies in `<root>/<banned name>` while nothing is there (npm removed the package
+   * and, when it had created it, the root: its bin links stay). Each former path once per policy
+   * (`gone`), and never a path this sensor reported installed (quarantined by guardd, not
+   * reverted). Reads only: removal is the quarantine action's (as the owner). `ifChanged`: skip
+   * bin dirs whose stat is what it was at the last look (absent roots, on every discovery).
+   */
+  private async sweepLeftovers(
+    root: InstallRoot,
+    opts: { hint: (BannedSeen & { path: string }) | null; ifChanged?: boolean },
+  ): Promise<void> {
+    const matcher = this.matcher;
+    if (!this.running || !matcher || matcher.packageNames.size === 0) return;
+    if (!opts.hint && this.sweepsInFlight.has(root.path)) return;
+    this.sweepsInFlight.add(root.path);
+    try {
+      const key = root.home ?? 'system';
+      const p = this.options.platform === 'win32' ? win32 : posix;
+      const found = new Map<string, BannedSeen>();
+      if (opts.hint) found.set(opts.hint.path, opts.hint);
+      for (const dir of binDirsFor(root, this.options.platform)) {
+        let id: string | null = null;
+        if (opts.ifChanged) {
+          const st = await statUserPath(dir, installReadGate, key);
+          if (!st.ok && st.reason !== 'missing') continue; // stalled or refused: look next time
+          id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
+          if (this.binDirSeen.get(dir) === id) continue;
+        }
+        const list = id === '' ? null : await readdirUserPath(dir, installReadGate, key);
+        if (id !== null && (list === null || list.ok || list.reason === 'missing')) {
+          // Remembered only once looked at (a stalled read is tried again at the next discovery).
+          this.binDirSeen.delete(dir);
+          if (this.binDirSeen.size >= MAX_BIN_DIRS_REMEMBERED) {
+            const oldest = this.binDirSeen.keys().next().value;
+            if (oldest !== undefined) this.binDirSeen.delete(oldest);
+          }
+          this.binDirSeen.set(dir, id);
+        }
+        if (!list?.ok) continue;
+        let links = 0;
+        for (const entry of list.value.slice(0, MAX_DIR_ENTRIES)) {
+          if (!entry.isSymbolicLink()) continue;
+          if (++links > MAX_SWEEP_LINKS) {
+            this.count('leftover_sweep_truncated', dir);
+            break;
+          }
+          const link = p.join(dir, entry.name);
+          const raw = await readlinkUserPath(link, installReadGate, key);
+          if (!raw.ok) continue;
+          const rel = p.relative(root.path, p.resolve(dir, raw.value));
+          if (rel.length === 0 || rel.startsWith('..') || p.isAbsolute(rel)) continue;
+          const segs = rel.split(p.sep);
+          const nameSegs = segs[0]?.startsWith('@') ? segs.slice(0, 2) : segs.slice(0, 1);
+          const name = nameSegs.join('/');
+          if (nameSegs.length === 0 || name.startsWith('.') || !matcher.packageNames.has(name)) continue;
+          const former = p.join(root.path, ...nameSegs);
+          if (found.has(former)) continue;
+          const lst = await lstatUserPath(link, installReadGate, key);
+          if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid });
+        }
+      }
+      for (const [former, seen] of found) {
+        if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
+        // Only what is really not there: a package at the path is the scan's, not ours.
+        const there = await lstatUserPath(former, installReadGate, key);
+        if (there.ok || there.reason !== 'missing') continue;
+        // Checked again with no await before noting: two sweeps (a vanished candidate and its
+        // vanished root) may have looked at the same path at once.
+        if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
+        this.noteGone(former, matcher.policyVersion);
+        this.reverted++;
+        const obs: Observation = {
+          kind: 'package',
+          ecosystem: 'npm',
+          name: seen.name,
+          version: seen.version,
+          path: former,
+          root: root.path,
+          manager: root.manager,
+          owner: this.options.users.owner(seen.uid),
+          removed: true,
+        };
+        this.observations++;
+        this.log.info({ path: former, name: seen.name }, 'banned package removed by its installer');
+        try {
+          await this.options.onObservation(obs);
+        } catch (err) {
+          this.log.error({ err }, 'onObservation threw');
+        }
+      }
+    } finally {
+      this.sweepsInFlight.delete(root.path);
+    }
+  }
+
+  /** Sweeps an absent root's bin dirs now, or once at the end of its ABSENT_SWEEP_INTERVAL_MS. */
+  private sweepAbsent(root: InstallRoot): void {
+    if (!this.running || this.absentTimers.has(root.path)) return;
+    const wait = (this.absentSwept.get(root.path) ?? Number.NEGATIVE_INFINITY) + ABSENT_SWEEP_INTERVAL_MS;
+    const run = (): void => {
+      this.absentSwept.delete(root.path);
+      if (this.absentSwept.size >= MAX_BIN_DIRS_REMEMBERED) this.absentSwept.clear();
+      this.absentSwept.set(root.path, performance.now());
+      this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
+    };
+    const delay = wait - performance.now();
+    if (delay <= 0) {
+      run();
+      return;
+    }
+    const t = setTimeout(() => {
+      this.absentTimers.delete(root.path);
+      if (this.running) run();
+    }, delay);
+    this.absentTimers.set(root.path, t);
+  }
+
+  /** Remembers that `path` was reported (installed or removed) under policy `version`. */
+  private noteGone(path: string, version: number): void {
+    this.gone.delete(path);
+    if (this.gone.size >= MAX_SKIPPED_REMEMBERED) {
+      const oldest = this.gone.keys().next().value;
+      if (oldest !== undefined) this.gone.delete(oldest);
+    }
+    this.gone.set(path, version);
   }
 
   /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */

@@ -82,6 +82,13 @@ export interface PackageObservation {
   readonly root: string;
   readonly manager: PackageManager;
   readonly owner: Owner;
+  /**
+   * True when the package directory is gone but the install left a trace: the installer itself
+   * removed it (an install script was killed or failed, the install was interrupted) after the
+   * sensor saw it, or bin links still point to where it was. `path` is where it was; `version` is
+   * null when only links were left to name it. Absent on an installed package.
+   */
+  readonly removed?: boolean;
 }
 
 export interface PathObservation {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { EVENT_TYPES } from '../../src/events/event-types.js';
+import { validateEvent } from '../../src/events/event-schema.js';
+import { type AgentEvent, EVENT_TYPES } from '../../src/events/event-types.js';
 import { OCSF_MAPPING, OCSF_VERSION, toOcsf } from '../../src/events/ocsf.js';
 import { sampleEvent } from './samples.js';
 
@@ -57,6 +58,19 @@ describe('OCSF mapping', () => {
     const failed = sampleEvent('process.blocked') as Record<string, unknown>;
     failed.outcome = { action_taken: 'failed', latency_ms: 1, error: 'EPERM' };
     expect(toOcsf(failed)).toMatchObject({ action_id: 1, disposition_id: 15, severity_id: 4 });
+  });
+
+  test('an install the package manager reverted is denied and blocked (not quarantined: nothing was moved)', () => {
+    const reverted = sampleEvent('package.quarantined') as Record<string, unknown>;
+    reverted.outcome = {
+      action_taken: 'install_reverted',
+      latency_ms: 3,
+      error: null,
+      details: { links_removed: ['/home/alice/.npm-global/bin/claude'] },
+    };
+    expect(validateEvent(reverted as AgentEvent).ok).toBe(true);
+    expect(toOcsf(reverted)).toMatchObject({ action_id: 2, disposition_id: 2, severity_id: 3 });
+    expect(toOcsf(sampleEvent('package.quarantined'))).toMatchObject({ action_id: 2, disposition_id: 3 });
   });
 
   test.each([

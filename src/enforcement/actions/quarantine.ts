@@ -6,6 +6,11 @@
  * root (a package), or — for an `npm link`-style package — the symlink itself, and only when it
  * resolves to a package of the observed name. Anything else (the directory was swapped for a
  * symlink to /etc, a parent now leads out of the root) is refused: GUARD_QUARANTINE_UNSAFE_PATH.
+ *
+ * A package the installer already removed (`removed`: npm rolled back after its install script
+ * was killed), or removed while it was being moved, leaves only links: those proven to point into
+ * its former path are removed, as the owner of their directory, and the result is
+ * `install_reverted`.
  */
 import { lstat, realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
@@ -49,6 +54,8 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     const started = performance.now();
     const ms = (): number => Math.round((performance.now() - started) * 100) / 100;
     try {
+      // The installer removed the package itself: nothing to move, only its links to clean.
+      if (obs.kind === 'package' && obs.removed) return await this.cleanLeftovers(obs, ms);
       const req =
         obs.kind === 'package' ? await this.packageRequest(obs, decision) : this.pathRequest(obs, decision);
       const manifest = await this.options.store.quarantine(req);
@@ -68,10 +75,30 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
         details: { quarantine_id: manifest.id, links_removed: manifest.links.map((l) => l.path) },
       };
     } catch (err) {
+      // The installer removed it while it was being moved (npm rolling back after its install
+      // script was killed): the move rolled back, and what is left are its links.
+      if (obs.kind === 'package' && (await lstat(obs.path).catch(() => null)) === null)
+        return this.cleanLeftovers(obs, ms);
       const code = isGuardError(err) ? err.code : 'GUARD_QUARANTINE_IO';
       this.log.warn({ path: obs.path, code, err: errorMessage(err) }, 'quarantine refused or failed');
       return { actionTaken: 'failed', latencyMs: ms(), error: `${code}: ${errorMessage(err)}` };
     }
+  }
+
+  /** Removes the links a package its installer removed left behind: `install_reverted`. */
+  private async cleanLeftovers(obs: PackageObservation, ms: () => number): Promise<ActionResult> {
+    const cleaned = await this.options.store.removeLeftoverLinks({
+      path: obs.path,
+      linkDirs: binDirsFor(this.rootOf(obs), this.platform),
+      aliasDirs: this.aliasDirs(obs),
+    });
+    const refused = cleaned.refused.map((r) => `${r.path} (${r.reason})`).join('; ');
+    return {
+      actionTaken: refused ? 'failed' : 'install_reverted',
+      latencyMs: ms(),
+      error: refused ? `GUARD_QUARANTINE_UNSAFE_PATH: leftover links not removed: ${refused}` : null,
+      details: { links_removed: cleaned.removed },
+    };
   }
 
   /**
@@ -97,16 +124,9 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     }
     const pkg = await readPackageJsonAsync(obs.path, obs.owner.uid);
     const binNames = pkg.ok ? Object.keys(pkg.info.bin) : [];
-    const root: InstallRoot = {
-      path: obs.root,
-      manager: obs.manager,
-      layout: layoutOf(obs),
-      home: obs.owner.home,
-    };
+    const root = this.rootOf(obs);
     const linkDirs = binDirsFor(root, this.platform);
-    const aliasDirs = [obs.root];
-    const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
-    if (scope) aliasDirs.push(join(obs.root, scope));
+    const aliasDirs = this.aliasDirs(obs);
     return {
       kind: 'package',
       path: obs.path,
@@ -121,6 +141,18 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       policyVersion: decision.policyVersion,
       package: { name: obs.name, version: obs.version, manager: obs.manager },
     };
+  }
+
+  private rootOf(obs: PackageObservation): InstallRoot {
+    return { path: obs.root, manager: obs.manager, layout: layoutOf(obs), home: obs.owner.home };
+  }
+
+  /** The root and the package's scope dir: pnpm-style links to the package live there. */
+  private aliasDirs(obs: PackageObservation): string[] {
+    const dirs = [obs.root];
+    const scope = /^(@[^/]+)\//.exec(obs.name)?.[1];
+    if (scope) dirs.push(join(obs.root, scope));
+    return dirs;
   }
 
   private pathRequest(obs: PathObservation, decision: Decision): QuarantineRequest {

@@ -214,3 +214,37 @@ export const FAKE_FILES = {
   'cli.js': '#!/usr/bin/env node\nconsole.log("fake")\n',
   'vendor/x.txt': 'payload\n',
 };
+
+/**
+ * A banned package whose postinstall keeps touching a file in its own directory from its first
+ * millisecond (a shell loop, detached from npm's pipes, ending when the directory is gone or after
+ * 60 s), so the sensor never sees it settle and cannot quarantine it first, then runs
+ * `node install.js`: the banned script guardd's process rules kill (its pid goes to
+ * $TGIN_PIDFILE, for tests that kill it themselves).
+ */
+export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_UNSCOPED): void {
+  writePackage(
+    dir,
+    {
+      name,
+      version: '2.0.0',
+      bin: { [name]: 'cli.js' },
+      scripts: { postinstall: 'sh install.sh' },
+    },
+    {
+      'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n',
+      'install.sh': [
+        'i=0',
+        '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+        'exec node install.js',
+        '',
+      ].join('\n'),
+      'install.js': [
+        "const fs = require('node:fs');",
+        'if (process.env.TGIN_PIDFILE) fs.writeFileSync(process.env.TGIN_PIDFILE, String(process.pid));',
+        'setInterval(() => {}, 1000);',
+        '',
+      ].join('\n'),
+    },
+  );
+}

@@ -239,6 +239,30 @@ describe('discoverRoots', () => {
       roots: [],
       anchors: [empty],
       stalled: [],
+      // Fixed-path roots that are missing (their bin dirs may hold links of a reverted install).
+      absent: [
+        { path: join(empty, '.npm-global/lib/node_modules'), manager: 'npm', layout: 'npm', home: empty },
+        {
+          path: join(empty, '.config/yarn/global/node_modules'),
+          manager: 'yarn',
+          layout: 'yarn',
+          home: empty,
+        },
+        { path: join(empty, '.bun/install/global/node_modules'), manager: 'bun', layout: 'bun', home: empty },
+      ],
+    });
+    // A missing extra root (and a missing base) is anchored at its nearest existing ancestor.
+    const extraLater = join(empty, 'later', 'prefix', 'lib', 'node_modules');
+    const later = await discoverRoots({
+      platform: 'linux',
+      homes: [],
+      extraRoots: [extraLater],
+      systemRoots: false,
+    });
+    expect(later).toMatchObject({
+      roots: [],
+      anchors: [empty],
+      absent: [{ path: extraLater, manager: 'other' }],
     });
   });
 
