@@ -188,6 +188,18 @@ export const OCSF_MAPPING: readonly OcsfMappingRow[] = [
   },
 ];
 
+/** OCSF_MAPPING as Markdown table lines (docs/events.md via guardctl explain, and docs/collector.md). */
+export function ocsfMappingTable(): string[] {
+  return [
+    '| toolguard types | OCSF class | activity | key attributes |',
+    '|---|---|---|---|',
+    ...OCSF_MAPPING.map(
+      (m) =>
+        `| ${m.types.map((t) => `\`${t}\``).join(', ')} | ${m.class_name} (${m.class_uid}) | ${m.activity} | ${m.key_attributes} |`,
+    ),
+  ];
+}
+
 type Obj = Record<string, unknown>;
 
 const SEVERITY = { 1: 'Informational', 2: 'Low', 3: 'Medium', 4: 'High' } as const;

@@ -4,9 +4,11 @@
  * the official compiler does), and each type lands in the class, activity and outcome the docs
  * promise.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { EVENT_TYPES } from '../../src/events/event-types.js';
-import { OCSF_MAPPING, OCSF_VERSION, toOcsf } from '../../src/events/ocsf.js';
+import { OCSF_MAPPING, OCSF_VERSION, ocsfMappingTable, toOcsf } from '../../src/events/ocsf.js';
 import { ocsf180 } from '../helpers/ocsf-validator.js';
 import { sampleEvent, sampleVariants } from './samples.js';
 
@@ -65,6 +67,11 @@ describe('OCSF mapping: classes, activities, outcomes', () => {
         if (o.activity_id === 99) expect(m.activity, t).toContain(`Other (99): ${o.activity_name as string}`);
         else expect(m.activity, t).toContain(`${o.activity_name as string} (${String(o.activity_id)})`);
       }
+  });
+
+  test('docs/collector.md shows the mapping table as the code has it', () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'collector.md'), 'utf8');
+    expect(doc).toContain(ocsfMappingTable().join('\n'));
   });
 
   test('a blocked process is Process Remediation Activity (7003) Evict: killed, blocked, with the process details', () => {

@@ -18,7 +18,7 @@ import {
   type EventField,
 } from '../../events/event-schema.js';
 import { EVENT_TYPES } from '../../events/event-types.js';
-import { OCSF_MAPPING, OCSF_VERSION } from '../../events/ocsf.js';
+import { OCSF_VERSION, ocsfMappingTable } from '../../events/ocsf.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
 import type { GuardctlCommand } from '../command.js';
 
@@ -238,12 +238,7 @@ export function renderEventsDoc(): string {
     '',
     "The collector's forwarders can emit events as OCSF (`src/events/ocsf.ts`), valid against the released schema (the test suite validates every type). `metadata.uid` is the event `id` and `device.uid` the `device_id`: de-duplicate on both, as with every other format. `action_id`/`disposition_id` say what guardd did; `unmapped.toolguard` holds only the few fields OCSF has no attribute for.",
     '',
-    '| toolguard types | OCSF class | activity | key attributes |',
-    '|---|---|---|---|',
-    ...OCSF_MAPPING.map(
-      (m) =>
-        `| ${m.types.map((t) => `\`${t}\``).join(', ')} | ${m.class_name} (${m.class_uid}) | ${m.activity} | ${m.key_attributes} |`,
-    ),
+    ...ocsfMappingTable(),
     '',
   );
   return lines.join('\n');
