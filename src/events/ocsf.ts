@@ -591,7 +591,7 @@ function mapInstall(e: Obj, family: string, verb: string, device: Obj, taken: st
       ...pair('status', 1, { 1: 'New' }),
       ...security,
     },
-    observables: [],
+    observables: fileObservables(file, 'evidences.file'),
     extras,
   };
 }
