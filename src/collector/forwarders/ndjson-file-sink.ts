@@ -7,6 +7,14 @@
  *
  * Each delivery is written in one `write` and `fdatasync`ed before the runner advances its cursor,
  * so a line acknowledged to the cursor is on disk. A line is never split across two files.
+ *
+ * Only whole lines: a write that fails part-way (disk full, I/O error) is cut back to where it
+ * started before the error is returned, so the retry does not append to half a line. A crash
+ * (kill -9, power loss) in the middle of a write can still leave a torn last line; the first open
+ * after a restart finds it (the file does not end in a newline), cuts it off and rotates, so a
+ * tailer that already read the torn bytes never sees them joined to the next line. The events of
+ * that write were not acknowledged to the cursor, so they are written again: the output holds
+ * every event, some twice (same `id`), and every line parses.
  */
 import { mkdirSync } from 'node:fs';
 import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
@@ -30,6 +38,8 @@ export class NdjsonFileSink implements ForwarderSink {
   private fh: FileHandle | null = null;
   private size = 0;
   private ino = 0;
+  /** Torn last lines cut off at open since this sink was created (crash recovery). */
+  tornLinesRepaired = 0;
 
   constructor(private readonly options: NdjsonFileSinkOptions) {
     mkdirSync(dirname(options.file), { recursive: true });
@@ -57,8 +67,16 @@ export class NdjsonFileSink implements ForwarderSink {
       }
       if (bytes > 0) {
         const fh = this.fh as FileHandle;
-        await fh.write(chunk);
-        await fh.datasync();
+        try {
+          await writeAll(fh, Buffer.from(chunk));
+          await fh.datasync();
+        } catch (err) {
+          // never leave part of a line behind for the retry to append to
+          await fh.truncate(this.size).catch(() => {});
+          await fh.close().catch(() => {});
+          this.fh = null;
+          throw err;
+        }
         this.size += bytes;
       }
       if (i < lines.length) await this.rotate();
@@ -74,10 +92,23 @@ export class NdjsonFileSink implements ForwarderSink {
       await this.fh.close().catch(() => {});
       this.fh = null;
     }
-    this.fh = await open(this.options.file, 'a', 0o640);
+    // a+: appends, and reads for the torn-line check
+    this.fh = await open(this.options.file, 'a+', 0o640);
     const st = await this.fh.stat();
     this.size = st.size;
     this.ino = st.ino;
+    const whole = await wholeLinesEnd(this.fh, st.size);
+    if (whole < st.size) {
+      // a torn last line (crash mid-write): drop it, then start a new file so a tailer holding
+      // the torn bytes in its buffer never glues them to the next line
+      await this.fh.truncate(whole);
+      this.tornLinesRepaired++;
+      this.size = whole;
+      if (whole > 0) {
+        await this.rotate();
+        await this.ensureOpen();
+      }
+    }
   }
 
   private async rotate(): Promise<void> {
@@ -96,6 +127,37 @@ export class NdjsonFileSink implements ForwarderSink {
     await this.fh?.close();
     this.fh = null;
   }
+}
+
+/** Writes all of `buf` (a write to a file may be short). */
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    if (bytesWritten <= 0) throw new Error('write made no progress');
+    off += bytesWritten;
+  }
+}
+
+/** Bytes read backwards per step when looking for the last newline of a torn file. */
+const TAIL_SCAN_CHUNK_BYTES = 64 * 1024;
+
+/** Offset just past the last `\n` of the first `size` bytes (0 when there is none). */
+async function wholeLinesEnd(fh: FileHandle, size: number): Promise<number> {
+  if (size === 0) return 0;
+  const last = Buffer.alloc(1);
+  await fh.read(last, 0, 1, size - 1);
+  if (last[0] === 0x0a) return size;
+  const buf = Buffer.alloc(TAIL_SCAN_CHUNK_BYTES);
+  let end = size - 1;
+  while (end > 0) {
+    const start = Math.max(0, end - buf.length);
+    const { bytesRead } = await fh.read(buf, 0, end - start, start);
+    const nl = buf.subarray(0, bytesRead).lastIndexOf(0x0a);
+    if (nl >= 0) return start + nl + 1;
+    end = start;
+  }
+  return 0;
 }
 
 async function exists(path: string): Promise<boolean> {
