@@ -5,6 +5,8 @@
  * `out.ndjson.<keep>` (the oldest is deleted), then a fresh `out.ndjson` is created; tailers follow
  * the renamed inode to its end, then pick up the new file.
  *
+ * Lines are at most NDJSON_MAX_LINE_BYTES: a longer event has its command line cut (line-fit.ts).
+ *
  * Each delivery is written in one `write` and `fdatasync`ed before the runner advances its cursor,
  * so a line acknowledged to the cursor is on disk. A line is never split across two files.
  *
@@ -21,6 +23,7 @@ import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { StoredEventRow } from '../collector-store.js';
 import type { ForwarderSink } from './forwarder.js';
+import { fitLine } from './line-fit.js';
 
 export interface NdjsonFileSinkOptions {
   /** The live file path; rotated files get `.1`, `.2`, … */
@@ -31,7 +34,18 @@ export interface NdjsonFileSinkOptions {
   readonly keep: number;
   /** Maps a stored event to the object written (default: the event as received). */
   readonly transform?: (event: Record<string, unknown>) => unknown;
+  /** Longest line written, newline excluded (default NDJSON_MAX_LINE_BYTES); longer command lines are cut. */
+  readonly maxLineBytes?: number;
 }
+
+/**
+ * Longest line the sink writes (bytes, without the newline): 64 KiB. Vector's `file` source
+ * accepts 100 KiB by default (`max_line_bytes`); Fluent Bit's `tail` needs `Buffer_Max_Size` at
+ * least this (its 32k default stops the file being tailed); Filebeat takes up to 10 MiB. Events
+ * are longer only through their command line, which line-fit.ts cuts (argv summarised, or the
+ * OCSF cmd_line cut and marked truncated).
+ */
+export const NDJSON_MAX_LINE_BYTES = 64 * 1024;
 
 export class NdjsonFileSink implements ForwarderSink {
   readonly name = 'ndjson';
@@ -46,10 +60,11 @@ export class NdjsonFileSink implements ForwarderSink {
   }
 
   async deliver(events: readonly StoredEventRow[]): Promise<undefined> {
+    const max = this.options.maxLineBytes ?? NDJSON_MAX_LINE_BYTES;
     const lines: string[] = [];
     for (const e of events) {
-      if (this.options.transform) lines.push(JSON.stringify(this.options.transform(JSON.parse(e.body))));
-      else lines.push(e.body);
+      if (this.options.transform) lines.push(fitLine(this.options.transform(JSON.parse(e.body)), max));
+      else lines.push(Buffer.byteLength(e.body) <= max ? e.body : fitLine(JSON.parse(e.body), max));
     }
     // Write in pieces that fit the size cap, rotating between them (one piece per file at most).
     let i = 0;
