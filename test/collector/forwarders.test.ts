@@ -21,6 +21,7 @@ import {
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
+import { ocsf180 } from '../helpers/ocsf-validator.js';
 import { waitFor } from '../helpers/wait.js';
 
 const HEC_TOKEN = 'hec-test-token-0123456789';
@@ -198,7 +199,7 @@ describe('NDJSON file sink', () => {
 });
 
 describe('OCSF output', () => {
-  it('writes OCSF Process Activity (class 1007) for process events when format is ocsf', async () => {
+  it('writes OCSF 1.8.0 that validates against the released schema (a kill is Process Remediation, class 7003)', async () => {
     const out = join(collectorTempDir('tg-ocsf-'), 'ocsf.ndjson');
     const c = await startTestCollector({
       forwarders: { ndjson: { file: out, maxBytes: 1024 * 1024, keep: 1, format: 'ocsf' } },
@@ -206,15 +207,18 @@ describe('OCSF output', () => {
     try {
       const t = await enrollDevice(c.url, c.enrollSecret, 'dev-ocsf');
       const ev = blockedEvent('dev-ocsf', 1);
-      expect((await post(c, t, [ev])).status).toBe(200);
-      const line = await waitFor(
-        () => (existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean)[0] : undefined),
-        'the OCSF line',
+      expect((await post(c, t, [ev, heartbeatEvent('dev-ocsf', 2)])).status).toBe(200);
+      const lines = await waitFor(() => {
+        const l = existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean) : [];
+        return l.length >= 2 ? l : undefined;
+      }, 'the two OCSF lines');
+      const parsed = lines.map(
+        (l) => JSON.parse(l) as { class_uid: number; metadata: { uid: string }; device: { uid: string } },
       );
-      const o = JSON.parse(line) as { class_uid: number; metadata: { uid: string }; device: { uid: string } };
-      expect(o.class_uid).toBe(1007);
-      expect(o.metadata.uid).toBe(ev.id);
-      expect(o.device.uid).toBe('dev-ocsf');
+      const o = parsed.find((p) => p.metadata.uid === ev.id);
+      expect(o?.class_uid).toBe(7003);
+      expect(o?.device.uid).toBe('dev-ocsf');
+      for (const line of lines) expect(ocsf180().validate(JSON.parse(line)).errors).toEqual([]);
     } finally {
       await c.close();
     }

@@ -155,3 +155,109 @@ export function sampleFields(type: EventType): Record<string, unknown> {
 export function sampleEvent(type: EventType, seq = 1): AgentEvent {
   return { ...sampleFields(type), ...envelope(type, seq) } as AgentEvent;
 }
+
+/**
+ * Edge variants of the samples (what emitters produce off the happy path), keyed by a short
+ * name: nulls where the schema allows them, failed and skipped actions, monitor mode, long
+ * command lines, non-ASCII names. For format tests (OCSF, ECS) that must hold for any valid event.
+ */
+export function sampleVariants(): Record<string, AgentEvent> {
+  const ev = (type: EventType, patch: Record<string, unknown>, seq = 100) =>
+    ({ ...sampleEvent(type, seq), ...patch }) as AgentEvent;
+  const outcome = (taken: string, error: string | null = null, details?: Record<string, unknown>) => ({
+    outcome: { action_taken: taken, latency_ms: 1.5, error, ...(details ? { details } : {}) },
+  });
+  return {
+    // an install npm rolled back after its install script was stopped: its bin links removed
+    'package.quarantined install_reverted': ev(
+      'package.quarantined',
+      outcome('install_reverted', null, { links_removed: ['/home/alice/.npm-global/bin/claude'] }),
+      101,
+    ),
+    'package.warned install_reverted (monitor)': ev(
+      'package.warned',
+      { mode: 'monitor', ...outcome('install_reverted', null, { links_removed: 0 }) },
+      120,
+    ),
+    'process.blocked failed': ev('process.blocked', outcome('failed', 'kill_failed', { killed: [] }), 102),
+    'process.blocked skipped (exited)': ev(
+      'process.blocked',
+      outcome('skipped', 'exited', { killed: [] }),
+      103,
+    ),
+    'process.blocked skipped (protected)': ev(
+      'process.blocked',
+      outcome('skipped', 'protected_process', { killed: [] }),
+      104,
+    ),
+    'process.warned monitor (would_block)': ev(
+      'process.warned',
+      {
+        mode: 'monitor',
+        rule: { id: 'claude-code', name: 'Claude Code', action: 'block' },
+        ...outcome('would_block'),
+      },
+      105,
+    ),
+    'process.warned out of scope': ev(
+      'process.warned',
+      outcome('warn_suppressed', null, { scope: 'other_user' }),
+      106,
+    ),
+    'process.audited bare (no exe, user, tty, hash, script package)': (() => {
+      const e = ev('process.audited', { exe: null, user: null, tty: null, argv: [] }, 107) as Record<
+        string,
+        unknown
+      >;
+      delete e.sha256;
+      delete e.script_package;
+      return e as AgentEvent;
+    })(),
+    'process.warned long command line': ev(
+      'process.warned',
+      { argv: ['node', ...Array.from({ length: 299 }, (_, i) => `--arg${i}=${'x'.repeat(8000)}`)] },
+      108,
+    ),
+    'process.audited non-ASCII': ev(
+      'process.audited',
+      { user: 'jürgen', name: 'клод', exe: '/home/jürgen/bin/クロード', argv: ['クロード', '—help'] },
+      109,
+    ),
+    'process.audited script package without version': ev(
+      'process.audited',
+      { script_package: { name: '@anthropic-ai/claude-code', version: null, path: '/opt/cc' } },
+      110,
+    ),
+    'package.quarantined failed': ev(
+      'package.quarantined',
+      outcome('failed', 'GUARD_QUARANTINE_BUSY: EBUSY'),
+      111,
+    ),
+    'package.warned without version': ev(
+      'package.warned',
+      { package: { ...(sampleFields('package.warned').package as object), version: null } },
+      112,
+    ),
+    'package.audited unnamed user': ev('package.audited', { user: null, uid: 4242 }, 113),
+    'path.quarantined file': ev(
+      'path.quarantined',
+      { is_directory: false, path: '/usr/local/bin/claude' },
+      114,
+    ),
+    'path.quarantined skipped': ev('path.quarantined', outcome('skipped', 'gone'), 115),
+    'path.warned excepted': ev('path.warned', outcome('excepted'), 116),
+    'policy.applied first': ev('policy.applied', { previous_version: null }, 117),
+    'policy.rejected unreadable': ev('policy.rejected', { policy_version: null, sha256: null }, 118),
+    'agent.started darwin, recovered store': ev('agent.started', { platform: 'darwin' }, 119),
+    'agent.started unknown platform, no recovery': (() => {
+      const e = ev('agent.started', { platform: 'aix', local_mode: true }, 120) as Record<string, unknown>;
+      delete e.store_recovered;
+      return e as AgentEvent;
+    })(),
+    'agent.heartbeat without policy': ev(
+      'agent.heartbeat',
+      { policy_version: null, policy_state: 'none' },
+      121,
+    ),
+  };
+}

@@ -18,7 +18,7 @@ import {
   type EventField,
 } from '../../events/event-schema.js';
 import { EVENT_TYPES } from '../../events/event-types.js';
-import { OCSF_MAPPING, OCSF_VERSION } from '../../events/ocsf.js';
+import { OCSF_VERSION, ocsfMappingTable } from '../../events/ocsf.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
 import type { GuardctlCommand } from '../command.js';
 
@@ -196,7 +196,7 @@ export function renderEventsDoc(): string {
     '',
     EVENT_SCHEMA_DESCRIPTION,
     '',
-    'Schema: [`src/events/event.schema.json`](../src/events/event.schema.json) (JSON Schema 2020-12). The agent validates every event before storing it for sending, the collector validates every event it receives, and the test suite validates every event it emits. OCSF mapping: `src/events/ocsf.ts` (Process Activity 1007 for process events).',
+    'Schema: [`src/events/event.schema.json`](../src/events/event.schema.json) (JSON Schema 2020-12). The agent validates every event before storing it for sending, the collector validates every event it receives, and the test suite validates every event it emits. OCSF 1.8.0 mapping: `src/events/ocsf.ts` (table at the end).',
     '',
     'Wire format: one JSON object per line (`application/x-ndjson`, gzip), `POST /v1/events`; `id` is the idempotency key, `seq` is per device and strictly increasing (a gap is accounted for by an `events.dropped` event).',
     '',
@@ -236,14 +236,9 @@ export function renderEventsDoc(): string {
   lines.push(
     `## OCSF mapping (OCSF ${OCSF_VERSION})`,
     '',
-    "The collector's forwarders can emit events as OCSF (`src/events/ocsf.ts`); `action_id`/`disposition_id` say what guardd did, and the original event rides along in `unmapped.toolguard`.",
+    "The collector's forwarders can emit events as OCSF (`src/events/ocsf.ts`), valid against the released schema (the test suite validates every type). `metadata.uid` is the event `id` and `device.uid` the `device_id`: de-duplicate on both, as with every other format. `action_id`/`disposition_id` say what guardd did; `unmapped.toolguard` holds only the few fields OCSF has no attribute for.",
     '',
-    '| toolguard types | OCSF class | activity |',
-    '|---|---|---|',
-    ...OCSF_MAPPING.map(
-      (m) =>
-        `| ${m.types.map((t) => `\`${t}\``).join(', ')} | ${m.class_name} (${m.class_uid}) | ${m.activity} |`,
-    ),
+    ...ocsfMappingTable(),
     '',
   );
   return lines.join('\n');
