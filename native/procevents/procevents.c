@@ -54,8 +54,8 @@
 
 /* The same cap as the procfs source (CMDLINE_MAX_BYTES in proc-files.ts): argv beyond it is cut. */
 #define CMDLINE_MAX 32768
-/* One /proc/<pid>/stat line: comm is at most 64 bytes, the 50-odd numbers fit in 1 KiB. */
-#define STAT_MAX 1024
+/* One /proc/<pid>/stat line, the same cap as the procfs source (readStat in proc-files.ts). */
+#define STAT_MAX 4096
 /* Status up to the Uid line (the 9th line or so; the whole file is ~1.5 KiB). */
 #define STATUS_MAX 2048
 #define EXE_MAX 4096
@@ -286,7 +286,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     set_num(env, o, "ts", (double)e->ts);
     if (e->uid >= 0) set_num(env, o, "uid", e->uid);
     else napi_set_named_property(env, o, "uid", (napi_get_null(env, &v), v));
-    if (e->stat_len > 0) napi_create_string_latin1(env, e->stat, (size_t)e->stat_len, &v);
+    if (e->stat_len > 0) napi_create_string_utf8(env, e->stat, (size_t)e->stat_len, &v);
     else napi_get_null(env, &v);
     napi_set_named_property(env, o, "stat", v);
     if (e->exe_len > 0) napi_create_string_utf8(env, e->exe, (size_t)e->exe_len, &v);
