@@ -315,10 +315,12 @@ export class ExecEventsSource implements ProcessSource {
       if (status === 'gone') this.count('exec_gone_unread');
       return;
     }
-    // The snapshot is a program nobody reported: the process exited (or exec'd again) before the
-    // live read, and it is not the one the scan or an earlier event already reported.
+    // The snapshot is reported when it is a program nobody reported: the process exited before
+    // the live read (which then found a zombie or nothing), or exec'd again in between; never
+    // when the scan or an earlier event already reported this very program.
     const id = identity(snap.startTime, snap.image ?? '');
-    if (id === before || id === this.procfs.identityOf(ev.pid)) return;
+    if (id === before) return;
+    if (status !== 'gone' && id === this.procfs.identityOf(ev.pid)) return;
     this.snapshots++;
     this.pending.push(snap);
   }
