@@ -6,9 +6,12 @@
  *
  * Both paths share one table of known processes (the procfs source's), so a process is reported
  * once, whichever sees it first, and again each time it execs another program:
- *  - an exec event: the pid is read now (`ProcfsSource.observePid`); when it already exited, the
- *    snapshot the addon's reader thread took microseconds after the exec is reported instead (see
- *    `fromSnapshot`): the program did run, and these are the facts /proc gave for it then;
+ *  - an exec event: the addon's reader thread read the process's /proc files microseconds after
+ *    the exec (`fromSnapshot`); when it was alive then, those facts are what the scan would have
+ *    read, and they are taken as they are (`ProcfsSource.adopt`: no second read). When it had
+ *    already exited (a zombie, or nothing left), the pid is read now (`ProcfsSource.observePid`),
+ *    and if it is gone, the snapshot's name is reported: the program did run, and that is what
+ *    /proc gave for it;
  *  - the sweep: the ordinary incremental scan every EXEC_EVENTS_SWEEP_MS (processes started
  *    before guardd, anything the events missed);
  *  - a drop (the kernel's socket buffer overflowed: ENOBUFS, or the addon's own queue was full):
@@ -22,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import { parseCmdline, parseStat, ttyPath } from './proc-files.js';
+import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
 import {
   imageToken,
@@ -307,22 +310,30 @@ export class ExecEventsSource implements ProcessSource {
       this.resyncDue = true;
       return;
     }
+    const snap = fromSnapshot(ev);
+    if (snap?.live) {
+      // Read alive right after the exec: the facts the scan would read, already in hand.
+      if (this.procfs.adopt(snap.stat)) {
+        this.snapshots++;
+        this.pending.push(snap.raw);
+      }
+      return;
+    }
+    // The reader thread found it exited (or read nothing): read it now, which also tells
+    // whether the scan already reported it.
     this.eventReads++;
     const before = this.procfs.identityOf(ev.pid);
     const status = this.procfs.observePid(ev.pid, this.pending);
-    const snap = fromSnapshot(ev);
+    if (status !== 'gone') return;
     if (snap === null) {
-      if (status === 'gone') this.count('exec_gone_unread');
+      this.count('exec_gone_unread');
       return;
     }
-    // The snapshot is reported when it is a program nobody reported: the process exited before
-    // the live read (which then found a zombie or nothing), or exec'd again in between; never
-    // when the scan or an earlier event already reported this very program.
-    const id = identity(snap.startTime, snap.image ?? '');
-    if (id === before) return;
-    if (status !== 'gone' && id === this.procfs.identityOf(ev.pid)) return;
+    // Exited before even the reader thread got to it: its name (comm, set by the exec) is all
+    // /proc still gave, and it did run; reported unless that very program was reported already.
+    if (identity(snap.raw.startTime, snap.raw.image ?? '') === before) return;
     this.snapshots++;
-    this.pending.push(snap);
+    this.pending.push(snap.raw);
   }
 }
 
@@ -332,17 +343,16 @@ function identity(startTime: number, image: string): string {
 
 /**
  * The process as the addon's reader thread read it right after the exec, or null when it read
- * nothing usable. Used only when the live read came too late: same files, same parsing and caps
- * as the procfs source, read earlier. A process already a zombie then has no cmdline or exe: its
- * name (comm, set by the exec) is all it gives, and that is what is reported.
+ * nothing usable: same files, same parsing and caps as the procfs source, read earlier. `live` is
+ * false when it had already exited then (a zombie has no cmdline or exe: its name is all it gives).
  */
-export function fromSnapshot(ev: ExecEvent): RawProcess | null {
+export function fromSnapshot(ev: ExecEvent): { raw: RawProcess; stat: ProcStat; live: boolean } | null {
   if (ev.stat === null) return null;
   const stat = parseStat(ev.stat);
   if (stat === null || stat.pid !== ev.pid) return null;
   const cmd = ev.cmdline ? parseCmdline(ev.cmdline, ev.cmdline.length, ev.truncated) : null;
   const exe = ev.exe === null ? null : ev.exe.endsWith(' (deleted)') ? ev.exe.slice(0, -10) : ev.exe;
-  return {
+  const raw: RawProcess = {
     pid: ev.pid,
     ppid: stat.ppid,
     startTime: stat.startTime,
@@ -353,4 +363,6 @@ export function fromSnapshot(ev: ExecEvent): RawProcess | null {
     tty: ttyPath(stat.ttyNr),
     image: imageToken(stat.image),
   };
+  const live = stat.state !== 'Z' && stat.state !== 'X' && cmd !== null && ev.uid !== null;
+  return { raw, stat, live };
 }

@@ -226,6 +226,35 @@ export class ProcfsSource implements ProcessSource {
     return alive ? 'known' : 'gone';
   }
 
+  /**
+   * Takes a process read elsewhere (an exec event's snapshot, read from this /proc right after the
+   * exec) into the known-process table, so the scan does not report it again. True when it is
+   * news (a pid not known, a reused pid, or another program than last reported); false when this
+   * very program was reported already.
+   */
+  adopt(stat: ProcStat): boolean {
+    const k = this.known.get(stat.pid);
+    if (k !== undefined && k.startTime === stat.startTime) {
+      if (k.comm === stat.comm && sameImage(k.image, stat.image)) return false;
+      k.comm = stat.comm;
+      k.image = stat.image;
+      return true;
+    }
+    if (k !== undefined) this.forget(stat.pid, k);
+    // No held descriptor and no young re-check: exec events report its next exec, and most
+    // exec'd programs are short-lived; the sweep re-reads it by path.
+    this.known.set(stat.pid, {
+      startTime: stat.startTime,
+      comm: stat.comm,
+      image: stat.image,
+      seenTick: this.tick,
+      youngUntil: 0,
+      kthread: false,
+      fd: -1,
+    });
+    return true;
+  }
+
   /** `startTime/image` of the program last reported for `pid`, or null when the pid is not known. */
   identityOf(pid: number): string | null {
     const k = this.known.get(pid);

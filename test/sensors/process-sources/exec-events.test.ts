@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
@@ -56,7 +56,7 @@ afterEach(async () => {
 /** The real pipeline on exec events, with the /proc sweep pushed out to `sweepMs`. */
 async function eventsPipeline(body: ReturnType<typeof policy>, sweepMs: number, rcvbuf?: number) {
   const source = new ExecEventsSource({ logger: silentLogger(), ...(rcvbuf ? { rcvbuf } : {}) });
-  const p = await startPipeline(body, { source, intervalMs: sweepMs });
+  const p = await startPipeline(body, { source, intervalMs: sweepMs, keepObservations: true });
   running.push(p);
   expect(source.kind).toBe('exec-events');
   return { p, source };
@@ -162,6 +162,24 @@ describe('ExecEventsSource', () => {
       );
     }
     expect(p.sensor.status().details).toMatchObject({ source: 'exec-events' });
+  });
+
+  it('catches a process that execs a banned program long after it started (same pid, new image)', async () => {
+    const fx = makeBannedFixtures(join(dir, 'fx-late'));
+    const { p } = await eventsPipeline(policy([fx.rule]), 600_000);
+    const fifo = join(dir, `late-${randomBytes(3).toString('hex')}`);
+    execFileSync('mkfifo', [fifo]);
+    // Waits for a line on the FIFO, then execs the banned binary: the pid was seen as `sh` first.
+    const l = launch('sh', ['-c', `read x < ${fifo}; exec ${fx.binary} 30`]);
+    const pid = l.child.pid as number;
+    await waitFor(() => p.observed.some((o) => o.pid === pid && o.name === 'sh'), 'the shell observed first');
+    writeFileSync(fifo, 'go\n');
+    expect(await l.exited).toBe('SIGKILL');
+    const blocked = await waitFor(
+      () => p.events.ofType('process.blocked').find((e) => (e as unknown as { pid: number }).pid === pid),
+      `process.blocked for ${pid}`,
+    );
+    expect(blocked).toMatchObject({ name: fx.tool });
   });
 
   it('counts a real kernel drop (ENOBUFS) and resyncs from /proc: what the flood hid is recorded, nothing twice', async () => {
