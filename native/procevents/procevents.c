@@ -27,7 +27,9 @@
  *       read it; cmdline a Buffer), counters: { received, kernelDrops, queueDrops }.
  *       Throws an Error with code GUARD_PROCEVENTS_OPEN_FAILED (errno name in the message: EPERM
  *       without CAP_NET_ADMIN, EPROTONOSUPPORT without the connector).
- *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf }
+ *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf, readerErrno } (also passed to
+ *       onBatch); readerErrno is non-zero once the reader stopped on a socket error: no more
+ *       events will come, and the caller must fall back (guardd polls /proc).
  *   close(handle): unsubscribes, stops and joins the thread, closes the socket. Twice is safe;
  *       no onBatch call happens after it returns.
  */
@@ -73,6 +75,8 @@
  * 1,000 execs/s); the kernel's real-time throttling (sched_rt_runtime_us, 95 % by default) bounds
  * it even if it spun. Without the privilege it falls back to nice READER_NICE. */
 #define READER_RT_PRIORITY 1
+/* During a long burst, JS is woken at least every this many events (~a few ms of reading). */
+#define WAKE_EVERY 256
 #define READER_NICE (-10)
 
 typedef struct event {
@@ -99,6 +103,8 @@ typedef struct {
   atomic_int closed;
   /* Two owners: the threadsafe function and the JS handle; the last one to finish frees. */
   atomic_int refs;
+  /* Non-zero once the reader stopped without close(): the errno that stopped it. */
+  atomic_int reader_errno;
   atomic_ullong received, kernel_drops, queue_drops;
   int rcvbuf;
 } state_t;
@@ -116,6 +122,7 @@ static napi_value counters_of(napi_env env, state_t *s) {
   set_num(env, o, "kernelDrops", (double)atomic_load(&s->kernel_drops));
   set_num(env, o, "queueDrops", (double)atomic_load(&s->queue_drops));
   set_num(env, o, "rcvbuf", s->rcvbuf);
+  set_num(env, o, "readerErrno", atomic_load(&s->reader_errno));
   return o;
 }
 
@@ -225,31 +232,38 @@ static void *reader(void *arg) {
   /* One connector message is ~100 bytes; a page holds any datagram the kernel sends here. */
   char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
   struct pollfd fds[2] = {{.fd = s->sock, .events = POLLIN}, {.fd = s->stopfd, .events = POLLIN}};
+  int err = 0;
   while (!atomic_load(&s->closed)) {
     int r = poll(fds, 2, -1);
     if (r < 0) {
       if (errno == EINTR) continue;
+      err = errno;
       break;
     }
     if (fds[1].revents) break;
     if (!(fds[0].revents & POLLIN)) {
       if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
         /* A pending ENOBUFS is reported as POLLERR: the recv below collects it. */
-        if (!(fds[0].revents & POLLERR)) break;
+        if (!(fds[0].revents & POLLERR)) {
+          err = EPIPE;
+          break;
+        }
       } else continue;
     }
     int got = 0;
-    /* Drain what is queued in the socket before waking JS: one batch per burst. */
+    /* Drain what is queued in the socket, waking JS once per burst (and every WAKE_EVERY events
+     * of a long one, so a flood does not hold events back until it ends). */
     for (;;) {
       ssize_t n = recv(s->sock, buf, sizeof(buf), MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == ENOBUFS) {
           atomic_fetch_add(&s->kernel_drops, 1);
-          got = 1;
+          got++;
           continue;
         }
-        break; /* EAGAIN: drained */
+        if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+        break;
       }
       for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
         if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_NOOP) continue;
@@ -262,10 +276,16 @@ static void *reader(void *arg) {
         event_t *e = snapshot(ev->event_data.exec.process_tgid, ev->timestamp_ns);
         if (e == NULL) atomic_fetch_add(&s->queue_drops, 1);
         else enqueue(s, e);
-        got = 1;
+        if (++got % WAKE_EVERY == 0) wake(s);
       }
     }
     if (got) wake(s);
+    if (err) break;
+  }
+  if (!atomic_load(&s->closed)) {
+    /* Stopped on its own (the socket failed): JS learns it from the counters and polls instead. */
+    atomic_store(&s->reader_errno, err ? err : EIO);
+    wake(s);
   }
   return NULL;
 }

@@ -93,6 +93,8 @@ export interface ExecEventCounters {
   readonly queueDrops: number;
   /** The socket's receive buffer as the kernel set it (bytes). */
   readonly rcvbuf?: number;
+  /** Non-zero once the reader thread stopped on a socket error: no more events will come. */
+  readonly readerErrno?: number;
 }
 
 /** The native/procevents API (see the module header of native/procevents/procevents.c). */
@@ -214,6 +216,12 @@ export class ExecEventsSource implements ProcessSource {
   async poll(reason: PollReason = 'scan'): Promise<RawProcess[]> {
     const out = this.pending;
     this.pending = [];
+    if (this.state !== 'active' && this.resyncDue) {
+      this.resyncDue = false;
+      this.resyncs++;
+      for (const raw of this.procfs.resync()) out.push(raw);
+      return out;
+    }
     if (this.state !== 'active') {
       for (const raw of this.procfs.pollSync()) out.push(raw);
       return out;
@@ -281,6 +289,23 @@ export class ExecEventsSource implements ProcessSource {
     this.own[reason] = (this.own[reason] ?? 0) + 1;
   }
 
+  /**
+   * The reader thread stopped on a socket error: no more events will come. Polling takes over at
+   * its usual interval (the sensor reads `defaultIntervalMs` for each scan), after one resync for
+   * whatever the failure hid.
+   */
+  private readerStopped(errno: number): void {
+    if (this.state !== 'active') return;
+    this.addon?.close(this.handle);
+    this.state = 'unavailable';
+    this.unavailable = {
+      code: 'GUARD_PROCEVENTS_OPEN_FAILED',
+      message: `the exec events reader stopped (errno ${errno}); polling /proc`,
+    };
+    this.resyncDue = true;
+    this.log.error({ errno }, 'exec events reader stopped: polling /proc');
+  }
+
   /** Runs on the JS thread for each batch the addon delivers: reads each pid now, then wakes the sensor. */
   private onBatch(events: ExecEvent[], counters: ExecEventCounters): void {
     if (this.state !== 'active') return;
@@ -293,6 +318,7 @@ export class ExecEventsSource implements ProcessSource {
       this.resyncDue = true;
     }
     this.counters = counters;
+    if (counters.readerErrno) this.readerStopped(counters.readerErrno);
     try {
       for (const ev of events) this.onExec(ev);
     } catch (err) {
