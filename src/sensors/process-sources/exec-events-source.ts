@@ -216,22 +216,13 @@ export class ExecEventsSource implements ProcessSource {
   async poll(reason: PollReason = 'scan'): Promise<RawProcess[]> {
     const out = this.pending;
     this.pending = [];
-    if (this.state !== 'active' && this.resyncDue) {
-      this.resyncDue = false;
-      this.resyncs++;
-      for (const raw of this.procfs.resync()) out.push(raw);
-      return out;
-    }
-    if (this.state !== 'active') {
-      for (const raw of this.procfs.pollSync()) out.push(raw);
-      return out;
-    }
     if (this.resyncDue) {
       this.resyncDue = false;
       this.scanDue = false;
       this.resyncs++;
       for (const raw of this.procfs.resync()) out.push(raw);
-    } else if (reason === 'scan' || this.scanDue) {
+    } else if (this.state !== 'active' || reason === 'scan' || this.scanDue) {
+      // A tick woken by an event only hands over what events brought; the scan keeps its interval.
       this.scanDue = false;
       for (const raw of this.procfs.pollSync()) out.push(raw);
     }
@@ -242,12 +233,6 @@ export class ExecEventsSource implements ProcessSource {
     this.procfs.reset();
     // The next tick, even one woken by an event, reports every process again.
     this.scanDue = true;
-  }
-
-  /** Test hook: the next tick resyncs as after a kernel drop. */
-  requestResync(): void {
-    this.resyncDue = true;
-    this.wake?.();
   }
 
   cwd(pid: number, tid?: number): string | null {
