@@ -7,10 +7,11 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
+import { compileMatcher } from '../../../src/policy/matcher.js';
 import {
   type ExecEvent,
   type ExecEventCounters,
@@ -34,6 +35,14 @@ function uniqueSleep(prefix: string): { name: string; path: string } {
   copyFileSync(execFileSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).trim(), path);
   chmodSync(path, 0o755);
   return { name, path };
+}
+
+function readFileSafe(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /** An audit rule naming `names` (records, never kills). */
@@ -180,6 +189,24 @@ describe('ExecEventsSource', () => {
       `process.blocked for ${pid}`,
     );
     expect(blocked).toMatchObject({ name: fx.tool });
+  });
+
+  it('keeps the sensor contracts: processes running at start are reported, a new policy reports them again', async () => {
+    const prog = uniqueSleep('tgevp');
+    const before = launch(prog.path, ['30']);
+    const pid = before.child.pid as number;
+    await waitFor(() => readFileSafe(`/proc/${pid}/comm`) === `${prog.name}\n`, 'the program to run');
+    const body = policy([auditRule('tgev-policy', [prog.name])]);
+    const { p } = await eventsPipeline(body, 600_000);
+    // Started before the sensor: the first scan reports it (no exec event can).
+    const times = () => p.events.events.filter((e) => (e as unknown as { pid?: number }).pid === pid).length;
+    await waitFor(() => times() === 1, 'the program reported by the first scan');
+    p.sensor.setMatcher(
+      compileMatcher(policy([...body.rules], 'enforce', 2), { platform: 'linux', homes: [] }),
+    );
+    await p.sensor.runTick();
+    await waitFor(() => times() === 2, 'the running program reported again under the new policy');
+    before.child.kill('SIGKILL');
   });
 
   it('counts a real kernel drop (ENOBUFS) and resyncs from /proc: what the flood hid is recorded, nothing twice', async () => {
