@@ -55,13 +55,19 @@ log() { echo "build-package[$FORMAT]: $*" >&2; }
 source "$REPO/installers/node-runtime.sh"
 
 # The runtime to bundle: NODE_BIN (Linux/macOS), NODE_LICENSE (may be empty), ADDON, the
-# better_sqlite3.node that goes into the payload, and PEERCRED, guardd's peer credentials addon.
+# better_sqlite3.node that goes into the payload, PEERCRED, guardd's peer credentials addon (required),
+# and NATIVE, every one of guardd's own addons built for this runtime (one .node path per line).
 prepare_unix_runtime() {
   if [ "${TOOLGUARD_RUNTIME:-}" = host ]; then
     NODE_BIN="$(node -p process.execPath)"
     NODE_LICENSE=""
     ADDON="$REPO/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
     PEERCRED="$REPO/native/peercred/build/Release/peercred.node" # N-API: `npm run build` made it for this node
+    # The addons `npm run build` made for this node (those gated off this OS by binding.gyp have none).
+    NATIVE="$(for d in "$REPO"/native/*/; do
+      n="$(basename "$d")"
+      [ -f "$d/binding.gyp" ] && [ -f "$d/build/Release/$n.node" ] && echo "$d/build/Release/$n.node"
+    done || true)"
     local want have
     want="$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).major' "$TG_RUNTIME_JSON")"
     have="$(node -p 'process.versions.node.split(".")[0]')"
@@ -93,6 +99,7 @@ prepare_unix_runtime() {
     NODE_LICENSE="$TG_NODE_DIR/LICENSE"
     ADDON="$TG_ADDON"
     PEERCRED="$TG_PEERCRED"
+    NATIVE="$TG_NATIVE"
     log "bundling Node $TG_NODE_VERSION ($platform, installers/runtime.json)"
   fi
   [ -f "$ADDON" ] || {
@@ -106,18 +113,21 @@ prepare_unix_runtime() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# stage_app DIR ADDON [PEERCRED]: the app with production dependencies only, ADDON as better-sqlite3's
-# native addon and PEERCRED (none on Windows: named pipes) as native/peercred/build/Release/peercred.node. Everything the programs read at run time next to their code (policy/ for the schema
+# stage_app DIR ADDON [NATIVE]: the app with production dependencies only, ADDON as better-sqlite3's
+# native addon and each path of NATIVE (one per line: guardd's own addons, none on Windows), named
+# <name>.node, as native/<name>/build/Release/<name>.node, where the code loads it from. Everything the programs read at run time next to their code (policy/ for the schema
 # and local mode's example body, package.json for the version, dist/ for the parse worker) is
 # copied; the packaging tests list those reads from dist/ (runtimeReads) and check every payload.
 stage_app() {
-  local app="$1" addon="$2" peercred="${3:-}"
+  local app="$1" addon="$2" native="${3:-}" node name
   mkdir -p "$app"
   cp -a package.json package-lock.json bin dist policy "$app/"
-  if [ -n "$peercred" ]; then
-    mkdir -p "$app/native/peercred/build/Release"
-    install -m 0755 "$peercred" "$app/native/peercred/build/Release/peercred.node"
-  fi
+  while IFS= read -r node; do
+    [ -n "$node" ] || continue
+    name="$(basename "$node" .node)"
+    mkdir -p "$app/native/$name/build/Release"
+    install -m 0755 "$node" "$app/native/$name/build/Release/$name.node"
+  done <<<"$native"
   if [ -d docs ]; then cp -a docs "$app/docs"; fi
   cp -a node_modules "$app/node_modules"
   # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt
@@ -157,7 +167,7 @@ stage_root() {
   prepare_unix_runtime
   install -m 0755 "$NODE_BIN" "$opt/node/bin/node"
   if [ -n "$NODE_LICENSE" ]; then install -m 0644 "$NODE_LICENSE" "$opt/node/LICENSE"; fi
-  stage_app "$opt/app" "$ADDON" "$PEERCRED"
+  stage_app "$opt/app" "$ADDON" "$NATIVE"
   local prog
   for prog in guardd guardctl guard-collector; do
     cat >"$opt/bin/$prog" <<EOF

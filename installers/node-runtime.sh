@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The Node runtime toolguard's packages bundle (installers/runtime.json: Node 24 LTS, pinned by
-# version and sha512), better-sqlite3's native addon compiled for it, and guardd's own peer
-# credentials addon (native/peercred, one small C file: compiled the same way, cached by its sha256).
+# version and sha512), better-sqlite3's native addon compiled for it, and guardd's own addons (every
+# native/<name>/ with a binding.gyp: peercred, procevents, …, small C files compiled the same way,
+# each cached by the sha256 of its sources; one whose binding.gyp has no target for the platform is
+# left out).
 #
 #   bash installers/node-runtime.sh linux-x64|win-x64
 #       fetches the runtime (and, for linux-x64, builds the addon) into the cache, then prints
-#       "node_dir=… node_version=… addon=… peercred=…" (addons empty for win-x64: not compiled here)
+#       "node_dir=… node_version=… addon=… peercred=… native=…" (addons empty for win-x64: not compiled here)
 #
 # build-package.sh sources this file and calls tg_prepare_runtime. Only the ordinary npm client
 # talks to the network (`npm pack node-<platform>@<version>` from the configured registry); the
@@ -145,20 +147,45 @@ tg_build_addon() {
   tg_log "compiled in $(($(date +%s) - started)) s, cached as $out"
 }
 
-# tg_build_peercred PLATFORM: sets TG_PEERCRED, peercred.node for TG_NODE_DIR (caller holds the lock).
-tg_build_peercred() {
-  local platform="$1"
-  local srcdir="$TG_REPO/native/peercred"
-  [ -f "$srcdir/binding.gyp" ] && [ -f "$srcdir/peercred.c" ] || tg_die "native/peercred sources are missing"
+# tg_addon_check NAME NODE_FILE: the addon works in the runtime it was built for. peercred must read
+# a real socket's peer; every other addon must at least load (`require`).
+tg_addon_check() {
+  local name="$1" file="$2"
+  case "$name" in
+  peercred)
+    "$TG_NODE_DIR/bin/node" -e '
+      const a = require(process.argv[1]); const net = require("net");
+      const p = require("path").join(require("os").tmpdir(), "tg-peercred-" + process.pid + ".sock");
+      const s = net.createServer((c) => {
+        const r = a.peerCredentials(c._handle.fd);
+        c.destroy(); s.close();
+        if (r.pid !== process.pid || r.uid !== process.getuid()) process.exit(1);
+      }).listen(p, () => net.connect(p).on("error", () => {}));' "$file"
+    ;;
+  *) "$TG_NODE_DIR/bin/node" -e 'require(process.argv[1])' "$file" ;;
+  esac
+}
+
+# tg_build_native_one NAME PLATFORM: prints the path of native/NAME's addon compiled for TG_NODE_DIR
+# (cached by the sha256 of its sources), or nothing when its binding.gyp has no target here.
+tg_build_native_one() {
+  local name="$1" platform="$2"
+  local srcdir="$TG_REPO/native/$name"
+  local files
+  files="$(cd "$srcdir" && find . -maxdepth 1 -type f \( -name binding.gyp -o -name '*.c' -o -name '*.cc' \
+    -o -name '*.cpp' -o -name '*.h' -o -name '*.hh' \) | sort)"
   local sum
-  sum="$(cat "$srcdir/binding.gyp" "$srcdir/peercred.c" | sha256sum | cut -c1-16)"
-  local out="$TG_CACHE/peercred-$sum-node-$TG_NODE_VERSION-$platform"
-  TG_PEERCRED="$out/peercred.node"
-  [ -f "$TG_PEERCRED" ] && return
+  sum="$(cd "$srcdir" && cat $files | sha256sum | cut -c1-16)"
+  local out="$TG_CACHE/$name-$sum-node-$TG_NODE_VERSION-$platform"
+  if [ -f "$out/$name.node" ]; then
+    echo "$out/$name.node"
+    return
+  fi
+  [ -f "$out/none" ] && return
   local gyp src
   gyp="$(tg_node_gyp)"
-  src="$(mktemp -d "$TG_CACHE/.peercred.XXXXXX")"
-  cp "$srcdir/binding.gyp" "$srcdir/peercred.c" "$src/"
+  src="$(mktemp -d "$TG_CACHE/.$name.XXXXXX")"
+  (cd "$srcdir" && cp $files "$src/")
   local unset_npm=()
   local v
   for v in $(compgen -e); do
@@ -168,27 +195,46 @@ tg_build_peercred() {
     node "$gyp" rebuild --release --nodedir="$TG_NODE_DIR" >"$src.log" 2>&1); then
     tail -n 40 "$src.log" >&2
     rm -rf "$src"
-    tg_die "node-gyp failed for native/peercred; full log $src.log"
+    tg_die "node-gyp failed for native/$name; full log $src.log"
   fi
-  # It must load in the runtime it was built for, and read a real socket's peer, before it is cached.
-  "$TG_NODE_DIR/bin/node" -e '
-    const a = require(process.argv[1]); const net = require("net");
-    const p = require("path").join(require("os").tmpdir(), "tg-peercred-" + process.pid + ".sock");
-    const s = net.createServer((c) => {
-      const r = a.peerCredentials(c._handle.fd);
-      c.destroy(); s.close();
-      if (r.pid !== process.pid || r.uid !== process.getuid()) process.exit(1);
-    }).listen(p, () => net.connect(p).on("error", () => {}));' \
-    "$src/build/Release/peercred.node" || {
-    rm -rf "$src"
-    tg_die "peercred built for Node $TG_NODE_VERSION does not work in it (build log: $src.log)"
-  }
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"
-  cp "$src/build/Release/peercred.node" "$out.tmp/"
+  if [ -f "$src/build/Release/$name.node" ]; then
+    # It must work in the runtime it was built for before it is cached.
+    tg_addon_check "$name" "$src/build/Release/$name.node" >&2 || {
+      rm -rf "$src" "$out.tmp"
+      tg_die "native/$name built for Node $TG_NODE_VERSION does not work in it (build log: $src.log)"
+    }
+    cp "$src/build/Release/$name.node" "$out.tmp/"
+  else
+    # binding.gyp gates it off this platform (a target of type none): remembered, not rebuilt.
+    echo "$platform" >"$out.tmp/none"
+  fi
   rm -rf "$out"
   mv "$out.tmp" "$out"
   rm -rf "$src" "$src.log"
+  [ -f "$out/$name.node" ] && echo "$out/$name.node"
+  return 0
+}
+
+# tg_build_native PLATFORM: sets TG_NATIVE, the compiled addons of every native/<name>/ holding a
+# binding.gyp, one path per line (<cache>/<name>-…/<name>.node), and TG_PEERCRED, peercred's
+# (caller holds the lock). An addon gated off this platform by its binding.gyp is left out.
+tg_build_native() {
+  local platform="$1" dir name path
+  TG_NATIVE=""
+  TG_PEERCRED=""
+  [ -f "$TG_REPO/native/peercred/binding.gyp" ] || tg_die "native/peercred sources are missing"
+  for dir in "$TG_REPO"/native/*/; do
+    name="$(basename "$dir")"
+    [ -f "$dir/binding.gyp" ] || continue
+    path="$(tg_build_native_one "$name" "$platform")"
+    [ -n "$path" ] || continue
+    TG_NATIVE="${TG_NATIVE:+$TG_NATIVE
+}$path"
+    [ "$name" = peercred ] && TG_PEERCRED="$path"
+  done
+  return 0
 }
 
 # tg_prepare_runtime PLATFORM: TG_NODE_DIR, TG_NODE_VERSION and (linux) TG_ADDON, under the cache lock.
@@ -200,9 +246,10 @@ tg_prepare_runtime() {
   tg_fetch_node "$platform"
   TG_ADDON=""
   TG_PEERCRED=""
+  TG_NATIVE=""
   case "$platform" in linux-*)
     tg_build_addon "$platform"
-    tg_build_peercred "$platform"
+    tg_build_native "$platform"
     ;;
   esac
   flock -u 9
@@ -212,5 +259,5 @@ tg_prepare_runtime() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   [ $# -eq 1 ] || tg_die "usage: $0 linux-x64|win-x64"
   tg_prepare_runtime "$1"
-  echo "node_dir=$TG_NODE_DIR node_version=$TG_NODE_VERSION addon=$TG_ADDON peercred=$TG_PEERCRED"
+  echo "node_dir=$TG_NODE_DIR node_version=$TG_NODE_VERSION addon=$TG_ADDON peercred=$TG_PEERCRED native=$(echo $TG_NATIVE)"
 fi

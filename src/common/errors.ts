@@ -48,6 +48,11 @@ export const ERROR_CODES = {
   GUARD_PEERCRED_UNAVAILABLE:
     'the peer credentials addon is missing or does not load; control limits stay per connection',
   GUARD_PEERCRED_FAILED: 'the kernel did not tell the credentials of a control client',
+  // sensors: exec sources
+  GUARD_PROCEVENTS_UNAVAILABLE:
+    'the exec events addon (native/procevents) is missing or does not load; the process sensor polls /proc',
+  GUARD_PROCEVENTS_OPEN_FAILED:
+    'the kernel refused the process events connector (needs root with CAP_NET_ADMIN); the process sensor polls /proc',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

@@ -158,6 +158,11 @@ export const SETTINGS = {
     default: 'auto',
     description: 'Process source; auto = procfs on Linux, ps-list elsewhere.',
   }),
+  'sensors.process.exec_events': oneOf(['auto', 'off'] as const, {
+    default: 'auto',
+    description:
+      'Linux exec events (process events connector) with the procfs source; auto = on when guardd may open it (root with CAP_NET_ADMIN), else /proc polling. The /proc scan then runs every 1000 ms as the safety sweep.',
+  }),
   'sensors.install.enabled': bool({
     default: true,
     description: 'Watch installed packages and path artifacts.',

@@ -5,8 +5,12 @@
  * and hands it to the pipeline. The first scan at start reports every process already running, so
  * a tool started before guardd is caught; a new policy makes the next scan report everything again.
  *
+ * With a push source (Linux exec events) the source wakes the sensor when it read a new process,
+ * and a tick runs at once to hand it over; the interval's scan keeps running as the safety sweep.
+ *
  * The sensor never waits for enforcement: `onObservation` runs detached, so a slow notification
- * cannot delay the next scan. Ticks never overlap (each is scheduled after the previous ends).
+ * cannot delay the next scan. Ticks never overlap (each is scheduled after the previous ends; a
+ * wake or scan asked for during a tick runs right after it).
  * Hash and script package read files the user controls, so they never run in the scan: an
  * observation that needs them is handed over when they answered (or their deadline passed).
  */
@@ -17,7 +21,7 @@ import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner } from './content-markers.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
-import type { ProcessSource, RawProcess } from './process-sources/process-source.js';
+import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
 import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
@@ -27,7 +31,7 @@ export interface ProcessSensorOptions {
   readonly users: Pick<UserDirectory, 'owner'>;
   /** The pipeline entry; called once per new process, not awaited by the scan. */
   readonly onObservation: ObservationHandler;
-  /** Scan interval (ms); 0 = the source default (procfs 100 ms, ps-list 1000 ms). */
+  /** Scan interval (ms); 0 = the source default (procfs 100 ms, exec events' sweep 1000 ms, ps-list 1000 ms). */
   readonly intervalMs: number;
   readonly logger: Logger;
   /** guardd's own pid: never reported. Default process.pid. */
@@ -62,7 +66,7 @@ const STOP_DRAIN_MS = 5000;
 export class ProcessSensor implements Sensor {
   readonly name = 'process';
   private readonly log: Logger;
-  private readonly intervalMs: number;
+  private readonly configuredIntervalMs: number;
   private readonly selfPid: number;
   private hasher: ExeHasher | null;
   private scripts: ScriptPackageResolver | null;
@@ -73,6 +77,9 @@ export class ProcessSensor implements Sensor {
   private timer: NodeJS.Timeout | null = null;
   private running = false;
   private ticking: Promise<void> | null = null;
+  /** A tick asked for while one ran: runs right after it ('scan' wins over 'wake'). */
+  private queued: PollReason | null = null;
+  private wakes = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly skippedHere: Record<string, number> = {};
@@ -83,7 +90,7 @@ export class ProcessSensor implements Sensor {
 
   constructor(private readonly options: ProcessSensorOptions) {
     this.log = options.logger;
-    this.intervalMs = options.intervalMs > 0 ? options.intervalMs : options.source.defaultIntervalMs;
+    this.configuredIntervalMs = options.intervalMs;
     this.selfPid = options.selfPid ?? process.pid;
     this.hasher = options.hasher ?? null;
     this.scripts = options.scripts ?? null;
@@ -93,12 +100,15 @@ export class ProcessSensor implements Sensor {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
+    // Listening starts before the first scan, so no exec falls between the two.
+    this.options.source.listen?.(() => this.wake());
     await this.runTick();
     this.schedule();
   }
 
   async stop(): Promise<void> {
     this.running = false;
+    this.options.source.close?.();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const t of this.retryTimers) clearTimeout(t);
@@ -140,6 +150,7 @@ export class ProcessSensor implements Sensor {
       details: {
         source: this.options.source.kind,
         interval_ms: this.intervalMs,
+        ...(this.options.source.listen ? { wakes: this.wakes } : {}),
         ticks: this.ticks,
         observed: this.observed,
         last_tick_ms: round(this.lastTickMs),
@@ -159,13 +170,38 @@ export class ProcessSensor implements Sensor {
     };
   }
 
-  /** Runs one scan now (tests and `start`); resolves when every new process was handed over. */
-  async runTick(): Promise<void> {
-    if (this.ticking) return this.ticking;
-    this.ticking = this.tick().finally(() => {
+  /** The scan interval in force (ms): the configured one, or the source's default of the moment. */
+  get intervalMs(): number {
+    return this.configuredIntervalMs > 0 ? this.configuredIntervalMs : this.options.source.defaultIntervalMs;
+  }
+
+  /**
+   * Runs one scan now (tests and `start`); resolves when every new process was handed over. During
+   * a tick, the scan is queued to run right after it, and the promise covers both.
+   */
+  runTick(reason: PollReason = 'scan'): Promise<void> {
+    if (this.ticking) {
+      if (this.queued !== 'scan') this.queued = reason;
+      return this.ticking;
+    }
+    this.ticking = (async () => {
+      let next: PollReason | null = reason;
+      while (next !== null) {
+        this.queued = null;
+        await this.tick(next);
+        next = this.queued;
+      }
+    })().finally(() => {
       this.ticking = null;
     });
     return this.ticking;
+  }
+
+  /** A push source has processes to hand over: tick now (or right after the running tick). */
+  private wake(): void {
+    if (!this.running) return;
+    this.wakes++;
+    void this.runTick('wake');
   }
 
   private schedule(): void {
@@ -175,11 +211,11 @@ export class ProcessSensor implements Sensor {
     }, this.intervalMs);
   }
 
-  private async tick(): Promise<void> {
+  private async tick(reason: PollReason): Promise<void> {
     const started = performance.now();
     let fresh: RawProcess[];
     try {
-      fresh = await this.options.source.poll();
+      fresh = await this.options.source.poll(reason);
     } catch (err) {
       // Sources do not reject by contract; a bug there must not stop the sensor.
       this.count('source_error');

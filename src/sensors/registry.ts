@@ -9,6 +9,7 @@ import type { UserDirectory } from '../common/users.js';
 import type { Config } from '../config/settings.js';
 import { InstallSensor } from './install-sensor.js';
 import { ProcessSensor } from './process-sensor.js';
+import { ExecEventsSource } from './process-sources/exec-events-source.js';
 import type { ProcessSource } from './process-sources/process-source.js';
 import { ProcfsSource } from './process-sources/procfs-source.js';
 import { PsListSource } from './process-sources/pslist-source.js';
@@ -33,10 +34,18 @@ export interface SensorRegistration {
   create(deps: SensorDeps): Sensor;
 }
 
-/** The process source the config asks for: auto = procfs on Linux, ps-list elsewhere. */
-export function processSourceFor(config: Config, platform: Platform): ProcessSource {
+/**
+ * The process source the config asks for: auto = procfs on Linux, ps-list elsewhere; on Linux the
+ * procfs scan is fed by exec events unless `sensors.process.exec_events` is off (the source falls
+ * back to polling by itself when the kernel refuses the connector).
+ */
+export function processSourceFor(config: Config, platform: Platform, logger: Logger): ProcessSource {
   const kind = config['sensors.process.source'];
-  if (kind === 'procfs' || (kind === 'auto' && platform === 'linux')) return new ProcfsSource();
+  if (kind === 'procfs' || (kind === 'auto' && platform === 'linux')) {
+    if (platform === 'linux' && config['sensors.process.exec_events'] === 'auto')
+      return new ExecEventsSource({ logger });
+    return new ProcfsSource();
+  }
   return new PsListSource();
 }
 
@@ -61,7 +70,7 @@ export const SENSORS: readonly SensorRegistration[] = [
     enabled: (config) => config['sensors.process.enabled'],
     create: (deps) =>
       new ProcessSensor({
-        source: processSourceFor(deps.config, deps.platform),
+        source: processSourceFor(deps.config, deps.platform, deps.logger),
         users: deps.users,
         onObservation: deps.onObservation,
         intervalMs: deps.config['sensors.process.interval_ms'],

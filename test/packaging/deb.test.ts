@@ -53,6 +53,13 @@ let root: string;
 /** Where the packaged addon's check listens (a short path: Unix socket paths are < 108 bytes). */
 const sockDir = tempDir('tgpu-deb-');
 
+/** guardd's own addons: every native/<name>/ with a binding.gyp (all of them have a Linux target). */
+function linuxAddons(): string[] {
+  return readdirSync(join(REPO, 'native'))
+    .filter((n) => existsSync(join(REPO, 'native', n, 'binding.gyp')))
+    .sort();
+}
+
 beforeAll(() => {
   if (process.getuid?.() !== 0)
     throw new Error('the .deb install tests need root (dpkg --root chowns to root)');
@@ -234,6 +241,21 @@ describe('fresh install into a scratch root', () => {
     expect(res.stdout).toBe('[true,true]');
   });
 
+  it("every one of guardd's own addons (native/<name>/) is in the payload and loads in the bundled runtime", () => {
+    const node = join(root, 'opt/toolguard/node/bin/node');
+    const names = linuxAddons();
+    expect(names).toContain('peercred');
+    expect(names).toContain('procevents');
+    for (const name of names) {
+      const addon = join(root, `opt/toolguard/app/native/${name}/build/Release/${name}.node`);
+      const res = spawnSync(node, ['-e', `require(${JSON.stringify(addon)}); process.stdout.write('ok')`], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect({ name, stderr: res.stderr, stdout: res.stdout }).toEqual({ name, stderr: '', stdout: 'ok' });
+    }
+  });
+
   it('systemd-analyze verify accepts both units as installed (ExecStart binary present)', () => {
     // A verification root: the host's stock units (targets the units refer to) plus the installed
     // payload, so ExecStart's /opt/toolguard/node/bin/node resolves inside it.
@@ -303,7 +325,7 @@ describe('payload', () => {
     const need = glibcNeeded([
       join(root, 'opt/toolguard/node/bin/node'),
       join(root, 'opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node'),
-      join(root, 'opt/toolguard/app/native/peercred/build/Release/peercred.node'),
+      ...linuxAddons().map((n) => join(root, `opt/toolguard/app/native/${n}/build/Release/${n}.node`)),
     ]);
     const depends = spawnSync('dpkg-deb', ['-f', debV1, 'Depends'], { encoding: 'utf8' }).stdout.trim();
     expect(depends).toBe(`libc6 (>= ${need}), libstdc++6 (>= 10), libgcc-s1`);

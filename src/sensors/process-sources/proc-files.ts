@@ -321,19 +321,27 @@ const EMPTY_CMDLINE: Cmdline = { argv: [], truncated: false, binary: false };
 export function readCmdline(procRoot: string, pid: number, tid?: number): Cmdline | null {
   const n = readInto(`${taskDir(procRoot, pid, tid)}/cmdline`, CMDLINE_MAX_BYTES);
   if (n < 0) return null;
-  if (n === 0) return EMPTY_CMDLINE;
-  const truncated = readTruncated;
+  return parseCmdline(buffer, n, readTruncated);
+}
+
+/**
+ * Splits the first `n` bytes of a cmdline (NUL-separated) into argv; `truncated` says the reader
+ * cut it at CMDLINE_MAX_BYTES. Shared with the exec events source, whose addon reads the bytes.
+ */
+export function parseCmdline(bytes: Uint8Array, n: number, truncated: boolean): Cmdline {
+  if (n === 0) return truncated ? { ...EMPTY_CMDLINE, truncated } : EMPTY_CMDLINE;
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let binary = false;
   let end = n;
-  if (buffer[end - 1] === 0) end--;
+  if (buf[end - 1] === 0) end--;
   const argv: string[] = [];
   let start = 0;
   for (let i = 0; i <= end; i++) {
-    if (i === end || buffer[i] === 0) {
-      argv.push(buffer.toString('utf8', start, i));
+    if (i === end || buf[i] === 0) {
+      argv.push(buf.toString('utf8', start, i));
       start = i + 1;
     } else {
-      const b = buffer[i] as number;
+      const b = buf[i] as number;
       // Tabs and newlines are normal in arguments (sh -c scripts); other control bytes are not.
       if (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) binary = true;
     }

@@ -1,10 +1,13 @@
 /**
  * Owns the contract between the process sensor and where process facts come from. A source only
  * answers "which processes are new since you were last asked" and a few per-pid lookups; the
- * sensor turns what it returns into observations (owner, hash, script package). A faster source
- * (Linux exec events via netlink/eBPF) can be added later behind this interface without touching
- * the sensor, the matcher or enforcement.
+ * sensor turns what it returns into observations (owner, hash, script package). A push source
+ * (Linux exec events, exec-events-source.ts) also wakes the sensor when it has something to report,
+ * so a new process is handed over at once rather than at the next scan.
  */
+
+/** Why the sensor polls: its interval elapsed ('scan'), or a push source woke it ('wake'). */
+export type PollReason = 'scan' | 'wake';
 
 /** What a source knows about one new process, before the sensor enriches it. */
 export interface RawProcess {
@@ -36,17 +39,26 @@ export interface RawProcess {
 }
 
 export interface ProcessSource {
-  /** Shown in `guardctl status`: 'procfs' or 'ps-list'. */
-  readonly kind: 'procfs' | 'ps-list';
-  /** The scan interval used when the config says 0 (ms). */
+  /** Shown in `guardctl status`: 'exec-events', 'procfs' or 'ps-list' (may change once `listen` ran). */
+  readonly kind: 'exec-events' | 'procfs' | 'ps-list';
+  /** The scan interval used when the config says 0 (ms); read again after `listen`. */
   readonly defaultIntervalMs: number;
+  /**
+   * Optional. Called once by the sensor's `start`, before the first `poll`: a push source starts
+   * listening and from then on calls `wake` (on the event loop) whenever `poll('wake')` has
+   * processes to report. Never throws: a source that cannot listen keeps working by polling.
+   */
+  listen?(wake: () => void): void;
+  /** Optional. Called by the sensor's `stop`: stop listening and release what `listen` opened; twice is safe. */
+  close?(): void;
   /**
    * Processes that appeared since the previous call — a pid not known before, a known pid whose
    * start time changed (pid reuse), or a known process that exec'd another program. The first call
    * (and the first after `reset`) reports every process present. Never called concurrently by the
-   * sensor; never rejects (failures are counted in `skipped`).
+   * sensor; never rejects (failures are counted in `skipped`). `reason` 'wake' lets a push source
+   * report only what was pushed and leave the scan for the interval (pollers ignore it).
    */
-  poll(): Promise<RawProcess[]>;
+  poll(reason?: PollReason): Promise<RawProcess[]>;
   /** Forgets every known process: the next `poll` reports all of them again (policy change). */
   reset(): void;
   /** Working directory of `pid` (read from its thread `tid` when given), or null. */

@@ -128,6 +128,7 @@ export class ProcfsSource implements ProcessSource {
   private unchangedListings = 0;
   private shortcuts = 0;
   private zombieLeaders = 0;
+  private resyncs = 0;
 
   constructor(options: ProcfsSourceOptions = {}) {
     this.root = options.procRoot ?? '/proc';
@@ -198,6 +199,84 @@ export class ProcfsSource implements ProcessSource {
     return out;
   }
 
+  /**
+   * Reads one pid now (an exec event named it) through the same known-process table as the scan,
+   * so a process is reported once whichever path sees it first: 'reported' when it was new or ran
+   * another program than last seen (pushed to `out`), 'known' when it runs what was reported
+   * already, 'gone' when it exited (or is unreadable) before it could be read.
+   */
+  observePid(pid: number, out: RawProcess[]): 'reported' | 'known' | 'gone' {
+    const now = this.now();
+    const before = out.length;
+    let k = this.known.get(pid);
+    if (k !== undefined && k.startTime < 0) {
+      // Remembered as unreadable: an exec may have made it readable (a setuid program dropped).
+      this.forget(pid, k);
+      k = undefined;
+    }
+    if (k === undefined) {
+      this.observe(pid, now, false, out);
+      if (out.length > before) return 'reported';
+      const seen = this.known.get(pid);
+      // Not reported: exited, unreadable, or a kernel thread (which never execs).
+      return seen?.kthread ? 'known' : 'gone';
+    }
+    const alive = this.recheck(pid, k, now, out);
+    if (out.length > before) return 'reported';
+    return alive ? 'known' : 'gone';
+  }
+
+  /**
+   * Takes a process read elsewhere (an exec event's snapshot, read from this /proc right after the
+   * exec) into the known-process table, so the scan does not report it again. True when it is
+   * news (a pid not known, a reused pid, or another program than last reported); false when this
+   * very program was reported already.
+   */
+  adopt(stat: ProcStat): boolean {
+    const k = this.known.get(stat.pid);
+    if (k !== undefined && k.startTime === stat.startTime) {
+      if (k.comm === stat.comm && sameImage(k.image, stat.image)) return false;
+      k.comm = stat.comm;
+      k.image = stat.image;
+      return true;
+    }
+    if (k !== undefined) this.forget(stat.pid, k);
+    // No held descriptor and no young re-check: exec events report its next exec, and most
+    // exec'd programs are short-lived; the sweep re-reads it by path.
+    this.known.set(stat.pid, {
+      startTime: stat.startTime,
+      comm: stat.comm,
+      image: stat.image,
+      seenTick: this.tick,
+      youngUntil: 0,
+      kthread: false,
+      fd: -1,
+    });
+    return true;
+  }
+
+  /** `startTime/image` of the program last reported for `pid`, or null when the pid is not known. */
+  identityOf(pid: number): string | null {
+    const k = this.known.get(pid);
+    return k === undefined || k.startTime < 0 ? null : `${k.startTime}/${imageToken(k.image)}`;
+  }
+
+  /**
+   * A scan that misses nothing: the listing (new pids) and a re-read of every known user
+   * process's stat (execs of old processes), now rather than spread over EXEC_SWEEP_MS. For when
+   * exec events were lost (the kernel dropped some): only what changed is reported again.
+   */
+  resync(): RawProcess[] {
+    const out = this.pollSync();
+    const now = this.now();
+    for (const [pid, k] of [...this.known]) {
+      if (k.kthread || k.startTime < 0 || this.known.get(pid) !== k) continue;
+      this.recheck(pid, k, now, out);
+    }
+    this.resyncs++;
+    return out;
+  }
+
   reset(): void {
     for (const [pid, k] of this.known) this.forget(pid, k);
     this.young = [];
@@ -250,6 +329,7 @@ export class ProcfsSource implements ProcessSource {
       kernel_sweeps: this.kernelSweep.passes,
       held_stat_fds: this.heldFds,
       zombie_leaders: this.zombieLeaders,
+      resyncs: this.resyncs,
     };
   }
 
@@ -433,7 +513,8 @@ export class ProcfsSource implements ProcessSource {
   }
 }
 
-function imageToken(i: ProcImage): string {
+/** The program image as an opaque token (RawProcess.image): code and stack addresses, which every exec changes. */
+export function imageToken(i: ProcImage): string {
   return `${i.startCode}:${i.endCode}:${i.startStack}:${i.argStart}`;
 }
 

@@ -4,6 +4,7 @@ import { silentLogger } from '../../../src/common/logger.js';
 import { UserDirectory } from '../../../src/common/users.js';
 import { loadConfig } from '../../../src/config/load-config.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
+import { ExecEventsSource } from '../../../src/sensors/process-sources/exec-events-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
 import { PsListSource } from '../../../src/sensors/process-sources/pslist-source.js';
 import { processSourceFor, SENSORS } from '../../../src/sensors/registry.js';
@@ -19,10 +20,17 @@ describe('sensor registry', () => {
   it('picks the process source from the config and platform', () => {
     const cfg = (overrides: Record<string, unknown>) =>
       loadConfig({ env: {}, managedPreferencesFile: null, overrides });
-    expect(processSourceFor(cfg({}), 'linux')).toBeInstanceOf(ProcfsSource);
-    expect(processSourceFor(cfg({}), 'darwin')).toBeInstanceOf(PsListSource);
-    expect(processSourceFor(cfg({}), 'win32')).toBeInstanceOf(PsListSource);
-    expect(processSourceFor(cfg({ 'sensors.process.source': 'ps-list' }), 'linux')).toBeInstanceOf(
+    const log = silentLogger();
+    expect(processSourceFor(cfg({}), 'linux', log)).toBeInstanceOf(ExecEventsSource);
+    expect(processSourceFor(cfg({ 'sensors.process.source': 'procfs' }), 'linux', log)).toBeInstanceOf(
+      ExecEventsSource,
+    );
+    expect(processSourceFor(cfg({ 'sensors.process.exec_events': 'off' }), 'linux', log)).toBeInstanceOf(
+      ProcfsSource,
+    );
+    expect(processSourceFor(cfg({}), 'darwin', log)).toBeInstanceOf(PsListSource);
+    expect(processSourceFor(cfg({}), 'win32', log)).toBeInstanceOf(PsListSource);
+    expect(processSourceFor(cfg({ 'sensors.process.source': 'ps-list' }), 'linux', log)).toBeInstanceOf(
       PsListSource,
     );
 

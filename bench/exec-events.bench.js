@@ -1,0 +1,190 @@
+// Exec events benchmark (issue 13, item 1), Linux as root. Needs `npm run build` first (dist/).
+// A real guardd (from dist/, install sensor off) with a signed policy banning one npm package by
+// its script (`script_packages`), measured in the same run with Linux exec events (the default:
+// process events connector + a 1 s /proc sweep) and with the polling fallback
+// (`sensors.process.exec_events: off`, /proc every 100 ms):
+//   - spawn → death (ms, p50/p99) of `node <pkg>/cli.js`, the package's interpreter script, from
+//     spawn() to the child's exit by SIGKILL (LAUNCHES launches, a random pause before each so
+//     they do not all land at one phase of the scan interval);
+//   - per-exec cost of `/bin/true` run EXECS times in a row by one shell, with no guardd, with
+//     guardd on exec events and with guardd polling (µs per exec, the fastest of ROUNDS rounds),
+//     and guardd's CPU (% of one core) while the loop runs.
+// Prints measured numbers only.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { callDaemon } from '../dist/control/control-client.js';
+import { signEnvelope } from '../dist/policy/dsse.js';
+import { generateKeyPair, parsePrivateKey } from '../dist/policy/keys.js';
+import { POLICY_PAYLOAD_TYPE } from '../dist/policy/policy-types.js';
+
+if (process.platform !== 'linux' || process.getuid?.() !== 0) {
+  console.log('exec-events.bench: Linux as root only (process events connector); skipped');
+  process.exit(0);
+}
+
+const LAUNCHES = 50;
+const EXECS = 2000;
+/** Rounds per set-up; the fastest counts (other work on a shared machine only ever adds time). */
+const ROUNDS = 5;
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+const dir = mkdtempSync(join(tmpdir(), 'tgev-bench-'));
+chmodSync(dir, 0o755);
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+const key = generateKeyPair();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+
+// The banned package: one script that stays alive until killed.
+const pkg = `@tgev-bench/banned-${process.pid}`;
+const pkgDir = join(dir, 'prefix', 'lib', 'node_modules', pkg);
+mkdirSync(pkgDir, { recursive: true });
+writeFileSync(
+  join(pkgDir, 'package.json'),
+  JSON.stringify({ name: pkg, version: '1.0.0', bin: { tgevb: 'cli.js' } }),
+);
+writeFileSync(join(pkgDir, 'cli.js'), 'setTimeout(() => {}, 60000);\n');
+const cli = join(pkgDir, 'cli.js');
+
+function cpuTicks(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+/** µs per exec of /bin/true, EXECS in a row from one shell (the shell's own loop included). */
+function perExecUs() {
+  const script = `i=0; while [ $i -lt ${EXECS} ]; do /bin/true; i=$((i+1)); done`;
+  const t = process.hrtime.bigint();
+  spawnSync('sh', ['-c', script], { stdio: 'ignore' });
+  return Number(process.hrtime.bigint() - t) / 1000 / EXECS;
+}
+
+function overhead(pid) {
+  const rounds = [];
+  let cpu = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = pid ? cpuTicks(pid) : 0;
+    const w0 = performance.now();
+    rounds.push(perExecUs());
+    if (pid) cpu += ((cpuTicks(pid) - t0) / CLK_TCK / ((performance.now() - w0) / 1000)) * 100;
+  }
+  return { us: Math.min(...rounds), cpu: pid ? cpu / ROUNDS : null };
+}
+
+async function startGuardd(label, extra) {
+  const sub = join(dir, label);
+  mkdirSync(sub);
+  const now = Date.now();
+  const body = {
+    schema: 'toolguard.policy/v1',
+    version: 1,
+    issued_at: new Date(now - 60_000).toISOString(),
+    expires_at: new Date(now + 86_400_000).toISOString(),
+    mode: 'enforce',
+    rules: [
+      { id: 'bench', name: 'Bench', action: 'block', message: 'bench', process: { script_packages: [pkg] } },
+    ],
+  };
+  const policyFile = join(sub, 'policy.dsse.json');
+  writeFileSync(
+    policyFile,
+    JSON.stringify(
+      signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
+    ),
+  );
+  const socketDir = join(sub, 'run');
+  const configFile = join(sub, 'config.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      'paths.state_dir': join(sub, 'state'),
+      'paths.socket_dir': socketDir,
+      'paths.bootstrap_policy': policyFile,
+      'policy.trusted_keys': [key.publicKeyPem],
+      'sensors.install.enabled': false,
+      'enforcement.notify_desktop': false,
+      'enforcement.notify_terminal': false,
+      'log.level': 'warn',
+      ...extra,
+    }),
+  );
+  const guardd = spawn(
+    process.execPath,
+    [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try {
+      const s = await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 2000);
+      if (s.policy?.rules === 1) return { guardd, socketDir, status: s };
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    if (guardd.exitCode !== null) throw new Error(`guardd exited ${guardd.exitCode}`);
+    await sleep(100);
+  }
+}
+
+async function scenario(label, extra) {
+  const { guardd, socketDir } = await startGuardd(label, extra);
+  try {
+    const latencies = [];
+    let notKilled = 0;
+    for (let i = 0; i < LAUNCHES; i++) {
+      await sleep(Math.random() * 150);
+      const t = performance.now();
+      const child = spawn(process.execPath, [cli], { stdio: 'ignore' });
+      const sig = await new Promise((res) => child.once('exit', (_c, s) => res(s)));
+      latencies.push(performance.now() - t);
+      if (sig !== 'SIGKILL') notKilled++;
+    }
+    latencies.sort((a, b) => a - b);
+    const cost = overhead(guardd.pid);
+    const s = await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 5000);
+    const d = s.sensors.find((x) => x.name === 'process')?.details ?? {};
+    return { label, latencies, notKilled, cost, details: d };
+  } finally {
+    guardd.kill('SIGTERM');
+    await new Promise((r) => guardd.once('exit', r));
+  }
+}
+
+const baseline = overhead(null);
+const events = await scenario('exec-events', {});
+const polling = await scenario('polling', { 'sensors.process.exec_events': 'off' });
+const f = (n) => (n === null ? '—' : n.toFixed(1));
+
+console.log(
+  `spawn → death of \`node <pkg>/cli.js\` (banned by script_packages), ${LAUNCHES} launches each, ms`,
+);
+console.log('source                          p50      p90      p99      max   not killed');
+for (const r of [events, polling]) {
+  const name = `${r.details.source} (interval ${r.details.interval_ms} ms)`;
+  console.log(
+    `${name.padEnd(30)} ${f(pct(r.latencies, 50)).padStart(6)}  ${f(pct(r.latencies, 90)).padStart(7)}  ${f(pct(r.latencies, 99)).padStart(7)}  ${f(
+      r.latencies.at(-1),
+    ).padStart(7)}  ${String(r.notKilled).padStart(5)}`,
+  );
+}
+console.log(
+  `\n/bin/true ×${EXECS} from one shell: µs per exec (fastest of ${ROUNDS} rounds), guardd CPU during the loop`,
+);
+console.log('set-up                          µs/exec   overhead   guardd CPU %');
+for (const [name, c] of [
+  ['no guardd', baseline],
+  ['guardd, exec events', events.cost],
+  ['guardd, polling 100 ms', polling.cost],
+]) {
+  console.log(
+    `${name.padEnd(30)} ${f(c.us).padStart(8)}   ${`${c.us - baseline.us >= 0 ? '+' : ''}${f(c.us - baseline.us)}`.padStart(8)}   ${f(c.cpu).padStart(10)}`,
+  );
+}
+console.log(
+  `\nexec events: received ${events.details.exec_events_received}, kernel drops ${events.details.exec_events_kernel_drops}, resyncs ${events.details.exec_events_resyncs}, snapshots ${events.details.exec_events_snapshots}`,
+);

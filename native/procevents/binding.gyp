@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "procevents",
+      "sources": ["procevents.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["procevents.c"] }]]
+    }
+  ]
+}

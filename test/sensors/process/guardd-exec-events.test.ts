@@ -1,0 +1,148 @@
+/**
+ * The real daemon (dist/, as root) with Linux exec events: `guardctl status` names the source and
+ * its counters and a banned program is killed; the same daemon started without CAP_NET_ADMIN (root
+ * with the capability removed from its bounding set: a real kernel refusal) polls /proc at the
+ * usual interval, says so and why in `guardctl status`, and still kills.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Guardd,
+  makeKey,
+  policyBody,
+  ROOT,
+  runGuardctl,
+  startGuardd,
+  writeSignedPolicy,
+} from '../../helpers/daemon.js';
+import { tempDir } from '../../helpers/tmp.js';
+import { waitFor } from '../../helpers/wait.js';
+import { launch } from './harness.js';
+
+const runnable = process.platform === 'linux' && process.getuid?.() === 0;
+
+interface ProcessDetails {
+  source: string;
+  interval_ms: number;
+  exec_events?: string;
+  exec_events_error?: string;
+  exec_events_received?: number;
+  exec_events_kernel_drops?: number;
+  exec_events_resyncs?: number;
+}
+
+function processDetails(socketDir: string): ProcessDetails | undefined {
+  const r = runGuardctl(['--socket-dir', socketDir, 'status', '--json']);
+  if (r.code !== 0) return undefined;
+  const s = r.json<{ sensors: { name: string; details: ProcessDetails }[] }>();
+  return s.sensors.find((x) => x.name === 'process')?.details;
+}
+
+describe.runIf(runnable)('guardd with exec events', () => {
+  const dir = tempDir('tgev-gd-');
+  chmodSync(dir, 0o755);
+  const tool = `tgevg${Date.now().toString(36).slice(-6)}`;
+  const binary = join(dir, tool);
+  const key = makeKey();
+  let policyFile: string;
+  let guardd: Guardd;
+  const extra: { stop(): void }[] = [];
+
+  beforeAll(async () => {
+    copyFileSync(execFileSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).trim(), binary);
+    chmodSync(binary, 0o755);
+    policyFile = writeSignedPolicy(
+      join(dir, 'policy.dsse.json'),
+      policyBody([
+        { id: 'tgev-banned', name: 'Banned', action: 'block', message: 'banned', process: { names: [tool] } },
+      ]),
+      key,
+    );
+    guardd = await startGuardd(join(dir, 'agent'), {
+      'policy.trusted_keys': [key.publicKeyPem],
+      'paths.bootstrap_policy': policyFile,
+    });
+  });
+
+  afterAll(async () => {
+    await guardd?.stop('SIGKILL');
+    for (const e of extra) e.stop();
+  });
+
+  it('status names the exec-events source and its counters; a banned program is killed', async () => {
+    const l = launch(binary, ['30']);
+    expect(await l.exited).toBe('SIGKILL');
+    const d = await waitFor(() => {
+      const x = processDetails(guardd.socketDir);
+      return x && (x.exec_events_received ?? 0) > 0 ? x : undefined;
+    }, 'exec events counted in status');
+    expect(d).toMatchObject({ source: 'exec-events', interval_ms: 1000, exec_events: 'active' });
+    expect(d.exec_events_kernel_drops).toBeTypeOf('number');
+    expect(d.exec_events_resyncs).toBeTypeOf('number');
+    const text = runGuardctl(['--socket-dir', guardd.socketDir, 'status']).stdout;
+    expect(text).toMatch(
+      /sensor {8}process: running source=exec-events interval_ms=1000 .*exec_events=active/,
+    );
+    expect(text).toMatch(/exec_events_kernel_drops=\d+/);
+  });
+
+  it('without CAP_NET_ADMIN it polls /proc every 100 ms, says so and why, and still kills', async () => {
+    const agent = join(dir, 'agent-nocap');
+    mkdirSync(agent, { recursive: true });
+    const socketDir = join(agent, 'run');
+    const configFile = join(agent, 'config.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        'paths.state_dir': join(agent, 'state'),
+        'paths.socket_dir': socketDir,
+        'log.level': 'warn',
+        'sensors.install.enabled': false,
+        'enforcement.notify_desktop': false,
+        'policy.trusted_keys': [key.publicKeyPem],
+        'paths.bootstrap_policy': policyFile,
+      }),
+    );
+    // Root, but the kernel refuses the process events connector without CAP_NET_ADMIN.
+    const child = spawn(
+      'setpriv',
+      [
+        '--bounding-set=-net_admin',
+        '--inh-caps=-net_admin',
+        process.execPath,
+        join(ROOT, 'bin', 'guardd.js'),
+        '--config',
+        configFile,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.on('data', (b) => {
+      out += b;
+    });
+    child.stderr.on('data', (b) => {
+      out += b;
+    });
+    extra.push({ stop: () => child.exitCode === null && child.kill('SIGKILL') });
+    const d = await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${out}`);
+        return processDetails(socketDir);
+      },
+      'guardd without CAP_NET_ADMIN to answer status',
+      { intervalMs: 100 },
+    );
+    expect(d).toMatchObject({ source: 'procfs', interval_ms: 100, exec_events: 'unavailable' });
+    expect(d.exec_events_error).toMatch(
+      /^GUARD_PROCEVENTS_OPEN_FAILED: bind\(CN_IDX_PROC\) failed: Operation not permitted/,
+    );
+    const text = runGuardctl(['--socket-dir', socketDir, 'status']).stdout;
+    expect(text).toMatch(/source=procfs interval_ms=100 .*exec_events=unavailable/);
+    // Stop the exec-events daemon first, so only the polling one can kill this launch.
+    await guardd.stop('SIGKILL');
+    const l = launch(binary, ['30']);
+    expect(await l.exited).toBe('SIGKILL');
+  });
+});
