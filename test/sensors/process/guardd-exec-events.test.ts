@@ -101,6 +101,8 @@ describe.runIf(runnable)('guardd with exec events', () => {
         'log.level': 'warn',
         'sensors.install.enabled': false,
         'enforcement.notify_desktop': false,
+        // the kill after exec is under test: pre-exec deny would refuse the launch itself
+        'enforcement.exec_deny': 'off',
         'policy.trusted_keys': [key.publicKeyPem],
         'paths.bootstrap_policy': policyFile,
       }),
