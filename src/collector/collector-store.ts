@@ -265,7 +265,8 @@ export class CollectorStore {
         `SELECT json_extract(coverage, '$.exec_events.state') AS exec_events,
                 json_extract(coverage, '$.exec_deny.state') AS exec_deny,
                 count(*) AS devices,
-                coalesce(sum(json_extract(coverage, '$.exec_events.drops')), 0) AS drops,
+                coalesce(sum(json_extract(coverage, '$.exec_events.kernel_drops')), 0)
+                  + coalesce(sum(json_extract(coverage, '$.exec_events.queue_drops')), 0) AS drops,
                 coalesce(sum(json_extract(coverage, '$.exec_deny.deadline_misses')), 0) AS deadline_misses
          FROM devices GROUP BY 1, 2`,
       ),

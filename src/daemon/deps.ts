@@ -281,6 +281,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
                 overflow: s.exec_deny.counters.overflow ?? 0,
               }
             : { state: 'off' },
+        exec_events: execEventsCoverage(s.sensors.find((x) => x.name === 'process')?.details),
         sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
       };
     },
@@ -461,6 +462,25 @@ function buildExecDeny(
     denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
   });
   return { listener, offReason: null };
+}
+
+/**
+ * The heartbeat's `exec_events`: whether the process sensor's source is the kernel's exec events
+ * (on) or polling (off), and the counters that say what it may have missed.
+ */
+function execEventsCoverage(details: Record<string, unknown> | undefined): Record<string, unknown> {
+  const n = (k: string): number => {
+    const v = details?.[k];
+    return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  };
+  if (details?.exec_events !== 'active') return { state: 'off' };
+  return {
+    state: 'on',
+    received: n('exec_events_received'),
+    kernel_drops: n('exec_events_kernel_drops'),
+    queue_drops: n('exec_events_queue_drops'),
+    resyncs: n('exec_events_resyncs'),
+  };
 }
 
 function closeDb(db: Db, logger: Logger): void {

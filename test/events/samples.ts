@@ -133,6 +133,7 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     shipped_total: 17,
     counts: { blocked: 1, quarantined: 0, denied: 4, warned: 2, audited: 0, failed: 0 },
     exec_deny: { state: 'on', events: 5210, cache_hits: 5180, denied: 4, deadline_misses: 0, overflow: 0 },
+    exec_events: { state: 'on', received: 48210, kernel_drops: 0, queue_drops: 0, resyncs: 0 },
     sensors: { process: true, install: true },
   },
   'agent.tamper': { reason: 'state_db_corrupt', detail: 'integrity_check failed; moved aside' },

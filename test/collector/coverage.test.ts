@@ -1,0 +1,95 @@
+/**
+ * Coverage at the collector (issue 13, item 7): each device's newest heartbeat says whether it
+ * hears execs from the kernel (exec events) and refuses them before they run (pre-exec deny), with
+ * the counters of what it may have missed; the collector keeps the newest one per device (by seq,
+ * so a late older batch cannot roll it back), lists it in GET /v1/devices and sums it in /metrics
+ * with fixed label values. Real collector over loopback, real HTTP, real SQLite.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  enrollDevice,
+  heartbeatEvent,
+  postEvents,
+  startTestCollector,
+  type TestCollector,
+} from '../helpers/collector.js';
+
+let c: TestCollector;
+
+beforeAll(async () => {
+  c = await startTestCollector();
+});
+afterAll(async () => {
+  await c?.close();
+});
+
+const on = (drops: number, misses: number) => ({
+  exec_events: { state: 'on', received: 1000, kernel_drops: drops, queue_drops: 1, resyncs: drops },
+  exec_deny: { state: 'on', events: 900, cache_hits: 850, denied: 2, deadline_misses: misses, overflow: 0 },
+});
+const off = { exec_events: { state: 'off' }, exec_deny: { state: 'off' } };
+
+async function devices(): Promise<{ id: string; coverage: unknown }[]> {
+  const r = await fetch(`${c.url}/v1/devices?limit=100`, {
+    headers: { authorization: `Bearer ${c.adminToken}` },
+  });
+  expect(r.status).toBe(200);
+  return ((await r.json()) as { devices: { id: string; coverage: unknown }[] }).devices;
+}
+
+async function metric(name: string): Promise<string[]> {
+  const text = await (await fetch(`${c.url}/metrics`)).text();
+  return text.split('\n').filter((l) => l.startsWith(`toolguard_collector_${name}`));
+}
+
+describe('device coverage from heartbeats', () => {
+  it('keeps each device’s newest heartbeat coverage, lists it, and sums it in /metrics', async () => {
+    const a = await enrollDevice(c.url, c.enrollSecret, 'dev-cov-a');
+    const b = await enrollDevice(c.url, c.enrollSecret, 'dev-cov-b');
+    const z = await enrollDevice(c.url, c.enrollSecret, 'dev-cov-z'); // no heartbeat yet
+    expect(z).toBeTruthy();
+    // a: seq 2 is the newest; seq 1 arrives later in its own batch and must not roll it back
+    expect((await postEvents(c.url, a, [heartbeatEvent('dev-cov-a', 2, on(3, 5))])).status).toBe(200);
+    expect((await postEvents(c.url, a, [heartbeatEvent('dev-cov-a', 1, off)])).status).toBe(200);
+    // b: an agent that polls and does not deny
+    expect((await postEvents(c.url, b, [heartbeatEvent('dev-cov-b', 1, off)])).status).toBe(200);
+
+    const byId = Object.fromEntries((await devices()).map((d) => [d.id, d.coverage]));
+    expect(byId['dev-cov-a']).toEqual(on(3, 5));
+    expect(byId['dev-cov-b']).toEqual(off);
+    expect(byId['dev-cov-z']).toBeNull();
+
+    expect(await metric('devices_coverage{')).toEqual(
+      expect.arrayContaining([
+        'toolguard_collector_devices_coverage{exec_events="on",exec_deny="on"} 1',
+        'toolguard_collector_devices_coverage{exec_events="off",exec_deny="off"} 1',
+        'toolguard_collector_devices_coverage{exec_events="unknown",exec_deny="unknown"} 1',
+      ]),
+    );
+    expect(await metric('devices_exec_event_drops ')).toEqual([
+      'toolguard_collector_devices_exec_event_drops 4',
+    ]);
+    expect(await metric('devices_exec_deny_deadline_misses ')).toEqual([
+      'toolguard_collector_devices_exec_deny_deadline_misses 5',
+    ]);
+  });
+
+  it('refuses a heartbeat whose coverage is not the schema’s (no label or field from a device’s say-so)', async () => {
+    const t = await enrollDevice(c.url, c.enrollSecret, 'dev-cov-bad');
+    const bad = heartbeatEvent('dev-cov-bad', 1, { exec_events: { state: 'pwned', evil: 'x' } });
+    const r = await postEvents(c.url, t, [bad]);
+    expect(r.status).toBe(400);
+    const body = (await r.json()) as {
+      error: { code: string };
+      accepted: number;
+      rejected: { id: string | null; reason: string }[];
+    };
+    expect(body.error.code).toBe('GUARD_COLLECTOR_INVALID_EVENTS');
+    expect(body.accepted).toBe(0);
+    expect(body.rejected.map((x) => x.reason.split(':')[0])).toEqual(['schema']);
+    const byId = Object.fromEntries((await devices()).map((d) => [d.id, d.coverage]));
+    expect(byId['dev-cov-bad']).toBeNull();
+    const lines = await metric('devices_coverage{');
+    expect(lines.join('\n')).not.toMatch(/pwned/);
+  });
+});
