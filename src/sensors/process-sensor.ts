@@ -14,14 +14,17 @@
  * Hash and script package read files the user controls, so they never run in the scan: an
  * observation that needs them is handed over when they answered (or their deadline passed).
  */
+import { basename, isAbsolute, join, normalize } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner } from './content-markers.js';
+import { isDynamicLoader, type LoadedProgram, loadedProgram } from './dynamic-loader.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
+import { ReadGate, statUserPath } from './safe-read.js';
 import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
@@ -231,7 +234,11 @@ export class ProcessSensor implements Sensor {
     if (this.lastTickMs > this.maxTickMs) this.maxTickMs = this.lastTickMs;
   }
 
-  private handle(raw: RawProcess): void {
+  /**
+   * `file`: the file to hash and scan when it is not the process's own executable (the program a
+   * dynamic loader was given, see dynamic-loader.ts).
+   */
+  private handle(raw: RawProcess, file?: string): void {
     let obs: ProcessObservation;
     try {
       obs = this.observe(raw);
@@ -240,8 +247,10 @@ export class ProcessSensor implements Sensor {
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
       return;
     }
-    const hashPath = this.needs.sha256 ? this.options.source.hashPath(raw) : null;
-    const markerPath = this.needs.markers ? this.options.source.hashPath(raw) : null;
+    if (file === undefined && isDynamicLoader(raw.exe)) this.handleLoaded(raw);
+    const path = file ?? this.options.source.hashPath(raw);
+    const hashPath = this.needs.sha256 ? path : null;
+    const markerPath = this.needs.markers ? path : null;
     const script =
       this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
     if (!script && hashPath === null && markerPath === null) {
@@ -251,6 +260,30 @@ export class ProcessSensor implements Sensor {
     // Hash and script package touch files the user controls: both run off the scan, through
     // safe-read's gates and deadlines, and the observation is handed over when both answered.
     this.detach(this.enrich(raw, obs, hashPath, script, markerPath).then((full) => this.emit(full)));
+  }
+
+  /**
+   * The dynamic loader run as a program: the program it loads is observed too, as if it had been
+   * exec'd (its name, path and argv; its file hashed and scanned), under the loader's pid.
+   */
+  private handleLoaded(raw: RawProcess): void {
+    const prog = loadedProgram(raw.argv);
+    if (!prog) return;
+    let path = prog.path;
+    if (!isAbsolute(path)) {
+      const cwd = this.options.source.cwd(raw.pid, raw.tid);
+      if (cwd === null) {
+        this.count('loader_program_unresolved');
+        return;
+      }
+      path = join(cwd, path);
+    }
+    path = normalize(path);
+    this.count('loader_programs');
+    this.handle(
+      { ...raw, exe: path, name: basename(path).slice(0, 15), argv: raw.argv.slice(prog.index) },
+      path,
+    );
   }
 
   private async enrich(
