@@ -10,14 +10,17 @@ import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
+  closeSync,
   copyFileSync,
   linkSync,
   mkdirSync,
+  openSync,
   readFileSync,
   realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -312,6 +315,36 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
       expect(validateEvent(mine[0] as Record<string, unknown>)).toEqual({ ok: true });
     });
   }
+
+  it('denies a banned single-file executable over 400 MB by its content markers (no whole-file hash)', async () => {
+    // `true` at the start, a 400 MB hole, the markers at the end (where a Bun executable carries
+    // its bundle): an ELF runs with any trailing bytes. Sparse, so the test writes ~100 KiB.
+    const exe = `/tmp/tgdn-huge-${TAG}`;
+    const fd = openSync(exe, 'w', 0o755);
+    try {
+      writeSync(fd, readFileSync(TRUE));
+      writeSync(fd, Buffer.from(`\n${MARKERS.join('\n')}\n`), 0, undefined, 400 * 1024 * 1024);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(exe, 0o755);
+    const before = (await status(g)).exec_deny.counters.deadline_misses;
+    let r = run('sh', ['-c', `"${exe}"`]);
+    if (r.status !== 126) {
+      // Only a missed deadline may let the first exec through (a busy machine): then it was
+      // counted, the late verdict is cached and the next exec is refused.
+      expect(r.status, r.stderr).toBe(0);
+      expect((await status(g)).exec_deny.counters.deadline_misses).toBeGreaterThan(before);
+      r = run('sh', ['-c', `"${exe}"`]);
+    }
+    expect(r.status, r.stderr).toBe(126);
+    const [ev] = await waitFor(async () => {
+      const evs = (await events(g, 'process.denied')).filter((e) => e.exe === exe);
+      return evs.length > 0 ? evs : undefined;
+    }, `process.denied for ${exe}`);
+    expect(ev).toMatchObject({ reason: 'content', outcome: { action_taken: 'denied' } });
+    rmSync(exe, { force: true });
+  });
 
   it('denies every repeated attempt from the verdict cache, one event each, and counts them', async () => {
     const exe = copyTrue(join(dir, 'repeat', NAME));
