@@ -26,9 +26,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { callDaemon } from '../dist/control/control-client.js';
 import { EXECPERM_ADDON_PATH } from '../dist/enforcement/exec-deny.js';
-import { signEnvelope } from '../dist/policy/dsse.js';
-import { generateKeyPair, parsePrivateKey } from '../dist/policy/keys.js';
-import { POLICY_PAYLOAD_TYPE } from '../dist/policy/policy-types.js';
+import { generateKeyPair } from '../dist/policy/keys.js';
+import { spawnGuardd, waitForStatus, writeGuarddFiles } from './lib/bench-guardd.js';
 import { syntheticPolicyBody } from './lib/synthetic-policy.js';
 
 const EXECS = 2000;
@@ -95,49 +94,11 @@ async function withGuardd(label, execDeny, fn) {
     process: { sha256: [createHash('sha256').update('not a real program').digest('hex')] },
   };
   const body = syntheticPolicyBody([...example.rules, hashRule]);
-  const policyFile = join(sub, 'policy.dsse.json');
-  writeFileSync(
-    policyFile,
-    JSON.stringify(
-      signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
-    ),
-  );
-  const socketDir = join(sub, 'run');
-  const configFile = join(sub, 'config.json');
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      'paths.state_dir': join(sub, 'state'),
-      'paths.socket_dir': socketDir,
-      'paths.bootstrap_policy': policyFile,
-      'policy.trusted_keys': [key.publicKeyPem],
-      'sensors.install.enabled': false,
-      'enforcement.notify_desktop': false,
-      'enforcement.exec_deny': execDeny,
-      'log.level': 'warn',
-    }),
-  );
-  const guardd = spawn(
-    process.execPath,
-    [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
+  const { configFile, socketDir } = writeGuarddFiles(sub, body, key, { 'enforcement.exec_deny': execDeny });
+  const guardd = spawnGuardd(configFile);
   const sock = join(socketDir, 'guardd.sock');
   try {
-    const deadline = Date.now() + 60_000;
-    let s;
-    for (;;) {
-      try {
-        s = await callDaemon(sock, 'status', {}, 2000);
-        if (s.policy?.version) break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-      }
-      if (guardd.exitCode !== null) throw new Error(`guardd exited ${guardd.exitCode}`);
-      await sleep(100);
-    }
+    const s = await waitForStatus(guardd, socketDir, (st) => Boolean(st.policy?.version), 60_000);
     if (execDeny === 'auto' && s.exec_deny?.state !== 'on')
       throw new Error(`pre-exec deny did not start: ${s.exec_deny?.reason}`);
     const out = fn();

@@ -15,9 +15,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { callDaemon } from '../dist/control/control-client.js';
-import { signEnvelope } from '../dist/policy/dsse.js';
-import { generateKeyPair, parsePrivateKey } from '../dist/policy/keys.js';
-import { POLICY_PAYLOAD_TYPE } from '../dist/policy/policy-types.js';
+import { generateKeyPair } from '../dist/policy/keys.js';
+import { spawnGuardd, waitForStatus, writeGuarddFiles } from './lib/bench-guardd.js';
 
 if (process.platform !== 'linux' || process.getuid?.() !== 0) {
   console.log('exec-events.bench: Linux as root only (process events connector); skipped');
@@ -88,47 +87,13 @@ async function startGuardd(label, extra) {
       { id: 'bench', name: 'Bench', action: 'block', message: 'bench', process: { script_packages: [pkg] } },
     ],
   };
-  const policyFile = join(sub, 'policy.dsse.json');
-  writeFileSync(
-    policyFile,
-    JSON.stringify(
-      signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
-    ),
-  );
-  const socketDir = join(sub, 'run');
-  const configFile = join(sub, 'config.json');
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      'paths.state_dir': join(sub, 'state'),
-      'paths.socket_dir': socketDir,
-      'paths.bootstrap_policy': policyFile,
-      'policy.trusted_keys': [key.publicKeyPem],
-      'sensors.install.enabled': false,
-      'enforcement.notify_desktop': false,
-      'enforcement.notify_terminal': false,
-      'log.level': 'warn',
-      ...extra,
-    }),
-  );
-  const guardd = spawn(
-    process.execPath,
-    [new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    try {
-      const s = await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 2000);
-      if (s.policy?.rules === 1) return { guardd, socketDir, status: s };
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-    if (guardd.exitCode !== null) throw new Error(`guardd exited ${guardd.exitCode}`);
-    await sleep(100);
-  }
+  const { configFile, socketDir } = writeGuarddFiles(sub, body, key, {
+    'enforcement.notify_terminal': false,
+    ...extra,
+  });
+  const guardd = spawnGuardd(configFile);
+  const status = await waitForStatus(guardd, socketDir, (st) => st.policy?.rules === 1, 120_000);
+  return { guardd, socketDir, status };
 }
 
 async function scenario(label, extra) {

@@ -9,21 +9,11 @@
 // (launch→kill latency measured from spawn() to the child's exit by SIGKILL) and during launches
 // at 50/s; the peak RSS (VmHWM) over the whole run. Prints measured numbers only.
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { callDaemon } from '../dist/control/control-client.js';
-import { signEnvelope } from '../dist/policy/dsse.js';
-import { generateKeyPair, parsePrivateKey } from '../dist/policy/keys.js';
-import { POLICY_PAYLOAD_TYPE } from '../dist/policy/policy-types.js';
+import { generateKeyPair } from '../dist/policy/keys.js';
+import { spawnGuardd, waitForStatus, writeGuarddFiles } from './lib/bench-guardd.js';
 import { syntheticPolicyBody, syntheticRules } from './lib/synthetic-policy.js';
 
 const LAUNCHES = 50;
@@ -90,48 +80,14 @@ async function scenario(label, rules, nodeArgs) {
   mkdirSync(sub);
   const now = Date.now();
   const body = syntheticPolicyBody(rules, { now });
-  const policyFile = join(sub, 'policy.dsse.json');
-  writeFileSync(
-    policyFile,
-    JSON.stringify(
-      signEnvelope(JSON.stringify(body), POLICY_PAYLOAD_TYPE, [parsePrivateKey(key.privateKeyPem)]),
-    ),
-  );
-  const socketDir = join(sub, 'run');
-  const configFile = join(sub, 'config.json');
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      'paths.state_dir': join(sub, 'state'),
-      'paths.socket_dir': socketDir,
-      'paths.bootstrap_policy': policyFile,
-      'policy.trusted_keys': [key.publicKeyPem],
-      'sensors.install.enabled': false,
-      'enforcement.notify_desktop': false,
-      // This bench measures the post-exec kill; pre-exec deny has bench/exec-deny.bench.js.
-      'enforcement.exec_deny': 'off',
-      'log.level': 'warn',
-    }),
-  );
+  const { configFile, socketDir } = writeGuarddFiles(sub, body, key, {
+    // This bench measures the post-exec kill; pre-exec deny has bench/exec-deny.bench.js.
+    'enforcement.exec_deny': 'off',
+  });
   const started = performance.now();
-  const guardd = spawn(
-    process.execPath,
-    [...nodeArgs, new URL('../bin/guardd.js', import.meta.url).pathname, '--config', configFile],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+  const guardd = spawnGuardd(configFile, nodeArgs);
   try {
-    const deadline = Date.now() + 180_000;
-    for (;;) {
-      try {
-        const s = await callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 2000);
-        if (s.policy?.rules === rules.length) break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-      }
-      if (guardd.exitCode !== null) throw new Error(`guardd exited ${guardd.exitCode}`);
-      if (Date.now() > deadline) throw new Error(`guardd did not enforce ${rules.length} rules in time`);
-      await sleep(100);
-    }
+    await waitForStatus(guardd, socketDir, (st) => st.policy?.rules === rules.length, 180_000);
     const startMs = performance.now() - started;
     const startHwm = memMiB(guardd.pid, 'VmHWM');
     const idle = await cpuDuring(guardd.pid, () => sleep(IDLE_MS));

@@ -115,11 +115,11 @@ export function loadExecPermAddon(path: string = EXECPERM_ADDON_PATH): ExecPermA
 }
 
 /**
- * File system types never marked. Network (nfs, cifs, smb3, 9p, ceph, …) and FUSE (fuse.*,
- * sshfs): reading the file for its verdict can wait on a server or a user's daemon. Pseudo file
- * systems hold no programs to exec.
+ * Network (nfs, cifs, smb3, 9p, ceph, …) and FUSE (fuse.*, sshfs) file system types: never
+ * marked, and listed in status as skipped: reading the file for its verdict can wait on a server
+ * or a user's daemon.
  */
-export const MOUNT_SKIP_FSTYPES: ReadonlySet<string> = new Set([
+const MOUNT_SKIP_REMOTE: readonly string[] = [
   'nfs',
   'nfs4',
   'cifs',
@@ -137,6 +137,10 @@ export const MOUNT_SKIP_FSTYPES: ReadonlySet<string> = new Set([
   'fuseblk',
   'sshfs',
   'virtiofs',
+];
+
+/** Pseudo file systems: hold no programs to exec; skipped without being listed in status. */
+const MOUNT_SKIP_QUIET: ReadonlySet<string> = new Set([
   'proc',
   'sysfs',
   'cgroup',
@@ -158,6 +162,9 @@ export const MOUNT_SKIP_FSTYPES: ReadonlySet<string> = new Set([
   'rpc_pipefs',
   'selinuxfs',
 ]);
+
+/** File system types never marked (remote, FUSE and pseudo). */
+export const MOUNT_SKIP_FSTYPES: ReadonlySet<string> = new Set([...MOUNT_SKIP_REMOTE, ...MOUNT_SKIP_QUIET]);
 
 export interface MountEntry {
   readonly device: string;
@@ -464,32 +471,6 @@ export class ExecDenyListener {
     this.memo.set(key, memo);
   }
 }
-
-/** Pseudo file systems: skipped without being listed in status (they are not where programs live). */
-const MOUNT_SKIP_QUIET: ReadonlySet<string> = new Set(
-  [...MOUNT_SKIP_FSTYPES].filter(
-    (t) =>
-      ![
-        'nfs',
-        'nfs4',
-        'cifs',
-        'smb3',
-        'smbfs',
-        '9p',
-        'ceph',
-        'glusterfs',
-        'afs',
-        'lustre',
-        'gfs2',
-        'ocfs2',
-        'davfs',
-        'fuse',
-        'fuseblk',
-        'sshfs',
-        'virtiofs',
-      ].includes(t),
-  ),
-);
 
 function fileOf(id: ExecIdentity): DeniedFile {
   return { dev: id.dev, ino: id.ino, size: id.size };

@@ -35,3 +35,30 @@ export interface UserNotifier {
    */
   notify(target: NotifyTarget, message: NotifyMessage): Promise<NotifyResult>;
 }
+
+/**
+ * Tells the owner of `obs`'s process with `message`, waiting at most `waitMs`: a notifier that
+ * is slow, hangs or throws yields a result saying so (`notify_timeout`, `notify_failed`), never a
+ * rejection. What every process action (block, warn, deny) uses.
+ */
+export async function notifyWithin(
+  notifier: UserNotifier,
+  target: NotifyTarget,
+  message: NotifyMessage,
+  waitMs: number,
+): Promise<NotifyResult> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<NotifyResult>((resolve) => {
+    timer = setTimeout(() => resolve({ terminal: false, desktop: false, error: 'notify_timeout' }), waitMs);
+  });
+  try {
+    return await Promise.race([
+      notifier
+        .notify(target, message)
+        .catch(() => ({ terminal: false, desktop: false, error: 'notify_failed' })),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -457,16 +457,21 @@ interface Mapped {
   readonly extras: Obj;
 }
 
-function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Mapped {
-  const enf = enforcementOf(verb, taken);
-  const proc = processOf(e);
+/** The Security Control profile's attributes: what guardd did, and the rule that decided. */
+function securityControl(e: Obj, enf: Enforcement): Obj {
   const policy = rulePolicy(e);
-  const security = {
+  return {
     ...pair('action', enf.action, ACTION),
     ...pair('disposition', enf.disposition, DISPOSITION),
     ...(policy ? { policy } : {}),
     is_alert: enf.severity >= 3,
   };
+}
+
+function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Mapped {
+  const enf = enforcementOf(verb, taken);
+  const proc = processOf(e);
+  const security = securityControl(e, enf);
   const sp = obj(e.script_package);
   const extras = {
     ...enforcementExtras(e),
@@ -519,13 +524,7 @@ function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Ma
 function mapInstall(e: Obj, family: string, verb: string, device: Obj, taken: string | null): Mapped {
   const enf = enforcementOf(verb, taken);
   const owner = user(e);
-  const policy = rulePolicy(e);
-  const security = {
-    ...pair('action', enf.action, ACTION),
-    ...pair('disposition', enf.disposition, DISPOSITION),
-    ...(policy ? { policy } : {}),
-    is_alert: enf.severity >= 3,
-  };
+  const security = securityControl(e, enf);
   const p = obj(e.package);
   const isPackage = family === 'package';
   const extras = {

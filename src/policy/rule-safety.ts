@@ -38,6 +38,7 @@ import {
   readlinkSync,
   readSync,
   realpathSync,
+  type Stats,
   statSync,
 } from 'node:fs';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
@@ -844,10 +845,11 @@ const HASH_CHUNK_BYTES = 1024 * 1024;
 const hashCache = new Map<string, string | null>();
 
 /**
- * SHA-256 of a probe's real binary, or null (unreadable, not a regular file, too large). Opened
- * non-blocking and checked on the descriptor, so a FIFO or a swapped file cannot stall the check.
+ * Runs `read` on a probe's real binary opened non-blocking and checked on the descriptor (a
+ * regular file), so a FIFO or a swapped file cannot stall the check; null when unreadable, not a
+ * regular file, or `read` throws.
  */
-function probeSha256(file: string): string | null {
+function readProbe<T>(file: string, read: (fd: number, st: Stats) => T | null): T | null {
   let fd: number;
   try {
     fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
@@ -856,7 +858,18 @@ function probeSha256(file: string): string | null {
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile() || st.size > MAX_PROBE_HASH_BYTES) return null;
+    return st.isFile() ? read(fd, st) : null;
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** SHA-256 of a probe's real binary, or null (unreadable, not a regular file, too large). */
+function probeSha256(file: string): string | null {
+  return readProbe(file, (fd, st) => {
+    if (st.size > MAX_PROBE_HASH_BYTES) return null;
     const key = `${file}\0${st.dev}\0${st.ino}\0${st.size}\0${st.mtimeMs}`;
     const cached = hashCache.get(key);
     if (cached !== undefined) return cached;
@@ -871,11 +884,7 @@ function probeSha256(file: string): string | null {
     if (hashCache.size >= 1024) hashCache.clear();
     hashCache.set(key, hex);
     return hex;
-  } catch {
-    return null;
-  } finally {
-    closeSync(fd);
-  }
+  });
 }
 
 /**
@@ -884,15 +893,7 @@ function probeSha256(file: string): string | null {
  * policy re-verified with the same markers costs one fstat per probe.
  */
 function probeMarkers(file: string, automaton: MarkerAutomaton): string[] | null {
-  let fd: number;
-  try {
-    fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
-  } catch {
-    return null;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return null;
+  return readProbe(file, (fd, st) => {
     const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}|${automaton.generation}`;
     const cached = markerCache.get(key);
     if (cached !== undefined) return cached;
@@ -921,11 +922,7 @@ function probeMarkers(file: string, automaton: MarkerAutomaton): string[] | null
     if (markerCache.size >= 1024) markerCache.clear();
     markerCache.set(key, found);
     return found;
-  } catch {
-    return null;
-  } finally {
-    closeSync(fd);
-  }
+  });
 }
 
 const markerCache = new Map<string, string[]>();

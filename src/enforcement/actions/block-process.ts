@@ -15,7 +15,7 @@ import type { Decision } from '../../policy/matcher.js';
 import type { ProcessObservation } from '../../sensors/observation.js';
 import { type ProcessControl, processControlFor } from '../../sensors/process-sources/process-control.js';
 import type { Action, ActionResult } from '../action.js';
-import type { NotifyResult, UserNotifier } from '../notifier.js';
+import { type NotifyResult, notifyWithin, type UserNotifier } from '../notifier.js';
 
 export interface BlockProcessActionOptions {
   readonly notifier: UserNotifier;
@@ -147,26 +147,12 @@ export class BlockProcessAction implements Action<ProcessObservation> {
     return tree;
   }
 
-  private async notify(obs: ProcessObservation, decision: Decision): Promise<NotifyResult> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<NotifyResult>((resolve) => {
-      timer = setTimeout(
-        () => resolve({ terminal: false, desktop: false, error: 'notify_timeout' }),
-        this.notifyWaitMs,
-      );
-    });
-    try {
-      return await Promise.race([
-        this.options.notifier
-          .notify(
-            { uid: obs.owner.uid, user: obs.owner.user, tty: obs.tty },
-            { title: `blocked ${decision.rule.name}`, body: decision.message, url: decision.url },
-          )
-          .catch(() => ({ terminal: false, desktop: false, error: 'notify_failed' })),
-        timeout,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+  private notify(obs: ProcessObservation, decision: Decision): Promise<NotifyResult> {
+    return notifyWithin(
+      this.options.notifier,
+      { uid: obs.owner.uid, user: obs.owner.user, tty: obs.tty },
+      { title: `blocked ${decision.rule.name}`, body: decision.message, url: decision.url },
+      this.notifyWaitMs,
+    );
   }
 }

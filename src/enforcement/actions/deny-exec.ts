@@ -9,7 +9,7 @@ import type { Logger } from '../../common/logger.js';
 import type { Decision } from '../../policy/matcher.js';
 import type { ProcessObservation } from '../../sensors/observation.js';
 import type { Action, ActionResult } from '../action.js';
-import type { NotifyResult, UserNotifier } from '../notifier.js';
+import { notifyWithin, type UserNotifier } from '../notifier.js';
 
 export interface DenyExecActionOptions {
   readonly notifier: UserNotifier;
@@ -26,31 +26,16 @@ export class DenyExecAction implements Action<ProcessObservation> {
 
   async execute(obs: ProcessObservation, decision: Decision): Promise<ActionResult> {
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<NotifyResult>((resolve) => {
-      timer = setTimeout(
-        () => resolve({ terminal: false, desktop: false, error: 'notify_timeout' }),
-        this.options.waitMs ?? DENY_NOTIFY_WAIT_MS,
-      );
-    });
-    let n: NotifyResult;
-    try {
-      n = await Promise.race([
-        this.options.notifier
-          .notify(
-            { uid: obs.owner.uid, user: obs.owner.user, tty: obs.tty },
-            {
-              title: `denied ${decision.rule.name} (${obs.name})`,
-              body: decision.message,
-              url: decision.url,
-            },
-          )
-          .catch(() => ({ terminal: false, desktop: false, error: 'notify_failed' })),
-        timeout,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const n = await notifyWithin(
+      this.options.notifier,
+      { uid: obs.owner.uid, user: obs.owner.user, tty: obs.tty },
+      {
+        title: `denied ${decision.rule.name} (${obs.name})`,
+        body: decision.message,
+        url: decision.url,
+      },
+      this.options.waitMs ?? DENY_NOTIFY_WAIT_MS,
+    );
     if (n.error) this.options.logger.debug({ pid: obs.pid, error: n.error }, 'deny message partly delivered');
     return {
       actionTaken: 'denied',
