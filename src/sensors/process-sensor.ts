@@ -20,11 +20,10 @@ import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner } from './content-markers.js';
-import { isDynamicLoader, type LoadedProgram, loadedProgram } from './dynamic-loader.js';
+import { isDynamicLoader, loadedProgram } from './dynamic-loader.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
-import { ReadGate, statUserPath } from './safe-read.js';
 import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
