@@ -10,6 +10,7 @@
  * Hash and script package read files the user controls, so they never run in the scan: an
  * observation that needs them is handed over when they answered (or their deadline passed).
  */
+import { basename } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
@@ -204,8 +205,12 @@ export class ProcessSensor implements Sensor {
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
       return;
     }
-    const hashPath = this.needs.sha256 ? this.options.source.hashPath(raw) : null;
-    const markerPath = this.needs.markers ? this.options.source.hashPath(raw) : null;
+    // A dynamic loader run directly: the rules look at the program it runs, not at the loader.
+    const loaded = this.options.source.loadedProgram?.(raw) ?? null;
+    if (loaded) obs = { ...obs, name: basename(loaded.exe), exe: loaded.exe };
+    const filePath = loaded ? loaded.openPath : this.options.source.hashPath(raw);
+    const hashPath = this.needs.sha256 ? filePath : null;
+    const markerPath = this.needs.markers ? filePath : null;
     const script =
       this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
     if (!script && hashPath === null && markerPath === null) {

@@ -5,8 +5,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
 import type { PolicyRule } from '../../src/policy/policy-types.js';
@@ -29,6 +29,11 @@ const TAG = randomBytes(4).toString('hex');
 const BANNED = join(dir, `banned-${TAG}`);
 /** The same size, other bytes appended: a program no rule names. */
 const BENIGN = join(dir, `benign-${TAG}`);
+/** Content markers unique to this run, and a copy of `sleep` carrying them. */
+const MARKERS = [`tgrv-marker-one-${TAG}`, `tgrv-marker-two-${TAG}`];
+const MARKED = join(dir, `marked-${TAG}`);
+/** The dynamic loader of this machine. */
+const LOADER = ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1'].find((p) => existsSync(p));
 
 let key: SigningKey;
 let hash: string;
@@ -41,16 +46,20 @@ function rules(): PolicyRule[] {
       name: 'tgrv banned tool',
       action: 'block',
       message: 'tgrv: not approved.',
-      process: { sha256: [hash] },
+      process: { sha256: [hash], markers: [MARKERS] },
     },
   ];
 }
 
-async function deniedFor(g: Guardd, exe: string): Promise<Record<string, unknown>[]> {
+async function deniedFor(
+  g: Guardd,
+  exe: string,
+  type = 'process.denied',
+): Promise<Record<string, unknown>[]> {
   const r = await callDaemon<{ events: { event: Record<string, unknown> }[] }>(
     join(g.socketDir, 'guardd.sock'),
     'events.list',
-    { type: 'process.denied', limit: 5000 },
+    { type, limit: 5000 },
   );
   return r.events.map((e) => e.event).filter((e) => e.exe === exe);
 }
@@ -87,6 +96,11 @@ describe('pre-exec deny under attack (root, Linux, fanotify, a real unprivileged
     chmodSync(dir, 0o755);
     chmodSync(BANNED, 0o644);
     chmodSync(BENIGN, 0o644);
+    writeFileSync(
+      MARKED,
+      Buffer.concat([readFileSync(realpathSync('/bin/sleep')), Buffer.from(`\n${MARKERS.join('\n')}\n`)]),
+    );
+    chmodSync(MARKED, 0o644);
     hash = createHash('sha256').update(readFileSync(BANNED)).digest('hex');
     const policy = writeSignedPolicy(
       join(dir, 'policy.dsse.json'),
@@ -130,5 +144,26 @@ describe('pre-exec deny under attack (root, Linux, fanotify, a real unprivileged
       const evs = await deniedFor(g, exe);
       return evs.length > 0 ? evs : undefined;
     }, `process.denied for ${exe}`);
+  });
+
+  it('finding: a marker-carrying program run through the dynamic loader (ld.so ./tool) is killed after it starts', async () => {
+    expect(LOADER, 'no x86-64/aarch64 dynamic loader here').toBeDefined();
+    const exe = join(user.home, `ld-tool-${TAG}`);
+    // The loader is what is exec'd (pre-exec deny cannot see the tool); the post-exec path must
+    // look at the program it maps, not at the loader.
+    const r = asUser(
+      [
+        `cp "${MARKED}" "${exe}" && chmod 755 "${exe}"`,
+        `"${LOADER}" "./${basename(exe)}" 30 & p=$!`,
+        'i=0; while kill -0 $p 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done',
+        'if kill -0 $p 2>/dev/null; then echo alive=yes; kill $p; else echo alive=no; fi',
+      ].join('\n'),
+    );
+    expect(r.alive, r.stderr).toBe('no');
+    const evs = await waitFor(async () => {
+      const e = await deniedFor(g, exe, 'process.blocked');
+      return e.length > 0 ? e : undefined;
+    }, `process.blocked for ${exe}`);
+    expect(evs[0]).toMatchObject({ name: basename(exe), rule: { id: `tgrv-block-${TAG}` } });
   });
 });
