@@ -12,7 +12,8 @@
  * theirs), when a mapping has exactly that path; otherwise the one executable mapping that is
  * neither the loader nor a shared library in a system library dir, when there is exactly one. A
  * program reached through a symlink while another non-system library is mapped is not identified
- * (left open: the observation stays the loader's).
+ * (left open: the observation stays the loader's), and argv is the process's own memory: a library
+ * the user preloads can rewrite it to name another mapped file before it is read (left open).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { basename, isAbsolute, resolve } from 'node:path';
