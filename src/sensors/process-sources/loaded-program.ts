@@ -98,6 +98,8 @@ export function pickProgram(
   cwd: string | null,
 ): MappedFile | null {
   const others = mappings.filter((m) => m.path !== loaderExe);
+  // `ld.so --list/--verify tool` (ldd) maps the tool without running it.
+  if (argv.some((a) => a === '--list' || a === '--verify')) return null;
   const arg = loaderProgramArg(argv);
   if (arg !== null && (isAbsolute(arg) || cwd !== null)) {
     const want = isAbsolute(arg) ? resolve(arg) : resolve(cwd as string, arg);

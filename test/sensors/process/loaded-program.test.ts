@@ -73,4 +73,10 @@ describe('dynamic loader run directly', () => {
     expect(pickProgram(two, LD, [LD, './link-to-tool'], '/home/u')).toBeNull();
     expect(pickProgram(two, LD, [LD, './tool'], '/home/u')?.path).toBe('/home/u/tool');
   });
+
+  it('leaves ldd alone (--list, --verify map the tool without running it)', () => {
+    const m = executableMappings(maps([]));
+    expect(pickProgram(m, LD, [LD, '--list', './tool'], '/home/u')).toBeNull();
+    expect(pickProgram(m, LD, [LD, '--verify', './tool'], '/home/u')).toBeNull();
+  });
 });
