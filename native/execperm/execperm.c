@@ -6,8 +6,9 @@
  * machine-wide.
  *
  * The thread, for each event:
- *   - the exec'ing pid is guardd or a child of guardd → FAN_ALLOW at once (libuv blocks the loop
- *     in uv_spawn until its child has exec'd: asking JS would stall until the deadline);
+ *   - the exec'ing pid is guardd or a child of guardd running as guardd's uid → FAN_ALLOW at once
+ *     (libuv blocks the loop in uv_spawn until its child has exec'd: asking JS would stall until
+ *     the deadline); a child running as a user (owner-fs, notify-send) is decided like the user;
  *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
  *     (identity, policy generation) answers repeats without JS (a cached deny is still reported
  *     to JS, as already answered, so every denied attempt becomes an event);
@@ -191,6 +192,27 @@ static int ppid_of(pid_t pid) {
   return ppid;
 }
 
+/* Whether every uid of pid (real, effective, saved, fs) is guardd's own. A child guardd started as
+ * a user (the owner-fs helper, notify-send) runs a program that user may ptrace and make exec
+ * anything: its execs are decided like the user's own (the first one waits for the deadline, since
+ * the loop is in uv_spawn; its verdict is cached for the next). */
+static int same_uids(pid_t pid) {
+  char p[64], buf[4096];
+  snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *u = strstr(buf, "\nUid:");
+  if (!u) return 0;
+  long r, e, sv, fs;
+  if (sscanf(u + 5, " %ld %ld %ld %ld", &r, &e, &sv, &fs) != 4) return 0;
+  long self = (long)getuid();
+  return r == self && e == self && sv == self && fs == self;
+}
+
 static void post(post_t *p) {
   if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
     free(p);
@@ -277,7 +299,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   }
   pthread_mutex_unlock(&lock);
 
-  if (cached < 0 && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid))) {
+  if (cached < 0 && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid && same_uids(pid)))) {
     pthread_mutex_lock(&lock);
     counters.self_allowed++;
     answer(fd, 1);

@@ -35,7 +35,7 @@ import { QuarantineStore, quarantineControlMethods } from '../enforcement/quaran
 import type { AgentEvent, EventSink } from '../events/event-types.js';
 import { PolicyManager } from '../policy/policy-manager.js';
 import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js';
-import { ContentMarkerScanner } from '../sensors/content-markers.js';
+import { ContentMarkerScanner, type FileIdentity } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
@@ -452,9 +452,11 @@ function buildExecDeny(
         needsSha256: matcher?.needs.sha256 ?? false,
         ...(matcher?.needs.markers
           ? {
-              markers: async (path: string, uid: number) => {
+              // With the identity the verdict will be cached under: a file rewritten since the
+              // request is not scanned (a verdict on new bytes under the old identity).
+              markers: async (path: string, uid: number, expected?: FileIdentity) => {
                 const automaton = matcher.markers();
-                return automaton ? (await scanner.scan(path, automaton, uid)).found : null;
+                return automaton ? (await scanner.scan(path, automaton, uid, expected)).found : null;
               },
             }
           : {}),

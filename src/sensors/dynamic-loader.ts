@@ -16,11 +16,15 @@
  */
 import { basename } from 'node:path';
 
-/** glibc's and musl's loader file names: ld-linux-x86-64.so.2, ld-linux-aarch64.so.1, ld-musl-x86_64.so.1, ld-2.31.so. */
-const LOADER_NAME = /^ld-[A-Za-z0-9_.-]*\.so(?:\.\d+)*$/;
+/**
+ * Loader file names: glibc's ld-linux-x86-64.so.2, ld-linux-aarch64.so.1, ld-2.31.so, ld.so.1,
+ * ld64.so.2 (ppc64, s390x), musl's ld-musl-x86_64.so.1.
+ */
+const LOADER_NAME = /^(?:ld-[A-Za-z0-9_.-]*\.so(?:\.\d+)*|ld\.so(?:\.\d+)?|ld64\.so\.\d+)$/;
 
 /** glibc ld.so options that take the next argument as their value (ld.so --help, glibc 2.36). */
 const WITH_VALUE = new Set([
+  '--glibc-hwcaps-prefix',
   '--library-path',
   '--inhibit-rpath',
   '--audit',
@@ -46,14 +50,26 @@ export interface LoadedProgram {
   readonly path: string;
 }
 
+/** Modes in which the loader maps the program without running it (`ldd` runs `ld.so --list`), or runs nothing. */
+const NOT_RUNNING = new Set([
+  '--list',
+  '--verify',
+  '--help',
+  '--version',
+  '--list-tunables',
+  '--list-diagnostics',
+]);
+
 /**
- * The program a loader was given: the first argument after argv[0] that is not an option (or an
- * option's value), or the one after `--`. Null when there is none (`ld.so --help`).
+ * The program a loader runs: the first argument after argv[0] that is not an option (or an
+ * option's value), or the one after `--`. Null when there is none, or the loader only inspects
+ * it (`ld.so --list tool`, what ldd runs) or prints something (`--help`).
  */
 export function loadedProgram(argv: readonly string[]): LoadedProgram | null {
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i] as string;
     let index = i;
+    if (NOT_RUNNING.has(a)) return null;
     if (a === '--') index = i + 1;
     else if (WITH_VALUE.has(a)) {
       i++;

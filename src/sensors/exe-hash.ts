@@ -1,6 +1,8 @@
 /**
  * Owns SHA-256 of executables, computed lazily (only when a rule names hashes) and cached by
- * device + inode + size + mtime, so the node binary that runs a hundred processes is hashed once.
+ * device + inode + size + mtime + ctime, so the node binary that runs a hundred processes is hashed
+ * once. ctime is part of the key because the file's owner can put size and mtime back after
+ * rewriting it in place (`touch -d`), but not ctime.
  *
  * The file is opened once and everything (cache key, bytes) comes from that descriptor, so a file
  * swapped after the open cannot be hashed under the old key. Huge files and slow disks are
@@ -95,8 +97,10 @@ export class ExeHasher {
         return null;
       }
       // An inode number is only unique within its filesystem, so the device is part of the key;
-      // size and mtime change when the file is rewritten in place.
-      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      // ctime changes whenever the file is rewritten in place; size and mtime can be put back by
+      // its owner (same size, `touch -d`), so a key without ctime serves a benign file's hash to
+      // the banned bytes written into it.
+      const key = hashKey(st);
       const hit = this.cache.get(key);
       if (hit !== undefined) {
         this.counts.cached++;
@@ -110,10 +114,13 @@ export class ExeHasher {
       if (pending) return await pending;
       const fh = handle;
       handle = null; // the digest owns the handle now
-      const digesting = this.digest(fh, st.size, job).finally(() => {
-        this.inflight.delete(key);
-        void fh.close().catch(() => undefined);
-      });
+      const digesting = this.digest(fh, st.size, job)
+        // Rewritten while it was read: the digest is of no single version of the file.
+        .then(async (d) => (d !== null && hashKey(await fh.stat()) !== key ? this.changed() : d))
+        .finally(() => {
+          this.inflight.delete(key);
+          void fh.close().catch(() => undefined);
+        });
       this.inflight.set(key, digesting);
       const digest = await digesting;
       if (digest !== null) this.remember(key, digest);
@@ -124,6 +131,11 @@ export class ExeHasher {
     } finally {
       if (handle) await handle.close().catch(() => undefined);
     }
+  }
+
+  private changed(): null {
+    this.counts.unreadable++;
+    return null;
   }
 
   /** Entries currently cached. */
@@ -168,4 +180,9 @@ export class ExeHasher {
     }
     this.cache.set(key, digest);
   }
+}
+
+/** The cache key of one version of a file: `dev:ino:size:mtime:ctime`. */
+function hashKey(st: { dev: number; ino: number; size: number; mtimeMs: number; ctimeMs: number }): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 }

@@ -19,6 +19,7 @@
  * script-package rule cannot decide here: they act after exec (the process sensor's kill).
  */
 import { basename } from 'node:path';
+import type { FileIdentity } from './content-markers.js';
 import type { Owner, ProcessObservation } from './observation.js';
 import { readStat, readUid, ttyPath } from './process-sources/proc-files.js';
 
@@ -30,6 +31,11 @@ export interface ExecRequest {
   readonly path: string;
   /** guardd's descriptor of the file while the request is open; -1 when it is already closed. */
   readonly fd: number;
+  /**
+   * The file's identity as the native listener fstat'ed it when the request came (the verdict is
+   * cached under it): a scan of a file that no longer has it answers `changed`, not a verdict.
+   */
+  readonly identity?: FileIdentity;
 }
 
 export interface PreExecObservationDeps {
@@ -45,7 +51,11 @@ export interface PreExecObservationDeps {
    * The content markers found in the file at a path (ContentMarkerScanner.scan with the policy's
    * automaton), or null when it could not be scanned. Absent when no rule names markers.
    */
-  readonly markers?: (path: string, uid: number) => Promise<readonly string[] | null>;
+  readonly markers?: (
+    path: string,
+    uid: number,
+    expected?: FileIdentity,
+  ) => Promise<readonly string[] | null>;
 }
 
 const UNKNOWN_OWNER: Owner = { uid: -1, user: null, groups: [], home: null };
@@ -63,7 +73,8 @@ export async function preExecObservation(
   const owner = uid === null ? UNKNOWN_OWNER : deps.owner(uid);
   const file = req.fd >= 0 ? `/proc/self/fd/${req.fd}` : null;
   const hashing = deps.needsSha256 && file ? deps.hash(file, owner.uid).catch(() => null) : null;
-  const scanning = deps.markers && file ? deps.markers(file, owner.uid).catch(() => null) : null;
+  const scanning =
+    deps.markers && file ? deps.markers(file, owner.uid, req.identity).catch(() => null) : null;
   const sha256 = deps.needsSha256 ? await hashing : undefined;
   const contentMarkers = deps.markers ? await scanning : undefined;
   return {

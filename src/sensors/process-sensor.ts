@@ -62,6 +62,12 @@ const SCRIPT_RETRY_MS = 1000;
 const SCRIPT_RETRY_MAX = 5;
 /** Retries waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
 const SCRIPT_RETRY_PENDING_MAX = 10_000;
+/**
+ * Waits between looks for a loader's mapping of its program (ms): glibc's loader maps it within
+ * a millisecond of starting, later on a busy machine; ~200 ms in all, then the observation goes
+ * without hash and markers (names and paths still decide).
+ */
+const LOADER_MAPPING_WAITS_MS = [0, 2, 5, 10, 25, 50, 100];
 /** `stop` waits this long for in-flight observations, so a stuck handler cannot hang shutdown (ms). */
 const STOP_DRAIN_MS = 5000;
 
@@ -234,10 +240,11 @@ export class ProcessSensor implements Sensor {
   }
 
   /**
-   * `file`: the file to hash and scan when it is not the process's own executable (the program a
-   * dynamic loader was given, see dynamic-loader.ts).
+   * `file`: when set, the observation is of the program a dynamic loader runs, not of the
+   * process's own executable, and `file.open` is the path that opens that program's mapped file
+   * for hashing and scanning (null: not mapped, nothing to read).
    */
-  private handle(raw: RawProcess, file?: string): void {
+  private handle(raw: RawProcess, file?: { readonly open: string | null }): void {
     let obs: ProcessObservation;
     try {
       obs = this.observe(raw);
@@ -247,7 +254,7 @@ export class ProcessSensor implements Sensor {
       return;
     }
     if (file === undefined && isDynamicLoader(raw.exe)) this.handleLoaded(raw);
-    const path = file ?? this.options.source.hashPath(raw);
+    const path = file ? file.open : this.options.source.hashPath(raw);
     const hashPath = this.needs.sha256 ? path : null;
     const markerPath = this.needs.markers ? path : null;
     const script =
@@ -262,8 +269,13 @@ export class ProcessSensor implements Sensor {
   }
 
   /**
-   * The dynamic loader run as a program: the program it loads is observed too, as if it had been
-   * exec'd (its name, path and argv; its file hashed and scanned), under the loader's pid.
+   * The dynamic loader run as a program (dynamic-loader.ts): the program it runs is observed too,
+   * as if it had been exec'd, under the loader's pid: its name and path from the loader's
+   * argument (relative to the working directory), the argv from it on, and — when a rule needs the
+   * file — its hash and markers read through the loader's mapping of it (the source's
+   * `loadedProgram`: /proc/<pid>/map_files, so swapping the user's path after the mapping changes
+   * nothing). An exec event arrives before the loader has mapped its program: the mapping is
+   * looked for again a few times, LOADER_MAPPING_WAITS_MS apart.
    */
   private handleLoaded(raw: RawProcess): void {
     const prog = loadedProgram(raw.argv);
@@ -279,10 +291,35 @@ export class ProcessSensor implements Sensor {
     }
     path = normalize(path);
     this.count('loader_programs');
-    this.handle(
-      { ...raw, exe: path, name: basename(path).slice(0, 15), argv: raw.argv.slice(prog.index) },
-      path,
+    const as: RawProcess = {
+      ...raw,
+      exe: path,
+      name: basename(path),
+      argv: raw.argv.slice(prog.index),
+    };
+    if (!this.needs.sha256 && !this.needs.markers) {
+      this.handle(as, { open: null });
+      return;
+    }
+    this.detach(
+      this.loaderMapping(raw).then((open) => {
+        if (open === null) this.count('loader_program_unmapped');
+        this.handle(as, { open });
+      }),
     );
+  }
+
+  /** The path that opens the program a loader process has mapped, or null (gone, never mapped). */
+  private async loaderMapping(raw: RawProcess): Promise<string | null> {
+    const find = this.options.source.loadedProgram;
+    if (!find) return null;
+    for (const wait of LOADER_MAPPING_WAITS_MS) {
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (!this.running || this.options.source.execedSince?.(raw)) return null;
+      const found = find.call(this.options.source, raw);
+      if (found) return found.openPath;
+    }
+    return null;
   }
 
   private async enrich(

@@ -247,6 +247,10 @@ export class ExecEventsSource implements ProcessSource {
     return this.procfs.hashPath(raw);
   }
 
+  loadedProgram(raw: RawProcess): { readonly exe: string; readonly openPath: string } | null {
+    return this.procfs.loadedProgram(raw);
+  }
+
   execedSince(raw: RawProcess): boolean {
     return this.procfs.execedSince(raw);
   }

@@ -74,6 +74,11 @@ export interface ProcessSource {
    */
   hashPath(raw: RawProcess): string | null;
   /**
+   * Optional (procfs). When `raw` is a dynamic loader run directly (`ld.so ./tool`), the program it
+   * runs: its path and a path that opens exactly the mapped file (loaded-program.ts); else null.
+   */
+  loadedProgram?(raw: RawProcess): { readonly exe: string; readonly openPath: string } | null;
+  /**
    * Optional. True when the process of `raw` has exec'd another program or exited since `raw` was
    * read, so facts read later (a hash of its executable) may describe another program. Sources
    * that cannot tell leave it out.

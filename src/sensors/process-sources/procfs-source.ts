@@ -20,6 +20,9 @@
  * running process: its facts are read from a live thread (see `running`).
  * Steps 2 and 3 also stop early when the listing is identical to the previous one.
  */
+
+import { isDynamicLoader } from '../dynamic-loader.js';
+import { executableMappings, pickProgram, readMaps } from './loaded-program.js';
 import {
   CMDLINE_MAX_BYTES,
   closeStat,
@@ -312,6 +315,15 @@ export class ProcfsSource implements ProcessSource {
     if (stat === null || stat.startTime !== raw.startTime) return true;
     const live = this.running(raw.pid, stat);
     return live === null || imageToken(live.stat.image) !== raw.image;
+  }
+
+  loadedProgram(raw: RawProcess): { exe: string; openPath: string } | null {
+    if (raw.exe === null || !isDynamicLoader(raw.exe)) return null;
+    const dir = taskDir(this.root, raw.pid, raw.tid);
+    const maps = readMaps(dir);
+    if (maps === null) return null;
+    const m = pickProgram(executableMappings(maps), raw.exe, raw.argv, this.cwd(raw.pid, raw.tid));
+    return m ? { exe: m.path, openPath: `${dir}/map_files/${m.range}` } : null;
   }
 
   hashPath(raw: RawProcess): string | null {

@@ -32,9 +32,18 @@ describe('dynamic loader argv', () => {
       '/lib/ld-linux-aarch64.so.1',
       '/lib/ld-musl-x86_64.so.1',
       '/lib/ld-2.31.so',
+      '/lib64/ld64.so.2',
     ])
       expect(isDynamicLoader(p), p).toBe(true);
-    for (const p of ['/usr/bin/ld', '/usr/bin/ld.bfd', '/lib/libc.so.6', '/tmp/ld-notes.txt', null])
+    for (const p of [
+      '/usr/bin/ld',
+      '/usr/bin/ld.bfd',
+      '/usr/bin/ld.gold',
+      '/home/u/ld-linux-tool',
+      '/lib/libc.so.6',
+      '/tmp/ld-notes.txt',
+      null,
+    ])
       expect(isDynamicLoader(p), String(p)).toBe(false);
   });
 
@@ -56,11 +65,13 @@ describe('dynamic loader argv', () => {
       ]),
     ).toEqual({ index: 6, path: './tool' });
     expect(loadedProgram(['ld.so', '--library-path', '/x:/y', 'tool'])).toEqual({ index: 3, path: 'tool' });
-    expect(loadedProgram(['ld.so', '--list', '--', '--tool'])).toEqual({
-      index: 3,
-      path: '--tool',
-    });
+    expect(loadedProgram(['ld.so', '--inhibit-cache', '--', '--tool'])).toEqual({ index: 3, path: '--tool' });
     expect(loadedProgram(['ld.so', '--help'])).toBeNull();
+    // ldd runs `ld.so --list tool`: the tool is mapped, not run
+    expect(loadedProgram(['ld.so', '--list', './tool'])).toBeNull();
+    expect(loadedProgram(['ld.so', '--verify', './tool'])).toBeNull();
+    // after the program, --list is the program's own argument
+    expect(loadedProgram(['ld.so', './tool', '--list'])).toEqual({ index: 1, path: './tool' });
     expect(loadedProgram(['ld.so', '--argv0'])).toBeNull();
     expect(loadedProgram(['ld.so'])).toBeNull();
   });
