@@ -19,7 +19,8 @@ import { constants, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import { planRegionsAsync } from '../policy/marker-regions.js';
-import { ReadGate } from './safe-read.js';
+import { ReadGate, USER_FILE_OPEN_FLAGS } from './safe-read.js';
+import { type Credentials, permits } from './script-package.js';
 
 /** What identifies one version of a file: what the verdict and scan caches are keyed by. */
 export interface FileIdentity {
@@ -100,15 +101,21 @@ export class ContentMarkerScanner {
    * fstat), a descriptor that says otherwise answers `changed` without reading. Never rejects;
    * resolves within the timeout whatever the file system does. Safe to call concurrently; a file
    * already scanned under this marker generation costs one open and one fstat.
+   * `asUser`: `path` is a user's path (a script an interpreter loads), not a /proc link: opened
+   * without following a link at its last component, and scanned only when those credentials may
+   * read it by its mode bits (else `unreadable`).
    */
   async scan(
     path: string,
     automaton: MarkerAutomaton,
     key: string | number = -1,
     expected?: FileIdentity,
+    asUser?: Credentials,
   ): Promise<MarkerScanResult> {
     const job = { expired: false };
-    const r = await this.gate.run(key, this.timeoutMs, () => this.scanWithin(path, automaton, expected, job));
+    const r = await this.gate.run(key, this.timeoutMs, () =>
+      this.scanWithin(path, automaton, expected, job, asUser),
+    );
     if (!r.admitted) {
       this.counts.busy++;
       return { found: null, outcome: 'busy', scannedBytes: 0 };
@@ -127,16 +134,23 @@ export class ContentMarkerScanner {
     automaton: MarkerAutomaton,
     expected: FileIdentity | undefined,
     job: { expired: boolean },
+    asUser: Credentials | undefined,
   ): Promise<MarkerScanResult> {
     let fh: FileHandle;
     try {
-      fh = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+      // A user's path (not a kernel-made /proc link): a link at its last component is refused.
+      const flags = asUser
+        ? USER_FILE_OPEN_FLAGS
+        : constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
+      fh = await open(path, flags);
     } catch {
       return { found: null, outcome: 'unreadable', scannedBytes: 0 };
     }
     try {
       const st = await fh.stat();
       if (!st.isFile()) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+      // What the user may not read, their interpreter did not load: root must not tell its markers.
+      if (asUser && !permits(st, asUser, 4)) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
       const identity = identityOf(st);
       if (expected && !sameIdentity(identity, expected)) {
         return { found: null, outcome: 'changed', identity, scannedBytes: 0 };

@@ -18,12 +18,14 @@ import { basename, isAbsolute, join, normalize } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
+import type { MarkerAutomaton } from '../policy/content-markers.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner } from './content-markers.js';
 import { isDynamicLoader, loadedProgram } from './dynamic-loader.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
+import { scanScriptFiles } from './script-markers.js';
 import { isInterpreter, ScriptPackageResolver } from './script-package.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
@@ -342,6 +344,11 @@ export class ProcessSensor implements Sensor {
     if (markerPath !== null && automaton !== null) {
       this.markerScanner ??= new ContentMarkerScanner();
       markers = this.markerScanner.scan(markerPath, automaton, key).then((r) => r.found);
+      // An interpreter runs the code of the files on its command line, not its own: their markers
+      // are the process's too (a copied or renamed bundle, an edited package.json, `--import`).
+      const interpreter =
+        raw.exe && isInterpreter(raw.exe) ? raw.exe : isInterpreter(raw.name) ? raw.name : null;
+      if (interpreter !== null) markers = this.withScriptMarkers(markers, interpreter, raw, automaton);
     }
     let hash = sha256 !== undefined ? await sha256 : undefined;
     let contentMarkers = markers !== undefined ? await markers : undefined;
@@ -366,6 +373,36 @@ export class ProcessSensor implements Sensor {
           ? { scriptPackage: null }
           : {}),
     };
+  }
+
+  /** `exe` (the executable's markers) united with those of the files interpreter `raw` was told to run. */
+  private async withScriptMarkers(
+    exe: Promise<readonly string[] | null>,
+    interpreter: string,
+    raw: RawProcess,
+    automaton: MarkerAutomaton,
+  ): Promise<readonly string[] | null> {
+    this.scripts ??= new ScriptPackageResolver();
+    const source = this.options.source;
+    const [own, scripts] = await Promise.all([
+      exe,
+      scanScriptFiles(
+        interpreter,
+        {
+          exe: raw.exe,
+          name: raw.name,
+          argv: raw.argv,
+          uid: raw.uid,
+          cwd: () => source.cwd(raw.pid, raw.tid),
+          groups: () => source.groups?.(raw.pid, raw.tid) ?? null,
+        },
+        this.scripts,
+        this.markerScanner as ContentMarkerScanner,
+        automaton,
+      ),
+    ]);
+    if (scripts.found === null) return own;
+    return [...new Set([...(own ?? []), ...scripts.found])];
   }
 
   /** The script package of `raw`; a lookup that ran out of time is retried later (see SCRIPT_RETRY_MS). */

@@ -22,6 +22,7 @@
 
 import type { Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ScriptPackage } from './observation.js';
 import { lstatUserPath, ReadGate, readlinkUserPath, readUserFile, worldWritable } from './safe-read.js';
 
@@ -188,6 +189,55 @@ export function scriptCandidates(interpreter: string, argv: readonly string[], m
     if (eq < 0 && valueFlags.has(flag)) i++;
   }
   return out;
+}
+
+/** node flags whose value is a module node loads before the script (preloads, ESM loaders). */
+const NODE_PRELOAD_FLAGS = new Set(['-r', '--require', '--import', '--loader', '--experimental-loader']);
+/** node flags whose value is inline code (not a file), skipped like any other value. */
+const NODE_CODE_FLAGS = new Set(['-e', '--eval', '-p', '--print']);
+
+/**
+ * The files an interpreter was told on its command line to run, as written (not resolved): the
+ * script argument (`scriptArgument`) and, for node, the values of `-r/--require`, `--import` and
+ * `--loader/--experimental-loader` given before it that are paths (absolute, `./`, `../`, or a
+ * `file:` URL); a bare specifier (`dotenv/config`) is a package node looks up in node_modules,
+ * not a path, and is left out. At most `max`, preloads first in command-line order. Node keeps
+ * reading its own options after `-e <code>`, so they are looked for up to the script or `--`.
+ */
+export function loadedFileArguments(interpreter: string, argv: readonly string[], max: number): string[] {
+  const out: string[] = [];
+  const name = basename(interpreter.replace(/\\/g, '/'))
+    .toLowerCase()
+    .replace(/\.exe$/, '');
+  if (name === 'node' || name === 'nodejs') {
+    for (let i = 1; i < argv.length && out.length < max; i++) {
+      const arg = argv[i] as string;
+      if (arg === '--' || !arg.startsWith('-')) break;
+      const eq = arg.indexOf('=');
+      const flag = eq > 0 ? arg.slice(0, eq) : arg;
+      const takesNext = eq < 0 && (NODE_VALUE_FLAGS.has(flag) || NODE_CODE_FLAGS.has(flag));
+      const value = eq > 0 ? arg.slice(eq + 1) : takesNext ? argv[i + 1] : undefined;
+      if (takesNext) i++;
+      if (value === undefined || !NODE_PRELOAD_FLAGS.has(flag)) continue;
+      const path = preloadPath(value);
+      if (path !== null) out.push(path);
+    }
+  }
+  const script = scriptArgument(interpreter, argv);
+  if (script !== null && out.length < max) out.push(script);
+  return out;
+}
+
+/** A preload specifier as a file path, or null when it is not one (a bare package name, data: URL). */
+function preloadPath(spec: string): string | null {
+  if (spec.startsWith('file:')) {
+    try {
+      return fileURLToPath(spec);
+    } catch {
+      return null;
+    }
+  }
+  return spec.startsWith('/') || spec.startsWith('./') || spec.startsWith('../') ? spec : null;
 }
 
 /**
@@ -492,6 +542,23 @@ export class ScriptPackageResolver {
     }
     this.counts.resolved++;
     return { ...pkg, script: found.real };
+  }
+
+  /**
+   * Where the file an interpreter was told to load at `path` (absolute) really is, as the
+   * process's user `uid` (with `groups`) reaches it: links followed component by component like
+   * the kernel, node's extensions tried after the path as given, every directory on the way
+   * searchable by that user. Null when there is no such file or that user could not reach it;
+   * 'stalled' when the files did not answer within the resolver's deadline. Never rejects.
+   */
+  async locate(path: string, uid: number | null, groups: GroupsArg): Promise<string | null | 'stalled'> {
+    const g = typeof groups === 'function' ? groups() : groups;
+    const entry = await this.entryOf(path, { uid, groups: g }, uid ?? -1, performance.now() + this.timeoutMs);
+    if (entry.kind === 'stalled') {
+      this.counts.stalled++;
+      return 'stalled';
+    }
+    return entry.kind === 'value' && !entry.value.isDir ? entry.value.real : null;
   }
 
   /**
