@@ -26,6 +26,9 @@ import { loadedFileArguments, type ScriptPackageResolver } from './script-packag
  */
 export const MAX_SCRIPT_FILES = 4;
 
+/** Directories whose links mean something else in guardd than in the process (per-process views). */
+const MAGIC_DIRS = ['/proc/', '/dev/'];
+
 /** The interpreter process whose script files are scanned. */
 export interface ScriptProcess {
   readonly exe: string | null;
@@ -77,6 +80,9 @@ export async function scanScriptFiles(
       if (!workDir) continue;
       path = resolve(workDir, arg);
     }
+    // /dev/fd/N, /dev/stdin, /proc/self/…: links the kernel resolves per process, which guardd
+    // would follow into its own descriptors. What the process reads there is out of reach.
+    if (MAGIC_DIRS.some((d) => path.startsWith(d))) continue;
     const real = await resolver.locate(path, proc.uid, cred);
     if (real === null || real === 'stalled') continue;
     files++;

@@ -6,10 +6,12 @@
  * `process.blocked` event with reason `content`. An unrelated node script carrying one marker of
  * the set keeps running (an audit rule on its own marker proves guardd scanned and decided it).
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callDaemon } from '../../../src/control/control-client.js';
 import {
   type Guardd,
   makeKey,
@@ -148,5 +150,67 @@ describe.runIf(runnable)('guardd kills node running a bundle found by its conten
     expect(alive(pid)).toBe(true);
     expect(events('process.blocked', 'tgsc-bundle').some((e) => e.pid === pid)).toBe(false);
     l.child.kill('SIGKILL');
+  });
+});
+
+describe.runIf(runnable)("guardd denies a banned bundle exec'd through its #! line (pre-exec)", () => {
+  const dir = tempDir('tgsc-gsd-');
+  const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  const markerA = `tgsc-script-marker-A-${run}`;
+  const markerB = `tgsc-script-marker-B-${run}`;
+  let guardd: Guardd;
+
+  beforeAll(async () => {
+    const key = makeKey();
+    const policyFile = writeSignedPolicy(
+      join(dir, 'policy.dsse.json'),
+      policyBody([
+        {
+          id: 'tgsc-bundle-pre',
+          name: 'Banned bundle',
+          action: 'block',
+          message: 'banned by content',
+          process: { markers: [[markerA, markerB]] },
+        },
+      ]),
+      key,
+    );
+    guardd = await startGuardd(join(dir, 'agent'), {
+      'policy.trusted_keys': [key.publicKeyPem],
+      'paths.bootstrap_policy': policyFile,
+      'enforcement.exec_deny': 'auto',
+    });
+    const s = await callDaemon<{ exec_deny: { state: string; reason?: string } }>(
+      join(guardd.socketDir, 'guardd.sock'),
+      'status',
+    );
+    expect(s.exec_deny.state, `exec_deny: ${s.exec_deny.reason}`).toBe('on');
+  });
+
+  afterAll(async () => {
+    await guardd?.stop('SIGKILL');
+  });
+
+  it('the kernel execs the script file itself: its markers deny it (126), one process.denied event', async () => {
+    const tool = join(dir, 'renamed-tool');
+    writeFileSync(
+      tool,
+      `#!/usr/bin/env node\nconst M = [${JSON.stringify(markerA)}, ${JSON.stringify(markerB)}];\nvoid M;\n`,
+    );
+    chmodSync(tool, 0o755);
+    const r = spawnSync('sh', ['-c', `"${tool}"`], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status, r.stderr).toBe(126);
+    const denied = async () =>
+      (
+        await callDaemon<{ events: { event: { exe?: string; rule?: { id?: string } } }[] }>(
+          join(guardd.socketDir, 'guardd.sock'),
+          'events.list',
+          { type: 'process.denied', limit: 1000 },
+        )
+      ).events.filter((e) => e.event.exe === tool && e.event.rule?.id === 'tgsc-bundle-pre');
+    await waitFor(async () => ((await denied()).length > 0 ? true : undefined), 'the process.denied event');
+    // An unrelated program runs afterwards, and is a point after which no late duplicate can hide.
+    expect(spawnSync('/bin/true').status).toBe(0);
+    expect(await denied()).toHaveLength(1);
   });
 });

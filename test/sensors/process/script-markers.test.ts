@@ -5,7 +5,7 @@
  * file that user may not read never scanned, at most MAX_SCRIPT_FILES files.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { markerAutomaton, markerKey, parseMarker } from '../../../src/policy/content-markers.js';
@@ -123,6 +123,17 @@ describe('scanScriptFiles on real files', () => {
       expect(r).toEqual({ found: null, files: 0 });
     },
   );
+
+  it("never follows /dev/fd/N or /proc/self/… (they would be guardd's own descriptors)", async () => {
+    // A marked file open in this process (which plays guardd here): reached only through its own fd.
+    const fd = openSync(file('mine.js', 5), 'r');
+    try {
+      const r = await scan(proc(['node', '--require', `/proc/self/fd/${fd}`, `/dev/fd/${fd}`]));
+      expect(r).toEqual({ found: null, files: 0 });
+    } finally {
+      closeSync(fd);
+    }
+  });
 
   it(`scans at most ${MAX_SCRIPT_FILES} files per process`, async () => {
     const pre = [1, 2, 3, 4, 5].map((n) => file(`p${n}.js`, n));
