@@ -98,10 +98,11 @@ describe.runIf(runnable)('guardd kills node running a bundle found by its conten
       .map((e) => ({ pid: e.pid ?? -1, reason: e.reason ?? '' }));
   }
 
-  it.each([
+  type Launch = { args: string[]; cwd?: string };
+  it.each<[string, () => Launch]>([
     [
       'a renamed copy outside any package',
-      (): { args: string[]; cwd?: string } => {
+      (): Launch => {
         const p = join(other, 'copied.js');
         copyFileSync(bundle, p);
         return { args: [p] };
@@ -109,7 +110,7 @@ describe.runIf(runnable)('guardd kills node running a bundle found by its conten
     ],
     [
       'a package whose package.json name was edited (relative script, cwd)',
-      (): { args: string[]; cwd?: string } => {
+      (): Launch => {
         const pkg = join(other, 'innocent-tool');
         mkdirSync(pkg);
         writeFileSync(join(pkg, 'package.json'), '{"name":"innocent-tool","version":"1.0.0"}\n');
