@@ -16,7 +16,7 @@
  * costs a `timeout` or `unreadable`, never a stall.
  */
 import { constants, type Stats } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, readlink } from 'node:fs/promises';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import { planRegionsAsync } from '../policy/marker-regions.js';
 import { ReadGate, USER_FILE_OPEN_FLAGS } from './safe-read.js';
@@ -149,6 +149,12 @@ export class ContentMarkerScanner {
     try {
       const st = await fh.stat();
       if (!st.isFile()) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+      // O_NOFOLLOW guards the last component only: a directory on the way swapped for a link
+      // after the caller located the file (as the user) would be followed by root, into what the
+      // user cannot search. `path` is fully resolved, so the kernel's name for what was opened
+      // must be that very path.
+      if (asUser && !(await opensAt(fh, path)))
+        return { found: null, outcome: 'unreadable', scannedBytes: 0 };
       // What the user may not read, their interpreter did not load: root must not tell its markers.
       if (asUser && !permits(st, asUser, 4)) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
       const identity = identityOf(st);
@@ -220,6 +226,19 @@ function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
 /** `dev:ino:size:mtime:ctime`, the cache key of one version of a file. */
 export function identityKey(id: FileIdentity): string {
   return `${id.dev}:${id.ino}:${id.size}:${id.mtimeMs}:${id.ctimeMs}`;
+}
+
+/**
+ * Whether the descriptor is of the file at `path` as the kernel names it (/proc/self/fd/N on
+ * Linux). Where there is no such name (other systems) the caller's path walk is all there is.
+ */
+async function opensAt(fh: FileHandle, path: string): Promise<boolean> {
+  if (process.platform !== 'linux') return true;
+  try {
+    return (await readlink(`/proc/self/fd/${fh.fd}`)) === path;
+  } catch {
+    return false;
+  }
 }
 
 async function readAt(fh: FileHandle, pos: number, len: number): Promise<Buffer> {

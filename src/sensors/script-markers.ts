@@ -85,6 +85,9 @@ export async function scanScriptFiles(
     if (MAGIC_DIRS.some((d) => path.startsWith(d))) continue;
     const real = await resolver.locate(path, proc.uid, cred);
     if (real === null || real === 'stalled') continue;
+    // The same through the user's own links (`~/x.js -> /proc/self/maps`, `-> /proc/<pid>/…` of
+    // another user's process): the walk resolved them in guardd, whose open is not the user's.
+    if (MAGIC_DIRS.some((d) => real.startsWith(d))) continue;
     files++;
     const r = await scanner.scan(real, automaton, proc.uid ?? -1, undefined, {
       uid: proc.uid,

@@ -4,8 +4,17 @@
  * process's user — relative paths against the working directory, links followed, a FIFO or a
  * file that user may not read never scanned, at most MAX_SCRIPT_FILES files.
  */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { markerAutomaton, markerKey, parseMarker } from '../../../src/policy/content-markers.js';
@@ -17,6 +26,7 @@ import {
 } from '../../../src/sensors/script-markers.js';
 import { loadedFileArguments, ScriptPackageResolver } from '../../../src/sensors/script-package.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { waitFor } from '../../helpers/wait.js';
 
 describe('loadedFileArguments', () => {
   const table: [string, string[], string[]][] = [
@@ -142,4 +152,74 @@ describe('scanScriptFiles on real files', () => {
     expect(r.files).toBe(MAX_SCRIPT_FILES);
     expect([...(r.found ?? [])].sort()).toEqual([1, 2, 3, 4].map(key).sort());
   });
+});
+
+describe('scanScriptFiles: what root reaches that the user does not', () => {
+  const dir = tempDir('tgr2-sm-');
+  chmodSync(dir, 0o755);
+  const run = `${Date.now().toString(36)}${process.pid}`;
+  const marks = [1, 2].map((i) => `tgr2-review-marker-${i}-${run}`);
+  const automaton = markerAutomaton(marks.map((m) => parseMarker(m) as Buffer));
+  const nobody = { uid: 65534, groups: [65534] };
+
+  it.runIf(process.getuid?.() === 0)(
+    "never scans /proc reached through the user's own link (another user's process maps, guardd's own files)",
+    async () => {
+      // A root process whose memory map names a marked path: /proc/<pid>/maps is 0444, yet the
+      // kernel lets only a ptrace-capable reader open it; root's open must not answer for the user.
+      const prog = join(dir, `${marks[0]}-sleep`);
+      copyFileSync('/bin/sleep', prog);
+      chmodSync(prog, 0o755);
+      const child = spawn(prog, ['60'], { stdio: 'ignore' });
+      try {
+        const maps = `/proc/${child.pid}/maps`;
+        await waitFor(
+          () => readFileSync(maps, 'utf8').includes(marks[0] as string),
+          'the child mapped its program',
+        );
+        const link = join(dir, 'peek.js');
+        symlinkSync(maps, link);
+        const proc: ScriptProcess = {
+          exe: '/usr/bin/node',
+          name: 'node',
+          argv: ['node', link],
+          uid: nobody.uid,
+          cwd: () => dir,
+          groups: () => nobody.groups,
+        };
+        const r = await scanScriptFiles(
+          '/usr/bin/node',
+          proc,
+          new ScriptPackageResolver(),
+          new ContentMarkerScanner(),
+          automaton,
+        );
+        expect(r).toEqual({ found: null, files: 0 });
+      } finally {
+        child.kill('SIGKILL');
+      }
+    },
+  );
+
+  it.runIf(process.getuid?.() === 0 && process.platform === 'linux')(
+    'asUser: a path whose directory became a link after it was located is not read (the swap race)',
+    async () => {
+      // What the user cannot reach: a world-readable marked file in a closed directory.
+      const closed = join(dir, 'closed');
+      mkdirSync(closed, { mode: 0o700 });
+      writeFileSync(join(closed, 'x.js'), `// ${marks[1]}\n`, { mode: 0o644 });
+      // The located path was <dir>/mine/x.js (a real directory then); the user swapped `mine` for
+      // a link to the closed directory before root opened it.
+      symlinkSync(closed, join(dir, 'mine'));
+      const r = await new ContentMarkerScanner().scan(
+        join(dir, 'mine', 'x.js'),
+        automaton,
+        65534,
+        undefined,
+        nobody,
+      );
+      expect(r.found).toBeNull();
+      expect(r.outcome).toBe('unreadable');
+    },
+  );
 });
