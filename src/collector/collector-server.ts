@@ -237,6 +237,9 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   // what a device sent, so a hostile heartbeat cannot add series.
   const state = (v: string | null): string => (v === 'on' || v === 'off' ? v : 'unknown');
   const coverage = (): CoverageCounts[] => store.coverageCounts();
+  // A sum of devices' counters past 2^53 - 1 has no exact double: shown as that bound (a device
+  // reporting the schema's largest counter pins it there, which is as alarming as it should be).
+  const saturated = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
   metrics.gauge(
     'devices_coverage',
     'Devices by what their newest heartbeat says enforces: exec events (kernel push) and pre-exec deny (on/off/unknown).',
@@ -255,12 +258,12 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_exec_event_drops',
     'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',
-    () => [[{}, coverage().reduce((n, c) => n + c.drops, 0)]],
+    () => [[{}, saturated(coverage().reduce((n, c) => n + c.drops, 0))]],
   );
   metrics.gauge(
     'devices_exec_deny_deadline_misses',
     'Sum over devices of the execs allowed without a verdict (deadline passed) since their guardd started (newest heartbeat each).',
-    () => [[{}, coverage().reduce((n, c) => n + c.deadline_misses, 0)]],
+    () => [[{}, saturated(coverage().reduce((n, c) => n + c.deadline_misses, 0))]],
   );
   metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
     runners.map((r) => [{ sink: r.name }, r.lag()] as const),

@@ -261,13 +261,16 @@ export class CollectorStore {
         `UPDATE devices SET coverage = ?, coverage_seq = ?
          WHERE id = ? AND enrollment = ? AND (coverage_seq IS NULL OR coverage_seq <= ?)`,
       ),
+      // total(), not sum(): every device may report counters up to 2^53 - 1, and sum() of
+      // integers raises `integer overflow` past 2^63 (1,024 such devices), which would drop the
+      // coverage gauges from every scrape. A double never throws; the caller saturates it.
       coverageCounts: db.prepare<[], CoverageCounts>(
         `SELECT json_extract(coverage, '$.exec_events.state') AS exec_events,
                 json_extract(coverage, '$.exec_deny.state') AS exec_deny,
                 count(*) AS devices,
-                coalesce(sum(json_extract(coverage, '$.exec_events.kernel_drops')), 0)
-                  + coalesce(sum(json_extract(coverage, '$.exec_events.queue_drops')), 0) AS drops,
-                coalesce(sum(json_extract(coverage, '$.exec_deny.deadline_misses')), 0) AS deadline_misses
+                total(json_extract(coverage, '$.exec_events.kernel_drops'))
+                  + total(json_extract(coverage, '$.exec_events.queue_drops')) AS drops,
+                total(json_extract(coverage, '$.exec_deny.deadline_misses')) AS deadline_misses
          FROM devices GROUP BY 1, 2`,
       ),
       getCursor: db.prepare<[string], { last_rid: number }>(

@@ -5,6 +5,7 @@
  * so a late older batch cannot roll it back), lists it in GET /v1/devices and sums it in /metrics
  * with fixed label values. Real collector over loopback, real HTTP, real SQLite.
  */
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   enrollDevice,
@@ -91,5 +92,47 @@ describe('device coverage from heartbeats', () => {
     expect(byId['dev-cov-bad']).toBeNull();
     const lines = await metric('devices_coverage{');
     expect(lines.join('\n')).not.toMatch(/pwned/);
+  });
+});
+
+describe('coverage sums from hostile heartbeats', () => {
+  it('keeps /metrics answering and its sums safe integers when devices report the largest counters', async () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    const big = {
+      exec_events: { state: 'on', received: max, kernel_drops: max, queue_drops: max, resyncs: max },
+      exec_deny: {
+        state: 'on',
+        events: max,
+        cache_hits: max,
+        denied: max,
+        deadline_misses: max,
+        overflow: max,
+      },
+    };
+    const t = await enrollDevice(c.url, c.enrollSecret, 'dev-cov-max');
+    expect((await postEvents(c.url, t, [heartbeatEvent('dev-cov-max', 1, big)])).status).toBe(200);
+    // A fleet of such devices (enrolling 1,100 over HTTP would hit the enroll rate limit): copies
+    // of its row in the collector's own database, as if each had posted that heartbeat.
+    const db = new Database(c.dbFile);
+    try {
+      db.prepare(
+        `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)
+         INSERT INTO devices (id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at, coverage)
+         SELECT id || '-' || i, token_hash || '-' || i, hostname, os, agent_version, enrolled_at, last_seen_at, coverage
+         FROM devices, n WHERE id = 'dev-cov-max'`,
+      ).run();
+    } finally {
+      db.close();
+    }
+    const r = await fetch(`${c.url}/metrics`);
+    expect(r.status).toBe(200);
+    const text = await r.text();
+    const value = (name: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`toolguard_collector_${name} `));
+      return Number(line?.split(' ')[1]);
+    };
+    // Saturated: a sum past 2^53 - 1 has no exact value in a double anyway.
+    expect(value('devices_exec_event_drops')).toBe(max);
+    expect(value('devices_exec_deny_deadline_misses')).toBe(max);
   });
 });
