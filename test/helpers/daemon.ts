@@ -206,3 +206,34 @@ export function runGuardctl(args: readonly string[], env: Record<string, string>
     json: <T>() => JSON.parse(r.stdout) as T,
   };
 }
+
+/** One stored event as `guardctl events --json` lists it (the fields the process tests read). */
+export interface ListedProcessEvent {
+  readonly pid?: number;
+  readonly exe?: string;
+  readonly name?: string;
+  readonly reason?: string;
+  readonly rule?: { readonly id?: string };
+}
+
+/**
+ * The stored events of `type` for rule `ruleId`, newest pages first, through the real
+ * `guardctl events --json` (empty while guardd does not answer).
+ */
+export function ruleEvents(guardd: Guardd, type: string, ruleId: string, limit = 200): ListedProcessEvent[] {
+  const r = runGuardctl([
+    '--socket-dir',
+    guardd.socketDir,
+    '--json',
+    'events',
+    '--type',
+    type,
+    '--limit',
+    String(limit),
+  ]);
+  if (r.code !== 0) return [];
+  return r
+    .json<{ events: { event: ListedProcessEvent }[] }>()
+    .events.map((l) => l.event)
+    .filter((e) => e.rule?.id === ruleId);
+}

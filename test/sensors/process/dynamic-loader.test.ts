@@ -15,8 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isDynamicLoader, loadedProgram } from '../../../src/sensors/dynamic-loader.js';
 import {
   type Guardd,
+  type ListedProcessEvent,
   makeKey,
   policyBody,
+  ruleEvents,
   runGuardctl,
   startGuardd,
   writeSignedPolicy,
@@ -134,24 +136,8 @@ describe.runIf(runnable)(
       await guardd?.stop('SIGKILL');
     });
 
-    function blocked(pid: number): { exe?: string; reason?: string }[] {
-      const r = runGuardctl([
-        '--socket-dir',
-        guardd.socketDir,
-        '--json',
-        'events',
-        '--type',
-        'process.blocked',
-        '--limit',
-        '200',
-      ]);
-      if (r.code !== 0) return [];
-      return r
-        .json<{
-          events: { event: { pid?: number; exe?: string; reason?: string; rule?: { id?: string } } }[];
-        }>()
-        .events.map((l) => l.event)
-        .filter((e) => e.pid === pid && e.rule?.id === `tgld-${tag}`);
+    function blocked(pid: number): ListedProcessEvent[] {
+      return ruleEvents(guardd, 'process.blocked', `tgld-${tag}`).filter((e) => e.pid === pid);
     }
 
     const cases: [string, () => { args: string[]; cwd?: string; exe: string; reason: string }][] = [

@@ -13,7 +13,7 @@ import {
   type Guardd,
   makeKey,
   policyBody,
-  runGuardctl,
+  ruleEvents,
   startGuardd,
   writeSignedPolicy,
 } from '../../helpers/daemon.js';
@@ -75,21 +75,7 @@ describe.runIf(runnable)('guardd kills by content markers (post-exec)', () => {
   });
 
   function contentEvents(type = 'process.blocked', rule = 'tgct-content'): { pid: number; reason: string }[] {
-    const r = runGuardctl([
-      '--socket-dir',
-      guardd.socketDir,
-      '--json',
-      'events',
-      '--type',
-      type,
-      '--limit',
-      '100',
-    ]);
-    if (r.code !== 0) return [];
-    const list = r
-      .json<{ events: { event: { pid?: number; reason?: string; rule?: { id?: string } } }[] }>()
-      .events.map((l) => l.event);
-    return list.filter((e) => e.rule?.id === rule).map((e) => ({ pid: e.pid ?? -1, reason: e.reason ?? '' }));
+    return ruleEvents(guardd, type, rule, 100).map((e) => ({ pid: e.pid ?? -1, reason: e.reason ?? '' }));
   }
 
   it.each([

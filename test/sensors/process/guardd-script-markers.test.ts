@@ -16,7 +16,7 @@ import {
   type Guardd,
   makeKey,
   policyBody,
-  runGuardctl,
+  ruleEvents,
   startGuardd,
   writeSignedPolicy,
 } from '../../helpers/daemon.js';
@@ -80,22 +80,7 @@ describe.runIf(runnable)('guardd kills node running a bundle found by its conten
   });
 
   function events(type: string, rule: string): { pid: number; reason: string }[] {
-    const r = runGuardctl([
-      '--socket-dir',
-      guardd.socketDir,
-      '--json',
-      'events',
-      '--type',
-      type,
-      '--limit',
-      '200',
-    ]);
-    if (r.code !== 0) return [];
-    return r
-      .json<{ events: { event: { pid?: number; reason?: string; rule?: { id?: string } } }[] }>()
-      .events.map((l) => l.event)
-      .filter((e) => e.rule?.id === rule)
-      .map((e) => ({ pid: e.pid ?? -1, reason: e.reason ?? '' }));
+    return ruleEvents(guardd, type, rule).map((e) => ({ pid: e.pid ?? -1, reason: e.reason ?? '' }));
   }
 
   type Launch = { args: string[]; cwd?: string };
