@@ -60,6 +60,11 @@ export interface DaemonStatus {
         readonly decide_errors: number;
         /** Times the watchdog found the native listener thread stalled. */
         readonly watchdog_stalls: number;
+        /** Hash and marker reads of exec'd files by outcome (busy/timeout: decided without them). */
+        readonly file_reads: {
+          readonly sha256: Readonly<Record<string, number>>;
+          readonly markers: Readonly<Record<string, number>>;
+        };
       }
     | { readonly state: 'off'; readonly reason: string };
   readonly outbox: { depth: number; bytes: number; dropped_total: number };

@@ -462,6 +462,7 @@ function buildExecDeny(
           : {}),
       }),
     denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
+    fileReads: () => ({ sha256: { ...hasher.counts }, markers: { ...scanner.counts } }),
   });
   return { listener, offReason: null };
 }

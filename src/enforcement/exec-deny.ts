@@ -205,6 +205,8 @@ export interface ExecDenyOptions {
   readonly observe: (req: ExecRequest, matcher: Matcher | null) => Promise<ProcessObservation>;
   /** Records a refused exec (Enforcer.denied). */
   readonly denied: Enforcer['denied'];
+  /** Outcomes of the hash and marker reads of `observe`, for status (default: none). */
+  readonly fileReads?: () => ExecDenyStatus['file_reads'];
   /** mountinfo text (tests pass their own); default /proc/self/mountinfo. */
   readonly mountinfo?: () => string;
 }
@@ -256,6 +258,15 @@ export interface ExecDenyStatus {
   readonly decide_errors: number;
   /** Times the watchdog found the native thread stalled (see WATCHDOG_STALL_MS). */
   readonly watchdog_stalls: number;
+  /**
+   * Outcomes of reading the exec'd files (hash, content markers) by outcome: a `busy` or
+   * `timeout` one means a request was decided without that fact (allowed unless another rule
+   * matched, not cached).
+   */
+  readonly file_reads: {
+    readonly sha256: Readonly<Record<string, number>>;
+    readonly markers: Readonly<Record<string, number>>;
+  };
 }
 
 export class ExecDenyListener {
@@ -327,6 +338,7 @@ export class ExecDenyListener {
       decided: this.decided,
       decide_errors: this.decideErrors,
       watchdog_stalls: this.watchdogStalls,
+      file_reads: this.options.fileReads?.() ?? { sha256: {}, markers: {} },
     };
   }
 

@@ -110,6 +110,7 @@ interface Status {
     reason?: string;
     marked: string[];
     counters: ExecPermCounters;
+    file_reads: { sha256: Record<string, number>; markers: Record<string, number> };
   };
 }
 
@@ -422,6 +423,9 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     // The watchdog's view: the native thread goes round its loop at least once a second.
     const st = await status(g);
     expect(st.exec_deny.counters.loop_age_ms).toBeLessThan(2000);
+    // The exec'd files were hashed and scanned for this policy's sha256 and markers rules.
+    expect(st.exec_deny.file_reads.sha256.hashed).toBeGreaterThan(0);
+    expect(st.exec_deny.file_reads.markers.scanned).toBeGreaterThan(0);
     expect(validateEvent(hb)).toEqual({ ok: true });
   });
 

@@ -53,7 +53,7 @@ export function formatStatus(s: DaemonStatus): string {
     const c = x.counters;
     const hitRate = c.events ? Math.round(((c.cache_hits ?? 0) / c.events) * 1000) / 10 : 0;
     lines.push(
-      `pre-exec deny on: ${x.marked.length} file systems marked, deadline ${x.deadline_ms} ms; ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied, cache hits ${hitRate}%, ${c.deadline_misses ?? 0} deadline misses, ${c.overflow ?? 0} overflows${x.skipped.length ? `; not marked (network/FUSE): ${x.skipped.map((m) => `${m.mount} (${m.fstype})`).join(', ')}` : ''}`,
+      `pre-exec deny on: ${x.marked.length} file systems marked, deadline ${x.deadline_ms} ms; ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied, cache hits ${hitRate}%, ${c.deadline_misses ?? 0} deadline misses, ${c.overflow ?? 0} overflows${unread(x.file_reads)}${x.skipped.length ? `; not marked (network/FUSE): ${x.skipped.map((m) => `${m.mount} (${m.fstype})`).join(', ')}` : ''}`,
     );
   } else if (x) {
     lines.push(`pre-exec deny off: ${x.reason}`);
@@ -66,4 +66,13 @@ export function formatStatus(s: DaemonStatus): string {
     `collector     ${sh.collector_url ?? 'none configured'}${sh.collector_url ? `, ${sh.enrolled ? 'enrolled' : 'not enrolled'}` : ''}, last successful ship: ${sh.last_success_at ?? 'never'}, ${sh.shipped_total} shipped${sh.last_error ? `, last error: ${sh.last_error}` : ''}`,
   );
   return lines.join('\n');
+}
+
+/** ", N file reads busy or timed out" when the pre-exec path decided without a hash or markers. */
+function unread(
+  reads: { sha256: Record<string, number>; markers: Record<string, number> } | undefined,
+): string {
+  if (!reads) return '';
+  const n = [reads.sha256, reads.markers].reduce((t, r) => t + (r.busy ?? 0) + (r.timeout ?? 0), 0);
+  return n > 0 ? `, ${n} file reads busy or timed out` : '';
 }
