@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { markerKey, parseMarker } from '../dist/policy/content-markers.js';
 import { compileMatcher } from '../dist/policy/matcher.js';
 import { ContentMarkerScanner } from '../dist/sensors/content-markers.js';
+import { writeElfWithBunSection } from './lib/synthetic-elf.js';
 
 const SIZE = 402 * 1000 * 1000;
 const policy = JSON.parse(
@@ -42,40 +43,6 @@ async function timeScan(scanner, path) {
   return { ms: performance.now() - t0, r };
 }
 
-function elf64WithBunSection(path, size, bunOffset, bunSize, payloadAt, payload) {
-  const fd = openSync(path, 'w');
-  try {
-    // Section table: null, .shstrtab, .bun; placed at the end like a linker does.
-    const names = Buffer.from('\0.shstrtab\0.bun\0', 'latin1');
-    const shoff = size - 3 * 64 - names.length;
-    const namesAt = size - names.length;
-    const h = Buffer.alloc(64);
-    h.writeUInt32BE(0x7f454c46, 0);
-    h[4] = 2;
-    h[5] = 1;
-    h[6] = 1;
-    h.writeBigUInt64LE(BigInt(shoff), 0x28);
-    h.writeUInt16LE(64, 0x3a);
-    h.writeUInt16LE(3, 0x3c);
-    h.writeUInt16LE(1, 0x3e);
-    writeSync(fd, h, 0, 64, 0);
-    const sh = Buffer.alloc(3 * 64);
-    const sec = (i, name, type, off, sz) => {
-      sh.writeUInt32LE(name, i * 64);
-      sh.writeUInt32LE(type, i * 64 + 4);
-      sh.writeBigUInt64LE(BigInt(off), i * 64 + 0x18);
-      sh.writeBigUInt64LE(BigInt(sz), i * 64 + 0x20);
-    };
-    sec(1, 1, 3, namesAt, names.length);
-    sec(2, 11, 1, bunOffset, bunSize);
-    writeSync(fd, sh, 0, sh.length, shoff);
-    writeSync(fd, names, 0, names.length, namesAt);
-    writeSync(fd, payload, 0, payload.length, payloadAt);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'tgct-bench-'));
 try {
   const payload = Buffer.from(`${firstSet.join('\u0000filler\u0000')}\u0000`, 'utf8');
@@ -86,7 +53,10 @@ try {
   writeSync(fd, payload, 0, payload.length, SIZE - payload.length);
   closeSync(fd);
   const elfFile = join(dir, 'elf-bun-400mb');
-  elf64WithBunSection(elfFile, SIZE, 160_000_000, 235_000_000, 160_000_000 + 1_300_000, payload);
+  writeElfWithBunSection(elfFile, SIZE, 160_000_000, 235_000_000, {
+    at: 160_000_000 + 1_300_000,
+    bytes: payload,
+  });
 
   for (const [label, path] of [
     ['sparse 402 MB, markers in the last bytes', tailFile],

@@ -13,12 +13,12 @@ import {
   renameSync,
   symlinkSync,
   truncateSync,
-  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { writeElfWithBunSection } from '../../../bench/lib/synthetic-elf.js';
 import type { GuardError } from '../../../src/common/errors.js';
 import {
   MarkerAutomaton,
@@ -115,11 +115,10 @@ describe('content-marker scanner on real files', () => {
     const size = 300 * 1000 * 1000;
     const bunAt = 150 * 1000 * 1000;
     const path = join(dir, 'elf-bun');
-    writeElfWithBunSection(path, size, bunAt, 120 * 1000 * 1000);
-    const b = parseMarker(M1) as Buffer;
-    const fd = openSync(path, 'r+');
-    writeSync(fd, b, 0, b.length, bunAt + 1_300_000);
-    closeSync(fd);
+    writeElfWithBunSection(path, size, bunAt, 120 * 1000 * 1000, {
+      at: bunAt + 1_300_000,
+      bytes: parseMarker(M1) as Buffer,
+    });
     const scanner = new ContentMarkerScanner();
     expect((await scanner.scan(path, automaton)).found).toEqual([key(M1)]);
     appendFileSync(path, Buffer.alloc(20 * 1024 * 1024, 0x41));
@@ -426,36 +425,3 @@ describe('markers in the policy', () => {
     expect(m.needs.markers).toBe(true);
   });
 });
-
-/** A sparse 64-bit ELF of `size` bytes with a `.bun` section at `bunAt` (section table at the end). */
-function writeElfWithBunSection(path: string, size: number, bunAt: number, bunSize: number): void {
-  const names = Buffer.from('\0.shstrtab\0.bun\0', 'latin1');
-  const namesAt = size - names.length;
-  const shoff = namesAt - 3 * 64;
-  const h = Buffer.alloc(64);
-  h.writeUInt32BE(0x7f454c46, 0);
-  h[4] = 2;
-  h[5] = 1;
-  h[6] = 1;
-  h.writeBigUInt64LE(BigInt(shoff), 0x28);
-  h.writeUInt16LE(64, 0x3a);
-  h.writeUInt16LE(3, 0x3c);
-  h.writeUInt16LE(1, 0x3e);
-  const sh = Buffer.alloc(3 * 64);
-  const sec = (i: number, name: number, type: number, off: number, sz: number): void => {
-    sh.writeUInt32LE(name, i * 64);
-    sh.writeUInt32LE(type, i * 64 + 4);
-    sh.writeBigUInt64LE(BigInt(off), i * 64 + 0x18);
-    sh.writeBigUInt64LE(BigInt(sz), i * 64 + 0x20);
-  };
-  sec(1, 1, 3, namesAt, names.length);
-  sec(2, 11, 1, bunAt, bunSize);
-  writeFileSync(path, h);
-  const fd = openSync(path, 'r+');
-  try {
-    writeSync(fd, sh, 0, sh.length, shoff);
-    writeSync(fd, names, 0, names.length, namesAt);
-  } finally {
-    closeSync(fd);
-  }
-}
