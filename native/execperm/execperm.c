@@ -388,6 +388,8 @@ static long expire(void) {
 
 static void *run(void *arg) {
   (void)arg;
+  /* Named so `top -H` / /proc/<pid>/task/<tid>/comm tell guardd's threads apart. */
+  (void)pthread_setname_np(pthread_self(), "tg-execperm");
   char *buf = malloc(READ_BUF_BYTES);
   if (buf == NULL) return NULL;
   long timeout = IDLE_POLL_MS;

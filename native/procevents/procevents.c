@@ -226,6 +226,8 @@ static void enqueue(state_t *s, event_t *e) {
 
 static void *reader(void *arg) {
   state_t *s = arg;
+  /* Named so `top -H` / /proc/<pid>/task/<tid>/comm tell guardd's threads apart. */
+  (void)pthread_setname_np(pthread_self(), "tg-procevents");
   struct sched_param sp = {.sched_priority = READER_RT_PRIORITY};
   if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0)
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), READER_NICE);

@@ -13,7 +13,8 @@
  *    and if it is gone, the snapshot's name is reported: the program did run, and that is what
  *    /proc gave for it;
  *  - the sweep: the ordinary incremental scan every EXEC_EVENTS_SWEEP_MS (processes started
- *    before guardd, anything the events missed);
+ *    before guardd, anything the events missed), its re-read of known processes' stat relaxed to
+ *    once per EXEC_EVENTS_USER_SWEEP_MS;
  *  - a drop (the kernel's socket buffer overflowed: ENOBUFS, or the addon's own queue was full):
  *    the next tick is a resync (`ProcfsSource.resync`), listing /proc and re-reading every known
  *    process, which finds every exec that was lost.
@@ -41,6 +42,14 @@ import {
  * and bounds how late such a process is seen at one second.
  */
 export const EXEC_EVENTS_SWEEP_MS = 1000;
+/**
+ * How often the sweep re-reads every known user process's stat while exec events arrive (ms;
+ * polling alone does it every EXEC_SWEEP_MS = 1 s). Every exec is pushed, and a lost one is
+ * signalled (ENOBUFS, a full queue) and answered by a resync, so the re-read only backs up what
+ * events cannot show: a process rewriting its own name without an exec. At 300 processes the
+ * 1 s period cost ≈ 2.4 ms of CPU a second, a large share of guardd's idle CPU.
+ */
+export const EXEC_EVENTS_USER_SWEEP_MS = 10_000;
 /**
  * Kernel socket buffer asked for (bytes; SO_RCVBUFFORCE as root passes net.core.rmem_max). One
  * exec event costs about 1 KiB of buffer (skb overhead included), so 8 MiB absorbs a burst of
@@ -202,6 +211,7 @@ export class ExecEventsSource implements ProcessSource {
       return;
     }
     this.state = 'active';
+    this.procfs.setExecSweepPeriod(EXEC_EVENTS_USER_SWEEP_MS);
     this.counters = this.addon.counters(this.handle);
     this.log.info({ rcvbuf: this.counters.rcvbuf }, 'exec events active (process events connector)');
   }

@@ -97,7 +97,7 @@ interface Known {
 interface Sweep {
   queue: number[];
   at: number;
-  readonly periodMs: number;
+  periodMs: number;
   /** Which known processes this sweep covers. */
   readonly kthreads: boolean;
   passes: number;
@@ -300,6 +300,14 @@ export class ProcfsSource implements ProcessSource {
       this.heldFds--;
     }
     this.known.delete(pid);
+  }
+
+  /**
+   * Sets how often every known user process's stat is re-read (ms; default EXEC_SWEEP_MS). An
+   * exec-events source relaxes it: every exec is pushed to it, so the sweep is only a backstop.
+   */
+  setExecSweepPeriod(ms: number): void {
+    this.userSweep.periodMs = ms;
   }
 
   cwd(pid: number, tid?: number): string | null {
