@@ -20,7 +20,7 @@ import type { Logger } from '../common/logger.js';
 import type { UserDirectory } from '../common/users.js';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import type { Matcher } from '../policy/matcher.js';
-import { ContentMarkerScanner } from './content-markers.js';
+import { ContentMarkerScanner, type MarkerScanResult } from './content-markers.js';
 import { isDynamicLoader, loadedProgram } from './dynamic-loader.js';
 import { ExeHasher } from './exe-hash.js';
 import type { ProcessObservation } from './observation.js';
@@ -62,7 +62,17 @@ const MAX_IN_FLIGHT = 10_000;
  */
 const SCRIPT_RETRY_MS = 1000;
 const SCRIPT_RETRY_MAX = 5;
-/** Retries waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
+/**
+ * A content-marker scan that got no answer in time (the process's user keeps their scan line
+ * full: a burst of launches, a file on their own stalled mount) is asked again after these waits
+ * (ms; the last one repeats) for as long as the process runs the same program, up to
+ * MARKER_RETRY_MAX: flooding one's own line delays a copied banned bundle's kill, it cannot
+ * prevent it. The observation without those markers was handed over already.
+ */
+const MARKER_RETRY_WAITS_MS = [100, 250, 500, 1000, 2000, 4000];
+/** Marker retries per process at most: ~10 min at the last wait, then it is counted and dropped. */
+const MARKER_RETRY_MAX = 150;
+/** Retries (of either kind) waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
 const SCRIPT_RETRY_PENDING_MAX = 10_000;
 /**
  * Waits between looks for a loader's mapping of its program (ms): glibc's loader maps it within
@@ -339,19 +349,11 @@ export class ProcessSensor implements Sensor {
     }
     let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
     if (script) scriptPackage = this.lookupScript(raw, 0);
-    const automaton = markerPath !== null ? (this.matcher?.markers() ?? null) : null;
-    let markers: Promise<readonly string[] | null> | undefined;
-    if (markerPath !== null && automaton !== null) {
-      this.markerScanner ??= new ContentMarkerScanner();
-      markers = this.markerScanner.scan(markerPath, automaton, key).then((r) => r.found);
-      // An interpreter runs the code of the files on its command line, not its own: their markers
-      // are the process's too (a copied or renamed bundle, an edited package.json, `--import`).
-      const interpreter =
-        raw.exe && isInterpreter(raw.exe) ? raw.exe : isInterpreter(raw.name) ? raw.name : null;
-      if (interpreter !== null) markers = this.withScriptMarkers(markers, interpreter, raw, automaton);
-    }
+    const markers = markerPath !== null ? this.scanMarkers(raw, markerPath) : undefined;
     let hash = sha256 !== undefined ? await sha256 : undefined;
-    let contentMarkers = markers !== undefined ? await markers : undefined;
+    const scanned = markers !== undefined ? await markers : undefined;
+    let contentMarkers = scanned?.found;
+    if (scanned?.stalled && markerPath !== null) this.retryMarkers(raw, markerPath, 0);
     // Read after the scan like the hash: another program's markers if the process exec'd since.
     if (contentMarkers && this.options.source.execedSince?.(raw)) {
       this.count('markers_after_exec');
@@ -375,13 +377,36 @@ export class ProcessSensor implements Sensor {
     };
   }
 
-  /** `exe` (the executable's markers) united with those of the files interpreter `raw` was told to run. */
+  /**
+   * The policy's markers in `raw`'s program (read at `path`) and, for an interpreter, in the files
+   * on its command line: it runs their code, not its own (a copied or renamed bundle, an edited
+   * package.json, `--import`). `stalled`: some scan got no answer in time (see retryMarkers).
+   * Undefined when the policy has no markers.
+   */
+  private async scanMarkers(
+    raw: RawProcess,
+    path: string,
+  ): Promise<{ found: readonly string[] | null; stalled: boolean } | undefined> {
+    const automaton = this.matcher?.markers() ?? null;
+    if (automaton === null) return undefined;
+    this.markerScanner ??= new ContentMarkerScanner();
+    const exe = this.markerScanner.scan(path, automaton, raw.uid ?? -1);
+    const interpreter =
+      raw.exe && isInterpreter(raw.exe) ? raw.exe : isInterpreter(raw.name) ? raw.name : null;
+    if (interpreter === null) {
+      const r = await exe;
+      return { found: r.found, stalled: r.outcome === 'busy' || r.outcome === 'timeout' };
+    }
+    return this.withScriptMarkers(exe, interpreter, raw, automaton);
+  }
+
+  /** `exe` (the executable's scan) united with the markers of the files interpreter `raw` was told to run. */
   private async withScriptMarkers(
-    exe: Promise<readonly string[] | null>,
+    exe: Promise<MarkerScanResult>,
     interpreter: string,
     raw: RawProcess,
     automaton: MarkerAutomaton,
-  ): Promise<readonly string[] | null> {
+  ): Promise<{ found: readonly string[] | null; stalled: boolean }> {
     this.scripts ??= new ScriptPackageResolver();
     const source = this.options.source;
     const [own, scripts] = await Promise.all([
@@ -401,8 +426,39 @@ export class ProcessSensor implements Sensor {
         automaton,
       ),
     ]);
-    if (scripts.found === null) return own;
-    return [...new Set([...(own ?? []), ...scripts.found])];
+    const stalled = scripts.stalled || own.outcome === 'busy' || own.outcome === 'timeout';
+    if (scripts.found === null) return { found: own.found, stalled };
+    return { found: [...new Set([...(own.found ?? []), ...scripts.found])], stalled };
+  }
+
+  /**
+   * Asks the marker scan of `raw` again (attempt `attempt` of MARKER_RETRY_MAX, after
+   * MARKER_RETRY_WAITS_MS) while it runs the same program; hands over an observation with the
+   * markers once some are found, and asks again while a scan still gets no answer.
+   */
+  private retryMarkers(raw: RawProcess, path: string, attempt: number): void {
+    if (!this.running) return;
+    if (attempt >= MARKER_RETRY_MAX || this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX) {
+      this.count('markers_gave_up');
+      return;
+    }
+    this.count('markers_retried');
+    const wait = MARKER_RETRY_WAITS_MS[Math.min(attempt, MARKER_RETRY_WAITS_MS.length - 1)] as number;
+    const t = setTimeout(() => {
+      this.retryTimers.delete(t);
+      // Gone, or another program now: the source reports that one itself.
+      if (!this.running || this.options.source.execedSince?.(raw)) return;
+      this.detach(
+        (async () => {
+          const r = await this.scanMarkers(raw, path);
+          if (r === undefined || this.options.source.execedSince?.(raw)) return;
+          if (r.found !== null && r.found.length > 0)
+            this.emit({ ...this.observe(raw), contentMarkers: r.found });
+          else if (r.stalled) this.retryMarkers(raw, path, attempt + 1);
+        })(),
+      );
+    }, wait);
+    this.retryTimers.add(t);
   }
 
   /** The script package of `raw`; a lookup that ran out of time is retried later (see SCRIPT_RETRY_MS). */

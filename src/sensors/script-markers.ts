@@ -46,6 +46,11 @@ export interface ScriptMarkersResult {
   readonly found: readonly string[] | null;
   /** Files located and handed to the scanner. */
   readonly files: number;
+  /**
+   * Some file got no answer in time (its walk or scan found no free slot, or ran out of time:
+   * the user's own burst or stalled mount): `found` may be missing its markers, so ask again.
+   */
+  readonly stalled: boolean;
 }
 
 /**
@@ -61,7 +66,7 @@ export async function scanScriptFiles(
   automaton: MarkerAutomaton,
 ): Promise<ScriptMarkersResult> {
   const args = loadedFileArguments(interpreter, proc.argv, MAX_SCRIPT_FILES);
-  if (args.length === 0) return { found: null, files: 0 };
+  if (args.length === 0) return { found: null, files: 0, stalled: false };
   let groups: readonly number[] | null | undefined;
   const cred = () => {
     if (groups === undefined) groups = proc.groups();
@@ -71,6 +76,7 @@ export async function scanScriptFiles(
   const found = new Set<string>();
   let scanned = 0;
   let files = 0;
+  let stalled = false;
   for (const arg of args) {
     // Longer than PATH_MAX or holding NUL: names no file.
     if (arg.length > 4096 || arg.includes('\u0000')) continue;
@@ -84,6 +90,7 @@ export async function scanScriptFiles(
     // would follow into its own descriptors. What the process reads there is out of reach.
     if (MAGIC_DIRS.some((d) => path.startsWith(d))) continue;
     const real = await resolver.locate(path, proc.uid, cred);
+    if (real === 'stalled') stalled = true;
     if (real === null || real === 'stalled') continue;
     // The same through the user's own links (`~/x.js -> /proc/self/maps`, `-> /proc/<pid>/…` of
     // another user's process): the walk resolved them in guardd, whose open is not the user's.
@@ -93,9 +100,10 @@ export async function scanScriptFiles(
       uid: proc.uid,
       groups: cred(),
     });
+    if (r.outcome === 'busy' || r.outcome === 'timeout') stalled = true;
     if (r.found === null) continue;
     scanned++;
     for (const k of r.found) found.add(k);
   }
-  return { found: scanned > 0 ? [...found] : null, files };
+  return { found: scanned > 0 ? [...found] : null, files, stalled };
 }

@@ -23,6 +23,7 @@ import type {
 import { compileMatcher } from '../../../src/policy/matcher.js';
 import type { PolicyBody, PolicyRule } from '../../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../../src/sensors/observation.js';
+import type { ContentMarkerScanner } from '../../../src/sensors/content-markers.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
 import type { ProcessSource } from '../../../src/sensors/process-sources/process-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
@@ -71,6 +72,7 @@ export async function startPipeline(
     keepObservations?: boolean;
     notifier?: UserNotifier;
     scripts?: ScriptPackageResolver;
+    markers?: ContentMarkerScanner;
   } = {},
 ): Promise<Pipeline> {
   const logger = silentLogger();
@@ -97,6 +99,7 @@ export async function startPipeline(
     intervalMs: opts.intervalMs ?? 50,
     logger,
     ...(opts.scripts ? { scripts: opts.scripts } : {}),
+    ...(opts.markers ? { markers: opts.markers } : {}),
     onObservation: async (obs) => {
       if (obs.kind !== 'process') return;
       if (opts.keepObservations) observed.push(obs);

@@ -110,14 +110,14 @@ describe('scanScriptFiles on real files', () => {
     const fifo = join(dir, 'fifo.js');
     execFileSync('mkfifo', [fifo]);
     const r = await scan(proc(['node', fifo]));
-    expect(r).toEqual({ found: null, files: 0 });
+    expect(r).toEqual({ found: null, files: 0, stalled: false });
   });
 
   it.runIf(process.getuid?.() === 0)('does not scan a file the process user may not read', async () => {
     const secret = file('secret.js', 4);
     chmodSync(secret, 0o600);
     const r = await scan(proc(['node', secret], { uid: 65534, groups: () => [65534] }));
-    expect(r).toEqual({ found: null, files: 1 });
+    expect(r).toEqual({ found: null, files: 1, stalled: false });
     // The same file, for root: found.
     expect((await scan(proc(['node', secret]))).found).toEqual([key(4)]);
   });
@@ -130,7 +130,7 @@ describe('scanScriptFiles on real files', () => {
       const inner = join(closed, 'x.js');
       writeFileSync(inner, `// ${marks[5]}\n`, { mode: 0o644 });
       const r = await scan(proc(['node', inner], { uid: 65534, groups: () => [65534] }));
-      expect(r).toEqual({ found: null, files: 0 });
+      expect(r).toEqual({ found: null, files: 0, stalled: false });
     },
   );
 
@@ -139,7 +139,7 @@ describe('scanScriptFiles on real files', () => {
     const fd = openSync(file('mine.js', 5), 'r');
     try {
       const r = await scan(proc(['node', '--require', `/proc/self/fd/${fd}`, `/dev/fd/${fd}`]));
-      expect(r).toEqual({ found: null, files: 0 });
+      expect(r).toEqual({ found: null, files: 0, stalled: false });
     } finally {
       closeSync(fd);
     }
@@ -194,7 +194,7 @@ describe('scanScriptFiles: what root reaches that the user does not', () => {
           new ContentMarkerScanner(),
           automaton,
         );
-        expect(r).toEqual({ found: null, files: 0 });
+        expect(r).toEqual({ found: null, files: 0, stalled: false });
       } finally {
         child.kill('SIGKILL');
       }
