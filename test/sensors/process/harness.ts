@@ -22,8 +22,8 @@ import type {
 } from '../../../src/enforcement/notifier.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
 import type { PolicyBody, PolicyRule } from '../../../src/policy/policy-types.js';
-import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import type { ContentMarkerScanner } from '../../../src/sensors/content-markers.js';
+import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
 import type { ProcessSource } from '../../../src/sensors/process-sources/process-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
