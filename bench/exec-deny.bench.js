@@ -8,8 +8,12 @@
 //   - fapolicyd (Debian package, `trust = file`, one deny rule) when it is installed and
 //     TOOLGUARD_BENCH_FAPOLICYD=1: started in the foreground for its measurement, stopped after.
 //     The bench never installs it; see docs/process-detection.md for the command used.
-// Each figure is the median of 3 rounds. Prints measured numbers only; skips (and says so) when not
-// root on Linux or when the execperm addon is not built.
+// Each figure is the median of 3 rounds. Then the exec load of a busy machine — two C loops of
+// fork + exec + wait of /bin/true (test/fixtures/native/execloop.c) for LOAD_S seconds — run with
+// no enforcer (the ceiling), and with guardd's pre-exec deny SIGKILLed after a third of it and
+// started again: execs/s reached, the slowest exec, and how many were refused (none may be).
+// Prints measured numbers only; skips (and says so) when not root on Linux or when the execperm
+// addon is not built.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
@@ -33,6 +37,8 @@ import { syntheticPolicyBody } from './lib/synthetic-policy.js';
 const EXECS = 2000;
 const FRESH = 200;
 const ROUNDS = 3;
+const LOAD_S = 6;
+const LOAD_LOOPS = 2;
 
 if (process.platform !== 'linux' || process.getuid?.() !== 0 || !existsSync(EXECPERM_ADDON_PATH)) {
   process.stdout.write(
@@ -181,6 +187,77 @@ async function withFapolicyd(fn) {
   }
 }
 
+/** Starts LOAD_LOOPS exec loops of /bin/true; `stop()` ends them and sums what they report. */
+function execLoad(execloop, stopFile) {
+  rmSync(stopFile, { force: true });
+  const started = performance.now();
+  const loops = Array.from({ length: LOAD_LOOPS }, () => {
+    const p = spawn(execloop, [TRUE, stopFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    p.stdout.on('data', (d) => {
+      text += d;
+    });
+    return new Promise((res) => p.once('exit', () => res(text.trim().split(' ').map(Number))));
+  });
+  return {
+    async stop() {
+      writeFileSync(stopFile, '');
+      const out = await Promise.all(loops);
+      const secs = (performance.now() - started) / 1000;
+      return {
+        perS: out.reduce((a, [n]) => a + n, 0) / secs,
+        worstMs: Math.max(...out.map(([, , w]) => w)),
+        failed: out.reduce((a, [, , , f]) => a + f, 0),
+      };
+    },
+  };
+}
+
+/** The exec load alone, then under guardd (pre-exec deny on) SIGKILLed at a third and restarted. */
+async function killUnderLoad() {
+  const execloop = join(dir, 'execloop');
+  const cc = spawnSync('gcc', [
+    '-O2',
+    '-o',
+    execloop,
+    new URL('../test/fixtures/native/execloop.c', import.meta.url).pathname,
+  ]);
+  if (cc.status !== 0) return { skipped: `gcc failed: ${cc.stderr}` };
+  const stopFile = join(dir, 'load-stop');
+  const alone = execLoad(execloop, stopFile);
+  await sleep(LOAD_S * 1000);
+  const ceiling = await alone.stop();
+
+  const sub = join(dir, 'killed');
+  mkdirSync(sub);
+  const key = generateKeyPair();
+  const body = syntheticPolicyBody(
+    JSON.parse(readFileSync(new URL('../policy/example-policy.json', import.meta.url), 'utf8')).rules,
+  );
+  const { configFile, socketDir } = writeGuarddFiles(sub, body, key, { 'enforcement.exec_deny': 'auto' });
+  const ready = (st) => st.exec_deny?.state === 'on';
+  let guardd = spawnGuardd(configFile);
+  await waitForStatus(guardd, socketDir, ready, 60_000);
+  const load = execLoad(execloop, stopFile);
+  await sleep((LOAD_S * 1000) / 3);
+  guardd.kill('SIGKILL');
+  await new Promise((r) =>
+    guardd.exitCode !== null || guardd.signalCode !== null ? r() : guardd.once('exit', r),
+  );
+  const restartAt = performance.now();
+  guardd = spawnGuardd(configFile);
+  try {
+    await waitForStatus(guardd, socketDir, ready, 60_000);
+    const restartMs = performance.now() - restartAt;
+    await sleep((LOAD_S * 1000) / 3);
+    const killed = await load.stop();
+    return { ceiling, killed, restartMs };
+  } finally {
+    guardd.kill('SIGTERM');
+    await new Promise((r) => (guardd.exitCode !== null ? r() : guardd.once('exit', r)));
+  }
+}
+
 try {
   const rows = [];
   rows.push(['no enforcer', measure(), null]);
@@ -209,6 +286,26 @@ try {
     process.stdout.write(
       `guardd pre-exec counters: ${c.events} requests, ${c.cache_hits} cache hits (${((c.cache_hits / Math.max(1, c.events)) * 100).toFixed(1)}%), ${c.posted} decided in JS, ${c.deadline_misses} deadline misses, ${c.overflow} overflows\n`,
     );
+  const k = await killUnderLoad();
+  if (k.skipped) process.stdout.write(`\nexec load with guardd SIGKILLed: not measured (${k.skipped})\n`);
+  else {
+    process.stdout.write(
+      `\nExec load: ${LOAD_LOOPS} C loops of fork+exec+wait of /bin/true for ${LOAD_S} s (test/fixtures/native/execloop.c)\n`,
+    );
+    process.stdout.write(
+      `${'setup'.padEnd(52)} ${'execs/s'.padStart(8)} ${'slowest ms'.padStart(11)} ${'refused'.padStart(8)}\n`,
+    );
+    for (const [label, r] of [
+      ['no enforcer (ceiling)', k.ceiling],
+      ['guardd pre-exec deny, SIGKILLed and restarted', k.killed],
+    ])
+      process.stdout.write(
+        `${label.padEnd(52)} ${r.perS.toFixed(0).padStart(8)} ${r.worstMs.toFixed(1).padStart(11)} ${String(r.failed).padStart(8)}\n`,
+      );
+    process.stdout.write(
+      `guardd SIGKILLed ${LOAD_S / 3} s into the load and started again at once: pre-exec deny on again ${(k.restartMs / 1000).toFixed(1)} s later\n`,
+    );
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -39,6 +39,7 @@ import {
 } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
+import { compileC } from '../sensors/hostile-fs.js';
 
 const TRUE = realpathSync('/bin/true');
 const SLEEP = realpathSync('/bin/sleep');
@@ -492,6 +493,22 @@ print("%.1f %d" % (worst * 1000, n))
       out += d;
     });
     const exited = new Promise<number | null>((res) => loop.once('exit', (code) => res(code)));
+    // Beside it, the exec load of a busy machine: two C loops of fork + exec + wait of `true` (its
+    // verdict cached after the first), as fast as the machine allows (~1,000 execs/s and more on
+    // two idle cores; bench/exec-deny.bench.js prints the rate reached).
+    const execloop = compileC(
+      dir,
+      'execloop',
+      readFileSync(join(import.meta.dirname, '..', 'fixtures', 'native', 'execloop.c'), 'utf8'),
+    );
+    const loads = [0, 1].map(() => {
+      const p = spawn(execloop, [TRUE, doneFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      p.stdout.on('data', (d) => {
+        text += d;
+      });
+      return new Promise<number[]>((res) => p.once('exit', () => res(text.trim().split(' ').map(Number))));
+    });
     // guardd is deciding the loop's execs…
     const start = (await status(g)).exec_deny.counters.posted;
     await waitFor(
@@ -510,6 +527,12 @@ print("%.1f %d" % (worst * 1000, n))
     const [worst, count] = out.trim().split(' ').map(Number);
     expect(count).toBeGreaterThan(40);
     expect(worst).toBeLessThan(DEADLINE_MS + SLACK_MS);
+    for (const [execs, , slowest, failed] of await Promise.all(loads)) {
+      expect(execs).toBeGreaterThan(100);
+      expect(slowest).toBeLessThan(DEADLINE_MS + SLACK_MS);
+      // `true` is never banned: not one of its execs was refused, with guardd there or not.
+      expect(failed).toBe(0);
+    }
     // Deny resumed.
     const exe = copyTrue(join(dir, 'after-restart', NAME));
     expect(run('sh', ['-c', `"${exe}"`]).status).toBe(126);
