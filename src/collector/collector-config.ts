@@ -105,6 +105,28 @@ export const COLLECTOR_SETTINGS = {
     description: 'PEM CA pinned for the HEC endpoint; empty = system CAs.',
   }),
   splunk_sourcetype: str({ default: 'toolguard:event', description: 'HEC sourcetype of forwarded events.' }),
+  splunk_source: str({ default: 'toolguard', description: 'HEC source of forwarded events.' }),
+  splunk_index: str({
+    default: '',
+    description: "Splunk index of forwarded events; empty = the token's default index.",
+  }),
+  splunk_hec_ack: oneOf(['off', 'on'], {
+    default: 'off',
+    description:
+      'Indexer acknowledgement: events count as delivered only once HEC acknowledges them as indexed (the token must have it on).',
+  }),
+  splunk_hec_channel: str({
+    default: '',
+    description:
+      'X-Splunk-Request-Channel GUID sent with every HEC request; empty = a random UUID per start.',
+  }),
+  splunk_hec_ack_timeout_s: int({
+    default: 120,
+    min: 1,
+    max: 600,
+    description: 'With acknowledgement: events not acknowledged within this many seconds are sent again.',
+  }),
+  splunk_hec_gzip: oneOf(['on', 'off'], { default: 'on', description: 'Gzip HEC request bodies.' }),
   splunk_format: oneOf(['raw', 'ocsf'], { default: 'raw', description: 'HEC event payload: raw or OCSF.' }),
   silent_after_s: int({
     default: 900,
@@ -252,6 +274,12 @@ export interface CollectorConfig {
   readonly splunk_hec_token_file: string;
   readonly splunk_hec_ca_file: string;
   readonly splunk_sourcetype: string;
+  readonly splunk_source: string;
+  readonly splunk_index: string;
+  readonly splunk_hec_ack: 'off' | 'on';
+  readonly splunk_hec_channel: string;
+  readonly splunk_hec_ack_timeout_s: number;
+  readonly splunk_hec_gzip: 'on' | 'off';
   readonly splunk_format: 'raw' | 'ocsf';
   readonly silent_after_s: number;
   readonly retention_days: number;

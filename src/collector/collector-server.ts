@@ -82,10 +82,18 @@ export interface SplunkHecForwarderOptions {
   readonly url: string;
   readonly token: string;
   readonly ca?: string | Buffer;
+  readonly source?: string;
   readonly sourcetype?: string;
   readonly index?: string;
   readonly format?: 'raw' | 'ocsf';
   readonly timeoutMs?: number;
+  /** Indexer acknowledgement (see splunk-hec-sink.ts). */
+  readonly ack?: boolean;
+  readonly channel?: string;
+  readonly ackTimeoutMs?: number;
+  readonly ackPollMaxMs?: number;
+  /** Gzip request bodies (default true). */
+  readonly gzip?: boolean;
 }
 
 export interface CollectorForwardersOptions {
@@ -742,13 +750,21 @@ function buildRunners(
         url: f.splunkHec.url,
         token: f.splunkHec.token,
         ca: f.splunkHec.ca,
+        source: f.splunkHec.source,
         sourcetype: f.splunkHec.sourcetype,
         index: f.splunkHec.index,
         timeoutMs: f.splunkHec.timeoutMs,
         transform: f.splunkHec.format === 'ocsf' ? toOcsf : undefined,
+        ack: f.splunkHec.ack,
+        channel: f.splunkHec.channel,
+        ackTimeoutMs: f.splunkHec.ackTimeoutMs,
+        ackPollMaxMs: f.splunkHec.ackPollMaxMs,
+        gzip: f.splunkHec.gzip,
+        onDeadLetter: (n) => metrics.deadLettered('splunk-hec', n),
       }),
     );
   sinks.push(...(f.extra ?? []));
+  for (const sink of sinks) metrics.deadLettered(sink.name, 0);
   return sinks.map(
     (sink) =>
       new ForwarderRunner({
