@@ -218,11 +218,13 @@ describe('Splunk HEC sink', () => {
     await waitFor(() => hec.events.length >= before + 11, 'the 11 good events');
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
     expect(got).toEqual(events.filter((e) => e !== poison).map((e) => e.id));
-    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    // the runner counts the drop when the delivery returns, i.e. when the cursor moves
     await waitFor(
       () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
       'the cursor past the poison',
     );
+    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
   });
 
   it('a stalled SIEM does not slow ingest; everything arrives after it recovers', async () => {
