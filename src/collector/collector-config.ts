@@ -83,9 +83,9 @@ export const COLLECTOR_SETTINGS = {
     default: '',
     description: 'Forward every stored event as one JSON line to this file (rotated); empty = off.',
   }),
-  ndjson_format: oneOf(['raw', 'ocsf'], {
+  ndjson_format: oneOf(['raw', 'ocsf', 'ecs'], {
     default: 'raw',
-    description: 'Lines of the NDJSON sink: the event as received, or its OCSF mapping.',
+    description: 'Lines of the NDJSON sink: the event as received, or its OCSF or ECS mapping.',
   }),
   ndjson_max_bytes: int({
     default: 100 * MiB,
@@ -127,7 +127,10 @@ export const COLLECTOR_SETTINGS = {
     description: 'With acknowledgement: events not acknowledged within this many seconds are sent again.',
   }),
   splunk_hec_gzip: oneOf(['on', 'off'], { default: 'on', description: 'Gzip HEC request bodies.' }),
-  splunk_format: oneOf(['raw', 'ocsf'], { default: 'raw', description: 'HEC event payload: raw or OCSF.' }),
+  splunk_format: oneOf(['raw', 'ocsf', 'ecs'], {
+    default: 'raw',
+    description: 'HEC event payload: the event as received, or its OCSF or ECS mapping.',
+  }),
   silent_after_s: int({
     default: 900,
     min: 10,
@@ -253,6 +256,9 @@ export const COLLECTOR_SETTINGS = {
   }),
 } as const satisfies Record<string, CollectorSettingDef>;
 
+/** What a forwarder writes: the event as received, or its OCSF / ECS mapping. */
+export type ForwardFormat = 'raw' | 'ocsf' | 'ecs';
+
 export type CollectorSettingKey = keyof typeof COLLECTOR_SETTINGS;
 
 export interface CollectorConfig {
@@ -266,7 +272,7 @@ export interface CollectorConfig {
   readonly tls_cert: string;
   readonly tls_key: string;
   readonly ndjson_out: string;
-  readonly ndjson_format: 'raw' | 'ocsf';
+  readonly ndjson_format: ForwardFormat;
   readonly ndjson_max_bytes: number;
   readonly ndjson_keep: number;
   readonly splunk_hec_url: string;
@@ -280,7 +286,7 @@ export interface CollectorConfig {
   readonly splunk_hec_channel: string;
   readonly splunk_hec_ack_timeout_s: number;
   readonly splunk_hec_gzip: 'on' | 'off';
-  readonly splunk_format: 'raw' | 'ocsf';
+  readonly splunk_format: ForwardFormat;
   readonly silent_after_s: number;
   readonly retention_days: number;
   readonly rate_limit: number;

@@ -19,6 +19,7 @@ import {
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
+import { validateEcs } from '../helpers/ecs-validator.js';
 import { HecReceiver } from '../helpers/hec-receiver.js';
 import { ocsf180 } from '../helpers/ocsf-validator.js';
 import { waitFor } from '../helpers/wait.js';
@@ -139,6 +140,40 @@ describe('OCSF output', () => {
       for (const line of lines) expect(ocsf180().validate(JSON.parse(line)).errors).toEqual([]);
     } finally {
       await c.close();
+    }
+  });
+});
+
+describe('ECS output', () => {
+  it('writes ECS documents that validate against the @elastic/ecs field definitions, to the file and to HEC', async () => {
+    const out = join(collectorTempDir('tg-ecs-'), 'ecs.ndjson');
+    const hec = new HecReceiver();
+    await hec.start();
+    const c = await startTestCollector({
+      forwarders: {
+        ndjson: { file: out, maxBytes: 1024 * 1024, keep: 1, format: 'ecs' },
+        splunkHec: { url: hec.url, token: hec.token, format: 'ecs' },
+      },
+    });
+    try {
+      const t = await enrollDevice(c.url, c.enrollSecret, 'dev-ecs');
+      const events = [blockedEvent('dev-ecs', 1), heartbeatEvent('dev-ecs', 2)];
+      expect((await post(c, t, events)).status).toBe(200);
+      const lines = await waitFor(() => {
+        const l = existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean) : [];
+        return l.length >= 2 ? l : undefined;
+      }, 'the two ECS lines');
+      await waitFor(() => hec.events.length >= 2, 'the two ECS events at HEC');
+      const fromFile = lines.map((l) => JSON.parse(l) as { event: { id: string; kind: string } });
+      const fromHec = hec.events.map((e) => e.event as { event: { id: string; kind: string } });
+      for (const docs of [fromFile, fromHec]) {
+        expect(docs.map((d) => d.event.id)).toEqual(events.map((e) => e.id));
+        expect(docs.map((d) => d.event.kind)).toEqual(['alert', 'metric']);
+        for (const d of docs) expect(validateEcs(d)).toEqual([]);
+      }
+    } finally {
+      await c.close();
+      await hec.close();
     }
   });
 });
