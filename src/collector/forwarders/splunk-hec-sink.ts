@@ -23,7 +23,9 @@
  *   fails and the runner retries it with exponential backoff (capped), never dropping events.
  *
  * Events confirmed delivered stay confirmed across a failed delivery: when the runner hands the
- * same batch again, the sink skips the confirmed prefix instead of sending it twice.
+ * same batch again, the sink skips the confirmed prefix instead of sending it twice (in memory:
+ * after a restart the batch is sent whole). Events dead-lettered by a delivery that then failed
+ * are reported (dropped, with their ids) by the next delivery that returns.
  */
 import { randomUUID } from 'node:crypto';
 import { type ClientRequest, request as httpRequest } from 'node:http';
@@ -140,8 +142,15 @@ export class SplunkHecSink implements ForwarderSink {
   private readonly endpoint: URL;
   private readonly ackEndpoint: URL;
   private readonly inflight = new Set<ClientRequest>();
-  /** Highest rid confirmed delivered (in rid order) by this sink since it started. */
+  /** Highest rid confirmed delivered (in rid order) by the delivery in progress or the failed one. */
   private confirmedRid = 0;
+  /**
+   * The failed delivery: its first rid and how far it got. Only a retry of that same batch skips
+   * its confirmed part; any other batch (a cursor moved back on purpose) is sent whole.
+   */
+  private resume: { firstRid: number; confirmedRid: number } | null = null;
+  /** Ids dead-lettered by failed deliveries, reported with the next delivery that returns. */
+  private deadUnreported: string[] = [];
   /** performance.now() before which no request is sent (HEC's Retry-After). */
   private notBefore = 0;
   private aborted = false;
@@ -157,7 +166,10 @@ export class SplunkHecSink implements ForwarderSink {
 
   async deliver(events: readonly StoredEventRow[]): Promise<DeliveryResult> {
     this.aborted = false;
-    const rows = events.filter((r) => r.rid > this.confirmedRid);
+    const first = events[0]?.rid ?? 0;
+    const skip = this.resume && this.resume.firstRid === first ? this.resume.confirmedRid : 0;
+    this.confirmedRid = skip;
+    const rows = events.filter((r) => r.rid > skip);
     const { source = 'toolguard', sourcetype = 'toolguard:event', index, transform } = this.options;
     const parts = rows.map((row) => {
       const ev = JSON.parse(row.body) as Record<string, unknown>;
@@ -171,8 +183,16 @@ export class SplunkHecSink implements ForwarderSink {
         event: transform ? transform(ev) : ev,
       });
     });
-    const dead: string[] = [];
-    await this.sendAll(parts, rows, dead);
+    const dead: string[] = this.deadUnreported;
+    this.deadUnreported = [];
+    try {
+      await this.sendAll(parts, rows, dead);
+    } catch (err) {
+      this.resume = { firstRid: first, confirmedRid: this.confirmedRid };
+      this.deadUnreported = dead;
+      throw err;
+    }
+    this.resume = null;
     return { dropped: dead.length, droppedIds: dead };
   }
 
