@@ -167,6 +167,19 @@ export function ecsMappingTable(): string[] {
   ];
 }
 
+/** host.os.type (ECS lists linux, macos, unix, windows, ios, android) by node's process.platform. */
+const OS_TYPE: Readonly<Record<string, string>> = {
+  linux: 'linux',
+  darwin: 'macos',
+  win32: 'windows',
+  freebsd: 'unix',
+  openbsd: 'unix',
+  netbsd: 'unix',
+  sunos: 'unix',
+  aix: 'unix',
+  android: 'android',
+};
+
 function obj(v: unknown): Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : {};
 }
@@ -399,7 +412,7 @@ export function toEcs(event: AgentEvent | Obj): Obj {
         ? {
             os: compact({
               platform,
-              type: platform === 'darwin' ? 'macos' : platform === 'win32' ? 'windows' : platform,
+              type: OS_TYPE[platform] ?? null,
               kernel: text(e.os_release),
             }),
           }

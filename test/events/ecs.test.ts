@@ -184,6 +184,21 @@ describe('ECS mapping: kinds, categories, types', () => {
     });
   });
 
+  test('agent.started: host.os from the platform (ECS os types), guardd as the process', () => {
+    const v = sampleVariants();
+    expect(toEcs(sampleEvent('agent.started'))).toMatchObject({
+      host: { os: { type: 'linux', platform: 'linux', kernel: '6.8.0' } },
+      process: { pid: 99, name: 'guardd' },
+      event: { type: ['start'], outcome: 'success' },
+    });
+    expect(toEcs(v['agent.started darwin, recovered store'] as O).host.os.type).toBe('macos');
+    expect(toEcs(v['agent.started unknown platform, no recovery'] as O).host.os).toEqual({
+      platform: 'aix',
+      type: 'unix',
+      kernel: '6.8.0',
+    });
+  });
+
   test('every format carries the same event id (the de-duplication key with the device)', () => {
     for (const [, e] of all) {
       expect(toEcs(e).event).toMatchObject({ id: e.id });
