@@ -191,8 +191,8 @@ describe('ECS mapping: kinds, categories, types', () => {
       process: { pid: 99, name: 'guardd' },
       event: { type: ['start'], outcome: 'success' },
     });
-    expect(toEcs(v['agent.started darwin, recovered store'] as O).host.os.type).toBe('macos');
-    expect(toEcs(v['agent.started unknown platform, no recovery'] as O).host.os).toEqual({
+    expect((toEcs(v['agent.started darwin, recovered store'] as O) as O).host.os.type).toBe('macos');
+    expect((toEcs(v['agent.started unknown platform, no recovery'] as O) as O).host.os).toEqual({
       platform: 'aix',
       type: 'unix',
       kernel: '6.8.0',
