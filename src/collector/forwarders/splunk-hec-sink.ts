@@ -153,6 +153,7 @@ export class SplunkHecSink implements ForwarderSink {
   private deadUnreported: string[] = [];
   /** performance.now() before which no request is sent (HEC's Retry-After). */
   private notBefore = 0;
+  /** Set by abort() (shutdown): for good, every later request or wait ends at once. */
   private aborted = false;
   private wakeSleep: (() => void) | null = null;
 
@@ -165,7 +166,6 @@ export class SplunkHecSink implements ForwarderSink {
   }
 
   async deliver(events: readonly StoredEventRow[]): Promise<DeliveryResult> {
-    this.aborted = false;
     const first = events[0]?.rid ?? 0;
     const skip = this.resume && this.resume.firstRid === first ? this.resume.confirmedRid : 0;
     this.confirmedRid = skip;
