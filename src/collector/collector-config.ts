@@ -83,9 +83,9 @@ export const COLLECTOR_SETTINGS = {
     default: '',
     description: 'Forward every stored event as one JSON line to this file (rotated); empty = off.',
   }),
-  ndjson_format: oneOf(['raw', 'ocsf'], {
+  ndjson_format: oneOf(['raw', 'ocsf', 'ecs'], {
     default: 'raw',
-    description: 'Lines of the NDJSON sink: the event as received, or its OCSF mapping.',
+    description: 'Lines of the NDJSON sink: the event as received, or its OCSF or ECS mapping.',
   }),
   ndjson_max_bytes: int({
     default: 100 * MiB,
@@ -105,7 +105,32 @@ export const COLLECTOR_SETTINGS = {
     description: 'PEM CA pinned for the HEC endpoint; empty = system CAs.',
   }),
   splunk_sourcetype: str({ default: 'toolguard:event', description: 'HEC sourcetype of forwarded events.' }),
-  splunk_format: oneOf(['raw', 'ocsf'], { default: 'raw', description: 'HEC event payload: raw or OCSF.' }),
+  splunk_source: str({ default: 'toolguard', description: 'HEC source of forwarded events.' }),
+  splunk_index: str({
+    default: '',
+    description: "Splunk index of forwarded events; empty = the token's default index.",
+  }),
+  splunk_hec_ack: oneOf(['off', 'on'], {
+    default: 'off',
+    description:
+      'Indexer acknowledgement: events count as delivered only once HEC acknowledges them as indexed (the token must have it on).',
+  }),
+  splunk_hec_channel: str({
+    default: '',
+    description:
+      'X-Splunk-Request-Channel GUID sent with every HEC request; empty = a random UUID per start.',
+  }),
+  splunk_hec_ack_timeout_s: int({
+    default: 120,
+    min: 1,
+    max: 600,
+    description: 'With acknowledgement: events not acknowledged within this many seconds are sent again.',
+  }),
+  splunk_hec_gzip: oneOf(['on', 'off'], { default: 'on', description: 'Gzip HEC request bodies.' }),
+  splunk_format: oneOf(['raw', 'ocsf', 'ecs'], {
+    default: 'raw',
+    description: 'HEC event payload: the event as received, or its OCSF or ECS mapping.',
+  }),
   silent_after_s: int({
     default: 900,
     min: 10,
@@ -231,6 +256,9 @@ export const COLLECTOR_SETTINGS = {
   }),
 } as const satisfies Record<string, CollectorSettingDef>;
 
+/** What a forwarder writes: the event as received, or its OCSF / ECS mapping. */
+export type ForwardFormat = 'raw' | 'ocsf' | 'ecs';
+
 export type CollectorSettingKey = keyof typeof COLLECTOR_SETTINGS;
 
 export interface CollectorConfig {
@@ -244,7 +272,7 @@ export interface CollectorConfig {
   readonly tls_cert: string;
   readonly tls_key: string;
   readonly ndjson_out: string;
-  readonly ndjson_format: 'raw' | 'ocsf';
+  readonly ndjson_format: ForwardFormat;
   readonly ndjson_max_bytes: number;
   readonly ndjson_keep: number;
   readonly splunk_hec_url: string;
@@ -252,7 +280,13 @@ export interface CollectorConfig {
   readonly splunk_hec_token_file: string;
   readonly splunk_hec_ca_file: string;
   readonly splunk_sourcetype: string;
-  readonly splunk_format: 'raw' | 'ocsf';
+  readonly splunk_source: string;
+  readonly splunk_index: string;
+  readonly splunk_hec_ack: 'off' | 'on';
+  readonly splunk_hec_channel: string;
+  readonly splunk_hec_ack_timeout_s: number;
+  readonly splunk_hec_gzip: 'on' | 'off';
+  readonly splunk_format: ForwardFormat;
   readonly silent_after_s: number;
   readonly retention_days: number;
   readonly rate_limit: number;

@@ -88,6 +88,13 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
         `config key "splunk_hec_url": got ${JSON.stringify(config.splunk_hec_url)}, expected an http(s) URL`,
       );
     }
+    if (
+      config.splunk_hec_channel &&
+      !/^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(config.splunk_hec_channel)
+    )
+      throw new Error(
+        `config key "splunk_hec_channel": got ${JSON.stringify(config.splunk_hec_channel)}, expected a GUID (HEC refuses other channels)`,
+      );
     if (hecToken === '')
       throw new Error(
         `config key "splunk_hec_token": not set, expected a token (splunk_hec_token_file or ${collectorEnvVar('splunk_hec_token')})`,
@@ -149,7 +156,13 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
               ? readFile('splunk_hec_ca_file', config.splunk_hec_ca_file)
               : undefined,
             sourcetype: config.splunk_sourcetype,
+            source: config.splunk_source,
+            index: config.splunk_index || undefined,
             format: config.splunk_format,
+            ack: config.splunk_hec_ack === 'on',
+            channel: config.splunk_hec_channel || undefined,
+            ackTimeoutMs: config.splunk_hec_ack_timeout_s * 1000,
+            gzip: config.splunk_hec_gzip === 'on',
           }
         : undefined,
     },

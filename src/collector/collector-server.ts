@@ -24,10 +24,11 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { GuardError } from '../common/errors.js';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
+import { toEcs } from '../events/ecs.js';
 import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
-import { COLLECTOR_SETTINGS } from './collector-config.js';
+import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
 import { CollectorStore, type CoverageCounts, type EnrolledDevice } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
@@ -74,18 +75,26 @@ export interface NdjsonForwarderOptions {
   readonly maxBytes?: number;
   /** Rotated files kept (default 5). */
   readonly keep?: number;
-  /** `raw` (default) or `ocsf`. */
-  readonly format?: 'raw' | 'ocsf';
+  /** `raw` (default), `ocsf` or `ecs`. */
+  readonly format?: ForwardFormat;
 }
 
 export interface SplunkHecForwarderOptions {
   readonly url: string;
   readonly token: string;
   readonly ca?: string | Buffer;
+  readonly source?: string;
   readonly sourcetype?: string;
   readonly index?: string;
-  readonly format?: 'raw' | 'ocsf';
+  readonly format?: ForwardFormat;
   readonly timeoutMs?: number;
+  /** Indexer acknowledgement (see splunk-hec-sink.ts). */
+  readonly ack?: boolean;
+  readonly channel?: string;
+  readonly ackTimeoutMs?: number;
+  readonly ackPollMaxMs?: number;
+  /** Gzip request bodies (default true). */
+  readonly gzip?: boolean;
 }
 
 export interface CollectorForwardersOptions {
@@ -719,6 +728,13 @@ function declaredIdentityBytes(req: FastifyRequest, maxBodyBytes: number): numbe
   return enc === 'identity' && Number.isSafeInteger(len) && len > 0 && len <= maxBodyBytes ? len : 1;
 }
 
+/** The mapping of each forwarder format (raw = the event as received). */
+const FORMATS: Readonly<Record<ForwardFormat, ((e: Record<string, unknown>) => unknown) | undefined>> = {
+  raw: undefined,
+  ocsf: toOcsf,
+  ecs: toEcs,
+};
+
 function buildRunners(
   f: CollectorForwardersOptions | undefined,
   store: CollectorStore,
@@ -733,7 +749,7 @@ function buildRunners(
         file: f.ndjson.file,
         maxBytes: f.ndjson.maxBytes ?? (COLLECTOR_SETTINGS.ndjson_max_bytes.default as number),
         keep: f.ndjson.keep ?? (COLLECTOR_SETTINGS.ndjson_keep.default as number),
-        transform: f.ndjson.format === 'ocsf' ? toOcsf : undefined,
+        transform: FORMATS[f.ndjson.format ?? 'raw'],
       }),
     );
   if (f.splunkHec)
@@ -742,13 +758,21 @@ function buildRunners(
         url: f.splunkHec.url,
         token: f.splunkHec.token,
         ca: f.splunkHec.ca,
+        source: f.splunkHec.source,
         sourcetype: f.splunkHec.sourcetype,
         index: f.splunkHec.index,
         timeoutMs: f.splunkHec.timeoutMs,
-        transform: f.splunkHec.format === 'ocsf' ? toOcsf : undefined,
+        transform: FORMATS[f.splunkHec.format ?? 'raw'],
+        ack: f.splunkHec.ack,
+        channel: f.splunkHec.channel,
+        ackTimeoutMs: f.splunkHec.ackTimeoutMs,
+        ackPollMaxMs: f.splunkHec.ackPollMaxMs,
+        gzip: f.splunkHec.gzip,
+        onDeadLetter: (n) => metrics.deadLettered('splunk-hec', n),
       }),
     );
   sinks.push(...(f.extra ?? []));
+  for (const sink of sinks) metrics.deadLettered(sink.name, 0);
   return sinks.map(
     (sink) =>
       new ForwarderRunner({

@@ -47,6 +47,19 @@ export class CollectorMetrics {
     f.values.set(k, (f.values.get(k) ?? 0) + by);
   }
 
+  /**
+   * Counts events forwarder `sink` set aside for good (dead-lettered: refused by the destination for
+   * their content, or too large even alone). `count` 0 makes the series visible before the first one.
+   */
+  deadLettered(sink: string, count: number): void {
+    this.inc(
+      'forward_dead_letter_total',
+      'Events a forwarder set aside for good (refused for their content, or too large alone); their ids are logged.',
+      { sink },
+      count,
+    );
+  }
+
   /** The current value of counter `name{labels}` (0 when never incremented). */
   get(name: string, labels: Labels = {}): number {
     return this.families.get(name)?.values.get(key(labels)) ?? 0;

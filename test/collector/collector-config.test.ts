@@ -10,6 +10,7 @@ import {
   parseCollectorArgs,
   parseListen,
 } from '../../src/collector/collector-config.js';
+import { optionsFromConfig } from '../../src/collector/collector-main.js';
 import { isGuardError } from '../../src/common/errors.js';
 import { collectorTempDir } from '../helpers/collector.js';
 
@@ -59,6 +60,51 @@ describe('collector config', () => {
       } catch (err) {
         expect(isGuardError(err, 'GUARD_CONFIG_INVALID_VALUE')).toBe(true);
       }
+  });
+
+  it('forwarder formats and the HEC settings reach the sinks; a bad channel or format is refused', () => {
+    const env = {
+      [collectorEnvVar('enroll_secret')]: 'e'.repeat(24),
+      [collectorEnvVar('admin_token')]: 'a'.repeat(24),
+      [collectorEnvVar('splunk_hec_token')]: 'hec-token',
+    };
+    const flags = [
+      ...['--ndjson-out', '/tmp/x.ndjson', '--ndjson-format', 'ecs'],
+      ...['--splunk-hec-url', 'https://splunk.test:8088', '--splunk-format', 'ocsf'],
+      ...['--splunk-index', 'endpoint', '--splunk-source', 'tg', '--splunk-hec-ack', 'on'],
+      ...['--splunk-hec-channel', '0f0e0d0c-0b0a-4908-8706-050403020100', '--splunk-hec-ack-timeout-s', '30'],
+      ...['--splunk-hec-gzip', 'off'],
+    ];
+    const o = optionsFromConfig(loadCollectorConfig(parseCollectorArgs(flags), env));
+    expect(o.forwarders?.ndjson?.format).toBe('ecs');
+    expect(o.forwarders?.splunkHec).toMatchObject({
+      format: 'ocsf',
+      index: 'endpoint',
+      source: 'tg',
+      sourcetype: 'toolguard:event',
+      ack: true,
+      channel: '0f0e0d0c-0b0a-4908-8706-050403020100',
+      ackTimeoutMs: 30_000,
+      gzip: false,
+    });
+    const defaults = optionsFromConfig(
+      loadCollectorConfig(parseCollectorArgs(['--splunk-hec-url', 'https://splunk.test:8088']), env),
+    );
+    expect(defaults.forwarders?.splunkHec).toMatchObject({ ack: false, gzip: true, index: undefined });
+    expect(() =>
+      optionsFromConfig(
+        loadCollectorConfig(
+          parseCollectorArgs(['--splunk-hec-url', 'https://s.test', '--splunk-hec-channel', 'not-a-guid']),
+          env,
+        ),
+      ),
+    ).toThrow(/splunk_hec_channel/);
+    try {
+      loadCollectorConfig(parseCollectorArgs(['--ndjson-format', 'cef']), {});
+      expect.unreachable();
+    } catch (err) {
+      expect(isGuardError(err, 'GUARD_CONFIG_INVALID_VALUE')).toBe(true);
+    }
   });
 
   it('docs/collector.md lists every setting with its environment variable', () => {

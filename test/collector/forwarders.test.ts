@@ -4,8 +4,6 @@
  * A stalled SIEM must not slow ingest; after recovery every event arrives.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CollectorStore } from '../../src/collector/collector-store.js';
@@ -21,89 +19,10 @@ import {
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
+import { validateEcs } from '../helpers/ecs-validator.js';
+import { HecReceiver } from '../helpers/hec-receiver.js';
 import { ocsf180 } from '../helpers/ocsf-validator.js';
 import { waitFor } from '../helpers/wait.js';
-
-const HEC_TOKEN = 'hec-test-token-0123456789';
-
-/**
- * A Splunk-HEC-compatible receiver: mode `ok`, `fail` (503), `stall` (holds requests until released)
- * or `badindex` (400 code 7, a setup error); a batch holding host `poison.test` gets 400 code 6.
- */
-class HecReceiver {
-  readonly events: Record<string, unknown>[] = [];
-  readonly authHeaders: string[] = [];
-  readonly paths: string[] = [];
-  mode: 'ok' | 'fail' | 'stall' | 'badindex' = 'ok';
-  requests = 0;
-  private stalled: (() => void)[] = [];
-  private server!: Server;
-  url = '';
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => this.handle(req, res));
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (s: string) => {
-      body += s;
-    });
-    req.on('end', () => {
-      this.requests++;
-      const answer = (): void => {
-        if (this.mode === 'fail') {
-          res
-            .writeHead(503, { 'content-type': 'application/json' })
-            .end('{"text":"Server is busy","code":9}');
-          return;
-        }
-        if (req.headers.authorization !== `Splunk ${HEC_TOKEN}`) {
-          res.writeHead(403).end('{"text":"Invalid token","code":4}');
-          return;
-        }
-        if (this.mode === 'badindex') {
-          res
-            .writeHead(400, { 'content-type': 'application/json' })
-            .end('{"text":"Incorrect index","code":7}');
-          return;
-        }
-        if (body.includes('"host":"poison.test"')) {
-          res
-            .writeHead(400, { 'content-type': 'application/json' })
-            .end('{"text":"Invalid data format","code":6}');
-          return;
-        }
-        this.authHeaders.push(String(req.headers.authorization));
-        this.paths.push(String(req.url));
-        // HEC batch format: JSON objects back to back
-        for (const line of body.split('\n').filter(Boolean)) this.events.push(JSON.parse(line));
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"text":"Success","code":0}');
-      };
-      if (this.mode === 'stall') this.stalled.push(answer);
-      else answer();
-    });
-  }
-
-  release(): void {
-    const pending = this.stalled;
-    this.stalled = [];
-    for (const a of pending) a();
-  }
-
-  get stalledCount(): number {
-    return this.stalled.length;
-  }
-
-  async close(): Promise<void> {
-    this.release();
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-}
 
 async function post(c: TestCollector, token: string, events: Record<string, unknown>[]): Promise<Response> {
   return fetch(`${c.url}/v1/events`, {
@@ -225,8 +144,43 @@ describe('OCSF output', () => {
   });
 });
 
+describe('ECS output', () => {
+  it('writes ECS documents that validate against the @elastic/ecs field definitions, to the file and to HEC', async () => {
+    const out = join(collectorTempDir('tg-ecs-'), 'ecs.ndjson');
+    const hec = new HecReceiver();
+    await hec.start();
+    const c = await startTestCollector({
+      forwarders: {
+        ndjson: { file: out, maxBytes: 1024 * 1024, keep: 1, format: 'ecs' },
+        splunkHec: { url: hec.url, token: hec.token, format: 'ecs' },
+      },
+    });
+    try {
+      const t = await enrollDevice(c.url, c.enrollSecret, 'dev-ecs');
+      const events = [blockedEvent('dev-ecs', 1), heartbeatEvent('dev-ecs', 2)];
+      expect((await post(c, t, events)).status).toBe(200);
+      const lines = await waitFor(() => {
+        const l = existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean) : [];
+        return l.length >= 2 ? l : undefined;
+      }, 'the two ECS lines');
+      await waitFor(() => hec.events.length >= 2, 'the two ECS events at HEC');
+      const fromFile = lines.map((l) => JSON.parse(l) as { event: { id: string; kind: string } });
+      const fromHec = hec.events.map((e) => e.event as { event: { id: string; kind: string } });
+      for (const docs of [fromFile, fromHec]) {
+        expect(docs.map((d) => d.event.id)).toEqual(events.map((e) => e.id));
+        expect(docs.map((d) => d.event.kind)).toEqual(['alert', 'metric']);
+        for (const d of docs) expect(validateEcs(d)).toEqual([]);
+      }
+    } finally {
+      await c.close();
+      await hec.close();
+    }
+  });
+});
+
 describe('Splunk HEC sink', () => {
-  const hec = new HecReceiver();
+  const hec = new HecReceiver({ poison: (o) => o.host === 'poison.test' });
+  const HEC_TOKEN = hec.token;
   let c: TestCollector;
   let token: string;
 
@@ -250,8 +204,9 @@ describe('Splunk HEC sink', () => {
     const events = [blockedEvent('dev-hec', 1), heartbeatEvent('dev-hec', 2)];
     expect((await post(c, token, events)).status).toBe(200);
     await waitFor(() => hec.events.length >= 2, 'HEC to receive 2 events');
-    expect(hec.paths[0]).toBe('/services/collector/event');
-    expect(hec.authHeaders[0]).toBe(`Splunk ${HEC_TOKEN}`);
+    expect(hec.requests[0]?.path).toBe('/services/collector/event');
+    expect(hec.requests[0]?.authorization).toBe(`Splunk ${HEC_TOKEN}`);
+    expect(hec.requests[0]?.contentEncoding).toBe('gzip');
     const first = hec.events[0] as {
       time: number;
       host: string;
@@ -265,13 +220,13 @@ describe('Splunk HEC sink', () => {
   });
 
   it('retries while HEC fails, then delivers every event exactly once', async () => {
-    hec.mode = 'fail';
+    hec.down = true;
     const before = hec.events.length;
-    const failedBefore = hec.requests;
+    const failedBefore = hec.requests.length;
     const events = Array.from({ length: 50 }, (_, i) => heartbeatEvent('dev-hec', 100 + i));
     expect((await post(c, token, events)).status).toBe(200);
-    await waitFor(() => hec.requests >= failedBefore + 3, 'at least 3 failed HEC attempts');
-    hec.mode = 'ok';
+    await waitFor(() => hec.requests.length >= failedBefore + 3, 'at least 3 failed HEC attempts');
+    hec.down = false;
     await waitFor(() => hec.events.length >= before + 50, 'HEC to receive the 50 events');
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
     expect(got).toEqual(events.map((e) => e.id));
@@ -279,7 +234,7 @@ describe('Splunk HEC sink', () => {
   });
 
   it('isolates and drops only an event HEC refuses as data (code 6); retries setup errors (code 7)', async () => {
-    hec.mode = 'badindex';
+    hec.refuse = { status: 400, code: 7, text: 'Incorrect index' };
     const before = hec.events.length;
     const errorsBefore = c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' });
     const poison: Record<string, unknown> = { ...heartbeatEvent('dev-hec', 300), hostname: 'poison.test' };
@@ -294,19 +249,21 @@ describe('Splunk HEC sink', () => {
       'setup errors to be retried',
     );
     expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(0);
-    hec.mode = 'ok';
+    hec.refuse = null;
     await waitFor(() => hec.events.length >= before + 11, 'the 11 good events');
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
     expect(got).toEqual(events.filter((e) => e !== poison).map((e) => e.id));
-    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    // the runner counts the drop when the delivery returns, i.e. when the cursor moves
     await waitFor(
       () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
       'the cursor past the poison',
     );
+    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
   });
 
   it('a stalled SIEM does not slow ingest; everything arrives after it recovers', async () => {
-    hec.mode = 'stall';
+    hec.stall = true;
     const before = hec.events.length;
     expect((await post(c, token, [heartbeatEvent('dev-hec', 500)])).status).toBe(200);
     await waitFor(() => hec.stalledCount >= 1, 'HEC to hold a request');
@@ -321,7 +278,7 @@ describe('Splunk HEC sink', () => {
     }
     const metrics = await (await fetch(`${c.url}/metrics`)).text();
     expect(metrics).toMatch(/toolguard_collector_forwarder_lag_events\{sink="splunk-hec"\} [1-9]/);
-    hec.mode = 'ok';
+    hec.stall = false;
     hec.release();
     await waitFor(() => hec.events.length >= before + 201, 'HEC to receive all 201 events');
     const ids = hec.events.map((e) => (e.event as { id: string }).id);
@@ -329,7 +286,7 @@ describe('Splunk HEC sink', () => {
   });
 
   it('shutting down does not wait for a stalled SIEM (the batch stays in the outbox)', async () => {
-    hec.mode = 'stall';
+    hec.stall = true;
     expect((await post(c, token, [heartbeatEvent('dev-hec', 5000)])).status).toBe(200);
     await waitFor(() => hec.stalledCount >= 1, 'HEC to hold a request');
     const cursor = c.collector.store.cursorOf('splunk-hec');

@@ -6,7 +6,10 @@
  *   the same convention redaction and the agent's outbox use, so the line stays a valid event v1;
  * - its OCSF mapping: `process.cmd_line` (and the command-line observable, which repeats it) is cut
  *   from the end with a `[+N bytes cut]` note, and `metadata.is_truncated` /
- *   `metadata.untruncated_size` (OCSF's own attributes for this) say so.
+ *   `metadata.untruncated_size` (OCSF's own attributes for this) say so;
+ * - its ECS mapping: `process.args` is cut from the end like argv (the summary as its last
+ *   element), `process.command_line` is rebuilt from what is left, `process.args_count` keeps the
+ *   real count, and `toolguard.untruncated_size` gives the size of the whole line.
  *
  * Deterministic: the same event always gives the same line, so a re-sent copy is identical.
  * A line still longer than the limit once the command line is gone (no event type of schema v1
@@ -36,7 +39,27 @@ export function fitLine(value: unknown, maxBytes: number): string {
   const proc = value.process;
   if (isObj(proc) && typeof proc.cmd_line === 'string')
     return cutCmdLine(value, proc.cmd_line, size, maxBytes);
+  if (isObj(proc) && Array.isArray(proc.args)) return cutEcsArgs(value, proc, size, maxBytes);
   return line;
+}
+
+/** The ECS document with `process.args` cut (and `command_line` rebuilt from it) to fit. */
+function cutEcsArgs(e: Obj, proc: Obj, size: number, maxBytes: number): string {
+  let over = size - maxBytes + CUT_RESERVE_BYTES + 64;
+  let out = JSON.stringify(e);
+  // each removed argument leaves both args and command_line; a second round covers escapes
+  for (let round = 0; round < 3 && bytes(out) > maxBytes; round++) {
+    const cut = cutArgv({ argv: proc.args }, Math.ceil(over / 2)).argv as unknown[];
+    const args = cut.map(String);
+    const doc: Obj = {
+      ...e,
+      process: { ...proc, args, command_line: args.join(' ') },
+      toolguard: { ...(isObj(e.toolguard) ? e.toolguard : {}), untruncated_size: size },
+    };
+    out = JSON.stringify(doc);
+    over += bytes(out) - maxBytes + CUT_RESERVE_BYTES;
+  }
+  return out;
 }
 
 /** The raw event with `argv` shortened from the end by at least `over` bytes (argv[0] is kept). */

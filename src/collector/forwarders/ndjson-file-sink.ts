@@ -1,6 +1,6 @@
 /**
  * Owns the NDJSON file forwarder: appends one JSON object per line (the event as received, or its
- * OCSF mapping) to a file that Vector (`file` source), Fluent Bit (`tail`) and Filebeat (`filestream`)
+ * OCSF or ECS mapping) to a file that Vector (`file` source), Fluent Bit (`tail`) and Filebeat (`filestream`)
  * tail. Rotation by size, the way those tailers expect: `out.ndjson` → `out.ndjson.1` → … →
  * `out.ndjson.<keep>` (the oldest is deleted), then a fresh `out.ndjson` is created; tailers follow
  * the renamed inode to its end, then pick up the new file.
@@ -43,7 +43,7 @@ export interface NdjsonFileSinkOptions {
  * accepts 100 KiB by default (`max_line_bytes`); Fluent Bit's `tail` needs `Buffer_Max_Size` at
  * least this (its 32k default stops the file being tailed); Filebeat takes up to 10 MiB. Events
  * are longer only through their command line, which line-fit.ts cuts (argv summarised, or the
- * OCSF cmd_line cut and marked truncated).
+ * OCSF cmd_line / ECS process.args cut and marked truncated).
  */
 export const NDJSON_MAX_LINE_BYTES = 64 * 1024;
 
