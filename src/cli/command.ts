@@ -44,6 +44,8 @@ export interface GuardctlCommand {
   readonly summary: string;
   readonly args?: readonly CommandArg[];
   readonly options?: readonly CommandOption[];
+  /** Command lines shown under "Examples:" in `--help` (and the man page), each a complete call. */
+  readonly examples?: readonly string[];
   /** Needs root: uses the admin socket. */
   readonly needsRoot: boolean;
   /** Talks to the running daemon (false for offline tools such as `policy sign`). */
