@@ -6,14 +6,14 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { defaultPaths, socketPaths } from '../common/platform-paths.js';
 import { GuardError, isGuardError } from '../common/errors.js';
+import { defaultPaths, socketPaths } from '../common/platform-paths.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { loadConfig } from '../config/load-config.js';
 import { callDaemon } from '../control/control-client.js';
 import type { CommandContext, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
-import { describeError, EXIT, type ErrorContext } from './error-message.js';
+import { describeError, type ErrorContext, EXIT } from './error-message.js';
 import { isLocalModeConfig, LOCAL_MODE_DIR } from './local-mode-config.js';
 import { createRenderer } from './render.js';
 
