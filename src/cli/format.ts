@@ -1,0 +1,62 @@
+/**
+ * Owns the small text helpers of guardctl's human output: relative times, human sizes, wrapping
+ * to the terminal width guardctl writes for (100 columns). Pure: the clock comes in as an argument.
+ */
+
+/** guardctl's text output stays within this many columns (a split terminal, a 100-column tmux pane). */
+export const TEXT_COLUMNS = 100;
+
+/**
+ * `text` as lines of at most `width` columns, each indented by `indent` spaces; words longer than
+ * a line (paths, hashes) are kept whole on a line of their own rather than cut.
+ */
+export function wrap(text: string, indent: number, width: number = TEXT_COLUMNS): string[] {
+  const pad = ' '.repeat(indent);
+  const room = Math.max(20, width - indent);
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && line.length + 1 + word.length > room) {
+      lines.push(pad + line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(pad + line);
+  return lines;
+}
+
+/** "3 min ago", "in 2 h", "just now": `iso` relative to `now` (ms since epoch); "never" for null. */
+export function relativeTime(iso: string | null | undefined, now: number): string {
+  if (!iso) return 'never';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const diff = now - t;
+  const abs = Math.abs(diff);
+  if (abs < 10_000) return 'just now';
+  const span = humanDuration(abs);
+  return diff >= 0 ? `${span} ago` : `in ${span}`;
+}
+
+/** 45 s, 3 min, 2 h, 5 d: one unit, rounded down, for a span of `ms`. */
+export function humanDuration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h`;
+  return `${Math.floor(h / 24)} d`;
+}
+
+/** 0 B, 812 B, 4.2 KiB, 13 MiB: binary units, one decimal below 10. */
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
