@@ -7,22 +7,42 @@
 export const TEXT_COLUMNS = 100;
 
 /**
- * `text` as lines of at most `width` columns, each indented by `indent` spaces; words longer than
- * a line (paths, hashes) are kept whole on a line of their own rather than cut.
+ * `text` as lines of at most `width` columns, each indented by `indent` spaces. A word longer than
+ * a line (a path, a hash) is never cut: it gets a line of its own, indented less so it still fits
+ * (not at all when it is wider than `width` itself).
  */
 export function wrap(text: string, indent: number, width: number = TEXT_COLUMNS): string[] {
-  const pad = ' '.repeat(indent);
   const room = Math.max(20, width - indent);
   const lines: string[] = [];
   let line = '';
+  let used = 0; // visible columns of `line`
+  const flush = (): void => {
+    if (!line) return;
+    const lead = used > room ? Math.max(0, width - used) : indent;
+    lines.push(' '.repeat(lead) + line);
+    line = '';
+    used = 0;
+  };
   for (const word of text.split(/\s+/).filter(Boolean)) {
-    if (line && line.length + 1 + word.length > room) {
-      lines.push(pad + line);
+    const w = visibleLength(word);
+    if (line && used + 1 + w > room) flush();
+    if (!line && w > room) {
       line = word;
-    } else line = line ? `${line} ${word}` : word;
+      used = w;
+      flush();
+      continue;
+    }
+    line = line ? `${line} ${word}` : word;
+    used = used ? used + 1 + w : w;
   }
-  if (line) lines.push(pad + line);
+  flush();
   return lines;
+}
+
+/** Columns `s` takes on a terminal: colour escapes take none, each code point one. */
+export function visibleLength(s: string): number {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching the SGR escapes Style writes
+  return [...s.replace(/\x1b\[[0-9;]*m/g, '')].length;
 }
 
 /** "3 min ago", "in 2 h", "just now": `iso` relative to `now` (ms since epoch); "never" for null. */

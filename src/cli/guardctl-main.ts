@@ -15,7 +15,7 @@ import type { CommandContext, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
 import { describeError, type ErrorContext, EXIT } from './error-message.js';
 import { isLocalModeConfig, LOCAL_MODE_DIR } from './local-mode-config.js';
-import { createRenderer } from './render.js';
+import { colourWanted, createRenderer, createStyle } from './render.js';
 
 interface GlobalOptions {
   json?: boolean;
@@ -57,15 +57,21 @@ export async function main(argv: readonly string[]): Promise<number> {
     const sub = parent.command(words.at(-1) as string).description(cmd.summary);
     for (const a of cmd.args ?? []) sub.argument(a.syntax, a.description);
     for (const o of cmd.options ?? []) sub.option(o.flags, o.description);
-    if (cmd.examples && cmd.examples.length > 0)
-      sub.addHelpText('after', `\nExamples:\n${cmd.examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+    sub.addHelpText('after', examplesText(examplesOf(cmd)));
     sub.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs.at(-1) as Command;
       const globals = program.opts<GlobalOptions>();
       exitCode = await runCommand(cmd, command.args, command.opts(), globals);
     });
   }
-  program.addHelpText('after', `\nExamples:\n${PROGRAM_EXAMPLES.map((e) => `  $ ${e}`).join('\n')}\n`);
+  program.addHelpText('after', examplesText(PROGRAM_EXAMPLES));
+  for (const [word, group] of groups)
+    group.addHelpText(
+      'after',
+      examplesText(
+        COMMANDS.filter((c) => c.name.startsWith(`${word} `)).map((c) => examplesOf(c)[0] as string),
+      ),
+    );
 
   try {
     await program.parseAsync([...argv], { from: 'user' });
@@ -82,6 +88,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     throw err;
   }
   return exitCode;
+}
+
+/** A command's examples; a command that declares none gets its plain and its --json call. */
+export function examplesOf(cmd: GuardctlCommand): readonly string[] {
+  if (cmd.examples && cmd.examples.length > 0) return cmd.examples;
+  const args = (cmd.args ?? []).map((a) => a.syntax).join(' ');
+  const call = `${cmd.name}${args ? ` ${args}` : ''}`;
+  return [`guardctl ${call}`, `guardctl --json ${call}`];
+}
+
+function examplesText(examples: readonly string[]): string {
+  return `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`;
 }
 
 /** Shown under `guardctl --help`. */
@@ -125,6 +143,8 @@ async function runCommand(
       json,
       sockets,
       configFile,
+      style: createStyle(colourWanted(json)),
+      tty: !json && process.stdout.isTTY === true,
       call: async (method, params) => {
         const socket = cmd.needsRoot ? sockets.admin : sockets.public;
         try {

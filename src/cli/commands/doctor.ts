@@ -89,6 +89,7 @@ export interface DoctorProbes {
 export const doctorCommand: GuardctlCommand = {
   name: 'doctor',
   summary: 'Check the installation: service, file modes, sockets, config, policy, collector, clock',
+  examples: ['guardctl doctor', 'guardctl --json doctor | jq \'.checks[] | select(.status != "OK")\''],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {
