@@ -12,6 +12,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
+  chownSync,
   copyFileSync,
   existsSync,
   mkdirSync,
@@ -21,7 +22,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserDirectory } from '../../src/common/users.js';
 import {
@@ -46,6 +47,9 @@ const UID = 61_000 + (randomBytes(2).readUInt16BE() % 3000);
 const GID = UID;
 const HOME = `/home/${NAME}`;
 const BANNED = `tgcl-nss-${hex}`;
+const PACKAGE = `tgcl-nss-pkg-${hex}`;
+/** A global npm root in the NSS user's home: found only if that home is discovered through NSS. */
+const PACKAGE_DIR = `${HOME}/.npm-global/lib/node_modules/${PACKAGE}`;
 
 const dir = tempDir('tgcl-nss-');
 chmodSync(dir, 0o755);
@@ -94,9 +98,11 @@ beforeAll(async () => {
   mkdirSync(EXTRA_DIR, { recursive: true, mode: 0o755 });
   addExtraLine('passwd', `${NAME}:x:${UID}:${GID}:toolguard NSS test:${HOME}:/bin/sh`);
   addExtraLine('group', `${GROUP}:x:${GID}:${NAME}`);
-  mkdirSync(HOME, { mode: 0o755 });
+  mkdirSync(PACKAGE_DIR, { recursive: true, mode: 0o755 });
+  writeFileSync(join(PACKAGE_DIR, 'package.json'), JSON.stringify({ name: PACKAGE, version: '1.0.0' }));
   // chown by number: the whole point is that only NSS knows the name
-  (await import('node:fs')).chownSync(HOME, UID, GID);
+  for (let d = PACKAGE_DIR; d !== '/home'; d = dirname(d)) chownSync(d, UID, GID);
+  chownSync(join(PACKAGE_DIR, 'package.json'), UID, GID);
 
   originalNsswitch = readFileSync(NSSWITCH, 'utf8');
   ourNsswitch = withExtrausers(withExtrausers(originalNsswitch, 'passwd'), 'group');
@@ -140,7 +146,7 @@ describe('users and groups from NSS', () => {
     expect(files.owner(UID).user).toBeNull();
   });
 
-  it('a real guardd applies a group exception to the NSS user, and blocks everyone else', async () => {
+  it('a real guardd applies a group exception to the NSS user, blocks everyone else, and scans their home', async () => {
     const key = makeKey();
     const policyFile = writeSignedPolicy(
       join(dir, 'policy.json'),
@@ -154,6 +160,13 @@ describe('users and groups from NSS', () => {
             process: { names: [BANNED] },
           },
           // the same program, audited: what the excepted user's process falls through to
+          {
+            id: 'tgcl-nss-pkg',
+            name: 'package in a directory user home',
+            action: 'audit',
+            message: 'seen',
+            packages: [{ ecosystem: 'npm', name: PACKAGE, range: '*' }],
+          },
           {
             id: 'tgcl-nss-audit',
             name: 'seen',
@@ -177,6 +190,9 @@ describe('users and groups from NSS', () => {
     guardd = await startGuardd(join(dir, 'd'), {
       'policy.trusted_keys': [key.publicKeyPem],
       'paths.bootstrap_policy': policyFile,
+      // homes from the user directory (no override): the NSS user's home is among them
+      'sensors.install.enabled': true,
+      'sensors.install.system_roots': false,
     });
     const exe = join(dir, BANNED);
     copyFileSync('/bin/sleep', exe);
@@ -200,6 +216,12 @@ describe('users and groups from NSS', () => {
       ).toBe(false);
       expect(excepted.exitCode).toBeNull();
       process.kill(excepted.pid as number, 0); // alive
+      const pkg = await waitFor(
+        () => ruleEvents(guardd, 'package.audited', 'tgcl-nss-pkg')[0],
+        "the package in the NSS user's home",
+        { timeoutMs: 30_000 },
+      );
+      expect(pkg).toMatchObject({ package: { name: PACKAGE, path: PACKAGE_DIR }, user: NAME });
     } finally {
       excepted.kill('SIGKILL');
       other.kill('SIGKILL');
