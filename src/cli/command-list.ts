@@ -13,6 +13,7 @@ import { policyLintCommand } from './commands/policy-lint.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { policyShowCommand } from './commands/policy-show.js';
 import { policySignCommand } from './commands/policy-sign.js';
+import { policyTestCommand } from './commands/policy-test.js';
 import { policyVerifyCommand } from './commands/policy-verify.js';
 import { quarantineListCommand } from './commands/quarantine-list.js';
 import { quarantineRestoreCommand } from './commands/quarantine-restore.js';
@@ -30,6 +31,7 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   policyReloadCommand,
   policyShowCommand,
   policySignCommand,
+  policyTestCommand,
   policyVerifyCommand,
   quarantineListCommand,
   quarantineRestoreCommand,

@@ -5,6 +5,8 @@
  * to exit codes. Commands talk to the daemon only through `ctx.call` (the control client).
  */
 
+import type { Style } from './render.js';
+
 export interface CommandOption {
   /** commander flag syntax, e.g. '--since <time>' or '--force'. */
   readonly flags: string;
@@ -29,6 +31,16 @@ export interface CommandContext {
   readonly sockets: { readonly public: string; readonly admin: string };
   /** The config file guardctl was pointed at (for commands that read it locally). */
   readonly configFile: string;
+  /**
+   * Colours for text output (no-ops unless stdout is a terminal and NO_COLOR is unset); absent in
+   * contexts built by tests and other callers: plain text then.
+   */
+  readonly style?: Style;
+  /**
+   * stdout is a terminal: lists may be laid out for the eye (wrapped to 100 columns); on a pipe
+   * they stay one line per record for grep and awk. Absent = not a terminal.
+   */
+  readonly tty?: boolean;
 }
 
 /** What a command returns: `data` for --json, `text` for people, and the exit code (default 0). */
@@ -44,6 +56,8 @@ export interface GuardctlCommand {
   readonly summary: string;
   readonly args?: readonly CommandArg[];
   readonly options?: readonly CommandOption[];
+  /** Command lines shown under "Examples:" in `--help` (and the man page), each a complete call. */
+  readonly examples?: readonly string[];
   /** Needs root: uses the admin socket. */
   readonly needsRoot: boolean;
   /** Talks to the running daemon (false for offline tools such as `policy sign`). */

@@ -23,6 +23,7 @@ export function exitCodeFor(code: ErrorCode | string): number {
     return EXIT.DAEMON_NOT_RUNNING;
   if (
     code === 'GUARD_CONTROL_FORBIDDEN' ||
+    code === 'GUARD_CONTROL_PERMISSION_DENIED' ||
     code === 'GUARD_CLI_NEEDS_ROOT' ||
     code === 'GUARD_QUARANTINE_STILL_BANNED'
   ) {
@@ -40,32 +41,72 @@ export function exitCodeFor(code: ErrorCode | string): number {
   return EXIT.UNEXPECTED;
 }
 
+/** What guardctl knows about where it looked, so a hint can name the right file and fix. */
+export interface ErrorContext {
+  /** The command as typed ('policy reload'), when one was recognised. */
+  readonly command?: string;
+  /** The config file guardctl read. */
+  readonly configFile?: string;
+  /** True when that config is a local-mode one (`guardd --local` / `npm start`). */
+  readonly localMode?: boolean;
+}
+
 /** One-line message plus a hint for people; `{code, message}` for --json. */
-export function describeError(err: unknown): {
+export function describeError(
+  err: unknown,
+  context: ErrorContext = {},
+): {
   code: string;
   message: string;
   hint: string | null;
   exitCode: number;
 } {
   if (err instanceof GuardError) {
-    return { code: err.code, message: err.message, hint: hintFor(err.code), exitCode: exitCodeFor(err.code) };
+    return {
+      code: err.code,
+      message: err.message,
+      hint: hintFor(err.code, err.details, context),
+      exitCode: exitCodeFor(err.code),
+    };
   }
   return {
     code: 'GUARD_INTERNAL',
     message: (err as Error)?.message ?? String(err),
-    hint: null,
+    hint: 'This is a bug in guardctl: please report it with the command you ran.',
     exitCode: EXIT.UNEXPECTED,
   };
 }
 
-function hintFor(code: string): string | null {
+/** The fix for each failure a person can cause; null when the message already says it all. */
+function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: ErrorContext): string | null {
+  const command = ctx.command ? `guardctl ${ctx.command}` : 'guardctl';
   switch (code) {
     case 'GUARD_CONTROL_DAEMON_NOT_RUNNING':
-      return 'Start it: `sudo systemctl start toolguard` (Linux), `sudo launchctl kickstart -k system/io.toolguard.guardd` (macOS), or `npm start` in a checkout.';
+      return ctx.localMode
+        ? 'Start it: `npm start` in the checkout (local mode), then try again.'
+        : 'Start it: `sudo systemctl start toolguard` (Linux), `sudo launchctl kickstart -k system/io.toolguard.guardd` (macOS), or `npm start` in a checkout.';
+    case 'GUARD_CONTROL_TIMEOUT':
+      return ctx.localMode
+        ? 'guardd is up but busy or stuck: look at the terminal running `npm start`.'
+        : 'guardd is up but busy or stuck: `journalctl -u toolguard -n 50` (Linux) or `guardctl doctor`.';
+    case 'GUARD_CONTROL_PERMISSION_DENIED':
+      return `You may not open ${typeof details.socket === 'string' ? details.socket : 'the socket'}: the public socket is mode 0666 in a 0755 directory; \`guardctl doctor\` checks both (or pass --socket-dir).`;
     case 'GUARD_CONTROL_FORBIDDEN':
     case 'GUARD_CLI_NEEDS_ROOT':
-      return 'Run it as root (sudo) so it can use the admin socket.';
+      return `Run it as root: \`sudo ${command}\` (changes go through the root-only admin socket).`;
+    case 'GUARD_CLI_USAGE':
+      return `See \`${command} --help\`.`;
+    case 'GUARD_CONTROL_BUSY':
+      return 'Too many clients are talking to guardd right now; try again in a moment.';
+    case 'GUARD_QUARANTINE_STILL_BANNED':
+      return 'The policy in force still bans it; add --force to restore it anyway.';
+    case 'GUARD_QUARANTINE_NOT_FOUND':
+      return '`guardctl quarantine list --all` shows the ids.';
     default:
+      if (code.startsWith('GUARD_CONFIG_'))
+        return `Fix ${ctx.configFile ?? 'the config file'} (keys and types: docs/config.md), or pass --config FILE; \`guardctl config\` validates it.`;
+      if (code.startsWith('GUARD_POLICY_'))
+        return '`guardctl policy verify <file>` says why; see docs/policy.md.';
       return null;
   }
 }

@@ -6,17 +6,16 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
+import { GuardError, isGuardError } from '../common/errors.js';
 import { defaultPaths, socketPaths } from '../common/platform-paths.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { loadConfig } from '../config/load-config.js';
 import { callDaemon } from '../control/control-client.js';
 import type { CommandContext, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
-import { describeError, EXIT } from './error-message.js';
-import { createRenderer } from './render.js';
-
-/** The state dir `npm start` uses in a checkout; guardctl finds a local-mode daemon through it. */
-export const LOCAL_MODE_DIR = '.toolguard';
+import { describeError, type ErrorContext, EXIT } from './error-message.js';
+import { isLocalModeConfig, LOCAL_MODE_DIR } from './local-mode-config.js';
+import { colourWanted, createRenderer, createStyle } from './render.js';
 
 interface GlobalOptions {
   json?: boolean;
@@ -26,6 +25,9 @@ interface GlobalOptions {
 
 export async function main(argv: readonly string[]): Promise<number> {
   let exitCode: number = EXIT.OK;
+  // commander's own error text is captured and printed by guardctl's renderer (one error style,
+  // one exit-code table); help and version still go to stdout as commander writes them.
+  let commanderMessage: string | null = null;
   const program = new Command('guardctl')
     .description('See and steer toolguard on this machine')
     .version(AGENT_VERSION, '-V, --version')
@@ -33,7 +35,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     .option('--config <file>', 'config file to read the socket location from')
     .option('--socket-dir <dir>', 'directory of guardd.sock / admin.sock')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      outputError: (s) => {
+        commanderMessage = s.trim();
+      },
+    });
 
   const groups = new Map<string, Command>();
   for (const cmd of COMMANDS) {
@@ -50,22 +57,73 @@ export async function main(argv: readonly string[]): Promise<number> {
     const sub = parent.command(words.at(-1) as string).description(cmd.summary);
     for (const a of cmd.args ?? []) sub.argument(a.syntax, a.description);
     for (const o of cmd.options ?? []) sub.option(o.flags, o.description);
+    sub.addHelpText('after', examplesText(examplesOf(cmd)));
     sub.action(async (...actionArgs: unknown[]) => {
       const command = actionArgs.at(-1) as Command;
       const globals = program.opts<GlobalOptions>();
       exitCode = await runCommand(cmd, command.args, command.opts(), globals);
     });
   }
+  program.addHelpText('after', examplesText(PROGRAM_EXAMPLES));
+  for (const [word, group] of groups)
+    group.addHelpText(
+      'after',
+      examplesText(
+        COMMANDS.filter((c) => c.name.startsWith(`${word} `)).map((c) => examplesOf(c)[0] as string),
+      ),
+    );
 
   try {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+      if (err.exitCode === 0) return EXIT.OK;
+      // 'commander.help': a group called without its subcommand; commander printed the help.
+      if (commanderMessage === null) return EXIT.USAGE;
+      const usage = new GuardError('GUARD_CLI_USAGE', (commanderMessage as string).replace(/^error:\s*/, ''));
+      const d = describeError(usage, { command: commandNamed(argv) });
+      createRenderer(argv.includes('--json')).error(d);
+      return d.exitCode;
     }
     throw err;
   }
   return exitCode;
+}
+
+/** A command's examples; a command that declares none gets its plain and its --json call. */
+export function examplesOf(cmd: GuardctlCommand): readonly string[] {
+  if (cmd.examples && cmd.examples.length > 0) return cmd.examples;
+  const args = (cmd.args ?? []).map((a) => a.syntax).join(' ');
+  const call = `${cmd.name}${args ? ` ${args}` : ''}`;
+  return [`guardctl ${call}`, `guardctl --json ${call}`];
+}
+
+function examplesText(examples: readonly string[]): string {
+  return `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`;
+}
+
+/** Shown under `guardctl --help`. */
+const PROGRAM_EXAMPLES = [
+  'guardctl status',
+  'guardctl events --since 1h --type process.blocked',
+  'guardctl policy test ~/.local/bin/claude',
+  'sudo guardctl policy reload',
+  'guardctl --json status | jq .policy',
+] as const;
+
+/** The command (or group) the words of `argv` name, for hints: 'policy reload', 'policy', or undefined. */
+function commandNamed(argv: readonly string[]): string | undefined {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  let best: string | undefined;
+  for (const cmd of COMMANDS) {
+    const parts = cmd.name.split(' ');
+    for (let n = parts.length; n > 0; n--) {
+      const prefix = parts.slice(0, n);
+      if (prefix.every((p, i) => words[i] === p) && (best?.split(' ').length ?? 0) < n)
+        best = prefix.join(' ');
+    }
+  }
+  return best;
 }
 
 async function runCommand(
@@ -76,25 +134,48 @@ async function runCommand(
 ): Promise<number> {
   const json = globals.json === true;
   const renderer = createRenderer(json);
+  const context: { command: string; configFile?: string; localMode?: boolean } = { command: cmd.name };
   try {
-    const { configFile, sockets } = locate(globals);
+    const { configFile, sockets } = locate(globals, context);
     const ctx: CommandContext = {
       args,
       options,
       json,
       sockets,
       configFile,
-      call: (method, params) =>
-        callDaemon(cmd.needsRoot ? sockets.admin : sockets.public, method, params ?? {}),
+      style: createStyle(colourWanted(json)),
+      tty: !json && process.stdout.isTTY === true,
+      call: async (method, params) => {
+        const socket = cmd.needsRoot ? sockets.admin : sockets.public;
+        try {
+          return await callDaemon(socket, method, params ?? {});
+        } catch (err) {
+          throw needsRootError(cmd, socket, sockets.admin, err);
+        }
+      },
     };
     const out = await cmd.run(ctx);
     renderer.output(out);
     return out.exitCode ?? EXIT.OK;
   } catch (err) {
-    const d = describeError(err);
+    const d = describeError(err, context satisfies ErrorContext);
     renderer.error(d);
     return d.exitCode;
   }
+}
+
+/**
+ * The admin socket is mode 0600, owned by guardd's user: the kernel refuses anyone else's connect
+ * (EACCES) before guardd sees a request. For a root command that is "needs root", not "not running".
+ */
+function needsRootError(cmd: GuardctlCommand, socket: string, adminSocket: string, err: unknown): unknown {
+  if (socket !== adminSocket || !isGuardError(err, 'GUARD_CONTROL_PERMISSION_DENIED')) return err;
+  return new GuardError(
+    'GUARD_CLI_NEEDS_ROOT',
+    `\`guardctl ${cmd.name}\` needs root: only root may open the admin socket ${adminSocket}`,
+    { socket: adminSocket },
+    { cause: err },
+  );
 }
 
 /**
@@ -102,11 +183,16 @@ async function runCommand(
  * (TOOLGUARD_PATHS_SOCKET_DIR, macOS managed preferences, the config file — --config, else the
  * platform config; in a checkout running `npm start`, ./.toolguard/config.json), else the default.
  */
-function locate(globals: GlobalOptions): { configFile: string; sockets: { public: string; admin: string } } {
+function locate(
+  globals: GlobalOptions,
+  context: { configFile?: string; localMode?: boolean },
+): { configFile: string; sockets: { public: string; admin: string } } {
   const platformConfig = defaultPaths().configFile;
   const localConfig = resolve(LOCAL_MODE_DIR, 'config.json');
   const configFile =
     globals.config ?? (!existsSync(platformConfig) && existsSync(localConfig) ? localConfig : platformConfig);
+  context.configFile = configFile;
+  context.localMode = isLocalModeConfig(configFile);
   // The same loader guardd uses (file, macOS managed preferences, environment), so both agree.
   const socketDir =
     globals.socketDir ??

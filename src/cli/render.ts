@@ -1,8 +1,11 @@
 /**
- * Owns printing guardctl's output: text for people (colour only on a TTY) or JSON for machines.
- * The only place in guardctl that writes to stdout/stderr.
+ * Owns printing guardctl's output: text for people or JSON for machines, and the one `Style` that
+ * colours text: only when stdout is a terminal, never with --json, never when NO_COLOR is set
+ * (https://no-color.org: present and not empty). The only place in guardctl that writes to
+ * stdout/stderr.
  */
 import type { CommandOutput } from './command.js';
+import { wrap } from './format.js';
 
 export interface Renderer {
   output(out: CommandOutput): void;
@@ -11,26 +14,59 @@ export interface Renderer {
   line(text: string, data: unknown): void;
 }
 
+/** Semantic colours for text output; every method returns its input unchanged when colour is off. */
+export interface Style {
+  readonly enabled: boolean;
+  /** Good state: running, ok, enrolled. */
+  ok(s: string): string;
+  /** Needs attention: warn, stale soon, monitor mode. */
+  warn(s: string): string;
+  /** Bad state or a blocking verdict: not running, stale, blocked, failed. */
+  bad(s: string): string;
+  /** Section headings. */
+  heading(s: string): string;
+  /** Secondary facts (ids, hashes). */
+  dim(s: string): string;
+}
+
+/** True when guardctl may colour `stream`: a TTY, not --json, NO_COLOR unset or empty. */
+export function colourWanted(json: boolean, stream: { isTTY?: boolean } = process.stdout): boolean {
+  return !json && stream.isTTY === true && !process.env.NO_COLOR;
+}
+
+export function createStyle(enabled: boolean): Style {
+  const sgr =
+    (open: string) =>
+    (s: string): string =>
+      enabled && s ? `\x1b[${open}m${s}\x1b[0m` : s;
+  return {
+    enabled,
+    ok: sgr('32'),
+    warn: sgr('33'),
+    bad: sgr('1;31'),
+    heading: sgr('1'),
+    dim: sgr('2'),
+  };
+}
+
 export function createRenderer(json: boolean, stdout = process.stdout, stderr = process.stderr): Renderer {
-  const colour = !json && stdout.isTTY === true && !process.env.NO_COLOR;
-  const paint = (s: string): string =>
-    colour
-      ? s
-          .replace(/\b(OK|RUNNING)\b/g, '\x1b[32m$1\x1b[0m')
-          .replace(/\b(FAIL|STALE|NOT RUNNING|BLOCKED)\b/g, '\x1b[31m$1\x1b[0m')
-      : s;
+  const errStyle = createStyle(colourWanted(json, stderr));
   return {
     output(out) {
       if (json) stdout.write(`${JSON.stringify(out.data, null, 2)}\n`);
-      else if (out.text) stdout.write(`${paint(out.text)}${out.text.endsWith('\n') ? '' : '\n'}`);
+      else if (out.text) stdout.write(`${out.text}${out.text.endsWith('\n') ? '' : '\n'}`);
     },
     error(e) {
       if (json) stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } }, null, 2)}\n`);
-      stderr.write(`guardctl: ${e.message} [${e.code}]\n`);
-      if (e.hint && !json) stderr.write(`${e.hint}\n`);
+      const message = e.message.replace(/\s*\n\s*/g, ' ');
+      const text = `${errStyle.bad('guardctl:')} ${message} ${errStyle.dim(`[${e.code}]`)}`;
+      // On a terminal: wrapped to 100 columns (continuations indented); on a pipe: one line.
+      const tty = (stderr as { isTTY?: boolean }).isTTY === true;
+      stderr.write(`${tty ? wrap(text, 2).join('\n').trimStart() : text}\n`);
+      if (e.hint && !json) stderr.write(`${tty ? wrap(e.hint, 2).join('\n').trimStart() : e.hint}\n`);
     },
-    line(text, data) {
-      stdout.write(json ? `${JSON.stringify(data)}\n` : `${paint(text)}\n`);
+    line(text, _data) {
+      stdout.write(json ? `${JSON.stringify(_data)}\n` : `${text}\n`);
     },
   };
 }

@@ -41,6 +41,8 @@ export const ERROR_CODES = {
   GUARD_CONTROL_BAD_REQUEST: 'a control request is malformed or too large',
   GUARD_CONTROL_UNKNOWN_METHOD: 'a control request names no known method',
   GUARD_CONTROL_FORBIDDEN: 'the method needs the admin socket',
+  GUARD_CONTROL_PERMISSION_DENIED:
+    'the operating system refused to open the control socket (EACCES/EPERM: its mode, or its directory)',
   GUARD_CONTROL_TIMEOUT: 'the daemon did not answer in time',
   GUARD_CONTROL_SOCKET_IN_USE: 'another guardd already answers on the control socket',
   GUARD_CONTROL_BUSY:

@@ -1,10 +1,20 @@
 /**
- * Owns answering "who is uid N" (name, groups, home) and "which local users have homes", from the
- * OS's own user database: /etc/passwd and /etc/group on Linux (re-read when they change), the
- * `dscl` directory on macOS, the profile folders on Windows. Used to fill `Owner` in observations,
- * to evaluate user/group exceptions, and to find every user's install roots.
+ * Owns answering "who is uid N" (name, groups, home) and "which users have homes here", from the
+ * OS's own user database: on Linux through NSS — what `getent` sees, so users and groups served by
+ * SSSD, LDAP or AD (winbind) count like those in /etc/passwd — the `dscl` directory on macOS, the
+ * profile folders on Windows. Used to fill `Owner` in observations, to evaluate user/group
+ * exceptions, and to find every user's install roots.
  *
- * Files are parsed defensively (they are local, but a malformed line must not stop the daemon).
+ * Why `getent`/`id` children and not an addon calling getpwuid_r/getgrouplist: the NSS modules
+ * (sssd, ldap, winbind) then run in a short-lived child, not inside the root daemon — a module
+ * that hangs is killed at NSS_LOOKUP_TIMEOUT_MS, one that leaks or crashes takes nothing with it,
+ * and no native build is needed. The cost is a spawn per lookup, paid once per uid per TTL: the
+ * answers are cached (bounded, positive and negative TTLs) and dropped when /etc/passwd,
+ * /etc/group or /etc/nsswitch.conf change. A lookup blocks the caller (owner() is synchronous on
+ * the observation path) for at most the timeout; pre-exec verdicts have their own deadline.
+ * Without `getent` (a minimal container) the files are parsed as before.
+ *
+ * Files and command output are parsed defensively (a malformed line must not stop the daemon).
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -21,9 +31,154 @@ export interface UserRecord {
 
 export interface UserDirectoryOptions {
   readonly platform: Platform;
-  /** Overrides for tests and the local mode: where passwd/group live (Linux). */
+  /** Overrides for tests and the local mode: read these files instead of asking NSS (Linux). */
   readonly passwdFile?: string;
   readonly groupFile?: string;
+  /** Directories whose subdirectories are homes: their owners count as users (default /home). */
+  readonly homeRoots?: readonly string[];
+}
+
+/** One NSS lookup (a `getent`/`id` child) is killed after this long: a hung SSSD/LDAP must not hold guardd. */
+export const NSS_LOOKUP_TIMEOUT_MS = 2_000;
+/**
+ * A found user is re-asked after 10 min: group membership changed in the directory reaches
+ * exceptions within that (SSSD itself caches entries for 90 min by default).
+ */
+export const NSS_POSITIVE_TTL_MS = 10 * 60 * 1000;
+/** An unknown uid (or a failed lookup, e.g. SSSD offline) is re-asked after 60 s: at most one spawn per uid per minute. */
+export const NSS_NEGATIVE_TTL_MS = 60 * 1000;
+/**
+ * At most this many uids are cached (oldest dropped first): a laptop has a handful, a shared build
+ * host some hundreds; a flood of processes under random uids cannot grow the heap past ~1 MiB.
+ */
+export const NSS_CACHE_MAX_ENTRIES = 4096;
+/** Files whose change means NSS may answer differently: the caches are dropped. */
+const NSS_STAMP_FILES = ['/etc/passwd', '/etc/group', '/etc/nsswitch.conf'] as const;
+/** Lines of `getent passwd` enumeration read at most (a directory that enumerates can be huge). */
+const MAX_ENUMERATED_USERS = 100_000;
+/** Output of one lookup child read at most (bytes): enumeration of 100k users is ~10 MiB. */
+const MAX_LOOKUP_OUTPUT_BYTES = 16 * 1024 * 1024;
+
+interface CachedOwner {
+  readonly owner: Owner;
+  readonly record: UserRecord | null;
+  readonly expiresAt: number;
+}
+
+/**
+ * Answers from NSS through `getent` and `id` children, cached. Everything is synchronous and
+ * bounded by NSS_LOOKUP_TIMEOUT_MS per child.
+ */
+class NssUsers {
+  private readonly cache = new Map<number, CachedOwner>();
+  private enumerated: { users: UserRecord[]; expiresAt: number } | null = null;
+  private stamp = '';
+  /** Set when `getent` cannot be run here: the caller falls back to the files. */
+  unavailable = false;
+
+  constructor(private readonly homeRoots: readonly string[]) {}
+
+  owner(uid: number): Owner {
+    return this.lookup(uid).owner;
+  }
+
+  /** Users NSS enumerates, plus the owners of the homes under the home roots (SSSD/AD do not enumerate). */
+  users(): UserRecord[] {
+    this.invalidateOnChange();
+    const now = Date.now();
+    if (!this.enumerated || this.enumerated.expiresAt <= now) {
+      const out = run('getent', ['passwd'], (err) => {
+        if (err === 'ENOENT') this.unavailable = true;
+      });
+      if (out === null && this.unavailable) return [];
+      const users = parsePasswd(out ?? '').slice(0, MAX_ENUMERATED_USERS);
+      this.enumerated = { users, expiresAt: now + NSS_POSITIVE_TTL_MS };
+    }
+    const byUid = new Map(this.enumerated.users.map((u) => [u.uid, u]));
+    for (const root of this.homeRoots) {
+      for (const name of safeReaddir(root)) {
+        let uid: number;
+        try {
+          const st = statSync(join(root, name));
+          if (!st.isDirectory()) continue;
+          uid = st.uid;
+        } catch {
+          continue;
+        }
+        if (byUid.has(uid)) continue;
+        const record = this.lookup(uid).record;
+        if (record) byUid.set(uid, record);
+      }
+    }
+    return [...byUid.values()];
+  }
+
+  private lookup(uid: number): CachedOwner {
+    this.invalidateOnChange();
+    const now = Date.now();
+    const hit = this.cache.get(uid);
+    if (hit && hit.expiresAt > now) return hit;
+    const out = run('getent', ['passwd', String(uid)], (err) => {
+      if (err === 'ENOENT') this.unavailable = true;
+    });
+    const record = parsePasswd(out ?? '').find((u) => u.uid === uid) ?? null;
+    let groups: string[] = [];
+    if (record) {
+      // `id -Gn` asks NSS's initgroups (getgrouplist): the directory's nested and primary groups too.
+      const g = run('id', ['-Gn', '--', record.name]);
+      groups = g === null ? [] : [...new Set(g.trim().split(/\s+/).filter(Boolean))];
+    }
+    const entry: CachedOwner = {
+      owner: { uid, user: record?.name ?? null, groups, home: record?.home || null },
+      record,
+      expiresAt: now + (record ? NSS_POSITIVE_TTL_MS : NSS_NEGATIVE_TTL_MS),
+    };
+    this.cache.delete(uid);
+    this.cache.set(uid, entry);
+    while (this.cache.size > NSS_CACHE_MAX_ENTRIES) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+    }
+    return entry;
+  }
+
+  private invalidateOnChange(): void {
+    const stamp = NSS_STAMP_FILES.map(mtime).join('|');
+    if (stamp === this.stamp) return;
+    this.stamp = stamp;
+    this.cache.clear();
+    this.enumerated = null;
+  }
+}
+
+/** Runs `cmd` bounded; its stdout, or null when it failed, found nothing or timed out. */
+function run(cmd: string, args: readonly string[], onError?: (code: string) => void): string | null {
+  try {
+    return execFileSync(cmd, [...args], {
+      encoding: 'utf8',
+      timeout: NSS_LOOKUP_TIMEOUT_MS,
+      maxBuffer: MAX_LOOKUP_OUTPUT_BYTES,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string') onError?.(code);
+    return null;
+  }
+}
+
+/** passwd(5) lines → records (malformed lines skipped). */
+function parsePasswd(text: string): UserRecord[] {
+  const out: UserRecord[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const f = line.split(':');
+    if (f.length < 7) continue;
+    const uid = Number(f[2]);
+    if (!Number.isInteger(uid) || uid < 0 || !f[0]) continue;
+    out.push({ uid, name: f[0], home: f[5] ?? '', shell: f[6] ?? '' });
+  }
+  return out;
 }
 
 /**
@@ -39,11 +194,22 @@ export class UserDirectory {
   private byUid = new Map<number, UserRecord>();
   private groupsByUser = new Map<string, string[]>();
   private stamp = '';
+  /** Linux without file overrides: NSS. Null when reading files (overrides, other platforms, no getent). */
+  private readonly nss: NssUsers | null;
 
-  constructor(private readonly options: UserDirectoryOptions) {}
+  constructor(private readonly options: UserDirectoryOptions) {
+    this.nss =
+      options.platform === 'linux' && !options.passwdFile && !options.groupFile
+        ? new NssUsers(options.homeRoots ?? ['/home'])
+        : null;
+  }
 
   /** The owner record for `uid` (name and home null when unknown). Cheap: cached, refreshed on change. */
   owner(uid: number): Owner {
+    if (this.nss && !this.nss.unavailable) {
+      const o = this.nss.owner(uid);
+      if (!this.nss.unavailable) return o;
+    }
     this.refresh();
     const u = this.byUid.get(uid);
     return {
@@ -56,6 +222,10 @@ export class UserDirectory {
 
   /** Every local human user with a home directory (uid 0 included: root installs tools too). */
   users(): UserRecord[] {
+    if (this.nss && !this.nss.unavailable) {
+      const list = this.nss.users();
+      if (!this.nss.unavailable) return list.filter(isLoginUser);
+    }
     this.refresh();
     return [...this.byUid.values()].filter((u) => u.home && u.home !== '/' && !NOLOGIN_SHELLS.test(u.shell));
   }
@@ -138,6 +308,10 @@ export class UserDirectory {
       uid++;
     }
   }
+}
+
+function isLoginUser(u: UserRecord): boolean {
+  return u.home !== '' && u.home !== '/' && !NOLOGIN_SHELLS.test(u.shell);
 }
 
 function mtime(file: string): string {

@@ -68,22 +68,7 @@ function callOnce<T>(
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(`${JSON.stringify({ id, method, params })}\n`));
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      const notRunning = ['ENOENT', 'ECONNREFUSED', 'ENOTSOCK'].includes(err.code ?? '');
-      done(() =>
-        reject(
-          notRunning
-            ? new GuardError(
-                'GUARD_CONTROL_DAEMON_NOT_RUNNING',
-                `guardd is not running (no answer on ${socketPath})`,
-                { socket: socketPath },
-              )
-            : new GuardError(
-                'GUARD_CONTROL_DAEMON_NOT_RUNNING',
-                `cannot reach guardd on ${socketPath}: ${err.message}`,
-                { socket: socketPath, errno: err.code },
-              ),
-        ),
-      );
+      done(() => reject(connectError(socketPath, err)));
     });
     socket.on('data', (chunk: string) => {
       buffer += chunk;
@@ -115,4 +100,36 @@ function callOnce<T>(
       ),
     );
   });
+}
+
+/**
+ * The typed error for a socket that could not be opened: nothing there (daemon absent) is
+ * GUARD_CONTROL_DAEMON_NOT_RUNNING; refused by the file's mode or its directory's (EACCES, EPERM:
+ * a non-root user on the root-only admin socket, or a socket dir without search permission) is
+ * GUARD_CONTROL_PERMISSION_DENIED, so the caller can say "needs root" instead of "start guardd".
+ */
+export function connectError(socketPath: string, err: NodeJS.ErrnoException): GuardError {
+  const errno = err.code ?? '';
+  if (['ENOENT', 'ECONNREFUSED', 'ENOTSOCK'].includes(errno))
+    return new GuardError(
+      'GUARD_CONTROL_DAEMON_NOT_RUNNING',
+      `guardd is not running (no answer on ${socketPath})`,
+      {
+        socket: socketPath,
+        errno,
+      },
+    );
+  if (errno === 'EACCES' || errno === 'EPERM')
+    return new GuardError('GUARD_CONTROL_PERMISSION_DENIED', `permission denied opening ${socketPath}`, {
+      socket: socketPath,
+      errno,
+    });
+  return new GuardError(
+    'GUARD_CONTROL_DAEMON_NOT_RUNNING',
+    `cannot reach guardd on ${socketPath}: ${err.message}`,
+    {
+      socket: socketPath,
+      errno,
+    },
+  );
 }

@@ -290,7 +290,8 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   const methods: ControlMethods = {
     status: { admin: false, summary: 'what the daemon is doing', handle: () => status() },
     ...eventsControlMethods(outbox),
-    ...(updater ? policyControlMethods(updater, policy) : {}),
+    // policy.show answers with or without a fetch URL (a bootstrap-only policy is still in force)
+    ...policyControlMethods(updater, policy),
     ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
     ...(process.env.TOOLGUARD_TEST_HOOKS === '1' ? testHookMethods() : {}),
   };

@@ -134,8 +134,8 @@ describe('guardd end to end', () => {
   it('prints a readable status for people', () => {
     const r = runGuardctl(['--socket-dir', guardd.socketDir, 'status']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/guardd\s+RUNNING/);
-    expect(r.stdout).toMatch(/policy\s+v5 \(2 rules\)/);
+    expect(r.stdout).toMatch(/guardd\s+running · pid \d+/);
+    expect(r.stdout).toMatch(/version\s+v5 · 2 rules · enforce · ok/);
     expect(r.stdout).toMatch(/1 blocked/);
   });
 

@@ -413,7 +413,7 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     const r = runGuardctl(['--socket-dir', g.socketDir, 'status']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(
-      /pre-exec deny on: \d+ file systems marked, deadline 200 ms; \d+ execs checked, [1-9]\d* denied/,
+      /pre-exec +on · \d+ file systems? · answers within 200 ms · \d+ execs checked, [1-9]\d* denied/,
     );
     const hb = await waitFor(
       async () =>

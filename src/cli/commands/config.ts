@@ -12,6 +12,11 @@ import type { GuardctlCommand } from '../command.js';
 export const configCommand: GuardctlCommand = {
   name: 'config',
   summary: 'Show the effective configuration (validated like guardd does), with each key explained',
+  examples: [
+    'guardctl config',
+    'guardctl --config /etc/toolguard/config.json config',
+    'guardctl --json config',
+  ],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

@@ -20,6 +20,7 @@ import type { Config } from '../../config/settings.js';
 import type { DaemonStatus } from '../../control/status.js';
 import type { CommandContext, GuardctlCommand } from '../command.js';
 import { EXIT } from '../error-message.js';
+import { isLocalModeConfig } from '../local-mode-config.js';
 
 /** A policy that expires sooner than this is reported (WARN) so a broken refresh is caught in time. */
 const POLICY_EXPIRY_WARN_MS = 24 * 3600 * 1000;
@@ -61,8 +62,13 @@ export interface DoctorProbes {
   readonly platform: Platform;
   readonly configFile: string;
   readonly sockets: { readonly public: string; readonly admin: string };
-  /** uid that must own config, state and sockets (0 = root). */
+  /** uid that must own config, state and sockets (0 = root; local mode: the local dir's owner). */
   readonly ownerUid: number;
+  /**
+   * The config is a local-mode one (`guardd --local`, `npm start`): no system service to check,
+   * the collector is embedded in guardd, and fixes say `npm start`, not systemctl.
+   */
+  readonly localMode?: boolean;
   /** Runs a service-manager command (systemctl, launchctl, sc). */
   run(cmd: string, args: readonly string[]): Promise<CommandResult>;
   /** lstat, or null when the path does not exist. Other errors throw. */
@@ -83,6 +89,7 @@ export interface DoctorProbes {
 export const doctorCommand: GuardctlCommand = {
   name: 'doctor',
   summary: 'Check the installation: service, file modes, sockets, config, policy, collector, clock',
+  examples: ['guardctl doctor', 'guardctl --json doctor | jq \'.checks[] | select(.status != "OK")\''],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {
@@ -164,6 +171,13 @@ export function formatDoctor(report: DoctorReport): string {
 
 async function checkService(p: DoctorProbes): Promise<DoctorCheck> {
   const id = 'service';
+  if (p.localMode)
+    return {
+      id,
+      status: 'SKIP',
+      detail: 'local mode (`npm start`): guardd runs in the foreground, not as a system service',
+      fix: null,
+    };
   if (p.platform === 'linux') {
     const enabled = await p.run('systemctl', ['is-enabled', 'toolguard.service']);
     if (enabled.error)
@@ -335,8 +349,9 @@ function checkSockets(p: DoctorProbes): DoctorCheck {
     return { id, status: 'SKIP', detail: 'named pipes are checked through the policy check', fix: null };
   const pub = p.stat(p.sockets.public);
   const admin = p.stat(p.sockets.admin);
-  const restart =
-    p.platform === 'darwin'
+  const restart = p.localMode
+    ? 'restart `npm start`'
+    : p.platform === 'darwin'
       ? 'sudo launchctl kickstart -k system/io.toolguard.guardd'
       : 'sudo systemctl restart toolguard';
   if (!pub?.isSocket() || !admin?.isSocket())
@@ -368,7 +383,9 @@ function checkPolicy(p: DoctorProbes, s: DaemonStatus | null, err: string | null
       id,
       status: 'FAIL',
       detail: `guardd does not answer: ${err}`,
-      fix: 'Start the service (see the service check) and re-run doctor.',
+      fix: p.localMode
+        ? 'Start it with `npm start` in the checkout and re-run doctor.'
+        : 'Start the service (see the service check) and re-run doctor.',
     };
   const pol = s.policy;
   if (pol.state === 'none')
@@ -433,7 +450,9 @@ async function checkCollector(
           id,
           status: 'FAIL',
           detail: `GET ${url} answered ${res.status}`,
-          fix: 'Check the collector service and its load balancer (docs/deploy/collector.md).',
+          fix: p.localMode
+            ? 'The collector is embedded in `npm start`: restart it.'
+            : 'Check the collector service and its load balancer (docs/deploy/collector.md).',
         },
         date: res.date,
       };
@@ -444,7 +463,9 @@ async function checkCollector(
         id,
         status: 'FAIL',
         detail: `GET ${url} failed: ${errorMessage(err)}`,
-        fix: 'Check DNS, firewall/proxy and TLS (collector.ca_file) from this machine to the collector.',
+        fix: p.localMode
+          ? 'The collector is embedded in `npm start` and stops with it: start `npm start` again.'
+          : 'Check DNS, firewall/proxy and TLS (collector.ca_file) from this machine to the collector.',
       },
       date: null,
     };
@@ -502,11 +523,14 @@ function checkClock(p: DoctorProbes, config: Config | null, date: string | null)
 
 /** The real machine: service managers, the filesystem, the daemon's public socket, HTTP(S). */
 export function defaultProbes(ctx: CommandContext): DoctorProbes {
+  const localMode = isLocalModeConfig(ctx.configFile);
   return {
     platform: currentPlatform(),
     configFile: ctx.configFile,
     sockets: ctx.sockets,
-    ownerUid: 0,
+    // Local mode's files belong to whoever ran `npm start` (the config's owner), not root.
+    ownerUid: localMode ? ownerOf(ctx.configFile) : 0,
+    localMode,
     run: runCommand,
     stat: (path) => {
       try {
@@ -521,6 +545,14 @@ export function defaultProbes(ctx: CommandContext): DoctorProbes {
     httpGet,
     now: () => Date.now(),
   };
+}
+
+function ownerOf(path: string): number {
+  try {
+    return statSync(path).uid;
+  } catch {
+    return process.getuid?.() ?? 0;
+  }
 }
 
 function runCommand(cmd: string, args: readonly string[]): Promise<CommandResult> {

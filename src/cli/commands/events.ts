@@ -9,7 +9,8 @@ import { GuardError } from '../../common/errors.js';
 import { EVENT_TYPES, type EventType } from '../../events/event-types.js';
 import type { EventsListResult, ListedEvent } from '../../store/outbox-store.js';
 import type { CommandContext, GuardctlCommand } from '../command.js';
-import { createRenderer } from '../render.js';
+import { wrap } from '../format.js';
+import { createRenderer, createStyle, type Style } from '../render.js';
 
 /** How often --follow asks the daemon for new events (ms): fast enough to feel live, one tiny query. */
 export const FOLLOW_POLL_MS = 500;
@@ -51,8 +52,30 @@ function parseType(v: unknown): EventType | undefined {
   return v as EventType;
 }
 
-/** One line per event for people. */
-export function formatEventLine(l: ListedEvent): string {
+/** The colour of an event type: what was stopped is red, what was only told is yellow. */
+function paintType(type: string, style: Style): string {
+  const padded = type.padEnd(19);
+  if (
+    /\.(blocked|denied|quarantined)$|^policy\.(rejected|stale)$|^agent\.tamper$|^events\.dropped$/.test(type)
+  )
+    return style.bad(padded);
+  if (/\.warned$/.test(type)) return style.warn(padded);
+  return padded;
+}
+
+/** `12-04 23:49:35` (UTC; the year and milliseconds are in --json): fits a 100-column line. */
+function shortTime(iso: string): string {
+  return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}/.test(iso) ? `${iso.slice(5, 10)} ${iso.slice(11, 19)}` : iso;
+}
+
+/** Width of the prefix (time 14, seq 6, state 7, type 19, spaces) that continuation lines align under. */
+const EVENT_PREFIX = 14 + 1 + 7 + 1 + 7 + 1 + 19 + 1;
+
+/**
+ * One event for people: time (UTC), seq, state, type, then what and the decision; with `wrapped`
+ * (a terminal) the description wraps to 100 columns under itself, else the event is one line.
+ */
+export function formatEventLine(l: ListedEvent, style: Style = createStyle(false), wrapped = false): string {
   const e = l.event as Record<string, unknown>;
   const rule = e.rule as { id?: string } | undefined;
   const outcome = e.outcome as { action_taken?: string; error?: string | null } | undefined;
@@ -78,8 +101,11 @@ export function formatEventLine(l: ListedEvent): string {
   const decision = rule
     ? ` — rule ${rule.id} → ${outcome?.action_taken ?? '?'}${outcome?.error ? ` (${outcome.error})` : ''}`
     : '';
-  const state = l.state === 'queued' ? 'queued ' : l.state === 'shipped' ? 'shipped' : 'ASIDE  ';
-  return `${String(e.time)}  #${String(e.seq).padEnd(6)} ${state}  ${String(e.type).padEnd(19)} ${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`;
+  const state = l.state === 'queued' ? 'queued ' : l.state === 'shipped' ? 'shipped' : style.bad('ASIDE  ');
+  const description = `${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`;
+  const rest = wrapped ? wrap(description, EVENT_PREFIX) : [description];
+  const head = `${shortTime(String(e.time))} #${String(e.seq).padEnd(6)} ${state} ${paintType(String(e.type), style)} `;
+  return [head + (rest[0] ?? '').trimStart(), ...rest.slice(1)].join('\n');
 }
 
 export const eventsCommand: GuardctlCommand = {
@@ -98,6 +124,12 @@ export const eventsCommand: GuardctlCommand = {
     },
     { flags: '--follow', description: 'keep printing new events as they are recorded (Ctrl-C stops)' },
   ],
+  examples: [
+    'guardctl events',
+    'guardctl events --since 2h --type process.blocked',
+    'guardctl events --follow',
+    'guardctl --json events --limit 500 | jq -c .events[].event',
+  ],
   needsRoot: false,
   needsDaemon: true,
   async run(ctx) {
@@ -113,7 +145,7 @@ export const eventsCommand: GuardctlCommand = {
       const text =
         first.events.length === 0
           ? 'no events recorded (that match)'
-          : first.events.map(formatEventLine).join('\n');
+          : first.events.map((l) => formatEventLine(l, ctx.style, ctx.tty === true)).join('\n');
       return { data: first, text };
     }
     await follow(ctx, first, type);
@@ -130,7 +162,7 @@ async function follow(
   const out = createRenderer(ctx.json);
   let lastSeq = first.last_seq;
   for (const l of first.events) {
-    out.line(formatEventLine(l), l);
+    out.line(formatEventLine(l, ctx.style, ctx.tty === true), l);
     lastSeq = Math.max(lastSeq, l.event.seq);
   }
   for (;;) {
@@ -141,7 +173,7 @@ async function follow(
       oldest_first: true,
     });
     for (const l of page.events) {
-      out.line(formatEventLine(l), l);
+      out.line(formatEventLine(l, ctx.style, ctx.tty === true), l);
       lastSeq = Math.max(lastSeq, l.event.seq);
     }
     if (page.events.length < FOLLOW_PAGE && !page.truncated) {

@@ -12,6 +12,7 @@ export const policyDiffCommand: GuardctlCommand = {
     { syntax: '<old>', description: 'the policy in force' },
     { syntax: '<new>', description: 'the candidate' },
   ],
+  examples: ['guardctl policy diff policy-v11.json policy-v12.json'],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

@@ -9,6 +9,7 @@ export const policyKeygenCommand: GuardctlCommand = {
   name: 'policy keygen',
   summary: 'Create an Ed25519 key pair for signing policies (<prefix>.key mode 0600, <prefix>.pub)',
   options: [{ flags: '--out <prefix>', description: 'file prefix (default: ./toolguard-policy)' }],
+  examples: ['guardctl policy keygen --out ./keys/signer1'],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

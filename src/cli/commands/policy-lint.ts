@@ -12,6 +12,7 @@ export const policyLintCommand: GuardctlCommand = {
   name: 'policy lint',
   summary: 'Check a policy body for schema errors, unsafe or unreachable rules, bad regexes/globs/semver',
   args: [{ syntax: '<file>', description: 'policy body or signed envelope (JSON)' }],
+  examples: ['guardctl policy lint ban-list.json'],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

@@ -11,6 +11,7 @@ interface RefreshResult {
 export const policyReloadCommand: GuardctlCommand = {
   name: 'policy reload',
   summary: 'Fetch the signed policy from the collector now and apply it if it verifies',
+  examples: ['sudo guardctl policy reload'],
   needsRoot: true,
   needsDaemon: true,
   async run(ctx) {

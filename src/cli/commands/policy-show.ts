@@ -11,6 +11,7 @@ interface ShowResult {
 export const policyShowCommand: GuardctlCommand = {
   name: 'policy show',
   summary: 'Show the policy in force: version, state, and what each rule bans',
+  examples: ['guardctl policy show', 'guardctl --json policy show | jq .body.rules'],
   needsRoot: false,
   needsDaemon: true,
   async run(ctx) {

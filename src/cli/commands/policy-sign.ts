@@ -25,6 +25,10 @@ export const policySignCommand: GuardctlCommand = {
       description: 'the currently published envelope: the new version must be higher',
     },
   ],
+  examples: [
+    'guardctl policy sign ban-list.json --key signer1.key --out policy.dsse.json',
+    'guardctl policy sign ban-list.json --key a.key --key b.key --previous published.dsse.json',
+  ],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

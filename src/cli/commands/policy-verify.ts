@@ -25,6 +25,10 @@ export const policyVerifyCommand: GuardctlCommand = {
     },
     { flags: '--threshold <n>', description: 'distinct trusted keys required (default: the config, else 1)' },
   ],
+  examples: [
+    'guardctl policy verify policy.dsse.json',
+    'guardctl policy verify policy.dsse.json --key signer1.pub --threshold 1',
+  ],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {

@@ -18,6 +18,7 @@ export const quarantineListCommand: GuardctlCommand = {
   name: 'quarantine list',
   summary: 'List packages and artifacts in quarantine (--all: restored and rolled-back ones too)',
   options: [{ flags: '--all', description: 'include restored and rolled-back entries' }],
+  examples: ['guardctl quarantine list', 'guardctl quarantine list --all'],
   needsRoot: false,
   needsDaemon: true,
   async run(ctx) {

@@ -19,6 +19,10 @@ export const quarantineRestoreCommand: GuardctlCommand = {
   summary: 'Restore a quarantined package or artifact (admin; --force when the policy still bans it)',
   args: [{ syntax: '<id>', description: 'quarantine id from `guardctl quarantine list`' }],
   options: [{ flags: '--force', description: 'restore even though the policy in force still bans it' }],
+  examples: [
+    'sudo guardctl quarantine restore q-01a2b3c4',
+    'sudo guardctl quarantine restore q-01a2b3c4 --force',
+  ],
   needsRoot: true,
   needsDaemon: true,
   async run(ctx) {

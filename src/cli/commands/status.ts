@@ -1,78 +1,180 @@
-/** `guardctl status`: what the daemon is doing — mode, policy, sensors, counts, outbox, shipping. */
+/**
+ * `guardctl status`: what the daemon is doing, in sections — daemon, policy, enforcement coverage,
+ * counts, outbox, collector — with relative times and human sizes, within 100 columns. The sensors'
+ * internal counters appear only with --verbose; --json is the daemon's status answer unchanged
+ * (src/control/status.ts, contract v1).
+ */
 
 import type { DaemonStatus } from '../../control/status.js';
 import type { GuardctlCommand } from '../command.js';
+import { humanBytes, humanDuration, relativeTime, TEXT_COLUMNS, wrap } from '../format.js';
+import { createStyle, type Style } from '../render.js';
 
 export const statusCommand: GuardctlCommand = {
   name: 'status',
   summary: 'Show whether guardd runs, the policy in force, what it watches and what it did',
+  options: [{ flags: '-v, --verbose', description: "add the sensors' internal counters" }],
+  examples: ['guardctl status', 'guardctl status --verbose', 'guardctl --json status | jq .policy'],
   needsRoot: false,
   needsDaemon: true,
   async run(ctx) {
     const s = await ctx.call<DaemonStatus>('status');
-    return { data: s, text: formatStatus(s) };
+    return {
+      data: s,
+      text: formatStatus(s, {
+        now: Date.now(),
+        verbose: ctx.options.verbose === true,
+        style: ctx.style ?? createStyle(false),
+      }),
+    };
   },
 };
 
-export function formatStatus(s: DaemonStatus): string {
-  const p = s.policy;
-  const policyLine =
-    p.state === 'none'
-      ? 'NONE — no signed policy yet: nothing is enforced (monitor-only)'
-      : `v${p.version} (${p.rules} rules), issued ${p.issued_at}, expires ${p.expires_at}${p.state === 'stale' ? ' — STALE: expired, last good policy still enforced' : ''}`;
-  const lines = [
-    `guardd        RUNNING (pid ${s.pid}, version ${s.version}, since ${s.started_at})${s.local_mode ? ' — local mode' : ''}`,
-    `device        ${s.device_id} (${s.hostname})`,
-    `mode          ${p.mode}${p.mode === 'monitor' ? ' (blocks are reported as "would block")' : ''}`,
-    `policy        ${policyLine}`,
-  ];
-  if (p.last_error)
-    lines.push(
-      `              last policy error: ${p.last_error.message} [${p.last_error.code}] at ${p.last_error.at}`,
-    );
-  for (const sensor of s.sensors) {
-    // People get the scalar facts (source, interval, counts); --json has everything.
-    const details = Object.entries(sensor.details)
-      .filter(([, v]) => typeof v !== 'object' || v === null)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(' ');
-    const skipped = Object.entries(sensor.skipped)
-      .filter(([, n]) => n > 0)
-      .map(([k, n]) => `${k}=${n}`)
-      .join(' ');
-    lines.push(
-      `sensor        ${sensor.name}: ${sensor.running ? 'running' : 'stopped'} ${details}${skipped ? ` (skipped: ${skipped})` : ''}`,
-    );
-  }
-  const e = s.enforcement;
-  lines.push(
-    `enforcement   ${e.blocked} blocked, ${e.denied ?? 0} denied before exec, ${e.quarantined} quarantined, ${e.warned} warned, ${e.audited} audited, ${e.failed} failed`,
+export interface StatusFormatOptions {
+  /** The clock relative times are computed against (ms since epoch). */
+  readonly now: number;
+  readonly verbose: boolean;
+  readonly style: Style;
+}
+
+/** Label column width: section rows are `  label      value`. */
+const LABEL = 13;
+
+export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
+  const st = o.style;
+  const out: string[] = [];
+  const row = (label: string, value: string): void => {
+    const lines = wrap(value, 2 + LABEL, TEXT_COLUMNS);
+    const first = (lines[0] ?? '').trimStart();
+    out.push(`  ${label.padEnd(LABEL - 2)}  ${first}`, ...lines.slice(1));
+  };
+  const section = (title: string): void => {
+    if (out.length > 0) out.push('');
+    out.push(st.heading(title));
+  };
+  // Paint after wrapping would break column counts; values carry colour only in short words.
+  const when = (iso: string | null): string => relativeTime(iso, o.now);
+
+  section('Daemon');
+  row(
+    'guardd',
+    `${st.ok('running')} · pid ${s.pid} · ${s.version} · up ${humanDuration(Math.max(0, o.now - Date.parse(s.started_at)))}${s.local_mode ? ` · ${st.warn('local mode')}` : ''}`,
   );
+  row('device', `${s.hostname} · ${st.dim(s.device_id)}`);
+
+  section('Policy');
+  const p = s.policy;
+  if (p.state === 'none') {
+    row('state', `${st.bad('none')}: no signed policy yet — nothing is enforced (monitor-only)`);
+  } else {
+    const state =
+      p.state === 'stale' ? st.bad('STALE (expired; the last good one is still enforced)') : st.ok('ok');
+    const mode = p.mode === 'monitor' ? st.warn('monitor (blocks are reported as "would block")') : p.mode;
+    row('version', `v${p.version} · ${p.rules} rule${p.rules === 1 ? '' : 's'} · ${mode} · ${state}`);
+    row('valid', `issued ${when(p.issued_at)} · expires ${when(p.expires_at)}`);
+    row('source', `${p.source ?? '?'}${p.last_fetch_at ? ` · fetched ${when(p.last_fetch_at)}` : ''}`);
+    if (o.verbose && p.sha256) row('sha256', p.sha256);
+  }
+  if (p.last_error)
+    row('last error', `${st.bad(p.last_error.code)} ${p.last_error.message} (${when(p.last_error.at)})`);
+
+  section('Enforcement coverage');
   const x = s.exec_deny;
   if (x?.state === 'on') {
     const c = x.counters;
-    const hitRate = c.events ? Math.round(((c.cache_hits ?? 0) / c.events) * 1000) / 10 : 0;
-    lines.push(
-      `pre-exec deny on: ${x.marked.length} file systems marked, deadline ${x.deadline_ms} ms; ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied, cache hits ${hitRate}%, ${c.deadline_misses ?? 0} deadline misses, ${c.overflow ?? 0} overflows${unread(x.file_reads)}${x.skipped.length ? `; not marked (network/FUSE): ${x.skipped.map((m) => `${m.mount} (${m.fstype})`).join(', ')}` : ''}`,
+    row(
+      'pre-exec',
+      `${st.ok('on')} · ${x.marked.length} file system${x.marked.length === 1 ? '' : 's'} · answers within ${x.deadline_ms} ms · ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied`,
     );
+    if (x.skipped.length > 0)
+      row(
+        'not covered',
+        `${x.skipped.map((m) => `${m.mount} (${m.fstype})`).join(', ')}: killed after start`,
+      );
+    const late = (c.deadline_misses ?? 0) + unread(x.file_reads);
+    if (late > 0) row('', st.warn(`${late} decisions taken late or without a file read (--verbose)`));
   } else if (x) {
-    lines.push(`pre-exec deny off: ${x.reason}`);
+    row('pre-exec', `${st.warn('off')} (${x.reason}): banned programs are killed after they start`);
   }
-  lines.push(
-    `outbox        ${s.outbox.depth} events waiting (${s.outbox.bytes} bytes), ${s.outbox.dropped_total} dropped ever`,
+  for (const sensor of s.sensors) {
+    const source = typeof sensor.details.source === 'string' ? ` · ${sensor.details.source}` : '';
+    row(
+      sensor.name === 'process' ? 'processes' : sensor.name === 'install' ? 'installs' : sensor.name,
+      `${sensor.running ? st.ok('watching') : st.bad('stopped')}${source}${sensorSummary(sensor.name, sensor.details)}`,
+    );
+    if (o.verbose) {
+      const details = Object.entries(sensor.details)
+        .filter(([, v]) => typeof v !== 'object' || v === null)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
+      const skipped = Object.entries(sensor.skipped)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k}=${n}`)
+        .join(' ');
+      if (details) out.push(...wrap(details, 2 + LABEL).map(st.dim));
+      if (skipped) out.push(...wrap(`skipped: ${skipped}`, 2 + LABEL));
+    }
+  }
+  if (o.verbose && x?.state === 'on') {
+    const counters = Object.entries(x.counters)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+    out.push(
+      ...wrap(`pre-exec: ${counters} decided=${x.decided} decide_errors=${x.decide_errors}`, 2 + LABEL),
+    );
+  }
+
+  section('Counts since start');
+  const e = s.enforcement;
+  const n = (v: number, label: string, paint: (s: string) => string): string =>
+    v > 0 ? paint(`${v} ${label}`) : `${v} ${label}`;
+  row(
+    'actions',
+    [
+      n(e.blocked, 'blocked', st.bad),
+      n(e.denied ?? 0, 'denied before exec', st.bad),
+      n(e.quarantined, 'quarantined', st.bad),
+      n(e.warned, 'warned', st.warn),
+      `${e.audited} audited`,
+      n(e.failed, 'failed', st.bad),
+    ].join(' · '),
   );
+
+  section('Outbox');
+  row(
+    'waiting',
+    `${s.outbox.depth} event${s.outbox.depth === 1 ? '' : 's'} (${humanBytes(s.outbox.bytes)}) · ${n(s.outbox.dropped_total, 'dropped ever', st.bad)}`,
+  );
+
+  section('Collector');
   const sh = s.shipper;
-  lines.push(
-    `collector     ${sh.collector_url ?? 'none configured'}${sh.collector_url ? `, ${sh.enrolled ? 'enrolled' : 'not enrolled'}` : ''}, last successful ship: ${sh.last_success_at ?? 'never'}, ${sh.shipped_total} shipped${sh.last_error ? `, last error: ${sh.last_error}` : ''}`,
-  );
-  return lines.join('\n');
+  if (!sh.collector_url) {
+    row('url', 'none configured: events stay on this machine');
+  } else {
+    row('url', `${sh.collector_url} · ${sh.enrolled ? st.ok('enrolled') : st.bad('not enrolled')}`);
+    row('shipped', `${sh.shipped_total} · last success ${when(sh.last_success_at)}`);
+    if (sh.last_error) row('last error', st.bad(sh.last_error));
+  }
+  return out.join('\n');
 }
 
-/** ", N file reads busy or timed out" when the pre-exec path decided without a hash or markers. */
+/** The one or two facts of a sensor a person wants without --verbose. */
+function sensorSummary(name: string, d: Record<string, unknown>): string {
+  if (name === 'process') {
+    const ev = d.exec_events === 'active' ? ' (kernel exec events)' : '';
+    return `${ev} · ${Number(d.observed ?? 0)} launches seen`;
+  }
+  if (name === 'install') {
+    const dirs = Number(d.watched_dirs ?? 0);
+    return ` · ${dirs} dir${dirs === 1 ? '' : 's'} watched · ${Number(d.reported ?? 0)} reported`;
+  }
+  return '';
+}
+
+/** File reads of the pre-exec path that were busy or timed out (decided without them). */
 function unread(
   reads: { sha256: Record<string, number>; markers: Record<string, number> } | undefined,
-): string {
-  if (!reads) return '';
-  const n = [reads.sha256, reads.markers].reduce((t, r) => t + (r.busy ?? 0) + (r.timeout ?? 0), 0);
-  return n > 0 ? `, ${n} file reads busy or timed out` : '';
+): number {
+  if (!reads) return 0;
+  return [reads.sha256, reads.markers].reduce((t, r) => t + (r.busy ?? 0) + (r.timeout ?? 0), 0);
 }

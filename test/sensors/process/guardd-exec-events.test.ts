@@ -81,10 +81,9 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(d).toMatchObject({ source: 'exec-events', interval_ms: 1000, exec_events: 'active' });
     expect(d.exec_events_kernel_drops).toBeTypeOf('number');
     expect(d.exec_events_resyncs).toBeTypeOf('number');
-    const text = runGuardctl(['--socket-dir', guardd.socketDir, 'status']).stdout;
-    expect(text).toMatch(
-      /sensor {8}process: running source=exec-events interval_ms=1000 .*exec_events=active/,
-    );
+    const text = runGuardctl(['--socket-dir', guardd.socketDir, 'status', '--verbose']).stdout;
+    expect(text).toMatch(/processes +watching · exec-events \(kernel exec events\)/);
+    expect(text).toMatch(/source=exec-events interval_ms=1000 /);
     expect(text).toMatch(/exec_events_kernel_drops=\d+/);
   });
 
@@ -140,8 +139,10 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(d.exec_events_error).toMatch(
       /^GUARD_PROCEVENTS_OPEN_FAILED: bind\(CN_IDX_PROC\) failed: Operation not permitted/,
     );
-    const text = runGuardctl(['--socket-dir', socketDir, 'status']).stdout;
-    expect(text).toMatch(/source=procfs interval_ms=100 .*exec_events=unavailable/);
+    const text = runGuardctl(['--socket-dir', socketDir, 'status', '--verbose']).stdout;
+    expect(text).toMatch(/processes +watching · procfs/);
+    expect(text).toMatch(/source=procfs interval_ms=100 /);
+    expect(text).toMatch(/exec_events=unavailable/);
     // Stop the exec-events daemon first, so only the polling one can kill this launch.
     await guardd.stop('SIGKILL');
     const l = launch(binary, ['30']);

@@ -1,0 +1,46 @@
+# fish completion for guardctl — generated from the command definitions (npm run docs)
+complete -c guardctl -f
+complete -c guardctl -l json -d 'print JSON for machines'
+complete -c guardctl -l config -r -F -d 'config file to read the socket location from'
+complete -c guardctl -l socket-dir -r -F -d 'directory of guardd.sock / admin.sock'
+complete -c guardctl -l version -s V -d 'print the version'
+complete -c guardctl -l help -s h -d 'print help'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a config -d 'Show the effective configuration (validated like guardd does), with each key explained'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a doctor -d 'Check the installation: service, file modes, sockets, config, policy, collector, clock'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a events -d 'Show the events recorded on this machine, exactly as stored and sent (queued, shipped, set aside)'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a explain -d 'Show every field guardd collects, where it is kept, what is sent to which URL, and for how long'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a policy -d 'policy commands'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a quarantine -d 'quarantine commands'
+complete -c guardctl -n "not __fish_seen_subcommand_from config doctor events explain policy quarantine status" -a status -d 'Show whether guardd runs, the policy in force, what it watches and what it did'
+complete -c guardctl -n "__fish_seen_subcommand_from events" -l since -r -F -d 'only after this seq, or since an RFC 3339 time / age (30m, 2h, 7d)'
+complete -c guardctl -n "__fish_seen_subcommand_from events" -l type -r -F -d 'only this event type (process.blocked, process.warned, process.audited, process.denied, package.quarantined, package.warned, package.audited, path.quarantined, path.warned, path.audited, policy.applied, policy.rejected, policy.stale, agent.started, agent.stopped, agent.heartbeat, agent.tamper, events.dropped)'
+complete -c guardctl -n "__fish_seen_subcommand_from events" -l limit -r -F -d 'at most this many, the newest (default 50, max 5000)'
+complete -c guardctl -n "__fish_seen_subcommand_from events" -l follow -d 'keep printing new events as they are recorded (Ctrl-C stops)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a diff -d 'Show the differences between two policies (bodies or envelopes)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from diff" -F
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a keygen -d 'Create an Ed25519 key pair for signing policies (<prefix>.key mode 0600, <prefix>.pub)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from keygen" -l out -r -F -d 'file prefix (default: ./toolguard-policy)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a lint -d 'Check a policy body for schema errors, unsafe or unreachable rules, bad regexes/globs/semver'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from lint" -F
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a reload -d 'Fetch the signed policy from the collector now and apply it if it verifies'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a show -d 'Show the policy in force: version, state, and what each rule bans'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a sign -d 'Sign a policy body into a DSSE envelope (refuses a body that fails lint)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from sign" -l key -r -F -d 'private key file(s) (PEM); repeat for several signers'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from sign" -l out -r -F -d 'write the envelope here (default: stdout)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from sign" -l previous -r -F -d 'the currently published envelope: the new version must be higher'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from sign" -F
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a test -d 'What the policy decides about a file, running pid, npm package dir or path, and why (or why not)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from test" -l policy -r -F -d 'test this policy (body or envelope) instead of the one in force'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from test" -l kind -r -F -d 'read <target> as pid, file, package or path (default: guessed)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from test" -l user -r -F -d 'decide a file as this user\'s process (default: you)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from test" -F
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff keygen lint reload show sign test verify" -a verify -d 'Verify a signed policy as a device would (OK, or why not)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from verify" -l key -r -F -d 'trusted public key(s): file or inline PEM/base64 (default: the config)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from verify" -l threshold -r -F -d 'distinct trusted keys required (default: the config, else 1)'
+complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from verify" -F
+complete -c guardctl -n "__fish_seen_subcommand_from quarantine; and not __fish_seen_subcommand_from list restore" -a list -d 'List packages and artifacts in quarantine (--all: restored and rolled-back ones too)'
+complete -c guardctl -n "__fish_seen_subcommand_from quarantine; and __fish_seen_subcommand_from list" -l all -d 'include restored and rolled-back entries'
+complete -c guardctl -n "__fish_seen_subcommand_from quarantine; and not __fish_seen_subcommand_from list restore" -a restore -d 'Restore a quarantined package or artifact (admin; --force when the policy still bans it)'
+complete -c guardctl -n "__fish_seen_subcommand_from quarantine; and __fish_seen_subcommand_from restore" -l force -d 'restore even though the policy in force still bans it'
+complete -c guardctl -n "__fish_seen_subcommand_from quarantine; and __fish_seen_subcommand_from restore" -F
+complete -c guardctl -n "__fish_seen_subcommand_from status" -l verbose -s v -d 'add the sensors\' internal counters'

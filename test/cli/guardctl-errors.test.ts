@@ -1,0 +1,179 @@
+/**
+ * Every failure a person can cause gets its own code, hint and exit code, in one style: a real
+ * root guardd, guardctl run as a real unprivileged user created for this file (root admin socket →
+ * "needs root", not "not running"), a socket dir the user may not enter, no daemon at all, a bad
+ * config, commander's parse errors, and `doctor` against a real `guardd --local`.
+ */
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Guardd, ROOT, runGuardctl, startGuardd } from '../helpers/daemon.js';
+import { tempDir } from '../helpers/tmp.js';
+import { checkoutReadableBy, createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
+import { waitFor } from '../helpers/wait.js';
+
+const isRoot = process.getuid?.() === 0;
+const dir = tempDir('tgcl-');
+chmodSync(dir, 0o755); // the unprivileged user must reach the public socket below it
+const spare = tempDir('tgcl-co-');
+let guardd: Guardd;
+let user: TestUser;
+let checkout: string;
+
+/** Runs the built guardctl as `user` (the real non-root path: kernel-checked socket modes). */
+function guardctlAs(args: readonly string[]): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [join(checkout, 'bin', 'guardctl.js'), ...args], {
+    uid: user.uid,
+    gid: user.gid,
+    cwd: '/',
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: user.home },
+  });
+}
+
+beforeAll(async () => {
+  expect(isRoot, 'this file needs root (CI runs as root): it creates a user and a root guardd').toBe(true);
+  user = createTestUser('tgcl');
+  checkout = checkoutReadableBy(user, spare);
+  guardd = await startGuardd(join(dir, 'd'), {});
+  chmodSync(join(dir, 'd'), 0o755);
+}, 60_000);
+
+afterAll(async () => {
+  await guardd?.stop();
+});
+
+describe('guardctl failures a person can cause', () => {
+  it('a non-root root command says "needs root" (exit 4), not "guardd is not running"', () => {
+    // the daemon answers this user on the public socket…
+    const status = guardctlAs(['--socket-dir', guardd.socketDir, 'status', '--json']);
+    expect(status.status, status.stderr).toBe(0);
+    // …and the kernel refuses the root-only admin socket to the same user
+    const reload = guardctlAs(['--socket-dir', guardd.socketDir, 'policy', 'reload']);
+    expect(reload.status).toBe(4);
+    expect(reload.stderr).toContain('[GUARD_CLI_NEEDS_ROOT]');
+    expect(reload.stderr).toContain('sudo guardctl policy reload');
+    expect(reload.stderr).not.toMatch(/not running/);
+    const restore = guardctlAs(['--socket-dir', guardd.socketDir, '--json', 'quarantine', 'restore', 'q-1']);
+    expect(restore.status).toBe(4);
+    expect(JSON.parse(restore.stdout).error.code).toBe('GUARD_CLI_NEEDS_ROOT');
+    // root gets past the socket (and on to the daemon's own answer)
+    const asRoot = runGuardctl(['--socket-dir', guardd.socketDir, '--json', 'quarantine', 'restore', 'q-1']);
+    expect(asRoot.code).toBe(7);
+    expect(asRoot.json<{ error: { code: string } }>().error.code).toBe('GUARD_QUARANTINE_NOT_FOUND');
+  });
+
+  it('a socket dir the user may not enter is "permission denied" (exit 4) with its own hint', () => {
+    chmodSync(guardd.socketDir, 0o700);
+    try {
+      const r = guardctlAs(['--socket-dir', guardd.socketDir, 'status']);
+      expect(r.status).toBe(4);
+      expect(r.stderr).toContain('[GUARD_CONTROL_PERMISSION_DENIED]');
+      expect(r.stderr).toContain(`permission denied opening ${join(guardd.socketDir, 'guardd.sock')}`);
+      expect(r.stderr).toContain('guardctl doctor');
+    } finally {
+      chmodSync(guardd.socketDir, 0o755);
+    }
+  });
+
+  it('no daemon: exit 3 with how to start it, for root and non-root commands alike', () => {
+    const empty = join(dir, 'no-daemon');
+    for (const args of [['status'], ['policy', 'reload']]) {
+      const r = runGuardctl(['--socket-dir', empty, ...args]);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain('[GUARD_CONTROL_DAEMON_NOT_RUNNING]');
+      expect(r.stderr).toContain('systemctl start toolguard');
+    }
+    const u = guardctlAs(['--socket-dir', empty, 'policy', 'reload']);
+    expect(u.status).toBe(3);
+  });
+
+  it('a bad config: exit 6, the key and the file named, and how to check it', () => {
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ 'paths.socket_dir': 42 }));
+    const r = runGuardctl(['--config', bad, 'status']);
+    expect(r.code).toBe(6);
+    expect(r.stderr).toMatch(/\[GUARD_CONFIG_INVALID_VALUE\]/);
+    expect(r.stderr).toContain(`Fix ${bad}`);
+    writeFileSync(bad, '{ not json');
+    const j = runGuardctl(['--config', bad, '--json', 'status']);
+    expect(j.code).toBe(6);
+    expect(j.json<{ error: { code: string } }>().error.code).toBe('GUARD_CONFIG_UNREADABLE');
+  });
+
+  it("commander's parse errors come out in guardctl's style and exit 2", () => {
+    const opt = runGuardctl(['status', '--bogus']);
+    expect(opt.code).toBe(2);
+    expect(opt.stderr).toBe(
+      "guardctl: unknown option '--bogus' [GUARD_CLI_USAGE]\nSee `guardctl status --help`.\n",
+    );
+    const cmd = runGuardctl(['--json', 'frobnicate']);
+    expect(cmd.code).toBe(2);
+    expect(cmd.json<{ error: { code: string } }>().error.code).toBe('GUARD_CLI_USAGE');
+    expect(cmd.stderr).not.toMatch(/^error:/m);
+    const missing = runGuardctl(['quarantine', 'restore']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^guardctl: missing required argument 'id' \[GUARD_CLI_USAGE\]$/m);
+    expect(missing.stderr).toContain('guardctl quarantine restore --help');
+  });
+
+  it('doctor in local mode checks no system service and never suggests systemctl', async () => {
+    const local = join(dir, 'local');
+    const policy = join(dir, 'local-policy.json');
+    const example = JSON.parse(readFileSync(join(ROOT, 'policy/example-policy.json'), 'utf8'));
+    example.rules = example.rules.map((r: { id: string }) => ({
+      ...r,
+      process: { names: [`tgcl-local-${r.id}`] },
+      packages: [],
+      paths: [],
+    }));
+    writeFileSync(policy, JSON.stringify(example));
+    let out = '';
+    const child = spawnAs(
+      null,
+      process.execPath,
+      [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', local, '--local-policy', policy],
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
+    );
+    child.stdout?.on('data', (d) => {
+      out += d;
+    });
+    child.stderr?.on('data', (d) => {
+      out += d;
+    });
+    await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output: ${out})`, {
+      timeoutMs: 30_000,
+    });
+    // the policy check passes once the embedded collector has served the signed policy
+    const doctor = await waitFor(
+      () => {
+        const r = runGuardctl(['--config', join(local, 'config.json'), '--json', 'doctor']);
+        const checks = r.json<{ checks: { id: string; status: string }[] }>().checks;
+        return checks.find((c) => c.id === 'enrollment')?.status === 'OK' ? r : undefined;
+      },
+      'doctor to see the local daemon enrolled',
+      { timeoutMs: 30_000 },
+    );
+    const report = doctor.json<{
+      ok: boolean;
+      checks: { id: string; status: string; fix: string | null }[];
+    }>();
+    expect(report.checks.find((c) => c.id === 'service')?.status).toBe('SKIP');
+    expect(report.checks.filter((c) => c.status === 'FAIL')).toEqual([]);
+    expect(doctor.code).toBe(0);
+    expect(doctor.stdout).not.toMatch(/systemctl/);
+    child.kill('SIGINT');
+    // with the daemon gone the fixes still speak of `npm start`
+    await waitFor(() => (child.exitCode !== null ? true : undefined), 'guardd --local to stop');
+    const after = runGuardctl(['--config', join(local, 'config.json'), 'doctor']);
+    expect(after.code).toBe(8);
+    expect(after.stdout).toContain('npm start');
+    expect(after.stdout).not.toMatch(/systemctl/);
+    const status = runGuardctl(['--config', join(local, 'config.json'), 'status']);
+    expect(status.code).toBe(3);
+    expect(status.stderr).toContain('`npm start` in the checkout (local mode)');
+    expect(status.stderr).not.toMatch(/systemctl/);
+  }, 90_000);
+});
