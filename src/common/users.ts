@@ -10,13 +10,16 @@
  * that hangs is killed at NSS_LOOKUP_TIMEOUT_MS, one that leaks or crashes takes nothing with it,
  * and no native build is needed. The cost is a spawn per lookup, paid once per uid per TTL: the
  * answers are cached (bounded, positive and negative TTLs) and dropped when /etc/passwd,
- * /etc/group or /etc/nsswitch.conf change. A lookup blocks the caller (owner() is synchronous on
- * the observation path) for at most the timeout; pre-exec verdicts have their own deadline.
+ * /etc/group or /etc/nsswitch.conf change. A lookup never runs on the caller's time: owner()
+ * answers from the cache, or from /etc/passwd and /etc/group while the uid's lookup runs in the
+ * background (at most NSS_MAX_CONCURRENT_LOOKUPS at once, NSS_MAX_QUEUED_LOOKUPS waiting), and a
+ * caller that can wait asks `settle` first, bounded. A uid neither cached nor in the files is
+ * unknown until its lookup answers: it matches no user or group exception (the strict side).
  * Without `getent` (a minimal container) the files are parsed as before.
  *
  * Files and command output are parsed defensively (a malformed line must not stop the daemon).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Owner } from '../sensors/observation.js';
@@ -65,21 +68,69 @@ interface CachedOwner {
   readonly expiresAt: number;
 }
 
+/** Lookups (a `getent` + an `id` child each) running at once: two keep a burst moving without a spawn storm. */
+export const NSS_MAX_CONCURRENT_LOOKUPS = 2;
 /**
- * Answers from NSS through `getent` and `id` children, cached. Everything is synchronous and
- * bounded by NSS_LOOKUP_TIMEOUT_MS per child.
+ * Uids waiting for a lookup at most; beyond it a uid is not queued (counted `dropped`) and is
+ * asked again the next time it is seen. A user who runs processes under thousands of uids (their
+ * /etc/subuid range, through newuidmap) can only make lookups late, never block guardd.
+ */
+export const NSS_MAX_QUEUED_LOOKUPS = 256;
+/**
+ * A caller that can wait for a uid's lookup (the process and install sensors, via `settle`) waits
+ * this long at most (ms; getent answers in a few ms when the directory does): then the uid is
+ * taken as unknown — no user or group exception matches it.
+ */
+export const OWNER_WAIT_MS = 500;
+/** The change stamps of NSS_STAMP_FILES are read at most this often (ms), not on every owner(). */
+const STAMP_CHECK_MS = 1000;
+
+/**
+ * Answers from NSS through `getent` and `id` children, cached, and never on the caller's time:
+ * owner() answers from the cache (a stale entry too, while it is asked again) or not at all, and
+ * starts an asynchronous lookup for a uid it cannot answer; `settle` lets a caller that may wait
+ * (the process sensor) wait for it, bounded.
  */
 class NssUsers {
   private readonly cache = new Map<number, CachedOwner>();
+  private readonly inflight = new Map<number, Promise<void>>();
+  private readonly queue: { uid: number; done: () => void }[] = [];
+  private running = 0;
   private enumerated: { users: UserRecord[]; expiresAt: number } | null = null;
   private stamp = '';
+  private stampCheckedAt = Number.NEGATIVE_INFINITY;
   /** Set when `getent` cannot be run here: the caller falls back to the files. */
   unavailable = false;
+  readonly counts = { lookups: 0, completed: 0, dropped: 0 };
 
   constructor(private readonly homeRoots: readonly string[]) {}
 
-  owner(uid: number): Owner {
-    return this.lookup(uid).owner;
+  /** The cached owner of `uid` (stale ones too, refreshed in the background); null when unknown yet. */
+  owner(uid: number): Owner | null {
+    const hit = this.cached(uid);
+    return hit ? hit.owner : null;
+  }
+
+  /** Lookups waiting and running now. */
+  get pending(): number {
+    return this.inflight.size;
+  }
+
+  /**
+   * Null when `uid` is answered from the cache; else a promise that resolves when its lookup
+   * finished or `maxWaitMs` passed, whichever is first (never rejects).
+   */
+  settle(uid: number, maxWaitMs: number): Promise<void> | null {
+    if (this.cached(uid)) return null;
+    const p = this.inflight.get(uid);
+    if (!p) return null;
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, maxWaitMs);
+      void p.then(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /** Users NSS enumerates, plus the owners of the homes under the home roots (SSSD/AD do not enumerate). */
@@ -106,32 +157,67 @@ class NssUsers {
           continue;
         }
         if (byUid.has(uid)) continue;
-        const record = this.lookup(uid).record;
+        // Not waited for: a uid not cached yet is looked up in the background, its home counts
+        // from the next round.
+        const record = this.cached(uid)?.record ?? null;
         if (record) byUid.set(uid, record);
       }
     }
     return [...byUid.values()];
   }
 
-  private lookup(uid: number): CachedOwner {
+  /** The cache entry of `uid` (fresh or stale); starts a lookup when it is missing or stale. */
+  private cached(uid: number): CachedOwner | undefined {
     this.invalidateOnChange();
-    const now = Date.now();
     const hit = this.cache.get(uid);
-    if (hit && hit.expiresAt > now) return hit;
-    const out = run('getent', ['passwd', String(uid)], (err) => {
+    if (!hit || hit.expiresAt <= Date.now()) this.startLookup(uid);
+    return hit;
+  }
+
+  private startLookup(uid: number): void {
+    if (this.inflight.has(uid)) return;
+    if (this.queue.length >= NSS_MAX_QUEUED_LOOKUPS) {
+      this.counts.dropped++;
+      return;
+    }
+    this.counts.lookups++;
+    const p = new Promise<void>((done) => {
+      this.queue.push({ uid, done });
+    }).finally(() => {
+      this.inflight.delete(uid);
+    });
+    this.inflight.set(uid, p);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < NSS_MAX_CONCURRENT_LOOKUPS && this.queue.length > 0) {
+      const job = this.queue.shift() as { uid: number; done: () => void };
+      this.running++;
+      void this.lookup(job.uid).finally(() => {
+        this.running--;
+        this.counts.completed++;
+        job.done();
+        this.pump();
+      });
+    }
+  }
+
+  private async lookup(uid: number): Promise<void> {
+    const out = await runAsync('getent', ['passwd', String(uid)], (err) => {
       if (err === 'ENOENT') this.unavailable = true;
     });
     const record = parsePasswd(out ?? '').find((u) => u.uid === uid) ?? null;
     let groups: string[] = [];
     if (record) {
       // `id -Gn` asks NSS's initgroups (getgrouplist): the directory's nested and primary groups too.
-      const g = run('id', ['-Gn', '--', record.name]);
+      const g = await runAsync('id', ['-Gn', '--', record.name]);
       groups = g === null ? [] : [...new Set(g.trim().split(/\s+/).filter(Boolean))];
     }
     const entry: CachedOwner = {
       owner: { uid, user: record?.name ?? null, groups, home: record?.home || null },
       record,
-      expiresAt: now + (record ? NSS_POSITIVE_TTL_MS : NSS_NEGATIVE_TTL_MS),
+      expiresAt: Date.now() + (record ? NSS_POSITIVE_TTL_MS : NSS_NEGATIVE_TTL_MS),
     };
     this.cache.delete(uid);
     this.cache.set(uid, entry);
@@ -139,16 +225,45 @@ class NssUsers {
       const oldest = this.cache.keys().next().value as number;
       this.cache.delete(oldest);
     }
-    return entry;
   }
 
   private invalidateOnChange(): void {
+    const now = performance.now();
+    if (now - this.stampCheckedAt < STAMP_CHECK_MS) return;
+    this.stampCheckedAt = now;
     const stamp = NSS_STAMP_FILES.map(mtime).join('|');
     if (stamp === this.stamp) return;
     this.stamp = stamp;
     this.cache.clear();
     this.enumerated = null;
   }
+}
+
+/** `run` without blocking: its stdout, or null when it failed, found nothing or timed out. */
+function runAsync(
+  cmd: string,
+  args: readonly string[],
+  onError?: (code: string) => void,
+): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(
+      cmd,
+      [...args],
+      {
+        encoding: 'utf8',
+        timeout: NSS_LOOKUP_TIMEOUT_MS,
+        maxBuffer: MAX_LOOKUP_OUTPUT_BYTES,
+        killSignal: 'SIGKILL',
+      },
+      (err, stdout) => {
+        if (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (typeof code === 'string') onError?.(code);
+          resolve(null);
+        } else resolve(stdout);
+      },
+    );
+  });
 }
 
 /** Runs `cmd` bounded; its stdout, or null when it failed, found nothing or timed out. */
@@ -208,7 +323,7 @@ export class UserDirectory {
   owner(uid: number): Owner {
     if (this.nss && !this.nss.unavailable) {
       const o = this.nss.owner(uid);
-      if (!this.nss.unavailable) return o;
+      if (o) return o;
     }
     this.refresh();
     const u = this.byUid.get(uid);
@@ -218,6 +333,25 @@ export class UserDirectory {
       groups: u ? (this.groupsByUser.get(u.name) ?? []) : [],
       home: u?.home ?? null,
     };
+  }
+
+  /**
+   * Null when `owner(uid)` answers now what it will answer; else a promise that resolves when the
+   * uid's NSS lookup finished or `maxWaitMs` passed (never rejects). For callers that may wait a
+   * little for a directory user's first process rather than see it unnamed.
+   */
+  settle(uid: number, maxWaitMs: number): Promise<void> | null {
+    if (!this.nss || this.nss.unavailable) return null;
+    const wait = this.nss.settle(uid, maxWaitMs);
+    if (wait === null) return null;
+    // A user of the files is named (and grouped) by them already; the lookup only refines it.
+    this.refresh();
+    return this.byUid.has(uid) ? null : wait;
+  }
+
+  /** NSS lookups started, finished and not queued (the queue was full); lookups pending now. */
+  nssCounts(): { lookups: number; completed: number; dropped: number; pending: number } | null {
+    return this.nss ? { ...this.nss.counts, pending: this.nss.pending } : null;
   }
 
   /** Every local human user with a home directory (uid 0 included: root installs tools too). */

@@ -31,10 +31,10 @@ import picomatch from 'picomatch';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
-import type { UserDirectory } from '../common/users.js';
+import { OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
 import { compileGlob, type Matcher } from '../policy/matcher.js';
 import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
-import type { Observation } from './observation.js';
+import type { Observation, Owner } from './observation.js';
 import { installReadGate, readPackageJsonAsync } from './package-reader.js';
 import { lstatUserPath, readdirUserPath, readlinkUserPath, statUserPath } from './safe-read.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
@@ -702,7 +702,7 @@ export class InstallSensor implements Sensor {
       if (!(await this.binsLinked(root, read.info.bin)) && Date.now() - p.firstSeen < BIN_WAIT_MS)
         return 'retry';
       contentDir = pkgDir;
-      const owner = this.options.users.owner(st.uid);
+      const owner = await this.ownerOf(st.uid);
       obs = {
         kind: 'package',
         ecosystem: 'npm',
@@ -724,7 +724,7 @@ export class InstallSensor implements Sensor {
         kind: 'path',
         path: p.path,
         isDirectory: st.isDirectory(),
-        owner: this.options.users.owner(st.uid),
+        owner: await this.ownerOf(st.uid),
       };
     }
     const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
@@ -746,6 +746,12 @@ export class InstallSensor implements Sensor {
   }
 
   /** True when every declared bin of a package in an npm prefix has its link (or there is nothing to wait for). */
+  /** The owner of `uid`, after waiting (bounded) for its NSS lookup when the directory cannot name it yet. */
+  private async ownerOf(uid: number): Promise<Owner> {
+    await this.options.users.settle(uid, OWNER_WAIT_MS);
+    return this.options.users.owner(uid);
+  }
+
   private async binsLinked(root: InstallRoot, bins: Readonly<Record<string, string>>): Promise<boolean> {
     const names = Object.keys(bins);
     if (names.length === 0 || root.layout !== 'npm') return true;
@@ -846,7 +852,7 @@ export class InstallSensor implements Sensor {
           path: former,
           root: root.path,
           manager: root.manager,
-          owner: this.options.users.owner(seen.uid),
+          owner: await this.ownerOf(seen.uid),
           removed: true,
         };
         this.observations++;

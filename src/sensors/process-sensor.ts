@@ -17,7 +17,7 @@
 import { basename, isAbsolute, join, normalize } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { UserDirectory } from '../common/users.js';
+import { OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner, type MarkerScanResult } from './content-markers.js';
@@ -32,7 +32,7 @@ import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 export interface ProcessSensorOptions {
   readonly source: ProcessSource;
   /** Resolves uid → owner (name, groups, home). */
-  readonly users: Pick<UserDirectory, 'owner'>;
+  readonly users: Pick<UserDirectory, 'owner'> & Partial<Pick<UserDirectory, 'settle'>>;
   /** The pipeline entry; called once per new process, not awaited by the scan. */
   readonly onObservation: ObservationHandler;
   /** Scan interval (ms); 0 = the source default (procfs 100 ms, exec events' sweep 1000 ms, ps-list 1000 ms). */
@@ -256,7 +256,16 @@ export class ProcessSensor implements Sensor {
    * process's own executable, and `file.open` is the path that opens that program's mapped file
    * for hashing and scanning (null: not mapped, nothing to read).
    */
-  private handle(raw: RawProcess, file?: { readonly open: string | null }): void {
+  private handle(raw: RawProcess, file?: { readonly open: string | null }, settled = false): void {
+    // A uid the user directory cannot name yet (a directory user's first process): wait for its
+    // lookup, bounded, off the scan, so exceptions see the user's name and groups.
+    const wait =
+      settled || raw.uid === null ? null : (this.options.users.settle?.(raw.uid, OWNER_WAIT_MS) ?? null);
+    if (wait !== null) {
+      this.count('owner_waits');
+      this.detach(wait.then(() => this.handle(raw, file, true)));
+      return;
+    }
     let obs: ProcessObservation;
     try {
       obs = this.observe(raw);

@@ -24,7 +24,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UserDirectory } from '../../src/common/users.js';
+import { NSS_MAX_CONCURRENT_LOOKUPS, NSS_MAX_QUEUED_LOOKUPS, UserDirectory } from '../../src/common/users.js';
 import {
   type Guardd,
   makeKey,
@@ -125,16 +125,43 @@ afterAll(async () => {
 });
 
 describe('users and groups from NSS', () => {
-  it('resolves a user only NSS knows: name, home, groups, and counts their home', () => {
+  it('resolves a user only NSS knows: name, home, groups, and counts their home', async () => {
     expect(readFileSync('/etc/passwd', 'utf8')).not.toContain(NAME);
     const users = new UserDirectory({ platform: 'linux' });
+    // Not known yet: the lookup runs in the background, and settle() waits for it.
+    expect(users.owner(UID).user).toBeNull();
+    const wait = users.settle(UID, 10_000);
+    expect(wait).not.toBeNull();
+    await wait;
+    expect(users.settle(UID, 10_000)).toBeNull();
     expect(users.owner(UID)).toEqual({ uid: UID, user: NAME, groups: [GROUP], home: HOME });
     expect(users.users().find((u) => u.uid === UID)).toMatchObject({ name: NAME, home: HOME });
-    // a local user still resolves, with their primary group
+    // a local user resolves at once from the files (no wait), with their primary group
+    expect(users.settle(localUser.uid, 10_000)).toBeNull();
     expect(users.owner(localUser.uid)).toMatchObject({ user: localUser.name, home: localUser.home });
     expect(users.owner(localUser.uid).groups).toContain(localUser.name);
     // an unknown uid is unnamed (and cached negatively, not an error)
+    await users.settle(59_999, 10_000);
     expect(users.owner(59_999)).toEqual({ uid: 59_999, user: null, groups: [], home: null });
+    expect(users.settle(59_999, 10_000)).toBeNull();
+  });
+
+  it("never looks a uid up on the caller's time: a flood of unknown uids is queued, bounded, and answered later", async () => {
+    const users = new UserDirectory({ platform: 'linux' });
+    const base = 3_000_000_000 + (randomBytes(2).readUInt16BE() << 8);
+    // 1,000 processes under uids no directory knows (a user's subuid range): every owner() answers
+    // at once — not one lookup can have finished inside this synchronous loop.
+    for (let i = 0; i < 1000; i++) expect(users.owner(base + i).user).toBeNull();
+    const c = users.nssCounts();
+    expect(c).not.toBeNull();
+    expect(c?.completed).toBe(0);
+    expect(c?.lookups).toBeLessThanOrEqual(NSS_MAX_QUEUED_LOOKUPS + NSS_MAX_CONCURRENT_LOOKUPS);
+    expect(c?.dropped).toBeGreaterThanOrEqual(1000 - NSS_MAX_QUEUED_LOOKUPS - NSS_MAX_CONCURRENT_LOOKUPS);
+    // …and they drain: the queued ones are answered (unknown) in the background.
+    await waitFor(() => users.nssCounts()?.pending === 0, 'the queued lookups drained', {
+      timeoutMs: 120_000,
+    });
+    expect(users.nssCounts()?.completed).toBe(c?.lookups);
   });
 
   it('the files reader alone (the old behaviour) does not know that user', () => {
