@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { GuardError } from '../common/errors.js';
-import type { UserDirectory } from '../common/users.js';
+import { NSS_LOOKUP_TIMEOUT_MS, type UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
@@ -79,6 +79,15 @@ export async function observeTarget(
   kind: TargetKind,
   opts: ObserveOptions,
 ): Promise<TargetObservation[]> {
+  // The uids this target's observations name: a directory user's is looked up in the background
+  // (common/users.ts), so wait for it here — a person asking may wait, guardd's scan may not.
+  const uids = [opts.uid];
+  try {
+    uids.push(kind === 'pid' ? (readUid(PROC, Number(target)) ?? opts.uid) : statSync(resolve(target)).uid);
+  } catch {
+    // no such target: the observer below says so.
+  }
+  for (const uid of new Set(uids)) await opts.users.settle(uid, NSS_LOOKUP_TIMEOUT_MS);
   switch (kind) {
     case 'pid':
       return [await observePid(Number(target), opts)];
