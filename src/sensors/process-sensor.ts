@@ -454,6 +454,7 @@ export class ProcessSensor implements Sensor {
       argv: raw.argv,
       owner,
       tty: raw.tty,
+      ...(raw.signing ? { signing: raw.signing } : {}),
     };
   }
 
