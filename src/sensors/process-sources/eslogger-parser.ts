@@ -50,11 +50,10 @@ export function parseEsloggerLine(line: string): StreamItem {
   try {
     msg = JSON.parse(line);
   } catch {
-    // Cut short (the program died mid-line) or not JSON at all: either may have been an exec.
-    const t = line.trimEnd();
+    // An object that does not parse was cut short (the program died mid-line) or corrupted.
     return {
       kind: 'skip',
-      reason: t.startsWith('{') && !t.endsWith('}') ? 'truncated' : 'not_json',
+      reason: line.trimStart().startsWith('{') ? 'truncated' : 'not_json',
       lost: true,
     };
   }

@@ -38,10 +38,10 @@ export function parseWindowsStartLine(line: string): StreamItem {
   try {
     msg = JSON.parse(line);
   } catch {
-    const t = line.trimEnd();
+    // An object that does not parse was cut short (the program died mid-line) or corrupted.
     return {
       kind: 'skip',
-      reason: t.startsWith('{') && !t.endsWith('}') ? 'truncated' : 'not_json',
+      reason: line.trimStart().startsWith('{') ? 'truncated' : 'not_json',
       lost: true,
     };
   }
