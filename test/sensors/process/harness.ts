@@ -24,6 +24,7 @@ import { compileMatcher } from '../../../src/policy/matcher.js';
 import type { PolicyBody, PolicyRule } from '../../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
+import type { ProcessControl } from '../../../src/sensors/process-sources/process-control.js';
 import type { ProcessSource } from '../../../src/sensors/process-sources/process-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
 import type { ScriptPackageResolver } from '../../../src/sensors/script-package.js';
@@ -71,6 +72,10 @@ export async function startPipeline(
     keepObservations?: boolean;
     notifier?: UserNotifier;
     scripts?: ScriptPackageResolver;
+    /** How the block action checks identity and signals (default: this OS's). */
+    control?: ProcessControl;
+    /** The platform the matcher is compiled for (default linux). */
+    platform?: 'linux' | 'darwin' | 'win32';
   } = {},
 ): Promise<Pipeline> {
   const logger = silentLogger();
@@ -79,7 +84,11 @@ export async function startPipeline(
   const notifier = opts.notifier ?? recording;
   const enforcer = new Enforcer({
     actions: {
-      blockProcess: new BlockProcessAction({ notifier, logger }),
+      blockProcess: new BlockProcessAction({
+        notifier,
+        logger,
+        ...(opts.control ? { control: opts.control } : {}),
+      }),
       notifyProcess: new NotifyProcessAction({ notifier, logger }),
       quarantine: { execute: async () => ({ actionTaken: 'skipped', latencyMs: 0, error: 'n/a' }) },
       notifyInstall: { execute: async () => ({ actionTaken: 'skipped', latencyMs: 0, error: 'n/a' }) },
@@ -88,7 +97,7 @@ export async function startPipeline(
     logger,
     warnIntervalMs: 0,
   });
-  const matcher = compileMatcher(body, { platform: 'linux', homes: [] });
+  const matcher = compileMatcher(body, { platform: opts.platform ?? 'linux', homes: [] });
   const ctx = { now: Date.now(), hostname: 'test-host', deviceTags: [] };
   const observed: ProcessObservation[] = [];
   const sensor = new ProcessSensor({
