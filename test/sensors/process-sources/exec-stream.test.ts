@@ -3,7 +3,7 @@
  * real pipeline (ExecStreamSource → ProcessSensor → compiled matcher → Enforcer → the real block
  * action with the ps-list process control macOS and Windows use): the configured program is a
  * stand-in (a small node script) that records how it was run, replays a stream built from the
- * documented formats (stream-fixtures.ts) naming a real process, and then dies or stays. It proves
+ * documented formats (bench/lib/exec-stream-fixtures.js) naming a real process, and then dies or stays. It proves
  * spawn → parse → match → kill (by a criterion only the replayed line carries: a team id, an argv
  * flag the real process does not have), restart with backoff, the fallback to ps-list polling when
  * the program is refused, missing or speaks another format version, and hostile streams.
@@ -14,6 +14,13 @@ import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import psList from 'ps-list';
 import { afterAll, describe, expect, it } from 'vitest';
+import {
+  esloggerExecLine,
+  esloggerExitLine,
+  esloggerForkLine,
+  type FixtureExec,
+  windowsStartLine,
+} from '../../../bench/lib/exec-stream-fixtures.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { createEsloggerSource } from '../../../src/sensors/process-sources/eslogger-source.js';
 import type { ExecStreamSource } from '../../../src/sensors/process-sources/exec-stream-source.js';
@@ -25,13 +32,6 @@ import {
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import { launch, type Pipeline, policy, startPipeline } from '../process/harness.js';
-import {
-  esloggerExecLine,
-  esloggerExitLine,
-  esloggerForkLine,
-  type FixtureExec,
-  windowsStartLine,
-} from './stream-fixtures.js';
 
 const dir = tempDir('tgxos-stream-');
 chmodSync(dir, 0o755);

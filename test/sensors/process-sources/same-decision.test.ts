@@ -1,11 +1,17 @@
 /**
- * Acceptance of the macOS and Windows exec sources: one exec, described once (stream-fixtures.ts),
+ * Acceptance of the macOS and Windows exec sources: one exec, described once (bench/lib/exec-stream-fixtures.js),
  * reaches the real matcher and `decide` with the same verdict whichever source reported it — the
  * Linux exec events addon's report (fromSnapshot), an eslogger line, a Windows start-trace line —
  * each turned into an observation by the real ProcessSensor. Only the macOS source carries
  * code-signing facts: a team-id rule decides there and nowhere else.
  */
 import { describe, expect, it } from 'vitest';
+import {
+  esloggerExecLine,
+  type FixtureExec,
+  procExecEvent,
+  windowsStartLine,
+} from '../../../bench/lib/exec-stream-fixtures.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { type DecideContext, decide } from '../../../src/enforcement/decide.js';
 import { FULL_SCOPE } from '../../../src/enforcement/enforcement-scope.js';
@@ -17,7 +23,6 @@ import { parseEsloggerLine } from '../../../src/sensors/process-sources/eslogger
 import { fromSnapshot } from '../../../src/sensors/process-sources/exec-events-source.js';
 import type { ProcessSource, RawProcess } from '../../../src/sensors/process-sources/process-source.js';
 import { parseWindowsStartLine } from '../../../src/sensors/process-sources/windows-start-parser.js';
-import { esloggerExecLine, type FixtureExec, procExecEvent, windowsStartLine } from './stream-fixtures.js';
 
 const TEAM = 'QWERT12345';
 const exec: FixtureExec = {

@@ -1,10 +1,19 @@
 /**
  * The eslogger and Windows start-trace parsers against streams built from the documented formats
- * (stream-fixtures.ts): every field read, unknown fields ignored, the version gate, unknown
+ * (bench/lib/exec-stream-fixtures.js): every field read, unknown fields ignored, the version gate, unknown
  * events and shapes counted, truncated lines, huge argv, non-UTF-8 paths (decoded as the source
  * decodes its stdout), Windows command-line splitting, and the shipped PowerShell program.
  */
 import { describe, expect, it } from 'vitest';
+import {
+  esloggerExecLine,
+  esloggerExitLine,
+  esloggerForkLine,
+  type FixtureExec,
+  filetime,
+  windowsCommandLine,
+  windowsStartLine,
+} from '../../../bench/lib/exec-stream-fixtures.js';
 import {
   ARGV_MAX_CHARS,
   ARGV_MAX_ITEMS,
@@ -21,15 +30,6 @@ import {
   WINDOWS_START_SCRIPT,
   windowsStartArgs,
 } from '../../../src/sensors/process-sources/windows-start-source.js';
-import {
-  esloggerExecLine,
-  esloggerExitLine,
-  esloggerForkLine,
-  type FixtureExec,
-  filetime,
-  windowsCommandLine,
-  windowsStartLine,
-} from './stream-fixtures.js';
 
 const START = Date.parse('2026-12-04T10:00:07.000Z');
 const TEAM = 'ABCDE12345';
@@ -44,6 +44,9 @@ const exec: FixtureExec = {
   signingId: 'com.vendor.tool',
   cdhash: 'A1B2C3D4E5F60718293A4B5C6D7E8F9012345678',
 };
+
+/** The rendered eslogger message, as a test may edit it. */
+type EsMessage = Parameters<NonNullable<Parameters<typeof esloggerExecLine>[1]>>[0];
 
 /** How ExecStreamSource decodes a line's bytes before parsing. */
 const decode = (b: Buffer) => new TextDecoder('utf-8', { fatal: false }).decode(b);
@@ -118,7 +121,7 @@ describe('eslogger parser', () => {
   });
 
   it('counts shapes it cannot read as lost (the source sweeps), never guesses', () => {
-    const cases: [string, (m: Record<string, any>) => void][] = [
+    const cases: [string, (m: EsMessage) => void][] = [
       ['no target', (m) => delete m.event.exec.target],
       ['no pid', (m) => delete m.event.exec.target.audit_token.pid],
       ['pid 0', (m) => (m.event.exec.target.audit_token.pid = 0)],

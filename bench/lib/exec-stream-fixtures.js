@@ -1,38 +1,22 @@
-/**
- * Builds exec event lines in the formats the three exec sources read, from one description of an
- * exec, so tests (and bench/exec-sources.js through dist) can feed the same exec to each:
- *  - eslogger (macOS 13+): an es_message_t rendered as eslogger's JSON Lines — schema_version,
- *    version, time, mach_time, event_type (9 exec, 11 fork, 15 exit), seq numbers, the
- *    instigating `process` (es_process_t) and `event.exec` (es_event_exec_t: target, args, env,
- *    cwd, dyld_exec_path, script, fds, image_cputype …); es_process_t with audit_token (pid, ruid,
- *    euid, pidversion …), ppid, original_ppid, group_id, session_id, start_time, executable (path,
- *    path_truncated, stat), tty, team_id, signing_id, cdhash, codesigning_flags,
- *    is_platform_binary, is_es_client, parent/responsible audit tokens. Fields the parser does not
- *    read are here on purpose (unknown fields must be ignored);
- *  - the Windows start script's version-1 lines (windows-start-parser.ts);
- *  - the Linux procevents addon's ExecEvent (the /proc facts its reader thread read).
- */
-import type { ExecEvent } from '../../../src/sensors/process-sources/exec-events-source.js';
+// Exec event lines in the formats the three exec sources read, built from one description of an
+// exec, so tests (test/sensors/process-sources/) and bench/exec-sources.bench.js feed the same
+// exec to each source:
+//  - eslogger (macOS 13+): an es_message_t rendered as eslogger's JSON Lines — schema_version,
+//    version, time, mach_time, event_type (9 exec, 11 fork, 15 exit), seq numbers, the
+//    instigating `process` (es_process_t) and `event.exec` (es_event_exec_t: target, args, env,
+//    cwd, dyld_exec_path, script, fds, image_cputype …); es_process_t with audit_token (pid, ruid,
+//    euid, pidversion …), ppid, original_ppid, group_id, session_id, start_time, executable (path,
+//    path_truncated, stat), tty, team_id, signing_id, cdhash, codesigning_flags,
+//    is_platform_binary, is_es_client, parent/responsible audit tokens. Fields the parser does not
+//    read are here on purpose (unknown fields must be ignored);
+//  - the Windows start script's version-1 lines (src/sensors/process-sources/windows-start-parser.ts);
+//  - the Linux procevents addon's ExecEvent (the /proc facts its reader thread read).
 
-export interface FixtureExec {
-  readonly pid: number;
-  readonly ppid: number;
-  readonly uid: number;
-  readonly exe: string;
-  readonly argv: readonly string[];
-  /** ms since the epoch. */
-  readonly startMs: number;
-  readonly teamId?: string | null;
-  readonly signingId?: string | null;
-  readonly cdhash?: string | null;
-  readonly platformBinary?: boolean;
-}
-
-function auditToken(pid: number, uid: number): Record<string, number> {
+function auditToken(pid, uid) {
   return { asid: 100_004, auid: uid, egid: 20, euid: uid, pid, pidversion: pid * 3 + 1, rgid: 20, ruid: uid };
 }
 
-function esProcess(e: FixtureExec): Record<string, unknown> {
+function esProcess(e) {
   return {
     audit_token: auditToken(e.pid, e.uid),
     cdhash: e.cdhash ?? '0000000000000000000000000000000000000000',
@@ -58,6 +42,7 @@ function esProcess(e: FixtureExec): Record<string, unknown> {
     responsible_audit_token: auditToken(e.ppid, e.uid),
     session_id: e.ppid,
     signing_id: e.signingId ?? null,
+    // Sub-second digits as eslogger writes them (the parser keeps whole seconds).
     start_time: new Date(e.startMs).toISOString().replace('Z', '123Z'),
     team_id: e.teamId ?? null,
     tty: { path: '/dev/ttys003', path_truncated: false, stat: {} },
@@ -67,7 +52,7 @@ function esProcess(e: FixtureExec): Record<string, unknown> {
 
 let seq = 0;
 
-function envelope(eventType: number, process: Record<string, unknown>, event: Record<string, unknown>) {
+function envelope(eventType, process, event) {
   seq++;
   return {
     schema_version: 1,
@@ -86,8 +71,8 @@ function envelope(eventType: number, process: Record<string, unknown>, event: Re
 }
 
 /** One eslogger `exec` line (JSON, no newline); `mutate` edits the object before it is written. */
-export function esloggerExecLine(e: FixtureExec, mutate?: (m: Record<string, any>) => void): string {
-  const parent: FixtureExec = { ...e, pid: e.ppid, ppid: 1, exe: '/bin/zsh', argv: ['-zsh'], teamId: null };
+export function esloggerExecLine(e, mutate) {
+  const parent = { ...e, pid: e.ppid, ppid: 1, exe: '/bin/zsh', argv: ['-zsh'], teamId: null };
   const m = envelope(9, esProcess(parent), {
     exec: {
       args: [...e.argv],
@@ -102,26 +87,27 @@ export function esloggerExecLine(e: FixtureExec, mutate?: (m: Record<string, any
       target: esProcess(e),
     },
   });
-  mutate?.(m as Record<string, any>);
+  mutate?.(m);
   return JSON.stringify(m);
 }
 
-export function esloggerForkLine(e: FixtureExec): string {
-  const parent: FixtureExec = { ...e, pid: e.ppid, ppid: 1 };
-  return JSON.stringify(envelope(11, esProcess(parent), { fork: { child: esProcess(e) } }));
+export function esloggerForkLine(e) {
+  return JSON.stringify(
+    envelope(11, esProcess({ ...e, pid: e.ppid, ppid: 1 }), { fork: { child: esProcess(e) } }),
+  );
 }
 
-export function esloggerExitLine(e: FixtureExec): string {
+export function esloggerExitLine(e) {
   return JSON.stringify(envelope(15, esProcess(e), { exit: { stat: 0 } }));
 }
 
 /** ms since the epoch as a FILETIME decimal string (100 ns ticks since 1601). */
-export function filetime(ms: number): string {
+export function filetime(ms) {
   return (BigInt(ms) * 10_000n + 116_444_736_000_000_000n).toString();
 }
 
 /** A Windows command line for argv, quoted so the C runtime reads it back (argv[0]: quotes only). */
-export function windowsCommandLine(argv: readonly string[]): string {
+export function windowsCommandLine(argv) {
   return argv
     .map((a, i) => {
       if (i === 0) return /\s/.test(a) ? `"${a}"` : a;
@@ -141,11 +127,8 @@ export function windowsCommandLine(argv: readonly string[]): string {
     .join(' ');
 }
 
-/** One line of the Windows start script for `e` (the exe and name as Windows reports them). */
-export function windowsStartLine(
-  e: FixtureExec,
-  over: Partial<{ exe: string | null; cmd: string | null; name: string }> = {},
-): string {
+/** One line of the Windows start script for `e` (`over` replaces exe, cmd or the image name). */
+export function windowsStartLine(e, over = {}) {
   const name = over.name ?? e.exe.split(/[\\/]/).pop() ?? '';
   return JSON.stringify({
     v: 1,
@@ -161,9 +144,9 @@ export function windowsStartLine(
 
 /**
  * The Linux addon's report of `e`: /proc/<pid>/stat as the kernel writes it (start time in clock
- * ticks at 100 Hz since an arbitrary boot; the sources compare it only with itself), exe, cmdline.
+ * ticks since an arbitrary boot; the sources compare it only with itself), exe, cmdline.
  */
-export function procExecEvent(e: FixtureExec): ExecEvent {
+export function procExecEvent(e) {
   const comm = (e.exe.split('/').pop() ?? '').slice(0, 15);
   const ticks = Math.floor(e.startMs / 10) % 1_000_000_000;
   const fields = [
@@ -218,11 +201,10 @@ export function procExecEvent(e: FixtureExec): ExecEvent {
     140_720_000_003_000,
     0,
   ];
-  const stat = `${e.pid} (${comm}) ${[...fields, ...rest].join(' ')}\n`;
   return {
     pid: e.pid,
     ts: 1,
-    stat,
+    stat: `${e.pid} (${comm}) ${[...fields, ...rest].join(' ')}\n`,
     exe: e.exe,
     cmdline: new Uint8Array(Buffer.from(`${e.argv.join('\0')}\0`)),
     truncated: false,
