@@ -118,6 +118,9 @@ export class ExecStreamSource implements ProcessSource {
   private wake: (() => void) | null = null;
   private pending: RawProcess[] = [];
   private sweepDue = true;
+  private sweeping: Promise<void> | null = null;
+  private sweepAgain = false;
+  private resets = 0;
   private readonly reported = new Map<number, number>();
   private readonly own: Record<string, number> = {};
   private partial: Buffer[] = [];
@@ -177,22 +180,66 @@ export class ExecStreamSource implements ProcessSource {
   }
 
   async poll(reason: PollReason = 'scan'): Promise<RawProcess[]> {
+    if (reason === 'scan' || this.sweepDue) {
+      // A tick woken by a line (or by a sweep's result) only hands over what it brought; the
+      // sweep keeps its interval.
+      this.sweepDue = false;
+      this.startSweep();
+    }
     const out = this.pending;
     this.pending = [];
-    if (this.state !== 'active' || reason === 'scan' || this.sweepDue) {
-      // A tick woken by a line only hands over what lines brought; the sweep keeps its interval.
-      this.sweepDue = false;
-      this.counters.sweeps++;
-      for (const raw of await this.poller.poll()) {
-        // Already reported by a line: the same process (pid and start time) seen again by ps.
-        if (this.reported.get(raw.pid) === raw.startTime && raw.startTime !== 0) continue;
-        out.push(raw);
-      }
-    }
     return out;
   }
 
+  /**
+   * Runs one ps-list sweep in the background: a snapshot takes two `ps` runs (tens to hundreds of
+   * ms), and lines arriving meanwhile are handed over at once instead of waiting for it. Its
+   * processes join the pending ones and wake the sensor. One sweep at a time; one asked for
+   * while another runs follows it.
+   */
+  private startSweep(): void {
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    this.counters.sweeps++;
+    const resets = this.resets;
+    this.sweeping = this.poller
+      .poll()
+      .then((found) => {
+        if (this.resets !== resets) {
+          // reset() ran during the snapshot, which then kept its own view of what is known.
+          this.poller.reset();
+          this.sweepAgain = true;
+        }
+        let any = false;
+        for (const raw of found) {
+          // Already reported by a line: the same process (pid and start time) seen again by ps.
+          if (raw.startTime !== 0 && this.reported.get(raw.pid) === raw.startTime) continue;
+          this.pending.push(raw);
+          any = true;
+        }
+        return any;
+      })
+      .finally(() => {
+        this.sweeping = null;
+      })
+      .then((any) => {
+        if (this.sweepAgain && this.state !== 'closed') {
+          this.sweepAgain = false;
+          this.startSweep();
+        }
+        if (any) this.wake?.();
+      });
+  }
+
+  /** Resolves when the sweep running now (if any) handed over its processes. For tests and `close`. */
+  async settled(): Promise<void> {
+    while (this.sweeping) await this.sweeping;
+  }
+
   reset(): void {
+    this.resets++;
     this.poller.reset();
     this.reported.clear();
     this.sweepDue = true;

@@ -19,6 +19,10 @@ import type { RawProcess } from './process-source.js';
 
 /** Versions of the script's lines this parser reads. */
 export const WINDOWS_START_VERSIONS: ReadonlySet<number> = new Set([1]);
+/** The characters the command-line splitter treats specially (whitespace, backslash, quote). */
+const SPECIAL = /[ \t\\"]/g;
+/** Those of the program name (argv[0]), which takes backslashes literally. */
+const PROGRAM_SPECIAL = /[ \t"]/g;
 /** FILETIME ticks (100 ns) between 1601-01-01 and the Unix epoch. */
 const FILETIME_EPOCH_OFFSET = 116_444_736_000_000_000n;
 
@@ -126,22 +130,40 @@ export function splitWindowsCommandLine(cmd: string): string[] {
   let i = 0;
   const n = cmd.length;
   // argv[0]: quotes toggle, no escapes.
-  let cur = '';
+  const first: string[] = [];
   let quoted = false;
-  while (i < n && (quoted || (cmd[i] !== ' ' && cmd[i] !== '\t'))) {
+  while (i < n) {
+    PROGRAM_SPECIAL.lastIndex = i;
+    const m = PROGRAM_SPECIAL.exec(cmd);
+    const stop = m ? m.index : n;
+    if (stop > i) first.push(cmd.slice(i, stop));
+    i = stop;
+    if (i >= n || (!quoted && cmd[i] !== '"')) break;
     if (cmd[i] === '"') quoted = !quoted;
-    else cur += cmd[i];
+    else first.push(cmd[i] as string);
     i++;
   }
-  out.push(cur);
+  out.push(first.join(''));
   for (;;) {
     while (i < n && (cmd[i] === ' ' || cmd[i] === '\t')) i++;
     if (i >= n) break;
-    cur = '';
+    const parts: string[] = [];
     quoted = false;
     while (i < n) {
+      // A run of ordinary characters is taken in one slice: a 32 KiB argument is one step, not 32,768.
+      SPECIAL.lastIndex = i;
+      const m = SPECIAL.exec(cmd);
+      const stop = m ? m.index : n;
+      if (stop > i) parts.push(cmd.slice(i, stop));
+      i = stop;
+      if (i >= n) break;
       const c = cmd[i];
       if (!quoted && (c === ' ' || c === '\t')) break;
+      if (c === ' ' || c === '\t') {
+        parts.push(c);
+        i++;
+        continue;
+      }
       if (c === '\\') {
         let k = 0;
         while (i < n && cmd[i] === '\\') {
@@ -149,28 +171,24 @@ export function splitWindowsCommandLine(cmd: string): string[] {
           i++;
         }
         if (cmd[i] === '"') {
-          cur += '\\'.repeat(k >> 1);
+          parts.push('\\'.repeat(k >> 1));
           if (k % 2 === 1) {
-            cur += '"';
+            parts.push('"');
             i++;
           }
-        } else cur += '\\'.repeat(k);
+        } else parts.push('\\'.repeat(k));
         continue;
       }
-      if (c === '"') {
-        if (quoted && cmd[i + 1] === '"') {
-          cur += '"';
-          i += 2;
-          continue;
-        }
-        quoted = !quoted;
-        i++;
+      // A double quote: `""` inside quotes is a literal quote, else quoting toggles.
+      if (quoted && cmd[i + 1] === '"') {
+        parts.push('"');
+        i += 2;
         continue;
       }
-      cur += c;
+      quoted = !quoted;
       i++;
     }
-    out.push(cur);
+    out.push(parts.join(''));
   }
   return out;
 }
