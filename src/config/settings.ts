@@ -167,7 +167,7 @@ export const SETTINGS = {
   'sensors.process.exec_program': str({
     default: '',
     description:
-      'The program the eslogger or windows-start source runs; empty = /usr/bin/eslogger (macOS) or powershell.exe (Windows). For tests and unusual installs.',
+      'The program the eslogger or windows-start source runs; empty = /usr/bin/eslogger (macOS) or %SystemRoot%\\System32\\WindowsPowerShell\\v1.0\\powershell.exe (Windows). For tests and unusual installs.',
   }),
   'sensors.install.enabled': bool({
     default: true,

@@ -11,6 +11,7 @@
  * before the event arrives); a process that exits before its Win32_Process is read keeps only its
  * image name; it has no user (uid) and no code-signing facts. No kernel driver is involved.
  */
+import { win32 } from 'node:path';
 import type { Logger } from '../../common/logger.js';
 import { ExecStreamSource, type ExecStreamSourceOptions, type ExitRefusal } from './exec-stream-source.js';
 import { parseWindowsStartLine } from './windows-start-parser.js';
@@ -51,8 +52,19 @@ while ($true) {
 }
 `;
 
-/** The PowerShell that runs the script (Windows PowerShell 5.1 is on every supported Windows). */
-export const POWERSHELL_PATH = 'powershell.exe';
+/**
+ * The PowerShell that runs the script (Windows PowerShell 5.1 is on every supported Windows), by
+ * absolute path: a bare `powershell.exe` is looked up in the working directory first.
+ */
+export function powershellPath(env: NodeJS.ProcessEnv = process.env): string {
+  return win32.join(
+    env.SystemRoot || 'C:\\Windows',
+    'System32',
+    'WindowsPowerShell',
+    'v1.0',
+    'powershell.exe',
+  );
+}
 
 /** The arguments that run WINDOWS_START_SCRIPT without a file: UTF-16LE, base64 (-EncodedCommand). */
 export function windowsStartArgs(script: string = WINDOWS_START_SCRIPT): string[] {
@@ -79,7 +91,7 @@ export function classifyWindowsStartExit(stderr: string): ExitRefusal | null {
 
 export interface WindowsStartSourceOptions extends Omit<ExecStreamSourceOptions, 'spec'> {
   readonly logger: Logger;
-  /** The program to run (tests run a stand-in that replays a recorded stream). Default POWERSHELL_PATH. */
+  /** The program to run (tests run a stand-in that replays a recorded stream). Default powershellPath(). */
   readonly program?: string;
 }
 
@@ -90,7 +102,7 @@ export function createWindowsStartSource(options: WindowsStartSourceOptions): Ex
     ...rest,
     spec: {
       kind: 'windows-start',
-      program: program || POWERSHELL_PATH,
+      program: program || powershellPath(),
       args: windowsStartArgs(),
       parse: parseWindowsStartLine,
       classifyExit: classifyWindowsStartExit,

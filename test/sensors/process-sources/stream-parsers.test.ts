@@ -27,6 +27,7 @@ import {
   splitWindowsCommandLine,
 } from '../../../src/sensors/process-sources/windows-start-parser.js';
 import {
+  powershellPath,
   WINDOWS_START_SCRIPT,
   windowsStartArgs,
 } from '../../../src/sensors/process-sources/windows-start-source.js';
@@ -326,6 +327,11 @@ describe('Windows start-trace parser', () => {
       '-EncodedCommand',
     ]);
     expect(Buffer.from(args.at(-1) as string, 'base64').toString('utf16le')).toBe(WINDOWS_START_SCRIPT);
+    // By absolute path (a bare name is looked up in the working directory first on Windows).
+    expect(powershellPath({ SystemRoot: 'C:\\WINDOWS' })).toBe(
+      'C:\\WINDOWS\\System32\\WindowsPowerShell\\v1.0\\powershell.exe',
+    );
+    expect(powershellPath({})).toBe('C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe');
     // Windows' command line limit is 32,767 characters.
     expect(args.join(' ').length).toBeLessThan(32_767);
     expect(WINDOWS_START_SCRIPT).toContain('Register-CimIndicationEvent -ClassName Win32_ProcessStartTrace');
