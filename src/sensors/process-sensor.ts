@@ -196,14 +196,18 @@ export class ProcessSensor implements Sensor {
     }
     this.ticking = (async () => {
       let next: PollReason | null = reason;
-      while (next !== null) {
-        this.queued = null;
-        await this.tick(next);
-        next = this.queued;
+      try {
+        while (next !== null) {
+          this.queued = null;
+          await this.tick(next);
+          next = this.queued;
+        }
+      } finally {
+        // Cleared in the same step that found nothing queued: a wake asked for after it starts a
+        // new tick instead of queueing behind one that has already ended (it would be lost).
+        this.ticking = null;
       }
-    })().finally(() => {
-      this.ticking = null;
-    });
+    })();
     return this.ticking;
   }
 

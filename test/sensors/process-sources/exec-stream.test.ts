@@ -347,6 +347,60 @@ describe('eslogger source (stand-in eslogger on Linux)', () => {
   });
 });
 
+describe('sweep and lines together', () => {
+  it('a process a line reported is not reported again by the ps-list sweep (same pid and start time)', async () => {
+    const go = join(dir, `go-${randomBytes(3).toString('hex')}`);
+    const line = join(dir, `line-${randomBytes(3).toString('hex')}`);
+    const home = join(dir, `dedupe-${randomBytes(3).toString('hex')}`);
+    mkdirSync(home, { recursive: true });
+    const program = join(home, 'eslogger');
+    // Writes the line the test put in `line` once `go` exists.
+    writeFileSync(
+      program,
+      `#!${process.execPath}
+const fs = require('fs');
+const wait = setInterval(() => {
+  if (!fs.existsSync(${JSON.stringify(go)})) return;
+  clearInterval(wait);
+  process.stdout.write(fs.readFileSync(${JSON.stringify(line)}));
+  setInterval(() => {}, 1 << 30);
+}, 20);
+`,
+    );
+    chmodSync(program, 0o755);
+    const source = createEsloggerSource({
+      logger: silentLogger(),
+      program,
+      pslist: { procStartTimes: false },
+    });
+    const p = await startPipeline(
+      policy([
+        { id: 'xos-d', name: 'D', action: 'audit', message: 'd', process: { names: ['xos-nothing'] } },
+      ]),
+      { source, intervalMs: 600_000, keepObservations: true, platform: 'darwin' },
+    );
+    pipelines.push(p);
+    // The sweeps of the start (the first scan, the one after eslogger started) are over.
+    await waitFor(() => details(p).exec_events === 'active' && p.observed.length > 0, 'the first sweeps');
+    await source.settled();
+    // A process new to ps-list, reported by a line first.
+    const t = await target('tgxd');
+    writeFileSync(line, lines(esloggerExecLine({ ...t.exec, teamId: 'ABCDE12345' })));
+    writeFileSync(go, '');
+    await waitFor(() => p.observed.some((o) => o.pid === t.exec.pid), 'the exec line');
+    const sweeps = Number(details(p).exec_events_resyncs);
+    for (let i = 0; i < 3; i++) {
+      await p.sensor.runTick('scan');
+      await source.settled();
+    }
+    expect(Number(details(p).exec_events_resyncs)).toBeGreaterThanOrEqual(sweeps + 3);
+    // Seen by those sweeps (ps lists it), reported once: by the line, with its signing facts.
+    expect(p.observed.filter((o) => o.pid === t.exec.pid).map((o) => o.signing?.teamId)).toEqual([
+      'ABCDE12345',
+    ]);
+  });
+});
+
 describe('Windows start-trace source (stand-in powershell on Linux)', () => {
   it('runs the shipped script, kills a process from its replayed start line (argv read for the pid)', async () => {
     const flag = `--xos-flag-${randomBytes(4).toString('hex')}`;
