@@ -55,6 +55,14 @@ export const ERROR_CODES = {
     'the exec events addon (native/procevents) is missing or does not load; the process sensor polls /proc',
   GUARD_PROCEVENTS_OPEN_FAILED:
     'the kernel refused the process events connector (needs root with CAP_NET_ADMIN); the process sensor polls /proc',
+  GUARD_EXEC_STREAM_MISSING:
+    'the exec event program (eslogger on macOS 13+, powershell.exe on Windows) is not there; the process sensor polls with ps-list',
+  GUARD_EXEC_STREAM_NOT_PERMITTED:
+    'the exec event program was refused by the OS (macOS: guardd lacks Full Disk Access or root; Windows: not an administrator); the process sensor polls with ps-list',
+  GUARD_EXEC_STREAM_EXITED:
+    'the exec event program exited; it is restarted with backoff, ps-list polls meanwhile',
+  GUARD_EXEC_STREAM_SCHEMA:
+    'the exec event program writes a format version guardd does not know; the process sensor polls with ps-list',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

@@ -154,14 +154,20 @@ export const SETTINGS = {
     max: 60_000,
     description: 'Process scan interval; 0 = the source default (Linux /proc: 100 ms, ps-list: 1000 ms).',
   }),
-  'sensors.process.source': oneOf(['auto', 'procfs', 'ps-list'] as const, {
+  'sensors.process.source': oneOf(['auto', 'procfs', 'ps-list', 'eslogger', 'windows-start'] as const, {
     default: 'auto',
-    description: 'Process source; auto = procfs on Linux, ps-list elsewhere.',
+    description:
+      'Process source; auto = procfs on Linux, eslogger on macOS, windows-start (WMI process start trace) on Windows; the last two poll with ps-list while their program does not run.',
   }),
   'sensors.process.exec_events': oneOf(['auto', 'off'] as const, {
     default: 'auto',
     description:
-      'Linux exec events (process events connector) with the procfs source; auto = on when guardd may open it (root with CAP_NET_ADMIN), else /proc polling. The /proc scan then runs every 1000 ms as the safety sweep.',
+      'Exec events: Linux process events connector with the procfs source (root with CAP_NET_ADMIN; the /proc scan then runs every 1000 ms as the safety sweep), eslogger on macOS, the WMI process start trace on Windows (ps-list then sweeps every 5000 ms); off = polling only.',
+  }),
+  'sensors.process.exec_program': str({
+    default: '',
+    description:
+      'The program the eslogger or windows-start source runs; empty = /usr/bin/eslogger (macOS) or %SystemRoot%\\System32\\WindowsPowerShell\\v1.0\\powershell.exe (Windows). For tests and unusual installs.',
   }),
   'sensors.install.enabled': bool({
     default: true,

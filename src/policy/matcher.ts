@@ -24,6 +24,7 @@ import semver from 'semver';
 import { anyGlobTest } from '../common/glob-test.js';
 import type { Platform } from '../common/platform-paths.js';
 import type {
+  CodeSigning,
   Observation,
   Owner,
   PackageObservation,
@@ -41,6 +42,7 @@ export type MatchReason =
   | 'script_package'
   | 'sha256'
   | 'content'
+  | 'signing'
   | 'npm_package'
   | 'path';
 
@@ -217,6 +219,10 @@ interface CompiledRule {
   readonly sha256: ReadonlySet<string>;
   /** Content marker sets: canonical keys (all must be found) and the set as written (the detail). */
   readonly markerSets: readonly { readonly keys: readonly string[]; readonly detail: string }[];
+  /** Apple team identifiers (exact, upper-case as Apple issues them). */
+  readonly teamIds: ReadonlySet<string>;
+  /** `TEAMID:identifier` / `platform:identifier` signing ids (exact). */
+  readonly signingIds: ReadonlySet<string>;
   readonly packages: readonly { name: string; range: string }[];
   readonly pathGlob: GlobTest | null;
   readonly pathGlobs: readonly string[];
@@ -394,6 +400,8 @@ function compileRule(
       }),
       detail: set.map((src) => JSON.stringify(src)).join(' & '),
     })),
+    teamIds: new Set(p.team_ids ?? []),
+    signingIds: new Set(p.signing_ids ?? []),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
     pathGlob: pathGlobs.length > 0 ? compileGlob(pathGlobs, nocase) : null,
     pathGlobs,
@@ -582,6 +590,10 @@ function matchProcess(
     const set = r.markerSets.find((m) => m.keys.every((k) => hits.has(k)));
     if (set) return { reason: 'content', detail: set.detail };
   }
+  if (obs.signing && (r.teamIds.size > 0 || r.signingIds.size > 0)) {
+    const hit = signingHit(r, obs.signing);
+    if (hit) return { reason: 'signing', detail: hit };
+  }
   if (r.scriptPackages.size > 0 && obs.scriptPackage && r.scriptPackages.has(obs.scriptPackage.name)) {
     return { reason: 'script_package', detail: obs.scriptPackage.name };
   }
@@ -596,6 +608,20 @@ function matchProcess(
     if (script && r.exeGlob(toPosix(script))) return { reason: 'exe_path', detail: script };
   }
   return argvHit(r, obs, facts);
+}
+
+/**
+ * The team id (`team:ABCDE12345`) or qualified signing id (`ABCDE12345:com.vendor.tool`,
+ * `platform:com.apple.ls`) of `signing` that `r` names, or null. A signing id counts only with the
+ * team that signed it (or Apple's platform flag): an ad-hoc signature may carry any identifier.
+ */
+function signingHit(r: CompiledRule, signing: CodeSigning): string | null {
+  if (signing.teamId && r.teamIds.has(signing.teamId)) return `team:${signing.teamId}`;
+  if (!signing.signingId || r.signingIds.size === 0) return null;
+  const qualifier = signing.platformBinary ? 'platform' : signing.teamId;
+  if (!qualifier) return null;
+  const id = `${qualifier}:${signing.signingId}`;
+  return r.signingIds.has(id) ? id : null;
 }
 
 function argvHit(

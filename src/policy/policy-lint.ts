@@ -129,6 +129,8 @@ function criteria(rule: PolicyRule): Map<string, Set<string>> {
     ['process.sha256', new Set((p.sha256 ?? []).map((h) => h.toLowerCase()))],
     // A set is one criterion value: its markers, canonical and sorted.
     ['process.markers', new Set((p.markers ?? []).map((set) => markerSetKey(set)))],
+    ['process.team_ids', new Set(p.team_ids ?? [])],
+    ['process.signing_ids', new Set(p.signing_ids ?? [])],
     ['packages', new Set((rule.packages ?? []).map((k) => `${k.name}@${k.range}`))],
     ['paths', new Set(rule.paths ?? [])],
   ]);

@@ -2,8 +2,8 @@
  * Owns validating a policy body: the JSON Schema in policy/policy.schema.json (ajv + ajv-formats)
  * and the semantic checks a schema cannot express (argv patterns compile with the matcher's RE2
  * engine within its size limit, globs have balanced brackets, semver ranges parse, expires_at after issued_at, rule ids unique,
- * content markers parse, are long enough, fit the policy's marker budget, and a block/warn rule
- * does not rest on a marker set every Bun-built program carries).
+ * content markers parse, are long enough, fit the policy's marker budget, a block/warn rule
+ * does not rest on a marker set every Bun-built program carries, nor on an Apple platform signing id).
  * Every problem is reported with the JSON path of the offending value (`$.rules[2].process.names[0]`),
  * all of them at once, so an admin fixes a policy in one round.
  */
@@ -233,6 +233,14 @@ export function semanticIssues(body: PolicyBody): PolicyIssue[] {
           message: `matches every Bun single-file executable (only strings the Bun runtime itself carries); such a set may drive an audit rule at most, not ${rule.action}`,
         });
       }
+    });
+    (p.signing_ids ?? []).forEach((id, j) => {
+      // Banning Apple's own binaries (shells, launchd helpers) by signing id would stop the machine.
+      if (rule.action !== 'audit' && id.startsWith('platform:'))
+        issues.push({
+          path: `${at}.process.signing_ids[${j}]`,
+          message: `names an Apple platform binary; such a signing id may drive an audit rule at most, not ${rule.action}`,
+        });
     });
     (p.exe_globs ?? []).forEach((g, j) => {
       const problem = pathGlobProblem(g);

@@ -27,6 +27,17 @@ export interface ProcessCriteria {
    * matches the rule.
    */
   readonly markers?: readonly (readonly string[])[];
+  /**
+   * Apple Developer ID team identifiers (10 upper-case letters/digits): every program signed by
+   * that team matches (macOS, from the exec source's code-signing facts; docs/policy.md).
+   */
+  readonly team_ids?: readonly string[];
+  /**
+   * Signing identifiers qualified by their team, `TEAMID:identifier` (Santa's form), or
+   * `platform:identifier` for Apple's own binaries: a signing identifier alone is chosen by whoever
+   * signs, so only the team (certified by Apple) makes it mean anything.
+   */
+  readonly signing_ids?: readonly string[];
 }
 
 export interface PackageCriteria {

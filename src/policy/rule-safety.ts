@@ -1087,6 +1087,13 @@ function criterionPath(
     case 'content':
       j = (p.markers ?? []).findIndex((set) => set.map((m) => JSON.stringify(m)).join(' & ') === hit.detail);
       return j >= 0 ? `${at}.process.markers[${j}]` : `${at}.process.markers`;
+    case 'signing':
+      if (hit.detail.startsWith('team:')) {
+        j = (p.team_ids ?? []).indexOf(hit.detail.slice(5));
+        return j >= 0 ? `${at}.process.team_ids[${j}]` : `${at}.process.team_ids`;
+      }
+      j = (p.signing_ids ?? []).indexOf(hit.detail);
+      return j >= 0 ? `${at}.process.signing_ids[${j}]` : `${at}.process.signing_ids`;
     case 'argv':
       j = (p.argv_patterns ?? []).indexOf(hit.detail);
       return j >= 0 ? `${at}.process.argv_patterns[${j}]` : `${at}.process.argv_patterns`;
@@ -1106,6 +1113,7 @@ const VERB: Record<string, string> = {
   script_package: 'kill',
   sha256: 'kill',
   content: 'kill',
+  signing: 'kill',
   npm_package: 'quarantine',
   path: 'quarantine',
 };

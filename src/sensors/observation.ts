@@ -16,6 +16,21 @@ export interface Owner {
   readonly home: string | null;
 }
 
+/**
+ * Code-signing facts an exec source reports with the exec (macOS Endpoint Security via eslogger):
+ * what the kernel validated when it mapped the executable, not read from the file afterwards.
+ */
+export interface CodeSigning {
+  /** Developer ID team identifier, or null (unsigned, ad-hoc signed, or an Apple platform binary). */
+  readonly teamId: string | null;
+  /** Signing identifier (e.g. `com.apple.ls`), or null when unsigned. */
+  readonly signingId: string | null;
+  /** Lower-case hex code directory hash, or null. */
+  readonly cdhash: string | null;
+  /** True for Apple's own platform binaries (their signing ids are matched as `platform:<id>`). */
+  readonly platformBinary: boolean;
+}
+
 /** The npm package that an interpreter's script belongs to. */
 export interface ScriptPackage {
   readonly name: string;
@@ -54,6 +69,8 @@ export interface ProcessObservation {
   readonly contentMarkers?: readonly string[] | null;
   /** Filled only when `Matcher.needs.scriptPackage` and the process is an interpreter running a script. */
   readonly scriptPackage?: ScriptPackage | null;
+  /** Present when the exec source reports code-signing facts (macOS eslogger); absent elsewhere. */
+  readonly signing?: CodeSigning;
 }
 
 export type PackageManager =

@@ -206,14 +206,18 @@ export class ProcessSensor implements Sensor {
     }
     this.ticking = (async () => {
       let next: PollReason | null = reason;
-      while (next !== null) {
-        this.queued = null;
-        await this.tick(next);
-        next = this.queued;
+      try {
+        while (next !== null) {
+          this.queued = null;
+          await this.tick(next);
+          next = this.queued;
+        }
+      } finally {
+        // Cleared in the same step that found nothing queued: a wake asked for after it starts a
+        // new tick instead of queueing behind one that has already ended (it would be lost).
+        this.ticking = null;
       }
-    })().finally(() => {
-      this.ticking = null;
-    });
+    })();
     return this.ticking;
   }
 
@@ -519,6 +523,7 @@ export class ProcessSensor implements Sensor {
       argv: raw.argv,
       owner,
       tty: raw.tty,
+      ...(raw.signing ? { signing: raw.signing } : {}),
     };
   }
 

@@ -9,10 +9,12 @@ import type { UserDirectory } from '../common/users.js';
 import type { Config } from '../config/settings.js';
 import { InstallSensor } from './install-sensor.js';
 import { ProcessSensor } from './process-sensor.js';
+import { createEsloggerSource } from './process-sources/eslogger-source.js';
 import { ExecEventsSource } from './process-sources/exec-events-source.js';
 import type { ProcessSource } from './process-sources/process-source.js';
 import { ProcfsSource } from './process-sources/procfs-source.js';
 import { PsListSource } from './process-sources/pslist-source.js';
+import { createWindowsStartSource } from './process-sources/windows-start-source.js';
 import type { ObservationHandler, Sensor } from './sensor.js';
 
 /** What every sensor factory receives from the composition root. */
@@ -35,17 +37,30 @@ export interface SensorRegistration {
 }
 
 /**
- * The process source the config asks for: auto = procfs on Linux, ps-list elsewhere; on Linux the
- * procfs scan is fed by exec events unless `sensors.process.exec_events` is off (the source falls
- * back to polling by itself when the kernel refuses the connector).
+ * The process source the config asks for: auto = procfs on Linux, eslogger on macOS, the WMI
+ * process start trace on Windows. With exec events on (`sensors.process.exec_events` auto), Linux's
+ * procfs scan is fed by the kernel's exec events, and the eslogger / windows-start sources run
+ * their program; each falls back to polling by itself (procfs / ps-list) when it cannot listen.
+ * With exec events off, those two are plain ps-list polling.
  */
 export function processSourceFor(config: Config, platform: Platform, logger: Logger): ProcessSource {
   const kind = config['sensors.process.source'];
+  const events = config['sensors.process.exec_events'] === 'auto';
+  const program = config['sensors.process.exec_program'];
   if (kind === 'procfs' || (kind === 'auto' && platform === 'linux')) {
-    if (platform === 'linux' && config['sensors.process.exec_events'] === 'auto')
-      return new ExecEventsSource({ logger });
+    if (platform === 'linux' && events) return new ExecEventsSource({ logger });
     return new ProcfsSource();
   }
+  const streamed =
+    kind === 'auto'
+      ? platform === 'darwin'
+        ? 'eslogger'
+        : platform === 'win32'
+          ? 'windows-start'
+          : null
+      : kind;
+  if (events && streamed === 'eslogger') return createEsloggerSource({ logger, program });
+  if (events && streamed === 'windows-start') return createWindowsStartSource({ logger, program });
   return new PsListSource();
 }
 

@@ -139,7 +139,7 @@ describe('macOS property lists', () => {
     expect(p.UserName).toBe('root');
   });
 
-  it('the .mobileconfig template is valid and carries the settings and the background-item payloads', () => {
+  it('the .mobileconfig template is valid and carries the settings, background-item and Full Disk Access payloads', () => {
     const p = plist('service/macos/toolguard.mobileconfig');
     expect(p.PayloadType).toBe('Configuration');
     expect(p.PayloadScope).toBe('System');
@@ -157,6 +157,21 @@ describe('macOS property lists', () => {
         expect.objectContaining({ RuleType: 'Label', RuleValue: 'io.toolguard.guardd' }),
       ]),
     );
+    // Full Disk Access for guardd's program (the launchd job's node), which eslogger needs of its
+    // responsible process: the PPPC payload names exactly the ProgramArguments[0] launchd runs.
+    const daemon = plist('service/macos/io.toolguard.guardd.plist');
+    const pppc = content.find((c) => c.PayloadType === 'com.apple.TCC.configuration-profile-policy');
+    const fda = (pppc?.Services as Record<string, unknown[]> | undefined)?.SystemPolicyAllFiles;
+    expect(fda).toEqual([
+      expect.objectContaining({
+        Identifier: (daemon.ProgramArguments as string[])[0],
+        IdentifierType: 'path',
+        CodeRequirement: '@@NODE_CODE_REQUIREMENT@@',
+        Authorization: 'Allow',
+        StaticCode: false,
+      }),
+    ]);
+    expect(Object.keys(pppc?.Services as object)).toEqual(['SystemPolicyAllFiles']);
     const uuids = [p, ...content].map((c) => c.PayloadUUID);
     expect(new Set(uuids).size).toBe(uuids.length);
   });

@@ -6,6 +6,8 @@
  * so a new process is handed over at once rather than at the next scan.
  */
 
+import type { CodeSigning } from '../observation.js';
+
 /** Why the sensor polls: its interval elapsed ('scan'), or a push source woke it ('wake'). */
 export type PollReason = 'scan' | 'wake';
 
@@ -36,11 +38,16 @@ export interface RawProcess {
    * still describes the same program.
    */
   readonly image?: string;
+  /** Code-signing facts the exec carried (macOS eslogger); absent when the source has none. */
+  readonly signing?: CodeSigning;
 }
 
 export interface ProcessSource {
-  /** Shown in `guardctl status`: 'exec-events', 'procfs' or 'ps-list' (may change once `listen` ran). */
-  readonly kind: 'exec-events' | 'procfs' | 'ps-list';
+  /**
+   * Shown in `guardctl status`: 'exec-events' (Linux connector), 'eslogger' (macOS), 'windows-start'
+   * (WMI process start trace), 'procfs' or 'ps-list' (may change once `listen` ran).
+   */
+  readonly kind: 'exec-events' | 'eslogger' | 'windows-start' | 'procfs' | 'ps-list';
   /** The scan interval used when the config says 0 (ms); read again after `listen`. */
   readonly defaultIntervalMs: number;
   /**

@@ -25,6 +25,7 @@ import type { PolicyBody, PolicyRule } from '../../../src/policy/policy-types.js
 import type { ContentMarkerScanner } from '../../../src/sensors/content-markers.js';
 import type { ProcessObservation } from '../../../src/sensors/observation.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
+import type { ProcessControl } from '../../../src/sensors/process-sources/process-control.js';
 import type { ProcessSource } from '../../../src/sensors/process-sources/process-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
 import type { ScriptPackageResolver } from '../../../src/sensors/script-package.js';
@@ -73,6 +74,10 @@ export async function startPipeline(
     notifier?: UserNotifier;
     scripts?: ScriptPackageResolver;
     markers?: ContentMarkerScanner;
+    /** How the block action checks identity and signals (default: this OS's). */
+    control?: ProcessControl;
+    /** The platform the matcher is compiled for (default linux). */
+    platform?: 'linux' | 'darwin' | 'win32';
   } = {},
 ): Promise<Pipeline> {
   const logger = silentLogger();
@@ -81,7 +86,11 @@ export async function startPipeline(
   const notifier = opts.notifier ?? recording;
   const enforcer = new Enforcer({
     actions: {
-      blockProcess: new BlockProcessAction({ notifier, logger }),
+      blockProcess: new BlockProcessAction({
+        notifier,
+        logger,
+        ...(opts.control ? { control: opts.control } : {}),
+      }),
       notifyProcess: new NotifyProcessAction({ notifier, logger }),
       quarantine: { execute: async () => ({ actionTaken: 'skipped', latencyMs: 0, error: 'n/a' }) },
       notifyInstall: { execute: async () => ({ actionTaken: 'skipped', latencyMs: 0, error: 'n/a' }) },
@@ -90,7 +99,7 @@ export async function startPipeline(
     logger,
     warnIntervalMs: 0,
   });
-  const matcher = compileMatcher(body, { platform: 'linux', homes: [] });
+  const matcher = compileMatcher(body, { platform: opts.platform ?? 'linux', homes: [] });
   const ctx = { now: Date.now(), hostname: 'test-host', deviceTags: [] };
   const observed: ProcessObservation[] = [];
   const sensor = new ProcessSensor({

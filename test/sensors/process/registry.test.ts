@@ -5,6 +5,7 @@ import { UserDirectory } from '../../../src/common/users.js';
 import { loadConfig } from '../../../src/config/load-config.js';
 import { ProcessSensor } from '../../../src/sensors/process-sensor.js';
 import { ExecEventsSource } from '../../../src/sensors/process-sources/exec-events-source.js';
+import { ExecStreamSource } from '../../../src/sensors/process-sources/exec-stream-source.js';
 import { ProcfsSource } from '../../../src/sensors/process-sources/procfs-source.js';
 import { PsListSource } from '../../../src/sensors/process-sources/pslist-source.js';
 import { processSourceFor, SENSORS } from '../../../src/sensors/registry.js';
@@ -28,8 +29,20 @@ describe('sensor registry', () => {
     expect(processSourceFor(cfg({ 'sensors.process.exec_events': 'off' }), 'linux', log)).toBeInstanceOf(
       ProcfsSource,
     );
-    expect(processSourceFor(cfg({}), 'darwin', log)).toBeInstanceOf(PsListSource);
-    expect(processSourceFor(cfg({}), 'win32', log)).toBeInstanceOf(PsListSource);
+    // macOS and Windows: the streamed exec sources (ps-list underneath until their program runs).
+    expect(processSourceFor(cfg({}), 'darwin', log)).toBeInstanceOf(ExecStreamSource);
+    expect(processSourceFor(cfg({}), 'darwin', log).details()).toMatchObject({ exec_source: 'eslogger' });
+    expect(processSourceFor(cfg({}), 'win32', log).details()).toMatchObject({ exec_source: 'windows-start' });
+    expect(processSourceFor(cfg({}), 'darwin', log).kind).toBe('ps-list');
+    expect(processSourceFor(cfg({ 'sensors.process.exec_events': 'off' }), 'darwin', log)).toBeInstanceOf(
+      PsListSource,
+    );
+    expect(processSourceFor(cfg({ 'sensors.process.exec_events': 'off' }), 'win32', log)).toBeInstanceOf(
+      PsListSource,
+    );
+    expect(
+      processSourceFor(cfg({ 'sensors.process.source': 'eslogger' }), 'linux', log).details(),
+    ).toMatchObject({ exec_source: 'eslogger', exec_events: 'idle' });
     expect(processSourceFor(cfg({ 'sensors.process.source': 'ps-list' }), 'linux', log)).toBeInstanceOf(
       PsListSource,
     );
