@@ -102,6 +102,10 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
       sensor.name === 'process' ? 'processes' : sensor.name === 'install' ? 'installs' : sensor.name,
       `${sensor.running ? st.ok('watching') : st.bad('stopped')}${source}${sensorSummary(sensor.name, sensor.details)}`,
     );
+    // Why real-time launch events are not what runs (no CAP_NET_ADMIN, no Full Disk Access…).
+    const evError = sensor.details.exec_events_error;
+    if (typeof evError === 'string' && sensor.details.exec_events !== 'active')
+      row('', st.warn(`real-time launch events off, polling: ${evError}`));
     if (o.verbose) {
       const details = Object.entries(sensor.details)
         .filter(([, v]) => typeof v !== 'object' || v === null)
