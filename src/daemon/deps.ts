@@ -477,9 +477,13 @@ function execEventsCoverage(details: Record<string, unknown> | undefined): Recor
     const v = details?.[k];
     return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0;
   };
-  if (details?.exec_events !== 'active') return { state: 'off' };
+  const kinds = ['exec-events', 'eslogger', 'windows-start', 'procfs', 'ps-list'];
+  const source =
+    typeof details?.source === 'string' && kinds.includes(details.source) ? { source: details.source } : {};
+  if (details?.exec_events !== 'active') return { state: 'off', ...source };
   return {
     state: 'on',
+    ...source,
     received: n('exec_events_received'),
     kernel_drops: n('exec_events_kernel_drops'),
     queue_drops: n('exec_events_queue_drops'),

@@ -121,7 +121,7 @@ process.stdout.write(${JSON.stringify(stdout)}, () => {
         (await heartbeats(g)).find((e) => ((e.exec_events as { received?: number })?.received ?? 0) >= 1),
       'a heartbeat with exec events on',
     );
-    expect(hb.exec_events).toMatchObject({ state: 'on', received: 1, kernel_drops: 0 });
+    expect(hb.exec_events).toMatchObject({ state: 'on', source: 'eslogger', received: 1, kernel_drops: 0 });
     expect(validateEvent(hb)).toEqual({ ok: true });
   });
 
@@ -137,7 +137,7 @@ process.stdout.write(${JSON.stringify(stdout)}, () => {
     const text = runGuardctl(['--socket-dir', g.socketDir, 'status']);
     expect(text.stdout).toContain('GUARD_EXEC_STREAM_NOT_PERMITTED');
     const hb = await waitFor(async () => (await heartbeats(g)).at(-1), 'a heartbeat');
-    expect(hb.exec_events).toEqual({ state: 'off' });
+    expect(hb.exec_events).toEqual({ state: 'off', source: 'ps-list' });
     const l = launch(binary, ['30']);
     expect(await l.exited).toBe('SIGKILL');
   });
