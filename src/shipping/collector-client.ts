@@ -16,6 +16,7 @@ import type { Logger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import type { AgentEvent } from '../events/event-types.js';
 import type { StateStore } from '../store/database.js';
+import { agentUserAgent, enrollBody } from './agent-requests.js';
 
 const gzip = promisify(gzipCb);
 
@@ -189,15 +190,15 @@ export class CollectorClient {
       return { kind: 'invalid', status: 0, message: `enroll secret unreadable: ${(err as Error).message}` };
     }
     if (!secret) return { kind: 'invalid', status: 0, message: 'no enroll secret configured' };
-    const body = JSON.stringify({
-      enroll_secret: secret,
-      device: {
-        id: this.options.deviceId,
+    const body = JSON.stringify(
+      enrollBody({
+        secret,
+        deviceId: this.options.deviceId,
         hostname: this.options.hostname,
-        os: (this.options.os ?? `${platform()} ${release()}`).slice(0, 64),
-        agent_version: this.agentVersion,
-      },
-    });
+        os: this.options.os ?? `${platform()} ${release()}`,
+        agentVersion: this.agentVersion,
+      }),
+    );
     const r = await this.send('v1/enroll', Buffer.from(body), { 'content-type': 'application/json' });
     if ('kind' in r) return r;
     if (r.status === 200 || r.status === 201) {
@@ -269,7 +270,7 @@ export class CollectorClient {
         headers: {
           ...headers,
           'content-length': String(body.length),
-          'user-agent': `guardd/${this.agentVersion}`,
+          'user-agent': agentUserAgent(this.agentVersion),
         },
       });
       const timer = setTimeout(() => {

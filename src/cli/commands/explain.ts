@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../config/load-config.js';
 import type { Config } from '../../config/settings.js';
 import type { DaemonStatus } from '../../control/status.js';
+import { CONTENT_CLASSES } from '../../events/content-class.js';
 import {
   COMMON_FIELDS,
   EVENT_FIELDS,
@@ -19,6 +20,13 @@ import {
 } from '../../events/event-schema.js';
 import { EVENT_TYPES } from '../../events/event-types.js';
 import { OCSF_VERSION, ocsfMappingTable } from '../../events/ocsf.js';
+import {
+  type AgentRequest,
+  agentRequests,
+  COLLECTOR_DEVICE_RECORD,
+  COLLECTOR_KEEPS_EVENTS,
+  type CollectorKept,
+} from '../../shipping/agent-requests.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
 import type { GuardctlCommand } from '../command.js';
 
@@ -40,6 +48,10 @@ export interface Explanation {
     readonly what: string;
     readonly how: string;
   };
+  /** Every HTTP request guardd makes (src/shipping/agent-requests.ts). */
+  readonly requests: readonly AgentRequest[];
+  /** What the collector keeps about this device, and about its events. */
+  readonly collector_keeps: { readonly device: readonly CollectorKept[]; readonly events: string };
   readonly not_collected: readonly string[];
   readonly event_types: readonly string[];
   readonly fields: readonly EventField[];
@@ -82,6 +94,16 @@ export function explain(config: Config | null, live: { collector_url: string | n
           ? 'POST <collector.url>/v1/events (gzip NDJSON, device token), in batches, with retries until acknowledged. Retention at the collector is set by its operator.'
           : 'No collector is configured (collector.url is empty): events stay on this machine.',
     },
+    requests: agentRequests(
+      config
+        ? {
+            shipperIntervalMs: config['shipper.interval_ms'],
+            policyCron: config['policy.refresh_cron'],
+            heartbeatCron: config['shipper.heartbeat_cron'],
+          }
+        : null,
+    ),
+    collector_keeps: { device: COLLECTOR_DEVICE_RECORD, events: COLLECTOR_KEEPS_EVENTS },
     not_collected: [
       'file contents, source code, environment variables',
       'secrets in command lines (tokens, keys, passwords, credentials in URLs are replaced by [REDACTED] before storage)',
@@ -127,6 +149,21 @@ export function renderExplainText(x: Explanation): string {
     `  - ${x.sending.how}`,
     `  - ${x.sending.what}`,
     '',
+    'EVERY REQUEST GUARDD MAKES (* = personal; ! = identifies this machine)',
+    ...x.requests.flatMap((r) => [
+      `  ${r.method} ${r.path}`,
+      `    when: ${r.when}`,
+      `    body: ${r.body}`,
+      ...r.fields.map((f) => `    ${f.personal ? '*' : ' '} ${f.path.padEnd(22)} ${f.description}`),
+      `    headers: ${r.headers.map((h) => `${h.name}${h.identifies ? '!' : ''}${h.personal ? '*' : ''}`).join(', ')}`,
+    ]),
+    '',
+    'WHAT THE COLLECTOR KEEPS ABOUT THIS MACHINE',
+    ...x.collector_keeps.device.map(
+      (k) => `  ${k.personal ? '*' : ' '} ${k.column.padEnd(16)} ${k.description}`,
+    ),
+    `  - ${x.collector_keeps.events}`,
+    '',
     'NEVER COLLECTED',
     ...x.not_collected.map((n) => `  - ${n}`),
     '',
@@ -169,19 +206,63 @@ export function renderDataCollectedDoc(): string {
     `- ${x.sending.how}`,
     `- ${x.sending.what}`,
     '',
+    '## Every request guardd makes',
+    '',
+    'Paths are relative to `collector.url`. Personal = the value can identify a person or reveal what they work on; identifies = it tells the collector which machine sent the request.',
+    '',
+    ...x.requests.flatMap((r) => [
+      `### \`${r.method} ${r.path}\``,
+      '',
+      `- When: ${r.when}`,
+      `- Body: ${r.body}`,
+      '',
+      ...(r.fields.length > 0
+        ? [
+            '| body field | class | personal | description |',
+            '|---|---|---|---|',
+            ...r.fields.map(
+              (f) =>
+                `| \`${f.path}\` | ${f.contentClass} | ${f.personal ? 'yes' : ''} | ${mdCell(f.description)} |`,
+            ),
+            '',
+          ]
+        : []),
+      '| header | value | class | personal | identifies |',
+      '|---|---|---|---|---|',
+      ...r.headers.map(
+        (h) =>
+          `| \`${h.name}\` | ${mdCell(h.value)} | ${h.contentClass} | ${h.personal ? 'yes' : ''} | ${h.identifies ? 'yes' : ''} |`,
+      ),
+      '',
+    ]),
+    '## What the collector keeps about this machine',
+    '',
+    '| column | class | personal | description |',
+    '|---|---|---|---|',
+    ...x.collector_keeps.device.map(
+      (k) =>
+        `| \`${k.column}\` | ${k.contentClass} | ${k.personal ? 'yes' : ''} | ${mdCell(k.description)} |`,
+    ),
+    '',
+    x.collector_keeps.events,
+    '',
     '## Never collected',
     '',
     ...x.not_collected.map((n) => `- ${n}`),
     '',
     '## Fields',
     '',
-    'Personal = the field can identify a person or reveal what they work on.',
+    'Personal = the field can identify a person or reveal what they work on; it follows from the content class (`x-class` in the schema, src/events/content-class.ts):',
     '',
-    '| field | type | personal | carried by | description |',
-    '|---|---|---|---|---|',
+    ...Object.entries(CONTENT_CLASSES).map(
+      ([name, c]) => `- \`${name}\`${c.personal ? ' (personal)' : ''}: ${c.meaning}`,
+    ),
+    '',
+    '| field | type | class | personal | carried by | description |',
+    '|---|---|---|---|---|---|',
     ...x.fields.map(
       (f) =>
-        `| \`${f.path}\` | ${mdCell(f.type)} | ${f.personal ? 'yes' : ''} | ${mdCell(typesLabel(f))} | ${mdCell(f.description)} |`,
+        `| \`${f.path}\` | ${mdCell(f.type)} | ${f.contentClass} | ${f.personal ? 'yes' : ''} | ${mdCell(typesLabel(f))} | ${mdCell(f.description)} |`,
     ),
     '',
   ];
