@@ -42,7 +42,7 @@ import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
 import { CollectorClient } from '../shipping/collector-client.js';
 import { Heartbeat } from '../shipping/heartbeat.js';
-import { Shipper } from '../shipping/shipper.js';
+import { Shipper, STOP_SEND_BUDGET_MS } from '../shipping/shipper.js';
 import { type Db, openDatabase, StateStore } from '../store/database.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
@@ -366,7 +366,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       await pipeline.drain();
       await control.stop();
       events.emit('agent.stopped', { reason });
-      await shipper?.stop();
+      await shipper?.stop(STOP_SEND_BUDGET_MS);
       await local?.collector.close();
       closeDb(db, logger);
     },

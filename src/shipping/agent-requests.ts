@@ -10,6 +10,7 @@
  */
 import { type ContentClass, isPersonal } from '../events/content-class.js';
 import { POLICY_FETCH_HEADERS } from '../policy/policy-updater.js';
+import { STOP_SEND_BUDGET_MS } from './shipper.js';
 
 /** One field of a request body (dotted path, as `fieldPathsOf` names event fields). */
 export interface RequestField {
@@ -58,11 +59,7 @@ export const ENROLL_FIELDS: readonly RequestField[] = Object.freeze([
     'The enroll secret (collector.enroll_secret or _file), shared by the fleet.',
   ),
   field('device', 'object', 'This machine.'),
-  field(
-    'device.id',
-    'machine_id',
-    'The device id (generated once on this machine, or set by device.id).',
-  ),
+  field('device.id', 'machine_id', 'The device id (generated once on this machine, or set by device.id).'),
   field('device.hostname', 'hostname', "The machine's host name."),
   field(
     'device.os',
@@ -149,7 +146,7 @@ export function agentRequests(t: RequestTiming | null): AgentRequest[] {
       kind: 'events',
       method: 'POST',
       path: '/v1/events',
-      when: `While events are queued: ${interval}, at once for a block, retried with backoff until acknowledged. Besides the events of what happened, an agent.heartbeat is queued on the schedule ${beat}.`,
+      when: `While events are queued: ${interval}, at once for a block, once more at a clean stop (at most ${STOP_SEND_BUDGET_MS / 1000} s), retried with backoff until acknowledged. Besides the events of what happened, an agent.heartbeat is queued on the schedule ${beat}.`,
       body: 'gzip NDJSON, one event per line; every field of every event is listed under FIELDS.',
       fields: [],
       headers: EVENTS_HEADERS,
@@ -203,6 +200,11 @@ export const COLLECTOR_DEVICE_RECORD: readonly CollectorKept[] = Object.freeze([
   kept('policy_seq', 'count', 'seq of the event policy_version came from.'),
   kept('coverage', 'object', "Its newest heartbeat's exec_events and exec_deny counters."),
   kept('coverage_seq', 'count', 'seq of the heartbeat coverage came from.'),
+  kept(
+    'stopped_at',
+    'time',
+    'When guardd last stopped cleanly (its agent.stopped), while nothing newer arrived.',
+  ),
 ]);
 
 /** What the collector keeps besides the device record. */
