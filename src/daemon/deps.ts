@@ -40,10 +40,15 @@ import { ExeHasher } from '../sensors/exe-hash.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
-import { CollectorClient } from '../shipping/collector-client.js';
+import {
+  CollectorClient,
+  STATE_DEVICE_TOKEN,
+  STATE_DEVICE_TOKEN_DEVICE,
+} from '../shipping/collector-client.js';
 import { Heartbeat } from '../shipping/heartbeat.js';
 import { Shipper, STOP_SEND_BUDGET_MS } from '../shipping/shipper.js';
 import { type Db, openDatabase, StateStore } from '../store/database.js';
+import { DeviceIdentity } from '../store/device-identity.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
 import { describeEvent } from './event-line.js';
@@ -80,8 +85,23 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   // State DB and outbox first: every later step can record what happens.
   const { db, recovered } = openDatabase(join(stateDir, 'guardd.db'), { migrations: MIGRATIONS });
   const state = new StateStore(db);
-  const deviceId = config['device.id'] || state.get<string>('device_id') || uuidv7();
+  // The identity file outlives a corrupt DB; the DB's copy is read once, for installs that
+  // predate the file.
+  const identity = DeviceIdentity.open(stateDir);
+  const deviceId =
+    config['device.id'] || identity.get<string>('device_id') || state.get<string>('device_id') || uuidv7();
+  identity.set('device_id', deviceId);
   state.set('device_id', deviceId);
+  if (identity.get(STATE_DEVICE_TOKEN) === undefined) {
+    const legacy = state.get<string | null>(STATE_DEVICE_TOKEN);
+    if (typeof legacy === 'string') {
+      identity.set(STATE_DEVICE_TOKEN_DEVICE, state.get<string | null>(STATE_DEVICE_TOKEN_DEVICE) ?? null);
+      identity.set(STATE_DEVICE_TOKEN, legacy);
+    }
+  }
+  // A recreated DB counts seq from 1 again: enroll anew, so the collector opens a new enrollment
+  // generation of the same device (its seq guards start over) instead of a second device.
+  if (recovered) identity.set(STATE_DEVICE_TOKEN, null);
 
   let shipper: Shipper | null = null;
   const outbox = new OutboxStore({
@@ -206,7 +226,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   if (config['collector.url']) {
     const client = new CollectorClient({
       url: config['collector.url'],
-      state,
+      state: identity,
       deviceId,
       hostname: host,
       enrollSecret: config['collector.enroll_secret'],

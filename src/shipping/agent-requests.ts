@@ -59,7 +59,11 @@ export const ENROLL_FIELDS: readonly RequestField[] = Object.freeze([
     'The enroll secret (collector.enroll_secret or _file), shared by the fleet.',
   ),
   field('device', 'object', 'This machine.'),
-  field('device.id', 'machine_id', 'The device id (generated once on this machine, or set by device.id).'),
+  field(
+    'device.id',
+    'machine_id',
+    'The device id: generated once and kept in the identity file, so it survives a lost state DB (or set by device.id).',
+  ),
   field('device.hostname', 'hostname', "The machine's host name."),
   field(
     'device.os',
@@ -138,7 +142,7 @@ export function agentRequests(t: RequestTiming | null): AgentRequest[] {
       method: 'POST',
       path: '/v1/enroll',
       when: 'Before the first events are sent when no device token is stored for this device id, and again when the collector refuses the token (401/403).',
-      body: 'JSON; the answer is the device token, kept on this machine readable by root only.',
+      body: 'JSON; the answer is the device token, kept in the device identity file (identity.json in the state directory, root only).',
       fields: ENROLL_FIELDS,
       headers: ENROLL_HEADERS,
     },

@@ -1,6 +1,6 @@
 /**
  * Owns the agent's HTTP conversation with guard-collector (DESIGN.md "Collector API (v1)"):
- * enrolling (`POST /v1/enroll` → device token, kept in the state DB, never logged) and posting
+ * enrolling (`POST /v1/enroll` → device token, kept in the device identity file, never logged) and posting
  * event batches (`POST /v1/events`, gzip NDJSON, bearer token). Every answer becomes a typed
  * result the shipper decides on — nothing here retries, sleeps or throws for a network problem.
  * TLS: when `caFile` is set, only that CA is trusted for the collector (pinned).
@@ -26,7 +26,7 @@ const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_RETRY_AFTER_S = 24 * 3600;
 /** An enroll secret file longer than this is cut (secrets are a few dozen characters). */
 const MAX_SECRET_CHARS = 4096;
-/** State key of the device token (the state DB is root-owned; the token is a bearer secret). */
+/** Key of the device token in the identity file (root only, 0600; the token is a bearer secret). */
 export const STATE_DEVICE_TOKEN = 'collector.device_token';
 /**
  * State key of the device id the token was issued for: when `device.id` changes (set by MDM after
@@ -42,7 +42,8 @@ export interface CollectorClientOptions {
   readonly caFile?: string;
   /** Time limit of one request, connect to last byte (ms). */
   readonly timeoutMs: number;
-  readonly state: StateStore;
+  /** Where the device token is kept (guardd: the device identity file, src/store/device-identity.ts). */
+  readonly state: Pick<StateStore, 'get' | 'set'>;
   readonly deviceId: string;
   readonly hostname: string;
   /** Reported at enroll (≤ 64 chars); default `<platform> <release>` of this machine. */

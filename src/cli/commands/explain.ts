@@ -27,6 +27,7 @@ import {
   COLLECTOR_KEEPS_EVENTS,
   type CollectorKept,
 } from '../../shipping/agent-requests.js';
+import { IDENTITY_FILE } from '../../store/device-identity.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
 import type { GuardctlCommand } from '../command.js';
 
@@ -38,6 +39,8 @@ export interface Explanation {
   readonly schema: string;
   readonly storage: {
     readonly file: string;
+    /** The device identity file (device id and token), kept apart from the DB. */
+    readonly identity: string;
     readonly outbox: string;
     readonly history: string;
     readonly set_aside: string;
@@ -80,6 +83,7 @@ export function explain(config: Config | null, live: { collector_url: string | n
     schema: EVENT_SCHEMA_DESCRIPTION,
     storage: {
       file: join(stateDir, STATE_DB_FILE),
+      identity: `${join(stateDir, IDENTITY_FILE)} (root only) holds this machine's device id and its collector token, apart from the database so that a lost or damaged database does not make the machine a new device.`,
       outbox: `Every event is first written to the outbox table of this SQLite file (root-only) and stays there until the collector acknowledged it; if the collector cannot be reached, at most ${bytes(maxBytes)} (outbox.max_bytes) are kept and the oldest unsent events are then dropped and counted in one events.dropped event.`,
       history: `Acknowledged events are kept locally for \`guardctl events\` for at most ${days} days and ${bytes(historyMaxBytesFor(maxBytes))}, then deleted.`,
       set_aside: `Events the collector refuses as invalid (or that fail the schema) are never sent again; they are kept locally, visible in \`guardctl events\`, until space is needed.`,
@@ -140,6 +144,7 @@ export function renderExplainText(x: Explanation): string {
     '',
     'WHERE IT IS KEPT',
     `  ${x.storage.file}`,
+    `  - ${x.storage.identity}`,
     `  - ${x.storage.outbox}`,
     `  - ${x.storage.history}`,
     `  - ${x.storage.set_aside}`,
@@ -197,6 +202,7 @@ export function renderDataCollectedDoc(): string {
     '',
     `The state database \`${x.storage.file}\` (Linux: \`/var/lib/toolguard/${STATE_DB_FILE}\`), readable by root only.`,
     '',
+    `- **Identity**: ${x.storage.identity}`,
     `- **Outbox**: ${x.storage.outbox}`,
     `- **History**: ${x.storage.history}`,
     `- **Set aside**: ${x.storage.set_aside}`,
