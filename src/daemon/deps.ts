@@ -51,6 +51,7 @@ import { type Db, openDatabase, StateStore } from '../store/database.js';
 import { DeviceIdentity } from '../store/device-identity.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
+import { ProcessReports } from '../store/process-reports.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
 import { Pipeline } from './pipeline.js';
@@ -168,6 +169,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     logger: logger.child({ component: 'pipeline' }),
     hostname: host,
     deviceTags: config['device.tags'],
+    reports: new ProcessReports(db),
   });
 
   const execDeny = buildExecDeny(config, logger, local !== null, {
@@ -289,7 +291,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         dropped_total: s.outbox.dropped_total,
         set_aside_total: outbox.status().set_aside_total,
         shipped_total: s.shipper.shipped_total,
-        counts: s.enforcement,
+        counts: { ...s.enforcement, repeats: pipeline.counts().repeats },
         exec_deny:
           s.exec_deny?.state === 'on'
             ? {

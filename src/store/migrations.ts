@@ -56,6 +56,16 @@ export const MIGRATIONS: readonly string[] = [
     envelope    TEXT
   ) STRICT;
 
+  -- The decision last reported per running process identity (pid + start time), so a process
+  -- that keeps running is not reported again at a policy change or restart (process-reports.ts).
+  CREATE TABLE process_reports (
+    pid          INTEGER NOT NULL,
+    start_time   REAL NOT NULL,
+    decision     TEXT NOT NULL,
+    reported_at  TEXT NOT NULL,
+    PRIMARY KEY (pid, start_time)
+  ) STRICT;
+
   -- Quarantined packages and artifacts (manifest as JSON).
   CREATE TABLE quarantine (
     id          TEXT PRIMARY KEY,
