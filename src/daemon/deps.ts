@@ -52,6 +52,7 @@ import { DeviceIdentity } from '../store/device-identity.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
 import { ProcessReports } from '../store/process-reports.js';
+import { SentLog, sentControlMethods } from '../store/sent-log.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
 import { Pipeline } from './pipeline.js';
@@ -86,6 +87,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   // State DB and outbox first: every later step can record what happens.
   const { db, recovered } = openDatabase(join(stateDir, 'guardd.db'), { migrations: MIGRATIONS });
   const state = new StateStore(db);
+  const sentLog = new SentLog(db);
   // The identity file outlives a corrupt DB; the DB's copy is read once, for installs that
   // predate the file.
   const identity = DeviceIdentity.open(stateDir);
@@ -208,6 +210,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         timeoutMs: config['policy.fetch_timeout_ms'],
         maxBytes: config['policy.max_bytes'],
         caFile: config['collector.ca_file'] || undefined,
+        onAnswered: () => sentLog.record('policy', 0),
         logger: logger.child({ component: 'policy.updater' }),
       })
     : null;
@@ -235,6 +238,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       enrollSecretFile: config['collector.enroll_secret_file'],
       caFile: config['collector.ca_file'] || undefined,
       timeoutMs: config['collector.timeout_ms'],
+      sent: sentLog,
       logger: logger.child({ component: 'collector-client' }),
     });
     shipper = new Shipper({
@@ -312,6 +316,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   const methods: ControlMethods = {
     status: { admin: false, summary: 'what the daemon is doing', handle: () => status() },
     ...eventsControlMethods(outbox),
+    ...sentControlMethods(sentLog),
     ...(updater ? policyControlMethods(updater, policy) : {}),
     ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
     ...(process.env.TOOLGUARD_TEST_HOOKS === '1' ? testHookMethods() : {}),

@@ -46,6 +46,8 @@ export interface PolicyUpdaterOptions {
   readonly maxBytes: number;
   /** PEM CA bundle pinned for https (instead of the system CAs). */
   readonly caFile?: string;
+  /** Called once per request that got an answer (guardd's record of what it sent). */
+  readonly onAnswered?: () => void;
   readonly logger: Logger;
 }
 
@@ -200,7 +202,10 @@ export class PolicyUpdater {
         const req = lib.get(
           url,
           { headers, ...(url.protocol === 'https:' && this.ca ? { ca: this.ca } : {}) },
-          (res) => onResponse(res, url, hops),
+          (res) => {
+            this.options.onAnswered?.();
+            onResponse(res, url, hops);
+          },
         );
         current = req;
         req.on('error', (err) =>

@@ -16,6 +16,7 @@ import type { Logger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import type { AgentEvent } from '../events/event-types.js';
 import type { StateStore } from '../store/database.js';
+import type { SentLog } from '../store/sent-log.js';
 import { agentUserAgent, enrollBody } from './agent-requests.js';
 
 const gzip = promisify(gzipCb);
@@ -56,6 +57,8 @@ export interface CollectorClientOptions {
    */
   readonly enrollSecretFile?: string;
   readonly agentVersion?: string;
+  /** Told of every request that got an answer: kind, body bytes on the wire, events by type (the state DB's sent log). */
+  readonly sent?: Pick<SentLog, 'record'>;
   readonly logger: Logger;
 }
 
@@ -200,8 +203,10 @@ export class CollectorClient {
         agentVersion: this.agentVersion,
       }),
     );
-    const r = await this.send('v1/enroll', Buffer.from(body), { 'content-type': 'application/json' });
+    const bodyBytes = Buffer.from(body);
+    const r = await this.send('v1/enroll', bodyBytes, { 'content-type': 'application/json' });
     if ('kind' in r) return r;
+    this.options.sent?.record('enroll', bodyBytes.length);
     if (r.status === 200 || r.status === 201) {
       const parsed = parseJson(r.body) as { device_token?: unknown } | null;
       const token = parsed?.device_token;
@@ -227,7 +232,12 @@ export class CollectorClient {
     if (token === null)
       return { kind: 'unauthorized', status: 0, message: 'not enrolled (for this device id)' };
     let ndjson = '';
-    for (const e of events) ndjson += `${JSON.stringify(e)}\n`;
+    const sizes: { type: string; bytes: number }[] = [];
+    for (const e of events) {
+      const line = `${JSON.stringify(e)}\n`;
+      ndjson += line;
+      sizes.push({ type: e.type, bytes: Buffer.byteLength(line) });
+    }
     const body = await gzip(Buffer.from(ndjson));
     const r = await this.send('v1/events', body, {
       'content-type': 'application/x-ndjson',
@@ -235,6 +245,7 @@ export class CollectorClient {
       authorization: `Bearer ${token}`,
     });
     if ('kind' in r) return r;
+    this.options.sent?.record('events', body.length, sizes);
     return classify(r);
   }
 

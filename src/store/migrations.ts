@@ -66,6 +66,17 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (pid, start_time)
   ) STRICT;
 
+  -- What the agent sent, per UTC hour: one row per request kind (event_type '') with requests and
+  -- body bytes, and one per event type with events and JSON bytes (sent-log.ts; 48 h kept).
+  CREATE TABLE sent_log (
+    hour        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    PRIMARY KEY (hour, kind, event_type)
+  ) STRICT;
+
   -- Quarantined packages and artifacts (manifest as JSON).
   CREATE TABLE quarantine (
     id          TEXT PRIMARY KEY,

@@ -56,6 +56,8 @@ let guardd: Guardd;
 let agentConfig: Record<string, unknown>;
 let policyFile: string;
 const children: ChildProcess[] = [];
+/** Index of the first request of guardd's last run (its state DB, and so its sent log, is new). */
+let lastRunFrom = 0;
 
 function launch(name: string): ChildProcess {
   const binDir = join(dir, 'bin');
@@ -187,6 +189,7 @@ describe('the wire carries only what explain lists', () => {
     await waitForTypes(['agent.stopped']);
     expect(await guardd.stop('SIGTERM')).toBe(0);
     writeFileSync(join(guardd.stateDir, 'guardd.db'), Buffer.alloc(8192, 0x5a));
+    lastRunFrom = proxy.requests.length;
     guardd = await startGuardd(join(dir, 'agent'), agentConfig);
     await waitForTypes(['agent.tamper']);
     // one more batch after the restart (so the last requests were answered before we look)
@@ -267,4 +270,56 @@ describe('the wire carries only what explain lists', () => {
       ].sort(),
     );
   }, 120_000);
+
+  it("explain's 24 h summary is what the proxy saw guardd's current run send: requests, events, bytes", async () => {
+    type Totals = Record<string, { count: number; bytes: number }>;
+    const add = (m: Totals, k: string, bytes: number): void => {
+      const t = m[k] ?? { count: 0, bytes: 0 };
+      m[k] = { count: t.count + 1, bytes: t.bytes + bytes };
+    };
+    const fromProxy = (): { requests: Totals; events: Totals } => {
+      const requests: Totals = {};
+      const events: Totals = {};
+      for (const r of proxy.requests.slice(lastRunFrom)) {
+        if (r.status === 0) continue; // not answered yet
+        const kind = r.path === '/v1/events' ? 'events' : r.path === '/v1/enroll' ? 'enroll' : 'policy';
+        add(requests, kind, r.body.length);
+        if (kind === 'events')
+          for (const line of bodyText(r)
+            .split('\n')
+            .filter((l) => l))
+            add(events, (JSON.parse(line) as { type: string }).type, Buffer.byteLength(line) + 1);
+      }
+      return { requests, events };
+    };
+    // heartbeats keep guardd sending: compare in a quiet moment, when both have the same requests
+    let last = '';
+    await waitFor(
+      async () => {
+        const x = JSON.parse(
+          await guardctlAsync(['--socket-dir', guardd.socketDir, '--json', 'explain']),
+        ) as {
+          sent_last_24h: { requests: Totals; events: Totals } | null;
+        };
+        const seen = fromProxy();
+        last = JSON.stringify({ agent: x.sent_last_24h, proxy: seen });
+        return (
+          x.sent_last_24h !== null &&
+          JSON.stringify(x.sent_last_24h.requests) === JSON.stringify(sorted(seen.requests)) &&
+          JSON.stringify(x.sent_last_24h.events) === JSON.stringify(sorted(seen.events))
+        );
+      },
+      `the agent's record to match the proxy (last: ${last.slice(0, 2000)})`,
+      { timeoutMs: 30_000, intervalMs: 100 },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${last.slice(0, 3000)}`);
+    });
+    const text = await guardctlAsync(['--socket-dir', guardd.socketDir, 'explain']);
+    expect(text).toMatch(/SENT BY THIS MACHINE IN THE LAST 24 H .*: .* in \d+ requests/);
+    expect(text).toMatch(/\n {2}events +\d+ requests/);
+  }, 60_000);
 });
+
+function sorted<T>(m: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}

@@ -29,6 +29,7 @@ import {
 } from '../../shipping/agent-requests.js';
 import { IDENTITY_FILE } from '../../store/device-identity.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, historyMaxBytesFor } from '../../store/outbox-store.js';
+import type { SentSummary } from '../../store/sent-log.js';
 import type { GuardctlCommand } from '../command.js';
 
 /** The state DB file name under paths.state_dir (the daemon's composition root opens this file). */
@@ -55,6 +56,11 @@ export interface Explanation {
   readonly requests: readonly AgentRequest[];
   /** What the collector keeps about this device, and about its events. */
   readonly collector_keeps: { readonly device: readonly CollectorKept[]; readonly events: string };
+  /**
+   * What this machine sent in the last 24 h, from guardd's own record (null when guardd does not
+   * answer: the record is in the root-only state DB).
+   */
+  readonly sent_last_24h: SentSummary | null;
   readonly not_collected: readonly string[];
   readonly event_types: readonly string[];
   readonly fields: readonly EventField[];
@@ -67,7 +73,10 @@ function bytes(n: number): string {
 }
 
 /** Builds the explanation from the schema and a config (and the live collector URL when known). */
-export function explain(config: Config | null, live: { collector_url: string | null } | null): Explanation {
+export function explain(
+  config: Config | null,
+  live: { collector_url: string | null; sent?: SentSummary | null } | null,
+): Explanation {
   const maxBytes = config?.['outbox.max_bytes'] ?? 64 * MiB;
   const stateDir = config?.['paths.state_dir'] ?? '<paths.state_dir>';
   const days = Math.round(DEFAULT_HISTORY_MAX_AGE_MS / 86_400_000);
@@ -108,6 +117,7 @@ export function explain(config: Config | null, live: { collector_url: string | n
         : null,
     ),
     collector_keeps: { device: COLLECTOR_DEVICE_RECORD, events: COLLECTOR_KEEPS_EVENTS },
+    sent_last_24h: live?.sent ?? null,
     not_collected: [
       'file contents, source code, environment variables',
       'secrets in command lines (tokens, keys, passwords, credentials in URLs are replaced by [REDACTED] before storage)',
@@ -163,6 +173,8 @@ export function renderExplainText(x: Explanation): string {
       `    headers: ${r.headers.map((h) => `${h.name}${h.identifies ? '!' : ''}${h.personal ? '*' : ''}`).join(', ')}`,
     ]),
     '',
+    ...renderSent(x.sent_last_24h),
+    '',
     'WHAT THE COLLECTOR KEEPS ABOUT THIS MACHINE',
     ...x.collector_keeps.device.map(
       (k) => `  ${k.personal ? '*' : ' '} ${k.column.padEnd(16)} ${k.description}`,
@@ -180,6 +192,31 @@ export function renderExplainText(x: Explanation): string {
     lines.push(`  ${''.padEnd(width + 2)} ${f.description}`);
   }
   return lines.join('\n');
+}
+
+/** The "sent in the last 24 h" lines of the text. */
+export function renderSent(sent: SentSummary | null): string[] {
+  const head = "SENT BY THIS MACHINE IN THE LAST 24 H (guardd's own record)";
+  if (!sent) return [head, '  (guardd is not answering; the record is in its state database)'];
+  const kinds = Object.entries(sent.requests);
+  const types = Object.entries(sent.events);
+  if (kinds.length === 0) return [head, `  nothing since ${sent.since}`];
+  const total = kinds.reduce((n, [, t]) => n + t.bytes, 0);
+  return [
+    `${head}, since ${sent.since}: ${bytesText(total)} in ${kinds.reduce((n, [, t]) => n + t.count, 0)} requests`,
+    ...kinds.map(
+      ([k, t]) =>
+        `  ${k.padEnd(22)} ${String(t.count).padStart(6)} requests  ${bytesText(t.bytes).padStart(10)}`,
+    ),
+    ...types.map(
+      ([k, t]) =>
+        `    ${k.padEnd(20)} ${String(t.count).padStart(6)} events    ${bytesText(t.bytes).padStart(10)} (uncompressed)`,
+    ),
+  ];
+}
+
+function bytesText(n: number): string {
+  return n < 1024 ? `${n} B` : bytes(n);
 }
 
 function mdCell(s: string): string {
@@ -241,6 +278,10 @@ export function renderDataCollectedDoc(): string {
       ),
       '',
     ]),
+    '## What this machine has sent',
+    '',
+    "`guardctl explain` also prints what the machine sent in the last 24 hours — requests per kind and their bytes on the wire, events per type and their bytes — from guardd's own record in the state database (table `sent_log`, kept 48 hours), written as each request is answered.",
+    '',
     '## What the collector keeps about this machine',
     '',
     '| column | class | personal | description |',
@@ -343,10 +384,12 @@ export const explainCommand: GuardctlCommand = {
     } catch {
       config = null; // an unreadable config still gets the schema-derived explanation
     }
-    let live: { collector_url: string | null } | null = null;
+    let live: { collector_url: string | null; sent: SentSummary | null } | null = null;
     try {
       const s = await ctx.call<DaemonStatus>('status');
-      live = { collector_url: s.shipper.collector_url };
+      live = { collector_url: s.shipper.collector_url, sent: null };
+      // a guardd without this method (older) still gets the rest of the explanation
+      live.sent = await ctx.call<SentSummary>('sent.summary').catch(() => null);
     } catch {
       live = null;
     }
