@@ -59,15 +59,20 @@ const children: ChildProcess[] = [];
 /** Index of the first request of guardd's last run (its state DB, and so its sent log, is new). */
 let lastRunFrom = 0;
 
-function launch(name: string): ChildProcess {
+function launch(name: string): void {
   const binDir = join(dir, 'bin');
   mkdirSync(binDir, { recursive: true });
   const exe = join(binDir, name);
   copyFileSync(SLEEP, exe);
   chmodSync(exe, 0o755);
-  const child = spawn(exe, ['60'], { stdio: 'ignore' });
-  children.push(child);
-  return child;
+  try {
+    const child = spawn(exe, ['60'], { stdio: 'ignore' });
+    child.on('error', () => {});
+    children.push(child);
+  } catch (err) {
+    // refused by pre-exec deny in the last run
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+  }
 }
 
 /** guardctl as a child process without blocking this process's event loop. */
@@ -93,14 +98,17 @@ async function collectorTypes(): Promise<Set<string>> {
 }
 
 async function waitForTypes(types: readonly EventType[]): Promise<void> {
+  let have = new Set<string>();
   await waitFor(
     async () => {
-      const have = await collectorTypes();
+      have = await collectorTypes();
       return types.every((t) => have.has(t));
     },
     `${types.join(', ')} at the collector`,
     { timeoutMs: 30_000, intervalMs: 200 },
-  );
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; missing: ${types.filter((t) => !have.has(t)).join(', ')}`);
+  });
 }
 
 beforeAll(async () => {
@@ -174,6 +182,16 @@ describe('the wire carries only what explain lists', () => {
       'agent.heartbeat',
     ]);
 
+    // package.audited: a forced restore of the quarantined package is recorded as one
+    const sock = ['--socket-dir', guardd.socketDir, '--json'];
+    const list = JSON.parse(await guardctlAsync([...sock, 'quarantine', 'list'])) as {
+      entries: { id: string; kind: string }[];
+    };
+    const pkgEntry = list.entries.find((e) => e.kind === 'package');
+    expect(pkgEntry).toBeDefined();
+    await guardctlAsync([...sock, 'quarantine', 'restore', '--force', pkgEntry?.id ?? '']);
+    await waitForTypes(['package.audited']);
+
     // policy.rejected: the collector serves an unsigned policy, guardd fetches it through the proxy.
     const good = (await import('node:fs')).readFileSync(policyFile, 'utf8');
     writeFileSync(policyFile, JSON.stringify(policyBody([], { version: 9 })));
@@ -190,14 +208,11 @@ describe('the wire carries only what explain lists', () => {
     expect(await guardd.stop('SIGTERM')).toBe(0);
     writeFileSync(join(guardd.stateDir, 'guardd.db'), Buffer.alloc(8192, 0x5a));
     lastRunFrom = proxy.requests.length;
-    guardd = await startGuardd(join(dir, 'agent'), agentConfig);
+    // the last run with pre-exec deny: a banned program is refused before it runs (process.denied)
+    guardd = await startGuardd(join(dir, 'agent'), { ...agentConfig, 'enforcement.exec_deny': 'auto' });
     await waitForTypes(['agent.tamper']);
-    // one more batch after the restart (so the last requests were answered before we look)
     launch(NAMES.block);
-    await waitFor(
-      () => proxy.requests.filter((r) => r.path === '/v1/events' && r.status === 200).length > 3,
-      'event batches',
-    );
+    await waitForTypes(['process.denied']);
 
     const listing = explain(null, null).requests;
     const seenKinds = new Set<string>();
@@ -257,6 +272,7 @@ describe('the wire carries only what explain lists', () => {
         'agent.started',
         'agent.stopped',
         'agent.tamper',
+        'package.audited',
         'package.quarantined',
         'package.warned',
         'path.audited',
@@ -266,6 +282,7 @@ describe('the wire carries only what explain lists', () => {
         'policy.rejected',
         'process.audited',
         'process.blocked',
+        'process.denied',
         'process.warned',
       ].sort(),
     );
