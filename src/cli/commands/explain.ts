@@ -374,7 +374,8 @@ export function renderEventsDoc(): string {
 
 export const explainCommand: GuardctlCommand = {
   name: 'explain',
-  summary: 'Show every field guardd collects, where it is kept, what is sent to which URL, and for how long',
+  summary:
+    'Show every field guardd collects, where it is kept, every request it makes, what the collector keeps, and what this machine sent in the last 24 h',
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {
