@@ -213,4 +213,4 @@ export const COLLECTOR_DEVICE_RECORD: readonly CollectorKept[] = Object.freeze([
 
 /** What the collector keeps besides the device record. */
 export const COLLECTOR_KEEPS_EVENTS =
-  'Every event exactly as received (with the time it arrived), for as long as its operator configured retention, and forwarded to the log pipeline it is configured with (NDJSON file, Splunk HEC).';
+  "Every event exactly as received (with the time it arrived), for as long as its operator configured retention, and forwarded to the log pipeline it is configured with (NDJSON file, Splunk HEC). Its own log records each enrollment with the device id and host name. The machine's IP address is seen with every request and held in memory only, for the per-address enroll limits.";
