@@ -1,6 +1,6 @@
 /**
  * Owns the admin API (its own bearer token, compared in constant time): `GET /v1/devices` (fleet
- * state: last seen, agent and policy versions, the enrollment generation, the `silent` flag) and `GET /v1/events` (filters and
+ * state: last seen, agent and policy versions, the enrollment generation, the `silent` flag, and `state`: stopped = its last event was a clean stop, silent = not heard from for silent_after_s without one, else active) and `GET /v1/events` (filters and
  * cursor paging). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
  */
@@ -56,7 +56,10 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       devices: rows.map((d) => {
         const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
         const coverage = d.coverage === null ? null : (JSON.parse(d.coverage) as DeviceCoverage);
-        return { ...d, coverage, silent: d.last_seen_at < before, silent_for_s: silentFor };
+        const silentNow = d.last_seen_at < before;
+        // stopped = its last word was agent.stopped (a clean stop); silent = not heard from and no clean stop.
+        const state = d.stopped_at !== null ? 'stopped' : silentNow ? 'silent' : 'active';
+        return { ...d, coverage, silent: silentNow, silent_for_s: silentFor, state };
       }),
       silent_after_s: silentAfterS,
       next_cursor: rows.length === limit ? (rows[rows.length - 1]?.id ?? null) : null,

@@ -110,6 +110,11 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
   ALTER TABLE devices ADD COLUMN coverage TEXT;
   ALTER TABLE devices ADD COLUMN coverage_seq INTEGER;
   `,
+  // 4: a clean stop: the time of the device's agent.stopped while that is the newest event it
+  // sent (cleared by the next new event), so the console tells "stopped cleanly" from "silent".
+  `
+  ALTER TABLE devices ADD COLUMN stopped_at TEXT;
+  `,
 ];
 
 export interface DeviceRow {
@@ -127,6 +132,8 @@ export interface DeviceRow {
    * DeviceCoverage), or null before its first heartbeat.
    */
   readonly coverage: string | null;
+  /** Time of its agent.stopped while that is the newest event it sent; null otherwise. */
+  readonly stopped_at: string | null;
 }
 
 /** What a device's newest heartbeat says it enforces with (agent.heartbeat exec_events / exec_deny). */
@@ -257,6 +264,9 @@ export class CollectorStore {
         `UPDATE devices SET policy_version = ?, policy_seq = ?
          WHERE id = ? AND enrollment = ? AND (policy_seq IS NULL OR policy_seq <= ?)`,
       ),
+      // Only from a batch of the current enrollment that stored something new: a resent old batch
+      // (all duplicates) says nothing about what the device did last.
+      setStopped: db.prepare('UPDATE devices SET stopped_at = ? WHERE id = ? AND enrollment = ?'),
       setCoverage: db.prepare(
         `UPDATE devices SET coverage = ?, coverage_seq = ?
          WHERE id = ? AND enrollment = ? AND (coverage_seq IS NULL OR coverage_seq <= ?)`,
@@ -337,6 +347,7 @@ export class CollectorStore {
         let newestPolicy: IncomingEvent | null = null;
         let newestAgent: IncomingEvent | null = null;
         let newestCoverage: IncomingEvent | null = null;
+        let newestStored: IncomingEvent | null = null;
         for (const e of b.events) {
           accepted += this.stmts.insertEvent.run(
             e.id,
@@ -349,11 +360,18 @@ export class CollectorStore {
             b.receivedAt,
             e.body,
           ).changes;
+          if (!newestStored || e.seq > newestStored.seq) newestStored = e;
           if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
           if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
           if (e.coverage !== null && (!newestCoverage || e.seq > newestCoverage.seq)) newestCoverage = e;
         }
         this.stmts.touchDevice.run(b.receivedAt, b.deviceId);
+        if (newestStored && accepted > 0)
+          this.stmts.setStopped.run(
+            newestStored.type === 'agent.stopped' ? newestStored.time : null,
+            b.deviceId,
+            b.enrollment,
+          );
         if (newestAgent) this.stmts.setAgentVersion.run(newestAgent.agentVersion, b.deviceId, b.enrollment);
         if (newestPolicy)
           this.stmts.setPolicyVersion.run(
@@ -395,7 +413,7 @@ export class CollectorStore {
       where.push(silentBefore.silent ? 'last_seen_at < ?' : 'last_seen_at >= ?');
       params.push(silentBefore.before);
     }
-    const sql = `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version, coverage FROM devices
+    const sql = `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version, coverage, stopped_at FROM devices
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     return this.db.prepare(sql).all(...params, limit) as DeviceRow[];
   }

@@ -40,12 +40,19 @@ import { ExeHasher } from '../sensors/exe-hash.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
-import { CollectorClient } from '../shipping/collector-client.js';
+import {
+  CollectorClient,
+  STATE_DEVICE_TOKEN,
+  STATE_DEVICE_TOKEN_DEVICE,
+} from '../shipping/collector-client.js';
 import { Heartbeat } from '../shipping/heartbeat.js';
-import { Shipper } from '../shipping/shipper.js';
+import { Shipper, STOP_SEND_BUDGET_MS } from '../shipping/shipper.js';
 import { type Db, openDatabase, StateStore } from '../store/database.js';
+import { DeviceIdentity } from '../store/device-identity.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
+import { ProcessReports } from '../store/process-reports.js';
+import { SentLog, sentControlMethods } from '../store/sent-log.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
 import { Pipeline } from './pipeline.js';
@@ -80,8 +87,24 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   // State DB and outbox first: every later step can record what happens.
   const { db, recovered } = openDatabase(join(stateDir, 'guardd.db'), { migrations: MIGRATIONS });
   const state = new StateStore(db);
-  const deviceId = config['device.id'] || state.get<string>('device_id') || uuidv7();
+  const sentLog = new SentLog(db);
+  // The identity file outlives a corrupt DB; the DB's copy is read once, for installs that
+  // predate the file.
+  const identity = DeviceIdentity.open(stateDir);
+  const deviceId =
+    config['device.id'] || identity.get<string>('device_id') || state.get<string>('device_id') || uuidv7();
+  identity.set('device_id', deviceId);
   state.set('device_id', deviceId);
+  if (identity.get(STATE_DEVICE_TOKEN) === undefined) {
+    const legacy = state.get<string | null>(STATE_DEVICE_TOKEN);
+    if (typeof legacy === 'string') {
+      identity.set(STATE_DEVICE_TOKEN_DEVICE, state.get<string | null>(STATE_DEVICE_TOKEN_DEVICE) ?? null);
+      identity.set(STATE_DEVICE_TOKEN, legacy);
+    }
+  }
+  // A recreated DB counts seq from 1 again: enroll anew, so the collector opens a new enrollment
+  // generation of the same device (its seq guards start over) instead of a second device.
+  if (recovered) identity.set(STATE_DEVICE_TOKEN, null);
 
   let shipper: Shipper | null = null;
   const outbox = new OutboxStore({
@@ -148,6 +171,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     logger: logger.child({ component: 'pipeline' }),
     hostname: host,
     deviceTags: config['device.tags'],
+    reports: new ProcessReports(db),
   });
 
   const execDeny = buildExecDeny(config, logger, local !== null, {
@@ -186,6 +210,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         timeoutMs: config['policy.fetch_timeout_ms'],
         maxBytes: config['policy.max_bytes'],
         caFile: config['collector.ca_file'] || undefined,
+        onAnswered: () => sentLog.record('policy', 0),
         logger: logger.child({ component: 'policy.updater' }),
       })
     : null;
@@ -206,13 +231,14 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   if (config['collector.url']) {
     const client = new CollectorClient({
       url: config['collector.url'],
-      state,
+      state: identity,
       deviceId,
       hostname: host,
       enrollSecret: config['collector.enroll_secret'],
       enrollSecretFile: config['collector.enroll_secret_file'],
       caFile: config['collector.ca_file'] || undefined,
       timeoutMs: config['collector.timeout_ms'],
+      sent: sentLog,
       logger: logger.child({ component: 'collector-client' }),
     });
     shipper = new Shipper({
@@ -269,7 +295,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         dropped_total: s.outbox.dropped_total,
         set_aside_total: outbox.status().set_aside_total,
         shipped_total: s.shipper.shipped_total,
-        counts: s.enforcement,
+        counts: { ...s.enforcement, repeats: pipeline.counts().repeats },
         exec_deny:
           s.exec_deny?.state === 'on'
             ? {
@@ -290,6 +316,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   const methods: ControlMethods = {
     status: { admin: false, summary: 'what the daemon is doing', handle: () => status() },
     ...eventsControlMethods(outbox),
+    ...sentControlMethods(sentLog),
     // policy.show answers with or without a fetch URL (a bootstrap-only policy is still in force)
     ...policyControlMethods(updater, policy),
     ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
@@ -367,7 +394,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       await pipeline.drain();
       await control.stop();
       events.emit('agent.stopped', { reason });
-      await shipper?.stop();
+      await shipper?.stop(STOP_SEND_BUDGET_MS);
       await local?.collector.close();
       closeDb(db, logger);
     },

@@ -49,6 +49,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
 
+  // Signals are heard from here on: a SIGTERM while guardd is still starting (sensors' first scans
+  // can take seconds) must not kill it with the default action, which would skip the clean stop
+  // (agent.stopped sent, DB closed). It is held and acted on once the start finished.
+  let pendingSignal: string | null = null;
+  let onStopSignal: ((signal: string) => void) | null = null;
+  const heard = (signal: string): void => {
+    if (onStopSignal) onStopSignal(signal);
+    else pendingSignal ??= signal;
+  };
+  process.on('SIGINT', () => heard('SIGINT'));
+  process.on('SIGTERM', () => heard('SIGTERM'));
+
   let logger: Logger | undefined;
   let daemon: Daemon | undefined;
   try {
@@ -95,11 +107,11 @@ export async function main(argv: readonly string[]): Promise<number> {
         },
       );
     };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGHUP', () => {
       running.refreshPolicy().catch((err: unknown) => log.error({ err }, 'policy refresh failed'));
     });
+    onStopSignal = stop;
+    if (pendingSignal) stop(pendingSignal);
   });
 }
 

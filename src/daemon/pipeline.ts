@@ -2,6 +2,11 @@
  * Owns the one path every observation takes: sensor → matcher → enforcer (→ event in the outbox).
  * Holds the matcher in force; a new policy swaps it in one assignment, so an observation is always
  * matched against exactly one whole policy, never a half-applied one.
+ *
+ * One report per process identity and decision: a running process matched again with the same
+ * rule, action and mode (the sensors report every process again after a policy change and at
+ * start) is counted as a repeat instead of handed to the enforcer — except an enforced block, which is
+ * acted on (and reported) every time: a process still alive after a block must be stopped again.
  */
 import type { Logger } from '../common/logger.js';
 import type { Enforcer } from '../enforcement/enforcer.js';
@@ -14,6 +19,8 @@ export interface PipelineOptions {
   readonly logger: Logger;
   readonly hostname: string;
   readonly deviceTags: readonly string[];
+  /** What was reported per process identity (state DB); absent = every match is handed over. */
+  readonly reports?: { isRepeat(pid: number, startTime: number, decision: string): boolean };
   readonly now?: () => number;
 }
 
@@ -23,6 +30,7 @@ export class Pipeline {
   private readonly now: () => number;
   private observed = 0;
   private matched = 0;
+  private repeats = 0;
   private inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly options: PipelineOptions) {
@@ -58,6 +66,18 @@ export class Pipeline {
     }
     if (!decision) return;
     this.matched++;
+    if (
+      obs.kind === 'process' &&
+      !(decision.rule.action === 'block' && decision.mode === 'enforce') &&
+      this.options.reports?.isRepeat(
+        obs.pid,
+        obs.startTime,
+        `${decision.rule.id}|${decision.rule.action}|${decision.mode}`,
+      )
+    ) {
+      this.repeats++;
+      return;
+    }
     const p = this.options.enforcer.handle(obs, decision).finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
   };
@@ -82,8 +102,9 @@ export class Pipeline {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 
-  counts(): { observed: number; matched: number } {
-    return { observed: this.observed, matched: this.matched };
+  /** observed/matched since start; repeats = matches not reported again (same process, same decision). */
+  counts(): { observed: number; matched: number; repeats: number } {
+    return { observed: this.observed, matched: this.matched, repeats: this.repeats };
   }
 
   private context(): MatchContext {

@@ -6,6 +6,7 @@
  */
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsImport from 'ajv-formats';
+import { type ContentClass, isContentClass, isPersonal } from './content-class.js';
 import schemaJson from './event.schema.json' with { type: 'json' };
 import { EVENT_TYPES, type EventType } from './event-types.js';
 
@@ -30,7 +31,7 @@ type SchemaNode = {
   additionalProperties?: boolean | SchemaNode;
   items?: SchemaNode;
   anyOf?: SchemaNode[];
-  'x-personal'?: boolean;
+  'x-class'?: string;
   allOf?: { if: { properties: { type: { const: string } } }; then: SchemaNode }[];
   $defs?: Record<string, SchemaNode>;
 };
@@ -42,7 +43,7 @@ const addFormats = ((addFormatsImport as unknown as { default?: unknown }).defau
   addFormatsImport) as unknown as (ajv: Ajv2020) => void;
 
 const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
-ajv.addKeyword({ keyword: 'x-personal', schemaType: 'boolean' });
+ajv.addKeyword({ keyword: 'x-class', schemaType: 'string' });
 addFormats(ajv);
 const compiled = ajv.compile(root);
 
@@ -78,7 +79,12 @@ export interface EventField {
   readonly eventTypes: readonly EventType[];
   /** True when every event of those types carries it (the parent object being present). */
   readonly required: boolean;
-  /** True when the field can identify a person or reveal what they work on (user, paths, command line, host). */
+  /** What kind of value the field carries (`x-class` in the schema; src/events/content-class.ts). */
+  readonly contentClass: ContentClass;
+  /**
+   * True when the field can identify a person or reveal what they work on (user, paths, command
+   * line, host, free text): computed from `contentClass`, never kept by hand.
+   */
   readonly personal: boolean;
 }
 
@@ -118,7 +124,7 @@ function buildCatalogue(): EventField[] {
       description: string;
       types: EventType[];
       required: boolean;
-      personal: boolean;
+      contentClass: ContentClass;
     }
   >();
   const visit = (path: string, node: SchemaNode, required: boolean, type: EventType, depth: number): void => {
@@ -126,13 +132,16 @@ function buildCatalogue(): EventField[] {
     const key = `${path}\u0000${n.description ?? ''}`;
     let entry = byKey.get(key);
     if (!entry) {
+      const cls = n['x-class'];
+      if (!isContentClass(cls))
+        throw new Error(`event.schema.json: ${path} has no known x-class (${String(cls)})`);
       entry = {
         path,
         type: typeLabel(n),
         description: n.description ?? '',
         types: [],
         required,
-        personal: n['x-personal'] === true,
+        contentClass: cls,
       };
       byKey.set(key, entry);
     }
@@ -155,7 +164,8 @@ function buildCatalogue(): EventField[] {
     description: e.description,
     eventTypes: e.types,
     required: e.required,
-    personal: e.personal,
+    contentClass: e.contentClass,
+    personal: isPersonal(e.contentClass),
   }));
 }
 

@@ -19,6 +19,16 @@ import type { PolicyManager } from './policy-manager.js';
 /** Redirects followed at most: a collector behind one or two hops works, a loop fails fast. */
 const MAX_REDIRECTS = 3;
 
+/**
+ * Every header the policy fetch sets (Node adds host and connection); listed by `guardctl explain`
+ * through src/shipping/agent-requests.ts. if-none-match only once a policy is in force.
+ */
+export const POLICY_FETCH_HEADERS: readonly { readonly name: string; readonly value: string }[] = [
+  { name: 'accept', value: 'application/json' },
+  { name: 'user-agent', value: 'toolguard-guardd' },
+  { name: 'if-none-match', value: 'the ETag of the policy in force' },
+];
+
 /** Content types accepted for an envelope (parameters such as charset ignored). */
 const JSON_CONTENT_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json$/i;
 
@@ -36,6 +46,8 @@ export interface PolicyUpdaterOptions {
   readonly maxBytes: number;
   /** PEM CA bundle pinned for https (instead of the system CAs). */
   readonly caFile?: string;
+  /** Called once per request that got an answer (guardd's record of what it sent). */
+  readonly onAnswered?: () => void;
   readonly logger: Logger;
 }
 
@@ -180,17 +192,20 @@ export class PolicyUpdater {
       timer.unref();
 
       const get = (url: URL, hops: number): void => {
-        const headers: Record<string, string> = {
-          accept: 'application/json',
-          'user-agent': 'toolguard-guardd',
-        };
-        // Only ask for 304 when a policy is in force: otherwise we need the body.
-        if (this.etag && this.options.manager.current()) headers['if-none-match'] = this.etag;
+        const headers: Record<string, string> = {};
+        for (const h of POLICY_FETCH_HEADERS) {
+          if (h.name !== 'if-none-match') headers[h.name] = h.value;
+          // Only ask for 304 when a policy is in force: otherwise we need the body.
+          else if (this.etag && this.options.manager.current()) headers[h.name] = this.etag;
+        }
         const lib = url.protocol === 'https:' ? https : http;
         const req = lib.get(
           url,
           { headers, ...(url.protocol === 'https:' && this.ca ? { ca: this.ca } : {}) },
-          (res) => onResponse(res, url, hops),
+          (res) => {
+            this.options.onAnswered?.();
+            onResponse(res, url, hops);
+          },
         );
         current = req;
         req.on('error', (err) =>

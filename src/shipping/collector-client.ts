@@ -1,6 +1,6 @@
 /**
  * Owns the agent's HTTP conversation with guard-collector (DESIGN.md "Collector API (v1)"):
- * enrolling (`POST /v1/enroll` → device token, kept in the state DB, never logged) and posting
+ * enrolling (`POST /v1/enroll` → device token, kept in the device identity file, never logged) and posting
  * event batches (`POST /v1/events`, gzip NDJSON, bearer token). Every answer becomes a typed
  * result the shipper decides on — nothing here retries, sleeps or throws for a network problem.
  * TLS: when `caFile` is set, only that CA is trusted for the collector (pinned).
@@ -16,6 +16,8 @@ import type { Logger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import type { AgentEvent } from '../events/event-types.js';
 import type { StateStore } from '../store/database.js';
+import type { SentLog } from '../store/sent-log.js';
+import { agentUserAgent, enrollBody } from './agent-requests.js';
 
 const gzip = promisify(gzipCb);
 
@@ -25,7 +27,7 @@ const MAX_RESPONSE_BYTES = 1024 * 1024;
 const MAX_RETRY_AFTER_S = 24 * 3600;
 /** An enroll secret file longer than this is cut (secrets are a few dozen characters). */
 const MAX_SECRET_CHARS = 4096;
-/** State key of the device token (the state DB is root-owned; the token is a bearer secret). */
+/** Key of the device token in the identity file (root only, 0600; the token is a bearer secret). */
 export const STATE_DEVICE_TOKEN = 'collector.device_token';
 /**
  * State key of the device id the token was issued for: when `device.id` changes (set by MDM after
@@ -41,7 +43,8 @@ export interface CollectorClientOptions {
   readonly caFile?: string;
   /** Time limit of one request, connect to last byte (ms). */
   readonly timeoutMs: number;
-  readonly state: StateStore;
+  /** Where the device token is kept (guardd: the device identity file, src/store/device-identity.ts). */
+  readonly state: Pick<StateStore, 'get' | 'set'>;
   readonly deviceId: string;
   readonly hostname: string;
   /** Reported at enroll (≤ 64 chars); default `<platform> <release>` of this machine. */
@@ -54,6 +57,8 @@ export interface CollectorClientOptions {
    */
   readonly enrollSecretFile?: string;
   readonly agentVersion?: string;
+  /** Told of every request that got an answer: kind, body bytes on the wire, events by type (the state DB's sent log). */
+  readonly sent?: Pick<SentLog, 'record'>;
   readonly logger: Logger;
 }
 
@@ -189,17 +194,19 @@ export class CollectorClient {
       return { kind: 'invalid', status: 0, message: `enroll secret unreadable: ${(err as Error).message}` };
     }
     if (!secret) return { kind: 'invalid', status: 0, message: 'no enroll secret configured' };
-    const body = JSON.stringify({
-      enroll_secret: secret,
-      device: {
-        id: this.options.deviceId,
+    const body = JSON.stringify(
+      enrollBody({
+        secret,
+        deviceId: this.options.deviceId,
         hostname: this.options.hostname,
-        os: (this.options.os ?? `${platform()} ${release()}`).slice(0, 64),
-        agent_version: this.agentVersion,
-      },
-    });
-    const r = await this.send('v1/enroll', Buffer.from(body), { 'content-type': 'application/json' });
+        os: this.options.os ?? `${platform()} ${release()}`,
+        agentVersion: this.agentVersion,
+      }),
+    );
+    const bodyBytes = Buffer.from(body);
+    const r = await this.send('v1/enroll', bodyBytes, { 'content-type': 'application/json' });
     if ('kind' in r) return r;
+    this.options.sent?.record('enroll', bodyBytes.length);
     if (r.status === 200 || r.status === 201) {
       const parsed = parseJson(r.body) as { device_token?: unknown } | null;
       const token = parsed?.device_token;
@@ -225,7 +232,12 @@ export class CollectorClient {
     if (token === null)
       return { kind: 'unauthorized', status: 0, message: 'not enrolled (for this device id)' };
     let ndjson = '';
-    for (const e of events) ndjson += `${JSON.stringify(e)}\n`;
+    const sizes: { type: string; bytes: number }[] = [];
+    for (const e of events) {
+      const line = `${JSON.stringify(e)}\n`;
+      ndjson += line;
+      sizes.push({ type: e.type, bytes: Buffer.byteLength(line) });
+    }
     const body = await gzip(Buffer.from(ndjson));
     const r = await this.send('v1/events', body, {
       'content-type': 'application/x-ndjson',
@@ -233,6 +245,7 @@ export class CollectorClient {
       authorization: `Bearer ${token}`,
     });
     if ('kind' in r) return r;
+    this.options.sent?.record('events', body.length, sizes);
     return classify(r);
   }
 
@@ -269,7 +282,7 @@ export class CollectorClient {
         headers: {
           ...headers,
           'content-length': String(body.length),
-          'user-agent': `guardd/${this.agentVersion}`,
+          'user-agent': agentUserAgent(this.agentVersion),
         },
       });
       const timer = setTimeout(() => {

@@ -15,12 +15,20 @@ import type { CollectorClient, PostResult } from './collector-client.js';
 
 /** First retry delay after a failure (ms); doubles per consecutive failure up to backoffMaxS. */
 const BACKOFF_BASE_MS = 1000;
+/**
+ * How long a clean stop waits for the collector to take the queued events, agent.stopped last
+ * (ms): one request on a slow link, well inside systemd's 90 s stop timeout. If the collector is
+ * down or slower, the events stay in the outbox and go at the next start.
+ */
+export const STOP_SEND_BUDGET_MS = 3000;
+
 /** At most this many batches per send cycle, so one cycle yields and `stop` is prompt. */
 const MAX_BATCHES_PER_CYCLE = 10_000;
 
 export interface ShipperOptions {
   readonly outbox: Pick<OutboxStore, 'pending' | 'ack' | 'setAside' | 'depth'>;
-  readonly client: Pick<CollectorClient, 'postEvents' | 'enroll' | 'enrolled' | 'url'>;
+  readonly client: Pick<CollectorClient, 'postEvents' | 'enroll' | 'enrolled' | 'url'> &
+    Partial<Pick<CollectorClient, 'close'>>;
   /** Events per batch at most (`shipper.batch_max_events`). */
   readonly batchMaxEvents: number;
   /** Uncompressed JSON bytes per batch at most (`shipper.batch_max_bytes`). */
@@ -87,8 +95,33 @@ export class Shipper {
   /**
    * Stops the loop: no new request starts; resolves once the request in flight (if any) finished
    * and its answer was applied to the outbox. Idempotent.
+   *
+   * With `finalSendMs` > 0 (guardd's clean stop, so the collector hears agent.stopped), what is
+   * queued is first sent once more, backoff or not, for at most that long; a request still open
+   * then is abandoned (its connection closed) and its events stay queued for the next start.
    */
-  async stop(): Promise<void> {
+  async stop(finalSendMs = 0): Promise<void> {
+    if (finalSendMs > 0 && this.started && !this.stopped) {
+      let timer: NodeJS.Timeout | undefined;
+      const budget = new Promise<'late'>((r) => {
+        timer = setTimeout(() => r('late'), finalSendMs);
+      });
+      const send = (async () => {
+        await this.running;
+        if (this.stopped) return;
+        this.retryAt = null;
+        if (this.timer) clearTimeout(this.timer);
+        this.timer = null;
+        await this.cycle();
+      })();
+      const outcome = await Promise.race([send, budget]);
+      clearTimeout(timer);
+      if (outcome === 'late') {
+        this.log.warn({ budget_ms: finalSendMs }, 'collector did not answer before stop; events stay queued');
+        this.stopped = true;
+        this.options.client.close?.();
+      }
+    }
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;

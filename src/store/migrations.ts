@@ -56,6 +56,27 @@ export const MIGRATIONS: readonly string[] = [
     envelope    TEXT
   ) STRICT;
 
+  -- The decision last reported per running process identity (pid + start time), so a process
+  -- that keeps running is not reported again at a policy change or restart (process-reports.ts).
+  CREATE TABLE process_reports (
+    pid          INTEGER NOT NULL,
+    start_time   REAL NOT NULL,
+    decision     TEXT NOT NULL,
+    reported_at  TEXT NOT NULL,
+    PRIMARY KEY (pid, start_time)
+  ) STRICT;
+
+  -- What the agent sent, per UTC hour: one row per request kind (event_type '') with requests and
+  -- body bytes, and one per event type with events and JSON bytes (sent-log.ts; 48 h kept).
+  CREATE TABLE sent_log (
+    hour        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    PRIMARY KEY (hour, kind, event_type)
+  ) STRICT;
+
   -- Quarantined packages and artifacts (manifest as JSON).
   CREATE TABLE quarantine (
     id          TEXT PRIMARY KEY,

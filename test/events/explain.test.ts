@@ -46,6 +46,12 @@ describe('guardctl explain and the generated docs', () => {
     expect(x.sending).toMatchObject({ collector_url: 'https://collector.example:8443', source: 'config' });
     expect(x.sending.how).toContain('POST https://collector.example:8443/v1/events');
     const text = renderExplainText(x);
+    for (const r of x.requests) {
+      expect(text).toContain(`${r.method} ${r.path}`);
+      for (const h of r.headers) expect(text).toContain(h.name);
+      for (const f of r.fields) expect(text).toContain(f.path);
+    }
+    for (const k of x.collector_keeps.device) expect(text).toContain(k.column);
     for (const f of EVENT_FIELDS) {
       expect(text).toContain(f.path);
       expect(text).toContain(f.description);

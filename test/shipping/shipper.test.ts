@@ -416,3 +416,40 @@ describe('Shipper', () => {
     expect(outbox.depth()).toBe(1); // stopped: nothing more is sent
   });
 });
+
+describe('Shipper.stop with a final send (guardd clean stop)', () => {
+  test('sends what is queued once more, backoff or not, then stops', async () => {
+    const { fake, shipper, emit, outbox } = await setup({ backoffMaxS: 3600 });
+    let refuse = true;
+    fake.hook = (req, res) => {
+      if (req.path !== '/v1/events' || !refuse) return false;
+      res.writeHead(503, { 'retry-after': '3600' });
+      res.end('{"error":"busy"}');
+      return true;
+    };
+    shipper.start();
+    emit(3);
+    await waitFor(() => shipper.status().retry_at !== null, 'backing off after the 503');
+    refuse = false;
+    await shipper.stop(5000);
+    expect(outbox.depth()).toBe(0);
+    expect(fake.storeCount).toBe(3);
+  });
+
+  test('a collector that never answers: stop returns after the budget and the events stay queued', async () => {
+    // the client's own timeout (60 s) is far beyond the budget and the test's limit
+    const { fake, shipper, emit, outbox } = await setup({ timeoutMs: 60_000 });
+    let hung = false;
+    fake.hook = (req) => {
+      if (req.path !== '/v1/events') return false;
+      hung = true;
+      return true; // taken, never answered
+    };
+    await shipper.flushNow(); // enrolls; nothing queued yet
+    shipper.start();
+    emit(2);
+    await shipper.stop(300);
+    expect(hung).toBe(true);
+    expect(outbox.depth()).toBe(2);
+  }, 20_000);
+});
