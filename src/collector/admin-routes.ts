@@ -6,8 +6,8 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, secretEquals } from './auth.js';
-import type { CollectorStore, DeviceCoverage, StoredEventRow } from './collector-store.js';
 import { HttpError } from './http-error.js';
+import type { DeviceCoverage, EventLog, FleetQueries, StoredEventRow } from './store/port.js';
 
 /** Page size when `limit` is not given. */
 export const DEFAULT_PAGE = 100;
@@ -15,13 +15,13 @@ export const DEFAULT_PAGE = 100;
 export const MAX_PAGE = 1000;
 /** A page of events stops growing past this many body bytes (events may be up to 256 KiB each). */
 export const MAX_PAGE_BYTES = 8 * 1024 * 1024;
-/** Events read from SQLite per step while filling a page. */
+/** Events read from the store per step while filling a page. */
 const READ_CHUNK = 100;
 /** Filter values longer than this are refused (ids and types are short). */
 const MAX_FILTER_CHARS = 256;
 
 export interface AdminRoutesOptions {
-  readonly store: CollectorStore;
+  readonly store: EventLog & FleetQueries;
   readonly adminToken: string;
   /** A device not seen for this many seconds is `silent`. */
   readonly silentAfterS: number;
@@ -51,7 +51,11 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     }
     const t = now();
     const before = new Date(t - silentAfterS * 1000).toISOString();
-    const rows = store.listDevices(q.cursor, limit, silent === undefined ? undefined : { before, silent });
+    const rows = await store.listDevices(
+      q.cursor,
+      limit,
+      silent === undefined ? undefined : { before, silent },
+    );
     return {
       devices: rows.map((d) => {
         const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
@@ -85,7 +89,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
     // at most limit / READ_CHUNK + 1 rounds: every round but the last adds READ_CHUNK rows
     for (;;) {
       const want = Math.min(READ_CHUNK, limit - rows.length);
-      const chunk = store.queryEvents({ ...filter, afterRid, limit: want });
+      const chunk = await store.queryEvents({ ...filter, afterRid, limit: want });
       for (const row of chunk) {
         rows.push(row);
         bytes += row.body.length;

@@ -107,6 +107,14 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     host,
     port,
     dbFile: config.db,
+    store: {
+      url: config.store_url,
+      password: config.store_password_file
+        ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
+        : undefined,
+      ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
+      poolSize: config.store_pool_size,
+    },
     policyFile: config.policy_file,
     enrollSecret,
     adminToken,

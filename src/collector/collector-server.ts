@@ -28,7 +28,6 @@ import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
 import { COLLECTOR_SETTINGS } from './collector-config.js';
-import { CollectorStore, type CoverageCounts, type EnrolledDevice } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
@@ -39,6 +38,8 @@ import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from 
 import { etagMatches, PolicyFileCache } from './policy-route.js';
 import { type LimitDecision, type Limiter, sourceKey, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
+import { openStore, type StoreConnection } from './store/open-store.js';
+import type { CollectorStorePort, CoverageCounts, EnrolledDevice } from './store/port.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
 const ENROLL_BODY_LIMIT = 16 * 1024;
@@ -56,6 +57,12 @@ const LINGER_MS = 2_000;
  * shared in-flight budget, so one token cannot hold all of it with slow bodies.
  */
 const MAX_REQUESTS_IN_FLIGHT_PER_DEVICE = 8;
+/**
+ * Group commits in flight at once on PostgreSQL: each holds one pool connection for a few ms of
+ * round trips; 4 keeps the database busy while the next groups form, and leaves pool connections
+ * for token lookups, forwarders and admin queries (postgres-store.ts's pool is larger).
+ */
+const PG_CONCURRENT_COMMITS = 4;
 /** Forgotten rate-limit buckets are pruned this often. */
 const RATE_PRUNE_MS = 60_000;
 /** Media types accepted for event batches. */
@@ -155,8 +162,10 @@ export interface StartCollectorOptions {
   readonly host?: string;
   /** Port (default 8443; 0 = any free port, see `url`). */
   readonly port?: number;
-  /** The SQLite database file (created with its directory if missing). */
+  /** The SQLite database file (created with its directory if missing), unless `store` names another store. */
   readonly dbFile: string;
+  /** The store (store_url & co); absent or an empty url = SQLite at `dbFile`. */
+  readonly store?: StoreConnection;
   /** The signed policy envelope served at GET /v1/policy; empty/undefined = 503 there. */
   readonly policyFile?: string;
   /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
@@ -181,7 +190,7 @@ export interface RunningCollector {
   readonly url: string;
   readonly host: string;
   readonly port: number;
-  readonly store: CollectorStore;
+  readonly store: CollectorStorePort;
   readonly metrics: CollectorMetrics;
   /** Stops accepting, finishes in-flight requests, stops forwarders, closes the DB. Safe twice. */
   close(): Promise<void>;
@@ -193,9 +202,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const logger = (options.logger ?? silentLogger()).child({ component: 'collector' });
   const silentAfterS = options.silentAfterS ?? (COLLECTOR_SETTINGS.silent_after_s.default as number);
   const metrics = new CollectorMetrics();
-  const store = new CollectorStore({ file: options.dbFile });
-  if (store.recovered)
-    logger.error(store.recovered, 'collector DB failed its integrity check; moved aside and recreated');
+  const store = await openStore({ dbFile: options.dbFile, ...options.store }, logger);
   const policy = new PolicyFileCache(options.policyFile ?? '');
   const limiters = buildLimiters(limits);
   const { requests: limiter, quota, enrollAttempts, enrollFailures } = limiters;
@@ -221,13 +228,17 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
           })
         : new InlineParser();
   } catch (err) {
-    store.close();
+    await store.close();
     throw err;
   }
-  const ingest = new IngestQueue({ store, parser });
+  const ingest = new IngestQueue({
+    store,
+    parser,
+    maxConcurrentCommits: store.kind === 'postgres' ? PG_CONCURRENT_COMMITS : 1,
+  });
 
-  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', () => {
-    const c = store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
+  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', async () => {
+    const c = await store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
     return [
       [{ state: 'active' }, c.total - c.silent],
       [{ state: 'silent' }, c.silent],
@@ -236,16 +247,16 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   // Coverage from each device's newest heartbeat. Label values are fixed (on/off/unknown), never
   // what a device sent, so a hostile heartbeat cannot add series.
   const state = (v: string | null): string => (v === 'on' || v === 'off' ? v : 'unknown');
-  const coverage = (): CoverageCounts[] => store.coverageCounts();
+  const coverage = (): Promise<CoverageCounts[]> => store.coverageCounts();
   // A sum of devices' counters past 2^53 - 1 has no exact double: shown as that bound (a device
   // reporting the schema's largest counter pins it there, which is as alarming as it should be).
   const saturated = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
   metrics.gauge(
     'devices_coverage',
     'Devices by what their newest heartbeat says enforces: exec events (kernel push) and pre-exec deny (on/off/unknown).',
-    () => {
+    async () => {
       const byLabels = new Map<string, number>();
-      for (const c of coverage()) {
+      for (const c of await coverage()) {
         const k = `${state(c.exec_events)} ${state(c.exec_deny)}`;
         byLabels.set(k, (byLabels.get(k) ?? 0) + c.devices);
       }
@@ -258,15 +269,15 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_exec_event_drops',
     'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',
-    () => [[{}, saturated(coverage().reduce((n, c) => n + c.drops, 0))]],
+    async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.drops, 0))]],
   );
   metrics.gauge(
     'devices_exec_deny_deadline_misses',
     'Sum over devices of the execs allowed without a verdict (deadline passed) since their guardd started (newest heartbeat each).',
-    () => [[{}, saturated(coverage().reduce((n, c) => n + c.deadline_misses, 0))]],
+    async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.deadline_misses, 0))]],
   );
   metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
-    runners.map((r) => [{ sink: r.name }, r.lag()] as const),
+    Promise.all(runners.map(async (r) => [{ sink: r.name }, await r.lag()] as const)),
   );
   metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', () => [[{}, budget.inUse]]);
   metrics.gauge('ingest_queue_depth', 'Received bodies waiting to be parsed and stored.', () => [
@@ -400,7 +411,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       throw new HttpError(403, 'GUARD_COLLECTOR_ENROLL_DENIED', 'wrong enrollment secret');
     }
     const token = mintDeviceToken();
-    const enrollment = store.enrollDevice(device, hashToken(token), new Date().toISOString());
+    const enrollment = await store.enrollDevice(device, hashToken(token), new Date().toISOString());
     metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'ok' });
     // A device id enrolled again: its previous token stops working. Normal after a reinstall or a
     // lost token; a count that keeps climbing for one id is two parties fighting over it.
@@ -415,7 +426,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
     scope.post('/v1/events', async (req, reply) => {
-      const device = authenticateDevice(req);
+      const device = await authenticateDevice(req);
       const deviceId = device.id;
       const rate = limiter.take(deviceId);
       if (!rate.allowed) {
@@ -565,20 +576,20 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS });
 
   app.get('/healthz', async (_req, reply) => {
-    const ok = store.healthy();
+    const ok = await store.healthy();
     reply.code(ok ? 200 : 503);
     return { status: ok ? 'ok' : 'db_unavailable', version: AGENT_VERSION };
   });
 
   app.get('/metrics', async (_req, reply) => {
     reply.type('text/plain; version=0.0.4; charset=utf-8');
-    return metrics.render();
+    return await metrics.render();
   });
 
   /** The device and enrollment of the request's token; 401 for a missing, unknown or replaced token. */
-  function authenticateDevice(req: FastifyRequest): EnrolledDevice {
+  async function authenticateDevice(req: FastifyRequest): Promise<EnrolledDevice> {
     const token = bearerToken(req.headers.authorization);
-    const device = token === null ? undefined : store.deviceForTokenHash(hashToken(token));
+    const device = token === null ? undefined : await store.deviceForTokenHash(hashToken(token));
     if (device === undefined) {
       metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
       throw new HttpError(
@@ -625,7 +636,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     clearInterval(pruneTimer);
     clearInterval(retentionTimer);
     await parser.close();
-    store.close();
+    await store.close();
     throw err;
   }
   for (const r of runners) r.start();
@@ -633,7 +644,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const addr = app.server.address() as AddressInfo;
   const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${options.tls ? 'https' : 'http'}://${urlHost}:${addr.port}`;
-  logger.info({ url, db: options.dbFile, forwarders: runners.map((r) => r.name) }, 'collector listening');
+  logger.info(
+    { url, store: store.kind, db: store.location, forwarders: runners.map((r) => r.name) },
+    'collector listening',
+  );
 
   let closing: Promise<void> | null = null;
   return {
@@ -651,7 +665,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         await parser.close();
         await retentionRun;
         await Promise.all(runners.map((r) => r.stop()));
-        store.close();
+        await store.close();
         logger.info('collector closed');
       })();
       return closing;
@@ -721,7 +735,7 @@ function declaredIdentityBytes(req: FastifyRequest, maxBodyBytes: number): numbe
 
 function buildRunners(
   f: CollectorForwardersOptions | undefined,
-  store: CollectorStore,
+  store: CollectorStorePort,
   logger: Logger,
   metrics: CollectorMetrics,
 ): ForwarderRunner[] {
