@@ -9,10 +9,12 @@
 #   binutils      objdump: the glibc version the payload's native files need (package dependency)
 #   fakeroot      root-owned payloads when the build does not run as root
 #   sqlite3       the collector backup example in docs/deploy/collector.md is tested by hand with it
+#   postgresql    initdb/postgres for the collector's PostgreSQL store tests (test/helpers/postgres.ts
+#                 starts a throwaway server per test file; the Debian service itself is not used)
 # Prints how long it took (the lead's .ci/run budgets it).
 set -euo pipefail
 start=$(date +%s)
-PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -393,6 +393,9 @@ export class PostgresCollectorStore implements CollectorStorePort {
   ): Promise<ClaimOutcome> {
     if (this.closed) throw new GuardError('GUARD_STORE_IO', 'collector store is closed');
     const c = await this.pool.connect();
+    // the connection may die while the sink delivers (no query in flight): reported by COMMIT
+    const onError = (): void => {};
+    c.on('error', onError);
     let broken = false;
     try {
       await c.query('BEGIN');
@@ -447,6 +450,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
       });
       throw err;
     } finally {
+      c.off('error', onError);
       c.release(broken);
     }
   }

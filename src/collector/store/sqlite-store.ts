@@ -6,8 +6,11 @@
  * (one runner per sink; SQLite has one writer, so rid order is commit order and "rid > cursor"
  * never skips a row).
  */
+import { existsSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { GuardError } from '../../common/errors.js';
 import type { CollectorStoreOptions } from '../collector-store.js';
-import { CollectorStore } from '../collector-store.js';
+import { COLLECTOR_MIGRATIONS, CollectorStore } from '../collector-store.js';
 import type {
   BatchToStore,
   ClaimLimits,
@@ -33,7 +36,12 @@ export class SqliteCollectorStore implements CollectorStorePort {
   /** Sinks whose delivery runs right now in this process (a second runner of one sink gets `busy`). */
   private readonly claimed = new Set<string>();
 
+  /**
+   * Opens (creating or migrating) the database. Throws `GUARD_STORE_SCHEMA_NEWER` for a database
+   * of a newer collector (left untouched), `GUARD_STORE_IO` when it cannot be opened.
+   */
   constructor(options: CollectorStoreOptions) {
+    refuseNewerSchema(options.file);
     this.engine = new CollectorStore(options);
     this.location = options.file;
   }
@@ -136,4 +144,26 @@ export class SqliteCollectorStore implements CollectorStorePort {
   async close(): Promise<void> {
     this.engine.close();
   }
+}
+
+/** Throws `GUARD_STORE_SCHEMA_NEWER` when `file` holds a schema newer than COLLECTOR_MIGRATIONS. */
+function refuseNewerSchema(file: string): void {
+  if (!existsSync(file)) return;
+  let version: number;
+  try {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      version = db.pragma('user_version', { simple: true }) as number;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return; // unreadable or corrupt: the engine's open reports or recovers it
+  }
+  if (version > COLLECTOR_MIGRATIONS.length)
+    throw new GuardError(
+      'GUARD_STORE_SCHEMA_NEWER',
+      `the collector database ${file} has schema version ${version}, newer than this collector knows (${COLLECTOR_MIGRATIONS.length}); upgrade the collector, never downgrade the database`,
+      { found: version, known: COLLECTOR_MIGRATIONS.length },
+    );
 }
