@@ -5,10 +5,14 @@
  * database — one claim at a time, a claim dies with its holder's connection, and a row that
  * commits after rows with a higher rid is delivered, never skipped.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCollectorConfig, parseCollectorArgs } from '../../src/collector/collector-config.js';
+import { optionsFromConfig } from '../../src/collector/collector-main.js';
 import { parseBatch } from '../../src/collector/ingest.js';
 import { openStore } from '../../src/collector/store/open-store.js';
 import type { CollectorStorePort, IncomingEvent, StoredEventRow } from '../../src/collector/store/port.js';
@@ -355,6 +359,93 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     await s.close();
     await s.close();
     await expect(s.insertGroup([])).rejects.toThrow();
+  });
+});
+
+describe('postgres: connection settings', () => {
+  it('logs in with the password of store_password_file; a wrong one is GUARD_STORE_UNAVAILABLE; a URL with a password is refused', async () => {
+    const db = await server.createDatabase();
+    const name = db.slice(db.lastIndexOf('/') + 1);
+    await server.sql(`CREATE ROLE guard_pw LOGIN PASSWORD 'right-password-123'`);
+    await server.sql(`ALTER DATABASE ${name} OWNER TO guard_pw`);
+    await server.hbaFirst('host all guard_pw 127.0.0.1/32 scram-sha-256');
+    const url = db.replace('toolguard@', 'guard_pw@');
+    const dir = collectorTempDir('tg-pgpw-');
+    writeFileSync(join(dir, 'pw'), 'right-password-123\n', { mode: 0o600 });
+    const config = loadCollectorConfig(
+      parseCollectorArgs(['--store-url', url, '--store-password-file', join(dir, 'pw')]),
+      { TOOLGUARD_COLLECTOR_ENROLL_SECRET: 'e'.repeat(20), TOOLGUARD_COLLECTOR_ADMIN_TOKEN: 'a'.repeat(20) },
+    );
+    const options = optionsFromConfig(config);
+    expect(options.store).toMatchObject({ url, password: 'right-password-123' });
+    const s = track(await openStore({ dbFile: '', ...options.store }));
+    expect(s.kind).toBe('postgres');
+    expect(s.location).toBe(url);
+    expect(await s.healthy()).toBe(true);
+
+    const wrong = await openStore({ dbFile: '', url, password: 'wrong' }).then(
+      (x) => x.close().then(() => null),
+      (e: unknown) => e,
+    );
+    expect((wrong as GuardError).code).toBe('GUARD_STORE_UNAVAILABLE');
+    expect((wrong as Error).message).not.toContain('wrong');
+
+    const withPassword = (() => {
+      try {
+        loadCollectorConfig(
+          parseCollectorArgs(['--store-url', url.replace('guard_pw@', 'guard_pw:secret-pw@')]),
+          {},
+        );
+        return null;
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect((withPassword as GuardError).code).toBe('GUARD_CONFIG_INVALID_VALUE');
+    expect((withPassword as Error).message).not.toContain('secret-pw');
+  });
+});
+
+describe('postgres: TLS', () => {
+  /** A self-signed certificate for 127.0.0.1 (its own CA), made by openssl. */
+  function selfSigned(dir: string, name: string): { cert: Buffer; key: Buffer } {
+    const key = join(dir, `${name}.key`);
+    const cert = join(dir, `${name}.crt`);
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+        ...['-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'],
+        ...['-addext', 'subjectAltName=IP:127.0.0.1'],
+      ],
+      { stdio: 'ignore' },
+    );
+    return { cert: readFileSync(cert), key: readFileSync(key) };
+  }
+
+  it('with store_ca_file connects over TLS verifying the server against that CA; another CA, or no TLS, is refused', async () => {
+    const dir = collectorTempDir('tg-pgtls-');
+    const server1 = selfSigned(dir, 'server');
+    const other = selfSigned(dir, 'other');
+    await server.enableTls(server1.cert, server1.key);
+    await server.sql('CREATE ROLE guard_tls LOGIN');
+    // this role may only connect over TLS
+    await server.hbaFirst('hostnossl all guard_tls 127.0.0.1/32 reject');
+    const db = await server.createDatabase();
+    await server.sql(`ALTER DATABASE ${db.slice(db.lastIndexOf('/') + 1)} OWNER TO guard_tls`);
+    const url = db.replace('toolguard@', 'guard_tls@');
+    const open = (ca?: Buffer) =>
+      openStore({ dbFile: '', url, ca }).then(
+        async (s) => {
+          const ok = await s.healthy();
+          await s.close();
+          return ok;
+        },
+        (e: unknown) => (e as GuardError).code,
+      );
+    expect(await open(server1.cert)).toBe(true);
+    expect(await open(other.cert)).toBe('GUARD_STORE_UNAVAILABLE');
+    expect(await open()).toBe('GUARD_STORE_UNAVAILABLE');
   });
 });
 

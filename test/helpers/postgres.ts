@@ -9,7 +9,15 @@
  * /usr/lib/postgresql/<version>/bin.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +34,10 @@ export interface TestPostgres {
   createDatabase(name?: string): Promise<string>;
   /** Runs one SQL statement on the `postgres` database as the superuser. */
   sql<T extends pg.QueryResultRow = pg.QueryResultRow>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Puts `line` first in pg_hba.conf and reloads (e.g. password auth for one role). */
+  hbaFirst(line: string): Promise<void>;
+  /** Turns TLS on with this certificate and key (PEM), for connections that ask for it. */
+  enableTls(cert: string | Buffer, key: string | Buffer): Promise<void>;
   /** Stops the server and removes its files (also done when the test file ends). Safe twice. */
   stop(): Promise<void>;
 }
@@ -170,6 +182,24 @@ export async function startTestPostgres(): Promise<TestPostgres> {
       const db = name ?? `t${++dbs}_${process.pid}`;
       await sql(`CREATE DATABASE ${db} TEMPLATE template0`);
       return `postgres://toolguard@127.0.0.1:${port}/${db}`;
+    },
+    async enableTls(cert: string | Buffer, key: string | Buffer): Promise<void> {
+      for (const [name, pem] of [
+        ['server.crt', cert],
+        ['server.key', key],
+      ] as const) {
+        const file = join(data, name);
+        writeFileSync(file, pem, { mode: 0o600 });
+        if (user) chownSync(file, user.uid, user.gid);
+      }
+      await sql('ALTER SYSTEM SET ssl = on');
+      await sql('SELECT pg_reload_conf()');
+      await waitFor(async () => (await sql<{ ssl: string }>('SHOW ssl'))[0]?.ssl === 'on', 'TLS to be on');
+    },
+    async hbaFirst(line: string): Promise<void> {
+      const hba = join(data, 'pg_hba.conf');
+      writeFileSync(hba, `${line}\n${readFileSync(hba, 'utf8')}`);
+      await sql('SELECT pg_reload_conf()');
     },
     stop,
   };

@@ -561,16 +561,14 @@ export class PostgresCollectorStore implements CollectorStorePort {
 }
 
 function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
-  let connectionString = options.url;
-  if (options.ca !== undefined) {
-    // the CA file decides TLS: a sslmode in the URL would replace the verified config
-    const u = new URL(options.url);
-    u.searchParams.delete('sslmode');
-    connectionString = u.toString();
-  }
+  // pg lets what the connection string says (even an absent password) win over the other fields,
+  // so the password goes into the string given to pg (never into `location`, which is logged)
+  const u = new URL(options.url);
+  if (options.password !== undefined) u.password = encodeURIComponent(options.password);
+  // the CA file decides TLS: a sslmode in the URL would replace the verified config
+  if (options.ca !== undefined) u.searchParams.delete('sslmode');
   return {
-    connectionString,
-    password: options.password,
+    connectionString: u.toString(),
     ssl: options.ca !== undefined ? { ca: options.ca, rejectUnauthorized: true } : undefined,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     keepAlive: true,
