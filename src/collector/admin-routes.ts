@@ -1,5 +1,7 @@
 /**
- * Owns the admin API (its own bearer token, compared in constant time): `GET /v1/devices` (fleet
+ * Owns the admin API, registered as its own fastify scope whose `onRequest` hook checks the admin
+ * bearer token (compared in constant time) before any admin route runs — a route added to the
+ * scope cannot forget it: `GET /v1/devices` (fleet
  * state: last seen, agent and policy versions, the enrollment generation, the `silent` flag) and `GET /v1/events` (filters and
  * cursor paging). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
@@ -29,7 +31,7 @@ export interface AdminRoutesOptions {
   readonly now?: () => number;
 }
 
-/** Registers the admin routes on `app`. */
+/** Registers the admin routes on `app`, in their own scope behind the admin token. */
 export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOptions): void {
   const { store, adminToken, silentAfterS } = options;
   const now = options.now ?? Date.now;
@@ -40,70 +42,75 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       throw new HttpError(401, 'GUARD_COLLECTOR_UNAUTHORIZED', 'missing or wrong admin bearer token');
   };
 
-  app.get('/v1/devices', async (req) => {
-    authorize(req);
-    const q = queryOf(req, ['limit', 'cursor', 'silent']);
-    const limit = pageLimit(q.limit);
-    let silent: boolean | undefined;
-    if (q.silent !== undefined) {
-      if (q.silent !== 'true' && q.silent !== 'false') throw badQuery('silent', 'true or false');
-      silent = q.silent === 'true';
-    }
-    const t = now();
-    const before = new Date(t - silentAfterS * 1000).toISOString();
-    const rows = await store.listDevices(
-      q.cursor,
-      limit,
-      silent === undefined ? undefined : { before, silent },
-    );
-    return {
-      devices: rows.map((d) => {
-        const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
-        const coverage = d.coverage === null ? null : (JSON.parse(d.coverage) as DeviceCoverage);
-        return { ...d, coverage, silent: d.last_seen_at < before, silent_for_s: silentFor };
-      }),
-      silent_after_s: silentAfterS,
-      next_cursor: rows.length === limit ? (rows[rows.length - 1]?.id ?? null) : null,
-    };
+  app.register(async (admin) => {
+    admin.addHook('onRequest', async (req) => authorize(req));
+    registerRoutes(admin);
   });
 
-  app.get('/v1/events', async (req) => {
-    authorize(req);
-    const q = queryOf(req, ['limit', 'cursor', 'device_id', 'type', 'rule', 'since', 'until']);
-    const limit = pageLimit(q.limit);
-    let afterRid: number | undefined;
-    if (q.cursor !== undefined) {
-      if (!/^\d{1,15}$/.test(q.cursor)) throw badQuery('cursor', 'the next_cursor of a previous page');
-      afterRid = Number(q.cursor);
-    }
-    const filter = {
-      deviceId: q.device_id,
-      type: q.type,
-      ruleId: q.rule,
-      since: q.since === undefined ? undefined : isoTime('since', q.since),
-      until: q.until === undefined ? undefined : isoTime('until', q.until),
-    };
-    // Read in chunks and stop at the byte cap, so a page of large events stays bounded in memory.
-    const rows: StoredEventRow[] = [];
-    let bytes = 0;
-    // at most limit / READ_CHUNK + 1 rounds: every round but the last adds READ_CHUNK rows
-    for (;;) {
-      const want = Math.min(READ_CHUNK, limit - rows.length);
-      const chunk = await store.queryEvents({ ...filter, afterRid, limit: want });
-      for (const row of chunk) {
-        rows.push(row);
-        bytes += row.body.length;
-        afterRid = row.rid;
-        if (bytes >= MAX_PAGE_BYTES) break;
+  function registerRoutes(admin: FastifyInstance): void {
+    admin.get('/v1/devices', async (req) => {
+      const q = queryOf(req, ['limit', 'cursor', 'silent']);
+      const limit = pageLimit(q.limit);
+      let silent: boolean | undefined;
+      if (q.silent !== undefined) {
+        if (q.silent !== 'true' && q.silent !== 'false') throw badQuery('silent', 'true or false');
+        silent = q.silent === 'true';
       }
-      if (chunk.length < want || rows.length >= limit || bytes >= MAX_PAGE_BYTES) break;
-    }
-    const full = rows.length === limit || bytes >= MAX_PAGE_BYTES;
-    return {
-      events: rows.map(toApiEvent),
-      next_cursor: full && rows.length > 0 ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
-    };
-  });
+      const t = now();
+      const before = new Date(t - silentAfterS * 1000).toISOString();
+      const rows = await store.listDevices(
+        q.cursor,
+        limit,
+        silent === undefined ? undefined : { before, silent },
+      );
+      return {
+        devices: rows.map((d) => {
+          const silentFor = Math.max(0, Math.floor((t - Date.parse(d.last_seen_at)) / 1000));
+          const coverage = d.coverage === null ? null : (JSON.parse(d.coverage) as DeviceCoverage);
+          return { ...d, coverage, silent: d.last_seen_at < before, silent_for_s: silentFor };
+        }),
+        silent_after_s: silentAfterS,
+        next_cursor: rows.length === limit ? (rows[rows.length - 1]?.id ?? null) : null,
+      };
+    });
+
+    admin.get('/v1/events', async (req) => {
+      const q = queryOf(req, ['limit', 'cursor', 'device_id', 'type', 'rule', 'since', 'until']);
+      const limit = pageLimit(q.limit);
+      let afterRid: number | undefined;
+      if (q.cursor !== undefined) {
+        if (!/^\d{1,15}$/.test(q.cursor)) throw badQuery('cursor', 'the next_cursor of a previous page');
+        afterRid = Number(q.cursor);
+      }
+      const filter = {
+        deviceId: q.device_id,
+        type: q.type,
+        ruleId: q.rule,
+        since: q.since === undefined ? undefined : isoTime('since', q.since),
+        until: q.until === undefined ? undefined : isoTime('until', q.until),
+      };
+      // Read in chunks and stop at the byte cap, so a page of large events stays bounded in memory.
+      const rows: StoredEventRow[] = [];
+      let bytes = 0;
+      // at most limit / READ_CHUNK + 1 rounds: every round but the last adds READ_CHUNK rows
+      for (;;) {
+        const want = Math.min(READ_CHUNK, limit - rows.length);
+        const chunk = await store.queryEvents({ ...filter, afterRid, limit: want });
+        for (const row of chunk) {
+          rows.push(row);
+          bytes += row.body.length;
+          afterRid = row.rid;
+          if (bytes >= MAX_PAGE_BYTES) break;
+        }
+        if (chunk.length < want || rows.length >= limit || bytes >= MAX_PAGE_BYTES) break;
+      }
+      const full = rows.length === limit || bytes >= MAX_PAGE_BYTES;
+      return {
+        events: rows.map(toApiEvent),
+        next_cursor: full && rows.length > 0 ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
+      };
+    });
+  }
 }
 
 /**

@@ -63,6 +63,12 @@ const MAX_REQUESTS_IN_FLIGHT_PER_DEVICE = 8;
  * for token lookups, forwarders and admin queries (postgres-store.ts's pool is larger).
  */
 const PG_CONCURRENT_COMMITS = 4;
+/**
+ * Events per group commit on PostgreSQL: a commit there does not block the main thread (the
+ * database works while sockets are served), so groups may be larger than SQLite's 2,000, which
+ * saves a round trip set and a WAL flush per 2,000 events.
+ */
+const PG_GROUP_EVENTS = 5000;
 /** Forgotten rate-limit buckets are pruned this often. */
 const RATE_PRUNE_MS = 60_000;
 /** Media types accepted for event batches. */
@@ -235,6 +241,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     store,
     parser,
     maxConcurrentCommits: store.kind === 'postgres' ? PG_CONCURRENT_COMMITS : 1,
+    maxGroupEvents: store.kind === 'postgres' ? PG_GROUP_EVENTS : undefined,
   });
 
   metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', async () => {

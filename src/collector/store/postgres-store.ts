@@ -97,7 +97,6 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE INDEX events_type ON events(type, rid);
   CREATE INDEX events_time ON events(time);
   CREATE INDEX events_rule ON events(rule_id, rid) WHERE rule_id IS NOT NULL;
-  CREATE INDEX events_received ON events(received_at);
 
   CREATE TABLE forwarder_cursors (
     sink        text PRIMARY KEY,
