@@ -184,7 +184,9 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
 
   it('keeps the fleet view: last seen, versions guarded by seq, coverage, counts, device paging', async () => {
     const s = await h.fresh();
-    for (const id of ['f1', 'f2', 'f3']) await s.enrollDevice(dev(id), `h-${id}`, '2026-01-01T00:00:00.000Z');
+    // enrolled long ago; f1 and f2 report now, f3 never did (silent for any threshold below an hour)
+    for (const id of ['f1', 'f2', 'f3']) await s.enrollDevice(dev(id), `h-${id}`, '2020-01-01T00:00:00.000Z');
+    const hourAgo = new Date(Date.now() - 3_600_000).toISOString();
     const cover = (state: string, drops: number) => ({
       exec_events: { state, kernel_drops: drops, queue_drops: 1 },
       exec_deny: { state: 'off', deadline_misses: 2 },
@@ -223,17 +225,13 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     expect(JSON.parse(devices[0]?.coverage ?? 'null')).toEqual(cover('on', 10));
     expect(devices[2]).toMatchObject({ id: 'f3', policy_version: null, coverage: null });
     expect((await s.listDevices('f1', 1)).map((d) => d.id)).toEqual(['f2']);
-    expect(
-      (await s.listDevices(undefined, 10, { before: '2026-06-01T00:00:00.000Z', silent: true })).map(
-        (d) => d.id,
-      ),
-    ).toEqual(['f3']);
-    expect(
-      (await s.listDevices(undefined, 10, { before: '2026-06-01T00:00:00.000Z', silent: false })).map(
-        (d) => d.id,
-      ),
-    ).toEqual(['f1', 'f2']);
-    expect(await s.deviceCounts('2026-06-01T00:00:00.000Z')).toEqual({ total: 3, silent: 1 });
+    expect((await s.listDevices(undefined, 10, { before: hourAgo, silent: true })).map((d) => d.id)).toEqual([
+      'f3',
+    ]);
+    expect((await s.listDevices(undefined, 10, { before: hourAgo, silent: false })).map((d) => d.id)).toEqual(
+      ['f1', 'f2'],
+    );
+    expect(await s.deviceCounts(hourAgo)).toEqual({ total: 3, silent: 1 });
     const counts = (await s.coverageCounts()).sort((x, y) =>
       String(x.exec_events).localeCompare(String(y.exec_events)),
     );
@@ -336,7 +334,7 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     const left = await s.queryEvents({ limit: 100 });
     expect(ids(left)).toEqual(evs.slice(20).map((e) => e.id));
     // without sinks only the age counts; new events get rids above every cursor
-    expect(await s.pruneEvents(now(), [], 100)).toBe(10);
+    expect(await s.pruneEvents(new Date(Date.now() + 60_000).toISOString(), [], 100)).toBe(10);
     const more = [heartbeatEvent('r1', 100)];
     await s.insertGroup([{ deviceId: 'r1', enrollment: 1, events: incoming(more, 'r1'), receivedAt: now() }]);
     expect(await drain(s, 'ndjson')).toEqual([more[0]?.id]);
