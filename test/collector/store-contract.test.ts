@@ -16,7 +16,7 @@ import { optionsFromConfig } from '../../src/collector/collector-main.js';
 import { parseBatch } from '../../src/collector/ingest.js';
 import { openStore } from '../../src/collector/store/open-store.js';
 import type { CollectorStorePort, IncomingEvent, StoredEventRow } from '../../src/collector/store/port.js';
-import { PG_MIGRATIONS } from '../../src/collector/store/postgres-store.js';
+import { PG_MIGRATIONS, PostgresCollectorStore } from '../../src/collector/store/postgres-store.js';
 import { GuardError } from '../../src/common/errors.js';
 import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
@@ -501,6 +501,43 @@ describe('postgres: several collectors on one database', () => {
     expect(await dying).toBeInstanceOf(Error);
     // B takes over from the cursor A never moved: the batch A held comes again, nothing is lost
     expect(await drain(b, 'ndjson', 5)).toEqual(evs.map((e) => e.id));
+  });
+
+  it("wakes on other collectors' commits, also after its notification connection was cut", async () => {
+    const url = await server.createDatabase();
+    const a = track(await PostgresCollectorStore.open({ url, listenRetryMs: 100 }));
+    const b = track(await openStore({ dbFile: '', url }));
+    await b.enrollDevice(dev('w1'), 'hw', now());
+    let woken = 0;
+    a.onStored = () => woken++;
+    const store = async (seq: number) =>
+      b.insertGroup([
+        {
+          deviceId: 'w1',
+          enrollment: 1,
+          events: incoming([heartbeatEvent('w1', seq)], 'w1'),
+          receivedAt: now(),
+        },
+      ]);
+    await store(1);
+    await waitFor(() => woken > 0, "A to hear B's commit");
+    // the server ends A's LISTEN connection (restart, failover): A re-opens it
+    await server.sql(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'`,
+      [url.slice(url.lastIndexOf('/') + 1)],
+    );
+    await waitFor(
+      async () =>
+        (
+          await server.sql(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'`, [
+            url.slice(url.lastIndexOf('/') + 1),
+          ])
+        ).length === 1,
+      'A to listen again',
+    );
+    const before = woken;
+    await store(2);
+    await waitFor(() => woken > before, "A to hear B's commit after reconnecting");
   });
 
   it('a row that commits after rows with higher rids is delivered, never skipped', async () => {

@@ -122,6 +122,8 @@ const MAX_TX_RETRIES = 3;
 const RETRYABLE = new Set(['40P01', '40001']);
 /** Connecting / a query on a broken network fails after this (the agent retries its batch). */
 const CONNECT_TIMEOUT_MS = 10_000;
+/** A lost notification connection is re-opened after this (the runners poll meanwhile). */
+const LISTEN_RETRY_MS = 5_000;
 /** Idle pool connections are closed after this. */
 const IDLE_TIMEOUT_MS = 30_000;
 /** TCP keepalive after this idle time: a claim of a collector whose host vanished ends within ~minutes. */
@@ -135,6 +137,8 @@ export interface PostgresStoreOptions {
   readonly ca?: string | Buffer;
   /** Pool size (default DEFAULT_PG_POOL). */
   readonly poolSize?: number;
+  /** Delay before re-opening a lost notification connection, ms (default LISTEN_RETRY_MS). */
+  readonly listenRetryMs?: number;
   readonly logger?: Logger;
 }
 
@@ -164,6 +168,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
   onStored: (() => void) | null = null;
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
+  private relisten: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly log: Logger | undefined;
 
@@ -229,15 +234,41 @@ export class PostgresCollectorStore implements CollectorStorePort {
     });
   }
 
+  /**
+   * LISTENs for other collectors' commits on a connection of its own. When that connection fails
+   * (server restart, failover) it is re-opened after LISTEN_RETRY_MS; meanwhile the runners' poll
+   * keeps forwarding going.
+   */
   private async listen(): Promise<void> {
     const client = new pg.Client(clientConfig(this.options));
-    client.on('error', (err) => {
-      // the runners' poll keeps forwarding going without notifications
-      this.log?.warn({ err: err.message }, 'PostgreSQL notification connection failed');
-    });
+    let failed = false;
+    const retry = (err?: Error): void => {
+      if (failed || this.closed) return;
+      failed = true;
+      this.log?.warn({ err: err?.message }, 'PostgreSQL notification connection lost; reconnecting');
+      client.end().catch(() => {});
+      if (this.listener === client) this.listener = null;
+      this.relisten = setTimeout(() => {
+        this.relisten = null;
+        this.listen().catch((e: Error) => retry(e));
+      }, this.options.listenRetryMs ?? LISTEN_RETRY_MS);
+      this.relisten.unref();
+    };
+    client.on('error', retry);
+    client.on('end', () => retry());
     client.on('notification', () => this.onStored?.());
-    await client.connect();
-    await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+    } catch (err) {
+      failed = true;
+      client.end().catch(() => {});
+      throw err;
+    }
+    if (this.closed) {
+      await client.end().catch(() => {});
+      return;
+    }
     this.listener = client;
   }
 
@@ -553,8 +584,10 @@ export class PostgresCollectorStore implements CollectorStorePort {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.listener?.end().catch(() => {});
+    if (this.relisten) clearTimeout(this.relisten);
+    const listener = this.listener;
     this.listener = null;
+    await listener?.end().catch(() => {});
     await this.pool.end().catch(() => {});
   }
 }
