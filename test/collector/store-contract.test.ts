@@ -153,6 +153,26 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     ).toEqual([{ accepted: 1, duplicates: 1 }]);
   });
 
+  it('stores hostile strings (U+0000 in a rule id, an agent version, a hostname) without failing the group', async () => {
+    const s = await h.fresh();
+    expect(await s.enrollDevice({ ...dev('n1'), hostname: 'host\u0000name' }, 'hn', now())).toBe(1);
+    await s.enrollDevice(dev('n2'), 'hn2', now());
+    const hostile = { ...blockedEvent('n1', 1, 'rule\u0000x'), agent_version: 'v\u00001' };
+    const honest = blockedEvent('n2', 1);
+    expect(
+      await s.insertGroup([
+        { deviceId: 'n1', enrollment: 1, events: incoming([hostile], 'n1'), receivedAt: now() },
+        { deviceId: 'n2', enrollment: 1, events: incoming([honest], 'n2'), receivedAt: now() },
+      ]),
+    ).toEqual([
+      { accepted: 1, duplicates: 0 },
+      { accepted: 1, duplicates: 0 },
+    ]);
+    // the body is kept exactly as validated (JSON escapes U+0000)
+    const rows = await s.queryEvents({ deviceId: 'n1', limit: 10 });
+    expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual(hostile);
+  });
+
   it('queries with filters and rid paging, in receipt order', async () => {
     const s = await h.fresh();
     await s.enrollDevice(dev('qa'), 'ha', now());

@@ -314,7 +314,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
          last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL,
          enrollment = devices.enrollment + 1
        RETURNING enrollment`,
-      [device.id, tokenHash, device.hostname, device.os, device.agent_version, now],
+      [device.id, tokenHash, pgText(device.hostname), pgText(device.os), pgText(device.agent_version), now],
     );
     const row = r.rows[0];
     if (!row) throw new GuardError('GUARD_STORE_IO', 'enrolling a device returned no row');
@@ -332,7 +332,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
         cols[3]?.push(e.seq);
         cols[4]?.push(e.type);
         cols[5]?.push(e.time);
-        cols[6]?.push(e.ruleId);
+        cols[6]?.push(e.ruleId === null ? null : pgText(e.ruleId));
         cols[7]?.push(b.receivedAt);
         cols[8]?.push(e.body);
       }
@@ -610,6 +610,16 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
   };
 }
 
+/**
+ * A string PostgreSQL's text accepts: U+0000 is the one character it cannot store, and the
+ * schema allows it in free-form strings (a rule id, an agent version, a hostname), so it becomes
+ * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Event
+ * bodies need nothing: they are JSON text, where U+0000 is always escaped.
+ */
+function pgText(s: string): string {
+  return s.includes('\u0000') ? s.replace(/\u0000/g, '\uFFFD') : s;
+}
+
 interface DeviceUpdates {
   readonly touch: { ids: string[]; at: string[] };
   readonly agent: { ids: string[]; enrollments: number[]; values: string[] };
@@ -642,7 +652,11 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
         coverage.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
     }
     if (newestAgent)
-      agent.set(k, { id: b.deviceId, enrollment: b.enrollment, v: newestAgent.agentVersion as string });
+      agent.set(k, {
+        id: b.deviceId,
+        enrollment: b.enrollment,
+        v: pgText(newestAgent.agentVersion as string),
+      });
   }
   const byId = <T extends { id: string }>(m: Map<string, T>): T[] =>
     [...m.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
