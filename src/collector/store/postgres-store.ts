@@ -617,7 +617,7 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
  * bodies need nothing: they are JSON text, where U+0000 is always escaped.
  */
 function pgText(s: string): string {
-  return s.includes('\u0000') ? s.replace(/\u0000/g, '\uFFFD') : s;
+  return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
 }
 
 interface DeviceUpdates {
