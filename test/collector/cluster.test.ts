@@ -2,7 +2,8 @@
  * Several collectors on one PostgreSQL database, as real processes (dist/, like the packaged
  * program): three guard-collector processes share a throwaway server; HTTP clients posting real
  * agent batches enroll on one collector and post round-robin to all; one collector is SIGKILLed
- * while it takes batches, another while its NDJSON forwarder writes. Clients re-send a batch whose
+ * while it takes batches, another (the one holding the forwarding claim) while its NDJSON
+ * forwarder writes. Clients re-send a batch whose
  * answer they did not get to the next collector (what an agent does). In the end every event is
  * stored once, and the NDJSON files of the three collectors together hold every stored event —
  * checked line by line — each once, except the one unacknowledged batch a killed collector may
@@ -38,7 +39,10 @@ afterAll(async () => {
 function lines(file: string): string[] {
   if (!existsSync(file)) return [];
   const text = readFileSync(file, 'utf8');
-  return text.split('\n').filter((l) => l !== '');
+  // a SIGKILL in the middle of a write may leave a torn last line (the sink cuts it off at its next
+  // open; a killed collector here never opens it again): not an event
+  const whole = text.endsWith('\n') ? text : text.slice(0, text.lastIndexOf('\n') + 1);
+  return whole.split('\n').filter((l) => l !== '');
 }
 const size = (file: string): number => (existsSync(file) ? statSync(file).size : 0);
 
@@ -121,11 +125,22 @@ describe('three collectors on one PostgreSQL', () => {
     await waitFor(() => (answered.get(c1) ?? 0) >= 10, 'collector 1 to answer 10 batches');
     alive.delete(c1);
     await c1.kill();
-    // kill c2 while its forwarder writes: its NDJSON file grows after c1's death
-    const before = size(outs[2] as string);
-    await waitFor(() => size(outs[2] as string) > before, "collector 2's NDJSON file to grow");
-    alive.delete(c2);
-    await c2.kill();
+    // kill a collector while its forwarder writes: whichever of the two left holds the claim now
+    // (its NDJSON file grows after c1's death) is killed; the other one survives
+    const before = [size(outs[0] as string), size(outs[2] as string)];
+    const grown = await waitFor(
+      () =>
+        size(outs[0] as string) > (before[0] as number)
+          ? 0
+          : size(outs[2] as string) > (before[1] as number)
+            ? 2
+            : undefined,
+      "a collector's NDJSON file to grow",
+    );
+    const victim = procs[grown] as CollectorProcess;
+    const survivor = grown === 0 ? c2 : c0;
+    alive.delete(victim);
+    await victim.kill();
     await done;
 
     const total = DEVICES * BATCHES_PER_DEVICE * EVENTS_PER_BATCH;
@@ -152,30 +167,37 @@ describe('three collectors on one PostgreSQL', () => {
     await waitFor(() => new Set(forwarded()).size === total, 'every event to be forwarded', {
       timeoutMs: 30_000,
     });
-    // once: a key twice only within the last unacknowledged batch of a killed collector's file
+    // once: never twice in one file, and a copy beyond the first only within the last
+    // unacknowledged batch of a killed collector's file (a batch a collector died delivering is
+    // delivered again by the next claimant, which may die delivering it too)
+    const keysOf = (f: string): string[] =>
+      lines(f).map((l) => {
+        const e = JSON.parse(l) as { device_id: string; id: string };
+        return `${e.device_id}/${e.id}`;
+      });
+    for (const f of outs) expect(new Set(keysOf(f)).size, `${f} holds an event twice`).toBe(keysOf(f).length);
+    const tails = [outs[1] as string, outs[grown] as string].map(
+      (f) => new Set(keysOf(f).slice(-FORWARD_BATCH)),
+    );
     const count = new Map<string, number>();
     for (const k of forwarded()) count.set(k, (count.get(k) ?? 0) + 1);
-    const twice = [...count].filter(([, n]) => n > 1).map(([k]) => k);
-    const tails = new Set(
-      [outs[1] as string, outs[2] as string].flatMap((f) =>
-        lines(f)
-          .slice(-FORWARD_BATCH)
-          .map((l) => {
-            const e = JSON.parse(l) as { device_id: string; id: string };
-            return `${e.device_id}/${e.id}`;
-          }),
-      ),
-    );
-    for (const k of twice) {
-      expect(count.get(k)).toBe(2);
-      expect(tails.has(k), `${k} forwarded twice outside a killed collector's last batch`).toBe(true);
+    let extra = 0;
+    for (const [k, n] of count) {
+      if (n === 1) continue;
+      extra += n - 1;
+      const inTails = tails.filter((t) => t.has(k)).length;
+      expect(
+        n - 1,
+        `${k} forwarded ${n} times, in ${inTails} killed collectors' last batches`,
+      ).toBeLessThanOrEqual(inTails);
     }
-    expect(lines(outs[0] as string).length).toBeGreaterThan(0);
+    expect(extra).toBeLessThanOrEqual(2 * FORWARD_BATCH);
+    expect(lines(outs[survivor === c0 ? 0 : 2] as string).length).toBeGreaterThan(0);
     // the survivor answers for the whole fleet
-    const res = await fetch(`${c0.url}/v1/devices?limit=100`, {
+    const res = await fetch(`${survivor.url}/v1/devices?limit=100`, {
       headers: { authorization: `Bearer ${adminToken}` },
     });
     expect(((await res.json()) as { devices: unknown[] }).devices).toHaveLength(DEVICES);
-    expect(await c0.stop()).toBe(0);
+    expect(await survivor.stop()).toBe(0);
   });
 });
