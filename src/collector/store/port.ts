@@ -72,7 +72,10 @@ export interface EventLog {
    * the forwarders' cursor).
    */
   queryEvents(q: EventQuery): Promise<StoredEventRow[]>;
-  /** Called after every commit that stored at least one new event (this process's forwarders wake up). */
+  /**
+   * Called after every commit that stored at least one new event — this process's, and on
+   * PostgreSQL also another collector's (its forwarders wake up). May be called spuriously.
+   */
   onStored: (() => void) | null;
 }
 
@@ -108,7 +111,7 @@ export interface ForwarderCursors {
     limits: ClaimLimits,
     deliver: (events: readonly StoredEventRow[]) => Promise<void>,
   ): Promise<ClaimOutcome>;
-  /** Events stored but not yet past `sink`'s cursor (exact on SQLite; an upper-bound estimate on PostgreSQL). */
+  /** Events stored but not yet past `sink`'s cursor (exact on SQLite; an estimate from rids on PostgreSQL). */
   forwarderLag(sink: string): Promise<number>;
 }
 
