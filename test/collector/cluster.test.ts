@@ -46,6 +46,38 @@ function lines(file: string): string[] {
 }
 const size = (file: string): number => (existsSync(file) ? statSync(file).size : 0);
 
+describe('a collector on PostgreSQL refuses to start', () => {
+  it('on a database of a newer schema (exit 1, GUARD_STORE_SCHEMA_NEWER), and on an unreachable server (GUARD_STORE_UNAVAILABLE)', async () => {
+    const server = await startTestPostgres();
+    const url = await server.createDatabase();
+    const dir = collectorTempDir('tg-cluster-');
+    const first = await spawnCollectorProcess({ dbFile: join(dir, 'unused.db'), args: ['--store-url', url] });
+    expect(await first.stop()).toBe(0);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    await db.query('UPDATE collector_schema SET version = version + 1');
+    await db.end();
+    const refused = await spawnCollectorProcess({
+      dbFile: join(dir, 'unused.db'),
+      args: ['--store-url', url],
+    }).then(
+      () => null,
+      (e: Error) => e.message,
+    );
+    expect(refused).toMatch(/exited 1: .*newer than this collector.*\[GUARD_STORE_SCHEMA_NEWER\]/s);
+    await server.stop();
+    const gone = await spawnCollectorProcess({
+      dbFile: join(dir, 'unused.db'),
+      args: ['--store-url', url],
+    }).then(
+      () => null,
+      (e: Error) => e.message,
+    );
+    expect(gone).toMatch(/exited 1: .*\[GUARD_STORE_UNAVAILABLE\]/s);
+    expect(gone).not.toMatch(/password/i);
+  });
+});
+
 describe('three collectors on one PostgreSQL', () => {
   it('stores every event once and forwards it once across the cluster, through a kill mid-ingest and one mid-forward', async () => {
     const server = await startTestPostgres();
