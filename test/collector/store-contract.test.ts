@@ -380,6 +380,19 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
   });
 });
 
+describe('store_url', () => {
+  it('empty: SQLite at db; a path: SQLite there; postgres://: PostgreSQL', async () => {
+    const dir = collectorTempDir('tg-surl-');
+    const a = track(await openStore({ dbFile: join(dir, 'a.db') }));
+    expect([a.kind, a.location]).toEqual(['sqlite', join(dir, 'a.db')]);
+    const b = track(await openStore({ dbFile: join(dir, 'a.db'), url: join(dir, 'b.db') }));
+    expect([b.kind, b.location]).toEqual(['sqlite', join(dir, 'b.db')]);
+    const url = await server.createDatabase();
+    const c = track(await openStore({ dbFile: join(dir, 'a.db'), url }));
+    expect([c.kind, c.location]).toEqual(['postgres', url]);
+  });
+});
+
 describe('postgres: connection settings', () => {
   it('logs in with the password of store_password_file; a wrong one is GUARD_STORE_UNAVAILABLE; a URL with a password is refused', async () => {
     const db = await server.createDatabase();
