@@ -11,10 +11,12 @@
 #   sqlite3       the collector backup example in docs/deploy/collector.md is tested by hand with it
 #   libnss-extrausers  a real NSS source for test/common/users-nss.test.ts (users absent from /etc/passwd)
 #   tmux          captures docs/cli-session.txt (guardctl at 100 columns)
+#   postgresql    initdb/postgres for the collector's PostgreSQL store tests (test/helpers/postgres.ts
+#                 starts a throwaway server per test file; the Debian service itself is not used)
 # Prints how long it took (the lead's .ci/run budgets it).
 set -euo pipefail
 start=$(date +%s)
-PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

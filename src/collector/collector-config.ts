@@ -16,6 +16,7 @@ import { defaultPaths } from '../common/platform-paths.js';
 import { readJsonObjectFile } from '../config/load-config.js';
 import { MAX_EVENT_BYTES } from '../events/event-types.js';
 import { defaultIngestWorkers } from './parse-pool.js';
+import { checkStoreUrl } from './store/open-store.js';
 
 type Kind = 'string' | 'integer' | 'enum';
 
@@ -59,7 +60,28 @@ export const COLLECTOR_SETTINGS = {
     // the same DB (and never guardd's root-only /var/lib/toolguard).
     default: () =>
       process.platform === 'linux' ? LINUX_COLLECTOR_DB : join(defaultPaths().stateDir, 'collector.db'),
-    description: "The collector's SQLite database (WAL; created if missing).",
+    description: "The collector's SQLite database (WAL; created if missing), when store_url is empty.",
+  }),
+  store_url: str({
+    default: '',
+    description:
+      'Where the collector stores its data: empty = SQLite at db; a file path = SQLite there; postgres://user@host:port/database = PostgreSQL shared by several collectors (no password in the URL: store_password_file).',
+  }),
+  store_password_file: str({
+    default: '',
+    description: 'File holding the PostgreSQL password of store_url (empty = none, e.g. peer/cert auth).',
+  }),
+  store_ca_file: str({
+    default: '',
+    description:
+      'PEM CA of the PostgreSQL server: connect with TLS, verifying its certificate and host name against it (empty = as the URL says, sslmode).',
+  }),
+  store_pool_size: int({
+    default: 10,
+    min: 2,
+    max: 200,
+    description:
+      'PostgreSQL connections per collector (group commits, token lookups, forwarders, admin, one listener).',
   }),
   policy_file: str({
     default: '',
@@ -264,6 +286,10 @@ export type CollectorSettingKey = keyof typeof COLLECTOR_SETTINGS;
 export interface CollectorConfig {
   readonly listen: string;
   readonly db: string;
+  readonly store_url: string;
+  readonly store_password_file: string;
+  readonly store_ca_file: string;
+  readonly store_pool_size: number;
   readonly policy_file: string;
   readonly enroll_secret: string;
   readonly enroll_secret_file: string;
@@ -391,6 +417,7 @@ export function loadCollectorConfig(
   for (const [key, raw] of Object.entries(args.values))
     values[key] = check(key, fromString(key, raw), collectorFlag(key));
   parseListen(values.listen as string);
+  checkStoreUrl(values.store_url as string);
   if ((values.tls_cert === '') !== (values.tls_key === ''))
     throw new GuardError(
       'GUARD_CONFIG_INVALID_VALUE',

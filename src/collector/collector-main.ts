@@ -4,7 +4,8 @@
  * which tests and scripts read when they ask for port 0), and close gracefully on SIGTERM/SIGINT.
  *
  * Exit codes: 0 after a clean shutdown, 2 for bad config (message with key, value and expectation
- * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable).
+ * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable or of a
+ * newer schema, PostgreSQL unreachable; with the error code when there is one).
  */
 import { readFileSync } from 'node:fs';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
@@ -55,7 +56,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     collector = await startCollector({ ...options, logger: root });
   } catch (err) {
-    process.stderr.write(`guard-collector: cannot start: ${errorMessage(err)}\n`);
+    process.stderr.write(
+      `guard-collector: cannot start: ${errorMessage(err)}${isGuardError(err) ? ` [${err.code}]` : ''}\n`,
+    );
     return EXIT_START_FAILED;
   }
   process.stdout.write(`guard-collector listening on ${collector.url}\n`);
@@ -114,6 +117,14 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     host,
     port,
     dbFile: config.db,
+    store: {
+      url: config.store_url,
+      password: config.store_password_file
+        ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
+        : undefined,
+      ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
+      poolSize: config.store_pool_size,
+    },
     policyFile: config.policy_file,
     enrollSecret,
     adminToken,

@@ -1,7 +1,10 @@
 /**
- * Owns guard-collector's HTTP(S) server (fastify): the agent API (`POST /v1/enroll`,
- * `POST /v1/events`, `GET /v1/policy`), the admin API (admin-routes.ts), `GET /healthz`,
- * `GET /metrics`, and the lifecycle of the store and the forwarders. `startCollector` is the one
+ * Owns guard-collector's HTTP(S) server (fastify) and what every route shares: the error
+ * rendering, the shutdown and metrics hooks, the limiters and the ingest queue. The routes are
+ * scopes of their own: the agent API (agent-routes.ts: `POST /v1/enroll`, `POST /v1/events`,
+ * `GET /v1/policy`), the admin API (admin-routes.ts, its token checked in the scope's hook),
+ * and operations here (`GET /healthz`, `GET /metrics`). Also the lifecycle of the store (store/,
+ * chosen by `store_url`) and the forwarders. `startCollector` is the one
  * entry point, used by `guard-collector` (collector-main.ts), by guardd's local mode (embedded,
  * same process) and by tests (test/helpers/collector.ts).
  *
@@ -20,31 +23,29 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
-import { GuardError } from '../common/errors.js';
+import Fastify, { type FastifyReply } from 'fastify';
 import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { toEcs } from '../events/ecs.js';
 import { toOcsf } from '../events/ocsf.js';
 import { registerAdminRoutes } from './admin-routes.js';
-import { bearerToken, hashToken, mintDeviceToken, secretEquals } from './auth.js';
+import { registerAgentRoutes } from './agent-routes.js';
 import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
-import { CollectorStore, type CoverageCounts, type EnrolledDevice } from './collector-store.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
 import { HttpError } from './http-error.js';
-import { InflightBudget, type IngestOutcome, IngestQueue, readBody } from './ingest.js';
+import { InflightBudget, IngestQueue } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
 import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
-import { etagMatches, PolicyFileCache } from './policy-route.js';
-import { type LimitDecision, type Limiter, sourceKey, TokenBucketLimiter } from './rate-limit.js';
+import { PolicyFileCache } from './policy-route.js';
+import { type Limiter, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
+import { openStore, type StoreConnection } from './store/open-store.js';
+import type { CollectorStorePort, CoverageCounts } from './store/port.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
 const ENROLL_BODY_LIMIT = 16 * 1024;
-/** A slow client gets at most this long without sending a body byte. */
-const MAX_BODY_IDLE_MS = 10_000;
 /** How often node checks header/request deadlines (its default, 30 s, lets slowloris linger). */
 const CONNECTIONS_CHECK_MS = 1_000;
 /** Idle keep-alive connections are closed after this (agents send every few seconds at most). */
@@ -52,23 +53,19 @@ const KEEP_ALIVE_MS = 5_000;
 /** A refused request's body is drained this long so the client reads the answer, then cut. */
 const LINGER_MS = 2_000;
 /**
- * Event requests one device token may have in flight: an agent sends one batch at a time (a second
- * only after a client-side timeout), and 8 × max_body_bytes (64 MiB by default) is half of the
- * shared in-flight budget, so one token cannot hold all of it with slow bodies.
+ * Group commits in flight at once on PostgreSQL: each holds one pool connection for a few ms of
+ * round trips; 4 keeps the database busy while the next groups form, and leaves pool connections
+ * for token lookups, forwarders and admin queries (postgres-store.ts's pool is larger).
  */
-const MAX_REQUESTS_IN_FLIGHT_PER_DEVICE = 8;
+const PG_CONCURRENT_COMMITS = 4;
+/**
+ * Events per group commit on PostgreSQL: a commit there does not block the main thread (the
+ * database works while sockets are served), so groups may be larger than SQLite's 2,000, which
+ * saves a round trip set and a WAL flush per 2,000 events.
+ */
+const PG_GROUP_EVENTS = 5000;
 /** Forgotten rate-limit buckets are pruned this often. */
 const RATE_PRUNE_MS = 60_000;
-/** Media types accepted for event batches. */
-const NDJSON_TYPES = new Set([
-  'application/x-ndjson',
-  'application/ndjson',
-  'application/jsonl',
-  'application/x-jsonlines',
-]);
-/** Device ids: what the event schema allows (1-128 chars), printable and without separators. */
-const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
-
 export interface NdjsonForwarderOptions {
   readonly file: string;
   /** Rotate before this size (default 100 MiB). */
@@ -156,16 +153,15 @@ export const DEFAULT_LIMITS: CollectorLimits = Object.freeze({
   enrollFailureBurst: COLLECTOR_SETTINGS.enroll_failure_burst.default as number,
 });
 
-/** The dimensions of the per-device quota limiter, in the order of its costs. */
-const QUOTA_DIMENSIONS = ['events', 'bytes'] as const;
-
 export interface StartCollectorOptions {
   /** Interface to bind (default 127.0.0.1). */
   readonly host?: string;
   /** Port (default 8443; 0 = any free port, see `url`). */
   readonly port?: number;
-  /** The SQLite database file (created with its directory if missing). */
+  /** The SQLite database file (created with its directory if missing), unless `store` names another store. */
   readonly dbFile: string;
+  /** The store (store_url & co); absent or an empty url = SQLite at `dbFile`. */
+  readonly store?: StoreConnection;
   /** The signed policy envelope served at GET /v1/policy; empty/undefined = 503 there. */
   readonly policyFile?: string;
   /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
@@ -190,7 +186,7 @@ export interface RunningCollector {
   readonly url: string;
   readonly host: string;
   readonly port: number;
-  readonly store: CollectorStore;
+  readonly store: CollectorStorePort;
   readonly metrics: CollectorMetrics;
   /** Stops accepting, finishes in-flight requests, stops forwarders, closes the DB. Safe twice. */
   close(): Promise<void>;
@@ -202,14 +198,9 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const logger = (options.logger ?? silentLogger()).child({ component: 'collector' });
   const silentAfterS = options.silentAfterS ?? (COLLECTOR_SETTINGS.silent_after_s.default as number);
   const metrics = new CollectorMetrics();
-  const store = new CollectorStore({ file: options.dbFile });
-  if (store.recovered)
-    logger.error(store.recovered, 'collector DB failed its integrity check; moved aside and recreated');
+  const store = await openStore({ dbFile: options.dbFile, ...options.store }, logger);
   const policy = new PolicyFileCache(options.policyFile ?? '');
   const limiters = buildLimiters(limits);
-  const { requests: limiter, quota, enrollAttempts, enrollFailures } = limiters;
-  /** Event requests in flight per device id (entries exist only while a request runs). */
-  const inflightByDevice = new Map<string, number>();
   const budget = new InflightBudget(limits.maxInflightBytes);
   const runners = buildRunners(options.forwarders, store, logger, metrics);
   store.onStored = () => {
@@ -230,13 +221,18 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
           })
         : new InlineParser();
   } catch (err) {
-    store.close();
+    await store.close();
     throw err;
   }
-  const ingest = new IngestQueue({ store, parser });
+  const ingest = new IngestQueue({
+    store,
+    parser,
+    maxConcurrentCommits: store.kind === 'postgres' ? PG_CONCURRENT_COMMITS : 1,
+    maxGroupEvents: store.kind === 'postgres' ? PG_GROUP_EVENTS : undefined,
+  });
 
-  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', () => {
-    const c = store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
+  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', async () => {
+    const c = await store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
     return [
       [{ state: 'active' }, c.total - c.silent],
       [{ state: 'silent' }, c.silent],
@@ -245,16 +241,16 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   // Coverage from each device's newest heartbeat. Label values are fixed (on/off/unknown), never
   // what a device sent, so a hostile heartbeat cannot add series.
   const state = (v: string | null): string => (v === 'on' || v === 'off' ? v : 'unknown');
-  const coverage = (): CoverageCounts[] => store.coverageCounts();
+  const coverage = (): Promise<CoverageCounts[]> => store.coverageCounts();
   // A sum of devices' counters past 2^53 - 1 has no exact double: shown as that bound (a device
   // reporting the schema's largest counter pins it there, which is as alarming as it should be).
   const saturated = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
   metrics.gauge(
     'devices_coverage',
     'Devices by what their newest heartbeat says enforces: exec events (kernel push) and pre-exec deny (on/off/unknown).',
-    () => {
+    async () => {
       const byLabels = new Map<string, number>();
-      for (const c of coverage()) {
+      for (const c of await coverage()) {
         const k = `${state(c.exec_events)} ${state(c.exec_deny)}`;
         byLabels.set(k, (byLabels.get(k) ?? 0) + c.devices);
       }
@@ -267,15 +263,15 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_exec_event_drops',
     'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',
-    () => [[{}, saturated(coverage().reduce((n, c) => n + c.drops, 0))]],
+    async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.drops, 0))]],
   );
   metrics.gauge(
     'devices_exec_deny_deadline_misses',
     'Sum over devices of the execs allowed without a verdict (deadline passed) since their guardd started (newest heartbeat each).',
-    () => [[{}, saturated(coverage().reduce((n, c) => n + c.deadline_misses, 0))]],
+    async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.deadline_misses, 0))]],
   );
   metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
-    runners.map((r) => [{ sink: r.name }, r.lag()] as const),
+    Promise.all(runners.map(async (r) => [{ sink: r.name }, await r.lag()] as const)),
   );
   metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', () => [[{}, budget.inUse]]);
   metrics.gauge('ingest_queue_depth', 'Received bodies waiting to be parsed and stored.', () => [
@@ -378,226 +374,31 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     return sendError(reply, new HttpError(500, 'GUARD_COLLECTOR_INTERNAL', 'internal error (logged)', 5));
   });
 
-  // --- agent API -------------------------------------------------------------------------------
-  // Attempts are limited per source address before the body is read; a wrong secret also costs
-  // from a much smaller allowance, so guessing stops long before honest enrollment would.
-  const enrollLimit = async (req: FastifyRequest): Promise<void> => {
-    const addr = sourceKey(req.socket.remoteAddress);
-    const failed = enrollFailures.check(addr);
-    const attempt = failed.allowed ? enrollAttempts.take(addr) : failed;
-    if (!attempt.allowed) {
-      const reason = failed.allowed ? 'attempts' : 'failures';
-      metrics.inc('enroll_rate_limited_total', 'Enroll attempts refused by the per-address limits.', {
-        reason,
-      });
-      throw new HttpError(
-        429,
-        'GUARD_COLLECTOR_ENROLL_RATE_LIMITED',
-        reason === 'failures'
-          ? 'too many failed enroll attempts from this address'
-          : 'too many enroll attempts from this address',
-        attempt.retryAfterS,
-      );
-    }
-  };
-
-  app.post('/v1/enroll', { onRequest: enrollLimit }, async (req) => {
-    const { enrollSecret, device } = parseEnroll(req.body);
-    if (!secretEquals(enrollSecret, options.enrollSecret)) {
-      enrollFailures.take(sourceKey(req.socket.remoteAddress));
-      metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'denied' });
-      throw new HttpError(403, 'GUARD_COLLECTOR_ENROLL_DENIED', 'wrong enrollment secret');
-    }
-    const token = mintDeviceToken();
-    const enrollment = store.enrollDevice(device, hashToken(token), new Date().toISOString());
-    metrics.inc('enroll_total', 'Enrollment attempts by outcome.', { outcome: 'ok' });
-    // A device id enrolled again: its previous token stops working. Normal after a reinstall or a
-    // lost token; a count that keeps climbing for one id is two parties fighting over it.
-    if (enrollment > 1)
-      metrics.inc('reenroll_total', 'Enrollments of a device id that was already enrolled (token replaced).');
-    logger.info({ device_id: device.id, hostname: device.hostname, enrollment }, 'device enrolled');
-    return { device_token: token };
-  });
-
-  app.register(async (scope) => {
-    // Event bodies are read by ingest.readBody (streamed, capped, gunzipped), not by fastify.
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
-    scope.post('/v1/events', async (req, reply) => {
-      const device = authenticateDevice(req);
-      const deviceId = device.id;
-      const rate = limiter.take(deviceId);
-      if (!rate.allowed) {
-        metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
-        throw new HttpError(
-          429,
-          'GUARD_COLLECTOR_RATE_LIMITED',
-          'too many requests for this device token',
-          rate.retryAfterS,
-        );
-      }
-      const ctype = String(req.headers['content-type'] ?? '')
-        .split(';')[0]
-        ?.trim()
-        .toLowerCase();
-      if (!ctype || !NDJSON_TYPES.has(ctype))
-        throw new HttpError(
-          415,
-          'GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE',
-          'events must be sent as application/x-ndjson',
-        );
-      // Before reading the body: refuse at once when even the smallest batch (one event, or the
-      // declared length of an uncompressed body) is over the quota, so a flooding token costs no
-      // body reading and parsing. The exact charge is taken once the batch is parsed.
-      const early = quotaRefusal(quota.check(deviceId, [1, declaredIdentityBytes(req, limits.maxBodyBytes)]));
-      if (early) throw early;
-      return withInflightSlot(deviceId, () => ingestBody(device, req, reply));
-    });
-  });
-
-  /** A 429 for a quota decision that refused (counted by resource), or null when it allowed. */
-  function quotaRefusal(d: LimitDecision): HttpError | null {
-    if (d.allowed) return null;
-    const resource = QUOTA_DIMENSIONS[d.dimension] ?? 'events';
-    metrics.inc('quota_exceeded_total', 'Event batches refused by the per-device quotas.', { resource });
-    const allowance = resource === 'events' ? limits.quotaEvents : limits.quotaBytes;
-    return new HttpError(
-      429,
-      'GUARD_COLLECTOR_QUOTA_EXCEEDED',
-      `this device sent its quota of ${resource} (${allowance} per ${limits.quotaWindowS} s)`,
-      d.retryAfterS,
-    );
-  }
-
-  /**
-   * Runs `fn` holding one of the device's `MAX_REQUESTS_IN_FLIGHT_PER_DEVICE` slots, or refuses
-   * with 429 when all are taken. An agent sends one batch at a time; a few more leave room for a
-   * retry after a client-side timeout, and keep one token from holding the shared byte budget.
-   */
-  async function withInflightSlot<T>(deviceId: string, fn: () => Promise<T>): Promise<T> {
-    const held = inflightByDevice.get(deviceId) ?? 0;
-    if (held >= MAX_REQUESTS_IN_FLIGHT_PER_DEVICE) {
-      metrics.inc('rate_limited_total', 'Requests refused by the per-token rate limit.');
-      throw new HttpError(
-        429,
-        'GUARD_COLLECTOR_RATE_LIMITED',
-        `already ${MAX_REQUESTS_IN_FLIGHT_PER_DEVICE} requests in flight for this device token`,
-        1,
-      );
-    }
-    inflightByDevice.set(deviceId, held + 1);
-    try {
-      return await fn();
-    } finally {
-      const n = (inflightByDevice.get(deviceId) ?? 1) - 1;
-      if (n > 0) inflightByDevice.set(deviceId, n);
-      else inflightByDevice.delete(deviceId);
-    }
-  }
-
-  /** Reads, parses, charges to the quota and stores one events body; the answer of POST /v1/events. */
-  async function ingestBody(
-    device: EnrolledDevice,
-    req: FastifyRequest,
-    reply: FastifyReply,
-  ): Promise<unknown> {
-    const deviceId = device.id;
-    const { body, reserved } = await readBody(
-      req.raw,
-      {
-        maxBytes: limits.maxBodyBytes,
-        maxGzipRatio: limits.maxGzipRatio,
-        timeoutMs: limits.bodyTimeoutMs,
-        idleTimeoutMs: Math.min(MAX_BODY_IDLE_MS, limits.bodyTimeoutMs),
-      },
-      budget,
-    );
-    try {
-      let outcome: IngestOutcome;
-      const bodyBytes = body.length;
-      try {
-        outcome = await ingest.submit(device, body, (batch) => {
-          const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
-          if (refused) throw refused;
-        });
-      } catch (err) {
-        if (err instanceof HttpError) throw err;
-        logger.error({ err, device_id: deviceId }, 'storing a batch failed; nothing acknowledged');
-        if (err instanceof GuardError && err.code === 'GUARD_COLLECTOR_WORKER_FAILED')
-          throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
-        throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
-      }
-      const { batch } = outcome;
-      const { accepted, duplicates } = outcome.result;
-      metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
-      metrics.inc(
-        'events_duplicate_total',
-        'Events received again (already stored; acknowledged, not stored twice).',
-        {},
-        duplicates,
-      );
-      for (const [reason, n] of Object.entries(batch.rejectedByReason))
-        metrics.inc('events_rejected_total', 'Events refused, by reason class.', { reason }, n);
-      if (batch.rejectedTotal > 0) {
-        logger.debug(
-          { device_id: deviceId, rejected: batch.rejectedTotal, accepted },
-          'batch with rejected events',
-        );
-        reply.code(400);
-        return {
-          error: {
-            code: 'GUARD_COLLECTOR_INVALID_EVENTS',
-            message: `${batch.rejectedTotal} event(s) rejected; the ${batch.valid.length} valid one(s) were stored`,
-          },
-          accepted,
-          duplicates,
-          rejected: batch.rejected,
-          rejected_total: batch.rejectedTotal,
-        };
-      }
-      if (batch.valid.length === 0)
-        throw new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', 'empty batch: no events in the body');
-      return { accepted, duplicates };
-    } finally {
-      budget.give(reserved);
-    }
-  }
-
-  app.get('/v1/policy', async (req, reply) => {
-    const p = await policy.current();
-    reply.header('etag', p.etag).header('cache-control', 'no-cache');
-    if (etagMatches(req.headers['if-none-match'], p.etag)) return reply.code(304).send();
-    return reply.type('application/json').send(p.bytes);
+  registerAgentRoutes(app, {
+    store,
+    ingest,
+    policy,
+    enrollSecret: options.enrollSecret,
+    limits,
+    limiters,
+    budget,
+    metrics,
+    logger,
   });
 
   // --- admin, health, metrics ------------------------------------------------------------------
   registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS });
 
   app.get('/healthz', async (_req, reply) => {
-    const ok = store.healthy();
+    const ok = await store.healthy();
     reply.code(ok ? 200 : 503);
     return { status: ok ? 'ok' : 'db_unavailable', version: AGENT_VERSION };
   });
 
   app.get('/metrics', async (_req, reply) => {
     reply.type('text/plain; version=0.0.4; charset=utf-8');
-    return metrics.render();
+    return await metrics.render();
   });
-
-  /** The device and enrollment of the request's token; 401 for a missing, unknown or replaced token. */
-  function authenticateDevice(req: FastifyRequest): EnrolledDevice {
-    const token = bearerToken(req.headers.authorization);
-    const device = token === null ? undefined : store.deviceForTokenHash(hashToken(token));
-    if (device === undefined) {
-      metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
-      throw new HttpError(
-        401,
-        'GUARD_COLLECTOR_UNAUTHORIZED',
-        'missing or unknown device token; enroll again',
-      );
-    }
-    return device;
-  }
 
   function sendError(reply: FastifyReply, err: HttpError): FastifyReply {
     if (err.retryAfterS !== undefined) reply.header('retry-after', String(err.retryAfterS));
@@ -634,7 +435,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     clearInterval(pruneTimer);
     clearInterval(retentionTimer);
     await parser.close();
-    store.close();
+    await store.close();
     throw err;
   }
   for (const r of runners) r.start();
@@ -642,7 +443,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const addr = app.server.address() as AddressInfo;
   const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${options.tls ? 'https' : 'http'}://${urlHost}:${addr.port}`;
-  logger.info({ url, db: options.dbFile, forwarders: runners.map((r) => r.name) }, 'collector listening');
+  logger.info(
+    { url, store: store.kind, db: store.location, forwarders: runners.map((r) => r.name) },
+    'collector listening',
+  );
 
   let closing: Promise<void> | null = null;
   return {
@@ -660,7 +464,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
         await parser.close();
         await retentionRun;
         await Promise.all(runners.map((r) => r.stop()));
-        store.close();
+        await store.close();
         logger.info('collector closed');
       })();
       return closing;
@@ -683,7 +487,7 @@ function lingerThenClose(req: IncomingMessage): void {
 }
 
 /** The collector's limiters (in-memory: the limits hold per collector process). */
-interface CollectorLimiters {
+export interface CollectorLimiters {
   /** Requests per device token. */
   readonly requests: Limiter;
   /** Events and bytes per device token (dimensions: `QUOTA_DIMENSIONS`). */
@@ -715,19 +519,6 @@ function buildLimiters(limits: CollectorLimits): CollectorLimiters {
   };
 }
 
-/**
- * The decompressed size a request declares: its Content-Length when not compressed, else 1 (a
- * gzip body may expand, or even shrink). A body over `maxBodyBytes` counts 1 too: it is refused
- * with 413 for its size, which says more than a 429 would.
- */
-function declaredIdentityBytes(req: FastifyRequest, maxBodyBytes: number): number {
-  const enc = String(req.headers['content-encoding'] ?? 'identity')
-    .trim()
-    .toLowerCase();
-  const len = Number(req.headers['content-length']);
-  return enc === 'identity' && Number.isSafeInteger(len) && len > 0 && len <= maxBodyBytes ? len : 1;
-}
-
 /** The mapping of each forwarder format (raw = the event as received). */
 const FORMATS: Readonly<Record<ForwardFormat, ((e: Record<string, unknown>) => unknown) | undefined>> = {
   raw: undefined,
@@ -737,7 +528,7 @@ const FORMATS: Readonly<Record<ForwardFormat, ((e: Record<string, unknown>) => u
 
 function buildRunners(
   f: CollectorForwardersOptions | undefined,
-  store: CollectorStore,
+  store: CollectorStorePort,
   logger: Logger,
   metrics: CollectorMetrics,
 ): ForwarderRunner[] {
@@ -784,38 +575,6 @@ function buildRunners(
         backoffMaxMs: f.backoffMaxMs,
       }),
   );
-}
-
-function parseEnroll(body: unknown): {
-  enrollSecret: string;
-  device: { id: string; hostname: string; os: string; agent_version: string };
-} {
-  const bad = (what: string): HttpError =>
-    new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', `enroll body: ${what}`);
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('expected a JSON object');
-  const b = body as Record<string, unknown>;
-  if (typeof b.enroll_secret !== 'string' || b.enroll_secret.length > 4096)
-    throw bad('enroll_secret must be a string');
-  const d = b.device;
-  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw bad('device must be an object');
-  const dev = d as Record<string, unknown>;
-  const str = (k: string, max: number): string => {
-    const v = dev[k];
-    if (typeof v !== 'string' || v.length === 0 || v.length > max)
-      throw bad(`device.${k} must be a string of 1-${max} characters`);
-    return v;
-  };
-  const id = str('id', 128);
-  if (!DEVICE_ID_RE.test(id)) throw bad('device.id may hold letters, digits and . _ : @ - only');
-  return {
-    enrollSecret: b.enroll_secret,
-    device: {
-      id,
-      hostname: str('hostname', 255),
-      os: str('os', 64),
-      agent_version: str('agent_version', 64),
-    },
-  };
 }
 
 /** Reads a PEM file for `tls`; exported for collector-main. */

@@ -14,9 +14,9 @@ import type { IncomingMessage } from 'node:http';
 import { createGunzip } from 'node:zlib';
 import { validateEvent } from '../events/event-schema.js';
 import { MAX_EVENT_BYTES } from '../events/event-types.js';
-import type { CollectorStore, EnrolledDevice, IncomingEvent, InsertResult } from './collector-store.js';
 import { HttpError } from './http-error.js';
 import type { BatchParser } from './parse-pool.js';
+import type { EnrolledDevice, EventLog, IncomingEvent, InsertResult } from './store/port.js';
 
 /** A single event line longer than this is rejected (the agent's outbox keeps events within it). */
 export { MAX_EVENT_BYTES };
@@ -390,7 +390,7 @@ interface Parsed {
 }
 
 export interface IngestQueueOptions {
-  readonly store: Pick<CollectorStore, 'insertGroup'>;
+  readonly store: Pick<EventLog, 'insertGroup'>;
   /** Where bodies are parsed and validated (worker threads or the main thread). */
   readonly parser: BatchParser;
   /** Batches per commit at most (default 64). */
@@ -399,6 +399,12 @@ export interface IngestQueueOptions {
   readonly maxGroupEvents?: number;
   /** Longest wait of a parsed batch for companions, ms (default 50). */
   readonly maxGroupAgeMs?: number;
+  /**
+   * Group commits in flight at once (default 1). A synchronous store (SQLite) finishes each commit
+   * within its turn anyway; a networked store (PostgreSQL) overlaps this many, and batches parsed
+   * meanwhile wait and form the next, larger group.
+   */
+  readonly maxConcurrentCommits?: number;
 }
 
 /**
@@ -417,6 +423,9 @@ export class IngestQueue {
   private ageTimer: NodeJS.Timeout | null = null;
   private commitScheduled = false;
   private parsing = 0;
+  private committing = 0;
+  /** The age timer fired while every commit slot was busy: commit as soon as one frees up. */
+  private ageDue = false;
 
   constructor(private readonly options: IngestQueueOptions) {}
 
@@ -470,6 +479,7 @@ export class IngestQueue {
   private commitIfDue(): void {
     if (
       this.ready.length > 0 &&
+      this.committing < (this.options.maxConcurrentCommits ?? 1) &&
       (this.parsing === 0 ||
         this.ready.length >= (this.options.maxGroupBatches ?? MAX_GROUP_BATCHES) ||
         this.readyEvents >= (this.options.maxGroupEvents ?? MAX_GROUP_EVENTS))
@@ -488,6 +498,14 @@ export class IngestQueue {
 
   /** Commits the oldest ready batches up to the group limits (at least one batch). */
   private commit(): void {
+    // all commit slots busy: the end of one commits what is due
+    if (this.committing >= (this.options.maxConcurrentCommits ?? 1) || this.ready.length === 0) {
+      if (this.ready.length > 0) this.ageDue = true;
+      if (this.ageTimer) clearTimeout(this.ageTimer);
+      this.ageTimer = null;
+      return;
+    }
+    this.ageDue = false;
     if (this.ageTimer) clearTimeout(this.ageTimer);
     this.ageTimer = null;
     const maxBatches = this.options.maxGroupBatches ?? MAX_GROUP_BATCHES;
@@ -511,11 +529,11 @@ export class IngestQueue {
 
   private store(group: readonly Parsed[]): void {
     const toStore = group.filter((g) => g.parsed.valid.length > 0);
-    let results: InsertResult[];
+    let results: Promise<InsertResult[]>;
     try {
       results =
         toStore.length === 0
-          ? []
+          ? Promise.resolve([])
           : this.options.store.insertGroup(
               toStore.map((g) => ({
                 deviceId: g.entry.device.id,
@@ -525,14 +543,28 @@ export class IngestQueue {
               })),
             );
     } catch (err) {
-      for (const g of group) g.entry.reject(err);
-      return;
+      results = Promise.reject(err);
     }
-    let k = 0;
-    for (const g of group) {
-      const result =
-        g.parsed.valid.length > 0 ? (results[k++] as InsertResult) : { accepted: 0, duplicates: 0 };
-      g.entry.resolve({ batch: g.parsed, result });
-    }
+    this.committing++;
+    const settled = (): void => {
+      this.committing--;
+      if (this.ageDue) this.scheduleCommit();
+      else this.commitIfDue();
+    };
+    results.then(
+      (stored) => {
+        settled();
+        let k = 0;
+        for (const g of group) {
+          const result =
+            g.parsed.valid.length > 0 ? (stored[k++] as InsertResult) : { accepted: 0, duplicates: 0 };
+          g.entry.resolve({ batch: g.parsed, result });
+        }
+      },
+      (err: unknown) => {
+        settled();
+        for (const g of group) g.entry.reject(err);
+      },
+    );
   }
 }

@@ -32,7 +32,7 @@ interface HistogramSeries {
 export class CollectorMetrics {
   private readonly families = new Map<string, Family>();
   private readonly histogram = new Map<string, HistogramSeries>();
-  private readonly gauges: (() => string)[] = [];
+  private readonly gauges: (() => Promise<string>)[] = [];
 
   constructor(private readonly prefix = 'toolguard_collector_') {}
 
@@ -83,9 +83,13 @@ export class CollectorMetrics {
    * Registers a gauge family computed at scrape time. `collect` returns [labels, value] pairs;
    * a throwing collector is skipped so /metrics always answers.
    */
-  gauge(name: string, help: string, collect: () => readonly (readonly [Labels, number])[]): void {
-    this.gauges.push(() => {
-      const rows = collect();
+  gauge(
+    name: string,
+    help: string,
+    collect: () => readonly (readonly [Labels, number])[] | Promise<readonly (readonly [Labels, number])[]>,
+  ): void {
+    this.gauges.push(async () => {
+      const rows = await collect();
       const lines = [`# HELP ${this.prefix}${name} ${help}`, `# TYPE ${this.prefix}${name} gauge`];
       for (const [labels, v] of rows) lines.push(`${this.prefix}${name}${braces(key(labels))} ${v}`);
       return lines.join('\n');
@@ -93,7 +97,7 @@ export class CollectorMetrics {
   }
 
   /** The Prometheus text exposition of every metric. */
-  render(): string {
+  async render(): Promise<string> {
     const out: string[] = [];
     for (const [name, f] of this.families) {
       out.push(`# HELP ${this.prefix}${name} ${f.help}`, `# TYPE ${this.prefix}${name} ${f.type}`);
@@ -110,13 +114,9 @@ export class CollectorMetrics {
         `${h}_count{${k}} ${s.count}`,
       );
     }
-    for (const g of this.gauges) {
-      try {
-        out.push(g());
-      } catch {
-        // a gauge whose source failed (e.g. DB closing) is left out of this scrape
-      }
-    }
+    // a gauge whose source failed (e.g. DB closing) is left out of this scrape
+    const gauges = await Promise.all(this.gauges.map((g) => g().catch(() => null)));
+    for (const g of gauges) if (g !== null) out.push(g);
     return `${out.join('\n')}\n`;
   }
 }

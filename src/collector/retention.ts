@@ -5,7 +5,7 @@
  * was down for longer than the retention still receives everything.
  */
 import type { Logger } from '../common/logger.js';
-import type { CollectorStore } from './collector-store.js';
+import type { Retention } from './store/port.js';
 
 /** Rows deleted per transaction: ~10-50 ms of work, short enough not to delay ingest noticeably. */
 const PRUNE_STEP_ROWS = 5_000;
@@ -15,7 +15,7 @@ const PRUNE_MAX_STEPS = 200;
 export const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
 
 export interface PruneOptions {
-  readonly store: CollectorStore;
+  readonly store: Retention;
   /** Keep events received within this many days; 0 = keep forever (nothing is pruned). */
   readonly retentionDays: number;
   /** Names of the configured forwarder sinks: their undelivered events are kept. */
@@ -35,11 +35,9 @@ export async function pruneExpiredEvents(options: PruneOptions): Promise<number>
   const cutoff = new Date((options.now ?? Date.now)() - retentionDays * 86_400_000).toISOString();
   let deleted = 0;
   try {
-    // events past every sink's cursor are still owed to that sink
-    const protectAbove =
-      sinks.length === 0 ? Number.MAX_SAFE_INTEGER : Math.min(...sinks.map((s) => store.cursorOf(s)));
     for (let step = 0; step < PRUNE_MAX_STEPS; step++) {
-      const n = store.pruneEvents(cutoff, protectAbove, PRUNE_STEP_ROWS);
+      // each step re-reads the cursors: events past any sink's cursor are still owed to that sink
+      const n = await store.pruneEvents(cutoff, sinks, PRUNE_STEP_ROWS);
       deleted += n;
       if (n < PRUNE_STEP_ROWS) break;
       await new Promise((r) => setImmediate(r));

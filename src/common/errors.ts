@@ -36,6 +36,9 @@ export const ERROR_CODES = {
   // store: SQLite state and outbox
   GUARD_STORE_CORRUPT: 'the database failed its integrity check',
   GUARD_STORE_IO: 'the database cannot be opened or written',
+  GUARD_STORE_SCHEMA_NEWER:
+    "the collector's database has a newer schema than this collector knows (refused, never downgraded)",
+  GUARD_STORE_UNAVAILABLE: "the collector's PostgreSQL database cannot be reached or refused the login",
   // control: local sockets
   GUARD_CONTROL_DAEMON_NOT_RUNNING: 'no daemon answers on the control socket',
   GUARD_CONTROL_BAD_REQUEST: 'a control request is malformed or too large',

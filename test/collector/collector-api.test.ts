@@ -529,7 +529,7 @@ describe('shutdown', () => {
     socket.write(head + body.slice(0, 10));
     // the collector is reading this body (10 bytes buffered): close() must wait for it
     await waitFor(
-      () => /toolguard_collector_inflight_body_bytes 10\n/.test(own.collector.metrics.render()),
+      async () => /toolguard_collector_inflight_body_bytes 10\n/.test(await own.collector.metrics.render()),
       'the first body bytes to be read',
     );
     const closing = own.close();

@@ -110,10 +110,10 @@ async function metric(c: TestCollector, line: RegExp): Promise<number> {
 /** Seconds since `t0` (monotonic), rounded up: an allowance refills while a slow machine runs the test. */
 const secondsSince = (t0: number) => Math.ceil((performance.now() - t0) / 1000);
 
-function storedIds(c: TestCollector, device: string): string[] {
-  return c.collector.store
-    .queryEvents({ deviceId: device, limit: 100_000 })
-    .map((r) => (JSON.parse(r.body) as { id: string }).id);
+async function storedIds(c: TestCollector, device: string): Promise<string[]> {
+  return (await c.collector.store.queryEvents({ deviceId: device, limit: 100_000 })).map(
+    (r) => (JSON.parse(r.body) as { id: string }).id,
+  );
 }
 
 describe('per-device quotas', () => {
@@ -135,7 +135,7 @@ describe('per-device quotas', () => {
     // 2 events short at 10/3600 per s: 720 s, less what refilled since
     expect(Number(refused.retryAfter)).toBeGreaterThanOrEqual(720 - secondsSince(t0) - 1);
     expect(Number(refused.retryAfter)).toBeLessThanOrEqual(720);
-    expect(storedIds(c, 'dev-q-a')).toEqual(first.map((e) => e.id));
+    expect(await storedIds(c, 'dev-q-a')).toEqual(first.map((e) => e.id));
 
     // what is left of the quota is still usable, exactly
     const rest = batch(7, 4);
@@ -146,7 +146,7 @@ describe('per-device quotas', () => {
     expect(codeOf(empty)).toBe('GUARD_COLLECTOR_QUOTA_EXCEEDED');
     expect(Number(empty.retryAfter)).toBeGreaterThanOrEqual(360 - secondsSince(t0) - 1);
     expect(Number(empty.retryAfter)).toBeLessThanOrEqual(360);
-    expect(storedIds(c, 'dev-q-a')).toHaveLength(10);
+    expect(await storedIds(c, 'dev-q-a')).toHaveLength(10);
 
     // another token has its own quota
     expect(await postEvents(c.url, b, [heartbeatEvent('dev-q-b', 1)])).toMatchObject({ status: 200 });
@@ -166,7 +166,7 @@ describe('per-device quotas', () => {
     // in debt by the overshoot plus this body: well over one window's share of a second
     expect(Number(next.retryAfter)).toBeGreaterThan(400);
     expect(await metric(c, /toolguard_collector_quota_exceeded_total\{resource="bytes"\} (\d+)/)).toBe(1);
-    expect(storedIds(c, 'dev-q-bytes')).toHaveLength(12);
+    expect(await storedIds(c, 'dev-q-bytes')).toHaveLength(12);
   });
 
   it('an honest agent (OutboxStore + Shipper) against a small quota: every event arrives once, nothing set aside, 429s counted', async () => {
@@ -209,7 +209,7 @@ describe('per-device quotas', () => {
       ids.push((outbox.emit('agent.stopped', { reason: `q${i}` }) as { id: string }).id);
     shipper.start();
     await waitFor(() => outbox.depth() === 0, 'the outbox to drain against the quota', { timeoutMs: 60_000 });
-    const stored = storedIds(c, 'dev-q-agent');
+    const stored = await storedIds(c, 'dev-q-agent');
     expect(stored.sort()).toEqual([...ids].sort());
     expect(shipper.status().set_aside).toBe(0);
     expect(shipper.status().shipped_total).toBe(300);

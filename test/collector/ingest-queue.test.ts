@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type BatchToStore, CollectorStore } from '../../src/collector/collector-store.js';
 import { IngestQueue, parseBatch } from '../../src/collector/ingest.js';
 import { type BatchParser, InlineParser, ParsePool } from '../../src/collector/parse-pool.js';
+import type { EventLog } from '../../src/collector/store/port.js';
 import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 
 function storeWithDevices(ids: string[]): CollectorStore {
@@ -36,9 +37,9 @@ async function parserOf(make: () => Promise<BatchParser>): Promise<BatchParser> 
 }
 
 /** The store's insertGroup, recording the event count of each batch of every group it commits. */
-function recordingStore(store: CollectorStore, groups: number[][]): Pick<CollectorStore, 'insertGroup'> {
+function recordingStore(store: CollectorStore, groups: number[][]): Pick<EventLog, 'insertGroup'> {
   return {
-    insertGroup: (b: readonly BatchToStore[]) => {
+    insertGroup: async (b: readonly BatchToStore[]) => {
       groups.push(b.map((x) => x.events.length));
       return store.insertGroup(b);
     },

@@ -118,7 +118,11 @@ describe('ParsePool', () => {
     const p = await pool({ workers: 2, workerFile: CRASHING_WORKER });
     const store = new CollectorStore({ file: join(collectorTempDir('tg-pp-'), 'c.db') });
     store.enrollDevice({ id: 'd1', hostname: 'h', os: 'linux', agent_version: '1' }, 'hash-d1', 'now');
-    const q = new IngestQueue({ store, parser: p, maxGroupAgeMs: 60_000 });
+    const q = new IngestQueue({
+      store: { insertGroup: async (b) => store.insertGroup(b) },
+      parser: p,
+      maxGroupAgeMs: 60_000,
+    });
     const [crashed, stored] = await Promise.allSettled([
       q.submit({ id: 'crash', enrollment: 1 }, Buffer.from(ndjson([heartbeatEvent('crash', 1)]))),
       q.submit(

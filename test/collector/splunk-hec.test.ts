@@ -84,10 +84,7 @@ describe('Splunk HEC: indexer acknowledgement', () => {
     const { c, token } = await collectorFor(hec, { ack: true, index: 'endpoint', source: 'tg-test' });
     const events = [blockedEvent('dev-hec', 1), heartbeatEvent('dev-hec', 2)];
     await post(c, token, events);
-    await waitFor(
-      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
-      'the cursor',
-    );
+    await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(ids(hec)).toEqual(events.map((e) => e.id));
     expect(hec.events[0]).toMatchObject({
       index: 'endpoint',
@@ -108,13 +105,11 @@ describe('Splunk HEC: indexer acknowledgement', () => {
     await post(c, token, events);
     // accepted (200 + ackId) twice but never indexed: the cursor must not move
     await waitFor(() => hec.eventRequests(200).length >= 2, 'two accepted but unacknowledged requests');
-    expect(c.collector.store.cursorOf('splunk-hec')).toBe(0);
+    // nothing acknowledged: all 5 events still wait
+    expect(await c.collector.store.forwarderLag('splunk-hec')).toBe(5);
     expect(c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })).toBeGreaterThanOrEqual(1);
     hec.ackMode = 'immediate';
-    await waitFor(
-      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
-      'the cursor',
-    );
+    await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(ids(hec)).toEqual(events.map((e) => e.id));
   });
 });
@@ -130,10 +125,7 @@ describe('Splunk HEC: partial indexing and refusals', () => {
       ...Array.from({ length: 4 }, (_, i) => heartbeatEvent('dev-hec', i + 6)),
     ];
     await post(c, token, events);
-    await waitFor(
-      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
-      'the cursor',
-    );
+    await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(ids(hec)).toEqual(events.filter((e) => e !== poison).map((e) => e.id));
     // one refused request (4 indexed), then one with only the 4 after the poison
     const refused = hec.eventRequests(400);
@@ -191,10 +183,7 @@ describe('Splunk HEC: partial indexing and refusals', () => {
       ...Array.from({ length: 10 }, (_, i) => heartbeatEvent('dev-hec', i + 7)),
     ];
     await post(c, token, events);
-    await waitFor(
-      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
-      'the cursor',
-    );
+    await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(hec.eventRequests(413).length).toBeGreaterThanOrEqual(2);
     expect(ids(hec)).toEqual(events.filter((e) => e !== huge).map((e) => e.id));
     expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
@@ -210,10 +199,7 @@ describe('Splunk HEC: throttling', () => {
     const { c, token } = await collectorFor(hec);
     const events = [heartbeatEvent('dev-hec', 1), heartbeatEvent('dev-hec', 2)];
     await post(c, token, events);
-    await waitFor(
-      () => c.collector.store.cursorOf('splunk-hec') === c.collector.store.maxRid(),
-      'the cursor',
-    );
+    await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     const [busy, ok] = [hec.eventRequests(503), hec.eventRequests(200)];
     expect(busy).toHaveLength(1);
     // the runner's own backoff is 20-200 ms here: only Retry-After explains a 1 s gap

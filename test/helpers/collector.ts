@@ -18,7 +18,7 @@ import {
 import type { StoredEventRow } from '../../src/collector/collector-store.js';
 import type { ForwarderSink } from '../../src/collector/forwarders/forwarder.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
-import { waitFor } from './wait.js';
+import { WaitAborted, waitFor } from './wait.js';
 
 const createdDirs: string[] = [];
 // Registered when a test file imports this helper, i.e. on the file's root suite: it also removes
@@ -218,9 +218,14 @@ export async function spawnCollectorProcess(
     err += s;
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  // all of stderr, once the process is gone (its exit may be seen before the pipe is drained)
+  const stderrDone = new Promise<void>((resolve) => proc.once('close', () => resolve()));
   const url = await waitFor(
-    () => {
-      if (proc.exitCode !== null) throw new Error(`guard-collector exited ${proc.exitCode}: ${err}`);
+    async () => {
+      if (proc.exitCode !== null) {
+        await stderrDone;
+        throw new WaitAborted(`guard-collector exited ${proc.exitCode}: ${err}`);
+      }
       return /guard-collector listening on (\S+)/.exec(out)?.[1];
     },
     'guard-collector to print its URL',

@@ -278,7 +278,7 @@ describe('Shipper against the real collector (in process)', () => {
     outbox.emit('agent.stopped', { reason: 'after the huge one' });
     await shipper.flushNow();
     await waitFor(() => outbox.depth() === 0, 'queue drained');
-    const got = c.store.queryEvents({ deviceId: device, limit: 1000 });
+    const got = await c.store.queryEvents({ deviceId: device, limit: 1000 });
     expect(got.length).toBe(201);
     expect(got.some((r) => (JSON.parse(r.body) as { id: string }).id === huge?.id)).toBe(false);
     expect(outbox.status().set_aside_total).toBe(1);
@@ -313,7 +313,7 @@ describe('Shipper against the real collector (in process)', () => {
     expect(validateEvent(blocked)).toEqual({ ok: true });
     await shipper.flushNow();
     expect(outbox.status().set_aside_total).toBe(0);
-    const got = c.store.queryEvents({ deviceId: device, limit: 10 });
+    const got = await c.store.queryEvents({ deviceId: device, limit: 10 });
     expect(got).toHaveLength(1);
     const stored = JSON.parse((got[0] as { body: string }).body) as { argv: string[] };
     expect(stored).toEqual(blocked);
@@ -342,7 +342,7 @@ describe('Shipper against the real collector (in process)', () => {
     expect(outbox.list({ limit: 20 }).find((l) => l.state === 'set_aside')?.reason).toContain(
       '/reason: must be string',
     );
-    expect(c.store.queryEvents({ limit: 20 })).toHaveLength(9);
+    expect(await c.store.queryEvents({ limit: 20 })).toHaveLength(9);
     client.close();
   });
 
@@ -381,7 +381,7 @@ describe('Shipper against the real collector (in process)', () => {
     await shipper.flushNow();
     expect(outbox.status().set_aside_total).toBe(0);
     expect(outbox.depth()).toBe(0);
-    expect(c.store.queryEvents({ deviceId: 'dev-after', limit: 10 })).toHaveLength(3);
+    expect(await c.store.queryEvents({ deviceId: 'dev-after', limit: 10 })).toHaveLength(3);
     client.close();
   });
 
@@ -394,7 +394,7 @@ describe('Shipper against the real collector (in process)', () => {
       timeoutMs: 20_000,
     });
     await waitFor(() => outbox.depth() === 0, 'all delivered under the rate limit', { timeoutMs: 20_000 });
-    expect(c.store.queryEvents({ deviceId: 'dev-429', limit: 100 })).toHaveLength(30);
+    expect(await c.store.queryEvents({ deviceId: 'dev-429', limit: 100 })).toHaveLength(30);
     await shipper.stop();
     client.close();
   });

@@ -1,17 +1,21 @@
 /**
  * Owns delivering stored events to one external sink with its own durable outbox and retry loop.
- * The outbox of a sink is "events with rid > the sink's cursor" (see collector-store.ts): the
- * runner reads a batch after the cursor, hands it to the sink, and advances the cursor only after
- * the sink confirmed delivery — at-least-once (a crash between delivery and cursor write repeats
- * that batch; every event carries its `device_id` and `id`, unique together, for downstream
- * de-duplication — the `id` alone is not: another device may replay it as its own).
+ * The outbox of a sink is "events past the sink's durable cursor"; the store hands the next batch
+ * out under the sink's claim (`ForwarderCursors.deliverNext`, store/port.ts), the runner gives it
+ * to the sink, and the store advances the cursor only after the sink confirmed delivery —
+ * at-least-once (a crash between delivery and cursor write repeats that batch; every event carries
+ * its `device_id` and `id`, unique together, for downstream de-duplication — the `id` alone is
+ * not: another device may replay it as its own). With several collectors on one PostgreSQL
+ * database every collector runs a runner per sink and the claim lets one at a time deliver
+ * (postgres-store.ts says how a late-committing row is never skipped); a runner that finds the
+ * claim taken (`busy`) tries again after BUSY_RETRY_MS.
  *
  * A failing or slow sink only delays its own cursor: ingest never waits for a runner, and runners
  * never wait for each other. Failures back off exponentially with full jitter up to a cap.
  */
 import type { Logger } from '../../common/logger.js';
-import type { CollectorStore, StoredEventRow } from '../collector-store.js';
 import type { CollectorMetrics } from '../metrics.js';
+import type { ForwarderCursors, StoredEventRow } from '../store/port.js';
 
 /** What a delivery came to when it did not throw. */
 export interface DeliveryResult {
@@ -42,7 +46,7 @@ export interface ForwarderSink {
 
 export interface ForwarderRunnerOptions {
   readonly sink: ForwarderSink;
-  readonly store: CollectorStore;
+  readonly store: ForwarderCursors;
   readonly logger: Logger;
   readonly metrics: CollectorMetrics;
   /** Events per delivery. */
@@ -64,8 +68,11 @@ const DEFAULT_BATCH = 500;
  * could be 128 MiB, and a sink holds a few copies while it transforms them: batches stop at this size.
  */
 export const DEFAULT_FORWARD_BATCH_BYTES = 8 * 1024 * 1024;
-/** Rows read from SQLite per step while filling a batch, so the byte cap also bounds what is read. */
-const READ_CHUNK = 50;
+/**
+ * Another collector holds the sink's claim: ask again after this long (a delivery to a file takes
+ * milliseconds, to HEC tens of ms; one cheap query per retry).
+ */
+const BUSY_RETRY_MS = 250;
 const DEFAULT_BACKOFF_INITIAL_MS = 500;
 /** A SIEM down for hours is retried every minute at most. */
 const DEFAULT_BACKOFF_MAX_MS = 60_000;
@@ -91,9 +98,8 @@ export class ForwarderRunner {
   }
 
   /** Events stored but not yet delivered to this sink. */
-  lag(): number {
-    const { store, sink } = this.options;
-    return Math.max(0, store.maxRid() - store.cursorOf(sink.name));
+  lag(): Promise<number> {
+    return this.options.store.forwarderLag(this.options.sink.name);
   }
 
   /** Starts the loop (idempotent). */
@@ -119,24 +125,26 @@ export class ForwarderRunner {
 
   private async loop(): Promise<void> {
     const { sink, store, metrics } = this.options;
-    const batchSize = this.options.batchSize ?? DEFAULT_BATCH;
+    const limits = {
+      maxEvents: this.options.batchSize ?? DEFAULT_BATCH,
+      maxBytes: this.options.batchBytes ?? DEFAULT_FORWARD_BATCH_BYTES,
+    };
     while (!this.stopped) {
-      let rows: StoredEventRow[];
+      let result: DeliveryResult | undefined;
+      let delivering = false;
       try {
-        rows = this.nextBatch(batchSize);
-      } catch (err) {
-        if (this.stopped) break;
-        this.log.error({ err }, 'cannot read the events to forward');
-        await this.pause(this.backoff());
-        continue;
-      }
-      if (rows.length === 0) {
-        await this.pause(this.options.pollMs ?? DEFAULT_POLL_MS, true);
-        continue;
-      }
-      try {
-        const result = await sink.deliver(rows);
-        store.setCursor(sink.name, (rows[rows.length - 1] as StoredEventRow).rid);
+        const outcome = await store.deliverNext(sink.name, limits, async (rows) => {
+          delivering = true;
+          result = await sink.deliver(rows);
+        });
+        if (outcome.kind === 'empty') {
+          await this.pause(this.options.pollMs ?? DEFAULT_POLL_MS, true);
+          continue;
+        }
+        if (outcome.kind === 'busy') {
+          await this.pause(BUSY_RETRY_MS);
+          continue;
+        }
         if (result && result.dropped > 0) {
           metrics.inc(
             'forward_dropped_total',
@@ -153,43 +161,27 @@ export class ForwarderRunner {
           'forwarded_events_total',
           'Events delivered to a forwarder sink.',
           { sink: sink.name },
-          rows.length,
+          outcome.events,
         );
         if (this.failures > 0) this.log.info({ after_failures: this.failures }, 'forwarding resumed');
         this.failures = 0;
       } catch (err) {
         if (this.stopped) break;
         this.failures++;
-        metrics.inc('forward_errors_total', 'Failed deliveries to a forwarder sink (each is retried).', {
-          sink: sink.name,
-        });
         const delay = this.backoff();
-        this.log.warn(
-          { err: (err as Error).message, retry_in_ms: delay, failures: this.failures },
-          'delivery failed; will retry',
-        );
+        if (!delivering) {
+          this.log.error({ err, retry_in_ms: delay }, 'cannot read the events to forward');
+        } else {
+          metrics.inc('forward_errors_total', 'Failed deliveries to a forwarder sink (each is retried).', {
+            sink: sink.name,
+          });
+          this.log.warn(
+            { err: (err as Error).message, retry_in_ms: delay, failures: this.failures },
+            'delivery failed; will retry',
+          );
+        }
         await this.pause(delay);
       }
-    }
-  }
-
-  /** The next events after the cursor: at most `batchSize`, and at most `batchBytes` of bodies (but at least one). */
-  private nextBatch(batchSize: number): StoredEventRow[] {
-    const { store, sink } = this.options;
-    const maxBytes = this.options.batchBytes ?? DEFAULT_FORWARD_BATCH_BYTES;
-    const rows: StoredEventRow[] = [];
-    let bytes = 0;
-    let after = store.cursorOf(sink.name);
-    for (;;) {
-      const want = Math.min(READ_CHUNK, batchSize - rows.length);
-      const chunk = store.eventsAfter(after, want);
-      for (const row of chunk) {
-        if (rows.length > 0 && bytes + row.body.length > maxBytes) return rows;
-        rows.push(row);
-        bytes += row.body.length;
-        after = row.rid;
-      }
-      if (chunk.length < want || rows.length >= batchSize) return rows;
     }
   }
 

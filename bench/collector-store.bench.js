@@ -1,0 +1,328 @@
+// guard-collector storage benchmark: the same ingest load against each store, side by side in one
+// run, with real collector processes (bin/guard-collector.js → dist/) on 127.0.0.1:
+//   1. SQLite, one collector (the embedded default);
+//   2. PostgreSQL, one collector;
+//   3. PostgreSQL, three collectors on the same database (agents spread over them);
+//   4. PostgreSQL ceilings of the same rows without HTTP, parsing or validation: a raw COPY
+//      (psql \copy into the collector's events table) and the store's own multi-row INSERT
+//      (PostgresCollectorStore.insertGroup, one 500-event group per transaction, back to back);
+//   5. database size per million events, both stores (extrapolated from what the runs stored).
+// Load: 50 concurrent simulated agents posting 500-event NDJSON batches back to back (keep-alive),
+// each agent enrolled on and posting to one collector (round-robin over the collectors).
+// PostgreSQL runs with its default durability (fsync, synchronous_commit on) like SQLite's FULL.
+// Every event is schema-valid and unique. Prints measured numbers only.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { parseBatch } from '../dist/collector/ingest.js';
+import { PostgresCollectorStore } from '../dist/collector/store/postgres-store.js';
+import { uuidv7 } from '../dist/common/uuidv7.js';
+import { startPostgres } from './lib/postgres.js';
+
+const AGENTS = 50;
+const BATCH = 500;
+/** Measured ingest per configuration: several group commits per agent, and the bench under 3 min. */
+const INGEST_MS = 8_000;
+/** Rows of the ceiling runs: 100,000 (200 batches of 500). */
+const CEILING_BATCHES = 200;
+
+const BIN = fileURLToPath(new URL('../bin/guard-collector.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'tgcsb-'));
+const enrollSecret = randomBytes(24).toString('base64url');
+const adminToken = randomBytes(24).toString('base64url');
+
+function eventLine(deviceId, seq) {
+  return JSON.stringify({
+    id: uuidv7(),
+    time: new Date().toISOString(),
+    seq,
+    device_id: deviceId,
+    hostname: `${deviceId}.corp.example`,
+    type: 'process.blocked',
+    agent_version: '0.1.0',
+    uid: 1000,
+    user: 'alice',
+    pid: 40_000 + (seq % 20_000),
+    ppid: 1234,
+    name: 'claude',
+    exe: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code/cli.js',
+    argv: ['node', '/home/alice/.npm-global/bin/claude', '--print', 'explain this repo'],
+    start_time: 1_000_000 + seq,
+    tty: '/dev/pts/3',
+    rule: { id: 'claude-code', name: 'Claude Code', action: 'block' },
+    reason: 'script_package',
+    policy_version: 12,
+    mode: 'enforce',
+    outcome: { action_taken: 'killed', latency_ms: 41.5, error: null },
+  });
+}
+
+/** A 500-event body by concatenation around a constant tail (keeps the load generator cheap). */
+function batchBody(deviceId, firstSeq) {
+  const sample = eventLine(deviceId, 1);
+  const tail = sample.slice(sample.indexOf(',"device_id"'));
+  const time = new Date().toISOString();
+  let s = '';
+  for (let i = 0; i < BATCH; i++) s += `{"id":"${uuidv7()}","time":"${time}","seq":${firstSeq + i}${tail}\n`;
+  return s;
+}
+
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+async function startCollector(args) {
+  const proc = spawn(process.execPath, [BIN, '--listen', '127.0.0.1:0', '--log-level', 'warn', ...args], {
+    env: {
+      PATH: process.env.PATH,
+      TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
+      TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  proc.stdout.setEncoding('utf8');
+  const url = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('collector did not start within 15 s')), 15_000);
+    proc.stdout.on('data', (s) => {
+      out += s;
+      const m = /guard-collector listening on (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`collector exited ${code}`)));
+  });
+  return {
+    url,
+    stop: () =>
+      proc.exitCode !== null
+        ? Promise.resolve()
+        : new Promise((resolve) => {
+            proc.once('exit', resolve);
+            proc.kill('SIGTERM');
+          }),
+  };
+}
+
+async function enroll(url, id) {
+  const r = await fetch(`${url}/v1/enroll`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      enroll_secret: enrollSecret,
+      device: { id, hostname: `${id}.corp.example`, os: 'linux', agent_version: '0.1.0' },
+    }),
+  });
+  if (r.status !== 200) throw new Error(`enroll ${r.status}`);
+  return (await r.json()).device_token;
+}
+
+const keepAlive = new Agent({ keepAlive: true, maxSockets: 256 });
+
+function postBatch(url, token, body) {
+  const u = new URL(url);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: '/v1/events',
+        method: 'POST',
+        agent: keepAlive,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/x-ndjson',
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          text += d;
+        });
+        res.on('end', () => {
+          let accepted = 0;
+          try {
+            accepted = JSON.parse(text).accepted ?? 0;
+          } catch {}
+          resolve({ ms: performance.now() - t0, status: res.statusCode, accepted });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** 50 agents against `storeArgs` on `n` collectors; resolves with events/s and latencies. */
+async function ingest(n, storeArgs) {
+  const limits = ['--rate-limit', '100000', '--rate-burst', '100000', '--quota-events', '1000000000'];
+  const collectors = [];
+  for (let i = 0; i < n; i++)
+    collectors.push(await startCollector([...storeArgs, ...limits, '--quota-bytes', String(2 ** 40)]));
+  try {
+    const agents = [];
+    for (let a = 0; a < AGENTS; a++) {
+      const c = collectors[a % n];
+      agents.push({
+        id: `bench-${n}-${a}`,
+        url: c.url,
+        token: await enroll(c.url, `bench-${n}-${a}`),
+        seq: 1,
+      });
+    }
+    // warm-up (not measured): JIT, connections, pools
+    await Promise.all(
+      agents.map((a) => {
+        const body = batchBody(a.id, a.seq);
+        a.seq += BATCH;
+        return postBatch(a.url, a.token, body);
+      }),
+    );
+    const latencies = [];
+    let accepted = 0;
+    let errors = 0;
+    const t0 = performance.now();
+    const deadline = t0 + INGEST_MS;
+    await Promise.all(
+      agents.map(async (a) => {
+        while (performance.now() < deadline) {
+          const body = batchBody(a.id, a.seq);
+          a.seq += BATCH;
+          const r = await postBatch(a.url, a.token, body);
+          if (r.status !== 200) errors++;
+          latencies.push(r.ms);
+          accepted += r.accepted;
+        }
+      }),
+    );
+    const s = (performance.now() - t0) / 1000;
+    latencies.sort((x, y) => x - y);
+    return { eventsPerS: accepted / s, p50: pct(latencies, 50), p99: pct(latencies, 99), errors, accepted };
+  } finally {
+    for (const c of collectors) await c.stop();
+  }
+}
+
+/** The ceiling rows, as the collector would store them: [id, seq, body] per event, in batches. */
+function ceilingRows() {
+  const batches = [];
+  for (let b = 0; b < CEILING_BATCHES; b++) {
+    const lines = [];
+    for (let i = 0; i < BATCH; i++) lines.push(eventLine('dev-ceiling', b * BATCH + i + 1));
+    batches.push(lines.join('\n'));
+  }
+  return batches;
+}
+
+async function main() {
+  const server = await startPostgres();
+  const results = [];
+  try {
+    // 1. SQLite
+    const sqliteFile = join(dir, 'sqlite.db');
+    const sqlite = await ingest(1, ['--db', sqliteFile]);
+    results.push(['SQLite, 1 collector', sqlite]);
+    const db = new Database(sqliteFile);
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    const sqliteCount = db.prepare('SELECT count(*) AS n FROM events').get().n;
+    db.close();
+    const sqliteBytesPerM = (statSync(sqliteFile).size / sqliteCount) * 1e6;
+
+    // 2. and 3. PostgreSQL with one and three collectors (a fresh database each)
+    const pg1 = await ingest(1, ['--store-url', server.createDatabase('ingest1')]);
+    results.push(['PostgreSQL, 1 collector', pg1]);
+    const pg3Url = server.createDatabase('ingest3');
+    const pg3 = await ingest(3, ['--store-url', pg3Url]);
+    results.push(['PostgreSQL, 3 collectors', pg3]);
+    const c = new pg.Client({ connectionString: pg3Url });
+    await c.connect();
+    const size = (
+      await c.query(`SELECT count(*)::int8 AS n, pg_total_relation_size('events')::int8 AS bytes FROM events`)
+    ).rows[0];
+    await c.end();
+    const pgBytesPerM = (Number(size.bytes) / Number(size.n)) * 1e6;
+    for (const [name, r] of results)
+      if (r.errors > 0) process.stdout.write(`note: ${name}: ${r.errors} requests not answered 200\n`);
+
+    // 4. ceilings: the same rows, COPY and the store's INSERT, each into a freshly migrated database
+    const batches = ceilingRows();
+    const copyUrl = server.createDatabase('ceilcopy');
+    await (await PostgresCollectorStore.open({ url: copyUrl })).close();
+    const received = new Date().toISOString();
+    const esc = (s) => s.replace(/\\/g, '\\\\');
+    let tsv = '';
+    for (const body of batches)
+      for (const line of body.split('\n')) {
+        const e = JSON.parse(line);
+        tsv += `${e.id}\tdev-ceiling\t1\t${e.seq}\t${e.type}\t${e.time}\tclaude-code\t${received}\t${esc(line)}\n`;
+      }
+    const tsvFile = join(dir, 'rows.tsv');
+    writeFileSync(tsvFile, tsv);
+    const t0 = performance.now();
+    const copy = server.psql(
+      [
+        '-c',
+        `\\copy events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body) FROM '${tsvFile}'`,
+      ],
+      'ceilcopy',
+    );
+    const copyS = (performance.now() - t0) / 1000;
+    if (copy.status !== 0) throw new Error(`COPY failed: ${copy.stderr}`);
+    const copyPerS = (CEILING_BATCHES * BATCH) / copyS;
+
+    const insUrl = server.createDatabase('ceilinsert');
+    const store = await PostgresCollectorStore.open({ url: insUrl });
+    await store.enrollDevice(
+      { id: 'dev-ceiling', hostname: 'h', os: 'linux', agent_version: '0.1.0' },
+      'hash',
+      received,
+    );
+    const groups = batches.map((body) => parseBatch(Buffer.from(body), 'dev-ceiling').valid);
+    const t1 = performance.now();
+    for (const events of groups)
+      await store.insertGroup([{ deviceId: 'dev-ceiling', enrollment: 1, events, receivedAt: received }]);
+    const insS = (performance.now() - t1) / 1000;
+    await store.close();
+    const insertPerS = (CEILING_BATCHES * BATCH) / insS;
+
+    const f = (n) => Math.round(n).toLocaleString('en-US');
+    const rows = [
+      ...results.map(([name, r]) => [
+        name,
+        f(r.eventsPerS),
+        `${((r.eventsPerS / copyPerS) * 100).toFixed(1)}`,
+        `${Math.round(r.p50)} / ${Math.round(r.p99)} ms`,
+      ]),
+      [
+        'PostgreSQL store INSERT (unnest, 500/tx, no HTTP)',
+        f(insertPerS),
+        ((insertPerS / copyPerS) * 100).toFixed(1),
+        '',
+      ],
+      ['PostgreSQL COPY of the same rows (ceiling)', f(copyPerS), '100.0', ''],
+    ];
+    process.stdout.write(
+      `\nCollector ingest by store: ${AGENTS} agents × ${BATCH}-event batches, ${INGEST_MS / 1000} s each; ` +
+        `${cpus().length} CPUs, load ${loadavg()[0].toFixed(2)}\n\n` +
+        '| | events/s | % of PG COPY | request p50 / p99 |\n|---|---|---|---|\n' +
+        rows.map((r) => `| ${r.join(' | ')} |`).join('\n') +
+        `\n\nDatabase size per million events (extrapolated from ${f(sqliteCount)} / ${f(Number(size.n))} stored events of ~0.7 KiB):\n` +
+        `| | MiB per 1M events |\n|---|---|\n| SQLite (file after checkpoint) | ${f(sqliteBytesPerM / 2 ** 20)} |\n` +
+        `| PostgreSQL (events table + indexes + TOAST) | ${f(pgBytesPerM / 2 ** 20)} |\n`,
+    );
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,108 @@
+// A throwaway PostgreSQL server for benchmarks (the bench twin of test/helpers/postgres.ts):
+// initdb into a temp dir, postgres on a free 127.0.0.1 port, as the `postgres` user when running
+// as root. Unlike the tests' server it keeps PostgreSQL's default durability (fsync on,
+// synchronous_commit on), so its numbers compare with SQLite at synchronous=FULL.
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** The directory of initdb/postgres/psql: PG_BIN, else the newest /usr/lib/postgresql/<v>/bin. */
+export function postgresBin() {
+  if (process.env.PG_BIN) return process.env.PG_BIN;
+  const base = '/usr/lib/postgresql';
+  const versions = existsSync(base)
+    ? readdirSync(base)
+        .filter((v) => /^\d+$/.test(v) && existsSync(join(base, v, 'bin', 'postgres')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  if (versions.length === 0)
+    throw new Error('PostgreSQL not found: install Debian\'s "postgresql" or set PG_BIN');
+  return join(base, versions[0], 'bin');
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a server; resolves with { url(db), createDatabase(name), psql(args), stop() }. */
+export async function startPostgres() {
+  const bin = postgresBin();
+  const dir = mkdtempSync(join(tmpdir(), 'tgpgb-'));
+  const data = join(dir, 'data');
+  let as = {};
+  if (process.getuid?.() === 0) {
+    const uid = Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim());
+    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim());
+    if (!Number.isInteger(uid) || uid === 0) throw new Error('running as root needs the "postgres" user');
+    as = { uid, gid };
+    chownSync(dir, uid, gid);
+  }
+  const init = spawnSync(
+    join(bin, 'initdb'),
+    ['-D', data, '-U', 'toolguard', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'],
+    { ...as, encoding: 'utf8' },
+  );
+  if (init.status !== 0) throw new Error(`initdb: ${init.stderr}`);
+  const port = await freePort();
+  const proc = spawn(
+    join(bin, 'postgres'),
+    [
+      '-D',
+      data,
+      '-p',
+      String(port),
+      '-k',
+      dir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'max_connections=200',
+    ],
+    { ...as, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let log = '';
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`postgres did not start: ${log}`)), 30_000);
+    proc.stderr.on('data', (d) => {
+      log += d;
+      if (/ready to accept connections/.test(log)) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`postgres exited ${code}: ${log}`)));
+  });
+  proc.stderr.resume();
+  const url = (db) => `postgres://toolguard@127.0.0.1:${port}/${db}`;
+  const psql = (args, db = 'postgres') =>
+    spawnSync(join(bin, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', url(db), ...args], {
+      encoding: 'utf8',
+    });
+  return {
+    url,
+    psql,
+    createDatabase(name) {
+      const r = psql(['-c', `CREATE DATABASE ${name} TEMPLATE template0`]);
+      if (r.status !== 0) throw new Error(`createdb: ${r.stderr}`);
+      return url(name);
+    },
+    stop() {
+      return new Promise((resolve) => {
+        proc.once('exit', () => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve();
+        });
+        proc.kill('SIGINT');
+      });
+    },
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * Owns the collector's storage port: the async role interfaces every part of the collector talks
+ * to (routes, ingest, forwarders, retention, metrics), whatever holds the data. Two stores
+ * implement it: SQLite (sqlite-store.ts, the embedded default: one process) and PostgreSQL
+ * (postgres-store.ts: several collectors on one database). open-store.ts picks one from
+ * `store_url`. The contract test (test/collector/store-contract.test.ts) runs the same bodies
+ * against both, so a behaviour documented here holds on both.
+ *
+ * The data types (rows, batches, queries) are the SQLite store's of before the port
+ * (collector-store.ts) and are re-exported here; callers import them from this module.
+ */
+import type {
+  BatchToStore,
+  CoverageCounts,
+  DeviceRow,
+  EnrolledDevice,
+  EventQuery,
+  InsertResult,
+  StoredEventRow,
+} from '../collector-store.js';
+
+export type {
+  BatchToStore,
+  CoverageCounts,
+  DeviceCoverage,
+  DeviceRow,
+  EnrolledDevice,
+  EventQuery,
+  IncomingEvent,
+  InsertResult,
+  StoredEventRow,
+} from '../collector-store.js';
+
+/** The identity fields of an enrolling device (what `POST /v1/enroll` carries). */
+export interface EnrollingDevice {
+  readonly id: string;
+  readonly hostname: string;
+  readonly os: string;
+  readonly agent_version: string;
+}
+
+/** Devices and their tokens. */
+export interface DeviceRegistry {
+  /**
+   * The device and enrollment a token hash belongs to, or undefined. Only the newest enrollment's
+   * token is known, so a token of an older enrollment of the id is unknown. Safe at any rate.
+   */
+  deviceForTokenHash(tokenHash: string): Promise<EnrolledDevice | undefined>;
+  /**
+   * Enrolls (or re-enrolls) a device: a known id gets the new token hash (its old token stops
+   * working at once) and the next enrollment generation (1 for a new id); the seq guards of its
+   * policy version and coverage are reset. Durable when it resolves; resolves with the generation.
+   * Concurrent enrollments of one id each get their own generation.
+   */
+  enrollDevice(device: EnrollingDevice, tokenHash: string, now: string): Promise<number>;
+}
+
+/** The append-only, idempotent event log. */
+export interface EventLog {
+  /**
+   * Stores batches (each of one device) idempotently in one transaction — key (device id,
+   * enrollment, event id); an event already stored, or earlier in the same group, is a duplicate —
+   * and updates each device's last-seen and, for a batch of the device's current enrollment, its
+   * agent version, policy version and coverage (newest seq wins). Durable when it resolves;
+   * rejects (storing nothing of the group) when the commit fails. Results in the order of
+   * `batches`. Wakes the `onStored` listener after a commit that stored something.
+   */
+  insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]>;
+  /**
+   * Events matching `q`, ascending by `rid` (receipt order on SQLite; allocation order on
+   * PostgreSQL, where a row may appear later below a rid already seen — admin paging only, never
+   * the forwarders' cursor).
+   */
+  queryEvents(q: EventQuery): Promise<StoredEventRow[]>;
+  /**
+   * Called after every commit that stored at least one new event — this process's, and on
+   * PostgreSQL also another collector's (its forwarders wake up). May be called spuriously.
+   */
+  onStored: (() => void) | null;
+}
+
+/** What one claimed delivery came to. */
+export type ClaimOutcome =
+  /** `deliver` ran and resolved; the sink's cursor moved past `events` rows. */
+  | { readonly kind: 'delivered'; readonly events: number }
+  /** Nothing past the sink's cursor (that this store can hand out yet). */
+  | { readonly kind: 'empty' }
+  /** Another collector is delivering this sink right now; try again soon. */
+  | { readonly kind: 'busy' };
+
+export interface ClaimLimits {
+  /** Events per delivery at most. */
+  readonly maxEvents: number;
+  /** Body bytes per delivery at most (at least one event is always handed out). */
+  readonly maxBytes: number;
+}
+
+/** The forwarders' durable cursors, and the claim that makes one collector at a time deliver a sink. */
+export interface ForwarderCursors {
+  /**
+   * Claims sink `sink`, reads the next events past its durable cursor (within `limits`), calls
+   * `deliver` with them and — only when it resolves — moves the cursor past them, then releases
+   * the claim. While one collector holds a sink's claim no other collector gets it (`busy`); a
+   * claim dies with its holder (process or connection), so a collector killed mid-delivery hands
+   * over and the next holder delivers that batch again (at-least-once across a crash, never a
+   * gap). A row that commits later than rows after it is still handed out, after them. When
+   * `deliver` rejects, the cursor stays and the rejection propagates.
+   */
+  deliverNext(
+    sink: string,
+    limits: ClaimLimits,
+    deliver: (events: readonly StoredEventRow[]) => Promise<void>,
+  ): Promise<ClaimOutcome>;
+  /** Events stored but not yet past `sink`'s cursor (exact on SQLite; an estimate from rids on PostgreSQL). */
+  forwarderLag(sink: string): Promise<number>;
+}
+
+/** Deleting expired events. */
+export interface Retention {
+  /**
+   * Deletes up to `limit` events received before `receivedBefore` (RFC 3339), oldest first, in one
+   * short transaction, never an event some sink in `sinks` has not delivered yet (a sink without a
+   * cursor protects everything). Never blocks ingest for longer than that transaction. Resolves
+   * with how many were deleted.
+   */
+  pruneEvents(receivedBefore: string, sinks: readonly string[], limit: number): Promise<number>;
+}
+
+/** The fleet view of the admin API and the metrics. */
+export interface FleetQueries {
+  /** Devices ordered by id, after `afterId`, at most `limit`; optionally only (non-)silent ones. */
+  listDevices(
+    afterId: string | undefined,
+    limit: number,
+    silentBefore?: { readonly before: string; readonly silent: boolean },
+  ): Promise<DeviceRow[]>;
+  /** Device counts: total and those last seen before `silentBefore` (RFC 3339). */
+  deviceCounts(silentBefore: string): Promise<{ total: number; silent: number }>;
+  /** Devices grouped by exec events / pre-exec deny state (null: no heartbeat says), with their counters summed. */
+  coverageCounts(): Promise<CoverageCounts[]>;
+}
+
+/** Everything the collector stores. */
+export interface CollectorStorePort
+  extends DeviceRegistry,
+    EventLog,
+    ForwarderCursors,
+    Retention,
+    FleetQueries {
+  /** `sqlite` or `postgres`. */
+  readonly kind: 'sqlite' | 'postgres';
+  /** Where the data lives, for logs (a file path, or the URL without password). */
+  readonly location: string;
+  /** True when the store answers a trivial query. */
+  healthy(): Promise<boolean>;
+  /** Releases connections/files. Safe to call twice; other calls after it reject. */
+  close(): Promise<void>;
+}

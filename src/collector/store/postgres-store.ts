@@ -1,0 +1,713 @@
+/**
+ * Owns the PostgreSQL implementation of the storage port (port.ts): several stateless collectors
+ * share one database. Its schema and versioned migrations (`PG_MIGRATIONS`, version in
+ * `collector_schema`; a database newer than the code is refused with `GUARD_STORE_SCHEMA_NEWER`),
+ * the connection pool, idempotent batched ingest, the forwarders' claims and cursors, retention.
+ *
+ * Idempotency is the SQLite store's (collector-store.ts explains why): UNIQUE (device_id,
+ * enrollment, id) and `INSERT … ON CONFLICT DO NOTHING`; an event earlier in the same group is a
+ * duplicate too. A group is one multi-row INSERT (`unnest` of one array per column: one statement
+ * and one round trip whatever the group size) — COPY cannot skip conflicting rows, and COPY into a
+ * staging table plus `INSERT … SELECT` measured slower (docs/collector.md). Device rows are
+ * updated in device-id order, so concurrent groups (this collector's and other collectors') take
+ * their row locks in one order; a deadlock or serialization failure is retried.
+ *
+ * Forwarder outbox — a commit-ordered log, not claims on rows. A `bigint` identity (rid) is handed
+ * out when a row is inserted, not when it commits: a transaction holding rid 10 may commit after
+ * one holding rid 11, so "rid > cursor" would skip 10 for good. Every row therefore also records
+ * the id of the transaction that wrote it (`txid xid8 DEFAULT pg_current_xact_id()`), and a sink's
+ * cursor is a position in (txid, rid) order. A reader only takes rows with
+ * `txid < pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has ended,
+ * so no row can ever appear before a position already handed out — a late commit is delivered
+ * after, never skipped. Why not `SELECT … FOR UPDATE SKIP LOCKED` over a queue: it needs a queue
+ * row per event per sink written at ingest (twice the writes, delete churn, and a sink added later
+ * would race the ingest that did not yet know it), and a row lock assigns the locking transaction
+ * an xid, which would hold the horizon back for every sink while one delivers.
+ *
+ * The claim: one collector at a time delivers a sink. `deliverNext` opens a transaction on its own
+ * pool connection, takes `pg_try_advisory_xact_lock` on the sink (no xid, so it does not hold the
+ * horizon back), reads the cursor and the batch, awaits the delivery, writes the cursor and
+ * commits. A second collector finds the lock taken (`busy`). A collector that dies mid-delivery
+ * loses its connection; PostgreSQL aborts its transaction, releasing the lock with the cursor
+ * unmoved, and the next claimant delivers that batch again (at-least-once across a crash, as on
+ * SQLite). A writer transaction left open (idle in transaction) stops forwarding at its xid until
+ * it ends — delayed, never lost.
+ *
+ * Wake-ups across collectors: a commit that stored events sends `NOTIFY toolguard_events`; every
+ * collector LISTENs on one connection and wakes its runners (the runners' poll covers a lost one).
+ */
+
+// pg is CommonJS: its named exports are not visible to ESM, the default export is.
+import pg from 'pg';
+import { GuardError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type {
+  BatchToStore,
+  ClaimLimits,
+  ClaimOutcome,
+  CollectorStorePort,
+  CoverageCounts,
+  DeviceRow,
+  EnrolledDevice,
+  EnrollingDevice,
+  EventQuery,
+  IncomingEvent,
+  InsertResult,
+  StoredEventRow,
+} from './port.js';
+
+/** Versioned migrations; index + 1 = the version it brings the schema to. Never edit one that shipped. */
+export const PG_MIGRATIONS: readonly string[] = [
+  // 1: the schema of SQLite schema 3, plus the commit-order column. Text columns compared or
+  // ordered by the code use the C collation: byte order, as in SQLite (RFC 3339 times compare as
+  // strings; device paging by id).
+  `
+  CREATE TABLE devices (
+    id              text COLLATE "C" PRIMARY KEY,
+    token_hash      text NOT NULL UNIQUE,
+    hostname        text NOT NULL,
+    os              text NOT NULL,
+    agent_version   text NOT NULL,
+    enrolled_at     text COLLATE "C" NOT NULL,
+    last_seen_at    text COLLATE "C" NOT NULL,
+    policy_version  bigint,
+    policy_seq      bigint,
+    enrollment      integer NOT NULL DEFAULT 1,
+    coverage        text,
+    coverage_seq    bigint
+  );
+  CREATE INDEX devices_last_seen ON devices(last_seen_at);
+
+  CREATE TABLE events (
+    rid          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    txid         xid8 NOT NULL DEFAULT pg_current_xact_id(),  -- commit order: see the module header
+    id           text COLLATE "C" NOT NULL,
+    device_id    text COLLATE "C" NOT NULL,
+    enrollment   integer NOT NULL,
+    seq          bigint NOT NULL,
+    type         text COLLATE "C" NOT NULL,
+    time         text COLLATE "C" NOT NULL,
+    rule_id      text COLLATE "C",
+    received_at  text COLLATE "C" NOT NULL,
+    body         text NOT NULL,
+    UNIQUE (device_id, enrollment, id)
+  );
+  CREATE INDEX events_commit_order ON events(txid, rid);
+  CREATE INDEX events_device ON events(device_id, rid);
+  CREATE INDEX events_type ON events(type, rid);
+  CREATE INDEX events_time ON events(time);
+  CREATE INDEX events_rule ON events(rule_id, rid) WHERE rule_id IS NOT NULL;
+
+  CREATE TABLE forwarder_cursors (
+    sink        text PRIMARY KEY,
+    last_txid   xid8 NOT NULL,
+    last_rid    bigint NOT NULL,
+    updated_at  text NOT NULL
+  );
+  `,
+  // 2: a clean stop (SQLite schema 4): the time of the device's agent.stopped while that is the
+  // newest event it sent, cleared by the next new one.
+  `
+  ALTER TABLE devices ADD COLUMN stopped_at text COLLATE "C";
+  `,
+];
+
+/** Advisory lock classes (first key of the two-key form), so toolguard's locks never meet others'. */
+const LOCK_MIGRATE = 0x7467_0001;
+const LOCK_FORWARDER = 0x7467_0002;
+/** Channel of the "events stored" notification. */
+const NOTIFY_CHANNEL = 'toolguard_events';
+/** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
+export const DEFAULT_PG_POOL = 10;
+/** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
+const READ_CHUNK = 100;
+/** A group that hit a deadlock / serialization failure is retried this often before failing. */
+const MAX_TX_RETRIES = 3;
+/** SQLSTATEs worth retrying a whole transaction for. */
+const RETRYABLE = new Set(['40P01', '40001']);
+/** Connecting / a query on a broken network fails after this (the agent retries its batch). */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** A lost notification connection is re-opened after this (the runners poll meanwhile). */
+const LISTEN_RETRY_MS = 5_000;
+/** Idle pool connections are closed after this. */
+const IDLE_TIMEOUT_MS = 30_000;
+/** TCP keepalive after this idle time: a claim of a collector whose host vanished ends within ~minutes. */
+const KEEPALIVE_DELAY_MS = 10_000;
+
+export interface PostgresStoreOptions {
+  /** `postgres://user@host:port/db` (no password: that comes from `password`). */
+  readonly url: string;
+  readonly password?: string;
+  /** PEM CA: TLS with certificate and host name verification against it. */
+  readonly ca?: string | Buffer;
+  /** Pool size (default DEFAULT_PG_POOL). */
+  readonly poolSize?: number;
+  /** Delay before re-opening a lost notification connection, ms (default LISTEN_RETRY_MS). */
+  readonly listenRetryMs?: number;
+  readonly logger?: Logger;
+}
+
+/** `int8` as a JS number (rids, counts, seqs stay below 2^53). */
+const INT8_OID = 20;
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+/** The URL with any password replaced, for logs and errors. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparseable url)';
+  }
+}
+
+export class PostgresCollectorStore implements CollectorStorePort {
+  readonly kind = 'postgres' as const;
+  readonly location: string;
+  onStored: (() => void) | null = null;
+  private readonly pool: pg.Pool;
+  private listener: pg.Client | null = null;
+  private relisten: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly log: Logger | undefined;
+
+  private constructor(
+    private readonly options: PostgresStoreOptions,
+    pool: pg.Pool,
+  ) {
+    this.pool = pool;
+    this.location = redactUrl(options.url);
+    this.log = options.logger?.child({ component: 'collector.store.postgres' });
+  }
+
+  /**
+   * Connects, migrates (serialised across collectors by an advisory lock) and starts listening.
+   * Throws `GUARD_STORE_SCHEMA_NEWER` for a database newer than this code, `GUARD_STORE_UNAVAILABLE`
+   * when the server cannot be reached or refuses the login.
+   */
+  static async open(options: PostgresStoreOptions): Promise<PostgresCollectorStore> {
+    const config = clientConfig(options);
+    const pool = new pg.Pool({
+      ...config,
+      max: options.poolSize ?? DEFAULT_PG_POOL,
+      idleTimeoutMillis: IDLE_TIMEOUT_MS,
+    });
+    // an idle client losing its server (restart, failover) must not crash the process
+    pool.on('error', (err) =>
+      options.logger?.warn({ err: err.message }, 'idle PostgreSQL connection failed'),
+    );
+    const store = new PostgresCollectorStore(options, pool);
+    try {
+      await store.migrate();
+      await store.listen();
+    } catch (err) {
+      await store.close();
+      if (err instanceof GuardError) throw err;
+      throw new GuardError(
+        'GUARD_STORE_UNAVAILABLE',
+        `cannot use the PostgreSQL store ${store.location}: ${(err as Error).message}`,
+        { url: store.location },
+        { cause: err },
+      );
+    }
+    return store;
+  }
+
+  private async migrate(): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1, 0)', [LOCK_MIGRATE]);
+      await c.query('CREATE TABLE IF NOT EXISTS collector_schema (version integer NOT NULL)');
+      const r = await c.query<{ version: number }>('SELECT version FROM collector_schema');
+      let current = r.rows[0]?.version ?? 0;
+      if (r.rows.length === 0) await c.query('INSERT INTO collector_schema(version) VALUES (0)');
+      if (current > PG_MIGRATIONS.length)
+        throw new GuardError(
+          'GUARD_STORE_SCHEMA_NEWER',
+          `the collector database schema is version ${current}, newer than this collector knows (${PG_MIGRATIONS.length}); upgrade the collector, never downgrade the database`,
+          { found: current, known: PG_MIGRATIONS.length },
+        );
+      for (; current < PG_MIGRATIONS.length; current++) {
+        await c.query(PG_MIGRATIONS[current] as string);
+        await c.query('UPDATE collector_schema SET version = $1', [current + 1]);
+      }
+    });
+  }
+
+  /**
+   * LISTENs for other collectors' commits on a connection of its own. When that connection fails
+   * (server restart, failover) it is re-opened after LISTEN_RETRY_MS; meanwhile the runners' poll
+   * keeps forwarding going.
+   */
+  private async listen(): Promise<void> {
+    const client = new pg.Client(clientConfig(this.options));
+    let failed = false;
+    const retry = (err?: Error): void => {
+      if (failed || this.closed) return;
+      failed = true;
+      this.log?.warn({ err: err?.message }, 'PostgreSQL notification connection lost; reconnecting');
+      client.end().catch(() => {});
+      if (this.listener === client) this.listener = null;
+      this.relisten = setTimeout(() => {
+        this.relisten = null;
+        this.listen().catch((e: Error) => retry(e));
+      }, this.options.listenRetryMs ?? LISTEN_RETRY_MS);
+      this.relisten.unref();
+    };
+    client.on('error', retry);
+    client.on('end', () => retry());
+    client.on('notification', () => this.onStored?.());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+    } catch (err) {
+      failed = true;
+      client.end().catch(() => {});
+      throw err;
+    }
+    if (this.closed) {
+      await client.end().catch(() => {});
+      return;
+    }
+    this.listener = client;
+  }
+
+  /** Runs `fn` in one transaction on one pooled connection; retries on deadlock/serialization failure. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      if (this.closed) throw new GuardError('GUARD_STORE_IO', 'collector store is closed');
+      const c = await this.pool.connect();
+      let broken = false;
+      try {
+        await c.query('BEGIN');
+        const out = await fn(c);
+        await c.query('COMMIT');
+        return out;
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        const code = (err as { code?: string }).code;
+        if (attempt < MAX_TX_RETRIES && code !== undefined && RETRYABLE.has(code)) continue;
+        throw err;
+      } finally {
+        c.release(broken);
+      }
+    }
+  }
+
+  async deviceForTokenHash(tokenHash: string): Promise<EnrolledDevice | undefined> {
+    const r = await this.pool.query<EnrolledDevice>(
+      'SELECT id, enrollment FROM devices WHERE token_hash = $1',
+      [tokenHash],
+    );
+    const row = r.rows[0];
+    return row ? { id: row.id, enrollment: row.enrollment } : undefined;
+  }
+
+  async enrollDevice(device: EnrollingDevice, tokenHash: string, now: string): Promise<number> {
+    const r = await this.pool.query<{ enrollment: number }>(
+      `INSERT INTO devices(id, token_hash, hostname, os, agent_version, enrolled_at, last_seen_at, enrollment)
+       VALUES ($1, $2, $3, $4, $5, $6, $6, 1)
+       ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
+         os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
+         last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL,
+         enrollment = devices.enrollment + 1
+       RETURNING enrollment`,
+      [device.id, tokenHash, pgText(device.hostname), pgText(device.os), pgText(device.agent_version), now],
+    );
+    const row = r.rows[0];
+    if (!row) throw new GuardError('GUARD_STORE_IO', 'enrolling a device returned no row');
+    return row.enrollment;
+  }
+
+  async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
+    // one row per event, in batch order; a (device, enrollment, id) seen earlier is a duplicate
+    const cols: unknown[][] = [[], [], [], [], [], [], [], [], []];
+    for (const b of batches)
+      for (const e of b.events) {
+        cols[0]?.push(e.id);
+        cols[1]?.push(b.deviceId);
+        cols[2]?.push(b.enrollment);
+        cols[3]?.push(e.seq);
+        cols[4]?.push(e.type);
+        cols[5]?.push(e.time);
+        cols[6]?.push(e.ruleId === null ? null : pgText(e.ruleId));
+        cols[7]?.push(b.receivedAt);
+        cols[8]?.push(e.body);
+      }
+    const updates = deviceUpdates(batches);
+    const inserted = await this.tx(async (c) => {
+      const r = await c.query<{ device_id: string; enrollment: number; id: string }>(
+        `INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[], $6::text[],
+                              $7::text[], $8::text[], $9::text[])
+         ON CONFLICT DO NOTHING
+         RETURNING device_id, enrollment, id`,
+        cols,
+      );
+      if (updates.touch.ids.length > 0)
+        await c.query(
+          `UPDATE devices d SET last_seen_at = u.at
+           FROM unnest($1::text[], $2::text[]) AS u(id, at) WHERE d.id = u.id`,
+          [updates.touch.ids, updates.touch.at],
+        );
+      if (updates.agent.ids.length > 0)
+        await c.query(
+          `UPDATE devices d SET agent_version = u.v
+           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
+           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
+          [updates.agent.ids, updates.agent.enrollments, updates.agent.values],
+        );
+      if (updates.policy.ids.length > 0)
+        await c.query(
+          `UPDATE devices d SET policy_version = u.v, policy_seq = u.seq
+           FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS u(id, enrollment, v, seq)
+           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.policy_seq IS NULL OR d.policy_seq <= u.seq)`,
+          [updates.policy.ids, updates.policy.enrollments, updates.policy.values, updates.policy.seqs],
+        );
+      if (updates.coverage.ids.length > 0)
+        await c.query(
+          `UPDATE devices d SET coverage = u.v, coverage_seq = u.seq
+           FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[]) AS u(id, enrollment, v, seq)
+           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.coverage_seq IS NULL OR d.coverage_seq <= u.seq)`,
+          [
+            updates.coverage.ids,
+            updates.coverage.enrollments,
+            updates.coverage.values,
+            updates.coverage.seqs,
+          ],
+        );
+      // stopped_at follows the newest event of each (device, enrollment) that stored something new:
+      // a resent old batch (all duplicates) says nothing about what the device did last.
+      const storedKeys = new Set(r.rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
+      const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
+      if (stops.length > 0)
+        await c.query(
+          `UPDATE devices d SET stopped_at = u.v
+           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
+           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
+          [
+            stops.map((n) => n.id),
+            stops.map((n) => n.enrollment),
+            stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
+          ],
+        );
+      if (r.rows.length > 0) await c.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', '')`);
+      return r.rows;
+    });
+    // attribute each inserted row to the first batch (in order) that carried its key
+    const fresh = new Set<string>();
+    for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
+    const results = batches.map((b) => {
+      let accepted = 0;
+      for (const e of b.events)
+        if (fresh.delete(`${b.deviceId}\u0000${b.enrollment}\u0000${e.id}`)) accepted++;
+      return { accepted, duplicates: b.events.length - accepted };
+    });
+    if (inserted.length > 0) this.onStored?.();
+    return results;
+  }
+
+  async queryEvents(q: EventQuery): Promise<StoredEventRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, v: unknown): void => {
+      params.push(v);
+      where.push(sql.replace('?', `$${params.length}`));
+    };
+    if (q.deviceId !== undefined) add('device_id = ?', q.deviceId);
+    if (q.type !== undefined) add('type = ?', q.type);
+    if (q.ruleId !== undefined) add('rule_id = ?', q.ruleId);
+    if (q.since !== undefined) add('time >= ?', q.since);
+    if (q.until !== undefined) add('time < ?', q.until);
+    if (q.afterRid !== undefined) add('rid > ?', q.afterRid);
+    params.push(q.limit);
+    const r = await this.pool.query<StoredEventRow>(
+      `SELECT rid, device_id, enrollment, received_at, body FROM events
+       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY rid LIMIT $${params.length}`,
+      params,
+    );
+    return r.rows;
+  }
+
+  async deliverNext(
+    sink: string,
+    limits: ClaimLimits,
+    deliver: (events: readonly StoredEventRow[]) => Promise<void>,
+  ): Promise<ClaimOutcome> {
+    if (this.closed) throw new GuardError('GUARD_STORE_IO', 'collector store is closed');
+    const c = await this.pool.connect();
+    // the connection may die while the sink delivers (no query in flight): reported by COMMIT
+    const onError = (): void => {};
+    c.on('error', onError);
+    let broken = false;
+    try {
+      await c.query('BEGIN');
+      const lock = await c.query<{ got: boolean }>(
+        'SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS got',
+        [LOCK_FORWARDER, sink],
+      );
+      if (!lock.rows[0]?.got) {
+        await c.query('ROLLBACK');
+        return { kind: 'busy' };
+      }
+      const cur = await c.query<{ txid: string; rid: number }>(
+        'SELECT last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors WHERE sink = $1',
+        [sink],
+      );
+      let after = cur.rows[0] ?? { txid: '0', rid: 0 };
+      const rows: StoredEventRow[] = [];
+      let bytes = 0;
+      fill: for (;;) {
+        const want = Math.min(READ_CHUNK, limits.maxEvents - rows.length);
+        const chunk = await c.query<StoredEventRow & { txid: string }>(
+          `SELECT rid, txid::text AS txid, device_id, enrollment, received_at, body FROM events
+           WHERE (txid, rid) > ($1::xid8, $2::int8) AND txid < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY txid, rid LIMIT $3`,
+          [after.txid, after.rid, want],
+        );
+        for (const row of chunk.rows) {
+          if (rows.length > 0 && bytes + row.body.length > limits.maxBytes) break fill;
+          const { txid, ...event } = row;
+          rows.push(event);
+          bytes += row.body.length;
+          after = { txid, rid: row.rid };
+        }
+        if (chunk.rows.length < want || rows.length >= limits.maxEvents) break;
+      }
+      if (rows.length === 0) {
+        await c.query('ROLLBACK');
+        return { kind: 'empty' };
+      }
+      await deliver(rows);
+      await c.query(
+        `INSERT INTO forwarder_cursors(sink, last_txid, last_rid, updated_at) VALUES ($1, $2::xid8, $3, $4)
+         ON CONFLICT (sink) DO UPDATE SET last_txid = excluded.last_txid, last_rid = excluded.last_rid,
+           updated_at = excluded.updated_at`,
+        [sink, after.txid, after.rid, new Date().toISOString()],
+      );
+      await c.query('COMMIT');
+      return { kind: 'delivered', events: rows.length };
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+      throw err;
+    } finally {
+      c.off('error', onError);
+      c.release(broken);
+    }
+  }
+
+  async forwarderLag(sink: string): Promise<number> {
+    // an estimate: rids past the cursor's (a late commit below it is not counted)
+    const r = await this.pool.query<{ lag: number }>(
+      `SELECT greatest(0, coalesce((SELECT max(rid) FROM events), 0)
+         - coalesce((SELECT last_rid FROM forwarder_cursors WHERE sink = $1), 0)) AS lag`,
+      [sink],
+    );
+    return r.rows[0]?.lag ?? 0;
+  }
+
+  async pruneEvents(receivedBefore: string, sinks: readonly string[], limit: number): Promise<number> {
+    if (sinks.length === 0) {
+      const r = await this.pool.query(
+        `DELETE FROM events WHERE rid IN
+           (SELECT rid FROM events WHERE received_at < $1 ORDER BY rid LIMIT $2)`,
+        [receivedBefore, limit],
+      );
+      return r.rowCount ?? 0;
+    }
+    // the lowest cursor in (txid, rid) order; a sink without one protects everything
+    const r = await this.pool.query<{ sink: string; txid: string; rid: number }>(
+      'SELECT sink, last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors WHERE sink = ANY($1::text[])',
+      [sinks],
+    );
+    if (r.rows.length < new Set(sinks).size) return 0;
+    let low = r.rows[0] as { txid: string; rid: number };
+    for (const row of r.rows) {
+      const a = BigInt(row.txid);
+      const b = BigInt(low.txid);
+      if (a < b || (a === b && row.rid < low.rid)) low = row;
+    }
+    const d = await this.pool.query(
+      `DELETE FROM events WHERE rid IN
+         (SELECT rid FROM events WHERE (txid, rid) <= ($1::xid8, $2::int8) AND received_at < $3
+          ORDER BY txid, rid LIMIT $4)`,
+      [low.txid, low.rid, receivedBefore, limit],
+    );
+    return d.rowCount ?? 0;
+  }
+
+  async listDevices(
+    afterId: string | undefined,
+    limit: number,
+    silentBefore?: { readonly before: string; readonly silent: boolean },
+  ): Promise<DeviceRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (afterId !== undefined) {
+      params.push(afterId);
+      where.push(`id > $${params.length}`);
+    }
+    if (silentBefore) {
+      params.push(silentBefore.before);
+      where.push(
+        silentBefore.silent ? `last_seen_at < $${params.length}` : `last_seen_at >= $${params.length}`,
+      );
+    }
+    params.push(limit);
+    const r = await this.pool.query<DeviceRow>(
+      `SELECT id, enrollment, hostname, os, agent_version, enrolled_at, last_seen_at, policy_version, coverage, stopped_at
+       FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${params.length}`,
+      params,
+    );
+    return r.rows;
+  }
+
+  async deviceCounts(silentBefore: string): Promise<{ total: number; silent: number }> {
+    const r = await this.pool.query<{ total: number; silent: number }>(
+      'SELECT count(*) AS total, count(*) FILTER (WHERE last_seen_at < $1) AS silent FROM devices',
+      [silentBefore],
+    );
+    return r.rows[0] ?? { total: 0, silent: 0 };
+  }
+
+  async coverageCounts(): Promise<CoverageCounts[]> {
+    // float8 sums, like SQLite's total(): never an overflow error (the caller saturates)
+    const r = await this.pool.query<CoverageCounts>(
+      `SELECT c->'exec_events'->>'state' AS exec_events, c->'exec_deny'->>'state' AS exec_deny,
+              count(*) AS devices,
+              coalesce(sum((c->'exec_events'->>'kernel_drops')::float8), 0)
+                + coalesce(sum((c->'exec_events'->>'queue_drops')::float8), 0) AS drops,
+              coalesce(sum((c->'exec_deny'->>'deadline_misses')::float8), 0) AS deadline_misses
+       FROM (SELECT coverage::jsonb AS c FROM devices) d GROUP BY 1, 2`,
+    );
+    return r.rows;
+  }
+
+  async healthy(): Promise<boolean> {
+    try {
+      await this.pool.query('SELECT 1');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.relisten) clearTimeout(this.relisten);
+    const listener = this.listener;
+    this.listener = null;
+    await listener?.end().catch(() => {});
+    await this.pool.end().catch(() => {});
+  }
+}
+
+function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
+  // pg lets what the connection string says (even an absent password) win over the other fields,
+  // so the password goes into the string given to pg (never into `location`, which is logged)
+  const u = new URL(options.url);
+  if (options.password !== undefined) u.password = encodeURIComponent(options.password);
+  // the CA file decides TLS: a sslmode in the URL would replace the verified config
+  if (options.ca !== undefined) u.searchParams.delete('sslmode');
+  return {
+    connectionString: u.toString(),
+    ssl: options.ca !== undefined ? { ca: options.ca, rejectUnauthorized: true } : undefined,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
+    application_name: 'guard-collector',
+    types,
+  };
+}
+
+/**
+ * A string PostgreSQL's text accepts: U+0000 is the one character it cannot store, and the
+ * schema allows it in free-form strings (a rule id, an agent version, a hostname), so it becomes
+ * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Event
+ * bodies need nothing: they are JSON text, where U+0000 is always escaped.
+ */
+function pgText(s: string): string {
+  return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
+}
+
+interface DeviceUpdates {
+  readonly touch: { ids: string[]; at: string[] };
+  readonly agent: { ids: string[]; enrollments: number[]; values: string[] };
+  readonly policy: { ids: string[]; enrollments: number[]; values: number[]; seqs: number[] };
+  readonly coverage: { ids: string[]; enrollments: number[]; values: string[]; seqs: number[] };
+  /** The highest-seq event of each (device, enrollment), sorted by device id (clean-stop state). */
+  readonly newest: { id: string; enrollment: number; e: IncomingEvent }[];
+}
+
+/**
+ * What a group changes on device rows, one entry per device (last-seen) or per (device,
+ * enrollment), sorted by device id so concurrent groups lock rows in one order. Same outcome as
+ * the SQLite store's batch-by-batch updates: the last batch's receipt time and agent version, the
+ * policy version and coverage of the highest seq.
+ */
+function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
+  const touch = new Map<string, string>();
+  const agent = new Map<string, { id: string; enrollment: number; v: string }>();
+  const policy = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
+  const coverage = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
+  const newest = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
+  for (const b of batches) {
+    touch.set(b.deviceId, b.receivedAt);
+    const k = `${b.deviceId}\u0000${b.enrollment}`;
+    let newestAgent: IncomingEvent | null = null;
+    for (const e of b.events) {
+      if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
+      const p = policy.get(k);
+      if (e.policyVersion !== null && (!p || e.seq >= p.e.seq))
+        policy.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
+      const cv = coverage.get(k);
+      if (e.coverage !== null && (!cv || e.seq >= cv.e.seq))
+        coverage.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
+      const nw = newest.get(k);
+      if (!nw || e.seq >= nw.e.seq) newest.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
+    }
+    if (newestAgent)
+      agent.set(k, {
+        id: b.deviceId,
+        enrollment: b.enrollment,
+        v: pgText(newestAgent.agentVersion as string),
+      });
+  }
+  const byId = <T extends { id: string }>(m: Map<string, T>): T[] =>
+    [...m.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const touchSorted = [...touch].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const agents = byId(agent);
+  const policies = byId(policy);
+  const coverages = byId(coverage);
+  return {
+    touch: { ids: touchSorted.map((t) => t[0]), at: touchSorted.map((t) => t[1]) },
+    agent: {
+      ids: agents.map((a) => a.id),
+      enrollments: agents.map((a) => a.enrollment),
+      values: agents.map((a) => a.v),
+    },
+    policy: {
+      ids: policies.map((p) => p.id),
+      enrollments: policies.map((p) => p.enrollment),
+      values: policies.map((p) => p.e.policyVersion as number),
+      seqs: policies.map((p) => p.e.seq),
+    },
+    newest: byId(newest),
+    coverage: {
+      ids: coverages.map((p) => p.id),
+      enrollments: coverages.map((p) => p.enrollment),
+      values: coverages.map((p) => p.e.coverage as string),
+      seqs: coverages.map((p) => p.e.seq),
+    },
+  };
+}
