@@ -260,6 +260,20 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       });
     },
   );
+  // Fixed label values again: a source name outside the schema's enum counts as unknown.
+  const SOURCES = new Set(['exec-events', 'eslogger', 'windows-start', 'procfs', 'ps-list']);
+  metrics.gauge(
+    'devices_process_source',
+    'Devices by the process source their newest heartbeat names (exec-events, eslogger, windows-start: real time; procfs, ps-list: polling; unknown: none named yet).',
+    async () => {
+      const bySource = new Map<string, number>();
+      for (const c of await coverage()) {
+        const k = c.source !== null && SOURCES.has(c.source) ? c.source : 'unknown';
+        bySource.set(k, (bySource.get(k) ?? 0) + Number(c.devices));
+      }
+      return [...bySource].map(([source, n]) => [{ source }, n] as const);
+    },
+  );
   metrics.gauge(
     'devices_exec_event_drops',
     'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',

@@ -146,6 +146,8 @@ export interface DeviceCoverage {
 export interface CoverageCounts {
   readonly exec_events: string | null;
   readonly exec_deny: string | null;
+  /** The process source the heartbeat names (exec_events.source), as sent: map to fixed labels. */
+  readonly source: string | null;
   readonly devices: number;
   readonly drops: number;
   readonly deadline_misses: number;
@@ -277,11 +279,12 @@ export class CollectorStore {
       coverageCounts: db.prepare<[], CoverageCounts>(
         `SELECT json_extract(coverage, '$.exec_events.state') AS exec_events,
                 json_extract(coverage, '$.exec_deny.state') AS exec_deny,
+                json_extract(coverage, '$.exec_events.source') AS source,
                 count(*) AS devices,
                 total(json_extract(coverage, '$.exec_events.kernel_drops'))
                   + total(json_extract(coverage, '$.exec_events.queue_drops')) AS drops,
                 total(json_extract(coverage, '$.exec_deny.deadline_misses')) AS deadline_misses
-         FROM devices GROUP BY 1, 2`,
+         FROM devices GROUP BY 1, 2, 3`,
       ),
       getCursor: db.prepare<[string], { last_rid: number }>(
         'SELECT last_rid FROM forwarder_cursors WHERE sink = ?',

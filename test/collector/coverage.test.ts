@@ -25,10 +25,17 @@ afterAll(async () => {
 });
 
 const on = (drops: number, misses: number) => ({
-  exec_events: { state: 'on', received: 1000, kernel_drops: drops, queue_drops: 1, resyncs: drops },
+  exec_events: {
+    state: 'on',
+    source: 'exec-events',
+    received: 1000,
+    kernel_drops: drops,
+    queue_drops: 1,
+    resyncs: drops,
+  },
   exec_deny: { state: 'on', events: 900, cache_hits: 850, denied: 2, deadline_misses: misses, overflow: 0 },
 });
-const off = { exec_events: { state: 'off' }, exec_deny: { state: 'off' } };
+const off = { exec_events: { state: 'off', source: 'procfs' }, exec_deny: { state: 'off' } };
 
 async function devices(): Promise<{ id: string; coverage: unknown }[]> {
   const r = await fetch(`${c.url}/v1/devices?limit=100`, {
@@ -67,6 +74,11 @@ describe('device coverage from heartbeats', () => {
         'toolguard_collector_devices_coverage{exec_events="unknown",exec_deny="unknown"} 1',
       ]),
     );
+    expect((await metric('devices_process_source{')).sort()).toEqual([
+      'toolguard_collector_devices_process_source{source="exec-events"} 1',
+      'toolguard_collector_devices_process_source{source="procfs"} 1',
+      'toolguard_collector_devices_process_source{source="unknown"} 1',
+    ]);
     expect(await metric('devices_exec_event_drops ')).toEqual([
       'toolguard_collector_devices_exec_event_drops 4',
     ]);

@@ -208,7 +208,12 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     for (const id of ['f1', 'f2', 'f3']) await s.enrollDevice(dev(id), `h-${id}`, '2020-01-01T00:00:00.000Z');
     const hourAgo = new Date(Date.now() - 3_600_000).toISOString();
     const cover = (state: string, drops: number) => ({
-      exec_events: { state, kernel_drops: drops, queue_drops: 1 },
+      exec_events: {
+        state,
+        source: state === 'on' ? 'exec-events' : 'procfs',
+        kernel_drops: drops,
+        queue_drops: 1,
+      },
       exec_deny: { state: 'off', deadline_misses: 2 },
     });
     const hb = (id: string, seq: number, pv: number, c: ReturnType<typeof cover>) => ({
@@ -257,8 +262,15 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     );
     expect(counts).toEqual(
       [
-        { exec_events: 'on', exec_deny: 'off', devices: 2, drops: 17, deadline_misses: 4 },
-        { exec_events: null, exec_deny: null, devices: 1, drops: 0, deadline_misses: 0 },
+        {
+          exec_events: 'on',
+          exec_deny: 'off',
+          source: 'exec-events',
+          devices: 2,
+          drops: 17,
+          deadline_misses: 4,
+        },
+        { exec_events: null, exec_deny: null, source: null, devices: 1, drops: 0, deadline_misses: 0 },
       ].sort((x, y) => String(x.exec_events).localeCompare(String(y.exec_events))),
     );
     // a re-enrollment resets the seq guard: the reinstalled agent's seq 1 counts again

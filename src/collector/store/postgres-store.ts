@@ -583,11 +583,11 @@ export class PostgresCollectorStore implements CollectorStorePort {
     // float8 sums, like SQLite's total(): never an overflow error (the caller saturates)
     const r = await this.pool.query<CoverageCounts>(
       `SELECT c->'exec_events'->>'state' AS exec_events, c->'exec_deny'->>'state' AS exec_deny,
-              count(*) AS devices,
+              c->'exec_events'->>'source' AS source, count(*)::int AS devices,
               coalesce(sum((c->'exec_events'->>'kernel_drops')::float8), 0)
                 + coalesce(sum((c->'exec_events'->>'queue_drops')::float8), 0) AS drops,
               coalesce(sum((c->'exec_deny'->>'deadline_misses')::float8), 0) AS deadline_misses
-       FROM (SELECT coverage::jsonb AS c FROM devices) d GROUP BY 1, 2`,
+       FROM (SELECT coverage::jsonb AS c FROM devices) d GROUP BY 1, 2, 3`,
     );
     return r.rows;
   }
