@@ -64,7 +64,7 @@ describe('terminal escapes in what guardctl prints', () => {
   it("a blocked tool run from a directory named with escapes: `guardctl events` shows them, root's terminal does not run them", async () => {
     // The user copies the banned tool under a name of their choosing and runs it.
     const script = [
-      `d="$HOME/$(printf 'x${EVIL.replace(/\x1b/g, '\\033').replace(/\x07/g, '\\007').replace(/\r/g, '\\r')}')"`,
+      'd="$HOME/x$EVIL"',
       'mkdir -p "$d"',
       `cp "${BANNED}" "$d/tool" && chmod 755 "$d/tool"`,
       '"$d/tool" 30; echo rc=$?',
@@ -73,7 +73,7 @@ describe('terminal escapes in what guardctl prints', () => {
       uid: user.uid,
       gid: user.gid,
       cwd: user.home,
-      env: { PATH: '/usr/bin:/bin', HOME: user.home },
+      env: { PATH: '/usr/bin:/bin', HOME: user.home, EVIL },
       encoding: 'utf8',
       timeout: 40_000,
     });
