@@ -80,3 +80,15 @@ export function humanBytes(n: number): string {
   }
   return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
 }
+
+/**
+ * `s` safe to print on a terminal: C0 controls (newline too), DEL and C1 controls become visible
+ * `\xHH` text. What guardctl shows comes partly from users (file and process names, paths, argv,
+ * package names): an escape in them must be shown to the person reading, never run by their
+ * terminal (clear screen, titles, OSC 52 clipboard writes, a line faking another). Colour is
+ * added by Style after this, never passed through it.
+ */
+export function printable(s: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters being neutralised
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

@@ -11,7 +11,7 @@
  * not answer "does /etc/shadow contain X" to anyone, so this is not a control-socket method).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { GuardError } from '../common/errors.js';
 import { NSS_LOOKUP_TIMEOUT_MS, type UserDirectory } from '../common/users.js';
@@ -287,15 +287,23 @@ function safeRealpath(path: string): string {
   }
 }
 
-/** `#!interpreter [arg]` of `file`, or null. */
+/**
+ * Opening the target to read its shebang: non-blocking (a FIFO swapped in for the file, or given
+ * with --kind file, must not hang guardctl — often run by root on a user's path) and no
+ * controlling tty (a tty device must not become root's). 0 where absent (Windows).
+ */
+const SHEBANG_OPEN_FLAGS = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
+
+/** `#!interpreter [arg]` of `file`, or null (also when what opens is not a regular file). */
 function readShebang(file: string): { interpreter: string; arg: string | null } | null {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    fd = openSync(file, SHEBANG_OPEN_FLAGS);
   } catch {
     return null;
   }
   try {
+    if (!fstatSync(fd).isFile()) return null;
     const buf = Buffer.alloc(SHEBANG_MAX_BYTES);
     const n = readSync(fd, buf, 0, buf.length, 0);
     const text = buf.subarray(0, n).toString('utf8');

@@ -5,7 +5,7 @@
  * stdout/stderr.
  */
 import type { CommandOutput } from './command.js';
-import { wrap } from './format.js';
+import { printable, wrap } from './format.js';
 
 export interface Renderer {
   output(out: CommandOutput): void;
@@ -58,12 +58,15 @@ export function createRenderer(json: boolean, stdout = process.stdout, stderr = 
     },
     error(e) {
       if (json) stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } }, null, 2)}\n`);
-      const message = e.message.replace(/\s*\n\s*/g, ' ');
+      const message = printable(e.message.replace(/\s*\n\s*/g, ' '));
       const text = `${errStyle.bad('guardctl:')} ${message} ${errStyle.dim(`[${e.code}]`)}`;
       // On a terminal: wrapped to 100 columns (continuations indented); on a pipe: one line.
       const tty = (stderr as { isTTY?: boolean }).isTTY === true;
       stderr.write(`${tty ? wrap(text, 2).join('\n').trimStart() : text}\n`);
-      if (e.hint && !json) stderr.write(`${tty ? wrap(e.hint, 2).join('\n').trimStart() : e.hint}\n`);
+      if (e.hint && !json) {
+        const hint = e.hint.split('\n').map(printable).join('\n');
+        stderr.write(`${tty ? wrap(hint, 2).join('\n').trimStart() : hint}\n`);
+      }
     },
     line(text, _data) {
       stdout.write(json ? `${JSON.stringify(_data)}\n` : `${text}\n`);

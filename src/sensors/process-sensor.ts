@@ -46,6 +46,8 @@ export interface ProcessSensorOptions {
   readonly scripts?: ScriptPackageResolver;
   /** Scans executables for content markers when a rule has them (created if absent). */
   readonly markers?: ContentMarkerScanner;
+  /** Waits between marker retries (ms; the last repeats). Default MARKER_RETRY_WAITS_MS; tests shorten it. */
+  readonly markerRetryWaitsMs?: readonly number[];
 }
 
 /**
@@ -65,13 +67,19 @@ const SCRIPT_RETRY_MAX = 5;
 /**
  * A content-marker scan that got no answer in time (the process's user keeps their scan line
  * full: a burst of launches, a file on their own stalled mount) is asked again after these waits
- * (ms; the last one repeats) for as long as the process runs the same program, up to
- * MARKER_RETRY_MAX: flooding one's own line delays a copied banned bundle's kill, it cannot
- * prevent it. The observation without those markers was handed over already.
+ * (ms; the last one repeats) for as long as the process runs the same program — no count limit:
+ * a scan parked on the user's own stalled mount holds their line for as long as they like, and a
+ * limit would let a copied banned bundle run for good once it was reached (it was 150 tries,
+ * ~10 min; kept only where the source cannot tell a process ended, MARKER_RETRY_MAX_UNTRACKED).
+ * One timer per such process, within SCRIPT_RETRY_PENDING_MAX; each try is one gate call. The observation without those markers was handed over already.
  */
 const MARKER_RETRY_WAITS_MS = [100, 250, 500, 1000, 2000, 4000];
-/** Marker retries per process at most: ~10 min at the last wait, then it is counted and dropped. */
-const MARKER_RETRY_MAX = 150;
+/**
+ * Marker retries per process at most when the source cannot tell whether the process still runs
+ * the same program (no `execedSince`: ps-list, eslogger, Windows): ~10 min at the last wait, so a
+ * process gone long ago is not asked about for ever.
+ */
+const MARKER_RETRY_MAX_UNTRACKED = 150;
 /** Retries (of either kind) waiting at most; beyond it a stalled lookup is counted and not retried (bounded memory). */
 const SCRIPT_RETRY_PENDING_MAX = 10_000;
 /**
@@ -445,18 +453,23 @@ export class ProcessSensor implements Sensor {
   }
 
   /**
-   * Asks the marker scan of `raw` again (attempt `attempt` of MARKER_RETRY_MAX, after
-   * MARKER_RETRY_WAITS_MS) while it runs the same program; hands over an observation with the
+   * Asks the marker scan of `raw` again (attempt `attempt`, after MARKER_RETRY_WAITS_MS) while it
+   * runs the same program; hands over an observation with the
    * markers once some are found, and asks again while a scan still gets no answer.
    */
   private retryMarkers(raw: RawProcess, path: string, attempt: number): void {
     if (!this.running) return;
-    if (attempt >= MARKER_RETRY_MAX || this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX) {
+    const untracked = this.options.source.execedSince === undefined;
+    if (
+      this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX ||
+      (untracked && attempt >= MARKER_RETRY_MAX_UNTRACKED)
+    ) {
       this.count('markers_gave_up');
       return;
     }
     this.count('markers_retried');
-    const wait = MARKER_RETRY_WAITS_MS[Math.min(attempt, MARKER_RETRY_WAITS_MS.length - 1)] as number;
+    const waits = this.options.markerRetryWaitsMs ?? MARKER_RETRY_WAITS_MS;
+    const wait = waits[Math.min(attempt, waits.length - 1)] as number;
     const t = setTimeout(() => {
       this.retryTimers.delete(t);
       // Gone, or another program now: the source reports that one itself.

@@ -9,7 +9,7 @@ import { GuardError } from '../../common/errors.js';
 import { EVENT_TYPES, type EventType } from '../../events/event-types.js';
 import type { EventsListResult, ListedEvent } from '../../store/outbox-store.js';
 import type { CommandContext, GuardctlCommand } from '../command.js';
-import { wrap } from '../format.js';
+import { printable, wrap } from '../format.js';
 import { createRenderer, createStyle, type Style } from '../render.js';
 
 /** How often --follow asks the daemon for new events (ms): fast enough to feel live, one tiny query. */
@@ -102,7 +102,7 @@ export function formatEventLine(l: ListedEvent, style: Style = createStyle(false
     ? ` — rule ${rule.id} → ${outcome?.action_taken ?? '?'}${outcome?.error ? ` (${outcome.error})` : ''}`
     : '';
   const state = l.state === 'queued' ? 'queued ' : l.state === 'shipped' ? 'shipped' : style.bad('ASIDE  ');
-  const description = `${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`;
+  const description = printable(`${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`);
   const rest = wrapped ? wrap(description, EVENT_PREFIX) : [description];
   const head = `${shortTime(String(e.time))} #${String(e.seq).padEnd(6)} ${state} ${paintType(String(e.type), style)} `;
   return [head + (rest[0] ?? '').trimStart(), ...rest.slice(1)].join('\n');

@@ -18,7 +18,7 @@ import { assertValidPolicyBody } from '../../policy/policy-schema.js';
 import type { PolicyBody, PolicyException, PolicyRule } from '../../policy/policy-types.js';
 import type { Observation } from '../../sensors/observation.js';
 import type { GuardctlCommand } from '../command.js';
-import { wrap } from '../format.js';
+import { printable, wrap } from '../format.js';
 import { observeTarget, type TargetObservation, targetKind, uidOf } from '../policy-test-target.js';
 import { readPolicyFile } from './policy-common.js';
 
@@ -250,7 +250,7 @@ export function formatPolicyTest(r: PolicyTestReport): string {
       );
     }
   }
-  return lines.join('\n');
+  return lines.map(printable).join('\n');
 }
 
 function reasonText(reason: string): string {

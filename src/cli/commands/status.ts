@@ -7,7 +7,7 @@
 
 import type { DaemonStatus } from '../../control/status.js';
 import type { GuardctlCommand } from '../command.js';
-import { humanBytes, humanDuration, relativeTime, TEXT_COLUMNS, wrap } from '../format.js';
+import { humanBytes, humanDuration, printable, relativeTime, TEXT_COLUMNS, wrap } from '../format.js';
 import { createStyle, type Style } from '../render.js';
 
 export const statusCommand: GuardctlCommand = {
@@ -76,7 +76,10 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
     if (o.verbose && p.sha256) row('sha256', p.sha256);
   }
   if (p.last_error)
-    row('last error', `${st.bad(p.last_error.code)} ${p.last_error.message} (${when(p.last_error.at)})`);
+    row(
+      'last error',
+      `${st.bad(p.last_error.code)} ${printable(p.last_error.message)} (${when(p.last_error.at)})`,
+    );
 
   section('Enforcement coverage');
   const x = s.exec_deny;
@@ -105,7 +108,7 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
     // Why real-time launch events are not what runs (no CAP_NET_ADMIN, no Full Disk Access…).
     const evError = sensor.details.exec_events_error;
     if (typeof evError === 'string' && sensor.details.exec_events !== 'active')
-      row('', st.warn(`real-time launch events off, polling: ${evError}`));
+      row('', st.warn(`real-time launch events off, polling: ${printable(evError)}`));
     if (o.verbose) {
       const details = Object.entries(sensor.details)
         .filter(([, v]) => typeof v !== 'object' || v === null)
@@ -157,7 +160,7 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
   } else {
     row('url', `${sh.collector_url} · ${sh.enrolled ? st.ok('enrolled') : st.bad('not enrolled')}`);
     row('shipped', `${sh.shipped_total} · last success ${when(sh.last_success_at)}`);
-    if (sh.last_error) row('last error', st.bad(sh.last_error));
+    if (sh.last_error) row('last error', st.bad(printable(sh.last_error)));
   }
   return out.join('\n');
 }

@@ -76,7 +76,10 @@ const HEC_DATA_CODES = new Set([6, 12, 13]);
 
 /** HEC answers within seconds when healthy; a stuck request must not hold the cursor forever. */
 const DEFAULT_TIMEOUT_MS = 15_000;
-/** The response body is only read for codes, ack ids and the error message. */
+/**
+ * The response body is only read for codes, ack ids and the error message: an answer longer than
+ * this fails the request (not read to its end: an endless body would hold the delivery forever).
+ */
 const MAX_RESPONSE_BYTES = 64 * 1024;
 /**
  * Splunk indexes within seconds; an ack not seen after this long means the events are probably
@@ -317,6 +320,7 @@ export class SplunkHecSink implements ForwarderSink {
     const compress = isEvents && this.options.gzip !== false;
     const body = compress ? await gzip(payload) : Buffer.from(payload);
     const req = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const r = req(
         url,
@@ -330,13 +334,15 @@ export class SplunkHecSink implements ForwarderSink {
             ...(compress ? { 'content-encoding': 'gzip' } : {}),
           },
           ...(this.options.ca ? { ca: this.options.ca } : {}),
-          timeout: this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+          timeout: timeoutMs,
         },
         (res) => {
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (c: string) => {
-            if (text.length < MAX_RESPONSE_BYTES) text += c;
+            text += c;
+            if (text.length > MAX_RESPONSE_BYTES)
+              r.destroy(new Error(`HEC answer longer than ${MAX_RESPONSE_BYTES} bytes`));
           });
           res.on('end', () => {
             const ra = res.headers['retry-after'];
@@ -351,7 +357,13 @@ export class SplunkHecSink implements ForwarderSink {
         },
       );
       this.inflight.add(r);
-      r.on('close', () => this.inflight.delete(r));
+      // `timeout` above is the socket's idle time: an answer trickled a byte at a time never
+      // trips it, so the whole request also has that long at most.
+      const whole = setTimeout(() => r.destroy(new Error('HEC request timed out')), timeoutMs);
+      r.on('close', () => {
+        clearTimeout(whole);
+        this.inflight.delete(r);
+      });
       r.on('timeout', () => r.destroy(new Error('HEC request timed out')));
       r.on('error', reject);
       r.end(body);

@@ -74,6 +74,8 @@ export async function startPipeline(
     notifier?: UserNotifier;
     scripts?: ScriptPackageResolver;
     markers?: ContentMarkerScanner;
+    /** Waits between content-marker retries (ms; default the sensor's). */
+    markerRetryWaitsMs?: readonly number[];
     /** How the block action checks identity and signals (default: this OS's). */
     control?: ProcessControl;
     /** The platform the matcher is compiled for (default linux). */
@@ -109,6 +111,7 @@ export async function startPipeline(
     logger,
     ...(opts.scripts ? { scripts: opts.scripts } : {}),
     ...(opts.markers ? { markers: opts.markers } : {}),
+    ...(opts.markerRetryWaitsMs ? { markerRetryWaitsMs: opts.markerRetryWaitsMs } : {}),
     onObservation: async (obs) => {
       if (obs.kind !== 'process') return;
       if (opts.keepObservations) observed.push(obs);
