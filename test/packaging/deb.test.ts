@@ -28,7 +28,9 @@ import {
   debContents,
   dpkgIn,
   glibcNeeded,
+  MAN_AND_COMPLETIONS,
   makeScratchRoot,
+  manAndCompletionProblems,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   packagedCommand,
@@ -107,6 +109,24 @@ describe('fresh install into a scratch root', () => {
     );
   });
 
+  it('installs guardctl(1) gzipped and the bash/zsh/fish completions where man and the shells look', () => {
+    expect(manAndCompletionProblems(root)).toEqual([]);
+    // The installed page renders, and the installed bash completion completes in a real bash.
+    const man = spawnSync('man', ['-l', join(root, 'usr/share/man/man1/guardctl.1.gz')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, MANPAGER: 'cat', MANWIDTH: '100' },
+    });
+    expect(man.status, man.stderr).toBe(0);
+    expect(man.stdout).toContain('guardctl');
+    expect(man.stdout).toContain('package');
+    const script = `source '${join(root, 'usr/share/bash-completion/completions/guardctl')}'
+COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
+    const bash = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(bash.stderr).toBe('');
+    expect(bash.stdout.trim()).toBe('policy');
+  });
+
   it('nothing installed is writable by group or others, and everything is root-owned', () => {
     const bad: string[] = [];
     let seen = 0;
@@ -121,7 +141,16 @@ describe('fresh install into a scratch root', () => {
         if (st.isDirectory()) walk(p);
       }
     };
-    for (const top of ['opt/toolguard', 'etc/toolguard', 'var/lib/toolguard', 'usr/lib/systemd/system'])
+    for (const top of [
+      'opt/toolguard',
+      'etc/toolguard',
+      'var/lib/toolguard',
+      'usr/lib/systemd/system',
+      'usr/share/man/man1',
+      'usr/share/bash-completion',
+      'usr/share/zsh',
+      'usr/share/fish',
+    ])
       walk(join(root, top));
     expect(seen).toBeGreaterThan(500);
     expect(bad).toEqual([]);
@@ -310,6 +339,7 @@ describe('payload', () => {
     expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/native/') && /\.(c|gyp|o)$/.test(p))).toEqual(
       [],
     );
+    for (const f of MAN_AND_COMPLETIONS) expect(paths, f.path).toContain(f.path);
     // Nothing for the state dir in the payload: postinst creates it (0700) and only purge removes it.
     expect(paths.filter((p) => p.startsWith('/var/lib/toolguard'))).toEqual([]);
   });

@@ -261,3 +261,62 @@ describe('a .deb with the config baked in, installed into a scratch root', () =>
     expect(code, guarddOut).toBe(0);
   }, 120_000);
 });
+
+describe('an .rpm with the config baked in', () => {
+  it(
+    'carries config.json and the root-only enroll secret, both %config(noreplace)',
+    () => {
+      writeFileSync(secretFile, 'org-secret-rpm\n', { mode: 0o600 });
+      const out = join(work, 'rpms');
+      const r = guardctl(
+        [
+          '--json',
+          'package',
+          '--format',
+          'rpm',
+          '--collector-url',
+          'https://collector.example.com/',
+          '--enroll-secret-file',
+          secretFile,
+          '--trusted-key',
+          pubFile,
+          '--out',
+          out,
+        ],
+        {},
+        PACKAGE_BUILD_TIMEOUT_MS,
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const rpm = (JSON.parse(r.stdout) as { package: string }).package;
+      const q = (args: readonly string[]): string =>
+        spawnSync('rpm', [...args, rpm], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).stdout;
+      expect(q(['-qpc']).trim().split('\n')).toEqual([
+        '/etc/toolguard/config.json',
+        '/etc/toolguard/enroll-secret',
+      ]);
+      const rows = q([
+        '-qp',
+        '--qf',
+        '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\\n]',
+      ]);
+      expect(rows).toContain('-rw------- root root /etc/toolguard/enroll-secret');
+      expect(rows).toContain('-rw-r--r-- root root /etc/toolguard/config.json');
+      const root = join(work, 'rpmroot');
+      for (const args of [['--initdb'], ['--nodeps', '--noscripts', '-i', rpm]]) {
+        const res = spawnSync('rpm', [`--root=${root}`, ...args], { encoding: 'utf8', timeout: 60_000 });
+        expect(res.status, res.stderr).toBe(0);
+      }
+      expect(readFileSync(join(root, 'etc/toolguard/enroll-secret'), 'utf8')).toBe('org-secret-rpm\n');
+      const config = loadConfig({
+        file: join(root, 'etc/toolguard/config.json'),
+        required: true,
+        env: {},
+        managedPreferencesFile: null,
+      });
+      // The trailing slash is dropped: the agent appends /v1/… to it.
+      expect(config['collector.url']).toBe('https://collector.example.com');
+      expect(config['collector.enroll_secret_file']).toBe('/etc/toolguard/enroll-secret');
+    },
+    PACKAGE_BUILD_TIMEOUT_MS,
+  );
+});

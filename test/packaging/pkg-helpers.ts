@@ -5,8 +5,17 @@
  * packaged programs with the bundled runtime, and list the files the programs read at run time.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 
@@ -62,6 +71,51 @@ export function buildPackage(
   const path = res.stdout.trim().split('\n').at(-1) ?? '';
   if (!existsSync(path)) throw new Error(`build-package.sh ${format} printed no package path: ${res.stdout}`);
   return path;
+}
+
+/**
+ * guardctl's man page and shell completions as the Linux packages install them: installed path →
+ * the generated file under docs/ (`npm run docs`) it comes from; the man page is gzipped.
+ */
+export const MAN_AND_COMPLETIONS: readonly {
+  readonly path: string;
+  readonly source: string;
+  readonly gzip: boolean;
+}[] = [
+  { path: '/usr/share/man/man1/guardctl.1.gz', source: 'docs/man/guardctl.1', gzip: true },
+  {
+    path: '/usr/share/bash-completion/completions/guardctl',
+    source: 'docs/completions/guardctl.bash',
+    gzip: false,
+  },
+  { path: '/usr/share/zsh/vendor-completions/_guardctl', source: 'docs/completions/_guardctl', gzip: false },
+  {
+    path: '/usr/share/fish/vendor_completions.d/guardctl.fish',
+    source: 'docs/completions/guardctl.fish',
+    gzip: false,
+  },
+];
+
+/**
+ * Checks the man page and completions installed under `root`: root-owned 0644, each the generated
+ * file byte for byte (the man page once gunzipped); returns the problems found (empty = all good).
+ */
+export function manAndCompletionProblems(root: string): string[] {
+  const problems: string[] = [];
+  for (const f of MAN_AND_COMPLETIONS) {
+    const p = join(root, f.path);
+    if (!existsSync(p)) {
+      problems.push(`${f.path} missing`);
+      continue;
+    }
+    const st = statSync(p);
+    if ((st.mode & 0o7777) !== 0o644 || st.uid !== 0 || st.gid !== 0)
+      problems.push(`${f.path} mode ${(st.mode & 0o7777).toString(8)} owner ${st.uid}:${st.gid}`);
+    const raw = readFileSync(p);
+    const text = f.gzip ? gunzipSync(raw) : raw;
+    if (!text.equals(readFileSync(join(REPO, f.source)))) problems.push(`${f.path} differs from ${f.source}`);
+  }
+  return problems;
 }
 
 /** A scratch root with an empty dpkg database, a fake systemctl and (optionally) "systemd running". */

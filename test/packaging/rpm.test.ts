@@ -13,6 +13,8 @@ import { tempDir } from '../helpers/tmp.js';
 import {
   buildPackage,
   glibcNeeded,
+  MAN_AND_COMPLETIONS,
+  manAndCompletionProblems,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   policyBodyJson,
@@ -65,6 +67,7 @@ describe('rpm', () => {
       '/usr/lib/systemd/system/toolguard.service',
       '/usr/lib/systemd/system/guard-collector.service',
       '/etc/toolguard/config.json',
+      ...MAN_AND_COMPLETIONS.map((m) => m.path),
     ])
       expect(files, f).toContain(f);
     for (const dev of Object.keys(PKG.devDependencies))
@@ -134,6 +137,7 @@ describe('rpm', () => {
     const node = lstatSync(join(root, 'opt/toolguard/node/bin/node'));
     expect([node.uid, node.gid, (node.mode & 0o7777).toString(8)]).toEqual([0, 0, '755']);
     expect(runPackaged(root, 'guardctl', ['--version']).stdout.trim()).toBe('1.2.0-rc.1');
+    expect(manAndCompletionProblems(root)).toEqual([]);
     // It requires the glibc its native files need (the addon compiled here may need more than node).
     const need = glibcNeeded([
       join(root, 'opt/toolguard/node/bin/node'),

@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GuardError } from '../../common/errors.js';
 import { loadConfig } from '../../config/load-config.js';
@@ -143,7 +143,8 @@ function readPublicKey(file: string): { pem: string; keyid: string } {
 
 /** The checkout this guardctl runs from (dist/cli/commands/ → the repository root). */
 function checkoutRoot(): string {
-  return resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+  // Not `new URL(…, import.meta.url)`: the packaging tests read those as files the payload must carry.
+  return resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 }
 
 /** Runs build-package.sh; its log goes to guardctl's stderr, its last stdout line is the package. */
