@@ -172,7 +172,7 @@ export const packageCommand: GuardctlCommand = {
   name: 'package',
   summary: "Build the endpoint package with the organisation's config baked in (run in a checkout)",
   options: [
-    { flags: '--collector-url <url>', description: 'base URL agents reach guard-collector at (https://…)' },
+    { flags: '--collector-url <url>', description: 'base URL agents reach guard-collector at (https://...)' },
     { flags: '--enroll-secret-file <file>', description: "file holding the collector's enrollment secret" },
     {
       flags: '--trusted-key <file...>',
