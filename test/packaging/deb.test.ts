@@ -25,9 +25,11 @@ import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 import {
   buildPackage,
+  COLLECTOR_ONLY_DIRS,
   debContents,
   dpkgIn,
   glibcNeeded,
+  importedDependencies,
   MAN_AND_COMPLETIONS,
   makeScratchRoot,
   manAndCompletionProblems,
@@ -94,13 +96,12 @@ describe('fresh install into a scratch root', () => {
       'file',
     );
     expectMode('usr/lib/systemd/system/toolguard.service', 0o644, 'file');
-    expectMode('usr/lib/systemd/system/guard-collector.service', 0o644, 'file');
     expectMode('etc/toolguard', 0o755, 'dir');
     expectMode('etc/toolguard/config.json', 0o644, 'file');
     expectMode('var/lib/toolguard', 0o700, 'dir');
     expect(readlinkSync(join(root, 'usr/bin/guardctl'))).toBe('/opt/toolguard/bin/guardctl');
     // The wrappers and the unit run the bundled runtime, never a node found on PATH.
-    for (const w of ['guardd', 'guardctl', 'guard-collector'])
+    for (const w of ['guardd', 'guardctl'])
       expect(readFileSync(join(root, `opt/toolguard/bin/${w}`), 'utf8')).toContain(
         `exec /opt/toolguard/node/bin/node /opt/toolguard/app/bin/${w}.js "$@"`,
       );
@@ -285,7 +286,22 @@ COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
     }
   });
 
-  it('systemd-analyze verify accepts both units as installed (ExecStart binary present)', () => {
+  it('leaves the collector out: no guard-collector program, unit, code or collector-only dependency', () => {
+    for (const p of [
+      'opt/toolguard/bin/guard-collector',
+      'opt/toolguard/app/bin/guard-collector.js',
+      'opt/toolguard/app/dist/collector',
+      'usr/lib/systemd/system/guard-collector.service',
+    ])
+      expect(existsSync(join(root, p)), p).toBe(false);
+    const agentDeps = importedDependencies(['dist', 'bin'], [...COLLECTOR_ONLY_DIRS]);
+    const collectorOnly = Object.keys(PKG.dependencies).filter((d) => !agentDeps.includes(d));
+    expect(collectorOnly).toContain('fastify');
+    for (const dep of collectorOnly)
+      expect(existsSync(join(root, 'opt/toolguard/app/node_modules', dep)), dep).toBe(false);
+  });
+
+  it('systemd-analyze verify accepts the unit as installed (ExecStart binary present)', () => {
     // A verification root: the host's stock units (targets the units refer to) plus the installed
     // payload, so ExecStart's /opt/toolguard/node/bin/node resolves inside it.
     const vr = tempDir('tg-verify-');
@@ -295,7 +311,7 @@ COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
     mkdirSync(join(vr, 'opt/toolguard/node/bin'), { recursive: true });
     mkdirSync(join(vr, 'etc/systemd/system'), { recursive: true });
     linkSync(join(root, 'opt/toolguard/node/bin/node'), join(vr, 'opt/toolguard/node/bin/node'));
-    for (const unit of ['toolguard.service', 'guard-collector.service']) {
+    for (const unit of ['toolguard.service']) {
       writeFileSync(
         join(vr, 'etc/systemd/system', unit),
         readFileSync(join(root, 'usr/lib/systemd/system', unit)),
@@ -324,7 +340,9 @@ describe('payload', () => {
         paths.filter((p) => p.startsWith(`${nm}${dev}/`)),
         dev,
       ).toEqual([]);
-    for (const dep of Object.keys(PKG.dependencies)) expect(paths, dep).toContain(`${nm}${dep}/package.json`);
+    // Exactly the dependencies the agent's code imports (the collector's own are in its package).
+    for (const dep of importedDependencies(['dist', 'bin'], [...COLLECTOR_ONLY_DIRS]))
+      expect(paths, dep).toContain(`${nm}${dep}/package.json`);
     expect(paths.filter((p) => TEST_FILE_RE.test(p))).toEqual([]);
     expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/test') || p.includes('/app/src/'))).toEqual(
       [],
@@ -346,7 +364,7 @@ describe('payload', () => {
 
   it('carries every file the programs read at run time (policy schema, example policy, parse worker…)', () => {
     const paths = new Set(debContents(debV1).map((e) => e.path));
-    const reads = runtimeReads();
+    const reads = runtimeReads({ without: COLLECTOR_ONLY_DIRS });
     expect(reads).toContain('policy/policy.schema.json');
     expect(reads.filter((f) => !paths.has(`/opt/toolguard/app/${f}`))).toEqual([]);
   });

@@ -52,7 +52,7 @@ export function requireBuiltDist(): void {
 
 /** Builds one package; returns its path (the script's last stdout line). */
 export function buildPackage(
-  format: 'deb' | 'rpm' | 'msi',
+  format: 'deb' | 'rpm' | 'msi' | 'collector-deb',
   opts: { version: string; out: string; env?: Record<string, string> },
 ): string {
   const res = spawnSync('bash', [join(REPO, 'installers/build-package.sh'), format], {
@@ -71,6 +71,34 @@ export function buildPackage(
   const path = res.stdout.trim().split('\n').at(-1) ?? '';
   if (!existsSync(path)) throw new Error(`build-package.sh ${format} printed no package path: ${res.stdout}`);
   return path;
+}
+
+/** What the endpoint packages leave out: the collector has its own package (guard-collector). */
+export const COLLECTOR_ONLY_DIRS = ['dist/collector'] as const;
+
+/**
+ * The packages (dependencies of package.json) the built code under `dirs` imports, by their bare
+ * specifiers (static and dynamic imports); `without` skips subdirectories. An independent reading
+ * of dist/ to check build-package.sh's split: the agent's payload must hold exactly what its code
+ * imports outside dist/collector.
+ */
+export function importedDependencies(dirs: readonly string[], without: readonly string[] = []): string[] {
+  const skip = new Set(without.map((d) => join(REPO, d)));
+  const used = new Set<string>();
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (skip.has(p)) continue;
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.js'))
+        for (const m of readFileSync(p, 'utf8').matchAll(
+          /(?:\bfrom|\bimport\s*\()\s*['"]((?:@[\w.-]+\/)?[\w.-]+)(?:\/[^'"\s]*)?['"]/g,
+        ))
+          if (m[1]! in PKG.dependencies) used.add(m[1]!);
+    }
+  };
+  for (const d of dirs) walk(join(REPO, d));
+  return [...used].sort();
 }
 
 /**
@@ -258,11 +286,13 @@ export function policyBodyJson(version: number, bannedName: string): string {
  * collector's parse worker…). A payload that lacks one fails only when that code runs: issue 11's
  * packages lacked policy/policy.schema.json, so every packaged policy command failed.
  */
-export function runtimeReads(): string[] {
+export function runtimeReads(opts: { without?: readonly string[] } = {}): string[] {
   const found = new Set<string>();
+  const skip = new Set((opts.without ?? []).map((d) => join(REPO, d)));
   const walk = (dir: string): void => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
+      if (skip.has(p)) continue;
       if (e.isDirectory()) walk(p);
       else if (e.name.endsWith('.js')) {
         const text = readFileSync(p, 'utf8');
