@@ -21,8 +21,10 @@ import {
   dpkgIn,
   makeScratchRoot,
   PACKAGE_BUILD_TIMEOUT_MS,
+  packagedEnv,
   REPO,
   requireBuiltDist,
+  runPackaged,
 } from './pkg-helpers.js';
 
 const VERSION = '2.0.0';
@@ -186,6 +188,24 @@ describe('a .deb with the config baked in, installed into a scratch root', () =>
     expect(secret).toMatchObject({ mode: '-rw-------', owner: 'root/root' });
   });
 
+  it('the installed guardctl refuses to build (no build tree in a package): exit 10 with the fix', () => {
+    const r = runPackaged(root, 'guardctl', [
+      'package',
+      '--collector-url',
+      collector.url,
+      '--enroll-secret-file',
+      join(root, 'etc/toolguard/enroll-secret'),
+      '--trusted-key',
+      pubFile,
+      '--out',
+      join(work, 'never2'),
+    ]);
+    expect(r.stderr).toContain('[GUARD_PACKAGE_BUILD_FAILED]');
+    expect(r.stderr).toContain('runs in a toolguard checkout');
+    expect(r.status).toBe(10);
+    expect(existsSync(join(work, 'never2'))).toBe(false);
+  });
+
   it("guardd's config loader accepts the installed config as it is: collector, secret file, trusted key", () => {
     const config = loadConfig({
       file: join(root, 'etc/toolguard/config.json'),
@@ -221,6 +241,8 @@ describe('a .deb with the config baked in, installed into a scratch root', () =>
     const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {
+        // libfaketime's variables pass through (packagedEnv), so guardd shares the test's clock.
+        ...packagedEnv(root),
         PATH: '/usr/bin:/bin:/usr/sbin:/sbin',
         // Only what keeps this test off other tests' processes and files; the config is the package's.
         TOOLGUARD_SENSORS_INSTALL_ENABLED: 'false',
