@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Builds toolguard's OS packages from what `npm run build` produced.
 #
-#   bash installers/build-package.sh deb|rpm|msi|stage
+#   bash installers/build-package.sh deb|rpm|msi|stage|collector-deb|collector-stage
+#
+# deb/rpm/msi/stage: the endpoint agent (guardd, guardctl), without the collector's code or the
+# dependencies only it imports. collector-deb/collector-stage: guard-collector's own package
+# (/opt/guard-collector, its hardened unit, /etc/guard-collector/collector.json, a postinst that
+# restarts it onto the new code on upgrade, where its store migrates).
 #
 # Every package carries its own runtime: Node 24 LTS as pinned in installers/runtime.json (fetched
 # with `npm pack` and checked against its sha512 by installers/node-runtime.sh; never the Node
@@ -11,16 +16,22 @@
 # dependencies dropped). Layout on Linux:
 #   /opt/toolguard/node/bin/node        bundled runtime (root-owned, 0755), /opt/toolguard/node/LICENSE
 #   /opt/toolguard/app/{bin,dist,policy,node_modules,package.json,docs}
-#   /opt/toolguard/bin/{guardd,guardctl,guard-collector}   wrappers that run the bundled node
+#   /opt/toolguard/bin/{guardd,guardctl}   wrappers that run the bundled node
 #   /usr/bin/guardctl -> /opt/toolguard/bin/guardctl        on users' PATH
-#   /usr/lib/systemd/system/{toolguard,guard-collector}.service
+#   /usr/lib/systemd/system/toolguard.service
 #   /etc/toolguard/config.json          conffile (kept on upgrade; removed on purge)
+#   /etc/toolguard/enroll-secret        root:root 0600 conffile, only in a package with a baked config
+#   /usr/share/man/man1/guardctl.1.gz, /usr/share/bash-completion/completions/guardctl,
+#   /usr/share/zsh/vendor-completions/_guardctl, /usr/share/fish/vendor_completions.d/guardctl.fish
 #   /var/lib/toolguard                  state, 0700 root, created by postinst, removed on purge only
 #
 # Environment (all optional):
 #   TOOLGUARD_PKG_VERSION   package version (default: package.json "version")
 #   TOOLGUARD_PKG_OUT       output dir (default: build/packages)
 #   TOOLGUARD_PKG_FAST=1    fast compression for CI (deb: gzip -1, rpm: w1.gzdio); default xz -1
+#   TOOLGUARD_PKG_CONFIG_DIR  deb/rpm/stage: the organisation's config baked in (`guardctl package` writes
+#                           it): DIR/config.json replaces the empty template and DIR/enroll-secret is
+#                           installed as /etc/toolguard/enroll-secret (root:root 0600); both conffiles
 #   TOOLGUARD_CACHE         runtime/addon cache (default: build/cache; see installers/node-runtime.sh)
 #   TOOLGUARD_RUNTIME=host  deb/rpm/stage: bundle the Node running this script and the checkout's
 #                           own better-sqlite3 build instead of the pinned runtime (macOS and
@@ -33,8 +44,8 @@
 set -euo pipefail
 
 FORMAT="${1:-}"
-case "$FORMAT" in deb | rpm | msi | stage) ;; *)
-  echo "usage: $0 deb|rpm|msi|stage" >&2
+case "$FORMAT" in deb | rpm | msi | stage | collector-deb | collector-stage) ;; *)
+  echo "usage: $0 deb|rpm|msi|stage|collector-deb|collector-stage" >&2
   exit 2
   ;;
 esac
@@ -112,16 +123,64 @@ prepare_unix_runtime() {
   }
 }
 
+# agent_only_dependencies APP: rewrites APP/package.json's dependencies to those the staged code
+# (APP/dist, APP/bin) imports, so the prune that follows drops what only the collector needed,
+# with every transitive dependency no kept one needs. A bare import of a package the checkout does
+# not declare fails the build (it would fail at run time).
+agent_only_dependencies() {
+  node -e '
+    const fs = require("fs"), path = require("path");
+    const app = process.argv[1];
+    const pkgFile = path.join(app, "package.json");
+    const pkg = JSON.parse(fs.readFileSync(pkgFile, "utf8"));
+    const used = new Set();
+    const walk = (d) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.(c|m)?js$/.test(e.name)) {
+          const text = fs.readFileSync(p, "utf8");
+          const re = /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\(\s*|^import\s*)["\x27]((?:node:|@)?[a-z0-9][\w.-]*(?:\/[\w.-]+)*)["\x27]/gm;
+          for (const m of text.matchAll(re)) {
+            const spec = m[1];
+            if (spec.startsWith(".") || spec.startsWith("/") || spec.startsWith("node:")) continue;
+            const parts = spec.split("/");
+            used.add(spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]);
+          }
+        }
+      }
+    };
+    walk(path.join(app, "dist"));
+    walk(path.join(app, "bin"));
+    const builtins = new Set(require("module").builtinModules);
+    const deps = pkg.dependencies || {};
+    const missing = [...used].filter((n) => !builtins.has(n) && !(n in deps));
+    if (missing.length) { console.error("build-package: the agent imports undeclared packages: " + missing.join(", ")); process.exit(1); }
+    const kept = Object.fromEntries(Object.entries(deps).filter(([n]) => used.has(n)));
+    const dropped = Object.keys(deps).filter((n) => !used.has(n));
+    pkg.dependencies = kept;
+    fs.writeFileSync(pkgFile, JSON.stringify(pkg, null, 2) + "\n");
+    if (dropped.length) console.error("build-package: not in the agent package (collector only): " + dropped.join(", "));
+  ' "$1"
+}
+
 # ---------------------------------------------------------------------------------------------
-# stage_app DIR ADDON [NATIVE]: the app with production dependencies only, ADDON as better-sqlite3's
+# stage_app DIR ADDON [NATIVE] [KIND]: KIND agent (default: no collector code, no dependency only the
+# collector imports) or collector (all of dist/). The app with production dependencies only, ADDON as better-sqlite3's
 # native addon and each path of NATIVE (one per line: guardd's own addons, none on Windows), named
 # <name>.node, as native/<name>/build/Release/<name>.node, where the code loads it from. Everything the programs read at run time next to their code (policy/ for the schema
 # and local mode's example body, package.json for the version, dist/ for the parse worker) is
 # copied; the packaging tests list those reads from dist/ (runtimeReads) and check every payload.
 stage_app() {
-  local app="$1" addon="$2" native="${3:-}" node name
+  local app="$1" addon="$2" native="${3:-}" kind="${4:-agent}" node name
   mkdir -p "$app"
   cp -a package.json package-lock.json bin dist policy "$app/"
+  if [ "$kind" = agent ]; then
+    # The collector has its own package (guard-collector): the agent's carries neither its code
+    # nor the dependencies only it imports (guardd loads it only in local mode, from a checkout).
+    rm -rf "$app/dist/collector" "$app/bin/guard-collector.js"
+    agent_only_dependencies "$app"
+  fi
   while IFS= read -r node; do
     [ -n "$node" ] || continue
     name="$(basename "$node" .node)"
@@ -169,7 +228,7 @@ stage_root() {
   if [ -n "$NODE_LICENSE" ]; then install -m 0644 "$NODE_LICENSE" "$opt/node/LICENSE"; fi
   stage_app "$opt/app" "$ADDON" "$NATIVE"
   local prog
-  for prog in guardd guardctl guard-collector; do
+  for prog in guardd guardctl; do
     cat >"$opt/bin/$prog" <<EOF
 #!/bin/sh
 # $prog with toolguard's bundled Node runtime (never a user's nvm/Homebrew node).
@@ -178,10 +237,51 @@ EOF
     chmod 0755 "$opt/bin/$prog"
   done
   ln -s /opt/toolguard/bin/guardctl "$root/usr/bin/guardctl"
-  install -m 0644 service/linux/toolguard.service service/linux/guard-collector.service \
-    "$root/usr/lib/systemd/system/"
-  install -m 0644 installers/linux/config.json "$root/etc/toolguard/config.json"
+  install -m 0644 service/linux/toolguard.service "$root/usr/lib/systemd/system/"
+  local baked="${TOOLGUARD_PKG_CONFIG_DIR:-}"
+  if [ -n "$baked" ]; then
+    [ -f "$baked/config.json" ] && [ -f "$baked/enroll-secret" ] || {
+      echo "build-package: TOOLGUARD_PKG_CONFIG_DIR needs config.json and enroll-secret ($baked)" >&2
+      exit 1
+    }
+    install -m 0644 "$baked/config.json" "$root/etc/toolguard/config.json"
+    install -m 0600 "$baked/enroll-secret" "$root/etc/toolguard/enroll-secret"
+    log "baked in the organisation's config ($baked)"
+  else
+    install -m 0644 installers/linux/config.json "$root/etc/toolguard/config.json"
+  fi
   chmod 0755 "$root/etc/toolguard"
+  # guardctl(1) and its shell completions (generated by `npm run docs`), where man and the shells look.
+  mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
+    "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
+  gzip -9n <docs/man/guardctl.1 >"$root/usr/share/man/man1/guardctl.1.gz"
+  chmod 0644 "$root/usr/share/man/man1/guardctl.1.gz"
+  install -m 0644 docs/completions/guardctl.bash "$root/usr/share/bash-completion/completions/guardctl"
+  install -m 0644 docs/completions/_guardctl "$root/usr/share/zsh/vendor-completions/_guardctl"
+  install -m 0644 docs/completions/guardctl.fish "$root/usr/share/fish/vendor_completions.d/guardctl.fish"
+}
+
+# stage_collector_root DIR: the Linux tree of the guard-collector package, beside (never inside)
+# the agent's /opt/toolguard, so one host can carry both packages.
+stage_collector_root() {
+  local root="$1"
+  local opt="$root/opt/guard-collector"
+  mkdir -p "$opt/node/bin" "$opt/bin" "$root/usr/bin" "$root/usr/lib/systemd/system" "$root/etc/guard-collector"
+  prepare_unix_runtime
+  install -m 0755 "$NODE_BIN" "$opt/node/bin/node"
+  if [ -n "$NODE_LICENSE" ]; then install -m 0644 "$NODE_LICENSE" "$opt/node/LICENSE"; fi
+  # No guardd addons: the collector loads none of them.
+  stage_app "$opt/app" "$ADDON" "" collector
+  cat >"$opt/bin/guard-collector" <<'WRAPPER'
+#!/bin/sh
+# guard-collector with its package's bundled Node runtime (never a node found on PATH).
+exec /opt/guard-collector/node/bin/node /opt/guard-collector/app/bin/guard-collector.js "$@"
+WRAPPER
+  chmod 0755 "$opt/bin/guard-collector"
+  ln -s /opt/guard-collector/bin/guard-collector "$root/usr/bin/guard-collector"
+  install -m 0644 service/linux/guard-collector.service "$root/usr/lib/systemd/system/"
+  install -m 0644 installers/collector/collector.json "$root/etc/guard-collector/collector.json"
+  chmod 0755 "$root/etc/guard-collector"
 }
 
 # glibc_floor ROOT: the newest GLIBC_x.y symbol version any native file of the payload needs (the
@@ -226,12 +326,47 @@ Description: endpoint policy enforcement: keeps banned developer tools off machi
  in /opt/toolguard; guardctl shows what it does.
 EOF
   echo /etc/toolguard/config.json >"$root/DEBIAN/conffiles"
+  if [ -f "$root/etc/toolguard/enroll-secret" ]; then echo /etc/toolguard/enroll-secret >>"$root/DEBIAN/conffiles"; fi
   local s
   for s in postinst prerm postrm; do install -m 0755 "installers/deb/$s" "$root/DEBIAN/$s"; done
   # xz -1: the bundled Node dominates the payload; level 6 saves ~15% more for ~5x the build time.
   local comp=(-Zxz -z1)
   [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && comp=(-Zgzip -z1)
   local deb="$OUT/toolguard_${VERSION}_${arch}.deb"
+  dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null
+  log "built $deb"
+  echo "$deb"
+}
+
+build_collector_deb() {
+  local root="$WORK/collector-deb"
+  stage_collector_root "$root"
+  local glibc arch size
+  glibc="$(glibc_floor "$root")"
+  arch="$(dpkg --print-architecture)"
+  mkdir -p "$root/DEBIAN"
+  size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+  cat >"$root/DEBIAN/control" <<CONTROL
+Package: guard-collector
+Version: $VERSION
+Architecture: $arch
+Maintainer: toolguard maintainers <toolguard@example.invalid>
+Installed-Size: $size
+Depends: libc6 (>= $glibc), libstdc++6 (>= 10), libgcc-s1
+Section: admin
+Priority: optional
+Homepage: https://github.com/toolguard/toolguard
+Description: toolguard's central collector: enrollment, signed ban list, event ingest
+ guard-collector enrolls toolguard agents, serves them the signed ban list, stores their events
+ idempotently and forwards them to the organisation's log pipeline. Ships its own Node runtime
+ in /opt/guard-collector; runs as a hardened systemd service (dynamic user).
+CONTROL
+  echo /etc/guard-collector/collector.json >"$root/DEBIAN/conffiles"
+  local s
+  for s in postinst prerm postrm; do install -m 0755 "installers/collector/deb/$s" "$root/DEBIAN/$s"; done
+  local comp=(-Zxz -z1)
+  [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && comp=(-Zgzip -z1)
+  local deb="$OUT/guard-collector_${VERSION}_${arch}.deb"
   dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null
   log "built $deb"
   echo "$deb"
@@ -259,6 +394,7 @@ build_rpm() {
     --define "_tg_glibc $glibc" \
     --define "_binary_payload $payload" \
     --define "_build_id_links none" \
+    --define "_tg_baked_secret $([ -f "$root/etc/toolguard/enroll-secret" ] && echo 1 || echo 0)" \
     --target "$(uname -m)" \
     installers/rpm/toolguard.spec >/dev/null
   local rpm
@@ -330,7 +466,15 @@ stage)
   log "staged $dest"
   echo "$dest"
   ;;
+collector-stage)
+  dest="$OUT/collector-stage"
+  rm -rf "$dest"
+  stage_collector_root "$dest"
+  log "staged $dest"
+  echo "$dest"
+  ;;
 deb) build_deb ;;
+collector-deb) build_collector_deb ;;
 rpm) build_rpm ;;
 msi) build_msi ;;
 esac

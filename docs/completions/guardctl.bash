@@ -19,6 +19,7 @@ _guardctl() {
       "doctor") words="--help" ;;
       "events") words="--since --type --limit --follow --help" ;;
       "explain") words="--help" ;;
+      "package") words="--collector-url --enroll-secret-file --trusted-key --format --out --help" ;;
       "policy diff") words="--help" ;;
       "policy keygen") words="--out --help" ;;
       "policy lint") words="--help" ;;
@@ -33,7 +34,7 @@ _guardctl() {
       *) words="--json --config --socket-dir -V --version -h --help" ;;
     esac
   elif [ ${#cmd[@]} -eq 0 ]; then
-    words="config doctor events explain policy quarantine status help"
+    words="config doctor events explain package policy quarantine status help"
   elif [ ${#cmd[@]} -eq 1 ]; then
     case "${cmd[0]}" in
       policy) words="diff keygen lint reload show sign test verify" ;;

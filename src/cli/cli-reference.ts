@@ -28,6 +28,8 @@ const EXIT_MEANINGS: Record<keyof typeof EXIT, string> = {
   CONFIG: 'config invalid',
   NOT_FOUND: 'not found',
   CHECK_FAILED: 'a check failed (doctor, policy verify, policy lint)',
+  PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
+  PACKAGE_BUILD: 'package: the package build failed',
 };
 
 /** The long and short names of an option ('--socket-dir', '-V'), without its value syntax. */

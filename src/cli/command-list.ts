@@ -7,6 +7,7 @@ import { configCommand } from './commands/config.js';
 import { doctorCommand } from './commands/doctor.js';
 import { eventsCommand } from './commands/events.js';
 import { explainCommand } from './commands/explain.js';
+import { packageCommand } from './commands/package.js';
 import { policyDiffCommand } from './commands/policy-diff.js';
 import { policyKeygenCommand } from './commands/policy-keygen.js';
 import { policyLintCommand } from './commands/policy-lint.js';
@@ -25,6 +26,7 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   doctorCommand,
   eventsCommand,
   explainCommand,
+  packageCommand,
   policyDiffCommand,
   policyKeygenCommand,
   policyLintCommand,

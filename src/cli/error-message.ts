@@ -2,7 +2,8 @@
  * Owns how guardctl turns an error into a message and an exit code (npm's error-message.js).
  * Exit codes are documented in docs/guardctl.md:
  *   0 ok · 1 unexpected error · 2 usage · 3 daemon not running · 4 needs root / forbidden (or --force) ·
- *   5 policy rejected or invalid · 6 config invalid · 7 not found · 8 check failed (doctor, verify, lint)
+ *   5 policy rejected or invalid · 6 config invalid · 7 not found · 8 check failed (doctor, verify, lint) ·
+ *   9 package input invalid (collector URL, enroll secret, trusted key) · 10 package build failed
  */
 import { type ErrorCode, GuardError } from '../common/errors.js';
 
@@ -16,6 +17,8 @@ export const EXIT = {
   CONFIG: 6,
   NOT_FOUND: 7,
   CHECK_FAILED: 8,
+  PACKAGE_INPUT: 9,
+  PACKAGE_BUILD: 10,
 } as const;
 
 export function exitCodeFor(code: ErrorCode | string): number {
@@ -36,6 +39,9 @@ export function exitCodeFor(code: ErrorCode | string): number {
   )
     return EXIT.USAGE;
   if (code === 'GUARD_QUARANTINE_NOT_FOUND') return EXIT.NOT_FOUND;
+  if (code === 'GUARD_PACKAGE_UNSUPPORTED_FORMAT') return EXIT.USAGE;
+  if (code === 'GUARD_PACKAGE_BUILD_FAILED') return EXIT.PACKAGE_BUILD;
+  if (code.startsWith('GUARD_PACKAGE_')) return EXIT.PACKAGE_INPUT;
   if (code.startsWith('GUARD_POLICY_')) return EXIT.POLICY;
   if (code.startsWith('GUARD_CONFIG_')) return EXIT.CONFIG;
   return EXIT.UNEXPECTED;
@@ -100,6 +106,14 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Too many clients are talking to guardd right now; try again in a moment.';
     case 'GUARD_QUARANTINE_STILL_BANNED':
       return 'The policy in force still bans it; add --force to restore it anyway.';
+    case 'GUARD_PACKAGE_BAD_COLLECTOR_URL':
+      return 'Pass the URL agents reach the collector at, e.g. --collector-url https://collector.example.com (credentials never go in the URL).';
+    case 'GUARD_PACKAGE_SECRET_UNREADABLE':
+      return "--enroll-secret-file names a file holding the collector's enroll secret (its enroll_secret_file) on one line.";
+    case 'GUARD_PACKAGE_BAD_TRUSTED_KEY':
+      return '--trusted-key takes the public key file `guardctl policy keygen` wrote (<prefix>.pub), never the .key.';
+    case 'GUARD_PACKAGE_BUILD_FAILED':
+      return 'Run it in a toolguard checkout after `npm ci && npm run build`; the build log above says what failed (docs/install.md).';
     case 'GUARD_QUARANTINE_NOT_FOUND':
       return '`guardctl quarantine list --all` shows the ids.';
     default:

@@ -101,6 +101,12 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_STORE_FAILED: 'the events could not be stored durably; nothing was acknowledged',
   GUARD_COLLECTOR_WORKER_FAILED: 'a parse worker stopped before it parsed the body; nothing was acknowledged',
   GUARD_COLLECTOR_INTERNAL: 'an unexpected collector failure (logged); the request may be retried',
+  // package: `guardctl package` (an endpoint package with the organisation's config baked in)
+  GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
+  GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',
+  GUARD_PACKAGE_BAD_TRUSTED_KEY: 'a trusted key file cannot be read or holds no Ed25519 public key',
+  GUARD_PACKAGE_UNSUPPORTED_FORMAT: 'the package format cannot carry a baked config yet',
+  GUARD_PACKAGE_BUILD_FAILED: 'the package build (installers/build-package.sh) failed or is not available',
   // cli
   GUARD_CLI_USAGE: 'a guardctl command was called with the wrong arguments',
   GUARD_CLI_NEEDS_ROOT: 'the command needs root (or the admin socket)',

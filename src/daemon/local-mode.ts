@@ -24,7 +24,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { startCollector } from '../collector/collector-server.js';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { LocalEnforcementScope, ownStartTime } from '../enforcement/enforcement-scope.js';
@@ -110,6 +109,9 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
 
   // The collector listens before the config is written, so the config names its real port.
   const collectorDb = join(dir, 'collector.db');
+  // Loaded only here: the endpoint packages do not carry the collector (it has its own package),
+  // and guardd must start without it; local mode runs from a checkout, which has it.
+  const { startCollector } = await import('../collector/collector-server.js');
   const collector = await startCollector({
     host: '127.0.0.1',
     port: 0,

@@ -25,10 +25,14 @@ import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 import {
   buildPackage,
+  COLLECTOR_ONLY_DIRS,
   debContents,
   dpkgIn,
   glibcNeeded,
+  importedDependencies,
+  MAN_AND_COMPLETIONS,
   makeScratchRoot,
+  manAndCompletionProblems,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   packagedCommand,
@@ -92,19 +96,36 @@ describe('fresh install into a scratch root', () => {
       'file',
     );
     expectMode('usr/lib/systemd/system/toolguard.service', 0o644, 'file');
-    expectMode('usr/lib/systemd/system/guard-collector.service', 0o644, 'file');
     expectMode('etc/toolguard', 0o755, 'dir');
     expectMode('etc/toolguard/config.json', 0o644, 'file');
     expectMode('var/lib/toolguard', 0o700, 'dir');
     expect(readlinkSync(join(root, 'usr/bin/guardctl'))).toBe('/opt/toolguard/bin/guardctl');
     // The wrappers and the unit run the bundled runtime, never a node found on PATH.
-    for (const w of ['guardd', 'guardctl', 'guard-collector'])
+    for (const w of ['guardd', 'guardctl'])
       expect(readFileSync(join(root, `opt/toolguard/bin/${w}`), 'utf8')).toContain(
         `exec /opt/toolguard/node/bin/node /opt/toolguard/app/bin/${w}.js "$@"`,
       );
     expect(readFileSync(join(root, 'usr/lib/systemd/system/toolguard.service'), 'utf8')).toMatch(
       /^ExecStart=\/opt\/toolguard\/node\/bin\/node --max-old-space-size=192 \/opt\/toolguard\/app\/bin\/guardd\.js$/m,
     );
+  });
+
+  it('installs guardctl(1) gzipped and the bash/zsh/fish completions where man and the shells look', () => {
+    expect(manAndCompletionProblems(root)).toEqual([]);
+    // The installed page renders, and the installed bash completion completes in a real bash.
+    const man = spawnSync('man', ['-l', join(root, 'usr/share/man/man1/guardctl.1.gz')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, MANPAGER: 'cat', MANWIDTH: '100' },
+    });
+    expect(man.status, man.stderr).toBe(0);
+    expect(man.stdout).toContain('guardctl');
+    expect(man.stdout).toContain('package');
+    const script = `source '${join(root, 'usr/share/bash-completion/completions/guardctl')}'
+COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
+    const bash = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(bash.stderr).toBe('');
+    expect(bash.stdout.trim()).toBe('policy');
   });
 
   it('nothing installed is writable by group or others, and everything is root-owned', () => {
@@ -121,7 +142,16 @@ describe('fresh install into a scratch root', () => {
         if (st.isDirectory()) walk(p);
       }
     };
-    for (const top of ['opt/toolguard', 'etc/toolguard', 'var/lib/toolguard', 'usr/lib/systemd/system'])
+    for (const top of [
+      'opt/toolguard',
+      'etc/toolguard',
+      'var/lib/toolguard',
+      'usr/lib/systemd/system',
+      'usr/share/man/man1',
+      'usr/share/bash-completion',
+      'usr/share/zsh',
+      'usr/share/fish',
+    ])
       walk(join(root, top));
     expect(seen).toBeGreaterThan(500);
     expect(bad).toEqual([]);
@@ -256,7 +286,22 @@ describe('fresh install into a scratch root', () => {
     }
   });
 
-  it('systemd-analyze verify accepts both units as installed (ExecStart binary present)', () => {
+  it('leaves the collector out: no guard-collector program, unit, code or collector-only dependency', () => {
+    for (const p of [
+      'opt/toolguard/bin/guard-collector',
+      'opt/toolguard/app/bin/guard-collector.js',
+      'opt/toolguard/app/dist/collector',
+      'usr/lib/systemd/system/guard-collector.service',
+    ])
+      expect(existsSync(join(root, p)), p).toBe(false);
+    const agentDeps = importedDependencies(['dist', 'bin'], [...COLLECTOR_ONLY_DIRS]);
+    const collectorOnly = Object.keys(PKG.dependencies).filter((d) => !agentDeps.includes(d));
+    expect(collectorOnly).toContain('fastify');
+    for (const dep of collectorOnly)
+      expect(existsSync(join(root, 'opt/toolguard/app/node_modules', dep)), dep).toBe(false);
+  });
+
+  it('systemd-analyze verify accepts the unit as installed (ExecStart binary present)', () => {
     // A verification root: the host's stock units (targets the units refer to) plus the installed
     // payload, so ExecStart's /opt/toolguard/node/bin/node resolves inside it.
     const vr = tempDir('tg-verify-');
@@ -266,7 +311,7 @@ describe('fresh install into a scratch root', () => {
     mkdirSync(join(vr, 'opt/toolguard/node/bin'), { recursive: true });
     mkdirSync(join(vr, 'etc/systemd/system'), { recursive: true });
     linkSync(join(root, 'opt/toolguard/node/bin/node'), join(vr, 'opt/toolguard/node/bin/node'));
-    for (const unit of ['toolguard.service', 'guard-collector.service']) {
+    for (const unit of ['toolguard.service']) {
       writeFileSync(
         join(vr, 'etc/systemd/system', unit),
         readFileSync(join(root, 'usr/lib/systemd/system', unit)),
@@ -295,7 +340,9 @@ describe('payload', () => {
         paths.filter((p) => p.startsWith(`${nm}${dev}/`)),
         dev,
       ).toEqual([]);
-    for (const dep of Object.keys(PKG.dependencies)) expect(paths, dep).toContain(`${nm}${dep}/package.json`);
+    // Exactly the dependencies the agent's code imports (the collector's own are in its package).
+    for (const dep of importedDependencies(['dist', 'bin'], [...COLLECTOR_ONLY_DIRS]))
+      expect(paths, dep).toContain(`${nm}${dep}/package.json`);
     expect(paths.filter((p) => TEST_FILE_RE.test(p))).toEqual([]);
     expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/test') || p.includes('/app/src/'))).toEqual(
       [],
@@ -310,13 +357,14 @@ describe('payload', () => {
     expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/native/') && /\.(c|gyp|o)$/.test(p))).toEqual(
       [],
     );
+    for (const f of MAN_AND_COMPLETIONS) expect(paths, f.path).toContain(f.path);
     // Nothing for the state dir in the payload: postinst creates it (0700) and only purge removes it.
     expect(paths.filter((p) => p.startsWith('/var/lib/toolguard'))).toEqual([]);
   });
 
   it('carries every file the programs read at run time (policy schema, example policy, parse worker…)', () => {
     const paths = new Set(debContents(debV1).map((e) => e.path));
-    const reads = runtimeReads();
+    const reads = runtimeReads({ without: COLLECTOR_ONLY_DIRS });
     expect(reads).toContain('policy/policy.schema.json');
     expect(reads.filter((f) => !paths.has(`/opt/toolguard/app/${f}`))).toEqual([]);
   });

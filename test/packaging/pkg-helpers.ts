@@ -5,8 +5,17 @@
  * packaged programs with the bundled runtime, and list the files the programs read at run time.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 
@@ -43,7 +52,7 @@ export function requireBuiltDist(): void {
 
 /** Builds one package; returns its path (the script's last stdout line). */
 export function buildPackage(
-  format: 'deb' | 'rpm' | 'msi',
+  format: 'deb' | 'rpm' | 'msi' | 'collector-deb',
   opts: { version: string; out: string; env?: Record<string, string> },
 ): string {
   const res = spawnSync('bash', [join(REPO, 'installers/build-package.sh'), format], {
@@ -62,6 +71,79 @@ export function buildPackage(
   const path = res.stdout.trim().split('\n').at(-1) ?? '';
   if (!existsSync(path)) throw new Error(`build-package.sh ${format} printed no package path: ${res.stdout}`);
   return path;
+}
+
+/** What the endpoint packages leave out: the collector has its own package (guard-collector). */
+export const COLLECTOR_ONLY_DIRS = ['dist/collector'] as const;
+
+/**
+ * The packages (dependencies of package.json) the built code under `dirs` imports, by their bare
+ * specifiers (static and dynamic imports); `without` skips subdirectories. An independent reading
+ * of dist/ to check build-package.sh's split: the agent's payload must hold exactly what its code
+ * imports outside dist/collector.
+ */
+export function importedDependencies(dirs: readonly string[], without: readonly string[] = []): string[] {
+  const skip = new Set(without.map((d) => join(REPO, d)));
+  const used = new Set<string>();
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (skip.has(p)) continue;
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.js'))
+        for (const m of readFileSync(p, 'utf8').matchAll(
+          /(?:\bfrom|\bimport\s*\()\s*['"]((?:@[\w.-]+\/)?[\w.-]+)(?:\/[^'"\s]*)?['"]/g,
+        ))
+          if (m[1]! in PKG.dependencies) used.add(m[1]!);
+    }
+  };
+  for (const d of dirs) walk(join(REPO, d));
+  return [...used].sort();
+}
+
+/**
+ * guardctl's man page and shell completions as the Linux packages install them: installed path →
+ * the generated file under docs/ (`npm run docs`) it comes from; the man page is gzipped.
+ */
+export const MAN_AND_COMPLETIONS: readonly {
+  readonly path: string;
+  readonly source: string;
+  readonly gzip: boolean;
+}[] = [
+  { path: '/usr/share/man/man1/guardctl.1.gz', source: 'docs/man/guardctl.1', gzip: true },
+  {
+    path: '/usr/share/bash-completion/completions/guardctl',
+    source: 'docs/completions/guardctl.bash',
+    gzip: false,
+  },
+  { path: '/usr/share/zsh/vendor-completions/_guardctl', source: 'docs/completions/_guardctl', gzip: false },
+  {
+    path: '/usr/share/fish/vendor_completions.d/guardctl.fish',
+    source: 'docs/completions/guardctl.fish',
+    gzip: false,
+  },
+];
+
+/**
+ * Checks the man page and completions installed under `root`: root-owned 0644, each the generated
+ * file byte for byte (the man page once gunzipped); returns the problems found (empty = all good).
+ */
+export function manAndCompletionProblems(root: string): string[] {
+  const problems: string[] = [];
+  for (const f of MAN_AND_COMPLETIONS) {
+    const p = join(root, f.path);
+    if (!existsSync(p)) {
+      problems.push(`${f.path} missing`);
+      continue;
+    }
+    const st = statSync(p);
+    if ((st.mode & 0o7777) !== 0o644 || st.uid !== 0 || st.gid !== 0)
+      problems.push(`${f.path} mode ${(st.mode & 0o7777).toString(8)} owner ${st.uid}:${st.gid}`);
+    const raw = readFileSync(p);
+    const text = f.gzip ? gunzipSync(raw) : raw;
+    if (!text.equals(readFileSync(join(REPO, f.source)))) problems.push(`${f.path} differs from ${f.source}`);
+  }
+  return problems;
 }
 
 /** A scratch root with an empty dpkg database, a fake systemctl and (optionally) "systemd running". */
@@ -204,11 +286,13 @@ export function policyBodyJson(version: number, bannedName: string): string {
  * collector's parse worker…). A payload that lacks one fails only when that code runs: issue 11's
  * packages lacked policy/policy.schema.json, so every packaged policy command failed.
  */
-export function runtimeReads(): string[] {
+export function runtimeReads(opts: { without?: readonly string[] } = {}): string[] {
   const found = new Set<string>();
+  const skip = new Set((opts.without ?? []).map((d) => join(REPO, d)));
   const walk = (dir: string): void => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
+      if (skip.has(p)) continue;
       if (e.isDirectory()) walk(p);
       else if (e.name.endsWith('.js')) {
         const text = readFileSync(p, 'utf8');

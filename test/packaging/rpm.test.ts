@@ -12,7 +12,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
 import {
   buildPackage,
+  COLLECTOR_ONLY_DIRS,
   glibcNeeded,
+  MAN_AND_COMPLETIONS,
+  manAndCompletionProblems,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   policyBodyJson,
@@ -56,15 +59,14 @@ describe('rpm', () => {
       '/opt/toolguard/node/bin/node',
       '/opt/toolguard/bin/guardd',
       '/opt/toolguard/bin/guardctl',
-      '/opt/toolguard/bin/guard-collector',
       '/opt/toolguard/app/bin/guardd.js',
       '/opt/toolguard/app/dist/cli/guardctl-main.js',
       '/opt/toolguard/app/package.json',
       '/opt/toolguard/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node',
       '/usr/bin/guardctl',
       '/usr/lib/systemd/system/toolguard.service',
-      '/usr/lib/systemd/system/guard-collector.service',
       '/etc/toolguard/config.json',
+      ...MAN_AND_COMPLETIONS.map((m) => m.path),
     ])
       expect(files, f).toContain(f);
     for (const dev of Object.keys(PKG.devDependencies))
@@ -73,11 +75,15 @@ describe('rpm', () => {
         dev,
       ).toEqual([]);
     expect(files.filter((p) => TEST_FILE_RE.test(p))).toEqual([]);
+    // The collector has its own package.
+    expect(files.filter((p) => p.includes('guard-collector') || p.includes('/app/dist/collector/'))).toEqual(
+      [],
+    );
   });
 
   it('carries every file the programs read at run time (policy schema, example policy, parse worker…)', () => {
     const files = new Set(rpmQuery(['-qlp']).trim().split('\n'));
-    const reads = runtimeReads();
+    const reads = runtimeReads({ without: COLLECTOR_ONLY_DIRS });
     expect(reads).toContain('policy/policy.schema.json');
     expect(reads.filter((f) => !files.has(`/opt/toolguard/app/${f}`))).toEqual([]);
   });
@@ -134,6 +140,7 @@ describe('rpm', () => {
     const node = lstatSync(join(root, 'opt/toolguard/node/bin/node'));
     expect([node.uid, node.gid, (node.mode & 0o7777).toString(8)]).toEqual([0, 0, '755']);
     expect(runPackaged(root, 'guardctl', ['--version']).stdout.trim()).toBe('1.2.0-rc.1');
+    expect(manAndCompletionProblems(root)).toEqual([]);
     // It requires the glibc its native files need (the addon compiled here may need more than node).
     const need = glibcNeeded([
       join(root, 'opt/toolguard/node/bin/node'),
