@@ -321,3 +321,20 @@ describe('CollectorMetrics', () => {
     parseExposition(await m.render());
   });
 });
+
+describe('the strict exposition parser of these tests', () => {
+  const head = '# HELP x_total X.\n# TYPE x_total counter\n';
+  it.each([
+    ['a sample before its TYPE', 'x_total 1\n'],
+    ['a value that is not a number', `${head}x_total one\n`],
+    ['a series twice', `${head}x_total{a="1"} 1\nx_total{a="1"} 2\n`],
+    ['a bad label', `${head}x_total{a=1} 1\n`],
+    ['no final newline', `${head}x_total 1`],
+    [
+      'buckets that are not cumulative',
+      '# HELP h H.\n# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n',
+    ],
+  ])('rejects %s', (_what, text) => {
+    expect(() => parseExposition(text)).toThrow();
+  });
+});
