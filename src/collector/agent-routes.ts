@@ -200,6 +200,7 @@ export function registerAgentRoutes(app: FastifyInstance, options: AgentRoutesOp
       try {
         let outcome: IngestOutcome;
         const bodyBytes = body.length;
+        const received = performance.now();
         try {
           outcome = await ingest.submit(device, body, (batch) => {
             const refused = quotaRefusal(quota.take(deviceId, [batch.valid.length, bodyBytes]));
@@ -212,8 +213,10 @@ export function registerAgentRoutes(app: FastifyInstance, options: AgentRoutesOp
             throw new HttpError(503, err.code, 'events could not be parsed; retry', 1);
           throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
         }
+        metrics.observeIngest((performance.now() - received) / 1000);
         const { batch } = outcome;
         const { accepted, duplicates } = outcome.result;
+        metrics.ingested(batch.valid, await policy.ruleIds());
         metrics.inc('events_accepted_total', 'Events stored (new ids).', {}, accepted);
         metrics.inc(
           'events_duplicate_total',

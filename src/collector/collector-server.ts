@@ -231,13 +231,18 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     maxGroupEvents: store.kind === 'postgres' ? PG_GROUP_EVENTS : undefined,
   });
 
-  metrics.gauge('devices', 'Enrolled devices by state (silent = not seen for silent_after_s).', async () => {
-    const c = await store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
-    return [
-      [{ state: 'active' }, c.total - c.silent],
-      [{ state: 'silent' }, c.silent],
-    ];
-  });
+  metrics.gauge(
+    'devices',
+    'Enrolled devices by state (silent = not seen for silent_after_s).',
+    ['state'],
+    async () => {
+      const c = await store.deviceCounts(new Date(Date.now() - silentAfterS * 1000).toISOString());
+      return [
+        [{ state: 'active' }, c.total - c.silent],
+        [{ state: 'silent' }, c.silent],
+      ];
+    },
+  );
   // Coverage from each device's newest heartbeat. Label values are fixed (on/off/unknown), never
   // what a device sent, so a hostile heartbeat cannot add series.
   const state = (v: string | null): string => (v === 'on' || v === 'off' ? v : 'unknown');
@@ -248,6 +253,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_coverage',
     'Devices by what their newest heartbeat says enforces: exec events (kernel push) and pre-exec deny (on/off/unknown).',
+    ['exec_events', 'exec_deny'],
     async () => {
       const byLabels = new Map<string, number>();
       for (const c of await coverage()) {
@@ -265,6 +271,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_process_source',
     'Devices by the process source their newest heartbeat names (exec-events, eslogger, windows-start: real time; procfs, ps-list: polling; unknown: none named yet).',
+    ['source'],
     async () => {
       const bySource = new Map<string, number>();
       for (const c of await coverage()) {
@@ -277,18 +284,25 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   metrics.gauge(
     'devices_exec_event_drops',
     'Sum over devices of the exec events the kernel dropped since their guardd started (newest heartbeat each).',
+    [],
     async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.drops, 0))]],
   );
   metrics.gauge(
     'devices_exec_deny_deadline_misses',
     'Sum over devices of the execs allowed without a verdict (deadline passed) since their guardd started (newest heartbeat each).',
+    [],
     async () => [[{}, saturated((await coverage()).reduce((n, c) => n + c.deadline_misses, 0))]],
   );
-  metrics.gauge('forwarder_lag_events', 'Stored events not yet delivered, per forwarder sink.', () =>
-    Promise.all(runners.map(async (r) => [{ sink: r.name }, await r.lag()] as const)),
+  metrics.gauge(
+    'forwarder_lag_events',
+    'Stored events not yet delivered, per forwarder sink.',
+    ['sink'],
+    () => Promise.all(runners.map(async (r) => [{ sink: r.name }, await r.lag()] as const)),
   );
-  metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', () => [[{}, budget.inUse]]);
-  metrics.gauge('ingest_queue_depth', 'Received bodies waiting to be parsed and stored.', () => [
+  metrics.gauge('inflight_body_bytes', 'Request body bytes buffered right now.', [], () => [
+    [{}, budget.inUse],
+  ]);
+  metrics.gauge('ingest_queue_depth', 'Received bodies waiting to be parsed and stored.', [], () => [
     [{}, ingest.depth],
   ]);
 
@@ -410,7 +424,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   });
 
   app.get('/metrics', async (_req, reply) => {
-    reply.type('text/plain; version=0.0.4; charset=utf-8');
+    reply.type(metrics.contentType);
     return await metrics.render();
   });
 

@@ -1,50 +1,114 @@
 /**
- * Owns the collector's Prometheus metrics: counters with labels, one request-latency histogram,
- * and gauges computed at scrape time. Rendered as the Prometheus text exposition format 0.0.4.
+ * Owns the collector's Prometheus metrics, on prom-client: one `Registry` per collector instance
+ * (several collectors run in one test process, so prom-client's global default registry is never
+ * used), counters created on first use, latency histograms, gauges computed at scrape time, and
+ * the process metrics (`collectDefaultMetrics`: CPU, memory, GC, event-loop lag, handles, fds).
+ * Served as the Prometheus text exposition format 0.0.4.
+ *
  * Label values come from a fixed vocabulary (route templates, status codes, reason codes, sink
- * names) — never from request data — so the number of series stays bounded under hostile input.
+ * names, the schema's event types, the published policy's rule ids) — never from request data as
+ * such — so the number of series stays bounded under hostile input.
  */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { EVENT_TYPES } from '../events/event-types.js';
 
 /** Histogram buckets in seconds: ingest of a 500-event batch is ~5-50 ms; the tail shows up to 10 s. */
-const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/**
+ * Forwarder delivery buckets in seconds: a local NDJSON append is sub-millisecond, a Splunk HEC
+ * round trip (with ack polling) tens of ms to seconds, and a sink's timeout defaults to 30 s.
+ */
+const DELIVERY_BUCKETS_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** The label value of an event type outside the schema's list, or a rule id the published policy lacks. */
+export const OTHER_LABEL = 'other';
 
 type Labels = Readonly<Record<string, string>>;
+type GaugeRows = readonly (readonly [Labels, number])[];
 
-function key(labels: Labels): string {
-  return Object.entries(labels)
-    .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
-    .join(',');
+const KNOWN_TYPES: ReadonlySet<string> = new Set(EVENT_TYPES);
+
+/**
+ * Process metrics are one set per process, not per collector: they live in one registry per
+ * prefix, created on first use and merged into every collector's scrape. A registry per collector
+ * would start one GC observer and one event-loop monitor per instance that prom-client can never
+ * stop (it exposes no way to), i.e. a leak in a process that starts and closes many collectors.
+ */
+const processRegistries = new Map<string, Registry>();
+
+function processRegistry(prefix: string): Registry {
+  let r = processRegistries.get(prefix);
+  if (!r) {
+    r = new Registry();
+    collectDefaultMetrics({ register: r, prefix });
+    processRegistries.set(prefix, r);
+  }
+  return r;
 }
 
-interface Family {
-  readonly help: string;
-  readonly type: 'counter' | 'gauge';
-  readonly values: Map<string, number>;
-}
-
-interface HistogramSeries {
-  readonly counts: number[];
-  sum: number;
-  count: number;
-}
-
-/** A small metrics registry. All methods are O(labels) and never throw. */
+/** The collector's metrics. Recording methods are O(labels) and never throw. */
 export class CollectorMetrics {
-  private readonly families = new Map<string, Family>();
-  private readonly histogram = new Map<string, HistogramSeries>();
-  private readonly gauges: (() => Promise<string>)[] = [];
+  /** This collector's own metrics (the process metrics are merged in at scrape time). */
+  readonly registry = new Registry();
+  private readonly counters = new Map<string, Counter>();
+  private readonly requestDuration: Histogram;
+  private readonly ingestDuration: Histogram;
+  private readonly deliveryDuration: Histogram;
+  private readonly byType: Counter;
+  private readonly byRule: Counter;
 
-  constructor(private readonly prefix = 'toolguard_collector_') {}
+  constructor(private readonly prefix = 'toolguard_collector_') {
+    this.requestDuration = new Histogram({
+      name: `${prefix}request_duration_seconds`,
+      help: 'HTTP request latency by route template.',
+      labelNames: ['route', 'method'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.ingestDuration = new Histogram({
+      name: `${prefix}ingest_duration_seconds`,
+      help: 'Time from a fully received events body to its events stored (queue wait, parse, validation, commit), for stored batches.',
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.deliveryDuration = new Histogram({
+      name: `${prefix}forward_delivery_duration_seconds`,
+      help: 'Time one delivery of a batch to a forwarder sink took, by sink and outcome (ok, error).',
+      labelNames: ['sink', 'outcome'],
+      buckets: DELIVERY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.byType = this.counter(
+      'events_ingested_total',
+      'Valid events received, by event type (an event resent after a lost answer counts again; events_accepted_total counts stored ones once).',
+      ['type'],
+    );
+    // every type visible from the start, so rate() works before the first event of a type
+    for (const type of EVENT_TYPES) this.byType.inc({ type }, 0);
+    this.byRule = this.counter(
+      'events_by_rule_total',
+      `Valid events naming a rule, by rule id; ids the published policy does not have count as "${OTHER_LABEL}".`,
+      ['rule'],
+    );
+  }
 
-  /** Adds `by` (default 1) to counter `name{labels}`; the family is created on first use. */
+  private counter(name: string, help: string, labelNames: readonly string[]): Counter {
+    const c = new Counter({ name: `${this.prefix}${name}`, help, labelNames, registers: [this.registry] });
+    this.counters.set(name, c);
+    return c;
+  }
+
+  /**
+   * Adds `by` (default 1) to counter `name{labels}`. The family is created on the first call, with
+   * that call's `help` and label names; a later call with other label names is a programming error
+   * and is dropped (recording never takes a request down).
+   */
   inc(name: string, help: string, labels: Labels = {}, by = 1): void {
-    let f = this.families.get(name);
-    if (!f) {
-      f = { help, type: 'counter', values: new Map() };
-      this.families.set(name, f);
+    try {
+      const c = this.counters.get(name) ?? this.counter(name, help, Object.keys(labels));
+      c.inc(labels, by);
+    } catch {
+      // dropped: see above
     }
-    const k = key(labels);
-    f.values.set(k, (f.values.get(k) ?? 0) + by);
   }
 
   /**
@@ -61,66 +125,95 @@ export class CollectorMetrics {
   }
 
   /** The current value of counter `name{labels}` (0 when never incremented). */
-  get(name: string, labels: Labels = {}): number {
-    return this.families.get(name)?.values.get(key(labels)) ?? 0;
+  async get(name: string, labels: Labels = {}): Promise<number> {
+    const c = this.counters.get(name);
+    if (!c) return 0;
+    const want = Object.entries(labels);
+    const { values } = await c.get();
+    const row = values.find(
+      (v) =>
+        Object.keys(v.labels).length === want.length && want.every(([k, value]) => v.labels[k] === value),
+    );
+    return row?.value ?? 0;
   }
 
   /** Records one request's duration for the latency histogram. */
   observeRequest(route: string, method: string, seconds: number): void {
-    const k = key({ route, method });
-    let s = this.histogram.get(k);
-    if (!s) {
-      s = { counts: LATENCY_BUCKETS_S.map(() => 0), sum: 0, count: 0 };
-      this.histogram.set(k, s);
-    }
-    for (let i = 0; i < LATENCY_BUCKETS_S.length; i++)
-      if (seconds <= (LATENCY_BUCKETS_S[i] as number)) s.counts[i]! += 1;
-    s.sum += seconds;
-    s.count += 1;
+    this.requestDuration.observe({ route, method }, seconds);
+  }
+
+  /** Records how long a stored events body took from received to committed. */
+  observeIngest(seconds: number): void {
+    this.ingestDuration.observe(seconds);
+  }
+
+  /** Records one delivery attempt of forwarder `sink`. */
+  observeDelivery(sink: string, outcome: 'ok' | 'error', seconds: number): void {
+    this.deliveryDuration.observe({ sink, outcome }, seconds);
   }
 
   /**
-   * Registers a gauge family computed at scrape time. `collect` returns [labels, value] pairs;
-   * a throwing collector is skipped so /metrics always answers.
+   * Counts valid events by type and by rule. `ruleIds` are the rule ids of the published policy:
+   * any other id (an agent on an older or forged policy, or a hostile one) counts as `other`, and
+   * a type outside the schema's list likewise, so an agent cannot create series.
+   */
+  ingested(
+    events: readonly { readonly type: string; readonly ruleId: string | null }[],
+    ruleIds: ReadonlySet<string>,
+  ): void {
+    const types = new Map<string, number>();
+    const rules = new Map<string, number>();
+    for (const e of events) {
+      const t = KNOWN_TYPES.has(e.type) ? e.type : OTHER_LABEL;
+      types.set(t, (types.get(t) ?? 0) + 1);
+      if (e.ruleId === null) continue;
+      const r = ruleIds.has(e.ruleId) ? e.ruleId : OTHER_LABEL;
+      rules.set(r, (rules.get(r) ?? 0) + 1);
+    }
+    for (const [type, n] of types) this.byType.inc({ type }, n);
+    for (const [rule, n] of rules) this.byRule.inc({ rule }, n);
+  }
+
+  /**
+   * Registers a gauge family computed at scrape time with the given label names. `collect`
+   * returns [labels, value] pairs. When it throws (e.g. the DB is closing) /metrics still answers:
+   * a labelled family then has no samples in that scrape and an unlabelled one reads NaN.
    */
   gauge(
     name: string,
     help: string,
-    collect: () => readonly (readonly [Labels, number])[] | Promise<readonly (readonly [Labels, number])[]>,
+    labelNames: readonly string[],
+    collect: () => GaugeRows | Promise<GaugeRows>,
   ): void {
-    this.gauges.push(async () => {
-      const rows = await collect();
-      const lines = [`# HELP ${this.prefix}${name} ${help}`, `# TYPE ${this.prefix}${name} gauge`];
-      for (const [labels, v] of rows) lines.push(`${this.prefix}${name}${braces(key(labels))} ${v}`);
-      return lines.join('\n');
+    new Gauge({
+      name: `${this.prefix}${name}`,
+      help,
+      labelNames,
+      registers: [this.registry],
+      async collect() {
+        let rows: GaugeRows | null = null;
+        try {
+          rows = await collect();
+        } catch {
+          rows = null;
+        }
+        this.reset();
+        if (rows === null) {
+          if (labelNames.length === 0) this.set(Number.NaN);
+          return;
+        }
+        for (const [labels, v] of rows) this.set(labels, v);
+      },
     });
   }
 
-  /** The Prometheus text exposition of every metric. */
+  /** The Prometheus text exposition of this collector's metrics and the process metrics. */
   async render(): Promise<string> {
-    const out: string[] = [];
-    for (const [name, f] of this.families) {
-      out.push(`# HELP ${this.prefix}${name} ${f.help}`, `# TYPE ${this.prefix}${name} ${f.type}`);
-      for (const [k, v] of f.values) out.push(`${this.prefix}${name}${braces(k)} ${v}`);
-    }
-    const h = `${this.prefix}request_duration_seconds`;
-    out.push(`# HELP ${h} HTTP request latency by route template.`, `# TYPE ${h} histogram`);
-    for (const [k, s] of this.histogram) {
-      for (const [i, le] of LATENCY_BUCKETS_S.entries())
-        out.push(`${h}_bucket{${k},le="${le}"} ${s.counts[i]}`);
-      out.push(
-        `${h}_bucket{${k},le="+Inf"} ${s.count}`,
-        `${h}_sum{${k}} ${s.sum}`,
-        `${h}_count{${k}} ${s.count}`,
-      );
-    }
-    // a gauge whose source failed (e.g. DB closing) is left out of this scrape
-    const gauges = await Promise.all(this.gauges.map((g) => g().catch(() => null)));
-    for (const g of gauges) if (g !== null) out.push(g);
-    return `${out.join('\n')}\n`;
+    return await Registry.merge([this.registry, processRegistry(this.prefix)]).metrics();
   }
-}
 
-function braces(k: string): string {
-  return k === '' ? '' : `{${k}}`;
+  /** The content type of `render()`'s text. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
 }

@@ -23,6 +23,8 @@ export interface ServedPolicy {
 /** The current policy file, cached by file identity. */
 export class PolicyFileCache {
   private cached: { readonly identity: string; readonly policy: ServedPolicy } | null = null;
+  /** The rule ids of the cached policy, parsed once per policy version. */
+  private rules: { readonly etag: string; readonly ids: ReadonlySet<string> } | null = null;
 
   /** `file` is the envelope path; empty = no policy configured (every request gets 503). */
   constructor(private readonly file: string) {}
@@ -57,6 +59,48 @@ export class PolicyFileCache {
     const policy = { bytes, etag: `"${createHash('sha256').update(bytes).digest('hex')}"` };
     this.cached = { identity, policy };
     return policy;
+  }
+
+  /**
+   * The rule ids of the policy served now (read from the envelope's payload, unverified: the
+   * file is the admin's), at most `MAX_METRIC_RULE_IDS`; empty when no policy is served or its
+   * payload is not a policy body. Used only to bound the `rule` label of the metrics.
+   */
+  async ruleIds(): Promise<ReadonlySet<string>> {
+    let policy: ServedPolicy;
+    try {
+      policy = await this.current();
+    } catch {
+      return EMPTY;
+    }
+    if (this.rules?.etag !== policy.etag) this.rules = { etag: policy.etag, ids: ruleIdsOf(policy.bytes) };
+    return this.rules.ids;
+  }
+}
+
+/**
+ * At most this many rule ids become `rule` label values (one series each): far above a real ban
+ * list (tens of rules), and a bound on the scrape size whatever the published file holds.
+ */
+export const MAX_METRIC_RULE_IDS = 1000;
+const EMPTY: ReadonlySet<string> = new Set();
+
+function ruleIdsOf(bytes: Buffer): ReadonlySet<string> {
+  try {
+    const envelope = JSON.parse(bytes.toString('utf8')) as { payload?: unknown };
+    if (typeof envelope.payload !== 'string') return EMPTY;
+    const body = JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8')) as {
+      rules?: unknown;
+    };
+    if (!Array.isArray(body.rules)) return EMPTY;
+    const ids = new Set<string>();
+    for (const r of body.rules as { id?: unknown }[]) {
+      if (ids.size >= MAX_METRIC_RULE_IDS) break;
+      if (typeof r?.id === 'string') ids.add(r.id);
+    }
+    return ids;
+  } catch {
+    return EMPTY;
   }
 }
 

@@ -501,7 +501,7 @@ describe('health and metrics', () => {
     expect(text).toMatch(/toolguard_collector_events_duplicate_total [1-9]\d*/);
     expect(text).toMatch(/toolguard_collector_events_rejected_total\{reason="schema"\} [1-9]/);
     expect(text).toMatch(
-      /toolguard_collector_request_duration_seconds_bucket\{route="\/v1\/events",method="POST",le="\+Inf"\} [1-9]/,
+      /toolguard_collector_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/events",method="POST"\} [1-9]/,
     );
     expect(text).toMatch(/toolguard_collector_devices\{state="active"\} [1-9]/);
   });

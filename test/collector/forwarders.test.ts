@@ -230,13 +230,15 @@ describe('Splunk HEC sink', () => {
     await waitFor(() => hec.events.length >= before + 50, 'HEC to receive the 50 events');
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
     expect(got).toEqual(events.map((e) => e.id));
-    expect(c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })).toBeGreaterThanOrEqual(3);
+    expect(
+      await c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' }),
+    ).toBeGreaterThanOrEqual(3);
   });
 
   it('isolates and drops only an event HEC refuses as data (code 6); retries setup errors (code 7)', async () => {
     hec.refuse = { status: 400, code: 7, text: 'Incorrect index' };
     const before = hec.events.length;
-    const errorsBefore = c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' });
+    const errorsBefore = await c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' });
     const poison: Record<string, unknown> = { ...heartbeatEvent('dev-hec', 300), hostname: 'poison.test' };
     const events = [
       ...Array.from({ length: 6 }, (_, i) => heartbeatEvent('dev-hec', 301 + i)),
@@ -245,10 +247,11 @@ describe('Splunk HEC sink', () => {
     ];
     expect((await post(c, token, events)).status).toBe(200);
     await waitFor(
-      () => c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' }) >= errorsBefore + 2,
+      async () =>
+        (await c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })) >= errorsBefore + 2,
       'setup errors to be retried',
     );
-    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(0);
+    expect(await c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(0);
     hec.refuse = null;
     await waitFor(() => hec.events.length >= before + 11, 'the 11 good events');
     const got = hec.events.slice(before).map((e) => (e.event as { id: string }).id);
@@ -258,8 +261,8 @@ describe('Splunk HEC sink', () => {
       async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0,
       'the cursor past the poison',
     );
-    expect(c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
-    expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(await c.collector.metrics.get('forward_dropped_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(await c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
   });
 
   it('a stalled SIEM does not slow ingest; everything arrives after it recovers', async () => {

@@ -107,7 +107,9 @@ describe('Splunk HEC: indexer acknowledgement', () => {
     await waitFor(() => hec.eventRequests(200).length >= 2, 'two accepted but unacknowledged requests');
     // nothing acknowledged: all 5 events still wait
     expect(await c.collector.store.forwarderLag('splunk-hec')).toBe(5);
-    expect(c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' })).toBeGreaterThanOrEqual(1);
+    expect(
+      await c.collector.metrics.get('forward_errors_total', { sink: 'splunk-hec' }),
+    ).toBeGreaterThanOrEqual(1);
     hec.ackMode = 'immediate';
     await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(ids(hec)).toEqual(events.map((e) => e.id));
@@ -131,7 +133,7 @@ describe('Splunk HEC: partial indexing and refusals', () => {
     const refused = hec.eventRequests(400);
     expect(refused).toHaveLength(1);
     expect(hec.eventRequests(200)).toHaveLength(1);
-    expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(await c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
     const text = await (await fetch(`${c.url}/metrics`)).text();
     expect(text).toContain('toolguard_collector_forward_dead_letter_total{sink="splunk-hec"} 1');
   });
@@ -186,7 +188,7 @@ describe('Splunk HEC: partial indexing and refusals', () => {
     await waitFor(async () => (await c.collector.store.forwarderLag('splunk-hec')) === 0, 'the cursor');
     expect(hec.eventRequests(413).length).toBeGreaterThanOrEqual(2);
     expect(ids(hec)).toEqual(events.filter((e) => e !== huge).map((e) => e.id));
-    expect(c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
+    expect(await c.collector.metrics.get('forward_dead_letter_total', { sink: 'splunk-hec' })).toBe(1);
     // every request that was accepted fitted the limit
     for (const r of hec.eventRequests(200)) expect(r.status).toBe(200);
   });

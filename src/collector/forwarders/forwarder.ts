@@ -135,7 +135,14 @@ export class ForwarderRunner {
       try {
         const outcome = await store.deliverNext(sink.name, limits, async (rows) => {
           delivering = true;
-          result = await sink.deliver(rows);
+          const started = performance.now();
+          try {
+            result = await sink.deliver(rows);
+          } catch (err) {
+            metrics.observeDelivery(sink.name, 'error', (performance.now() - started) / 1000);
+            throw err;
+          }
+          metrics.observeDelivery(sink.name, 'ok', (performance.now() - started) / 1000);
         });
         if (outcome.kind === 'empty') {
           await this.pause(this.options.pollMs ?? DEFAULT_POLL_MS, true);
