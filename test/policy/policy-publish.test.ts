@@ -137,7 +137,7 @@ describe('publishing a new policy', () => {
     for (const a of agents) await waitFor(() => versionOf(a.socketDir) === 8, 'v8 applied on every guardd');
     const status = runGuardctl(['--socket-dir', agents[0]?.socketDir ?? '', 'status']);
     expect(status.code).toBe(0);
-    expect(status.stdout).toMatch(/policy\s+v8 \(1 rules\)/);
+    expect(status.stdout).toMatch(/version\s+v8 · 1 rule · /);
     const show = runGuardctl(['--socket-dir', agents[1]?.socketDir ?? '', 'policy', 'show']);
     expect(show.code).toBe(0);
     expect(show.stdout).toMatch(/^policy\s+v8 \(enforce\)/);
