@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { StoredEventRow } from '../../src/collector/collector-store.js';
 import { fitLine } from '../../src/collector/forwarders/line-fit.js';
 import { NDJSON_MAX_LINE_BYTES, NdjsonFileSink } from '../../src/collector/forwarders/ndjson-file-sink.js';
+import { toEcs } from '../../src/events/ecs.js';
 import { validateEvent } from '../../src/events/event-schema.js';
 import { toOcsf } from '../../src/events/ocsf.js';
 import { sampleEvent } from '../events/samples.js';
@@ -72,6 +73,50 @@ describe('fitLine', () => {
     const r = ocsf180().validate(out);
     expect(r.errors).toEqual([]);
     expect(r.warnings).toEqual([]);
+  });
+});
+
+describe('fitLine: events long in other fields than the command line', () => {
+  // Text fields may hold thousands of control characters, which JSON writes 6 bytes each.
+  const ctl = '\u0001'.repeat(8000);
+  const wide = (): Record<string, unknown> => {
+    const e = sampleEvent('process.blocked') as unknown as Record<string, unknown> & {
+      outcome: Record<string, unknown>;
+    };
+    return { ...e, exe: `/tmp/${ctl}`, name: ctl, outcome: { ...e.outcome, error: ctl } };
+  };
+
+  it.each([
+    ['raw', (e: Record<string, unknown>) => e],
+    ['ocsf', (e: Record<string, unknown>) => toOcsf(e)],
+    ['ecs', (e: Record<string, unknown>) => toEcs(e)],
+  ])(
+    '%s: the longest strings are cut, with a note, until the line fits; same id, same line every time',
+    (_f, map) => {
+      const e = wide();
+      const doc = map(e) as Record<string, unknown>;
+      expect(Buffer.byteLength(JSON.stringify(doc))).toBeGreaterThan(NDJSON_MAX_LINE_BYTES);
+      const line = fitLine(doc, NDJSON_MAX_LINE_BYTES);
+      expect(Buffer.byteLength(line)).toBeLessThanOrEqual(NDJSON_MAX_LINE_BYTES);
+      expect(line).toMatch(/ \[…\d+ bytes cut\]/);
+      expect(JSON.stringify(JSON.parse(line))).toBe(line);
+      expect(line).toContain(e.id as string);
+      expect(fitLine(map(wide()), NDJSON_MAX_LINE_BYTES)).toBe(line);
+    },
+  );
+
+  it('a line that cannot be cut to fit (thousands of short elements) becomes a stub with the id', () => {
+    const e = { ...sampleEvent('process.blocked'), pids: Array.from({ length: 20_000 }, (_, i) => i) };
+    const line = fitLine(e, NDJSON_MAX_LINE_BYTES);
+    expect(Buffer.byteLength(line)).toBeLessThanOrEqual(NDJSON_MAX_LINE_BYTES);
+    expect(JSON.parse(line)).toEqual({
+      oversize: true,
+      id: e.id,
+      type: 'process.blocked',
+      device_id: e.device_id,
+      time: e.time,
+      untruncated_size: Buffer.byteLength(JSON.stringify(e)),
+    });
   });
 });
 
