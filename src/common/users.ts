@@ -159,30 +159,36 @@ class NssUsers {
         if (byUid.has(uid)) continue;
         // Not waited for: a uid not cached yet is looked up in the background, its home counts
         // from the next round.
-        const record = this.cached(uid)?.record ?? null;
+        const record = this.cached(uid, true)?.record ?? null;
         if (record) byUid.set(uid, record);
       }
     }
     return [...byUid.values()];
   }
 
-  /** The cache entry of `uid` (fresh or stale); starts a lookup when it is missing or stale. */
-  private cached(uid: number): CachedOwner | undefined {
+  /**
+   * The cache entry of `uid` (fresh or stale); starts a lookup when it is missing or stale.
+   * `home`: the uid owns a home directory — its lookup goes first and is never refused for a full
+   * queue (home directories bound it), so processes under thousands of other uids cannot keep a
+   * directory user's home from being found and scanned.
+   */
+  private cached(uid: number, home = false): CachedOwner | undefined {
     this.invalidateOnChange();
     const hit = this.cache.get(uid);
-    if (!hit || hit.expiresAt <= Date.now()) this.startLookup(uid);
+    if (!hit || hit.expiresAt <= Date.now()) this.startLookup(uid, home);
     return hit;
   }
 
-  private startLookup(uid: number): void {
+  private startLookup(uid: number, home: boolean): void {
     if (this.inflight.has(uid)) return;
-    if (this.queue.length >= NSS_MAX_QUEUED_LOOKUPS) {
+    if (!home && this.queue.length >= NSS_MAX_QUEUED_LOOKUPS) {
       this.counts.dropped++;
       return;
     }
     this.counts.lookups++;
     const p = new Promise<void>((done) => {
-      this.queue.push({ uid, done });
+      if (home) this.queue.unshift({ uid, done });
+      else this.queue.push({ uid, done });
     }).finally(() => {
       this.inflight.delete(uid);
     });
