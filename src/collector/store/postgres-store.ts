@@ -134,6 +134,42 @@ const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
 ) ON COMMIT DELETE ROWS`;
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
+/**
+ * A group's device changes in one statement: last-seen of every device ($1, $2, sorted by id);
+ * agent version ($3–$5), policy ($6–$9) and coverage ($10–$13) of the highest seq, and the clean
+ * stop ($14–$16), each only on the row of the same enrollment and the policy/coverage only when
+ * not older than the stored seq; then NOTIFY when the group stored a row ($17). At most one entry
+ * per (device, enrollment) per list, so each subquery yields at most one row.
+ */
+const DEVICE_UPDATE_SQL = `
+  WITH a AS (SELECT * FROM unnest($3::text[], $4::int4[], $5::text[]) AS a(id, enrollment, v)),
+       p AS (SELECT * FROM unnest($6::text[], $7::int4[], $8::int8[], $9::int8[]) AS p(id, enrollment, v, seq)),
+       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[]) AS cv(id, enrollment, v, seq)),
+       s AS (SELECT * FROM unnest($14::text[], $15::int4[], $16::text[]) AS s(id, enrollment, v)),
+       u AS (
+         UPDATE devices d SET
+           last_seen_at = t.at,
+           agent_version = COALESCE(
+             (SELECT a.v FROM a WHERE a.id = d.id AND a.enrollment = d.enrollment), d.agent_version),
+           (policy_version, policy_seq) = (
+             SELECT CASE WHEN ok THEN p.v ELSE d.policy_version END, CASE WHEN ok THEN p.seq ELSE d.policy_seq END
+             FROM (SELECT 1) one
+             LEFT JOIN p ON p.id = d.id AND p.enrollment = d.enrollment
+             CROSS JOIN LATERAL (SELECT p.seq IS NOT NULL AND (d.policy_seq IS NULL OR d.policy_seq <= p.seq) AS ok) k),
+           (coverage, coverage_seq) = (
+             SELECT CASE WHEN ok THEN cv.v ELSE d.coverage END, CASE WHEN ok THEN cv.seq ELSE d.coverage_seq END
+             FROM (SELECT 1) one
+             LEFT JOIN cv ON cv.id = d.id AND cv.enrollment = d.enrollment
+             CROSS JOIN LATERAL (SELECT cv.seq IS NOT NULL AND (d.coverage_seq IS NULL OR d.coverage_seq <= cv.seq) AS ok) k),
+           stopped_at = CASE
+             WHEN EXISTS (SELECT 1 FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
+             THEN (SELECT s.v FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
+             ELSE d.stopped_at END
+         FROM unnest($1::text[], $2::text[]) AS t(id, at)
+         WHERE d.id = t.id
+         RETURNING 1)
+  SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
+  FROM (SELECT count(*) FROM u) n`;
 /** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
 export const DEFAULT_PG_POOL = 10;
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
@@ -369,54 +405,36 @@ export class PostgresCollectorStore implements CollectorStorePort {
                ON CONFLICT DO NOTHING
                RETURNING device_id, enrollment, id`,
       });
-      if (updates.touch.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET last_seen_at = u.at
-           FROM unnest($1::text[], $2::text[]) AS u(id, at) WHERE d.id = u.id`,
-          [updates.touch.ids, updates.touch.at],
-        );
-      if (updates.agent.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET agent_version = u.v
-           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
-          [updates.agent.ids, updates.agent.enrollments, updates.agent.values],
-        );
-      if (updates.policy.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET policy_version = u.v, policy_seq = u.seq
-           FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS u(id, enrollment, v, seq)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.policy_seq IS NULL OR d.policy_seq <= u.seq)`,
-          [updates.policy.ids, updates.policy.enrollments, updates.policy.values, updates.policy.seqs],
-        );
-      if (updates.coverage.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET coverage = u.v, coverage_seq = u.seq
-           FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[]) AS u(id, enrollment, v, seq)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.coverage_seq IS NULL OR d.coverage_seq <= u.seq)`,
-          [
-            updates.coverage.ids,
-            updates.coverage.enrollments,
-            updates.coverage.values,
-            updates.coverage.seqs,
-          ],
-        );
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
       const storedKeys = new Set(r.rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
       const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
-      if (stops.length > 0)
-        await c.query(
-          `UPDATE devices d SET stopped_at = u.v
-           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
-          [
+      // every device change and the notification in one statement (one round trip while the
+      // rows are locked); each SET reads the locked row, so a change of another enrollment is skipped
+      if (updates.touch.ids.length > 0)
+        await c.query({
+          name: 'tg_update_devices',
+          text: DEVICE_UPDATE_SQL,
+          values: [
+            updates.touch.ids,
+            updates.touch.at,
+            updates.agent.ids,
+            updates.agent.enrollments,
+            updates.agent.values,
+            updates.policy.ids,
+            updates.policy.enrollments,
+            updates.policy.values,
+            updates.policy.seqs,
+            updates.coverage.ids,
+            updates.coverage.enrollments,
+            updates.coverage.values,
+            updates.coverage.seqs,
             stops.map((n) => n.id),
             stops.map((n) => n.enrollment),
             stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
+            r.rows.length > 0,
           ],
-        );
-      if (r.rows.length > 0) await c.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', '')`);
+        });
       return r.rows;
     });
     if (committedOn) this.staged.add(committedOn);
