@@ -4,8 +4,9 @@
 //   2. PostgreSQL, one collector;
 //   3. PostgreSQL, three collectors on the same database (agents spread over them);
 //   4. PostgreSQL ceilings of the same rows without HTTP, parsing or validation: a raw COPY
-//      (psql \copy into the collector's events table) and the store's own multi-row INSERT
-//      (PostgresCollectorStore.insertGroup, one 500-event group per transaction, back to back);
+//      (psql \copy into the collector's events table) and the store's own ingest
+//      (PostgresCollectorStore.insertGroup: COPY into a staging table + INSERT … SELECT … ON
+//      CONFLICT, one 500-event group per transaction, back to back);
 //   5. database size per million events, both stores (extrapolated from what the runs stored).
 // Load: 50 concurrent simulated agents posting 500-event NDJSON batches back to back (keep-alive),
 // each agent enrolled on and posting to one collector (round-robin over the collectors).
@@ -303,7 +304,7 @@ async function main() {
         `${Math.round(r.p50)} / ${Math.round(r.p99)} ms`,
       ]),
       [
-        'PostgreSQL store INSERT (unnest, 500/tx, no HTTP)',
+        'PostgreSQL store insertGroup (COPY→staging + INSERT…SELECT, 500/tx, no HTTP)',
         f(insertPerS),
         ((insertPerS / copyPerS) * 100).toFixed(1),
         '',

@@ -6,9 +6,12 @@
  *
  * Idempotency is the SQLite store's (collector-store.ts explains why): UNIQUE (device_id,
  * enrollment, id) and `INSERT … ON CONFLICT DO NOTHING`; an event earlier in the same group is a
- * duplicate too. A group is one multi-row INSERT (`unnest` of one array per column: one statement
- * and one round trip whatever the group size) — COPY cannot skip conflicting rows, and COPY into a
- * staging table plus `INSERT … SELECT` measured slower (docs/collector.md). Device rows are
+ * duplicate too. A group is COPYed (pg-copy-streams, text format) into the connection's temporary
+ * staging table (STAGING: no WAL, emptied at commit), then moved by one `INSERT … SELECT … ON
+ * CONFLICT DO NOTHING RETURNING` in the same transaction — COPY alone cannot skip conflicting rows;
+ * this measured faster than one multi-row `INSERT … SELECT FROM unnest(…)` (docs/collector.md). The
+ * commit stays synchronous (`synchronous_commit` as the server sets it: keep it `on`): an
+ * acknowledged batch is durable. Device rows are
  * updated in device-id order, so concurrent groups (this collector's and other collectors') take
  * their row locks in one order; a deadlock or serialization failure is retried.
  *
@@ -38,7 +41,10 @@
  */
 
 // pg is CommonJS: its named exports are not visible to ESM, the default export is.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type {
@@ -115,8 +121,55 @@ export const PG_MIGRATIONS: readonly string[] = [
 /** Advisory lock classes (first key of the two-key form), so toolguard's locks never meet others'. */
 const LOCK_MIGRATE = 0x7467_0001;
 const LOCK_FORWARDER = 0x7467_0002;
+/**
+ * Each pool connection's staging table for ingest: a session-private temporary table (no WAL, no
+ * shared buffers, nothing other sessions can see) emptied at every commit. Created in the first
+ * ingest transaction on a connection; `staged` remembers the connections where that committed.
+ */
+const STAGING = 'tg_events_staging';
+const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
+  ord int4 NOT NULL, id text COLLATE "C", device_id text COLLATE "C", enrollment int4, seq int8,
+  type text COLLATE "C", time text COLLATE "C", rule_id text COLLATE "C", received_at text COLLATE "C",
+  body text
+) ON COMMIT DELETE ROWS`;
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
+/**
+ * A group's device changes in one statement: last-seen of every device ($1, $2, sorted by id);
+ * agent version ($3–$5), policy ($6–$9) and coverage ($10–$13) of the highest seq, and the clean
+ * stop ($14–$16), each only on the row of the same enrollment and the policy/coverage only when
+ * not older than the stored seq; then NOTIFY when the group stored a row ($17). At most one entry
+ * per (device, enrollment) per list, so each subquery yields at most one row.
+ */
+const DEVICE_UPDATE_SQL = `
+  WITH a AS (SELECT * FROM unnest($3::text[], $4::int4[], $5::text[]) AS a(id, enrollment, v)),
+       p AS (SELECT * FROM unnest($6::text[], $7::int4[], $8::int8[], $9::int8[]) AS p(id, enrollment, v, seq)),
+       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[]) AS cv(id, enrollment, v, seq)),
+       s AS (SELECT * FROM unnest($14::text[], $15::int4[], $16::text[]) AS s(id, enrollment, v)),
+       u AS (
+         UPDATE devices d SET
+           last_seen_at = t.at,
+           agent_version = COALESCE(
+             (SELECT a.v FROM a WHERE a.id = d.id AND a.enrollment = d.enrollment), d.agent_version),
+           (policy_version, policy_seq) = (
+             SELECT CASE WHEN ok THEN p.v ELSE d.policy_version END, CASE WHEN ok THEN p.seq ELSE d.policy_seq END
+             FROM (SELECT 1) one
+             LEFT JOIN p ON p.id = d.id AND p.enrollment = d.enrollment
+             CROSS JOIN LATERAL (SELECT p.seq IS NOT NULL AND (d.policy_seq IS NULL OR d.policy_seq <= p.seq) AS ok) k),
+           (coverage, coverage_seq) = (
+             SELECT CASE WHEN ok THEN cv.v ELSE d.coverage END, CASE WHEN ok THEN cv.seq ELSE d.coverage_seq END
+             FROM (SELECT 1) one
+             LEFT JOIN cv ON cv.id = d.id AND cv.enrollment = d.enrollment
+             CROSS JOIN LATERAL (SELECT cv.seq IS NOT NULL AND (d.coverage_seq IS NULL OR d.coverage_seq <= cv.seq) AS ok) k),
+           stopped_at = CASE
+             WHEN EXISTS (SELECT 1 FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
+             THEN (SELECT s.v FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
+             ELSE d.stopped_at END
+         FROM unnest($1::text[], $2::text[]) AS t(id, at)
+         WHERE d.id = t.id
+         RETURNING 1)
+  SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
+  FROM (SELECT count(*) FROM u) n`;
 /** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
 export const DEFAULT_PG_POOL = 10;
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
@@ -176,6 +229,8 @@ export class PostgresCollectorStore implements CollectorStorePort {
   private relisten: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly log: Logger | undefined;
+  /** Pool connections whose staging table exists (a creation rolled back does not count). */
+  private readonly staged = new WeakSet<pg.PoolClient>();
 
   private constructor(
     private readonly options: PostgresStoreOptions,
@@ -327,80 +382,62 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
-    // one row per event, in batch order; a (device, enrollment, id) seen earlier is a duplicate
-    const cols: unknown[][] = [[], [], [], [], [], [], [], [], []];
-    for (const b of batches)
-      for (const e of b.events) {
-        cols[0]?.push(e.id);
-        cols[1]?.push(b.deviceId);
-        cols[2]?.push(b.enrollment);
-        cols[3]?.push(e.seq);
-        cols[4]?.push(e.type);
-        cols[5]?.push(e.time);
-        cols[6]?.push(e.ruleId === null ? null : pgText(e.ruleId));
-        cols[7]?.push(b.receivedAt);
-        cols[8]?.push(e.body);
-      }
+    // one COPY row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
+    let copyText = '';
+    let ord = 0;
+    for (const b of batches) {
+      const device = copyField(b.deviceId);
+      const received = copyField(b.receivedAt);
+      for (const e of b.events)
+        copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\n`;
+    }
     const updates = deviceUpdates(batches);
+    let committedOn: pg.PoolClient | undefined;
     const inserted = await this.tx(async (c) => {
-      const r = await c.query<{ device_id: string; enrollment: number; id: string }>(
-        `INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[], $6::text[],
-                              $7::text[], $8::text[], $9::text[])
-         ON CONFLICT DO NOTHING
-         RETURNING device_id, enrollment, id`,
-        cols,
-      );
-      if (updates.touch.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET last_seen_at = u.at
-           FROM unnest($1::text[], $2::text[]) AS u(id, at) WHERE d.id = u.id`,
-          [updates.touch.ids, updates.touch.at],
-        );
-      if (updates.agent.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET agent_version = u.v
-           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
-          [updates.agent.ids, updates.agent.enrollments, updates.agent.values],
-        );
-      if (updates.policy.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET policy_version = u.v, policy_seq = u.seq
-           FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS u(id, enrollment, v, seq)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.policy_seq IS NULL OR d.policy_seq <= u.seq)`,
-          [updates.policy.ids, updates.policy.enrollments, updates.policy.values, updates.policy.seqs],
-        );
-      if (updates.coverage.ids.length > 0)
-        await c.query(
-          `UPDATE devices d SET coverage = u.v, coverage_seq = u.seq
-           FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[]) AS u(id, enrollment, v, seq)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment AND (d.coverage_seq IS NULL OR d.coverage_seq <= u.seq)`,
-          [
-            updates.coverage.ids,
-            updates.coverage.enrollments,
-            updates.coverage.values,
-            updates.coverage.seqs,
-          ],
-        );
+      committedOn = c;
+      if (!this.staged.has(c)) await c.query(CREATE_STAGING);
+      await copyInto(c, copyText);
+      const r = await c.query<{ device_id: string; enrollment: number; id: string }>({
+        name: 'tg_insert_staged',
+        text: `INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
+               SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body
+               FROM ${STAGING} ORDER BY ord
+               ON CONFLICT DO NOTHING
+               RETURNING device_id, enrollment, id`,
+      });
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
       const storedKeys = new Set(r.rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
       const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
-      if (stops.length > 0)
-        await c.query(
-          `UPDATE devices d SET stopped_at = u.v
-           FROM unnest($1::text[], $2::int4[], $3::text[]) AS u(id, enrollment, v)
-           WHERE d.id = u.id AND d.enrollment = u.enrollment`,
-          [
+      // every device change and the notification in one statement (one round trip while the
+      // rows are locked); each SET reads the locked row, so a change of another enrollment is skipped
+      if (updates.touch.ids.length > 0)
+        await c.query({
+          name: 'tg_update_devices',
+          text: DEVICE_UPDATE_SQL,
+          values: [
+            updates.touch.ids,
+            updates.touch.at,
+            updates.agent.ids,
+            updates.agent.enrollments,
+            updates.agent.values,
+            updates.policy.ids,
+            updates.policy.enrollments,
+            updates.policy.values,
+            updates.policy.seqs,
+            updates.coverage.ids,
+            updates.coverage.enrollments,
+            updates.coverage.values,
+            updates.coverage.seqs,
             stops.map((n) => n.id),
             stops.map((n) => n.enrollment),
             stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
+            r.rows.length > 0,
           ],
-        );
-      if (r.rows.length > 0) await c.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', '')`);
+        });
       return r.rows;
     });
+    if (committedOn) this.staged.add(committedOn);
     // attribute each inserted row to the first batch (in order) that carried its key
     const fresh = new Set<string>();
     for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
@@ -636,6 +673,25 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
  * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Event
  * bodies need nothing: they are JSON text, where U+0000 is always escaped.
  */
+/** A text value as a field of COPY's text format (pgText, then backslash escapes). */
+function copyField(s: string): string {
+  const t = pgText(s);
+  return /[\\\t\n\r]/.test(t) ? t.replace(/[\\\t\n\r]/g, copyEscape) : t;
+}
+function copyEscape(ch: string): string {
+  return ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r';
+}
+
+/** COPYs `text` (COPY text format, STAGING's columns) into this connection's staging table. */
+function copyInto(c: pg.PoolClient, text: string): Promise<void> {
+  const stream = c.query(
+    copyFrom(
+      `COPY ${STAGING}(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body) FROM STDIN`,
+    ),
+  );
+  return pipeline(Readable.from([text]), stream);
+}
+
 function pgText(s: string): string {
   return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
 }
