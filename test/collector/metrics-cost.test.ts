@@ -4,6 +4,7 @@
  * coverage gauge (four of them: at 50,000 devices on SQLite that was ~0.6 s of blocked event loop
  * a scrape, ~0.15 s now). Real collector on loopback; the store's own method runs, only counted.
  */
+import { request } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTestCollector, type TestCollector } from '../helpers/collector.js';
 
@@ -36,5 +37,28 @@ describe('/metrics cost', () => {
     expect(scans).toBe(1);
     await (await fetch(`${c.url}/metrics`)).text();
     expect(scans).toBe(2);
+  });
+
+  it('an unknown HTTP method adds no series: it counts as other', async () => {
+    c ??= await startTestCollector();
+    const u = new URL(c.url);
+    const methods = ['PROPFIND', 'MKCOL', 'LOCK', 'SEARCH', 'PURGE', 'REPORT'];
+    for (const method of methods)
+      await new Promise<void>((done) => {
+        const r = request({ host: u.hostname, port: u.port, method, path: '/nowhere' }, (res) => {
+          res.resume();
+          res.on('end', done);
+        });
+        r.on('error', () => done());
+        r.end();
+      });
+    const text = await (await fetch(`${c.url}/metrics`)).text();
+    const counts = text
+      .split('\n')
+      .filter((l) => l.startsWith('toolguard_collector_request_duration_seconds_count{route="unmatched"'));
+    for (const m of methods) expect(text).not.toContain(`method="${m}"`);
+    expect(counts).toEqual([
+      'toolguard_collector_request_duration_seconds_count{route="unmatched",method="other"} 6',
+    ]);
   });
 });
