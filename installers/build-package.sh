@@ -333,7 +333,15 @@ EOF
   local comp=(-Zxz -z1)
   [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && comp=(-Zgzip -z1)
   local deb="$OUT/toolguard_${VERSION}_${arch}.deb"
-  dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null
+  if [ -f "$root/etc/toolguard/enroll-secret" ]; then
+    # The payload holds the enroll secret: the package file is root's alone from its first byte
+    # (anyone who can read a .deb can extract it, whatever the file's mode inside).
+    rm -f "$deb"
+    (umask 077 && dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null)
+    chmod 0600 "$deb"
+  else
+    dpkg-deb --root-owner-group "${comp[@]}" --build "$root" "$deb" >/dev/null
+  fi
   log "built $deb"
   echo "$deb"
 }
@@ -399,7 +407,14 @@ build_rpm() {
     installers/rpm/toolguard.spec >/dev/null
   local rpm
   rpm="$(find "$top/RPMS" -name '*.rpm' | head -n1)"
-  cp "$rpm" "$OUT/"
+  if [ -f "$root/etc/toolguard/enroll-secret" ]; then
+    # holds the enroll secret (see build_deb): root's alone from its first byte
+    rm -f "$OUT/$(basename "$rpm")"
+    (umask 077 && cp "$rpm" "$OUT/")
+    chmod 0600 "$OUT/$(basename "$rpm")"
+  else
+    cp "$rpm" "$OUT/"
+  fi
   log "built $OUT/$(basename "$rpm")"
   echo "$OUT/$(basename "$rpm")"
 }

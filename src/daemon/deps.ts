@@ -51,7 +51,7 @@ import { type Db, openDatabase, StateStore } from '../store/database.js';
 import { DeviceIdentity } from '../store/device-identity.js';
 import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
-import { ProcessReports } from '../store/process-reports.js';
+import { currentBootId, ProcessReports } from '../store/process-reports.js';
 import { SentLog, sentControlMethods } from '../store/sent-log.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
@@ -166,12 +166,14 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     // Local mode acts only within its scope (see local-mode.ts); a real deployment on every match.
     ...(local ? { scope: local.scope } : {}),
   });
+  const reports = new ProcessReports(db);
+  reports.beginBoot(currentBootId(), state);
   const pipeline = new Pipeline({
     enforcer,
     logger: logger.child({ component: 'pipeline' }),
     hostname: host,
     deviceTags: config['device.tags'],
-    reports: new ProcessReports(db),
+    reports,
   });
 
   const execDeny = buildExecDeny(config, logger, local !== null, {

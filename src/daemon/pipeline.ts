@@ -69,6 +69,8 @@ export class Pipeline {
     if (
       obs.kind === 'process' &&
       !(decision.rule.action === 'block' && decision.mode === 'enforce') &&
+      // an unknown start time (0: ps-list on Windows) is no identity: a reused pid is another process
+      obs.startTime > 0 &&
       this.options.reports?.isRepeat(
         obs.pid,
         obs.startTime,

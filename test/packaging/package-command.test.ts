@@ -8,7 +8,7 @@
  * chowns to root, mount namespaces), like the other .deb tests.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load-config.js';
@@ -186,6 +186,8 @@ describe('a .deb with the config baked in, installed into a scratch root', () =>
     // In the payload too (not only fixed by postinst): a package extracted by hand keeps it private.
     const secret = debContents(deb).find((e) => e.path === '/etc/toolguard/enroll-secret');
     expect(secret).toMatchObject({ mode: '-rw-------', owner: 'root/root' });
+    // The package file itself: anyone who can read it can extract the secret (reviewer: it was 0644).
+    expect((statSync(deb).mode & 0o777).toString(8)).toBe('600');
   });
 
   it('the installed guardctl refuses to build (no build tree in a package): exit 10 with the fix', () => {
@@ -310,6 +312,8 @@ describe('an .rpm with the config baked in', () => {
       );
       expect(r.code, r.stderr).toBe(0);
       const rpm = (JSON.parse(r.stdout) as { package: string }).package;
+      // holds the secret: readable by its owner only, like the .deb
+      expect((statSync(rpm).mode & 0o777).toString(8)).toBe('600');
       const q = (args: readonly string[]): string =>
         spawnSync('rpm', [...args, rpm], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).stdout;
       expect(q(['-qpc']).trim().split('\n')).toEqual([

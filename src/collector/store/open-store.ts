@@ -8,7 +8,7 @@
 import { GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { CollectorStorePort } from './port.js';
-import { PostgresCollectorStore } from './postgres-store.js';
+import { PostgresCollectorStore, SECRET_URL_PARAMS } from './postgres-store.js';
 import { SqliteCollectorStore } from './sqlite-store.js';
 
 /** How to reach the store (collector-config.ts's `store_*` settings, files already read). */
@@ -44,7 +44,8 @@ export function checkStoreUrl(url: string): void {
       { key: 'store_url' },
     );
   }
-  if (u.password !== '')
+  // pg also takes a password from the query (`?password=`, and `?sslpassword=` for the key)
+  if (u.password !== '' || SECRET_URL_PARAMS.some((k) => u.searchParams.has(k)))
     throw new GuardError(
       'GUARD_CONFIG_INVALID_VALUE',
       'config key "store_url": holds a password, expected none (put it in the file named by store_password_file)',

@@ -209,11 +209,15 @@ const types = {
       : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-/** The URL with any password replaced, for logs and errors. */
+/** Query parameters of a PostgreSQL URL that pg reads as secrets (pg-connection-string). */
+export const SECRET_URL_PARAMS: readonly string[] = ['password', 'sslpassword'];
+
+/** The URL with any password (userinfo or query) replaced, for logs and errors. */
 export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
+    for (const k of SECRET_URL_PARAMS) if (u.searchParams.has(k)) u.searchParams.set(k, '***');
     return u.toString();
   } catch {
     return 'postgres://(unparseable url)';
