@@ -16,14 +16,13 @@
 //      the target (p99 < 100 ms). Collectors run with their default limits.
 // The load generator is one Node process on the same machine as the collectors and PostgreSQL:
 // when it cannot reach the rate, the rate reached is what is printed.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { cpus, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { hashToken } from '../dist/collector/auth.js';
 import { PostgresCollectorStore } from '../dist/collector/store/postgres-store.js';
 import { uuidv7 } from '../dist/common/uuidv7.js';
+import { collectorSecrets, pct, spawnCollector } from './lib/bench-collector.js';
 import { startPostgres } from './lib/postgres.js';
 
 /** The fleet of the target. */
@@ -48,49 +47,16 @@ const TICK_MS = 2;
 const START_TIMEOUT_MS = 15_000;
 const TARGET_P99_MS = 100;
 
-const BIN = fileURLToPath(new URL('../bin/guard-collector.js', import.meta.url));
-const enrollSecret = randomBytes(24).toString('base64url');
-const adminToken = randomBytes(24).toString('base64url');
+const secrets = collectorSecrets();
 
 async function startCollector(storeUrl) {
-  const proc = spawn(
-    process.execPath,
-    [BIN, '--listen', '127.0.0.1:0', '--log-level', 'warn', '--store-url', storeUrl],
-    {
-      env: {
-        PATH: process.env.PATH,
-        TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
-        TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const url = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('collector did not start in time')), START_TIMEOUT_MS);
-    proc.stdout.on('data', (s) => {
-      out += s;
-      const m = /guard-collector listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`collector exited ${code}`)));
-  });
-  const u = new URL(url);
+  const c = await spawnCollector(secrets, ['--store-url', storeUrl], { timeoutMs: START_TIMEOUT_MS });
+  const u = new URL(c.url);
   return {
     host: u.hostname,
     port: Number(u.port),
     agent: new Agent({ keepAlive: true, maxSockets: SOCKETS_PER_COLLECTOR }),
-    stop: () =>
-      proc.exitCode !== null
-        ? Promise.resolve()
-        : new Promise((resolve) => {
-            proc.once('exit', resolve);
-            proc.kill('SIGTERM');
-          }),
+    stop: c.stop,
   };
 }
 
@@ -206,8 +172,6 @@ function drive(collectors, salt, state, seconds, measured) {
     tick();
   });
 }
-
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 async function main() {
   const server = await startPostgres();

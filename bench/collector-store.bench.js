@@ -12,18 +12,22 @@
 // each agent enrolled on and posting to one collector (round-robin over the collectors).
 // PostgreSQL runs with its default durability (fsync, synchronous_commit on) like SQLite's FULL.
 // Every event is schema-valid and unique. Prints measured numbers only.
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { parseBatch } from '../dist/collector/ingest.js';
 import { PostgresCollectorStore } from '../dist/collector/store/postgres-store.js';
-import { uuidv7 } from '../dist/common/uuidv7.js';
+import {
+  batchBody,
+  collectorSecrets,
+  enroll,
+  eventLine,
+  pct,
+  spawnCollector,
+} from './lib/bench-collector.js';
 import { startPostgres } from './lib/postgres.js';
 
 const AGENTS = 50;
@@ -33,96 +37,10 @@ const INGEST_MS = 8_000;
 /** Rows of the ceiling runs: 100,000 (200 batches of 500). */
 const CEILING_BATCHES = 200;
 
-const BIN = fileURLToPath(new URL('../bin/guard-collector.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'tgcsb-'));
-const enrollSecret = randomBytes(24).toString('base64url');
-const adminToken = randomBytes(24).toString('base64url');
+const secrets = collectorSecrets();
 
-function eventLine(deviceId, seq) {
-  return JSON.stringify({
-    id: uuidv7(),
-    time: new Date().toISOString(),
-    seq,
-    device_id: deviceId,
-    hostname: `${deviceId}.corp.example`,
-    type: 'process.blocked',
-    agent_version: '0.1.0',
-    uid: 1000,
-    user: 'alice',
-    pid: 40_000 + (seq % 20_000),
-    ppid: 1234,
-    name: 'claude',
-    exe: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code/cli.js',
-    argv: ['node', '/home/alice/.npm-global/bin/claude', '--print', 'explain this repo'],
-    start_time: 1_000_000 + seq,
-    tty: '/dev/pts/3',
-    rule: { id: 'claude-code', name: 'Claude Code', action: 'block' },
-    reason: 'script_package',
-    policy_version: 12,
-    mode: 'enforce',
-    outcome: { action_taken: 'killed', latency_ms: 41.5, error: null },
-  });
-}
-
-/** A 500-event body by concatenation around a constant tail (keeps the load generator cheap). */
-function batchBody(deviceId, firstSeq) {
-  const sample = eventLine(deviceId, 1);
-  const tail = sample.slice(sample.indexOf(',"device_id"'));
-  const time = new Date().toISOString();
-  let s = '';
-  for (let i = 0; i < BATCH; i++) s += `{"id":"${uuidv7()}","time":"${time}","seq":${firstSeq + i}${tail}\n`;
-  return s;
-}
-
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-
-async function startCollector(args) {
-  const proc = spawn(process.execPath, [BIN, '--listen', '127.0.0.1:0', '--log-level', 'warn', ...args], {
-    env: {
-      PATH: process.env.PATH,
-      TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
-      TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const url = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('collector did not start within 15 s')), 15_000);
-    proc.stdout.on('data', (s) => {
-      out += s;
-      const m = /guard-collector listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`collector exited ${code}`)));
-  });
-  return {
-    url,
-    stop: () =>
-      proc.exitCode !== null
-        ? Promise.resolve()
-        : new Promise((resolve) => {
-            proc.once('exit', resolve);
-            proc.kill('SIGTERM');
-          }),
-  };
-}
-
-async function enroll(url, id) {
-  const r = await fetch(`${url}/v1/enroll`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      enroll_secret: enrollSecret,
-      device: { id, hostname: `${id}.corp.example`, os: 'linux', agent_version: '0.1.0' },
-    }),
-  });
-  if (r.status !== 200) throw new Error(`enroll ${r.status}`);
-  return (await r.json()).device_token;
-}
+const startCollector = (args) => spawnCollector(secrets, args);
 
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 256 });
 
@@ -176,14 +94,14 @@ async function ingest(n, storeArgs) {
       agents.push({
         id: `bench-${n}-${a}`,
         url: c.url,
-        token: await enroll(c.url, `bench-${n}-${a}`),
+        token: await enroll(c.url, secrets, `bench-${n}-${a}`),
         seq: 1,
       });
     }
     // warm-up (not measured): JIT, connections, pools
     await Promise.all(
       agents.map((a) => {
-        const body = batchBody(a.id, a.seq);
+        const body = batchBody(a.id, a.seq, BATCH);
         a.seq += BATCH;
         return postBatch(a.url, a.token, body);
       }),
@@ -196,7 +114,7 @@ async function ingest(n, storeArgs) {
     await Promise.all(
       agents.map(async (a) => {
         while (performance.now() < deadline) {
-          const body = batchBody(a.id, a.seq);
+          const body = batchBody(a.id, a.seq, BATCH);
           a.seq += BATCH;
           const r = await postBatch(a.url, a.token, body);
           if (r.status !== 200) errors++;

@@ -12,18 +12,16 @@
 // noisy neighbour during one ceiling run cannot flatter the ratio.
 // Every event is schema-valid and unique (ids are fresh UUIDv7s). Prints measured numbers only.
 // CPU_PROF=<dir> writes V8 CPU profiles of the collector processes (main thread and workers) there.
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { hashToken, mintDeviceToken } from '../dist/collector/auth.js';
 import { COLLECTOR_MIGRATIONS, CollectorStore } from '../dist/collector/collector-store.js';
 import { defaultIngestWorkers } from '../dist/collector/parse-pool.js';
 import { uuidv7 } from '../dist/common/uuidv7.js';
+import { batchBody, collectorSecrets, enroll, eventLine, pct } from './lib/bench-collector.js';
 
 const AGENTS = 50;
 const BATCH = 500;
@@ -36,37 +34,8 @@ const FLEET = 10_000;
 const HEARTBEAT_RATE_PER_S = FLEET / 60;
 const HEARTBEAT_MS = 30_000;
 
-const BIN = fileURLToPath(new URL('../bin/guard-collector.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'tgcb-'));
-const enrollSecret = randomBytes(24).toString('base64url');
-const adminToken = randomBytes(24).toString('base64url');
-
-/** One schema-valid process.blocked event as an NDJSON line (~600 bytes, like a real one). */
-function eventLine(deviceId, seq) {
-  return JSON.stringify({
-    id: uuidv7(),
-    time: new Date().toISOString(),
-    seq,
-    device_id: deviceId,
-    hostname: `${deviceId}.corp.example`,
-    type: 'process.blocked',
-    agent_version: '0.1.0',
-    uid: 1000,
-    user: 'alice',
-    pid: 40_000 + (seq % 20_000),
-    ppid: 1234,
-    name: 'claude',
-    exe: '/home/alice/.npm-global/lib/node_modules/@anthropic-ai/claude-code/cli.js',
-    argv: ['node', '/home/alice/.npm-global/bin/claude', '--print', 'explain this repo'],
-    start_time: 1_000_000 + seq,
-    tty: '/dev/pts/3',
-    rule: { id: 'claude-code', name: 'Claude Code', action: 'block' },
-    reason: 'script_package',
-    policy_version: 12,
-    mode: 'enforce',
-    outcome: { action_taken: 'killed', latency_ms: 41.5, error: null },
-  });
-}
+const secrets = collectorSecrets();
 
 function heartbeatLine(deviceId, seq) {
   return JSON.stringify({
@@ -85,24 +54,6 @@ function heartbeatLine(deviceId, seq) {
     counts: { blocked: 1, warned: 0, audited: 0, quarantined: 0, failed: 0 },
     sensors: { process: true, install: true },
   });
-}
-
-/**
- * A batch body built by string concatenation around a constant tail (the same bytes eventLine
- * produces), so the load generator, which shares the 2 cores with the collector, stays cheap.
- */
-function batchBody(deviceId, firstSeq) {
-  const sample = eventLine(deviceId, 1);
-  const tail = sample.slice(sample.indexOf(',"device_id"'));
-  const time = new Date().toISOString();
-  let s = '';
-  for (let i = 0; i < BATCH; i++) s += `{"id":"${uuidv7()}","time":"${time}","seq":${firstSeq + i}${tail}\n`;
-  return s;
-}
-
-function pct(sorted, p) {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
 // --- 1. ceiling: plain SQLite insert loop --------------------------------------------------------
@@ -133,70 +84,6 @@ function ceiling(name) {
   const s = (performance.now() - t0) / 1000;
   db.close();
   return (CEILING_BATCHES * BATCH) / s;
-}
-
-// --- helpers: collector process ------------------------------------------------------------------
-async function startCollector(dbFile, extraArgs = []) {
-  const proc = spawn(
-    process.execPath,
-    [
-      ...(process.env.CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.CPU_PROF] : []),
-      BIN,
-      '--listen',
-      '127.0.0.1:0',
-      '--db',
-      dbFile,
-      '--log-level',
-      'warn',
-      ...extraArgs,
-    ],
-    {
-      env: {
-        PATH: process.env.PATH,
-        TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
-        TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const url = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('collector did not start within 15 s')), 15_000);
-    proc.stdout.on('data', (s) => {
-      out += s;
-      const m = /guard-collector listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`collector exited ${code}`)));
-  });
-  return {
-    url,
-    // SIGTERM and wait for the exit; safe to call again
-    stop: () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-      return new Promise((resolve) => {
-        proc.once('exit', resolve);
-        proc.kill('SIGTERM');
-      });
-    },
-  };
-}
-
-async function enroll(url, id) {
-  const r = await fetch(`${url}/v1/enroll`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      enroll_secret: enrollSecret,
-      device: { id, hostname: `${id}.corp.example`, os: 'linux', agent_version: '0.1.0' },
-    }),
-  });
-  if (r.status !== 200) throw new Error(`enroll ${r.status}`);
-  return (await r.json()).device_token;
 }
 
 /** Keep-alive connections, one per concurrent agent (like real agents, each with its own socket). */
@@ -266,13 +153,17 @@ async function ingest(name, extraArgs = []) {
   try {
     const agents = [];
     for (let a = 0; a < AGENTS; a++)
-      agents.push({ id: `bench-agent-${a}`, token: await enroll(c.url, `bench-agent-${a}`), seq: 1 });
+      agents.push({
+        id: `bench-agent-${a}`,
+        token: await enroll(c.url, secrets, `bench-agent-${a}`),
+        seq: 1,
+      });
     // Warm-up, not measured: JIT, page cache, and every agent's keep-alive connection (a shipper
     // flushing a backlog keeps its connection). Under saturation Node serves connections that are
     // already open before it accepts new ones, so cold connections would measure accept starvation.
     await Promise.all(
       agents.map((a) => {
-        const body = batchBody(a.id, a.seq);
+        const body = batchBody(a.id, a.seq, BATCH);
         a.seq += BATCH;
         return postBatch(c.url, a.token, body);
       }),
@@ -296,7 +187,7 @@ async function ingest(name, extraArgs = []) {
     await Promise.all(
       agents.map(async (a) => {
         while (performance.now() < deadline) {
-          const body = batchBody(a.id, a.seq);
+          const body = batchBody(a.id, a.seq, BATCH);
           a.seq += BATCH;
           const r = await postBatch(c.url, a.token, body);
           if (r.status !== 200) errors++;

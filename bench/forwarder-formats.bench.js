@@ -12,15 +12,14 @@
 //   3. bytes per event: the NDJSON files' size / N; for HEC the request bodies as sent (gzip) / N
 //      and decompressed / N.
 // Prints measured numbers only. FWD_BENCH_EVENTS=<n> changes N (default 30,000).
-import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { uuidv7 } from '../dist/common/uuidv7.js';
+import { collectorSecrets } from './lib/bench-collector.js';
 
 const N = Number(process.env.FWD_BENCH_EVENTS ?? 30_000);
 const BATCH = 500;
@@ -29,10 +28,8 @@ const POLL_MS = 20;
 /** A scenario that has not delivered everything by then failed (a stuck sink must not hang the bench). */
 const SCENARIO_TIMEOUT_MS = 300_000;
 
-const BIN = fileURLToPath(new URL('../bin/guard-collector.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'tgfb-'));
-const enrollSecret = randomBytes(24).toString('base64url');
-const adminToken = randomBytes(24).toString('base64url');
+const secrets = collectorSecrets();
 const hecToken = randomUUID();
 
 function envelope(type, seq) {
@@ -145,47 +142,6 @@ const hecServer = createServer((req, res) => {
   });
 });
 
-// --- the collector process ----------------------------------------------------------------------
-async function startCollector(dbFile, extraArgs = [], extraEnv = {}) {
-  const proc = spawn(
-    process.execPath,
-    [BIN, '--listen', '127.0.0.1:0', '--db', dbFile, '--log-level', 'warn', ...extraArgs],
-    {
-      env: {
-        PATH: process.env.PATH,
-        TOOLGUARD_COLLECTOR_ENROLL_SECRET: enrollSecret,
-        TOOLGUARD_COLLECTOR_ADMIN_TOKEN: adminToken,
-        ...extraEnv,
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const url = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('collector did not start within 15 s')), 15_000);
-    proc.stdout.on('data', (s) => {
-      out += s;
-      const m = /guard-collector listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`collector exited ${code}`)));
-  });
-  return {
-    url,
-    stop: () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-      return new Promise((resolve) => {
-        proc.once('exit', resolve);
-        proc.kill('SIGTERM');
-      });
-    },
-  };
-}
-
 async function seed(dbFile) {
   const c = await startCollector(dbFile, [
     ...['--rate-limit', '100000', '--rate-burst', '100000'],
@@ -196,7 +152,7 @@ async function seed(dbFile) {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
-        enroll_secret: enrollSecret,
+        enroll_secret: secrets.enrollSecret,
         device: { id: 'bench-dev', hostname: 'bench-dev.corp.example', os: 'linux', agent_version: '0.1.0' },
       }),
     });
