@@ -36,6 +36,10 @@ const HEARTBEAT_MS = 30_000;
 
 const dir = mkdtempSync(join(tmpdir(), 'tgcb-'));
 const secrets = collectorSecrets();
+const startCollector = (dbFile, extraArgs = []) =>
+  spawnCollector(secrets, ['--db', dbFile, ...extraArgs], {
+    nodeArgs: process.env.CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.CPU_PROF] : [],
+  });
 
 function heartbeatLine(deviceId, seq) {
   return JSON.stringify({

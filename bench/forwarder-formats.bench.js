@@ -30,6 +30,8 @@ const SCENARIO_TIMEOUT_MS = 300_000;
 
 const dir = mkdtempSync(join(tmpdir(), 'tgfb-'));
 const secrets = collectorSecrets();
+const startCollector = (dbFile, extraArgs = [], env = {}) =>
+  spawnCollector(secrets, ['--db', dbFile, ...extraArgs], { env });
 const hecToken = randomUUID();
 
 function envelope(type, seq) {
