@@ -21,7 +21,14 @@ import { hashToken, mintDeviceToken } from '../dist/collector/auth.js';
 import { COLLECTOR_MIGRATIONS, CollectorStore } from '../dist/collector/collector-store.js';
 import { defaultIngestWorkers } from '../dist/collector/parse-pool.js';
 import { uuidv7 } from '../dist/common/uuidv7.js';
-import { batchBody, collectorSecrets, enroll, eventLine, pct } from './lib/bench-collector.js';
+import {
+  batchBody,
+  collectorSecrets,
+  enroll,
+  eventLine,
+  pct,
+  spawnCollector,
+} from './lib/bench-collector.js';
 
 const AGENTS = 50;
 const BATCH = 500;

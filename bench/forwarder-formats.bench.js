@@ -19,7 +19,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { uuidv7 } from '../dist/common/uuidv7.js';
-import { collectorSecrets } from './lib/bench-collector.js';
+import { collectorSecrets, spawnCollector } from './lib/bench-collector.js';
 
 const N = Number(process.env.FWD_BENCH_EVENTS ?? 30_000);
 const BATCH = 500;
