@@ -43,6 +43,7 @@ import { type Limiter, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 import { openStore, type StoreConnection } from './store/open-store.js';
 import type { CollectorStorePort, CoverageCounts } from './store/port.js';
+import type { TrustedKey } from '../policy/keys.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
 const ENROLL_BODY_LIMIT = 16 * 1024;
@@ -164,6 +165,13 @@ export interface StartCollectorOptions {
   readonly store?: StoreConnection;
   /** The signed policy envelope served at GET /v1/policy; empty/undefined = 503 there. */
   readonly policyFile?: string;
+  /**
+   * Keys a policy published through POST /v1/admin/policy must verify against (policy_trusted_keys);
+   * empty/undefined = publications are checked for shape and schema only and recorded unverified.
+   */
+  readonly policyTrustedKeys?: readonly TrustedKey[];
+  /** Distinct trusted keys a published policy needs (policy_threshold, default 1). */
+  readonly policyThreshold?: number;
   /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
   readonly enrollSecret: string;
   /** Bearer token of the admin API. */
@@ -427,7 +435,16 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   });
 
   // --- admin, health, metrics ------------------------------------------------------------------
-  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS });
+  registerAdminRoutes(app, {
+    store,
+    adminToken: options.adminToken,
+    silentAfterS,
+    publish: {
+      policyFile: options.policyFile ?? '',
+      trustedKeys: options.policyTrustedKeys ?? [],
+      threshold: options.policyThreshold ?? 1,
+    },
+  });
 
   app.get('/healthz', async (_req, reply) => {
     const ok = await store.healthy();
