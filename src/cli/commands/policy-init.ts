@@ -45,7 +45,7 @@ const EXPLANATION = `fields (the schema allows no comments; see docs/policy.md):
   version     raise it for every publication: devices refuse a version below (or equal to, with
               other content) the one they accepted
   issued_at   when you sign it; expires_at: devices refuse an expired policy, re-publish before
-  mode        monitor = only report what rules would do; enforce = rules act (block/warn/audit)
+  mode        monitor = every block only warns ("would block"); enforce = rules act as written
   rules       each: id, name, action (block|warn|audit), message shown to the user, what it matches
               (process names/exe_globs/script_packages/markers, npm packages, paths)
   exceptions  per rule: users, groups, hosts or device tags it does not apply to, until expires_at
