@@ -28,6 +28,7 @@ import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { toEcs } from '../events/ecs.js';
 import { toOcsf } from '../events/ocsf.js';
+import type { TrustedKey } from '../policy/keys.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerAgentRoutes } from './agent-routes.js';
 import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
@@ -43,7 +44,6 @@ import { type Limiter, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 import { openStore, type StoreConnection } from './store/open-store.js';
 import type { CollectorStorePort, CoverageCounts } from './store/port.js';
-import type { TrustedKey } from '../policy/keys.js';
 
 /** Enroll bodies are ~300 bytes; 16 KiB leaves room and refuses junk early. */
 const ENROLL_BODY_LIMIT = 16 * 1024;

@@ -9,7 +9,7 @@ import { hostname, userInfo } from 'node:os';
 import { ERROR_CODES, type ErrorCode, GuardError } from '../../common/errors.js';
 import { signEnvelope } from '../../policy/dsse.js';
 import { parsePrivateKey } from '../../policy/keys.js';
-import { type PolicyDiff, formatDiff } from '../../policy/policy-diff.js';
+import { formatDiff, type PolicyDiff } from '../../policy/policy-diff.js';
 import { lintPolicy } from '../../policy/policy-lint.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../../policy/policy-types.js';
 import type { GuardctlCommand } from '../command.js';
