@@ -4,10 +4,13 @@
  * runs asynchronously: a synchronous spawn would block the collector's event loop).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCollectorConfig, parseCollectorArgs } from '../../src/collector/collector-config.js';
+import { optionsFromConfig } from '../../src/collector/collector-main.js';
+import { isGuardError } from '../../src/common/errors.js';
 import { generateKeyPair, parsePublicKey } from '../../src/policy/keys.js';
 import { verifyPolicyEnvelope } from '../../src/policy/policy-verifier.js';
 import { collectorTempDir, startTestCollector, type TestCollector } from '../helpers/collector.js';
@@ -48,7 +51,6 @@ let col: TestCollector;
 beforeAll(async () => {
   writeFileSync(trustedKeyFile, trusted.privateKeyPem, { mode: 0o600 });
   writeFileSync(strangerKeyFile, stranger.privateKeyPem, { mode: 0o600 });
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(dirname(policyFile));
   col = await startTestCollector({
     policyFile,
@@ -261,5 +263,86 @@ describe('guardctl policy publish', () => {
     );
     expect(existsSync(join(dir, 'etc'))).toBe(false);
     expect(readdirSync(dirname(policyFile))).toEqual(['policy.dsse.json']);
+  });
+
+  it('a collector without policy_trusted_keys accepts a well-formed envelope and records it unverified', async () => {
+    const servedDir = collectorTempDir('tg-pub-nokeys-');
+    const other = await startTestCollector({ policyFile: join(servedDir, 'policy.dsse.json') });
+    try {
+      const otherToken = join(servedDir, 'admin.token');
+      writeFileSync(otherToken, other.adminToken, { mode: 0o600 });
+      const v1 = await body('nokeys.json', 1);
+      const r = await guardctl([
+        ...['policy', 'publish', v1, '--key', strangerKeyFile, '--collector', other.url],
+        ...['--admin-token-file', otherToken, '--by', 'carol', '--json'],
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ version: 1, verified: false, published_by: 'carol' });
+      // still refused: an envelope that is not a policy
+      const res = await fetch(`${other.url}/v1/admin/policy`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${other.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          envelope: {
+            payload: Buffer.from('{"version":2}').toString('base64'),
+            payloadType: 'application/vnd.toolguard.policy.v1+json',
+            signatures: [{ keyid: 'k', sig: 's' }],
+          },
+          by: 'mallory',
+        }),
+      });
+      expect(res.status).toBe(422);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('GUARD_POLICY_SCHEMA');
+      // a wrong admin token: exit 4
+      writeFileSync(otherToken, 'wrong-token');
+      const v2 = await body('nokeys2.json', 2);
+      const denied = await guardctl([
+        ...['policy', 'publish', v2, '--key', strangerKeyFile, '--collector', other.url],
+        ...['--admin-token-file', otherToken, '--json'],
+      ]);
+      expect(denied.code).toBe(4);
+      expect(JSON.parse(denied.stdout || denied.stderr).error.code).toBe('GUARD_COLLECTOR_UNAUTHORIZED');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('policy_trusted_keys: comma-separated key files reach the collector; a private key there is a config error', () => {
+    const pub = join(dir, 'trusted.pub');
+    writeFileSync(pub, trusted.publicKeyPem);
+    const env = {
+      TOOLGUARD_COLLECTOR_ENROLL_SECRET: 'e'.repeat(24),
+      TOOLGUARD_COLLECTOR_ADMIN_TOKEN: 'a'.repeat(24),
+    };
+    const o = optionsFromConfig(
+      loadCollectorConfig(
+        parseCollectorArgs(['--policy-trusted-keys', `${pub}, ${pub}`, '--policy-threshold', '1']),
+        env,
+      ),
+    );
+    expect(o.policyTrustedKeys?.map((k) => k.keyid)).toEqual([parsePublicKey(trusted.publicKeyPem).keyid]);
+    try {
+      optionsFromConfig(
+        loadCollectorConfig(parseCollectorArgs(['--policy-trusted-keys', trustedKeyFile]), env),
+      );
+      expect.unreachable();
+    } catch (err) {
+      expect(isGuardError(err, 'GUARD_CONFIG_INVALID_VALUE')).toBe(true);
+    }
+  });
+});
+
+describe('guardctl policy lint', () => {
+  it('a schema error does not hide a regex error elsewhere in the same file (exit 8, both listed)', async () => {
+    const file = await body('lint-both.json', 3, (b) => {
+      const rule = (b.rules as Record<string, unknown>[])[0]!;
+      rule.action = 'explode';
+      rule.process = { names: ['claude'], argv_patterns: ['(a+)+$(?=x)'] };
+    });
+    const r = await guardctl(['policy', 'lint', file, '--json']);
+    expect(r.code).toBe(8);
+    const paths = (JSON.parse(r.stdout) as { findings: { path: string }[] }).findings.map((f) => f.path);
+    expect(paths).toContain('$.rules[0].action');
+    expect(paths).toContain('$.rules[0].process.argv_patterns[0]');
   });
 });
