@@ -85,6 +85,7 @@ export function registerPolicyPublishRoutes(admin: FastifyInstance, options: Pol
           'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER',
           `version ${checked.body.version} is not greater than the served version ${previous.version}; set "version" to ${previous.version + 1}`,
         );
+      const diff = previous === null ? null : diffOrNull(previous, checked.body);
       await writeAtomically(policyFile, text);
       const row = {
         version: checked.body.version,
@@ -94,7 +95,7 @@ export function registerPolicyPublishRoutes(admin: FastifyInstance, options: Pol
         sha256: createHash('sha256').update(checked.bodyBytes).digest('hex'),
         keyids: JSON.stringify(request.envelope.signatures.map((s) => s.keyid)),
         verified: checked.verified,
-        diff: previous === null ? null : JSON.stringify(diffPolicies(previous, checked.body)),
+        diff,
       };
       await store.recordPolicyPublication(row);
       return row;
@@ -224,6 +225,15 @@ async function currentBody(file: string): Promise<PolicyBody | null> {
     const body = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as PolicyBody;
     // a served file that is not a policy cannot block a publication that replaces it
     return typeof body?.version === 'number' ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The diff as JSON; null when the served body is too malformed to compare (it was never verified here). */
+function diffOrNull(previous: PolicyBody, next: PolicyBody): string | null {
+  try {
+    return JSON.stringify(diffPolicies(previous, next));
   } catch {
     return null;
   }
