@@ -21,8 +21,10 @@ _guardctl() {
       "explain") words="--help" ;;
       "package") words="--collector-url --enroll-secret-file --trusted-key --format --out --help" ;;
       "policy diff") words="--help" ;;
+      "policy init") words="--out --help" ;;
       "policy keygen") words="--out --help" ;;
       "policy lint") words="--help" ;;
+      "policy publish") words="--key --collector --admin-token-file --message --by --help" ;;
       "policy reload") words="--help" ;;
       "policy show") words="--help" ;;
       "policy sign") words="--key --out --previous --help" ;;
@@ -37,7 +39,7 @@ _guardctl() {
     words="config doctor events explain package policy quarantine status help"
   elif [ ${#cmd[@]} -eq 1 ]; then
     case "${cmd[0]}" in
-      policy) words="diff keygen lint reload show sign test verify" ;;
+      policy) words="diff init keygen lint publish reload show sign test verify" ;;
       quarantine) words="list restore" ;;
       *) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac

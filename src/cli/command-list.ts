@@ -9,8 +9,10 @@ import { eventsCommand } from './commands/events.js';
 import { explainCommand } from './commands/explain.js';
 import { packageCommand } from './commands/package.js';
 import { policyDiffCommand } from './commands/policy-diff.js';
+import { policyInitCommand } from './commands/policy-init.js';
 import { policyKeygenCommand } from './commands/policy-keygen.js';
 import { policyLintCommand } from './commands/policy-lint.js';
+import { policyPublishCommand } from './commands/policy-publish.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { policyShowCommand } from './commands/policy-show.js';
 import { policySignCommand } from './commands/policy-sign.js';
@@ -28,8 +30,10 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   explainCommand,
   packageCommand,
   policyDiffCommand,
+  policyInitCommand,
   policyKeygenCommand,
   policyLintCommand,
+  policyPublishCommand,
   policyReloadCommand,
   policyShowCommand,
   policySignCommand,

@@ -34,6 +34,7 @@ export function exitCodeFor(code: ErrorCode | string): number {
   }
   if (
     code === 'GUARD_CLI_USAGE' ||
+    code === 'GUARD_CLI_FILE_EXISTS' ||
     code === 'GUARD_CONTROL_BAD_REQUEST' ||
     code === 'GUARD_CONTROL_UNKNOWN_METHOD'
   )
@@ -42,7 +43,9 @@ export function exitCodeFor(code: ErrorCode | string): number {
   if (code === 'GUARD_PACKAGE_UNSUPPORTED_FORMAT') return EXIT.USAGE;
   if (code === 'GUARD_PACKAGE_BUILD_FAILED') return EXIT.PACKAGE_BUILD;
   if (code.startsWith('GUARD_PACKAGE_')) return EXIT.PACKAGE_INPUT;
-  if (code.startsWith('GUARD_POLICY_')) return EXIT.POLICY;
+  if (code.startsWith('GUARD_POLICY_') || code === 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER')
+    return EXIT.POLICY;
+  if (code === 'GUARD_COLLECTOR_UNAUTHORIZED') return EXIT.FORBIDDEN;
   if (code.startsWith('GUARD_CONFIG_')) return EXIT.CONFIG;
   return EXIT.UNEXPECTED;
 }
@@ -116,9 +119,21 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Run it in a toolguard checkout after `npm ci && npm run build`; the build log above says what failed (docs/install.md).';
     case 'GUARD_QUARANTINE_NOT_FOUND':
       return '`guardctl quarantine list --all` shows the ids.';
+    case 'GUARD_CLI_FILE_EXISTS':
+      return 'guardctl never overwrites it: pass another --out, or move the file away first.';
+    case 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER':
+      return 'Raise "version" in the body above the served one (`GET /v1/admin/policy/history` lists the published versions).';
+    case 'GUARD_COLLECTOR_UNAUTHORIZED':
+      return "--admin-token-file must hold the collector's admin token (its admin_token_file).";
+    case 'GUARD_COLLECTOR_NO_POLICY_FILE':
+      return 'Start the collector with --policy-file <the envelope path agents are served>.';
+    case 'GUARD_CLI_PUBLISH_FAILED':
+      return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:
       if (code.startsWith('GUARD_CONFIG_'))
         return `Fix ${ctx.configFile ?? 'the config file'} (keys and types: docs/config.md), or pass --config FILE; \`guardctl config\` validates it.`;
+      if (code.startsWith('GUARD_POLICY_') && ctx.command === 'policy publish')
+        return '`guardctl policy lint <body>` lists every problem; the collector checks signatures against its policy_trusted_keys (docs/collector.md).';
       if (code.startsWith('GUARD_POLICY_'))
         return '`guardctl policy verify <file>` says why; see docs/policy.md.';
       return null;

@@ -4,13 +4,21 @@
  * scope cannot forget it: `GET /v1/devices` (fleet state: last seen, agent and policy versions,
  * the enrollment generation, the `silent` flag, and `state`: stopped = its last event was a clean
  * stop, silent = not heard from for silent_after_s without one, else active) and `GET /v1/events` (filters and
- * cursor paging). Query parameters are validated strictly — an unknown or malformed parameter is a
+ * cursor paging), and policy publishing (`POST /v1/admin/policy`, `GET /v1/admin/policy/history`:
+ * policy-publish.ts). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, secretEquals } from './auth.js';
 import { HttpError } from './http-error.js';
-import type { DeviceCoverage, EventLog, FleetQueries, StoredEventRow } from './store/port.js';
+import { type PolicyPublishOptions, registerPolicyPublishRoutes } from './policy-publish.js';
+import type {
+  DeviceCoverage,
+  EventLog,
+  FleetQueries,
+  PolicyPublications,
+  StoredEventRow,
+} from './store/port.js';
 
 /** Page size when `limit` is not given. */
 export const DEFAULT_PAGE = 100;
@@ -24,12 +32,14 @@ const READ_CHUNK = 100;
 const MAX_FILTER_CHARS = 256;
 
 export interface AdminRoutesOptions {
-  readonly store: EventLog & FleetQueries;
+  readonly store: EventLog & FleetQueries & PolicyPublications;
   readonly adminToken: string;
   /** A device not seen for this many seconds is `silent`. */
   readonly silentAfterS: number;
   /** Clock in ms (tests may pass a fixed one). */
   readonly now?: () => number;
+  /** Policy publishing (policy-publish.ts): the served file and the keys publications must verify against. */
+  readonly publish?: Omit<PolicyPublishOptions, 'store' | 'now'>;
 }
 
 /** Registers the admin routes on `app`, in their own scope behind the admin token. */
@@ -46,6 +56,13 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
   app.register(async (admin) => {
     admin.addHook('onRequest', async (req) => authorize(req));
     registerRoutes(admin);
+    registerPolicyPublishRoutes(admin, {
+      store,
+      now,
+      policyFile: options.publish?.policyFile ?? '',
+      trustedKeys: options.publish?.trustedKeys ?? [],
+      threshold: options.publish?.threshold ?? 1,
+    });
   });
 
   function registerRoutes(admin: FastifyInstance): void {

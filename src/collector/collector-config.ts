@@ -87,6 +87,17 @@ export const COLLECTOR_SETTINGS = {
     default: '',
     description: 'The signed policy envelope served at GET /v1/policy (re-read when it changes).',
   }),
+  policy_trusted_keys: str({
+    default: '',
+    description:
+      'Comma-separated public key files (PEM or base64 Ed25519) a policy published through POST /v1/admin/policy must verify against; empty = publications are checked for shape and schema only and recorded unverified.',
+  }),
+  policy_threshold: int({
+    default: 1,
+    min: 1,
+    max: 16,
+    description: 'Distinct policy_trusted_keys that must have signed a published policy.',
+  }),
   enroll_secret: str({
     default: '',
     secret: true,
@@ -291,6 +302,8 @@ export interface CollectorConfig {
   readonly store_ca_file: string;
   readonly store_pool_size: number;
   readonly policy_file: string;
+  readonly policy_trusted_keys: string;
+  readonly policy_threshold: number;
   readonly enroll_secret: string;
   readonly enroll_secret_file: string;
   readonly admin_token: string;

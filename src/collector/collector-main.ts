@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import { createRootLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
+import { parseTrustedKeys, type TrustedKey } from '../policy/keys.js';
 import {
   COLLECTOR_SETTINGS,
   type CollectorConfig,
@@ -126,6 +127,8 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       poolSize: config.store_pool_size,
     },
     policyFile: config.policy_file,
+    policyTrustedKeys: trustedKeysOf(config.policy_trusted_keys),
+    policyThreshold: config.policy_threshold,
     enrollSecret,
     adminToken,
     tls: config.tls_cert
@@ -178,6 +181,25 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
         : undefined,
     },
   };
+}
+
+/** The keys of `policy_trusted_keys` (comma-separated files); a bad file or key is a config error naming the key. */
+function trustedKeysOf(list: string): TrustedKey[] {
+  const files = list
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '');
+  try {
+    return parseTrustedKeys(files.map((f) => readFile('policy_trusted_keys', f).toString('utf8')));
+  } catch (err) {
+    if (err instanceof GuardError && err.code === 'GUARD_POLICY_KEY_INVALID')
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
+        `config key "policy_trusted_keys": ${err.message}, expected Ed25519 public keys (PEM or base64)`,
+        { key: 'policy_trusted_keys' },
+      );
+    throw err;
+  }
 }
 
 function readFile(key: string, file: string): Buffer {

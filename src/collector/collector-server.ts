@@ -28,6 +28,7 @@ import { type Logger, silentLogger } from '../common/logger.js';
 import { AGENT_VERSION } from '../common/version.js';
 import { toEcs } from '../events/ecs.js';
 import { toOcsf } from '../events/ocsf.js';
+import type { TrustedKey } from '../policy/keys.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerAgentRoutes } from './agent-routes.js';
 import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
@@ -164,6 +165,13 @@ export interface StartCollectorOptions {
   readonly store?: StoreConnection;
   /** The signed policy envelope served at GET /v1/policy; empty/undefined = 503 there. */
   readonly policyFile?: string;
+  /**
+   * Keys a policy published through POST /v1/admin/policy must verify against (policy_trusted_keys);
+   * empty/undefined = publications are checked for shape and schema only and recorded unverified.
+   */
+  readonly policyTrustedKeys?: readonly TrustedKey[];
+  /** Distinct trusted keys a published policy needs (policy_threshold, default 1). */
+  readonly policyThreshold?: number;
   /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
   readonly enrollSecret: string;
   /** Bearer token of the admin API. */
@@ -427,7 +435,16 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   });
 
   // --- admin, health, metrics ------------------------------------------------------------------
-  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS });
+  registerAdminRoutes(app, {
+    store,
+    adminToken: options.adminToken,
+    silentAfterS,
+    publish: {
+      policyFile: options.policyFile ?? '',
+      trustedKeys: options.policyTrustedKeys ?? [],
+      threshold: options.policyThreshold ?? 1,
+    },
+  });
 
   app.get('/healthz', async (_req, reply) => {
     const ok = await store.healthy();

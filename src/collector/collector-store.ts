@@ -115,7 +115,47 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE devices ADD COLUMN stopped_at TEXT;
   `,
+  // 5: the record of policy publications through the admin API (who, when, which version, the
+  // diff from the previous body, why), append-only.
+  `
+  CREATE TABLE policy_publications (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    version       INTEGER NOT NULL,
+    published_at  TEXT NOT NULL,
+    published_by  TEXT NOT NULL,
+    message       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    keyids        TEXT NOT NULL,
+    verified      INTEGER NOT NULL,
+    diff          TEXT
+  );
+  `,
 ];
+
+/** A policy publication to record (POST /v1/admin/policy). */
+export interface NewPolicyPublication {
+  /** The published body's `version`. */
+  readonly version: number;
+  /** RFC 3339. */
+  readonly published_at: string;
+  /** Who published (the name the admin gave; the admin token has no identity of its own). */
+  readonly published_by: string;
+  /** Why (the admin's message; empty when none). */
+  readonly message: string;
+  /** Hex SHA-256 of the body bytes that were signed. */
+  readonly sha256: string;
+  /** JSON array of the envelope's signature key ids. */
+  readonly keyids: string;
+  /** True when the collector verified the signatures against its configured trusted keys. */
+  readonly verified: boolean;
+  /** JSON of the PolicyDiff from the body served before (null for the first publication). */
+  readonly diff: string | null;
+}
+
+/** A recorded publication, with its id (ascending in recording order). */
+export interface PolicyPublicationRow extends NewPolicyPublication {
+  readonly id: number;
+}
 
 export interface DeviceRow {
   readonly id: string;
@@ -480,6 +520,27 @@ export class CollectorStore {
   }
 
   /** True when the DB answers a trivial query. */
+  /** Appends a publication record; durable when it returns. */
+  recordPolicyPublication(p: NewPolicyPublication): void {
+    this.db
+      .prepare(
+        `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff)
+         VALUES (@version, @published_at, @published_by, @message, @sha256, @keyids, @verified, @diff)`,
+      )
+      .run({ ...p, verified: p.verified ? 1 : 0 });
+  }
+
+  /** Publications newest first, at most `limit`, before id `beforeId` when given. */
+  listPolicyPublications(limit: number, beforeId?: number): PolicyPublicationRow[] {
+    const rows = this.db
+      .prepare<unknown[], Omit<PolicyPublicationRow, 'verified'> & { verified: number }>(
+        `SELECT id, version, published_at, published_by, message, sha256, keyids, verified, diff
+         FROM policy_publications ${beforeId === undefined ? '' : 'WHERE id < ?'} ORDER BY id DESC LIMIT ?`,
+      )
+      .all(...(beforeId === undefined ? [limit] : [beforeId, limit]));
+    return rows.map((r) => ({ ...r, verified: r.verified === 1 }));
+  }
+
   healthy(): boolean {
     try {
       this.db.prepare('SELECT 1').get();

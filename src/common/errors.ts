@@ -101,6 +101,9 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_STORE_FAILED: 'the events could not be stored durably; nothing was acknowledged',
   GUARD_COLLECTOR_WORKER_FAILED: 'a parse worker stopped before it parsed the body; nothing was acknowledged',
   GUARD_COLLECTOR_INTERNAL: 'an unexpected collector failure (logged); the request may be retried',
+  GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER:
+    'a published policy version is not greater than the one the collector serves',
+  GUARD_COLLECTOR_NO_POLICY_FILE: 'publishing needs a policy_file configured on the collector',
   // package: `guardctl package` (an endpoint package with the organisation's config baked in)
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',
@@ -109,6 +112,8 @@ export const ERROR_CODES = {
   GUARD_PACKAGE_BUILD_FAILED: 'the package build (installers/build-package.sh) failed or is not available',
   // cli
   GUARD_CLI_USAGE: 'a guardctl command was called with the wrong arguments',
+  GUARD_CLI_FILE_EXISTS: 'the output file already exists; guardctl does not overwrite it',
+  GUARD_CLI_PUBLISH_FAILED: 'the collector refused or did not answer a policy publication',
   GUARD_CLI_NEEDS_ROOT: 'the command needs root (or the admin socket)',
 } as const;
 

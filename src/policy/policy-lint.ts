@@ -8,7 +8,7 @@
  */
 import type { ErrorCode } from '../common/errors.js';
 import { markerKey, parseMarker } from './content-markers.js';
-import { type PolicyIssue, policyIssues } from './policy-schema.js';
+import { type PolicyIssue, policyIssues, semanticIssues } from './policy-schema.js';
 import type { PolicyBody, PolicyRule, RuleAction } from './policy-types.js';
 import { ruleSafetyIssues, type SafetyOptions } from './rule-safety.js';
 
@@ -49,8 +49,12 @@ const RANK: Record<RuleAction, number> = { block: 3, warn: 2, audit: 1 };
 export function lintPolicy(body: unknown, options: LintOptions = {}): LintFinding[] {
   const base = policyIssues(body);
   if (base.length > 0) {
-    // Schema problems first: the rest of the checks need a well-formed body.
-    return base.map((i) => ({ severity: 'error', ...classify(i) }));
+    // Schema problems first: the rest of the checks need a well-formed body. The semantic checks
+    // (regexes, globs, semver, markers) still run best-effort on what is there, so one schema error
+    // does not hide a catastrophic regex elsewhere in the same file.
+    const seen = new Set(base.map((i) => `${i.path}\0${i.message}`));
+    const extra = bestEffortSemanticIssues(body).filter((i) => !seen.has(`${i.path}\0${i.message}`));
+    return [...base, ...extra].map((i) => ({ severity: 'error', ...classify(i) }));
   }
   const b = body as PolicyBody;
   const findings: LintFinding[] = [];
@@ -96,6 +100,17 @@ export function lintPolicy(body: unknown, options: LintOptions = {}): LintFindin
     });
   }
   return findings;
+}
+
+/** The semantic issues of a schema-invalid body, as far as its shape lets them run (none when it throws). */
+function bestEffortSemanticIssues(body: unknown): PolicyIssue[] {
+  const b = body as { rules?: unknown } | null;
+  if (!b || typeof b !== 'object' || !Array.isArray(b.rules)) return [];
+  try {
+    return semanticIssues(body as PolicyBody);
+  } catch {
+    return [];
+  }
 }
 
 function classify(i: PolicyIssue): Omit<LintFinding, 'severity'> {

@@ -446,6 +446,35 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     expect((err as Error).message).toMatch(/newer than this collector/);
   });
 
+  it('records policy publications and lists them newest first, with paging', async () => {
+    const s = await h.fresh();
+    expect(await s.listPolicyPublications(10)).toEqual([]);
+    const pub = (version: number, diff: string | null) => ({
+      version,
+      published_at: `2026-12-0${version}T10:00:00.000Z`,
+      published_by: `admin-${version}@example`,
+      message: version === 1 ? '' : `why ${version}: "quoted" ünïcode`,
+      sha256: 'ab'.repeat(32),
+      keyids: JSON.stringify(['k1', 'k2']),
+      verified: version !== 2,
+      diff,
+    });
+    await s.recordPolicyPublication(pub(1, null));
+    await s.recordPolicyPublication(pub(2, '{"rulesAdded":[]}'));
+    await s.recordPolicyPublication(pub(3, '{"rulesRemoved":[]}'));
+    const all = await s.listPolicyPublications(10);
+    expect(all.map(({ id: _id, ...r }) => r)).toEqual([
+      pub(3, '{"rulesRemoved":[]}'),
+      pub(2, '{"rulesAdded":[]}'),
+      pub(1, null),
+    ]);
+    expect(all.every((r) => typeof r.id === 'number')).toBe(true);
+    const first = await s.listPolicyPublications(2);
+    expect(first.map((r) => r.version)).toEqual([3, 2]);
+    const rest = await s.listPolicyPublications(2, first[1]?.id);
+    expect(rest.map((r) => r.version)).toEqual([1]);
+  });
+
   it('answers healthy, and refuses work once closed', async () => {
     const s = await h.fresh();
     expect(await s.healthy()).toBe(true);

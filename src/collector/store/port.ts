@@ -16,6 +16,8 @@ import type {
   EnrolledDevice,
   EventQuery,
   InsertResult,
+  NewPolicyPublication,
+  PolicyPublicationRow,
   StoredEventRow,
 } from '../collector-store.js';
 
@@ -28,6 +30,8 @@ export type {
   EventQuery,
   IncomingEvent,
   InsertResult,
+  NewPolicyPublication,
+  PolicyPublicationRow,
   StoredEventRow,
 } from '../collector-store.js';
 
@@ -140,13 +144,22 @@ export interface FleetQueries {
   coverageCounts(): Promise<CoverageCounts[]>;
 }
 
+/** The record of policy publications (admin API: POST /v1/admin/policy, GET /v1/admin/policy/history). */
+export interface PolicyPublications {
+  /** Appends one publication record. Durable when it resolves; never deduplicates (each call is one publication). */
+  recordPolicyPublication(p: NewPolicyPublication): Promise<void>;
+  /** Records newest first (descending id), at most `limit`, only ids below `beforeId` when given (paging). */
+  listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]>;
+}
+
 /** Everything the collector stores. */
 export interface CollectorStorePort
   extends DeviceRegistry,
     EventLog,
     ForwarderCursors,
     Retention,
-    FleetQueries {
+    FleetQueries,
+    PolicyPublications {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Where the data lives, for logs (a file path, or the URL without password). */

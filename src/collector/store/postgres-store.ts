@@ -59,6 +59,8 @@ import type {
   EventQuery,
   IncomingEvent,
   InsertResult,
+  NewPolicyPublication,
+  PolicyPublicationRow,
   StoredEventRow,
 } from './port.js';
 
@@ -115,6 +117,20 @@ export const PG_MIGRATIONS: readonly string[] = [
   // newest event it sent, cleared by the next new one.
   `
   ALTER TABLE devices ADD COLUMN stopped_at text COLLATE "C";
+  `,
+  // 3: the record of policy publications (SQLite schema 5), append-only.
+  `
+  CREATE TABLE policy_publications (
+    id            bigserial PRIMARY KEY,
+    version       bigint NOT NULL,
+    published_at  text COLLATE "C" NOT NULL,
+    published_by  text NOT NULL,
+    message       text NOT NULL,
+    sha256        text NOT NULL,
+    keyids        text NOT NULL,
+    verified      boolean NOT NULL,
+    diff          text
+  );
   `,
 ];
 
@@ -629,6 +645,24 @@ export class PostgresCollectorStore implements CollectorStorePort {
                 + coalesce(sum((c->'exec_events'->>'queue_drops')::float8), 0) AS drops,
               coalesce(sum((c->'exec_deny'->>'deadline_misses')::float8), 0) AS deadline_misses
        FROM (SELECT coverage::jsonb AS c FROM devices) d GROUP BY 1, 2, 3`,
+    );
+    return r.rows;
+  }
+
+  async recordPolicyPublication(p: NewPolicyPublication): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [p.version, p.published_at, p.published_by, p.message, p.sha256, p.keyids, p.verified, p.diff],
+    );
+  }
+
+  async listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]> {
+    const params: unknown[] = beforeId === undefined ? [limit] : [limit, beforeId];
+    const r = await this.pool.query<PolicyPublicationRow>(
+      `SELECT id::float8 AS id, version::float8 AS version, published_at, published_by, message, sha256, keyids, verified, diff
+       FROM policy_publications ${beforeId === undefined ? '' : 'WHERE id < $2'} ORDER BY id DESC LIMIT $1`,
+      params,
     );
     return r.rows;
   }

@@ -22,6 +22,8 @@ import type {
   EnrollingDevice,
   EventQuery,
   InsertResult,
+  NewPolicyPublication,
+  PolicyPublicationRow,
   StoredEventRow,
 } from './port.js';
 
@@ -135,6 +137,14 @@ export class SqliteCollectorStore implements CollectorStorePort {
 
   async coverageCounts(): Promise<CoverageCounts[]> {
     return this.engine.coverageCounts();
+  }
+
+  async recordPolicyPublication(p: NewPolicyPublication): Promise<void> {
+    this.engine.recordPolicyPublication(p);
+  }
+
+  async listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]> {
+    return this.engine.listPolicyPublications(limit, beforeId);
   }
 
   async healthy(): Promise<boolean> {
