@@ -13,7 +13,7 @@
 // PostgreSQL runs with its default durability (fsync, synchronous_commit on) like SQLite's FULL.
 // Every event is schema-valid and unique. Prints measured numbers only.
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -26,6 +26,7 @@ import {
   enroll,
   eventLine,
   pct,
+  postBatch,
   spawnCollector,
 } from './lib/bench-collector.js';
 import { startPostgres } from './lib/postgres.js';
@@ -43,43 +44,6 @@ const secrets = collectorSecrets();
 const startCollector = (args) => spawnCollector(secrets, args);
 
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 256 });
-
-function postBatch(url, token, body) {
-  const u = new URL(url);
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: '/v1/events',
-        method: 'POST',
-        agent: keepAlive,
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/x-ndjson',
-          'content-length': Buffer.byteLength(body),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => {
-          text += d;
-        });
-        res.on('end', () => {
-          let accepted = 0;
-          try {
-            accepted = JSON.parse(text).accepted ?? 0;
-          } catch {}
-          resolve({ ms: performance.now() - t0, status: res.statusCode, accepted });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** 50 agents against `storeArgs` on `n` collectors; resolves with events/s and latencies. */
 async function ingest(n, storeArgs) {
@@ -103,7 +67,7 @@ async function ingest(n, storeArgs) {
       agents.map((a) => {
         const body = batchBody(a.id, a.seq, BATCH);
         a.seq += BATCH;
-        return postBatch(a.url, a.token, body);
+        return postBatch(a.url, a.token, body, keepAlive);
       }),
     );
     const latencies = [];
@@ -116,7 +80,7 @@ async function ingest(n, storeArgs) {
         while (performance.now() < deadline) {
           const body = batchBody(a.id, a.seq, BATCH);
           a.seq += BATCH;
-          const r = await postBatch(a.url, a.token, body);
+          const r = await postBatch(a.url, a.token, body, keepAlive);
           if (r.status !== 200) errors++;
           latencies.push(r.ms);
           accepted += r.accepted;

@@ -27,6 +27,7 @@ import {
   enroll,
   eventLine,
   pct,
+  postBatch,
   spawnCollector,
 } from './lib/bench-collector.js';
 
@@ -102,44 +103,6 @@ const keepAlive = new Agent({ keepAlive: true, maxSockets: 256 });
 /** Heartbeats of 10,000 different machines: each request on a new connection, as in a real fleet. */
 const noKeepAlive = new Agent({ keepAlive: false });
 
-/** POSTs one NDJSON body; resolves with the client-side latency, status and accepted count. */
-function postBatch(url, token, body, agent = keepAlive) {
-  const u = new URL(url);
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: '/v1/events',
-        method: 'POST',
-        agent,
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/x-ndjson',
-          'content-length': Buffer.byteLength(body),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => {
-          text += d;
-        });
-        res.on('end', () => {
-          let accepted = 0;
-          try {
-            accepted = JSON.parse(text).accepted ?? 0;
-          } catch {}
-          resolve({ ms: performance.now() - t0, status: res.statusCode, accepted });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 /** GET /healthz on a new connection; resolves when the answer is complete. */
 function getHealth(url) {
   return new Promise((resolve, reject) => {
@@ -176,7 +139,7 @@ async function ingest(name, extraArgs = []) {
       agents.map((a) => {
         const body = batchBody(a.id, a.seq, BATCH);
         a.seq += BATCH;
-        return postBatch(c.url, a.token, body);
+        return postBatch(c.url, a.token, body, keepAlive);
       }),
     );
     const latencies = [];
@@ -200,7 +163,7 @@ async function ingest(name, extraArgs = []) {
         while (performance.now() < deadline) {
           const body = batchBody(a.id, a.seq, BATCH);
           a.seq += BATCH;
-          const r = await postBatch(c.url, a.token, body);
+          const r = await postBatch(c.url, a.token, body, keepAlive);
           if (r.status !== 200) errors++;
           latencies.push(r.ms);
           accepted += r.accepted;

@@ -6,6 +6,7 @@
 // *.bench.js).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { uuidv7 } from '../../dist/common/uuidv7.js';
 
@@ -124,4 +125,42 @@ export function batchBody(deviceId, firstSeq, count) {
 export function pct(sorted, p) {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** POSTs one NDJSON body over `agent` (an http.Agent); resolves with the client-side latency, status and accepted count. */
+export function postBatch(url, token, body, agent) {
+  const u = new URL(url);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: '/v1/events',
+        method: 'POST',
+        agent,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/x-ndjson',
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          text += d;
+        });
+        res.on('end', () => {
+          let accepted = 0;
+          try {
+            accepted = JSON.parse(text).accepted ?? 0;
+          } catch {}
+          resolve({ ms: performance.now() - t0, status: res.statusCode, accepted });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
