@@ -329,7 +329,8 @@ export class UserDirectory {
   owner(uid: number): Owner {
     if (this.nss && !this.nss.unavailable) {
       const o = this.nss.owner(uid);
-      if (o) return o;
+      // An unnamed NSS answer (unknown, or the lookup failed) falls back to the files below.
+      if (o && o.user !== null) return o;
     }
     this.refresh();
     const u = this.byUid.get(uid);
