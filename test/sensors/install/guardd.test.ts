@@ -91,8 +91,10 @@ describe('install sensor in guardd', () => {
     const again = await waitFor(() => {
       const r = runGuardctl([...sock, '--json', 'quarantine', 'list', '--all']);
       const e = r.json<{ entries: { id: string; state: string; path: string }[] }>().entries;
-      return e.length === 2 && e;
-    }, 'a second quarantine entry');
+      // listed from the moment the move starts ("moving", then "copied"); the assertion below
+      // checks where it ends
+      return e.length === 2 && e.every((x) => x.state !== 'moving' && x.state !== 'copied') && e;
+    }, 'a second quarantine entry, moved');
     expect(again.map((e) => [e.id === id, e.state])).toEqual([
       [true, 'restored'],
       [false, 'quarantined'],
