@@ -83,6 +83,16 @@ function serverUser(): { uid: number; gid: number } | null {
 }
 
 /** Starts a server for this test file. */
+/**
+ * Every server started through this module, stopped when the test file ends: registered at import,
+ * because an afterAll registered inside a hook or a test (where servers are started) never runs —
+ * servers were left behind by every run.
+ */
+const running = new Set<() => Promise<void>>();
+afterAll(async () => {
+  await Promise.all([...running].map((stop) => stop()));
+});
+
 export async function startTestPostgres(): Promise<TestPostgres> {
   const bin = postgresBin();
   const dir = mkdtempSync(join(tmpdir(), 'tg-pg-'));
@@ -164,7 +174,7 @@ export async function startTestPostgres(): Promise<TestPostgres> {
     })();
     return stopped;
   };
-  afterAll(stop);
+  running.add(stop);
   const sql = async <T extends pg.QueryResultRow>(text: string, params?: unknown[]): Promise<T[]> => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
