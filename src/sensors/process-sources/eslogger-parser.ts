@@ -18,6 +18,7 @@
 import { basename } from 'node:path';
 import type { StreamItem } from './exec-stream-source.js';
 import type { RawProcess } from './process-source.js';
+import { int, type Obj, obj, objectLine, str } from './stream-line.js';
 
 /** eslogger `schema_version` values this parser reads (macOS 13-15 write 1). */
 export const ESLOGGER_SCHEMA_VERSIONS: ReadonlySet<number> = new Set([1]);
@@ -30,35 +31,11 @@ export const ARGV_MAX_CHARS = 32 * 1024;
 /** Arguments kept at most (an argv of 100,000 empty strings is short in characters but not in work). */
 export const ARGV_MAX_ITEMS = 4096;
 
-type Obj = Record<string, unknown>;
-
-function obj(v: unknown): Obj | null {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : null;
-}
-
-function int(v: unknown): number | null {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;
-}
-
-function str(v: unknown): string | null {
-  return typeof v === 'string' && v !== '' ? v : null;
-}
-
 /** Parses one eslogger line (without its newline). */
 export function parseEsloggerLine(line: string): StreamItem {
-  let msg: unknown;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    // An object that does not parse was cut short (the program died mid-line) or corrupted.
-    return {
-      kind: 'skip',
-      reason: line.trimStart().startsWith('{') ? 'truncated' : 'not_json',
-      lost: true,
-    };
-  }
-  const m = obj(msg);
-  if (m === null) return { kind: 'skip', reason: 'unknown_shape', lost: true };
+  const parsed = objectLine(line);
+  if ('skip' in parsed) return parsed.skip;
+  const m = parsed.obj;
   const version = m.schema_version;
   if (typeof version !== 'number' || !ESLOGGER_SCHEMA_VERSIONS.has(version))
     return { kind: 'unsupported', version: JSON.stringify(version ?? null).slice(0, 32) };

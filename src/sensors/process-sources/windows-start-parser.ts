@@ -16,6 +16,7 @@
 import { ARGV_MAX_CHARS, ARGV_MAX_ITEMS } from './eslogger-parser.js';
 import type { StreamItem } from './exec-stream-source.js';
 import type { RawProcess } from './process-source.js';
+import { int, type Obj, objectLine, str } from './stream-line.js';
 
 /** Versions of the script's lines this parser reads. */
 export const WINDOWS_START_VERSIONS: ReadonlySet<number> = new Set([1]);
@@ -26,32 +27,11 @@ const PROGRAM_SPECIAL = /[ \t"]/g;
 /** FILETIME ticks (100 ns) between 1601-01-01 and the Unix epoch. */
 const FILETIME_EPOCH_OFFSET = 116_444_736_000_000_000n;
 
-type Obj = Record<string, unknown>;
-
-function int(v: unknown): number | null {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;
-}
-
-function str(v: unknown): string | null {
-  return typeof v === 'string' && v !== '' ? v : null;
-}
-
 /** Parses one line of the script (without its newline). */
 export function parseWindowsStartLine(line: string): StreamItem {
-  let msg: unknown;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    // An object that does not parse was cut short (the program died mid-line) or corrupted.
-    return {
-      kind: 'skip',
-      reason: line.trimStart().startsWith('{') ? 'truncated' : 'not_json',
-      lost: true,
-    };
-  }
-  if (msg === null || typeof msg !== 'object' || Array.isArray(msg))
-    return { kind: 'skip', reason: 'unknown_shape', lost: true };
-  const m = msg as Obj;
+  const parsed = objectLine(line);
+  if ('skip' in parsed) return parsed.skip;
+  const m = parsed.obj;
   if (typeof m.v !== 'number' || !WINDOWS_START_VERSIONS.has(m.v))
     return { kind: 'unsupported', version: JSON.stringify(m.v ?? null).slice(0, 32) };
   switch (m.type) {
