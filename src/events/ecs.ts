@@ -15,12 +15,12 @@
  *
  * Pure and total: any schema-valid event maps; unexpected shapes degrade to defaults, never throw.
  */
+
+import { baseName, int, num, type Obj, obj, str, text } from './event-fields.js';
 import type { AgentEvent } from './event-types.js';
 
 /** The ECS release the mapping follows (the `@elastic/ecs` package version the tests validate with). */
 export const ECS_VERSION = '9.4.0';
-
-type Obj = Record<string, unknown>;
 
 /** One row of the mapping table (docs, and a test that toEcs agrees). */
 export interface EcsMappingRow {
@@ -180,21 +180,6 @@ const OS_TYPE: Readonly<Record<string, string>> = {
   android: 'android',
 };
 
-function obj(v: unknown): Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : {};
-}
-function num(v: unknown): number | null {
-  return typeof v === 'number' && Number.isFinite(v) ? v : null;
-}
-function int(v: unknown): number | null {
-  return Number.isSafeInteger(v) ? (v as number) : null;
-}
-function str(v: unknown): string | null {
-  return typeof v === 'string' ? v : null;
-}
-function text(v: unknown): string | null {
-  return typeof v === 'string' && v.length > 0 ? v : null;
-}
 /** `o` without null/undefined members and without empty objects; null when nothing is left. */
 function compact(o: Obj): Obj | null {
   const out: Obj = {};
@@ -204,10 +189,6 @@ function compact(o: Obj): Obj | null {
     out[k] = v;
   }
   return Object.keys(out).length ? out : null;
-}
-function baseName(path: string): string {
-  const parts = path.split(/[\\/]/).filter(Boolean);
-  return parts[parts.length - 1] ?? path;
 }
 function dirName(path: string): string | null {
   const i = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));

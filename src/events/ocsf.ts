@@ -16,6 +16,8 @@
  *
  * Pure and total: any schema-valid event maps; unexpected shapes degrade to defaults, never throw.
  */
+
+import { baseName, int, num, type Obj, obj, str, text } from './event-fields.js';
 import type { AgentEvent } from './event-types.js';
 
 /** The OCSF schema version the mapping follows. */
@@ -200,8 +202,6 @@ export function ocsfMappingTable(): string[] {
   ];
 }
 
-type Obj = Record<string, unknown>;
-
 const SEVERITY = { 1: 'Informational', 2: 'Low', 3: 'Medium', 4: 'High' } as const;
 type Severity = keyof typeof SEVERITY;
 const ACTION = { 1: 'Allowed', 2: 'Denied', 3: 'Observed' } as const;
@@ -252,28 +252,8 @@ const OBSERVABLE_NAME: Readonly<Record<number, string>> = {
 const PROFILE_HOST = 'host';
 const PROFILE_SECURITY_CONTROL = 'security_control';
 
-function obj(v: unknown): Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : {};
-}
-function num(v: unknown): number | null {
-  return typeof v === 'number' && Number.isFinite(v) ? v : null;
-}
-function int(v: unknown): number | null {
-  return Number.isSafeInteger(v) ? (v as number) : null;
-}
-function str(v: unknown): string | null {
-  return typeof v === 'string' ? v : null;
-}
-/** A non-empty string, or null (OCSF names and paths must say something). */
-function text(v: unknown): string | null {
-  return typeof v === 'string' && v.length > 0 ? v : null;
-}
 function dropNulls(o: Obj): Obj {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null && v !== undefined));
-}
-function baseName(path: string): string {
-  const parts = path.split(/[\\/]/).filter(Boolean);
-  return parts[parts.length - 1] ?? path;
 }
 function epochMs(v: unknown): number | null {
   const ms = Date.parse(String(v ?? ''));
