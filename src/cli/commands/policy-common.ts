@@ -1,10 +1,12 @@
 /**
- * Owns what the offline policy commands (keygen, sign, verify, lint, diff) share: reading a policy
- * file that may be a bare body or a signed envelope, reading keys given as files or inline text,
- * and normalising repeatable options. Not a command itself (not in command-list.ts).
+ * Owns what the policy authoring commands (keygen, sign, verify, lint, diff, publish) share:
+ * reading a policy file that may be a bare body or a signed envelope, refusing a body that does not
+ * lint before it is signed, reading keys given as files or inline text, and normalising repeatable
+ * options. Not a command itself (not in command-list.ts).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { GuardError } from '../../common/errors.js';
+import { lintPolicy } from '../../policy/policy-lint.js';
 import type { DsseEnvelope } from '../../policy/policy-types.js';
 
 /** Policy files larger than this are refused by the authoring tools (devices cap at policy.max_bytes). */
@@ -33,6 +35,28 @@ export function readTextFile(file: string, what: string): string {
     if (err instanceof GuardError) throw err;
     throw new GuardError('GUARD_CLI_USAGE', `cannot read ${what} ${file}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * The unsigned body in `bodyFile` for `verb` (sign, publish) to sign: refused with GUARD_CLI_USAGE
+ * when the file is already an envelope, and with the first error's code when lint finds errors —
+ * every error listed, nothing done.
+ */
+export function lintedBody(bodyFile: string, verb: string): PolicyFile {
+  const input = readPolicyFile(bodyFile);
+  if (input.envelope)
+    throw new GuardError('GUARD_CLI_USAGE', `${bodyFile} is already an envelope; ${verb} the unsigned body`);
+  const errors = lintPolicy(input.body, { now: Date.now() }).filter((f) => f.severity === 'error');
+  if (errors.length > 0) {
+    const first = errors[0];
+    const code = first?.code === 'GUARD_POLICY_LINT' || !first ? 'GUARD_POLICY_SCHEMA' : first.code;
+    throw new GuardError(
+      code,
+      `refusing to ${verb} ${bodyFile} (nothing done), ${errors.length} error(s):\n${errors.map((f) => `  ${f.path} ${f.message}`).join('\n')}`,
+      { findings: errors },
+    );
+  }
+  return input;
 }
 
 /** Reads a body or an envelope (decoded without verification, for lint/diff/sign --previous). */

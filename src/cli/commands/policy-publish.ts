@@ -10,10 +10,9 @@ import { ERROR_CODES, type ErrorCode, GuardError } from '../../common/errors.js'
 import { signEnvelope } from '../../policy/dsse.js';
 import { parsePrivateKey } from '../../policy/keys.js';
 import { formatDiff, type PolicyDiff } from '../../policy/policy-diff.js';
-import { lintPolicy } from '../../policy/policy-lint.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../../policy/policy-types.js';
 import type { GuardctlCommand } from '../command.js';
-import { optionList, readPolicyFile, readTextFile } from './policy-common.js';
+import { lintedBody, optionList, readTextFile } from './policy-common.js';
 
 /** The upload gives up after this long (ms): a publication is one small request. */
 const PUBLISH_TIMEOUT_MS = 30_000;
@@ -57,22 +56,7 @@ export const policyPublishCommand: GuardctlCommand = {
     const by = typeof ctx.options.by === 'string' ? ctx.options.by : `${userInfo().username}@${hostname()}`;
     const message = typeof ctx.options.message === 'string' ? ctx.options.message : '';
 
-    const input = readPolicyFile(bodyFile);
-    if (input.envelope)
-      throw new GuardError(
-        'GUARD_CLI_USAGE',
-        `${bodyFile} is already an envelope; publish the unsigned body`,
-      );
-    const errors = lintPolicy(input.body, { now: Date.now() }).filter((f) => f.severity === 'error');
-    if (errors.length > 0) {
-      const first = errors[0];
-      const code = first?.code === 'GUARD_POLICY_LINT' || !first ? 'GUARD_POLICY_SCHEMA' : first.code;
-      throw new GuardError(
-        code,
-        `refusing to publish ${bodyFile} (nothing uploaded), ${errors.length} error(s):\n${errors.map((f) => `  ${f.path} ${f.message}`).join('\n')}`,
-        { findings: errors },
-      );
-    }
+    const input = lintedBody(bodyFile, 'publish');
     const keys = keyFiles.map((f) => parsePrivateKey(readTextFile(f, 'private key')));
     const envelope = signEnvelope(input.bodyBytes, POLICY_PAYLOAD_TYPE, keys);
 

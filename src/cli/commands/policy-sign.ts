@@ -8,10 +8,9 @@ import { writeFileSync } from 'node:fs';
 import { GuardError } from '../../common/errors.js';
 import { serializeEnvelope, signEnvelope } from '../../policy/dsse.js';
 import { parsePrivateKey } from '../../policy/keys.js';
-import { lintPolicy } from '../../policy/policy-lint.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../../policy/policy-types.js';
 import type { GuardctlCommand } from '../command.js';
-import { optionList, readPolicyFile, readTextFile } from './policy-common.js';
+import { lintedBody, optionList, readPolicyFile, readTextFile } from './policy-common.js';
 
 export const policySignCommand: GuardctlCommand = {
   name: 'policy sign',
@@ -37,20 +36,7 @@ export const policySignCommand: GuardctlCommand = {
     const keyFiles = optionList(ctx.options.key);
     if (keyFiles.length === 0)
       throw new GuardError('GUARD_CLI_USAGE', 'policy sign needs --key <private key file>');
-    const input = readPolicyFile(bodyFile);
-    if (input.envelope) {
-      throw new GuardError('GUARD_CLI_USAGE', `${bodyFile} is already an envelope; sign the unsigned body`);
-    }
-    const errors = lintPolicy(input.body, { now: Date.now() }).filter((f) => f.severity === 'error');
-    if (errors.length > 0) {
-      const first = errors[0];
-      const code = first?.code === 'GUARD_POLICY_LINT' || !first ? 'GUARD_POLICY_SCHEMA' : first.code;
-      throw new GuardError(
-        code,
-        `refusing to sign ${bodyFile}: ${errors.map((f) => `${f.path} ${f.message}`).join('; ')} (run \`guardctl policy lint ${bodyFile}\`)`,
-        { findings: errors },
-      );
-    }
+    const input = lintedBody(bodyFile, 'sign');
     const body = input.body as PolicyBody;
     const previousFile = typeof ctx.options.previous === 'string' ? ctx.options.previous : null;
     if (previousFile) {
