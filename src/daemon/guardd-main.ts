@@ -11,6 +11,7 @@ import { AGENT_VERSION } from '../common/version.js';
 import { loadConfig } from '../config/load-config.js';
 import { buildDaemon, type Daemon } from './deps.js';
 import { prepareLocalMode } from './local-mode.js';
+import { raisePriority } from './priority.js';
 
 const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR] [--local-policy FILE] [--enforce]] [--version]
 
@@ -77,6 +78,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       required: flags.config !== undefined || local !== null,
     });
     logger = createRootLogger(config['log.level']);
+    raisePriority(logger);
     daemon = await buildDaemon({ config, logger, local });
     await daemon.start();
   } catch (err) {

@@ -22,6 +22,9 @@
 import type { Dirent } from 'node:fs';
 import { constants, type Stats } from 'node:fs';
 import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * Threads of libuv's pool all gates together may hold (UV_THREADPOOL_SIZE defaults to 4): one is
@@ -340,6 +343,121 @@ export function readdirUserPath(
   timeoutMs = USER_READ_TIMEOUT_MS,
 ): Promise<SafePathResult<Dirent[]>> {
   return gated(gate, key, timeoutMs, () => readdir(path, { withFileTypes: true }));
+}
+
+/** What lstat said of one step of a path walk: the mode bits, the owner, and a symlink's target. */
+export interface ChainStep {
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** The target of a symlink (read in the same job); null for anything else. */
+  readonly link: string | null;
+}
+
+/** One answer of `lstatUserChain`: the step's facts, or why it has none (an errno name). */
+export type ChainAnswer =
+  | { readonly ok: true; readonly step: ChainStep }
+  | { readonly ok: false; readonly code: string };
+
+/** Paths per `lstatUserChain` call at most (native/pathwalk's MAX_PATHS). */
+export const CHAIN_MAX_PATHS = 128;
+
+interface PathwalkAddon {
+  lstatChain(
+    paths: readonly string[],
+  ): Promise<Array<{ mode: number; uid: number; gid: number; link: string | null } | { code: string }>>;
+}
+
+/** native/pathwalk, relative to this file's place in dist/sensors/ (src/ under vitest); null when not built. */
+const pathwalk: PathwalkAddon | null = (() => {
+  if (process.platform === 'win32') return null;
+  const file = join(
+    dirname(fileURLToPath(import.meta.url)),
+    '..',
+    '..',
+    'native',
+    'pathwalk',
+    'build',
+    'Release',
+    'pathwalk.node',
+  );
+  try {
+    const addon = createRequire(import.meta.url)(file) as Partial<PathwalkAddon>;
+    return typeof addon.lstatChain === 'function' ? (addon as PathwalkAddon) : null;
+  } catch {
+    return null;
+  }
+})();
+
+/** True when `lstatUserChain` runs as one pool job (native/pathwalk built), false when it falls back to one job per step. */
+export const chainIsNative = pathwalk !== null;
+
+/**
+ * `lstat` of the steps of a path walk, in order, in ONE gated call (one pool job with
+ * native/pathwalk; without it, the same steps one fs call after another inside the one gate slot):
+ * a symlink's target is read with it, and the answers stop after the first symlink, the first
+ * error or the first step that is not a directory — nothing below those can be walked as given.
+ * The caller (the script package resolver) passes the lexical prefixes it will walk next and
+ * consumes the answers in order, so a path without links costs one trip through the pool and the
+ * event loop instead of one per component. Paths past CHAIN_MAX_PATHS are not answered (the walk
+ * asks again); an empty list, or a path that is relative, holds NUL or is PATH_MAX long or longer,
+ * is `unreadable` (EINVAL). Never throws.
+ */
+export function lstatUserChain(
+  paths: readonly string[],
+  gate: ReadGate,
+  key: string | number,
+  timeoutMs = USER_READ_TIMEOUT_MS,
+): Promise<SafePathResult<ChainAnswer[]>> {
+  const list = paths.slice(0, CHAIN_MAX_PATHS);
+  // What no walk asks for (the resolver never passes it): refused the same way with or without the addon.
+  if (
+    list.length === 0 ||
+    list.some((p) => !p.startsWith('/') || p.includes('\u0000') || Buffer.byteLength(p) >= 4096)
+  ) {
+    return Promise.resolve({ ok: false, reason: 'unreadable' });
+  }
+  return gated(gate, key, timeoutMs, () =>
+    pathwalk !== null ? lstatChainNative(pathwalk, list) : lstatChainSequential(list),
+  );
+}
+
+async function lstatChainNative(addon: PathwalkAddon, list: readonly string[]): Promise<ChainAnswer[]> {
+  const raw = await addon.lstatChain(list);
+  return raw.map((a): ChainAnswer => ('code' in a ? { ok: false, code: a.code } : { ok: true, step: a }));
+}
+
+/**
+ * `lstatUserChain`'s answers one fs call after another: where native/pathwalk is not built (and,
+ * in the tests, the reference the native answers are compared with). Ungated: callers go
+ * through `lstatUserChain`.
+ */
+export async function lstatChainSequential(list: readonly string[]): Promise<ChainAnswer[]> {
+  const out: ChainAnswer[] = [];
+  const failed = (err: unknown): ChainAnswer => ({
+    ok: false,
+    code: (err as NodeJS.ErrnoException)?.code ?? 'EUNKNOWN',
+  });
+  for (const p of list) {
+    let st: Stats;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      out.push(failed(err));
+      break;
+    }
+    if (st.isSymbolicLink()) {
+      try {
+        out.push({ ok: true, step: { mode: st.mode, uid: st.uid, gid: st.gid, link: await readlink(p) } });
+      } catch (err) {
+        out.push(failed(err));
+      }
+      break;
+    }
+    out.push({ ok: true, step: { mode: st.mode, uid: st.uid, gid: st.gid, link: null } });
+    if (!st.isDirectory()) break;
+  }
+  return out;
 }
 
 async function gated<T>(

@@ -24,7 +24,16 @@ import type { Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ScriptPackage } from './observation.js';
-import { lstatUserPath, ReadGate, readlinkUserPath, readUserFile, worldWritable } from './safe-read.js';
+import {
+  CHAIN_MAX_PATHS,
+  type ChainAnswer,
+  type ChainStep,
+  lstatUserChain,
+  lstatUserPath,
+  ReadGate,
+  readUserFile,
+  worldWritable,
+} from './safe-read.js';
 
 /** A package.json larger than this is not parsed (bytes): real ones are a few KiB. */
 export const PACKAGE_JSON_MAX_BYTES = 1024 * 1024;
@@ -591,62 +600,75 @@ export class ScriptPackageResolver {
     key: number,
     deadline: number,
   ): Promise<Step<Entry> | { kind: 'unreachable' }> {
-    const lstatOf = async (p: string): Promise<Step<Stats>> => {
-      const r = await lstatUserPath(p, this.gate, key, remaining(deadline));
-      if (r.ok) return { kind: 'value', value: r.value };
-      return r.reason === 'timeout' || r.reason === 'busy' ? { kind: 'stalled' } : { kind: 'none' };
+    // Answers of the last chain jobs by path: each job lstats the lexical prefixes the walk will
+    // step through next (and reads a link's target), so a path without links is one trip through
+    // the pool, not one per component. Only this walk uses them.
+    const answers = new Map<string, ChainAnswer>();
+    const stepOf = async (p: string, ahead: readonly string[]): Promise<Step<ChainStep>> => {
+      let a = answers.get(p);
+      if (a === undefined) {
+        const chain = [p];
+        for (const name of ahead) {
+          if (chain.length >= CHAIN_MAX_PATHS || name === '..') break;
+          if (name === '' || name === '.') continue;
+          const last = chain[chain.length - 1] as string;
+          chain.push(last === '/' ? `/${name}` : `${last}/${name}`);
+        }
+        const r = await lstatUserChain(chain, this.gate, key, remaining(deadline));
+        if (!r.ok)
+          return r.reason === 'timeout' || r.reason === 'busy' ? { kind: 'stalled' } : { kind: 'none' };
+        for (const [i, answer] of r.value.entries()) answers.set(chain[i] as string, answer);
+        a = answers.get(p);
+      }
+      return a?.ok ? { kind: 'value', value: a.step } : { kind: 'none' };
     };
-    const top = await lstatOf('/');
+    // Components still to resolve, next one last; bounded by the path and MAX_SYMLINKS targets.
+    const pending = path.split('/').reverse();
+    const upcoming = () => pending.slice().reverse();
+    const top = await stepOf('/', upcoming());
     if (top.kind !== 'value') return top;
     const root = top.value;
     let current = '/';
     let here = root;
     let placed = true;
     let links = 0;
-    // Components still to resolve, next one last; bounded by the path and MAX_SYMLINKS targets.
-    const pending = path.split('/').reverse();
     // An unknown uid (Windows) has no mode bits to check searching against.
     const mustSearch = cred.uid !== null && cred.uid !== 0;
     while (pending.length > 0) {
       const name = pending.pop() as string;
       if (name === '' || name === '.') continue;
-      if (!here.isDirectory()) return { kind: 'none' };
+      if (!isDir(here)) return { kind: 'none' };
       if (mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
       if (name === '..') {
         if (current === '/') continue;
         current = dirname(current);
-        const up = await lstatOf(current);
+        const up = await stepOf(current, upcoming());
         if (up.kind !== 'value') return up;
         here = up.value;
         continue;
       }
       const next = current === '/' ? `/${name}` : `${current}/${name}`;
-      const st = await lstatOf(next);
+      const st = await stepOf(next, upcoming());
       if (st.kind !== 'value') return st;
       if (!stepPlaced(here, st.value, cred.uid)) placed = false;
-      if (st.value.isSymbolicLink()) {
+      if (st.value.link !== null) {
         if (++links > MAX_SYMLINKS) return { kind: 'none' };
-        const target = await readlinkUserPath(next, this.gate, key, remaining(deadline));
-        if (!target.ok) {
-          return target.reason === 'timeout' || target.reason === 'busy'
-            ? { kind: 'stalled' }
-            : { kind: 'none' };
-        }
-        if (target.value.startsWith('/')) {
+        const target = st.value.link;
+        if (target.startsWith('/')) {
           current = '/';
           here = root;
         }
-        const parts = target.value.split('/');
+        const parts = target.split('/');
         for (let i = parts.length - 1; i >= 0; i--) pending.push(parts[i] as string);
         continue;
       }
       current = next;
       here = st.value;
     }
-    if (!here.isFile() && !here.isDirectory()) return { kind: 'none' };
+    if (!isDir(here) && !isFile(here)) return { kind: 'none' };
     // `node <dir>`: the package walk starts by looking into the directory itself.
-    if (here.isDirectory() && mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
-    return { kind: 'value', value: { real: current, isDir: here.isDirectory(), owner: here.uid, placed } };
+    if (isDir(here) && mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
+    return { kind: 'value', value: { real: current, isDir: isDir(here), owner: here.uid, placed } };
   }
 
   /** The nearest trusted named package at or above `dir`, null when none, 'stalled' when out of time. */
@@ -728,6 +750,14 @@ export class ScriptPackageResolver {
       dirMode: d.value.mode,
     };
   }
+}
+
+/** File-type tests on a step's mode (lstat: a link is a link). */
+function isDir(s: ChainStep): boolean {
+  return (s.mode & 0o170000) === 0o040000;
+}
+function isFile(s: ChainStep): boolean {
+  return (s.mode & 0o170000) === 0o100000;
 }
 
 /** Time left before `deadline` (ms, performance.now clock), at least 1 so a call is still tried. */

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load-config.js';
+import { DAEMON_NICE } from '../../src/daemon/priority.js';
 import { REPO } from './pkg-helpers.js';
 
 /** A unit's [Service] directives: key → every value given (in order). */
@@ -55,6 +56,8 @@ describe('toolguard.service', () => {
     expect(u.get('Unit.StartLimitIntervalSec')).toEqual(['0']);
     expect(one('KillMode')).toBe('control-group');
     expect(one('CPUQuota')).toMatch(/^\d+%$/);
+    // guardd's own nice (src/daemon/priority.ts), set by systemd: the unit has no CAP_SYS_NICE
+    expect(one('Nice')).toBe(String(DAEMON_NICE));
     // the bundled node, with V8's heap capped below MemoryMax (docs/security.md "Memory budget")
     expect(one('ExecStart')).toBe(
       '/opt/toolguard/node/bin/node --max-old-space-size=192 /opt/toolguard/app/bin/guardd.js',
@@ -137,6 +140,7 @@ describe('macOS property lists', () => {
     ]);
     expect(p.StandardErrorPath).toMatch(/^\/Library\/Logs\/toolguard\//);
     expect(p.UserName).toBe('root');
+    expect(p.Nice).toBe(DAEMON_NICE);
   });
 
   it('the .mobileconfig template is valid and carries the settings, background-item and Full Disk Access payloads', () => {
@@ -207,12 +211,12 @@ describe('scripts and definitions parse', () => {
       'python3',
       [
         '-c',
-        'import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); print(r.findtext("id"), len(r.findall("onfailure")), r.find("onfailure").get("action"))',
+        'import sys,xml.etree.ElementTree as E; r=E.parse(sys.argv[1]).getroot(); print(r.findtext("id"), len(r.findall("onfailure")), r.find("onfailure").get("action"), r.findtext("priority"))',
         join(REPO, 'service/windows/toolguard-service.xml'),
       ],
       { encoding: 'utf8' },
     );
     expect(res.stderr).toBe('');
-    expect(res.stdout.trim()).toBe('toolguard 3 restart');
+    expect(res.stdout.trim()).toBe('toolguard 3 restart AboveNormal');
   });
 });

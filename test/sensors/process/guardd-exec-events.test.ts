@@ -5,9 +5,10 @@
  * usual interval, says so and why in `guardctl status`, and still kills.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DAEMON_NICE } from '../../../src/daemon/priority.js';
 import {
   type Guardd,
   makeKey,
@@ -85,6 +86,26 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(text).toMatch(/processes +watching · exec-events \(kernel exec events\)/);
     expect(text).toMatch(/source=exec-events interval_ms=1000 /);
     expect(text).toMatch(/exec_events_kernel_drops=\d+/);
+  });
+
+  it('runs every thread at its own nice, the exec-events reader above it in real time', async () => {
+    const pid = guardd.child.pid as number;
+    const threads = readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // fields 18/19 of stat (priority, nice) are the 16th/17th after the comm
+      return {
+        comm: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(),
+        prio: Number(f[15]),
+        nice: Number(f[16]),
+      };
+    });
+    expect(threads.length).toBeGreaterThan(1);
+    for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE });
+    // SCHED_FIFO priority 1 shows as a negative priority (-2) in stat; an ordinary task's is 20 + nice.
+    const reader = threads.find((t) => t.comm === 'tg-procevents');
+    expect(reader?.prio).toBeLessThan(0);
+    expect(threads.find((t) => t.comm !== 'tg-procevents')?.prio).toBe(20 + DAEMON_NICE);
   });
 
   it('without CAP_NET_ADMIN it polls /proc every 100 ms, says so and why, and still kills', async () => {
