@@ -2,7 +2,8 @@
  * Owns the source of the owner-fs child: the small program that performs file operations in a
  * user's tree with that user's credentials (see owner-fs.ts for why). It is plain CommonJS run
  * with `node -e`, so the same text runs from src/ under the test runner and from dist/, and it
- * imports nothing but node:fs.
+ * imports nothing but node:fs (and node:os, to give up guardd's raised priority: it runs as the
+ * user, who must not get a nice −10 process out of it; src/daemon/priority.ts).
  *
  * Protocol: one JSON request per stdin line `{id, op, args}`, one JSON answer per stdout line
  * `{id, ok: true, value}` or `{id, ok: false, code, message}` (`code` is the errno code, e.g.
@@ -12,6 +13,7 @@
  */
 export const OWNER_FS_CHILD_SOURCE = String.raw`
 'use strict';
+try { require('node:os').setPriority(0); } catch {}
 const fs = require('node:fs');
 const C = fs.constants;
 const typeOf = (st) => st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : st.isFile() ? 'file' : 'other';
