@@ -20,7 +20,28 @@ import type {
   PolicyPublicationRow,
   StoredEventRow,
 } from '../collector-store.js';
+import type { ConsoleQueries, ConsoleSessions } from './console-port.js';
 
+export type {
+  ConsoleDevice,
+  ConsoleDeviceFilter,
+  ConsoleEventFilter,
+  ConsoleEventSummary,
+  ConsoleOverview,
+  ConsoleQueries,
+  ConsoleRole,
+  ConsoleSession,
+  ConsoleSessions,
+  DevicePageRequest,
+  DevicePolicyState,
+  DeviceSort,
+  EventPageRequest,
+  Page,
+  PolicyRollout,
+  RuleActivityRequest,
+  RuleBucket,
+  RuleTop,
+} from './console-port.js';
 export type {
   BatchToStore,
   CoverageCounts,
@@ -159,7 +180,9 @@ export interface CollectorStorePort
     ForwarderCursors,
     Retention,
     FleetQueries,
-    PolicyPublications {
+    PolicyPublications,
+    ConsoleQueries,
+    ConsoleSessions {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Where the data lives, for logs (a file path, or the URL without password). */
