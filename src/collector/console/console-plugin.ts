@@ -244,7 +244,6 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
     },
     { prefix: '/console' },
   );
-  app.get('/console', async (_req, reply) => reply.redirect('/console/', 302));
 
   function registerReads(session: FastifyInstance, identity: (req: FastifyRequest) => ConsoleIdentity): void {
     session.get('/api/session', async (req) => {
