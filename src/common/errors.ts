@@ -104,6 +104,9 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER:
     'a published policy version is not greater than the one the collector serves',
   GUARD_COLLECTOR_NO_POLICY_FILE: 'publishing needs a policy_file configured on the collector',
+  // console: the collector's browser console and its store queries
+  GUARD_BAD_REQUEST: 'a console request parameter is invalid (a limit outside 1..500, an unknown sort)',
+  GUARD_BAD_CURSOR: 'a console page cursor is malformed or belongs to another listing',
   // package: `guardctl package` (an endpoint package with the organisation's config baked in)
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',
