@@ -114,6 +114,8 @@ export const ERROR_CODES = {
   GUARD_CONSOLE_FORBIDDEN: "the console session's role (viewer) may not do this",
   GUARD_CONSOLE_NOT_FOUND: 'no such device, event or console page',
   GUARD_CONSOLE_NOT_BUILT: "the console's browser bundle is missing: run `npm run build`",
+  GUARD_BAD_REQUEST: 'a console request parameter is invalid (a limit outside 1..500, an unknown sort)',
+  GUARD_BAD_CURSOR: 'a console page cursor is malformed or belongs to another listing',
   // package: `guardctl package` (an endpoint package with the organisation's config baked in)
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',

@@ -214,11 +214,12 @@ describe('console state changes: CSRF, origin, roles', () => {
 
   it('refuses a cross-site POST even with the right token', async () => {
     const s = await session(col.adminToken);
-    for (const headers of [
+    const crossSite: Record<string, string>[] = [
       { origin: 'http://evil.example', 'x-csrf-token': s.csrf },
       { 'sec-fetch-site': 'cross-site', 'x-csrf-token': s.csrf },
       { 'sec-fetch-site': 'same-site', 'x-csrf-token': s.csrf },
-    ]) {
+    ];
+    for (const headers of crossSite) {
       const res = await api('logout', s, { method: 'POST', headers });
       expect(res.status).toBe(403);
       expect(await errorCode(res)).toBe('GUARD_CONSOLE_CROSS_SITE');

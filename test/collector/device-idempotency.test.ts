@@ -184,6 +184,12 @@ describe('collector schema migration to per-(device, enrollment) idempotency', (
         agentVersion: null,
         policyVersion: null,
         coverage: null,
+        tags: null,
+        outboxDepth: null,
+        droppedTotal: null,
+        policyState: null,
+        policyError: null,
+        user: null,
         body: JSON.stringify(e),
       });
       const now = new Date().toISOString();

@@ -330,6 +330,12 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
         agentVersion: null,
         policyVersion: null,
         coverage: null,
+        tags: null,
+        outboxDepth: null,
+        droppedTotal: null,
+        policyState: null,
+        policyError: null,
+        user: null,
         body,
       };
     };

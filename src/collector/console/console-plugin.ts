@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { GuardError } from '../../common/errors.js';
+import { isGuardError } from '../../common/errors.js';
 import { toOcsf } from '../../events/ocsf.js';
 import { badQuery, isoTime, queryOf } from '../admin-routes.js';
 import { DEVICE_ID_RE } from '../agent-routes.js';
@@ -452,7 +452,7 @@ async function storeCall<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof GuardError && (err.code as string) === 'GUARD_BAD_CURSOR')
+    if (isGuardError(err, 'GUARD_BAD_CURSOR'))
       throw badQuery('cursor', 'the "next" of a previous page');
     throw err;
   }

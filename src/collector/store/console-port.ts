@@ -110,13 +110,21 @@ export interface RuleBucket {
 }
 
 export interface RuleTop {
-  readonly devices: readonly { readonly device_id: string; readonly hostname: string; readonly count: number }[];
+  readonly devices: readonly {
+    readonly device_id: string;
+    readonly hostname: string;
+    readonly count: number;
+  }[];
   readonly users: readonly { readonly user: string; readonly count: number }[];
 }
 
 export interface PolicyRollout {
   /** Devices per policy version in force (null: none yet) and state. */
-  readonly versions: readonly { readonly version: number | null; readonly state: DevicePolicyState; readonly devices: number }[];
+  readonly versions: readonly {
+    readonly version: number | null;
+    readonly state: DevicePolicyState;
+    readonly devices: number;
+  }[];
   /** Devices in state `rejected`, grouped by their error (most frequent first, at most 20). */
   readonly rejections: readonly { readonly error: string; readonly devices: number }[];
 }
@@ -152,7 +160,12 @@ export interface ConsoleQueries {
   /** The devices and users with the most events of `ruleId` since `since` (at most `limit` each). */
   ruleTop(ruleId: string, since: string, limit: number): Promise<RuleTop>;
   policyRollout(): Promise<PolicyRollout>;
-  consoleOverview(q: { readonly now: string; readonly silentBefore: string; readonly since24h: string; readonly publishedVersion: number | null }): Promise<ConsoleOverview>;
+  consoleOverview(q: {
+    readonly now: string;
+    readonly silentBefore: string;
+    readonly since24h: string;
+    readonly publishedVersion: number | null;
+  }): Promise<ConsoleOverview>;
 }
 
 /**

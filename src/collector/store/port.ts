@@ -23,6 +23,19 @@ import type {
 import type { ConsoleQueries, ConsoleSessions } from './console-port.js';
 
 export type {
+  BatchToStore,
+  CoverageCounts,
+  DeviceCoverage,
+  DeviceRow,
+  EnrolledDevice,
+  EventQuery,
+  IncomingEvent,
+  InsertResult,
+  NewPolicyPublication,
+  PolicyPublicationRow,
+  StoredEventRow,
+} from '../collector-store.js';
+export type {
   ConsoleDevice,
   ConsoleDeviceFilter,
   ConsoleEventFilter,
@@ -42,19 +55,6 @@ export type {
   RuleBucket,
   RuleTop,
 } from './console-port.js';
-export type {
-  BatchToStore,
-  CoverageCounts,
-  DeviceCoverage,
-  DeviceRow,
-  EnrolledDevice,
-  EventQuery,
-  IncomingEvent,
-  InsertResult,
-  NewPolicyPublication,
-  PolicyPublicationRow,
-  StoredEventRow,
-} from '../collector-store.js';
 
 /** The identity fields of an enrolling device (what `POST /v1/enroll` carries). */
 export interface EnrollingDevice {
