@@ -64,7 +64,7 @@ beforeAll(async () => {
     heartbeatEvent('dev-con-1', 1, { policy_version: 3, tags: ['lab'] }),
     blockedEvent('dev-con-1', 2, 'no-claude'),
   ]);
-  expect(res.status).toBe(200);
+  expect(res.status, await res.clone().text()).toBe(200);
   const page = (await (
     await fetch(`${col.url}/v1/events?type=process.blocked`, {
       headers: { authorization: `Bearer ${col.adminToken}` },
