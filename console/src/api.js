@@ -1,7 +1,7 @@
 /**
  * The console's only way to the collector: JSON over fetch to /console/api/, same origin, with the
  * session cookie (HttpOnly: this code never sees it) and, on state changes, the session's CSRF
- * token. A 401 anywhere sends the page back to the login form.
+ * token. A 401 on any page's call sends the page back to the login form.
  */
 
 let csrf = '';
@@ -42,7 +42,8 @@ async function call(method, path, body) {
       data?.error?.code ?? 'UNKNOWN',
       data?.error?.message ?? res.statusText,
     );
-    if (res.status === 401 && path !== 'login') onUnauthenticated(err);
+    // the first look at the session (and a failed login) is not a session that ended
+    if (res.status === 401 && path !== 'login' && path !== 'session') onUnauthenticated(err);
     throw err;
   }
   return data;

@@ -177,6 +177,7 @@ describe('the console in a browser', () => {
   it('refuses a device token, logs in with the admin token and shows the overview', async () => {
     await page.goto(`${col.url}/console/`);
     await page.getByLabel('Console token').waitFor();
+    expect(await page.getByRole('status').count()).toBe(0);
     await checkA11y('login');
     await page.getByLabel('Console token').fill(deviceToken);
     await page.getByRole('button', { name: 'Log in' }).click();
@@ -299,7 +300,8 @@ describe('the console in a browser', () => {
       .poll(() => page.locator('#rollout-summary').innerText(), { timeout: 30_000, intervals: [500] })
       .toMatch(/^1 of 3 devices run the published version/);
     const table = await page.getByRole('table', { name: /by policy version/ }).innerText();
-    expect(table).toMatch(/2 \(published\)\s+ok\s+1/);
+    expect(table).toMatch(/2 \(published\)\s+current\s+ok\s+1/);
+    expect(table).toMatch(/\n1\s+behind\s+ok\s+1/);
     await checkA11y('rollout');
     await shoot('rollout');
   });

@@ -70,7 +70,7 @@ export function EventRows({ events, caption, showDevice = true }) {
           <td>${e.rule_id ?? '—'}</td>
           ${showDevice ? html`<td><${DeviceLink} id=${e.device_id} hostname=${e.hostname} /></td>` : null}
           <td>${e.user ?? '—'}</td>
-          <td><a href=${`#/events/${e.rid}`} aria-label=${`Open event ${e.rid} (${e.type})`}>Open #${e.rid}</a></td>
+          <td><a href=${`#/events/${e.rid}`}>Open <span class="visually-hidden">event </span>#${e.rid}</a></td>
         </tr>`,
       )}
     </tbody>

@@ -31,7 +31,7 @@ export function OverviewPage() {
               <${Stat} label="Blocks in 24 h" value=${fmtNum(data.blocks_24h)}
                 href="#/events?type=process.blocked,process.denied,package.quarantined,path.quarantined" />
               <${Stat} label="Ingest (events/s, 5 min)" value=${data.ingest_per_s.toFixed(2)} />
-              <${Stat} label="Published policy" value=${data.published_version ?? 'none'} href="#/rollout" />
+              <${Stat} label="Published policy" value=${data.published_version === null ? 'none' : `v${data.published_version}`} href="#/rollout" />
             </ul>
           </section>
           <section aria-labelledby="fwd-h">

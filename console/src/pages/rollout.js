@@ -53,6 +53,15 @@ function Publish({ onPublished }) {
   </section>`;
 }
 
+/** Where a version stands against the published one. */
+function rolloutText(version, published) {
+  if (version === null) return html`<span class="badge badge-unknown">no policy yet</span>`;
+  if (published === null || version === published) return html`<span class="badge badge-ok">current</span>`;
+  return version < published
+    ? html`<span class="badge badge-stale">behind</span>`
+    : html`<span class="badge badge-rejected">newer than published</span>`;
+}
+
 export function RolloutPage({ session }) {
   const [tick, setTick] = useState(0);
   const { data, error } = useLoad(() => get('rollout'), [tick], REFRESH_MS);
@@ -72,10 +81,11 @@ export function RolloutPage({ session }) {
             <progress max=${Math.max(total, 1)} value=${onIt} aria-labelledby="rollout-summary"></progress>
             <table>
               <caption>Devices by policy version in force and state</caption>
-              <thead><tr><th scope="col">Version</th><th scope="col">State</th><th scope="col">Devices</th></tr></thead>
+              <thead><tr><th scope="col">Version</th><th scope="col">Rollout</th><th scope="col">State</th><th scope="col">Devices</th></tr></thead>
               <tbody>${data.versions.map(
                 (v) => html`<tr key=${`${v.version}-${v.state}`}>
                   <td>${v.version ?? 'none yet'}${v.version === data.published_version ? ' (published)' : ''}</td>
+                  <td>${rolloutText(v.version, data.published_version)}</td>
                   <td><${PolicyState} state=${v.state} /></td>
                   <td><a href=${`#/devices?policy_state=${v.state}`}>${fmtNum(v.devices)}</a></td>
                 </tr>`,
