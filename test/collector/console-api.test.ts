@@ -6,8 +6,10 @@
  * publisher, the headers (CSP & co) on every console answer, and 400 + code for hostile query
  * strings. The data views are checked against events posted with real device tokens.
  */
+import { execFileSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashToken } from '../../src/collector/auth.js';
@@ -444,5 +446,53 @@ describe('console login rate limit', () => {
     expect(limited.status).toBe(429);
     expect(await errorCode(limited)).toBe('GUARD_CONSOLE_LOGIN_RATE_LIMITED');
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('console over TLS', () => {
+  it('marks the session cookie Secure and checks the https origin', async () => {
+    const tlsDir = collectorTempDir('tg-con-tls-');
+    const keyFile = join(tlsDir, 'key.pem');
+    const certFile = join(tlsDir, 'cert.pem');
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+        ...['-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1'],
+        ...['-addext', 'subjectAltName=IP:127.0.0.1'],
+      ],
+      { stdio: 'ignore' },
+    );
+    const ca = readFileSync(certFile);
+    const c = await startTestCollector({ tls: { cert: ca, key: readFileSync(keyFile) } });
+    const post = (origin: string): Promise<{ status: number; cookie: string; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = httpsRequest(
+          `${c.url}/console/api/login`,
+          { method: 'POST', ca, headers: { 'content-type': 'application/json', origin } },
+          (res) => {
+            let body = '';
+            res.on('data', (d: Buffer) => {
+              body += d.toString();
+            });
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie'] ?? ''), body }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify({ credential: c.adminToken }));
+      });
+    try {
+      const ok = await post(c.url);
+      expect(ok.status).toBe(200);
+      expect(ok.cookie).toMatch(/; Secure$/);
+      expect(ok.cookie).toContain('HttpOnly');
+      const plain = await post(c.url.replace('https:', 'http:'));
+      expect(plain.status).toBe(403);
+      expect(JSON.parse(plain.body).error.code).toBe('GUARD_CONSOLE_CROSS_SITE');
+    } finally {
+      await c.close();
+    }
   });
 });

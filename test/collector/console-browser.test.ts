@@ -150,15 +150,17 @@ async function checkA11y(name: string): Promise<void> {
   // evaluated through the DevTools protocol, not as a page script, so the page's CSP stays as served
   await page.evaluate(AXE_SOURCE);
   const violations = await page.evaluate(async () => {
-    const w = window as unknown as {
+    // runs in the page (no DOM types here): axe and document are the page's globals
+    const w = globalThis as unknown as {
+      document: unknown;
       axe: {
         run(
-          ctx: Document,
+          ctx: unknown,
           o: unknown,
         ): Promise<{ violations: { id: string; impact: string; nodes: unknown[] }[] }>;
       };
     };
-    const r = await w.axe.run(document, { resultTypes: ['violations'] });
+    const r = await w.axe.run(w.document, { resultTypes: ['violations'] });
     return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length }));
   });
   const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
@@ -297,7 +299,7 @@ describe('the console in a browser', () => {
     await page.getByRole('heading', { name: 'Version 2' }).waitFor();
     // the page refreshes itself; the agent fetches, applies and reports v2
     await expect
-      .poll(() => page.locator('#rollout-summary').innerText(), { timeout: 30_000, intervals: [500] })
+      .poll(() => page.locator('#rollout-summary').innerText(), { timeout: 30_000, interval: 500 })
       .toMatch(/^1 of 3 devices run the published version/);
     const table = await page.getByRole('table', { name: /by policy version/ }).innerText();
     expect(table).toMatch(/2 \(published\)\s+current\s+ok\s+1/);

@@ -452,8 +452,7 @@ async function storeCall<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (isGuardError(err, 'GUARD_BAD_CURSOR'))
-      throw badQuery('cursor', 'the "next" of a previous page');
+    if (isGuardError(err, 'GUARD_BAD_CURSOR')) throw badQuery('cursor', 'the "next" of a previous page');
     throw err;
   }
 }
