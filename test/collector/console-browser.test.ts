@@ -36,6 +36,8 @@ const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core
 const SLEEP = spawnSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).stdout.trim();
 const BANNED = 'tg-console-banned';
 const AGENT_ID = 'console-e2e-agent';
+/** A second real agent that trusts another key: it rejects every policy the collector serves. */
+const UNTRUSTING_ID = 'console-e2e-untrusting';
 
 const dir = collectorTempDir('tg-conb-');
 const key = makeKey();
@@ -59,6 +61,7 @@ const rules: PolicyRule[] = [
 
 let col: TestCollector;
 let guardd: Guardd;
+let untrusting: Guardd;
 let browser: Browser;
 let page: Page;
 let deviceToken: string;
@@ -71,7 +74,7 @@ beforeAll(async () => {
   col = await startTestCollector({ policyFile, policyTrustedKeys: [parsePublicKey(key.publicKeyPem)] });
   const secretFile = join(dir, 'enroll-secret');
   writeFileSync(secretFile, col.enrollSecret, { mode: 0o600 });
-  const [g, b] = await Promise.all([
+  const [g, u, b] = await Promise.all([
     startGuardd(join(dir, 'agent'), {
       'device.id': AGENT_ID,
       'device.tags': ['lab', 'console-e2e'],
@@ -84,14 +87,24 @@ beforeAll(async () => {
       'policy.refresh_jitter_s': 0,
       'shipper.heartbeat_cron': '* * * * * *',
     }),
+    startGuardd(join(dir, 'agent2'), {
+      'device.id': UNTRUSTING_ID,
+      'collector.url': col.url,
+      'collector.enroll_secret_file': secretFile,
+      'policy.trusted_keys': [makeKey().publicKeyPem],
+      'policy.refresh_cron': '* * * * * *',
+      'policy.refresh_jitter_s': 0,
+      'shipper.heartbeat_cron': '* * * * * *',
+    }),
     chromium.launch({
       executablePath: '/usr/bin/chromium',
       args: ['--no-sandbox', '--disable-dev-shm-usage'],
     }),
   ]);
   guardd = g;
+  untrusting = u;
   browser = b;
-  // two more devices, posting with their own device tokens: one on an old policy, one silent
+  // two more devices, posting with their own device tokens
   deviceToken = await enrollDevice(col.url, col.enrollSecret, 'laptop-ops-7');
   expect(
     (
@@ -130,6 +143,14 @@ beforeAll(async () => {
     'the agent reporting policy 1 in force',
     { timeoutMs: 30_000 },
   );
+  await waitFor(
+    async () =>
+      (await col.collector.store.consoleDevice(UNTRUSTING_ID))?.policy_state === 'rejected'
+        ? true
+        : undefined,
+    'the untrusting agent reporting the policy rejected',
+    { timeoutMs: 30_000 },
+  );
 
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   page = await context.newPage();
@@ -142,6 +163,7 @@ afterAll(async () => {
   for (const c of banned) c.kill('SIGKILL');
   await browser?.close();
   await guardd?.stop();
+  await untrusting?.stop();
   await col?.close();
 });
 
@@ -191,7 +213,7 @@ describe('the console in a browser', () => {
     await page.getByRole('heading', { name: 'Overview' }).waitFor();
     await page.locator('.stat-value').first().waitFor();
     const stats = await page.locator('.stats').innerText();
-    expect(stats).toMatch(/3\s+Devices/);
+    expect(stats).toMatch(/4\s+Devices/);
     expect(stats).toMatch(/Blocks in 24 h/);
     await checkA11y('overview');
     await shoot('overview');
@@ -204,7 +226,7 @@ describe('the console in a browser', () => {
       .getByRole('link', { name: AGENT_ID })
       .or(table.getByRole('link', { name: /\S/ }).first())
       .waitFor();
-    await expect.poll(() => table.locator('tbody tr').count()).toBe(3);
+    await expect.poll(() => table.locator('tbody tr').count()).toBe(4);
     await checkA11y('devices');
     await shoot('devices');
 
@@ -300,10 +322,12 @@ describe('the console in a browser', () => {
     // the page refreshes itself; the agent fetches, applies and reports v2
     await expect
       .poll(() => page.locator('#rollout-summary').innerText(), { timeout: 30_000, interval: 500 })
-      .toMatch(/^1 of 3 devices run the published version/);
+      .toMatch(/^1 of 4 devices run the published version/);
     const table = await page.getByRole('table', { name: /by policy version/ }).innerText();
     expect(table).toMatch(/2 \(published\)\s+current\s+ok\s+1/);
     expect(table).toMatch(/\n1\s+behind\s+ok\s+1/);
+    const rejections = await page.getByRole('table', { name: /rejected the policy/ }).innerText();
+    expect(rejections).toMatch(/GUARD_POLICY_\w+.*\s+1/);
     await checkA11y('rollout');
     await shoot('rollout');
   });
