@@ -137,8 +137,8 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
   // and the policy state (heartbeat / policy.applied / policy.rejected, guarded by
   // policy_state_seq); device_tags for the tag filter; indexes for each sort (id breaks ties: the
   // keyset); events.user_name and its index for the user filter; a covering index for a rule's top
-  // devices and users; received_at for the overview's rates; rule_hourly, the per-hour counts of
-  // each rule and type (event time) for the rules chart, added to at ingest. Rows stored before this
+  // devices and users; received_at for the overview's rates; rule_hourly and rule_daily, the per-hour and
+  // per-day counts of each rule and type (event time) for the rules chart, added to at ingest. Rows stored before this
   // migration have user_name NULL and are not in rule_hourly (counts of events received from now on).
   `
   ALTER TABLE devices ADD COLUMN tags TEXT;
@@ -171,6 +171,13 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
     hour     TEXT NOT NULL,   -- YYYY-MM-DDTHH of the event time (UTC)
     count    INTEGER NOT NULL,
     PRIMARY KEY (hour, rule_id, type)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE rule_daily (
+    rule_id  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    day      TEXT NOT NULL,   -- YYYY-MM-DD of the event time (UTC)
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (day, rule_id, type)
   ) STRICT, WITHOUT ROWID;
 
   CREATE TABLE console_sessions (
@@ -367,6 +374,10 @@ export class CollectorStore {
         `INSERT INTO rule_hourly(rule_id, type, hour, count) VALUES (?, ?, ?, ?)
          ON CONFLICT(hour, rule_id, type) DO UPDATE SET count = count + excluded.count`,
       ),
+      addRuleDay: db.prepare(
+        `INSERT INTO rule_daily(rule_id, type, day, count) VALUES (?, ?, ?, ?)
+         ON CONFLICT(day, rule_id, type) DO UPDATE SET count = count + excluded.count`,
+      ),
       setPolicyState: db.prepare(
         `UPDATE devices SET
            policy_state = CASE WHEN @keeps AND policy_state = 'rejected' THEN policy_state ELSE @state END,
@@ -376,12 +387,12 @@ export class CollectorStore {
       ),
       // device_tags follows devices.tags (only the differences are written)
       dropTags: db.prepare(
-        `DELETE FROM device_tags WHERE device_id = ?1
-           AND tag NOT IN (SELECT value FROM json_each((SELECT tags FROM devices WHERE id = ?1)))`,
+        `DELETE FROM device_tags WHERE device_id = @id
+           AND tag NOT IN (SELECT value FROM json_each((SELECT tags FROM devices WHERE id = @id)))`,
       ),
       addTags: db.prepare(
         `INSERT OR IGNORE INTO device_tags(tag, device_id)
-         SELECT value, ?1 FROM json_each((SELECT tags FROM devices WHERE id = ?1))`,
+         SELECT value, @id FROM json_each((SELECT tags FROM devices WHERE id = @id))`,
       ),
       touchDevice: db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ?'),
       // Versions only from a batch of the current enrollment: a batch posted with a token that was
@@ -526,8 +537,8 @@ export class CollectorStore {
             newestCoverage.seq,
           ).changes;
           if (applied > 0) {
-            this.stmts.dropTags.run(b.deviceId);
-            this.stmts.addTags.run(b.deviceId);
+            this.stmts.dropTags.run({ id: b.deviceId });
+            this.stmts.addTags.run({ id: b.deviceId });
           }
         }
         const policyState = policyStateChange(b.events);
@@ -541,7 +552,10 @@ export class CollectorStore {
         stored += accepted;
         results.push({ accepted, duplicates: b.events.length - accepted });
       }
-      for (const c of ruleHourCounts(fresh)) this.stmts.addRuleHour.run(c.rule, c.type, c.hour, c.n);
+      for (const c of ruleHourCounts(fresh)) {
+        this.stmts.addRuleHour.run(c.rule, c.type, c.hour, c.n);
+        this.stmts.addRuleDay.run(c.rule, c.type, c.hour.slice(0, 10), c.n);
+      }
     })();
     if (stored > 0) this.onStored?.();
     return results;

@@ -172,9 +172,9 @@ export const PG_MIGRATIONS: readonly string[] = [
   `,
   // 4: the browser console (SQLite schema 6; store/console-port.ts). The device columns, tag rows,
   // sort indexes, events.user_name, the rule covering index and the sessions are SQLite's.
-  // rule_hourly has a `shard` (the writing connection's backend pid mod 8): every ingest
-  // transaction adds to the current hour's rows, and one row per (hour, rule, type) would make
-  // concurrent group commits wait on each other's row locks until commit. Hostname search uses a
+  // rule_hourly / rule_daily take one upsert per (bucket, rule, type) a group stored, in key order
+  // (concurrent groups wait on each other's row of the current hour until commit, never deadlock:
+  // every group locks these rows first, then device rows in id order). Hostname search uses a
   // pg_trgm index when the extension can be created (Debian's postgresql package ships it; it is a
   // trusted extension, so the database owner may create it); without it the search scans.
   `
@@ -214,9 +214,15 @@ export const PG_MIGRATIONS: readonly string[] = [
     hour     text COLLATE "C" NOT NULL,
     rule_id  text COLLATE "C" NOT NULL,
     type     text COLLATE "C" NOT NULL,
-    shard    integer NOT NULL,
     count    bigint NOT NULL,
-    PRIMARY KEY (hour, rule_id, type, shard)
+    PRIMARY KEY (hour, rule_id, type)
+  );
+  CREATE TABLE rule_daily (
+    day      text COLLATE "C" NOT NULL,
+    rule_id  text COLLATE "C" NOT NULL,
+    type     text COLLATE "C" NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (day, rule_id, type)
   );
 
   CREATE TABLE console_sessions (
@@ -306,8 +312,6 @@ const TAGS_SYNC_SQL = `
   INSERT INTO device_tags(tag, device_id)
   SELECT u.tag, t.id FROM t CROSS JOIN LATERAL unnest(t.tags) AS u(tag) ORDER BY 2, 1
   ON CONFLICT DO NOTHING`;
-/** Shards of a rule_hourly row (see migration 4). */
-const RULE_SHARDS = 8;
 /** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
 export const DEFAULT_PG_POOL = 10;
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
@@ -541,19 +545,24 @@ export class PostgresCollectorStore implements CollectorStorePort {
       await copyInto(c, copyText);
       const r = await c.query<{ device_id: string; enrollment: number; id: string }>({
         name: 'tg_insert_staged',
-        // the rows stored, and their rule-hour counts added to rule_hourly (keys in one order:
-        // no deadlock between concurrent groups of one shard)
+        // the rows stored, and their rule counts added to rule_hourly and rule_daily (keys in one
+        // order: no deadlock between concurrent groups)
         text: `WITH ins AS (
                  INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
                  SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name
                  FROM ${STAGING} ORDER BY ord
                  ON CONFLICT DO NOTHING
                  RETURNING device_id, enrollment, id, rule_id, type, time),
-               roll AS (
-                 INSERT INTO rule_hourly(hour, rule_id, type, shard, count)
-                 SELECT left(time, 13), rule_id, type, pg_backend_pid() % ${RULE_SHARDS}, count(*) FROM ins
+               hourly AS (
+                 INSERT INTO rule_hourly(hour, rule_id, type, count)
+                 SELECT left(time, 13), rule_id, type, count(*) FROM ins
                  WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-                 ON CONFLICT (hour, rule_id, type, shard) DO UPDATE SET count = rule_hourly.count + excluded.count)
+                 ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
+               daily AS (
+                 INSERT INTO rule_daily(day, rule_id, type, count)
+                 SELECT left(time, 10), rule_id, type, count(*) FROM ins
+                 WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                 ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
                SELECT device_id, enrollment, id FROM ins`,
       });
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
@@ -899,9 +908,12 @@ export class PostgresCollectorStore implements CollectorStorePort {
   async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
     const h = activityHours(req);
     const r = await this.pool.query<{ rule_id: string; type: string; k: string; count: number }>(
-      `SELECT rule_id, type, left(hour, $1) AS k, sum(count)::int8 AS count FROM rule_hourly
-       WHERE hour >= $2 AND hour < $3 GROUP BY 1, 2, 3 ORDER BY 3, 1, 2`,
-      [h.keyLength, h.from, h.to],
+      h.keyLength === 13
+        ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
+           WHERE hour >= $1 AND hour < $2 ORDER BY hour, rule_id, type`
+        : `SELECT rule_id, type, day AS k, count FROM rule_daily
+           WHERE day >= $1 AND day < $2 ORDER BY day, rule_id, type`,
+      [h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength)],
     );
     return r.rows.map((x) => ({
       rule_id: x.rule_id,

@@ -274,11 +274,14 @@ export class SqliteCollectorStore implements CollectorStorePort {
   async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
     const h = activityHours(req);
     const rows = this.engine.db
-      .prepare<[number, string, string], { rule_id: string; type: string; k: string; count: number }>(
-        `SELECT rule_id, type, substr(hour, 1, ?) AS k, sum(count) AS count FROM rule_hourly
-         WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3 ORDER BY 3, 1, 2`,
+      .prepare<[string, string], { rule_id: string; type: string; k: string; count: number }>(
+        h.keyLength === 13
+          ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
+             WHERE hour >= ? AND hour < ? ORDER BY hour, rule_id, type`
+          : `SELECT rule_id, type, day AS k, count FROM rule_daily
+             WHERE day >= ? AND day < ? ORDER BY day, rule_id, type`,
       )
-      .all(h.keyLength, h.from, h.to);
+      .all(h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength));
     return rows.map((r) => ({
       rule_id: r.rule_id,
       type: r.type,
