@@ -34,6 +34,15 @@ export function PolicyState({ state }) {
   return html`<span class=${`badge badge-${state}`}>${STATE_TEXT[state] ?? state}</span>`;
 }
 
+/** The policy a device has in force, its state, and whether it is behind the published version. */
+export function DevicePolicy({ device, published }) {
+  const v = device.policy_version;
+  const behind = v !== null && published !== null && published !== undefined && v < published;
+  return html`${v === null ? 'none' : `v${v}`} <${PolicyState} state=${device.policy_state} />${
+    behind ? html` <span class="badge badge-stale">behind v${published}</span>` : null
+  }${device.policy_error ? html`<div class="small error-text">${device.policy_error}</div>` : null}`;
+}
+
 export function DeviceLink({ id, hostname }) {
   return html`<a href=${`#/devices/${encodeURIComponent(id)}`}>${hostname || id}</a>`;
 }

@@ -2,7 +2,7 @@
 import { get } from '../api.js';
 import { fmtNum, fmtTime } from '../format.js';
 import { html } from '../html.js';
-import { coverageText, EventRows, isSilent, Loading, PolicyState, useLoad, When } from './common.js';
+import { coverageText, DevicePolicy, EventRows, isSilent, Loading, useLoad, When } from './common.js';
 
 export function DevicePage({ id }) {
   const { data, error } = useLoad(() => get(`devices/${encodeURIComponent(id)}`), [id]);
@@ -21,9 +21,7 @@ export function DevicePage({ id }) {
         <dt>Last seen</dt><dd><${When} iso=${d.last_seen_at} /> ${
           d.stopped_at ? '(stopped cleanly)' : isSilent(d, data.silent_after_s) ? '(silent too long)' : ''
         }</dd>
-        <dt>Policy</dt><dd>version ${d.policy_version ?? '—'} <${PolicyState} state=${d.policy_state} />${
-          d.policy_error ? html` <span class="error-text">${d.policy_error}</span>` : null
-        }</dd>
+        <dt>Policy</dt><dd><${DevicePolicy} device=${d} published=${data.published_version} /></dd>
         <dt>Coverage</dt><dd>${coverageText(d.coverage)}</dd>
         <dt>Outbox backlog</dt><dd>${fmtNum(d.outbox_depth)}</dd>
         <dt>Dropped events</dt><dd>${fmtNum(d.dropped_total)}</dd>

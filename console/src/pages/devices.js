@@ -4,7 +4,7 @@ import { get } from '../api.js';
 import { fmtNum } from '../format.js';
 import { html } from '../html.js';
 import { go } from '../router.js';
-import { coverageText, DeviceLink, isSilent, Loading, Pager, PolicyState, useLoad, When } from './common.js';
+import { coverageText, DeviceLink, DevicePolicy, isSilent, Loading, Pager, useLoad, When } from './common.js';
 
 const FILTERS = ['search', 'tag', 'agent_version', 'policy_state', 'silent', 'sort', 'order'];
 
@@ -62,7 +62,9 @@ export function DevicesPage({ params }) {
             <tbody>
               ${data.devices.map(
                 (d) => html`<tr key=${d.id}>
-                  <td><${DeviceLink} id=${d.id} hostname=${d.hostname} /></td>
+                  <td><${DeviceLink} id=${d.id} hostname=${d.hostname} />${
+                    d.id !== d.hostname ? html`<div class="small muted">${d.id}</div>` : null
+                  }</td>
                   <td>${d.os}</td>
                   <td>${d.agent_version}</td>
                   <td>${d.tags.length ? d.tags.map((t) => html`<span class="tag">${t}</span> `) : '—'}</td>
@@ -73,9 +75,7 @@ export function DevicesPage({ params }) {
                         ? html` <span class="badge badge-stale">silent</span>`
                         : null
                   }</td>
-                  <td>v${d.policy_version ?? '—'} <${PolicyState} state=${d.policy_state} />${
-                    d.policy_error ? html`<div class="small error-text">${d.policy_error}</div>` : null
-                  }</td>
+                  <td><${DevicePolicy} device=${d} published=${data.published_version} /></td>
                   <td class="small">${coverageText(d.coverage)}</td>
                   <td>${fmtNum(d.outbox_depth)}</td>
                   <td>${fmtNum(d.dropped_total)}</td>

@@ -301,10 +301,18 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
         oneOf('sort', q.sort, ['hostname', 'last_seen_at', 'agent_version', 'policy_version'] as const) ??
         'hostname';
       const order = oneOf('order', q.order, ['asc', 'desc'] as const) ?? 'asc';
-      const page = await storeCall(() =>
-        store.consoleDevices({ filter, sort, order, limit: limit(q.limit), cursor: cursor(q.cursor) }),
-      );
-      return { devices: page.items, next: page.next, silent_after_s: options.silentAfterS };
+      const [page, published] = await Promise.all([
+        storeCall(() =>
+          store.consoleDevices({ filter, sort, order, limit: limit(q.limit), cursor: cursor(q.cursor) }),
+        ),
+        policy.published(),
+      ]);
+      return {
+        devices: page.items,
+        next: page.next,
+        silent_after_s: options.silentAfterS,
+        published_version: published.version,
+      };
     });
 
     session.get('/api/devices/:id', async (req) => {
@@ -313,8 +321,16 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
       if (!DEVICE_ID_RE.test(id)) throw badQuery('id', 'a device id');
       const device = await store.consoleDevice(id);
       if (!device) throw new HttpError(404, 'GUARD_CONSOLE_NOT_FOUND', 'no such device');
-      const recent = await store.consoleEvents({ filter: { deviceId: id }, limit: DEVICE_RECENT_EVENTS });
-      return { device, events: recent.items, silent_after_s: options.silentAfterS };
+      const [recent, published] = await Promise.all([
+        store.consoleEvents({ filter: { deviceId: id }, limit: DEVICE_RECENT_EVENTS }),
+        policy.published(),
+      ]);
+      return {
+        device,
+        events: recent.items,
+        silent_after_s: options.silentAfterS,
+        published_version: published.version,
+      };
     });
 
     session.get('/api/events', async (req) => {
