@@ -283,7 +283,7 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       it('sends the strict CSP, nosniff and no-referrer on the page, assets, API answers and errors', async () => {
         const s = await session(viewerToken);
         const answers = [
-          await fetch(`${col.url}/console/`),
+          await fetch(`${col.url}/console`),
           await fetch(`${col.url}/console/assets/app.js`),
           await fetch(`${col.url}/console/assets/app.css`),
           await api('overview', s),
@@ -437,10 +437,20 @@ for (const kind of ['sqlite', 'postgres'] as const) {
   });
 }
 
-describe('console login rate limit', () => {
+describe('console on a collector without a bundle: login rate limit, missing page', () => {
   let other: TestCollector;
   beforeAll(async () => {
-    other = await startTestCollector({});
+    // an assets dir without a build: the page answers 503 with a code, the API still works
+    other = await startTestCollector({ consoleAssetsDir: collectorTempDir('tg-con-empty-') });
+  });
+
+  it('answers 503 GUARD_CONSOLE_NOT_BUILT for the page when the bundle is missing', async () => {
+    for (const path of ['/console/', '/console']) {
+      const res = await fetch(`${other.url}${path}`);
+      expect(res.status, path).toBe(503);
+      expect(await errorCode(res)).toBe('GUARD_CONSOLE_NOT_BUILT');
+      expect(res.headers.get('content-security-policy')).toBe(CONSOLE_CSP);
+    }
   });
   afterAll(async () => {
     await other?.close();
