@@ -854,7 +854,9 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
       newestFirst((e) => e.device === 'dev02'),
     );
     // and its heartbeat of the fleet, the oldest
-    expect((await walk({ deviceId: 'dev02' }, 3)).length).toBe(newestFirst((e) => e.device === 'dev02').length + 1);
+    expect((await walk({ deviceId: 'dev02' }, 3)).length).toBe(
+      newestFirst((e) => e.device === 'dev02').length + 1,
+    );
     expect(await walk({ user: 'bob', types: ['process.warned'] }, 2)).toEqual(
       newestFirst((e) => e.user === 'bob' && e.type === 'process.warned'),
     );
