@@ -21,7 +21,7 @@
 //                                    fill takes many minutes). Without it, everything is removed.
 //   TOOLGUARD_BENCH_CONSOLE_STORES   `sqlite,postgres` (default both)
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -250,7 +250,6 @@ async function sqliteStore() {
     await new SqliteCollectorStore({ file }).close(); // schema through the store's own migrations
     const t0 = performance.now();
     const db = new Database(file);
-    db.pragma('journal_mode = OFF');
     db.pragma('synchronous = OFF');
     db.pragma('cache_size = -1000000');
     const { start, end } = fillWindow();
@@ -284,8 +283,6 @@ async function sqliteStore() {
              CREATE TABLE IF NOT EXISTS bench_meta(k TEXT PRIMARY KEY, v TEXT);
              INSERT OR REPLACE INTO bench_meta VALUES ('start', '${start}'), ('end', '${end}');`);
     db.close();
-    rmSync(file + '-journal', { force: true });
-    const { writeFileSync } = await import('node:fs');
     writeFileSync(marker, '');
     log(
       `  sqlite: filled in ${secs(t0)} s (indexes built after the rows), ${(statSync(file).size / 2 ** 30).toFixed(2)} GiB`,

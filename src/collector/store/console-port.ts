@@ -5,14 +5,35 @@
  * runs the same bodies against both. Every list is keyset-paged and bounded (`limit` 1..500): no
  * call reads a whole table, and every answer stays fast at 100,000 devices and 10 million events
  * (bench/console.bench.js).
+ *
+ * Where the answers come from (kept at ingest, in the transaction that stores the events):
+ * - device columns from the newest heartbeat (tags, outbox_depth, dropped_total, with the
+ *   coverage: newest seq of the current enrollment wins) and the policy state (see
+ *   DevicePolicyState), both guarded by seq like the policy version;
+ * - events.user_name (the event's `user`) and indexes for every filter and sort;
+ * - rollups rule_hourly / rule_daily: events per (rule, type, hour/day of the event time).
+ *   They are COUNTS OF EVENTS RECEIVED, NOT OF EVENTS KEPT: retention (pruneEvents) deletes events
+ *   and leaves the rollups, so the rules chart still shows activity older than the events kept (a
+ *   rollup row is per rule, type and hour: a few hundred rows an hour at most, kept). A duplicate
+ *   (resent) event is not counted. Events stored before the console's migration are not counted.
+ * ruleTop and the timeline read the events themselves (through indexes), so they only see events
+ * still kept.
+ *
+ * Text comparisons are byte order (C collation on PostgreSQL), so both stores sort alike; the
+ * hostname search is case-insensitive for ASCII letters only, and `%`, `_`, `\` in it are literal.
  */
 import type { DeviceCoverage, StoredEventRow } from '../collector-store.js';
 
-/** Where a device stands with the policy: from its newest heartbeat's policy_state / policy.* events. */
+/**
+ * Where a device stands with the policy: from its newest heartbeat's policy_state / policy.* events.
+ * A heartbeat says ok / stale / unknown (`none`: no policy yet); policy.rejected makes it `rejected`
+ * and that stands over later heartbeats (the agent keeps enforcing its last good policy and says
+ * `ok` meanwhile) until a policy.applied (`ok`). Before any of them: `unknown`.
+ */
 export type DevicePolicyState = 'ok' | 'stale' | 'rejected' | 'unknown';
 
 export interface ConsoleDeviceFilter {
-  /** Case-insensitive substring of the hostname, or an exact device id. */
+  /** Case-insensitive (ASCII) substring of the hostname, or an exact device id. */
   readonly search?: string;
   /** Devices whose tags include this tag exactly. */
   readonly tag?: string;
@@ -97,7 +118,10 @@ export interface RuleActivityRequest {
   readonly since: string;
   /** RFC 3339, exclusive. */
   readonly until: string;
-  /** Bucket width: 3600 (hour) or 86400 (day). */
+  /**
+   * Bucket width: 3600 (hour) or 86400 (day). Buckets are whole (UTC): `since` rounds down and
+   * `until` up to the width; at most 2,400 buckets (else GUARD_BAD_REQUEST).
+   */
   readonly bucketSeconds: 3600 | 86400;
 }
 
@@ -157,7 +181,10 @@ export interface ConsoleQueries {
   /** One stored event with its device's hostname, or undefined. */
   consoleEvent(rid: number): Promise<(StoredEventRow & { readonly hostname: string }) | undefined>;
   ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]>;
-  /** The devices and users with the most events of `ruleId` since `since` (at most `limit` each). */
+  /**
+   * The devices and users with the most events of `ruleId` since `since` (event time; at most
+   * `limit` each, 1..500), most first, ties by id / name.
+   */
   ruleTop(ruleId: string, since: string, limit: number): Promise<RuleTop>;
   policyRollout(): Promise<PolicyRollout>;
   consoleOverview(q: {
@@ -177,6 +204,6 @@ export interface ConsoleSessions {
   /** The session, when it exists and `now` < expires_at. */
   sessionByHash(idHash: string, now: string): Promise<ConsoleSession | undefined>;
   deleteSession(idHash: string): Promise<void>;
-  /** Deletes expired sessions; resolves with how many. */
+  /** Deletes expired sessions (at most 1,000 per call: call again while it returns 1,000); resolves with how many. */
   pruneSessions(now: string): Promise<number>;
 }

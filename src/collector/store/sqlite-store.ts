@@ -341,7 +341,7 @@ export class SqliteCollectorStore implements CollectorStorePort {
     const { versions } = await this.policyRollout();
     const blocks = db
       .prepare<unknown[], { n: number }>(
-        `SELECT count(*) AS n FROM events WHERE received_at >= ? AND type IN (${BLOCK_TYPES.map(() => '?').join(', ')})`,
+        `SELECT count(*) AS n FROM events WHERE received_at >= ? AND +type IN (${BLOCK_TYPES.map(() => '?').join(', ')})`,
       )
       .get(q.since24h, ...BLOCK_TYPES);
     const recent = db
