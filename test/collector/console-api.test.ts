@@ -343,6 +343,15 @@ for (const kind of ['sqlite', 'postgres'] as const) {
         blockedRid = byRule.events[0]?.rid as number;
         const none = (await json('events?rule=warn-cursor')) as { events: unknown[] };
         expect(none.events).toHaveLength(0);
+        const byUser = (await json('events?user=alice')) as { events: { user: string }[] };
+        expect(byUser.events.map((e) => e.user)).toEqual(['alice']);
+        expect(((await json('events?user=bob')) as { events: unknown[] }).events).toHaveLength(0);
+        const inWindow = (await json(
+          `events?since=${new Date(Date.now() - 3600_000).toISOString()}&until=${new Date(Date.now() + 3600_000).toISOString()}`,
+        )) as { events: unknown[] };
+        expect(inWindow.events).toHaveLength(2);
+        const before = (await json('events?until=2000-01-01T00:00:00Z')) as { events: unknown[] };
+        expect(before.events).toHaveLength(0);
         const types = (await json('events?type=agent.heartbeat,process.blocked')) as { events: unknown[] };
         expect(types.events).toHaveLength(2);
         const one = (await json(`events/${blockedRid}`)) as {

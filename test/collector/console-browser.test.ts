@@ -215,6 +215,23 @@ describe('the console in a browser', () => {
     const stats = await page.locator('.stats').innerText();
     expect(stats).toMatch(/4\s+Devices/);
     expect(stats).toMatch(/Blocks in 24 h/);
+    // keyboard: the first Tab reaches the skip link, Enter moves focus to the main content
+    await page.keyboard.press('Tab');
+    expect(
+      await page.evaluate(
+        () =>
+          (globalThis as unknown as { document: { activeElement: { textContent: string } } }).document
+            .activeElement.textContent,
+      ),
+    ).toBe('Skip to content');
+    await page.keyboard.press('Enter');
+    expect(
+      await page.evaluate(
+        () =>
+          (globalThis as unknown as { document: { activeElement: { id: string } } }).document.activeElement
+            .id,
+      ),
+    ).toBe('main');
     await checkA11y('overview');
     await shoot('overview');
   });
