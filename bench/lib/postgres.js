@@ -3,7 +3,7 @@
 // as root. Unlike the tests' server it keeps PostgreSQL's default durability (fsync on,
 // synchronous_commit on), so its numbers compare with SQLite at synchronous=FULL.
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,11 +33,19 @@ function freePort() {
   });
 }
 
-/** Starts a server; resolves with { url(db), createDatabase(name), psql(args), stop() }. */
-export async function startPostgres() {
+/**
+ * Starts a server; resolves with { url(db), createDatabase(name), psql(args), stop(), reused }.
+ * Options: `dir`, a directory to keep the server in (initdb only when it holds no cluster yet;
+ * `stop` leaves it, so a later run reuses its databases: `reused` is true then), and `settings`,
+ * extra `-c name=value` server settings.
+ */
+export async function startPostgres(options = {}) {
   const bin = postgresBin();
-  const dir = mkdtempSync(join(tmpdir(), 'tgpgb-'));
+  const keep = options.dir !== undefined;
+  if (keep) mkdirSync(options.dir, { recursive: true });
+  const dir = keep ? options.dir : mkdtempSync(join(tmpdir(), 'tgpgb-'));
   const data = join(dir, 'data');
+  const reused = keep && existsSync(join(data, 'PG_VERSION'));
   let as = {};
   if (process.getuid?.() === 0) {
     const uid = Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim());
@@ -46,12 +54,14 @@ export async function startPostgres() {
     as = { uid, gid };
     chownSync(dir, uid, gid);
   }
-  const init = spawnSync(
-    join(bin, 'initdb'),
-    ['-D', data, '-U', 'toolguard', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'],
-    { ...as, encoding: 'utf8' },
-  );
-  if (init.status !== 0) throw new Error(`initdb: ${init.stderr}`);
+  if (!reused) {
+    const init = spawnSync(
+      join(bin, 'initdb'),
+      ['-D', data, '-U', 'toolguard', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'],
+      { ...as, encoding: 'utf8' },
+    );
+    if (init.status !== 0) throw new Error(`initdb: ${init.stderr}`);
+  }
   const port = await freePort();
   const proc = spawn(
     join(bin, 'postgres'),
@@ -66,6 +76,7 @@ export async function startPostgres() {
       'listen_addresses=127.0.0.1',
       '-c',
       'max_connections=200',
+      ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
     ],
     { ...as, stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -90,6 +101,7 @@ export async function startPostgres() {
   return {
     url,
     psql,
+    reused,
     createDatabase(name) {
       const r = psql(['-c', `CREATE DATABASE ${name} TEMPLATE template0`]);
       if (r.status !== 0) throw new Error(`createdb: ${r.stderr}`);
@@ -98,7 +110,7 @@ export async function startPostgres() {
     stop() {
       return new Promise((resolve) => {
         proc.once('exit', () => {
-          rmSync(dir, { recursive: true, force: true });
+          if (!keep) rmSync(dir, { recursive: true, force: true });
           resolve();
         });
         proc.kill('SIGINT');

@@ -11,7 +11,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, secretEquals } from './auth.js';
 import { HttpError } from './http-error.js';
-import { type PolicyPublishOptions, registerPolicyPublishRoutes } from './policy-publish.js';
+import { type PolicyPublisher, registerPolicyPublishRoutes } from './policy-publish.js';
 import type {
   DeviceCoverage,
   EventLog,
@@ -38,8 +38,8 @@ export interface AdminRoutesOptions {
   readonly silentAfterS: number;
   /** Clock in ms (tests may pass a fixed one). */
   readonly now?: () => number;
-  /** Policy publishing (policy-publish.ts): the served file and the keys publications must verify against. */
-  readonly publish?: Omit<PolicyPublishOptions, 'store' | 'now'>;
+  /** Policy publishing (policy-publish.ts), shared with the console. */
+  readonly publisher: PolicyPublisher;
 }
 
 /** Registers the admin routes on `app`, in their own scope behind the admin token. */
@@ -56,13 +56,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
   app.register(async (admin) => {
     admin.addHook('onRequest', async (req) => authorize(req));
     registerRoutes(admin);
-    registerPolicyPublishRoutes(admin, {
-      store,
-      now,
-      policyFile: options.publish?.policyFile ?? '',
-      trustedKeys: options.publish?.trustedKeys ?? [],
-      threshold: options.publish?.threshold ?? 1,
-    });
+    registerPolicyPublishRoutes(admin, { store, publisher: options.publisher });
   });
 
   function registerRoutes(admin: FastifyInstance): void {
@@ -148,7 +142,7 @@ function toApiEvent(row: StoredEventRow): Record<string, unknown> {
   };
 }
 
-function queryOf(req: FastifyRequest, allowed: readonly string[]): Record<string, string | undefined> {
+export function queryOf(req: FastifyRequest, allowed: readonly string[]): Record<string, string | undefined> {
   const q = (req.query ?? {}) as Record<string, unknown>;
   const out: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(q)) {
@@ -172,13 +166,13 @@ function pageLimit(raw: string | undefined): number {
   return Number(raw);
 }
 
-function isoTime(name: string, raw: string): string {
+export function isoTime(name: string, raw: string): string {
   const ms = Date.parse(raw);
   if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(ms))
     throw badQuery(name, 'an RFC 3339 time, e.g. 2026-11-24T09:00:00Z');
   return new Date(ms).toISOString();
 }
 
-function badQuery(name: string, expected: string): HttpError {
+export function badQuery(name: string, expected: string): HttpError {
   return new HttpError(400, 'GUARD_COLLECTOR_BAD_QUERY', `query parameter "${name}": expected ${expected}`);
 }

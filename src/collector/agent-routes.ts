@@ -32,7 +32,7 @@ const NDJSON_TYPES = new Set([
   'application/x-jsonlines',
 ]);
 /** Device ids: what the event schema allows (1-128 chars), printable and without separators. */
-const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 
 /** The dimensions of the per-device quota limiter, in the order of its costs. */
 const QUOTA_DIMENSIONS = ['events', 'bytes'] as const;

@@ -5,7 +5,7 @@
  * turns it into the `StartCollectorOptions` of `startCollector` (secret files are read here, once).
  *
  * Bad input is refused with the key, the bad value and what was expected (`GUARD_CONFIG_*`).
- * Secrets (`enroll_secret`, `admin_token`, `splunk_hec_token`) may come from a file or the
+ * Secrets (`enroll_secret`, `admin_token`, `console_viewer_token`, `splunk_hec_token`) may come from a file or the
  * environment only — never a flag, because flags are visible to every user in `ps`.
  */
 import { readFileSync } from 'node:fs';
@@ -110,6 +110,19 @@ export const COLLECTOR_SETTINGS = {
     description: 'Bearer token of the admin API (GET /v1/devices, /v1/events); prefer admin_token_file.',
   }),
   admin_token_file: str({ default: '', description: 'File holding the admin token.' }),
+  console_viewer_token: str({
+    default: '',
+    secret: true,
+    description:
+      "Login of the browser console's read-only role (viewer; the admin token logs in as admin); empty = no viewer login; prefer console_viewer_token_file.",
+  }),
+  console_viewer_token_file: str({ default: '', description: 'File holding the console viewer token.' }),
+  console_session_ttl_s: int({
+    default: 8 * 3600,
+    min: 60,
+    max: 7 * 86_400,
+    description: 'A console login session ends this long after it began (a work day by default).',
+  }),
   tls_cert: str({ default: '', description: 'PEM certificate (chain) file; with tls_key, serve HTTPS.' }),
   tls_key: str({ default: '', description: 'PEM private key file of tls_cert.' }),
   ndjson_out: str({
@@ -308,6 +321,9 @@ export interface CollectorConfig {
   readonly enroll_secret_file: string;
   readonly admin_token: string;
   readonly admin_token_file: string;
+  readonly console_viewer_token: string;
+  readonly console_viewer_token_file: string;
+  readonly console_session_ttl_s: number;
   readonly tls_cert: string;
   readonly tls_key: string;
   readonly ndjson_out: string;
@@ -458,7 +474,7 @@ export function parseListen(listen: string): { host: string; port: number } {
 /** Reads a secret: the file wins over the inline value; trailing whitespace is trimmed. */
 export function readSecret(
   config: CollectorConfig,
-  key: 'enroll_secret' | 'admin_token' | 'splunk_hec_token',
+  key: 'enroll_secret' | 'admin_token' | 'splunk_hec_token' | 'console_viewer_token',
 ): string {
   const fileKey = `${key}_file` as const;
   const file = config[fileKey];
@@ -482,7 +498,10 @@ export function readSecret(
 export const MIN_SECRET_CHARS = 16;
 
 /** Reads a required secret and refuses it when missing or too short. */
-export function requireSecret(config: CollectorConfig, key: 'enroll_secret' | 'admin_token'): string {
+export function requireSecret(
+  config: CollectorConfig,
+  key: 'enroll_secret' | 'admin_token' | 'console_viewer_token',
+): string {
   const value = readSecret(config, key);
   if (value.length < MIN_SECRET_CHARS)
     throw new GuardError(

@@ -114,6 +114,16 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
       'config key "admin_token": the same value as enroll_secret, expected a different secret (every enrolled machine holds the enroll secret)',
       { key: 'admin_token' },
     );
+  // Optional; when set, held to the same length as the others and distinct from both (a viewer
+  // token equal to the admin token would make every viewer an admin).
+  const viewerToken =
+    readSecret(config, 'console_viewer_token') === '' ? '' : requireSecret(config, 'console_viewer_token');
+  if (viewerToken !== '' && (viewerToken === adminToken || viewerToken === enrollSecret))
+    throw new GuardError(
+      'GUARD_CONFIG_INVALID_VALUE',
+      'config key "console_viewer_token": the same value as admin_token or enroll_secret, expected a different secret',
+      { key: 'console_viewer_token' },
+    );
   return {
     host,
     port,
@@ -131,6 +141,8 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     policyThreshold: config.policy_threshold,
     enrollSecret,
     adminToken,
+    consoleViewerToken: viewerToken,
+    consoleSessionTtlS: config.console_session_ttl_s,
     tls: config.tls_cert
       ? { cert: readFile('tls_cert', config.tls_cert), key: readFile('tls_key', config.tls_key) }
       : undefined,

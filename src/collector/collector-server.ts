@@ -3,7 +3,8 @@
  * rendering, the shutdown and metrics hooks, the limiters and the ingest queue. The routes are
  * scopes of their own: the agent API (agent-routes.ts: `POST /v1/enroll`, `POST /v1/events`,
  * `GET /v1/policy`), the admin API (admin-routes.ts, its token checked in the scope's hook),
- * and operations here (`GET /healthz`, `GET /metrics`). Also the lifecycle of the store (store/,
+ * the browser console (console/console-plugin.ts, under `/console/`) and operations here
+ * (`GET /healthz`, `GET /metrics`). Also the lifecycle of the store (store/,
  * chosen by `store_url`) and the forwarders. `startCollector` is the one
  * entry point, used by `guard-collector` (collector-main.ts), by guardd's local mode (embedded,
  * same process) and by tests (test/helpers/collector.ts).
@@ -32,6 +33,7 @@ import type { TrustedKey } from '../policy/keys.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerAgentRoutes } from './agent-routes.js';
 import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
+import { registerConsole } from './console/console-plugin.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
 import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
@@ -39,6 +41,7 @@ import { HttpError } from './http-error.js';
 import { InflightBudget, IngestQueue } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
 import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
+import { PolicyPublisher } from './policy-publish.js';
 import { PolicyFileCache } from './policy-route.js';
 import { type Limiter, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
@@ -174,8 +177,14 @@ export interface StartCollectorOptions {
   readonly policyThreshold?: number;
   /** Secret agents present to enroll (≥ 16 chars recommended; the CLI enforces it). */
   readonly enrollSecret: string;
-  /** Bearer token of the admin API. */
+  /** Bearer token of the admin API (also the console's admin login). */
   readonly adminToken: string;
+  /** The console's read-only login (console_viewer_token); empty/undefined = none. */
+  readonly consoleViewerToken?: string;
+  /** Console session lifetime, seconds (console_session_ttl_s, default 8 h). */
+  readonly consoleSessionTtlS?: number;
+  /** The console's built assets (default dist/console/ of this checkout or package). */
+  readonly consoleAssetsDir?: string;
   /** Serve HTTPS with this PEM certificate (chain) and key. */
   readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
   readonly forwarders?: CollectorForwardersOptions;
@@ -434,16 +443,27 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     logger,
   });
 
-  // --- admin, health, metrics ------------------------------------------------------------------
-  registerAdminRoutes(app, {
+  // --- admin, console, health, metrics ---------------------------------------------------------
+  const publisher = new PolicyPublisher({
+    store,
+    now: Date.now,
+    policyFile: options.policyFile ?? '',
+    trustedKeys: options.policyTrustedKeys ?? [],
+    threshold: options.policyThreshold ?? 1,
+  });
+  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS, publisher });
+  // On the admin API's listener (the only one): the console logs in with the admin token.
+  registerConsole(app, {
     store,
     adminToken: options.adminToken,
+    viewerToken: options.consoleViewerToken ?? '',
+    sessionTtlS: options.consoleSessionTtlS ?? (COLLECTOR_SETTINGS.console_session_ttl_s.default as number),
+    tls: options.tls !== undefined,
     silentAfterS,
-    publish: {
-      policyFile: options.policyFile ?? '',
-      trustedKeys: options.policyTrustedKeys ?? [],
-      threshold: options.policyThreshold ?? 1,
-    },
+    policy,
+    publisher,
+    sinks: () => runners.map((r) => r.name),
+    assetsDir: options.consoleAssetsDir,
   });
 
   app.get('/healthz', async (_req, reply) => {

@@ -27,6 +27,8 @@
  * queue and retry state, and ingest never waits for any sink — without writing each event twice.
  */
 import { type Db, openDatabase } from '../store/database.js';
+import { policyStateChange, ruleHourCounts } from './store/console-paging.js';
+import type { DevicePolicyState } from './store/console-port.js';
 
 export const COLLECTOR_MIGRATIONS: readonly string[] = [
   // 1: initial schema
@@ -130,6 +132,62 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
     diff          TEXT
   );
   `,
+  // 6: the browser console (store/console-port.ts). Device columns from the newest heartbeat
+  // (tags, outbox depth, dropped total: guarded by coverage_seq, as they come with the coverage)
+  // and the policy state (heartbeat / policy.applied / policy.rejected, guarded by
+  // policy_state_seq); device_tags for the tag filter; indexes for each sort (id breaks ties: the
+  // keyset); events.user_name and its index for the user filter; a covering index for a rule's top
+  // devices and users; received_at for the overview's rates; rule_hourly and rule_daily, the per-hour and
+  // per-day counts of each rule and type (event time) for the rules chart, added to at ingest. Rows stored before this
+  // migration have user_name NULL and are not in rule_hourly (counts of events received from now on).
+  `
+  ALTER TABLE devices ADD COLUMN tags TEXT;
+  ALTER TABLE devices ADD COLUMN outbox_depth INTEGER;
+  ALTER TABLE devices ADD COLUMN dropped_total INTEGER;
+  ALTER TABLE devices ADD COLUMN policy_state TEXT;
+  ALTER TABLE devices ADD COLUMN policy_error TEXT;
+  ALTER TABLE devices ADD COLUMN policy_state_seq INTEGER;
+  CREATE INDEX devices_hostname ON devices(hostname, id);
+  CREATE INDEX devices_last_seen_id ON devices(last_seen_at, id);
+  CREATE INDEX devices_agent_version ON devices(agent_version, id);
+  CREATE INDEX devices_policy_version ON devices(coalesce(policy_version, -1), id);
+  CREATE INDEX devices_rollout ON devices(policy_version, policy_state);
+  CREATE INDEX devices_policy_error ON devices(policy_state, policy_error);
+  CREATE TABLE device_tags (
+    tag        TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    PRIMARY KEY (tag, device_id)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX device_tags_device ON device_tags(device_id);
+
+  ALTER TABLE events ADD COLUMN user_name TEXT;   -- the event's user (user.name), as on PostgreSQL where USER is reserved
+  CREATE INDEX events_user ON events(user_name, rid) WHERE user_name IS NOT NULL;
+  CREATE INDEX events_rule_top ON events(rule_id, time, device_id, user_name) WHERE rule_id IS NOT NULL;
+  CREATE INDEX events_received ON events(received_at, type);
+
+  CREATE TABLE rule_hourly (
+    rule_id  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    hour     TEXT NOT NULL,   -- YYYY-MM-DDTHH of the event time (UTC)
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (hour, rule_id, type)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE rule_daily (
+    rule_id  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    day      TEXT NOT NULL,   -- YYYY-MM-DD of the event time (UTC)
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (day, rule_id, type)
+  ) STRICT, WITHOUT ROWID;
+
+  CREATE TABLE console_sessions (
+    id_hash     TEXT PRIMARY KEY,
+    role        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+  `,
 ];
 
 /** A policy publication to record (POST /v1/admin/policy). */
@@ -205,6 +263,20 @@ export interface IncomingEvent {
   readonly policyVersion: number | null;
   /** Set for `agent.heartbeat`: its coverage (DeviceCoverage) as JSON text. */
   readonly coverage: string | null;
+  /** Set for `agent.heartbeat`: its `tags` as a JSON array text (`[]` when it sends none). */
+  readonly tags: string | null;
+  /** Set for `agent.heartbeat`: its outbox_depth and dropped_total. */
+  readonly outboxDepth: number | null;
+  readonly droppedTotal: number | null;
+  /**
+   * What the event says about the device's policy state: a heartbeat's `policy_state` (`none` →
+   * unknown), `rejected` for policy.rejected, `ok` for policy.applied; null for other events.
+   */
+  readonly policyState: DevicePolicyState | null;
+  /** policy.rejected's reason; null otherwise. */
+  readonly policyError: string | null;
+  /** The event's `user.name` (process, package and path events), for the console's user filter. */
+  readonly user: string | null;
   /** The event's JSON: what was validated (re-serialised, so a duplicate key of the line is gone). */
   readonly body: string;
 }
@@ -291,12 +363,36 @@ export class CollectorStore {
          VALUES (@id, @token_hash, @hostname, @os, @agent_version, @now, @now, 1)
          ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
-           last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL, enrollment = devices.enrollment + 1
+           last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL, policy_state_seq = NULL, enrollment = devices.enrollment + 1
          RETURNING enrollment`,
       ),
       insertEvent: db.prepare(
-        `INSERT OR IGNORE INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT OR IGNORE INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      addRuleHour: db.prepare(
+        `INSERT INTO rule_hourly(rule_id, type, hour, count) VALUES (?, ?, ?, ?)
+         ON CONFLICT(hour, rule_id, type) DO UPDATE SET count = count + excluded.count`,
+      ),
+      addRuleDay: db.prepare(
+        `INSERT INTO rule_daily(rule_id, type, day, count) VALUES (?, ?, ?, ?)
+         ON CONFLICT(day, rule_id, type) DO UPDATE SET count = count + excluded.count`,
+      ),
+      setPolicyState: db.prepare(
+        `UPDATE devices SET
+           policy_state = CASE WHEN @keeps AND policy_state = 'rejected' THEN policy_state ELSE @state END,
+           policy_error = CASE WHEN @keeps AND policy_state = 'rejected' THEN policy_error ELSE @error END,
+           policy_state_seq = @seq
+         WHERE id = @id AND enrollment = @enrollment AND (policy_state_seq IS NULL OR policy_state_seq <= @seq)`,
+      ),
+      // device_tags follows devices.tags (only the differences are written)
+      dropTags: db.prepare(
+        `DELETE FROM device_tags WHERE device_id = @id
+           AND tag NOT IN (SELECT value FROM json_each((SELECT tags FROM devices WHERE id = @id)))`,
+      ),
+      addTags: db.prepare(
+        `INSERT OR IGNORE INTO device_tags(tag, device_id)
+         SELECT value, @id FROM json_each((SELECT tags FROM devices WHERE id = @id))`,
       ),
       touchDevice: db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ?'),
       // Versions only from a batch of the current enrollment: a batch posted with a token that was
@@ -309,8 +405,9 @@ export class CollectorStore {
       // Only from a batch of the current enrollment that stored something new: a resent old batch
       // (all duplicates) says nothing about what the device did last.
       setStopped: db.prepare('UPDATE devices SET stopped_at = ? WHERE id = ? AND enrollment = ?'),
+      // the newest heartbeat's coverage and status (tags, outbox depth, dropped total)
       setCoverage: db.prepare(
-        `UPDATE devices SET coverage = ?, coverage_seq = ?
+        `UPDATE devices SET coverage = ?, tags = ?, outbox_depth = ?, dropped_total = ?, coverage_seq = ?
          WHERE id = ? AND enrollment = ? AND (coverage_seq IS NULL OR coverage_seq <= ?)`,
       ),
       // total(), not sum(): every device may report counters up to 2^53 - 1, and sum() of
@@ -385,6 +482,7 @@ export class CollectorStore {
     const results: InsertResult[] = [];
     let stored = 0;
     this.db.transaction(() => {
+      const fresh: IncomingEvent[] = [];
       for (const b of batches) {
         let accepted = 0;
         let newestPolicy: IncomingEvent | null = null;
@@ -392,7 +490,7 @@ export class CollectorStore {
         let newestCoverage: IncomingEvent | null = null;
         let newestStored: IncomingEvent | null = null;
         for (const e of b.events) {
-          accepted += this.stmts.insertEvent.run(
+          const added = this.stmts.insertEvent.run(
             e.id,
             b.deviceId,
             b.enrollment,
@@ -402,7 +500,10 @@ export class CollectorStore {
             e.ruleId,
             b.receivedAt,
             e.body,
+            e.user,
           ).changes;
+          accepted += added;
+          if (added > 0 && e.ruleId !== null) fresh.push(e);
           if (!newestStored || e.seq > newestStored.seq) newestStored = e;
           if (e.policyVersion !== null && (!newestPolicy || e.seq > newestPolicy.seq)) newestPolicy = e;
           if (e.agentVersion !== null && (!newestAgent || e.seq > newestAgent.seq)) newestAgent = e;
@@ -424,16 +525,36 @@ export class CollectorStore {
             b.enrollment,
             newestPolicy.seq,
           );
-        if (newestCoverage)
-          this.stmts.setCoverage.run(
+        if (newestCoverage) {
+          const applied = this.stmts.setCoverage.run(
             newestCoverage.coverage,
+            newestCoverage.tags,
+            newestCoverage.outboxDepth,
+            newestCoverage.droppedTotal,
             newestCoverage.seq,
             b.deviceId,
             b.enrollment,
             newestCoverage.seq,
-          );
+          ).changes;
+          if (applied > 0) {
+            this.stmts.dropTags.run({ id: b.deviceId });
+            this.stmts.addTags.run({ id: b.deviceId });
+          }
+        }
+        const policyState = policyStateChange(b.events);
+        if (policyState)
+          this.stmts.setPolicyState.run({
+            ...policyState,
+            keeps: policyState.keepsRejected ? 1 : 0,
+            id: b.deviceId,
+            enrollment: b.enrollment,
+          });
         stored += accepted;
         results.push({ accepted, duplicates: b.events.length - accepted });
+      }
+      for (const c of ruleHourCounts(fresh)) {
+        this.stmts.addRuleHour.run(c.rule, c.type, c.hour, c.n);
+        this.stmts.addRuleDay.run(c.rule, c.type, c.hour.slice(0, 10), c.n);
       }
     })();
     if (stored > 0) this.onStored?.();

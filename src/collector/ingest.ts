@@ -342,6 +342,8 @@ export function parseBatch(
           ? pv
           : null,
       coverage: type === 'agent.heartbeat' ? coverageOf(ev) : null,
+      ...consoleFields(type, ev),
+      user: typeof ev.user === 'string' ? ev.user : null,
       // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
       // keeps the last, a SIEM's parser may keep the first — another device's id, say).
       body: JSON.stringify(ev),
@@ -357,6 +359,34 @@ export function parseBatch(
 function coverageOf(ev: Record<string, unknown>): string {
   const part = (v: unknown): unknown => (v && typeof v === 'object' ? v : null);
   return JSON.stringify({ exec_events: part(ev.exec_events), exec_deny: part(ev.exec_deny) });
+}
+
+/** What a heartbeat or policy event says for the console's device view (IncomingEvent's fields). */
+function consoleFields(
+  type: string,
+  ev: Record<string, unknown>,
+): Pick<IncomingEvent, 'tags' | 'outboxDepth' | 'droppedTotal' | 'policyState' | 'policyError'> {
+  const count = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) ? v : null);
+  if (type === 'agent.heartbeat')
+    return {
+      // U+0000 as U+FFFD, as PostgreSQL's text takes it (the stores split the JSON into rows)
+      tags: JSON.stringify(
+        Array.isArray(ev.tags) ? ev.tags.map((t) => String(t).replaceAll('\u0000', '\uFFFD')) : [],
+      ),
+      outboxDepth: count(ev.outbox_depth),
+      droppedTotal: count(ev.dropped_total),
+      policyState: ev.policy_state === 'ok' ? 'ok' : ev.policy_state === 'stale' ? 'stale' : 'unknown',
+      policyError: null,
+    };
+  const none = { tags: null, outboxDepth: null, droppedTotal: null };
+  if (type === 'policy.rejected')
+    return {
+      ...none,
+      policyState: 'rejected',
+      policyError: typeof ev.reason === 'string' ? ev.reason : null,
+    };
+  if (type === 'policy.applied') return { ...none, policyState: 'ok', policyError: null };
+  return { ...none, policyState: null, policyError: null };
 }
 
 /** A commit covers at most this many batches. */

@@ -63,11 +63,35 @@ export interface PackedBatch {
   readonly agentVersions: (string | null)[];
   readonly policyVersions: (number | null)[];
   readonly coverages: (string | null)[];
+  /** The console fields (IncomingEvent's tags … user), one array per event: `[tags, outboxDepth, droppedTotal, policyState, policyError, user]`. */
+  readonly consoles: ConsoleColumns[];
   /** The events' JSON joined by `\n`. */
   readonly bodies: string;
   readonly rejected: Rejection[];
   readonly rejectedTotal: number;
   readonly rejectedByReason: Record<string, number>;
+}
+
+type ConsoleColumns = readonly [
+  IncomingEvent['tags'],
+  IncomingEvent['outboxDepth'],
+  IncomingEvent['droppedTotal'],
+  IncomingEvent['policyState'],
+  IncomingEvent['policyError'],
+  IncomingEvent['user'],
+];
+
+function unpackConsole(
+  c: ConsoleColumns | undefined,
+): Pick<IncomingEvent, 'tags' | 'outboxDepth' | 'droppedTotal' | 'policyState' | 'policyError' | 'user'> {
+  return {
+    tags: c?.[0] ?? null,
+    outboxDepth: c?.[1] ?? null,
+    droppedTotal: c?.[2] ?? null,
+    policyState: c?.[3] ?? null,
+    policyError: c?.[4] ?? null,
+    user: c?.[5] ?? null,
+  };
 }
 
 export function packBatch(b: ParsedBatch): PackedBatch {
@@ -81,6 +105,7 @@ export function packBatch(b: ParsedBatch): PackedBatch {
     agentVersions: new Array<string | null>(n),
     policyVersions: new Array<number | null>(n),
     coverages: new Array<string | null>(n),
+    consoles: new Array<ConsoleColumns>(n),
     bodies: '',
     rejected: b.rejected,
     rejectedTotal: b.rejectedTotal,
@@ -97,6 +122,7 @@ export function packBatch(b: ParsedBatch): PackedBatch {
     p.agentVersions[i] = e.agentVersion;
     p.policyVersions[i] = e.policyVersion;
     p.coverages[i] = e.coverage;
+    p.consoles[i] = [e.tags, e.outboxDepth, e.droppedTotal, e.policyState, e.policyError, e.user];
     bodies[i] = e.body;
   }
   p.bodies = bodies.join('\n');
@@ -118,6 +144,7 @@ export function unpackBatch(p: PackedBatch): ParsedBatch {
       agentVersion: p.agentVersions[i] ?? null,
       policyVersion: p.policyVersions[i] ?? null,
       coverage: p.coverages[i] ?? null,
+      ...unpackConsole(p.consoles[i]),
       body: bodies[i] as string,
     };
   return {

@@ -1,6 +1,7 @@
 /**
- * Owns publishing a signed policy through the admin API (registered inside the admin scope of
- * admin-routes.ts, so the admin-token hook runs first): `POST /v1/admin/policy` checks the envelope,
+ * Owns publishing a signed policy (`PolicyPublisher`, used by the admin API — registered inside
+ * the admin scope of admin-routes.ts, so the admin-token hook runs first — and by the console's
+ * admin role): `POST /v1/admin/policy` checks the envelope,
  * refuses a version not greater than the one served now, replaces `policy_file` atomically
  * (temp file in the same directory, fsync, rename, fsync of the directory: agents and
  * PolicyFileCache see the old envelope or the new one, never half of one) and records the
@@ -56,28 +57,34 @@ export interface PolicyPublishOptions {
   readonly now: () => number;
 }
 
-/** Registers the publish and history routes on `admin` (a scope already behind the admin token). */
-export function registerPolicyPublishRoutes(admin: FastifyInstance, options: PolicyPublishOptions): void {
-  const { store, policyFile, trustedKeys, threshold, now } = options;
+/**
+ * Publishes envelopes: the one implementation behind `POST /v1/admin/policy` and the console's
+ * publish action (console/console-plugin.ts). One instance per collector, so publications from
+ * both are serialized by the same queue.
+ */
+export class PolicyPublisher {
   // One publication at a time in this process: read current version → write → record is one step.
-  let queue: Promise<unknown> = Promise.resolve();
-  const serialized = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn, fn);
-    queue = run.catch(() => undefined);
-    return run;
-  };
+  private queue: Promise<unknown> = Promise.resolve();
 
-  admin.post('/v1/admin/policy', { bodyLimit: MAX_PUBLISH_BODY_BYTES }, async (req, reply) => {
+  constructor(private readonly options: PolicyPublishOptions) {}
+
+  /**
+   * Checks a publish request body (`{envelope, by, message?}`), refuses a version not greater
+   * than the served one (409), replaces the policy file and records the publication. Resolves
+   * with the record as the API shows it; throws `HttpError` with a code for every refusal.
+   */
+  async publish(body: unknown): Promise<Record<string, unknown>> {
+    const { store, policyFile, trustedKeys, threshold, now } = this.options;
     if (policyFile === '')
       throw new HttpError(
         503,
         'GUARD_COLLECTOR_NO_POLICY_FILE',
         'no policy_file is configured on this collector',
       );
-    const request = parseRequest(req.body);
+    const request = parseRequest(body);
     const text = serializeEnvelope(request.envelope);
     const checked = checkEnvelope(text, request.envelope, trustedKeys, threshold, now());
-    const record = await serialized(async () => {
+    const record = await this.serialized(async () => {
       const previous = await currentBody(policyFile);
       if (previous !== null && checked.body.version <= previous.version)
         throw new HttpError(
@@ -100,8 +107,27 @@ export function registerPolicyPublishRoutes(admin: FastifyInstance, options: Pol
       await store.recordPolicyPublication(row);
       return row;
     });
-    reply.code(201);
     return toApi({ ...record, id: 0 }, false);
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** Registers the publish and history routes on `admin` (a scope already behind the admin token). */
+export function registerPolicyPublishRoutes(
+  admin: FastifyInstance,
+  options: { readonly store: PolicyPublications; readonly publisher: PolicyPublisher },
+): void {
+  const { store, publisher } = options;
+
+  admin.post('/v1/admin/policy', { bodyLimit: MAX_PUBLISH_BODY_BYTES }, async (req, reply) => {
+    const record = await publisher.publish(req.body);
+    reply.code(201);
+    return record;
   });
 
   admin.get('/v1/admin/policy/history', async (req) => {

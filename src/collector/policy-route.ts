@@ -23,8 +23,8 @@ export interface ServedPolicy {
 /** The current policy file, cached by file identity. */
 export class PolicyFileCache {
   private cached: { readonly identity: string; readonly policy: ServedPolicy } | null = null;
-  /** The rule ids of the cached policy, parsed once per policy version. */
-  private rules: { readonly etag: string; readonly ids: ReadonlySet<string> } | null = null;
+  /** The version and rules of the cached policy, parsed once per served file. */
+  private summary: { readonly etag: string; readonly summary: PolicySummary } | null = null;
 
   /** `file` is the envelope path; empty = no policy configured (every request gets 503). */
   constructor(private readonly file: string) {}
@@ -67,15 +67,32 @@ export class PolicyFileCache {
    * payload is not a policy body. Used only to bound the `rule` label of the metrics.
    */
   async ruleIds(): Promise<ReadonlySet<string>> {
+    return (await this.published()).ids;
+  }
+
+  /**
+   * The version and rules (at most `MAX_METRIC_RULE_IDS`) of the policy served now, read from the
+   * envelope's payload unverified (the file is the admin's; agents verify it). Version null and no
+   * rules when none is served or its payload is not a policy body. The console shows these.
+   */
+  async published(): Promise<PolicySummary> {
     let policy: ServedPolicy;
     try {
       policy = await this.current();
     } catch {
-      return EMPTY;
+      return NO_POLICY;
     }
-    if (this.rules?.etag !== policy.etag) this.rules = { etag: policy.etag, ids: ruleIdsOf(policy.bytes) };
-    return this.rules.ids;
+    if (this.summary?.etag !== policy.etag)
+      this.summary = { etag: policy.etag, summary: summaryOf(policy.bytes) };
+    return this.summary.summary;
   }
+}
+
+/** What the collector tells of the served policy without verifying it. */
+export interface PolicySummary {
+  readonly version: number | null;
+  readonly rules: readonly { readonly id: string; readonly name: string; readonly action: string }[];
+  readonly ids: ReadonlySet<string>;
 }
 
 /**
@@ -83,24 +100,32 @@ export class PolicyFileCache {
  * list (tens of rules), and a bound on the scrape size whatever the published file holds.
  */
 export const MAX_METRIC_RULE_IDS = 1000;
-const EMPTY: ReadonlySet<string> = new Set();
+const NO_POLICY: PolicySummary = Object.freeze({ version: null, rules: [], ids: new Set<string>() });
 
-function ruleIdsOf(bytes: Buffer): ReadonlySet<string> {
+function summaryOf(bytes: Buffer): PolicySummary {
   try {
     const envelope = JSON.parse(bytes.toString('utf8')) as { payload?: unknown };
-    if (typeof envelope.payload !== 'string') return EMPTY;
+    if (typeof envelope.payload !== 'string') return NO_POLICY;
     const body = JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8')) as {
+      version?: unknown;
       rules?: unknown;
     };
-    if (!Array.isArray(body.rules)) return EMPTY;
+    const version = Number.isSafeInteger(body.version) ? (body.version as number) : null;
     const ids = new Set<string>();
-    for (const r of body.rules as { id?: unknown }[]) {
+    const rules: { id: string; name: string; action: string }[] = [];
+    for (const r of Array.isArray(body.rules) ? (body.rules as Record<string, unknown>[]) : []) {
       if (ids.size >= MAX_METRIC_RULE_IDS) break;
-      if (typeof r?.id === 'string') ids.add(r.id);
+      if (typeof r?.id !== 'string' || ids.has(r.id)) continue;
+      ids.add(r.id);
+      rules.push({
+        id: r.id,
+        name: typeof r.name === 'string' ? r.name : r.id,
+        action: typeof r.action === 'string' ? r.action : '',
+      });
     }
-    return ids;
+    return { version, rules, ids };
   } catch {
-    return EMPTY;
+    return NO_POLICY;
   }
 }
 

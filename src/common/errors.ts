@@ -104,6 +104,18 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER:
     'a published policy version is not greater than the one the collector serves',
   GUARD_COLLECTOR_NO_POLICY_FILE: 'publishing needs a policy_file configured on the collector',
+  // console: the browser fleet console served by the collector (src/collector/console/)
+  GUARD_CONSOLE_LOGIN_FAILED: 'the console credential is neither the admin token nor the viewer token',
+  GUARD_CONSOLE_LOGIN_RATE_LIMITED:
+    'too many failed console logins from this source address; retry after Retry-After seconds',
+  GUARD_CONSOLE_UNAUTHENTICATED: 'no console session, or it expired or was logged out: log in again',
+  GUARD_CONSOLE_CSRF: "a state-changing console request without the session's x-csrf-token header",
+  GUARD_CONSOLE_CROSS_SITE: 'a state-changing console request from another site (Origin / Sec-Fetch-Site)',
+  GUARD_CONSOLE_FORBIDDEN: "the console session's role (viewer) may not do this",
+  GUARD_CONSOLE_NOT_FOUND: 'no such device, event or console page',
+  GUARD_CONSOLE_NOT_BUILT: "the console's browser bundle is missing: run `npm run build`",
+  GUARD_BAD_REQUEST: 'a console request parameter is invalid (a limit outside 1..500, an unknown sort)',
+  GUARD_BAD_CURSOR: 'a console page cursor is malformed or belongs to another listing',
   // package: `guardctl package` (an endpoint package with the organisation's config baked in)
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',

@@ -311,6 +311,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
             : { state: 'off' },
         exec_events: execEventsCoverage(s.sensors.find((x) => x.name === 'process')?.details),
         sensors: Object.fromEntries(s.sensors.map((x) => [x.name, x.running])),
+        tags: heartbeatTags(config['device.tags']),
       };
     },
   });
@@ -518,6 +519,15 @@ function execEventsCoverage(details: Record<string, unknown> | undefined): Recor
     queue_drops: n('exec_events_queue_drops'),
     resyncs: n('exec_events_resyncs'),
   };
+}
+
+/**
+ * The heartbeat's `tags`: the device.tags setting as the event schema takes it (at most 64 distinct
+ * tags of 1 to 128 characters; the setting itself is unbounded, and a heartbeat that failed the
+ * schema would not be sent at all).
+ */
+function heartbeatTags(tags: readonly string[]): string[] {
+  return [...new Set(tags.filter((t) => t.length >= 1 && t.length <= 128))].slice(0, 64);
 }
 
 function closeDb(db: Db, logger: Logger): void {

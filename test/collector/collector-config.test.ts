@@ -107,6 +107,43 @@ describe('collector config', () => {
     }
   });
 
+  it('reads the console viewer token from its file and refuses one that is short or equals another secret', () => {
+    const dir = collectorTempDir('tg-ccfg-');
+    const env = {
+      [collectorEnvVar('enroll_secret')]: 'e'.repeat(24),
+      [collectorEnvVar('admin_token')]: 'a'.repeat(24),
+    };
+    const viewerFile = join(dir, 'viewer');
+    writeFileSync(viewerFile, `${'v'.repeat(24)}\n`);
+    const o = optionsFromConfig(
+      loadCollectorConfig(
+        parseCollectorArgs(['--console-viewer-token-file', viewerFile, '--console-session-ttl-s', '600']),
+        env,
+      ),
+    );
+    expect(o.consoleViewerToken).toBe('v'.repeat(24));
+    expect(o.consoleSessionTtlS).toBe(600);
+    expect(optionsFromConfig(loadCollectorConfig(parseCollectorArgs([]), env)).consoleViewerToken).toBe('');
+    for (const viewer of ['short', 'a'.repeat(24), 'e'.repeat(24)]) {
+      const cfg = loadCollectorConfig(parseCollectorArgs([]), {
+        ...env,
+        [collectorEnvVar('console_viewer_token')]: viewer,
+      });
+      expect(() => optionsFromConfig(cfg)).toThrow(
+        expect.objectContaining({
+          code: 'GUARD_CONFIG_INVALID_VALUE',
+          details: { key: 'console_viewer_token' },
+        }),
+      );
+    }
+    expect(() => parseCollectorArgs(['--console-viewer-token', 'x'.repeat(24)])).toThrow(
+      expect.objectContaining({ code: 'GUARD_CONFIG_INVALID_VALUE' }),
+    );
+    expect(() => loadCollectorConfig(parseCollectorArgs(['--console-session-ttl-s', '5']), env)).toThrow(
+      expect.objectContaining({ code: 'GUARD_CONFIG_INVALID_VALUE' }),
+    );
+  });
+
   it('docs/collector.md lists every setting with its environment variable', () => {
     const doc = readFileSync(new URL('../../docs/collector.md', import.meta.url), 'utf8');
     for (const key of Object.keys(COLLECTOR_SETTINGS)) {

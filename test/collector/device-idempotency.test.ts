@@ -161,7 +161,8 @@ describe('collector schema migration to per-(device, enrollment) idempotency', (
       expect(store.db.pragma('user_version', { simple: true })).toBe(COLLECTOR_MIGRATIONS.length);
       // every stored event and every device is at enrollment 1: the device's token of today
       expect(store.db.prepare('SELECT * FROM events ORDER BY rid').all()).toEqual(
-        before.rows.map((r) => ({ ...(r as object), enrollment: 1 })),
+        // (user_name: the console's column of schema 6, not filled in for rows stored before it)
+        before.rows.map((r) => ({ ...(r as object), enrollment: 1, user_name: null })),
       );
       expect(store.deviceForTokenHash('hash-old')).toEqual({ id: 'dev-old', enrollment: 1 });
       expect(store.cursorOf('ndjson')).toBe(8);
@@ -169,7 +170,15 @@ describe('collector schema migration to per-(device, enrollment) idempotency', (
         .map((i) => i.name)
         .filter((n) => !n.startsWith('sqlite_autoindex'))
         .sort();
-      expect(indexes).toEqual(['events_device', 'events_rule', 'events_time', 'events_type']);
+      expect(indexes).toEqual([
+        'events_device',
+        'events_received',
+        'events_rule',
+        'events_rule_top',
+        'events_time',
+        'events_type',
+        'events_user',
+      ]);
 
       // an old device's id posted by another device is a new event, posted again with the token
       // of before the upgrade it is a duplicate; rids continue past 8
@@ -184,6 +193,12 @@ describe('collector schema migration to per-(device, enrollment) idempotency', (
         agentVersion: null,
         policyVersion: null,
         coverage: null,
+        tags: null,
+        outboxDepth: null,
+        droppedTotal: null,
+        policyState: null,
+        policyError: null,
+        user: null,
         body: JSON.stringify(e),
       });
       const now = new Date().toISOString();

@@ -320,6 +320,12 @@ describe('ForwarderRunner batches', () => {
             agentVersion: '0.1.0',
             policyVersion: null,
             coverage: null,
+            tags: null,
+            outboxDepth: null,
+            droppedTotal: null,
+            policyState: null,
+            policyError: null,
+            user: null,
             body: JSON.stringify(e),
           };
         }),

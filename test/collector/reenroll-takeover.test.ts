@@ -209,6 +209,12 @@ describe('re-enrolling a device id with the enroll secret', () => {
         agentVersion: '9.9.9',
         policyVersion: 77,
         coverage: null,
+        tags: null,
+        outboxDepth: null,
+        droppedTotal: null,
+        policyState: null,
+        policyError: null,
+        user: null,
         body: JSON.stringify(hb),
       };
       const now = new Date().toISOString();

@@ -18,6 +18,7 @@ import { openStore } from '../../src/collector/store/open-store.js';
 import type { CollectorStorePort, IncomingEvent, StoredEventRow } from '../../src/collector/store/port.js';
 import { PG_MIGRATIONS, PostgresCollectorStore } from '../../src/collector/store/postgres-store.js';
 import { GuardError } from '../../src/common/errors.js';
+import { uuidv7 } from '../../src/common/uuidv7.js';
 import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
@@ -330,6 +331,12 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
         agentVersion: null,
         policyVersion: null,
         coverage: null,
+        tags: null,
+        outboxDepth: null,
+        droppedTotal: null,
+        policyState: null,
+        policyError: null,
+        user: null,
         body,
       };
     };
@@ -481,6 +488,486 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     await s.close();
     await s.close();
     await expect(s.insertGroup([])).rejects.toThrow();
+  });
+});
+
+/** Console events of device `d` at an explicit time (the tests never depend on the wall clock). */
+const at = (ms: number): string => new Date(ms).toISOString();
+const T0 = Date.UTC(2030, 0, 1, 0, 0, 0);
+const HOUR = 3_600_000;
+function blockedAt(
+  d: string,
+  seq: number,
+  rule: string,
+  time: number,
+  user: string,
+): Record<string, unknown> {
+  return { ...blockedEvent(d, seq, rule), time: at(time), user };
+}
+function warnedAt(d: string, seq: number, rule: string, time: number, user: string): Record<string, unknown> {
+  return {
+    ...blockedAt(d, seq, rule, time, user),
+    type: 'process.warned',
+    outcome: { action_taken: 'warned', latency_ms: 1, error: null },
+  };
+}
+function rejectedAt(d: string, seq: number, time: number, reason: string): Record<string, unknown> {
+  return {
+    id: uuidv7(),
+    time: at(time),
+    seq,
+    device_id: d,
+    hostname: `${d}.test`,
+    type: 'policy.rejected',
+    agent_version: '0.1.0',
+    reason,
+    message: 'refused',
+    policy_version: 9,
+    sha256: 'b'.repeat(64),
+    source: 'https://collector.test/v1/policy',
+  };
+}
+function appliedAt(d: string, seq: number, time: number, version: number): Record<string, unknown> {
+  return {
+    id: uuidv7(),
+    time: at(time),
+    seq,
+    device_id: d,
+    hostname: `${d}.test`,
+    type: 'policy.applied',
+    agent_version: '0.1.0',
+    policy_version: version,
+    sha256: 'c'.repeat(64),
+    previous_version: version - 1,
+    source: 'https://collector.test/v1/policy',
+  };
+}
+const codeOf = async (p: Promise<unknown>): Promise<string | undefined> => {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    return (err as { code?: string }).code;
+  }
+};
+
+/** The fleet's device i: its id and hostname. */
+const fleetId = (i: number): string => `dev${String(i).padStart(2, '0')}`;
+const fleetHost = (id: string): string => {
+  const i = Number(id.slice(3));
+  return `${i % 2 ? 'Build' : 'laptop'}-${String(11 - i).padStart(2, '0')}`;
+};
+
+describe.each(harnesses)('console queries: %s', (_name, h) => {
+  const put = (
+    s: CollectorStorePort,
+    d: string,
+    events: Record<string, unknown>[],
+    receivedAt = at(T0),
+    enrollment = 1,
+  ) => s.insertGroup([{ deviceId: d, enrollment, events: incoming(events, d), receivedAt }]);
+
+  /** 12 devices with hostnames, tags, versions and states; returns the store. */
+  async function fleet(): Promise<CollectorStorePort> {
+    const s = await h.fresh();
+    for (let i = 0; i < 12; i++) {
+      const id = fleetId(i);
+      await s.enrollDevice(
+        { id, hostname: fleetHost(id), os: 'linux', agent_version: i % 3 ? '0.2.0' : '0.1.0' },
+        `hash-${id}`,
+        at(T0),
+      );
+      await put(
+        s,
+        id,
+        [
+          heartbeatEvent(id, 5, {
+            time: at(T0 + i * 1000),
+            agent_version: i % 3 ? '0.2.0' : '0.1.0',
+            tags: i % 4 === 0 ? ['ai-lab', 'eng'] : ['eng'],
+            policy_version: i % 2 ? 7 : 6,
+            policy_state: i === 5 ? 'stale' : 'ok',
+            outbox_depth: i,
+            dropped_total: 100 + i,
+          }),
+        ],
+        at(T0 + i * 60_000),
+      );
+    }
+    return s;
+  }
+
+  it('lists devices with the heartbeat columns, filtered, sorted both ways, paged without gaps or duplicates', async () => {
+    const s = await fleet();
+    const all = async (
+      req: Omit<Parameters<CollectorStorePort['consoleDevices']>[0], 'cursor' | 'limit'>,
+      limit = 5,
+    ) => {
+      const got: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 0; pages < 20; pages++) {
+        const p = await s.consoleDevices({ ...req, limit, cursor });
+        got.push(...p.items.map((d) => d.id));
+        if (p.next === null) return got;
+        cursor = p.next;
+      }
+      throw new Error('paging did not end');
+    };
+    const d3 = await s.consoleDevice('dev03');
+    expect(d3).toMatchObject({
+      id: 'dev03',
+      hostname: 'Build-08',
+      tags: ['eng'],
+      policy_version: 7,
+      policy_state: 'ok',
+      policy_error: null,
+      outbox_depth: 3,
+      dropped_total: 103,
+      stopped_at: null,
+      last_seen_at: at(T0 + 3 * 60_000),
+    });
+    expect(d3?.coverage).toEqual({ exec_events: null, exec_deny: null });
+    expect(await s.consoleDevice('nope')).toBeUndefined();
+
+    const ids = Array.from({ length: 12 }, (_, i) => fleetId(i));
+    const byHost = [...ids].sort((a, b) =>
+      fleetHost(a) < fleetHost(b) ? -1 : fleetHost(a) > fleetHost(b) ? 1 : 0,
+    );
+    expect(await all({ filter: {}, sort: 'hostname', order: 'asc' })).toEqual(byHost);
+    expect(await all({ filter: {}, sort: 'hostname', order: 'desc' }, 4)).toEqual([...byHost].reverse());
+    expect(await all({ filter: {}, sort: 'last_seen_at', order: 'desc' }, 5)).toEqual([...ids].reverse());
+    expect(await all({ filter: {}, sort: 'last_seen_at', order: 'asc' }, 7)).toEqual(ids);
+    // ties broken by id, in the sort's direction: 6 devices each on policy 6 and 7
+    const pv6 = ids.filter((_, i) => i % 2 === 0);
+    const pv7 = ids.filter((_, i) => i % 2 === 1);
+    expect(await all({ filter: {}, sort: 'policy_version', order: 'asc' }, 5)).toEqual([...pv6, ...pv7]);
+    expect(await all({ filter: {}, sort: 'policy_version', order: 'desc' }, 5)).toEqual([
+      ...pv7.reverse(),
+      ...pv6.reverse(),
+    ]);
+    const v1 = ids.filter((_, i) => i % 3 === 0);
+    const v2 = ids.filter((_, i) => i % 3 !== 0);
+    expect(await all({ filter: {}, sort: 'agent_version', order: 'asc' }, 3)).toEqual([...v1, ...v2]);
+    // filters
+    expect(await all({ filter: { tag: 'ai-lab' }, sort: 'last_seen_at', order: 'asc' }, 2)).toEqual([
+      'dev00',
+      'dev04',
+      'dev08',
+    ]);
+    expect(await all({ filter: { tag: 'ai' }, sort: 'last_seen_at', order: 'asc' })).toEqual([]);
+    expect(await all({ filter: { agentVersion: '0.1.0' }, sort: 'last_seen_at', order: 'asc' })).toEqual(v1);
+    expect(await all({ filter: { policyState: 'stale' }, sort: 'hostname', order: 'asc' })).toEqual([
+      'dev05',
+    ]);
+    expect(await all({ filter: { search: 'BUILD-0' }, sort: 'last_seen_at', order: 'asc' })).toEqual([
+      'dev03',
+      'dev05',
+      'dev07',
+      'dev09',
+      'dev11',
+    ]);
+    expect(await all({ filter: { search: 'dev07' }, sort: 'hostname', order: 'asc' })).toEqual(['dev07']);
+    // LIKE wildcards in the search are literal characters
+    expect(await all({ filter: { search: '%' }, sort: 'hostname', order: 'asc' })).toEqual([]);
+    expect(await all({ filter: { search: 'laptop_' }, sort: 'hostname', order: 'asc' })).toEqual([]);
+    expect(
+      await all({
+        filter: { silentBefore: { before: at(T0 + 3 * 60_000), silent: true } },
+        sort: 'last_seen_at',
+        order: 'asc',
+      }),
+    ).toEqual(['dev00', 'dev01', 'dev02']);
+    expect(
+      await all(
+        {
+          filter: {
+            tag: 'eng',
+            agentVersion: '0.2.0',
+            silentBefore: { before: at(T0 + 3 * 60_000), silent: false },
+          },
+          sort: 'hostname',
+          order: 'desc',
+        },
+        1,
+      ),
+    ).toEqual(['dev04', 'dev08', 'dev10', 'dev05', 'dev07', 'dev11']);
+  });
+
+  it('rejects bad limits (GUARD_BAD_REQUEST) and malformed or foreign cursors (GUARD_BAD_CURSOR)', async () => {
+    const s = await fleet();
+    const req = { filter: {}, sort: 'hostname' as const, order: 'asc' as const };
+    for (const limit of [0, 501, 1.5, -1, Number.NaN])
+      expect(await codeOf(s.consoleDevices({ ...req, limit }))).toBe('GUARD_BAD_REQUEST');
+    for (const limit of [0, 501])
+      expect(await codeOf(s.consoleEvents({ filter: {}, limit }))).toBe('GUARD_BAD_REQUEST');
+    expect(await codeOf(s.ruleTop('r', at(T0), 0))).toBe('GUARD_BAD_REQUEST');
+    expect(await codeOf(s.consoleDevices({ ...req, sort: 'token_hash' as 'hostname', limit: 5 }))).toBe(
+      'GUARD_BAD_REQUEST',
+    );
+    expect((await s.consoleDevices({ ...req, limit: 500 })).items).toHaveLength(12);
+    const next = (await s.consoleDevices({ ...req, limit: 5 })).next as string;
+    const forged = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    for (const cursor of [
+      'not base64!',
+      '',
+      Buffer.from('{"s":').toString('base64url'),
+      forged(null),
+      forged({ s: 'hostname', o: 'asc', k: 5, i: 'dev01' }),
+      forged({ s: 'hostname', o: 'asc', k: 'x' }),
+      'A'.repeat(5000),
+    ])
+      expect(await codeOf(s.consoleDevices({ ...req, limit: 5, cursor }))).toBe('GUARD_BAD_CURSOR');
+    // a cursor of another sort or order
+    expect(await codeOf(s.consoleDevices({ ...req, order: 'desc', limit: 5, cursor: next }))).toBe(
+      'GUARD_BAD_CURSOR',
+    );
+    expect(await codeOf(s.consoleDevices({ ...req, sort: 'last_seen_at', limit: 5, cursor: next }))).toBe(
+      'GUARD_BAD_CURSOR',
+    );
+    expect(await codeOf(s.consoleEvents({ filter: {}, limit: 5, cursor: next }))).toBe('GUARD_BAD_CURSOR');
+    for (const cursor of [forged({ r: -1 }), forged({ r: '5' }), forged({ r: 1.5 }), 'x.y'])
+      expect(await codeOf(s.consoleEvents({ filter: {}, limit: 5, cursor }))).toBe('GUARD_BAD_CURSOR');
+    expect(
+      await codeOf(s.ruleActivity({ since: at(T0), until: at(T0 + 400 * 24 * HOUR), bucketSeconds: 3600 })),
+    ).toBe('GUARD_BAD_REQUEST');
+    expect(await codeOf(s.ruleActivity({ since: 'yesterday', until: at(T0), bucketSeconds: 3600 }))).toBe(
+      'GUARD_BAD_REQUEST',
+    );
+  });
+
+  it('follows the policy state: rejected keeps its error over heartbeats until policy.applied; a stale seq is ignored', async () => {
+    const s = await fleet();
+    const state = async () => {
+      const d = await s.consoleDevice('dev02');
+      return [d?.policy_state, d?.policy_error, d?.policy_version];
+    };
+    expect(await state()).toEqual(['ok', null, 6]);
+    await put(s, 'dev02', [rejectedAt('dev02', 10, T0 + HOUR, 'GUARD_POLICY_SIGNATURE_INVALID')]);
+    expect(await state()).toEqual(['rejected', 'GUARD_POLICY_SIGNATURE_INVALID', 6]);
+    // the agent still enforces its last good policy and says ok: the rejection stands
+    await put(s, 'dev02', [heartbeatEvent('dev02', 11, { time: at(T0 + 2 * HOUR), policy_version: 6 })]);
+    expect(await state()).toEqual(['rejected', 'GUARD_POLICY_SIGNATURE_INVALID', 6]);
+    // an older policy.applied that arrives late changes nothing
+    await put(s, 'dev02', [appliedAt('dev02', 9, T0 + HOUR / 2, 6)]);
+    expect(await state()).toEqual(['rejected', 'GUARD_POLICY_SIGNATURE_INVALID', 6]);
+    await put(s, 'dev04', [rejectedAt('dev04', 10, T0 + HOUR, 'GUARD_POLICY_SIGNATURE_INVALID')]);
+    await put(s, 'dev06', [rejectedAt('dev06', 10, T0 + HOUR, 'GUARD_POLICY_EXPIRED')]);
+    const rollout = await s.policyRollout();
+    expect(rollout.rejections).toEqual([
+      { error: 'GUARD_POLICY_SIGNATURE_INVALID', devices: 2 },
+      { error: 'GUARD_POLICY_EXPIRED', devices: 1 },
+    ]);
+    const total = (state: string) =>
+      rollout.versions.filter((v) => v.state === state).reduce((n, v) => n + v.devices, 0);
+    expect(total('rejected')).toBe(3);
+    expect(total('stale')).toBe(1);
+    expect(rollout.versions.reduce((n, v) => n + v.devices, 0)).toBe(12);
+    // applied clears, in one batch with the rejection before it
+    await put(s, 'dev02', [appliedAt('dev02', 12, T0 + 3 * HOUR, 8)]);
+    expect(await state()).toEqual(['ok', null, 8]);
+    await put(s, 'dev04', [
+      appliedAt('dev04', 12, T0 + 3 * HOUR, 8),
+      rejectedAt('dev04', 13, T0 + 3 * HOUR, 'GUARD_POLICY_ROLLBACK'),
+      heartbeatEvent('dev04', 14, { time: at(T0 + 4 * HOUR), policy_version: 8, policy_state: 'stale' }),
+    ]);
+    expect((await s.consoleDevice('dev04'))?.policy_state).toBe('rejected');
+    expect((await s.consoleDevice('dev04'))?.policy_error).toBe('GUARD_POLICY_ROLLBACK');
+    // a heartbeat of an older seq leaves tags and counters; a newer one replaces them (and the tag rows)
+    await put(s, 'dev00', [heartbeatEvent('dev00', 2, { time: at(T0), tags: ['old'], outbox_depth: 99 })]);
+    expect(await s.consoleDevice('dev00')).toMatchObject({ tags: ['ai-lab', 'eng'], outbox_depth: 0 });
+    await put(s, 'dev00', [
+      heartbeatEvent('dev00', 20, {
+        time: at(T0 + HOUR),
+        tags: ['kiosk'],
+        outbox_depth: 5,
+        policy_state: 'none',
+      }),
+    ]);
+    expect(await s.consoleDevice('dev00')).toMatchObject({
+      tags: ['kiosk'],
+      outbox_depth: 5,
+      policy_state: 'unknown',
+    });
+    const tagged = async (tag: string) =>
+      (await s.consoleDevices({ filter: { tag }, sort: 'hostname', order: 'asc', limit: 50 })).items.map(
+        (d) => d.id,
+      );
+    expect(await tagged('kiosk')).toEqual(['dev00']);
+    // dev04's newest heartbeat (seq 14) sent no tags: it has none now
+    expect((await s.consoleDevice('dev04'))?.tags).toEqual([]);
+    expect(await tagged('ai-lab')).toEqual(['dev08']);
+    expect(await tagged('eng')).not.toContain('dev04');
+    // a re-enrollment resets the seq guard: the new enrollment's low seqs count
+    await s.enrollDevice(dev('dev06'), 'hash-dev06-b', at(T0));
+    await put(s, 'dev06', [appliedAt('dev06', 1, T0 + 5 * HOUR, 8)], at(T0), 2);
+    expect((await s.consoleDevice('dev06'))?.policy_state).toBe('ok');
+    const o = await s.consoleOverview({
+      now: at(T0 + 10 * HOUR),
+      silentBefore: at(T0 + 5 * 60_000),
+      since24h: at(T0 - 24 * HOUR),
+      publishedVersion: 8,
+    });
+    // on 8: dev02, dev04 (rejected), dev06; stale: dev05; rejected dev04; the rest below 8
+    expect(o).toMatchObject({ devices_total: 12, devices_stale_policy: 10 });
+  });
+
+  it('pages the event timeline newest first with every filter, and the rule views agree with a direct count', async () => {
+    const s = await fleet();
+    const rules = ['claude-code', 'ollama', 'cursor'];
+    const users = ['alice', 'bob'];
+    const expected: { id: string; device: string; rule: string; user: string; time: number; type: string }[] =
+      [];
+    const raw: Record<string, unknown>[] = [];
+    let seq = 100;
+    for (let k = 0; k < 60; k++) {
+      const d = fleetId(k % 4);
+      const rule = rules[k % 3] as string;
+      const user = users[k % 2] as string;
+      const time = T0 + k * 20 * 60_000; // every 20 minutes: 20 hours
+      const e = k % 4 === 0 ? warnedAt(d, seq++, rule, time, user) : blockedAt(d, seq++, rule, time, user);
+      await put(s, d, [e], at(T0 + 10 * HOUR));
+      expected.push({ id: e.id as string, device: d, rule, user, time, type: e.type as string });
+      raw.push(e);
+    }
+    const walk = async (
+      filter: Parameters<CollectorStorePort['consoleEvents']>[0]['filter'],
+      limit: number,
+    ) => {
+      const got: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 0; pages < 100; pages++) {
+        const p = await s.consoleEvents({ filter, limit, cursor });
+        for (const e of p.items) expect(e.hostname).toBe(fleetHost(e.device_id));
+        got.push(...p.items.map((e) => e.id));
+        if (p.next === null) return got;
+        cursor = p.next;
+      }
+      throw new Error('paging did not end');
+    };
+    const newestFirst = (f: (e: (typeof expected)[number]) => boolean) =>
+      expected
+        .filter(f)
+        .map((e) => e.id)
+        .reverse();
+    expect(await walk({ ruleId: 'ollama' }, 7)).toEqual(newestFirst((e) => e.rule === 'ollama'));
+    expect(await walk({ deviceId: 'dev02', types: ['process.blocked', 'process.warned'] }, 3)).toEqual(
+      newestFirst((e) => e.device === 'dev02'),
+    );
+    // and its heartbeat of the fleet, the oldest
+    expect((await walk({ deviceId: 'dev02' }, 3)).length).toBe(
+      newestFirst((e) => e.device === 'dev02').length + 1,
+    );
+    expect(await walk({ user: 'bob', types: ['process.warned'] }, 2)).toEqual(
+      newestFirst((e) => e.user === 'bob' && e.type === 'process.warned'),
+    );
+    expect(
+      await walk({ ruleId: 'claude-code', since: at(T0 + 2 * HOUR), until: at(T0 + 10 * HOUR) }, 4),
+    ).toEqual(
+      newestFirst((e) => e.rule === 'claude-code' && e.time >= T0 + 2 * HOUR && e.time < T0 + 10 * HOUR),
+    );
+    expect(await walk({ types: [] }, 5)).toEqual([]);
+    const page = await s.consoleEvents({ filter: { ruleId: 'cursor' }, limit: 1 });
+    const first = page.items[0];
+    const newest = expected.filter((e) => e.rule === 'cursor').at(-1);
+    expect(first).toMatchObject({
+      id: newest?.id,
+      rule_id: 'cursor',
+      type: newest?.type,
+      device_id: newest?.device,
+      user: newest?.user,
+      time: at(newest?.time as number),
+      received_at: at(T0 + 10 * HOUR),
+    });
+    const full = await s.consoleEvent(first?.rid as number);
+    expect(full?.hostname).toBe(fleetHost(newest?.device as string));
+    expect(JSON.parse(full?.body as string)).toMatchObject({ id: first?.id, rule: { id: 'cursor' } });
+    expect(await s.consoleEvent(987654321)).toBeUndefined();
+
+    // rule activity: hourly buckets agree with a count of the events
+    const buckets = await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600 });
+    const direct = new Map<string, number>();
+    for (const e of expected) {
+      const k = `${e.rule}|${e.type}|${at(Math.floor(e.time / HOUR) * HOUR)}`;
+      direct.set(k, (direct.get(k) ?? 0) + 1);
+    }
+    expect(new Map(buckets.map((b) => [`${b.rule_id}|${b.type}|${b.bucket_start}`, b.count]))).toEqual(
+      direct,
+    );
+    const days = await s.ruleActivity({
+      since: at(T0 + HOUR),
+      until: at(T0 + 2 * HOUR),
+      bucketSeconds: 86400,
+    });
+    expect(days.every((b) => b.bucket_start === at(T0))).toBe(true);
+    expect(days.reduce((n, b) => n + b.count, 0)).toBe(60);
+    // only the hours asked for: since rounds down, until up to the hour
+    const two = await s.ruleActivity({
+      since: at(T0 + 90 * 60_000),
+      until: at(T0 + 150 * 60_000),
+      bucketSeconds: 3600,
+    });
+    expect(two.reduce((n, b) => n + b.count, 0)).toBe(
+      expected.filter((e) => e.time >= T0 + HOUR && e.time < T0 + 3 * HOUR).length,
+    );
+    // a resent batch (duplicates) adds nothing to the rollups
+    await put(s, 'dev00', [raw[0] as Record<string, unknown>]);
+    expect(
+      (await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600 })).reduce(
+        (n, b) => n + b.count,
+        0,
+      ),
+    ).toBe(60);
+
+    // top devices and users of a rule since a time, against a direct count
+    const since = T0 + 5 * HOUR;
+    const top = await s.ruleTop('claude-code', at(since), 10);
+    const rows = expected.filter((e) => e.rule === 'claude-code' && e.time >= since);
+    const countBy = (key: (e: (typeof expected)[number]) => string) => {
+      const m = new Map<string, number>();
+      for (const e of rows) m.set(key(e), (m.get(key(e)) ?? 0) + 1);
+      return m;
+    };
+    expect(new Map(top.devices.map((d) => [d.device_id, d.count]))).toEqual(countBy((e) => e.device));
+    expect(new Map(top.users.map((u) => [u.user, u.count]))).toEqual(countBy((e) => e.user));
+    expect(top.devices.every((d) => d.hostname === fleetHost(d.device_id))).toBe(true);
+    expect((await s.ruleTop('claude-code', at(since), 1)).users).toHaveLength(1);
+
+    const o = await s.consoleOverview({
+      now: at(T0 + 10 * HOUR + 60_000),
+      silentBefore: at(T0),
+      since24h: at(T0 - 24 * HOUR),
+      publishedVersion: null,
+    });
+    // 45 blocked of 60 (every 4th warned); received at T0 + 10 h, within the last 5 minutes: 60 + 0
+    expect(o.blocks_24h).toBe(45);
+    expect(o.ingest_per_s).toBe(60 / 300);
+    expect(o.devices_silent).toBe(0);
+    expect(o.devices_stale_policy).toBe(1);
+  });
+
+  it('keeps console sessions by id hash until they expire, and prunes expired ones', async () => {
+    const s = await h.fresh();
+    await s.createSession('h1', { role: 'admin', created_at: at(T0), expires_at: at(T0 + HOUR) });
+    await s.createSession('h2', { role: 'viewer', created_at: at(T0), expires_at: at(T0 + 2 * HOUR) });
+    await s.createSession('h3', { role: 'viewer', created_at: at(T0), expires_at: at(T0 + 3 * HOUR) });
+    expect(await s.sessionByHash('h1', at(T0 + 1))).toEqual({
+      role: 'admin',
+      created_at: at(T0),
+      expires_at: at(T0 + HOUR),
+    });
+    expect(await s.sessionByHash('h1', at(T0 + HOUR))).toBeUndefined();
+    expect(await s.sessionByHash('nope', at(T0))).toBeUndefined();
+    expect(await s.pruneSessions(at(T0 + 2 * HOUR))).toBe(2);
+    expect(await s.pruneSessions(at(T0 + 2 * HOUR))).toBe(0);
+    expect(await s.sessionByHash('h2', at(T0))).toBeUndefined();
+    expect(await s.sessionByHash('h3', at(T0))).toMatchObject({ role: 'viewer' });
+    await s.deleteSession('h3');
+    expect(await s.sessionByHash('h3', at(T0))).toBeUndefined();
+    // pruning is bounded: 1,000 per call at most
+    for (let i = 0; i < 1005; i++)
+      await s.createSession(`x${i}`, { role: 'viewer', created_at: at(T0), expires_at: at(T0 + HOUR) });
+    expect(await s.pruneSessions(at(T0 + 2 * HOUR))).toBe(1000);
+    expect(await s.pruneSessions(at(T0 + 2 * HOUR))).toBe(5);
   });
 });
 

@@ -142,6 +142,7 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
       resyncs: 0,
     },
     sensors: { process: true, install: true },
+    tags: ['ai-lab'],
   },
   'agent.tamper': { reason: 'state_db_corrupt', detail: 'integrity_check failed; moved aside' },
   'events.dropped': {

@@ -20,6 +20,7 @@ import type {
   PolicyPublicationRow,
   StoredEventRow,
 } from '../collector-store.js';
+import type { ConsoleQueries, ConsoleSessions } from './console-port.js';
 
 export type {
   BatchToStore,
@@ -34,6 +35,26 @@ export type {
   PolicyPublicationRow,
   StoredEventRow,
 } from '../collector-store.js';
+export type {
+  ConsoleDevice,
+  ConsoleDeviceFilter,
+  ConsoleEventFilter,
+  ConsoleEventSummary,
+  ConsoleOverview,
+  ConsoleQueries,
+  ConsoleRole,
+  ConsoleSession,
+  ConsoleSessions,
+  DevicePageRequest,
+  DevicePolicyState,
+  DeviceSort,
+  EventPageRequest,
+  Page,
+  PolicyRollout,
+  RuleActivityRequest,
+  RuleBucket,
+  RuleTop,
+} from './console-port.js';
 
 /** The identity fields of an enrolling device (what `POST /v1/enroll` carries). */
 export interface EnrollingDevice {
@@ -159,7 +180,9 @@ export interface CollectorStorePort
     ForwarderCursors,
     Retention,
     FleetQueries,
-    PolicyPublications {
+    PolicyPublications,
+    ConsoleQueries,
+    ConsoleSessions {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Where the data lives, for logs (a file path, or the URL without password). */

@@ -47,6 +47,44 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import {
+  activityHours,
+  BLOCK_TYPES,
+  bucketStart,
+  CONSOLE_DEVICE_COLUMNS,
+  type ConsoleDeviceRow,
+  checkEventFilter,
+  checkLimit,
+  checkOneOf,
+  checkTime,
+  consoleDevice,
+  DEVICE_SORTS,
+  devicePage,
+  eventPage,
+  likeContains,
+  mergeGroups,
+  NO_POLICY_VERSION,
+  type PolicyStateChange,
+  policyStateChange,
+  readDeviceCursor,
+  readEventCursor,
+  SESSION_PRUNE_BATCH,
+  staleGroup,
+} from './console-paging.js';
+import type {
+  ConsoleDevice,
+  ConsoleEventSummary,
+  ConsoleOverview,
+  ConsoleSession,
+  DevicePageRequest,
+  DevicePolicyState,
+  EventPageRequest,
+  Page,
+  PolicyRollout,
+  RuleActivityRequest,
+  RuleBucket,
+  RuleTop,
+} from './console-port.js';
 import type {
   BatchToStore,
   ClaimLimits,
@@ -132,6 +170,69 @@ export const PG_MIGRATIONS: readonly string[] = [
     diff          text
   );
   `,
+  // 4: the browser console (SQLite schema 6; store/console-port.ts). The device columns, tag rows,
+  // sort indexes, events.user_name, the rule covering index and the sessions are SQLite's.
+  // rule_hourly / rule_daily take one upsert per (bucket, rule, type) a group stored, in key order
+  // (concurrent groups wait on each other's row of the current hour until commit, never deadlock:
+  // every group locks these rows first, then device rows in id order). Hostname search uses a
+  // pg_trgm index when the extension can be created (Debian's postgresql package ships it; it is a
+  // trusted extension, so the database owner may create it); without it the search scans.
+  `
+  ALTER TABLE devices ADD COLUMN tags text;
+  ALTER TABLE devices ADD COLUMN outbox_depth bigint;
+  ALTER TABLE devices ADD COLUMN dropped_total bigint;
+  ALTER TABLE devices ADD COLUMN policy_state text COLLATE "C";
+  ALTER TABLE devices ADD COLUMN policy_error text COLLATE "C";
+  ALTER TABLE devices ADD COLUMN policy_state_seq bigint;
+  ALTER TABLE devices ALTER COLUMN hostname TYPE text COLLATE "C";
+  ALTER TABLE devices ALTER COLUMN agent_version TYPE text COLLATE "C";
+  CREATE INDEX devices_hostname ON devices(hostname, id);
+  CREATE INDEX devices_last_seen_id ON devices(last_seen_at, id);
+  CREATE INDEX devices_agent_version ON devices(agent_version, id);
+  CREATE INDEX devices_policy_version ON devices((coalesce(policy_version, -1)), id);
+  CREATE INDEX devices_rollout ON devices(policy_version, policy_state);
+  CREATE INDEX devices_policy_error ON devices(policy_state, policy_error);
+  DO $$ BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX devices_hostname_trgm ON devices USING gin (hostname gin_trgm_ops);
+  EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm is not available (%): the console hostname search scans the devices', SQLERRM;
+  END $$;
+  CREATE TABLE device_tags (
+    tag        text COLLATE "C" NOT NULL,
+    device_id  text COLLATE "C" NOT NULL,
+    PRIMARY KEY (tag, device_id)
+  );
+  CREATE INDEX device_tags_device ON device_tags(device_id);
+
+  ALTER TABLE events ADD COLUMN user_name text COLLATE "C";
+  CREATE INDEX events_user ON events(user_name, rid) WHERE user_name IS NOT NULL;
+  CREATE INDEX events_rule_top ON events(rule_id, time, device_id, user_name) WHERE rule_id IS NOT NULL;
+  CREATE INDEX events_received ON events(received_at, type);
+
+  CREATE TABLE rule_hourly (
+    hour     text COLLATE "C" NOT NULL,
+    rule_id  text COLLATE "C" NOT NULL,
+    type     text COLLATE "C" NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (hour, rule_id, type)
+  );
+  CREATE TABLE rule_daily (
+    day      text COLLATE "C" NOT NULL,
+    rule_id  text COLLATE "C" NOT NULL,
+    type     text COLLATE "C" NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (day, rule_id, type)
+  );
+
+  CREATE TABLE console_sessions (
+    id_hash     text COLLATE "C" PRIMARY KEY,
+    role        text NOT NULL,
+    created_at  text COLLATE "C" NOT NULL,
+    expires_at  text COLLATE "C" NOT NULL
+  );
+  CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+  `,
 ];
 
 /** Advisory lock classes (first key of the two-key form), so toolguard's locks never meet others'. */
@@ -146,7 +247,7 @@ const STAGING = 'tg_events_staging';
 const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
   ord int4 NOT NULL, id text COLLATE "C", device_id text COLLATE "C", enrollment int4, seq int8,
   type text COLLATE "C", time text COLLATE "C", rule_id text COLLATE "C", received_at text COLLATE "C",
-  body text
+  body text, user_name text COLLATE "C"
 ) ON COMMIT DELETE ROWS`;
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
@@ -160,7 +261,10 @@ const NOTIFY_CHANNEL = 'toolguard_events';
 const DEVICE_UPDATE_SQL = `
   WITH a AS (SELECT * FROM unnest($3::text[], $4::int4[], $5::text[]) AS a(id, enrollment, v)),
        p AS (SELECT * FROM unnest($6::text[], $7::int4[], $8::int8[], $9::int8[]) AS p(id, enrollment, v, seq)),
-       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[]) AS cv(id, enrollment, v, seq)),
+       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[], $18::text[], $19::int8[], $20::int8[])
+              AS cv(id, enrollment, v, seq, tags, outbox, dropped)),
+       ps AS (SELECT * FROM unnest($21::text[], $22::int4[], $23::text[], $24::text[], $25::bool[], $26::int8[])
+              AS ps(id, enrollment, state, error, keeps, seq)),
        s AS (SELECT * FROM unnest($14::text[], $15::int4[], $16::text[]) AS s(id, enrollment, v)),
        u AS (
          UPDATE devices d SET
@@ -172,11 +276,22 @@ const DEVICE_UPDATE_SQL = `
              FROM (SELECT 1) one
              LEFT JOIN p ON p.id = d.id AND p.enrollment = d.enrollment
              CROSS JOIN LATERAL (SELECT p.seq IS NOT NULL AND (d.policy_seq IS NULL OR d.policy_seq <= p.seq) AS ok) k),
-           (coverage, coverage_seq) = (
-             SELECT CASE WHEN ok THEN cv.v ELSE d.coverage END, CASE WHEN ok THEN cv.seq ELSE d.coverage_seq END
+           (coverage, tags, outbox_depth, dropped_total, coverage_seq) = (
+             SELECT CASE WHEN ok THEN cv.v ELSE d.coverage END, CASE WHEN ok THEN cv.tags ELSE d.tags END,
+                    CASE WHEN ok THEN cv.outbox ELSE d.outbox_depth END,
+                    CASE WHEN ok THEN cv.dropped ELSE d.dropped_total END,
+                    CASE WHEN ok THEN cv.seq ELSE d.coverage_seq END
              FROM (SELECT 1) one
              LEFT JOIN cv ON cv.id = d.id AND cv.enrollment = d.enrollment
              CROSS JOIN LATERAL (SELECT cv.seq IS NOT NULL AND (d.coverage_seq IS NULL OR d.coverage_seq <= cv.seq) AS ok) k),
+           (policy_state, policy_error, policy_state_seq) = (
+             SELECT CASE WHEN NOT ok THEN d.policy_state WHEN keep THEN d.policy_state ELSE ps.state END,
+                    CASE WHEN NOT ok THEN d.policy_error WHEN keep THEN d.policy_error ELSE ps.error END,
+                    CASE WHEN ok THEN ps.seq ELSE d.policy_state_seq END
+             FROM (SELECT 1) one
+             LEFT JOIN ps ON ps.id = d.id AND ps.enrollment = d.enrollment
+             CROSS JOIN LATERAL (SELECT ps.seq IS NOT NULL AND (d.policy_state_seq IS NULL OR d.policy_state_seq <= ps.seq) AS ok,
+                                        coalesce(ps.keeps, false) AND d.policy_state IS NOT DISTINCT FROM 'rejected' AS keep) k),
            stopped_at = CASE
              WHEN EXISTS (SELECT 1 FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
              THEN (SELECT s.v FROM s WHERE s.id = d.id AND s.enrollment = d.enrollment)
@@ -186,6 +301,17 @@ const DEVICE_UPDATE_SQL = `
          RETURNING 1)
   SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
   FROM (SELECT count(*) FROM u) n`;
+/**
+ * device_tags follows devices.tags of the given devices (after their update in the same
+ * transaction): tags no longer listed are deleted, new ones inserted.
+ */
+const TAGS_SYNC_SQL = `
+  WITH t AS (SELECT d.id, ARRAY(SELECT json_array_elements_text(coalesce(d.tags, '[]')::json)) AS tags
+             FROM devices d WHERE d.id = ANY($1::text[])),
+       del AS (DELETE FROM device_tags x USING t WHERE x.device_id = t.id AND NOT (x.tag = ANY(t.tags)))
+  INSERT INTO device_tags(tag, device_id)
+  SELECT u.tag, t.id FROM t CROSS JOIN LATERAL unnest(t.tags) AS u(tag) ORDER BY 2, 1
+  ON CONFLICT DO NOTHING`;
 /** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
 export const DEFAULT_PG_POOL = 10;
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
@@ -391,7 +517,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
        VALUES ($1, $2, $3, $4, $5, $6, $6, 1)
        ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash, hostname = excluded.hostname,
          os = excluded.os, agent_version = excluded.agent_version, enrolled_at = excluded.enrolled_at,
-         last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL,
+         last_seen_at = excluded.last_seen_at, policy_seq = NULL, coverage_seq = NULL, policy_state_seq = NULL,
          enrollment = devices.enrollment + 1
        RETURNING enrollment`,
       [device.id, tokenHash, pgText(device.hostname), pgText(device.os), pgText(device.agent_version), now],
@@ -409,7 +535,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
       const device = copyField(b.deviceId);
       const received = copyField(b.receivedAt);
       for (const e of b.events)
-        copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\n`;
+        copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\t${e.user === null ? '\\N' : copyField(e.user)}\n`;
     }
     const updates = deviceUpdates(batches);
     let committedOn: pg.PoolClient | undefined;
@@ -419,11 +545,25 @@ export class PostgresCollectorStore implements CollectorStorePort {
       await copyInto(c, copyText);
       const r = await c.query<{ device_id: string; enrollment: number; id: string }>({
         name: 'tg_insert_staged',
-        text: `INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
-               SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body
-               FROM ${STAGING} ORDER BY ord
-               ON CONFLICT DO NOTHING
-               RETURNING device_id, enrollment, id`,
+        // the rows stored, and their rule counts added to rule_hourly and rule_daily (keys in one
+        // order: no deadlock between concurrent groups)
+        text: `WITH ins AS (
+                 INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
+                 SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name
+                 FROM ${STAGING} ORDER BY ord
+                 ON CONFLICT DO NOTHING
+                 RETURNING device_id, enrollment, id, rule_id, type, time),
+               hourly AS (
+                 INSERT INTO rule_hourly(hour, rule_id, type, count)
+                 SELECT left(time, 13), rule_id, type, count(*) FROM ins
+                 WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                 ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
+               daily AS (
+                 INSERT INTO rule_daily(day, rule_id, type, count)
+                 SELECT left(time, 10), rule_id, type, count(*) FROM ins
+                 WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                 ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
+               SELECT device_id, enrollment, id FROM ins`,
       });
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
@@ -453,8 +593,19 @@ export class PostgresCollectorStore implements CollectorStorePort {
             stops.map((n) => n.enrollment),
             stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
             r.rows.length > 0,
+            updates.coverage.tags,
+            updates.coverage.outbox,
+            updates.coverage.dropped,
+            updates.policyState.ids,
+            updates.policyState.enrollments,
+            updates.policyState.states,
+            updates.policyState.errors,
+            updates.policyState.keeps,
+            updates.policyState.seqs,
           ],
         });
+      if (updates.coverage.ids.length > 0)
+        await c.query({ name: 'tg_sync_tags', text: TAGS_SYNC_SQL, values: [updates.coverage.ids] });
       return r.rows;
     });
     if (committedOn) this.staged.add(committedOn);
@@ -667,6 +818,202 @@ export class PostgresCollectorStore implements CollectorStorePort {
     return r.rows;
   }
 
+  async consoleDevices(req: DevicePageRequest): Promise<Page<ConsoleDevice>> {
+    const limit = checkLimit(req.limit);
+    const sort = checkOneOf('sort', req.sort, DEVICE_SORTS);
+    const order = checkOneOf('order', req.order, ['asc', 'desc'] as const);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (v: unknown): string => {
+      params.push(v);
+      return `$${params.length}`;
+    };
+    const f = req.filter;
+    if (f.search !== undefined && f.search !== '')
+      where.push(`(hostname ILIKE ${p(likeContains(pgText(f.search)))} OR id = ${p(pgText(f.search))})`);
+    if (f.tag !== undefined)
+      where.push(
+        `EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = devices.id AND t.tag = ${p(pgText(f.tag))})`,
+      );
+    if (f.agentVersion !== undefined) where.push(`agent_version = ${p(pgText(f.agentVersion))}`);
+    if (f.policyState !== undefined)
+      where.push(
+        f.policyState === 'unknown'
+          ? `coalesce(policy_state, 'unknown') = ${p(f.policyState)}`
+          : `policy_state = ${p(pgText(f.policyState))}`,
+      );
+    if (f.silentBefore)
+      where.push(`last_seen_at ${f.silentBefore.silent ? '<' : '>='} ${p(pgText(f.silentBefore.before))}`);
+    const key = sort === 'policy_version' ? `(coalesce(policy_version, ${NO_POLICY_VERSION}))` : sort;
+    if (req.cursor !== undefined) {
+      const c = readDeviceCursor(req.cursor, sort, order);
+      where.push(
+        `(${key}, id) ${order === 'asc' ? '>' : '<'} (${p(typeof c.key === 'string' ? pgText(c.key) : c.key)}, ${p(pgText(c.id))})`,
+      );
+    }
+    const dir = order === 'asc' ? 'ASC' : 'DESC';
+    const r = await this.pool.query<ConsoleDeviceRow>(
+      `SELECT ${CONSOLE_DEVICE_COLUMNS} FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ORDER BY ${key} ${dir}, id ${dir} LIMIT ${p(limit + 1)}`,
+      params,
+    );
+    return devicePage(r.rows, limit, sort, order);
+  }
+
+  async consoleDevice(id: string): Promise<ConsoleDevice | undefined> {
+    const r = await this.pool.query<ConsoleDeviceRow>(
+      `SELECT ${CONSOLE_DEVICE_COLUMNS} FROM devices WHERE id = $1`,
+      [pgText(id)],
+    );
+    return r.rows[0] ? consoleDevice(r.rows[0]) : undefined;
+  }
+
+  async consoleEvents(req: EventPageRequest): Promise<Page<ConsoleEventSummary>> {
+    const limit = checkLimit(req.limit);
+    const f = req.filter;
+    checkEventFilter(f);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (v: unknown): string => {
+      params.push(typeof v === 'string' ? pgText(v) : v);
+      return `$${params.length}`;
+    };
+    if (f.types !== undefined) where.push(`e.type = ANY(${p(f.types.map(pgText))}::text[])`);
+    if (f.ruleId !== undefined) where.push(`e.rule_id = ${p(f.ruleId)}`);
+    if (f.deviceId !== undefined) where.push(`e.device_id = ${p(f.deviceId)}`);
+    if (f.user !== undefined) where.push(`e.user_name = ${p(f.user)}`);
+    if (f.since !== undefined) where.push(`e.time >= ${p(f.since)}`);
+    if (f.until !== undefined) where.push(`e.time < ${p(f.until)}`);
+    if (req.cursor !== undefined) where.push(`e.rid < ${p(readEventCursor(req.cursor))}`);
+    const r = await this.pool.query<ConsoleEventSummary>(
+      `SELECT e.rid, e.id, e.device_id, coalesce(d.hostname, '') AS hostname, e.type, e.time, e.received_at,
+              e.rule_id, e.user_name AS "user"
+       FROM events e LEFT JOIN devices d ON d.id = e.device_id
+       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY e.rid DESC LIMIT ${p(limit + 1)}`,
+      params,
+    );
+    return eventPage(r.rows, limit);
+  }
+
+  async consoleEvent(rid: number): Promise<(StoredEventRow & { readonly hostname: string }) | undefined> {
+    if (!Number.isSafeInteger(rid)) return undefined;
+    const r = await this.pool.query<StoredEventRow & { hostname: string }>(
+      `SELECT e.rid, e.device_id, e.enrollment, e.received_at, e.body, coalesce(d.hostname, '') AS hostname
+       FROM events e LEFT JOIN devices d ON d.id = e.device_id WHERE e.rid = $1`,
+      [rid],
+    );
+    return r.rows[0];
+  }
+
+  async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
+    const h = activityHours(req);
+    const r = await this.pool.query<{ rule_id: string; type: string; k: string; count: number }>(
+      h.keyLength === 13
+        ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
+           WHERE hour >= $1 AND hour < $2 ORDER BY hour, rule_id, type`
+        : `SELECT rule_id, type, day AS k, count FROM rule_daily
+           WHERE day >= $1 AND day < $2 ORDER BY day, rule_id, type`,
+      [h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength)],
+    );
+    return r.rows.map((x) => ({
+      rule_id: x.rule_id,
+      type: x.type,
+      bucket_start: bucketStart(x.k),
+      count: x.count,
+    }));
+  }
+
+  async ruleTop(ruleId: string, since: string, limit: number): Promise<RuleTop> {
+    checkLimit(limit);
+    checkTime('since', since);
+    const [devices, users] = await Promise.all([
+      this.pool.query<{ device_id: string; hostname: string; count: number }>(
+        `SELECT t.device_id, coalesce(d.hostname, '') AS hostname, t.count FROM
+           (SELECT device_id, count(*) AS count FROM events WHERE rule_id = $1 AND time >= $2
+            GROUP BY device_id ORDER BY count DESC, device_id LIMIT $3) t
+         LEFT JOIN devices d ON d.id = t.device_id ORDER BY t.count DESC, t.device_id`,
+        [pgText(ruleId), since, limit],
+      ),
+      this.pool.query<{ user: string; count: number }>(
+        `SELECT user_name AS "user", count(*) AS count FROM events
+         WHERE rule_id = $1 AND time >= $2 AND user_name IS NOT NULL
+         GROUP BY user_name ORDER BY count DESC, user_name LIMIT $3`,
+        [pgText(ruleId), since, limit],
+      ),
+    ]);
+    return { devices: devices.rows, users: users.rows };
+  }
+
+  async policyRollout(): Promise<PolicyRollout> {
+    const [versions, rejections] = await Promise.all([
+      this.pool.query<{ version: number | null; state: DevicePolicyState; devices: number }>(
+        `SELECT policy_version AS version, coalesce(policy_state, 'unknown') AS state, count(*) AS devices
+         FROM devices GROUP BY policy_version, policy_state ORDER BY policy_version DESC NULLS LAST, 2`,
+      ),
+      this.pool.query<{ error: string; devices: number }>(
+        `SELECT coalesce(policy_error, '') AS error, count(*) AS devices FROM devices
+         WHERE policy_state = 'rejected' GROUP BY policy_error ORDER BY devices DESC, 1 LIMIT 20`,
+      ),
+    ]);
+    return { versions: mergeGroups(versions.rows), rejections: rejections.rows };
+  }
+
+  async consoleOverview(q: {
+    readonly now: string;
+    readonly silentBefore: string;
+    readonly since24h: string;
+    readonly publishedVersion: number | null;
+  }): Promise<ConsoleOverview> {
+    const fiveMinAgo = new Date(checkTime('now', q.now) - 300_000).toISOString();
+    const [counts, rollout, events] = await Promise.all([
+      this.deviceCounts(q.silentBefore),
+      this.policyRollout(),
+      this.pool.query<{ blocks: number; recent: number }>(
+        `SELECT (SELECT count(*) FROM events WHERE received_at >= $1 AND type = ANY($2::text[])) AS blocks,
+                (SELECT count(*) FROM events WHERE received_at >= $3 AND received_at <= $4) AS recent`,
+        [q.since24h, BLOCK_TYPES, fiveMinAgo, q.now],
+      ),
+    ]);
+    const e = events.rows[0] ?? { blocks: 0, recent: 0 };
+    return {
+      devices_total: counts.total,
+      devices_silent: counts.silent,
+      devices_stale_policy: rollout.versions
+        .filter((g) => staleGroup(g, q.publishedVersion))
+        .reduce((n, g) => n + g.devices, 0),
+      blocks_24h: e.blocks,
+      ingest_per_s: e.recent / 300,
+    };
+  }
+
+  async createSession(idHash: string, session: ConsoleSession): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO console_sessions(id_hash, role, created_at, expires_at) VALUES ($1, $2, $3, $4)',
+      [pgText(idHash), session.role, session.created_at, session.expires_at],
+    );
+  }
+
+  async sessionByHash(idHash: string, now: string): Promise<ConsoleSession | undefined> {
+    const r = await this.pool.query<ConsoleSession>(
+      'SELECT role, created_at, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2',
+      [pgText(idHash), pgText(now)],
+    );
+    return r.rows[0];
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    await this.pool.query('DELETE FROM console_sessions WHERE id_hash = $1', [pgText(idHash)]);
+  }
+
+  async pruneSessions(now: string): Promise<number> {
+    const r = await this.pool.query(
+      `DELETE FROM console_sessions WHERE id_hash IN
+         (SELECT id_hash FROM console_sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)`,
+      [pgText(now), SESSION_PRUNE_BATCH],
+    );
+    return r.rowCount ?? 0;
+  }
+
   async healthy(): Promise<boolean> {
     try {
       await this.pool.query('SELECT 1');
@@ -724,7 +1071,7 @@ function copyEscape(ch: string): string {
 function copyInto(c: pg.PoolClient, text: string): Promise<void> {
   const stream = c.query(
     copyFrom(
-      `COPY ${STAGING}(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body) FROM STDIN`,
+      `COPY ${STAGING}(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name) FROM STDIN`,
     ),
   );
   return pipeline(Readable.from([text]), stream);
@@ -738,7 +1085,24 @@ interface DeviceUpdates {
   readonly touch: { ids: string[]; at: string[] };
   readonly agent: { ids: string[]; enrollments: number[]; values: string[] };
   readonly policy: { ids: string[]; enrollments: number[]; values: number[]; seqs: number[] };
-  readonly coverage: { ids: string[]; enrollments: number[]; values: string[]; seqs: number[] };
+  readonly coverage: {
+    ids: string[];
+    enrollments: number[];
+    values: string[];
+    seqs: number[];
+    tags: (string | null)[];
+    outbox: (number | null)[];
+    dropped: (number | null)[];
+  };
+  /** The policy state change of each (device, enrollment) (console-paging.ts policyStateChange). */
+  readonly policyState: {
+    ids: string[];
+    enrollments: number[];
+    states: string[];
+    errors: (string | null)[];
+    keeps: boolean[];
+    seqs: number[];
+  };
   /** The highest-seq event of each (device, enrollment), sorted by device id (clean-stop state). */
   readonly newest: { id: string; enrollment: number; e: IncomingEvent }[];
 }
@@ -755,6 +1119,7 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
   const policy = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
   const coverage = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
   const newest = new Map<string, { id: string; enrollment: number; e: IncomingEvent }>();
+  const said = new Map<string, { id: string; enrollment: number; events: IncomingEvent[] }>();
   for (const b of batches) {
     touch.set(b.deviceId, b.receivedAt);
     const k = `${b.deviceId}\u0000${b.enrollment}`;
@@ -769,6 +1134,11 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
         coverage.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
       const nw = newest.get(k);
       if (!nw || e.seq >= nw.e.seq) newest.set(k, { id: b.deviceId, enrollment: b.enrollment, e });
+      if (e.policyState !== null) {
+        const p = said.get(k) ?? { id: b.deviceId, enrollment: b.enrollment, events: [] };
+        p.events.push(e);
+        said.set(k, p);
+      }
     }
     if (newestAgent)
       agent.set(k, {
@@ -783,6 +1153,7 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
   const agents = byId(agent);
   const policies = byId(policy);
   const coverages = byId(coverage);
+  const states = byId(said).map((p) => ({ ...p, change: policyStateChange(p.events) as PolicyStateChange }));
   return {
     touch: { ids: touchSorted.map((t) => t[0]), at: touchSorted.map((t) => t[1]) },
     agent: {
@@ -802,6 +1173,17 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
       enrollments: coverages.map((p) => p.enrollment),
       values: coverages.map((p) => p.e.coverage as string),
       seqs: coverages.map((p) => p.e.seq),
+      tags: coverages.map((p) => p.e.tags),
+      outbox: coverages.map((p) => p.e.outboxDepth),
+      dropped: coverages.map((p) => p.e.droppedTotal),
+    },
+    policyState: {
+      ids: states.map((p) => p.id),
+      enrollments: states.map((p) => p.enrollment),
+      states: states.map((p) => p.change.state),
+      errors: states.map((p) => (p.change.error === null ? null : pgText(p.change.error))),
+      keeps: states.map((p) => p.change.keepsRejected),
+      seqs: states.map((p) => p.change.seq),
     },
   };
 }

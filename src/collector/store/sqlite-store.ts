@@ -11,6 +11,42 @@ import Database from 'better-sqlite3';
 import { GuardError } from '../../common/errors.js';
 import type { CollectorStoreOptions } from '../collector-store.js';
 import { COLLECTOR_MIGRATIONS, CollectorStore } from '../collector-store.js';
+import {
+  activityHours,
+  BLOCK_TYPES,
+  bucketStart,
+  CONSOLE_DEVICE_COLUMNS,
+  type ConsoleDeviceRow,
+  checkEventFilter,
+  checkLimit,
+  checkOneOf,
+  checkTime,
+  consoleDevice,
+  DEVICE_SORTS,
+  devicePage,
+  eventPage,
+  likeContains,
+  mergeGroups,
+  NO_POLICY_VERSION,
+  readDeviceCursor,
+  readEventCursor,
+  SESSION_PRUNE_BATCH,
+  staleGroup,
+} from './console-paging.js';
+import type {
+  ConsoleDevice,
+  ConsoleEventSummary,
+  ConsoleOverview,
+  ConsoleSession,
+  DevicePageRequest,
+  DevicePolicyState,
+  EventPageRequest,
+  Page,
+  PolicyRollout,
+  RuleActivityRequest,
+  RuleBucket,
+  RuleTop,
+} from './console-port.js';
 import type {
   BatchToStore,
   ClaimLimits,
@@ -145,6 +181,210 @@ export class SqliteCollectorStore implements CollectorStorePort {
 
   async listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]> {
     return this.engine.listPolicyPublications(limit, beforeId);
+  }
+
+  async consoleDevices(req: DevicePageRequest): Promise<Page<ConsoleDevice>> {
+    const limit = checkLimit(req.limit);
+    const sort = checkOneOf('sort', req.sort, DEVICE_SORTS);
+    const order = checkOneOf('order', req.order, ['asc', 'desc'] as const);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const f = req.filter;
+    if (f.search !== undefined && f.search !== '') {
+      where.push("(hostname LIKE ? ESCAPE '\\' OR id = ?)");
+      params.push(likeContains(f.search), f.search);
+    }
+    if (f.tag !== undefined) {
+      where.push('id IN (SELECT device_id FROM device_tags WHERE tag = ?)');
+      params.push(f.tag);
+    }
+    if (f.agentVersion !== undefined) {
+      where.push('agent_version = ?');
+      params.push(f.agentVersion);
+    }
+    if (f.policyState !== undefined) {
+      where.push(f.policyState === 'unknown' ? "coalesce(policy_state, 'unknown') = ?" : 'policy_state = ?');
+      params.push(f.policyState);
+    }
+    if (f.silentBefore) {
+      where.push(f.silentBefore.silent ? 'last_seen_at < ?' : 'last_seen_at >= ?');
+      params.push(f.silentBefore.before);
+    }
+    const key = sort === 'policy_version' ? `coalesce(policy_version, ${NO_POLICY_VERSION})` : sort;
+    if (req.cursor !== undefined) {
+      const c = readDeviceCursor(req.cursor, sort, order);
+      where.push(`(${key}, id) ${order === 'asc' ? '>' : '<'} (?, ?)`);
+      params.push(c.key, c.id);
+    }
+    const dir = order === 'asc' ? 'ASC' : 'DESC';
+    const rows = this.engine.db
+      .prepare<unknown[], ConsoleDeviceRow>(
+        `SELECT ${CONSOLE_DEVICE_COLUMNS} FROM devices ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+         ORDER BY ${key} ${dir}, id ${dir} LIMIT ?`,
+      )
+      .all(...params, limit + 1);
+    return devicePage(rows, limit, sort, order);
+  }
+
+  async consoleDevice(id: string): Promise<ConsoleDevice | undefined> {
+    const row = this.engine.db
+      .prepare<[string], ConsoleDeviceRow>(`SELECT ${CONSOLE_DEVICE_COLUMNS} FROM devices WHERE id = ?`)
+      .get(id);
+    return row ? consoleDevice(row) : undefined;
+  }
+
+  async consoleEvents(req: EventPageRequest): Promise<Page<ConsoleEventSummary>> {
+    const limit = checkLimit(req.limit);
+    const f = req.filter;
+    checkEventFilter(f);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, ...v: unknown[]): void => {
+      where.push(sql);
+      params.push(...v);
+    };
+    if (f.types !== undefined) add(`e.type IN (${f.types.map(() => '?').join(', ') || 'NULL'})`, ...f.types);
+    if (f.ruleId !== undefined) add('e.rule_id = ?', f.ruleId);
+    if (f.deviceId !== undefined) add('e.device_id = ?', f.deviceId);
+    if (f.user !== undefined) add('e.user_name = ?', f.user);
+    if (f.since !== undefined) add('e.time >= ?', f.since);
+    if (f.until !== undefined) add('e.time < ?', f.until);
+    if (req.cursor !== undefined) add('e.rid < ?', readEventCursor(req.cursor));
+    const rows = this.engine.db
+      .prepare<unknown[], ConsoleEventSummary>(
+        `SELECT e.rid, e.id, e.device_id, coalesce(d.hostname, '') AS hostname, e.type, e.time, e.received_at,
+                e.rule_id, e.user_name AS "user"
+         FROM events e LEFT JOIN devices d ON d.id = e.device_id
+         ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY e.rid DESC LIMIT ?`,
+      )
+      .all(...params, limit + 1);
+    return eventPage(rows, limit);
+  }
+
+  async consoleEvent(rid: number): Promise<(StoredEventRow & { readonly hostname: string }) | undefined> {
+    if (!Number.isSafeInteger(rid)) return undefined;
+    return this.engine.db
+      .prepare<[number], StoredEventRow & { hostname: string }>(
+        `SELECT e.rid, e.device_id, e.enrollment, e.received_at, e.body, coalesce(d.hostname, '') AS hostname
+         FROM events e LEFT JOIN devices d ON d.id = e.device_id WHERE e.rid = ?`,
+      )
+      .get(rid);
+  }
+
+  async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
+    const h = activityHours(req);
+    const rows = this.engine.db
+      .prepare<[string, string], { rule_id: string; type: string; k: string; count: number }>(
+        h.keyLength === 13
+          ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
+             WHERE hour >= ? AND hour < ? ORDER BY hour, rule_id, type`
+          : `SELECT rule_id, type, day AS k, count FROM rule_daily
+             WHERE day >= ? AND day < ? ORDER BY day, rule_id, type`,
+      )
+      .all(h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength));
+    return rows.map((r) => ({
+      rule_id: r.rule_id,
+      type: r.type,
+      bucket_start: bucketStart(r.k),
+      count: r.count,
+    }));
+  }
+
+  async ruleTop(ruleId: string, since: string, limit: number): Promise<RuleTop> {
+    checkLimit(limit);
+    checkTime('since', since);
+    const db = this.engine.db;
+    const devices = db
+      .prepare<[string, string, number], { device_id: string; hostname: string; count: number }>(
+        `SELECT t.device_id, coalesce(d.hostname, '') AS hostname, t.count FROM
+           (SELECT device_id, count(*) AS count FROM events WHERE rule_id = ? AND time >= ?
+            GROUP BY device_id ORDER BY count DESC, device_id LIMIT ?) t
+         LEFT JOIN devices d ON d.id = t.device_id ORDER BY t.count DESC, t.device_id`,
+      )
+      .all(ruleId, since, limit);
+    const users = db
+      .prepare<[string, string, number], { user: string; count: number }>(
+        `SELECT user_name AS "user", count(*) AS count FROM events
+         WHERE rule_id = ? AND time >= ? AND user_name IS NOT NULL
+         GROUP BY user_name ORDER BY count DESC, user_name LIMIT ?`,
+      )
+      .all(ruleId, since, limit);
+    return { devices, users };
+  }
+
+  async policyRollout(): Promise<PolicyRollout> {
+    const db = this.engine.db;
+    const versions = db
+      .prepare<[], { version: number | null; state: DevicePolicyState; devices: number }>(
+        `SELECT policy_version AS version, coalesce(policy_state, 'unknown') AS state, count(*) AS devices
+         FROM devices GROUP BY policy_version, policy_state ORDER BY policy_version DESC, state`,
+      )
+      .all();
+    const rejections = db
+      .prepare<[], { error: string; devices: number }>(
+        `SELECT coalesce(policy_error, '') AS error, count(*) AS devices FROM devices
+         WHERE policy_state = 'rejected' GROUP BY policy_error ORDER BY devices DESC, error LIMIT 20`,
+      )
+      .all();
+    return { versions: mergeGroups(versions), rejections };
+  }
+
+  async consoleOverview(q: {
+    readonly now: string;
+    readonly silentBefore: string;
+    readonly since24h: string;
+    readonly publishedVersion: number | null;
+  }): Promise<ConsoleOverview> {
+    const fiveMinAgo = new Date(checkTime('now', q.now) - 300_000).toISOString();
+    const db = this.engine.db;
+    const counts = this.engine.deviceCounts(q.silentBefore);
+    const { versions } = await this.policyRollout();
+    const blocks = db
+      .prepare<unknown[], { n: number }>(
+        `SELECT count(*) AS n FROM events WHERE received_at >= ? AND +type IN (${BLOCK_TYPES.map(() => '?').join(', ')})`,
+      )
+      .get(q.since24h, ...BLOCK_TYPES);
+    const recent = db
+      .prepare<[string, string], { n: number }>(
+        'SELECT count(*) AS n FROM events WHERE received_at >= ? AND received_at <= ?',
+      )
+      .get(fiveMinAgo, q.now);
+    return {
+      devices_total: counts.total,
+      devices_silent: counts.silent,
+      devices_stale_policy: versions
+        .filter((g) => staleGroup(g, q.publishedVersion))
+        .reduce((n, g) => n + g.devices, 0),
+      blocks_24h: blocks?.n ?? 0,
+      ingest_per_s: (recent?.n ?? 0) / 300,
+    };
+  }
+
+  async createSession(idHash: string, session: ConsoleSession): Promise<void> {
+    this.engine.db
+      .prepare('INSERT INTO console_sessions(id_hash, role, created_at, expires_at) VALUES (?, ?, ?, ?)')
+      .run(idHash, session.role, session.created_at, session.expires_at);
+  }
+
+  async sessionByHash(idHash: string, now: string): Promise<ConsoleSession | undefined> {
+    return this.engine.db
+      .prepare<[string, string], ConsoleSession>(
+        'SELECT role, created_at, expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?',
+      )
+      .get(idHash, now);
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    this.engine.db.prepare('DELETE FROM console_sessions WHERE id_hash = ?').run(idHash);
+  }
+
+  async pruneSessions(now: string): Promise<number> {
+    return this.engine.db
+      .prepare(
+        `DELETE FROM console_sessions WHERE id_hash IN
+           (SELECT id_hash FROM console_sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+      )
+      .run(now, SESSION_PRUNE_BATCH).changes;
   }
 
   async healthy(): Promise<boolean> {
