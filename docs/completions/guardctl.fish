@@ -20,7 +20,8 @@ complete -c guardctl -n "__fish_seen_subcommand_from events" -l follow -d 'keep 
 complete -c guardctl -n "__fish_seen_subcommand_from package" -l collector-url -r -F -d 'base URL agents reach guard-collector at (https://...)'
 complete -c guardctl -n "__fish_seen_subcommand_from package" -l enroll-secret-file -r -F -d 'file holding the collector\'s enrollment secret'
 complete -c guardctl -n "__fish_seen_subcommand_from package" -l trusted-key -r -F -d 'public key file(s) trusted to sign the policy (PEM from `policy keygen`); repeatable'
-complete -c guardctl -n "__fish_seen_subcommand_from package" -l format -r -F -d 'deb (default) or rpm'
+complete -c guardctl -n "__fish_seen_subcommand_from package" -l format -r -F -d 'deb (default), rpm, msi or pkg (pkg: on a Mac)'
+complete -c guardctl -n "__fish_seen_subcommand_from package" -l win-runtime -r -F -d 'msi: dir with toolguard-service.exe (WinSW x64) and better_sqlite3.node (win32-x64)'
 complete -c guardctl -n "__fish_seen_subcommand_from package" -l out -r -F -d 'output directory (default: build/packages)'
 complete -c guardctl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from diff init keygen lint publish reload show sign test verify" -a diff -d 'Show the differences between two policies (bodies or envelopes)'
 complete -c guardctl -n "__fish_seen_subcommand_from policy; and __fish_seen_subcommand_from diff" -F
