@@ -158,7 +158,7 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:
       if (code.startsWith('GUARD_CONFIG_') && program === 'guard-collector')
-        return `Fix the setting named above (in ${ctx.configFile ?? 'the --config file'}, its TOOLGUARD_COLLECTOR_* variable or its flag); \`guard-collector --help\` lists every setting (docs/collector.md).`;
+        return `Set or fix it in ${ctx.configFile ?? 'the --config file'}, its TOOLGUARD_COLLECTOR_* variable or its flag; \`guard-collector --help\` lists every setting and its default.`;
       if (code.startsWith('GUARD_CONFIG_') && program === 'guardd')
         return `Fix ${ctx.configFile ?? 'the config file'} (keys and types: docs/config.md), or pass --config FILE; \`guardctl config\` validates it.`;
       if (code.startsWith('GUARD_CONFIG_'))
