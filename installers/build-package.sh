@@ -189,6 +189,8 @@ stage_app() {
     install -m 0755 "$node" "$app/native/$name/build/Release/$name.node"
   done <<<"$native"
   if [ -d docs ]; then cp -a docs "$app/docs"; fi
+  # ... and neither the collector's man page nor its completions (its package installs them)
+  [ "$kind" != agent ] || rm -f "$app/docs/man/guard-collector.8" "$app/docs/completions/"*guard-collector*
   cp -a node_modules "$app/node_modules"
   # Offline: pruning only deletes what the lockfile marks dev; nothing is downloaded or rebuilt
   # (install scripts off, so better-sqlite3 is not recompiled for the Node running this script).
