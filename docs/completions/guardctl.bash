@@ -19,7 +19,7 @@ _guardctl() {
       "doctor") words="--help" ;;
       "events") words="--since --type --limit --follow --help" ;;
       "explain") words="--help" ;;
-      "package") words="--collector-url --enroll-secret-file --trusted-key --format --out --help" ;;
+      "package") words="--collector-url --enroll-secret-file --trusted-key --format --win-runtime --out --help" ;;
       "policy diff") words="--help" ;;
       "policy init") words="--out --help" ;;
       "policy keygen") words="--out --help" ;;

@@ -1,36 +1,26 @@
 /**
- * Owns guardctl's generated reference: the man page (roff, section 1) and the bash, zsh and fish
- * completions, all built from the command definitions (command-list.ts) and the global options,
- * so they cannot drift from what guardctl parses. scripts/gen-cli-reference.js writes them under
+ * Owns the generated reference of the three programs: guardctl(1), guardd(8) and
+ * guard-collector(8) man pages (roff) and their bash, zsh and fish completions, all built from
+ * the command definitions (command-list.ts) and the program specs (program.ts) the programs parse
+ * with, so they cannot drift. scripts/gen-cli-reference.js writes them under
  * docs/ (which the packages ship); its `--check` mode is run by the tests. Pure: text in, text out.
  */
+import { COLLECTOR_PROGRAM } from '../collector/collector-config.js';
 import { AGENT_VERSION } from '../common/version.js';
+import { GUARDD_PROGRAM } from '../daemon/guardd-program.js';
 import type { CommandOption, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
-import { EXIT } from './error-message.js';
+import { EXIT, EXIT_MEANINGS } from './error-message.js';
+import { GUARDCTL_PROGRAM } from './guardctl-main.js';
+import { type ProgramSpec, standardOptions } from './program.js';
 
-/** guardctl's own options (before the command), as guardctl-main.ts declares them. */
-export const GLOBAL_OPTIONS: readonly CommandOption[] = [
-  { flags: '--json', description: 'print JSON for machines' },
-  { flags: '--config <file>', description: 'config file to read the socket location from' },
-  { flags: '--socket-dir <dir>', description: 'directory of guardd.sock / admin.sock' },
-  { flags: '-V, --version', description: 'print the version' },
-  { flags: '-h, --help', description: 'print help' },
-];
+/** A program's options as its man page and completions list them (hidden ones left out). */
+function listedOptions(spec: ProgramSpec): readonly CommandOption[] {
+  return [...spec.options.filter((o) => !o.hidden), ...standardOptions(spec.name)];
+}
 
-const EXIT_MEANINGS: Record<keyof typeof EXIT, string> = {
-  OK: 'ok',
-  UNEXPECTED: 'unexpected error',
-  USAGE: 'usage error (unknown command or option, bad arguments)',
-  DAEMON_NOT_RUNNING: 'guardd is not running or did not answer',
-  FORBIDDEN: 'needs root, permission denied on a socket, or --force needed',
-  POLICY: 'policy rejected or invalid',
-  CONFIG: 'config invalid',
-  NOT_FOUND: 'not found',
-  CHECK_FAILED: 'a check failed (doctor, policy verify, policy lint)',
-  PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
-  PACKAGE_BUILD: 'package: the package build failed',
-};
+/** guardctl's own options (before the command). */
+export const GLOBAL_OPTIONS: readonly CommandOption[] = listedOptions(GUARDCTL_PROGRAM);
 
 /** The long and short names of an option ('--socket-dir', '-V'), without its value syntax. */
 function optionNames(o: CommandOption): string[] {
@@ -53,7 +43,11 @@ function roff(s: string): string {
   return s
     .replace(/\\/g, '\\e')
     .replace(/^([.'])/gm, '\\&$1')
-    .replace(/-/g, '\\-');
+    .replace(/-/g, '\\-')
+    .replace(
+      /[^\p{ASCII}]/gu,
+      (c) => `\\[u${(c.codePointAt(0) as number).toString(16).toUpperCase().padStart(4, '0')}]`,
+    );
 }
 
 /** The man page guardctl(1). */
@@ -66,9 +60,7 @@ export function manPage(commands: readonly GuardctlCommand[] = COMMANDS): string
     '.B guardctl',
     '[\\fIglobal options\\fR] \\fIcommand\\fR [\\fIoptions\\fR] [\\fIarguments\\fR]',
     '.SH DESCRIPTION',
-    roff(
-      'guardctl talks to the local guardd over its control sockets: the public socket answers read-only questions for anyone; commands marked (root) use the admin socket, which only root can open. Every command accepts --json; without it the output is for people (colour only on a terminal, never with NO_COLOR).',
-    ),
+    roff(GUARDCTL_PROGRAM.description),
     '.SH GLOBAL OPTIONS',
   ];
   for (const o of GLOBAL_OPTIONS) out.push('.TP', `.B ${roff(o.flags)}`, roff(o.description));
@@ -81,10 +73,7 @@ export function manPage(commands: readonly GuardctlCommand[] = COMMANDS): string
       out.push('.RS', '.TP', `.B ${roff(o.flags)}`, roff(o.description), '.RE');
     for (const e of c.examples ?? []) out.push('.RS', '.PP', `\\fB$\\fR ${roff(e)}`, '.RE');
   }
-  out.push('.SH EXIT STATUS', '.TS', 'l l.');
-  for (const [key, code] of Object.entries(EXIT))
-    out.push(`${code}\t${roff(EXIT_MEANINGS[key as keyof typeof EXIT])}`);
-  out.push('.TE');
+  out.push(...exitStatus(GUARDCTL_PROGRAM));
   out.push(
     '.SH ENVIRONMENT',
     '.TP',
@@ -101,9 +90,79 @@ export function manPage(commands: readonly GuardctlCommand[] = COMMANDS): string
     '.I /run/toolguard/guardd.sock, /run/toolguard/admin.sock',
     'the public and the root-only control sockets.',
     '.SH SEE ALSO',
-    'guardd(8); docs/guardctl.md, docs/policy.md in the toolguard package.',
+    roff(SEE_ALSO.guardctl),
   );
   return `${out.join('\n')}\n`;
+}
+
+/** The EXIT STATUS section: the codes `spec` ends with, meanings from the one table. */
+function exitStatus(spec: ProgramSpec): string[] {
+  return [
+    '.SH EXIT STATUS',
+    ...spec.exitCodes.flatMap((c) => ['.TP', `.B ${EXIT[c]}`, roff(EXIT_MEANINGS[c])]),
+  ];
+}
+
+/** The man page of a program without subcommands (guardd(8), guard-collector(8)). */
+export function programManPage(spec: ProgramSpec, seeAlso: string): string {
+  const out: string[] = [
+    `.TH ${spec.name.toUpperCase().replace(/-/g, '\\-')} ${spec.section} "" "toolguard ${AGENT_VERSION}" "System Administration"`,
+    '.SH NAME',
+    `${roff(spec.name)} \\- ${roff(spec.summary.replace(/^The /, 'the '))}`,
+    '.SH SYNOPSIS',
+    `.B ${roff(spec.name)}`,
+    '[\\fIoptions\\fR]',
+    '.SH DESCRIPTION',
+    roff(spec.description),
+    '.SH OPTIONS',
+  ];
+  for (const o of listedOptions(spec)) out.push('.TP', `.B ${roff(o.flags)}`, roff(o.description));
+  out.push('.SH EXAMPLES');
+  for (const e of spec.examples) out.push('.PP', `\\fB$\\fR ${roff(e)}`);
+  out.push(...exitStatus(spec));
+  out.push('.SH SEE ALSO', roff(seeAlso));
+  return `${out.join('\n')}\n`;
+}
+
+/** bash completion of a program without subcommands: its options, files after those taking a value. */
+export function programBashCompletion(spec: ProgramSpec): string {
+  const options = listedOptions(spec);
+  const fn = `_${spec.name.replace(/-/g, '_')}`;
+  const withValue = options.filter(takesValue).flatMap(optionNames).join('|');
+  return `# bash completion for ${spec.name} — generated from its option definitions (npm run docs)
+${fn}() {
+  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  case "$prev" in
+    ${withValue || '--none'}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
+  COMPREPLY=($(compgen -W "${options.flatMap(optionNames).join(' ')}" -- "$cur"))
+}
+complete -F ${fn} ${spec.name}
+`;
+}
+
+/** zsh completion of a program without subcommands. */
+export function programZshCompletion(spec: ProgramSpec): string {
+  const fn = `_${spec.name.replace(/-/g, '_')}`;
+  return [
+    `#compdef ${spec.name}`,
+    `# zsh completion for ${spec.name} — generated from its option definitions (npm run docs)`,
+    `${fn}() {`,
+    `  _arguments -s ${listedOptions(spec).map(zshSpec).join(' \\\n    ')}`,
+    '}',
+    `${fn} "$@"`,
+    '',
+  ].join('\n');
+}
+
+/** fish completion of a program without subcommands. */
+export function programFishCompletion(spec: ProgramSpec): string {
+  const lines = [
+    `# fish completion for ${spec.name} — generated from its option definitions (npm run docs)`,
+    `complete -c ${spec.name} -f`,
+    ...listedOptions(spec).map((o) => fishLine(spec.name, '', o)),
+  ];
+  return `${lines.join('\n')}\n`;
 }
 
 /** bash completion: `complete -F _guardctl guardctl`. */
@@ -159,14 +218,16 @@ function zshQuote(s: string): string {
   return s.replace(/'/g, "'\\''").replace(/\[/g, '\\[').replace(/\]/g, '\\]').replace(/:/g, '\\:');
 }
 
+/** An option as a zsh `_arguments` spec. */
+function zshSpec(o: CommandOption): string {
+  const names = optionNames(o);
+  const value = takesValue(o) ? ':value:_files' : '';
+  const head = names.length > 1 ? `{${names.join(',')}}` : (names[0] as string);
+  return `'${head}[${zshQuote(o.description)}]${value}'`.replace(/^'\{/, '{').replace(/\}\[/, "}'[");
+}
+
 /** zsh completion (#compdef guardctl). */
 export function zshCompletion(commands: readonly GuardctlCommand[] = COMMANDS): string {
-  const spec = (o: CommandOption): string => {
-    const names = optionNames(o);
-    const value = takesValue(o) ? ':value:_files' : '';
-    const head = names.length > 1 ? `{${names.join(',')}}` : (names[0] as string);
-    return `'${head}[${zshQuote(o.description)}]${value}'`.replace(/^'\{/, '{').replace(/\}\[/, "}'[");
-  };
   const lines = [
     '#compdef guardctl',
     '# zsh completion for guardctl — generated from the command definitions (npm run docs)',
@@ -196,7 +257,7 @@ export function zshCompletion(commands: readonly GuardctlCommand[] = COMMANDS): 
   lines.push('  local -a opts');
   lines.push('  case $cmd in');
   for (const c of commands) {
-    lines.push(`    '${c.name}') opts=(${(c.options ?? []).map(spec).join(' ')}) ;;`);
+    lines.push(`    '${c.name}') opts=(${(c.options ?? []).map(zshSpec).join(' ')}) ;;`);
   }
   lines.push('  esac');
   lines.push('  if (( CURRENT == 2 )); then _describe command commands');
@@ -212,21 +273,20 @@ function fishQuote(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
+/** A fish `complete` line for option `o` of `program`, under condition `cond` (none when empty). */
+function fishLine(program: string, cond: string, o: CommandOption): string {
+  const long = optionNames(o).find((n) => n.startsWith('--'));
+  const short = optionNames(o).find((n) => /^-[^-]/.test(n));
+  return `complete -c ${program}${cond ? ` -n "${cond}"` : ''}${long ? ` -l ${long.slice(2)}` : ''}${short ? ` -s ${short.slice(1)}` : ''}${takesValue(o) ? ' -r -F' : ''} -d ${fishQuote(o.description)}`;
+}
+
 /** fish completion. */
 export function fishCompletion(commands: readonly GuardctlCommand[] = COMMANDS): string {
   const lines = [
     '# fish completion for guardctl — generated from the command definitions (npm run docs)',
     'complete -c guardctl -f',
   ];
-  for (const o of GLOBAL_OPTIONS) {
-    const [long, short] = [
-      optionNames(o).find((n) => n.startsWith('--')),
-      optionNames(o).find((n) => /^-[^-]/.test(n)),
-    ];
-    lines.push(
-      `complete -c guardctl${long ? ` -l ${long.slice(2)}` : ''}${short ? ` -s ${short.slice(1)}` : ''}${takesValue(o) ? ' -r -F' : ''} -d ${fishQuote(o.description)}`,
-    );
-  }
+  for (const o of GLOBAL_OPTIONS) lines.push(fishLine('guardctl', '', o));
   const tops = topWords(commands);
   for (const w of tops) {
     const c = commands.find((x) => x.name === w);
@@ -247,17 +307,17 @@ export function fishCompletion(commands: readonly GuardctlCommand[] = COMMANDS):
     const cond = sub
       ? `__fish_seen_subcommand_from ${group}; and __fish_seen_subcommand_from ${sub}`
       : `__fish_seen_subcommand_from ${group}`;
-    for (const o of c.options ?? []) {
-      const long = optionNames(o).find((n) => n.startsWith('--'));
-      const short = optionNames(o).find((n) => /^-[^-]/.test(n));
-      lines.push(
-        `complete -c guardctl -n "${cond}"${long ? ` -l ${long.slice(2)}` : ''}${short ? ` -s ${short.slice(1)}` : ''}${takesValue(o) ? ' -r -F' : ''} -d ${fishQuote(o.description)}`,
-      );
-    }
+    for (const o of c.options ?? []) lines.push(fishLine('guardctl', cond, o));
     if ((c.args ?? []).length > 0) lines.push(`complete -c guardctl -n "${cond}" -F`);
   }
   return `${lines.join('\n')}\n`;
 }
+
+const SEE_ALSO: Record<ProgramSpec['name'], string> = {
+  guardctl: 'guardd(8), guard-collector(8); docs/guardctl.md, docs/policy.md in the toolguard package.',
+  guardd: 'guardctl(1), guard-collector(8); docs/config.md, docs/install.md in the toolguard package.',
+  'guard-collector': 'guardd(8), guardctl(1); docs/collector.md in the toolguard package.',
+};
 
 /** Every generated file, by its path under the repository. */
 export function cliReferenceFiles(): readonly (readonly [string, string])[] {
@@ -266,5 +326,11 @@ export function cliReferenceFiles(): readonly (readonly [string, string])[] {
     ['docs/completions/guardctl.bash', bashCompletion()],
     ['docs/completions/_guardctl', zshCompletion()],
     ['docs/completions/guardctl.fish', fishCompletion()],
+    ...([GUARDD_PROGRAM, COLLECTOR_PROGRAM] as const).flatMap((spec) => [
+      [`docs/man/${spec.name}.${spec.section}`, programManPage(spec, SEE_ALSO[spec.name])] as const,
+      [`docs/completions/${spec.name}.bash`, programBashCompletion(spec)] as const,
+      [`docs/completions/_${spec.name}`, programZshCompletion(spec)] as const,
+      [`docs/completions/${spec.name}.fish`, programFishCompletion(spec)] as const,
+    ]),
   ];
 }

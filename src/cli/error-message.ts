@@ -1,9 +1,7 @@
 /**
- * Owns how guardctl turns an error into a message and an exit code (npm's error-message.js).
- * Exit codes are documented in docs/guardctl.md:
- *   0 ok · 1 unexpected error · 2 usage · 3 daemon not running · 4 needs root / forbidden (or --force) ·
- *   5 policy rejected or invalid · 6 config invalid · 7 not found · 8 check failed (doctor, verify, lint) ·
- *   9 package input invalid (collector URL, enroll secret, trusted key) · 10 package build failed
+ * Owns how guardctl, guardd and guard-collector turn an error into a message, a hint and an exit
+ * code (npm's error-message.js): one exit-code table for the three programs, documented in
+ * docs/guardctl.md and in each program's --help and man page (EXIT_MEANINGS).
  */
 import { type ErrorCode, GuardError } from '../common/errors.js';
 
@@ -21,6 +19,23 @@ export const EXIT = {
   PACKAGE_BUILD: 10,
 } as const;
 
+export type ExitName = keyof typeof EXIT;
+
+/** What each exit code means, for --help, the man pages and docs/guardctl.md. */
+export const EXIT_MEANINGS: Record<ExitName, string> = {
+  OK: 'ok (guardd, guard-collector: stopped cleanly)',
+  UNEXPECTED: 'unexpected error (guardd, guard-collector: could not start, e.g. the port is taken)',
+  USAGE: 'usage error (unknown command or option, bad arguments)',
+  DAEMON_NOT_RUNNING: 'guardd is not running or did not answer',
+  FORBIDDEN: 'needs root, permission denied (a socket, a directory, a port below 1024), or --force needed',
+  POLICY: 'policy rejected or invalid',
+  CONFIG: 'config invalid',
+  NOT_FOUND: 'not found',
+  CHECK_FAILED: 'a check failed (doctor, policy verify, policy lint)',
+  PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
+  PACKAGE_BUILD: 'package: the package build failed',
+};
+
 export function exitCodeFor(code: ErrorCode | string): number {
   if (code === 'GUARD_CONTROL_DAEMON_NOT_RUNNING' || code === 'GUARD_CONTROL_TIMEOUT')
     return EXIT.DAEMON_NOT_RUNNING;
@@ -28,6 +43,7 @@ export function exitCodeFor(code: ErrorCode | string): number {
     code === 'GUARD_CONTROL_FORBIDDEN' ||
     code === 'GUARD_CONTROL_PERMISSION_DENIED' ||
     code === 'GUARD_CLI_NEEDS_ROOT' ||
+    code === 'GUARD_CLI_PERMISSION_DENIED' ||
     code === 'GUARD_QUARANTINE_STILL_BANNED'
   ) {
     return EXIT.FORBIDDEN;
@@ -50,8 +66,10 @@ export function exitCodeFor(code: ErrorCode | string): number {
   return EXIT.UNEXPECTED;
 }
 
-/** What guardctl knows about where it looked, so a hint can name the right file and fix. */
+/** What the program knows about where it looked, so a hint can name the right file and fix. */
 export interface ErrorContext {
+  /** The program that failed (default guardctl). */
+  readonly program?: 'guardctl' | 'guardd' | 'guard-collector';
   /** The command as typed ('policy reload'), when one was recognised. */
   readonly command?: string;
   /** The config file guardctl read. */
@@ -81,14 +99,15 @@ export function describeError(
   return {
     code: 'GUARD_INTERNAL',
     message: (err as Error)?.message ?? String(err),
-    hint: 'This is a bug in guardctl: please report it with the command you ran.',
+    hint: `This is a bug in ${context.program ?? 'guardctl'}: please report it with the command you ran.`,
     exitCode: EXIT.UNEXPECTED,
   };
 }
 
 /** The fix for each failure a person can cause; null when the message already says it all. */
 function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: ErrorContext): string | null {
-  const command = ctx.command ? `guardctl ${ctx.command}` : 'guardctl';
+  const program = ctx.program ?? 'guardctl';
+  const command = ctx.command ? `${program} ${ctx.command}` : program;
   switch (code) {
     case 'GUARD_CONTROL_DAEMON_NOT_RUNNING':
       return ctx.localMode
@@ -105,6 +124,14 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return `Run it as root: \`sudo ${command}\` (changes go through the root-only admin socket).`;
     case 'GUARD_CLI_USAGE':
       return `See \`${command} --help\`.`;
+    case 'GUARD_CLI_START_FAILED':
+      return program === 'guardd'
+        ? 'The log above says more (`journalctl -u toolguard -n 50` for the service).'
+        : 'The log above says more (`journalctl -u guard-collector -n 50` for the service).';
+    case 'GUARD_CLI_PERMISSION_DENIED':
+      return permissionHint(program, details);
+    case 'GUARD_CONTROL_SOCKET_IN_USE':
+      return 'Another guardd already runs: `guardctl status` shows it; stop it first (`sudo systemctl stop toolguard`), or give this one another paths.socket_dir.';
     case 'GUARD_CONTROL_BUSY':
       return 'Too many clients are talking to guardd right now; try again in a moment.';
     case 'GUARD_QUARANTINE_STILL_BANNED':
@@ -130,6 +157,10 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
     case 'GUARD_CLI_PUBLISH_FAILED':
       return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:
+      if (code.startsWith('GUARD_CONFIG_') && program === 'guard-collector')
+        return `Set or fix it in ${ctx.configFile ?? 'the --config file'}, its TOOLGUARD_COLLECTOR_* variable or its flag; \`guard-collector --help\` lists every setting and its default.`;
+      if (code.startsWith('GUARD_CONFIG_') && program === 'guardd')
+        return `Fix ${ctx.configFile ?? 'the config file'} (keys and types: docs/config.md), or pass --config FILE; \`guardctl config\` validates it.`;
       if (code.startsWith('GUARD_CONFIG_'))
         return `Fix ${ctx.configFile ?? 'the config file'} (keys and types: docs/config.md), or pass --config FILE; \`guardctl config\` validates it.`;
       if (code.startsWith('GUARD_POLICY_') && ctx.command === 'policy publish')
@@ -138,4 +169,16 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
         return '`guardctl policy verify <file>` says why; see docs/policy.md.';
       return null;
   }
+}
+
+/** What to do when guardd or guard-collector may not create or open what it needs at start. */
+function permissionHint(program: string, details: Readonly<Record<string, unknown>>): string {
+  const asRoot = details.root === true;
+  if (program === 'guardd')
+    return asRoot
+      ? 'Check the owner and mode of the path above (root-owned, not writable by others); `guardctl doctor` checks them.'
+      : 'Run it as root (`sudo systemctl start toolguard`); to try it as yourself: `guardd --local` (what `npm start` runs).';
+  if (details.port !== undefined)
+    return 'Ports below 1024 need root or CAP_NET_BIND_SERVICE (the packaged unit grants it); or pass --listen HOST:PORT with a port from 1024.';
+  return 'Run it as the user the package creates (`sudo systemctl start guard-collector`), or pass --db FILE in a directory you may write.';
 }

@@ -5,16 +5,16 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Command, CommanderError } from 'commander';
+import type { Command } from 'commander';
 import { GuardError, isGuardError } from '../common/errors.js';
 import { defaultPaths, socketPaths } from '../common/platform-paths.js';
-import { AGENT_VERSION } from '../common/version.js';
 import { loadConfig } from '../config/load-config.js';
 import { callDaemon } from '../control/control-client.js';
 import type { CommandContext, GuardctlCommand } from './command.js';
 import { COMMANDS } from './command-list.js';
-import { describeError, type ErrorContext, EXIT } from './error-message.js';
+import { describeError, type ErrorContext, EXIT, type ExitName } from './error-message.js';
 import { isLocalModeConfig, LOCAL_MODE_DIR } from './local-mode-config.js';
+import { createProgram, examplesText, type ProgramSpec, reportError } from './program.js';
 import { colourWanted, createRenderer, createStyle } from './render.js';
 
 interface GlobalOptions {
@@ -23,24 +23,31 @@ interface GlobalOptions {
   socketDir?: string;
 }
 
+/** guardctl's own options (before the command), its examples and exit codes. */
+export const GUARDCTL_PROGRAM: ProgramSpec = {
+  name: 'guardctl',
+  summary: 'See and steer toolguard on this machine',
+  description:
+    'guardctl talks to the local guardd over its control sockets: the public socket answers read-only questions for anyone; commands marked (root) use the admin socket, which only root can open. Every command accepts --json; without it the output is for people (colour only on a terminal, never with NO_COLOR).',
+  section: 1,
+  options: [
+    { flags: '--json', description: 'print JSON for machines' },
+    { flags: '--config <file>', description: 'config file to read the socket location from' },
+    { flags: '--socket-dir <dir>', description: 'directory of guardd.sock / admin.sock' },
+  ],
+  examples: [
+    'guardctl status',
+    'guardctl events --since 1h --type process.blocked',
+    'guardctl policy test ~/.local/bin/claude',
+    'sudo guardctl policy reload',
+    'guardctl --json status | jq .policy',
+  ],
+  exitCodes: Object.keys(EXIT) as ExitName[],
+};
+
 export async function main(argv: readonly string[]): Promise<number> {
   let exitCode: number = EXIT.OK;
-  // commander's own error text is captured and printed by guardctl's renderer (one error style,
-  // one exit-code table); help and version still go to stdout as commander writes them.
-  let commanderMessage: string | null = null;
-  const program = new Command('guardctl')
-    .description('See and steer toolguard on this machine')
-    .version(AGENT_VERSION, '-V, --version')
-    .option('--json', 'print JSON for machines')
-    .option('--config <file>', 'config file to read the socket location from')
-    .option('--socket-dir <dir>', 'directory of guardd.sock / admin.sock')
-    .exitOverride()
-    .configureOutput({
-      writeErr: (s) => process.stderr.write(s),
-      outputError: (s) => {
-        commanderMessage = s.trim();
-      },
-    });
+  const { command: program, parse } = createProgram(GUARDCTL_PROGRAM);
 
   const groups = new Map<string, Command>();
   for (const cmd of COMMANDS) {
@@ -64,7 +71,6 @@ export async function main(argv: readonly string[]): Promise<number> {
       exitCode = await runCommand(cmd, command.args, command.opts(), globals);
     });
   }
-  program.addHelpText('after', examplesText(PROGRAM_EXAMPLES));
   for (const [word, group] of groups)
     group.addHelpText(
       'after',
@@ -74,20 +80,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
 
   try {
-    await program.parseAsync([...argv], { from: 'user' });
+    return (await parse(argv)) ?? exitCode;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.exitCode === 0) return EXIT.OK;
-      // 'commander.help': a group called without its subcommand; commander printed the help.
-      if (commanderMessage === null) return EXIT.USAGE;
-      const usage = new GuardError('GUARD_CLI_USAGE', (commanderMessage as string).replace(/^error:\s*/, ''));
-      const d = describeError(usage, { command: commandNamed(argv) });
-      createRenderer(argv.includes('--json')).error(d);
-      return d.exitCode;
-    }
-    throw err;
+    return reportError(err, { program: 'guardctl', command: commandNamed(argv) }, argv.includes('--json'));
   }
-  return exitCode;
 }
 
 /** A command's examples; a command that declares none gets its plain and its --json call. */
@@ -97,19 +93,6 @@ export function examplesOf(cmd: GuardctlCommand): readonly string[] {
   const call = `${cmd.name}${args ? ` ${args}` : ''}`;
   return [`guardctl ${call}`, `guardctl --json ${call}`];
 }
-
-function examplesText(examples: readonly string[]): string {
-  return `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`;
-}
-
-/** Shown under `guardctl --help`. */
-const PROGRAM_EXAMPLES = [
-  'guardctl status',
-  'guardctl events --since 1h --type process.blocked',
-  'guardctl policy test ~/.local/bin/claude',
-  'sudo guardctl policy reload',
-  'guardctl --json status | jq .policy',
-] as const;
 
 /** The command (or group) the words of `argv` name, for hints: 'policy reload', 'policy', or undefined. */
 function commandNamed(argv: readonly string[]): string | undefined {

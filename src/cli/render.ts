@@ -2,7 +2,7 @@
  * Owns printing guardctl's output: text for people or JSON for machines, and the one `Style` that
  * colours text: only when stdout is a terminal, never with --json, never when NO_COLOR is set
  * (https://no-color.org: present and not empty). The only place in guardctl that writes to
- * stdout/stderr.
+ * stdout/stderr; guardd and guard-collector print their errors through it too.
  */
 import type { CommandOutput } from './command.js';
 import { printable, wrap } from './format.js';
@@ -49,7 +49,13 @@ export function createStyle(enabled: boolean): Style {
   };
 }
 
-export function createRenderer(json: boolean, stdout = process.stdout, stderr = process.stderr): Renderer {
+/** `program` names the program in error lines (`guardd: …`): the three programs print errors alike. */
+export function createRenderer(
+  json: boolean,
+  stdout = process.stdout,
+  stderr = process.stderr,
+  program = 'guardctl',
+): Renderer {
   const errStyle = createStyle(colourWanted(json, stderr));
   return {
     output(out) {
@@ -59,7 +65,7 @@ export function createRenderer(json: boolean, stdout = process.stdout, stderr = 
     error(e) {
       if (json) stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } }, null, 2)}\n`);
       const message = printable(e.message.replace(/\s*\n\s*/g, ' '));
-      const text = `${errStyle.bad('guardctl:')} ${message} ${errStyle.dim(`[${e.code}]`)}`;
+      const text = `${errStyle.bad(`${program}:`)} ${message} ${errStyle.dim(`[${e.code}]`)}`;
       // On a terminal: wrapped to 100 columns (continuations indented); on a pipe: one line.
       const tty = (stderr as { isTTY?: boolean }).isTTY === true;
       stderr.write(`${tty ? wrap(text, 2).join('\n').trimStart() : text}\n`);

@@ -7,9 +7,13 @@
  * Bad input is refused with the key, the bad value and what was expected (`GUARD_CONFIG_*`).
  * Secrets (`enroll_secret`, `admin_token`, `console_viewer_token`, `splunk_hec_token`) may come from a file or the
  * environment only — never a flag, because flags are visible to every user in `ps`.
+ * Also owns guard-collector's command line (COLLECTOR_PROGRAM): the flags are generated from the
+ * settings table and parsed with the shared commander setup (src/cli/program.ts); a flag that is
+ * not a setting is one line in PROGRAM_OPTIONS.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createProgram, type ProgramOption, type ProgramSpec } from '../cli/program.js';
 import { GuardError } from '../common/errors.js';
 import type { LogLevel } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
@@ -374,53 +378,81 @@ export function collectorFlag(key: string): string {
 
 const KEYS = new Set(Object.keys(COLLECTOR_SETTINGS));
 
+/**
+ * guard-collector's options besides the settings (one line each; read them from `ParsedArgs.options`
+ * under commander's camelCase name). Every setting is also a `--<setting> VALUE` flag, generated
+ * below; a secret only as a hidden flag that is refused with the way to pass it instead.
+ */
+const PROGRAM_OPTIONS: readonly ProgramOption[] = [
+  { flags: '--config <file>', description: 'JSON file with settings (one flat object, the keys below)' },
+];
+
+/** guard-collector's command line, generated from its settings table (and cli-reference's source). */
+export const COLLECTOR_PROGRAM: ProgramSpec = {
+  name: 'guard-collector',
+  summary: 'The toolguard collector: enrolls agents, stores their events, serves the policy',
+  description: `guard-collector receives the agents' events over HTTPS, keeps them (SQLite or PostgreSQL), serves the signed policy and forwards events to SIEMs. Settings come from defaults, then --config FILE, then TOOLGUARD_COLLECTOR_<KEY> environment variables, then the flags; secrets (${Object.entries(
+    COLLECTOR_SETTINGS,
+  )
+    .filter(([, d]) => (d as CollectorSettingDef).secret)
+    .map(([k]) => k)
+    .join(
+      ', ',
+    )}) only from the config file, a *_file or the environment, never a flag (flags are visible to every user in ps). It prints one line on stdout, "guard-collector listening on <url>"; SIGTERM/SIGINT stop it cleanly.`,
+  section: 8,
+  options: [
+    ...PROGRAM_OPTIONS,
+    ...(Object.entries(COLLECTOR_SETTINGS) as [string, CollectorSettingDef][]).map(([key, def]) => {
+      const dflt = typeof def.default === 'function' ? def.default() : def.default;
+      return {
+        flags: `${collectorFlag(key)} <${def.kind === 'integer' ? 'n' : (def.values?.join('|') ?? 'value')}>`,
+        description: `${def.description} Default: ${JSON.stringify(dflt)} (${collectorEnvVar(key)})`,
+        ...(def.secret ? { hidden: true } : {}),
+      };
+    }),
+  ],
+  examples: [
+    'TOOLGUARD_COLLECTOR_ENROLL_SECRET_FILE=/etc/guard-collector/enroll-secret guard-collector --listen 127.0.0.1:0 --db ./collector.db',
+    'guard-collector --config /etc/guard-collector/collector.json --listen 0.0.0.0:8443 --tls-cert tls.crt --tls-key tls.key',
+    'guard-collector --store-url postgres://guard@db.example.com/toolguard --store-password-file /etc/guard-collector/pg-password',
+  ],
+  exitCodes: ['OK', 'UNEXPECTED', 'USAGE', 'FORBIDDEN', 'CONFIG'],
+};
+
 export interface ParsedArgs {
   readonly configFile?: string;
+  /** Settings given as flags, by setting key (strings, checked by loadCollectorConfig). */
   readonly values: Readonly<Record<string, string>>;
-  readonly help: boolean;
-  readonly version: boolean;
+  /** The options of PROGRAM_OPTIONS, by commander's camelCase name. */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** Set when parsing ended the run (--help or --version printed): the exit code. */
+  readonly ended: number | null;
 }
 
-/** Parses `--key value` / `--key=value` flags. Throws `GUARD_CONFIG_UNKNOWN_KEY` for unknown flags. */
+/**
+ * Parses guard-collector's command line (commander, src/cli/program.ts). Throws GUARD_CLI_USAGE
+ * for an unknown flag or a missing value, GUARD_CONFIG_INVALID_VALUE for a secret given as a flag.
+ */
 export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
+  const program = createProgram(COLLECTOR_PROGRAM);
+  const ended = program.parseSync(argv);
+  const options = program.command.opts<Record<string, unknown>>();
   const values: Record<string, string> = {};
-  let configFile: string | undefined;
-  let help = false;
-  let version = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') {
-      help = true;
-      continue;
-    }
-    if (arg === '--version') {
-      version = true;
-      continue;
-    }
-    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
-    if (!m) throw new GuardError('GUARD_CONFIG_UNKNOWN_KEY', `unexpected argument "${arg}"`, { key: arg });
-    const name = (m[1] as string).replace(/-/g, '_');
-    let value = m[2];
-    if (value === undefined) {
-      value = argv[++i];
-      if (value === undefined)
-        throw new GuardError('GUARD_CONFIG_INVALID_VALUE', `flag --${m[1]} needs a value`, { key: name });
-    }
-    if (name === 'config') {
-      configFile = value;
-      continue;
-    }
-    const def = (COLLECTOR_SETTINGS as Record<string, CollectorSettingDef>)[name];
-    if (!def) throw new GuardError('GUARD_CONFIG_UNKNOWN_KEY', `unknown flag --${m[1]}`, { key: name });
+  for (const option of program.command.options) {
+    const key = option.long?.slice(2).replace(/-/g, '_') ?? '';
+    const value = options[option.attributeName()];
+    const def = (COLLECTOR_SETTINGS as Record<string, CollectorSettingDef>)[key];
+    if (!def || typeof value !== 'string') continue;
     if (def.secret)
       throw new GuardError(
         'GUARD_CONFIG_INVALID_VALUE',
-        `"${name}" is a secret and is not accepted as a flag (visible in ps); use --${m[1]}-file or ${collectorEnvVar(name)}`,
-        { key: name },
+        `"${key}" is a secret and is not accepted as a flag (visible in ps); use ${collectorFlag(key)}-file or ${collectorEnvVar(key)}`,
+        { key },
       );
-    values[name] = value;
+    values[key] = value;
   }
-  return { configFile, values, help, version };
+  const configFile = typeof options.config === 'string' ? options.config : undefined;
+  return { configFile, values, options, ended };
 }
 
 /** Loads and validates the collector config. Throws `GuardError` with a `GUARD_CONFIG_*` code. */

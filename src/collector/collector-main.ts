@@ -3,20 +3,22 @@
  * collector, print the URL it listens on (one stdout line, `guard-collector listening on <url>`,
  * which tests and scripts read when they ask for port 0), and close gracefully on SIGTERM/SIGINT.
  *
- * Exit codes: 0 after a clean shutdown, 2 for bad config (message with key, value and expectation
- * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable or of a
- * newer schema, PostgreSQL unreachable; with the error code when there is one).
+ * Exit codes (the one table of src/cli/error-message.ts, errors printed like guardctl's): 0 after a
+ * clean shutdown, 2 for a usage error, 6 for bad config (message with key, value and expectation,
+ * and a hint, no stack trace), 4 when the system refuses a directory or a port (not root, a port
+ * below 1024), 1 when the collector cannot start otherwise (port taken, DB unusable or of a newer
+ * schema, PostgreSQL unreachable; with the error code when there is one).
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { EXIT } from '../cli/error-message.js';
+import { reportError, startFailure } from '../cli/program.js';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import { createRootLogger } from '../common/logger.js';
-import { AGENT_VERSION } from '../common/version.js';
 import { parseTrustedKeys, type TrustedKey } from '../policy/keys.js';
 import {
-  COLLECTOR_SETTINGS,
   type CollectorConfig,
   collectorEnvVar,
-  collectorFlag,
   loadCollectorConfig,
   parseCollectorArgs,
   parseListen,
@@ -25,31 +27,19 @@ import {
 } from './collector-config.js';
 import { type StartCollectorOptions, startCollector } from './collector-server.js';
 
-const EXIT_OK = 0;
-const EXIT_START_FAILED = 1;
-const EXIT_BAD_CONFIG = 2;
-
 /** Runs guard-collector until SIGTERM/SIGINT. Resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   let config: CollectorConfig;
   let options: StartCollectorOptions;
+  let configFile: string | undefined;
   try {
     const args = parseCollectorArgs(argv);
-    if (args.help) {
-      process.stdout.write(usage());
-      return EXIT_OK;
-    }
-    if (args.version) {
-      process.stdout.write(`guard-collector ${AGENT_VERSION}\n`);
-      return EXIT_OK;
-    }
+    if (args.ended !== null) return args.ended;
+    configFile = args.configFile;
     config = loadCollectorConfig(args);
     options = optionsFromConfig(config);
   } catch (err) {
-    process.stderr.write(
-      `guard-collector: ${isGuardError(err) ? `${err.message} [${err.code}]` : errorMessage(err)}\n`,
-    );
-    return EXIT_BAD_CONFIG;
+    return reportError(err, { program: 'guard-collector', configFile });
   }
 
   const root = createRootLogger(config.log_level);
@@ -57,10 +47,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     collector = await startCollector({ ...options, logger: root });
   } catch (err) {
-    process.stderr.write(
-      `guard-collector: cannot start: ${errorMessage(err)}${isGuardError(err) ? ` [${err.code}]` : ''}\n`,
-    );
-    return EXIT_START_FAILED;
+    return reportError(startFailure(sqliteDirRefused(err, config)), {
+      program: 'guard-collector',
+      configFile,
+    });
   }
   process.stdout.write(`guard-collector listening on ${collector.url}\n`);
 
@@ -77,7 +67,26 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', onInt);
   });
   await collector.close();
-  return EXIT_OK;
+  return EXIT.OK;
+}
+
+/**
+ * SQLite says only "unable to open database file": when the DB's directory exists but this user
+ * may not write it (the collector started as the wrong user), the failure is the system's refusal
+ * (EACCES, exit 4 with how to run it), not a broken store.
+ */
+function sqliteDirRefused(err: unknown, config: CollectorConfig): unknown {
+  if (!isGuardError(err, 'GUARD_STORE_IO') || /^postgres(ql)?:/.test(config.store_url)) return err;
+  const dir = dirname(config.store_url || config.db);
+  try {
+    accessSync(dir, constants.W_OK);
+    return err;
+  } catch (denied) {
+    if ((denied as NodeJS.ErrnoException).code !== 'EACCES') return err;
+    return Object.assign(new Error(`${err.message}: ${dir} is not writable by this user`), {
+      code: 'EACCES',
+    });
+  }
 }
 
 /** Turns the validated config into `startCollector` options (reads secret and PEM files). */
@@ -88,20 +97,26 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     try {
       new URL(config.splunk_hec_url);
     } catch {
-      throw new Error(
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
         `config key "splunk_hec_url": got ${JSON.stringify(config.splunk_hec_url)}, expected an http(s) URL`,
+        { key: 'splunk_hec_url' },
       );
     }
     if (
       config.splunk_hec_channel &&
       !/^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(config.splunk_hec_channel)
     )
-      throw new Error(
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
         `config key "splunk_hec_channel": got ${JSON.stringify(config.splunk_hec_channel)}, expected a GUID (HEC refuses other channels)`,
+        { key: 'splunk_hec_channel' },
       );
     if (hecToken === '')
-      throw new Error(
+      throw new GuardError(
+        'GUARD_CONFIG_INVALID_VALUE',
         `config key "splunk_hec_token": not set, expected a token (splunk_hec_token_file or ${collectorEnvVar('splunk_hec_token')})`,
+        { key: 'splunk_hec_token' },
       );
   }
   const enrollSecret = requireSecret(config, 'enroll_secret');
@@ -218,25 +233,10 @@ function readFile(key: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new Error(
+    throw new GuardError(
+      'GUARD_CONFIG_UNREADABLE',
       `config key "${key}": cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`,
+      { key },
     );
   }
-}
-
-function usage(): string {
-  const lines = [
-    'Usage: guard-collector [--config FILE] [--<setting> VALUE]…',
-    '',
-    'Settings (flag / environment variable; secrets only from a file or the environment):',
-  ];
-  for (const [key, def] of Object.entries(COLLECTOR_SETTINGS)) {
-    const dflt = typeof def.default === 'function' ? def.default() : def.default;
-    const flag = 'secret' in def && def.secret ? '(no flag)' : collectorFlag(key);
-    lines.push(
-      `  ${flag.padEnd(26)} ${collectorEnvVar(key)}`,
-      `      ${def.description} Default: ${JSON.stringify(dflt)}`,
-    );
-  }
-  return `${lines.join('\n')}\n`;
 }

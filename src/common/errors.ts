@@ -120,13 +120,17 @@ export const ERROR_CODES = {
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',
   GUARD_PACKAGE_BAD_TRUSTED_KEY: 'a trusted key file cannot be read or holds no Ed25519 public key',
-  GUARD_PACKAGE_UNSUPPORTED_FORMAT: 'the package format cannot carry a baked config yet',
+  GUARD_PACKAGE_UNSUPPORTED_FORMAT:
+    'the package format cannot be built on this machine (a .pkg is built on a Mac)',
   GUARD_PACKAGE_BUILD_FAILED: 'the package build (installers/build-package.sh) failed or is not available',
   // cli
   GUARD_CLI_USAGE: 'a guardctl command was called with the wrong arguments',
   GUARD_CLI_FILE_EXISTS: 'the output file already exists; guardctl does not overwrite it',
   GUARD_CLI_PUBLISH_FAILED: 'the collector refused or did not answer a policy publication',
   GUARD_CLI_NEEDS_ROOT: 'the command needs root (or the admin socket)',
+  GUARD_CLI_PERMISSION_DENIED:
+    'guardd or guard-collector may not create or open what it needs at start (a directory, a file, a port below 1024)',
+  GUARD_CLI_START_FAILED: 'guardd or guard-collector could not start (a port taken, a database unusable)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,53 +1,48 @@
 /**
- * Owns guardd's entry point: flags, config loading (bad config → one clear line and exit 6, no
- * stack trace), building the daemon through the composition root, signals (SIGINT/SIGTERM stop
- * cleanly, SIGHUP re-fetches the policy) and the exit code.
+ * Owns guardd's entry point: flags (guardd-program.ts, parsed like guardctl's), config loading
+ * (bad config → one clear line, a hint and exit 6, no stack trace; errors are printed and mapped
+ * to exit codes by the one table in src/cli/error-message.ts), building the daemon through the
+ * composition root, signals (SIGINT/SIGTERM stop cleanly, SIGHUP re-fetches the policy) and the
+ * exit code.
  */
-import { parseArgs } from 'node:util';
-import { isGuardError } from '../common/errors.js';
+import { createProgram, reportError, startFailure } from '../cli/program.js';
+import { GuardError } from '../common/errors.js';
 import { createRootLogger, type Logger } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
-import { AGENT_VERSION } from '../common/version.js';
 import { loadConfig } from '../config/load-config.js';
 import { buildDaemon, type Daemon } from './deps.js';
+import { GUARDD_PROGRAM } from './guardd-program.js';
 import { prepareLocalMode } from './local-mode.js';
 import { raisePriority } from './priority.js';
 
-const USAGE = `usage: guardd [--config FILE] [--local [--local-dir DIR] [--local-policy FILE] [--enforce]] [--version]
-
-  --config FILE     config file (default: ${defaultPaths().configFile})
-  --local           run in the foreground with state in ./.toolguard, an embedded guard-collector
-                    on 127.0.0.1 and the example ban list signed by a local development key (what
-                    \`npm start\` runs). It acts only on processes started after it, only on your
-                    own (as root: on none, see --enforce), and on packages only under its own
-                    directory; anything else it matches is reported as "would block"
-  --local-dir DIR   state directory of --local (default ./.toolguard)
-  --local-policy FILE  unsigned policy body --local signs and enforces (default policy/example-policy.json)
-  --enforce         with --local as root: stop matching processes that ANY user starts from now on
-                    (without it, root only reports)
-  --version         print the version and exit
-
-Exit codes: 0 stopped cleanly · 1 unexpected error · 2 usage error · 6 config invalid`;
+interface Flags {
+  config?: string;
+  local?: boolean;
+  localDir?: string;
+  localPolicy?: string;
+  enforce?: boolean;
+}
 
 export async function main(argv: readonly string[]): Promise<number> {
-  let flags: ReturnType<typeof parse>;
+  const program = createProgram(GUARDD_PROGRAM);
+  let flags: Flags;
   try {
-    flags = parse(argv);
+    const ended = program.parseSync(argv);
+    if (ended !== null) return ended;
+    flags = program.command.opts<Flags>();
+    if (flags.enforce && !flags.local)
+      throw new GuardError('GUARD_CLI_USAGE', '--enforce only applies to --local');
+    // Without root guardd can neither see nor stop other users' processes, nor open its own
+    // root-only state: refused before anything is touched, with how to run it instead.
+    const uid = process.getuid?.();
+    if (!flags.local && uid !== undefined && uid !== 0)
+      throw new GuardError(
+        'GUARD_CLI_PERMISSION_DENIED',
+        "needs root: it acts on every user's processes and keeps root-only state",
+        { root: false },
+      );
   } catch (err) {
-    process.stderr.write(`guardd: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (flags.version) {
-    process.stdout.write(`guardd ${AGENT_VERSION}\n`);
-    return 0;
-  }
-  if (flags.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (flags.enforce && !flags.local) {
-    process.stderr.write(`guardd: --enforce only applies to --local\n${USAGE}\n`);
-    return 2;
+    return reportError(err, { program: 'guardd' });
   }
 
   // Signals are heard from here on: a SIGTERM while guardd is still starting (sensors' first scans
@@ -64,17 +59,19 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   let logger: Logger | undefined;
   let daemon: Daemon | undefined;
+  let configFile: string | undefined;
   try {
     const local = flags.local
       ? await prepareLocalMode({
-          dir: flags['local-dir'] ?? '.toolguard',
+          dir: flags.localDir ?? '.toolguard',
           logger: createRootLogger('warn'),
           enforce: flags.enforce === true,
-          ...(flags['local-policy'] ? { policyBodyFile: flags['local-policy'] } : {}),
+          ...(flags.localPolicy ? { policyBodyFile: flags.localPolicy } : {}),
         })
       : null;
+    configFile = flags.config ?? local?.configFile ?? defaultPaths().configFile;
     const config = loadConfig({
-      file: flags.config ?? local?.configFile ?? defaultPaths().configFile,
+      file: configFile,
       required: flags.config !== undefined || local !== null,
     });
     logger = createRootLogger(config['log.level']);
@@ -82,15 +79,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     daemon = await buildDaemon({ config, logger, local });
     await daemon.start();
   } catch (err) {
-    if (isGuardError(err)) {
-      process.stderr.write(`guardd: ${err.message} [${err.code}]\n`);
-      await daemon?.stop('start_failed').catch(() => {});
-      return err.code.startsWith('GUARD_CONFIG_') ? 6 : 1;
-    }
-    logger?.fatal({ err }, 'guardd failed to start');
-    process.stderr.write(`guardd: failed to start: ${(err as Error).message}\n`);
+    const failure = startFailure(err);
+    if (failure.code === 'GUARD_CLI_START_FAILED') logger?.fatal({ err }, 'guardd failed to start');
     await daemon?.stop('start_failed').catch(() => {});
-    return 1;
+    return reportError(failure, { program: 'guardd', configFile });
   }
 
   const running = daemon;
@@ -115,21 +107,4 @@ export async function main(argv: readonly string[]): Promise<number> {
     onStopSignal = stop;
     if (pendingSignal) stop(pendingSignal);
   });
-}
-
-function parse(argv: readonly string[]) {
-  return parseArgs({
-    args: [...argv],
-    options: {
-      config: { type: 'string' },
-      local: { type: 'boolean' },
-      'local-dir': { type: 'string' },
-      'local-policy': { type: 'string' },
-      enforce: { type: 'boolean' },
-      version: { type: 'boolean', short: 'V' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  }).values;
 }

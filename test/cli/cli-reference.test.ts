@@ -1,14 +1,16 @@
 /**
- * The man page and the bash/zsh/fish completions are generated from the command definitions and
- * committed under docs/ (the packages ship docs/): they are current, the man page renders without
- * a groff warning, and the bash completion completes commands, subcommands and options in a real
- * bash.
+ * The man pages and the bash/zsh/fish completions of guardctl, guardd and guard-collector are
+ * generated from the command and program definitions and committed under docs/ (the packages
+ * install them): they are current, the man pages render without a groff warning, and the bash
+ * completions complete commands, subcommands and options in a real bash.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../src/cli/command-list.js';
+import { COLLECTOR_PROGRAM } from '../../src/collector/collector-config.js';
+import { GUARDD_PROGRAM } from '../../src/daemon/guardd-program.js';
 import { ROOT } from '../helpers/daemon.js';
 
 const file = (p: string): string => join(ROOT, p);
@@ -22,14 +24,46 @@ describe('generated CLI reference', () => {
     expect(r.status).toBe(0);
   });
 
-  it('the man page names every command and renders without warnings', () => {
+  it('the man pages name every command and option and render without warnings', () => {
     const page = readFileSync(file('docs/man/guardctl.1'), 'utf8');
     for (const c of COMMANDS) expect(page).toContain(`.B guardctl ${c.name.replace(/-/g, '\\-')}`);
-    const r = spawnSync('groff', ['-man', '-Tutf8', '-ww', '-z', file('docs/man/guardctl.1')], {
-      encoding: 'utf8',
-    });
-    expect(r.status).toBe(0);
-    expect(r.stderr).toBe('');
+    const roff = (s: string): string => s.replace(/-/g, '\\-');
+    for (const spec of [GUARDD_PROGRAM, COLLECTOR_PROGRAM]) {
+      const p = readFileSync(file(`docs/man/${spec.name}.${spec.section}`), 'utf8');
+      for (const o of spec.options) {
+        if (o.hidden) expect(p).not.toContain(`.B ${roff(o.flags)}`);
+        else expect(p).toContain(`.B ${roff(o.flags)}`);
+      }
+      for (const e of spec.examples) expect(p).toContain(roff(e));
+    }
+    for (const f of ['guardctl.1', 'guardd.8', 'guard-collector.8']) {
+      const r = spawnSync('groff', ['-man', '-Tutf8', '-ww', '-z', file(`docs/man/${f}`)], {
+        encoding: 'utf8',
+      });
+      expect(r.status).toBe(0);
+      expect(r.stderr, f).toBe('');
+    }
+  });
+
+  it('bash completes guardd and guard-collector options, and files after one that takes a value', () => {
+    const complete = (program: string, line: string): string => {
+      const fn = `_${program.replace(/-/g, '_')}`;
+      const script = `source '${file(`docs/completions/${program}.bash`)}'
+read -ra COMP_WORDS <<< "$LINE"; [[ "$LINE" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); ${fn}; echo "\${COMPREPLY[*]}"`;
+      return spawnSync('bash', ['-c', script], {
+        encoding: 'utf8',
+        cwd: ROOT,
+        env: { ...process.env, LINE: line },
+      }).stdout.trim();
+    };
+    expect(complete('guardd', 'guardd --e')).toBe('--enforce');
+    expect(complete('guard-collector', 'guard-collector --tls-k')).toBe('--tls-key');
+    // a secret is never offered as a flag
+    expect(complete('guard-collector', 'guard-collector --admin-tok')).toBe('--admin-token-file');
+    expect(complete('guard-collector', 'guard-collector --config packag').split(' ').sort()).toEqual(
+      ['package-lock.json', 'package.json'].sort(),
+    );
   });
 
   it('bash completes commands, subcommands and each command’s options', () => {
@@ -51,7 +85,17 @@ COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _guardctl; echo "\${COMPREPLY[*]}"`;
     expect(complete('guardctl quarantine restore --')).toBe('--force --help');
   });
 
-  it('zsh and fish files cover every command', () => {
+  it('zsh and fish files cover every command and every program option', () => {
+    for (const spec of [GUARDD_PROGRAM, COLLECTOR_PROGRAM]) {
+      const zsh = readFileSync(file(`docs/completions/_${spec.name}`), 'utf8');
+      const fish = readFileSync(file(`docs/completions/${spec.name}.fish`), 'utf8');
+      expect(zsh.startsWith(`#compdef ${spec.name}`)).toBe(true);
+      for (const o of spec.options) {
+        const long = (o.flags.match(/--[a-z0-9-]+/) as RegExpMatchArray)[0];
+        expect(zsh.includes(`'${long}[`), long).toBe(!o.hidden);
+        expect(fish.includes(` -l ${long.slice(2)} `), long).toBe(!o.hidden);
+      }
+    }
     const zsh = readFileSync(file('docs/completions/_guardctl'), 'utf8');
     const fish = readFileSync(file('docs/completions/guardctl.fish'), 'utf8');
     expect(zsh.startsWith('#compdef guardctl')).toBe(true);

@@ -5,7 +5,7 @@
  * config, commander's parse errors, and `doctor` against a real `guardd --local`.
  */
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Guardd, ROOT, runGuardctl, startGuardd } from '../helpers/daemon.js';
@@ -176,4 +176,142 @@ describe('guardctl failures a person can cause', () => {
     expect(status.stderr).toContain('`npm start` in the checkout (local mode)');
     expect(status.stderr).not.toMatch(/systemctl/);
   }, 90_000);
+});
+
+/** Runs one of the three built programs as `user` (or as root when `asUser` is false). */
+function programAs(
+  program: 'guardd' | 'guard-collector' | 'guardctl',
+  args: readonly string[],
+  env: Record<string, string> = {},
+  asUser = true,
+): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [join(asUser ? checkout : ROOT, 'bin', `${program}.js`), ...args], {
+    ...(asUser ? { uid: user.uid, gid: user.gid } : {}),
+    cwd: '/',
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: asUser ? user.home : '/root', ...env },
+  });
+}
+
+const COLLECTOR_ENV = {
+  TOOLGUARD_COLLECTOR_ENROLL_SECRET: 'enroll-secret-0123456789',
+  TOOLGUARD_COLLECTOR_ADMIN_TOKEN: 'admin-token-0123456789',
+};
+
+describe('guardd and guard-collector: the same error style, exit codes and hints', () => {
+  it('--version prints "<program> <version>" for all three', () => {
+    const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string;
+    for (const program of ['guardctl', 'guardd', 'guard-collector'] as const) {
+      for (const flag of ['--version', '-V']) {
+        const r = programAs(program, [flag], {}, false);
+        expect(r.status).toBe(0);
+        expect(r.stdout).toBe(`${program} ${version}\n`);
+      }
+    }
+  });
+
+  it('--help shows examples and the exit codes for all three', () => {
+    for (const program of ['guardctl', 'guardd', 'guard-collector'] as const) {
+      const r = programAs(program, ['--help'], {}, false);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^Usage: ${program} `));
+      expect(r.stdout).toMatch(new RegExp(`\\nExamples:\\n {2}\\$ .*${program} `));
+      expect(r.stdout).toMatch(/\nExit codes:\n {3}0 {2}ok/);
+    }
+  });
+
+  it('a usage error is GUARD_CLI_USAGE, exit 2, with the --help hint, for all three', () => {
+    for (const program of ['guardctl', 'guardd', 'guard-collector'] as const) {
+      const r = programAs(program, ['--bogus'], {}, false);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(
+        `${program}: unknown option '--bogus' [GUARD_CLI_USAGE]\nSee \`${program} --help\`.\n`,
+      );
+    }
+    const missing = programAs('guard-collector', ['--listen'], COLLECTOR_ENV, false);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(
+      /^guard-collector: option '--listen <value>' argument missing \[GUARD_CLI_USAGE\]$/m,
+    );
+  });
+
+  it('guardd without root: exit 4 with how to run it (root, or --local), nothing created', () => {
+    const state = join(dir, 'not-root-state');
+    const cfg = join(dir, 'not-root.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({ 'paths.state_dir': state, 'paths.socket_dir': join(dir, 'not-root-run') }),
+    );
+    for (const args of [[], ['--config', cfg]]) {
+      const r = programAs('guardd', args);
+      expect(r.status).toBe(4);
+      expect(r.stderr).toMatch(/^guardd: needs root: .* \[GUARD_CLI_PERMISSION_DENIED\]$/m);
+      expect(r.stderr).toContain('sudo systemctl start toolguard');
+      expect(r.stderr).toContain('guardd --local');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(existsSync(state)).toBe(false);
+  });
+
+  it('guardd as root with a bad config: exit 6, the file to fix, no stack', () => {
+    const bad = join(dir, 'guardd-bad.json');
+    writeFileSync(bad, JSON.stringify({ 'paths.state_dir': join(dir, 'gb-state'), 'log.level': 'loud' }));
+    const r = programAs('guardd', ['--config', bad], {}, false);
+    expect(r.status).toBe(6);
+    expect(r.stderr).toMatch(/^guardd: .*"log\.level".* \[GUARD_CONFIG_INVALID_VALUE\]$/m);
+    expect(r.stderr).toContain(`Fix ${bad}`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('a second guardd on a running one’s sockets: its own code and hint, the first untouched', () => {
+    const cfg = join(dir, 'second.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({ 'paths.state_dir': join(dir, 'second-state'), 'paths.socket_dir': guardd.socketDir }),
+    );
+    const r = programAs('guardd', ['--config', cfg], {}, false);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('[GUARD_CONTROL_SOCKET_IN_USE]');
+    expect(r.stderr).toContain('Another guardd already runs');
+    expect(runGuardctl(['--socket-dir', guardd.socketDir, 'status']).code).toBe(0);
+  });
+
+  it('guard-collector without the rights for its port or its directory: exit 4 with the fix', () => {
+    // Ports below ip_unprivileged_port_start need root or CAP_NET_BIND_SERVICE.
+    const sysctl = '/proc/sys/net/ipv4/ip_unprivileged_port_start';
+    const before = readFileSync(sysctl, 'utf8');
+    if (Number(before) <= 443) writeFileSync(sysctl, '1024');
+    try {
+      const port = programAs(
+        'guard-collector',
+        ['--listen', '127.0.0.1:443', '--db', join(user.home, 'port.db')],
+        COLLECTOR_ENV,
+      );
+      expect(port.status, port.stderr).toBe(4);
+      expect(port.stderr).toMatch(
+        /^guard-collector: cannot start: .*EACCES.* \[GUARD_CLI_PERMISSION_DENIED\]$/m,
+      );
+      expect(port.stderr).toContain('CAP_NET_BIND_SERVICE');
+    } finally {
+      writeFileSync(sysctl, before);
+    }
+    // the DB's directory missing under a root-owned one (mkdir refused), or there but not writable
+    const rootOnly = join(dir, 'root-only');
+    mkdirSync(rootOnly, { mode: 0o755 });
+    for (const file of [join(rootOnly, 'sub', 'c.db'), join(rootOnly, 'c.db')]) {
+      const db = programAs('guard-collector', ['--listen', '127.0.0.1:0', '--db', file], COLLECTOR_ENV);
+      expect(db.status, db.stderr).toBe(4);
+      expect(db.stderr).toContain('[GUARD_CLI_PERMISSION_DENIED]');
+      expect(db.stderr).toContain('--db FILE in a directory you may write');
+      expect(db.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('guard-collector with a bad config: exit 6 with the setting named and where the settings are listed', () => {
+    const r = programAs('guard-collector', ['--rate-limit', '0'], COLLECTOR_ENV);
+    expect(r.status).toBe(6);
+    expect(r.stderr).toMatch(/^guard-collector: .*"rate_limit".* \[GUARD_CONFIG_INVALID_VALUE\]$/m);
+    expect(r.stderr).toContain('`guard-collector --help` lists every setting');
+  });
 });

@@ -12,7 +12,7 @@ describe('guardctl', () => {
   it('prints its version and help', () => {
     const v = runGuardctl(['--version']);
     expect(v.code).toBe(0);
-    expect(v.stdout).toMatch(/^\d+\.\d+\.\d+/);
+    expect(v.stdout).toMatch(/^guardctl \d+\.\d+\.\d+\S*\n$/);
     const h = runGuardctl(['--help']);
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/status/);

@@ -160,9 +160,22 @@ describe('readable output', () => {
     expect(lines.length).toBeGreaterThan(1);
     // continuation lines align under the description; a path too long for that moves left to fit
     for (const l of lines.slice(1)) expect(l).toMatch(/^ {51}\S|^ {1,50}\/home\/alice\//);
-    expect(text).toContain('rule claude-code → killed');
+    expect(lines.at(-1)?.trim()).toBe('rule claude-code → killed'); // the decision on a line of its own
+    expect(formatEventLine(listed)).toContain(' — rule claude-code → killed');
     expect(Math.max(...cols(text))).toBeLessThanOrEqual(100);
     expect(formatEventLine(listed, createStyle(true), true)).toContain('\x1b[1;31mprocess.blocked');
+    // "not acted on" says why, in words; --json keeps the schema's value
+    const as = (action_taken: string, details?: object): string =>
+      formatEventLine({
+        ...listed,
+        event: { ...listed.event, outcome: { action_taken, details } },
+      } as ListedEvent);
+    expect(as('warn_suppressed')).toContain('→ not warned again (warned recently)');
+    expect(as('warn_suppressed', { scope: 'started before guardd' })).toContain(
+      '→ recorded only (outside the enforcement scope)',
+    );
+    expect(as('would_block')).toContain('→ would block (monitor mode)');
+    expect(as('killed')).toContain('→ killed');
   });
 
   it('helpers: relative times both ways, binary sizes, wrapping without cutting words', () => {

@@ -1,6 +1,7 @@
 /**
  * The guard-collector program as a real process (dist/): config from flags, a JSON file and the
- * environment; bad config refused with key, value and expectation (exit 2, no stack trace);
+ * environment; bad config refused with key, value and expectation (exit 6, no stack trace), an
+ * unknown flag as a usage error (exit 2);
  * SIGTERM closes gracefully (exit 0) and a restart on the same DB keeps devices and events.
  */
 import { spawnSync } from 'node:child_process';
@@ -58,7 +59,6 @@ describe('bad config is refused', () => {
       'GUARD_CONFIG_INVALID_VALUE',
       /"silent_after_s".*"soon".*an integer/,
     ],
-    ['an unknown flag', ['--bogus', 'x'], GOOD_ENV, 'GUARD_CONFIG_UNKNOWN_KEY', /--bogus/],
     [
       'a secret as a flag',
       ['--admin-token', 'x'],
@@ -122,12 +122,22 @@ describe('bad config is refused', () => {
       'GUARD_CONFIG_UNREADABLE',
       /enroll_secret_file/,
     ],
-  ])('refuses %s (exit 2, key and expectation, no stack)', (_name, args, env, code, pattern) => {
+  ])('refuses %s (exit 6, key and expectation, no stack)', (_name, args, env, code, pattern) => {
     const r = run(args as string[], env as Record<string, string>);
-    expect(r.status).toBe(2);
+    expect(r.status).toBe(6);
     expect(r.stderr).toContain(code);
     expect(r.stderr).toMatch(pattern as RegExp);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('usage errors', () => {
+  it('refuses an unknown flag as a usage error (exit 2, GUARD_CLI_USAGE)', () => {
+    const r = run(['--bogus', 'x']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      "guard-collector: unknown option '--bogus' [GUARD_CLI_USAGE]\nSee `guard-collector --help`.\n",
+    );
   });
 });
 

@@ -26,6 +26,7 @@ import {
   debContents,
   dpkgIn,
   makeScratchRoot,
+  manAndCompletionProblems,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   packagedEnv,
@@ -147,6 +148,15 @@ describe('guard-collector .deb, fresh install', () => {
       res.stderr.split('\n').filter((l) => l.includes(unit) || l.includes('/etc/systemd/system/')),
     ).toEqual([]);
     expect(res.status, res.stderr).toBe(0);
+  });
+
+  it('installs guard-collector(8) gzipped and its bash/zsh/fish completions', () => {
+    expect(manAndCompletionProblems(root, ['guard-collector'])).toEqual([]);
+    const script = `source '${join(root, 'usr/share/bash-completion/completions/guard-collector')}'
+COMP_WORDS=(guard-collector --store-u); COMP_CWORD=1; _guard_collector; echo "\${COMPREPLY[*]}"`;
+    const bash = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(bash.stderr).toBe('');
+    expect(bash.stdout.trim()).toBe('--store-url');
   });
 
   it('the installed collector runs on its bundled Node 24 with the installed config and secrets, and enrolls', async () => {

@@ -30,9 +30,9 @@ import {
   dpkgIn,
   glibcNeeded,
   importedDependencies,
-  MAN_AND_COMPLETIONS,
   makeScratchRoot,
   manAndCompletionProblems,
+  manAndCompletions,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   packagedCommand,
@@ -110,7 +110,7 @@ describe('fresh install into a scratch root', () => {
     );
   });
 
-  it('installs guardctl(1) gzipped and the bash/zsh/fish completions where man and the shells look', () => {
+  it('installs guardctl(1), guardd(8) gzipped and their bash/zsh/fish completions where man and the shells look', () => {
     expect(manAndCompletionProblems(root)).toEqual([]);
     // The installed page renders, and the installed bash completion completes in a real bash.
     const man = spawnSync('man', ['-l', join(root, 'usr/share/man/man1/guardctl.1.gz')], {
@@ -126,6 +126,18 @@ COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
     const bash = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 });
     expect(bash.stderr).toBe('');
     expect(bash.stdout.trim()).toBe('policy');
+    const guardd = spawnSync('man', ['-l', join(root, 'usr/share/man/man8/guardd.8.gz')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, MANPAGER: 'cat', MANWIDTH: '100' },
+    });
+    expect(guardd.status, guardd.stderr).toBe(0);
+    expect(guardd.stdout).toContain('--local');
+    const dscript = `source '${join(root, 'usr/share/bash-completion/completions/guardd')}'
+COMP_WORDS=(guardd --loc); COMP_CWORD=1; _guardd; echo "\${COMPREPLY[*]}"`;
+    const dbash = spawnSync('bash', ['-c', dscript], { encoding: 'utf8', timeout: 30_000 });
+    expect(dbash.stderr).toBe('');
+    expect(dbash.stdout.trim()).toBe('--local --local-dir --local-policy');
   });
 
   it('nothing installed is writable by group or others, and everything is root-owned', () => {
@@ -175,7 +187,7 @@ COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
   it('the packaged guardctl runs with the bundled runtime: --version, and status says "not running" (exit 3)', () => {
     const v = runPackaged(root, 'guardctl', ['--version']);
     expect(v.stderr).toBe('');
-    expect(v.stdout.trim()).toBe(V1);
+    expect(v.stdout.trim()).toBe(`guardctl ${V1}`);
     expect(v.status).toBe(0);
     const socketDir = tempDir('tg-sock-');
     const s = runPackaged(root, 'guardctl', [
@@ -208,7 +220,7 @@ COMP_WORDS=(guardctl pol); COMP_CWORD=1; _guardctl; echo "\${COMPREPLY[*]}"`;
     expect(res.stderr).toBe('');
     expect(res.status).toBe(0);
     const [ctl, daemon] = res.stdout.trim().split('\n');
-    expect(ctl).toBe(V1);
+    expect(ctl).toBe(`guardctl ${V1}`);
     expect(daemon).toContain(V1);
   });
 
@@ -357,7 +369,7 @@ describe('payload', () => {
     expect(paths.filter((p) => p.startsWith('/opt/toolguard/app/native/') && /\.(c|gyp|o)$/.test(p))).toEqual(
       [],
     );
-    for (const f of MAN_AND_COMPLETIONS) expect(paths, f.path).toContain(f.path);
+    for (const f of manAndCompletions()) expect(paths, f.path).toContain(f.path);
     // Nothing for the state dir in the payload: postinst creates it (0700) and only purge removes it.
     expect(paths.filter((p) => p.startsWith('/var/lib/toolguard'))).toEqual([]);
   });
@@ -426,7 +438,7 @@ describe('upgrade, remove, purge', () => {
     expect((lstatSync(join(r, 'var/lib/toolguard')).mode & 0o777).toString(8)).toBe('700');
     // postinst tightens a secret MDM dropped with a loose mode.
     expect((lstatSync(join(r, 'etc/toolguard/enroll-secret')).mode & 0o777).toString(8)).toBe('600');
-    expect(runPackaged(r, 'guardctl', ['--version']).stdout.trim()).toBe(V2);
+    expect(runPackaged(r, 'guardctl', ['--version']).stdout.trim()).toBe(`guardctl ${V2}`);
     // dpkg-query's own ${field} format, not a JS template.
     const format = ['-f=$', '{Version} $', '{Status}'].join('');
     const status = spawnSync('dpkg-query', [`--root=${r}`, '-W', format, 'toolguard'], {

@@ -169,7 +169,7 @@ describe('msi', () => {
     expect(Number(ctl?.[2])).toBe(1 | 2 | 32 | 128);
   });
 
-  it('writes the registry entries and runs the ACL + restart-on-failure step as LocalSystem', () => {
+  it('writes the registry entries, ACLs the data dir before any file, and runs the restart-on-failure step as LocalSystem', () => {
     const reg = table('Registry').map((r) => `${r[1]} ${r[2]!.replace(/\\$/, '')} ${r[3]}=${r[4]}`);
     expect(reg).toEqual(
       expect.arrayContaining([
@@ -179,8 +179,8 @@ describe('msi', () => {
         '2 SOFTWARE\\toolguard DataDir=[DATADIR]',
       ]),
     );
-    const [ca] = table('CustomAction');
-    expect(ca?.[0]).toBe('SecureAndRecover');
+    const actions = new Map(table('CustomAction').map((r) => [r[0], r]));
+    const ca = actions.get('SecureAndRecover');
     // 18 = run an installed exe (node.exe) · 1024 deferred · 2048 no impersonation (LocalSystem).
     expect(Number(ca?.[1]) & 0x3f).toBe(18);
     expect(Number(ca?.[1]) & 3072).toBe(3072);
@@ -190,24 +190,35 @@ describe('msi', () => {
     expect(seq.get('SecureAndRecover')?.[1]).toBe('NOT REMOVE');
     expect(Number(seq.get('SecureAndRecover')?.[2])).toBeGreaterThan(Number(seq.get('InstallServices')?.[2]));
     expect(table('CreateFolder').map((r) => r[0])).toContain('DATADIR');
+    // icacls on %ProgramData%\toolguard as LocalSystem, after the folder exists and before any file
+    // is installed, so what is put there inherits SYSTEM/Administrators only from its first byte.
+    const setPath = actions.get('SetIcaclsPath');
+    expect(Number(setPath?.[1]) & 0x3f).toBe(51); // set a property …
+    expect(Number(setPath?.[1]) & 1024).toBe(0); // … immediately, when the action is scheduled
+    expect(setPath?.slice(2, 4)).toEqual(['ICACLS', '[System64Folder]icacls.exe']);
+    const lock = actions.get('LockDataDir');
+    expect(Number(lock?.[1]) & 0x3f).toBe(50); // run the exe a property names
+    expect(Number(lock?.[1]) & 3072).toBe(3072);
+    expect(lock?.slice(2, 4)).toEqual([
+      'ICACLS',
+      '"[DATADIR]." /inheritance:r /grant:r *S-1-5-18:(OI)(CI)F *S-1-5-32-544:(OI)(CI)F',
+    ]);
+    const at = (a: string): number => Number(seq.get(a)?.[2]);
+    expect(seq.get('LockDataDir')?.[1]).toBe('NOT REMOVE');
+    expect(at('SetIcaclsPath')).toBeGreaterThan(at('CostFinalize'));
+    expect(at('SetIcaclsPath')).toBeLessThan(at('LockDataDir'));
+    expect(at('LockDataDir')).toBeGreaterThan(at('CreateFolders'));
+    expect(at('LockDataDir')).toBeLessThan(at('InstallFiles'));
+    // without a baked config the msi carries none: the config is MDM's
+    expect(table('File').map((r) => r[2])).not.toContain('enroll-secret');
   });
 
-  it('win-setup ACLs the data dir to SYSTEM/Administrators and sets SCM restart actions', () => {
+  it('win-setup sets SCM restart actions', () => {
     const require = createRequire(import.meta.url);
     const { setupCommands } = require(join(REPO, 'service/windows/win-setup.cjs')) as {
-      setupCommands(dataDir: string, systemRoot: string): [string, string[]][];
+      setupCommands(systemRoot: string): [string, string[]][];
     };
-    expect(setupCommands('C:\\ProgramData\\toolguard\\.', 'C:\\Windows')).toEqual([
-      [
-        'C:\\Windows\\System32\\icacls.exe',
-        [
-          'C:\\ProgramData\\toolguard',
-          '/inheritance:r',
-          '/grant:r',
-          '*S-1-5-18:(OI)(CI)F',
-          '*S-1-5-32-544:(OI)(CI)F',
-        ],
-      ],
+    expect(setupCommands('C:\\Windows')).toEqual([
       [
         'C:\\Windows\\System32\\sc.exe',
         ['failure', 'toolguard', 'reset=', '86400', 'actions=', 'restart/5000/restart/5000/restart/60000'],

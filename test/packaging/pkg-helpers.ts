@@ -102,35 +102,38 @@ export function importedDependencies(dirs: readonly string[], without: readonly 
 }
 
 /**
- * guardctl's man page and shell completions as the Linux packages install them: installed path →
- * the generated file under docs/ (`npm run docs`) it comes from; the man page is gzipped.
+ * The man pages and shell completions of `programs` as the Linux packages install them: installed
+ * path → the generated file under docs/ (`npm run docs`) it comes from; man pages are gzipped.
  */
-export const MAN_AND_COMPLETIONS: readonly {
-  readonly path: string;
-  readonly source: string;
-  readonly gzip: boolean;
-}[] = [
-  { path: '/usr/share/man/man1/guardctl.1.gz', source: 'docs/man/guardctl.1', gzip: true },
-  {
-    path: '/usr/share/bash-completion/completions/guardctl',
-    source: 'docs/completions/guardctl.bash',
-    gzip: false,
-  },
-  { path: '/usr/share/zsh/vendor-completions/_guardctl', source: 'docs/completions/_guardctl', gzip: false },
-  {
-    path: '/usr/share/fish/vendor_completions.d/guardctl.fish',
-    source: 'docs/completions/guardctl.fish',
-    gzip: false,
-  },
-];
+export function manAndCompletions(
+  programs: readonly string[] = ['guardctl', 'guardd'],
+): readonly { readonly path: string; readonly source: string; readonly gzip: boolean }[] {
+  return programs.flatMap((p) => {
+    const page = p === 'guardctl' ? `${p}.1` : `${p}.8`;
+    return [
+      { path: `/usr/share/man/man${page.at(-1)}/${page}.gz`, source: `docs/man/${page}`, gzip: true },
+      {
+        path: `/usr/share/bash-completion/completions/${p}`,
+        source: `docs/completions/${p}.bash`,
+        gzip: false,
+      },
+      { path: `/usr/share/zsh/vendor-completions/_${p}`, source: `docs/completions/_${p}`, gzip: false },
+      {
+        path: `/usr/share/fish/vendor_completions.d/${p}.fish`,
+        source: `docs/completions/${p}.fish`,
+        gzip: false,
+      },
+    ];
+  });
+}
 
 /**
  * Checks the man page and completions installed under `root`: root-owned 0644, each the generated
  * file byte for byte (the man page once gunzipped); returns the problems found (empty = all good).
  */
-export function manAndCompletionProblems(root: string): string[] {
+export function manAndCompletionProblems(root: string, programs?: readonly string[]): string[] {
   const problems: string[] = [];
-  for (const f of MAN_AND_COMPLETIONS) {
+  for (const f of manAndCompletions(programs)) {
     const p = join(root, f.path);
     if (!existsSync(p)) {
       problems.push(`${f.path} missing`);

@@ -14,8 +14,8 @@ import {
   buildPackage,
   COLLECTOR_ONLY_DIRS,
   glibcNeeded,
-  MAN_AND_COMPLETIONS,
   manAndCompletionProblems,
+  manAndCompletions,
   PACKAGE_BUILD_TIMEOUT_MS,
   PKG,
   policyBodyJson,
@@ -66,7 +66,7 @@ describe('rpm', () => {
       '/usr/bin/guardctl',
       '/usr/lib/systemd/system/toolguard.service',
       '/etc/toolguard/config.json',
-      ...MAN_AND_COMPLETIONS.map((m) => m.path),
+      ...manAndCompletions().map((m) => m.path),
     ])
       expect(files, f).toContain(f);
     for (const dev of Object.keys(PKG.devDependencies))
@@ -139,7 +139,7 @@ describe('rpm', () => {
     rpmIn(['-i', rpm]);
     const node = lstatSync(join(root, 'opt/toolguard/node/bin/node'));
     expect([node.uid, node.gid, (node.mode & 0o7777).toString(8)]).toEqual([0, 0, '755']);
-    expect(runPackaged(root, 'guardctl', ['--version']).stdout.trim()).toBe('1.2.0-rc.1');
+    expect(runPackaged(root, 'guardctl', ['--version']).stdout.trim()).toBe('guardctl 1.2.0-rc.1');
     expect(manAndCompletionProblems(root)).toEqual([]);
     // It requires the glibc its native files need (the addon compiled here may need more than node).
     const need = glibcNeeded([

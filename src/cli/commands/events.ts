@@ -78,7 +78,9 @@ const EVENT_PREFIX = 14 + 1 + 7 + 1 + 7 + 1 + 19 + 1;
 export function formatEventLine(l: ListedEvent, style: Style = createStyle(false), wrapped = false): string {
   const e = l.event as Record<string, unknown>;
   const rule = e.rule as { id?: string } | undefined;
-  const outcome = e.outcome as { action_taken?: string; error?: string | null } | undefined;
+  const outcome = e.outcome as
+    | { action_taken?: string; error?: string | null; details?: { scope?: unknown } }
+    | undefined;
   const who = e.user ? ` user ${String(e.user)}` : e.uid !== undefined ? ` uid ${String(e.uid)}` : '';
   let what = '';
   const [family] = String(e.type).split('.');
@@ -99,13 +101,31 @@ export function formatEventLine(l: ListedEvent, style: Style = createStyle(false
   else if (e.type === 'agent.started')
     what = `pid ${String(e.pid)} ${String(e.platform)}${e.local_mode ? ' (local mode)' : ''}`;
   const decision = rule
-    ? ` — rule ${rule.id} → ${outcome?.action_taken ?? '?'}${outcome?.error ? ` (${outcome.error})` : ''}`
+    ? `rule ${rule.id} → ${actionWords(outcome?.action_taken, outcome?.details?.scope !== undefined)}${outcome?.error ? ` (${outcome.error})` : ''}`
     : '';
+  const aside = l.reason ? `[set aside: ${l.reason}]` : '';
   const state = l.state === 'queued' ? 'queued ' : l.state === 'shipped' ? 'shipped' : style.bad('ASIDE  ');
-  const description = printable(`${what}${decision}${l.reason ? ` [set aside: ${l.reason}]` : ''}`);
-  const rest = wrapped ? wrap(description, EVENT_PREFIX) : [description];
+  // On a terminal the decision starts a line of its own under the description (read at a glance);
+  // on a pipe the event stays one line for grep and awk.
+  const rest = wrapped
+    ? [what, decision, aside].filter(Boolean).flatMap((part) => wrap(printable(part), EVENT_PREFIX))
+    : [printable(`${what}${decision ? ` — ${decision}` : ''}${aside ? ` ${aside}` : ''}`)];
   const head = `${shortTime(String(e.time))} #${String(e.seq).padEnd(6)} ${state} ${paintType(String(e.type), style)} `;
   return [head + (rest[0] ?? '').trimStart(), ...rest.slice(1)].join('\n');
+}
+
+/**
+ * `outcome.action_taken` for people: the schema's words, except the two that mean "not acted on",
+ * which say why (outside the enforcement scope, monitor mode, or a warning shown recently).
+ */
+function actionWords(taken: string | undefined, outOfScope: boolean): string {
+  if (taken === 'warn_suppressed')
+    return outOfScope
+      ? 'recorded only (outside the enforcement scope)'
+      : 'not warned again (warned recently)';
+  if (taken === 'would_block')
+    return outOfScope ? 'would block (outside the enforcement scope)' : 'would block (monitor mode)';
+  return taken ?? '?';
 }
 
 export const eventsCommand: GuardctlCommand = {

@@ -1,10 +1,11 @@
 /**
- * `guardctl package`: builds the endpoint package (.deb/.rpm) with the organisation's config baked
- * in, so a fleet rollout needs no hand-written /etc/toolguard/config.json (like `fleetctl package`).
+ * `guardctl package`: builds the endpoint package (.deb/.rpm/.msi/.pkg) with the organisation's
+ * config baked in, so a fleet rollout needs no hand-written config.json (like `fleetctl package`).
  * Owns turning the flags into the two files the package installs — config.json (collector URL,
- * enroll secret file, trusted keys) and the enroll secret (root-only) — and checking them with the
- * same loader guardd starts with before anything is built. The build itself is
- * installers/build-package.sh, so it runs in a toolguard checkout after `npm run build`.
+ * enroll secret file, trusted keys) and the enroll secret (readable only by the service) — and
+ * checking them with the same loader guardd starts with before anything is built. The builds
+ * themselves are installers/build-package.sh (deb, rpm, msi) and installers/macos/build-pkg.sh
+ * (pkg, on a Mac), so it runs in a toolguard checkout after `npm run build`.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -17,28 +18,45 @@ import { parsePublicKey, parseTrustedKeys } from '../../policy/keys.js';
 import type { GuardctlCommand } from '../command.js';
 import { optionList } from './policy-common.js';
 
-/** Where the Linux packages install the secret; config.json's collector.enroll_secret_file names it. */
-export const LINUX_ENROLL_SECRET_FILE = '/etc/toolguard/enroll-secret';
+/**
+ * Where each package installs the secret (config.json's collector.enroll_secret_file names it):
+ * beside config.json in the platform's config directory (src/common/platform-paths.ts), root:root
+ * 0600 on Linux, root:wheel 0600 on macOS, SYSTEM and Administrators only on Windows.
+ */
+export const ENROLL_SECRET_FILE = {
+  deb: '/etc/toolguard/enroll-secret',
+  rpm: '/etc/toolguard/enroll-secret',
+  pkg: '/Library/Application Support/toolguard/enroll-secret',
+  msi: 'C:\\ProgramData\\toolguard\\enroll-secret',
+} as const;
 
 /** Secrets are a few dozen characters; the agent reads at most 4096 (collector-client.ts). */
 const MAX_SECRET_BYTES = 4096;
 /** A PEM public key is ~113 bytes; anything this large is not one. */
 const MAX_KEY_FILE_BYTES = 16 * 1024;
 
-/** Formats whose build can carry the baked files today (msi/pkg take the config from MDM). */
-const BAKED_FORMATS = ['deb', 'rpm'] as const;
-const ALL_FORMATS = ['deb', 'rpm', 'msi', 'pkg'] as const;
+type Format = keyof typeof ENROLL_SECRET_FILE;
+/** Who may read the installed secret, per format (for the summary). */
+const SECRET_READERS: Record<Format, string> = {
+  deb: 'root:root 0600',
+  rpm: 'root:root 0600',
+  pkg: 'root:wheel 0600',
+  msi: 'SYSTEM and Administrators only',
+};
+const ALL_FORMATS = Object.keys(ENROLL_SECRET_FILE) as Format[];
 
 export interface BakedConfigInput {
   readonly collectorUrl: unknown;
   readonly enrollSecretFile: unknown;
   readonly trustedKeyFiles: readonly string[];
+  /** The package format: where its secret file goes (default deb). */
+  readonly format?: Format;
 }
 
 export interface BakedConfig {
-  /** The config.json the package installs (root:root 0644, a conffile). */
+  /** The config.json the package installs (0644; a conffile / never overwritten). */
   readonly configJson: string;
-  /** The enroll secret file's content (installed root:root 0600). */
+  /** The enroll secret file's content (installed readable by the service only). */
   readonly secret: string;
   readonly collectorUrl: string;
   /** keyids of the trusted keys, in the order given. */
@@ -61,7 +79,7 @@ export function bakeConfig(input: BakedConfigInput): BakedConfig {
   const keys = input.trustedKeyFiles.map(readPublicKey);
   const config = {
     '//': 'Baked in by `guardctl package`: the collector, the enrollment secret file (root:root 0600) and the keys trusted to sign the policy. Keys: docs/config.md.',
-    collector: { url: collectorUrl, enroll_secret_file: LINUX_ENROLL_SECRET_FILE },
+    collector: { url: collectorUrl, enroll_secret_file: ENROLL_SECRET_FILE[input.format ?? 'deb'] },
     policy: { trusted_keys: keys.map((k) => k.pem) },
   };
   const configJson = `${JSON.stringify(config, null, 2)}\n`;
@@ -147,14 +165,14 @@ function checkoutRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 }
 
-/** Runs build-package.sh; its log goes to guardctl's stderr, its last stdout line is the package. */
+/** Runs a build script; its log goes to guardctl's stderr, its last stdout line is the package. */
 function runBuild(
   script: string,
-  format: string,
+  args: readonly string[],
   env: Record<string, string>,
 ): Promise<{ code: number | null; stdout: string }> {
   return new Promise((res, rej) => {
-    const child = spawn('bash', [script, format], {
+    const child = spawn('bash', [script, ...args], {
       cwd: checkoutRoot(),
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -178,12 +196,17 @@ export const packageCommand: GuardctlCommand = {
       flags: '--trusted-key <file...>',
       description: 'public key file(s) trusted to sign the policy (PEM from `policy keygen`); repeatable',
     },
-    { flags: '--format <format>', description: 'deb (default) or rpm' },
+    { flags: '--format <format>', description: 'deb (default), rpm, msi or pkg (pkg: on a Mac)' },
+    {
+      flags: '--win-runtime <dir>',
+      description: 'msi: dir with toolguard-service.exe (WinSW x64) and better_sqlite3.node (win32-x64)',
+    },
     { flags: '--out <dir>', description: 'output directory (default: build/packages)' },
   ],
   examples: [
     'guardctl package --collector-url https://collector.example.com --enroll-secret-file enroll.secret --trusted-key signer1.pub',
     'guardctl package --collector-url https://collector.example.com --enroll-secret-file enroll.secret --trusted-key a.pub --trusted-key b.pub --format rpm --out dist-pkg',
+    'guardctl package --collector-url https://collector.example.com --enroll-secret-file enroll.secret --trusted-key signer1.pub --format msi --win-runtime win-runtime/',
   ],
   needsRoot: false,
   needsDaemon: false,
@@ -194,18 +217,22 @@ export const packageCommand: GuardctlCommand = {
         'GUARD_CLI_USAGE',
         `--format ${format}: expected one of ${ALL_FORMATS.join(', ')}`,
       );
-    if (!(BAKED_FORMATS as readonly string[]).includes(format))
+    if (format === 'pkg' && process.platform !== 'darwin')
       throw new GuardError(
         'GUARD_PACKAGE_UNSUPPORTED_FORMAT',
-        `--format ${format}: the ${format} build cannot carry a baked config yet; deploy the config with the MDM (docs/deploy/)`,
+        '--format pkg: a macOS package is built on a Mac (pkgbuild, productbuild); run this there',
         { format },
       );
     const baked = bakeConfig({
       collectorUrl: ctx.options.collectorUrl,
       enrollSecretFile: ctx.options.enrollSecretFile,
       trustedKeyFiles: optionList(ctx.options.trustedKey).map((f) => resolve(f)),
+      format: format as Format,
     });
-    const script = join(checkoutRoot(), 'installers/build-package.sh');
+    const script = join(
+      checkoutRoot(),
+      format === 'pkg' ? 'installers/macos/build-pkg.sh' : 'installers/build-package.sh',
+    );
     if (!existsSync(script))
       throw new GuardError(
         'GUARD_PACKAGE_BUILD_FAILED',
@@ -216,7 +243,10 @@ export const packageCommand: GuardctlCommand = {
     try {
       writeFileSync(join(stage, 'config.json'), baked.configJson, { mode: 0o644 });
       writeFileSync(join(stage, 'enroll-secret'), baked.secret, { mode: 0o600 });
-      const r = await runBuild(script, format, { TOOLGUARD_PKG_CONFIG_DIR: stage, TOOLGUARD_PKG_OUT: out });
+      const env: Record<string, string> = { TOOLGUARD_PKG_CONFIG_DIR: stage, TOOLGUARD_PKG_OUT: out };
+      if (typeof ctx.options.winRuntime === 'string')
+        env.TOOLGUARD_WIN_RUNTIME = resolve(ctx.options.winRuntime);
+      const r = await runBuild(script, format === 'pkg' ? [] : [format], env);
       const pkg = r.stdout.trim().split('\n').at(-1) ?? '';
       if (r.code !== 0 || !existsSync(pkg))
         throw new GuardError(
@@ -230,13 +260,13 @@ export const packageCommand: GuardctlCommand = {
         format,
         package: pkg,
         collector_url: baked.collectorUrl,
-        enroll_secret_file: LINUX_ENROLL_SECRET_FILE,
+        enroll_secret_file: ENROLL_SECRET_FILE[format as Format],
         trusted_keyids: baked.keyids,
       };
       const text = [
         `package       ${pkg}`,
         `collector     ${baked.collectorUrl}`,
-        `enroll secret ${LINUX_ENROLL_SECRET_FILE} (root:root 0600, in the package: treat the package as a secret)`,
+        `enroll secret ${ENROLL_SECRET_FILE[format as Format]} (${SECRET_READERS[format as Format]}; in the package: treat the package as a secret)`,
         `trusted keys  ${baked.keyids.join(', ')}`,
       ].join('\n');
       return { data, text };

@@ -1,0 +1,9 @@
+# bash completion for guard-collector — generated from its option definitions (npm run docs)
+_guard_collector() {
+  local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+  case "$prev" in
+    --config|--listen|--db|--store-url|--store-password-file|--store-ca-file|--store-pool-size|--policy-file|--policy-trusted-keys|--policy-threshold|--enroll-secret-file|--admin-token-file|--tls-cert|--tls-key|--ndjson-out|--ndjson-format|--ndjson-max-bytes|--ndjson-keep|--splunk-hec-url|--splunk-hec-token-file|--splunk-hec-ca-file|--splunk-sourcetype|--splunk-source|--splunk-index|--splunk-hec-ack|--splunk-hec-channel|--splunk-hec-ack-timeout-s|--splunk-hec-gzip|--splunk-format|--silent-after-s|--retention-days|--rate-limit|--rate-burst|--quota-window-s|--quota-events|--quota-bytes|--enroll-rate-per-min|--enroll-burst|--enroll-failures-per-hour|--enroll-failure-burst|--max-body-bytes|--max-gzip-ratio|--max-inflight-bytes|--ingest-workers|--body-timeout-ms|--headers-timeout-ms|--log-level) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
+  COMPREPLY=($(compgen -W "--config --listen --db --store-url --store-password-file --store-ca-file --store-pool-size --policy-file --policy-trusted-keys --policy-threshold --enroll-secret-file --admin-token-file --tls-cert --tls-key --ndjson-out --ndjson-format --ndjson-max-bytes --ndjson-keep --splunk-hec-url --splunk-hec-token-file --splunk-hec-ca-file --splunk-sourcetype --splunk-source --splunk-index --splunk-hec-ack --splunk-hec-channel --splunk-hec-ack-timeout-s --splunk-hec-gzip --splunk-format --silent-after-s --retention-days --rate-limit --rate-burst --quota-window-s --quota-events --quota-bytes --enroll-rate-per-min --enroll-burst --enroll-failures-per-hour --enroll-failure-burst --max-body-bytes --max-gzip-ratio --max-inflight-bytes --ingest-workers --body-timeout-ms --headers-timeout-ms --log-level -V --version -h --help" -- "$cur"))
+}
+complete -F _guard_collector guard-collector
