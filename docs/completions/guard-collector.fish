@@ -12,6 +12,8 @@ complete -c guard-collector -l policy-trusted-keys -r -F -d 'Comma-separated pub
 complete -c guard-collector -l policy-threshold -r -F -d 'Distinct policy_trusted_keys that must have signed a published policy. Default: 1 (TOOLGUARD_COLLECTOR_POLICY_THRESHOLD)'
 complete -c guard-collector -l enroll-secret-file -r -F -d 'File holding the enrollment secret. Default: "" (TOOLGUARD_COLLECTOR_ENROLL_SECRET_FILE)'
 complete -c guard-collector -l admin-token-file -r -F -d 'File holding the admin token. Default: "" (TOOLGUARD_COLLECTOR_ADMIN_TOKEN_FILE)'
+complete -c guard-collector -l console-viewer-token-file -r -F -d 'File holding the console viewer token. Default: "" (TOOLGUARD_COLLECTOR_CONSOLE_VIEWER_TOKEN_FILE)'
+complete -c guard-collector -l console-session-ttl-s -r -F -d 'A console login session ends this long after it began (a work day by default). Default: 28800 (TOOLGUARD_COLLECTOR_CONSOLE_SESSION_TTL_S)'
 complete -c guard-collector -l tls-cert -r -F -d 'PEM certificate (chain) file; with tls_key, serve HTTPS. Default: "" (TOOLGUARD_COLLECTOR_TLS_CERT)'
 complete -c guard-collector -l tls-key -r -F -d 'PEM private key file of tls_cert. Default: "" (TOOLGUARD_COLLECTOR_TLS_KEY)'
 complete -c guard-collector -l ndjson-out -r -F -d 'Forward every stored event as one JSON line to this file (rotated); empty = off. Default: "" (TOOLGUARD_COLLECTOR_NDJSON_OUT)'
