@@ -125,8 +125,10 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Raise "version" in the body above the served one (`GET /v1/admin/policy/history` lists the published versions).';
     case 'GUARD_COLLECTOR_UNAUTHORIZED':
       return "--admin-token-file must hold the collector's admin token (its admin_token_file).";
-    case 'GUARD_COLLECTOR_NO_POLICY_FILE':
-      return 'Start the collector with --policy-file <the envelope path agents are served>.';
+    case 'GUARD_COLLECTOR_NO_SHADOW':
+      return 'Publish a shadow first: `guardctl policy publish <body> --shadow …`; `GET /v1/admin/policy/shadow` shows the state.';
+    case 'GUARD_COLLECTOR_SHADOW_CHANGED':
+      return 'Someone published or cleared a shadow meanwhile: `GET /v1/admin/policy/shadow` shows it; review, then promote its version.';
     case 'GUARD_CLI_PUBLISH_FAILED':
       return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:
