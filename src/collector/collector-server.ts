@@ -207,7 +207,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const silentAfterS = options.silentAfterS ?? (COLLECTOR_SETTINGS.silent_after_s.default as number);
   const metrics = new CollectorMetrics();
   const store = await openStore({ dbFile: options.dbFile, ...options.store }, logger);
-  const policy = new ServedPolicies(new PolicyFileCache(options.policyFile ?? ''), new PolicyChannelCache(store));
+  const policy = new ServedPolicies(
+    new PolicyFileCache(options.policyFile ?? ''),
+    new PolicyChannelCache(store),
+  );
   const limiters = buildLimiters(limits);
   const budget = new InflightBudget(limits.maxInflightBytes);
   const runners = buildRunners(options.forwarders, store, logger, metrics);

@@ -655,7 +655,13 @@ export class CollectorStore {
       .immediate();
   }
 
-  private setChannel(channel: string, version: number, envelope: string | null, id: number, at: string): void {
+  private setChannel(
+    channel: string,
+    version: number,
+    envelope: string | null,
+    id: number,
+    at: string,
+  ): void {
     this.db
       .prepare(
         `INSERT INTO policy_channels (channel, version, envelope, publication_id, updated_at) VALUES (?, ?, ?, ?, ?)

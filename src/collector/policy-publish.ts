@@ -149,7 +149,8 @@ export function registerPolicyPublishRoutes(admin: FastifyInstance, options: Pol
       action: 'promote',
     };
     const id = await store.publishToPolicyChannel('enforced', shadow.envelope, row);
-    if (id === null) throw notNewer('the enforced version moved past the shadow meanwhile; publish a new shadow');
+    if (id === null)
+      throw notNewer('the enforced version moved past the shadow meanwhile; publish a new shadow');
     // the shadow is now enforced: withdraw it (unless a newer shadow was published meanwhile)
     await store.clearPolicyChannel('shadow', shadow.publication_id, {
       ...clearRow(shadow.version, request.by, `promoted to enforced (publication ${id})`, at),
@@ -175,8 +176,7 @@ export function registerPolicyPublishRoutes(admin: FastifyInstance, options: Pol
     const limit = intParam(q.limit, 'limit', 1, MAX_COUNTS) ?? DEFAULT_COUNTS;
     const after = textParam(q.after, 'after');
     const state = await shadowState(q.version);
-    const rules =
-      state.version === null ? [] : await store.shadowMatchesByRule(state.version, after, limit);
+    const rules = state.version === null ? [] : await store.shadowMatchesByRule(state.version, after, limit);
     return {
       ...state,
       rules,
@@ -264,7 +264,11 @@ function queryOf(query: unknown, allowed: readonly string[]): Record<string, unk
 function textParam(v: unknown, name: string): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || v.length > 256)
-    throw new HttpError(400, 'GUARD_COLLECTOR_BAD_QUERY', `query parameter "${name}": expected a short string`);
+    throw new HttpError(
+      400,
+      'GUARD_COLLECTOR_BAD_QUERY',
+      `query parameter "${name}": expected a short string`,
+    );
   return v;
 }
 
@@ -274,7 +278,11 @@ function encodeCursor(deviceId: string, ruleId: string): string {
 }
 
 function decodeCursor(v: unknown): { device_id: string; rule_id: string } {
-  const bad = new HttpError(400, 'GUARD_COLLECTOR_BAD_QUERY', 'query parameter "after": not a cursor of this API');
+  const bad = new HttpError(
+    400,
+    'GUARD_COLLECTOR_BAD_QUERY',
+    'query parameter "after": not a cursor of this API',
+  );
   if (typeof v !== 'string' || v.length > 1024 || !/^[A-Za-z0-9_-]*$/.test(v)) throw bad;
   try {
     const a = JSON.parse(Buffer.from(v, 'base64url').toString('utf8')) as unknown;

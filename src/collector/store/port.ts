@@ -177,7 +177,11 @@ export interface PolicyChannels {
    * was never set), records `p` (channel set to `channel`) and makes `envelope` the channel's;
    * else writes nothing. Resolves with the publication id, or null when the version was not greater.
    */
-  publishToPolicyChannel(channel: PolicyChannel, envelope: string, p: NewPolicyPublication): Promise<number | null>;
+  publishToPolicyChannel(
+    channel: PolicyChannel,
+    envelope: string,
+    p: NewPolicyPublication,
+  ): Promise<number | null>;
   /**
    * Atomically: when the channel's state is still the one publication `expectedPublicationId` set,
    * records `p` (action `clear`) and clears the channel, keeping its version; else writes nothing.
@@ -192,7 +196,11 @@ export interface PolicyChannels {
    * `policy.shadow_match` counts of shadow `version` per rule: rules after `afterRule` (byte
    * order), at most `limit`. Reads only events of that type (the type index), never the whole log.
    */
-  shadowMatchesByRule(version: number, afterRule: string | undefined, limit: number): Promise<ShadowRuleCount[]>;
+  shadowMatchesByRule(
+    version: number,
+    afterRule: string | undefined,
+    limit: number,
+  ): Promise<ShadowRuleCount[]>;
   /** The same per (device, rule), after `after` in (device id, rule id) order, at most `limit`. */
   shadowMatchesByDevice(
     version: number,
