@@ -43,7 +43,12 @@ export function exitCodeFor(code: ErrorCode | string): number {
   if (code === 'GUARD_PACKAGE_UNSUPPORTED_FORMAT') return EXIT.USAGE;
   if (code === 'GUARD_PACKAGE_BUILD_FAILED') return EXIT.PACKAGE_BUILD;
   if (code.startsWith('GUARD_PACKAGE_')) return EXIT.PACKAGE_INPUT;
-  if (code.startsWith('GUARD_POLICY_') || code === 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER')
+  if (
+    code.startsWith('GUARD_POLICY_') ||
+    code === 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER' ||
+    code === 'GUARD_COLLECTOR_NO_SHADOW' ||
+    code === 'GUARD_COLLECTOR_SHADOW_CHANGED'
+  )
     return EXIT.POLICY;
   if (code === 'GUARD_COLLECTOR_UNAUTHORIZED') return EXIT.FORBIDDEN;
   if (code.startsWith('GUARD_CONFIG_')) return EXIT.CONFIG;
