@@ -2,7 +2,7 @@
  * `guardctl policy promote` and `guardctl policy clear-shadow`: the two ends of a shadow policy
  * (docs/policy.md "Shadow policies"). Promote makes the collector's shadow the enforced policy —
  * the same signed envelope, re-checked by the collector, recorded — and withdraws the shadow;
- * `--version` refuses to promote anything but the version that was reviewed. Clear withdraws the
+ * `--shadow-version` refuses to promote anything but the version that was reviewed. Clear withdraws the
  * shadow without enforcing it. Both through the admin API (`adminRequest` of policy-publish.ts).
  */
 import { GuardError } from '../../common/errors.js';
@@ -22,20 +22,23 @@ export const policyPromoteCommand: GuardctlCommand = {
   args: [],
   options: [
     ...ADMIN_OPTIONS,
-    { flags: '--version <n>', description: 'promote only if the shadow is this version (the one reviewed)' },
+    {
+      flags: '--shadow-version <n>',
+      description: 'promote only if the shadow is this version (the one reviewed)',
+    },
   ],
   examples: [
-    'guardctl policy promote --version 14 --collector https://guard.example:8443 --admin-token-file admin.token --message "no false positives in a week"',
+    'guardctl policy promote --shadow-version 14 --collector https://guard.example:8443 --admin-token-file admin.token --message "no false positives in a week"',
   ],
   needsRoot: false,
   needsDaemon: false,
   async run(ctx) {
     const target = adminTarget(ctx.options, 'policy promote');
-    const raw = ctx.options.version;
+    const raw = ctx.options.shadowVersion;
     let version: number | undefined;
     if (raw !== undefined) {
       if (typeof raw !== 'string' || !/^\d{1,15}$/.test(raw))
-        throw new GuardError('GUARD_CLI_USAGE', '--version takes the shadow version number');
+        throw new GuardError('GUARD_CLI_USAGE', '--shadow-version takes the shadow version number');
       version = Number(raw);
     }
     const answer = await adminRequest(target, '/v1/admin/policy/promote', {

@@ -140,7 +140,9 @@ export async function adminRequest(
   if ((res.status !== 201 && res.status !== 200) || answer === null) {
     const e = (answer?.error ?? {}) as { code?: string; message?: string };
     const code =
-      typeof e.code === 'string' && e.code in ERROR_CODES ? (e.code as ErrorCode) : 'GUARD_CLI_PUBLISH_FAILED';
+      typeof e.code === 'string' && e.code in ERROR_CODES
+        ? (e.code as ErrorCode)
+        : 'GUARD_CLI_PUBLISH_FAILED';
     throw new GuardError(
       code,
       `the collector refused the request (HTTP ${res.status}): ${e.message ?? 'no reason given'}`,
