@@ -94,7 +94,9 @@ export class Pipeline {
     }
     if (this.options.shadow) {
       try {
-        this.options.shadow.evaluate(obs, this.context(), decision, matcher.policyVersion);
+        // version 0 is the empty matcher of "no policy yet" (real versions start at 1)
+        const version = matcher.policyVersion > 0 ? matcher.policyVersion : null;
+        this.options.shadow.evaluate(obs, this.context(), decision, version);
       } catch (err) {
         this.options.logger.error({ err, kind: obs.kind }, 'shadow evaluation failed on an observation');
       }
