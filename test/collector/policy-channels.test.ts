@@ -14,7 +14,7 @@ import { signEnvelope } from '../../src/policy/dsse.js';
 import { parsePrivateKey, parsePublicKey } from '../../src/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyRule } from '../../src/policy/policy-types.js';
 import { collectorTempDir, startTestCollector, type TestCollector } from '../helpers/collector.js';
-import { makeKey, policyBody, ROOT, runGuardctl, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { makeKey, policyBody, ROOT, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
 import { startTestPostgres } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -254,14 +254,16 @@ describe('several collectors on one PostgreSQL database', () => {
         'collector.enroll_secret_file': join(dir, 'enroll-secret'),
         'policy.trusted_keys': [key.publicKeyPem],
       });
-      const status = () =>
-        runGuardctl(['--socket-dir', guardd.socketDir, 'status', '--json']).json<{
+      // guardctl runs asynchronously throughout: the collectors live in this process, and a blocked
+      // event loop would also race the clients' keep-alive sockets against the servers' idle timers
+      const status = async () =>
+        JSON.parse(await guardctlAsync(['--socket-dir', guardd.socketDir, 'status', '--json'])) as {
           policy: { version: number | null; source: string | null };
           shadow?: { version: number; source: string } | null;
-        }>();
+        };
       const s = await waitFor(
-        () => {
-          const st = status();
+        async () => {
+          const st = await status();
           return st.policy.version === 1 && st.shadow?.version === 2 ? st : undefined;
         },
         'guardd to fetch the enforced policy and the shadow through B',
@@ -274,7 +276,6 @@ describe('several collectors on one PostgreSQL database', () => {
       expect((await served(a)).text).toBe((await served(b)).text);
       expect(versionOf((await served(a)).text)).toBe(2);
       expect((await served(a, '/shadow')).status).toBe(204);
-      // asynchronously: the collectors run in this process, a synchronous guardctl would block them
       const r = JSON.parse(
         await guardctlAsync(['--socket-dir', guardd.socketDir, '--json', 'policy', 'reload']),
       ) as {
@@ -282,7 +283,7 @@ describe('several collectors on one PostgreSQL database', () => {
         shadow: { status: string };
       };
       expect(r).toMatchObject({ version: 2, shadow: { status: 'none' } });
-      expect(status().shadow ?? null).toBeNull();
+      expect((await status()).shadow ?? null).toBeNull();
       const history = (await get(a, '/v1/admin/policy/history')).json.publications as Record<
         string,
         unknown
