@@ -8,6 +8,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyRule } from '../../src/policy/policy-types.js';
@@ -72,12 +73,33 @@ function alive(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
 }
 
-async function admin(path: string): Promise<Record<string, unknown>> {
-  const res = await fetch(`${collector.url}${path}`, {
-    headers: { authorization: `Bearer ${collector.adminToken}` },
+/**
+ * One GET on a connection of its own: guardctl runs synchronously here (blocking this event loop),
+ * and a pooled keep-alive socket could meanwhile have been closed by the collector's idle timer.
+ */
+function get(path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      `${collector.url}${path}`,
+      { agent: false, headers: { authorization: `Bearer ${collector.adminToken}` } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
   });
-  if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
-  return (await res.json()) as Record<string, unknown>;
+}
+
+async function admin(path: string): Promise<Record<string, unknown>> {
+  const r = await get(path);
+  if (r.status !== 200) throw new Error(`GET ${path}: ${r.status}`);
+  return JSON.parse(r.text) as Record<string, unknown>;
 }
 
 async function collectorEvents(type: string): Promise<Record<string, unknown>[]> {
@@ -202,7 +224,7 @@ describe('shadow policy end to end', () => {
     const promoted = adminCli(['policy', 'promote', '--shadow-version', '6', '--by', 'bob@example']);
     expect(promoted.code, promoted.stderr).toBe(0);
     expect(promoted.json()).toMatchObject({ channel: 'enforced', action: 'promote', version: 6 });
-    expect((await fetch(`${collector.url}/v1/policy/shadow`)).status).toBe(204);
+    expect((await get('/v1/policy/shadow')).status).toBe(204);
 
     // guardd enforces v6 at its next fetch: the running candidate is killed and reported
     const after = reload().json<{ version: number; shadow: { status: string } }>();
