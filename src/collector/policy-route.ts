@@ -83,11 +83,20 @@ export class PolicyChannelCache {
 
   constructor(private readonly store: PolicyChannels) {}
 
-  /** The channel's newest published envelope, or null when none was published or it was cleared. */
+  /**
+   * The channel's newest published envelope, or null when none was published or it was cleared.
+   * The store failing is a 503 `GUARD_COLLECTOR_NO_POLICY` (agents keep their policy and retry),
+   * never an older policy from elsewhere.
+   */
   newest(channel: PolicyChannel): Promise<ServedPolicy | null> {
     let p = this.inFlight.get(channel);
     if (!p) {
-      p = this.load(channel).finally(() => this.inFlight.delete(channel));
+      p = this.load(channel)
+        .catch(() => {
+          // no store detail in the answer: the policy routes need no token
+          throw noPolicy('the policy store is unavailable; retry later');
+        })
+        .finally(() => this.inFlight.delete(channel));
       this.inFlight.set(channel, p);
     }
     return p;

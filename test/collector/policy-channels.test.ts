@@ -295,6 +295,13 @@ describe('several collectors on one PostgreSQL database', () => {
         ['enforced', 'publish', 1],
       ]);
       await guardd.stop();
+      // the database gone: 503 (agents keep their policy and retry), no store detail, never an older policy
+      await server.stop();
+      const down = await fetch(`${a.url}/v1/policy`);
+      expect(down.status).toBe(503);
+      const body = (await down.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe('GUARD_COLLECTOR_NO_POLICY');
+      expect(body.error.message).not.toMatch(/127\.0\.0\.1|postgres|ECONNREFUSED/i);
     } finally {
       await a.close();
       await b.close();
