@@ -7,7 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ShadowEvaluator } from '../../src/daemon/shadow-evaluator.js';
+import { ShadowEvaluator, sensorView } from '../../src/daemon/shadow-evaluator.js';
 import { FULL_SCOPE } from '../../src/enforcement/enforcement-scope.js';
 import { compileMatcher } from '../../src/policy/matcher.js';
 import type { ProcessObservation } from '../../src/sensors/observation.js';
@@ -197,5 +197,41 @@ describe('ShadowEvaluator', () => {
     clock.now += 3_600_000;
     for (let pid = 6000; pid < 7000; pid++) e.evaluate(running(pid), CTX, null, 3);
     expect(events.events).toHaveLength(102 + 100);
+  });
+});
+
+describe('sensorView: what the sensors observe for while a shadow is in force', () => {
+  it("widens the enforced matcher by the shadow's needs, package names and path globs; decisions stay the enforced one's", () => {
+    const opts = { platform: 'linux' as const, homes: ['/home/dev'] };
+    const enforced = compileMatcher(
+      body(3, {
+        rules: [{ id: 'n', name: 'n', action: 'block', message: 'm', process: { names: ['tool-a'] } }],
+      }),
+      opts,
+    );
+    const shadow = compileMatcher(
+      body(4, {
+        rules: [
+          {
+            id: 's',
+            name: 's',
+            action: 'block',
+            message: 'm',
+            process: { sha256: ['a'.repeat(64)] },
+            packages: [{ ecosystem: 'npm', name: 'cand-pkg', range: '*' }],
+            paths: ['~/.cand/*'],
+          },
+        ],
+      }),
+      opts,
+    );
+    expect(enforced.needs.sha256).toBe(false);
+    const view = sensorView(enforced, shadow, -7);
+    expect(view.policyVersion).toBe(-7);
+    expect(view.needs.sha256).toBe(true);
+    expect([...view.packageNames]).toEqual(['cand-pkg']);
+    expect(view.pathGlobs).toEqual(shadow.pathGlobs);
+    expect(view.match(proc('tool-a'), CTX)?.rule.id).toBe('n');
+    expect(view.match({ ...proc('x'), sha256: 'a'.repeat(64) }, CTX)).toBeNull();
   });
 });
