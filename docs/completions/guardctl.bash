@@ -20,11 +20,13 @@ _guardctl() {
       "events") words="--since --type --limit --follow --help" ;;
       "explain") words="--help" ;;
       "package") words="--collector-url --enroll-secret-file --trusted-key --format --win-runtime --out --help" ;;
+      "policy clear-shadow") words="--collector --admin-token-file --message --by --help" ;;
       "policy diff") words="--help" ;;
       "policy init") words="--out --help" ;;
       "policy keygen") words="--out --help" ;;
       "policy lint") words="--help" ;;
-      "policy publish") words="--key --collector --admin-token-file --message --by --help" ;;
+      "policy promote") words="--collector --admin-token-file --message --by --shadow-version --help" ;;
+      "policy publish") words="--key --collector --admin-token-file --message --by --shadow --help" ;;
       "policy reload") words="--help" ;;
       "policy show") words="--help" ;;
       "policy sign") words="--key --out --previous --help" ;;
@@ -39,7 +41,7 @@ _guardctl() {
     words="config doctor events explain package policy quarantine status help"
   elif [ ${#cmd[@]} -eq 1 ]; then
     case "${cmd[0]}" in
-      policy) words="diff init keygen lint publish reload show sign test verify" ;;
+      policy) words="clear-shadow diff init keygen lint promote publish reload show sign test verify" ;;
       quarantine) words="list restore" ;;
       *) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac

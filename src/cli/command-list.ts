@@ -12,6 +12,7 @@ import { policyDiffCommand } from './commands/policy-diff.js';
 import { policyInitCommand } from './commands/policy-init.js';
 import { policyKeygenCommand } from './commands/policy-keygen.js';
 import { policyLintCommand } from './commands/policy-lint.js';
+import { policyClearShadowCommand, policyPromoteCommand } from './commands/policy-promote.js';
 import { policyPublishCommand } from './commands/policy-publish.js';
 import { policyReloadCommand } from './commands/policy-reload.js';
 import { policyShowCommand } from './commands/policy-show.js';
@@ -29,10 +30,12 @@ export const COMMANDS: readonly GuardctlCommand[] = [
   eventsCommand,
   explainCommand,
   packageCommand,
+  policyClearShadowCommand,
   policyDiffCommand,
   policyInitCommand,
   policyKeygenCommand,
   policyLintCommand,
+  policyPromoteCommand,
   policyPublishCommand,
   policyReloadCommand,
   policyShowCommand,

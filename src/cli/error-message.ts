@@ -59,7 +59,12 @@ export function exitCodeFor(code: ErrorCode | string): number {
   if (code === 'GUARD_PACKAGE_UNSUPPORTED_FORMAT') return EXIT.USAGE;
   if (code === 'GUARD_PACKAGE_BUILD_FAILED') return EXIT.PACKAGE_BUILD;
   if (code.startsWith('GUARD_PACKAGE_')) return EXIT.PACKAGE_INPUT;
-  if (code.startsWith('GUARD_POLICY_') || code === 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER')
+  if (
+    code.startsWith('GUARD_POLICY_') ||
+    code === 'GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER' ||
+    code === 'GUARD_COLLECTOR_NO_SHADOW' ||
+    code === 'GUARD_COLLECTOR_SHADOW_CHANGED'
+  )
     return EXIT.POLICY;
   if (code === 'GUARD_COLLECTOR_UNAUTHORIZED') return EXIT.FORBIDDEN;
   if (code.startsWith('GUARD_CONFIG_')) return EXIT.CONFIG;
@@ -152,8 +157,10 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Raise "version" in the body above the served one (`GET /v1/admin/policy/history` lists the published versions).';
     case 'GUARD_COLLECTOR_UNAUTHORIZED':
       return "--admin-token-file must hold the collector's admin token (its admin_token_file).";
-    case 'GUARD_COLLECTOR_NO_POLICY_FILE':
-      return 'Start the collector with --policy-file <the envelope path agents are served>.';
+    case 'GUARD_COLLECTOR_NO_SHADOW':
+      return 'Publish a shadow first: `guardctl policy publish <body> --shadow …`; `GET /v1/admin/policy/shadow` shows the state.';
+    case 'GUARD_COLLECTOR_SHADOW_CHANGED':
+      return 'Someone published or cleared a shadow meanwhile: `GET /v1/admin/policy/shadow` shows it; review, then promote its version.';
     case 'GUARD_CLI_PUBLISH_FAILED':
       return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:

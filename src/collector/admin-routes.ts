@@ -4,8 +4,8 @@
  * scope cannot forget it: `GET /v1/devices` (fleet state: last seen, agent and policy versions,
  * the enrollment generation, the `silent` flag, and `state`: stopped = its last event was a clean
  * stop, silent = not heard from for silent_after_s without one, else active) and `GET /v1/events` (filters and
- * cursor paging), and policy publishing (`POST /v1/admin/policy`, `GET /v1/admin/policy/history`:
- * policy-publish.ts). Query parameters are validated strictly — an unknown or malformed parameter is a
+ * cursor paging), and policy publishing (`POST /v1/admin/policy`, `GET /v1/admin/policy/history`,
+ * the shadow channel's promote/clear and would-match counts: policy-publish.ts). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -16,6 +16,7 @@ import type {
   DeviceCoverage,
   EventLog,
   FleetQueries,
+  PolicyChannels,
   PolicyPublications,
   StoredEventRow,
 } from './store/port.js';
@@ -32,7 +33,7 @@ const READ_CHUNK = 100;
 const MAX_FILTER_CHARS = 256;
 
 export interface AdminRoutesOptions {
-  readonly store: EventLog & FleetQueries & PolicyPublications;
+  readonly store: EventLog & FleetQueries & PolicyPublications & PolicyChannels;
   readonly adminToken: string;
   /** A device not seen for this many seconds is `silent`. */
   readonly silentAfterS: number;
@@ -56,7 +57,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
   app.register(async (admin) => {
     admin.addHook('onRequest', async (req) => authorize(req));
     registerRoutes(admin);
-    registerPolicyPublishRoutes(admin, { store, publisher: options.publisher });
+    registerPolicyPublishRoutes(admin, options.publisher);
   });
 
   function registerRoutes(admin: FastifyInstance): void {

@@ -12,7 +12,7 @@ import type { CollectorLimiters, CollectorLimits } from './collector-server.js';
 import { HttpError } from './http-error.js';
 import { type InflightBudget, type IngestOutcome, type IngestQueue, readBody } from './ingest.js';
 import type { CollectorMetrics } from './metrics.js';
-import { etagMatches, type PolicyFileCache } from './policy-route.js';
+import { etagMatches, type ServedPolicies, type ServedPolicy } from './policy-route.js';
 import { type LimitDecision, sourceKey } from './rate-limit.js';
 import type { DeviceRegistry, EnrolledDevice } from './store/port.js';
 
@@ -40,7 +40,7 @@ const QUOTA_DIMENSIONS = ['events', 'bytes'] as const;
 export interface AgentRoutesOptions {
   readonly store: DeviceRegistry;
   readonly ingest: IngestQueue;
-  readonly policy: PolicyFileCache;
+  readonly policy: ServedPolicies;
   /** The secret agents present to enroll. */
   readonly enrollSecret: string;
   readonly limits: CollectorLimits;
@@ -251,11 +251,17 @@ export function registerAgentRoutes(app: FastifyInstance, options: AgentRoutesOp
       }
     }
 
-    agent.get('/v1/policy', async (req, reply) => {
-      const p = await policy.current();
+    const serve = (req: FastifyRequest, reply: FastifyReply, p: ServedPolicy): FastifyReply => {
       reply.header('etag', p.etag).header('cache-control', 'no-cache');
       if (etagMatches(req.headers['if-none-match'], p.etag)) return reply.code(304).send();
       return reply.type('application/json').send(p.bytes);
+    };
+    agent.get('/v1/policy', async (req, reply) => serve(req, reply, await policy.current()));
+    // The shadow candidate (docs/policy.md "Shadow policies"); 204 = no shadow: the agent drops its own.
+    agent.get('/v1/policy/shadow', async (req, reply) => {
+      const p = await policy.shadow();
+      if (!p) return reply.header('cache-control', 'no-cache').code(204).send();
+      return serve(req, reply, p);
     });
   });
 

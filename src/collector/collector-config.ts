@@ -89,7 +89,8 @@ export const COLLECTOR_SETTINGS = {
   }),
   policy_file: str({
     default: '',
-    description: 'The signed policy envelope served at GET /v1/policy (re-read when it changes).',
+    description:
+      'A signed policy envelope served at GET /v1/policy (re-read when it changes; "sign, copy, done"); never written by the collector. Policies published through the admin API live in the database; the higher version of the two is served.',
   }),
   policy_trusted_keys: str({
     default: '',

@@ -42,7 +42,7 @@ import { InflightBudget, IngestQueue } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
 import { type BatchParser, defaultIngestWorkers, InlineParser, ParsePool } from './parse-pool.js';
 import { PolicyPublisher } from './policy-publish.js';
-import { PolicyFileCache } from './policy-route.js';
+import { PolicyChannelCache, PolicyFileCache, ServedPolicies } from './policy-route.js';
 import { type Limiter, TokenBucketLimiter } from './rate-limit.js';
 import { PRUNE_INTERVAL_MS, pruneExpiredEvents } from './retention.js';
 import { openStore, type StoreConnection } from './store/open-store.js';
@@ -216,7 +216,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   const silentAfterS = options.silentAfterS ?? (COLLECTOR_SETTINGS.silent_after_s.default as number);
   const metrics = new CollectorMetrics();
   const store = await openStore({ dbFile: options.dbFile, ...options.store }, logger);
-  const policy = new PolicyFileCache(options.policyFile ?? '');
+  const policy = new ServedPolicies(
+    new PolicyFileCache(options.policyFile ?? ''),
+    new PolicyChannelCache(store),
+  );
   const limiters = buildLimiters(limits);
   const budget = new InflightBudget(limits.maxInflightBytes);
   const runners = buildRunners(options.forwarders, store, logger, metrics);
@@ -446,8 +449,8 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   // --- admin, console, health, metrics ---------------------------------------------------------
   const publisher = new PolicyPublisher({
     store,
+    served: policy,
     now: Date.now,
-    policyFile: options.policyFile ?? '',
     trustedKeys: options.policyTrustedKeys ?? [],
     threshold: options.policyThreshold ?? 1,
   });

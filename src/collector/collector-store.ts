@@ -188,6 +188,20 @@ export const COLLECTOR_MIGRATIONS: readonly string[] = [
   ) STRICT, WITHOUT ROWID;
   CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
   `,
+  // 7: policy channels (shadow policies): the envelope served per channel ('enforced', 'shadow'),
+  // so every collector on the database serves the newest publication; the publication record
+  // says which channel and what was done (publish, promote, clear).
+  `
+  ALTER TABLE policy_publications ADD COLUMN channel TEXT NOT NULL DEFAULT 'enforced';
+  ALTER TABLE policy_publications ADD COLUMN action TEXT NOT NULL DEFAULT 'publish';
+  CREATE TABLE policy_channels (
+    channel         TEXT PRIMARY KEY,
+    version         INTEGER NOT NULL,   -- highest version ever set on the channel (kept when cleared)
+    envelope        TEXT,               -- the served envelope; NULL = cleared
+    publication_id  INTEGER NOT NULL,   -- the policy_publications row that set this state
+    updated_at      TEXT NOT NULL
+  );
+  `,
 ];
 
 /** A policy publication to record (POST /v1/admin/policy). */
@@ -208,11 +222,54 @@ export interface NewPolicyPublication {
   readonly verified: boolean;
   /** JSON of the PolicyDiff from the body served before (null for the first publication). */
   readonly diff: string | null;
+  /** Which policy channel (default `enforced`). */
+  readonly channel?: PolicyChannel;
+  /** What was done (default `publish`). */
+  readonly action?: PolicyPublicationAction;
 }
+
+/** The served policy channels: the enforced ban list, and a candidate evaluated but never acted on. */
+export type PolicyChannel = 'enforced' | 'shadow';
+/** publish: an envelope uploaded; promote: the shadow made the enforced policy; clear: the shadow withdrawn. */
+export type PolicyPublicationAction = 'publish' | 'promote' | 'clear';
 
 /** A recorded publication, with its id (ascending in recording order). */
 export interface PolicyPublicationRow extends NewPolicyPublication {
   readonly id: number;
+  readonly channel: PolicyChannel;
+  readonly action: PolicyPublicationAction;
+}
+
+/** A policy channel's state without the envelope (the per-request freshness check). */
+export interface PolicyChannelStamp {
+  /** The publication that set this state (changes with every publish/promote/clear). */
+  readonly publication_id: number;
+  /** Highest version ever set on the channel (kept when it is cleared). */
+  readonly version: number;
+  /** False when the channel was cleared. */
+  readonly present: boolean;
+}
+
+/** A policy channel's state with its envelope (null when cleared). */
+export interface PolicyChannelState extends PolicyChannelStamp {
+  readonly envelope: string | null;
+  readonly updated_at: string;
+}
+
+/** Shadow would-match counts of one rule. */
+export interface ShadowRuleCount {
+  readonly rule_id: string;
+  readonly matches: number;
+  readonly devices: number;
+  readonly last_at: string;
+}
+
+/** Shadow would-match counts of one (device, rule). */
+export interface ShadowDeviceCount {
+  readonly device_id: string;
+  readonly rule_id: string;
+  readonly matches: number;
+  readonly last_at: string;
 }
 
 export interface DeviceRow {
@@ -641,25 +698,129 @@ export class CollectorStore {
   }
 
   /** True when the DB answers a trivial query. */
-  /** Appends a publication record; durable when it returns. */
-  recordPolicyPublication(p: NewPolicyPublication): void {
-    this.db
+  /** Appends a publication record; durable when it returns. Returns its id. */
+  recordPolicyPublication(p: NewPolicyPublication): number | bigint {
+    return this.db
       .prepare(
-        `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff)
-         VALUES (@version, @published_at, @published_by, @message, @sha256, @keyids, @verified, @diff)`,
+        `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff, channel, action)
+         VALUES (@version, @published_at, @published_by, @message, @sha256, @keyids, @verified, @diff, @channel, @action)`,
       )
-      .run({ ...p, verified: p.verified ? 1 : 0 });
+      .run(publicationParams(p)).lastInsertRowid;
   }
 
   /** Publications newest first, at most `limit`, before id `beforeId` when given. */
   listPolicyPublications(limit: number, beforeId?: number): PolicyPublicationRow[] {
     const rows = this.db
       .prepare<unknown[], Omit<PolicyPublicationRow, 'verified'> & { verified: number }>(
-        `SELECT id, version, published_at, published_by, message, sha256, keyids, verified, diff
+        `SELECT id, version, published_at, published_by, message, sha256, keyids, verified, diff, channel, action
          FROM policy_publications ${beforeId === undefined ? '' : 'WHERE id < ?'} ORDER BY id DESC LIMIT ?`,
       )
       .all(...(beforeId === undefined ? [limit] : [beforeId, limit]));
     return rows.map((r) => ({ ...r, verified: r.verified === 1 }));
+  }
+
+  /** The channel's state without its envelope, or undefined when it was never set. */
+  policyChannelStamp(channel: PolicyChannel): PolicyChannelStamp | undefined {
+    const r = this.db
+      .prepare<[string], { publication_id: number; version: number; present: number }>(
+        'SELECT publication_id, version, envelope IS NOT NULL AS present FROM policy_channels WHERE channel = ?',
+      )
+      .get(channel);
+    return r && { ...r, present: r.present === 1 };
+  }
+
+  /** The channel's state with its envelope, or undefined when it was never set. */
+  policyChannel(channel: PolicyChannel): PolicyChannelState | undefined {
+    return this.db
+      .prepare<[string], Omit<PolicyChannelState, 'present'>>(
+        'SELECT publication_id, version, envelope, updated_at FROM policy_channels WHERE channel = ?',
+      )
+      .all(channel)
+      .map((r) => ({ ...r, present: r.envelope !== null }))[0];
+  }
+
+  /**
+   * In one transaction: when `p.version` is greater than the channel's version (or it was never
+   * set), records `p` and makes `envelope` the channel's; else nothing. The publication id, or null.
+   */
+  publishToPolicyChannel(channel: PolicyChannel, envelope: string, p: NewPolicyPublication): number | null {
+    return this.db
+      .transaction(() => {
+        const cur = this.policyChannelStamp(channel);
+        if (cur && cur.version >= p.version) return null;
+        const id = Number(this.recordPolicyPublication({ ...p, channel }));
+        this.setChannel(channel, p.version, envelope, id, p.published_at);
+        return id;
+      })
+      .immediate();
+  }
+
+  /**
+   * In one transaction: when the channel's state is still the one set by publication
+   * `expectedPublicationId`, records `p` and clears the channel (its version is kept); else
+   * nothing. The publication id, or null.
+   */
+  clearPolicyChannel(
+    channel: PolicyChannel,
+    expectedPublicationId: number,
+    p: NewPolicyPublication,
+  ): number | null {
+    return this.db
+      .transaction(() => {
+        const cur = this.policyChannelStamp(channel);
+        if (!cur || cur.publication_id !== expectedPublicationId) return null;
+        const id = Number(this.recordPolicyPublication({ ...p, channel, action: 'clear' }));
+        this.setChannel(channel, cur.version, null, id, p.published_at);
+        return id;
+      })
+      .immediate();
+  }
+
+  private setChannel(
+    channel: string,
+    version: number,
+    envelope: string | null,
+    id: number,
+    at: string,
+  ): void {
+    this.db
+      .prepare(
+        `INSERT INTO policy_channels (channel, version, envelope, publication_id, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (channel) DO UPDATE SET version = excluded.version, envelope = excluded.envelope,
+           publication_id = excluded.publication_id, updated_at = excluded.updated_at`,
+      )
+      .run(channel, version, envelope, id, at);
+  }
+
+  /**
+   * Would-match counts of shadow `version` per rule, rules after `afterRule` in byte order, at most
+   * `limit`. Reads only the `policy.shadow_match` events (the type index), which agents bound.
+   */
+  shadowMatchesByRule(version: number, afterRule: string | undefined, limit: number): ShadowRuleCount[] {
+    return this.db
+      .prepare<unknown[], ShadowRuleCount>(
+        `SELECT rule_id, count(*) AS matches, count(DISTINCT device_id) AS devices, max(received_at) AS last_at
+         FROM events WHERE type = 'policy.shadow_match' AND json_extract(body, '$.shadow_version') = ?
+           AND rule_id IS NOT NULL AND rule_id > ?
+         GROUP BY rule_id ORDER BY rule_id LIMIT ?`,
+      )
+      .all(version, afterRule ?? '', limit);
+  }
+
+  /** Would-match counts of shadow `version` per (device, rule), after `after` in that order, at most `limit`. */
+  shadowMatchesByDevice(
+    version: number,
+    after: { readonly device_id: string; readonly rule_id: string } | undefined,
+    limit: number,
+  ): ShadowDeviceCount[] {
+    return this.db
+      .prepare<unknown[], ShadowDeviceCount>(
+        `SELECT device_id, rule_id, count(*) AS matches, max(received_at) AS last_at
+         FROM events WHERE type = 'policy.shadow_match' AND json_extract(body, '$.shadow_version') = ?
+           AND rule_id IS NOT NULL AND (device_id, rule_id) > (?, ?)
+         GROUP BY device_id, rule_id ORDER BY device_id, rule_id LIMIT ?`,
+      )
+      .all(version, after?.device_id ?? '', after?.rule_id ?? '', limit);
   }
 
   healthy(): boolean {
@@ -677,4 +838,14 @@ export class CollectorStore {
     this.closed = true;
     this.db.close();
   }
+}
+
+/** The named parameters of a publication row (channel and action defaulted). */
+function publicationParams(p: NewPolicyPublication): Record<string, unknown> {
+  return {
+    ...p,
+    verified: p.verified ? 1 : 0,
+    channel: p.channel ?? 'enforced',
+    action: p.action ?? 'publish',
+  };
 }

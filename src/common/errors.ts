@@ -103,7 +103,6 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_INTERNAL: 'an unexpected collector failure (logged); the request may be retried',
   GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER:
     'a published policy version is not greater than the one the collector serves',
-  GUARD_COLLECTOR_NO_POLICY_FILE: 'publishing needs a policy_file configured on the collector',
   // console: the browser fleet console served by the collector (src/collector/console/)
   GUARD_CONSOLE_LOGIN_FAILED: 'the console credential is neither the admin token nor the viewer token',
   GUARD_CONSOLE_LOGIN_RATE_LIMITED:
@@ -116,6 +115,8 @@ export const ERROR_CODES = {
   GUARD_CONSOLE_NOT_BUILT: "the console's browser bundle is missing: run `npm run build`",
   GUARD_BAD_REQUEST: 'a console request parameter is invalid (a limit outside 1..500, an unknown sort)',
   GUARD_BAD_CURSOR: 'a console page cursor is malformed or belongs to another listing',
+  GUARD_COLLECTOR_NO_SHADOW: 'there is no shadow policy to promote or clear',
+  GUARD_COLLECTOR_SHADOW_CHANGED: 'the shadow policy changed since it was looked at (review it again)',
   // package: `guardctl package` (an endpoint package with the organisation's config baked in)
   GUARD_PACKAGE_BAD_COLLECTOR_URL: 'the collector URL is not an absolute http(s) URL without credentials',
   GUARD_PACKAGE_SECRET_UNREADABLE: 'the enrollment secret file cannot be read, is empty or too large',

@@ -26,6 +26,18 @@ export interface DaemonStatus {
   readonly device_id: string;
   readonly hostname: string;
   readonly policy: PolicyStatus;
+  /**
+   * The shadow policy (evaluated beside the enforced one, never acted on) and its would-match
+   * counters; null when none is in force. Optional: a daemon before shadow policies does not report it.
+   */
+  readonly shadow?:
+    | (PolicyStatus & {
+        readonly matches: number;
+        readonly reported: number;
+        readonly repeats: number;
+        readonly suppressed: number;
+      })
+    | null;
   readonly sensors: readonly {
     name: string;
     running: boolean;

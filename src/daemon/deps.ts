@@ -56,6 +56,7 @@ import { SentLog, sentControlMethods } from '../store/sent-log.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
 import { Pipeline } from './pipeline.js';
+import { ShadowEvaluator } from './shadow-evaluator.js';
 
 export interface BuildDaemonOptions {
   readonly config: Config;
@@ -168,12 +169,15 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   });
   const reports = new ProcessReports(db);
   reports.beginBoot(currentBootId(), state);
+  // The shadow policy: decided like the enforced one (same scope), reported, never acted on.
+  const shadowEvaluator = new ShadowEvaluator({ events, scope: local ? local.scope : FULL_SCOPE });
   const pipeline = new Pipeline({
     enforcer,
     logger: logger.child({ component: 'pipeline' }),
     hostname: host,
     deviceTags: config['device.tags'],
     reports,
+    shadow: shadowEvaluator,
   });
 
   const execDeny = buildExecDeny(config, logger, local !== null, {
@@ -200,9 +204,27 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       execDeny.listener?.policyChanged();
     },
   });
+  // The shadow channel: same keys, threshold, freshness and caps; its own anti-rollback.
+  const shadowPolicy = new PolicyManager({
+    state,
+    db,
+    trustedKeys: config['policy.trusted_keys'],
+    threshold: config['policy.threshold'],
+    clockSkewS: config['policy.clock_skew_s'],
+    maxBytes: config['policy.max_bytes'],
+    platform,
+    homes,
+    protectedDirs: [stateDir, config['paths.socket_dir']],
+    events,
+    logger: logger.child({ component: 'policy.shadow' }),
+    channel: 'shadow',
+    onChange: (matcher, verified) => pipeline.setShadowMatcher(verified ? matcher : null),
+  });
   const policyUrl =
     config['policy.url'] ||
     (config['collector.url'] ? `${config['collector.url'].replace(/\/+$/, '')}/v1/policy` : '');
+  // The shadow is the collector's: fetched when the policy URL is a collector's /v1/policy.
+  const shadowUrl = /\/v1\/policy$/.test(policyUrl) ? `${policyUrl}/shadow` : '';
   const updater = policyUrl
     ? new PolicyUpdater({
         manager: policy,
@@ -212,6 +234,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         timeoutMs: config['policy.fetch_timeout_ms'],
         maxBytes: config['policy.max_bytes'],
         caFile: config['collector.ca_file'] || undefined,
+        ...(shadowUrl ? { shadow: { manager: shadowPolicy, url: shadowUrl } } : {}),
         onAnswered: () => sentLog.record('policy', 0),
         logger: logger.child({ component: 'policy.updater' }),
       })
@@ -265,6 +288,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       device_id: deviceId,
       hostname: host,
       policy: policy.status(),
+      shadow: shadowPolicy.current() ? { ...shadowPolicy.status(), ...shadowEvaluator.counts() } : null,
       sensors: sensors.map((s) => {
         const st = s.status();
         return { name: st.name, running: st.running, details: { ...st.details }, skipped: { ...st.skipped } };
@@ -321,7 +345,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     ...eventsControlMethods(outbox),
     ...sentControlMethods(sentLog),
     // policy.show answers with or without a fetch URL (a bootstrap-only policy is still in force)
-    ...policyControlMethods(updater, policy),
+    ...policyControlMethods(updater, policy, shadowPolicy),
     ...quarantineControlMethods(quarantineStore, { events, stillBanned: (obs) => pipeline.wouldMatch(obs) }),
     ...(process.env.TOOLGUARD_TEST_HOOKS === '1' ? testHookMethods() : {}),
   };
@@ -350,6 +374,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       });
       await quarantineStore.recover(); // before any sensor can report a path recovery is about to put back
       policy.loadInitial(config['paths.bootstrap_policy'] || join(stateDir, 'bootstrap-policy.dsse.json'));
+      shadowPolicy.loadInitial(null);
       for (const s of sensors) pipeline.addSensor(s);
       pipeline.setMatcher(policy.matcher());
       execDeny.listener?.policyChanged();
@@ -373,7 +398,10 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
         eventConsole.release();
       }
       for (const s of sensors) await s.start();
-      freshnessTimer = setInterval(() => policy.checkFreshness(), FRESHNESS_CHECK_MS);
+      freshnessTimer = setInterval(() => {
+        policy.checkFreshness();
+        shadowPolicy.checkFreshness();
+      }, FRESHNESS_CHECK_MS);
       freshnessTimer.unref();
       updater?.start();
       shipper?.start();

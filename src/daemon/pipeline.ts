@@ -7,12 +7,17 @@
  * rule, action and mode (the sensors report every process again after a policy change and at
  * start) is counted as a repeat instead of handed to the enforcer — except an enforced block, which is
  * acted on (and reported) every time: a process still alive after a block must be stopped again.
+ *
+ * With a shadow policy in force, every observation is also handed to the ShadowEvaluator
+ * (shadow-evaluator.ts) with the enforced decision, after the enforced matching and before the
+ * action; the shadow never changes what is done.
  */
 import type { Logger } from '../common/logger.js';
 import type { Enforcer } from '../enforcement/enforcer.js';
 import type { MatchContext, Matcher } from '../policy/matcher.js';
 import type { Observation } from '../sensors/observation.js';
 import type { Sensor } from '../sensors/sensor.js';
+import { type ShadowEvaluator, sensorView } from './shadow-evaluator.js';
 
 export interface PipelineOptions {
   readonly enforcer: Enforcer;
@@ -21,6 +26,8 @@ export interface PipelineOptions {
   readonly deviceTags: readonly string[];
   /** What was reported per process identity (state DB); absent = every match is handed over. */
   readonly reports?: { isRepeat(pid: number, startTime: number, decision: string): boolean };
+  /** The shadow policy's evaluator (absent = no shadow channel). */
+  readonly shadow?: ShadowEvaluator;
   readonly now?: () => number;
 }
 
@@ -32,6 +39,8 @@ export class Pipeline {
   private matched = 0;
   private repeats = 0;
   private inFlight = new Set<Promise<unknown>>();
+  /** Counts down (negative) for each change of the sensors' widened view (shadow-evaluator.ts sensorView). */
+  private viewGeneration = 0;
 
   constructor(private readonly options: PipelineOptions) {
     this.now = options.now ?? Date.now;
@@ -40,13 +49,32 @@ export class Pipeline {
   /** Registers a sensor so it hears about matcher changes. Call before `setMatcher`. */
   addSensor(sensor: Sensor): void {
     this.sensors.push(sensor);
-    if (this.matcher) sensor.setMatcher(this.matcher);
+    const view = this.sensorMatcher();
+    if (view) sensor.setMatcher(view);
   }
 
   /** Puts `matcher` in force for every observation from now on, and tells the sensors. */
   setMatcher(matcher: Matcher): void {
     this.matcher = matcher;
-    for (const s of this.sensors) s.setMatcher(matcher);
+    this.tellSensors();
+  }
+
+  /** Puts the shadow matcher in force (null = none), and tells the sensors what to observe for it. */
+  setShadowMatcher(matcher: Matcher | null): void {
+    this.options.shadow?.setMatcher(matcher);
+    this.tellSensors();
+  }
+
+  private tellSensors(): void {
+    const view = this.sensorMatcher();
+    if (view) for (const s of this.sensors) s.setMatcher(view);
+  }
+
+  /** What the sensors observe for: the enforced matcher, widened by the shadow's when one is in force. */
+  private sensorMatcher(): Matcher | null {
+    const shadow = this.options.shadow?.matcherInForce() ?? null;
+    if (!this.matcher || !shadow) return this.matcher;
+    return sensorView(this.matcher, shadow, --this.viewGeneration);
   }
 
   /**
@@ -63,6 +91,15 @@ export class Pipeline {
     } catch (err) {
       this.options.logger.error({ err, kind: obs.kind }, 'matcher failed on an observation');
       return;
+    }
+    if (this.options.shadow) {
+      try {
+        // version 0 is the empty matcher of "no policy yet" (real versions start at 1)
+        const version = matcher.policyVersion > 0 ? matcher.policyVersion : null;
+        this.options.shadow.evaluate(obs, this.context(), decision, version);
+      } catch (err) {
+        this.options.logger.error({ err, kind: obs.kind }, 'shadow evaluation failed on an observation');
+      }
     }
     if (!decision) return;
     this.matched++;

@@ -124,6 +124,14 @@ export const ECS_MAPPING: readonly EcsMappingRow[] = [
       '`event.outcome` failure (rejected) / unknown (stale), `error.code` (GUARD_POLICY_*), `error.message`, `toolguard.policy`',
   },
   {
+    types: ['policy.shadow_match'],
+    kind: 'event',
+    category: ['intrusion_detection'],
+    type: ['info'],
+    key_fields:
+      '`process` or `file`/`package` (the subject, as in the enforced types), `user`, `rule` (the shadow rule; `rule.version` = shadow version, `rule.ruleset` = toolguard shadow ban list), `toolguard.shadow` (would, mode, the enforced decision)',
+  },
+  {
     types: ['agent.started', 'agent.stopped'],
     kind: 'event',
     category: ['process'],
@@ -364,6 +372,55 @@ export function toEcs(event: AgentEvent | Obj): Obj {
         package: isPackage ? compact({ manager: str(p.manager), root: str(p.root) }) : null,
       }),
     };
+  } else if (type === 'policy.shadow_match') {
+    const p = obj(e.package);
+    const kind = str(e.subject_kind);
+    const enforced = obj(e.enforced);
+    const version = int(e.shadow_version);
+    const rule = obj(e.rule);
+    cls = { ...cls, severity: e.would === 'block' ? 2 : 1 };
+    fields = {
+      process: kind === 'process' ? processOf(e) : null,
+      package:
+        kind === 'package'
+          ? compact({
+              name: text(p.name),
+              version: text(p.version),
+              path: text(p.path),
+              type: text(p.ecosystem),
+            })
+          : null,
+      file:
+        kind === 'process'
+          ? null
+          : fileOf(
+              kind === 'package' ? text(p.path) : text(e.path),
+              kind === 'package' || e.is_directory === true,
+              e,
+            ),
+      user: userOf(e),
+      rule: compact({
+        id: text(rule.id),
+        name: text(rule.name),
+        version: version === null ? null : String(version),
+        ruleset: 'toolguard shadow ban list',
+      }),
+      toolguard: compact({
+        shadow: compact({
+          version,
+          would: str(e.would),
+          mode: str(e.mode),
+          reason: str(e.reason),
+          rule_action: str(rule.action),
+          enforced: compact({
+            act: str(enforced.act),
+            rule_id: str(enforced.rule_id),
+            policy_version: int(enforced.policy_version),
+          }),
+        }),
+      }),
+    };
+    message = `policy.shadow_match: v${String(version ?? '?')} would ${str(e.would) ?? '?'}: ${text(rule.name) ?? text(rule.id) ?? 'unknown rule'}`;
   } else if (family === 'policy') {
     const version = int(e.policy_version);
     cls = {
@@ -380,6 +437,7 @@ export function toEcs(event: AgentEvent | Obj): Obj {
           source: str(e.source),
           previous_version: int(e.previous_version),
           expires_at: str(e.expires_at),
+          channel: str(e.channel),
         }),
       }),
     };

@@ -79,6 +79,8 @@ export interface EventField {
   readonly eventTypes: readonly EventType[];
   /** True when every event of those types carries it (the parent object being present). */
   readonly required: boolean;
+  /** The types among `eventTypes` whose events always carry it (the parent object being present). */
+  readonly requiredIn: readonly EventType[];
   /** What kind of value the field carries (`x-class` in the schema; src/events/content-class.ts). */
   readonly contentClass: ContentClass;
   /**
@@ -124,6 +126,7 @@ function buildCatalogue(): EventField[] {
       description: string;
       types: EventType[];
       required: boolean;
+      requiredIn: EventType[];
       contentClass: ContentClass;
     }
   >();
@@ -141,12 +144,14 @@ function buildCatalogue(): EventField[] {
         description: n.description ?? '',
         types: [],
         required,
+        requiredIn: [],
         contentClass: cls,
       };
       byKey.set(key, entry);
     }
     if (!entry.types.includes(type)) entry.types.push(type);
     entry.required &&= required;
+    if (required && !entry.requiredIn.includes(type)) entry.requiredIn.push(type);
     if (depth > 8) return;
     for (const [k, child] of Object.entries(n.properties ?? {}))
       visit(`${path}.${k}`, child, (n.required ?? []).includes(k), type, depth + 1);
@@ -164,6 +169,7 @@ function buildCatalogue(): EventField[] {
     description: e.description,
     eventTypes: e.types,
     required: e.required,
+    requiredIn: e.requiredIn,
     contentClass: e.contentClass,
     personal: isPersonal(e.contentClass),
   }));

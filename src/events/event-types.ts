@@ -18,6 +18,7 @@ export const EVENT_TYPES = [
   'policy.applied',
   'policy.rejected',
   'policy.stale',
+  'policy.shadow_match',
   'agent.started',
   'agent.stopped',
   'agent.heartbeat',

@@ -160,6 +160,14 @@ export const OCSF_MAPPING: readonly OcsfMappingRow[] = [
       '`policy` (the ban list: version, is_applied, data.sha256/source), `status_id` (applied: Success; rejected: Failure with `status_code` = GUARD_POLICY_* code; stale: Other)',
   },
   {
+    types: ['policy.shadow_match'],
+    class_uid: 2004,
+    class_name: 'Detection Finding',
+    activity: 'Create (1)',
+    key_attributes:
+      '`finding_info` (uid = event id, title: what the shadow would do), `evidences[0].process` or `evidences[0].file` (the subject, as in the enforced classes), `policy` (the shadow rule, version = shadow version), `action_id`/`disposition_id` Observed/Detected (nothing was done), `unmapped.toolguard` (would, mode, enforced decision)',
+  },
+  {
     types: ['agent.started'],
     class_uid: 6002,
     class_name: 'Application Lifecycle',
@@ -582,6 +590,63 @@ function mapInstall(e: Obj, family: string, verb: string, device: Obj, taken: st
   };
 }
 
+/** A shadow policy's would-match: a finding about the subject; nothing was done (docs/policy.md). */
+function mapShadowMatch(e: Obj, device: Obj): Mapped {
+  const rule = obj(e.rule);
+  const enforced = obj(e.enforced);
+  const would = str(e.would) ?? 'unknown';
+  const isProcess = e.subject_kind === 'process';
+  const pkg = obj(e.package);
+  const evidence = isProcess
+    ? { process: processOf(e) }
+    : {
+        file: fileOf(
+          e.subject_kind === 'package' ? text(pkg.path) : text(e.path),
+          e.subject_kind === 'package' || e.is_directory === true,
+          user(e),
+        ),
+      };
+  const policy = rulePolicy({ ...e, policy_version: e.shadow_version });
+  return {
+    cls: CLASSES.detection,
+    activity: 1,
+    severity: would === 'block' ? 2 : 1,
+    profiles: [PROFILE_SECURITY_CONTROL],
+    attrs: {
+      device,
+      finding_info: dropNulls({
+        uid: str(e.id) ?? 'unknown',
+        title: `Shadow policy v${String(int(e.shadow_version) ?? '?')} would ${would}: ${text(rule.name) ?? text(rule.id) ?? 'unknown rule'}`,
+        types: ['toolguard shadow policy match'],
+      }),
+      evidences: [evidence],
+      ...pair('status', 1, { 1: 'New' }),
+      ...pair('action', 3, ACTION),
+      ...pair('disposition', 15, DISPOSITION),
+      ...(policy ? { policy } : {}),
+      is_alert: false,
+    },
+    observables: isProcess
+      ? processObservables(evidence.process as Obj, 'evidences.process')
+      : fileObservables(evidence.file as Obj, 'evidences.file'),
+    extras: dropNulls({
+      shadow_version: int(e.shadow_version),
+      would,
+      mode: str(e.mode),
+      reason: str(e.reason),
+      rule_action: str(rule.action),
+      subject_kind: str(e.subject_kind),
+      enforced: dropNulls({
+        act: str(enforced.act),
+        rule_id: str(enforced.rule_id),
+        policy_version: int(enforced.policy_version),
+      }),
+      package:
+        e.subject_kind === 'package' ? dropNulls({ name: str(pkg.name), version: str(pkg.version) }) : null,
+    }),
+  };
+}
+
 function mapPolicy(e: Obj, verb: string, device: Obj): Mapped {
   const version = int(e.policy_version);
   const data = dropNulls({
@@ -589,9 +654,10 @@ function mapPolicy(e: Obj, verb: string, device: Obj): Mapped {
     source: str(e.source),
     previous_version: int(e.previous_version),
     expires_at: str(e.expires_at),
+    channel: str(e.channel),
   });
   const policy = dropNulls({
-    name: 'toolguard ban list',
+    name: e.channel === 'shadow' ? 'toolguard shadow ban list' : 'toolguard ban list',
     version: version === null ? null : String(version),
     is_applied: verb !== 'rejected',
     data: Object.keys(data).length ? data : null,
@@ -731,9 +797,11 @@ export function toOcsf(event: AgentEvent | Obj): Obj {
       ? mapProcess(e, verb, device, taken)
       : family === 'package' || family === 'path'
         ? mapInstall(e, family, verb, device, taken)
-        : family === 'policy'
-          ? mapPolicy(e, verb, device)
-          : mapAgent(e, type, verb, device);
+        : type === 'policy.shadow_match'
+          ? mapShadowMatch(e, device)
+          : family === 'policy'
+            ? mapPolicy(e, verb, device)
+            : mapAgent(e, type, verb, device);
   const activityName =
     m.activity === 99
       ? (m.otherActivity ?? 'Other')

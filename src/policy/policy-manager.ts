@@ -8,6 +8,13 @@
  *  - the highest accepted version and its payload SHA-256 are persisted in the state DB before
  *    the new matcher is handed out, so a crash cannot leave the device accepting a rollback;
  *  - every accept and reject is recorded in `policy_history` (pruned to the newest rows).
+ *
+ * One manager per channel: `enforced` (the ban list acted on) and `shadow` (a candidate evaluated
+ * beside it and never acted on, docs/policy.md "Shadow policies"). Both verify with the same
+ * verifier, trusted keys, threshold and freshness; each channel keeps its own anti-rollback
+ * (highest version), last-good cache and history rows, and the shadow's events carry
+ * `channel: "shadow"`. Only the shadow can be cleared (the collector withdrew or promoted it):
+ * `clear()` drops it and keeps its highest version, so an older shadow is still a rollback.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
@@ -23,10 +30,14 @@ import type { PolicyBody, VerifiedPolicy } from './policy-types.js';
 import { POLICY_SCHEMA_ID } from './policy-types.js';
 import { isExpired, verifyPolicyEnvelope } from './policy-verifier.js';
 
-/** State keys (the `state` table). */
-const STATE_HIGHEST = 'policy.highest';
-const STATE_LAST_GOOD = 'policy.last_good';
-const STATE_STALE_NOTIFIED = 'policy.stale_notified';
+/** The policy channels guardd fetches: the enforced ban list and the shadow candidate. */
+export type PolicyChannel = 'enforced' | 'shadow';
+
+/** State keys (the `state` table) of a channel; the enforced channel keeps the keys of before channels. */
+function stateKeys(channel: PolicyChannel): { highest: string; lastGood: string; staleNotified: string } {
+  const p = channel === 'enforced' ? 'policy.' : 'policy.shadow.';
+  return { highest: `${p}highest`, lastGood: `${p}last_good`, staleNotified: `${p}stale_notified` };
+}
 
 /** Event `message`/`source` fields are cut to this many characters (the event schema caps them at 4096). */
 const MAX_EVENT_MESSAGE_CHARS = 4000;
@@ -57,6 +68,8 @@ export interface PolicyManagerOptions {
    * loadInitial, even with no policy). Must swap atomically; must not throw.
    */
   readonly onChange: (matcher: Matcher, policy: VerifiedPolicy | null) => void;
+  /** Which channel this manager holds (default `enforced`). */
+  readonly channel?: PolicyChannel;
 }
 
 export type ApplyResult =
@@ -102,19 +115,25 @@ export class PolicyManager {
   private lastRejectKey: string | null = null;
   private readonly insertHistory;
   private readonly pruneHistory;
+  private readonly channel: PolicyChannel;
+  private readonly keys: ReturnType<typeof stateKeys>;
 
   constructor(private readonly options: PolicyManagerOptions) {
+    this.channel = options.channel ?? 'enforced';
+    this.keys = stateKeys(this.channel);
     this.trusted = parseTrustedKeys(options.trustedKeys);
     this.now = options.now ?? Date.now;
     this.log = options.logger;
     this.compiled = compileMatcher(emptyBody(), { platform: options.platform, homes: [] });
     this.insertHistory = options.db.prepare(
-      'INSERT INTO policy_history(version, sha256, received_at, outcome, reason, envelope) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO policy_history(version, sha256, received_at, outcome, reason, envelope, channel) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.pruneHistory = options.db.prepare(
       'DELETE FROM policy_history WHERE rowid <= (SELECT max(rowid) FROM policy_history) - ?',
     );
-    if (this.trusted.length === 0) {
+    if (this.channel === 'shadow') {
+      // the enforced manager already warned about the keys
+    } else if (this.trusted.length === 0) {
       this.log.warn('no trusted policy keys configured (policy.trusted_keys): every policy will be refused');
     } else if (this.trusted.length < options.threshold) {
       this.log.warn(
@@ -131,11 +150,15 @@ export class PolicyManager {
    * recorded and reported in status.
    */
   loadInitial(bootstrapFile: string | null): void {
-    const cached = this.options.state.get<LastGood>(STATE_LAST_GOOD);
+    const cached = this.options.state.get<LastGood | null>(this.keys.lastGood);
     if (cached && this.tryInitial(cached.envelope, cached.source, 'cache')) return;
     if (bootstrapFile) {
       const text = this.readBootstrap(bootstrapFile);
       if (text !== null && this.tryInitial(text, `file:${bootstrapFile}`, 'bootstrap')) return;
+    }
+    if (this.channel === 'shadow') {
+      this.options.onChange(this.compiled, null);
+      return;
     }
     this.log.error(
       'NO POLICY: no valid cached or bootstrap policy; running monitor-only with nothing to match',
@@ -239,7 +262,7 @@ export class PolicyManager {
 
   private accept(verified: VerifiedPolicy, text: string, source: string, initial: boolean): ApplyResult {
     const { version } = verified.body;
-    const persisted = this.options.state.get<Highest>(STATE_HIGHEST);
+    const persisted = this.options.state.get<Highest>(this.keys.highest);
     // The policy in force counts too, in case persisting it failed (see below).
     const inForce = this.policy
       ? { version: this.policy.body.version, sha256: this.policy.sha256 }
@@ -270,8 +293,8 @@ export class PolicyManager {
     const previous = this.policy?.body.version ?? null;
     try {
       this.options.state.transaction(() => {
-        this.options.state.set(STATE_HIGHEST, { version, sha256: verified.sha256 } satisfies Highest);
-        this.options.state.set(STATE_LAST_GOOD, {
+        this.options.state.set(this.keys.highest, { version, sha256: verified.sha256 } satisfies Highest);
+        this.options.state.set(this.keys.lastGood, {
           envelope: text,
           source,
           applied_at: new Date(this.now()).toISOString(),
@@ -294,10 +317,19 @@ export class PolicyManager {
       previous_version: previous,
       sha256: verified.sha256,
       source,
+      ...this.channelField(),
     });
     this.log.info(
-      { version, previous, source, initial, signed_by: verified.signedBy, rules: this.compiled.ruleCount },
-      'policy applied',
+      {
+        version,
+        previous,
+        source,
+        initial,
+        signed_by: verified.signedBy,
+        rules: this.compiled.ruleCount,
+        channel: this.channel,
+      },
+      this.channel === 'shadow' ? 'shadow policy applied (evaluated, never acted on)' : 'policy applied',
     );
     this.checkFreshness();
     return { ok: true, version, changed: true };
@@ -353,7 +385,34 @@ export class PolicyManager {
       source: source.slice(0, MAX_EVENT_MESSAGE_CHARS),
       policy_version: claimedVersion,
       sha256: payloadSha,
+      ...this.channelField(),
     });
+  }
+
+  /** The `channel` field of this manager's events: absent for the enforced policy. */
+  private channelField(): { channel?: 'shadow' } {
+    return this.channel === 'shadow' ? { channel: 'shadow' } : {};
+  }
+
+  /**
+   * Drops the policy in force (the shadow channel only: the collector serves none any more). Its
+   * highest version stays, so anti-rollback still holds; the empty matcher goes out via onChange.
+   */
+  clear(source: string): void {
+    if (this.channel !== 'shadow' || !this.policy) return;
+    const version = this.policy.body.version;
+    try {
+      this.options.state.set(this.keys.lastGood, null);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'cannot forget the cleared shadow policy in the state DB');
+    }
+    this.policy = null;
+    this.textInForce = null;
+    this.source = null;
+    this.stale = false;
+    this.compiled = compileMatcher(emptyBody(), { platform: this.options.platform, homes: [] });
+    this.log.info({ version, source }, 'shadow policy cleared by the server');
+    this.options.onChange(this.compiled, null);
   }
 
   private recordHistory(
@@ -363,7 +422,15 @@ export class PolicyManager {
     reason: string | null,
     envelope: string | null,
   ): void {
-    this.insertHistory.run(version, sha, new Date(this.now()).toISOString(), outcome, reason, envelope);
+    this.insertHistory.run(
+      version,
+      sha,
+      new Date(this.now()).toISOString(),
+      outcome,
+      reason,
+      envelope,
+      this.channel,
+    );
     this.pruneHistory.run(HISTORY_KEEP_ROWS);
   }
 
@@ -384,14 +451,15 @@ export class PolicyManager {
       'policy expired: STALE, still enforced',
     );
     try {
-      if (this.options.state.get<string>(STATE_STALE_NOTIFIED) === p.sha256) return;
-      this.options.state.set(STATE_STALE_NOTIFIED, p.sha256);
+      if (this.options.state.get<string>(this.keys.staleNotified) === p.sha256) return;
+      this.options.state.set(this.keys.staleNotified, p.sha256);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'cannot persist the stale notice; sending it anyway');
     }
     this.options.events.emit('policy.stale', {
       policy_version: p.body.version,
       expires_at: p.body.expires_at,
+      ...this.channelField(),
     });
   }
 

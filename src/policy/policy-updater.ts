@@ -5,6 +5,11 @@
  * Content-Length), the whole request — connect, redirects and body — is time-limited, at most
  * MAX_REDIRECTS redirects are followed (never https → http), and anything but 200 with a JSON
  * content type, or 304, is a failure. What arrives is handed to the PolicyManager, which verifies it.
+ *
+ * With a shadow URL (the collector's `GET /v1/policy/shadow`), every refresh fetches the shadow
+ * candidate right after the enforced policy, the same way (caps, redirects, ETag) into its own
+ * manager; 204 or 404 there means "no shadow" and the manager drops the one it held. A failed or
+ * refused shadow never touches the enforced policy.
  */
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
@@ -46,6 +51,8 @@ export interface PolicyUpdaterOptions {
   readonly maxBytes: number;
   /** PEM CA bundle pinned for https (instead of the system CAs). */
   readonly caFile?: string;
+  /** The shadow channel: its manager and URL (absent = no shadow fetched). */
+  readonly shadow?: { readonly manager: PolicyManager; readonly url: string };
   /** Called once per request that got an answer (guardd's record of what it sent). */
   readonly onAnswered?: () => void;
   readonly logger: Logger;
@@ -54,41 +61,43 @@ export interface PolicyUpdaterOptions {
 export type RefreshStatus = 'applied' | 'unchanged' | 'not-modified' | 'rejected' | 'failed';
 
 export interface RefreshResult {
-  readonly status: RefreshStatus;
+  readonly status: RefreshStatus | 'none';
   readonly version?: number;
   readonly error?: { readonly code: string; readonly message: string };
+  /** The shadow channel's refresh (`none`: the server has no shadow). Absent without a shadow URL. */
+  readonly shadow?: RefreshResult;
 }
 
 type FetchOutcome =
   | { readonly kind: 'not-modified' }
+  | { readonly kind: 'none' }
   | { readonly kind: 'body'; readonly body: Buffer; readonly etag: string | null };
 
+/** One fetched channel: where from, into which manager, and the ETag of what it holds. */
+interface Channel {
+  readonly manager: PolicyManager;
+  readonly url: URL;
+  /** 204/404 mean "none" (the shadow); for the enforced policy they are failures. */
+  readonly optional: boolean;
+  /** ETag of the body last applied (or found unchanged); sent as If-None-Match. */
+  etag: string | null;
+}
+
 export class PolicyUpdater {
-  private readonly url: URL;
+  private readonly enforced: Channel;
+  private readonly shadow: Channel | null;
   private readonly ca: string | undefined;
   private task: ScheduledTask | null = null;
   private jitterTimer: NodeJS.Timeout | null = null;
   private inFlight: Promise<RefreshResult> | null = null;
-  /** ETag of the body last applied (or found unchanged); sent as If-None-Match. */
-  private etag: string | null = null;
   private readonly log: Logger;
 
   constructor(private readonly options: PolicyUpdaterOptions) {
     this.log = options.logger;
-    try {
-      this.url = new URL(options.url);
-    } catch {
-      throw new GuardError(
-        'GUARD_CONFIG_INVALID_VALUE',
-        `policy.url ${JSON.stringify(options.url)} is not a URL`,
-      );
-    }
-    if (this.url.protocol !== 'http:' && this.url.protocol !== 'https:') {
-      throw new GuardError(
-        'GUARD_CONFIG_INVALID_VALUE',
-        `policy.url must be http(s), got ${this.url.protocol}`,
-      );
-    }
+    this.enforced = { manager: options.manager, url: httpUrl(options.url), optional: false, etag: null };
+    this.shadow = options.shadow
+      ? { manager: options.shadow.manager, url: httpUrl(options.shadow.url), optional: true, etag: null }
+      : null;
     if (!cron.validate(options.cron)) {
       throw new GuardError(
         'GUARD_CONFIG_INVALID_VALUE',
@@ -139,31 +148,42 @@ export class PolicyUpdater {
   }
 
   private async refresh(): Promise<RefreshResult> {
-    const { manager } = this.options;
+    const enforced = await this.refreshChannel(this.enforced);
+    if (!this.shadow) return enforced;
+    return { ...enforced, shadow: await this.refreshChannel(this.shadow) };
+  }
+
+  private async refreshChannel(ch: Channel): Promise<RefreshResult> {
+    const { manager } = ch;
     let outcome: FetchOutcome;
     try {
-      outcome = await this.fetch();
+      outcome = await this.fetch(ch);
     } catch (err) {
       const error = isGuardError(err) ? err : new GuardError('GUARD_POLICY_FETCH_FAILED', errorMessage(err));
       manager.recordFetch({ code: error.code, message: error.message });
-      this.log.warn({ code: error.code, err: error.message, url: this.url.href }, 'policy fetch failed');
+      this.log.warn({ code: error.code, err: error.message, url: ch.url.href }, 'policy fetch failed');
       return { status: 'failed', error: { code: error.code, message: error.message } };
     }
     manager.recordFetch(null);
+    if (outcome.kind === 'none') {
+      manager.clear(ch.url.href);
+      ch.etag = null;
+      return { status: 'none' };
+    }
     if (outcome.kind === 'not-modified') {
       const version = manager.current()?.body.version;
       return version === undefined ? { status: 'not-modified' } : { status: 'not-modified', version };
     }
-    const result = manager.applyEnvelope(outcome.body, this.url.href);
+    const result = manager.applyEnvelope(outcome.body, ch.url.href);
     if (!result.ok) {
       return { status: 'rejected', error: { code: result.error.code, message: result.error.message } };
     }
-    this.etag = outcome.etag;
+    ch.etag = outcome.etag;
     return { status: result.changed ? 'applied' : 'unchanged', version: result.version };
   }
 
-  /** One GET with redirects, the whole of it bounded by timeoutMs. */
-  private fetch(): Promise<FetchOutcome> {
+  /** One GET of `ch` with redirects, the whole of it bounded by timeoutMs. */
+  private fetch(ch: Channel): Promise<FetchOutcome> {
     return new Promise<FetchOutcome>((resolve, reject) => {
       let settled = false;
       let current: http.ClientRequest | null = null;
@@ -183,7 +203,7 @@ export class PolicyUpdater {
               'GUARD_POLICY_FETCH_FAILED',
               `policy fetch timed out after ${this.options.timeoutMs} ms`,
               {
-                url: this.url.href,
+                url: ch.url.href,
               },
             ),
           ),
@@ -196,7 +216,7 @@ export class PolicyUpdater {
         for (const h of POLICY_FETCH_HEADERS) {
           if (h.name !== 'if-none-match') headers[h.name] = h.value;
           // Only ask for 304 when a policy is in force: otherwise we need the body.
-          else if (this.etag && this.options.manager.current()) headers[h.name] = this.etag;
+          else if (ch.etag && ch.manager.current()) headers[h.name] = ch.etag;
         }
         const lib = url.protocol === 'https:' ? https : http;
         const req = lib.get(
@@ -250,6 +270,11 @@ export class PolicyUpdater {
           finish(null, { kind: 'not-modified' });
           return;
         }
+        if (ch.optional && (status === 204 || status === 404)) {
+          res.resume();
+          finish(null, { kind: 'none' });
+          return;
+        }
         if (status !== 200) {
           res.resume();
           finish(
@@ -298,9 +323,22 @@ export class PolicyUpdater {
         });
       };
 
-      get(this.url, 0);
+      get(ch.url, 0);
     });
   }
+}
+
+/** `url` parsed, or GUARD_CONFIG_INVALID_VALUE when it is not an http(s) URL. */
+function httpUrl(url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new GuardError('GUARD_CONFIG_INVALID_VALUE', `policy.url ${JSON.stringify(url)} is not a URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new GuardError('GUARD_CONFIG_INVALID_VALUE', `policy.url must be http(s), got ${u.protocol}`);
+  return u;
 }
 
 function tooLarge(max: number): GuardError {
@@ -314,7 +352,11 @@ function tooLarge(max: number): GuardError {
  * (public: the status and the body of the policy in force — a ban list is not a secret on the
  * machine it is enforced on).
  */
-export function policyControlMethods(updater: PolicyUpdater | null, manager: PolicyManager): ControlMethods {
+export function policyControlMethods(
+  updater: PolicyUpdater | null,
+  manager: PolicyManager,
+  shadow?: PolicyManager,
+): ControlMethods {
   return {
     'policy.reload': {
       admin: true,
@@ -331,6 +373,14 @@ export function policyControlMethods(updater: PolicyUpdater | null, manager: Pol
       admin: false,
       summary: 'The policy in force: status and body',
       handle: () => ({ status: manager.status(), body: manager.current()?.body ?? null }),
+    },
+    'policy.shadow': {
+      admin: false,
+      summary: 'The shadow policy (evaluated, never acted on): status and body',
+      handle: () => ({
+        status: shadow?.status() ?? null,
+        body: shadow?.current()?.body ?? null,
+      }),
     },
   };
 }

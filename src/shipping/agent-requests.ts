@@ -164,6 +164,15 @@ export function agentRequests(t: RequestTiming | null): AgentRequest[] {
       fields: [],
       headers: POLICY_HEADERS,
     },
+    {
+      kind: 'policy',
+      method: 'GET',
+      path: '/v1/policy/shadow',
+      when: "Right after every GET /v1/policy, when the policy URL is a collector's …/v1/policy: the shadow candidate (evaluated, never acted on; 204 = none).",
+      body: 'none (the answer is the signed shadow ban list, or nothing).',
+      fields: [],
+      headers: POLICY_HEADERS,
+    },
   ];
 }
 

@@ -85,4 +85,8 @@ export const MIGRATIONS: readonly string[] = [
     manifest    TEXT NOT NULL
   ) STRICT;
   `,
+  // 2: shadow policies: policy_history rows say which channel (enforced or shadow) they belong to.
+  `
+  ALTER TABLE policy_history ADD COLUMN channel TEXT NOT NULL DEFAULT 'enforced';
+  `,
 ];

@@ -176,8 +176,8 @@ describe('guardctl policy publish', () => {
         changes: [expect.objectContaining({ field: 'action', from: 'audit', to: 'block' })],
       },
     ]);
-    // the served directory holds the policy file only: no temp file left behind
-    expect(readdirSync(dirname(policyFile))).toEqual(['policy.dsse.json']);
+    // publications live in the database; policy_file stays the admin's (never written by the API)
+    expect(readdirSync(dirname(policyFile))).toEqual([]);
   });
 
   it('refuses a version not greater than the served one (409 GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER, exit 5); nothing changes', async () => {
@@ -262,7 +262,7 @@ describe('guardctl policy publish', () => {
       'GUARD_COLLECTOR_BODY_TOO_LARGE',
     );
     expect(existsSync(join(dir, 'etc'))).toBe(false);
-    expect(readdirSync(dirname(policyFile))).toEqual(['policy.dsse.json']);
+    expect(readdirSync(dirname(policyFile))).toEqual([]);
   });
 
   it('a collector without policy_trusted_keys accepts a well-formed envelope and records it unverified', async () => {

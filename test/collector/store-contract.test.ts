@@ -19,7 +19,13 @@ import type { CollectorStorePort, IncomingEvent, StoredEventRow } from '../../sr
 import { PG_MIGRATIONS, PostgresCollectorStore } from '../../src/collector/store/postgres-store.js';
 import { GuardError } from '../../src/common/errors.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
-import { blockedEvent, collectorTempDir, heartbeatEvent, ndjson } from '../helpers/collector.js';
+import {
+  blockedEvent,
+  collectorTempDir,
+  heartbeatEvent,
+  ndjson,
+  shadowMatchEvent,
+} from '../helpers/collector.js';
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -470,16 +476,107 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     await s.recordPolicyPublication(pub(2, '{"rulesAdded":[]}'));
     await s.recordPolicyPublication(pub(3, '{"rulesRemoved":[]}'));
     const all = await s.listPolicyPublications(10);
+    const enforced = { channel: 'enforced', action: 'publish' };
     expect(all.map(({ id: _id, ...r }) => r)).toEqual([
-      pub(3, '{"rulesRemoved":[]}'),
-      pub(2, '{"rulesAdded":[]}'),
-      pub(1, null),
+      { ...pub(3, '{"rulesRemoved":[]}'), ...enforced },
+      { ...pub(2, '{"rulesAdded":[]}'), ...enforced },
+      { ...pub(1, null), ...enforced },
     ]);
     expect(all.every((r) => typeof r.id === 'number')).toBe(true);
     const first = await s.listPolicyPublications(2);
     expect(first.map((r) => r.version)).toEqual([3, 2]);
     const rest = await s.listPolicyPublications(2, first[1]?.id);
     expect(rest.map((r) => r.version)).toEqual([1]);
+  });
+
+  it('policy channels: set only by a greater version per channel, cleared only from the state read (version kept), recorded', async () => {
+    const s = await h.fresh();
+    expect(await s.policyChannelStamp('shadow')).toBeUndefined();
+    expect(await s.policyChannel('enforced')).toBeUndefined();
+    const p = (version: number) => ({
+      version,
+      published_at: now(),
+      published_by: 'alice',
+      message: '',
+      sha256: 'ab'.repeat(32),
+      keyids: '[]',
+      verified: false,
+      diff: null,
+    });
+    const id6 = await s.publishToPolicyChannel('shadow', '{"v":6}', p(6));
+    expect(typeof id6).toBe('number');
+    expect(await s.publishToPolicyChannel('shadow', '{"v":5}', p(5))).toBeNull();
+    expect(await s.publishToPolicyChannel('shadow', '{"v":"6b"}', p(6))).toBeNull();
+    expect(await s.policyChannel('shadow')).toMatchObject({
+      publication_id: id6,
+      version: 6,
+      present: true,
+      envelope: '{"v":6}',
+    });
+    // the channels are independent: a lower enforced version is fine
+    const id3 = await s.publishToPolicyChannel('enforced', '{"v":3}', p(3));
+    expect(typeof id3).toBe('number');
+    expect(await s.policyChannelStamp('enforced')).toEqual({
+      publication_id: id3,
+      version: 3,
+      present: true,
+    });
+    // clearing needs the state that was read
+    expect(await s.clearPolicyChannel('shadow', (id3 as number) + 1000, p(6))).toBeNull();
+    const idc = await s.clearPolicyChannel('shadow', id6 as number, p(6));
+    expect(await s.policyChannelStamp('shadow')).toEqual({ publication_id: idc, version: 6, present: false });
+    expect(await s.policyChannel('shadow')).toMatchObject({ envelope: null, present: false });
+    // the version survives the clear: an older or equal shadow is still refused
+    expect(await s.publishToPolicyChannel('shadow', '{"v":"6c"}', p(6))).toBeNull();
+    const hist = await s.listPolicyPublications(10);
+    expect(hist.map((r) => [r.channel, r.action, r.version])).toEqual([
+      ['shadow', 'clear', 6],
+      ['enforced', 'publish', 3],
+      ['shadow', 'publish', 6],
+    ]);
+  });
+
+  it('counts shadow would-matches per rule and per (device, rule) for one shadow version, paged', async () => {
+    const s = await h.fresh();
+    for (const d of ['dA', 'dB']) await s.enrollDevice(dev(d), `hash-${d}`, now());
+    const batch = (d: string, evs: Record<string, unknown>[]) => ({
+      deviceId: d,
+      enrollment: 1,
+      events: incoming(evs, d),
+      receivedAt: now(),
+    });
+    await s.insertGroup([
+      batch('dA', [
+        shadowMatchEvent('dA', 1, 'r-1', 6),
+        shadowMatchEvent('dA', 2, 'r-1', 6),
+        shadowMatchEvent('dA', 3, 'r-2', 6),
+        shadowMatchEvent('dA', 4, 'r-1', 5), // another version: not counted
+        blockedEvent('dA', 5, 'r-1'), // another type: not counted
+      ]),
+      batch('dB', [shadowMatchEvent('dB', 1, 'r-1', 6)]),
+    ]);
+    const rules = await s.shadowMatchesByRule(6, undefined, 10);
+    expect(rules.map(({ last_at: _l, ...r }) => r)).toEqual([
+      { rule_id: 'r-1', matches: 3, devices: 2 },
+      { rule_id: 'r-2', matches: 1, devices: 1 },
+    ]);
+    expect(rules.every((r) => typeof r.last_at === 'string')).toBe(true);
+    expect((await s.shadowMatchesByRule(6, undefined, 1)).map((r) => r.rule_id)).toEqual(['r-1']);
+    expect((await s.shadowMatchesByRule(6, 'r-1', 10)).map((r) => r.rule_id)).toEqual(['r-2']);
+    expect((await s.shadowMatchesByRule(5, undefined, 10)).map((r) => [r.rule_id, r.matches])).toEqual([
+      ['r-1', 1],
+    ]);
+    const perDevice = await s.shadowMatchesByDevice(6, undefined, 10);
+    expect(perDevice.map((r) => [r.device_id, r.rule_id, r.matches])).toEqual([
+      ['dA', 'r-1', 2],
+      ['dA', 'r-2', 1],
+      ['dB', 'r-1', 1],
+    ]);
+    const page2 = await s.shadowMatchesByDevice(6, { device_id: 'dA', rule_id: 'r-1' }, 10);
+    expect(page2.map((r) => [r.device_id, r.rule_id])).toEqual([
+      ['dA', 'r-2'],
+      ['dB', 'r-1'],
+    ]);
   });
 
   it('answers healthy, and refuses work once closed', async () => {

@@ -53,6 +53,8 @@ describe('event schema v1', () => {
       'process.warned',
       'process.audited',
       'process.denied',
+      // a shadow match describes its process subject as the enforced event would
+      'policy.shadow_match',
     ]);
     expect(argv?.personal).toBe(true);
     const reasons = EVENT_FIELDS.filter((f) => f.path === 'reason');

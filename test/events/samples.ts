@@ -114,6 +114,16 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     source: 'https://c.example/v1/policy',
   },
   'policy.stale': { policy_version: 12, expires_at: '2026-12-08T00:00:00Z' },
+  'policy.shadow_match': {
+    ...proc,
+    subject_kind: 'process',
+    shadow_version: 13,
+    rule: { id: 'cursor-agent', name: 'Cursor agent', action: 'block' },
+    reason: 'name',
+    mode: 'enforce',
+    would: 'block',
+    enforced: { act: 'none', rule_id: null, policy_version: 12 },
+  },
   'agent.started': {
     local_mode: false,
     pid: 99,
@@ -176,6 +186,12 @@ export function sampleVariants(): Record<string, AgentEvent> {
   const outcome = (taken: string, error: string | null = null, details?: Record<string, unknown>) => ({
     outcome: { action_taken: taken, latency_ms: 1.5, error, ...(details ? { details } : {}) },
   });
+  // a shadow match of a package or path: no process fields
+  const nonProcess = (e: AgentEvent): AgentEvent => {
+    const o = { ...e } as Record<string, unknown>;
+    for (const k of Object.keys(proc)) if (k !== 'uid' && k !== 'user') delete o[k];
+    return o as AgentEvent;
+  };
   return {
     // an install npm rolled back after its install script was stopped: its bin links removed
     'package.quarantined install_reverted': ev(
@@ -188,6 +204,33 @@ export function sampleVariants(): Record<string, AgentEvent> {
       { mode: 'monitor', ...outcome('install_reverted', null, { links_removed: 0 }) },
       120,
     ),
+    'policy.shadow_match package (enforced warns)': nonProcess(
+      ev(
+        'policy.shadow_match',
+        {
+          subject_kind: 'package',
+          ...pkg,
+          reason: 'npm_package',
+          enforced: { act: 'warn', rule_id: 'claude-code', policy_version: 12 },
+        },
+        121,
+      ),
+    ),
+    'policy.shadow_match path (no enforced policy)': nonProcess(
+      ev(
+        'policy.shadow_match',
+        {
+          ...path,
+          subject_kind: 'path',
+          reason: 'path',
+          would: 'warn',
+          mode: 'monitor',
+          enforced: { act: 'none', rule_id: null, policy_version: null },
+        },
+        122,
+      ),
+    ),
+    'policy.rejected shadow channel': ev('policy.rejected', { channel: 'shadow' }, 123),
     'process.blocked failed': ev('process.blocked', outcome('failed', 'kill_failed', { killed: [] }), 102),
     'process.blocked skipped (exited)': ev(
       'process.blocked',

@@ -136,6 +136,25 @@ export function blockedEvent(deviceId: string, seq: number, ruleId = 'claude-cod
   };
 }
 
+/** A schema-valid `policy.shadow_match` event of `deviceId`: shadow `version`'s rule `ruleId` would block a process. */
+export function shadowMatchEvent(
+  deviceId: string,
+  seq: number,
+  ruleId: string,
+  version: number,
+): Record<string, unknown> {
+  const { outcome: _o, policy_version: _p, ...process } = blockedEvent(deviceId, seq, ruleId);
+  return {
+    ...process,
+    type: 'policy.shadow_match',
+    pid: 5000 + seq,
+    subject_kind: 'process',
+    shadow_version: version,
+    would: 'block',
+    enforced: { act: 'none', rule_id: null, policy_version: version - 1 },
+  };
+}
+
 /** NDJSON body of `events`. */
 export function ndjson(events: readonly unknown[]): string {
   return `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;

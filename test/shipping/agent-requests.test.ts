@@ -41,6 +41,7 @@ describe('agent request listing', () => {
       'POST /v1/enroll',
       'POST /v1/events',
       'GET /v1/policy',
+      'GET /v1/policy/shadow',
     ]);
   });
 

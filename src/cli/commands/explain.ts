@@ -356,7 +356,7 @@ export function renderEventsDoc(): string {
         (x) => x.eventTypes.includes(first) && !COMMON_FIELDS.includes(x.path),
       ))
         lines.push(
-          `| \`${f.path}\` | ${mdCell(f.type)} | ${f.required ? 'yes' : ''} | ${mdCell(f.description)} |`,
+          `| \`${f.path}\` | ${mdCell(f.type)} | ${f.requiredIn.includes(first) ? 'yes' : ''} | ${mdCell(f.description)} |`,
         );
       lines.push('');
     }

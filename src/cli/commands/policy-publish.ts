@@ -1,8 +1,11 @@
 /**
  * `guardctl policy publish <body>`: lint (every error, nothing uploaded when there is one), sign
  * with the given key(s), and upload to the collector's admin API (`POST /v1/admin/policy`), which
- * verifies it, refuses a version not above the served one, replaces its policy file and records
- * who published which version when, the diff and the message (`GET /v1/admin/policy/history`).
+ * verifies it, refuses a version not above the served one, stores it for every collector to serve
+ * and records who published which version when, the diff and the message
+ * (`GET /v1/admin/policy/history`). `--shadow` publishes it as the shadow candidate instead
+ * (docs/policy.md "Shadow policies"). Also owns the admin request every publishing command makes
+ * (`adminRequest`: collector URL, token file, who, the refusal mapped to its error code).
  */
 import { createHash } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
@@ -27,8 +30,13 @@ export const policyPublishCommand: GuardctlCommand = {
     { flags: '--admin-token-file <file>', description: "file holding the collector's admin token" },
     { flags: '--message <text>', description: 'why this version (recorded in the history)' },
     { flags: '--by <name>', description: 'who publishes (recorded; default: user@host)' },
+    {
+      flags: '--shadow',
+      description: 'publish as the shadow candidate: evaluated and reported by devices, never acted on',
+    },
   ],
   examples: [
+    'guardctl policy publish candidate.json --shadow --key signer.key --collector https://guard.example:8443 --admin-token-file admin.token',
     'guardctl policy publish ban-list.json --key signer.key --collector https://guard.example:8443 --admin-token-file admin.token --message "ban cursor-agent"',
   ],
   needsRoot: false,
@@ -39,58 +47,19 @@ export const policyPublishCommand: GuardctlCommand = {
     const keyFiles = optionList(ctx.options.key);
     if (keyFiles.length === 0)
       throw new GuardError('GUARD_CLI_USAGE', 'policy publish needs --key <private key file>');
-    const collector = typeof ctx.options.collector === 'string' ? ctx.options.collector : '';
-    let base: URL;
-    try {
-      base = new URL(collector);
-      if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new Error('not http(s)');
-    } catch {
-      throw new GuardError(
-        'GUARD_CLI_USAGE',
-        'policy publish needs --collector <http(s) URL of the collector>',
-      );
-    }
-    const tokenFile = typeof ctx.options.adminTokenFile === 'string' ? ctx.options.adminTokenFile : '';
-    if (!tokenFile) throw new GuardError('GUARD_CLI_USAGE', 'policy publish needs --admin-token-file <file>');
-    const token = readTextFile(tokenFile, 'admin token file').trim();
-    const by = typeof ctx.options.by === 'string' ? ctx.options.by : `${userInfo().username}@${hostname()}`;
-    const message = typeof ctx.options.message === 'string' ? ctx.options.message : '';
-
+    const admin = adminTarget(ctx.options, 'policy publish');
     const input = lintedBody(bodyFile, 'publish');
     const keys = keyFiles.map((f) => parsePrivateKey(readTextFile(f, 'private key')));
     const envelope = signEnvelope(input.bodyBytes, POLICY_PAYLOAD_TYPE, keys);
-
-    const url = new URL('/v1/admin/policy', base);
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ envelope, by, message }),
-        signal: AbortSignal.timeout(PUBLISH_TIMEOUT_MS),
-      });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-      throw new GuardError(
-        'GUARD_CLI_PUBLISH_FAILED',
-        `cannot reach the collector at ${base.origin}: ${cause}`,
-      );
-    }
-    const answer = (await res.json().catch(() => null)) as Record<string, unknown> | null;
-    if (res.status !== 201 || answer === null) {
-      const e = (answer?.error ?? {}) as { code?: string; message?: string };
-      const code =
-        typeof e.code === 'string' && e.code in ERROR_CODES
-          ? (e.code as ErrorCode)
-          : 'GUARD_CLI_PUBLISH_FAILED';
-      throw new GuardError(
-        code,
-        `the collector refused the publication (HTTP ${res.status}): ${e.message ?? 'no reason given'}`,
-        {
-          status: res.status,
-        },
-      );
-    }
+    const shadow = ctx.options.shadow === true;
+    const answer = await adminRequest(admin, '/v1/admin/policy', {
+      envelope,
+      by: admin.by,
+      message: admin.message,
+      ...(shadow ? { channel: 'shadow' } : {}),
+    });
+    const base = admin.base;
+    const by = admin.by;
     const body = input.body as PolicyBody;
     const diff = answer.diff as PolicyDiff | null;
     const sha256 = createHash('sha256').update(input.bodyBytes).digest('hex');
@@ -98,12 +67,87 @@ export const policyPublishCommand: GuardctlCommand = {
     return {
       data: answer,
       text: [
-        `published policy v${body.version} (sha256 ${sha256.slice(0, 16)}…) to ${base.origin} as ${by}`,
+        `published ${shadow ? 'shadow ' : ''}policy v${body.version} (sha256 ${sha256.slice(0, 16)}…) to ${base.origin} as ${by}`,
+        ...(shadow
+          ? [
+              'devices evaluate it beside the enforced policy and report what it would match (never acted on);',
+              'see GET /v1/admin/policy/shadow, then `guardctl policy promote` to enforce it',
+            ]
+          : []),
         verified
           ? 'the collector verified the signature(s) against its trusted keys'
           : 'note: the collector has no policy_trusted_keys: it checked the shape only (devices still verify)',
-        diff === null ? 'first publication on this collector' : `changes:\n${formatDiff(diff)}`,
+        diff === null
+          ? 'first publication on this collector'
+          : `changes${shadow ? ' from the enforced policy' : ''}:\n${formatDiff(diff)}`,
       ].join('\n'),
     };
   },
 };
+
+/** Where and as whom an admin command talks to the collector. */
+export interface AdminTarget {
+  readonly base: URL;
+  readonly token: string;
+  readonly by: string;
+  readonly message: string;
+}
+
+/** The `--collector`, `--admin-token-file`, `--by` and `--message` options, checked. */
+export function adminTarget(options: Record<string, unknown>, command: string): AdminTarget {
+  const collector = typeof options.collector === 'string' ? options.collector : '';
+  let base: URL;
+  try {
+    base = new URL(collector);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new Error('not http(s)');
+  } catch {
+    throw new GuardError('GUARD_CLI_USAGE', `${command} needs --collector <http(s) URL of the collector>`);
+  }
+  const tokenFile = typeof options.adminTokenFile === 'string' ? options.adminTokenFile : '';
+  if (!tokenFile) throw new GuardError('GUARD_CLI_USAGE', `${command} needs --admin-token-file <file>`);
+  const token = readTextFile(tokenFile, 'admin token file').trim();
+  const by = typeof options.by === 'string' ? options.by : `${userInfo().username}@${hostname()}`;
+  const message = typeof options.message === 'string' ? options.message : '';
+  return { base, token, by, message };
+}
+
+/**
+ * POSTs `body` to the admin API at `path`; resolves with the JSON answer of a 200/201. A refusal
+ * throws its error code when guardctl knows it (exit code by code), else GUARD_CLI_PUBLISH_FAILED.
+ */
+export async function adminRequest(
+  target: AdminTarget,
+  path: string,
+  body: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const url = new URL(path, target.base);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(PUBLISH_TIMEOUT_MS),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    throw new GuardError(
+      'GUARD_CLI_PUBLISH_FAILED',
+      `cannot reach the collector at ${target.base.origin}: ${cause}`,
+    );
+  }
+  const answer = (await res.json().catch(() => null)) as Record<string, unknown> | null;
+  if ((res.status !== 201 && res.status !== 200) || answer === null) {
+    const e = (answer?.error ?? {}) as { code?: string; message?: string };
+    const code =
+      typeof e.code === 'string' && e.code in ERROR_CODES
+        ? (e.code as ErrorCode)
+        : 'GUARD_CLI_PUBLISH_FAILED';
+    throw new GuardError(
+      code,
+      `the collector refused the request (HTTP ${res.status}): ${e.message ?? 'no reason given'}`,
+      { status: res.status },
+    );
+  }
+  return answer;
+}

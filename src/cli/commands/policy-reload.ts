@@ -1,11 +1,18 @@
-/** `guardctl policy reload` (root): fetch and apply the signed policy now, and say what happened. */
+/**
+ * `guardctl policy reload` (root): fetch and apply the signed policy now — and the shadow policy,
+ * when the collector serves one — and say what happened. The exit code is the enforced policy's.
+ */
+import type { RefreshResult } from '../../policy/policy-updater.js';
 import type { GuardctlCommand } from '../command.js';
 import { EXIT } from '../error-message.js';
 
-interface RefreshResult {
-  status: 'applied' | 'unchanged' | 'not-modified' | 'rejected' | 'failed';
-  version?: number;
-  error?: { code: string; message: string };
+/** One line for a channel's refresh result. */
+function describe(what: string, r: RefreshResult, kept: string): string {
+  if (r.status === 'applied') return `${what} v${r.version} applied`;
+  if (r.status === 'unchanged' || r.status === 'not-modified')
+    return `${what} unchanged${r.version ? ` (v${r.version})` : ''}`;
+  if (r.status === 'none') return `no ${what}`;
+  return `${what} ${r.status}: ${r.error?.message ?? 'unknown reason'} [${r.error?.code ?? '?'}] — ${kept}`;
 }
 
 export const policyReloadCommand: GuardctlCommand = {
@@ -16,12 +23,10 @@ export const policyReloadCommand: GuardctlCommand = {
   needsDaemon: true,
   async run(ctx) {
     const r = await ctx.call<RefreshResult>('policy.reload');
-    const text =
-      r.status === 'applied'
-        ? `policy v${r.version} applied`
-        : r.status === 'unchanged' || r.status === 'not-modified'
-          ? `policy unchanged${r.version ? ` (v${r.version})` : ''}`
-          : `policy ${r.status}: ${r.error?.message ?? 'unknown reason'} [${r.error?.code ?? '?'}] — the last good policy stays in force`;
+    const text = [
+      describe('policy', r, 'the last good policy stays in force'),
+      ...(r.shadow ? [describe('shadow policy', r.shadow, 'the last good shadow stays evaluated')] : []),
+    ].join('\n');
     return {
       data: r,
       text,

@@ -80,6 +80,12 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
       'last error',
       `${st.bad(p.last_error.code)} ${printable(p.last_error.message)} (${when(p.last_error.at)})`,
     );
+  const shadow = s.shadow;
+  if (shadow?.version != null)
+    row(
+      'shadow',
+      `v${shadow.version} · ${shadow.rules} rule${shadow.rules === 1 ? '' : 's'} · ${st.warn('evaluated, never acted on')} · ${shadow.reported} would-match reported${shadow.suppressed > 0 ? `, ${shadow.suppressed} over the rate bound` : ''}${shadow.state === 'stale' ? ` · ${st.bad('STALE')}` : ''}`,
+    );
 
   section('Enforcement coverage');
   const x = s.exec_deny;

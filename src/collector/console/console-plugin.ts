@@ -25,7 +25,7 @@ import { badQuery, isoTime, queryOf } from '../admin-routes.js';
 import { DEVICE_ID_RE } from '../agent-routes.js';
 import { HttpError } from '../http-error.js';
 import { MAX_PUBLISH_BODY_BYTES, type PolicyPublisher } from '../policy-publish.js';
-import { etagMatches, type PolicyFileCache } from '../policy-route.js';
+import { etagMatches, type ServedPolicies } from '../policy-route.js';
 import type {
   ConsoleDeviceFilter,
   ConsoleEventFilter,
@@ -104,7 +104,7 @@ export interface ConsoleOptions {
   /** A device not seen for this many seconds is silent. */
   readonly silentAfterS: number;
   /** The served policy (version and rules of the rules and rollout pages). */
-  readonly policy: PolicyFileCache;
+  readonly policy: ServedPolicies;
   readonly publisher: PolicyPublisher;
   /** The forwarder sinks whose lag the overview shows. */
   readonly sinks: () => readonly string[];

@@ -17,7 +17,12 @@ import type {
   EventQuery,
   InsertResult,
   NewPolicyPublication,
+  PolicyChannel,
+  PolicyChannelStamp,
+  PolicyChannelState,
   PolicyPublicationRow,
+  ShadowDeviceCount,
+  ShadowRuleCount,
   StoredEventRow,
 } from '../collector-store.js';
 import type { ConsoleQueries, ConsoleSessions } from './console-port.js';
@@ -32,7 +37,13 @@ export type {
   IncomingEvent,
   InsertResult,
   NewPolicyPublication,
+  PolicyChannel,
+  PolicyChannelStamp,
+  PolicyChannelState,
+  PolicyPublicationAction,
   PolicyPublicationRow,
+  ShadowDeviceCount,
+  ShadowRuleCount,
   StoredEventRow,
 } from '../collector-store.js';
 export type {
@@ -173,6 +184,52 @@ export interface PolicyPublications {
   listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]>;
 }
 
+/**
+ * The served policy per channel (`enforced`, `shadow`), shared by every collector on the database:
+ * the agent routes serve the newest state, checking the cheap stamp on each request.
+ */
+export interface PolicyChannels {
+  /** The channel's publication id, version and presence (a one-row read; no envelope), or undefined. */
+  policyChannelStamp(channel: PolicyChannel): Promise<PolicyChannelStamp | undefined>;
+  /** The channel's state with its envelope, or undefined when it was never set. */
+  policyChannel(channel: PolicyChannel): Promise<PolicyChannelState | undefined>;
+  /**
+   * Atomically across collectors: when `p.version` is greater than the channel's version (or it
+   * was never set), records `p` (channel set to `channel`) and makes `envelope` the channel's;
+   * else writes nothing. Resolves with the publication id, or null when the version was not greater.
+   */
+  publishToPolicyChannel(
+    channel: PolicyChannel,
+    envelope: string,
+    p: NewPolicyPublication,
+  ): Promise<number | null>;
+  /**
+   * Atomically: when the channel's state is still the one publication `expectedPublicationId` set,
+   * records `p` (action `clear`) and clears the channel, keeping its version; else writes nothing.
+   * Resolves with the publication id, or null.
+   */
+  clearPolicyChannel(
+    channel: PolicyChannel,
+    expectedPublicationId: number,
+    p: NewPolicyPublication,
+  ): Promise<number | null>;
+  /**
+   * `policy.shadow_match` counts of shadow `version` per rule: rules after `afterRule` (byte
+   * order), at most `limit`. Reads only events of that type (the type index), never the whole log.
+   */
+  shadowMatchesByRule(
+    version: number,
+    afterRule: string | undefined,
+    limit: number,
+  ): Promise<ShadowRuleCount[]>;
+  /** The same per (device, rule), after `after` in (device id, rule id) order, at most `limit`. */
+  shadowMatchesByDevice(
+    version: number,
+    after: { readonly device_id: string; readonly rule_id: string } | undefined,
+    limit: number,
+  ): Promise<ShadowDeviceCount[]>;
+}
+
 /** Everything the collector stores. */
 export interface CollectorStorePort
   extends DeviceRegistry,
@@ -182,7 +239,8 @@ export interface CollectorStorePort
     FleetQueries,
     PolicyPublications,
     ConsoleQueries,
-    ConsoleSessions {
+    ConsoleSessions,
+    PolicyChannels {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Where the data lives, for logs (a file path, or the URL without password). */

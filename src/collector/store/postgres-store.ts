@@ -98,7 +98,12 @@ import type {
   IncomingEvent,
   InsertResult,
   NewPolicyPublication,
+  PolicyChannel,
+  PolicyChannelStamp,
+  PolicyChannelState,
   PolicyPublicationRow,
+  ShadowDeviceCount,
+  ShadowRuleCount,
   StoredEventRow,
 } from './port.js';
 
@@ -233,11 +238,26 @@ export const PG_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
   `,
+  // 5: policy channels (SQLite schema 7): the envelope served per channel, shared by every
+  // collector; the publication record says which channel and what was done.
+  `
+  ALTER TABLE policy_publications ADD COLUMN channel text NOT NULL DEFAULT 'enforced';
+  ALTER TABLE policy_publications ADD COLUMN action text NOT NULL DEFAULT 'publish';
+  CREATE TABLE policy_channels (
+    channel         text PRIMARY KEY,
+    version         bigint NOT NULL,
+    envelope        text,
+    publication_id  bigint NOT NULL,
+    updated_at      text NOT NULL
+  );
+  `,
 ];
 
 /** Advisory lock classes (first key of the two-key form), so toolguard's locks never meet others'. */
 const LOCK_MIGRATE = 0x7467_0001;
 const LOCK_FORWARDER = 0x7467_0002;
+/** Serializes policy-channel writes across collectors (publish, promote, clear). */
+const LOCK_POLICY_CHANNEL = 0x7467_0003;
 /**
  * Each pool connection's staging table for ingest: a session-private temporary table (no WAL, no
  * shared buffers, nothing other sessions can see) emptied at every commit. Created in the first
@@ -801,19 +821,102 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async recordPolicyPublication(p: NewPolicyPublication): Promise<void> {
-    await this.pool.query(
-      `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [p.version, p.published_at, p.published_by, p.message, p.sha256, p.keyids, p.verified, p.diff],
-    );
+    await insertPublication(this.pool, p);
   }
 
   async listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]> {
     const params: unknown[] = beforeId === undefined ? [limit] : [limit, beforeId];
     const r = await this.pool.query<PolicyPublicationRow>(
-      `SELECT id::float8 AS id, version::float8 AS version, published_at, published_by, message, sha256, keyids, verified, diff
+      `SELECT id::float8 AS id, version::float8 AS version, published_at, published_by, message, sha256, keyids, verified, diff, channel, action
        FROM policy_publications ${beforeId === undefined ? '' : 'WHERE id < $2'} ORDER BY id DESC LIMIT $1`,
       params,
+    );
+    return r.rows;
+  }
+
+  async policyChannelStamp(channel: PolicyChannel): Promise<PolicyChannelStamp | undefined> {
+    const r = await this.pool.query<PolicyChannelStamp>(
+      `SELECT publication_id::float8 AS publication_id, version::float8 AS version, envelope IS NOT NULL AS present
+       FROM policy_channels WHERE channel = $1`,
+      [channel],
+    );
+    return r.rows[0];
+  }
+
+  async policyChannel(channel: PolicyChannel): Promise<PolicyChannelState | undefined> {
+    const r = await this.pool.query<PolicyChannelState>(
+      `SELECT publication_id::float8 AS publication_id, version::float8 AS version, envelope IS NOT NULL AS present,
+              envelope, updated_at
+       FROM policy_channels WHERE channel = $1`,
+      [channel],
+    );
+    return r.rows[0];
+  }
+
+  async publishToPolicyChannel(
+    channel: PolicyChannel,
+    envelope: string,
+    p: NewPolicyPublication,
+  ): Promise<number | null> {
+    return this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1, 0)', [LOCK_POLICY_CHANNEL]);
+      const cur = await c.query<{ version: number }>(
+        'SELECT version::float8 AS version FROM policy_channels WHERE channel = $1',
+        [channel],
+      );
+      const version = cur.rows[0]?.version;
+      if (version !== undefined && version >= p.version) return null;
+      const id = await insertPublication(c, { ...p, channel });
+      await setChannel(c, channel, p.version, envelope, id, p.published_at);
+      return id;
+    });
+  }
+
+  async clearPolicyChannel(
+    channel: PolicyChannel,
+    expectedPublicationId: number,
+    p: NewPolicyPublication,
+  ): Promise<number | null> {
+    return this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1, 0)', [LOCK_POLICY_CHANNEL]);
+      const cur = await c.query<{ version: number; publication_id: number }>(
+        'SELECT version::float8 AS version, publication_id::float8 AS publication_id FROM policy_channels WHERE channel = $1',
+        [channel],
+      );
+      const row = cur.rows[0];
+      if (!row || row.publication_id !== expectedPublicationId) return null;
+      const id = await insertPublication(c, { ...p, channel, action: 'clear' });
+      await setChannel(c, channel, row.version, null, id, p.published_at);
+      return id;
+    });
+  }
+
+  async shadowMatchesByRule(
+    version: number,
+    afterRule: string | undefined,
+    limit: number,
+  ): Promise<ShadowRuleCount[]> {
+    const r = await this.pool.query<ShadowRuleCount>(
+      `SELECT rule_id, count(*)::float8 AS matches, count(DISTINCT device_id)::float8 AS devices, max(received_at) AS last_at
+       FROM events WHERE type = 'policy.shadow_match' AND (body::jsonb->>'shadow_version') = $1::text
+         AND rule_id IS NOT NULL AND rule_id > $2
+       GROUP BY rule_id ORDER BY rule_id LIMIT $3`,
+      [String(version), afterRule ?? '', limit],
+    );
+    return r.rows;
+  }
+
+  async shadowMatchesByDevice(
+    version: number,
+    after: { readonly device_id: string; readonly rule_id: string } | undefined,
+    limit: number,
+  ): Promise<ShadowDeviceCount[]> {
+    const r = await this.pool.query<ShadowDeviceCount>(
+      `SELECT device_id, rule_id, count(*)::float8 AS matches, max(received_at) AS last_at
+       FROM events WHERE type = 'policy.shadow_match' AND (body::jsonb->>'shadow_version') = $1::text
+         AND rule_id IS NOT NULL AND (device_id, rule_id) > ($2, $3)
+       GROUP BY device_id, rule_id ORDER BY device_id, rule_id LIMIT $4`,
+      [String(version), after?.device_id ?? '', after?.rule_id ?? '', limit],
     );
     return r.rows;
   }
@@ -1186,4 +1289,41 @@ function deviceUpdates(batches: readonly BatchToStore[]): DeviceUpdates {
       seqs: states.map((p) => p.change.seq),
     },
   };
+}
+
+/** Inserts one publication record (channel and action defaulted); resolves with its id. */
+async function insertPublication(q: pg.Pool | pg.PoolClient, p: NewPolicyPublication): Promise<number> {
+  const r = await q.query<{ id: number }>(
+    `INSERT INTO policy_publications (version, published_at, published_by, message, sha256, keyids, verified, diff, channel, action)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id::float8 AS id`,
+    [
+      p.version,
+      p.published_at,
+      p.published_by,
+      p.message,
+      p.sha256,
+      p.keyids,
+      p.verified,
+      p.diff,
+      p.channel ?? 'enforced',
+      p.action ?? 'publish',
+    ],
+  );
+  return (r.rows[0] as { id: number }).id;
+}
+
+async function setChannel(
+  c: pg.PoolClient,
+  channel: string,
+  version: number,
+  envelope: string | null,
+  id: number,
+  at: string,
+): Promise<void> {
+  await c.query(
+    `INSERT INTO policy_channels (channel, version, envelope, publication_id, updated_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (channel) DO UPDATE SET version = excluded.version, envelope = excluded.envelope,
+       publication_id = excluded.publication_id, updated_at = excluded.updated_at`,
+    [channel, version, envelope, id, at],
+  );
 }

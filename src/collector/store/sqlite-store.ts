@@ -59,7 +59,12 @@ import type {
   EventQuery,
   InsertResult,
   NewPolicyPublication,
+  PolicyChannel,
+  PolicyChannelStamp,
+  PolicyChannelState,
   PolicyPublicationRow,
+  ShadowDeviceCount,
+  ShadowRuleCount,
   StoredEventRow,
 } from './port.js';
 
@@ -176,11 +181,51 @@ export class SqliteCollectorStore implements CollectorStorePort {
   }
 
   async recordPolicyPublication(p: NewPolicyPublication): Promise<void> {
-    this.engine.recordPolicyPublication(p);
+    void this.engine.recordPolicyPublication(p);
   }
 
   async listPolicyPublications(limit: number, beforeId?: number): Promise<PolicyPublicationRow[]> {
     return this.engine.listPolicyPublications(limit, beforeId);
+  }
+
+  async policyChannelStamp(channel: PolicyChannel): Promise<PolicyChannelStamp | undefined> {
+    return this.engine.policyChannelStamp(channel);
+  }
+
+  async policyChannel(channel: PolicyChannel): Promise<PolicyChannelState | undefined> {
+    return this.engine.policyChannel(channel);
+  }
+
+  async publishToPolicyChannel(
+    channel: PolicyChannel,
+    envelope: string,
+    p: NewPolicyPublication,
+  ): Promise<number | null> {
+    return this.engine.publishToPolicyChannel(channel, envelope, p);
+  }
+
+  async clearPolicyChannel(
+    channel: PolicyChannel,
+    expectedPublicationId: number,
+    p: NewPolicyPublication,
+  ): Promise<number | null> {
+    return this.engine.clearPolicyChannel(channel, expectedPublicationId, p);
+  }
+
+  async shadowMatchesByRule(
+    version: number,
+    afterRule: string | undefined,
+    limit: number,
+  ): Promise<ShadowRuleCount[]> {
+    return this.engine.shadowMatchesByRule(version, afterRule, limit);
+  }
+
+  async shadowMatchesByDevice(
+    version: number,
+    after: { readonly device_id: string; readonly rule_id: string } | undefined,
+    limit: number,
+  ): Promise<ShadowDeviceCount[]> {
+    return this.engine.shadowMatchesByDevice(version, after, limit);
   }
 
   async consoleDevices(req: DevicePageRequest): Promise<Page<ConsoleDevice>> {
