@@ -63,6 +63,7 @@ import type {
   PolicyPublicationRow,
   StoredEventRow,
 } from './port.js';
+import { TokenCache } from './token-cache.js';
 
 /** Versioned migrations; index + 1 = the version it brings the schema to. Never edit one that shipped. */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -211,6 +212,8 @@ export interface PostgresStoreOptions {
   readonly ca?: string | Buffer;
   /** Pool size (default DEFAULT_PG_POOL). */
   readonly poolSize?: number;
+  /** Token hashes cached at most (token-cache.ts; default DEFAULT_TOKEN_CACHE_ENTRIES, 0 = none). */
+  readonly tokenCacheEntries?: number;
   /** Delay before re-opening a lost notification connection, ms (default LISTEN_RETRY_MS). */
   readonly listenRetryMs?: number;
   readonly logger?: Logger;
@@ -243,6 +246,7 @@ export function redactUrl(url: string): string {
 export class PostgresCollectorStore implements CollectorStorePort {
   readonly kind = 'postgres' as const;
   readonly location: string;
+  schema = { from: 0, to: PG_MIGRATIONS.length };
   onStored: (() => void) | null = null;
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
@@ -251,12 +255,17 @@ export class PostgresCollectorStore implements CollectorStorePort {
   private readonly log: Logger | undefined;
   /** Pool connections whose staging table exists (a creation rolled back does not count). */
   private readonly staged = new WeakSet<pg.PoolClient>();
+  /** Token hash → device, checked again by every insert (token-cache.ts). */
+  private readonly tokens: TokenCache;
+  /** Enrollments through this store so far: a token lookup that spans one is not cached. */
+  private enrollEpoch = 0;
 
   private constructor(
     private readonly options: PostgresStoreOptions,
     pool: pg.Pool,
   ) {
     this.pool = pool;
+    this.tokens = new TokenCache(options.tokenCacheEntries);
     this.location = redactUrl(options.url);
     this.log = options.logger?.child({ component: 'collector.store.postgres' });
   }
@@ -300,6 +309,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
       await c.query('CREATE TABLE IF NOT EXISTS collector_schema (version integer NOT NULL)');
       const r = await c.query<{ version: number }>('SELECT version FROM collector_schema');
       let current = r.rows[0]?.version ?? 0;
+      this.schema = { from: current, to: PG_MIGRATIONS.length };
       if (r.rows.length === 0) await c.query('INSERT INTO collector_schema(version) VALUES (0)');
       if (current > PG_MIGRATIONS.length)
         throw new GuardError(
@@ -377,12 +387,19 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async deviceForTokenHash(tokenHash: string): Promise<EnrolledDevice | undefined> {
+    const cached = this.tokens.get(tokenHash);
+    if (cached) return cached;
+    const epoch = this.enrollEpoch;
     const r = await this.pool.query<EnrolledDevice>(
       'SELECT id, enrollment FROM devices WHERE token_hash = $1',
       [tokenHash],
     );
     const row = r.rows[0];
-    return row ? { id: row.id, enrollment: row.enrollment } : undefined;
+    if (!row) return undefined;
+    const device = { id: row.id, enrollment: row.enrollment };
+    // an answer that may predate an enrollment through this store is used, not cached
+    if (epoch === this.enrollEpoch) this.tokens.set(tokenHash, device);
+    return device;
   }
 
   async enrollDevice(device: EnrollingDevice, tokenHash: string, now: string): Promise<number> {
@@ -396,6 +413,8 @@ export class PostgresCollectorStore implements CollectorStorePort {
        RETURNING enrollment`,
       [device.id, tokenHash, pgText(device.hostname), pgText(device.os), pgText(device.agent_version), now],
     );
+    this.enrollEpoch++;
+    this.tokens.enrolled(device.id);
     const row = r.rows[0];
     if (!row) throw new GuardError('GUARD_STORE_IO', 'enrolling a device returned no row');
     return row.enrollment;
@@ -411,23 +430,42 @@ export class PostgresCollectorStore implements CollectorStorePort {
       for (const e of b.events)
         copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\n`;
     }
-    const updates = deviceUpdates(batches);
+    const deviceIds = [...new Set(batches.map((b) => b.deviceId))].sort((a, b) =>
+      a < b ? -1 : a > b ? 1 : 0,
+    );
     let committedOn: pg.PoolClient | undefined;
-    const inserted = await this.tx(async (c) => {
+    const { inserted, current } = await this.tx(async (c) => {
       committedOn = c;
       if (!this.staged.has(c)) await c.query(CREATE_STAGING);
       await copyInto(c, copyText);
-      const r = await c.query<{ device_id: string; enrollment: number; id: string }>({
-        name: 'tg_insert_staged',
-        text: `INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
-               SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body
-               FROM ${STAGING} ORDER BY ord
-               ON CONFLICT DO NOTHING
-               RETURNING device_id, enrollment, id`,
+      // Locks the group's device rows (in id order, as every writer of them does) and stores only
+      // the rows of each device's current enrollment: a token replaced by an enrollment that
+      // committed before this lock is refused here, whichever collector checked it (its cache).
+      const r = await c.query<{ device_id: string; enrollment: number; id: string | null }>({
+        name: 'tg_insert_current',
+        text: `WITH locked AS (
+                 SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE),
+               ins AS (
+                 INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
+                 SELECT s.id, s.device_id, s.enrollment, s.seq, s.type, s.time, s.rule_id, s.received_at, s.body
+                 FROM ${STAGING} s JOIN locked l ON l.id = s.device_id AND l.enrollment = s.enrollment
+                 ORDER BY s.ord
+                 ON CONFLICT DO NOTHING
+                 RETURNING device_id, enrollment, id)
+               SELECT device_id, enrollment, id FROM ins
+               UNION ALL SELECT id, enrollment, NULL FROM locked`,
+        values: [deviceIds],
       });
+      const current = new Map<string, number>();
+      const rows: { device_id: string; enrollment: number; id: string }[] = [];
+      for (const x of r.rows) {
+        if (x.id === null) current.set(x.device_id, x.enrollment);
+        else rows.push(x as { device_id: string; enrollment: number; id: string });
+      }
+      const updates = deviceUpdates(batches.filter((b) => current.get(b.deviceId) === b.enrollment));
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
-      const storedKeys = new Set(r.rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
+      const storedKeys = new Set(rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
       const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
       // every device change and the notification in one statement (one round trip while the
       // rows are locked); each SET reads the locked row, so a change of another enrollment is skipped
@@ -452,16 +490,20 @@ export class PostgresCollectorStore implements CollectorStorePort {
             stops.map((n) => n.id),
             stops.map((n) => n.enrollment),
             stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
-            r.rows.length > 0,
+            rows.length > 0,
           ],
         });
-      return r.rows;
+      return { inserted: rows, current };
     });
     if (committedOn) this.staged.add(committedOn);
     // attribute each inserted row to the first batch (in order) that carried its key
     const fresh = new Set<string>();
     for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
-    const results = batches.map((b) => {
+    const results = batches.map((b): InsertResult => {
+      if (current.get(b.deviceId) !== b.enrollment) {
+        this.tokens.forget(b.deviceId, b.enrollment);
+        return { accepted: 0, duplicates: 0, stale: true };
+      }
       let accepted = 0;
       for (const e of b.events)
         if (fresh.delete(`${b.deviceId}\u0000${b.enrollment}\u0000${e.id}`)) accepted++;
