@@ -363,6 +363,8 @@ export interface ParsedArgs {
   readonly values: Readonly<Record<string, string>>;
   readonly help: boolean;
   readonly version: boolean;
+  /** `--migrate-only`: migrate the store, say what was done, exit (collector-main.ts). */
+  readonly migrateOnly: boolean;
 }
 
 /** Parses `--key value` / `--key=value` flags. Throws `GUARD_CONFIG_UNKNOWN_KEY` for unknown flags. */
@@ -371,6 +373,7 @@ export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
   let configFile: string | undefined;
   let help = false;
   let version = false;
+  let migrateOnly = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '--help' || arg === '-h') {
@@ -379,6 +382,10 @@ export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
     }
     if (arg === '--version') {
       version = true;
+      continue;
+    }
+    if (arg === '--migrate-only') {
+      migrateOnly = true;
       continue;
     }
     const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
@@ -404,7 +411,7 @@ export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
       );
     values[name] = value;
   }
-  return { configFile, values, help, version };
+  return { configFile, values, help, version, migrateOnly };
 }
 
 /** Loads and validates the collector config. Throws `GuardError` with a `GUARD_CONFIG_*` code. */

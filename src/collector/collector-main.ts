@@ -3,9 +3,16 @@
  * collector, print the URL it listens on (one stdout line, `guard-collector listening on <url>`,
  * which tests and scripts read when they ask for port 0), and close gracefully on SIGTERM/SIGINT.
  *
- * Exit codes: 0 after a clean shutdown, 2 for bad config (message with key, value and expectation
- * on stderr, no stack trace), 1 when the collector cannot start (port taken, DB unusable or of a
- * newer schema, PostgreSQL unreachable; with the error code when there is one).
+ * `--migrate-only`: open the configured store (SQLite or PostgreSQL), which migrates it, print
+ * one line saying from which schema version to which, and exit — no secrets or listen address
+ * needed. The package's unit runs it before every start (ExecStartPre), so an upgrade's restart
+ * migrates first and the journal says what it did.
+ *
+ * Exit codes: 0 after a clean shutdown (or a done migration), 2 for bad config (message with key,
+ * value and expectation on stderr, no stack trace), 1 when the collector cannot start (port taken,
+ * DB unusable or of a newer schema, PostgreSQL unreachable; with the error code when there is
+ * one), 3 with `--migrate-only` when the store's schema is newer than this build
+ * (`GUARD_STORE_SCHEMA_NEWER`: upgrade the collector, never downgrade the database).
  */
 import { readFileSync } from 'node:fs';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
@@ -24,10 +31,13 @@ import {
   requireSecret,
 } from './collector-config.js';
 import { type StartCollectorOptions, startCollector } from './collector-server.js';
+import { openStore, type StoreConnection } from './store/open-store.js';
+import type { CollectorStorePort } from './store/port.js';
 
 const EXIT_OK = 0;
 const EXIT_START_FAILED = 1;
 const EXIT_BAD_CONFIG = 2;
+const EXIT_SCHEMA_NEWER = 3;
 
 /** Runs guard-collector until SIGTERM/SIGINT. Resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -44,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_OK;
     }
     config = loadCollectorConfig(args);
+    if (args.migrateOnly) return await migrateOnly(config);
     options = optionsFromConfig(config);
   } catch (err) {
     process.stderr.write(
@@ -78,6 +89,43 @@ export async function main(argv: string[]): Promise<number> {
   });
   await collector.close();
   return EXIT_OK;
+}
+
+/** Opens (so migrates) the store of `config`, prints what was done, closes it; the exit code. */
+async function migrateOnly(config: CollectorConfig): Promise<number> {
+  let store: CollectorStorePort;
+  try {
+    store = await openStore({ dbFile: config.db, ...storeConnectionOf(config) });
+  } catch (err) {
+    process.stderr.write(
+      `guard-collector: cannot migrate: ${errorMessage(err)}${isGuardError(err) ? ` [${err.code}]` : ''}\n`,
+    );
+    return isGuardError(err) && err.code === 'GUARD_STORE_SCHEMA_NEWER'
+      ? EXIT_SCHEMA_NEWER
+      : EXIT_START_FAILED;
+  }
+  const { from, to } = store.schema;
+  await store.close();
+  process.stdout.write(
+    `guard-collector: ${store.kind} store ${store.location}: ${
+      from === to
+        ? `schema version ${to} is current, nothing to migrate`
+        : `schema migrated from version ${from} to ${to} (${to - from} migration${to - from === 1 ? '' : 's'})`
+    }\n`,
+  );
+  return EXIT_OK;
+}
+
+/** Where the store of `config` is and how to log in (reads the password and CA files). */
+function storeConnectionOf(config: CollectorConfig): StoreConnection {
+  return {
+    url: config.store_url,
+    password: config.store_password_file
+      ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
+      : undefined,
+    ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
+    poolSize: config.store_pool_size,
+  };
 }
 
 /** Turns the validated config into `startCollector` options (reads secret and PEM files). */
@@ -118,14 +166,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     host,
     port,
     dbFile: config.db,
-    store: {
-      url: config.store_url,
-      password: config.store_password_file
-        ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
-        : undefined,
-      ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
-      poolSize: config.store_pool_size,
-    },
+    store: storeConnectionOf(config),
     policyFile: config.policy_file,
     policyTrustedKeys: trustedKeysOf(config.policy_trusted_keys),
     policyThreshold: config.policy_threshold,
@@ -215,6 +256,10 @@ function readFile(key: string, file: string): Buffer {
 function usage(): string {
   const lines = [
     'Usage: guard-collector [--config FILE] [--<setting> VALUE]…',
+    '       guard-collector [--config FILE] [--<setting> VALUE]… --migrate-only',
+    '',
+    "  --migrate-only             migrate the store (db or store_url) to this version's schema, say what",
+    '                             was done, and exit: 0 done, 3 the schema is newer than this build',
     '',
     'Settings (flag / environment variable; secrets only from a file or the environment):',
   ];
