@@ -174,28 +174,35 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual(hostile);
   });
 
-  it('stores COPY-sensitive text (tab, newline, CR, backslash, \\N, \\.) as it came, in the right columns', async () => {
-    const s = await h.fresh();
-    await s.enrollDevice(dev('c1'), 'hc1', now());
-    await s.enrollDevice(dev('c2'), 'hc2', now());
-    const rule = 'r\t2\\N\n\\.\rx\\';
-    const hostile = blockedEvent('c1', 1, rule);
-    const honest = blockedEvent('c2', 1);
-    expect(
-      await s.insertGroup([
-        { deviceId: 'c1', enrollment: 1, events: incoming([hostile], 'c1'), receivedAt: now() },
-        { deviceId: 'c2', enrollment: 1, events: incoming([honest], 'c2'), receivedAt: now() },
-      ]),
-    ).toEqual([
-      { accepted: 1, duplicates: 0 },
-      { accepted: 1, duplicates: 0 },
-    ]);
-    const byRule = await s.queryEvents({ ruleId: rule, limit: 10 });
-    expect(byRule.map((r) => r.device_id)).toEqual(['c1']);
-    expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
-    const other = await s.queryEvents({ deviceId: 'c2', limit: 10 });
-    expect(JSON.parse(other[0]?.body ?? '{}')).toEqual(honest);
-  });
+  // a small group goes as parameter arrays, a larger one through COPY (postgres-store.ts): both
+  it.each([
+    ['a small group', 1],
+    ['a group of 100 events', 99],
+  ])(
+    'stores COPY-sensitive text (tab, newline, CR, backslash, \\N, \\.) as it came, in the right columns: %s',
+    async (_n, honestCount) => {
+      const s = await h.fresh();
+      await s.enrollDevice(dev('c1'), 'hc1', now());
+      await s.enrollDevice(dev('c2'), 'hc2', now());
+      const rule = 'r\t2\\N\n\\.\rx\\';
+      const hostile = blockedEvent('c1', 1, rule);
+      const honest = Array.from({ length: honestCount }, (_, i) => blockedEvent('c2', i + 1));
+      expect(
+        await s.insertGroup([
+          { deviceId: 'c1', enrollment: 1, events: incoming([hostile], 'c1'), receivedAt: now() },
+          { deviceId: 'c2', enrollment: 1, events: incoming(honest, 'c2'), receivedAt: now() },
+        ]),
+      ).toEqual([
+        { accepted: 1, duplicates: 0 },
+        { accepted: honestCount, duplicates: 0 },
+      ]);
+      const byRule = await s.queryEvents({ ruleId: rule, limit: 10 });
+      expect(byRule.map((r) => r.device_id)).toEqual(['c1']);
+      expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
+      const other = await s.queryEvents({ deviceId: 'c2', limit: 200 });
+      expect(other.map((r) => JSON.parse(r.body))).toEqual(honest);
+    },
+  );
 
   it('queries with filters and rid paging, in receipt order', async () => {
     const s = await h.fresh();

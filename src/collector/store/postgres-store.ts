@@ -149,6 +149,34 @@ const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
   type text COLLATE "C", time text COLLATE "C", rule_id text COLLATE "C", received_at text COLLATE "C",
   body text
 ) ON COMMIT DELETE ROWS`;
+/**
+ * A group of at most this many events is passed as parameter arrays (PARAM_ROWS) instead of COPYed
+ * into the staging table: COPY costs two round trips of its own (query, then data), which for a
+ * heartbeat-sized group cost more than the rows; above it COPY's cheaper rows win (docs/collector.md).
+ */
+const PARAM_ROWS_MAX_EVENTS = 64;
+/** The rows of a small group, from parameters $2–$11 (one array per STAGING column). */
+const PARAM_ROWS = `unnest($2::int4[], $3::text[], $4::text[], $5::int4[], $6::int8[], $7::text[], $8::text[],
+  $9::text[], $10::text[], $11::text[]) AS s(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body)`;
+/**
+ * Stores the rows of `source` (STAGING or PARAM_ROWS; its alias is `s`) of each device's current
+ * enrollment: locks the group's device rows ($1, sorted ids) first, inserts idempotently, and
+ * returns the inserted keys plus one row per locked device with its current enrollment (id NULL).
+ */
+function insertCurrentSql(source: string): string {
+  return `WITH locked AS (
+      SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE),
+    ins AS (
+      INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
+      SELECT s.id, s.device_id, s.enrollment, s.seq, s.type, s.time, s.rule_id, s.received_at, s.body
+      FROM ${source === STAGING ? `${STAGING} s` : source}
+      JOIN locked l ON l.id = s.device_id COLLATE "C" AND l.enrollment = s.enrollment
+      ORDER BY s.ord
+      ON CONFLICT DO NOTHING
+      RETURNING device_id, enrollment, id)
+    SELECT device_id, enrollment, id FROM ins
+    UNION ALL SELECT id, enrollment, NULL FROM locked`;
+}
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
 /**
@@ -421,10 +449,35 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
-    // one COPY row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
+    // one row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
+    let events = 0;
+    for (const b of batches) events += b.events.length;
+    const small = events <= PARAM_ROWS_MAX_EVENTS;
     let copyText = '';
+    const cols: unknown[][] = small ? Array.from({ length: 10 }, () => []) : [];
     let ord = 0;
     for (const b of batches) {
+      if (small) {
+        for (const e of b.events) {
+          const row = [
+            ord++,
+            e.id,
+            b.deviceId,
+            b.enrollment,
+            e.seq,
+            e.type,
+            e.time,
+            e.ruleId,
+            b.receivedAt,
+            e.body,
+          ];
+          for (let k = 0; k < row.length; k++) {
+            const v = row[k];
+            (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
+          }
+        }
+        continue;
+      }
       const device = copyField(b.deviceId);
       const received = copyField(b.receivedAt);
       for (const e of b.events)
@@ -435,27 +488,19 @@ export class PostgresCollectorStore implements CollectorStorePort {
     );
     let committedOn: pg.PoolClient | undefined;
     const { inserted, current } = await this.tx(async (c) => {
-      committedOn = c;
-      if (!this.staged.has(c)) await c.query(CREATE_STAGING);
-      await copyInto(c, copyText);
+      if (!small) {
+        committedOn = c;
+        if (!this.staged.has(c)) await c.query(CREATE_STAGING);
+        await copyInto(c, copyText);
+      }
       // Locks the group's device rows (in id order, as every writer of them does) and stores only
       // the rows of each device's current enrollment: a token replaced by an enrollment that
       // committed before this lock is refused here, whichever collector checked it (its cache).
-      const r = await c.query<{ device_id: string; enrollment: number; id: string | null }>({
-        name: 'tg_insert_current',
-        text: `WITH locked AS (
-                 SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE),
-               ins AS (
-                 INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body)
-                 SELECT s.id, s.device_id, s.enrollment, s.seq, s.type, s.time, s.rule_id, s.received_at, s.body
-                 FROM ${STAGING} s JOIN locked l ON l.id = s.device_id AND l.enrollment = s.enrollment
-                 ORDER BY s.ord
-                 ON CONFLICT DO NOTHING
-                 RETURNING device_id, enrollment, id)
-               SELECT device_id, enrollment, id FROM ins
-               UNION ALL SELECT id, enrollment, NULL FROM locked`,
-        values: [deviceIds],
-      });
+      const r = await c.query<{ device_id: string; enrollment: number; id: string | null }>(
+        small
+          ? { name: 'tg_insert_params', text: insertCurrentSql(PARAM_ROWS), values: [deviceIds, ...cols] }
+          : { name: 'tg_insert_staged', text: insertCurrentSql(STAGING), values: [deviceIds] },
+      );
       const current = new Map<string, number>();
       const rows: { device_id: string; enrollment: number; id: string }[] = [];
       for (const x of r.rows) {
