@@ -64,18 +64,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const root = createRootLogger(config.log_level);
-  let collector: Awaited<ReturnType<typeof startCollector>>;
-  try {
-    collector = await startCollector({ ...options, logger: root });
-  } catch (err) {
-    process.stderr.write(
-      `guard-collector: cannot start: ${errorMessage(err)}${isGuardError(err) ? ` [${err.code}]` : ''}\n`,
-    );
-    return EXIT_START_FAILED;
-  }
-  process.stdout.write(`guard-collector listening on ${collector.url}\n`);
-
-  await new Promise<void>((resolve) => {
+  // The handlers go in before the start: a SIGTERM that arrives while starting, or right after the
+  // "listening" line (a supervisor or test reading it may signal before the next statement runs),
+  // is a clean stop, never a kill by the default action.
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
@@ -87,6 +79,17 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
+  let collector: Awaited<ReturnType<typeof startCollector>>;
+  try {
+    collector = await startCollector({ ...options, logger: root });
+  } catch (err) {
+    process.stderr.write(
+      `guard-collector: cannot start: ${errorMessage(err)}${isGuardError(err) ? ` [${err.code}]` : ''}\n`,
+    );
+    return EXIT_START_FAILED;
+  }
+  process.stdout.write(`guard-collector listening on ${collector.url}\n`);
+  await stopped;
   await collector.close();
   return EXIT_OK;
 }
