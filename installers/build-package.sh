@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds toolguard's OS packages from what `npm run build` produced.
 #
-#   bash installers/build-package.sh deb|rpm|msi|stage|collector-deb|collector-stage
+#   bash installers/build-package.sh deb|rpm|msi|stage|collector-deb|collector-rpm|collector-stage
 #
 # deb/rpm/msi/stage: the endpoint agent (guardd, guardctl), without the collector's code or the
-# dependencies only it imports. collector-deb/collector-stage: guard-collector's own package
-# (/opt/guard-collector, its hardened unit, /etc/guard-collector/collector.json, a postinst that
-# restarts it onto the new code on upgrade, where its store migrates).
+# dependencies only it imports. collector-deb/collector-rpm/collector-stage: guard-collector's own
+# package (/opt/guard-collector, its hardened unit, /etc/guard-collector/collector.json, a postinst /
+# %post that restarts it onto the new code on upgrade; the unit's ExecStartPre migrates the store).
 #
 # Every package carries its own runtime: Node 24 LTS as pinned in installers/runtime.json (fetched
 # with `npm pack` and checked against its sha512 by installers/node-runtime.sh; never the Node
@@ -45,8 +45,8 @@
 set -euo pipefail
 
 FORMAT="${1:-}"
-case "$FORMAT" in deb | rpm | msi | stage | collector-deb | collector-stage) ;; *)
-  echo "usage: $0 deb|rpm|msi|stage|collector-deb|collector-stage" >&2
+case "$FORMAT" in deb | rpm | msi | stage | collector-deb | collector-rpm | collector-stage) ;; *)
+  echo "usage: $0 deb|rpm|msi|stage|collector-deb|collector-rpm|collector-stage" >&2
   exit 2
   ;;
 esac
@@ -291,6 +291,7 @@ stage_collector_root() {
 exec /opt/guard-collector/node/bin/node /opt/guard-collector/app/bin/guard-collector.js "$@"
 WRAPPER
   chmod 0755 "$opt/bin/guard-collector"
+  install -D -m 0755 installers/collector/configure.sh "$opt/lib/configure.sh"
   ln -s /opt/guard-collector/bin/guard-collector "$root/usr/bin/guard-collector"
   install -m 0644 service/linux/guard-collector.service "$root/usr/lib/systemd/system/"
   install -m 0644 installers/collector/collector.json "$root/etc/guard-collector/collector.json"
@@ -433,6 +434,35 @@ build_rpm() {
   echo "$OUT/$(basename "$rpm")"
 }
 
+build_collector_rpm() {
+  command -v rpmbuild >/dev/null || {
+    echo "build-package: rpmbuild missing (Debian: apt-get install rpm; see .ci/system-deps.sh)" >&2
+    exit 1
+  }
+  local root="$WORK/collector-rpmroot"
+  stage_collector_root "$root"
+  local glibc
+  glibc="$(glibc_floor "$root")"
+  local top="$WORK/collector-rpmbuild"
+  mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
+  local payload="w1.xzdio" # same trade-off as the .deb
+  [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && payload="w1.gzdio"
+  rpmbuild -bb --quiet \
+    --define "_topdir $top" \
+    --define "_tg_stage $root" \
+    --define "_tg_version ${VERSION//-/\~}" \
+    --define "_tg_glibc $glibc" \
+    --define "_binary_payload $payload" \
+    --define "_build_id_links none" \
+    --target "$(uname -m)" \
+    installers/collector/rpm/guard-collector.spec >/dev/null
+  local rpm
+  rpm="$(find "$top/RPMS" -name '*.rpm' | head -n1)"
+  cp "$rpm" "$OUT/"
+  log "built $OUT/$(basename "$rpm")"
+  echo "$OUT/$(basename "$rpm")"
+}
+
 build_msi() {
   command -v wixl >/dev/null || {
     echo "build-package: wixl missing (Debian: apt-get install wixl; see .ci/system-deps.sh)" >&2
@@ -519,6 +549,7 @@ collector-stage)
   ;;
 deb) build_deb ;;
 collector-deb) build_collector_deb ;;
+collector-rpm) build_collector_rpm ;;
 rpm) build_rpm ;;
 msi) build_msi ;;
 esac

@@ -17,6 +17,7 @@ export const EXIT = {
   CHECK_FAILED: 8,
   PACKAGE_INPUT: 9,
   PACKAGE_BUILD: 10,
+  SCHEMA_NEWER: 11,
 } as const;
 
 export type ExitName = keyof typeof EXIT;
@@ -34,6 +35,8 @@ export const EXIT_MEANINGS: Record<ExitName, string> = {
   CHECK_FAILED: 'a check failed (doctor, policy verify, policy lint)',
   PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
   PACKAGE_BUILD: 'package: the package build failed',
+  SCHEMA_NEWER:
+    "guard-collector: the database's schema is newer than this build (upgrade the collector; never downgrade the database)",
 };
 
 export function exitCodeFor(code: ErrorCode | string): number {
@@ -67,6 +70,7 @@ export function exitCodeFor(code: ErrorCode | string): number {
   )
     return EXIT.POLICY;
   if (code === 'GUARD_COLLECTOR_UNAUTHORIZED') return EXIT.FORBIDDEN;
+  if (code === 'GUARD_STORE_SCHEMA_NEWER') return EXIT.SCHEMA_NEWER;
   if (code.startsWith('GUARD_CONFIG_')) return EXIT.CONFIG;
   return EXIT.UNEXPECTED;
 }

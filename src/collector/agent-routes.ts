@@ -214,6 +214,9 @@ export function registerAgentRoutes(app: FastifyInstance, options: AgentRoutesOp
           throw new HttpError(503, 'GUARD_COLLECTOR_STORE_FAILED', 'events could not be stored; retry', 5);
         }
         metrics.observeIngest((performance.now() - received) / 1000);
+        // the device was enrolled again (here or through another collector) after its token was
+        // checked: the store refused the batch, and the token is unknown from now on
+        if (outcome.result.stale) throw unauthorized();
         const { batch } = outcome;
         const { accepted, duplicates } = outcome.result;
         metrics.ingested(batch.valid, await policy.ruleIds());
@@ -269,15 +272,18 @@ export function registerAgentRoutes(app: FastifyInstance, options: AgentRoutesOp
   async function authenticateDevice(req: FastifyRequest): Promise<EnrolledDevice> {
     const token = bearerToken(req.headers.authorization);
     const device = token === null ? undefined : await store.deviceForTokenHash(hashToken(token));
-    if (device === undefined) {
-      metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
-      throw new HttpError(
-        401,
-        'GUARD_COLLECTOR_UNAUTHORIZED',
-        'missing or unknown device token; enroll again',
-      );
-    }
+    if (device === undefined) throw unauthorized();
     return device;
+  }
+
+  /** The 401 of a missing, unknown or replaced device token (counted). */
+  function unauthorized(): HttpError {
+    metrics.inc('unauthorized_total', 'Requests with a missing or unknown device token.');
+    return new HttpError(
+      401,
+      'GUARD_COLLECTOR_UNAUTHORIZED',
+      'missing or unknown device token; enroll again',
+    );
   }
 }
 

@@ -386,6 +386,11 @@ const KEYS = new Set(Object.keys(COLLECTOR_SETTINGS));
  */
 const PROGRAM_OPTIONS: readonly ProgramOption[] = [
   { flags: '--config <file>', description: 'JSON file with settings (one flat object, the keys below)' },
+  {
+    flags: '--migrate-only',
+    description:
+      "migrate the store (db or store_url) to this version's schema, say what was done, and exit: 0 done, 3 the schema is newer than this build",
+  },
 ];
 
 /** guard-collector's command line, generated from its settings table (and cli-reference's source). */
@@ -417,7 +422,7 @@ export const COLLECTOR_PROGRAM: ProgramSpec = {
     'guard-collector --config /etc/guard-collector/collector.json --listen 0.0.0.0:8443 --tls-cert tls.crt --tls-key tls.key',
     'guard-collector --store-url postgres://guard@db.example.com/toolguard --store-password-file /etc/guard-collector/pg-password',
   ],
-  exitCodes: ['OK', 'UNEXPECTED', 'USAGE', 'FORBIDDEN', 'CONFIG'],
+  exitCodes: ['OK', 'UNEXPECTED', 'USAGE', 'FORBIDDEN', 'CONFIG', 'SCHEMA_NEWER'],
 };
 
 export interface ParsedArgs {
@@ -428,6 +433,8 @@ export interface ParsedArgs {
   readonly options: Readonly<Record<string, unknown>>;
   /** Set when parsing ended the run (--help or --version printed): the exit code. */
   readonly ended: number | null;
+  /** `--migrate-only`: migrate the store, say what was done, exit (collector-main.ts). */
+  readonly migrateOnly: boolean;
 }
 
 /**
@@ -453,7 +460,7 @@ export function parseCollectorArgs(argv: readonly string[]): ParsedArgs {
     values[key] = value;
   }
   const configFile = typeof options.config === 'string' ? options.config : undefined;
-  return { configFile, values, options, ended };
+  return { configFile, values, options, ended, migrateOnly: options.migrateOnly === true };
 }
 
 /** Loads and validates the collector config. Throws `GuardError` with a `GUARD_CONFIG_*` code. */

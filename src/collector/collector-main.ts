@@ -6,8 +6,16 @@
  * Exit codes (the one table of src/cli/error-message.ts, errors printed like guardctl's): 0 after a
  * clean shutdown, 2 for a usage error, 6 for bad config (message with key, value and expectation,
  * and a hint, no stack trace), 4 when the system refuses a directory or a port (not root, a port
- * below 1024), 1 when the collector cannot start otherwise (port taken, DB unusable or of a newer
- * schema, PostgreSQL unreachable; with the error code when there is one).
+ * below 1024), 11 when the database's schema is newer than this build, 1 when the collector cannot
+ * start otherwise (port taken, DB unusable, PostgreSQL unreachable; with the error code when there
+ * is one).
+ *
+ * `--migrate-only`: open the configured store (SQLite or PostgreSQL), which migrates it, print
+ * one line saying from which schema version to which, and exit 0 — no secrets or listen address
+ * needed; 11 (SCHEMA_NEWER) when the store's schema is newer than this build (upgrade the
+ * collector, never downgrade the database), 1 when the store cannot be opened. The package's
+ * unit runs it before every start (ExecStartPre), so an upgrade's restart migrates first and
+ * the journal says what it did.
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -26,6 +34,8 @@ import {
   requireSecret,
 } from './collector-config.js';
 import { type StartCollectorOptions, startCollector } from './collector-server.js';
+import { openStore, type StoreConnection } from './store/open-store.js';
+import type { CollectorStorePort } from './store/port.js';
 
 /** Runs guard-collector until SIGTERM/SIGINT. Resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -37,24 +47,17 @@ export async function main(argv: string[]): Promise<number> {
     if (args.ended !== null) return args.ended;
     configFile = args.configFile;
     config = loadCollectorConfig(args);
+    if (args.migrateOnly) return await migrateOnly(config, configFile);
     options = optionsFromConfig(config);
   } catch (err) {
     return reportError(err, { program: 'guard-collector', configFile });
   }
 
   const root = createRootLogger(config.log_level);
-  let collector: Awaited<ReturnType<typeof startCollector>>;
-  try {
-    collector = await startCollector({ ...options, logger: root });
-  } catch (err) {
-    return reportError(startFailure(sqliteDirRefused(err, config)), {
-      program: 'guard-collector',
-      configFile,
-    });
-  }
-  process.stdout.write(`guard-collector listening on ${collector.url}\n`);
-
-  await new Promise<void>((resolve) => {
+  // The handlers go in before the start: a SIGTERM that arrives while starting, or right after the
+  // "listening" line (a supervisor or test reading it may signal before the next statement runs),
+  // is a clean stop, never a kill by the default action.
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
@@ -66,6 +69,17 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
+  let collector: Awaited<ReturnType<typeof startCollector>>;
+  try {
+    collector = await startCollector({ ...options, logger: root });
+  } catch (err) {
+    return reportError(startFailure(sqliteDirRefused(err, config)), {
+      program: 'guard-collector',
+      configFile,
+    });
+  }
+  process.stdout.write(`guard-collector listening on ${collector.url}\n`);
+  await stopped;
   await collector.close();
   return EXIT.OK;
 }
@@ -87,6 +101,41 @@ function sqliteDirRefused(err: unknown, config: CollectorConfig): unknown {
       code: 'EACCES',
     });
   }
+}
+
+/** Opens (so migrates) the store of `config`, prints what was done, closes it; the exit code. */
+async function migrateOnly(config: CollectorConfig, configFile: string | undefined): Promise<number> {
+  let store: CollectorStorePort;
+  try {
+    store = await openStore({ dbFile: config.db, ...storeConnectionOf(config) });
+  } catch (err) {
+    return reportError(startFailure(sqliteDirRefused(err, config)), {
+      program: 'guard-collector',
+      configFile,
+    });
+  }
+  const { from, to } = store.schema;
+  await store.close();
+  process.stdout.write(
+    `guard-collector: ${store.kind} store ${store.location}: ${
+      from === to
+        ? `schema version ${to} is current, nothing to migrate`
+        : `schema migrated from version ${from} to ${to} (${to - from} migration${to - from === 1 ? '' : 's'})`
+    }\n`,
+  );
+  return EXIT.OK;
+}
+
+/** Where the store of `config` is and how to log in (reads the password and CA files). */
+function storeConnectionOf(config: CollectorConfig): StoreConnection {
+  return {
+    url: config.store_url,
+    password: config.store_password_file
+      ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
+      : undefined,
+    ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
+    poolSize: config.store_pool_size,
+  };
 }
 
 /** Turns the validated config into `startCollector` options (reads secret and PEM files). */
@@ -143,14 +192,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
     host,
     port,
     dbFile: config.db,
-    store: {
-      url: config.store_url,
-      password: config.store_password_file
-        ? readFile('store_password_file', config.store_password_file).toString('utf8').trim()
-        : undefined,
-      ca: config.store_ca_file ? readFile('store_ca_file', config.store_ca_file) : undefined,
-      poolSize: config.store_pool_size,
-    },
+    store: storeConnectionOf(config),
     policyFile: config.policy_file,
     policyTrustedKeys: trustedKeysOf(config.policy_trusted_keys),
     policyThreshold: config.policy_threshold,

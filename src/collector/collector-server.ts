@@ -63,6 +63,11 @@ const LINGER_MS = 2_000;
  */
 const PG_CONCURRENT_COMMITS = 4;
 /**
+ * Bodies up to this size are parsed on the main thread even with workers (parse-pool.ts
+ * `inlineMaxBytes`): a heartbeat or a few events (~0.1 ms of parsing), not a 500-event batch.
+ */
+const INLINE_PARSE_MAX_BYTES = 8 * 1024;
+/**
  * Events per group commit on PostgreSQL: a commit there does not block the main thread (the
  * database works while sockets are served), so groups may be larger than SQLite's 2,000, which
  * saves a round trip set and a WAL flush per 2,000 events.
@@ -233,6 +238,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
       workers > 0
         ? await ParsePool.start({
             workers,
+            inlineMaxBytes: INLINE_PARSE_MAX_BYTES,
             onWorkerExit: (info) =>
               logger.error(
                 { err: info.error, code: info.code },

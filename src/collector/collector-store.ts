@@ -341,6 +341,11 @@ export interface IncomingEvent {
 export interface InsertResult {
   readonly accepted: number;
   readonly duplicates: number;
+  /**
+   * PostgreSQL only (port.ts `insertGroup`): nothing of the batch was stored because its
+   * enrollment is no longer the device's current one — its token was replaced after it was checked.
+   */
+  readonly stale?: true;
 }
 
 export interface StoredEventRow {

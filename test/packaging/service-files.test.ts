@@ -115,6 +115,8 @@ describe('guard-collector.service', () => {
     expect(u.get('Service.Restart')).toEqual(['always']);
     expect(u.get('Service.ProtectSystem')).toEqual(['strict']);
     expect(u.get('Service.MemoryDenyWriteExecute')).toBeUndefined();
+    // Every start migrates the store first, with the same program and config (a newer schema fails it).
+    expect(u.get('Service.ExecStartPre')).toEqual([`${u.get('Service.ExecStart')?.[0]} --migrate-only`]);
     // The DB lives in the dynamic user's state dir, not the agent's /var/lib/toolguard default.
     expect(u.get('Service.Environment')).toContain(
       'TOOLGUARD_COLLECTOR_DB=/var/lib/guard-collector/collector.db',

@@ -79,7 +79,10 @@ export interface EnrollingDevice {
 export interface DeviceRegistry {
   /**
    * The device and enrollment a token hash belongs to, or undefined. Only the newest enrollment's
-   * token is known, so a token of an older enrollment of the id is unknown. Safe at any rate.
+   * token is known, so a token of an older enrollment of the id is unknown — at once through this
+   * store; a store that caches tokens (PostgreSQL, token-cache.ts) may still answer for a token
+   * replaced through another collector, and `insertGroup` then refuses its batches as `stale`.
+   * Safe at any rate.
    */
   deviceForTokenHash(tokenHash: string): Promise<EnrolledDevice | undefined>;
   /**
@@ -96,8 +99,15 @@ export interface EventLog {
   /**
    * Stores batches (each of one device) idempotently in one transaction — key (device id,
    * enrollment, event id); an event already stored, or earlier in the same group, is a duplicate —
-   * and updates each device's last-seen and, for a batch of the device's current enrollment, its
-   * agent version, policy version and coverage (newest seq wins). Durable when it resolves;
+   * and updates each device's last-seen, agent version, policy version and coverage (newest seq
+   * wins; agent, policy and coverage only from a batch of the device's current enrollment).
+   * PostgreSQL, which caches tokens, stores only batches of the device's current enrollment: a
+   * batch of an older one (the device was enrolled again after its token was checked, possibly
+   * through another collector) stores nothing and is reported `stale`; the check and the
+   * enrollment are serialised on the device row, so no event of a replaced token is stored once
+   * the enrollment has committed. SQLite (one process, no cache) stores such a batch under its
+   * old enrollment, as before: it can only be one whose token was checked before the enrollment.
+   * Durable when it resolves;
    * rejects (storing nothing of the group) when the commit fails. Results in the order of
    * `batches`. Wakes the `onStored` listener after a commit that stored something.
    */
@@ -245,6 +255,8 @@ export interface CollectorStorePort
   readonly kind: 'sqlite' | 'postgres';
   /** Where the data lives, for logs (a file path, or the URL without password). */
   readonly location: string;
+  /** The schema version found when the store was opened (0: new) and the one it was migrated to. */
+  readonly schema: { readonly from: number; readonly to: number };
   /** True when the store answers a trivial query. */
   healthy(): Promise<boolean>;
   /** Releases connections/files. Safe to call twice; other calls after it reject. */

@@ -106,6 +106,7 @@ import type {
   ShadowRuleCount,
   StoredEventRow,
 } from './port.js';
+import { TokenCache } from './token-cache.js';
 
 /** Versioned migrations; index + 1 = the version it brings the schema to. Never edit one that shipped. */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -179,7 +180,8 @@ export const PG_MIGRATIONS: readonly string[] = [
   // sort indexes, events.user_name, the rule covering index and the sessions are SQLite's.
   // rule_hourly / rule_daily take one upsert per (bucket, rule, type) a group stored, in key order
   // (concurrent groups wait on each other's row of the current hour until commit, never deadlock:
-  // every group locks these rows first, then device rows in id order). Hostname search uses a
+  // every group locks its device rows in id order first, then these rows in key order — insertCurrentSql).
+  // Hostname search uses a
   // pg_trgm index when the extension can be created (Debian's postgresql package ships it; it is a
   // trusted extension, so the database owner may create it); without it the search scans.
   `
@@ -269,6 +271,47 @@ const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
   type text COLLATE "C", time text COLLATE "C", rule_id text COLLATE "C", received_at text COLLATE "C",
   body text, user_name text COLLATE "C"
 ) ON COMMIT DELETE ROWS`;
+/**
+ * A group of at most this many events is passed as parameter arrays (PARAM_ROWS) instead of COPYed
+ * into the staging table: COPY costs two round trips of its own (query, then data), which for a
+ * heartbeat-sized group cost more than the rows; above it COPY's cheaper rows win (docs/collector.md).
+ */
+const PARAM_ROWS_MAX_EVENTS = 64;
+/** The rows of a small group, from parameters $2–$12 (one array per STAGING column). */
+const PARAM_ROWS = `unnest($2::int4[], $3::text[], $4::text[], $5::int4[], $6::int8[], $7::text[], $8::text[],
+  $9::text[], $10::text[], $11::text[], $12::text[])
+  AS s(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)`;
+/**
+ * Stores the rows of `source` (STAGING or PARAM_ROWS; its alias is `s`) of each device's current
+ * enrollment: locks the group's device rows ($1, sorted ids) first, inserts idempotently, and
+ * adds the stored rows' rule counts to rule_hourly and rule_daily (keys in one order: no deadlock
+ * between concurrent groups), and returns the inserted keys plus one row per locked device with
+ * its current enrollment (id NULL).
+ */
+function insertCurrentSql(source: string): string {
+  return `WITH locked AS (
+      SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE),
+    ins AS (
+      INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
+      SELECT s.id, s.device_id, s.enrollment, s.seq, s.type, s.time, s.rule_id, s.received_at, s.body, s.user_name
+      FROM ${source === STAGING ? `${STAGING} s` : source}
+      JOIN locked l ON l.id = s.device_id COLLATE "C" AND l.enrollment = s.enrollment
+      ORDER BY s.ord
+      ON CONFLICT DO NOTHING
+      RETURNING device_id, enrollment, id, rule_id, type, time),
+    hourly AS (
+      INSERT INTO rule_hourly(hour, rule_id, type, count)
+      SELECT left(time, 13), rule_id, type, count(*) FROM ins
+      WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+      ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
+    daily AS (
+      INSERT INTO rule_daily(day, rule_id, type, count)
+      SELECT left(time, 10), rule_id, type, count(*) FROM ins
+      WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+      ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
+    SELECT device_id, enrollment, id FROM ins
+    UNION ALL SELECT id, enrollment, NULL FROM locked`;
+}
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
 /**
@@ -357,6 +400,8 @@ export interface PostgresStoreOptions {
   readonly ca?: string | Buffer;
   /** Pool size (default DEFAULT_PG_POOL). */
   readonly poolSize?: number;
+  /** Token hashes cached at most (token-cache.ts; default DEFAULT_TOKEN_CACHE_ENTRIES, 0 = none). */
+  readonly tokenCacheEntries?: number;
   /** Delay before re-opening a lost notification connection, ms (default LISTEN_RETRY_MS). */
   readonly listenRetryMs?: number;
   readonly logger?: Logger;
@@ -389,6 +434,7 @@ export function redactUrl(url: string): string {
 export class PostgresCollectorStore implements CollectorStorePort {
   readonly kind = 'postgres' as const;
   readonly location: string;
+  schema = { from: 0, to: PG_MIGRATIONS.length };
   onStored: (() => void) | null = null;
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
@@ -397,12 +443,17 @@ export class PostgresCollectorStore implements CollectorStorePort {
   private readonly log: Logger | undefined;
   /** Pool connections whose staging table exists (a creation rolled back does not count). */
   private readonly staged = new WeakSet<pg.PoolClient>();
+  /** Token hash → device, checked again by every insert (token-cache.ts). */
+  private readonly tokens: TokenCache;
+  /** Enrollments through this store so far: a token lookup that spans one is not cached. */
+  private enrollEpoch = 0;
 
   private constructor(
     private readonly options: PostgresStoreOptions,
     pool: pg.Pool,
   ) {
     this.pool = pool;
+    this.tokens = new TokenCache(options.tokenCacheEntries);
     this.location = redactUrl(options.url);
     this.log = options.logger?.child({ component: 'collector.store.postgres' });
   }
@@ -446,6 +497,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
       await c.query('CREATE TABLE IF NOT EXISTS collector_schema (version integer NOT NULL)');
       const r = await c.query<{ version: number }>('SELECT version FROM collector_schema');
       let current = r.rows[0]?.version ?? 0;
+      this.schema = { from: current, to: PG_MIGRATIONS.length };
       if (r.rows.length === 0) await c.query('INSERT INTO collector_schema(version) VALUES (0)');
       if (current > PG_MIGRATIONS.length)
         throw new GuardError(
@@ -523,12 +575,19 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async deviceForTokenHash(tokenHash: string): Promise<EnrolledDevice | undefined> {
+    const cached = this.tokens.get(tokenHash);
+    if (cached) return cached;
+    const epoch = this.enrollEpoch;
     const r = await this.pool.query<EnrolledDevice>(
       'SELECT id, enrollment FROM devices WHERE token_hash = $1',
       [tokenHash],
     );
     const row = r.rows[0];
-    return row ? { id: row.id, enrollment: row.enrollment } : undefined;
+    if (!row) return undefined;
+    const device = { id: row.id, enrollment: row.enrollment };
+    // an answer that may predate an enrollment through this store is used, not cached
+    if (epoch === this.enrollEpoch) this.tokens.set(tokenHash, device);
+    return device;
   }
 
   async enrollDevice(device: EnrollingDevice, tokenHash: string, now: string): Promise<number> {
@@ -542,52 +601,77 @@ export class PostgresCollectorStore implements CollectorStorePort {
        RETURNING enrollment`,
       [device.id, tokenHash, pgText(device.hostname), pgText(device.os), pgText(device.agent_version), now],
     );
+    this.enrollEpoch++;
+    this.tokens.enrolled(device.id);
     const row = r.rows[0];
     if (!row) throw new GuardError('GUARD_STORE_IO', 'enrolling a device returned no row');
     return row.enrollment;
   }
 
   async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
-    // one COPY row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
+    // one row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
+    let events = 0;
+    for (const b of batches) events += b.events.length;
+    const small = events <= PARAM_ROWS_MAX_EVENTS;
     let copyText = '';
+    const cols: unknown[][] = small ? Array.from({ length: 11 }, () => []) : [];
     let ord = 0;
     for (const b of batches) {
+      if (small) {
+        for (const e of b.events) {
+          const row = [
+            ord++,
+            e.id,
+            b.deviceId,
+            b.enrollment,
+            e.seq,
+            e.type,
+            e.time,
+            e.ruleId,
+            b.receivedAt,
+            e.body,
+            e.user,
+          ];
+          for (let k = 0; k < row.length; k++) {
+            const v = row[k];
+            (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
+          }
+        }
+        continue;
+      }
       const device = copyField(b.deviceId);
       const received = copyField(b.receivedAt);
       for (const e of b.events)
         copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\t${e.user === null ? '\\N' : copyField(e.user)}\n`;
     }
-    const updates = deviceUpdates(batches);
+    const deviceIds = [...new Set(batches.map((b) => b.deviceId))].sort((a, b) =>
+      a < b ? -1 : a > b ? 1 : 0,
+    );
     let committedOn: pg.PoolClient | undefined;
-    const inserted = await this.tx(async (c) => {
-      committedOn = c;
-      if (!this.staged.has(c)) await c.query(CREATE_STAGING);
-      await copyInto(c, copyText);
-      const r = await c.query<{ device_id: string; enrollment: number; id: string }>({
-        name: 'tg_insert_staged',
-        // the rows stored, and their rule counts added to rule_hourly and rule_daily (keys in one
-        // order: no deadlock between concurrent groups)
-        text: `WITH ins AS (
-                 INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
-                 SELECT id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name
-                 FROM ${STAGING} ORDER BY ord
-                 ON CONFLICT DO NOTHING
-                 RETURNING device_id, enrollment, id, rule_id, type, time),
-               hourly AS (
-                 INSERT INTO rule_hourly(hour, rule_id, type, count)
-                 SELECT left(time, 13), rule_id, type, count(*) FROM ins
-                 WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-                 ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
-               daily AS (
-                 INSERT INTO rule_daily(day, rule_id, type, count)
-                 SELECT left(time, 10), rule_id, type, count(*) FROM ins
-                 WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-                 ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
-               SELECT device_id, enrollment, id FROM ins`,
-      });
+    const { inserted, current } = await this.tx(async (c) => {
+      if (!small) {
+        committedOn = c;
+        if (!this.staged.has(c)) await c.query(CREATE_STAGING);
+        await copyInto(c, copyText);
+      }
+      // Locks the group's device rows (in id order, as every writer of them does) and stores only
+      // the rows of each device's current enrollment: a token replaced by an enrollment that
+      // committed before this lock is refused here, whichever collector checked it (its cache).
+      const r = await c.query<{ device_id: string; enrollment: number; id: string | null }>(
+        small
+          ? { name: 'tg_insert_params', text: insertCurrentSql(PARAM_ROWS), values: [deviceIds, ...cols] }
+          : { name: 'tg_insert_staged', text: insertCurrentSql(STAGING), values: [deviceIds] },
+      );
+      const current = new Map<string, number>();
+      const rows: { device_id: string; enrollment: number; id: string }[] = [];
+      for (const x of r.rows) {
+        if (x.id === null) current.set(x.device_id, x.enrollment);
+        else rows.push(x as { device_id: string; enrollment: number; id: string });
+      }
+      const updates = deviceUpdates(batches.filter((b) => current.get(b.deviceId) === b.enrollment));
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
-      const storedKeys = new Set(r.rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
+      const storedKeys = new Set(rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
       const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
       // every device change and the notification in one statement (one round trip while the
       // rows are locked); each SET reads the locked row, so a change of another enrollment is skipped
@@ -612,7 +696,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
             stops.map((n) => n.id),
             stops.map((n) => n.enrollment),
             stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
-            r.rows.length > 0,
+            rows.length > 0,
             updates.coverage.tags,
             updates.coverage.outbox,
             updates.coverage.dropped,
@@ -626,13 +710,17 @@ export class PostgresCollectorStore implements CollectorStorePort {
         });
       if (updates.coverage.ids.length > 0)
         await c.query({ name: 'tg_sync_tags', text: TAGS_SYNC_SQL, values: [updates.coverage.ids] });
-      return r.rows;
+      return { inserted: rows, current };
     });
     if (committedOn) this.staged.add(committedOn);
     // attribute each inserted row to the first batch (in order) that carried its key
     const fresh = new Set<string>();
     for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
-    const results = batches.map((b) => {
+    const results = batches.map((b): InsertResult => {
+      if (current.get(b.deviceId) !== b.enrollment) {
+        this.tokens.forget(b.deviceId, b.enrollment);
+        return { accepted: 0, duplicates: 0, stale: true };
+      }
       let accepted = 0;
       for (const e of b.events)
         if (fresh.delete(`${b.deviceId}\u0000${b.enrollment}\u0000${e.id}`)) accepted++;

@@ -74,6 +74,7 @@ const READ_CHUNK = 50;
 export class SqliteCollectorStore implements CollectorStorePort {
   readonly kind = 'sqlite' as const;
   readonly location: string;
+  readonly schema: { readonly from: number; readonly to: number };
   /** The synchronous engine (sqlite-only tests and tools; the collector itself uses the port). */
   readonly engine: CollectorStore;
   /** Sinks whose delivery runs right now in this process (a second runner of one sink gets `busy`). */
@@ -84,9 +85,10 @@ export class SqliteCollectorStore implements CollectorStorePort {
    * of a newer collector (left untouched), `GUARD_STORE_IO` when it cannot be opened.
    */
   constructor(options: CollectorStoreOptions) {
-    refuseNewerSchema(options.file);
+    const from = refuseNewerSchema(options.file);
     this.engine = new CollectorStore(options);
     this.location = options.file;
+    this.schema = { from: this.engine.recovered ? 0 : from, to: COLLECTOR_MIGRATIONS.length };
   }
 
   /** Set when the DB failed its integrity check at open and was moved aside. */
@@ -441,9 +443,12 @@ export class SqliteCollectorStore implements CollectorStorePort {
   }
 }
 
-/** Throws `GUARD_STORE_SCHEMA_NEWER` when `file` holds a schema newer than COLLECTOR_MIGRATIONS. */
-function refuseNewerSchema(file: string): void {
-  if (!existsSync(file)) return;
+/**
+ * The schema version `file` holds (0 when missing or unreadable); throws `GUARD_STORE_SCHEMA_NEWER`
+ * when it is newer than COLLECTOR_MIGRATIONS.
+ */
+function refuseNewerSchema(file: string): number {
+  if (!existsSync(file)) return 0;
   let version: number;
   try {
     const db = new Database(file, { readonly: true, fileMustExist: true });
@@ -453,7 +458,7 @@ function refuseNewerSchema(file: string): void {
       db.close();
     }
   } catch {
-    return; // unreadable or corrupt: the engine's open reports or recovers it
+    return 0; // unreadable or corrupt: the engine's open reports or recovers it
   }
   if (version > COLLECTOR_MIGRATIONS.length)
     throw new GuardError(
@@ -461,4 +466,5 @@ function refuseNewerSchema(file: string): void {
       `the collector database ${file} has schema version ${version}, newer than this collector knows (${COLLECTOR_MIGRATIONS.length}); upgrade the collector, never downgrade the database`,
       { found: version, known: COLLECTOR_MIGRATIONS.length },
     );
+  return version;
 }
