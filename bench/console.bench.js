@@ -20,6 +20,10 @@
 //                                    reuse them in later runs instead of filling again (the full
 //                                    fill takes many minutes). Without it, everything is removed.
 //   TOOLGUARD_BENCH_CONSOLE_STORES   `sqlite,postgres` (default both)
+// The full fill took 33 min (SQLite) and 24 min (PostgreSQL) on a loaded 2-CPU machine, longer than
+// bench/run.js allows one bench (10 min): fill once with `TOOLGUARD_BENCH_CONSOLE_REUSE=1 node
+// bench/console.bench.js`, then `npm run bench` with the same env reuses it. Opening the filled
+// SQLite file takes minutes: the store's integrity check at open (printed).
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
