@@ -25,6 +25,16 @@ export interface OpenDatabaseOptions {
    * power loss. Agents default to FULL: the outbox must not lose a block event.
    */
   readonly synchronous?: 'FULL' | 'NORMAL';
+  /**
+   * What is checked at open. `full` (default: the agent's few-MiB files) runs `integrity_check`,
+   * which reads every page. `header` only reads the schema (a file that is not a database, or
+   * whose first pages are garbage, still fails and is moved aside): for the collector, whose file
+   * grows to many GiB — a full check took 3–6 minutes at 10 million events, past systemd's start
+   * timeout — and where SQLite reports deeper damage when a query meets it (SQLITE_CORRUPT),
+   * rather than having a whole fleet's history moved aside at a restart. docs/collector.md says
+   * how to run the full check by hand.
+   */
+  readonly integrity?: 'full' | 'header';
 }
 
 /** Opens (creating if needed) the DB at `file`, checks its integrity and migrates it. */
@@ -33,7 +43,7 @@ export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDa
   let recovered: OpenDatabaseResult['recovered'] = null;
   let db: Db;
   try {
-    db = openAndCheck(file);
+    db = openAndCheck(file, options.integrity ?? 'full');
   } catch (err) {
     const problem = (err as Error).message;
     const movedTo = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
@@ -42,7 +52,7 @@ export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDa
     }
     recovered = { movedTo, problem };
     try {
-      db = openAndCheck(file);
+      db = openAndCheck(file, options.integrity ?? 'full');
     } catch (err2) {
       throw new GuardError('GUARD_STORE_IO', `cannot create database ${file}: ${(err2 as Error).message}`, {
         file,
@@ -55,11 +65,15 @@ export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDa
   return { db, recovered };
 }
 
-function openAndCheck(file: string): Db {
+function openAndCheck(file: string, integrity: 'full' | 'header'): Db {
   const db = new Database(file);
   try {
     db.pragma('busy_timeout = 5000');
     db.pragma('journal_mode = WAL');
+    if (integrity === 'header') {
+      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      return db;
+    }
     const rows = db.pragma('integrity_check') as { integrity_check: string }[];
     const ok = rows.length === 1 && rows[0]?.integrity_check === 'ok';
     if (!ok)

@@ -1,5 +1,6 @@
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { isGuardError } from '../../src/common/errors.js';
 import { openDatabase, StateStore } from '../../src/store/database.js';
@@ -32,6 +33,39 @@ describe('openDatabase', () => {
     expect(readdirSync(dir).some((f) => f.startsWith('corrupt.db.corrupt-'))).toBe(true);
     expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
     db.close();
+  });
+
+  it("'header' (the collector's check) still moves a file that is not a database aside, but opens one damaged deep inside", () => {
+    const garbage = join(dir, 'hdr-garbage.db');
+    writeFileSync(garbage, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(8192, 0xab)]));
+    const g = openDatabase(garbage, { migrations: MIGRATIONS, integrity: 'header' });
+    expect(g.recovered).not.toBeNull();
+    g.db.close();
+
+    // A database whose last page (an index page of a 2,000-row table) is overwritten: the schema
+    // reads fine, integrity_check does not.
+    const deep = join(dir, 'hdr-deep.db');
+    const make = new Database(deep);
+    make.pragma('journal_mode = DELETE');
+    make.exec('CREATE TABLE t(a TEXT); CREATE INDEX t_a ON t(a);');
+    const ins = make.prepare('INSERT INTO t VALUES (?)');
+    make.transaction(() => {
+      for (let i = 0; i < 2000; i++) ins.run(`row-${i}-${'x'.repeat(50)}`);
+    })();
+    const pageSize = make.pragma('page_size', { simple: true }) as number;
+    make.close();
+    const bytes = readFileSync(deep);
+    bytes.fill(0xab, bytes.length - pageSize + 100);
+    writeFileSync(deep, bytes);
+    const copy = `${deep}.copy`;
+    copyFileSync(deep, copy);
+
+    const header = openDatabase(deep, { migrations: [], integrity: 'header' });
+    expect(header.recovered).toBeNull();
+    header.db.close();
+    const full = openDatabase(copy, { migrations: [] });
+    expect(full.recovered?.problem).toMatch(/integrity_check|malformed/);
+    full.db.close();
   });
 
   it('refuses a database from a newer guardd instead of downgrading it', () => {
