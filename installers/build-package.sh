@@ -179,7 +179,7 @@ stage_app() {
   if [ "$kind" = agent ]; then
     # The collector has its own package (guard-collector): the agent's carries neither its code
     # nor the dependencies only it imports (guardd loads it only in local mode, from a checkout).
-    rm -rf "$app/dist/collector" "$app/bin/guard-collector.js"
+    rm -rf "$app/dist/collector" "$app/dist/console" "$app/bin/guard-collector.js"
     agent_only_dependencies "$app"
   fi
   while IFS= read -r node; do

@@ -218,6 +218,12 @@ export const COLLECTOR_DEVICE_RECORD: readonly CollectorKept[] = Object.freeze([
     'time',
     'When guardd last stopped cleanly (its agent.stopped), while nothing newer arrived.',
   ),
+  kept('tags', 'id', "Its newest heartbeat's device tags (the device.tags setting), for the console's filter."),
+  kept('outbox_depth', 'count', "Events waiting in its outbox, from its newest heartbeat."),
+  kept('dropped_total', 'count', 'Events its outbox ever dropped, from its newest heartbeat.'),
+  kept('policy_state', 'enum', 'ok, stale or rejected: from its newest heartbeat and policy events.'),
+  kept('policy_error', 'text', 'The reason of its newest policy.rejected while it is in state rejected.'),
+  kept('policy_state_seq', 'count', 'seq of the event policy_state came from.'),
 ]);
 
 /** What the collector keeps besides the device record. */

@@ -20,7 +20,7 @@ describe('guardctl', () => {
 
   it('maps every error code to a documented exit code', () => {
     for (const code of Object.keys(ERROR_CODES))
-      expect([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).toContain(exitCodeFor(code));
+      expect([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).toContain(exitCodeFor(code));
     expect(exitCodeFor('GUARD_CONTROL_DAEMON_NOT_RUNNING')).toBe(3);
     expect(exitCodeFor('GUARD_POLICY_ROLLBACK')).toBe(5);
     expect(exitCodeFor('GUARD_CONFIG_UNKNOWN_KEY')).toBe(6);

@@ -47,7 +47,7 @@ function lines(file: string): string[] {
 const size = (file: string): number => (existsSync(file) ? statSync(file).size : 0);
 
 describe('a collector on PostgreSQL refuses to start', () => {
-  it('on a database of a newer schema (exit 1, GUARD_STORE_SCHEMA_NEWER), and on an unreachable server (GUARD_STORE_UNAVAILABLE)', async () => {
+  it('on a database of a newer schema (exit 11, GUARD_STORE_SCHEMA_NEWER), and on an unreachable server (GUARD_STORE_UNAVAILABLE)', async () => {
     const server = await startTestPostgres();
     const url = await server.createDatabase();
     const dir = collectorTempDir('tg-cluster-');
@@ -64,7 +64,7 @@ describe('a collector on PostgreSQL refuses to start', () => {
       () => null,
       (e: Error) => e.message,
     );
-    expect(refused).toMatch(/exited 1: .*newer than this collector.*\[GUARD_STORE_SCHEMA_NEWER\]/s);
+    expect(refused).toMatch(/exited 11: .*newer than this collector.*\[GUARD_STORE_SCHEMA_NEWER\]/s);
     await server.stop();
     const gone = await spawnCollectorProcess({
       dbFile: join(dir, 'unused.db'),

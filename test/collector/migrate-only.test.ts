@@ -111,6 +111,6 @@ describe('guard-collector --migrate-only', () => {
     const file = join(collectorTempDir('tg-migr-'), 'collector.db');
     const r = await run(['--db', file, '--migrate-only', '--no-such-flag', 'x']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('[GUARD_CONFIG_UNKNOWN_KEY]');
+    expect(r.stderr).toContain('[GUARD_CLI_USAGE]');
   });
 });

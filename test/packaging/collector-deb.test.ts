@@ -59,6 +59,8 @@ describe('guard-collector .deb, fresh install', () => {
     expect(modeOf('opt/guard-collector/bin/guard-collector')).toEqual(['755', 0, 0]);
     expect(modeOf('opt/guard-collector/app/bin/guard-collector.js')).toEqual(['755', 0, 0]);
     expect(modeOf('opt/guard-collector/app/dist/collector/collector-main.js')).toEqual(['644', 0, 0]);
+    // the console's browser bundle (dist/console, built by npm run build): the console is served from it
+    expect(modeOf('opt/guard-collector/app/dist/console/app.js')).toEqual(['644', 0, 0]);
     expect(modeOf('usr/lib/systemd/system/guard-collector.service')).toEqual(['644', 0, 0]);
     expect(modeOf('etc/guard-collector')).toEqual(['755', 0, 0]);
     expect(modeOf('etc/guard-collector/collector.json')).toEqual(['644', 0, 0]);

@@ -57,7 +57,7 @@ describe('guard-collector .rpm', () => {
     );
   });
 
-  it('rpm -qlp lists its runtime, app, wrapper, setup script, unit and config; nothing of the agent, no dev deps', () => {
+  it('rpm -qlp lists its runtime, app (the console bundle too), wrapper, setup script, unit, config, man page and completions; nothing of the agent, no dev deps', () => {
     const files = rpmQuery(['-qlp']).trim().split('\n');
     for (const f of [
       '/opt/guard-collector/node/bin/node',
@@ -69,6 +69,11 @@ describe('guard-collector .rpm', () => {
       '/usr/bin/guard-collector',
       '/usr/lib/systemd/system/guard-collector.service',
       '/etc/guard-collector/collector.json',
+      '/opt/guard-collector/app/dist/console/app.js',
+      '/usr/share/man/man8/guard-collector.8.gz',
+      '/usr/share/bash-completion/completions/guard-collector',
+      '/usr/share/zsh/vendor-completions/_guard-collector',
+      '/usr/share/fish/vendor_completions.d/guard-collector.fish',
     ])
       expect(files, f).toContain(f);
     const nm = '/opt/guard-collector/app/node_modules/';

@@ -298,11 +298,12 @@ COMP_WORDS=(guardd --loc); COMP_CWORD=1; _guardd; echo "\${COMPREPLY[*]}"`;
     }
   });
 
-  it('leaves the collector out: no guard-collector program, unit, code or collector-only dependency', () => {
+  it('leaves the collector out: no guard-collector program, unit, code, console bundle or collector-only dependency', () => {
     for (const p of [
       'opt/toolguard/bin/guard-collector',
       'opt/toolguard/app/bin/guard-collector.js',
       'opt/toolguard/app/dist/collector',
+      'opt/toolguard/app/dist/console',
       'usr/lib/systemd/system/guard-collector.service',
     ])
       expect(existsSync(join(root, p)), p).toBe(false);
