@@ -6,14 +6,17 @@
  *
  * A session is 32 random bytes (base64url) held only by the browser, in an `HttpOnly`,
  * `SameSite=Strict` cookie scoped to `/console` (`Secure` when the listener is TLS); the store
- * keeps its SHA-256 (ConsoleSessions), so a copy of the database opens no session. Sessions live
- * in the store, so every collector on a shared database accepts them. The CSRF token is
+ * keeps HMAC-SHA256(credential of its role, secret) (`sessionKey`, ConsoleSessions), so a copy of
+ * the database opens no session, and replacing the admin or viewer token (or removing the viewer
+ * token) ends every session opened with the old one at once instead of at its expiry — a rotated
+ * token is a revoked one. Sessions live in the store, so every collector on a shared database
+ * (with the same tokens) accepts them. The CSRF token is
  * HMAC-SHA256(session secret, "csrf"): the page reads it from `GET /console/api/session` and sends
  * it as `x-csrf-token`; another site can neither read it nor compute it.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { hashToken, secretEquals } from '../auth.js';
+import { secretEquals } from '../auth.js';
 import { HttpError } from '../http-error.js';
 import { sourceKey, TokenBucketLimiter } from '../rate-limit.js';
 import type { ConsoleRole, ConsoleSession, ConsoleSessions } from '../store/port.js';
@@ -97,28 +100,30 @@ export class ConsoleAuth {
       created_at: new Date(now).toISOString(),
       expires_at: new Date(now + this.options.sessionTtlS * 1000).toISOString(),
     };
-    await this.options.store.createSession(hashToken(secret), session);
+    await this.options.store.createSession(sessionKey(secret, this.credentialOf(role)), session);
     return { secret, session };
   }
 
   /** The request's live session; throws 401 `GUARD_CONSOLE_UNAUTHENTICATED` when there is none. */
   async identify(req: FastifyRequest): Promise<ConsoleIdentity> {
     const secret = sessionSecretOf(req.headers.cookie);
-    const session =
-      secret === null
-        ? undefined
-        : await this.options.store.sessionByHash(
-            hashToken(secret),
-            new Date(this.options.now()).toISOString(),
-          );
-    if (secret === null || session === undefined)
-      throw new HttpError(401, 'GUARD_CONSOLE_UNAUTHENTICATED', 'not logged in, or the session expired');
-    return { role: session.role, secret, session };
+    if (secret !== null) {
+      const at = new Date(this.options.now()).toISOString();
+      // keyed by each role's current credential: a session of a replaced token is found under neither
+      for (const role of this.roles()) {
+        const session = await this.options.store.sessionByHash(
+          sessionKey(secret, this.credentialOf(role)),
+          at,
+        );
+        if (session?.role === role) return { role, secret, session };
+      }
+    }
+    throw new HttpError(401, 'GUARD_CONSOLE_UNAUTHENTICATED', 'not logged in, or the session expired');
   }
 
-  /** Ends the session of `secret` (safe when it is already gone). */
-  async logout(secret: string): Promise<void> {
-    await this.options.store.deleteSession(hashToken(secret));
+  /** Ends the session of `id` (safe when it is already gone). */
+  async logout(id: ConsoleIdentity): Promise<void> {
+    await this.options.store.deleteSession(sessionKey(id.secret, this.credentialOf(id.role)));
   }
 
   /** The `Set-Cookie` value that stores `secret` (or, for null, clears the cookie). */
@@ -134,12 +139,29 @@ export class ConsoleAuth {
     this.failures.prune();
   }
 
+  /** The roles that can hold a session now: admin, and viewer when a viewer token is configured. */
+  private roles(): ConsoleRole[] {
+    return this.options.viewerToken === '' ? ['admin'] : ['admin', 'viewer'];
+  }
+
+  private credentialOf(role: ConsoleRole): string {
+    return role === 'admin' ? this.options.adminToken : this.options.viewerToken;
+  }
+
   private roleOf(credential: string): ConsoleRole | null {
     // both comparisons always run, so the time does not tell which token was close
     const admin = secretEquals(credential, this.options.adminToken);
     const viewer = this.options.viewerToken !== '' && secretEquals(credential, this.options.viewerToken);
     return admin ? 'admin' : viewer ? 'viewer' : null;
   }
+}
+
+/**
+ * The store's key of a session: HMAC-SHA256(the credential that opened it, secret), hex. Neither
+ * the secret nor the credential is in the database; a new credential makes old keys unreachable.
+ */
+export function sessionKey(secret: string, credential: string): string {
+  return createHmac('sha256', credential).update(secret).digest('hex');
 }
 
 /** The CSRF token of a session: HMAC-SHA256(secret, "csrf"), base64url. */

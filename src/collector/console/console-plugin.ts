@@ -224,7 +224,7 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
         registerReads(session, identity);
 
         session.post('/api/logout', async (req, reply) => {
-          await auth.logout(identity(req).secret);
+          await auth.logout(identity(req));
           reply.header('set-cookie', auth.cookie(null));
           return { ok: true };
         });
