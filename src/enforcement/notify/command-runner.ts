@@ -3,16 +3,11 @@
  * PowerShell) with a hard time limit, optionally as another user, never through a shell. It is the
  * one edge the notifier tests fake to check the macOS and Windows command lines on Linux.
  *
- * A command run as a user on Linux gives up guardd's raised priority (src/daemon/priority.ts: nice
- * −10, inherited by every child) while it is still root: `nice` (coreutils) lowers it, then
- * `setpriv` (util-linux) takes the user's uid/gid and no supplementary groups and execs the
- * command. Dropping the uid first (spawn's `uid` option) would leave a process of the user's at
- * nice −10 that the user may ptrace or signal and so take over, even for the moment before it
- * could lower its own priority.
+ * A command run as a user gives up guardd's raised priority while still root
+ * (src/daemon/priority.ts `asUserAtNormalPriority`).
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { getPriority } from 'node:os';
+import { asUserAtNormalPriority } from '../../daemon/priority.js';
 
 export interface CommandSpec {
   readonly command: string;
@@ -47,7 +42,8 @@ export const spawnRunner: CommandRunner = (spec) =>
     };
     let child: ReturnType<typeof spawn>;
     try {
-      const dropped = asUserAtNiceZero(spec);
+      const dropped =
+        spec.uid === undefined ? null : asUserAtNormalPriority(spec.uid, spec.gid, spec.command, spec.args);
       child = dropped
         ? spawn(dropped.command, dropped.args, { stdio: 'ignore', env: { ...spec.env } })
         : spawn(spec.command, [...spec.args], {
@@ -77,36 +73,3 @@ export const spawnRunner: CommandRunner = (spec) =>
       ),
     );
   });
-
-const NICE = '/usr/bin/nice';
-const SETPRIV = '/usr/bin/setpriv';
-
-/**
- * The root-run command line that lowers the priority to nice 0 and then becomes the user (see the
- * header), or null when there is nothing to lower (not Linux, no uid to take, nice ≥ 0) or the
- * tools are missing (then spawn's `uid` option, as before).
- */
-function asUserAtNiceZero(spec: CommandSpec): { command: string; args: string[] } | null {
-  if (process.platform !== 'linux' || spec.uid === undefined) return null;
-  let nice: number;
-  try {
-    nice = getPriority(0);
-  } catch {
-    return null;
-  }
-  if (nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV)) return null;
-  return {
-    command: NICE,
-    args: [
-      '-n',
-      String(-nice),
-      SETPRIV,
-      `--reuid=${spec.uid}`,
-      ...(spec.gid !== undefined ? [`--regid=${spec.gid}`] : []),
-      '--clear-groups',
-      '--',
-      spec.command,
-      ...spec.args,
-    ],
-  };
-}
