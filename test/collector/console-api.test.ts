@@ -517,11 +517,28 @@ describe('console over TLS', () => {
         req.on('error', reject);
         req.end(JSON.stringify({ credential: c.adminToken }));
       });
+    const get = (cookie: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = httpsRequest(`${c.url}/console/api/session`, { ca, headers: { cookie } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
     try {
       const ok = await post(c.url);
       expect(ok.status).toBe(200);
       expect(ok.cookie).toMatch(/; Secure$/);
       expect(ok.cookie).toContain('HttpOnly');
+      // __Host-: no other host (a sibling subdomain, a plain-HTTP man in the middle) can set it
+      expect(ok.cookie).toMatch(/^__Host-tg_console=[A-Za-z0-9_-]{43}; /);
+      expect(ok.cookie).toContain('; Path=/;');
+      expect(ok.cookie).not.toContain('Domain');
+      const secret = (/^__Host-tg_console=([^;]+)/.exec(ok.cookie) as RegExpExecArray)[1] as string;
+      expect(await get(`__Host-tg_console=${secret}`)).toBe(200);
+      // the unprefixed name, which a sibling host could toss in, is not read over TLS
+      expect(await get(`tg_console=${secret}`)).toBe(401);
       const plain = await post(c.url.replace('https:', 'http:'));
       expect(plain.status).toBe(403);
       expect(JSON.parse(plain.body).error.code).toBe('GUARD_CONSOLE_CROSS_SITE');
