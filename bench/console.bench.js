@@ -84,6 +84,8 @@ const ruleNumber = (n) => {
   return Math.floor(RULES * x * x) + 1;
 };
 const ruleName = (k) => `rule-${String(k).padStart(2, '0')}`;
+/** Every rule of the policy: what the console's rules page asks ruleActivity for. */
+const ALL_RULES = Array.from({ length: RULES }, (_, i) => ruleName(i + 1));
 /** What a rule does (each rule has one action, as in a policy): block, warn or audit. */
 const ACTIONS = ['block', 'warn', 'audit'];
 /** 40 % heartbeats, 50 % rule events, 10 % lifecycle: [upper bound of 100, type]; null = a rule event. */
@@ -481,11 +483,17 @@ function queries(store, w) {
     ],
     [
       'ruleActivity: 7 days hourly',
-      () => store.ruleActivity({ since: iso(w.end - 7 * DAY), until: now, bucketSeconds: 3600 }),
+      () =>
+        store.ruleActivity({
+          since: iso(w.end - 7 * DAY),
+          until: now,
+          bucketSeconds: 3600,
+          ruleIds: ALL_RULES,
+        }),
     ],
     [
       'ruleActivity: 30 days daily',
-      () => store.ruleActivity({ since: iso(w.start), until: now, bucketSeconds: 86400 }),
+      () => store.ruleActivity({ since: iso(w.start), until: now, bucketSeconds: 86400, ruleIds: ALL_RULES }),
     ],
     ['ruleTop: 7 days, top 10 (busiest rules)', (i) => store.ruleTop(hotRule(i), iso(w.end - 7 * DAY), 10)],
     ['ruleTop: 24 h, top 10', (i) => store.ruleTop(rule(i), iso(w.end - DAY), 10)],

@@ -335,8 +335,10 @@ export function parseBatch(
       time,
       ruleId: rule && typeof rule.id === 'string' ? rule.id : null,
       agentVersion: typeof ev.agent_version === 'string' ? ev.agent_version : null,
+      // the shadow channel's policy.applied is a candidate evaluated beside the enforced policy:
+      // the device's policy version and state stay the enforced policy's
       policyVersion:
-        (type === 'agent.heartbeat' || type === 'policy.applied') &&
+        (type === 'agent.heartbeat' || (type === 'policy.applied' && ev.channel !== 'shadow')) &&
         typeof pv === 'number' &&
         Number.isInteger(pv)
           ? pv
@@ -361,7 +363,7 @@ function coverageOf(ev: Record<string, unknown>): string {
   return JSON.stringify({ exec_events: part(ev.exec_events), exec_deny: part(ev.exec_deny) });
 }
 
-/** What a heartbeat or policy event says for the console's device view (IncomingEvent's fields). */
+/** What a heartbeat or enforced-channel policy event says for the console's device view (IncomingEvent's fields). */
 function consoleFields(
   type: string,
   ev: Record<string, unknown>,
@@ -379,6 +381,8 @@ function consoleFields(
       policyError: null,
     };
   const none = { tags: null, outboxDepth: null, droppedTotal: null };
+  // a shadow's acceptance or refusal says nothing about the enforced policy's state
+  if (ev.channel === 'shadow') return { ...none, policyState: null, policyError: null };
   if (type === 'policy.rejected')
     return {
       ...none,

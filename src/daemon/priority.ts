@@ -8,10 +8,15 @@
  * CAP_SYS_NICE and guardd could not raise it there itself. Nice only orders who runs first when
  * cores are contended; what guardd may take stays bounded by the unit's CPUQuota.
  *
+ * Children inherit it. One that runs as a user (a notification helper, the owner-fs child) must
+ * give it up while still root — `asUserAtNormalPriority` — or the user would own a nice −10
+ * process (theirs to ptrace or signal, and so to take over) for as long as it runs, or at least
+ * until it lowered its own priority.
+ *
  * Measured with bench/exec-events.bench.js (spawn → death of a banned script under load): the
  * tail is the main loop waiting for a core, and nice -10 shortens it (figures in docs/process-detection.md).
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import type { Logger } from '../common/logger.js';
 
@@ -60,4 +65,39 @@ function threadIds(): number[] {
   } catch {
     return [0];
   }
+}
+
+const NICE = '/usr/bin/nice';
+const SETPRIV = '/usr/bin/setpriv';
+
+/**
+ * The command line, run as root, that lowers the calling thread's raised priority back to nice 0
+ * (`nice`, coreutils) and then becomes `uid`/`gid` without supplementary groups (`setpriv`,
+ * util-linux; what spawn's `uid`/`gid` options do) and execs `command` — so the process is the
+ * user's only once it is at normal priority. Null when there is nothing to lower (not Linux,
+ * nice ≥ 0) or the tools are missing: then spawn with `uid`/`gid` as before.
+ */
+export function asUserAtNormalPriority(
+  uid: number,
+  gid: number | undefined,
+  command: string,
+  args: readonly string[],
+): { command: string; args: string[] } | null {
+  if (process.platform !== 'linux') return null;
+  const nice = currentNice();
+  if (nice === null || nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV)) return null;
+  return {
+    command: NICE,
+    args: [
+      '-n',
+      String(-nice),
+      SETPRIV,
+      `--reuid=${uid}`,
+      ...(gid !== undefined ? [`--regid=${gid}`] : []),
+      '--clear-groups',
+      '--',
+      command,
+      ...args,
+    ],
+  };
 }

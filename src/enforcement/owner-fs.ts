@@ -22,7 +22,9 @@
  * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
  * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
  *
- * Platforms: Linux and macOS spawn the child with `{uid, gid}` (libuv drops supplementary groups).
+ * Platforms: Linux and macOS spawn the child with `{uid, gid}` (libuv drops supplementary groups);
+ * on Linux at a raised priority it goes through `nice` and `setpriv` instead, so it is the user's
+ * only once back at nice 0 (src/daemon/priority.ts `asUserAtNormalPriority`).
  * Windows has no uids: the child runs with guardd's own token, so there only the checks apply
  * (today's behaviour, documented in docs/security.md).
  */
@@ -30,6 +32,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { lstat, readlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { GuardError } from '../common/errors.js';
+import { asUserAtNormalPriority } from '../daemon/priority.js';
 import { OWNER_FS_CHILD_SOURCE } from './owner-fs-child.js';
 
 /** The credentials user-side work runs with. */
@@ -215,9 +218,12 @@ export class OwnerSession {
   constructor(readonly actor: Actor) {
     const self = process.getuid?.();
     // Without privileges (a dev run) or on Windows the child keeps guardd's own credentials.
-    const creds =
-      self === 0 && process.platform !== 'win32' && actor.uid !== 0 ? { uid: actor.uid, gid: actor.gid } : {};
-    this.child = spawn(process.execPath, ['-e', OWNER_FS_CHILD_SOURCE], {
+    const asUser = self === 0 && process.platform !== 'win32' && actor.uid !== 0;
+    const args = ['-e', OWNER_FS_CHILD_SOURCE];
+    // the user's process only once at normal priority (src/daemon/priority.ts)
+    const lowered = asUser ? asUserAtNormalPriority(actor.uid, actor.gid, process.execPath, args) : null;
+    const creds = asUser && !lowered ? { uid: actor.uid, gid: actor.gid } : {};
+    this.child = spawn(lowered?.command ?? process.execPath, lowered?.args ?? args, {
       ...creds,
       cwd: '/',
       env: {},

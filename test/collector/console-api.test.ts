@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashToken } from '../../src/collector/auth.js';
+import { sessionKey } from '../../src/collector/console/console-auth.js';
 import { CONSOLE_CSP } from '../../src/collector/console/console-plugin.js';
 import { signEnvelope } from '../../src/policy/dsse.js';
 import { parsePrivateKey, parsePublicKey } from '../../src/policy/keys.js';
@@ -131,9 +131,12 @@ for (const kind of ['sqlite', 'postgres'] as const) {
         const me = await api('session', s);
         expect(me.status).toBe(200);
         expect(await me.json()).toMatchObject({ role: 'admin', csrf: s.csrf });
-        // only the hash is stored
+        // only the key (HMAC under the admin token) is stored
         expect(
-          await col.collector.store.sessionByHash(hashToken(secret), new Date().toISOString()),
+          await col.collector.store.sessionByHash(
+            sessionKey(secret, col.adminToken),
+            new Date().toISOString(),
+          ),
         ).toMatchObject({
           role: 'admin',
         });
@@ -181,7 +184,7 @@ for (const kind of ['sqlite', 'postgres'] as const) {
       it('refuses an expired session (as the session table holds it) and a forged cookie', async () => {
         const secret = randomBytes(32).toString('base64url');
         const past = Date.now() - 3600_000;
-        await col.collector.store.createSession(hashToken(secret), {
+        await col.collector.store.createSession(sessionKey(secret, col.adminToken), {
           role: 'admin',
           created_at: new Date(past - 60_000).toISOString(),
           expires_at: new Date(past).toISOString(),
@@ -514,11 +517,28 @@ describe('console over TLS', () => {
         req.on('error', reject);
         req.end(JSON.stringify({ credential: c.adminToken }));
       });
+    const get = (cookie: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = httpsRequest(`${c.url}/console/api/session`, { ca, headers: { cookie } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
     try {
       const ok = await post(c.url);
       expect(ok.status).toBe(200);
       expect(ok.cookie).toMatch(/; Secure$/);
       expect(ok.cookie).toContain('HttpOnly');
+      // __Host-: no other host (a sibling subdomain, a plain-HTTP man in the middle) can set it
+      expect(ok.cookie).toMatch(/^__Host-tg_console=[A-Za-z0-9_-]{43}; /);
+      expect(ok.cookie).toContain('; Path=/;');
+      expect(ok.cookie).not.toContain('Domain');
+      const secret = (/^__Host-tg_console=([^;]+)/.exec(ok.cookie) as RegExpExecArray)[1] as string;
+      expect(await get(`__Host-tg_console=${secret}`)).toBe(200);
+      // the unprefixed name, which a sibling host could toss in, is not read over TLS
+      expect(await get(`tg_console=${secret}`)).toBe(401);
       const plain = await post(c.url.replace('https:', 'http:'));
       expect(plain.status).toBe(403);
       expect(JSON.parse(plain.body).error.code).toBe('GUARD_CONSOLE_CROSS_SITE');

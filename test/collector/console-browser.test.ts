@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashToken } from '../../src/collector/auth.js';
+import { sessionKey } from '../../src/collector/console/console-auth.js';
 import { signEnvelope } from '../../src/policy/dsse.js';
 import { parsePrivateKey, parsePublicKey } from '../../src/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyRule } from '../../src/policy/policy-types.js';
@@ -41,6 +41,7 @@ const UNTRUSTING_ID = 'console-e2e-untrusting';
 
 const dir = collectorTempDir('tg-conb-');
 const key = makeKey();
+const viewerToken = randomBytes(24).toString('base64url');
 const policyFile = join(dir, 'policy.dsse.json');
 const rules: PolicyRule[] = [
   {
@@ -71,7 +72,11 @@ const banned: ChildProcess[] = [];
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   writeSignedPolicy(policyFile, policyBody(rules, { version: 1 }), key);
-  col = await startTestCollector({ policyFile, policyTrustedKeys: [parsePublicKey(key.publicKeyPem)] });
+  col = await startTestCollector({
+    policyFile,
+    policyTrustedKeys: [parsePublicKey(key.publicKeyPem)],
+    consoleViewerToken: viewerToken,
+  });
   const secretFile = join(dir, 'enroll-secret');
   writeFileSync(secretFile, col.enrollSecret, { mode: 0o600 });
   const [g, u, b] = await Promise.all([
@@ -359,7 +364,7 @@ describe('the console in a browser', () => {
   it('sends an expired session (as the session table holds it) back to the login form', async () => {
     const secret = randomBytes(32).toString('base64url');
     const now = Date.now();
-    await col.collector.store.createSession(hashToken(secret), {
+    await col.collector.store.createSession(sessionKey(secret, col.adminToken), {
       role: 'admin',
       created_at: new Date(now - 9 * 3600_000).toISOString(),
       expires_at: new Date(now - 3600_000).toISOString(),
@@ -370,8 +375,8 @@ describe('the console in a browser', () => {
     await page.getByLabel('Console token').waitFor();
     expect(await page.getByRole('heading', { name: 'Devices' }).count()).toBe(0);
     // the same secret with a live expiry does open the console: it was the expiry that refused it
-    await col.collector.store.deleteSession(hashToken(secret));
-    await col.collector.store.createSession(hashToken(secret), {
+    await col.collector.store.deleteSession(sessionKey(secret, col.adminToken));
+    await col.collector.store.createSession(sessionKey(secret, viewerToken), {
       role: 'viewer',
       created_at: new Date(now).toISOString(),
       expires_at: new Date(now + 3600_000).toISOString(),

@@ -833,11 +833,27 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
     for (const cursor of [forged({ r: -1 }), forged({ r: '5' }), forged({ r: 1.5 }), 'x.y'])
       expect(await codeOf(s.consoleEvents({ filter: {}, limit: 5, cursor }))).toBe('GUARD_BAD_CURSOR');
     expect(
-      await codeOf(s.ruleActivity({ since: at(T0), until: at(T0 + 400 * 24 * HOUR), bucketSeconds: 3600 })),
+      await codeOf(
+        s.ruleActivity({
+          since: at(T0),
+          until: at(T0 + 400 * 24 * HOUR),
+          bucketSeconds: 3600,
+          ruleIds: ['x'],
+        }),
+      ),
     ).toBe('GUARD_BAD_REQUEST');
-    expect(await codeOf(s.ruleActivity({ since: 'yesterday', until: at(T0), bucketSeconds: 3600 }))).toBe(
-      'GUARD_BAD_REQUEST',
-    );
+    expect(
+      await codeOf(
+        s.ruleActivity({ since: 'yesterday', until: at(T0), bucketSeconds: 3600, ruleIds: ['x'] }),
+      ),
+    ).toBe('GUARD_BAD_REQUEST');
+    // more rules than one request may name
+    const tooMany = Array.from({ length: 201 }, (_, i) => `r${i}`);
+    expect(
+      await codeOf(
+        s.ruleActivity({ since: at(T0), until: at(T0 + HOUR), bucketSeconds: 3600, ruleIds: tooMany }),
+      ),
+    ).toBe('GUARD_BAD_REQUEST');
   });
 
   it('follows the policy state: rejected keeps its error over heartbeats until policy.applied; a stale seq is ignored', async () => {
@@ -989,7 +1005,13 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
     expect(await s.consoleEvent(987654321)).toBeUndefined();
 
     // rule activity: hourly buckets agree with a count of the events
-    const buckets = await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600 });
+    const ruleIds = [...new Set(expected.map((e) => e.rule))];
+    const buckets = await s.ruleActivity({
+      since: at(T0),
+      until: at(T0 + 24 * HOUR),
+      bucketSeconds: 3600,
+      ruleIds,
+    });
     const direct = new Map<string, number>();
     for (const e of expected) {
       const k = `${e.rule}|${e.type}|${at(Math.floor(e.time / HOUR) * HOUR)}`;
@@ -1002,6 +1024,7 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
       since: at(T0 + HOUR),
       until: at(T0 + 2 * HOUR),
       bucketSeconds: 86400,
+      ruleIds,
     });
     expect(days.every((b) => b.bucket_start === at(T0))).toBe(true);
     expect(days.reduce((n, b) => n + b.count, 0)).toBe(60);
@@ -1010,6 +1033,7 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
       since: at(T0 + 90 * 60_000),
       until: at(T0 + 150 * 60_000),
       bucketSeconds: 3600,
+      ruleIds,
     });
     expect(two.reduce((n, b) => n + b.count, 0)).toBe(
       expected.filter((e) => e.time >= T0 + HOUR && e.time < T0 + 3 * HOUR).length,
@@ -1017,11 +1041,26 @@ describe.each(harnesses)('console queries: %s', (_name, h) => {
     // a resent batch (duplicates) adds nothing to the rollups
     await put(s, 'dev00', [raw[0] as Record<string, unknown>]);
     expect(
-      (await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600 })).reduce(
-        (n, b) => n + b.count,
-        0,
-      ),
+      (
+        await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600, ruleIds })
+      ).reduce((n, b) => n + b.count, 0),
     ).toBe(60);
+    // only the rules asked for: a device can post events of any rule id, and the console asks for
+    // the published rules only (the read is bounded by the request, not by what devices sent)
+    const one = await s.ruleActivity({
+      since: at(T0),
+      until: at(T0 + 24 * HOUR),
+      bucketSeconds: 3600,
+      ruleIds: ['claude-code', 'no-such-rule'],
+    });
+    expect(one.length).toBeGreaterThan(0);
+    expect(one.every((b) => b.rule_id === 'claude-code')).toBe(true);
+    expect(one.reduce((n, b) => n + b.count, 0)).toBe(
+      expected.filter((e) => e.rule === 'claude-code').length,
+    );
+    expect(
+      await s.ruleActivity({ since: at(T0), until: at(T0 + 24 * HOUR), bucketSeconds: 3600, ruleIds: [] }),
+    ).toEqual([]);
 
     // top devices and users of a rule since a time, against a direct count
     const since = T0 + 5 * HOUR;

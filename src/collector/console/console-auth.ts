@@ -5,21 +5,32 @@
  * requests, and the rate limit of failed logins.
  *
  * A session is 32 random bytes (base64url) held only by the browser, in an `HttpOnly`,
- * `SameSite=Strict` cookie scoped to `/console` (`Secure` when the listener is TLS); the store
- * keeps its SHA-256 (ConsoleSessions), so a copy of the database opens no session. Sessions live
- * in the store, so every collector on a shared database accepts them. The CSRF token is
+ * `SameSite=Strict` cookie scoped to `/console` (over TLS: `__Host-tg_console`, `Secure`,
+ * `Path=/`, which no other host can set); the store
+ * keeps HMAC-SHA256(credential of its role, secret) (`sessionKey`, ConsoleSessions), so a copy of
+ * the database opens no session, and replacing the admin or viewer token (or removing the viewer
+ * token) ends every session opened with the old one at once instead of at its expiry — a rotated
+ * token is a revoked one. Sessions live in the store, so every collector on a shared database
+ * (with the same tokens) accepts them. The CSRF token is
  * HMAC-SHA256(session secret, "csrf"): the page reads it from `GET /console/api/session` and sends
  * it as `x-csrf-token`; another site can neither read it nor compute it.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { hashToken, secretEquals } from '../auth.js';
+import { secretEquals } from '../auth.js';
 import { HttpError } from '../http-error.js';
 import { sourceKey, TokenBucketLimiter } from '../rate-limit.js';
 import type { ConsoleRole, ConsoleSession, ConsoleSessions } from '../store/port.js';
 
-/** The session cookie's name. */
+/** The session cookie's name over plain HTTP. */
 export const SESSION_COOKIE = 'tg_console';
+/**
+ * The session cookie's name over TLS: the `__Host-` prefix makes browsers refuse it unless it is
+ * `Secure`, `Path=/` and without `Domain` from this very host — so a sibling subdomain (or a
+ * plain-HTTP man in the middle) cannot toss one in: neither a session of its own choosing (login
+ * fixation) nor a second cookie that locks the user out. The unprefixed name is not read then.
+ */
+export const SECURE_SESSION_COOKIE = '__Host-tg_console';
 /** Random bytes of a session secret: 256 bits, unguessable. */
 const SESSION_BYTES = 32;
 /** A session secret is 43 base64url characters; anything else in the cookie is ignored unread. */
@@ -97,41 +108,59 @@ export class ConsoleAuth {
       created_at: new Date(now).toISOString(),
       expires_at: new Date(now + this.options.sessionTtlS * 1000).toISOString(),
     };
-    await this.options.store.createSession(hashToken(secret), session);
+    await this.options.store.createSession(sessionKey(secret, this.credentialOf(role)), session);
     return { secret, session };
   }
 
   /** The request's live session; throws 401 `GUARD_CONSOLE_UNAUTHENTICATED` when there is none. */
   async identify(req: FastifyRequest): Promise<ConsoleIdentity> {
-    const secret = sessionSecretOf(req.headers.cookie);
-    const session =
-      secret === null
-        ? undefined
-        : await this.options.store.sessionByHash(
-            hashToken(secret),
-            new Date(this.options.now()).toISOString(),
-          );
-    if (secret === null || session === undefined)
-      throw new HttpError(401, 'GUARD_CONSOLE_UNAUTHENTICATED', 'not logged in, or the session expired');
-    return { role: session.role, secret, session };
+    const secret = sessionSecretOf(req.headers.cookie, this.cookieName());
+    if (secret !== null) {
+      const at = new Date(this.options.now()).toISOString();
+      // keyed by each role's current credential: a session of a replaced token is found under neither
+      for (const role of this.roles()) {
+        const session = await this.options.store.sessionByHash(
+          sessionKey(secret, this.credentialOf(role)),
+          at,
+        );
+        if (session?.role === role) return { role, secret, session };
+      }
+    }
+    throw new HttpError(401, 'GUARD_CONSOLE_UNAUTHENTICATED', 'not logged in, or the session expired');
   }
 
-  /** Ends the session of `secret` (safe when it is already gone). */
-  async logout(secret: string): Promise<void> {
-    await this.options.store.deleteSession(hashToken(secret));
+  /** Ends the session of `id` (safe when it is already gone). */
+  async logout(id: ConsoleIdentity): Promise<void> {
+    await this.options.store.deleteSession(sessionKey(id.secret, this.credentialOf(id.role)));
   }
 
   /** The `Set-Cookie` value that stores `secret` (or, for null, clears the cookie). */
   cookie(secret: string | null): string {
-    const attrs = ['Path=/console', 'HttpOnly', 'SameSite=Strict'];
+    const name = this.cookieName();
+    // __Host- requires Path=/ (the agent and admin routes ignore cookies)
+    const attrs = [this.options.tls ? 'Path=/' : 'Path=/console', 'HttpOnly', 'SameSite=Strict'];
     if (this.options.tls) attrs.push('Secure');
-    if (secret === null) return [`${SESSION_COOKIE}=`, 'Max-Age=0', ...attrs].join('; ');
-    return [`${SESSION_COOKIE}=${secret}`, `Max-Age=${this.options.sessionTtlS}`, ...attrs].join('; ');
+    if (secret === null) return [`${name}=`, 'Max-Age=0', ...attrs].join('; ');
+    return [`${name}=${secret}`, `Max-Age=${this.options.sessionTtlS}`, ...attrs].join('; ');
+  }
+
+  /** The session cookie's name on this listener (SECURE_SESSION_COOKIE over TLS). */
+  cookieName(): string {
+    return this.options.tls ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
   }
 
   /** Forgets failure buckets that refilled (call periodically). */
   prune(): void {
     this.failures.prune();
+  }
+
+  /** The roles that can hold a session now: admin, and viewer when a viewer token is configured. */
+  private roles(): ConsoleRole[] {
+    return this.options.viewerToken === '' ? ['admin'] : ['admin', 'viewer'];
+  }
+
+  private credentialOf(role: ConsoleRole): string {
+    return role === 'admin' ? this.options.adminToken : this.options.viewerToken;
   }
 
   private roleOf(credential: string): ConsoleRole | null {
@@ -140,6 +169,14 @@ export class ConsoleAuth {
     const viewer = this.options.viewerToken !== '' && secretEquals(credential, this.options.viewerToken);
     return admin ? 'admin' : viewer ? 'viewer' : null;
   }
+}
+
+/**
+ * The store's key of a session: HMAC-SHA256(the credential that opened it, secret), hex. Neither
+ * the secret nor the credential is in the database; a new credential makes old keys unreachable.
+ */
+export function sessionKey(secret: string, credential: string): string {
+  return createHmac('sha256', credential).update(secret).digest('hex');
 }
 
 /** The CSRF token of a session: HMAC-SHA256(secret, "csrf"), base64url. */
@@ -177,13 +214,13 @@ export function assertCsrf(req: FastifyRequest, identity: ConsoleIdentity): void
     throw new HttpError(403, 'GUARD_CONSOLE_CSRF', 'missing or wrong x-csrf-token header');
 }
 
-/** The session secret in a Cookie header, or null (absent, malformed, or several). */
-export function sessionSecretOf(header: string | undefined): string | null {
+/** The session secret in a Cookie header's cookie `name`, or null (absent, malformed, or several). */
+export function sessionSecretOf(header: string | undefined, name = SESSION_COOKIE): string | null {
   if (typeof header !== 'string' || header.length > 8192) return null;
   let found: string | null = null;
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
-    if (eq < 0 || part.slice(0, eq).trim() !== SESSION_COOKIE) continue;
+    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
     const value = part.slice(eq + 1).trim();
     // two session cookies (one planted by a sibling path or subdomain): trust neither
     if (found !== null || !SESSION_RE.test(value)) return null;

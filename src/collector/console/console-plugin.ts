@@ -224,7 +224,7 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
         registerReads(session, identity);
 
         session.post('/api/logout', async (req, reply) => {
-          await auth.logout(identity(req).secret);
+          await auth.logout(identity(req));
           reply.header('set-cookie', auth.cookie(null));
           return { ok: true };
         });
@@ -395,7 +395,12 @@ export function registerConsole(app: FastifyInstance, options: ConsoleOptions): 
       const published = await policy.published();
       const shown = published.rules.slice(0, MAX_RULES_SHOWN);
       const [buckets, tops] = await Promise.all([
-        store.ruleActivity({ since, until, bucketSeconds: bucket === 'hour' ? 3600 : 86400 }),
+        store.ruleActivity({
+          since,
+          until,
+          bucketSeconds: bucket === 'hour' ? 3600 : 86400,
+          ruleIds: shown.map((r) => r.id),
+        }),
         Promise.all(shown.map((r) => store.ruleTop(r.id, since, RULE_TOP))),
       ]);
       return {

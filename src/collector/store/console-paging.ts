@@ -230,6 +230,8 @@ export function checkTime(what: string, s: unknown): number {
 
 /** The most buckets one ruleActivity answer covers (100 days of hours). */
 export const MAX_ACTIVITY_BUCKETS = 2400;
+/** The most rules one ruleActivity request names. */
+export const MAX_ACTIVITY_RULES = 200;
 const HOUR_MS = 3_600_000;
 
 /**
@@ -237,12 +239,25 @@ const HOUR_MS = 3_600_000;
  * exclusive: whole buckets, `since` rounded down and `until` up to the bucket width. Rejects
  * (GUARD_BAD_REQUEST) a bad time, width, an empty range or more than MAX_ACTIVITY_BUCKETS buckets.
  */
-export function activityHours(req: { since: string; until: string; bucketSeconds: number }): {
+export function activityHours(req: {
+  since: string;
+  until: string;
+  bucketSeconds: number;
+  ruleIds: readonly string[];
+}): {
   from: string;
   to: string;
   /** Characters of the hour key that name the bucket: 13 (hour) or 10 (day). */
   keyLength: 13 | 10;
+  /** Every bucket's key, `from` to `to` (exclusive), for index lookups (the rollup's key leads with it). */
+  keys: string[];
 } {
+  if (
+    !Array.isArray(req.ruleIds) ||
+    req.ruleIds.length > MAX_ACTIVITY_RULES ||
+    req.ruleIds.some((r) => typeof r !== 'string')
+  )
+    throw new GuardError('GUARD_BAD_REQUEST', `ruleIds must be at most ${MAX_ACTIVITY_RULES} rule ids`);
   const since = checkTime('since', req.since);
   const until = checkTime('until', req.until);
   if (req.bucketSeconds !== 3600 && req.bucketSeconds !== 86400)
@@ -254,7 +269,10 @@ export function activityHours(req: { since: string; until: string; bucketSeconds
     throw new GuardError('GUARD_BAD_REQUEST', `since..until must span 1 to ${MAX_ACTIVITY_BUCKETS} buckets`);
   const hourKey = (ms: number): string =>
     new Date(Math.floor(ms / HOUR_MS) * HOUR_MS).toISOString().slice(0, 13);
-  return { from: hourKey(start), to: hourKey(end), keyLength: req.bucketSeconds === 3600 ? 13 : 10 };
+  const keyLength = req.bucketSeconds === 3600 ? 13 : 10;
+  const keys: string[] = [];
+  for (let t = start; t < end; t += w) keys.push(hourKey(t).slice(0, keyLength));
+  return { from: hourKey(start), to: hourKey(end), keyLength, keys };
 }
 
 /** The RFC 3339 start of a bucket named by an hour (`…THH`) or day (`YYYY-MM-DD`) key. */

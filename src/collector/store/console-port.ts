@@ -123,6 +123,12 @@ export interface RuleActivityRequest {
    * `until` up to the width; at most 2,400 buckets (else GUARD_BAD_REQUEST).
    */
   readonly bucketSeconds: 3600 | 86400;
+  /**
+   * The rules whose buckets are read (the rules shown; at most MAX_ACTIVITY_RULES, else
+   * GUARD_BAD_REQUEST). Any device can post events naming any rule id, each a rollup row: the read
+   * is bounded by what is asked (buckets × rules index lookups), not by what devices sent.
+   */
+  readonly ruleIds: readonly string[];
 }
 
 /** Events of one rule and type in one time bucket (bucket_start: RFC 3339 UTC). */

@@ -1111,13 +1111,15 @@ export class PostgresCollectorStore implements CollectorStorePort {
 
   async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
     const h = activityHours(req);
+    if (req.ruleIds.length === 0) return [];
+    // one primary-key lookup per (bucket, rule): never a scan of every rule id devices sent
     const r = await this.pool.query<{ rule_id: string; type: string; k: string; count: number }>(
       h.keyLength === 13
         ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
-           WHERE hour >= $1 AND hour < $2 ORDER BY hour, rule_id, type`
+           WHERE hour = ANY($1::text[]) AND rule_id = ANY($2::text[]) ORDER BY hour, rule_id, type`
         : `SELECT rule_id, type, day AS k, count FROM rule_daily
-           WHERE day >= $1 AND day < $2 ORDER BY day, rule_id, type`,
-      [h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength)],
+           WHERE day = ANY($1::text[]) AND rule_id = ANY($2::text[]) ORDER BY day, rule_id, type`,
+      [h.keys, [...req.ruleIds]],
     );
     return r.rows.map((x) => ({
       rule_id: x.rule_id,

@@ -320,15 +320,19 @@ export class SqliteCollectorStore implements CollectorStorePort {
 
   async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
     const h = activityHours(req);
+    if (req.ruleIds.length === 0) return [];
+    // one primary-key lookup per (bucket, rule): never a scan of every rule id devices sent
     const rows = this.engine.db
       .prepare<[string, string], { rule_id: string; type: string; k: string; count: number }>(
         h.keyLength === 13
           ? `SELECT rule_id, type, hour AS k, count FROM rule_hourly
-             WHERE hour >= ? AND hour < ? ORDER BY hour, rule_id, type`
+             WHERE hour IN (SELECT value FROM json_each(?)) AND rule_id IN (SELECT value FROM json_each(?))
+             ORDER BY hour, rule_id, type`
           : `SELECT rule_id, type, day AS k, count FROM rule_daily
-             WHERE day >= ? AND day < ? ORDER BY day, rule_id, type`,
+             WHERE day IN (SELECT value FROM json_each(?)) AND rule_id IN (SELECT value FROM json_each(?))
+             ORDER BY day, rule_id, type`,
       )
-      .all(h.from.slice(0, h.keyLength), h.to.slice(0, h.keyLength));
+      .all(JSON.stringify(h.keys), JSON.stringify(req.ruleIds));
     return rows.map((r) => ({
       rule_id: r.rule_id,
       type: r.type,

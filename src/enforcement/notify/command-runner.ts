@@ -2,8 +2,12 @@
  * Owns running a short helper command for a notification (notify-send, launchctl/osascript,
  * PowerShell) with a hard time limit, optionally as another user, never through a shell. It is the
  * one edge the notifier tests fake to check the macOS and Windows command lines on Linux.
+ *
+ * A command run as a user gives up guardd's raised priority while still root
+ * (src/daemon/priority.ts `asUserAtNormalPriority`).
  */
 import { spawn } from 'node:child_process';
+import { asUserAtNormalPriority } from '../../daemon/priority.js';
 
 export interface CommandSpec {
   readonly command: string;
@@ -38,13 +42,17 @@ export const spawnRunner: CommandRunner = (spec) =>
     };
     let child: ReturnType<typeof spawn>;
     try {
-      child = spawn(spec.command, [...spec.args], {
-        stdio: 'ignore',
-        env: { ...spec.env },
-        windowsHide: true,
-        ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
-        ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
-      });
+      const dropped =
+        spec.uid === undefined ? null : asUserAtNormalPriority(spec.uid, spec.gid, spec.command, spec.args);
+      child = dropped
+        ? spawn(dropped.command, dropped.args, { stdio: 'ignore', env: { ...spec.env } })
+        : spawn(spec.command, [...spec.args], {
+            stdio: 'ignore',
+            env: { ...spec.env },
+            windowsHide: true,
+            ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
+            ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
+          });
     } catch (err) {
       resolve({ ok: false, error: `spawn:${(err as NodeJS.ErrnoException).code ?? 'failed'}` });
       return;

@@ -1,0 +1,46 @@
+/**
+ * A notification helper run as a user (notify-send on Linux) must not inherit guardd's nice −10
+ * (src/daemon/priority.ts): a process of the user's is one the user can ptrace or signal, so they
+ * would get a high-priority process out of every notification. The real spawn runner, called on a
+ * thread at guardd's nice, runs the command as a real unprivileged user at nice 0 — and already at
+ * nice 0 when the command starts, not after (it reads its own nice as its first act).
+ */
+import { chownSync, readFileSync, writeFileSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DAEMON_NICE } from '../../src/daemon/priority.js';
+import { spawnRunner } from '../../src/enforcement/notify/command-runner.js';
+import { createTestUser } from '../helpers/unix-user.js';
+
+const root = process.platform === 'linux' && process.getuid?.() === 0;
+const before = root ? getPriority(0) : 0;
+afterAll(() => {
+  // lowering back is always allowed; the worker thread gets the nice it had
+  if (root) setPriority(0, before);
+});
+
+describe.runIf(root)('notification commands run as a user', () => {
+  it("start at nice 0 as the user, not at guardd's nice as the user", async () => {
+    const user = createTestUser('tgnice');
+    const out = join(user.home, 'seen');
+    writeFileSync(out, '');
+    chownSync(out, user.uid, user.gid);
+    setPriority(0, DAEMON_NICE);
+    expect(getPriority(0)).toBe(DAEMON_NICE);
+    const outcome = await spawnRunner({
+      command: 'sh',
+      args: ['-c', `echo "$(cut -d' ' -f19 /proc/$$/stat) $(id -u) $(id -G)" > ${out}`],
+      uid: user.uid,
+      gid: user.gid,
+      env: { PATH: '/usr/bin:/bin' },
+      timeoutMs: 10_000,
+    });
+    setPriority(0, before);
+    expect(outcome).toEqual({ ok: true, error: null });
+    const [nice, uid, ...groups] = readFileSync(out, 'utf8').trim().split(' ');
+    expect(Number(nice)).toBe(0);
+    expect(Number(uid)).toBe(user.uid);
+    expect(groups.map(Number)).toEqual([user.gid]);
+  });
+});
