@@ -69,10 +69,14 @@ function threadIds(): number[] {
 
 const NICE = '/usr/bin/nice';
 const SETPRIV = '/usr/bin/setpriv';
+const PRLIMIT = '/usr/bin/prlimit';
 
 /**
  * The command line, run as root, that lowers the calling thread's raised priority back to nice 0
- * (`nice`, coreutils) and then becomes `uid`/`gid` without supplementary groups (`setpriv`,
+ * (`nice`, coreutils), drops the real-time allowance the unit gives guardd (`LimitRTPRIO=1`:
+ * `prlimit --rtprio=0:0`, util-linux; lowering a limit needs no privilege — a user who took the
+ * process over could otherwise run SCHED_FIFO threads beside guardd's exec-events reader), and then
+ * becomes `uid`/`gid` without supplementary groups (`setpriv`,
  * util-linux; what spawn's `uid`/`gid` options do) and execs `command` — so the process is the
  * user's only once it is at normal priority. Null when there is nothing to lower (not Linux,
  * nice ≥ 0) or the tools are missing: then spawn with `uid`/`gid` as before.
@@ -85,12 +89,16 @@ export function asUserAtNormalPriority(
 ): { command: string; args: string[] } | null {
   if (process.platform !== 'linux') return null;
   const nice = currentNice();
-  if (nice === null || nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV)) return null;
+  if (nice === null || nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV) || !existsSync(PRLIMIT))
+    return null;
   return {
     command: NICE,
     args: [
       '-n',
       String(-nice),
+      PRLIMIT,
+      '--rtprio=0:0',
+      '--',
       SETPRIV,
       `--reuid=${uid}`,
       ...(gid !== undefined ? [`--regid=${gid}`] : []),

@@ -30,7 +30,12 @@ describe.runIf(root)('notification commands run as a user', () => {
     expect(getPriority(0)).toBe(DAEMON_NICE);
     const outcome = await spawnRunner({
       command: 'sh',
-      args: ['-c', `echo "$(cut -d' ' -f19 /proc/$$/stat) $(id -u) $(id -G)" > ${out}`],
+      // the real-time allowance too (0 here already: raising it needs CAP_SYS_RESOURCE, which this
+      // machine's root lacks, so this pins the outcome, not the drop from the unit's LimitRTPRIO=1)
+      args: [
+        '-c',
+        `echo "$(cut -d' ' -f19 /proc/$$/stat) $(awk '/^Max realtime priority/{print $4 ":" $5}' /proc/$$/limits) $(id -u) $(id -G)" > ${out}`,
+      ],
       uid: user.uid,
       gid: user.gid,
       env: { PATH: '/usr/bin:/bin' },
@@ -38,8 +43,9 @@ describe.runIf(root)('notification commands run as a user', () => {
     });
     setPriority(0, before);
     expect(outcome).toEqual({ ok: true, error: null });
-    const [nice, uid, ...groups] = readFileSync(out, 'utf8').trim().split(' ');
+    const [nice, rtprio, uid, ...groups] = readFileSync(out, 'utf8').trim().split(' ');
     expect(Number(nice)).toBe(0);
+    expect(rtprio).toBe('0:0');
     expect(Number(uid)).toBe(user.uid);
     expect(groups.map(Number)).toEqual([user.gid]);
   });
