@@ -58,6 +58,11 @@ export function EventsPage({ params }) {
         ? html`<${Loading} error=${error} />`
         : html`${error ? html`<${Loading} error=${error} />` : null}
           <div class="table-wrap"><${EventRows} events=${data.events} caption="Events, newest first" /></div>
+          ${
+            data.next && data.events.length === 0
+              ? html`<p role="status">No match among the events searched so far; older events continue on the next page.</p>`
+              : null
+          }
           <${Pager} label="Event pages" next=${data.next} cursors=${cursors} onPage=${setCursors} />`
     }`;
 }

@@ -183,6 +183,11 @@ export interface ConsoleSession {
 export interface ConsoleQueries {
   consoleDevices(req: DevicePageRequest): Promise<Page<ConsoleDevice>>;
   consoleDevice(id: string): Promise<ConsoleDevice | undefined>;
+  /**
+   * The timeline, newest first. A page may hold fewer items than `limit`, even none, with a
+   * non-null `next`: SQLite looks through a bounded window of events per page (it runs on the
+   * collector's main thread; sqlite-store.ts CONSOLE_SCAN_WINDOW), and paging on finds the rest.
+   */
   consoleEvents(req: EventPageRequest): Promise<Page<ConsoleEventSummary>>;
   /** One stored event with its device's hostname, or undefined. */
   consoleEvent(rid: number): Promise<(StoredEventRow & { readonly hostname: string }) | undefined>;

@@ -24,6 +24,7 @@ import {
   consoleDevice,
   DEVICE_SORTS,
   devicePage,
+  eventCursor,
   eventPage,
   likeContains,
   mergeGroups,
@@ -70,6 +71,14 @@ import type {
 
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
 const READ_CHUNK = 50;
+/**
+ * Events (by rid) one console timeline page may look through at most. SQLite runs on the
+ * collector's main thread, so a filter no index narrows (a type with a time range in the past, say)
+ * would otherwise walk the whole log on every request, stalling ingest — a viewer could repeat it.
+ * A page that reached the bound without filling ends there and its cursor continues below it (a
+ * short or empty page with a `next`). ~0.1 s of scanning at most.
+ */
+export const CONSOLE_SCAN_WINDOW = 1_000_000;
 
 export class SqliteCollectorStore implements CollectorStorePort {
   readonly kind = 'sqlite' as const;
@@ -84,7 +93,11 @@ export class SqliteCollectorStore implements CollectorStorePort {
    * Opens (creating or migrating) the database. Throws `GUARD_STORE_SCHEMA_NEWER` for a database
    * of a newer collector (left untouched), `GUARD_STORE_IO` when it cannot be opened.
    */
-  constructor(options: CollectorStoreOptions) {
+  /** `consoleScanWindow`: CONSOLE_SCAN_WINDOW unless a test makes it small. */
+  constructor(
+    options: CollectorStoreOptions,
+    private readonly tuning: { readonly consoleScanWindow?: number } = {},
+  ) {
     const from = refuseNewerSchema(options.file);
     this.engine = new CollectorStore(options);
     this.location = options.file;
@@ -296,16 +309,28 @@ export class SqliteCollectorStore implements CollectorStorePort {
     if (f.user !== undefined) add('e.user_name = ?', f.user);
     if (f.since !== undefined) add('e.time >= ?', f.since);
     if (f.until !== undefined) add('e.time < ?', f.until);
-    if (req.cursor !== undefined) add('e.rid < ?', readEventCursor(req.cursor));
-    const rows = this.engine.db
+    const db = this.engine.db;
+    const below =
+      req.cursor !== undefined
+        ? readEventCursor(req.cursor)
+        : ((db.prepare('SELECT max(rid) AS m FROM events').get() as { m: number | null }).m ?? 0) + 1;
+    // rids in [floor, below): at most the scan window (CONSOLE_SCAN_WINDOW)
+    const floor = Math.max(0, below - (this.tuning.consoleScanWindow ?? CONSOLE_SCAN_WINDOW));
+    add('e.rid < ?', below);
+    add('e.rid >= ?', floor);
+    const rows = db
       .prepare<unknown[], ConsoleEventSummary>(
         `SELECT e.rid, e.id, e.device_id, coalesce(d.hostname, '') AS hostname, e.type, e.time, e.received_at,
                 e.rule_id, e.user_name AS "user"
          FROM events e LEFT JOIN devices d ON d.id = e.device_id
-         ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY e.rid DESC LIMIT ?`,
+         WHERE ${where.join(' AND ')} ORDER BY e.rid DESC LIMIT ?`,
       )
       .all(...params, limit + 1);
-    return eventPage(rows, limit);
+    const page = eventPage(rows, limit);
+    // Not filled within the window, and older events remain: continue below the window.
+    if (page.next === null && rows.length <= limit && floor > 0)
+      return { items: page.items, next: eventCursor(floor) };
+    return page;
   }
 
   async consoleEvent(rid: number): Promise<(StoredEventRow & { readonly hostname: string }) | undefined> {
