@@ -186,8 +186,9 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     users,
   });
 
-  // Policy: the matcher in force is swapped into the pipeline in one step.
-  const policy = new PolicyManager({
+  // Policy: the matcher in force is swapped into the pipeline in one step. Both channels share
+  // keys, threshold, freshness and caps.
+  const policyOptions = {
     state,
     db,
     trustedKeys: config['policy.trusted_keys'],
@@ -198,24 +199,18 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     homes,
     protectedDirs: [stateDir, config['paths.socket_dir']],
     events,
+  };
+  const policy = new PolicyManager({
+    ...policyOptions,
     logger: logger.child({ component: 'policy' }),
     onChange: (matcher) => {
       pipeline.setMatcher(matcher);
       execDeny.listener?.policyChanged();
     },
   });
-  // The shadow channel: same keys, threshold, freshness and caps; its own anti-rollback.
+  // The shadow channel: its own anti-rollback.
   const shadowPolicy = new PolicyManager({
-    state,
-    db,
-    trustedKeys: config['policy.trusted_keys'],
-    threshold: config['policy.threshold'],
-    clockSkewS: config['policy.clock_skew_s'],
-    maxBytes: config['policy.max_bytes'],
-    platform,
-    homes,
-    protectedDirs: [stateDir, config['paths.socket_dir']],
-    events,
+    ...policyOptions,
     logger: logger.child({ component: 'policy.shadow' }),
     channel: 'shadow',
     onChange: (matcher, verified) => pipeline.setShadowMatcher(verified ? matcher : null),
