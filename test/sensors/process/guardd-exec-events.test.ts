@@ -72,6 +72,28 @@ describe.runIf(runnable)('guardd with exec events', () => {
     for (const e of extra) e.stop();
   });
 
+  /** A config for a guardd started by hand (another agent dir beside the shared one). */
+  function agentFiles(name: string, extraConfig: Record<string, unknown> = {}) {
+    const agent = join(dir, name);
+    mkdirSync(agent, { recursive: true });
+    const socketDir = join(agent, 'run');
+    const configFile = join(agent, 'config.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        'paths.state_dir': join(agent, 'state'),
+        'paths.socket_dir': socketDir,
+        'log.level': 'warn',
+        'sensors.install.enabled': false,
+        'enforcement.notify_desktop': false,
+        'policy.trusted_keys': [key.publicKeyPem],
+        'paths.bootstrap_policy': policyFile,
+        ...extraConfig,
+      }),
+    );
+    return { socketDir, configFile };
+  }
+
   it('status names the exec-events source and its counters; a banned program is killed', async () => {
     const l = launch(binary, ['30']);
     expect(await l.exited).toBe('SIGKILL');
@@ -101,22 +123,7 @@ describe.runIf(runnable)('guardd with exec events', () => {
   // raising that limit needs CAP_SYS_RESOURCE, which this test machine's root lacks, so this test
   // starts guardd without it: the reader then keeps the nice -10 the unit's Nice= gave the process.
   it('started as the systemd unit starts it (no CAP_SYS_NICE, Nice=-10): every thread at nice -10', async () => {
-    const agent = join(dir, 'agent-unit');
-    mkdirSync(agent, { recursive: true });
-    const socketDir = join(agent, 'run');
-    const configFile = join(agent, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        'paths.state_dir': join(agent, 'state'),
-        'paths.socket_dir': socketDir,
-        'log.level': 'warn',
-        'sensors.install.enabled': false,
-        'enforcement.notify_desktop': false,
-        'policy.trusted_keys': [key.publicKeyPem],
-        'paths.bootstrap_policy': policyFile,
-      }),
-    );
+    const { socketDir, configFile } = agentFiles('agent-unit');
     const unit = readFileSync(join(ROOT, 'service', 'linux', 'toolguard.service'), 'utf8');
     const setting = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(unit)?.[1];
     expect(setting('CapabilityBoundingSet')).not.toMatch(/CAP_SYS_NICE/);
@@ -158,24 +165,8 @@ describe.runIf(runnable)('guardd with exec events', () => {
   });
 
   it('without CAP_NET_ADMIN it polls /proc every 100 ms, says so and why, and still kills', async () => {
-    const agent = join(dir, 'agent-nocap');
-    mkdirSync(agent, { recursive: true });
-    const socketDir = join(agent, 'run');
-    const configFile = join(agent, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        'paths.state_dir': join(agent, 'state'),
-        'paths.socket_dir': socketDir,
-        'log.level': 'warn',
-        'sensors.install.enabled': false,
-        'enforcement.notify_desktop': false,
-        // the kill after exec is under test: pre-exec deny would refuse the launch itself
-        'enforcement.exec_deny': 'off',
-        'policy.trusted_keys': [key.publicKeyPem],
-        'paths.bootstrap_policy': policyFile,
-      }),
-    );
+    // the kill after exec is under test: pre-exec deny would refuse the launch itself
+    const { socketDir, configFile } = agentFiles('agent-nocap', { 'enforcement.exec_deny': 'off' });
     // Root, but the kernel refuses the process events connector without CAP_NET_ADMIN.
     const child = spawn(
       'setpriv',
