@@ -610,6 +610,7 @@ function printBanner(local: LocalMode, s: DaemonStatus, sensors: readonly Sensor
     ...who.map((l) => `  ${l}`),
     `  packages: only under its demo prefix ${local.npmPrefix} (npm install -g --prefix <it> …); your real npm trees are not watched`,
     `  state in ${local.dir}; embedded collector at ${local.collectorUrl}`,
+    `  fleet console: ${local.collectorUrl}/console/ (log in with the token in ${join(local.dir, 'collector-admin-token')})`,
     `  policy v${s.policy.version ?? '?'} (${s.policy.rules} rules, mode ${s.policy.mode}) signed by a local development key`,
     `  sensors: ${sensors.map((x) => x.name).join(', ') || 'none'}`,
     '  look:  npx guardctl status      try:  cp "$(command -v sleep)" /tmp/claude && /tmp/claude 60',

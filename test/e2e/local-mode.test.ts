@@ -82,6 +82,9 @@ describe('guardd --local (npm start)', () => {
     expect(out).toMatch(/it stops only processes you start from now on/);
     expect(out).toMatch(/packages: only under its demo prefix .*npm-global/);
     expect(out).toMatch(/embedded collector at http:\/\/127\.0\.0\.1:\d+/);
+    expect(out).toMatch(
+      /fleet console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(log in with the token in .*collector-admin-token\)/,
+    );
     expect(out).toMatch(/policy v\d+ \(\d+ rules, mode enforce\) signed by a local development key/);
     expect(statSync(join(localDir, 'dev-signing-key.pem')).mode & 0o777).toBe(0o600);
   });
