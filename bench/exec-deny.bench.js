@@ -197,7 +197,7 @@ function execLoad(execloop, stopFile) {
     p.stdout.on('data', (d) => {
       text += d;
     });
-    return new Promise((res) => p.once('exit', () => res(text.trim().split(' ').map(Number))));
+    return new Promise((res) => p.once('close', () => res(text.trim().split(' ').map(Number))));
   });
   return {
     async stop() {

@@ -492,7 +492,8 @@ print("%.1f %d" % (worst * 1000, n))
     loop.stdout.on('data', (d) => {
       out += d;
     });
-    const exited = new Promise<number | null>((res) => loop.once('exit', (code) => res(code)));
+    // 'close', not 'exit': the child may exit before its last stdout chunk is read
+    const exited = new Promise<number | null>((res) => loop.once('close', (code) => res(code)));
     // Beside it, the exec load of a busy machine: two C loops of fork + exec + wait of `true` (its
     // verdict cached after the first), as fast as the machine allows (~1,000 execs/s and more on
     // two idle cores; bench/exec-deny.bench.js prints the rate reached).
@@ -507,7 +508,7 @@ print("%.1f %d" % (worst * 1000, n))
       p.stdout.on('data', (d) => {
         text += d;
       });
-      return new Promise<number[]>((res) => p.once('exit', () => res(text.trim().split(' ').map(Number))));
+      return new Promise<number[]>((res) => p.once('close', () => res(text.trim().split(' ').map(Number))));
     });
     // guardd is deciding the loop's execs…
     const start = (await status(g)).exec_deny.counters.posted;
