@@ -604,11 +604,13 @@ export class ScriptPackageResolver {
     // step through next (and reads a link's target), so a path without links is one trip through
     // the pool, not one per component. Only this walk uses them.
     const answers = new Map<string, ChainAnswer>();
-    const stepOf = async (p: string, ahead: readonly string[]): Promise<Step<ChainStep>> => {
+    const stepOf = async (p: string): Promise<Step<ChainStep>> => {
       let a = answers.get(p);
       if (a === undefined) {
         const chain = [p];
-        for (const name of ahead) {
+        // the components still to walk, next first (read only on a miss)
+        for (let i = pending.length - 1; i >= 0; i--) {
+          const name = pending[i] as string;
           if (chain.length >= CHAIN_MAX_PATHS || name === '..') break;
           if (name === '' || name === '.') continue;
           const last = chain[chain.length - 1] as string;
@@ -624,8 +626,7 @@ export class ScriptPackageResolver {
     };
     // Components still to resolve, next one last; bounded by the path and MAX_SYMLINKS targets.
     const pending = path.split('/').reverse();
-    const upcoming = () => pending.slice().reverse();
-    const top = await stepOf('/', upcoming());
+    const top = await stepOf('/');
     if (top.kind !== 'value') return top;
     const root = top.value;
     let current = '/';
@@ -642,13 +643,13 @@ export class ScriptPackageResolver {
       if (name === '..') {
         if (current === '/') continue;
         current = dirname(current);
-        const up = await stepOf(current, upcoming());
+        const up = await stepOf(current);
         if (up.kind !== 'value') return up;
         here = up.value;
         continue;
       }
       const next = current === '/' ? `/${name}` : `${current}/${name}`;
-      const st = await stepOf(next, upcoming());
+      const st = await stepOf(next);
       if (st.kind !== 'value') return st;
       if (!stepPlaced(here, st.value, cred.uid)) placed = false;
       if (st.value.link !== null) {
