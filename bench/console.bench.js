@@ -304,7 +304,7 @@ async function sqliteStore() {
   meta.close();
   const t0 = performance.now();
   const store = new SqliteCollectorStore({ file });
-  log(`  sqlite: opened by the store in ${secs(t0)} s (its integrity check at open included)`);
+  log(`  sqlite: opened by the store in ${secs(t0)} s (migrations and its check at open included)`);
   return { store, window: m, cleanup: () => (REUSE ? undefined : rmSync(file, { force: true })) };
 }
 
