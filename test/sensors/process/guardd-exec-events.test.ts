@@ -34,7 +34,13 @@ interface ProcessDetails {
   exec_events_resyncs?: number;
 }
 
-function processDetails(socketDir: string): ProcessDetails | undefined {
+/** The process sensor's status details; throws when `started` (a guardd started by hand) has exited. */
+function processDetails(
+  socketDir: string,
+  started?: { output: () => string; exited: () => number | null },
+): ProcessDetails | undefined {
+  if (started && started.exited() !== null)
+    throw new Error(`guardd exited ${started.exited()}: ${started.output()}`);
   const r = runGuardctl(['--socket-dir', socketDir, 'status', '--json']);
   if (r.code !== 0) return undefined;
   const s = r.json<{ sensors: { name: string; details: ProcessDetails }[] }>();
@@ -94,6 +100,37 @@ describe.runIf(runnable)('guardd with exec events', () => {
     return { socketDir, configFile };
   }
 
+  /**
+   * guardd started through `wrapper` (a command line that ends by exec'ing node, so the child's pid
+   * is guardd's), killed when the file ends; `output()` is what it printed.
+   */
+  function startWrapped(
+    wrapper: readonly string[],
+    configFile: string,
+  ): { pid: number; output: () => string; exited: () => number | null; kill: () => void } {
+    const child = spawn(
+      wrapper[0] as string,
+      [...wrapper.slice(1), process.execPath, join(ROOT, 'bin', 'guardd.js'), '--config', configFile],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (b) => {
+      out += b;
+    });
+    child.stderr.on('data', (b) => {
+      out += b;
+    });
+    extra.push({ stop: () => child.exitCode === null && child.kill('SIGKILL') });
+    return {
+      pid: child.pid as number,
+      output: () => out,
+      exited: () => child.exitCode,
+      kill: () => child.kill('SIGKILL'),
+    };
+  }
+
   it('status names the exec-events source and its counters; a banned program is killed', async () => {
     const l = launch(binary, ['30']);
     expect(await l.exited).toBe('SIGKILL');
@@ -127,74 +164,36 @@ describe.runIf(runnable)('guardd with exec events', () => {
     const unit = readFileSync(join(ROOT, 'service', 'linux', 'toolguard.service'), 'utf8');
     const setting = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(unit)?.[1];
     expect(setting('CapabilityBoundingSet')).not.toMatch(/CAP_SYS_NICE/);
-    const child = spawn(
-      'nice',
-      [
-        '-n',
-        String(setting('Nice')),
-        'setpriv',
-        '--bounding-set=-sys_nice',
-        '--inh-caps=-sys_nice',
-        process.execPath,
-        join(ROOT, 'bin', 'guardd.js'),
-        '--config',
-        configFile,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const child = startWrapped(
+      ['nice', '-n', String(setting('Nice')), 'setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice'],
+      configFile,
     );
-    let out = '';
-    child.stderr.on('data', (b) => {
-      out += b;
-    });
-    extra.push({ stop: () => child.exitCode === null && child.kill('SIGKILL') });
     await waitFor(
-      () => {
-        if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${out}`);
-        return processDetails(socketDir)?.exec_events === 'active';
-      },
+      () => processDetails(socketDir, child)?.exec_events === 'active',
       'guardd started as the unit to read exec events',
       { intervalMs: 100 },
     );
     // nice execs setpriv, which execs node: the same pid all along.
     expect(setting('LimitRTPRIO')).toBe('1');
-    expect(capable(child.pid as number, 23)).toBe(false); // CAP_SYS_NICE is 23
-    const threads = threadPriorities(child.pid as number);
+    expect(capable(child.pid, 23)).toBe(false); // CAP_SYS_NICE is 23
+    const threads = threadPriorities(child.pid);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE, prio: 20 + DAEMON_NICE });
     expect(threads.some((t) => t.comm === 'tg-procevents')).toBe(true);
-    child.kill('SIGKILL');
+    // its pre-exec deny must not refuse the next test's launch
+    child.kill();
   });
 
   it('without CAP_NET_ADMIN it polls /proc every 100 ms, says so and why, and still kills', async () => {
     // the kill after exec is under test: pre-exec deny would refuse the launch itself
     const { socketDir, configFile } = agentFiles('agent-nocap', { 'enforcement.exec_deny': 'off' });
     // Root, but the kernel refuses the process events connector without CAP_NET_ADMIN.
-    const child = spawn(
-      'setpriv',
-      [
-        '--bounding-set=-net_admin',
-        '--inh-caps=-net_admin',
-        process.execPath,
-        join(ROOT, 'bin', 'guardd.js'),
-        '--config',
-        configFile,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    child.stdout.on('data', (b) => {
-      out += b;
-    });
-    child.stderr.on('data', (b) => {
-      out += b;
-    });
-    extra.push({ stop: () => child.exitCode === null && child.kill('SIGKILL') });
+    const child = startWrapped(['setpriv', '--bounding-set=-net_admin', '--inh-caps=-net_admin'], configFile);
     const d = await waitFor(
-      () => {
-        if (child.exitCode !== null) throw new Error(`guardd exited ${child.exitCode}: ${out}`);
-        return processDetails(socketDir);
-      },
+      () => processDetails(socketDir, child),
       'guardd without CAP_NET_ADMIN to answer status',
-      { intervalMs: 100 },
+      {
+        intervalMs: 100,
+      },
     );
     expect(d).toMatchObject({ source: 'procfs', interval_ms: 100, exec_events: 'unavailable' });
     expect(d.exec_events_error).toMatch(
