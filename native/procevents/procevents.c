@@ -30,8 +30,9 @@
  *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf, readerErrno } (also passed to
  *       onBatch); readerErrno is non-zero once the reader stopped on a socket error: no more
  *       events will come, and the caller must fall back (guardd polls /proc).
- *   close(handle): unsubscribes, stops and joins the thread, closes the socket. Twice is safe;
- *       no onBatch call happens after it returns.
+ *   close(handle) -> boolean: unsubscribes, stops and joins the thread, closes the socket, true.
+ *       false when the reader did not stop within CLOSE_JOIN_LIMIT_S (left behind, see js_close).
+ *       Twice is safe; no onBatch call happens after it returns.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -78,6 +79,8 @@
 /* During a long burst, JS is woken at least every this many events (~a few ms of reading). */
 #define WAKE_EVERY 256
 #define READER_NICE (-10)
+/* Longest close() waits for the reader thread (s). */
+#define CLOSE_JOIN_LIMIT_S 2
 
 typedef struct event {
   struct event *next;
@@ -521,14 +524,29 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (!atomic_compare_exchange_strong(&s->closed, &expected, 1)) return NULL;
   uint64_t one = 1;
   (void)!write(s->stopfd, &one, sizeof(one));
-  if (s->thread_started) pthread_join(s->thread, NULL);
+  if (s->thread_started) {
+    /* The reader may be stuck in a /proc read of a process whose memory lock is held (a fault on
+     * a stalled FUSE file): the JS thread must not wait for it for ever. Left behind, it keeps
+     * its socket, eventfd and state (never freed; its wake-ups are dropped since `closed` is set),
+     * and close() returns false so guardd logs it. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += CLOSE_JOIN_LIMIT_S;
+    if (pthread_timedjoin_np(s->thread, NULL, &until) != 0) {
+      napi_value no;
+      napi_get_boolean(env, false, &no);
+      return no;
+    }
+  }
   (void)send_mcast(s->sock, PROC_CN_MCAST_IGNORE);
   close(s->sock);
   close(s->stopfd);
   s->sock = s->stopfd = -1;
   /* Queued calls still run call_js, which sees `closed` and frees instead of calling JS. */
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
-  return NULL;
+  napi_value yes;
+  napi_get_boolean(env, true, &yes);
+  return yes;
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -53,6 +53,7 @@ import { MIGRATIONS } from '../store/migrations.js';
 import { eventsControlMethods, OutboxStore } from '../store/outbox-store.js';
 import { currentBootId, ProcessReports } from '../store/process-reports.js';
 import { SentLog, sentControlMethods } from '../store/sent-log.js';
+import { boundedStep } from './bounded-step.js';
 import { describeEvent } from './event-line.js';
 import type { LocalMode } from './local-mode.js';
 import { Pipeline } from './pipeline.js';
@@ -416,12 +417,15 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       heartbeat.stop();
       updater?.stop();
       execDeny.listener?.stop();
-      await Promise.allSettled(sensors.map((s) => s.stop()));
-      await pipeline.drain();
-      await control.stop();
+      // Each waiting step is bounded: a stop never waits on one component for ever (the service
+      // manager would kill guardd without agent.stopped, the DB closed or the outbox flushed).
+      const step = (name: string, work: () => Promise<unknown>) => boundedStep(name, work, { logger });
+      await step('sensors', () => Promise.allSettled(sensors.map((s) => s.stop())));
+      await step('actions', () => pipeline.drain());
+      await step('control', () => control.stop());
       events.emit('agent.stopped', { reason });
-      await shipper?.stop(STOP_SEND_BUDGET_MS);
-      await local?.collector.close();
+      await step('shipper', () => shipper?.stop(STOP_SEND_BUDGET_MS) ?? Promise.resolve());
+      await step('local collector', () => local?.collector.close() ?? Promise.resolve());
       closeDb(db, logger);
     },
     refreshPolicy: async () =>

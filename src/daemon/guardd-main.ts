@@ -3,7 +3,7 @@
  * (bad config → one clear line, a hint and exit 6, no stack trace; errors are printed and mapped
  * to exit codes by the one table in src/cli/error-message.ts), building the daemon through the
  * composition root, signals (SIGINT/SIGTERM stop cleanly, SIGHUP re-fetches the policy) and the
- * exit code.
+ * exit code (a stopped guardd exits within EXIT_GRACE_MS even when a leaked handle would keep it).
  */
 import { createProgram, reportError, startFailure } from '../cli/program.js';
 import { GuardError } from '../common/errors.js';
@@ -14,6 +14,9 @@ import { buildDaemon, type Daemon } from './deps.js';
 import { GUARDD_PROGRAM } from './guardd-program.js';
 import { prepareLocalMode } from './local-mode.js';
 import { raisePriority } from './priority.js';
+
+/** How long a stopped guardd may take to exit on its own before it exits by force (ms). */
+const EXIT_GRACE_MS = 2000;
 
 interface Flags {
   config?: string;
@@ -93,11 +96,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping');
+      const exitSoon = (code: number): void => {
+        // Everything guardd owns is stopped; a handle still open after this (a leak) must not keep
+        // the stopped daemon alive: name it, then exit.
+        setTimeout(() => {
+          log.error({ resources: process.getActiveResourcesInfo() }, 'still running after stop; exiting');
+          process.exit(code);
+        }, EXIT_GRACE_MS).unref();
+        resolve(code);
+      };
       running.stop(signal).then(
-        () => resolve(0),
+        () => exitSoon(0),
         (err: unknown) => {
           log.error({ err }, 'unclean stop');
-          resolve(1);
+          exitSoon(1);
         },
       );
     };

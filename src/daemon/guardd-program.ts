@@ -10,7 +10,7 @@ export const GUARDD_PROGRAM: ProgramSpec = {
   name: 'guardd',
   summary: 'The toolguard endpoint daemon: keeps banned developer tools off this machine',
   description:
-    'guardd watches process launches and package installs, applies the signed policy (block, quarantine, warn or audit), answers guardctl on its control sockets and ships events to the collector. It runs as root under the service manager (systemd, launchd, the Windows service); guardd --local runs it in the foreground for a try-out (what npm start runs). SIGINT/SIGTERM stop it cleanly; SIGHUP re-fetches the policy.',
+    'guardd watches process launches and package installs, applies the signed policy (block, quarantine, warn or audit), answers guardctl on its control sockets and ships events to the collector. It runs as root under the service manager (systemd, launchd, the Windows service); guardd --local runs it in the foreground for a try-out (what npm start runs). SIGINT/SIGTERM stop it cleanly (each stop step is bounded to 10 s; a step that hangs is logged by name and the stop goes on, so agent.stopped is recorded and the DB closed); SIGHUP re-fetches the policy.',
   section: 8,
   options: [
     { flags: '--config <file>', description: `config file (default: ${defaultPaths().configFile})` },

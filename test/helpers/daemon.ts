@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll } from 'vitest';
 import { signEnvelope } from '../../src/policy/dsse.js';
@@ -59,6 +59,31 @@ afterAll(async () => {
   await Promise.all([...children].map((p) => p.stop('SIGKILL')));
 });
 
+/** How long stop() waits for a program to exit after SIGTERM/SIGINT (guardd's own stop is bounded well below). */
+const STOP_WAIT_MS = 60_000;
+
+/** Each thread of `pid` with its name, state and kernel wait channel (where a hung process waits). */
+function threadsOf(pid: number): string {
+  const read = (f: string): string => {
+    try {
+      return readFileSync(f, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  try {
+    return readdirSync(`/proc/${pid}/task`)
+      .map((tid) => {
+        const stat = read(`/proc/${pid}/task/${tid}/stat`);
+        const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+        return `thread ${tid} ${read(`/proc/${pid}/task/${tid}/comm`)} state ${state} wchan ${read(`/proc/${pid}/task/${tid}/wchan`)}`;
+      })
+      .join('\n');
+  } catch {
+    return `no /proc/${pid}`;
+  }
+}
+
 function track(child: ChildProcess): RunningProcess {
   let out = '';
   child.stdout?.on('data', (d) => {
@@ -73,7 +98,22 @@ function track(child: ChildProcess): RunningProcess {
     output: () => out,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
+      if (signal === 'SIGKILL') return exited;
+      // A program that does not exit after a stop signal fails the test with where it hangs,
+      // instead of the test timing out with no clue.
+      let timer: NodeJS.Timeout | undefined;
+      const hung = new Promise<'hung'>((res) => {
+        timer = setTimeout(() => res('hung'), STOP_WAIT_MS);
+      });
+      const outcome = await Promise.race([exited, hung]);
+      clearTimeout(timer);
+      if (outcome !== 'hung') return outcome;
+      const where = child.pid ? threadsOf(child.pid) : '';
+      child.kill('SIGKILL');
+      await exited;
+      throw new Error(
+        `${child.spawnargs.slice(1, 2).join(' ')} did not exit within ${STOP_WAIT_MS} ms of ${signal}\n${where}\n--- output (end) ---\n${out.slice(-6000)}`,
+      );
     },
   };
   children.add(proc);

@@ -113,7 +113,8 @@ export interface ProcEventsAddon {
     options: { rcvbuf: number },
   ): unknown;
   counters(handle: unknown): ExecEventCounters;
-  close(handle: unknown): void;
+  /** false: the reader thread did not stop in time and was left behind (stuck in a /proc read). */
+  close(handle: unknown): boolean;
 }
 
 /** Loads the addon; throws GuardError GUARD_PROCEVENTS_UNAVAILABLE when missing or not loadable. */
@@ -217,7 +218,8 @@ export class ExecEventsSource implements ProcessSource {
   }
 
   close(): void {
-    if (this.state === 'active' && this.addon) this.addon.close(this.handle);
+    if (this.state === 'active' && this.addon && this.addon.close(this.handle) === false)
+      this.log.error('exec events reader thread did not stop (stuck reading /proc); left behind');
     if (this.state === 'active') this.state = 'closed';
     this.handle = null;
     this.wake = null;
