@@ -525,10 +525,11 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   uint64_t one = 1;
   (void)!write(s->stopfd, &one, sizeof(one));
   if (s->thread_started) {
-    /* The reader may be stuck in a /proc read of a process whose memory lock is held (a fault on
-     * a stalled FUSE file): the JS thread must not wait for it for ever. Left behind, it keeps
-     * its socket, eventfd and state (never freed; its wake-ups are dropped since `closed` is set),
-     * and close() returns false so guardd logs it. */
+    /* The reader's /proc reads take the target's locks (cmdline: its memory-map lock; the kernel
+     * reads argv from anonymous memory only, so a file mapped over argv cannot stall it since
+     * 4.17, CVE-2018-1120): whatever holds it up, the JS thread must not wait for ever. Left
+     * behind, the reader keeps its socket, eventfd and state (never freed; its wake-ups are
+     * dropped since `closed` is set), and close() returns false so guardd logs it. */
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += CLOSE_JOIN_LIMIT_S;
