@@ -274,6 +274,15 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
       expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
       const other = await s.queryEvents({ deviceId: 'c2', limit: 200 });
       expect(other.map((r) => JSON.parse(r.body))).toEqual(honest);
+      // and the rule counts name the rule as it came (on PostgreSQL summed in node, for either path)
+      const t = Date.parse(hostile.time as string);
+      const activity = await s.ruleActivity({
+        since: new Date(t).toISOString(),
+        until: new Date(t + 1).toISOString(),
+        bucketSeconds: 3600,
+        ruleIds: [rule],
+      });
+      expect(activity.map((b) => [b.rule_id, b.type, b.count])).toEqual([[rule, 'process.blocked', 1]]);
     },
   );
 

@@ -1291,10 +1291,15 @@ function pgText(s: string): string {
   return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
 }
 
-/** A text value as a field of COPY's text format (pgText, then backslash escapes). */
+/**
+ * A text value as a field of COPY's text format (pgText, then backslash escapes). Four `includes`
+ * scans are several times cheaper than one character-class test on a ~600-character event body.
+ */
 function copyField(s: string): string {
   const t = pgText(s);
-  return /[\\\t\n\r]/.test(t) ? t.replace(/[\\\t\n\r]/g, copyEscape) : t;
+  return t.includes('\\') || t.includes('\t') || t.includes('\n') || t.includes('\r')
+    ? t.replace(/[\\\t\n\r]/g, copyEscape)
+    : t;
 }
 function copyEscape(ch: string): string {
   return ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r';
@@ -1313,14 +1318,25 @@ class RedoGroup extends Error {}
  */
 class RuleCounts {
   private readonly counts = new Map<string, { hour: string; rule: string; type: string; n: number }>();
+  /** The entry of the previous add: a batch's events mostly share hour, rule and type. */
+  private last: { hour: string; rule: string; type: string; n: number } | undefined;
 
   add(rule: string | null, type: string, time: string): void {
     if (rule === null) return;
+    const last = this.last;
+    if (last && last.rule === rule && last.type === type && time.startsWith(last.hour)) {
+      last.n++;
+      return;
+    }
     const hour = time.slice(0, 13);
     const k = `${hour}\u0000${rule}\u0000${type}`;
-    const c = this.counts.get(k);
+    let c = this.counts.get(k);
     if (c) c.n++;
-    else this.counts.set(k, { hour, rule, type, n: 1 });
+    else {
+      c = { hour, rule, type, n: 1 };
+      this.counts.set(k, c);
+    }
+    this.last = c;
   }
 
   params(): [string[], string[], string[], number[]] {
