@@ -196,15 +196,29 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
       { accepted: 100, duplicates: 1 },
     ]);
     if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(1);
-    // a whole group resent: nothing stored again
-    expect(await s.insertGroup([batch('g2', g2b)])).toEqual([{ accepted: 0, duplicates: 100 }]);
+    // a whole batch resent beside a new device's batch: nothing stored again of it, all of the other
+    // (PostgreSQL: g2 resent lately, so its batch goes around the COPY in the same transaction and
+    // the other device's COPY is not redone)
+    await s.enrollDevice(dev('g3'), 'hg3', now());
+    const g3 = range(1, 100).map((q) => ev('g3', q, 'claude-code'));
+    const g2c = range(201, 1).map((q) => ev('g2', q, 'ollama'));
+    expect(await s.insertGroup([batch('g3', g3), batch('g2', [...g2b, ...g2c])])).toEqual([
+      { accepted: 100, duplicates: 0 },
+      { accepted: 1, duplicates: 100 },
+    ]);
+    if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(1);
+    // and a device that did not resend still makes its group redo when it does
+    const g3b = [...g3.slice(0, 1), ...range(101, 99).map((q) => ev('g3', q, 'ollama'))];
+    expect(await s.insertGroup([batch('g3', g3b)])).toEqual([{ accepted: 99, duplicates: 1 }]);
     if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(2);
 
     const stored = await s.queryEvents({ limit: 1000 });
     const bodies = stored.map(
       (r) => JSON.parse(r.body) as { id: string; type: string; rule: { id: string } },
     );
-    expect(bodies.map((b) => b.id)).toEqual([...g1, ...g2, ...g1b.slice(50), ...g2b].map((e) => e.id));
+    expect(bodies.map((b) => b.id)).toEqual(
+      [...g1, ...g2, ...g1b.slice(50), ...g2b, ...g3, ...g2c, ...g3b.slice(1)].map((e) => e.id),
+    );
     const direct = new Map<string, number>();
     for (const b of bodies)
       direct.set(`${b.rule.id}|${b.type}`, (direct.get(`${b.rule.id}|${b.type}`) ?? 0) + 1);
@@ -1476,9 +1490,13 @@ describe('postgres: several collectors on one database', () => {
     }
     expect(new Set(ids(stored)).size).toBe(total);
     expect(stored).toHaveLength(total);
-    // every group went twice (12 runners in 6 pairs, ROUNDS groups each); the second of each pair
-    // met the rows of the first, stored or being stored: its COPY was rolled back, the group redone
-    expect(stores.reduce((n, s) => n + s.copyRedone, 0)).toBe(6 * ROUNDS);
+    // every group went twice (12 runners in 6 pairs, ROUNDS groups each): the second of a pair met
+    // the rows of the first, stored or being stored, and either COPYed them (rolled back, the group
+    // redone) or, on a collector that had redone a group of those devices, went around the COPY:
+    // at least the first round of each pair redone, at most once per collector of the pair
+    const redone = stores.reduce((n, s) => n + s.copyRedone, 0);
+    expect(redone).toBeGreaterThanOrEqual(6);
+    expect(redone).toBeLessThanOrEqual(12);
     const hourOf = (t: string) => `${t.slice(0, 13)}:00:00.000Z`;
     const dayOf = (t: string) => `${t.slice(0, 10)}T00:00:00.000Z`;
     const direct = (bucket: (t: string) => string) => {

@@ -275,6 +275,14 @@ const LOCK_POLICY_CHANNEL = 0x7467_0003;
  * groups it is the cheapest way in (docs/collector.md, Ingest).
  */
 const PARAM_ROWS_MAX_EVENTS = 64;
+/**
+ * A device whose batch carried a resent event (a duplicate) sends its batches around the COPY,
+ * through INSERT_PARAMS_SQL in the same transaction, for this long; at most MAX_RESENDERS devices
+ * are remembered (the oldest forgotten first). So a device that keeps resending — a bug, or a
+ * token in hostile hands — costs one redo per collector and period, not one for every group it is in.
+ */
+const RESENDER_MS = 10 * 60_000;
+const MAX_RESENDERS = 10_000;
 /** The optimistic COPY: every event of the group, in batch order (COPY text format). */
 const COPY_EVENTS_SQL =
   'COPY events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name) FROM STDIN';
@@ -449,6 +457,8 @@ export class PostgresCollectorStore implements CollectorStorePort {
    * enrollment) and that were then inserted from parameter arrays; for tests and diagnosis.
    */
   copyRedone = 0;
+  /** Device id → until when its batches skip the COPY (RESENDER_MS), oldest mark first. */
+  private readonly resenders = new Map<string, number>();
   /** Token hash → device, checked again by every insert (token-cache.ts). */
   private readonly tokens: TokenCache;
   /** Enrollments through this store so far: a token lookup that spans one is not cached. */
@@ -615,35 +625,51 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
-    let events = 0;
-    for (const b of batches) events += b.events.length;
-    const deviceIds = [...new Set(batches.map((b) => b.deviceId))].sort((a, b) =>
-      a < b ? -1 : a > b ? 1 : 0,
-    );
-    if (events > PARAM_ROWS_MAX_EVENTS) {
-      const copied = await this.copyGroup(batches, deviceIds);
-      if (copied) return copied;
-      this.copyRedone++;
+    const now = Date.now();
+    const resent = new Set(batches.filter((b) => (this.resenders.get(b.deviceId) ?? 0) > now));
+    let fresh = 0;
+    for (const b of batches) if (!resent.has(b)) fresh += b.events.length;
+    let results = fresh > PARAM_ROWS_MAX_EVENTS ? await this.copyGroup(batches, resent) : null;
+    if (!results) {
+      if (fresh > PARAM_ROWS_MAX_EVENTS) this.copyRedone++;
+      results = await this.insertParams(batches);
     }
-    return this.insertParams(batches, deviceIds);
+    // a device whose batch carried a resent event sends its next batches the conflict-skipping way
+    // for a while, so a device that keeps resending cannot make other devices' groups redo
+    results.forEach((r, i) => {
+      if (r.duplicates > 0) this.markResender((batches[i] as BatchToStore).deviceId, now);
+    });
+    return results;
+  }
+
+  private markResender(deviceId: string, now: number): void {
+    this.resenders.delete(deviceId);
+    this.resenders.set(deviceId, now + RESENDER_MS);
+    // oldest first (insertion order): drop the oldest beyond the bound
+    for (const k of this.resenders.keys()) {
+      if (this.resenders.size <= MAX_RESENDERS) break;
+      this.resenders.delete(k);
+    }
   }
 
   /**
    * The optimistic path of a large group: lock the group's device rows (id order, as every writer
    * of them does, so the device locks always come before any event row's) and, when every batch
    * is of its device's current enrollment, COPY every event into events — all rows are new then,
-   * and the rollups count every event. Resolves null with nothing stored (rolled back) when a
-   * batch's enrollment was replaced or a row was a duplicate (the unique index fails the COPY;
-   * one still uncommitted by another transaction is waited for, as an INSERT does); the caller
-   * then inserts the group with insertParams, which sorts those out.
+   * and the rollups count every event — except the batches in `resent` (devices that resent lately),
+   * which go through INSERT_PARAMS_SQL in the same transaction. Resolves null with nothing stored
+   * (rolled back) when a batch's enrollment was replaced or a COPYed row was a duplicate (the
+   * unique index fails the COPY; one still uncommitted by another transaction is waited for, as an
+   * INSERT does); the caller then inserts the group with insertParams, which sorts those out.
    */
   private async copyGroup(
     batches: readonly BatchToStore[],
-    deviceIds: readonly string[],
+    resent: ReadonlySet<BatchToStore>,
   ): Promise<InsertResult[] | null> {
     let text = '';
     const counts = new RuleCounts();
     for (const b of batches) {
+      if (resent.has(b)) continue;
       const device = copyField(b.deviceId);
       const received = copyField(b.receivedAt);
       for (const e of b.events) {
@@ -653,95 +679,71 @@ export class PostgresCollectorStore implements CollectorStorePort {
         text += `${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(type)}\t${copyField(e.time)}\t${rule === null ? '\\N' : copyField(rule)}\t${received}\t${copyField(e.body)}\t${e.user === null ? '\\N' : copyField(e.user)}\n`;
       }
     }
+    const others = batches.filter((b) => resent.has(b));
+    const copiedIds = new Set(batches.filter((b) => !resent.has(b)).map((b) => b.deviceId));
+    let insertedOthers: InsertedRows | undefined;
     try {
       await this.tx(async (c) => {
         const r = await c.query<{ id: string; enrollment: number }>({
           name: 'tg_lock_devices',
           text: LOCK_DEVICES_SQL,
-          values: [deviceIds],
+          values: [sortedDeviceIds(batches)],
         });
         const current = new Map(r.rows.map((x) => [x.id, x.enrollment]));
         if (batches.some((b) => current.get(b.deviceId) !== b.enrollment)) throw new RedoGroup();
         await pipeline(Readable.from([text]), c.query(copyFrom(COPY_EVENTS_SQL)));
-        await finishGroup(c, batches, () => true, counts, true);
+        const ins = others.length > 0 ? await insertRows(c, others, counts) : undefined;
+        await finishGroup(
+          c,
+          batches,
+          (id, enrollment) => copiedIds.has(id) || (ins?.stored(id, enrollment) ?? false),
+          counts,
+          true,
+        );
+        insertedOthers = ins;
       });
     } catch (err) {
       if (err instanceof RedoGroup || (err as { code?: string }).code === UNIQUE_VIOLATION) return null;
       throw err;
     }
     this.onStored?.();
-    return batches.map((b) => ({ accepted: b.events.length, duplicates: 0 }));
+    const fromOthers = insertedOthers ? this.attribute(others, insertedOthers) : [];
+    let k = 0;
+    return batches.map((b) =>
+      resent.has(b) ? (fromOthers[k++] as InsertResult) : { accepted: b.events.length, duplicates: 0 },
+    );
+  }
+
+  /** A group inserted by INSERT_PARAMS_SQL alone (conflicts skipped, replaced enrollments left out). */
+  private async insertParams(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
+    const inserted = await this.tx(async (c) => {
+      const counts = new RuleCounts();
+      const ins = await insertRows(c, batches, counts);
+      // stopped_at follows the newest event of each (device, enrollment) that stored something new:
+      // a resent old batch (all duplicates) says nothing about what the device did last.
+      await finishGroup(
+        c,
+        batches.filter((b) => ins.current.get(b.deviceId) === b.enrollment),
+        ins.stored,
+        counts,
+        ins.rows.length > 0,
+      );
+      return ins;
+    });
+    if (inserted.rows.length > 0) this.onStored?.();
+    return this.attribute(batches, inserted);
   }
 
   /**
-   * A group inserted from parameter arrays by INSERT_PARAMS_SQL (conflicts skipped, batches of a
-   * replaced enrollment left out); each inserted row is attributed to the first batch (in order)
+   * Each batch's outcome: stale when its enrollment is not the device's current one (its token
+   * is dropped from the cache), else each inserted row counted for the first batch (in order)
    * that carried its key, so a key seen earlier in the group is a duplicate too.
    */
-  private async insertParams(
-    batches: readonly BatchToStore[],
-    deviceIds: readonly string[],
-  ): Promise<InsertResult[]> {
-    const cols: unknown[][] = Array.from({ length: 11 }, () => []);
-    let ord = 0;
-    for (const b of batches)
-      for (const e of b.events) {
-        const row = [
-          ord++,
-          e.id,
-          b.deviceId,
-          b.enrollment,
-          e.seq,
-          e.type,
-          e.time,
-          e.ruleId,
-          b.receivedAt,
-          e.body,
-          e.user,
-        ];
-        for (let k = 0; k < row.length; k++) {
-          const v = row[k];
-          (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
-        }
-      }
-    const { inserted, current } = await this.tx(async (c) => {
-      // Locks the group's device rows (in id order, as every writer of them does) and stores only
-      // the rows of each device's current enrollment: a token replaced by an enrollment that
-      // committed before this lock is refused here, whichever collector checked it (its cache).
-      const r = await c.query<{
-        device_id: string;
-        enrollment: number;
-        id: string | null;
-        rule_id: string | null;
-        type: string;
-        time: string;
-      }>({ name: 'tg_insert_params', text: INSERT_PARAMS_SQL, values: [deviceIds, ...cols] });
-      const current = new Map<string, number>();
-      const rows: { device_id: string; enrollment: number; id: string }[] = [];
-      const counts = new RuleCounts();
-      for (const x of r.rows) {
-        if (x.id === null) current.set(x.device_id, x.enrollment);
-        else {
-          rows.push(x as { device_id: string; enrollment: number; id: string });
-          counts.add(x.rule_id, x.type, x.time);
-        }
-      }
-      // stopped_at follows the newest event of each (device, enrollment) that stored something new:
-      // a resent old batch (all duplicates) says nothing about what the device did last.
-      const storedKeys = new Set(rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
-      await finishGroup(
-        c,
-        batches.filter((b) => current.get(b.deviceId) === b.enrollment),
-        (id, enrollment) => storedKeys.has(`${id}\u0000${enrollment}`),
-        counts,
-        rows.length > 0,
-      );
-      return { inserted: rows, current };
-    });
+  private attribute(batches: readonly BatchToStore[], inserted: InsertedRows): InsertResult[] {
     const fresh = new Set<string>();
-    for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
-    const results = batches.map((b): InsertResult => {
-      if (current.get(b.deviceId) !== b.enrollment) {
+    for (const row of inserted.rows) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
+    return batches.map((b): InsertResult => {
+      if (inserted.current.get(b.deviceId) !== b.enrollment) {
         this.tokens.forget(b.deviceId, b.enrollment);
         return { accepted: 0, duplicates: 0, stale: true };
       }
@@ -750,8 +752,6 @@ export class PostgresCollectorStore implements CollectorStorePort {
         if (fresh.delete(`${b.deviceId}\u0000${b.enrollment}\u0000${e.id}`)) accepted++;
       return { accepted, duplicates: b.events.length - accepted };
     });
-    if (inserted.length > 0) this.onStored?.();
-    return results;
   }
 
   async queryEvents(q: EventQuery): Promise<StoredEventRow[]> {
@@ -1303,6 +1303,75 @@ function copyField(s: string): string {
 }
 function copyEscape(ch: string): string {
   return ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r';
+}
+
+/** What INSERT_PARAMS_SQL stored: the new rows, each locked device's current enrollment. */
+interface InsertedRows {
+  readonly rows: readonly { device_id: string; enrollment: number; id: string }[];
+  readonly current: ReadonlyMap<string, number>;
+  /** Whether that (device, enrollment) stored a new row. */
+  stored(id: string, enrollment: number): boolean;
+}
+
+/** The batches' device ids, sorted (byte order of UTF-16 units; every group sorts alike). */
+function sortedDeviceIds(batches: readonly BatchToStore[]): string[] {
+  return [...new Set(batches.map((b) => b.deviceId))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Runs INSERT_PARAMS_SQL for `batches` (which locks their device rows first) and adds the stored
+ * rows to `counts`.
+ */
+async function insertRows(
+  c: pg.PoolClient,
+  batches: readonly BatchToStore[],
+  counts: RuleCounts,
+): Promise<InsertedRows> {
+  const cols: unknown[][] = Array.from({ length: 11 }, () => []);
+  let ord = 0;
+  for (const b of batches)
+    for (const e of b.events) {
+      const row = [
+        ord++,
+        e.id,
+        b.deviceId,
+        b.enrollment,
+        e.seq,
+        e.type,
+        e.time,
+        e.ruleId,
+        b.receivedAt,
+        e.body,
+        e.user,
+      ];
+      for (let k = 0; k < row.length; k++) {
+        const v = row[k];
+        (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
+      }
+    }
+  // Locks the group's device rows (in id order, as every writer of them does) and stores only the
+  // rows of each device's current enrollment: a token replaced by an enrollment that committed
+  // before this lock is refused here, whichever collector checked it (its cache).
+  const r = await c.query<{
+    device_id: string;
+    enrollment: number;
+    id: string | null;
+    rule_id: string | null;
+    type: string;
+    time: string;
+  }>({ name: 'tg_insert_params', text: INSERT_PARAMS_SQL, values: [sortedDeviceIds(batches), ...cols] });
+  const current = new Map<string, number>();
+  const rows: { device_id: string; enrollment: number; id: string }[] = [];
+  const keys = new Set<string>();
+  for (const x of r.rows) {
+    if (x.id === null) current.set(x.device_id, x.enrollment);
+    else {
+      rows.push(x as { device_id: string; enrollment: number; id: string });
+      keys.add(`${x.device_id}\u0000${x.enrollment}`);
+      counts.add(x.rule_id, x.type, x.time);
+    }
+  }
+  return { rows, current, stored: (id, enrollment) => keys.has(`${id}\u0000${enrollment}`) };
 }
 
 /** PostgreSQL's unique_violation: the optimistic COPY met a row already stored (or earlier in the group). */
