@@ -14,9 +14,11 @@
  * bench's ceiling is a COPY into this table); when the unique index fails the COPY (a duplicate)
  * or a batch's enrollment was replaced, the transaction is rolled back and the group redone by one
  * `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`, the way small groups go at
- * once. The console's rule counts (rule_hourly / rule_daily) are summed in node from what the group
- * stored and added by the group's last statement (DEVICE_UPDATE_SQL), so the rows of the current
- * hour that every group shares are held only for its commit. The commit stays synchronous
+ * once; a device that resent lately (RESENDER_MS) has its batches go that way beside the COPY of
+ * the others, so a device that keeps resending cannot make every group it is in redo. The
+ * console's rule counts (rule_hourly / rule_daily) are summed in node from what the group stored
+ * and added by the group's last statement (DEVICE_UPDATE_SQL), so the rows of the current hour
+ * that every group shares are held only for its commit. The commit stays synchronous
  * (`synchronous_commit` as the server sets it: keep it `on`): an acknowledged batch is durable.
  *
  * Forwarder outbox — a commit-ordered log, not claims on rows. A `bigint` identity (rid) is handed
