@@ -1575,8 +1575,8 @@ describe('postgres: several collectors on one database', () => {
        VALUES ($1, 'l1', 1, 1, 'process.blocked', $2, 'claude-code', $3, $4)`,
       [early.id, early.time, now(), JSON.stringify(early)],
     );
-    // later events get higher rids and commit first
-    const later = [blockedEvent('l1', 2), blockedEvent('l1', 3)];
+    // later events get higher rids and commit first (70 of them: the COPY way, postgres-store.ts)
+    const later = Array.from({ length: 70 }, (_, i) => blockedEvent('l1', i + 2));
     await s.insertGroup([
       { deviceId: 'l1', enrollment: 1, events: incoming(later, 'l1'), receivedAt: now() },
     ]);
