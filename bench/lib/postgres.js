@@ -52,6 +52,22 @@ export function procCpuSeconds(pid, children = false) {
 /** USER_HZ of /proc's times (100 on Linux everywhere in practice). */
 const CLOCK_TICKS = 100;
 
+/** Whether a child of `postmaster` serves `db` (its process title) or is a zombie. */
+function busyWith(postmaster, db) {
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) !== postmaster) continue;
+      if (f[0] === 'Z') return true;
+      const title = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (title.split(' ')[2] === db) return true;
+    } catch {}
+  }
+  return false;
+}
+
 function serverCpuSeconds(postmaster) {
   const own = procCpuSeconds(postmaster, true);
   if (own === null) return null;
@@ -145,6 +161,14 @@ export async function startPostgres(options = {}) {
      */
     cpuSeconds() {
       return serverCpuSeconds(proc.pid);
+    },
+    /**
+     * Resolves once no server process serves database `db` and none has exited unreaped (at most
+     * `timeoutMs`), so cpuSeconds() has counted every session of it that ended.
+     */
+    async sessionsEnded(db, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline && busyWith(proc.pid, db)) await new Promise((r) => setTimeout(r, 20));
     },
     createDatabase(name) {
       const r = psql(['-c', `CREATE DATABASE ${name} TEMPLATE template0`]);
