@@ -22,7 +22,7 @@ export function collectorSecrets() {
 
 /**
  * Spawns guard-collector on 127.0.0.1:0 with `args` (e.g. `--db f`, `--store-url u`), waits for its
- * "listening on" line; returns its URL and `stop()` (SIGTERM and wait; safe to call again).
+ * "listening on" line; returns its URL, pid and `stop()` (SIGTERM and wait; safe to call again).
  */
 export async function spawnCollector(secrets, args, { env = {}, nodeArgs = [], timeoutMs = 15_000 } = {}) {
   const proc = spawn(
@@ -57,6 +57,8 @@ export async function spawnCollector(secrets, args, { env = {}, nodeArgs = [], t
   });
   return {
     url,
+    /** The process id (the bench reads its CPU time from /proc). */
+    pid: proc.pid,
     stop: () => {
       if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
       return new Promise((resolve) => {

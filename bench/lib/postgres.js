@@ -3,7 +3,7 @@
 // as root. Unlike the tests' server it keeps PostgreSQL's default durability (fsync on,
 // synchronous_commit on), so its numbers compare with SQLite at synchronous=FULL.
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +31,59 @@ function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** utime + stime (+ the reaped children's with `children`) of `pid` in seconds, or null. */
+export function procCpuSeconds(pid, children = false) {
+  let stat;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // fields after the command name, which ends at the last ')': state is [0], utime [11] … cstime [14]
+  const f = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
+  return (f[11] + f[12] + (children ? f[13] + f[14] : 0)) / CLOCK_TICKS;
+}
+
+/** USER_HZ of /proc's times (100 on Linux everywhere in practice). */
+const CLOCK_TICKS = 100;
+
+/** Whether a child of `postmaster` serves `db` (its process title) or is a zombie. */
+function busyWith(postmaster, db) {
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) !== postmaster) continue;
+      if (f[0] === 'Z') return true;
+      const title = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (title.split(' ')[2] === db) return true;
+    } catch {}
+  }
+  return false;
+}
+
+function serverCpuSeconds(postmaster) {
+  const own = procCpuSeconds(postmaster, true);
+  if (own === null) return null;
+  let live = 0;
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(f[1]) === postmaster) live += procCpuSeconds(p) ?? 0;
+  }
+  return own + live;
 }
 
 /**
@@ -102,6 +155,21 @@ export async function startPostgres(options = {}) {
     url,
     psql,
     reused,
+    /**
+     * CPU seconds the server has used so far (postmaster, its live processes and the ended ones it
+     * reaped, e.g. a psql session's backend), from /proc; null where there is no /proc.
+     */
+    cpuSeconds() {
+      return serverCpuSeconds(proc.pid);
+    },
+    /**
+     * Resolves once no server process serves database `db` and none has exited unreaped (at most
+     * `timeoutMs`), so cpuSeconds() has counted every session of it that ended.
+     */
+    async sessionsEnded(db, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline && busyWith(proc.pid, db)) await new Promise((r) => setTimeout(r, 20));
+    },
     createDatabase(name) {
       const r = psql(['-c', `CREATE DATABASE ${name} TEMPLATE template0`]);
       if (r.status !== 0) throw new Error(`createdb: ${r.stderr}`);

@@ -328,6 +328,7 @@ export function parseBatch(
     const rule = ev.rule as { id?: unknown } | undefined;
     const type = ev.type as string;
     const pv = ev.policy_version;
+    const fields = consoleFields(type, ev);
     valid.push({
       id: ev.id as string,
       seq: ev.seq as number,
@@ -344,7 +345,12 @@ export function parseBatch(
           ? pv
           : null,
       coverage: type === 'agent.heartbeat' ? coverageOf(ev) : null,
-      ...consoleFields(type, ev),
+      // field by field, not a spread: one object shape, no copy per event
+      tags: fields.tags,
+      outboxDepth: fields.outboxDepth,
+      droppedTotal: fields.droppedTotal,
+      policyState: fields.policyState,
+      policyError: fields.policyError,
       user: typeof ev.user === 'string' ? ev.user : null,
       // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
       // keeps the last, a SIEM's parser may keep the first — another device's id, say).
@@ -380,18 +386,32 @@ function consoleFields(
       policyState: ev.policy_state === 'ok' ? 'ok' : ev.policy_state === 'stale' ? 'stale' : 'unknown',
       policyError: null,
     };
-  const none = { tags: null, outboxDepth: null, droppedTotal: null };
   // a shadow's acceptance or refusal says nothing about the enforced policy's state
-  if (ev.channel === 'shadow') return { ...none, policyState: null, policyError: null };
+  if (ev.channel === 'shadow') return NO_CONSOLE_FIELDS;
   if (type === 'policy.rejected')
     return {
-      ...none,
+      tags: null,
+      outboxDepth: null,
+      droppedTotal: null,
       policyState: 'rejected',
       policyError: typeof ev.reason === 'string' ? ev.reason : null,
     };
-  if (type === 'policy.applied') return { ...none, policyState: 'ok', policyError: null };
-  return { ...none, policyState: null, policyError: null };
+  if (type === 'policy.applied')
+    return { tags: null, outboxDepth: null, droppedTotal: null, policyState: 'ok', policyError: null };
+  return NO_CONSOLE_FIELDS;
 }
+
+/** What most events say for the device view: nothing (shared, never mutated). */
+const NO_CONSOLE_FIELDS: Pick<
+  IncomingEvent,
+  'tags' | 'outboxDepth' | 'droppedTotal' | 'policyState' | 'policyError'
+> = Object.freeze({
+  tags: null,
+  outboxDepth: null,
+  droppedTotal: null,
+  policyState: null,
+  policyError: null,
+});
 
 /** A commit covers at most this many batches. */
 const MAX_GROUP_BATCHES = 64;

@@ -161,6 +161,86 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     ).toEqual([{ accepted: 1, duplicates: 1 }]);
   });
 
+  it('stores a large group once per event id (PostgreSQL: COPY, redone from parameters on a duplicate); the rule counts follow what was stored', async () => {
+    const s = await h.fresh();
+    await s.enrollDevice(dev('g1'), 'hg1', now());
+    await s.enrollDevice(dev('g2'), 'hg2', now());
+    // the event times (data, not the clock) fall in one hour, so the rollups can be read back
+    const hour = Date.UTC(2030, 0, 2, 5);
+    const ev = (d: string, seq: number, rule: string): Record<string, unknown> & { id: string } => {
+      const e = blockedEvent(d, seq, rule);
+      return { ...e, id: e.id as string, time: new Date(hour + seq * 1000).toISOString() };
+    };
+    const batch = (d: string, events: readonly Record<string, unknown>[]) => ({
+      deviceId: d,
+      enrollment: 1,
+      events: incoming(events, d),
+      receivedAt: now(),
+    });
+    const redone = () => (s instanceof PostgresCollectorStore ? s.copyRedone : 0);
+    const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+    const g1 = range(1, 100).map((q) => ev('g1', q, q % 3 === 0 ? 'ollama' : 'claude-code'));
+    const g2 = range(1, 100).map((q) => ev('g2', q, 'claude-code'));
+    expect(await s.insertGroup([batch('g1', g1), batch('g2', g2)])).toEqual([
+      { accepted: 100, duplicates: 0 },
+      { accepted: 100, duplicates: 0 },
+    ]);
+    expect(redone()).toBe(0);
+    // half of g1 again beside 50 new events; 100 new events of g2, one of them twice
+    const g1b = [...g1.slice(0, 50), ...range(101, 50).map((q) => ev('g1', q, 'claude-code'))];
+    const g2b = range(101, 100).map((q) => ev('g2', q, 'ollama'));
+    expect(
+      await s.insertGroup([batch('g1', g1b), batch('g2', [...g2b, g2b[7] as Record<string, unknown>])]),
+    ).toEqual([
+      { accepted: 50, duplicates: 50 },
+      { accepted: 100, duplicates: 1 },
+    ]);
+    if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(1);
+    // a whole batch resent beside a new device's batch: nothing stored again of it, all of the other
+    // (PostgreSQL: g2 resent lately, so its batch goes around the COPY in the same transaction and
+    // the other device's COPY is not redone)
+    await s.enrollDevice(dev('g3'), 'hg3', now());
+    const g3 = range(1, 100).map((q) => ev('g3', q, 'claude-code'));
+    const g2c = range(201, 1).map((q) => ev('g2', q, 'ollama'));
+    expect(await s.insertGroup([batch('g3', g3), batch('g2', [...g2b, ...g2c])])).toEqual([
+      { accepted: 100, duplicates: 0 },
+      { accepted: 1, duplicates: 100 },
+    ]);
+    if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(1);
+    // and a device that did not resend still makes its group redo when it does
+    const g3b = [...g3.slice(0, 1), ...range(101, 99).map((q) => ev('g3', q, 'ollama'))];
+    expect(await s.insertGroup([batch('g3', g3b)])).toEqual([{ accepted: 99, duplicates: 1 }]);
+    if (s instanceof PostgresCollectorStore) expect(s.copyRedone).toBe(2);
+
+    const stored = await s.queryEvents({ limit: 1000 });
+    const bodies = stored.map(
+      (r) => JSON.parse(r.body) as { id: string; type: string; rule: { id: string } },
+    );
+    expect(bodies.map((b) => b.id)).toEqual(
+      [...g1, ...g2, ...g1b.slice(50), ...g2b, ...g3, ...g2c, ...g3b.slice(1)].map((e) => e.id),
+    );
+    const direct = new Map<string, number>();
+    for (const b of bodies)
+      direct.set(`${b.rule.id}|${b.type}`, (direct.get(`${b.rule.id}|${b.type}`) ?? 0) + 1);
+    const ruleIds = ['claude-code', 'ollama'];
+    const at = (ms: number) => new Date(ms).toISOString();
+    const hourly = await s.ruleActivity({
+      since: at(hour),
+      until: at(hour + 3_600_000),
+      bucketSeconds: 3600,
+      ruleIds,
+    });
+    expect(hourly.every((b) => b.bucket_start === at(hour))).toBe(true);
+    expect(new Map(hourly.map((b) => [`${b.rule_id}|${b.type}`, b.count]))).toEqual(direct);
+    const daily = await s.ruleActivity({
+      since: at(hour),
+      until: at(hour + 1),
+      bucketSeconds: 86400,
+      ruleIds,
+    });
+    expect(new Map(daily.map((b) => [`${b.rule_id}|${b.type}`, b.count]))).toEqual(direct);
+  });
+
   it('stores hostile strings (U+0000 in a rule id, an agent version, a hostname) without failing the group', async () => {
     const s = await h.fresh();
     expect(await s.enrollDevice({ ...dev('n1'), hostname: 'host\u0000name' }, 'hn', now())).toBe(1);
@@ -208,6 +288,15 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
       expect(JSON.parse(byRule[0]?.body ?? '{}')).toEqual(hostile);
       const other = await s.queryEvents({ deviceId: 'c2', limit: 200 });
       expect(other.map((r) => JSON.parse(r.body))).toEqual(honest);
+      // and the rule counts name the rule as it came (on PostgreSQL summed in node, for either path)
+      const t = Date.parse(hostile.time as string);
+      const activity = await s.ruleActivity({
+        since: new Date(t).toISOString(),
+        until: new Date(t + 1).toISOString(),
+        bucketSeconds: 3600,
+        ruleIds: [rule],
+      });
+      expect(activity.map((b) => [b.rule_id, b.type, b.count])).toEqual([[rule, 'process.blocked', 1]]);
     },
   );
 
@@ -1304,6 +1393,137 @@ describe('postgres: several collectors on one database', () => {
     expect(await a.deviceForTokenHash('hr2')).toBeUndefined();
   });
 
+  it('a large group with a batch of a replaced token: that batch is refused (stale), the others are stored by the redo', async () => {
+    const url = await server.createDatabase();
+    const a = track(await PostgresCollectorStore.open({ url })) as PostgresCollectorStore;
+    const b = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('s1'), 'hs-old', now());
+    await a.enrollDevice(dev('s2'), 'hs2', now());
+    expect(await a.deviceForTokenHash('hs-old')).toEqual({ id: 's1', enrollment: 1 });
+    expect(await b.enrollDevice(dev('s1'), 'hs-new', now())).toBe(2);
+    const batch = (id: string, enrollment: number) => ({
+      deviceId: id,
+      enrollment,
+      events: incoming(
+        Array.from({ length: 100 }, (_, i) => blockedEvent(id, i + 1)),
+        id,
+      ),
+      receivedAt: now(),
+    });
+    expect(await a.insertGroup([batch('s1', 1), batch('s2', 1)])).toEqual([
+      { accepted: 0, duplicates: 0, stale: true },
+      { accepted: 100, duplicates: 0 },
+    ]);
+    expect(a.copyRedone).toBe(1);
+    expect((await a.queryEvents({ deviceId: 's1', limit: 10 })).length).toBe(0);
+    expect((await a.queryEvents({ deviceId: 's2', limit: 1000 })).length).toBe(100);
+    // the device's current enrollment goes the COPY way
+    expect(await a.insertGroup([batch('s1', 2)])).toEqual([{ accepted: 100, duplicates: 0 }]);
+    expect(a.copyRedone).toBe(1);
+  });
+
+  it('concurrent large groups on three collectors, batches resent through another at the same time: every event once, rollups equal to the events', async () => {
+    const url = await server.createDatabase();
+    const stores = await Promise.all(
+      [0, 1, 2].map(async () => track(await PostgresCollectorStore.open({ url })) as PostgresCollectorStore),
+    );
+    const DEVICES = 12;
+    const ROUNDS = 4;
+    const PER_BATCH = 80;
+    const devices = Array.from({ length: DEVICES }, (_, i) => `cc${String(i).padStart(2, '0')}`);
+    for (const d of devices)
+      await (stores[0] as PostgresCollectorStore).enrollDevice(dev(d), `h-${d}`, now());
+    // event times (data) over two hours, rules and types mixed, a heartbeat (no rule) now and then
+    const base = Date.UTC(2030, 0, 3, 10, 30);
+    const rules = ['claude-code', 'ollama', 'cursor'];
+    const batches = devices.map((d, di) =>
+      Array.from({ length: ROUNDS }, (_, r) =>
+        incoming(
+          Array.from({ length: PER_BATCH }, (_, i) => {
+            const seq = r * PER_BATCH + i + 1;
+            const time = new Date(base + (seq * 47 + di) * 1000).toISOString();
+            if (i % 20 === 0) return { ...heartbeatEvent(d, seq), time };
+            const e = blockedEvent(d, seq, rules[(seq + di) % 3] as string);
+            return { ...e, time, type: seq % 4 === 0 ? 'process.warned' : 'process.blocked' };
+          }),
+          d,
+        ),
+      ),
+    );
+    const group = (r: number, ds: readonly number[]) =>
+      ds.map((di) => ({
+        deviceId: devices[di] as string,
+        enrollment: 1,
+        events: (batches[di] as IncomingEvent[][])[r] as IncomingEvent[],
+        receivedAt: now(),
+      }));
+    // collector k owns devices k, k+3, …; in every round each collector stores its devices' batches
+    // (two devices per group) while the next collector resends the same round's batches of them
+    let accepted = 0;
+    let duplicates = 0;
+    await Promise.all(
+      stores.flatMap((s, k) => {
+        const own = devices.map((_, i) => i).filter((i) => i % 3 === k);
+        const other = devices.map((_, i) => i).filter((i) => i % 3 === (k + 2) % 3);
+        const run = async (ds: number[]) => {
+          for (let r = 0; r < ROUNDS; r++)
+            for (const res of await s.insertGroup(group(r, ds))) {
+              expect(res.stale).toBeUndefined();
+              accepted += res.accepted;
+              duplicates += res.duplicates;
+            }
+        };
+        return [run(own.slice(0, 2)), run(own.slice(2)), run(other.slice(0, 2)), run(other.slice(2))];
+      }),
+    );
+    const total = DEVICES * ROUNDS * PER_BATCH;
+    expect(accepted).toBe(total);
+    expect(duplicates).toBe(total);
+    const stored: StoredEventRow[] = [];
+    for (;;) {
+      const page = await (stores[1] as PostgresCollectorStore).queryEvents({
+        limit: 1000,
+        afterRid: stored.at(-1)?.rid,
+      });
+      if (page.length === 0) break;
+      stored.push(...page);
+    }
+    expect(new Set(ids(stored)).size).toBe(total);
+    expect(stored).toHaveLength(total);
+    // every group went twice (12 runners in 6 pairs, ROUNDS groups each): the second of a pair met
+    // the rows of the first, stored or being stored, and either COPYed them (rolled back, the group
+    // redone) or, on a collector that had redone a group of those devices, went around the COPY:
+    // at least the first round of each pair redone, at most once per collector of the pair
+    const redone = stores.reduce((n, s) => n + s.copyRedone, 0);
+    expect(redone).toBeGreaterThanOrEqual(6);
+    expect(redone).toBeLessThanOrEqual(12);
+    const hourOf = (t: string) => `${t.slice(0, 13)}:00:00.000Z`;
+    const dayOf = (t: string) => `${t.slice(0, 10)}T00:00:00.000Z`;
+    const direct = (bucket: (t: string) => string) => {
+      const m = new Map<string, number>();
+      for (const row of stored) {
+        const e = JSON.parse(row.body) as { type: string; time: string; rule?: { id: string } };
+        if (!e.rule) continue;
+        const k = `${e.rule.id}|${e.type}|${bucket(e.time)}`;
+        m.set(k, (m.get(k) ?? 0) + 1);
+      }
+      return m;
+    };
+    const activity = async (bucketSeconds: 3600 | 86400) =>
+      new Map(
+        (
+          await (stores[2] as PostgresCollectorStore).ruleActivity({
+            since: new Date(base - 86_400_000).toISOString(),
+            until: new Date(base + 86_400_000).toISOString(),
+            bucketSeconds,
+            ruleIds: rules,
+          })
+        ).map((b) => [`${b.rule_id}|${b.type}|${b.bucket_start}`, b.count]),
+      );
+    expect(await activity(3600)).toEqual(direct(hourOf));
+    expect(await activity(86400)).toEqual(direct(dayOf));
+  });
+
   it("wakes on other collectors' commits, also after its notification connection was cut", async () => {
     const url = await server.createDatabase();
     const a = track(await PostgresCollectorStore.open({ url, listenRetryMs: 100 }));
@@ -1355,8 +1575,8 @@ describe('postgres: several collectors on one database', () => {
        VALUES ($1, 'l1', 1, 1, 'process.blocked', $2, 'claude-code', $3, $4)`,
       [early.id, early.time, now(), JSON.stringify(early)],
     );
-    // later events get higher rids and commit first
-    const later = [blockedEvent('l1', 2), blockedEvent('l1', 3)];
+    // later events get higher rids and commit first (70 of them: the COPY way, postgres-store.ts)
+    const later = Array.from({ length: 70 }, (_, i) => blockedEvent('l1', i + 2));
     await s.insertGroup([
       { deviceId: 'l1', enrollment: 1, events: incoming(later, 'l1'), receivedAt: now() },
     ]);

@@ -5,15 +5,21 @@
  * the connection pool, idempotent batched ingest, the forwarders' claims and cursors, retention.
  *
  * Idempotency is the SQLite store's (collector-store.ts explains why): UNIQUE (device_id,
- * enrollment, id) and `INSERT … ON CONFLICT DO NOTHING`; an event earlier in the same group is a
- * duplicate too. A group is COPYed (pg-copy-streams, text format) into the connection's temporary
- * staging table (STAGING: no WAL, emptied at commit), then moved by one `INSERT … SELECT … ON
- * CONFLICT DO NOTHING RETURNING` in the same transaction — COPY alone cannot skip conflicting rows;
- * this measured faster than one multi-row `INSERT … SELECT FROM unnest(…)` (docs/collector.md). The
- * commit stays synchronous (`synchronous_commit` as the server sets it: keep it `on`): an
- * acknowledged batch is durable. Device rows are
- * updated in device-id order, so concurrent groups (this collector's and other collectors') take
- * their row locks in one order; a deadlock or serialization failure is retried.
+ * enrollment, id); an event earlier in the same group is a duplicate too. A group first locks its
+ * device rows (in device-id order, as every writer of them does, so concurrent groups of this and
+ * other collectors take their row locks in one order; a deadlock or serialization failure is
+ * retried) and stores only batches of each device's current enrollment. A group of more than
+ * PARAM_ROWS_MAX_EVENTS is then COPYed (pg-copy-streams, text format) straight into events,
+ * optimistically: resent events are rare, and COPY is the cheapest way in (the collector-store
+ * bench's ceiling is a COPY into this table); when the unique index fails the COPY (a duplicate)
+ * or a batch's enrollment was replaced, the transaction is rolled back and the group redone by one
+ * `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`, the way small groups go at
+ * once; a device that resent lately (RESENDER_MS) has its batches go that way beside the COPY of
+ * the others, so a device that keeps resending cannot make every group it is in redo. The
+ * console's rule counts (rule_hourly / rule_daily) are summed in node from what the group stored
+ * and added by the group's last statement (DEVICE_UPDATE_SQL), so the rows of the current hour
+ * that every group shares are held only for its commit. The commit stays synchronous
+ * (`synchronous_commit` as the server sets it: keep it `on`): an acknowledged batch is durable.
  *
  * Forwarder outbox — a commit-ordered log, not claims on rows. A `bigint` identity (rid) is handed
  * out when a row is inserted, not when it commits: a transaction holding rid 10 may commit after
@@ -181,7 +187,8 @@ export const PG_MIGRATIONS: readonly string[] = [
   // sort indexes, events.user_name, the rule covering index and the sessions are SQLite's.
   // rule_hourly / rule_daily take one upsert per (bucket, rule, type) a group stored, in key order
   // (concurrent groups wait on each other's row of the current hour until commit, never deadlock:
-  // every group locks its device rows in id order first, then these rows in key order — insertCurrentSql).
+  // every group locks its device rows in id order first, then these rows in key order — the
+  // statement of the time this shipped was insertCurrentSql; now DEVICE_UPDATE_SQL does it).
   // Hostname search uses a
   // pg_trgm index when the extension can be created (Debian's postgresql package ships it; it is a
   // trusted extension, so the database owner may create it); without it the search scans.
@@ -262,65 +269,61 @@ const LOCK_FORWARDER = 0x7467_0002;
 /** Serializes policy-channel writes across collectors (publish, promote, clear). */
 const LOCK_POLICY_CHANNEL = 0x7467_0003;
 /**
- * Each pool connection's staging table for ingest: a session-private temporary table (no WAL, no
- * shared buffers, nothing other sessions can see) emptied at every commit. Created in the first
- * ingest transaction on a connection; `staged` remembers the connections where that committed.
- */
-const STAGING = 'tg_events_staging';
-const CREATE_STAGING = `CREATE TEMP TABLE IF NOT EXISTS ${STAGING} (
-  ord int4 NOT NULL, id text COLLATE "C", device_id text COLLATE "C", enrollment int4, seq int8,
-  type text COLLATE "C", time text COLLATE "C", rule_id text COLLATE "C", received_at text COLLATE "C",
-  body text, user_name text COLLATE "C"
-) ON COMMIT DELETE ROWS`;
-/**
- * A group of at most this many events is passed as parameter arrays (PARAM_ROWS) instead of COPYed
- * into the staging table: COPY costs two round trips of its own (query, then data), which for a
- * heartbeat-sized group cost more than the rows; above it COPY's cheaper rows win (docs/collector.md).
+ * A group of more than this many events is first COPYed straight into events (COPY_EVENTS_SQL,
+ * optimistic: COPY cannot skip a conflicting row, so a duplicate fails it); a group of at most
+ * this many, and a group whose COPY met a duplicate or a replaced enrollment, is inserted from
+ * parameter arrays by INSERT_PARAMS_SQL, which skips conflicts. COPY costs two round trips of its
+ * own (query, then data), which for a heartbeat-sized group cost more than its rows; for larger
+ * groups it is the cheapest way in (docs/collector.md, Ingest).
  */
 const PARAM_ROWS_MAX_EVENTS = 64;
-/** The rows of a small group, from parameters $2–$12 (one array per STAGING column). */
-const PARAM_ROWS = `unnest($2::int4[], $3::text[], $4::text[], $5::int4[], $6::int8[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::text[])
-  AS s(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)`;
 /**
- * Stores the rows of `source` (STAGING or PARAM_ROWS; its alias is `s`) of each device's current
- * enrollment: locks the group's device rows ($1, sorted ids) first, inserts idempotently, and
- * adds the stored rows' rule counts to rule_hourly and rule_daily (keys in one order: no deadlock
- * between concurrent groups), and returns the inserted keys plus one row per locked device with
- * its current enrollment (id NULL).
+ * A device whose batch carried a resent event (a duplicate) sends its batches around the COPY,
+ * through INSERT_PARAMS_SQL in the same transaction, for this long; at most MAX_RESENDERS devices
+ * are remembered (the oldest forgotten first). So a device that keeps resending — a bug, or a
+ * token in hostile hands — costs one redo per collector and period, not one for every group it is in.
  */
-function insertCurrentSql(source: string): string {
-  return `WITH locked AS (
-      SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE),
+const RESENDER_MS = 10 * 60_000;
+const MAX_RESENDERS = 10_000;
+/** The optimistic COPY: every event of the group, in batch order (COPY text format). */
+const COPY_EVENTS_SQL =
+  'COPY events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name) FROM STDIN';
+/** Locks the group's device rows ($1, sorted ids) in id order; returns each one's current enrollment. */
+const LOCK_DEVICES_SQL =
+  'SELECT id, enrollment FROM devices WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE';
+/**
+ * Stores the rows given as parameters $2–$12 (one array per column; `ord` is the batch order) of
+ * each device's current enrollment: locks the group's device rows ($1, sorted ids) first, inserts
+ * idempotently, and returns the inserted rows plus one row per locked device with its current
+ * enrollment (id NULL).
+ */
+const INSERT_PARAMS_SQL = `WITH locked AS (${LOCK_DEVICES_SQL}),
     ins AS (
       INSERT INTO events(id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
       SELECT s.id, s.device_id, s.enrollment, s.seq, s.type, s.time, s.rule_id, s.received_at, s.body, s.user_name
-      FROM ${source === STAGING ? `${STAGING} s` : source}
+      FROM unnest($2::int4[], $3::text[], $4::text[], $5::int4[], $6::int8[], $7::text[], $8::text[],
+        $9::text[], $10::text[], $11::text[], $12::text[])
+        AS s(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name)
       JOIN locked l ON l.id = s.device_id COLLATE "C" AND l.enrollment = s.enrollment
       ORDER BY s.ord
       ON CONFLICT DO NOTHING
-      RETURNING device_id, enrollment, id, rule_id, type, time),
-    hourly AS (
-      INSERT INTO rule_hourly(hour, rule_id, type, count)
-      SELECT left(time, 13), rule_id, type, count(*) FROM ins
-      WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-      ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
-    daily AS (
-      INSERT INTO rule_daily(day, rule_id, type, count)
-      SELECT left(time, 10), rule_id, type, count(*) FROM ins
-      WHERE rule_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-      ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
-    SELECT device_id, enrollment, id FROM ins
-    UNION ALL SELECT id, enrollment, NULL FROM locked`;
-}
+      RETURNING device_id, enrollment, id, rule_id, type, time)
+    SELECT device_id, enrollment, id, rule_id, type, time FROM ins
+    UNION ALL SELECT id, enrollment, NULL, NULL, NULL, NULL FROM locked`;
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
 /**
- * A group's device changes in one statement: last-seen of every device ($1, $2, sorted by id);
- * agent version ($3–$5), policy ($6–$9) and coverage ($10–$13) of the highest seq, and the clean
- * stop ($14–$16), each only on the row of the same enrollment and the policy/coverage only when
- * not older than the stored seq; then NOTIFY when the group stored a row ($17). At most one entry
- * per (device, enrollment) per list, so each subquery yields at most one row.
+ * The end of a group's transaction in one statement: the device changes — last-seen of every
+ * device ($1, $2, sorted by id); agent version ($3–$5), policy ($6–$9) and coverage ($10–$13,
+ * $18–$20) of the highest seq, policy state ($21–$26) and the clean stop ($14–$16), each only on
+ * the row of the same enrollment and the policy/coverage/state only when not older than the
+ * stored seq —, the stored events' counts added to rule_hourly ($27–$30: hour, rule, type, count,
+ * sorted by that key; rollups()) and to rule_daily (summed per day here), then NOTIFY when the
+ * group stored a row ($17). At most one entry per (device, enrollment) per list, so each subquery
+ * yields at most one row. The rollup rows of the current hour and day are what concurrent groups
+ * share: they are locked here, in key order, by the last statement before COMMIT, so a group
+ * holds them only for its commit (device rows are locked before them by every group: no
+ * deadlock).
  */
 const DEVICE_UPDATE_SQL = `
   WITH a AS (SELECT * FROM unnest($3::text[], $4::int4[], $5::text[]) AS a(id, enrollment, v)),
@@ -362,7 +365,16 @@ const DEVICE_UPDATE_SQL = `
              ELSE d.stopped_at END
          FROM unnest($1::text[], $2::text[]) AS t(id, at)
          WHERE d.id = t.id
-         RETURNING 1)
+         RETURNING 1),
+       r AS (SELECT * FROM unnest($27::text[], $28::text[], $29::text[], $30::int8[]) AS r(hour, rule_id, type, n)),
+       hourly AS (
+         INSERT INTO rule_hourly(hour, rule_id, type, count)
+         SELECT hour, rule_id, type, n FROM r ORDER BY 1, 2, 3
+         ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count),
+       daily AS (
+         INSERT INTO rule_daily(day, rule_id, type, count)
+         SELECT left(hour, 10), rule_id, type, sum(n) FROM r GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+         ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count)
   SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
   FROM (SELECT count(*) FROM u) n`;
 /**
@@ -442,8 +454,13 @@ export class PostgresCollectorStore implements CollectorStorePort {
   private relisten: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly log: Logger | undefined;
-  /** Pool connections whose staging table exists (a creation rolled back does not count). */
-  private readonly staged = new WeakSet<pg.PoolClient>();
+  /**
+   * Groups whose optimistic COPY was rolled back (a duplicate event, or a batch of a replaced
+   * enrollment) and that were then inserted from parameter arrays; for tests and diagnosis.
+   */
+  copyRedone = 0;
+  /** Device id → until when its batches skip the COPY (RESENDER_MS), oldest mark first. */
+  private readonly resenders = new Map<string, number>();
   /** Token hash → device, checked again by every insert (token-cache.ts). */
   private readonly tokens: TokenCache;
   /** Enrollments through this store so far: a token lookup that spans one is not cached. */
@@ -610,115 +627,125 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async insertGroup(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
-    // one row per event, in batch order (ord); a (device, enrollment, id) seen earlier is a duplicate
-    let events = 0;
-    for (const b of batches) events += b.events.length;
-    const small = events <= PARAM_ROWS_MAX_EVENTS;
-    let copyText = '';
-    const cols: unknown[][] = small ? Array.from({ length: 11 }, () => []) : [];
-    let ord = 0;
+    const now = Date.now();
+    const resent = new Set(batches.filter((b) => (this.resenders.get(b.deviceId) ?? 0) > now));
+    let fresh = 0;
+    for (const b of batches) if (!resent.has(b)) fresh += b.events.length;
+    let results = fresh > PARAM_ROWS_MAX_EVENTS ? await this.copyGroup(batches, resent) : null;
+    if (!results) {
+      if (fresh > PARAM_ROWS_MAX_EVENTS) this.copyRedone++;
+      results = await this.insertParams(batches);
+    }
+    // a device whose batch carried a resent event sends its next batches the conflict-skipping way
+    // for a while, so a device that keeps resending cannot make other devices' groups redo
+    results.forEach((r, i) => {
+      if (r.duplicates > 0) this.markResender((batches[i] as BatchToStore).deviceId, now);
+    });
+    return results;
+  }
+
+  private markResender(deviceId: string, now: number): void {
+    this.resenders.delete(deviceId);
+    this.resenders.set(deviceId, now + RESENDER_MS);
+    // oldest first (insertion order): drop the oldest beyond the bound
+    for (const k of this.resenders.keys()) {
+      if (this.resenders.size <= MAX_RESENDERS) break;
+      this.resenders.delete(k);
+    }
+  }
+
+  /**
+   * The optimistic path of a large group: lock the group's device rows (id order, as every writer
+   * of them does, so the device locks always come before any event row's) and, when every batch
+   * is of its device's current enrollment, COPY every event into events — all rows are new then,
+   * and the rollups count every event — except the batches in `resent` (devices that resent lately),
+   * which go through INSERT_PARAMS_SQL in the same transaction. Resolves null with nothing stored
+   * (rolled back) when a batch's enrollment was replaced or a COPYed row was a duplicate (the
+   * unique index fails the COPY; one still uncommitted by another transaction is waited for, as an
+   * INSERT does); the caller then inserts the group with insertParams, which sorts those out.
+   */
+  private async copyGroup(
+    batches: readonly BatchToStore[],
+    resent: ReadonlySet<BatchToStore>,
+  ): Promise<InsertResult[] | null> {
+    let text = '';
+    const counts = new RuleCounts();
     for (const b of batches) {
-      if (small) {
-        for (const e of b.events) {
-          const row = [
-            ord++,
-            e.id,
-            b.deviceId,
-            b.enrollment,
-            e.seq,
-            e.type,
-            e.time,
-            e.ruleId,
-            b.receivedAt,
-            e.body,
-            e.user,
-          ];
-          for (let k = 0; k < row.length; k++) {
-            const v = row[k];
-            (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
-          }
-        }
-        continue;
-      }
+      if (resent.has(b)) continue;
       const device = copyField(b.deviceId);
       const received = copyField(b.receivedAt);
-      for (const e of b.events)
-        copyText += `${ord++}\t${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(e.type)}\t${copyField(e.time)}\t${e.ruleId === null ? '\\N' : copyField(e.ruleId)}\t${received}\t${copyField(e.body)}\t${e.user === null ? '\\N' : copyField(e.user)}\n`;
+      for (const e of b.events) {
+        const rule = e.ruleId === null ? null : pgText(e.ruleId);
+        const type = pgText(e.type);
+        counts.add(rule, type, e.time);
+        text += `${copyField(e.id)}\t${device}\t${b.enrollment}\t${e.seq}\t${copyField(type)}\t${copyField(e.time)}\t${rule === null ? '\\N' : copyField(rule)}\t${received}\t${copyField(e.body)}\t${e.user === null ? '\\N' : copyField(e.user)}\n`;
+      }
     }
-    const deviceIds = [...new Set(batches.map((b) => b.deviceId))].sort((a, b) =>
-      a < b ? -1 : a > b ? 1 : 0,
+    const others = batches.filter((b) => resent.has(b));
+    const copiedIds = new Set(batches.filter((b) => !resent.has(b)).map((b) => b.deviceId));
+    let insertedOthers: InsertedRows | undefined;
+    try {
+      await this.tx(async (c) => {
+        const r = await c.query<{ id: string; enrollment: number }>({
+          name: 'tg_lock_devices',
+          text: LOCK_DEVICES_SQL,
+          values: [sortedDeviceIds(batches)],
+        });
+        const current = new Map(r.rows.map((x) => [x.id, x.enrollment]));
+        if (batches.some((b) => current.get(b.deviceId) !== b.enrollment)) throw new RedoGroup();
+        await pipeline(Readable.from([text]), c.query(copyFrom(COPY_EVENTS_SQL)));
+        const ins = others.length > 0 ? await insertRows(c, others, counts) : undefined;
+        await finishGroup(
+          c,
+          batches,
+          (id, enrollment) => copiedIds.has(id) || (ins?.stored(id, enrollment) ?? false),
+          counts,
+          true,
+        );
+        insertedOthers = ins;
+      });
+    } catch (err) {
+      if (err instanceof RedoGroup || (err as { code?: string }).code === UNIQUE_VIOLATION) return null;
+      throw err;
+    }
+    this.onStored?.();
+    const fromOthers = insertedOthers ? this.attribute(others, insertedOthers) : [];
+    let k = 0;
+    return batches.map((b) =>
+      resent.has(b) ? (fromOthers[k++] as InsertResult) : { accepted: b.events.length, duplicates: 0 },
     );
-    let committedOn: pg.PoolClient | undefined;
-    const { inserted, current } = await this.tx(async (c) => {
-      if (!small) {
-        committedOn = c;
-        if (!this.staged.has(c)) await c.query(CREATE_STAGING);
-        await copyInto(c, copyText);
-      }
-      // Locks the group's device rows (in id order, as every writer of them does) and stores only
-      // the rows of each device's current enrollment: a token replaced by an enrollment that
-      // committed before this lock is refused here, whichever collector checked it (its cache).
-      const r = await c.query<{ device_id: string; enrollment: number; id: string | null }>(
-        small
-          ? { name: 'tg_insert_params', text: insertCurrentSql(PARAM_ROWS), values: [deviceIds, ...cols] }
-          : { name: 'tg_insert_staged', text: insertCurrentSql(STAGING), values: [deviceIds] },
-      );
-      const current = new Map<string, number>();
-      const rows: { device_id: string; enrollment: number; id: string }[] = [];
-      for (const x of r.rows) {
-        if (x.id === null) current.set(x.device_id, x.enrollment);
-        else rows.push(x as { device_id: string; enrollment: number; id: string });
-      }
-      const updates = deviceUpdates(batches.filter((b) => current.get(b.deviceId) === b.enrollment));
+  }
+
+  /** A group inserted by INSERT_PARAMS_SQL alone (conflicts skipped, replaced enrollments left out). */
+  private async insertParams(batches: readonly BatchToStore[]): Promise<InsertResult[]> {
+    const inserted = await this.tx(async (c) => {
+      const counts = new RuleCounts();
+      const ins = await insertRows(c, batches, counts);
       // stopped_at follows the newest event of each (device, enrollment) that stored something new:
       // a resent old batch (all duplicates) says nothing about what the device did last.
-      const storedKeys = new Set(rows.map((x) => `${x.device_id}\u0000${x.enrollment}`));
-      const stops = updates.newest.filter((n) => storedKeys.has(`${n.id}\u0000${n.enrollment}`));
-      // every device change and the notification in one statement (one round trip while the
-      // rows are locked); each SET reads the locked row, so a change of another enrollment is skipped
-      if (updates.touch.ids.length > 0)
-        await c.query({
-          name: 'tg_update_devices',
-          text: DEVICE_UPDATE_SQL,
-          values: [
-            updates.touch.ids,
-            updates.touch.at,
-            updates.agent.ids,
-            updates.agent.enrollments,
-            updates.agent.values,
-            updates.policy.ids,
-            updates.policy.enrollments,
-            updates.policy.values,
-            updates.policy.seqs,
-            updates.coverage.ids,
-            updates.coverage.enrollments,
-            updates.coverage.values,
-            updates.coverage.seqs,
-            stops.map((n) => n.id),
-            stops.map((n) => n.enrollment),
-            stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
-            rows.length > 0,
-            updates.coverage.tags,
-            updates.coverage.outbox,
-            updates.coverage.dropped,
-            updates.policyState.ids,
-            updates.policyState.enrollments,
-            updates.policyState.states,
-            updates.policyState.errors,
-            updates.policyState.keeps,
-            updates.policyState.seqs,
-          ],
-        });
-      if (updates.coverage.ids.length > 0)
-        await c.query({ name: 'tg_sync_tags', text: TAGS_SYNC_SQL, values: [updates.coverage.ids] });
-      return { inserted: rows, current };
+      await finishGroup(
+        c,
+        batches.filter((b) => ins.current.get(b.deviceId) === b.enrollment),
+        ins.stored,
+        counts,
+        ins.rows.length > 0,
+      );
+      return ins;
     });
-    if (committedOn) this.staged.add(committedOn);
-    // attribute each inserted row to the first batch (in order) that carried its key
+    if (inserted.rows.length > 0) this.onStored?.();
+    return this.attribute(batches, inserted);
+  }
+
+  /**
+   * Each batch's outcome: stale when its enrollment is not the device's current one (its token
+   * is dropped from the cache), else each inserted row counted for the first batch (in order)
+   * that carried its key, so a key seen earlier in the group is a duplicate too.
+   */
+  private attribute(batches: readonly BatchToStore[], inserted: InsertedRows): InsertResult[] {
     const fresh = new Set<string>();
-    for (const row of inserted) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
-    const results = batches.map((b): InsertResult => {
-      if (current.get(b.deviceId) !== b.enrollment) {
+    for (const row of inserted.rows) fresh.add(`${row.device_id}\u0000${row.enrollment}\u0000${row.id}`);
+    return batches.map((b): InsertResult => {
+      if (inserted.current.get(b.deviceId) !== b.enrollment) {
         this.tokens.forget(b.deviceId, b.enrollment);
         return { accepted: 0, duplicates: 0, stale: true };
       }
@@ -727,8 +754,6 @@ export class PostgresCollectorStore implements CollectorStorePort {
         if (fresh.delete(`${b.deviceId}\u0000${b.enrollment}\u0000${e.id}`)) accepted++;
       return { accepted, duplicates: b.events.length - accepted };
     });
-    if (inserted.length > 0) this.onStored?.();
-    return results;
   }
 
   async queryEvents(q: EventQuery): Promise<StoredEventRow[]> {
@@ -1264,27 +1289,185 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
  * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Event
  * bodies need nothing: they are JSON text, where U+0000 is always escaped.
  */
-/** A text value as a field of COPY's text format (pgText, then backslash escapes). */
+function pgText(s: string): string {
+  return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
+}
+
+/**
+ * A text value as a field of COPY's text format (pgText, then backslash escapes). Four `includes`
+ * scans are several times cheaper than one character-class test on a ~600-character event body.
+ */
 function copyField(s: string): string {
   const t = pgText(s);
-  return /[\\\t\n\r]/.test(t) ? t.replace(/[\\\t\n\r]/g, copyEscape) : t;
+  return t.includes('\\') || t.includes('\t') || t.includes('\n') || t.includes('\r')
+    ? t.replace(/[\\\t\n\r]/g, copyEscape)
+    : t;
 }
 function copyEscape(ch: string): string {
   return ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r';
 }
 
-/** COPYs `text` (COPY text format, STAGING's columns) into this connection's staging table. */
-function copyInto(c: pg.PoolClient, text: string): Promise<void> {
-  const stream = c.query(
-    copyFrom(
-      `COPY ${STAGING}(ord, id, device_id, enrollment, seq, type, time, rule_id, received_at, body, user_name) FROM STDIN`,
-    ),
-  );
-  return pipeline(Readable.from([text]), stream);
+/** What INSERT_PARAMS_SQL stored: the new rows, each locked device's current enrollment. */
+interface InsertedRows {
+  readonly rows: readonly { device_id: string; enrollment: number; id: string }[];
+  readonly current: ReadonlyMap<string, number>;
+  /** Whether that (device, enrollment) stored a new row. */
+  stored(id: string, enrollment: number): boolean;
 }
 
-function pgText(s: string): string {
-  return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
+/** The batches' device ids, sorted (byte order of UTF-16 units; every group sorts alike). */
+function sortedDeviceIds(batches: readonly BatchToStore[]): string[] {
+  return [...new Set(batches.map((b) => b.deviceId))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Runs INSERT_PARAMS_SQL for `batches` (which locks their device rows first) and adds the stored
+ * rows to `counts`.
+ */
+async function insertRows(
+  c: pg.PoolClient,
+  batches: readonly BatchToStore[],
+  counts: RuleCounts,
+): Promise<InsertedRows> {
+  const cols: unknown[][] = Array.from({ length: 11 }, () => []);
+  let ord = 0;
+  for (const b of batches)
+    for (const e of b.events) {
+      const row = [
+        ord++,
+        e.id,
+        b.deviceId,
+        b.enrollment,
+        e.seq,
+        e.type,
+        e.time,
+        e.ruleId,
+        b.receivedAt,
+        e.body,
+        e.user,
+      ];
+      for (let k = 0; k < row.length; k++) {
+        const v = row[k];
+        (cols[k] as unknown[]).push(typeof v === 'string' ? pgText(v) : v);
+      }
+    }
+  // Locks the group's device rows (in id order, as every writer of them does) and stores only the
+  // rows of each device's current enrollment: a token replaced by an enrollment that committed
+  // before this lock is refused here, whichever collector checked it (its cache).
+  const r = await c.query<{
+    device_id: string;
+    enrollment: number;
+    id: string | null;
+    rule_id: string | null;
+    type: string;
+    time: string;
+  }>({ name: 'tg_insert_params', text: INSERT_PARAMS_SQL, values: [sortedDeviceIds(batches), ...cols] });
+  const current = new Map<string, number>();
+  const rows: { device_id: string; enrollment: number; id: string }[] = [];
+  const keys = new Set<string>();
+  for (const x of r.rows) {
+    if (x.id === null) current.set(x.device_id, x.enrollment);
+    else {
+      rows.push(x as { device_id: string; enrollment: number; id: string });
+      keys.add(`${x.device_id}\u0000${x.enrollment}`);
+      counts.add(x.rule_id, x.type, x.time);
+    }
+  }
+  return { rows, current, stored: (id, enrollment) => keys.has(`${id}\u0000${enrollment}`) };
+}
+
+/** PostgreSQL's unique_violation: the optimistic COPY met a row already stored (or earlier in the group). */
+const UNIQUE_VIOLATION = '23505';
+
+/** Thrown inside copyGroup's transaction to roll it back: the group is redone by insertParams. */
+class RedoGroup extends Error {}
+
+/**
+ * Counts of stored events per (hour of the event time, rule id, type): what a group adds to
+ * rule_hourly / rule_daily (DEVICE_UPDATE_SQL $27–$30). Keys are the stored values (after pgText);
+ * events without a rule id are not counted.
+ */
+class RuleCounts {
+  private readonly counts = new Map<string, { hour: string; rule: string; type: string; n: number }>();
+  /** The entry of the previous add: a batch's events mostly share hour, rule and type. */
+  private last: { hour: string; rule: string; type: string; n: number } | undefined;
+
+  add(rule: string | null, type: string, time: string): void {
+    if (rule === null) return;
+    const last = this.last;
+    if (last && last.rule === rule && last.type === type && time.startsWith(last.hour)) {
+      last.n++;
+      return;
+    }
+    const hour = time.slice(0, 13);
+    const k = `${hour}\u0000${rule}\u0000${type}`;
+    let c = this.counts.get(k);
+    if (c) c.n++;
+    else {
+      c = { hour, rule, type, n: 1 };
+      this.counts.set(k, c);
+    }
+    this.last = c;
+  }
+
+  params(): [string[], string[], string[], number[]] {
+    const v = [...this.counts.values()];
+    return [v.map((c) => c.hour), v.map((c) => c.rule), v.map((c) => c.type), v.map((c) => c.n)];
+  }
+}
+
+/**
+ * Ends a group's transaction: the device changes of its `current` batches (those of each
+ * device's current enrollment), the rule counts and the notification (DEVICE_UPDATE_SQL, one
+ * round trip while the rows are locked; each SET reads the locked row, so a change of another
+ * enrollment is skipped), then the tag rows. `stored(id, enrollment)` says whether that
+ * (device, enrollment) stored a new row: only then does its newest event decide the clean stop.
+ */
+async function finishGroup(
+  c: pg.PoolClient,
+  current: readonly BatchToStore[],
+  stored: (id: string, enrollment: number) => boolean,
+  counts: RuleCounts,
+  anyStored: boolean,
+): Promise<void> {
+  const updates = deviceUpdates(current);
+  if (updates.touch.ids.length === 0) return;
+  const stops = updates.newest.filter((n) => stored(n.id, n.enrollment));
+  await c.query({
+    name: 'tg_update_devices',
+    text: DEVICE_UPDATE_SQL,
+    values: [
+      updates.touch.ids,
+      updates.touch.at,
+      updates.agent.ids,
+      updates.agent.enrollments,
+      updates.agent.values,
+      updates.policy.ids,
+      updates.policy.enrollments,
+      updates.policy.values,
+      updates.policy.seqs,
+      updates.coverage.ids,
+      updates.coverage.enrollments,
+      updates.coverage.values,
+      updates.coverage.seqs,
+      stops.map((n) => n.id),
+      stops.map((n) => n.enrollment),
+      stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
+      anyStored,
+      updates.coverage.tags,
+      updates.coverage.outbox,
+      updates.coverage.dropped,
+      updates.policyState.ids,
+      updates.policyState.enrollments,
+      updates.policyState.states,
+      updates.policyState.errors,
+      updates.policyState.keeps,
+      updates.policyState.seqs,
+      ...counts.params(),
+    ],
+  });
+  if (updates.coverage.ids.length > 0)
+    await c.query({ name: 'tg_sync_tags', text: TAGS_SYNC_SQL, values: [updates.coverage.ids] });
 }
 
 interface DeviceUpdates {
