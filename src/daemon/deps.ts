@@ -524,6 +524,7 @@ function buildExecDeny(
       }),
     denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
     protectedDirs: deps.protectedDirs,
+    openMarks: config['enforcement.open_marks'] !== 'off',
     owner: (uid) => users.owner(uid),
     fileReads: () => ({ sha256: { ...hasher.counts }, markers: { ...scanner.counts } }),
   });

@@ -17,6 +17,11 @@
  *     FUSE daemon that execs would wait on itself;
  *   - a verdict that depends on who runs the program (a rule with exceptions, a match not acted on)
  *     is never cached: the cache key is the file (identity + path), not the user.
+ *
+ * The same fanotify group also carries open marks on banned packages' script files (FAN_OPEN_PERM
+ * on those inodes only, answered by the native thread from its table): which files, and the
+ * record of each refused open, are open-marks.ts's; this listener owns the group, hands it the
+ * mount table and its `open_denied` reports, and flushes it on a new policy.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -226,6 +231,8 @@ export interface ExecDenyOptions {
   readonly mountinfo?: () => string;
   /** guardd's own directories, never given an open mark (open-marks.ts). */
   readonly protectedDirs?: readonly string[];
+  /** `enforcement.open_marks` is not off (default true). */
+  readonly openMarks?: boolean;
   /** uid → owner, for the process whose open of a marked file was refused. */
   readonly owner?: (uid: number) => ProcessObservation['owner'];
 }
@@ -315,6 +322,7 @@ export class ExecDenyListener {
       protectedDirs: options.protectedDirs ?? [],
       denied: options.denied,
       owner: options.owner ?? ((uid) => ({ uid, user: null, groups: [], home: null })),
+      enabled: options.openMarks ?? true,
     });
   }
 

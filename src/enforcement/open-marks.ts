@@ -80,6 +80,8 @@ export interface OpenMarksOptions {
   readonly owner: (uid: number) => Owner;
   /** Root of procfs (tests may pass another). */
   readonly procRoot?: string;
+  /** False when `enforcement.open_marks` is off: nothing is ever marked. Default true. */
+  readonly enabled?: boolean;
 }
 
 interface Marked {
@@ -92,6 +94,8 @@ interface Marked {
 }
 
 export interface OpenMarksStatus {
+  /** `off` when `enforcement.open_marks` is off. */
+  readonly state: 'on' | 'off';
   /** Files marked now. */
   readonly marked: number;
   /** Marks added. */
@@ -121,9 +125,9 @@ export class OpenMarks {
 
   constructor(private readonly options: OpenMarksOptions) {}
 
-  /** The listener started: marks may be added from now on. */
+  /** The listener started: marks may be added from now on (unless open marks are off). */
   start(): void {
-    this.active = true;
+    this.active = this.options.enabled ?? true;
   }
 
   /** The listener stopped: closing its group removed every mark. */
@@ -292,6 +296,7 @@ export class OpenMarks {
 
   status(): OpenMarksStatus {
     return {
+      state: (this.options.enabled ?? true) ? 'on' : 'off',
       marked: this.marked.size,
       added: this.added,
       refused: { ...this.refused },

@@ -252,6 +252,26 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect(addon.counters().file_marks).toBe(0);
     });
 
+    it('enforcement.open_marks off: nothing is marked', () => {
+      const off = new OpenMarks({
+        addon,
+        logger: silentLogger(),
+        matcher: () => matcher,
+        mounts: () => [{ mountPoint: '/', attached: true }],
+        protectedDirs: [],
+        denied: async () => ({ actionTaken: 'denied', latencyMs: 0, error: null }),
+        owner: (uid) => ({ uid, user: null, groups: [], home: null }),
+        enabled: false,
+      });
+      off.start();
+      matcher = compile(policyBody([RULE]));
+      const f = userFile('off-cli.js');
+      const obs = observation(f);
+      off.considerNow(obs, decide(matcher, obs));
+      expect(off.status()).toMatchObject({ state: 'off', marked: 0 });
+      expect(addon.counters().file_marks).toBe(0);
+    });
+
     it('marks an enforced block on script_package; a new policy flushes it', async () => {
       mounts = [{ mountPoint: '/', attached: true }];
       const body = policyBody([RULE]);

@@ -125,6 +125,13 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     });
   }
 
+  const config = () => ({
+    'policy.trusted_keys': [key.publicKeyPem],
+    'paths.bootstrap_policy': policyFile,
+    'collector.url': collector.url,
+    'enforcement.exec_deny': 'auto',
+  });
+
   async function status(): Promise<OpenMarksStatus> {
     return callDaemon<OpenMarksStatus>(join(guardd.socketDir, 'guardd.sock'), 'status');
   }
@@ -179,12 +186,7 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
       key,
     );
     collector = await startCollectorProcess(join(dir, 'collector'), policyFile);
-    guardd = await startGuardd(join(dir, 'agent'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policyFile,
-      'collector.url': collector.url,
-      'enforcement.exec_deny': 'auto',
-    });
+    guardd = await startGuardd(join(dir, 'agent'), config());
     const s = await status();
     expect(s.exec_deny.state, `exec_deny: ${s.exec_deny.reason}`).toBe('on');
 
@@ -193,6 +195,8 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     expect(first.signal).toBe('SIGKILL');
     await waitFor(async () => (await status()).exec_deny.open_marks.marked === 1, 'the open mark on cli.js');
     expect((await status()).exec_deny.counters.file_marks).toBe(1);
+    const text = runGuardctl(['--socket-dir', guardd.socketDir, 'status']);
+    expect(text.stdout).toMatch(/open marks.*1 banned package file marked · 0 opens refused/);
   });
 
   afterAll(async () => {
@@ -328,6 +332,20 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     const cat = await runAsUser('/bin/cat', [own]);
     expect(cat.code, cat.stderr).toBe(0);
     expect(cat.stdout).toBe('// my own file\n');
+  });
+
+  it('guardd SIGKILLed: its group closes, the mark goes, the file opens; restarted, it marks it again', async () => {
+    await guardd.stop('SIGKILL');
+    const cat = await runAsUser('/bin/cat', [cli]);
+    expect(cat.code, cat.stderr).toBe(0);
+    guardd = await startGuardd(join(dir, 'agent'), config());
+    expect((await status()).exec_deny.open_marks.marked).toBe(0);
+    const again = await runAsUser(process.execPath, [cli], { TGOM_STAY: '1' });
+    expect(again.signal).toBe('SIGKILL');
+    await waitFor(async () => (await status()).exec_deny.open_marks.marked === 1, 'the mark again');
+    const refused = await runAsUser('/bin/cat', [cli]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/Operation not permitted/);
   });
 
   it('a policy that no longer bans the package removes the mark: the file opens and runs again', async () => {
