@@ -21,7 +21,10 @@
  *   - only on a file system the listener marked (local, not network or FUSE: the same rule as for
  *     execs), never under guardd's own directories.
  * At most MAX_OPEN_MARKS files are marked (the kernel's fs.fanotify.max_user_marks is shared by
- * every root group): adding one more removes the oldest. A mark the eviction could not reach any
+ * every root group): adding one more removes the oldest. Files owned by one user other than root
+ * hold at most MAX_OPEN_MARKS_PER_OWNER of them (that user's oldest goes first), so a user who
+ * plants fake packages named like a banned one cannot push out the marks of root's global
+ * packages or of other users' files. A mark the eviction could not reach any
  * more (the file was renamed or replaced) stays in the kernel but out of the table, so it allows;
  * after MAX_OPEN_MARKS of those, every mark is flushed. A new policy flushes every mark (files are
  * marked again as they are identified again); stopping guardd closes the group, which removes them.
@@ -37,6 +40,8 @@ import { APP_DIR } from './quarantine-store.js';
 
 /** Files marked at most (native/execperm MAX_FILE_MARKS is the same). */
 export const MAX_OPEN_MARKS = 1024;
+/** Marks on files of one owner other than root, at most. */
+export const MAX_OPEN_MARKS_PER_OWNER = 64;
 /** (pid, start time, file) refusals remembered so each is reported once; bounded. */
 const REPORTED_MAX = 4096;
 
@@ -85,6 +90,8 @@ export interface OpenMarksOptions {
 }
 
 interface Marked {
+  /** The file's owner as the walk saw it. */
+  readonly owner: number;
   readonly mountPoint: string;
   readonly rel: string;
   readonly dev: number;
@@ -191,11 +198,14 @@ export class OpenMarks {
       return;
     }
     const rel = relative(mount.mountPoint, pkg.script);
-    if (this.marked.size >= MAX_OPEN_MARKS) this.evictOldest();
+    if (file.owner !== 0 && this.ownedBy(file.owner) >= MAX_OPEN_MARKS_PER_OWNER)
+      this.evictOldest(file.owner);
+    else if (this.marked.size >= MAX_OPEN_MARKS) this.evictOldest();
     const r = this.options.addon.markFile(mount.mountPoint, rel, file.dev, file.ino);
     if (r === 'marked' || r === 'already') {
       this.added++;
       this.marked.set(key, {
+        owner: file.owner,
         mountPoint: mount.mountPoint,
         rel,
         dev: file.dev,
@@ -222,8 +232,22 @@ export class OpenMarks {
     }
   }
 
-  private evictOldest(): void {
-    const [key, m] = this.marked.entries().next().value ?? [];
+  private ownedBy(owner: number): number {
+    let n = 0;
+    for (const m of this.marked.values()) if (m.owner === owner) n++;
+    return n;
+  }
+
+  /** Removes the oldest mark (of `owner`'s files when given). */
+  private evictOldest(owner?: number): void {
+    let key: string | undefined;
+    let m: Marked | undefined;
+    for (const [k, v] of this.marked) {
+      if (owner !== undefined && v.owner !== owner) continue;
+      key = k;
+      m = v;
+      break;
+    }
     if (key === undefined || m === undefined) return;
     this.marked.delete(key);
     this.evicted++;

@@ -19,7 +19,13 @@ import {
   type ExecPermEvent,
   loadExecPermAddon,
 } from '../../src/enforcement/exec-deny.js';
-import { MAX_OPEN_MARKS, type MountView, mountOf, OpenMarks } from '../../src/enforcement/open-marks.js';
+import {
+  MAX_OPEN_MARKS,
+  MAX_OPEN_MARKS_PER_OWNER,
+  type MountView,
+  mountOf,
+  OpenMarks,
+} from '../../src/enforcement/open-marks.js';
 import { compileMatcher, type Decision, type Matcher } from '../../src/policy/matcher.js';
 import type { PolicyBody, PolicyException, PolicyRule } from '../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../src/sensors/observation.js';
@@ -290,15 +296,60 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect((await sh(user, `cat "${f.path}"`, true)).code).toBe(0);
     });
 
-    it(`holds at most ${MAX_OPEN_MARKS} marks: the oldest goes first and opens again`, async () => {
+    it(`one user's files hold at most ${MAX_OPEN_MARKS_PER_OWNER} marks: their oldest goes, root's file keeps its mark`, async () => {
       matcher = compile(policyBody([RULE]));
-      mkdirSync(join(dir, 'many'));
-      const files = Array.from({ length: MAX_OPEN_MARKS + 1 }, (_, i) => userFile(join('many', `f${i}.js`)));
+      mkdirSync(join(dir, 'owned'));
+      const evictedBefore = marks.status().evicted;
+      const rootFile = join(dir, 'owned', 'root-cli.js');
+      writeFileSync(rootFile, '// root\n');
+      const rs = statSync(rootFile);
+      const rootObs = observation({ path: rootFile, dev: rs.dev, ino: rs.ino });
+      const rootOwned: ProcessObservation = {
+        ...rootObs,
+        scriptPackage: rootObs.scriptPackage
+          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0 } }
+          : null,
+      };
+      marks.considerNow(rootOwned, decide(matcher, rootOwned));
+      const files = Array.from({ length: MAX_OPEN_MARKS_PER_OWNER + 1 }, (_, i) =>
+        userFile(join('owned', `u${i}.js`)),
+      );
       for (const f of files) {
         const obs = observation(f);
         marks.considerNow(obs, decide(matcher, obs));
       }
-      expect(marks.status()).toMatchObject({ marked: MAX_OPEN_MARKS, evicted: 1, orphaned: 0 });
+      expect(marks.status()).toMatchObject({
+        marked: MAX_OPEN_MARKS_PER_OWNER + 1,
+        evicted: evictedBefore + 1,
+      });
+      expect((await sh(user, `cat "${files[0]?.path}" >/dev/null`, true)).code).toBe(0);
+      expect((await sh(user, `cat "${files[1]?.path}" >/dev/null`, true)).code).toBe(1);
+      expect((await sh(user, `cat "${rootFile}" >/dev/null`, true)).code).toBe(1);
+      marks.policyChanged();
+      expect(addon.counters().file_marks).toBe(0);
+    });
+
+    it(`holds at most ${MAX_OPEN_MARKS} marks: the oldest goes first and opens again`, async () => {
+      matcher = compile(policyBody([RULE]));
+      mkdirSync(join(dir, 'many'));
+      const evictedBefore = marks.status().evicted;
+      const files = Array.from({ length: MAX_OPEN_MARKS + 1 }, (_, i) => userFile(join('many', `f${i}.js`)));
+      for (const f of files) {
+        // as if root owned them (the per-owner bound is the test above)
+        const o = observation(f);
+        const obs: ProcessObservation = {
+          ...o,
+          scriptPackage: o.scriptPackage
+            ? { ...o.scriptPackage, scriptFile: { dev: f.dev, ino: f.ino, owner: 0 } }
+            : null,
+        };
+        marks.considerNow(obs, decide(matcher, obs));
+      }
+      expect(marks.status()).toMatchObject({
+        marked: MAX_OPEN_MARKS,
+        evicted: evictedBefore + 1,
+        orphaned: 0,
+      });
       expect(addon.counters().file_marks).toBe(MAX_OPEN_MARKS);
       const [first, second] = files;
       expect((await sh(user, `cat "${first?.path}" >/dev/null`, true)).code).toBe(0);
