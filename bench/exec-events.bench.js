@@ -281,27 +281,26 @@ for (const r of [events, polling]) {
   }
 }
 console.log('target (issue 13): p99 ≤ 5 ms via exec events');
-{
+console.log(
+  `\nopen marks on (exec events, pre-exec deny): \`node <pkg>/cli.js\` after the first launch (${marks.first.killed === 1 ? 'killed' : `not killed, exit ${marks.first.exits[0]}`}) marked cli.js; then ${MARKED_LAUNCHES} launches of each form`,
+);
+console.log(
+  'form                          launches  ran banned code  open refused (exit 1)  killed  other exit   p50 ms   p99 ms',
+);
+for (const [name, a, ran] of [
+  ['node <pkg>/cli.js', marks.after, marks.ran],
+  ['node -e "require(<cli.js>)"', marks.required, marks.ranRequired],
+]) {
+  const refused = a.exits.filter((c) => c === 1).length;
   console.log(
-    `\nopen marks on (exec events, pre-exec deny): \`node <pkg>/cli.js\` after the first launch (${marks.first.killed === 1 ? 'killed' : `not killed, exit ${marks.first.exits[0]}`}) marked cli.js; then ${MARKED_LAUNCHES} launches of each form`,
+    `${name.padEnd(29)} ${String(MARKED_LAUNCHES).padStart(8)}  ${String(ran).padStart(15)}  ${String(refused).padStart(21)}  ${String(a.killed).padStart(6)}  ${String(a.exits.length - refused).padStart(10)}  ${f(pct(a.latencies, 50)).padStart(7)}  ${f(pct(a.latencies, 99)).padStart(7)}`,
   );
-  console.log(
-    'form                          launches  ran banned code  open refused (exit 1)  killed  other exit   p50 ms   p99 ms',
-  );
-  for (const [name, a, ran] of [
-    ['node <pkg>/cli.js', marks.after, marks.ran],
-    ['node -e "require(<cli.js>)"', marks.required, marks.ranRequired],
-  ]) {
-    const refused = a.exits.filter((c) => c === 1).length;
-    console.log(
-      `${name.padEnd(29)} ${String(MARKED_LAUNCHES).padStart(8)}  ${String(ran).padStart(15)}  ${String(refused).padStart(21)}  ${String(a.killed).padStart(6)}  ${String(a.exits.length - refused).padStart(10)}  ${f(pct(a.latencies, 50)).padStart(7)}  ${f(pct(a.latencies, 99)).padStart(7)}`,
-    );
-  }
-  console.log(
-    `native counters: opens of marked files ${marks.counters.open_events}, refused ${marks.counters.open_denied}, guardd's own allowed ${marks.counters.open_self_allowed}`,
-  );
-  console.log('expected: 0 ran banned code');
 }
+console.log(
+  `native counters: opens of marked files ${marks.counters.open_events}, refused ${marks.counters.open_denied}, guardd's own allowed ${marks.counters.open_self_allowed}`,
+);
+console.log('expected: 0 ran banned code');
+
 console.log(
   `\n/bin/true ×${EXECS} from one shell: µs per exec (fastest of ${ROUNDS} rounds), guardd CPU during the loop`,
 );

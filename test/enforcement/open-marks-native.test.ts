@@ -26,6 +26,7 @@ import {
   mountOf,
   OpenMarks,
 } from '../../src/enforcement/open-marks.js';
+import { OwnerSession } from '../../src/enforcement/owner-fs.js';
 import { compileMatcher, type Decision, type Matcher } from '../../src/policy/matcher.js';
 import type { PolicyBody, PolicyException, PolicyRule } from '../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../src/sensors/observation.js';
@@ -135,6 +136,21 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
     expect(addon.unmarkFile('/', f.rel, f.dev, f.ino)).toBe('removed');
     expect((await sh(user, `cat "${f.path}"`, true)).code).toBe(0);
     expect(addon.counters().file_marks).toBe(0);
+  });
+
+  it("the owner-fs child (guardd's, running as the user) reads a marked file: quarantine copies still work", async () => {
+    const f = userFile('quarantined-cli.js', '// banned bytes\n');
+    expect(addon.markFile('/', f.rel, f.dev, f.ino)).toBe('marked');
+    const session = new OwnerSession({ uid: user.uid, gid: user.gid });
+    try {
+      const bytes = await session.readChunk(f.path, 0, 1024, { dev: f.dev, ino: f.ino });
+      expect(bytes.toString()).toBe('// banned bytes\n');
+    } finally {
+      session.close();
+    }
+    // and the same user's own process is refused
+    expect((await sh(user, `cat "${f.path}"`, true)).out).toMatch(/Operation not permitted/);
+    expect(addon.unmarkFile('/', f.rel, f.dev, f.ino)).toBe('removed');
   });
 
   it('unmarked files raise no open event at all (no mount-wide open mark)', async () => {
