@@ -8,7 +8,8 @@
  * however it was asked to load it (`import()` from `-e`, `require()` from another script, stdin
  * redirected from it, `/dev/fd/N`). It is the same idea as fapolicyd's for interpreters, on the
  * files guardd has identified rather than on every open (no mount-wide open mark: unmarked files
- * never wait on guardd).
+ * never wait on guardd). The package's `bin` targets (regular files inside its root, package.json
+ * read again through safe-read.ts) are marked with it.
  *
  * A mark denies the file to everyone, so it is added only when the decision holds for everyone:
  * an enforced `block` rule without exceptions that matched on `script_package`, under the policy in
@@ -29,11 +30,13 @@
  * after MAX_OPEN_MARKS of those, every mark is flushed. A new policy flushes every mark (files are
  * marked again as they are identified again); stopping guardd closes the group, which removes them.
  */
-import { isAbsolute, relative, sep } from 'node:path';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import type { Decision, Matcher } from '../policy/matcher.js';
 import type { Owner, ProcessObservation, ScriptPackage } from '../sensors/observation.js';
+import { readPackageJsonAsync } from '../sensors/package-reader.js';
 import { readCmdline, readLink, readStat, readUid, ttyPath } from '../sensors/process-sources/proc-files.js';
+import { lstatUserPath, ReadGate } from '../sensors/safe-read.js';
 import type { DeniedFile, Enforcer } from './enforcer.js';
 import { assertNotProtected } from './owner-fs.js';
 import { APP_DIR } from './quarantine-store.js';
@@ -42,6 +45,8 @@ import { APP_DIR } from './quarantine-store.js';
 export const MAX_OPEN_MARKS = 1024;
 /** Marks on files of one owner other than root, at most. */
 export const MAX_OPEN_MARKS_PER_OWNER = 64;
+/** `bin` targets of one package marked at most (besides the script itself). */
+const MAX_BIN_MARKS = 8;
 /** (pid, start time, file) refusals remembered so each is reported once; bounded. */
 const REPORTED_MAX = 4096;
 
@@ -129,6 +134,8 @@ export class OpenMarks {
   private flushes = 0;
   private reported = 0;
   private active = false;
+  /** Admission of the package.json and `bin` target reads (one at a time, one per owner). */
+  private readonly gate = new ReadGate('open_marks', 1, 1);
 
   constructor(private readonly options: OpenMarksOptions) {}
 
@@ -154,35 +161,75 @@ export class OpenMarks {
   /**
    * A process is being blocked with `decision`: when that decision holds for everyone (see the
    * module comment), mark the script file the observation identified, on the next turn of the
-   * event loop (after the kill's first steps). Never throws.
+   * event loop (after the kill's first steps), then the package's `bin` targets. Never throws.
    */
   consider(obs: ProcessObservation, decision: Decision): void {
     if (this.active) setImmediate(() => this.considerNow(obs, decision));
   }
 
-  /** `consider`, now. Never throws. */
-  considerNow(obs: ProcessObservation, decision: Decision): void {
-    if (!this.active) return;
+  /**
+   * `consider`, now: the script file at once; the `bin` targets once package.json has been read
+   * off the event loop (the returned promise; it never rejects).
+   */
+  considerNow(obs: ProcessObservation, decision: Decision): Promise<void> {
     const pkg = obs.scriptPackage;
-    const matcher = this.options.matcher();
-    if (
-      !pkg?.scriptFile ||
-      !matcher ||
-      decision.reason !== 'script_package' ||
-      decision.rule.action !== 'block' ||
-      decision.mode !== 'enforce' ||
-      decision.policyVersion !== matcher.policyVersion ||
-      matcher.exceptedRules.has(decision.rule.id)
-    )
-      return;
+    if (!pkg?.scriptFile || !this.holds(decision)) return Promise.resolve();
     const { dev, ino } = pkg.scriptFile;
     const key = `${dev}:${ino}`;
-    if (this.marked.has(key)) return;
+    if (this.marked.has(key)) return Promise.resolve();
+    this.markSafely(key, pkg, decision);
+    return this.markBins(pkg, decision).catch((err: unknown) => {
+      this.options.logger.error({ err, package: pkg.name }, 'marking bin targets failed');
+    });
+  }
+
+  /** Whether `decision` is one a mark may carry out (for everyone, under the policy in force). */
+  private holds(decision: Decision): boolean {
+    const matcher = this.options.matcher();
+    return (
+      this.active &&
+      matcher !== null &&
+      decision.reason === 'script_package' &&
+      decision.rule.action === 'block' &&
+      decision.mode === 'enforce' &&
+      decision.policyVersion === matcher.policyVersion &&
+      !matcher.exceptedRules.has(decision.rule.id)
+    );
+  }
+
+  private markSafely(key: string, pkg: ScriptPackage, decision: Decision): void {
     try {
       this.mark(key, pkg, decision);
     } catch (err) {
       this.count('error');
       this.options.logger.error({ err, path: pkg.script }, 'open mark failed');
+    }
+  }
+
+  /**
+   * The package's `bin` targets (package.json read again through safe-read.ts, its name still the
+   * package's), each a regular file lexically inside the package root (the native open refuses a
+   * symlink anywhere on the way, so it is physically there too), at most MAX_BIN_MARKS.
+   */
+  private async markBins(pkg: ScriptPackage, decision: Decision): Promise<void> {
+    const owner = pkg.scriptFile?.owner ?? -1;
+    const read = await readPackageJsonAsync(pkg.root, owner, this.gate);
+    if (!read.ok || read.info.name !== pkg.name) return;
+    let n = 0;
+    for (const target of Object.values(read.info.bin)) {
+      if (n >= MAX_BIN_MARKS) break;
+      const path = resolve(pkg.root, target);
+      if (path === pkg.root || !within(path, pkg.root)) continue;
+      const st = await lstatUserPath(path, this.gate, owner);
+      if (!st.ok || !st.value.isFile() || !this.holds(decision)) continue;
+      n++;
+      const key = `${st.value.dev}:${st.value.ino}`;
+      if (this.marked.has(key)) continue;
+      this.markSafely(
+        key,
+        { ...pkg, script: path, scriptFile: { dev: st.value.dev, ino: st.value.ino, owner: st.value.uid } },
+        decision,
+      );
     }
   }
 

@@ -2,7 +2,8 @@
  * Open marks with the real daemon (dist/, as root, pre-exec deny on, exec events): once guardd has
  * killed `node <pkg>/cli.js` of a banned package (script_packages rule) owned by a real
  * unprivileged user, the package's cli.js is marked, and every way that user then has node load it
- * is refused before a line of it runs — the file's code writes a marker file when it runs, and no
+ * (and its `bin` target inside the package) is refused before a line of it runs — the file's code
+ * writes a marker file when it runs, and no
  * marker ever appears — with one `process.denied` event (`refused: open`) per attempt:
  * `import()` and `require()` from `-e`, `require()` from an innocuous script, stdin redirected
  * from it and `/dev/fd/3` (the shell's open is refused, EPERM), and `node <pkg>/cli.js` itself
@@ -74,6 +75,8 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
   let collector: Collector;
   let guardd: Guardd;
   let cli: string;
+  let binTarget: string;
+  let outside: string;
   let markDir: string;
 
   const rules = (banned: readonly string[]): PolicyRule[] => [
@@ -162,8 +165,24 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     mkdirSync(pkg, { recursive: true });
     for (const d of ['lib', join('lib', 'node_modules'), join('lib', 'node_modules', pkgName)])
       asUser(join(user.home, d));
-    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: pkgName, version: '1.0.0' }));
+    // bin: one target inside the package (marked with it), one outside its root (never marked)
+    writeFileSync(
+      join(pkg, 'package.json'),
+      JSON.stringify({
+        name: pkgName,
+        version: '1.0.0',
+        bin: { tgom: 'bin/run.js', 'tgom-out': '../outside.js' },
+      }),
+    );
     cli = join(pkg, 'cli.js');
+    mkdirSync(join(pkg, 'bin'));
+    asUser(join(pkg, 'bin'));
+    binTarget = join(pkg, 'bin', 'run.js');
+    writeFileSync(binTarget, "require('node:fs').writeFileSync(process.env.TGOM_MARK, 'ran\\n');\n");
+    asUser(binTarget);
+    outside = join(user.home, 'lib', 'node_modules', 'outside.js');
+    writeFileSync(outside, '// outside the package\n');
+    asUser(outside);
     // What "the banned code ran" looks like: a marker file named by the caller.
     writeFileSync(
       cli,
@@ -193,10 +212,13 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     // guardd identifies the package once: killed after exec, as without marks; then it is marked.
     const first = await runAsUser(process.execPath, [cli], { TGOM_STAY: '1' });
     expect(first.signal).toBe('SIGKILL');
-    await waitFor(async () => (await status()).exec_deny.open_marks.marked === 1, 'the open mark on cli.js');
-    expect((await status()).exec_deny.counters.file_marks).toBe(1);
+    await waitFor(
+      async () => (await status()).exec_deny.open_marks.marked === 2,
+      'the open marks on cli.js and the bin target',
+    );
+    expect((await status()).exec_deny.counters.file_marks).toBe(2);
     const text = runGuardctl(['--socket-dir', guardd.socketDir, 'status']);
-    expect(text.stdout).toMatch(/open marks.*1 banned package file marked · 0 opens refused/);
+    expect(text.stdout).toMatch(/open marks.*2 banned package files marked · 0 opens refused/);
   });
 
   afterAll(async () => {
@@ -297,6 +319,21 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     );
   });
 
+  it("the package's bin target is refused too; a bin entry outside the package root is not marked", async () => {
+    const mark = join(markDir, 'bin-target');
+    const r = await runAsUser(process.execPath, ['-e', requireIt(binTarget)], { TGOM_MARK: mark });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stdout).toMatch(/^EPERM$/m);
+    expect(existsSync(mark), 'the bin target ran').toBe(false);
+    const found = await waitFor(
+      async () => ((await refusedOpens(r.pid)).length > 0 ? refusedOpens(r.pid) : undefined),
+      'the process.denied event of the bin target',
+    );
+    expect(found[0]).toMatchObject({ outcome: { details: { refused: 'open', file: { path: binTarget } } } });
+    const cat = await runAsUser('/bin/cat', [outside]);
+    expect(cat.code, cat.stderr).toBe(0);
+  });
+
   it('an unrelated script still runs', async () => {
     const mark = join(markDir, 'unrelated');
     const script = join(user.home, 'work', 'unrelated.js');
@@ -328,7 +365,7 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
       async () => ((await status()).exec_deny.open_marks.refused.linked ?? 0) > before,
       'the mark refused as linked',
     );
-    expect((await status()).exec_deny.open_marks.marked).toBe(1);
+    expect((await status()).exec_deny.open_marks.marked).toBe(2);
     const cat = await runAsUser('/bin/cat', [own]);
     expect(cat.code, cat.stderr).toBe(0);
     expect(cat.stdout).toBe('// my own file\n');
@@ -342,7 +379,7 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     expect((await status()).exec_deny.open_marks.marked).toBe(0);
     const again = await runAsUser(process.execPath, [cli], { TGOM_STAY: '1' });
     expect(again.signal).toBe('SIGKILL');
-    await waitFor(async () => (await status()).exec_deny.open_marks.marked === 1, 'the mark again');
+    await waitFor(async () => (await status()).exec_deny.open_marks.marked === 2, 'the marks again');
     const refused = await runAsUser('/bin/cat', [cli]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/Operation not permitted/);
