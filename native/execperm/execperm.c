@@ -280,35 +280,34 @@ static void respond_raw(int fd, int allow) {
   (void)w;
 }
 
-/* An open of a file with an open mark: decided here, never waiting on JS. */
+/* An open of a file with an open mark: decided here, never waiting on JS. Counted before it is
+ * answered, so whoever sees the opener's result sees the counters that include it. */
 static void handle_open(const struct fanotify_event_metadata *m) {
   int fd = m->fd;
   pid_t pid = (pid_t)m->pid;
   struct stat st;
   int have = fstat(fd, &st) == 0;
   pthread_mutex_lock(&lock);
-  counters.open_events++;
   int marked = have && file_mark_find(st.st_dev, st.st_ino) != NULL;
   pthread_mutex_unlock(&lock);
   /* guardd reads the files it decides on; its owner-fs child copies a package into quarantine. */
-  if (marked && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid))) {
-    pthread_mutex_lock(&lock);
-    counters.open_self_allowed++;
-    pthread_mutex_unlock(&lock);
-    marked = 0;
-  }
-  if (!marked) {
-    respond_raw(fd, 1);
-    close(fd);
-    return;
-  }
-  respond_raw(fd, 0);
+  int self = marked && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid));
+  int deny = 0, report = 0;
   pthread_mutex_lock(&lock);
-  counters.open_denied++;
-  file_mark_t *f = file_mark_find(st.st_dev, st.st_ino);
-  int report = f != NULL && f->last_pid != pid;
-  if (f != NULL) f->last_pid = pid;
+  counters.open_events++;
+  if (self) {
+    counters.open_self_allowed++;
+  } else if (marked) {
+    file_mark_t *f = file_mark_find(st.st_dev, st.st_ino);
+    if (f != NULL) {
+      deny = 1;
+      counters.open_denied++;
+      report = f->last_pid != pid;
+      f->last_pid = pid;
+    }
+  }
   pthread_mutex_unlock(&lock);
+  respond_raw(fd, !deny);
   if (report) {
     post_t *p = calloc(1, sizeof(post_t));
     if (p != NULL) {

@@ -123,7 +123,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
     expect(other.out).toMatch(/cat: .*marked\.js: Operation not permitted/);
     expect(other.out).toMatch(/rc=1/);
     const c = addon.counters();
-    expect(c.open_denied).toBe(2);
+    expect(c.open_denied, JSON.stringify({ c, events })).toBe(2);
     expect(c.open_self_allowed).toBeGreaterThanOrEqual(1);
     // the same process refused twice in a row: one report
     await waitFor(() => events.some((e) => e.kind === 'open_denied'), 'the open_denied report');
