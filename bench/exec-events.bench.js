@@ -16,7 +16,13 @@
 //     /bin/true exec'd at a paced 50 and 1,000 per second (a Python pacer: os.posix_spawn on a
 //     monotonic schedule; the rate it reached is printed), next to the execs guardd received in
 //     the window: on a shared machine other work's execs are handled too, and that is shown, not
-//     subtracted.
+//     subtracted;
+//   - open marks (src/enforcement/open-marks.ts): with them on, after guardd killed `node
+//     <pkg>/cli.js` once and marked cli.js, MARKED_LAUNCHES more launches of it: how many ran any
+//     of the banned code (cli.js appends a line to a file first thing: 0 expected) and how each
+//     ended (node refused the open and exited 1, or killed), with spawn → end p50/p99; and as many
+//     of `node -e "require('<cli.js>')"` (the file loaded without being on the command line). The rows
+//     above run with `enforcement.open_marks: off`, so they keep measuring the kill after exec.
 // Prints measured numbers only.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,6 +45,8 @@ if (process.platform !== 'linux' || process.getuid?.() !== 0) {
 /** 200: the 99th percentile is the 198th launch, not the slowest one. */
 const LAUNCHES = Number(process.env.TOOLGUARD_BENCH_LAUNCHES ?? 200);
 const EXECS = 2000;
+/** Launches of the marked cli.js after the first (open marks). */
+const MARKED_LAUNCHES = Number(process.env.TOOLGUARD_BENCH_MARKED_LAUNCHES ?? 100);
 /** Rounds per set-up; the fastest counts (other work on a shared machine only ever adds time). */
 const ROUNDS = 5;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -57,8 +65,20 @@ writeFileSync(
   join(pkgDir, 'package.json'),
   JSON.stringify({ name: pkg, version: '1.0.0', bin: { tgevb: 'cli.js' } }),
 );
-writeFileSync(join(pkgDir, 'cli.js'), 'setTimeout(() => {}, 60000);\n');
+// First thing it does: one line in RAN (a launch that got to run any of its code).
+const RAN = join(dir, 'ran.txt');
+writeFileSync(
+  join(pkgDir, 'cli.js'),
+  `require('node:fs').appendFileSync(${JSON.stringify(RAN)}, 'x\\n');\nsetTimeout(() => {}, 60000);\n`,
+);
 const cli = join(pkgDir, 'cli.js');
+const ranCount = () => {
+  try {
+    return readFileSync(RAN, 'utf8').split('\n').filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+};
 
 function cpuTicks(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -155,6 +175,8 @@ async function startGuardd(label, extra) {
   };
   const { configFile, socketDir } = writeGuarddFiles(sub, body, key, {
     'enforcement.notify_terminal': false,
+    // The kill rows measure the kill after exec: a marked cli.js would never be started again.
+    'enforcement.open_marks': 'off',
     ...extra,
   });
   const guardd = spawnGuardd(configFile);
@@ -173,9 +195,9 @@ function niceOf(pid) {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
 }
 
-/** LAUNCHES launches of the banned script through launchwait: sorted ms and how many were not killed. */
-function launches() {
-  const r = spawnSync(launchwait, [String(LAUNCHES), '150', process.execPath, cli], { encoding: 'utf8' });
+/** `n` launches of the banned script through launchwait: sorted ms, how many were not killed, exit statuses. */
+function launches(n = LAUNCHES, args = [cli]) {
+  const r = spawnSync(launchwait, [String(n), '150', process.execPath, ...args], { encoding: 'utf8' });
   const rows = r.stdout
     .trim()
     .split('\n')
@@ -184,7 +206,35 @@ function launches() {
   return {
     latencies: rows.map(([ms]) => Number(ms)).sort((a, b) => a - b),
     notKilled: rows.filter(([, killed]) => killed !== '1').length,
+    killed: rows.filter(([, killed]) => killed === '1').length,
+    exits: rows.filter(([, killed]) => killed !== '1').map(([, , code]) => Number(code)),
   };
+}
+
+/** Open marks on: the first launch is killed and cli.js marked; then MARKED_LAUNCHES more. */
+async function openMarks() {
+  const { guardd, socketDir } = await startGuardd('open-marks', { 'enforcement.open_marks': 'auto' });
+  try {
+    const status = () => callDaemon(join(socketDir, 'guardd.sock'), 'status', {}, 5000);
+    const first = launches(1);
+    const deadline = Date.now() + 30_000;
+    while ((await status()).exec_deny?.open_marks?.marked !== 1) {
+      if (Date.now() > deadline) throw new Error('cli.js was not marked within 30 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    let ranBefore = ranCount();
+    const after = launches(MARKED_LAUNCHES);
+    const ran = ranCount() - ranBefore;
+    // The same file loaded without being named on the command line (nothing to kill on).
+    ranBefore = ranCount();
+    const required = launches(MARKED_LAUNCHES, ['-e', `require(${JSON.stringify(cli)})`]);
+    const ranRequired = ranCount() - ranBefore;
+    const s = await status();
+    return { first, after, ran, required, ranRequired, counters: s.exec_deny.counters };
+  } finally {
+    guardd.kill('SIGTERM');
+    await new Promise((r) => guardd.once('exit', r));
+  }
 }
 
 async function scenario(label, extra, { alsoAtNice } = {}) {
@@ -212,6 +262,7 @@ async function scenario(label, extra, { alsoAtNice } = {}) {
 const baseline = overhead(null);
 const events = await scenario('exec-events', {}, { alsoAtNice: 0 });
 const polling = await scenario('polling', { 'sensors.process.exec_events': 'off' });
+const marks = await openMarks();
 const f = (n) => (n === null ? '—' : n.toFixed(1));
 
 const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
@@ -230,6 +281,26 @@ for (const r of [events, polling]) {
   }
 }
 console.log('target (issue 13): p99 ≤ 5 ms via exec events');
+console.log(
+  `\nopen marks on (exec events, pre-exec deny): \`node <pkg>/cli.js\` after the first launch (${marks.first.killed === 1 ? 'killed' : `not killed, exit ${marks.first.exits[0]}`}) marked cli.js; then ${MARKED_LAUNCHES} launches of each form`,
+);
+console.log(
+  'form                          launches  ran banned code  open refused (exit 1)  killed  other exit   p50 ms   p99 ms',
+);
+for (const [name, a, ran] of [
+  ['node <pkg>/cli.js', marks.after, marks.ran],
+  ['node -e "require(<cli.js>)"', marks.required, marks.ranRequired],
+]) {
+  const refused = a.exits.filter((c) => c === 1).length;
+  console.log(
+    `${name.padEnd(29)} ${String(MARKED_LAUNCHES).padStart(8)}  ${String(ran).padStart(15)}  ${String(refused).padStart(21)}  ${String(a.killed).padStart(6)}  ${String(a.exits.length - refused).padStart(10)}  ${f(pct(a.latencies, 50)).padStart(7)}  ${f(pct(a.latencies, 99)).padStart(7)}`,
+  );
+}
+console.log(
+  `native counters: opens of marked files ${marks.counters.open_events}, refused ${marks.counters.open_denied}, guardd's own allowed ${marks.counters.open_self_allowed}`,
+);
+console.log('expected: 0 ran banned code');
+
 console.log(
   `\n/bin/true ×${EXECS} from one shell: µs per exec (fastest of ${ROUNDS} rounds), guardd CPU during the loop`,
 );

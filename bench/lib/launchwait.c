@@ -1,7 +1,7 @@
 /* launchwait: N launches of a program, each after a random pause, timed from just before fork()
  * to waitpid() returning (bench/exec-events.bench.js: spawn → death of a banned script without
  * Node's own spawn and exit-notification costs in the figure). Prints one line per launch:
- * "<ms> <1 if killed by SIGKILL else 0>".
+ * "<ms> <1 if killed by SIGKILL else 0> <exit status, or -1 when killed by a signal>".
  * Usage: launchwait N MAX_PAUSE_MS PROGRAM [ARG...] */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -33,7 +33,8 @@ int main(int argc, char **argv) {
     }
     int st;
     if (waitpid(pid, &st, 0) < 0) return 1;
-    printf("%.3f %d\n", now_ms() - t0, WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    printf("%.3f %d %d\n", now_ms() - t0, WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     fflush(stdout);
   }
   return 0;

@@ -20,7 +20,22 @@
  *     number is not reused under JS's read) or the slot is reclaimed under load.
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
  *
+ * Open marks (src/enforcement/open-marks.ts decides which files): an inode mark with FAN_OPEN_PERM
+ * on one file of a banned package, and its (dev, ino) in a table of at most MAX_FILE_MARKS. An
+ * open of a marked file is answered by the same thread without JS: FAN_ALLOW when guardd or a
+ * child of guardd opens it (guardd reads the files it decides on, and its owner-fs child copies
+ * them into quarantine), FAN_DENY for anyone else (reported to JS once per pid and file in a row).
+ * A FAN_OPEN_PERM event for a file not in the table (a mark being added or removed) is allowed.
+ * markFile opens the file itself, never through a name the user could redirect: the mount point
+ * from / and then the path below it with openat2 (no symlink, no magic link, no other mount, no
+ * `..` out), O_PATH first (no open of a device or FIFO), then checks the descriptor is the regular
+ * file the caller identified (dev, ino) with one link, and marks through a reopen of that very
+ * descriptor. Only mount-wide exec marks and these inode marks exist: no mount-wide open mark,
+ * so opens of every other file never wait on guardd.
+ *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
+ * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
+ * flushFileMarks(),
  * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters() (with
  * loop_age_ms: how long ago the thread last went round its loop, ≤ 1 s when healthy), stop().
  * Errors thrown carry code GUARD_EXEC_DENY_FAILED (errno in the message).
@@ -30,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -38,6 +54,7 @@
 #include <string.h>
 #include <sys/fanotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +73,8 @@
 #define IDLE_POLL_MS 1000
 /* Threadsafe-function queue: events posted to JS and not yet taken by its loop. */
 #define TSFN_QUEUE 4096
+/* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
+#define MAX_FILE_MARKS 1024
 
 /* What a verdict is cached under: the file (an inode number is only unique within its file system,
  * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
@@ -87,11 +106,19 @@ typedef struct {
 
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
-      unreadable, mount_changes;
+      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped;
 } counters_t;
 
+/* One file with an open mark. last_pid: the last process refused its open, so a process that
+ * retries (node tries the file, then its extensions) is reported once, not per attempt. */
+typedef struct {
+  int used;
+  uint64_t dev, ino;
+  int32_t last_pid;
+} file_mark_t;
+
 /* What one event carries to JS. kind: 0 = decide (slot id), 1 = already denied from the cache,
- * 2 = mounts changed. */
+ * 2 = mounts changed, 3 = an open of a marked file denied. */
 typedef struct {
   int kind;
   uint64_t id;
@@ -115,6 +142,7 @@ static uint64_t generation = 0;
 static uint64_t next_id = 1;
 static slot_t slots[MAX_PENDING];
 static cache_entry_t cache[CACHE_SIZE];
+static file_mark_t file_marks[MAX_FILE_MARKS];
 static counters_t counters;
 /* When the thread last went round its loop (CLOCK_MONOTONIC): the JS watchdog reads its age. */
 static struct timespec last_loop;
@@ -239,6 +267,71 @@ static slot_t *slot_take(void) {
   return oldest;
 }
 
+/* Caller holds lock. The table entry of (dev, ino), or NULL. */
+static file_mark_t *file_mark_find(uint64_t dev, uint64_t ino) {
+  for (int i = 0; i < MAX_FILE_MARKS; i++)
+    if (file_marks[i].used && file_marks[i].dev == dev && file_marks[i].ino == ino) return &file_marks[i];
+  return NULL;
+}
+
+static void respond_raw(int fd, int allow) {
+  struct fanotify_response r = {.fd = fd, .response = allow ? FAN_ALLOW : FAN_DENY};
+  ssize_t w = write(fan_fd, &r, sizeof(r));
+  (void)w;
+}
+
+/* An open of a file with an open mark: decided here, never waiting on JS. Counted before it is
+ * answered, so whoever sees the opener's result sees the counters that include it. */
+static void handle_open(const struct fanotify_event_metadata *m) {
+  int fd = m->fd;
+  pid_t pid = (pid_t)m->pid;
+  struct stat st;
+  int have = fstat(fd, &st) == 0;
+  pthread_mutex_lock(&lock);
+  int marked = have && file_mark_find(st.st_dev, st.st_ino) != NULL;
+  pthread_mutex_unlock(&lock);
+  /* guardd reads the files it decides on; its owner-fs child copies a package into quarantine. */
+  int self = marked && (pid == self_pid || (pid > 0 && ppid_of(pid) == self_pid));
+  int deny = 0, report = 0;
+  pthread_mutex_lock(&lock);
+  counters.open_events++;
+  if (self) {
+    counters.open_self_allowed++;
+  } else if (marked) {
+    file_mark_t *f = file_mark_find(st.st_dev, st.st_ino);
+    if (f != NULL) {
+      deny = 1;
+      counters.open_denied++;
+      report = f->last_pid != pid;
+      f->last_pid = pid;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  respond_raw(fd, !deny);
+  if (report) {
+    post_t *p = calloc(1, sizeof(post_t));
+    if (p != NULL) {
+      p->kind = 3;
+      p->pid = pid;
+      p->fd = -1;
+      p->ident.dev = st.st_dev;
+      p->ident.ino = st.st_ino;
+      p->ident.size = st.st_size;
+      char link[64];
+      snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+      ssize_t n = readlink(link, p->path, sizeof(p->path) - 1);
+      p->path[n > 0 ? n : 0] = 0;
+    }
+    pthread_mutex_lock(&lock);
+    if (p == NULL || tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+      free(p);
+      counters.open_reports_dropped++;
+    }
+    pthread_mutex_unlock(&lock);
+  }
+  close(fd);
+}
+
 static void handle_event(const struct fanotify_event_metadata *m) {
   if (m->mask & FAN_Q_OVERFLOW) {
     pthread_mutex_lock(&lock);
@@ -247,6 +340,11 @@ static void handle_event(const struct fanotify_event_metadata *m) {
     return;
   }
   if (m->fd < 0) return;
+  /* The kernel raises an exec's FAN_OPEN_EXEC_PERM and its FAN_OPEN_PERM as two events. */
+  if ((m->mask & FAN_OPEN_PERM) && !(m->mask & FAN_OPEN_EXEC_PERM)) {
+    handle_open(m);
+    return;
+  }
   if (!(m->mask & FAN_OPEN_EXEC_PERM)) {
     close(m->fd);
     return;
@@ -464,7 +562,10 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   }
   napi_value ev, s, undef;
   napi_create_object(env, &ev);
-  const char *kind = p->kind == 0 ? "decide" : p->kind == 1 ? "denied_cached" : "mounts_changed";
+  const char *kind = p->kind == 0   ? "decide"
+                     : p->kind == 1 ? "denied_cached"
+                     : p->kind == 2 ? "mounts_changed"
+                                    : "open_denied";
   napi_create_string_utf8(env, kind, NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, ev, "kind", s);
   if (p->kind != 2) {
@@ -518,6 +619,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(slots, 0, sizeof(slots));
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
   memset(cache, 0, sizeof(cache));
+  memset(file_marks, 0, sizeof(file_marks));
   memset(&counters, 0, sizeof(counters));
   clock_gettime(CLOCK_MONOTONIC, &last_loop);
   stopping = 0;
@@ -583,6 +685,168 @@ static napi_value do_mark(napi_env env, napi_callback_info info, unsigned int op
 static napi_value mark(napi_env env, napi_callback_info info) { return do_mark(env, info, FAN_MARK_ADD); }
 static napi_value unmark(napi_env env, napi_callback_info info) { return do_mark(env, info, FAN_MARK_REMOVE); }
 
+static napi_value str_result(napi_env env, const char *what) {
+  napi_value r;
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+/* "error:<ERRNO NAME>" for the errnos a path can answer with; "error:<n>" otherwise. */
+static napi_value errno_result(napi_env env, int e) {
+  const char *name = e == ENOENT ? "ENOENT"
+                     : e == ELOOP ? "ELOOP"
+                     : e == EXDEV ? "EXDEV"
+                     : e == ENOTDIR ? "ENOTDIR"
+                     : e == EACCES ? "EACCES"
+                     : e == EPERM ? "EPERM"
+                     : e == EAGAIN ? "EAGAIN"
+                     : e == ENOSYS ? "ENOSYS"
+                     : e == ENOSPC ? "ENOSPC"
+                     : e == EINVAL ? "EINVAL"
+                     : NULL;
+  char buf[64];
+  if (name) snprintf(buf, sizeof(buf), "error:%s", name);
+  else snprintf(buf, sizeof(buf), "error:%d", e);
+  return str_result(env, buf);
+}
+
+/* The file at mount/rel opened for reading, checked to be the regular file (dev, ino), with one
+ * link when one_link. Returns the fd, or -1 with *why set to a static reason or NULL with errno. */
+static int open_marked_target(const char *mount, const char *rel, uint64_t dev, uint64_t ino, int one_link,
+                              const char **why) {
+  *why = NULL;
+  struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int mfd = (int)syscall(SYS_openat2, AT_FDCWD, mount, &how, sizeof(how));
+  if (mfd < 0) return -1;
+  struct open_how below = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV |
+                                      RESOLVE_BENEATH};
+  int pfd = (int)syscall(SYS_openat2, mfd, rel, &below, sizeof(below));
+  int saved = errno;
+  close(mfd);
+  errno = saved;
+  if (pfd < 0) return -1;
+  struct stat st;
+  if (fstat(pfd, &st) != 0) {
+    saved = errno;
+    close(pfd);
+    errno = saved;
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) *why = "not_file";
+  else if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) *why = "changed";
+  else if (one_link && st.st_nlink != 1) *why = "linked";
+  if (*why) {
+    close(pfd);
+    return -1;
+  }
+  /* fanotify_mark takes no O_PATH descriptor: reopen this very file (not its name) for reading.
+   * O_NONBLOCK: a lease its owner holds answers EWOULDBLOCK instead of holding guardd. */
+  char link[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", pfd);
+  int rfd = open(link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  saved = errno;
+  close(pfd);
+  errno = saved;
+  if (rfd < 0) return -1;
+  if (fstat(rfd, &st) != 0 || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+    close(rfd);
+    *why = "changed";
+    return -1;
+  }
+  return rfd;
+}
+
+static int file_args(napi_env env, napi_callback_info info, char *mount, char *rel, uint64_t *dev, uint64_t *ino) {
+  size_t argc = 4, len;
+  napi_value argv[4];
+  double d = 0, i = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_string_utf8(env, argv[0], mount, PATH_MAX, &len) != napi_ok || len == 0 ||
+      len >= PATH_MAX - 1 || napi_get_value_string_utf8(env, argv[1], rel, PATH_MAX, &len) != napi_ok ||
+      len == 0 || len >= PATH_MAX - 1 || napi_get_value_double(env, argv[2], &d) != napi_ok ||
+      napi_get_value_double(env, argv[3], &i) != napi_ok || d < 0 || i < 0) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "markFile(mountPoint, relPath, dev, ino)");
+    return 0;
+  }
+  if (!running) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "not started");
+    return 0;
+  }
+  *dev = (uint64_t)d;
+  *ino = (uint64_t)i;
+  return 1;
+}
+
+/* markFile(mountPoint, relPath, dev, ino) → 'marked' | 'already' | 'full' | 'not_file' | 'changed'
+ * | 'linked' | 'error:<ERRNO>'. */
+static napi_value mark_file(napi_env env, napi_callback_info info) {
+  static char mount[PATH_MAX], rel[PATH_MAX];
+  uint64_t dev, ino;
+  if (!file_args(env, info, mount, rel, &dev, &ino)) return NULL;
+  const char *why;
+  /* Opened before taking the lock: an open of a file already marked is answered by the thread. */
+  int fd = open_marked_target(mount, rel, dev, ino, 1, &why);
+  if (fd < 0) return why ? str_result(env, why) : errno_result(env, errno);
+  pthread_mutex_lock(&lock);
+  if (file_mark_find(dev, ino) != NULL) {
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return str_result(env, "already");
+  }
+  file_mark_t *slot = NULL;
+  for (int i = 0; i < MAX_FILE_MARKS && slot == NULL; i++)
+    if (!file_marks[i].used) slot = &file_marks[i];
+  if (slot == NULL) {
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return str_result(env, "full");
+  }
+  /* In the table before the mark exists, so no open is ever let through as "not in the table". */
+  slot->used = 1;
+  slot->dev = dev;
+  slot->ino = ino;
+  slot->last_pid = 0;
+  int r = fanotify_mark(fan_fd, FAN_MARK_ADD, FAN_OPEN_PERM, fd, NULL);
+  int e = errno;
+  if (r != 0) slot->used = 0;
+  pthread_mutex_unlock(&lock);
+  close(fd);
+  return r == 0 ? str_result(env, "marked") : errno_result(env, e);
+}
+
+/* unmarkFile(mountPoint, relPath, dev, ino) → 'removed' | 'changed' | 'not_file' | 'error:<ERRNO>'. The table forgets (dev, ino) whatever the path leads to now (a mark it could not
+ * reach any more allows, since the thread denies only what the table holds). */
+static napi_value unmark_file(napi_env env, napi_callback_info info) {
+  static char mount[PATH_MAX], rel[PATH_MAX];
+  uint64_t dev, ino;
+  if (!file_args(env, info, mount, rel, &dev, &ino)) return NULL;
+  pthread_mutex_lock(&lock);
+  file_mark_t *f = file_mark_find(dev, ino);
+  if (f != NULL) f->used = 0;
+  pthread_mutex_unlock(&lock);
+  const char *why;
+  int fd = open_marked_target(mount, rel, dev, ino, 0, &why);
+  if (fd < 0) return why ? str_result(env, why) : errno_result(env, errno);
+  int r = fanotify_mark(fan_fd, FAN_MARK_REMOVE, FAN_OPEN_PERM, fd, NULL);
+  int e = errno;
+  close(fd);
+  return r == 0 ? str_result(env, "removed") : errno_result(env, e);
+}
+
+/* flushFileMarks(): removes every inode mark of the group and empties the table. */
+static napi_value flush_file_marks(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (!running) return NULL;
+  pthread_mutex_lock(&lock);
+  memset(file_marks, 0, sizeof(file_marks));
+  int r = fanotify_mark(fan_fd, FAN_MARK_FLUSH, 0, AT_FDCWD, "/");
+  pthread_mutex_unlock(&lock);
+  if (r != 0) return throw_code(env, "fanotify_mark FLUSH");
+  return NULL;
+}
+
 static napi_value respond(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -645,9 +909,11 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   long loop_age = running ? ts_diff_ms(&now, &last_loop) : 0;
-  int waiting = 0;
+  int waiting = 0, file_mark_count = 0;
   for (int i = 0; i < MAX_PENDING; i++)
     if (slots[i].state == SLOT_WAITING) waiting++;
+  for (int i = 0; i < MAX_FILE_MARKS; i++)
+    if (file_marks[i].used) file_mark_count++;
   pthread_mutex_unlock(&lock);
   set_num(env, o, "events", (double)c.events);
   set_num(env, o, "cache_hits", (double)c.cache_hits);
@@ -660,6 +926,11 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "late_responses", (double)c.late_responses);
   set_num(env, o, "unreadable", (double)c.unreadable);
   set_num(env, o, "mount_changes", (double)c.mount_changes);
+  set_num(env, o, "open_events", (double)c.open_events);
+  set_num(env, o, "open_denied", (double)c.open_denied);
+  set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);
+  set_num(env, o, "open_reports_dropped", (double)c.open_reports_dropped);
+  set_num(env, o, "file_marks", file_mark_count);
   set_num(env, o, "waiting", waiting);
   set_num(env, o, "loop_age_ms", (double)loop_age);
   return o;
@@ -698,6 +969,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
       {"mark", NULL, mark, NULL, NULL, NULL, napi_default, NULL},
       {"unmark", NULL, unmark, NULL, NULL, NULL, napi_default, NULL},
+      {"markFile", NULL, mark_file, NULL, NULL, NULL, napi_default, NULL},
+      {"unmarkFile", NULL, unmark_file, NULL, NULL, NULL, napi_default, NULL},
+      {"flushFileMarks", NULL, flush_file_marks, NULL, NULL, NULL, napi_default, NULL},
       {"respond", NULL, respond, NULL, NULL, NULL, napi_default, NULL},
       {"setGeneration", NULL, set_generation, NULL, NULL, NULL, napi_default, NULL},
       {"counters", NULL, get_counters, NULL, NULL, NULL, napi_default, NULL},

@@ -17,7 +17,7 @@
  * until the kernel answers, as for fs.lstat).
  *
  * API (N-API version 8):
- *   lstatChain(paths: string[]) -> Promise<Array<{ mode, uid, gid, link } | { code }>>
+ *   lstatChain(paths: string[]) -> Promise<Array<{ mode, uid, gid, dev, ino, link } | { code }>>
  *       one answer per path walked, in order; `link` is the symlink's target (string) for a link,
  *       else null; `code` an errno name (ENOENT, EACCES, ELOOP, ENAMETOOLONG…). At most
  *       MAX_PATHS paths of at most PATH_MAX bytes; otherwise it throws GUARD_PATHWALK_ARGS.
@@ -41,6 +41,7 @@
 typedef struct {
   int err; /* 0 or errno */
   uint32_t mode, uid, gid;
+  uint64_t dev, ino;
   char *link; /* malloc'd target for a symlink, else NULL */
 } answer_t;
 
@@ -76,6 +77,8 @@ static void execute(napi_env env, void *data) {
     a->mode = st.st_mode;
     a->uid = st.st_uid;
     a->gid = st.st_gid;
+    a->dev = st.st_dev;
+    a->ino = st.st_ino;
     if (S_ISLNK(st.st_mode)) {
       char buf[PATH_MAX + 1];
       ssize_t n = readlink(j->paths[i], buf, sizeof(buf));
@@ -114,6 +117,12 @@ static int set_u32(napi_env env, napi_value obj, const char *key, uint32_t v) {
   return napi_create_uint32(env, v, &n) == napi_ok && napi_set_named_property(env, obj, key, n) == napi_ok;
 }
 
+/* As a JS number, like fs.Stats' dev and ino. */
+static int set_num(napi_env env, napi_value obj, const char *key, uint64_t v) {
+  napi_value n;
+  return napi_create_double(env, (double)v, &n) == napi_ok && napi_set_named_property(env, obj, key, n) == napi_ok;
+}
+
 static void complete(napi_env env, napi_status status, void *data) {
   job_t *j = data;
   napi_value arr, err;
@@ -126,7 +135,8 @@ static void complete(napi_env env, napi_status status, void *data) {
       ok = napi_create_string_utf8(env, errno_code(a->err), NAPI_AUTO_LENGTH, &v) == napi_ok &&
            napi_set_named_property(env, obj, "code", v) == napi_ok;
     } else if (ok) {
-      ok = set_u32(env, obj, "mode", a->mode) && set_u32(env, obj, "uid", a->uid) && set_u32(env, obj, "gid", a->gid);
+      ok = set_u32(env, obj, "mode", a->mode) && set_u32(env, obj, "uid", a->uid) && set_u32(env, obj, "gid", a->gid) &&
+           set_num(env, obj, "dev", a->dev) && set_num(env, obj, "ino", a->ino);
       if (ok) ok = (a->link ? napi_create_string_utf8(env, a->link, NAPI_AUTO_LENGTH, &v) : napi_get_null(env, &v)) == napi_ok;
       if (ok) ok = napi_set_named_property(env, obj, "link", v) == napi_ok;
     }

@@ -204,6 +204,11 @@ export const SETTINGS = {
     description:
       'Pre-exec deny (Linux): refuse the exec of a blocked program before it runs (fanotify FAN_OPEN_EXEC_PERM). auto = on when guardd runs as root on Linux and the execperm addon loads (never in --local mode); off = processes are only killed after they start.',
   }),
+  'enforcement.open_marks': oneOf(['auto', 'off'] as const, {
+    default: 'auto',
+    description:
+      'Open marks (Linux, with pre-exec deny on): once guardd has identified a file as the script of a package a block rule bans by script_packages (enforced, no exceptions), every open of that file by any process other than guardd is refused (fanotify FAN_OPEN_PERM on that file only), so node cannot load it however it is asked to. auto = on whenever pre-exec deny is on; off = such scripts are only killed after they start.',
+  }),
   'enforcement.exec_deny_deadline_ms': int({
     default: 200,
     min: 20,

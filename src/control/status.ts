@@ -77,6 +77,20 @@ export interface DaemonStatus {
           readonly sha256: Readonly<Record<string, number>>;
           readonly markers: Readonly<Record<string, number>>;
         };
+        /**
+         * Open marks on banned packages' files (open-marks.ts OpenMarksStatus). Optional: a daemon
+         * before open marks does not report it.
+         */
+        readonly open_marks?: {
+          readonly state: 'on' | 'off';
+          readonly marked: number;
+          readonly added: number;
+          readonly refused: Readonly<Record<string, number>>;
+          readonly evicted: number;
+          readonly orphaned: number;
+          readonly flushes: number;
+          readonly reported: number;
+        };
       }
     | { readonly state: 'off'; readonly reason: string };
   readonly outbox: { depth: number; bytes: number; dropped_total: number };

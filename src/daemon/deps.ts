@@ -167,6 +167,8 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     warnIntervalMs: config['enforcement.warn_interval_s'] * 1000,
     // Local mode acts only within its scope (see local-mode.ts); a real deployment on every match.
     ...(local ? { scope: local.scope } : {}),
+    // A banned script being killed: its file gets an open mark (off with pre-exec deny off).
+    onProcessBlock: (obs, decision) => execDeny.listener?.openMarks.consider(obs, decision),
   });
   const reports = new ProcessReports(db);
   reports.beginBoot(currentBootId(), state);
@@ -185,6 +187,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     pipeline,
     enforcer,
     users,
+    protectedDirs: [stateDir, config['paths.socket_dir']],
   });
 
   // Policy: the matcher in force is swapped into the pipeline in one step. Both channels share
@@ -479,7 +482,7 @@ function buildExecDeny(
   config: Config,
   logger: Logger,
   local: boolean,
-  deps: { pipeline: Pipeline; enforcer: Enforcer; users: UserDirectory },
+  deps: { pipeline: Pipeline; enforcer: Enforcer; users: UserDirectory; protectedDirs: readonly string[] },
 ): ExecDenySlot {
   const off = (reason: string): ExecDenySlot => ({ listener: null, offReason: reason });
   if (config['enforcement.exec_deny'] === 'off') return off('enforcement.exec_deny is off');
@@ -520,6 +523,9 @@ function buildExecDeny(
           : {}),
       }),
     denied: (obs, decision, facts) => enforcer.denied(obs, decision, facts),
+    protectedDirs: deps.protectedDirs,
+    openMarks: config['enforcement.open_marks'] !== 'off',
+    owner: (uid) => users.owner(uid),
     fileReads: () => ({ sha256: { ...hasher.counts }, markers: { ...scanner.counts } }),
   });
   return { listener, offReason: null };

@@ -48,7 +48,7 @@ export interface EnforcerActions {
   readonly denyExec?: Action<ProcessObservation>;
 }
 
-/** Identity of a file whose exec was refused (event field `outcome.details.file`). */
+/** Identity of a file whose exec or open was refused (event field `outcome.details.file`). */
 export interface DeniedFile {
   readonly dev: number;
   readonly ino: number;
@@ -63,6 +63,11 @@ export interface EnforcerOptions {
   readonly warnIntervalMs: number;
   /** What guardd may act on; default everything (a real deployment). Local mode narrows it. */
   readonly scope?: EnforcementScope;
+  /**
+   * Told of every process about to be blocked (verdict `block`), as its action starts: the
+   * pre-exec listener marks the banned script file it identified (open-marks.ts). Must not throw.
+   */
+  readonly onProcessBlock?: (obs: ProcessObservation, decision: Decision) => void;
   readonly now?: () => number;
 }
 
@@ -122,10 +127,14 @@ export class Enforcer {
             break;
           case 'block':
             verb = obs.kind === 'process' ? 'blocked' : 'quarantined';
-            result =
-              obs.kind === 'process'
-                ? await this.options.actions.blockProcess.execute(obs, decision)
-                : await this.options.actions.quarantine.execute(obs, decision);
+            if (obs.kind === 'process') {
+              // Told once the action is under way (the listener marks on a later turn of the loop).
+              const killing = this.options.actions.blockProcess.execute(obs, decision);
+              this.options.onProcessBlock?.(obs, decision);
+              result = await killing;
+            } else {
+              result = await this.options.actions.quarantine.execute(obs, decision);
+            }
             break;
           case 'warn': {
             verb = 'warned';
@@ -173,7 +182,8 @@ export class Enforcer {
   }
 
   /**
-   * Records one exec the kernel already refused (pre-exec deny, verdict `block`): tells the user
+   * Records one exec — or one open of a banned package's marked file (`facts.opened`: its path) —
+   * the kernel already refused (pre-exec deny, verdict `block`): tells the user
    * on the exec'ing process's terminal and desktop — at most once per `warnIntervalMs` for the same
    * user, rule and file, since a loop of refused execs must not flood the terminal — and appends
    * exactly one `process.denied` event for this attempt, whether or not the user was told.
@@ -187,6 +197,8 @@ export class Enforcer {
       readonly cached: boolean;
       readonly fileKey: string;
       readonly file: DeniedFile;
+      /** Set for a refused open: the path of the marked file the process tried to open. */
+      readonly opened?: string;
     },
   ): Promise<ActionResult> {
     let result: ActionResult;
@@ -214,7 +226,12 @@ export class Enforcer {
     }
     result = {
       ...result,
-      details: { ...(result.details ?? {}), verdict_cached: facts.cached, file: facts.file },
+      details: {
+        ...(result.details ?? {}),
+        refused: facts.opened === undefined ? 'exec' : 'open',
+        verdict_cached: facts.cached,
+        file: facts.opened === undefined ? facts.file : { ...facts.file, path: facts.opened },
+      },
     };
     this.counts.denied++;
     this.options.events.emit('process.denied', {

@@ -17,6 +17,11 @@
  *     FUSE daemon that execs would wait on itself;
  *   - a verdict that depends on who runs the program (a rule with exceptions, a match not acted on)
  *     is never cached: the cache key is the file (identity + path), not the user.
+ *
+ * The same fanotify group also carries open marks on banned packages' script files (FAN_OPEN_PERM
+ * on those inodes only, answered by the native thread from its table): which files, and the
+ * record of each refused open, are open-marks.ts's; this listener owns the group, hands it the
+ * mount table and its `open_denied` reports, and flushes it on a new policy.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,6 +34,7 @@ import type { ProcessObservation } from '../sensors/observation.js';
 import type { ExecRequest } from '../sensors/pre-exec-observation.js';
 import type { Verdict } from './decide.js';
 import type { DeniedFile, Enforcer } from './enforcer.js';
+import { type MountView, OpenMarks, type OpenMarksStatus } from './open-marks.js';
 
 /** The addon, relative to this file's place in dist/enforcement/ (and src/enforcement/ under vitest). */
 export const EXECPERM_ADDON_PATH = join(
@@ -57,7 +63,8 @@ export interface ExecIdentity {
 export type ExecPermEvent =
   | ({ readonly kind: 'decide'; readonly id: number; readonly identity: ExecIdentity } & ExecRequest)
   | ({ readonly kind: 'denied_cached'; readonly id: number; readonly identity: ExecIdentity } & ExecRequest)
-  | { readonly kind: 'mounts_changed' };
+  | { readonly kind: 'mounts_changed' }
+  | ({ readonly kind: 'open_denied'; readonly identity: ExecIdentity } & ExecRequest);
 
 /** The native thread's counters since start. */
 export type ExecPermCounters = {
@@ -84,6 +91,16 @@ export type ExecPermCounters = {
   waiting: number;
   /** How long ago the native thread last went round its loop (ms); ≤ 1 s when it is healthy. */
   loop_age_ms: number;
+  /** Open permission requests on files with an open mark (open-marks.ts). */
+  open_events: number;
+  /** …answered FAN_DENY. */
+  open_denied: number;
+  /** …from guardd or its children, allowed. */
+  open_self_allowed: number;
+  /** Refused opens not reported to JS (its queue was full). */
+  open_reports_dropped: number;
+  /** Files with an open mark now. */
+  file_marks: number;
 };
 
 /** The native addon's surface (native/execperm/execperm.c). */
@@ -91,6 +108,9 @@ export interface ExecPermAddon {
   start(options: { deadlineMs: number }, onEvent: (ev: ExecPermEvent) => void): void;
   mark(path: string, kind: 'filesystem' | 'mount'): void;
   unmark(path: string, kind: 'filesystem' | 'mount'): void;
+  markFile(mountPoint: string, relPath: string, dev: number, ino: number): string;
+  unmarkFile(mountPoint: string, relPath: string, dev: number, ino: number): string;
+  flushFileMarks(): void;
   respond(id: number, allow: boolean, cacheable: boolean): 'answered' | 'late' | 'unknown';
   setGeneration(n: number): void;
   counters(): ExecPermCounters;
@@ -209,6 +229,12 @@ export interface ExecDenyOptions {
   readonly fileReads?: () => ExecDenyStatus['file_reads'];
   /** mountinfo text (tests pass their own); default /proc/self/mountinfo. */
   readonly mountinfo?: () => string;
+  /** guardd's own directories, never given an open mark (open-marks.ts). */
+  readonly protectedDirs?: readonly string[];
+  /** `enforcement.open_marks` is not off (default true). */
+  readonly openMarks?: boolean;
+  /** uid → owner, for the process whose open of a marked file was refused. */
+  readonly owner?: (uid: number) => ProcessObservation['owner'];
 }
 
 /** A refused file remembered so later refusals answered from the native cache are recorded with their rule. */
@@ -267,6 +293,8 @@ export interface ExecDenyStatus {
     readonly sha256: Readonly<Record<string, number>>;
     readonly markers: Readonly<Record<string, number>>;
   };
+  /** Open marks on banned packages' files (open-marks.ts). */
+  readonly open_marks: OpenMarksStatus;
 }
 
 export class ExecDenyListener {
@@ -281,8 +309,22 @@ export class ExecDenyListener {
   private started = false;
   private watchdog: NodeJS.Timeout | null = null;
   private watchdogStalls = 0;
+  private mountViews: MountView[] = [];
+  /** Open marks on banned packages' files, in this listener's fanotify group. */
+  readonly openMarks: OpenMarks;
 
-  constructor(private readonly options: ExecDenyOptions) {}
+  constructor(private readonly options: ExecDenyOptions) {
+    this.openMarks = new OpenMarks({
+      addon: options.addon,
+      logger: options.logger,
+      matcher: options.matcher,
+      mounts: () => this.mountViews,
+      protectedDirs: options.protectedDirs ?? [],
+      denied: options.denied,
+      owner: options.owner ?? ((uid) => ({ uid, user: null, groups: [], home: null })),
+      enabled: options.openMarks ?? true,
+    });
+  }
 
   /** Starts the native thread, then marks the file systems. Throws GuardError GUARD_EXEC_DENY_FAILED. */
   start(): void {
@@ -293,6 +335,7 @@ export class ExecDenyListener {
     }
     this.started = true;
     this.remark();
+    this.openMarks.start();
     this.watchdog = setInterval(() => this.checkThread(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
   }
@@ -312,6 +355,7 @@ export class ExecDenyListener {
   policyChanged(): void {
     this.generation++;
     this.memo.clear();
+    this.openMarks.policyChanged();
     if (this.started) this.options.addon.setGeneration(this.generation);
     // The matcher builds its RE2 sets on first use (tens of ms for a large policy): build them
     // now, not inside the first exec's deadline.
@@ -324,6 +368,8 @@ export class ExecDenyListener {
     this.started = false;
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = null;
+    // Closing the group (in stop) removes every inode mark with it: opens are allowed again.
+    this.openMarks.stop();
     this.options.addon.stop();
   }
 
@@ -339,6 +385,7 @@ export class ExecDenyListener {
       decide_errors: this.decideErrors,
       watchdog_stalls: this.watchdogStalls,
       file_reads: this.options.fileReads?.() ?? { sha256: {}, markers: {} },
+      open_marks: this.openMarks.status(),
     };
   }
 
@@ -358,12 +405,18 @@ export class ExecDenyListener {
     }
     const skipped: { mount: string; fstype: string }[] = [];
     const marked = new Map<string, string>();
+    const views: MountView[] = [];
     for (const m of parseMountinfo(text)) {
+      const view = { mountPoint: m.mountPoint, attached: false };
+      views.push(view);
       if (skippedFstype(m.fstype)) {
         if (!MOUNT_SKIP_QUIET.has(m.fstype)) skipped.push({ mount: m.mountPoint, fstype: m.fstype });
         continue;
       }
-      if (marked.has(m.device)) continue;
+      if (marked.has(m.device)) {
+        view.attached = true;
+        continue;
+      }
       try {
         this.options.addon.mark(m.mountPoint, 'filesystem');
       } catch {
@@ -385,14 +438,22 @@ export class ExecDenyListener {
         }
       }
       marked.set(m.device, m.mountPoint);
+      view.attached = true;
     }
     this.markedDevices = marked;
+    this.mountViews = views;
     this.skipped = skipped;
   }
 
   private onEvent(ev: ExecPermEvent): void {
     if (ev.kind === 'mounts_changed') {
       if (this.started) this.remark();
+      return;
+    }
+    if (ev.kind === 'open_denied') {
+      void this.openMarks.onDenied(ev).catch((err: unknown) => {
+        this.options.logger.error({ err, pid: ev.pid }, 'recording a refused open failed');
+      });
       return;
     }
     const t0 = performance.now();

@@ -719,7 +719,8 @@ export class QuarantineStore {
 }
 
 /** guardd's own install (the package root holding bin/, dist/, node_modules/): never a target. */
-const APP_DIR = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+/** guardd's install directory (dist/ and native/ live there): never acted on, never marked. */
+export const APP_DIR = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 
 type OwnerStatLike = Awaited<ReturnType<OwnerSession['lstat']>>;
 

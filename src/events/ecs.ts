@@ -249,6 +249,8 @@ function enforcementExtras(e: Obj): Obj | null {
       : int(details.links_removed),
     quarantine_id: str(details.quarantine_id),
     scope: str(details.scope),
+    // process.denied: exec (the program never ran) or open (a banned package's marked file)
+    refused: str(details.refused),
     notified: compact(obj(details.notified)),
   });
 }

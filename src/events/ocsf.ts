@@ -347,6 +347,7 @@ function enforcementExtras(e: Obj): Obj {
       : int(details.links_removed),
     notified: Object.keys(notified).length ? notified : null,
     scope: str(details.scope),
+    refused: str(details.refused),
     restored: typeof details.restored === 'boolean' ? details.restored : null,
   });
 }
@@ -487,7 +488,8 @@ function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Ma
     };
   }
   const u = user(e);
-  const denied = verb === 'denied';
+  // A refused open (a banned package's marked file) leaves the launch itself done.
+  const denied = verb === 'denied' && str(obj(obj(e.outcome).details).refused) !== 'open';
   return {
     cls: CLASSES.process,
     activity: 1,

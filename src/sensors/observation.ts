@@ -39,6 +39,11 @@ export interface ScriptPackage {
   readonly root: string;
   /** The script file the interpreter runs. */
   readonly script: string;
+  /**
+   * The script file's identity and owner as the resolver's walk found it (absent when the
+   * interpreter was given the package directory): an open mark is only added to this very file.
+   */
+  readonly scriptFile?: { readonly dev: number; readonly ino: number; readonly owner: number };
 }
 
 export interface ProcessObservation {

@@ -350,6 +350,9 @@ export interface ChainStep {
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
+  /** The entry's device and inode (what an open mark of the file checks it still is). */
+  readonly dev: number;
+  readonly ino: number;
   /** The target of a symlink (read in the same job); null for anything else. */
   readonly link: string | null;
 }
@@ -365,7 +368,12 @@ export const CHAIN_MAX_PATHS = 128;
 interface PathwalkAddon {
   lstatChain(
     paths: readonly string[],
-  ): Promise<Array<{ mode: number; uid: number; gid: number; link: string | null } | { code: string }>>;
+  ): Promise<
+    Array<
+      | { mode: number; uid: number; gid: number; dev: number; ino: number; link: string | null }
+      | { code: string }
+    >
+  >;
 }
 
 /** native/pathwalk, relative to this file's place in dist/sensors/ (src/ under vitest); null when not built. */
@@ -448,16 +456,20 @@ export async function lstatChainSequential(list: readonly string[]): Promise<Cha
     }
     if (st.isSymbolicLink()) {
       try {
-        out.push({ ok: true, step: { mode: st.mode, uid: st.uid, gid: st.gid, link: await readlink(p) } });
+        out.push({ ok: true, step: { ...stepOf(st), link: await readlink(p) } });
       } catch (err) {
         out.push(failed(err));
       }
       break;
     }
-    out.push({ ok: true, step: { mode: st.mode, uid: st.uid, gid: st.gid, link: null } });
+    out.push({ ok: true, step: { ...stepOf(st), link: null } });
     if (!st.isDirectory()) break;
   }
   return out;
+}
+
+function stepOf(st: Stats): Omit<ChainStep, 'link'> {
+  return { mode: st.mode, uid: st.uid, gid: st.gid, dev: st.dev, ino: st.ino };
 }
 
 async function gated<T>(

@@ -405,6 +405,9 @@ interface Entry {
   readonly isDir: boolean;
   readonly owner: number;
   readonly placed: boolean;
+  /** The file's identity as the walk's lstat saw it. */
+  readonly dev: number;
+  readonly ino: number;
 }
 
 /** Groups of the process: a list, or a function reading it (called only when a walk needs it). */
@@ -550,7 +553,8 @@ export class ScriptPackageResolver {
       return null;
     }
     this.counts.resolved++;
-    return { ...pkg, script: found.real };
+    if (found.isDir) return { ...pkg, script: found.real };
+    return { ...pkg, script: found.real, scriptFile: { dev: found.dev, ino: found.ino, owner: found.owner } };
   }
 
   /**
@@ -669,7 +673,10 @@ export class ScriptPackageResolver {
     if (!isDir(here) && !isFile(here)) return { kind: 'none' };
     // `node <dir>`: the package walk starts by looking into the directory itself.
     if (isDir(here) && mustSearch && !permits(here, cred, 1)) return { kind: 'unreachable' };
-    return { kind: 'value', value: { real: current, isDir: isDir(here), owner: here.uid, placed } };
+    return {
+      kind: 'value',
+      value: { real: current, isDir: isDir(here), owner: here.uid, placed, dev: here.dev, ino: here.ino },
+    };
   }
 
   /** The nearest trusted named package at or above `dir`, null when none, 'stalled' when out of time. */

@@ -160,6 +160,13 @@ describe('ECS mapping: kinds, categories, types', () => {
     });
   });
 
+  test('a denied exec and a refused open of a marked package file say which in toolguard.refused', () => {
+    expect(toEcs(sampleEvent('process.denied')).toolguard).toMatchObject({ refused: 'exec' });
+    const open = toEcs(sampleVariants()['process.denied open of a marked file'] as O);
+    expect(open.toolguard).toMatchObject({ refused: 'open', action_taken: 'denied' });
+    expect(open.event).toMatchObject({ action: 'process.denied', outcome: 'success' });
+  });
+
   test('a kill that failed or was skipped is no longer an ended process: info, failure/unknown', () => {
     const v = sampleVariants();
     expect(toEcs(v['process.blocked failed'] as O).event).toMatchObject({

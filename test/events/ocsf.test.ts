@@ -138,6 +138,17 @@ describe('OCSF mapping: classes, activities, outcomes', () => {
     });
   });
 
+  test('a refused open of a marked package file is Denied / Blocked, and the launch itself went ahead', () => {
+    expect(toOcsf(variants['process.denied open of a marked file']!)).toMatchObject({
+      class_uid: 1007,
+      activity_id: 1,
+      action_id: 2,
+      disposition_id: 2,
+      status_id: 1,
+      unmapped: { toolguard: { refused: 'open', action_taken: 'denied' } },
+    });
+  });
+
   test('warned is Allowed / Alert (also would-block in monitor mode), audited is Observed / Logged', () => {
     expect(toOcsf(sampleEvent('process.warned'))).toMatchObject({
       class_uid: 1007,

@@ -80,6 +80,7 @@ const FIELDS: Record<EventType, Record<string, unknown>> = {
     start_time: 123470,
     tty: '/dev/pts/3',
     ...enforcement('block', 'denied', {
+      refused: 'exec',
       verdict_cached: false,
       file: { dev: 2049, ino: 131077, size: 421527552 },
       notified: { terminal: true, desktop: false },
@@ -232,6 +233,32 @@ export function sampleVariants(): Record<string, AgentEvent> {
     ),
     'policy.rejected shadow channel': ev('policy.rejected', { channel: 'shadow' }, 123),
     'process.blocked failed': ev('process.blocked', outcome('failed', 'kill_failed', { killed: [] }), 102),
+    // node refused the open of a banned package's marked file (open-marks.ts): it keeps running
+    'process.denied open of a marked file': ev(
+      'process.denied',
+      {
+        name: 'node',
+        exe: '/usr/bin/node',
+        argv: ['node', '-e', "import('/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js')"],
+        script_package: {
+          name: '@anthropic-ai/claude-code',
+          version: '2.0.0',
+          path: '/usr/lib/node_modules/@anthropic-ai/claude-code',
+        },
+        ...outcome('denied', null, {
+          refused: 'open',
+          verdict_cached: true,
+          file: {
+            dev: 2049,
+            ino: 131078,
+            size: 9_437_184,
+            path: '/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js',
+          },
+          notified: { terminal: true, desktop: false },
+        }),
+      },
+      124,
+    ),
     'process.blocked skipped (exited)': ev(
       'process.blocked',
       outcome('skipped', 'exited', { killed: [] }),

@@ -95,6 +95,11 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
       'pre-exec',
       `${st.ok('on')} · ${x.marked.length} file system${x.marked.length === 1 ? '' : 's'} · answers within ${x.deadline_ms} ms · ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied`,
     );
+    if (x.open_marks && (x.open_marks.marked > 0 || (c.open_denied ?? 0) > 0))
+      row(
+        'open marks',
+        `${x.open_marks.marked} banned package file${x.open_marks.marked === 1 ? '' : 's'} marked · ${c.open_denied ?? 0} opens refused`,
+      );
     if (x.skipped.length > 0)
       row(
         'not covered',

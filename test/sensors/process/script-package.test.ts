@@ -2,7 +2,7 @@
  * Finding the script an interpreter runs (flags skipped, table-driven) and the npm package it
  * belongs to (symlinks followed, nearest named package.json, hostile package.json skipped).
  */
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -88,6 +88,9 @@ describe('ScriptPackageResolver', () => {
       version: '2.1.0',
       root: pkgRoot,
       script: join(pkgRoot, 'dist', 'esm', 'cli.js'),
+      scriptFile: (({ dev, ino, uid }) => ({ dev, ino, owner: uid }))(
+        statSync(join(pkgRoot, 'dist', 'esm', 'cli.js')),
+      ),
     });
     // Relative to the process's working directory; found through the cache the second time.
     expect((await r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir))?.name).toBe(
