@@ -27,7 +27,9 @@
  * plants fake packages named like a banned one cannot push out the marks of root's global
  * packages or of other users' files. A mark the eviction could not reach any
  * more (the file was renamed or replaced) stays in the kernel but out of the table, so it allows;
- * after MAX_OPEN_MARKS of those, every mark is flushed. A new policy flushes every mark (files are
+ * after MAX_OPEN_MARKS of those, every kernel mark is flushed and the table's files are marked
+ * again (a user makes orphans at will by renaming their own marked files: that must not take the
+ * marks of root's or other users' files with them). A new policy flushes every mark (files are
  * marked again as they are identified again); stopping guardd closes the group, which removes them.
  */
 import { isAbsolute, relative, resolve, sep } from 'node:path';
@@ -307,7 +309,23 @@ export class OpenMarks {
     if (r === 'removed') return;
     // Still in the kernel, no longer in the table: it allows, but holds one of the group's marks.
     this.orphaned++;
-    if (++this.orphanedSinceFlush >= MAX_OPEN_MARKS) this.flush();
+    if (++this.orphanedSinceFlush >= MAX_OPEN_MARKS) this.rebuild();
+  }
+
+  /** Drops every kernel mark (the orphans with them), then marks the table's files again. */
+  private rebuild(): void {
+    const kept = [...this.marked];
+    this.flush();
+    for (const [key, m] of kept) {
+      let r: string;
+      try {
+        r = this.options.addon.markFile(m.mountPoint, m.rel, m.dev, m.ino);
+      } catch {
+        r = 'error';
+      }
+      if (r === 'marked' || r === 'already') this.marked.set(key, m);
+      else this.count(r);
+    }
   }
 
   private flush(): void {

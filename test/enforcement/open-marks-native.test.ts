@@ -345,10 +345,52 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect(addon.counters().file_marks).toBe(0);
     });
 
+    it("a user who renames their own marked files until the orphans overflow does not take root's mark with them", async () => {
+      // The attack: plant fake packages named like a banned one, get each killed (marked), rename
+      // them so their eviction cannot reach them (orphans); after MAX_OPEN_MARKS orphans every
+      // kernel mark used to be flushed, root's global package's with them, and `import()` of it ran.
+      matcher = compile(policyBody([RULE]));
+      mkdirSync(join(dir, 'orphans'));
+      chmodSync(join(dir, 'orphans'), 0o777);
+      const rootFile = join(dir, 'orphans', 'root-cli.js');
+      writeFileSync(rootFile, '// root\n');
+      const rs = statSync(rootFile);
+      const rootObs = observation({ path: rootFile, dev: rs.dev, ino: rs.ino });
+      const rootOwned: ProcessObservation = {
+        ...rootObs,
+        scriptPackage: rootObs.scriptPackage
+          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0 } }
+          : null,
+      };
+      marks.considerNow(rootOwned, decide(matcher, rootOwned));
+      const flushesBefore = marks.status().flushes;
+      const orphanedBefore = marks.status().orphaned;
+      const batches = Math.ceil(MAX_OPEN_MARKS / MAX_OPEN_MARKS_PER_OWNER) + 2;
+      for (let b = 0; b < batches && marks.status().flushes === flushesBefore; b++) {
+        const sub = join('orphans', `d${b}`);
+        mkdirSync(join(dir, sub));
+        chownSync(join(dir, sub), user.uid, user.gid);
+        for (let i = 0; i < MAX_OPEN_MARKS_PER_OWNER; i++) {
+          const obs = observation(userFile(join(sub, `cli${i}.js`)));
+          marks.considerNow(obs, decide(matcher, obs));
+        }
+        // the user renames their directory: the eviction of these marks cannot reach them
+        expect((await sh(user, `mv "${join(dir, sub)}" "${join(dir, sub)}-gone"`)).code).toBe(0);
+      }
+      expect(marks.status().orphaned - orphanedBefore).toBeGreaterThanOrEqual(MAX_OPEN_MARKS);
+      expect(marks.status().flushes).toBe(flushesBefore + 1);
+      // root's file is still refused to the user, and still in the table
+      expect((await sh(user, `cat "${rootFile}" >/dev/null`, true)).code).toBe(1);
+      expect(marks.status().marked).toBeLessThanOrEqual(MAX_OPEN_MARKS_PER_OWNER + 1);
+      marks.policyChanged();
+      expect(addon.counters().file_marks).toBe(0);
+    });
+
     it(`holds at most ${MAX_OPEN_MARKS} marks: the oldest goes first and opens again`, async () => {
       matcher = compile(policyBody([RULE]));
       mkdirSync(join(dir, 'many'));
       const evictedBefore = marks.status().evicted;
+      const orphanedBefore = marks.status().orphaned;
       const files = Array.from({ length: MAX_OPEN_MARKS + 1 }, (_, i) => userFile(join('many', `f${i}.js`)));
       for (const f of files) {
         // as if root owned them (the per-owner bound is the test above)
@@ -364,7 +406,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect(marks.status()).toMatchObject({
         marked: MAX_OPEN_MARKS,
         evicted: evictedBefore + 1,
-        orphaned: 0,
+        orphaned: orphanedBefore,
       });
       expect(addon.counters().file_marks).toBe(MAX_OPEN_MARKS);
       const [first, second] = files;
