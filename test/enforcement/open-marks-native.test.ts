@@ -9,7 +9,7 @@
  * the policy in force, on an attached mount, outside guardd's dirs) and its bound of 1,024 marks.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
@@ -202,6 +202,47 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
     addon.flushFileMarks();
     expect(addon.counters().file_marks).toBe(0);
     expect((await sh(user, `cat "${a.path}" "${b.path}" >/dev/null`, true)).code).toBe(0);
+  });
+
+  it("a flood of refused opens from alternating processes does not crowd exec decisions out of the native queue", async () => {
+    // The attack: two processes of the user open a marked file in turn, so every refusal is a
+    // report posted to JS; while JS is busy the reports filled the queue exec decisions share, and
+    // the next exec was allowed at once as overflow (a banned program ran before JS could decide).
+    const mnt = join(dir, 'exec-mnt');
+    mkdirSync(mnt);
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tgomn', mnt]).status).toBe(0);
+    try {
+      copyFileSync('/bin/true', join(mnt, 'prog'));
+      chmodSync(join(mnt, 'prog'), 0o755);
+      addon.mark(mnt, 'mount');
+      const f = userFile('flooded.js');
+      expect(addon.markFile('/', f.rel, f.dev, f.ino)).toBe('marked');
+      const before = addon.counters();
+      const flood = `perl -e 'my $t = time + 6; while (time < $t) { open(my $h, "<", $ARGV[0]) }' "${f.path}"`;
+      const floods = [sh(user, flood, true), sh(user, flood, true)];
+      const exec = sh(user, `sleep 2; "${join(mnt, 'prog')}"; echo "rc=$?"`, true);
+      // JS busy for 4 s (as guardd's loop under load): nothing is taken from the queue meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
+      expect((await exec).out).toMatch(/rc=0/); // allowed at the deadline: JS never answered
+      await Promise.all(floods);
+      const after = addon.counters();
+      expect(after.open_denied - before.open_denied, JSON.stringify(after)).toBeGreaterThan(5000);
+      expect(after.open_reports_dropped - before.open_reports_dropped).toBeGreaterThan(0);
+      // the exec was posted to JS (answered late, a deadline miss), not dropped as overflow
+      expect(after.overflow - before.overflow, JSON.stringify(after)).toBe(0);
+      await waitFor(
+        () => events.some((e) => e.kind === 'decide' && e.path === join(mnt, 'prog')),
+        'the exec decision reached JS',
+      );
+      expect(addon.unmarkFile('/', f.rel, f.dev, f.ino)).toBe('removed');
+    } finally {
+      try {
+        addon.unmark(mnt, 'mount');
+      } catch {
+        // not marked: the test failed before
+      }
+      spawnSync('umount', [mnt]);
+    }
   });
 
   describe('which decisions OpenMarks marks', () => {
