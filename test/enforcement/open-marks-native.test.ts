@@ -9,7 +9,16 @@
  * the policy in force, on an attached mount, outside guardd's dirs) and its bound of 1,024 marks.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  linkSync,
+  mkdirSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
@@ -204,7 +213,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
     expect((await sh(user, `cat "${a.path}" "${b.path}" >/dev/null`, true)).code).toBe(0);
   });
 
-  it("a flood of refused opens from alternating processes does not crowd exec decisions out of the native queue", async () => {
+  it('a flood of refused opens from alternating processes does not crowd exec decisions out of the native queue', async () => {
     // The attack: two processes of the user open a marked file in turn, so every refusal is a
     // report posted to JS; while JS is busy the reports filled the queue exec decisions share, and
     // the next exec was allowed at once as overflow (a banned program ran before JS could decide).
