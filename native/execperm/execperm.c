@@ -73,6 +73,10 @@
 #define IDLE_POLL_MS 1000
 /* Threadsafe-function queue: events posted to JS and not yet taken by its loop. */
 #define TSFN_QUEUE 4096
+/* Refused-open reports posted to JS and not yet taken by its loop, at most. They share the queue
+ * with exec decisions: a user opening a marked file from alternating processes must not fill it,
+ * or every exec the thread would post next is allowed as overflow (a banned program runs). */
+#define MAX_OPEN_REPORTS 64
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
 
@@ -143,6 +147,8 @@ static uint64_t next_id = 1;
 static slot_t slots[MAX_PENDING];
 static cache_entry_t cache[CACHE_SIZE];
 static file_mark_t file_marks[MAX_FILE_MARKS];
+/* Refused-open reports in the queue now (under lock). */
+static int open_reports_queued = 0;
 static counters_t counters;
 /* When the thread last went round its loop (CLOCK_MONOTONIC): the JS watchdog reads its age. */
 static struct timespec last_loop;
@@ -309,6 +315,16 @@ static void handle_open(const struct fanotify_event_metadata *m) {
   pthread_mutex_unlock(&lock);
   respond_raw(fd, !deny);
   if (report) {
+    pthread_mutex_lock(&lock);
+    if (open_reports_queued >= MAX_OPEN_REPORTS) {
+      counters.open_reports_dropped++;
+      report = 0;
+    } else {
+      open_reports_queued++;
+    }
+    pthread_mutex_unlock(&lock);
+  }
+  if (report) {
     post_t *p = calloc(1, sizeof(post_t));
     if (p != NULL) {
       p->kind = 3;
@@ -326,6 +342,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     if (p == NULL || tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
       free(p);
       counters.open_reports_dropped++;
+      open_reports_queued--;
     }
     pthread_mutex_unlock(&lock);
   }
@@ -556,6 +573,11 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   post_t *p = data;
+  if (p->kind == 3) {
+    pthread_mutex_lock(&lock);
+    if (open_reports_queued > 0) open_reports_queued--;
+    pthread_mutex_unlock(&lock);
+  }
   if (env == NULL || cb == NULL) {
     free(p);
     return;
@@ -620,6 +642,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
   memset(cache, 0, sizeof(cache));
   memset(file_marks, 0, sizeof(file_marks));
+  open_reports_queued = 0;
   memset(&counters, 0, sizeof(counters));
   clock_gettime(CLOCK_MONOTONIC, &last_loop);
   stopping = 0;

@@ -97,7 +97,7 @@ export type ExecPermCounters = {
   open_denied: number;
   /** …from guardd or its children, allowed. */
   open_self_allowed: number;
-  /** Refused opens not reported to JS (its queue was full). */
+  /** Refused opens not reported to JS (64 reports already waiting for it, or its queue was full). */
   open_reports_dropped: number;
   /** Files with an open mark now. */
   file_marks: number;

@@ -19,6 +19,10 @@
  *     mount point down with no symlink, no magic link and no other mount on the way, O_PATH first,
  *     and marks only if the descriptor is that regular file and has exactly one link (a hard link
  *     to npm's own file would otherwise deny npm machine-wide);
+ *   - only on a file owned by whoever owns the package.json that named the package: a user's own
+ *     package.json is believed for their own process (script-package.ts), even beside files that
+ *     are not theirs (in /tmp, root's or another user's): their `node <that file>` is killed, but
+ *     the file is not marked (`foreign`), or anyone could deny anyone's file machine-wide;
  *   - only on a file system the listener marked (local, not network or FUSE: the same rule as for
  *     execs), never under guardd's own directories.
  * At most MAX_OPEN_MARKS files are marked (the kernel's fs.fanotify.max_user_marks is shared by
@@ -27,7 +31,9 @@
  * plants fake packages named like a banned one cannot push out the marks of root's global
  * packages or of other users' files. A mark the eviction could not reach any
  * more (the file was renamed or replaced) stays in the kernel but out of the table, so it allows;
- * after MAX_OPEN_MARKS of those, every mark is flushed. A new policy flushes every mark (files are
+ * after MAX_OPEN_MARKS of those, every kernel mark is flushed and the table's files are marked
+ * again (a user makes orphans at will by renaming their own marked files: that must not take the
+ * marks of root's or other users' files with them). A new policy flushes every mark (files are
  * marked again as they are identified again); stopping guardd closes the group, which removes them.
  */
 import { isAbsolute, relative, resolve, sep } from 'node:path';
@@ -112,7 +118,7 @@ export interface OpenMarksStatus {
   readonly marked: number;
   /** Marks added. */
   readonly added: number;
-  /** Files not marked, by why (linked, not_file, changed, no_mount, protected, full, error:…). */
+  /** Files not marked, by why (foreign, linked, not_file, changed, no_mount, protected, full, error:…). */
   readonly refused: Readonly<Record<string, number>>;
   /** Oldest marks removed to make room, and those whose file could not be reached to remove. */
   readonly evicted: number;
@@ -227,7 +233,16 @@ export class OpenMarks {
       if (this.marked.has(key)) continue;
       this.markSafely(
         key,
-        { ...pkg, script: path, scriptFile: { dev: st.value.dev, ino: st.value.ino, owner: st.value.uid } },
+        {
+          ...pkg,
+          script: path,
+          scriptFile: {
+            dev: st.value.dev,
+            ino: st.value.ino,
+            owner: st.value.uid,
+            packageOwner: pkg.scriptFile?.packageOwner ?? -1,
+          },
+        },
         decision,
       );
     }
@@ -238,6 +253,7 @@ export class OpenMarks {
     const mount = mountOf(this.options.mounts(), pkg.script);
     let why: string | null = null;
     if (!file || !isAbsolute(pkg.script) || pkg.script.includes('\u0000')) why = 'not_file';
+    else if (file.owner !== file.packageOwner) why = 'foreign';
     else if (this.isProtected(pkg.script)) why = 'protected';
     else if (!mount?.attached) why = 'no_mount';
     if (why !== null || !file || !mount) {
@@ -307,7 +323,23 @@ export class OpenMarks {
     if (r === 'removed') return;
     // Still in the kernel, no longer in the table: it allows, but holds one of the group's marks.
     this.orphaned++;
-    if (++this.orphanedSinceFlush >= MAX_OPEN_MARKS) this.flush();
+    if (++this.orphanedSinceFlush >= MAX_OPEN_MARKS) this.rebuild();
+  }
+
+  /** Drops every kernel mark (the orphans with them), then marks the table's files again. */
+  private rebuild(): void {
+    const kept = [...this.marked];
+    this.flush();
+    for (const [key, m] of kept) {
+      let r: string;
+      try {
+        r = this.options.addon.markFile(m.mountPoint, m.rel, m.dev, m.ino);
+      } catch {
+        r = 'error';
+      }
+      if (r === 'marked' || r === 'already') this.marked.set(key, m);
+      else this.count(r);
+    }
   }
 
   private flush(): void {

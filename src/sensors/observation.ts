@@ -43,7 +43,13 @@ export interface ScriptPackage {
    * The script file's identity and owner as the resolver's walk found it (absent when the
    * interpreter was given the package directory): an open mark is only added to this very file.
    */
-  readonly scriptFile?: { readonly dev: number; readonly ino: number; readonly owner: number };
+  readonly scriptFile?: {
+    readonly dev: number;
+    readonly ino: number;
+    readonly owner: number;
+    /** Owner of the package.json that named the package (a mark needs it to be the file's owner). */
+    readonly packageOwner: number;
+  };
 }
 
 export interface ProcessObservation {

@@ -553,8 +553,13 @@ export class ScriptPackageResolver {
       return null;
     }
     this.counts.resolved++;
-    if (found.isDir) return { ...pkg, script: found.real };
-    return { ...pkg, script: found.real, scriptFile: { dev: found.dev, ino: found.ino, owner: found.owner } };
+    const { owner: packageOwner, ...named } = pkg;
+    if (found.isDir) return { ...named, script: found.real };
+    return {
+      ...named,
+      script: found.real,
+      scriptFile: { dev: found.dev, ino: found.ino, owner: found.owner, packageOwner },
+    };
   }
 
   /**
@@ -685,7 +690,7 @@ export class ScriptPackageResolver {
     ctx: TrustContext,
     key: number,
     deadline: number,
-  ): Promise<{ name: string; version: string | null; root: string } | null | 'stalled'> {
+  ): Promise<{ name: string; version: string | null; root: string; owner: number } | null | 'stalled'> {
     let current = dir;
     for (let depth = 0; depth < MAX_WALK_DEPTH; depth++) {
       const facts = await this.factsOf(current, key, deadline);
@@ -693,7 +698,8 @@ export class ScriptPackageResolver {
       if (facts !== null) {
         const why = untrustedReason(facts, ctx);
         // An untrusted package.json is as if absent: the walk goes on to the next one up.
-        if (why === null) return { name: facts.name, version: facts.version, root: current };
+        if (why === null)
+          return { name: facts.name, version: facts.version, root: current, owner: facts.uid };
         this.counts[`untrusted_${why}`]++;
       }
       const parent = dirname(current);

@@ -1561,6 +1561,72 @@ describe('postgres: several collectors on one database', () => {
     await waitFor(() => woken > before, "A to hear B's commit after reconnecting");
   });
 
+  it('a COPY group whose transaction is retried after a deadlock counts the rollups of its resent devices once', async () => {
+    const url = await server.createDatabase();
+    const s = track(await openStore({ dbFile: '', url }));
+    await s.enrollDevice(dev('dr1'), 'hdr1', now());
+    await s.enrollDevice(dev('dr2'), 'hdr2', now());
+    const hour = Date.UTC(2030, 0, 3, 7);
+    const ev = (d: string, seq: number): Record<string, unknown> => ({
+      ...blockedEvent(d, seq, 'claude-code'),
+      time: new Date(hour + seq * 1000).toISOString(),
+    });
+    const batch = (d: string, events: readonly Record<string, unknown>[]) => ({
+      deviceId: d,
+      enrollment: 1,
+      events: incoming(events, d),
+      receivedAt: now(),
+    });
+    const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => ev('dr1', from + i));
+    // dr1 resends one event in a large batch: it goes around the COPY (beside it) from now on
+    const first = range(1, 70);
+    await s.insertGroup([batch('dr1', first)]);
+    await s.insertGroup([batch('dr1', [first[0] as Record<string, unknown>, ...range(71, 69)])]);
+    // another session holds the rollup row the next group adds to, then wants dr1's device row,
+    // which the group holds: a deadlock, which PostgreSQL breaks by failing the group (it waited first)
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    await other.query("SET deadlock_timeout = '30s'");
+    await other.query('BEGIN');
+    await other.query('SELECT * FROM rule_hourly FOR UPDATE');
+    const dr2 = Array.from({ length: 70 }, (_, i) => ev('dr2', i + 1));
+    const stored = s.insertGroup([batch('dr2', dr2), batch('dr1', range(140, 5))]);
+    const watch = new pg.Client({ connectionString: url });
+    await watch.connect();
+    await waitFor(async () => {
+      const r = await watch.query(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+      );
+      return r.rowCount === 1;
+    }, 'the group waiting on the rollup row');
+    const locking = other.query("SELECT 1 FROM devices WHERE id = 'dr1' FOR UPDATE");
+    await locking; // granted once the group's first attempt is rolled back
+    await other.query('COMMIT');
+    await other.end();
+    await watch.end();
+    expect(await stored).toEqual([
+      { accepted: 70, duplicates: 0 },
+      { accepted: 5, duplicates: 0 },
+    ]);
+    const direct = (await s.queryEvents({ limit: 1000 })).length;
+    expect(direct).toBe(70 + 69 + 70 + 5);
+    const at = (ms: number) => new Date(ms).toISOString();
+    const hourly = await s.ruleActivity({
+      since: at(hour),
+      until: at(hour + 3_600_000),
+      bucketSeconds: 3600,
+      ruleIds: ['claude-code'],
+    });
+    expect(hourly.reduce((n, b) => n + b.count, 0)).toBe(direct);
+    const daily = await s.ruleActivity({
+      since: at(hour),
+      until: at(hour + 1),
+      bucketSeconds: 86400,
+      ruleIds: ['claude-code'],
+    });
+    expect(daily.reduce((n, b) => n + b.count, 0)).toBe(direct);
+  });
+
   it('a row that commits after rows with higher rids is delivered, never skipped', async () => {
     const url = await server.createDatabase();
     const s = track(await openStore({ dbFile: '', url }));

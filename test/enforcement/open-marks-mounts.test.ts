@@ -50,7 +50,7 @@ describe.runIf(runnable)('open marks and the mount table', () => {
         version: '1.0.0',
         root: dir,
         script,
-        scriptFile: { dev, ino, owner: 0 },
+        scriptFile: { dev, ino, owner: 0, packageOwner: 0 },
       },
     };
   }

@@ -9,7 +9,16 @@
  * the policy in force, on an attached mount, outside guardd's dirs) and its bound of 1,024 marks.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  linkSync,
+  mkdirSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
@@ -204,6 +213,48 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
     expect((await sh(user, `cat "${a.path}" "${b.path}" >/dev/null`, true)).code).toBe(0);
   });
 
+  it('a flood of refused opens from alternating processes does not crowd exec decisions out of the native queue', async () => {
+    // The attack: two processes of the user open a marked file in turn, so every refusal is a
+    // report posted to JS; while JS is busy the reports filled the queue exec decisions share, and
+    // the next exec was allowed at once as overflow (a banned program ran before JS could decide).
+    const mnt = join(dir, 'exec-mnt');
+    mkdirSync(mnt);
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tgomn', mnt]).status).toBe(0);
+    try {
+      copyFileSync('/bin/true', join(mnt, 'prog'));
+      chmodSync(join(mnt, 'prog'), 0o755);
+      addon.mark(mnt, 'mount');
+      const f = userFile('flooded.js');
+      expect(addon.markFile('/', f.rel, f.dev, f.ino)).toBe('marked');
+      const before = addon.counters();
+      const flood = `perl -e 'my $t = time + 6; while (time < $t) { open(my $h, "<", $ARGV[0]) }' "${f.path}"`;
+      const floods = [sh(user, flood, true), sh(user, flood, true)];
+      const exec = sh(user, `sleep 2; "${join(mnt, 'prog')}"; echo "rc=$?"`, true);
+      // JS busy for 4 s (as guardd's loop under load): nothing is taken from the queue meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
+      expect((await exec).out).toMatch(/rc=0/); // allowed at the deadline: JS never answered
+      await Promise.all(floods);
+      const after = addon.counters();
+      expect(after.open_denied - before.open_denied, JSON.stringify(after)).toBeGreaterThan(5000);
+      expect(after.open_reports_dropped - before.open_reports_dropped).toBeGreaterThan(0);
+      // the exec was posted to JS (answered late, a deadline miss), not dropped as overflow
+      expect(after.overflow - before.overflow, JSON.stringify(after)).toBe(0);
+      await waitFor(
+        () => events.some((e) => e.kind === 'decide' && e.path === join(mnt, 'prog')),
+        'the exec decision reached JS',
+      );
+      expect(addon.unmarkFile('/', f.rel, f.dev, f.ino)).toBe('removed');
+    } finally {
+      try {
+        addon.unmark(mnt, 'mount');
+      } catch {
+        // not marked: the test failed before
+      }
+      // lazy: a reader of the program (another guardd on the machine deciding its exec) may hold it a moment
+      spawnSync('umount', ['-l', mnt]);
+    }
+  });
+
   describe('which decisions OpenMarks marks', () => {
     const RULE: PolicyRule = {
       id: 'tgomn-banned',
@@ -229,7 +280,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
           version: '1.0.0',
           root: dir,
           script: f.path,
-          scriptFile: { dev: f.dev, ino: f.ino, owner: user.uid },
+          scriptFile: { dev: f.dev, ino: f.ino, owner: user.uid, packageOwner: user.uid },
         },
       };
     }
@@ -323,7 +374,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       const rootOwned: ProcessObservation = {
         ...rootObs,
         scriptPackage: rootObs.scriptPackage
-          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0 } }
+          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0, packageOwner: 0 } }
           : null,
       };
       marks.considerNow(rootOwned, decide(matcher, rootOwned));
@@ -345,10 +396,52 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect(addon.counters().file_marks).toBe(0);
     });
 
+    it("a user who renames their own marked files until the orphans overflow does not take root's mark with them", async () => {
+      // The attack: plant fake packages named like a banned one, get each killed (marked), rename
+      // them so their eviction cannot reach them (orphans); after MAX_OPEN_MARKS orphans every
+      // kernel mark used to be flushed, root's global package's with them, and `import()` of it ran.
+      matcher = compile(policyBody([RULE]));
+      mkdirSync(join(dir, 'orphans'));
+      chmodSync(join(dir, 'orphans'), 0o777);
+      const rootFile = join(dir, 'orphans', 'root-cli.js');
+      writeFileSync(rootFile, '// root\n');
+      const rs = statSync(rootFile);
+      const rootObs = observation({ path: rootFile, dev: rs.dev, ino: rs.ino });
+      const rootOwned: ProcessObservation = {
+        ...rootObs,
+        scriptPackage: rootObs.scriptPackage
+          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0, packageOwner: 0 } }
+          : null,
+      };
+      marks.considerNow(rootOwned, decide(matcher, rootOwned));
+      const flushesBefore = marks.status().flushes;
+      const orphanedBefore = marks.status().orphaned;
+      const batches = Math.ceil(MAX_OPEN_MARKS / MAX_OPEN_MARKS_PER_OWNER) + 2;
+      for (let b = 0; b < batches && marks.status().flushes === flushesBefore; b++) {
+        const sub = join('orphans', `d${b}`);
+        mkdirSync(join(dir, sub));
+        chownSync(join(dir, sub), user.uid, user.gid);
+        for (let i = 0; i < MAX_OPEN_MARKS_PER_OWNER; i++) {
+          const obs = observation(userFile(join(sub, `cli${i}.js`)));
+          marks.considerNow(obs, decide(matcher, obs));
+        }
+        // the user renames their directory: the eviction of these marks cannot reach them
+        expect((await sh(user, `mv "${join(dir, sub)}" "${join(dir, sub)}-gone"`)).code).toBe(0);
+      }
+      expect(marks.status().orphaned - orphanedBefore).toBeGreaterThanOrEqual(MAX_OPEN_MARKS);
+      expect(marks.status().flushes).toBe(flushesBefore + 1);
+      // root's file is still refused to the user, and still in the table
+      expect((await sh(user, `cat "${rootFile}" >/dev/null`, true)).code).toBe(1);
+      expect(marks.status().marked).toBeLessThanOrEqual(MAX_OPEN_MARKS_PER_OWNER + 1);
+      marks.policyChanged();
+      expect(addon.counters().file_marks).toBe(0);
+    });
+
     it(`holds at most ${MAX_OPEN_MARKS} marks: the oldest goes first and opens again`, async () => {
       matcher = compile(policyBody([RULE]));
       mkdirSync(join(dir, 'many'));
       const evictedBefore = marks.status().evicted;
+      const orphanedBefore = marks.status().orphaned;
       const files = Array.from({ length: MAX_OPEN_MARKS + 1 }, (_, i) => userFile(join('many', `f${i}.js`)));
       for (const f of files) {
         // as if root owned them (the per-owner bound is the test above)
@@ -356,7 +449,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
         const obs: ProcessObservation = {
           ...o,
           scriptPackage: o.scriptPackage
-            ? { ...o.scriptPackage, scriptFile: { dev: f.dev, ino: f.ino, owner: 0 } }
+            ? { ...o.scriptPackage, scriptFile: { dev: f.dev, ino: f.ino, owner: 0, packageOwner: 0 } }
             : null,
         };
         marks.considerNow(obs, decide(matcher, obs));
@@ -364,7 +457,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       expect(marks.status()).toMatchObject({
         marked: MAX_OPEN_MARKS,
         evicted: evictedBefore + 1,
-        orphaned: 0,
+        orphaned: orphanedBefore,
       });
       expect(addon.counters().file_marks).toBe(MAX_OPEN_MARKS);
       const [first, second] = files;

@@ -68,6 +68,7 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
   const run = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const pkgName = `tgom-banned-${run}`;
   const linkedName = `tgom-linked-${run}`;
+  const foreignName = `tgom-foreign-${run}`;
   const auditMarker = `tgom-audit-marker-${run}`;
   let user: TestUser;
   let key: SigningKey;
@@ -201,7 +202,7 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     key = makeKey();
     policyFile = writeSignedPolicy(
       join(dir, 'policy.dsse.json'),
-      policyBody(rules([pkgName, linkedName]), { version: 1 }),
+      policyBody(rules([pkgName, linkedName, foreignName]), { version: 1 }),
       key,
     );
     collector = await startCollectorProcess(join(dir, 'collector'), policyFile);
@@ -371,6 +372,34 @@ describe.runIf(runnable)("guardd refuses opens of a banned package's marked file
     const cat = await runAsUser('/bin/cat', [own]);
     expect(cat.code, cat.stderr).toBe(0);
     expect(cat.stdout).toBe('// my own file\n');
+  });
+
+  it("a package.json of the user's beside root's file: the user's node on it is killed, root's file is not marked", async () => {
+    // The attack: the user's own package.json (trusted for their own process) names a banned
+    // package in a directory holding a file that is not theirs (root's here; in /tmp, anyone's);
+    // `node <that file>` is killed as a banned script, and marking it would deny the file to its
+    // owner and to everyone else on the machine.
+    const shared = join(user.home, 'shared');
+    mkdirSync(shared);
+    asUser(shared);
+    writeFileSync(join(shared, 'package.json'), JSON.stringify({ name: foreignName, version: '1.0.0' }));
+    asUser(join(shared, 'package.json'));
+    const rootFile = join(shared, 'root-owned.js');
+    writeFileSync(rootFile, 'setInterval(() => {}, 1e9);\n');
+    chmodSync(rootFile, 0o644);
+    const before = (await status()).exec_deny.open_marks;
+    const r = await runAsUser(process.execPath, [rootFile]);
+    expect(r.signal).toBe('SIGKILL');
+    await waitFor(async () => {
+      const now = (await status()).exec_deny.open_marks;
+      return now.marked !== before.marked || (now.refused.foreign ?? 0) > (before.refused.foreign ?? 0);
+    }, 'the mark decided');
+    const after = (await status()).exec_deny.open_marks;
+    expect(after.marked).toBe(before.marked);
+    expect(after.refused.foreign).toBe((before.refused.foreign ?? 0) + 1);
+    // root (not a child of guardd) still opens its file
+    const cat = spawnSync('/bin/cat', [rootFile], { encoding: 'utf8' });
+    expect(cat.status, cat.stderr).toBe(0);
   });
 
   it('guardd SIGKILLed: its group closes, the mark goes, the file opens; restarted, it marks it again', async () => {

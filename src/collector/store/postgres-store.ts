@@ -694,12 +694,15 @@ export class PostgresCollectorStore implements CollectorStorePort {
         const current = new Map(r.rows.map((x) => [x.id, x.enrollment]));
         if (batches.some((b) => current.get(b.deviceId) !== b.enrollment)) throw new RedoGroup();
         await pipeline(Readable.from([text]), c.query(copyFrom(COPY_EVENTS_SQL)));
-        const ins = others.length > 0 ? await insertRows(c, others, counts) : undefined;
+        // this attempt's counts: a deadlock retry runs this again, and must not count the rows
+        // `others` inserted in the rolled-back attempt a second time
+        const attempt = counts.copy();
+        const ins = others.length > 0 ? await insertRows(c, others, attempt) : undefined;
         await finishGroup(
           c,
           batches,
           (id, enrollment) => copiedIds.has(id) || (ins?.stored(id, enrollment) ?? false),
-          counts,
+          attempt,
           true,
         );
         insertedOthers = ins;
@@ -1408,6 +1411,13 @@ class RuleCounts {
       this.counts.set(k, c);
     }
     this.last = c;
+  }
+
+  /** A copy to add to without changing this one. */
+  copy(): RuleCounts {
+    const c = new RuleCounts();
+    for (const [k, v] of this.counts) c.counts.set(k, { ...v });
+    return c;
   }
 
   params(): [string[], string[], string[], number[]] {

@@ -88,9 +88,12 @@ describe('ScriptPackageResolver', () => {
       version: '2.1.0',
       root: pkgRoot,
       script: join(pkgRoot, 'dist', 'esm', 'cli.js'),
-      scriptFile: (({ dev, ino, uid }) => ({ dev, ino, owner: uid }))(
-        statSync(join(pkgRoot, 'dist', 'esm', 'cli.js')),
-      ),
+      scriptFile: {
+        ...(({ dev, ino, uid }) => ({ dev, ino, owner: uid }))(
+          statSync(join(pkgRoot, 'dist', 'esm', 'cli.js')),
+        ),
+        packageOwner: statSync(join(pkgRoot, 'package.json')).uid,
+      },
     });
     // Relative to the process's working directory; found through the cache the second time.
     expect((await r.resolve('/usr/bin/node', 'node', ['node', 'bin/innocent'], dir))?.name).toBe(
