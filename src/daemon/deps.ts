@@ -426,6 +426,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       await step('sensors', () => Promise.allSettled(sensors.map((s) => s.stop())));
       await step('actions', () => pipeline.drain());
       await step('control', () => control.stop());
+      enforcer.flushDenials();
       events.emit('agent.stopped', { reason });
       await step('shipper', () => shipper?.stop(STOP_SEND_BUDGET_MS) ?? Promise.resolve());
       await step('local collector', () => local?.collector.close() ?? Promise.resolve());

@@ -30,6 +30,7 @@ import type {
 } from '../sensors/observation.js';
 import type { Action, ActionResult, ActionTaken } from './action.js';
 import { verdictFor } from './decide.js';
+import { DenialFold } from './denial-fold.js';
 import { type EnforcementScope, FULL_SCOPE } from './enforcement-scope.js';
 
 export interface EnforcerActions {
@@ -69,6 +70,8 @@ export interface EnforcerOptions {
    */
   readonly onProcessBlock?: (obs: ProcessObservation, decision: Decision) => void;
   readonly now?: () => number;
+  /** Window and burst of the refusal fold (denial-fold.ts); tests shorten them. */
+  readonly denialFold?: { readonly windowMs?: number; readonly burst?: number };
 }
 
 export interface EnforcerCounts {
@@ -100,9 +103,24 @@ export class Enforcer {
   private readonly now: () => number;
   private readonly scope: EnforcementScope;
 
+  /** Repeated refusals (same user, rule, file, exec or open) folded into counted events. */
+  private readonly denials: DenialFold<{ obs: ProcessObservation; decision: Decision; result: ActionResult }>;
+
   constructor(private readonly options: EnforcerOptions) {
     this.now = options.now ?? Date.now;
     this.scope = options.scope ?? FULL_SCOPE;
+    this.denials = new DenialFold({
+      now: this.now,
+      ...(options.denialFold ?? {}),
+      emit: ({ obs, decision, result }, repeats) =>
+        this.options.events.emit('process.denied', {
+          ...observationFields(obs),
+          ...decisionFields(
+            decision,
+            repeats > 1 ? { ...result, details: { ...(result.details ?? {}), repeats } } : result,
+          ),
+        }),
+    });
   }
 
   /**
@@ -185,8 +203,10 @@ export class Enforcer {
    * Records one exec — or one open of a banned package's marked file (`facts.opened`: its path) —
    * the kernel already refused (pre-exec deny, verdict `block`): tells the user
    * on the exec'ing process's terminal and desktop — at most once per `warnIntervalMs` for the same
-   * user, rule and file, since a loop of refused execs must not flood the terminal — and appends
-   * exactly one `process.denied` event for this attempt, whether or not the user was told.
+   * user, rule and file, since a loop of refused execs must not flood the terminal — and records
+   * the attempt as one `process.denied` event, whether or not the user was told; past a burst of
+   * identical refusals, the rest of the window are folded into one event with
+   * `outcome.details.repeats` (denial-fold.ts).
    * `latencyMs` is from the kernel's question to its answer. Resolves, never rejects.
    */
   async denied(
@@ -234,11 +254,18 @@ export class Enforcer {
       },
     };
     this.counts.denied++;
-    this.options.events.emit('process.denied', {
-      ...observationFields(obs),
-      ...decisionFields(decision, result),
+    const kind = facts.opened === undefined ? 'exec' : 'open';
+    this.denials.add(`${obs.owner.uid}\u0000${decision.rule.id}\u0000${facts.fileKey}\u0000${kind}`, {
+      obs,
+      decision,
+      result,
     });
     return result;
+  }
+
+  /** Records the refusals still folded (guardd stopping): see denial-fold.ts. */
+  flushDenials(): void {
+    this.denials.flush();
   }
 
   /** Counters since start, for `guardctl status`. */

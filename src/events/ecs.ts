@@ -251,6 +251,8 @@ function enforcementExtras(e: Obj): Obj | null {
     scope: str(details.scope),
     // process.denied: exec (the program never ran) or open (a banned package's marked file)
     refused: str(details.refused),
+    // process.denied: a folded burst of identical refusals stands for this many
+    repeats: int(details.repeats),
     notified: compact(obj(details.notified)),
   });
 }

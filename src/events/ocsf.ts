@@ -490,6 +490,7 @@ function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Ma
   const u = user(e);
   // A refused open (a banned package's marked file) leaves the launch itself done.
   const denied = verb === 'denied' && str(obj(obj(e.outcome).details).refused) !== 'open';
+  const repeats = int(obj(obj(e.outcome).details).repeats);
   return {
     cls: CLASSES.process,
     activity: 1,
@@ -502,6 +503,8 @@ function mapProcess(e: Obj, verb: string, device: Obj, taken: string | null): Ma
       // the launch itself: refused before it ran (denied), or it went ahead
       ...pair('status', denied && enf.done ? 2 : 1, STATUS),
       ...security,
+      // a folded burst of identical refusals: OCSF's own aggregation count
+      ...(repeats !== null ? { count: repeats } : {}),
     },
     observables: [
       ...processObservables(proc, 'process'),

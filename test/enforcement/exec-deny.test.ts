@@ -25,6 +25,7 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
+import { DENY_BURST } from '../../src/enforcement/denial-fold.js';
 import { EXECPERM_ADDON_PATH, type ExecPermCounters } from '../../src/enforcement/exec-deny.js';
 import { validateEvent } from '../../src/events/event-schema.js';
 import type { PolicyRule } from '../../src/policy/policy-types.js';
@@ -60,6 +61,13 @@ const SLACK_MS = 1000;
 
 let key: SigningKey;
 let hash: string;
+
+/** Refused execs in one loop: well past the burst recorded one by one. */
+const FLOOD = DENY_BURST * 3;
+
+function repeatsOf(e: Record<string, unknown>): number | undefined {
+  return (e.outcome as { details: { repeats?: number } }).details.repeats;
+}
 
 function copyTrue(path: string): string {
   mkdirSync(join(path, '..'), { recursive: true });
@@ -365,6 +373,33 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     expect(s.exec_deny.counters.denied - before.exec_deny.counters.denied).toBe(3);
     expect(s.exec_deny.counters.cache_hits).toBeGreaterThan(before.exec_deny.counters.cache_hits);
     expect(s.enforcement.denied - before.enforcement.denied).toBe(3);
+  });
+
+  it('folds a loop of refused execs past the burst into one counted event: every attempt accounted for', async () => {
+    const exe = copyTrue(join(dir, 'flood', NAME));
+    const before = await status(g);
+    const loop = run('sh', [
+      '-c',
+      `i=0; while [ $i -lt ${FLOOD} ]; do "${exe}" 2>/dev/null; i=$((i+1)); done; echo done`,
+    ]);
+    expect(loop.stdout.trim()).toBe('done');
+    // the first DENY_BURST are events at once; the rest of the window come as one when it ends
+    const evs = await waitFor(
+      async () => {
+        const e = (await events(g, 'process.denied')).filter((x) => x.exe === exe);
+        const stood = e.reduce((n, x) => n + (repeatsOf(x) ?? 1), 0);
+        return stood >= FLOOD ? e : undefined;
+      },
+      `process.denied events standing for ${FLOOD} refusals`,
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    expect(evs.reduce((n, x) => n + (repeatsOf(x) ?? 1), 0)).toBe(FLOOD);
+    const folded = evs.filter((x) => repeatsOf(x) !== undefined);
+    expect(folded.length).toBeGreaterThanOrEqual(1);
+    expect(evs.length).toBeLessThan(FLOOD);
+    expect(evs.length).toBeGreaterThanOrEqual(DENY_BURST + 1);
+    const s = await status(g);
+    expect(s.enforcement.denied - before.enforcement.denied).toBe(FLOOD);
   });
 
   it('marks a file system mounted after start (re-reads the mount table when it changes)', async () => {

@@ -167,6 +167,13 @@ describe('ECS mapping: kinds, categories, types', () => {
     expect(open.event).toMatchObject({ action: 'process.denied', outcome: 'success' });
   });
 
+  test('a folded burst of identical refusals says how many it stands for in toolguard.repeats', () => {
+    expect(toEcs(sampleVariants()['process.denied folded burst'] as O).toolguard).toMatchObject({
+      repeats: 40,
+    });
+    expect(toEcs(sampleEvent('process.denied')).toolguard).not.toHaveProperty('repeats');
+  });
+
   test('a kill that failed or was skipped is no longer an ended process: info, failure/unknown', () => {
     const v = sampleVariants();
     expect(toEcs(v['process.blocked failed'] as O).event).toMatchObject({

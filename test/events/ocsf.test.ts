@@ -149,6 +149,11 @@ describe('OCSF mapping: classes, activities, outcomes', () => {
     });
   });
 
+  test("a folded burst of identical refusals carries OCSF's aggregation count", () => {
+    expect(toOcsf(variants['process.denied folded burst']!)).toMatchObject({ class_uid: 1007, count: 40 });
+    expect(toOcsf(sampleEvent('process.denied'))).not.toHaveProperty('count');
+  });
+
   test('warned is Allowed / Alert (also would-block in monitor mode), audited is Observed / Logged', () => {
     expect(toOcsf(sampleEvent('process.warned'))).toMatchObject({
       class_uid: 1007,

@@ -259,6 +259,17 @@ export function sampleVariants(): Record<string, AgentEvent> {
       },
       124,
     ),
+    'process.denied folded burst': ev(
+      'process.denied',
+      outcome('denied', null, {
+        refused: 'exec',
+        verdict_cached: true,
+        repeats: 40,
+        file: { dev: 2049, ino: 131079, size: 39_424 },
+        notified: { terminal: false, desktop: false },
+      }),
+      125,
+    ),
     'process.blocked skipped (exited)': ev(
       'process.blocked',
       outcome('skipped', 'exited', { killed: [] }),
