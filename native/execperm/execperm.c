@@ -280,6 +280,13 @@ static file_mark_t *file_mark_find(uint64_t dev, uint64_t ino) {
   return NULL;
 }
 
+/* Caller holds lock. A report of pid's refused open that was dropped: a retry by the same process
+ * is reported again (only a report that reached JS makes its retries repeats). */
+static void unremember_report(uint64_t dev, uint64_t ino, pid_t pid) {
+  file_mark_t *f = file_mark_find(dev, ino);
+  if (f != NULL && f->last_pid == pid) f->last_pid = 0;
+}
+
 static void respond_raw(int fd, int allow) {
   struct fanotify_response r = {.fd = fd, .response = allow ? FAN_ALLOW : FAN_DENY};
   ssize_t w = write(fan_fd, &r, sizeof(r));
@@ -318,6 +325,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     pthread_mutex_lock(&lock);
     if (open_reports_queued >= MAX_OPEN_REPORTS) {
       counters.open_reports_dropped++;
+      unremember_report(st.st_dev, st.st_ino, pid);
       report = 0;
     } else {
       open_reports_queued++;
@@ -342,6 +350,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     if (p == NULL || tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
       free(p);
       counters.open_reports_dropped++;
+      unremember_report(st.st_dev, st.st_ino, pid);
       open_reports_queued--;
     }
     pthread_mutex_unlock(&lock);
