@@ -284,6 +284,18 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
         },
       };
     }
+    /** A root-owned file written at `path`, observed as a banned package's script whose package.json root owns too. */
+    function rootOwnedScript(path: string): ProcessObservation {
+      writeFileSync(path, '// root\n');
+      const rs = statSync(path);
+      const obs = observation({ path, dev: rs.dev, ino: rs.ino });
+      return {
+        ...obs,
+        scriptPackage: obs.scriptPackage
+          ? { ...obs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0, packageOwner: 0 } }
+          : null,
+      };
+    }
     const decide = (m: Matcher, obs: ProcessObservation): Decision => {
       const d = m.match(obs, { now: Date.now(), hostname: 'h', deviceTags: [] });
       if (!d) throw new Error('no decision');
@@ -368,15 +380,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       mkdirSync(join(dir, 'owned'));
       const evictedBefore = marks.status().evicted;
       const rootFile = join(dir, 'owned', 'root-cli.js');
-      writeFileSync(rootFile, '// root\n');
-      const rs = statSync(rootFile);
-      const rootObs = observation({ path: rootFile, dev: rs.dev, ino: rs.ino });
-      const rootOwned: ProcessObservation = {
-        ...rootObs,
-        scriptPackage: rootObs.scriptPackage
-          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0, packageOwner: 0 } }
-          : null,
-      };
+      const rootOwned = rootOwnedScript(rootFile);
       marks.considerNow(rootOwned, decide(matcher, rootOwned));
       const files = Array.from({ length: MAX_OPEN_MARKS_PER_OWNER + 1 }, (_, i) =>
         userFile(join('owned', `u${i}.js`)),
@@ -404,15 +408,7 @@ describe.runIf(runnable)('open marks (native/execperm markFile, OpenMarks)', () 
       mkdirSync(join(dir, 'orphans'));
       chmodSync(join(dir, 'orphans'), 0o777);
       const rootFile = join(dir, 'orphans', 'root-cli.js');
-      writeFileSync(rootFile, '// root\n');
-      const rs = statSync(rootFile);
-      const rootObs = observation({ path: rootFile, dev: rs.dev, ino: rs.ino });
-      const rootOwned: ProcessObservation = {
-        ...rootObs,
-        scriptPackage: rootObs.scriptPackage
-          ? { ...rootObs.scriptPackage, scriptFile: { dev: rs.dev, ino: rs.ino, owner: 0, packageOwner: 0 } }
-          : null,
-      };
+      const rootOwned = rootOwnedScript(rootFile);
       marks.considerNow(rootOwned, decide(matcher, rootOwned));
       const flushesBefore = marks.status().flushes;
       const orphanedBefore = marks.status().orphaned;
