@@ -26,6 +26,8 @@ interface Window<T> {
 export interface DenialFoldOptions<T> {
   /** Records one event for `item`, standing for `repeats` refusals (1: itself only). */
   readonly emit: (item: T, repeats: number) => void;
+  /** Called when `emit` throws from the window's timer (no caller to throw to). */
+  readonly onError?: (err: unknown) => void;
   readonly now?: () => number;
   readonly windowMs?: number;
   readonly burst?: number;
@@ -68,7 +70,16 @@ export class DenialFold<T> {
     w.folded++;
     w.last = item;
     if (w.timer === null) {
-      w.timer = setTimeout(() => this.close(key), Math.max(0, w.start + this.windowMs - now));
+      w.timer = setTimeout(
+        () => {
+          try {
+            this.close(key);
+          } catch (err) {
+            this.options.onError?.(err);
+          }
+        },
+        Math.max(0, w.start + this.windowMs - now),
+      );
       w.timer.unref();
     }
   }

@@ -111,6 +111,7 @@ export class Enforcer {
     this.scope = options.scope ?? FULL_SCOPE;
     this.denials = new DenialFold({
       now: this.now,
+      onError: (err) => this.options.logger.error({ err }, 'recording folded refusals failed'),
       ...(options.denialFold ?? {}),
       emit: ({ obs, decision, result }, repeats) =>
         this.options.events.emit('process.denied', {
@@ -255,11 +256,16 @@ export class Enforcer {
     };
     this.counts.denied++;
     const kind = facts.opened === undefined ? 'exec' : 'open';
-    this.denials.add(`${obs.owner.uid}\u0000${decision.rule.id}\u0000${facts.fileKey}\u0000${kind}`, {
-      obs,
-      decision,
-      result,
-    });
+    try {
+      this.denials.add(`${obs.owner.uid}\u0000${decision.rule.id}\u0000${facts.fileKey}\u0000${kind}`, {
+        obs,
+        decision,
+        result,
+      });
+    } catch (err) {
+      // the outbox refused the event (guardd stopping: the DB is closed); the kernel's refusal stands
+      this.options.logger.error({ err, rule: decision.rule.id }, 'recording a refusal failed');
+    }
     return result;
   }
 

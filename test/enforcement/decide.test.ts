@@ -189,6 +189,35 @@ describe('Enforcer.denied', () => {
     });
     expect(enforcer.status().denied).toBe(3);
   });
+
+  it('a refusal the outbox cannot take (DB closed at stop) resolves with the result and is logged, not thrown', async () => {
+    const skipped = {
+      execute: async (): Promise<ActionResult> => ({ actionTaken: 'skipped', latencyMs: 0, error: null }),
+    };
+    const enforcer = new Enforcer({
+      actions: { blockProcess: skipped, notifyProcess: skipped, quarantine: skipped, notifyInstall: skipped },
+      events: {
+        emit: () => {
+          throw new TypeError('The database connection is not open');
+        },
+      },
+      logger: silentLogger(),
+      warnIntervalMs: 60_000,
+      now: () => NOW,
+    });
+    const matcher = compileMatcher(body('enforce'), { platform: 'linux', homes: [] });
+    const obs = preExec('tool');
+    const d = matcher.match(obs, { now: NOW, hostname: 'h', deviceTags: [] });
+    if (!d) throw new Error('no decision');
+    const r = await enforcer.denied(obs, d, {
+      latencyMs: 1,
+      cached: false,
+      fileKey: 'k',
+      file: { dev: 1, ino: 2, size: 3 },
+    });
+    expect(r.actionTaken).toBe('denied');
+    expect(enforcer.status().denied).toBe(1);
+  });
 });
 
 describe('pre-exec listener pieces', () => {

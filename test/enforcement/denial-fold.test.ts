@@ -44,6 +44,24 @@ describe('DenialFold', () => {
     expect(r.seen[2]).toEqual({ item: 'b0', repeats: 1 });
   });
 
+  it("an emit that throws from the window's timer goes to onError, never out of the timer", async () => {
+    const errors: unknown[] = [];
+    let calls = 0;
+    const fold = new DenialFold<string>({
+      emit: () => {
+        if (++calls > 1) throw new Error('outbox closed');
+      },
+      onError: (err) => errors.push(err),
+      now: () => 1,
+      windowMs: 20,
+      burst: 1,
+    });
+    fold.add('k', 'a');
+    fold.add('k', 'b');
+    await waitFor(() => errors.length === 1, 'the timer error reported');
+    expect((errors[0] as Error).message).toBe('outbox closed');
+  });
+
   it('keeps keys apart, and a clock stepped back closes the window (its fold recorded) instead of stretching it', () => {
     const r = recorder();
     let now = 10_000;
