@@ -395,33 +395,40 @@ CONTROL
   echo "$deb"
 }
 
-build_rpm() {
+# rpmbuild of `spec` over the staged `root` in the work dir `top` (extra --define pairs after);
+# prints the built .rpm's path. One place for the checks and defines both rpms share.
+run_rpmbuild() {
+  local root="$1" top="$2" spec="$3"
+  shift 3
   command -v rpmbuild >/dev/null || {
     echo "build-package: rpmbuild missing (Debian: apt-get install rpm; see .ci/system-deps.sh)" >&2
     exit 1
   }
-  local root="$WORK/rpmroot"
-  stage_root "$root"
   local glibc
   glibc="$(glibc_floor "$root")"
-  local top="$WORK/rpmbuild"
   mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
   local payload="w1.xzdio" # same trade-off as the .deb
   [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && payload="w1.gzdio"
   # rpm versions cannot hold '-': a prerelease 1.2.0-rc.1 becomes 1.2.0~rc.1.
-  local rpmver="${VERSION//-/\~}"
   rpmbuild -bb --quiet \
     --define "_topdir $top" \
     --define "_tg_stage $root" \
-    --define "_tg_version $rpmver" \
+    --define "_tg_version ${VERSION//-/\~}" \
     --define "_tg_glibc $glibc" \
     --define "_binary_payload $payload" \
     --define "_build_id_links none" \
-    --define "_tg_baked_secret $([ -f "$root/etc/toolguard/enroll-secret" ] && echo 1 || echo 0)" \
+    "$@" \
     --target "$(uname -m)" \
-    installers/rpm/toolguard.spec >/dev/null
+    "$spec" >/dev/null
+  find "$top/RPMS" -name '*.rpm' | head -n1
+}
+
+build_rpm() {
+  local root="$WORK/rpmroot"
+  stage_root "$root"
   local rpm
-  rpm="$(find "$top/RPMS" -name '*.rpm' | head -n1)"
+  rpm="$(run_rpmbuild "$root" "$WORK/rpmbuild" installers/rpm/toolguard.spec \
+    --define "_tg_baked_secret $([ -f "$root/etc/toolguard/enroll-secret" ] && echo 1 || echo 0)")"
   if [ -f "$root/etc/toolguard/enroll-secret" ]; then
     # holds the enroll secret (see build_deb): root's alone from its first byte
     rm -f "$OUT/$(basename "$rpm")"
@@ -435,29 +442,10 @@ build_rpm() {
 }
 
 build_collector_rpm() {
-  command -v rpmbuild >/dev/null || {
-    echo "build-package: rpmbuild missing (Debian: apt-get install rpm; see .ci/system-deps.sh)" >&2
-    exit 1
-  }
   local root="$WORK/collector-rpmroot"
   stage_collector_root "$root"
-  local glibc
-  glibc="$(glibc_floor "$root")"
-  local top="$WORK/collector-rpmbuild"
-  mkdir -p "$top"/{BUILD,RPMS,SOURCES,SPECS,SRPMS,BUILDROOT}
-  local payload="w1.xzdio" # same trade-off as the .deb
-  [ "${TOOLGUARD_PKG_FAST:-}" = 1 ] && payload="w1.gzdio"
-  rpmbuild -bb --quiet \
-    --define "_topdir $top" \
-    --define "_tg_stage $root" \
-    --define "_tg_version ${VERSION//-/\~}" \
-    --define "_tg_glibc $glibc" \
-    --define "_binary_payload $payload" \
-    --define "_build_id_links none" \
-    --target "$(uname -m)" \
-    installers/collector/rpm/guard-collector.spec >/dev/null
   local rpm
-  rpm="$(find "$top/RPMS" -name '*.rpm' | head -n1)"
+  rpm="$(run_rpmbuild "$root" "$WORK/collector-rpmbuild" installers/collector/rpm/guard-collector.spec)"
   cp "$rpm" "$OUT/"
   log "built $OUT/$(basename "$rpm")"
   echo "$OUT/$(basename "$rpm")"
