@@ -244,6 +244,7 @@ function enforcementExtras(e: Obj): Obj | null {
     action_taken: str(outcome.action_taken),
     latency_ms: num(outcome.latency_ms),
     killed_pids: Array.isArray(details.killed) ? details.killed.filter((p) => int(p) !== null) : null,
+    since_exec_ms: num(details.since_exec_ms),
     links_removed: Array.isArray(details.links_removed)
       ? details.links_removed.length
       : int(details.links_removed),

@@ -342,6 +342,7 @@ function enforcementExtras(e: Obj): Obj {
     action_taken: str(outcome.action_taken),
     latency_ms: num(outcome.latency_ms),
     killed_count: Array.isArray(details.killed) ? details.killed.length : null,
+    since_exec_ms: num(details.since_exec_ms),
     links_removed_count: Array.isArray(details.links_removed)
       ? details.links_removed.length
       : int(details.links_removed),

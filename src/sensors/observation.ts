@@ -82,6 +82,8 @@ export interface ProcessObservation {
   readonly scriptPackage?: ScriptPackage | null;
   /** Present when the exec source reports code-signing facts (macOS eslogger); absent elsewhere. */
   readonly signing?: CodeSigning;
+  /** The kernel's exec timestamp (RawProcess.execNs): Linux exec events only. */
+  readonly execNs?: number;
 }
 
 export type PackageManager =

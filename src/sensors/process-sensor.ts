@@ -537,6 +537,7 @@ export class ProcessSensor implements Sensor {
       owner,
       tty: raw.tty,
       ...(raw.signing ? { signing: raw.signing } : {}),
+      ...(raw.execNs !== undefined ? { execNs: raw.execNs } : {}),
     };
   }
 

@@ -182,6 +182,44 @@ describe.runIf(linux)('BlockProcessAction', () => {
     expect(notifier.calls.length).toBe(calls + 1);
     expect(await tree.exited).toBe('SIGKILL');
     await waitFor(() => all.every((p) => !alive(p)), 'descendants gone');
+    // Found by a scan (no exec timestamp): no since_exec_ms.
+    expect(r.details).not.toHaveProperty('since_exec_ms');
+  });
+
+  it('says how long after the exec the SIGKILL went out, on the clock of the exec timestamp', async () => {
+    // The kernel's exec timestamp and the action's clock, both faked: 2.5 ms (0.01 ms steps) apart.
+    let clockReads = 0;
+    const action = new BlockProcessAction({
+      notifier,
+      logger,
+      control: new SpyControl(),
+      monotonicNs: () => {
+        clockReads++;
+        return 7_000_000_000 + 2_504_321;
+      },
+    });
+    const l = launch('sleep', ['30']);
+    const pid = l.child.pid as number;
+    await waitFor(() => readStat('/proc', pid)?.comm === 'sleep', 'sleep exec');
+    const r = await action.execute({ ...observation(pid), execNs: 7_000_000_000 }, decision);
+    expect(r.actionTaken).toBe('killed');
+    expect(r.details).toMatchObject({ since_exec_ms: 2.5 });
+    expect(clockReads).toBe(1);
+    expect(await l.exited).toBe('SIGKILL');
+    // A clock behind the exec timestamp (not the same clock) gives no figure rather than a wrong one.
+    const behind = new BlockProcessAction({
+      notifier,
+      logger,
+      control: new SpyControl(),
+      monotonicNs: () => 5,
+    });
+    const l2 = launch('sleep', ['30']);
+    const pid2 = l2.child.pid as number;
+    await waitFor(() => readStat('/proc', pid2)?.comm === 'sleep', 'sleep exec');
+    const r2 = await behind.execute({ ...observation(pid2), execNs: 7_000_000_000 }, decision);
+    expect(r2.actionTaken).toBe('killed');
+    expect(r2.details).not.toHaveProperty('since_exec_ms');
+    expect(await l2.exited).toBe('SIGKILL');
   });
 });
 

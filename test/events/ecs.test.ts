@@ -156,7 +156,7 @@ describe('ECS mapping: kinds, categories, types', () => {
         interactive: true,
       },
       rule: { id: 'claude-code', name: 'Claude Code', version: '12' },
-      toolguard: { mode: 'enforce', action_taken: 'killed', killed_pids: [4242, 4243] },
+      toolguard: { mode: 'enforce', action_taken: 'killed', killed_pids: [4242, 4243], since_exec_ms: 1.27 },
     });
   });
 

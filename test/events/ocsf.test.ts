@@ -103,6 +103,7 @@ describe('OCSF mapping: classes, activities, outcomes', () => {
       cmd_line: 'node /home/alice/.npm-global/bin/claude --api-key [REDACTED]',
       file: { path: e.exe, name: 'cli.js', hashes: [{ algorithm_id: 3, value: 'a'.repeat(64) }] },
     });
+    expect(o.unmapped).toMatchObject({ toolguard: { killed_count: 2, since_exec_ms: 1.27 } });
     expect(o.observables).toContainEqual({
       name: 'process.file.hashes.value',
       type_id: 8,

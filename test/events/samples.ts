@@ -62,7 +62,11 @@ const path = {
 const FIELDS: Record<EventType, Record<string, unknown>> = {
   'process.blocked': {
     ...proc,
-    ...enforcement('block', 'killed', { killed: [4242, 4243], notified: { terminal: true, desktop: false } }),
+    ...enforcement('block', 'killed', {
+      killed: [4242, 4243],
+      since_exec_ms: 1.27,
+      notified: { terminal: true, desktop: false },
+    }),
   },
   'process.warned': {
     ...proc,

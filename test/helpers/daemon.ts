@@ -254,6 +254,7 @@ export interface ListedProcessEvent {
   readonly name?: string;
   readonly reason?: string;
   readonly rule?: { readonly id?: string };
+  readonly outcome?: { readonly action_taken?: string; readonly details?: Record<string, unknown> };
 }
 
 /**

@@ -9,6 +9,10 @@
  * (and whatever `protectedPids` names) are never signalled, neither as the target nor as a
  * descendant. Where the OS cannot suspend a process (Windows), the tree is collected and killed
  * top-down right after the identity check, without the stop, and the user is told afterwards.
+ *
+ * When the source saw the exec happen (Linux exec events: `obs.execNs`, the kernel's timestamp),
+ * the result says how long after the exec the SIGKILL went out (`details.since_exec_ms`, on the
+ * kernel's clock): guardd's own latency, without the process's fork before it or its teardown after.
  */
 import type { Logger } from '../../common/logger.js';
 import type { Decision } from '../../policy/matcher.js';
@@ -28,6 +32,8 @@ export interface BlockProcessActionOptions {
   readonly control?: ProcessControl;
   /** Longest wait for the notification before the kill (ms). */
   readonly notifyWaitMs?: number;
+  /** CLOCK_MONOTONIC now in ns, the clock of `obs.execNs` (tests). Default process.hrtime. */
+  readonly monotonicNs?: () => number;
 }
 
 /** The kill must not wait on people: 50 ms is enough for a terminal write; desktop runs on. */
@@ -39,11 +45,13 @@ export class BlockProcessAction implements Action<ProcessObservation> {
   private readonly control: ProcessControl;
   private readonly selfPid: number;
   private readonly notifyWaitMs: number;
+  private readonly monotonicNs: () => number;
 
   constructor(private readonly options: BlockProcessActionOptions) {
     this.control = options.control ?? processControlFor();
     this.selfPid = options.selfPid ?? process.pid;
     this.notifyWaitMs = options.notifyWaitMs ?? NOTIFY_WAIT_MS;
+    this.monotonicNs = options.monotonicNs ?? (() => Number(process.hrtime.bigint()));
   }
 
   async execute(obs: ProcessObservation, decision: Decision): Promise<ActionResult> {
@@ -93,13 +101,19 @@ export class BlockProcessAction implements Action<ProcessObservation> {
       }
       const killed: number[] = [];
       let denied = 0;
+      let killedAtNs: number | null = null;
       for (const p of stopped) {
         const k = c.signal(p, 'SIGKILL');
         if (k === 'ok') killed.push(p);
         else if (k === 'denied') denied++;
+        if (p === pid && k === 'ok') killedAtNs = this.monotonicNs();
       }
       notified ??= await this.notify(obs, decision);
-      const details = { killed, notified: { terminal: notified.terminal, desktop: notified.desktop } };
+      const details = {
+        killed,
+        notified: { terminal: notified.terminal, desktop: notified.desktop },
+        ...sinceExec(obs.execNs, killedAtNs),
+      };
       if (!killed.includes(pid)) return result('failed', 'kill_failed', details);
       return result('killed', denied > 0 ? 'kill_failed_descendants' : null, details);
     } catch (err) {
@@ -155,4 +169,10 @@ export class BlockProcessAction implements Action<ProcessObservation> {
       this.notifyWaitMs,
     );
   }
+}
+
+/** `since_exec_ms` (0.01 ms steps) when both instants are known and in order; else nothing. */
+function sinceExec(execNs: number | undefined, killedAtNs: number | null): { since_exec_ms?: number } {
+  if (execNs === undefined || killedAtNs === null || !(killedAtNs >= execNs)) return {};
+  return { since_exec_ms: Math.round((killedAtNs - execNs) / 1e4) / 100 };
 }

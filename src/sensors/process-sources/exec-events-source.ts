@@ -389,6 +389,7 @@ export function fromSnapshot(ev: ExecEvent): { raw: RawProcess; stat: ProcStat; 
     uid: ev.uid,
     tty: ttyPath(stat.ttyNr),
     image: imageToken(stat.image),
+    execNs: ev.ts,
   };
   const live = stat.state !== 'Z' && stat.state !== 'X' && cmd !== null && ev.uid !== null;
   return { raw, stat, live };

@@ -40,6 +40,12 @@ export interface RawProcess {
   readonly image?: string;
   /** Code-signing facts the exec carried (macOS eslogger); absent when the source has none. */
   readonly signing?: CodeSigning;
+  /**
+   * The kernel's timestamp of the exec (ns, CLOCK_MONOTONIC, the clock of
+   * `process.hrtime.bigint()`), when the source saw the exec happen (Linux exec events); absent
+   * for a process found by a scan.
+   */
+  readonly execNs?: number;
 }
 
 export interface ProcessSource {

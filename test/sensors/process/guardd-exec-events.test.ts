@@ -14,6 +14,7 @@ import {
   makeKey,
   policyBody,
   ROOT,
+  ruleEvents,
   runGuardctl,
   startGuardd,
   writeSignedPolicy,
@@ -132,8 +133,21 @@ describe.runIf(runnable)('guardd with exec events', () => {
   }
 
   it('status names the exec-events source and its counters; a banned program is killed', async () => {
+    const spawnedNs = process.hrtime.bigint();
     const l = launch(binary, ['30']);
     expect(await l.exited).toBe('SIGKILL');
+    const exitedMs = Number(process.hrtime.bigint() - spawnedNs) / 1e6;
+    // The event says how long after the kernel's exec the SIGKILL went out: the exec came after
+    // this test's spawn began and the kill before it saw the exit, so 0 ≤ since_exec_ms ≤ that span.
+    const blocked = await waitFor(
+      () => ruleEvents(guardd, 'process.blocked', 'tgev-banned').find((e) => e.pid === l.child.pid),
+      'the process.blocked event of the launch',
+    );
+    expect(blocked.outcome?.action_taken).toBe('killed');
+    const since = blocked.outcome?.details?.since_exec_ms;
+    expect(since).toBeTypeOf('number');
+    expect(since as number).toBeGreaterThanOrEqual(0);
+    expect(since as number).toBeLessThanOrEqual(exitedMs);
     const d = await waitFor(() => {
       const x = processDetails(guardd.socketDir);
       return x && (x.exec_events_received ?? 0) > 0 ? x : undefined;
