@@ -66,6 +66,10 @@ export const ERROR_CODES = {
     'the exec event program exited; it is restarted with backoff, ps-list polls meanwhile',
   GUARD_EXEC_STREAM_SCHEMA:
     'the exec event program writes a format version guardd does not know; the process sensor polls with ps-list',
+  // daemon: guardd's own scheduling (src/daemon/priority.ts, native/sched)
+  GUARD_SCHED_FAILED: "the kernel refused to read or set a thread's scheduling attributes (errno says why)",
+  GUARD_SCHED_BAD_ARGUMENT:
+    'the sched addon was given a tid that is not a positive int32 or a slice outside 0..100 ms',
   // enforcement
   GUARD_ENFORCE_IDENTITY_CHANGED: 'the process is not the one that was matched (pid reused)',
   GUARD_ENFORCE_PROTECTED_PROCESS: 'the target is guardd, PID 1 or an ancestor of guardd',

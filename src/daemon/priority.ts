@@ -8,45 +8,121 @@
  * CAP_SYS_NICE and guardd could not raise it there itself. Nice only orders who runs first when
  * cores are contended; what guardd may take stays bounded by the unit's CPUQuota.
  *
- * Children inherit it. One that runs as a user (a notification helper, the owner-fs child) must
- * give it up while still root — `asUserAtNormalPriority` — or the user would own a nice −10
+ * On Linux it also asks for a short EEVDF time slice, DAEMON_SLICE_NS, on every thread (through
+ * the addon native/sched: Node has no sched_setattr), as root or not: a thread may set its own
+ * slice without privilege. Threads created later inherit it from the thread that creates them.
+ *
+ * Children inherit both. One that runs as a user (a notification helper, the owner-fs child) must
+ * give the nice up while still root — `asUserAtNormalPriority` — or the user would own a nice −10
  * process (theirs to ptrace or signal, and so to take over) for as long as it runs, or at least
- * until it lowered its own priority.
+ * until it lowered its own priority. The slice needs no such care: it takes no privilege, so a
+ * child that keeps it has nothing it could not have set itself.
  *
  * Measured with bench/exec-events.bench.js (spawn → death of a banned script under load): the
  * tail is the main loop waiting for a core, and nice -10 shortens it (figures in docs/process-detection.md).
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { getPriority, setPriority } from 'node:os';
+import { createRequire } from 'node:module';
+import { constants, getPriority, setPriority } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 
 /** guardd's nice value (-20 highest … 19 lowest). */
 export const DAEMON_NICE = -10;
 
 /**
- * Raises this process's priority to DAEMON_NICE where it is lower, as root on Linux and macOS;
- * a no-op elsewhere and for an unprivileged run (local mode). Never throws: a refusal (no
- * CAP_SYS_NICE) is logged once at debug — the service definition has set it then.
- * Resolves with the main thread's nice afterwards (null where unknown).
+ * The EEVDF time slice guardd's threads ask for, in ns (Linux ≥ 6.12 honours it, an older kernel
+ * ignores it; the default grows with the CPU count, 1.4 ms on 2 CPUs; each thread's shows as
+ * `se.slice` in /proc/<pid>/task/<tid>/sched). A woken task whose slice is shorter than the
+ * running one's may preempt it at once (PREEMPT_SHORT) instead of waiting for that slice to end.
+ * Measured on a 2-vCPU VM (Linux 6.18) with a freshly exec'd `node` starting on both CPUs: guardd's
+ * main thread, woken by an exec event or a libuv pool completion, waited 1–4 ms on the runqueue
+ * even at nice −10 (schedstat: the runqueue wait was the delay); asking for 0.7 ms cut guardd's
+ * exec → SIGKILL p90 from ~4 ms to ~1 ms. Not shorter: at 0.1 ms guardd's own ~0.5 ms of work per
+ * event was itself preempted and the figure got worse.
+ */
+export const DAEMON_SLICE_NS = 700_000;
+
+/**
+ * The addon, relative to this file's place in dist/daemon/ (src/daemon/ under vitest). Built with
+ * join, not `new URL(…, import.meta.url)`: the packaging tests take those as files every payload
+ * must carry, and the Windows payload has no addon.
+ */
+export const SCHED_ADDON_PATH = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'native',
+  'sched',
+  'build',
+  'Release',
+  'sched.node',
+);
+
+/** native/sched (Linux only). */
+export interface SchedAddon {
+  /**
+   * Asks for an `ns` slice on thread `tid` (0: the default) and returns the slice the kernel then
+   * reports, in ns: 0 for a thread that is not SCHED_OTHER/SCHED_BATCH (left alone) and on a kernel
+   * without custom slices. Throws GUARD_SCHED_FAILED (with `errno`) when the kernel refuses,
+   * GUARD_SCHED_BAD_ARGUMENT (a TypeError) for a tid that is not a positive int32 or an ns outside
+   * 0..100_000_000.
+   */
+  setSlice(tid: number, ns: number): number;
+}
+
+/**
+ * Raises this process's priority to DAEMON_NICE where it is lower, as root on Linux and macOS
+ * (a no-op elsewhere and for an unprivileged run: local mode), then on Linux asks for a
+ * DAEMON_SLICE_NS slice on every thread, root or not. Never throws: a refusal (no CAP_SYS_NICE —
+ * the service definition has set the nice then —, a missing addon, a kernel that refuses the slice)
+ * is logged once at debug. Resolves with the main thread's nice afterwards (null where unknown).
  */
 export function raisePriority(logger: Logger): number | null {
-  if (process.platform === 'win32' || process.getuid?.() !== 0) return currentNice();
-  // Linux: one task per thread, each with its own nice. macOS: the process's.
+  if (process.platform === 'win32') return currentNice();
+  // Linux: one task per thread, each with its own nice and slice. macOS: the process's nice.
   const tids = process.platform === 'linux' ? threadIds() : [0];
+  if (process.getuid?.() === 0) {
+    let refused: string | null = null;
+    for (const tid of tids) {
+      try {
+        if (getPriority(tid) > DAEMON_NICE) setPriority(tid, DAEMON_NICE);
+      } catch (err) {
+        // A thread gone since the listing, or no privilege: nothing to do about either.
+        refused ??= (err as NodeJS.ErrnoException).code ?? 'error';
+      }
+    }
+    const nice = currentNice();
+    if (refused !== null && nice !== DAEMON_NICE) {
+      logger.debug({ nice, error: refused }, 'could not raise scheduling priority');
+    }
+  }
+  if (process.platform === 'linux') requestSlice(tids, logger);
+  return currentNice();
+}
+
+/** Asks for DAEMON_SLICE_NS on each of `tids`; the first refusal is logged at debug. */
+function requestSlice(tids: readonly number[], logger: Logger): void {
+  let addon: SchedAddon;
+  try {
+    addon = createRequire(import.meta.url)(SCHED_ADDON_PATH) as SchedAddon;
+  } catch (err) {
+    logger.debug({ path: SCHED_ADDON_PATH, error: errorMessage(err) }, 'could not request a time slice');
+    return;
+  }
   let refused: string | null = null;
   for (const tid of tids) {
     try {
-      if (getPriority(tid) > DAEMON_NICE) setPriority(tid, DAEMON_NICE);
+      // 0 from threadIds: it could not list the threads; the main thread is the process's pid.
+      addon.setSlice(tid === 0 ? process.pid : tid, DAEMON_SLICE_NS);
     } catch (err) {
-      // A thread gone since the listing, or no privilege: nothing to do about either.
-      refused ??= (err as NodeJS.ErrnoException).code ?? 'error';
+      // ESRCH: a thread gone since the listing. Anything else is worth a line, once.
+      if ((err as { errno?: number }).errno !== constants.errno.ESRCH) refused ??= errorMessage(err);
     }
   }
-  const nice = currentNice();
-  if (refused !== null && nice !== DAEMON_NICE) {
-    logger.debug({ nice, error: refused }, 'could not raise scheduling priority');
-  }
-  return nice;
+  if (refused !== null) logger.debug({ error: refused }, 'could not request a time slice');
 }
 
 function currentNice(): number | null {

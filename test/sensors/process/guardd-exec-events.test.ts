@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DAEMON_NICE } from '../../../src/daemon/priority.js';
+import { DAEMON_NICE, DAEMON_SLICE_NS } from '../../../src/daemon/priority.js';
 import {
   type Guardd,
   makeKey,
@@ -168,6 +168,11 @@ describe.runIf(runnable)('guardd with exec events', () => {
     // SCHED_FIFO priority 1 shows as priority -2 in stat; an ordinary task's is 20 + nice.
     expect(threads.find((t) => t.comm === 'tg-procevents')?.prio).toBe(-2);
     expect(threads.find((t) => t.comm !== 'tg-procevents')?.prio).toBe(20 + DAEMON_NICE);
+    // every other thread asked for guardd's short time slice; the real-time reader is left as it is
+    const slices = threadSlices(guardd.child.pid as number);
+    expect(slices.filter((t) => t.policy === 1).map((t) => t.comm)).toEqual(['tg-procevents']); // SCHED_FIFO
+    for (const t of slices.filter((x) => x.policy !== 1))
+      expect(t, t.comm).toMatchObject({ policy: 0, slice: wantedSlice() });
   });
 
   // The unit also sets LimitRTPRIO=1 so the reader may take SCHED_FIFO 1 without CAP_SYS_NICE;
@@ -193,6 +198,9 @@ describe.runIf(runnable)('guardd with exec events', () => {
     const threads = threadPriorities(child.pid);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE, prio: 20 + DAEMON_NICE });
     expect(threads.some((t) => t.comm === 'tg-procevents')).toBe(true);
+    // the time slice needs no privilege: every thread, the reader too (not real time here), has it
+    for (const t of threadSlices(child.pid))
+      expect(t, t.comm).toMatchObject({ policy: 0, slice: wantedSlice() });
     // its pre-exec deny must not refuse the next test's launch
     child.kill();
   });
@@ -232,6 +240,31 @@ function threadPriorities(pid: number): { comm: string; prio: number; nice: numb
     const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
     return { comm, prio: Number(f[15]), nice: Number(f[16]) };
   });
+}
+
+/**
+ * Each thread of `pid`: its name, scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO) and EEVDF slice
+ * in ns (`se.slice`), from /proc/<pid>/task/<tid>/sched.
+ */
+function threadSlices(pid: number): { comm: string; policy: number; slice: number }[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const sched = readFileSync(`/proc/${pid}/task/${tid}/sched`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}\\s*:\\s*(\\d+)`, 'm').exec(sched)?.[1]);
+    const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+    return { comm, policy: field('policy'), slice: field('se\\.slice') };
+  });
+}
+
+/**
+ * The slice guardd's threads must show: DAEMON_SLICE_NS where the kernel takes custom slices
+ * (Linux ≥ 6.12), else the default one, this test process's own (it asks for none).
+ */
+function wantedSlice(): number {
+  const [major = 0, minor = 0] = readFileSync('/proc/sys/kernel/osrelease', 'utf8')
+    .split('.')
+    .map((n) => Number.parseInt(n, 10));
+  if (major > 6 || (major === 6 && minor >= 12)) return DAEMON_SLICE_NS;
+  return threadSlices(process.pid).find((t) => t.policy === 0)?.slice ?? Number.NaN;
 }
 
 /** Whether capability `cap` is in `pid`'s effective set. */
