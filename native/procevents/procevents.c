@@ -27,11 +27,18 @@
  *       read it; cmdline a Buffer), counters: { received, kernelDrops, queueDrops }.
  *       Throws an Error with code GUARD_PROCEVENTS_OPEN_FAILED (errno name in the message: EPERM
  *       without CAP_NET_ADMIN, EPROTONOSUPPORT without the connector).
- *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf, readerErrno } (also passed to
- *       onBatch); readerErrno is non-zero once the reader stopped on a socket error: no more
- *       events will come, and the caller must fall back (guardd polls /proc).
- *   close(handle) -> boolean: unsubscribes, stops and joins the thread, closes the socket, true.
- *       false when the reader did not stop within CLOSE_JOIN_LIMIT_S (left behind, see js_close).
+ *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf, readerErrno, walks,
+ *       walkDrops } (also passed to onBatch); readerErrno is non-zero once the reader stopped on a
+ *       socket error: no more events will come, and the caller must fall back (guardd polls
+ *       /proc). walks/walkDrops: the walker's (below).
+ *   setWalks(handle, on): whether the reader asks walker.c (a second thread) for the script walks
+ *       of interpreters' execs (off at open: guardd turns it on while a rule needs script packages).
+ *   takeWalk(handle, pid, ts) -> [{ path, mode, uid, gid, dev, ino, link } | { path, code }] | null:
+ *       the script walk of that exec read ahead by the walker, taken once; null when there is none
+ *       (yet).
+ *   close(handle) -> boolean: unsubscribes, stops and joins the threads, closes the socket, true.
+ *       false when the reader or the walker did not stop within CLOSE_JOIN_LIMIT_S (left behind,
+ *       see js_close).
  *       Twice is safe; no onBatch call happens after it returns.
  */
 #define _GNU_SOURCE
@@ -55,8 +62,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define NAPI_VERSION 8
-#include <node_api.h>
+#include "walker.h"
 
 /* The same cap as the procfs source (CMDLINE_MAX_BYTES in proc-files.ts): argv beyond it is cut. */
 #define CMDLINE_MAX 32768
@@ -110,6 +116,10 @@ typedef struct {
   atomic_int reader_errno;
   atomic_ullong received, kernel_drops, queue_drops;
   int rcvbuf;
+  /* Script walks read ahead for interpreter execs (walker.c); NULL when it could not start. */
+  walker_t *walker;
+  /* Whether to ask it (setWalks: only while a rule needs script packages). */
+  atomic_int walks_on;
 } state_t;
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
@@ -126,6 +136,10 @@ static napi_value counters_of(napi_env env, state_t *s) {
   set_num(env, o, "queueDrops", (double)atomic_load(&s->queue_drops));
   set_num(env, o, "rcvbuf", s->rcvbuf);
   set_num(env, o, "readerErrno", atomic_load(&s->reader_errno));
+  uint64_t walks, walk_drops;
+  walker_counters(s->walker, &walks, &walk_drops);
+  set_num(env, o, "walks", (double)walks);
+  set_num(env, o, "walkDrops", (double)walk_drops);
   return o;
 }
 
@@ -201,6 +215,27 @@ static event_t *snapshot(int32_t pid, uint64_t ts) {
   e->cmd = p;
   if (cmd_len > 0) memcpy(p, cmd, (size_t)cmd_len);
   return e;
+}
+
+/* Asks the walker for the script walks of an interpreter's exec (exe basename or comm). */
+static void request_walk(state_t *s, const event_t *e) {
+  if (s->walker == NULL || e->cmd_len <= 0 || !atomic_load(&s->walks_on)) return;
+  int interp = 0;
+  if (e->exe_len > 0) {
+    const char *exe = e->exe, *base = exe;
+    int len = e->exe_len;
+    if (len > 10 && memcmp(exe + len - 10, " (deleted)", 10) == 0) len -= 10;
+    for (int i = 0; i < len; i++)
+      if (exe[i] == '/') base = exe + i + 1;
+    interp = walker_is_interpreter(base, (int)(exe + len - base));
+  }
+  if (!interp && e->stat_len > 0) {
+    const char *open = memchr(e->stat, '(', (size_t)e->stat_len), *close = NULL;
+    for (int i = e->stat_len - 1; i >= 0 && close == NULL; i--)
+      if (e->stat[i] == ')') close = e->stat + i;
+    if (open != NULL && close != NULL && close > open) interp = walker_is_interpreter(open + 1, (int)(close - open - 1));
+  }
+  if (interp) walker_request(s->walker, e->pid, e->ts, e->cmd, e->cmd_len);
 }
 
 static void wake(state_t *s) {
@@ -280,7 +315,10 @@ static void *reader(void *arg) {
         atomic_fetch_add(&s->received, 1);
         event_t *e = snapshot(ev->event_data.exec.process_tgid, ev->timestamp_ns);
         if (e == NULL) atomic_fetch_add(&s->queue_drops, 1);
-        else enqueue(s, e);
+        else {
+          request_walk(s, e);
+          enqueue(s, e);
+        }
         if (++got % WAKE_EVERY == 0) wake(s);
       }
     }
@@ -484,8 +522,14 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
   /* The reader never keeps the process alive by itself: guardd's own timers and servers do. */
   napi_unref_threadsafe_function(env, s->tsfn);
+  /* Started before the reader, which asks it from the first event; none: no read-ahead. */
+  s->walker = walker_start();
   if (pthread_create(&s->thread, NULL, reader, s) != 0) {
     int err = errno;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    (void)walker_stop(s->walker, &now); /* idle: joins at once */
+    s->walker = NULL;
     close(sock);
     close(stopfd);
     s->sock = s->stopfd = -1;
@@ -517,6 +561,39 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   return s ? counters_of(env, s) : NULL;
 }
 
+/* takeWalk(handle, pid, ts): the walker's answers for that exec, or null (walker.h). */
+static napi_value js_take_walk(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *p = NULL;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t pid;
+  double ts;
+  if (argc < 3 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
+      napi_get_value_int32(env, argv[1], &pid) != napi_ok || napi_get_value_double(env, argv[2], &ts) != napi_ok) {
+    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "takeWalk(handle, pid, ts)");
+    return NULL;
+  }
+  state_t *s = p;
+  return walker_take(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
+}
+
+/* setWalks(handle, on): whether the reader asks the walker for interpreters' script walks. */
+static napi_value js_set_walks(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *p = NULL;
+  bool on;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
+      napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "setWalks(handle, on)");
+    return NULL;
+  }
+  atomic_store(&((state_t *)p)->walks_on, on ? 1 : 0);
+  return NULL;
+}
+
 static napi_value js_close(napi_env env, napi_callback_info info) {
   state_t *s = handle_of(env, info);
   if (s == NULL) return NULL;
@@ -538,6 +615,15 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
       napi_get_boolean(env, false, &no);
       return no;
     }
+    /* The reader is gone, so nothing asks the walker any more; a walker inside a stalled walk is
+     * left behind the same way (with its own memory: `closed` keeps takeWalk away from it). */
+    int left = walker_stop(s->walker, &until);
+    s->walker = NULL;
+    if (left != 0) {
+      napi_value no;
+      napi_get_boolean(env, false, &no);
+      return no;
+    }
   }
   (void)send_mcast(s->sock, PROC_CN_MCAST_IGNORE);
   close(s->sock);
@@ -555,6 +641,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
       {"counters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"takeWalk", NULL, js_take_walk, NULL, NULL, NULL, napi_default, NULL},
+      {"setWalks", NULL, js_set_walks, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

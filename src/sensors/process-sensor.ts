@@ -161,6 +161,7 @@ export class ProcessSensor implements Sensor {
       scriptPackage: matcher.needs.scriptPackage,
       markers: matcher.needs.markers,
     };
+    this.options.source.readAhead?.(matcher.needs.scriptPackage);
     this.matcher = matcher;
     if (this.policyVersion !== null && this.policyVersion !== matcher.policyVersion) {
       // A new policy may ban something already running: report every process again.
@@ -498,6 +499,8 @@ export class ProcessSensor implements Sensor {
       () => source.cwd(raw.pid, raw.tid),
       raw.uid,
       () => source.groups?.(raw.pid, raw.tid) ?? null,
+      // the walk read right after the exec (a retry, later, walks afresh)
+      attempt === 0 ? (source.walked?.(raw) ?? null) : null,
     );
     if (r.stalled) this.retryScript(raw, attempt + 1);
     return r.pkg;

@@ -465,6 +465,8 @@ export class ScriptPackageResolver {
   /**
    * Like `resolve`, and says whether the answer is final: `stalled` is true when a file call did
    * not answer in time or found no free slot, so a later attempt may still find the package.
+   * `walked`: steps already read for this process (the exec-events source reads its script
+   * candidates' walks right after the exec: `ProcessSource.walked`), used before asking the pool.
    */
   async resolveOutcome(
     exe: string | null,
@@ -473,8 +475,9 @@ export class ScriptPackageResolver {
     cwd: string | null | (() => string | null),
     uid: number | null = null,
     groups: GroupsArg = null,
+    walked: ReadonlyMap<string, ChainAnswer> | null = null,
   ): Promise<{ pkg: ScriptPackage | null; stalled: boolean }> {
-    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid, groups);
+    const pkg = await this.resolveOnce(exe, name, argv, cwd, uid, groups, walked);
     return pkg === 'stalled' ? { pkg: null, stalled: true } : { pkg, stalled: false };
   }
 
@@ -485,6 +488,7 @@ export class ScriptPackageResolver {
     cwd: string | null | (() => string | null),
     uid: number | null,
     groupsArg: GroupsArg,
+    walked: ReadonlyMap<string, ChainAnswer> | null,
   ): Promise<ScriptPackage | null | 'stalled'> {
     const interpreter = exe && isInterpreter(exe) ? exe : isInterpreter(name) ? name : null;
     if (interpreter === null) return null;
@@ -513,7 +517,7 @@ export class ScriptPackageResolver {
         if (!workDir) return null;
         script = resolve(workDir, arg);
       }
-      const entry = await this.entryOf(script, cred, key, deadline);
+      const entry = await this.entryOf(script, cred, key, deadline, walked);
       if (entry.kind === 'stalled') {
         this.counts.stalled++;
         return 'stalled';
@@ -589,9 +593,10 @@ export class ScriptPackageResolver {
     cred: Credentials,
     key: number,
     deadline: number,
+    ahead: ReadonlyMap<string, ChainAnswer> | null = null,
   ): Promise<Step<Entry> | { kind: 'unreachable' }> {
     for (const path of [script, ...NODE_MAIN_EXTENSIONS.map((ext) => script + ext)]) {
-      const walked = await this.walk(path, cred, key, deadline);
+      const walked = await this.walk(path, cred, key, deadline, ahead);
       if (walked.kind !== 'none') return walked;
     }
     return { kind: 'none' };
@@ -601,18 +606,20 @@ export class ScriptPackageResolver {
    * Resolves `path` (absolute, lexically normalised) one component at a time from `/`, the way
    * the kernel does, following symlinks: every directory looked into must be searchable by the
    * process's user (else `unreachable`: root's view must not tell what that user cannot reach),
-   * and each step records whether root or that user placed its entry (`stepPlaced`).
+   * and each step records whether root or that user placed its entry (`stepPlaced`). Steps in
+   * `ahead` (read right after the exec) are taken from it; the others are asked of the pool.
    */
   private async walk(
     path: string,
     cred: Credentials,
     key: number,
     deadline: number,
+    ahead: ReadonlyMap<string, ChainAnswer> | null = null,
   ): Promise<Step<Entry> | { kind: 'unreachable' }> {
     // Answers of the last chain jobs by path: each job lstats the lexical prefixes the walk will
     // step through next (and reads a link's target), so a path without links is one trip through
     // the pool, not one per component. Only this walk uses them.
-    const answers = new Map<string, ChainAnswer>();
+    const answers = new Map<string, ChainAnswer>(ahead ?? []);
     const stepOf = async (p: string): Promise<Step<ChainStep>> => {
       let a = answers.get(p);
       if (a === undefined) {

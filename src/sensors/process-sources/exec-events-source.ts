@@ -26,6 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import type { ChainAnswer } from '../safe-read.js';
 import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
 import {
@@ -102,6 +103,9 @@ export interface ExecEventCounters {
   readonly queueDrops: number;
   /** The socket's receive buffer as the kernel set it (bytes). */
   readonly rcvbuf?: number;
+  /** Script walks read ahead by the addon's walker thread, and requests it dropped (queue full). */
+  readonly walks?: number;
+  readonly walkDrops?: number;
   /** Non-zero once the reader thread stopped on a socket error: no more events will come. */
   readonly readerErrno?: number;
 }
@@ -115,7 +119,24 @@ export interface ProcEventsAddon {
   counters(handle: unknown): ExecEventCounters;
   /** false: the reader thread did not stop in time and was left behind (stuck in a /proc read). */
   close(handle: unknown): boolean;
+  /** The walker's answers for the exec (pid, ts), taken once; null when there are none. */
+  takeWalk?(handle: unknown, pid: number, ts: number): readonly WalkAnswer[] | null;
+  /** Whether the reader asks the walker for interpreters' script walks (off at open). */
+  setWalks?(handle: unknown, on: boolean): void;
 }
+
+/** One step of a script walk read ahead by the addon (the answer native/pathwalk gives, with its path). */
+export type WalkAnswer =
+  | { readonly path: string; readonly code: string }
+  | {
+      readonly path: string;
+      readonly mode: number;
+      readonly uid: number;
+      readonly gid: number;
+      readonly dev: number;
+      readonly ino: number;
+      readonly link: string | null;
+    };
 
 /** Loads the addon; throws GuardError GUARD_PROCEVENTS_UNAVAILABLE when missing or not loadable. */
 export function loadProcEvents(path: string = PROCEVENTS_ADDON_PATH): ProcEventsAddon {
@@ -166,6 +187,10 @@ export class ExecEventsSource implements ProcessSource {
   private resyncs = 0;
   private snapshots = 0;
   private eventReads = 0;
+  /** Script walks the sensor took from the addon's walker (the rest it walked through the pool). */
+  private walksTaken = 0;
+  /** Whether the addon reads script walks ahead (`readAhead`; applied at open too). */
+  private walksOn = false;
   private batches = 0;
 
   constructor(options: ExecEventsSourceOptions) {
@@ -212,6 +237,7 @@ export class ExecEventsSource implements ProcessSource {
       return;
     }
     this.state = 'active';
+    this.addon.setWalks?.(this.handle, this.walksOn);
     this.procfs.setExecSweepPeriod(EXEC_EVENTS_USER_SWEEP_MS);
     this.counters = this.addon.counters(this.handle);
     this.log.info({ rcvbuf: this.counters.rcvbuf }, 'exec events active (process events connector)');
@@ -267,6 +293,29 @@ export class ExecEventsSource implements ProcessSource {
     return this.procfs.execedSince(raw);
   }
 
+  readAhead(on: boolean): void {
+    this.walksOn = on;
+    if (this.state === 'active') this.addon?.setWalks?.(this.handle, on);
+  }
+
+  walked(raw: RawProcess): ReadonlyMap<string, ChainAnswer> | null {
+    if (this.state !== 'active' || raw.execNs === undefined || !this.addon?.takeWalk) return null;
+    const list = this.addon.takeWalk(this.handle, raw.pid, raw.execNs);
+    if (!list) return null;
+    this.walksTaken++;
+    return new Map(
+      list.map((a): [string, ChainAnswer] => [
+        a.path,
+        'code' in a
+          ? { ok: false, code: a.code }
+          : {
+              ok: true,
+              step: { mode: a.mode, uid: a.uid, gid: a.gid, dev: a.dev, ino: a.ino, link: a.link },
+            },
+      ]),
+    );
+  }
+
   details(): Record<string, unknown> {
     const c = this.state === 'active' && this.addon ? this.addon.counters(this.handle) : this.counters;
     return {
@@ -283,6 +332,13 @@ export class ExecEventsSource implements ProcessSource {
       exec_events_batches: this.batches,
       exec_events_reads: this.eventReads,
       ...(c.rcvbuf !== undefined ? { exec_events_rcvbuf: c.rcvbuf } : {}),
+      ...(c.walks !== undefined
+        ? {
+            exec_events_walks: c.walks,
+            exec_events_walk_drops: c.walkDrops ?? 0,
+            exec_events_walks_taken: this.walksTaken,
+          }
+        : {}),
     };
   }
 

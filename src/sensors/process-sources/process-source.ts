@@ -7,6 +7,7 @@
  */
 
 import type { CodeSigning } from '../observation.js';
+import type { ChainAnswer } from '../safe-read.js';
 
 /** Why the sensor polls: its interval elapsed ('scan'), or a push source woke it ('wake'). */
 export type PollReason = 'scan' | 'wake';
@@ -97,6 +98,14 @@ export interface ProcessSource {
    * that cannot tell leave it out.
    */
   execedSince?(raw: RawProcess): boolean;
+  /**
+   * Optional (Linux exec events). The steps of the walks to `raw`'s script candidates, read right
+   * after its exec (native/procevents walker.c): the answers `lstatUserChain` would give, by path.
+   * Taken once; null when there are none (not an interpreter, not read yet, already taken).
+   */
+  walked?(raw: RawProcess): ReadonlyMap<string, ChainAnswer> | null;
+  /** Optional (with `walked`): whether to read those walks ahead; on while a rule needs script packages. */
+  readAhead?(on: boolean): void;
   /** Cumulative counts of processes skipped or read partially, by reason. The sensor reports them. */
   readonly skipped: Readonly<Record<string, number>>;
   /** Source facts for `guardctl status` (e.g. processes known). */

@@ -161,16 +161,22 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(text).toMatch(/exec_events_kernel_drops=\d+/);
   });
 
-  it('runs every thread at its own nice, the exec-events reader above it in real time', async () => {
+  it('runs every thread at its own nice, the exec-events reader and walker above it in real time', async () => {
     const threads = threadPriorities(guardd.child.pid as number);
     expect(threads.length).toBeGreaterThan(1);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE });
     // SCHED_FIFO priority 1 shows as priority -2 in stat; an ordinary task's is 20 + nice.
-    expect(threads.find((t) => t.comm === 'tg-procevents')?.prio).toBe(-2);
-    expect(threads.find((t) => t.comm !== 'tg-procevents')?.prio).toBe(20 + DAEMON_NICE);
-    // every other thread asked for guardd's short time slice; the real-time reader is left as it is
+    const realTime = ['tg-procevents', 'tg-walker'];
+    for (const comm of realTime) expect(threads.find((t) => t.comm === comm)?.prio, comm).toBe(-2);
+    expect(threads.find((t) => !realTime.includes(t.comm))?.prio).toBe(20 + DAEMON_NICE);
+    // every other thread asked for guardd's short time slice; the real-time ones are left as they are
     const slices = threadSlices(guardd.child.pid as number);
-    expect(slices.filter((t) => t.policy === 1).map((t) => t.comm)).toEqual(['tg-procevents']); // SCHED_FIFO
+    expect(
+      slices
+        .filter((t) => t.policy === 1)
+        .map((t) => t.comm)
+        .sort(),
+    ).toEqual(realTime); // SCHED_FIFO
     for (const t of slices.filter((x) => x.policy !== 1))
       expect(t, t.comm).toMatchObject({ policy: 0, slice: wantedSlice() });
   });

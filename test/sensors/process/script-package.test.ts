@@ -5,6 +5,7 @@
 import { mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { type ChainAnswer, lstatChainSequential } from '../../../src/sensors/safe-read.js';
 import {
   isInterpreter,
   othersMayWrite,
@@ -15,6 +16,16 @@ import {
   stepPlaced,
 } from '../../../src/sensors/script-package.js';
 import { tempDir } from '../../helpers/tmp.js';
+
+/** `path` and every prefix of it from `/`, in walk order (the steps the resolver walks). */
+function walkPrefixes(path: string): string[] {
+  const out = ['/'];
+  for (const name of path.split('/').filter(Boolean)) {
+    const last = out[out.length - 1] as string;
+    out.push(last === '/' ? `/${name}` : `${last}/${name}`);
+  }
+  return out;
+}
 
 describe('scriptArgument', () => {
   const table: [string, string[], string | null][] = [
@@ -100,6 +111,30 @@ describe('ScriptPackageResolver', () => {
       '@scope/tool',
     );
     expect(r.counts.resolved).toBe(2);
+  });
+
+  it('takes the steps read ahead after the exec before asking the pool, and walks on from them', async () => {
+    // Two packages; the answers read ahead say the way to the first is a link to the second (a
+    // step changed between the read ahead and now, as far as the resolver can tell): it follows
+    // what it was given, so the answers are used, and walks the rest itself.
+    const other = join(dir, 'other');
+    mkdirSync(join(other, 'lib'), { recursive: true });
+    writeFileSync(join(other, 'package.json'), JSON.stringify({ name: 'other-tool', version: '1.0.0' }));
+    writeFileSync(join(other, 'lib', 'cli.js'), '');
+    const viaBin = join(dir, 'bin', 'innocent');
+    const ahead = new Map<string, ChainAnswer>(
+      (await lstatChainSequential(walkPrefixes(join(dir, 'bin')))).map((a, i, all) => [
+        walkPrefixes(join(dir, 'bin'))[i] as string,
+        i === all.length - 1 && a.ok ? { ok: true, step: { ...a.step, mode: 0o120777, link: other } } : a,
+      ]),
+    );
+    const r = new ScriptPackageResolver();
+    const argv = ['node', join(dir, 'bin', 'lib', 'cli.js')];
+    const got = await r.resolveOutcome('/usr/bin/node', 'node', argv, null, 0, null, ahead);
+    expect(got.pkg).toMatchObject({ name: 'other-tool', script: join(other, 'lib', 'cli.js') });
+    // Without them, the same command line names a file that is not there.
+    expect((await r.resolveOutcome('/usr/bin/node', 'node', argv, null, 0, null)).pkg).toBeNull();
+    expect((await r.resolve('/usr/bin/node', 'node', ['node', viaBin], null))?.name).toBe('@scope/tool');
   });
 
   it('resolves the script the way node does: no extension, a package directory, an unknown value flag', async () => {

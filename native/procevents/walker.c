@@ -1,0 +1,394 @@
+/*
+ * walker: the script walks of interpreter execs, read ahead of the JS thread, for guardd's script
+ * package resolver (src/sensors/script-package.ts, `walk`).
+ *
+ * Owns: one thread (tg-walker) and two small rings. For an exec of an interpreter (node, python…:
+ * walker_is_interpreter, the same names as INTERPRETER in script-package.ts) the reader thread
+ * hands over the argv; the walker takes the first arguments that may be the script (at most
+ * MAX_CANDIDATES of the first SCAN_ARGS, not options), makes each absolute with the process's
+ * working directory, and lstats every prefix of it from "/" (reading the first symlink met, and
+ * stopping after it, after an error or after anything that is not a directory: the steps the
+ * resolver asks native/pathwalk for, with the same answers). The answers wait in a ring until the
+ * JS thread takes them for that (pid, exec timestamp) when it resolves the process's script. Why:
+ * asking the libuv pool for that walk costs two thread hand-overs after the event reached JS, and
+ * on a busy machine each hand-over waits milliseconds for a core (the tail of the time to kill a
+ * banned script); read here, right after the exec, the answers are usually there when JS looks.
+ *
+ * The thread runs at the reader's real-time priority (SCHED_FIFO 1; without the privilege it keeps
+ * guardd's nice): woken by the reader, it must walk before the event loop gets to the process,
+ * which it does in tens of microseconds. Its work per request is bounded (MAX_ANSWERS lstats, three
+ * readlinks), it sleeps when a call waits, and the kernel's real-time throttling bounds it anyway.
+ *
+ * Never in anyone's way: the reader never waits for the walker (a full queue drops the request,
+ * counted), JS never waits for it (not done yet: the resolver walks through the pool as before,
+ * under its own deadline), and only this thread touches the user's paths, so a stalled mount
+ * (FUSE, NFS) pins it alone; its queue then fills and requests are dropped until it returns.
+ * Answers are facts of the moment after the exec, like the pool's a little later; the resolver
+ * applies the same checks to both. Paths that are not already in normal form (".", "..", "//",
+ * a trailing "/") are left to the resolver, which normalises them itself.
+ *
+ * The lstat step and the errno names are those of native/pathwalk/pathwalk.c (`execute`,
+ * `errno_code`): each addon is built from its own directory alone, so they are written in both;
+ * test/sensors/process/exec-walks.test.ts checks the answers are equal.
+ */
+#define _GNU_SOURCE
+#include "walker.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Requests waiting for the walker at most (a burst of interpreter execs; beyond it: dropped). */
+#define QUEUE_MAX 64
+/* Walks kept for JS to take at most (the oldest is overwritten). */
+#define RESULTS_MAX 64
+/* Arguments looked at, and script candidates taken from them (script-package.ts takes 3). */
+#define SCAN_ARGS 16
+#define MAX_CANDIDATES 3
+/* Answers per exec at most (the resolver's CHAIN_MAX_PATHS). */
+#define MAX_ANSWERS 128
+/* argv bytes copied per request at most (the candidates are among the first arguments). */
+#define ARGV_COPY_MAX 16384
+/* Path and link bytes one request's answers hold at most (64 kept: a few MiB however long the
+ * paths a user makes up); the walk stops there. */
+#define ANSWER_BYTES_MAX 65536
+/* The reader's (procevents.c READER_RT_PRIORITY): the unit allows 1 and nothing above. */
+#define WALKER_RT_PRIORITY 1
+
+typedef struct {
+  char *path; /* the prefix answered */
+  int err;    /* 0 or errno */
+  uint32_t mode, uid, gid;
+  uint64_t dev, ino;
+  char *link; /* a symlink's target, else NULL */
+} answer_t;
+
+typedef struct {
+  int32_t pid;
+  uint64_t ts;
+  int argv_len;
+  char *argv; /* NUL-separated, malloc'd */
+} request_t;
+
+typedef struct {
+  int32_t pid;
+  uint64_t ts;
+  int used;
+  int count;
+  answer_t *answers;
+} result_t;
+
+struct walker {
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  request_t queue[QUEUE_MAX];
+  int qhead, qcount;
+  result_t results[RESULTS_MAX];
+  int rnext;
+  atomic_int stop;
+  atomic_ullong done, dropped;
+};
+
+int walker_is_interpreter(const char *name, int len) {
+  static const char *const names[] = {"node", "nodejs", "bun", "deno", "ruby", "perl"};
+  char low[32];
+  if (len <= 0 || len >= (int)sizeof(low)) return 0;
+  for (int i = 0; i < len; i++) low[i] = (char)tolower((unsigned char)name[i]);
+  low[len] = '\0';
+  if (len > 4 && strcmp(low + len - 4, ".exe") == 0) low[len -= 4] = '\0';
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strcmp(low, names[i]) == 0) return 1;
+  /* python, python3, python3.12: python(\d+(\.\d+)?)? */
+  if (strncmp(low, "python", 6) != 0) return 0;
+  const char *p = low + 6;
+  if (*p == '\0') return 1;
+  if (!isdigit((unsigned char)*p)) return 0;
+  while (isdigit((unsigned char)*p)) p++;
+  if (*p == '\0') return 1;
+  if (*p != '.' || !isdigit((unsigned char)p[1])) return 0;
+  p++;
+  while (isdigit((unsigned char)*p)) p++;
+  return *p == '\0';
+}
+
+static void free_answers(answer_t *a, int n) {
+  for (int i = 0; i < n; i++) {
+    free(a[i].path);
+    free(a[i].link);
+  }
+  free(a);
+}
+
+/* Absolute and already in normal form (what path.resolve returns unchanged). */
+static int normal_absolute(const char *p, size_t n) {
+  if (n == 0 || p[0] != '/' || n >= PATH_MAX) return 0;
+  if (n > 1 && p[n - 1] == '/') return 0;
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (p[i] != '/') continue;
+    const char *s = p + i + 1;
+    size_t rest = n - i - 1;
+    if (s[0] == '/') return 0;
+    if (s[0] == '.' && (rest == 1 || s[1] == '/')) return 0;
+    if (s[0] == '.' && s[1] == '.' && (rest == 2 || s[2] == '/')) return 0;
+  }
+  return 1;
+}
+
+/* lstat of one step (as native/pathwalk `execute`): 1 when the walk goes on below it. */
+static int step(const char *path, answer_t *a) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    a->err = errno;
+    return 0;
+  }
+  a->mode = st.st_mode;
+  a->uid = st.st_uid;
+  a->gid = st.st_gid;
+  a->dev = st.st_dev;
+  a->ino = st.st_ino;
+  if (S_ISLNK(st.st_mode)) {
+    char buf[PATH_MAX + 1];
+    ssize_t n = readlink(path, buf, sizeof(buf));
+    if (n < 0) a->err = errno;
+    else if ((size_t)n >= sizeof(buf)) a->err = ENAMETOOLONG;
+    else if ((a->link = strndup(buf, (size_t)n)) == NULL) a->err = ENOMEM;
+    return 0;
+  }
+  return S_ISDIR(st.st_mode);
+}
+
+/* Appends the answers for every prefix of `path` (normal form) to `out`; returns the new count.
+ * `*bytes`: path and link bytes held so far (ANSWER_BYTES_MAX). */
+static int walk_path(const char *path, size_t n, answer_t *out, int count, size_t *bytes) {
+  size_t end = 1; /* "/" first */
+  while (count < MAX_ANSWERS && *bytes + end + PATH_MAX <= ANSWER_BYTES_MAX) {
+    answer_t *a = &out[count];
+    memset(a, 0, sizeof(*a));
+    if ((a->path = strndup(path, end)) == NULL) return count;
+    count++;
+    int more = step(a->path, a);
+    *bytes += end + (a->link ? strlen(a->link) : 0);
+    if (!more || end >= n) return count;
+    /* the next component starts after "/" (end 1) or after the '/' at `end` */
+    size_t from = end == 1 ? 1 : end + 1;
+    const char *slash = memchr(path + from, '/', n - from);
+    end = slash ? (size_t)(slash - path) : n;
+  }
+  return count;
+}
+
+/* The walks of one request: candidates from its argv, each made absolute and walked. */
+static int walk_request(const request_t *r, answer_t *out) {
+  int count = 0, taken = 0;
+  size_t bytes = 0;
+  char cwd[PATH_MAX];
+  int cwd_len = -1; /* -1: not read yet, -2: unreadable */
+  const char *p = r->argv, *end = r->argv + r->argv_len;
+  p += strnlen(p, (size_t)(end - p)) + 1; /* argv[0] */
+  for (int i = 1; i <= SCAN_ARGS && p < end && taken < MAX_CANDIDATES; i++) {
+    size_t len = strnlen(p, (size_t)(end - p));
+    const char *arg = p;
+    p += len + 1;
+    if (len == 0 || arg[0] == '-') continue;
+    taken++;
+    char path[PATH_MAX];
+    size_t n;
+    if (arg[0] == '/') {
+      if (len >= sizeof(path)) continue;
+      memcpy(path, arg, len);
+      n = len;
+    } else {
+      if (cwd_len == -1) {
+        char link[64];
+        snprintf(link, sizeof(link), "/proc/%d/cwd", r->pid);
+        ssize_t c = readlink(link, cwd, sizeof(cwd) - 1);
+        cwd_len = c > 0 && cwd[0] == '/' ? (int)c : -2;
+      }
+      if (cwd_len < 0) continue;
+      size_t base = cwd_len == 1 ? 0 : (size_t)cwd_len; /* cwd "/" joins as "/arg" */
+      if (base + 1 + len >= sizeof(path)) continue;
+      memcpy(path, cwd, base);
+      path[base] = '/';
+      memcpy(path + base + 1, arg, len);
+      n = base + 1 + len;
+    }
+    path[n] = '\0';
+    if (!normal_absolute(path, n)) continue;
+    count = walk_path(path, n, out, count, &bytes);
+  }
+  return count;
+}
+
+static void store(walker_t *w, const request_t *r, answer_t *answers, int count) {
+  pthread_mutex_lock(&w->mu);
+  result_t *slot = &w->results[w->rnext];
+  w->rnext = (w->rnext + 1) % RESULTS_MAX;
+  if (slot->used) free_answers(slot->answers, slot->count);
+  slot->pid = r->pid;
+  slot->ts = r->ts;
+  slot->count = count;
+  slot->answers = answers;
+  slot->used = 1;
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void *run(void *arg) {
+  walker_t *w = arg;
+  (void)pthread_setname_np(pthread_self(), "tg-walker");
+  struct sched_param sp = {.sched_priority = WALKER_RT_PRIORITY};
+  (void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp); /* else: guardd's nice, inherited */
+  pthread_mutex_lock(&w->mu);
+  for (;;) {
+    while (w->qcount == 0 && !atomic_load(&w->stop)) pthread_cond_wait(&w->cond, &w->mu);
+    if (atomic_load(&w->stop)) break;
+    request_t r = w->queue[w->qhead];
+    w->qhead = (w->qhead + 1) % QUEUE_MAX;
+    w->qcount--;
+    pthread_mutex_unlock(&w->mu);
+    answer_t *answers = calloc(MAX_ANSWERS, sizeof(answer_t));
+    if (answers != NULL) {
+      int count = walk_request(&r, answers);
+      store(w, &r, answers, count);
+      atomic_fetch_add(&w->done, 1);
+    }
+    free(r.argv);
+    pthread_mutex_lock(&w->mu);
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+walker_t *walker_start(void) {
+  walker_t *w = calloc(1, sizeof(walker_t));
+  if (w == NULL) return NULL;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  if (pthread_create(&w->thread, NULL, run, w) != 0) {
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void walker_request(walker_t *w, int32_t pid, uint64_t ts, const char *cmd, int cmd_len) {
+  if (w == NULL || cmd_len <= 0) return;
+  int len = cmd_len < ARGV_COPY_MAX ? cmd_len : ARGV_COPY_MAX;
+  char *copy = malloc((size_t)len + 1);
+  if (copy == NULL) {
+    atomic_fetch_add(&w->dropped, 1);
+    return;
+  }
+  memcpy(copy, cmd, (size_t)len);
+  copy[len] = '\0'; /* a cut argument ends here */
+  pthread_mutex_lock(&w->mu);
+  if (w->qcount >= QUEUE_MAX || atomic_load(&w->stop)) {
+    pthread_mutex_unlock(&w->mu);
+    free(copy);
+    atomic_fetch_add(&w->dropped, 1);
+    return;
+  }
+  w->queue[(w->qhead + w->qcount) % QUEUE_MAX] = (request_t){.pid = pid, .ts = ts, .argv_len = len + 1, .argv = copy};
+  w->qcount++;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* errno names as native/pathwalk `errno_code`. */
+static const char *errno_code(int err) {
+  switch (err) {
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case ELOOP: return "ELOOP";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOMEM: return "ENOMEM";
+    case EIO: return "EIO";
+    default: return "EUNKNOWN";
+  }
+}
+
+static void set_str(napi_env env, napi_value obj, const char *key, const char *s) {
+  napi_value v;
+  if (s == NULL) napi_get_null(env, &v);
+  else napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, key, v);
+}
+
+static void set_double(napi_env env, napi_value obj, const char *key, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  napi_set_named_property(env, obj, key, v);
+}
+
+napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts) {
+  napi_value out;
+  result_t found = {0};
+  if (w != NULL) {
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < RESULTS_MAX; i++) {
+      result_t *slot = &w->results[i];
+      if (slot->used && slot->pid == pid && (double)slot->ts == ts) {
+        found = *slot;
+        memset(slot, 0, sizeof(*slot));
+        break;
+      }
+    }
+    pthread_mutex_unlock(&w->mu);
+  }
+  if (!found.used) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_create_array_with_length(env, (size_t)found.count, &out);
+  for (int i = 0; i < found.count; i++) {
+    const answer_t *a = &found.answers[i];
+    napi_value o;
+    napi_create_object(env, &o);
+    set_str(env, o, "path", a->path);
+    if (a->err != 0) set_str(env, o, "code", errno_code(a->err));
+    else {
+      set_double(env, o, "mode", a->mode);
+      set_double(env, o, "uid", a->uid);
+      set_double(env, o, "gid", a->gid);
+      set_double(env, o, "dev", (double)a->dev);
+      set_double(env, o, "ino", (double)a->ino);
+      set_str(env, o, "link", a->link);
+    }
+    napi_set_element(env, out, (uint32_t)i, o);
+  }
+  free_answers(found.answers, found.count);
+  return out;
+}
+
+void walker_counters(walker_t *w, uint64_t *done, uint64_t *dropped) {
+  *done = w ? atomic_load(&w->done) : 0;
+  *dropped = w ? atomic_load(&w->dropped) : 0;
+}
+
+int walker_stop(walker_t *w, const struct timespec *until) {
+  if (w == NULL) return 0;
+  pthread_mutex_lock(&w->mu);
+  atomic_store(&w->stop, 1);
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->mu);
+  if (pthread_timedjoin_np(w->thread, NULL, until) != 0) return -1;
+  for (int i = 0; i < w->qcount; i++) free(w->queue[(w->qhead + i) % QUEUE_MAX].argv);
+  for (int i = 0; i < RESULTS_MAX; i++)
+    if (w->results[i].used) free_answers(w->results[i].answers, w->results[i].count);
+  pthread_cond_destroy(&w->cond);
+  pthread_mutex_destroy(&w->mu);
+  free(w);
+  return 0;
+}

@@ -1,0 +1,239 @@
+/**
+ * Script walks read ahead of the JS thread (native/procevents walker.c), as root with real
+ * processes: for an interpreter's exec the addon's walker lstats every prefix of the script
+ * candidates (absolute, or made so with the process's working directory) and the answers equal
+ * those of lstat/readlink one call after another (what native/pathwalk answers the resolver);
+ * they are taken once; a non-interpreter (the same names as script-package.ts's) and a path not in
+ * normal form get none; and a stalled
+ * mount pins the walker alone: exec events keep coming, requests beyond its queue are dropped and
+ * counted, and it walks again once the mount answers.
+ */
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  type ExecEvent,
+  type ExecEventCounters,
+  loadProcEvents,
+  type ProcEventsAddon,
+  type WalkAnswer,
+} from '../../../src/sensors/process-sources/exec-events-source.js';
+import { type ChainAnswer, lstatChainSequential } from '../../../src/sensors/safe-read.js';
+import { isInterpreter } from '../../../src/sensors/script-package.js';
+import { tempDir } from '../../helpers/tmp.js';
+import { waitFor } from '../../helpers/wait.js';
+import { compileC, mountStalled } from '../hostile-fs.js';
+import { launch } from '../process/harness.js';
+
+const runnable = process.platform === 'linux' && process.getuid?.() === 0;
+
+/** `path` and every prefix of it from `/`, in walk order. */
+function prefixes(path: string): string[] {
+  const out = ['/'];
+  for (const name of path.split('/').filter(Boolean)) {
+    const last = out[out.length - 1] as string;
+    out.push(last === '/' ? `/${name}` : `${last}/${name}`);
+  }
+  return out;
+}
+
+/** What the resolver's pool walk answers for `path`: path → answer, in order, up to where it stops. */
+async function expectedWalk(path: string): Promise<[string, ChainAnswer][]> {
+  const list = prefixes(path);
+  const answers = await lstatChainSequential(list);
+  return answers.map((a, i) => [list[i] as string, a]);
+}
+
+function asChain(a: WalkAnswer): [string, ChainAnswer] {
+  return [
+    a.path,
+    'code' in a
+      ? { ok: false, code: a.code }
+      : { ok: true, step: { mode: a.mode, uid: a.uid, gid: a.gid, dev: a.dev, ino: a.ino, link: a.link } },
+  ];
+}
+
+/** An addon opened for one test: its events, its counters, and a wait for one pid's event. */
+function opened(addon: ProcEventsAddon) {
+  const seen: ExecEvent[] = [];
+  let counters: ExecEventCounters | null = null;
+  const handle = addon.open(
+    (events, c) => {
+      seen.push(...events);
+      counters = c;
+    },
+    { rcvbuf: 1 << 22 },
+  );
+  addon.setWalks?.(handle, true);
+  return {
+    handle,
+    counters: () => counters ?? addon.counters(handle),
+    event: (pid: number) => waitFor(() => seen.find((e) => e.pid === pid), `the exec event of pid ${pid}`),
+  };
+}
+
+describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
+  const dir = tempDir('tgev-walk-');
+  chmodSync(dir, 0o755);
+  // A program that runs under an interpreter's name (exe basename and comm `node`) and waits.
+  const binDir = join(dir, 'bin');
+  mkdirSync(binDir);
+  const fakeNode = compileC(binDir, 'node', '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n');
+  const notInterpreter = compileC(
+    binDir,
+    'tgwalkx',
+    '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n',
+  );
+  const addon = loadProcEvents();
+  const launched: { child: { kill: (s: NodeJS.Signals) => boolean } }[] = [];
+  afterAll(() => {
+    for (const l of launched) l.child.kill('SIGKILL');
+  });
+  const start = (bin: string, args: string[], cwd?: string) => {
+    const l = launch(bin, args, undefined, cwd);
+    launched.push(l);
+    return l.child.pid as number;
+  };
+
+  it('answers what lstat/readlink answer for every prefix of each candidate, once', async () => {
+    const pkg = join(dir, 'pkg', 'lib');
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, 'cli.js'), '// cli\n');
+    symlinkSync(join(dir, 'pkg'), join(dir, 'link'));
+    mkdirSync(join(dir, 'rel'));
+    const abs = join(pkg, 'cli.js');
+    const viaLink = join(dir, 'link', 'lib', 'cli.js');
+    const o = opened(addon);
+    try {
+      // options are not candidates; the relative one is made absolute with the working directory
+      const pid = start(fakeNode, ['--inspect', abs, viaLink, 'rel/missing.js', 'fourth.js'], dir);
+      const ev = await o.event(pid);
+      const answers = await waitFor(() => addon.takeWalk?.(o.handle, pid, ev.ts), 'the walk of the exec');
+      const expected = [
+        ...(await expectedWalk(abs)),
+        ...(await expectedWalk(viaLink)),
+        ...(await expectedWalk(join(dir, 'rel', 'missing.js'))),
+      ];
+      expect(answers.map(asChain)).toEqual(expected);
+      // the walk stops at the link with its target, and at the missing file with ENOENT
+      expect(answers.find((a) => a.path === join(dir, 'link'))).toMatchObject({ link: join(dir, 'pkg') });
+      expect(answers.at(-1)).toEqual({ path: join(dir, 'rel', 'missing.js'), code: 'ENOENT' });
+      // three candidates at most: `fourth.js` was not walked
+      expect(answers.some((a) => a.path.endsWith('fourth.js'))).toBe(false);
+      // taken once
+      expect(addon.takeWalk?.(o.handle, pid, ev.ts)).toBeNull();
+      expect(o.counters().walks).toBeGreaterThan(0);
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('holds at most 64 KiB of paths per exec however deep the path: the rest is left to the pool', async () => {
+    // 100 directories of 31-byte names: the prefixes alone would be ~160 KiB
+    let deep = join(dir, 'deep');
+    for (let i = 0; i < 100; i++) deep = join(deep, `d${String(i).padStart(2, '0')}${'x'.repeat(28)}`);
+    mkdirSync(deep, { recursive: true });
+    const script = join(deep, 'cli.js');
+    writeFileSync(script, '');
+    const o = opened(addon);
+    try {
+      const pid = start(fakeNode, [script]);
+      const ev = await o.event(pid);
+      const answers = await waitFor(() => addon.takeWalk?.(o.handle, pid, ev.ts), 'the deep walk');
+      const expected = await expectedWalk(script);
+      expect(answers.length).toBeGreaterThan(10);
+      expect(answers.length).toBeLessThan(expected.length);
+      expect(answers.reduce((n, a) => n + Buffer.byteLength(a.path), 0)).toBeLessThanOrEqual(65536);
+      expect(answers.map(asChain)).toEqual(expected.slice(0, answers.length));
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('walks nothing for a program that is not an interpreter, nothing not in normal form, nothing while off', async () => {
+    const o = opened(addon);
+    try {
+      const other = start(notInterpreter, [join(dir, 'pkg', 'lib', 'cli.js')]);
+      const odd = start(fakeNode, [`${dir}/pkg/../pkg/lib/cli.js`, `${dir}//pkg`, `${dir}/pkg/`]);
+      const oddEvent = await o.event(odd);
+      // The walker takes requests in order: the later one done, an earlier one would be too.
+      const oddWalk = await waitFor(
+        () => addon.takeWalk?.(o.handle, odd, oddEvent.ts),
+        'the walk of the odd paths',
+      );
+      expect(oddWalk).toEqual([]);
+      const otherEvent = await o.event(other);
+      expect(addon.takeWalk?.(o.handle, other, otherEvent.ts)).toBeNull();
+      // a wrong exec timestamp names another exec of that pid: nothing
+      expect(addon.takeWalk?.(o.handle, odd, oddEvent.ts + 1)).toBeNull();
+      // Turned off (no rule needs script packages), an interpreter's exec is not walked either.
+      addon.setWalks?.(o.handle, false);
+      const off = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
+      const offEvent = await o.event(off);
+      addon.setWalks?.(o.handle, true);
+      const on = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
+      const onEvent = await o.event(on);
+      await waitFor(() => addon.takeWalk?.(o.handle, on, onEvent.ts), 'the walk once on again');
+      expect(addon.takeWalk?.(o.handle, off, offEvent.ts)).toBeNull();
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('takes the interpreters script-package.ts knows (its INTERPRETER), and only those', async () => {
+    const names = ['python3.12', 'python3', 'python', 'Node', 'nodejs', 'perl', 'ruby', 'bun', 'deno'];
+    const others = ['python3.', 'pythonx', 'perl5', 'nodex', 'py', 'node.js'];
+    const o = opened(addon);
+    try {
+      const runs: { name: string; pid: number }[] = [];
+      for (const name of [...names, ...others]) {
+        const bin = compileC(binDir, name, '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n');
+        runs.push({ name, pid: start(bin, [join(dir, 'pkg', 'lib', 'cli.js')]) });
+      }
+      const sentinel = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
+      const sentinelEvent = await o.event(sentinel);
+      // requests are walked in order: once the last is done, every earlier one is
+      await waitFor(() => addon.takeWalk?.(o.handle, sentinel, sentinelEvent.ts), 'the sentinel walk');
+      for (const { name, pid } of runs) {
+        const ev = await o.event(pid);
+        const walked = addon.takeWalk?.(o.handle, pid, ev.ts) ?? null;
+        expect({ name, walked: walked !== null }).toEqual({ name, walked: isInterpreter(name) });
+      }
+      expect(names.every(isInterpreter) && !others.some(isInterpreter)).toBe(true);
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('a stalled mount pins the walker alone: events go on, requests past its queue are dropped, then it walks again', async () => {
+    mkdirSync(join(dir, 'stall'));
+    const stall = await mountStalled(join(dir, 'stall'));
+    const o = opened(addon);
+    try {
+      const stuck = start(fakeNode, [join(stall.path, 'pkg', 'cli.js')]);
+      await o.event(stuck);
+      const dropsBefore = o.counters().walkDrops ?? 0;
+      // 70 more interpreter execs while the walker waits on the mount: each event still arrives
+      const pids: number[] = [];
+      for (let i = 0; i < 70; i++) pids.push(start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]));
+      const events = [];
+      for (const pid of pids) events.push(await o.event(pid));
+      // its queue holds 64: at least 6 of the 70 were dropped, and none was walked
+      await waitFor(
+        () => (o.counters().walkDrops ?? 0) - dropsBefore >= 6,
+        'requests dropped past the queue',
+      );
+      for (const [i, pid] of pids.entries())
+        expect(addon.takeWalk?.(o.handle, pid, (events[i] as ExecEvent).ts)).toBeNull();
+      await stall.release();
+      // The mount answers (ENOTCONN) again: the walker drains its queue and walks new execs.
+      const after = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
+      const ev = await o.event(after);
+      const walk = await waitFor(() => addon.takeWalk?.(o.handle, after, ev.ts), 'a walk after the release');
+      expect(walk.map(asChain)).toEqual(await expectedWalk(join(dir, 'pkg', 'lib', 'cli.js')));
+    } finally {
+      await stall.release();
+      expect(addon.close(o.handle)).toBe(true);
+    }
+  });
+});
