@@ -16,19 +16,10 @@ import {
 } from '../../src/sensors/safe-read.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
+import { walkPrefixes } from '../helpers/walk.js';
 import { mountStalled, type StalledMount } from './hostile-fs.js';
 
 const linux = process.platform === 'linux';
-
-/** `path` and every lexical prefix of it from `/`, in walk order. */
-function prefixes(path: string): string[] {
-  const out = ['/'];
-  for (const name of path.split('/').filter(Boolean)) {
-    const last = out[out.length - 1] as string;
-    out.push(last === '/' ? `/${name}` : `${last}/${name}`);
-  }
-  return out;
-}
 
 describe('lstatUserChain', () => {
   const dir = tempDir('tg-chain-');
@@ -47,7 +38,7 @@ describe('lstatUserChain', () => {
   });
 
   it('answers a link-free path in one call, with the type, owner and mode of every step', async () => {
-    const paths = prefixes(file);
+    const paths = walkPrefixes(file);
     const r = await lstatUserChain(paths, gate, 0, 10_000);
     expect(r.ok).toBe(true);
     if (!r.ok) return;
@@ -60,7 +51,7 @@ describe('lstatUserChain', () => {
   });
 
   it('stops after a symlink with its target, after an error, and after a non-directory', async () => {
-    const viaRel = [...prefixes(join(dir, 'rel')), join(dir, 'rel', 'cli.js')];
+    const viaRel = [...walkPrefixes(join(dir, 'rel')), join(dir, 'rel', 'cli.js')];
     const rel = await lstatUserChain(viaRel, gate, 0, 10_000);
     expect(rel.ok && rel.value.length).toBe(viaRel.length - 1);
     expect(rel.ok && rel.value.at(-1)).toMatchObject({ ok: true, step: { link: 'a/b' } });
@@ -81,8 +72,8 @@ describe('lstatUserChain', () => {
 
   it('gives the same answers as lstat and readlink one call after another', async () => {
     const cases = [
-      prefixes(file),
-      [...prefixes(join(dir, 'rel')), join(dir, 'rel', 'cli.js')],
+      walkPrefixes(file),
+      [...walkPrefixes(join(dir, 'rel')), join(dir, 'rel', 'cli.js')],
       [join(dir, 'abs'), join(dir, 'abs', 'b')],
       [join(dir, 'dangling'), join(dir, 'dangling', 'x')],
       [join(dir, 'loop1'), join(dir, 'loop1', 'x')],

@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage, GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { ChainAnswer } from '../safe-read.js';
+import type { ChainAnswer, ChainStep } from '../safe-read.js';
 import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
 import {
@@ -117,7 +117,10 @@ export interface ProcEventsAddon {
     options: { rcvbuf: number },
   ): unknown;
   counters(handle: unknown): ExecEventCounters;
-  /** false: the reader thread did not stop in time and was left behind (stuck in a /proc read). */
+  /**
+   * false: the reader thread (stuck in a /proc read) or the walker (on a stalled mount) did not
+   * stop in time and was left behind.
+   */
   close(handle: unknown): boolean;
   /** The walker's answers for the exec (pid, ts), taken once; null when there are none. */
   takeWalk?(handle: unknown, pid: number, ts: number): readonly WalkAnswer[] | null;
@@ -128,15 +131,7 @@ export interface ProcEventsAddon {
 /** One step of a script walk read ahead by the addon (the answer native/pathwalk gives, with its path). */
 export type WalkAnswer =
   | { readonly path: string; readonly code: string }
-  | {
-      readonly path: string;
-      readonly mode: number;
-      readonly uid: number;
-      readonly gid: number;
-      readonly dev: number;
-      readonly ino: number;
-      readonly link: string | null;
-    };
+  | ({ readonly path: string } & ChainStep);
 
 /** Loads the addon; throws GuardError GUARD_PROCEVENTS_UNAVAILABLE when missing or not loadable. */
 export function loadProcEvents(path: string = PROCEVENTS_ADDON_PATH): ProcEventsAddon {
@@ -245,7 +240,9 @@ export class ExecEventsSource implements ProcessSource {
 
   close(): void {
     if (this.state === 'active' && this.addon && this.addon.close(this.handle) === false)
-      this.log.error('exec events reader thread did not stop (stuck reading /proc); left behind');
+      this.log.error(
+        'exec events threads did not stop (the reader stuck reading /proc, or the script walker on a stalled mount); left behind',
+      );
     if (this.state === 'active') this.state = 'closed';
     this.handle = null;
     this.wake = null;

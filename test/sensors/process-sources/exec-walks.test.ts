@@ -22,24 +22,15 @@ import { type ChainAnswer, lstatChainSequential } from '../../../src/sensors/saf
 import { isInterpreter } from '../../../src/sensors/script-package.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
+import { walkPrefixes } from '../../helpers/walk.js';
 import { compileC, mountStalled } from '../hostile-fs.js';
 import { launch } from '../process/harness.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
 
-/** `path` and every prefix of it from `/`, in walk order. */
-function prefixes(path: string): string[] {
-  const out = ['/'];
-  for (const name of path.split('/').filter(Boolean)) {
-    const last = out[out.length - 1] as string;
-    out.push(last === '/' ? `/${name}` : `${last}/${name}`);
-  }
-  return out;
-}
-
 /** What the resolver's pool walk answers for `path`: path → answer, in order, up to where it stops. */
 async function expectedWalk(path: string): Promise<[string, ChainAnswer][]> {
-  const list = prefixes(path);
+  const list = walkPrefixes(path);
   const answers = await lstatChainSequential(list);
   return answers.map((a, i) => [list[i] as string, a]);
 }

@@ -16,16 +16,7 @@ import {
   stepPlaced,
 } from '../../../src/sensors/script-package.js';
 import { tempDir } from '../../helpers/tmp.js';
-
-/** `path` and every prefix of it from `/`, in walk order (the steps the resolver walks). */
-function walkPrefixes(path: string): string[] {
-  const out = ['/'];
-  for (const name of path.split('/').filter(Boolean)) {
-    const last = out[out.length - 1] as string;
-    out.push(last === '/' ? `/${name}` : `${last}/${name}`);
-  }
-  return out;
-}
+import { walkPrefixes } from '../../helpers/walk.js';
 
 describe('scriptArgument', () => {
   const table: [string, string[], string | null][] = [
