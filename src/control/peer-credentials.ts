@@ -6,11 +6,11 @@
  * (Windows named pipes, a failed build), callers get a typed error from the loader and keep their
  * per-connection limits only.
  */
+
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { GuardError } from '../common/errors.js';
+import { nativeAddonPath } from '../common/native-addon.js';
 
 /** What the kernel recorded for the peer at connect() time. pid is -1 where the OS does not say. */
 export interface PeerCredentials {
@@ -22,21 +22,8 @@ export interface PeerCredentials {
 /** Reads the credentials of an accepted socket's peer; throws GuardError GUARD_PEERCRED_FAILED. */
 export type PeerCredentialsReader = (socket: Socket) => PeerCredentials;
 
-/**
- * The addon, relative to this file's place in dist/control/ (and src/control/ under vitest). Built
- * with join, not `new URL(…, import.meta.url)`: the packaging tests take those as files every
- * payload must carry, and the Windows payload has no addon.
- */
-export const PEERCRED_ADDON_PATH = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  'native',
-  'peercred',
-  'build',
-  'Release',
-  'peercred.node',
-);
+/** The addon (where: src/common/native-addon.ts; the Windows payload has none). */
+export const PEERCRED_ADDON_PATH = nativeAddonPath('peercred');
 
 interface Addon {
   peerCredentials(fd: number): PeerCredentials;

@@ -21,13 +21,13 @@
  * Measured with bench/exec-events.bench.js (spawn → death of a banned script under load): the
  * tail is the main loop waiting for a core, and nice -10 shortens it (figures in docs/process-detection.md).
  */
+
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants, getPriority, setPriority } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { nativeAddonPath } from '../common/native-addon.js';
 
 /** guardd's nice value (-20 highest … 19 lowest). */
 export const DAEMON_NICE = -10;
@@ -45,21 +45,8 @@ export const DAEMON_NICE = -10;
  */
 export const DAEMON_SLICE_NS = 700_000;
 
-/**
- * The addon, relative to this file's place in dist/daemon/ (src/daemon/ under vitest). Built with
- * join, not `new URL(…, import.meta.url)`: the packaging tests take those as files every payload
- * must carry, and the Windows payload has no addon.
- */
-export const SCHED_ADDON_PATH = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  'native',
-  'sched',
-  'build',
-  'Release',
-  'sched.node',
-);
+/** The addon (where: src/common/native-addon.ts; Linux only, the Windows payload has none). */
+export const SCHED_ADDON_PATH = nativeAddonPath('sched');
 
 /** native/sched (Linux only). */
 export interface SchedAddon {

@@ -23,12 +23,12 @@
  * record of each refused open, are open-marks.ts's; this listener owns the group, hands it the
  * mount table and its `open_denied` reports, and flushes it on a new policy.
  */
+
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { nativeAddonPath } from '../common/native-addon.js';
 import type { Decision, Matcher } from '../policy/matcher.js';
 import type { ProcessObservation } from '../sensors/observation.js';
 import type { ExecRequest } from '../sensors/pre-exec-observation.js';
@@ -36,17 +36,8 @@ import type { Verdict } from './decide.js';
 import type { DeniedFile, Enforcer } from './enforcer.js';
 import { type MountView, OpenMarks, type OpenMarksStatus } from './open-marks.js';
 
-/** The addon, relative to this file's place in dist/enforcement/ (and src/enforcement/ under vitest). */
-export const EXECPERM_ADDON_PATH = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  'native',
-  'execperm',
-  'build',
-  'Release',
-  'execperm.node',
-);
+/** The addon (where: src/common/native-addon.ts). */
+export const EXECPERM_ADDON_PATH = nativeAddonPath('execperm');
 
 /** File identity as the native thread read it from the request's descriptor. */
 export interface ExecIdentity {

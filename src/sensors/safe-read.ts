@@ -23,8 +23,7 @@ import type { Dirent } from 'node:fs';
 import { constants, type Stats } from 'node:fs';
 import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nativeAddonPath } from '../common/native-addon.js';
 
 /**
  * Threads of libuv's pool all gates together may hold (UV_THREADPOOL_SIZE defaults to 4): one is
@@ -376,19 +375,10 @@ interface PathwalkAddon {
   >;
 }
 
-/** native/pathwalk, relative to this file's place in dist/sensors/ (src/ under vitest); null when not built. */
+/** native/pathwalk (where: src/common/native-addon.ts); null when not built. */
 const pathwalk: PathwalkAddon | null = (() => {
   if (process.platform === 'win32') return null;
-  const file = join(
-    dirname(fileURLToPath(import.meta.url)),
-    '..',
-    '..',
-    'native',
-    'pathwalk',
-    'build',
-    'Release',
-    'pathwalk.node',
-  );
+  const file = nativeAddonPath('pathwalk');
   try {
     const addon = createRequire(import.meta.url)(file) as Partial<PathwalkAddon>;
     return typeof addon.lstatChain === 'function' ? (addon as PathwalkAddon) : null;

@@ -21,11 +21,11 @@
  * When the addon does not load or the kernel refuses the socket (not root, no CAP_NET_ADMIN, no
  * connector), the source is the plain procfs scan at its usual interval, and `details()` says why.
  */
+
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { errorMessage, GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { nativeAddonPath } from '../../common/native-addon.js';
 import type { ChainAnswer, ChainStep } from '../safe-read.js';
 import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
@@ -64,18 +64,8 @@ export const EXEC_EVENTS_RCVBUF_BYTES = 8 * 1024 * 1024;
  */
 const MAX_PENDING = 10_000;
 
-/** The addon, relative to this file's place in dist/sensors/process-sources/ (src/ under vitest). */
-export const PROCEVENTS_ADDON_PATH = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  'native',
-  'procevents',
-  'build',
-  'Release',
-  'procevents.node',
-);
+/** The addon (where: src/common/native-addon.ts). */
+export const PROCEVENTS_ADDON_PATH = nativeAddonPath('procevents');
 
 /** One exec as the addon reports it: the pid and what its reader thread read from /proc. */
 export interface ExecEvent {
