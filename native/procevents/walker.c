@@ -383,7 +383,7 @@ int walker_stop(walker_t *w, const struct timespec *until) {
   atomic_store(&w->stop, 1);
   pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->mu);
-  if (pthread_timedjoin_np(w->thread, NULL, until) != 0) return -1;
+  if ((until == NULL ? pthread_join(w->thread, NULL) : pthread_timedjoin_np(w->thread, NULL, until)) != 0) return -1;
   for (int i = 0; i < w->qcount; i++) free(w->queue[(w->qhead + i) % QUEUE_MAX].argv);
   for (int i = 0; i < RESULTS_MAX; i++)
     if (w->results[i].used) free_answers(w->results[i].answers, w->results[i].count);

@@ -117,7 +117,7 @@ export interface ProcEventsAddon {
     options: { rcvbuf: number },
   ): unknown;
   counters(handle: unknown): ExecEventCounters;
-  /** false: the reader thread did not stop in time and was left behind (stuck in a /proc read). */
+  /** false: the reader or walker thread did not stop in time and was left behind (stuck in a file call). */
   close(handle: unknown): boolean;
   /** The walker's answers for the exec (pid, ts), taken once; null when there are none. */
   takeWalk?(handle: unknown, pid: number, ts: number): readonly WalkAnswer[] | null;
@@ -245,7 +245,9 @@ export class ExecEventsSource implements ProcessSource {
 
   close(): void {
     if (this.state === 'active' && this.addon && this.addon.close(this.handle) === false)
-      this.log.error('exec events reader thread did not stop (stuck reading /proc); left behind');
+      this.log.error(
+        'exec events reader or walker thread did not stop (stuck on a file system); left behind',
+      );
     if (this.state === 'active') this.state = 'closed';
     this.handle = null;
     this.wake = null;

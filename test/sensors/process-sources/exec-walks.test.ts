@@ -8,7 +8,15 @@
  * mount pins the walker alone: exec events keep coming, requests beyond its queue are dropped and
  * counted, and it walks again once the mount answers.
  */
-import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -51,6 +59,43 @@ function asChain(a: WalkAnswer): [string, ChainAnswer] {
       ? { ok: false, code: a.code }
       : { ok: true, step: { mode: a.mode, uid: a.uid, gid: a.gid, dev: a.dev, ino: a.ino, link: a.link } },
   ];
+}
+
+/** This process's process-connector sockets (netlink protocol 11): one per addon handle not closed. */
+function connectorSockets(): number {
+  const inodes = new Set(
+    readFileSync('/proc/net/netlink', 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/))
+      .filter((cols) => cols[1] === '11')
+      .map((cols) => cols[9]),
+  );
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m && inodes.has(m[1])) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+/** Whether this process's walker thread (tg-walker) is blocked in a stat call (not its futex wait). */
+function walkerInStat(): boolean {
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'tg-walker') continue;
+      const nr = readFileSync(`/proc/self/task/${tid}/syscall`, 'utf8').split(' ')[0];
+      // x86_64 lstat 6, newfstatat 262; aarch64 newfstatat 79
+      if (nr === '6' || nr === '262' || (process.arch === 'arm64' && nr === '79')) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
 }
 
 /** An addon opened for one test: its events, its counters, and a wait for one pid's event. */
@@ -234,6 +279,28 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
     } finally {
       await stall.release();
       expect(addon.close(o.handle)).toBe(true);
+    }
+  });
+  it('closes within its bound with the walker pinned on a stalled mount, and still lets go of the socket', async () => {
+    mkdirSync(join(dir, 'stall-close'));
+    const stall = await mountStalled(join(dir, 'stall-close'));
+    const before = connectorSockets();
+    const o = opened(addon);
+    try {
+      expect(connectorSockets()).toBe(before + 1);
+      const stuck = start(fakeNode, [join(stall.path, 'pkg', 'cli.js')]);
+      await o.event(stuck);
+      await waitFor(() => walkerInStat(), 'the walker inside the stalled lstat');
+      const t0 = performance.now();
+      // the walker cannot stop: left behind, close says so (false) within CLOSE_JOIN_LIMIT_S (2 s)
+      expect(addon.close(o.handle)).toBe(false);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      // ...but the reader is gone, so the socket (unsubscribed) and eventfd are closed all the same:
+      // no connector socket keeps collecting every exec of the machine in its 8 MiB buffer
+      expect(connectorSockets()).toBe(before);
+      expect(addon.takeWalk?.(o.handle, stuck, 0)).toBeNull();
+    } finally {
+      await stall.release();
     }
   });
 });
