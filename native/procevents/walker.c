@@ -26,7 +26,8 @@
  * (FUSE, NFS) pins it alone; its queue then fills and requests are dropped until it returns.
  * Answers are facts of the moment after the exec, like the pool's a little later; the resolver
  * applies the same checks to both. Paths that are not already in normal form (".", "..", "//",
- * a trailing "/") are left to the resolver, which normalises them itself.
+ * a trailing "/") are left to the resolver, which normalises them itself, and so are paths that
+ * are not UTF-8 (`utf8_ok`: JS would file the answers under another name).
  *
  * The lstat step and the errno names are those of native/pathwalk/pathwalk.c (`execute`,
  * `errno_code`): each addon is built from its own directory alone, so they are written in both;
@@ -164,6 +165,27 @@ static int normal_absolute(const char *p, size_t n) {
   return 1;
 }
 
+/* Well-formed UTF-8 (no overlong form, surrogate or code point past U+10FFFF): what JS gets back
+ * byte for byte. Any other byte becomes U+FFFD in JS, whose path (and the pool's lstat of it)
+ * then names another file than the one the walker looked at. */
+static int utf8_ok(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned char c = p[i];
+    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || i + len > n) return 0;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+    for (size_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (p[i + k] & 0x3Fu);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
 /* lstat of one step (as native/pathwalk `execute`): 1 when the walk goes on below it. */
 static int step(const char *path, answer_t *a) {
   struct stat st;
@@ -246,7 +268,7 @@ static int walk_request(const request_t *r, answer_t *out, uint64_t cpu_until) {
       n = base + 1 + len;
     }
     path[n] = '\0';
-    if (!normal_absolute(path, n)) continue;
+    if (!normal_absolute(path, n) || !utf8_ok((const unsigned char *)path, n)) continue;
     count = walk_path(path, n, out, count, &bytes, cpu_until);
   }
   return count;

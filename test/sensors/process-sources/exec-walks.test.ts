@@ -133,6 +133,7 @@ function opened(addon: ProcEventsAddon) {
     handle,
     counters: () => counters ?? addon.counters(handle),
     event: (pid: number) => waitFor(() => seen.find((e) => e.pid === pid), `the exec event of pid ${pid}`),
+    events: (pid: number) => seen.filter((e) => e.pid === pid),
   };
 }
 
@@ -188,6 +189,40 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
       expect(addon.takeWalk?.(o.handle, pid, ev.ts)).toBeNull();
       // the addon's own counters (those onBatch last passed may predate the walk)
       expect(addon.counters(o.handle).walks).toBeGreaterThan(0);
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('walks no path that is not UTF-8: its answers would be filed under another name (U+FFFD)', async () => {
+    // `d\xff` (not UTF-8) holds the script; `d\u{fffd}` (what JS makes of that name, and what the
+    // pool would lstat for it) is another directory. An answer about the first filed under the
+    // second's name would tell the resolver a file is where it is not.
+    const base = join(dir, 'utf8');
+    mkdirSync(base);
+    const raw = Buffer.concat([Buffer.from(`${base}/d`), Buffer.from([0xff])]);
+    mkdirSync(raw);
+    writeFileSync(Buffer.concat([raw, Buffer.from('/cli.js')]), '');
+    mkdirSync(join(base, 'd\u{fffd}'));
+    const launcher = compileC(
+      binDir,
+      'tglaunch',
+      '#include <unistd.h>\nint main(int c, char **v) { execl(v[1], "node", v[2], (char *)0); return 1; }\n',
+    );
+    const o = opened(addon);
+    try {
+      // argv[2] with the 0xff byte: through sh's printf (JS strings cannot carry it)
+      const pid = start('/bin/sh', [
+        '-c',
+        `exec "$0" "$1" "$(printf '${base}/d\\377/cli.js')"`,
+        launcher,
+        fakeNode,
+      ]);
+      const ev = await waitFor(() => o.events(pid).find((e) => e.exe?.endsWith('/node')), 'the exec of node');
+      const answers = await waitFor(() => addon.takeWalk?.(o.handle, pid, ev.ts), 'the walk of the exec');
+      expect(answers.filter((a) => a.path.includes('\u{fffd}'))).toEqual([]);
+      // every answer is what the pool answers for that name
+      for (const a of answers) expect(asChain(a)).toEqual((await expectedWalk(a.path)).at(-1));
     } finally {
       addon.close(o.handle);
     }
@@ -376,11 +411,22 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
         // budget: 20 ms at once, 50 ms per second; 15 ms for what is not charged (wake-ups, one step)
         expect(cpuS).toBeLessThan(0.02 + 0.05 * elapsedS + 0.015);
         await waitFor(() => (o.counters().walkDrops ?? 0) > 0, 'requests dropped past the budget');
-        // and it walks again once it has earned its budget back
-        const pid = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
-        const ev = await o.event(pid);
-        const walk = await waitFor(() => addon.takeWalk?.(o.handle, pid, ev.ts), 'a walk after the loop');
-        expect(walk.map(asChain)).toEqual(await expectedWalk(join(dir, 'pkg', 'lib', 'cli.js')));
+        // and it walks again once it has earned its budget back (an exec while it rests is dropped:
+        // another one then)
+        const script = join(dir, 'pkg', 'lib', 'cli.js');
+        let current: { pid: number; drops: number } | null = null;
+        const walk = await waitFor(
+          () => {
+            current ??= { pid: start(fakeNode, [script]), drops: addon.counters(o.handle).walkDrops ?? 0 };
+            const ev = o.events(current.pid)[0];
+            const got = ev ? addon.takeWalk?.(o.handle, current.pid, ev.ts) : null;
+            if (!got && (addon.counters(o.handle).walkDrops ?? 0) > current.drops) current = null;
+            return got;
+          },
+          'a walk once the budget is earned back',
+          { timeoutMs: 30_000, intervalMs: 100 },
+        );
+        expect(walk.map(asChain)).toEqual(await expectedWalk(script));
       } finally {
         addon.close(o.handle);
       }
