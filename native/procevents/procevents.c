@@ -38,7 +38,7 @@
  *       (yet).
  *   close(handle) -> boolean: unsubscribes, stops and joins the threads, closes the socket, true.
  *       false when the reader or the walker did not stop within CLOSE_JOIN_LIMIT_S (left behind,
- *       see js_close).
+ *       see js_close; a walker left behind does not keep the socket open).
  *       Twice is safe; no onBatch call happens after it returns.
  */
 #define _GNU_SOURCE
@@ -526,9 +526,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   s->walker = walker_start();
   if (pthread_create(&s->thread, NULL, reader, s) != 0) {
     int err = errno;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    (void)walker_stop(s->walker, &now); /* idle: joins at once */
+    (void)walker_stop(s->walker, NULL); /* never asked anything: it only has to wake and return */
     s->walker = NULL;
     close(sock);
     close(stopfd);
@@ -599,6 +597,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   int expected = 0;
   if (!atomic_compare_exchange_strong(&s->closed, &expected, 1)) return NULL;
+  int walker_left = 0;
   uint64_t one = 1;
   (void)!write(s->stopfd, &one, sizeof(one));
   if (s->thread_started) {
@@ -616,14 +615,11 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
       return no;
     }
     /* The reader is gone, so nothing asks the walker any more; a walker inside a stalled walk is
-     * left behind the same way (with its own memory: `closed` keeps takeWalk away from it). */
-    int left = walker_stop(s->walker, &until);
+     * left behind the same way (with its own memory: `closed` keeps takeWalk away from it). It
+     * uses nothing below, so the socket, eventfd and threadsafe function are let go all the same
+     * (left open, the socket would still be subscribed and collect every exec in its buffer). */
+    walker_left = walker_stop(s->walker, &until) != 0;
     s->walker = NULL;
-    if (left != 0) {
-      napi_value no;
-      napi_get_boolean(env, false, &no);
-      return no;
-    }
   }
   (void)send_mcast(s->sock, PROC_CN_MCAST_IGNORE);
   close(s->sock);
@@ -631,9 +627,9 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   s->sock = s->stopfd = -1;
   /* Queued calls still run call_js, which sees `closed` and frees instead of calling JS. */
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
-  napi_value yes;
-  napi_get_boolean(env, true, &yes);
-  return yes;
+  napi_value done;
+  napi_get_boolean(env, !walker_left, &done);
+  return done;
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -17,7 +17,8 @@
  * The thread runs at the reader's real-time priority (SCHED_FIFO 1; without the privilege it keeps
  * guardd's nice): woken by the reader, it must walk before the event loop gets to the process,
  * which it does in tens of microseconds. Its work per request is bounded (MAX_ANSWERS lstats, three
- * readlinks), it sleeps when a call waits, and the kernel's real-time throttling bounds it anyway.
+ * readlinks), it sleeps when a call waits, and its CPU has a budget (CPU_RATE_NS): past it
+ * requests are dropped, as when its queue is full.
  *
  * Never in anyone's way: the reader never waits for the walker (a full queue drops the request,
  * counted), JS never waits for it (not done yet: the resolver walks through the pool as before,
@@ -25,7 +26,8 @@
  * (FUSE, NFS) pins it alone; its queue then fills and requests are dropped until it returns.
  * Answers are facts of the moment after the exec, like the pool's a little later; the resolver
  * applies the same checks to both. Paths that are not already in normal form (".", "..", "//",
- * a trailing "/") are left to the resolver, which normalises them itself.
+ * a trailing "/") are left to the resolver, which normalises them itself, and so are paths that
+ * are not UTF-8 (`utf8_ok`: JS would file the answers under another name).
  *
  * The lstat step and the errno names are those of native/pathwalk/pathwalk.c (`execute`,
  * `errno_code`): each addon is built from its own directory alone, so they are written in both;
@@ -62,6 +64,16 @@
 #define ANSWER_BYTES_MAX 65536
 /* The reader's (procevents.c READER_RT_PRIORITY): the unit allows 1 and nothing above. */
 #define WALKER_RT_PRIORITY 1
+/* CPU the walker may spend: it runs SCHED_FIFO, ahead of every ordinary task and outside guardd's
+ * CPUQuota, and a user chooses how deep (and, racing a rename, how link-laden) the paths are and
+ * how often an interpreter execs: unbounded, a loop execing `node <130 levels deep>` kept ~1.2 s
+ * of a core busy per 1.3 s of its own CPU. So it spends CPU_RATE_NS per second on average and
+ * CPU_BURST_NS at once (a typical walk: ~20-100 µs); past that a walk stops where it is, it rests
+ * (`rest`) and requests are dropped (counted): the resolver walks through the pool as without it. */
+#define CPU_RATE_NS 50000000ULL /* 5 % of a core */
+#define CPU_BURST_NS 20000000ULL
+/* Out of budget, the walker rests until it has earned this much again (40 ms at 5 %). */
+#define CPU_RESUME_NS 2000000ULL
 
 typedef struct {
   char *path; /* the prefix answered */
@@ -96,7 +108,17 @@ struct walker {
   int rnext;
   atomic_int stop;
   atomic_ullong done, dropped;
+  /* The CPU budget (walker thread only): ns it may still spend, as of `refilled` (CLOCK_MONOTONIC). */
+  uint64_t budget, refilled;
+  /* Set while it rests out of budget: the reader drops requests at once. */
+  atomic_int resting;
 };
+
+static uint64_t clock_ns(clockid_t id) {
+  struct timespec t;
+  clock_gettime(id, &t);
+  return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
 
 int walker_is_interpreter(const char *name, int len) {
   static const char *const names[] = {"node", "nodejs", "bun", "deno", "ruby", "perl"};
@@ -143,6 +165,27 @@ static int normal_absolute(const char *p, size_t n) {
   return 1;
 }
 
+/* Well-formed UTF-8 (no overlong form, surrogate or code point past U+10FFFF): what JS gets back
+ * byte for byte. Any other byte becomes U+FFFD in JS, whose path (and the pool's lstat of it)
+ * then names another file than the one the walker looked at. */
+static int utf8_ok(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned char c = p[i];
+    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || i + len > n) return 0;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+    for (size_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (p[i + k] & 0x3Fu);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
 /* lstat of one step (as native/pathwalk `execute`): 1 when the walk goes on below it. */
 static int step(const char *path, answer_t *a) {
   struct stat st;
@@ -167,10 +210,12 @@ static int step(const char *path, answer_t *a) {
 }
 
 /* Appends the answers for every prefix of `path` (normal form) to `out`; returns the new count.
- * `*bytes`: path and link bytes held so far (ANSWER_BYTES_MAX). */
-static int walk_path(const char *path, size_t n, answer_t *out, int count, size_t *bytes) {
+ * `*bytes`: path and link bytes held so far (ANSWER_BYTES_MAX); it stops once the thread's CPU
+ * time reaches `cpu_until` (ns, CLOCK_THREAD_CPUTIME_ID). */
+static int walk_path(const char *path, size_t n, answer_t *out, int count, size_t *bytes, uint64_t cpu_until) {
   size_t end = 1; /* "/" first */
-  while (count < MAX_ANSWERS && *bytes + end + PATH_MAX <= ANSWER_BYTES_MAX) {
+  while (count < MAX_ANSWERS && *bytes + end + PATH_MAX <= ANSWER_BYTES_MAX &&
+         clock_ns(CLOCK_THREAD_CPUTIME_ID) < cpu_until) {
     answer_t *a = &out[count];
     memset(a, 0, sizeof(*a));
     if ((a->path = strndup(path, end)) == NULL) return count;
@@ -186,8 +231,9 @@ static int walk_path(const char *path, size_t n, answer_t *out, int count, size_
   return count;
 }
 
-/* The walks of one request: candidates from its argv, each made absolute and walked. */
-static int walk_request(const request_t *r, answer_t *out) {
+/* The walks of one request: candidates from its argv, each made absolute and walked (until the
+ * thread's CPU time reaches `cpu_until`). */
+static int walk_request(const request_t *r, answer_t *out, uint64_t cpu_until) {
   int count = 0, taken = 0;
   size_t bytes = 0;
   char cwd[PATH_MAX];
@@ -222,8 +268,8 @@ static int walk_request(const request_t *r, answer_t *out) {
       n = base + 1 + len;
     }
     path[n] = '\0';
-    if (!normal_absolute(path, n)) continue;
-    count = walk_path(path, n, out, count, &bytes);
+    if (!normal_absolute(path, n) || !utf8_ok((const unsigned char *)path, n)) continue;
+    count = walk_path(path, n, out, count, &bytes, cpu_until);
   }
   return count;
 }
@@ -241,6 +287,31 @@ static void store(walker_t *w, const request_t *r, answer_t *answers, int count)
   pthread_mutex_unlock(&w->mu);
 }
 
+/* The budget earned since the last refill, up to CPU_BURST_NS. */
+static void refill(walker_t *w) {
+  uint64_t now = clock_ns(CLOCK_MONOTONIC), d = now - w->refilled;
+  w->budget += d / 1000000000ULL * CPU_RATE_NS + d % 1000000000ULL * CPU_RATE_NS / 1000000000ULL;
+  if (w->budget > CPU_BURST_NS) w->budget = CPU_BURST_NS;
+  w->refilled = now;
+}
+
+/* Out of budget: the reader drops every request (without copying it) while the walker sleeps
+ * until it has earned CPU_RESUME_NS; the requests queued meanwhile are stale by then: dropped. */
+static void rest(walker_t *w) {
+  atomic_store(&w->resting, 1);
+  uint64_t ns = CPU_RESUME_NS * 1000000000ULL / CPU_RATE_NS;
+  struct timespec t = {.tv_sec = (time_t)(ns / 1000000000ULL), .tv_nsec = (long)(ns % 1000000000ULL)};
+  while (nanosleep(&t, &t) != 0 && errno == EINTR) continue;
+  refill(w);
+  pthread_mutex_lock(&w->mu);
+  for (; w->qcount > 0; w->qcount--, w->qhead = (w->qhead + 1) % QUEUE_MAX) {
+    free(w->queue[w->qhead].argv);
+    atomic_fetch_add(&w->dropped, 1);
+  }
+  atomic_store(&w->resting, 0);
+  pthread_mutex_unlock(&w->mu);
+}
+
 static void *run(void *arg) {
   walker_t *w = arg;
   (void)pthread_setname_np(pthread_self(), "tg-walker");
@@ -254,13 +325,20 @@ static void *run(void *arg) {
     w->qhead = (w->qhead + 1) % QUEUE_MAX;
     w->qcount--;
     pthread_mutex_unlock(&w->mu);
+    /* Charged: everything from here to the next wait (the walk, the answers replaced, the frees). */
+    uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    refill(w);
     answer_t *answers = calloc(MAX_ANSWERS, sizeof(answer_t));
-    if (answers != NULL) {
-      int count = walk_request(&r, answers);
+    if (answers == NULL) atomic_fetch_add(&w->dropped, 1);
+    else {
+      int count = walk_request(&r, answers, cpu + w->budget);
       store(w, &r, answers, count);
       atomic_fetch_add(&w->done, 1);
     }
     free(r.argv);
+    uint64_t spent = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+    w->budget = spent < w->budget ? w->budget - spent : 0;
+    if (w->budget == 0) rest(w);
     pthread_mutex_lock(&w->mu);
   }
   pthread_mutex_unlock(&w->mu);
@@ -270,6 +348,8 @@ static void *run(void *arg) {
 walker_t *walker_start(void) {
   walker_t *w = calloc(1, sizeof(walker_t));
   if (w == NULL) return NULL;
+  w->budget = CPU_BURST_NS;
+  w->refilled = clock_ns(CLOCK_MONOTONIC);
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cond, NULL);
   if (pthread_create(&w->thread, NULL, run, w) != 0) {
@@ -283,6 +363,10 @@ walker_t *walker_start(void) {
 
 void walker_request(walker_t *w, int32_t pid, uint64_t ts, const char *cmd, int cmd_len) {
   if (w == NULL || cmd_len <= 0) return;
+  if (atomic_load(&w->resting)) {
+    atomic_fetch_add(&w->dropped, 1);
+    return;
+  }
   int len = cmd_len < ARGV_COPY_MAX ? cmd_len : ARGV_COPY_MAX;
   char *copy = malloc((size_t)len + 1);
   if (copy == NULL) {
@@ -383,7 +467,7 @@ int walker_stop(walker_t *w, const struct timespec *until) {
   atomic_store(&w->stop, 1);
   pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->mu);
-  if (pthread_timedjoin_np(w->thread, NULL, until) != 0) return -1;
+  if ((until == NULL ? pthread_join(w->thread, NULL) : pthread_timedjoin_np(w->thread, NULL, until)) != 0) return -1;
   for (int i = 0; i < w->qcount; i++) free(w->queue[(w->qhead + i) % QUEUE_MAX].argv);
   for (int i = 0; i < RESULTS_MAX; i++)
     if (w->results[i].used) free_answers(w->results[i].answers, w->results[i].count);

@@ -32,8 +32,9 @@ napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts);
 /* Walks done, requests dropped (queue full), since start. */
 void walker_counters(walker_t *w, uint64_t *done, uint64_t *dropped);
 
-/* Stops and joins the thread by `until` (CLOCK_REALTIME) and frees everything: 0. -1 when the
- * thread is still inside a walk then (a stalled mount): it is left behind with its memory. */
+/* Stops and joins the thread by `until` (CLOCK_REALTIME; NULL: waits, for a walker never asked
+ * anything) and frees everything: 0. -1 when the thread is still inside a walk then (a stalled
+ * mount): it is left behind with its memory. */
 int walker_stop(walker_t *w, const struct timespec *until);
 
 #endif

@@ -93,7 +93,7 @@ export interface ExecEventCounters {
   readonly queueDrops: number;
   /** The socket's receive buffer as the kernel set it (bytes). */
   readonly rcvbuf?: number;
-  /** Script walks read ahead by the addon's walker thread, and requests it dropped (queue full). */
+  /** Script walks read ahead by the addon's walker thread, and requests it dropped (queue full, CPU budget spent). */
   readonly walks?: number;
   readonly walkDrops?: number;
   /** Non-zero once the reader thread stopped on a socket error: no more events will come. */
