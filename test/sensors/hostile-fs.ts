@@ -8,6 +8,7 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_pr
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { acquireMachineLock, releaseMachineLock } from '../helpers/machine-lock.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** Compiles `source` (C) into `dir/name` with the machine's gcc; returns the binary's path. */
@@ -81,10 +82,18 @@ export interface StalledMount {
  * afterAll at the latest, which runs before the temp dir's removal registered earlier).
  */
 export async function mountStalled(dir: string): Promise<StalledMount> {
-  const bin = compileC(dir, 'tgstallfs', STALLFS_C);
+  // Held until release: a process exec'd into the mount pins every exec-events walker (machine-lock.ts).
+  await acquireMachineLock();
   const path = join(dir, 'mnt');
-  mkdirSync(path, { recursive: true });
-  const child: ChildProcess = spawn(bin, [path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let child: ChildProcess;
+  try {
+    const bin = compileC(dir, 'tgstallfs', STALLFS_C);
+    mkdirSync(path, { recursive: true });
+    child = spawn(bin, [path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    releaseMachineLock();
+    throw err;
+  }
   let out = '';
   child.stdout?.on('data', (d) => {
     out += d;
@@ -93,10 +102,16 @@ export async function mountStalled(dir: string): Promise<StalledMount> {
     out += d;
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`stallfs exited: ${out}`);
-    return out.includes('ready');
-  }, 'the stalled mount');
+  try {
+    await waitFor(() => {
+      if (child.exitCode !== null) throw new Error(`stallfs exited: ${out}`);
+      return out.includes('ready');
+    }, 'the stalled mount');
+  } catch (err) {
+    child.kill('SIGKILL');
+    releaseMachineLock();
+    throw err;
+  }
   let released = false;
   const release = async (): Promise<void> => {
     if (released) return;
@@ -104,6 +119,7 @@ export async function mountStalled(dir: string): Promise<StalledMount> {
     child.kill('SIGKILL');
     await exited;
     spawnSync('umount', ['-l', path], { stdio: 'ignore' });
+    releaseMachineLock();
   };
   return { path, release };
 }

@@ -19,7 +19,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ExecEvent,
   type ExecEventCounters,
@@ -29,6 +29,7 @@ import {
 } from '../../../src/sensors/process-sources/exec-events-source.js';
 import { type ChainAnswer, lstatChainSequential } from '../../../src/sensors/safe-read.js';
 import { isInterpreter } from '../../../src/sensors/script-package.js';
+import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import { walkPrefixes } from '../../helpers/walk.js';
@@ -129,6 +130,10 @@ function opened(addon: ProcEventsAddon) {
 }
 
 describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
+  // Every walker on the machine walks every interpreter exec: a stalled mount another file execs
+  // into would pin this one too (test/helpers/machine-lock.ts; mountStalled takes the same lock).
+  beforeEach(() => acquireMachineLock());
+  afterEach(() => releaseMachineLock());
   const dir = tempDir('tgev-walk-');
   chmodSync(dir, 0o755);
   // A program that runs under an interpreter's name (exe basename and comm `node`) and waits.
