@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
-import { BlockProcessAction } from '../../src/enforcement/actions/block-process.js';
+import { ANCESTORS_REREAD_MS, BlockProcessAction } from '../../src/enforcement/actions/block-process.js';
 import { SessionNotifier } from '../../src/enforcement/notify/session-notifier.js';
 import type { Decision } from '../../src/policy/matcher.js';
 import type { ProcessObservation } from '../../src/sensors/observation.js';
@@ -113,6 +113,36 @@ describe.runIf(linux)('BlockProcessAction', () => {
     extra.child.kill('SIGKILL');
   });
 
+  it("reads guardd's ancestors once, then again only after ANCESTORS_REREAD_MS", async () => {
+    let reads = 0;
+    class CountingControl extends SpyControl {
+      override ancestors(pid: number): number[] {
+        reads++;
+        return super.ancestors(pid);
+      }
+    }
+    let nowNs = 5_000_000_000;
+    const action = new BlockProcessAction({
+      notifier,
+      logger,
+      control: new CountingControl(),
+      monotonicNs: () => nowNs,
+    });
+    for (let i = 0; i < 3; i++)
+      expect(await action.execute(observation(process.ppid), decision)).toMatchObject({
+        error: 'protected_process',
+      });
+    expect(reads).toBe(1);
+    nowNs += ANCESTORS_REREAD_MS * 1e6 - 1;
+    await action.execute(observation(1), decision);
+    expect(reads).toBe(1);
+    nowNs += 1;
+    expect(await action.execute(observation(process.ppid), decision)).toMatchObject({
+      error: 'protected_process',
+    });
+    expect(reads).toBe(2);
+  });
+
   it('does not touch a pid whose start time differs (pid reused) or that exited', async () => {
     const control = new SpyControl();
     const action = new BlockProcessAction({ notifier, logger, control });
@@ -188,15 +218,11 @@ describe.runIf(linux)('BlockProcessAction', () => {
 
   it('says how long after the exec the SIGKILL went out, on the clock of the exec timestamp', async () => {
     // The kernel's exec timestamp and the action's clock, both faked: 2.5 ms (0.01 ms steps) apart.
-    let clockReads = 0;
     const action = new BlockProcessAction({
       notifier,
       logger,
       control: new SpyControl(),
-      monotonicNs: () => {
-        clockReads++;
-        return 7_000_000_000 + 2_504_321;
-      },
+      monotonicNs: () => 7_000_000_000 + 2_504_321,
     });
     const l = launch('sleep', ['30']);
     const pid = l.child.pid as number;
@@ -204,7 +230,6 @@ describe.runIf(linux)('BlockProcessAction', () => {
     const r = await action.execute({ ...observation(pid), execNs: 7_000_000_000 }, decision);
     expect(r.actionTaken).toBe('killed');
     expect(r.details).toMatchObject({ since_exec_ms: 2.5 });
-    expect(clockReads).toBe(1);
     expect(await l.exited).toBe('SIGKILL');
     // A clock behind the exec timestamp (not the same clock) gives no figure rather than a wrong one.
     const behind = new BlockProcessAction({

@@ -32,12 +32,21 @@ export interface BlockProcessActionOptions {
   readonly control?: ProcessControl;
   /** Longest wait for the notification before the kill (ms). */
   readonly notifyWaitMs?: number;
-  /** CLOCK_MONOTONIC now in ns, the clock of `obs.execNs` (tests). Default process.hrtime. */
+  /** CLOCK_MONOTONIC now in ns, the clock of `obs.execNs` and of re-reading guardd's ancestors (tests). Default process.hrtime. */
   readonly monotonicNs?: () => number;
 }
 
 /** The kill must not wait on people: 50 ms is enough for a terminal write; desktop runs on. */
 export const NOTIFY_WAIT_MS = 50;
+/**
+ * guardd's ancestors are read once and then at most this often: they change only when one exits
+ * and guardd is reparented (under systemd: never, its parent is PID 1). Reading them was one
+ * /proc/<pid>/stat per ancestor before every kill, on the way to the SIGSTOP (up to 4 ms when the
+ * machine was busy). In between, a dead ancestor's pid stays protected (a process that got it is
+ * not killed until the next read), and a new ancestor is PID 1 or a subreaper above guardd, which
+ * were ancestors already.
+ */
+export const ANCESTORS_REREAD_MS = 1000;
 /** A tree larger than this is cut (and logged): bounds the walk on a fork bomb. */
 export const MAX_DESCENDANTS = 4096;
 
@@ -46,6 +55,7 @@ export class BlockProcessAction implements Action<ProcessObservation> {
   private readonly selfPid: number;
   private readonly notifyWaitMs: number;
   private readonly monotonicNs: () => number;
+  private ancestors: { readonly at: number; readonly pids: readonly number[] } | null = null;
 
   constructor(private readonly options: BlockProcessActionOptions) {
     this.control = options.control ?? processControlFor();
@@ -122,9 +132,12 @@ export class BlockProcessAction implements Action<ProcessObservation> {
     }
   }
 
-  /** guardd, PID 1, guardd's ancestors, and the caller's extra pids. */
+  /** guardd, PID 1, guardd's ancestors (read at most every ANCESTORS_REREAD_MS), the caller's extra pids. */
   private async protectedSet(): Promise<Set<number>> {
-    const set = new Set<number>([1, this.selfPid, ...(await this.control.ancestors(this.selfPid))]);
+    const now = this.monotonicNs();
+    if (this.ancestors === null || !(now - this.ancestors.at < ANCESTORS_REREAD_MS * 1e6))
+      this.ancestors = { at: now, pids: await this.control.ancestors(this.selfPid) };
+    const set = new Set<number>([1, this.selfPid, ...this.ancestors.pids]);
     if (this.options.protectedPids) for (const p of this.options.protectedPids()) set.add(p);
     return set;
   }
