@@ -38,6 +38,9 @@ import { launch } from '../process/harness.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
 
+/** A program that waits a minute (compiled under each name a test needs). */
+const SLEEPER_C = '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n';
+
 /** What the resolver's pool walk answers for `path`: path → answer, in order, up to where it stops. */
 async function expectedWalk(path: string): Promise<[string, ChainAnswer][]> {
   const list = walkPrefixes(path);
@@ -139,12 +142,8 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
   // A program that runs under an interpreter's name (exe basename and comm `node`) and waits.
   const binDir = join(dir, 'bin');
   mkdirSync(binDir);
-  const fakeNode = compileC(binDir, 'node', '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n');
-  const notInterpreter = compileC(
-    binDir,
-    'tgwalkx',
-    '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n',
-  );
+  const fakeNode = compileC(binDir, 'node', SLEEPER_C);
+  const notInterpreter = compileC(binDir, 'tgwalkx', SLEEPER_C);
   const addon = loadProcEvents();
   const launched: { child: { kill: (s: NodeJS.Signals) => boolean } }[] = [];
   afterAll(() => {
@@ -283,7 +282,7 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
     try {
       const runs: { name: string; pid: number }[] = [];
       for (const name of [...names, ...others]) {
-        const bin = compileC(binDir, name, '#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n');
+        const bin = compileC(binDir, name, SLEEPER_C);
         runs.push({ name, pid: start(bin, [join(dir, 'pkg', 'lib', 'cli.js')]) });
       }
       const sentinel = start(fakeNode, [join(dir, 'pkg', 'lib', 'cli.js')]);
