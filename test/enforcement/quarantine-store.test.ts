@@ -247,8 +247,11 @@ describe('QuarantineAction + QuarantineStore', () => {
     symlinkSync('../lib/node_modules/@anthropic-ai/claude-code/cli.js', late);
     const unrelated = join(t.prefix, 'bin', 'other');
     symlinkSync('../lib/node_modules/other/cli.js', unrelated);
-    // The action sweeps on its own a second after the move.
-    await waitFor(() => gone(late), 'late link removed');
+    // The action sweeps on its own a second after the move: it removes the link, then records it.
+    await waitFor(
+      () => gone(late) && store.get(id)?.manifest.links.length === 2,
+      'late link removed and recorded',
+    );
     expect(store.get(id)?.manifest.links.map((l) => l.path)).toEqual([t.bin, late]);
     expect(lstatSync(unrelated).isSymbolicLink()).toBe(true);
     expect(await store.sweepLinks(id)).toBe(0);
