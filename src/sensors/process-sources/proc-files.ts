@@ -351,11 +351,17 @@ export function parseCmdline(bytes: Uint8Array, n: number, truncated: boolean): 
   return { argv, truncated, binary };
 }
 
-/** readlink of /proc/<pid>/<name> (exe, cwd) with " (deleted)" stripped; null with `lastFailure` set. */
+/**
+ * readlink of /proc/<pid>/<name>; null with `lastFailure` set. For `exe` a " (deleted)" the kernel
+ * appends to a deleted executable is stripped (its name and path are what rules match). For `cwd`
+ * it is kept: a deleted directory was empty and takes no new entries, so nothing relative to it
+ * can be loaded, while a directory really named `w (deleted)` is where a relative script is (the
+ * stripped name would send the script resolver to `w`, a way around a script-package rule).
+ */
 export function readLink(procRoot: string, pid: number, name: 'exe' | 'cwd', tid?: number): string | null {
   try {
     const target = readlinkSync(`${taskDir(procRoot, pid, tid)}/${name}`);
-    return target.endsWith(' (deleted)') ? target.slice(0, -10) : target;
+    return name === 'exe' && target.endsWith(' (deleted)') ? target.slice(0, -10) : target;
   } catch (err) {
     lastFailure = failureOf(err);
     return null;

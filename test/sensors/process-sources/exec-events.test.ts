@@ -7,8 +7,8 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
@@ -171,6 +171,23 @@ describe('ExecEventsSource', () => {
       );
     }
     expect(p.sensor.status().details).toMatchObject({ source: 'exec-events' });
+  });
+
+  it('a relative script run in a directory really named "w (deleted)" is found there (the cwd is not cut)', async () => {
+    const fx = makeBannedFixtures(join(dir, 'fx-deleted-name'));
+    const { p } = await eventsPipeline(policy([fx.rule]), 600_000);
+    // the package's own directory, renamed so its name ends the way the kernel marks a deleted cwd
+    const root = join(fx.prefixes[0] as string, 'lib', 'node_modules', fx.pkg);
+    const named = join(dirname(root), 'w (deleted)');
+    renameSync(root, named);
+    const child = launch(process.execPath, ['cli.js'], undefined, named);
+    expect(await child.exited).toBe('SIGKILL');
+    const pid = child.child.pid as number;
+    const blocked = await waitFor(
+      () => p.events.ofType('process.blocked').find((e) => (e as unknown as { pid: number }).pid === pid),
+      `process.blocked for ${pid}`,
+    );
+    expect(blocked).toMatchObject({ reason: 'script_package' });
   });
 
   it('catches a process that execs a banned program long after it started (same pid, new image)', async () => {
