@@ -204,6 +204,28 @@ export class QuarantineStore {
   private ready: Promise<void> | null = null;
 
   /**
+   * The operation on each entry that runs now, by id: a late-link sweep and a restore of the same
+   * entry run one after the other, never interleaved (a restore that read the manifest while a
+   * sweep removed a link would miss that link and leave it removed).
+   */
+  private readonly turns = new Map<string, Promise<unknown>>();
+
+  /** Runs `fn` once every operation on entry `id` started before it has finished. */
+  private inTurn<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.turns.get(id) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.turns.set(id, settled);
+    void settled.then(() => {
+      if (this.turns.get(id) === settled) this.turns.delete(id);
+    });
+    return run;
+  }
+
+  /**
    * Moves `req.path` into quarantine and removes the links/shims pointing into it. Throws
    * GUARD_QUARANTINE_UNSAFE_PATH when the path is not what was expected, left its root, resolves
    * into a protected dir or is controlled by more than one user (nothing moved),
@@ -319,42 +341,48 @@ export class QuarantineStore {
   /**
    * Removes links/shims into a quarantined entry's original path that appeared after the move (an
    * installer still linking bins when the package was taken) and records them in the manifest so
-   * restore puts them back too. Returns how many were removed; 0 when the entry is not (or no
-   * longer) quarantined or its original path is occupied again. Never rejects.
+   * restore puts them back too: recorded before they are removed (a crash in between leaves a
+   * record of a link still there, which restore skips, rather than a removed link no record
+   * knows), and in turn with a restore of the same entry. Returns how many were removed; 0 when
+   * the entry is not (or no longer) quarantined or its original path is occupied again. Never
+   * rejects.
    */
-  async sweepLinks(id: string): Promise<number> {
-    try {
-      return await withSessions(async (sessions) => {
-        const entry = this.get(id);
-        if (entry?.state !== 'quarantined' || !entry.manifest.search) return 0;
-        const m = entry.manifest;
-        const s = await sessions.forPath(m.originalPath);
-        if (await s.exists(m.originalPath)) return 0;
-        const search = m.search as NonNullable<QuarantineManifest['search']>;
-        const found = await findLinks(sessions, m.originalPath, { ...search, ownDirs: this.ownDirs });
-        const known = new Set(m.links.map((l) => l.path));
-        const removed: LinkRecord[] = [];
-        for (const link of found.links) {
-          if (known.has(link.path)) continue;
-          const r = await removeLink(sessions, link, this.ownDirs);
-          if (r === true) removed.push(link);
-          else this.log.warn({ id, link: link.path, why: r }, 'late link not removed');
-        }
-        if (removed.length === 0) return 0;
-        // Re-read: a restore may have started meanwhile; only append while still quarantined.
-        const now = this.get(id);
-        if (now?.state !== 'quarantined') return removed.length;
-        this.save(id, 'quarantined', { ...now.manifest, links: [...now.manifest.links, ...removed] });
-        this.log.info(
-          { id, links: removed.map((l) => l.path) },
-          'removed late links into a quarantined path',
-        );
-        return removed.length;
-      });
-    } catch (err) {
-      this.log.warn({ err, id }, 'late link sweep failed');
-      return 0;
-    }
+  sweepLinks(id: string): Promise<number> {
+    return this.inTurn(id, async () => {
+      try {
+        return await withSessions(async (sessions) => {
+          const entry = this.get(id);
+          if (entry?.state !== 'quarantined' || !entry.manifest.search) return 0;
+          const m = entry.manifest;
+          const s = await sessions.forPath(m.originalPath);
+          if (await s.exists(m.originalPath)) return 0;
+          const search = m.search as NonNullable<QuarantineManifest['search']>;
+          const found = await findLinks(sessions, m.originalPath, { ...search, ownDirs: this.ownDirs });
+          const known = new Set(m.links.map((l) => l.path));
+          const late = found.links.filter((l) => !known.has(l.path));
+          if (late.length === 0) return 0;
+          this.save(id, 'quarantined', { ...m, links: [...m.links, ...late] });
+          const removed: LinkRecord[] = [];
+          for (const link of late) {
+            const r = await removeLink(sessions, link, this.ownDirs);
+            if (r === true) removed.push(link);
+            else this.log.warn({ id, link: link.path, why: r }, 'late link not removed');
+          }
+          // Only what was removed stays recorded (restore must not write over what it did not take).
+          if (removed.length < late.length)
+            this.save(id, 'quarantined', { ...m, links: [...m.links, ...removed] });
+          if (removed.length > 0)
+            this.log.info(
+              { id, links: removed.map((l) => l.path) },
+              'removed late links into a quarantined path',
+            );
+          return removed.length;
+        });
+      } catch (err) {
+        this.log.warn({ err, id }, 'late link sweep failed');
+        return 0;
+      }
+    });
   }
 
   /**
@@ -439,7 +467,11 @@ export class QuarantineStore {
    * GUARD_QUARANTINE_UNSAFE_PATH when a parent now leads outside the root or into a protected dir;
    * GUARD_QUARANTINE_IO when the original path is taken or writing fails.
    */
-  async restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
+  restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
+    return this.inTurn(id, () => this.restoreNow(id, opts));
+  }
+
+  private async restoreNow(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     const entry = this.get(id);
     if (entry?.state !== 'quarantined')
       throw new GuardError(

@@ -247,7 +247,7 @@ describe('QuarantineAction + QuarantineStore', () => {
     symlinkSync('../lib/node_modules/@anthropic-ai/claude-code/cli.js', late);
     const unrelated = join(t.prefix, 'bin', 'other');
     symlinkSync('../lib/node_modules/other/cli.js', unrelated);
-    // The action sweeps on its own a second after the move: it removes the link, then records it.
+    // The action sweeps on its own a second after the move: it records the link, then removes it.
     await waitFor(
       () => gone(late) && store.get(id)?.manifest.links.length === 2,
       'late link removed and recorded',
@@ -259,6 +259,31 @@ describe('QuarantineAction + QuarantineStore', () => {
     expect(res.linksRestored).toBe(2);
     expect(readlinkSync(late)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
     expect(await store.sweepLinks(id)).toBe(0); // restored: nothing to sweep
+    db.close();
+  });
+
+  it('a restore asked for while a late-link sweep runs waits for it: the late link comes back too', async () => {
+    const dir = fresh();
+    const { db, store } = await storeIn(dir);
+    const t = npmTree(dir);
+    const r = await new QuarantineAction({ store, notifier: new RecordingNotifier(), logger }).execute(
+      obsFor(t.root, t.pkg),
+      decision,
+    );
+    const id = r.details?.quarantine_id as string;
+    const late = join(t.prefix, 'bin', 'claude-late2');
+    symlinkSync('../lib/node_modules/@anthropic-ai/claude-code/cli.js', late);
+    // Both started in the same turn of the event loop: the restore reads the manifest only after
+    // the sweep has recorded and removed the late link.
+    const [swept, res] = await Promise.all([
+      store.sweepLinks(id),
+      store.restore(id, { force: false, stillBanned: () => false }),
+    ]);
+    expect(swept).toBe(1);
+    expect(res.linksRestored).toBe(2);
+    expect(readlinkSync(late)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
+    expect(readlinkSync(t.bin)).toBe('../lib/node_modules/@anthropic-ai/claude-code/cli.js');
+    expect(store.get(id)?.state).toBe('restored');
     db.close();
   });
 
