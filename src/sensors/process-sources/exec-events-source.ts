@@ -29,12 +29,7 @@ import { nativeAddonPath } from '../../common/native-addon.js';
 import type { ChainAnswer, ChainStep } from '../safe-read.js';
 import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
-import {
-  imageToken,
-  PROCFS_DEFAULT_INTERVAL_MS,
-  ProcfsSource,
-  type ProcfsSourceOptions,
-} from './procfs-source.js';
+import { PROCFS_DEFAULT_INTERVAL_MS, ProcfsSource, type ProcfsSourceOptions } from './procfs-source.js';
 
 /**
  * The /proc sweep's interval while exec events arrive (ms). Every exec is pushed as it happens, so
@@ -103,7 +98,8 @@ export interface ExecEventCounters {
 /** The native/procevents API (see the module header of native/procevents/procevents.c). */
 export interface ProcEventsAddon {
   open(
-    onBatch: (events: ExecEvent[], counters: ExecEventCounters) => void,
+    /** `counters` comes with the first batch and whenever drops or readerErrno changed; else undefined. */
+    onBatch: (events: ExecEvent[], counters: ExecEventCounters | undefined) => void,
     options: { rcvbuf: number },
   ): unknown;
   counters(handle: unknown): ExecEventCounters;
@@ -229,6 +225,8 @@ export class ExecEventsSource implements ProcessSource {
   }
 
   close(): void {
+    // The final counts, for details() after close (batches carry counters only when drops change).
+    if (this.state === 'active' && this.addon) this.counters = this.addon.counters(this.handle);
     if (this.state === 'active' && this.addon && this.addon.close(this.handle) === false)
       this.log.error(
         'exec events threads did not stop (the reader stuck reading /proc, or the script walker on a stalled mount); left behind',
@@ -340,6 +338,7 @@ export class ExecEventsSource implements ProcessSource {
    */
   private readerStopped(errno: number): void {
     if (this.state !== 'active') return;
+    if (this.addon) this.counters = this.addon.counters(this.handle);
     this.addon?.close(this.handle);
     this.state = 'unavailable';
     this.unavailable = {
@@ -351,18 +350,10 @@ export class ExecEventsSource implements ProcessSource {
   }
 
   /** Runs on the JS thread for each batch the addon delivers: reads each pid now, then wakes the sensor. */
-  private onBatch(events: ExecEvent[], counters: ExecEventCounters): void {
+  private onBatch(events: ExecEvent[], counters: ExecEventCounters | undefined): void {
     if (this.state !== 'active') return;
     this.batches++;
-    if (counters.kernelDrops > this.counters.kernelDrops || counters.queueDrops > this.counters.queueDrops) {
-      this.log.warn(
-        { kernel_drops: counters.kernelDrops, queue_drops: counters.queueDrops },
-        'exec events were dropped: resyncing from /proc',
-      );
-      this.resyncDue = true;
-    }
-    this.counters = counters;
-    if (counters.readerErrno) this.readerStopped(counters.readerErrno);
+    if (counters) this.onCounters(counters);
     try {
       for (const ev of events) this.onExec(ev);
     } catch (err) {
@@ -372,6 +363,19 @@ export class ExecEventsSource implements ProcessSource {
       this.resyncDue = true;
     }
     this.wake?.();
+  }
+
+  /** Counters that came with a batch (drops or the reader's errno changed): resync, or fall back. */
+  private onCounters(counters: ExecEventCounters): void {
+    if (counters.kernelDrops > this.counters.kernelDrops || counters.queueDrops > this.counters.queueDrops) {
+      this.log.warn(
+        { kernel_drops: counters.kernelDrops, queue_drops: counters.queueDrops },
+        'exec events were dropped: resyncing from /proc',
+      );
+      this.resyncDue = true;
+    }
+    this.counters = counters;
+    if (counters.readerErrno) this.readerStopped(counters.readerErrno);
   }
 
   private onExec(ev: ExecEvent): void {
@@ -431,7 +435,7 @@ export function fromSnapshot(ev: ExecEvent): { raw: RawProcess; stat: ProcStat; 
     argv: cmd?.argv ?? [],
     uid: ev.uid,
     tty: ttyPath(stat.ttyNr),
-    image: imageToken(stat.image),
+    image: stat.image,
     execNs: ev.ts,
   };
   const live = stat.state !== 'Z' && stat.state !== 'X' && cmd !== null && ev.uid !== null;

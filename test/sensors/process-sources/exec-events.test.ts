@@ -84,11 +84,12 @@ describe('native/procevents', () => {
   it('reports a real exec with the facts /proc gave right after it, and closes cleanly', async () => {
     const addon = loadProcEvents();
     const seen: ExecEvent[] = [];
-    let counters: ExecEventCounters | null = null;
+    // What each batch carried as counters: the first one always, later ones only after a drop.
+    const carried: (ExecEventCounters | undefined)[] = [];
     const handle = addon.open(
       (events, c) => {
         seen.push(...events);
-        counters = c;
+        carried.push(c);
       },
       { rcvbuf: 1 << 20 },
     );
@@ -101,7 +102,18 @@ describe('native/procevents', () => {
       expect(ev.exe).toBe(prog.path);
       expect(Buffer.from(ev.cmdline ?? new Uint8Array()).toString()).toBe(`${prog.path}\u000030\u0000`);
       expect(ev.uid).toBe(process.getuid?.());
-      expect(counters).toMatchObject({ kernelDrops: 0, queueDrops: 0 });
+      // One more exec, in a batch of its own (the program's was delivered already).
+      const later = launch('/bin/true', []);
+      const laterPid = later.child.pid as number;
+      await waitFor(() => seen.some((e) => e.pid === laterPid), `an exec event for pid ${laterPid}`);
+      expect(carried[0]).toMatchObject({ kernelDrops: 0, queueDrops: 0, readerErrno: 0 });
+      // Counters come again only with a batch after a drop.
+      const told = carried.filter((c) => c !== undefined);
+      for (let i = 1; i < told.length; i++) {
+        const [a, b] = [told[i - 1], told[i]] as [ExecEventCounters, ExecEventCounters];
+        expect(b.kernelDrops !== a.kernelDrops || b.queueDrops !== a.queueDrops).toBe(true);
+      }
+      if (told.length === 1) expect(carried.length).toBeGreaterThan(1);
       child.child.kill('SIGKILL');
       await child.exited;
     } finally {

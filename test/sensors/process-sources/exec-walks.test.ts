@@ -115,18 +115,16 @@ function walkerTids(): Set<string> {
 /** An addon opened for one test: its events, its counters, and a wait for one pid's event. */
 function opened(addon: ProcEventsAddon) {
   const seen: ExecEvent[] = [];
-  let counters: ExecEventCounters | null = null;
   const handle = addon.open(
-    (events, c) => {
+    (events) => {
       seen.push(...events);
-      counters = c;
     },
     { rcvbuf: 1 << 22 },
   );
   addon.setWalks?.(handle, true);
   return {
     handle,
-    counters: () => counters ?? addon.counters(handle),
+    counters: (): ExecEventCounters => addon.counters(handle),
     event: (pid: number) => waitFor(() => seen.find((e) => e.pid === pid), `the exec event of pid ${pid}`),
     events: (pid: number) => seen.filter((e) => e.pid === pid),
   };
