@@ -36,23 +36,16 @@ export interface ProcStat {
   readonly image: ProcImage;
 }
 
-/** The program-image fields of a stat line (see `ProcStat.image`). */
-export interface ProcImage {
-  readonly startCode: number;
-  readonly endCode: number;
-  readonly startStack: number;
-  readonly argStart: number;
-}
+/**
+ * The program-image fields of a stat line (see `ProcStat.image`) as one opaque token,
+ * `start_code:end_code:start_stack:arg_start` in the kernel's own digits (a missing field reads
+ * as 0). Only ever compared: kept as text, it costs no number conversion either way (the
+ * addresses exceed small integers, and formatting them back was a visible share of each exec).
+ */
+export type ProcImage = string;
 
-/** True when two stat reads show the same program image (no exec in between). */
-export function sameImage(a: ProcImage, b: ProcImage): boolean {
-  return (
-    a.startCode === b.startCode &&
-    a.endCode === b.endCode &&
-    a.startStack === b.startStack &&
-    a.argStart === b.argStart
-  );
-}
+/** The image of a process whose stat was not read. */
+export const NO_IMAGE: ProcImage = '0:0:0:0';
 
 /** PF_KTHREAD from include/linux/sched.h: kernel threads have no exe, argv or user to match. */
 export const PF_KTHREAD = 0x00200000;
@@ -127,14 +120,16 @@ export function parseStat(text: string): ProcStat | null {
   const pid = Number(text.slice(0, open).trim());
   if (!Number.isInteger(pid) || pid <= 0) return null;
   const comm = text.slice(open + 1, close);
-  // Fields after comm start at field 3 (state); starttime is field 22 → index 19.
-  const rest = text.slice(close + 2).split(' ');
-  if (rest.length < 20) return null;
-  const state = rest[0] ?? '';
-  const ppid = Number(rest[1]);
-  const ttyNr = Number(rest[4]);
-  const flags = Number(rest[6]);
-  const startTime = Number(rest[19]);
+  // Fields after comm start at field 3 (state); starttime is field 22 → index 19. Found by
+  // walking the spaces rather than split(' '): this runs for every exec, and only 9 of ~50
+  // fields are used.
+  const rest = statFields(text, close + 2);
+  if (rest < 20) return null;
+  const state = field(text, 0);
+  const ppid = Number(field(text, 1));
+  const ttyNr = Number(field(text, 4));
+  const flags = Number(field(text, 6));
+  const startTime = Number(field(text, 19));
   if (
     state.length !== 1 ||
     !Number.isInteger(ppid) ||
@@ -147,19 +142,50 @@ export function parseStat(text: string): ProcStat | null {
     return null;
   }
   // Older kernels end before field 48; a missing or odd field reads as 0 (compared, never trusted).
-  const image: ProcImage = {
-    startCode: statNumber(rest[23]),
-    endCode: statNumber(rest[24]),
-    startStack: statNumber(rest[25]),
-    argStart: statNumber(rest[45]),
-  };
+  const image = `${imageField(text, 23, rest)}:${imageField(text, 24, rest)}:${imageField(text, 25, rest)}:${imageField(text, 45, rest)}`;
   return { pid, comm, state, ppid, ttyNr, flags, startTime, image };
 }
 
-function statNumber(field: string | undefined): number {
-  const v = Number(field);
-  return Number.isFinite(v) ? v : 0;
+/** Start and end offsets of the stat fields after comm that parseStat reads (index 45 the last). */
+const STAT_FIELDS_USED = 46;
+const fieldStart = new Int32Array(STAT_FIELDS_USED);
+const fieldEnd = new Int32Array(STAT_FIELDS_USED);
+
+/**
+ * Records where each space-separated field of `text` from `from` starts and ends (the first
+ * STAT_FIELDS_USED; the line's newline is not part of the last); returns how many fields there
+ * are, counting up to STAT_FIELDS_USED + 1 (more than parseStat reads).
+ */
+function statFields(text: string, from: number): number {
+  let end = text.length;
+  if (end > from && text.charCodeAt(end - 1) === 0x0a) end--;
+  let start = from;
+  for (let k = 0; k <= STAT_FIELDS_USED; k++) {
+    if (start > end) return k;
+    const sp = text.indexOf(' ', start);
+    const stop = sp < 0 || sp > end ? end : sp;
+    if (k < STAT_FIELDS_USED) {
+      fieldStart[k] = start;
+      fieldEnd[k] = stop;
+    }
+    start = stop + 1;
+  }
+  return STAT_FIELDS_USED + 1;
 }
+
+/** Field `k` (0: state) of the line statFields last walked. */
+function field(text: string, k: number): string {
+  return text.slice(fieldStart[k], fieldEnd[k]);
+}
+
+/** An image field as the kernel printed it (digits), or 0 when missing or not a number. */
+function imageField(text: string, k: number, count: number): string {
+  if (k >= count) return '0';
+  const f = field(text, k);
+  return f.length > 0 && f.length <= 20 && DIGITS.test(f) ? f : '0';
+}
+
+const DIGITS = /^[0-9]+$/;
 
 /** Reads and parses /proc/<pid>/stat; null with `lastFailure` set when gone, unreadable or malformed. */
 export function readStat(procRoot: string, pid: number): ProcStat | null {

@@ -29,6 +29,7 @@ import {
   lastFailure,
   listNames,
   liveThread,
+  NO_IMAGE,
   openStat,
   PF_KTHREAD,
   type ProcImage,
@@ -42,7 +43,6 @@ import {
   readStat,
   readStatFd,
   readUid,
-  sameImage,
   taskDir,
   ttyPath,
 } from './proc-files.js';
@@ -238,7 +238,7 @@ export class ProcfsSource implements ProcessSource {
   adopt(stat: ProcStat): boolean {
     const k = this.known.get(stat.pid);
     if (k !== undefined && k.startTime === stat.startTime) {
-      if (k.comm === stat.comm && sameImage(k.image, stat.image)) return false;
+      if (k.comm === stat.comm && k.image === stat.image) return false;
       k.comm = stat.comm;
       k.image = stat.image;
       return true;
@@ -261,7 +261,7 @@ export class ProcfsSource implements ProcessSource {
   /** `startTime/image` of the program last reported for `pid`, or null when the pid is not known. */
   identityOf(pid: number): string | null {
     const k = this.known.get(pid);
-    return k === undefined || k.startTime < 0 ? null : `${k.startTime}/${imageToken(k.image)}`;
+    return k === undefined || k.startTime < 0 ? null : `${k.startTime}/${k.image}`;
   }
 
   /**
@@ -322,7 +322,7 @@ export class ProcfsSource implements ProcessSource {
     const stat = readStat(this.root, raw.pid);
     if (stat === null || stat.startTime !== raw.startTime) return true;
     const live = this.running(raw.pid, stat);
-    return live === null || imageToken(live.stat.image) !== raw.image;
+    return live === null || live.stat.image !== raw.image;
   }
 
   loadedProgram(raw: RawProcess): { exe: string; openPath: string } | null {
@@ -421,7 +421,7 @@ export class ProcfsSource implements ProcessSource {
     }
     const live = this.running(pid, stat);
     if (live === null) return false; // exited; its image reads as 0
-    if (live.stat.comm !== k.comm || !sameImage(live.stat.image, k.image)) {
+    if (live.stat.comm !== k.comm || live.stat.image !== k.image) {
       // Same process, new program (exec): read it again.
       k.comm = live.stat.comm;
       k.image = live.stat.image;
@@ -528,17 +528,10 @@ export class ProcfsSource implements ProcessSource {
       uid,
       tty: ttyPath(stat.ttyNr),
       ...(tid !== undefined ? { tid } : {}),
-      image: imageToken(stat.image),
+      image: stat.image,
     };
   }
 }
-
-/** The program image as an opaque token (RawProcess.image): code and stack addresses, which every exec changes. */
-export function imageToken(i: ProcImage): string {
-  return `${i.startCode}:${i.endCode}:${i.startStack}:${i.argStart}`;
-}
-
-const NO_IMAGE: ProcImage = { startCode: 0, endCode: 0, startStack: 0, argStart: 0 };
 
 /** Re-exported for docs and tests: the argv cap applied by this source. */
 export const PROCFS_CMDLINE_MAX_BYTES = CMDLINE_MAX_BYTES;

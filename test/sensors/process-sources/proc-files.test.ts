@@ -11,7 +11,7 @@ import {
   ttyPath,
 } from '../../../src/sensors/process-sources/proc-files.js';
 
-const noImage = { startCode: 0, endCode: 0, startStack: 0, argStart: 0 };
+const noImage = '0:0:0:0';
 const tail = 'S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10 18446744073709551615';
 
 describe('parseStat', () => {
@@ -60,14 +60,38 @@ describe('parseStat', () => {
         ttyNr: 0,
         flags: 4194560,
         startTime: 98765,
-        image: {
-          startCode: 94000000000000,
-          endCode: 94000000100000,
-          startStack: 140720000000000,
-          argStart: 140720000001000,
-        },
+        image: '94000000000000:94000000100000:140720000000000:140720000001000',
       },
     ],
+    [
+      'a newline ends the line, an odd image field reads as 0',
+      `42 (node) ${tail} 94000000000000 x-1 140720000000000 ${'0 '.repeat(19)}140720000001000\n`,
+      {
+        pid: 42,
+        comm: 'node',
+        state: 'S',
+        ppid: 1,
+        ttyNr: 0,
+        flags: 4194560,
+        startTime: 98765,
+        image: '94000000000000:0:140720000000000:140720000001000',
+      },
+    ],
+    [
+      'exactly the 20 fields up to start time',
+      `42 (bash) ${tail.split(' ').slice(0, 20).join(' ')}\n`,
+      {
+        pid: 42,
+        comm: 'bash',
+        state: 'S',
+        ppid: 1,
+        ttyNr: 0,
+        flags: 4194560,
+        startTime: 98765,
+        image: noImage,
+      },
+    ],
+    ['19 fields', `42 (bash) ${tail.split(' ').slice(0, 19).join(' ')}`, null],
     ['no parens', `42 bash ${tail}`, null],
     ['too few fields', '42 (bash) S 1 42', null],
     ['non-numeric start time', `42 (bash) ${tail.replace('98765', 'x')}`, null],
