@@ -279,22 +279,25 @@ export class ProcessSensor implements Sensor {
       this.detach(wait.then(() => this.handle(raw, file, true)));
       return;
     }
+    const path =
+      !this.needs.sha256 && !this.needs.markers ? null : file ? file.open : this.options.source.hashPath(raw);
+    const hashPath = this.needs.sha256 ? path : null;
+    const markerPath = this.needs.markers ? path : null;
+    const script =
+      this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
+    // Nothing to read from files: the observation is complete now (no script package when one is needed).
+    const complete = !script && hashPath === null && markerPath === null;
     let obs: ProcessObservation;
     try {
-      obs = this.observe(raw);
+      obs = this.observe(raw, complete && this.needs.scriptPackage ? null : undefined);
     } catch (err) {
       this.count('observe_error');
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
       return;
     }
     if (file === undefined && isDynamicLoader(raw.exe)) this.handleLoaded(raw);
-    const path = file ? file.open : this.options.source.hashPath(raw);
-    const hashPath = this.needs.sha256 ? path : null;
-    const markerPath = this.needs.markers ? path : null;
-    const script =
-      this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
-    if (!script && hashPath === null && markerPath === null) {
-      this.emit(this.needs.scriptPackage ? { ...obs, scriptPackage: null } : obs);
+    if (complete) {
+      this.emit(obs);
       return;
     }
     // Hash and script package touch files the user controls: both run off the scan, through
@@ -519,17 +522,22 @@ export class ProcessSensor implements Sensor {
       this.detach(
         this.lookupScript(raw, attempt).then((pkg) => {
           if (!pkg) return;
-          this.emit({ ...this.observe(raw), scriptPackage: pkg });
+          this.emit(this.observe(raw, pkg));
         }),
       );
     }, SCRIPT_RETRY_MS);
     this.retryTimers.add(t);
   }
 
-  private observe(raw: RawProcess): ProcessObservation {
+  /**
+   * The observation of `raw`, with `scriptPackage` when given. Optional fields are added to the
+   * literal, not spread into it: this runs for every exec, and a spread of varying shapes took
+   * V8's slow path each time.
+   */
+  private observe(raw: RawProcess, scriptPackage?: ProcessObservation['scriptPackage']): ProcessObservation {
     const owner =
       raw.uid === null ? { uid: -1, user: null, groups: [], home: null } : this.options.users.owner(raw.uid);
-    return {
+    const obs: { -readonly [K in keyof ProcessObservation]: ProcessObservation[K] } = {
       kind: 'process',
       pid: raw.pid,
       ppid: raw.ppid,
@@ -539,9 +547,11 @@ export class ProcessSensor implements Sensor {
       argv: raw.argv,
       owner,
       tty: raw.tty,
-      ...(raw.signing ? { signing: raw.signing } : {}),
-      ...(raw.execNs !== undefined ? { execNs: raw.execNs } : {}),
     };
+    if (raw.signing) obs.signing = raw.signing;
+    if (raw.execNs !== undefined) obs.execNs = raw.execNs;
+    if (scriptPackage !== undefined) obs.scriptPackage = scriptPackage;
+    return obs;
   }
 
   private emit(obs: ProcessObservation): void {
