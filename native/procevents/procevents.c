@@ -30,14 +30,18 @@
  *       Throws an Error with code GUARD_PROCEVENTS_OPEN_FAILED (errno name in the message: EPERM
  *       without CAP_NET_ADMIN, EPROTONOSUPPORT without the connector).
  *   counters(handle) -> { received, kernelDrops, queueDrops, rcvbuf, readerErrno, walks,
- *       walkDrops } (also passed to onBatch); readerErrno is non-zero once the reader stopped on a
- *       socket error: no more events will come, and the caller must fall back (guardd polls
- *       /proc). walks/walkDrops: the walker's (below).
+ *       walkDrops, identities } (also passed to onBatch); readerErrno is non-zero once the reader
+ *       stopped on a socket error: no more events will come, and the caller must fall back (guardd
+ *       polls /proc). walks/walkDrops/identities: the walker's (below).
  *   setWalks(handle, on): whether the reader asks walker.c (a second thread) for the script walks
  *       of interpreters' execs (off at open: guardd turns it on while a rule needs script packages).
  *   takeWalk(handle, pid, ts) -> [{ path, mode, uid, gid, dev, ino, link } | { path, code }] | null:
  *       the script walk of that exec read ahead by the walker, taken once; null when there is none
  *       (yet).
+ *   setIdentities(handle, on): whether the reader asks the walker for the identity of every
+ *       exec's executable (off at open: guardd turns it on while a rule needs hashes or markers).
+ *   takeIdentity(handle, pid, ts) -> [dev, ino, size, mtimeMs, ctimeMs] | null: that identity
+ *       (walker.c says how it is read and when there is none), taken once.
  *   close(handle) -> boolean: unsubscribes, stops and joins the threads, closes the socket, true.
  *       false when the reader or the walker did not stop within CLOSE_JOIN_LIMIT_S (left behind,
  *       see js_close; a walker left behind does not keep the socket open).
@@ -54,6 +58,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,8 +125,9 @@ typedef struct {
   int rcvbuf;
   /* Script walks read ahead for interpreter execs (walker.c); NULL when it could not start. */
   walker_t *walker;
-  /* Whether to ask it (setWalks: only while a rule needs script packages). */
-  atomic_int walks_on;
+  /* Whether to ask it for walks (setWalks: only while a rule needs script packages) and for
+   * executables' identities (setIdentities: only while a rule needs hashes or markers). */
+  atomic_int walks_on, idents_on;
   /* What the last batch's counters said (JS thread only): a batch carries counters when these changed. */
   int delivered;
   unsigned long long told_kernel_drops, told_queue_drops;
@@ -142,10 +148,11 @@ static napi_value counters_of(napi_env env, state_t *s) {
   set_num(env, o, "queueDrops", (double)atomic_load(&s->queue_drops));
   set_num(env, o, "rcvbuf", s->rcvbuf);
   set_num(env, o, "readerErrno", atomic_load(&s->reader_errno));
-  uint64_t walks, walk_drops;
-  walker_counters(s->walker, &walks, &walk_drops);
+  uint64_t walks, walk_drops, identities;
+  walker_counters(s->walker, &walks, &walk_drops, &identities);
   set_num(env, o, "walks", (double)walks);
   set_num(env, o, "walkDrops", (double)walk_drops);
+  set_num(env, o, "identities", (double)identities);
   return o;
 }
 
@@ -223,9 +230,8 @@ static event_t *snapshot(int32_t pid, uint64_t ts) {
   return e;
 }
 
-/* Asks the walker for the script walks of an interpreter's exec (exe basename or comm). */
-static void request_walk(state_t *s, const event_t *e) {
-  if (s->walker == NULL || e->cmd_len <= 0 || !atomic_load(&s->walks_on)) return;
+/* Whether the exec is of an interpreter (walker_is_interpreter on the exe's basename or comm). */
+static int is_interpreter_exec(const event_t *e) {
   int interp = 0;
   if (e->exe_len > 0) {
     const char *exe = e->exe, *base = exe;
@@ -241,7 +247,18 @@ static void request_walk(state_t *s, const event_t *e) {
       if (e->stat[i] == ')') close = e->stat + i;
     if (open != NULL && close != NULL && close > open) interp = walker_is_interpreter(open + 1, (int)(close - open - 1));
   }
-  if (interp) walker_request(s->walker, e->pid, e->ts, e->cmd, e->cmd_len);
+  return interp;
+}
+
+/* Asks the walker for what it reads ahead of JS: the script walks of an interpreter's exec (exe
+ * basename or comm) while setWalks is on, the identity of the executable while setIdentities is. */
+static void ask_walker(state_t *s, const event_t *e) {
+  if (s->walker == NULL) return;
+  int ident = atomic_load(&s->idents_on) && e->stat_len > 0 && e->exe_len > 0;
+  int walk = e->cmd_len > 0 && atomic_load(&s->walks_on) && is_interpreter_exec(e);
+  if (walk || ident)
+    walker_request(s->walker, e->pid, e->ts, walk ? e->cmd : NULL, walk ? e->cmd_len : 0, ident ? e->stat : NULL,
+                   ident ? e->stat_len : 0);
 }
 
 static void wake(state_t *s) {
@@ -322,7 +339,7 @@ static void *reader(void *arg) {
         event_t *e = snapshot(ev->event_data.exec.process_tgid, ev->timestamp_ns);
         if (e == NULL) atomic_fetch_add(&s->queue_drops, 1);
         else {
-          request_walk(s, e);
+          ask_walker(s, e);
           enqueue(s, e);
         }
         if (++got % WAKE_EVERY == 0) wake(s);
@@ -591,8 +608,26 @@ static napi_value js_take_walk(napi_env env, napi_callback_info info) {
   return walker_take(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
 }
 
+/* takeIdentity(handle, pid, ts): the identity of that exec's executable read by the walker. */
+static napi_value js_take_identity(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  void *p = NULL;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t pid;
+  double ts;
+  if (argc < 3 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
+      napi_get_value_int32(env, argv[1], &pid) != napi_ok || napi_get_value_double(env, argv[2], &ts) != napi_ok) {
+    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "takeIdentity(handle, pid, ts)");
+    return NULL;
+  }
+  state_t *s = p;
+  return walker_take_identity(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
+}
+
 /* setWalks(handle, on): whether the reader asks the walker for interpreters' script walks. */
-static napi_value js_set_walks(napi_env env, napi_callback_info info) {
+/* Sets one of the handle's switches from (handle, on); throws with `usage` on bad arguments. */
+static napi_value set_switch(napi_env env, napi_callback_info info, size_t offset, const char *usage) {
   size_t argc = 2;
   napi_value argv[2];
   void *p = NULL;
@@ -600,11 +635,20 @@ static napi_value js_set_walks(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 2 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
       napi_get_value_bool(env, argv[1], &on) != napi_ok) {
-    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "setWalks(handle, on)");
+    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", usage);
     return NULL;
   }
-  atomic_store(&((state_t *)p)->walks_on, on ? 1 : 0);
+  atomic_store((atomic_int *)((char *)p + offset), on ? 1 : 0);
   return NULL;
+}
+
+static napi_value js_set_walks(napi_env env, napi_callback_info info) {
+  return set_switch(env, info, offsetof(state_t, walks_on), "setWalks(handle, on)");
+}
+
+/* setIdentities(handle, on): whether the reader asks the walker for every exec's identity. */
+static napi_value js_set_identities(napi_env env, napi_callback_info info) {
+  return set_switch(env, info, offsetof(state_t, idents_on), "setIdentities(handle, on)");
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
@@ -654,6 +698,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"takeWalk", NULL, js_take_walk, NULL, NULL, NULL, napi_default, NULL},
       {"setWalks", NULL, js_set_walks, NULL, NULL, NULL, napi_default, NULL},
+      {"takeIdentity", NULL, js_take_identity, NULL, NULL, NULL, napi_default, NULL},
+      {"setIdentities", NULL, js_set_identities, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

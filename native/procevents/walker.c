@@ -29,6 +29,16 @@
  * a trailing "/") are left to the resolver, which normalises them itself, and so are paths that
  * are not UTF-8 (`utf8_ok`: JS would file the answers under another name).
  *
+ * The identity of an exec's executable (walker_take_identity), asked for every exec while a rule
+ * needs hashes or content markers: the JS thread answers those from its caches, keyed by that
+ * identity, without opening the file (three trips through the libuv pool per exec otherwise). It
+ * is a statx of /proc/<pid>/exe with AT_STATX_DONT_SYNC (a FUSE or NFS file's cached attributes,
+ * no request to its server), made here because following the link may still wait on a network
+ * file system (NFS revalidates the dentry it jumps to) and only this thread may wait. The exec is
+ * the one asked about only if the process's stat then still shows its start time and program
+ * image as the reader read them right after the exec (`exec_key`): a process that exec'd again
+ * in between gets no identity (its next exec is reported on its own).
+ *
  * The lstat step and the errno names are those of native/pathwalk/pathwalk.c (`execute`,
  * `errno_code`): each addon is built from its own directory alone, so they are written in both;
  * test/sensors/process/exec-walks.test.ts checks the answers are equal.
@@ -45,11 +55,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
-/* Requests waiting for the walker at most (a burst of interpreter execs; beyond it: dropped). */
+/* Requests waiting for the walker at most (a burst of execs; beyond it: dropped). */
 #define QUEUE_MAX 64
+/* Identities kept for JS to take at most (the oldest is overwritten). */
+#define IDENTS_MAX 256
+/* A stat line (procfs.ts reads at most this much too). */
+#define STAT_MAX 4096
 /* Walks kept for JS to take at most (the oldest is overwritten). */
 #define RESULTS_MAX 64
 /* Arguments looked at, and script candidates taken from them (script-package.ts takes 3). */
@@ -87,8 +103,16 @@ typedef struct {
   int32_t pid;
   uint64_t ts;
   int argv_len;
-  char *argv; /* NUL-separated, malloc'd */
+  char *argv; /* NUL-separated, malloc'd; NULL: no walk asked */
+  char *stat; /* the reader's stat line, NUL-terminated, malloc'd; NULL: no identity asked */
 } request_t;
+
+typedef struct {
+  int32_t pid;
+  uint64_t ts;
+  int used;
+  double v[5]; /* dev, ino, size, mtimeMs, ctimeMs */
+} ident_t;
 
 typedef struct {
   int32_t pid;
@@ -106,8 +130,10 @@ struct walker {
   int qhead, qcount;
   result_t results[RESULTS_MAX];
   int rnext;
+  ident_t idents[IDENTS_MAX];
+  int inext;
   atomic_int stop;
-  atomic_ullong done, dropped;
+  atomic_ullong done, dropped, identities;
   /* The CPU budget (walker thread only): ns it may still spend, as of `refilled` (CLOCK_MONOTONIC). */
   uint64_t budget, refilled;
   /* Set while it rests out of budget: the reader drops requests at once. */
@@ -274,6 +300,78 @@ static int walk_request(const request_t *r, answer_t *out, uint64_t cpu_until) {
   return count;
 }
 
+/* The fields of a stat line that change with each exec of a process or with its pid's reuse —
+ * start time (field 22), start_code, end_code, start_stack (26–28) and arg_start (48), as
+ * "a:b:c:d:e" (a missing one as 0) — into out; 0 when the line is malformed. */
+static int exec_key(const char *stat, char *out, size_t out_len) {
+  static const int wanted[] = {19, 23, 24, 25, 45}; /* indexes after comm, as parseStat's */
+  const char *close = strrchr(stat, ')');
+  if (close == NULL || close[1] != ' ') return 0;
+  const char *p = close + 2;
+  size_t n = 0;
+  int field = 0, w = 0;
+  out[0] = '\0';
+  while (w < 5) {
+    const char *end = p;
+    while (*end != '\0' && *end != ' ' && *end != '\n') end++;
+    if (field == wanted[w]) {
+      int len = (int)(end - p);
+      int k = snprintf(out + n, out_len - n, "%s%.*s", w ? ":" : "", len > 0 ? len : 1, len > 0 ? p : "0");
+      if (k < 0 || (size_t)k >= out_len - n) return 0;
+      n += (size_t)k;
+      w++;
+    }
+    if (*end != ' ') break;
+    p = end + 1;
+    field++;
+  }
+  if (w == 0) return 0; /* not even the start time */
+  for (; w < 5; w++) {
+    int k = snprintf(out + n, out_len - n, ":0");
+    if (k < 0 || (size_t)k >= out_len - n) return 0;
+    n += (size_t)k;
+  }
+  return 1;
+}
+
+/* The identity of request r's executable into v (see the module header); 1 when read. */
+static int read_identity(const request_t *r, double v[5]) {
+  char path[64], want[160], now[160], line[STAT_MAX + 1];
+  if (!exec_key(r->stat, want, sizeof(want))) return 0;
+  snprintf(path, sizeof(path), "/proc/%d/exe", r->pid);
+  struct statx sx;
+  const unsigned int mask = STATX_TYPE | STATX_INO | STATX_SIZE | STATX_MTIME | STATX_CTIME;
+  if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, mask, &sx) != 0 || (sx.stx_mask & mask) != mask ||
+      !S_ISREG(sx.stx_mode))
+    return 0;
+  snprintf(path, sizeof(path), "/proc/%d/stat", r->pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return 0;
+  ssize_t got = read(fd, line, STAT_MAX);
+  close(fd);
+  if (got <= 0) return 0;
+  line[got] = '\0';
+  if (!exec_key(line, now, sizeof(now)) || strcmp(want, now) != 0) return 0;
+  /* As libuv fills Node's fs.Stats from statx, and Node's msFromTimeSpec: the same doubles. */
+  v[0] = (double)makedev(sx.stx_dev_major, sx.stx_dev_minor);
+  v[1] = (double)sx.stx_ino;
+  v[2] = (double)sx.stx_size;
+  v[3] = (double)sx.stx_mtime.tv_sec * 1000.0 + (double)sx.stx_mtime.tv_nsec / 1000000.0;
+  v[4] = (double)sx.stx_ctime.tv_sec * 1000.0 + (double)sx.stx_ctime.tv_nsec / 1000000.0;
+  return 1;
+}
+
+static void store_identity(walker_t *w, const request_t *r, const double v[5]) {
+  pthread_mutex_lock(&w->mu);
+  ident_t *slot = &w->idents[w->inext];
+  w->inext = (w->inext + 1) % IDENTS_MAX;
+  slot->pid = r->pid;
+  slot->ts = r->ts;
+  memcpy(slot->v, v, sizeof(slot->v));
+  slot->used = 1;
+  pthread_mutex_unlock(&w->mu);
+}
+
 static void store(walker_t *w, const request_t *r, answer_t *answers, int count) {
   pthread_mutex_lock(&w->mu);
   result_t *slot = &w->results[w->rnext];
@@ -306,6 +404,7 @@ static void rest(walker_t *w) {
   pthread_mutex_lock(&w->mu);
   for (; w->qcount > 0; w->qcount--, w->qhead = (w->qhead + 1) % QUEUE_MAX) {
     free(w->queue[w->qhead].argv);
+    free(w->queue[w->qhead].stat);
     atomic_fetch_add(&w->dropped, 1);
   }
   atomic_store(&w->resting, 0);
@@ -328,14 +427,22 @@ static void *run(void *arg) {
     /* Charged: everything from here to the next wait (the walk, the answers replaced, the frees). */
     uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     refill(w);
-    answer_t *answers = calloc(MAX_ANSWERS, sizeof(answer_t));
-    if (answers == NULL) atomic_fetch_add(&w->dropped, 1);
-    else {
-      int count = walk_request(&r, answers, cpu + w->budget);
-      store(w, &r, answers, count);
-      atomic_fetch_add(&w->done, 1);
+    double v[5];
+    if (r.stat != NULL && read_identity(&r, v)) {
+      store_identity(w, &r, v);
+      atomic_fetch_add(&w->identities, 1);
+    }
+    if (r.argv != NULL) {
+      answer_t *answers = calloc(MAX_ANSWERS, sizeof(answer_t));
+      if (answers == NULL) atomic_fetch_add(&w->dropped, 1);
+      else {
+        int count = walk_request(&r, answers, cpu + w->budget);
+        store(w, &r, answers, count);
+        atomic_fetch_add(&w->done, 1);
+      }
     }
     free(r.argv);
+    free(r.stat);
     uint64_t spent = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
     w->budget = spent < w->budget ? w->budget - spent : 0;
     if (w->budget == 0) rest(w);
@@ -361,28 +468,34 @@ walker_t *walker_start(void) {
   return w;
 }
 
-void walker_request(walker_t *w, int32_t pid, uint64_t ts, const char *cmd, int cmd_len) {
-  if (w == NULL || cmd_len <= 0) return;
+void walker_request(walker_t *w, int32_t pid, uint64_t ts, const char *cmd, int cmd_len, const char *stat,
+                    int stat_len) {
+  if (w == NULL || (cmd_len <= 0 && stat_len <= 0)) return;
   if (atomic_load(&w->resting)) {
     atomic_fetch_add(&w->dropped, 1);
     return;
   }
   int len = cmd_len < ARGV_COPY_MAX ? cmd_len : ARGV_COPY_MAX;
-  char *copy = malloc((size_t)len + 1);
-  if (copy == NULL) {
-    atomic_fetch_add(&w->dropped, 1);
-    return;
+  char *copy = NULL, *line = NULL;
+  if (cmd_len > 0 && (copy = malloc((size_t)len + 1)) != NULL) {
+    memcpy(copy, cmd, (size_t)len);
+    copy[len] = '\0'; /* a cut argument ends here */
   }
-  memcpy(copy, cmd, (size_t)len);
-  copy[len] = '\0'; /* a cut argument ends here */
+  if (stat_len > 0 && (line = malloc((size_t)(stat_len < STAT_MAX ? stat_len : STAT_MAX) + 1)) != NULL) {
+    int n = stat_len < STAT_MAX ? stat_len : STAT_MAX;
+    memcpy(line, stat, (size_t)n);
+    line[n] = '\0';
+  }
   pthread_mutex_lock(&w->mu);
-  if (w->qcount >= QUEUE_MAX || atomic_load(&w->stop)) {
+  if ((copy == NULL && line == NULL) || w->qcount >= QUEUE_MAX || atomic_load(&w->stop)) {
     pthread_mutex_unlock(&w->mu);
     free(copy);
+    free(line);
     atomic_fetch_add(&w->dropped, 1);
     return;
   }
-  w->queue[(w->qhead + w->qcount) % QUEUE_MAX] = (request_t){.pid = pid, .ts = ts, .argv_len = len + 1, .argv = copy};
+  w->queue[(w->qhead + w->qcount) % QUEUE_MAX] =
+      (request_t){.pid = pid, .ts = ts, .argv_len = copy ? len + 1 : 0, .argv = copy, .stat = line};
   w->qcount++;
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->mu);
@@ -456,9 +569,38 @@ napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts) {
   return out;
 }
 
-void walker_counters(walker_t *w, uint64_t *done, uint64_t *dropped) {
+napi_value walker_take_identity(napi_env env, walker_t *w, int32_t pid, double ts) {
+  napi_value out;
+  ident_t found = {0};
+  if (w != NULL) {
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < IDENTS_MAX; i++) {
+      ident_t *slot = &w->idents[i];
+      if (slot->used && slot->pid == pid && (double)slot->ts == ts) {
+        found = *slot;
+        memset(slot, 0, sizeof(*slot));
+        break;
+      }
+    }
+    pthread_mutex_unlock(&w->mu);
+  }
+  if (!found.used) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_create_array_with_length(env, 5, &out);
+  for (uint32_t i = 0; i < 5; i++) {
+    napi_value v;
+    napi_create_double(env, found.v[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  return out;
+}
+
+void walker_counters(walker_t *w, uint64_t *done, uint64_t *dropped, uint64_t *identities) {
   *done = w ? atomic_load(&w->done) : 0;
   *dropped = w ? atomic_load(&w->dropped) : 0;
+  *identities = w ? atomic_load(&w->identities) : 0;
 }
 
 int walker_stop(walker_t *w, const struct timespec *until) {
@@ -468,7 +610,10 @@ int walker_stop(walker_t *w, const struct timespec *until) {
   pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->mu);
   if ((until == NULL ? pthread_join(w->thread, NULL) : pthread_timedjoin_np(w->thread, NULL, until)) != 0) return -1;
-  for (int i = 0; i < w->qcount; i++) free(w->queue[(w->qhead + i) % QUEUE_MAX].argv);
+  for (int i = 0; i < w->qcount; i++) {
+    free(w->queue[(w->qhead + i) % QUEUE_MAX].argv);
+    free(w->queue[(w->qhead + i) % QUEUE_MAX].stat);
+  }
   for (int i = 0; i < RESULTS_MAX; i++)
     if (w->results[i].used) free_answers(w->results[i].answers, w->results[i].count);
   pthread_cond_destroy(&w->cond);

@@ -37,6 +37,7 @@ import { PolicyManager } from '../policy/policy-manager.js';
 import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js';
 import { ContentMarkerScanner, type FileIdentity } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
+import { type FileFactCaches, newFileFactCaches } from '../sensors/file-facts.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
@@ -183,10 +184,14 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     shadow: shadowEvaluator,
   });
 
+  // What executables' bytes said (hashes, markers), by file identity: read once, by whichever of
+  // the pre-exec listener and the process sensor sees a file first (file-facts.ts).
+  const fileFacts = newFileFactCaches();
   const execDeny = buildExecDeny(config, logger, local !== null, {
     pipeline,
     enforcer,
     users,
+    fileFacts,
     protectedDirs: [stateDir, config['paths.socket_dir']],
   });
 
@@ -246,6 +251,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       users,
       platform,
       homes,
+      fileFacts,
       onObservation: pipeline.handle,
       logger: logger.child({ component: `sensor.${s.name}` }),
     }),
@@ -483,7 +489,13 @@ function buildExecDeny(
   config: Config,
   logger: Logger,
   local: boolean,
-  deps: { pipeline: Pipeline; enforcer: Enforcer; users: UserDirectory; protectedDirs: readonly string[] },
+  deps: {
+    pipeline: Pipeline;
+    enforcer: Enforcer;
+    users: UserDirectory;
+    fileFacts: FileFactCaches;
+    protectedDirs: readonly string[];
+  },
 ): ExecDenySlot {
   const off = (reason: string): ExecDenySlot => ({ listener: null, offReason: reason });
   if (config['enforcement.exec_deny'] === 'off') return off('enforcement.exec_deny is off');
@@ -497,8 +509,10 @@ function buildExecDeny(
     logger.warn({ err: errorMessage(err) }, 'pre-exec deny unavailable');
     return off(errorMessage(err));
   }
-  const hasher = new ExeHasher();
-  const scanner = new ContentMarkerScanner();
+  // Its own admission gates (a user's reads in the sensor never hold a slot an exec waits for),
+  // the caches shared.
+  const hasher = new ExeHasher({ cache: deps.fileFacts.hashes });
+  const scanner = new ContentMarkerScanner({ cache: deps.fileFacts.markers });
   const { pipeline, enforcer, users } = deps;
   const listener = new ExecDenyListener({
     addon,

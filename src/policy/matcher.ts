@@ -312,11 +312,17 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     };
   };
 
+  // Built on first use, then kept: the sensors ask for every exec they scan.
+  let automaton: MarkerAutomaton | null | undefined;
   return {
     policyVersion: body.version,
     mode: body.mode,
     needs,
-    markers: () => (markerPatterns.size > 0 ? markerAutomaton([...markerPatterns.values()]) : null),
+    markers: () => {
+      if (automaton === undefined)
+        automaton = markerPatterns.size > 0 ? markerAutomaton([...markerPatterns.values()]) : null;
+      return automaton;
+    },
     packageNames,
     pathGlobs,
     ruleCount: rules.length,

@@ -64,6 +64,8 @@ const SCAN_MAX_PER_UID = 1;
 export interface ContentMarkerScannerOptions {
   readonly timeoutMs?: number;
   readonly cacheSize?: number;
+  /** The cache, shared with another scanner (file-facts.ts). Default: its own. */
+  readonly cache?: Map<string, readonly string[]>;
   /** Admission (tests pass a tight one). Default: 2 in flight, 1 per uid. */
   readonly gate?: ReadGate;
 }
@@ -72,7 +74,7 @@ export class ContentMarkerScanner {
   private readonly timeoutMs: number;
   private readonly cacheSize: number;
   private readonly gate: ReadGate;
-  private readonly cache = new Map<string, readonly string[]>();
+  private readonly cache: Map<string, readonly string[]>;
   /** Outcome counts since start (for status). */
   readonly counts: Record<MarkerScanOutcome, number> = {
     scanned: 0,
@@ -86,12 +88,23 @@ export class ContentMarkerScanner {
   constructor(options: ContentMarkerScannerOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? SCAN_TIMEOUT_MS;
     this.cacheSize = options.cacheSize ?? SCAN_CACHE_SIZE;
+    this.cache = options.cache ?? new Map();
     this.gate = options.gate ?? new ReadGate('content_markers', SCAN_MAX_IN_FLIGHT, SCAN_MAX_PER_UID);
   }
 
   /** Entries cached now. */
   get cached(): number {
     return this.cache.size;
+  }
+
+  /**
+   * The markers of `automaton` in that version of a file when they are cached (counted as
+   * `cached`), else undefined: no file is opened.
+   */
+  cachedScan(identity: FileIdentity, automaton: MarkerAutomaton): readonly string[] | undefined {
+    const hit = this.cache.get(`${identityKey(identity)}|${automaton.generation}`);
+    if (hit !== undefined) this.counts.cached++;
+    return hit;
   }
 
   /**

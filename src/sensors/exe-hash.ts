@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { type FileIdentity, identityKey } from './content-markers.js';
 import { ReadGate } from './safe-read.js';
 
 export interface ExeHasherOptions {
@@ -20,6 +21,8 @@ export interface ExeHasherOptions {
   readonly timeoutMs?: number;
   /** Cache entries kept at most. */
   readonly cacheSize?: number;
+  /** The cache, shared with another hasher (file-facts.ts). Default: its own. */
+  readonly cache?: Map<string, string>;
   /** Admission for hashing (tests pass a tight one). Default: 2 in flight, 1 per uid. */
   readonly gate?: ReadGate;
 }
@@ -42,7 +45,7 @@ export class ExeHasher {
   private readonly maxBytes: number;
   private readonly timeoutMs: number;
   private readonly cacheSize: number;
-  private readonly cache = new Map<string, string>();
+  private readonly cache: Map<string, string>;
   private readonly inflight = new Map<string, Promise<string | null>>();
   /** Outcome counts since start (for status). */
   readonly counts: Record<HashOutcome, number> = {
@@ -59,6 +62,7 @@ export class ExeHasher {
     this.maxBytes = options.maxBytes ?? HASH_MAX_BYTES;
     this.timeoutMs = options.timeoutMs ?? HASH_TIMEOUT_MS;
     this.cacheSize = options.cacheSize ?? HASH_CACHE_SIZE;
+    this.cache = options.cache ?? new Map();
     this.gate = options.gate ?? new ReadGate('exe_hash', HASH_MAX_IN_FLIGHT, HASH_MAX_PER_UID);
   }
 
@@ -100,7 +104,7 @@ export class ExeHasher {
       // ctime changes whenever the file is rewritten in place; size and mtime can be put back by
       // its owner (same size, `touch -d`), so a key without ctime serves a benign file's hash to
       // the banned bytes written into it.
-      const key = hashKey(st);
+      const key = identityKey(st);
       const hit = this.cache.get(key);
       if (hit !== undefined) {
         this.counts.cached++;
@@ -116,7 +120,7 @@ export class ExeHasher {
       handle = null; // the digest owns the handle now
       const digesting = this.digest(fh, st.size, job)
         // Rewritten while it was read: the digest is of no single version of the file.
-        .then(async (d) => (d !== null && hashKey(await fh.stat()) !== key ? this.changed() : d))
+        .then(async (d) => (d !== null && identityKey(await fh.stat()) !== key ? this.changed() : d))
         .finally(() => {
           this.inflight.delete(key);
           void fh.close().catch(() => undefined);
@@ -141,6 +145,13 @@ export class ExeHasher {
   /** Entries currently cached. */
   get cached(): number {
     return this.cache.size;
+  }
+
+  /** The hash of that version of a file when it is cached (counted as `cached`), else undefined. */
+  cachedHash(identity: FileIdentity): string | undefined {
+    const hit = this.cache.get(identityKey(identity));
+    if (hit !== undefined) this.counts.cached++;
+    return hit;
   }
 
   private async digest(
@@ -180,9 +191,4 @@ export class ExeHasher {
     }
     this.cache.set(key, digest);
   }
-}
-
-/** The cache key of one version of a file: `dev:ino:size:mtime:ctime`. */
-function hashKey(st: { dev: number; ino: number; size: number; mtimeMs: number; ctimeMs: number }): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 }

@@ -23,6 +23,7 @@ import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner, type MarkerScanResult } from './content-markers.js';
 import { isDynamicLoader, loadedProgram } from './dynamic-loader.js';
 import { ExeHasher } from './exe-hash.js';
+import type { FileFactCaches } from './file-facts.js';
 import type { ProcessObservation } from './observation.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
 import { scanScriptFiles } from './script-markers.js';
@@ -46,9 +47,23 @@ export interface ProcessSensorOptions {
   readonly scripts?: ScriptPackageResolver;
   /** Scans executables for content markers when a rule has them (created if absent). */
   readonly markers?: ContentMarkerScanner;
+  /**
+   * The caches of hashes and markers the hasher and scanner it creates use (file-facts.ts: guardd
+   * shares them with the pre-exec listener). Default: their own.
+   */
+  readonly fileFacts?: FileFactCaches;
   /** Waits between marker retries (ms; the last repeats). Default MARKER_RETRY_WAITS_MS; tests shorten it. */
   readonly markerRetryWaitsMs?: readonly number[];
 }
+
+/** What an executable's file said, as far as the rules need (ProcessSensor.knownFacts). */
+interface FileFacts {
+  readonly sha256?: string | null;
+  readonly contentMarkers?: readonly string[] | null;
+}
+
+/** A process gone before its file was read: no hash, no markers (what a failed read gives). */
+const GONE_FACTS: FileFacts = { sha256: null, contentMarkers: null };
 
 /**
  * Observations handed to the pipeline but not finished yet, at most: beyond it new ones are
@@ -161,7 +176,10 @@ export class ProcessSensor implements Sensor {
       scriptPackage: matcher.needs.scriptPackage,
       markers: matcher.needs.markers,
     };
-    this.options.source.readAhead?.(matcher.needs.scriptPackage);
+    this.options.source.readAhead?.({
+      walks: matcher.needs.scriptPackage,
+      identities: matcher.needs.sha256 || matcher.needs.markers,
+    });
     this.matcher = matcher;
     if (this.policyVersion !== null && this.policyVersion !== matcher.policyVersion) {
       // A new policy may ban something already running: report every process again.
@@ -283,13 +301,23 @@ export class ProcessSensor implements Sensor {
       !this.needs.sha256 && !this.needs.markers ? null : file ? file.open : this.options.source.hashPath(raw);
     const hashPath = this.needs.sha256 ? path : null;
     const markerPath = this.needs.markers ? path : null;
-    const script =
-      this.needs.scriptPackage && (isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe)));
-    // Nothing to read from files: the observation is complete now (no script package when one is needed).
-    const complete = !script && hashPath === null && markerPath === null;
+    const interpreter = isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe));
+    const script = this.needs.scriptPackage && interpreter;
+    // A program already gone (or running another one) has no file left to hash or scan: opening
+    // /proc/<pid>/exe would fail after three trips through the thread pool, and the observation
+    // would be handed over without them, as it is here at once. Most short-lived programs are
+    // gone by the time their exec is handled. Not for an interpreter, whose scripts are files of
+    // their own, nor for a loader's program (its mapping was found: it ran).
+    const reads = !interpreter && file === undefined && (hashPath !== null || markerPath !== null);
+    // What the file said, from the caches, when the source read its identity after the exec.
+    const known = reads ? this.knownFacts(raw) : null;
+    const gone = reads && known === null && this.options.source.execedSince?.(raw) === true;
+    if (gone) this.count('file_reads_skipped_gone');
+    // Nothing (left) to read from files: the observation is complete now.
+    const complete = !script && (known !== null || gone || (hashPath === null && markerPath === null));
     let obs: ProcessObservation;
     try {
-      obs = this.observe(raw, complete && this.needs.scriptPackage ? null : undefined);
+      obs = complete ? this.completeNow(raw, known ?? (gone ? GONE_FACTS : null)) : this.observe(raw);
     } catch (err) {
       this.count('observe_error');
       this.log.warn({ pid: raw.pid, err: errorMessage(err) }, 'could not build observation');
@@ -369,7 +397,7 @@ export class ProcessSensor implements Sensor {
     const key = raw.uid ?? -1;
     let sha256: Promise<string | null> | undefined;
     if (hashPath !== null) {
-      this.hasher ??= new ExeHasher();
+      this.hasher ??= new ExeHasher({ cache: this.options.fileFacts?.hashes });
       sha256 = this.hasher.hash(hashPath, key);
     }
     let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
@@ -414,7 +442,7 @@ export class ProcessSensor implements Sensor {
   ): Promise<{ found: readonly string[] | null; stalled: boolean } | undefined> {
     const automaton = this.matcher?.markers() ?? null;
     if (automaton === null) return undefined;
-    this.markerScanner ??= new ContentMarkerScanner();
+    this.markerScanner ??= new ContentMarkerScanner({ cache: this.options.fileFacts?.markers });
     const exe = this.markerScanner.scan(path, automaton, raw.uid ?? -1);
     const interpreter =
       raw.exe && isInterpreter(raw.exe) ? raw.exe : isInterpreter(raw.name) ? raw.name : null;
@@ -522,7 +550,7 @@ export class ProcessSensor implements Sensor {
       this.detach(
         this.lookupScript(raw, attempt).then((pkg) => {
           if (!pkg) return;
-          this.emit(this.observe(raw, pkg));
+          this.emit(this.observe(raw, { scriptPackage: pkg }));
         }),
       );
     }, SCRIPT_RETRY_MS);
@@ -530,11 +558,51 @@ export class ProcessSensor implements Sensor {
   }
 
   /**
-   * The observation of `raw`, with `scriptPackage` when given. Optional fields are added to the
+   * The observation of `raw` with nothing to read from files: no script package when one is
+   * needed, and, when it is `gone`, no hash and no markers where a rule needs them (what enrich
+   * hands over when the file could not be opened).
+   */
+  private completeNow(raw: RawProcess, facts: FileFacts | null): ProcessObservation {
+    return this.observe(raw, {
+      scriptPackage: this.needs.scriptPackage ? null : undefined,
+      sha256: this.needs.sha256 ? facts?.sha256 : undefined,
+      contentMarkers: this.needs.markers ? facts?.contentMarkers : undefined,
+    });
+  }
+
+  /**
+   * The hash and markers of `raw`'s executable the rules need, when the caches have them for the
+   * identity the source read right after its exec (counted `file_facts_cached`); null when any is
+   * missing (no identity, never read): then the file is read.
+   */
+  private knownFacts(raw: RawProcess): FileFacts | null {
+    const identity = this.options.source.exeIdentity?.(raw) ?? null;
+    if (identity === null) return null;
+    let sha256: string | undefined;
+    if (this.needs.sha256) {
+      sha256 = this.hasher?.cachedHash(identity);
+      if (sha256 === undefined) return null;
+    }
+    let contentMarkers: readonly string[] | undefined;
+    if (this.needs.markers) {
+      const automaton = this.matcher?.markers() ?? null;
+      if (automaton === null) return null;
+      contentMarkers = this.markerScanner?.cachedScan(identity, automaton);
+      if (contentMarkers === undefined) return null;
+    }
+    this.count('file_facts_cached');
+    return { sha256, contentMarkers };
+  }
+
+  /**
+   * The observation of `raw`, with the `facts` given (the defined ones). Optional fields are added to the
    * literal, not spread into it: this runs for every exec, and a spread of varying shapes took
    * V8's slow path each time.
    */
-  private observe(raw: RawProcess, scriptPackage?: ProcessObservation['scriptPackage']): ProcessObservation {
+  private observe(
+    raw: RawProcess,
+    facts?: Pick<ProcessObservation, 'scriptPackage' | 'sha256' | 'contentMarkers'>,
+  ): ProcessObservation {
     const owner =
       raw.uid === null ? { uid: -1, user: null, groups: [], home: null } : this.options.users.owner(raw.uid);
     const obs: { -readonly [K in keyof ProcessObservation]: ProcessObservation[K] } = {
@@ -550,7 +618,9 @@ export class ProcessSensor implements Sensor {
     };
     if (raw.signing) obs.signing = raw.signing;
     if (raw.execNs !== undefined) obs.execNs = raw.execNs;
-    if (scriptPackage !== undefined) obs.scriptPackage = scriptPackage;
+    if (facts?.scriptPackage !== undefined) obs.scriptPackage = facts.scriptPackage;
+    if (facts?.sha256 !== undefined) obs.sha256 = facts.sha256;
+    if (facts?.contentMarkers !== undefined) obs.contentMarkers = facts.contentMarkers;
     return obs;
   }
 

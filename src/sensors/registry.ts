@@ -3,10 +3,12 @@
  * observation type, and one line here (osquery's REGISTER). The daemon (src/daemon/deps.ts) keeps
  * the enabled ones and calls `create` with the shared dependencies.
  */
+
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
 import type { Config } from '../config/settings.js';
+import type { FileFactCaches } from './file-facts.js';
 import { InstallSensor } from './install-sensor.js';
 import { ProcessSensor } from './process-sensor.js';
 import { createEsloggerSource } from './process-sources/eslogger-source.js';
@@ -24,6 +26,8 @@ export interface SensorDeps {
   readonly platform: Platform;
   /** Every local user's home (install roots). */
   readonly homes: () => string[];
+  /** What executables' bytes said, shared with the pre-exec listener (file-facts.ts). */
+  readonly fileFacts?: FileFactCaches;
   readonly onObservation: ObservationHandler;
   /** Already a child logger named `sensor.<name>`. */
   readonly logger: Logger;
@@ -90,6 +94,7 @@ export const SENSORS: readonly SensorRegistration[] = [
         onObservation: deps.onObservation,
         intervalMs: deps.config['sensors.process.interval_ms'],
         logger: deps.logger,
+        ...(deps.fileFacts ? { fileFacts: deps.fileFacts } : {}),
       }),
   },
 ];

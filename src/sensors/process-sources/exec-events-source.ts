@@ -26,9 +26,10 @@ import { createRequire } from 'node:module';
 import { errorMessage, GuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { nativeAddonPath } from '../../common/native-addon.js';
+import type { FileIdentity } from '../content-markers.js';
 import type { ChainAnswer, ChainStep } from '../safe-read.js';
 import { type ProcStat, parseCmdline, parseStat, ttyPath } from './proc-files.js';
-import type { PollReason, ProcessSource, RawProcess } from './process-source.js';
+import type { PollReason, ProcessSource, RawProcess, ReadAhead } from './process-source.js';
 import { PROCFS_DEFAULT_INTERVAL_MS, ProcfsSource, type ProcfsSourceOptions } from './procfs-source.js';
 
 /**
@@ -91,6 +92,8 @@ export interface ExecEventCounters {
   /** Script walks read ahead by the addon's walker thread, and requests it dropped (queue full, CPU budget spent). */
   readonly walks?: number;
   readonly walkDrops?: number;
+  /** Executables' identities read ahead by the walker. */
+  readonly identities?: number;
   /** Non-zero once the reader thread stopped on a socket error: no more events will come. */
   readonly readerErrno?: number;
 }
@@ -112,6 +115,10 @@ export interface ProcEventsAddon {
   takeWalk?(handle: unknown, pid: number, ts: number): readonly WalkAnswer[] | null;
   /** Whether the reader asks the walker for interpreters' script walks (off at open). */
   setWalks?(handle: unknown, on: boolean): void;
+  /** The identity of the exec (pid, ts)'s executable as [dev, ino, size, mtimeMs, ctimeMs], taken once; null when none. */
+  takeIdentity?(handle: unknown, pid: number, ts: number): readonly number[] | null;
+  /** Whether the reader asks the walker for every exec's identity (off at open). */
+  setIdentities?(handle: unknown, on: boolean): void;
 }
 
 /** One step of a script walk read ahead by the addon (the answer native/pathwalk gives, with its path). */
@@ -170,8 +177,10 @@ export class ExecEventsSource implements ProcessSource {
   private eventReads = 0;
   /** Script walks the sensor took from the addon's walker (the rest it walked through the pool). */
   private walksTaken = 0;
-  /** Whether the addon reads script walks ahead (`readAhead`; applied at open too). */
-  private walksOn = false;
+  /** Identities the sensor took from the walker. */
+  private identitiesTaken = 0;
+  /** What the addon reads ahead (`readAhead`; applied at open too). */
+  private ahead: ReadAhead = { walks: false, identities: false };
   private batches = 0;
 
   constructor(options: ExecEventsSourceOptions) {
@@ -218,7 +227,7 @@ export class ExecEventsSource implements ProcessSource {
       return;
     }
     this.state = 'active';
-    this.addon.setWalks?.(this.handle, this.walksOn);
+    this.applyReadAhead();
     this.procfs.setExecSweepPeriod(EXEC_EVENTS_USER_SWEEP_MS);
     this.counters = this.addon.counters(this.handle);
     this.log.info({ rcvbuf: this.counters.rcvbuf }, 'exec events active (process events connector)');
@@ -278,9 +287,23 @@ export class ExecEventsSource implements ProcessSource {
     return this.procfs.execedSince(raw);
   }
 
-  readAhead(on: boolean): void {
-    this.walksOn = on;
-    if (this.state === 'active') this.addon?.setWalks?.(this.handle, on);
+  readAhead(what: ReadAhead): void {
+    this.ahead = what;
+    if (this.state === 'active') this.applyReadAhead();
+  }
+
+  private applyReadAhead(): void {
+    this.addon?.setWalks?.(this.handle, this.ahead.walks);
+    this.addon?.setIdentities?.(this.handle, this.ahead.identities);
+  }
+
+  exeIdentity(raw: RawProcess): FileIdentity | null {
+    if (this.state !== 'active' || raw.execNs === undefined || !this.addon?.takeIdentity) return null;
+    const v = this.addon.takeIdentity(this.handle, raw.pid, raw.execNs);
+    if (v?.length !== 5) return null;
+    this.identitiesTaken++;
+    const [dev, ino, size, mtimeMs, ctimeMs] = v as [number, number, number, number, number];
+    return { dev, ino, size, mtimeMs, ctimeMs };
   }
 
   walked(raw: RawProcess): ReadonlyMap<string, ChainAnswer> | null {
@@ -323,6 +346,9 @@ export class ExecEventsSource implements ProcessSource {
             exec_events_walk_drops: c.walkDrops ?? 0,
             exec_events_walks_taken: this.walksTaken,
           }
+        : {}),
+      ...(c.identities !== undefined
+        ? { exec_events_identities: c.identities, exec_events_identities_taken: this.identitiesTaken }
         : {}),
     };
   }

@@ -6,6 +6,7 @@
  * so a new process is handed over at once rather than at the next scan.
  */
 
+import type { FileIdentity } from '../content-markers.js';
 import type { CodeSigning } from '../observation.js';
 import type { ChainAnswer } from '../safe-read.js';
 
@@ -47,6 +48,12 @@ export interface RawProcess {
    * for a process found by a scan.
    */
   readonly execNs?: number;
+}
+
+/** What a source reads ahead of the sensor (ProcessSource.readAhead). */
+export interface ReadAhead {
+  readonly walks: boolean;
+  readonly identities: boolean;
 }
 
 export interface ProcessSource {
@@ -104,8 +111,18 @@ export interface ProcessSource {
    * Taken once; null when there are none (not an interpreter, not read yet, already taken).
    */
   walked?(raw: RawProcess): ReadonlyMap<string, ChainAnswer> | null;
-  /** Optional (with `walked`): whether to read those walks ahead; on while a rule needs script packages. */
-  readAhead?(on: boolean): void;
+  /**
+   * Optional (Linux exec events). The identity of `raw`'s executable read right after its exec
+   * (walker.c: statx of /proc/<pid>/exe, checked against the exec's own stat), so the caches of
+   * hashes and markers (file-facts.ts) answer without opening the file. Taken once; null when
+   * there is none (not read, not yet, the process exec'd again first).
+   */
+  exeIdentity?(raw: RawProcess): FileIdentity | null;
+  /**
+   * Optional (with `walked` and `exeIdentity`): what to read ahead — the walks while a rule needs
+   * script packages, the identities while one needs hashes or markers.
+   */
+  readAhead?(what: ReadAhead): void;
   /** Cumulative counts of processes skipped or read partially, by reason. The sensor reports them. */
   readonly skipped: Readonly<Record<string, number>>;
   /** Source facts for `guardctl status` (e.g. processes known). */

@@ -21,6 +21,7 @@
  * Steps 2 and 3 also stop early when the listing is identical to the previous one.
  */
 
+import { existsSync } from 'node:fs';
 import { isDynamicLoader } from '../dynamic-loader.js';
 import { executableMappings, pickProgram, readMaps } from './loaded-program.js';
 import {
@@ -319,6 +320,9 @@ export class ProcfsSource implements ProcessSource {
   }
 
   execedSince(raw: RawProcess): boolean {
+    // Most programs are gone (reaped) by the time they are asked about: said without the
+    // exception a failed open costs (an Error with its stack, for every short-lived exec).
+    if (!existsSync(`${this.root}/${raw.pid}`)) return true;
     const stat = readStat(this.root, raw.pid);
     if (stat === null || stat.startTime !== raw.startTime) return true;
     const live = this.running(raw.pid, stat);

@@ -7,11 +7,20 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
+import { ContentMarkerScanner, identityKey, identityOf } from '../../../src/sensors/content-markers.js';
 import {
   type ExecEvent,
   type ExecEventCounters,
@@ -236,6 +245,72 @@ describe('ExecEventsSource', () => {
     await p.sensor.runTick();
     await waitFor(() => times() === 2, 'the running program reported again under the new policy');
     before.child.kill('SIGKILL');
+  });
+
+  it("takes a program's markers from the cache by the identity read right after its exec, without opening the file", async () => {
+    const marker = `tgev-identity-marker-${randomBytes(4).toString('hex')}`;
+    const body = policy([
+      {
+        id: 'tgev-ident',
+        name: 'By content',
+        action: 'block',
+        message: 'by content',
+        process: { markers: [[marker]] },
+      },
+    ]);
+    const automaton = compileMatcher(body, { platform: 'linux', homes: [] }).markers();
+    if (automaton === null) throw new Error('the policy has markers');
+    // The cache says `seeded` carries the marker — its bytes do not: only an answer from the
+    // cache kills it. `plain`, the same bytes under another inode, is read and keeps running.
+    const seeded = uniqueSleep('tgevk');
+    const plain = uniqueSleep('tgevn');
+    const cache = new Map([
+      [`${identityKey(identityOf(statSync(seeded.path)))}|${automaton.generation}`, [...automaton.keys]],
+    ]);
+    const source = new ExecEventsSource({ logger: silentLogger() });
+    const p = await startPipeline(body, {
+      source,
+      intervalMs: 600_000,
+      keepObservations: true,
+      markers: new ContentMarkerScanner({ cache }),
+    });
+    running.push(p);
+    // On a loaded machine the event loop may get to an exec before the walker read its identity
+    // (the file is then read, as without it, and says nothing): up to 10 launches.
+    let killed: number | null = null;
+    for (let i = 0; i < 10 && killed === null; i++) {
+      const l = launch(seeded.path, ['30']);
+      const pid = l.child.pid as number;
+      const obs = await waitFor(
+        () => p.observed.find((o) => o.pid === pid && o.contentMarkers !== undefined),
+        'the seeded copy decided',
+      );
+      if (obs.contentMarkers?.length) {
+        expect(await l.exited).toBe('SIGKILL');
+        killed = pid;
+      } else {
+        // read from the file: nothing in it
+        expect(obs.contentMarkers).toEqual([]);
+        l.child.kill('SIGKILL');
+      }
+    }
+    expect(killed).not.toBeNull();
+    const ev = p.events.events.find((e) => (e as unknown as { pid?: number }).pid === killed) as unknown as {
+      type: string;
+      reason: string;
+    };
+    expect(ev).toMatchObject({ type: 'process.blocked', reason: 'content' });
+    expect(source.details().exec_events_identities_taken).toBeGreaterThan(0);
+    // The same bytes under another identity: read, no marker in them, left running.
+    const l = launch(plain.path, ['30']);
+    const pid = l.child.pid as number;
+    const obs = await waitFor(
+      () => p.observed.find((o) => o.pid === pid && o.contentMarkers !== undefined),
+      'the plain copy decided',
+    );
+    expect(obs.contentMarkers).toEqual([]);
+    expect(p.events.events.some((e) => (e as unknown as { pid?: number }).pid === pid)).toBe(false);
+    l.child.kill('SIGKILL');
   });
 
   it('counts a real kernel drop (ENOBUFS) and resyncs from /proc: what the flood hid is recorded, nothing twice', async () => {

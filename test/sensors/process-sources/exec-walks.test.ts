@@ -6,7 +6,9 @@
  * they are taken once; a non-interpreter (the same names as script-package.ts's) and a path not in
  * normal form get none; and a stalled
  * mount pins the walker alone: exec events keep coming, requests beyond its queue are dropped and
- * counted, and it walks again once the mount answers.
+ * counted, and it walks again once the mount answers. The walker also reads the identity of each
+ * exec's executable while asked: what fs.stat says of the file, taken once, and none for an exec
+ * the process had left (exec'd again) before the walker got to it.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -15,6 +17,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -184,6 +187,60 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
       expect(addon.counters(o.handle).walks).toBeGreaterThan(0);
     } finally {
       addon.close(o.handle);
+    }
+  });
+
+  it("reads the identity of each exec's executable while asked (what fs.stat says), taken once; none while off", async () => {
+    const o = opened(addon);
+    try {
+      addon.setIdentities?.(o.handle, true);
+      const pid = start(notInterpreter, ['30']);
+      const ev = await o.event(pid);
+      const id = await waitFor(() => addon.takeIdentity?.(o.handle, pid, ev.ts), 'the identity of the exec');
+      const st = statSync(notInterpreter);
+      // The same doubles Node's fs.Stats holds: the caches key both by the same text.
+      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+      expect(addon.takeIdentity?.(o.handle, pid, ev.ts)).toBeNull();
+      expect(addon.counters(o.handle).identities).toBeGreaterThan(0);
+      addon.setIdentities?.(o.handle, false);
+      const off = start(notInterpreter, ['30']);
+      const offEv = await o.event(off);
+      // The walker answers in order: once a walk asked after it is there, it was not asked.
+      const later = start(fakeNode, [join(dir, 'idents-later.js')]);
+      const laterEv = await o.event(later);
+      await waitFor(() => addon.takeWalk?.(o.handle, later, laterEv.ts), 'a walk asked after it');
+      expect(addon.takeIdentity?.(o.handle, off, offEv.ts)).toBeNull();
+    } finally {
+      addon.close(o.handle);
+    }
+  });
+
+  it('gives no identity for an exec its process left before the walker read it: never the next program’s', async () => {
+    mkdirSync(join(dir, 'stall-ident'));
+    const stall = await mountStalled(join(dir, 'stall-ident'));
+    const o = opened(addon);
+    try {
+      addon.setIdentities?.(o.handle, true);
+      // The walker waits on the mount; the shell's request queues behind it.
+      const stuck = start(fakeNode, [join(stall.path, 'pkg', 'cli.js')]);
+      await o.event(stuck);
+      const pid = start('/bin/sh', ['-c', `sleep 0.2; exec ${notInterpreter} 30`]);
+      const [shell, next] = await waitFor(() => {
+        const evs = o.events(pid);
+        return evs.length >= 2 ? evs : undefined;
+      }, 'the shell exec and the program it exec itself into');
+      await stall.release();
+      const id = await waitFor(
+        () => addon.takeIdentity?.(o.handle, pid, (next as ExecEvent).ts),
+        'the identity of the second exec',
+      );
+      const st = statSync(notInterpreter);
+      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+      // Read after the process had exec'd again, the first one's would be the second program's.
+      expect(addon.takeIdentity?.(o.handle, pid, (shell as ExecEvent).ts)).toBeNull();
+    } finally {
+      await stall.release();
+      expect(addon.close(o.handle)).toBe(true);
     }
   });
 

@@ -6,7 +6,7 @@
  * running. Each kill is one `process.blocked` event with reason `content`.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -108,6 +108,34 @@ describe.runIf(runnable)('guardd kills by content markers (post-exec)', () => {
       return e.length > 0 ? e : undefined;
     }, 'the process.blocked event');
     expect(events).toEqual([{ pid, reason: 'content' }]);
+  });
+
+  it('the same file run again is killed again (decided from the cache by its identity); rewritten in place, it is read anew', async () => {
+    mkdirSync(join(dir, 'rw'));
+    // Named like the audit rule's program: once rewritten without the full set, it is audited.
+    const p = join(dir, 'rw', 'half-marked');
+    copyFileSync(marked, p);
+    execFileSync('chmod', ['755', p]);
+    for (let i = 0; i < 3; i++) {
+      const l = launch(p, ['30']);
+      expect(await l.exited).toBe('SIGKILL');
+      const pid = l.child.pid as number;
+      await waitFor(() => contentEvents().some((e) => e.pid === pid), 'the process.blocked event');
+    }
+    // Rewritten in place (same inode, one marker of the set left): a new identity, so no answer
+    // the cache holds for the old bytes applies.
+    const ino = statSync(p).ino;
+    writeFileSync(p, Buffer.concat([readFileSync(sleepBin), Buffer.from(`\n${markerA}\n`)]));
+    expect(statSync(p).ino).toBe(ino);
+    const l = launch(p, ['30']);
+    const pid = l.child.pid as number;
+    await waitFor(
+      () => contentEvents('process.audited', 'tgct-half').some((e) => e.pid === pid),
+      'the rewritten program decided (audited)',
+    );
+    expect(alive(pid)).toBe(true);
+    expect(contentEvents().some((e) => e.pid === pid)).toBe(false);
+    l.child.kill('SIGKILL');
   });
 
   it('a program with only one marker of the set keeps running', async () => {
