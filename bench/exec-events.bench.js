@@ -22,6 +22,9 @@
 //     monotonic schedule; the rate it reached is printed), next to the execs guardd received in
 //     the window: on a shared machine other work's execs are handled too, and that is shown, not
 //     subtracted;
+//   - the same paced CPU figures (at rest and 50 and 1,000 execs/s) with the example ban list
+//     (policy/example-policy.json: content markers, exe globs, argv patterns, script packages)
+//     added to the bench rule, the policy a fleet starts from;
 //   - open marks (src/enforcement/open-marks.ts): with them on, after guardd killed `node
 //     <pkg>/cli.js` once and marked cli.js, MARKED_LAUNCHES more launches of it: how many ran any
 //     of the banned code (cli.js appends a line to a file first thing: 0 expected) and how each
@@ -173,19 +176,26 @@ function overhead(pid) {
   return { us: Math.min(...rounds), cpu: pid ? cpu / ROUNDS : null };
 }
 
-async function startGuardd(label, extra) {
+/** The example ban list shipped with guardd (policy/example-policy.json): its rules and exceptions. */
+const EXAMPLE = JSON.parse(readFileSync(new URL('../policy/example-policy.json', import.meta.url), 'utf8'));
+
+/** guardd with the bench rule, and `example`: with the example ban list's rules and exceptions too. */
+async function startGuardd(label, extra, { example = false } = {}) {
   const sub = join(dir, label);
   mkdirSync(sub);
   const now = Date.now();
+  const rules = [
+    { id: 'bench', name: 'Bench', action: 'block', message: 'bench', process: { script_packages: [pkg] } },
+    ...(example ? EXAMPLE.rules : []),
+  ];
   const body = {
     schema: 'toolguard.policy/v1',
     version: 1,
     issued_at: new Date(now - 60_000).toISOString(),
     expires_at: new Date(now + 86_400_000).toISOString(),
     mode: 'enforce',
-    rules: [
-      { id: 'bench', name: 'Bench', action: 'block', message: 'bench', process: { script_packages: [pkg] } },
-    ],
+    rules,
+    ...(example && EXAMPLE.exceptions ? { exceptions: EXAMPLE.exceptions } : {}),
   };
   const { configFile, socketDir } = writeGuarddFiles(sub, body, key, {
     'enforcement.notify_terminal': false,
@@ -194,7 +204,7 @@ async function startGuardd(label, extra) {
     ...extra,
   });
   const guardd = spawnGuardd(configFile);
-  const status = await waitForStatus(guardd, socketDir, (st) => st.policy?.rules === 1, 120_000);
+  const status = await waitForStatus(guardd, socketDir, (st) => st.policy?.rules === rules.length, 120_000);
   return { guardd, socketDir, status };
 }
 
@@ -304,8 +314,26 @@ async function scenario(label, extra, { alsoAtNice } = {}) {
   }
 }
 
+/**
+ * guardd with the example ban list (markers, exe globs, argv patterns, script packages: what a
+ * fleet runs), its CPU only: at rest and at the paced rates, after IDLE_SETTLE_S from its start.
+ */
+async function examplePolicyCpu() {
+  const { guardd, socketDir } = await startGuardd('example', {}, { example: true });
+  try {
+    const paced = [];
+    for (const rate of PACED_RATES.filter((r) => r !== 0))
+      paced.push(await pacedCpu(guardd.pid, socketDir, rate));
+    return { label: 'exec-events, example policy', paced };
+  } finally {
+    guardd.kill('SIGTERM');
+    await new Promise((r) => guardd.once('exit', r));
+  }
+}
+
 const baseline = overhead(null);
 const events = await scenario('exec-events', {}, { alsoAtNice: 0 });
+const example = await examplePolicyCpu();
 const polling = await scenario('polling', { 'sensors.process.exec_events': 'off' });
 const marks = await openMarks();
 const f = (n) => (n === null ? '—' : n.toFixed(1));
@@ -373,15 +401,18 @@ console.log(
 console.log(
   `\nguardd CPU over ${PACED_S} s with /bin/true at a paced rate (execs received = every exec on the machine guardd handled, other work's included)`,
 );
-console.log('set-up                     target/s  reached/s  received/s  guardd CPU %  RSS MiB');
-for (const r of [events, polling]) {
+console.log(
+  'set-up                                   target/s  reached/s  received/s  guardd CPU %  RSS MiB',
+);
+for (const r of [events, example, polling]) {
   for (const p of r.paced) {
     console.log(
-      `${`guardd, ${r.label}`.padEnd(26)} ${(p.rate === 0 ? 'idle' : p.rate === 'settled' ? `idle +${IDLE_SETTLE_S}s` : String(p.rate)).padStart(8)}  ${f(p.spawned / p.secs).padStart(9)}  ${(r.label === 'exec-events' ? f(p.receivedPerS) : '—').padStart(10)}  ${p.cpu.toFixed(2).padStart(12)}  ${f(p.rssMiB).padStart(7)}`,
+      `${`guardd, ${r.label}`.padEnd(40)} ${(p.rate === 0 ? 'idle' : p.rate === 'settled' ? `idle +${IDLE_SETTLE_S}s` : String(p.rate)).padStart(8)}  ${f(p.spawned / p.secs).padStart(9)}  ${(r.label.startsWith('exec-events') ? f(p.receivedPerS) : '—').padStart(10)}  ${p.cpu.toFixed(2).padStart(12)}  ${f(p.rssMiB).padStart(7)}`,
     );
   }
 }
-const at = (rate) => events.paced.find((p) => p.rate === rate)?.cpu ?? Number.NaN;
-console.log(
-  `targets (issue 13, exec events): idle at rest ≤ 0.3 % → ${at('settled').toFixed(2)} %, 50 execs/s ≤ 3 % of one core → ${at(50).toFixed(2)} %`,
-);
+const at = (r, rate) => r.paced.find((p) => p.rate === rate)?.cpu ?? Number.NaN;
+for (const r of [events, example])
+  console.log(
+    `targets (issue 13, ${r.label}): idle at rest ≤ 0.3 % → ${at(r, 'settled').toFixed(2)} %, 50 execs/s ≤ 3 % of one core → ${at(r, 50).toFixed(2)} %`,
+  );
