@@ -96,10 +96,15 @@ function cpuTicks(pid) {
   return Number(f[11]) + Number(f[12]);
 }
 
-const PACED_S = 10;
+/** Each CPU window (s): at 50 execs/s a 10 s window swung ±0.4 % of a core from run to run. */
+const PACED_S = 20;
 /** Idle right after the per-exec loop, idle at rest (after IDLE_SETTLE_S), then the paced rates. */
 const PACED_RATES = [0, 'settled', 50, 1000];
-const IDLE_SETTLE_S = 10;
+/**
+ * Rest before the idle-at-rest window (s): past V8's memory reducer, which collects the heap a
+ * freshly started or just busy daemon grew (~1 % of a core for a few seconds, 15–25 s in).
+ */
+const IDLE_SETTLE_S = 30;
 /** Spawns /bin/true `rate` times a second for `seconds` (reaping as it goes); prints the count. */
 const PACER = `
 import os, sys, time
