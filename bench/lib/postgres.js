@@ -87,7 +87,8 @@ function serverCpuSeconds(postmaster) {
 }
 
 /**
- * Starts a server; resolves with { url(db), createDatabase(name), psql(args), stop(), reused }.
+ * Starts a server; resolves with { url(db), createDatabase(name), dropDatabase(name), checkpoint(),
+ * psql(args), stop(), reused }.
  * Options: `dir`, a directory to keep the server in (initdb only when it holds no cluster yet;
  * `stop` leaves it, so a later run reuses its databases: `reused` is true then), and `settings`,
  * extra `-c name=value` server settings.
@@ -174,6 +175,16 @@ export async function startPostgres(options = {}) {
       const r = psql(['-c', `CREATE DATABASE ${name} TEMPLATE template0`]);
       if (r.status !== 0) throw new Error(`createdb: ${r.stderr}`);
       return url(name);
+    },
+    /** Drops database `name`, ending any session still on it (a bench round's, autovacuum's). */
+    dropDatabase(name) {
+      const r = psql(['-c', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+      if (r.status !== 0) throw new Error(`dropdb: ${r.stderr}`);
+    },
+    /** Writes every dirty buffer out now (CHECKPOINT), so the next measurement does not pay for them. */
+    checkpoint() {
+      const r = psql(['-c', 'CHECKPOINT']);
+      if (r.status !== 0) throw new Error(`checkpoint: ${r.stderr}`);
     },
     stop() {
       return new Promise((resolve) => {

@@ -16,7 +16,11 @@ import { optionsFromConfig } from '../../src/collector/collector-main.js';
 import { parseBatch } from '../../src/collector/ingest.js';
 import { openStore } from '../../src/collector/store/open-store.js';
 import type { CollectorStorePort, IncomingEvent, StoredEventRow } from '../../src/collector/store/port.js';
-import { PG_MIGRATIONS, PostgresCollectorStore } from '../../src/collector/store/postgres-store.js';
+import {
+  LOCK_ROLLUP_SHARD,
+  PG_MIGRATIONS,
+  PostgresCollectorStore,
+} from '../../src/collector/store/postgres-store.js';
 import { GuardError } from '../../src/common/errors.js';
 import { uuidv7 } from '../../src/common/uuidv7.js';
 import {
@@ -1652,5 +1656,192 @@ describe('postgres: several collectors on one database', () => {
     await slow.query('COMMIT');
     await slow.end();
     expect(await drain(s, 'ndjson')).toEqual([early.id, ...later.map((e) => e.id)]);
+  });
+});
+
+describe('postgres: rule counts sharded by writer (migration 6)', () => {
+  const at = (ms: number) => new Date(ms).toISOString();
+  const HOUR = Date.UTC(2030, 0, 3, 7);
+  /** Rule-count rows of the hour and day of HOUR as the console reads them, hourly and daily. */
+  const activity = async (s: CollectorStorePort, ruleIds: readonly string[]) => ({
+    hourly: await s.ruleActivity({
+      since: at(HOUR),
+      until: at(HOUR + 3_600_000),
+      bucketSeconds: 3600,
+      ruleIds,
+    }),
+    daily: await s.ruleActivity({ since: at(HOUR), until: at(HOUR + 1), bucketSeconds: 86400, ruleIds }),
+  });
+  const inHour = (e: Record<string, unknown>, seq: number, type = 'process.blocked') => ({
+    ...e,
+    type,
+    time: at(HOUR + seq * 1000),
+  });
+
+  it("a group never waits on another collector's uncommitted counts of the same hour; sums are exact and equal SQLite's", async () => {
+    const url = await server.createDatabase();
+    const open = async () => track(await PostgresCollectorStore.open({ url })) as PostgresCollectorStore;
+    const [a, b] = [await open(), await open()];
+    const sqlite = track(await openStore({ dbFile: join(collectorTempDir('tg-sc-'), 'c.db') }));
+    const devices = ['sa', 'sb', ...Array.from({ length: 12 }, (_, i) => `sc${String(i).padStart(2, '0')}`)];
+    for (const d of devices) for (const s of [a, sqlite]) await s.enrollDevice(dev(d), `h-${d}`, now());
+    const rules = ['claude-code', 'ollama'];
+    const batch = (d: string, events: readonly Record<string, unknown>[]) => ({
+      deviceId: d,
+      enrollment: 1,
+      events: incoming(events, d),
+      receivedAt: now(),
+    });
+    const groups: Parameters<CollectorStorePort['insertGroup']>[0][] = [];
+    // collector A's group ends with a heartbeat naming a tag that another session is inserting:
+    // A's tag sync waits for that session after A added its counts, holding them uncommitted
+    const groupA = [
+      batch('sa', [
+        ...Array.from({ length: 70 }, (_, i) => inHour(blockedEvent('sa', i + 1, rules[i % 2]), i + 1)),
+        { ...heartbeatEvent('sa', 71, { tags: ['held'] }), time: at(HOUR + 71_000) },
+      ]),
+    ];
+    const groupB = [
+      batch(
+        'sb',
+        Array.from({ length: 9 }, (_, i) => inHour(blockedEvent('sb', i + 1), i + 1)),
+      ),
+    ];
+    groups.push(groupA, groupB);
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    await other.query('BEGIN');
+    await other.query("INSERT INTO device_tags(tag, device_id) VALUES ('held', 'sa')");
+    const storedA = a.insertGroup(groupA);
+    const watch = new pg.Client({ connectionString: url });
+    await watch.connect();
+    const waitingOnTag = async () =>
+      (
+        await watch.query(
+          `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+             AND query LIKE '%device_tags%'`,
+        )
+      ).rowCount === 1;
+    await waitFor(waitingOnTag, "A's group waiting on the tag row, its counts added");
+    // collector B stores the same rule, type and hour meanwhile (unsharded it waited for A's commit)
+    expect(await b.insertGroup(groupB)).toEqual([{ accepted: 9, duplicates: 0 }]);
+    expect(await waitingOnTag()).toBe(true);
+    const shards = await watch.query<{ shard: number; count: number }>(
+      'SELECT shard, count::int AS count FROM rule_hourly ORDER BY shard',
+    );
+    // A holds shard 0 (its rows not visible yet); B wrote the next one
+    expect(shards.rows).toEqual([{ shard: 1, count: 9 }]);
+    await other.query('COMMIT');
+    await other.end();
+    expect(await storedA).toEqual([{ accepted: 71, duplicates: 0 }]);
+    // then 3 collectors × 4 concurrent runners, 3 groups each, large (COPY) and small (parameters)
+    const stores = [a, b, await open()];
+    const runners = stores.flatMap((s, k) =>
+      [0, 1, 2, 3].map((j) => {
+        const d = devices[2 + k * 4 + j] as string;
+        const rounds = [0, 1, 2].map((r) => {
+          const n = r === 1 ? 10 : 80;
+          return [
+            batch(
+              d,
+              Array.from({ length: n }, (_, i) => {
+                const seq = r * 100 + i + 1;
+                return inHour(
+                  blockedEvent(d, seq, rules[(seq + j) % 2]),
+                  seq,
+                  seq % 3 ? 'process.blocked' : 'process.warned',
+                );
+              }),
+            ),
+          ];
+        });
+        groups.push(...rounds);
+        return { s, rounds };
+      }),
+    );
+    await Promise.all(
+      runners.map(async ({ s, rounds }) => {
+        for (const g of rounds) await s.insertGroup(g);
+      }),
+    );
+    const total = 70 + 9 + 12 * (80 + 10 + 80);
+    for (const g of groups) await sqlite.insertGroup(g);
+    const pgFigures = await activity(b, rules);
+    expect(pgFigures.hourly.reduce((n, x) => n + x.count, 0)).toBe(total);
+    expect(pgFigures.daily.reduce((n, x) => n + x.count, 0)).toBe(total);
+    expect(pgFigures).toEqual(await activity(sqlite, rules));
+    await watch.end();
+  });
+
+  it('a database of schema 5 with rule counts upgrades to shards and keeps its counts', async () => {
+    const url = await server.createDatabase();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    await c.query('CREATE TABLE collector_schema (version integer NOT NULL)');
+    for (const m of PG_MIGRATIONS.slice(0, 5)) await c.query(m);
+    await c.query('INSERT INTO collector_schema(version) VALUES (5)');
+    const hourKey = at(HOUR).slice(0, 13);
+    await c.query(
+      `INSERT INTO rule_hourly(hour, rule_id, type, count) VALUES
+         ($1, 'claude-code', 'process.blocked', 40), ($1, 'claude-code', 'process.warned', 2), ($1, 'ollama', 'process.blocked', 7)`,
+      [hourKey],
+    );
+    await c.query(
+      `INSERT INTO rule_daily(day, rule_id, type, count) VALUES
+         ($1, 'claude-code', 'process.blocked', 40), ($1, 'claude-code', 'process.warned', 2), ($1, 'ollama', 'process.blocked', 7)`,
+      [hourKey.slice(0, 10)],
+    );
+    const s = track(await PostgresCollectorStore.open({ url })) as PostgresCollectorStore;
+    expect(s.schema).toEqual({ from: 5, to: PG_MIGRATIONS.length });
+    const rules = ['claude-code', 'ollama'];
+    const before = await activity(s, rules);
+    const figures = (n: [number, number, number]) => [
+      { rule_id: 'claude-code', type: 'process.blocked', count: n[0] },
+      { rule_id: 'claude-code', type: 'process.warned', count: n[1] },
+      { rule_id: 'ollama', type: 'process.blocked', count: n[2] },
+    ];
+    expect(before.hourly).toEqual(
+      figures([40, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey}:00:00.000Z` })),
+    );
+    expect(before.daily).toEqual(
+      figures([40, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey.slice(0, 10)}T00:00:00.000Z` })),
+    );
+    expect((await c.query('SELECT DISTINCT shard FROM rule_hourly')).rows).toEqual([{ shard: 0 }]);
+    // while another session writes shard 0 (as a group of another collector would), this store adds
+    // 3 of the same rule and hour in another shard: the sums carry the old counts
+    await c.query('BEGIN');
+    await c.query('SELECT pg_advisory_xact_lock($1, 0)', [LOCK_ROLLUP_SHARD]);
+    await s.enrollDevice(dev('m1'), 'hm1', now());
+    await s.insertGroup([
+      {
+        deviceId: 'm1',
+        enrollment: 1,
+        events: incoming(
+          [1, 2, 3].map((i) => inHour(blockedEvent('m1', i), i)),
+          'm1',
+        ),
+        receivedAt: now(),
+      },
+    ]);
+    await c.query('COMMIT');
+    const after = await activity(s, rules);
+    expect(after.hourly).toEqual(
+      figures([43, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey}:00:00.000Z` })),
+    );
+    expect(after.daily).toEqual(
+      figures([43, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey.slice(0, 10)}T00:00:00.000Z` })),
+    );
+    expect(
+      (
+        await c.query(
+          'SELECT shard, count::int AS count FROM rule_daily WHERE type = $1 AND rule_id = $2 ORDER BY shard',
+          ['process.blocked', 'claude-code'],
+        )
+      ).rows,
+    ).toEqual([
+      { shard: 0, count: 40 },
+      { shard: 1, count: 3 },
+    ]);
+    await c.end();
   });
 });
