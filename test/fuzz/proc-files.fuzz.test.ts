@@ -80,7 +80,8 @@ function expectWellFormed(st: proc.ProcStat): void {
   expect(st.state).toHaveLength(1);
   expect(Number.isInteger(st.ppid) && st.ppid >= 0).toBe(true);
   expect(Number.isInteger(st.startTime) && st.startTime >= 0).toBe(true);
-  for (const v of Object.values(st.image)) expect(Number.isFinite(v)).toBe(true);
+  // the program image: four fields in the kernel's digits (0 for a missing or odd one)
+  expect(st.image).toMatch(/^[0-9]{1,20}:[0-9]{1,20}:[0-9]{1,20}:[0-9]{1,20}$/);
 }
 
 describe('fuzz: /proc parsers', () => {
@@ -123,6 +124,8 @@ describe('fuzz: /proc parsers', () => {
           expect(got.ppid).toBe(s.ppid);
           expect(got.ttyNr).toBe(s.ttyNr);
           expect(got.startTime).toBe(s.startTime);
+          // the image fields as the kernel printed them, every digit kept (2^64 − 1 included)
+          expect(got.image).toBe(s.image.join(':'));
         }),
         fuzzParams(2000, 3_000),
       );
