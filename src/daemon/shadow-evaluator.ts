@@ -23,6 +23,7 @@ import { decide, type Verdict, verdictFor } from '../enforcement/decide.js';
 import type { EnforcementScope } from '../enforcement/enforcement-scope.js';
 import { observationFields } from '../enforcement/enforcer.js';
 import type { EventSink } from '../events/event-types.js';
+import { type MarkerAutomaton, markerAutomaton } from '../policy/content-markers.js';
 import type { Decision, MatchContext, Matcher } from '../policy/matcher.js';
 import type { Observation } from '../sensors/observation.js';
 
@@ -176,11 +177,23 @@ function identityOf(obs: Observation): string {
 
 /**
  * The matcher the sensors get while a shadow is in force: the enforced one, widened by what the
- * shadow's rules need observed (costly fields, package names, path globs). Its `policyVersion` is
+ * shadow's rules need observed (costly fields, content markers, package names, path globs). Its `policyVersion` is
  * `generation` (negative, never a real version) so a sensor sees every change of either policy as a
  * new policy and reports what is present again; decisions never come from it.
  */
 export function sensorView(enforced: Matcher, shadow: Matcher, generation: number): Matcher {
+  // Both policies' markers in one automaton (built on first use, then kept: asked for every exec).
+  let automaton: MarkerAutomaton | null | undefined;
+  const markers = (): MarkerAutomaton | null => {
+    if (automaton === undefined) {
+      const [a, b] = [enforced.markers(), shadow.markers()];
+      automaton =
+        a === null || b === null
+          ? (a ?? b)
+          : markerAutomaton([...new Set([...a.keys, ...b.keys])].map((k) => Buffer.from(k, 'hex')));
+    }
+    return automaton;
+  };
   return {
     policyVersion: generation,
     mode: enforced.mode,
@@ -189,7 +202,7 @@ export function sensorView(enforced: Matcher, shadow: Matcher, generation: numbe
       scriptPackage: enforced.needs.scriptPackage || shadow.needs.scriptPackage,
       markers: enforced.needs.markers || shadow.needs.markers,
     },
-    markers: () => enforced.markers() ?? shadow.markers(),
+    markers,
     packageNames: new Set([...enforced.packageNames, ...shadow.packageNames]),
     pathGlobs: [...new Set([...enforced.pathGlobs, ...shadow.pathGlobs])],
     ruleCount: enforced.ruleCount,

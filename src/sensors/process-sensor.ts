@@ -303,15 +303,16 @@ export class ProcessSensor implements Sensor {
     const markerPath = this.needs.markers ? path : null;
     const interpreter = isInterpreter(raw.name) || (raw.exe !== null && isInterpreter(raw.exe));
     const script = this.needs.scriptPackage && interpreter;
-    // A program already gone (or running another one) has no file left to hash or scan: opening
-    // /proc/<pid>/exe would fail after three trips through the thread pool, and the observation
-    // would be handed over without them, as it is here at once. Most short-lived programs are
-    // gone by the time their exec is handled. Not for an interpreter, whose scripts are files of
-    // their own, nor for a loader's program (its mapping was found: it ran).
+    // A program already gone has no file left to hash or scan: opening /proc/<pid>/exe would fail
+    // after three trips through the thread pool, and the observation would be handed over without
+    // them, as it is here at once. Most short-lived programs are gone by the time their exec is
+    // handled. Not for an interpreter, whose scripts are files of their own, nor for a loader's
+    // program (its mapping was found: it ran). Gone, not "exec'd since": a process can rewrite the
+    // image fields that tell an exec (`exited`) to have its file never read.
     const reads = !interpreter && file === undefined && (hashPath !== null || markerPath !== null);
     // What the file said, from the caches, when the source read its identity after the exec.
     const known = reads ? this.knownFacts(raw) : null;
-    const gone = reads && known === null && this.options.source.execedSince?.(raw) === true;
+    const gone = reads && known === null && this.options.source.exited?.(raw) === true;
     if (gone) this.count('file_reads_skipped_gone');
     // Nothing (left) to read from files: the observation is complete now.
     const complete = !script && (known !== null || gone || (hashPath === null && markerPath === null));
@@ -380,7 +381,8 @@ export class ProcessSensor implements Sensor {
     if (!find) return null;
     for (const wait of LOADER_MAPPING_WAITS_MS) {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      if (!this.running || this.options.source.execedSince?.(raw)) return null;
+      // Gone; not "exec'd since", which the loaded program could fake by rewriting its image fields.
+      if (!this.running || this.options.source.exited?.(raw)) return null;
       const found = find.call(this.options.source, raw);
       if (found) return found.openPath;
     }
@@ -408,13 +410,25 @@ export class ProcessSensor implements Sensor {
     let contentMarkers = scanned?.found;
     if (scanned?.stalled && markerPath !== null) this.retryMarkers(raw, markerPath, 0);
     // Read after the scan like the hash: another program's markers if the process exec'd since.
-    if (contentMarkers && this.options.source.execedSince?.(raw)) {
+    const found = contentMarkers;
+    if (
+      found &&
+      markerPath !== null &&
+      (await this.runsAnother(raw, async () =>
+        sameKeys((await this.scanMarkers(raw, markerPath))?.found, found),
+      ))
+    ) {
       this.count('markers_after_exec');
       contentMarkers = null;
     }
     // The hash was read after the scan: if the process exec'd in between, it is another program's
     // (the source reports the new program itself, with its own hash).
-    if (hash && this.options.source.execedSince?.(raw)) {
+    const digest = hash;
+    if (
+      digest &&
+      hashPath !== null &&
+      (await this.runsAnother(raw, async () => (await this.hasher?.hash(hashPath, key)) === digest))
+    ) {
       this.count('hash_after_exec');
       hash = null;
     }
@@ -428,6 +442,23 @@ export class ProcessSensor implements Sensor {
           ? { scriptPackage: null }
           : {}),
     };
+  }
+
+  /**
+   * Whether `raw`'s process runs another program now than the one whose file was just read (its
+   * facts are then dropped: the source reports that program itself). Changed image fields
+   * (`execedSince`) alone do not say so: the process can rewrite them itself (prctl PR_SET_MM_MAP
+   * needs no privilege) to have every fact read about it dropped. So while it runs, its file is
+   * asked again — from the caches, by identity, when it is the same file (the exe of a running
+   * process cannot be swapped while mapped) — and `same` says whether the answer is the one read.
+   * A process that really exec'd before the first read keeps what its new program's file said: the
+   * facts of what runs under the pid (its own exec is reported too).
+   */
+  private async runsAnother(raw: RawProcess, same: () => Promise<boolean>): Promise<boolean> {
+    const source = this.options.source;
+    if (!source.execedSince?.(raw)) return false;
+    if (source.exited?.(raw) !== false) return true;
+    return !(await same());
   }
 
   /**
@@ -658,4 +689,11 @@ export class ProcessSensor implements Sensor {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** Whether two lists of marker keys hold the same keys. */
+function sameKeys(a: readonly string[] | null | undefined, b: readonly string[]): boolean {
+  if (!a || a.length !== b.length) return false;
+  const set = new Set(a);
+  return b.every((k) => set.has(k));
 }

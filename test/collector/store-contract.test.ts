@@ -1592,7 +1592,7 @@ describe('postgres: several collectors on one database', () => {
     await other.connect();
     await other.query("SET deadlock_timeout = '30s'");
     await other.query('BEGIN');
-    await other.query('SELECT * FROM rule_hourly FOR UPDATE');
+    await other.query('SELECT * FROM rule_hourly_shards FOR UPDATE');
     const dr2 = Array.from({ length: 70 }, (_, i) => ev('dr2', i + 1));
     const stored = s.insertGroup([batch('dr2', dr2), batch('dr1', range(140, 5))]);
     const watch = new pg.Client({ connectionString: url });
@@ -1727,7 +1727,7 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     expect(await b.insertGroup(groupB)).toEqual([{ accepted: 9, duplicates: 0 }]);
     expect(await waitingOnTag()).toBe(true);
     const shards = await watch.query<{ shard: number; count: number }>(
-      'SELECT shard, count::int AS count FROM rule_hourly ORDER BY shard',
+      'SELECT shard, count::int AS count FROM rule_hourly_shards ORDER BY shard',
     );
     // A holds shard 0 (its rows not visible yet); B wrote the next one
     expect(shards.rows).toEqual([{ shard: 1, count: 9 }]);
@@ -1773,7 +1773,75 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     await watch.end();
   });
 
-  it('a database of schema 5 with rule counts upgrades to shards and keeps its counts', async () => {
+  it('a collector still on schema 5 keeps storing counts while an upgraded one has migrated (rolling upgrade)', async () => {
+    const url = await server.createDatabase();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    await c.query('CREATE TABLE collector_schema (version integer NOT NULL)');
+    for (const m of PG_MIGRATIONS.slice(0, 5)) await c.query(m);
+    await c.query('INSERT INTO collector_schema(version) VALUES (5)');
+    // the first node upgraded migrates the shared database; the others keep running their code
+    const s = track(await PostgresCollectorStore.open({ url })) as PostgresCollectorStore;
+    expect(s.schema).toEqual({ from: 5, to: PG_MIGRATIONS.length });
+    const hourKey = at(HOUR).slice(0, 13);
+    // the rule-count upserts every ingest of a schema-5 collector ends with (its DEVICE_UPDATE_SQL):
+    // refused ("no unique or exclusion constraint matching the ON CONFLICT", 42P10), every batch
+    // of a not-yet-upgraded node would fail until it is upgraded
+    const oldUpsert = async (n: number) => {
+      await c.query(
+        `INSERT INTO rule_hourly(hour, rule_id, type, count) VALUES ($1, 'claude-code', 'process.blocked', $2)
+         ON CONFLICT (hour, rule_id, type) DO UPDATE SET count = rule_hourly.count + excluded.count`,
+        [hourKey, n],
+      );
+      await c.query(
+        `INSERT INTO rule_daily(day, rule_id, type, count) VALUES ($1, 'claude-code', 'process.blocked', $2)
+         ON CONFLICT (day, rule_id, type) DO UPDATE SET count = rule_daily.count + excluded.count`,
+        [hourKey.slice(0, 10), n],
+      );
+    };
+    let refused: unknown = null;
+    try {
+      await oldUpsert(5);
+      await s.enrollDevice(dev('r1'), 'hr1', now());
+      await s.insertGroup([
+        {
+          deviceId: 'r1',
+          enrollment: 1,
+          events: incoming(
+            [1, 2, 3].map((i) => inHour(blockedEvent('r1', i), i)),
+            'r1',
+          ),
+          receivedAt: now(),
+        },
+      ]);
+      await oldUpsert(2);
+    } catch (err) {
+      refused = (err as { code?: string }).code ?? err;
+    } finally {
+      await c.end();
+    }
+    expect(refused).toBe(null);
+    // the upgraded node's figures carry what both wrote
+    const figures = await activity(s, ['claude-code']);
+    expect(figures.hourly).toEqual([
+      {
+        rule_id: 'claude-code',
+        type: 'process.blocked',
+        count: 10,
+        bucket_start: `${hourKey}:00:00.000Z`,
+      },
+    ]);
+    expect(figures.daily).toEqual([
+      {
+        rule_id: 'claude-code',
+        type: 'process.blocked',
+        count: 10,
+        bucket_start: `${hourKey.slice(0, 10)}T00:00:00.000Z`,
+      },
+    ]);
+  });
+
+  it('a database of schema 5 with rule counts upgrades to shards and keeps its counts where they were', async () => {
     const url = await server.createDatabase();
     const c = new pg.Client({ connectionString: url });
     await c.connect();
@@ -1806,7 +1874,9 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     expect(before.daily).toEqual(
       figures([40, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey.slice(0, 10)}T00:00:00.000Z` })),
     );
-    expect((await c.query('SELECT DISTINCT shard FROM rule_hourly')).rows).toEqual([{ shard: 0 }]);
+    // the old rows stay in the unsharded tables (collectors not yet upgraded keep adding to them)
+    expect((await c.query('SELECT count(*)::int AS n FROM rule_hourly')).rows).toEqual([{ n: 3 }]);
+    expect((await c.query('SELECT count(*)::int AS n FROM rule_hourly_shards')).rows).toEqual([{ n: 0 }]);
     // while another session writes shard 0 (as a group of another collector would), this store adds
     // 3 of the same rule and hour in another shard: the sums carry the old counts
     await c.query('BEGIN');
@@ -1831,15 +1901,15 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     expect(after.daily).toEqual(
       figures([43, 2, 7]).map((f) => ({ ...f, bucket_start: `${hourKey.slice(0, 10)}T00:00:00.000Z` })),
     );
-    expect(
-      (
-        await c.query(
-          'SELECT shard, count::int AS count FROM rule_daily WHERE type = $1 AND rule_id = $2 ORDER BY shard',
-          ['process.blocked', 'claude-code'],
-        )
-      ).rows,
-    ).toEqual([
-      { shard: 0, count: 40 },
+    const dailyRows = (table: string, cols: string) =>
+      c
+        .query(`SELECT ${cols} FROM ${table} WHERE type = $1 AND rule_id = $2`, [
+          'process.blocked',
+          'claude-code',
+        ])
+        .then((r) => r.rows);
+    expect(await dailyRows('rule_daily', 'count::int AS count')).toEqual([{ count: 40 }]);
+    expect(await dailyRows('rule_daily_shards', 'shard, count::int AS count')).toEqual([
       { shard: 1, count: 3 },
     ]);
     await c.end();

@@ -234,4 +234,29 @@ describe('sensorView: what the sensors observe for while a shadow is in force', 
     expect(view.match(proc('tool-a'), CTX)?.rule.id).toBe('n');
     expect(view.match({ ...proc('x'), sha256: 'a'.repeat(64) }, CTX)).toBeNull();
   });
+
+  it("scans for the shadow's content markers also while the enforced policy has markers of its own", () => {
+    const opts = { platform: 'linux' as const, homes: [] };
+    const withMarker = (version: number, id: string, marker: string) =>
+      compileMatcher(
+        body(version, {
+          rules: [{ id, name: id, action: 'block', message: 'm', process: { markers: [[marker]] } }],
+        }),
+        opts,
+      );
+    const enforced = withMarker(3, 'e', 'enforced-marker-text');
+    const shadow = withMarker(4, 's', 'candidate-marker-text');
+    const view = sensorView(enforced, shadow, -8);
+    const key = (m: string) => Buffer.from(m).toString('hex');
+    // what the sensors scan for: both policies' markers (the enforced alone left the candidate
+    // rule unable to ever would-match on a machine whose enforced policy has markers)
+    expect([...(view.markers()?.keys ?? [])].sort()).toEqual(
+      [key('enforced-marker-text'), key('candidate-marker-text')].sort(),
+    );
+    expect(view.markers()).toBe(view.markers());
+    // a process found carrying the candidate's marker would-matches the shadow, not the enforced
+    const obs = { ...proc('x'), contentMarkers: [key('candidate-marker-text')] };
+    expect(shadow.match(obs, CTX)?.rule.id).toBe('s');
+    expect(view.match(obs, CTX)).toBeNull();
+  });
 });

@@ -16,9 +16,11 @@
  * `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING RETURNING`, the way small groups go at
  * once; a device that resent lately (RESENDER_MS) has its batches go that way beside the COPY of
  * the others, so a device that keeps resending cannot make every group it is in redo. The
- * console's rule counts (rule_hourly / rule_daily) are summed in node from what the group stored
- * and added by the group's last statement (DEVICE_UPDATE_SQL) to rows of its own shard: every
- * (bucket, rule, type) has up to ROLLUP_SHARDS rows, a reader sums them, and a group writes the
+ * console's rule counts are summed in node from what the group stored and added by the group's
+ * last statement (DEVICE_UPDATE_SQL) to rows of its own shard (rule_hourly_shards /
+ * rule_daily_shards): every (bucket, rule, type) has up to ROLLUP_SHARDS rows there, a reader sums
+ * them with the row of the unsharded rule_hourly / rule_daily (written by collectors of schema 5
+ * and older, which keep running until they are upgraded one at a time), and a group writes the
  * lowest shard no concurrent group holds (a transaction-scoped advisory try-lock per shard, taken
  * in that statement and held to the commit like the rows). Unsharded, every group of every
  * collector upserted the same rows of the current hour and held them through its commit (the WAL
@@ -278,13 +280,26 @@ export const PG_MIGRATIONS: readonly string[] = [
   // 6: the rule-count rows sharded by writer (ROLLUP_SHARDS, module header): a group adds its counts
   // to the rows of a shard no other group is writing at that moment, so groups of several
   // collectors no longer queue on the current hour's row to each other's commits; a count is the
-  // sum over its shards. Existing rows become shard 0 (adding a column with a constant default
-  // rewrites no row; the primary key is rebuilt).
+  // sum over its shards and the unsharded row. In tables of their own: rule_hourly / rule_daily
+  // keep their primary keys, which the rule-count upserts of collectors not yet upgraded name
+  // (`ON CONFLICT (hour, rule_id, type)`; without such a key every ingest of theirs fails).
   `
-  ALTER TABLE rule_hourly ADD COLUMN shard smallint NOT NULL DEFAULT 0;
-  ALTER TABLE rule_hourly DROP CONSTRAINT rule_hourly_pkey, ADD PRIMARY KEY (hour, rule_id, type, shard);
-  ALTER TABLE rule_daily ADD COLUMN shard smallint NOT NULL DEFAULT 0;
-  ALTER TABLE rule_daily DROP CONSTRAINT rule_daily_pkey, ADD PRIMARY KEY (day, rule_id, type, shard);
+  CREATE TABLE rule_hourly_shards (
+    hour     text COLLATE "C" NOT NULL,
+    rule_id  text COLLATE "C" NOT NULL,
+    type     text COLLATE "C" NOT NULL,
+    shard    smallint NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (hour, rule_id, type, shard)
+  );
+  CREATE TABLE rule_daily_shards (
+    day      text COLLATE "C" NOT NULL,
+    rule_id  text COLLATE "C" NOT NULL,
+    type     text COLLATE "C" NOT NULL,
+    shard    smallint NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (day, rule_id, type, shard)
+  );
   `,
 ];
 
@@ -296,7 +311,7 @@ const LOCK_POLICY_CHANNEL = 0x7467_0003;
 /** A group's rule-count shard while it commits (second key: the shard; ROLLUP_SHARDS). */
 export const LOCK_ROLLUP_SHARD = 0x7467_0004;
 /**
- * Shards of each rule_hourly / rule_daily row. A group writes the lowest shard whose advisory lock
+ * Shards of each rule count (rule_hourly_shards / rule_daily_shards rows). A group writes the lowest shard whose advisory lock
  * it gets at once (pg_try_advisory_xact_lock, held to its commit like the rows): concurrent groups
  * of every collector write different rows and never wait on each other's; a quiet database writes
  * shard 0 only, so a (bucket, rule, type) has as many rows as groups ever committed it at once.
@@ -353,8 +368,8 @@ const NOTIFY_CHANNEL = 'toolguard_events';
  * device ($1, $2, sorted by id); agent version ($3–$5), policy ($6–$9) and coverage ($10–$13,
  * $18–$20) of the highest seq, policy state ($21–$26) and the clean stop ($14–$16), each only on
  * the row of the same enrollment and the policy/coverage/state only when not older than the
- * stored seq —, the stored events' counts added to rule_hourly ($27–$30: hour, rule, type, count,
- * sorted by that key; rollups()) and to rule_daily (summed per day here), then NOTIFY when the
+ * stored seq —, the stored events' counts added to rule_hourly_shards ($27–$30: hour, rule, type,
+ * count, sorted by that key; rollups()) and to rule_daily_shards (summed per day here), then NOTIFY when the
  * group stored a row ($17). At most one entry per (device, enrollment) per list, so each subquery
  * yields at most one row. The rollup rows go to the group's shard (`sh`: the lowest one whose
  * advisory lock it gets at once, none taken when it counted nothing; module header), locked in
@@ -408,13 +423,13 @@ const DEVICE_UPDATE_SQL = `
                  WHERE pg_try_advisory_xact_lock(${LOCK_ROLLUP_SHARD}, k) LIMIT 1),
                 pg_backend_pid() % ${ROLLUP_SHARDS}) AS shard),
        hourly AS (
-         INSERT INTO rule_hourly(hour, rule_id, type, shard, count)
+         INSERT INTO rule_hourly_shards(hour, rule_id, type, shard, count)
          SELECT hour, rule_id, type, sh.shard, n FROM r CROSS JOIN sh ORDER BY 1, 2, 3
-         ON CONFLICT (hour, rule_id, type, shard) DO UPDATE SET count = rule_hourly.count + excluded.count),
+         ON CONFLICT (hour, rule_id, type, shard) DO UPDATE SET count = rule_hourly_shards.count + excluded.count),
        daily AS (
-         INSERT INTO rule_daily(day, rule_id, type, shard, count)
+         INSERT INTO rule_daily_shards(day, rule_id, type, shard, count)
          SELECT left(hour, 10), rule_id, type, sh.shard, sum(n) FROM r CROSS JOIN sh GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
-         ON CONFLICT (day, rule_id, type, shard) DO UPDATE SET count = rule_daily.count + excluded.count)
+         ON CONFLICT (day, rule_id, type, shard) DO UPDATE SET count = rule_daily_shards.count + excluded.count)
   SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
   FROM (SELECT count(*) FROM u) n`;
 /**
@@ -1180,15 +1195,17 @@ export class PostgresCollectorStore implements CollectorStorePort {
   async ruleActivity(req: RuleActivityRequest): Promise<RuleBucket[]> {
     const h = activityHours(req);
     if (req.ruleIds.length === 0) return [];
-    // one primary-key range per (bucket, rule), its shards summed: never a scan of every rule id devices sent
+    // one primary-key range per (bucket, rule) in each table, the unsharded row (schema ≤ 5
+    // writers) and the shards summed: never a scan of every rule id devices sent
+    const [t, k] = h.keyLength === 13 ? ['rule_hourly', 'hour'] : ['rule_daily', 'day'];
     const r = await this.pool.query<{ rule_id: string; type: string; k: string; count: number }>(
-      h.keyLength === 13
-        ? `SELECT rule_id, type, hour AS k, sum(count)::int8 AS count FROM rule_hourly
-           WHERE hour = ANY($1::text[]) AND rule_id = ANY($2::text[])
-           GROUP BY hour, rule_id, type ORDER BY hour, rule_id, type`
-        : `SELECT rule_id, type, day AS k, sum(count)::int8 AS count FROM rule_daily
-           WHERE day = ANY($1::text[]) AND rule_id = ANY($2::text[])
-           GROUP BY day, rule_id, type ORDER BY day, rule_id, type`,
+      `SELECT rule_id, type, k, sum(count)::int8 AS count FROM (
+         SELECT rule_id, type, ${k} AS k, count FROM ${t}
+         WHERE ${k} = ANY($1::text[]) AND rule_id = ANY($2::text[])
+         UNION ALL
+         SELECT rule_id, type, ${k}, count FROM ${t}_shards
+         WHERE ${k} = ANY($1::text[]) AND rule_id = ANY($2::text[])) c
+       GROUP BY k, rule_id, type ORDER BY k, rule_id, type`,
       [h.keys, [...req.ruleIds]],
     );
     return r.rows.map((x) => ({
@@ -1429,7 +1446,7 @@ class RedoGroup extends Error {}
 
 /**
  * Counts of stored events per (hour of the event time, rule id, type): what a group adds to
- * rule_hourly / rule_daily (DEVICE_UPDATE_SQL $27–$30). Keys are the stored values (after pgText);
+ * rule_hourly_shards / rule_daily_shards (DEVICE_UPDATE_SQL $27–$30). Keys are the stored values (after pgText);
  * events without a rule id are not counted.
  */
 class RuleCounts {

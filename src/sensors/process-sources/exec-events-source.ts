@@ -287,6 +287,10 @@ export class ExecEventsSource implements ProcessSource {
     return this.procfs.execedSince(raw);
   }
 
+  exited(raw: RawProcess): boolean {
+    return this.procfs.exited(raw);
+  }
+
   readAhead(what: ReadAhead): void {
     this.ahead = what;
     if (this.state === 'active') this.applyReadAhead();

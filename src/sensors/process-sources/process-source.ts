@@ -106,6 +106,12 @@ export interface ProcessSource {
    */
   execedSince?(raw: RawProcess): boolean;
   /**
+   * Optional (with `execedSince`). True when the process of `raw` is gone: exited, or its pid now
+   * names another process. Unlike `execedSince`, nothing the process can do to itself makes it
+   * true while it runs (its image fields it can rewrite: prctl PR_SET_MM_MAP needs no privilege).
+   */
+  exited?(raw: RawProcess): boolean;
+  /**
    * Optional (Linux exec events). The steps of the walks to `raw`'s script candidates, read right
    * after its exec (native/procevents walker.c): the answers `lstatUserChain` would give, by path.
    * Taken once; null when there are none (not an interpreter, not read yet, already taken).

@@ -320,13 +320,22 @@ export class ProcfsSource implements ProcessSource {
   }
 
   execedSince(raw: RawProcess): boolean {
+    const live = this.stillRunning(raw);
+    return live === null || live.stat.image !== raw.image;
+  }
+
+  exited(raw: RawProcess): boolean {
+    return this.stillRunning(raw) === null;
+  }
+
+  /** What runs under `raw`'s pid now (`running`) when it is still raw's process; else null. */
+  private stillRunning(raw: RawProcess): { stat: ProcStat; tid?: number } | null {
     // Most programs are gone (reaped) by the time they are asked about: said without the
     // exception a failed open costs (an Error with its stack, for every short-lived exec).
-    if (!existsSync(`${this.root}/${raw.pid}`)) return true;
+    if (!existsSync(`${this.root}/${raw.pid}`)) return null;
     const stat = readStat(this.root, raw.pid);
-    if (stat === null || stat.startTime !== raw.startTime) return true;
-    const live = this.running(raw.pid, stat);
-    return live === null || live.stat.image !== raw.image;
+    if (stat === null || stat.startTime !== raw.startTime) return null;
+    return this.running(raw.pid, stat);
   }
 
   loadedProgram(raw: RawProcess): { exe: string; openPath: string } | null {
