@@ -591,8 +591,10 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   return s ? counters_of(env, s) : NULL;
 }
 
-/* takeWalk(handle, pid, ts): the walker's answers for that exec, or null (walker.h). */
-static napi_value js_take_walk(napi_env env, napi_callback_info info) {
+typedef napi_value (*take_fn)(napi_env env, walker_t *w, int32_t pid, double ts);
+
+/* Calls `take` with the (handle, pid, ts) arguments; throws with `usage` on bad arguments. */
+static napi_value take_from_walker(napi_env env, napi_callback_info info, take_fn take, const char *usage) {
   size_t argc = 3;
   napi_value argv[3];
   void *p = NULL;
@@ -601,31 +603,23 @@ static napi_value js_take_walk(napi_env env, napi_callback_info info) {
   double ts;
   if (argc < 3 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
       napi_get_value_int32(env, argv[1], &pid) != napi_ok || napi_get_value_double(env, argv[2], &ts) != napi_ok) {
-    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "takeWalk(handle, pid, ts)");
+    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", usage);
     return NULL;
   }
   state_t *s = p;
-  return walker_take(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
+  return take(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
+}
+
+/* takeWalk(handle, pid, ts): the walker's answers for that exec, or null (walker.h). */
+static napi_value js_take_walk(napi_env env, napi_callback_info info) {
+  return take_from_walker(env, info, walker_take, "takeWalk(handle, pid, ts)");
 }
 
 /* takeIdentity(handle, pid, ts): the identity of that exec's executable read by the walker. */
 static napi_value js_take_identity(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  void *p = NULL;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  int32_t pid;
-  double ts;
-  if (argc < 3 || napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL ||
-      napi_get_value_int32(env, argv[1], &pid) != napi_ok || napi_get_value_double(env, argv[2], &ts) != napi_ok) {
-    napi_throw_type_error(env, "GUARD_PROCEVENTS_BAD_ARGUMENT", "takeIdentity(handle, pid, ts)");
-    return NULL;
-  }
-  state_t *s = p;
-  return walker_take_identity(env, atomic_load(&s->closed) ? NULL : s->walker, pid, ts);
+  return take_from_walker(env, info, walker_take_identity, "takeIdentity(handle, pid, ts)");
 }
 
-/* setWalks(handle, on): whether the reader asks the walker for interpreters' script walks. */
 /* Sets one of the handle's switches from (handle, on); throws with `usage` on bad arguments. */
 static napi_value set_switch(napi_env env, napi_callback_info info, size_t offset, const char *usage) {
   size_t argc = 2;
@@ -642,6 +636,7 @@ static napi_value set_switch(napi_env env, napi_callback_info info, size_t offse
   return NULL;
 }
 
+/* setWalks(handle, on): whether the reader asks the walker for interpreters' script walks. */
 static napi_value js_set_walks(napi_env env, napi_callback_info info) {
   return set_switch(env, info, offsetof(state_t, walks_on), "setWalks(handle, on)");
 }
