@@ -107,17 +107,21 @@ typedef struct {
   char *stat; /* the reader's stat line, NUL-terminated, malloc'd; NULL: no identity asked */
 } request_t;
 
+/* What a kept answer is for: the exec (pid, ts); used 0 when the slot is free. First in each
+ * kind of slot, so one lookup (take_slot) serves both rings. */
 typedef struct {
   int32_t pid;
   uint64_t ts;
   int used;
+} slot_key_t;
+
+typedef struct {
+  slot_key_t key;
   double v[5]; /* dev, ino, size, mtimeMs, ctimeMs */
 } ident_t;
 
 typedef struct {
-  int32_t pid;
-  uint64_t ts;
-  int used;
+  slot_key_t key;
   int count;
   answer_t *answers;
 } result_t;
@@ -365,10 +369,8 @@ static void store_identity(walker_t *w, const request_t *r, const double v[5]) {
   pthread_mutex_lock(&w->mu);
   ident_t *slot = &w->idents[w->inext];
   w->inext = (w->inext + 1) % IDENTS_MAX;
-  slot->pid = r->pid;
-  slot->ts = r->ts;
+  slot->key = (slot_key_t){.pid = r->pid, .ts = r->ts, .used = 1};
   memcpy(slot->v, v, sizeof(slot->v));
-  slot->used = 1;
   pthread_mutex_unlock(&w->mu);
 }
 
@@ -376,12 +378,10 @@ static void store(walker_t *w, const request_t *r, answer_t *answers, int count)
   pthread_mutex_lock(&w->mu);
   result_t *slot = &w->results[w->rnext];
   w->rnext = (w->rnext + 1) % RESULTS_MAX;
-  if (slot->used) free_answers(slot->answers, slot->count);
-  slot->pid = r->pid;
-  slot->ts = r->ts;
+  if (slot->key.used) free_answers(slot->answers, slot->count);
+  slot->key = (slot_key_t){.pid = r->pid, .ts = r->ts, .used = 1};
   slot->count = count;
   slot->answers = answers;
-  slot->used = 1;
   pthread_mutex_unlock(&w->mu);
 }
 
@@ -529,22 +529,28 @@ static void set_double(napi_env env, napi_value obj, const char *key, double d) 
   napi_set_named_property(env, obj, key, v);
 }
 
+/* Moves the kept slot of exec (pid, ts) out of `slots` (n of `size` bytes, each starting with its
+ * slot_key_t) into `out`, freeing it; 0 when there is none. `ts` as JS got it (a double). */
+static int take_slot(walker_t *w, void *slots, int n, size_t size, int32_t pid, double ts, void *out) {
+  int found = 0;
+  if (w == NULL) return 0;
+  pthread_mutex_lock(&w->mu);
+  for (int i = 0; i < n && !found; i++) {
+    slot_key_t *k = (slot_key_t *)((char *)slots + (size_t)i * size);
+    if (k->used && k->pid == pid && (double)k->ts == ts) {
+      memcpy(out, k, size);
+      memset(k, 0, size);
+      found = 1;
+    }
+  }
+  pthread_mutex_unlock(&w->mu);
+  return found;
+}
+
 napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts) {
   napi_value out;
-  result_t found = {0};
-  if (w != NULL) {
-    pthread_mutex_lock(&w->mu);
-    for (int i = 0; i < RESULTS_MAX; i++) {
-      result_t *slot = &w->results[i];
-      if (slot->used && slot->pid == pid && (double)slot->ts == ts) {
-        found = *slot;
-        memset(slot, 0, sizeof(*slot));
-        break;
-      }
-    }
-    pthread_mutex_unlock(&w->mu);
-  }
-  if (!found.used) {
+  result_t found;
+  if (!take_slot(w, w ? w->results : NULL, RESULTS_MAX, sizeof(result_t), pid, ts, &found)) {
     napi_get_null(env, &out);
     return out;
   }
@@ -571,20 +577,8 @@ napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts) {
 
 napi_value walker_take_identity(napi_env env, walker_t *w, int32_t pid, double ts) {
   napi_value out;
-  ident_t found = {0};
-  if (w != NULL) {
-    pthread_mutex_lock(&w->mu);
-    for (int i = 0; i < IDENTS_MAX; i++) {
-      ident_t *slot = &w->idents[i];
-      if (slot->used && slot->pid == pid && (double)slot->ts == ts) {
-        found = *slot;
-        memset(slot, 0, sizeof(*slot));
-        break;
-      }
-    }
-    pthread_mutex_unlock(&w->mu);
-  }
-  if (!found.used) {
+  ident_t found;
+  if (!take_slot(w, w ? w->idents : NULL, IDENTS_MAX, sizeof(ident_t), pid, ts, &found)) {
     napi_get_null(env, &out);
     return out;
   }
@@ -615,7 +609,7 @@ int walker_stop(walker_t *w, const struct timespec *until) {
     free(w->queue[(w->qhead + i) % QUEUE_MAX].stat);
   }
   for (int i = 0; i < RESULTS_MAX; i++)
-    if (w->results[i].used) free_answers(w->results[i].answers, w->results[i].count);
+    if (w->results[i].key.used) free_answers(w->results[i].answers, w->results[i].count);
   pthread_cond_destroy(&w->cond);
   pthread_mutex_destroy(&w->mu);
   free(w);
