@@ -1546,20 +1546,21 @@ describe('postgres: several collectors on one database', () => {
       ]);
     await store(1);
     await waitFor(() => woken > 0, "A to hear B's commit");
-    // the server ends A's LISTEN connection (restart, failover): A re-opens it
-    await server.sql(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'`,
-      [url.slice(url.lastIndexOf('/') + 1)],
-    );
-    await waitFor(
-      async () =>
-        (
-          await server.sql(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'`, [
-            url.slice(url.lastIndexOf('/') + 1),
-          ])
-        ).length === 1,
-      'A to listen again',
-    );
+    // the server ends the LISTEN connections (restart, failover; B's too): each store re-opens its
+    // own. Waited for by backend pid until every one is back: an ended backend can still be listed
+    // for a moment after the signal, and B's may come back before A's.
+    const db = url.slice(url.lastIndexOf('/') + 1);
+    const listeners = async (): Promise<number[]> =>
+      (
+        await server.sql(`SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'`, [db])
+      ).map((r) => Number((r as { pid: number }).pid));
+    const ended = await listeners();
+    expect(ended.length).toBe(2);
+    await server.sql('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [ended]);
+    await waitFor(async () => {
+      const now = await listeners();
+      return now.length === ended.length && now.every((pid) => !ended.includes(pid));
+    }, 'A and B to listen again on new connections');
     const before = woken;
     await store(2);
     await waitFor(() => woken > before, "A to hear B's commit after reconnecting");
