@@ -33,6 +33,18 @@
  * descriptor. Only mount-wide exec marks and these inode marks exist: no mount-wide open mark,
  * so opens of every other file never wait on guardd.
  *
+ * Kernel-cached allows: a file allowed twice in a row from the verdict cache (an allow is cached only
+ * when no rule matches the file at that path, for every user) gets an inode mark whose *ignored*
+ * mask holds FAN_OPEN_EXEC_PERM, so the kernel stops asking about its execs at all (Santa's
+ * Endpoint Security allow cache, on fanotify). Only a file no user can change or reach under
+ * another name: a regular file owned by root, not writable by group or others, with one link, on
+ * a path whose every directory from / is owned by root and writable by nobody else (checked top
+ * down with lstat: each name is resolved inside directories already checked, which only root can
+ * change), and only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not
+ * write). The kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY
+ * is not set); setGeneration (a new policy) and flushFileMarks remove every inode mark, these
+ * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
+ *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
  * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
  * flushFileMarks(),
@@ -79,6 +91,9 @@
 #define MAX_OPEN_REPORTS 64
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
+/* Kernel-cached allows at most (inode marks with an ignored mask; the kernel's
+ * fs.fanotify.max_user_marks, ≥ 8,192, is shared with the open marks and every other root group). */
+#define MAX_IGNORE_MARKS 2048
 
 /* What a verdict is cached under: the file (an inode number is only unique within its file system,
  * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
@@ -110,7 +125,8 @@ typedef struct {
 
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
-      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped;
+      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped,
+      ignore_marks_added, ignore_mark_errors;
 } counters_t;
 
 /* One file with an open mark. last_pid: the last process refused its open, so a process that
@@ -149,6 +165,10 @@ static cache_entry_t cache[CACHE_SIZE];
 static file_mark_t file_marks[MAX_FILE_MARKS];
 /* Refused-open reports in the queue now (under lock). */
 static int open_reports_queued = 0;
+/* Kernel-cached allows in place now (under lock; emptied with every flush). */
+static int ignore_marks = 0;
+/* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
+static int hardlinks_protected = 0;
 static counters_t counters;
 /* When the thread last went round its loop (CLOCK_MONOTONIC): the JS watchdog reads its age. */
 static struct timespec last_loop;
@@ -358,6 +378,40 @@ static void handle_open(const struct fanotify_event_metadata *m) {
   close(fd);
 }
 
+/* Whether a directory or file's stat says only root can change it (owner root, no write bit for
+ * group or others; a POSIX ACL granting anyone write shows as the group write bit). */
+static int root_only(const struct stat *st) { return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH)); }
+
+/* Whether the exec'd file (st: fstat of the event fd; path: its name from /proc/self/fd) may be
+ * left to the kernel: see "Kernel-cached allows" above. */
+static int kernel_cacheable(const struct stat *st, const char *path) {
+  if (!hardlinks_protected || !S_ISREG(st->st_mode) || st->st_nlink != 1 || !root_only(st)) return 0;
+  size_t len = strlen(path);
+  if (len < 2 || path[0] != '/' || (len > 10 && strcmp(path + len - 10, " (deleted)") == 0)) return 0;
+  char dir[PATH_MAX];
+  struct stat d;
+  if (lstat("/", &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if (path[i] != '/') continue;
+    memcpy(dir, path, i);
+    dir[i] = 0;
+    if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
+  }
+  return 1;
+}
+
+/* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
+ * answer its next execs when kernel_cacheable said so (eligible). */
+static void ignore_mark(int fd, int eligible) {
+  if (!eligible || ignore_marks >= MAX_IGNORE_MARKS) return;
+  if (fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) == 0) {
+    ignore_marks++;
+    counters.ignore_marks_added++;
+  } else {
+    counters.ignore_mark_errors++;
+  }
+}
+
 static void handle_event(const struct fanotify_event_metadata *m) {
   if (m->mask & FAN_Q_OVERFLOW) {
     pthread_mutex_lock(&lock);
@@ -411,12 +465,18 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   }
   k.path_hash = h;
 
-  /* The hot path: a file decided before under this policy costs one fstat and one lookup. */
+  /* The hot path: a file decided before under this policy costs one fstat and one lookup (and,
+   * the first time, the checks that hand its next execs to the kernel). */
   pthread_mutex_lock(&lock);
-  int cached = cache_get(&k);
+  int cached = cache_get(&k), room = ignore_marks < MAX_IGNORE_MARKS;
+  pthread_mutex_unlock(&lock);
+  int eligible = cached == 1 && room && kernel_cacheable(&st, path);
+  pthread_mutex_lock(&lock);
+  cached = cache_get(&k);
   if (cached == 1) {
     counters.cache_hits++;
     answer(fd, 1);
+    ignore_mark(fd, eligible);
     pthread_mutex_unlock(&lock);
     close(fd);
     return;
@@ -652,7 +712,12 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(cache, 0, sizeof(cache));
   memset(file_marks, 0, sizeof(file_marks));
   open_reports_queued = 0;
+  ignore_marks = 0;
   memset(&counters, 0, sizeof(counters));
+  int ph = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
+  char phv[4] = {0};
+  hardlinks_protected = ph >= 0 && read(ph, phv, sizeof(phv) - 1) > 0 && phv[0] == '1';
+  if (ph >= 0) close(ph);
   clock_gettime(CLOCK_MONOTONIC, &last_loop);
   stopping = 0;
 
@@ -867,13 +932,20 @@ static napi_value unmark_file(napi_env env, napi_callback_info info) {
   return r == 0 ? str_result(env, "removed") : errno_result(env, e);
 }
 
+/* Caller holds lock. Removes every inode mark of the group (open marks and kernel-cached allows)
+ * and empties their tables; the mount and filesystem marks stay. 0, or -1 with errno. */
+static int flush_inode_marks(void) {
+  memset(file_marks, 0, sizeof(file_marks));
+  ignore_marks = 0;
+  return fanotify_mark(fan_fd, FAN_MARK_FLUSH, 0, AT_FDCWD, "/");
+}
+
 /* flushFileMarks(): removes every inode mark of the group and empties the table. */
 static napi_value flush_file_marks(napi_env env, napi_callback_info info) {
   (void)info;
   if (!running) return NULL;
   pthread_mutex_lock(&lock);
-  memset(file_marks, 0, sizeof(file_marks));
-  int r = fanotify_mark(fan_fd, FAN_MARK_FLUSH, 0, AT_FDCWD, "/");
+  int r = flush_inode_marks();
   pthread_mutex_unlock(&lock);
   if (r != 0) return throw_code(env, "fanotify_mark FLUSH");
   return NULL;
@@ -928,7 +1000,10 @@ static napi_value set_generation(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_lock(&lock);
   generation = (uint64_t)g;
+  /* Under the lock the thread adds kernel-cached allows with: none of the old policy survives. */
+  int r = running ? flush_inode_marks() : 0;
   pthread_mutex_unlock(&lock);
+  if (r != 0) return throw_code(env, "fanotify_mark FLUSH");
   return NULL;
 }
 
@@ -946,6 +1021,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
     if (slots[i].state == SLOT_WAITING) waiting++;
   for (int i = 0; i < MAX_FILE_MARKS; i++)
     if (file_marks[i].used) file_mark_count++;
+  int ignores = ignore_marks;
   pthread_mutex_unlock(&lock);
   set_num(env, o, "events", (double)c.events);
   set_num(env, o, "cache_hits", (double)c.cache_hits);
@@ -963,6 +1039,9 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);
   set_num(env, o, "open_reports_dropped", (double)c.open_reports_dropped);
   set_num(env, o, "file_marks", file_mark_count);
+  set_num(env, o, "ignore_marks", ignores);
+  set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);
+  set_num(env, o, "ignore_mark_errors", (double)c.ignore_mark_errors);
   set_num(env, o, "waiting", waiting);
   set_num(env, o, "loop_age_ms", (double)loop_age);
   return o;

@@ -92,6 +92,16 @@ export type ExecPermCounters = {
   open_reports_dropped: number;
   /** Files with an open mark now. */
   file_marks: number;
+  /**
+   * Files whose execs the kernel allows without asking now (kernel-cached allows: an inode mark
+   * ignoring FAN_OPEN_EXEC_PERM on a root-only file allowed twice from the cache; native/execperm).
+   * Emptied by a new policy.
+   */
+  ignore_marks: number;
+  /** Kernel-cached allows added since start. */
+  ignore_marks_added: number;
+  /** Kernel-cached allows the kernel refused to add (its mark limit): those files keep asking. */
+  ignore_mark_errors: number;
 };
 
 /** The native addon's surface (native/execperm/execperm.c). */
