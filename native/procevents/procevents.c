@@ -200,13 +200,20 @@ static event_t *snapshot(int32_t pid, uint64_t ts) {
   int more = 0;
   snprintf(path, sizeof(path), "/proc/%d/stat", pid);
   int stat_len = read_file(path, stat, STAT_MAX, NULL);
-  snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-  ssize_t exe_len = readlink(path, exe, EXE_MAX);
-  if (exe_len >= EXE_MAX) exe_len = -1;
-  snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-  int cmd_len = read_file(path, cmd, CMDLINE_MAX, &more);
-  snprintf(path, sizeof(path), "/proc/%d/status", pid);
-  int status_len = read_file(path, status, STATUS_MAX, NULL);
+  /* Reaped already (a short program often is by the time its event is read): the other files are
+   * gone too, and trying each costs a failed path lookup. */
+  int gone = stat_len < 0 && (errno == ENOENT || errno == ESRCH);
+  ssize_t exe_len = -1;
+  int cmd_len = -1, status_len = -1;
+  if (!gone) {
+    snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+    exe_len = readlink(path, exe, EXE_MAX);
+    if (exe_len >= EXE_MAX) exe_len = -1;
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    cmd_len = read_file(path, cmd, CMDLINE_MAX, &more);
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    status_len = read_file(path, status, STATUS_MAX, NULL);
+  }
   size_t extra = (stat_len > 0 ? (size_t)stat_len : 0) + (exe_len > 0 ? (size_t)exe_len : 0) +
                  (cmd_len > 0 ? (size_t)cmd_len : 0);
   event_t *e = malloc(sizeof(event_t) + extra);
