@@ -40,8 +40,10 @@
  * another name: a regular file owned by root, not writable by group or others, with one link, on
  * a path whose every directory from / is owned by root and writable by nobody else (checked top
  * down with lstat: each name is resolved inside directories already checked, which only root can
- * change), and only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not
- * write). The kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY
+ * change), exec'd through a mount of guardd's own mount namespace and reached again by that path
+ * through the same mount (a user's bind mount in their own namespace shows the kernel a path they
+ * made up: allowed there, the file would go unasked at its real, refused path, for everyone), and
+ * only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not write). The kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY
  * is not set); setGeneration (a new policy) and flushFileMarks remove every inode mark, these
  * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
  *
@@ -382,12 +384,38 @@ static void handle_open(const struct fanotify_event_metadata *m) {
  * group or others; a POSIX ACL granting anyone write shows as the group write bit). */
 static int root_only(const struct stat *st) { return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH)); }
 
-/* Whether the exec'd file (st: fstat of the event fd; path: its name from /proc/self/fd) may be
- * left to the kernel: see "Kernel-cached allows" above. */
-static int kernel_cacheable(const struct stat *st, const char *path) {
+/* Whether mount mnt_id is one of guardd's own mount namespace (a line of /proc/self/mountinfo
+ * starts with it). A mount of a user's own namespace (a bind mount under `unshare -rm`) is not:
+ * the path the kernel shows for a file reached through it is that namespace's, a name the user
+ * made up, which guardd's namespace may give to another file or to their FUSE daemon. */
+static int mount_in_own_ns(uint64_t mnt_id) {
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (f == NULL) return 0;
+  char *line = NULL;
+  size_t cap = 0;
+  int found = 0;
+  while (!found && getline(&line, &cap, f) > 0) {
+    char *end;
+    unsigned long long id = strtoull(line, &end, 10);
+    found = end != line && *end == ' ' && id == mnt_id;
+  }
+  free(line);
+  fclose(f);
+  return found;
+}
+
+/* Whether the exec'd file (fd, st: the event's descriptor and its fstat; path: its name from
+ * /proc/self/fd) may be left to the kernel: see "Kernel-cached allows" above. */
+static int kernel_cacheable(int fd, const struct stat *st, const char *path) {
   if (!hardlinks_protected || !S_ISREG(st->st_mode) || st->st_nlink != 1 || !root_only(st)) return 0;
   size_t len = strlen(path);
   if (len < 2 || path[0] != '/' || (len > 10 && strcmp(path + len - 10, " (deleted)") == 0)) return 0;
+  /* The path is guardd's name of the file only when it was exec'd through a mount of guardd's
+   * namespace; only then is it walked (never a name made up in a user's namespace). */
+  struct statx fx, px;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_MNT_ID, &fx) != 0 || !(fx.stx_mask & STATX_MNT_ID) ||
+      !mount_in_own_ns(fx.stx_mnt_id))
+    return 0;
   char dir[PATH_MAX];
   struct stat d;
   if (lstat("/", &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
@@ -397,7 +425,10 @@ static int kernel_cacheable(const struct stat *st, const char *path) {
     dir[i] = 0;
     if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
   }
-  return 1;
+  /* ...and the name leads, through the same mount, to this very file (not one mounted over it). */
+  return statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID, &px) == 0 &&
+         (px.stx_mask & STATX_MNT_ID) && px.stx_mnt_id == fx.stx_mnt_id && px.stx_ino == fx.stx_ino &&
+         px.stx_dev_major == fx.stx_dev_major && px.stx_dev_minor == fx.stx_dev_minor;
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
@@ -470,7 +501,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   pthread_mutex_lock(&lock);
   int cached = cache_get(&k), room = ignore_marks < MAX_IGNORE_MARKS;
   pthread_mutex_unlock(&lock);
-  int eligible = cached == 1 && room && kernel_cacheable(&st, path);
+  int eligible = cached == 1 && room && kernel_cacheable(fd, &st, path);
   pthread_mutex_lock(&lock);
   cached = cache_get(&k);
   if (cached == 1) {

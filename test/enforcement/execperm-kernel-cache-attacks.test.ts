@@ -1,0 +1,116 @@
+/**
+ * Attacks on kernel-cached allows (native/execperm ignore marks) by a real unprivileged user, with
+ * the real addon in this process playing guardd: a tmpfs of root's is marked filesystem-wide, as
+ * guardd marks every local file system (a superblock mark also covers a user's bind mounts of its
+ * files in their own namespaces). The "policy" refuses a set of paths (a path or name rule).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdirSync, realpathSync, rmdirSync, utimesSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ExecPermAddon,
+  type ExecPermEvent,
+  loadExecPermAddon,
+} from '../../src/enforcement/exec-deny.js';
+import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+
+const runnable = process.platform === 'linux' && process.getuid?.() === 0;
+const TRUE = realpathSync('/bin/true');
+
+describe.runIf(runnable)('kernel-cached allows under attack', () => {
+  // A root-only directory (/var/lib is root's and 0755 all the way up), a tmpfs of its own.
+  const root = `/var/lib/tgka-${randomBytes(4).toString('hex')}`;
+  let addon: ExecPermAddon;
+  let user: TestUser;
+  let mounted = false;
+  const decided: ExecPermEvent[] = [];
+  const refused = new Set<string>();
+
+  function program(path: string, mode = 0o755): string {
+    mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
+    copyFileSync(TRUE, path);
+    chmodSync(path, mode);
+    return path;
+  }
+
+  /** The user runs `script` with /bin/sh (its exit code); asynchronous: this loop answers the execs. */
+  function shAs(script: string): Promise<{ code: number | null; out: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn('/bin/sh', ['-c', script], {
+        uid: user.uid,
+        gid: user.gid,
+        cwd: '/',
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: user.home },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      child.stderr.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, out }));
+    });
+  }
+
+  const asked = (path: string): number =>
+    decided.filter((e) => e.kind !== 'mounts_changed' && 'path' in e && e.path === path).length;
+
+  beforeAll(() => {
+    user = createTestUser('tgka');
+    mkdirSync(root, { mode: 0o755 });
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'tgka', root], { encoding: 'utf8' });
+    if (m.status !== 0) throw new Error(`mount tmpfs: ${m.stderr}`);
+    mounted = true;
+    addon = loadExecPermAddon();
+    addon.start({ deadlineMs: 300 }, (ev) => {
+      if (ev.kind !== 'decide' && ev.kind !== 'denied_cached') return;
+      decided.push(ev);
+      if (ev.kind === 'decide') addon.respond(ev.id, !refused.has(ev.path), true);
+    });
+    addon.mark(root, 'filesystem');
+  });
+
+  afterAll(() => {
+    addon?.stop();
+    if (mounted) spawnSync('umount', [root]);
+    try {
+      rmdirSync(root);
+    } catch {
+      // not created
+    }
+  });
+
+  it("a program refused at its path, run twice under another name through the user's own bind mount, is still refused at its path", async () => {
+    // root's banned program (a path/name rule: refused at this path), and a root-only decoy path
+    const banned = program(join(root, 'opt', 'claude', 'bin', 'claude'));
+    refused.add(banned);
+    const decoy = program(join(root, 'usr', 'bin', 'harmless'));
+    expect((await shAs(`"${banned}"`)).code).toBe(126);
+    // in their own user and mount namespaces the user puts the banned file at the decoy's path
+    // (guardd, reading the path of the exec'd file, is shown the namespace's path) and runs it
+    // there three times: a decision, then cache hits.
+    const ns = await shAs(
+      `unshare -Urm sh -c 'mount --bind "${banned}" "${decoy}" && for i in 1 2 3; do "${decoy}" || exit 9; done; echo ran'`,
+    );
+    expect(ns.out).toContain('ran'); // user namespaces are allowed on this machine: the attack is possible
+    // then, outside any namespace, at its real path: still asked, and still refused
+    const before = asked(banned);
+    expect((await shAs(`"${banned}"`)).code).toBe(126);
+    expect(asked(banned)).toBe(before + 1);
+  });
+
+  it('on this file system a root-only program run at its own path is still left to the kernel', async () => {
+    const p = program(join(root, 'usr', 'sbin', 'tool'));
+    for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
+    const before = asked(p);
+    const t = new Date(Date.now() - 3_600_000);
+    utimesSync(p, t, t); // a verdict-cache miss, not a write: only the kernel's mark keeps it unasked
+    expect((await shAs(`"${p}"`)).code).toBe(0);
+    expect(asked(p)).toBe(before);
+  });
+});
