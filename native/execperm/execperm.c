@@ -43,9 +43,13 @@
  * change), exec'd through a mount of guardd's own mount namespace and reached again by that path
  * through the same mount (a user's bind mount in their own namespace shows the kernel a path they
  * made up: allowed there, the file would go unasked at its real, refused path, for everyone), and
- * only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not write). The kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY
- * is not set); setGeneration (a new policy) and flushFileMarks remove every inode mark, these
- * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
+ * only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not write). The
+ * kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY is not
+ * set), but not on a write through a shared mapping or by AIO (no modify event): the same mark
+ * reports every writer's close (FAN_CLOSE_WRITE; exec is refused while a writer has the file
+ * open), on which the thread removes it. setGeneration (a new policy) and flushFileMarks remove
+ * every inode mark, these included, under the same lock the thread holds while it adds one; at
+ * most MAX_IGNORE_MARKS.
  *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
  * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
@@ -128,7 +132,7 @@ typedef struct {
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
       unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped,
-      ignore_marks_added, ignore_mark_errors;
+      ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
 
 /* One file with an open mark. last_pid: the last process refused its open, so a process that
@@ -432,15 +436,34 @@ static int kernel_cacheable(int fd, const struct stat *st, const char *path) {
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
- * answer its next execs when kernel_cacheable said so (eligible). */
+ * answer its next execs when kernel_cacheable said so (eligible). The same mark reports the close
+ * of any writer of the file (FAN_CLOSE_WRITE), added first so no writer goes unreported. */
 static void ignore_mark(int fd, int eligible) {
   if (!eligible || ignore_marks >= MAX_IGNORE_MARKS) return;
-  if (fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) == 0) {
+  if (fanotify_mark(fan_fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, fd, NULL) == 0 &&
+      fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) == 0) {
     ignore_marks++;
     counters.ignore_marks_added++;
   } else {
     counters.ignore_mark_errors++;
   }
+}
+
+/* A writer of a kernel-cached file closed it. The kernel drops the ignored mask on write(), but a
+ * write through a shared mapping or by AIO raises no modify event and leaves it; the file cannot
+ * be exec'd while a writer has it open (ETXTBSY), so taking it back here, at the close, makes its
+ * next exec asked again (a cache miss: its mtime changed). Whether the ignored mask is still there
+ * or not (a write, a flush), removing what is left of the mark is right. */
+static void drop_ignore_mark(const struct fanotify_event_metadata *m) {
+  pthread_mutex_lock(&lock);
+  int ours = fanotify_mark(fan_fd, FAN_MARK_REMOVE, FAN_CLOSE_WRITE, m->fd, NULL) == 0;
+  (void)fanotify_mark(fan_fd, FAN_MARK_REMOVE | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, m->fd, NULL);
+  if (ours) {
+    if (ignore_marks > 0) ignore_marks--;
+    counters.ignore_marks_dropped++;
+  }
+  pthread_mutex_unlock(&lock);
+  close(m->fd);
 }
 
 static void handle_event(const struct fanotify_event_metadata *m) {
@@ -454,6 +477,10 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   /* The kernel raises an exec's FAN_OPEN_EXEC_PERM and its FAN_OPEN_PERM as two events. */
   if ((m->mask & FAN_OPEN_PERM) && !(m->mask & FAN_OPEN_EXEC_PERM)) {
     handle_open(m);
+    return;
+  }
+  if (m->mask & FAN_CLOSE_WRITE) {
+    drop_ignore_mark(m);
     return;
   }
   if (!(m->mask & FAN_OPEN_EXEC_PERM)) {
@@ -1073,6 +1100,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "ignore_marks", ignores);
   set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);
   set_num(env, o, "ignore_mark_errors", (double)c.ignore_mark_errors);
+  set_num(env, o, "ignore_marks_dropped", (double)c.ignore_marks_dropped);
   set_num(env, o, "waiting", waiting);
   set_num(env, o, "loop_age_ms", (double)loop_age);
   return o;

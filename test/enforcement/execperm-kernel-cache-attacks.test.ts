@@ -15,6 +15,7 @@ import {
   loadExecPermAddon,
 } from '../../src/enforcement/exec-deny.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { waitFor } from '../helpers/wait.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
 const TRUE = realpathSync('/bin/true');
@@ -112,5 +113,33 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     utimesSync(p, t, t); // a verdict-cache miss, not a write: only the kernel's mark keeps it unasked
     expect((await shAs(`"${p}"`)).code).toBe(0);
     expect(asked(p)).toBe(before);
+  });
+
+  it('a program root rewrites in place through a shared mapping (which raises no modify event) is asked about again once the writer closes it', async () => {
+    const p = program(join(root, 'usr', 'libexec', 'tool'));
+    for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
+    const t = new Date(Date.now() - 3_600_000);
+    utimesSync(p, t, t);
+    const marked = asked(p);
+    expect((await shAs(`"${p}"`)).code).toBe(0);
+    expect(asked(p)).toBe(marked); // left to the kernel
+    const dropped = addon.counters().ignore_marks_dropped;
+    // root (a patcher, an installer) changes one byte of the section header table through mmap
+    const w = spawnSync(
+      '/usr/bin/python3',
+      [
+        '-c',
+        'import mmap,os,sys\nfd=os.open(sys.argv[1],os.O_RDWR)\nm=mmap.mmap(fd,0)\nm[-1]=(m[-1]+1)%256\nm.close()\nos.close(fd)',
+        p,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(w.stderr).toBe('');
+    expect(w.status).toBe(0);
+    // the writer's close is reported to guardd's thread, which takes the file back from the kernel
+    await waitFor(() => addon.counters().ignore_marks_dropped > dropped, 'the kernel-cached allow dropped');
+    const before = asked(p);
+    expect((await shAs(`"${p}"`)).code).toBe(0);
+    expect(asked(p)).toBe(before + 1);
   });
 });
