@@ -100,6 +100,8 @@
 /* Kernel-cached allows at most (inode marks with an ignored mask; the kernel's
  * fs.fanotify.max_user_marks, ≥ 8,192, is shared with the open marks and every other root group). */
 #define MAX_IGNORE_MARKS 2048
+/* Mount ids remembered as not guardd's (mount_in_own_ns): a few containers' or sandboxes' mounts. */
+#define FOREIGN_MOUNTS 64
 
 /* What a verdict is cached under: the file (an inode number is only unique within its file system,
  * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
@@ -173,6 +175,9 @@ static file_mark_t file_marks[MAX_FILE_MARKS];
 static int open_reports_queued = 0;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
+/* Mount ids lately found not to be in guardd's mount namespace (reader thread only; 0 = none). */
+static uint64_t foreign_mounts[FOREIGN_MOUNTS];
+static unsigned foreign_next = 0;
 /* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
 static int hardlinks_protected = 0;
 static counters_t counters;
@@ -391,8 +396,14 @@ static int root_only(const struct stat *st) { return st->st_uid == 0 && !(st->st
 /* Whether mount mnt_id is one of guardd's own mount namespace (a line of /proc/self/mountinfo
  * starts with it). A mount of a user's own namespace (a bind mount under `unshare -rm`) is not:
  * the path the kernel shows for a file reached through it is that namespace's, a name the user
- * made up, which guardd's namespace may give to another file or to their FUSE daemon. */
+ * made up, which guardd's namespace may give to another file or to their FUSE daemon. The last
+ * FOREIGN_MOUNTS ids found foreign are answered without reading the table again (a container's or
+ * sandbox's every exec comes through a few of them); they are forgotten when guardd's own mount
+ * table changes, and an id that came back for one of guardd's mounts meanwhile only costs the
+ * kernel cache, never an allow. */
 static int mount_in_own_ns(uint64_t mnt_id) {
+  for (int i = 0; i < FOREIGN_MOUNTS; i++)
+    if (foreign_mounts[i] == mnt_id) return 0;
   FILE *f = fopen("/proc/self/mountinfo", "re");
   if (f == NULL) return 0;
   char *line = NULL;
@@ -405,6 +416,7 @@ static int mount_in_own_ns(uint64_t mnt_id) {
   }
   free(line);
   fclose(f);
+  if (!found) foreign_mounts[foreign_next++ % FOREIGN_MOUNTS] = mnt_id;
   return found;
 }
 
@@ -664,6 +676,7 @@ static void *run(void *arg) {
         post(p);
       }
       pthread_mutex_unlock(&lock);
+      memset(foreign_mounts, 0, sizeof(foreign_mounts));
       /* Re-arm: mountinfo signals POLLPRI until it is read again from the start. */
       char tmp[4096];
       lseek(mountinfo_fd, 0, SEEK_SET);
@@ -771,6 +784,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(file_marks, 0, sizeof(file_marks));
   open_reports_queued = 0;
   ignore_marks = 0;
+  memset(foreign_mounts, 0, sizeof(foreign_mounts));
   memset(&counters, 0, sizeof(counters));
   int ph = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
   char phv[4] = {0};

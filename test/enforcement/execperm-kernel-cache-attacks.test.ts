@@ -92,6 +92,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     refused.add(banned);
     const decoy = program(join(root, 'usr', 'bin', 'harmless'));
     expect((await shAs(`"${banned}"`)).code).toBe(126);
+    const added = addon.counters().ignore_marks_added;
     // in their own user and mount namespaces the user puts the banned file at the decoy's path
     // (guardd, reading the path of the exec'd file, is shown the namespace's path) and runs it
     // there three times: a decision, then cache hits.
@@ -99,6 +100,8 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
       `unshare -Urm sh -c 'mount --bind "${banned}" "${decoy}" && for i in 1 2 3; do "${decoy}" || exit 9; done; echo ran'`,
     );
     expect(ns.out).toContain('ran'); // user namespaces are allowed on this machine: the attack is possible
+    expect(asked(decoy)).toBe(1); // guardd was shown the decoy's path: decided once, then from its cache
+    expect(addon.counters().ignore_marks_added).toBe(added); // and never handed to the kernel
     // then, outside any namespace, at its real path: still asked, and still refused
     const before = asked(banned);
     expect((await shAs(`"${banned}"`)).code).toBe(126);
