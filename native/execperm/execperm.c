@@ -452,12 +452,14 @@ static int kernel_cacheable(int fd, const struct stat *st, const char *path) {
  * of any writer of the file (FAN_CLOSE_WRITE), added first so no writer goes unreported. */
 static void ignore_mark(int fd, int eligible) {
   if (!eligible || ignore_marks >= MAX_IGNORE_MARKS) return;
-  if (fanotify_mark(fan_fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, fd, NULL) == 0 &&
-      fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) == 0) {
+  if (fanotify_mark(fan_fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, fd, NULL) != 0) {
+    counters.ignore_mark_errors++;
+  } else if (fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) != 0) {
+    (void)fanotify_mark(fan_fd, FAN_MARK_REMOVE, FAN_CLOSE_WRITE, fd, NULL);
+    counters.ignore_mark_errors++;
+  } else {
     ignore_marks++;
     counters.ignore_marks_added++;
-  } else {
-    counters.ignore_mark_errors++;
   }
 }
 
