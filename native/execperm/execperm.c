@@ -40,16 +40,16 @@
  * another name: a regular file owned by root, not writable by group or others, with one link, on
  * a path whose every directory from / is owned by root and writable by nobody else (checked top
  * down with lstat: each name is resolved inside directories already checked, which only root can
- * change), exec'd through a mount of guardd's own mount namespace and reached again by that path
- * through the same mount (a user's bind mount in their own namespace shows the kernel a path they
- * made up: allowed there, the file would go unasked at its real, refused path, for everyone), and
- * only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not write). The
- * kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY is not
- * set), but not on a write through a shared mapping or by AIO (no modify event): the same mark
- * reports every writer's close (FAN_CLOSE_WRITE; exec is refused while a writer has the file
- * open), on which the thread removes it. setGeneration (a new policy) and flushFileMarks remove
- * every inode mark, these included, under the same lock the thread holds while it adds one; at
- * most MAX_IGNORE_MARKS.
+ * change) and that leads to this very file; exec'd by a process of guardd's own user namespace
+ * through a mount of its own mount namespace (a user's bind mount in their own namespaces shows
+ * the kernel a path they made up: allowed there, the file would go unasked at its real, refused
+ * path, for everyone; such a path is not even walked); and only while fs.protected_hardlinks = 1
+ * (a user cannot hard-link a file they may not write). The kernel drops the ignored mask when the
+ * file is written (FAN_MARK_IGNORED_SURV_MODIFY is not set), but not on a write through a shared
+ * mapping or by AIO (no modify event): the same mark reports every writer's close
+ * (FAN_CLOSE_WRITE; exec is refused while a writer has the file open), on which the thread
+ * removes it. setGeneration (a new policy) and flushFileMarks remove every inode mark, these
+ * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
  *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
  * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
@@ -100,8 +100,6 @@
 /* Kernel-cached allows at most (inode marks with an ignored mask; the kernel's
  * fs.fanotify.max_user_marks, ≥ 8,192, is shared with the open marks and every other root group). */
 #define MAX_IGNORE_MARKS 2048
-/* Mount ids remembered as not guardd's (mount_in_own_ns): a few containers' or sandboxes' mounts. */
-#define FOREIGN_MOUNTS 64
 
 /* What a verdict is cached under: the file (an inode number is only unique within its file system,
  * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
@@ -175,9 +173,6 @@ static file_mark_t file_marks[MAX_FILE_MARKS];
 static int open_reports_queued = 0;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
-/* Mount ids lately found not to be in guardd's mount namespace (reader thread only; 0 = none). */
-static uint64_t foreign_mounts[FOREIGN_MOUNTS];
-static unsigned foreign_next = 0;
 /* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
 static int hardlinks_protected = 0;
 static counters_t counters;
@@ -393,18 +388,22 @@ static void handle_open(const struct fanotify_event_metadata *m) {
  * group or others; a POSIX ACL granting anyone write shows as the group write bit). */
 static int root_only(const struct stat *st) { return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH)); }
 
-/* Whether mount mnt_id is one of guardd's own mount namespace (a line of /proc/self/mountinfo
- * starts with it). A mount of a user's own namespace (a bind mount under `unshare -rm`) is not:
- * the path the kernel shows for a file reached through it is that namespace's, a name the user
- * made up, which guardd's namespace may give to another file or to their FUSE daemon. The last
- * FOREIGN_MOUNTS ids found foreign are answered without reading the table again (a container's or
- * sandbox's every exec comes through a few of them); they are forgotten when guardd's own mount
- * table changes, and an id that came back for one of guardd's mounts meanwhile only costs the
- * kernel cache, never an allow. */
-static int mount_in_own_ns(uint64_t mnt_id) {
-  for (int i = 0; i < FOREIGN_MOUNTS; i++)
-    if (foreign_mounts[i] == mnt_id) return 0;
-  FILE *f = fopen("/proc/self/mountinfo", "re");
+/* Whether pid is in guardd's own user namespace: then it could not have made its own mount
+ * namespace (that takes CAP_SYS_ADMIN there, root's), nor could any of its threads. */
+static int same_userns(pid_t pid) {
+  char p[64];
+  struct stat a, b;
+  snprintf(p, sizeof(p), "/proc/%d/ns/user", (int)pid);
+  return pid > 0 && stat(p, &a) == 0 && stat("/proc/self/ns/user", &b) == 0 && a.st_ino == b.st_ino &&
+         a.st_dev == b.st_dev;
+}
+
+/* Whether mount mnt_id is one of pid's mount namespace (a line of /proc/<pid>/mountinfo starts
+ * with it): not so for a file exec'd through a descriptor another namespace opened. */
+static int mount_of(pid_t pid, uint64_t mnt_id) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/mountinfo", (int)pid);
+  FILE *f = fopen(p, "re");
   if (f == NULL) return 0;
   char *line = NULL;
   size_t cap = 0;
@@ -416,21 +415,21 @@ static int mount_in_own_ns(uint64_t mnt_id) {
   }
   free(line);
   fclose(f);
-  if (!found) foreign_mounts[foreign_next++ % FOREIGN_MOUNTS] = mnt_id;
   return found;
 }
 
 /* Whether the exec'd file (fd, st: the event's descriptor and its fstat; path: its name from
- * /proc/self/fd) may be left to the kernel: see "Kernel-cached allows" above. */
-static int kernel_cacheable(int fd, const struct stat *st, const char *path) {
+ * /proc/self/fd; pid: who execs it) may be left to the kernel: see "Kernel-cached allows" above. */
+static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid_t pid) {
   if (!hardlinks_protected || !S_ISREG(st->st_mode) || st->st_nlink != 1 || !root_only(st)) return 0;
   size_t len = strlen(path);
   if (len < 2 || path[0] != '/' || (len > 10 && strcmp(path + len - 10, " (deleted)") == 0)) return 0;
-  /* The path is guardd's name of the file only when it was exec'd through a mount of guardd's
-   * namespace; only then is it walked (never a name made up in a user's namespace). */
-  struct statx fx, px;
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_MNT_ID, &fx) != 0 || !(fx.stx_mask & STATX_MNT_ID) ||
-      !mount_in_own_ns(fx.stx_mnt_id))
+  /* The path of a file reached through a user's own mount namespace is that namespace's: a name
+   * the user made up. Such a path is never walked here (it could lead into the user's FUSE daemon):
+   * the file was exec'd by a process of guardd's user namespace, through a mount of its own. */
+  struct statx fx;
+  if (!same_userns(pid) || statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &fx) != 0 ||
+      !(fx.stx_mask & STATX_MNT_ID) || !mount_of(pid, fx.stx_mnt_id))
     return 0;
   char dir[PATH_MAX];
   struct stat d;
@@ -441,10 +440,9 @@ static int kernel_cacheable(int fd, const struct stat *st, const char *path) {
     dir[i] = 0;
     if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
   }
-  /* ...and the name leads, through the same mount, to this very file (not one mounted over it). */
-  return statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID, &px) == 0 &&
-         (px.stx_mask & STATX_MNT_ID) && px.stx_mnt_id == fx.stx_mnt_id && px.stx_ino == fx.stx_ino &&
-         px.stx_dev_major == fx.stx_dev_major && px.stx_dev_minor == fx.stx_dev_minor;
+  /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy of
+   * the machine's, has the same files at the same names, behind other mount ids). */
+  return lstat(path, &d) == 0 && d.st_dev == st->st_dev && d.st_ino == st->st_ino;
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
@@ -542,7 +540,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   pthread_mutex_lock(&lock);
   int cached = cache_get(&k), room = ignore_marks < MAX_IGNORE_MARKS;
   pthread_mutex_unlock(&lock);
-  int eligible = cached == 1 && room && kernel_cacheable(fd, &st, path);
+  int eligible = cached == 1 && room && kernel_cacheable(fd, &st, path, pid);
   pthread_mutex_lock(&lock);
   cached = cache_get(&k);
   if (cached == 1) {
@@ -678,7 +676,6 @@ static void *run(void *arg) {
         post(p);
       }
       pthread_mutex_unlock(&lock);
-      memset(foreign_mounts, 0, sizeof(foreign_mounts));
       /* Re-arm: mountinfo signals POLLPRI until it is read again from the start. */
       char tmp[4096];
       lseek(mountinfo_fd, 0, SEEK_SET);
@@ -786,7 +783,6 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(file_marks, 0, sizeof(file_marks));
   open_reports_queued = 0;
   ignore_marks = 0;
-  memset(foreign_mounts, 0, sizeof(foreign_mounts));
   memset(&counters, 0, sizeof(counters));
   int ph = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
   char phv[4] = {0};
