@@ -108,6 +108,37 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     expect(asked(banned)).toBe(before + 1);
   });
 
+  it('the same, in a mount namespace root made for the user (a setuid sandbox: firejail, setuid bwrap)', async () => {
+    const banned = program(join(root, 'opt', 'claude2', 'bin', 'claude'));
+    refused.add(banned);
+    const decoy = program(join(root, 'usr', 'bin', 'harmless2'));
+    const added = addon.counters().ignore_marks_added;
+    // the user's process is in guardd's user namespace, and the bind mount is of its own mount
+    // namespace: only the path's own check (it leads elsewhere here) stands in the way
+    const runAs = `setpriv --reuid=${user.uid} --regid=${user.gid} --clear-groups`;
+    const ns = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(
+        'unshare',
+        [
+          '-m',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          `mount --bind "${banned}" "${decoy}" && for i in 1 2 3; do ${runAs} "${decoy}" || exit 9; done`,
+        ],
+        { stdio: 'ignore' },
+      );
+      child.on('error', reject);
+      child.on('close', resolve);
+    });
+    expect(ns).toBe(0);
+    expect(addon.counters().ignore_marks_added).toBe(added);
+    const before = asked(banned);
+    expect((await shAs(`"${banned}"`)).code).toBe(126);
+    expect(asked(banned)).toBe(before + 1);
+  });
+
   it('on this file system a root-only program run at its own path is still left to the kernel', async () => {
     const p = program(join(root, 'usr', 'sbin', 'tool'));
     for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
