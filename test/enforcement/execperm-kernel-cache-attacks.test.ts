@@ -10,6 +10,7 @@ import { chmodSync, copyFileSync, mkdirSync, realpathSync, rmdirSync, utimesSync
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  EXECPERM_ADDON_PATH,
   type ExecPermAddon,
   type ExecPermEvent,
   loadExecPermAddon,
@@ -175,5 +176,46 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     const before = asked(p);
     expect((await shAs(`"${p}"`)).code).toBe(0);
     expect(asked(p)).toBe(before + 1);
+  });
+
+  it("with guardd in a mount namespace of its own (systemd's ProtectSystem=), a user's execs in the machine's are still left to the kernel", async () => {
+    const p = program(join(root, 'usr', 'bin', 'served'));
+    // A second listener, in `unshare -m` (a copy of this namespace, other mount ids), as guardd
+    // runs under its unit: it allows everything and prints its counters on each line it reads.
+    const harness = [
+      'const a = require(process.argv[1]);',
+      "a.start({ deadlineMs: 300 }, (ev) => { if (ev.kind === 'decide') a.respond(ev.id, true, true); });",
+      "a.mark(process.argv[2], 'filesystem');",
+      "process.stdin.on('data', () => process.stdout.write(JSON.stringify(a.counters()) + '\\n'));",
+      "process.stdin.on('end', () => { a.stop(); process.exit(0); });",
+      "process.stdout.write('ready\\n');",
+    ].join('\n');
+    const svc = spawn(
+      'unshare',
+      ['-m', '--propagation', 'slave', process.execPath, '-e', harness, EXECPERM_ADDON_PATH, root],
+      {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    );
+    try {
+      const lines: string[] = [];
+      svc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+      await waitFor(() => lines.includes('ready'), 'the listener in its own namespace');
+      const counters = async (): Promise<{ events: number; ignore_marks_added: number }> => {
+        const n = lines.length;
+        svc.stdin.write('\n');
+        await waitFor(() => lines.length > n, 'its counters');
+        return JSON.parse(lines[lines.length - 1] ?? '{}');
+      };
+      for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
+      const marked = await counters();
+      expect(marked.ignore_marks_added).toBe(1);
+      const t = new Date(Date.now() - 3_600_000);
+      utimesSync(p, t, t); // a verdict-cache miss, not a write
+      expect((await shAs(`"${p}"`)).code).toBe(0);
+      expect((await counters()).events).toBe(marked.events); // the kernel did not ask it
+    } finally {
+      svc.stdin.end();
+    }
   });
 });
