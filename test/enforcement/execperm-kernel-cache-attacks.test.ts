@@ -3,6 +3,10 @@
  * the real addon in this process playing guardd: a tmpfs of root's is marked filesystem-wide, as
  * guardd marks every local file system (a superblock mark also covers a user's bind mounts of its
  * files in their own namespaces). The "policy" refuses a set of paths (a path or name rule).
+ * Attacks: a refused program renamed by the user's own bind mount (in their user namespace, and in
+ * a mount namespace root made for them), rewritten in place through a shared mapping; and the
+ * check that keeps them out still lets the kernel cache a user's execs when guardd runs in a
+ * mount namespace of its own, as under its systemd unit.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
