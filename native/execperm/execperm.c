@@ -40,9 +40,15 @@
  * another name: a regular file owned by root, not writable by group or others, with one link, on
  * a path whose every directory from / is owned by root and writable by nobody else (checked top
  * down with lstat: each name is resolved inside directories already checked, which only root can
- * change), and only while fs.protected_hardlinks = 1 (a user cannot hard-link a file they may not
- * write). The kernel drops the ignored mask when the file is written (FAN_MARK_IGNORED_SURV_MODIFY
- * is not set); setGeneration (a new policy) and flushFileMarks remove every inode mark, these
+ * change) and that leads to this very file; exec'd by a process of guardd's own user namespace
+ * through a mount of its own mount namespace (a user's bind mount in their own namespaces shows
+ * the kernel a path they made up: allowed there, the file would go unasked at its real, refused
+ * path, for everyone; such a path is not even walked); and only while fs.protected_hardlinks = 1
+ * (a user cannot hard-link a file they may not write). The kernel drops the ignored mask when the
+ * file is written (FAN_MARK_IGNORED_SURV_MODIFY is not set), but not on a write through a shared
+ * mapping or by AIO (no modify event): the same mark reports every writer's close
+ * (FAN_CLOSE_WRITE; exec is refused while a writer has the file open), on which the thread
+ * removes it. setGeneration (a new policy) and flushFileMarks remove every inode mark, these
  * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
  *
  * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
@@ -126,7 +132,7 @@ typedef struct {
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
       unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped,
-      ignore_marks_added, ignore_mark_errors;
+      ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
 
 /* One file with an open mark. last_pid: the last process refused its open, so a process that
@@ -382,12 +388,49 @@ static void handle_open(const struct fanotify_event_metadata *m) {
  * group or others; a POSIX ACL granting anyone write shows as the group write bit). */
 static int root_only(const struct stat *st) { return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH)); }
 
-/* Whether the exec'd file (st: fstat of the event fd; path: its name from /proc/self/fd) may be
- * left to the kernel: see "Kernel-cached allows" above. */
-static int kernel_cacheable(const struct stat *st, const char *path) {
+/* Whether pid is in guardd's own user namespace: then it could not have made its own mount
+ * namespace (that takes CAP_SYS_ADMIN there, root's), nor could any of its threads. */
+static int same_userns(pid_t pid) {
+  char p[64];
+  struct stat a, b;
+  snprintf(p, sizeof(p), "/proc/%d/ns/user", (int)pid);
+  return pid > 0 && stat(p, &a) == 0 && stat("/proc/self/ns/user", &b) == 0 && a.st_ino == b.st_ino &&
+         a.st_dev == b.st_dev;
+}
+
+/* Whether mount mnt_id is one of pid's mount namespace (a line of /proc/<pid>/mountinfo starts
+ * with it): not so for a file exec'd through a descriptor another namespace opened. */
+static int mount_of(pid_t pid, uint64_t mnt_id) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/mountinfo", (int)pid);
+  FILE *f = fopen(p, "re");
+  if (f == NULL) return 0;
+  char *line = NULL;
+  size_t cap = 0;
+  int found = 0;
+  while (!found && getline(&line, &cap, f) > 0) {
+    char *end;
+    unsigned long long id = strtoull(line, &end, 10);
+    found = end != line && *end == ' ' && id == mnt_id;
+  }
+  free(line);
+  fclose(f);
+  return found;
+}
+
+/* Whether the exec'd file (fd, st: the event's descriptor and its fstat; path: its name from
+ * /proc/self/fd; pid: who execs it) may be left to the kernel: see "Kernel-cached allows" above. */
+static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid_t pid) {
   if (!hardlinks_protected || !S_ISREG(st->st_mode) || st->st_nlink != 1 || !root_only(st)) return 0;
   size_t len = strlen(path);
   if (len < 2 || path[0] != '/' || (len > 10 && strcmp(path + len - 10, " (deleted)") == 0)) return 0;
+  /* The path of a file reached through a user's own mount namespace is that namespace's: a name
+   * the user made up. Such a path is never walked here (it could lead into the user's FUSE daemon):
+   * the file was exec'd by a process of guardd's user namespace, through a mount of its own. */
+  struct statx fx;
+  if (!same_userns(pid) || statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &fx) != 0 ||
+      !(fx.stx_mask & STATX_MNT_ID) || !mount_of(pid, fx.stx_mnt_id))
+    return 0;
   char dir[PATH_MAX];
   struct stat d;
   if (lstat("/", &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
@@ -397,19 +440,42 @@ static int kernel_cacheable(const struct stat *st, const char *path) {
     dir[i] = 0;
     if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
   }
-  return 1;
+  /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy of
+   * the machine's, has the same files at the same names, behind other mount ids). */
+  return lstat(path, &d) == 0 && d.st_dev == st->st_dev && d.st_ino == st->st_ino;
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
- * answer its next execs when kernel_cacheable said so (eligible). */
+ * answer its next execs when kernel_cacheable said so (eligible). The same mark reports the close
+ * of any writer of the file (FAN_CLOSE_WRITE), added first so no writer goes unreported. */
 static void ignore_mark(int fd, int eligible) {
   if (!eligible || ignore_marks >= MAX_IGNORE_MARKS) return;
-  if (fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) == 0) {
+  if (fanotify_mark(fan_fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, fd, NULL) != 0) {
+    counters.ignore_mark_errors++;
+  } else if (fanotify_mark(fan_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, fd, NULL) != 0) {
+    (void)fanotify_mark(fan_fd, FAN_MARK_REMOVE, FAN_CLOSE_WRITE, fd, NULL);
+    counters.ignore_mark_errors++;
+  } else {
     ignore_marks++;
     counters.ignore_marks_added++;
-  } else {
-    counters.ignore_mark_errors++;
   }
+}
+
+/* A writer of a kernel-cached file closed it. The kernel drops the ignored mask on write(), but a
+ * write through a shared mapping or by AIO raises no modify event and leaves it; the file cannot
+ * be exec'd while a writer has it open (ETXTBSY), so taking it back here, at the close, makes its
+ * next exec asked again (a cache miss: its mtime changed). Whether the ignored mask is still there
+ * or not (a write, a flush), removing what is left of the mark is right. */
+static void drop_ignore_mark(const struct fanotify_event_metadata *m) {
+  pthread_mutex_lock(&lock);
+  int ours = fanotify_mark(fan_fd, FAN_MARK_REMOVE, FAN_CLOSE_WRITE, m->fd, NULL) == 0;
+  (void)fanotify_mark(fan_fd, FAN_MARK_REMOVE | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, m->fd, NULL);
+  if (ours) {
+    if (ignore_marks > 0) ignore_marks--;
+    counters.ignore_marks_dropped++;
+  }
+  pthread_mutex_unlock(&lock);
+  close(m->fd);
 }
 
 static void handle_event(const struct fanotify_event_metadata *m) {
@@ -423,6 +489,10 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   /* The kernel raises an exec's FAN_OPEN_EXEC_PERM and its FAN_OPEN_PERM as two events. */
   if ((m->mask & FAN_OPEN_PERM) && !(m->mask & FAN_OPEN_EXEC_PERM)) {
     handle_open(m);
+    return;
+  }
+  if (m->mask & FAN_CLOSE_WRITE) {
+    drop_ignore_mark(m);
     return;
   }
   if (!(m->mask & FAN_OPEN_EXEC_PERM)) {
@@ -470,7 +540,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   pthread_mutex_lock(&lock);
   int cached = cache_get(&k), room = ignore_marks < MAX_IGNORE_MARKS;
   pthread_mutex_unlock(&lock);
-  int eligible = cached == 1 && room && kernel_cacheable(&st, path);
+  int eligible = cached == 1 && room && kernel_cacheable(fd, &st, path, pid);
   pthread_mutex_lock(&lock);
   cached = cache_get(&k);
   if (cached == 1) {
@@ -1042,6 +1112,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "ignore_marks", ignores);
   set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);
   set_num(env, o, "ignore_mark_errors", (double)c.ignore_mark_errors);
+  set_num(env, o, "ignore_marks_dropped", (double)c.ignore_marks_dropped);
   set_num(env, o, "waiting", waiting);
   set_num(env, o, "loop_age_ms", (double)loop_age);
   return o;

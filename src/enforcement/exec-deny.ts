@@ -102,6 +102,11 @@ export type ExecPermCounters = {
   ignore_marks_added: number;
   /** Kernel-cached allows the kernel refused to add (its mark limit): those files keep asking. */
   ignore_mark_errors: number;
+  /**
+   * Kernel-cached allows taken back because a writer of the file closed it (a write through a
+   * shared mapping or by AIO does not make the kernel drop the mark itself).
+   */
+  ignore_marks_dropped: number;
 };
 
 /** The native addon's surface (native/execperm/execperm.c). */
