@@ -93,8 +93,9 @@ export function formatStatus(s: DaemonStatus, o: StatusFormatOptions): string {
     const c = x.counters;
     row(
       'pre-exec',
-      `${st.ok('on')} · ${x.marked.length} file system${x.marked.length === 1 ? '' : 's'} · answers within ${x.deadline_ms} ms · ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied${(c.ignore_marks ?? 0) > 0 ? ` · ${c.ignore_marks} root-only programs left to the kernel` : ''}`,
+      `${st.ok('on')} · ${x.marked.length} file system${x.marked.length === 1 ? '' : 's'} · answers within ${x.deadline_ms} ms · ${c.events ?? 0} execs checked, ${c.denied ?? 0} denied`,
     );
+    if ((c.ignore_marks ?? 0) > 0) row('', `${c.ignore_marks} root-only programs left to the kernel`);
     if (x.open_marks && (x.open_marks.marked > 0 || (c.open_denied ?? 0) > 0))
       row(
         'open marks',
