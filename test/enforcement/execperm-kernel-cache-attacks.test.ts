@@ -10,20 +10,15 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, realpathSync, rmdirSync, utimesSync } from 'node:fs';
+import { mkdirSync, rmdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  EXECPERM_ADDON_PATH,
-  type ExecPermAddon,
-  type ExecPermEvent,
-  loadExecPermAddon,
-} from '../../src/enforcement/exec-deny.js';
+import { EXECPERM_ADDON_PATH, type ExecPermAddon } from '../../src/enforcement/exec-deny.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
+import { rootProgram, startDecidingListener } from './execperm-listener.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
-const TRUE = realpathSync('/bin/true');
 
 describe.runIf(runnable)('kernel-cached allows under attack', () => {
   // A root-only directory (/var/lib is root's and 0755 all the way up), a tmpfs of its own.
@@ -31,15 +26,8 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   let addon: ExecPermAddon;
   let user: TestUser;
   let mounted = false;
-  const decided: ExecPermEvent[] = [];
-  const refused = new Set<string>();
-
-  function program(path: string, mode = 0o755): string {
-    mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
-    copyFileSync(TRUE, path);
-    chmodSync(path, mode);
-    return path;
-  }
+  let refused: Set<string>;
+  let asked: (path: string) => number;
 
   /** The user runs `script` with /bin/sh (its exit code); asynchronous: this loop answers the execs. */
   function shAs(script: string): Promise<{ code: number | null; out: string }> {
@@ -63,21 +51,13 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     });
   }
 
-  const asked = (path: string): number =>
-    decided.filter((e) => e.kind !== 'mounts_changed' && 'path' in e && e.path === path).length;
-
   beforeAll(() => {
     user = createTestUser('tgka');
     mkdirSync(root, { mode: 0o755 });
     const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755', 'tgka', root], { encoding: 'utf8' });
     if (m.status !== 0) throw new Error(`mount tmpfs: ${m.stderr}`);
     mounted = true;
-    addon = loadExecPermAddon();
-    addon.start({ deadlineMs: 300 }, (ev) => {
-      if (ev.kind !== 'decide' && ev.kind !== 'denied_cached') return;
-      decided.push(ev);
-      if (ev.kind === 'decide') addon.respond(ev.id, !refused.has(ev.path), true);
-    });
+    ({ addon, refused, asked } = startDecidingListener());
     addon.mark(root, 'filesystem');
   });
 
@@ -93,9 +73,9 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
 
   it("a program refused at its path, run twice under another name through the user's own bind mount, is still refused at its path", async () => {
     // root's banned program (a path/name rule: refused at this path), and a root-only decoy path
-    const banned = program(join(root, 'opt', 'claude', 'bin', 'claude'));
+    const banned = rootProgram(join(root, 'opt', 'claude', 'bin', 'claude'));
     refused.add(banned);
-    const decoy = program(join(root, 'usr', 'bin', 'harmless'));
+    const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless'));
     expect((await shAs(`"${banned}"`)).code).toBe(126);
     const added = addon.counters().ignore_marks_added;
     // in their own user and mount namespaces the user puts the banned file at the decoy's path
@@ -121,9 +101,9 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it('the same, in a mount namespace root made for the user (a setuid sandbox: firejail, setuid bwrap)', async () => {
-    const banned = program(join(root, 'opt', 'claude2', 'bin', 'claude'));
+    const banned = rootProgram(join(root, 'opt', 'claude2', 'bin', 'claude'));
     refused.add(banned);
-    const decoy = program(join(root, 'usr', 'bin', 'harmless2'));
+    const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless2'));
     const added = addon.counters().ignore_marks_added;
     // the user's process is in guardd's user namespace, and the bind mount is of its own mount
     // namespace: only the path's own check (it leads elsewhere here) stands in the way
@@ -152,7 +132,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it('on this file system a root-only program run at its own path is still left to the kernel', async () => {
-    const p = program(join(root, 'usr', 'sbin', 'tool'));
+    const p = rootProgram(join(root, 'usr', 'sbin', 'tool'));
     for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
     const before = asked(p);
     const t = new Date(Date.now() - 3_600_000);
@@ -162,7 +142,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it('a program root rewrites in place through a shared mapping (which raises no modify event) is asked about again once the writer closes it', async () => {
-    const p = program(join(root, 'usr', 'libexec', 'tool'));
+    const p = rootProgram(join(root, 'usr', 'libexec', 'tool'));
     for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
     const t = new Date(Date.now() - 3_600_000);
     utimesSync(p, t, t);
@@ -190,7 +170,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it("with guardd in a mount namespace of its own (systemd's ProtectSystem=), a user's execs in the machine's are still left to the kernel", async () => {
-    const p = program(join(root, 'usr', 'bin', 'served'));
+    const p = rootProgram(join(root, 'usr', 'bin', 'served'));
     // A second listener, in `unshare -m` (a copy of this namespace, other mount ids), as guardd
     // runs under its unit: it allows everything and prints its counters on each line it reads.
     const harness = [

@@ -11,46 +11,23 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  appendFileSync,
-  chmodSync,
-  chownSync,
-  copyFileSync,
-  linkSync,
-  mkdirSync,
-  realpathSync,
-  rmSync,
-  utimesSync,
-} from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, linkSync, mkdirSync, rmSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type ExecPermAddon,
-  type ExecPermEvent,
-  loadExecPermAddon,
-} from '../../src/enforcement/exec-deny.js';
+import type { ExecPermAddon } from '../../src/enforcement/exec-deny.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { rootProgram, startDecidingListener } from './execperm-listener.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
-const TRUE = realpathSync('/bin/true');
 
 describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', () => {
   // A root-only directory: /var/lib is root's and 0755 all the way up (tmpdir is world-writable).
   const root = `/var/lib/tgkc-${randomBytes(4).toString('hex')}`;
   let addon: ExecPermAddon;
   let user: TestUser;
-  const decided: ExecPermEvent[] = [];
-  /** Paths this "policy" refuses; everything else is allowed and cacheable. */
-  const refused = new Set<string>();
+  let refused: Set<string>;
+  let asked: (path: string) => number;
   let generation = 0;
-
-  /** A copy of `true` at `path` (root's, 0755 unless `mode`), in root-only directories. */
-  function program(path: string, mode = 0o755): string {
-    mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
-    copyFileSync(TRUE, path);
-    chmodSync(path, mode);
-    return path;
-  }
 
   /**
    * The user runs `path` from a shell (decided like any user's exec, not as this process's child);
@@ -67,10 +44,6 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
       child.on('close', (code) => resolve(code));
     });
   }
-
-  /** Decide events for `path` so far (each was answered before the exec that raised it returned). */
-  const asked = (path: string): number =>
-    decided.filter((e) => e.kind !== 'mounts_changed' && 'path' in e && e.path === path).length;
 
   /**
    * Runs `path` three times (a decision, then two cache hits: the second hands it to the kernel
@@ -89,12 +62,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   beforeAll(() => {
     user = createTestUser('tgkc');
     mkdirSync(root, { mode: 0o755 });
-    addon = loadExecPermAddon();
-    addon.start({ deadlineMs: 300 }, (ev) => {
-      if (ev.kind !== 'decide' && ev.kind !== 'denied_cached') return;
-      decided.push(ev);
-      if (ev.kind === 'decide') addon.respond(ev.id, !refused.has(ev.path), true);
-    });
+    ({ addon, refused, asked } = startDecidingListener());
     addon.mark(root, 'mount');
   });
 
@@ -104,7 +72,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   });
 
   it('a root-only program allowed twice is left to the kernel: its next execs raise no event', async () => {
-    const p = program(join(root, 'sys', 'bin', 'tool'));
+    const p = rootProgram(join(root, 'sys', 'bin', 'tool'));
     const added = addon.counters().ignore_marks_added;
     expect(await run(p)).toBe(0);
     expect(asked(p)).toBe(1);
@@ -123,29 +91,29 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   });
 
   it('every file a user could change, replace or reach under another name keeps being asked about', async () => {
-    const own = program(join(root, 'theirs', 'tool'));
+    const own = rootProgram(join(root, 'theirs', 'tool'));
     chownSync(own, user.uid, user.gid);
     expect(await askedAfterCaching(own)).toBe(true);
 
-    expect(await askedAfterCaching(program(join(root, 'gw', 'tool'), 0o775))).toBe(true);
+    expect(await askedAfterCaching(rootProgram(join(root, 'gw', 'tool'), 0o775))).toBe(true);
 
-    const linked = program(join(root, 'linked', 'tool'));
+    const linked = rootProgram(join(root, 'linked', 'tool'));
     linkSync(linked, join(root, 'linked', 'other-name'));
     expect(await askedAfterCaching(linked)).toBe(true);
 
     // root's file in a directory of the user's, who may rename it (name and path rules)
-    const inTheirs = program(join(root, 'userdir', 'sub', 'tool'));
+    const inTheirs = rootProgram(join(root, 'userdir', 'sub', 'tool'));
     chownSync(join(root, 'userdir'), user.uid, user.gid);
     expect(await askedAfterCaching(inTheirs)).toBe(true);
 
     // under a world-writable sticky directory, like /tmp
-    const sticky = program(join(root, 'sticky', 'tool'));
+    const sticky = rootProgram(join(root, 'sticky', 'tool'));
     chmodSync(join(root, 'sticky'), 0o1777);
     expect(await askedAfterCaching(sticky)).toBe(true);
   });
 
   it('a write to the program makes the kernel ask again', async () => {
-    const p = program(join(root, 'written', 'tool'));
+    const p = rootProgram(join(root, 'written', 'tool'));
     expect(await askedAfterCaching(p)).toBe(false);
     appendFileSync(p, Buffer.from([0])); // an ELF runs with a byte appended
     const before = asked(p);
@@ -154,7 +122,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   });
 
   it('a new policy (setGeneration) removes every kernel-cached allow: a banned program is refused', async () => {
-    const p = program(join(root, 'policy', 'tool'));
+    const p = rootProgram(join(root, 'policy', 'tool'));
     expect(await askedAfterCaching(p)).toBe(false);
     expect(addon.counters().ignore_marks).toBeGreaterThanOrEqual(1);
     refused.add(p);
@@ -166,7 +134,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   });
 
   it('a refused program is never left to the kernel', async () => {
-    const p = program(join(root, 'refused', 'tool'));
+    const p = rootProgram(join(root, 'refused', 'tool'));
     refused.add(p);
     for (let i = 0; i < 3; i++) expect(await run(p)).toBe(126);
     const t = new Date(Date.now() - 7_200_000);
