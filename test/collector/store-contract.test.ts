@@ -1678,6 +1678,21 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     type,
     time: at(HOUR + seq * 1000),
   });
+  /** Enrolls device `id` on `s` and stores three of its blocked events of the hour in one group. */
+  const storeThreeBlocked = async (s: CollectorStorePort, id: string): Promise<void> => {
+    await s.enrollDevice(dev(id), `h${id}`, now());
+    await s.insertGroup([
+      {
+        deviceId: id,
+        enrollment: 1,
+        events: incoming(
+          [1, 2, 3].map((i) => inHour(blockedEvent(id, i), i)),
+          id,
+        ),
+        receivedAt: now(),
+      },
+    ]);
+  };
 
   it("a group never waits on another collector's uncommitted counts of the same hour; sums are exact and equal SQLite's", async () => {
     const url = await server.createDatabase();
@@ -1803,18 +1818,7 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     let refused: unknown = null;
     try {
       await oldUpsert(5);
-      await s.enrollDevice(dev('r1'), 'hr1', now());
-      await s.insertGroup([
-        {
-          deviceId: 'r1',
-          enrollment: 1,
-          events: incoming(
-            [1, 2, 3].map((i) => inHour(blockedEvent('r1', i), i)),
-            'r1',
-          ),
-          receivedAt: now(),
-        },
-      ]);
+      await storeThreeBlocked(s, 'r1');
       await oldUpsert(2);
     } catch (err) {
       refused = (err as { code?: string }).code ?? err;
@@ -1882,18 +1886,7 @@ describe('postgres: rule counts sharded by writer (migration 6)', () => {
     // 3 of the same rule and hour in another shard: the sums carry the old counts
     await c.query('BEGIN');
     await c.query('SELECT pg_advisory_xact_lock($1, 0)', [LOCK_ROLLUP_SHARD]);
-    await s.enrollDevice(dev('m1'), 'hm1', now());
-    await s.insertGroup([
-      {
-        deviceId: 'm1',
-        enrollment: 1,
-        events: incoming(
-          [1, 2, 3].map((i) => inHour(blockedEvent('m1', i), i)),
-          'm1',
-        ),
-        receivedAt: now(),
-      },
-    ]);
+    await storeThreeBlocked(s, 'm1');
     await c.query('COMMIT');
     const after = await activity(s, rules);
     expect(after.hourly).toEqual(
