@@ -1566,6 +1566,95 @@ describe('postgres: several collectors on one database', () => {
     await waitFor(() => woken > before, "A to hear B's commit after reconnecting");
   });
 
+  it("stores groups while another transaction holds PostgreSQL's notification lock, and wakes the others after it", async () => {
+    // A transaction that notifies takes one cluster-wide lock at its commit and keeps it until the
+    // commit is done. Held here for as long as the test wants: the blocker's commit (it wrote a
+    // table) waits for a synchronous standby that does not exist. The stores' own commits do not wait for one
+    // (synchronous_commit = local on their database), so only the notification lock is in the way.
+    const url = await server.createDatabase();
+    const db = url.slice(url.lastIndexOf('/') + 1);
+    await server.sql(`ALTER DATABASE ${db} SET synchronous_commit = local`);
+    await server.sql(`ALTER SYSTEM SET synchronous_standby_names = 'tg_no_such_standby'`);
+    await server.sql('SELECT pg_reload_conf()');
+    const blocker = new pg.Client({ connectionString: url });
+    try {
+      const a = track(await PostgresCollectorStore.open({ url }));
+      const b = track(await openStore({ dbFile: '', url }));
+      await b.enrollDevice(dev('nl1'), 'hnl1', now());
+      let woken = 0;
+      a.onStored = () => woken++;
+      const notifyLock = async (granted: boolean): Promise<number> =>
+        Number(
+          (
+            (await server.sql(
+              `SELECT count(*) AS n FROM pg_locks WHERE locktype = 'object' AND database = 0
+                 AND classid = 'pg_database'::regclass AND objid = 0 AND granted = $1`,
+              [granted],
+            )) as { n: string }[]
+          )[0]?.n,
+        );
+      await blocker.connect();
+      await blocker.query('SET synchronous_commit = on');
+      const blockerPid = Number((await blocker.query('SELECT pg_backend_pid() AS p')).rows[0].p);
+      await blocker.query('BEGIN');
+      // a transaction that wrote nothing commits without waiting for its WAL, or a standby
+      await blocker.query('CREATE TABLE tg_blocker (x int)');
+      await blocker.query('NOTIFY tg_test_other_channel');
+      const committed = blocker.query('COMMIT');
+      await waitFor(
+        async () => (await notifyLock(true)) === 1,
+        "the blocker's commit to hold the notification lock",
+      );
+      const seen = woken;
+      // a COPY group (more than 64 events) and a small one: both commit and answer
+      // a COPY group (more than 64 events), then a small one: both commit and answer while the lock
+      // is held (their transactions never ask for it); bounded so a regression fails here, not by hanging
+      const groups = (async () => [
+        await b.insertGroup([
+          {
+            deviceId: 'nl1',
+            enrollment: 1,
+            events: incoming(
+              Array.from({ length: 70 }, (_, i) => heartbeatEvent('nl1', i + 1)),
+              'nl1',
+            ),
+            receivedAt: now(),
+          },
+        ]),
+        await b.insertGroup([
+          {
+            deviceId: 'nl1',
+            enrollment: 1,
+            events: incoming([heartbeatEvent('nl1', 71)], 'nl1'),
+            receivedAt: now(),
+          },
+        ]),
+      ])();
+      let answered: Awaited<typeof groups> | null = null;
+      void groups.then((r) => {
+        answered = r;
+      });
+      await waitFor(() => answered !== null, "B's groups to commit while the notification lock is held");
+      const [copied, small] = answered as unknown as Awaited<typeof groups>;
+      expect(copied).toEqual([{ accepted: 70, duplicates: 0 }]);
+      expect(small).toEqual([{ accepted: 1, duplicates: 0 }]);
+      // B's wake-up waits for the lock, outside its groups' transactions; A has heard nothing yet
+      await waitFor(async () => (await notifyLock(false)) >= 1, "B's NOTIFY to wait for the lock");
+      expect(woken).toBe(seen);
+      // the blocker gives up waiting for its standby (its commit stays): the lock goes, the wake-up follows
+      await server.sql('SELECT pg_cancel_backend($1)', [blockerPid]);
+      await committed;
+      await waitFor(() => woken > seen, "A to hear B's commits once the lock is free");
+    } finally {
+      await server.sql('ALTER SYSTEM RESET synchronous_standby_names');
+      await server.sql('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = $1', [
+        'SyncRep',
+      ]);
+      await blocker.end().catch(() => {});
+      await server.sql('SELECT pg_reload_conf()');
+    }
+  });
+
   it('a COPY group whose transaction is retried after a deadlock counts the rollups of its resent devices once', async () => {
     const url = await server.createDatabase();
     const s = track(await openStore({ dbFile: '', url }));

@@ -58,8 +58,14 @@
  * SQLite). A writer transaction left open (idle in transaction) stops forwarding at its xid until
  * it ends — delayed, never lost.
  *
- * Wake-ups across collectors: a commit that stored events sends `NOTIFY toolguard_events`; every
- * collector LISTENs on one connection and wakes its runners (the runners' poll covers a lost one).
+ * Wake-ups across collectors: after a commit that stored events the collector sends `NOTIFY
+ * toolguard_events` in a transaction of its own (`wakeOthers`); every collector LISTENs on one
+ * connection and wakes its runners (the runners' poll covers a lost one). Not inside the group's
+ * transaction: a transaction that notifies takes one cluster-wide lock at its commit and holds it
+ * until its commit record is flushed (PostgreSQL's async.c, so that notifications queue in commit
+ * order), which made every group commit of every collector wait for the previous one's WAL
+ * flush. The wake-up is at most one statement in flight per collector (commits meanwhile are
+ * folded into one more after it); writing nothing else, it waits for no flush.
  */
 
 // pg is CommonJS: its named exports are not visible to ESM, the default export is.
@@ -364,13 +370,18 @@ const INSERT_PARAMS_SQL = `WITH locked AS (${LOCK_DEVICES_SQL}),
 /** Channel of the "events stored" notification. */
 const NOTIFY_CHANNEL = 'toolguard_events';
 /**
+ * The wake-up after a commit that stored events (module header): a transaction that writes nothing
+ * else, so its commit waits for no WAL flush and holds the notification lock only for a moment.
+ */
+const NOTIFY_SQL = `SELECT pg_notify('${NOTIFY_CHANNEL}', '')`;
+/**
  * The end of a group's transaction in one statement: the device changes — last-seen of every
  * device ($1, $2, sorted by id); agent version ($3–$5), policy ($6–$9) and coverage ($10–$13,
- * $18–$20) of the highest seq, policy state ($21–$26) and the clean stop ($14–$16), each only on
+ * $17–$19) of the highest seq, policy state ($20–$25) and the clean stop ($14–$16), each only on
  * the row of the same enrollment and the policy/coverage/state only when not older than the
- * stored seq —, the stored events' counts added to rule_hourly_shards ($27–$30: hour, rule, type,
- * count, sorted by that key; rollups()) and to rule_daily_shards (summed per day here), then NOTIFY when the
- * group stored a row ($17). At most one entry per (device, enrollment) per list, so each subquery
+ * stored seq —, and the stored events' counts added to rule_hourly_shards ($26–$29: hour, rule,
+ * type, count, sorted by that key; rollups()) and to rule_daily_shards (summed per day here). The
+ * NOTIFY follows the commit (`wakeOthers`). At most one entry per (device, enrollment) per list, so each subquery
  * yields at most one row. The rollup rows go to the group's shard (`sh`: the lowest one whose
  * advisory lock it gets at once, none taken when it counted nothing; module header), locked in
  * key order by the last statement before COMMIT (device rows are locked before them by every
@@ -379,9 +390,9 @@ const NOTIFY_CHANNEL = 'toolguard_events';
 const DEVICE_UPDATE_SQL = `
   WITH a AS (SELECT * FROM unnest($3::text[], $4::int4[], $5::text[]) AS a(id, enrollment, v)),
        p AS (SELECT * FROM unnest($6::text[], $7::int4[], $8::int8[], $9::int8[]) AS p(id, enrollment, v, seq)),
-       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[], $18::text[], $19::int8[], $20::int8[])
+       cv AS (SELECT * FROM unnest($10::text[], $11::int4[], $12::text[], $13::int8[], $17::text[], $18::int8[], $19::int8[])
               AS cv(id, enrollment, v, seq, tags, outbox, dropped)),
-       ps AS (SELECT * FROM unnest($21::text[], $22::int4[], $23::text[], $24::text[], $25::bool[], $26::int8[])
+       ps AS (SELECT * FROM unnest($20::text[], $21::int4[], $22::text[], $23::text[], $24::bool[], $25::int8[])
               AS ps(id, enrollment, state, error, keeps, seq)),
        s AS (SELECT * FROM unnest($14::text[], $15::int4[], $16::text[]) AS s(id, enrollment, v)),
        u AS (
@@ -417,9 +428,9 @@ const DEVICE_UPDATE_SQL = `
          FROM unnest($1::text[], $2::text[]) AS t(id, at)
          WHERE d.id = t.id
          RETURNING 1),
-       r AS (SELECT * FROM unnest($27::text[], $28::text[], $29::text[], $30::int8[]) AS r(hour, rule_id, type, n)),
+       r AS (SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::int8[]) AS r(hour, rule_id, type, n)),
        sh AS (SELECT coalesce(
-                (SELECT k FROM generate_series(0, CASE WHEN cardinality($27::text[]) > 0 THEN ${ROLLUP_SHARDS - 1} ELSE -1 END) k
+                (SELECT k FROM generate_series(0, CASE WHEN cardinality($26::text[]) > 0 THEN ${ROLLUP_SHARDS - 1} ELSE -1 END) k
                  WHERE pg_try_advisory_xact_lock(${LOCK_ROLLUP_SHARD}, k) LIMIT 1),
                 pg_backend_pid() % ${ROLLUP_SHARDS}) AS shard),
        hourly AS (
@@ -430,8 +441,7 @@ const DEVICE_UPDATE_SQL = `
          INSERT INTO rule_daily_shards(day, rule_id, type, shard, count)
          SELECT left(hour, 10), rule_id, type, sh.shard, sum(n) FROM r CROSS JOIN sh GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
          ON CONFLICT (day, rule_id, type, shard) DO UPDATE SET count = rule_daily_shards.count + excluded.count)
-  SELECT CASE WHEN $17::bool THEN pg_notify('${NOTIFY_CHANNEL}', '') END AS notified
-  FROM (SELECT count(*) FROM u) n`;
+  SELECT count(*) FROM u`;
 /**
  * device_tags follows devices.tags of the given devices (after their update in the same
  * transaction): tags no longer listed are deleted, new ones inserted.
@@ -507,6 +517,9 @@ export class PostgresCollectorStore implements CollectorStorePort {
   private readonly pool: pg.Pool;
   private listener: pg.Client | null = null;
   private relisten: NodeJS.Timeout | null = null;
+  /** A NOTIFY is in flight / one more is due after it (wakeOthers). */
+  private waking = false;
+  private wakeAgain = false;
   private closed = false;
   private readonly log: Logger | undefined;
   /**
@@ -583,6 +596,35 @@ export class PostgresCollectorStore implements CollectorStorePort {
         await c.query('UPDATE collector_schema SET version = $1', [current + 1]);
       }
     });
+  }
+
+  /** After a commit that stored events: this collector's runners now, the others by `wakeOthers`. */
+  private stored(): void {
+    this.onStored?.();
+    this.wakeOthers();
+  }
+
+  /**
+   * Sends the NOTIFY (NOTIFY_SQL, outside any group's transaction: module header), at most one in
+   * flight; a commit meanwhile asks for one more after it. A failure is logged at debug: the
+   * runners' poll still finds the events.
+   */
+  private wakeOthers(): void {
+    if (this.closed) return;
+    if (this.waking) {
+      this.wakeAgain = true;
+      return;
+    }
+    this.waking = true;
+    this.pool
+      .query(NOTIFY_SQL)
+      .catch((err: Error) => this.log?.debug({ err: err.message }, 'NOTIFY after a commit failed'))
+      .finally(() => {
+        this.waking = false;
+        if (!this.wakeAgain) return;
+        this.wakeAgain = false;
+        this.wakeOthers();
+      });
   }
 
   /**
@@ -758,7 +800,6 @@ export class PostgresCollectorStore implements CollectorStorePort {
           batches,
           (id, enrollment) => copiedIds.has(id) || (ins?.stored(id, enrollment) ?? false),
           attempt,
-          true,
         );
         insertedOthers = ins;
       });
@@ -766,7 +807,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
       if (err instanceof RedoGroup || (err as { code?: string }).code === UNIQUE_VIOLATION) return null;
       throw err;
     }
-    this.onStored?.();
+    this.stored();
     const fromOthers = insertedOthers ? this.attribute(others, insertedOthers) : [];
     let k = 0;
     return batches.map((b) =>
@@ -786,11 +827,10 @@ export class PostgresCollectorStore implements CollectorStorePort {
         batches.filter((b) => ins.current.get(b.deviceId) === b.enrollment),
         ins.stored,
         counts,
-        ins.rows.length > 0,
       );
       return ins;
     });
-    if (inserted.rows.length > 0) this.onStored?.();
+    if (inserted.rows.length > 0) this.stored();
     return this.attribute(batches, inserted);
   }
 
@@ -1487,7 +1527,7 @@ class RuleCounts {
 
 /**
  * Ends a group's transaction: the device changes of its `current` batches (those of each
- * device's current enrollment), the rule counts and the notification (DEVICE_UPDATE_SQL, one
+ * device's current enrollment) and the rule counts (DEVICE_UPDATE_SQL, one
  * round trip while the rows are locked; each SET reads the locked row, so a change of another
  * enrollment is skipped), then the tag rows. `stored(id, enrollment)` says whether that
  * (device, enrollment) stored a new row: only then does its newest event decide the clean stop.
@@ -1497,7 +1537,6 @@ async function finishGroup(
   current: readonly BatchToStore[],
   stored: (id: string, enrollment: number) => boolean,
   counts: RuleCounts,
-  anyStored: boolean,
 ): Promise<void> {
   const updates = deviceUpdates(current);
   if (updates.touch.ids.length === 0) return;
@@ -1522,7 +1561,6 @@ async function finishGroup(
       stops.map((n) => n.id),
       stops.map((n) => n.enrollment),
       stops.map((n) => (n.e.type === 'agent.stopped' ? n.e.time : null)),
-      anyStored,
       updates.coverage.tags,
       updates.coverage.outbox,
       updates.coverage.dropped,
