@@ -453,7 +453,7 @@ const TAGS_SYNC_SQL = `
   INSERT INTO device_tags(tag, device_id)
   SELECT u.tag, t.id FROM t CROSS JOIN LATERAL unnest(t.tags) AS u(tag) ORDER BY 2, 1
   ON CONFLICT DO NOTHING`;
-/** Connections per collector: 4 group commits, token lookups, forwarder claims, admin, listener. */
+/** Connections per collector: 4 group commits, the NOTIFY after them (one), token lookups, forwarder claims, admin, listener. */
 export const DEFAULT_PG_POOL = 10;
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
 const READ_CHUNK = 100;
