@@ -309,13 +309,15 @@ export function parseBatch(
       reject(null, 'not_an_object', 'not_an_object');
       continue;
     }
-    const ev = obj as Record<string, unknown>;
-    const id = typeof ev.id === 'string' ? ev.id.slice(0, MAX_ECHOED_ID_CHARS) : null;
-    const check = validate(ev);
+    const raw = obj as Record<string, unknown>;
+    const id = typeof raw.id === 'string' ? raw.id.slice(0, MAX_ECHOED_ID_CHARS) : null;
+    const check = validate(raw);
     if (!check.ok) {
       reject(id, `schema: ${check.errors.slice(0, 3).join('; ')}`, 'schema');
       continue;
     }
+    // JSON.parse makes U+0000 only of a `\u0000` escape; the schema bounds the depth withoutNul walks
+    const ev = (line.includes('\\u0000') ? withoutNul(raw) : raw) as Record<string, unknown>;
     if (ev.device_id !== deviceId) {
       reject(id, 'device_mismatch: device_id is not the device of the token', 'device_mismatch');
       continue;
@@ -361,6 +363,23 @@ export function parseBatch(
 }
 
 /**
+ * A validated event with every U+0000 (in strings and keys) replaced by U+FFFD. No real field
+ * holds U+0000 (a C string cannot), and PostgreSQL stores it neither in text nor in jsonb: one
+ * event body with `\u0000` made every query that reads bodies as jsonb fail for the whole fleet
+ * (the shadow would-match counts). Both stores keep the same body. Object.fromEntries defines
+ * keys, so a `__proto__` key (which the schema refuses anyway) stays a key.
+ */
+function withoutNul(v: unknown): unknown {
+  if (typeof v === 'string') return v.replaceAll('\u0000', '\uFFFD');
+  if (Array.isArray(v)) return v.map(withoutNul);
+  if (v !== null && typeof v === 'object')
+    return Object.fromEntries(
+      Object.entries(v).map(([k, x]) => [k.replaceAll('\u0000', '\uFFFD'), withoutNul(x)]),
+    );
+  return v;
+}
+
+/**
  * The coverage a heartbeat reports (schema-validated objects, stored as they are): which exec
  * sources run and their counters. A heartbeat of an agent without them says null (unknown).
  */
@@ -377,10 +396,7 @@ function consoleFields(
   const count = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) ? v : null);
   if (type === 'agent.heartbeat')
     return {
-      // U+0000 as U+FFFD, as PostgreSQL's text takes it (the stores split the JSON into rows)
-      tags: JSON.stringify(
-        Array.isArray(ev.tags) ? ev.tags.map((t) => String(t).replaceAll('\u0000', '\uFFFD')) : [],
-      ),
+      tags: JSON.stringify(Array.isArray(ev.tags) ? ev.tags.map(String) : []),
       outboxDepth: count(ev.outbox_depth),
       droppedTotal: count(ev.dropped_total),
       policyState: ev.policy_state === 'ok' ? 'ok' : ev.policy_state === 'stale' ? 'stale' : 'unknown',

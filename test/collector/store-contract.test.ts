@@ -249,7 +249,10 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     const s = await h.fresh();
     expect(await s.enrollDevice({ ...dev('n1'), hostname: 'host\u0000name' }, 'hn', now())).toBe(1);
     await s.enrollDevice(dev('n2'), 'hn2', now());
-    const hostile = { ...blockedEvent('n1', 1, 'rule\u0000x'), agent_version: 'v\u00001' };
+    const hostile: Record<string, unknown> = {
+      ...blockedEvent('n1', 1, 'rule\u0000x'),
+      agent_version: 'v\u00001',
+    };
     const honest = blockedEvent('n2', 1);
     expect(
       await s.insertGroup([
@@ -260,9 +263,13 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
       { accepted: 1, duplicates: 0 },
       { accepted: 1, duplicates: 0 },
     ]);
-    // the body is kept exactly as validated (JSON escapes U+0000)
+    // the body is kept as validated, U+0000 as U+FFFD (parseBatch: jsonb refuses `\u0000`)
     const rows = await s.queryEvents({ deviceId: 'n1', limit: 10 });
-    expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual(hostile);
+    expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual({
+      ...hostile,
+      rule: { ...(hostile.rule as object), id: 'rule\uFFFDx' },
+      agent_version: 'v\uFFFD1',
+    });
   });
 
   // a small group goes as parameter arrays, a larger one through COPY (postgres-store.ts): both
