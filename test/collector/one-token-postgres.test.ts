@@ -74,7 +74,7 @@ describe('one device token, collector on PostgreSQL', () => {
     // any string of the event will do: an argument, the user
     const poison: Record<string, unknown> = {
       ...shadowMatchEvent('hostile-1', 1, 'r1', 2),
-      argv: ['claude', 'a\u0000b'],
+      argv: ['claude', 'a\u0000b', 'c\ud800d'],
       user: 'x\u0000',
     };
     const res = await postEvents(c.url, hostile, [poison]);
@@ -92,7 +92,7 @@ describe('one device token, collector on PostgreSQL', () => {
     // what is stored (and forwarded) carries U+FFFD where U+0000 was
     const stored = await adminGet('/v1/events?device_id=hostile-1');
     expect(stored.json.events).toEqual([
-      expect.objectContaining({ id: poison.id, argv: ['claude', 'a\uFFFDb'], user: 'x\uFFFD' }),
+      expect.objectContaining({ id: poison.id, argv: ['claude', 'a\uFFFDb', 'c\uFFFDd'], user: 'x\uFFFD' }),
     ]);
   });
 });
