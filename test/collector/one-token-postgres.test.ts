@@ -10,6 +10,7 @@ import { parsePrivateKey, parsePublicKey } from '../../src/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE } from '../../src/policy/policy-types.js';
 import {
   enrollDevice,
+  heartbeatEvent,
   postEvents,
   shadowMatchEvent,
   startTestCollector,
@@ -94,5 +95,33 @@ describe('one device token, collector on PostgreSQL', () => {
     expect(stored.json.events).toEqual([
       expect.objectContaining({ id: poison.id, argv: ['claude', 'a\uFFFDb', 'c\uFFFDd'], user: 'x\uFFFD' }),
     ]);
+  });
+
+  it('a lone surrogate in its heartbeat tags does not fail the group commit its batch shares with other devices', async () => {
+    const tokens = await Promise.all(
+      ['honest-2', 'honest-3', 'hostile-2'].map((id) => enrollDevice(c.url, c.enrollSecret, id)),
+    );
+    const [h2, h3, bad] = tokens as [string, string, string];
+    // the tags go through json_array_elements_text (devices -> device_tags), which refused `\udxxx`
+    const poison = heartbeatEvent('hostile-2', 1, { tags: ['team-a', 'x\ud800'] });
+    // posted together: they share a group when their bodies are parsed within one commit's wait
+    const answers = await Promise.all([
+      postEvents(c.url, h2, [heartbeatEvent('honest-2', 1, { tags: ['team-a'] })]),
+      postEvents(c.url, bad, [poison]),
+      postEvents(c.url, h3, [heartbeatEvent('honest-3', 1, { tags: ['team-b'] })]),
+    ]);
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+    // the console's tag filter reads device_tags
+    const login = await fetch(`${c.url}/console/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ credential: c.adminToken }),
+    });
+    expect(login.status).toBe(200);
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+    const res = await fetch(`${c.url}/console/api/devices?tag=team-a`, { headers: { cookie } });
+    expect(res.status).toBe(200);
+    const devices = ((await res.json()) as { devices: { id: string }[] }).devices;
+    expect(devices.map((d) => d.id).sort()).toEqual(['honest-2', 'hostile-2']);
   });
 });

@@ -272,6 +272,31 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     });
   });
 
+  it('stores a lone surrogate (heartbeat tags, a rule id) as U+FFFD without failing the group: PostgreSQL json refuses `\\udxxx`', async () => {
+    const s = await h.fresh();
+    await s.enrollDevice(dev('ls1'), 'hls1', now());
+    await s.enrollDevice(dev('ls2'), 'hls2', now());
+    const hostile = [
+      heartbeatEvent('ls1', 1, { tags: ['team', 'x\ud800'] }),
+      blockedEvent('ls1', 2, 'rule\udc00'),
+    ];
+    const honest = heartbeatEvent('ls2', 1, { tags: ['team'] });
+    expect(
+      await s.insertGroup([
+        { deviceId: 'ls1', enrollment: 1, events: incoming(hostile, 'ls1'), receivedAt: now() },
+        { deviceId: 'ls2', enrollment: 1, events: incoming([honest], 'ls2'), receivedAt: now() },
+      ]),
+    ).toEqual([
+      { accepted: 2, duplicates: 0 },
+      { accepted: 1, duplicates: 0 },
+    ]);
+    const rows = await s.queryEvents({ deviceId: 'ls1', limit: 10 });
+    expect(rows.map((r) => JSON.parse(r.body))).toEqual([
+      { ...hostile[0], tags: ['team', 'x\uFFFD'] },
+      { ...hostile[1], rule: { ...(hostile[1]?.rule as object), id: 'rule\uFFFD' } },
+    ]);
+  });
+
   // a small group goes as parameter arrays, a larger one through COPY (postgres-store.ts): both
   it.each([
     ['a small group', 1],
