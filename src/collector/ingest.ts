@@ -309,16 +309,26 @@ export function parseBatch(
       reject(null, 'not_an_object', 'not_an_object');
       continue;
     }
-    const ev = obj as Record<string, unknown>;
-    const id = typeof ev.id === 'string' ? ev.id.slice(0, MAX_ECHOED_ID_CHARS) : null;
-    const check = validate(ev);
+    const raw = obj as Record<string, unknown>;
+    const id = typeof raw.id === 'string' ? raw.id.slice(0, MAX_ECHOED_ID_CHARS) : null;
+    const check = validate(raw);
     if (!check.ok) {
       reject(id, `schema: ${check.errors.slice(0, 3).join('; ')}`, 'schema');
       continue;
     }
-    if (ev.device_id !== deviceId) {
+    if (raw.device_id !== deviceId) {
       reject(id, 'device_mismatch: device_id is not the device of the token', 'device_mismatch');
       continue;
+    }
+    // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
+    // keeps the last, a SIEM's parser may keep the first — another device's id, say).
+    let body = JSON.stringify(raw);
+    let ev = raw;
+    // JSON.stringify escapes U+0000 and a lone surrogate (`\u0000`, `\udxxx`), and only those
+    // (or a backslash before such text: then textOnly changes nothing); the schema bounds the depth
+    if (body.includes('\\u0000') || body.includes('\\ud')) {
+      ev = textOnly(raw) as Record<string, unknown>;
+      body = JSON.stringify(ev);
     }
     const time = storedTime(ev.time as string);
     if (time === null) {
@@ -352,12 +362,30 @@ export function parseBatch(
       policyState: fields.policyState,
       policyError: fields.policyError,
       user: typeof ev.user === 'string' ? ev.user : null,
-      // What was validated, re-serialised: the raw line could carry duplicate keys (JSON.parse
-      // keeps the last, a SIEM's parser may keep the first — another device's id, say).
-      body: JSON.stringify(ev),
+      body,
     });
   }
   return { valid, rejected, rejectedTotal, rejectedByReason: byReason };
+}
+
+/** U+0000, or a lone surrogate (in `u` mode a pair is one code point, not Cs). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching U+0000 is the point
+const NOT_TEXT = /\u0000|\p{Cs}/gu;
+
+/**
+ * A validated event with every U+0000 and every lone surrogate (in strings and keys) replaced by
+ * U+FFFD: text as PostgreSQL takes it. No real field holds either (a C string cannot hold U+0000,
+ * UTF-8 cannot hold a surrogate), and PostgreSQL's jsonb refuses both escapes: one such event body
+ * made every query that reads bodies as jsonb fail for the whole fleet (the shadow would-match
+ * counts). Both stores keep the same body. Object.fromEntries defines keys, so a `__proto__` key
+ * (which the schema refuses anyway) stays a key.
+ */
+function textOnly(v: unknown): unknown {
+  if (typeof v === 'string') return v.replace(NOT_TEXT, '\uFFFD');
+  if (Array.isArray(v)) return v.map(textOnly);
+  if (v !== null && typeof v === 'object')
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [textOnly(k) as string, textOnly(x)]));
+  return v;
 }
 
 /**
@@ -377,10 +405,7 @@ function consoleFields(
   const count = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) ? v : null);
   if (type === 'agent.heartbeat')
     return {
-      // U+0000 as U+FFFD, as PostgreSQL's text takes it (the stores split the JSON into rows)
-      tags: JSON.stringify(
-        Array.isArray(ev.tags) ? ev.tags.map((t) => String(t).replaceAll('\u0000', '\uFFFD')) : [],
-      ),
+      tags: JSON.stringify(Array.isArray(ev.tags) ? ev.tags.map(String) : []),
       outboxDepth: count(ev.outbox_depth),
       droppedTotal: count(ev.dropped_total),
       policyState: ev.policy_state === 'ok' ? 'ok' : ev.policy_state === 'stale' ? 'stale' : 'unknown',

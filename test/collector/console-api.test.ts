@@ -11,6 +11,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sessionKey } from '../../src/collector/console/console-auth.js';
 import { CONSOLE_CSP } from '../../src/collector/console/console-plugin.js';
@@ -480,6 +481,45 @@ describe('console on a collector without a bundle: login rate limit, missing pag
     expect(limited.status).toBe(429);
     expect(await errorCode(limited)).toBe('GUARD_CONSOLE_LOGIN_RATE_LIMITED');
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('console logins of a read-only token: sessions opened per address are bounded', () => {
+  let viewerCol: TestCollector;
+  beforeAll(async () => {
+    viewerCol = await startTestCollector({ consoleViewerToken: viewerToken });
+  });
+  afterAll(async () => {
+    await viewerCol?.close();
+  });
+
+  it('opens 20 sessions from an address at once, then answers 429 with Retry-After and writes no session', async () => {
+    const attempt = () =>
+      fetch(`${viewerCol.url}/console/api/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ credential: viewerToken }),
+      });
+    // concurrently, as a script would: the check and the take cannot be raced
+    const answers = await Promise.all(Array.from({ length: 30 }, attempt));
+    const statuses = answers.map((r) => r.status).sort();
+    expect(statuses.filter((x) => x === 200)).toHaveLength(20);
+    expect(statuses.filter((x) => x === 429)).toHaveLength(10);
+    const limited = answers.find((r) => r.status === 429) as Response;
+    expect(await errorCode(limited)).toBe('GUARD_CONSOLE_LOGIN_RATE_LIMITED');
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(limited.headers.get('set-cookie')).toBeNull();
+    const db = new Database(viewerCol.dbFile, { readonly: true });
+    try {
+      expect(db.prepare('SELECT count(*) AS n FROM console_sessions').get()).toEqual({ n: 20 });
+    } finally {
+      db.close();
+    }
+    // the sessions opened keep working
+    const ok = answers.find((r) => r.status === 200) as Response;
+    const cookie = (ok.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+    const session = await fetch(`${viewerCol.url}/console/api/session`, { headers: { cookie } });
+    expect([session.status, ((await session.json()) as { role: string }).role]).toEqual([200, 'viewer']);
   });
 });
 

@@ -7,6 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { METRICS_SCAN_REUSE_MS } from '../../src/collector/collector-server.js';
 import {
   enrollDevice,
   heartbeatEvent,
@@ -14,6 +15,7 @@ import {
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
+import { waitFor } from '../helpers/wait.js';
 
 let c: TestCollector;
 
@@ -136,9 +138,17 @@ describe('coverage sums from hostile heartbeats', () => {
     } finally {
       db.close();
     }
-    const r = await fetch(`${c.url}/metrics`);
-    expect(r.status).toBe(200);
-    const text = await r.text();
+    // /metrics reuses a devices scan for METRICS_SCAN_REUSE_MS (the first test's may still be served)
+    const text = await waitFor(
+      async () => {
+        const r = await fetch(`${c.url}/metrics`);
+        expect(r.status).toBe(200);
+        const t = await r.text();
+        return t.includes(`toolguard_collector_devices_exec_event_drops ${max}`) && t;
+      },
+      'the scan of the 1,101 devices',
+      { timeoutMs: 4 * METRICS_SCAN_REUSE_MS, intervalMs: 100 },
+    );
     const value = (name: string) => {
       const line = text.split('\n').find((l) => l.startsWith(`toolguard_collector_${name} `));
       return Number(line?.split(' ')[1]);

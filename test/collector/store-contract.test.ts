@@ -249,7 +249,10 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     const s = await h.fresh();
     expect(await s.enrollDevice({ ...dev('n1'), hostname: 'host\u0000name' }, 'hn', now())).toBe(1);
     await s.enrollDevice(dev('n2'), 'hn2', now());
-    const hostile = { ...blockedEvent('n1', 1, 'rule\u0000x'), agent_version: 'v\u00001' };
+    const hostile: Record<string, unknown> = {
+      ...blockedEvent('n1', 1, 'rule\u0000x'),
+      agent_version: 'v\u00001',
+    };
     const honest = blockedEvent('n2', 1);
     expect(
       await s.insertGroup([
@@ -260,9 +263,38 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
       { accepted: 1, duplicates: 0 },
       { accepted: 1, duplicates: 0 },
     ]);
-    // the body is kept exactly as validated (JSON escapes U+0000)
+    // the body is kept as validated, U+0000 as U+FFFD (parseBatch: jsonb refuses `\u0000`)
     const rows = await s.queryEvents({ deviceId: 'n1', limit: 10 });
-    expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual(hostile);
+    expect(JSON.parse(rows[0]?.body ?? '{}')).toEqual({
+      ...hostile,
+      rule: { ...(hostile.rule as object), id: 'rule\uFFFDx' },
+      agent_version: 'v\uFFFD1',
+    });
+  });
+
+  it('stores a lone surrogate (heartbeat tags, a rule id) as U+FFFD without failing the group: PostgreSQL json refuses `\\udxxx`', async () => {
+    const s = await h.fresh();
+    await s.enrollDevice(dev('ls1'), 'hls1', now());
+    await s.enrollDevice(dev('ls2'), 'hls2', now());
+    const hostile = [
+      heartbeatEvent('ls1', 1, { tags: ['team', 'x\ud800'] }),
+      blockedEvent('ls1', 2, 'rule\udc00'),
+    ];
+    const honest = heartbeatEvent('ls2', 1, { tags: ['team'] });
+    expect(
+      await s.insertGroup([
+        { deviceId: 'ls1', enrollment: 1, events: incoming(hostile, 'ls1'), receivedAt: now() },
+        { deviceId: 'ls2', enrollment: 1, events: incoming([honest], 'ls2'), receivedAt: now() },
+      ]),
+    ).toEqual([
+      { accepted: 2, duplicates: 0 },
+      { accepted: 1, duplicates: 0 },
+    ]);
+    const rows = await s.queryEvents({ deviceId: 'ls1', limit: 10 });
+    expect(rows.map((r) => JSON.parse(r.body))).toEqual([
+      { ...hostile[0], tags: ['team', 'x\uFFFD'] },
+      { ...hostile[1], rule: { ...(hostile[1]?.rule as object), id: 'rule\uFFFD' } },
+    ]);
   });
 
   // a small group goes as parameter arrays, a larger one through COPY (postgres-store.ts): both

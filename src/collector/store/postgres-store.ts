@@ -1388,8 +1388,9 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
 /**
  * A string PostgreSQL's text accepts: U+0000 is the one character it cannot store, and the
  * schema allows it in free-form strings (a rule id, an agent version, a hostname), so it becomes
- * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Event
- * bodies need nothing: they are JSON text, where U+0000 is always escaped.
+ * U+FFFD — one hostile value must not fail the group commit of other devices' batches. Events
+ * come without it (parseBatch replaces it the same way, body included: jsonb refuses `\u0000`);
+ * enrollment fields need it here.
  */
 function pgText(s: string): string {
   return s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s;
