@@ -15,7 +15,9 @@
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
- *   - JS answers with respond(id, allow, cacheable); if it has not within the deadline, the thread
+ *   - JS answers with respond(id, allow, cacheable) (an allow is cached only for a file whose ctime
+ *     was IDENTITY_SETTLE_MS old at the request: coarse timestamps let its owner put other bytes
+ *     under the same identity within one tick); if it has not within the deadline, the thread
  *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
  *     number is not reused under JS's read) or the slot is reclaimed under load.
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
@@ -97,6 +99,16 @@
 #define MAX_OPEN_REPORTS 64
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
+/* An allow is cached only for a file whose ctime is at least this old when its request came. A
+ * file's identity (size, mtime, ctime) is only as fine as its file system's timestamps: whole
+ * seconds on ext4 with 128-byte inodes, 2 s on msdos FAT, one jiffy on ext4/xfs before Linux 6.13
+ * (multigrain timestamps). Its owner can overwrite it in place within that tick and keep every
+ * field (mtime they may set anyway); only ctime, which they cannot set, moves on afterwards. A
+ * change made after the request gets a ctime of at least (now − one tick), so one older than this
+ * margin (the coarsest tick, 2 s, and the coarse clock's lag) can never come back. Denies are
+ * cached whatever the age: a deny kept for other bytes refuses only the writer's own file.
+ * src/sensors/file-facts.ts IDENTITY_SETTLE_MS is the same rule for the hash and marker caches. */
+#define IDENTITY_SETTLE_MS 3000
 /* Kernel-cached allows at most (inode marks with an ignored mask; the kernel's
  * fs.fanotify.max_user_marks, ≥ 8,192, is shared with the open marks and every other root group). */
 #define MAX_IGNORE_MARKS 2048
@@ -120,6 +132,8 @@ typedef struct {
   uint64_t generation;
   struct timespec deadline;
   ident_t ident;
+  /* The file's ctime was IDENTITY_SETTLE_MS old when the request came: an allow may be cached. */
+  int settled;
 } slot_t;
 
 typedef struct {
@@ -218,6 +232,14 @@ static uint64_t ident_hash(const ident_t *k) {
 }
 
 static int ident_eq(const ident_t *a, const ident_t *b) { return memcmp(a, b, sizeof(*a)) == 0; }
+
+/* Whether a file of this ctime has settled (IDENTITY_SETTLE_MS): no later change can repeat it. */
+static int settled_ctime(const struct timespec *ctime) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (int64_t)(now.tv_sec - ctime->tv_sec) * 1000 + (now.tv_nsec - ctime->tv_nsec) / 1000000L >=
+         IDENTITY_SETTLE_MS;
+}
 
 /* Caller holds lock. -1 miss, 0 deny, 1 allow. */
 static int cache_get(const ident_t *k) {
@@ -606,6 +628,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   s->id = next_id++;
   s->generation = generation;
   s->ident = k;
+  s->settled = settled_ctime(&st.st_ctim);
   clock_gettime(CLOCK_MONOTONIC, &s->deadline);
   ts_add_ms(&s->deadline, deadline_ms);
   p->kind = 0;
@@ -1047,8 +1070,9 @@ static napi_value respond(napi_env env, napi_callback_info info) {
         counters.late_responses++;
         outcome = "late";
       }
-      /* A late verdict still serves the next exec of the same file. */
-      if (cacheable) cache_put(&s->ident, s->generation, allow);
+      /* A late verdict still serves the next exec of the same file; an allow only once the file's
+       * identity has settled (IDENTITY_SETTLE_MS). */
+      if (cacheable && (!allow || s->settled)) cache_put(&s->ident, s->generation, allow);
       slot_free(s);
       break;
     }

@@ -16,7 +16,10 @@
  *     file there (for its hash) can wait on a remote server or on a user's own FUSE daemon, and a
  *     FUSE daemon that execs would wait on itself;
  *   - a verdict that depends on who runs the program (a rule with exceptions, a match not acted on)
- *     is never cached: the cache key is the file (identity + path), not the user.
+ *     is never cached: the cache key is the file (identity + path), not the user;
+ *   - an allow is cached (by the native thread) only for a file whose ctime has settled
+ *     (src/sensors/file-facts.ts): coarse timestamps let a file's owner put other bytes under a
+ *     younger identity.
  *
  * The same fanotify group also carries open marks on banned packages' script files (FAN_OPEN_PERM
  * on those inodes only, answered by the native thread from its table): which files, and the
