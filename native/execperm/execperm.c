@@ -11,7 +11,9 @@
  *     the deadline); a child running as a user (owner-fs, notify-send) is decided like the user;
  *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
  *     (identity, policy generation) answers repeats without JS (a cached deny is still reported
- *     to JS, as already answered, so every denied attempt becomes an event);
+ *     to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
+ *     waiting and REPORTS_PER_SEC, so a user's loop of refused execs cannot crowd out decisions;
+ *     past them it is only counted);
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
@@ -93,10 +95,18 @@
 #define IDLE_POLL_MS 1000
 /* Threadsafe-function queue: events posted to JS and not yet taken by its loop. */
 #define TSFN_QUEUE 4096
-/* Refused-open reports posted to JS and not yet taken by its loop, at most. They share the queue
- * with exec decisions: a user opening a marked file from alternating processes must not fill it,
- * or every exec the thread would post next is allowed as overflow (a banned program runs). */
-#define MAX_OPEN_REPORTS 64
+/* Refusal reports (an exec denied from the verdict cache, a refused open of a marked file) posted
+ * to JS and not yet taken by its loop, at most; and how many a second are posted, at most (a
+ * burst of MAX_REPORTS, then REPORTS_PER_SEC). They share the queue and the loop with exec
+ * decisions. Found in review: a user exec'ing a refused file in a loop from four processes
+ * (~50,000 refusals a second, each answered from the cache at once) filled the queue, and every
+ * banned file new to the cache was allowed as overflow; bounded to the queue alone, JS recording
+ * ~20,000 refusals a second let the new file's decision miss the deadline (allowed) instead. At
+ * 500 a second, recording them costs the loop a few percent. A refusal past either bound is still
+ * refused and counted (denied, open_denied), and counted as not reported (deny_reports_dropped,
+ * open_reports_dropped); refusals past a burst are folded into counted events anyway. */
+#define MAX_REPORTS 64
+#define REPORTS_PER_SEC 500
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
 /* An allow is cached only for a file whose ctime is at least this old when its request came. A
@@ -145,7 +155,7 @@ typedef struct {
 
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
-      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped,
+      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped, deny_reports_dropped,
       ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
 
@@ -183,8 +193,11 @@ static uint64_t next_id = 1;
 static slot_t slots[MAX_PENDING];
 static cache_entry_t cache[CACHE_SIZE];
 static file_mark_t file_marks[MAX_FILE_MARKS];
-/* Refused-open reports in the queue now (under lock). */
-static int open_reports_queued = 0;
+/* Refusal reports in the queue now, and the tokens left to post more (under lock; MAX_REPORTS,
+ * REPORTS_PER_SEC), refilled from report_refill (CLOCK_MONOTONIC). */
+static int reports_queued = 0;
+static double report_tokens = MAX_REPORTS;
+static struct timespec report_refill;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
 /* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
@@ -302,6 +315,21 @@ static void post(post_t *p) {
   }
 }
 
+/* Caller holds lock. Whether one more refusal report may be posted (MAX_REPORTS queued at most,
+ * REPORTS_PER_SEC); if so it is counted as queued (the caller undoes that if the post fails). */
+static int report_admit(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  report_tokens += ((double)(now.tv_sec - report_refill.tv_sec) + (now.tv_nsec - report_refill.tv_nsec) / 1e9) *
+                   REPORTS_PER_SEC;
+  if (report_tokens > MAX_REPORTS) report_tokens = MAX_REPORTS;
+  report_refill = now;
+  if (reports_queued >= MAX_REPORTS || report_tokens < 1) return 0;
+  report_tokens -= 1;
+  reports_queued++;
+  return 1;
+}
+
 /* Caller holds lock. Closes the fd of a slot and frees it. */
 static void slot_free(slot_t *s) {
   if (s->fd >= 0) close(s->fd);
@@ -371,12 +399,10 @@ static void handle_open(const struct fanotify_event_metadata *m) {
   respond_raw(fd, !deny);
   if (report) {
     pthread_mutex_lock(&lock);
-    if (open_reports_queued >= MAX_OPEN_REPORTS) {
+    if (!report_admit()) {
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
       report = 0;
-    } else {
-      open_reports_queued++;
     }
     pthread_mutex_unlock(&lock);
   }
@@ -399,7 +425,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
       free(p);
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
-      open_reports_queued--;
+      reports_queued--;
     }
     pthread_mutex_unlock(&lock);
   }
@@ -602,11 +628,19 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   if (cached >= 0) {
     counters.cache_hits++;
     answer(fd, cached);
-    if (!cached) {
+    if (!cached && !report_admit()) {
+      /* Refused and counted, not reported: the queue and the loop are kept for decisions. */
+      counters.deny_reports_dropped++;
+      free(p);
+    } else if (!cached) {
       /* Already denied; JS records the attempt. The fd number is not valid for JS any more. */
       p->kind = 1;
       p->fd = -1;
-      post(p);
+      if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+        free(p);
+        reports_queued--;
+        counters.deny_reports_dropped++;
+      }
     } else {
       free(p);
     }
@@ -735,9 +769,9 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   post_t *p = data;
-  if (p->kind == 3) {
+  if (p->kind == 1 || p->kind == 3) {
     pthread_mutex_lock(&lock);
-    if (open_reports_queued > 0) open_reports_queued--;
+    if (reports_queued > 0) reports_queued--;
     pthread_mutex_unlock(&lock);
   }
   if (env == NULL || cb == NULL) {
@@ -804,7 +838,9 @@ static napi_value start(napi_env env, napi_callback_info info) {
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
   memset(cache, 0, sizeof(cache));
   memset(file_marks, 0, sizeof(file_marks));
-  open_reports_queued = 0;
+  reports_queued = 0;
+  report_tokens = MAX_REPORTS;
+  clock_gettime(CLOCK_MONOTONIC, &report_refill);
   ignore_marks = 0;
   memset(&counters, 0, sizeof(counters));
   int ph = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
@@ -1132,6 +1168,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "open_denied", (double)c.open_denied);
   set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);
   set_num(env, o, "open_reports_dropped", (double)c.open_reports_dropped);
+  set_num(env, o, "deny_reports_dropped", (double)c.deny_reports_dropped);
   set_num(env, o, "file_marks", file_mark_count);
   set_num(env, o, "ignore_marks", ignores);
   set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);

@@ -11,6 +11,9 @@
  *   - the native thread answers every request within the deadline even when this event loop is
  *     busy or stopped (FAN_ALLOW, counted as a deadline miss); a verdict that comes late still fills
  *     the cache for the next exec of the same file;
+ *   - refusals the native thread answers itself (from its cache, open marks) are reported here
+ *     within a bound of number and rate, so a user's loop of them cannot crowd the decisions out
+ *     of the queue they share (a decision dropped or late is an allow);
  *   - if guardd dies, the kernel closes the fanotify descriptor and allows every pending request;
  *   - only local, non-network, non-FUSE file systems are marked (MOUNT_SKIP_FSTYPES): reading a
  *     file there (for its hash) can wait on a remote server or on a user's own FUSE daemon, and a
@@ -91,8 +94,17 @@ export type ExecPermCounters = {
   open_denied: number;
   /** …from guardd or its children, allowed. */
   open_self_allowed: number;
-  /** Refused opens not reported to JS (64 reports already waiting for it, or its queue was full). */
+  /**
+   * Refused opens not reported to JS (64 refusal reports already waiting for it, 500 a second
+   * already posted, or its queue was full).
+   */
   open_reports_dropped: number;
+  /**
+   * Execs denied from the verdict cache and not reported to JS, for the same bounds: a user's loop
+   * of refused execs must not crowd out the next decision (it would be allowed, as overflow or at
+   * the deadline). Still refused and counted in `denied`.
+   */
+  deny_reports_dropped: number;
   /** Files with an open mark now. */
   file_marks: number;
   /**
