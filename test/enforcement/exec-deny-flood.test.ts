@@ -16,6 +16,7 @@ import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
+import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
 import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
@@ -40,10 +41,8 @@ afterAll(async () => {
   await g?.stop();
 });
 
-type Counters = Record<string, number>;
-
-async function counters(): Promise<Counters> {
-  const s = await callDaemon<{ exec_deny: { counters: Counters } }>(
+async function counters(): Promise<ExecPermCounters> {
+  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
     join((g as Guardd).socketDir, 'guardd.sock'),
     'status',
   );
@@ -114,7 +113,7 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     });
     const flooded = new Promise((res) => flood.once('close', res));
     let out: string;
-    let after: Counters;
+    let after: ExecPermCounters;
     try {
       await waitFor(async () => (await counters()).denied > before.denied + FLOOD, 'the flood of refusals', {
         timeoutMs: 60_000,
