@@ -43,8 +43,10 @@
  * Endpoint Security allow cache, on fanotify). Only a file no user can change or reach under
  * another name: a regular file owned by root, not writable by group or others, with one link, on
  * a path whose every directory from / is owned by root and writable by nobody else (checked top
- * down with lstat: each name is resolved inside directories already checked, which only root can
- * change) and that leads to this very file; exec'd by a process of guardd's own user namespace
+ * down, each name opened O_PATH inside the directory already checked, which only root can change,
+ * and stat'ed only when it is not on a FUSE or network mount — start's skipFstypes — since a user
+ * may cover a directory of theirs with a FUSE mount whose daemon never answers) and that leads to
+ * this very file; exec'd by a process of guardd's own user namespace
  * through a mount of its own mount namespace (a user's bind mount in their own namespaces shows
  * the kernel a path they made up: allowed there, the file would go unasked at its real, refused
  * path, for everyone; such a path is not even walked); and only while fs.protected_hardlinks = 1
@@ -55,7 +57,7 @@
  * removes it. setGeneration (a new policy) and flushFileMarks remove every inode mark, these
  * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
  *
- * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
+ * Exports: start({deadlineMs, skipFstypes}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
  * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
  * flushFileMarks(),
  * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters() (with
@@ -200,6 +202,11 @@ static double report_tokens = MAX_REPORTS;
 static struct timespec report_refill;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
+/* File system types the walk of a kernel-cached allow never enters (start's skipFstypes: remote,
+ * FUSE and pseudo; one ending in '.' is a prefix, "fuse." for every fuse.*). Set at start only. */
+#define MAX_SKIP_FSTYPES 64
+static char skip_fstypes[MAX_SKIP_FSTYPES][32];
+static int skip_fstype_count = 0;
 /* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
 static int hardlinks_protected = 0;
 static counters_t counters;
@@ -466,6 +473,69 @@ static int mount_of(pid_t pid, uint64_t mnt_id) {
   return found;
 }
 
+/* Whether a file system type is one the walk never enters (skip_fstypes). */
+static int skipped_fstype(const char *type) {
+  for (int i = 0; i < skip_fstype_count; i++) {
+    size_t n = strlen(skip_fstypes[i]);
+    if (n > 0 && skip_fstypes[i][n - 1] == '.' ? strncmp(type, skip_fstypes[i], n) == 0
+                                               : strcmp(type, skip_fstypes[i]) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Whether the O_PATH descriptor fd is on a mount the walk may stat: its mount id read from
+ * /proc/self/fdinfo and its type from /proc/self/mountinfo (neither asks the file system), not a
+ * skipped type. A mount not found (detached meanwhile) is not. */
+static int on_walkable_mount(int fd) {
+  char p[64], buf[512];
+  snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+  int ifd = open(p, O_RDONLY | O_CLOEXEC);
+  if (ifd < 0) return 0;
+  ssize_t n = read(ifd, buf, sizeof(buf) - 1);
+  close(ifd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *m = strstr(buf, "mnt_id:");
+  if (m == NULL) return 0;
+  unsigned long long want = strtoull(m + 7, NULL, 10);
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (f == NULL) return 0;
+  char *line = NULL;
+  size_t cap = 0;
+  int walkable = 0;
+  while (getline(&line, &cap, f) > 0) {
+    char *end;
+    if (strtoull(line, &end, 10) != want || end == line || *end != ' ') continue;
+    char *dash = strstr(line, " - ");
+    if (dash != NULL) {
+      char type[64];
+      if (sscanf(dash + 3, "%63s", type) == 1) walkable = !skipped_fstype(type);
+    }
+    break;
+  }
+  free(line);
+  fclose(f);
+  return walkable;
+}
+
+/* The entry name of directory dfd, opened O_PATH without following a symlink (magic or not); when
+ * it is a mount point, only onto a mount the walk may stat (on_walkable_mount). -1 otherwise. */
+static int open_component(int dfd, const char *name) {
+  struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+  int fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+  if (fd >= 0 || errno != EXDEV || skip_fstype_count == 0) return fd; /* no list: no crossing */
+  /* A mount point: crossing onto a mount's root asks nothing of its file system; stat'ing it may. */
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+  if (fd >= 0 && !on_walkable_mount(fd)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 /* Whether the exec'd file (fd, st: the event's descriptor and its fstat; path: its name from
  * /proc/self/fd; pid: who execs it) may be left to the kernel: see "Kernel-cached allows" above. */
 static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid_t pid) {
@@ -479,18 +549,43 @@ static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid
   if (!same_userns(pid) || statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &fx) != 0 ||
       !(fx.stx_mask & STATX_MNT_ID) || !mount_of(pid, fx.stx_mnt_id))
     return 0;
-  char dir[PATH_MAX];
+  /* Component by component from /, each opened O_PATH below the directory already checked (no
+   * symlink), and stat'ed only once it is known not to be on a FUSE or network mount: the path
+   * may lead through a mount the user made over a directory of theirs (the program run through a
+   * descriptor of the covered directory), and a stat or lookup there waits on their daemon. */
   struct stat d;
-  if (lstat("/", &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if (path[i] != '/') continue;
-    memcpy(dir, path, i);
-    dir[i] = 0;
-    if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
+  int dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  int ok = fstat(dfd, &d) == 0 && S_ISDIR(d.st_mode) && root_only(&d);
+  const char *name = path + 1;
+  while (ok) {
+    const char *slash = strchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : strlen(name);
+    char comp[NAME_MAX + 1];
+    if (n == 0 || n > NAME_MAX) {
+      ok = 0;
+      break;
+    }
+    memcpy(comp, name, n);
+    comp[n] = 0;
+    int nfd = open_component(dfd, comp);
+    close(dfd);
+    dfd = nfd;
+    if (dfd < 0 || fstat(dfd, &d) != 0) {
+      ok = 0;
+      break;
+    }
+    if (slash == NULL) {
+      /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy
+       * of the machine's, has the same files at the same names, behind other mount ids). */
+      ok = d.st_dev == st->st_dev && d.st_ino == st->st_ino;
+      break;
+    }
+    ok = S_ISDIR(d.st_mode) && root_only(&d);
+    name = slash + 1;
   }
-  /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy of
-   * the machine's, has the same files at the same names, behind other mount ids). */
-  return lstat(path, &d) == 0 && d.st_dev == st->st_dev && d.st_ino == st->st_ino;
+  if (dfd >= 0) close(dfd);
+  return ok;
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
@@ -833,6 +928,21 @@ static napi_value start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   deadline_ms = ms;
+  skip_fstype_count = 0;
+  napi_value list;
+  uint32_t list_len = 0;
+  if (napi_get_named_property(env, argv[0], "skipFstypes", &list) == napi_ok &&
+      napi_get_array_length(env, list, &list_len) == napi_ok) {
+    for (uint32_t i = 0; i < list_len && skip_fstype_count < MAX_SKIP_FSTYPES; i++) {
+      napi_value e;
+      size_t l;
+      if (napi_get_element(env, list, i, &e) == napi_ok &&
+          napi_get_value_string_utf8(env, e, skip_fstypes[skip_fstype_count], sizeof(skip_fstypes[0]), &l) ==
+              napi_ok &&
+          l > 0)
+        skip_fstype_count++;
+    }
+  }
   self_pid = getpid();
   memset(slots, 0, sizeof(slots));
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;

@@ -126,7 +126,14 @@ export type ExecPermCounters = {
 
 /** The native addon's surface (native/execperm/execperm.c). */
 export interface ExecPermAddon {
-  start(options: { deadlineMs: number }, onEvent: (ev: ExecPermEvent) => void): void;
+  /**
+   * `skipFstypes`: MOUNT_SKIP_RULES, the mounts a kernel-cached allow's path walk never stats (a
+   * user's FUSE daemon could hold the thread); without it the walk crosses no mount at all.
+   */
+  start(
+    options: { deadlineMs: number; skipFstypes?: readonly string[] },
+    onEvent: (ev: ExecPermEvent) => void,
+  ): void;
   mark(path: string, kind: 'filesystem' | 'mount'): void;
   unmark(path: string, kind: 'filesystem' | 'mount'): void;
   markFile(mountPoint: string, relPath: string, dev: number, ino: number): string;
@@ -229,9 +236,16 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-/** Whether a file system type is skipped (MOUNT_SKIP_FSTYPES, any `fuse.*`). */
+/**
+ * The skipped types as the native thread takes them (start's `skipFstypes`): MOUNT_SKIP_FSTYPES,
+ * and `fuse.` — an entry ending in `.` names every type it begins (sshfs is `fuse.sshfs`). The
+ * thread never stats a directory on such a mount when it walks a path for a kernel-cached allow.
+ */
+export const MOUNT_SKIP_RULES: readonly string[] = [...MOUNT_SKIP_FSTYPES, 'fuse.'];
+
+/** Whether a file system type is skipped (MOUNT_SKIP_RULES). */
 export function skippedFstype(fstype: string): boolean {
-  return MOUNT_SKIP_FSTYPES.has(fstype) || fstype.startsWith('fuse.');
+  return MOUNT_SKIP_RULES.some((r) => (r.endsWith('.') ? fstype.startsWith(r) : fstype === r));
 }
 
 export interface ExecDenyOptions {
@@ -350,7 +364,9 @@ export class ExecDenyListener {
   /** Starts the native thread, then marks the file systems. Throws GuardError GUARD_EXEC_DENY_FAILED. */
   start(): void {
     try {
-      this.options.addon.start({ deadlineMs: this.options.deadlineMs }, (ev) => this.onEvent(ev));
+      this.options.addon.start({ deadlineMs: this.options.deadlineMs, skipFstypes: MOUNT_SKIP_RULES }, (ev) =>
+        this.onEvent(ev),
+      );
     } catch (err) {
       throw new GuardError('GUARD_EXEC_DENY_FAILED', (err as Error).message);
     }

@@ -13,7 +13,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXECPERM_ADDON_PATH, type ExecPermAddon } from '../../src/enforcement/exec-deny.js';
+import {
+  EXECPERM_ADDON_PATH,
+  type ExecPermAddon,
+  MOUNT_SKIP_RULES,
+} from '../../src/enforcement/exec-deny.js';
 import { waitSettled } from '../helpers/settled.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
@@ -181,7 +185,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     // runs under its unit: it allows everything and prints its counters on each line it reads.
     const harness = [
       'const a = require(process.argv[1]);',
-      "a.start({ deadlineMs: 300 }, (ev) => { if (ev.kind === 'decide') a.respond(ev.id, true, true); });",
+      `a.start({ deadlineMs: 300, skipFstypes: ${JSON.stringify(MOUNT_SKIP_RULES)} }, (ev) => { if (ev.kind === 'decide') a.respond(ev.id, true, true); });`,
       "a.mark(process.argv[2], 'filesystem');",
       "process.stdin.on('data', () => process.stdout.write(JSON.stringify(a.counters()) + '\\n'));",
       "process.stdin.on('end', () => { a.stop(); process.exit(0); });",
