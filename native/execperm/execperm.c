@@ -17,7 +17,9 @@
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
- *   - JS answers with respond(id, allow, cacheable) (an allow is cached only for a file whose ctime
+ *   - JS answers with respond(id, allow, cacheable); an allow (JS's or the deadline's) becomes a
+ *     deny when the file's identity moved since the request (written while the exec waited:
+ *     slot_changed) (an allow is cached only for a file whose ctime
  *     was IDENTITY_SETTLE_MS old at the request: coarse timestamps let its owner put other bytes
  *     under the same identity within one tick); if it has not within the deadline, the thread
  *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
@@ -158,6 +160,7 @@ typedef struct {
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
       unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped, deny_reports_dropped,
+      changed_denied,
       ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
 
@@ -320,6 +323,21 @@ static void post(post_t *p) {
     free(p);
     counters.overflow++;
   }
+}
+
+/* Caller holds lock. Whether the file of a waiting request was written since the request came (its
+ * identity moved): then the exec is refused, whatever JS decided or at the deadline. The kernel
+ * holds writers off an exec'd file only once the exec is allowed (ETXTBSY); until then a user can
+ * rewrite it while guardd reads it (found in review: a flipped byte written back once guardd had
+ * begun hashing it left the hash "changed", the sha256 rule unmatched, and the banned bytes ran). A
+ * writer still open when it is answered makes the exec fail anyway (ETXTBSY). Counted. */
+static int slot_changed(slot_t *s, int count) {
+  struct stat st;
+  int changed = s->fd < 0 || fstat(s->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)s->ident.size ||
+                st.st_mtim.tv_sec != s->ident.mtime_s || st.st_mtim.tv_nsec != s->ident.mtime_ns ||
+                st.st_ctim.tv_sec != s->ident.ctime_s || st.st_ctim.tv_nsec != s->ident.ctime_ns;
+  if (changed && count) counters.changed_denied++;
+  return changed;
 }
 
 /* Caller holds lock. Whether one more refusal report may be posted (MAX_REPORTS queued at most,
@@ -782,7 +800,7 @@ static long expire(void) {
     if (s->state != SLOT_WAITING) continue;
     long left = ts_diff_ms(&s->deadline, &now);
     if (left <= 0) {
-      answer(s->fd, 1);
+      answer(s->fd, !slot_changed(s, 1));
       counters.deadline_misses++;
       s->state = SLOT_EXPIRED; /* fd kept until JS responds or the slot is reclaimed */
     } else if (left < next) {
@@ -1209,8 +1227,10 @@ static napi_value respond(napi_env env, napi_callback_info info) {
     for (int i = 0; i < MAX_PENDING; i++) {
       slot_t *s = &slots[i];
       if (s->state == SLOT_FREE || s->id != id) continue;
+      /* Written while its exec waited: what JS read is of no version the exec will run. */
+      int changed = allow && slot_changed(s, s->state == SLOT_WAITING);
       if (s->state == SLOT_WAITING) {
-        answer(s->fd, allow);
+        answer(s->fd, allow && !changed);
         outcome = "answered";
       } else {
         counters.late_responses++;
@@ -1218,7 +1238,7 @@ static napi_value respond(napi_env env, napi_callback_info info) {
       }
       /* A late verdict still serves the next exec of the same file; an allow only once the file's
        * identity has settled (IDENTITY_SETTLE_MS). */
-      if (cacheable && (!allow || s->settled)) cache_put(&s->ident, s->generation, allow);
+      if (cacheable && !changed && (!allow || s->settled)) cache_put(&s->ident, s->generation, allow);
       slot_free(s);
       break;
     }
@@ -1279,6 +1299,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);
   set_num(env, o, "open_reports_dropped", (double)c.open_reports_dropped);
   set_num(env, o, "deny_reports_dropped", (double)c.deny_reports_dropped);
+  set_num(env, o, "changed_denied", (double)c.changed_denied);
   set_num(env, o, "file_marks", file_mark_count);
   set_num(env, o, "ignore_marks", ignores);
   set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);
