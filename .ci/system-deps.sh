@@ -13,12 +13,15 @@
 #   tmux          captures docs/cli-session.txt (guardctl at 100 columns)
 #   postgresql    initdb/postgres for the collector's PostgreSQL store tests (test/helpers/postgres.ts
 #                 starts a throwaway server per test file; the Debian service itself is not used)
+#   e2fsprogs     mkfs.ext4: the loop-mounted ext4 with whole-second timestamps of
+#                 test/enforcement/exec-identity-reuse.test.ts
+#   fuse3         fusermount3: a real user's FUSE mount in test/enforcement/exec-deny-fuse-walk.test.ts
 #   chromium      the headless browser of the console's end-to-end tests (test/collector/console-browser.test.ts,
 #                 driven by playwright-core with executablePath /usr/bin/chromium: no browser download)
 # Prints how long it took (the lead's .ci/run budgets it).
 set -euo pipefail
 start=$(date +%s)
-PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux postgresql chromium)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux postgresql e2fsprogs fuse3 chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

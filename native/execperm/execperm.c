@@ -11,11 +11,17 @@
  *     the deadline); a child running as a user (owner-fs, notify-send) is decided like the user;
  *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
  *     (identity, policy generation) answers repeats without JS (a cached deny is still reported
- *     to JS, as already answered, so every denied attempt becomes an event);
+ *     to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
+ *     waiting and REPORTS_PER_SEC, so a user's loop of refused execs cannot crowd out decisions;
+ *     past them it is only counted);
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
- *   - JS answers with respond(id, allow, cacheable); if it has not within the deadline, the thread
+ *   - JS answers with respond(id, allow, cacheable); an allow (JS's or the deadline's) becomes a
+ *     deny when the file's identity moved since the request (written while the exec waited:
+ *     slot_changed) (an allow is cached only for a file whose ctime
+ *     was IDENTITY_SETTLE_MS old at the request: coarse timestamps let its owner put other bytes
+ *     under the same identity within one tick); if it has not within the deadline, the thread
  *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
  *     number is not reused under JS's read) or the slot is reclaimed under load.
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
@@ -39,8 +45,10 @@
  * Endpoint Security allow cache, on fanotify). Only a file no user can change or reach under
  * another name: a regular file owned by root, not writable by group or others, with one link, on
  * a path whose every directory from / is owned by root and writable by nobody else (checked top
- * down with lstat: each name is resolved inside directories already checked, which only root can
- * change) and that leads to this very file; exec'd by a process of guardd's own user namespace
+ * down, each name opened O_PATH inside the directory already checked, which only root can change,
+ * and stat'ed only when it is not on a FUSE or network mount — start's skipFstypes — since a user
+ * may cover a directory of theirs with a FUSE mount whose daemon never answers) and that leads to
+ * this very file; exec'd by a process of guardd's own user namespace
  * through a mount of its own mount namespace (a user's bind mount in their own namespaces shows
  * the kernel a path they made up: allowed there, the file would go unasked at its real, refused
  * path, for everyone; such a path is not even walked); and only while fs.protected_hardlinks = 1
@@ -51,7 +59,7 @@
  * removes it. setGeneration (a new policy) and flushFileMarks remove every inode mark, these
  * included, under the same lock the thread holds while it adds one; at most MAX_IGNORE_MARKS.
  *
- * Exports: start({deadlineMs}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
+ * Exports: start({deadlineMs, skipFstypes}, onEvent), mark(path, 'filesystem'|'mount'), unmark(path, kind),
  * markFile(mountPoint, relPath, dev, ino), unmarkFile(mountPoint, relPath, dev, ino),
  * flushFileMarks(),
  * respond(id, allow, cacheable) → 'answered'|'late'|'unknown', setGeneration(n), counters() (with
@@ -91,12 +99,30 @@
 #define IDLE_POLL_MS 1000
 /* Threadsafe-function queue: events posted to JS and not yet taken by its loop. */
 #define TSFN_QUEUE 4096
-/* Refused-open reports posted to JS and not yet taken by its loop, at most. They share the queue
- * with exec decisions: a user opening a marked file from alternating processes must not fill it,
- * or every exec the thread would post next is allowed as overflow (a banned program runs). */
-#define MAX_OPEN_REPORTS 64
+/* Refusal reports (an exec denied from the verdict cache, a refused open of a marked file) posted
+ * to JS and not yet taken by its loop, at most; and how many a second are posted, at most (a
+ * burst of MAX_REPORTS, then REPORTS_PER_SEC). They share the queue and the loop with exec
+ * decisions. Found in review: a user exec'ing a refused file in a loop from four processes
+ * (~50,000 refusals a second, each answered from the cache at once) filled the queue, and every
+ * banned file new to the cache was allowed as overflow; bounded to the queue alone, JS recording
+ * ~20,000 refusals a second let the new file's decision miss the deadline (allowed) instead. At
+ * 500 a second, recording them costs the loop a few percent. A refusal past either bound is still
+ * refused and counted (denied, open_denied), and counted as not reported (deny_reports_dropped,
+ * open_reports_dropped); refusals past a burst are folded into counted events anyway. */
+#define MAX_REPORTS 64
+#define REPORTS_PER_SEC 500
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
+/* An allow is cached only for a file whose ctime is at least this old when its request came. A
+ * file's identity (size, mtime, ctime) is only as fine as its file system's timestamps: whole
+ * seconds on ext4 with 128-byte inodes, 2 s on msdos FAT, one jiffy on ext4/xfs before Linux 6.13
+ * (multigrain timestamps). Its owner can overwrite it in place within that tick and keep every
+ * field (mtime they may set anyway); only ctime, which they cannot set, moves on afterwards. A
+ * change made after the request gets a ctime of at least (now − one tick), so one older than this
+ * margin (the coarsest tick, 2 s, and the coarse clock's lag) can never come back. Denies are
+ * cached whatever the age: a deny kept for other bytes refuses only the writer's own file.
+ * src/sensors/file-facts.ts IDENTITY_SETTLE_MS is the same rule for the hash and marker caches. */
+#define IDENTITY_SETTLE_MS 3000
 /* Kernel-cached allows at most (inode marks with an ignored mask; the kernel's
  * fs.fanotify.max_user_marks, ≥ 8,192, is shared with the open marks and every other root group). */
 #define MAX_IGNORE_MARKS 2048
@@ -120,6 +146,8 @@ typedef struct {
   uint64_t generation;
   struct timespec deadline;
   ident_t ident;
+  /* The file's ctime was IDENTITY_SETTLE_MS old when the request came: an allow may be cached. */
+  int settled;
 } slot_t;
 
 typedef struct {
@@ -131,7 +159,8 @@ typedef struct {
 
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
-      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped,
+      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped, deny_reports_dropped,
+      changed_denied,
       ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
 
@@ -169,10 +198,18 @@ static uint64_t next_id = 1;
 static slot_t slots[MAX_PENDING];
 static cache_entry_t cache[CACHE_SIZE];
 static file_mark_t file_marks[MAX_FILE_MARKS];
-/* Refused-open reports in the queue now (under lock). */
-static int open_reports_queued = 0;
+/* Refusal reports in the queue now, and the tokens left to post more (under lock; MAX_REPORTS,
+ * REPORTS_PER_SEC), refilled from report_refill (CLOCK_MONOTONIC). */
+static int reports_queued = 0;
+static double report_tokens = MAX_REPORTS;
+static struct timespec report_refill;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
+/* File system types the walk of a kernel-cached allow never enters (start's skipFstypes: remote,
+ * FUSE and pseudo; one ending in '.' is a prefix, "fuse." for every fuse.*). Set at start only. */
+#define MAX_SKIP_FSTYPES 64
+static char skip_fstypes[MAX_SKIP_FSTYPES][32];
+static int skip_fstype_count = 0;
 /* fs.protected_hardlinks was 1 at start: without it no kernel-cached allow is added. */
 static int hardlinks_protected = 0;
 static counters_t counters;
@@ -218,6 +255,14 @@ static uint64_t ident_hash(const ident_t *k) {
 }
 
 static int ident_eq(const ident_t *a, const ident_t *b) { return memcmp(a, b, sizeof(*a)) == 0; }
+
+/* Whether a file of this ctime has settled (IDENTITY_SETTLE_MS): no later change can repeat it. */
+static int settled_ctime(const struct timespec *ctime) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (int64_t)(now.tv_sec - ctime->tv_sec) * 1000 + (now.tv_nsec - ctime->tv_nsec) / 1000000L >=
+         IDENTITY_SETTLE_MS;
+}
 
 /* Caller holds lock. -1 miss, 0 deny, 1 allow. */
 static int cache_get(const ident_t *k) {
@@ -278,6 +323,36 @@ static void post(post_t *p) {
     free(p);
     counters.overflow++;
   }
+}
+
+/* Caller holds lock. Whether the file of a waiting request was written since the request came (its
+ * identity moved): then the exec is refused, whatever JS decided or at the deadline. The kernel
+ * holds writers off an exec'd file only once the exec is allowed (ETXTBSY); until then a user can
+ * rewrite it while guardd reads it (found in review: a flipped byte written back once guardd had
+ * begun hashing it left the hash "changed", the sha256 rule unmatched, and the banned bytes ran). A
+ * writer still open when it is answered makes the exec fail anyway (ETXTBSY). Counted. */
+static int slot_changed(slot_t *s, int count) {
+  struct stat st;
+  int changed = s->fd < 0 || fstat(s->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)s->ident.size ||
+                st.st_mtim.tv_sec != s->ident.mtime_s || st.st_mtim.tv_nsec != s->ident.mtime_ns ||
+                st.st_ctim.tv_sec != s->ident.ctime_s || st.st_ctim.tv_nsec != s->ident.ctime_ns;
+  if (changed && count) counters.changed_denied++;
+  return changed;
+}
+
+/* Caller holds lock. Whether one more refusal report may be posted (MAX_REPORTS queued at most,
+ * REPORTS_PER_SEC); if so it is counted as queued (the caller undoes that if the post fails). */
+static int report_admit(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  report_tokens += ((double)(now.tv_sec - report_refill.tv_sec) + (now.tv_nsec - report_refill.tv_nsec) / 1e9) *
+                   REPORTS_PER_SEC;
+  if (report_tokens > MAX_REPORTS) report_tokens = MAX_REPORTS;
+  report_refill = now;
+  if (reports_queued >= MAX_REPORTS || report_tokens < 1) return 0;
+  report_tokens -= 1;
+  reports_queued++;
+  return 1;
 }
 
 /* Caller holds lock. Closes the fd of a slot and frees it. */
@@ -349,12 +424,10 @@ static void handle_open(const struct fanotify_event_metadata *m) {
   respond_raw(fd, !deny);
   if (report) {
     pthread_mutex_lock(&lock);
-    if (open_reports_queued >= MAX_OPEN_REPORTS) {
+    if (!report_admit()) {
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
       report = 0;
-    } else {
-      open_reports_queued++;
     }
     pthread_mutex_unlock(&lock);
   }
@@ -377,7 +450,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
       free(p);
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
-      open_reports_queued--;
+      reports_queued--;
     }
     pthread_mutex_unlock(&lock);
   }
@@ -418,6 +491,69 @@ static int mount_of(pid_t pid, uint64_t mnt_id) {
   return found;
 }
 
+/* Whether a file system type is one the walk never enters (skip_fstypes). */
+static int skipped_fstype(const char *type) {
+  for (int i = 0; i < skip_fstype_count; i++) {
+    size_t n = strlen(skip_fstypes[i]);
+    if (n > 0 && skip_fstypes[i][n - 1] == '.' ? strncmp(type, skip_fstypes[i], n) == 0
+                                               : strcmp(type, skip_fstypes[i]) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Whether the O_PATH descriptor fd is on a mount the walk may stat: its mount id read from
+ * /proc/self/fdinfo and its type from /proc/self/mountinfo (neither asks the file system), not a
+ * skipped type. A mount not found (detached meanwhile) is not. */
+static int on_walkable_mount(int fd) {
+  char p[64], buf[512];
+  snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+  int ifd = open(p, O_RDONLY | O_CLOEXEC);
+  if (ifd < 0) return 0;
+  ssize_t n = read(ifd, buf, sizeof(buf) - 1);
+  close(ifd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *m = strstr(buf, "mnt_id:");
+  if (m == NULL) return 0;
+  unsigned long long want = strtoull(m + 7, NULL, 10);
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (f == NULL) return 0;
+  char *line = NULL;
+  size_t cap = 0;
+  int walkable = 0;
+  while (getline(&line, &cap, f) > 0) {
+    char *end;
+    if (strtoull(line, &end, 10) != want || end == line || *end != ' ') continue;
+    char *dash = strstr(line, " - ");
+    if (dash != NULL) {
+      char type[64];
+      if (sscanf(dash + 3, "%63s", type) == 1) walkable = !skipped_fstype(type);
+    }
+    break;
+  }
+  free(line);
+  fclose(f);
+  return walkable;
+}
+
+/* The entry name of directory dfd, opened O_PATH without following a symlink (magic or not); when
+ * it is a mount point, only onto a mount the walk may stat (on_walkable_mount). -1 otherwise. */
+static int open_component(int dfd, const char *name) {
+  struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+                         .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+  int fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+  if (fd >= 0 || errno != EXDEV || skip_fstype_count == 0) return fd; /* no list: no crossing */
+  /* A mount point: crossing onto a mount's root asks nothing of its file system; stat'ing it may. */
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  fd = (int)syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+  if (fd >= 0 && !on_walkable_mount(fd)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 /* Whether the exec'd file (fd, st: the event's descriptor and its fstat; path: its name from
  * /proc/self/fd; pid: who execs it) may be left to the kernel: see "Kernel-cached allows" above. */
 static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid_t pid) {
@@ -431,18 +567,43 @@ static int kernel_cacheable(int fd, const struct stat *st, const char *path, pid
   if (!same_userns(pid) || statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &fx) != 0 ||
       !(fx.stx_mask & STATX_MNT_ID) || !mount_of(pid, fx.stx_mnt_id))
     return 0;
-  char dir[PATH_MAX];
+  /* Component by component from /, each opened O_PATH below the directory already checked (no
+   * symlink), and stat'ed only once it is known not to be on a FUSE or network mount: the path
+   * may lead through a mount the user made over a directory of theirs (the program run through a
+   * descriptor of the covered directory), and a stat or lookup there waits on their daemon. */
   struct stat d;
-  if (lstat("/", &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if (path[i] != '/') continue;
-    memcpy(dir, path, i);
-    dir[i] = 0;
-    if (lstat(dir, &d) != 0 || !S_ISDIR(d.st_mode) || !root_only(&d)) return 0;
+  int dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  int ok = fstat(dfd, &d) == 0 && S_ISDIR(d.st_mode) && root_only(&d);
+  const char *name = path + 1;
+  while (ok) {
+    const char *slash = strchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : strlen(name);
+    char comp[NAME_MAX + 1];
+    if (n == 0 || n > NAME_MAX) {
+      ok = 0;
+      break;
+    }
+    memcpy(comp, name, n);
+    comp[n] = 0;
+    int nfd = open_component(dfd, comp);
+    close(dfd);
+    dfd = nfd;
+    if (dfd < 0 || fstat(dfd, &d) != 0) {
+      ok = 0;
+      break;
+    }
+    if (slash == NULL) {
+      /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy
+       * of the machine's, has the same files at the same names, behind other mount ids). */
+      ok = d.st_dev == st->st_dev && d.st_ino == st->st_ino;
+      break;
+    }
+    ok = S_ISDIR(d.st_mode) && root_only(&d);
+    name = slash + 1;
   }
-  /* ...and the name leads, here, to this very file (guardd's own namespace, a service's copy of
-   * the machine's, has the same files at the same names, behind other mount ids). */
-  return lstat(path, &d) == 0 && d.st_dev == st->st_dev && d.st_ino == st->st_ino;
+  if (dfd >= 0) close(dfd);
+  return ok;
 }
 
 /* Caller holds lock: the file of this event was allowed from the cache again; let the kernel
@@ -580,11 +741,19 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   if (cached >= 0) {
     counters.cache_hits++;
     answer(fd, cached);
-    if (!cached) {
+    if (!cached && !report_admit()) {
+      /* Refused and counted, not reported: the queue and the loop are kept for decisions. */
+      counters.deny_reports_dropped++;
+      free(p);
+    } else if (!cached) {
       /* Already denied; JS records the attempt. The fd number is not valid for JS any more. */
       p->kind = 1;
       p->fd = -1;
-      post(p);
+      if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+        free(p);
+        reports_queued--;
+        counters.deny_reports_dropped++;
+      }
     } else {
       free(p);
     }
@@ -606,6 +775,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   s->id = next_id++;
   s->generation = generation;
   s->ident = k;
+  s->settled = settled_ctime(&st.st_ctim);
   clock_gettime(CLOCK_MONOTONIC, &s->deadline);
   ts_add_ms(&s->deadline, deadline_ms);
   p->kind = 0;
@@ -630,7 +800,7 @@ static long expire(void) {
     if (s->state != SLOT_WAITING) continue;
     long left = ts_diff_ms(&s->deadline, &now);
     if (left <= 0) {
-      answer(s->fd, 1);
+      answer(s->fd, !slot_changed(s, 1));
       counters.deadline_misses++;
       s->state = SLOT_EXPIRED; /* fd kept until JS responds or the slot is reclaimed */
     } else if (left < next) {
@@ -712,9 +882,9 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   post_t *p = data;
-  if (p->kind == 3) {
+  if (p->kind == 1 || p->kind == 3) {
     pthread_mutex_lock(&lock);
-    if (open_reports_queued > 0) open_reports_queued--;
+    if (reports_queued > 0) reports_queued--;
     pthread_mutex_unlock(&lock);
   }
   if (env == NULL || cb == NULL) {
@@ -776,12 +946,29 @@ static napi_value start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   deadline_ms = ms;
+  skip_fstype_count = 0;
+  napi_value list;
+  uint32_t list_len = 0;
+  if (napi_get_named_property(env, argv[0], "skipFstypes", &list) == napi_ok &&
+      napi_get_array_length(env, list, &list_len) == napi_ok) {
+    for (uint32_t i = 0; i < list_len && skip_fstype_count < MAX_SKIP_FSTYPES; i++) {
+      napi_value e;
+      size_t l;
+      if (napi_get_element(env, list, i, &e) == napi_ok &&
+          napi_get_value_string_utf8(env, e, skip_fstypes[skip_fstype_count], sizeof(skip_fstypes[0]), &l) ==
+              napi_ok &&
+          l > 0)
+        skip_fstype_count++;
+    }
+  }
   self_pid = getpid();
   memset(slots, 0, sizeof(slots));
   for (int i = 0; i < MAX_PENDING; i++) slots[i].fd = -1;
   memset(cache, 0, sizeof(cache));
   memset(file_marks, 0, sizeof(file_marks));
-  open_reports_queued = 0;
+  reports_queued = 0;
+  report_tokens = MAX_REPORTS;
+  clock_gettime(CLOCK_MONOTONIC, &report_refill);
   ignore_marks = 0;
   memset(&counters, 0, sizeof(counters));
   int ph = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC);
@@ -1040,15 +1227,18 @@ static napi_value respond(napi_env env, napi_callback_info info) {
     for (int i = 0; i < MAX_PENDING; i++) {
       slot_t *s = &slots[i];
       if (s->state == SLOT_FREE || s->id != id) continue;
+      /* Written while its exec waited: what JS read is of no version the exec will run. */
+      int changed = allow && slot_changed(s, s->state == SLOT_WAITING);
       if (s->state == SLOT_WAITING) {
-        answer(s->fd, allow);
+        answer(s->fd, allow && !changed);
         outcome = "answered";
       } else {
         counters.late_responses++;
         outcome = "late";
       }
-      /* A late verdict still serves the next exec of the same file. */
-      if (cacheable) cache_put(&s->ident, s->generation, allow);
+      /* A late verdict still serves the next exec of the same file; an allow only once the file's
+       * identity has settled (IDENTITY_SETTLE_MS). */
+      if (cacheable && !changed && (!allow || s->settled)) cache_put(&s->ident, s->generation, allow);
       slot_free(s);
       break;
     }
@@ -1108,6 +1298,8 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "open_denied", (double)c.open_denied);
   set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);
   set_num(env, o, "open_reports_dropped", (double)c.open_reports_dropped);
+  set_num(env, o, "deny_reports_dropped", (double)c.deny_reports_dropped);
+  set_num(env, o, "changed_denied", (double)c.changed_denied);
   set_num(env, o, "file_marks", file_mark_count);
   set_num(env, o, "ignore_marks", ignores);
   set_num(env, o, "ignore_marks_added", (double)c.ignore_marks_added);

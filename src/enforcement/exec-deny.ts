@@ -11,12 +11,21 @@
  *   - the native thread answers every request within the deadline even when this event loop is
  *     busy or stopped (FAN_ALLOW, counted as a deadline miss); a verdict that comes late still fills
  *     the cache for the next exec of the same file;
+ *   - an allow for a file written while its exec waited (its identity moved between request and
+ *     answer) is turned into a refusal by the native thread: what was read here is of no version
+ *     the exec would run;
+ *   - refusals the native thread answers itself (from its cache, open marks) are reported here
+ *     within a bound of number and rate, so a user's loop of them cannot crowd the decisions out
+ *     of the queue they share (a decision dropped or late is an allow);
  *   - if guardd dies, the kernel closes the fanotify descriptor and allows every pending request;
  *   - only local, non-network, non-FUSE file systems are marked (MOUNT_SKIP_FSTYPES): reading a
  *     file there (for its hash) can wait on a remote server or on a user's own FUSE daemon, and a
  *     FUSE daemon that execs would wait on itself;
  *   - a verdict that depends on who runs the program (a rule with exceptions, a match not acted on)
- *     is never cached: the cache key is the file (identity + path), not the user.
+ *     is never cached: the cache key is the file (identity + path), not the user;
+ *   - an allow is cached (by the native thread) only for a file whose ctime has settled
+ *     (src/sensors/file-facts.ts): coarse timestamps let a file's owner put other bytes under a
+ *     younger identity.
  *
  * The same fanotify group also carries open marks on banned packages' script files (FAN_OPEN_PERM
  * on those inodes only, answered by the native thread from its table): which files, and the
@@ -88,8 +97,23 @@ export type ExecPermCounters = {
   open_denied: number;
   /** …from guardd or its children, allowed. */
   open_self_allowed: number;
-  /** Refused opens not reported to JS (64 reports already waiting for it, or its queue was full). */
+  /**
+   * Refused opens not reported to JS (64 refusal reports already waiting for it, 500 a second
+   * already posted, or its queue was full).
+   */
   open_reports_dropped: number;
+  /**
+   * Execs denied from the verdict cache and not reported to JS, for the same bounds: a user's loop
+   * of refused execs must not crowd out the next decision (it would be allowed, as overflow or at
+   * the deadline). Still refused and counted in `denied`.
+   */
+  deny_reports_dropped: number;
+  /**
+   * Execs refused because their file was written while the exec waited for its decision (its
+   * identity moved between the request and the answer): what was read of it is of no version the
+   * exec would run.
+   */
+  changed_denied: number;
   /** Files with an open mark now. */
   file_marks: number;
   /**
@@ -111,7 +135,14 @@ export type ExecPermCounters = {
 
 /** The native addon's surface (native/execperm/execperm.c). */
 export interface ExecPermAddon {
-  start(options: { deadlineMs: number }, onEvent: (ev: ExecPermEvent) => void): void;
+  /**
+   * `skipFstypes`: MOUNT_SKIP_RULES, the mounts a kernel-cached allow's path walk never stats (a
+   * user's FUSE daemon could hold the thread); without it the walk crosses no mount at all.
+   */
+  start(
+    options: { deadlineMs: number; skipFstypes?: readonly string[] },
+    onEvent: (ev: ExecPermEvent) => void,
+  ): void;
   mark(path: string, kind: 'filesystem' | 'mount'): void;
   unmark(path: string, kind: 'filesystem' | 'mount'): void;
   markFile(mountPoint: string, relPath: string, dev: number, ino: number): string;
@@ -214,9 +245,16 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
-/** Whether a file system type is skipped (MOUNT_SKIP_FSTYPES, any `fuse.*`). */
+/**
+ * The skipped types as the native thread takes them (start's `skipFstypes`): MOUNT_SKIP_FSTYPES,
+ * and `fuse.` — an entry ending in `.` names every type it begins (sshfs is `fuse.sshfs`). The
+ * thread never stats a directory on such a mount when it walks a path for a kernel-cached allow.
+ */
+export const MOUNT_SKIP_RULES: readonly string[] = [...MOUNT_SKIP_FSTYPES, 'fuse.'];
+
+/** Whether a file system type is skipped (MOUNT_SKIP_RULES). */
 export function skippedFstype(fstype: string): boolean {
-  return MOUNT_SKIP_FSTYPES.has(fstype) || fstype.startsWith('fuse.');
+  return MOUNT_SKIP_RULES.some((r) => (r.endsWith('.') ? fstype.startsWith(r) : fstype === r));
 }
 
 export interface ExecDenyOptions {
@@ -335,7 +373,9 @@ export class ExecDenyListener {
   /** Starts the native thread, then marks the file systems. Throws GuardError GUARD_EXEC_DENY_FAILED. */
   start(): void {
     try {
-      this.options.addon.start({ deadlineMs: this.options.deadlineMs }, (ev) => this.onEvent(ev));
+      this.options.addon.start({ deadlineMs: this.options.deadlineMs, skipFstypes: MOUNT_SKIP_RULES }, (ev) =>
+        this.onEvent(ev),
+      );
     } catch (err) {
       throw new GuardError('GUARD_EXEC_DENY_FAILED', (err as Error).message);
     }

@@ -13,12 +13,15 @@
  * caller's path is /proc/<pid>/exe or /proc/self/fd/N, a kernel-made link to the very file that
  * runs) and everything — identity, bytes — comes from that descriptor. The whole scan runs through
  * a `ReadGate` with a deadline (safe-read.ts), so a FIFO, a stalled mount or a file that grows
- * costs a `timeout` or `unreadable`, never a stall.
+ * costs a `timeout` or `unreadable`, never a stall. What a scan found is cached by identity only
+ * when the file's ctime has settled (file-facts.ts `settled`: coarse timestamps repeat within one
+ * tick, so a younger identity may yet name other bytes).
  */
 import { constants, type Stats } from 'node:fs';
 import { type FileHandle, open, readlink } from 'node:fs/promises';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import { planRegionsAsync } from '../policy/marker-regions.js';
+import { settled } from './file-facts.js';
 import { ReadGate, USER_FILE_OPEN_FLAGS } from './safe-read.js';
 import { type Credentials, permits } from './script-package.js';
 
@@ -177,6 +180,7 @@ export class ContentMarkerScanner {
       // An inode number is only unique within its file system, so the device is part of the key;
       // size, mtime and ctime change when the file is rewritten in place.
       const cacheKey = `${identityKey(identity)}|${automaton.generation}`;
+      const readStart = Date.now();
       const hit = this.cache.get(cacheKey);
       if (hit !== undefined) return { found: hit, outcome: 'cached', identity, scannedBytes: 0 };
       const read = (pos: number, len: number): Promise<Buffer> => readAt(fh, pos, len);
@@ -203,7 +207,8 @@ export class ContentMarkerScanner {
       if (!sameIdentity(identity, after))
         return { found: null, outcome: 'changed', identity: after, scannedBytes: scanned };
       const found = automaton.foundKeys(st2);
-      this.remember(cacheKey, found);
+      // Coarse timestamps: a file changed in the last seconds may get other bytes under this key.
+      if (settled(identity, readStart)) this.remember(cacheKey, found);
       return { found, outcome: 'scanned', identity, scannedBytes: scanned };
     } catch {
       return { found: null, outcome: 'unreadable', scannedBytes: 0 };

@@ -2,7 +2,8 @@
  * Owns SHA-256 of executables, computed lazily (only when a rule names hashes) and cached by
  * device + inode + size + mtime + ctime, so the node binary that runs a hundred processes is hashed
  * once. ctime is part of the key because the file's owner can put size and mtime back after
- * rewriting it in place (`touch -d`), but not ctime.
+ * rewriting it in place (`touch -d`), but not ctime — and a hash is remembered only once that
+ * ctime has settled (file-facts.ts `settled`: coarse timestamps repeat within one tick).
  *
  * The file is opened once and everything (cache key, bytes) comes from that descriptor, so a file
  * swapped after the open cannot be hashed under the old key. Huge files and slow disks are
@@ -12,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type FileIdentity, identityKey } from './content-markers.js';
+import { settled } from './file-facts.js';
 import { ReadGate } from './safe-read.js';
 
 export interface ExeHasherOptions {
@@ -105,6 +107,7 @@ export class ExeHasher {
       // its owner (same size, `touch -d`), so a key without ctime serves a benign file's hash to
       // the banned bytes written into it.
       const key = identityKey(st);
+      const readStart = Date.now();
       const hit = this.cache.get(key);
       if (hit !== undefined) {
         this.counts.cached++;
@@ -127,7 +130,9 @@ export class ExeHasher {
         });
       this.inflight.set(key, digesting);
       const digest = await digesting;
-      if (digest !== null) this.remember(key, digest);
+      if (digest !== null) this.counts.hashed++;
+      // Coarse timestamps: a file changed in the last seconds may get other bytes under this key.
+      if (digest !== null && settled(st, readStart)) this.remember(key, digest);
       return digest;
     } catch {
       this.counts.unreadable++;
@@ -184,7 +189,6 @@ export class ExeHasher {
   }
 
   private remember(key: string, digest: string): void {
-    this.counts.hashed++;
     if (this.cache.size >= this.cacheSize) {
       const oldest = this.cache.keys().next().value;
       if (oldest !== undefined) this.cache.delete(oldest);

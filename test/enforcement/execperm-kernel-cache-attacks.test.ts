@@ -13,7 +13,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXECPERM_ADDON_PATH, type ExecPermAddon } from '../../src/enforcement/exec-deny.js';
+import {
+  EXECPERM_ADDON_PATH,
+  type ExecPermAddon,
+  MOUNT_SKIP_RULES,
+} from '../../src/enforcement/exec-deny.js';
+import { waitSettled } from '../helpers/settled.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
 import { rootProgram, startDecidingListener } from './execperm-listener.js';
@@ -76,6 +81,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     const banned = rootProgram(join(root, 'opt', 'claude', 'bin', 'claude'));
     refused.add(banned);
     const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless'));
+    await waitSettled(banned, decoy); // an allow is cached only then
     expect((await shAs(`"${banned}"`)).code).toBe(126);
     const added = addon.counters().ignore_marks_added;
     // in their own user and mount namespaces the user puts the banned file at the decoy's path
@@ -104,6 +110,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
     const banned = rootProgram(join(root, 'opt', 'claude2', 'bin', 'claude'));
     refused.add(banned);
     const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless2'));
+    await waitSettled(banned, decoy);
     const added = addon.counters().ignore_marks_added;
     // the user's process is in guardd's user namespace, and the bind mount is of its own mount
     // namespace: only the path's own check (it leads elsewhere here) stands in the way
@@ -133,6 +140,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
 
   it('on this file system a root-only program run at its own path is still left to the kernel', async () => {
     const p = rootProgram(join(root, 'usr', 'sbin', 'tool'));
+    await waitSettled(p);
     for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
     const before = asked(p);
     const t = new Date(Date.now() - 3_600_000);
@@ -143,6 +151,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
 
   it('a program root rewrites in place through a shared mapping (which raises no modify event) is asked about again once the writer closes it', async () => {
     const p = rootProgram(join(root, 'usr', 'libexec', 'tool'));
+    await waitSettled(p);
     for (let i = 0; i < 3; i++) expect((await shAs(`"${p}"`)).code).toBe(0);
     const t = new Date(Date.now() - 3_600_000);
     utimesSync(p, t, t);
@@ -171,11 +180,12 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
 
   it("with guardd in a mount namespace of its own (systemd's ProtectSystem=), a user's execs in the machine's are still left to the kernel", async () => {
     const p = rootProgram(join(root, 'usr', 'bin', 'served'));
+    await waitSettled(p);
     // A second listener, in `unshare -m` (a copy of this namespace, other mount ids), as guardd
     // runs under its unit: it allows everything and prints its counters on each line it reads.
     const harness = [
       'const a = require(process.argv[1]);',
-      "a.start({ deadlineMs: 300 }, (ev) => { if (ev.kind === 'decide') a.respond(ev.id, true, true); });",
+      `a.start({ deadlineMs: 300, skipFstypes: ${JSON.stringify(MOUNT_SKIP_RULES)} }, (ev) => { if (ev.kind === 'decide') a.respond(ev.id, true, true); });`,
       "a.mark(process.argv[2], 'filesystem');",
       "process.stdin.on('data', () => process.stdout.write(JSON.stringify(a.counters()) + '\\n'));",
       "process.stdin.on('end', () => { a.stop(); process.exit(0); });",

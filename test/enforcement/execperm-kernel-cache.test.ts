@@ -15,6 +15,7 @@ import { appendFileSync, chmodSync, chownSync, linkSync, mkdirSync, rmSync, utim
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExecPermAddon } from '../../src/enforcement/exec-deny.js';
+import { waitSettled } from '../helpers/settled.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { rootProgram, startDecidingListener } from './execperm-listener.js';
 
@@ -51,6 +52,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
    * returns whether that last exec was asked about.
    */
   async function askedAfterCaching(path: string): Promise<boolean> {
+    await waitSettled(path); // an allow is cached only then
     for (let i = 0; i < 3; i++) await run(path);
     const before = asked(path);
     const t = new Date(Date.now() - 3_600_000);
@@ -73,6 +75,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
 
   it('a root-only program allowed twice is left to the kernel: its next execs raise no event', async () => {
     const p = rootProgram(join(root, 'sys', 'bin', 'tool'));
+    await waitSettled(p);
     const added = addon.counters().ignore_marks_added;
     expect(await run(p)).toBe(0);
     expect(asked(p)).toBe(1);
@@ -136,6 +139,7 @@ describe.runIf(runnable)('kernel-cached allows (native/execperm ignore marks)', 
   it('a refused program is never left to the kernel', async () => {
     const p = rootProgram(join(root, 'refused', 'tool'));
     refused.add(p);
+    await waitSettled(p);
     for (let i = 0; i < 3; i++) expect(await run(p)).toBe(126);
     const t = new Date(Date.now() - 7_200_000);
     utimesSync(p, t, t);

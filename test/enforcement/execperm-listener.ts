@@ -12,6 +12,7 @@ import {
   type ExecPermAddon,
   type ExecPermEvent,
   loadExecPermAddon,
+  MOUNT_SKIP_RULES,
 } from '../../src/enforcement/exec-deny.js';
 
 const TRUE = realpathSync('/bin/true');
@@ -29,7 +30,7 @@ export function startDecidingListener(deadlineMs = 300): DecidingListener {
   const addon = loadExecPermAddon();
   const refused = new Set<string>();
   const decided: ExecPermEvent[] = [];
-  addon.start({ deadlineMs }, (ev) => {
+  addon.start({ deadlineMs, skipFstypes: MOUNT_SKIP_RULES }, (ev) => {
     if (ev.kind !== 'decide' && ev.kind !== 'denied_cached') return;
     decided.push(ev);
     if (ev.kind === 'decide') addon.respond(ev.id, !refused.has(ev.path), true);

@@ -17,6 +17,7 @@ import {
   startGuardd,
   writeSignedPolicy,
 } from '../../helpers/daemon.js';
+import { waitSettled } from '../../helpers/settled.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import { alive, launch } from './harness.js';
@@ -116,6 +117,7 @@ describe.runIf(runnable)('guardd kills by content markers (post-exec)', () => {
     const p = join(dir, 'rw', 'half-marked');
     copyFileSync(marked, p);
     execFileSync('chmod', ['755', p]);
+    await waitSettled(p); // what was read of it is cached only then
     for (let i = 0; i < 3; i++) {
       const l = launch(p, ['30']);
       expect(await l.exited).toBe('SIGKILL');

@@ -1,0 +1,110 @@
+/**
+ * A program rewritten while its exec waits for guardd's decision, by a real unprivileged user
+ * against a real root guardd with pre-exec deny and a sha256 rule. The kernel holds writers off an
+ * exec'd file (ETXTBSY) only once the exec is allowed; until then the file's owner may write it.
+ * Found in review: the user execs a copy of the banned program with its last byte flipped and, as
+ * soon as guardd starts reading it (inotify IN_ACCESS), writes the banned byte back; guardd's hash
+ * of a file that changed under it is no hash ("changed"), the sha256 rule could not match, the
+ * exec was allowed — and ran the banned bytes (the post-exec kill came after). The native thread now
+ * refuses an exec whose file's identity moved between the request and the answer.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callDaemon } from '../../src/control/control-client.js';
+import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
+import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { tempDir } from '../helpers/tmp.js';
+import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { compileC } from '../sensors/hostile-fs.js';
+
+const dir = tempDir('tgrw-');
+const TAG = randomBytes(4).toString('hex');
+/** A copy of `sleep` with 16 MiB appended (hashing it takes a while): the banned hash. */
+const BANNED = join(dir, `banned-${TAG}`);
+
+let user: TestUser;
+let g: Guardd | undefined;
+let flip: string;
+let bytes: Buffer;
+
+afterAll(async () => {
+  await g?.stop();
+});
+
+async function counters(): Promise<ExecPermCounters> {
+  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
+    join((g as Guardd).socketDir, 'guardd.sock'),
+    'status',
+  );
+  return s.exec_deny.counters;
+}
+
+describe('a program rewritten while its exec waits (real guardd, real user)', () => {
+  beforeAll(async () => {
+    expect(process.getuid?.()).toBe(0);
+    user = createTestUser('tgrw');
+    bytes = Buffer.concat([readFileSync(realpathSync('/bin/sleep')), randomBytes(16 * 1024 * 1024)]);
+    writeFileSync(BANNED, bytes);
+    chmodSync(dir, 0o755);
+    chmodSync(BANNED, 0o644);
+    flip = compileC(
+      dir,
+      'flipexec',
+      readFileSync(join(import.meta.dirname, '..', 'fixtures', 'native', 'flipexec.c'), 'utf8'),
+    );
+    chmodSync(flip, 0o755);
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    const key = makeKey();
+    const policy = writeSignedPolicy(
+      join(dir, 'policy.dsse.json'),
+      policyBody(
+        [
+          {
+            id: `tgrw-${TAG}`,
+            name: 'tgrw banned tool',
+            action: 'block',
+            message: 'tgrw: not approved.',
+            process: { sha256: [hash] },
+          },
+        ],
+        { version: 3, mode: 'enforce' },
+      ),
+      key,
+    );
+    g = await startGuardd(join(dir, 'guardd'), {
+      'policy.trusted_keys': [key.publicKeyPem],
+      'paths.bootstrap_policy': policy,
+      'enforcement.exec_deny': 'auto',
+    });
+  });
+
+  it('the banned byte written back once guardd reads the file: the exec is refused', async () => {
+    const last = bytes.length - 1;
+    const orig = bytes[last] as number;
+    const before = await counters();
+    // the user's copy with its last byte flipped (another hash), then the exec and the write-back
+    const copy = join(user.home, 't');
+    const flipped = Buffer.from(bytes);
+    flipped[last] = orig ^ 1;
+    writeFileSync(copy, flipped);
+    chownSync(copy, user.uid, user.gid);
+    chmodSync(copy, 0o755);
+    const r = spawnSync(flip, [copy, String(last), String(orig)], {
+      uid: user.uid,
+      gid: user.gid,
+      cwd: user.home,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.stdout, r.stderr).toContain('wrote=1'); // the write landed while the exec waited
+    // the file now holds the banned bytes, and they never ran
+    expect(createHash('sha256').update(readFileSync(copy)).digest('hex')).toBe(
+      createHash('sha256').update(bytes).digest('hex'),
+    );
+    expect(r.stdout).toContain('code=126');
+    expect((await counters()).changed_denied).toBeGreaterThan(before.changed_denied);
+  });
+});
