@@ -25,8 +25,12 @@ export interface DecidingListener {
   asked(path: string): number;
 }
 
-/** Starts the addon (deadline `deadlineMs`) answering as above; the caller marks and stops it. */
-export function startDecidingListener(deadlineMs = 300): DecidingListener {
+/**
+ * Starts the addon (deadline `deadlineMs`) answering as above; the caller marks and stops it. 2 s:
+ * a request this worker has not answered by then is allowed, and a refused program that ran for
+ * it would fail its test on a busy machine (seen once at 300 ms with parallel suites).
+ */
+export function startDecidingListener(deadlineMs = 2000): DecidingListener {
   const addon = loadExecPermAddon();
   const refused = new Set<string>();
   const decided: ExecPermEvent[] = [];
