@@ -15,9 +15,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callDaemon } from '../../src/control/control-client.js';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
-import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
@@ -41,13 +40,7 @@ afterAll(async () => {
   await g?.stop();
 });
 
-async function counters(): Promise<ExecPermCounters> {
-  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
-    join((g as Guardd).socketDir, 'guardd.sock'),
-    'status',
-  );
-  return s.exec_deny.counters;
-}
+const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
 
 function asUser(script: string): string {
   const r = spawnSync('sh', ['-c', script], {
@@ -75,30 +68,20 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     );
     chmodSync(loop, 0o755);
     const hash = createHash('sha256').update(readFileSync(BANNED)).digest('hex');
-    const key = makeKey();
-    const policy = writeSignedPolicy(
-      join(dir, 'policy.dsse.json'),
-      policyBody(
-        [
-          {
-            id: `tgdf-${TAG}`,
-            name: 'tgdf banned tool',
-            action: 'block',
-            message: 'tgdf: not approved.',
-            process: { sha256: [hash] },
-          },
-        ],
-        { version: 3, mode: 'enforce' },
-      ),
-      key,
+    g = await startDenyingGuardd(
+      dir,
+      {
+        id: `tgdf-${TAG}`,
+        name: 'tgdf banned tool',
+        action: 'block',
+        message: 'tgdf: not approved.',
+        process: { sha256: [hash] },
+      },
+      {
+        // a generous deadline: a busy test machine must not be what lets a copy run
+        'enforcement.exec_deny_deadline_ms': 1000,
+      },
     );
-    g = await startGuardd(join(dir, 'guardd'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policy,
-      'enforcement.exec_deny': 'auto',
-      // a generous deadline: a busy test machine must not be what lets a copy run
-      'enforcement.exec_deny_deadline_ms': 1000,
-    });
   });
 
   it('fresh copies of the banned program are still refused while the user floods refusals of another', async () => {

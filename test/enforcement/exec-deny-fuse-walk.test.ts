@@ -24,9 +24,8 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callDaemon } from '../../src/control/control-client.js';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
-import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { waitSettled } from '../helpers/settled.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
@@ -50,13 +49,7 @@ afterAll(async () => {
   else if (fuseConf !== undefined) writeFileSync(FUSE_CONF, fuseConf);
 });
 
-async function counters(): Promise<ExecPermCounters> {
-  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
-    join((g as Guardd).socketDir, 'guardd.sock'),
-    'status',
-  );
-  return s.exec_deny.counters;
-}
+const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
 
 describe("the pre-exec thread never walks into a user's FUSE mount (real guardd, real user)", () => {
   beforeAll(async () => {
@@ -66,27 +59,12 @@ describe("the pre-exec thread never walks into a user's FUSE mount (real guardd,
     fuseConf = existsSync(FUSE_CONF) ? readFileSync(FUSE_CONF, 'utf8') : null;
     writeFileSync(FUSE_CONF, `${fuseConf ?? ''}\nuser_allow_other\n`);
     chmodSync(dir, 0o755);
-    const key = makeKey();
-    const policy = writeSignedPolicy(
-      join(dir, 'policy.dsse.json'),
-      policyBody(
-        [
-          {
-            id: `tgfw-${TAG}`,
-            name: 'tgfw banned tool',
-            action: 'block',
-            message: 'tgfw: not approved.',
-            process: { names: [`tgfw-banned-${TAG}`] },
-          },
-        ],
-        { version: 3, mode: 'enforce' },
-      ),
-      key,
-    );
-    g = await startGuardd(join(dir, 'guardd'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policy,
-      'enforcement.exec_deny': 'auto',
+    g = await startDenyingGuardd(dir, {
+      id: `tgfw-${TAG}`,
+      name: 'tgfw banned tool',
+      action: 'block',
+      message: 'tgfw: not approved.',
+      process: { names: [`tgfw-banned-${TAG}`] },
     });
   });
 

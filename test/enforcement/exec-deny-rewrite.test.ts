@@ -13,9 +13,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callDaemon } from '../../src/control/control-client.js';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
-import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { compileC } from '../sensors/hostile-fs.js';
@@ -34,13 +33,7 @@ afterAll(async () => {
   await g?.stop();
 });
 
-async function counters(): Promise<ExecPermCounters> {
-  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
-    join((g as Guardd).socketDir, 'guardd.sock'),
-    'status',
-  );
-  return s.exec_deny.counters;
-}
+const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
 
 describe('a program rewritten while its exec waits (real guardd, real user)', () => {
   beforeAll(async () => {
@@ -57,27 +50,12 @@ describe('a program rewritten while its exec waits (real guardd, real user)', ()
     );
     chmodSync(flip, 0o755);
     const hash = createHash('sha256').update(bytes).digest('hex');
-    const key = makeKey();
-    const policy = writeSignedPolicy(
-      join(dir, 'policy.dsse.json'),
-      policyBody(
-        [
-          {
-            id: `tgrw-${TAG}`,
-            name: 'tgrw banned tool',
-            action: 'block',
-            message: 'tgrw: not approved.',
-            process: { sha256: [hash] },
-          },
-        ],
-        { version: 3, mode: 'enforce' },
-      ),
-      key,
-    );
-    g = await startGuardd(join(dir, 'guardd'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policy,
-      'enforcement.exec_deny': 'auto',
+    g = await startDenyingGuardd(dir, {
+      id: `tgrw-${TAG}`,
+      name: 'tgrw banned tool',
+      action: 'block',
+      message: 'tgrw: not approved.',
+      process: { sha256: [hash] },
     });
   });
 

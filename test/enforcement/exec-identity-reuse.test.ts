@@ -16,7 +16,7 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, rmSync, wr
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
-import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../helpers/daemon.js';
+import { type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 
@@ -65,30 +65,16 @@ describe('identity reuse on a file system with coarse timestamps (real guardd, r
     mkdirSync(join(MOUNT, 'home'), { mode: 0o755 });
     chownSync(join(MOUNT, 'home'), user.uid, user.gid);
     const hash = createHash('sha256').update(readFileSync(BANNED)).digest('hex');
-    const key = makeKey();
-    const policy = writeSignedPolicy(
-      join(dir, 'policy.dsse.json'),
-      policyBody(
-        [
-          {
-            id: `tgir-block-${TAG}`,
-            name: 'tgir banned tool',
-            action: 'block',
-            message: 'tgir: not approved.',
-            process: { sha256: [hash] },
-          },
-        ],
-        { version: 3, mode: 'enforce' },
-      ),
-      key,
-    );
-    g = await startGuardd(join(dir, 'guardd'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policy,
-      'enforcement.exec_deny': 'auto',
+    const guardd = await startDenyingGuardd(dir, {
+      id: `tgir-block-${TAG}`,
+      name: 'tgir banned tool',
+      action: 'block',
+      message: 'tgir: not approved.',
+      process: { sha256: [hash] },
     });
+    g = guardd;
     const s = await callDaemon<{ exec_deny: { state: string; reason?: string; marked: string[] } }>(
-      join(g.socketDir, 'guardd.sock'),
+      join(guardd.socketDir, 'guardd.sock'),
       'status',
     );
     expect(s.exec_deny, `exec_deny off: ${s.exec_deny.reason}`).toMatchObject({ state: 'on' });

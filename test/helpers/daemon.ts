@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll } from 'vitest';
+import { callDaemon } from '../../src/control/control-client.js';
+import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
 import { signEnvelope } from '../../src/policy/dsse.js';
 import { generateKeyPair, parsePrivateKey } from '../../src/policy/keys.js';
 import { POLICY_PAYLOAD_TYPE, type PolicyBody, type PolicyRule } from '../../src/policy/policy-types.js';
@@ -223,6 +225,38 @@ export async function startGuardd(
     );
   }
   return { ...proc, socketDir, stateDir, configFile };
+}
+
+/**
+ * guardd with pre-exec deny on (`enforcement.exec_deny: auto`) enforcing one block `rule`, signed
+ * with a fresh key, in `dir`/guardd (`extra` settings on top): the pre-exec attack tests' daemon.
+ */
+export async function startDenyingGuardd(
+  dir: string,
+  rule: PolicyRule,
+  extra: Record<string, unknown> = {},
+): Promise<Guardd> {
+  const key = makeKey();
+  const policy = writeSignedPolicy(
+    join(dir, 'policy.dsse.json'),
+    policyBody([rule], { version: 3, mode: 'enforce' }),
+    key,
+  );
+  return startGuardd(join(dir, 'guardd'), {
+    'policy.trusted_keys': [key.publicKeyPem],
+    'paths.bootstrap_policy': policy,
+    'enforcement.exec_deny': 'auto',
+    ...extra,
+  });
+}
+
+/** guardd's pre-exec deny counters now (status `exec_deny.counters`). */
+export async function execDenyCounters(g: Guardd): Promise<ExecPermCounters> {
+  const s = await callDaemon<{ exec_deny: { counters: ExecPermCounters } }>(
+    join(g.socketDir, 'guardd.sock'),
+    'status',
+  );
+  return s.exec_deny.counters;
 }
 
 export interface GuardctlResult {
