@@ -10,8 +10,8 @@
  *     (libuv blocks the loop in uv_spawn until its child has exec'd: asking JS would stall until
  *     the deadline); a child running as a user (owner-fs, notify-send) is decided like the user;
  *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
- *     (identity, policy generation) answers repeats without JS (a cached deny is still reported
- *     to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
+ *     (identity, a keyed hash of the path: siphash, policy generation) answers repeats without JS
+ *     (a cached deny is still reported to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
  *     waiting and REPORTS_PER_SEC, so a user's loop of refused execs cannot crowd out decisions;
  *     past them it is only counted);
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
@@ -79,6 +79,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -240,19 +241,52 @@ static void answer(int fd, int allow) {
     counters.denied++;
 }
 
-static uint64_t ident_hash(const ident_t *k) {
-  uint64_t h = 1469598103934665603ULL;
-  const uint64_t parts[8] = {k->dev,         k->ino,
-                             (uint64_t)k->size, (uint64_t)k->mtime_s,
-                             (uint64_t)k->mtime_ns, (uint64_t)k->ctime_s,
-                             (uint64_t)k->ctime_ns, k->path_hash};
-  for (int i = 0; i < 8; i++) {
-    h ^= parts[i];
-    h *= 1099511628211ULL;
-    h ^= h >> 29;
+/* SipHash-2-4 (Aumasson and Bernstein), under a key drawn from getrandom at every start: the path
+ * part of a verdict's key and its cache slot. Unkeyed (FNV, as before), the hash let a user compute
+ * a name whose hash equals another path's — a second name of one inode would share that path's
+ * verdict, which name and path rules give per path — and identities that land in the slot of a
+ * cached deny to push it out (found in review). Written here: the addon has no dependencies, and
+ * the reference algorithm is these few lines. */
+static uint64_t sip_k0, sip_k1;
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND                                                                                    \
+  do {                                                                                               \
+    v0 += v1, v1 = SIP_ROTL(v1, 13), v1 ^= v0, v0 = SIP_ROTL(v0, 32);                                \
+    v2 += v3, v3 = SIP_ROTL(v3, 16), v3 ^= v2;                                                       \
+    v0 += v3, v3 = SIP_ROTL(v3, 21), v3 ^= v0;                                                       \
+    v2 += v1, v1 = SIP_ROTL(v1, 17), v1 ^= v2, v2 = SIP_ROTL(v2, 32);                                \
+  } while (0)
+
+static uint64_t siphash(const void *data, size_t len) {
+  const unsigned char *in = data;
+  uint64_t v0 = 0x736f6d6570736575ULL ^ sip_k0, v1 = 0x646f72616e646f6dULL ^ sip_k1;
+  uint64_t v2 = 0x6c7967656e657261ULL ^ sip_k0, v3 = 0x7465646279746573ULL ^ sip_k1;
+  uint64_t b = (uint64_t)len << 56, m;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    m = 0;
+    for (int j = 0; j < 8; j++) m |= (uint64_t)in[i + j] << (8 * j);
+    v3 ^= m;
+    SIP_ROUND;
+    SIP_ROUND;
+    v0 ^= m;
   }
-  return h;
+  for (int j = 0; i + (size_t)j < len; j++) b |= (uint64_t)in[i + j] << (8 * j);
+  v3 ^= b;
+  SIP_ROUND;
+  SIP_ROUND;
+  v0 ^= b;
+  v2 ^= 0xff;
+  SIP_ROUND;
+  SIP_ROUND;
+  SIP_ROUND;
+  SIP_ROUND;
+  return v0 ^ v1 ^ v2 ^ v3;
 }
+
+/* ident_t is 8 fields of 8 bytes: no padding, hashed as it is (and compared by memcmp). */
+_Static_assert(sizeof(ident_t) == 64, "ident_t has padding");
+static uint64_t ident_hash(const ident_t *k) { return siphash(k, sizeof(*k)); }
 
 static int ident_eq(const ident_t *a, const ident_t *b) { return memcmp(a, b, sizeof(*a)) == 0; }
 
@@ -689,12 +723,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
   ssize_t n = readlink(link, path, sizeof(path) - 1);
   path[n > 0 ? n : 0] = 0;
-  uint64_t h = 1469598103934665603ULL;
-  for (const char *c = path; *c; c++) {
-    h ^= (unsigned char)*c;
-    h *= 1099511628211ULL;
-  }
-  k.path_hash = h;
+  k.path_hash = siphash(path, strlen(path));
 
   /* The hot path: a file decided before under this policy costs one fstat and one lookup (and,
    * the first time, the checks that hand its next execs to the kernel). */
@@ -938,6 +967,13 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "already started");
     return NULL;
   }
+  uint64_t key[2];
+  if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key)) {
+    napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "getrandom failed: no key for the verdict cache");
+    return NULL;
+  }
+  sip_k0 = key[0];
+  sip_k1 = key[1];
   napi_value v;
   int32_t ms = 200;
   if (napi_get_named_property(env, argv[0], "deadlineMs", &v) == napi_ok) napi_get_value_int32(env, v, &ms);
