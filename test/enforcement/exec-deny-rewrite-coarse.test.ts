@@ -77,8 +77,12 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
     });
   });
 
-  it('the first byte written back once guardd has read it: the exec is refused', async () => {
-    const before = await counters();
+  /**
+   * TRIES runs of the attack, each on a fresh copy the user writes: the banned bytes with their
+   * first byte flipped, run by flipexec (extra: its mode), which writes the byte back once guardd
+   * has read it. Resolves each run's exit code (0: `sleep 0` ran; 126: the exec was refused).
+   */
+  async function attack(extra: string[]): Promise<string[]> {
     const orig = bytes[0] as number;
     const flipped = Buffer.from(bytes);
     flipped[0] = orig ^ 1;
@@ -95,7 +99,7 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
         encoding: 'utf8',
       });
       expect(w.status, w.stderr).toBe(0);
-      const r = spawnSync(flip, [copy, '0', String(orig)], {
+      const r = spawnSync(flip, [copy, '0', String(orig), ...extra], {
         uid: user.uid,
         gid: user.gid,
         cwd: user.home,
@@ -109,9 +113,20 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
       );
       codes.push(/code=(\d+)/.exec(r.stdout)?.[1] ?? r.stdout);
     }
-    // never ran (0: `sleep 0` exited; 126: the exec was refused)
-    expect(codes).toEqual(Array(TRIES).fill('126'));
+    return codes;
+  }
+
+  it('the first byte written back once guardd has read it: the exec is refused', async () => {
+    const before = await counters();
+    expect(await attack([])).toEqual(Array(TRIES).fill('126'));
     // by the lease (another guardd of a test running alongside may count its own refusals here too)
+    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
+  });
+
+  it('the writer opened before the exec and closed before the answer: the exec is refused', async () => {
+    // no lease to be had while the file is open for writing: the request is refused as written
+    const before = await counters();
+    expect(await attack(['early'])).toEqual(Array(TRIES).fill('126'));
     expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
   });
 });
