@@ -19,9 +19,9 @@
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
  *   - JS answers with respond(id, allow, cacheable); an allow (JS's or the deadline's) becomes a
  *     deny when the file was written while the exec waited (slot_changed: a writer broke the read
- *     lease held on it meanwhile, take_lease, or its identity moved since the request) (an allow is cached only for a file whose ctime
- *     was IDENTITY_SETTLE_MS old at the request: coarse timestamps let its owner put other bytes
- *     under the same identity within one tick); if it has not within the deadline, the thread
+ *     lease held on it meanwhile, take_lease, or its identity moved since the request) (an allow
+ *     is cached only for a file whose ctime was IDENTITY_SETTLE_MS old at the request: coarse
+ *     timestamps let its owner put other bytes under the same identity within one tick); if it has not within the deadline, the thread
  *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
  *     number is not reused under JS's read) or the slot is reclaimed under load.
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
