@@ -18,10 +18,10 @@
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
  *     /proc/self/fd/N: a plain open, which generates no exec permission event);
  *   - JS answers with respond(id, allow, cacheable); an allow (JS's or the deadline's) becomes a
- *     deny when the file's identity moved since the request (written while the exec waited:
- *     slot_changed) (an allow is cached only for a file whose ctime
- *     was IDENTITY_SETTLE_MS old at the request: coarse timestamps let its owner put other bytes
- *     under the same identity within one tick); if it has not within the deadline, the thread
+ *     deny when the file was written while the exec waited (slot_changed: a writer broke the read
+ *     lease held on it meanwhile, take_lease, or its identity moved since the request) (an allow
+ *     is cached only for a file whose ctime was IDENTITY_SETTLE_MS old at the request: coarse
+ *     timestamps let its owner put other bytes under the same identity within one tick); if it has not within the deadline, the thread
  *     answers FAN_ALLOW and counts a deadline miss. The fd stays open until JS responds (so its
  *     number is not reused under JS's read) or the slot is reclaimed under load.
  * If the process dies, the kernel closes the fanotify descriptor and allows every pending event.
@@ -74,6 +74,7 @@
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,8 @@
 
 #define NAPI_VERSION 8
 #include <node_api.h>
+
+#include "siphash.h"
 
 /* Events waiting for JS at once. Past it an event is allowed at once and counted as overflow:
  * 1,024 is far above what a 200 ms deadline lets pile up from cache misses (new files). */
@@ -149,6 +152,9 @@ typedef struct {
   ident_t ident;
   /* The file's ctime was IDENTITY_SETTLE_MS old when the request came: an allow may be cached. */
   int settled;
+  /* take_lease: 1 a read lease held on fd while the request waits, 0 none to be had, -1 the file was
+   * open for writing at the request or written since (then an allow is refused). */
+  int lease;
 } slot_t;
 
 typedef struct {
@@ -245,44 +251,10 @@ static void answer(int fd, int allow) {
  * part of a verdict's key and its cache slot. Unkeyed (FNV, as before), the hash let a user compute
  * a name whose hash equals another path's — a second name of one inode would share that path's
  * verdict, which name and path rules give per path — and identities that land in the slot of a
- * cached deny to push it out (found in review). Written here: the addon has no dependencies, and
- * the reference algorithm is these few lines. */
+ * cached deny to push it out (found in review). siphash.h: the addon has no dependencies, and the
+ * reference algorithm is these few lines (tested against the paper's vectors). */
 static uint64_t sip_k0, sip_k1;
-#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIP_ROUND                                                                                    \
-  do {                                                                                               \
-    v0 += v1, v1 = SIP_ROTL(v1, 13), v1 ^= v0, v0 = SIP_ROTL(v0, 32);                                \
-    v2 += v3, v3 = SIP_ROTL(v3, 16), v3 ^= v2;                                                       \
-    v0 += v3, v3 = SIP_ROTL(v3, 21), v3 ^= v0;                                                       \
-    v2 += v1, v1 = SIP_ROTL(v1, 17), v1 ^= v2, v2 = SIP_ROTL(v2, 32);                                \
-  } while (0)
-
-static uint64_t siphash(const void *data, size_t len) {
-  const unsigned char *in = data;
-  uint64_t v0 = 0x736f6d6570736575ULL ^ sip_k0, v1 = 0x646f72616e646f6dULL ^ sip_k1;
-  uint64_t v2 = 0x6c7967656e657261ULL ^ sip_k0, v3 = 0x7465646279746573ULL ^ sip_k1;
-  uint64_t b = (uint64_t)len << 56, m;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    m = 0;
-    for (int j = 0; j < 8; j++) m |= (uint64_t)in[i + j] << (8 * j);
-    v3 ^= m;
-    SIP_ROUND;
-    SIP_ROUND;
-    v0 ^= m;
-  }
-  for (int j = 0; i + (size_t)j < len; j++) b |= (uint64_t)in[i + j] << (8 * j);
-  v3 ^= b;
-  SIP_ROUND;
-  SIP_ROUND;
-  v0 ^= b;
-  v2 ^= 0xff;
-  SIP_ROUND;
-  SIP_ROUND;
-  SIP_ROUND;
-  SIP_ROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
-}
+static uint64_t siphash(const void *data, size_t len) { return siphash_2_4(sip_k0, sip_k1, data, len); }
 
 /* ident_t is 8 fields of 8 bytes: no padding, hashed as it is (and compared by memcmp). */
 _Static_assert(sizeof(ident_t) == 64, "ident_t has padding");
@@ -359,15 +331,34 @@ static void post(post_t *p) {
   }
 }
 
-/* Caller holds lock. Whether the file of a waiting request was written since the request came (its
- * identity moved): then the exec is refused, whatever JS decided or at the deadline. The kernel
- * holds writers off an exec'd file only once the exec is allowed (ETXTBSY); until then a user can
- * rewrite it while guardd reads it (found in review: a flipped byte written back once guardd had
- * begun hashing it left the hash "changed", the sha256 rule unmatched, and the banned bytes ran). A
- * writer still open when it is answered makes the exec fail anyway (ETXTBSY). Counted. */
+/* A read lease on the descriptor of a request about to wait for JS (slot_t.lease): from now on an
+ * open of the file for writing, or a truncate, breaks it (the writer waits for the lease to go,
+ * holding the file's write access, so the exec would fail with ETXTBSY anyway), and F_GETLEASE
+ * shows that at the answer — whatever the timestamps say: within one tick of a coarse file system
+ * a write moves none of them (found in review: on ext4 with 128-byte inodes, a flipped first byte
+ * written back once guardd had read it, in the second the file was written, left its identity as
+ * it was, and the banned bytes ran). The file is open for writing now: -1. A file system or
+ * fs.leases-enable without leases: 0 (the identity alone). No signal: a broken lease would send
+ * its owner SIGIO, which kills guardd, so the signal is SIGURG (ignored by default) and the owner
+ * is then cleared. guardd is root (CAP_LEASE); the event's descriptor is read-only. */
+static int take_lease(int fd) {
+  if (fcntl(fd, F_SETSIG, SIGURG) != 0) return 0;
+  if (fcntl(fd, F_SETLEASE, F_RDLCK) != 0) return errno == EAGAIN ? -1 : 0;
+  (void)fcntl(fd, F_SETOWN, 0);
+  return 1;
+}
+
+/* Caller holds lock. Whether the file of a waiting request was written since the request came (a
+ * writer broke its lease, or its identity moved): then the exec is refused, whatever JS decided or
+ * at the deadline. The kernel holds writers off an exec'd file only once the exec is allowed
+ * (ETXTBSY); until then a user can rewrite it while guardd reads it (found in review: a flipped
+ * byte written back once guardd had begun hashing it left the hash "changed", the sha256 rule
+ * unmatched, and the banned bytes ran). A writer still open when it is answered makes the exec fail
+ * anyway (ETXTBSY). Counted. */
 static int slot_changed(slot_t *s, int count) {
   struct stat st;
-  int changed = s->fd < 0 || fstat(s->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)s->ident.size ||
+  int changed = s->fd < 0 || s->lease < 0 || (s->lease > 0 && fcntl(s->fd, F_GETLEASE) != F_RDLCK) ||
+                fstat(s->fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)s->ident.size ||
                 st.st_mtim.tv_sec != s->ident.mtime_s || st.st_mtim.tv_nsec != s->ident.mtime_ns ||
                 st.st_ctim.tv_sec != s->ident.ctime_s || st.st_ctim.tv_nsec != s->ident.ctime_ns;
   if (changed && count) counters.changed_denied++;
@@ -805,6 +796,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   s->generation = generation;
   s->ident = k;
   s->settled = settled_ctime(&st.st_ctim);
+  s->lease = take_lease(fd);
   clock_gettime(CLOCK_MONOTONIC, &s->deadline);
   ts_add_ms(&s->deadline, deadline_ms);
   p->kind = 0;
@@ -829,9 +821,13 @@ static long expire(void) {
     if (s->state != SLOT_WAITING) continue;
     long left = ts_diff_ms(&s->deadline, &now);
     if (left <= 0) {
-      answer(s->fd, !slot_changed(s, 1));
+      int changed = slot_changed(s, 1);
+      answer(s->fd, !changed);
       counters.deadline_misses++;
       s->state = SLOT_EXPIRED; /* fd kept until JS responds or the slot is reclaimed */
+      /* answered: writers need not wait for JS (what was seen stays for its late verdict) */
+      if (s->lease > 0) (void)fcntl(s->fd, F_SETLEASE, F_UNLCK);
+      if (s->lease > 0) s->lease = changed ? -1 : 0;
     } else if (left < next) {
       next = left;
     }

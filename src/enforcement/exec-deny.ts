@@ -11,9 +11,10 @@
  *   - the native thread answers every request within the deadline even when this event loop is
  *     busy or stopped (FAN_ALLOW, counted as a deadline miss); a verdict that comes late still fills
  *     the cache for the next exec of the same file;
- *   - an allow for a file written while its exec waited (its identity moved between request and
- *     answer) is turned into a refusal by the native thread: what was read here is of no version
- *     the exec would run;
+ *   - an allow for a file written while its exec waited (a writer's open broke the read lease the
+ *     native thread holds while it waits, or its identity moved between request and answer) is
+ *     turned into a refusal by the native thread: what was read here is of no version the exec
+ *     would run;
  *   - refusals the native thread answers itself (from its cache, open marks) are reported here
  *     within a bound of number and rate, so a user's loop of them cannot crowd the decisions out
  *     of the queue they share (a decision dropped or late is an allow);
@@ -109,7 +110,8 @@ export type ExecPermCounters = {
    */
   deny_reports_dropped: number;
   /**
-   * Execs refused because their file was written while the exec waited for its decision (its
+   * Execs refused because their file was written while the exec waited for its decision (a writer
+   * broke the read lease held meanwhile, the file was open for writing at the request, or its
    * identity moved between the request and the answer): what was read of it is of no version the
    * exec would run.
    */

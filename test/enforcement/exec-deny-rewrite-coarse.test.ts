@@ -1,0 +1,132 @@
+/**
+ * A program rewritten while its exec waits for guardd's decision, on a file system whose
+ * timestamps count whole seconds (ext4 with 128-byte inodes: a loop image root mounts and hands
+ * the user a directory of), by a real unprivileged user against a real root guardd with pre-exec
+ * deny and a sha256 rule. The native thread refuses an exec whose file's identity (size, mtime,
+ * ctime) moved between the request and the answer (exec-deny-rewrite.test.ts) — but within one
+ * tick of its timestamps a write moves nothing. Found in review: the user writes the banned
+ * program with its first byte flipped (another hash), runs it, and writes the byte back as soon
+ * as guardd has read it (inotify IN_ACCESS), all within the second the file was written; guardd
+ * hashed the flipped bytes (no rule), the identity was the same at the answer, the exec was
+ * allowed — and the kernel ran the banned bytes. A writer's open now breaks the read lease the
+ * thread holds on a waiting request's file, whatever the timestamps say.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
+import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
+import { tempDir } from '../helpers/tmp.js';
+import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { compileC } from '../sensors/hostile-fs.js';
+
+const dir = tempDir('tgrc-');
+const TAG = randomBytes(4).toString('hex');
+const IMAGE = join(dir, 'coarse.img');
+const MOUNT = join(dir, 'coarse');
+/** Runs of the attack: each lands within one second with high odds; every one must be refused. */
+const TRIES = 5;
+
+let user: TestUser;
+let mounted = false;
+let g: Guardd | undefined;
+let flip: string;
+let bytes: Buffer;
+
+afterAll(async () => {
+  await g?.stop();
+  // `mount -o loop` sets autoclear: the loop device goes with the mount
+  if (mounted) spawnSync('umount', [MOUNT]);
+  rmSync(IMAGE, { force: true });
+});
+
+const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
+
+describe('a program rewritten while its exec waits, on whole-second timestamps (real guardd, real user)', () => {
+  beforeAll(async () => {
+    expect(process.getuid?.()).toBe(0);
+    user = createTestUser('tgrc');
+    // a copy of `sleep` with 4 MiB appended (hashing it takes a moment): the banned hash
+    bytes = Buffer.concat([readFileSync(realpathSync('/bin/sleep')), randomBytes(4 * 1024 * 1024)]);
+    chmodSync(dir, 0o755);
+    flip = compileC(
+      dir,
+      'flipexec',
+      readFileSync(join(import.meta.dirname, '..', 'fixtures', 'native', 'flipexec.c'), 'utf8'),
+    );
+    chmodSync(flip, 0o755);
+    // ext4 with 128-byte inodes keeps whole seconds only (no room for nanoseconds)
+    writeFileSync(IMAGE, '');
+    const mk = spawnSync('mkfs.ext4', ['-q', '-F', '-I', '128', IMAGE, '64M'], { encoding: 'utf8' });
+    expect(mk.status, mk.stderr).toBe(0);
+    mkdirSync(MOUNT);
+    const m = spawnSync('mount', ['-o', 'loop', IMAGE, MOUNT], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted = true;
+    chmodSync(MOUNT, 0o755);
+    mkdirSync(join(MOUNT, 'home'), { mode: 0o755 });
+    chownSync(join(MOUNT, 'home'), user.uid, user.gid);
+    g = await startDenyingGuardd(dir, {
+      id: `tgrc-${TAG}`,
+      name: 'tgrc banned tool',
+      action: 'block',
+      message: 'tgrc: not approved.',
+      process: { sha256: [createHash('sha256').update(bytes).digest('hex')] },
+    });
+  });
+
+  /**
+   * TRIES runs of the attack, each on a fresh copy the user writes: the banned bytes with their
+   * first byte flipped, run by flipexec (extra: its mode), which writes the byte back once guardd
+   * has read it. Resolves each run's exit code (0: `sleep 0` ran; 126: the exec was refused).
+   */
+  async function attack(extra: string[]): Promise<string[]> {
+    const orig = bytes[0] as number;
+    const flipped = Buffer.from(bytes);
+    flipped[0] = orig ^ 1;
+    const copy = join(MOUNT, 'home', 't');
+    const codes: string[] = [];
+    for (let i = 0; i < TRIES; i++) {
+      // the user's copy, fresh each time (written by them: its timestamps are of this second)
+      rmSync(copy, { force: true });
+      const w = spawnSync('sh', ['-c', 'cat > "$F" && chmod 755 "$F"'], {
+        uid: user.uid,
+        gid: user.gid,
+        input: flipped,
+        env: { PATH: '/usr/bin:/bin', F: copy },
+        encoding: 'utf8',
+      });
+      expect(w.status, w.stderr).toBe(0);
+      const r = spawnSync(flip, [copy, '0', String(orig), ...extra], {
+        uid: user.uid,
+        gid: user.gid,
+        cwd: user.home,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.stdout, r.stderr).toContain('wrote=1'); // the write landed while the exec waited
+      // the file now holds the banned bytes
+      expect(createHash('sha256').update(readFileSync(copy)).digest('hex')).toBe(
+        createHash('sha256').update(bytes).digest('hex'),
+      );
+      codes.push(/code=(\d+)/.exec(r.stdout)?.[1] ?? r.stdout);
+    }
+    return codes;
+  }
+
+  it('the first byte written back once guardd has read it: the exec is refused', async () => {
+    const before = await counters();
+    expect(await attack([])).toEqual(Array(TRIES).fill('126'));
+    // by the lease (another guardd of a test running alongside may count its own refusals here too)
+    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
+  });
+
+  it('the writer opened before the exec and closed before the answer: the exec is refused', async () => {
+    // no lease to be had while the file is open for writing: the request is refused as written
+    const before = await counters();
+    expect(await attack(['early'])).toEqual(Array(TRIES).fill('126'));
+    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
+  });
+});
