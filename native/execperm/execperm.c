@@ -286,15 +286,22 @@ static void cache_put(const ident_t *k, uint64_t gen, int allow) {
   e->ident = *k;
 }
 
+/* The start of a small kernel-made text file (/proc) into buf, NUL-terminated: 1, or 0 when it
+ * could not be opened or read. One read: these files are made whole at the first. */
+static int read_text(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  return 1;
+}
+
 static int ppid_of(pid_t pid) {
   char p[64], buf[512];
   snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
+  if (!read_text(p, buf, sizeof(buf))) return -1;
   char *rp = strrchr(buf, ')');
   if (!rp) return -1;
   char state;
@@ -310,12 +317,7 @@ static int ppid_of(pid_t pid) {
 static int same_uids(pid_t pid) {
   char p[64], buf[4096];
   snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (!read_text(p, buf, sizeof(buf))) return 0;
   char *u = strstr(buf, "\nUid:");
   if (!u) return 0;
   long r, e, sv, fs;
@@ -533,12 +535,7 @@ static int skipped_fstype(const char *type) {
 static int on_walkable_mount(int fd) {
   char p[64], buf[512];
   snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
-  int ifd = open(p, O_RDONLY | O_CLOEXEC);
-  if (ifd < 0) return 0;
-  ssize_t n = read(ifd, buf, sizeof(buf) - 1);
-  close(ifd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  if (!read_text(p, buf, sizeof(buf))) return 0;
   char *m = strstr(buf, "mnt_id:");
   if (m == NULL) return 0;
   unsigned long long want = strtoull(m + 7, NULL, 10);
