@@ -948,6 +948,18 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   napi_call_function(env, undef, cb, 1, &ev, NULL);
 }
 
+/* What a start that failed half-way had opened, closed again (a later start opens them anew). */
+static void undo_start(void) {
+  if (fan_fd >= 0) close(fan_fd);
+  fan_fd = -1;
+  for (int i = 0; i < 2; i++) {
+    if (wake_pipe[i] >= 0) close(wake_pipe[i]);
+    wake_pipe[i] = -1;
+  }
+  if (mountinfo_fd >= 0) close(mountinfo_fd);
+  mountinfo_fd = -1;
+}
+
 static napi_value start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -1010,8 +1022,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
   fan_fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
   if (fan_fd < 0) return throw_code(env, "fanotify_init");
   if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-    close(fan_fd);
-    fan_fd = -1;
+    wake_pipe[0] = wake_pipe[1] = -1;
+    undo_start();
     return throw_code(env, "pipe2");
   }
   mountinfo_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
@@ -1024,8 +1036,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "execperm", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, TSFN_QUEUE, 1, NULL, NULL, NULL, call_js, &tsfn) !=
       napi_ok) {
-    close(fan_fd);
-    fan_fd = -1;
+    undo_start();
     napi_throw_error(env, "GUARD_EXEC_DENY_FAILED", "napi_create_threadsafe_function failed");
     return NULL;
   }
@@ -1033,8 +1044,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   if (pthread_create(&thread, NULL, run, NULL) != 0) {
     napi_release_threadsafe_function(tsfn, napi_tsfn_abort);
     tsfn = NULL;
-    close(fan_fd);
-    fan_fd = -1;
+    undo_start();
     return throw_code(env, "pthread_create");
   }
   running = 1;
