@@ -13,10 +13,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
+import { type CoarseExt4, coarseExt4 } from '../helpers/coarse-ext4.js';
 import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
@@ -24,22 +25,19 @@ import { compileC } from '../sensors/hostile-fs.js';
 
 const dir = tempDir('tgrc-');
 const TAG = randomBytes(4).toString('hex');
-const IMAGE = join(dir, 'coarse.img');
-const MOUNT = join(dir, 'coarse');
+const coarse = coarseExt4(dir);
+let fs: CoarseExt4;
 /** Runs of the attack: each lands within one second with high odds; every one must be refused. */
 const TRIES = 5;
 
 let user: TestUser;
-let mounted = false;
 let g: Guardd | undefined;
 let flip: string;
 let bytes: Buffer;
 
 afterAll(async () => {
   await g?.stop();
-  // `mount -o loop` sets autoclear: the loop device goes with the mount
-  if (mounted) spawnSync('umount', [MOUNT]);
-  rmSync(IMAGE, { force: true });
+  coarse.unmount();
 });
 
 const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
@@ -57,17 +55,7 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
       readFileSync(join(import.meta.dirname, '..', 'fixtures', 'native', 'flipexec.c'), 'utf8'),
     );
     chmodSync(flip, 0o755);
-    // ext4 with 128-byte inodes keeps whole seconds only (no room for nanoseconds)
-    writeFileSync(IMAGE, '');
-    const mk = spawnSync('mkfs.ext4', ['-q', '-F', '-I', '128', IMAGE, '64M'], { encoding: 'utf8' });
-    expect(mk.status, mk.stderr).toBe(0);
-    mkdirSync(MOUNT);
-    const m = spawnSync('mount', ['-o', 'loop', IMAGE, MOUNT], { encoding: 'utf8' });
-    expect(m.status, m.stderr).toBe(0);
-    mounted = true;
-    chmodSync(MOUNT, 0o755);
-    mkdirSync(join(MOUNT, 'home'), { mode: 0o755 });
-    chownSync(join(MOUNT, 'home'), user.uid, user.gid);
+    fs = coarse.mount(user, 64); // whole-second timestamps
     g = await startDenyingGuardd(dir, {
       id: `tgrc-${TAG}`,
       name: 'tgrc banned tool',
@@ -86,7 +74,7 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
     const orig = bytes[0] as number;
     const flipped = Buffer.from(bytes);
     flipped[0] = orig ^ 1;
-    const copy = join(MOUNT, 'home', 't');
+    const copy = join(fs.home, 't');
     const codes: string[] = [];
     for (let i = 0; i < TRIES; i++) {
       // the user's copy, fresh each time (written by them: its timestamps are of this second)

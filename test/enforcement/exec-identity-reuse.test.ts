@@ -12,10 +12,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
+import { type CoarseExt4, coarseExt4 } from '../helpers/coarse-ext4.js';
 import { type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
@@ -27,20 +28,17 @@ const TAG = randomBytes(4).toString('hex');
 const BANNED = join(dir, `banned-${TAG}`);
 /** The same size, other bytes appended: a program no rule names. */
 const BENIGN = join(dir, `benign-${TAG}`);
-const IMAGE = join(dir, 'coarse.img');
-const MOUNT = join(dir, 'coarse');
+const coarse = coarseExt4(dir);
+let fs: CoarseExt4;
 /** Attempts at landing the overwrite in the second of the benign file's creation (each ~10 ms). */
 const TRIES = 40;
 
 let user: TestUser;
-let mounted = false;
 let g: Guardd | undefined;
 
 afterAll(async () => {
   await g?.stop();
-  // `mount -o loop` sets autoclear: the loop device goes with the mount
-  if (mounted) spawnSync('umount', [MOUNT]);
-  rmSync(IMAGE, { force: true });
+  coarse.unmount();
 });
 
 describe('identity reuse on a file system with coarse timestamps (real guardd, real user)', () => {
@@ -53,17 +51,7 @@ describe('identity reuse on a file system with coarse timestamps (real guardd, r
     chmodSync(dir, 0o755);
     chmodSync(BANNED, 0o644);
     chmodSync(BENIGN, 0o644);
-    // ext4 with 128-byte inodes keeps whole seconds only (no room for nanoseconds)
-    writeFileSync(IMAGE, '');
-    const mk = spawnSync('mkfs.ext4', ['-q', '-F', '-I', '128', IMAGE, '32M'], { encoding: 'utf8' });
-    expect(mk.status, mk.stderr).toBe(0);
-    mkdirSync(MOUNT);
-    const m = spawnSync('mount', ['-o', 'loop', IMAGE, MOUNT], { encoding: 'utf8' });
-    expect(m.status, m.stderr).toBe(0);
-    mounted = true;
-    chmodSync(MOUNT, 0o755);
-    mkdirSync(join(MOUNT, 'home'), { mode: 0o755 });
-    chownSync(join(MOUNT, 'home'), user.uid, user.gid);
+    fs = coarse.mount(user, 32); // whole-second timestamps
     const hash = createHash('sha256').update(readFileSync(BANNED)).digest('hex');
     const guardd = await startDenyingGuardd(dir, {
       id: `tgir-block-${TAG}`,
@@ -78,11 +66,11 @@ describe('identity reuse on a file system with coarse timestamps (real guardd, r
       'status',
     );
     expect(s.exec_deny, `exec_deny off: ${s.exec_deny.reason}`).toMatchObject({ state: 'on' });
-    expect(s.exec_deny.marked).toContain(MOUNT);
+    expect(s.exec_deny.marked).toContain(fs.mount);
   });
 
   it('the banned bytes written over an allowed program with the same identity are still refused', () => {
-    const f = join(MOUNT, 'home', 'tool');
+    const f = join(fs.home, 'tool');
     // Each try: a fresh benign program, run (allowed, its verdict and hash cached), overwritten in
     // place with the banned bytes; when `stat` shows the same identity, the banned bytes are run.
     const script = `
