@@ -21,7 +21,7 @@ import { type CoarseExt4, coarseExt4 } from '../helpers/coarse-ext4.js';
 import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
-import { compileC } from '../sensors/hostile-fs.js';
+import { compileFlipexec, flipAsUser } from './flipexec.js';
 
 const dir = tempDir('tgrc-');
 const TAG = randomBytes(4).toString('hex');
@@ -49,12 +49,7 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
     // a copy of `sleep` with 4 MiB appended (hashing it takes a moment): the banned hash
     bytes = Buffer.concat([readFileSync(realpathSync('/bin/sleep')), randomBytes(4 * 1024 * 1024)]);
     chmodSync(dir, 0o755);
-    flip = compileC(
-      dir,
-      'flipexec',
-      readFileSync(join(import.meta.dirname, '..', 'fixtures', 'native', 'flipexec.c'), 'utf8'),
-    );
-    chmodSync(flip, 0o755);
+    flip = compileFlipexec(dir);
     fs = coarse.mount(user, 64); // whole-second timestamps
     g = await startDenyingGuardd(dir, {
       id: `tgrc-${TAG}`,
@@ -87,19 +82,7 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
         encoding: 'utf8',
       });
       expect(w.status, w.stderr).toBe(0);
-      const r = spawnSync(flip, [copy, '0', String(orig), ...extra], {
-        uid: user.uid,
-        gid: user.gid,
-        cwd: user.home,
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      expect(r.stdout, r.stderr).toContain('wrote=1'); // the write landed while the exec waited
-      // the file now holds the banned bytes
-      expect(createHash('sha256').update(readFileSync(copy)).digest('hex')).toBe(
-        createHash('sha256').update(bytes).digest('hex'),
-      );
-      codes.push(/code=(\d+)/.exec(r.stdout)?.[1] ?? r.stdout);
+      codes.push(flipAsUser(flip, user, copy, 0, bytes, extra));
     }
     return codes;
   }
