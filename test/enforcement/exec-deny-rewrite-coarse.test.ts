@@ -90,14 +90,23 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
   it('the first byte written back once guardd has read it: the exec is refused', async () => {
     const before = await counters();
     expect(await attack([])).toEqual(Array(TRIES).fill('126'));
-    // by the lease (another guardd of a test running alongside may count its own refusals here too)
-    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
+    const after = await counters();
+    // every try refused by this guardd; by the broken lease — unless another guardd of a test
+    // running alongside (pre-exec deny marks every mount, this loop mount too) read the file
+    // first, so that flipexec wrote the byte back before this one read it: then this one hashed
+    // the banned bytes and refused by the rule (seen once in a full suite: 4 of 5 by the lease)
+    expect(after.denied - before.denied).toBeGreaterThanOrEqual(TRIES);
+    expect(after.changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
   });
 
   it('the writer opened before the exec and closed before the answer: the exec is refused', async () => {
     // no lease to be had while the file is open for writing: the request is refused as written
     const before = await counters();
     expect(await attack(['early'])).toEqual(Array(TRIES).fill('126'));
-    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(TRIES);
+    const after = await counters();
+    // as above: by this guardd, as written — or by the rule when another guardd's read let the
+    // writer finish before this one was asked
+    expect(after.denied - before.denied).toBeGreaterThanOrEqual(TRIES);
+    expect(after.changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
   });
 });
