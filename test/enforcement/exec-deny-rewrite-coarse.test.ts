@@ -90,23 +90,19 @@ describe('a program rewritten while its exec waits, on whole-second timestamps (
   it('the first byte written back once guardd has read it: the exec is refused', async () => {
     const before = await counters();
     expect(await attack([])).toEqual(Array(TRIES).fill('126'));
-    const after = await counters();
-    // every try refused by this guardd; by the broken lease — unless another guardd of a test
-    // running alongside (pre-exec deny marks every mount, this loop mount too) read the file
-    // first, so that flipexec wrote the byte back before this one read it: then this one hashed
-    // the banned bytes and refused by the rule (seen once in a full suite: 4 of 5 by the lease)
-    expect(after.denied - before.denied).toBeGreaterThanOrEqual(TRIES);
-    expect(after.changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
+    // Every try refused (the code before the lease ran 5 of 5). Which guardd refused a try, and
+    // how, depends on what else runs: every guardd of a test alongside marks this loop mount too
+    // and holds a lease of its own, and one that reads the file first lets the byte be written
+    // back before this one reads it (then this one refuses by the rule, or is not asked). Full
+    // suite runs saw 4 of 5 by this guardd's lease, once 5 of 5 by this guardd with 4 by the lease.
+    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
   });
 
   it('the writer opened before the exec and closed before the answer: the exec is refused', async () => {
     // no lease to be had while the file is open for writing: the request is refused as written
     const before = await counters();
     expect(await attack(['early'])).toEqual(Array(TRIES).fill('126'));
-    const after = await counters();
-    // as above: by this guardd, as written — or by the rule when another guardd's read let the
-    // writer finish before this one was asked
-    expect(after.denied - before.denied).toBeGreaterThanOrEqual(TRIES);
-    expect(after.changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
+    // as above: which guardd refused, and how, depends on the tests running alongside
+    expect((await counters()).changed_denied - before.changed_denied).toBeGreaterThanOrEqual(1);
   });
 });
