@@ -12,7 +12,8 @@
  *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
  *     (identity, a keyed hash of the path: siphash, policy generation) answers repeats without JS
  *     (a cached deny is still reported to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
- *     waiting and REPORTS_PER_SEC, so a user's loop of refused execs cannot crowd out decisions;
+ *     waiting and REPORTS_PER_SEC, each user within a share of them, so a user's loop of refused
+ *     execs can crowd out neither decisions nor another user's reports;
  *     past them it is only counted);
  *   - otherwise the event goes to JS (threadsafe function) with its id, pid, the path (readlink of
  *     /proc/self/fd/N), the identity and the fd number (JS reads the file through
@@ -113,8 +114,18 @@
  * 500 a second, recording them costs the loop a few percent. A refusal past either bound is still
  * refused and counted (denied, open_denied), and counted as not reported (deny_reports_dropped,
  * open_reports_dropped); refusals past a burst are folded into counted events anyway. */
-#define MAX_REPORTS 64
+#define MAX_REPORTS 128
 #define REPORTS_PER_SEC 500
+/* And each user's share of them: the reports of one uid (the owner of /proc/<pid>: the refused
+ * process's effective uid) queued at most and posted a second at most, inside the bounds above —
+ * half of each, so a user flooding refusals leaves the other half to everyone else, and a shell
+ * loop of a few dozen refused runs still has every one recorded; USER_BUCKETS uids are tracked,
+ * the one least recently refilled gives way to a new one (full). Found in review: one user's
+ * flood took every token the moment it was refilled, so another user's refusal in the same
+ * seconds became a counter, not an event. A user cannot act as other uids. */
+#define USER_BUCKETS 32
+#define USER_MAX_REPORTS (MAX_REPORTS / 2)
+#define USER_REPORTS_PER_SEC (REPORTS_PER_SEC / 2)
 /* Files with an open mark at most (src/enforcement/open-marks.ts MAX_OPEN_MARKS is the same). */
 #define MAX_FILE_MARKS 1024
 /* An allow is cached only for a file whose ctime is at least this old when its request came. A
@@ -185,6 +196,8 @@ typedef struct {
   int kind;
   uint64_t id;
   int32_t pid;
+  /* A refusal report's uid (report_admit), for its user's share to be given back when it is taken. */
+  uint32_t uid;
   int fd;
   ident_t ident;
   char path[PATH_MAX];
@@ -210,6 +223,15 @@ static file_mark_t file_marks[MAX_FILE_MARKS];
 static int reports_queued = 0;
 static double report_tokens = MAX_REPORTS;
 static struct timespec report_refill;
+/* Each user's share (under lock; USER_MAX_REPORTS, USER_REPORTS_PER_SEC). */
+typedef struct {
+  int used;
+  uint32_t uid;
+  int queued;
+  double tokens;
+  struct timespec refill;
+} user_bucket_t;
+static user_bucket_t user_buckets[USER_BUCKETS];
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
 /* File system types the walk of a kernel-cached allow never enters (start's skipFstypes: remote,
@@ -367,19 +389,75 @@ static int slot_changed(slot_t *s, int count) {
   return changed;
 }
 
-/* Caller holds lock. Whether one more refusal report may be posted (MAX_REPORTS queued at most,
- * REPORTS_PER_SEC); if so it is counted as queued (the caller undoes that if the post fails). */
-static int report_admit(void) {
+static double seconds_since(const struct timespec *then, const struct timespec *now) {
+  return (double)(now->tv_sec - then->tv_sec) + (now->tv_nsec - then->tv_nsec) / 1e9;
+}
+
+/* Caller holds lock. uid's share, refilled to now: its bucket, or the least recently refilled
+ * one given to it (full, as for any user not seen lately). */
+static user_bucket_t *user_bucket(uint32_t uid, const struct timespec *now) {
+  user_bucket_t *b = NULL;
+  for (int i = 0; i < USER_BUCKETS && b == NULL; i++)
+    if (user_buckets[i].used && user_buckets[i].uid == uid) b = &user_buckets[i];
+  if (b == NULL) {
+    b = &user_buckets[0];
+    for (int i = 0; i < USER_BUCKETS; i++) {
+      user_bucket_t *c = &user_buckets[i];
+      if (!c->used) {
+        b = c;
+        break;
+      }
+      if (seconds_since(&c->refill, &b->refill) < 0) b = c;
+    }
+    b->used = 1;
+    b->uid = uid;
+    b->queued = 0;
+    b->tokens = USER_MAX_REPORTS;
+    b->refill = *now;
+  }
+  b->tokens += seconds_since(&b->refill, now) * USER_REPORTS_PER_SEC;
+  if (b->tokens > USER_MAX_REPORTS) b->tokens = USER_MAX_REPORTS;
+  b->refill = *now;
+  return b;
+}
+
+/* The effective uid of pid (the owner of /proc/<pid>), or UINT32_MAX when it is gone: such
+ * reports share one bucket. */
+static uint32_t uid_of(pid_t pid) {
+  char p[64];
+  struct stat st;
+  snprintf(p, sizeof(p), "/proc/%d", (int)pid);
+  return stat(p, &st) == 0 ? (uint32_t)st.st_uid : UINT32_MAX;
+}
+
+/* Caller holds lock. Whether one more refusal report of pid's user may be posted (MAX_REPORTS
+ * queued at most and REPORTS_PER_SEC in all, the user's share of them); if so it is counted as
+ * queued (the caller undoes that with report_undo if the post fails) and *uid says whose. */
+static int report_admit(pid_t pid, uint32_t *uid) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  report_tokens += ((double)(now.tv_sec - report_refill.tv_sec) + (now.tv_nsec - report_refill.tv_nsec) / 1e9) *
-                   REPORTS_PER_SEC;
+  report_tokens += seconds_since(&report_refill, &now) * REPORTS_PER_SEC;
   if (report_tokens > MAX_REPORTS) report_tokens = MAX_REPORTS;
   report_refill = now;
   if (reports_queued >= MAX_REPORTS || report_tokens < 1) return 0;
+  *uid = uid_of(pid);
+  user_bucket_t *b = user_bucket(*uid, &now);
+  if (b->queued >= USER_MAX_REPORTS || b->tokens < 1) return 0;
+  b->tokens -= 1;
+  b->queued++;
   report_tokens -= 1;
   reports_queued++;
   return 1;
+}
+
+/* Caller holds lock. One report of uid no longer queued (taken by JS, or its post failed). */
+static void report_undo(uint32_t uid) {
+  if (reports_queued > 0) reports_queued--;
+  for (int i = 0; i < USER_BUCKETS; i++)
+    if (user_buckets[i].used && user_buckets[i].uid == uid && user_buckets[i].queued > 0) {
+      user_buckets[i].queued--;
+      break;
+    }
 }
 
 /* Caller holds lock. Closes the fd of a slot and frees it. */
@@ -449,9 +527,10 @@ static void handle_open(const struct fanotify_event_metadata *m) {
   }
   pthread_mutex_unlock(&lock);
   respond_raw(fd, !deny);
+  uint32_t uid = 0;
   if (report) {
     pthread_mutex_lock(&lock);
-    if (!report_admit()) {
+    if (!report_admit(pid, &uid)) {
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
       report = 0;
@@ -463,6 +542,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     if (p != NULL) {
       p->kind = 3;
       p->pid = pid;
+      p->uid = uid;
       p->fd = -1;
       p->ident.dev = st.st_dev;
       p->ident.ino = st.st_ino;
@@ -477,7 +557,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
       free(p);
       counters.open_reports_dropped++;
       unremember_report(st.st_dev, st.st_ino, pid);
-      reports_queued--;
+      report_undo(uid);
     }
     pthread_mutex_unlock(&lock);
   }
@@ -758,7 +838,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   if (cached >= 0) {
     counters.cache_hits++;
     answer(fd, cached);
-    if (!cached && !report_admit()) {
+    if (!cached && !report_admit(pid, &p->uid)) {
       /* Refused and counted, not reported: the queue and the loop are kept for decisions. */
       counters.deny_reports_dropped++;
       free(p);
@@ -767,8 +847,8 @@ static void handle_event(const struct fanotify_event_metadata *m) {
       p->kind = 1;
       p->fd = -1;
       if (tsfn == NULL || napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) != napi_ok) {
+        report_undo(p->uid);
         free(p);
-        reports_queued--;
         counters.deny_reports_dropped++;
       }
     } else {
@@ -906,7 +986,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   post_t *p = data;
   if (p->kind == 1 || p->kind == 3) {
     pthread_mutex_lock(&lock);
-    if (reports_queued > 0) reports_queued--;
+    report_undo(p->uid);
     pthread_mutex_unlock(&lock);
   }
   if (env == NULL || cb == NULL) {
@@ -1009,6 +1089,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(file_marks, 0, sizeof(file_marks));
   reports_queued = 0;
   report_tokens = MAX_REPORTS;
+  memset(user_buckets, 0, sizeof(user_buckets));
   clock_gettime(CLOCK_MONOTONIC, &report_refill);
   ignore_marks = 0;
   memset(&counters, 0, sizeof(counters));

@@ -99,8 +99,8 @@ export type ExecPermCounters = {
   /** …from guardd or its children, allowed. */
   open_self_allowed: number;
   /**
-   * Refused opens not reported to JS (64 refusal reports already waiting for it, 500 a second
-   * already posted, or its queue was full).
+   * Refused opens not reported to JS (128 refusal reports already waiting for it or 500 a second
+   * already posted — or the opener's user's half of either — or its queue was full).
    */
   open_reports_dropped: number;
   /**

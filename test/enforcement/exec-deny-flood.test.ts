@@ -8,13 +8,17 @@
  * overflow; bounded to the queue alone, JS recording the reports made the new file's decision
  * miss the deadline instead. Refusal reports are now bounded in number and rate
  * (native/execperm/execperm.c MAX_REPORTS, REPORTS_PER_SEC), the rest refused and counted.
+ * Found in a later review: the flood took every report token the moment it was refilled, so
+ * another user's refusal in those seconds was counted and never became an event; each user now
+ * has a share of the reports (USER_MAX_REPORTS, USER_REPORTS_PER_SEC).
  */
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callDaemon } from '../../src/control/control-client.js';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
 import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -29,10 +33,25 @@ const TAG = randomBytes(4).toString('hex');
 const BANNED = join(dir, `banned-${TAG}`);
 /** Refusals the flood must have made before the fresh copies are tried. */
 const FLOOD = 10_000;
+/** guardd's process.denied events of one file. */
+async function deniedOf(exe: string): Promise<number> {
+  const r = await callDaemon<{ events: { event: Record<string, unknown> }[] }>(
+    join((g as Guardd).socketDir, 'guardd.sock'),
+    'events.list',
+    { type: 'process.denied', limit: 5000 },
+  );
+  return r.events.filter((e) => e.event.exe === exe).length;
+}
+
 /** Fresh copies of the banned program run during the flood. */
 const COPIES = 10;
+/** The banned program where another user runs it, refused once before the flood. */
+const SHARED = join(dir, `shared-${TAG}`);
+/** That user's runs of it during the flood, each refused from the verdict cache. */
+const OTHER_TRIES = 5;
 
 let user: TestUser;
+let other: TestUser;
 let g: Guardd | undefined;
 let loop: string;
 
@@ -42,12 +61,12 @@ afterAll(async () => {
 
 const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
 
-function asUser(script: string): string {
+function asUser(script: string, who: TestUser = user): string {
   const r = spawnSync('sh', ['-c', script], {
-    uid: user.uid,
-    gid: user.gid,
-    cwd: user.home,
-    env: { PATH: '/usr/bin:/bin', HOME: user.home },
+    uid: who.uid,
+    gid: who.gid,
+    cwd: who.home,
+    env: { PATH: '/usr/bin:/bin', HOME: who.home },
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -58,9 +77,12 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
   beforeAll(async () => {
     expect(process.getuid?.()).toBe(0);
     user = createTestUser('tgdf');
+    other = createTestUser('tgdo');
     writeFileSync(BANNED, Buffer.concat([readFileSync(TRUE), randomBytes(64)]));
     chmodSync(dir, 0o755);
     chmodSync(BANNED, 0o644);
+    copyFileSync(BANNED, SHARED);
+    chmodSync(SHARED, 0o755);
     loop = compileC(
       dir,
       'refusedloop',
@@ -84,9 +106,15 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     );
   });
 
-  it('fresh copies of the banned program are still refused while the user floods refusals of another', async () => {
+  it("while a user floods refusals: fresh copies of the banned program are still refused, and another user's refusals still recorded", async () => {
     // the user's own copy, refused once: its verdict is cached
     expect(asUser(`cp "${BANNED}" a && chmod 755 a && ./a; echo "code=$?"`)).toContain('code=126');
+    // the other user's program too, recorded once (decided by guardd's loop, not from the cache)
+    expect(asUser(`"${SHARED}"; echo "code=$?"`, other)).toContain('code=126');
+    await waitFor(
+      async () => (await deniedOf(SHARED)) === 1,
+      'the first refusal of the shared copy recorded',
+    );
     const before = await counters();
     const stop = join(user.home, 'stop');
     const flood = spawn(loop, [join(user.home, 'a'), stop, '4'], {
@@ -96,6 +124,7 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     });
     const flooded = new Promise((res) => flood.once('close', res));
     let out: string;
+    let otherOut: string;
     let after: ExecPermCounters;
     try {
       await waitFor(async () => (await counters()).denied > before.denied + FLOOD, 'the flood of refusals', {
@@ -104,13 +133,23 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
       out = asUser(
         `for i in $(seq ${COPIES}); do cp "${BANNED}" b$i && chmod 755 b$i && ./b$i; echo "code=$?"; done`,
       );
+      otherOut = asUser(`for i in $(seq ${OTHER_TRIES}); do "${SHARED}"; echo "code=$?"; done`, other);
+      // still flooding: the other user's reports were taken while the flood had the tokens
       after = await counters();
+      await waitFor(
+        async () => (await deniedOf(SHARED)) === 1 + OTHER_TRIES,
+        "the other user's refusals during the flood recorded, one event each",
+        { timeoutMs: 20_000 },
+      );
     } finally {
       writeFileSync(stop, '');
       await flooded;
     }
     const codes = out.split('\n').filter((l) => l.startsWith('code='));
     expect(codes, JSON.stringify(after)).toEqual(Array(COPIES).fill('code=126'));
+    expect(otherOut.split('\n').filter((l) => l.startsWith('code='))).toEqual(
+      Array(OTHER_TRIES).fill('code=126'),
+    );
     expect(after.overflow - before.overflow, JSON.stringify(after)).toBe(0);
     // the flood reached the bound: refusals past it were counted, not reported
     expect(after.deny_reports_dropped - before.deny_reports_dropped).toBeGreaterThan(0);
