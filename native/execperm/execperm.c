@@ -144,11 +144,14 @@
 
 /* What a verdict is cached under: the file (an inode number is only unique within its file system,
  * so the device is part of it; size, mtime and ctime change when it is rewritten, ctime when it is
- * linked or chmod'ed) and the path it was opened by, since name and path rules give another
- * verdict to a hard link or a rename of the same inode. */
+ * linked or chmod'ed), the mount it was reached through (its unique id: a file system unmounted
+ * and mounted again, or another one given the same device number, may hold other bytes under the
+ * same identity — src/sensors/mount-trust.ts) and the path it was opened by, since name and path
+ * rules give another verdict to a hard link or a rename of the same inode. */
 typedef struct {
   uint64_t dev, ino;
   int64_t size, mtime_s, mtime_ns, ctime_s, ctime_ns;
+  uint64_t mount;
   uint64_t path_hash;
 } ident_t;
 
@@ -195,6 +198,8 @@ typedef struct {
 typedef struct {
   int kind;
   uint64_t id;
+  /* A decision's mount id as /proc/self/mountinfo numbers it (pinned while the fd is open). */
+  int64_t mount_id;
   int32_t pid;
   /* A refusal report's uid (report_admit), for its user's share to be given back when it is taken. */
   uint32_t uid;
@@ -202,6 +207,21 @@ typedef struct {
   ident_t ident;
   char path[PATH_MAX];
 } post_t;
+
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x4000U
+#endif
+
+/* The mount fd was reached through: with unique, its unique id (Linux 6.8+, never reused while the
+ * machine runs; 0 before 6.8), else its id as /proc/self/mountinfo numbers it (reused after an
+ * unmount, but not while fd holds the mount; -1 when unknown). */
+static int64_t mount_of_fd(int fd, int unique) {
+  struct statx sx;
+  unsigned int want = unique ? STATX_MNT_ID_UNIQUE : STATX_MNT_ID;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, want, &sx) != 0 || !(sx.stx_mask & want))
+    return unique ? 0 : -1;
+  return (int64_t)sx.stx_mnt_id;
+}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int fan_fd = -1;
@@ -278,8 +298,8 @@ static void answer(int fd, int allow) {
 static uint64_t sip_k0, sip_k1;
 static uint64_t siphash(const void *data, size_t len) { return siphash_2_4(sip_k0, sip_k1, data, len); }
 
-/* ident_t is 8 fields of 8 bytes: no padding, hashed as it is (and compared by memcmp). */
-_Static_assert(sizeof(ident_t) == 64, "ident_t has padding");
+/* ident_t is 9 fields of 8 bytes: no padding, hashed as it is (and compared by memcmp). */
+_Static_assert(sizeof(ident_t) == 72, "ident_t has padding");
 static uint64_t ident_hash(const ident_t *k) { return siphash(k, sizeof(*k)); }
 
 static int ident_eq(const ident_t *a, const ident_t *b) { return memcmp(a, b, sizeof(*a)) == 0; }
@@ -786,6 +806,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   k.mtime_ns = st.st_mtim.tv_nsec;
   k.ctime_s = st.st_ctim.tv_sec;
   k.ctime_ns = st.st_ctim.tv_nsec;
+  k.mount = (uint64_t)mount_of_fd(fd, 1);
   static char path[PATH_MAX]; /* only the reader thread runs handle_event */
   char link[64];
   snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -831,6 +852,7 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   p->pid = pid;
   p->fd = fd;
   p->ident = k;
+  p->mount_id = mount_of_fd(fd, 0);
   memcpy(p->path, path, sizeof(p->path));
 
   pthread_mutex_lock(&lock);
@@ -1014,11 +1036,13 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     set_num(env, id, "size", (double)p->ident.size);
     set_num(env, id, "mtimeMs", (double)p->ident.mtime_s * 1000.0 + (double)p->ident.mtime_ns / 1e6);
     set_num(env, id, "ctimeMs", (double)p->ident.ctime_s * 1000.0 + (double)p->ident.ctime_ns / 1e6);
-    char key[200];
-    snprintf(key, sizeof(key), "%llu:%llu:%lld:%lld.%09lld:%lld.%09lld:%016llx", (unsigned long long)p->ident.dev,
+    set_num(env, id, "mount", (double)p->ident.mount);
+    if (p->kind == 0) set_num(env, ev, "mountId", (double)p->mount_id);
+    char key[220];
+    snprintf(key, sizeof(key), "%llu:%llu:%lld:%lld.%09lld:%lld.%09lld:%llu:%016llx", (unsigned long long)p->ident.dev,
              (unsigned long long)p->ident.ino, (long long)p->ident.size, (long long)p->ident.mtime_s,
              (long long)p->ident.mtime_ns, (long long)p->ident.ctime_s, (long long)p->ident.ctime_ns,
-             (unsigned long long)p->ident.path_hash);
+             (unsigned long long)p->ident.mount, (unsigned long long)p->ident.path_hash);
     napi_create_string_utf8(env, key, NAPI_AUTO_LENGTH, &s);
     napi_set_named_property(env, id, "key", s);
     napi_set_named_property(env, ev, "identity", id);

@@ -40,7 +40,7 @@
  *       (yet).
  *   setIdentities(handle, on): whether the reader asks the walker for the identity of every
  *       exec's executable (off at open: guardd turns it on while a rule needs hashes or markers).
- *   takeIdentity(handle, pid, ts) -> [dev, ino, size, mtimeMs, ctimeMs] | null: that identity
+ *   takeIdentity(handle, pid, ts) -> [dev, ino, size, mtimeMs, ctimeMs, mount] | null: that identity
  *       (walker.c says how it is read and when there is none), taken once.
  *   close(handle) -> boolean: unsubscribes, stops and joins the threads, closes the socket, true.
  *       false when the reader or the walker did not stop within CLOSE_JOIN_LIMIT_S (left behind,

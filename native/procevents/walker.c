@@ -60,6 +60,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x4000U
+#endif
+
 /* Requests waiting for the walker at most (a burst of execs; beyond it: dropped). */
 #define QUEUE_MAX 64
 /* Identities kept for JS to take at most (the oldest is overwritten). */
@@ -117,7 +121,7 @@ typedef struct {
 
 typedef struct {
   slot_key_t key;
-  double v[5]; /* dev, ino, size, mtimeMs, ctimeMs */
+  double v[6]; /* dev, ino, size, mtimeMs, ctimeMs, mount (unique id; 0 before Linux 6.8) */
 } ident_t;
 
 typedef struct {
@@ -339,13 +343,13 @@ static int exec_key(const char *stat, char *out, size_t out_len) {
 }
 
 /* The identity of request r's executable into v (see the module header); 1 when read. */
-static int read_identity(const request_t *r, double v[5]) {
+static int read_identity(const request_t *r, double v[6]) {
   char path[64], want[160], now[160], line[STAT_MAX + 1];
   if (!exec_key(r->stat, want, sizeof(want))) return 0;
   snprintf(path, sizeof(path), "/proc/%d/exe", r->pid);
   struct statx sx;
   const unsigned int mask = STATX_TYPE | STATX_INO | STATX_SIZE | STATX_MTIME | STATX_CTIME;
-  if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, mask, &sx) != 0 || (sx.stx_mask & mask) != mask ||
+  if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, mask | STATX_MNT_ID_UNIQUE, &sx) != 0 || (sx.stx_mask & mask) != mask ||
       !S_ISREG(sx.stx_mode))
     return 0;
   snprintf(path, sizeof(path), "/proc/%d/stat", r->pid);
@@ -362,10 +366,12 @@ static int read_identity(const request_t *r, double v[5]) {
   v[2] = (double)sx.stx_size;
   v[3] = (double)sx.stx_mtime.tv_sec * 1000.0 + (double)sx.stx_mtime.tv_nsec / 1000000.0;
   v[4] = (double)sx.stx_ctime.tv_sec * 1000.0 + (double)sx.stx_ctime.tv_nsec / 1000000.0;
+  /* The mount the executable was reached through, as native/execperm keys it (mount_of_fd). */
+  v[5] = (sx.stx_mask & STATX_MNT_ID_UNIQUE) ? (double)sx.stx_mnt_id : 0;
   return 1;
 }
 
-static void store_identity(walker_t *w, const request_t *r, const double v[5]) {
+static void store_identity(walker_t *w, const request_t *r, const double v[6]) {
   pthread_mutex_lock(&w->mu);
   ident_t *slot = &w->idents[w->inext];
   w->inext = (w->inext + 1) % IDENTS_MAX;
@@ -427,7 +433,7 @@ static void *run(void *arg) {
     /* Charged: everything from here to the next wait (the walk, the answers replaced, the frees). */
     uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     refill(w);
-    double v[5];
+    double v[6];
     if (r.stat != NULL && read_identity(&r, v)) {
       store_identity(w, &r, v);
       atomic_fetch_add(&w->identities, 1);
@@ -582,8 +588,8 @@ napi_value walker_take_identity(napi_env env, walker_t *w, int32_t pid, double t
     napi_get_null(env, &out);
     return out;
   }
-  napi_create_array_with_length(env, 5, &out);
-  for (uint32_t i = 0; i < 5; i++) {
+  napi_create_array_with_length(env, 6, &out);
+  for (uint32_t i = 0; i < 6; i++) {
     napi_value v;
     napi_create_double(env, found.v[i], &v);
     napi_set_element(env, out, i, v);

@@ -32,7 +32,7 @@ void walker_request(walker_t *w, int32_t pid, uint64_t ts, const char *cmd, int 
  * compared as one, so an uptime past 2^53 ns still matches). */
 napi_value walker_take(napi_env env, walker_t *w, int32_t pid, double ts);
 
-/* JS thread: the identity of the executable of exec (pid, ts) as [dev, ino, size, mtimeMs, ctimeMs]
+/* JS thread: the identity of the executable of exec (pid, ts) as [dev, ino, size, mtimeMs, ctimeMs, mount]
  * (what Node's fs.Stats says for the same file), taken once; null when there is none (not asked,
  * not done yet, overwritten, not a regular file, or the process exec'd again before it was read). */
 napi_value walker_take_identity(napi_env env, walker_t *w, int32_t pid, double ts);

@@ -38,8 +38,10 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { parseMountinfo } from '../common/mountinfo.js';
 import { nativeAddonPath } from '../common/native-addon.js';
 import type { Decision, Matcher } from '../policy/matcher.js';
+import { cacheableMount } from '../sensors/mount-trust.js';
 import type { ProcessObservation } from '../sensors/observation.js';
 import type { ExecRequest } from '../sensors/pre-exec-observation.js';
 import type { Verdict } from './decide.js';
@@ -56,13 +58,21 @@ export interface ExecIdentity {
   readonly size: number;
   readonly mtimeMs: number;
   readonly ctimeMs: number;
-  /** The verdict cache key: identity and a hash of the path it was opened by. */
+  /** The unique id of the mount it was reached through (Linux 6.8+; 0 before): mount-trust.ts. */
+  readonly mount: number;
+  /** The verdict cache key: identity, mount and a hash of the path it was opened by. */
   readonly key: string;
 }
 
 /** What the native thread posts to JS. */
 export type ExecPermEvent =
-  | ({ readonly kind: 'decide'; readonly id: number; readonly identity: ExecIdentity } & ExecRequest)
+  | ({
+      readonly kind: 'decide';
+      readonly id: number;
+      readonly identity: ExecIdentity;
+      /** The mount's id in /proc/self/mountinfo (held by the request's descriptor); -1 unknown. */
+      readonly mountId: number;
+    } & ExecRequest)
   | ({ readonly kind: 'denied_cached'; readonly id: number; readonly identity: ExecIdentity } & ExecRequest)
   | { readonly kind: 'mounts_changed' }
   | ({ readonly kind: 'open_denied'; readonly identity: ExecIdentity } & ExecRequest);
@@ -224,28 +234,6 @@ const MOUNT_SKIP_QUIET: ReadonlySet<string> = new Set([
 
 /** File system types never marked (remote, FUSE and pseudo). */
 export const MOUNT_SKIP_FSTYPES: ReadonlySet<string> = new Set([...MOUNT_SKIP_REMOTE, ...MOUNT_SKIP_QUIET]);
-
-export interface MountEntry {
-  readonly device: string;
-  readonly mountPoint: string;
-  readonly fstype: string;
-}
-
-/** Parses /proc/self/mountinfo (octal escapes in paths decoded); malformed lines are skipped. */
-export function parseMountinfo(text: string): MountEntry[] {
-  const out: MountEntry[] = [];
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    const dash = f.indexOf('-');
-    if (dash < 6 || f.length < dash + 3) continue;
-    const device = f[2] as string;
-    const mountPoint = (f[4] as string).replace(/\\([0-7]{3})/g, (_, o: string) =>
-      String.fromCharCode(Number.parseInt(o, 8)),
-    );
-    out.push({ device, mountPoint, fstype: f[dash + 1] as string });
-  }
-  return out;
-}
 
 /**
  * The skipped types as the native thread takes them (start's `skipFstypes`): MOUNT_SKIP_FSTYPES,
@@ -532,7 +520,10 @@ export class ExecDenyListener {
           cacheable =
             matcher.matchAll(obs).length === 0 &&
             !(matcher.needs.sha256 && !obs.sha256) &&
-            !(matcher.needs.markers && !obs.contentMarkers);
+            !(matcher.needs.markers && !obs.contentMarkers) &&
+            // and not where a user can write the blocks under the file system: the same identity
+            // may hold other bytes at the next exec (mount-trust.ts)
+            (await cacheableMount(ev.identity.mount, ev.mountId));
         }
       }
     } catch (err) {

@@ -17,11 +17,13 @@
  * when the file's ctime has settled (file-facts.ts `settled`: coarse timestamps repeat within one
  * tick, so a younger identity may yet name other bytes).
  */
-import { constants, type Stats } from 'node:fs';
+import { constants } from 'node:fs';
 import { type FileHandle, open, readlink } from 'node:fs/promises';
 import type { MarkerAutomaton } from '../policy/content-markers.js';
 import { planRegionsAsync } from '../policy/marker-regions.js';
 import { settled } from './file-facts.js';
+import { readIdentity } from './file-id.js';
+import { cacheableMount } from './mount-trust.js';
 import { ReadGate, USER_FILE_OPEN_FLAGS } from './safe-read.js';
 import { type Credentials, permits } from './script-package.js';
 
@@ -32,6 +34,11 @@ export interface FileIdentity {
   readonly size: number;
   readonly mtimeMs: number;
   readonly ctimeMs: number;
+  /**
+   * The unique id of the mount it was read through (Linux 6.8+; 0 unknown): what was learnt of a
+   * file system is not looked up for another one mounted later (mount-trust.ts).
+   */
+  readonly mount: number;
 }
 
 export type MarkerScanOutcome =
@@ -163,8 +170,8 @@ export class ContentMarkerScanner {
       return { found: null, outcome: 'unreadable', scannedBytes: 0 };
     }
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
+      const st = await readIdentity(fh);
+      if (!st.isFile) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
       // O_NOFOLLOW guards the last component only: a directory on the way swapped for a link
       // after the caller located the file (as the user) would be followed by root, into what the
       // user cannot search. `path` is fully resolved, so the kernel's name for what was opened
@@ -173,7 +180,7 @@ export class ContentMarkerScanner {
         return { found: null, outcome: 'unreadable', scannedBytes: 0 };
       // What the user may not read, their interpreter did not load: root must not tell its markers.
       if (asUser && !permits(st, asUser, 4)) return { found: null, outcome: 'unreadable', scannedBytes: 0 };
-      const identity = identityOf(st);
+      const identity = st.identity;
       if (expected && !sameIdentity(identity, expected)) {
         return { found: null, outcome: 'changed', identity, scannedBytes: 0 };
       }
@@ -203,12 +210,14 @@ export class ContentMarkerScanner {
         if (st2.foundCount === automaton.keys.length) break;
       }
       // Rewritten while we read: what was found belongs to no single version; do not cache it.
-      const after = identityOf(await fh.stat());
+      const after = (await readIdentity(fh)).identity;
       if (!sameIdentity(identity, after))
         return { found: null, outcome: 'changed', identity: after, scannedBytes: scanned };
       const found = automaton.foundKeys(st2);
-      // Coarse timestamps: a file changed in the last seconds may get other bytes under this key.
-      if (settled(identity, readStart)) this.remember(cacheKey, found);
+      // Coarse timestamps: a file changed in the last seconds may get other bytes under this key;
+      // and where a user can write the blocks under the file system, any key may.
+      if (settled(identity, readStart) && (await cacheableMount(identity.mount, st.mountId)))
+        this.remember(cacheKey, found);
       return { found, outcome: 'scanned', identity, scannedBytes: scanned };
     } catch {
       return { found: null, outcome: 'unreadable', scannedBytes: 0 };
@@ -226,24 +235,20 @@ export class ContentMarkerScanner {
   }
 }
 
-/** The identity facts of a stat result. */
-export function identityOf(st: Stats): FileIdentity {
-  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
-}
-
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return (
     a.dev === b.dev &&
     a.ino === b.ino &&
     a.size === b.size &&
     a.mtimeMs === b.mtimeMs &&
-    a.ctimeMs === b.ctimeMs
+    a.ctimeMs === b.ctimeMs &&
+    a.mount === b.mount
   );
 }
 
-/** `dev:ino:size:mtime:ctime`, the cache key of one version of a file. */
+/** `dev:ino:size:mtime:ctime:mount`, the cache key of one version of a file. */
 export function identityKey(id: FileIdentity): string {
-  return `${id.dev}:${id.ino}:${id.size}:${id.mtimeMs}:${id.ctimeMs}`;
+  return `${id.dev}:${id.ino}:${id.size}:${id.mtimeMs}:${id.ctimeMs}:${id.mount}`;
 }
 
 /**

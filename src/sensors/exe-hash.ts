@@ -14,6 +14,8 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type FileIdentity, identityKey } from './content-markers.js';
 import { settled } from './file-facts.js';
+import { readIdentity } from './file-id.js';
+import { cacheableMount } from './mount-trust.js';
 import { ReadGate } from './safe-read.js';
 
 export interface ExeHasherOptions {
@@ -97,8 +99,9 @@ export class ExeHasher {
     try {
       // Non-blocking, never a tty; links are followed on purpose: the path is /proc/<pid>/exe.
       handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
-      const st = await handle.stat();
-      if (!st.isFile()) {
+      const read = await readIdentity(handle);
+      const st = read.identity;
+      if (!read.isFile) {
         this.counts.unreadable++;
         return null;
       }
@@ -121,9 +124,19 @@ export class ExeHasher {
       if (pending) return await pending;
       const fh = handle;
       handle = null; // the digest owns the handle now
+      // Where a user can write the blocks under the file system, no key names these bytes for
+      // good. Asked while the file is open: its mount id names this very mount until it closes.
+      const trusted = cacheableMount(st.mount, read.mountId);
+      let cacheable = false;
       const digesting = this.digest(fh, st.size, job)
         // Rewritten while it was read: the digest is of no single version of the file.
-        .then(async (d) => (d !== null && identityKey(await fh.stat()) !== key ? this.changed() : d))
+        .then(async (d) =>
+          d !== null && identityKey((await readIdentity(fh)).identity) !== key ? this.changed() : d,
+        )
+        .then(async (d) => {
+          cacheable = await trusted;
+          return d;
+        })
         .finally(() => {
           this.inflight.delete(key);
           void fh.close().catch(() => undefined);
@@ -132,7 +145,7 @@ export class ExeHasher {
       const digest = await digesting;
       if (digest !== null) this.counts.hashed++;
       // Coarse timestamps: a file changed in the last seconds may get other bytes under this key.
-      if (digest !== null && settled(st, readStart)) this.remember(key, digest);
+      if (digest !== null && cacheable && settled(st, readStart)) this.remember(key, digest);
       return digest;
     } catch {
       this.counts.unreadable++;

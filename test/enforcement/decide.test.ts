@@ -5,11 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
+import { parseMountinfo } from '../../src/common/mountinfo.js';
 import type { ActionResult } from '../../src/enforcement/action.js';
 import { decide } from '../../src/enforcement/decide.js';
 import { type EnforcementScope, FULL_SCOPE } from '../../src/enforcement/enforcement-scope.js';
 import { Enforcer } from '../../src/enforcement/enforcer.js';
-import { loadExecPermAddon, parseMountinfo, skippedFstype } from '../../src/enforcement/exec-deny.js';
+import { loadExecPermAddon, skippedFstype } from '../../src/enforcement/exec-deny.js';
 import { compileMatcher } from '../../src/policy/matcher.js';
 import type { PolicyBody } from '../../src/policy/policy-types.js';
 import type { ProcessObservation } from '../../src/sensors/observation.js';

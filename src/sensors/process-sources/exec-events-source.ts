@@ -115,7 +115,7 @@ export interface ProcEventsAddon {
   takeWalk?(handle: unknown, pid: number, ts: number): readonly WalkAnswer[] | null;
   /** Whether the reader asks the walker for interpreters' script walks (off at open). */
   setWalks?(handle: unknown, on: boolean): void;
-  /** The identity of the exec (pid, ts)'s executable as [dev, ino, size, mtimeMs, ctimeMs], taken once; null when none. */
+  /** The identity of the exec (pid, ts)'s executable as [dev, ino, size, mtimeMs, ctimeMs, mount], taken once; null when none. */
   takeIdentity?(handle: unknown, pid: number, ts: number): readonly number[] | null;
   /** Whether the reader asks the walker for every exec's identity (off at open). */
   setIdentities?(handle: unknown, on: boolean): void;
@@ -304,10 +304,10 @@ export class ExecEventsSource implements ProcessSource {
   exeIdentity(raw: RawProcess): FileIdentity | null {
     if (this.state !== 'active' || raw.execNs === undefined || !this.addon?.takeIdentity) return null;
     const v = this.addon.takeIdentity(this.handle, raw.pid, raw.execNs);
-    if (v?.length !== 5) return null;
+    if (v?.length !== 6) return null;
     this.identitiesTaken++;
-    const [dev, ino, size, mtimeMs, ctimeMs] = v as [number, number, number, number, number];
-    return { dev, ino, size, mtimeMs, ctimeMs };
+    const [dev, ino, size, mtimeMs, ctimeMs, mount] = v as [number, number, number, number, number, number];
+    return { dev, ino, size, mtimeMs, ctimeMs, mount };
   }
 
   walked(raw: RawProcess): ReadonlyMap<string, ChainAnswer> | null {

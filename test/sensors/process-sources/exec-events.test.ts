@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
-import { ContentMarkerScanner, identityKey, identityOf } from '../../../src/sensors/content-markers.js';
+import { ContentMarkerScanner, identityKey } from '../../../src/sensors/content-markers.js';
 import {
   type ExecEvent,
   type ExecEventCounters,
@@ -28,6 +28,7 @@ import {
   loadProcEvents,
   PROCEVENTS_ADDON_PATH,
 } from '../../../src/sensors/process-sources/exec-events-source.js';
+import { identityOfPath } from '../../helpers/file-identity.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import { launch, makeBannedFixtures, type Pipeline, policy, startPipeline } from '../process/harness.js';
@@ -265,7 +266,7 @@ describe('ExecEventsSource', () => {
     const seeded = uniqueSleep('tgevk');
     const plain = uniqueSleep('tgevn');
     const cache = new Map([
-      [`${identityKey(identityOf(statSync(seeded.path)))}|${automaton.generation}`, [...automaton.keys]],
+      [`${identityKey(await identityOfPath(seeded.path))}|${automaton.generation}`, [...automaton.keys]],
     ]);
     const source = new ExecEventsSource({ logger: silentLogger() });
     const p = await startPipeline(body, {

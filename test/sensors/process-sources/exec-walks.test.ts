@@ -32,6 +32,7 @@ import {
 } from '../../../src/sensors/process-sources/exec-events-source.js';
 import { type ChainAnswer, lstatChainSequential } from '../../../src/sensors/safe-read.js';
 import { isInterpreter } from '../../../src/sensors/script-package.js';
+import { identityOfPath } from '../../helpers/file-identity.js';
 import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -197,9 +198,10 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
       const pid = start(notInterpreter, ['30']);
       const ev = await o.event(pid);
       const id = await waitFor(() => addon.takeIdentity?.(o.handle, pid, ev.ts), 'the identity of the exec');
-      const st = statSync(notInterpreter);
-      // The same doubles Node's fs.Stats holds: the caches key both by the same text.
-      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+      const st = await identityOfPath(notInterpreter);
+      // The same doubles Node's fs.Stats holds, and the mount the caches read it through
+      // (src/sensors/file-id.ts): they key both by the same text.
+      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs, st.mount]);
       expect(addon.takeIdentity?.(o.handle, pid, ev.ts)).toBeNull();
       expect(addon.counters(o.handle).identities).toBeGreaterThan(0);
       addon.setIdentities?.(o.handle, false);
@@ -234,8 +236,8 @@ describe.runIf(runnable)('script walks read ahead by native/procevents', () => {
         () => addon.takeIdentity?.(o.handle, pid, (next as ExecEvent).ts),
         'the identity of the second exec',
       );
-      const st = statSync(notInterpreter);
-      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs]);
+      const st = await identityOfPath(notInterpreter);
+      expect(id).toEqual([st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs, st.mount]);
       // Read after the process had exec'd again, the first one's would be the second program's.
       expect(addon.takeIdentity?.(o.handle, pid, (shell as ExecEvent).ts)).toBeNull();
     } finally {

@@ -1,0 +1,154 @@
+/**
+ * Owns whether what was read of a file may be cached under its identity (file-facts.ts), judged by
+ * the mount the file was read through: only where no user can change the file's bytes without the
+ * kernel's file system seeing a write, which moves its ctime. Not so, and never cached:
+ *   - a FUSE mount made by a user (`user_id=` not 0): its daemon answers every read and stat;
+ *   - a file system on a loop device whose backing file is not root's alone (a regular file, owner
+ *     root, no write bit for group or others, one link, not deleted, in a directory only root may
+ *     change): an image of the user's,
+ *     mounted for them through udisks. Found in review: the user wrote a cached program's blocks
+ *     into the image (while mounted, then dropped the file's pages with posix_fadvise; or unmounted
+ *     and mounted again) and the banned bytes ran under the same device, inode, size, mtime and
+ *     ctime;
+ *   - a block device whose node a user may write (owner not root, or writable by others), and a
+ *     partition, device-mapper or md device with any such device under it (its disk, its slaves);
+ *   - a mount guardd cannot find in its own mount table (made in a user's mount namespace, or gone).
+ * Everything else is cached: local disks, tmpfs, overlay, network file systems (their server's
+ * word, as for every NFS client), root's FUSE mounts, root's images (snaps).
+ *
+ * Each identity also carries its mount's unique id (file-id.ts; Linux 6.8+), so what was cached of
+ * a file system is never looked up for another one that got the same device number, nor for the
+ * same one mounted again after a user rewrote it offline. The unique id is never reused while the
+ * machine runs, so the verdict is remembered by it (at most MEMO_MAX mounts). Before Linux 6.8
+ * (mount 0) the table is read at every verdict, and a file system mounted again, or another one
+ * given the same device number, may still be answered from what was cached of the one before.
+ *
+ * The caller holds the file open while it asks, so `mountId` (the table's own number, reused only
+ * after an unmount) still names the very mount the file was read through.
+ */
+import type { Stats } from 'node:fs';
+import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { parseMountinfo } from '../common/mountinfo.js';
+import { mountsKnown } from './file-id.js';
+
+/** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
+const MEMO_MAX = 4096;
+/** Devices stacked below one another at most (dm over md over partitions over a loop…). */
+const MAX_DEPTH = 8;
+
+const memo = new Map<number, boolean>();
+
+/** Where the tables are read from (tests pass their own roots). */
+export interface MountTrustPaths {
+  readonly mountinfo: string;
+  readonly sysDevBlock: string;
+  readonly sysClassBlock: string;
+  readonly devBlock: string;
+}
+
+const SYSTEM: MountTrustPaths = {
+  mountinfo: '/proc/self/mountinfo',
+  sysDevBlock: '/sys/dev/block',
+  sysClassBlock: '/sys/class/block',
+  devBlock: '/dev/block',
+};
+
+/**
+ * Whether what is read of a file through mount `mount` (unique id, 0 unknown) / `mountId` (the
+ * mountinfo id, -1 unknown) may be cached. Without native/fileid (not Linux, not built) identities
+ * carry no mount and everything is cached as before.
+ */
+export async function cacheableMount(mount: number, mountId: number, paths = SYSTEM): Promise<boolean> {
+  if (!mountsKnown && paths === SYSTEM) return true;
+  if (mount !== 0) {
+    const known = memo.get(mount);
+    if (known !== undefined) return known;
+  }
+  if (mountId < 0) return false;
+  let ok = false;
+  try {
+    ok = await classify(mountId, paths);
+  } catch {
+    ok = false;
+  }
+  if (mount !== 0) {
+    if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as number);
+    memo.set(mount, ok);
+  }
+  return ok;
+}
+
+async function classify(mountId: number, paths: MountTrustPaths): Promise<boolean> {
+  const m = parseMountinfo(await readFile(paths.mountinfo, 'utf8')).find((x) => x.id === mountId);
+  const dev = /^(\d+):(\d+)$/.exec(m?.device ?? '');
+  if (!m || !dev) return false;
+  if (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) return m.superOptions.includes('user_id=0');
+  if (dev[1] !== '0') return blockTrusted(Number(dev[1]), Number(dev[2]), paths, 0);
+  // Anonymous device numbers: a file system on a block device (btrfs) names it as its source;
+  // fuseblk (ntfs-3g) too. The rest (tmpfs, overlay, NFS…) has no device a user could write.
+  if (m.source.startsWith('/dev/')) {
+    const st = await stat(m.source).catch(() => null);
+    if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, 0);
+  }
+  return m.fstype !== 'fuseblk';
+}
+
+/** glibc's gnu_dev_major / gnu_dev_minor of a dev_t as Node gives it (a double). */
+function major(dev: number): number {
+  const d = BigInt(dev);
+  return Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
+}
+function minor(dev: number): number {
+  const d = BigInt(dev);
+  return Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
+}
+
+/** Whether no user can write block device maj:min, or any device it is built on. */
+async function blockTrusted(
+  maj: number,
+  min: number,
+  paths: MountTrustPaths,
+  depth: number,
+): Promise<boolean> {
+  if (depth > MAX_DEPTH) return false;
+  const node = await stat(`${paths.devBlock}/${maj}:${min}`).catch(() => null);
+  if (node && (node.uid !== 0 || (node.mode & 0o002) !== 0)) return false;
+  const sys = `${paths.sysDevBlock}/${maj}:${min}`;
+  const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
+  if (backing !== null && !(await rootOnlyFile(backing.replace(/\n$/, '')))) return false;
+  // A partition: the disk it is on.
+  if (await exists(`${sys}/partition`)) {
+    const disk = await readFile(`${dirname(await realpath(sys))}/dev`, 'utf8');
+    const [a, b] = disk.trim().split(':').map(Number);
+    if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
+  }
+  // device-mapper, md: every device under it.
+  for (const name of await readdir(`${sys}/slaves`).catch(() => [] as string[])) {
+    const dev = await readFile(`${paths.sysClassBlock}/${name}/dev`, 'utf8');
+    const [a, b] = dev.trim().split(':').map(Number);
+    if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
+  }
+  return true;
+}
+
+/**
+ * A loop device's backing file is root's alone: only root can write the blocks under the mount.
+ * The kernel names it by the path it was opened at; in a directory only root may change (owner
+ * root, no write bit for group or others), no one else can have put another file at that name.
+ */
+async function rootOnlyFile(path: string): Promise<boolean> {
+  if (!path.startsWith('/') || path.endsWith(' (deleted)')) return false;
+  const [st, dir] = await Promise.all([
+    lstat(path).catch(() => null),
+    lstat(dirname(path)).catch(() => null),
+  ]);
+  const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
+  return (
+    rootOnly(st) && rootOnly(dir) && st?.isFile() === true && st.nlink === 1 && dir?.isDirectory() === true
+  );
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null)) !== null;
+}

@@ -1,0 +1,181 @@
+/**
+ * Whether what is read of a file may be cached, by the mount it was read through
+ * (src/sensors/mount-trust.ts), on real mounts as root: ext4 images on real loop devices whose
+ * backing file is root's alone, the user's, or root's in a directory the user may write; and on a
+ * mount table and /sys tree of the test's own for what a test cannot make here (a user's FUSE
+ * mount, a device-mapper device over a user's image). The identities come from native/fileid
+ * (src/sensors/file-id.ts), compared with fstat.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, fstatSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mountsKnown, readIdentity } from '../../src/sensors/file-id.js';
+import { cacheableMount } from '../../src/sensors/mount-trust.js';
+import { tempDir } from '../helpers/tmp.js';
+import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+
+const dir = tempDir('tgmt-');
+const mounted: string[] = [];
+let user: TestUser;
+
+afterAll(() => {
+  // `mount -o loop` sets autoclear: the loop device goes with the mount
+  for (const m of mounted.reverse()) spawnSync('umount', [m]);
+});
+
+/** An ext4 image at `image` (owned by `owner`, mode 0600), mounted on a loop device at `at`. */
+function mountImage(image: string, at: string, owner: TestUser | null): void {
+  writeFileSync(image, '');
+  expect(spawnSync('mkfs.ext4', ['-q', '-F', image, '8M']).status).toBe(0);
+  chmodSync(image, 0o600);
+  if (owner) chownSync(image, owner.uid, owner.gid);
+  mkdirSync(at, { recursive: true });
+  const m = spawnSync('mount', ['-o', 'loop', image, at], { encoding: 'utf8' });
+  expect(m.status, m.stderr).toBe(0);
+  mounted.push(at);
+  writeFileSync(join(at, 'f'), 'x');
+}
+
+/** cacheableMount for the file at `path`, asked while it is open (as the caches ask). */
+async function cacheable(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const r = await readIdentity(fh);
+    return await cacheableMount(r.identity.mount, r.mountId);
+  } finally {
+    await fh.close();
+  }
+}
+
+describe('the identity of an open file (native/fileid)', () => {
+  it('is what fstat says, with the unique id of its mount', async () => {
+    expect(mountsKnown).toBe(true);
+    const path = join(dir, 'id');
+    writeFileSync(path, 'abc');
+    const fd = openSync(path, 'r');
+    const st = fstatSync(fd);
+    closeSync(fd);
+    const fh = await open(path, 'r');
+    const r = await readIdentity(fh);
+    await fh.close();
+    expect(r.identity).toMatchObject({
+      dev: st.dev,
+      ino: st.ino,
+      size: 3,
+      mtimeMs: st.mtimeMs,
+      ctimeMs: st.ctimeMs,
+    });
+    expect(r).toMatchObject({ isFile: true, mode: st.mode, uid: st.uid, gid: st.gid });
+    expect(r.mountId).toBeGreaterThan(0);
+    // Linux 6.8+ (STATX_MNT_ID_UNIQUE): never the reusable id, which is small
+    expect(r.identity.mount).toBeGreaterThan(2 ** 31 - 1);
+  });
+
+  it('rejects a closed descriptor with its code', async () => {
+    const fh = await open(join(dir, 'id'), 'r');
+    await fh.close();
+    // fh.fd is -1 once closed: the addon refuses it as an argument
+    await expect(readIdentity(fh)).rejects.toMatchObject({ code: 'GUARD_FILEID_ARGS' });
+  });
+});
+
+describe('which mounts may be cached (real loop devices, as root)', () => {
+  beforeAll(() => {
+    expect(process.getuid?.()).toBe(0);
+    user = createTestUser('tgmt');
+    chmodSync(dir, 0o755);
+  });
+
+  it("caches the machine's own file systems", async () => {
+    expect(await cacheable('/bin/sh')).toBe(true);
+    expect(await cacheable(join(dir, 'id'))).toBe(true);
+  });
+
+  it("caches an image root's alone, in a directory only root may change", async () => {
+    const images = join(dir, 'root-images');
+    mkdirSync(images, { mode: 0o755 });
+    mountImage(join(images, 'root.img'), join(dir, 'm-root'), null);
+    expect(await cacheable(join(dir, 'm-root', 'f'))).toBe(true);
+  });
+
+  it("never caches a user's image: they can write its blocks under the file system", async () => {
+    const theirs = join(dir, 'user-images');
+    mkdirSync(theirs, { mode: 0o755 });
+    chownSync(theirs, user.uid, user.gid);
+    mountImage(join(theirs, 'user.img'), join(dir, 'm-user'), user);
+    expect(await cacheable(join(dir, 'm-user', 'f'))).toBe(false);
+  });
+
+  it("never caches root's image in a directory the user may write (they may put their own at its name)", async () => {
+    const shared = join(dir, 'shared-images');
+    mkdirSync(shared, { mode: 0o777 });
+    chmodSync(shared, 0o777);
+    mountImage(join(shared, 'root.img'), join(dir, 'm-shared'), null);
+    expect(await cacheable(join(dir, 'm-shared', 'f'))).toBe(false);
+  });
+
+  it('never caches a mount it cannot find in its mount table', async () => {
+    expect(await cacheableMount(0, 2 ** 30)).toBe(false);
+    expect(await cacheableMount(0, -1)).toBe(false);
+  });
+});
+
+describe('which mounts may be cached (a mount table and /sys of the test)', () => {
+  const root = join(dir, 'fake');
+  const paths = {
+    mountinfo: join(root, 'mountinfo'),
+    sysDevBlock: join(root, 'sys-dev-block'),
+    sysClassBlock: join(root, 'sys-class-block'),
+    devBlock: join(root, 'dev-block'),
+  };
+  beforeAll(() => {
+    mkdirSync(paths.sysDevBlock, { recursive: true });
+    mkdirSync(paths.sysClassBlock, { recursive: true });
+    mkdirSync(paths.devBlock, { recursive: true });
+    writeFileSync(
+      paths.mountinfo,
+      [
+        '40 22 0:50 / /home/u/sshfs rw - fuse.sshfs u@h:/ rw,user_id=1000,group_id=1000',
+        '41 22 0:51 / /mnt/rootfuse rw - fuse.sshfs r@h:/ rw,user_id=0,group_id=0',
+        '42 22 253:0 / /media/u/crypt rw - ext4 /dev/mapper/c rw',
+        '43 22 0:52 / /tmp/t rw - tmpfs tmpfs rw',
+        '44 22 253:1 / /data rw - ext4 /dev/mapper/d rw',
+      ].join('\n'),
+    );
+    // dm-0 over loop0 (the user's image), dm-1 over a disk
+    const loop0 = join(paths.sysDevBlock, '7:0');
+    mkdirSync(join(loop0, 'loop'), { recursive: true });
+    writeFileSync(join(loop0, 'loop', 'backing_file'), '/home/u/disk.img\n');
+    const dm0 = join(paths.sysDevBlock, '253:0');
+    mkdirSync(join(dm0, 'slaves', 'loop0'), { recursive: true });
+    mkdirSync(join(paths.sysClassBlock, 'loop0'), { recursive: true });
+    writeFileSync(join(paths.sysClassBlock, 'loop0', 'dev'), '7:0\n');
+    const dm1 = join(paths.sysDevBlock, '253:1');
+    mkdirSync(join(dm1, 'slaves', 'vdb'), { recursive: true });
+    mkdirSync(join(paths.sysClassBlock, 'vdb'), { recursive: true });
+    writeFileSync(join(paths.sysClassBlock, 'vdb', 'dev'), '254:16\n');
+    mkdirSync(join(paths.sysDevBlock, '254:16'));
+  });
+
+  it("never caches a user's FUSE mount; caches root's", async () => {
+    expect(await cacheableMount(0, 40, paths)).toBe(false);
+    expect(await cacheableMount(0, 41, paths)).toBe(true);
+  });
+
+  it("never caches a device-mapper device over a user's image; caches one over a disk", async () => {
+    expect(await cacheableMount(0, 42, paths)).toBe(false);
+    expect(await cacheableMount(0, 44, paths)).toBe(true);
+  });
+
+  it('caches tmpfs', async () => {
+    expect(await cacheableMount(0, 43, paths)).toBe(true);
+  });
+
+  it('never caches a block device whose node a user may write', async () => {
+    writeFileSync(join(paths.devBlock, '254:16'), '');
+    chmodSync(join(paths.devBlock, '254:16'), 0o666);
+    expect(await cacheableMount(0, 44, paths)).toBe(false);
+  });
+});
