@@ -14,7 +14,9 @@
 #   postgresql    initdb/postgres for the collector's PostgreSQL store tests (test/helpers/postgres.ts
 #                 starts a throwaway server per test file; the Debian service itself is not used)
 #   e2fsprogs     mkfs.ext4: the loop-mounted ext4 with whole-second timestamps of
-#                 test/enforcement/exec-identity-reuse.test.ts
+#                 test/enforcement/exec-identity-reuse.test.ts; mkfs.ext4, debugfs and dumpe2fs: the
+#                 user's ext4 images of test/enforcement/exec-identity-media.test.ts (python3 too:
+#                 posix_fadvise to evict a program's pages)
 #   fuse3         fusermount3: a real user's FUSE mount in test/enforcement/exec-deny-fuse-walk.test.ts
 #   chromium      the headless browser of the console's end-to-end tests (test/collector/console-browser.test.ts,
 #                 driven by playwright-core with executablePath /usr/bin/chromium: no browser download)
