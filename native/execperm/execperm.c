@@ -9,7 +9,8 @@
  *   - the exec'ing pid is guardd or a child of guardd running as guardd's uid → FAN_ALLOW at once
  *     (libuv blocks the loop in uv_spawn until its child has exec'd: asking JS would stall until
  *     the deadline); a child running as a user (owner-fs, notify-send) is decided like the user;
- *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime); a verdict cache keyed by
+ *   - fstat(event fd) → file identity (dev, ino, size, mtime, ctime, and the unique id of the mount
+ *     it came through: mount_of_fd); a verdict cache keyed by
  *     (identity, a keyed hash of the path: siphash, policy generation) answers repeats without JS
  *     (a cached deny is still reported to JS, as already answered, so a denied attempt becomes an event — within MAX_REPORTS
  *     waiting and REPORTS_PER_SEC, each user within a share of them, so a user's loop of refused

@@ -1,6 +1,8 @@
 /**
  * Owns the caches of what is known about one version of an executable, keyed by its identity
- * (`identityKey`: device, inode, size, mtime, ctime): its SHA-256 (exe-hash.ts) and the content
+ * (`identityKey`: device, inode, size, mtime, ctime, and the unique id of the mount it was read
+ * through — file-id.ts; nothing is cached for a mount whose blocks a user can write, mount-trust.ts):
+ * its SHA-256 (exe-hash.ts) and the content
  * markers found in it (content-markers.ts). One pair serves both readers of executables — the
  * pre-exec listener, which reads every new file before it first runs, and the process sensor,
  * which reads it after exec — so a file read by one is not read again by the other, and the
