@@ -17,7 +17,6 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
