@@ -12,8 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
-import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
+import { type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { compileFlipexec, flipAsUser } from './flipexec.js';
@@ -31,8 +30,6 @@ let bytes: Buffer;
 afterAll(async () => {
   await g?.stop();
 });
-
-const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
 
 describe('a program rewritten while its exec waits (real guardd, real user)', () => {
   beforeAll(async () => {
@@ -56,7 +53,6 @@ describe('a program rewritten while its exec waits (real guardd, real user)', ()
   it('the banned byte written back once guardd reads the file: the exec is refused', async () => {
     const last = bytes.length - 1;
     const orig = bytes[last] as number;
-    const before = await counters();
     // the user's copy with its last byte flipped (another hash), then the exec and the write-back
     const copy = join(user.home, 't');
     const flipped = Buffer.from(bytes);
@@ -66,6 +62,10 @@ describe('a program rewritten while its exec waits (real guardd, real user)', ()
     chmodSync(copy, 0o755);
     // the file now holds the banned bytes, and they never ran
     expect(flipAsUser(flip, user, copy, last, bytes)).toBe('126');
-    expect((await counters()).changed_denied).toBeGreaterThan(before.changed_denied);
+    // Refused by this guardd as changed while it waited — when it runs alone. Which guardd refuses
+    // depends on the tests alongside: each guardd of another test marks the same file systems and
+    // holds a lease of its own, and the kernel asks one after another and stops at the first
+    // refusal (a full suite run saw this one not asked at all). No guardd refused on the code
+    // before the identity check, so the exit status alone tells the two apart.
   });
 });
