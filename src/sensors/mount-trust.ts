@@ -5,8 +5,8 @@
  *   - a FUSE mount made by a user (`user_id=` not 0): its daemon answers every read and stat;
  *   - a file system on a loop device whose backing file is not root's alone (a regular file, owner
  *     root, no write bit for group or others, one link, not deleted, in a directory only root may
- *     change): an image of the user's,
- *     mounted for them through udisks. Found in review: the user wrote a cached program's blocks
+ *     change, on a file system itself trusted here): an image of the user's, mounted for them
+ *     through udisks, or one inside an image of theirs (whose every owner and mode they wrote). Found in review: the user wrote a cached program's blocks
  *     into the image (while mounted, then dropped the file's pages with posix_fadvise; or unmounted
  *     and mounted again) and the banned bytes ran under the same device, inode, size, mtime and
  *     ctime;
@@ -29,7 +29,7 @@
 import type { Stats } from 'node:fs';
 import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { parseMountinfo } from '../common/mountinfo.js';
+import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
 import { mountsKnown } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
@@ -68,7 +68,7 @@ export async function cacheableMount(mount: number, mountId: number, paths = SYS
   if (mountId < 0) return false;
   let ok = false;
   try {
-    ok = await classify(mountId, paths);
+    ok = await classify((x) => x.id === mountId, paths, 0);
   } catch {
     ok = false;
   }
@@ -79,17 +79,22 @@ export async function cacheableMount(mount: number, mountId: number, paths = SYS
   return ok;
 }
 
-async function classify(mountId: number, paths: MountTrustPaths): Promise<boolean> {
-  const m = parseMountinfo(await readFile(paths.mountinfo, 'utf8')).find((x) => x.id === mountId);
+/** Whether the mount `which` picks from the table may be cached (`depth`: devices stacked so far). */
+async function classify(
+  which: (m: MountEntry) => boolean,
+  paths: MountTrustPaths,
+  depth: number,
+): Promise<boolean> {
+  const m = parseMountinfo(await readFile(paths.mountinfo, 'utf8')).find(which);
   const dev = /^(\d+):(\d+)$/.exec(m?.device ?? '');
   if (!m || !dev) return false;
   if (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) return m.superOptions.includes('user_id=0');
-  if (dev[1] !== '0') return blockTrusted(Number(dev[1]), Number(dev[2]), paths, 0);
+  if (dev[1] !== '0') return blockTrusted(Number(dev[1]), Number(dev[2]), paths, depth);
   // Anonymous device numbers: a file system on a block device (btrfs) names it as its source;
   // fuseblk (ntfs-3g) too. The rest (tmpfs, overlay, NFS…) has no device a user could write.
   if (m.source.startsWith('/dev/')) {
     const st = await stat(m.source).catch(() => null);
-    if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, 0);
+    if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, depth);
   }
   return m.fstype !== 'fuseblk';
 }
@@ -116,7 +121,7 @@ async function blockTrusted(
   if (node && (node.uid !== 0 || (node.mode & 0o002) !== 0)) return false;
   const sys = `${paths.sysDevBlock}/${maj}:${min}`;
   const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
-  if (backing !== null && !(await rootOnlyFile(backing.replace(/\n$/, '')))) return false;
+  if (backing !== null && !(await rootOnlyFile(backing.replace(/\n$/, ''), paths, depth))) return false;
   // A partition: the disk it is on.
   if (await exists(`${sys}/partition`)) {
     const disk = await readFile(`${dirname(await realpath(sys))}/dev`, 'utf8');
@@ -136,17 +141,24 @@ async function blockTrusted(
  * A loop device's backing file is root's alone: only root can write the blocks under the mount.
  * The kernel names it by the path it was opened at; in a directory only root may change (owner
  * root, no write bit for group or others), no one else can have put another file at that name.
+ * And the file system it is on must be trusted itself: on an image of the user's, every owner and
+ * mode is what the user wrote into it, and its blocks (the backing file's bytes) are theirs to
+ * write. Found in review: a root's-looking image inside the user's, attached and mounted for them,
+ * was cached, and the user's raw write to their outer image ran the banned bytes.
  */
-async function rootOnlyFile(path: string): Promise<boolean> {
+async function rootOnlyFile(path: string, paths: MountTrustPaths, depth: number): Promise<boolean> {
   if (!path.startsWith('/') || path.endsWith(' (deleted)')) return false;
   const [st, dir] = await Promise.all([
     lstat(path).catch(() => null),
     lstat(dirname(path)).catch(() => null),
   ]);
   const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
-  return (
-    rootOnly(st) && rootOnly(dir) && st?.isFile() === true && st.nlink === 1 && dir?.isDirectory() === true
-  );
+  if (
+    !(rootOnly(st) && rootOnly(dir) && st?.isFile() === true && st.nlink === 1 && dir?.isDirectory() === true)
+  )
+    return false;
+  const on = `${major(st.dev)}:${minor(st.dev)}`;
+  return classify((m) => m.device === on, paths, depth + 1);
 }
 
 async function exists(path: string): Promise<boolean> {

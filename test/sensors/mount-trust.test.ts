@@ -116,6 +116,18 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     expect(await cacheable(join(dir, 'm-shared', 'f'))).toBe(false);
   });
 
+  it("never caches root's-looking image inside a user's image: its owner and mode are what the user wrote", async () => {
+    const theirs = join(dir, 'outer-images');
+    mkdirSync(theirs, { mode: 0o755 });
+    chownSync(theirs, user.uid, user.gid);
+    const outer = join(dir, 'm-outer');
+    mountImage(join(theirs, 'outer.img'), outer, user);
+    // a root-owned directory and image, as the user can write them into their own image offline
+    mkdirSync(join(outer, 'd'), { mode: 0o755 });
+    mountImage(join(outer, 'd', 'inner.img'), join(dir, 'm-inner'), null);
+    expect(await cacheable(join(dir, 'm-inner', 'f'))).toBe(false);
+  });
+
   it('never caches a mount it cannot find in its mount table', async () => {
     expect(await cacheableMount(0, 2 ** 30)).toBe(false);
     expect(await cacheableMount(0, -1)).toBe(false);
