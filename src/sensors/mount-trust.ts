@@ -5,8 +5,10 @@
  *   - a FUSE mount made by a user (`user_id=` not 0): its daemon answers every read and stat;
  *   - a file system on a loop device whose backing file is not root's alone (a regular file, owner
  *     root, no write bit for group or others, one link, not deleted, in a directory only root may
- *     change, on a file system itself trusted here): an image of the user's, mounted for them
- *     through udisks, or one inside an image of theirs (whose every owner and mode they wrote). Found in review: the user wrote a cached program's blocks
+ *     change, on a file system itself trusted here, and the very file the loop device reads): an
+ *     image of the user's, mounted for them through udisks, or one inside an image of theirs
+ *     (whose every owner and mode they wrote), or one the kernel names by a path in a mount
+ *     namespace of theirs. Found in review: the user wrote a cached program's blocks
  *     into the image (while mounted, then dropped the file's pages with posix_fadvise; or unmounted
  *     and mounted again) and the banned bytes ran under the same device, inode, size, mtime and
  *     ctime;
@@ -27,10 +29,11 @@
  * after an unmount) still names the very mount the file was read through.
  */
 import type { Stats } from 'node:fs';
-import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
-import { mountsKnown } from './file-id.js';
+import { loopBacking, mountsKnown } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
 const MEMO_MAX = 4096;
@@ -121,7 +124,10 @@ async function blockTrusted(
   if (node && (node.uid !== 0 || (node.mode & 0o002) !== 0)) return false;
   const sys = `${paths.sysDevBlock}/${maj}:${min}`;
   const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
-  if (backing !== null && !(await rootOnlyFile(backing.replace(/\n$/, ''), paths, depth))) return false;
+  if (backing !== null) {
+    const reads = await loopReads(maj, min, sys, paths);
+    if (!reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth))) return false;
+  }
   // A partition: the disk it is on.
   if (await exists(`${sys}/partition`)) {
     const disk = await readFile(`${dirname(await realpath(sys))}/dev`, 'utf8');
@@ -139,14 +145,22 @@ async function blockTrusted(
 
 /**
  * A loop device's backing file is root's alone: only root can write the blocks under the mount.
- * The kernel names it by the path it was opened at; in a directory only root may change (owner
+ * The kernel names it by the path it was opened at, in the mount namespace it was opened in: a
+ * user hands udisks a descriptor of a file in a namespace of theirs (a tmpfs over /etc), and its
+ * path names root's file here (/etc/passwd). So the file at that path must be the file the loop
+ * device reads (`reads`: its device and inode; found in review). In a directory only root may change (owner
  * root, no write bit for group or others), no one else can have put another file at that name.
  * And the file system it is on must be trusted itself: on an image of the user's, every owner and
  * mode is what the user wrote into it, and its blocks (the backing file's bytes) are theirs to
  * write. Found in review: a root's-looking image inside the user's, attached and mounted for them,
  * was cached, and the user's raw write to their outer image ran the banned bytes.
  */
-async function rootOnlyFile(path: string, paths: MountTrustPaths, depth: number): Promise<boolean> {
+async function rootOnlyFile(
+  path: string,
+  reads: { dev: number; ino: number },
+  paths: MountTrustPaths,
+  depth: number,
+): Promise<boolean> {
   if (!path.startsWith('/') || path.endsWith(' (deleted)')) return false;
   const [st, dir] = await Promise.all([
     lstat(path).catch(() => null),
@@ -154,11 +168,46 @@ async function rootOnlyFile(path: string, paths: MountTrustPaths, depth: number)
   ]);
   const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
   if (
-    !(rootOnly(st) && rootOnly(dir) && st?.isFile() === true && st.nlink === 1 && dir?.isDirectory() === true)
+    !(
+      rootOnly(st) &&
+      rootOnly(dir) &&
+      st?.isFile() === true &&
+      st.nlink === 1 &&
+      dir?.isDirectory() === true
+    ) ||
+    st.dev !== reads.dev ||
+    st.ino !== reads.ino
   )
     return false;
   const on = `${major(st.dev)}:${minor(st.dev)}`;
   return classify((m) => m.device === on, paths, depth + 1);
+}
+
+/**
+ * The device and inode of the file loop device maj:min reads, through its node (`/dev/block/M:m`,
+ * or `/dev/<DEVNAME>` where udev made no such link), checked to be that device; null when unknown.
+ */
+async function loopReads(
+  maj: number,
+  min: number,
+  sys: string,
+  paths: MountTrustPaths,
+): Promise<{ dev: number; ino: number } | null> {
+  const name = /^DEVNAME=(.+)$/m.exec((await readFile(`${sys}/uevent`, 'utf8').catch(() => '')) ?? '')?.[1];
+  for (const node of [`${paths.devBlock}/${maj}:${min}`, ...(name ? [`/dev/${name}`] : [])]) {
+    const fh = await open(node, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch(
+      () => null,
+    );
+    if (!fh) continue;
+    try {
+      const st = await fh.stat();
+      if (st.isBlockDevice() && major(st.rdev) === maj && minor(st.rdev) === min)
+        return await loopBacking(fh);
+    } finally {
+      await fh.close();
+    }
+  }
+  return null;
 }
 
 async function exists(path: string): Promise<boolean> {

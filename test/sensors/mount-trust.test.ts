@@ -6,23 +6,43 @@
  * mount, a device-mapper device over a user's image). The identities come from native/fileid
  * (src/sensors/file-id.ts), compared with fstat.
  */
-import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, fstatSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsKnown, readIdentity } from '../../src/sensors/file-id.js';
 import { cacheableMount } from '../../src/sensors/mount-trust.js';
 import { tempDir } from '../helpers/tmp.js';
-import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir('tgmt-');
 const mounted: string[] = [];
 let user: TestUser;
 
+/** Loop devices attached by losetup (not autoclear), and the user's processes holding an image. */
+const attached: string[] = [];
+const running: ChildProcess[] = [];
+
 afterAll(() => {
   // `mount -o loop` sets autoclear: the loop device goes with the mount
-  for (const m of mounted.reverse()) spawnSync('umount', [m]);
+  for (const m of mounted.reverse()) {
+    // lazily if still busy (an image inside one: its loop device is let go after its umount)
+    if (spawnSync('umount', [m]).status !== 0) spawnSync('umount', ['-l', m]);
+  }
+  for (const d of attached) spawnSync('losetup', ['-d', d]);
+  for (const c of running) c.kill('SIGKILL');
 });
 
 /** An ext4 image at `image` (owned by `owner`, mode 0600), mounted on a loop device at `at`. */
@@ -126,6 +146,67 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     mkdirSync(join(outer, 'd'), { mode: 0o755 });
     mountImage(join(outer, 'd', 'inner.img'), join(dir, 'm-inner'), null);
     expect(await cacheable(join(dir, 'm-inner', 'f'))).toBe(false);
+  });
+
+  it("never caches a user's image the kernel names by a root file's path (in their own mount namespace)", async () => {
+    // The user's image, copied into a tmpfs they mounted over /etc in a namespace of theirs and
+    // held open there; root attaches the open file (as udisks attaches the descriptor a user
+    // hands it) and mounts it for them. The kernel names a backing file by its path in its own
+    // namespace: /etc/passwd, which here is root's alone.
+    const named = '/etc/passwd';
+    const real = lstatSync(named);
+    expect(real.uid === 0 && real.isFile() && real.nlink === 1 && (real.mode & 0o022) === 0).toBe(true);
+    const img = join(dir, 'ns-user.img');
+    writeFileSync(img, '');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
+    chmodSync(img, 0o600);
+    chownSync(img, user.uid, user.gid);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        `mount -t tmpfs t /etc && cat "$IMG" > ${named} && exec 3<${named} && echo ready && exec sleep 120`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { IMG: img } },
+    );
+    running.push(holder);
+    let out = '';
+    let err = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    holder.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), `the user's image held open in their namespace (${err})`);
+    // LOOP_SET_FD with the descriptor itself, as udisks does (losetup would open the path it reads)
+    const dev = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+back = os.open(sys.argv[1], os.O_RDWR)
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, back)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        `/proc/${holder.pid}/fd/3`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(dev.status, dev.stderr).toBe(0);
+    const loop = dev.stdout.trim();
+    attached.push(loop);
+    expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
+    const at = join(dir, 'm-ns');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    writeFileSync(join(at, 'f'), 'x');
+    expect(await cacheable(join(at, 'f'))).toBe(false);
   });
 
   it('never caches a mount it cannot find in its mount table', async () => {
