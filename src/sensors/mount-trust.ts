@@ -14,7 +14,8 @@
  *     ctime;
  *   - a block device whose node a user may write (owner not root, or writable by others), and a
  *     partition, device-mapper or md device with any such device under it (its disk, its slaves);
- *   - a mount guardd cannot find in its own mount table (made in a user's mount namespace, or gone).
+ *   - a file system guardd cannot find in its own mount table, by the mount's id or, for a mount of
+ *     another namespace, by the file's device (one mounted only in a user's namespace, or gone).
  * Everything else is cached: local disks, tmpfs, overlay, network file systems (their server's
  * word, as for every NFS client), root's FUSE mounts, root's images (snaps).
  *
@@ -32,8 +33,8 @@ import type { Stats } from 'node:fs';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
-import { loopBacking, mountsKnown } from './file-id.js';
+import { parseMountinfo } from '../common/mountinfo.js';
+import { loopBacking, mountsKnown, readIdentity } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
 const MEMO_MAX = 4096;
@@ -58,20 +59,24 @@ const SYSTEM: MountTrustPaths = {
 };
 
 /**
- * Whether what is read of a file through mount `mount` (unique id, 0 unknown) / `mountId` (the
- * mountinfo id, -1 unknown) may be cached. Without native/fileid (not Linux, not built) identities
- * carry no mount and everything is cached as before.
+ * Whether what is read of a file (`file`: its device, and its mount's unique id, 0 unknown)
+ * through mount `mountId` (the mountinfo id, -1 unknown) may be cached. Without native/fileid
+ * (not Linux, not built) identities carry no mount and everything is cached as before.
  */
-export async function cacheableMount(mount: number, mountId: number, paths = SYSTEM): Promise<boolean> {
+export async function cacheableMount(
+  file: { readonly dev: number; readonly mount: number },
+  mountId: number,
+  paths = SYSTEM,
+): Promise<boolean> {
+  const { mount } = file;
   if (!mountsKnown && paths === SYSTEM) return true;
   if (mount !== 0) {
     const known = memo.get(mount);
     if (known !== undefined) return known;
   }
-  if (mountId < 0) return false;
   let ok = false;
   try {
-    ok = await classify((x) => x.id === mountId, paths, 0);
+    ok = await classify(mountId, file.dev, paths, 0);
   } catch {
     ok = false;
   }
@@ -82,13 +87,27 @@ export async function cacheableMount(mount: number, mountId: number, paths = SYS
   return ok;
 }
 
-/** Whether the mount `which` picks from the table may be cached (`depth`: devices stacked so far). */
+/**
+ * Whether mount `mountId` of a file on device `fileDev` may be cached (`depth`: devices stacked so
+ * far). A mount of another mount namespace (a service's private one, a container's, a user's) is
+ * not in guardd's table, but its file system is when guardd has it mounted too, found by the
+ * file's device: what is judged is the file system (device, type, source, options), the same
+ * through every mount of it. Found in review: every exec in a private mount namespace was decided
+ * and hashed afresh, so a user's `unshare -Urm` loop had guardd hash a large program at every
+ * exec. A file system mounted only there (a user's FUSE or tmpfs in their namespace) is not in
+ * the table and never cached; it is never judged by that namespace's own table either, where a
+ * user's FUSE mount in their user namespace reads `user_id=0`. (btrfs gives a subvolume's files
+ * a device of their own, not the table's: those are found by mount id alone.)
+ */
 async function classify(
-  which: (m: MountEntry) => boolean,
+  mountId: number,
+  fileDev: number,
   paths: MountTrustPaths,
   depth: number,
 ): Promise<boolean> {
-  const m = parseMountinfo(await readFile(paths.mountinfo, 'utf8')).find(which);
+  const table = parseMountinfo(await readFile(paths.mountinfo, 'utf8'));
+  const on = fileDev >= 0 ? `${major(fileDev)}:${minor(fileDev)}` : '';
+  const m = table.find((x) => x.id === mountId) ?? table.find((x) => x.device === on);
   const dev = /^(\d+):(\d+)$/.exec(m?.device ?? '');
   if (!m || !dev) return false;
   if (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) return m.superOptions.includes('user_id=0');
@@ -150,10 +169,10 @@ async function blockTrusted(
  * path names root's file here (/etc/passwd). So the file at that path must be the file the loop
  * device reads (`reads`: its device and inode; found in review). In a directory only root may change (owner
  * root, no write bit for group or others), no one else can have put another file at that name.
- * And the file system it is on must be trusted itself: on an image of the user's, every owner and
- * mode is what the user wrote into it, and its blocks (the backing file's bytes) are theirs to
- * write. Found in review: a root's-looking image inside the user's, attached and mounted for them,
- * was cached, and the user's raw write to their outer image ran the banned bytes.
+ * And the file system it is on must be trusted itself (judged by the mount it opens through, as
+ * any file's): on an image of the user's, every owner and mode is what the user wrote into it,
+ * and its blocks (the backing file's bytes) are theirs to write. Found in review: a
+ * root's-looking image inside the user's, attached and mounted for them, was cached.
  */
 async function rootOnlyFile(
   path: string,
@@ -179,8 +198,17 @@ async function rootOnlyFile(
     st.ino !== reads.ino
   )
     return false;
-  const on = `${major(st.dev)}:${minor(st.dev)}`;
-  return classify((m) => m.device === on, paths, depth + 1);
+  const fh = await open(
+    path,
+    constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+  );
+  try {
+    const r = await readIdentity(fh);
+    if (r.identity.dev !== reads.dev || r.identity.ino !== reads.ino) return false;
+    return await classify(r.mountId, r.identity.dev, paths, depth + 1);
+  } finally {
+    await fh.close();
+  }
 }
 
 /**

@@ -58,12 +58,15 @@ function mountImage(image: string, at: string, owner: TestUser | null): void {
   writeFileSync(join(at, 'f'), 'x');
 }
 
+/** A file on no device (-1) known through no unique mount id (0): judged by the mount id alone. */
+const NO_FILE = { dev: -1, mount: 0 };
+
 /** cacheableMount for the file at `path`, asked while it is open (as the caches ask). */
 async function cacheable(path: string): Promise<boolean> {
   const fh = await open(path, 'r');
   try {
     const r = await readIdentity(fh);
-    return await cacheableMount(r.identity.mount, r.mountId);
+    return await cacheableMount(r.identity, r.mountId);
   } finally {
     await fh.close();
   }
@@ -209,9 +212,33 @@ print('/dev/loop%d' % n)`,
     expect(await cacheable(join(at, 'f'))).toBe(false);
   });
 
+  it("caches a file through a user namespace's copy of a mount guardd has; never one on a file system mounted only there", async () => {
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        'mount -t tmpfs t /mnt && echo x > /mnt/f && exec 3</mnt/f 4</usr/bin/env && echo ready && exec sleep 120',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    running.push(holder);
+    let out = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), 'files held open in the user namespace');
+    // the namespace's own copy of /usr's mount (not in guardd's table): judged by its file system
+    expect(await cacheable(`/proc/${holder.pid}/fd/4`)).toBe(true);
+    // their tmpfs, mounted only there
+    expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(false);
+  });
+
   it('never caches a mount it cannot find in its mount table', async () => {
-    expect(await cacheableMount(0, 2 ** 30)).toBe(false);
-    expect(await cacheableMount(0, -1)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 2 ** 30)).toBe(false);
+    expect(await cacheableMount(NO_FILE, -1)).toBe(false);
   });
 });
 
@@ -253,22 +280,22 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
   });
 
   it("never caches a user's FUSE mount; caches root's", async () => {
-    expect(await cacheableMount(0, 40, paths)).toBe(false);
-    expect(await cacheableMount(0, 41, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 40, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 41, paths)).toBe(true);
   });
 
   it("never caches a device-mapper device over a user's image; caches one over a disk", async () => {
-    expect(await cacheableMount(0, 42, paths)).toBe(false);
-    expect(await cacheableMount(0, 44, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 42, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 44, paths)).toBe(true);
   });
 
   it('caches tmpfs', async () => {
-    expect(await cacheableMount(0, 43, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 43, paths)).toBe(true);
   });
 
   it('never caches a block device whose node a user may write', async () => {
     writeFileSync(join(paths.devBlock, '254:16'), '');
     chmodSync(join(paths.devBlock, '254:16'), 0o666);
-    expect(await cacheableMount(0, 44, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 44, paths)).toBe(false);
   });
 });
