@@ -139,12 +139,12 @@ async function blockTrusted(
   depth: number,
 ): Promise<boolean> {
   if (depth > MAX_DEPTH) return false;
-  const node = await stat(`${paths.devBlock}/${maj}:${min}`).catch(() => null);
-  if (node && (node.uid !== 0 || (node.mode & 0o002) !== 0)) return false;
   const sys = `${paths.sysDevBlock}/${maj}:${min}`;
+  const node = await blockNode(maj, min, sys, paths);
+  if (node && (node.st.uid !== 0 || (node.st.mode & 0o002) !== 0)) return false;
   const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
   if (backing !== null) {
-    const reads = await loopReads(maj, min, sys, paths);
+    const reads = node ? await loopReads(node.path, maj, min) : null;
     if (!reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth))) return false;
   }
   // A partition: the disk it is on.
@@ -212,30 +212,45 @@ async function rootOnlyFile(
 }
 
 /**
- * The device and inode of the file loop device maj:min reads, through its node (`/dev/block/M:m`,
- * or `/dev/<DEVNAME>` where udev made no such link), checked to be that device; null when unknown.
+ * Block device maj:min's node: `/dev/block/M:m`, or `/dev/<DEVNAME>` where udev made no such
+ * link (found in review: without udev the node's owner and mode were never checked). Null when
+ * neither is that device.
  */
-async function loopReads(
+async function blockNode(
   maj: number,
   min: number,
   sys: string,
   paths: MountTrustPaths,
+): Promise<{ path: string; st: Stats } | null> {
+  const name = /^DEVNAME=(.+)$/m.exec(await readFile(`${sys}/uevent`, 'utf8').catch(() => ''))?.[1];
+  const link = `${paths.devBlock}/${maj}:${min}`;
+  const st = await stat(link).catch(() => null);
+  if (st) return { path: link, st };
+  if (!name) return null;
+  const dev = await stat(`/dev/${name}`).catch(() => null);
+  return dev?.isBlockDevice() && major(dev.rdev) === maj && minor(dev.rdev) === min
+    ? { path: `/dev/${name}`, st: dev }
+    : null;
+}
+
+/** The device and inode of the file loop device maj:min (its node at `node`) reads; null when unknown. */
+async function loopReads(
+  node: string,
+  maj: number,
+  min: number,
 ): Promise<{ dev: number; ino: number } | null> {
-  const name = /^DEVNAME=(.+)$/m.exec((await readFile(`${sys}/uevent`, 'utf8').catch(() => '')) ?? '')?.[1];
-  for (const node of [`${paths.devBlock}/${maj}:${min}`, ...(name ? [`/dev/${name}`] : [])]) {
-    const fh = await open(node, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch(
-      () => null,
-    );
-    if (!fh) continue;
-    try {
-      const st = await fh.stat();
-      if (st.isBlockDevice() && major(st.rdev) === maj && minor(st.rdev) === min)
-        return await loopBacking(fh);
-    } finally {
-      await fh.close();
-    }
+  const fh = await open(node, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch(
+    () => null,
+  );
+  if (!fh) return null;
+  try {
+    const st = await fh.stat();
+    return st.isBlockDevice() && major(st.rdev) === maj && minor(st.rdev) === min
+      ? await loopBacking(fh)
+      : null;
+  } finally {
+    await fh.close();
   }
-  return null;
 }
 
 async function exists(path: string): Promise<boolean> {
