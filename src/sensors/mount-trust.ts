@@ -22,7 +22,7 @@
  * Each identity also carries its mount's unique id (file-id.ts; Linux 6.8+), so what was cached of
  * a file system is never looked up for another one that got the same device number, nor for the
  * same one mounted again after a user rewrote it offline. The unique id is never reused while the
- * machine runs, so the verdict is remembered by it (at most MEMO_MAX mounts). Before Linux 6.8
+ * machine runs, so the verdict is remembered by it and the file's device (at most MEMO_MAX). Before Linux 6.8
  * (mount 0) the table is read at every verdict, and a file system mounted again, or another one
  * given the same device number, may still be answered from what was cached of the one before.
  *
@@ -41,7 +41,8 @@ const MEMO_MAX = 4096;
 /** Devices stacked below one another at most (dm over md over partitions over a loop…). */
 const MAX_DEPTH = 8;
 
-const memo = new Map<number, boolean>();
+/** Verdicts by `<unique mount id>:<file's device>`: a mount of another namespace is judged by the device. */
+const memo = new Map<string, boolean>();
 
 /** Where the tables are read from (tests pass their own roots). */
 export interface MountTrustPaths {
@@ -70,8 +71,11 @@ export async function cacheableMount(
 ): Promise<boolean> {
   const { mount } = file;
   if (!mountsKnown && paths === SYSTEM) return true;
+  // A file's device is part of the key: what is found by it (classify) may differ within one
+  // mount (overlay gives its layers' files devices of their own).
+  const key = `${mount}:${file.dev}`;
   if (mount !== 0) {
-    const known = memo.get(mount);
+    const known = memo.get(key);
     if (known !== undefined) return known;
   }
   let ok = false;
@@ -81,8 +85,8 @@ export async function cacheableMount(
     ok = false;
   }
   if (mount !== 0) {
-    if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as number);
-    memo.set(mount, ok);
+    if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as string);
+    memo.set(key, ok);
   }
   return ok;
 }
