@@ -446,10 +446,11 @@ static user_bucket_t *user_bucket(uint32_t uid, const struct timespec *now) {
 }
 
 /* Whose share pid's refusal reports take: its effective uid (the owner of /proc/<pid>), or for
- * a process in a user namespace below guardd's, the owner of the outermost such namespace — the
- * user who made it, whose subordinate uids (/etc/subuid, newuidmap) it may run as: found in
+ * a process in a user namespace below guardd's, the owner of the outermost one a user (not root)
+ * made — that user, whose subordinate uids (/etc/subuid, newuidmap) it may run as: found in
  * review, a user flooding as their own uid and seven subordinate ones had eight shares, every
- * report. UINT32_MAX when it is gone: such reports share one bucket. */
+ * report. Namespaces root made (a container's) keep their uids apart, as root mapped them.
+ * UINT32_MAX when it is gone: such reports share one bucket. */
 static uint32_t uid_of(pid_t pid) {
   char p[64];
   struct stat st, ns, self;
@@ -461,18 +462,14 @@ static uint32_t uid_of(pid_t pid) {
       (ns.st_ino == self.st_ino && ns.st_dev == self.st_dev))
     return uid;
   int fd = open(p, O_RDONLY | O_CLOEXEC);
-  /* Up the namespace's parents (32 levels at most) to the one whose parent is guardd's. */
+  /* Up the namespace's parents (32 levels at most) to guardd's, the last user-made one's owner. */
   for (int i = 0; fd >= 0 && i < 40; i++) {
+    uid_t owner;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) == 0 && owner != 0) uid = (uint32_t)owner;
     int parent = ioctl(fd, NS_GET_PARENT);
-    if (parent < 0) break;
-    if (fstat(parent, &ns) == 0 && ns.st_ino == self.st_ino && ns.st_dev == self.st_dev) {
-      uid_t owner;
-      if (ioctl(fd, NS_GET_OWNER_UID, &owner) == 0) uid = (uint32_t)owner;
-      close(parent);
-      break;
-    }
     close(fd);
     fd = parent;
+    if (fd >= 0 && fstat(fd, &ns) == 0 && ns.st_ino == self.st_ino && ns.st_dev == self.st_dev) break;
   }
   if (fd >= 0) close(fd);
   return uid;
