@@ -73,6 +73,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
@@ -82,6 +83,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -118,12 +120,13 @@
 #define MAX_REPORTS 128
 #define REPORTS_PER_SEC 500
 /* And each user's share of them: the reports of one uid (the owner of /proc/<pid>: the refused
- * process's effective uid) queued at most and posted a second at most, inside the bounds above —
+ * process's effective uid; in a user's namespace, that user: uid_of) queued at most and posted a second at most, inside the bounds above —
  * half of each, so a user flooding refusals leaves the other half to everyone else, and a shell
  * loop of a few dozen refused runs still has every one recorded; USER_BUCKETS uids are tracked,
  * the one least recently refilled gives way to a new one (full). Found in review: one user's
  * flood took every token the moment it was refilled, so another user's refusal in the same
- * seconds became a counter, not an event. A user cannot act as other uids. */
+ * seconds became a counter, not an event. A user acts as no uid but theirs, and the subordinate
+ * uids of their user namespaces, charged to them (uid_of). */
 #define USER_BUCKETS 32
 #define USER_MAX_REPORTS (MAX_REPORTS / 2)
 #define USER_REPORTS_PER_SEC (REPORTS_PER_SEC / 2)
@@ -442,13 +445,34 @@ static user_bucket_t *user_bucket(uint32_t uid, const struct timespec *now) {
   return b;
 }
 
-/* The effective uid of pid (the owner of /proc/<pid>), or UINT32_MAX when it is gone: such
- * reports share one bucket. */
+/* Whose share pid's refusal reports take: its effective uid (the owner of /proc/<pid>), or for
+ * a process in a user namespace below guardd's, the owner of the outermost one a user (not root)
+ * made — that user, whose subordinate uids (/etc/subuid, newuidmap) it may run as: found in
+ * review, a user flooding as their own uid and seven subordinate ones had eight shares, every
+ * report. Namespaces root made (a container's) keep their uids apart, as root mapped them.
+ * UINT32_MAX when it is gone: such reports share one bucket. */
 static uint32_t uid_of(pid_t pid) {
   char p[64];
-  struct stat st;
+  struct stat st, ns, self;
   snprintf(p, sizeof(p), "/proc/%d", (int)pid);
-  return stat(p, &st) == 0 ? (uint32_t)st.st_uid : UINT32_MAX;
+  if (stat(p, &st) != 0) return UINT32_MAX;
+  uint32_t uid = (uint32_t)st.st_uid;
+  snprintf(p, sizeof(p), "/proc/%d/ns/user", (int)pid);
+  if (stat("/proc/self/ns/user", &self) != 0 || stat(p, &ns) != 0 ||
+      (ns.st_ino == self.st_ino && ns.st_dev == self.st_dev))
+    return uid;
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  /* Up the namespace's parents (32 levels at most) to guardd's, the last user-made one's owner. */
+  for (int i = 0; fd >= 0 && i < 40; i++) {
+    uid_t owner;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) == 0 && owner != 0) uid = (uint32_t)owner;
+    int parent = ioctl(fd, NS_GET_PARENT);
+    close(fd);
+    fd = parent;
+    if (fd >= 0 && fstat(fd, &ns) == 0 && ns.st_ino == self.st_ino && ns.st_dev == self.st_dev) break;
+  }
+  if (fd >= 0) close(fd);
+  return uid;
 }
 
 /* Caller holds lock. Whether one more refusal report of pid's user may be posted (MAX_REPORTS

@@ -10,7 +10,13 @@
  * but not while the descriptor holds the mount), by which src/sensors/mount-trust.ts finds its
  * line. native/execperm and native/procevents put the same unique id in the identities they read.
  *
- * Why hand-written: Node's fs.Stats has no mount id and Node has no statx; no package gives one.
+ * And `loopBacking(fd)`: the device and inode of the file a loop device (open on fd) reads,
+ * LOOP_GET_STATUS64 on a pool thread (the kernel stats the backing file, which may wait on its
+ * file system), for mount-trust.ts to check that the file /sys names as its backing file is that
+ * file: the kernel names it by its path in the mount namespace it was opened in, which may be a
+ * user's, where any path names any file of theirs.
+ *
+ * Why hand-written: Node's fs.Stats has no mount id and Node has no statx, nor ioctl; no package gives one.
  * The job may wait on the file's file system like any fs call (the caller's gate and deadline
  * apply, as for fh.stat()).
  *
@@ -18,6 +24,9 @@
  *   identity(fd: number) -> Promise<{ dev, ino, size, mtimeMs, ctimeMs, mode, uid, gid, mount, mountId }>
  *       rejects with code GUARD_FILEID_FAILED (errno in the message) when statx fails; throws
  *       GUARD_FILEID_ARGS for a bad fd argument.
+ *   loopBacking(fd: number) -> Promise<{ dev, ino }>
+ *       rejects with code GUARD_FILEID_FAILED when the ioctl fails (not a loop device: ENOTTY; no
+ *       file attached: ENXIO).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -37,6 +48,8 @@
 #endif
 
 typedef struct {
+  int loop; /* 1: loopBacking, 0: identity */
+  struct loop_info64 li;
   napi_async_work work;
   napi_deferred deferred;
   int fd;
@@ -49,6 +62,10 @@ typedef struct {
 static void execute(napi_env env, void *data) {
   (void)env;
   job_t *j = data;
+  if (j->loop) {
+    if (ioctl(j->fd, LOOP_GET_STATUS64, &j->li) != 0) j->err = errno;
+    return;
+  }
   const unsigned int basic =
       STATX_TYPE | STATX_MODE | STATX_UID | STATX_GID | STATX_INO | STATX_SIZE | STATX_MTIME | STATX_CTIME;
   if (statx(j->fd, "", AT_EMPTY_PATH, basic | STATX_MNT_ID_UNIQUE, &j->sx) != 0) {
@@ -75,7 +92,13 @@ static int set_num(napi_env env, napi_value obj, const char *key, double v) {
 static void complete(napi_env env, napi_status status, void *data) {
   job_t *j = data;
   napi_value out;
-  if (status == napi_ok && j->err == 0 && napi_create_object(env, &out) == napi_ok &&
+  int ok;
+  if (j->loop)
+    /* lo_device is the kernel's encoding (huge_encode_dev), the same number as glibc's makedev */
+    ok = status == napi_ok && j->err == 0 && napi_create_object(env, &out) == napi_ok &&
+         set_num(env, out, "dev", (double)j->li.lo_device) && set_num(env, out, "ino", (double)j->li.lo_inode);
+  else
+    ok = status == napi_ok && j->err == 0 && napi_create_object(env, &out) == napi_ok &&
       set_num(env, out, "dev", (double)makedev(j->sx.stx_dev_major, j->sx.stx_dev_minor)) &&
       set_num(env, out, "ino", (double)j->sx.stx_ino) && set_num(env, out, "size", (double)j->sx.stx_size) &&
       /* As libuv fills fs.Stats from statx, and Node's msFromTimeSpec: the same doubles. */
@@ -83,11 +106,13 @@ static void complete(napi_env env, napi_status status, void *data) {
       set_num(env, out, "ctimeMs", (double)j->sx.stx_ctime.tv_sec * 1000.0 + (double)j->sx.stx_ctime.tv_nsec / 1000000.0) &&
       set_num(env, out, "mode", (double)j->sx.stx_mode) && set_num(env, out, "uid", (double)j->sx.stx_uid) &&
       set_num(env, out, "gid", (double)j->sx.stx_gid) && set_num(env, out, "mount", (double)j->mount) &&
-      set_num(env, out, "mountId", (double)j->mount_id)) {
+      set_num(env, out, "mountId", (double)j->mount_id);
+  if (ok) {
     napi_resolve_deferred(env, j->deferred, out);
   } else {
     char msg[128];
-    snprintf(msg, sizeof(msg), "identity(fd): statx failed: %s", strerror(j->err != 0 ? j->err : EIO));
+    snprintf(msg, sizeof(msg), j->loop ? "loopBacking(fd): LOOP_GET_STATUS64 failed: %s" : "identity(fd): statx failed: %s",
+             strerror(j->err != 0 ? j->err : EIO));
     napi_value m, code, err;
     napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
     napi_create_string_utf8(env, "GUARD_FILEID_FAILED", NAPI_AUTO_LENGTH, &code);
@@ -98,7 +123,8 @@ static void complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static napi_value identity(napi_env env, napi_callback_info info) {
+/* identity(fd) (loop 0) and loopBacking(fd) (loop 1): a job for the pool. */
+static napi_value queue(napi_env env, napi_callback_info info, int loop) {
   size_t argc = 1;
   napi_value argv[1];
   int32_t fd = -1;
@@ -113,6 +139,7 @@ static napi_value identity(napi_env env, napi_callback_info info) {
     return NULL;
   }
   j->fd = fd;
+  j->loop = loop;
   napi_value promise, name;
   if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "toolguard:fileIdentity", NAPI_AUTO_LENGTH, &name) != napi_ok ||
@@ -125,9 +152,14 @@ static napi_value identity(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+static napi_value identity(napi_env env, napi_callback_info info) { return queue(env, info, 0); }
+static napi_value loop_backing(napi_env env, napi_callback_info info) { return queue(env, info, 1); }
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "identity", NAPI_AUTO_LENGTH, identity, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "identity", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "loopBacking", NAPI_AUTO_LENGTH, loop_backing, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "loopBacking", fn) != napi_ok) return NULL;
   return exports;
 }

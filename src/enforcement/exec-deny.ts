@@ -523,7 +523,7 @@ export class ExecDenyListener {
             !(matcher.needs.markers && !obs.contentMarkers) &&
             // and not where a user can write the blocks under the file system: the same identity
             // may hold other bytes at the next exec (mount-trust.ts)
-            (await cacheableMount(ev.identity.mount, ev.mountId));
+            (await cacheableMount(ev.identity, ev.mountId));
         }
       }
     } catch (err) {

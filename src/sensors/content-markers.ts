@@ -216,7 +216,7 @@ export class ContentMarkerScanner {
       const found = automaton.foundKeys(st2);
       // Coarse timestamps: a file changed in the last seconds may get other bytes under this key;
       // and where a user can write the blocks under the file system, any key may.
-      if (settled(identity, readStart) && (await cacheableMount(identity.mount, st.mountId)))
+      if (settled(identity, readStart) && (await cacheableMount(identity, st.mountId)))
         this.remember(cacheKey, found);
       return { found, outcome: 'scanned', identity, scannedBytes: scanned };
     } catch {

@@ -126,7 +126,7 @@ export class ExeHasher {
       handle = null; // the digest owns the handle now
       // Where a user can write the blocks under the file system, no key names these bytes for
       // good. Asked while the file is open: its mount id names this very mount until it closes.
-      const trusted = cacheableMount(st.mount, read.mountId);
+      const trusted = cacheableMount(st, read.mountId);
       let cacheable = false;
       const digesting = this.digest(fh, st.size, job)
         // Rewritten while it was read: the digest is of no single version of the file.

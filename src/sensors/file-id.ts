@@ -5,7 +5,8 @@
  * the id /proc/self/mountinfo numbers it by (`mountId`), by which mount-trust.ts judges whether
  * the mount's bytes may be cached at all. From native/fileid (statx on a libuv pool thread, like
  * fh.stat()); without the addon (not built, not Linux) from fh.stat(), with no mount (0, -1), as
- * before mounts were part of the key.
+ * before mounts were part of the key. Also which file a loop device reads (`loopBacking`), for
+ * mount-trust.ts.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -36,6 +37,7 @@ interface FileIdAddon {
     mount: number;
     mountId: number;
   }>;
+  loopBacking(fd: number): Promise<{ dev: number; ino: number }>;
 }
 
 const S_IFMT = 0o170000;
@@ -46,7 +48,9 @@ const addon: FileIdAddon | null = (() => {
   if (process.platform !== 'linux') return null;
   try {
     const a = createRequire(import.meta.url)(nativeAddonPath('fileid')) as Partial<FileIdAddon>;
-    return typeof a.identity === 'function' ? (a as FileIdAddon) : null;
+    return typeof a.identity === 'function' && typeof a.loopBacking === 'function'
+      ? (a as FileIdAddon)
+      : null;
   } catch {
     return null;
   }
@@ -84,4 +88,13 @@ export async function readIdentity(fh: FileHandle): Promise<FileIdRead> {
     gid: st.gid,
     mountId: -1,
   };
+}
+
+/**
+ * The device and inode of the file the loop device open on `fh` reads (LOOP_GET_STATUS64); null
+ * when it reads none, is no loop device, or the addon is not built.
+ */
+export async function loopBacking(fh: FileHandle): Promise<{ dev: number; ino: number } | null> {
+  if (!addon) return null;
+  return addon.loopBacking(fh.fd).catch(() => null);
 }

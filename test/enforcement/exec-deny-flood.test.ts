@@ -10,10 +10,13 @@
  * (native/execperm/execperm.c MAX_REPORTS, REPORTS_PER_SEC), the rest refused and counted.
  * Found in a later review: the flood took every report token the moment it was refilled, so
  * another user's refusal in those seconds was counted and never became an event; each user now
- * has a share of the reports (USER_MAX_REPORTS, USER_REPORTS_PER_SEC).
+ * has a share of the reports (USER_MAX_REPORTS, USER_REPORTS_PER_SEC). Found in the review of that:
+ * a user given subordinate uids (/etc/subuid, which useradd fills; newuidmap from the uidmap
+ * package) flooded as their own uid and some of those, a share each, and took every report again;
+ * a process in a user namespace is now charged to the owner of its outermost one.
  */
 
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -106,22 +109,24 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     );
   });
 
-  it("while a user floods refusals: fresh copies of the banned program are still refused, and another user's refusals still recorded", async () => {
+  /**
+   * While `startFlood(stop)` floods refusals of the user's copy `a` until `stop` exists: the user's
+   * fresh copies of the banned program are refused, and the other user's refusals recorded.
+   */
+  async function duringFlood(startFlood: (stop: string) => ChildProcess): Promise<void> {
     // the user's own copy, refused once: its verdict is cached
     expect(asUser(`cp "${BANNED}" a && chmod 755 a && ./a; echo "code=$?"`)).toContain('code=126');
-    // the other user's program too, recorded once (decided by guardd's loop, not from the cache)
+    // the other user's program too, recorded (decided by guardd's loop, not from the cache)
+    const shared = await deniedOf(SHARED);
     expect(asUser(`"${SHARED}"; echo "code=$?"`, other)).toContain('code=126');
     await waitFor(
-      async () => (await deniedOf(SHARED)) === 1,
+      async () => (await deniedOf(SHARED)) === shared + 1,
       'the first refusal of the shared copy recorded',
     );
     const before = await counters();
     const stop = join(user.home, 'stop');
-    const flood = spawn(loop, [join(user.home, 'a'), stop, '4'], {
-      uid: user.uid,
-      gid: user.gid,
-      stdio: 'ignore',
-    });
+    spawnSync('rm', ['-f', stop]);
+    const flood = startFlood(stop);
     const flooded = new Promise((res) => flood.once('close', res));
     let out: string;
     let otherOut: string;
@@ -137,7 +142,7 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
       // still flooding: the other user's reports were taken while the flood had the tokens
       after = await counters();
       await waitFor(
-        async () => (await deniedOf(SHARED)) === 1 + OTHER_TRIES,
+        async () => (await deniedOf(SHARED)) === shared + 1 + OTHER_TRIES,
         "the other user's refusals during the flood recorded, one event each",
         { timeoutMs: 20_000 },
       );
@@ -153,5 +158,36 @@ describe("a user's flood of refused execs (real guardd, real user)", () => {
     expect(after.overflow - before.overflow, JSON.stringify(after)).toBe(0);
     // the flood reached the bound: refusals past it were counted, not reported
     expect(after.deny_reports_dropped - before.deny_reports_dropped).toBeGreaterThan(0);
+  }
+
+  it("while a user floods refusals: fresh copies of the banned program are still refused, and another user's refusals still recorded", async () => {
+    await duringFlood((stop) =>
+      spawn(loop, [join(user.home, 'a'), stop, '4'], { uid: user.uid, gid: user.gid, stdio: 'ignore' }),
+    );
+  });
+
+  it("while a user floods refusals as their own uid and subordinate ones (newuidmap): another user's refusals still recorded", async () => {
+    // one process of the flood as the user (uid 0 of their namespace), one as each of their
+    // first seven subordinate uids: eight uids to guardd, each with a share, one user
+    await duringFlood((stop) =>
+      spawn(
+        'unshare',
+        [
+          '--user',
+          '--map-auto',
+          '--map-root-user',
+          'sh',
+          '-c',
+          'for u in 1 2 3 4 5 6 7; do setpriv --reuid=$u --regid=$u --clear-groups "$L" "$A" "$S" 1 & done; "$L" "$A" "$S" 1; wait',
+        ],
+        {
+          uid: user.uid,
+          gid: user.gid,
+          cwd: user.home,
+          stdio: 'ignore',
+          env: { PATH: '/usr/bin:/bin', L: loop, A: join(user.home, 'a'), S: stop },
+        },
+      ),
+    );
   });
 });

@@ -12,6 +12,10 @@
  * `stat`, on the same /dev/loopN, and that the program now reads as the banned bytes). The
  * benign program ran settled (cached) first; the banned bytes must still be refused — before exec
  * by pre-exec deny, or killed after exec by the process sensor with pre-exec deny off.
+ * Found in review of the fix: the user's image held open in a tmpfs over /etc in a namespace of
+ * theirs, attached from their descriptor, read as root's /etc/passwd (the kernel names a backing
+ * file by its path where it was opened) and was cached; the raw write while mounted ran the
+ * banned bytes (needs unshare, util-linux, and unprivileged user namespaces).
  *
  * Root does what udisks would do for the user (losetup, mount, umount); the user does every
  * step of the attack (runs the programs, finds the blocks with debugfs, writes them with dd).
@@ -344,6 +348,87 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     expect(sha256AsUser(p)).toBe(hash);
     await expectRefused(p);
   });
+
+  it("the user's image, named by root's file's path in the user's namespace, attached from their descriptor: raw write while mounted", async () => {
+    // The user's image, copied into a tmpfs they mounted over /etc in a namespace of theirs and
+    // held open there; root attaches their descriptor (LOOP_SET_FD, as udisks attaches the one a
+    // user hands it) and mounts it for them. The kernel names its backing file
+    // /etc/passwd — root's alone here.
+    const src = join(userDir('ns-img'), 'ns.img');
+    writeFileSync(src, '');
+    const mk = spawnSync('mkfs.ext4', ['-q', '-F', src, '32M'], { encoding: 'utf8' });
+    expect(mk.status, mk.stderr).toBe(0);
+    chownSync(src, user.uid, user.gid);
+    chmodSync(src, 0o600);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        'mount -t tmpfs t /etc && cat "$IMG" > /etc/passwd && exec 3</etc/passwd && echo ready && exec sleep 600',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { IMG: src } },
+    );
+    running.add(holder);
+    let out = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), "the user's image held open in their namespace");
+    const image = `/proc/${holder.pid}/fd/3`;
+    const dev = root([
+      'python3',
+      '-c',
+      `import fcntl, os, sys
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, os.open(sys.argv[1], os.O_RDWR))  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+      image,
+    ]);
+    try {
+      await nsImageRun(holder, image, dev);
+    } finally {
+      const mount = join(dir, 'media', 'ns');
+      if (mounted.delete(mount) && spawnSync('umount', [mount]).status !== 0)
+        spawnSync('umount', ['-l', mount]);
+      spawnSync('losetup', ['-d', dev]);
+    }
+  });
+
+  /** The rest of the case above, on the user's image attached at `dev`. */
+  async function nsImageRun(holder: ChildProcess, image: string, dev: string): Promise<void> {
+    expect(readFileSync(`/sys/block/${dev.slice('/dev/'.length)}/loop/backing_file`, 'utf8').trim()).toBe(
+      '/etc/passwd',
+    );
+    const mount = join(dir, 'media', 'ns');
+    mountOn(dev, mount);
+    const home = join(mount, 'home');
+    mkdirSync(home, { mode: 0o755 });
+    chownSync(home, user.uid, user.gid);
+    const probe = join(mount, 'probe');
+    copyFileSync(BANNED, probe);
+    chmodSync(probe, 0o755);
+    await waitMarked({ image, dev, mount, home, probe });
+    const p = join(home, 'P');
+    const cp = asUser('cp "$SRC" "$P" && chmod 755 "$P" && sync -f "$P" && echo ok=1', { SRC: BENIGN, P: p });
+    expect(cp.ok, cp.stderr).toBe('1');
+    await waitSettled(p);
+    expect(run(p)).toBe('0');
+    expect(run(p)).toBe('0');
+    const id = identity(p);
+    writeBlocksAsUser(image, '/home/P');
+    const ev = asUser(
+      `python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$P" && echo ok=1`,
+      { P: p },
+    );
+    expect(ev.ok, ev.stderr).toBe('1');
+    expect(identity(p)).toBe(id);
+    expect(sha256AsUser(p)).toBe(hash);
+    await expectRefused(p);
+    expect(holder.exitCode).toBe(null);
+  }
 
   it("device number reused: a byte copy of root's image, its program's blocks rewritten by the user, attached in its place", async () => {
     const rootDir = join(dir, 'root-only');

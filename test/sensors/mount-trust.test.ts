@@ -6,23 +6,43 @@
  * mount, a device-mapper device over a user's image). The identities come from native/fileid
  * (src/sensors/file-id.ts), compared with fstat.
  */
-import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, fstatSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsKnown, readIdentity } from '../../src/sensors/file-id.js';
 import { cacheableMount } from '../../src/sensors/mount-trust.js';
 import { tempDir } from '../helpers/tmp.js';
-import { createTestUser, type TestUser } from '../helpers/unix-user.js';
+import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir('tgmt-');
 const mounted: string[] = [];
 let user: TestUser;
 
+/** Loop devices attached by losetup (not autoclear), and the user's processes holding an image. */
+const attached: string[] = [];
+const running: ChildProcess[] = [];
+
 afterAll(() => {
   // `mount -o loop` sets autoclear: the loop device goes with the mount
-  for (const m of mounted.reverse()) spawnSync('umount', [m]);
+  for (const m of mounted.reverse()) {
+    // lazily if still busy (an image inside one: its loop device is let go after its umount)
+    if (spawnSync('umount', [m]).status !== 0) spawnSync('umount', ['-l', m]);
+  }
+  for (const d of attached) spawnSync('losetup', ['-d', d]);
+  for (const c of running) c.kill('SIGKILL');
 });
 
 /** An ext4 image at `image` (owned by `owner`, mode 0600), mounted on a loop device at `at`. */
@@ -38,12 +58,15 @@ function mountImage(image: string, at: string, owner: TestUser | null): void {
   writeFileSync(join(at, 'f'), 'x');
 }
 
+/** A file on no device (-1) known through no unique mount id (0): judged by the mount id alone. */
+const NO_FILE = { dev: -1, mount: 0 };
+
 /** cacheableMount for the file at `path`, asked while it is open (as the caches ask). */
 async function cacheable(path: string): Promise<boolean> {
   const fh = await open(path, 'r');
   try {
     const r = await readIdentity(fh);
-    return await cacheableMount(r.identity.mount, r.mountId);
+    return await cacheableMount(r.identity, r.mountId);
   } finally {
     await fh.close();
   }
@@ -116,9 +139,133 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     expect(await cacheable(join(dir, 'm-shared', 'f'))).toBe(false);
   });
 
+  it("never caches root's-looking image inside a user's image: its owner and mode are what the user wrote", async () => {
+    const theirs = join(dir, 'outer-images');
+    mkdirSync(theirs, { mode: 0o755 });
+    chownSync(theirs, user.uid, user.gid);
+    const outer = join(dir, 'm-outer');
+    mountImage(join(theirs, 'outer.img'), outer, user);
+    // a root-owned directory and image, as the user can write them into their own image offline
+    mkdirSync(join(outer, 'd'), { mode: 0o755 });
+    mountImage(join(outer, 'd', 'inner.img'), join(dir, 'm-inner'), null);
+    expect(await cacheable(join(dir, 'm-inner', 'f'))).toBe(false);
+  });
+
+  it("never caches a user's image the kernel names by a root file's path (in their own mount namespace)", async () => {
+    // The user's image, copied into a tmpfs they mounted over /etc in a namespace of theirs and
+    // held open there; root attaches the open file (as udisks attaches the descriptor a user
+    // hands it) and mounts it for them. The kernel names a backing file by its path in its own
+    // namespace: /etc/passwd, which here is root's alone.
+    const named = '/etc/passwd';
+    const real = lstatSync(named);
+    expect(real.uid === 0 && real.isFile() && real.nlink === 1 && (real.mode & 0o022) === 0).toBe(true);
+    const img = join(dir, 'ns-user.img');
+    writeFileSync(img, '');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
+    chmodSync(img, 0o600);
+    chownSync(img, user.uid, user.gid);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        `mount -t tmpfs t /etc && cat "$IMG" > ${named} && exec 3<${named} && echo ready && exec sleep 120`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { IMG: img } },
+    );
+    running.push(holder);
+    let out = '';
+    let err = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    holder.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), `the user's image held open in their namespace (${err})`);
+    // LOOP_SET_FD with the descriptor itself, as udisks does (losetup would open the path it reads)
+    const dev = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+back = os.open(sys.argv[1], os.O_RDWR)
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, back)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        `/proc/${holder.pid}/fd/3`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(dev.status, dev.stderr).toBe(0);
+    const loop = dev.stdout.trim();
+    attached.push(loop);
+    expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
+    const at = join(dir, 'm-ns');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    writeFileSync(join(at, 'f'), 'x');
+    expect(await cacheable(join(at, 'f'))).toBe(false);
+  });
+
+  it("caches a file through a user namespace's copy of a mount guardd has; never one on a file system mounted only there", async () => {
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        'mount -t tmpfs t /mnt && echo x > /mnt/f && exec 3</mnt/f 4</usr/bin/env && echo ready && exec sleep 120',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    running.push(holder);
+    let out = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), 'files held open in the user namespace');
+    // the namespace's own copy of /usr's mount (not in guardd's table): judged by its file system
+    expect(await cacheable(`/proc/${holder.pid}/fd/4`)).toBe(true);
+    // their tmpfs, mounted only there
+    expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(false);
+  });
+
+  it("never caches root's image on a loop device whose node the user owns (with or without /dev/block)", async () => {
+    const images = join(dir, 'node-images');
+    mkdirSync(images, { mode: 0o755 });
+    const img = join(images, 'root.img');
+    writeFileSync(img, '');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
+    chmodSync(img, 0o600);
+    const dev = spawnSync('losetup', ['-f', '--show', img], { encoding: 'utf8' });
+    expect(dev.status, dev.stderr).toBe(0);
+    const loop = dev.stdout.trim();
+    attached.push(loop);
+    const was = lstatSync(loop);
+    // the user may write the blocks under the file system through the node
+    chownSync(loop, user.uid, was.gid);
+    try {
+      const at = join(dir, 'm-node');
+      mkdirSync(at);
+      const m = spawnSync('mount', ['-o', 'nosuid,nodev', loop, at], { encoding: 'utf8' });
+      expect(m.status, m.stderr).toBe(0);
+      mounted.push(at);
+      writeFileSync(join(at, 'f'), 'x');
+      expect(await cacheable(join(at, 'f'))).toBe(false);
+    } finally {
+      chownSync(loop, was.uid, was.gid);
+    }
+  });
+
   it('never caches a mount it cannot find in its mount table', async () => {
-    expect(await cacheableMount(0, 2 ** 30)).toBe(false);
-    expect(await cacheableMount(0, -1)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 2 ** 30)).toBe(false);
+    expect(await cacheableMount(NO_FILE, -1)).toBe(false);
   });
 });
 
@@ -160,22 +307,22 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
   });
 
   it("never caches a user's FUSE mount; caches root's", async () => {
-    expect(await cacheableMount(0, 40, paths)).toBe(false);
-    expect(await cacheableMount(0, 41, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 40, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 41, paths)).toBe(true);
   });
 
   it("never caches a device-mapper device over a user's image; caches one over a disk", async () => {
-    expect(await cacheableMount(0, 42, paths)).toBe(false);
-    expect(await cacheableMount(0, 44, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 42, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 44, paths)).toBe(true);
   });
 
   it('caches tmpfs', async () => {
-    expect(await cacheableMount(0, 43, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 43, paths)).toBe(true);
   });
 
   it('never caches a block device whose node a user may write', async () => {
     writeFileSync(join(paths.devBlock, '254:16'), '');
     chmodSync(join(paths.devBlock, '254:16'), 0o666);
-    expect(await cacheableMount(0, 44, paths)).toBe(false);
+    expect(await cacheableMount(NO_FILE, 44, paths)).toBe(false);
   });
 });
