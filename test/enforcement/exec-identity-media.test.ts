@@ -136,6 +136,15 @@ function identity(path: string): string {
   return out.id as string;
 }
 
+/** The user drops the file's clean pages (posix_fadvise DONTNEED, as any reader may): the next read goes to the device. */
+function evictAsUser(p: string): void {
+  const ev = asUser(
+    `python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$P" && echo ok=1`,
+    { P: p },
+  );
+  expect(ev.ok, ev.stderr).toBe('1');
+}
+
 /** The file's SHA-256 as the user reads it through the mount. */
 function sha256AsUser(path: string): string {
   const out = asUser('echo "sum=$(sha256sum < "$F" | cut -d" " -f1)"', { F: path });
@@ -339,11 +348,7 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     writeBlocksAsUser(m.image, '/home/P');
     // P's cached pages dropped (clean, unmapped): the next read goes through the loop device to
     // the image file, whose page cache has the user's write
-    const ev = asUser(
-      `python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$P" && echo ok=1`,
-      { P: p },
-    );
-    expect(ev.ok, ev.stderr).toBe('1');
+    evictAsUser(p);
     expect(identity(p)).toBe(id);
     expect(sha256AsUser(p)).toBe(hash);
     await expectRefused(p);
@@ -419,11 +424,7 @@ print('/dev/loop%d' % n)`,
     expect(run(p)).toBe('0');
     const id = identity(p);
     writeBlocksAsUser(image, '/home/P');
-    const ev = asUser(
-      `python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$P" && echo ok=1`,
-      { P: p },
-    );
-    expect(ev.ok, ev.stderr).toBe('1');
+    evictAsUser(p);
     expect(identity(p)).toBe(id);
     expect(sha256AsUser(p)).toBe(hash);
     await expectRefused(p);
