@@ -184,7 +184,7 @@ typedef struct {
 
 typedef struct {
   uint64_t events, cache_hits, allowed, denied, deadline_misses, overflow, self_allowed, posted, late_responses,
-      unreadable, mount_changes, open_events, open_denied, open_self_allowed, open_reports_dropped, deny_reports_dropped,
+      unreadable, mount_changes, mount_notices_folded, open_events, open_denied, open_self_allowed, open_reports_dropped, deny_reports_dropped,
       changed_denied,
       ignore_marks_added, ignore_mark_errors, ignore_marks_dropped;
 } counters_t;
@@ -256,6 +256,10 @@ typedef struct {
   struct timespec refill;
 } user_bucket_t;
 static user_bucket_t user_buckets[USER_BUCKETS];
+/* A mount-change notice posted and not yet taken by JS (under lock): changes meanwhile are folded
+ * into it (mount_notices_folded), since JS reads the whole table when it takes it — a host starting
+ * containers changes it hundreds of times in a burst, each one a pass over every mount. */
+static int mount_notice_waiting = 0;
 /* Kernel-cached allows in place now (under lock; emptied with every flush). */
 static int ignore_marks = 0;
 /* File system types the walk of a kernel-cached allow never enters (start's skipFstypes: remote,
@@ -987,12 +991,22 @@ static void *run(void *arg) {
       }
     }
     if (r > 0 && mountinfo_fd >= 0 && (fds[2].revents & (POLLPRI | POLLERR))) {
-      post_t *p = calloc(1, sizeof(post_t));
       pthread_mutex_lock(&lock);
       counters.mount_changes++;
-      if (p) {
-        p->kind = 2;
-        post(p);
+      if (mount_notice_waiting) {
+        /* JS has not taken the last notice yet: it reads the whole table when it does. */
+        counters.mount_notices_folded++;
+      } else {
+        post_t *p = calloc(1, sizeof(post_t));
+        if (p) {
+          p->kind = 2;
+          if (tsfn != NULL && napi_call_threadsafe_function(tsfn, p, napi_tsfn_nonblocking) == napi_ok)
+            mount_notice_waiting = 1;
+          else {
+            free(p);
+            counters.overflow++;
+          }
+        }
       }
       pthread_mutex_unlock(&lock);
       /* Re-arm: mountinfo signals POLLPRI until it is read again from the start. */
@@ -1034,6 +1048,12 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   if (p->kind == 1 || p->kind == 3) {
     pthread_mutex_lock(&lock);
     report_undo(p->uid);
+    pthread_mutex_unlock(&lock);
+  }
+  if (p->kind == 2) {
+    /* Taken before JS reads the table: a change from now on posts a notice of its own. */
+    pthread_mutex_lock(&lock);
+    mount_notice_waiting = 0;
     pthread_mutex_unlock(&lock);
   }
   if (env == NULL || cb == NULL) {
@@ -1137,6 +1157,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   memset(cache, 0, sizeof(cache));
   memset(file_marks, 0, sizeof(file_marks));
   reports_queued = 0;
+  mount_notice_waiting = 0;
   report_tokens = MAX_REPORTS;
   memset(user_buckets, 0, sizeof(user_buckets));
   clock_gettime(CLOCK_MONOTONIC, &report_refill);
@@ -1463,6 +1484,7 @@ static napi_value get_counters(napi_env env, napi_callback_info info) {
   set_num(env, o, "late_responses", (double)c.late_responses);
   set_num(env, o, "unreadable", (double)c.unreadable);
   set_num(env, o, "mount_changes", (double)c.mount_changes);
+  set_num(env, o, "mount_notices_folded", (double)c.mount_notices_folded);
   set_num(env, o, "open_events", (double)c.open_events);
   set_num(env, o, "open_denied", (double)c.open_denied);
   set_num(env, o, "open_self_allowed", (double)c.open_self_allowed);

@@ -97,7 +97,10 @@ export type ExecPermCounters = {
   late_responses: number;
   /** Requests whose file could not be stat'ed (allowed). */
   unreadable: number;
+  /** Changes of guardd's mount table seen by the native thread. */
   mount_changes: number;
+  /** …folded into a notice JS had not taken yet (it reads the whole table when it does). */
+  mount_notices_folded: number;
   /** Requests waiting for JS right now. */
   waiting: number;
   /** How long ago the native thread last went round its loop (ms); ≤ 1 s when it is healthy. */

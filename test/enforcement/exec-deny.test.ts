@@ -419,6 +419,38 @@ describe('pre-exec deny (root, Linux, fanotify)', () => {
     }
   });
 
+  it('folds the mount changes made while the event loop is stalled into one pass, which marks what is mounted then', async () => {
+    const admin = join(g.socketDir, 'admin.sock');
+    const before = (await status(g)).exec_deny.counters;
+    const stall = callDaemon(admin, 'test.stall_loop', { ms: 2000 }, 20_000);
+    // the first exec of a new file that waits for the deadline proves the loop is stalled
+    let n = 0;
+    await waitFor(
+      () => run(copyTrue(join(dir, 'fold', `f${n++}-${TAG}`)), []).ms >= DEADLINE_MS * 0.9,
+      'an exec that waited for the deadline',
+      { timeoutMs: 20_000, intervalMs: 1 },
+    );
+    const mnt = join(dir, 'foldmount');
+    mkdirSync(mnt, { recursive: true });
+    for (let i = 0; i < 10; i++) {
+      expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', `tgdn-fold-${TAG}`, mnt]).status).toBe(0);
+      expect(spawnSync('umount', [mnt]).status).toBe(0);
+    }
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', `tgdn-fold-${TAG}`, mnt]).status).toBe(0);
+    try {
+      await stall;
+      await waitFor(async () => (await status(g)).exec_deny.marked.includes(mnt), 'the last mount marked');
+      const after = (await status(g)).exec_deny.counters;
+      // the first change posted a notice JS could not take while stalled; later ones were folded
+      expect(after.mount_changes - before.mount_changes).toBeGreaterThanOrEqual(2);
+      expect(after.mount_notices_folded - before.mount_notices_folded).toBeGreaterThanOrEqual(1);
+      const exe = copyTrue(join(mnt, NAME));
+      expect(run('sh', ['-c', `"${exe}"`]).status).toBe(126);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
   it('tells the user on their terminal why: rule, message and URL', async () => {
     const exe = copyTrue(join(dir, 'tty', NAME));
     // script(1) gives the shell a pty; the shell stays a few seconds so guardd's write can land.
