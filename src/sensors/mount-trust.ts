@@ -14,6 +14,7 @@
  *     ctime;
  *   - a block device whose node a user may write (owner not root, or writable by others), and a
  *     partition, device-mapper or md device with any such device under it (its disk, its slaves);
+ *   - a block device /sys does not show (without sysfs, a user's loop device looks like a disk);
  *   - a file system guardd cannot find in its own mount table, by the mount's id or, for a mount of
  *     another namespace, by the file's device (one mounted only in a user's namespace, or gone).
  * Everything else is cached: local disks, tmpfs, overlay, network file systems (their server's
@@ -144,12 +145,18 @@ async function blockTrusted(
 ): Promise<boolean> {
   if (depth > MAX_DEPTH) return false;
   const sys = `${paths.sysDevBlock}/${maj}:${min}`;
+  // A device /sys does not show (no sysfs here): what it is built on cannot be known.
+  if (!(await exists(sys))) return false;
   const node = await blockNode(maj, min, sys, paths);
   if (node && (node.st.uid !== 0 || (node.st.mode & 0o002) !== 0)) return false;
-  const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
-  if (backing !== null) {
+  // A loop device with a file attached has `loop/`, whether or not its backing_file can be read:
+  // the kernel cannot write a path longer than a page there (ENAMETOOLONG), and a user may put
+  // their image at one (found in review: such an image was taken for no loop device, and cached).
+  if (await exists(`${sys}/loop`)) {
+    const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
     const reads = node ? await loopReads(node.path, maj, min) : null;
-    if (!reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth))) return false;
+    if (backing === null || !reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth)))
+      return false;
   }
   // A partition: the disk it is on.
   if (await exists(`${sys}/partition`)) {

@@ -43,6 +43,8 @@ afterAll(() => {
   }
   for (const d of attached) spawnSync('losetup', ['-d', d]);
   for (const c of running) c.kill('SIGKILL');
+  // deeper than a path may name: rm walks it by descriptors (rmSync fails with ENAMETOOLONG)
+  spawnSync('rm', ['-rf', join(dir, 'deep')]);
 });
 
 /** An ext4 image at `image` (owned by `owner`, mode 0600), mounted on a loop device at `at`. */
@@ -263,6 +265,55 @@ print('/dev/loop%d' % n)`,
     }
   });
 
+  it("never caches a user's image whose path is too long for /sys to name (backing_file: ENAMETOOLONG)", async () => {
+    // The user's image at a path longer than a page (directories made one at a time, relative to
+    // the last); they hand its descriptor to udisks (here: LOOP_SET_FD on it, as root). The
+    // kernel cannot write the path into backing_file: reading it fails, as for a device that is
+    // no loop device at all.
+    const deep = join(dir, 'deep');
+    mkdirSync(deep, { mode: 0o755 });
+    chownSync(deep, user.uid, user.gid);
+    const made = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+d = os.open(sys.argv[1], os.O_RDONLY)
+for i in range(20):
+    os.mkdir('d' * 250, dir_fd=d)
+    n = os.open('d' * 250, os.O_RDONLY, dir_fd=d); os.close(d); d = n
+f = os.open('user.img', os.O_RDWR | os.O_CREAT, 0o600, dir_fd=d)
+os.ftruncate(f, 8 << 20)
+os.fchown(f, int(sys.argv[2]), int(sys.argv[3]))
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, f)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        deep,
+        String(user.uid),
+        String(user.gid),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(made.status, made.stderr).toBe(0);
+    const loop = made.stdout.trim();
+    attached.push(loop);
+    let unreadable = '';
+    try {
+      readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`);
+    } catch (err) {
+      unreadable = (err as NodeJS.ErrnoException).code ?? '';
+    }
+    expect(unreadable).toBe('ENAMETOOLONG');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', loop]).status).toBe(0);
+    const at = join(dir, 'm-deep');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    writeFileSync(join(at, 'f'), 'x');
+    expect(await cacheable(join(at, 'f'))).toBe(false);
+  });
+
   it('never caches a mount it cannot find in its mount table', async () => {
     expect(await cacheableMount(NO_FILE, 2 ** 30)).toBe(false);
     expect(await cacheableMount(NO_FILE, -1)).toBe(false);
@@ -289,6 +340,7 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
         '42 22 253:0 / /media/u/crypt rw - ext4 /dev/mapper/c rw',
         '43 22 0:52 / /tmp/t rw - tmpfs tmpfs rw',
         '44 22 253:1 / /data rw - ext4 /dev/mapper/d rw',
+        '45 22 7:9 / /media/u/img rw - ext4 /dev/loop9 rw',
       ].join('\n'),
     );
     // dm-0 over loop0 (the user's image), dm-1 over a disk
@@ -314,6 +366,10 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
   it("never caches a device-mapper device over a user's image; caches one over a disk", async () => {
     expect(await cacheableMount(NO_FILE, 42, paths)).toBe(false);
     expect(await cacheableMount(NO_FILE, 44, paths)).toBe(true);
+  });
+
+  it("never caches a block device /sys does not show: a loop device over a user's image looks so without sysfs", async () => {
+    expect(await cacheableMount(NO_FILE, 45, paths)).toBe(false);
   });
 
   it('caches tmpfs', async () => {
