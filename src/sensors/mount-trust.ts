@@ -178,8 +178,9 @@ async function blockTrusted(
  * The kernel names it by the path it was opened at, in the mount namespace it was opened in: a
  * user hands udisks a descriptor of a file in a namespace of theirs (a tmpfs over /etc), and its
  * path names root's file here (/etc/passwd). So the file at that path must be the file the loop
- * device reads (`reads`: its device and inode; found in review). In a directory only root may change (owner
- * root, no write bit for group or others), no one else can have put another file at that name.
+ * device reads (`reads`: its device and inode; found in review). In directories only root may
+ * change (owner root, no write bit for group or others, no links: every one from / down), no one
+ * else can have put another file at that name, nor turn the path elsewhere before root opens it.
  * And the file system it is on must be trusted itself (judged by the mount it opens through, as
  * any file's): on an image of the user's, every owner and mode is what the user wrote into it,
  * and its blocks (the backing file's bytes) are theirs to write. Found in review: a
@@ -192,18 +193,22 @@ async function rootOnlyFile(
   depth: number,
 ): Promise<boolean> {
   if (!path.startsWith('/') || path.endsWith(' (deleted)')) return false;
-  const [st, dir] = await Promise.all([
-    lstat(path).catch(() => null),
-    lstat(dirname(path)).catch(() => null),
-  ]);
-  const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
+  // Every directory on the way, not only the last: a link or directory of a user's anywhere
+  // above it passes every check here and names something else a moment later, when root opens
+  // it (found in review: a user's namespace names root's image through a directory of theirs).
+  const names = path.split('/').filter((x) => x !== '');
+  const dirs = names.slice(0, -1).map((_, i) => `/${names.slice(0, i + 1).join('/')}`);
+  const [st, ...up] = await Promise.all([path, '/', ...dirs].map((x) => lstat(x).catch(() => null)));
+  const rootOnly = (x: Stats | null | undefined): boolean =>
+    x != null && x.uid === 0 && (x.mode & 0o022) === 0;
   if (
-    !(
-      rootOnly(st) &&
-      rootOnly(dir) &&
-      st?.isFile() === true &&
-      st.nlink === 1 &&
-      dir?.isDirectory() === true
+    !(rootOnly(st) && st?.isFile() === true && st.nlink === 1) ||
+    // above the file's own directory, root's sticky ones too (/tmp): no one else may move
+    // root's entries there
+    !up.every(
+      (d, i) =>
+        d?.isDirectory() === true &&
+        (rootOnly(d) || (i < up.length - 1 && d.uid === 0 && (d.mode & 0o1000) !== 0)),
     ) ||
     st.dev !== reads.dev ||
     st.ino !== reads.ino

@@ -214,6 +214,74 @@ print('/dev/loop%d' % n)`,
     expect(await cacheable(join(at, 'f'))).toBe(false);
   });
 
+  it("never opens a backing file by a path through a directory of the user's (they may turn it elsewhere between root's checks and its open)", async () => {
+    // Root's image, root's alone, in root's directories: <R>/a/sub/root.img. In a namespace of
+    // theirs the user binds <R> over a directory of their own (<U>/link) and holds the image
+    // open there; root attaches it (as udisks does) and the kernel names it <U>/link/a/sub/root.img.
+    // In guardd's namespace <U>/link is the user's directory, and <U>/link/a their link to
+    // <R>/a: every check of the file and of its directory passes through it, and a moment
+    // later the same path can name whatever the user points it at (a device node, a FIFO, a
+    // file on their FUSE mount), which root would open.
+    const R = join(dir, 'linked-root');
+    mkdirSync(join(R, 'a', 'sub'), { recursive: true, mode: 0o755 });
+    const img = join(R, 'a', 'sub', 'root.img');
+    writeFileSync(img, '');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
+    chmodSync(img, 0o644);
+    const U = join(dir, 'linked-user');
+    mkdirSync(join(U, 'link'), { recursive: true });
+    chownSync(U, user.uid, user.gid);
+    chownSync(join(U, 'link'), user.uid, user.gid);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        'mount --bind "$R" "$U/link" && exec 3<"$U/link/a/sub/root.img" && echo ready && exec sleep 120',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { R, U, PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } },
+    );
+    running.push(holder);
+    let out = '';
+    let err = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    holder.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), `root's image held open through the user's bind (${err})`);
+    const dev = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+back = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDONLY), 0x4C00, back)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        `/proc/${holder.pid}/fd/3`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(dev.status, dev.stderr).toBe(0);
+    const loop = dev.stdout.trim();
+    attached.push(loop);
+    const named = join(U, 'link', 'a', 'sub', 'root.img');
+    expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
+    // the user's link, in guardd's namespace, to where the file really is
+    expect(spawnAs(user, 'ln', ['-s', join(R, 'a'), join(U, 'link', 'a')]).pid).toBeGreaterThan(0);
+    await waitFor(() => lstatSync(join(U, 'link', 'a'), { throwIfNoEntry: false }) !== undefined, 'the link');
+    const at = join(dir, 'm-linked');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'ro,nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    expect(await cacheable(join(at, 'lost+found'))).toBe(false);
+  });
+
   it("caches a file through a user namespace's copy of a mount guardd has; never one on a file system mounted only there", async () => {
     const holder = spawnAs(
       user,
