@@ -196,20 +196,20 @@ async function rootOnlyFile(
   // Every directory on the way, not only the last: a link or directory of a user's anywhere
   // above it passes every check here and names something else a moment later, when root opens
   // it (found in review: a user's namespace names root's image through a directory of theirs).
+  // From / down, stopping at the first that is not root's: nothing below a user's directory is
+  // looked up (their FUSE mount there would answer root's lstat, or never).
+  const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
   const names = path.split('/').filter((x) => x !== '');
-  const dirs = names.slice(0, -1).map((_, i) => `/${names.slice(0, i + 1).join('/')}`);
-  const [st, ...up] = await Promise.all([path, '/', ...dirs].map((x) => lstat(x).catch(() => null)));
-  const rootOnly = (x: Stats | null | undefined): boolean =>
-    x != null && x.uid === 0 && (x.mode & 0o022) === 0;
-  if (
-    !(rootOnly(st) && st?.isFile() === true && st.nlink === 1) ||
+  for (let i = 0; i < names.length; i++) {
+    const d = await lstat(`/${names.slice(0, i).join('/')}`).catch(() => null);
     // above the file's own directory, root's sticky ones too (/tmp): no one else may move
     // root's entries there
-    !up.every(
-      (d, i) =>
-        d?.isDirectory() === true &&
-        (rootOnly(d) || (i < up.length - 1 && d.uid === 0 && (d.mode & 0o1000) !== 0)),
-    ) ||
+    const sticky = i < names.length - 1 && d?.uid === 0 && (d.mode & 0o1000) !== 0;
+    if (!d?.isDirectory() || !(rootOnly(d) || sticky)) return false;
+  }
+  const st = await lstat(path).catch(() => null);
+  if (
+    !(rootOnly(st) && st?.isFile() === true && st.nlink === 1) ||
     st.dev !== reads.dev ||
     st.ino !== reads.ino
   )
