@@ -16,6 +16,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -409,6 +410,9 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
         '43 22 0:52 / /tmp/t rw - tmpfs tmpfs rw',
         '44 22 253:1 / /data rw - ext4 /dev/mapper/d rw',
         '45 22 7:9 / /media/u/img rw - ext4 /dev/loop9 rw',
+        '46 22 259:1 / / rw - ext4 /dev/nvme0n1p2 rw',
+        '47 22 259:9 / /media/u/part rw - ext4 /dev/loop0p1 rw',
+        '48 22 253:2 / /home rw - ext4 /dev/mapper/home rw',
       ].join('\n'),
     );
     // dm-0 over loop0 (the user's image), dm-1 over a disk
@@ -424,6 +428,21 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
     mkdirSync(join(paths.sysClassBlock, 'vdb'), { recursive: true });
     writeFileSync(join(paths.sysClassBlock, 'vdb', 'dev'), '254:16\n');
     mkdirSync(join(paths.sysDevBlock, '254:16'));
+    // partitions, linked into the devices tree as /sys does: nvme0n1p2 of a disk, loop0p1 of the
+    // user's image; and dm-2 (dm-crypt, LVM) over the disk's partition, as on most laptops
+    const devices = join(root, 'devices');
+    mkdirSync(join(devices, 'nvme0n1', 'nvme0n1p2'), { recursive: true });
+    writeFileSync(join(devices, 'nvme0n1', 'dev'), '259:0\n');
+    writeFileSync(join(devices, 'nvme0n1', 'nvme0n1p2', 'partition'), '2\n');
+    mkdirSync(join(paths.sysDevBlock, '259:0'));
+    symlinkSync(join(devices, 'nvme0n1', 'nvme0n1p2'), join(paths.sysDevBlock, '259:1'));
+    mkdirSync(join(paths.sysClassBlock, 'nvme0n1p2'), { recursive: true });
+    writeFileSync(join(paths.sysClassBlock, 'nvme0n1p2', 'dev'), '259:1\n');
+    mkdirSync(join(paths.sysDevBlock, '253:2', 'slaves', 'nvme0n1p2'), { recursive: true });
+    mkdirSync(join(devices, 'loop0', 'loop0p1'), { recursive: true });
+    writeFileSync(join(devices, 'loop0', 'dev'), '7:0\n');
+    writeFileSync(join(devices, 'loop0', 'loop0p1', 'partition'), '1\n');
+    symlinkSync(join(devices, 'loop0', 'loop0p1'), join(paths.sysDevBlock, '259:9'));
   });
 
   it("never caches a user's FUSE mount; caches root's", async () => {
@@ -438,6 +457,12 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
 
   it("never caches a block device /sys does not show: a loop device over a user's image looks so without sysfs", async () => {
     expect(await cacheableMount(NO_FILE, 45, paths)).toBe(false);
+  });
+
+  it("caches a disk's partition and a device-mapper device over it (NVMe, dm-crypt, LVM); never a partition of a user's image", async () => {
+    expect(await cacheableMount(NO_FILE, 46, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 48, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 47, paths)).toBe(false);
   });
 
   it('caches tmpfs', async () => {
