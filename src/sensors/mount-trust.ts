@@ -34,7 +34,7 @@ import type { Stats } from 'node:fs';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { parseMountinfo } from '../common/mountinfo.js';
+import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
 import { loopBacking, mountsKnown, readIdentity } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
@@ -102,7 +102,8 @@ export async function cacheableMount(
  * exec. A file system mounted only there (a user's FUSE or tmpfs in their namespace) is not in
  * the table and never cached; it is never judged by that namespace's own table either, where a
  * user's FUSE mount in their user namespace reads `user_id=0`. (btrfs gives a subvolume's files
- * a device of their own, not the table's: those are found by mount id alone.)
+ * a device of their own, not the table's: those are found by a mount of guardd's whose root is on
+ * the same device, the same subvolume — subvolumeMount.)
  */
 async function classify(
   mountId: number,
@@ -112,7 +113,10 @@ async function classify(
 ): Promise<boolean> {
   const table = parseMountinfo(await readFile(paths.mountinfo, 'utf8'));
   const on = fileDev >= 0 ? `${major(fileDev)}:${minor(fileDev)}` : '';
-  const m = table.find((x) => x.id === mountId) ?? table.find((x) => x.device === on);
+  const m =
+    table.find((x) => x.id === mountId) ??
+    table.find((x) => x.device === on) ??
+    (await subvolumeMount(table, fileDev));
   const dev = /^(\d+):(\d+)$/.exec(m?.device ?? '');
   if (!m || !dev) return false;
   if (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) return m.superOptions.includes('user_id=0');
@@ -124,6 +128,27 @@ async function classify(
     if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, depth);
   }
   return m.fstype !== 'fuseblk';
+}
+
+/**
+ * The btrfs mount of guardd's table whose root shows device `fileDev`: the subvolume the file is
+ * in, mounted here too (btrfs gives each subvolume a device of its own while the file system is
+ * mounted, and mountinfo shows the file system's). Found in review: on a btrfs root (Fedora's,
+ * openSUSE's) a mount of another namespace was never found by the file's device, so every exec in
+ * a private mount namespace was decided and hashed afresh. A subvolume guardd has not mounted on
+ * its own (one nested in another) is still not found: never cached from another namespace.
+ */
+async function subvolumeMount(
+  table: readonly MountEntry[],
+  fileDev: number,
+): Promise<MountEntry | undefined> {
+  if (fileDev < 0) return undefined;
+  for (const x of table) {
+    if (x.fstype !== 'btrfs') continue;
+    const st = await stat(x.mountPoint).catch(() => null);
+    if (st?.dev === fileDev) return x;
+  }
+  return undefined;
 }
 
 /** glibc's gnu_dev_major / gnu_dev_minor of a dev_t as Node gives it (a double). */

@@ -61,6 +61,15 @@ function mountImage(image: string, at: string, owner: TestUser | null): void {
   writeFileSync(join(at, 'f'), 'x');
 }
 
+/** The source of the mount at `at` (its loop device), from mountinfo. */
+function mountSource(at: string): string {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[4] === at);
+  const f = line?.split(' ') ?? [];
+  return f[f.indexOf('-') + 2] ?? '';
+}
+
 /** A file on no device (-1) known through no unique mount id (0): judged by the mount id alone. */
 const NO_FILE = { dev: -1, mount: 0 };
 
@@ -305,6 +314,50 @@ print('/dev/loop%d' % n)`,
     expect(await cacheable(`/proc/${holder.pid}/fd/4`)).toBe(true);
     // their tmpfs, mounted only there
     expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(false);
+  });
+
+  it("caches a file on btrfs through a user namespace's copy of guardd's mount of its subvolume", async () => {
+    // btrfs gives every subvolume's files a device of their own, not the one mountinfo shows
+    // (the file system's): a mount of another namespace, found by the file's device, was never
+    // found — on a btrfs root (Fedora's, openSUSE's) every exec in a private mount namespace (a
+    // service's, a container's, a user's unshare -Urm) was decided and hashed afresh
+    const images = join(dir, 'btrfs-images');
+    mkdirSync(images, { mode: 0o755 });
+    const img = join(images, 'root.img');
+    writeFileSync(img, '');
+    spawnSync('truncate', ['-s', '128M', img]);
+    chmodSync(img, 0o600);
+    const mk = spawnSync('mkfs.btrfs', ['-q', img], { encoding: 'utf8' });
+    expect(mk.status, mk.stderr).toBe(0);
+    const top = join(dir, 'm-btrfs-top');
+    mkdirSync(top);
+    expect(spawnSync('mount', ['-o', 'loop', img, top]).status).toBe(0);
+    mounted.push(top);
+    expect(spawnSync('btrfs', ['subvolume', 'create', join(top, '@')]).status).toBe(0);
+    writeFileSync(join(top, '@', 'f'), 'x');
+    chmodSync(join(top, '@', 'f'), 0o644);
+    const at = join(dir, 'm-btrfs');
+    mkdirSync(at);
+    // the subvolume on its own, as a distribution mounts @ on /
+    const m = spawnSync('mount', ['-o', 'subvol=@,nosuid,nodev', mountSource(top), at], {
+      encoding: 'utf8',
+    });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    expect(await cacheable(join(at, 'f'))).toBe(true);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      ['-Urm', 'sh', '-c', 'exec 3<"$F" && echo ready && exec sleep 120'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { F: join(at, 'f') } },
+    );
+    running.push(holder);
+    let out = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), 'the file held open in the user namespace');
+    expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(true);
   });
 
   it("never caches root's image on a loop device whose node the user owns (with or without /dev/block)", async () => {
