@@ -79,11 +79,13 @@ export async function cacheableMount(
     const known = memo.get(key);
     if (known !== undefined) return known;
   }
-  let ok = false;
+  let ok: boolean;
   try {
     ok = await classify(mountId, file.dev, paths, 0);
   } catch {
-    ok = false;
+    // not remembered: a read that failed for a while (EMFILE, ENOMEM) must not leave the mount
+    // uncached for as long as it stays mounted
+    return false;
   }
   if (mount !== 0) {
     if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as string);
@@ -126,6 +128,8 @@ async function classify(
   if (m.source.startsWith('/dev/')) {
     const st = await stat(m.source).catch(() => null);
     if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, depth);
+    // btrfs names the device path it was given, which may name no device now: unknown
+    if (m.fstype === 'btrfs') return false;
   }
   return m.fstype !== 'fuseblk';
 }
@@ -190,7 +194,7 @@ async function blockTrusted(
     if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
   }
   // device-mapper, md: every device under it.
-  for (const name of await readdir(`${sys}/slaves`).catch(() => [] as string[])) {
+  for (const name of await readdir(`${sys}/slaves`).catch(absent([] as string[]))) {
     const dev = await readFile(`${paths.sysClassBlock}/${name}/dev`, 'utf8');
     const [a, b] = dev.trim().split(':').map(Number);
     if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
@@ -263,7 +267,7 @@ async function blockNode(
   sys: string,
   paths: MountTrustPaths,
 ): Promise<{ path: string; st: Stats } | null> {
-  const name = /^DEVNAME=(.+)$/m.exec(await readFile(`${sys}/uevent`, 'utf8').catch(() => ''))?.[1];
+  const name = /^DEVNAME=(.+)$/m.exec(await readFile(`${sys}/uevent`, 'utf8').catch(absent('')))?.[1];
   const link = `${paths.devBlock}/${maj}:${min}`;
   const st = await stat(link).catch(() => null);
   if (st) return { path: link, st };
@@ -292,6 +296,18 @@ async function loopReads(
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * A catch giving `value` for a file that is not there, and passing any other error on (to
+ * cacheableMount: not cached) — a directory that could not be read (EMFILE) is not an empty one:
+ * a device-mapper device whose slaves could not be listed is not one over nothing.
+ */
+function absent<T>(value: T): (err: NodeJS.ErrnoException) => T {
+  return (err) => {
+    if (err.code === 'ENOENT') return value;
+    throw err;
+  };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -466,6 +466,7 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
         '46 22 259:1 / / rw - ext4 /dev/nvme0n1p2 rw',
         '47 22 259:9 / /media/u/part rw - ext4 /dev/loop0p1 rw',
         '48 22 253:2 / /home rw - ext4 /dev/mapper/home rw',
+        '49 22 0:60 / /media/u/b rw - btrfs /dev/loop-gone rw,subvolid=5,subvol=/',
       ].join('\n'),
     );
     // dm-0 over loop0 (the user's image), dm-1 over a disk
@@ -516,6 +517,10 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
     expect(await cacheableMount(NO_FILE, 46, paths)).toBe(true);
     expect(await cacheableMount(NO_FILE, 48, paths)).toBe(true);
     expect(await cacheableMount(NO_FILE, 47, paths)).toBe(false);
+  });
+
+  it('never caches btrfs whose source names no device (the path it was given at mount)', async () => {
+    expect(await cacheableMount(NO_FILE, 49, paths)).toBe(false);
   });
 
   it('caches tmpfs', async () => {
