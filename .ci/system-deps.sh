@@ -17,6 +17,8 @@
 #                 test/enforcement/exec-identity-reuse.test.ts; mkfs.ext4, debugfs and dumpe2fs: the
 #                 user's ext4 images of test/enforcement/exec-identity-media.test.ts (python3 too:
 #                 posix_fadvise to evict a program's pages)
+#   btrfs-progs   mkfs.btrfs, btrfs subvolume: a btrfs subvolume read from a user namespace in
+#                 test/sensors/mount-trust.test.ts (its files' device is the subvolume's, not mountinfo's)
 #   fuse3         fusermount3: a real user's FUSE mount in test/enforcement/exec-deny-fuse-walk.test.ts
 #   uidmap        newuidmap/newgidmap: a user's flood of refused execs as their own and a subordinate
 #                 uid in test/enforcement/exec-deny-flood.test.ts (unshare --map-auto)
@@ -25,7 +27,7 @@
 # Prints how long it took (the lead's .ci/run budgets it).
 set -euo pipefail
 start=$(date +%s)
-PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux postgresql e2fsprogs fuse3 uidmap chromium)
+PKGS=(dpkg-dev rpm wixl msitools systemd python3 make g++ binutils fakeroot sqlite3 libnss-extrausers tmux postgresql e2fsprogs btrfs-progs fuse3 uidmap chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -454,7 +454,10 @@ static user_bucket_t *user_bucket(uint32_t uid, const struct timespec *now) {
  * made — that user, whose subordinate uids (/etc/subuid, newuidmap) it may run as: found in
  * review, a user flooding as their own uid and seven subordinate ones had eight shares, every
  * report. Namespaces root made (a container's) keep their uids apart, as root mapped them.
- * UINT32_MAX when it is gone: such reports share one bucket. */
+ * UINT32_MAX when it is gone: such reports share one bucket. So it is asked before the refusal
+ * is answered, while pid waits in its exec or open: asked after, a process refused and gone at
+ * once (a shell loop's child: refused, exits, reaped) went to that one bucket, shared by every
+ * user — a second share for a flooding user, taken from everyone else's refusals found gone. */
 static uint32_t uid_of(pid_t pid) {
   char p[64];
   struct stat st, ns, self;
@@ -575,7 +578,8 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     }
   }
   pthread_mutex_unlock(&lock);
-  respond_raw(fd, !deny);
+  /* Admitted before the answer, while the opener waits for it: its /proc/<pid> is there for
+   * uid_of (report_admit). */
   uint32_t uid = 0;
   if (report) {
     pthread_mutex_lock(&lock);
@@ -586,6 +590,7 @@ static void handle_open(const struct fanotify_event_metadata *m) {
     }
     pthread_mutex_unlock(&lock);
   }
+  respond_raw(fd, !deny);
   if (report) {
     post_t *p = calloc(1, sizeof(post_t));
     if (p != NULL) {
@@ -888,8 +893,10 @@ static void handle_event(const struct fanotify_event_metadata *m) {
   cached = cache_get(&k);
   if (cached >= 0) {
     counters.cache_hits++;
+    /* Admitted before the answer, while the process waits for it (report_admit). */
+    int admitted = !cached && report_admit(pid, &p->uid);
     answer(fd, cached);
-    if (!cached && !report_admit(pid, &p->uid)) {
+    if (!cached && !admitted) {
       /* Refused and counted, not reported: the queue and the loop are kept for decisions. */
       counters.deny_reports_dropped++;
       free(p);

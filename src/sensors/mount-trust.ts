@@ -14,6 +14,7 @@
  *     ctime;
  *   - a block device whose node a user may write (owner not root, or writable by others), and a
  *     partition, device-mapper or md device with any such device under it (its disk, its slaves);
+ *   - a block device /sys does not show (without sysfs, a user's loop device looks like a disk);
  *   - a file system guardd cannot find in its own mount table, by the mount's id or, for a mount of
  *     another namespace, by the file's device (one mounted only in a user's namespace, or gone).
  * Everything else is cached: local disks, tmpfs, overlay, network file systems (their server's
@@ -33,7 +34,7 @@ import type { Stats } from 'node:fs';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { parseMountinfo } from '../common/mountinfo.js';
+import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
 import { loopBacking, mountsKnown, readIdentity } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
@@ -78,11 +79,13 @@ export async function cacheableMount(
     const known = memo.get(key);
     if (known !== undefined) return known;
   }
-  let ok = false;
+  let ok: boolean;
   try {
     ok = await classify(mountId, file.dev, paths, 0);
   } catch {
-    ok = false;
+    // not remembered: a read that failed for a while (EMFILE, ENOMEM) must not leave the mount
+    // uncached for as long as it stays mounted
+    return false;
   }
   if (mount !== 0) {
     if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as string);
@@ -101,7 +104,8 @@ export async function cacheableMount(
  * exec. A file system mounted only there (a user's FUSE or tmpfs in their namespace) is not in
  * the table and never cached; it is never judged by that namespace's own table either, where a
  * user's FUSE mount in their user namespace reads `user_id=0`. (btrfs gives a subvolume's files
- * a device of their own, not the table's: those are found by mount id alone.)
+ * a device of their own, not the table's: those are found by a mount of guardd's whose root is on
+ * the same device, the same subvolume — subvolumeMount.)
  */
 async function classify(
   mountId: number,
@@ -111,7 +115,10 @@ async function classify(
 ): Promise<boolean> {
   const table = parseMountinfo(await readFile(paths.mountinfo, 'utf8'));
   const on = fileDev >= 0 ? `${major(fileDev)}:${minor(fileDev)}` : '';
-  const m = table.find((x) => x.id === mountId) ?? table.find((x) => x.device === on);
+  const m =
+    table.find((x) => x.id === mountId) ??
+    table.find((x) => x.device === on) ??
+    (await subvolumeMount(table, fileDev));
   const dev = /^(\d+):(\d+)$/.exec(m?.device ?? '');
   if (!m || !dev) return false;
   if (m.fstype === 'fuse' || m.fstype.startsWith('fuse.')) return m.superOptions.includes('user_id=0');
@@ -121,8 +128,31 @@ async function classify(
   if (m.source.startsWith('/dev/')) {
     const st = await stat(m.source).catch(() => null);
     if (st?.isBlockDevice()) return blockTrusted(major(st.rdev), minor(st.rdev), paths, depth);
+    // btrfs names the device path it was given, which may name no device now: unknown
+    if (m.fstype === 'btrfs') return false;
   }
   return m.fstype !== 'fuseblk';
+}
+
+/**
+ * The btrfs mount of guardd's table whose root shows device `fileDev`: the subvolume the file is
+ * in, mounted here too (btrfs gives each subvolume a device of its own while the file system is
+ * mounted, and mountinfo shows the file system's). Found in review: on a btrfs root (Fedora's,
+ * openSUSE's) a mount of another namespace was never found by the file's device, so every exec in
+ * a private mount namespace was decided and hashed afresh. A subvolume guardd has not mounted on
+ * its own (one nested in another) is still not found: never cached from another namespace.
+ */
+async function subvolumeMount(
+  table: readonly MountEntry[],
+  fileDev: number,
+): Promise<MountEntry | undefined> {
+  if (fileDev < 0) return undefined;
+  for (const x of table) {
+    if (x.fstype !== 'btrfs') continue;
+    const st = await stat(x.mountPoint).catch(() => null);
+    if (st?.dev === fileDev) return x;
+  }
+  return undefined;
 }
 
 /** glibc's gnu_dev_major / gnu_dev_minor of a dev_t as Node gives it (a double). */
@@ -144,12 +174,18 @@ async function blockTrusted(
 ): Promise<boolean> {
   if (depth > MAX_DEPTH) return false;
   const sys = `${paths.sysDevBlock}/${maj}:${min}`;
+  // A device /sys does not show (no sysfs here): what it is built on cannot be known.
+  if (!(await exists(sys))) return false;
   const node = await blockNode(maj, min, sys, paths);
   if (node && (node.st.uid !== 0 || (node.st.mode & 0o002) !== 0)) return false;
-  const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
-  if (backing !== null) {
+  // A loop device with a file attached has `loop/`, whether or not its backing_file can be read:
+  // the kernel cannot write a path longer than a page there (ENAMETOOLONG), and a user may put
+  // their image at one (found in review: such an image was taken for no loop device, and cached).
+  if (await exists(`${sys}/loop`)) {
+    const backing = await readFile(`${sys}/loop/backing_file`, 'utf8').catch(() => null);
     const reads = node ? await loopReads(node.path, maj, min) : null;
-    if (!reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth))) return false;
+    if (backing === null || !reads || !(await rootOnlyFile(backing.replace(/\n$/, ''), reads, paths, depth)))
+      return false;
   }
   // A partition: the disk it is on.
   if (await exists(`${sys}/partition`)) {
@@ -158,7 +194,7 @@ async function blockTrusted(
     if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
   }
   // device-mapper, md: every device under it.
-  for (const name of await readdir(`${sys}/slaves`).catch(() => [] as string[])) {
+  for (const name of await readdir(`${sys}/slaves`).catch(absent([] as string[]))) {
     const dev = await readFile(`${paths.sysClassBlock}/${name}/dev`, 'utf8');
     const [a, b] = dev.trim().split(':').map(Number);
     if (a === undefined || b === undefined || !(await blockTrusted(a, b, paths, depth + 1))) return false;
@@ -171,8 +207,9 @@ async function blockTrusted(
  * The kernel names it by the path it was opened at, in the mount namespace it was opened in: a
  * user hands udisks a descriptor of a file in a namespace of theirs (a tmpfs over /etc), and its
  * path names root's file here (/etc/passwd). So the file at that path must be the file the loop
- * device reads (`reads`: its device and inode; found in review). In a directory only root may change (owner
- * root, no write bit for group or others), no one else can have put another file at that name.
+ * device reads (`reads`: its device and inode; found in review). In directories only root may
+ * change (owner root, no write bit for group or others, no links: every one from / down), no one
+ * else can have put another file at that name, nor turn the path elsewhere before root opens it.
  * And the file system it is on must be trusted itself (judged by the mount it opens through, as
  * any file's): on an image of the user's, every owner and mode is what the user wrote into it,
  * and its blocks (the backing file's bytes) are theirs to write. Found in review: a
@@ -185,19 +222,23 @@ async function rootOnlyFile(
   depth: number,
 ): Promise<boolean> {
   if (!path.startsWith('/') || path.endsWith(' (deleted)')) return false;
-  const [st, dir] = await Promise.all([
-    lstat(path).catch(() => null),
-    lstat(dirname(path)).catch(() => null),
-  ]);
+  // Every directory on the way, not only the last: a link or directory of a user's anywhere
+  // above it passes every check here and names something else a moment later, when root opens
+  // it (found in review: a user's namespace names root's image through a directory of theirs).
+  // From / down, stopping at the first that is not root's: nothing below a user's directory is
+  // looked up (their FUSE mount there would answer root's lstat, or never).
   const rootOnly = (x: Stats | null): boolean => x !== null && x.uid === 0 && (x.mode & 0o022) === 0;
+  const names = path.split('/').filter((x) => x !== '');
+  for (let i = 0; i < names.length; i++) {
+    const d = await lstat(`/${names.slice(0, i).join('/')}`).catch(() => null);
+    // above the file's own directory, root's sticky ones too (/tmp): no one else may move
+    // root's entries there
+    const sticky = i < names.length - 1 && d?.uid === 0 && (d.mode & 0o1000) !== 0;
+    if (!d?.isDirectory() || !(rootOnly(d) || sticky)) return false;
+  }
+  const st = await lstat(path).catch(() => null);
   if (
-    !(
-      rootOnly(st) &&
-      rootOnly(dir) &&
-      st?.isFile() === true &&
-      st.nlink === 1 &&
-      dir?.isDirectory() === true
-    ) ||
+    !(rootOnly(st) && st?.isFile() === true && st.nlink === 1) ||
     st.dev !== reads.dev ||
     st.ino !== reads.ino
   )
@@ -226,7 +267,7 @@ async function blockNode(
   sys: string,
   paths: MountTrustPaths,
 ): Promise<{ path: string; st: Stats } | null> {
-  const name = /^DEVNAME=(.+)$/m.exec(await readFile(`${sys}/uevent`, 'utf8').catch(() => ''))?.[1];
+  const name = /^DEVNAME=(.+)$/m.exec(await readFile(`${sys}/uevent`, 'utf8').catch(absent('')))?.[1];
   const link = `${paths.devBlock}/${maj}:${min}`;
   const st = await stat(link).catch(() => null);
   if (st) return { path: link, st };
@@ -255,6 +296,18 @@ async function loopReads(
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * A catch giving `value` for a file that is not there, and passing any other error on (to
+ * cacheableMount: not cached) — a directory that could not be read (EMFILE) is not an empty one:
+ * a device-mapper device whose slaves could not be listed is not one over nothing.
+ */
+function absent<T>(value: T): (err: NodeJS.ErrnoException) => T {
+  return (err) => {
+    if (err.code === 'ENOENT') return value;
+    throw err;
+  };
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -16,6 +16,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -43,6 +44,8 @@ afterAll(() => {
   }
   for (const d of attached) spawnSync('losetup', ['-d', d]);
   for (const c of running) c.kill('SIGKILL');
+  // deeper than a path may name: rm walks it by descriptors (rmSync fails with ENAMETOOLONG)
+  spawnSync('rm', ['-rf', join(dir, 'deep')]);
 });
 
 /** An ext4 image at `image` (owned by `owner`, mode 0600), mounted on a loop device at `at`. */
@@ -56,6 +59,15 @@ function mountImage(image: string, at: string, owner: TestUser | null): void {
   expect(m.status, m.stderr).toBe(0);
   mounted.push(at);
   writeFileSync(join(at, 'f'), 'x');
+}
+
+/** The source of the mount at `at` (its loop device), from mountinfo. */
+function mountSource(at: string): string {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[4] === at);
+  const f = line?.split(' ') ?? [];
+  return f[f.indexOf('-') + 2] ?? '';
 }
 
 /** A file on no device (-1) known through no unique mount id (0): judged by the mount id alone. */
@@ -212,6 +224,74 @@ print('/dev/loop%d' % n)`,
     expect(await cacheable(join(at, 'f'))).toBe(false);
   });
 
+  it("never opens a backing file by a path through a directory of the user's (they may turn it elsewhere between root's checks and its open)", async () => {
+    // Root's image, root's alone, in root's directories: <R>/a/sub/root.img. In a namespace of
+    // theirs the user binds <R> over a directory of their own (<U>/link) and holds the image
+    // open there; root attaches it (as udisks does) and the kernel names it <U>/link/a/sub/root.img.
+    // In guardd's namespace <U>/link is the user's directory, and <U>/link/a their link to
+    // <R>/a: every check of the file and of its directory passes through it, and a moment
+    // later the same path can name whatever the user points it at (a device node, a FIFO, a
+    // file on their FUSE mount), which root would open.
+    const R = join(dir, 'linked-root');
+    mkdirSync(join(R, 'a', 'sub'), { recursive: true, mode: 0o755 });
+    const img = join(R, 'a', 'sub', 'root.img');
+    writeFileSync(img, '');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
+    chmodSync(img, 0o644);
+    const U = join(dir, 'linked-user');
+    mkdirSync(join(U, 'link'), { recursive: true });
+    chownSync(U, user.uid, user.gid);
+    chownSync(join(U, 'link'), user.uid, user.gid);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      [
+        '-Urm',
+        'sh',
+        '-c',
+        'mount --bind "$R" "$U/link" && exec 3<"$U/link/a/sub/root.img" && echo ready && exec sleep 120',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { R, U, PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } },
+    );
+    running.push(holder);
+    let out = '';
+    let err = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    holder.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), `root's image held open through the user's bind (${err})`);
+    const dev = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+back = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDONLY), 0x4C00, back)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        `/proc/${holder.pid}/fd/3`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(dev.status, dev.stderr).toBe(0);
+    const loop = dev.stdout.trim();
+    attached.push(loop);
+    const named = join(U, 'link', 'a', 'sub', 'root.img');
+    expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
+    // the user's link, in guardd's namespace, to where the file really is
+    expect(spawnAs(user, 'ln', ['-s', join(R, 'a'), join(U, 'link', 'a')]).pid).toBeGreaterThan(0);
+    await waitFor(() => lstatSync(join(U, 'link', 'a'), { throwIfNoEntry: false }) !== undefined, 'the link');
+    const at = join(dir, 'm-linked');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'ro,nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    expect(await cacheable(join(at, 'lost+found'))).toBe(false);
+  });
+
   it("caches a file through a user namespace's copy of a mount guardd has; never one on a file system mounted only there", async () => {
     const holder = spawnAs(
       user,
@@ -234,6 +314,50 @@ print('/dev/loop%d' % n)`,
     expect(await cacheable(`/proc/${holder.pid}/fd/4`)).toBe(true);
     // their tmpfs, mounted only there
     expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(false);
+  });
+
+  it("caches a file on btrfs through a user namespace's copy of guardd's mount of its subvolume", async () => {
+    // btrfs gives every subvolume's files a device of their own, not the one mountinfo shows
+    // (the file system's): a mount of another namespace, found by the file's device, was never
+    // found — on a btrfs root (Fedora's, openSUSE's) every exec in a private mount namespace (a
+    // service's, a container's, a user's unshare -Urm) was decided and hashed afresh
+    const images = join(dir, 'btrfs-images');
+    mkdirSync(images, { mode: 0o755 });
+    const img = join(images, 'root.img');
+    writeFileSync(img, '');
+    spawnSync('truncate', ['-s', '128M', img]);
+    chmodSync(img, 0o600);
+    const mk = spawnSync('mkfs.btrfs', ['-q', img], { encoding: 'utf8' });
+    expect(mk.status, mk.stderr).toBe(0);
+    const top = join(dir, 'm-btrfs-top');
+    mkdirSync(top);
+    expect(spawnSync('mount', ['-o', 'loop', img, top]).status).toBe(0);
+    mounted.push(top);
+    expect(spawnSync('btrfs', ['subvolume', 'create', join(top, '@')]).status).toBe(0);
+    writeFileSync(join(top, '@', 'f'), 'x');
+    chmodSync(join(top, '@', 'f'), 0o644);
+    const at = join(dir, 'm-btrfs');
+    mkdirSync(at);
+    // the subvolume on its own, as a distribution mounts @ on /
+    const m = spawnSync('mount', ['-o', 'subvol=@,nosuid,nodev', mountSource(top), at], {
+      encoding: 'utf8',
+    });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    expect(await cacheable(join(at, 'f'))).toBe(true);
+    const holder = spawnAs(
+      user,
+      'unshare',
+      ['-Urm', 'sh', '-c', 'exec 3<"$F" && echo ready && exec sleep 120'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { F: join(at, 'f') } },
+    );
+    running.push(holder);
+    let out = '';
+    holder.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitFor(() => out.includes('ready'), 'the file held open in the user namespace');
+    expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(true);
   });
 
   it("never caches root's image on a loop device whose node the user owns (with or without /dev/block)", async () => {
@@ -263,6 +387,55 @@ print('/dev/loop%d' % n)`,
     }
   });
 
+  it("never caches a user's image whose path is too long for /sys to name (backing_file: ENAMETOOLONG)", async () => {
+    // The user's image at a path longer than a page (directories made one at a time, relative to
+    // the last); they hand its descriptor to udisks (here: LOOP_SET_FD on it, as root). The
+    // kernel cannot write the path into backing_file: reading it fails, as for a device that is
+    // no loop device at all.
+    const deep = join(dir, 'deep');
+    mkdirSync(deep, { mode: 0o755 });
+    chownSync(deep, user.uid, user.gid);
+    const made = spawnSync(
+      'python3',
+      [
+        '-c',
+        `import fcntl, os, sys
+d = os.open(sys.argv[1], os.O_RDONLY)
+for i in range(20):
+    os.mkdir('d' * 250, dir_fd=d)
+    n = os.open('d' * 250, os.O_RDONLY, dir_fd=d); os.close(d); d = n
+f = os.open('user.img', os.O_RDWR | os.O_CREAT, 0o600, dir_fd=d)
+os.ftruncate(f, 8 << 20)
+os.fchown(f, int(sys.argv[2]), int(sys.argv[3]))
+n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
+fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, f)  # LOOP_SET_FD
+print('/dev/loop%d' % n)`,
+        deep,
+        String(user.uid),
+        String(user.gid),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(made.status, made.stderr).toBe(0);
+    const loop = made.stdout.trim();
+    attached.push(loop);
+    let unreadable = '';
+    try {
+      readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`);
+    } catch (err) {
+      unreadable = (err as NodeJS.ErrnoException).code ?? '';
+    }
+    expect(unreadable).toBe('ENAMETOOLONG');
+    expect(spawnSync('mkfs.ext4', ['-q', '-F', loop]).status).toBe(0);
+    const at = join(dir, 'm-deep');
+    mkdirSync(at);
+    const m = spawnSync('mount', ['-o', 'nosuid,nodev', loop, at], { encoding: 'utf8' });
+    expect(m.status, m.stderr).toBe(0);
+    mounted.push(at);
+    writeFileSync(join(at, 'f'), 'x');
+    expect(await cacheable(join(at, 'f'))).toBe(false);
+  });
+
   it('never caches a mount it cannot find in its mount table', async () => {
     expect(await cacheableMount(NO_FILE, 2 ** 30)).toBe(false);
     expect(await cacheableMount(NO_FILE, -1)).toBe(false);
@@ -289,6 +462,11 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
         '42 22 253:0 / /media/u/crypt rw - ext4 /dev/mapper/c rw',
         '43 22 0:52 / /tmp/t rw - tmpfs tmpfs rw',
         '44 22 253:1 / /data rw - ext4 /dev/mapper/d rw',
+        '45 22 7:9 / /media/u/img rw - ext4 /dev/loop9 rw',
+        '46 22 259:1 / / rw - ext4 /dev/nvme0n1p2 rw',
+        '47 22 259:9 / /media/u/part rw - ext4 /dev/loop0p1 rw',
+        '48 22 253:2 / /home rw - ext4 /dev/mapper/home rw',
+        '49 22 0:60 / /media/u/b rw - btrfs /dev/loop-gone rw,subvolid=5,subvol=/',
       ].join('\n'),
     );
     // dm-0 over loop0 (the user's image), dm-1 over a disk
@@ -304,6 +482,21 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
     mkdirSync(join(paths.sysClassBlock, 'vdb'), { recursive: true });
     writeFileSync(join(paths.sysClassBlock, 'vdb', 'dev'), '254:16\n');
     mkdirSync(join(paths.sysDevBlock, '254:16'));
+    // partitions, linked into the devices tree as /sys does: nvme0n1p2 of a disk, loop0p1 of the
+    // user's image; and dm-2 (dm-crypt, LVM) over the disk's partition, as on most laptops
+    const devices = join(root, 'devices');
+    mkdirSync(join(devices, 'nvme0n1', 'nvme0n1p2'), { recursive: true });
+    writeFileSync(join(devices, 'nvme0n1', 'dev'), '259:0\n');
+    writeFileSync(join(devices, 'nvme0n1', 'nvme0n1p2', 'partition'), '2\n');
+    mkdirSync(join(paths.sysDevBlock, '259:0'));
+    symlinkSync(join(devices, 'nvme0n1', 'nvme0n1p2'), join(paths.sysDevBlock, '259:1'));
+    mkdirSync(join(paths.sysClassBlock, 'nvme0n1p2'), { recursive: true });
+    writeFileSync(join(paths.sysClassBlock, 'nvme0n1p2', 'dev'), '259:1\n');
+    mkdirSync(join(paths.sysDevBlock, '253:2', 'slaves', 'nvme0n1p2'), { recursive: true });
+    mkdirSync(join(devices, 'loop0', 'loop0p1'), { recursive: true });
+    writeFileSync(join(devices, 'loop0', 'dev'), '7:0\n');
+    writeFileSync(join(devices, 'loop0', 'loop0p1', 'partition'), '1\n');
+    symlinkSync(join(devices, 'loop0', 'loop0p1'), join(paths.sysDevBlock, '259:9'));
   });
 
   it("never caches a user's FUSE mount; caches root's", async () => {
@@ -314,6 +507,20 @@ describe('which mounts may be cached (a mount table and /sys of the test)', () =
   it("never caches a device-mapper device over a user's image; caches one over a disk", async () => {
     expect(await cacheableMount(NO_FILE, 42, paths)).toBe(false);
     expect(await cacheableMount(NO_FILE, 44, paths)).toBe(true);
+  });
+
+  it("never caches a block device /sys does not show: a loop device over a user's image looks so without sysfs", async () => {
+    expect(await cacheableMount(NO_FILE, 45, paths)).toBe(false);
+  });
+
+  it("caches a disk's partition and a device-mapper device over it (NVMe, dm-crypt, LVM); never a partition of a user's image", async () => {
+    expect(await cacheableMount(NO_FILE, 46, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 48, paths)).toBe(true);
+    expect(await cacheableMount(NO_FILE, 47, paths)).toBe(false);
+  });
+
+  it('never caches btrfs whose source names no device (the path it was given at mount)', async () => {
+    expect(await cacheableMount(NO_FILE, 49, paths)).toBe(false);
   });
 
   it('caches tmpfs', async () => {
