@@ -44,6 +44,7 @@ import {
   startGuardd,
   writeSignedPolicy,
 } from '../helpers/daemon.js';
+import { attachLoopFromFd } from '../helpers/loop-fd.js';
 import { waitSettled } from '../helpers/settled.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
@@ -383,15 +384,7 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     });
     await waitFor(() => out.includes('ready'), "the user's image held open in their namespace");
     const image = `/proc/${holder.pid}/fd/3`;
-    const dev = root([
-      'python3',
-      '-c',
-      `import fcntl, os, sys
-n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
-fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, os.open(sys.argv[1], os.O_RDWR))  # LOOP_SET_FD
-print('/dev/loop%d' % n)`,
-      image,
-    ]);
+    const dev = attachLoopFromFd(image, 'rw');
     try {
       await nsImageRun(holder, image, dev);
     } finally {

@@ -24,6 +24,7 @@ import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsKnown, readIdentity } from '../../src/sensors/file-id.js';
 import { cacheableMount } from '../../src/sensors/mount-trust.js';
+import { attachLoopFromFd } from '../helpers/loop-fd.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
@@ -198,21 +199,7 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     });
     await waitFor(() => out.includes('ready'), `the user's image held open in their namespace (${err})`);
     // LOOP_SET_FD with the descriptor itself, as udisks does (losetup would open the path it reads)
-    const dev = spawnSync(
-      'python3',
-      [
-        '-c',
-        `import fcntl, os, sys
-n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
-back = os.open(sys.argv[1], os.O_RDWR)
-fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDWR), 0x4C00, back)  # LOOP_SET_FD
-print('/dev/loop%d' % n)`,
-        `/proc/${holder.pid}/fd/3`,
-      ],
-      { encoding: 'utf8' },
-    );
-    expect(dev.status, dev.stderr).toBe(0);
-    const loop = dev.stdout.trim();
+    const loop = attachLoopFromFd(`/proc/${holder.pid}/fd/3`, 'rw');
     attached.push(loop);
     expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
     const at = join(dir, 'm-ns');
@@ -263,21 +250,7 @@ print('/dev/loop%d' % n)`,
       err += d.toString();
     });
     await waitFor(() => out.includes('ready'), `root's image held open through the user's bind (${err})`);
-    const dev = spawnSync(
-      'python3',
-      [
-        '-c',
-        `import fcntl, os, sys
-n = fcntl.ioctl(os.open('/dev/loop-control', os.O_RDWR), 0x4C82)  # LOOP_CTL_GET_FREE
-back = os.open(sys.argv[1], os.O_RDONLY)
-fcntl.ioctl(os.open('/dev/loop%d' % n, os.O_RDONLY), 0x4C00, back)  # LOOP_SET_FD
-print('/dev/loop%d' % n)`,
-        `/proc/${holder.pid}/fd/3`,
-      ],
-      { encoding: 'utf8' },
-    );
-    expect(dev.status, dev.stderr).toBe(0);
-    const loop = dev.stdout.trim();
+    const loop = attachLoopFromFd(`/proc/${holder.pid}/fd/3`, 'ro');
     attached.push(loop);
     const named = join(U, 'link', 'a', 'sub', 'root.img');
     expect(readFileSync(`/sys/block/${basename(loop)}/loop/backing_file`, 'utf8').trim()).toBe(named);
