@@ -68,7 +68,11 @@ describe.runIf(runnable)('guardd with the eslogger source (stand-in eslogger)', 
     key,
   );
 
-  /** A stand-in eslogger: writes `stdout`, then `stderr`, then exits with `exit` (or stays). */
+  /**
+   * A stand-in eslogger: writes `stdout`, then `stderr`, then exits with `exit` (or stays until
+   * guardd is gone: the real one writes on and dies of SIGPIPE then; this one has nothing more to
+   * write, and the test stops guardd with SIGKILL — it was left running after every suite run).
+   */
   function standIn(name: string, stdout: string, stderr: string, exit: number | null): string {
     const path = join(dir, name, 'eslogger');
     mkdirSync(join(dir, name), { recursive: true });
@@ -76,7 +80,7 @@ describe.runIf(runnable)('guardd with the eslogger source (stand-in eslogger)', 
       path,
       `#!${process.execPath}
 process.stdout.write(${JSON.stringify(stdout)}, () => {
-  ${exit === null ? 'setInterval(() => {}, 1 << 30);' : `process.stderr.write(${JSON.stringify(stderr)}, () => process.exit(${exit}));`}
+  ${exit === null ? 'const parent = process.ppid; setInterval(() => { if (process.ppid !== parent) process.exit(0); }, 100);' : `process.stderr.write(${JSON.stringify(stderr)}, () => process.exit(${exit}));`}
 });
 `,
     );
