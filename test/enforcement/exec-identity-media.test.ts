@@ -202,7 +202,11 @@ async function newMedium(name: string, image: string, owner: TestUser | null): P
   const mk = spawnSync('mkfs.ext4', ['-q', '-F', image, '32M'], { encoding: 'utf8' });
   expect(mk.status, mk.stderr).toBe(0);
   if (owner) chownSync(image, owner.uid, owner.gid);
-  const dev = await attach(image);
+  return mountMedium(image, await attach(image), name);
+}
+
+/** The file system on loop device `dev` mounted at `<dir>/media/<name>`, with the user's `home` and root's probe on it. */
+function mountMedium(image: string, dev: string, name: string): Medium {
   const mount = join(dir, 'media', name);
   mountOn(dev, mount);
   const home = join(mount, 'home');
@@ -400,15 +404,9 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     expect(readFileSync(`/sys/block/${dev.slice('/dev/'.length)}/loop/backing_file`, 'utf8').trim()).toBe(
       '/etc/passwd',
     );
-    const mount = join(dir, 'media', 'ns');
-    mountOn(dev, mount);
-    const home = join(mount, 'home');
-    mkdirSync(home, { mode: 0o755 });
-    chownSync(home, user.uid, user.gid);
-    const probe = join(mount, 'probe');
-    copyFileSync(BANNED, probe);
-    chmodSync(probe, 0o755);
-    await waitMarked({ image, dev, mount, home, probe });
+    const medium = mountMedium(image, dev, 'ns');
+    const { home } = medium;
+    await waitMarked(medium);
     const p = join(home, 'P');
     const cp = asUser('cp "$SRC" "$P" && chmod 755 "$P" && sync -f "$P" && echo ok=1', { SRC: BENIGN, P: p });
     expect(cp.ok, cp.stderr).toBe('1');
