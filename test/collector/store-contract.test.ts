@@ -1779,6 +1779,43 @@ describe('postgres: several collectors on one database', () => {
     await slow.end();
     expect(await drain(s, 'ndjson')).toEqual([early.id, ...later.map((e) => e.id)]);
   });
+
+  it('hands out every event when transaction ids gain a digit (…99 → …100), in any batch size', async () => {
+    // The cursor is a (txid, rid) position: a batch read in text order put "1000" before "999"
+    // and the cursor then passed over 999's events for good (found by cluster.test.ts).
+    const url = await server.createDatabase();
+    const s = track(await openStore({ dbFile: '', url }));
+    await s.enrollDevice(dev('x1'), 'hx', now());
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    const current = BigInt(
+      (await c.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x ?? 0,
+    );
+    let boundary = 10n;
+    while (boundary <= current + 4n) boundary *= 10n;
+    // one transaction per loop turn (COMMIT in a DO block): the next ids are boundary-3…
+    await c.query(
+      `DO $$ BEGIN FOR i IN 1..${boundary - current - 4n} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$`,
+    );
+    const evs = Array.from({ length: 8 }, (_, i) => blockedEvent('x1', i + 1));
+    // one group (one transaction) per event, so their ids run across the boundary
+    for (const e of evs)
+      await s.insertGroup([
+        { deviceId: 'x1', enrollment: 1, events: incoming([e], 'x1'), receivedAt: now() },
+      ]);
+    const tx = (
+      await c.query<{ lo: string; hi: string }>(
+        'SELECT min(txid)::text AS lo, max(txid)::text AS hi FROM events',
+      )
+    ).rows[0];
+    await c.end();
+    expect(BigInt(tx?.lo ?? 0)).toBeLessThan(boundary);
+    expect(BigInt(tx?.hi ?? 0)).toBeGreaterThanOrEqual(boundary);
+    const order = evs.map((e) => e.id);
+    expect(await drain(s, 'ndjson', 500)).toEqual(order);
+    expect(await drain(s, 'small', 3)).toEqual(order);
+    expect(await drain(s, 'one', 1)).toEqual(order);
+  });
 });
 
 describe('postgres: rule counts sharded by writer (migration 6)', () => {

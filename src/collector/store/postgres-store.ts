@@ -906,18 +906,20 @@ export class PostgresCollectorStore implements CollectorStorePort {
       let bytes = 0;
       fill: for (;;) {
         const want = Math.min(READ_CHUNK, limits.maxEvents - rows.length);
-        const chunk = await c.query<StoredEventRow & { txid: string }>(
-          `SELECT rid, txid::text AS txid, device_id, enrollment, received_at, body FROM events
+        // ORDER BY names the table's columns: an output column named `txid` (the text form)
+        // would be sorted as text, "1000" before "999", and the cursor would pass over 999
+        const chunk = await c.query<StoredEventRow & { tx: string }>(
+          `SELECT rid, txid::text AS tx, device_id, enrollment, received_at, body FROM events
            WHERE (txid, rid) > ($1::xid8, $2::int8) AND txid < pg_snapshot_xmin(pg_current_snapshot())
-           ORDER BY txid, rid LIMIT $3`,
+           ORDER BY events.txid, events.rid LIMIT $3`,
           [after.txid, after.rid, want],
         );
         for (const row of chunk.rows) {
           if (rows.length > 0 && bytes + row.body.length > limits.maxBytes) break fill;
-          const { txid, ...event } = row;
+          const { tx, ...event } = row;
           rows.push(event);
           bytes += row.body.length;
-          after = { txid, rid: row.rid };
+          after = { txid: tx, rid: row.rid };
         }
         if (chunk.rows.length < want || rows.length >= limits.maxEvents) break;
       }
@@ -979,7 +981,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
     const d = await this.pool.query(
       `DELETE FROM events WHERE rid IN
          (SELECT rid FROM events WHERE (txid, rid) <= ($1::xid8, $2::int8) AND received_at < $3
-          ORDER BY txid, rid LIMIT $4)`,
+          ORDER BY events.txid, events.rid LIMIT $4)`,
       [low.txid, low.rid, receivedBefore, limit],
     );
     return d.rowCount ?? 0;
