@@ -300,17 +300,27 @@ export class InstallSensor implements Sensor {
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
     });
-    // A home that did not answer keeps what was known of it (its roots stay watched).
+    // A home that did not answer keeps what was known of it: its roots stay known and watched.
+    // Discovery's calls are refused after a short deadline when the home's read slot is busy (a
+    // loaded machine, not only a hung mount), and a root dropped for that would stop reporting
+    // what is installed into it — or removed from it — until some later discovery re-added it.
     for (const home of found.stalled) this.count('discovery_stalled', home);
+    const stalled = new Set(found.stalled);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
     const vanished: InstallRoot[] = [];
     for (const [path, old] of this.roots) {
-      if (!newRoots.has(path)) {
-        // A root that vanished may be npm's rollback of an install that created it.
-        if (!found.stalled.includes(old.home ?? 'system')) vanished.push(old);
-        this.rootWatcher?.unwatch(path);
-        for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
+      if (newRoots.has(path)) continue;
+      // Roots with no home are the system prefixes' and the extra roots' (discovery keys 'system', 'extra').
+      const unanswered =
+        old.home !== null ? stalled.has(old.home) : stalled.has('system') || stalled.has('extra');
+      if (unanswered) {
+        newRoots.set(path, old);
+        continue;
       }
+      // A root that vanished may be npm's rollback of an install that created it.
+      vanished.push(old);
+      this.rootWatcher?.unwatch(path);
+      for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
