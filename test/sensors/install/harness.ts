@@ -223,9 +223,15 @@ export const FAKE_FILES = {
  * themselves). Not a promise: npm links the bins before the script starts, and on a loaded
  * machine the tree can stay still for longer than SETTLE_MS (before the first touch, while the
  * loop is starved, once the script is killed), and the sensor then reports the installed package.
- * A test that needs it not reported holds the owner's read slot (reverted-install.test.ts).
+ * A test that needs it not reported holds the owner's read slot (reverted-install.test.ts) and
+ * leaves the loop out (`keepWriting: false`): a touch between npm's rollback emptying the
+ * directory and removing it can make that removal fail (ENOTEMPTY), and npm leaves the package.
  */
-export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_UNSCOPED): void {
+export function writeSlowPostinstallPackage(
+  dir: string,
+  name: string = BANNED_UNSCOPED,
+  { keepWriting = true }: { keepWriting?: boolean } = {},
+): void {
   writePackage(
     dir,
     {
@@ -237,8 +243,12 @@ export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_U
     {
       'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n',
       'install.sh': [
-        'i=0',
-        '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+        ...(keepWriting
+          ? [
+              'i=0',
+              '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+            ]
+          : []),
         'exec node install.js',
         '',
       ].join('\n'),

@@ -52,7 +52,8 @@ beforeAll(() => {
   );
   tarball = packFixture(join(base, 'pack'), plain);
   const pkg = join(base, 'slow-src');
-  writeSlowPostinstallPackage(pkg);
+  // The sensor is held by holdPackageReads, not by the package's writes (which can race npm's rollback).
+  writeSlowPostinstallPackage(pkg, BANNED_UNSCOPED, { keepWriting: false });
   slowTarball = packFixture(join(base, 'pack-slow'), pkg);
 });
 afterEach(async () => {
