@@ -73,7 +73,8 @@ export interface Discovery {
   /**
    * Roots that would be at a fixed path (no `*` in the pattern, extra roots, `.npmrc` prefixes) but
    * do not exist now: an install that created the root and was reverted (npm removes a root it
-   * created) leaves its links in the bin dir beside where the root was.
+   * created) leaves its links in the bin dir beside where the root was. Never those of a key in
+   * `stalled` (unknown this round, not absent).
    */
   readonly absent: readonly InstallRoot[];
 }
@@ -241,7 +242,8 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
   const probe = new DiscoveryProbe(options.gate ?? installReadGate);
   const roots: InstallRoot[] = [];
   const anchors = new Set<string>();
-  const absent = new Map<string, InstallRoot>();
+  /** Absent root path → the root and the key whose calls found it missing. */
+  const absent = new Map<string, { root: InstallRoot; key: string }>();
   const seen = new Set<string>();
   const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
     const id = await probe.dirId(key, root.path);
@@ -271,7 +273,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
       const layout = await probe.layoutOf('extra', path);
       await addRoot('extra', { path, manager: 'other', layout, home: null });
     } else {
-      absent.set(path, { path, manager: 'other', layout: 'npm', home: null });
+      absent.set(path, { root: { path, manager: 'other', layout: 'npm', home: null }, key: 'extra' });
       await anchorAbove('extra', path);
     }
   }
@@ -289,7 +291,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     const noteAbsent = (dir: string, rest: readonly string[]): void => {
       if (rest.some((seg) => seg.includes('*'))) return;
       const path = p.join(dir, ...rest);
-      if (!absent.has(path)) absent.set(path, root(path));
+      if (!absent.has(path)) absent.set(path, { root: root(path), key });
     };
     if (!(await probe.isDir(key, pattern.base))) {
       // Homes always exist; a missing base is a system prefix or a `.npmrc` prefix not made yet.
@@ -325,7 +327,10 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     roots,
     anchors: [...anchors].sort(),
     stalled: [...probe.stalled].sort(),
-    absent: [...absent.values()].filter((r) => !present.has(r.path)),
+    // A key that stalled did not say what is missing: its roots are unknown this round, not absent.
+    absent: [...absent.values()]
+      .filter((a) => !present.has(a.root.path) && !probe.stalled.has(a.key))
+      .map((a) => a.root),
   };
 }
 

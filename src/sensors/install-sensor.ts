@@ -18,7 +18,8 @@
  *   that vanishes, a root that vanishes, fixed-path roots that are absent (when their bin dir
  *   changed) and every root at each full scan are swept for symlinks into `<root>/<banned name>`
  *   where nothing is; each such former path is reported once per policy as `removed`, and the
- *   quarantine action removes the links as their owner.
+ *   quarantine action removes the links as their owner. A sweep that could not look everywhere
+ *   (a read turned away, another sweep of the root under way) is done again shortly after.
  * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
  *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
  */
@@ -93,6 +94,14 @@ const MAX_SWEEP_LINKS = 5_000;
  * changed meanwhile): a user touching their bin dir in a loop costs one bounded sweep per 2 s.
  */
 const ABSENT_SWEEP_INTERVAL_MS = 2_000;
+/**
+ * A leftover sweep that could not look everywhere (a read turned away: the home's read slot busy,
+ * a stalled mount or just a loaded machine; or another sweep of the root already under way, which
+ * may have read the bin dirs before the package vanished) is done again this long after…
+ */
+const SWEEP_RETRY_MS = 2_000;
+/** …at most this many times in a row for reads turned away (then counted; the rescan schedule covers it). */
+const SWEEP_RETRIES = 30;
 
 type CandidateKind = 'package' | 'artifact';
 
@@ -101,6 +110,16 @@ interface BannedSeen {
   readonly name: string;
   readonly version: string | null;
   readonly uid: number;
+}
+
+/** A banned candidate that vanished: its former path is reported even when no link into it is found. */
+type LeftoverHint = BannedSeen & { readonly path: string };
+
+/** A sweep of one root to be done again (see SWEEP_RETRY_MS). */
+interface SweepRetry {
+  readonly timer: NodeJS.Timeout;
+  readonly hints: Map<string, LeftoverHint>;
+  attempt: number;
 }
 
 interface Pending {
@@ -159,6 +178,8 @@ export class InstallSensor implements Sensor {
   /** Absent root → when its bin dirs were last swept (performance.now() ms). */
   private readonly absentSwept = new Map<string, number>();
   private readonly absentTimers = new Map<string, NodeJS.Timeout>();
+  /** Root → its sweep to be done again (bounded by the roots known: one per root). */
+  private readonly sweepRetries = new Map<string, SweepRetry>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
 
@@ -196,6 +217,8 @@ export class InstallSensor implements Sensor {
     if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
     for (const t of this.absentTimers.values()) clearTimeout(t);
     this.absentTimers.clear();
+    for (const r of this.sweepRetries.values()) clearTimeout(r.timer);
+    this.sweepRetries.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
     await this.cronTask?.destroy();
@@ -300,17 +323,27 @@ export class InstallSensor implements Sensor {
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
     });
-    // A home that did not answer keeps what was known of it (its roots stay watched).
+    // A home that did not answer keeps what was known of it: its roots stay known and watched.
+    // Discovery's calls are refused after a short deadline when the home's read slot is busy (a
+    // loaded machine, not only a hung mount), and a root dropped for that would stop reporting
+    // what is installed into it — or removed from it — until some later discovery re-added it.
     for (const home of found.stalled) this.count('discovery_stalled', home);
+    const stalled = new Set(found.stalled);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
     const vanished: InstallRoot[] = [];
     for (const [path, old] of this.roots) {
-      if (!newRoots.has(path)) {
-        // A root that vanished may be npm's rollback of an install that created it.
-        if (!found.stalled.includes(old.home ?? 'system')) vanished.push(old);
-        this.rootWatcher?.unwatch(path);
-        for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
+      if (newRoots.has(path)) continue;
+      // Roots with no home are the system prefixes' and the extra roots' (discovery keys 'system', 'extra').
+      const unanswered =
+        old.home !== null ? stalled.has(old.home) : stalled.has('system') || stalled.has('extra');
+      if (unanswered) {
+        newRoots.set(path, old);
+        continue;
       }
+      // A root that vanished may be npm's rollback of an install that created it.
+      vanished.push(old);
+      this.rootWatcher?.unwatch(path);
+      for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
@@ -779,15 +812,25 @@ export class InstallSensor implements Sensor {
    * (`gone`), and never a path this sensor reported installed (quarantined by guardd, not
    * reverted). Reads only: removal is the quarantine action's (as the owner). `ifChanged`: skip
    * bin dirs whose stat is what it was at the last look (absent roots, on every discovery).
+   * A sweep that could not look everywhere is done again (sweepAgain); `attempt` counts the
+   * sweeps in a row whose reads were turned away.
    */
   private async sweepLeftovers(
     root: InstallRoot,
-    opts: { hint: (BannedSeen & { path: string }) | null; ifChanged?: boolean },
+    opts: { hint: LeftoverHint | null; ifChanged?: boolean; attempt?: number },
   ): Promise<void> {
     const matcher = this.matcher;
     if (!this.running || !matcher || matcher.packageNames.size === 0) return;
-    if (!opts.hint && this.sweepsInFlight.has(root.path)) return;
+    const attempt = opts.attempt ?? 0;
+    if (!opts.hint && this.sweepsInFlight.has(root.path)) {
+      this.sweepAgain(root, null, attempt);
+      return;
+    }
     this.sweepsInFlight.add(root.path);
+    // Set when a read was turned away (busy or past its deadline): what it would have shown is unknown.
+    let stalled = false;
+    const turnedAway = (r: { ok: boolean; reason?: string }): boolean =>
+      !r.ok && (r.reason === 'busy' || r.reason === 'timeout');
     try {
       const key = root.home ?? 'system';
       const p = this.options.platform === 'win32' ? win32 : posix;
@@ -797,7 +840,10 @@ export class InstallSensor implements Sensor {
         let id: string | null = null;
         if (opts.ifChanged) {
           const st = await statUserPath(dir, installReadGate, key);
-          if (!st.ok && st.reason !== 'missing') continue; // stalled or refused: look next time
+          if (!st.ok && st.reason !== 'missing') {
+            stalled ||= turnedAway(st);
+            continue;
+          }
           id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
           if (this.binDirSeen.get(dir) === id) continue;
         }
@@ -811,6 +857,7 @@ export class InstallSensor implements Sensor {
           }
           this.binDirSeen.set(dir, id);
         }
+        if (list && turnedAway(list)) stalled = true;
         if (!list?.ok) continue;
         let links = 0;
         for (const entry of list.value.slice(0, MAX_DIR_ENTRIES)) {
@@ -821,7 +868,10 @@ export class InstallSensor implements Sensor {
           }
           const link = p.join(dir, entry.name);
           const raw = await readlinkUserPath(link, installReadGate, key);
-          if (!raw.ok) continue;
+          if (!raw.ok) {
+            stalled ||= turnedAway(raw);
+            continue;
+          }
           const rel = p.relative(root.path, p.resolve(dir, raw.value));
           if (rel.length === 0 || rel.startsWith('..') || p.isAbsolute(rel)) continue;
           const segs = rel.split(p.sep);
@@ -832,13 +882,17 @@ export class InstallSensor implements Sensor {
           if (found.has(former)) continue;
           const lst = await lstatUserPath(link, installReadGate, key);
           if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid });
+          else stalled ||= turnedAway(lst);
         }
       }
       for (const [former, seen] of found) {
         if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
         // Only what is really not there: a package at the path is the scan's, not ours.
         const there = await lstatUserPath(former, installReadGate, key);
-        if (there.ok || there.reason !== 'missing') continue;
+        if (there.ok || there.reason !== 'missing') {
+          stalled ||= turnedAway(there);
+          continue;
+        }
         // Checked again with no await before noting: two sweeps (a vanished candidate and its
         // vanished root) may have looked at the same path at once.
         if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
@@ -863,9 +917,40 @@ export class InstallSensor implements Sensor {
           this.log.error({ err }, 'onObservation threw');
         }
       }
+      if (stalled) this.sweepAgain(root, opts.hint, attempt + 1);
     } finally {
       this.sweepsInFlight.delete(root.path);
     }
+  }
+
+  /**
+   * Sweeps `root` again SWEEP_RETRY_MS from now (one pending retry per root, keeping every hint).
+   * `attempt` > SWEEP_RETRIES: given up, counted `leftover_sweep_stalled`.
+   */
+  private sweepAgain(root: InstallRoot, hint: LeftoverHint | null, attempt: number): void {
+    if (!this.running) return;
+    if (attempt > SWEEP_RETRIES) {
+      this.count('leftover_sweep_stalled', root.path);
+      return;
+    }
+    let retry = this.sweepRetries.get(root.path);
+    if (!retry) {
+      const r: SweepRetry = {
+        timer: setTimeout(() => {
+          this.sweepRetries.delete(root.path);
+          if (!this.running) return;
+          if (r.hints.size === 0) this.track(this.sweepLeftovers(root, { hint: null, attempt: r.attempt }));
+          for (const h of r.hints.values())
+            this.track(this.sweepLeftovers(root, { hint: h, attempt: r.attempt }));
+        }, SWEEP_RETRY_MS),
+        hints: new Map(),
+        attempt,
+      };
+      retry = r;
+      this.sweepRetries.set(root.path, r);
+    }
+    retry.attempt = Math.max(retry.attempt, attempt);
+    if (hint && retry.hints.size < MAX_PENDING) retry.hints.set(hint.path, hint);
   }
 
   /** Sweeps an absent root's bin dirs now, or once at the end of its ABSENT_SWEEP_INTERVAL_MS. */

@@ -218,11 +218,20 @@ export const FAKE_FILES = {
 /**
  * A banned package whose postinstall keeps touching a file in its own directory from its first
  * millisecond (a shell loop, detached from npm's pipes, ending when the directory is gone or after
- * 60 s), so the sensor never sees it settle and cannot quarantine it first, then runs
- * `node install.js`: the banned script guardd's process rules kill (its pid goes to
- * $TGIN_PIDFILE, for tests that kill it themselves).
+ * 60 s), so the sensor mostly does not see it settle, then runs `node install.js`: the banned
+ * script guardd's process rules kill (its pid goes to $TGIN_PIDFILE, for tests that kill it
+ * themselves). Not a promise: npm links the bins before the script starts, and on a loaded
+ * machine the tree can stay still for longer than SETTLE_MS (before the first touch, while the
+ * loop is starved, once the script is killed), and the sensor then reports the installed package.
+ * A test that needs it not reported holds the owner's read slot (reverted-install.test.ts) and
+ * leaves the loop out (`keepWriting: false`): a touch between npm's rollback emptying the
+ * directory and removing it can make that removal fail (ENOTEMPTY), and npm leaves the package.
  */
-export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_UNSCOPED): void {
+export function writeSlowPostinstallPackage(
+  dir: string,
+  name: string = BANNED_UNSCOPED,
+  { keepWriting = true }: { keepWriting?: boolean } = {},
+): void {
   writePackage(
     dir,
     {
@@ -234,8 +243,12 @@ export function writeSlowPostinstallPackage(dir: string, name: string = BANNED_U
     {
       'cli.js': '#!/usr/bin/env node\nconsole.log("banned")\n',
       'install.sh': [
-        'i=0',
-        '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+        ...(keepWriting
+          ? [
+              'i=0',
+              '(while [ $i -lt 3000 ] && touch tick 2>/dev/null; do i=$((i+1)); sleep 0.02; done) </dev/null >/dev/null 2>&1 &',
+            ]
+          : []),
         'exec node install.js',
         '',
       ].join('\n'),

@@ -4,7 +4,8 @@
  *  - a banned package whose postinstall is killed (what the process rules do) is removed by npm
  *    itself; its bin link is left dangling. The sensor reports it once (`install_reverted`), the
  *    link is removed, and a later full scan reports nothing more — whether the root existed before
- *    or npm created (and on rollback removed) it;
+ *    or npm created (and on rollback removed) it. The sensor is kept from seeing the package as
+ *    complete while npm runs (see holdPackageReads);
  *  - roots that do not exist at start are watched when they appear: an `extra_roots` entry, a
  *    user's `~/.npm-global`, and a `.npmrc` prefix outside the home; a package installed there
  *    afterwards is quarantined.
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../../../src/events/event-types.js';
+import { installReadGate } from '../../../src/sensors/package-reader.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { waitFor } from '../../helpers/wait.js';
 import {
@@ -50,7 +52,8 @@ beforeAll(() => {
   );
   tarball = packFixture(join(base, 'pack'), plain);
   const pkg = join(base, 'slow-src');
-  writeSlowPostinstallPackage(pkg);
+  // The sensor is held by holdPackageReads, not by the package's writes (which can race npm's rollback).
+  writeSlowPostinstallPackage(pkg, BANNED_UNSCOPED, { keepWriting: false });
   slowTarball = packFixture(join(base, 'pack-slow'), pkg);
 });
 afterEach(async () => {
@@ -59,10 +62,15 @@ afterEach(async () => {
 
 /**
  * Runs `npm install -g --prefix <prefix>` of the slow package, kills its postinstall once it
- * runs, and resolves with npm's exit code once npm has finished (rolled back). Another root
- * daemon on the machine banning the same script may kill it first: the same outcome.
+ * runs (and `beforeKill` resolved), and resolves with npm's exit code once npm has finished
+ * (rolled back). Another root daemon on the machine banning the same script may kill it first:
+ * the same outcome.
  */
-async function installAndKillPostinstall(dir: string, prefix: string): Promise<number> {
+async function installAndKillPostinstall(
+  dir: string,
+  prefix: string,
+  beforeKill: () => Promise<unknown> = async () => undefined,
+): Promise<number> {
   const pidFile = join(dir, 'postinstall.pid');
   const npm = execFileP(
     'npm',
@@ -81,6 +89,7 @@ async function installAndKillPostinstall(dir: string, prefix: string): Promise<n
     'the postinstall running (or npm done)',
   );
   if (pid > 0) {
+    await beforeKill();
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
@@ -88,6 +97,29 @@ async function installAndKillPostinstall(dir: string, prefix: string): Promise<n
     }
   }
   return npm;
+}
+
+/**
+ * Holds the package owner's install-read slot (as a read stalled on a hung mount would) until
+ * released: the sensor sees the candidate but cannot read its package.json, so it cannot report
+ * the package installed (and, enforcing, quarantine it) before npm rolls the install back — the
+ * case these tests are about. The slow package's writing postinstall cannot promise that: on a
+ * loaded machine its tree stays still for longer than SETTLE_MS after npm has linked its bins
+ * (before the script's first write, or once it is killed), and the sensor then rightly reports
+ * the installed package. `seen` resolves once the sensor was turned away at least once.
+ */
+function holdPackageReads(): { seen: () => Promise<unknown>; release: () => void } {
+  let release: () => void = () => {};
+  const owner = process.getuid?.() ?? 0;
+  void installReadGate.run(owner, 120_000, () => new Promise<void>((r) => (release = r)));
+  const busyBefore = installReadGate.counts.busy;
+  return {
+    seen: () =>
+      waitFor(() => installReadGate.counts.busy > busyBefore, 'the sensor turned away reading the package', {
+        timeoutMs: 25_000,
+      }),
+    release: () => release(),
+  };
 }
 
 const packageEvents = (rig: Rig): AgentEvent[] =>
@@ -113,7 +145,13 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
       else mkdirSync(home, { recursive: true });
       const rig = await makeRig({ dir, homes: [home] });
       rigs.push(rig);
-      const code = await installAndKillPostinstall(dir, prefix);
+      const hold = holdPackageReads();
+      let code: number;
+      try {
+        code = await installAndKillPostinstall(dir, prefix, hold.seen);
+      } finally {
+        hold.release();
+      }
       expect(code).not.toBe(0);
       const bin = join(prefix, 'bin', 'banned-tool');
       const pkg = join(root, BANNED_UNSCOPED);
@@ -179,7 +217,12 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
     mkdirSync(join(prefix, 'lib', 'node_modules'), { recursive: true });
     const rig = await makeRig({ dir, homes: [home], mode: 'monitor' });
     rigs.push(rig);
-    await installAndKillPostinstall(dir, prefix);
+    const hold = holdPackageReads();
+    try {
+      await installAndKillPostinstall(dir, prefix, hold.seen);
+    } finally {
+      hold.release();
+    }
     const ev = await waitFor(() => packageEvents(rig)[0], 'a package event');
     expect(ev).toMatchObject({
       type: 'package.warned',
