@@ -77,8 +77,10 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it("a program refused at its path, run twice under another name through the user's own bind mount, is still refused at its path", async () => {
-    // root's banned program (a path/name rule: refused at this path), and a root-only decoy path
-    const banned = rootProgram(join(root, 'opt', 'claude', 'bin', 'claude'));
+    // root's banned program (a path/name rule: refused at this path), and a root-only decoy path.
+    // Not named like a tool the test policies ban: another test's guardd on the machine would
+    // refuse it first, and this listener would never be asked.
+    const banned = rootProgram(join(root, 'opt', 'refused', 'bin', 'refused-tool'));
     refused.add(banned);
     const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless'));
     await waitSettled(banned, decoy); // an allow is cached only then
@@ -107,7 +109,7 @@ describe.runIf(runnable)('kernel-cached allows under attack', () => {
   });
 
   it('the same, in a mount namespace root made for the user (a setuid sandbox: firejail, setuid bwrap)', async () => {
-    const banned = rootProgram(join(root, 'opt', 'claude2', 'bin', 'claude'));
+    const banned = rootProgram(join(root, 'opt', 'refused2', 'bin', 'refused-tool'));
     refused.add(banned);
     const decoy = rootProgram(join(root, 'usr', 'bin', 'harmless2'));
     await waitSettled(banned, decoy);
