@@ -47,7 +47,7 @@ import {
 import { attachLoopFromFd } from '../helpers/loop-fd.js';
 import { waitSettled } from '../helpers/settled.js';
 import { tempDir } from '../helpers/tmp.js';
-import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
+import { createTestUser, holdInUserNamespace, spawnAs, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
 
 const SLEEP = realpathSync('/bin/sleep');
@@ -370,23 +370,13 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     expect(mk.status, mk.stderr).toBe(0);
     chownSync(src, user.uid, user.gid);
     chmodSync(src, 0o600);
-    const holder = spawnAs(
+    const holder = await holdInUserNamespace(
       user,
-      'unshare',
-      [
-        '-Urm',
-        'sh',
-        '-c',
-        'mount -t tmpfs t /etc && cat "$IMG" > /etc/passwd && exec 3</etc/passwd && echo ready && exec sleep 600',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { IMG: src } },
+      'mount -t tmpfs t /etc && cat "$IMG" > /etc/passwd && exec 3</etc/passwd && echo ready && exec sleep 600',
+      "the user's image held open in their namespace",
+      { IMG: src },
     );
     running.add(holder);
-    let out = '';
-    holder.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await waitFor(() => out.includes('ready'), "the user's image held open in their namespace");
     const image = `/proc/${holder.pid}/fd/3`;
     const dev = attachLoopFromFd(image, 'rw');
     try {

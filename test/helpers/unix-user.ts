@@ -9,6 +9,7 @@ import { chmodSync, cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { ROOT } from './daemon.js';
+import { WaitAborted, waitFor } from './wait.js';
 
 export interface TestUser {
   readonly name: string;
@@ -71,6 +72,37 @@ export function spawnAs(
   });
   started.add(child);
   return child;
+}
+
+/**
+ * Runs `script` (`sh -c`) as `user` in a user and mount namespace of their own (`unshare -Urm`),
+ * with `env` added, and resolves once it printed `ready` (fails at once with its stderr if it
+ * exits first). The script holds open what the test looks at and ends in
+ * `exec sleep …`; the child is tracked like any spawnAs child.
+ */
+export async function holdInUserNamespace(
+  user: TestUser,
+  script: string,
+  what: string,
+  env: Record<string, string> = {},
+): Promise<ChildProcess> {
+  const holder = spawnAs(user, 'unshare', ['-Urm', 'sh', '-c', script], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
+  let out = '';
+  let err = '';
+  holder.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  holder.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  await waitFor(() => {
+    if (holder.exitCode !== null) throw new WaitAborted(`${what}: exited ${holder.exitCode}: ${err}`);
+    return out.includes('ready');
+  }, what);
+  return holder;
 }
 
 /**

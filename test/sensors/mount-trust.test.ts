@@ -26,7 +26,7 @@ import { mountsKnown, readIdentity } from '../../src/sensors/file-id.js';
 import { cacheableMount } from '../../src/sensors/mount-trust.js';
 import { attachLoopFromFd } from '../helpers/loop-fd.js';
 import { tempDir } from '../helpers/tmp.js';
-import { createTestUser, spawnAs, type TestUser } from '../helpers/unix-user.js';
+import { createTestUser, holdInUserNamespace, spawnAs, type TestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir('tgmt-');
@@ -177,27 +177,13 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     expect(spawnSync('mkfs.ext4', ['-q', '-F', img, '8M']).status).toBe(0);
     chmodSync(img, 0o600);
     chownSync(img, user.uid, user.gid);
-    const holder = spawnAs(
+    const holder = await holdInUserNamespace(
       user,
-      'unshare',
-      [
-        '-Urm',
-        'sh',
-        '-c',
-        `mount -t tmpfs t /etc && cat "$IMG" > ${named} && exec 3<${named} && echo ready && exec sleep 120`,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { IMG: img } },
+      `mount -t tmpfs t /etc && cat "$IMG" > ${named} && exec 3<${named} && echo ready && exec sleep 120`,
+      "the user's image held open in their namespace",
+      { IMG: img },
     );
     running.push(holder);
-    let out = '';
-    let err = '';
-    holder.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    holder.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    await waitFor(() => out.includes('ready'), `the user's image held open in their namespace (${err})`);
     // LOOP_SET_FD with the descriptor itself, as udisks does (losetup would open the path it reads)
     const loop = attachLoopFromFd(`/proc/${holder.pid}/fd/3`, 'rw');
     attached.push(loop);
@@ -229,27 +215,13 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     mkdirSync(join(U, 'link'), { recursive: true });
     chownSync(U, user.uid, user.gid);
     chownSync(join(U, 'link'), user.uid, user.gid);
-    const holder = spawnAs(
+    const holder = await holdInUserNamespace(
       user,
-      'unshare',
-      [
-        '-Urm',
-        'sh',
-        '-c',
-        'mount --bind "$R" "$U/link" && exec 3<"$U/link/a/sub/root.img" && echo ready && exec sleep 120',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { R, U, PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } },
+      'mount --bind "$R" "$U/link" && exec 3<"$U/link/a/sub/root.img" && echo ready && exec sleep 120',
+      "root's image held open through the user's bind",
+      { R, U, PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
     );
     running.push(holder);
-    let out = '';
-    let err = '';
-    holder.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    holder.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    await waitFor(() => out.includes('ready'), `root's image held open through the user's bind (${err})`);
     const loop = attachLoopFromFd(`/proc/${holder.pid}/fd/3`, 'ro');
     attached.push(loop);
     const named = join(U, 'link', 'a', 'sub', 'root.img');
@@ -266,23 +238,12 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
   });
 
   it("caches a file through a user namespace's copy of a mount guardd has; never one on a file system mounted only there", async () => {
-    const holder = spawnAs(
+    const holder = await holdInUserNamespace(
       user,
-      'unshare',
-      [
-        '-Urm',
-        'sh',
-        '-c',
-        'mount -t tmpfs t /mnt && echo x > /mnt/f && exec 3</mnt/f 4</usr/bin/env && echo ready && exec sleep 120',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      'mount -t tmpfs t /mnt && echo x > /mnt/f && exec 3</mnt/f 4</usr/bin/env && echo ready && exec sleep 120',
+      'files held open in the user namespace',
     );
     running.push(holder);
-    let out = '';
-    holder.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await waitFor(() => out.includes('ready'), 'files held open in the user namespace');
     // the namespace's own copy of /usr's mount (not in guardd's table): judged by its file system
     expect(await cacheable(`/proc/${holder.pid}/fd/4`)).toBe(true);
     // their tmpfs, mounted only there
@@ -318,18 +279,13 @@ describe('which mounts may be cached (real loop devices, as root)', () => {
     expect(m.status, m.stderr).toBe(0);
     mounted.push(at);
     expect(await cacheable(join(at, 'f'))).toBe(true);
-    const holder = spawnAs(
+    const holder = await holdInUserNamespace(
       user,
-      'unshare',
-      ['-Urm', 'sh', '-c', 'exec 3<"$F" && echo ready && exec sleep 120'],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { F: join(at, 'f') } },
+      'exec 3<"$F" && echo ready && exec sleep 120',
+      'the file held open in the user namespace',
+      { F: join(at, 'f') },
     );
     running.push(holder);
-    let out = '';
-    holder.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await waitFor(() => out.includes('ready'), 'the file held open in the user namespace');
     expect(await cacheable(`/proc/${holder.pid}/fd/3`)).toBe(true);
   });
 
