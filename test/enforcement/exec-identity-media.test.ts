@@ -28,7 +28,9 @@ import {
   chownSync,
   copyFileSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
+  readlinkSync,
   realpathSync,
   writeFileSync,
 } from 'node:fs';
@@ -185,8 +187,41 @@ function mountOn(dev: string, mount: string): void {
   mounted.add(mount);
 }
 
-function unmountAndDetach(m: Medium): void {
-  root(['umount', m.mount]);
+/** Who holds a file under `mount` open (pid, comm, path), from /proc: for a busy umount's message. */
+function holders(mount: string): string {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (target.startsWith(`${mount}/`))
+          found.push(`${pid} ${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()} ${target}`);
+      }
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found.join('; ') || 'none now';
+}
+
+/**
+ * Unmounts the medium and detaches its loop device. guardd may hold the program it just saw run
+ * open for a moment (a pre-exec event's descriptor, or the post-exec hash's open), and umount says
+ * busy meanwhile, as it would for udisks: it is asked again until those are let go.
+ */
+async function unmountAndDetach(m: Medium): Promise<void> {
+  let last = '';
+  await waitFor(
+    () => {
+      const r = spawnSync('umount', [m.mount], { encoding: 'utf8' });
+      last = `${r.stderr.trim()} (holders: ${holders(m.mount)})`;
+      return r.status === 0;
+    },
+    `${m.mount} unmounted`,
+    { timeoutMs: 10_000, intervalMs: 50 },
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${last}`);
+  });
   mounted.delete(m.mount);
   root(['losetup', '-d', m.dev]);
   attached.delete(m.dev);
@@ -199,7 +234,9 @@ function unmountAndDetach(m: Medium): void {
 async function newMedium(name: string, image: string, owner: TestUser | null): Promise<Medium> {
   writeFileSync(image, '');
   chmodSync(image, 0o600);
-  const mk = spawnSync('mkfs.ext4', ['-q', '-F', image, '32M'], { encoding: 'utf8' });
+  // inode tables and journal written now: no kernel thread zeroing them later, while the user reads the image
+  const eager = 'lazy_itable_init=0,lazy_journal_init=0';
+  const mk = spawnSync('mkfs.ext4', ['-q', '-F', '-E', eager, image, '32M'], { encoding: 'utf8' });
   expect(mk.status, mk.stderr).toBe(0);
   if (owner) chownSync(image, owner.uid, owner.gid);
   return mountMedium(image, await attach(image), name);
@@ -241,8 +278,8 @@ function userDir(name: string): string {
 function writeBlocksAsUser(image: string, inFs: string): void {
   const out = asUser(
     `set -e
-    bs=$(dumpe2fs -h "$IMG" 2>/dev/null | sed -n 's/^Block size: *//p')
-    blocks=$(debugfs -R "blocks $IN" "$IMG" 2>/dev/null)
+    bs=$(dumpe2fs -h "$IMG" | sed -n 's/^Block size: *//p')
+    blocks=$(debugfs -R "blocks $IN" "$IMG")
     n=0
     for b in $blocks; do
       dd if="$SRC" of="$IMG" bs="$bs" skip=$n seek=$b count=1 conv=notrunc status=none
@@ -294,7 +331,7 @@ async function userProgram(name: string, marked: boolean): Promise<{ m: Medium; 
 /** Offline edit: P's blocks rewritten in the user's image while it is unmounted, then remounted. */
 async function offlineEdit(name: string, marked: boolean): Promise<{ m: Medium; p: string }> {
   const { m, p, id } = await userProgram(name, marked);
-  unmountAndDetach(m);
+  await unmountAndDetach(m);
   writeBlocksAsUser(m.image, '/home/P');
   await attach(m.image, m.dev);
   mountOn(m.dev, m.mount);
@@ -424,7 +461,7 @@ describe('pre-exec deny on a file system whose device the user can write (real g
     expect(run(r)).toBe('0');
     expect(run(r)).toBe('0');
     const id = identity(r);
-    unmountAndDetach(m);
+    await unmountAndDetach(m);
     // the user's image: the same bytes (inode numbers, timestamps), theirs to write
     const b = join(userDir('dev-img'), 'b.img');
     copyFileSync(m.image, b);
