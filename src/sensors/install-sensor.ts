@@ -395,6 +395,8 @@ export class InstallSensor implements Sensor {
     // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
     // when discovery ran because of an anchor event.
     this.lastAdded = { roots: added, bases: newBases };
+    for (const root of added) this.catchUpRoots.set(root.path, root);
+    for (const base of newBases) this.catchUpBases.add(base);
     for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
     for (const root of found.absent) this.sweepAbsent(root);
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
@@ -403,24 +405,27 @@ export class InstallSensor implements Sensor {
 
   /**
    * chokidar's `add` sets its fs watch up asynchronously: anything created in a new root, base or
-   * anchor before that watch is live produces no event. One more discovery + scan of what was
-   * added, CATCH_UP_MS later, closes that window.
+   * anchor before that watch is live produces no event. One more discovery + scan of everything
+   * added since the last catch-up, CATCH_UP_MS later, closes that window. What this catch-up's own
+   * discovery adds is scanned now and caught up by the next one.
    */
   private scheduleCatchUp(): void {
     if (!this.running || this.catchUpTimer) return;
-    const roots = [...this.lastAdded.roots];
-    const bases = [...this.lastAdded.bases];
     this.catchUpTimer = setTimeout(() => {
       this.catchUpTimer = null;
+      const roots = [...this.catchUpRoots.values()];
+      const bases = new Set(this.catchUpBases);
+      const scopes = [...this.catchUpScopes];
+      this.catchUpRoots.clear();
+      this.catchUpBases.clear();
+      this.catchUpScopes.clear();
       this.track(
         (async () => {
           await this.rediscover();
           const more = this.lastAdded;
           for (const r of [...roots, ...more.roots]) if (this.roots.has(r.path)) await this.scanRoot(r, true);
-          const all = new Set([...bases, ...more.bases]);
-          for (const g of this.globs) if (all.has(g.base)) await this.scanGlob(g, true);
-          const scopes = [...this.catchUpScopes];
-          this.catchUpScopes.clear();
+          for (const b of more.bases) bases.add(b);
+          for (const g of this.globs) if (bases.has(g.base)) await this.scanGlob(g, true);
           for (const scope of scopes) {
             const root = this.scopeDirs.get(scope);
             if (root) await this.addScope(scope, root, true);
@@ -431,9 +436,15 @@ export class InstallSensor implements Sensor {
   }
 
   private catchUpTimer: NodeJS.Timeout | null = null;
-  /** Scope dirs added from a watch event, listed again at the next catch-up (bounded by scopeDirs). */
+  /**
+   * Roots, glob bases and scope dirs added since the last catch-up fired, listed again at the next
+   * one (bounded by the roots, bases and scope dirs watched).
+   */
+  private readonly catchUpRoots = new Map<string, InstallRoot>();
+  private readonly catchUpBases = new Set<string>();
   private readonly catchUpScopes = new Set<string>();
 
+  /** What the last discovery added: scanned at once by the code that ran it. */
   private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
 
   private scheduleRediscover(): void {
