@@ -77,6 +77,8 @@ describe('guard-collector --migrate-only', () => {
     const r = new Database(file, { readonly: true });
     expect(r.pragma('user_version', { simple: true })).toBe(99);
     r.close();
+    // and --help says so (it once said 3)
+    expect((await run(['--help'])).stdout).toContain(`${newer.code} the schema is newer than this build`);
   });
 
   it('PostgreSQL: migrates a fresh database from 0, then finds it current; a newer one exits 11', async () => {
