@@ -32,6 +32,7 @@ complete -c guard-collector -l splunk-hec-channel -r -F -d 'X-Splunk-Request-Cha
 complete -c guard-collector -l splunk-hec-ack-timeout-s -r -F -d 'With acknowledgement: events not acknowledged within this many seconds are sent again. Default: 120 (TOOLGUARD_COLLECTOR_SPLUNK_HEC_ACK_TIMEOUT_S)'
 complete -c guard-collector -l splunk-hec-gzip -r -F -d 'Gzip HEC request bodies. Default: "on" (TOOLGUARD_COLLECTOR_SPLUNK_HEC_GZIP)'
 complete -c guard-collector -l splunk-format -r -F -d 'HEC event payload: the event as received, or its OCSF or ECS mapping. Default: "raw" (TOOLGUARD_COLLECTOR_SPLUNK_FORMAT)'
+complete -c guard-collector -l splunk-host -r -F -d 'HEC host of forwarded events: the device\'s id (checked against its token at ingest, unique) or the hostname the device reports (readable, but any device can report any name). Default: "device_id" (TOOLGUARD_COLLECTOR_SPLUNK_HOST)'
 complete -c guard-collector -l silent-after-s -r -F -d 'A device not seen for this long is flagged silent (3 missed 5-minute heartbeats). Default: 900 (TOOLGUARD_COLLECTOR_SILENT_AFTER_S)'
 complete -c guard-collector -l retention-days -r -F -d 'Delete events received more than this many days ago (hourly), never before every forwarder delivered them; 0 = keep forever. Default: 0 (TOOLGUARD_COLLECTOR_RETENTION_DAYS)'
 complete -c guard-collector -l rate-limit -r -F -d 'Sustained requests per second allowed per device token (429 + Retry-After beyond). Default: 10 (TOOLGUARD_COLLECTOR_RATE_LIMIT)'

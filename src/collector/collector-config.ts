@@ -11,6 +11,7 @@
  * settings table and parsed with the shared commander setup (src/cli/program.ts); a flag that is
  * not a setting is one line in PROGRAM_OPTIONS.
  */
+
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createProgram, type ProgramOption, type ProgramSpec } from '../cli/program.js';
@@ -19,6 +20,7 @@ import type { LogLevel } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
 import { readJsonObjectFile } from '../config/load-config.js';
 import { MAX_EVENT_BYTES } from '../events/event-types.js';
+import type { HecHost } from './forwarders/splunk-hec-sink.js';
 import { defaultIngestWorkers } from './parse-pool.js';
 import { checkStoreUrl } from './store/open-store.js';
 
@@ -181,6 +183,11 @@ export const COLLECTOR_SETTINGS = {
   splunk_format: oneOf(['raw', 'ocsf', 'ecs'], {
     default: 'raw',
     description: 'HEC event payload: the event as received, or its OCSF or ECS mapping.',
+  }),
+  splunk_host: oneOf(['device_id', 'hostname'], {
+    default: 'device_id',
+    description:
+      "HEC host of forwarded events: the device's id (checked against its token at ingest, unique) or the hostname the device reports (readable, but any device can report any name).",
   }),
   silent_after_s: int({
     default: 900,
@@ -347,6 +354,7 @@ export interface CollectorConfig {
   readonly splunk_hec_ack_timeout_s: number;
   readonly splunk_hec_gzip: 'on' | 'off';
   readonly splunk_format: ForwardFormat;
+  readonly splunk_host: HecHost;
   readonly silent_after_s: number;
   readonly retention_days: number;
   readonly rate_limit: number;

@@ -242,6 +242,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
             source: config.splunk_source,
             index: config.splunk_index || undefined,
             format: config.splunk_format,
+            host: config.splunk_host,
             ack: config.splunk_hec_ack === 'on',
             channel: config.splunk_hec_channel || undefined,
             ackTimeoutMs: config.splunk_hec_ack_timeout_s * 1000,

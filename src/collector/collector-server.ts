@@ -36,7 +36,7 @@ import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
 import { registerConsole } from './console/console-plugin.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
 import { NdjsonFileSink } from './forwarders/ndjson-file-sink.js';
-import { SplunkHecSink } from './forwarders/splunk-hec-sink.js';
+import { type HecHost, SplunkHecSink } from './forwarders/splunk-hec-sink.js';
 import { HttpError } from './http-error.js';
 import { InflightBudget, IngestQueue } from './ingest.js';
 import { CollectorMetrics } from './metrics.js';
@@ -93,6 +93,8 @@ export interface SplunkHecForwarderOptions {
   readonly sourcetype?: string;
   readonly index?: string;
   readonly format?: ForwardFormat;
+  /** What goes in HEC `host` (see splunk-hec-sink.ts). */
+  readonly host?: HecHost;
   readonly timeoutMs?: number;
   /** Indexer acknowledgement (see splunk-hec-sink.ts). */
   readonly ack?: boolean;
@@ -634,6 +636,7 @@ function buildRunners(
         source: f.splunkHec.source,
         sourcetype: f.splunkHec.sourcetype,
         index: f.splunkHec.index,
+        host: f.splunkHec.host,
         timeoutMs: f.splunkHec.timeoutMs,
         transform: FORMATS[f.splunkHec.format ?? 'raw'],
         ack: f.splunkHec.ack,

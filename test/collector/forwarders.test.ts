@@ -20,7 +20,7 @@ import {
   type TestCollector,
 } from '../helpers/collector.js';
 import { validateEcs } from '../helpers/ecs-validator.js';
-import { HecReceiver } from '../helpers/hec-receiver.js';
+import { HecReceiver, isPoisoned } from '../helpers/hec-receiver.js';
 import { ocsf180 } from '../helpers/ocsf-validator.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -179,7 +179,7 @@ describe('ECS output', () => {
 });
 
 describe('Splunk HEC sink', () => {
-  const hec = new HecReceiver({ poison: (o) => o.host === 'poison.test' });
+  const hec = new HecReceiver({ poison: isPoisoned });
   const HEC_TOKEN = hec.token;
   let c: TestCollector;
   let token: string;
@@ -214,7 +214,8 @@ describe('Splunk HEC sink', () => {
       sourcetype: string;
       event: { id: string };
     };
-    expect(first).toMatchObject({ host: 'dev-hec.test', source: 'toolguard', sourcetype: 'toolguard:test' });
+    // HEC host: the device id ingest checked against the token, not the hostname the event claims
+    expect(first).toMatchObject({ host: 'dev-hec', source: 'toolguard', sourcetype: 'toolguard:test' });
     expect(first.time).toBeCloseTo(Date.parse(events[0]?.time as string) / 1000, 3);
     expect(first.event).toEqual(events[0]);
   });

@@ -16,7 +16,7 @@ import {
   startTestCollector,
   type TestCollector,
 } from '../helpers/collector.js';
-import { HecReceiver } from '../helpers/hec-receiver.js';
+import { HecReceiver, isPoisoned } from '../helpers/hec-receiver.js';
 import { waitFor } from '../helpers/wait.js';
 
 const receivers: HecReceiver[] = [];
@@ -118,7 +118,7 @@ describe('Splunk HEC: indexer acknowledgement', () => {
 
 describe('Splunk HEC: partial indexing and refusals', () => {
   it('a poison event in the middle: the events before it are indexed once, it is dead-lettered, the rest follow once', async () => {
-    const hec = await receiver({ ack: true, poison: (o) => o.host === 'poison.test' });
+    const hec = await receiver({ ack: true, poison: isPoisoned });
     const { c, token } = await collectorFor(hec, { ack: true });
     const poison: Record<string, unknown> = { ...heartbeatEvent('dev-hec', 5), hostname: 'poison.test' };
     const events = [
@@ -159,7 +159,7 @@ describe('Splunk HEC: partial indexing and refusals', () => {
   });
 
   it('an older HEC without invalid-event-number (indexes nothing of a refused request): halving isolates the event', async () => {
-    const hec = await receiver({ reportsInvalidEventNumber: false, poison: (o) => o.host === 'poison.test' });
+    const hec = await receiver({ reportsInvalidEventNumber: false, poison: isPoisoned });
     const events = Array.from({ length: 9 }, (_, i) =>
       i === 6
         ? { ...heartbeatEvent('dev-x', i + 1), hostname: 'poison.test' }
@@ -194,6 +194,25 @@ describe('Splunk HEC: partial indexing and refusals', () => {
   });
 });
 
+describe('Splunk HEC: host', () => {
+  it('is the device id ingest checked (a device naming itself like another stays under its own id); the reported hostname on request', async () => {
+    const hec = await receiver({});
+    const { c, token } = await collectorFor(hec);
+    const spoofed = heartbeatEvent('dev-hec', 1, { hostname: 'ceo-laptop.test' });
+    await post(c, token, [spoofed, heartbeatEvent('dev-hec', 2)]);
+    await waitFor(() => hec.events.length >= 2, 'HEC to receive 2 events');
+    expect(hec.events.map((o) => o.host)).toEqual(['dev-hec', 'dev-hec']);
+    expect(hec.events[0]?.event).toMatchObject({ hostname: 'ceo-laptop.test' });
+
+    const named = await receiver({});
+    const events = [heartbeatEvent('dev-x', 1), heartbeatEvent('dev-y', 1)];
+    const sink = new SplunkHecSink({ url: named.url, token: named.token, host: 'hostname' });
+    expect((await sink.deliver(rowsOf(events))).dropped).toBe(0);
+    await sink.close();
+    expect(named.events.map((o) => o.host)).toEqual(['dev-x.test', 'dev-y.test']);
+  });
+});
+
 describe('Splunk HEC: throttling', () => {
   it('503 with Retry-After: the next attempt waits the time HEC asked for', async () => {
     const hec = await receiver({});
@@ -218,7 +237,7 @@ describe('Splunk HEC: throttling', () => {
   });
 
   it('events confirmed before a failure are not sent again when the runner retries the batch', async () => {
-    const hec = await receiver({ poison: (o) => o.host === 'poison.test' });
+    const hec = await receiver({ poison: isPoisoned });
     const events = Array.from({ length: 6 }, (_, i) =>
       i === 2
         ? { ...heartbeatEvent('dev-x', i + 1), hostname: 'poison.test' }
@@ -227,7 +246,7 @@ describe('Splunk HEC: throttling', () => {
     const sink = new SplunkHecSink({ url: hec.url, token: hec.token });
     // the first request is refused for the poison (2 indexed); the follow-up then meets a 503
     hec.poison = (o) => {
-      if (o.host === 'poison.test') {
+      if (isPoisoned(o)) {
         hec.down = true;
         return true;
       }

@@ -25,6 +25,11 @@ import { gunzipSync } from 'node:zlib';
 /** Returned once an answer was sent (lets handlers `return send(…)`). */
 type Answered = true;
 
+/** The `poison` of tests: an event whose own hostname is `poison.test` (whatever HEC \`host\` it went under). */
+export function isPoisoned(obj: Record<string, unknown>): boolean {
+  return (obj.event as { hostname?: unknown } | undefined)?.hostname === 'poison.test';
+}
+
 export interface HecReceiverOptions {
   readonly token?: string;
   readonly ack?: boolean;

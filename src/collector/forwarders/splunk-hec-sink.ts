@@ -37,6 +37,14 @@ import type { DeliveryResult, ForwarderSink } from './forwarder.js';
 
 const gzip = promisify(gzipCb);
 
+/**
+ * What a forwarded event's HEC `host` is: `device_id`, the id ingest checked against the device's
+ * token (unique, and what the event's id is unique within, so `dedup host, id` is sound), or
+ * `hostname`, the name the device put in the event (readable in Splunk, but self-reported: a
+ * device may name itself like another, and duplicate names are common).
+ */
+export type HecHost = 'device_id' | 'hostname';
+
 export interface SplunkHecSinkOptions {
   /** Base URL (`https://splunk:8088`) or the full event endpoint URL. */
   readonly url: string;
@@ -49,6 +57,8 @@ export interface SplunkHecSinkOptions {
   readonly sourcetype?: string;
   /** Splunk index; undefined = the token's default index. */
   readonly index?: string;
+  /** HEC `host` (default `device_id`, see HecHost). */
+  readonly host?: HecHost;
   /** One request's time limit, ms. */
   readonly timeoutMs?: number;
   /** Maps a stored event to the HEC `event` field (default: the event as received). */
@@ -173,13 +183,19 @@ export class SplunkHecSink implements ForwarderSink {
     const skip = this.resume && this.resume.firstRid === first ? this.resume.confirmedRid : 0;
     this.confirmedRid = skip;
     const rows = events.filter((r) => r.rid > skip);
-    const { source = 'toolguard', sourcetype = 'toolguard:event', index, transform } = this.options;
+    const {
+      source = 'toolguard',
+      sourcetype = 'toolguard:event',
+      index,
+      transform,
+      host = 'device_id',
+    } = this.options;
     const parts = rows.map((row) => {
       const ev = JSON.parse(row.body) as Record<string, unknown>;
       const ms = Date.parse(String(ev.time));
       return JSON.stringify({
         time: Number.isFinite(ms) ? ms / 1000 : Date.parse(row.received_at) / 1000,
-        host: typeof ev.hostname === 'string' ? ev.hostname : row.device_id,
+        host: host === 'hostname' && typeof ev.hostname === 'string' ? ev.hostname : row.device_id,
         source,
         sourcetype,
         ...(index ? { index } : {}),
