@@ -61,6 +61,11 @@ export const COLLECTOR_SETTINGS = {
     default: '127.0.0.1:8443',
     description: 'host:port to listen on (port 0 = any free port; the actual URL is printed on start).',
   }),
+  allowed_hosts: str({
+    default: '',
+    description:
+      'Comma-separated host names clients reach the collector by (agents, browsers, scrapers, the load balancer); a request whose Host header names another is refused (421), so a web page cannot read /metrics or reach the console through DNS rebinding. IP addresses are always accepted. Empty = any host.',
+  }),
   db: str({
     // Linux: the packaged unit's StateDirectory, so a collector started by hand and the service use
     // the same DB (and never guardd's root-only /var/lib/toolguard).
@@ -321,6 +326,7 @@ export type CollectorSettingKey = keyof typeof COLLECTOR_SETTINGS;
 
 export interface CollectorConfig {
   readonly listen: string;
+  readonly allowed_hosts: string;
   readonly db: string;
   readonly store_url: string;
   readonly store_password_file: string;

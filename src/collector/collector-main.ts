@@ -24,6 +24,7 @@ import { reportError, startFailure } from '../cli/program.js';
 import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import { createRootLogger } from '../common/logger.js';
 import { parseTrustedKeys, type TrustedKey } from '../policy/keys.js';
+import { parseAllowedHosts } from './allowed-hosts.js';
 import {
   type CollectorConfig,
   collectorEnvVar,
@@ -191,6 +192,7 @@ export function optionsFromConfig(config: CollectorConfig): StartCollectorOption
   return {
     host,
     port,
+    allowedHosts: parseAllowedHosts(config.allowed_hosts),
     dbFile: config.db,
     store: storeConnectionOf(config),
     policyFile: config.policy_file,

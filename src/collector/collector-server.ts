@@ -32,6 +32,7 @@ import { toOcsf } from '../events/ocsf.js';
 import type { TrustedKey } from '../policy/keys.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerAgentRoutes } from './agent-routes.js';
+import { hostAllowed } from './allowed-hosts.js';
 import { COLLECTOR_SETTINGS, type ForwardFormat } from './collector-config.js';
 import { registerConsole } from './console/console-plugin.js';
 import { ForwarderRunner, type ForwarderSink } from './forwarders/forwarder.js';
@@ -167,6 +168,8 @@ export const DEFAULT_LIMITS: CollectorLimits = Object.freeze({
 export interface StartCollectorOptions {
   /** Interface to bind (default 127.0.0.1). */
   readonly host?: string;
+  /** Names a request's Host may say (allowed-hosts.ts); null or undefined = any. */
+  readonly allowedHosts?: ReadonlySet<string> | null;
   /** Port (default 8443; 0 = any free port, see `url`). */
   readonly port?: number;
   /** The SQLite database file (created with its directory if missing), unless `store` names another store. */
@@ -387,7 +390,14 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
   });
 
   let shuttingDown = false;
-  app.addHook('onRequest', async () => {
+  const allowedHosts = options.allowedHosts ?? null;
+  app.addHook('onRequest', async (req) => {
+    if (!hostAllowed(req.headers.host, allowedHosts))
+      throw new HttpError(
+        421,
+        'GUARD_COLLECTOR_HOST_NOT_ALLOWED',
+        `Host ${JSON.stringify(String(req.headers.host ?? '').slice(0, 100))} is not a name this collector serves (allowed_hosts)`,
+      );
     if (shuttingDown)
       throw new HttpError(503, 'GUARD_COLLECTOR_BUSY', 'the collector is shutting down; retry later', 5);
   });

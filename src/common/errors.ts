@@ -101,6 +101,8 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_INVALID_EVENTS: 'some events of a batch were rejected (the valid ones were stored)',
   GUARD_COLLECTOR_NO_POLICY: 'no signed policy file is configured or readable',
   GUARD_COLLECTOR_NOT_FOUND: 'no such route',
+  GUARD_COLLECTOR_HOST_NOT_ALLOWED:
+    "the request's Host header names a host not in allowed_hosts (DNS rebinding, or a name the operator did not list)",
   GUARD_COLLECTOR_BAD_QUERY: 'an admin query parameter is invalid',
   GUARD_COLLECTOR_STORE_FAILED: 'the events could not be stored durably; nothing was acknowledged',
   GUARD_COLLECTOR_WORKER_FAILED: 'a parse worker stopped before it parsed the body; nothing was acknowledged',

@@ -116,6 +116,13 @@ describe('bad config is refused', () => {
       /"max_body_bytes".*got 65536.*from 262145/,
     ],
     [
+      'an allowed_hosts entry with a scheme',
+      ['--allowed-hosts', 'collector.test,https://collector.test'],
+      GOOD_ENV,
+      'GUARD_CONFIG_INVALID_VALUE',
+      /"allowed_hosts".*"https:\/\/collector.test".*host names or IP addresses/,
+    ],
+    [
       'an unreadable secret file',
       ['--enroll-secret-file', '/nonexistent/secret'],
       GOOD_ENV,
