@@ -456,7 +456,15 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     trustedKeys: options.policyTrustedKeys ?? [],
     threshold: options.policyThreshold ?? 1,
   });
-  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS, publisher });
+  registerAdminRoutes(app, {
+    store,
+    adminToken: options.adminToken,
+    silentAfterS,
+    publisher,
+    sinks: () => runners.map((r) => r.name),
+    logger,
+    metrics,
+  });
   // On the admin API's listener (the only one): the console logs in with the admin token.
   registerConsole(app, {
     store,
