@@ -999,10 +999,14 @@ export class PostgresCollectorStore implements CollectorStorePort {
         await c.query('ROLLBACK');
         return { kind: 'unchanged', reason: 'no_cursor', cursor: null };
       }
-      // the first stored event received since then, in delivery order; the cursor goes just before it
+      // The first stored event received since then, in delivery order; the cursor goes just before
+      // it. Read from the receipt-time index (cost ∝ the events received since then, which the sink
+      // is about to deliver anyway): left alone, the planner walks the commit-order index from the
+      // oldest event and filters (LIMIT 1, as if matches were spread evenly), ~0.6 s for a rewind
+      // of the last 20,000 of 2 million events (bench/forwarder-rewind.bench.js).
       const first = await c.query<{ tx: string; rid: number }>(
-        `SELECT txid::text AS tx, rid FROM events WHERE received_at >= $1
-         ORDER BY events.txid, events.rid LIMIT 1`,
+        `WITH since AS MATERIALIZED (SELECT txid, rid FROM events WHERE received_at >= $1)
+         SELECT txid::text AS tx, rid FROM since ORDER BY since.txid, since.rid LIMIT 1`,
         [from],
       );
       const f = first.rows[0];
