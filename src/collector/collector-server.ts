@@ -111,6 +111,8 @@ export interface CollectorForwardersOptions {
   /** Retry backoff of every runner, ms (tests shorten it). */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Safety poll of every runner without a wake-up, ms (tests lengthen it to show that a wake-up came). */
+  readonly pollMs?: number;
 }
 
 export interface CollectorLimits {
@@ -663,6 +665,7 @@ function buildRunners(
         metrics,
         backoffInitialMs: f.backoffInitialMs,
         backoffMaxMs: f.backoffMaxMs,
+        pollMs: f.pollMs,
       }),
   );
 }

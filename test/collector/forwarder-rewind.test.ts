@@ -16,6 +16,8 @@ import {
   heartbeatEvent,
   postEvents,
   spawnCollectorProcess,
+  startTestCollector,
+  type TestCollector,
 } from '../helpers/collector.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -28,9 +30,9 @@ afterAll(async () => {
   await c?.stop();
 });
 
-const lineIds = (): string[] =>
-  existsSync(out)
-    ? readFileSync(out, 'utf8')
+const lineIds = (file = out): string[] =>
+  existsSync(file)
+    ? readFileSync(file, 'utf8')
         .split('\n')
         .filter(Boolean)
         .map((l) => (JSON.parse(l) as { id: string }).id)
@@ -193,5 +195,39 @@ describe('POST /v1/admin/forwarders/:sink/rewind', () => {
     }
     expect(await (await admin('/v1/admin/forwarders')).json()).toEqual(before);
     expect(c.stderr().match(/"msg":"forwarder rewound"/g)).toHaveLength(1);
+  });
+});
+
+describe('the running forwarder and a rewind', () => {
+  const file = join(collectorTempDir('tg-rw2-'), 'events.ndjson');
+  let t: TestCollector;
+  beforeAll(async () => {
+    // no safety poll within the test's time: only a wake-up can make the runner deliver
+    t = await startTestCollector({ forwarders: { ndjson: { file }, pollMs: 3_600_000 } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('is woken by the rewind (no restart, no poll)', async () => {
+    const token = await enrollDevice(t.url, t.enrollSecret, 'dev-wake');
+    const evs = Array.from({ length: 3 }, (_, i) => blockedEvent('dev-wake', i + 1));
+    expect((await postEvents(t.url, token, evs)).status).toBe(200);
+    const ids = evs.map((e) => e.id);
+    await waitFor(() => lineIds(file).length === 3, 'the events in the file');
+    // the runner is idle now, waiting for a wake-up (its poll is an hour away)
+    await waitFor(
+      async () => (await t.collector.store.forwarderLag('ndjson')) === 0,
+      'the cursor past the events',
+    );
+    const res = await fetch(`${t.url}/v1/admin/forwarders/ndjson/rewind`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ since: '2000-01-01T00:00:00Z' }),
+    });
+    expect(await res.json()).toMatchObject({ result: 'rewound', due_again: 3 });
+    expect(
+      await waitFor(() => (lineIds(file).length === 6 ? lineIds(file) : undefined), 'the events again'),
+    ).toEqual([...ids, ...ids]);
   });
 });

@@ -1499,6 +1499,29 @@ describe('postgres: several collectors on one database', () => {
     expect(await drain(b, 'ndjson', 5)).toEqual(evs.map((e) => e.id));
   });
 
+  it("a rewind through one collector wakes the others' forwarders, and their next delivery starts from it", async () => {
+    const url = await server.createDatabase();
+    const a = track(await openStore({ dbFile: '', url }));
+    const b = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('q1'), 'hq', now());
+    const evs = Array.from({ length: 6 }, (_, i) => blockedEvent('q1', i + 1));
+    let woken = 0;
+    a.onStored = () => woken++;
+    await a.insertGroup([
+      { deviceId: 'q1', enrollment: 1, events: incoming(evs, 'q1'), receivedAt: '2030-01-01T10:00:00.000Z' },
+    ]);
+    // the insert's wake-ups: A's own at once, and its NOTIFY back through A's listener
+    await waitFor(() => woken >= 2, "the insert's wake-ups");
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
+    woken = 0;
+    expect(await b.rewindForwarder('ndjson', '2030-01-01T10:00:00Z', 5000)).toMatchObject({
+      kind: 'rewound',
+      dueAgain: 6,
+    });
+    await waitFor(() => woken > 0, "collector A's wake-up (NOTIFY)");
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
+  });
+
   it('a token replaced through another collector stores nothing more, though the first still caches it (stale)', async () => {
     const url = await server.createDatabase();
     const a = track(await openStore({ dbFile: '', url }));
