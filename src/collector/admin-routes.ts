@@ -214,6 +214,7 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
       log.info(
         {
           by: 'admin token',
+          from: req.ip,
           ...answer,
           previous: position(answer.previous),
           cursor: position(answer.cursor),
