@@ -178,14 +178,25 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
           `no forwarder "${sink.slice(0, 40)}" on this collector; configured: ${sinks().join(', ') || 'none'}`,
         );
       const since = rewindSince(req.body, now());
-      const outcome = await store.rewindForwarder(sink, since, options.rewindWaitMs ?? REWIND_WAIT_MS);
-      if (outcome.kind === 'busy')
+      const waitMs = options.rewindWaitMs ?? REWIND_WAIT_MS;
+      const outcome = await store.rewindForwarder(sink, since, waitMs);
+      metrics.inc(
+        'forwarder_rewinds_total',
+        'Admin rewinds of a forwarder sink (POST /v1/admin/forwarders/:sink/rewind), by result: rewound, unchanged, busy.',
+        { sink, result: outcome.kind },
+      );
+      if (outcome.kind === 'busy') {
+        log.warn(
+          { by: 'admin token', from: req.ip, sink, since, wait_ms: waitMs },
+          'forwarder rewind gave up waiting for a delivery',
+        );
         throw new HttpError(
           503,
           'GUARD_COLLECTOR_FORWARDER_BUSY',
-          `a delivery to "${sink}" held it for more than ${(options.rewindWaitMs ?? REWIND_WAIT_MS) / 1000} s; nothing changed, retry`,
+          `a delivery to "${sink}" held it for more than ${waitMs / 1000} s; nothing changed, retry`,
           REWIND_RETRY_AFTER_S,
         );
+      }
       const lag = await store.forwarderLag(sink);
       const rewound = outcome.kind === 'rewound';
       const answer = {
@@ -199,11 +210,6 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
         due_again_exact: rewound ? outcome.dueAgainExact : true,
         lag,
       };
-      metrics.inc(
-        'forwarder_rewinds_total',
-        'Admin rewinds of a forwarder sink (POST /v1/admin/forwarders/:sink/rewind), by result: rewound or unchanged.',
-        { sink, result: outcome.kind },
-      );
       if (rewound)
         metrics.inc(
           'forwarder_rewound_events_total',
