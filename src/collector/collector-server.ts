@@ -113,6 +113,8 @@ export interface CollectorForwardersOptions {
   readonly backoffMaxMs?: number;
   /** Safety poll of every runner without a wake-up, ms (tests lengthen it to show that a wake-up came). */
   readonly pollMs?: number;
+  /** How long an admin rewind waits for a delivery in flight, ms (admin-routes.ts REWIND_WAIT_MS; tests shorten it). */
+  readonly rewindWaitMs?: number;
 }
 
 export interface CollectorLimits {
@@ -464,6 +466,7 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     silentAfterS,
     publisher,
     sinks: () => runners.map((r) => r.name),
+    rewindWaitMs: options.forwarders?.rewindWaitMs,
     logger,
     metrics,
   });

@@ -8,6 +8,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ForwarderSink } from '../../src/collector/forwarders/forwarder.js';
+import type { StoredEventRow } from '../../src/collector/store/port.js';
 import {
   blockedEvent,
   type CollectorProcess,
@@ -198,12 +200,46 @@ describe('POST /v1/admin/forwarders/:sink/rewind', () => {
   });
 });
 
+/** A sink whose deliveries can be held open (a SIEM that has not answered yet). */
+class GatedSink implements ForwarderSink {
+  readonly name = 'gated';
+  readonly ids: string[] = [];
+  inside = false;
+  private gate: Promise<void> | null = null;
+  private open: () => void = () => {};
+  hold(): void {
+    this.gate = new Promise((r) => {
+      this.open = r;
+    });
+  }
+  release(): void {
+    this.gate = null;
+    this.open();
+  }
+  async deliver(events: readonly StoredEventRow[]) {
+    this.inside = true;
+    try {
+      if (this.gate) await this.gate;
+    } finally {
+      this.inside = false;
+    }
+    this.ids.push(...events.map((e) => (JSON.parse(e.body) as { id: string }).id));
+    return { dropped: 0 };
+  }
+  async close(): Promise<void> {
+    this.release();
+  }
+}
+
 describe('the running forwarder and a rewind', () => {
   const file = join(collectorTempDir('tg-rw2-'), 'events.ndjson');
+  const gated = new GatedSink();
   let t: TestCollector;
   beforeAll(async () => {
     // no safety poll within the test's time: only a wake-up can make the runner deliver
-    t = await startTestCollector({ forwarders: { ndjson: { file }, pollMs: 3_600_000 } });
+    t = await startTestCollector({
+      forwarders: { ndjson: { file }, extra: [gated], pollMs: 3_600_000, rewindWaitMs: 200 },
+    });
   });
   afterAll(async () => {
     await t?.close();
@@ -229,5 +265,45 @@ describe('the running forwarder and a rewind', () => {
     expect(
       await waitFor(() => (lineIds(file).length === 6 ? lineIds(file) : undefined), 'the events again'),
     ).toEqual([...ids, ...ids]);
+  });
+
+  it('answers 503 GUARD_COLLECTOR_FORWARDER_BUSY while a delivery holds the sink past the wait, changing nothing; then rewinds', async () => {
+    const token = await enrollDevice(t.url, t.enrollSecret, 'dev-busy');
+    // whatever an earlier test stored is delivered first (this test does not depend on it)
+    await waitFor(
+      async () => !gated.inside && (await t.collector.store.forwarderLag('gated')) === 0,
+      'the gated sink to be idle',
+    );
+    const n = gated.ids.length + 2;
+    gated.hold();
+    const evs = [blockedEvent('dev-busy', 1), blockedEvent('dev-busy', 2)];
+    expect((await postEvents(t.url, token, evs)).status).toBe(200);
+    await waitFor(() => gated.inside, 'the delivery to be held');
+    const before = await t.collector.store.forwarderCursor('gated');
+    const post = () =>
+      fetch(`${t.url}/v1/admin/forwarders/gated/rewind`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ since: '2000-01-01T00:00:00Z' }),
+      });
+    const busy = await post();
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get('retry-after')).toBe('5');
+    expect(((await busy.json()) as { error: { code: string } }).error.code).toBe(
+      'GUARD_COLLECTOR_FORWARDER_BUSY',
+    );
+    expect(await t.collector.store.forwarderCursor('gated')).toEqual(before);
+    gated.release();
+    await waitFor(() => gated.ids.length === n, 'the held delivery to finish');
+    await waitFor(
+      async () => (await t.collector.store.forwarderLag('gated')) === 0,
+      'the cursor past the held delivery',
+    );
+    const again = await post();
+    expect(again.status).toBe(200);
+    expect(await again.json()).toMatchObject({ result: 'rewound', due_again: n });
+    await waitFor(() => gated.ids.length === 2 * n, 'every event again');
+    expect(gated.ids.slice(n)).toEqual(gated.ids.slice(0, n));
+    expect(gated.ids.slice(n - 2, n)).toEqual(evs.map((e) => e.id));
   });
 });
