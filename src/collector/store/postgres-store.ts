@@ -491,6 +491,9 @@ export interface PostgresStoreOptions {
   readonly logger?: Logger;
 }
 
+/** A sink's cursor as a ForwarderCursor. */
+const CURSOR_SQL =
+  'SELECT last_rid AS rid, last_txid::text AS txid, updated_at FROM forwarder_cursors WHERE sink = $1';
 /** SQLSTATE lock_not_available: a lock wait ended by `lock_timeout`. */
 const LOCK_NOT_AVAILABLE = '55P03';
 
@@ -967,10 +970,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
   }
 
   async forwarderCursor(sink: string): Promise<ForwarderCursor | undefined> {
-    const r = await this.pool.query<ForwarderCursor>(
-      'SELECT last_rid AS rid, last_txid::text AS txid, updated_at FROM forwarder_cursors WHERE sink = $1',
-      [sink],
-    );
+    const r = await this.pool.query<ForwarderCursor>(CURSOR_SQL, [sink]);
     return r.rows[0];
   }
 
@@ -990,10 +990,7 @@ export class PostgresCollectorStore implements CollectorStorePort {
         await c.query('ROLLBACK');
         return { kind: 'busy' };
       }
-      const cur = await c.query<ForwarderCursor>(
-        'SELECT last_rid AS rid, last_txid::text AS txid, updated_at FROM forwarder_cursors WHERE sink = $1',
-        [sink],
-      );
+      const cur = await c.query<ForwarderCursor>(CURSOR_SQL, [sink]);
       const was = cur.rows[0];
       if (!was) {
         await c.query('ROLLBACK');

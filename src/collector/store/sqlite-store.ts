@@ -160,6 +160,10 @@ export class SqliteCollectorStore implements CollectorStorePort {
   }
 
   async forwarderCursor(sink: string): Promise<ForwarderCursor | undefined> {
+    return this.cursorRow(sink);
+  }
+
+  private cursorRow(sink: string): ForwarderCursor | undefined {
     const row = this.engine.db
       .prepare<[string], { rid: number; updated_at: string }>(
         'SELECT last_rid AS rid, updated_at FROM forwarder_cursors WHERE sink = ?',
@@ -192,13 +196,8 @@ export class SqliteCollectorStore implements CollectorStorePort {
   /** The rewind itself, synchronous: no delivery of `sink` holds the claim (see rewindForwarder). */
   private rewindNow(sink: string, from: string): RewindOutcome {
     const db = this.engine.db;
-    const previous = db
-      .prepare<[string], { rid: number; updated_at: string }>(
-        'SELECT last_rid AS rid, updated_at FROM forwarder_cursors WHERE sink = ?',
-      )
-      .get(sink);
-    if (!previous) return { kind: 'unchanged', reason: 'no_cursor', cursor: null };
-    const was: ForwarderCursor = { rid: previous.rid, txid: null, updated_at: previous.updated_at };
+    const was = this.cursorRow(sink);
+    if (!was) return { kind: 'unchanged', reason: 'no_cursor', cursor: null };
     // a range scan of the index events_received(received_at, …), which holds the rid (no table
     // reads) — left alone, the planner walks the table in rid order from the oldest event instead
     const first = db
