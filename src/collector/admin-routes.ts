@@ -5,17 +5,25 @@
  * the enrollment generation, the `silent` flag, and `state`: stopped = its last event was a clean
  * stop, silent = not heard from for silent_after_s without one, else active) and `GET /v1/events` (filters and
  * cursor paging), and policy publishing (`POST /v1/admin/policy`, `GET /v1/admin/policy/history`,
- * the shadow channel's promote/clear and would-match counts: policy-publish.ts). Query parameters are validated strictly — an unknown or malformed parameter is a
+ * the shadow channel's promote/clear and would-match counts: policy-publish.ts), and the forwarders:
+ * `GET /v1/admin/forwarders` (each configured sink's cursor and lag) and
+ * `POST /v1/admin/forwarders/:sink/rewind` (deliver again every stored event received since a
+ * time: `ForwarderCursors.rewindForwarder`, store/port.ts). Query parameters are validated strictly — an unknown or malformed parameter is a
  * 400 `GUARD_COLLECTOR_BAD_QUERY`, never silently ignored, so a typo cannot widen a query.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Logger } from '../common/logger.js';
 import { bearerToken, secretEquals } from './auth.js';
 import { HttpError } from './http-error.js';
+import type { CollectorMetrics } from './metrics.js';
 import { type PolicyPublisher, registerPolicyPublishRoutes } from './policy-publish.js';
+import { checkTime } from './store/console-paging.js';
 import type {
   DeviceCoverage,
   EventLog,
   FleetQueries,
+  ForwarderCursor,
+  ForwarderCursors,
   PolicyChannels,
   PolicyPublications,
   StoredEventRow,
@@ -31,22 +39,38 @@ export const MAX_PAGE_BYTES = 8 * 1024 * 1024;
 const READ_CHUNK = 100;
 /** Filter values longer than this are refused (ids and types are short). */
 const MAX_FILTER_CHARS = 256;
+/** A rewind request is `{"since": "<RFC 3339>"}`: well under this. */
+const REWIND_BODY_LIMIT = 1024;
+/**
+ * How long a rewind waits for a delivery of the sink in flight (one batch: milliseconds to a file,
+ * a round trip or a few to HEC) before answering 503 `GUARD_COLLECTOR_FORWARDER_BUSY`; a delivery
+ * that takes longer is a SIEM timing out, and the operator retries after Retry-After.
+ */
+export const REWIND_WAIT_MS = 10_000;
+const REWIND_RETRY_AFTER_S = 5;
 
 export interface AdminRoutesOptions {
-  readonly store: EventLog & FleetQueries & PolicyPublications & PolicyChannels;
+  readonly store: EventLog & FleetQueries & PolicyPublications & PolicyChannels & ForwarderCursors;
   readonly adminToken: string;
+  /** The forwarder sinks configured on this collector (their names: `ndjson`, `splunk-hec`, …). */
+  readonly sinks: () => readonly string[];
+  readonly logger: Logger;
+  readonly metrics: CollectorMetrics;
   /** A device not seen for this many seconds is `silent`. */
   readonly silentAfterS: number;
   /** Clock in ms (tests may pass a fixed one). */
   readonly now?: () => number;
   /** Policy publishing (policy-publish.ts), shared with the console. */
   readonly publisher: PolicyPublisher;
+  /** How long a rewind waits for a delivery in flight (default REWIND_WAIT_MS). */
+  readonly rewindWaitMs?: number;
 }
 
 /** Registers the admin routes on `app`, in their own scope behind the admin token. */
 export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOptions): void {
-  const { store, adminToken, silentAfterS } = options;
+  const { store, adminToken, silentAfterS, sinks, metrics } = options;
   const now = options.now ?? Date.now;
+  const log = options.logger.child({ component: 'collector.admin' });
 
   const authorize = (req: FastifyRequest): void => {
     const token = bearerToken(req.headers.authorization);
@@ -126,7 +150,118 @@ export function registerAdminRoutes(app: FastifyInstance, options: AdminRoutesOp
         next_cursor: full && rows.length > 0 ? String((rows[rows.length - 1] as StoredEventRow).rid) : null,
       };
     });
+
+    admin.get('/v1/admin/forwarders', async (req) => {
+      queryOf(req, []);
+      return {
+        forwarders: await Promise.all(
+          sinks().map(async (name) => {
+            const cursor = (await store.forwarderCursor(name)) ?? null;
+            return {
+              name,
+              updated_at: cursor?.updated_at ?? null,
+              lag: await store.forwarderLag(name),
+              cursor,
+            };
+          }),
+        ),
+      };
+    });
+
+    admin.post('/v1/admin/forwarders/:sink/rewind', { bodyLimit: REWIND_BODY_LIMIT }, async (req) => {
+      queryOf(req, []);
+      const sink = (req.params as { sink: string }).sink;
+      if (!sinks().includes(sink))
+        throw new HttpError(
+          404,
+          'GUARD_COLLECTOR_UNKNOWN_FORWARDER',
+          `no forwarder "${sink.slice(0, 40)}" on this collector; configured: ${sinks().join(', ') || 'none'}`,
+        );
+      const since = rewindSince(req.body, now());
+      const waitMs = options.rewindWaitMs ?? REWIND_WAIT_MS;
+      const outcome = await store.rewindForwarder(sink, since, waitMs);
+      metrics.inc(
+        'forwarder_rewinds_total',
+        'Admin rewinds of a forwarder sink (POST /v1/admin/forwarders/:sink/rewind), by result: rewound, unchanged, busy.',
+        { sink, result: outcome.kind },
+      );
+      if (outcome.kind === 'busy') {
+        log.warn(
+          { by: 'admin token', from: req.ip, sink, since, wait_ms: waitMs },
+          'forwarder rewind gave up waiting for a delivery',
+        );
+        throw new HttpError(
+          503,
+          'GUARD_COLLECTOR_FORWARDER_BUSY',
+          `a delivery to "${sink}" held it for more than ${waitMs / 1000} s; nothing changed, retry`,
+          REWIND_RETRY_AFTER_S,
+        );
+      }
+      const lag = await store.forwarderLag(sink);
+      const rewound = outcome.kind === 'rewound';
+      const answer = {
+        sink,
+        since,
+        result: outcome.kind,
+        reason: rewound ? null : outcome.reason,
+        previous: rewound ? outcome.previous : outcome.cursor,
+        cursor: outcome.cursor,
+        due_again: rewound ? outcome.dueAgain : 0,
+        due_again_exact: rewound ? outcome.dueAgainExact : true,
+        lag,
+      };
+      if (rewound)
+        metrics.inc(
+          'forwarder_rewound_events_total',
+          'Delivered events that admin rewinds made due again, per forwarder sink (estimated past a million per rewind).',
+          { sink },
+          outcome.dueAgain,
+        );
+      log.info(
+        {
+          by: 'admin token',
+          from: req.ip,
+          ...answer,
+          previous: position(answer.previous),
+          cursor: position(answer.cursor),
+        },
+        rewound ? 'forwarder rewound' : 'forwarder rewind changed nothing',
+      );
+      return answer;
+    });
   }
+}
+
+/** A cursor for the log: its position only. */
+function position(c: ForwarderCursor | null): string | null {
+  return c === null ? null : c.txid === null ? String(c.rid) : `${c.txid}/${c.rid}`;
+}
+
+/**
+ * The `since` of a rewind body `{"since": "<RFC 3339 with offset>"}`, as UTC RFC 3339 (ms); no
+ * other field, a real calendar time, not after `nowMs`. Throws 400 `GUARD_COLLECTOR_BAD_REQUEST`.
+ */
+function rewindSince(body: unknown, nowMs: number): string {
+  const bad = (message: string): HttpError => new HttpError(400, 'GUARD_COLLECTOR_BAD_REQUEST', message);
+  const b = body as Record<string, unknown> | null | undefined;
+  if (!b || typeof b !== 'object' || Array.isArray(b))
+    throw bad('the body must be a JSON object {"since": "<RFC 3339 time>"}');
+  for (const k of Object.keys(b)) if (k !== 'since') throw bad(`unknown field "${k.slice(0, 40)}"`);
+  if (b.since === undefined) throw bad('"since" is missing');
+  const expected = '"since" must be an RFC 3339 time with an offset, e.g. 2026-11-24T09:00:00Z';
+  let ms: number;
+  try {
+    ms = checkTime('since', b.since);
+  } catch {
+    throw bad(expected);
+  }
+  // Date.parse rolls 2026-02-30 over into March and 24:00 into the next day: refuse, not guess
+  const [y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0] = (b.since as string).split(/[-T:.Z+]/, 6).map(Number);
+  const days = new Date(Date.UTC(y, mo, 0)).getUTCDate();
+  if (mo < 1 || mo > 12 || d < 1 || d > days || h > 23 || mi > 59 || se > 59) throw bad(expected);
+  if (ms > nowMs)
+    throw bad(`"since" is in the future (${new Date(ms).toISOString()}); nothing was delivered after now`);
+  return new Date(ms).toISOString();
 }
 
 /**

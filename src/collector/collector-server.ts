@@ -114,6 +114,10 @@ export interface CollectorForwardersOptions {
   /** Retry backoff of every runner, ms (tests shorten it). */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** Safety poll of every runner without a wake-up, ms (tests lengthen it to show that a wake-up came). */
+  readonly pollMs?: number;
+  /** How long an admin rewind waits for a delivery in flight, ms (admin-routes.ts REWIND_WAIT_MS; tests shorten it). */
+  readonly rewindWaitMs?: number;
 }
 
 export interface CollectorLimits {
@@ -468,7 +472,16 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     trustedKeys: options.policyTrustedKeys ?? [],
     threshold: options.policyThreshold ?? 1,
   });
-  registerAdminRoutes(app, { store, adminToken: options.adminToken, silentAfterS, publisher });
+  registerAdminRoutes(app, {
+    store,
+    adminToken: options.adminToken,
+    silentAfterS,
+    publisher,
+    sinks: () => runners.map((r) => r.name),
+    rewindWaitMs: options.forwarders?.rewindWaitMs,
+    logger,
+    metrics,
+  });
   // On the admin API's listener (the only one): the console logs in with the admin token.
   registerConsole(app, {
     store,
@@ -668,6 +681,7 @@ function buildRunners(
         metrics,
         backoffInitialMs: f.backoffInitialMs,
         backoffMaxMs: f.backoffMaxMs,
+        pollMs: f.pollMs,
       }),
   );
 }

@@ -109,6 +109,9 @@ export const ERROR_CODES = {
   GUARD_COLLECTOR_INTERNAL: 'an unexpected collector failure (logged); the request may be retried',
   GUARD_COLLECTOR_POLICY_VERSION_NOT_NEWER:
     'a published policy version is not greater than the one the collector serves',
+  GUARD_COLLECTOR_UNKNOWN_FORWARDER: 'no forwarder sink of that name is configured on this collector',
+  GUARD_COLLECTOR_FORWARDER_BUSY:
+    "a delivery held the forwarder's claim for longer than a rewind waits; retry after Retry-After seconds",
   // console: the browser fleet console served by the collector (src/collector/console/)
   GUARD_CONSOLE_LOGIN_FAILED: 'the console credential is neither the admin token nor the viewer token',
   GUARD_CONSOLE_LOGIN_RATE_LIMITED:

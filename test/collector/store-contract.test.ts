@@ -552,6 +552,109 @@ describe.each(harnesses)('store contract: %s', (_name, h) => {
     expect(await first).toEqual({ kind: 'delivered', events: 5 });
   });
 
+  it('rewinds a sink to the events received since a time: exactly those again, then on; never forward; no cursor: nothing', async () => {
+    const s = await h.fresh();
+    await s.enrollDevice(dev('w1'), 'hw', now());
+    const hour = (n: number): string => `2030-01-01T${String(n).padStart(2, '0')}:00:00.000Z`;
+    const groups = [4, 3, 3].map((n, g) =>
+      Array.from({ length: n }, (_, i) => blockedEvent('w1', g * 10 + i + 1)),
+    );
+    for (const [g, evs] of groups.entries())
+      await s.insertGroup([
+        { deviceId: 'w1', enrollment: 1, events: incoming(evs, 'w1'), receivedAt: hour(10 + g) },
+      ]);
+    const [g10, g11, g12] = groups as [
+      Record<string, unknown>[],
+      Record<string, unknown>[],
+      Record<string, unknown>[],
+    ];
+    const idsOf = (evs: readonly Record<string, unknown>[]) => evs.map((e) => e.id as string);
+    // a sink that never delivered: nothing to rewind (it delivers everything anyway)
+    expect(await s.rewindForwarder('ndjson', hour(11), 1000)).toEqual({
+      kind: 'unchanged',
+      reason: 'no_cursor',
+      cursor: null,
+    });
+    expect(await s.forwarderCursor('ndjson')).toBeUndefined();
+    expect(await drain(s, 'ndjson')).toEqual(idsOf([...g10, ...g11, ...g12]));
+    const delivered = await s.forwarderCursor('ndjson');
+    expect(delivered?.txid === null).toBe(s.kind === 'sqlite');
+    let woken = 0;
+    s.onStored = () => woken++;
+    // since 11:00 (given with an offset): the 6 events of 11:00 and 12:00 are due again, in order
+    const r = await s.rewindForwarder('ndjson', '2030-01-01T12:00:00+01:00', 1000);
+    expect(r).toMatchObject({ kind: 'rewound', previous: delivered, dueAgain: 6, dueAgainExact: true });
+    expect(woken).toBeGreaterThanOrEqual(1);
+    expect(await s.forwarderCursor('ndjson')).toEqual(r.kind === 'rewound' ? r.cursor : undefined);
+    expect(await s.forwarderLag('ndjson')).toBe(6);
+    expect(await drain(s, 'ndjson', 4)).toEqual(idsOf([...g11, ...g12]));
+    // and then it continues with new events only
+    const later = [blockedEvent('w1', 100), blockedEvent('w1', 101)];
+    await s.insertGroup([
+      { deviceId: 'w1', enrollment: 1, events: incoming(later, 'w1'), receivedAt: hour(13) },
+    ]);
+    expect(await drain(s, 'ndjson')).toEqual(idsOf(later));
+    // never forward: a sink that delivered only 10:00's events is not moved past 11:00's
+    await s.deliverNext('late', { maxEvents: 4, maxBytes: 1 << 20 }, async () => {});
+    const late = await s.forwarderCursor('late');
+    for (const since of [hour(11), hour(12), hour(14)])
+      expect(await s.rewindForwarder('late', since, 1000)).toEqual({
+        kind: 'unchanged',
+        reason: 'nothing_delivered_since',
+        cursor: late,
+      });
+    expect(await s.forwarderCursor('late')).toEqual(late);
+    // back to 10:00 from there: 10:00's four again; the rest follows as if never rewound
+    expect(await s.rewindForwarder('late', hour(10), 1000)).toMatchObject({ kind: 'rewound', dueAgain: 4 });
+    expect(await drain(s, 'late')).toEqual(idsOf([...g10, ...g11, ...g12, ...later]));
+    // a time before every stored event: everything still stored, once
+    expect(await s.rewindForwarder('late', '2000-01-01T00:00:00Z', 1000)).toMatchObject({
+      kind: 'rewound',
+      dueAgain: 12,
+    });
+    expect(await drain(s, 'late')).toEqual(idsOf([...g10, ...g11, ...g12, ...later]));
+  });
+
+  it('a rewind waits for the delivery holding the claim and then wins over its advance; busy when it waits too long', async () => {
+    const s = await h.fresh();
+    await s.enrollDevice(dev('w2'), 'hw2', now());
+    const evs = Array.from({ length: 10 }, (_, i) => blockedEvent('w2', i + 1));
+    await s.insertGroup([
+      { deviceId: 'w2', enrollment: 1, events: incoming(evs, 'w2'), receivedAt: '2030-01-01T10:00:00.000Z' },
+    ]);
+    await s.deliverNext('held', { maxEvents: 5, maxBytes: 1 << 20 }, async () => {});
+    let release = (): void => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let inside = false;
+    const delivery = s.deliverNext('held', { maxEvents: 5, maxBytes: 1 << 20 }, async () => {
+      inside = true;
+      await gate;
+    });
+    await waitFor(() => inside, 'the delivery to hold the claim');
+    // a short wait runs out while the delivery holds the claim: nothing changed
+    expect(await s.rewindForwarder('held', '2030-01-01T10:00:00Z', 50)).toEqual({ kind: 'busy' });
+    // a long one waits for the claim (PostgreSQL: in the advisory lock's queue)
+    const rewind = s.rewindForwarder('held', '2030-01-01T10:00:00Z', 60_000);
+    if (s.kind === 'postgres')
+      await waitFor(
+        async () =>
+          (
+            await server.sql(
+              `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND NOT granted`,
+              [0x7467_0002],
+            )
+          ).length === 1,
+        'the rewind to wait for the claim',
+      );
+    release();
+    expect(await delivery).toEqual({ kind: 'delivered', events: 5 });
+    // the delivery moved the cursor past all 10 first; the rewind then moved it back before them
+    expect(await rewind).toMatchObject({ kind: 'rewound', dueAgain: 10, dueAgainExact: true });
+    expect(await drain(s, 'held')).toEqual(evs.map((e) => e.id));
+  });
+
   it('prunes expired events oldest first, never what a sink still owes', async () => {
     const s = await h.fresh();
     await s.enrollDevice(dev('r1'), 'hr', now());
@@ -1394,6 +1497,29 @@ describe('postgres: several collectors on one database', () => {
     expect(await dying).toBeInstanceOf(Error);
     // B takes over from the cursor A never moved: the batch A held comes again, nothing is lost
     expect(await drain(b, 'ndjson', 5)).toEqual(evs.map((e) => e.id));
+  });
+
+  it("a rewind through one collector wakes the others' forwarders, and their next delivery starts from it", async () => {
+    const url = await server.createDatabase();
+    const a = track(await openStore({ dbFile: '', url }));
+    const b = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('q1'), 'hq', now());
+    const evs = Array.from({ length: 6 }, (_, i) => blockedEvent('q1', i + 1));
+    let woken = 0;
+    a.onStored = () => woken++;
+    await a.insertGroup([
+      { deviceId: 'q1', enrollment: 1, events: incoming(evs, 'q1'), receivedAt: '2030-01-01T10:00:00.000Z' },
+    ]);
+    // the insert's wake-ups: A's own at once, and its NOTIFY back through A's listener
+    await waitFor(() => woken >= 2, "the insert's wake-ups");
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
+    woken = 0;
+    expect(await b.rewindForwarder('ndjson', '2030-01-01T10:00:00Z', 5000)).toMatchObject({
+      kind: 'rewound',
+      dueAgain: 6,
+    });
+    await waitFor(() => woken > 0, "collector A's wake-up (NOTIFY)");
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
   });
 
   it('a token replaced through another collector stores nothing more, though the first still caches it (stale)', async () => {

@@ -120,7 +120,8 @@ export interface EventLog {
   queryEvents(q: EventQuery): Promise<StoredEventRow[]>;
   /**
    * Called after every commit that stored at least one new event — this process's, and on
-   * PostgreSQL also another collector's (its forwarders wake up). May be called spuriously.
+   * PostgreSQL also another collector's (its forwarders wake up) — and after `rewindForwarder`
+   * moved a cursor back, so the runners deliver again without a restart. May be called spuriously.
    */
   onStored: (() => void) | null;
 }
@@ -159,7 +160,58 @@ export interface ForwarderCursors {
   ): Promise<ClaimOutcome>;
   /** Events stored but not yet past `sink`'s cursor (exact on SQLite; an estimate from rids on PostgreSQL). */
   forwarderLag(sink: string): Promise<number>;
+  /** `sink`'s durable cursor, or undefined when it never delivered (it will start from the first event). */
+  forwarderCursor(sink: string): Promise<ForwarderCursor | undefined>;
+  /**
+   * Moves `sink`'s durable cursor back so that its next deliveries hand out again every
+   * still-stored event received at or after `since` (RFC 3339), and whatever follows the first of
+   * them in delivery order. Never moves a cursor forward: when the sink has not delivered any
+   * stored event received since then, nothing changes (`nothing_delivered_since`); a sink without
+   * a cursor delivers everything anyway (`no_cursor`). Taken under the sink's claim, the one
+   * `deliverNext` takes, so a delivery in flight on any collector finishes (and moves the cursor)
+   * first and cannot overwrite the rewind with its own advance: it waits up to `waitMs` for the
+   * claim, then answers `busy` having changed nothing. Wakes the `onStored` listener after a rewind.
+   */
+  rewindForwarder(sink: string, since: string, waitMs: number): Promise<RewindOutcome>;
 }
+
+/**
+ * A sink's durable cursor: the position of the last event it delivered. On SQLite the position is
+ * a rid (receipt order); on PostgreSQL (`txid`, `rid`) in commit order (postgres-store.ts).
+ */
+export interface ForwarderCursor {
+  readonly rid: number;
+  /** PostgreSQL: the transaction id of the position (xid8, as text); null on SQLite. */
+  readonly txid: string | null;
+  /** When the cursor last moved (a delivery or a rewind), RFC 3339. */
+  readonly updated_at: string;
+}
+
+/** Events counted exactly at most when a rewind reports how many are due again (bounds its time). */
+export const REWIND_COUNT_BOUND = 1_000_000;
+
+/** What `rewindForwarder` did. */
+export type RewindOutcome =
+  /**
+   * The cursor moved from `previous` back to `cursor`; `dueAgain` stored events that had been
+   * delivered are due again — counted exactly up to REWIND_COUNT_BOUND (`dueAgainExact`), past it
+   * an estimate from the rids.
+   */
+  | {
+      readonly kind: 'rewound';
+      readonly previous: ForwarderCursor;
+      readonly cursor: ForwarderCursor;
+      readonly dueAgain: number;
+      readonly dueAgainExact: boolean;
+    }
+  /** Nothing changed: the sink has no cursor yet, or delivered no stored event received since then. */
+  | {
+      readonly kind: 'unchanged';
+      readonly reason: 'no_cursor' | 'nothing_delivered_since';
+      readonly cursor: ForwarderCursor | null;
+    }
+  /** A delivery held the sink's claim for longer than the wait: nothing changed; try again. */
+  | { readonly kind: 'busy' };
 
 /** Deleting expired events. */
 export interface Retention {

@@ -4,7 +4,8 @@
  * collector-store.ts's (`CollectorStore`, synchronous better-sqlite3); this adapter gives them the
  * port's async shape and adds the forwarder claim, which in one process is the runner itself
  * (one runner per sink; SQLite has one writer, so rid order is commit order and "rid > cursor"
- * never skips a row).
+ * never skips a row). A rewind waiting for a sink's claim is run by the delivery that releases
+ * it, synchronously in its `finally`, so the runner's next delivery cannot take the claim first.
  */
 import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -58,16 +59,19 @@ import type {
   EnrolledDevice,
   EnrollingDevice,
   EventQuery,
+  ForwarderCursor,
   InsertResult,
   NewPolicyPublication,
   PolicyChannel,
   PolicyChannelStamp,
   PolicyChannelState,
   PolicyPublicationRow,
+  RewindOutcome,
   ShadowDeviceCount,
   ShadowRuleCount,
   StoredEventRow,
 } from './port.js';
+import { REWIND_COUNT_BOUND } from './port.js';
 
 /** Rows read per step while filling a forwarder batch, so the byte cap also bounds what is read. */
 const READ_CHUNK = 50;
@@ -86,8 +90,11 @@ export class SqliteCollectorStore implements CollectorStorePort {
   readonly schema: { readonly from: number; readonly to: number };
   /** The synchronous engine (sqlite-only tests and tools; the collector itself uses the port). */
   readonly engine: CollectorStore;
-  /** Sinks whose delivery runs right now in this process (a second runner of one sink gets `busy`). */
-  private readonly claimed = new Set<string>();
+  /**
+   * Sinks whose delivery runs right now in this process (a second runner of one sink gets `busy`),
+   * each with the rewinds waiting for its claim (run when it is released).
+   */
+  private readonly claims = new Map<string, (() => void)[]>();
 
   /**
    * Opens (creating or migrating) the database. Throws `GUARD_STORE_SCHEMA_NEWER` for a database
@@ -137,8 +144,9 @@ export class SqliteCollectorStore implements CollectorStorePort {
     limits: ClaimLimits,
     deliver: (events: readonly StoredEventRow[]) => Promise<void>,
   ): Promise<ClaimOutcome> {
-    if (this.claimed.has(sink)) return { kind: 'busy' };
-    this.claimed.add(sink);
+    if (this.claims.has(sink)) return { kind: 'busy' };
+    const waiting: (() => void)[] = [];
+    this.claims.set(sink, waiting);
     try {
       const rows = this.nextBatch(sink, limits);
       if (rows.length === 0) return { kind: 'empty' };
@@ -146,8 +154,77 @@ export class SqliteCollectorStore implements CollectorStorePort {
       this.engine.setCursor(sink, (rows[rows.length - 1] as StoredEventRow).rid);
       return { kind: 'delivered', events: rows.length };
     } finally {
-      this.claimed.delete(sink);
+      this.claims.delete(sink);
+      for (const run of waiting) run();
     }
+  }
+
+  async forwarderCursor(sink: string): Promise<ForwarderCursor | undefined> {
+    return this.cursorRow(sink);
+  }
+
+  private cursorRow(sink: string): ForwarderCursor | undefined {
+    const row = this.engine.db
+      .prepare<[string], { rid: number; updated_at: string }>(
+        'SELECT last_rid AS rid, updated_at FROM forwarder_cursors WHERE sink = ?',
+      )
+      .get(sink);
+    return row && { rid: row.rid, txid: null, updated_at: row.updated_at };
+  }
+
+  async rewindForwarder(sink: string, since: string, waitMs: number): Promise<RewindOutcome> {
+    const from = new Date(checkTime('since', since)).toISOString();
+    const waiting = this.claims.get(sink);
+    if (!waiting) return this.rewindNow(sink, from);
+    return new Promise<RewindOutcome>((resolve, reject) => {
+      const run = (): void => {
+        clearTimeout(timer);
+        try {
+          resolve(this.rewindNow(sink, from));
+        } catch (err) {
+          reject(err);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiting.splice(waiting.indexOf(run), 1);
+        resolve({ kind: 'busy' });
+      }, waitMs);
+      waiting.push(run);
+    });
+  }
+
+  /** The rewind itself, synchronous: no delivery of `sink` holds the claim (see rewindForwarder). */
+  private rewindNow(sink: string, from: string): RewindOutcome {
+    const db = this.engine.db;
+    const was = this.cursorRow(sink);
+    if (!was) return { kind: 'unchanged', reason: 'no_cursor', cursor: null };
+    // a range scan of the index events_received(received_at, …), which holds the rid (no table
+    // reads) — left alone, the planner walks the table in rid order from the oldest event instead
+    const first = db
+      .prepare<[string], { r: number | null }>(
+        'SELECT min(rid) AS r FROM events INDEXED BY events_received WHERE received_at >= ?',
+      )
+      .get(from)?.r;
+    if (first === null || first === undefined || first - 1 >= was.rid)
+      return { kind: 'unchanged', reason: 'nothing_delivered_since', cursor: was };
+    const to = first - 1;
+    const counted =
+      db
+        .prepare<[number, number, number], { n: number }>(
+          'SELECT count(*) AS n FROM (SELECT 1 FROM events WHERE rid > ? AND rid <= ? LIMIT ?)',
+        )
+        .get(to, was.rid, REWIND_COUNT_BOUND + 1)?.n ?? 0;
+    const at = new Date().toISOString();
+    db.prepare('UPDATE forwarder_cursors SET last_rid = ?, updated_at = ? WHERE sink = ?').run(to, at, sink);
+    this.onStored?.();
+    const exact = counted <= REWIND_COUNT_BOUND;
+    return {
+      kind: 'rewound',
+      previous: was,
+      cursor: { rid: to, txid: null, updated_at: at },
+      dueAgain: exact ? counted : Math.max(counted, was.rid - to),
+      dueAgainExact: exact,
+    };
   }
 
   /** The next events after the cursor: at most `maxEvents`, and at most `maxBytes` of bodies (but at least one). */
