@@ -36,7 +36,7 @@ export const EXIT_MEANINGS: Record<ExitName, string> = {
   PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
   PACKAGE_BUILD: 'package: the package build failed',
   SCHEMA_NEWER:
-    "guard-collector: the database's schema is newer than this build (upgrade the collector; never downgrade the database)",
+    "guard-collector (and guardd --local's embedded one): the collector database's schema is newer than this build (upgrade; never downgrade the database)",
 };
 
 export function exitCodeFor(code: ErrorCode | string): number {
