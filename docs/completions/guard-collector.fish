@@ -1,7 +1,7 @@
 # fish completion for guard-collector — generated from its option definitions (npm run docs)
 complete -c guard-collector -f
 complete -c guard-collector -l config -r -F -d 'JSON file with settings (one flat object, the keys below)'
-complete -c guard-collector -l migrate-only -d 'migrate the store (db or store_url) to this version\'s schema, say what was done, and exit: 0 done, 11 the schema is newer than this build (upgrade the collector, never downgrade the database), 1 the store cannot be opened'
+complete -c guard-collector -l migrate-only -d 'migrate the store (db or store_url) to this version\'s schema, say what was done, and exit: 0 done, 11 the schema is newer than this build (upgrade the collector, never downgrade the database), 1 the store cannot be opened, 4 this user may not write the database\'s directory, 6 bad config'
 complete -c guard-collector -l listen -r -F -d 'host:port to listen on (port 0 = any free port; the actual URL is printed on start). Default: "127.0.0.1:8443" (TOOLGUARD_COLLECTOR_LISTEN)'
 complete -c guard-collector -l allowed-hosts -r -F -d 'Comma-separated host names clients reach the collector by (agents, browsers, scrapers, the load balancer); a request whose Host header names another is refused (421), so a web page cannot read /metrics or reach the console through DNS rebinding. IP addresses are always accepted. Empty = any host. Default: "" (TOOLGUARD_COLLECTOR_ALLOWED_HOSTS)'
 complete -c guard-collector -l db -r -F -d 'The collector\'s SQLite database (WAL; created if missing), when store_url is empty. Default: "/var/lib/guard-collector/collector.db" (TOOLGUARD_COLLECTOR_DB)'

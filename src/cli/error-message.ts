@@ -36,7 +36,7 @@ export const EXIT_MEANINGS: Record<ExitName, string> = {
   PACKAGE_INPUT: 'package: bad collector URL, unreadable enroll secret or bad trusted key',
   PACKAGE_BUILD: 'package: the package build failed',
   SCHEMA_NEWER:
-    "guard-collector: the database's schema is newer than this build (upgrade the collector; never downgrade the database)",
+    "guard-collector (and guardd --local's embedded one): the collector database's schema is newer than this build (upgrade; never downgrade the database)",
 };
 
 export function exitCodeFor(code: ErrorCode | string): number {
@@ -165,6 +165,8 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
       return 'Publish a shadow first: `guardctl policy publish <body> --shadow …`; `GET /v1/admin/policy/shadow` shows the state.';
     case 'GUARD_COLLECTOR_SHADOW_CHANGED':
       return 'Someone published or cleared a shadow meanwhile: `GET /v1/admin/policy/shadow` shows it; review, then promote its version.';
+    case 'GUARD_CONFIG_UNSAFE_DIR':
+      return null; // a directory's owner or mode, not a config key: the message names the fix
     case 'GUARD_CLI_PUBLISH_FAILED':
       return 'Check --collector (scheme, host, port) and that the collector runs; for a private CA set NODE_EXTRA_CA_CERTS.';
     default:

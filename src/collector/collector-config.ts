@@ -403,7 +403,7 @@ const PROGRAM_OPTIONS: readonly ProgramOption[] = [
   {
     flags: '--migrate-only',
     description:
-      "migrate the store (db or store_url) to this version's schema, say what was done, and exit: 0 done, 11 the schema is newer than this build (upgrade the collector, never downgrade the database), 1 the store cannot be opened",
+      "migrate the store (db or store_url) to this version's schema, say what was done, and exit: 0 done, 11 the schema is newer than this build (upgrade the collector, never downgrade the database), 1 the store cannot be opened, 4 this user may not write the database's directory, 6 bad config",
   },
 ];
 

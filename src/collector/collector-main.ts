@@ -13,7 +13,8 @@
  * `--migrate-only`: open the configured store (SQLite or PostgreSQL), which migrates it, print
  * one line saying from which schema version to which, and exit 0 — no secrets or listen address
  * needed; 11 (SCHEMA_NEWER) when the store's schema is newer than this build (upgrade the
- * collector, never downgrade the database), 1 when the store cannot be opened. The package's
+ * collector, never downgrade the database), 4 when the system refuses the database's directory,
+ * 6 for bad config, 1 when the store cannot be opened otherwise. The package's
  * unit runs it before every start (ExecStartPre), so an upgrade's restart migrates first and
  * the journal says what it did.
  */

@@ -35,5 +35,6 @@ export const GUARDD_PROGRAM: ProgramSpec = {
     'guardd --local',
     'sudo guardd --local --enforce --local-policy my-policy.json',
   ],
-  exitCodes: ['OK', 'UNEXPECTED', 'USAGE', 'FORBIDDEN', 'CONFIG'],
+  // SCHEMA_NEWER: --local opens its embedded collector's database before anything else.
+  exitCodes: ['OK', 'UNEXPECTED', 'USAGE', 'FORBIDDEN', 'CONFIG', 'SCHEMA_NEWER'],
 };

@@ -7,6 +7,7 @@
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Guardd, ROOT, runGuardctl, startGuardd } from '../helpers/daemon.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -306,6 +307,30 @@ describe('guardd and guard-collector: the same error style, exit codes and hints
       expect(db.stderr).toContain('--db FILE in a directory you may write');
       expect(db.stderr).not.toMatch(/\n\s+at /);
     }
+  });
+
+  it("guardd --local on its embedded collector's database of a newer schema: the exit code its --help lists for that, the database untouched", () => {
+    // guardd's help once listed only 0, 1, 2, 4 and 6, though --local opens a collector database
+    const local = join(dir, 'newer-local');
+    mkdirSync(local, { mode: 0o700 });
+    const db = new Database(join(local, 'collector.db'));
+    db.pragma('user_version = 99');
+    db.close();
+    const policy = join(ROOT, 'policy', 'example-policy.json');
+    const r = programAs('guardd', ['--local', '--local-dir', local, '--local-policy', policy], {}, false);
+    expect(r.status, r.stderr).toBe(11);
+    expect(r.stderr).toMatch(
+      /^guardd: cannot start: .*schema version 99, newer than this collector.*\[GUARD_STORE_SCHEMA_NEWER\]$/m,
+    );
+    const help = programAs('guardd', ['--help'], {}, false).stdout;
+    expect(help).toMatch(
+      new RegExp(
+        `\\nExit codes:\\n(?: +\\d+ {2}.*\\n)* +${r.status} {2}[^\\n]*guardd --local's embedded one[^\\n]*schema is newer`,
+      ),
+    );
+    const after = new Database(join(local, 'collector.db'), { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(99);
+    after.close();
   });
 
   it('guard-collector with a bad config: exit 6 with the setting named and where the settings are listed', () => {
