@@ -302,6 +302,18 @@ describe('guardctl policy publish', () => {
       ]);
       expect(denied.code).toBe(4);
       expect(JSON.parse(denied.stdout || denied.stderr).error.code).toBe('GUARD_COLLECTOR_UNAUTHORIZED');
+      // a token file with a line break inside: refused before sending, the token never printed
+      // (fetch's refusal of the header quoted it whole)
+      const secretHalf = 'no-echo-5d1f0c2a';
+      writeFileSync(otherToken, `${other.adminToken}\n${secretHalf}\n`);
+      const broken = await guardctl([
+        ...['policy', 'publish', v2, '--key', strangerKeyFile, '--collector', other.url],
+        ...['--admin-token-file', otherToken, '--json'],
+      ]);
+      expect(broken.code).toBe(2);
+      expect(JSON.parse(broken.stdout || broken.stderr).error.code).toBe('GUARD_CLI_USAGE');
+      expect(broken.stdout + broken.stderr).not.toContain(secretHalf);
+      expect(broken.stdout + broken.stderr).not.toContain(other.adminToken);
     } finally {
       await other.close();
     }

@@ -106,6 +106,13 @@ export function adminTarget(options: Record<string, unknown>, command: string): 
   const tokenFile = typeof options.adminTokenFile === 'string' ? options.adminTokenFile : '';
   if (!tokenFile) throw new GuardError('GUARD_CLI_USAGE', `${command} needs --admin-token-file <file>`);
   const token = readTextFile(tokenFile, 'admin token file').trim();
+  // A token with a line break or a control character inside cannot be a header value; fetch's
+  // refusal would quote the whole header, the token with it, on the terminal and in CI logs.
+  if (!/^[\x21-\x7e]+$/.test(token))
+    throw new GuardError(
+      'GUARD_CLI_USAGE',
+      `${command}: the admin token file ${tokenFile} must hold one token (printable ASCII, no spaces or line breaks inside); it is not sent`,
+    );
   const by = typeof options.by === 'string' ? options.by : `${userInfo().username}@${hostname()}`;
   const message = typeof options.message === 'string' ? options.message : '';
   return { base, token, by, message };
@@ -130,7 +137,10 @@ export async function adminRequest(
       signal: AbortSignal.timeout(PUBLISH_TIMEOUT_MS),
     });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    // never the token, whatever a fetch error quotes
+    const cause = String((err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message)
+      .split(target.token)
+      .join('[admin token]');
     throw new GuardError(
       'GUARD_CLI_PUBLISH_FAILED',
       `cannot reach the collector at ${target.base.origin}: ${cause}`,
