@@ -1,7 +1,11 @@
 /**
  * Owns opening SQLite files: WAL mode, the durability setting, schema migrations keyed on
  * `PRAGMA user_version`, and recovery from a corrupt file (moved aside — kept for forensics,
- * never deleted — and recreated empty; the caller turns `recovered` into an event).
+ * never deleted — and recreated empty; the caller turns `recovered` into an event). Only a file
+ * SQLite calls corrupt or not a database, or one failing the integrity check, is moved aside; one
+ * it cannot open for another reason (locked by another process past the busy timeout, no
+ * permission, a directory) is left where it is and refused with GUARD_STORE_IO — a live database
+ * held by another guardd must never be mistaken for a broken one.
  */
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -46,6 +50,8 @@ export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDa
     db = openAndCheck(file, options.integrity ?? 'full');
   } catch (err) {
     const problem = (err as Error).message;
+    if (!isCorrupt(err))
+      throw new GuardError('GUARD_STORE_IO', `cannot open database ${file}: ${problem}`, { file });
     const movedTo = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     for (const suffix of ['', '-wal', '-shm']) {
       if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
@@ -65,6 +71,15 @@ export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDa
   return { db, recovered };
 }
 
+/** A failed integrity check (openAndCheck). */
+class IntegrityError extends Error {}
+
+/** Whether opening failed because the file is damaged (not because it is busy or out of reach). */
+function isCorrupt(err: unknown): boolean {
+  const code = String((err as { code?: unknown }).code ?? '');
+  return err instanceof IntegrityError || /^SQLITE_(CORRUPT|NOTADB)/.test(code);
+}
+
 function openAndCheck(file: string, integrity: 'full' | 'header'): Db {
   const db = new Database(file);
   try {
@@ -77,7 +92,7 @@ function openAndCheck(file: string, integrity: 'full' | 'header'): Db {
     const rows = db.pragma('integrity_check') as { integrity_check: string }[];
     const ok = rows.length === 1 && rows[0]?.integrity_check === 'ok';
     if (!ok)
-      throw new Error(
+      throw new IntegrityError(
         `integrity_check: ${rows
           .map((r) => r.integrity_check)
           .join('; ')

@@ -1,4 +1,12 @@
-import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -67,6 +75,38 @@ describe('openDatabase', () => {
     expect(full.recovered?.problem).toMatch(/integrity_check|malformed/);
     full.db.close();
   });
+
+  it('leaves a database it cannot open for another reason where it is (GUARD_STORE_IO): locked by another process, a directory', () => {
+    // A live database another guardd holds (here: an exclusive transaction past the 5 s busy
+    // timeout) was once taken for a corrupt one and moved aside from under it.
+    const held = join(dir, 'held.db');
+    const holder = new Database(held);
+    holder.pragma('journal_mode = DELETE');
+    holder.exec('CREATE TABLE t(a); INSERT INTO t VALUES (1);');
+    holder.exec('BEGIN EXCLUSIVE');
+    const codeOf = (file: string): string => {
+      try {
+        openDatabase(file, { migrations: MIGRATIONS }).db.close();
+        return 'opened';
+      } catch (err) {
+        return isGuardError(err) ? err.code : `other: ${(err as Error).message}`;
+      }
+    };
+    try {
+      expect(codeOf(held)).toBe('GUARD_STORE_IO');
+    } finally {
+      holder.exec('ROLLBACK');
+      holder.close();
+    }
+    expect(readdirSync(dir).filter((f) => f.startsWith('held.db.corrupt-'))).toEqual([]);
+    expect(new Database(held, { readonly: true }).prepare('SELECT a FROM t').get()).toEqual({ a: 1 });
+
+    const folder = join(dir, 'folder.db');
+    mkdirSync(folder);
+    expect(codeOf(folder)).toBe('GUARD_STORE_IO');
+    expect(statSync(folder).isDirectory()).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith('folder.db.corrupt-'))).toEqual([]);
+  }, 20_000);
 
   it('refuses a database from a newer guardd instead of downgrading it', () => {
     const file = join(dir, 'newer.db');
