@@ -31,6 +31,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname } from 'node:path';
 import { GuardError, isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { socketPaths } from '../common/platform-paths.js';
 import { loadPeerCredentials, type PeerCredentialsReader } from './peer-credentials.js';
 import { type ControlMethods, type ControlResponse, MAX_REQUEST_BYTES } from './protocol.js';
 
@@ -607,6 +608,20 @@ function fail(id: number | null, err: unknown): ControlResponse {
 }
 
 /** True when something accepts connections on `path`. */
+/**
+ * Throws GUARD_CONTROL_SOCKET_IN_USE when a guardd answers on either control socket of
+ * `socketDir`: what a second guardd checks before it touches anything (state database, quarantine,
+ * pre-exec listener, local mode's files), so starting one twice cannot disturb the one running.
+ */
+export async function assertNoDaemonAnswers(socketDir: string): Promise<void> {
+  const paths = socketPaths(socketDir);
+  for (const path of [paths.public, paths.admin])
+    if (await answers(path))
+      throw new GuardError('GUARD_CONTROL_SOCKET_IN_USE', `another guardd already listens on ${path}`, {
+        path,
+      });
+}
+
 function answers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createConnection(path);

@@ -3,16 +3,19 @@
  * (bad config → one clear line, a hint and exit 6, no stack trace; errors are printed and mapped
  * to exit codes by the one table in src/cli/error-message.ts), building the daemon through the
  * composition root, signals (SIGINT/SIGTERM stop cleanly, SIGHUP re-fetches the policy) and the
- * exit code (a stopped guardd exits within EXIT_GRACE_MS even when a leaked handle would keep it).
+ * exit code (a stopped guardd, or one whose start failed, exits within EXIT_GRACE_MS even when a
+ * leaked handle would keep it). A guardd already answering on the control sockets is left alone:
+ * a second one exits (GUARD_CONTROL_SOCKET_IN_USE) before it touches any of its state.
  */
 import { createProgram, reportError, startFailure } from '../cli/program.js';
 import { GuardError } from '../common/errors.js';
 import { createRootLogger, type Logger } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
 import { loadConfig } from '../config/load-config.js';
+import { assertNoDaemonAnswers } from '../control/control-server.js';
 import { buildDaemon, type Daemon } from './deps.js';
 import { GUARDD_PROGRAM } from './guardd-program.js';
-import { prepareLocalMode } from './local-mode.js';
+import { type LocalMode, localSocketDir, prepareLocalMode } from './local-mode.js';
 import { raisePriority } from './priority.js';
 
 /** How long a stopped guardd may take to exit on its own before it exits by force (ms). */
@@ -62,11 +65,16 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   let logger: Logger | undefined;
   let daemon: Daemon | undefined;
+  let local: LocalMode | null = null;
   let configFile: string | undefined;
   try {
-    const local = flags.local
+    // A guardd already running on these sockets is left alone: checked before local mode rewrites
+    // its files and before the state database, quarantine or pre-exec listener are touched.
+    const localDir = flags.localDir ?? '.toolguard';
+    if (flags.local) await assertNoDaemonAnswers(localSocketDir(localDir));
+    local = flags.local
       ? await prepareLocalMode({
-          dir: flags.localDir ?? '.toolguard',
+          dir: localDir,
           logger: createRootLogger('warn'),
           enforce: flags.enforce === true,
           ...(flags.localPolicy ? { policyBodyFile: flags.localPolicy } : {}),
@@ -77,6 +85,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       file: configFile,
       required: flags.config !== undefined || local !== null,
     });
+    await assertNoDaemonAnswers(config['paths.socket_dir']);
     logger = createRootLogger(config['log.level']);
     raisePriority(logger);
     daemon = await buildDaemon({ config, logger, local });
@@ -84,8 +93,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     const failure = startFailure(err);
     if (failure.code === 'GUARD_CLI_START_FAILED') logger?.fatal({ err }, 'guardd failed to start');
-    await daemon?.stop('start_failed').catch(() => {});
-    return reportError(failure, { program: 'guardd', configFile });
+    if (daemon) await daemon.stop('start_failed').catch(() => {});
+    // built or not, local mode's embedded collector is guardd's to close
+    else await local?.collector.close().catch(() => {});
+    const code = reportError(failure, { program: 'guardd', configFile });
+    // a handle left open by the failed start (a leak) must not keep it from exiting
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    return code;
   }
 
   const running = daemon;

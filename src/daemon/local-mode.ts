@@ -34,6 +34,11 @@ import { POLICY_PAYLOAD_TYPE, type PolicyBody } from '../policy/policy-types.js'
 /** Local policies are valid this long from each start: long enough for a demo, short enough to show expiry exists. */
 const LOCAL_POLICY_VALIDITY_DAYS = 14;
 
+/** The control socket directory of `guardd --local --local-dir <dir>`. */
+export function localSocketDir(dir: string): string {
+  return join(resolve(dir), 'run');
+}
+
 export interface LocalMode {
   readonly dir: string;
   readonly configFile: string;
@@ -127,7 +132,7 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
   const configFile = join(dir, 'config.json');
   const config = {
     '//': 'Written by `guardd --local` at every start. A real deployment gets its config from MDM.',
-    paths: { state_dir: join(dir, 'state'), socket_dir: join(dir, 'run'), bootstrap_policy: policyFile },
+    paths: { state_dir: join(dir, 'state'), socket_dir: localSocketDir(dir), bootstrap_policy: policyFile },
     collector: { url: collector.url, enroll_secret_file: join(dir, 'enroll-secret') },
     policy: { trusted_keys: [publicKeyPem], refresh_cron: '* * * * *', refresh_jitter_s: 0 },
     sensors: { install: { homes: [demoHome], extra_roots: [demoRoot], system_roots: false } },

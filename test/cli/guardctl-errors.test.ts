@@ -122,15 +122,7 @@ describe('guardctl failures a person can cause', () => {
 
   it('doctor in local mode checks no system service and never suggests systemctl', async () => {
     const local = join(dir, 'local');
-    const policy = join(dir, 'local-policy.json');
-    const example = JSON.parse(readFileSync(join(ROOT, 'policy/example-policy.json'), 'utf8'));
-    example.rules = example.rules.map((r: { id: string }) => ({
-      ...r,
-      process: { names: [`tgcl-local-${r.id}`] },
-      packages: [],
-      paths: [],
-    }));
-    writeFileSync(policy, JSON.stringify(example));
+    const policy = localPolicy();
     let out = '';
     const child = spawnAs(
       null,
@@ -180,6 +172,24 @@ describe('guardctl failures a person can cause', () => {
 });
 
 /** Runs one of the three built programs as `user` (or as root when `asUser` is false). */
+/**
+ * The example ban list with every rule renamed to a `tgcl-local-*` program name and no package or
+ * path rules, for the local-mode daemons here: they must not act on anything else on the machine.
+ */
+function localPolicy(): string {
+  const policy = join(dir, 'local-policy.json');
+  if (existsSync(policy)) return policy;
+  const example = JSON.parse(readFileSync(join(ROOT, 'policy/example-policy.json'), 'utf8'));
+  example.rules = example.rules.map((r: { id: string }) => ({
+    ...r,
+    process: { names: [`tgcl-local-${r.id}`] },
+    packages: [],
+    paths: [],
+  }));
+  writeFileSync(policy, JSON.stringify(example));
+  return policy;
+}
+
 function programAs(
   program: 'guardd' | 'guard-collector' | 'guardctl',
   args: readonly string[],
@@ -191,6 +201,8 @@ function programAs(
     cwd: '/',
     encoding: 'utf8',
     timeout: 30_000,
+    // SIGKILL: a program that hangs past the timeout may ignore SIGTERM (guardd holds it while starting)
+    killSignal: 'SIGKILL',
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: asUser ? user.home : '/root', ...env },
   });
 }
@@ -276,6 +288,75 @@ describe('guardd and guard-collector: the same error style, exit codes and hints
     expect(r.stderr).toContain('[GUARD_CONTROL_SOCKET_IN_USE]');
     expect(r.stderr).toContain('Another guardd already runs');
     expect(runGuardctl(['--socket-dir', guardd.socketDir, 'status']).code).toBe(0);
+
+    // the running one's own config (its state database too): refused before that is opened — it
+    // once wrote agent.started and agent.stopped into the live database first
+    const lifecycle = (): string[] =>
+      ['agent.started', 'agent.stopped'].flatMap((type) =>
+        runGuardctl(['--socket-dir', guardd.socketDir, '--json', 'events', '--type', type])
+          .json<{ events: { event: { id: string } }[] }>()
+          .events.map((e) => e.event.id),
+      );
+    const before = lifecycle();
+    const same = programAs('guardd', ['--config', guardd.configFile], {}, false);
+    expect(same.status, same.stderr).toBe(1);
+    expect(same.stderr).toContain('[GUARD_CONTROL_SOCKET_IN_USE]');
+    expect(lifecycle()).toEqual(before);
+  });
+
+  it('a second guardd --local on a running one’s directory: refused before it rewrites the config, the policy or the key', async () => {
+    const local = join(dir, 'twice-local');
+    const child = spawnAs(
+      null,
+      process.execPath,
+      [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', local, '--local-policy', localPolicy()],
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
+    );
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d;
+    });
+    child.stderr?.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise((res) => child.once('exit', res));
+    try {
+      await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output: ${out})`, {
+        timeoutMs: 30_000,
+      });
+      const files = ['config.json', 'policy.dsse.json', 'dev-signing-key.pub.pem'].map((f) => join(local, f));
+      const before = files.map((f) => readFileSync(f, 'utf8'));
+      const r = programAs(
+        'guardd',
+        ['--local', '--local-dir', local, '--local-policy', localPolicy()],
+        {},
+        false,
+      );
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toContain('[GUARD_CONTROL_SOCKET_IN_USE]');
+      expect(files.map((f) => readFileSync(f, 'utf8'))).toEqual(before);
+      expect(runGuardctl(['--config', join(local, 'config.json'), 'status']).code).toBe(0);
+    } finally {
+      child.kill('SIGINT');
+      await exited;
+    }
+  });
+
+  it('guardd --local whose own state database is of a newer schema: exits with its error (it once hung, its embedded collector left open)', () => {
+    const local = join(dir, 'newer-state-local');
+    mkdirSync(join(local, 'state'), { recursive: true, mode: 0o700 });
+    const db = new Database(join(local, 'state', 'guardd.db'));
+    db.pragma('user_version = 99');
+    db.close();
+    const r = programAs(
+      'guardd',
+      ['--local', '--local-dir', local, '--local-policy', localPolicy()],
+      {},
+      false,
+    );
+    expect(r.signal, 'guardd --local did not exit (killed at the 30 s timeout)').toBeNull();
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^guardd: cannot start: .*schema version 99 is newer.*\[GUARD_STORE_IO\]$/m);
   });
 
   it('guard-collector without the rights for its port or its directory: exit 4 with the fix', () => {
