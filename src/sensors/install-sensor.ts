@@ -7,7 +7,8 @@
  *
  * How it stays cheap and bounded:
  * - chokidar at depth 0 on each root and each `@scope` dir (one watch per directory that can hold
- *   packages, never one per package or file); depth 0 on "anchor" dirs where a root may appear
+ *   packages, never one per package or file; at most MAX_WATCHED_DIRS_PER_HOME per home, the rest left
+ *   to the full rescans); depth 0 on "anchor" dirs where a root may appear
  *   later (a user installs nvm) — an event there re-runs discovery; a full rescan at start, on the
  *   node-cron schedule and when a new policy arrives catches anything a watcher missed.
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
@@ -81,6 +82,13 @@ const MAX_SKIPPED_REMEMBERED = 10_000;
 const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
 const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
+/**
+ * Roots and scope dirs watched per home (a system or extra root: per root). A watch costs an
+ * inotify watch and ~3 KiB of heap, and a directory costs its owner one `mkdir`: unbounded, one
+ * user's 50,000 `@scope` dirs passed the unit's heap cap. Real homes have tens; past the budget a
+ * directory is counted `watch_budget_exceeded` and left to the full rescans.
+ */
+const MAX_WATCHED_DIRS_PER_HOME = 2_048;
 
 /** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
 const MAX_BIN_DIRS_REMEMBERED = 10_000;
@@ -149,7 +157,12 @@ export class InstallSensor implements Sensor {
   private matcher: Matcher | null = null;
   private running = false;
   private roots = new Map<string, InstallRoot>();
+  /** Watched scope dirs → their root (a scope dir past its home's watch budget is not listed). */
   private scopeDirs = new Map<string, InstallRoot>();
+  /** Roots and scope dirs the root watcher watches → the budget they count against (see watchDir). */
+  private readonly watchedDirs = new Map<string, string>();
+  /** Budget key (a home, or a system or extra root's path) → how many of its dirs are watched. */
+  private readonly watchBudget = new Map<string, number>();
   private anchors = new Set<string>();
   private globs: PathGlob[] = [];
   private globBases = new Set<string>();
@@ -221,6 +234,8 @@ export class InstallSensor implements Sensor {
     this.sweepRetries.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
+    this.watchedDirs.clear();
+    this.watchBudget.clear();
     await this.cronTask?.destroy();
     this.cronTask = null;
     const watchers = [this.rootWatcher, this.anchorWatcher, ...this.globWatchers.values()];
@@ -247,7 +262,7 @@ export class InstallSensor implements Sensor {
         roots: [...this.roots.keys()],
         anchors: this.anchors.size,
         path_globs: this.globs.length,
-        watched_dirs: this.roots.size + this.scopeDirs.size + this.anchors.size + this.globBases.size,
+        watched_dirs: this.watchedDirs.size + this.anchors.size + this.globBases.size,
         pending: this.pending.size,
         reported: this.reported.size,
         scans: this.scans,
@@ -342,15 +357,17 @@ export class InstallSensor implements Sensor {
       }
       // A root that vanished may be npm's rollback of an install that created it.
       vanished.push(old);
-      this.rootWatcher?.unwatch(path);
-      for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
+      this.unwatchDir(path);
+      for (const [scope, r] of this.scopeDirs) {
+        if (r.path !== path) continue;
+        this.scopeDirs.delete(scope);
+        this.unwatchDir(scope);
+      }
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
-      if (!this.roots.has(path)) {
-        this.rootWatcher?.add(path);
-        added.push(root);
-      }
+      if (!this.roots.has(path)) added.push(root);
+      this.watchDir(path, root); // a root past its home's budget is tried again at each discovery
     }
     this.roots = newRoots;
 
@@ -478,9 +495,8 @@ export class InstallSensor implements Sensor {
   private async addScope(scopeDir: string, root: InstallRoot, fromWatch = false): Promise<void> {
     const st = await lstat(scopeDir).catch(() => null);
     if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
-    if (!this.scopeDirs.has(scopeDir)) {
+    if (!this.scopeDirs.has(scopeDir) && this.watchDir(scopeDir, root)) {
       this.scopeDirs.set(scopeDir, root);
-      this.rootWatcher?.add(scopeDir);
       // A package moved in between the listing below and the new watch going live has no event:
       // the catch-up lists the scope dir once more (as for new roots).
       if (fromWatch) {
@@ -491,6 +507,35 @@ export class InstallSensor implements Sensor {
     for (const entry of await this.listDir(scopeDir)) {
       if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, fromWatch);
     }
+  }
+
+  /**
+   * Watches a root or scope dir of `root` unless its home's MAX_WATCHED_DIRS_PER_HOME are taken
+   * (then counted; false). Idempotent.
+   */
+  private watchDir(path: string, root: InstallRoot): boolean {
+    if (this.watchedDirs.has(path)) return true;
+    const key = root.home ?? root.path;
+    const n = this.watchBudget.get(key) ?? 0;
+    if (n >= MAX_WATCHED_DIRS_PER_HOME) {
+      this.count('watch_budget_exceeded', key);
+      return false;
+    }
+    this.watchBudget.set(key, n + 1);
+    this.watchedDirs.set(path, key);
+    this.rootWatcher?.add(path);
+    return true;
+  }
+
+  /** Stops watching `path` (if watchDir watched it) and gives its place in the budget back. */
+  private unwatchDir(path: string): void {
+    const key = this.watchedDirs.get(path);
+    if (key === undefined) return;
+    this.watchedDirs.delete(path);
+    const n = (this.watchBudget.get(key) ?? 1) - 1;
+    if (n > 0) this.watchBudget.set(key, n);
+    else this.watchBudget.delete(key);
+    this.rootWatcher?.unwatch(path);
   }
 
   private async listDir(dir: string): Promise<string[]> {
@@ -565,10 +610,7 @@ export class InstallSensor implements Sensor {
   private onRootEvent(event: string, path: string): void {
     if (!this.running) return;
     if (event === 'unlink' || event === 'unlinkDir') {
-      if (this.scopeDirs.has(path)) {
-        this.scopeDirs.delete(path);
-        this.rootWatcher?.unwatch(path);
-      }
+      if (this.scopeDirs.delete(path)) this.unwatchDir(path);
       this.track(this.pruneReported());
       return;
     }
