@@ -70,6 +70,8 @@ export interface Discovery {
   readonly anchors: readonly string[];
   /** Homes (or 'system', 'extra') skipped this round because a call did not answer in time. */
   readonly stalled: readonly string[];
+  /** Homes (or 'system', 'extra') with a pattern that had more than MAX_WILDCARD_ENTRIES roots or dirs at one level. */
+  readonly truncated: readonly string[];
   /**
    * Roots that would be at a fixed path (no `*` in the pattern, extra roots, `.npmrc` prefixes) but
    * do not exist now: an install that created the root and was reverted (npm removes a root it
@@ -81,7 +83,12 @@ export interface Discovery {
 
 /** `.npmrc` files larger than this are not read for `prefix=` (real ones are a few hundred bytes). */
 const MAX_NPMRC_BYTES = 64 * 1024;
-/** At most this many expansions of one `*` segment (a home with 10 000 node versions is hostile). */
+/**
+ * At most this many directories per level of one pattern, its roots included (a home with 10,000
+ * node versions is hostile): a `*` segment lists at most this many names, and a pattern with two
+ * (pnpm dlx, Volta's scoped packages) at most this many in all — 256 × 256 of a user's empty dirs
+ * were 65,536 roots, ~80 MiB of guardd's heap. The first by name are kept (sorted listings).
+ */
 const MAX_WILDCARD_ENTRIES = 256;
 /** Ancestors looked at to anchor a missing root's base (real paths are a handful deep). */
 const MAX_ANCHOR_HOPS = 32;
@@ -245,6 +252,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
   /** Absent root path → the root and the key whose calls found it missing. */
   const absent = new Map<string, { root: InstallRoot; key: string }>();
   const seen = new Set<string>();
+  const truncated = new Set<string>();
   const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
     const id = await probe.dirId(key, root.path);
     if (!id || seen.has(id)) return;
@@ -303,12 +311,18 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     let frontier = [pattern.base];
     for (const [i, seg] of pattern.segments.entries()) {
       const next: string[] = [];
+      let full = false;
       for (const dir of frontier) {
+        if (full) break;
         if (seg === '*' || seg === '@*') {
           anchors.add(dir);
-          for (const name of (await probe.listDirs(key, dir)).slice(0, MAX_WILDCARD_ENTRIES)) {
-            if (seg === '@*' ? name.startsWith('@') : !name.startsWith('.')) next.push(p.join(dir, name));
+          for (const name of await probe.listDirs(key, dir)) {
+            if (seg === '@*' ? !name.startsWith('@') : name.startsWith('.')) continue;
+            full = next.length >= MAX_WILDCARD_ENTRIES;
+            if (full) break;
+            next.push(p.join(dir, name));
           }
+          if (full) truncated.add(key);
         } else {
           const child = p.join(dir, seg);
           if (await probe.isDir(key, child)) next.push(child);
@@ -327,6 +341,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     roots,
     anchors: [...anchors].sort(),
     stalled: [...probe.stalled].sort(),
+    truncated: [...truncated].sort(),
     // A key that stalled did not say what is missing: its roots are unknown this round, not absent.
     absent: [...absent.values()]
       .filter((a) => !present.has(a.root.path) && !probe.stalled.has(a.key))

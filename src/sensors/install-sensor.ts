@@ -343,6 +343,7 @@ export class InstallSensor implements Sensor {
     // loaded machine, not only a hung mount), and a root dropped for that would stop reporting
     // what is installed into it — or removed from it — until some later discovery re-added it.
     for (const home of found.stalled) this.count('discovery_stalled', home);
+    for (const home of found.truncated) this.count('discovery_truncated', home);
     const stalled = new Set(found.stalled);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
     const vanished: InstallRoot[] = [];

@@ -1,10 +1,12 @@
 /**
- * One user cannot make guardd hold a watch (an inotify watch and ~3 KiB of heap each) for every
- * directory they make: a real unprivileged user fills their own global npm root with `@scope`
- * directories (one `mkdir` each; 20,000 took guardd's heap up ~59 MiB, and a root may list 50,000,
- * so one home's flood alone passed the unit's 192 MiB heap cap and every start of guardd aborted
- * out of memory). A home's roots and scope dirs are watched up to a budget; what is past it is
- * counted and found by the full rescans, and the budget a scope dir held is free again once it goes.
+ * One user's flood of empty directories in their own trees cannot make guardd hold memory for
+ * each (a directory costs its owner one `mkdir`; the unit caps guardd's heap at 192 MiB, past
+ * which every start aborts out of memory):
+ *  - roots and `@scope` dirs are watched up to a budget per home (an inotify watch and ~3 KiB of
+ *    heap each: 20,000 scope dirs took the heap up ~59 MiB, and a root may list 50,000); what is
+ *    past it is counted and found by the root's events and the full rescans;
+ *  - a root pattern with two `*` (pnpm dlx, Volta's scoped packages) yields at most 256 roots,
+ *    not 256 × 256 (65,536 roots were ~80 MiB of heap).
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ import { createTestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
 import { BANNED, BANNED_UNSCOPED, makeRig } from './harness.js';
 
-const base = tempDir('tg-watch-budget-');
+const base = tempDir('tg-dir-flood-');
 const FLOOD = 3_000;
 
 /** Runs `script` (node -e) as `user`, with `args`; fails on a non-zero exit. */
@@ -42,7 +44,7 @@ it("a user's flood of scope dirs holds at most their budget of watches; the rest
   const user = createTestUser('tgwb');
   const root = join(user.home, '.npm-global', 'lib', 'node_modules');
   nodeAs(user, MKDIRS, root, String(FLOOD));
-  const rig = await makeRig({ dir: base, homes: [user.home], action: 'warn' });
+  const rig = await makeRig({ dir: join(base, 'scopes'), homes: [user.home], action: 'warn' });
   try {
     const st = rig.sensor.status();
     expect(st.details.watched_dirs).toBeLessThanOrEqual(2_100);
@@ -61,6 +63,34 @@ it("a user's flood of scope dirs holds at most their budget of watches; the rest
       { timeoutMs: 25_000 },
     );
     expect(ev).toMatchObject({ package: { name: BANNED } });
+  } finally {
+    await rig.close();
+  }
+});
+
+const MKROOTS = `const fs = require('node:fs'); const [dlx, a, b] = process.argv.slice(1);
+for (let i = 0; i < Number(a); i++)
+  for (let j = 0; j < Number(b); j++) fs.mkdirSync(dlx + '/k' + i + '/v' + j + '/node_modules', { recursive: true });`;
+
+it("a user's pnpm dlx dirs yield at most 256 roots, counted; a root among them is still scanned", async () => {
+  const user = createTestUser('tgwb');
+  const dlx = join(user.home, '.cache', 'pnpm', 'dlx');
+  nodeAs(user, MKROOTS, dlx, '3', '200');
+  const rig = await makeRig({ dir: join(base, 'roots'), homes: [user.home], action: 'warn' });
+  try {
+    const st = rig.sensor.status();
+    const roots = st.details.roots as string[];
+    expect(roots.length).toBe(256);
+    expect(st.skipped.discovery_truncated).toBe(1);
+    // The first by name are kept: k0/v0 is a root, and a banned package in it is reported.
+    const root = join(dlx, 'k0', 'v0', 'node_modules');
+    expect(roots).toContain(root);
+    nodeAs(user, PACKAGE, join(user.home, 'stage'), join(root, BANNED_UNSCOPED), BANNED_UNSCOPED);
+    await rig.sensor.rescan();
+    const ev = await waitFor(() => rig.sink.ofType('package.warned')[0], 'package.warned', {
+      timeoutMs: 25_000,
+    });
+    expect(ev).toMatchObject({ package: { name: BANNED_UNSCOPED, path: join(root, BANNED_UNSCOPED) } });
   } finally {
     await rig.close();
   }
