@@ -195,6 +195,8 @@ export class InstallSensor implements Sensor {
   private readonly sweepRetries = new Map<string, SweepRetry>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
+  /** Leftover sweeps run (each reads a root's bin dirs). */
+  private sweeps = 0;
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -268,6 +270,7 @@ export class InstallSensor implements Sensor {
         scans: this.scans,
         observations: this.observations,
         reverted_installs: this.reverted,
+        leftover_sweeps: this.sweeps,
       },
       skipped: { ...this.skipped },
     };
@@ -309,7 +312,7 @@ export class InstallSensor implements Sensor {
     await this.rediscover();
     for (const root of [...this.roots.values()]) {
       await this.scanRoot(root);
-      await this.sweepLeftovers(root, { hint: null });
+      await this.sweepLeftovers(root, { hints: [] });
     }
     for (const g of this.globs) await this.scanGlob(g);
     await this.pruneReported();
@@ -415,7 +418,7 @@ export class InstallSensor implements Sensor {
     this.lastAdded = { roots: added, bases: newBases };
     for (const root of added) this.catchUpRoots.set(root.path, root);
     for (const base of newBases) this.catchUpBases.add(base);
-    for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
+    for (const root of vanished) this.track(this.sweepLeftovers(root, { hints: [] }));
     for (const root of found.absent) this.sweepAbsent(root);
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
@@ -729,7 +732,7 @@ export class InstallSensor implements Sensor {
       // install script): report it if it was banned, and look for links it left behind.
       const code = (err as NodeJS.ErrnoException).code;
       if (p.kind === 'package' && p.root && (code === 'ENOENT' || code === 'ENOTDIR') && p.attempts > 0)
-        this.track(this.sweepLeftovers(p.root, { hint: p.banned ? { path: p.path, ...p.banned } : null }));
+        this.track(this.sweepLeftovers(p.root, { hints: p.banned ? [{ path: p.path, ...p.banned }] : [] }));
       return 'done';
     }
     if (p.kind === 'package') this.gone.delete(p.path);
@@ -859,7 +862,7 @@ export class InstallSensor implements Sensor {
   }
 
   /**
-   * Reports banned packages of `root` that are gone but left a trace: `hint` (a candidate whose
+   * Reports banned packages of `root` that are gone but left a trace: `hints` (candidates whose
    * package.json named a banned package, now vanished) and every symlink in the root's bin dirs
    * whose target lies in `<root>/<banned name>` while nothing is there (npm removed the package
    * and, when it had created it, the root: its bin links stay). Each former path once per policy
@@ -867,20 +870,23 @@ export class InstallSensor implements Sensor {
    * reverted). Reads only: removal is the quarantine action's (as the owner). `ifChanged`: skip
    * bin dirs whose stat is what it was at the last look (absent roots, on every discovery).
    * A sweep that could not look everywhere is done again (sweepAgain); `attempt` counts the
-   * sweeps in a row whose reads were turned away.
+   * sweeps in a row whose reads were turned away. One sweep of a root at a time: one asked for
+   * while another runs or is due joins the one due (a user's candidates vanishing together cost
+   * one read of the bin dirs, not one each).
    */
   private async sweepLeftovers(
     root: InstallRoot,
-    opts: { hint: LeftoverHint | null; ifChanged?: boolean; attempt?: number },
+    opts: { hints: readonly LeftoverHint[]; ifChanged?: boolean; attempt?: number },
   ): Promise<void> {
     const matcher = this.matcher;
     if (!this.running || !matcher || matcher.packageNames.size === 0) return;
     const attempt = opts.attempt ?? 0;
-    if (!opts.hint && this.sweepsInFlight.has(root.path)) {
-      this.sweepAgain(root, null, attempt);
+    if (this.sweepsInFlight.has(root.path) || (opts.hints.length > 0 && this.sweepRetries.has(root.path))) {
+      this.sweepAgain(root, opts.hints, attempt);
       return;
     }
     this.sweepsInFlight.add(root.path);
+    this.sweeps++;
     // Set when a read was turned away (busy or past its deadline): what it would have shown is unknown.
     let stalled = false;
     const turnedAway = (r: { ok: boolean; reason?: string }): boolean =>
@@ -889,7 +895,7 @@ export class InstallSensor implements Sensor {
       const key = root.home ?? 'system';
       const p = this.options.platform === 'win32' ? win32 : posix;
       const found = new Map<string, BannedSeen>();
-      if (opts.hint) found.set(opts.hint.path, opts.hint);
+      for (const h of opts.hints) found.set(h.path, h);
       for (const dir of binDirsFor(root, this.options.platform)) {
         let id: string | null = null;
         if (opts.ifChanged) {
@@ -971,7 +977,7 @@ export class InstallSensor implements Sensor {
           this.log.error({ err }, 'onObservation threw');
         }
       }
-      if (stalled) this.sweepAgain(root, opts.hint, attempt + 1);
+      if (stalled) this.sweepAgain(root, opts.hints, attempt + 1);
     } finally {
       this.sweepsInFlight.delete(root.path);
     }
@@ -981,7 +987,7 @@ export class InstallSensor implements Sensor {
    * Sweeps `root` again SWEEP_RETRY_MS from now (one pending retry per root, keeping every hint).
    * `attempt` > SWEEP_RETRIES: given up, counted `leftover_sweep_stalled`.
    */
-  private sweepAgain(root: InstallRoot, hint: LeftoverHint | null, attempt: number): void {
+  private sweepAgain(root: InstallRoot, hints: readonly LeftoverHint[], attempt: number): void {
     if (!this.running) return;
     if (attempt > SWEEP_RETRIES) {
       this.count('leftover_sweep_stalled', root.path);
@@ -993,9 +999,7 @@ export class InstallSensor implements Sensor {
         timer: setTimeout(() => {
           this.sweepRetries.delete(root.path);
           if (!this.running) return;
-          if (r.hints.size === 0) this.track(this.sweepLeftovers(root, { hint: null, attempt: r.attempt }));
-          for (const h of r.hints.values())
-            this.track(this.sweepLeftovers(root, { hint: h, attempt: r.attempt }));
+          this.track(this.sweepLeftovers(root, { hints: [...r.hints.values()], attempt: r.attempt }));
         }, SWEEP_RETRY_MS),
         hints: new Map(),
         attempt,
@@ -1004,7 +1008,7 @@ export class InstallSensor implements Sensor {
       this.sweepRetries.set(root.path, r);
     }
     retry.attempt = Math.max(retry.attempt, attempt);
-    if (hint && retry.hints.size < MAX_PENDING) retry.hints.set(hint.path, hint);
+    for (const h of hints) if (retry.hints.size < MAX_PENDING) retry.hints.set(h.path, h);
   }
 
   /** Sweeps an absent root's bin dirs now, or once at the end of its ABSENT_SWEEP_INTERVAL_MS. */
@@ -1015,7 +1019,7 @@ export class InstallSensor implements Sensor {
       this.absentSwept.delete(root.path);
       if (this.absentSwept.size >= MAX_BIN_DIRS_REMEMBERED) this.absentSwept.clear();
       this.absentSwept.set(root.path, performance.now());
-      this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
+      this.track(this.sweepLeftovers(root, { hints: [], ifChanged: true }));
     };
     const delay = wait - performance.now();
     if (delay <= 0) {

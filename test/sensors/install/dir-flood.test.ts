@@ -6,7 +6,9 @@
  *    heap each: 20,000 scope dirs took the heap up ~59 MiB, and a root may list 50,000); what is
  *    past it is counted and found by the root's events and the full rescans;
  *  - a root pattern with two `*` (pnpm dlx, Volta's scoped packages) yields at most 256 roots,
- *    not 256 × 256 (65,536 roots were ~80 MiB of heap).
+ *    not 256 × 256 (65,536 roots were ~80 MiB of heap);
+ *  - banned candidates vanishing together (each one sent a sweep of every link in the root's bin
+ *    dirs: 10,000 candidates × 5,000 links were 50 million readlinks) cost one or two sweeps.
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -91,6 +93,46 @@ it("a user's pnpm dlx dirs yield at most 256 roots, counted; a root among them i
       timeoutMs: 25_000,
     });
     expect(ev).toMatchObject({ package: { name: BANNED_UNSCOPED, path: join(root, BANNED_UNSCOPED) } });
+  } finally {
+    await rig.close();
+  }
+});
+
+const VANISHING = `const fs = require('node:fs'); const [root, bin, links, n] = process.argv.slice(1);
+fs.mkdirSync(bin, { recursive: true });
+for (let i = 0; i < Number(links); i++) fs.symlinkSync('../lib/node_modules/decoy' + i + '/cli.js', bin + '/decoy' + i);
+const stage = root + '/../stage';
+for (let i = 0; i < Number(n); i++) {
+  fs.mkdirSync(stage + i, { recursive: true });
+  fs.writeFileSync(stage + i + '/package.json', JSON.stringify({ name: 'banned-tool', version: '1.0.0', bin: { bt: 'cli.js' } }));
+  fs.renameSync(stage + i, root + '/x' + i);
+}`;
+const REMOVE = `const fs = require('node:fs'); const [root, n] = process.argv.slice(1);
+for (let i = 0; i < Number(n); i++) fs.rmSync(root + '/x' + i, { recursive: true });`;
+
+it("a user's banned candidates vanishing at once cost a sweep of their bin dirs, not one each", async () => {
+  const user = createTestUser('tgwb');
+  const prefix = join(user.home, '.npm-global');
+  const root = join(prefix, 'lib', 'node_modules');
+  const rig = await makeRig({ dir: join(base, 'vanish'), homes: [user.home], action: 'warn' });
+  try {
+    // 1,000 links every sweep reads, and 100 banned candidates that wait for their bin link.
+    nodeAs(user, VANISHING, root, join(prefix, 'bin'), '1000', '100');
+    await waitFor(() => rig.sensor.status().details.pending === 100, '100 candidates waiting', {
+      timeoutMs: 25_000,
+    });
+    const before = rig.sensor.status().details.leftover_sweeps as number;
+    nodeAs(user, REMOVE, root, '100');
+    // Each vanished banned package is reported once as removed by its installer…
+    await waitFor(
+      () => rig.observations.filter((o) => o.kind === 'package' && o.removed).length === 100,
+      '100 removals',
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    // …from a few sweeps of the root's bin dirs (the old code swept once per vanished candidate).
+    expect((rig.sensor.status().details.leftover_sweeps as number) - before).toBeLessThanOrEqual(5);
   } finally {
     await rig.close();
   }
