@@ -7,8 +7,8 @@
  *
  * How it stays cheap and bounded:
  * - chokidar at depth 0 on each root and each `@scope` dir (one watch per directory that can hold
- *   packages, never one per package or file; at most MAX_WATCHED_DIRS_PER_HOME per home, the rest left
- *   to the full rescans); depth 0 on "anchor" dirs where a root may appear
+ *   packages, never one per package or file; scope dirs up to MAX_WATCHED_SCOPES a home and owner,
+ *   the rest left to the root's events and the full rescans); depth 0 on "anchor" dirs where a root may appear
  *   later (a user installs nvm) — an event there re-runs discovery; a full rescan at start, on the
  *   node-cron schedule and when a new policy arrives catches anything a watcher missed.
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
@@ -83,12 +83,15 @@ const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
 const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
 /**
- * Roots and scope dirs watched per home (a system or extra root: per root). A watch costs an
- * inotify watch and ~3 KiB of heap, and a directory costs its owner one `mkdir`: unbounded, one
- * user's 50,000 `@scope` dirs passed the unit's heap cap. Real homes have tens; past the budget a
- * directory is counted `watch_budget_exceeded` and left to the full rescans.
+ * Scope dirs watched per home (a system or extra root: per root) and owner of the scope dir. A
+ * watch costs an inotify watch and ~3 KiB of heap, and a directory costs its owner one `mkdir`:
+ * unbounded, one user's 50,000 `@scope` dirs passed the unit's heap cap. Real homes have tens; past
+ * the budget a scope dir is counted `watch_budget_exceeded`, and what is put in it is seen at the
+ * full rescans. Keyed by owner too: a root of another user's claimed by this home's patterns (a
+ * `.npmrc` prefix naming it) keeps its owner's scope dirs out of this user's flood. Roots are not
+ * budgeted: discovery bounds them (MAX_WILDCARD_ENTRIES per pattern).
  */
-const MAX_WATCHED_DIRS_PER_HOME = 2_048;
+const MAX_WATCHED_SCOPES = 1_024;
 
 /** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
 const MAX_BIN_DIRS_REMEMBERED = 10_000;
@@ -159,9 +162,9 @@ export class InstallSensor implements Sensor {
   private roots = new Map<string, InstallRoot>();
   /** Watched scope dirs → their root (a scope dir past its home's watch budget is not listed). */
   private scopeDirs = new Map<string, InstallRoot>();
-  /** Roots and scope dirs the root watcher watches → the budget they count against (see watchDir). */
-  private readonly watchedDirs = new Map<string, string>();
-  /** Budget key (a home, or a system or extra root's path) → how many of its dirs are watched. */
+  /** Roots and scope dirs the root watcher watches → the budget they count against (null: a root). */
+  private readonly watchedDirs = new Map<string, string | null>();
+  /** Budget key (home or root, and owner) → how many of its scope dirs are watched (see watchDir). */
   private readonly watchBudget = new Map<string, number>();
   private anchors = new Set<string>();
   private globs: PathGlob[] = [];
@@ -370,8 +373,9 @@ export class InstallSensor implements Sensor {
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
-      if (!this.roots.has(path)) added.push(root);
-      this.watchDir(path, root); // a root past its home's budget is tried again at each discovery
+      if (this.roots.has(path)) continue;
+      this.watchDir(path, null);
+      added.push(root);
     }
     this.roots = newRoots;
 
@@ -499,7 +503,10 @@ export class InstallSensor implements Sensor {
   private async addScope(scopeDir: string, root: InstallRoot, fromWatch = false): Promise<void> {
     const st = await lstat(scopeDir).catch(() => null);
     if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
-    if (!this.scopeDirs.has(scopeDir) && this.watchDir(scopeDir, root)) {
+    if (
+      !this.scopeDirs.has(scopeDir) &&
+      this.watchDir(scopeDir, `${root.home ?? root.path}\u0000${st.uid}`)
+    ) {
       this.scopeDirs.set(scopeDir, root);
       // A package moved in between the listing below and the new watch going live has no event:
       // the catch-up lists the scope dir once more (as for new roots).
@@ -514,19 +521,20 @@ export class InstallSensor implements Sensor {
   }
 
   /**
-   * Watches a root or scope dir of `root` unless its home's MAX_WATCHED_DIRS_PER_HOME are taken
-   * (then counted; false). Idempotent.
+   * Watches a root (`budget` null) or a scope dir unless its budget's MAX_WATCHED_SCOPES are
+   * taken (then counted; false). Idempotent.
    */
-  private watchDir(path: string, root: InstallRoot): boolean {
+  private watchDir(path: string, budget: string | null): boolean {
     if (this.watchedDirs.has(path)) return true;
-    const key = root.home ?? root.path;
-    const n = this.watchBudget.get(key) ?? 0;
-    if (n >= MAX_WATCHED_DIRS_PER_HOME) {
-      this.count('watch_budget_exceeded', key);
-      return false;
+    if (budget !== null) {
+      const n = this.watchBudget.get(budget) ?? 0;
+      if (n >= MAX_WATCHED_SCOPES) {
+        this.count('watch_budget_exceeded', budget);
+        return false;
+      }
+      this.watchBudget.set(budget, n + 1);
     }
-    this.watchBudget.set(key, n + 1);
-    this.watchedDirs.set(path, key);
+    this.watchedDirs.set(path, budget);
     this.rootWatcher?.add(path);
     return true;
   }
@@ -536,10 +544,11 @@ export class InstallSensor implements Sensor {
     const key = this.watchedDirs.get(path);
     if (key === undefined) return;
     this.watchedDirs.delete(path);
+    this.rootWatcher?.unwatch(path);
+    if (key === null) return;
     const n = (this.watchBudget.get(key) ?? 1) - 1;
     if (n > 0) this.watchBudget.set(key, n);
     else this.watchBudget.delete(key);
-    this.rootWatcher?.unwatch(path);
   }
 
   private async listDir(dir: string): Promise<string[]> {

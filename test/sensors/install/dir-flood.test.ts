@@ -2,9 +2,10 @@
  * One user's flood of empty directories in their own trees cannot make guardd hold memory for
  * each (a directory costs its owner one `mkdir`; the unit caps guardd's heap at 192 MiB, past
  * which every start aborts out of memory):
- *  - roots and `@scope` dirs are watched up to a budget per home (an inotify watch and ~3 KiB of
+ *  - `@scope` dirs are watched up to a budget per home and owner (an inotify watch and ~3 KiB of
  *    heap each: 20,000 scope dirs took the heap up ~59 MiB, and a root may list 50,000); what is
- *    past it is counted and found by the root's events and the full rescans;
+ *    past it is counted and found by the root's events and the full rescans; another user's root
+ *    claimed by the flooding user's `.npmrc` keeps its own scope dirs watched;
  *  - a root pattern with two `*` (pnpm dlx, Volta's scoped packages) yields at most 256 roots,
  *    not 256 × 256 (65,536 roots were ~80 MiB of heap);
  *  - banned candidates vanishing together (each one sent a sweep of every link in the root's bin
@@ -49,7 +50,7 @@ it("a user's flood of scope dirs holds at most their budget of watches; the rest
   const rig = await makeRig({ dir: join(base, 'scopes'), homes: [user.home], action: 'warn' });
   try {
     const st = rig.sensor.status();
-    expect(st.details.watched_dirs).toBeLessThanOrEqual(2_100);
+    expect(st.details.watched_dirs).toBeLessThanOrEqual(1_100);
     expect(st.skipped.watch_budget_exceeded).toBe(1);
     // A banned package in the user's root (watched) is still reported from its watch event.
     nodeAs(user, PACKAGE, join(user.home, 'stage1'), join(root, BANNED_UNSCOPED), BANNED_UNSCOPED);
@@ -133,6 +134,47 @@ it("a user's banned candidates vanishing at once cost a sweep of their bin dirs,
     );
     // …from a few sweeps of the root's bin dirs (the old code swept once per vanished candidate).
     expect((rig.sensor.status().details.leftover_sweeps as number) - before).toBeLessThanOrEqual(5);
+  } finally {
+    await rig.close();
+  }
+});
+
+it("a user's flood does not take the watches of another user's root their .npmrc names", async () => {
+  const flooder = createTestUser('tgwb');
+  const victim = createTestUser('tgwb');
+  const victimRoot = join(victim.home, '.npm-global', 'lib', 'node_modules');
+  // The victim's root with a scope dir of theirs, and the flooder's own root with 1,100 scope dirs
+  // and a .npmrc naming the victim's prefix (the flooder's home is discovered first).
+  nodeAs(victim, MKDIRS, victimRoot, '0');
+  nodeAs(victim, `require('node:fs').mkdirSync(process.argv[1])`, join(victimRoot, '@anthropic-ai'));
+  nodeAs(flooder, MKDIRS, join(flooder.home, '.npm-global', 'lib', 'node_modules'), '1100');
+  nodeAs(
+    flooder,
+    `require('node:fs').writeFileSync(process.argv[1], 'prefix=' + process.argv[2] + '\\n')`,
+    join(flooder.home, '.npmrc'),
+    join(victim.home, '.npm-global'),
+  );
+  const rig = await makeRig({
+    dir: join(base, 'claimed'),
+    homes: [flooder.home, victim.home],
+    action: 'warn',
+  });
+  try {
+    expect(rig.sensor.status().skipped.watch_budget_exceeded).toBe(1);
+    // The victim installs into their existing scope dir: its watch reports it (no rescan runs).
+    nodeAs(
+      victim,
+      PACKAGE,
+      join(victim.home, 'stage'),
+      join(victimRoot, '@anthropic-ai', 'claude-code'),
+      BANNED,
+    );
+    const ev = await waitFor(() => rig.sink.ofType('package.warned')[0], 'package.warned', {
+      timeoutMs: 25_000,
+    });
+    expect(ev).toMatchObject({
+      package: { name: BANNED, path: join(victimRoot, '@anthropic-ai', 'claude-code') },
+    });
   } finally {
     await rig.close();
   }
