@@ -8,6 +8,8 @@
  *    claimed by the flooding user's `.npmrc` keeps its own scope dirs watched;
  *  - a root pattern with two `*` (pnpm dlx, Volta's scoped packages) yields at most 256 roots,
  *    not 256 × 256 (65,536 roots were ~80 MiB of heap);
+ *  - a mkdir loop in the home (where roots may appear, so each event asks for a discovery) keeps
+ *    guardd in discovery a bounded share of its time;
  *  - banned candidates vanishing together (each one sent a sweep of every link in the root's bin
  *    dirs: 10,000 candidates × 5,000 links were 50 million readlinks) cost one or two sweeps.
  */
@@ -15,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { tempDir } from '../../helpers/tmp.js';
-import { createTestUser } from '../../helpers/unix-user.js';
+import { createTestUser, spawnAs } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
 import { BANNED, BANNED_UNSCOPED, makeRig } from './harness.js';
 
@@ -175,6 +177,41 @@ it("a user's flood does not take the watches of another user's root their .npmrc
     expect(ev).toMatchObject({
       package: { name: BANNED, path: join(victimRoot, '@anthropic-ai', 'claude-code') },
     });
+  } finally {
+    await rig.close();
+  }
+});
+
+const MKVERSIONS = `const fs = require('node:fs'); const [home, n] = process.argv.slice(1);
+for (const p of ['.nvm/versions/node/*/lib/node_modules', '.volta/tools/image/node/*/lib/node_modules',
+  '.asdf/installs/nodejs/*/lib/node_modules', '.npm/_npx/*/node_modules'])
+  for (let i = 0; i < Number(n); i++) fs.mkdirSync(home + '/' + p.replace('*', 'v' + i), { recursive: true });`;
+
+it("a user's mkdir loop in their home keeps guardd in discovery a bounded share of the time", async () => {
+  const user = createTestUser('tgwb');
+  nodeAs(user, MKVERSIONS, user.home, '256');
+  const rig = await makeRig({ dir: join(base, 'anchor-loop'), homes: [user.home], action: 'warn' });
+  const ms = (): number => rig.sensor.status().details.discovery_ms as number;
+  try {
+    expect((rig.sensor.status().details.roots as string[]).length).toBe(1024);
+    // Long enough for many discoveries whatever the machine's load: 15 times the first one.
+    const window = Math.min(60_000, Math.max(6_000, 15 * ms()));
+    const before = ms();
+    const t0 = performance.now();
+    // Every mkdir in the home (an anchor: roots may appear there) asks for a discovery.
+    const loop = spawnAs(
+      user,
+      'sh',
+      [
+        '-c',
+        `end=$(( $(date +%s) + ${Math.ceil(window / 1000)} )); while [ $(date +%s) -lt $end ]; do mkdir x; rmdir x; done`,
+      ],
+      { cwd: user.home },
+    );
+    await new Promise((r) => loop.on('exit', r));
+    const share = (ms() - before) / (performance.now() - t0);
+    // The old code ran discovery back to back (0.92 of the time, ~70 % of a core); now ~0.16.
+    expect(share).toBeLessThan(0.4);
   } finally {
     await rig.close();
   }
