@@ -325,7 +325,9 @@ export class InstallSensor implements Sensor {
       await this.scanRoot(root);
       await this.sweepLeftovers(root, { hints: [] });
     }
-    for (const g of this.globs) await this.scanGlob(g);
+    // Only bases the gated look found: one that did not answer (a user's stalled mount) would hold
+    // the walk's first stat, and with it this and every later full scan of every home.
+    for (const g of this.globs) if (this.globBases.has(g.base)) await this.scanGlob(g);
     await this.pruneReported();
   }
 
@@ -1110,13 +1112,17 @@ export class InstallSensor implements Sensor {
 
   /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */
   private async pruneReported(): Promise<void> {
+    const homes = this.homes();
     for (const path of [...this.reported.keys()]) {
-      const there = await lstat(path).then(
-        () => true,
-        () => false,
-      );
-      if (!there) this.reported.delete(path);
+      // Gated: the path is in a user's tree, which may have become a mount that never answers.
+      const there = await lstatUserPath(path, installReadGate, this.gateKey(path, homes));
+      if (!there.ok && there.reason === 'missing') this.reported.delete(path);
     }
+  }
+
+  /** The install gate's key for a path in a user's tree: the home holding it, else 'system'. */
+  private gateKey(path: string, homes: readonly string[]): string {
+    return homes.find((h) => path === h || isInside(path, h)) ?? 'system';
   }
 
   private track(p: Promise<unknown>): void {
