@@ -62,6 +62,11 @@ export interface DiscoverOptions {
   readonly systemRoots?: boolean;
   /** Admission for discovery's file calls. Default: the install sensor's gate. */
   readonly gate?: ReadGate;
+  /**
+   * The gate key of a home's calls (or 'system', 'extra'): the install sensor gives the uid of the
+   * home's user, so that all of a user's calls share one slot. Default: the home itself.
+   */
+  readonly gateKey?: (key: string) => string | number;
 }
 
 export interface Discovery {
@@ -187,7 +192,10 @@ const DISCOVERY_CALL_TIMEOUT_MS = 2000;
 class DiscoveryProbe {
   readonly stalled = new Set<string>();
 
-  constructor(private readonly gate: ReadGate) {}
+  constructor(
+    private readonly gate: ReadGate,
+    private readonly gateKey: (key: string) => string | number,
+  ) {}
 
   private async call<T>(key: string, run: () => Promise<SafePathResult<T>>): Promise<T | null> {
     if (this.stalled.has(key)) return null;
@@ -199,20 +207,24 @@ class DiscoveryProbe {
 
   /** True when `path` is (or links to) a directory. */
   async isDir(key: string, path: string): Promise<boolean> {
-    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    const st = await this.call(key, () =>
+      statUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
     return st?.isDirectory() ?? false;
   }
 
   /** device:inode of a directory (following links), or null when it is not one. */
   async dirId(key: string, path: string): Promise<string | null> {
-    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    const st = await this.call(key, () =>
+      statUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
     return st?.isDirectory() ? `${st.dev}:${st.ino}` : null;
   }
 
   /** Names of the subdirectories (or links) of `dir`, sorted; empty when unreadable. */
   async listDirs(key: string, dir: string): Promise<string[]> {
     const entries = await this.call(key, () =>
-      readdirUserPath(dir, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+      readdirUserPath(dir, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
     );
     return (entries ?? [])
       .filter((e) => e.isDirectory() || e.isSymbolicLink())
@@ -227,7 +239,7 @@ class DiscoveryProbe {
     const read = await readUserFile(file, {
       maxBytes: MAX_NPMRC_BYTES,
       gate: this.gate,
-      key: home,
+      key: this.gateKey(home),
       timeoutMs: DISCOVERY_CALL_TIMEOUT_MS,
     });
     if (!read.ok && (read.reason === 'timeout' || read.reason === 'busy')) this.stalled.add(home);
@@ -237,7 +249,7 @@ class DiscoveryProbe {
   /** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */
   async layoutOf(key: string, path: string): Promise<RootLayout> {
     const st = await this.call(key, () =>
-      lstatUserPath(posix.join(path, '.pnpm'), this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+      lstatUserPath(posix.join(path, '.pnpm'), this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
     );
     return st?.isDirectory() ? 'pnpm' : 'npm';
   }
@@ -246,7 +258,7 @@ class DiscoveryProbe {
 /** Finds the roots that exist now and the anchors to watch for new ones. Never rejects. */
 export async function discoverRoots(options: DiscoverOptions): Promise<Discovery> {
   const p = options.platform === 'win32' ? win32 : posix;
-  const probe = new DiscoveryProbe(options.gate ?? installReadGate);
+  const probe = new DiscoveryProbe(options.gate ?? installReadGate, options.gateKey ?? ((k) => k));
   const roots: InstallRoot[] = [];
   const anchors = new Set<string>();
   /** Absent root path → the root and the key whose calls found it missing. */

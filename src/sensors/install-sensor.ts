@@ -355,6 +355,8 @@ export class InstallSensor implements Sensor {
   }
 
   private discovering: Promise<void> = Promise.resolve();
+  /** Home → uid of its user, as of the last discovery (see gateKey). */
+  private homeKeys = new Map<string, number>();
   /** When the last discovery ended (performance.now() ms) and how long it took; ms spent in all. */
   private discoveryEnded = Number.NEGATIVE_INFINITY;
   private discoveryRunning = false;
@@ -364,11 +366,13 @@ export class InstallSensor implements Sensor {
   private async rediscoverNow(): Promise<void> {
     if (!this.running) return;
     const homes = this.homes();
+    this.homeKeys = new Map(this.options.users.users().map((u) => [u.home, u.uid]));
     const found = await discoverRoots({
       platform: this.options.platform,
       homes,
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
+      gateKey: (home) => this.homeKeys.get(home) ?? home,
     });
     // A home that did not answer keeps what was known of it: its roots stay known and watched.
     // Discovery's calls are refused after a short deadline when the home's read slot is busy (a
@@ -410,9 +414,10 @@ export class InstallSensor implements Sensor {
     this.globs = this.compileGlobs();
     const bases = new Set<string>();
     for (const g of this.globs) {
-      if (await isDirGated(g.base)) bases.add(g.base);
+      const key = this.gateKey(g.base, homes, 'glob');
+      if (await isDirGated(g.base, key)) bases.add(g.base);
       else {
-        const a = await nearestExisting(g.base, homes);
+        const a = await nearestExisting(g.base, homes, key);
         if (a) anchors.add(a);
       }
     }
@@ -959,7 +964,7 @@ export class InstallSensor implements Sensor {
     const turnedAway = (r: { ok: boolean; reason?: string }): boolean =>
       !r.ok && (r.reason === 'busy' || r.reason === 'timeout');
     try {
-      const key = root.home ?? 'system';
+      const key = this.gateKey(root.path, this.homes());
       const p = this.options.platform === 'win32' ? win32 : posix;
       const found = new Map<string, BannedSeen>();
       for (const h of opts.hints) found.set(h.path, h);
@@ -1120,9 +1125,14 @@ export class InstallSensor implements Sensor {
     }
   }
 
-  /** The install gate's key for a path in a user's tree: the home holding it, else 'system'. */
-  private gateKey(path: string, homes: readonly string[]): string {
-    return homes.find((h) => path === h || isInside(path, h)) ?? 'system';
+  /**
+   * The install gate's key for a path: the uid of the user whose home holds it (the key of their
+   * package.json reads too: all of a user's calls share one slot, so their stalled tree holds one),
+   * the home itself when no user has it, else `outside`.
+   */
+  private gateKey(path: string, homes: readonly string[], outside = 'system'): string | number {
+    const home = homes.find((h) => path === h || isInside(path, h));
+    return home === undefined ? outside : (this.homeKeys.get(home) ?? home);
   }
 
   private track(p: Promise<unknown>): void {
@@ -1195,13 +1205,17 @@ function toPosix(p: string): string {
 }
 
 /** Whether `p` is a directory, through the install gate (it is in a user's tree); false on a stall. */
-async function isDirGated(p: string): Promise<boolean> {
-  const st = await statUserPath(p, installReadGate, 'glob');
+async function isDirGated(p: string, key: string | number): Promise<boolean> {
+  const st = await statUserPath(p, installReadGate, key);
   return st.ok && st.value.isDirectory();
 }
 
 /** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
-async function nearestExisting(path: string, homes: readonly string[]): Promise<string | null> {
+async function nearestExisting(
+  path: string,
+  homes: readonly string[],
+  key: string | number,
+): Promise<string | null> {
   const home = homes.find((h) => isInside(path, h) || path === h);
   let p = path;
   for (let i = 0; i < 32; i++) {
@@ -1210,7 +1224,7 @@ async function nearestExisting(path: string, homes: readonly string[]): Promise<
     p = parent;
     if (home && !isInside(p, home) && p !== home) return null;
     if (!home && p.split('/').filter(Boolean).length < 2) return null;
-    if (await isDirGated(p)) return p;
+    if (await isDirGated(p, key)) return p;
   }
   return null;
 }

@@ -4,6 +4,10 @@
  *  - the base of a path glob in that home that does not answer the gated look is not walked by
  *    the full scan (its ungated `stat` waited forever, and with it this and every later full scan
  *    of every home: the sensor's start never finished);
+ *  - all of a user's calls through the install gate have one key (their uid): keyed by home
+ *    (discovery, sweeps), by 'glob' (every home's glob bases) and by uid (package.json), a user
+ *    whose npm prefix and glob base led into their stall held both of the gate's two slots, and
+ *    no other user's package.json was read while the stall lasted.
  */
 import { chownSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -66,4 +70,8 @@ async function victimReported(name: string, links: readonly string[]): Promise<v
 
 it("a user's stalled path-glob base is not walked: the sensor starts and another user's install is reported", async () => {
   await victimReported('glob', ['.local/share/claude']);
-});
+}, 120_000);
+
+it("a user's stalled npm prefix and glob base hold one of the install gate's slots, not both", async () => {
+  await victimReported('both', ['.npm-global', '.local/share/claude']);
+}, 120_000);
