@@ -58,6 +58,12 @@ export interface InstallSensorOptions {
 
 /** A candidate must look the same twice this far apart before it is reported (npm writes in bursts). */
 export const SETTLE_MS = 200;
+/**
+ * Each time a candidate's fingerprint changed, the next look waits twice as long, up to this: a
+ * user writing into their banned tree every 50 ms had it walked (up to 20,000 lstats) every 200 ms
+ * — four such trees kept guardd at a full core. A real install settles within a few doublings.
+ */
+const SETTLE_MAX_MS = 2_000;
 /** First retry delay of a candidate whose package.json is not there / not parseable yet. */
 const RETRY_MIN_MS = 50;
 /** Retry delays double up to this. */
@@ -147,6 +153,8 @@ interface Pending {
   readonly firstSeen: number;
   attempts: number;
   lastFingerprint: string | null;
+  /** Looks in a row whose fingerprint differed from the one before (see SETTLE_MAX_MS). */
+  unsettled: number;
   timer: NodeJS.Timeout | null;
   running: boolean;
   dirty: boolean;
@@ -207,6 +215,8 @@ export class InstallSensor implements Sensor {
   private reverted = 0;
   /** Leftover sweeps run (each reads a root's bin dirs). */
   private sweeps = 0;
+  /** Candidate trees walked to tell whether they settled (each up to FINGERPRINT_MAX_ENTRIES lstats). */
+  private fingerprints = 0;
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -281,6 +291,7 @@ export class InstallSensor implements Sensor {
         observations: this.observations,
         reverted_installs: this.reverted,
         leftover_sweeps: this.sweeps,
+        fingerprints: this.fingerprints,
         discovery_ms: Math.round(this.discoveryMs),
       },
       skipped: { ...this.skipped },
@@ -744,6 +755,7 @@ export class InstallSensor implements Sensor {
       firstSeen: Date.now(),
       attempts: 0,
       lastFingerprint: null,
+      unsettled: 0,
       timer: null,
       running: false,
       dirty: false,
@@ -763,7 +775,9 @@ export class InstallSensor implements Sensor {
       this.pending.set(p.path, p);
     }
     const delay =
-      p.lastFingerprint !== null ? SETTLE_MS : Math.min(RETRY_MIN_MS * 2 ** p.attempts, RETRY_MAX_MS);
+      p.lastFingerprint !== null
+        ? Math.min(SETTLE_MS * 2 ** Math.max(0, p.unsettled - 1), SETTLE_MAX_MS)
+        : Math.min(RETRY_MIN_MS * 2 ** p.attempts, RETRY_MAX_MS);
     p.attempts++;
     p.timer = setTimeout(() => {
       p.timer = null;
@@ -856,9 +870,11 @@ export class InstallSensor implements Sensor {
       if (!matcher.packageNames.has(read.info.name)) return 'done';
       p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
       // Banned name: wait until it has settled before reporting.
+      this.fingerprints++;
       const fp = await fingerprint(pkgDir);
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
+        p.unsettled++;
         return 'retry';
       }
       if (!(await this.binsLinked(root, read.info.bin)) && Date.now() - p.firstSeen < BIN_WAIT_MS)
@@ -877,9 +893,11 @@ export class InstallSensor implements Sensor {
       };
     } else {
       contentDir = p.path;
+      if (st.isDirectory()) this.fingerprints++;
       const fp = st.isDirectory() ? await fingerprint(p.path) : `${st.size}:${st.mtimeMs}:${st.ino}`;
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
+        p.unsettled++;
         return 'retry';
       }
       obs = {

@@ -216,3 +216,36 @@ it("a user's mkdir loop in their home keeps guardd in discovery a bounded share 
     await rig.close();
   }
 });
+
+const WRITER = `const fs = require('node:fs'); const [root, secs] = process.argv.slice(1);
+const pkg = root + '/big';
+fs.mkdirSync(pkg + '/lib', { recursive: true });
+fs.writeFileSync(pkg + '/package.json', JSON.stringify({ name: 'banned-tool', version: '1.0.0' }));
+for (let i = 0; i < 100; i++) fs.writeFileSync(pkg + '/lib/f' + i, '');
+const end = Date.now() + Number(secs) * 1000;
+let i = 0;
+const t = setInterval(() => {
+  fs.writeFileSync(pkg + '/lib/f0', String(i++));
+  if (Date.now() > end) clearInterval(t);
+}, 50);`;
+
+it("a user's banned package kept changing is walked less and less often, not every 200 ms", async () => {
+  const user = createTestUser('tgwb');
+  const root = join(user.home, '.npm-global', 'lib', 'node_modules');
+  nodeAs(user, MKDIRS, root, '0');
+  const rig = await makeRig({ dir: join(base, 'settle'), homes: [user.home], action: 'warn' });
+  try {
+    const before = rig.sensor.status().details.fingerprints as number;
+    // 8 s of a write every 50 ms somewhere in the tree: it never settles while that lasts.
+    const writer = spawnAs(user, process.execPath, ['-e', WRITER, root, '8']);
+    await new Promise((r) => writer.on('exit', r));
+    const walks = (rig.sensor.status().details.fingerprints as number) - before;
+    // The old code walked it every 200 ms (~40 walks, each up to 20,000 lstats: a user's four such
+    // trees of 20,000 files kept guardd at a full core); now at most every 2 s after a few doublings.
+    expect(walks).toBeLessThanOrEqual(15);
+    // Once the writes stop it settles and is reported.
+    await waitFor(() => rig.sink.ofType('package.warned')[0], 'package.warned', { timeoutMs: 25_000 });
+  } finally {
+    await rig.close();
+  }
+});
