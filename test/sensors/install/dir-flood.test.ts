@@ -16,6 +16,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { ownerOperations } from '../../../src/enforcement/owner-fs.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -245,6 +246,31 @@ it("a user's banned package kept changing is walked less and less often, not eve
     expect(walks).toBeLessThanOrEqual(15);
     // Once the writes stop it settles and is reported.
     await waitFor(() => rig.sink.ofType('package.warned')[0], 'package.warned', { timeoutMs: 25_000 });
+  } finally {
+    await rig.close();
+  }
+});
+
+const MOVE_IN = `const fs = require('node:fs'); const [root, n] = process.argv.slice(1);
+for (let i = 0; i < Number(n); i++) {
+  const s = root + '/../stage' + i;
+  fs.mkdirSync(s);
+  fs.writeFileSync(s + '/package.json', JSON.stringify({ name: 'banned-tool', version: '1.0.0' }));
+}
+for (let i = 0; i < Number(n); i++) fs.renameSync(root + '/../stage' + i, root + '/p' + i);`;
+
+it("a user's burst of banned packages is quarantined a few at a time, not one child process each at once", async () => {
+  const user = createTestUser('tgwb');
+  const root = join(user.home, '.npm-global', 'lib', 'node_modules');
+  nodeAs(user, MKDIRS, root, '0');
+  const rig = await makeRig({ dir: join(base, 'burst'), homes: [user.home], action: 'block' });
+  try {
+    // Each quarantine runs as the user in a node child (~40 MB): 40 at once were 24+ children in
+    // guardd's cgroup, and a user's thousands of one-file packages would fill its MemoryMax.
+    nodeAs(user, MOVE_IN, root, '40');
+    await waitFor(() => rig.results.length >= 40, '40 quarantines', { timeoutMs: 120_000 });
+    expect(rig.results.every((r) => r.actionTaken === 'quarantined')).toBe(true);
+    expect(ownerOperations().peak).toBeLessThanOrEqual(4);
   } finally {
     await rig.close();
   }
