@@ -24,6 +24,7 @@ import {
   type ReadGate,
   readdirUserPath,
   readUserFile,
+  realpathUserPath,
   type SafePathResult,
   statUserPath,
 } from './safe-read.js';
@@ -221,6 +222,13 @@ class DiscoveryProbe {
     return st?.isDirectory() ? `${st.dev}:${st.ino}` : null;
   }
 
+  /** The real path of `path`, or null when it cannot be had. */
+  async realpath(key: string, path: string): Promise<string | null> {
+    return this.call(key, () =>
+      realpathUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
+  }
+
   /** Names of the subdirectories (or links) of `dir`, sorted; empty when unreadable. */
   async listDirs(key: string, dir: string): Promise<string[]> {
     const entries = await this.call(key, () =>
@@ -265,11 +273,20 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
   const absent = new Map<string, { root: InstallRoot; key: string }>();
   const seen = new Set<string>();
   const truncated = new Set<string>();
+  /**
+   * A user's root is known by its real path, and belongs to the home that holds that path: another
+   * user's link to it (their `~/.npm-global` → this user's) does not make it theirs — known by the
+   * link's path, the owner's banned package there could not be quarantined (two users control it).
+   */
   const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
     const id = await probe.dirId(key, root.path);
     if (!id || seen.has(id)) return;
+    // System prefixes and extra roots (root's and the admin's) keep the path they are named by.
+    const real = root.home === null ? root.path : await probe.realpath(key, root.path);
+    if (!real) return;
     seen.add(id);
-    roots.push(root);
+    const within = (h: string): boolean => real === h || real.startsWith(h.endsWith(p.sep) ? h : h + p.sep);
+    roots.push({ ...root, path: real, home: options.homes.find(within) ?? root.home });
   };
   /**
    * A base that does not exist (yet): watch its nearest existing ancestor, so creating it (an
