@@ -411,12 +411,37 @@ export class OwnerSessions {
   }
 }
 
-/** Runs `fn` with a fresh `OwnerSessions`, closing it afterwards. */
+/**
+ * Operations (withSessions) run at once; the rest wait in line, first come first served. Each
+ * spawns a node child per acting user (~40 MB, in guardd's cgroup): unbounded, a user's burst of
+ * one-file banned packages (40 moved in at once: 27 operations) had one each at the same time.
+ */
+const MAX_OPERATIONS = 4;
+/** Operations running now, the most ever at once, and operations waiting for their turn. */
+const operations = { running: 0, peak: 0, waiting: 0 };
+const turns: Array<() => void> = [];
+
+/** How many owner-fs operations run and wait now, and the most that ran at once (status, tests). */
+export function ownerOperations(): { running: number; peak: number; waiting: number } {
+  return { ...operations };
+}
+
+/** Runs `fn` with a fresh `OwnerSessions` once one of MAX_OPERATIONS is free, closing it afterwards. */
 export async function withSessions<T>(fn: (s: OwnerSessions) => Promise<T>): Promise<T> {
+  if (operations.running >= MAX_OPERATIONS) {
+    operations.waiting++;
+    // The finishing operation hands its place over (running stays counted).
+    await new Promise<void>((resolve) => turns.push(resolve));
+    operations.waiting--;
+  } else operations.running++;
+  operations.peak = Math.max(operations.peak, operations.running);
   const s = new OwnerSessions();
   try {
     return await fn(s);
   } finally {
     s.close();
+    const next = turns.shift();
+    if (next) next();
+    else operations.running--;
   }
 }

@@ -24,6 +24,7 @@ import {
   type ReadGate,
   readdirUserPath,
   readUserFile,
+  realpathUserPath,
   type SafePathResult,
   statUserPath,
 } from './safe-read.js';
@@ -62,6 +63,11 @@ export interface DiscoverOptions {
   readonly systemRoots?: boolean;
   /** Admission for discovery's file calls. Default: the install sensor's gate. */
   readonly gate?: ReadGate;
+  /**
+   * The gate key of a home's calls (or 'system', 'extra'): the install sensor gives the uid of the
+   * home's user, so that all of a user's calls share one slot. Default: the home itself.
+   */
+  readonly gateKey?: (key: string) => string | number;
 }
 
 export interface Discovery {
@@ -70,6 +76,8 @@ export interface Discovery {
   readonly anchors: readonly string[];
   /** Homes (or 'system', 'extra') skipped this round because a call did not answer in time. */
   readonly stalled: readonly string[];
+  /** Homes (or 'system', 'extra') with a pattern that had more than MAX_WILDCARD_ENTRIES roots or dirs at one level. */
+  readonly truncated: readonly string[];
   /**
    * Roots that would be at a fixed path (no `*` in the pattern, extra roots, `.npmrc` prefixes) but
    * do not exist now: an install that created the root and was reverted (npm removes a root it
@@ -81,7 +89,12 @@ export interface Discovery {
 
 /** `.npmrc` files larger than this are not read for `prefix=` (real ones are a few hundred bytes). */
 const MAX_NPMRC_BYTES = 64 * 1024;
-/** At most this many expansions of one `*` segment (a home with 10 000 node versions is hostile). */
+/**
+ * At most this many directories per level of one pattern, its roots included (a home with 10,000
+ * node versions is hostile): a `*` segment lists at most this many names, and a pattern with two
+ * (pnpm dlx, Volta's scoped packages) at most this many in all — 256 × 256 of a user's empty dirs
+ * were 65,536 roots, ~80 MiB of guardd's heap. The first by name are kept (sorted listings).
+ */
 const MAX_WILDCARD_ENTRIES = 256;
 /** Ancestors looked at to anchor a missing root's base (real paths are a handful deep). */
 const MAX_ANCHOR_HOPS = 32;
@@ -180,7 +193,10 @@ const DISCOVERY_CALL_TIMEOUT_MS = 2000;
 class DiscoveryProbe {
   readonly stalled = new Set<string>();
 
-  constructor(private readonly gate: ReadGate) {}
+  constructor(
+    private readonly gate: ReadGate,
+    private readonly gateKey: (key: string) => string | number,
+  ) {}
 
   private async call<T>(key: string, run: () => Promise<SafePathResult<T>>): Promise<T | null> {
     if (this.stalled.has(key)) return null;
@@ -192,20 +208,31 @@ class DiscoveryProbe {
 
   /** True when `path` is (or links to) a directory. */
   async isDir(key: string, path: string): Promise<boolean> {
-    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    const st = await this.call(key, () =>
+      statUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
     return st?.isDirectory() ?? false;
   }
 
   /** device:inode of a directory (following links), or null when it is not one. */
   async dirId(key: string, path: string): Promise<string | null> {
-    const st = await this.call(key, () => statUserPath(path, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS));
+    const st = await this.call(key, () =>
+      statUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
     return st?.isDirectory() ? `${st.dev}:${st.ino}` : null;
+  }
+
+  /** The real path of `path`, or null when it cannot be had. */
+  async realpath(key: string, path: string): Promise<string | null> {
+    return this.call(key, () =>
+      realpathUserPath(path, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
+    );
   }
 
   /** Names of the subdirectories (or links) of `dir`, sorted; empty when unreadable. */
   async listDirs(key: string, dir: string): Promise<string[]> {
     const entries = await this.call(key, () =>
-      readdirUserPath(dir, this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+      readdirUserPath(dir, this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
     );
     return (entries ?? [])
       .filter((e) => e.isDirectory() || e.isSymbolicLink())
@@ -220,7 +247,7 @@ class DiscoveryProbe {
     const read = await readUserFile(file, {
       maxBytes: MAX_NPMRC_BYTES,
       gate: this.gate,
-      key: home,
+      key: this.gateKey(home),
       timeoutMs: DISCOVERY_CALL_TIMEOUT_MS,
     });
     if (!read.ok && (read.reason === 'timeout' || read.reason === 'busy')) this.stalled.add(home);
@@ -230,7 +257,7 @@ class DiscoveryProbe {
   /** The layout of an extra root, from its path (a pnpm global dir has `.pnpm` inside). */
   async layoutOf(key: string, path: string): Promise<RootLayout> {
     const st = await this.call(key, () =>
-      lstatUserPath(posix.join(path, '.pnpm'), this.gate, key, DISCOVERY_CALL_TIMEOUT_MS),
+      lstatUserPath(posix.join(path, '.pnpm'), this.gate, this.gateKey(key), DISCOVERY_CALL_TIMEOUT_MS),
     );
     return st?.isDirectory() ? 'pnpm' : 'npm';
   }
@@ -239,17 +266,27 @@ class DiscoveryProbe {
 /** Finds the roots that exist now and the anchors to watch for new ones. Never rejects. */
 export async function discoverRoots(options: DiscoverOptions): Promise<Discovery> {
   const p = options.platform === 'win32' ? win32 : posix;
-  const probe = new DiscoveryProbe(options.gate ?? installReadGate);
+  const probe = new DiscoveryProbe(options.gate ?? installReadGate, options.gateKey ?? ((k) => k));
   const roots: InstallRoot[] = [];
   const anchors = new Set<string>();
   /** Absent root path → the root and the key whose calls found it missing. */
   const absent = new Map<string, { root: InstallRoot; key: string }>();
   const seen = new Set<string>();
+  const truncated = new Set<string>();
+  /**
+   * A user's root is known by its real path, and belongs to the home that holds that path: another
+   * user's link to it (their `~/.npm-global` → this user's) does not make it theirs — known by the
+   * link's path, the owner's banned package there could not be quarantined (two users control it).
+   */
   const addRoot = async (key: string, root: InstallRoot): Promise<void> => {
     const id = await probe.dirId(key, root.path);
     if (!id || seen.has(id)) return;
+    // System prefixes and extra roots (root's and the admin's) keep the path they are named by.
+    const real = root.home === null ? root.path : await probe.realpath(key, root.path);
+    if (!real) return;
     seen.add(id);
-    roots.push(root);
+    const within = (h: string): boolean => real === h || real.startsWith(h.endsWith(p.sep) ? h : h + p.sep);
+    roots.push({ ...root, path: real, home: options.homes.find(within) ?? root.home });
   };
   /**
    * A base that does not exist (yet): watch its nearest existing ancestor, so creating it (an
@@ -303,12 +340,18 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     let frontier = [pattern.base];
     for (const [i, seg] of pattern.segments.entries()) {
       const next: string[] = [];
+      let full = false;
       for (const dir of frontier) {
+        if (full) break;
         if (seg === '*' || seg === '@*') {
           anchors.add(dir);
-          for (const name of (await probe.listDirs(key, dir)).slice(0, MAX_WILDCARD_ENTRIES)) {
-            if (seg === '@*' ? name.startsWith('@') : !name.startsWith('.')) next.push(p.join(dir, name));
+          for (const name of await probe.listDirs(key, dir)) {
+            if (seg === '@*' ? !name.startsWith('@') : name.startsWith('.')) continue;
+            full = next.length >= MAX_WILDCARD_ENTRIES;
+            if (full) break;
+            next.push(p.join(dir, name));
           }
+          if (full) truncated.add(key);
         } else {
           const child = p.join(dir, seg);
           if (await probe.isDir(key, child)) next.push(child);
@@ -327,6 +370,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     roots,
     anchors: [...anchors].sort(),
     stalled: [...probe.stalled].sort(),
+    truncated: [...truncated].sort(),
     // A key that stalled did not say what is missing: its roots are unknown this round, not absent.
     absent: [...absent.values()]
       .filter((a) => !present.has(a.root.path) && !probe.stalled.has(a.key))

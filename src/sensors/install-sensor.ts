@@ -7,7 +7,8 @@
  *
  * How it stays cheap and bounded:
  * - chokidar at depth 0 on each root and each `@scope` dir (one watch per directory that can hold
- *   packages, never one per package or file); depth 0 on "anchor" dirs where a root may appear
+ *   packages, never one per package or file; scope dirs up to MAX_WATCHED_SCOPES a home and owner,
+ *   the rest left to the root's events and the full rescans); depth 0 on "anchor" dirs where a root may appear
  *   later (a user installs nvm) — an event there re-runs discovery; a full rescan at start, on the
  *   node-cron schedule and when a new policy arrives catches anything a watcher missed.
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
@@ -57,6 +58,12 @@ export interface InstallSensorOptions {
 
 /** A candidate must look the same twice this far apart before it is reported (npm writes in bursts). */
 export const SETTLE_MS = 200;
+/**
+ * Each time a candidate's fingerprint changed, the next look waits twice as long, up to this: a
+ * user writing into their banned tree every 50 ms had it walked (up to 20,000 lstats) every 200 ms
+ * — four such trees kept guardd at a full core. A real install settles within a few doublings.
+ */
+const SETTLE_MAX_MS = 2_000;
 /** First retry delay of a candidate whose package.json is not there / not parseable yet. */
 const RETRY_MIN_MS = 50;
 /** Retry delays double up to this. */
@@ -69,6 +76,13 @@ const BIN_WAIT_MS = 5_000;
 const CATCH_UP_MS = 500;
 /** Events in anchor dirs are coalesced for this long before discovery runs again. */
 const REDISCOVER_DEBOUNCE_MS = 250;
+/**
+ * A discovery asked for by a watch (anchor events, catch-ups) starts no sooner than this many
+ * times the last one's duration after it ended: a user's mkdir loop in their home (an anchor)
+ * otherwise kept guardd in discovery back to back (0.9 of the time, ~70 % of a core with 1,000
+ * roots in that home); now at most 1/(1 + this) of it. Rescans are not delayed.
+ */
+const DISCOVERY_IDLE_FACTOR = 4;
 /** At most this many candidates wait at once (a hostile flood of directories is counted, not queued). */
 const MAX_PENDING = 10_000;
 /** Entries read from one root or scope dir per scan (real global trees have hundreds). */
@@ -81,6 +95,16 @@ const MAX_SKIPPED_REMEMBERED = 10_000;
 const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
 const MAX_ARTIFACT_SCAN_ENTRIES = 100_000;
+/**
+ * Scope dirs watched per home (a system or extra root: per root) and owner of the scope dir. A
+ * watch costs an inotify watch and ~3 KiB of heap, and a directory costs its owner one `mkdir`:
+ * unbounded, one user's 50,000 `@scope` dirs passed the unit's heap cap. Real homes have tens; past
+ * the budget a scope dir is counted `watch_budget_exceeded`, and what is put in it is seen at the
+ * full rescans. Keyed by owner too: a root of another user's claimed by this home's patterns (a
+ * `.npmrc` prefix naming it) keeps its owner's scope dirs out of this user's flood. Roots are not
+ * budgeted: discovery bounds them (MAX_WILDCARD_ENTRIES per pattern).
+ */
+const MAX_WATCHED_SCOPES = 1_024;
 
 /** Bin dirs remembered (by their stat) so an absent root's unchanged bin dir is not read again. */
 const MAX_BIN_DIRS_REMEMBERED = 10_000;
@@ -129,6 +153,8 @@ interface Pending {
   readonly firstSeen: number;
   attempts: number;
   lastFingerprint: string | null;
+  /** Looks in a row whose fingerprint differed from the one before (see SETTLE_MAX_MS). */
+  unsettled: number;
   timer: NodeJS.Timeout | null;
   running: boolean;
   dirty: boolean;
@@ -149,7 +175,12 @@ export class InstallSensor implements Sensor {
   private matcher: Matcher | null = null;
   private running = false;
   private roots = new Map<string, InstallRoot>();
+  /** Watched scope dirs → their root (a scope dir past its home's watch budget is not listed). */
   private scopeDirs = new Map<string, InstallRoot>();
+  /** Roots and scope dirs the root watcher watches → the budget they count against (null: a root). */
+  private readonly watchedDirs = new Map<string, string | null>();
+  /** Budget key (home or root, and owner) → how many of its scope dirs are watched (see watchDir). */
+  private readonly watchBudget = new Map<string, number>();
   private anchors = new Set<string>();
   private globs: PathGlob[] = [];
   private globBases = new Set<string>();
@@ -182,6 +213,10 @@ export class InstallSensor implements Sensor {
   private readonly sweepRetries = new Map<string, SweepRetry>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
+  /** Leftover sweeps run (each reads a root's bin dirs). */
+  private sweeps = 0;
+  /** Candidate trees walked to tell whether they settled (each up to FINGERPRINT_MAX_ENTRIES lstats). */
+  private fingerprints = 0;
 
   constructor(private readonly options: InstallSensorOptions) {
     this.log = options.logger.child({ component: 'sensor.install' });
@@ -221,6 +256,8 @@ export class InstallSensor implements Sensor {
     this.sweepRetries.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
+    this.watchedDirs.clear();
+    this.watchBudget.clear();
     await this.cronTask?.destroy();
     this.cronTask = null;
     const watchers = [this.rootWatcher, this.anchorWatcher, ...this.globWatchers.values()];
@@ -247,12 +284,15 @@ export class InstallSensor implements Sensor {
         roots: [...this.roots.keys()],
         anchors: this.anchors.size,
         path_globs: this.globs.length,
-        watched_dirs: this.roots.size + this.scopeDirs.size + this.anchors.size + this.globBases.size,
+        watched_dirs: this.watchedDirs.size + this.anchors.size + this.globBases.size,
         pending: this.pending.size,
         reported: this.reported.size,
         scans: this.scans,
         observations: this.observations,
         reverted_installs: this.reverted,
+        leftover_sweeps: this.sweeps,
+        fingerprints: this.fingerprints,
+        discovery_ms: Math.round(this.discoveryMs),
       },
       skipped: { ...this.skipped },
     };
@@ -294,9 +334,11 @@ export class InstallSensor implements Sensor {
     await this.rediscover();
     for (const root of [...this.roots.values()]) {
       await this.scanRoot(root);
-      await this.sweepLeftovers(root, { hint: null });
+      await this.sweepLeftovers(root, { hints: [] });
     }
-    for (const g of this.globs) await this.scanGlob(g);
+    // Only bases the gated look found: one that did not answer (a user's stalled mount) would hold
+    // the walk's first stat, and with it this and every later full scan of every home.
+    for (const g of this.globs) if (this.globBases.has(g.base)) await this.scanGlob(g);
     await this.pruneReported();
   }
 
@@ -305,7 +347,18 @@ export class InstallSensor implements Sensor {
    * (rescan, catch-up and anchor events may ask at once); never rejects.
    */
   private rediscover(): Promise<void> {
-    const run = this.discovering.then(() => this.rediscoverNow());
+    const run = this.discovering.then(async () => {
+      const t0 = performance.now();
+      this.discoveryRunning = true;
+      try {
+        await this.rediscoverNow();
+      } finally {
+        this.discoveryRunning = false;
+        this.discoveryEnded = performance.now();
+        this.discoveryTook = this.discoveryEnded - t0;
+        this.discoveryMs += this.discoveryTook;
+      }
+    });
     this.discovering = run.catch((err: unknown) => {
       this.log.error({ err }, 'install discovery failed');
     });
@@ -313,21 +366,31 @@ export class InstallSensor implements Sensor {
   }
 
   private discovering: Promise<void> = Promise.resolve();
+  /** Home → uid of its user, as of the last discovery (see gateKey). */
+  private homeKeys = new Map<string, number>();
+  /** When the last discovery ended (performance.now() ms) and how long it took; ms spent in all. */
+  private discoveryEnded = Number.NEGATIVE_INFINITY;
+  private discoveryRunning = false;
+  private discoveryTook = 0;
+  private discoveryMs = 0;
 
   private async rediscoverNow(): Promise<void> {
     if (!this.running) return;
     const homes = this.homes();
+    this.homeKeys = new Map(this.options.users.users().map((u) => [u.home, u.uid]));
     const found = await discoverRoots({
       platform: this.options.platform,
       homes,
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
+      gateKey: (home) => this.homeKeys.get(home) ?? home,
     });
     // A home that did not answer keeps what was known of it: its roots stay known and watched.
     // Discovery's calls are refused after a short deadline when the home's read slot is busy (a
     // loaded machine, not only a hung mount), and a root dropped for that would stop reporting
     // what is installed into it — or removed from it — until some later discovery re-added it.
     for (const home of found.stalled) this.count('discovery_stalled', home);
+    for (const home of found.truncated) this.count('discovery_truncated', home);
     const stalled = new Set(found.stalled);
     const newRoots = new Map(found.roots.map((r) => [r.path, r]));
     const vanished: InstallRoot[] = [];
@@ -342,15 +405,18 @@ export class InstallSensor implements Sensor {
       }
       // A root that vanished may be npm's rollback of an install that created it.
       vanished.push(old);
-      this.rootWatcher?.unwatch(path);
-      for (const [scope, r] of this.scopeDirs) if (r.path === path) this.scopeDirs.delete(scope);
+      this.unwatchDir(path);
+      for (const [scope, r] of this.scopeDirs) {
+        if (r.path !== path) continue;
+        this.scopeDirs.delete(scope);
+        this.unwatchDir(scope);
+      }
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
-      if (!this.roots.has(path)) {
-        this.rootWatcher?.add(path);
-        added.push(root);
-      }
+      if (this.roots.has(path)) continue;
+      this.watchDir(path, null);
+      added.push(root);
     }
     this.roots = newRoots;
 
@@ -359,9 +425,10 @@ export class InstallSensor implements Sensor {
     this.globs = this.compileGlobs();
     const bases = new Set<string>();
     for (const g of this.globs) {
-      if (await isDirGated(g.base)) bases.add(g.base);
+      const key = this.gateKey(g.base, homes, 'glob');
+      if (await isDirGated(g.base, key)) bases.add(g.base);
       else {
-        const a = await nearestExisting(g.base, homes);
+        const a = await nearestExisting(g.base, homes, key);
         if (a) anchors.add(a);
       }
     }
@@ -397,7 +464,7 @@ export class InstallSensor implements Sensor {
     this.lastAdded = { roots: added, bases: newBases };
     for (const root of added) this.catchUpRoots.set(root.path, root);
     for (const base of newBases) this.catchUpBases.add(base);
-    for (const root of vanished) this.track(this.sweepLeftovers(root, { hint: null }));
+    for (const root of vanished) this.track(this.sweepLeftovers(root, { hints: [] }));
     for (const root of found.absent) this.sweepAbsent(root);
     const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
@@ -411,28 +478,32 @@ export class InstallSensor implements Sensor {
    */
   private scheduleCatchUp(): void {
     if (!this.running || this.catchUpTimer) return;
-    this.catchUpTimer = setTimeout(() => {
-      this.catchUpTimer = null;
-      const roots = [...this.catchUpRoots.values()];
-      const bases = new Set(this.catchUpBases);
-      const scopes = [...this.catchUpScopes];
-      this.catchUpRoots.clear();
-      this.catchUpBases.clear();
-      this.catchUpScopes.clear();
-      this.track(
-        (async () => {
-          await this.rediscover();
-          const more = this.lastAdded;
-          for (const r of [...roots, ...more.roots]) if (this.roots.has(r.path)) await this.scanRoot(r, true);
-          for (const b of more.bases) bases.add(b);
-          for (const g of this.globs) if (bases.has(g.base)) await this.scanGlob(g, true);
-          for (const scope of scopes) {
-            const root = this.scopeDirs.get(scope);
-            if (root) await this.addScope(scope, root, true);
-          }
-        })(),
-      );
-    }, CATCH_UP_MS);
+    this.afterDiscoveryIdle(
+      CATCH_UP_MS,
+      (t) => (this.catchUpTimer = t),
+      () => {
+        const roots = [...this.catchUpRoots.values()];
+        const bases = new Set(this.catchUpBases);
+        const scopes = [...this.catchUpScopes];
+        this.catchUpRoots.clear();
+        this.catchUpBases.clear();
+        this.catchUpScopes.clear();
+        this.track(
+          (async () => {
+            await this.rediscover();
+            const more = this.lastAdded;
+            for (const r of [...roots, ...more.roots])
+              if (this.roots.has(r.path)) await this.scanRoot(r, true);
+            for (const b of more.bases) bases.add(b);
+            for (const g of this.globs) if (bases.has(g.base)) await this.scanGlob(g, true);
+            for (const scope of scopes) {
+              const root = this.scopeDirs.get(scope);
+              if (root) await this.addScope(scope, root, true);
+            }
+          })(),
+        );
+      },
+    );
   }
 
   private catchUpTimer: NodeJS.Timeout | null = null;
@@ -447,19 +518,47 @@ export class InstallSensor implements Sensor {
   /** What the last discovery added: scanned at once by the code that ran it. */
   private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
 
+  /**
+   * Calls `run` `min` ms from now, or later: not while a discovery runs, nor before
+   * DISCOVERY_IDLE_FACTOR times its duration has passed since it ended (checked again when due).
+   * `hold` is given the pending timer (null once it fired).
+   */
+  private afterDiscoveryIdle(min: number, hold: (t: NodeJS.Timeout | null) => void, run: () => void): void {
+    const arm = (delay: number): void => {
+      hold(
+        setTimeout(() => {
+          const wait = this.discoveryWait();
+          if (wait > 0 && this.running) return arm(wait);
+          hold(null);
+          if (this.running) run();
+        }, delay),
+      );
+    };
+    arm(Math.max(min, this.discoveryWait()));
+  }
+
+  /** How long until a watch may start a discovery (≤ 0: now); see DISCOVERY_IDLE_FACTOR. */
+  private discoveryWait(): number {
+    if (this.discoveryRunning) return REDISCOVER_DEBOUNCE_MS;
+    return this.discoveryEnded + DISCOVERY_IDLE_FACTOR * this.discoveryTook - performance.now();
+  }
+
   private scheduleRediscover(): void {
     if (!this.running || this.rediscoverTimer) return;
-    this.rediscoverTimer = setTimeout(() => {
-      this.rediscoverTimer = null;
-      this.track(
-        (async () => {
-          await this.rediscover();
-          const { roots, bases } = this.lastAdded;
-          for (const r of roots) await this.scanRoot(r, true);
-          for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g, true);
-        })(),
-      );
-    }, REDISCOVER_DEBOUNCE_MS);
+    this.afterDiscoveryIdle(
+      REDISCOVER_DEBOUNCE_MS,
+      (t) => (this.rediscoverTimer = t),
+      () => {
+        this.track(
+          (async () => {
+            await this.rediscover();
+            const { roots, bases } = this.lastAdded;
+            for (const r of roots) await this.scanRoot(r, true);
+            for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g, true);
+          })(),
+        );
+      },
+    );
   }
 
   /** `fresh`: the root just appeared, so an incomplete package is being written: keep checking it. */
@@ -478,9 +577,11 @@ export class InstallSensor implements Sensor {
   private async addScope(scopeDir: string, root: InstallRoot, fromWatch = false): Promise<void> {
     const st = await lstat(scopeDir).catch(() => null);
     if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
-    if (!this.scopeDirs.has(scopeDir)) {
+    if (
+      !this.scopeDirs.has(scopeDir) &&
+      this.watchDir(scopeDir, `${root.home ?? root.path}\u0000${st.uid}`)
+    ) {
       this.scopeDirs.set(scopeDir, root);
-      this.rootWatcher?.add(scopeDir);
       // A package moved in between the listing below and the new watch going live has no event:
       // the catch-up lists the scope dir once more (as for new roots).
       if (fromWatch) {
@@ -491,6 +592,37 @@ export class InstallSensor implements Sensor {
     for (const entry of await this.listDir(scopeDir)) {
       if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, fromWatch);
     }
+  }
+
+  /**
+   * Watches a root (`budget` null) or a scope dir unless its budget's MAX_WATCHED_SCOPES are
+   * taken (then counted; false). Idempotent.
+   */
+  private watchDir(path: string, budget: string | null): boolean {
+    if (this.watchedDirs.has(path)) return true;
+    if (budget !== null) {
+      const n = this.watchBudget.get(budget) ?? 0;
+      if (n >= MAX_WATCHED_SCOPES) {
+        this.count('watch_budget_exceeded', budget);
+        return false;
+      }
+      this.watchBudget.set(budget, n + 1);
+    }
+    this.watchedDirs.set(path, budget);
+    this.rootWatcher?.add(path);
+    return true;
+  }
+
+  /** Stops watching `path` (if watchDir watched it) and gives its place in the budget back. */
+  private unwatchDir(path: string): void {
+    const key = this.watchedDirs.get(path);
+    if (key === undefined) return;
+    this.watchedDirs.delete(path);
+    this.rootWatcher?.unwatch(path);
+    if (key === null) return;
+    const n = (this.watchBudget.get(key) ?? 1) - 1;
+    if (n > 0) this.watchBudget.set(key, n);
+    else this.watchBudget.delete(key);
   }
 
   private async listDir(dir: string): Promise<string[]> {
@@ -565,10 +697,7 @@ export class InstallSensor implements Sensor {
   private onRootEvent(event: string, path: string): void {
     if (!this.running) return;
     if (event === 'unlink' || event === 'unlinkDir') {
-      if (this.scopeDirs.has(path)) {
-        this.scopeDirs.delete(path);
-        this.rootWatcher?.unwatch(path);
-      }
+      if (this.scopeDirs.delete(path)) this.unwatchDir(path);
       this.track(this.pruneReported());
       return;
     }
@@ -626,6 +755,7 @@ export class InstallSensor implements Sensor {
       firstSeen: Date.now(),
       attempts: 0,
       lastFingerprint: null,
+      unsettled: 0,
       timer: null,
       running: false,
       dirty: false,
@@ -645,7 +775,9 @@ export class InstallSensor implements Sensor {
       this.pending.set(p.path, p);
     }
     const delay =
-      p.lastFingerprint !== null ? SETTLE_MS : Math.min(RETRY_MIN_MS * 2 ** p.attempts, RETRY_MAX_MS);
+      p.lastFingerprint !== null
+        ? Math.min(SETTLE_MS * 2 ** Math.max(0, p.unsettled - 1), SETTLE_MAX_MS)
+        : Math.min(RETRY_MIN_MS * 2 ** p.attempts, RETRY_MAX_MS);
     p.attempts++;
     p.timer = setTimeout(() => {
       p.timer = null;
@@ -686,7 +818,7 @@ export class InstallSensor implements Sensor {
       // install script): report it if it was banned, and look for links it left behind.
       const code = (err as NodeJS.ErrnoException).code;
       if (p.kind === 'package' && p.root && (code === 'ENOENT' || code === 'ENOTDIR') && p.attempts > 0)
-        this.track(this.sweepLeftovers(p.root, { hint: p.banned ? { path: p.path, ...p.banned } : null }));
+        this.track(this.sweepLeftovers(p.root, { hints: p.banned ? [{ path: p.path, ...p.banned }] : [] }));
       return 'done';
     }
     if (p.kind === 'package') this.gone.delete(p.path);
@@ -738,9 +870,11 @@ export class InstallSensor implements Sensor {
       if (!matcher.packageNames.has(read.info.name)) return 'done';
       p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
       // Banned name: wait until it has settled before reporting.
+      this.fingerprints++;
       const fp = await fingerprint(pkgDir);
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
+        p.unsettled++;
         return 'retry';
       }
       if (!(await this.binsLinked(root, read.info.bin)) && Date.now() - p.firstSeen < BIN_WAIT_MS)
@@ -759,9 +893,11 @@ export class InstallSensor implements Sensor {
       };
     } else {
       contentDir = p.path;
+      if (st.isDirectory()) this.fingerprints++;
       const fp = st.isDirectory() ? await fingerprint(p.path) : `${st.size}:${st.mtimeMs}:${st.ino}`;
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
+        p.unsettled++;
         return 'retry';
       }
       obs = {
@@ -816,7 +952,7 @@ export class InstallSensor implements Sensor {
   }
 
   /**
-   * Reports banned packages of `root` that are gone but left a trace: `hint` (a candidate whose
+   * Reports banned packages of `root` that are gone but left a trace: `hints` (candidates whose
    * package.json named a banned package, now vanished) and every symlink in the root's bin dirs
    * whose target lies in `<root>/<banned name>` while nothing is there (npm removed the package
    * and, when it had created it, the root: its bin links stay). Each former path once per policy
@@ -824,29 +960,32 @@ export class InstallSensor implements Sensor {
    * reverted). Reads only: removal is the quarantine action's (as the owner). `ifChanged`: skip
    * bin dirs whose stat is what it was at the last look (absent roots, on every discovery).
    * A sweep that could not look everywhere is done again (sweepAgain); `attempt` counts the
-   * sweeps in a row whose reads were turned away.
+   * sweeps in a row whose reads were turned away. One sweep of a root at a time: one asked for
+   * while another runs or is due joins the one due (a user's candidates vanishing together cost
+   * one read of the bin dirs, not one each).
    */
   private async sweepLeftovers(
     root: InstallRoot,
-    opts: { hint: LeftoverHint | null; ifChanged?: boolean; attempt?: number },
+    opts: { hints: readonly LeftoverHint[]; ifChanged?: boolean; attempt?: number },
   ): Promise<void> {
     const matcher = this.matcher;
     if (!this.running || !matcher || matcher.packageNames.size === 0) return;
     const attempt = opts.attempt ?? 0;
-    if (!opts.hint && this.sweepsInFlight.has(root.path)) {
-      this.sweepAgain(root, null, attempt);
+    if (this.sweepsInFlight.has(root.path) || (opts.hints.length > 0 && this.sweepRetries.has(root.path))) {
+      this.sweepAgain(root, opts.hints, attempt);
       return;
     }
     this.sweepsInFlight.add(root.path);
+    this.sweeps++;
     // Set when a read was turned away (busy or past its deadline): what it would have shown is unknown.
     let stalled = false;
     const turnedAway = (r: { ok: boolean; reason?: string }): boolean =>
       !r.ok && (r.reason === 'busy' || r.reason === 'timeout');
     try {
-      const key = root.home ?? 'system';
+      const key = this.gateKey(root.path, this.homes());
       const p = this.options.platform === 'win32' ? win32 : posix;
       const found = new Map<string, BannedSeen>();
-      if (opts.hint) found.set(opts.hint.path, opts.hint);
+      for (const h of opts.hints) found.set(h.path, h);
       for (const dir of binDirsFor(root, this.options.platform)) {
         let id: string | null = null;
         if (opts.ifChanged) {
@@ -928,7 +1067,7 @@ export class InstallSensor implements Sensor {
           this.log.error({ err }, 'onObservation threw');
         }
       }
-      if (stalled) this.sweepAgain(root, opts.hint, attempt + 1);
+      if (stalled) this.sweepAgain(root, opts.hints, attempt + 1);
     } finally {
       this.sweepsInFlight.delete(root.path);
     }
@@ -938,7 +1077,7 @@ export class InstallSensor implements Sensor {
    * Sweeps `root` again SWEEP_RETRY_MS from now (one pending retry per root, keeping every hint).
    * `attempt` > SWEEP_RETRIES: given up, counted `leftover_sweep_stalled`.
    */
-  private sweepAgain(root: InstallRoot, hint: LeftoverHint | null, attempt: number): void {
+  private sweepAgain(root: InstallRoot, hints: readonly LeftoverHint[], attempt: number): void {
     if (!this.running) return;
     if (attempt > SWEEP_RETRIES) {
       this.count('leftover_sweep_stalled', root.path);
@@ -950,9 +1089,7 @@ export class InstallSensor implements Sensor {
         timer: setTimeout(() => {
           this.sweepRetries.delete(root.path);
           if (!this.running) return;
-          if (r.hints.size === 0) this.track(this.sweepLeftovers(root, { hint: null, attempt: r.attempt }));
-          for (const h of r.hints.values())
-            this.track(this.sweepLeftovers(root, { hint: h, attempt: r.attempt }));
+          this.track(this.sweepLeftovers(root, { hints: [...r.hints.values()], attempt: r.attempt }));
         }, SWEEP_RETRY_MS),
         hints: new Map(),
         attempt,
@@ -961,7 +1098,7 @@ export class InstallSensor implements Sensor {
       this.sweepRetries.set(root.path, r);
     }
     retry.attempt = Math.max(retry.attempt, attempt);
-    if (hint && retry.hints.size < MAX_PENDING) retry.hints.set(hint.path, hint);
+    for (const h of hints) if (retry.hints.size < MAX_PENDING) retry.hints.set(h.path, h);
   }
 
   /** Sweeps an absent root's bin dirs now, or once at the end of its ABSENT_SWEEP_INTERVAL_MS. */
@@ -972,7 +1109,7 @@ export class InstallSensor implements Sensor {
       this.absentSwept.delete(root.path);
       if (this.absentSwept.size >= MAX_BIN_DIRS_REMEMBERED) this.absentSwept.clear();
       this.absentSwept.set(root.path, performance.now());
-      this.track(this.sweepLeftovers(root, { hint: null, ifChanged: true }));
+      this.track(this.sweepLeftovers(root, { hints: [], ifChanged: true }));
     };
     const delay = wait - performance.now();
     if (delay <= 0) {
@@ -998,13 +1135,22 @@ export class InstallSensor implements Sensor {
 
   /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */
   private async pruneReported(): Promise<void> {
+    const homes = this.homes();
     for (const path of [...this.reported.keys()]) {
-      const there = await lstat(path).then(
-        () => true,
-        () => false,
-      );
-      if (!there) this.reported.delete(path);
+      // Gated: the path is in a user's tree, which may have become a mount that never answers.
+      const there = await lstatUserPath(path, installReadGate, this.gateKey(path, homes));
+      if (!there.ok && there.reason === 'missing') this.reported.delete(path);
     }
+  }
+
+  /**
+   * The install gate's key for a path: the uid of the user whose home holds it (the key of their
+   * package.json reads too: all of a user's calls share one slot, so their stalled tree holds one),
+   * the home itself when no user has it, else `outside`.
+   */
+  private gateKey(path: string, homes: readonly string[], outside = 'system'): string | number {
+    const home = homes.find((h) => path === h || isInside(path, h));
+    return home === undefined ? outside : (this.homeKeys.get(home) ?? home);
   }
 
   private track(p: Promise<unknown>): void {
@@ -1077,13 +1223,17 @@ function toPosix(p: string): string {
 }
 
 /** Whether `p` is a directory, through the install gate (it is in a user's tree); false on a stall. */
-async function isDirGated(p: string): Promise<boolean> {
-  const st = await statUserPath(p, installReadGate, 'glob');
+async function isDirGated(p: string, key: string | number): Promise<boolean> {
+  const st = await statUserPath(p, installReadGate, key);
   return st.ok && st.value.isDirectory();
 }
 
 /** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
-async function nearestExisting(path: string, homes: readonly string[]): Promise<string | null> {
+async function nearestExisting(
+  path: string,
+  homes: readonly string[],
+  key: string | number,
+): Promise<string | null> {
   const home = homes.find((h) => isInside(path, h) || path === h);
   let p = path;
   for (let i = 0; i < 32; i++) {
@@ -1092,7 +1242,7 @@ async function nearestExisting(path: string, homes: readonly string[]): Promise<
     p = parent;
     if (home && !isInside(p, home) && p !== home) return null;
     if (!home && p.split('/').filter(Boolean).length < 2) return null;
-    if (await isDirGated(p)) return p;
+    if (await isDirGated(p, key)) return p;
   }
   return null;
 }

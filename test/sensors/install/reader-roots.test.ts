@@ -239,6 +239,7 @@ describe('discoverRoots', () => {
       roots: [],
       anchors: [empty],
       stalled: [],
+      truncated: [],
       // Fixed-path roots that are missing (their bin dirs may hold links of a reverted install).
       absent: [
         { path: join(empty, '.npm-global/lib/node_modules'), manager: 'npm', layout: 'npm', home: empty },
