@@ -4,7 +4,7 @@
  * "needs root", not "not running"), a socket dir the user may not enter, no daemon at all, a bad
  * config, commander's parse errors, and `doctor` against a real `guardd --local`.
  */
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { type ChildProcess, type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -122,23 +122,7 @@ describe('guardctl failures a person can cause', () => {
 
   it('doctor in local mode checks no system service and never suggests systemctl', async () => {
     const local = join(dir, 'local');
-    const policy = localPolicy();
-    let out = '';
-    const child = spawnAs(
-      null,
-      process.execPath,
-      [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', local, '--local-policy', policy],
-      { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
-    );
-    child.stdout?.on('data', (d) => {
-      out += d;
-    });
-    child.stderr?.on('data', (d) => {
-      out += d;
-    });
-    await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output: ${out})`, {
-      timeoutMs: 30_000,
-    });
+    const { child } = await startLocalGuardd(local);
     // the policy check passes once the embedded collector has served the signed policy
     const doctor = await waitFor(
       () => {
@@ -171,7 +155,6 @@ describe('guardctl failures a person can cause', () => {
   }, 90_000);
 });
 
-/** Runs one of the three built programs as `user` (or as root when `asUser` is false). */
 /**
  * The example ban list with every rule renamed to a `tgcl-local-*` program name and no package or
  * path rules, for the local-mode daemons here: they must not act on anything else on the machine.
@@ -190,6 +173,29 @@ function localPolicy(): string {
   return policy;
 }
 
+/** Starts `guardd --local` (as root) in `local` with localPolicy(); resolves once its banner is out. */
+async function startLocalGuardd(local: string): Promise<{ child: ChildProcess; exited: Promise<unknown> }> {
+  const child = spawnAs(
+    null,
+    process.execPath,
+    [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', local, '--local-policy', localPolicy()],
+    { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
+  );
+  const exited = new Promise((res) => child.once('exit', res));
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output: ${out})`, {
+    timeoutMs: 30_000,
+  });
+  return { child, exited };
+}
+
+/** Runs one of the three built programs as `user` (or as root when `asUser` is false). */
 function programAs(
   program: 'guardd' | 'guard-collector' | 'guardctl',
   args: readonly string[],
@@ -306,24 +312,8 @@ describe('guardd and guard-collector: the same error style, exit codes and hints
 
   it('a second guardd --local on a running one’s directory: refused before it rewrites the config, the policy or the key', async () => {
     const local = join(dir, 'twice-local');
-    const child = spawnAs(
-      null,
-      process.execPath,
-      [join(ROOT, 'bin/guardd.js'), '--local', '--local-dir', local, '--local-policy', localPolicy()],
-      { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
-    );
-    let out = '';
-    child.stdout?.on('data', (d) => {
-      out += d;
-    });
-    child.stderr?.on('data', (d) => {
-      out += d;
-    });
-    const exited = new Promise((res) => child.once('exit', res));
+    const { child, exited } = await startLocalGuardd(local);
     try {
-      await waitFor(() => out.includes('Ctrl-C stops everything'), `the local-mode banner (output: ${out})`, {
-        timeoutMs: 30_000,
-      });
       const files = ['config.json', 'policy.dsse.json', 'dev-signing-key.pub.pem'].map((f) => join(local, f));
       const before = files.map((f) => readFileSync(f, 'utf8'));
       const r = programAs(
