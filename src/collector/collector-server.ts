@@ -393,6 +393,10 @@ export async function startCollector(options: StartCollectorOptions): Promise<Ru
     },
   });
 
+  // JSON only (and the agent's NDJSON, parsed by its own route): fastify's default text/plain
+  // parser would hand a string to the JSON routes, which then answered 400 instead of 415.
+  app.removeContentTypeParser('text/plain');
+
   let shuttingDown = false;
   const allowedHosts = options.allowedHosts ?? null;
   app.addHook('onRequest', async (req) => {

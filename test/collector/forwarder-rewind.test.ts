@@ -169,13 +169,13 @@ describe('POST /v1/admin/forwarders/:sink/rewind', () => {
     ];
     for (const [body, want, sink] of cases)
       expect([body, await codeOf(await rewind(body, sink))]).toEqual([body, want]);
-    // not JSON: the body is a string, not the object
+    // not JSON: refused for its type, as on every JSON route
     const text = await admin('/v1/admin/forwarders/ndjson/rewind', {
       method: 'POST',
       headers: { 'content-type': 'text/plain' },
       body: past,
     });
-    expect(await codeOf(text)).toEqual([400, 'GUARD_COLLECTOR_BAD_REQUEST']);
+    expect(await codeOf(text)).toEqual([415, 'GUARD_COLLECTOR_UNSUPPORTED_MEDIA_TYPE']);
     // a query parameter is not a way in either
     const q = await admin('/v1/admin/forwarders/ndjson/rewind?since=2026-01-01T00:00:00Z', {
       method: 'POST',
