@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type CommandResult,
@@ -181,6 +181,13 @@ describe('doctor on a healthy installation', () => {
 });
 
 describe('doctor finds what is wrong and says how to fix it', () => {
+  it('no config file: the config check does not call it valid', async () => {
+    const missing = join(dirname(configFile), 'absent.json');
+    const report = await runDoctor(probes({ configFile: missing }));
+    const config = report.checks.find((c) => c.id === 'config');
+    expect(config).toMatchObject({ status: 'SKIP', detail: `no ${missing}: the defaults are in use` });
+  });
+
   it('loose modes on the state dir, the enroll secret and the config dir fail with chmod fixes', async () => {
     chmodSync(state, 0o755);
     chmodSync(secretFile, 0o644);

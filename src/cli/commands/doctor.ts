@@ -123,15 +123,24 @@ export async function runDoctor(p: DoctorProbes): Promise<DoctorReport> {
   }
   await guard('files', () => checkFiles(p, config));
   await guard('sockets', () => checkSockets(p));
+  let configMissing = false;
+  try {
+    configMissing = p.stat(p.configFile) === null;
+  } catch {
+    // the files check reports what stat said
+  }
   checks.push(
-    config
-      ? { id: 'config', status: 'OK', detail: `${p.configFile} is valid`, fix: null }
-      : {
-          id: 'config',
-          status: 'FAIL',
-          detail: configError ?? 'invalid',
-          fix: `Fix ${p.configFile} (keys and types: docs/config.md); guardd refuses to start with it.`,
-        },
+    config && configMissing
+      ? // nothing to validate: the files check says what a missing config means
+        { id: 'config', status: 'SKIP', detail: `no ${p.configFile}: the defaults are in use`, fix: null }
+      : config
+        ? { id: 'config', status: 'OK', detail: `${p.configFile} is valid`, fix: null }
+        : {
+            id: 'config',
+            status: 'FAIL',
+            detail: configError ?? 'invalid',
+            fix: `Fix ${p.configFile} (keys and types: docs/config.md); guardd refuses to start with it.`,
+          },
   );
 
   let status: DaemonStatus | null = null;
