@@ -286,7 +286,10 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
     if (!real) return;
     seen.add(id);
     const within = (h: string): boolean => real === h || real.startsWith(h.endsWith(p.sep) ? h : h + p.sep);
-    roots.push({ ...root, path: real, home: options.homes.find(within) ?? root.home });
+    // A link out of every home (to root's dirs, say) keeps the path it was found by, as before:
+    // the user's link stays on it, so nothing there is acted on as if it were root's own tree.
+    const owner = options.homes.find(within);
+    roots.push(owner ? { ...root, path: real, home: owner } : root);
   };
   /**
    * A base that does not exist (yet): watch its nearest existing ancestor, so creating it (an

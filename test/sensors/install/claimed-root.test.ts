@@ -39,3 +39,19 @@ it("a root reached through another user's link is known by its real path: the ow
     await rig.close();
   }
 });
+
+it("a user's link out of every home (to a root-owned dir) keeps the path it was found by", async () => {
+  const linker = createTestUser('tgcl');
+  const outside = join(tempDir('tgcl-out-'), 'prefix');
+  mkdirSync(join(outside, 'lib', 'node_modules'), { recursive: true });
+  symlinkSync(outside, join(linker.home, '.npm-global'));
+  const rig = await makeRig({ dir: tempDir('tgcl-'), homes: [linker.home], action: 'block' });
+  try {
+    // not `<outside>/lib/node_modules`: nothing there is taken for a tree reached without the link
+    expect(rig.sensor.status().details.roots).toEqual([
+      join(linker.home, '.npm-global', 'lib', 'node_modules'),
+    ]);
+  } finally {
+    await rig.close();
+  }
+});
