@@ -139,6 +139,8 @@ function hintFor(code: string, details: Readonly<Record<string, unknown>>, ctx: 
         : 'The log above says more (`journalctl -u guard-collector -n 50` for the service).';
     case 'GUARD_CLI_PERMISSION_DENIED':
       return permissionHint(program, details);
+    case 'GUARD_CONTROL_INSTANCE_LOCKED':
+      return 'Another guardd runs, or is starting, on the same state directory: `guardctl status` shows it once it answers; stop it first (`sudo systemctl stop toolguard`), or give this one another paths.state_dir.';
     case 'GUARD_CONTROL_SOCKET_IN_USE':
       return 'Another guardd already runs: `guardctl status` shows it; stop it first (`sudo systemctl stop toolguard`), or give this one another paths.socket_dir.';
     case 'GUARD_CONTROL_BUSY':

@@ -48,6 +48,8 @@ export const ERROR_CODES = {
     'the operating system refused to open the control socket (EACCES/EPERM: its mode, or its directory)',
   GUARD_CONTROL_TIMEOUT: 'the daemon did not answer in time',
   GUARD_CONTROL_SOCKET_IN_USE: 'another guardd already answers on the control socket',
+  GUARD_CONTROL_INSTANCE_LOCKED:
+    'another guardd, running or still starting, holds the single-instance lock of the same state directory',
   GUARD_CONTROL_BUSY:
     'every control connection slot is answering a request, or this connection was evicted to make room',
   GUARD_PEERCRED_UNAVAILABLE:

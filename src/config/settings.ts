@@ -65,7 +65,8 @@ export const SETTINGS = {
   // paths
   'paths.state_dir': str({
     default: () => defaultPaths().stateDir,
-    description: 'Root-owned state: DB, quarantine, policy cache.',
+    description:
+      'Root-owned state: DB, quarantine, policy cache, the single-instance lock (guardd.lock). It and every directory above it must be writable by root only (refused otherwise, GUARD_CONFIG_UNSAFE_DIR).',
   }),
   'paths.socket_dir': str({
     default: () => defaultPaths().socketDir,

@@ -26,12 +26,13 @@
  * A malformed request (oversized, not UTF-8, not JSON, wrong shape) is answered with
  * GUARD_CONTROL_BAD_REQUEST and the connection is closed: the framing can no longer be trusted.
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { GuardError, isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { socketPaths } from '../common/platform-paths.js';
+import { makeDirs } from '../common/private-dir.js';
 import { loadPeerCredentials, type PeerCredentialsReader } from './peer-credentials.js';
 import { type ControlMethods, type ControlResponse, MAX_REQUEST_BYTES } from './protocol.js';
 
@@ -191,7 +192,7 @@ export class ControlServer {
   private async listen(path: string, admin: boolean, mode: number): Promise<void> {
     const isPipe = path.startsWith('\\\\.\\pipe\\');
     if (!isPipe) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      makeDirs(dirname(path), 0o755);
       if (existsSync(path)) {
         if (await answers(path)) {
           throw new GuardError('GUARD_CONTROL_SOCKET_IN_USE', `another guardd already listens on ${path}`, {

@@ -8,12 +8,12 @@
  * with the policy in force) → enforcement → sensors → shipping → control socket.
  * Stop order is the reverse, and the outbox closes last.
  */
-import { mkdirSync } from 'node:fs';
 import { hostname, release } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage, GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { currentPlatform, socketPaths } from '../common/platform-paths.js';
+import { makeDirs } from '../common/private-dir.js';
 import { UserDirectory } from '../common/users.js';
 import { uuidv7 } from '../common/uuidv7.js';
 import { AGENT_VERSION } from '../common/version.js';
@@ -83,7 +83,7 @@ const FRESHNESS_CHECK_MS = 60_000;
 export async function buildDaemon({ config, logger, local }: BuildDaemonOptions): Promise<Daemon> {
   const platform = currentPlatform();
   const stateDir = config['paths.state_dir'];
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  makeDirs(stateDir, 0o700);
   const startedAt = new Date();
   const host = hostname();
 

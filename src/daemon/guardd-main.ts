@@ -4,8 +4,10 @@
  * to exit codes by the one table in src/cli/error-message.ts), building the daemon through the
  * composition root, signals (SIGINT/SIGTERM stop cleanly, SIGHUP re-fetches the policy) and the
  * exit code (a stopped guardd, or one whose start failed, exits within EXIT_GRACE_MS even when a
- * leaked handle would keep it). A guardd already answering on the control sockets is left alone:
- * a second one exits (GUARD_CONTROL_SOCKET_IN_USE) before it touches any of its state.
+ * leaked handle would keep it). A guardd already running is left alone: a second one exits before
+ * it touches any of its state — GUARD_CONTROL_SOCKET_IN_USE when one answers on the control
+ * sockets, GUARD_CONTROL_INSTANCE_LOCKED when one holds the state dir's lock (instance-lock.ts: it
+ * may still be starting, so it does not answer yet).
  */
 import { createProgram, reportError, startFailure } from '../cli/program.js';
 import { GuardError } from '../common/errors.js';
@@ -15,7 +17,14 @@ import { loadConfig } from '../config/load-config.js';
 import { assertNoDaemonAnswers } from '../control/control-server.js';
 import { buildDaemon, type Daemon } from './deps.js';
 import { GUARDD_PROGRAM } from './guardd-program.js';
-import { type LocalMode, localSocketDir, prepareLocalMode } from './local-mode.js';
+import { holdInstanceLock, type InstanceLock } from './instance-lock.js';
+import {
+  LOCAL_DIR_OPTIONS,
+  type LocalMode,
+  localSocketDir,
+  localStateDir,
+  prepareLocalMode,
+} from './local-mode.js';
 import { raisePriority } from './priority.js';
 
 /** How long a stopped guardd may take to exit on its own before it exits by force (ms). */
@@ -67,11 +76,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   let daemon: Daemon | undefined;
   let local: LocalMode | null = null;
   let configFile: string | undefined;
+  // Held for the life of the process (its end lets it go).
+  let instanceLock: InstanceLock | null = null;
   try {
-    // A guardd already running on these sockets is left alone: checked before local mode rewrites
-    // its files and before the state database, quarantine or pre-exec listener are touched.
+    // A guardd already running on these sockets or this state dir is left alone: checked before
+    // local mode rewrites its files and before the state database, quarantine or pre-exec listener
+    // are touched.
     const localDir = flags.localDir ?? '.toolguard';
-    if (flags.local) await assertNoDaemonAnswers(localSocketDir(localDir));
+    if (flags.local) {
+      await assertNoDaemonAnswers(localSocketDir(localDir));
+      instanceLock = holdInstanceLock(localStateDir(localDir), LOCAL_DIR_OPTIONS);
+    }
     local = flags.local
       ? await prepareLocalMode({
           dir: localDir,
@@ -86,6 +101,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       required: flags.config !== undefined || local !== null,
     });
     await assertNoDaemonAnswers(config['paths.socket_dir']);
+    instanceLock ??= holdInstanceLock(config['paths.state_dir']);
     logger = createRootLogger(config['log.level']);
     raisePriority(logger);
     daemon = await buildDaemon({ config, logger, local });
@@ -96,6 +112,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (daemon) await daemon.stop('start_failed').catch(() => {});
     // built or not, local mode's embedded collector is guardd's to close
     else await local?.collector.close().catch(() => {});
+    instanceLock?.release();
     const code = reportError(failure, { program: 'guardd', configFile });
     // a handle left open by the failed start (a leak) must not keep it from exiting
     setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
@@ -104,6 +121,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   const running = daemon;
   const log = logger;
+  const lock = instanceLock;
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -120,7 +138,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         resolve(code);
       };
       running.stop(signal).then(
-        () => exitSoon(0),
+        () => {
+          lock?.release();
+          exitSoon(0);
+        },
         (err: unknown) => {
           log.error({ err }, 'unclean stop');
           exitSoon(1);

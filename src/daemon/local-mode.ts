@@ -14,18 +14,10 @@
  * Nothing here runs in a real deployment; a real one is configured by MDM.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  readFileSync,
-  realpathSync,
-  writeFileSync,
-} from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { GuardError } from '../common/errors.js';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { Logger } from '../common/logger.js';
+import { makePrivateDir, type PrivateDirOptions } from '../common/private-dir.js';
 import { LocalEnforcementScope, ownStartTime } from '../enforcement/enforcement-scope.js';
 import { signEnvelope } from '../policy/dsse.js';
 import { generateKeyPair, parsePrivateKey } from '../policy/keys.js';
@@ -37,6 +29,17 @@ const LOCAL_POLICY_VALIDITY_DAYS = 14;
 /** The control socket directory of `guardd --local --local-dir <dir>`. */
 export function localSocketDir(dir: string): string {
   return join(resolve(dir), 'run');
+}
+
+/** How errors about the local dir name it (private-dir.ts). */
+export const LOCAL_DIR_OPTIONS: PrivateDirOptions = {
+  key: 'local_dir',
+  hint: "run as that directory's owner, or pass --local-dir in a directory only you (or root) can change",
+};
+
+/** Local mode's state dir (`paths.state_dir` of the config it writes) for the local dir `dir`. */
+export function localStateDir(dir: string): string {
+  return join(resolve(dir), 'state');
 }
 
 export interface LocalMode {
@@ -70,10 +73,9 @@ export interface PrepareLocalModeOptions {
 /** Prepares the local directory (key, signed policy, secrets, config). Idempotent across restarts. */
 export async function prepareLocalMode(options: PrepareLocalModeOptions): Promise<LocalMode> {
   const dir = resolve(options.dir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makePrivateDir(dir, 0o700, LOCAL_DIR_OPTIONS);
   const now = options.now ?? Date.now();
   const uid = options.uid ?? process.getuid?.() ?? -1;
-  assertPrivateDir(dir, process.geteuid?.() ?? -1, process.getegid?.() ?? -1);
   // The install sensor's whole world: a demo home (policy `~/…` paths expand into it) and a demo
   // npm prefix. They exist from the start, so the sensor watches them from its first scan.
   const demoHome = join(dir, 'home');
@@ -132,7 +134,7 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
   const configFile = join(dir, 'config.json');
   const config = {
     '//': 'Written by `guardd --local` at every start. A real deployment gets its config from MDM.',
-    paths: { state_dir: join(dir, 'state'), socket_dir: localSocketDir(dir), bootstrap_policy: policyFile },
+    paths: { state_dir: localStateDir(dir), socket_dir: localSocketDir(dir), bootstrap_policy: policyFile },
     collector: { url: collector.url, enroll_secret_file: join(dir, 'enroll-secret') },
     policy: { trusted_keys: [publicKeyPem], refresh_cron: '* * * * *', refresh_jitter_s: 0 },
     sensors: { install: { homes: [demoHome], extra_roots: [demoRoot], system_roots: false } },
@@ -157,44 +159,6 @@ export async function prepareLocalMode(options: PrepareLocalModeOptions): Promis
     }),
     collector,
   };
-}
-
-/**
- * Refuses a local directory that another user could change, before anything is read from or
- * written to it: local mode keeps a signing key, secrets, a config and quarantined files there, and
- * as root it would otherwise follow a link or read a key another user planted (`sudo npm start` in
- * someone's clone, `--local-dir /tmp/x`). The directory itself must be guardd's own and not
- * writable by others; every directory above it, on the path as written and on the real path, must
- * belong to root or guardd's user and be writable only by them (or guardd's own group), unless it
- * is sticky like /tmp; a symbolic link on the way must belong to root or guardd's user.
- * Windows has no uids (euid -1): not checked there; its ACLs are out of reach of this check.
- */
-export function assertPrivateDir(dir: string, euid: number, egid: number): void {
-  if (euid < 0) return;
-  const refuse = (path: string, why: string): never => {
-    throw new GuardError(
-      'GUARD_CONFIG_UNSAFE_DIR',
-      `local dir ${dir}: ${path} ${why}; run as that directory's owner, or pass --local-dir in a directory only you (or root) can change`,
-      { key: 'local_dir' },
-    );
-  };
-  for (const target of new Set([resolve(dir), realpathSync(dir)])) {
-    const chain: string[] = [];
-    for (let p = target; ; p = dirname(p)) {
-      chain.unshift(p);
-      if (dirname(p) === p) break;
-    }
-    for (const path of chain) {
-      const st = lstatSync(path);
-      const isTarget = path === target;
-      if (isTarget ? st.uid !== euid : st.uid !== 0 && st.uid !== euid)
-        refuse(path, `belongs to uid ${st.uid}`);
-      if (st.isSymbolicLink()) continue;
-      const byOthers = (st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && st.gid !== egid);
-      if (byOthers && (isTarget || (st.mode & 0o1000) === 0))
-        refuse(path, `is writable by other users (mode ${(st.mode & 0o7777).toString(8)})`);
-    }
-  }
 }
 
 function readOrCreateSecret(file: string): string {

@@ -7,10 +7,11 @@
  * permission, a directory) is left where it is and refused with GUARD_STORE_IO — a live database
  * held by another guardd must never be mistaken for a broken one.
  */
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { GuardError } from '../common/errors.js';
+import { makeDirs } from '../common/private-dir.js';
 
 export type Db = Database.Database;
 
@@ -43,7 +44,7 @@ export interface OpenDatabaseOptions {
 
 /** Opens (creating if needed) the DB at `file`, checks its integrity and migrates it. */
 export function openDatabase(file: string, options: OpenDatabaseOptions): OpenDatabaseResult {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  makeDirs(dirname(file), 0o700);
   let recovered: OpenDatabaseResult['recovered'] = null;
   let db: Db;
   try {

@@ -4,8 +4,8 @@
  * "needs root", not "not running"), a socket dir the user may not enter, no daemon at all, a bad
  * config, commander's parse errors, and `doctor` against a real `guardd --local`.
  */
-import { type ChildProcess, type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -347,6 +347,115 @@ describe('guardd and guard-collector: the same error style, exit codes and hints
     expect(r.signal, 'guardd --local did not exit (killed at the 30 s timeout)').toBeNull();
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/^guardd: cannot start: .*schema version 99 is newer.*\[GUARD_STORE_IO\]$/m);
+  });
+
+  it('a second guardd on a state directory a running guardd holds (its sockets gone, as while it starts): refused before it opens the database', async () => {
+    // A guardd still starting does not answer on its sockets yet; one whose sockets were removed
+    // (a /run clean-up) does not either. Only the state directory's lock still says it runs.
+    const held = await startGuardd(join(dir, 'held'), {});
+    try {
+      for (const sock of ['guardd.sock', 'admin.sock']) rmSync(join(held.socketDir, sock), { force: true });
+      const r = programAs('guardd', ['--config', held.configFile], {}, false);
+      expect(r.signal, 'the second guardd did not exit (killed at the 30 s timeout)').toBeNull();
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^guardd: cannot start: another guardd .*holds ${held.stateDir}/guardd\\.lock \\[GUARD_CONTROL_INSTANCE_LOCKED\\]$`,
+          'm',
+        ),
+      );
+      expect(r.stderr).toContain('give this one another paths.state_dir');
+      // it bound nothing in the first one's place
+      expect(existsSync(join(held.socketDir, 'guardd.sock'))).toBe(false);
+    } finally {
+      expect(await held.stop()).toBe(0);
+    }
+  });
+
+  it('two guardds started at the same instant on one config: exactly one runs, the other exits 1 with its code and writes nothing', async () => {
+    const d = join(dir, 'same-instant');
+    mkdirSync(d, { mode: 0o700 });
+    const cfg = join(d, 'config.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        'paths.state_dir': join(d, 'state'),
+        'paths.socket_dir': join(d, 'run'),
+        'sensors.install.enabled': false,
+        'sensors.process.enabled': false,
+      }),
+    );
+    for (let round = 0; round < 3; round++) {
+      const runs = [0, 1].map(() => {
+        const child = spawn(process.execPath, [join(ROOT, 'bin', 'guardd.js'), '--config', cfg], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (b) => {
+          stderr += b;
+        });
+        const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+        return { child, exited, stderr: () => stderr };
+      });
+      // one of them exits on its own, refused; the other answers
+      const loser = await Promise.race(runs.map((r) => r.exited.then(() => r)));
+      const winner = runs.find((r) => r !== loser) as (typeof runs)[number];
+      expect(await loser.exited, loser.stderr()).toBe(1);
+      expect(loser.stderr()).toMatch(/\[GUARD_CONTROL_(INSTANCE_LOCKED|SOCKET_IN_USE)\]$/m);
+      await waitFor(
+        () => (runGuardctl(['--socket-dir', join(d, 'run'), 'status']).code === 0 ? true : undefined),
+        `the other guardd to answer (round ${round}; its stderr: ${winner.stderr()})`,
+        { timeoutMs: 30_000 },
+      );
+      expect(winner.child.exitCode).toBeNull();
+      // the one refused wrote nothing into the shared state database: one start per round
+      const started = runGuardctl([
+        '--socket-dir',
+        join(d, 'run'),
+        '--json',
+        'events',
+        '--type',
+        'agent.started',
+      ]);
+      expect(started.json<{ events: unknown[] }>().events).toHaveLength(round + 1);
+      winner.child.kill('SIGTERM');
+      expect(await winner.exited, winner.stderr()).toBe(0);
+    }
+  }, 120_000);
+
+  it('guardd with its state directory under /proc or inside a user’s home: exit 6 naming paths.state_dir, nothing made there', () => {
+    // Node's recursive mkdir never returned for a path under /proc: guardd hung at start
+    const procCfg = join(dir, 'proc-state.json');
+    writeFileSync(
+      procCfg,
+      JSON.stringify({
+        'paths.state_dir': '/proc/tgcl-no-such/state',
+        'paths.socket_dir': join(dir, 'proc-run'),
+      }),
+    );
+    const proc = programAs('guardd', ['--config', procCfg], {}, false);
+    expect(proc.signal, 'guardd did not exit (killed at the 30 s timeout)').toBeNull();
+    expect(proc.status, proc.stderr).toBe(6);
+    expect(proc.stderr).toMatch(
+      /^guardd: paths\.state_dir \/proc\/tgcl-no-such\/state: cannot create it: ENOENT .*\[GUARD_CONFIG_INVALID_VALUE\]$/m,
+    );
+
+    // a directory the user owns above it: the user could swap what root creates there for a link
+    const homeState = join(user.home, 'tg-state', 'state');
+    const homeCfg = join(dir, 'home-state.json');
+    writeFileSync(
+      homeCfg,
+      JSON.stringify({ 'paths.state_dir': homeState, 'paths.socket_dir': join(dir, 'home-run') }),
+    );
+    const home = programAs('guardd', ['--config', homeCfg], {}, false);
+    expect(home.status, home.stderr).toBe(6);
+    expect(home.stderr).toMatch(
+      new RegExp(
+        `^guardd: paths\\.state_dir ${homeState}: ${user.home} belongs to uid ${user.uid}; .*\\[GUARD_CONFIG_UNSAFE_DIR\\]$`,
+        'm',
+      ),
+    );
+    expect(existsSync(join(user.home, 'tg-state'))).toBe(false);
   });
 
   it('guard-collector without the rights for its port or its directory: exit 4 with the fix', () => {

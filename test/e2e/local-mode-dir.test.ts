@@ -15,7 +15,8 @@ import {
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
-import { assertPrivateDir, prepareLocalMode } from '../../src/daemon/local-mode.js';
+import { assertPrivateDir } from '../../src/common/private-dir.js';
+import { LOCAL_DIR_OPTIONS, prepareLocalMode } from '../../src/daemon/local-mode.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const root = process.getuid?.() === 0;
@@ -60,7 +61,7 @@ describe.runIf(root)('local mode refuses a directory another user could change',
     chmodSync(parent, parentMode);
     const dir = join(parent, 'local');
     mkdirSync(dir, { mode: 0o700 });
-    expect(codeOf(() => assertPrivateDir(dir, 0, 0))).toBe(expected);
+    expect(codeOf(() => assertPrivateDir(dir, 0, 0, LOCAL_DIR_OPTIONS))).toBe(expected);
   });
 
   it('a link on the way that another user planted is refused even when it leads to a root-owned directory', () => {
@@ -69,20 +70,22 @@ describe.runIf(root)('local mode refuses a directory another user could change',
     const link = join(base, 'link');
     symlinkSync(real, link);
     lchownSync(link, OTHER, OTHER);
-    expect(codeOf(() => assertPrivateDir(link, 0, 0))).toBe('GUARD_CONFIG_UNSAFE_DIR');
+    expect(codeOf(() => assertPrivateDir(link, 0, 0, LOCAL_DIR_OPTIONS))).toBe('GUARD_CONFIG_UNSAFE_DIR');
     // The same link made by root is fine: it leads where root put it.
     lchownSync(link, 0, 0);
-    expect(codeOf(() => assertPrivateDir(link, 0, 0))).toBeUndefined();
+    expect(codeOf(() => assertPrivateDir(link, 0, 0, LOCAL_DIR_OPTIONS))).toBeUndefined();
   });
 
   it('its own directory, writable by others: refused; private: accepted', () => {
     const dir = join(base, 'own');
     mkdirSync(dir, { mode: 0o700 });
-    expect(codeOf(() => assertPrivateDir(dir, 0, 0))).toBeUndefined();
+    expect(codeOf(() => assertPrivateDir(dir, 0, 0, LOCAL_DIR_OPTIONS))).toBeUndefined();
     chmodSync(dir, 0o777);
-    expect(codeOf(() => assertPrivateDir(dir, 0, 0))).toBe('GUARD_CONFIG_UNSAFE_DIR');
+    expect(codeOf(() => assertPrivateDir(dir, 0, 0, LOCAL_DIR_OPTIONS))).toBe('GUARD_CONFIG_UNSAFE_DIR');
     // A directory of its own user is not root's: a normal user's guardd is checked the same way.
     chmodSync(dir, 0o700);
-    expect(codeOf(() => assertPrivateDir(dir, OTHER, OTHER))).toBe('GUARD_CONFIG_UNSAFE_DIR');
+    expect(codeOf(() => assertPrivateDir(dir, OTHER, OTHER, LOCAL_DIR_OPTIONS))).toBe(
+      'GUARD_CONFIG_UNSAFE_DIR',
+    );
   });
 });
