@@ -228,6 +228,8 @@ interface CompiledRule {
   readonly pathGlobs: readonly string[];
   /** Literal bases of pathGlobs (globBase): only paths at or below one can match. */
   readonly pathBases: readonly string[];
+  /** Where each of pathGlobs can match (pathGate): tested before pathGlob is built. */
+  readonly pathGates: readonly PathGate[];
   readonly exceptions: readonly CompiledException[];
 }
 
@@ -412,6 +414,7 @@ function compileRule(
     pathGlob: pathGlobs.length > 0 ? compileGlob(pathGlobs, nocase) : null,
     pathGlobs,
     pathBases: [...new Set(pathGlobs.map((g) => globBase(g, nocase)))],
+    pathGates: uniqueGates(pathGlobs.map((g) => pathGate(g, nocase))),
     exceptions: exceptions.filter((e) => e.rule === rule.id).map(compileException),
   };
 }
@@ -697,9 +700,52 @@ function matchPath(
   if (!r.pathGlob) return null;
   const path = toPosix(obs.path);
   const folded = fold(path, nocase);
-  const under = r.pathBases.some((b) => b === '' || b === '/' || folded === b || folded.startsWith(`${b}/`));
-  if (under && r.pathGlob(path)) return { reason: 'path', detail: obs.path };
+  if (r.pathGates.some((g) => passesGate(folded, g)) && r.pathGlob(path))
+    return { reason: 'path', detail: obs.path };
   return null;
+}
+
+/**
+ * Where a path glob can match: at or below its literal `base` (globBase), with the path's segment
+ * right after the base starting with `head`, the literal start of the glob's first wildcard segment
+ * (`vendor.tool-` of `~/.vscode/extensions/vendor.tool-*`). Checked before the rule's RE2 glob is
+ * built: a 1,000-rule policy whose rules share a base (every rule's `~/.vscode/extensions/…`) had
+ * all its globs compiled by one path at that base — the directory itself, as the safety check's
+ * probe or a sensor reports it — and each kept for the matcher's life (~15 MiB of RE2 programs).
+ */
+interface PathGate {
+  readonly base: string;
+  readonly head: string;
+}
+
+/** Characters that end a glob segment's literal start (picomatch's wildcards, braces, extglobs, escape). */
+const GLOB_SPECIAL = /[*?[\]{}()!+@\\]/;
+
+function pathGate(glob: string, nocase: boolean): PathGate {
+  const base = globBase(glob, nocase);
+  const scan = picomatch.scan(glob);
+  if (base === '' || !scan.isGlob) return { base, head: '' };
+  const first = scan.glob.split('/')[0] ?? '';
+  const end = first.search(GLOB_SPECIAL);
+  return { base, head: fold(end < 0 ? first : first.slice(0, end), nocase) };
+}
+
+function uniqueGates(gates: readonly PathGate[]): PathGate[] {
+  const seen = new Map<string, PathGate>();
+  for (const g of gates) seen.set(`${g.base}\0${g.head}`, g);
+  return [...seen.values()];
+}
+
+/** Whether the (folded, posix) `path` is where a glob of `gate` can match. */
+function passesGate(path: string, gate: PathGate): boolean {
+  const { base, head } = gate;
+  if (base === '') return true;
+  let rest: string;
+  if (base === '/') rest = path.slice(1);
+  else if (path === base) rest = '';
+  else if (path.startsWith(`${base}/`)) rest = path.slice(base.length + 1);
+  else return false;
+  return head === '' || rest.startsWith(head);
 }
 
 function fold(s: string, nocase: boolean): string {

@@ -1049,6 +1049,29 @@ function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) 
   return test;
 }
 
+/**
+ * The homes `~` is expanded to in the check: the generic probe home and one of this machine's. Every
+ * machine home gets the same probes (itself, its secrets and start-up files: machineProbes), and a
+ * `~/…` glob only reaches paths below its own home (the paths sensors report have no `..`), so a
+ * `~` rule hits some home's probe exactly when it hits the one kept — while compiling the policy
+ * for every home (1,000 rules × 2 path globs × 40 homes, × 3 platforms) made this check guardd's
+ * memory peak at start (~90 MiB live of a 192 MiB heap cap, measured with --trace-gc). Globs that
+ * name a home by its path (`/home/alice/.ssh/*`) still meet every home's probes. When one home is
+ * inside another (`/srv` and `/srv/alice`), a `~` glob of the outer one reaches the inner one's
+ * files: then every home is kept.
+ */
+export function globHomes(generic: readonly string[], machine: readonly string[]): string[] {
+  const all = new Set(machine.map((h) => h.replace(/\/+$/, '') || '/'));
+  const nested = [...all].some((h) => {
+    for (let a = dirname(h); ; a = dirname(a)) {
+      if (all.has(a)) return true;
+      if (dirname(a) === a) return false;
+    }
+  });
+  const kept = nested ? machine : machine.slice(0, 1);
+  return [...new Set([...generic, ...kept])];
+}
+
 /** Which criterion of `rule` produced `hit`, as a JSON path below `at`. */
 function criterionPath(
   rule: PolicyRule,
@@ -1129,7 +1152,7 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
     processes: [...generic.processes, ...(machine?.processes ?? [])],
     paths: [...generic.paths, ...(machine?.paths ?? [])],
     packages: [...generic.packages, ...(machine?.packages ?? [])],
-    homes: [...new Set([...generic.homes, ...(machine?.homes ?? [])])],
+    homes: globHomes(generic.homes, machine?.homes ?? []),
   };
   const issues = new Map<string, SafetyIssue>();
   const add = (issue: SafetyIssue): void => {

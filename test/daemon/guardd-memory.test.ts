@@ -83,8 +83,9 @@ beforeAll(async () => {
       'sensors.install.enabled': true,
       // Its own user's home only: with every home on the machine it also scanned the trees other
       // test files' users were flooding at that moment (a test of a flood's bound elsewhere), on
-      // top of this policy's start-up peak (~150 MiB live of the 192 MiB cap, measured with
-      // --trace-gc), and aborted out of memory in a full run.
+      // top of this policy's start-up peak (then ~150 MiB live of the 192 MiB cap, measured with
+      // --trace-gc; ~45 MiB since the matcher's path gates, docs/security.md "Memory budget"),
+      // and aborted out of memory in a full run.
       'sensors.install.homes': [user.home],
     },
     // verifying 1,000 rules under the heap cap takes seconds, more on a busy 2-core machine

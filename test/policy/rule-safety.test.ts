@@ -28,6 +28,7 @@ import type { PolicyBody, PolicyRule } from '../../src/policy/policy-types.js';
 import {
   assertSafePolicy,
   forgetMachineProbes,
+  globHomes,
   ruleSafetyIssues,
   unsafeRuleIssues,
 } from '../../src/policy/rule-safety.js';
@@ -158,6 +159,22 @@ describe('the safety check probes this machine', () => {
         unsafeRuleIssues(b).map((i) => i.path),
         JSON.stringify(b.rules[0]),
       ).toEqual([path]);
+  });
+
+  it('expands `~` for one of the machine’s homes (each gets the same probes), or for all when one home holds another', () => {
+    expect(globHomes(['/home/probe-user'], ['/root', '/home/a', '/home/b'])).toEqual([
+      '/home/probe-user',
+      '/root',
+    ]);
+    // `~/alice/.ssh/*` of the user whose home is /srv reaches alice's secrets: every home is kept
+    expect(globHomes(['/home/probe-user'], ['/root', '/srv', '/srv/alice/'])).toEqual([
+      '/home/probe-user',
+      '/root',
+      '/srv',
+      '/srv/alice/',
+    ]);
+    expect(globHomes(['/home/probe-user'], ['/', '/home/a'])).toHaveLength(3);
+    expect(globHomes(['/home/probe-user'], [])).toEqual(['/home/probe-user']);
   });
 
   it('keeps ordinary ban rules, including ~/ paths that expand into every home', () => {
