@@ -1,0 +1,84 @@
+/**
+ * The matcher's path gates (matcher.ts pathGate) only narrow when a rule's path glob is built and
+ * tested: whatever the globs and paths, the rules the matcher reports for a path are exactly the
+ * rules whose own glob, compiled alone (compileGlob, case-folded on macOS/Windows), matches it.
+ * Globs and paths share one small vocabulary of segments, and glob segments start with literal
+ * heads that paths share or just miss (`tool` / `tool-1` / `to`), so gates are met and missed often.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { Platform } from '../../src/common/platform-paths.js';
+import { compileGlob, compileMatcher } from '../../src/policy/matcher.js';
+import type { PolicyBody } from '../../src/policy/policy-types.js';
+import type { PathObservation } from '../../src/sensors/observation.js';
+import { fuzzParams, testTimeout } from './fuzz-params.js';
+
+const WORDS = ['u', '.vscode', 'tool', 'Tool', 'TOOL-2', 'tool-1', 'to', 'a.b'];
+const word = fc.constantFrom(...WORDS);
+const globSegment = fc.oneof(
+  word,
+  fc.constant('*'),
+  fc.constant('**'),
+  fc.constant('t?ol'),
+  fc.constant('{tool,to}-*'),
+  fc.constant('@(tool|ext)'),
+  fc.constant('[tT]ool*'),
+  word.map((w) => `${w}*`),
+  word.map((w) => `*${w}`),
+  word.map((w) => `${w}-*`),
+);
+/** Literal starts globs and paths share, so that paths land at and below glob bases often. */
+const prefix = fc.constantFrom([], ['home'], ['home', 'u'], ['home', 'u', '.vscode'], ['Home', 'u']);
+const glob = fc
+  .tuple(prefix, fc.array(globSegment, { minLength: 1, maxLength: 3 }))
+  .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
+const path = fc
+  .tuple(prefix, fc.array(word, { minLength: 0, maxLength: 3 }))
+  .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
+
+function body(globs: readonly string[]): PolicyBody {
+  return {
+    schema: 'toolguard.policy/v1',
+    version: 1,
+    issued_at: '2026-01-01T00:00:00Z',
+    expires_at: '2036-01-01T00:00:00Z',
+    mode: 'enforce',
+    rules: globs.map((g, i) => ({ id: `r${i}`, name: `R${i}`, action: 'audit', message: 'm', paths: [g] })),
+    exceptions: [],
+  };
+}
+
+const at = (p: string): PathObservation => ({
+  kind: 'path',
+  path: p,
+  isDirectory: true,
+  owner: { uid: 1000, user: 'u', groups: [], home: '/home/u' },
+});
+
+describe('path gates', () => {
+  for (const platform of ['linux', 'darwin'] as Platform[]) {
+    it(
+      `reports exactly the rules whose path glob matches on its own (${platform})`,
+      () => {
+        const nocase = platform !== 'linux';
+        fc.assert(
+          fc.property(
+            fc.array(glob, { minLength: 1, maxLength: 12 }),
+            fc.array(path, { minLength: 1, maxLength: 8 }),
+            (globs, paths) => {
+              const matcher = compileMatcher(body(globs), { platform, homes: [] });
+              const alone = globs.map((g) => compileGlob([g], nocase));
+              for (const p of paths) {
+                const got = matcher.matchAll(at(p)).map((h) => h.ruleIndex);
+                const want = alone.map((test, i) => (test(p) ? i : -1)).filter((i) => i >= 0);
+                expect(got, p).toEqual(want);
+              }
+            },
+          ),
+          fuzzParams(400, 20_000),
+        );
+      },
+      testTimeout(20_000),
+    );
+  }
+});
