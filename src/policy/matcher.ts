@@ -224,12 +224,20 @@ interface CompiledRule {
   /** `TEAMID:identifier` / `platform:identifier` signing ids (exact). */
   readonly signingIds: ReadonlySet<string>;
   readonly packages: readonly { name: string; range: string }[];
+  /** The rule's path globs that name no home (`/opt/x/*`). */
   readonly pathGlob: GlobTest | null;
-  readonly pathGlobs: readonly string[];
-  /** Literal bases of pathGlobs (globBase): only paths at or below one can match. */
+  /** Literal bases of those globs (globBase): only paths at or below one can match. */
   readonly pathBases: readonly string[];
-  /** Where each of pathGlobs can match (pathGate): tested before pathGlob is built. */
+  /** Where each of those globs can match (pathGate): tested before pathGlob is built. */
   readonly pathGates: readonly PathGate[];
+  /**
+   * The rule's `~` globs, compiled once for every home with HOME standing for the home
+   * (`/~home/.x/*`): tested on a path with HOME in place of whichever home it is at or below.
+   */
+  readonly homeGlob: GlobTest | null;
+  /** Their bases and gates, with HOME for the home (`/~home/.vscode/extensions`). */
+  readonly homeBases: readonly string[];
+  readonly homeGates: readonly PathGate[];
   readonly exceptions: readonly CompiledException[];
 }
 
@@ -250,10 +258,13 @@ interface CompiledException {
 export function compileMatcher(body: PolicyBody, options: CompileOptions): Matcher {
   const nocase = options.platform !== 'linux';
   const argvSources: string[] = [];
+  // A home that is `/` (an account's home set to the root) takes `~` globs as they expand there,
+  // with the absolute ones: `~/x` is `/x` (HOME stands only for homes below the root).
+  const rootHome = options.homes.some((h) => homeKey(h) === '');
   const rules = body.rules
     .map((rule, index) => ({ rule, index }))
     .filter(({ rule }) => !rule.platforms || rule.platforms.includes(options.platform))
-    .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], options, nocase, argvSources));
+    .map(({ rule, index }) => compileRule(rule, index, body.exceptions ?? [], nocase, argvSources, rootHome));
 
   const markerPatterns = new Map<string, Buffer>();
   for (const r of rules) {
@@ -274,20 +285,50 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
   // ancestor answers "may any rule match?" without compiling thousands of globs (1,000 rules ×
   // homes); a rule's own RE2 glob is built only when a path under one of its bases is tested.
   const pathBaseIndex = new Set(rules.flatMap((r) => r.pathBases));
-  const pathMay = (path: string): boolean => {
-    if (pathBaseIndex.size === 0) return false;
-    if (pathBaseIndex.has('')) return true;
-    let p = fold(toPosix(path), nocase);
+  const underBase = (index: ReadonlySet<string>, folded: string): boolean => {
+    if (index.size === 0) return false;
+    if (index.has('')) return true;
+    let p = folded;
     for (;;) {
-      if (pathBaseIndex.has(p)) return true;
+      if (index.has(p)) return true;
       const i = p.lastIndexOf('/');
       if (i < 0) return false;
       p = i === 0 ? (p === '/' ? '' : '/') : p.slice(0, i);
-      if (p === '') return pathBaseIndex.has('/');
+      if (p === '') return index.has('/');
     }
   };
+  // `~` globs: one index of bases relative to a home, and the homes themselves (case-folded).
+  const homeBaseIndex = new Set(rules.flatMap((r) => r.homeBases));
+  const homeKeys = new Set(
+    rules.some((r) => r.homeGlob)
+      ? options.homes.map((h) => fold(homeKey(h), nocase)).filter((k) => k !== '')
+      : [],
+  );
+  /** `path` with HOME for each home it is at or below (original case and folded). */
+  const homeForms = (path: string, folded: string): HomeForm[] => {
+    const out: HomeForm[] = [];
+    if (homeKeys.size === 0) return out;
+    for (let p = folded; ; ) {
+      if (homeKeys.has(p))
+        out.push({ posix: HOME + path.slice(p.length), folded: HOME + folded.slice(p.length) });
+      const i = p.lastIndexOf('/');
+      if (i <= 0) return out;
+      p = p.slice(0, i);
+    }
+  };
+  const pathFacts = (path: string): PathFacts | null => {
+    const posix = toPosix(path);
+    const folded = fold(posix, nocase);
+    const homes = homeForms(posix, folded).filter((h) => underBase(homeBaseIndex, h.folded));
+    return homes.length > 0 || underBase(pathBaseIndex, folded) ? { posix, folded, homes } : null;
+  };
   const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
-  const pathGlobs = [...new Set(rules.flatMap((r) => r.pathGlobs))];
+  // Expanded for every home only when asked (the install sensor): strings, kept by the caller.
+  const expandedPathGlobs = (): string[] => [
+    ...new Set(
+      rules.flatMap((r) => (r.rule.paths ?? []).flatMap((g) => expandHome(g, options.homes)).map(toPosix)),
+    ),
+  ];
 
   const matchWith = (
     ctx: MatchContext,
@@ -326,7 +367,9 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
       return automaton;
     },
     packageNames,
-    pathGlobs,
+    get pathGlobs() {
+      return expandedPathGlobs();
+    },
     ruleCount: rules.length,
     exceptedRules: new Set(rules.filter((r) => r.exceptions.length > 0).map((r) => r.rule.id)),
     match(obs, ctx) {
@@ -345,9 +388,11 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
         }
         case 'package':
           return matchWith(ctx, obs.owner, (r) => matchPackage(r, obs));
-        case 'path':
-          if (!pathMay(obs.path)) return null;
-          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs, nocase));
+        case 'path': {
+          const facts = pathFacts(obs.path);
+          if (!facts) return null;
+          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs, facts));
+        }
       }
     },
     matchAll(obs) {
@@ -363,15 +408,16 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
             }
           : null;
       const hits: RuleHit[] = [];
-      if (obs.kind === 'path' && !pathMay(obs.path)) return hits;
+      const paths = obs.kind === 'path' ? pathFacts(obs.path) : null;
+      if (obs.kind === 'path' && !paths) return hits;
       for (const r of rules) {
         const hit =
           obs.kind === 'process' && facts
             ? matchProcess(r, obs, facts)
             : obs.kind === 'package'
               ? matchPackage(r, obs)
-              : obs.kind === 'path'
-                ? matchPath(r, obs, nocase)
+              : obs.kind === 'path' && paths
+                ? matchPath(r, obs, paths)
                 : null;
         if (hit) hits.push({ ruleIndex: r.index, ...hit });
       }
@@ -384,13 +430,18 @@ function compileRule(
   rule: PolicyRule,
   index: number,
   exceptions: readonly PolicyException[],
-  options: CompileOptions,
   nocase: boolean,
   argvSources: string[],
+  rootHome: boolean,
 ): CompiledRule {
   const p = rule.process ?? {};
   const exeGlobs = (p.exe_globs ?? []).map(toPosix);
-  const pathGlobs = (rule.paths ?? []).flatMap((g) => expandHome(g, options.homes)).map(toPosix);
+  const homeRests = (rule.paths ?? []).map(homeRest).filter((r): r is string => r !== null);
+  const pathGlobs = [
+    ...(rule.paths ?? []).filter((g) => homeRest(g) === null).map(toPosix),
+    ...(rootHome ? homeRests.map((r) => r || '/') : []),
+  ];
+  const homeGlobs = homeRests.map((r) => HOME + r);
   return {
     rule,
     index,
@@ -412,9 +463,11 @@ function compileRule(
     signingIds: new Set(p.signing_ids ?? []),
     packages: (rule.packages ?? []).map((k) => ({ name: k.name, range: k.range })),
     pathGlob: pathGlobs.length > 0 ? compileGlob(pathGlobs, nocase) : null,
-    pathGlobs,
     pathBases: [...new Set(pathGlobs.map((g) => globBase(g, nocase)))],
     pathGates: uniqueGates(pathGlobs.map((g) => pathGate(g, nocase))),
+    homeGlob: homeGlobs.length > 0 ? compileGlob(homeGlobs, nocase) : null,
+    homeBases: [...new Set(homeGlobs.map((g) => globBase(g, nocase)))],
+    homeGates: uniqueGates(homeGlobs.map((g) => pathGate(g, nocase))),
     exceptions: exceptions.filter((e) => e.rule === rule.id).map(compileException),
   };
 }
@@ -692,16 +745,38 @@ function matchPackage(
   return null;
 }
 
+/**
+ * What stands for the home in a compiled `~` glob and in the paths it is tested on: a literal
+ * segment, so `~/x/**` matches a home's `x` exactly as the glob expanded for that home would
+ * (`/home/a/x/**` for `/home/a/x`), for every home at once — a home's own name is never read as a
+ * glob. Lower case: folding leaves it as it is.
+ */
+const HOME = '/~home';
+
+/** A path with HOME in place of a home it is at or below: `/~home/.x/y` of `/home/a/.x/y`. */
+interface HomeForm {
+  readonly posix: string;
+  readonly folded: string;
+}
+
+/** A path observation's path, computed once for every rule (see pathFacts in compileMatcher). */
+interface PathFacts {
+  readonly posix: string;
+  readonly folded: string;
+  /** Its forms with HOME for each home it is at or below that a `~` glob's base may match. */
+  readonly homes: readonly HomeForm[];
+}
+
 function matchPath(
   r: CompiledRule,
   obs: PathObservation,
-  nocase: boolean,
+  facts: PathFacts,
 ): { reason: MatchReason; detail: string } | null {
-  if (!r.pathGlob) return null;
-  const path = toPosix(obs.path);
-  const folded = fold(path, nocase);
-  if (r.pathGates.some((g) => passesGate(folded, g)) && r.pathGlob(path))
-    return { reason: 'path', detail: obs.path };
+  const hit = { reason: 'path' as const, detail: obs.path };
+  if (r.pathGlob && r.pathGates.some((g) => passesGate(facts.folded, g)) && r.pathGlob(facts.posix))
+    return hit;
+  for (const h of facts.homes)
+    if (r.homeGlob && r.homeGates.some((g) => passesGate(h.folded, g)) && r.homeGlob(h.posix)) return hit;
   return null;
 }
 
@@ -764,15 +839,26 @@ function globBase(glob: string, nocase: boolean): string {
   return fold(base.length > 1 ? base.replace(/\/+$/, '') : base, nocase);
 }
 
+/**
+ * What a `~` glob names after the home ('' for `~`, `/x/*` for `~/x/*`), or null for a glob that
+ * names no home. `~\` too: Windows admins write paths with backslashes; globs are matched in posix
+ * form. (Only then are backslashes converted: in a `~/` glob a backslash is picomatch's escape.)
+ */
+export function homeRest(glob: string): string | null {
+  if (glob === '~' || glob.startsWith('~/')) return glob.slice(1);
+  if (glob.startsWith('~\\')) return toPosix(glob.slice(1));
+  return null;
+}
+
+/** A home as a path prefix: posix, without trailing slashes ('' for `/`). */
+function homeKey(home: string): string {
+  return toPosix(home).replace(/\/+$/, '');
+}
+
 /** `~/x` → one glob per home; other globs unchanged. */
 export function expandHome(glob: string, homes: readonly string[]): string[] {
-  // `~\` too: Windows admins write paths with backslashes; globs are matched in posix form. (Only
-  // then are backslashes converted: in a `~/` glob a backslash is picomatch's escape.)
-  if (glob === '~' || glob.startsWith('~/') || glob.startsWith('~\\')) {
-    const rest = glob.startsWith('~\\') ? toPosix(glob.slice(1)) : glob.slice(1);
-    return homes.map((h) => toPosix(h).replace(/\/+$/, '') + rest);
-  }
-  return [glob];
+  const rest = homeRest(glob);
+  return rest === null ? [glob] : homes.map((h) => homeKey(h) + rest);
 }
 
 function toPosix(p: string): string {

@@ -1053,12 +1053,12 @@ function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) 
  * The homes `~` is expanded to in the check: the generic probe home and one of this machine's. Every
  * machine home gets the same probes (itself, its secrets and start-up files: machineProbes), and a
  * `~/…` glob only reaches paths below its own home (the paths sensors report have no `..`), so a
- * `~` rule hits some home's probe exactly when it hits the one kept — while compiling the policy
- * for every home (1,000 rules × 2 path globs × 40 homes, × 3 platforms) made this check guardd's
- * memory peak at start (~90 MiB live of a 192 MiB heap cap, measured with --trace-gc). Globs that
- * name a home by its path (`/home/alice/.ssh/*`) still meet every home's probes. When one home is
- * inside another (`/srv` and `/srv/alice`), a `~` glob of the outer one reaches the inner one's
- * files: then every home is kept.
+ * `~` rule hits some home's probe exactly when it hits the one kept. Expanding every `~` glob for
+ * every home made the check's cost grow with the number of accounts (the protected-tree pass below
+ * tests each expansion against each home's trees: 1,000 rules × 2 globs × 100 homes × their
+ * trees). Globs that name a home by its path (`/home/alice/.ssh/*`) still meet every home's
+ * probes. When one home is inside another (`/srv` and `/srv/alice`), a `~` glob of the outer one
+ * reaches the inner one's files: then every home is kept.
  */
 export function globHomes(generic: readonly string[], machine: readonly string[]): string[] {
   const all = new Set(machine.map((h) => h.replace(/\/+$/, '') || '/'));

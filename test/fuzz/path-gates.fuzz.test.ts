@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Platform } from '../../src/common/platform-paths.js';
-import { compileGlob, compileMatcher } from '../../src/policy/matcher.js';
+import { compileGlob, compileMatcher, expandHome } from '../../src/policy/matcher.js';
 import type { PolicyBody } from '../../src/policy/policy-types.js';
 import type { PathObservation } from '../../src/sensors/observation.js';
 import { fuzzParams, testTimeout } from './fuzz-params.js';
@@ -32,6 +32,12 @@ const prefix = fc.constantFrom([], ['home'], ['home', 'u'], ['home', 'u', '.vsco
 const glob = fc
   .tuple(prefix, fc.array(globSegment, { minLength: 1, maxLength: 3 }))
   .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
+/** `~` globs, compiled once and matched after whichever home a path is below. */
+const homeGlob = fc
+  .tuple(fc.constantFrom([], ['.vscode'], ['u']), fc.array(globSegment, { minLength: 0, maxLength: 3 }))
+  .map(([lit, segs]) => (lit.length + segs.length === 0 ? '~' : `~/${[...lit, ...segs].join('/')}`));
+/** Homes of the machine: nested ones, the root, and two that differ only in case. */
+const homes = fc.subarray(['/home/u', '/Home/u', '/home', '/', '/home/u/.vscode/u'], { minLength: 1 });
 const path = fc
   .tuple(prefix, fc.array(word, { minLength: 0, maxLength: 3 }))
   .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
@@ -55,25 +61,57 @@ const at = (p: string): PathObservation => ({
   owner: { uid: 1000, user: 'u', groups: [], home: '/home/u' },
 });
 
+/**
+ * The property: for globs on a platform with homes, the matcher reports for each path exactly the
+ * rules whose globs, expanded for every home and compiled alone, match it. (`~` of the home `/`
+ * expands to '': that home is `/`.)
+ */
+function sameAsAlone(
+  platform: Platform,
+  globs: readonly string[],
+  homes: readonly string[],
+  paths: readonly string[],
+): void {
+  const matcher = compileMatcher(body(globs), { platform, homes });
+  const alone = globs.map((g) =>
+    compileGlob(
+      expandHome(g, homes).map((e) => e || '/'),
+      platform !== 'linux',
+    ),
+  );
+  for (const p of paths) {
+    const got = matcher.matchAll(at(p)).map((h) => h.ruleIndex);
+    const want = alone.map((test, i) => (test(p) ? i : -1)).filter((i) => i >= 0);
+    expect(got, p).toEqual(want);
+  }
+}
+
 describe('path gates', () => {
   for (const platform of ['linux', 'darwin'] as Platform[]) {
     it(
       `reports exactly the rules whose path glob matches on its own (${platform})`,
       () => {
-        const nocase = platform !== 'linux';
         fc.assert(
           fc.property(
             fc.array(glob, { minLength: 1, maxLength: 12 }),
             fc.array(path, { minLength: 1, maxLength: 8 }),
-            (globs, paths) => {
-              const matcher = compileMatcher(body(globs), { platform, homes: [] });
-              const alone = globs.map((g) => compileGlob([g], nocase));
-              for (const p of paths) {
-                const got = matcher.matchAll(at(p)).map((h) => h.ruleIndex);
-                const want = alone.map((test, i) => (test(p) ? i : -1)).filter((i) => i >= 0);
-                expect(got, p).toEqual(want);
-              }
-            },
+            (globs, paths) => sameAsAlone(platform, globs, [], paths),
+          ),
+          fuzzParams(400, 20_000),
+        );
+      },
+      testTimeout(20_000),
+    );
+
+    it(
+      `reports exactly the rules whose \`~\` glob, expanded for every home, matches (${platform})`,
+      () => {
+        fc.assert(
+          fc.property(
+            fc.array(fc.oneof(homeGlob, glob), { minLength: 1, maxLength: 12 }),
+            homes,
+            fc.array(path, { minLength: 1, maxLength: 8 }),
+            (globs, hs, paths) => sameAsAlone(platform, globs, hs, paths),
           ),
           fuzzParams(400, 20_000),
         );
