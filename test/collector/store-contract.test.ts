@@ -1522,6 +1522,59 @@ describe('postgres: several collectors on one database', () => {
     expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
   });
 
+  it('retention on one collector racing a rewind on another never deletes what the rewind made due again', async () => {
+    const url = await server.createDatabase();
+    const a = track(await openStore({ dbFile: '', url }));
+    const b = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('p1'), 'hp', now());
+    const evs = Array.from({ length: 10 }, (_, i) => heartbeatEvent('p1', i + 1));
+    await a.insertGroup([
+      { deviceId: 'p1', enrollment: 1, events: incoming(evs, 'p1'), receivedAt: '2020-01-01T00:00:00.000Z' },
+    ]);
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
+    const waitingOnLock = async (query: string): Promise<boolean> =>
+      (
+        await server.sql(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [
+          query,
+        ])
+      ).length === 1;
+    // another session holds one of the expired rows: A's retention step stops inside its transaction
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    let pruned: Promise<number> = Promise.resolve(0);
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM events WHERE rid = (SELECT max(rid) FROM events) FOR UPDATE');
+      pruned = a.pruneEvents('2021-01-01T00:00:00.000Z', ['ndjson'], 100);
+      await waitFor(
+        () => waitingOnLock('DELETE FROM events%'),
+        'the retention step to wait for the held row',
+      );
+      // B rewinds to before every event meanwhile: it waits for the step (a short wait runs out:
+      // busy, as for a delivery holding the claim), or the step sees the rewound cursor — it must
+      // never answer "due again" for events the step then deletes
+      expect(await b.rewindForwarder('ndjson', '2019-01-01T00:00:00Z', 200)).toEqual({ kind: 'busy' });
+      let settled = false;
+      const rewind = b.rewindForwarder('ndjson', '2019-01-01T00:00:00Z', 30_000).finally(() => {
+        settled = true;
+      });
+      await waitFor(
+        async () => settled || (await waitingOnLock('%forwarder_cursors%')),
+        'the rewind to finish or to wait for the retention step',
+      );
+      await blocker.query('COMMIT');
+      const deleted = await pruned;
+      const r = await rewind;
+      const dueAgain = r.kind === 'rewound' ? r.dueAgain : 0;
+      const again = await drain(a, 'ndjson');
+      // what the rewind counted comes again; the retention step deleted only the others
+      expect([again.length, deleted + again.length]).toEqual([dueAgain, evs.length]);
+    } finally {
+      await blocker.end();
+      await pruned.catch(() => 0);
+    }
+  });
+
   it('a token replaced through another collector stores nothing more, though the first still caches it (stale)', async () => {
     const url = await server.createDatabase();
     const a = track(await openStore({ dbFile: '', url }));

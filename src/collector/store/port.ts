@@ -170,7 +170,10 @@ export interface ForwarderCursors {
    * a cursor delivers everything anyway (`no_cursor`). Taken under the sink's claim, the one
    * `deliverNext` takes, so a delivery in flight on any collector finishes (and moves the cursor)
    * first and cannot overwrite the rewind with its own advance: it waits up to `waitMs` for the
-   * claim, then answers `busy` having changed nothing. Wakes the `onStored` listener after a rewind.
+   * claim (and a `pruneEvents` step in progress), then answers `busy` having changed nothing. A
+   * rewind and a `pruneEvents` step never interleave, so nothing it counts as due again is then
+   * deleted. All or nothing: a collector that dies mid-rewind leaves the cursor as it was. Wakes
+   * the `onStored` listener after a rewind.
    */
   rewindForwarder(sink: string, since: string, waitMs: number): Promise<RewindOutcome>;
 }
@@ -218,8 +221,9 @@ export interface Retention {
   /**
    * Deletes up to `limit` events received before `receivedBefore` (RFC 3339), oldest first, in one
    * short transaction, never an event some sink in `sinks` has not delivered yet (a sink without a
-   * cursor protects everything). Never blocks ingest for longer than that transaction. Resolves
-   * with how many were deleted.
+   * cursor protects everything), nor one a concurrent `rewindForwarder` made due again (the two
+   * never interleave). Never blocks ingest for longer than that transaction. Resolves with how
+   * many were deleted.
    */
   pruneEvents(receivedBefore: string, sinks: readonly string[], limit: number): Promise<number>;
 }

@@ -60,6 +60,10 @@
  * (`pg_advisory_xact_lock` under a `lock_timeout`): while it waits in the lock's queue the
  * claimants' try-locks fail (a lock request that conflicts with a waiter's is refused), so it gets
  * the lock as soon as the delivery in flight commits its cursor, and moves the cursor back after.
+ * It then locks the cursor row (FOR NO KEY UPDATE) before counting, and a retention step reads the
+ * cursors FOR SHARE in the transaction of its DELETE, so the two never interleave (read apart, a
+ * rewind committing between the step's read and its DELETE would make events due again that the
+ * step then deletes). A collector that dies mid-rewind leaves nothing: the rewind is one transaction.
  *
  * Wake-ups across collectors: after a commit that stored events the collector sends `NOTIFY
  * toolguard_events` in a transaction of its own (`wakeOthers`); every collector LISTENs on one
@@ -981,17 +985,26 @@ export class PostgresCollectorStore implements CollectorStorePort {
     let broken = false;
     try {
       await c.query('BEGIN');
-      // the claim, waited for (module header); lock_timeout ends the wait with 55P03
-      await c.query("SELECT set_config('lock_timeout', $1, true)", [`${Math.max(1, Math.ceil(waitMs))}ms`]);
+      const deadline = performance.now() + waitMs;
+      const waitAtMost = (): Promise<unknown> =>
+        c.query("SELECT set_config('lock_timeout', $1, true)", [
+          `${Math.max(1, Math.ceil(deadline - performance.now()))}ms`,
+        ]);
+      let was: ForwarderCursor | undefined;
       try {
+        // the claim, waited for (module header); lock_timeout ends the wait with 55P03
+        await waitAtMost();
         await c.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_FORWARDER, sink]);
+        // then the cursor row, before anything is counted: a retention step (pruneEvents reads
+        // the cursors FOR SHARE and deletes in the same transaction) ends first, or waits and
+        // then reads the rewound cursor — it never deletes what this rewind makes due again
+        await waitAtMost();
+        was = (await c.query<ForwarderCursor>(`${CURSOR_SQL} FOR NO KEY UPDATE`, [sink])).rows[0];
       } catch (err) {
         if ((err as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw err;
         await c.query('ROLLBACK');
         return { kind: 'busy' };
       }
-      const cur = await c.query<ForwarderCursor>(CURSOR_SQL, [sink]);
-      const was = cur.rows[0];
       if (!was) {
         await c.query('ROLLBACK');
         return { kind: 'unchanged', reason: 'no_cursor', cursor: null };
@@ -1063,21 +1076,28 @@ export class PostgresCollectorStore implements CollectorStorePort {
       );
       return r.rowCount ?? 0;
     }
-    // the lowest cursor in (txid, rid) order; a sink without one protects everything
-    const r = await this.pool.query<{ sink: string; txid: string; rid: number }>(
-      'SELECT sink, last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors WHERE sink = ANY($1::text[])',
-      [sinks],
-    );
-    if (r.rows.length < new Set(sinks).size) return 0;
-    let low = r.rows[0] as { txid: string; rid: number };
-    for (const row of r.rows) if (positionBefore(row, low)) low = row;
-    const d = await this.pool.query(
-      `DELETE FROM events WHERE rid IN
-         (SELECT rid FROM events WHERE (txid, rid) <= ($1::xid8, $2::int8) AND received_at < $3
-          ORDER BY events.txid, events.rid LIMIT $4)`,
-      [low.txid, low.rid, receivedBefore, limit],
-    );
-    return d.rowCount ?? 0;
+    // The lowest cursor in (txid, rid) order; a sink without one protects everything. The cursors
+    // are read FOR SHARE and the rows deleted in the same transaction: a rewind (which locks its
+    // cursor row first) waits for this step, or this step waits for it and reads the rewound
+    // cursor — read apart, a rewind committing in between would make events due again (and
+    // count them in its answer) that this step then deletes.
+    return this.tx(async (c) => {
+      const r = await c.query<{ sink: string; txid: string; rid: number }>(
+        `SELECT sink, last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors
+         WHERE sink = ANY($1::text[]) ORDER BY sink FOR SHARE`,
+        [sinks],
+      );
+      if (r.rows.length < new Set(sinks).size) return 0;
+      let low = r.rows[0] as { txid: string; rid: number };
+      for (const row of r.rows) if (positionBefore(row, low)) low = row;
+      const d = await c.query(
+        `DELETE FROM events WHERE rid IN
+           (SELECT rid FROM events WHERE (txid, rid) <= ($1::xid8, $2::int8) AND received_at < $3
+            ORDER BY events.txid, events.rid LIMIT $4)`,
+        [low.txid, low.rid, receivedBefore, limit],
+      );
+      return d.rowCount ?? 0;
+    });
   }
 
   async listDevices(
