@@ -126,7 +126,27 @@ export interface FuseExeReaderOptions {
   readonly session: FuseSessionFactory;
   /** One read's deadline (ms). Default FUSE_READ_TIMEOUT_MS. */
   readonly timeoutMs?: number;
+  /** The bounds (tests pass tight ones). Default: the FUSE_* constants. */
+  readonly limits?: Partial<FuseLimits>;
 }
+
+export interface FuseLimits {
+  readonly children: number;
+  readonly childrenPerUser: number;
+  readonly spawnBurst: number;
+  readonly spawnsPerS: number;
+  readonly spawnBurstPerUser: number;
+  readonly spawnsPerSPerUser: number;
+}
+
+const LIMITS: FuseLimits = {
+  children: FUSE_CHILDREN_MAX,
+  childrenPerUser: FUSE_CHILDREN_PER_USER,
+  spawnBurst: FUSE_SPAWN_BURST,
+  spawnsPerS: FUSE_SPAWNS_PER_S,
+  spawnBurstPerUser: FUSE_SPAWN_BURST_USER,
+  spawnsPerSPerUser: FUSE_SPAWNS_PER_S_USER,
+};
 
 /** A child reading one file, shared by the reads of that file at once. */
 interface Job {
@@ -168,7 +188,8 @@ export class FuseExeReader {
   /** Mounts with a child stuck past its deadline: mount key → such children. */
   private readonly stuck = new Map<string, number>();
   private readonly budgets = new Map<number, Budget>();
-  private readonly budget = new Budget(FUSE_SPAWN_BURST, FUSE_SPAWNS_PER_S);
+  private readonly limits: FuseLimits;
+  private readonly budget: Budget;
   /** Outcome counts since start (status `fuse_exe`). */
   readonly counts = {
     read: 0,
@@ -185,6 +206,8 @@ export class FuseExeReader {
   constructor(options: FuseExeReaderOptions) {
     this.session = options.session;
     this.timeoutMs = options.timeoutMs ?? FUSE_READ_TIMEOUT_MS;
+    this.limits = { ...LIMITS, ...options.limits };
+    this.budget = new Budget(this.limits.spawnBurst, this.limits.spawnsPerS);
   }
 
   /** Children alive now (stuck ones included), children stuck past their deadline, and the counts. */
@@ -312,12 +335,12 @@ export class FuseExeReader {
 
   /** Whether a child may be started for `uid` now (bounds in the module doc); takes its budget. */
   private admit(uid: number): boolean {
-    if (this.aliveAll >= FUSE_CHILDREN_MAX || (this.alive.get(uid) ?? 0) >= FUSE_CHILDREN_PER_USER)
-      return false;
+    const l = this.limits;
+    if (this.aliveAll >= l.children || (this.alive.get(uid) ?? 0) >= l.childrenPerUser) return false;
     let mine = this.budgets.get(uid);
     if (!mine) {
       if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value as number);
-      mine = new Budget(FUSE_SPAWN_BURST_USER, FUSE_SPAWNS_PER_S_USER);
+      mine = new Budget(l.spawnBurstPerUser, l.spawnsPerSPerUser);
       this.budgets.set(uid, mine);
     }
     if (!mine.has() || !this.budget.has()) return false;
