@@ -8,7 +8,11 @@
  * with the daemon; everything else is still served): a daemon that lets the exec through and
  * stalls whoever opens the program next — guardd's reader.
  *
- * Usage: fuse-passthrough [--stall-opens-after N] <src> <mnt>
+ * --direct: mounts with mount(2) itself (`user_id=`/`group_id=` its own ids), as the user may in a
+ * user and mount namespace of their own (`unshare -Urm`, where they are root and fusermount3's
+ * setuid bit counts for nothing); then runs <mnt>/<prog> <args…> there and prints "pid N".
+ *
+ * Usage: fuse-passthrough [--stall-opens-after N] [--direct] <src> <mnt> [<prog> <args…>]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -107,22 +112,49 @@ static int mount_with_fusermount(const char *mnt) {
   return fd;
 }
 
+static int mount_direct(const char *mnt) {
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char opts[256];
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u", fd, getuid(), getgid());
+  if (mount("tgfp", mnt, "fuse.tgfp", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0) return -1;
+  return fd;
+}
+
 int main(int argc, char **argv) {
   long stall_after = -1;
+  int direct = 0;
   int i = 1;
-  if (argc > 2 && strcmp(argv[1], "--stall-opens-after") == 0) {
-    stall_after = atol(argv[2]);
-    i = 3;
+  if (argc > i + 1 && strcmp(argv[i], "--stall-opens-after") == 0) {
+    stall_after = atol(argv[i + 1]);
+    i += 2;
   }
-  if (argc - i != 2) return 2;
+  if (argc > i && strcmp(argv[i], "--direct") == 0) {
+    direct = 1;
+    i++;
+  }
+  if (argc - i < 2 || (!direct && argc - i != 2)) return 2;
   if (realpath(argv[i], src) == NULL) return 3;
-  fusefd = mount_with_fusermount(argv[i + 1]);
+  fusefd = direct ? mount_direct(argv[i + 1]) : mount_with_fusermount(argv[i + 1]);
   if (fusefd < 0) {
-    fprintf(stderr, "mount failed\n");
+    perror("mount");
     return 4;
   }
   printf("mounted\n");
   fflush(stdout);
+  if (argc - i > 2) {
+    char prog[4400];
+    snprintf(prog, sizeof prog, "%s/%s", argv[i + 1], argv[i + 2]);
+    pid_t p = fork();
+    if (p == 0) {
+      close(fusefd);
+      argv[i + 2] = prog;
+      execv(prog, argv + i + 2);
+      _exit(127);
+    }
+    printf("pid %d\n", (int)p);
+    fflush(stdout);
+  }
   char *buf = malloc(BUF_SIZE);
   char *data = malloc(BUF_SIZE);
   long opens = 0;

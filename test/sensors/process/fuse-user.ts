@@ -3,7 +3,8 @@
  * (src/sensors/fuse-exe.ts): fuse-passthrough.c (beside this file) compiled with gcc, run as the
  * user, mounted with the setuid fusermount3 on a directory of theirs without `allow_other` — the
  * kernel then refuses everyone else, root included. Optionally a daemon that answers the exec's
- * open and never the next ones (`stallOpensAfter`).
+ * open and never the next ones (`stallOpensAfter`), or one mounted by the user in a user and mount
+ * namespace of their own (`inOwnNamespace`: `unshare -Urm`, where the mount says `user_id=0`).
  *
  * Users may open /dev/fuse on every distribution (udev's rule makes it 0666); a machine without
  * udev leaves the kernel's 0600. `userFuse()` makes it what udev makes it for as long as the test
@@ -52,19 +53,27 @@ export interface UserMount {
   readonly mnt: string;
   /** The user's directory the mount serves (`<home>/<name>-src`). */
   readonly src: string;
+  /** The program run in the namespace (`inOwnNamespace`), by its pid on the machine. */
+  readonly pid?: number;
   /** Ends the daemon (its pending requests fail) and unmounts. Idempotent. */
   release(): Promise<void>;
 }
 
 /**
  * Mounts `daemon` as `user` on `<home>/<name>`, serving `<home>/<name>-src` (both created, the
- * user's); resolves once it serves.
+ * user's; `populate` fills the source first); resolves once it serves. `inOwnNamespace`: mounted
+ * in a user and mount namespace of the user's, where `run` (a file of the source and its
+ * arguments) is started at once — the mount is not seen outside.
  */
 export async function mountAsUser(
   user: TestUser,
   daemon: string,
   name: string,
-  options: { stallOpensAfter?: number } = {},
+  options: {
+    stallOpensAfter?: number;
+    populate?: (src: string) => void;
+    inOwnNamespace?: { run: readonly string[] };
+  } = {},
 ): Promise<UserMount> {
   const mnt = join(user.home, name);
   const src = join(user.home, `${name}-src`);
@@ -72,11 +81,15 @@ export async function mountAsUser(
     mkdirSync(d, { recursive: true });
     chownSync(d, user.uid, user.gid);
   }
-  const args =
-    options.stallOpensAfter === undefined
-      ? [src, mnt]
-      : ['--stall-opens-after', String(options.stallOpensAfter), src, mnt];
-  const child: ChildProcess = spawnAs(user, daemon, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  options.populate?.(src);
+  const stall =
+    options.stallOpensAfter === undefined ? [] : ['--stall-opens-after', String(options.stallOpensAfter)];
+  const ns = options.inOwnNamespace;
+  const child: ChildProcess = ns
+    ? spawnAs(user, 'unshare', ['-Urm', daemon, ...stall, '--direct', src, mnt, ...ns.run], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawnAs(user, daemon, [...stall, src, mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d) => {
     out += d;
@@ -87,15 +100,18 @@ export async function mountAsUser(
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await waitFor(() => {
     if (child.exitCode !== null) throw new Error(`fuse-passthrough exited: ${out}`);
-    return out.includes('mounted');
+    return out.includes('mounted') && (!ns || /^pid \d+$/m.test(out));
   }, `${user.name}'s FUSE mount on ${mnt}`);
+  const pid = ns ? Number(/^pid (\d+)$/m.exec(out)?.[1]) : undefined;
   let released = false;
   return {
     mnt,
     src,
+    ...(pid !== undefined ? { pid } : {}),
     release: async () => {
       if (released) return;
       released = true;
+      if (pid !== undefined) spawnSync('kill', ['-KILL', String(pid)], { stdio: 'ignore' });
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
       spawnSync('umount', ['-l', mnt], { stdio: 'ignore' });

@@ -162,6 +162,31 @@ describe.runIf(runnable)("guardd reads a program on the user's own FUSE mount as
     child.kill('SIGKILL');
   });
 
+  it('on a FUSE mount the user made in a user namespace of their own (`unshare -Urm`: `user_id=0` there), a renamed copy banned by markers is killed', async () => {
+    const own = await mountAsUser(user, daemon, 'userns', {
+      populate: (src) => {
+        const p = join(src, 'innocent-ns');
+        copyFileSync(sleepBin, p);
+        appendFileSync(p, `\n${markerA}\n${markerB}\n`);
+        chownSync(p, user.uid, user.gid);
+        chmodSync(p, 0o755);
+      },
+      inOwnNamespace: { run: ['innocent-ns', '60'] },
+    });
+    try {
+      const pid = own.pid as number;
+      const event = await waitFor(
+        () => ruleEvents(guardd, 'process.blocked', 'tgfo-content', 100).find((e) => e.pid === pid),
+        'the process.blocked event of the program in the namespace',
+      );
+      expect(event.reason).toBe('content');
+      expect(event.outcome?.action_taken).toBe('killed');
+      expect(alive(pid)).toBe(false);
+    } finally {
+      await own.release();
+    }
+  });
+
   it("a mount of the user's whose daemon stalls guardd's reader does not hold the kill of a banned program on their other mount", async () => {
     // Lets the exec open the program, never answers an open after it: guardd's reader waits.
     stalled = await mountAsUser(user, daemon, 'stall', { stallOpensAfter: 1 });
