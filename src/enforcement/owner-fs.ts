@@ -22,6 +22,10 @@
  * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
  * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
  *
+ * The process sensor uses the same child to read an executable on a user's own FUSE mount, which
+ * root may not open (src/sensors/fuse-exe.ts): it hands the child a descriptor (`fds`, `openFd`)
+ * instead of a path, and the child hashes or reads it as the mount's user.
+ *
  * Platforms: Linux and macOS spawn the child with `{uid, gid}` (libuv drops supplementary groups);
  * on Linux at a raised priority it goes through `nice` and `setpriv` instead, so it is the user's
  * only once back at nice 0 (src/daemon/priority.ts `asUserAtNormalPriority`).

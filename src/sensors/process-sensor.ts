@@ -533,33 +533,15 @@ export class ProcessSensor implements Sensor {
    * markers once some are found, and asks again while a scan still gets no answer.
    */
   private retryMarkers(raw: RawProcess, path: string, attempt: number): void {
-    if (!this.running) return;
-    const untracked = this.options.source.execedSince === undefined;
-    if (
-      this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX ||
-      (untracked && attempt >= MARKER_RETRY_MAX_UNTRACKED)
-    ) {
-      this.count('markers_gave_up');
-      return;
-    }
-    this.count('markers_retried');
-    const waits = this.options.markerRetryWaitsMs ?? MARKER_RETRY_WAITS_MS;
-    const wait = waits[Math.min(attempt, waits.length - 1)] as number;
-    const t = setTimeout(() => {
-      this.retryTimers.delete(t);
-      // Gone, or another program now: the source reports that one itself.
-      if (!this.running || this.options.source.execedSince?.(raw)) return;
-      this.detach(
-        (async () => {
-          const r = await this.scanMarkers(raw, path);
-          if (r === undefined || this.options.source.execedSince?.(raw)) return;
-          if (r.found !== null && r.found.length > 0)
-            this.emit({ ...this.observe(raw), contentMarkers: r.found });
-          else if (r.stalled) this.retryMarkers(raw, path, attempt + 1);
-        })(),
-      );
-    }, wait);
-    this.retryTimers.add(t);
+    this.retryRead(raw, attempt, 'markers', async () => {
+      const r = await this.scanMarkers(raw, path);
+      if (r === undefined || this.options.source.execedSince?.(raw)) return false;
+      if (r.found !== null && r.found.length > 0) {
+        this.emit({ ...this.observe(raw), contentMarkers: r.found });
+        return false;
+      }
+      return r.stalled;
+    });
   }
 
   /** The hasher, created on first use (sharing the file-facts cache and the FUSE reader). */
@@ -575,31 +557,42 @@ export class ProcessSensor implements Sensor {
    * names by hash.
    */
   private retryHash(raw: RawProcess, path: string, attempt: number): void {
+    this.retryRead(raw, attempt, 'hash', async () => {
+      const r = await this.exeHasher().hashResult(path, raw.uid ?? -1);
+      if (this.options.source.execedSince?.(raw)) return false;
+      if (r.sha256 === null) return r.retry;
+      const obs = { ...this.observe(raw), sha256: r.sha256 };
+      if (this.matcher?.matchAll(obs).some((h) => h.reason === 'sha256')) this.emit(obs);
+      return false;
+    });
+  }
+
+  /**
+   * Runs `ask` after MARKER_RETRY_WAITS_MS[attempt] (the last repeats) unless `raw` is gone or runs
+   * another program by then (the source reports that one itself), and again, attempt + 1, when
+   * it resolves true. Counted `<what>_retried`; `<what>_gave_up` when the pending retries are full,
+   * or after MARKER_RETRY_MAX_UNTRACKED where the source cannot tell a process ended.
+   */
+  private retryRead(raw: RawProcess, attempt: number, what: string, ask: () => Promise<boolean>): void {
     if (!this.running) return;
     const untracked = this.options.source.execedSince === undefined;
     if (
       this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX ||
       (untracked && attempt >= MARKER_RETRY_MAX_UNTRACKED)
     ) {
-      this.count('hash_gave_up');
+      this.count(`${what}_gave_up`);
       return;
     }
-    this.count('hash_retried');
+    this.count(`${what}_retried`);
     const waits = this.options.markerRetryWaitsMs ?? MARKER_RETRY_WAITS_MS;
     const wait = waits[Math.min(attempt, waits.length - 1)] as number;
     const t = setTimeout(() => {
       this.retryTimers.delete(t);
-      // Gone, or another program now: the source reports that one itself.
       if (!this.running || this.options.source.execedSince?.(raw)) return;
       this.detach(
-        (async () => {
-          const r = await this.exeHasher().hashResult(path, raw.uid ?? -1);
-          if (this.options.source.execedSince?.(raw)) return;
-          if (r.sha256 !== null) {
-            const obs = { ...this.observe(raw), sha256: r.sha256 };
-            if (this.matcher?.matchAll(obs).some((h) => h.reason === 'sha256')) this.emit(obs);
-          } else if (r.retry) this.retryHash(raw, path, attempt + 1);
-        })(),
+        ask().then((again) => {
+          if (again) this.retryRead(raw, attempt + 1, what, ask);
+        }),
       );
     }, wait);
     this.retryTimers.add(t);
