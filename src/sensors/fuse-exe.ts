@@ -18,10 +18,10 @@
  * Whose credentials: the mount's (`user_id=`, `group_id=` in the process's mountinfo, by the
  * mount id /proc/self/fdinfo gives for the descriptor; ids printed in the terms of the user
  * namespace the mount was made in, translated through the process's uid_map/gid_map), and only
- * when that user is the process's owner. When they differ nothing is read (`owner_mismatch`): the
- * kernel lets only the mount's user (uid and gid, real, effective and saved) through, so such a
- * process got there by a way guardd does not know, and guardd acts as a user only for that
- * user's own processes.
+ * when they are the process's own (its real uid and gid now). When they differ nothing is read
+ * (`owner_mismatch`): the kernel lets only the mount's user and group (real, effective and saved)
+ * through, so such a process got there by a way guardd does not know, and guardd acts only with
+ * credentials the process itself holds — never a group of the mount's choosing.
  *
  * Bounds (a FUSE daemon may never answer, and a user chooses how often they exec):
  *  - time: every call to the child has the request's deadline (FUSE_READ_TIMEOUT_MS in all, the
@@ -292,7 +292,7 @@ export class FuseExeReader {
         return { reason: 'not_fuse' };
       const owner = await mountOwner(mount, dir);
       if (owner === null || owner.uid === 0) return { reason: 'not_fuse' };
-      if (owner.uid !== uid) return { reason: 'owner_mismatch' };
+      if (owner.uid !== uid || !(await holds(dir, owner))) return { reason: 'owner_mismatch' };
       const mountKey = `${mntId}:${mount.device}`;
       const key = `${mountKey}:${ino}`;
       const running = this.jobs.get(key);
@@ -391,6 +391,14 @@ async function mountOwner(mount: MountEntry, dir: string): Promise<{ uid: number
   const uid = mapId(await readFile(`${dir}/uid_map`, 'utf8').catch(() => ''), u);
   const gid = mapId(await readFile(`${dir}/gid_map`, 'utf8').catch(() => ''), g);
   return uid === null || gid === null ? null : { uid, gid };
+}
+
+/** Whether the process in `dir` runs with real uid and gid `ids` now (/proc/<pid>/status). */
+async function holds(dir: string, ids: { uid: number; gid: number }): Promise<boolean> {
+  const status = await readFile(`${dir}/status`, 'utf8').catch(() => '');
+  const uid = /^Uid:\s*(\d+)/m.exec(status)?.[1];
+  const gid = /^Gid:\s*(\d+)/m.exec(status)?.[1];
+  return Number(uid) === ids.uid && Number(gid) === ids.gid;
 }
 
 /** `id` of a user namespace, as the id outside it that its map (uid_map/gid_map text) gives; null when unmapped. */
