@@ -31,6 +31,7 @@ import { FULL_SCOPE } from '../enforcement/enforcement-scope.js';
 import { Enforcer } from '../enforcement/enforcer.js';
 import { ExecDenyListener, loadExecPermAddon } from '../enforcement/exec-deny.js';
 import { SessionNotifier } from '../enforcement/notify/session-notifier.js';
+import { OwnerSession } from '../enforcement/owner-fs.js';
 import { QuarantineStore, quarantineControlMethods } from '../enforcement/quarantine-store.js';
 import type { AgentEvent, EventSink } from '../events/event-types.js';
 import { PolicyManager } from '../policy/policy-manager.js';
@@ -38,6 +39,7 @@ import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js
 import { ContentMarkerScanner, type FileIdentity } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
 import { type FileFactCaches, newFileFactCaches } from '../sensors/file-facts.js';
+import { FuseExeReader } from '../sensors/fuse-exe.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
@@ -244,6 +246,13 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       })
     : null;
 
+  // Executables on a user's own FUSE mount, which root may not open, are read as that user in
+  // an owner-fs child (fuse-exe.ts); only root can act as a user.
+  const fuseExe =
+    platform === 'linux' && process.getuid?.() === 0
+      ? new FuseExeReader({ session: (actor, fd) => new OwnerSession(actor, { fds: [fd] }) })
+      : undefined;
+
   // Sensors, from the registry.
   const sensors: Sensor[] = SENSORS.filter((s) => s.enabled(config)).map((s) =>
     s.create({
@@ -252,6 +261,7 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
       platform,
       homes,
       fileFacts,
+      ...(fuseExe ? { fuseExe } : {}),
       onObservation: pipeline.handle,
       logger: logger.child({ component: `sensor.${s.name}` }),
     }),

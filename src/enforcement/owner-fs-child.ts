@@ -3,13 +3,16 @@
  * user's tree with that user's credentials (see owner-fs.ts for why). It is plain CommonJS run
  * with `node -e`, so the same text runs from src/ under the test runner and from dist/, and it
  * imports nothing but node:fs (and node:os, to give up guardd's raised priority: it runs as the
- * user, who must not get a nice −10 process out of it; src/daemon/priority.ts).
+ * user, who must not get a nice −10 process out of it; src/daemon/priority.ts; and node:crypto
+ * for `hashFd`, the one operation that reads a file whole).
  *
  * Protocol: one JSON request per stdin line `{id, op, args}`, one JSON answer per stdout line
  * `{id, ok: true, value}` or `{id, ok: false, code, message}` (`code` is the errno code, e.g.
- * ENOENT, EACCES). Operations never follow a symlink in the last component (lstat, O_NOFOLLOW,
- * readlink); earlier components are resolved by the kernel with the child's credentials, which is
- * the point: whatever they lead to, the child can only reach what its user could reach anyway.
+ * ENOENT, EACCES). Operations on paths never follow a symlink in the last component (lstat,
+ * O_NOFOLLOW, readlink); earlier components are resolved by the kernel with the child's
+ * credentials, which is the point: whatever they lead to, the child can only reach what its user
+ * could reach anyway. `openFd` takes no path: it opens a descriptor guardd handed over (the
+ * kernel's /proc/self/fd link to it), which names one file whatever happens to paths meanwhile.
  */
 export const OWNER_FS_CHILD_SOURCE = String.raw`
 'use strict';
@@ -20,6 +23,7 @@ const typeOf = (st) => st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir
 const statOut = (st) => ({ type: typeOf(st), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: st.size, dev: st.dev, ino: st.ino });
 const fail = (code, message) => { const e = new Error(message); e.code = code; throw e; };
 const same = (st, a) => a.dev === undefined || (st.dev === a.dev && st.ino === a.ino);
+const idOut = (st) => ({ dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, mode: st.mode, uid: st.uid, gid: st.gid });
 // The owner may have taken their own permissions away (chmod 000 on a file, 0555 on a dir) to make
 // a package impossible to copy or remove: as the owner we may give them back, and do, only on
 // entries we own, never through a link.
@@ -102,6 +106,39 @@ const ops = {
     if (fs.lstatSync(a.path).isSymbolicLink()) fail('ELOOP', a.path + ' is a symlink');
     fs.chmodSync(a.path, a.mode);
     return true;
+  },
+  // A descriptor guardd handed over at stdio index a.fd (an O_PATH descriptor of a process's
+  // /proc/<pid>/exe): opened for reading through the kernel's link to it, with this user's
+  // credentials, and kept open under the number returned; read by readFd/hashFd, closed at exit.
+  openFd: (a) => {
+    const fd = fs.openSync('/proc/self/fd/' + a.fd, C.O_RDONLY | C.O_NONBLOCK | C.O_NOCTTY);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) { fs.closeSync(fd); fail('EINVAL', 'not a regular file'); }
+    return { h: fd, ...idOut(st) };
+  },
+  statFd: (a) => idOut(fs.fstatSync(a.h)),
+  readFd: (a) => {
+    const buf = Buffer.alloc(Math.max(0, a.length));
+    let got = 0;
+    while (got < buf.length) {
+      const n = fs.readSync(a.h, buf, got, buf.length - got, a.offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got).toString('base64');
+  },
+  // SHA-256 of the whole file, null past a.max bytes (read here: only the digest crosses the pipe).
+  hashFd: (a) => {
+    if (fs.fstatSync(a.h).size > a.max) return null;
+    const h = require('node:crypto').createHash('sha256');
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let pos = 0; ; ) {
+      const n = fs.readSync(a.h, buf, 0, buf.length, pos);
+      if (n === 0) return h.digest('hex');
+      h.update(buf.subarray(0, n));
+      pos += n;
+      if (pos > a.max) return null;
+    }
   },
 };
 let buf = '';

@@ -22,6 +22,10 @@
  * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
  * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
  *
+ * The process sensor uses the same child to read an executable on a user's own FUSE mount, which
+ * root may not open (src/sensors/fuse-exe.ts): it hands the child a descriptor (`fds`, `openFd`)
+ * instead of a path, and the child hashes or reads it as the mount's user.
+ *
  * Platforms: Linux and macOS spawn the child with `{uid, gid}` (libuv drops supplementary groups);
  * on Linux at a raised priority it goes through `nice` and `setpriv` instead, so it is the user's
  * only once back at nice 0 (src/daemon/priority.ts `asUserAtNormalPriority`).
@@ -201,6 +205,26 @@ class OwnerFsError extends Error {
  */
 const MAX_ANSWER_CHARS = 64 * 1024 * 1024;
 
+/** What a session's child says of a file it holds open (fstat, from the user's side). */
+export interface OwnerFileId {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface OwnerSessionOptions {
+  /**
+   * Descriptors of guardd's handed to the child at stdio index 3, 4, … (`openFd` opens them there).
+   * The child holds them from its start: close guardd's own copy once the session is made.
+   */
+  readonly fds?: readonly number[];
+}
+
 /**
  * One child process acting as `actor`. Requests are answered in order; `close()` ends the child
  * (call it in a finally: an unclosed session keeps a process alive until guardd exits).
@@ -214,8 +238,17 @@ export class OwnerSession {
     { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
   >();
   private dead: Error | null = null;
+  /**
+   * Settles when the child process has really ended (or never started), which may be long after
+   * `close()`: a child killed while the kernel waits on a file system for it (a FUSE daemon that
+   * took its request and never answers) ends only when that request does.
+   */
+  readonly exited: Promise<void>;
 
-  constructor(readonly actor: Actor) {
+  constructor(
+    readonly actor: Actor,
+    options: OwnerSessionOptions = {},
+  ) {
     const self = process.getuid?.();
     // Without privileges (a dev run) or on Windows the child keeps guardd's own credentials.
     const asUser = self === 0 && process.platform !== 'win32' && actor.uid !== 0;
@@ -227,7 +260,11 @@ export class OwnerSession {
       ...creds,
       cwd: '/',
       env: {},
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe', ...(options.fds ?? [])],
+    }) as ChildProcessWithoutNullStreams;
+    this.exited = new Promise<void>((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.once('error', () => resolve());
     });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (c: string) => this.onData(c));
@@ -342,6 +379,27 @@ export class OwnerSession {
   }
   chmod(path: string, mode: number): Promise<boolean> {
     return this.call('chmod', { path, mode });
+  }
+  /**
+   * Opens for reading, with the actor's credentials, the descriptor handed over at stdio index
+   * `fd` (OwnerSessionOptions.fds) and keeps it open in the child: `h` names it to statFd, readFd
+   * and hashFd. Rejects with the errno code (EACCES, ENOTCONN…) or ETIMEDOUT (the child is then
+   * ended: see call).
+   */
+  openFd(fd: number, timeoutMs: number): Promise<OwnerFileId & { readonly h: number }> {
+    return this.call('openFd', { fd }, timeoutMs);
+  }
+  /** fstat of the file open as `h`. */
+  statFd(h: number, timeoutMs: number): Promise<OwnerFileId> {
+    return this.call('statFd', { h }, timeoutMs);
+  }
+  /** Up to `length` bytes at `offset` of the file open as `h` (fewer at its end). */
+  async readFd(h: number, offset: number, length: number, timeoutMs: number): Promise<Buffer> {
+    return Buffer.from(await this.call<string>('readFd', { h, offset, length }, timeoutMs), 'base64');
+  }
+  /** Lower-case hex SHA-256 of the file open as `h`, computed in the child; null past `maxBytes`. */
+  hashFd(h: number, maxBytes: number, timeoutMs: number): Promise<string | null> {
+    return this.call('hashFd', { h, max: maxBytes }, timeoutMs);
   }
   async exists(path: string): Promise<boolean> {
     try {

@@ -15,7 +15,9 @@
  * a `ReadGate` with a deadline (safe-read.ts), so a FIFO, a stalled mount or a file that grows
  * costs a `timeout` or `unreadable`, never a stall. What a scan found is cached by identity only
  * when the file's ctime has settled (file-facts.ts `settled`: coarse timestamps repeat within one
- * tick, so a younger identity may yet name other bytes).
+ * tick, so a younger identity may yet name other bytes). An executable root is refused (EACCES: a
+ * user's own FUSE mount) is scanned as its owner when a `fuse` reader is given (fuse-exe.ts): the
+ * same regions, read by a child acting as that user; not cached.
  */
 import { constants } from 'node:fs';
 import { type FileHandle, open, readlink } from 'node:fs/promises';
@@ -23,6 +25,7 @@ import type { MarkerAutomaton } from '../policy/content-markers.js';
 import { planRegionsAsync } from '../policy/marker-regions.js';
 import { settled } from './file-facts.js';
 import { readIdentity } from './file-id.js';
+import type { FuseExeReader } from './fuse-exe.js';
 import { cacheableMount } from './mount-trust.js';
 import { ReadGate, USER_FILE_OPEN_FLAGS } from './safe-read.js';
 import { type Credentials, permits } from './script-package.js';
@@ -78,13 +81,28 @@ export interface ContentMarkerScannerOptions {
   readonly cache?: Map<string, readonly string[]>;
   /** Admission (tests pass a tight one). Default: 2 in flight, 1 per uid. */
   readonly gate?: ReadGate;
+  /** Scans an executable root is refused as its owner (fuse-exe.ts). Default: none. */
+  readonly fuse?: FuseExeReader | null;
 }
+
+/** What scanWithin says when root may not open the executable (EACCES) and a FUSE reader may. */
+const DENIED = Symbol('denied');
+
+/** What regions are read from: an open file, or one a child holds as its owner (fuse-exe.ts). */
+type RegionSource = Pick<FileHandle, 'read'> | { read: FuseFileRead };
+type FuseFileRead = (
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+) => Promise<{ bytesRead: number }>;
 
 export class ContentMarkerScanner {
   private readonly timeoutMs: number;
   private readonly cacheSize: number;
   private readonly gate: ReadGate;
   private readonly cache: Map<string, readonly string[]>;
+  private readonly fuse: FuseExeReader | null;
   /** Outcome counts since start (for status). */
   readonly counts: Record<MarkerScanOutcome, number> = {
     scanned: 0,
@@ -100,6 +118,7 @@ export class ContentMarkerScanner {
     this.cacheSize = options.cacheSize ?? SCAN_CACHE_SIZE;
     this.cache = options.cache ?? new Map();
     this.gate = options.gate ?? new ReadGate('content_markers', SCAN_MAX_IN_FLIGHT, SCAN_MAX_PER_UID);
+    this.fuse = options.fuse ?? null;
   }
 
   /** Entries cached now. */
@@ -148,8 +167,40 @@ export class ContentMarkerScanner {
       this.counts.timeout++;
       return { found: null, outcome: 'timeout', scannedBytes: 0 };
     }
-    this.counts[r.value.outcome]++;
-    return r.value;
+    const value = r.value === DENIED ? await this.scanAsOwner(path, automaton, key) : r.value;
+    this.counts[value.outcome]++;
+    return value;
+  }
+
+  /**
+   * Scans, as the process's owner, the executable root was refused (`path` is /proc/<pid>/exe;
+   * fuse-exe.ts): the same regions; `busy` when no child may read now (the sensor asks again).
+   */
+  private async scanAsOwner(
+    path: string,
+    automaton: MarkerAutomaton,
+    key: string | number,
+  ): Promise<MarkerScanResult> {
+    const r = await (this.fuse as FuseExeReader).withFile(
+      path,
+      typeof key === 'number' ? key : -1,
+      async (f) => {
+        const identity = { ...f.identity, mount: 0 };
+        const searched = await searchRegions(f, identity.size, automaton, { expired: false });
+        const after = { ...(await f.stat()), mount: 0 };
+        return sameIdentity(identity, after)
+          ? { found: searched.found, outcome: 'scanned' as const, identity, scannedBytes: searched.scanned }
+          : { found: null, outcome: 'changed' as const, identity: after, scannedBytes: searched.scanned };
+      },
+    );
+    if (r.ok) return r.value;
+    const outcome =
+      r.reason === 'timeout'
+        ? 'timeout'
+        : r.reason === 'busy' || r.reason === 'stalled'
+          ? 'busy'
+          : 'unreadable';
+    return { found: null, outcome, scannedBytes: 0 };
   }
 
   private async scanWithin(
@@ -158,7 +209,7 @@ export class ContentMarkerScanner {
     expected: FileIdentity | undefined,
     job: { expired: boolean },
     asUser: Credentials | undefined,
-  ): Promise<MarkerScanResult> {
+  ): Promise<MarkerScanResult | typeof DENIED> {
     let fh: FileHandle;
     try {
       // A user's path (not a kernel-made /proc link): a link at its last component is refused.
@@ -166,7 +217,10 @@ export class ContentMarkerScanner {
         ? USER_FILE_OPEN_FLAGS
         : constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
       fh = await open(path, flags);
-    } catch {
+    } catch (err) {
+      // Root refused the executable itself (a user's own FUSE mount): read as its owner, if allowed.
+      if (this.fuse && !asUser && !expected && (err as NodeJS.ErrnoException).code === 'EACCES')
+        return DENIED;
       return { found: null, outcome: 'unreadable', scannedBytes: 0 };
     }
     try {
@@ -190,30 +244,12 @@ export class ContentMarkerScanner {
       const readStart = Date.now();
       const hit = this.cache.get(cacheKey);
       if (hit !== undefined) return { found: hit, outcome: 'cached', identity, scannedBytes: 0 };
-      const read = (pos: number, len: number): Promise<Buffer> => readAt(fh, pos, len);
-      const regions = await planRegionsAsync(read, identity.size);
-      const st2 = automaton.newState();
-      const buf = Buffer.allocUnsafe(CHUNK_BYTES);
-      let scanned = 0;
-      for (const region of regions) {
-        automaton.restart(st2);
-        for (let pos = region.start; pos < region.end; ) {
-          if (job.expired) return { found: null, outcome: 'timeout', identity, scannedBytes: scanned };
-          const want = Math.min(buf.length, region.end - pos);
-          const { bytesRead } = await fh.read(buf, 0, want, pos);
-          // The file shrank under us: what is there was searched; the identity check below decides.
-          if (bytesRead <= 0) break;
-          scanned += bytesRead;
-          pos += bytesRead;
-          if (automaton.feed(st2, buf.subarray(0, bytesRead))) break;
-        }
-        if (st2.foundCount === automaton.keys.length) break;
-      }
+      const { found, scanned } = await searchRegions(fh, identity.size, automaton, job);
+      if (found === null) return { found: null, outcome: 'timeout', identity, scannedBytes: scanned };
       // Rewritten while we read: what was found belongs to no single version; do not cache it.
       const after = (await readIdentity(fh)).identity;
       if (!sameIdentity(identity, after))
         return { found: null, outcome: 'changed', identity: after, scannedBytes: scanned };
-      const found = automaton.foundKeys(st2);
       // Coarse timestamps: a file changed in the last seconds may get other bytes under this key;
       // and where a user can write the blocks under the file system, any key may.
       if (settled(identity, readStart) && (await cacheableMount(identity, st.mountId)))
@@ -233,6 +269,37 @@ export class ContentMarkerScanner {
     }
     this.cache.set(key, found);
   }
+}
+
+/**
+ * Which of `automaton`'s markers occur in the regions (marker-regions.ts) of a file of `size`
+ * bytes read from `src`; `found` null when `job` expired meanwhile. Bounded: MAX_SCAN_BYTES.
+ */
+async function searchRegions(
+  src: RegionSource,
+  size: number,
+  automaton: MarkerAutomaton,
+  job: { expired: boolean },
+): Promise<{ found: readonly string[] | null; scanned: number }> {
+  const regions = await planRegionsAsync((pos, len) => readAt(src, pos, len), size);
+  const st = automaton.newState();
+  const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+  let scanned = 0;
+  for (const region of regions) {
+    automaton.restart(st);
+    for (let pos = region.start; pos < region.end; ) {
+      if (job.expired) return { found: null, scanned };
+      const want = Math.min(buf.length, region.end - pos);
+      const { bytesRead } = await src.read(buf, 0, want, pos);
+      // The file shrank under us: what is there was searched; the caller's identity check decides.
+      if (bytesRead <= 0) break;
+      scanned += bytesRead;
+      pos += bytesRead;
+      if (automaton.feed(st, buf.subarray(0, bytesRead))) break;
+    }
+    if (st.foundCount === automaton.keys.length) break;
+  }
+  return { found: automaton.foundKeys(st), scanned };
 }
 
 function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
@@ -264,7 +331,7 @@ async function opensAt(fh: FileHandle, path: string): Promise<boolean> {
   }
 }
 
-async function readAt(fh: FileHandle, pos: number, len: number): Promise<Buffer> {
+async function readAt(fh: RegionSource, pos: number, len: number): Promise<Buffer> {
   const buf = Buffer.alloc(len);
   let total = 0;
   // Bounded: each read returns ≥ 1 byte or ends the loop.

@@ -8,6 +8,8 @@
  * The file is opened once and everything (cache key, bytes) comes from that descriptor, so a file
  * swapped after the open cannot be hashed under the old key. Huge files and slow disks are
  * bounded: past HASH_MAX_BYTES or HASH_TIMEOUT_MS the result is null and counted, never a stall.
+ * An executable root is refused (EACCES: a user's own FUSE mount) is hashed as its owner when a
+ * `fuse` reader is given (fuse-exe.ts), and not cached.
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -15,6 +17,7 @@ import { open } from 'node:fs/promises';
 import { type FileIdentity, identityKey } from './content-markers.js';
 import { settled } from './file-facts.js';
 import { readIdentity } from './file-id.js';
+import type { FuseExeReader } from './fuse-exe.js';
 import { cacheableMount } from './mount-trust.js';
 import { ReadGate } from './safe-read.js';
 
@@ -29,7 +32,18 @@ export interface ExeHasherOptions {
   readonly cache?: Map<string, string>;
   /** Admission for hashing (tests pass a tight one). Default: 2 in flight, 1 per uid. */
   readonly gate?: ReadGate;
+  /** Reads an executable root is refused as its owner (fuse-exe.ts). Default: none. */
+  readonly fuse?: FuseExeReader | null;
 }
+
+/** A hash and whether asking again later may give one (a read as the owner got no answer in time). */
+export interface HashResult {
+  readonly sha256: string | null;
+  readonly retry: boolean;
+}
+
+/** What hashWithin says when root may not open the file (EACCES) and a FUSE reader may. */
+const DENIED = Symbol('denied');
 
 /** 256 MiB: larger than any CLI binary or SEA bundle we have seen (node ≈ 100 MiB, bun ≈ 90 MiB). */
 export const HASH_MAX_BYTES = 256 * 1024 * 1024;
@@ -61,6 +75,7 @@ export class ExeHasher {
     busy: 0,
   };
   private readonly gate: ReadGate;
+  private readonly fuse: FuseExeReader | null;
 
   constructor(options: ExeHasherOptions = {}) {
     this.maxBytes = options.maxBytes ?? HASH_MAX_BYTES;
@@ -68,6 +83,7 @@ export class ExeHasher {
     this.cacheSize = options.cacheSize ?? HASH_CACHE_SIZE;
     this.cache = options.cache ?? new Map();
     this.gate = options.gate ?? new ReadGate('exe_hash', HASH_MAX_IN_FLIGHT, HASH_MAX_PER_UID);
+    this.fuse = options.fuse ?? null;
   }
 
   /**
@@ -80,25 +96,56 @@ export class ExeHasher {
    * fstat (the cache is keyed by what the descriptor says, never by a path stat).
    */
   async hash(path: string, key: string | number = -1): Promise<string | null> {
+    return (await this.hashResult(path, key)).sha256;
+  }
+
+  /**
+   * `hash`, and whether it is worth asking again while the process runs the same program: a read
+   * as the owner (the `fuse` reader) that got no answer in time or found no free child.
+   */
+  async hashResult(path: string, key: string | number = -1): Promise<HashResult> {
     const job = { expired: false };
     const r = await this.gate.run(key, this.timeoutMs, () => this.hashWithin(path, job));
     if (!r.admitted) {
       this.counts.busy++;
-      return null;
+      return { sha256: null, retry: false };
     }
     if (r.timedOut) {
       job.expired = true;
       this.counts.timeout++;
-      return null;
+      return { sha256: null, retry: false };
     }
-    return r.value;
+    if (r.value === DENIED) return this.hashAsOwner(path, key);
+    return { sha256: r.value, retry: false };
   }
 
-  private async hashWithin(path: string, job: { expired: boolean }): Promise<string | null> {
+  /** Hashes, as the process's owner, the file root was refused (`path` is /proc/<pid>/exe; not cached). */
+  private async hashAsOwner(path: string, key: string | number): Promise<HashResult> {
+    const r = await (this.fuse as FuseExeReader).withFile(path, typeof key === 'number' ? key : -1, (f) =>
+      f.hash(this.maxBytes),
+    );
+    if (!r.ok) {
+      const retry = r.reason === 'busy' || r.reason === 'stalled' || r.reason === 'timeout';
+      this.counts[r.reason === 'timeout' ? 'timeout' : retry ? 'busy' : 'unreadable']++;
+      return { sha256: null, retry };
+    }
+    this.counts[r.value === null ? 'too_large' : 'hashed']++;
+    return { sha256: r.value, retry: false };
+  }
+
+  private async hashWithin(path: string, job: { expired: boolean }): Promise<string | null | typeof DENIED> {
     let handle: Awaited<ReturnType<typeof open>> | null = null;
     try {
       // Non-blocking, never a tty; links are followed on purpose: the path is /proc/<pid>/exe.
-      handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0));
+      try {
+        handle = await open(
+          path,
+          constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0),
+        );
+      } catch (err) {
+        if (this.fuse && (err as NodeJS.ErrnoException).code === 'EACCES') return DENIED;
+        throw err;
+      }
       const read = await readIdentity(handle);
       const st = read.identity;
       if (!read.isFile) {

@@ -13,6 +13,9 @@
  * wake or scan asked for during a tick runs right after it).
  * Hash and script package read files the user controls, so they never run in the scan: an
  * observation that needs them is handed over when they answered (or their deadline passed).
+ * An executable on its user's own FUSE mount, which root may not open, is hashed and scanned as
+ * that user (`fuse`, fuse-exe.ts); a read that found no free child or got no answer in time is
+ * asked again like a marker scan.
  */
 import { basename, isAbsolute, join, normalize } from 'node:path';
 import { errorMessage } from '../common/errors.js';
@@ -22,8 +25,9 @@ import type { MarkerAutomaton } from '../policy/content-markers.js';
 import type { Matcher } from '../policy/matcher.js';
 import { ContentMarkerScanner, type MarkerScanResult } from './content-markers.js';
 import { isDynamicLoader, loadedProgram } from './dynamic-loader.js';
-import { ExeHasher } from './exe-hash.js';
+import { ExeHasher, type HashResult } from './exe-hash.js';
 import type { FileFactCaches } from './file-facts.js';
+import type { FuseExeReader } from './fuse-exe.js';
 import type { ProcessObservation } from './observation.js';
 import type { PollReason, ProcessSource, RawProcess } from './process-sources/process-source.js';
 import { scanScriptFiles } from './script-markers.js';
@@ -54,6 +58,11 @@ export interface ProcessSensorOptions {
   readonly fileFacts?: FileFactCaches;
   /** Waits between marker retries (ms; the last repeats). Default MARKER_RETRY_WAITS_MS; tests shorten it. */
   readonly markerRetryWaitsMs?: readonly number[];
+  /**
+   * Reads, as its owner, an executable root may not open (a user's own FUSE mount), for the hasher
+   * and scanner the sensor creates (fuse-exe.ts). Default: none (such a file is `unreadable`).
+   */
+  readonly fuse?: FuseExeReader | null;
 }
 
 /** What an executable's file said, as far as the rules need (ProcessSensor.knownFacts). */
@@ -211,6 +220,7 @@ export class ProcessSensor implements Sensor {
         ...(this.scripts
           ? { script_packages: { ...this.scripts.counts, gate: this.scripts.gateStatus() } }
           : {}),
+        ...(this.options.fuse ? { fuse_exe: this.options.fuse.status() } : {}),
         ...this.options.source.details(),
       },
       skipped,
@@ -397,15 +407,14 @@ export class ProcessSensor implements Sensor {
     markerPath: string | null = null,
   ): Promise<ProcessObservation> {
     const key = raw.uid ?? -1;
-    let sha256: Promise<string | null> | undefined;
-    if (hashPath !== null) {
-      this.hasher ??= new ExeHasher({ cache: this.options.fileFacts?.hashes });
-      sha256 = this.hasher.hash(hashPath, key);
-    }
+    let sha256: Promise<HashResult> | undefined;
+    if (hashPath !== null) sha256 = this.exeHasher().hashResult(hashPath, key);
     let scriptPackage: Promise<ProcessObservation['scriptPackage']> | undefined;
     if (script) scriptPackage = this.lookupScript(raw, 0);
     const markers = markerPath !== null ? this.scanMarkers(raw, markerPath) : undefined;
-    let hash = sha256 !== undefined ? await sha256 : undefined;
+    const hashed = sha256 !== undefined ? await sha256 : undefined;
+    let hash = hashed?.sha256;
+    if (hashed?.retry && hashPath !== null) this.retryHash(raw, hashPath, 0);
     const scanned = markers !== undefined ? await markers : undefined;
     let contentMarkers = scanned?.found;
     if (scanned?.stalled && markerPath !== null) this.retryMarkers(raw, markerPath, 0);
@@ -427,7 +436,7 @@ export class ProcessSensor implements Sensor {
     if (
       digest &&
       hashPath !== null &&
-      (await this.runsAnother(raw, async () => (await this.hasher?.hash(hashPath, key)) === digest))
+      (await this.runsAnother(raw, async () => (await this.exeHasher().hash(hashPath, key)) === digest))
     ) {
       this.count('hash_after_exec');
       hash = null;
@@ -473,7 +482,10 @@ export class ProcessSensor implements Sensor {
   ): Promise<{ found: readonly string[] | null; stalled: boolean } | undefined> {
     const automaton = this.matcher?.markers() ?? null;
     if (automaton === null) return undefined;
-    this.markerScanner ??= new ContentMarkerScanner({ cache: this.options.fileFacts?.markers });
+    this.markerScanner ??= new ContentMarkerScanner({
+      cache: this.options.fileFacts?.markers,
+      fuse: this.options.fuse ?? null,
+    });
     const exe = this.markerScanner.scan(path, automaton, raw.uid ?? -1);
     const interpreter =
       raw.exe && isInterpreter(raw.exe) ? raw.exe : isInterpreter(raw.name) ? raw.name : null;
@@ -521,30 +533,66 @@ export class ProcessSensor implements Sensor {
    * markers once some are found, and asks again while a scan still gets no answer.
    */
   private retryMarkers(raw: RawProcess, path: string, attempt: number): void {
+    this.retryRead(raw, attempt, 'markers', async () => {
+      const r = await this.scanMarkers(raw, path);
+      if (r === undefined || this.options.source.execedSince?.(raw)) return false;
+      if (r.found !== null && r.found.length > 0) {
+        this.emit({ ...this.observe(raw), contentMarkers: r.found });
+        return false;
+      }
+      return r.stalled;
+    });
+  }
+
+  /** The hasher, created on first use (sharing the file-facts cache and the FUSE reader). */
+  private exeHasher(): ExeHasher {
+    this.hasher ??= new ExeHasher({ cache: this.options.fileFacts?.hashes, fuse: this.options.fuse ?? null });
+    return this.hasher;
+  }
+
+  /**
+   * Asks the hash of `raw`'s executable again (attempt `attempt`, after MARKER_RETRY_WAITS_MS) while
+   * it runs the same program, when a read as its owner found no free child or no answer in time
+   * (HashResult.retry); hands over an observation with the hash once it decides something a rule
+   * names by hash.
+   */
+  private retryHash(raw: RawProcess, path: string, attempt: number): void {
+    this.retryRead(raw, attempt, 'hash', async () => {
+      const r = await this.exeHasher().hashResult(path, raw.uid ?? -1);
+      if (this.options.source.execedSince?.(raw)) return false;
+      if (r.sha256 === null) return r.retry;
+      const obs = { ...this.observe(raw), sha256: r.sha256 };
+      if (this.matcher?.matchAll(obs).some((h) => h.reason === 'sha256')) this.emit(obs);
+      return false;
+    });
+  }
+
+  /**
+   * Runs `ask` after MARKER_RETRY_WAITS_MS[attempt] (the last repeats) unless `raw` is gone or runs
+   * another program by then (the source reports that one itself), and again, attempt + 1, when
+   * it resolves true. Counted `<what>_retried`; `<what>_gave_up` when the pending retries are full,
+   * or after MARKER_RETRY_MAX_UNTRACKED where the source cannot tell a process ended.
+   */
+  private retryRead(raw: RawProcess, attempt: number, what: string, ask: () => Promise<boolean>): void {
     if (!this.running) return;
     const untracked = this.options.source.execedSince === undefined;
     if (
       this.retryTimers.size >= SCRIPT_RETRY_PENDING_MAX ||
       (untracked && attempt >= MARKER_RETRY_MAX_UNTRACKED)
     ) {
-      this.count('markers_gave_up');
+      this.count(`${what}_gave_up`);
       return;
     }
-    this.count('markers_retried');
+    this.count(`${what}_retried`);
     const waits = this.options.markerRetryWaitsMs ?? MARKER_RETRY_WAITS_MS;
     const wait = waits[Math.min(attempt, waits.length - 1)] as number;
     const t = setTimeout(() => {
       this.retryTimers.delete(t);
-      // Gone, or another program now: the source reports that one itself.
       if (!this.running || this.options.source.execedSince?.(raw)) return;
       this.detach(
-        (async () => {
-          const r = await this.scanMarkers(raw, path);
-          if (r === undefined || this.options.source.execedSince?.(raw)) return;
-          if (r.found !== null && r.found.length > 0)
-            this.emit({ ...this.observe(raw), contentMarkers: r.found });
-          else if (r.stalled) this.retryMarkers(raw, path, attempt + 1);
-        })(),
+        ask().then((again) => {
+          if (again) this.retryRead(raw, attempt + 1, what, ask);
+        }),
       );
     }, wait);
     this.retryTimers.add(t);

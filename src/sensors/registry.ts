@@ -9,6 +9,7 @@ import type { Platform } from '../common/platform-paths.js';
 import type { UserDirectory } from '../common/users.js';
 import type { Config } from '../config/settings.js';
 import type { FileFactCaches } from './file-facts.js';
+import type { FuseExeReader } from './fuse-exe.js';
 import { InstallSensor } from './install-sensor.js';
 import { ProcessSensor } from './process-sensor.js';
 import { createEsloggerSource } from './process-sources/eslogger-source.js';
@@ -28,6 +29,8 @@ export interface SensorDeps {
   readonly homes: () => string[];
   /** What executables' bytes said, shared with the pre-exec listener (file-facts.ts). */
   readonly fileFacts?: FileFactCaches;
+  /** Reads executables on a user's own FUSE mount as that user (fuse-exe.ts; root on Linux only). */
+  readonly fuseExe?: FuseExeReader;
   readonly onObservation: ObservationHandler;
   /** Already a child logger named `sensor.<name>`. */
   readonly logger: Logger;
@@ -95,6 +98,7 @@ export const SENSORS: readonly SensorRegistration[] = [
         intervalMs: deps.config['sensors.process.interval_ms'],
         logger: deps.logger,
         ...(deps.fileFacts ? { fileFacts: deps.fileFacts } : {}),
+        ...(deps.fuseExe ? { fuse: deps.fuseExe } : {}),
       }),
   },
 ];

@@ -1,0 +1,120 @@
+/**
+ * A real user's own FUSE mount for the tests of reading executables as their owner
+ * (src/sensors/fuse-exe.ts): fuse-passthrough.c (beside this file) compiled with gcc, run as the
+ * user, mounted with the setuid fusermount3 on a directory of theirs without `allow_other` — the
+ * kernel then refuses everyone else, root included. Optionally a daemon that answers the exec's
+ * open and never the next ones (`stallOpensAfter`), or one mounted by the user in a user and mount
+ * namespace of their own (`inOwnNamespace`: `unshare -Urm`, where the mount says `user_id=0`).
+ *
+ * Users may open /dev/fuse on every distribution (udev's rule makes it 0666); a machine without
+ * udev leaves the kernel's 0600. `userFuse()` makes it what udev makes it for as long as the test
+ * runs, under the machine lock (machine-lock.ts), and puts the mode back.
+ */
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
+import type { TestUser } from '../../helpers/unix-user.js';
+import { spawnAs } from '../../helpers/unix-user.js';
+import { waitFor } from '../../helpers/wait.js';
+import { compileC } from '../hostile-fs.js';
+
+const FUSERMOUNT = '/usr/bin/fusermount3';
+const DEV_FUSE = '/dev/fuse';
+
+/**
+ * Takes the machine lock and lets users open /dev/fuse (as udev does); the returned function puts
+ * its mode back and releases the lock.
+ */
+export async function userFuse(): Promise<() => void> {
+  if (!existsSync(FUSERMOUNT)) throw new Error('fusermount3 is missing (Debian package fuse3)');
+  await acquireMachineLock();
+  const mode = statSync(DEV_FUSE).mode & 0o7777;
+  if ((mode & 0o006) !== 0o006) chmodSync(DEV_FUSE, 0o666);
+  return () => {
+    if ((mode & 0o006) !== 0o006) chmodSync(DEV_FUSE, mode);
+    releaseMachineLock();
+  };
+}
+
+/** Compiles the daemon into `dir` (searchable by everyone) and returns its path. */
+export function buildPassthrough(dir: string): string {
+  const bin = compileC(
+    dir,
+    'fuse-passthrough',
+    readFileSync(join(import.meta.dirname, 'fuse-passthrough.c'), 'utf8'),
+  );
+  chmodSync(bin, 0o755);
+  return bin;
+}
+
+export interface UserMount {
+  /** Where the user's files appear (`<home>/<name>`), refused to everyone but the user. */
+  readonly mnt: string;
+  /** The user's directory the mount serves (`<home>/<name>-src`). */
+  readonly src: string;
+  /** The program run in the namespace (`inOwnNamespace`), by its pid on the machine. */
+  readonly pid?: number;
+  /** Ends the daemon (its pending requests fail) and unmounts. Idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * Mounts `daemon` as `user` on `<home>/<name>`, serving `<home>/<name>-src` (both created, the
+ * user's; `populate` fills the source first); resolves once it serves. `inOwnNamespace`: mounted
+ * in a user and mount namespace of the user's, where `run` (a file of the source and its
+ * arguments) is started at once — the mount is not seen outside.
+ */
+export async function mountAsUser(
+  user: TestUser,
+  daemon: string,
+  name: string,
+  options: {
+    stallOpensAfter?: number;
+    populate?: (src: string) => void;
+    inOwnNamespace?: { run: readonly string[] };
+  } = {},
+): Promise<UserMount> {
+  const mnt = join(user.home, name);
+  const src = join(user.home, `${name}-src`);
+  for (const d of [mnt, src]) {
+    mkdirSync(d, { recursive: true });
+    chownSync(d, user.uid, user.gid);
+  }
+  options.populate?.(src);
+  const stall =
+    options.stallOpensAfter === undefined ? [] : ['--stall-opens-after', String(options.stallOpensAfter)];
+  const ns = options.inOwnNamespace;
+  const child: ChildProcess = ns
+    ? spawnAs(user, 'unshare', ['-Urm', daemon, ...stall, '--direct', src, mnt, ...ns.run], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawnAs(user, daemon, [...stall, src, mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await waitFor(() => {
+    if (child.exitCode !== null) throw new Error(`fuse-passthrough exited: ${out}`);
+    return out.includes('mounted') && (!ns || /^pid \d+$/m.test(out));
+  }, `${user.name}'s FUSE mount on ${mnt}`);
+  const pid = ns ? Number(/^pid (\d+)$/m.exec(out)?.[1]) : undefined;
+  let released = false;
+  return {
+    mnt,
+    src,
+    ...(pid !== undefined ? { pid } : {}),
+    release: async () => {
+      if (released) return;
+      released = true;
+      if (pid !== undefined) spawnSync('kill', ['-KILL', String(pid)], { stdio: 'ignore' });
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      spawnSync('umount', ['-l', mnt], { stdio: 'ignore' });
+    },
+  };
+}
