@@ -30,6 +30,7 @@ import { waitSettled } from '../helpers/settled.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
 import { compileC } from '../sensors/hostile-fs.js';
+import { userFuse } from '../sensors/process/fuse-user.js';
 
 const FUSERMOUNT = '/usr/bin/fusermount3';
 const FUSE_CONF = '/etc/fuse.conf';
@@ -40,6 +41,8 @@ const TAG = randomBytes(4).toString('hex');
 
 let user: TestUser;
 let g: Guardd | undefined;
+/** Puts /dev/fuse's mode and the machine lock back (userFuse). */
+let releaseFuse: (() => void) | undefined;
 
 afterAll(async () => {
   // the test unmounts; a failed run leaves nothing mounted either
@@ -47,6 +50,7 @@ afterAll(async () => {
   await g?.stop();
   if (fuseConf === null) rmSync(FUSE_CONF, { force: true });
   else if (fuseConf !== undefined) writeFileSync(FUSE_CONF, fuseConf);
+  releaseFuse?.();
 });
 
 const counters = (): Promise<ExecPermCounters> => execDenyCounters(g as Guardd);
@@ -56,6 +60,8 @@ describe("the pre-exec thread never walks into a user's FUSE mount (real guardd,
     expect(process.getuid?.()).toBe(0);
     expect(existsSync(FUSERMOUNT), 'fusermount3 (Debian package fuse3)').toBe(true);
     user = createTestUser('tgfw');
+    // users may open /dev/fuse (as udev makes it); /etc/fuse.conf is changed under the same lock
+    releaseFuse = await userFuse();
     fuseConf = existsSync(FUSE_CONF) ? readFileSync(FUSE_CONF, 'utf8') : null;
     writeFileSync(FUSE_CONF, `${fuseConf ?? ''}\nuser_allow_other\n`);
     chmodSync(dir, 0o755);
