@@ -27,14 +27,16 @@ import {
   chmodSync,
   chownSync,
   copyFileSync,
+  existsSync,
   mkdirSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callDaemon } from '../../src/control/control-client.js';
 import type { PolicyRule } from '../../src/policy/policy-types.js';
@@ -204,10 +206,35 @@ function holders(mount: string): string {
   return found.join('; ') || 'none now';
 }
 
+/** Processes whose mount namespace still has the file system of loop device `dev` mounted. */
+function namespaceHolders(dev: string): string {
+  const rdev = statSync(dev).rdev;
+  const id = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (
+        readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[2] === id)
+      )
+        found.push(`${pid} ${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()}`);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found.join('; ') || 'none now';
+}
+
 /**
- * Unmounts the medium and detaches its loop device. guardd may hold the program it just saw run
- * open for a moment (a pre-exec event's descriptor, or the post-exec hash's open), and umount says
- * busy meanwhile, as it would for udisks: it is asked again until those are let go.
+ * Unmounts the medium and detaches its loop device, and waits until the device is really let go.
+ * guardd may hold the program it just saw run open for a moment (a pre-exec event's descriptor,
+ * or the post-exec hash's open), and umount says busy meanwhile, as it would for udisks: it is
+ * asked again until those are let go. And a mount namespace another test file's process made
+ * while the medium was mounted (`unshare -m`) holds a copy of the mount: umount here succeeds, yet
+ * the file system stays mounted there, its last writes not in the image (debugfs then did not find
+ * /home/P in it), and `losetup -d` only marks the device to go when the last user does — so the
+ * image is used once the device is gone, which says the file system was unmounted everywhere.
  */
 async function unmountAndDetach(m: Medium): Promise<void> {
   let last = '';
@@ -225,6 +252,13 @@ async function unmountAndDetach(m: Medium): Promise<void> {
   mounted.delete(m.mount);
   root(['losetup', '-d', m.dev]);
   attached.delete(m.dev);
+  const backing = `/sys/block/${basename(m.dev)}/loop/backing_file`;
+  await waitFor(() => !existsSync(backing), `${m.dev} let go by every mount namespace`, {
+    timeoutMs: 60_000,
+    intervalMs: 50,
+  }).catch((err: Error) => {
+    throw new Error(`${err.message}: still mounted by ${namespaceHolders(m.dev)}`);
+  });
 }
 
 /**
