@@ -12,7 +12,8 @@
  * whether a root exists beyond what `stat` does, and roots that are the same directory (a prefix
  * symlinked to another) are reported once, keyed by device + inode. Every call touches a user's
  * tree, so each goes through safe-read.ts (async, deadline, gated per home): a home on a stalled
- * mount makes discovery skip that home for the round (`stalled`), never freezes the daemon.
+ * mount makes discovery skip that home for the round (`stalled`), never freezes the daemon; a home
+ * the caller already knows to be stalled (`DiscoverOptions.stalled`) is skipped without a call.
  */
 
 import { posix, win32 } from 'node:path';
@@ -68,12 +69,22 @@ export interface DiscoverOptions {
    * home's user, so that all of a user's calls share one slot. Default: the home itself.
    */
   readonly gateKey?: (key: string) => string | number;
+  /**
+   * Gate keys known not to answer now (the install sensor's stalled trees): their calls are not
+   * made, and their keys are `stalled` this round at once, instead of after a deadline.
+   */
+  readonly stalled?: (gateKey: string | number) => boolean;
 }
 
 export interface Discovery {
   readonly roots: readonly InstallRoot[];
   /** Existing directories whose changes may create a new root: watch them at depth 0. */
   readonly anchors: readonly string[];
+  /**
+   * Each anchor's key: the home whose pattern anchored it (or 'system', 'extra'), so that a watch
+   * on a user's dir out of every home (above a `.npmrc` prefix not made yet) is that user's.
+   */
+  readonly anchorKeys: ReadonlyMap<string, string>;
   /** Homes (or 'system', 'extra') skipped this round because a call did not answer in time. */
   readonly stalled: readonly string[];
   /** Homes (or 'system', 'extra') with a pattern that had more than MAX_WILDCARD_ENTRIES roots or dirs at one level. */
@@ -196,10 +207,17 @@ class DiscoveryProbe {
   constructor(
     private readonly gate: ReadGate,
     private readonly gateKey: (key: string) => string | number,
+    private readonly known: (gateKey: string | number) => boolean,
   ) {}
 
+  /** True when `key`'s calls are not made this round (it did not answer, now or before). */
+  private skipped(key: string): boolean {
+    if (!this.stalled.has(key) && this.known(this.gateKey(key))) this.stalled.add(key);
+    return this.stalled.has(key);
+  }
+
   private async call<T>(key: string, run: () => Promise<SafePathResult<T>>): Promise<T | null> {
-    if (this.stalled.has(key)) return null;
+    if (this.skipped(key)) return null;
     const r = await run();
     if (r.ok) return r.value;
     if (r.reason === 'timeout' || r.reason === 'busy') this.stalled.add(key);
@@ -242,7 +260,7 @@ class DiscoveryProbe {
 
   /** The `prefix=` of `<home>/.npmrc` (see `npmrcPrefix`), null when absent or stalled. */
   async npmrcPrefix(home: string, platform: Platform): Promise<string | null> {
-    if (this.stalled.has(home)) return null;
+    if (this.skipped(home)) return null;
     const file = (platform === 'win32' ? win32 : posix).join(home, '.npmrc');
     const read = await readUserFile(file, {
       maxBytes: MAX_NPMRC_BYTES,
@@ -266,9 +284,17 @@ class DiscoveryProbe {
 /** Finds the roots that exist now and the anchors to watch for new ones. Never rejects. */
 export async function discoverRoots(options: DiscoverOptions): Promise<Discovery> {
   const p = options.platform === 'win32' ? win32 : posix;
-  const probe = new DiscoveryProbe(options.gate ?? installReadGate, options.gateKey ?? ((k) => k));
+  const probe = new DiscoveryProbe(
+    options.gate ?? installReadGate,
+    options.gateKey ?? ((k) => k),
+    options.stalled ?? (() => false),
+  );
   const roots: InstallRoot[] = [];
-  const anchors = new Set<string>();
+  /** Anchor → the key of the pattern that anchored it first. */
+  const anchors = new Map<string, string>();
+  const anchor = (key: string, dir: string): void => {
+    if (!anchors.has(dir)) anchors.set(dir, key);
+  };
   /** Absent root path → the root and the key whose calls found it missing. */
   const absent = new Map<string, { root: InstallRoot; key: string }>();
   const seen = new Set<string>();
@@ -302,7 +328,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
       if (up === cur || p.dirname(up) === up) return;
       cur = up;
       if (await probe.isDir(key, cur)) {
-        anchors.add(cur);
+        anchor(key, cur);
         return;
       }
     }
@@ -347,7 +373,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
       for (const dir of frontier) {
         if (full) break;
         if (seg === '*' || seg === '@*') {
-          anchors.add(dir);
+          anchor(key, dir);
           for (const name of await probe.listDirs(key, dir)) {
             if (seg === '@*' ? !name.startsWith('@') : name.startsWith('.')) continue;
             full = next.length >= MAX_WILDCARD_ENTRIES;
@@ -359,7 +385,7 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
           const child = p.join(dir, seg);
           if (await probe.isDir(key, child)) next.push(child);
           else {
-            anchors.add(dir);
+            anchor(key, dir);
             noteAbsent(dir, pattern.segments.slice(i));
           }
         }
@@ -371,7 +397,8 @@ export async function discoverRoots(options: DiscoverOptions): Promise<Discovery
   const present = new Set(roots.map((r) => r.path));
   return {
     roots,
-    anchors: [...anchors].sort(),
+    anchors: [...anchors.keys()].sort(),
+    anchorKeys: anchors,
     stalled: [...probe.stalled].sort(),
     truncated: [...truncated].sort(),
     // A key that stalled did not say what is missing: its roots are unknown this round, not absent.

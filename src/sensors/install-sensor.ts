@@ -5,12 +5,22 @@
  * and a `PathObservation` for each artifact matching a path glob — each (path, policy version,
  * inode) once, so `warn` yields one event, not one per file.
  *
+ * Every file call it makes below a home, a root or a glob base — listings, lstat/stat/realpath/
+ * readlink, package.json reads, tree walks, watches — goes through install-reads.ts: gated per
+ * tree (the uid of the user whose home holds it, never the owner a file system claims), with a
+ * deadline, and refused at once while that tree is stalled. A look turned away is not retried on
+ * its own: when the tree answers again, its roots and glob bases are scanned again
+ * (`onTreeRecovered`). So a user's mount that never answers costs their own tree, not a full scan
+ * or another user's.
+ *
  * How it stays cheap and bounded:
- * - chokidar at depth 0 on each root and each `@scope` dir (one watch per directory that can hold
- *   packages, never one per package or file; scope dirs up to MAX_WATCHED_SCOPES a home and owner,
- *   the rest left to the root's events and the full rescans); depth 0 on "anchor" dirs where a root may appear
- *   later (a user installs nvm) — an event there re-runs discovery; a full rescan at start, on the
- *   node-cron schedule and when a new policy arrives catches anything a watcher missed.
+ * - A depth-0 watch on each root and each `@scope` dir (one per directory that can hold packages,
+ *   never one per package or file; scope dirs up to MAX_WATCHED_SCOPES a home and owner, the rest
+ *   left to the root's events and the full rescans); on "anchor" dirs where a root may appear
+ *   later (a user installs nvm) — an event there re-runs discovery; on each directory a path
+ *   glob's walk visits. An event only names an entry, which is then looked at through the gate. A
+ *   full rescan at start, on the node-cron schedule and when a new policy arrives catches anything
+ *   a watch missed.
  * - A candidate is reported only once it has settled: package.json parses, the tree's fingerprint
  *   is unchanged over SETTLE_MS, and (npm prefixes) its declared bin links exist, so quarantine
  *   never races npm's extraction or bin linking.
@@ -24,10 +34,8 @@
  * - Symlinks are never walked into: roots are deduplicated by device + inode, a symlinked package
  *   is resolved once (ELOOP = a loop, counted and skipped), tree walks use lstat.
  */
-import type { Stats } from 'node:fs';
-import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
 import { basename, dirname, isAbsolute, join, posix, relative, win32 } from 'node:path';
-import { type FSWatcher, watch } from 'chokidar';
 import cron, { type ScheduledTask } from 'node-cron';
 import picomatch from 'picomatch';
 import { GuardError } from '../common/errors.js';
@@ -35,10 +43,11 @@ import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import { OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
 import { compileGlob, type Matcher } from '../policy/matcher.js';
+import { DirWatches, type TreeKey, TreeReads, turnedAway } from './install-reads.js';
 import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation, Owner } from './observation.js';
-import { installReadGate, readPackageJsonAsync } from './package-reader.js';
-import { lstatUserPath, readdirUserPath, readlinkUserPath, statUserPath } from './safe-read.js';
+import { installReadGate } from './package-reader.js';
+import type { SafePathResult } from './safe-read.js';
 import type { ObservationHandler, Sensor, SensorStatus } from './sensor.js';
 
 export interface InstallSensorOptions {
@@ -72,7 +81,7 @@ const RETRY_MAX_MS = 1000;
 const PENDING_MAX_MS = 60_000;
 /** Declared bin links are waited for at most this long after the candidate was first seen. */
 const BIN_WAIT_MS = 5_000;
-/** A new watch is assumed live this long after chokidar's `add` (see scheduleCatchUp). */
+/** Roots, anchors and glob dirs just added are looked at again this long after (see scheduleCatchUp). */
 const CATCH_UP_MS = 500;
 /** Events in anchor dirs are coalesced for this long before discovery runs again. */
 const REDISCOVER_DEBOUNCE_MS = 250;
@@ -150,6 +159,8 @@ interface Pending {
   readonly path: string;
   readonly kind: CandidateKind;
   readonly root: InstallRoot | null;
+  /** Whose tree it is in (the install gate's key of every call about it). */
+  readonly key: TreeKey;
   readonly firstSeen: number;
   attempts: number;
   lastFingerprint: string | null;
@@ -177,26 +188,37 @@ export class InstallSensor implements Sensor {
   private roots = new Map<string, InstallRoot>();
   /** Watched scope dirs → their root (a scope dir past its home's watch budget is not listed). */
   private scopeDirs = new Map<string, InstallRoot>();
-  /** Roots and scope dirs the root watcher watches → the budget they count against (null: a root). */
+  /** Roots and scope dirs the root watches watch → the budget they count against (null: a root). */
   private readonly watchedDirs = new Map<string, string | null>();
-  /** Budget key (home or root, and owner) → how many of its scope dirs are watched (see watchDir). */
+  /** Budget key (home or root, and owner; glob base) → how many of its dirs are watched (see watchDir). */
   private readonly watchBudget = new Map<string, number>();
-  private anchors = new Set<string>();
+  /** Anchor → its tree's key. */
+  private anchors = new Map<string, TreeKey>();
   private globs: PathGlob[] = [];
   private globBases = new Set<string>();
-  private rootWatcher: FSWatcher | null = null;
-  private anchorWatcher: FSWatcher | null = null;
-  private globWatchers = new Map<string, FSWatcher>();
+  /** Directories a path glob's walk watches → their base and depth below it. */
+  private readonly globDirs = new Map<string, { base: string; depth: number }>();
+  /** Every call into a user's tree (see install-reads.ts); a tree that answers again is scanned again. */
+  private readonly reads = new TreeReads((key) => this.onTreeRecovered(key));
+  private rootWatches: DirWatches | null = null;
+  private anchorWatches: DirWatches | null = null;
+  private globWatches: DirWatches | null = null;
+  /** Watch set-ups under way (the catch-up waits for them: a watch is live once its set-up ended). */
+  private readonly watchSetups = new Set<Promise<unknown>>();
+  /** Watched dir and entry name → an event's look is queued (events on one entry coalesce). */
+  private readonly eventsDue = new Set<string>();
   private cronTask: ScheduledTask | null = null;
   private readonly pending = new Map<string, Pending>();
-  /** Reported path → identity (policy version, dev:ino, version) last reported for it. */
-  private readonly reported = new Map<string, string>();
+  /** Reported path → identity (policy version, dev:ino, version) last reported for it, and its tree. */
+  private readonly reported = new Map<string, { readonly id: string; readonly key: TreeKey }>();
   private readonly skipped: Record<string, number> = {};
   private readonly skippedSeen = new Set<string>();
   private rediscoverTimer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
   private rescanAgain = false;
   private scans = 0;
+  /** Full scans that ended (a full scan waits for no tree longer than one deadline). */
+  private scansCompleted = 0;
   private observations = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
   /**
@@ -231,15 +253,11 @@ export class InstallSensor implements Sensor {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const common = { ignoreInitial: true, followSymlinks: false, ignorePermissionErrors: true, depth: 0 };
-    // Files in roots and anchors are never interesting (packages are directories or links):
-    // ignoring them keeps chokidar from adding one watch per file.
-    const ignoreFiles = (_p: string, st?: Stats): boolean => st?.isFile() === true;
-    this.rootWatcher = watch([], { ...common, ignored: ignoreFiles });
-    this.anchorWatcher = watch([], { ...common, ignored: ignoreFiles });
-    for (const w of [this.rootWatcher, this.anchorWatcher]) w.on('error', (err) => this.onWatchError(err));
-    this.rootWatcher.on('all', (event, path) => this.onRootEvent(event, path));
-    this.anchorWatcher.on('all', () => this.scheduleRediscover());
+    const watches = (onEvent: (dir: string, name: string | null) => void): DirWatches =>
+      new DirWatches(this.reads, this.options.platform, onEvent, (err) => this.onWatchError(err));
+    this.rootWatches = watches((dir, name) => this.onDirEvent(dir, name, (d, n) => this.onRootEvent(d, n)));
+    this.anchorWatches = watches(() => this.scheduleRediscover());
+    this.globWatches = watches((dir, name) => this.onDirEvent(dir, name, (d, n) => this.onGlobEvent(d, n)));
     this.cronTask = cron.schedule(this.options.rescanCron, () => this.rescan(), { noOverlap: true });
     await this.rescan();
   }
@@ -258,13 +276,14 @@ export class InstallSensor implements Sensor {
     this.pending.clear();
     this.watchedDirs.clear();
     this.watchBudget.clear();
+    this.globDirs.clear();
     await this.cronTask?.destroy();
     this.cronTask = null;
-    const watchers = [this.rootWatcher, this.anchorWatcher, ...this.globWatchers.values()];
-    this.rootWatcher = null;
-    this.anchorWatcher = null;
-    this.globWatchers.clear();
-    await Promise.all(watchers.map((w) => w?.close()));
+    for (const w of [this.rootWatches, this.anchorWatches, this.globWatches]) w?.close();
+    this.rootWatches = null;
+    this.anchorWatches = null;
+    this.globWatches = null;
+    this.reads.stop();
     await this.scanning;
     await Promise.allSettled([...this.inFlight]);
   }
@@ -284,10 +303,18 @@ export class InstallSensor implements Sensor {
         roots: [...this.roots.keys()],
         anchors: this.anchors.size,
         path_globs: this.globs.length,
-        watched_dirs: this.watchedDirs.size + this.anchors.size + this.globBases.size,
+        watched_dirs: this.watchedDirs.size + this.anchors.size + this.globDirs.size,
         pending: this.pending.size,
         reported: this.reported.size,
         scans: this.scans,
+        scans_completed: this.scansCompleted,
+        stalled_trees: this.reads.stalledKeys,
+        tree_stalls: this.reads.stalls,
+        read_gate: {
+          in_flight: installReadGate.pending,
+          busy: installReadGate.counts.busy,
+          timeout: installReadGate.counts.timeout,
+        },
         observations: this.observations,
         reverted_installs: this.reverted,
         leftover_sweeps: this.sweeps,
@@ -336,10 +363,29 @@ export class InstallSensor implements Sensor {
       await this.scanRoot(root);
       await this.sweepLeftovers(root, { hints: [] });
     }
-    // Only bases the gated look found: one that did not answer (a user's stalled mount) would hold
-    // the walk's first stat, and with it this and every later full scan of every home.
     for (const g of this.globs) if (this.globBases.has(g.base)) await this.scanGlob(g);
     await this.pruneReported();
+    this.scansCompleted++;
+  }
+
+  /**
+   * A stalled tree answers again: what was refused meanwhile (its roots' and glob bases' listings,
+   * candidates, sweeps) is looked at again — its roots scanned and swept, its glob bases walked.
+   */
+  private onTreeRecovered(key: TreeKey): void {
+    if (!this.running) return;
+    this.log.info({ key }, 'a stalled tree answers again: scanning it');
+    this.track(
+      (async () => {
+        for (const root of [...this.roots.values()]) {
+          if (this.rootKey(root) !== key || !this.roots.has(root.path)) continue;
+          await this.scanRoot(root);
+          await this.sweepLeftovers(root, { hints: [] });
+        }
+        for (const g of this.globs)
+          if (this.globBases.has(g.base) && this.pathKey(g.base, 'glob') === key) await this.scanGlob(g);
+      })(),
+    );
   }
 
   /**
@@ -366,8 +412,9 @@ export class InstallSensor implements Sensor {
   }
 
   private discovering: Promise<void> = Promise.resolve();
-  /** Home → uid of its user, as of the last discovery (see gateKey). */
+  /** Home → uid of its user, and the homes, as of the last discovery (see pathKey). */
   private homeKeys = new Map<string, number>();
+  private homeList: readonly string[] = [];
   /** When the last discovery ended (performance.now() ms) and how long it took; ms spent in all. */
   private discoveryEnded = Number.NEGATIVE_INFINITY;
   private discoveryRunning = false;
@@ -377,6 +424,7 @@ export class InstallSensor implements Sensor {
   private async rediscoverNow(): Promise<void> {
     if (!this.running) return;
     const homes = this.homes();
+    this.homeList = homes;
     this.homeKeys = new Map(this.options.users.users().map((u) => [u.home, u.uid]));
     const found = await discoverRoots({
       platform: this.options.platform,
@@ -384,6 +432,7 @@ export class InstallSensor implements Sensor {
       extraRoots: this.options.extraRoots,
       systemRoots: this.options.systemRoots,
       gateKey: (home) => this.homeKeys.get(home) ?? home,
+      stalled: (key) => this.reads.isStalled(key),
     });
     // A home that did not answer keeps what was known of it: its roots stay known and watched.
     // Discovery's calls are refused after a short deadline when the home's read slot is busy (a
@@ -414,50 +463,34 @@ export class InstallSensor implements Sensor {
     }
     const added: InstallRoot[] = [];
     for (const [path, root] of newRoots) {
-      if (this.roots.has(path)) continue;
-      this.watchDir(path, null);
-      added.push(root);
+      // Every root, not only new ones: a watch whose set-up was turned away is set up again.
+      this.track(this.watchDir(path, null, this.rootKey(root)));
+      if (!this.roots.has(path)) added.push(root);
     }
     this.roots = newRoots;
 
-    // Path globs: watch each base that exists; anchor the nearest existing ancestor of the others.
-    const anchors = new Set(found.anchors);
+    // Path globs: each base that exists is walked (and its dirs watched) by scanGlob; the nearest
+    // existing ancestor of the others is anchored.
+    const anchors = new Map<string, TreeKey>(
+      [...found.anchorKeys].map(([a, k]) => [a, this.homeKeys.get(k) ?? k]),
+    );
     this.globs = this.compileGlobs();
     const bases = new Set<string>();
     for (const g of this.globs) {
-      const key = this.gateKey(g.base, homes, 'glob');
-      if (await isDirGated(g.base, key)) bases.add(g.base);
+      const key = this.pathKey(g.base, 'glob');
+      if (await this.isDir(g.base, key)) bases.add(g.base);
       else {
-        const a = await nearestExisting(g.base, homes, key);
-        if (a) anchors.add(a);
+        const a = await this.nearestExisting(g.base, key);
+        if (a && !anchors.has(a)) anchors.set(a, key);
       }
     }
-    for (const [base, w] of this.globWatchers) {
-      if (!bases.has(base)) {
-        void w.close();
-        this.globWatchers.delete(base);
-      }
-    }
-    const newBases: string[] = [];
-    for (const base of bases) {
-      if (this.globWatchers.has(base)) continue;
-      const depth = Math.max(0, ...this.globs.filter((g) => g.base === base).map((g) => g.depth));
-      const w = watch(base, {
-        ignoreInitial: true,
-        followSymlinks: false,
-        ignorePermissionErrors: true,
-        depth,
-      });
-      w.on('error', (err) => this.onWatchError(err));
-      w.on('all', (event, path) => this.onGlobEvent(event, path));
-      this.globWatchers.set(base, w);
-      newBases.push(base);
-    }
+    for (const [dir, d] of this.globDirs) if (!bases.has(d.base)) this.unwatchGlobDir(dir);
+    const newBases = [...bases].filter((b) => !this.globBases.has(b));
     this.globBases = bases;
 
     const previousAnchors = this.anchors;
-    for (const a of this.anchors) if (!anchors.has(a)) this.anchorWatcher?.unwatch(a);
-    for (const a of anchors) if (!this.anchors.has(a)) this.anchorWatcher?.add(a);
+    for (const a of this.anchors.keys()) if (!anchors.has(a)) this.anchorWatches?.remove(a);
+    for (const [a, key] of anchors) this.watchSetup(this.anchorWatches?.add(a, key, { follow: true }));
     this.anchors = anchors;
     // Roots and bases that appeared between scans are scanned by the caller (fullScan) or here
     // when discovery ran because of an anchor event.
@@ -466,15 +499,16 @@ export class InstallSensor implements Sensor {
     for (const base of newBases) this.catchUpBases.add(base);
     for (const root of vanished) this.track(this.sweepLeftovers(root, { hints: [] }));
     for (const root of found.absent) this.sweepAbsent(root);
-    const newAnchors = [...anchors].filter((a) => !previousAnchors.has(a));
+    const newAnchors = [...anchors.keys()].filter((a) => !previousAnchors.has(a));
     if (added.length + newBases.length + newAnchors.length > 0) this.scheduleCatchUp();
   }
 
   /**
-   * chokidar's `add` sets its fs watch up asynchronously: anything created in a new root, base or
-   * anchor before that watch is live produces no event. One more discovery + scan of everything
-   * added since the last catch-up, CATCH_UP_MS later, closes that window. What this catch-up's own
-   * discovery adds is scanned now and caught up by the next one.
+   * A watch is set up after discovery (or a listing) looked: anything created in a new root, scope
+   * dir, glob dir or anchor before its watch is live produces no event. One more discovery + scan
+   * of everything added since the last catch-up, CATCH_UP_MS later and once the watch set-ups
+   * under way ended, closes that window. What this catch-up's own discovery adds is scanned now
+   * and caught up by the next one.
    */
   private scheduleCatchUp(): void {
     if (!this.running || this.catchUpTimer) return;
@@ -484,22 +518,17 @@ export class InstallSensor implements Sensor {
       () => {
         const roots = [...this.catchUpRoots.values()];
         const bases = new Set(this.catchUpBases);
-        const scopes = [...this.catchUpScopes];
         this.catchUpRoots.clear();
         this.catchUpBases.clear();
-        this.catchUpScopes.clear();
         this.track(
           (async () => {
+            await Promise.allSettled([...this.watchSetups]);
             await this.rediscover();
             const more = this.lastAdded;
             for (const r of [...roots, ...more.roots])
               if (this.roots.has(r.path)) await this.scanRoot(r, true);
             for (const b of more.bases) bases.add(b);
             for (const g of this.globs) if (bases.has(g.base)) await this.scanGlob(g, true);
-            for (const scope of scopes) {
-              const root = this.scopeDirs.get(scope);
-              if (root) await this.addScope(scope, root, true);
-            }
           })(),
         );
       },
@@ -508,12 +537,12 @@ export class InstallSensor implements Sensor {
 
   private catchUpTimer: NodeJS.Timeout | null = null;
   /**
-   * Roots, glob bases and scope dirs added since the last catch-up fired, listed again at the next
-   * one (bounded by the roots, bases and scope dirs watched).
+   * Roots and glob bases added since the last catch-up fired, listed again at the next one
+   * (bounded by the roots and bases known). Scope and glob dirs need none: they are listed after
+   * their watch is live.
    */
   private readonly catchUpRoots = new Map<string, InstallRoot>();
   private readonly catchUpBases = new Set<string>();
-  private readonly catchUpScopes = new Set<string>();
 
   /** What the last discovery added: scanned at once by the code that ran it. */
   private lastAdded: { roots: InstallRoot[]; bases: string[] } = { roots: [], bases: [] };
@@ -561,9 +590,15 @@ export class InstallSensor implements Sensor {
     );
   }
 
-  /** `fresh`: the root just appeared, so an incomplete package is being written: keep checking it. */
+  /**
+   * `fresh`: the root just appeared, so an incomplete package is being written: keep checking it.
+   * Stops early when the root's tree stalls (it is scanned again once it answers).
+   */
   private async scanRoot(root: InstallRoot, fresh = false): Promise<void> {
-    for (const entry of await this.listDir(root.path)) {
+    const key = this.rootKey(root);
+    await this.watchDir(root.path, null, key);
+    for (const entry of (await this.listDir(root.path, key)) ?? []) {
+      if (this.reads.isStalled(key)) return;
       if (entry.startsWith('.')) continue; // .bin, .pnpm, .package-lock.json, npm's retired .name-XXXX dirs
       const path = join(root.path, entry);
       if (entry.startsWith('@')) {
@@ -574,32 +609,37 @@ export class InstallSensor implements Sensor {
     }
   }
 
+  /** Watches a scope dir (within its budget) and looks at what is in it. */
   private async addScope(scopeDir: string, root: InstallRoot, fromWatch = false): Promise<void> {
-    const st = await lstat(scopeDir).catch(() => null);
-    if (!st?.isDirectory()) return; // a scope dir that is a symlink is not followed
-    if (
-      !this.scopeDirs.has(scopeDir) &&
-      this.watchDir(scopeDir, `${root.home ?? root.path}\u0000${st.uid}`)
-    ) {
-      this.scopeDirs.set(scopeDir, root);
-      // A package moved in between the listing below and the new watch going live has no event:
-      // the catch-up lists the scope dir once more (as for new roots).
-      if (fromWatch) {
-        this.catchUpScopes.add(scopeDir);
-        this.scheduleCatchUp();
+    const key = this.rootKey(root);
+    const st = await this.reads.lstat(scopeDir, key);
+    if (!st.ok || !st.value.isDirectory()) {
+      // Gone (or a symlink, not followed): its watch, if any, goes too.
+      if (st.ok || st.reason === 'missing') {
+        if (this.scopeDirs.delete(scopeDir)) this.unwatchDir(scopeDir);
+        if (!st.ok) this.schedulePrune();
       }
+      return;
     }
-    for (const entry of await this.listDir(scopeDir)) {
+    // Listed once the watch is live: what is moved in meanwhile is either listed or has an event.
+    if (await this.watchDir(scopeDir, `${root.home ?? root.path}\u0000${st.value.uid}`, key))
+      this.scopeDirs.set(scopeDir, root);
+    for (const entry of (await this.listDir(scopeDir, key)) ?? []) {
+      if (this.reads.isStalled(key)) return;
       if (!entry.startsWith('.')) await this.consider(join(scopeDir, entry), 'package', root, fromWatch);
     }
   }
 
   /**
    * Watches a root (`budget` null) or a scope dir unless its budget's MAX_WATCHED_SCOPES are
-   * taken (then counted; false). Idempotent.
+   * taken (then counted). Resolves true once the watch is live (at once when it was already); a
+   * set-up that failed (turned away, a FUSE dir, gone) leaves the dir unwatched and its place in
+   * the budget free, so a later call tries again. Roots follow a symlink at their path (discovery
+   * found them through it); scope dirs do not.
    */
-  private watchDir(path: string, budget: string | null): boolean {
-    if (this.watchedDirs.has(path)) return true;
+  private async watchDir(path: string, budget: string | null, key: TreeKey): Promise<boolean> {
+    if (this.watchedDirs.has(path)) return this.rootWatches?.has(path) ?? false;
+    if (!this.rootWatches) return false;
     if (budget !== null) {
       const n = this.watchBudget.get(budget) ?? 0;
       if (n >= MAX_WATCHED_SCOPES) {
@@ -609,8 +649,14 @@ export class InstallSensor implements Sensor {
       this.watchBudget.set(budget, n + 1);
     }
     this.watchedDirs.set(path, budget);
-    this.rootWatcher?.add(path);
-    return true;
+    const setup = this.rootWatches.add(path, key, { follow: budget === null });
+    this.watchSetup(setup);
+    const outcome = await setup;
+    if (outcome === 'watched') return true;
+    if (outcome === 'fuse') this.count('watch_skipped_fuse', path);
+    // Unless it was unwatched (and maybe watched again) meanwhile.
+    if (this.watchedDirs.get(path) === budget && !this.rootWatches?.has(path)) this.unwatchDir(path);
+    return false;
   }
 
   /** Stops watching `path` (if watchDir watched it) and gives its place in the budget back. */
@@ -618,27 +664,30 @@ export class InstallSensor implements Sensor {
     const key = this.watchedDirs.get(path);
     if (key === undefined) return;
     this.watchedDirs.delete(path);
-    this.rootWatcher?.unwatch(path);
+    this.rootWatches?.remove(path);
     if (key === null) return;
     const n = (this.watchBudget.get(key) ?? 1) - 1;
     if (n > 0) this.watchBudget.set(key, n);
     else this.watchBudget.delete(key);
   }
 
-  private async listDir(dir: string): Promise<string[]> {
-    try {
-      const names = await readdir(dir);
-      if (names.length > MAX_DIR_ENTRIES) {
-        this.count('dir_too_large', dir);
-        return names.slice(0, MAX_DIR_ENTRIES);
-      }
-      return names;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM') this.count('permission_denied', dir);
-      else if (code !== 'ENOENT' && code !== 'ENOTDIR') this.count('unreadable', dir);
-      return [];
+  /** Keeps a watch set-up's promise until it settles (the catch-up waits for those under way). */
+  private watchSetup(setup: Promise<unknown> | undefined): void {
+    if (!setup) return;
+    const t = setup.finally(() => this.watchSetups.delete(t));
+    this.watchSetups.add(t);
+  }
+
+  /** Names in `dir` (capped, counted), or null when its tree did not answer (or it is unreadable). */
+  private async listDir(dir: string, key: TreeKey): Promise<string[] | null> {
+    const r = await this.reads.readdir(dir, key);
+    if (!r.ok) {
+      if (r.reason === 'permission_denied') this.count('permission_denied', dir);
+      else if (r.reason !== 'missing' && !turnedAway(r)) this.count('unreadable', dir);
+      return null;
     }
+    if (r.value.length > MAX_DIR_ENTRIES) this.count('dir_too_large', dir);
+    return r.value.slice(0, MAX_DIR_ENTRIES).map((e: Dirent) => e.name);
   }
 
   private compileGlobs(): PathGlob[] {
@@ -661,19 +710,27 @@ export class InstallSensor implements Sensor {
     });
   }
 
-  private async scanGlob(g: PathGlob, fresh = false): Promise<void> {
+  /**
+   * Walks `g` from its base (or from `from`, a dir at `depth` below it that just appeared) to its
+   * depth, watching each directory it lists (once the watch is live) and looking at each entry
+   * that matches.
+   */
+  private async scanGlob(g: PathGlob, fresh = false, from = g.base, fromDepth = 0): Promise<void> {
+    const key = this.pathKey(g.base, 'glob');
     let budget = MAX_ARTIFACT_SCAN_ENTRIES;
     const visited = new Set<string>();
     const walk = async (dir: string, depth: number): Promise<void> => {
-      const st = await stat(dir).catch(() => null);
-      if (!st?.isDirectory()) return;
-      const id = `${st.dev}:${st.ino}`;
+      const st = await this.reads.stat(dir, key);
+      if (!st.ok || !st.value.isDirectory()) return;
+      const id = `${st.value.dev}:${st.value.ino}`;
       if (visited.has(id)) {
         this.count('symlink_loop', dir); // the same directory twice: a loop
         return;
       }
       visited.add(id);
-      for (const name of await this.listDir(dir)) {
+      await this.watchGlobDir(dir, g.base, depth, key);
+      for (const name of (await this.listDir(dir, key)) ?? []) {
+        if (this.reads.isStalled(key)) return;
         if (--budget < 0) {
           this.count('glob_scan_truncated', g.base);
           return;
@@ -684,46 +741,114 @@ export class InstallSensor implements Sensor {
           continue;
         }
         if (depth < g.depth) {
-          const est = await lstat(path).catch(() => null);
-          if (est?.isDirectory()) await walk(path, depth + 1);
+          const est = await this.reads.lstat(path, key);
+          if (est.ok && est.value.isDirectory()) await walk(path, depth + 1);
         }
       }
     };
-    await walk(g.base, 0);
+    await walk(from, fromDepth);
   }
 
-  // ---- watcher events ----------------------------------------------------------------------
-
-  private onRootEvent(event: string, path: string): void {
-    if (!this.running) return;
-    if (event === 'unlink' || event === 'unlinkDir') {
-      if (this.scopeDirs.delete(path)) this.unwatchDir(path);
-      this.track(this.pruneReported());
+  /**
+   * Watches a directory a glob walk lists (MAX_WATCHED_SCOPES per base; its base is followed if
+   * it is a link, nothing below it). Resolves once the watch is live or could not be set up.
+   */
+  private async watchGlobDir(dir: string, base: string, depth: number, key: TreeKey): Promise<void> {
+    if (this.globDirs.has(dir) || !this.globWatches) return;
+    const budget = `glob\u0000${base}`;
+    const n = this.watchBudget.get(budget) ?? 0;
+    if (n >= MAX_WATCHED_SCOPES) {
+      this.count('watch_budget_exceeded', budget);
       return;
     }
-    if (event !== 'add' && event !== 'addDir' && event !== 'change') return;
-    const parent = dirname(path);
-    const name = basename(path);
+    this.watchBudget.set(budget, n + 1);
+    const entry = { base, depth };
+    this.globDirs.set(dir, entry);
+    const setup = this.globWatches.add(dir, key, { follow: depth === 0 });
+    this.watchSetup(setup);
+    const outcome = await setup;
+    if (outcome === 'fuse') this.count('watch_skipped_fuse', dir);
+    if (outcome !== 'watched' && this.globDirs.get(dir) === entry) this.unwatchGlobDir(dir);
+  }
+
+  /** Stops watching glob dir `dir` and every glob dir below it. */
+  private unwatchGlobDir(dir: string): void {
+    for (const [d, { base }] of this.globDirs) {
+      if (d !== dir && !isInside(d, dir)) continue;
+      this.globDirs.delete(d);
+      this.globWatches?.remove(d);
+      const budget = `glob\u0000${base}`;
+      const n = (this.watchBudget.get(budget) ?? 1) - 1;
+      if (n > 0) this.watchBudget.set(budget, n);
+      else this.watchBudget.delete(budget);
+    }
+  }
+
+  // ---- watch events ------------------------------------------------------------------------
+
+  /**
+   * A watch named `name` in `dir` (null: the platform did not say what changed): `handle` looks at
+   * it on the next turn of the loop; events on one entry until then are one look.
+   */
+  private onDirEvent(
+    dir: string,
+    name: string | null,
+    handle: (dir: string, name: string | null) => Promise<void>,
+  ): void {
+    if (!this.running) return;
+    const due = `${dir}\u0000${name ?? ''}`;
+    if (this.eventsDue.has(due)) return;
+    if (this.eventsDue.size >= MAX_PENDING) {
+      this.count('pending_overflow');
+      return;
+    }
+    this.eventsDue.add(due);
+    setImmediate(() => {
+      this.eventsDue.delete(due);
+      if (this.running) this.track(handle(dir, name));
+    });
+  }
+
+  /** Something changed in a root or scope dir. */
+  private async onRootEvent(dir: string, name: string | null): Promise<void> {
+    const root = this.roots.get(dir);
+    const scopeRoot = root ? undefined : this.scopeDirs.get(dir);
+    if (name === null) {
+      if (root) await this.scanRoot(root, true);
+      else if (scopeRoot) await this.addScope(dir, scopeRoot, true);
+      return;
+    }
     if (name.startsWith('.')) return;
-    const root = this.roots.get(parent);
+    const path = join(dir, name);
     if (root) {
-      if (name.startsWith('@')) this.track(this.addScope(path, root, true));
-      else this.track(this.consider(path, 'package', root, true));
-      return;
-    }
-    const scopeRoot = this.scopeDirs.get(parent);
-    if (scopeRoot) this.track(this.consider(path, 'package', scopeRoot, true));
+      if (name.startsWith('@')) await this.addScope(path, root, true);
+      else await this.consider(path, 'package', root, true);
+    } else if (scopeRoot) await this.consider(path, 'package', scopeRoot, true);
   }
 
-  private onGlobEvent(event: string, path: string): void {
-    if (!this.running) return;
-    if (event === 'unlink' || event === 'unlinkDir') {
-      this.track(this.pruneReported());
+  /** Something changed in a directory a path glob's walk watches. */
+  private async onGlobEvent(dir: string, name: string | null): Promise<void> {
+    const at = this.globDirs.get(dir);
+    if (!at) return;
+    const globs = this.globs.filter((g) => g.base === at.base);
+    if (name === null) {
+      for (const g of globs) await this.scanGlob(g, true, dir, at.depth);
       return;
     }
-    if (event !== 'add' && event !== 'addDir' && event !== 'change') return;
-    const p = toPosix(path);
-    if (this.globs.some((g) => g.test(p))) this.track(this.consider(path, 'artifact', null, true));
+    const path = join(dir, name);
+    if (globs.some((g) => g.test(toPosix(path)))) {
+      await this.consider(path, 'artifact', null, true);
+      return;
+    }
+    const deeper = globs.filter((g) => g.depth > at.depth);
+    if (deeper.length === 0) return;
+    const st = await this.reads.lstat(path, this.pathKey(at.base, 'glob'));
+    if (st.ok && st.value.isDirectory()) {
+      for (const g of deeper) await this.scanGlob(g, true, path, at.depth + 1);
+    } else if (!st.ok && st.reason === 'missing') {
+      this.unwatchGlobDir(path);
+      this.schedulePrune();
+    }
   }
 
   private onWatchError(err: unknown): void {
@@ -752,6 +877,7 @@ export class InstallSensor implements Sensor {
       path,
       kind,
       root,
+      key: root ? this.rootKey(root) : this.pathKey(path, 'glob'),
       firstSeen: Date.now(),
       attempts: 0,
       lastFingerprint: null,
@@ -804,23 +930,26 @@ export class InstallSensor implements Sensor {
 
   /**
    * One look at a candidate. 'retry' = look again later (package.json not complete, not settled,
-   * bin links not there yet); 'done' = reported, not banned, or skipped (counted).
+   * bin links not there yet); 'done' = reported, not banned, skipped (counted), or turned away:
+   * its tree did not answer, and is scanned again once it does (onTreeRecovered).
    */
   private async check(p: Pending, fromWatch: boolean): Promise<'done' | 'retry'> {
     const matcher = this.matcher;
     if (!matcher) return 'done';
-    let st: Stats;
-    try {
-      st = await lstat(p.path);
-    } catch (err) {
-      this.countFsError(err, p.path);
+    const key = p.key;
+    const look = await this.reads.lstat(p.path, key);
+    if (!look.ok) {
+      this.countFsFailure(look, p.path);
       // Gone after it was seen (its installer removed it, e.g. npm rolling back after a killed
       // install script): report it if it was banned, and look for links it left behind.
-      const code = (err as NodeJS.ErrnoException).code;
-      if (p.kind === 'package' && p.root && (code === 'ENOENT' || code === 'ENOTDIR') && p.attempts > 0)
-        this.track(this.sweepLeftovers(p.root, { hints: p.banned ? [{ path: p.path, ...p.banned }] : [] }));
+      if (look.reason === 'missing') {
+        if (p.kind === 'package' && p.root && p.attempts > 0)
+          this.track(this.sweepLeftovers(p.root, { hints: p.banned ? [{ path: p.path, ...p.banned }] : [] }));
+        this.schedulePrune();
+      }
       return 'done';
     }
+    let st = look.value;
     if (p.kind === 'package') this.gone.delete(p.path);
     let obs: Observation;
     let contentDir: string;
@@ -829,29 +958,29 @@ export class InstallSensor implements Sensor {
       let pkgDir = p.path;
       let reportPath = p.path;
       if (st.isSymbolicLink()) {
-        let real: string;
-        try {
-          real = await realpath(p.path);
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code === 'ELOOP') this.count('symlink_loop', p.path);
-          else if (code !== 'ENOENT') this.countFsError(err, p.path);
+        const real = await this.reads.realpath(p.path, key);
+        if (!real.ok) {
+          if (real.reason === 'symlink') this.count('symlink_loop', p.path);
+          else if (real.reason !== 'missing') this.countFsFailure(real, p.path);
           return 'done'; // dangling links are not packages
         }
-        const rootReal = await realpath(root.path).catch(() => root.path);
-        pkgDir = real;
+        const rootReal = await this.reads.realpath(root.path, key);
+        pkgDir = real.value;
         // pnpm: node_modules/<name> → .pnpm/<name>@<ver>/node_modules/<name> inside the root: the
         // real directory is the package. A link out of the root (npm link) is reported as the link.
-        if (isInside(real, rootReal)) reportPath = real;
-        const tst = await stat(real).catch(() => null);
-        if (!tst?.isDirectory()) return 'done';
-        if (reportPath === real) st = tst;
+        if (isInside(real.value, rootReal.ok ? rootReal.value : root.path)) reportPath = real.value;
+        const tst = await this.reads.stat(real.value, key);
+        if (!tst.ok || !tst.value.isDirectory()) return 'done';
+        if (reportPath === real.value) st = tst.value;
       } else if (!st.isDirectory()) {
         return 'done';
       }
-      // Keyed by the owner of the entry: one user's stalled tree cannot starve the others'.
-      const read = await readPackageJsonAsync(pkgDir, st.uid);
+      // Keyed by the tree, not by the owner the entry claims: a user's FUSE daemon says what it
+      // likes about ownership, and must not make its stall hold another user's slot.
+      const read = await this.reads.readPackageJson(pkgDir, key);
       if (!read.ok) {
+        // No answer in time: its tree is scanned again once it answers.
+        if (turnedAway(read)) return 'done';
         // Worth waiting for only while an installer may still be writing it: a directory a watch
         // event just named, for at most PENDING_MAX_MS (recheck) on this process's own clock; the
         // file's ctime comes from the file system's clock (an NFS server's, or the kernel's while
@@ -860,10 +989,6 @@ export class InstallSensor implements Sensor {
         const maybeIncomplete =
           ['missing', 'not_json', 'not_object', 'no_name'].includes(read.reason) && !st.isSymbolicLink();
         if (fromWatch && maybeIncomplete) return 'retry';
-        // No answer in time (the owner's read slot busy, or a slow disk under load) says nothing
-        // about the package: look again, within the same PENDING_MAX_MS, watch event or rescan.
-        const stalled = read.reason === 'unreadable' && (read.detail === 'busy' || read.detail === 'timeout');
-        if (stalled) return 'retry';
         this.count(`package_json_${read.reason}`, p.path);
         return 'done';
       }
@@ -871,14 +996,16 @@ export class InstallSensor implements Sensor {
       p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
       // Banned name: wait until it has settled before reporting.
       this.fingerprints++;
-      const fp = await fingerprint(pkgDir);
+      const fp = await this.fingerprint(pkgDir, key);
+      if (fp === null) return 'done';
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
         p.unsettled++;
         return 'retry';
       }
-      if (!(await this.binsLinked(root, read.info.bin)) && Date.now() - p.firstSeen < BIN_WAIT_MS)
-        return 'retry';
+      const linked = await this.binsLinked(root, read.info.bin, key);
+      if (linked === null) return 'done';
+      if (!linked && Date.now() - p.firstSeen < BIN_WAIT_MS) return 'retry';
       contentDir = pkgDir;
       const owner = await this.ownerOf(st.uid);
       obs = {
@@ -894,7 +1021,10 @@ export class InstallSensor implements Sensor {
     } else {
       contentDir = p.path;
       if (st.isDirectory()) this.fingerprints++;
-      const fp = st.isDirectory() ? await fingerprint(p.path) : `${st.size}:${st.mtimeMs}:${st.ino}`;
+      const fp = st.isDirectory()
+        ? await this.fingerprint(p.path, key)
+        : `${st.size}:${st.mtimeMs}:${st.ino}`;
+      if (fp === null) return 'done';
       if (fp !== p.lastFingerprint) {
         p.lastFingerprint = fp;
         p.unsettled++;
@@ -913,8 +1043,8 @@ export class InstallSensor implements Sensor {
       this.noteGone(p.path, matcher.policyVersion);
       this.noteGone(obs.path, matcher.policyVersion);
     }
-    if (this.reported.get(obs.path) === identity) return 'done';
-    this.reported.set(obs.path, identity);
+    if (this.reported.get(obs.path)?.id === identity) return 'done';
+    this.reported.set(obs.path, { id: identity, key });
     this.observations++;
     this.log.debug({ path: obs.path, kind: obs.kind, dir: contentDir }, 'banned install observed');
     try {
@@ -925,14 +1055,21 @@ export class InstallSensor implements Sensor {
     return 'done';
   }
 
-  /** True when every declared bin of a package in an npm prefix has its link (or there is nothing to wait for). */
   /** The owner of `uid`, after waiting (bounded) for its NSS lookup when the directory cannot name it yet. */
   private async ownerOf(uid: number): Promise<Owner> {
     await this.options.users.settle(uid, OWNER_WAIT_MS);
     return this.options.users.owner(uid);
   }
 
-  private async binsLinked(root: InstallRoot, bins: Readonly<Record<string, string>>): Promise<boolean> {
+  /**
+   * Whether every declared bin of a package in an npm prefix has its link (true when there is
+   * nothing to wait for); null when its tree did not answer.
+   */
+  private async binsLinked(
+    root: InstallRoot,
+    bins: Readonly<Record<string, string>>,
+    key: TreeKey,
+  ): Promise<boolean | null> {
     const names = Object.keys(bins);
     if (names.length === 0 || root.layout !== 'npm') return true;
     const win = this.options.platform === 'win32';
@@ -942,13 +1079,38 @@ export class InstallSensor implements Sensor {
     else if (basename(parent) === 'lib') binDir = join(dirname(parent), 'bin');
     else return true;
     for (const n of names) {
-      const ok = await lstat(join(binDir, win ? `${n}.cmd` : n)).then(
-        () => true,
-        () => false,
-      );
-      if (!ok) return false;
+      const link = await this.reads.lstat(join(binDir, win ? `${n}.cmd` : n), key);
+      if (turnedAway(link)) return null;
+      if (!link.ok) return false;
     }
     return true;
+  }
+
+  /**
+   * count:bytes:newest-mtime of a tree walked with lstat (bounded), to tell when a write burst
+   * ended; null when its tree did not answer.
+   */
+  private async fingerprint(dir: string, key: TreeKey): Promise<string | null> {
+    let entries = 0;
+    let bytes = 0;
+    let newest = 0;
+    const stack = [dir];
+    while (stack.length > 0 && entries < FINGERPRINT_MAX_ENTRIES) {
+      const d = stack.pop() as string;
+      const list = await this.reads.readdir(d, key);
+      if (turnedAway(list)) return null;
+      if (!list.ok) continue;
+      for (const e of list.value) {
+        if (++entries > FINGERPRINT_MAX_ENTRIES) break;
+        const st = await this.reads.lstat(join(d, e.name), key);
+        if (turnedAway(st)) return null;
+        if (!st.ok) continue;
+        bytes += st.value.size;
+        newest = Math.max(newest, st.value.mtimeMs, st.value.ctimeMs);
+        if (st.value.isDirectory()) stack.push(join(d, e.name));
+      }
+    }
+    return `${entries}:${bytes}:${newest}`;
   }
 
   /**
@@ -979,17 +1141,15 @@ export class InstallSensor implements Sensor {
     this.sweeps++;
     // Set when a read was turned away (busy or past its deadline): what it would have shown is unknown.
     let stalled = false;
-    const turnedAway = (r: { ok: boolean; reason?: string }): boolean =>
-      !r.ok && (r.reason === 'busy' || r.reason === 'timeout');
     try {
-      const key = this.gateKey(root.path, this.homes());
+      const key = this.rootKey(root);
       const p = this.options.platform === 'win32' ? win32 : posix;
       const found = new Map<string, BannedSeen>();
       for (const h of opts.hints) found.set(h.path, h);
       for (const dir of binDirsFor(root, this.options.platform)) {
         let id: string | null = null;
         if (opts.ifChanged) {
-          const st = await statUserPath(dir, installReadGate, key);
+          const st = await this.reads.stat(dir, key);
           if (!st.ok && st.reason !== 'missing') {
             stalled ||= turnedAway(st);
             continue;
@@ -997,7 +1157,7 @@ export class InstallSensor implements Sensor {
           id = st.ok ? `${st.value.dev}:${st.value.ino}:${st.value.mtimeMs}:${st.value.ctimeMs}` : '';
           if (this.binDirSeen.get(dir) === id) continue;
         }
-        const list = id === '' ? null : await readdirUserPath(dir, installReadGate, key);
+        const list = id === '' ? null : await this.reads.readdir(dir, key);
         if (id !== null && (list === null || list.ok || list.reason === 'missing')) {
           // Remembered only once looked at (a stalled read is tried again at the next discovery).
           this.binDirSeen.delete(dir);
@@ -1017,7 +1177,7 @@ export class InstallSensor implements Sensor {
             break;
           }
           const link = p.join(dir, entry.name);
-          const raw = await readlinkUserPath(link, installReadGate, key);
+          const raw = await this.reads.readlink(link, key);
           if (!raw.ok) {
             stalled ||= turnedAway(raw);
             continue;
@@ -1030,7 +1190,7 @@ export class InstallSensor implements Sensor {
           if (nameSegs.length === 0 || name.startsWith('.') || !matcher.packageNames.has(name)) continue;
           const former = p.join(root.path, ...nameSegs);
           if (found.has(former)) continue;
-          const lst = await lstatUserPath(link, installReadGate, key);
+          const lst = await this.reads.lstat(link, key);
           if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid });
           else stalled ||= turnedAway(lst);
         }
@@ -1038,7 +1198,7 @@ export class InstallSensor implements Sensor {
       for (const [former, seen] of found) {
         if (this.gone.get(former) === matcher.policyVersion || !this.running) continue;
         // Only what is really not there: a package at the path is the scan's, not ours.
-        const there = await lstatUserPath(former, installReadGate, key);
+        const there = await this.reads.lstat(former, key);
         if (there.ok || there.reason !== 'missing') {
           stalled ||= turnedAway(there);
           continue;
@@ -1135,22 +1295,75 @@ export class InstallSensor implements Sensor {
 
   /** Forgets reported paths that are gone, so a reinstall at the same path is reported again. */
   private async pruneReported(): Promise<void> {
-    const homes = this.homes();
-    for (const path of [...this.reported.keys()]) {
-      // Gated: the path is in a user's tree, which may have become a mount that never answers.
-      const there = await lstatUserPath(path, installReadGate, this.gateKey(path, homes));
+    for (const [path, { key }] of [...this.reported]) {
+      const there = await this.reads.lstat(path, key);
       if (!there.ok && there.reason === 'missing') this.reported.delete(path);
     }
   }
 
+  /** pruneReported soon, once (a removal seen by a watch or a look); one at a time. */
+  private schedulePrune(): void {
+    if (this.reported.size === 0) return;
+    if (this.pruning) {
+      this.pruneAgain = true;
+      return;
+    }
+    this.pruning = true;
+    this.track(
+      (async () => {
+        try {
+          do {
+            this.pruneAgain = false;
+            await this.pruneReported();
+          } while (this.pruneAgain && this.running);
+        } finally {
+          this.pruning = false;
+        }
+      })(),
+    );
+  }
+
+  private pruning = false;
+  private pruneAgain = false;
+
   /**
-   * The install gate's key for a path: the uid of the user whose home holds it (the key of their
-   * package.json reads too: all of a user's calls share one slot, so their stalled tree holds one),
-   * the home itself when no user has it, else `outside`.
+   * The install gate's key of a path: the uid of the user whose home holds it (all of a user's
+   * calls share one slot, so their stalled tree holds one), the home itself when no user has it,
+   * else `outside` (`system`; `glob` for path globs out of every home, which may name a dir users
+   * share, so that a stall there does not hold the system prefixes). Homes as of the last discovery.
    */
-  private gateKey(path: string, homes: readonly string[], outside = 'system'): string | number {
-    const home = homes.find((h) => path === h || isInside(path, h));
+  private pathKey(path: string, outside = 'system'): TreeKey {
+    const home = this.homeList.find((h) => path === h || isInside(path, h));
     return home === undefined ? outside : (this.homeKeys.get(home) ?? home);
+  }
+
+  /**
+   * The key of everything below a root: its home's (a root another user's `.npmrc` names, or one
+   * out of every home that a user's link leads to, is still that user's tree), or its path's.
+   */
+  private rootKey(root: InstallRoot): TreeKey {
+    return root.home !== null ? (this.homeKeys.get(root.home) ?? root.home) : this.pathKey(root.path);
+  }
+
+  /** Whether `p` is a directory (following links); false when its tree did not answer. */
+  private async isDir(p: string, key: TreeKey): Promise<boolean> {
+    const st = await this.reads.stat(p, key);
+    return st.ok && st.value.isDirectory();
+  }
+
+  /** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
+  private async nearestExisting(path: string, key: TreeKey): Promise<string | null> {
+    const home = this.homeList.find((h) => isInside(path, h) || path === h);
+    let p = path;
+    for (let i = 0; i < 32; i++) {
+      const parent = dirname(p);
+      if (parent === p) return null;
+      p = parent;
+      if (home && !isInside(p, home) && p !== home) return null;
+      if (!home && p.split('/').filter(Boolean).length < 2) return null;
+      if (await this.isDir(p, key)) return p;
+    }
+    return null;
   }
 
   private track(p: Promise<unknown>): void {
@@ -1173,44 +1386,18 @@ export class InstallSensor implements Sensor {
     this.skipped[reason] = (this.skipped[reason] ?? 0) + 1;
   }
 
-  private countFsError(err: unknown, path: string): void {
-    const code = (err as NodeJS.ErrnoException)?.code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return; // gone between listing and looking: normal
+  /** Counts a failed look at `path` (gone or turned away: not counted; the tree's stall is). */
+  private countFsFailure(r: SafePathResult<unknown>, path: string): void {
+    if (r.ok || r.reason === 'missing' || turnedAway(r)) return;
     this.count(
-      code === 'EACCES' || code === 'EPERM'
+      r.reason === 'permission_denied'
         ? 'permission_denied'
-        : code === 'ELOOP'
+        : r.reason === 'symlink'
           ? 'symlink_loop'
           : 'unreadable',
       path,
     );
   }
-}
-
-/** count:bytes:newest-mtime of a tree walked with lstat (bounded), to tell when a write burst ended. */
-async function fingerprint(dir: string): Promise<string> {
-  let entries = 0;
-  let bytes = 0;
-  let newest = 0;
-  const stack = [dir];
-  while (stack.length > 0 && entries < FINGERPRINT_MAX_ENTRIES) {
-    const d = stack.pop() as string;
-    let names: string[];
-    try {
-      names = await readdir(d);
-    } catch {
-      continue;
-    }
-    for (const n of names) {
-      if (++entries > FINGERPRINT_MAX_ENTRIES) break;
-      const st = await lstat(join(d, n)).catch(() => null);
-      if (!st) continue;
-      bytes += st.size;
-      newest = Math.max(newest, st.mtimeMs, st.ctimeMs);
-      if (st.isDirectory()) stack.push(join(d, n));
-    }
-  }
-  return `${entries}:${bytes}:${newest}`;
 }
 
 function isInside(child: string, parent: string): boolean {
@@ -1220,29 +1407,4 @@ function isInside(child: string, parent: string): boolean {
 
 function toPosix(p: string): string {
   return p.includes('\\') ? p.replace(/\\/g, '/') : p;
-}
-
-/** Whether `p` is a directory, through the install gate (it is in a user's tree); false on a stall. */
-async function isDirGated(p: string, key: string | number): Promise<boolean> {
-  const st = await statUserPath(p, installReadGate, key);
-  return st.ok && st.value.isDirectory();
-}
-
-/** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
-async function nearestExisting(
-  path: string,
-  homes: readonly string[],
-  key: string | number,
-): Promise<string | null> {
-  const home = homes.find((h) => isInside(path, h) || path === h);
-  let p = path;
-  for (let i = 0; i < 32; i++) {
-    const parent = dirname(p);
-    if (parent === p) return null;
-    p = parent;
-    if (home && !isInside(p, home) && p !== home) return null;
-    if (!home && p.split('/').filter(Boolean).length < 2) return null;
-    if (await isDirGated(p, key)) return p;
-  }
-  return null;
 }

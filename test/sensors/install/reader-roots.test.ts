@@ -238,6 +238,8 @@ describe('discoverRoots', () => {
     ).toEqual({
       roots: [],
       anchors: [empty],
+      // Watched as the home's (its user's gate key).
+      anchorKeys: new Map([[empty, empty]]),
       stalled: [],
       truncated: [],
       // Fixed-path roots that are missing (their bin dirs may hold links of a reverted install).
@@ -265,6 +267,18 @@ describe('discoverRoots', () => {
       anchors: [empty],
       absent: [{ path: extraLater, manager: 'other' }],
     });
+    // A `.npmrc` prefix out of the home not made yet: its anchor is that home's to watch (its
+    // user's gate key), not the system's, though it lies out of every home.
+    const rcHome = fresh();
+    const away = fresh();
+    writeFileSync(join(rcHome, '.npmrc'), `prefix=${join(away, 'later', 'prefix')}\n`);
+    const claimed = await discoverRoots({
+      platform: 'linux',
+      homes: [rcHome],
+      extraRoots: [],
+      systemRoots: false,
+    });
+    expect(claimed.anchorKeys.get(away)).toBe(rcHome);
   });
 
   it('knows the macOS and Windows locations', () => {

@@ -100,18 +100,19 @@ async function installAndKillPostinstall(
 }
 
 /**
- * Holds the package owner's install-read slot (as a read stalled on a hung mount would) until
- * released: the sensor sees the candidate but cannot read its package.json, so it cannot report
- * the package installed (and, enforcing, quarantine it) before npm rolls the install back — the
- * case these tests are about. The slow package's writing postinstall cannot promise that: on a
- * loaded machine its tree stays still for longer than SETTLE_MS after npm has linked its bins
- * (before the script's first write, or once it is killed), and the sensor then rightly reports
- * the installed package. `seen` resolves once the sensor was turned away at least once.
+ * Holds the install-read slot of `home`'s tree (as a read stalled on a hung mount would) until
+ * released: the sensor cannot look at the candidate, so it cannot report the package installed
+ * (and, enforcing, quarantine it) before npm rolls the install back — the case these tests are
+ * about; once the tree answers, its roots are scanned and swept again. The slow package's
+ * writing postinstall cannot promise that: on a loaded machine its tree stays still for longer
+ * than SETTLE_MS after npm has linked its bins (before the script's first write, or once it is
+ * killed), and the sensor then rightly reports the installed package. `seen` resolves once the
+ * sensor was turned away at least once.
  */
-function holdPackageReads(): { seen: () => Promise<unknown>; release: () => void } {
+function holdPackageReads(home: string): { seen: () => Promise<unknown>; release: () => void } {
   let release: () => void = () => {};
-  const owner = process.getuid?.() ?? 0;
-  void installReadGate.run(owner, 120_000, () => new Promise<void>((r) => (release = r)));
+  // A home no user has is its own key.
+  void installReadGate.run(home, 120_000, () => new Promise<void>((r) => (release = r)));
   const busyBefore = installReadGate.counts.busy;
   return {
     seen: () =>
@@ -145,7 +146,7 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
       else mkdirSync(home, { recursive: true });
       const rig = await makeRig({ dir, homes: [home] });
       rigs.push(rig);
-      const hold = holdPackageReads();
+      const hold = holdPackageReads(home);
       let code: number;
       try {
         code = await installAndKillPostinstall(dir, prefix, hold.seen);
@@ -217,7 +218,7 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
     mkdirSync(join(prefix, 'lib', 'node_modules'), { recursive: true });
     const rig = await makeRig({ dir, homes: [home], mode: 'monitor' });
     rigs.push(rig);
-    const hold = holdPackageReads();
+    const hold = holdPackageReads(home);
     try {
       await installAndKillPostinstall(dir, prefix, hold.seen);
     } finally {
