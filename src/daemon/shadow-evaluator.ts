@@ -24,7 +24,7 @@ import type { EnforcementScope } from '../enforcement/enforcement-scope.js';
 import { observationFields } from '../enforcement/enforcer.js';
 import type { EventSink } from '../events/event-types.js';
 import { type MarkerAutomaton, markerAutomaton } from '../policy/content-markers.js';
-import type { Decision, MatchContext, Matcher } from '../policy/matcher.js';
+import type { Decision, MatchContext, Matcher, PathScanBase } from '../policy/matcher.js';
 import type { Observation } from '../sensors/observation.js';
 
 /** Defaults of the flood bound. */
@@ -162,6 +162,13 @@ export class ShadowEvaluator {
   }
 }
 
+/** Both lists of scan bases as one: each base once, at the deeper of its depths. */
+function mergeScanBases(a: readonly PathScanBase[], b: readonly PathScanBase[]): PathScanBase[] {
+  const depth = new Map<string, number>();
+  for (const s of [...a, ...b]) depth.set(s.base, Math.max(depth.get(s.base) ?? 0, s.depth));
+  return [...depth].map(([base, d]) => ({ base, depth: d }));
+}
+
 /** The subject's identity for "once per subject": what the enforced reports key a subject on. */
 function identityOf(obs: Observation): string {
   switch (obs.kind) {
@@ -204,7 +211,9 @@ export function sensorView(enforced: Matcher, shadow: Matcher, generation: numbe
     },
     markers,
     packageNames: new Set([...enforced.packageNames, ...shadow.packageNames]),
-    pathGlobs: [...new Set([...enforced.pathGlobs, ...shadow.pathGlobs])],
+    // both policies' bases (each at the deeper of their depths), and paths either one matches
+    pathScanBases: mergeScanBases(enforced.pathScanBases, shadow.pathScanBases),
+    pathMatches: (path) => enforced.pathMatches(path) || shadow.pathMatches(path),
     ruleCount: enforced.ruleCount,
     exceptedRules: enforced.exceptedRules,
     match: (obs, ctx) => enforced.match(obs, ctx),

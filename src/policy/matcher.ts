@@ -17,7 +17,7 @@
  * never have) are removed and the rest goes to re2js. A backtracking engine took 266 s on
  * `/home/*​/proj/a*a*a*a*a*a*c*b` and a 251-char file name; RE2 is linear in the path.
  */
-import { basename } from 'node:path';
+import { basename, posix } from 'node:path';
 import picomatch from 'picomatch';
 import { RE2JS, RE2Set } from 're2js';
 import semver from 'semver';
@@ -28,7 +28,6 @@ import type {
   Observation,
   Owner,
   PackageObservation,
-  PathObservation,
   ProcessObservation,
 } from '../sensors/observation.js';
 import { type MarkerAutomaton, markerAutomaton, markerKey, parseMarker } from './content-markers.js';
@@ -85,8 +84,14 @@ export interface Matcher {
   markers(): MarkerAutomaton | null;
   /** Package names any rule bans (so the install sensor can skip reading others' package.json). */
   readonly packageNames: ReadonlySet<string>;
-  /** Path globs with `~` expanded for every home (what the install sensor watches). */
-  readonly pathGlobs: readonly string[];
+  /**
+   * Where path artifacts can be (what the install sensor watches and walks): each distinct literal
+   * base of the path globs, a `~` glob's for every home, with how many levels below it a glob can
+   * reach (Infinity for `**`). Computed on first use, then kept.
+   */
+  readonly pathScanBases: readonly PathScanBase[];
+  /** Whether any rule's path glob matches `path` (exceptions and actions aside): an artifact. */
+  pathMatches(path: string): boolean;
   /** Number of rules active on this platform. */
   readonly ruleCount: number;
   /**
@@ -102,6 +107,12 @@ export interface Matcher {
    * check (rule-safety.ts) and explanations, not the hot path.
    */
   matchAll(obs: Observation): readonly RuleHit[];
+}
+
+/** A directory path globs reach below, and how deep (Matcher.pathScanBases). */
+export interface PathScanBase {
+  readonly base: string;
+  readonly depth: number;
 }
 
 /** One rule matching an observation (Matcher.matchAll). */
@@ -323,12 +334,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
     return homes.length > 0 || underBase(pathBaseIndex, folded) ? { posix, folded, homes } : null;
   };
   const packageNames = new Set(rules.flatMap((r) => r.packages.map((p) => p.name)));
-  // Expanded for every home only when asked (the install sensor): strings, kept by the caller.
-  const expandedPathGlobs = (): string[] => [
-    ...new Set(
-      rules.flatMap((r) => (r.rule.paths ?? []).flatMap((g) => expandHome(g, options.homes)).map(toPosix)),
-    ),
-  ];
+  let scanBases: PathScanBase[] | undefined;
 
   const matchWith = (
     ctx: MatchContext,
@@ -367,8 +373,16 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
       return automaton;
     },
     packageNames,
-    get pathGlobs() {
-      return expandedPathGlobs();
+    get pathScanBases() {
+      scanBases ??= pathScanBases(
+        rules.flatMap((r) => r.rule.paths ?? []),
+        options.homes,
+      );
+      return scanBases;
+    },
+    pathMatches(path) {
+      const facts = pathFacts(path);
+      return facts !== null && rules.some((r) => matchPath(r, path, facts) !== null);
     },
     ruleCount: rules.length,
     exceptedRules: new Set(rules.filter((r) => r.exceptions.length > 0).map((r) => r.rule.id)),
@@ -391,7 +405,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
         case 'path': {
           const facts = pathFacts(obs.path);
           if (!facts) return null;
-          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs, facts));
+          return matchWith(ctx, obs.owner, (r) => matchPath(r, obs.path, facts));
         }
       }
     },
@@ -417,7 +431,7 @@ export function compileMatcher(body: PolicyBody, options: CompileOptions): Match
             : obs.kind === 'package'
               ? matchPackage(r, obs)
               : obs.kind === 'path' && paths
-                ? matchPath(r, obs, paths)
+                ? matchPath(r, obs.path, paths)
                 : null;
         if (hit) hits.push({ ruleIndex: r.index, ...hit });
       }
@@ -769,10 +783,10 @@ interface PathFacts {
 
 function matchPath(
   r: CompiledRule,
-  obs: PathObservation,
+  path: string,
   facts: PathFacts,
 ): { reason: MatchReason; detail: string } | null {
-  const hit = { reason: 'path' as const, detail: obs.path };
+  const hit = { reason: 'path' as const, detail: path };
   if (r.pathGlob && r.pathGates.some((g) => passesGate(facts.folded, g)) && r.pathGlob(facts.posix))
     return hit;
   for (const h of facts.homes)
@@ -853,6 +867,43 @@ export function homeRest(glob: string): string | null {
 /** A home as a path prefix: posix, without trailing slashes ('' for `/`). */
 function homeKey(home: string): string {
   return toPosix(home).replace(/\/+$/, '');
+}
+
+/**
+ * The scan bases of path globs (Matcher.pathScanBases): a glob's literal base (picomatch's scan;
+ * a glob without wildcards is an entry of its parent) and the levels below it its rest spans. A
+ * `~` glob is scanned once with HOME and its base placed under each home (1,000 rules × 100 homes
+ * cost a string join a base and home, not 200,000 scans).
+ */
+function pathScanBases(globs: readonly string[], homes: readonly string[]): PathScanBase[] {
+  const out = new Map<string, number>();
+  const add = ({ base, depth }: PathScanBase): void => {
+    out.set(base, Math.max(out.get(base) ?? 0, depth));
+  };
+  const scanOf = (glob: string): PathScanBase => {
+    const scan = picomatch.scan(glob);
+    if (!scan.isGlob) return { base: posix.dirname(glob), depth: 0 };
+    const segments = scan.glob.split('/').filter(Boolean);
+    return {
+      base: scan.base || '/',
+      depth: segments.includes('**') ? Number.POSITIVE_INFINITY : Math.max(0, segments.length - 1),
+    };
+  };
+  for (const g of globs) {
+    const rest = homeRest(g);
+    if (rest === null) {
+      add(scanOf(toPosix(g)));
+      continue;
+    }
+    const { base, depth } = scanOf(HOME + rest);
+    for (const h of homes) {
+      // `~` itself (its base is the home's parent) is scanned per home
+      if (base === HOME || base.startsWith(`${HOME}/`))
+        add({ base: homeKey(h) + base.slice(HOME.length) || '/', depth });
+      else for (const e of expandHome(g, [h])) add(scanOf(e || '/'));
+    }
+  }
+  return [...out].map(([base, depth]) => ({ base, depth }));
 }
 
 /** `~/x` → one glob per home; other globs unchanged. */

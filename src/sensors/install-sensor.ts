@@ -37,12 +37,11 @@
 import type { Dirent } from 'node:fs';
 import { basename, dirname, isAbsolute, join, posix, relative, win32 } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
-import picomatch from 'picomatch';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
 import { OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
-import { compileGlob, type Matcher } from '../policy/matcher.js';
+import type { Matcher } from '../policy/matcher.js';
 import { DirWatches, type TreeKey, TreeReads, turnedAway } from './install-reads.js';
 import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
 import type { Observation, Owner } from './observation.js';
@@ -96,6 +95,8 @@ const DISCOVERY_IDLE_FACTOR = 4;
 const MAX_PENDING = 10_000;
 /** Entries read from one root or scope dir per scan (real global trees have hundreds). */
 const MAX_DIR_ENTRIES = 50_000;
+/** A directory glob bases name this many children of is listed once rather than each child statted. */
+const LIST_FANOUT = 8;
 /** Entries walked to fingerprint one candidate tree (enough for any real CLI package). */
 const FINGERPRINT_MAX_ENTRIES = 20_000;
 /** Distinct skipped (reason, path) pairs remembered for de-duplicating counts. */
@@ -173,11 +174,10 @@ interface Pending {
   banned: BannedSeen | null;
 }
 
-interface PathGlob {
-  readonly glob: string;
+/** A directory path globs reach below (Matcher.pathScanBases), its depth capped at MAX_GLOB_DEPTH. */
+interface GlobBase {
   readonly base: string;
   readonly depth: number;
-  readonly test: (p: string) => boolean;
 }
 
 export class InstallSensor implements Sensor {
@@ -194,7 +194,8 @@ export class InstallSensor implements Sensor {
   private readonly watchBudget = new Map<string, number>();
   /** Anchor → its tree's key. */
   private anchors = new Map<string, TreeKey>();
-  private globs: PathGlob[] = [];
+  /** Where path artifacts can be: each base once (the policy's, `~` ones under every home). */
+  private scanBases = new Map<string, GlobBase>();
   private globBases = new Set<string>();
   /** Directories a path glob's walk watches → their base and depth below it. */
   private readonly globDirs = new Map<string, { base: string; depth: number }>();
@@ -302,7 +303,7 @@ export class InstallSensor implements Sensor {
       details: {
         roots: [...this.roots.keys()],
         anchors: this.anchors.size,
-        path_globs: this.globs.length,
+        path_bases: this.scanBases.size,
         watched_dirs: this.watchedDirs.size + this.anchors.size + this.globDirs.size,
         pending: this.pending.size,
         reported: this.reported.size,
@@ -363,7 +364,7 @@ export class InstallSensor implements Sensor {
       await this.scanRoot(root);
       await this.sweepLeftovers(root, { hints: [] });
     }
-    for (const g of this.globs) if (this.globBases.has(g.base)) await this.scanGlob(g);
+    for (const g of this.scanBases.values()) if (this.globBases.has(g.base)) await this.scanGlob(g);
     await this.pruneReported();
     this.scansCompleted++;
   }
@@ -382,7 +383,7 @@ export class InstallSensor implements Sensor {
           await this.scanRoot(root);
           await this.sweepLeftovers(root, { hints: [] });
         }
-        for (const g of this.globs)
+        for (const g of this.scanBases.values())
           if (this.globBases.has(g.base) && this.pathKey(g.base, 'glob') === key) await this.scanGlob(g);
       })(),
     );
@@ -474,16 +475,10 @@ export class InstallSensor implements Sensor {
     const anchors = new Map<string, TreeKey>(
       [...found.anchorKeys].map(([a, k]) => [a, this.homeKeys.get(k) ?? k]),
     );
-    this.globs = this.compileGlobs();
-    const bases = new Set<string>();
-    for (const g of this.globs) {
-      const key = this.pathKey(g.base, 'glob');
-      if (await this.isDir(g.base, key)) bases.add(g.base);
-      else {
-        const a = await this.nearestExisting(g.base, key);
-        if (a && !anchors.has(a)) anchors.set(a, key);
-      }
-    }
+    this.scanBases = this.compileScanBases();
+    const located = await this.locateBases([...this.scanBases.keys()]);
+    const bases = located.existing;
+    for (const [a, key] of located.anchors) if (!anchors.has(a)) anchors.set(a, key);
     for (const [dir, d] of this.globDirs) if (!bases.has(d.base)) this.unwatchGlobDir(dir);
     const newBases = [...bases].filter((b) => !this.globBases.has(b));
     this.globBases = bases;
@@ -528,7 +523,10 @@ export class InstallSensor implements Sensor {
             for (const r of [...roots, ...more.roots])
               if (this.roots.has(r.path)) await this.scanRoot(r, true);
             for (const b of more.bases) bases.add(b);
-            for (const g of this.globs) if (bases.has(g.base)) await this.scanGlob(g, true);
+            for (const b of bases) {
+              const g = this.scanBases.get(b);
+              if (g) await this.scanGlob(g, true);
+            }
           })(),
         );
       },
@@ -583,7 +581,10 @@ export class InstallSensor implements Sensor {
             await this.rediscover();
             const { roots, bases } = this.lastAdded;
             for (const r of roots) await this.scanRoot(r, true);
-            for (const g of this.globs) if (bases.includes(g.base)) await this.scanGlob(g, true);
+            for (const b of bases) {
+              const g = this.scanBases.get(b);
+              if (g) await this.scanGlob(g, true);
+            }
           })(),
         );
       },
@@ -690,32 +691,30 @@ export class InstallSensor implements Sensor {
     return r.value.slice(0, MAX_DIR_ENTRIES).map((e: Dirent) => e.name);
   }
 
-  private compileGlobs(): PathGlob[] {
-    const nocase = this.options.platform !== 'linux';
-    return (this.matcher?.pathGlobs ?? []).map((glob) => {
-      const g = glob.replace(/\\/g, '/');
-      const scan = picomatch.scan(g);
-      let base: string;
-      let rest: string;
-      if (scan.isGlob) {
-        base = scan.base || '/';
-        rest = scan.glob;
-      } else {
-        base = posix.dirname(g);
-        rest = posix.basename(g);
-      }
-      const segments = rest.split('/').filter(Boolean);
-      const depth = segments.includes('**') ? MAX_GLOB_DEPTH : Math.max(0, segments.length - 1);
-      return { glob: g, base, depth, test: compileGlob([g], nocase) };
-    });
+  /**
+   * The policy's scan bases (Matcher.pathScanBases): a base and depth each, whatever the number of
+   * globs and homes — the globs themselves stay in the matcher, which says whether an entry is an
+   * artifact (isArtifact). Compiled here once per glob and home, they cost ~1 MiB of heap a home
+   * for 1,000 rules, and a walk of each glob's base for each of its globs.
+   */
+  private compileScanBases(): Map<string, GlobBase> {
+    const out = new Map<string, GlobBase>();
+    for (const { base, depth } of this.matcher?.pathScanBases ?? [])
+      out.set(toPosix(base), { base: toPosix(base), depth: Math.min(depth, MAX_GLOB_DEPTH) });
+    return out;
+  }
+
+  /** Whether a rule's path glob matches `path`: an artifact to look at. */
+  private isArtifact(path: string): boolean {
+    return this.matcher?.pathMatches(toPosix(path)) ?? false;
   }
 
   /**
-   * Walks `g` from its base (or from `from`, a dir at `depth` below it that just appeared) to its
-   * depth, watching each directory it lists (once the watch is live) and looking at each entry
-   * that matches.
+   * Walks base `g` (or from `from`, a dir at `depth` below it that just appeared) to its depth,
+   * watching each directory it lists (once the watch is live) and looking at each entry a path
+   * glob matches (not below it: the artifact is the entry).
    */
-  private async scanGlob(g: PathGlob, fresh = false, from = g.base, fromDepth = 0): Promise<void> {
+  private async scanGlob(g: GlobBase, fresh = false, from = g.base, fromDepth = 0): Promise<void> {
     const key = this.pathKey(g.base, 'glob');
     let budget = MAX_ARTIFACT_SCAN_ENTRIES;
     const visited = new Set<string>();
@@ -736,7 +735,7 @@ export class InstallSensor implements Sensor {
           return;
         }
         const path = join(dir, name);
-        if (g.test(toPosix(path))) {
+        if (this.isArtifact(path)) {
           await this.consider(path, 'artifact', null, fresh);
           continue;
         }
@@ -830,21 +829,21 @@ export class InstallSensor implements Sensor {
   private async onGlobEvent(dir: string, name: string | null): Promise<void> {
     const at = this.globDirs.get(dir);
     if (!at) return;
-    const globs = this.globs.filter((g) => g.base === at.base);
+    const g = this.scanBases.get(at.base);
+    if (!g) return;
     if (name === null) {
-      for (const g of globs) await this.scanGlob(g, true, dir, at.depth);
+      await this.scanGlob(g, true, dir, at.depth);
       return;
     }
     const path = join(dir, name);
-    if (globs.some((g) => g.test(toPosix(path)))) {
+    if (this.isArtifact(path)) {
       await this.consider(path, 'artifact', null, true);
       return;
     }
-    const deeper = globs.filter((g) => g.depth > at.depth);
-    if (deeper.length === 0) return;
+    if (g.depth <= at.depth) return;
     const st = await this.reads.lstat(path, this.pathKey(at.base, 'glob'));
     if (st.ok && st.value.isDirectory()) {
-      for (const g of deeper) await this.scanGlob(g, true, path, at.depth + 1);
+      await this.scanGlob(g, true, path, at.depth + 1);
     } else if (!st.ok && st.reason === 'missing') {
       this.unwatchGlobDir(path);
       this.schedulePrune();
@@ -1351,19 +1350,82 @@ export class InstallSensor implements Sensor {
     return st.ok && st.value.isDirectory();
   }
 
-  /** The nearest existing ancestor of `path`, not above the home it is in (or two levels from /). */
-  private async nearestExisting(path: string, key: TreeKey): Promise<string | null> {
-    const home = this.homeList.find((h) => isInside(path, h) || path === h);
-    let p = path;
-    for (let i = 0; i < 32; i++) {
-      const parent = dirname(p);
-      if (parent === p) return null;
-      p = parent;
-      if (home && !isInside(p, home) && p !== home) return null;
-      if (!home && p.split('/').filter(Boolean).length < 2) return null;
-      if (await this.isDir(p, key)) return p;
+  /**
+   * Which glob bases exist, and for each other one the nearest existing ancestor — not above the
+   * home it is in (or two levels below /) — with its tree's key. A `~` glob has a base under every
+   * home (a 1,000-rule policy and 100 homes: 100,000 bases), so a directory is looked at once
+   * however many bases lie below it, a missing one answers for everything below it, and a
+   * directory that bases name LIST_FANOUT or more children of is listed once instead of each child
+   * statted: the cost follows the directories that exist, not bases × homes (statting each base
+   * and each of its ancestors held discovery for minutes).
+   */
+  private async locateBases(
+    bases: readonly string[],
+  ): Promise<{ existing: Set<string>; anchors: Map<string, TreeKey> }> {
+    const homes = new Set(this.homeList);
+    const floorOf = (p: string): { floor: string; key: TreeKey } => {
+      for (let a = p; ; a = dirname(a)) {
+        if (homes.has(a)) return { floor: a, key: this.homeKeys.get(a) ?? a };
+        if (dirname(a) === a) break;
+      }
+      // out of every home: not above its first two segments
+      const segs = p.split('/');
+      let i = 0;
+      for (let n = 0; i < segs.length && n < 2; i++) if (segs[i] !== '') n++;
+      return { floor: segs.slice(0, i).join('/') || '/', key: 'glob' };
+    };
+    const where = new Map(bases.map((b) => [b, floorOf(b)]));
+    // parent → the names of its children on the way down to a base
+    const children = new Map<string, Set<string>>();
+    for (const [b, { floor }] of where)
+      for (let p = b; p !== floor && dirname(p) !== p; p = dirname(p)) {
+        const names = children.get(dirname(p)) ?? new Set<string>();
+        names.add(basename(p));
+        children.set(dirname(p), names);
+      }
+    const known = new Map<string, Promise<boolean>>();
+    const listings = new Map<string, Promise<Set<string> | null>>();
+    const exists = (p: string, floor: string, key: TreeKey): Promise<boolean> => {
+      let v = known.get(p);
+      if (v === undefined) {
+        v = (async () => {
+          const parent = dirname(p);
+          if (p !== floor && parent !== p) {
+            if (!(await exists(parent, floor, key))) return false;
+            if ((children.get(parent)?.size ?? 0) >= LIST_FANOUT) {
+              let listed = listings.get(parent);
+              if (listed === undefined) {
+                listed = this.listDir(parent, key).then((n) =>
+                  n && n.length < MAX_DIR_ENTRIES ? new Set(n) : null,
+                );
+                listings.set(parent, listed);
+              }
+              const names = await listed;
+              if (names && !names.has(basename(p))) return false;
+            }
+          }
+          return this.isDir(p, key);
+        })();
+        known.set(p, v);
+      }
+      return v;
+    };
+    const existing = new Set<string>();
+    const anchors = new Map<string, TreeKey>();
+    for (const [b, { floor, key }] of where) {
+      if (await exists(b, floor, key)) {
+        existing.add(b);
+        continue;
+      }
+      for (let p = b; p !== floor && dirname(p) !== p; ) {
+        p = dirname(p);
+        if (await exists(p, floor, key)) {
+          if (!anchors.has(p)) anchors.set(p, key);
+          break;
+        }
+      }
     }
-    return null;
+    return { existing, anchors };
   }
 
   private track(p: Promise<unknown>): void {

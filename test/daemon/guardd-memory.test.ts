@@ -4,10 +4,12 @@
  * signed 1,000-rule policy and the install sensor on, attacked through the public control socket
  * by a real unprivileged user pipelining `events.list` for full 8 MiB pages without reading them.
  * Its peak RSS (VmHWM, so no sampling) must stay well under the unit's MemoryMax: a memory bound,
- * not a timing one. Needs root (guardd as root, a test user), like CI.
+ * not a timing one. And the same policy on a machine with 100 accounts, whose homes every `~` path
+ * glob reaches (it once took guardd past its heap cap while starting). Needs root (guardd as root,
+ * a test user), like CI.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticPolicyBody, syntheticRules } from '../../bench/lib/synthetic-policy.js';
@@ -141,4 +143,68 @@ describe(`guardd with a ${RULES}-rule policy, started as the unit starts it`, ()
     expect(peak).toBeLessThan(bound);
     await attacker.stop(again.child);
   }, 240_000);
+});
+
+describe(`guardd with a ${RULES}-rule policy on a machine with 100 accounts`, () => {
+  const HOMES = 100;
+  const many = tempDir('tgmh-');
+  let g: Guardd;
+  const homes = Array.from({ length: HOMES }, (_, i) => join(many, 'homes', `u${i}`));
+  // rule tool-5 (a block rule) bans ~/.local/share/tool5/versions/*: an artifact in the last home
+  const artifact = join(homes[HOMES - 1] as string, '.local', 'share', 'tool5', 'versions', '1.0.0');
+
+  beforeAll(async () => {
+    for (const h of homes) mkdirSync(h, { recursive: true, mode: 0o755 });
+    const key = makeKey();
+    const policyFile = writeSignedPolicy(
+      join(many, 'policy.dsse.json'),
+      syntheticPolicyBody(syntheticRules(RULES)),
+      key,
+    );
+    g = await startGuardd(
+      join(many, 'agent'),
+      {
+        'paths.bootstrap_policy': policyFile,
+        'policy.trusted_keys': [key.publicKeyPem],
+        'sensors.install.enabled': true,
+        // the homes the policy's `~` globs expand into and the install sensor watches
+        'sensors.install.homes': homes,
+      },
+      { nodeArgs: limits.nodeArgs, startTimeoutMs: 120_000 },
+    );
+  }, 180_000);
+
+  afterAll(async () => {
+    await g?.stop();
+  });
+
+  it('starts under the heap cap, enforces every rule, and finds a banned artifact in the last home', async () => {
+    const status = runGuardctl(['--socket-dir', g.socketDir, 'status', '--json']);
+    expect(status.json<{ policy: { state: string; rules: number } }>().policy).toMatchObject({
+      state: 'ok',
+      rules: RULES,
+    });
+    mkdirSync(artifact, { recursive: true });
+    writeFileSync(join(artifact, 'tool5'), '#!/bin/sh\n');
+    const ev = await waitFor(
+      () => {
+        const r = runGuardctl([
+          '--socket-dir',
+          g.socketDir,
+          '--json',
+          'events',
+          '--type',
+          'path.quarantined',
+        ]);
+        return r
+          .json<{ events: { event: { path?: string } }[] }>()
+          .events.find((e) => e.event.path === artifact);
+      },
+      'the artifact in the last home quarantined',
+      { timeoutMs: 60_000 },
+    );
+    expect(ev).toBeDefined();
+    expect(g.child.exitCode).toBeNull();
+    expect(memoryOf(g.child.pid as number).hwm).toBeLessThan(limits.memoryMaxBytes * (1 - MARGIN_FRACTION));
+  }, 120_000);
 });

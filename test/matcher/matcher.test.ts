@@ -211,7 +211,12 @@ describe('compileMatcher', () => {
     );
     expect(m.needs).toEqual({ sha256: true, scriptPackage: false, markers: false });
     expect([...m.packageNames]).toEqual(['p']);
-    expect(m.pathGlobs).toEqual(['/home/a/x/*', '/home/b/x/*']);
+    expect(m.pathScanBases).toEqual([
+      { base: '/home/a/x', depth: 0 },
+      { base: '/home/b/x', depth: 0 },
+    ]);
+    expect(m.pathMatches('/home/b/x/y')).toBe(true);
+    expect(m.pathMatches('/home/c/x/y')).toBe(false);
   });
 
   it('carries the policy mode and version into the decision', () => {

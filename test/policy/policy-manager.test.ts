@@ -265,12 +265,13 @@ describe('PolicyManager', () => {
     try {
       h.manager.loadInitial(null);
       h.manager.applyEnvelope(sign(body(5), [A]), 'net');
-      expect(h.manager.matcher().pathGlobs).toContain('/home/dev/.local/share/claude/versions/*');
+      expect(h.manager.matcher().pathMatches('/home/dev/.local/share/claude/versions/1')).toBe(true);
+      expect(h.manager.matcher().pathMatches('/home/new/.local/share/claude/versions/1')).toBe(false);
       homes = ['/home/dev', '/home/new'];
       const swaps = h.swaps.length;
       h.manager.rebuildMatcher();
       expect(h.swaps.length).toBe(swaps + 1);
-      expect(h.manager.matcher().pathGlobs).toContain('/home/new/.local/share/claude/versions/*');
+      expect(h.manager.matcher().pathMatches('/home/new/.local/share/claude/versions/1')).toBe(true);
     } finally {
       h.close();
     }

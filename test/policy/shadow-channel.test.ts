@@ -230,7 +230,9 @@ describe('sensorView: what the sensors observe for while a shadow is in force', 
     expect(view.policyVersion).toBe(-7);
     expect(view.needs.sha256).toBe(true);
     expect([...view.packageNames]).toEqual(['cand-pkg']);
-    expect(view.pathGlobs).toEqual(shadow.pathGlobs);
+    expect(view.pathScanBases).toEqual(shadow.pathScanBases);
+    expect(view.pathMatches('/home/dev/.cand/x')).toBe(true);
+    expect(view.pathMatches('/home/dev/.other/x')).toBe(false);
     expect(view.match(proc('tool-a'), CTX)?.rule.id).toBe('n');
     expect(view.match({ ...proc('x'), sha256: 'a'.repeat(64) }, CTX)).toBeNull();
   });
