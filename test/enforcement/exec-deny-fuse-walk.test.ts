@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ExecPermCounters } from '../../src/enforcement/exec-deny.js';
 import { execDenyCounters, type Guardd, startDenyingGuardd } from '../helpers/daemon.js';
+import { LOCKED_TEST_TIMEOUT_MS } from '../helpers/machine-lock.js';
 import { waitSettled } from '../helpers/settled.js';
 import { tempDir } from '../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../helpers/unix-user.js';
@@ -72,7 +73,7 @@ describe("the pre-exec thread never walks into a user's FUSE mount (real guardd,
       message: 'tgfw: not approved.',
       process: { names: [`tgfw-banned-${TAG}`] },
     });
-  });
+  }, LOCKED_TEST_TIMEOUT_MS);
 
   it("a root-owned program run through a descriptor of the user's covered home: the thread goes on answering", async () => {
     const cover = compileC(

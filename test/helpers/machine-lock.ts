@@ -36,8 +36,17 @@ function stale(): boolean {
   }
 }
 
+/** How long acquireMachineLock waits by default: other files may hold the lock that long. */
+export const MACHINE_LOCK_WAIT_MS = 120_000;
+
+/**
+ * The timeout of a test or hook that takes the lock: the lock's own wait (files of the parallel
+ * forks hold it in turn), then the 60 s every test has.
+ */
+export const LOCKED_TEST_TIMEOUT_MS = MACHINE_LOCK_WAIT_MS + 60_000;
+
 /** Waits (at most `timeoutMs`) until this process holds the lock. */
-export async function acquireMachineLock(timeoutMs = 120_000): Promise<void> {
+export async function acquireMachineLock(timeoutMs = MACHINE_LOCK_WAIT_MS): Promise<void> {
   if (depth > 0) {
     depth++;
     return;

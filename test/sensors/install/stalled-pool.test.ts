@@ -14,6 +14,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, it } from 'vitest';
+import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { BANNED_UNSCOPED } from './harness.js';
@@ -40,60 +41,76 @@ async function mountAndChurn(staller: TestUser, dir: string, entry: string): Pro
   return [mount];
 }
 
-it('node_modules/.bin becomes a mount point and the user keeps changing their root', async () => {
-  await victimSurvives({
-    base,
-    name: 'dotbin',
-    mounts,
-    place: async () => [],
-    attack: (u, root) => mountAndChurn(u, root, '.bin'),
-  });
-}, 60_000);
+it(
+  'node_modules/.bin becomes a mount point and the user keeps changing their root',
+  async () => {
+    await victimSurvives({
+      base,
+      name: 'dotbin',
+      mounts,
+      place: async () => [],
+      attack: (u, root) => mountAndChurn(u, root, '.bin'),
+    });
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);
 
-it('a mount point appears in their home, which is watched for roots to appear, and they keep changing it', async () => {
-  await victimSurvives({
-    base,
-    name: 'home',
-    mounts,
-    place: async () => [],
-    attack: (u) => mountAndChurn(u, u.home, 'mnt'),
-  });
-}, 60_000);
+it(
+  'a mount point appears in their home, which is watched for roots to appear, and they keep changing it',
+  async () => {
+    await victimSurvives({
+      base,
+      name: 'home',
+      mounts,
+      place: async () => [],
+      attack: (u) => mountAndChurn(u, u.home, 'mnt'),
+    });
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);
 
-it('four banned packages of theirs whose declared bin links are mount points', async () => {
-  await victimSurvives({
-    base,
-    name: 'bins',
-    mounts,
-    place: async (u, root) => {
-      const bin = join(u.home, '.npm-global', 'bin');
-      const placed: UserMount[] = [];
-      for (const i of [1, 2, 3, 4]) {
-        const pkg = join(root, `b${i}`);
-        shAs(
-          u,
-          `mkdir -p '${pkg}' '${bin}/b${i}' && printf '%s' '${manifest(BANNED_UNSCOPED, { bin: { [`b${i}`]: 'cli.js' } })}' > '${pkg}/package.json' && touch '${pkg}/cli.js'`,
-        );
-        placed.push(await mountAs(u, join(bin, `b${i}`), base));
-      }
-      return placed;
-    },
-  });
-}, 60_000);
+it(
+  'four banned packages of theirs whose declared bin links are mount points',
+  async () => {
+    await victimSurvives({
+      base,
+      name: 'bins',
+      mounts,
+      place: async (u, root) => {
+        const bin = join(u.home, '.npm-global', 'bin');
+        const placed: UserMount[] = [];
+        for (const i of [1, 2, 3, 4]) {
+          const pkg = join(root, `b${i}`);
+          shAs(
+            u,
+            `mkdir -p '${pkg}' '${bin}/b${i}' && printf '%s' '${manifest(BANNED_UNSCOPED, { bin: { [`b${i}`]: 'cli.js' } })}' > '${pkg}/package.json' && touch '${pkg}/cli.js'`,
+          );
+          placed.push(await mountAs(u, join(bin, `b${i}`), base));
+        }
+        return placed;
+      },
+    });
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);
 
-it('package dirs whose file system claims they are the victim’s and a third user’s', async () => {
-  const third = createTestUser('tgsp');
-  await victimSurvives({
-    base,
-    name: 'liars',
-    mounts,
-    stallsScan: true,
-    place: async (u, root, victim) => {
-      shAs(u, `mkdir '${root}/l1' '${root}/l2'`);
-      return [
-        await mountAs(u, join(root, 'l1'), base, { claimUid: victim.uid }),
-        await mountAs(u, join(root, 'l2'), base, { claimUid: third.uid }),
-      ];
-    },
-  });
-}, 60_000);
+it(
+  'package dirs whose file system claims they are the victim’s and a third user’s',
+  async () => {
+    const third = createTestUser('tgsp');
+    await victimSurvives({
+      base,
+      name: 'liars',
+      mounts,
+      stallsScan: true,
+      place: async (u, root, victim) => {
+        shAs(u, `mkdir '${root}/l1' '${root}/l2'`);
+        return [
+          await mountAs(u, join(root, 'l1'), base, { claimUid: victim.uid }),
+          await mountAs(u, join(root, 'l2'), base, { claimUid: third.uid }),
+        ];
+      },
+    });
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnerSession } from '../../../src/enforcement/owner-fs.js';
 import { FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
+import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -69,7 +70,7 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
       users.push(u);
       mounts.push(await mountAsUser(u, daemon, 'fuse'));
     }
-  });
+  }, LOCKED_TEST_TIMEOUT_MS);
 
   afterAll(async () => {
     for (const m of mounts) await m.release();

@@ -19,6 +19,7 @@ import {
   startGuardd,
   writeSignedPolicy,
 } from '../../helpers/daemon.js';
+import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -119,7 +120,7 @@ describe.runIf(runnable)("guardd reads a program on the user's own FUSE mount as
       'policy.trusted_keys': [key.publicKeyPem],
       'paths.bootstrap_policy': policyFile,
     });
-  });
+  }, LOCKED_TEST_TIMEOUT_MS);
 
   afterAll(async () => {
     await guardd?.stop('SIGKILL');
