@@ -158,7 +158,9 @@ describe('an install whose postinstall is killed (npm rolls back)', () => {
       const pkg = join(root, BANNED_UNSCOPED);
       expect(gone(pkg)).toBe(true);
       if (variant === 'npm created the root') expect(gone(root)).toBe(true);
-      const ev = await waitFor(() => packageEvents(rig)[0], 'a package event');
+      // after the hold, the tree answers the next probe (every 2 s) and is scanned and swept; on a
+      // loaded 2-core CI machine that took more than the default 15 s once (no other event came)
+      const ev = await waitFor(() => packageEvents(rig)[0], 'a package event', { timeoutMs: 45_000 });
       expect(ev).toMatchObject({
         type: 'package.quarantined',
         package: { name: BANNED_UNSCOPED, path: pkg, root },

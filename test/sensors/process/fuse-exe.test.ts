@@ -7,8 +7,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, chmodSync, chownSync, copyFileSync, readFileSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnerSession } from '../../../src/enforcement/owner-fs.js';
 import { FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
@@ -80,6 +88,8 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
   it('hashes the program through the O_PATH descriptor root took, even one its own user may no longer open by /proc/<pid>/exe', async () => {
     const [u, m] = [users[0] as TestUser, mounts[0] as UserMount];
     const exe = await running(u, m, 'undumpable', compileC(dir, 'undumpable', UNDUMPABLE_C));
+    // its prctl done: the kernel then shows the process's /proc files as root's
+    await waitFor(() => statSync(join(dirname(exe), 'status')).uid === 0, 'the program undumpable');
     // the premise: root is refused the file, and the user their own process's exe link
     let code = '';
     try {
