@@ -837,8 +837,39 @@ function passesGate(path: string, gate: PathGate): boolean {
   return head === '' || rest.startsWith(head);
 }
 
+/**
+ * The matcher's case folding on case-insensitive platforms (macOS, Windows), wherever a path is
+ * compared with a glob's literal part before RE2 decides (bases, gates, `~` home prefixes, the exe
+ * glob index). It must be at least as coarse as RE2's case-insensitive match, so that a literal
+ * comparison never turns away what RE2 would match: `ſ` (U+017F) folds to `s` and the Kelvin sign
+ * to `k` as in RE2 (and on NTFS), where toLowerCase left `ſ` alone — a path through `/etc/ſsh`
+ * escaped `/etc/ssh/*`. And it keeps one UTF-16 unit per unit, so a folded prefix is as long as
+ * the original (toLowerCase turns `İ` into two: a home named with it had its `~` forms cut short).
+ */
 function fold(s: string, nocase: boolean): string {
-  return nocase ? s.toLowerCase() : s;
+  if (!nocase) return s;
+  if (ASCII.test(s)) return s.toLowerCase();
+  let out = '';
+  for (const ch of s) out += foldChar(ch);
+  return out;
+}
+
+const ASCII = /^[ -~]*$/;
+/** Folded non-ASCII characters (at most FOLD_CACHE_MAX, then started afresh). */
+const foldCache = new Map<string, string>();
+const FOLD_CACHE_MAX = 4096;
+
+/** One character folded: lower case of its upper case (`ſ` → `S` → `s`), same length, or itself. */
+function foldChar(ch: string): string {
+  const cached = foldCache.get(ch);
+  if (cached !== undefined) return cached;
+  const up = ch.toUpperCase();
+  const viaUp = up.length === ch.length ? up.toLowerCase() : '';
+  const low = viaUp.length === ch.length ? viaUp : ch.toLowerCase();
+  const out = low.length === ch.length ? low : ch;
+  if (foldCache.size >= FOLD_CACHE_MAX) foldCache.clear();
+  foldCache.set(ch, out);
+  return out;
 }
 
 /**
