@@ -66,6 +66,19 @@ export const FUSE_SPAWNS_PER_S_USER = 2;
 /** The same for all users together. */
 export const FUSE_SPAWN_BURST = 8;
 export const FUSE_SPAWNS_PER_S = 4;
+/**
+ * Bytes one read asks the child for at most: a caller's longer read (the marker scan's ELF section
+ * table may claim 1,024 × 64 KiB) is answered in pieces this size, each one answer line of base64.
+ * Found in review: one such read of 64 MiB came back as a line of ~89 M characters, past the
+ * child's answer bound and the deadline, at every retry — a program banned by markers ran unread.
+ */
+export const FUSE_READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Longest answer line a reading child may send (characters; OwnerSessionOptions.maxAnswerChars):
+ * a FUSE_READ_CHUNK_BYTES read in base64 (~1.4 M) and its envelope, with room. The child is the
+ * user's to write into (module doc): a longer line ends it.
+ */
+export const FUSE_ANSWER_MAX_CHARS = 2 * 1024 * 1024;
 /** Users whose spawn budget is remembered at most (the oldest is forgotten: it is full by then). */
 const MAX_BUDGETS = 4096;
 
@@ -238,15 +251,21 @@ export class FuseExeReader {
     const job = got.job;
     try {
       const opened = await job.opened;
+      // What the child says is the user's word (module doc): only well-formed answers are used.
       const file: FuseFile = {
-        identity: opened,
+        identity: fileId(opened),
         read: async (buffer, offset, length, position) => {
-          const data = await job.session.readFd(opened.h, position, length, left());
-          data.copy(buffer, offset);
-          return { bytesRead: data.length };
+          const want = Math.min(length, FUSE_READ_CHUNK_BYTES);
+          const data = await job.session.readFd(opened.h, position, want, left());
+          return { bytesRead: data.copy(buffer, offset, 0, want) };
         },
-        hash: (maxBytes) => job.session.hashFd(opened.h, maxBytes, left()),
-        stat: () => job.session.statFd(opened.h, left()),
+        hash: async (maxBytes) => {
+          const h = await job.session.hashFd(opened.h, maxBytes, left());
+          if (h !== null && !(typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)))
+            throw new Error('the child answered no SHA-256');
+          return h;
+        },
+        stat: async () => fileId(await job.session.statFd(opened.h, left())),
       };
       const value = await fn(file);
       this.counts.read++;
@@ -361,6 +380,14 @@ export class FuseExeReader {
       else this.stuck.set(job.mount, n);
     });
   }
+}
+
+/** `id` as the child gave it, checked: its numbers finite, the size a byte count. */
+function fileId(id: ChildFileId): ChildFileId {
+  const { dev, ino, size, mtimeMs, ctimeMs } = id;
+  if (![dev, ino, mtimeMs, ctimeMs].every(Number.isFinite) || !Number.isSafeInteger(size) || size < 0)
+    throw new Error('the child answered no file identity');
+  return { dev, ino, size, mtimeMs, ctimeMs };
 }
 
 /** The mount `mntId` as the process in `dir` (/proc/<pid>[/task/<tid>]) sees it, else as guardd does. */

@@ -11,7 +11,7 @@ import { appendFileSync, chmodSync, chownSync, copyFileSync, readFileSync, readl
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnerSession } from '../../../src/enforcement/owner-fs.js';
-import { FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
+import { FUSE_ANSWER_MAX_CHARS, FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -37,7 +37,7 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
 
   const reader = (limits: Partial<FuseLimits> = {}, timeoutMs?: number): FuseExeReader =>
     new FuseExeReader({
-      session: (actor, fd) => new OwnerSession(actor, { fds: [fd] }),
+      session: (actor, fd) => new OwnerSession(actor, { fds: [fd], maxAnswerChars: FUSE_ANSWER_MAX_CHARS }),
       limits,
       ...(timeoutMs ? { timeoutMs } : {}),
     });
