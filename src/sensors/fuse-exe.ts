@@ -128,7 +128,7 @@ export type FuseSkip =
   /** No child may be started now (children alive or started: the bounds above). */
   | 'busy'
   | 'timeout'
-  /** Gone, or refused to the user too, or the child failed. */
+  /** Gone, or its mount past what is read of the process's mountinfo, or refused to the user too, or the child failed. */
   | 'unreadable';
 
 export type FuseReadResult<T> =
@@ -307,8 +307,9 @@ export class FuseExeReader {
       const mntId = Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN);
       const ino = /^ino:\s*(\d+)$/m.exec(info)?.[1] ?? '';
       const mount = Number.isInteger(mntId) ? await mountOf(dir, mntId) : undefined;
-      if (mount === undefined || !(mount.fstype === 'fuse' || mount.fstype.startsWith('fuse.')))
-        return { reason: 'not_fuse' };
+      // gone, or past what is read of the process's table (FUSE_MOUNTINFO_MAX_BYTES)
+      if (mount === undefined) return { reason: 'unreadable' };
+      if (!(mount.fstype === 'fuse' || mount.fstype.startsWith('fuse.'))) return { reason: 'not_fuse' };
       const owner = await mountOwner(mount, dir);
       if (owner === null || owner.uid === 0) return { reason: 'not_fuse' };
       if (owner.uid !== uid || !(await holds(dir, owner))) return { reason: 'owner_mismatch' };
@@ -390,14 +391,56 @@ function fileId(id: ChildFileId): ChildFileId {
   return { dev, ino, size, mtimeMs, ctimeMs };
 }
 
-/** The mount `mntId` as the process in `dir` (/proc/<pid>[/task/<tid>]) sees it, else as guardd does. */
+/**
+ * Bytes of a process's mountinfo read at most to find a mount there. That table is the user's to
+ * grow (a namespace of theirs may hold 100,000 mounts, each line as long as their paths): found in
+ * review, read whole and parsed at every read, 8,000 bind mounts of a 3 KB path (~49 MB) cost
+ * guardd ~160 MB at one exec, and 100,000 would take it past its heap. A mount past this much of
+ * its table is not read (`unreadable`). 1 MiB holds thousands of ordinary lines.
+ */
+export const FUSE_MOUNTINFO_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The mount `mntId` (ids are unique on the machine, whatever the namespace): from guardd's own
+ * table — fusermount3's mounts are there, and users cannot grow it past fuse.conf's `mount_max` —
+ * else from the table of the process in `dir` (/proc/<pid>[/task/<tid>]), read a line at a time and
+ * FUSE_MOUNTINFO_MAX_BYTES at most.
+ */
 async function mountOf(dir: string, mntId: number): Promise<MountEntry | undefined> {
-  for (const table of [`${dir}/mountinfo`, '/proc/self/mountinfo']) {
-    const text = await readFile(table, 'utf8').catch(() => '');
-    const m = parseMountinfo(text).find((x) => x.id === mntId);
-    if (m) return m;
+  const own = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const m = parseMountinfo(own).find((x) => x.id === mntId);
+  if (m) return m;
+  const line = await lineStarting(`${dir}/mountinfo`, `${mntId} `, FUSE_MOUNTINFO_MAX_BYTES);
+  return line === null ? undefined : parseMountinfo(line)[0];
+}
+
+/** The first line of `file` that starts with `prefix`, looking at `maxBytes` of it at most; else null. */
+async function lineStarting(file: string, prefix: string, maxBytes: number): Promise<string | null> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'r');
+  } catch {
+    return null;
   }
-  return undefined;
+  try {
+    const buf = Buffer.alloc(64 * 1024);
+    let carry = '';
+    for (let total = 0; total < maxBytes; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, maxBytes - total), null);
+      if (bytesRead === 0) return null;
+      total += bytesRead;
+      // latin1: a chunk may end inside a UTF-8 character; the fields read here are ASCII
+      const lines = (carry + buf.toString('latin1', 0, bytesRead)).split('\n');
+      carry = lines.pop() ?? '';
+      const hit = lines.find((l) => l.startsWith(prefix));
+      if (hit !== undefined) return hit;
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
 }
 
 /**

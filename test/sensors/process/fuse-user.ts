@@ -72,7 +72,8 @@ export async function mountAsUser(
   options: {
     stallOpensAfter?: number;
     populate?: (src: string) => void;
-    inOwnNamespace?: { run: readonly string[] };
+    /** `wrap`: a command (and its arguments) run first in the namespace, which execs the daemon's. */
+    inOwnNamespace?: { run: readonly string[]; wrap?: readonly string[] };
   } = {},
 ): Promise<UserMount> {
   const mnt = join(user.home, name);
@@ -86,9 +87,14 @@ export async function mountAsUser(
     options.stallOpensAfter === undefined ? [] : ['--stall-opens-after', String(options.stallOpensAfter)];
   const ns = options.inOwnNamespace;
   const child: ChildProcess = ns
-    ? spawnAs(user, 'unshare', ['-Urm', daemon, ...stall, '--direct', src, mnt, ...ns.run], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
+    ? spawnAs(
+        user,
+        'unshare',
+        ['-Urm', ...(ns.wrap ?? []), daemon, ...stall, '--direct', src, mnt, ...ns.run],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      )
     : spawnAs(user, daemon, [...stall, src, mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d) => {
