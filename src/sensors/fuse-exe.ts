@@ -30,7 +30,8 @@
  *    until the daemon answers or the mount goes (the kernel waits it out), and it still counts
  *    below; while it does, that mount's reads are refused at once (`stalled`), so it never pins a
  *    second one, and the user's other mounts and other users keep their share;
- *  - children alive at once, stuck ones included: FUSE_CHILDREN_MAX, FUSE_CHILDREN_PER_USER;
+ *  - children alive at once, stuck ones included: FUSE_CHILDREN_MAX, FUSE_CHILDREN_PER_USER (a
+ *    user's subordinate uids with them: accountOf);
  *  - children started: a budget per user and overall (token buckets, FUSE_SPAWN_*), since each
  *    costs a node start (~40 ms of CPU): a user's exec loop on their mount costs guardd a bounded
  *    share of a core;
@@ -44,6 +45,7 @@
  * the exec (it sees who asks), and the user may ptrace or signal the child, which is theirs. Then
  * guardd decides on what it was given; docs/process-detection.md says so.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
 
@@ -141,6 +143,8 @@ export interface FuseExeReaderOptions {
   readonly timeoutMs?: number;
   /** The bounds (tests pass tight ones). Default: the FUSE_* constants. */
   readonly limits?: Partial<FuseLimits>;
+  /** Whose share of the per-user bounds a process of `uid` takes. Default: accountOf. */
+  readonly account?: (uid: number) => string;
 }
 
 export interface FuseLimits {
@@ -196,11 +200,13 @@ export class FuseExeReader {
   private readonly session: FuseSessionFactory;
   private readonly timeoutMs: number;
   private readonly jobs = new Map<string, Job>();
-  private readonly alive = new Map<number, number>();
+  /** Children alive by account (accountOf): a user and their subordinate uids are one. */
+  private readonly alive = new Map<string, number>();
   private aliveAll = 0;
   /** Mounts with a child stuck past its deadline: mount key → such children. */
   private readonly stuck = new Map<string, number>();
-  private readonly budgets = new Map<number, Budget>();
+  private readonly budgets = new Map<string, Budget>();
+  private readonly account: (uid: number) => string;
   private readonly limits: FuseLimits;
   private readonly budget: Budget;
   /** Outcome counts since start (status `fuse_exe`). */
@@ -220,6 +226,7 @@ export class FuseExeReader {
     this.session = options.session;
     this.timeoutMs = options.timeoutMs ?? FUSE_READ_TIMEOUT_MS;
     this.limits = { ...LIMITS, ...options.limits };
+    this.account = options.account ?? accountOf;
     this.budget = new Budget(this.limits.spawnBurst, this.limits.spawnsPerS);
   }
 
@@ -322,16 +329,17 @@ export class FuseExeReader {
         return { job: running };
       }
       if ((this.stuck.get(mountKey) ?? 0) > 0) return { reason: 'stalled' };
-      if (!this.admit(uid)) return { reason: 'busy' };
+      const who = this.account(uid);
+      if (!this.admit(who)) return { reason: 'busy' };
       const session = this.session(owner, fh.fd);
       this.counts.spawned++;
       this.aliveAll++;
-      this.alive.set(uid, (this.alive.get(uid) ?? 0) + 1);
+      this.alive.set(who, (this.alive.get(who) ?? 0) + 1);
       void session.exited.then(() => {
         this.aliveAll--;
-        const n = (this.alive.get(uid) ?? 1) - 1;
-        if (n <= 0) this.alive.delete(uid);
-        else this.alive.set(uid, n);
+        const n = (this.alive.get(who) ?? 1) - 1;
+        if (n <= 0) this.alive.delete(who);
+        else this.alive.set(who, n);
       });
       const job: Job = {
         key,
@@ -353,15 +361,15 @@ export class FuseExeReader {
     }
   }
 
-  /** Whether a child may be started for `uid` now (bounds in the module doc); takes its budget. */
-  private admit(uid: number): boolean {
+  /** Whether a child may be started for the account `who` now (bounds in the module doc); takes its budget. */
+  private admit(who: string): boolean {
     const l = this.limits;
-    if (this.aliveAll >= l.children || (this.alive.get(uid) ?? 0) >= l.childrenPerUser) return false;
-    let mine = this.budgets.get(uid);
+    if (this.aliveAll >= l.children || (this.alive.get(who) ?? 0) >= l.childrenPerUser) return false;
+    let mine = this.budgets.get(who);
     if (!mine) {
-      if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value as number);
+      if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value as string);
       mine = new Budget(l.spawnBurstPerUser, l.spawnsPerSPerUser);
-      this.budgets.set(uid, mine);
+      this.budgets.set(who, mine);
     }
     if (!mine.has() || !this.budget.has()) return false;
     mine.take();
@@ -389,6 +397,69 @@ function fileId(id: ChildFileId): ChildFileId {
   if (![dev, ino, mtimeMs, ctimeMs].every(Number.isFinite) || !Number.isSafeInteger(size) || size < 0)
     throw new Error('the child answered no file identity');
   return { dev, ino, size, mtimeMs, ctimeMs };
+}
+
+/**
+ * Whose share of the per-user bounds a process running as `uid` takes: the user whose subordinate
+ * uids (/etc/subuid) hold it, else `uid`'s own user (/etc/passwd), else the uid alone. newuidmap
+ * (setuid) lets a user run processes, and make FUSE mounts, as any of their subordinate uids
+ * (useradd gives each 65,536): found in review, each counted as a user of its own, so one user
+ * running as two of them held all FUSE_CHILDREN_MAX children (stalled, for good) and everyone
+ * else's reads were `busy`. The files are root's; read again at most every SUBUID_REFRESH_MS.
+ */
+export function accountOf(uid: number): string {
+  const now = performance.now();
+  if (!accounts || now - accounts.at > SUBUID_REFRESH_MS) accounts = { at: now, ...readAccounts() };
+  const names = accounts.names;
+  const range = accounts.ranges.find((r) => uid >= r.start && uid < r.start + r.count);
+  const owner = range
+    ? /^\d+$/.test(range.owner)
+      ? names.get(Number(range.owner))
+      : range.owner
+    : undefined;
+  const name = owner ?? (range ? undefined : names.get(uid));
+  return name !== undefined ? `user:${name}` : `uid:${range ? range.owner : uid}`;
+}
+
+/** How often /etc/subuid and /etc/passwd are read again (ms). */
+const SUBUID_REFRESH_MS = 10_000;
+/** Bytes read of each at most (they are root's; a bound all the same). */
+const ACCOUNT_FILE_MAX_BYTES = 4 * 1024 * 1024;
+let accounts: { at: number; names: Map<number, string>; ranges: SubuidRange[] } | null = null;
+
+interface SubuidRange {
+  readonly owner: string;
+  readonly start: number;
+  readonly count: number;
+}
+
+function readAccounts(): { names: Map<number, string>; ranges: SubuidRange[] } {
+  const read = (file: string): string => {
+    try {
+      const fd = openSync(file, 'r');
+      try {
+        const buf = Buffer.alloc(ACCOUNT_FILE_MAX_BYTES);
+        return buf.toString('utf8', 0, readSync(fd, buf, 0, buf.length, 0));
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return '';
+    }
+  };
+  const names = new Map<number, string>();
+  for (const line of read('/etc/passwd').split('\n')) {
+    const f = line.split(':');
+    const uid = Number(f[2]);
+    if (f[0] && f.length >= 7 && Number.isInteger(uid) && !names.has(uid)) names.set(uid, f[0]);
+  }
+  const ranges: SubuidRange[] = [];
+  for (const line of read('/etc/subuid').split('\n')) {
+    const [owner, start, count] = line.trim().split(':');
+    if (owner && /^\d+$/.test(start ?? '') && /^\d+$/.test(count ?? ''))
+      ranges.push({ owner, start: Number(start), count: Number(count) });
+  }
+  return { names, ranges };
 }
 
 /**

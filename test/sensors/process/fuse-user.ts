@@ -59,6 +59,15 @@ export interface UserMount {
   release(): Promise<void>;
 }
 
+/** The first of `user`'s subordinate ids in `file` (/etc/subuid or /etc/subgid; useradd gives them). */
+export function subordinate(file: string, user: TestUser): number {
+  const line = readFileSync(file, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user.name}:`));
+  if (!line) throw new Error(`${user.name} has no range in ${file}`);
+  return Number(line.split(':')[1]);
+}
+
 /**
  * Mounts `daemon` as `user` on `<home>/<name>`, serving `<home>/<name>-src` (both created, the
  * user's; `populate` fills the source first); resolves once it serves. `inOwnNamespace`: mounted
@@ -72,8 +81,13 @@ export async function mountAsUser(
   options: {
     stallOpensAfter?: number;
     populate?: (src: string) => void;
-    /** `wrap`: a command (and its arguments) run first in the namespace, which execs the daemon's. */
-    inOwnNamespace?: { run: readonly string[]; wrap?: readonly string[] };
+    /**
+     * `wrap`: a command (and its arguments) run first in the namespace, which execs the daemon's.
+     * `as`: the namespace also maps the user's subordinate ids (/etc/subuid, /etc/subgid, through
+     * the setuid newuidmap) from 1 on, and the mount and the program are those of id `as` there —
+     * on the machine, the user's subordinate id `as - 1`.
+     */
+    inOwnNamespace?: { run: readonly string[]; wrap?: readonly string[]; as?: number };
   } = {},
 ): Promise<UserMount> {
   const mnt = join(user.home, name);
@@ -86,11 +100,20 @@ export async function mountAsUser(
   const stall =
     options.stallOpensAfter === undefined ? [] : ['--stall-opens-after', String(options.stallOpensAfter)];
   const ns = options.inOwnNamespace;
+  const unshare =
+    ns?.as === undefined
+      ? ['-Urm']
+      : [
+          '-rm',
+          `--map-users=${subordinate('/etc/subuid', user)},1,65536`,
+          `--map-groups=${subordinate('/etc/subgid', user)},1,65536`,
+        ];
+  const as = ns?.as === undefined ? [] : ['--as', String(ns.as)];
   const child: ChildProcess = ns
     ? spawnAs(
         user,
         'unshare',
-        ['-Urm', ...(ns.wrap ?? []), daemon, ...stall, '--direct', src, mnt, ...ns.run],
+        [...unshare, ...(ns.wrap ?? []), daemon, ...stall, '--direct', ...as, src, mnt, ...ns.run],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
         },
