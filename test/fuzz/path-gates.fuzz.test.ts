@@ -9,8 +9,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Platform } from '../../src/common/platform-paths.js';
 import { compileGlob, compileMatcher, expandHome } from '../../src/policy/matcher.js';
-import type { PolicyBody } from '../../src/policy/policy-types.js';
 import type { PathObservation } from '../../src/sensors/observation.js';
+import { pathRulesBody } from '../policy/policy-helpers.js';
 import { fuzzParams, testTimeout } from './fuzz-params.js';
 
 /**
@@ -55,18 +55,6 @@ const path = fc
   .tuple(prefix, fc.array(word, { minLength: 0, maxLength: 3 }))
   .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
 
-function body(globs: readonly string[]): PolicyBody {
-  return {
-    schema: 'toolguard.policy/v1',
-    version: 1,
-    issued_at: '2026-01-01T00:00:00Z',
-    expires_at: '2036-01-01T00:00:00Z',
-    mode: 'enforce',
-    rules: globs.map((g, i) => ({ id: `r${i}`, name: `R${i}`, action: 'audit', message: 'm', paths: [g] })),
-    exceptions: [],
-  };
-}
-
 const at = (p: string): PathObservation => ({
   kind: 'path',
   path: p,
@@ -85,7 +73,7 @@ function sameAsAlone(
   homes: readonly string[],
   paths: readonly string[],
 ): void {
-  const matcher = compileMatcher(body(globs), { platform, homes });
+  const matcher = compileMatcher(pathRulesBody(globs), { platform, homes });
   const alone = globs.map((g) =>
     compileGlob(
       expandHome(g, homes).map((e) => e || '/'),

@@ -15,20 +15,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Platform } from '../../src/common/platform-paths.js';
 import { compileGlob, compileMatcher, expandHome } from '../../src/policy/matcher.js';
-import type { PolicyBody } from '../../src/policy/policy-types.js';
 import type { PathObservation } from '../../src/sensors/observation.js';
-
-function body(globs: readonly string[]): PolicyBody {
-  return {
-    schema: 'toolguard.policy/v1',
-    version: 1,
-    issued_at: '2026-01-01T00:00:00Z',
-    expires_at: '2036-01-01T00:00:00Z',
-    mode: 'enforce',
-    rules: globs.map((g, i) => ({ id: `r${i}`, name: `R${i}`, action: 'block', message: 'm', paths: [g] })),
-    exceptions: [],
-  };
-}
+import { pathRulesBody } from '../policy/policy-helpers.js';
 
 const at = (path: string): PathObservation => ({
   kind: 'path',
@@ -39,7 +27,7 @@ const at = (path: string): PathObservation => ({
 
 /** The rules (indices) the matcher reports for `path`, and those whose glob alone matches it. */
 function both(platform: Platform, globs: readonly string[], homes: readonly string[], path: string) {
-  const matcher = compileMatcher(body(globs), { platform, homes });
+  const matcher = compileMatcher(pathRulesBody(globs), { platform, homes });
   const got = matcher.matchAll(at(path)).map((h) => h.ruleIndex);
   const alone = globs
     .map((g, i) =>

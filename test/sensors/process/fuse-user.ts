@@ -11,8 +11,18 @@
  * runs, under the machine lock (machine-lock.ts), and puts the mode back.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { callDaemon } from '../../../src/control/control-client.js';
+import {
+  type Guardd,
+  makeKey,
+  policyBody,
+  startGuardd,
+  unitNodeArgs,
+  writeSignedPolicy,
+} from '../../helpers/daemon.js';
 import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
 import type { TestUser } from '../../helpers/unix-user.js';
 import { spawnAs } from '../../helpers/unix-user.js';
@@ -146,4 +156,56 @@ export async function mountAsUser(
       spawnSync('umount', ['-l', mnt], { stdio: 'ignore' });
     },
   };
+}
+
+/** The process sensor's `details.fuse_exe` counts of a running guardd. */
+export async function fuseExeStatus(guardd: Guardd): Promise<Record<string, number>> {
+  const s = await callDaemon<{ sensors: { name: string; details: { fuse_exe?: Record<string, number> } }[] }>(
+    join(guardd.socketDir, 'guardd.sock'),
+    'status',
+    {},
+    15_000,
+  );
+  const f = s.sensors.find((x) => x.name === 'process')?.details.fuse_exe;
+  if (!f) throw new Error('no fuse_exe in the process sensor status');
+  return f;
+}
+
+/**
+ * guardd from dist in `dir`/agent, with the unit's heap cap, blocking the program whose bytes are
+ * `banned` (rule `<tag>-hash`, by sha256) and any holding both `markers` (rule `<tag>-content`):
+ * both rules make it read a program on a user's FUSE mount (hash and markers).
+ */
+export async function startReadingGuardd(
+  dir: string,
+  tag: string,
+  banned: Buffer,
+  markers: readonly [string, string],
+): Promise<Guardd> {
+  const key = makeKey();
+  const policyFile = writeSignedPolicy(
+    join(dir, 'policy.dsse.json'),
+    policyBody([
+      {
+        id: `${tag}-hash`,
+        name: 'Banned by hash',
+        action: 'block',
+        message: 'banned by hash',
+        process: { sha256: [createHash('sha256').update(banned).digest('hex')] },
+      },
+      {
+        id: `${tag}-content`,
+        name: 'Banned by content',
+        action: 'block',
+        message: 'banned by content',
+        process: { markers: [[...markers]] },
+      },
+    ]),
+    key,
+  );
+  return startGuardd(
+    join(dir, 'agent'),
+    { 'policy.trusted_keys': [key.publicKeyPem], 'paths.bootstrap_policy': policyFile },
+    { nodeArgs: unitNodeArgs() },
+  );
 }

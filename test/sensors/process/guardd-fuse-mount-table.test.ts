@@ -9,17 +9,22 @@
  * namespace (`unshare -Urm`) with the mounts, their FUSE daemon (fuse-passthrough.c) and the
  * program run from it there.
  */
-import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, chownSync, copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callDaemon } from '../../../src/control/control-client.js';
-import { type Guardd, makeKey, policyBody, startGuardd, writeSignedPolicy } from '../../helpers/daemon.js';
+import type { Guardd } from '../../helpers/daemon.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
 import { compileC } from '../hostile-fs.js';
-import { buildPassthrough, mountAsUser, type UserMount, userFuse } from './fuse-user.js';
+import {
+  buildPassthrough,
+  fuseExeStatus,
+  mountAsUser,
+  startReadingGuardd,
+  type UserMount,
+  userFuse,
+} from './fuse-user.js';
 import { alive } from './harness.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
@@ -59,23 +64,6 @@ int main(int argc, char **argv) {
 }
 `;
 
-/** The unit's node flags (its V8 heap cap), read from the unit file. */
-function unitNodeArgs(): string[] {
-  const unit = readFileSync(join(import.meta.dirname, '../../../service/linux/toolguard.service'), 'utf8');
-  const words = (/^ExecStart=\S+\s+(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
-  return words.slice(
-    0,
-    words.findIndex((w) => w.endsWith('/bin/guardd.js')),
-  );
-}
-
-interface FuseStatus {
-  read: number;
-  spawned: number;
-  unreadable: number;
-  busy: number;
-}
-
 describe.runIf(runnable)('a program on a FUSE mount in a user’s namespace with a huge mount table', () => {
   const dir = tempDir('tgmt-');
   const run = Date.now().toString(36);
@@ -86,18 +74,6 @@ describe.runIf(runnable)('a program on a FUSE mount in a user’s namespace with
   let daemon: string;
   let mountmany: string;
 
-  async function fuseStatus(): Promise<FuseStatus> {
-    const s = await callDaemon<{ sensors: { name: string; details: { fuse_exe?: FuseStatus } }[] }>(
-      join(guardd.socketDir, 'guardd.sock'),
-      'status',
-      {},
-      15_000,
-    );
-    const f = s.sensors.find((x) => x.name === 'process')?.details.fuse_exe;
-    if (!f) throw new Error('no fuse_exe in the process sensor status');
-    return f;
-  }
-
   beforeAll(async () => {
     restoreFuse = await userFuse();
     chmodSync(dir, 0o755);
@@ -105,32 +81,7 @@ describe.runIf(runnable)('a program on a FUSE mount in a user’s namespace with
     daemon = buildPassthrough(dir);
     mountmany = compileC(dir, 'mountmany', MOUNTMANY_C);
     const banned = Buffer.concat([readFileSync('/bin/sleep'), Buffer.from(`\ntgmt-banned-${run}\n`)]);
-    const key = makeKey();
-    const policyFile = writeSignedPolicy(
-      join(dir, 'policy.dsse.json'),
-      policyBody([
-        {
-          id: 'tgmt-hash',
-          name: 'Banned by hash',
-          action: 'block',
-          message: 'banned by hash',
-          process: { sha256: [createHash('sha256').update(banned).digest('hex')] },
-        },
-        {
-          id: 'tgmt-content',
-          name: 'Banned by content',
-          action: 'block',
-          message: 'banned by content',
-          process: { markers: [[`tgmt-marker-A-${run}`, `tgmt-marker-B-${run}`]] },
-        },
-      ]),
-      key,
-    );
-    guardd = await startGuardd(
-      join(dir, 'agent'),
-      { 'policy.trusted_keys': [key.publicKeyPem], 'paths.bootstrap_policy': policyFile },
-      { nodeArgs: unitNodeArgs() },
-    );
+    guardd = await startReadingGuardd(dir, 'tgmt', banned, [`tgmt-marker-A-${run}`, `tgmt-marker-B-${run}`]);
   }, 60_000);
 
   afterAll(async () => {
@@ -144,7 +95,7 @@ describe.runIf(runnable)('a program on a FUSE mount in a user’s namespace with
     Number(/^VmHWM:\s*(\d+) kB$/m.exec(readFileSync(`/proc/${guardd.child.pid}/status`, 'utf8'))?.[1]);
 
   it('guardd reads a bounded part of the table and keeps answering; the program it cannot place runs unread (counted)', async () => {
-    const before = await fuseStatus();
+    const before = await fuseExeStatus(guardd);
     const peakBefore = peakKb();
     mount = await mountAsUser(user, daemon, 'big', {
       populate: (src) => {
@@ -165,11 +116,11 @@ describe.runIf(runnable)('a program on a FUSE mount in a user’s namespace with
     const settled = await waitFor(
       async () => {
         const t = performance.now();
-        const s = await fuseStatus().catch(() => undefined);
+        const s = await fuseExeStatus(guardd).catch(() => undefined);
         slowest = Math.max(slowest, performance.now() - t);
         if (guardd.child.exitCode !== null || guardd.child.signalCode !== null)
           throw new Error(`guardd ended: ${guardd.output().slice(-2000)}`);
-        return s && s.unreadable >= before.unreadable + 2 ? s : undefined;
+        return s && (s.unreadable ?? 0) >= (before.unreadable ?? 0) + 2 ? s : undefined;
       },
       'both reads of the program refused',
       { timeoutMs: 30_000 },
