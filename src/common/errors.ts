@@ -13,7 +13,8 @@ export const ERROR_CODES = {
   GUARD_CONFIG_UNKNOWN_KEY: 'a config key that is not in the settings table',
   GUARD_CONFIG_INVALID_VALUE: 'a config value of the wrong type or out of range',
   GUARD_CONFIG_UNREADABLE: 'the config file cannot be read or is not JSON',
-  GUARD_CONFIG_UNSAFE_DIR: 'a directory guardd would write its state to that another user could change',
+  GUARD_CONFIG_UNSAFE_DIR:
+    'a directory guardd would write its state or bind its control sockets in that another user could change',
   // policy: signed ban list
   GUARD_POLICY_MALFORMED_ENVELOPE: 'not a DSSE envelope',
   GUARD_POLICY_UNSIGNED: 'no signatures in the envelope, or plain JSON',

@@ -70,7 +70,8 @@ export const SETTINGS = {
   }),
   'paths.socket_dir': str({
     default: () => defaultPaths().socketDir,
-    description: 'Directory of the control sockets guardd.sock (public) and admin.sock (root).',
+    description:
+      'Directory of the control sockets guardd.sock (public) and admin.sock (root). It and every directory above it must be writable by root only (refused otherwise, GUARD_CONFIG_UNSAFE_DIR).',
   }),
   'paths.bootstrap_policy': str({
     default: '',

@@ -32,7 +32,7 @@ import { dirname } from 'node:path';
 import { GuardError, isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { socketPaths } from '../common/platform-paths.js';
-import { makeDirs } from '../common/private-dir.js';
+import { assertPrivateDir, makePrivateDir, type PrivateDirOptions } from '../common/private-dir.js';
 import { loadPeerCredentials, type PeerCredentialsReader } from './peer-credentials.js';
 import { type ControlMethods, type ControlResponse, MAX_REQUEST_BYTES } from './protocol.js';
 
@@ -192,7 +192,7 @@ export class ControlServer {
   private async listen(path: string, admin: boolean, mode: number): Promise<void> {
     const isPipe = path.startsWith('\\\\.\\pipe\\');
     if (!isPipe) {
-      makeDirs(dirname(path), 0o755);
+      makePrivateDir(dirname(path), 0o755, SOCKET_DIR);
       if (existsSync(path)) {
         if (await answers(path)) {
           throw new GuardError('GUARD_CONTROL_SOCKET_IN_USE', `another guardd already listens on ${path}`, {
@@ -608,13 +608,26 @@ function fail(id: number | null, err: unknown): ControlResponse {
   };
 }
 
-/** True when something accepts connections on `path`. */
 /**
- * Throws GUARD_CONTROL_SOCKET_IN_USE when a guardd answers on either control socket of
- * `socketDir`: what a second guardd checks before it touches anything (state database, quarantine,
+ * How the socket dir is vetted (private-dir.ts): root binds its sockets there, removes a stale one
+ * and chmods the new ones by path, and guardctl trusts whoever answers there, so a directory another
+ * user could change is refused (GUARD_CONFIG_UNSAFE_DIR) — found in review: a socket_dir under a
+ * user's directory was made and used as it was, and its owner could swap guardd's sockets for
+ * their own listeners (guardctl then talks to them) or a socket for a link between guardd's bind
+ * and its chmod (root then chmods the link's target 0666).
+ */
+const SOCKET_DIR: PrivateDirOptions = {
+  key: 'paths.socket_dir',
+  hint: 'set paths.socket_dir to a directory only root can change (default /run/toolguard)',
+};
+
+/**
+ * Throws GUARD_CONFIG_UNSAFE_DIR when another user could change `socketDir` (SOCKET_DIR), and
+ * GUARD_CONTROL_SOCKET_IN_USE when a guardd answers on either control socket of `socketDir`: what a second guardd checks before it touches anything (state database, quarantine,
  * pre-exec listener, local mode's files), so starting one twice cannot disturb the one running.
  */
 export async function assertNoDaemonAnswers(socketDir: string): Promise<void> {
+  assertPrivateDir(socketDir, process.geteuid?.() ?? -1, process.getegid?.() ?? -1, SOCKET_DIR);
   const paths = socketPaths(socketDir);
   for (const path of [paths.public, paths.admin])
     if (await answers(path))

@@ -39,7 +39,7 @@ import { PolicyUpdater, policyControlMethods } from '../policy/policy-updater.js
 import { ContentMarkerScanner, type FileIdentity } from '../sensors/content-markers.js';
 import { ExeHasher } from '../sensors/exe-hash.js';
 import { type FileFactCaches, newFileFactCaches } from '../sensors/file-facts.js';
-import { FuseExeReader } from '../sensors/fuse-exe.js';
+import { FUSE_ANSWER_MAX_CHARS, FuseExeReader } from '../sensors/fuse-exe.js';
 import { preExecObservation } from '../sensors/pre-exec-observation.js';
 import { SENSORS } from '../sensors/registry.js';
 import type { Sensor } from '../sensors/sensor.js';
@@ -250,7 +250,10 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
   // an owner-fs child (fuse-exe.ts); only root can act as a user.
   const fuseExe =
     platform === 'linux' && process.getuid?.() === 0
-      ? new FuseExeReader({ session: (actor, fd) => new OwnerSession(actor, { fds: [fd] }) })
+      ? new FuseExeReader({
+          session: (actor, fd) =>
+            new OwnerSession(actor, { fds: [fd], maxAnswerChars: FUSE_ANSWER_MAX_CHARS }),
+        })
       : undefined;
 
   // Sensors, from the registry.

@@ -199,9 +199,9 @@ class OwnerFsError extends Error {
 }
 
 /**
- * Longest answer line accepted from a child (characters): a listing of the largest tree a
- * quarantine handles (MAX_TREE_ENTRIES entries of a few hundred bytes) fits many times over; past
- * it the child is killed and its pending calls fail, instead of guardd's heap growing without end.
+ * Longest answer line accepted from a child by default (characters): a listing of the largest tree
+ * a quarantine handles (MAX_TREE_ENTRIES entries of a few hundred bytes) fits many times over; past
+ * it the child is ended (OwnerSession.onData), instead of guardd's heap growing without end.
  */
 const MAX_ANSWER_CHARS = 64 * 1024 * 1024;
 
@@ -223,6 +223,8 @@ export interface OwnerSessionOptions {
    * The child holds them from its start: close guardd's own copy once the session is made.
    */
   readonly fds?: readonly number[];
+  /** Longest answer line accepted (characters; default MAX_ANSWER_CHARS): the session's largest answer. */
+  readonly maxAnswerChars?: number;
 }
 
 /**
@@ -231,7 +233,12 @@ export interface OwnerSessionOptions {
  */
 export class OwnerSession {
   private readonly child: ChildProcessWithoutNullStreams;
-  private buf = '';
+  /** The answer line being received, in the pieces it came in (joined once, at its newline). */
+  private pending: string[] = [];
+  private pendingChars = 0;
+  private readonly maxAnswerChars: number;
+  /** Set once guardd stops reading the child's answers (ended, or it said something hostile). */
+  private stopped = false;
   private nextId = 1;
   private readonly waiting = new Map<
     number,
@@ -249,6 +256,7 @@ export class OwnerSession {
     readonly actor: Actor,
     options: OwnerSessionOptions = {},
   ) {
+    this.maxAnswerChars = options.maxAnswerChars ?? MAX_ANSWER_CHARS;
     const self = process.getuid?.();
     // Without privileges (a dev run) or on Windows the child keeps guardd's own credentials.
     const asUser = self === 0 && process.platform !== 'win32' && actor.uid !== 0;
@@ -276,31 +284,82 @@ export class OwnerSession {
     this.child.stdin.on('error', () => undefined);
   }
 
+  /**
+   * The child runs as the user, who may write into its stdout (ptrace, pidfd_getfd) or make it
+   * answer with more than asked (a file system of theirs): what comes is hostile input. Each piece
+   * is looked at once (a line is joined only when whole), a line longer than maxAnswerChars or one
+   * that is not the answer to a pending call ends the child and guardd stops reading — found in
+   * review: every 64 KiB read searched the whole line so far (~26 s of guardd's event loop for a
+   * line of 64 MiB), a copy of the child's stdout kept guardd reading after the child was ended,
+   * and the line `null` threw out of this handler (guardd exited).
+   */
   private onData(chunk: string): void {
-    this.buf += chunk;
-    // The child runs as the user, who can write into its memory: its answers are hostile input.
-    if (this.buf.length > MAX_ANSWER_CHARS) {
-      this.buf = '';
-      this.fail(new Error(`owner-fs child answered more than ${MAX_ANSWER_CHARS} characters in one line`));
-      this.child.kill('SIGKILL');
+    if (this.stopped) return;
+    let from = 0;
+    for (let nl = chunk.indexOf('\n'); nl >= 0 && !this.stopped; nl = chunk.indexOf('\n', from)) {
+      if (this.pendingChars + nl - from > this.maxAnswerChars) {
+        this.hostile('an answer too long');
+        return;
+      }
+      this.pending.push(chunk.slice(from, nl));
+      const line = this.pending.join('');
+      this.pending = [];
+      this.pendingChars = 0;
+      from = nl + 1;
+      this.answer(line);
+    }
+    if (this.stopped || from === chunk.length) return;
+    this.pendingChars += chunk.length - from;
+    if (this.pendingChars > this.maxAnswerChars) this.hostile('an answer too long');
+    else this.pending.push(chunk.slice(from));
+  }
+
+  /** Settles the call `line` answers; anything else ends the child. */
+  private answer(line: string): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      this.hostile('a line that is not JSON');
       return;
     }
-    for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
-      const line = this.buf.slice(0, i);
-      this.buf = this.buf.slice(i + 1);
-      let msg: { id: number; ok: boolean; value?: unknown; code?: string; message?: string };
-      try {
-        msg = JSON.parse(line);
-      } catch {
-        continue;
-      }
-      const w = this.waiting.get(msg.id);
-      if (!w) continue;
-      this.waiting.delete(msg.id);
-      clearTimeout(w.timer);
-      if (msg.ok) w.resolve(msg.value);
-      else w.reject(new OwnerFsError(msg.code ?? 'EIO', msg.message ?? 'owner-fs error'));
+    const m = msg as {
+      id?: unknown;
+      ok?: unknown;
+      value?: unknown;
+      code?: unknown;
+      message?: unknown;
+    } | null;
+    const w = typeof m?.id === 'number' ? this.waiting.get(m.id) : undefined;
+    if (!m || !w) {
+      this.hostile('a line that answers no pending call');
+      return;
     }
+    this.waiting.delete(m.id as number);
+    clearTimeout(w.timer);
+    if (m.ok === true) w.resolve(m.value);
+    else
+      w.reject(
+        new OwnerFsError(
+          typeof m.code === 'string' ? m.code : 'EIO',
+          typeof m.message === 'string' ? m.message : 'owner-fs error',
+        ),
+      );
+  }
+
+  /** Ends the child for `what` it said, and stops reading what comes. */
+  private hostile(what: string): void {
+    this.fail(new Error(`owner-fs child answered ${what}`));
+    this.stopReading();
+    this.child.kill('SIGKILL');
+  }
+
+  /** No more answers are read: whoever holds a copy of the child's stdout writes to nobody. */
+  private stopReading(): void {
+    this.stopped = true;
+    this.pending = [];
+    this.pendingChars = 0;
+    this.child.stdout.destroy();
   }
 
   private fail(err: Error): void {
@@ -414,6 +473,7 @@ export class OwnerSession {
   /** Ends the child. Idempotent. */
   close(): void {
     this.fail(new Error('session closed'));
+    this.stopReading();
     this.child.stdin.end();
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }

@@ -112,6 +112,11 @@ interface Probes {
   readonly packages: readonly PackageProbe[];
   /** Homes used to expand `~` in the rules under test. */
   readonly homes: readonly string[];
+  /**
+   * Of the machine's homes, those holding a probe of their own beyond the probes every home gets
+   * (a program on PATH, node or guardd's app dir, a protected dir inside it): see globHomes.
+   */
+  readonly occupiedHomes?: readonly string[];
 }
 
 /** A home no real user has: the generic probes of per-user files live here. */
@@ -786,6 +791,8 @@ function buildMachineProbes(protectedDirs: readonly string[]): Probes {
     }
   }
 
+  // Where every probe so far lies: a home holding one is expanded for by itself (globHomes).
+  const placed = paths.map((p) => p.path);
   // Homes: root's and every user's, with their secrets. (`~` rules are legitimate: they name
   // things inside homes; what may not be hit is a home itself or what keeps a user able to log in.)
   const homes = new Set<string>();
@@ -832,7 +839,11 @@ function buildMachineProbes(protectedDirs: readonly string[]): Probes {
     platform,
     name,
   }));
-  return { processes, paths, packages, homes: [...homes] };
+  const occupiedHomes = [...homes].filter((h) => {
+    const home = h.replace(/\/+$/, '');
+    return placed.some((p) => p === home || p.startsWith(`${home}/`));
+  });
+  return { processes, paths, packages, homes: [...homes], occupiedHomes };
 }
 
 // ---- hashes ---------------------------------------------------------------------------------
@@ -1050,17 +1061,25 @@ function segmentMatcher(seg: string, nocase: boolean): ((s: string) => boolean) 
 }
 
 /**
- * The homes `~` is expanded to in the check: the generic probe home and one of this machine's. Every
- * machine home gets the same probes (itself, its secrets and start-up files: machineProbes), and a
- * `~/…` glob only reaches paths below its own home (the paths sensors report have no `..`), so a
- * `~` rule hits some home's probe exactly when it hits the one kept. Expanding every `~` glob for
- * every home made the check's cost grow with the number of accounts (the protected-tree pass below
- * tests each expansion against each home's trees: 1,000 rules × 2 globs × 100 homes × their
- * trees). Globs that name a home by its path (`/home/alice/.ssh/*`) still meet every home's
- * probes. When one home is inside another (`/srv` and `/srv/alice`), a `~` glob of the outer one
- * reaches the inner one's files: then every home is kept.
+ * The homes `~` is expanded to in the check: the generic probe home, one of this machine's, and
+ * every machine home in `occupied` (holding a probe of its own). Every machine home gets the same
+ * probes (itself, its secrets and start-up files: machineProbes), and a `~/…` glob only reaches
+ * paths below its own home (the paths sensors report have no `..`), so a `~` rule hits some home's
+ * probe exactly when it hits the one kept — except a probe only one home holds: a program on PATH,
+ * the node running guardd or its app dir inside a user's home (`~/.nvm/**` would quarantine the
+ * node of a guardd started from a user's nvm; found in review: kept to the first home, `/root`,
+ * the check let it through). Expanding every `~` glob for every home made the check's cost grow
+ * with the number of accounts (the protected-tree pass below tests each expansion against each
+ * home's trees: 1,000 rules × 2 globs × 100 homes × their trees). Globs that name a home by its
+ * path (`/home/alice/.ssh/*`) still meet every home's probes. When one home is inside another
+ * (`/srv` and `/srv/alice`), a `~` glob of the outer one reaches the inner one's files: then every
+ * home is kept.
  */
-export function globHomes(generic: readonly string[], machine: readonly string[]): string[] {
+export function globHomes(
+  generic: readonly string[],
+  machine: readonly string[],
+  occupied: readonly string[] = [],
+): string[] {
   const all = new Set(machine.map((h) => h.replace(/\/+$/, '') || '/'));
   const nested = [...all].some((h) => {
     for (let a = dirname(h); ; a = dirname(a)) {
@@ -1068,7 +1087,7 @@ export function globHomes(generic: readonly string[], machine: readonly string[]
       if (dirname(a) === a) return false;
     }
   });
-  const kept = nested ? machine : machine.slice(0, 1);
+  const kept = nested ? machine : [...machine.slice(0, 1), ...occupied];
   return [...new Set([...generic, ...kept])];
 }
 
@@ -1152,7 +1171,7 @@ export function ruleSafetyIssues(body: PolicyBody, options: SafetyOptions = {}):
     processes: [...generic.processes, ...(machine?.processes ?? [])],
     paths: [...generic.paths, ...(machine?.paths ?? [])],
     packages: [...generic.packages, ...(machine?.packages ?? [])],
-    homes: globHomes(generic.homes, machine?.homes ?? []),
+    homes: globHomes(generic.homes, machine?.homes ?? [], machine?.occupiedHomes),
   };
   const issues = new Map<string, SafetyIssue>();
   const add = (issue: SafetyIssue): void => {

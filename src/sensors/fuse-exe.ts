@@ -30,7 +30,8 @@
  *    until the daemon answers or the mount goes (the kernel waits it out), and it still counts
  *    below; while it does, that mount's reads are refused at once (`stalled`), so it never pins a
  *    second one, and the user's other mounts and other users keep their share;
- *  - children alive at once, stuck ones included: FUSE_CHILDREN_MAX, FUSE_CHILDREN_PER_USER;
+ *  - children alive at once, stuck ones included: FUSE_CHILDREN_MAX, FUSE_CHILDREN_PER_USER (a
+ *    user's subordinate uids with them: accountOf);
  *  - children started: a budget per user and overall (token buckets, FUSE_SPAWN_*), since each
  *    costs a node start (~40 ms of CPU): a user's exec loop on their mount costs guardd a bounded
  *    share of a core;
@@ -44,6 +45,7 @@
  * the exec (it sees who asks), and the user may ptrace or signal the child, which is theirs. Then
  * guardd decides on what it was given; docs/process-detection.md says so.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
 
@@ -66,6 +68,19 @@ export const FUSE_SPAWNS_PER_S_USER = 2;
 /** The same for all users together. */
 export const FUSE_SPAWN_BURST = 8;
 export const FUSE_SPAWNS_PER_S = 4;
+/**
+ * Bytes one read asks the child for at most: a caller's longer read (the marker scan's ELF section
+ * table may claim 1,024 × 64 KiB) is answered in pieces this size, each one answer line of base64.
+ * Found in review: one such read of 64 MiB came back as a line of ~89 M characters, past the
+ * child's answer bound and the deadline, at every retry — a program banned by markers ran unread.
+ */
+export const FUSE_READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Longest answer line a reading child may send (characters; OwnerSessionOptions.maxAnswerChars):
+ * a FUSE_READ_CHUNK_BYTES read in base64 (~1.4 M) and its envelope, with room. The child is the
+ * user's to write into (module doc): a longer line ends it.
+ */
+export const FUSE_ANSWER_MAX_CHARS = 2 * 1024 * 1024;
 /** Users whose spawn budget is remembered at most (the oldest is forgotten: it is full by then). */
 const MAX_BUDGETS = 4096;
 
@@ -115,7 +130,7 @@ export type FuseSkip =
   /** No child may be started now (children alive or started: the bounds above). */
   | 'busy'
   | 'timeout'
-  /** Gone, or refused to the user too, or the child failed. */
+  /** Gone, or its mount past what is read of the process's mountinfo, or refused to the user too, or the child failed. */
   | 'unreadable';
 
 export type FuseReadResult<T> =
@@ -128,6 +143,8 @@ export interface FuseExeReaderOptions {
   readonly timeoutMs?: number;
   /** The bounds (tests pass tight ones). Default: the FUSE_* constants. */
   readonly limits?: Partial<FuseLimits>;
+  /** Whose share of the per-user bounds a process of `uid` takes. Default: accountOf. */
+  readonly account?: (uid: number) => string;
 }
 
 export interface FuseLimits {
@@ -183,11 +200,13 @@ export class FuseExeReader {
   private readonly session: FuseSessionFactory;
   private readonly timeoutMs: number;
   private readonly jobs = new Map<string, Job>();
-  private readonly alive = new Map<number, number>();
+  /** Children alive by account (accountOf): a user and their subordinate uids are one. */
+  private readonly alive = new Map<string, number>();
   private aliveAll = 0;
   /** Mounts with a child stuck past its deadline: mount key → such children. */
   private readonly stuck = new Map<string, number>();
-  private readonly budgets = new Map<number, Budget>();
+  private readonly budgets = new Map<string, Budget>();
+  private readonly account: (uid: number) => string;
   private readonly limits: FuseLimits;
   private readonly budget: Budget;
   /** Outcome counts since start (status `fuse_exe`). */
@@ -207,6 +226,7 @@ export class FuseExeReader {
     this.session = options.session;
     this.timeoutMs = options.timeoutMs ?? FUSE_READ_TIMEOUT_MS;
     this.limits = { ...LIMITS, ...options.limits };
+    this.account = options.account ?? accountOf;
     this.budget = new Budget(this.limits.spawnBurst, this.limits.spawnsPerS);
   }
 
@@ -238,15 +258,21 @@ export class FuseExeReader {
     const job = got.job;
     try {
       const opened = await job.opened;
+      // What the child says is the user's word (module doc): only well-formed answers are used.
       const file: FuseFile = {
-        identity: opened,
+        identity: fileId(opened),
         read: async (buffer, offset, length, position) => {
-          const data = await job.session.readFd(opened.h, position, length, left());
-          data.copy(buffer, offset);
-          return { bytesRead: data.length };
+          const want = Math.min(length, FUSE_READ_CHUNK_BYTES);
+          const data = await job.session.readFd(opened.h, position, want, left());
+          return { bytesRead: data.copy(buffer, offset, 0, want) };
         },
-        hash: (maxBytes) => job.session.hashFd(opened.h, maxBytes, left()),
-        stat: () => job.session.statFd(opened.h, left()),
+        hash: async (maxBytes) => {
+          const h = await job.session.hashFd(opened.h, maxBytes, left());
+          if (h !== null && !(typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)))
+            throw new Error('the child answered no SHA-256');
+          return h;
+        },
+        stat: async () => fileId(await job.session.statFd(opened.h, left())),
       };
       const value = await fn(file);
       this.counts.read++;
@@ -288,8 +314,9 @@ export class FuseExeReader {
       const mntId = Number(/^mnt_id:\s*(\d+)$/m.exec(info)?.[1] ?? Number.NaN);
       const ino = /^ino:\s*(\d+)$/m.exec(info)?.[1] ?? '';
       const mount = Number.isInteger(mntId) ? await mountOf(dir, mntId) : undefined;
-      if (mount === undefined || !(mount.fstype === 'fuse' || mount.fstype.startsWith('fuse.')))
-        return { reason: 'not_fuse' };
+      // gone, or past what is read of the process's table (FUSE_MOUNTINFO_MAX_BYTES)
+      if (mount === undefined) return { reason: 'unreadable' };
+      if (!(mount.fstype === 'fuse' || mount.fstype.startsWith('fuse.'))) return { reason: 'not_fuse' };
       const owner = await mountOwner(mount, dir);
       if (owner === null || owner.uid === 0) return { reason: 'not_fuse' };
       if (owner.uid !== uid || !(await holds(dir, owner))) return { reason: 'owner_mismatch' };
@@ -302,16 +329,17 @@ export class FuseExeReader {
         return { job: running };
       }
       if ((this.stuck.get(mountKey) ?? 0) > 0) return { reason: 'stalled' };
-      if (!this.admit(uid)) return { reason: 'busy' };
+      const who = this.account(uid);
+      if (!this.admit(who)) return { reason: 'busy' };
       const session = this.session(owner, fh.fd);
       this.counts.spawned++;
       this.aliveAll++;
-      this.alive.set(uid, (this.alive.get(uid) ?? 0) + 1);
+      this.alive.set(who, (this.alive.get(who) ?? 0) + 1);
       void session.exited.then(() => {
         this.aliveAll--;
-        const n = (this.alive.get(uid) ?? 1) - 1;
-        if (n <= 0) this.alive.delete(uid);
-        else this.alive.set(uid, n);
+        const n = (this.alive.get(who) ?? 1) - 1;
+        if (n <= 0) this.alive.delete(who);
+        else this.alive.set(who, n);
       });
       const job: Job = {
         key,
@@ -333,15 +361,15 @@ export class FuseExeReader {
     }
   }
 
-  /** Whether a child may be started for `uid` now (bounds in the module doc); takes its budget. */
-  private admit(uid: number): boolean {
+  /** Whether a child may be started for the account `who` now (bounds in the module doc); takes its budget. */
+  private admit(who: string): boolean {
     const l = this.limits;
-    if (this.aliveAll >= l.children || (this.alive.get(uid) ?? 0) >= l.childrenPerUser) return false;
-    let mine = this.budgets.get(uid);
+    if (this.aliveAll >= l.children || (this.alive.get(who) ?? 0) >= l.childrenPerUser) return false;
+    let mine = this.budgets.get(who);
     if (!mine) {
-      if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value as number);
+      if (this.budgets.size >= MAX_BUDGETS) this.budgets.delete(this.budgets.keys().next().value as string);
       mine = new Budget(l.spawnBurstPerUser, l.spawnsPerSPerUser);
-      this.budgets.set(uid, mine);
+      this.budgets.set(who, mine);
     }
     if (!mine.has() || !this.budget.has()) return false;
     mine.take();
@@ -363,14 +391,127 @@ export class FuseExeReader {
   }
 }
 
-/** The mount `mntId` as the process in `dir` (/proc/<pid>[/task/<tid>]) sees it, else as guardd does. */
-async function mountOf(dir: string, mntId: number): Promise<MountEntry | undefined> {
-  for (const table of [`${dir}/mountinfo`, '/proc/self/mountinfo']) {
-    const text = await readFile(table, 'utf8').catch(() => '');
-    const m = parseMountinfo(text).find((x) => x.id === mntId);
-    if (m) return m;
+/** `id` as the child gave it, checked: its numbers finite, the size a byte count. */
+function fileId(id: ChildFileId): ChildFileId {
+  const { dev, ino, size, mtimeMs, ctimeMs } = id;
+  if (![dev, ino, mtimeMs, ctimeMs].every(Number.isFinite) || !Number.isSafeInteger(size) || size < 0)
+    throw new Error('the child answered no file identity');
+  return { dev, ino, size, mtimeMs, ctimeMs };
+}
+
+/**
+ * Whose share of the per-user bounds a process running as `uid` takes: the user whose subordinate
+ * uids (/etc/subuid) hold it, else `uid`'s own user (/etc/passwd), else the uid alone. newuidmap
+ * (setuid) lets a user run processes, and make FUSE mounts, as any of their subordinate uids
+ * (useradd gives each 65,536): found in review, each counted as a user of its own, so one user
+ * running as two of them held all FUSE_CHILDREN_MAX children (stalled, for good) and everyone
+ * else's reads were `busy`. The files are root's; read again at most every SUBUID_REFRESH_MS.
+ */
+export function accountOf(uid: number): string {
+  const now = performance.now();
+  if (!accounts || now - accounts.at > SUBUID_REFRESH_MS) accounts = { at: now, ...readAccounts() };
+  const names = accounts.names;
+  const range = accounts.ranges.find((r) => uid >= r.start && uid < r.start + r.count);
+  const owner = range
+    ? /^\d+$/.test(range.owner)
+      ? names.get(Number(range.owner))
+      : range.owner
+    : undefined;
+  const name = owner ?? (range ? undefined : names.get(uid));
+  return name !== undefined ? `user:${name}` : `uid:${range ? range.owner : uid}`;
+}
+
+/** How often /etc/subuid and /etc/passwd are read again (ms). */
+const SUBUID_REFRESH_MS = 10_000;
+/** Bytes read of each at most (they are root's; a bound all the same). */
+const ACCOUNT_FILE_MAX_BYTES = 4 * 1024 * 1024;
+let accounts: { at: number; names: Map<number, string>; ranges: SubuidRange[] } | null = null;
+
+interface SubuidRange {
+  readonly owner: string;
+  readonly start: number;
+  readonly count: number;
+}
+
+function readAccounts(): { names: Map<number, string>; ranges: SubuidRange[] } {
+  const read = (file: string): string => {
+    try {
+      const fd = openSync(file, 'r');
+      try {
+        const buf = Buffer.alloc(ACCOUNT_FILE_MAX_BYTES);
+        return buf.toString('utf8', 0, readSync(fd, buf, 0, buf.length, 0));
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return '';
+    }
+  };
+  const names = new Map<number, string>();
+  for (const line of read('/etc/passwd').split('\n')) {
+    const f = line.split(':');
+    const uid = Number(f[2]);
+    if (f[0] && f.length >= 7 && Number.isInteger(uid) && !names.has(uid)) names.set(uid, f[0]);
   }
-  return undefined;
+  const ranges: SubuidRange[] = [];
+  for (const line of read('/etc/subuid').split('\n')) {
+    const [owner, start, count] = line.trim().split(':');
+    if (owner && /^\d+$/.test(start ?? '') && /^\d+$/.test(count ?? ''))
+      ranges.push({ owner, start: Number(start), count: Number(count) });
+  }
+  return { names, ranges };
+}
+
+/**
+ * Bytes of a process's mountinfo read at most to find a mount there. That table is the user's to
+ * grow (a namespace of theirs may hold 100,000 mounts, each line as long as their paths): found in
+ * review, read whole and parsed at every read, 8,000 bind mounts of a 3 KB path (~49 MB) cost
+ * guardd ~160 MB at one exec, and 100,000 would take it past its heap. A mount past this much of
+ * its table is not read (`unreadable`). 1 MiB holds thousands of ordinary lines.
+ */
+export const FUSE_MOUNTINFO_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The mount `mntId` (ids are unique on the machine, whatever the namespace): from guardd's own
+ * table — fusermount3's mounts are there, and users cannot grow it past fuse.conf's `mount_max` —
+ * else from the table of the process in `dir` (/proc/<pid>[/task/<tid>]), read a line at a time and
+ * FUSE_MOUNTINFO_MAX_BYTES at most.
+ */
+async function mountOf(dir: string, mntId: number): Promise<MountEntry | undefined> {
+  const own = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const m = parseMountinfo(own).find((x) => x.id === mntId);
+  if (m) return m;
+  const line = await lineStarting(`${dir}/mountinfo`, `${mntId} `, FUSE_MOUNTINFO_MAX_BYTES);
+  return line === null ? undefined : parseMountinfo(line)[0];
+}
+
+/** The first line of `file` that starts with `prefix`, looking at `maxBytes` of it at most; else null. */
+async function lineStarting(file: string, prefix: string, maxBytes: number): Promise<string | null> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const buf = Buffer.alloc(64 * 1024);
+    let carry = '';
+    for (let total = 0; total < maxBytes; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, maxBytes - total), null);
+      if (bytesRead === 0) return null;
+      total += bytesRead;
+      // latin1: a chunk may end inside a UTF-8 character; the fields read here are ASCII
+      const lines = (carry + buf.toString('latin1', 0, bytesRead)).split('\n');
+      carry = lines.pop() ?? '';
+      const hit = lines.find((l) => l.startsWith(prefix));
+      if (hit !== undefined) return hit;
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
 }
 
 /**

@@ -9,11 +9,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { Platform } from '../../src/common/platform-paths.js';
 import { compileGlob, compileMatcher, expandHome } from '../../src/policy/matcher.js';
-import type { PolicyBody } from '../../src/policy/policy-types.js';
 import type { PathObservation } from '../../src/sensors/observation.js';
+import { pathRulesBody } from '../policy/policy-helpers.js';
 import { fuzzParams, testTimeout } from './fuzz-params.js';
 
-const WORDS = ['u', '.vscode', 'tool', 'Tool', 'TOOL-2', 'tool-1', 'to', 'a.b'];
+/**
+ * `sun`/`ſun`: RE2's case folding takes `ſ` (U+017F) for `s`, `toLowerCase` does not; `İ` (U+0130)
+ * lower-cases to two characters (a home named with it: its forms must not be cut short).
+ */
+const WORDS = ['u', '.vscode', 'tool', 'Tool', 'TOOL-2', 'tool-1', 'to', 'a.b', 'sun', 'ſun', 'İ'];
 const word = fc.constantFrom(...WORDS);
 const globSegment = fc.oneof(
   word,
@@ -28,7 +32,14 @@ const globSegment = fc.oneof(
   word.map((w) => `${w}-*`),
 );
 /** Literal starts globs and paths share, so that paths land at and below glob bases often. */
-const prefix = fc.constantFrom([], ['home'], ['home', 'u'], ['home', 'u', '.vscode'], ['Home', 'u']);
+const prefix = fc.constantFrom(
+  [],
+  ['home'],
+  ['home', 'u'],
+  ['home', 'u', '.vscode'],
+  ['Home', 'u'],
+  ['home', 'İ'],
+);
 const glob = fc
   .tuple(prefix, fc.array(globSegment, { minLength: 1, maxLength: 3 }))
   .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
@@ -36,23 +47,13 @@ const glob = fc
 const homeGlob = fc
   .tuple(fc.constantFrom([], ['.vscode'], ['u']), fc.array(globSegment, { minLength: 0, maxLength: 3 }))
   .map(([lit, segs]) => (lit.length + segs.length === 0 ? '~' : `~/${[...lit, ...segs].join('/')}`));
-/** Homes of the machine: nested ones, the root, and two that differ only in case. */
-const homes = fc.subarray(['/home/u', '/Home/u', '/home', '/', '/home/u/.vscode/u'], { minLength: 1 });
+/** Homes of the machine: nested ones, the root, two that differ only in case, one named with `İ`. */
+const homes = fc.subarray(['/home/u', '/Home/u', '/home', '/', '/home/u/.vscode/u', '/home/İ'], {
+  minLength: 1,
+});
 const path = fc
   .tuple(prefix, fc.array(word, { minLength: 0, maxLength: 3 }))
   .map(([lit, segs]) => `/${[...lit, ...segs].join('/')}`);
-
-function body(globs: readonly string[]): PolicyBody {
-  return {
-    schema: 'toolguard.policy/v1',
-    version: 1,
-    issued_at: '2026-01-01T00:00:00Z',
-    expires_at: '2036-01-01T00:00:00Z',
-    mode: 'enforce',
-    rules: globs.map((g, i) => ({ id: `r${i}`, name: `R${i}`, action: 'audit', message: 'm', paths: [g] })),
-    exceptions: [],
-  };
-}
 
 const at = (p: string): PathObservation => ({
   kind: 'path',
@@ -72,7 +73,7 @@ function sameAsAlone(
   homes: readonly string[],
   paths: readonly string[],
 ): void {
-  const matcher = compileMatcher(body(globs), { platform, homes });
+  const matcher = compileMatcher(pathRulesBody(globs), { platform, homes });
   const alone = globs.map((g) =>
     compileGlob(
       expandHome(g, homes).map((e) => e || '/'),

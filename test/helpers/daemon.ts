@@ -169,6 +169,15 @@ export interface Guardd extends RunningProcess {
   readonly configFile: string;
 }
 
+/** The node flags of the unit's ExecStart (its V8 heap cap), read from the unit file itself. */
+export function unitNodeArgs(): string[] {
+  const unit = readFileSync(join(ROOT, 'service/linux/toolguard.service'), 'utf8');
+  const words = (/^ExecStart=\S+\s+(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
+  const script = words.findIndex((w) => w.endsWith('/bin/guardd.js'));
+  if (script < 0) throw new Error('toolguard.service does not run bin/guardd.js');
+  return words.slice(0, script);
+}
+
 /**
  * Writes a config for `dir` and starts guardd; resolves when its control socket answers.
  * `options.nodeArgs` go to node before guardd's script (e.g. the unit's heap cap).

@@ -36,6 +36,19 @@ export function newKey(): TestKey {
   };
 }
 
+/** A body of one rule per path glob (`r0`, `r1`, …, all `action`), no exceptions. */
+export function pathRulesBody(globs: readonly string[], action: 'block' | 'audit' = 'audit'): PolicyBody {
+  return {
+    schema: 'toolguard.policy/v1',
+    version: 1,
+    issued_at: '2026-01-01T00:00:00Z',
+    expires_at: '2036-01-01T00:00:00Z',
+    mode: 'enforce',
+    rules: globs.map((g, i) => ({ id: `r${i}`, name: `R${i}`, action, message: 'm', paths: [g] })),
+    exceptions: [],
+  };
+}
+
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.000Z$/, 'Z');
 
 /** A valid body: one block rule for `claude`, valid NOW-1d … NOW+14d. */

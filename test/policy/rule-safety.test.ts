@@ -33,6 +33,7 @@ import {
   unsafeRuleIssues,
 } from '../../src/policy/rule-safety.js';
 import { tempDir } from '../helpers/tmp.js';
+import { createTestUser } from '../helpers/unix-user.js';
 import { waitFor } from '../helpers/wait.js';
 import { body } from './policy-helpers.js';
 
@@ -161,7 +162,7 @@ describe('the safety check probes this machine', () => {
       ).toEqual([path]);
   });
 
-  it('expands `~` for one of the machine’s homes (each gets the same probes), or for all when one home holds another', () => {
+  it('expands `~` for one of the machine’s homes (each gets the same probes) and those holding a probe of their own, or for all when one home holds another', () => {
     expect(globHomes(['/home/probe-user'], ['/root', '/home/a', '/home/b'])).toEqual([
       '/home/probe-user',
       '/root',
@@ -175,7 +176,34 @@ describe('the safety check probes this machine', () => {
     ]);
     expect(globHomes(['/home/probe-user'], ['/', '/home/a'])).toHaveLength(3);
     expect(globHomes(['/home/probe-user'], [])).toEqual(['/home/probe-user']);
+    expect(globHomes(['/home/probe-user'], ['/root', '/home/a', '/home/b'], ['/home/b'])).toEqual([
+      '/home/probe-user',
+      '/root',
+      '/home/b',
+    ]);
   });
+
+  it.runIf(process.getuid?.() === 0)(
+    'a program on PATH inside a user’s home (not the home `~` is otherwise expanded for): a `~` rule reaching it is refused',
+    () => {
+      // a critical program the machine runs from a user's home (on PATH here; a systemd unit's
+      // ExecStart there, node or guardd's app dir alike): `~/apps/**` would quarantine it
+      const user = createTestUser('tgrs');
+      const bin = join(user.home, 'apps', 'bin');
+      mkdirSync(bin, { recursive: true });
+      copyFileSync('/bin/true', join(bin, 'python3.99'));
+      chmodSync(join(bin, 'python3.99'), 0o755);
+      process.env.PATH = `${bin}:${savedPath}`;
+      forgetMachineProbes();
+      const issues = unsafeRuleIssues(withRule({ paths: ['~/apps/**'] }));
+      expect(issues.map((i) => i.path)).toEqual(['$.rules[0].paths[0]']);
+      expect(issues[0]?.message).toContain(join(bin, 'python3.99'));
+      // the same rule where no home holds such a program: kept
+      process.env.PATH = savedPath;
+      forgetMachineProbes();
+      expect(unsafeRuleIssues(withRule({ paths: ['~/apps/**'] }))).toEqual([]);
+    },
+  );
 
   it('keeps ordinary ban rules, including ~/ paths that expand into every home', () => {
     const example = body(3);

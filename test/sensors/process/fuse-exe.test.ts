@@ -19,13 +19,13 @@ import {
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OwnerSession } from '../../../src/enforcement/owner-fs.js';
-import { FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
+import { FUSE_ANSWER_MAX_CHARS, FuseExeReader, type FuseLimits } from '../../../src/sensors/fuse-exe.js';
 import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, spawnAs, type TestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
 import { compileC } from '../hostile-fs.js';
-import { buildPassthrough, mountAsUser, type UserMount, userFuse } from './fuse-user.js';
+import { buildPassthrough, mountAsUser, subordinate, type UserMount, userFuse } from './fuse-user.js';
 
 const runnable = process.platform === 'linux' && process.getuid?.() === 0;
 
@@ -46,7 +46,7 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
 
   const reader = (limits: Partial<FuseLimits> = {}, timeoutMs?: number): FuseExeReader =>
     new FuseExeReader({
-      session: (actor, fd) => new OwnerSession(actor, { fds: [fd] }),
+      session: (actor, fd) => new OwnerSession(actor, { fds: [fd], maxAnswerChars: FUSE_ANSWER_MAX_CHARS }),
       limits,
       ...(timeoutMs ? { timeoutMs } : {}),
     });
@@ -98,8 +98,7 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
       code = (err as NodeJS.ErrnoException).code ?? '';
     }
     expect(code).toBe('EACCES');
-    const asUser = spawnSync('head', ['-c1', exe], { uid: u.uid, gid: u.gid });
-    expect(asUser.status).not.toBe(0);
+    expect(spawnSync('head', ['-c1', exe], { uid: u.uid, gid: u.gid }).status).not.toBe(0);
     const r = reader();
     const got = await r.withFile(exe, u.uid, (f) => f.hash(1 << 30));
     expect(got).toEqual({ ok: true, value: sha256(m, 'undumpable') });
@@ -165,6 +164,63 @@ describe.runIf(runnable)("reading an executable on its user's own FUSE mount as 
     for (let i = 0; i < 3; i++)
       expect(results.slice(3 * i, 3 * i + 3).filter((x) => x.ok).length).toBeLessThanOrEqual(2);
     expect(peak).toBeLessThanOrEqual(4);
+    await waitFor(() => r.status().children === 0, 'the children ended');
+  });
+
+  it('a user’s subordinate uids (newuidmap) take that user’s share: running as two of them holds 2 children, not all 4, and another user is still read', async () => {
+    const [a, b] = [users[0] as TestUser, users[1] as TestUser];
+    // the programs run as subordinate uids of a's, which must get through a's home to the mounts
+    chmodSync(a.home, 0o711);
+    const sub = subordinate('/etc/subuid', a);
+    const progs: { exe: string; uid: number }[] = [];
+    for (const [k, as] of [
+      [0, 1],
+      [1, 1],
+      [2, 2],
+      [3, 2],
+    ] as const) {
+      const m = await mountAsUser(a, daemon, `sub-${k}-${run}`, {
+        populate: (src) => {
+          copyFileSync('/bin/sleep', join(src, 'prog'));
+          chownSync(join(src, 'prog'), a.uid, a.gid);
+          chmodSync(join(src, 'prog'), 0o755);
+        },
+        // in a's namespace, as id 1 or 2 there: a's subordinate uid sub or sub + 1 here
+        inOwnNamespace: { run: ['prog', '60'], as },
+      });
+      mounts.push(m);
+      progs.push({ exe: `/proc/${m.pid}/exe`, uid: sub + as - 1 });
+    }
+    const r = reader({ childrenPerUser: 2, children: 4 });
+    let release: () => void = () => undefined;
+    const hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const held = progs.map(({ exe, uid }) =>
+      r.withFile(exe, uid, async (f) => {
+        await hold;
+        return f.identity.size;
+      }),
+    );
+    await waitFor(
+      () => (r.status().spawned ?? 0) + (r.status().busy ?? 0) === 4,
+      'the four reads admitted or refused',
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    // two children for a (whichever subordinate uid), two refused
+    expect(r.status()).toMatchObject({ spawned: 2, busy: 2 });
+    // b's program is read meanwhile
+    const other = await running(b, mounts[1] as UserMount, `sub-other-${run}`);
+    expect(await r.withFile(other, b.uid, (f) => f.hash(1 << 30))).toEqual({
+      ok: true,
+      value: sha256(mounts[1] as UserMount, `sub-other-${run}`),
+    });
+    release();
+    const results = await Promise.all(held);
+    expect(results.filter((x) => x.ok)).toHaveLength(2);
+    for (const m of mounts.splice(3)) await m.release();
     await waitFor(() => r.status().children === 0, 'the children ended');
   });
 

@@ -11,13 +11,16 @@
  * --direct: mounts with mount(2) itself (`user_id=`/`group_id=` its own ids), as the user may in a
  * user and mount namespace of their own (`unshare -Urm`, where they are root and fusermount3's
  * setuid bit counts for nothing); then runs <mnt>/<prog> <args…> there and prints "pid N".
+ * --as ID (with --direct): the mount's `user_id=`/`group_id=` are ID, and the program runs as ID
+ * (uid and gid) — another id of the namespace, e.g. one of the user's subordinate uids.
  *
- * Usage: fuse-passthrough [--stall-opens-after N] [--direct] <src> <mnt> [<prog> <args…>]
+ * Usage: fuse-passthrough [--stall-opens-after N] [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/fuse.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,11 +115,14 @@ static int mount_with_fusermount(const char *mnt) {
   return fd;
 }
 
+static long as_id = -1;
+
 static int mount_direct(const char *mnt) {
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0) return -1;
   char opts[256];
-  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u", fd, getuid(), getgid());
+  unsigned uid = as_id >= 0 ? (unsigned)as_id : getuid(), gid = as_id >= 0 ? (unsigned)as_id : getgid();
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u", fd, uid, gid);
   if (mount("tgfp", mnt, "fuse.tgfp", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0) return -1;
   return fd;
 }
@@ -133,6 +139,10 @@ int main(int argc, char **argv) {
     direct = 1;
     i++;
   }
+  if (direct && argc > i + 1 && strcmp(argv[i], "--as") == 0) {
+    as_id = atol(argv[i + 1]);
+    i += 2;
+  }
   if (argc - i < 2 || (!direct && argc - i != 2)) return 2;
   if (realpath(argv[i], src) == NULL) return 3;
   fusefd = direct ? mount_direct(argv[i + 1]) : mount_with_fusermount(argv[i + 1]);
@@ -148,6 +158,8 @@ int main(int argc, char **argv) {
     pid_t p = fork();
     if (p == 0) {
       close(fusefd);
+      if (as_id >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)as_id) != 0 || setuid((uid_t)as_id) != 0))
+        _exit(126);
       argv[i + 2] = prog;
       execv(prog, argv + i + 2);
       _exit(127);

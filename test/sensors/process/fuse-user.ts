@@ -11,8 +11,18 @@
  * runs, under the machine lock (machine-lock.ts), and puts the mode back.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { callDaemon } from '../../../src/control/control-client.js';
+import {
+  type Guardd,
+  makeKey,
+  policyBody,
+  startGuardd,
+  unitNodeArgs,
+  writeSignedPolicy,
+} from '../../helpers/daemon.js';
 import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
 import type { TestUser } from '../../helpers/unix-user.js';
 import { spawnAs } from '../../helpers/unix-user.js';
@@ -59,6 +69,15 @@ export interface UserMount {
   release(): Promise<void>;
 }
 
+/** The first of `user`'s subordinate ids in `file` (/etc/subuid or /etc/subgid; useradd gives them). */
+export function subordinate(file: string, user: TestUser): number {
+  const line = readFileSync(file, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user.name}:`));
+  if (!line) throw new Error(`${user.name} has no range in ${file}`);
+  return Number(line.split(':')[1]);
+}
+
 /**
  * Mounts `daemon` as `user` on `<home>/<name>`, serving `<home>/<name>-src` (both created, the
  * user's; `populate` fills the source first); resolves once it serves. `inOwnNamespace`: mounted
@@ -72,7 +91,13 @@ export async function mountAsUser(
   options: {
     stallOpensAfter?: number;
     populate?: (src: string) => void;
-    inOwnNamespace?: { run: readonly string[] };
+    /**
+     * `wrap`: a command (and its arguments) run first in the namespace, which execs the daemon's.
+     * `as`: the namespace also maps the user's subordinate ids (/etc/subuid, /etc/subgid, through
+     * the setuid newuidmap) from 1 on, and the mount and the program are those of id `as` there —
+     * on the machine, the user's subordinate id `as - 1`.
+     */
+    inOwnNamespace?: { run: readonly string[]; wrap?: readonly string[]; as?: number };
   } = {},
 ): Promise<UserMount> {
   const mnt = join(user.home, name);
@@ -85,10 +110,24 @@ export async function mountAsUser(
   const stall =
     options.stallOpensAfter === undefined ? [] : ['--stall-opens-after', String(options.stallOpensAfter)];
   const ns = options.inOwnNamespace;
+  const unshare =
+    ns?.as === undefined
+      ? ['-Urm']
+      : [
+          '-rm',
+          `--map-users=${subordinate('/etc/subuid', user)},1,65536`,
+          `--map-groups=${subordinate('/etc/subgid', user)},1,65536`,
+        ];
+  const as = ns?.as === undefined ? [] : ['--as', String(ns.as)];
   const child: ChildProcess = ns
-    ? spawnAs(user, 'unshare', ['-Urm', daemon, ...stall, '--direct', src, mnt, ...ns.run], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
+    ? spawnAs(
+        user,
+        'unshare',
+        [...unshare, ...(ns.wrap ?? []), daemon, ...stall, '--direct', ...as, src, mnt, ...ns.run],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      )
     : spawnAs(user, daemon, [...stall, src, mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d) => {
@@ -117,4 +156,56 @@ export async function mountAsUser(
       spawnSync('umount', ['-l', mnt], { stdio: 'ignore' });
     },
   };
+}
+
+/** The process sensor's `details.fuse_exe` counts of a running guardd. */
+export async function fuseExeStatus(guardd: Guardd): Promise<Record<string, number>> {
+  const s = await callDaemon<{ sensors: { name: string; details: { fuse_exe?: Record<string, number> } }[] }>(
+    join(guardd.socketDir, 'guardd.sock'),
+    'status',
+    {},
+    15_000,
+  );
+  const f = s.sensors.find((x) => x.name === 'process')?.details.fuse_exe;
+  if (!f) throw new Error('no fuse_exe in the process sensor status');
+  return f;
+}
+
+/**
+ * guardd from dist in `dir`/agent, with the unit's heap cap, blocking the program whose bytes are
+ * `banned` (rule `<tag>-hash`, by sha256) and any holding both `markers` (rule `<tag>-content`):
+ * both rules make it read a program on a user's FUSE mount (hash and markers).
+ */
+export async function startReadingGuardd(
+  dir: string,
+  tag: string,
+  banned: Buffer,
+  markers: readonly [string, string],
+): Promise<Guardd> {
+  const key = makeKey();
+  const policyFile = writeSignedPolicy(
+    join(dir, 'policy.dsse.json'),
+    policyBody([
+      {
+        id: `${tag}-hash`,
+        name: 'Banned by hash',
+        action: 'block',
+        message: 'banned by hash',
+        process: { sha256: [createHash('sha256').update(banned).digest('hex')] },
+      },
+      {
+        id: `${tag}-content`,
+        name: 'Banned by content',
+        action: 'block',
+        message: 'banned by content',
+        process: { markers: [[...markers]] },
+      },
+    ]),
+    key,
+  );
+  return startGuardd(
+    join(dir, 'agent'),
+    { 'policy.trusted_keys': [key.publicKeyPem], 'paths.bootstrap_policy': policyFile },
+    { nodeArgs: unitNodeArgs() },
+  );
 }
