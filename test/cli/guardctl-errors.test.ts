@@ -397,29 +397,35 @@ describe('guardd and guard-collector: the same error style, exit codes and hints
         const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
         return { child, exited, stderr: () => stderr };
       });
-      // one of them exits on its own, refused; the other answers
-      const loser = await Promise.race(runs.map((r) => r.exited.then(() => r)));
-      const winner = runs.find((r) => r !== loser) as (typeof runs)[number];
-      expect(await loser.exited, loser.stderr()).toBe(1);
-      expect(loser.stderr()).toMatch(/\[GUARD_CONTROL_(INSTANCE_LOCKED|SOCKET_IN_USE)\]$/m);
-      await waitFor(
-        () => (runGuardctl(['--socket-dir', join(d, 'run'), 'status']).code === 0 ? true : undefined),
-        `the other guardd to answer (round ${round}; its stderr: ${winner.stderr()})`,
-        { timeoutMs: 30_000 },
-      );
-      expect(winner.child.exitCode).toBeNull();
-      // the one refused wrote nothing into the shared state database: one start per round
-      const started = runGuardctl([
-        '--socket-dir',
-        join(d, 'run'),
-        '--json',
-        'events',
-        '--type',
-        'agent.started',
-      ]);
-      expect(started.json<{ events: unknown[] }>().events).toHaveLength(round + 1);
-      winner.child.kill('SIGTERM');
-      expect(await winner.exited, winner.stderr()).toBe(0);
+      try {
+        // one of them exits on its own, refused; the other answers
+        const loser = await Promise.race(runs.map((r) => r.exited.then(() => r)));
+        const winner = runs.find((r) => r !== loser) as (typeof runs)[number];
+        expect(await loser.exited, loser.stderr()).toBe(1);
+        expect(loser.stderr()).toMatch(/\[GUARD_CONTROL_(INSTANCE_LOCKED|SOCKET_IN_USE)\]$/m);
+        await waitFor(
+          () => (runGuardctl(['--socket-dir', join(d, 'run'), 'status']).code === 0 ? true : undefined),
+          `the other guardd to answer (round ${round}; its stderr: ${winner.stderr()})`,
+          { timeoutMs: 30_000 },
+        );
+        expect(winner.child.exitCode).toBeNull();
+        // the one refused wrote nothing into the shared state database: one start per round
+        const started = runGuardctl([
+          '--socket-dir',
+          join(d, 'run'),
+          '--json',
+          'events',
+          '--type',
+          'agent.started',
+        ]);
+        expect(started.json<{ events: unknown[] }>().events).toHaveLength(round + 1);
+        winner.child.kill('SIGTERM');
+        expect(await winner.exited, winner.stderr()).toBe(0);
+      } finally {
+        // a failed round leaves no guardd behind (SIGKILL: a stop may not come while it starts)
+        for (const r of runs)
+          if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+      }
     }
   }, 120_000);
 
