@@ -23,6 +23,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Owner } from '../sensors/observation.js';
+import { parseMountinfo } from './mountinfo.js';
 import type { Platform } from './platform-paths.js';
 
 export interface UserRecord {
@@ -103,7 +104,10 @@ class NssUsers {
   unavailable = false;
   readonly counts = { lookups: 0, completed: 0, dropped: 0 };
 
-  constructor(private readonly homeRoots: readonly string[]) {}
+  constructor(
+    private readonly homeRoots: readonly string[],
+    private readonly mountinfo = '/proc/self/mountinfo',
+  ) {}
 
   /** The cached owner of `uid` (stale ones too, refreshed in the background); null when unknown yet. */
   owner(uid: number): Owner | null {
@@ -146,15 +150,21 @@ class NssUsers {
       this.enumerated = { users, expiresAt: now + NSS_POSITIVE_TTL_MS };
     }
     const byUid = new Map(this.enumerated.users.map((u) => [u.uid, u]));
+    const userMounts = userFuseMounts(this.mountinfo);
     for (const root of this.homeRoots) {
       for (const name of safeReaddir(root)) {
-        let uid: number;
-        try {
-          const st = statSync(join(root, name));
-          if (!st.isDirectory()) continue;
-          uid = st.uid;
-        } catch {
-          continue;
+        // A home that is a user's own FUSE mount is not statted: with `allow_other` its daemon
+        // answers root's stat, or never does — on the event loop (found in review: users() never
+        // returned, and guardd with it). Its owner is the mount's user, which mountinfo says.
+        let uid = userMounts.get(join(root, name));
+        if (uid === undefined) {
+          try {
+            const st = statSync(join(root, name));
+            if (!st.isDirectory()) continue;
+            uid = st.uid;
+          } catch {
+            continue;
+          }
         }
         if (byUid.has(uid)) continue;
         // Not waited for: a uid not cached yet is looked up in the background, its home counts
@@ -472,6 +482,26 @@ function readLines(file: string): string[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * Mount point → user of every FUSE mount a user made (`user_id=` not 0), from a mountinfo file
+ * (kernel-made: reading it never waits on a daemon); empty when it cannot be read.
+ */
+function userFuseMounts(file: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const m of parseMountinfo(text)) {
+    if (m.fstype !== 'fuse' && !m.fstype.startsWith('fuse.')) continue;
+    const uid = Number(m.superOptions.find((o) => o.startsWith('user_id='))?.slice('user_id='.length));
+    if (Number.isInteger(uid) && uid > 0) out.set(m.mountPoint, uid);
+  }
+  return out;
 }
 
 function safeReaddir(dir: string): string[] {
