@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireMachineLock, releaseMachineLock } from '../helpers/machine-lock.js';
-import { waitFor } from '../helpers/wait.js';
+import { WaitAborted, waitFor } from '../helpers/wait.js';
 
 /** Compiles `source` (C) into `dir/name` with the machine's gcc; returns the binary's path. */
 export function compileC(dir: string, name: string, source: string, flags: string[] = []): string {
@@ -82,14 +82,28 @@ export interface StalledMount {
  * afterAll at the latest, which runs before the temp dir's removal registered earlier).
  */
 export async function mountStalled(dir: string): Promise<StalledMount> {
-  // Held until release: a process exec'd into the mount pins every exec-events walker (machine-lock.ts).
-  await acquireMachineLock();
   const path = join(dir, 'mnt');
+  return runFuseDaemon(() => {
+    mkdirSync(path, { recursive: true });
+    return [compileC(dir, 'tgstallfs', STALLFS_C), [path]];
+  }, path);
+}
+
+/**
+ * Runs a FUSE daemon that mounts at `path` and prints `ready` once mounted (`start` builds it and
+ * says how to run it), under the machine lock — held until release: a process exec'd into the
+ * mount pins every exec-events walker (machine-lock.ts). Release ends the daemon (pending calls
+ * fail with ENOTCONN), unmounts and lets the lock go; idempotent.
+ */
+export async function runFuseDaemon(
+  start: () => [bin: string, args: string[]],
+  path: string,
+): Promise<StalledMount> {
+  await acquireMachineLock();
   let child: ChildProcess;
   try {
-    const bin = compileC(dir, 'tgstallfs', STALLFS_C);
-    mkdirSync(path, { recursive: true });
-    child = spawn(bin, [path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [bin, args] = start();
+    child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     releaseMachineLock();
     throw err;
@@ -104,9 +118,9 @@ export async function mountStalled(dir: string): Promise<StalledMount> {
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     await waitFor(() => {
-      if (child.exitCode !== null) throw new Error(`stallfs exited: ${out}`);
+      if (child.exitCode !== null) throw new WaitAborted(`the FUSE daemon at ${path} exited: ${out}`);
       return out.includes('ready');
-    }, 'the stalled mount');
+    }, `the mount at ${path}`);
   } catch (err) {
     child.kill('SIGKILL');
     releaseMachineLock();

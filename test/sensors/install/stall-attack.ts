@@ -15,13 +15,12 @@
  * Released (daemon killed, pending calls fail with ENOTCONN, `umount -l`) by the caller, before its
  * user's home is removed; the machine lock is held meanwhile (hostile-fs.ts says why).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lock.js';
 import { createTestUser, type TestUser } from '../../helpers/unix-user.js';
-import { WaitAborted, waitFor } from '../../helpers/wait.js';
-import { compileC } from '../hostile-fs.js';
+import { waitFor } from '../../helpers/wait.js';
+import { compileC, runFuseDaemon } from '../hostile-fs.js';
 import { BANNED_UNSCOPED, makeRig } from './harness.js';
 
 const USERFS_C = `
@@ -97,52 +96,15 @@ export async function mountAs(
   scratch: string,
   { file = false, claimUid }: { file?: boolean; claimUid?: number } = {},
 ): Promise<UserMount> {
-  await acquireMachineLock();
-  let child: ChildProcess;
-  try {
+  return runFuseDaemon(() => {
     let bin = compiled.get(scratch);
     if (!bin) {
       bin = compileC(scratch, 'tguserfs', USERFS_C);
       compiled.set(scratch, bin);
     }
     const mode = file ? '100644' : '40755';
-    child = spawn(bin, [path, String(user.uid), String(user.gid), mode, String(claimUid ?? -1)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    releaseMachineLock();
-    throw err;
-  }
-  let out = '';
-  child.stdout?.on('data', (d) => {
-    out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  try {
-    await waitFor(() => {
-      if (child.exitCode !== null) throw new WaitAborted(`the FUSE daemon exited: ${out}`);
-      return out.includes('ready');
-    }, `the mount at ${path}`);
-  } catch (err) {
-    child.kill('SIGKILL');
-    releaseMachineLock();
-    throw err;
-  }
-  let released = false;
-  return {
-    path,
-    async release() {
-      if (released) return;
-      released = true;
-      child.kill('SIGKILL');
-      await exited;
-      spawnSync('umount', ['-l', path], { stdio: 'ignore' });
-      releaseMachineLock();
-    },
-  };
+    return [bin, [path, String(user.uid), String(user.gid), mode, String(claimUid ?? -1)]];
+  }, path);
 }
 
 /** Resolves `p`'s value, or fails saying `what` did not end within `ms` (a stall is a failure, not a hang). */
