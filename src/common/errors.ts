@@ -84,6 +84,8 @@ export const ERROR_CODES = {
   GUARD_QUARANTINE_NOT_FOUND: 'no quarantine entry with that id',
   GUARD_QUARANTINE_STILL_BANNED: 'restoring needs --force: the current policy still bans it',
   GUARD_QUARANTINE_IO: 'moving or restoring failed',
+  GUARD_QUARANTINE_BUSY:
+    "a look at the path did not answer in time (a user's stalled mount, or that tree's read slot held by one); nothing moved",
   // shipping and collector
   GUARD_SHIP_FAILED: 'the collector did not accept a batch',
   GUARD_SHIP_UNAUTHORIZED: 'the collector refused the device token',

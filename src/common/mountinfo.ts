@@ -1,7 +1,8 @@
 /**
  * Owns parsing /proc/<pid>/mountinfo (proc(5)): one entry per line, octal escapes in paths and the
- * source decoded, malformed lines skipped. Read by the pre-exec listener (which file systems to
- * mark) and by src/sensors/mount-trust.ts (whether a mount's bytes may be cached).
+ * source decoded, malformed lines skipped; and naming a file's device as the table does. Read by
+ * the pre-exec listener (which file systems to mark), by src/sensors/mount-trust.ts (whether a
+ * mount's bytes may be cached) and by src/common/users.ts (who made a FUSE mount).
  */
 
 export interface MountEntry {
@@ -39,4 +40,21 @@ export function parseMountinfo(text: string): MountEntry[] {
 /** mountinfo's octal escapes (space, tab, newline, backslash). */
 function decode(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/** glibc's gnu_dev_major of a dev_t as Node gives it (a double: st_dev, st_rdev). */
+export function major(dev: number): number {
+  const d = BigInt(dev);
+  return Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
+}
+
+/** glibc's gnu_dev_minor of a dev_t as Node gives it. */
+export function minor(dev: number): number {
+  const d = BigInt(dev);
+  return Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
+}
+
+/** A device id (st_dev) as mountinfo prints a mount's device: `major:minor`. */
+export function deviceName(dev: number): string {
+  return `${major(dev)}:${minor(dev)}`;
 }

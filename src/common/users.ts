@@ -3,7 +3,8 @@
  * OS's own user database: on Linux through NSS — what `getent` sees, so users and groups served by
  * SSSD, LDAP or AD (winbind) count like those in /etc/passwd — the `dscl` directory on macOS, the
  * profile folders on Windows. Used to fill `Owner` in observations, to evaluate user/group
- * exceptions, and to find every user's install roots.
+ * exceptions, and to find every user's install roots. Also who made a FUSE mount (`userFuseDevices`):
+ * the owner a user's own FUSE daemon reports for its files is that user's word, not a fact.
  *
  * Why `getent`/`id` children and not an addon calling getpwuid_r/getgrouplist: the NSS modules
  * (sssd, ldap, winbind) then run in a short-lived child, not inside the root daemon — a module
@@ -21,9 +22,10 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Owner } from '../sensors/observation.js';
-import { parseMountinfo } from './mountinfo.js';
+import { deviceName, type MountEntry, parseMountinfo } from './mountinfo.js';
 import type { Platform } from './platform-paths.js';
 
 export interface UserRecord {
@@ -497,11 +499,50 @@ function userFuseMounts(file: string): Map<string, number> {
     return out;
   }
   for (const m of parseMountinfo(text)) {
-    if (m.fstype !== 'fuse' && !m.fstype.startsWith('fuse.')) continue;
-    const uid = Number(m.superOptions.find((o) => o.startsWith('user_id='))?.slice('user_id='.length));
-    if (Number.isInteger(uid) && uid > 0) out.set(m.mountPoint, uid);
+    const ids = fuseMountIds(m);
+    if (ids) out.set(m.mountPoint, ids.uid);
   }
   return out;
+}
+
+/**
+ * Device (`major:minor`, as mountinfo prints it and `deviceName` makes of a stat's `st_dev`, which
+ * the kernel fills in, not the file system) → user and group of every FUSE mount a user (not root)
+ * made, from guardd's mount table (`user_id=`, `group_id=`); empty when it cannot be read (not
+ * Linux). What such a mount says of a file's owner and group is its daemon's word, and the daemon
+ * is that user's: it can name root or any other user. Async (the table is read off the event
+ * loop; it is kernel-made, so reading it never waits on a daemon).
+ */
+export async function userFuseDevices(
+  mountinfo = '/proc/self/mountinfo',
+): Promise<Map<string, { readonly uid: number; readonly gid: number }>> {
+  const out = new Map<string, { uid: number; gid: number }>();
+  let text: string;
+  try {
+    text = await readFile(mountinfo, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const m of parseMountinfo(text)) {
+    const ids = fuseMountIds(m);
+    if (ids) out.set(m.device, ids);
+  }
+  return out;
+}
+
+/** The user who made the FUSE mount a file of device `dev` is on (see userFuseDevices), else null. */
+export async function fuseMountUser(dev: number, mountinfo?: string): Promise<number | null> {
+  return (await userFuseDevices(mountinfo)).get(deviceName(dev))?.uid ?? null;
+}
+
+/** User and group of a FUSE mount a user made (`user_id=` not 0, `group_id=` given), else null. */
+function fuseMountIds(m: MountEntry): { uid: number; gid: number } | null {
+  if (m.fstype !== 'fuse' && !m.fstype.startsWith('fuse.')) return null;
+  const opt = (name: string): number =>
+    Number(m.superOptions.find((o) => o.startsWith(`${name}=`))?.slice(name.length + 1) ?? Number.NaN);
+  const uid = opt('user_id');
+  const gid = opt('group_id');
+  return Number.isInteger(uid) && uid > 0 && Number.isInteger(gid) && gid >= 0 ? { uid, gid } : null;
 }
 
 function safeReaddir(dir: string): string[] {

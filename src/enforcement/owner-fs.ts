@@ -14,13 +14,24 @@
  * Who acts (`actorFor`): walking the path component by component (following symlinks as the
  * kernel would, without trusting the result), every directory owned by a non-root user makes that
  * user a controller; a directory writable by group/others without the sticky bit makes anyone a
- * controller (refused); the entry acted on (package dir, link, artifact) makes its owner one. Zero
- * controllers: root acts (nobody else can change the path). One: that user acts. Two or more (a
- * link in one user's tree into another's home): refused, GUARD_QUARANTINE_UNSAFE_PATH. When root
- * acts, trees are walked only through root-owned directories nobody else can write (see
- * quarantine-tree.ts): a user-owned subdir could be swapped for a link between two reads.
- * On top, `assertNotProtected` refuses targets resolving into guardd's state/install dirs or system
- * dirs, whoever acts (defence in depth for root actors and clear reports for user actors).
+ * controller (refused); the entry acted on (package dir, link, artifact) makes its owner one. On a
+ * FUSE mount a user made, the owner of every step is the mount's user and group (mountinfo), never
+ * what its daemon claims (root, or their own uid with group 0, would have the child act with
+ * credentials the user does not hold). Zero controllers: root acts (nobody else can change the
+ * path). One: that user acts. Two or more (a link in one user's tree into another's home):
+ * refused, GUARD_QUARANTINE_UNSAFE_PATH. When root acts, trees are walked only through root-owned
+ * directories nobody else can write (see quarantine-tree.ts): a user-owned subdir could be swapped
+ * for a link between two reads. On top, `assertNotProtected` refuses targets resolving into
+ * guardd's state/install dirs or system dirs, whoever acts (defence in depth for root actors and
+ * clear reports for user actors).
+ *
+ * `actorFor`'s walk is the one thing root itself does on the user's path (lstat and readlink of
+ * each step, nothing opened). Each of those calls goes through the install read gate
+ * (src/sensors/package-reader.ts `installReadGate`) under the operation's key — the tree's
+ * (install-reads.ts `TreeKey`), so it shares the user's one slot with the install sensor — with a
+ * deadline (safe-read.ts): a user's FUSE mount that never answers costs the operation a
+ * GUARD_QUARANTINE_BUSY before anything is done, never a pool thread per try nor a hung operation
+ * holding one of MAX_OPERATIONS. The children's own calls are bounded by OP_TIMEOUT_MS.
  *
  * The process sensor uses the same child to read an executable on a user's own FUSE mount, which
  * root may not open (src/sensors/fuse-exe.ts): it hands the child a descriptor (`fds`, `openFd`)
@@ -35,9 +46,17 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { lstat, readlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { GuardError } from '../common/errors.js';
+import { GuardError, isGuardError } from '../common/errors.js';
+import { deviceName } from '../common/mountinfo.js';
+import { userFuseDevices } from '../common/users.js';
 import { asUserAtNormalPriority } from '../daemon/priority.js';
+import { installReadGate } from '../sensors/package-reader.js';
+import { USER_READ_TIMEOUT_MS } from '../sensors/safe-read.js';
 import { OWNER_FS_CHILD_SOURCE } from './owner-fs-child.js';
+
+/** The install read gate's key of an operation's looks (a `TreeKey`); `DEFAULT_KEY` when none was given. */
+export type GateKey = string | number;
+const DEFAULT_KEY = 'quarantine';
 
 /** The credentials user-side work runs with. */
 export interface Actor {
@@ -128,18 +147,45 @@ export function assertNotProtected(
 }
 
 /**
+ * Root's own `call` at a user's `path`, through the install read gate under `key` with a deadline
+ * (see the module header). Rejects as the call does, or GUARD_QUARANTINE_BUSY when it found no
+ * slot or no answer in time (a call stuck in the kernel keeps its slot until it returns).
+ */
+async function rootLook<T>(key: GateKey, path: string, call: () => Promise<T>): Promise<T> {
+  const r = await installReadGate.run(key, USER_READ_TIMEOUT_MS, () =>
+    call().then(
+      (value) => ({ ok: true as const, value }),
+      (err: unknown) => ({ ok: false as const, err }),
+    ),
+  );
+  if (!r.admitted || r.timedOut)
+    throw new GuardError(
+      'GUARD_QUARANTINE_BUSY',
+      `${path} did not answer within ${USER_READ_TIMEOUT_MS} ms (${r.admitted ? 'timeout' : 'busy'}: a stalled mount, or its tree's read slot held)`,
+      { path },
+    );
+  if (!r.value.ok) throw r.value.err;
+  return r.value.value;
+}
+
+/**
  * Who may act on entries of directory `dir` (and on `entry`, its child, when given): see the
  * module header. Missing trailing components (a restore recreating parents) are fine: the
- * controllers of the existing prefix decide. Throws GUARD_QUARANTINE_UNSAFE_PATH.
+ * controllers of the existing prefix decide. Throws GUARD_QUARANTINE_UNSAFE_PATH, or
+ * GUARD_QUARANTINE_BUSY when a step did not answer in time (its looks are gated under `key`).
  */
-export async function actorFor(dir: string, entry?: string): Promise<Actor> {
+export async function actorFor(dir: string, entry?: string, key: GateKey = DEFAULT_KEY): Promise<Actor> {
   // Windows has no uids to act with (see the module header): guardd's own token acts.
   if (process.platform === 'win32') return { uid: 0, gid: 0 };
   const unsafe = (why: string): GuardError =>
     new GuardError('GUARD_QUARANTINE_UNSAFE_PATH', `refusing to act in ${dir}: ${why}`, { path: dir });
   const controllers = new Map<number, number>();
-  const note = (uid: number, gid: number): void => {
-    if (uid !== 0) controllers.set(uid, gid);
+  // What a user's own FUSE daemon answers to stat is its word (it can name root, or give its user
+  // group 0): whatever is on such a mount is controlled by the mount's user and group.
+  const fuse = await userFuseDevices();
+  const note = (st: { readonly uid: number; readonly gid: number; readonly dev: number }): void => {
+    const ids = fuse.get(deviceName(st.dev)) ?? st;
+    if (ids.uid !== 0) controllers.set(ids.uid, ids.gid);
   };
   let hops = 0;
   let pending = resolve(dir).split(sep).filter(Boolean);
@@ -147,8 +193,9 @@ export async function actorFor(dir: string, entry?: string): Promise<Actor> {
   const check = async (p: string): Promise<'dir' | 'missing' | 'link' | 'other'> => {
     let st: Awaited<ReturnType<typeof lstat>>;
     try {
-      st = await lstat(p);
+      st = await rootLook(key, p, () => lstat(p));
     } catch (err) {
+      if (isGuardError(err)) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
       throw unsafe(`cannot inspect ${p} (${(err as NodeJS.ErrnoException).code})`);
     }
@@ -157,7 +204,7 @@ export async function actorFor(dir: string, entry?: string): Promise<Actor> {
     const shared = (st.mode & 0o022) !== 0;
     const sticky = (st.mode & 0o1000) !== 0;
     if (shared && !sticky) throw unsafe(`${p} is writable by group or others`);
-    note(st.uid, st.gid);
+    note(st);
     return 'dir';
   };
   await check(cur);
@@ -170,7 +217,7 @@ export async function actorFor(dir: string, entry?: string): Promise<Actor> {
     else if (kind === 'other') throw unsafe(`${p} is not a directory`);
     else if (kind === 'link') {
       if (++hops > MAX_LINK_HOPS) throw unsafe('too many symlinks');
-      const target = await readlink(p);
+      const target = await rootLook(key, p, () => readlink(p));
       const next = resolve(cur, target);
       pending = [...next.split(sep).filter(Boolean), ...pending];
       cur = sep;
@@ -179,8 +226,12 @@ export async function actorFor(dir: string, entry?: string): Promise<Actor> {
   if (entry !== undefined && !missing) {
     // The entry's owner controls what is inside it (a package tree they own can have a subdir
     // swapped for a link at any time), and in a sticky shared dir (/tmp) may replace the entry.
-    const e = await lstat(join(cur, entry)).catch(() => null);
-    if (e) note(e.uid, e.gid);
+    const at = join(cur, entry);
+    const e = await rootLook(key, at, () => lstat(at)).catch((err: unknown) => {
+      if (isGuardError(err)) throw err;
+      return null;
+    });
+    if (e) note(e);
   }
   if (controllers.size > 1)
     throw unsafe(`it is controlled by more than one user (uids ${[...controllers.keys()].join(', ')})`);
@@ -487,8 +538,9 @@ export async function withOwner<T>(
   dir: string,
   entry: string | undefined,
   fn: (s: OwnerSession) => Promise<T>,
+  key: GateKey = DEFAULT_KEY,
 ): Promise<T> {
-  const actor = await actorFor(dir, entry);
+  const actor = await actorFor(dir, entry, key);
   const s = new OwnerSession(actor);
   try {
     return await fn(s);
@@ -504,9 +556,15 @@ export async function withOwner<T>(
 export class OwnerSessions {
   private readonly byUid = new Map<string, OwnerSession>();
 
-  /** Session for whoever controls `dir` (and `entry` in it). Throws GUARD_QUARANTINE_UNSAFE_PATH. */
+  /** @param key the install read gate's key of root's looks (`actorFor`) for this operation. */
+  constructor(private readonly key: GateKey = DEFAULT_KEY) {}
+
+  /**
+   * Session for whoever controls `dir` (and `entry` in it). Throws GUARD_QUARANTINE_UNSAFE_PATH,
+   * or GUARD_QUARANTINE_BUSY (actorFor).
+   */
   async forDir(dir: string, entry?: string): Promise<OwnerSession> {
-    const actor = await actorFor(dir, entry);
+    const actor = await actorFor(dir, entry, this.key);
     const key = `${actor.uid}:${actor.gid}`;
     let s = this.byUid.get(key);
     if (!s) {
@@ -544,8 +602,14 @@ export function ownerOperations(): { running: number; peak: number; waiting: num
   return { ...operations };
 }
 
-/** Runs `fn` with a fresh `OwnerSessions` once one of MAX_OPERATIONS is free, closing it afterwards. */
-export async function withSessions<T>(fn: (s: OwnerSessions) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with a fresh `OwnerSessions` (root's looks gated under `key`) once one of
+ * MAX_OPERATIONS is free, closing it afterwards.
+ */
+export async function withSessions<T>(
+  fn: (s: OwnerSessions) => Promise<T>,
+  key: GateKey = DEFAULT_KEY,
+): Promise<T> {
   if (operations.running >= MAX_OPERATIONS) {
     operations.waiting++;
     // The finishing operation hands its place over (running stays counted).
@@ -553,7 +617,7 @@ export async function withSessions<T>(fn: (s: OwnerSessions) => Promise<T>): Pro
     operations.waiting--;
   } else operations.running++;
   operations.peak = Math.max(operations.peak, operations.running);
-  const s = new OwnerSessions();
+  const s = new OwnerSessions(key);
   try {
     return await fn(s);
   } finally {

@@ -4,7 +4,10 @@
  * names it), removing them and putting them back on restore. Every look at or change in a link
  * directory goes through owner-fs, i.e. runs as the user who controls that directory, so a bin or
  * shim dir swapped for a symlink into root's or another user's files reaches nothing the user
- * could not already remove. Refusals are returned (and logged by the store), never thrown.
+ * could not already remove. Finding who that is (owner-fs `actorFor`) is root's only own look at a
+ * directory, gated with a deadline: a bin dir on a stalled mount is a refusal
+ * (GUARD_QUARANTINE_BUSY), not a hang. Refusals are returned (and logged by the store), never
+ * thrown.
  */
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { errorMessage, isGuardError } from '../common/errors.js';

@@ -10,7 +10,9 @@
  * the user planted, before or during the move, reaches only what that user could touch anyway.
  * Root's side writes only into its own quarantine dir. Targets resolving into guardd's own dirs or
  * system dirs, and paths controlled by more than one user, are refused
- * (GUARD_QUARANTINE_UNSAFE_PATH).
+ * (GUARD_QUARANTINE_UNSAFE_PATH). Root's looks at the path to find who controls it are gated
+ * under the tree's key with a deadline (owner-fs `actorFor`): a path that does not answer in time
+ * is refused before anything is recorded or moved (GUARD_QUARANTINE_BUSY).
  *
  * Write-ahead: the intent (state `moving`, with every path involved) is committed before anything
  * is touched, so a crash at any point is finished or rolled back by `recover()`:
@@ -21,11 +23,17 @@
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { errorMessage, GuardError } from '../common/errors.js';
+import { errorMessage, GuardError, isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { uuidv7 } from '../common/uuidv7.js';
 import type { Db } from '../store/database.js';
-import { assertNotProtected, type OwnerSession, type OwnerSessions, withSessions } from './owner-fs.js';
+import {
+  assertNotProtected,
+  type GateKey,
+  type OwnerSession,
+  type OwnerSessions,
+  withSessions,
+} from './owner-fs.js';
 import { QuarantineJournal } from './quarantine-journal.js';
 import { findLinks, type LinkRecord, type LinkRefusal, removeLink, restoreLink } from './quarantine-links.js';
 import { copyFromOwner, copyToOwner, hashAsOwner, type TreeHash, treeHash } from './quarantine-tree.js';
@@ -94,6 +102,12 @@ export interface QuarantineManifest {
   readonly specialModes?: Readonly<Record<string, number>>;
   /** Device and inode of the original entry as checked before copying (removal requires them). */
   readonly top?: { readonly dev: number; readonly ino: number };
+  /**
+   * The install read gate's key of the tree (QuarantineRequest.gateKey): root's looks at the
+   * original path in later sweeps, restore and recovery are gated under it. Absent in entries from
+   * before it was recorded: the actor's uid stands in.
+   */
+  readonly gateKey?: GateKey;
   /** Where links were looked for (kept so late links can be swept with the same rules). */
   readonly search?: {
     readonly linkDirs: readonly string[];
@@ -127,6 +141,11 @@ export interface QuarantineRequest {
   readonly rule: QuarantineManifest['rule'];
   readonly policyVersion: number;
   readonly package: QuarantineManifest['package'];
+  /**
+   * The install read gate's key of the tree the path is in (the observation's `treeKey`): root's
+   * looks at it (owner-fs `actorFor`) share that user's slot with the install sensor.
+   */
+  readonly gateKey?: GateKey;
 }
 
 export interface RestoreOptions {
@@ -158,6 +177,8 @@ export interface LeftoverLinksRequest {
   readonly linkDirs: readonly string[];
   /** Dirs whose symlinks into the path are aliases of it (the root, the scope dir). */
   readonly aliasDirs: readonly string[];
+  /** As QuarantineRequest.gateKey. */
+  readonly gateKey?: GateKey;
 }
 
 export interface QuarantineStoreOptions {
@@ -229,10 +250,11 @@ export class QuarantineStore {
    * Moves `req.path` into quarantine and removes the links/shims pointing into it. Throws
    * GUARD_QUARANTINE_UNSAFE_PATH when the path is not what was expected, left its root, resolves
    * into a protected dir or is controlled by more than one user (nothing moved),
+   * GUARD_QUARANTINE_BUSY when it did not answer root's looks in time (nothing recorded or moved),
    * GUARD_QUARANTINE_IO when moving failed (rolled back). Resolves with the manifest.
    */
   quarantine(req: QuarantineRequest): Promise<QuarantineManifest> {
-    return withSessions((sessions) => this.quarantineWith(sessions, req));
+    return withSessions((sessions) => this.quarantineWith(sessions, req), req.gateKey);
   }
 
   private async quarantineWith(sessions: OwnerSessions, req: QuarantineRequest): Promise<QuarantineManifest> {
@@ -275,6 +297,7 @@ export class QuarantineStore {
       note: null,
       linksRefused: found.refused,
       top: { dev: st.dev, ino: st.ino },
+      ...(req.gateKey !== undefined ? { gateKey: req.gateKey } : {}),
       search,
     };
     this.journal.insert(id, createdAt, 'moving', manifest);
@@ -350,6 +373,8 @@ export class QuarantineStore {
   sweepLinks(id: string): Promise<number> {
     return this.inTurn(id, async () => {
       try {
+        const known = this.get(id);
+        if (known?.state !== 'quarantined') return 0;
         return await withSessions(async (sessions) => {
           const entry = this.get(id);
           if (entry?.state !== 'quarantined' || !entry.manifest.search) return 0;
@@ -358,8 +383,8 @@ export class QuarantineStore {
           if (await s.exists(m.originalPath)) return 0;
           const search = m.search as NonNullable<QuarantineManifest['search']>;
           const found = await findLinks(sessions, m.originalPath, { ...search, ownDirs: this.ownDirs });
-          const known = new Set(m.links.map((l) => l.path));
-          const late = found.links.filter((l) => !known.has(l.path));
+          const recorded = new Set(m.links.map((l) => l.path));
+          const late = found.links.filter((l) => !recorded.has(l.path));
           if (late.length === 0) return 0;
           this.save(id, 'quarantined', { ...m, links: [...m.links, ...late] });
           const removed: LinkRecord[] = [];
@@ -377,7 +402,7 @@ export class QuarantineStore {
               'removed late links into a quarantined path',
             );
           return removed.length;
-        });
+        }, gateKeyOf(known.manifest));
       } catch (err) {
         this.log.warn({ err, id }, 'late link sweep failed');
         return 0;
@@ -417,9 +442,10 @@ export class QuarantineStore {
         if (removed.length + refused.length > 0)
           this.log.info({ path: req.path, removed, refused }, 'leftover links of a reverted install');
         return { removed, refused };
-      });
+      }, req.gateKey);
     } catch (err) {
-      return { removed: [], refused: [{ path: req.path, reason: errorMessage(err) }] };
+      const reason = isGuardError(err) ? `${err.code}: ${err.message}` : errorMessage(err);
+      return { removed: [], refused: [{ path: req.path, reason }] };
     }
   }
 
@@ -436,7 +462,7 @@ export class QuarantineStore {
     for (const state of ['moving', 'copied', 'restoring', 'restore_copied'] as const) {
       for (const { manifest: m } of this.journal.inState(state)) {
         try {
-          const outcome = await withSessions((sessions) => this.recoverOne(sessions, state, m));
+          const outcome = await withSessions((sessions) => this.recoverOne(sessions, state, m), gateKeyOf(m));
           if (outcome === 'finished') finished++;
           else rolledBack++;
         } catch (err) {
@@ -465,7 +491,8 @@ export class QuarantineStore {
    * directory it goes back into. GUARD_QUARANTINE_NOT_FOUND for an unknown id or one not in
    * quarantine; GUARD_QUARANTINE_STILL_BANNED when the policy still bans it and `force` is false;
    * GUARD_QUARANTINE_UNSAFE_PATH when a parent now leads outside the root or into a protected dir;
-   * GUARD_QUARANTINE_IO when the original path is taken or writing fails.
+   * GUARD_QUARANTINE_BUSY when the original path does not answer root's looks in time (nothing
+   * written); GUARD_QUARANTINE_IO when the original path is taken or writing fails.
    */
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     return this.inTurn(id, () => this.restoreNow(id, opts));
@@ -531,7 +558,7 @@ export class QuarantineStore {
       }
       this.save(id, 'restore_copied', m);
       return this.finishRestore(sessions, m, banned, h);
-    });
+    }, gateKeyOf(m));
   }
 
   // ---- finishing -------------------------------------------------------------------------
@@ -768,6 +795,11 @@ async function exists(path: string): Promise<boolean> {
 
 function inside(child: string, parent: string): boolean {
   return child === parent || child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+}
+
+/** The install read gate's key of root's looks at an entry's original path (see `gateKey`). */
+function gateKeyOf(m: QuarantineManifest): GateKey {
+  return m.gateKey ?? m.actor?.uid ?? m.owner.uid;
 }
 
 /**

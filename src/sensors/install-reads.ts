@@ -6,7 +6,9 @@
  *  - Every call runs off the event loop through `installReadGate` under its tree's key (the uid of
  *    the user whose home holds the tree: all of a user's calls share their one slot), with a
  *    deadline (safe-read.ts). A call stuck in the kernel keeps its slot, and its pool thread, until
- *    the file system answers.
+ *    the file system answers. The quarantine of what the sensor reports looks at the path through
+ *    the same gate under the same key (observations carry it: `treeKey`; actions/quarantine.ts,
+ *    owner-fs.ts `actorFor`), so it shares that one slot too.
  *  - A key is *stalled* once one of its calls was turned away (no slot before the deadline, or no
  *    answer by it): its calls are then refused at once (`busy`) instead of each waiting in the
  *    gate's line for a slot its stuck call holds, until a probe — the turned-away path looked at

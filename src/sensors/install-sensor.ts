@@ -11,7 +11,11 @@
  * deadline, and refused at once while that tree is stalled. A look turned away is not retried on
  * its own: when the tree answers again, its roots and glob bases are scanned again
  * (`onTreeRecovered`). So a user's mount that never answers costs their own tree, not a full scan
- * or another user's.
+ * or another user's. Each observation carries its tree's key (`treeKey`): the quarantine action's
+ * looks at the path are gated under it too.
+ *
+ * An observation's owner is the file system's `st_uid`, except on a FUSE mount a user made, whose
+ * daemon says what it likes about ownership: there it is the mount's user (`ownerOf`).
  *
  * How it stays cheap and bounded:
  * - A depth-0 watch on each root and each `@scope` dir (one per directory that can hold packages,
@@ -40,7 +44,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import { GuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Platform } from '../common/platform-paths.js';
-import { OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
+import { fuseMountUser, OWNER_WAIT_MS, type UserDirectory } from '../common/users.js';
 import type { Matcher } from '../policy/matcher.js';
 import { DirWatches, type TreeKey, TreeReads, turnedAway } from './install-reads.js';
 import { binDirsFor, discoverRoots, type InstallRoot } from './install-roots.js';
@@ -143,7 +147,9 @@ type CandidateKind = 'package' | 'artifact';
 interface BannedSeen {
   readonly name: string;
   readonly version: string | null;
+  /** The owner and device its lstat gave (see ownerOf). */
   readonly uid: number;
+  readonly dev: number;
 }
 
 /** A banned candidate that vanished: its former path is reported even when no link into it is found. */
@@ -992,7 +998,7 @@ export class InstallSensor implements Sensor {
         return 'done';
       }
       if (!matcher.packageNames.has(read.info.name)) return 'done';
-      p.banned = { name: read.info.name, version: read.info.version, uid: st.uid };
+      p.banned = { name: read.info.name, version: read.info.version, uid: st.uid, dev: st.dev };
       // Banned name: wait until it has settled before reporting.
       this.fingerprints++;
       const fp = await this.fingerprint(pkgDir, key);
@@ -1006,7 +1012,7 @@ export class InstallSensor implements Sensor {
       if (linked === null) return 'done';
       if (!linked && Date.now() - p.firstSeen < BIN_WAIT_MS) return 'retry';
       contentDir = pkgDir;
-      const owner = await this.ownerOf(st.uid);
+      const owner = await this.ownerOf(st);
       obs = {
         kind: 'package',
         ecosystem: 'npm',
@@ -1016,6 +1022,7 @@ export class InstallSensor implements Sensor {
         root: root.path,
         manager: root.manager,
         owner,
+        treeKey: key,
       };
     } else {
       contentDir = p.path;
@@ -1033,7 +1040,8 @@ export class InstallSensor implements Sensor {
         kind: 'path',
         path: p.path,
         isDirectory: st.isDirectory(),
-        owner: await this.ownerOf(st.uid),
+        owner: await this.ownerOf(st),
+        treeKey: key,
       };
     }
     const identity = `${matcher.policyVersion}|${st.dev}:${st.ino}|${obs.kind === 'package' ? obs.version : ''}`;
@@ -1054,8 +1062,15 @@ export class InstallSensor implements Sensor {
     return 'done';
   }
 
-  /** The owner of `uid`, after waiting (bounded) for its NSS lookup when the directory cannot name it yet. */
-  private async ownerOf(uid: number): Promise<Owner> {
+  /**
+   * The owner of what an observation reports, from its (l)stat: every observation's owner comes
+   * from here. On a FUSE mount a user made, the mount's user (mountinfo `user_id=`): its daemon
+   * answers stat, and can name root or another user — one a user or group exception lets off —
+   * as the owner. Elsewhere the file system's `st_uid`. Waits (bounded) for the uid's NSS lookup
+   * when the directory cannot name it yet.
+   */
+  private async ownerOf(st: { readonly uid: number; readonly dev: number }): Promise<Owner> {
+    const uid = (await fuseMountUser(st.dev)) ?? st.uid;
     await this.options.users.settle(uid, OWNER_WAIT_MS);
     return this.options.users.owner(uid);
   }
@@ -1190,7 +1205,7 @@ export class InstallSensor implements Sensor {
           const former = p.join(root.path, ...nameSegs);
           if (found.has(former)) continue;
           const lst = await this.reads.lstat(link, key);
-          if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid });
+          if (lst.ok) found.set(former, { name, version: null, uid: lst.value.uid, dev: lst.value.dev });
           else stalled ||= turnedAway(lst);
         }
       }
@@ -1215,7 +1230,8 @@ export class InstallSensor implements Sensor {
           path: former,
           root: root.path,
           manager: root.manager,
-          owner: await this.ownerOf(seen.uid),
+          owner: await this.ownerOf(seen),
+          treeKey: key,
           removed: true,
         };
         this.observations++;

@@ -34,7 +34,7 @@ import type { Stats } from 'node:fs';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type MountEntry, parseMountinfo } from '../common/mountinfo.js';
+import { type MountEntry, major, minor, parseMountinfo } from '../common/mountinfo.js';
 import { loopBacking, mountsKnown, readIdentity } from './file-id.js';
 
 /** Mounts whose verdict is remembered (by unique id); a machine has a few hundred at most. */
@@ -153,16 +153,6 @@ async function subvolumeMount(
     if (st?.dev === fileDev) return x;
   }
   return undefined;
-}
-
-/** glibc's gnu_dev_major / gnu_dev_minor of a dev_t as Node gives it (a double). */
-function major(dev: number): number {
-  const d = BigInt(dev);
-  return Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn));
-}
-function minor(dev: number): number {
-  const d = BigInt(dev);
-  return Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
 }
 
 /** Whether no user can write block device maj:min, or any device it is built on. */

@@ -4,6 +4,7 @@
  * but that cost I/O (SHA-256, script package) are filled by the sensor only when the compiled
  * matcher says it needs them (`Matcher.needs`), so the matcher itself stays pure.
  */
+import type { TreeKey } from './install-reads.js';
 
 /** Who owns a process or a file. */
 export interface Owner {
@@ -111,7 +112,14 @@ export interface PackageObservation {
   /** The global node_modules root it was found under. */
   readonly root: string;
   readonly manager: PackageManager;
+  /** Its directory's owner; on a FUSE mount a user made, that user (whatever its daemon says). */
   readonly owner: Owner;
+  /**
+   * The install read gate's key of the tree it was found in (install-reads.ts `TreeKey`: the uid
+   * whose home holds it), under which every look at it is gated — the quarantine action's too.
+   * Absent when no install sensor found it (its owner's uid stands in).
+   */
+  readonly treeKey?: TreeKey;
   /**
    * True when the package directory is gone but the install left a trace: the installer itself
    * removed it (an install script was killed or failed, the install was interrupted) after the
@@ -126,7 +134,10 @@ export interface PathObservation {
   /** The artifact (file or directory) that matched a policy path glob. */
   readonly path: string;
   readonly isDirectory: boolean;
+  /** Its owner; on a FUSE mount a user made, that user (whatever its daemon says). */
   readonly owner: Owner;
+  /** As PackageObservation.treeKey. */
+  readonly treeKey?: TreeKey;
 }
 
 export type Observation = ProcessObservation | PackageObservation | PathObservation;

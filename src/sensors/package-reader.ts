@@ -53,7 +53,10 @@ const OPEN_FLAGS =
 /** Install-tree reads in flight at once, and per owner: a stalled tree pins one pool thread. */
 const INSTALL_READ_MAX_IN_FLIGHT = 2;
 const INSTALL_READ_MAX_PER_KEY = 1;
-/** The gate of the install sensor's package.json reads (one per process: the pool is shared). */
+/**
+ * The gate of every call into users' install trees: the install sensor's (install-reads.ts) and
+ * the quarantine's own looks there (one per process: the pool is shared).
+ */
 export const installReadGate = new ReadGate(
   'install_package_json',
   INSTALL_READ_MAX_IN_FLIGHT,

@@ -90,14 +90,15 @@ export async function mountStalled(dir: string): Promise<StalledMount> {
 }
 
 /**
- * Runs a FUSE daemon that mounts at `path` and prints `ready` once mounted (`start` builds it and
- * says how to run it), under the machine lock — held until release: a process exec'd into the
- * mount pins every exec-events walker (machine-lock.ts). Release ends the daemon (pending calls
- * fail with ENOTCONN), unmounts and lets the lock go; idempotent.
+ * Runs a FUSE daemon that mounts at `path` and prints `ready` (or `readyText`) once mounted
+ * (`start` builds it and says how to run it), under the machine lock — held until release: a
+ * process exec'd into the mount pins every exec-events walker (machine-lock.ts). Release ends the
+ * daemon (pending calls fail with ENOTCONN), unmounts and lets the lock go; idempotent.
  */
 export async function runFuseDaemon(
   start: () => [bin: string, args: string[]],
   path: string,
+  readyText = 'ready',
 ): Promise<StalledMount> {
   await acquireMachineLock();
   let child: ChildProcess;
@@ -119,7 +120,7 @@ export async function runFuseDaemon(
   try {
     await waitFor(() => {
       if (child.exitCode !== null) throw new WaitAborted(`the FUSE daemon at ${path} exited: ${out}`);
-      return out.includes('ready');
+      return out.includes(readyText);
     }, `the mount at ${path}`);
   } catch (err) {
     child.kill('SIGKILL');

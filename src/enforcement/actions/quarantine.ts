@@ -11,16 +11,25 @@
  * was killed), or removed while it was being moved, leaves only links: those proven to point into
  * its former path are removed, as the owner of their directory, and the result is
  * `install_reverted`.
+ *
+ * The path is in a user's tree, down to a FUSE mount of theirs that never answers: every look the
+ * action takes there itself (lstat, realpath, package.json) goes through the install read gate
+ * under the tree's key (the observation's `treeKey`, which the install sensor's own calls use),
+ * with a deadline (src/sensors/safe-read.ts), and so does the store's (owner-fs `actorFor`). A look
+ * that finds no slot or no answer in time ends the action at once, before anything is recorded or
+ * moved: `failed` with GUARD_QUARANTINE_BUSY. The user's stuck call keeps their one slot, never a
+ * pool thread per try, and other users' quarantines go on.
  */
-import { lstat, realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
-import { errorMessage, isGuardError } from '../../common/errors.js';
+import { errorMessage, GuardError, isGuardError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { currentPlatform, type Platform } from '../../common/platform-paths.js';
 import type { Decision } from '../../policy/matcher.js';
+import { type TreeKey, turnedAway } from '../../sensors/install-reads.js';
 import { binDirsFor, type InstallRoot, shimDirsFor } from '../../sensors/install-roots.js';
 import type { PackageObservation, PathObservation } from '../../sensors/observation.js';
-import { readPackageJsonAsync } from '../../sensors/package-reader.js';
+import { installReadGate, readPackageJsonAsync } from '../../sensors/package-reader.js';
+import { lstatUserPath, realpathUserPath } from '../../sensors/safe-read.js';
 import type { Action, ActionResult } from '../action.js';
 import type { UserNotifier } from '../notifier.js';
 import type { QuarantineRequest, QuarantineStore } from '../quarantine-store.js';
@@ -76,27 +85,38 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       };
     } catch (err) {
       // The installer removed it while it was being moved (npm rolling back after its install
-      // script was killed): the move rolled back, and what is left are its links.
-      if (obs.kind === 'package' && (await lstat(obs.path).catch(() => null)) === null)
-        return this.cleanLeftovers(obs, ms);
+      // script was killed): the move rolled back, and what is left are its links. (Not looked
+      // for when the path did not answer: it would not now either.)
+      if (obs.kind === 'package' && !isGuardError(err, 'GUARD_QUARANTINE_BUSY')) {
+        const there = await lstatUserPath(obs.path, installReadGate, keyOf(obs));
+        if (!there.ok && there.reason === 'missing') return this.cleanLeftovers(obs, ms);
+      }
       const code = isGuardError(err) ? err.code : 'GUARD_QUARANTINE_IO';
       this.log.warn({ path: obs.path, code, err: errorMessage(err) }, 'quarantine refused or failed');
       return { actionTaken: 'failed', latencyMs: ms(), error: `${code}: ${errorMessage(err)}` };
     }
   }
 
-  /** Removes the links a package its installer removed left behind: `install_reverted`. */
+  /**
+   * Removes the links a package its installer removed left behind: `install_reverted`. Links left
+   * alone make it `failed`: GUARD_QUARANTINE_BUSY when a place did not answer in time, else
+   * GUARD_QUARANTINE_UNSAFE_PATH.
+   */
   private async cleanLeftovers(obs: PackageObservation, ms: () => number): Promise<ActionResult> {
     const cleaned = await this.options.store.removeLeftoverLinks({
       path: obs.path,
       linkDirs: binDirsFor(this.rootOf(obs), this.platform),
       aliasDirs: this.aliasDirs(obs),
+      gateKey: keyOf(obs),
     });
     const refused = cleaned.refused.map((r) => `${r.path} (${r.reason})`).join('; ');
+    const code = cleaned.refused.some((r) => r.reason.startsWith('GUARD_QUARANTINE_BUSY'))
+      ? 'GUARD_QUARANTINE_BUSY'
+      : 'GUARD_QUARANTINE_UNSAFE_PATH';
     return {
       actionTaken: refused ? 'failed' : 'install_reverted',
       latencyMs: ms(),
-      error: refused ? `GUARD_QUARANTINE_UNSAFE_PATH: leftover links not removed: ${refused}` : null,
+      error: refused ? `${code}: leftover links not removed: ${refused}` : null,
       details: { links_removed: cleaned.removed },
     };
   }
@@ -112,17 +132,30 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
     }
   }
 
+  /** What the store is asked to move; throws GUARD_QUARANTINE_BUSY when a look did not answer in time. */
   private async packageRequest(obs: PackageObservation, decision: Decision): Promise<QuarantineRequest> {
+    const key = keyOf(obs);
+    const answered = <R extends { ok: boolean; reason?: string; detail?: string }>(r: R, what: string): R => {
+      if (turnedAway(r))
+        throw new GuardError(
+          'GUARD_QUARANTINE_BUSY',
+          `${what} did not answer in time (${r.detail ?? r.reason}: a stalled mount, or its tree's read slot held); nothing moved`,
+          { path: obs.path },
+        );
+      return r;
+    };
     let expect: QuarantineRequest['expect'] = 'directory';
-    const st = await lstat(obs.path).catch(() => null);
-    if (st?.isSymbolicLink()) {
+    const st = answered(await lstatUserPath(obs.path, installReadGate, key), obs.path);
+    if (st.ok && st.value.isSymbolicLink()) {
       // npm link-style: the link is what is installed; move it (never its target) only when it
       // really is a link to a package of this name. Anything else is a swap: refuse.
-      const target = await realpath(obs.path).catch(() => null);
-      const pkg = target ? await readPackageJsonAsync(target, obs.owner.uid) : null;
+      const target = answered(await realpathUserPath(obs.path, installReadGate, key), obs.path);
+      const pkg = target.ok
+        ? answered(await readPackageJsonAsync(target.value, key), join(target.value, 'package.json'))
+        : null;
       expect = pkg?.ok && pkg.info.name === obs.name ? 'symlink' : 'directory';
     }
-    const pkg = await readPackageJsonAsync(obs.path, obs.owner.uid);
+    const pkg = answered(await readPackageJsonAsync(obs.path, key), join(obs.path, 'package.json'));
     const binNames = pkg.ok ? Object.keys(pkg.info.bin) : [];
     const root = this.rootOf(obs);
     const linkDirs = binDirsFor(root, this.platform);
@@ -140,6 +173,7 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       rule: decision.rule,
       policyVersion: decision.policyVersion,
       package: { name: obs.name, version: obs.version, manager: obs.manager },
+      gateKey: key,
     };
   }
 
@@ -176,8 +210,14 @@ export class QuarantineAction implements Action<PackageObservation | PathObserva
       rule: decision.rule,
       policyVersion: decision.policyVersion,
       package: null,
+      gateKey: keyOf(obs),
     };
   }
+}
+
+/** The install read gate's key of every look at `obs`'s path: its tree's, else its owner's uid. */
+function keyOf(obs: PackageObservation | PathObservation): TreeKey {
+  return obs.treeKey ?? obs.owner.uid;
 }
 
 function layoutOf(obs: PackageObservation): InstallRoot['layout'] {

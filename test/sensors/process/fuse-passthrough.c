@@ -14,7 +14,14 @@
  * --as ID (with --direct): the mount's `user_id=`/`group_id=` are ID, and the program runs as ID
  * (uid and gid) — another id of the namespace, e.g. one of the user's subordinate uids.
  *
- * Usage: fuse-passthrough [--stall-opens-after N] [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
+ * --for-user UID GID (run as root): mounts with mount(2) for that user with `allow_other` —
+ * what fusermount3 -o allow_other makes for them where /etc/fuse.conf has user_allow_other, so
+ * root sees the files — then serves as that user.
+ * --claim-uid N: every file's owner (uid and gid) is reported as N: a daemon says what it likes.
+ * --claim-gid N: every file's group is reported as N (after --claim-uid, which it overrides).
+ *
+ * Usage: fuse-passthrough [--claim-uid N] [--claim-gid N] [--for-user UID GID] [--stall-opens-after N]
+ *          [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,6 +43,8 @@
 #define BUF_SIZE (1024 * 1024 + 4096)
 
 static char src[4096];
+static long claim_uid = -1;
+static long claim_gid = -1;
 static char names[MAX_NODES][256];
 static int nnodes;
 static int fusefd;
@@ -65,8 +74,8 @@ static void fill_attr(struct fuse_attr *a, const struct stat *st, uint64_t node)
   a->ctimensec = st->st_ctim.tv_nsec;
   a->mode = st->st_mode;
   a->nlink = 1;
-  a->uid = st->st_uid;
-  a->gid = st->st_gid;
+  a->uid = claim_uid >= 0 ? (uint32_t)claim_uid : st->st_uid;
+  a->gid = claim_gid >= 0 ? (uint32_t)claim_gid : claim_uid >= 0 ? (uint32_t)claim_uid : st->st_gid;
   a->blksize = 4096;
 }
 
@@ -127,10 +136,34 @@ static int mount_direct(const char *mnt) {
   return fd;
 }
 
+static int mount_for_user(const char *mnt, long uid, long gid) {
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char opts[256];
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%ld,group_id=%ld,allow_other", fd, uid, gid);
+  if (mount("tgfp", mnt, "fuse.tgfp", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0) return -1;
+  if (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0 || setuid((uid_t)uid) != 0) return -1;
+  return fd;
+}
+
 int main(int argc, char **argv) {
   long stall_after = -1;
+  long for_uid = -1, for_gid = -1;
   int direct = 0;
   int i = 1;
+  if (argc > i + 1 && strcmp(argv[i], "--claim-uid") == 0) {
+    claim_uid = atol(argv[i + 1]);
+    i += 2;
+  }
+  if (argc > i + 1 && strcmp(argv[i], "--claim-gid") == 0) {
+    claim_gid = atol(argv[i + 1]);
+    i += 2;
+  }
+  if (argc > i + 2 && strcmp(argv[i], "--for-user") == 0) {
+    for_uid = atol(argv[i + 1]);
+    for_gid = atol(argv[i + 2]);
+    i += 3;
+  }
   if (argc > i + 1 && strcmp(argv[i], "--stall-opens-after") == 0) {
     stall_after = atol(argv[i + 1]);
     i += 2;
@@ -143,9 +176,11 @@ int main(int argc, char **argv) {
     as_id = atol(argv[i + 1]);
     i += 2;
   }
-  if (argc - i < 2 || (!direct && argc - i != 2)) return 2;
+  if (argc - i < 2 || (!direct && argc - i != 2) || (direct && for_uid >= 0)) return 2;
   if (realpath(argv[i], src) == NULL) return 3;
-  fusefd = direct ? mount_direct(argv[i + 1]) : mount_with_fusermount(argv[i + 1]);
+  fusefd = direct        ? mount_direct(argv[i + 1])
+           : for_uid >= 0 ? mount_for_user(argv[i + 1], for_uid, for_gid)
+                          : mount_with_fusermount(argv[i + 1]);
   if (fusefd < 0) {
     perror("mount");
     return 4;

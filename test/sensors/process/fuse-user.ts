@@ -27,7 +27,7 @@ import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lo
 import type { TestUser } from '../../helpers/unix-user.js';
 import { spawnAs } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
-import { compileC } from '../hostile-fs.js';
+import { compileC, runFuseDaemon, type StalledMount } from '../hostile-fs.js';
 
 const FUSERMOUNT = '/usr/bin/fusermount3';
 const DEV_FUSE = '/dev/fuse';
@@ -67,6 +67,31 @@ export interface UserMount {
   readonly pid?: number;
   /** Ends the daemon (its pending requests fail) and unmounts. Idempotent. */
   release(): Promise<void>;
+}
+
+/**
+ * Mounts `daemon` (buildPassthrough) on `mnt` for `user` with `allow_other` — what fusermount3 -o
+ * allow_other makes for them where /etc/fuse.conf has user_allow_other, so root sees the files —
+ * serving `src` (theirs); the daemon then runs as the user and reports every file as owned by
+ * `claim.uid` and group `claim.gid` (default: the same number). Resolves once it serves; the
+ * caller releases it (the machine lock is held until then).
+ */
+export function mountClaiming(
+  user: TestUser,
+  daemon: string,
+  src: string,
+  mnt: string,
+  claim: { readonly uid: number; readonly gid?: number },
+): Promise<StalledMount> {
+  const gid = claim.gid === undefined ? [] : ['--claim-gid', String(claim.gid)];
+  return runFuseDaemon(
+    () => [
+      daemon,
+      ['--claim-uid', String(claim.uid), ...gid, '--for-user', String(user.uid), String(user.gid), src, mnt],
+    ],
+    mnt,
+    'mounted',
+  );
 }
 
 /** The first of `user`'s subordinate ids in `file` (/etc/subuid or /etc/subgid; useradd gives them). */
