@@ -8,6 +8,9 @@
  * start) is counted as a repeat instead of handed to the enforcer — except an enforced block, which is
  * acted on (and reported) every time: a process still alive after a block must be stopped again.
  *
+ * An action turned away because the user's tree did not answer in time (GUARD_QUARANTINE_BUSY)
+ * is handed back to the sensors (`Sensor.turnedAway`), which report the thing again later.
+ *
  * With a shadow policy in force, every observation is also handed to the ShadowEvaluator
  * (shadow-evaluator.ts) with the enforced decision, after the enforced matching and before the
  * action; the shadow never changes what is done.
@@ -117,7 +120,15 @@ export class Pipeline {
       this.repeats++;
       return;
     }
-    const p = this.options.enforcer.handle(obs, decision).finally(() => this.inFlight.delete(p));
+    const p = this.options.enforcer
+      .handle(obs, decision)
+      .then((result) => {
+        // Nothing was done because the user's tree did not answer in time: the sensor reports it
+        // again on a later look (not only once the thing changes or a new policy comes).
+        if (result.error?.startsWith('GUARD_QUARANTINE_BUSY'))
+          for (const s of this.sensors) s.turnedAway?.(obs);
+      })
+      .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
   };
 

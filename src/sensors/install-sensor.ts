@@ -105,6 +105,13 @@ const LIST_FANOUT = 8;
 const FINGERPRINT_MAX_ENTRIES = 20_000;
 /** Distinct skipped (reason, path) pairs remembered for de-duplicating counts. */
 const MAX_SKIPPED_REMEMBERED = 10_000;
+/**
+ * A block turned away because its tree did not answer in time (GUARD_QUARANTINE_BUSY, see
+ * `turnedAway`): its tree is looked at again after each of these waits (ms); after the last, when
+ * the tree recovers from a stall and at the full rescans only. Bounded, so a user who keeps their
+ * tree stalled costs a few looks and `failed` events, not a loop.
+ */
+const BUSY_RETRY_WAITS_MS = [5_000, 30_000, 120_000];
 /** `**` in a path glob is walked and watched this deep at most. */
 const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
@@ -242,6 +249,8 @@ export class InstallSensor implements Sensor {
   private readonly sweepRetries = new Map<string, SweepRetry>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
+  /** Path whose block was turned away → retries scheduled so far and the pending one (turnedAway). */
+  private readonly busyRetries = new Map<string, { attempts: number; timer: NodeJS.Timeout | null }>();
   /** Leftover sweeps run (each reads a root's bin dirs). */
   private sweeps = 0;
   /** Candidate trees walked to tell whether they settled (each up to FINGERPRINT_MAX_ENTRIES lstats). */
@@ -279,6 +288,8 @@ export class InstallSensor implements Sensor {
     this.absentTimers.clear();
     for (const r of this.sweepRetries.values()) clearTimeout(r.timer);
     this.sweepRetries.clear();
+    for (const r of this.busyRetries.values()) if (r.timer) clearTimeout(r.timer);
+    this.busyRetries.clear();
     for (const p of this.pending.values()) if (p.timer) clearTimeout(p.timer);
     this.pending.clear();
     this.watchedDirs.clear();
@@ -293,6 +304,31 @@ export class InstallSensor implements Sensor {
     this.reads.stop();
     await this.scanning;
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /**
+   * The block of what was reported at `obs.path` was turned away (GUARD_QUARANTINE_BUSY: its tree
+   * did not answer in time, so nothing was moved): it no longer counts as reported, and its tree
+   * is looked at again after BUSY_RETRY_WAITS_MS (and when it recovers from a stall, and at the
+   * rescans), so the block is tried again instead of waiting for the package to change or a new
+   * policy. A later look that finds it reports it again, and the block is retried.
+   */
+  turnedAway(obs: Observation): void {
+    if (!this.running || (obs.kind !== 'package' && obs.kind !== 'path')) return;
+    const known = this.reported.get(obs.path);
+    if (!known) return;
+    this.reported.delete(obs.path);
+    this.count('block_turned_away', obs.path);
+    const retry = this.busyRetries.get(obs.path) ?? { attempts: 0, timer: null };
+    if (retry.timer || retry.attempts >= BUSY_RETRY_WAITS_MS.length) return;
+    if (!this.busyRetries.has(obs.path) && this.busyRetries.size >= MAX_PENDING) return;
+    const wait = BUSY_RETRY_WAITS_MS[retry.attempts] as number;
+    retry.attempts++;
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      this.rescanTree(known.key);
+    }, wait);
+    this.busyRetries.set(obs.path, retry);
   }
 
   /** A new policy: remember it and rescan (new names / versions / globs are reported afresh). */
@@ -382,6 +418,12 @@ export class InstallSensor implements Sensor {
   private onTreeRecovered(key: TreeKey): void {
     if (!this.running) return;
     this.log.info({ key }, 'a stalled tree answers again: scanning it');
+    this.rescanTree(key);
+  }
+
+  /** Scans and sweeps the roots of the tree `key`, and walks its glob bases. */
+  private rescanTree(key: TreeKey): void {
+    if (!this.running) return;
     this.track(
       (async () => {
         for (const root of [...this.roots.values()]) {

@@ -31,6 +31,12 @@ export interface Sensor {
    */
   setMatcher(matcher: Matcher): void;
   status(): SensorStatus;
+  /**
+   * The action on `obs` was turned away by a tree that did not answer in time
+   * (GUARD_QUARANTINE_BUSY): nothing was done. The sensor reports `obs` again on a later look
+   * instead of counting it as handled (optional: sensors whose observations have no such action).
+   */
+  turnedAway?(obs: Observation): void;
 }
 
 /** What the pipeline gives each sensor. `onObservation` never throws; it may be async. */
