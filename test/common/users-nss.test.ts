@@ -135,6 +135,8 @@ describe('users and groups from NSS', () => {
     await wait;
     expect(users.settle(UID, 10_000)).toBeNull();
     expect(users.owner(UID)).toEqual({ uid: UID, user: NAME, groups: [GROUP], home: HOME });
+    // The list of users is NSS's once its first background round ended.
+    await users.settleUsers(10_000);
     expect(users.users().find((u) => u.uid === UID)).toMatchObject({ name: NAME, home: HOME });
     // a local user resolves at once from the files (no wait), with their primary group
     expect(users.settle(localUser.uid, 10_000)).toBeNull();
