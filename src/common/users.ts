@@ -11,20 +11,38 @@
  * that hangs is killed at NSS_LOOKUP_TIMEOUT_MS, one that leaks or crashes takes nothing with it,
  * and no native build is needed. The cost is a spawn per lookup, paid once per uid per TTL: the
  * answers are cached (bounded, positive and negative TTLs) and dropped when /etc/passwd,
- * /etc/group or /etc/nsswitch.conf change. A lookup never runs on the caller's time: owner()
- * answers from the cache, or from /etc/passwd and /etc/group while the uid's lookup runs in the
- * background (at most NSS_MAX_CONCURRENT_LOOKUPS at once, NSS_MAX_QUEUED_LOOKUPS waiting), and a
- * caller that can wait asks `settle` first, bounded. A uid neither cached nor in the files is
- * unknown until its lookup answers: it matches no user or group exception (the strict side).
+ * /etc/group or /etc/nsswitch.conf change. The children are found through guardd's PATH, which
+ * the service manager sets (root's, fixed); whoever sets it is root already.
+ *
+ * Nothing here blocks on the caller's time:
+ *  - owner() answers from the cache, or from /etc/passwd and /etc/group while the uid's lookup runs
+ *    in the background (at most NSS_MAX_CONCURRENT_LOOKUPS at once, NSS_MAX_QUEUED_LOOKUPS
+ *    waiting), and a caller that can wait asks `settle` first, bounded. A uid neither cached nor in
+ *    the files is unknown until its lookup answers: it matches no user or group exception (the
+ *    strict side).
+ *  - users() answers from the last completed *round* — `getent passwd` enumeration (re-run every
+ *    NSS_POSITIVE_TTL_MS) plus the owner of every directory under the home roots, looked up by uid
+ *    (SSSD and AD do not enumerate) — and starts a round in the background when that answer is
+ *    older than USERS_REFRESH_MS (one at a time). Before the first round ended it answers from
+ *    /etc/passwd. A round's fs calls (the home roots' listings and each home's stat) run off the
+ *    event loop through `homesGate` with a deadline (safe-read.ts): a home on an NFS server that
+ *    hangs keeps its owner from the last round that answered (or is left out), and its stuck stat,
+ *    which holds a gate slot and a pool thread until the kernel answers, is not asked again until
+ *    it returned. A home that is its user's own FUSE mount is never statted (mountinfo names its
+ *    user). `onChange` tells the callers holding an answer that a round changed it (guardd then
+ *    recompiles the policy for the new homes, and the install sensor, told of the new matcher,
+ *    rescans); `settleUsers` lets a caller that can wait (the CLI) wait, bounded.
+ *  - macOS's `dscl` runs in the background the same way; Windows lists its profile folders.
  * Without `getent` (a minimal container) the files are parsed as before.
  *
  * Files and command output are parsed defensively (a malformed line must not stop the daemon).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Owner } from '../sensors/observation.js';
+import { ReadGate, USER_READ_TIMEOUT_MS } from '../sensors/safe-read.js';
 import { deviceName, type MountEntry, parseMountinfo } from './mountinfo.js';
 import type { Platform } from './platform-paths.js';
 
@@ -42,6 +60,8 @@ export interface UserDirectoryOptions {
   readonly groupFile?: string;
   /** Directories whose subdirectories are homes: their owners count as users (default /home). */
   readonly homeRoots?: readonly string[];
+  /** How old users()'s answer may get before a call starts a round (ms; default USERS_REFRESH_MS). */
+  readonly refreshMs?: number;
 }
 
 /** One NSS lookup (a `getent`/`id` child) is killed after this long: a hung SSSD/LDAP must not hold guardd. */
@@ -87,6 +107,41 @@ export const NSS_MAX_QUEUED_LOOKUPS = 256;
 export const OWNER_WAIT_MS = 500;
 /** The change stamps of NSS_STAMP_FILES are read at most this often (ms), not on every owner(). */
 const STAMP_CHECK_MS = 1000;
+/**
+ * users() starts a round (enumeration when its TTL ran out, the home roots listed and statted)
+ * when its answer is older than this (ms): a home made for a directory user at first login
+ * (pam_mkhomedir, no /etc/passwd change) counts within it once something asks, and a loop of
+ * callers costs at most one round per 30 s.
+ */
+export const USERS_REFRESH_MS = 30_000;
+/**
+ * A round waits this long at most (ms) for the lookups of home owners NSS did not enumerate (a
+ * `getent` and an `id` child each); one not answered by then counts from a later round.
+ */
+const HOME_OWNER_WAIT_MS = 2 * NSS_LOOKUP_TIMEOUT_MS;
+/**
+ * A caller that can wait for a round (the CLI: the first answer, enumeration included) waits this
+ * long at most (ms): enumeration, the listing and the stats each end by their deadline of 2 s.
+ */
+export const USERS_ROUND_WAIT_MS = 3 * NSS_LOOKUP_TIMEOUT_MS;
+/** Home-root entries statted at once per batch (each batch ends by one deadline whatever stalls). */
+const HOME_STAT_BATCH = 256;
+/**
+ * Calls of a round into the home roots in flight at once: a home on a hung NFS server pins one
+ * (with its pool thread) until the server answers, and the other homes are statted through the
+ * second. Each path is its own key, asked once at a time.
+ */
+const HOMES_MAX_IN_FLIGHT = 2;
+/** The gate of the rounds' listings of the home roots and stats of the homes (one per process). */
+const homesGate = new ReadGate('user_homes', HOMES_MAX_IN_FLIGHT, 1);
+/**
+ * Paths whose call through `homesGate` outlived its deadline and has not returned yet: asked
+ * again only once it returned, so a stalled home holds one slot, not one more per round.
+ */
+const stuckPaths = new Set<string>();
+
+/** What a round's call into a home root came to: its value (null when it failed), or no answer in time. */
+type Asked<T> = { readonly answered: true; readonly value: T | null } | { readonly answered: false };
 
 /**
  * Answers from NSS through `getent` and `id` children, cached, and never on the caller's time:
@@ -100,14 +155,29 @@ class NssUsers {
   private readonly queue: { uid: number; done: () => void }[] = [];
   private running = 0;
   private enumerated: { users: UserRecord[]; expiresAt: number } | null = null;
+  /** The last completed round's users and when it ended (Date.now() ms); null before the first. */
+  private answer: { users: UserRecord[]; at: number } | null = null;
+  /** The round running now. */
+  private round: Promise<void> | null = null;
+  /** Bumped when the stamps change: a round started before answers stale. */
+  private generation = 0;
+  /** Home root → its homes' owners (path → uid) as last answered: kept for a home that stalls. */
+  private homeOwners = new Map<string, Map<string, number>>();
   private stamp = '';
   private stampCheckedAt = Number.NEGATIVE_INFINITY;
   /** Set when `getent` cannot be run here: the caller falls back to the files. */
   unavailable = false;
   readonly counts = { lookups: 0, completed: 0, dropped: 0 };
+  /** Rounds ended; home-root calls that did not answer by their deadline (or found no slot); ones not asked (stuck). */
+  readonly roundCounts = { rounds: 0, homeTimeouts: 0, homesSkipped: 0 };
 
+  /**
+   * @param onRound called after each round ended (its answer is in users() from then on).
+   */
   constructor(
     private readonly homeRoots: readonly string[],
+    private readonly refreshMs: number,
+    private readonly onRound: () => void,
     private readonly mountinfo = '/proc/self/mountinfo',
   ) {}
 
@@ -129,53 +199,163 @@ class NssUsers {
   settle(uid: number, maxWaitMs: number): Promise<void> | null {
     if (this.cached(uid)) return null;
     const p = this.inflight.get(uid);
-    if (!p) return null;
-    return new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, maxWaitMs);
-      void p.then(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    return p ? bounded(p, maxWaitMs) : null;
   }
 
-  /** Users NSS enumerates, plus the owners of the homes under the home roots (SSSD/AD do not enumerate). */
-  users(): UserRecord[] {
+  /**
+   * The last completed round's users — NSS's enumeration plus the owners of the homes under the
+   * home roots — or null before the first ended. Never waits: `start` (default) starts a round when
+   * the answer is stale and none runs.
+   */
+  users(start = true): UserRecord[] | null {
     this.invalidateOnChange();
+    if (start && this.stale()) this.startRound();
+    return this.answer?.users ?? null;
+  }
+
+  /** Resolves when the round running (or one started now, the answer being stale) ended, or after `maxWaitMs`. */
+  settleUsers(maxWaitMs: number): Promise<void> {
+    this.invalidateOnChange();
+    if (this.stale()) this.startRound();
+    return this.round ? bounded(this.round, maxWaitMs) : Promise.resolve();
+  }
+
+  private stale(): boolean {
     const now = Date.now();
-    if (!this.enumerated || this.enumerated.expiresAt <= now) {
-      const out = run('getent', ['passwd'], (err) => {
-        if (err === 'ENOENT') this.unavailable = true;
-      });
-      if (out === null && this.unavailable) return [];
-      const users = parsePasswd(out ?? '').slice(0, MAX_ENUMERATED_USERS);
-      this.enumerated = { users, expiresAt: now + NSS_POSITIVE_TTL_MS };
-    }
-    const byUid = new Map(this.enumerated.users.map((u) => [u.uid, u]));
-    const userMounts = userFuseMounts(this.mountinfo);
-    for (const root of this.homeRoots) {
-      for (const name of safeReaddir(root)) {
-        // A home that is a user's own FUSE mount is not statted: with `allow_other` its daemon
-        // answers root's stat, or never does — on the event loop (found in review: users() never
-        // returned, and guardd with it). Its owner is the mount's user, which mountinfo says.
-        let uid = userMounts.get(join(root, name));
-        if (uid === undefined) {
-          try {
-            const st = statSync(join(root, name));
-            if (!st.isDirectory()) continue;
-            uid = st.uid;
-          } catch {
-            continue;
-          }
+    return (
+      !this.answer ||
+      this.answer.at + this.refreshMs <= now ||
+      !this.enumerated ||
+      this.enumerated.expiresAt <= now
+    );
+  }
+
+  private startRound(): void {
+    if (this.round || this.unavailable) return;
+    const generation = this.generation;
+    this.round = this.runRound(generation)
+      .catch(() => undefined)
+      .finally(() => {
+        this.round = null;
+        this.roundCounts.rounds++;
+        try {
+          this.onRound();
+        } catch {
+          // The answer is in place; telling about it is the listener's business.
         }
-        if (byUid.has(uid)) continue;
-        // Not waited for: a uid not cached yet is looked up in the background, its home counts
-        // from the next round.
-        const record = this.cached(uid, true)?.record ?? null;
-        if (record) byUid.set(uid, record);
+      });
+  }
+
+  private async runRound(generation: number): Promise<void> {
+    if (!this.enumerated || this.enumerated.expiresAt <= Date.now()) {
+      let missing = false;
+      const out = await runAsync('getent', ['passwd'], (err) => {
+        if (err === 'ENOENT') missing = true;
+      });
+      if (missing) {
+        this.unavailable = true;
+        return;
+      }
+      // A directory that did not answer (SSSD offline, killed at the timeout): the last
+      // enumeration, or the files, asked again sooner.
+      this.enumerated =
+        out !== null
+          ? {
+              users: parsePasswd(out).slice(0, MAX_ENUMERATED_USERS),
+              expiresAt: Date.now() + NSS_POSITIVE_TTL_MS,
+            }
+          : {
+              users: this.enumerated?.users ?? parsePasswd(readLines('/etc/passwd').join('\n')),
+              expiresAt: Date.now() + NSS_NEGATIVE_TTL_MS,
+            };
+    }
+    const enumerated = this.enumerated;
+    const byUid = new Map<number, UserRecord>();
+    for (const u of enumerated.users) if (!byUid.has(u.uid)) byUid.set(u.uid, u);
+    const owners = new Set<number>();
+    for (const homes of (await this.listHomes()).values())
+      for (const uid of homes.values()) if (!byUid.has(uid)) owners.add(uid);
+    // Their lookups go first (see `cached`); the round waits for them, bounded.
+    const waits: Promise<void>[] = [];
+    for (const uid of owners) {
+      this.cached(uid, true);
+      const wait = this.settle(uid, HOME_OWNER_WAIT_MS);
+      if (wait) waits.push(wait);
+    }
+    await Promise.all(waits);
+    for (const uid of owners) {
+      const record = this.cache.get(uid)?.record;
+      if (record) byUid.set(uid, record);
+    }
+    this.answer = { users: [...byUid.values()], at: Date.now() };
+    // The stamps changed meanwhile: this answer stands until a round under the new ones ends.
+    if (generation !== this.generation) this.answer.at = Number.NEGATIVE_INFINITY;
+  }
+
+  /**
+   * Home root → its homes' owners (path → uid), each root listed and each home statted through
+   * `homesGate`. A home that is its user's own FUSE mount is not statted: with `allow_other` its
+   * daemon answers root's stat (any owner it likes) or never does; its owner is the mount's user,
+   * which mountinfo says. A root or home that did not answer keeps what the last round knew of it.
+   */
+  private async listHomes(): Promise<Map<string, Map<string, number>>> {
+    const userMounts = userFuseMounts(this.mountinfo);
+    const out = new Map<string, Map<string, number>>();
+    for (const root of this.homeRoots) {
+      const before = this.homeOwners.get(root) ?? new Map<string, number>();
+      const listed = await this.ask(root, () => readdir(root));
+      if (!listed.answered) {
+        out.set(root, before);
+        continue;
+      }
+      const homes = new Map<string, number>();
+      out.set(root, homes);
+      const names = listed.value ?? [];
+      for (let i = 0; i < names.length; i += HOME_STAT_BATCH) {
+        await Promise.all(
+          names.slice(i, i + HOME_STAT_BATCH).map(async (name) => {
+            const path = join(root, name);
+            const mountedBy = userMounts.get(path);
+            if (mountedBy !== undefined) {
+              homes.set(path, mountedBy);
+              return;
+            }
+            const st = await this.ask(path, () => stat(path));
+            if (!st.answered) {
+              const was = before.get(path);
+              if (was !== undefined) homes.set(path, was);
+            } else if (st.value?.isDirectory()) homes.set(path, st.value.uid);
+          }),
+        );
       }
     }
-    return [...byUid.values()];
+    this.homeOwners = out;
+    return out;
+  }
+
+  /**
+   * `call` (one fs call on `path`) through `homesGate` with a deadline; not run while an earlier
+   * call on `path` is stuck, nor while stuck calls hold every slot of the gate (it would only wait
+   * for its deadline in the line).
+   */
+  private async ask<T>(path: string, call: () => Promise<T>): Promise<Asked<T>> {
+    if (stuckPaths.has(path) || stuckPaths.size >= HOMES_MAX_IN_FLIGHT) {
+      this.roundCounts.homesSkipped++;
+      return { answered: false };
+    }
+    let returned = false;
+    const r = await homesGate.run(path, USER_READ_TIMEOUT_MS, () =>
+      call()
+        .catch(() => null)
+        .finally(() => {
+          returned = true;
+          stuckPaths.delete(path);
+        }),
+    );
+    if (r.admitted && !r.timedOut) return { answered: true, value: r.value };
+    this.roundCounts.homeTimeouts++;
+    if (r.admitted && !returned) stuckPaths.add(path);
+    return { answered: false };
   }
 
   /**
@@ -254,10 +434,28 @@ class NssUsers {
     this.stamp = stamp;
     this.cache.clear();
     this.enumerated = null;
+    this.generation++;
   }
 }
 
-/** `run` without blocking: its stdout, or null when it failed, found nothing or timed out. */
+/** Resolves when `p` settled or after `ms`, whichever is first (never rejects). */
+function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    void p.then(
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+    );
+  });
+}
+
+/** Runs `cmd` bounded, without blocking: its stdout, or null when it failed, found nothing or timed out. */
 function runAsync(
   cmd: string,
   args: readonly string[],
@@ -282,22 +480,6 @@ function runAsync(
       },
     );
   });
-}
-
-/** Runs `cmd` bounded; its stdout, or null when it failed, found nothing or timed out. */
-function run(cmd: string, args: readonly string[], onError?: (code: string) => void): string | null {
-  try {
-    return execFileSync(cmd, [...args], {
-      encoding: 'utf8',
-      timeout: NSS_LOOKUP_TIMEOUT_MS,
-      maxBuffer: MAX_LOOKUP_OUTPUT_BYTES,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string') onError?.(code);
-    return null;
-  }
 }
 
 /** passwd(5) lines → records (malformed lines skipped). */
@@ -329,11 +511,16 @@ export class UserDirectory {
   private stamp = '';
   /** Linux without file overrides: NSS. Null when reading files (overrides, other platforms, no getent). */
   private readonly nss: NssUsers | null;
+  private readonly listeners = new Set<() => void>();
+  /** Key (usersKey) of the answer users() last handed out; null before the first. */
+  private answeredKey: string | null = null;
 
   constructor(private readonly options: UserDirectoryOptions) {
     this.nss =
       options.platform === 'linux' && !options.passwdFile && !options.groupFile
-        ? new NssUsers(options.homeRoots ?? ['/home'])
+        ? new NssUsers(options.homeRoots ?? ['/home'], options.refreshMs ?? USERS_REFRESH_MS, () =>
+            this.answerChanged(),
+          )
         : null;
   }
 
@@ -356,10 +543,15 @@ export class UserDirectory {
 
   /**
    * Null when `owner(uid)` answers now what it will answer; else a promise that resolves when the
-   * uid's NSS lookup finished or `maxWaitMs` passed (never rejects). For callers that may wait a
-   * little for a directory user's first process rather than see it unnamed.
+   * uid's NSS lookup (macOS: the first read of the directory) finished or `maxWaitMs` passed (never
+   * rejects). For callers that may wait a little for a directory user's first process rather than
+   * see it unnamed.
    */
   settle(uid: number, maxWaitMs: number): Promise<void> | null {
+    if (this.options.platform === 'darwin') {
+      this.refresh();
+      return this.stamp === '' && this.darwinLoad ? bounded(this.darwinLoad, maxWaitMs) : null;
+    }
     if (!this.nss || this.nss.unavailable) return null;
     const wait = this.nss.settle(uid, maxWaitMs);
     if (wait === null) return null;
@@ -373,14 +565,70 @@ export class UserDirectory {
     return this.nss ? { ...this.nss.counts, pending: this.nss.pending } : null;
   }
 
-  /** Every local human user with a home directory (uid 0 included: root installs tools too). */
+  /**
+   * Rounds of users() ended; calls into the home roots that did not answer by their deadline (or
+   * found no slot), and ones not made because an earlier one on the same path is still stuck.
+   * Null without NSS.
+   */
+  roundCounts(): { rounds: number; homeTimeouts: number; homesSkipped: number } | null {
+    return this.nss ? { ...this.nss.roundCounts } : null;
+  }
+
+  /**
+   * Every local human user with a home directory (uid 0 included: root installs tools too). Never
+   * waits: the last round's answer (before the first ended, /etc/passwd's users), a round started
+   * in the background when it is stale (see the module doc).
+   */
   users(): UserRecord[] {
+    const list = this.currentUsers(true);
+    this.answeredKey = usersKey(list);
+    return list;
+  }
+
+  /**
+   * Resolves once the round running (or one started now, the answer being stale) ended, or after
+   * `maxWaitMs` (never rejects): then users() answers from it. For a caller that may wait (the CLI).
+   */
+  settleUsers(maxWaitMs: number): Promise<void> {
+    if (this.options.platform === 'darwin') {
+      this.refresh();
+      return this.darwinLoad ? bounded(this.darwinLoad, maxWaitMs) : Promise.resolve();
+    }
+    if (!this.nss || this.nss.unavailable) return Promise.resolve();
+    return this.nss.settleUsers(maxWaitMs);
+  }
+
+  /**
+   * Calls `listener` each time a round (or macOS's directory read) ended with an answer that differs
+   * from the one users() last handed out — a user or home came or went — so a caller holding the
+   * old one can ask again. Not called before users() was first asked. Returns the unsubscribe.
+   */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private currentUsers(startRound: boolean): UserRecord[] {
     if (this.nss && !this.nss.unavailable) {
-      const list = this.nss.users();
-      if (!this.nss.unavailable) return list.filter(isLoginUser);
+      const list = this.nss.users(startRound);
+      if (list && !this.nss.unavailable) return list.filter(isLoginUser);
     }
     this.refresh();
-    return [...this.byUid.values()].filter((u) => u.home && u.home !== '/' && !NOLOGIN_SHELLS.test(u.shell));
+    return [...this.byUid.values()].filter(isLoginUser);
+  }
+
+  private answerChanged(): void {
+    if (this.answeredKey === null) return;
+    const key = usersKey(this.currentUsers(false));
+    if (key === this.answeredKey) return;
+    this.answeredKey = key;
+    for (const listener of [...this.listeners]) {
+      try {
+        listener();
+      } catch {
+        // A listener's failure is its own; the others are still told.
+      }
+    }
   }
 
   private refresh(): void {
@@ -423,35 +671,18 @@ export class UserDirectory {
     }
   }
 
-  /** macOS / Windows: read once at first use (new users on these platforms appear via rescan of homes). */
+  /** macOS's directory read under way (`dscl`, in the background). */
+  private darwinLoad: Promise<void> | null = null;
+
+  /** macOS / Windows: read at first use and every OTHER_REFRESH_MS. */
   private loadOther(): void {
+    if (this.options.platform === 'darwin') {
+      this.loadDarwin();
+      return;
+    }
     this.stamp = 'loaded';
     this.loadedAt = Date.now();
     this.byUid = new Map();
-    if (this.options.platform === 'darwin') {
-      try {
-        const out = execFileSync('dscl', ['.', '-list', '/Users', 'UniqueID'], {
-          encoding: 'utf8',
-          timeout: 5000,
-        });
-        for (const line of out.split('\n')) {
-          const m = /^(\S+)\s+(-?\d+)$/.exec(line.trim());
-          if (!m || m[1]?.startsWith('_')) continue;
-          const name = m[1] as string;
-          const uid = Number(m[2]);
-          this.byUid.set(uid, {
-            uid,
-            name,
-            // root's home is /var/root; everyone else's is under /Users (dscl NFSHomeDirectory).
-            home: uid === 0 ? '/var/root' : `/Users/${name}`,
-            shell: '/bin/zsh',
-          });
-        }
-      } catch {
-        // dscl missing or failed: the owner stays unnamed; homes fall back to /Users listing.
-      }
-      return;
-    }
     // Windows has no uids; ps-list reports none either. Homes are the profile folders.
     const base = join(process.env.SystemDrive ?? 'C:', '\\Users');
     let uid = 1000;
@@ -461,6 +692,57 @@ export class UserDirectory {
       uid++;
     }
   }
+
+  /**
+   * Reads the users from `dscl` in the background (opendirectoryd can hang on a network directory
+   * like SSSD can); until the first read ended nobody is known. A failed read keeps the last one.
+   */
+  private loadDarwin(): void {
+    if (this.darwinLoad) return;
+    this.darwinLoad = new Promise<void>((resolve) => {
+      execFile(
+        'dscl',
+        ['.', '-list', '/Users', 'UniqueID'],
+        { encoding: 'utf8', timeout: 5000, maxBuffer: MAX_LOOKUP_OUTPUT_BYTES, killSignal: 'SIGKILL' },
+        (err, out) => {
+          // dscl missing or failed: owners stay unnamed, homes as last read.
+          if (!err) this.byUid = parseDscl(out);
+          this.stamp = 'loaded';
+          this.loadedAt = Date.now();
+          this.darwinLoad = null;
+          resolve();
+          this.answerChanged();
+        },
+      );
+    });
+  }
+}
+
+/** `dscl . -list /Users UniqueID` lines → records (system accounts, `_name`, skipped). */
+function parseDscl(out: string): Map<number, UserRecord> {
+  const byUid = new Map<number, UserRecord>();
+  for (const line of out.split('\n')) {
+    const m = /^(\S+)\s+(-?\d+)$/.exec(line.trim());
+    if (!m || m[1]?.startsWith('_')) continue;
+    const name = m[1] as string;
+    const uid = Number(m[2]);
+    byUid.set(uid, {
+      uid,
+      name,
+      // root's home is /var/root; everyone else's is under /Users (dscl NFSHomeDirectory).
+      home: uid === 0 ? '/var/root' : `/Users/${name}`,
+      shell: '/bin/zsh',
+    });
+  }
+  return byUid;
+}
+
+/** What a users() answer says, independent of order: who, with which home. */
+function usersKey(list: readonly UserRecord[]): string {
+  return list
+    .map((u) => `${u.uid}:${u.name}:${u.home}`)
+    .sort()
+    .join('\n');
 }
 
 function isLoginUser(u: UserRecord): boolean {

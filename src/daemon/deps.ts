@@ -129,11 +129,19 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     });
   }
 
+  // users() never waits: it answers from its last background round, and says when a round changed
+  // it (then the policies are recompiled below, and the sensors rescan with the new homes).
   const users = new UserDirectory({ platform });
-  const homes = (): string[] =>
-    config['sensors.install.homes'].length > 0
-      ? [...config['sensors.install.homes']]
-      : users.users().map((u) => u.home);
+  /** The homes last handed out (sorted, one a line). */
+  let homesHanded = '';
+  const homes = (): string[] => {
+    const list =
+      config['sensors.install.homes'].length > 0
+        ? [...config['sensors.install.homes']]
+        : users.users().map((u) => u.home);
+    homesHanded = [...list].sort().join('\n');
+    return list;
+  };
 
   // Enforcement.
   const notifier = new SessionNotifier({
@@ -225,6 +233,15 @@ export async function buildDaemon({ config, logger, local }: BuildDaemonOptions)
     logger: logger.child({ component: 'policy.shadow' }),
     channel: 'shadow',
     onChange: (matcher, verified) => pipeline.setShadowMatcher(verified ? matcher : null),
+  });
+  // A user or home came or went (a background round of the user directory): `~` in the policies
+  // stands for the new homes, and the install sensor (told of the new matcher) scans them.
+  users.onChange(() => {
+    const before = homesHanded;
+    homes();
+    if (homesHanded === before) return;
+    policy.rebuildMatcher();
+    shadowPolicy.rebuildMatcher();
   });
   const policyUrl =
     config['policy.url'] ||

@@ -2,13 +2,14 @@
  * Users and groups come from NSS, not only /etc/passwd: a user and a group served by a real NSS
  * module (libnss-extrausers, installed by .ci/system-deps.sh) — absent from /etc/passwd and
  * /etc/group — are resolved by UserDirectory (name, home, groups), their home is found, and a
- * real root guardd applies a group exception to that user's process.
+ * real root guardd applies a group exception to that user's process and scans that user's home
+ * once its background read of the user list ended (the first discovery ran before it).
  *
  * /etc/nsswitch.conf gets `extrausers` appended to its passwd and group lines for this file only
  * (other test files run at the same time: the edit only adds a source after the existing ones) and
  * is put back byte for byte afterwards; /var/lib/extrausers gets this file's lines, removed after.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -135,6 +136,8 @@ describe('users and groups from NSS', () => {
     await wait;
     expect(users.settle(UID, 10_000)).toBeNull();
     expect(users.owner(UID)).toEqual({ uid: UID, user: NAME, groups: [GROUP], home: HOME });
+    // The list of users is NSS's once its first background round ended.
+    await users.settleUsers(10_000);
     expect(users.users().find((u) => u.uid === UID)).toMatchObject({ name: NAME, home: HOME });
     // a local user resolves at once from the files (no wait), with their primary group
     expect(users.settle(localUser.uid, 10_000)).toBeNull();
@@ -214,13 +217,29 @@ describe('users and groups from NSS', () => {
       ),
       key,
     );
-    guardd = await startGuardd(join(dir, 'd'), {
-      'policy.trusted_keys': [key.publicKeyPem],
-      'paths.bootstrap_policy': policyFile,
-      // homes from the user directory (no override): the NSS user's home is among them
-      'sensors.install.enabled': true,
-      'sensors.install.system_roots': false,
-    });
+    // An enumeration that takes 1 s (a slow directory): guardd's first discovery has only
+    // /etc/passwd's users, and the NSS user's home is scanned once the user directory's background
+    // read ended and said the homes changed (no rescan is scheduled during the test).
+    const bin = join(dir, 'bin');
+    mkdirSync(bin, { recursive: true });
+    const realGetent = spawnSync('sh', ['-c', 'command -v getent'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(
+      join(bin, 'getent'),
+      `#!/bin/sh\nif [ "$#" = 1 ] && [ "$1" = passwd ]; then sleep 1; fi\nexec '${realGetent}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    guardd = await startGuardd(
+      join(dir, 'd'),
+      {
+        'policy.trusted_keys': [key.publicKeyPem],
+        'paths.bootstrap_policy': policyFile,
+        // homes from the user directory (no override): the NSS user's home is among them
+        'sensors.install.enabled': true,
+        'sensors.install.system_roots': false,
+        'sensors.install.rescan_cron': '0 0 1 1 *',
+      },
+      { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` } },
+    );
     const exe = join(dir, BANNED);
     copyFileSync('/bin/sleep', exe);
     chmodSync(exe, 0o755);

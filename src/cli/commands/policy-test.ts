@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import { GuardError } from '../../common/errors.js';
 import { currentPlatform } from '../../common/platform-paths.js';
-import { UserDirectory } from '../../common/users.js';
+import { USERS_ROUND_WAIT_MS, UserDirectory } from '../../common/users.js';
 import { loadConfig } from '../../config/load-config.js';
 import type { PolicyStatus } from '../../control/status.js';
 import { decide, type Verdict } from '../../enforcement/decide.js';
@@ -103,6 +103,8 @@ export const policyTestCommand: GuardctlCommand = {
       };
     }
     const users = new UserDirectory({ platform: currentPlatform() });
+    // The first full answer (enumeration and home roots), bounded; else /etc/passwd's users.
+    if (config.homes.length === 0) await users.settleUsers(USERS_ROUND_WAIT_MS);
     const homes = config.homes.length > 0 ? config.homes : users.users().map((u) => u.home);
     const compileOptions = { platform: currentPlatform(), homes };
     const matcher = compileMatcher(body, compileOptions);
