@@ -4,6 +4,7 @@
  * never blocked for long) — but never an event a forwarder has not delivered yet, so a SIEM that
  * was down for longer than the retention still receives everything.
  */
+import { isGuardError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Retention } from './store/port.js';
 
@@ -43,7 +44,12 @@ export async function pruneExpiredEvents(options: PruneOptions): Promise<number>
       await new Promise((r) => setImmediate(r));
     }
   } catch (err) {
-    options.logger?.error({ err }, 'pruning expired events failed; will retry');
+    if (isGuardError(err, 'GUARD_STORE_BUSY'))
+      options.logger?.warn(
+        { code: err.code, err: err.message },
+        'pruning expired events waited too long; will retry',
+      );
+    else options.logger?.error({ err }, 'pruning expired events failed; will retry');
   }
   if (deleted > 0) options.logger?.info({ deleted, cutoff }, 'pruned expired events');
   return deleted;

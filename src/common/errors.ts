@@ -40,6 +40,8 @@ export const ERROR_CODES = {
   GUARD_STORE_SCHEMA_NEWER:
     "the collector's database has a newer schema than this collector knows (refused, never downgraded)",
   GUARD_STORE_UNAVAILABLE: "the collector's PostgreSQL database cannot be reached or refused the login",
+  GUARD_STORE_BUSY:
+    "a row the operation needs stayed locked by another session past the wait (a forwarder's delivery or rewind that has not ended); nothing was changed",
   // control: local sockets
   GUARD_CONTROL_DAEMON_NOT_RUNNING: 'no daemon answers on the control socket',
   GUARD_CONTROL_BAD_REQUEST: 'a control request is malformed or too large',

@@ -1575,6 +1575,45 @@ describe('postgres: several collectors on one database', () => {
     }
   });
 
+  it("a retention step gives up on a sink's cursor row a hung session holds: GUARD_STORE_BUSY, nothing deleted, ingest unaffected; it deletes once that session ends", async () => {
+    const url = await server.createDatabase();
+    const a = track(await openStore({ dbFile: '', url }));
+    await a.enrollDevice(dev('h1'), 'hh', now());
+    const evs = Array.from({ length: 10 }, (_, i) => heartbeatEvent('h1', i + 1));
+    await a.insertGroup([
+      { deviceId: 'h1', enrollment: 1, events: incoming(evs, 'h1'), receivedAt: '2020-01-01T00:00:00.000Z' },
+    ]);
+    expect(await drain(a, 'ndjson')).toEqual(evs.map((e) => e.id));
+    // a collector hung between its cursor write and its COMMIT (its connection still open)
+    const hung = new pg.Client({ connectionString: url });
+    await hung.connect();
+    try {
+      await hung.query('BEGIN');
+      await hung.query("UPDATE forwarder_cursors SET updated_at = updated_at WHERE sink = 'ndjson'");
+      const outcome = await Promise.race([
+        a.pruneEvents('2021-01-01T00:00:00.000Z', ['ndjson'], 100).catch((e: unknown) => e),
+        new Promise((r) => setTimeout(() => r('still waiting after 40 s'), 40_000)),
+      ]);
+      expect(outcome).toMatchObject({ code: 'GUARD_STORE_BUSY' });
+      expect(await a.queryEvents({ deviceId: 'h1', limit: 100 })).toHaveLength(10);
+      // ingest never waits for it
+      expect(
+        await a.insertGroup([
+          {
+            deviceId: 'h1',
+            enrollment: 1,
+            events: incoming([heartbeatEvent('h1', 11)], 'h1'),
+            receivedAt: now(),
+          },
+        ]),
+      ).toEqual([{ accepted: 1, duplicates: 0 }]);
+    } finally {
+      await hung.query('ROLLBACK');
+      await hung.end();
+    }
+    expect(await a.pruneEvents('2021-01-01T00:00:00.000Z', ['ndjson'], 100)).toBe(10);
+  }, 60_000);
+
   it('a token replaced through another collector stores nothing more, though the first still caches it (stale)', async () => {
     const url = await server.createDatabase();
     const a = track(await openStore({ dbFile: '', url }));

@@ -500,6 +500,14 @@ const CURSOR_SQL =
   'SELECT last_rid AS rid, last_txid::text AS txid, updated_at FROM forwarder_cursors WHERE sink = $1';
 /** SQLSTATE lock_not_available: a lock wait ended by `lock_timeout`. */
 const LOCK_NOT_AVAILABLE = '55P03';
+/**
+ * How long a retention step waits for the sinks' cursor rows (ms). A delivery holds its sink's row
+ * from its cursor write to its COMMIT, and a rewind while it counts: milliseconds. A session left
+ * between the two (a collector hung, or cut off without its connection closing) would hold the
+ * step — and a pool connection — until PostgreSQL ends that session: the step gives up instead,
+ * GUARD_STORE_BUSY, and retention tries again at its next run.
+ */
+const RETENTION_CURSOR_WAIT_MS = 10_000;
 
 /** True when outbox position `a` comes before `b` in (txid, rid) order (txids as xid8 text). */
 function positionBefore(
@@ -1082,11 +1090,22 @@ export class PostgresCollectorStore implements CollectorStorePort {
     // cursor — read apart, a rewind committing in between would make events due again (and
     // count them in its answer) that this step then deletes.
     return this.tx(async (c) => {
-      const r = await c.query<{ sink: string; txid: string; rid: number }>(
-        `SELECT sink, last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors
-         WHERE sink = ANY($1::text[]) ORDER BY sink FOR SHARE`,
-        [sinks],
-      );
+      await c.query("SELECT set_config('lock_timeout', $1, true)", [`${RETENTION_CURSOR_WAIT_MS}ms`]);
+      const r = await c
+        .query<{ sink: string; txid: string; rid: number }>(
+          `SELECT sink, last_txid::text AS txid, last_rid AS rid FROM forwarder_cursors
+           WHERE sink = ANY($1::text[]) ORDER BY sink FOR SHARE`,
+          [sinks],
+        )
+        .catch((err: unknown) => {
+          if ((err as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw err;
+          throw new GuardError(
+            'GUARD_STORE_BUSY',
+            `a sink's cursor stayed locked for ${RETENTION_CURSOR_WAIT_MS} ms (a delivery or rewind that has not ended); nothing deleted, retried at the next run`,
+          );
+        });
+      // only the cursor wait is bounded: the server's own setting again for the DELETE
+      await c.query('SET LOCAL lock_timeout TO DEFAULT');
       if (r.rows.length < new Set(sinks).size) return 0;
       let low = r.rows[0] as { txid: string; rid: number };
       for (const row of r.rows) if (positionBefore(row, low)) low = row;
