@@ -23,6 +23,11 @@ export function compileFlipexec(dir: string): string {
  * Runs the attack as `user` on `file` (their copy of `banned` with the byte at `offset` changed);
  * asserts that the write landed while the exec waited and that the file now holds `banned`'s
  * bytes. Resolves the child's exit status as flipexec printed it (126: the exec was refused).
+ * With `early` in `extra` (the writer open at the request), a run in which nobody read the file
+ * before the exec was refused is one too: a guardd refuses an exec whose file is open for writing
+ * without reading it, and when a guardd of another test file running alongside (it marks this
+ * mount too) was asked first, its refusal ended the exec before this one read anything (seen in
+ * a full CI run) — then the exec must have been refused and the file left as it was.
  */
 export function flipAsUser(
   flip: string,
@@ -39,8 +44,15 @@ export function flipAsUser(
     encoding: 'utf8',
     timeout: 60_000,
   });
-  expect(r.stdout, r.stderr).toContain('wrote=1'); // the write landed while the exec waited
+  const code = /code=(\d+)/.exec(r.stdout)?.[1] ?? r.stdout;
   const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  if (extra.includes('early') && r.stdout.includes('wrote=0')) {
+    // refused unread (see above): nothing written back, and nothing ran
+    expect(code, r.stdout).toBe('126');
+    expect(sha(readFileSync(file))).not.toBe(sha(banned));
+    return code;
+  }
+  expect(r.stdout, r.stderr).toContain('wrote=1'); // the write landed while the exec waited
   expect(sha(readFileSync(file))).toBe(sha(banned));
-  return /code=(\d+)/.exec(r.stdout)?.[1] ?? r.stdout;
+  return code;
 }
