@@ -812,9 +812,33 @@ export async function userFuseDevices(
   return out;
 }
 
-/** The user who made the FUSE mount a file of device `dev` is on (see userFuseDevices), else null. */
-export async function fuseMountUser(dev: number, mountinfo?: string): Promise<number | null> {
-  return (await userFuseDevices(mountinfo)).get(deviceName(dev))?.uid ?? null;
+/**
+ * What guardd's mount table says of the mount a file of device `dev` is on: the user who made it
+ * when it is a user's FUSE mount (see userFuseDevices); null when it is another mount of the
+ * table; `unlisted` when no mount of the table has that device. Then the file's mount went away
+ * since it was statted — a user's FUSE mount lazily unmounted (`fusermount3 -u -z`) between the
+ * stat and this read, its daemon holding the last answer meanwhile: what the stat said is that
+ * daemon's word — or it is a btrfs subvolume, whose device the table does not list.
+ */
+export async function fuseMountUser(
+  dev: number,
+  mountinfo = '/proc/self/mountinfo',
+): Promise<number | null | 'unlisted'> {
+  let text: string;
+  try {
+    text = await readFile(mountinfo, 'utf8');
+  } catch {
+    return null;
+  }
+  const name = deviceName(dev);
+  let listed = false;
+  for (const m of parseMountinfo(text)) {
+    if (m.device !== name) continue;
+    const ids = fuseMountIds(m);
+    if (ids) return ids.uid;
+    listed = true;
+  }
+  return listed ? null : 'unlisted';
 }
 
 /** User and group of a FUSE mount a user made (`user_id=` not 0, `group_id=` given), else null. */
