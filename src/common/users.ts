@@ -39,7 +39,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Owner } from '../sensors/observation.js';
 import { ReadGate, USER_READ_TIMEOUT_MS } from '../sensors/safe-read.js';
@@ -273,7 +273,7 @@ class NssUsers {
     const byUid = new Map<number, UserRecord>();
     for (const u of enumerated.users) if (!byUid.has(u.uid)) byUid.set(u.uid, u);
     const owners = new Set<number>();
-    for (const homes of (await this.listHomes()).values())
+    for (const homes of (await this.listHomes(enumerated.users)).values())
       for (const uid of homes.values()) if (!byUid.has(uid)) owners.add(uid);
     // Their lookups go first (see `cached`); the round waits for them, bounded.
     const waits: Promise<void>[] = [];
@@ -296,10 +296,17 @@ class NssUsers {
    * Home root → its homes' owners (path → uid), each root listed and each home statted through
    * `homesGate`. A home that is its user's own FUSE mount is not statted: with `allow_other` its
    * daemon answers root's stat (any owner it likes) or never does; its owner is the mount's user,
-   * which mountinfo says. A root or home that did not answer keeps what the last round knew of it.
+   * which mountinfo says — under the root's real path (`/home` a link to `/var/home`, as on
+   * Fedora Atomic). A root or home that did not answer keeps what the last round knew of it.
+   *
+   * A home is statted under its user's key (the uid the last round found, or whose passwd home it
+   * is; else its path), like every other call into that user's files: a stat their FUSE mount
+   * holds (one made after the table was read, or reached through an admin's link) counts against
+   * that user's share of the pool threads, never adds a pinned thread beyond it.
    */
-  private async listHomes(): Promise<Map<string, Map<string, number>>> {
+  private async listHomes(known: readonly UserRecord[]): Promise<Map<string, Map<string, number>>> {
     const userMounts = userFuseMounts(this.mountinfo);
+    const byHome = new Map(known.map((u) => [u.home, u.uid]));
     const out = new Map<string, Map<string, number>>();
     for (const root of this.homeRoots) {
       const before = this.homeOwners.get(root) ?? new Map<string, number>();
@@ -308,6 +315,8 @@ class NssUsers {
         out.set(root, before);
         continue;
       }
+      const resolved = await this.ask(root, () => realpath(root));
+      const realRoot = resolved.answered && resolved.value !== null ? resolved.value : root;
       const homes = new Map<string, number>();
       out.set(root, homes);
       const names = listed.value ?? [];
@@ -315,12 +324,14 @@ class NssUsers {
         await Promise.all(
           names.slice(i, i + HOME_STAT_BATCH).map(async (name) => {
             const path = join(root, name);
-            const mountedBy = userMounts.get(path);
+            const real = join(realRoot, name);
+            const mountedBy = userMounts.get(real) ?? userMounts.get(path);
             if (mountedBy !== undefined) {
               homes.set(path, mountedBy);
               return;
             }
-            const st = await this.ask(path, () => stat(path));
+            const key = before.get(path) ?? byHome.get(path) ?? byHome.get(real) ?? path;
+            const st = await this.ask(path, () => stat(path), key);
             if (!st.answered) {
               const was = before.get(path);
               if (was !== undefined) homes.set(path, was);
@@ -334,17 +345,18 @@ class NssUsers {
   }
 
   /**
-   * `call` (one fs call on `path`) through `homesGate` with a deadline; not run while an earlier
+   * `call` (one fs call on `path`) through `homesGate` under `key` (default the path; a home's
+   * user's uid, see listHomes) with a deadline; not run while an earlier
    * call on `path` is stuck, nor while stuck calls hold every slot of the gate (it would only wait
    * for its deadline in the line).
    */
-  private async ask<T>(path: string, call: () => Promise<T>): Promise<Asked<T>> {
+  private async ask<T>(path: string, call: () => Promise<T>, key: string | number = path): Promise<Asked<T>> {
     if (stuckPaths.has(path) || stuckPaths.size >= HOMES_MAX_IN_FLIGHT) {
       this.roundCounts.homesSkipped++;
       return { answered: false };
     }
     let returned = false;
-    const r = await homesGate.run(path, USER_READ_TIMEOUT_MS, () =>
+    const r = await homesGate.run(key, USER_READ_TIMEOUT_MS, () =>
       call()
         .catch(() => null)
         .finally(() => {
@@ -812,9 +824,33 @@ export async function userFuseDevices(
   return out;
 }
 
-/** The user who made the FUSE mount a file of device `dev` is on (see userFuseDevices), else null. */
-export async function fuseMountUser(dev: number, mountinfo?: string): Promise<number | null> {
-  return (await userFuseDevices(mountinfo)).get(deviceName(dev))?.uid ?? null;
+/**
+ * What guardd's mount table says of the mount a file of device `dev` is on: the user who made it
+ * when it is a user's FUSE mount (see userFuseDevices); null when it is another mount of the
+ * table; `unlisted` when no mount of the table has that device. Then the file's mount went away
+ * since it was statted — a user's FUSE mount lazily unmounted (`fusermount3 -u -z`) between the
+ * stat and this read, its daemon holding the last answer meanwhile: what the stat said is that
+ * daemon's word — or it is a btrfs subvolume, whose device the table does not list.
+ */
+export async function fuseMountUser(
+  dev: number,
+  mountinfo = '/proc/self/mountinfo',
+): Promise<number | null | 'unlisted'> {
+  let text: string;
+  try {
+    text = await readFile(mountinfo, 'utf8');
+  } catch {
+    return null;
+  }
+  const name = deviceName(dev);
+  let listed = false;
+  for (const m of parseMountinfo(text)) {
+    if (m.device !== name) continue;
+    const ids = fuseMountIds(m);
+    if (ids) return ids.uid;
+    listed = true;
+  }
+  return listed ? null : 'unlisted';
 }
 
 /** User and group of a FUSE mount a user made (`user_id=` not 0, `group_id=` given), else null. */

@@ -1054,7 +1054,7 @@ export class InstallSensor implements Sensor {
       if (linked === null) return 'done';
       if (!linked && Date.now() - p.firstSeen < BIN_WAIT_MS) return 'retry';
       contentDir = pkgDir;
-      const owner = await this.ownerOf(st);
+      const owner = await this.ownerOf(st, key);
       obs = {
         kind: 'package',
         ecosystem: 'npm',
@@ -1082,7 +1082,7 @@ export class InstallSensor implements Sensor {
         kind: 'path',
         path: p.path,
         isDirectory: st.isDirectory(),
-        owner: await this.ownerOf(st),
+        owner: await this.ownerOf(st, key),
         treeKey: key,
       };
     }
@@ -1108,11 +1108,20 @@ export class InstallSensor implements Sensor {
    * The owner of what an observation reports, from its (l)stat: every observation's owner comes
    * from here. On a FUSE mount a user made, the mount's user (mountinfo `user_id=`): its daemon
    * answers stat, and can name root or another user — one a user or group exception lets off —
-   * as the owner. Elsewhere the file system's `st_uid`. Waits (bounded) for the uid's NSS lookup
-   * when the directory cannot name it yet.
+   * as the owner. When no mount of the table has the stat's device any more (the user unmounted
+   * it lazily while their daemon held guardd's last look, so that the table read after the stat
+   * no longer names its user; or a btrfs subvolume), the user whose home holds the tree (`key`,
+   * a uid) — outside every home, `st_uid`. Elsewhere the file system's `st_uid`. Waits (bounded)
+   * for the uid's NSS lookup when the directory cannot name it yet.
    */
-  private async ownerOf(st: { readonly uid: number; readonly dev: number }): Promise<Owner> {
-    const uid = (await fuseMountUser(st.dev)) ?? st.uid;
+  private async ownerOf(st: { readonly uid: number; readonly dev: number }, key: TreeKey): Promise<Owner> {
+    const mounted = await fuseMountUser(st.dev);
+    const uid =
+      typeof mounted === 'number'
+        ? mounted
+        : mounted === 'unlisted' && typeof key === 'number'
+          ? key
+          : st.uid;
     await this.options.users.settle(uid, OWNER_WAIT_MS);
     return this.options.users.owner(uid);
   }
@@ -1272,7 +1281,7 @@ export class InstallSensor implements Sensor {
           path: former,
           root: root.path,
           manager: root.manager,
-          owner: await this.ownerOf(seen),
+          owner: await this.ownerOf(seen, key),
           treeKey: key,
           removed: true,
         };

@@ -10,7 +10,7 @@
  * /etc/fuse.conf allows, so root sees the files — whose daemon (test/sensors/process/
  * fuse-passthrough.c) runs as the user and claims the owner it is told to.
  */
-import { chmodSync, lstatSync } from 'node:fs';
+import { chmodSync, lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { compileMatcher } from '../../../src/policy/matcher.js';
@@ -83,6 +83,47 @@ it(
       expect(new Set(told)).toEqual(new Set([user.uid]));
     } finally {
       for (const m of mounts) await m.release();
+      await rig.close();
+    }
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);
+
+it(
+  'a banned package whose FUSE mount the user lazily unmounts while guardd reads it is still the mount user’s, not the owner its daemon named',
+  async () => {
+    const user = createTestUser('tgfo');
+    const root = npmRoot(user);
+    const bin = buildPassthrough(dir);
+    const path = join(root, BANNED_UNSCOPED);
+    const src = join(user.home, 'fuse-src-detach');
+    // The mount point is the user's empty directory: what the path shows once the mount is gone.
+    shAs(
+      user,
+      `mkdir -p '${path}' '${src}' && printf '%s' '${manifest(BANNED_UNSCOPED)}' > '${src}/package.json'`,
+    );
+    // The daemon names root as every file's owner, and at the second open of package.json (the
+    // sensor's look once the package settled) runs `fusermount3 -u -z` before answering: the
+    // sensor's stat was answered on the mount, its table read comes after the mount left it.
+    const mount = await mountClaiming(user, bin, src, path, { uid: 0 }, { detachAtOpen: 2 });
+    mounts.push(mount);
+    expect(lstatSync(path).uid).toBe(0);
+    const rig = await makeRig({ dir: join(dir, 'rig-detach'), homes: [user.home], action: 'warn' });
+    try {
+      const ev = await waitFor(
+        () =>
+          rig.sink
+            .ofType('package.warned')
+            .find((e) => (e as { package?: { path?: string } }).package?.path === path),
+        `the banned package at ${path} reported`,
+        { timeoutMs: 25_000 },
+      );
+      // The trick was played: the mount is gone from the table.
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${path} `);
+      expect(ev).toMatchObject({ uid: user.uid, user: user.name });
+      expect(new Set(rig.notifier.calls.map((c) => c.target.uid))).toEqual(new Set([user.uid]));
+    } finally {
+      await mount.release();
       await rig.close();
     }
   },

@@ -19,9 +19,12 @@
  * root sees the files — then serves as that user.
  * --claim-uid N: every file's owner (uid and gid) is reported as N: a daemon says what it likes.
  * --claim-gid N: every file's group is reported as N (after --claim-uid, which it overrides).
+ * --detach-at-open N: at the Nth open of a file, the mount is lazily unmounted as its user may
+ * (`fusermount3 -u -z`) before the open is answered: whoever opened it still reads it, and the
+ * mount table no longer names the mount. Prints "detached".
  *
  * Usage: fuse-passthrough [--claim-uid N] [--claim-gid N] [--for-user UID GID] [--stall-opens-after N]
- *          [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
+ *          [--detach-at-open N] [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -126,6 +129,20 @@ static int mount_with_fusermount(const char *mnt) {
 
 static long as_id = -1;
 
+/* fusermount3 -u -z <mnt>, as the user (setuid helper), waited for. */
+static void detach(const char *mnt) {
+  pid_t p = fork();
+  if (p == 0) {
+    close(fusefd);
+    execl("/usr/bin/fusermount3", "fusermount3", "-u", "-z", "--", mnt, (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(p, &st, 0);
+  printf(WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "detached\n" : "detach failed\n");
+  fflush(stdout);
+}
+
 static int mount_direct(const char *mnt) {
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0) return -1;
@@ -148,6 +165,7 @@ static int mount_for_user(const char *mnt, long uid, long gid) {
 
 int main(int argc, char **argv) {
   long stall_after = -1;
+  long detach_at = -1;
   long for_uid = -1, for_gid = -1;
   int direct = 0;
   int i = 1;
@@ -166,6 +184,10 @@ int main(int argc, char **argv) {
   }
   if (argc > i + 1 && strcmp(argv[i], "--stall-opens-after") == 0) {
     stall_after = atol(argv[i + 1]);
+    i += 2;
+  }
+  if (argc > i + 1 && strcmp(argv[i], "--detach-at-open") == 0) {
+    detach_at = atol(argv[i + 1]);
     i += 2;
   }
   if (argc > i && strcmp(argv[i], "--direct") == 0) {
@@ -204,7 +226,8 @@ int main(int argc, char **argv) {
   }
   char *buf = malloc(BUF_SIZE);
   char *data = malloc(BUF_SIZE);
-  long opens = 0;
+  long opens = 0, opened = 0;
+  const char *mnt = argv[i + 1];
   for (;;) {
     ssize_t n = read(fusefd, buf, BUF_SIZE);
     if (n < 0) {
@@ -276,6 +299,7 @@ int main(int argc, char **argv) {
           break;
         }
         if (stall_after >= 0 && ++opens > stall_after) break; /* never answered */
+        if (detach_at >= 0 && ++opened == detach_at) detach(mnt);
         int fd = open(p, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
           reply(in->unique, -errno, NULL, 0);

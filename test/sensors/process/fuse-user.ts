@@ -73,8 +73,9 @@ export interface UserMount {
  * Mounts `daemon` (buildPassthrough) on `mnt` for `user` with `allow_other` — what fusermount3 -o
  * allow_other makes for them where /etc/fuse.conf has user_allow_other, so root sees the files —
  * serving `src` (theirs); the daemon then runs as the user and reports every file as owned by
- * `claim.uid` and group `claim.gid` (default: the same number). Resolves once it serves; the
- * caller releases it (the machine lock is held until then).
+ * `claim.uid` and group `claim.gid` (default: the same number). `detachAtOpen`: at that open of
+ * a file the daemon lazily unmounts its mount (`fusermount3 -u -z`, as the user) before answering.
+ * Resolves once it serves; the caller releases it (the machine lock is held until then).
  */
 export function mountClaiming(
   user: TestUser,
@@ -82,12 +83,24 @@ export function mountClaiming(
   src: string,
   mnt: string,
   claim: { readonly uid: number; readonly gid?: number },
+  { detachAtOpen }: { detachAtOpen?: number } = {},
 ): Promise<StalledMount> {
   const gid = claim.gid === undefined ? [] : ['--claim-gid', String(claim.gid)];
+  const detach = detachAtOpen === undefined ? [] : ['--detach-at-open', String(detachAtOpen)];
   return runFuseDaemon(
     () => [
       daemon,
-      ['--claim-uid', String(claim.uid), ...gid, '--for-user', String(user.uid), String(user.gid), src, mnt],
+      [
+        '--claim-uid',
+        String(claim.uid),
+        ...gid,
+        '--for-user',
+        String(user.uid),
+        String(user.gid),
+        ...detach,
+        src,
+        mnt,
+      ],
     ],
     mnt,
     'mounted',
