@@ -112,6 +112,8 @@ const MAX_SKIPPED_REMEMBERED = 10_000;
  * tree stalled costs a few looks and `failed` events, not a loop.
  */
 const BUSY_RETRY_WAITS_MS = [5_000, 30_000, 120_000];
+/** A tree's round of busy retries ends this long after it began (ms): a later turn-away starts a new one. */
+const BUSY_RETRY_RESET_MS = 60 * 60 * 1000;
 /** `**` in a path glob is walked and watched this deep at most. */
 const MAX_GLOB_DEPTH = 6;
 /** Entries walked per path-glob base per scan. */
@@ -249,8 +251,14 @@ export class InstallSensor implements Sensor {
   private readonly sweepRetries = new Map<string, SweepRetry>();
   /** Banned packages reported as removed by their installer (see sweepLeftovers). */
   private reverted = 0;
-  /** Path whose block was turned away → retries scheduled so far and the pending one (turnedAway). */
-  private readonly busyRetries = new Map<string, { attempts: number; timer: NodeJS.Timeout | null }>();
+  /**
+   * Tree whose blocks were turned away → the retries of its current round (turnedAway): how many
+   * so far, the pending one, when the round began.
+   */
+  private readonly busyRetries = new Map<
+    TreeKey,
+    { attempts: number; timer: NodeJS.Timeout | null; readonly since: number }
+  >();
   /** Leftover sweeps run (each reads a root's bin dirs). */
   private sweeps = 0;
   /** Candidate trees walked to tell whether they settled (each up to FINGERPRINT_MAX_ENTRIES lstats). */
@@ -311,7 +319,8 @@ export class InstallSensor implements Sensor {
    * did not answer in time, so nothing was moved): it no longer counts as reported, and its tree
    * is looked at again after BUSY_RETRY_WAITS_MS (and when it recovers from a stall, and at the
    * rescans), so the block is tried again instead of waiting for the package to change or a new
-   * policy. A later look that finds it reports it again, and the block is retried.
+   * policy. A later look that finds it reports it again, and the block is retried. The waits are a
+   * round per tree, begun by its first turn-away and ended BUSY_RETRY_RESET_MS later.
    */
   turnedAway(obs: Observation): void {
     if (!this.running || (obs.kind !== 'package' && obs.kind !== 'path')) return;
@@ -319,16 +328,23 @@ export class InstallSensor implements Sensor {
     if (!known) return;
     this.reported.delete(obs.path);
     this.count('block_turned_away', obs.path);
-    const retry = this.busyRetries.get(obs.path) ?? { attempts: 0, timer: null };
+    // One retry schedule per tree (the retry is a look at the whole tree): a user's many turned-away
+    // packages share theirs, and the map holds one entry per tree at most.
+    const now = Date.now();
+    let retry = this.busyRetries.get(known.key);
+    if (!retry || now - retry.since > BUSY_RETRY_RESET_MS) {
+      if (retry?.timer) clearTimeout(retry.timer);
+      retry = { attempts: 0, timer: null, since: now };
+      this.busyRetries.set(known.key, retry);
+    }
     if (retry.timer || retry.attempts >= BUSY_RETRY_WAITS_MS.length) return;
-    if (!this.busyRetries.has(obs.path) && this.busyRetries.size >= MAX_PENDING) return;
-    const wait = BUSY_RETRY_WAITS_MS[retry.attempts] as number;
-    retry.attempts++;
-    retry.timer = setTimeout(() => {
-      retry.timer = null;
+    const r = retry;
+    const wait = BUSY_RETRY_WAITS_MS[r.attempts] as number;
+    r.attempts++;
+    r.timer = setTimeout(() => {
+      r.timer = null;
       this.rescanTree(known.key);
     }, wait);
-    this.busyRetries.set(obs.path, retry);
   }
 
   /** A new policy: remember it and rescan (new names / versions / globs are reported afresh). */
