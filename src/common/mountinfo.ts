@@ -2,7 +2,8 @@
  * Owns parsing /proc/<pid>/mountinfo (proc(5)): one entry per line, octal escapes in paths and the
  * source decoded, malformed lines skipped; and naming a file's device as the table does. Read by
  * the pre-exec listener (which file systems to mark), by src/sensors/mount-trust.ts (whether a
- * mount's bytes may be cached) and by src/common/users.ts (who made a FUSE mount).
+ * mount's bytes may be cached), by src/common/users.ts (who made a FUSE mount) and by
+ * src/enforcement/owner-fs.ts (which mount a step of the path it walks is on).
  */
 
 export interface MountEntry {

@@ -853,8 +853,11 @@ export async function fuseMountUser(
   return listed ? null : 'unlisted';
 }
 
-/** User and group of a FUSE mount a user made (`user_id=` not 0, `group_id=` given), else null. */
-function fuseMountIds(m: MountEntry): { uid: number; gid: number } | null {
+/**
+ * User and group of a FUSE mount a user made (`user_id=` not 0, `group_id=` given), else null (a
+ * mount of another kind, or root's FUSE mount).
+ */
+export function fuseMountIds(m: MountEntry): { uid: number; gid: number } | null {
   if (m.fstype !== 'fuse' && !m.fstype.startsWith('fuse.')) return null;
   const opt = (name: string): number =>
     Number(m.superOptions.find((o) => o.startsWith(`${name}=`))?.slice(name.length + 1) ?? Number.NaN);

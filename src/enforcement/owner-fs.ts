@@ -17,7 +17,17 @@
  * controller (refused); the entry acted on (package dir, link, artifact) makes its owner one. On a
  * FUSE mount a user made, the owner of every step is the mount's user and group (mountinfo), never
  * what its daemon claims (root, or their own uid with group 0, would have the child act with
- * credentials the user does not hold). Zero controllers: root acts (nobody else can change the
+ * credentials the user does not hold). Which mount a step is on is known by the mount's id, not
+ * by its device: each look is an O_PATH descriptor of the step and its statx (native/fileid), and
+ * every step is judged by the entry with that id in the mount table read after it was seen (after
+ * the walk), the descriptor held until then so that the id cannot name another mount meanwhile. A
+ * mount the user makes while the walk runs is thus found; a step on a mount the table does not
+ * list — lazily unmounted since (`fusermount3 -u -z`), or of another mount namespace — is refused
+ * (GUARD_QUARANTINE_UNSAFE_PATH): its owner was a daemon's word no table names. (A btrfs
+ * subvolume's files have a device of their own, not the table's; their mount's id is the table's.)
+ * Without native/fileid (not built, not Linux) or STATX_MNT_ID (Linux before 5.8), a step's mount
+ * is found by its device in the table read after the walk, and one the table does not list keeps
+ * the owner its stat gave. Zero controllers: root acts (nobody else can change the
  * path). One: that user acts. Two or more (a link in one user's tree into another's home):
  * refused, GUARD_QUARANTINE_UNSAFE_PATH. When root acts, trees are walked only through root-owned
  * directories nobody else can write (see quarantine-tree.ts): a user-owned subdir could be swapped
@@ -25,8 +35,9 @@
  * guardd's state/install dirs or system dirs, whoever acts (defence in depth for root actors and
  * clear reports for user actors).
  *
- * `actorFor`'s walk is the one thing root itself does on the user's path (lstat and readlink of
- * each step, nothing opened). Each of those calls goes through the install read gate
+ * `actorFor`'s walk is the one thing root itself does on the user's path (lstat — or an O_PATH
+ * open, which calls no file system's open, and its statx — and readlink of each step). Each of
+ * those looks goes through the install read gate
  * (src/sensors/package-reader.ts `installReadGate`) under the operation's key — the tree's
  * (install-reads.ts `TreeKey`), so it shares the user's one slot with the install sensor — with a
  * deadline (safe-read.ts): a user's FUSE mount that never answers costs the operation a
@@ -44,12 +55,14 @@
  * (today's behaviour, documented in docs/security.md).
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { lstat, readlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, lstat, open, readFile, readlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { GuardError, isGuardError } from '../common/errors.js';
-import { deviceName } from '../common/mountinfo.js';
-import { userFuseDevices } from '../common/users.js';
+import { deviceName, type MountEntry, parseMountinfo } from '../common/mountinfo.js';
+import { fuseMountIds, userFuseDevices } from '../common/users.js';
 import { asUserAtNormalPriority } from '../daemon/priority.js';
+import { type FileIdRead, mountsKnown, readIdentity } from '../sensors/file-id.js';
 import { installReadGate } from '../sensors/package-reader.js';
 import { USER_READ_TIMEOUT_MS } from '../sensors/safe-read.js';
 import { OWNER_FS_CHILD_SOURCE } from './owner-fs-child.js';
@@ -76,6 +89,18 @@ export interface OwnerStat {
 
 /** Symlinks followed while finding who controls a path (the kernel's own limit is 40). */
 const MAX_LINK_HOPS = 40;
+/**
+ * Mounts one actorFor walk holds a descriptor of at once (one per mount met, not per step; a path
+ * crosses a handful): past it, what was seen so far is judged and the descriptors are let go.
+ */
+const MAX_PINNED_MOUNTS = 64;
+/** Linux's O_PATH (the generic value: x86-64, arm64), which Node's fs.constants lacks. */
+const O_PATH = 0o10000000;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+/** guardd's own mount table: the mounts a path it walks can reach. */
+const MOUNTINFO = '/proc/self/mountinfo';
 /**
  * One child operation must answer within this (ms): a 4 MiB read or a readdir on a local disk
  * takes milliseconds; a stalled network mount must not hold a quarantine for longer.
@@ -168,6 +193,139 @@ async function rootLook<T>(key: GateKey, path: string, call: () => Promise<T>): 
   return r.value.value;
 }
 
+/** What one step of actorFor's walk saw (its owner as its file system says). */
+interface Seen {
+  readonly path: string;
+  readonly kind: 'dir' | 'link' | 'other';
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly dev: number;
+  /** Its mount's id in mountinfo (held by a descriptor of the step); -1 when unknown. */
+  readonly mountId: number;
+}
+
+function seen(
+  path: string,
+  st: { mode: number; uid: number; gid: number; dev: number },
+  mountId: number,
+): Seen {
+  const type = st.mode & S_IFMT;
+  const kind = type === S_IFDIR ? 'dir' : type === S_IFLNK ? 'link' : 'other';
+  return { path, kind, mode: st.mode, uid: st.uid, gid: st.gid, dev: st.dev, mountId };
+}
+
+/**
+ * One gated look at `path` (rootLook, under `key`), not following a link there. With native/fileid
+ * an O_PATH descriptor of it is opened (no open of the file system's own: a FUSE daemon answers
+ * the lookup, and the statx of the descriptor, as it would an lstat) and returned with what its
+ * statx says, its mount's id included: the descriptor keeps that id naming that mount while it is
+ * open. The caller closes it; one the deadline left behind is closed when its look ends.
+ */
+async function look(key: GateKey, path: string): Promise<{ seen: Seen; fh: FileHandle | null }> {
+  if (!mountsKnown) {
+    const st = await rootLook(key, path, () => lstat(path));
+    return { seen: seen(path, st, -1), fh: null };
+  }
+  let started: Promise<{ fh: FileHandle; id: FileIdRead }> | undefined;
+  const pinned = async (): Promise<{ fh: FileHandle; id: FileIdRead }> => {
+    const fh = await open(path, O_PATH | constants.O_NOFOLLOW);
+    try {
+      return { fh, id: await readIdentity(fh) };
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  };
+  try {
+    const { fh, id } = await rootLook(key, path, () => {
+      started = pinned();
+      return started;
+    });
+    return { seen: seen(path, { ...id, dev: id.identity.dev }, id.mountId), fh };
+  } catch (err) {
+    void started?.then(
+      ({ fh }) => fh.close().catch(() => undefined),
+      () => undefined,
+    );
+    throw err;
+  }
+}
+
+/**
+ * The users who control the steps actorFor noted (uid → gid), each step judged by the mount table
+ * read after it was seen: found by its mount's id, whose descriptor is held until then — one per
+ * mount met, at most MAX_PINNED_MOUNTS, past which what was noted is judged at once — or, without
+ * ids, by its device in that table or in `before` (see the module header).
+ */
+class WalkControllers {
+  readonly ids = new Map<number, number>();
+  private readonly noted: Seen[] = [];
+  private readonly pins = new Map<number, FileHandle>();
+
+  /**
+   * @param before user FUSE mounts by device (userFuseDevices) read before the walk, for steps
+   *   without a mount id: a mount lazily unmounted before the table is read again is in it.
+   */
+  constructor(
+    private readonly unsafe: (why: string) => GuardError,
+    private readonly before: ReadonlyMap<string, { readonly uid: number; readonly gid: number }>,
+  ) {}
+
+  /** Notes step `s`; its descriptor `fh` is kept (the first of its mount) or closed. */
+  async note(s: Seen, fh: FileHandle | null): Promise<void> {
+    this.noted.push(s);
+    if (fh === null) return;
+    if (s.mountId < 0 || this.pins.has(s.mountId)) {
+      await fh.close().catch(() => undefined);
+      return;
+    }
+    this.pins.set(s.mountId, fh);
+    if (this.pins.size >= MAX_PINNED_MOUNTS) await this.judge();
+  }
+
+  /** Judges every step noted so far by the mount table as it is now, then lets their descriptors go. */
+  async judge(): Promise<void> {
+    try {
+      const byId = this.noted.some((s) => s.mountId >= 0);
+      let table: MountEntry[] = [];
+      try {
+        table = parseMountinfo(await readFile(MOUNTINFO, 'utf8'));
+      } catch (err) {
+        // Without ids (not Linux) there is no table to name a mount: what the stat said stands.
+        if (byId) throw this.unsafe(`cannot read the mount table (${(err as NodeJS.ErrnoException).code})`);
+      }
+      const mounts = new Map(table.map((m) => [m.id, m]));
+      const userFuse = new Map(this.before);
+      for (const m of table) {
+        const ids = fuseMountIds(m);
+        if (ids) userFuse.set(m.device, ids);
+      }
+      for (const s of this.noted.splice(0)) {
+        let ids: { readonly uid: number; readonly gid: number } = s;
+        if (s.mountId >= 0) {
+          const m = mounts.get(s.mountId);
+          if (!m)
+            throw this.unsafe(
+              `${s.path} is on a mount guardd's mount table does not list (unmounted meanwhile, or of another mount namespace)`,
+            );
+          ids = fuseMountIds(m) ?? s;
+        } else ids = userFuse.get(deviceName(s.dev)) ?? s;
+        if (ids.uid !== 0) this.ids.set(ids.uid, ids.gid);
+      }
+    } finally {
+      await this.release();
+    }
+  }
+
+  /** Closes every descriptor held. Idempotent. */
+  async release(): Promise<void> {
+    const held = [...this.pins.values()];
+    this.pins.clear();
+    await Promise.all(held.map((fh) => fh.close().catch(() => undefined)));
+  }
+}
+
 /**
  * Who may act on entries of directory `dir` (and on `entry`, its child, when given): see the
  * module header. Missing trailing components (a restore recreating parents) are fine: the
@@ -179,63 +337,66 @@ export async function actorFor(dir: string, entry?: string, key: GateKey = DEFAU
   if (process.platform === 'win32') return { uid: 0, gid: 0 };
   const unsafe = (why: string): GuardError =>
     new GuardError('GUARD_QUARANTINE_UNSAFE_PATH', `refusing to act in ${dir}: ${why}`, { path: dir });
-  const controllers = new Map<number, number>();
-  // What a user's own FUSE daemon answers to stat is its word (it can name root, or give its user
-  // group 0): whatever is on such a mount is controlled by the mount's user and group.
-  const fuse = await userFuseDevices();
-  const note = (st: { readonly uid: number; readonly gid: number; readonly dev: number }): void => {
-    const ids = fuse.get(deviceName(st.dev)) ?? st;
-    if (ids.uid !== 0) controllers.set(ids.uid, ids.gid);
-  };
-  let hops = 0;
-  let pending = resolve(dir).split(sep).filter(Boolean);
-  let cur: string = sep;
-  const check = async (p: string): Promise<'dir' | 'missing' | 'link' | 'other'> => {
-    let st: Awaited<ReturnType<typeof lstat>>;
-    try {
-      st = await rootLook(key, p, () => lstat(p));
-    } catch (err) {
-      if (isGuardError(err)) throw err;
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-      throw unsafe(`cannot inspect ${p} (${(err as NodeJS.ErrnoException).code})`);
+  // Without mount ids, the table read before the walk too (see WalkControllers).
+  const controllers = new WalkControllers(unsafe, mountsKnown ? new Map() : await userFuseDevices());
+  try {
+    let hops = 0;
+    let pending = resolve(dir).split(sep).filter(Boolean);
+    let cur: string = sep;
+    const check = async (p: string): Promise<'dir' | 'missing' | 'link' | 'other'> => {
+      let got: Awaited<ReturnType<typeof look>>;
+      try {
+        got = await look(key, p);
+      } catch (err) {
+        if (isGuardError(err)) throw err;
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+        throw unsafe(`cannot inspect ${p} (${(err as NodeJS.ErrnoException).code})`);
+      }
+      const { seen: st, fh } = got;
+      const shared = (st.mode & 0o022) !== 0;
+      const sticky = (st.mode & 0o1000) !== 0;
+      if (st.kind !== 'dir' || (shared && !sticky)) {
+        await fh?.close().catch(() => undefined);
+        if (st.kind !== 'dir') return st.kind;
+        throw unsafe(`${p} is writable by group or others`);
+      }
+      await controllers.note(st, fh);
+      return 'dir';
+    };
+    await check(cur);
+    let missing = false;
+    while (pending.length > 0 && !missing) {
+      const name = pending.shift() as string;
+      const p = join(cur, name);
+      const kind = await check(p);
+      if (kind === 'missing') missing = true;
+      else if (kind === 'other') throw unsafe(`${p} is not a directory`);
+      else if (kind === 'link') {
+        if (++hops > MAX_LINK_HOPS) throw unsafe('too many symlinks');
+        const target = await rootLook(key, p, () => readlink(p));
+        const next = resolve(cur, target);
+        pending = [...next.split(sep).filter(Boolean), ...pending];
+        cur = sep;
+      } else cur = p;
     }
-    if (st.isSymbolicLink()) return 'link';
-    if (!st.isDirectory()) return 'other';
-    const shared = (st.mode & 0o022) !== 0;
-    const sticky = (st.mode & 0o1000) !== 0;
-    if (shared && !sticky) throw unsafe(`${p} is writable by group or others`);
-    note(st);
-    return 'dir';
-  };
-  await check(cur);
-  let missing = false;
-  while (pending.length > 0 && !missing) {
-    const name = pending.shift() as string;
-    const p = join(cur, name);
-    const kind = await check(p);
-    if (kind === 'missing') missing = true;
-    else if (kind === 'other') throw unsafe(`${p} is not a directory`);
-    else if (kind === 'link') {
-      if (++hops > MAX_LINK_HOPS) throw unsafe('too many symlinks');
-      const target = await rootLook(key, p, () => readlink(p));
-      const next = resolve(cur, target);
-      pending = [...next.split(sep).filter(Boolean), ...pending];
-      cur = sep;
-    } else cur = p;
+    if (entry !== undefined && !missing) {
+      // The entry's owner controls what is inside it (a package tree they own can have a subdir
+      // swapped for a link at any time), and in a sticky shared dir (/tmp) may replace the entry.
+      const at = join(cur, entry);
+      const e = await look(key, at).catch((err: unknown) => {
+        if (isGuardError(err)) throw err;
+        return null;
+      });
+      if (e) await controllers.note(e.seen, e.fh);
+    }
+    await controllers.judge();
+  } finally {
+    await controllers.release();
   }
-  if (entry !== undefined && !missing) {
-    // The entry's owner controls what is inside it (a package tree they own can have a subdir
-    // swapped for a link at any time), and in a sticky shared dir (/tmp) may replace the entry.
-    const at = join(cur, entry);
-    const e = await rootLook(key, at, () => lstat(at)).catch((err: unknown) => {
-      if (isGuardError(err)) throw err;
-      return null;
-    });
-    if (e) note(e);
-  }
-  if (controllers.size > 1)
-    throw unsafe(`it is controlled by more than one user (uids ${[...controllers.keys()].join(', ')})`);
-  const [only] = [...controllers.entries()];
+  const { ids } = controllers;
+  if (ids.size > 1)
+    throw unsafe(`it is controlled by more than one user (uids ${[...ids.keys()].join(', ')})`);
+  const [only] = [...ids.entries()];
   return only ? { uid: only[0], gid: only[1] } : { uid: 0, gid: 0 };
 }
 

@@ -3,9 +3,10 @@
  * fs.Stats gives them (device, inode, size, mtime, ctime; mode, owner) plus the mount the file was
  * reached through — its unique id (`FileIdentity.mount`, Linux 6.8+), which the caches key by, and
  * the id /proc/self/mountinfo numbers it by (`mountId`), by which mount-trust.ts judges whether
- * the mount's bytes may be cached at all. From native/fileid (statx on a libuv pool thread, like
- * fh.stat()); without the addon (not built, not Linux) from fh.stat(), with no mount (0, -1), as
- * before mounts were part of the key. Also which file a loop device reads (`loopBacking`), for
+ * the mount's bytes may be cached at all, and owner-fs.ts (`actorFor`) which mount, and whose, a
+ * step of its walk is on (an O_PATH descriptor's identity). From native/fileid (statx on a libuv
+ * pool thread, like fh.stat()); without the addon (not built, not Linux) from fh.stat(), with no
+ * mount (0, -1), as before mounts were part of the key. Also which file a loop device reads (`loopBacking`), for
  * mount-trust.ts.
  */
 import type { FileHandle } from 'node:fs/promises';

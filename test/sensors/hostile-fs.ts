@@ -77,6 +77,12 @@ export interface StalledMount {
   release(): Promise<void>;
 }
 
+/** A FUSE daemon of runFuseDaemon's: the mount, its pid and what it printed so far. */
+export interface FuseDaemon extends StalledMount {
+  readonly pid: number;
+  output(): string;
+}
+
 /**
  * Mounts a FUSE file system that never answers at `dir/mnt`. The caller releases it (in its
  * afterAll at the latest, which runs before the temp dir's removal registered earlier).
@@ -99,7 +105,7 @@ export async function runFuseDaemon(
   start: () => [bin: string, args: string[]],
   path: string,
   readyText = 'ready',
-): Promise<StalledMount> {
+): Promise<FuseDaemon> {
   await acquireMachineLock();
   let child: ChildProcess;
   try {
@@ -136,5 +142,5 @@ export async function runFuseDaemon(
     spawnSync('umount', ['-l', path], { stdio: 'ignore' });
     releaseMachineLock();
   };
-  return { path, release };
+  return { path, release, pid: child.pid as number, output: () => out };
 }

@@ -22,15 +22,21 @@
  * --detach-at-open N: at the Nth open of a file, the mount is lazily unmounted as its user may
  * (`fusermount3 -u -z`) before the open is answered: whoever opened it still reads it, and the
  * mount table no longer names the mount. Prints "detached".
+ * --detach-at-getattr N: the same at the Nth getattr (the mount's root is asked first, by the
+ * first stat of it): whoever asked gets the answer, from a mount the table no longer names.
+ * --mount-on-signal: prints "waiting" and mounts only once sent SIGUSR1 (then prints "mounted"):
+ * a mount made at the moment the test chooses, by a daemon already running.
  *
  * Usage: fuse-passthrough [--claim-uid N] [--claim-gid N] [--for-user UID GID] [--stall-opens-after N]
- *          [--detach-at-open N] [--direct [--as ID]] <src> <mnt> [<prog> <args…>]
+ *          [--detach-at-open N] [--detach-at-getattr N] [--mount-on-signal] [--direct [--as ID]]
+ *          <src> <mnt> [<prog> <args…>]
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <linux/fuse.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +172,8 @@ static int mount_for_user(const char *mnt, long uid, long gid) {
 int main(int argc, char **argv) {
   long stall_after = -1;
   long detach_at = -1;
+  long detach_at_getattr = -1;
+  int on_signal = 0;
   long for_uid = -1, for_gid = -1;
   int direct = 0;
   int i = 1;
@@ -190,6 +198,14 @@ int main(int argc, char **argv) {
     detach_at = atol(argv[i + 1]);
     i += 2;
   }
+  if (argc > i + 1 && strcmp(argv[i], "--detach-at-getattr") == 0) {
+    detach_at_getattr = atol(argv[i + 1]);
+    i += 2;
+  }
+  if (argc > i && strcmp(argv[i], "--mount-on-signal") == 0) {
+    on_signal = 1;
+    i++;
+  }
   if (argc > i && strcmp(argv[i], "--direct") == 0) {
     direct = 1;
     i++;
@@ -200,6 +216,16 @@ int main(int argc, char **argv) {
   }
   if (argc - i < 2 || (!direct && argc - i != 2) || (direct && for_uid >= 0)) return 2;
   if (realpath(argv[i], src) == NULL) return 3;
+  if (on_signal) {
+    sigset_t usr1;
+    int sig;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigprocmask(SIG_BLOCK, &usr1, NULL) != 0) return 5;
+    printf("waiting\n");
+    fflush(stdout);
+    if (sigwait(&usr1, &sig) != 0) return 5;
+  }
   fusefd = direct        ? mount_direct(argv[i + 1])
            : for_uid >= 0 ? mount_for_user(argv[i + 1], for_uid, for_gid)
                           : mount_with_fusermount(argv[i + 1]);
@@ -226,7 +252,7 @@ int main(int argc, char **argv) {
   }
   char *buf = malloc(BUF_SIZE);
   char *data = malloc(BUF_SIZE);
-  long opens = 0, opened = 0;
+  long opens = 0, opened = 0, getattrs = 0;
   const char *mnt = argv[i + 1];
   for (;;) {
     ssize_t n = read(fusefd, buf, BUF_SIZE);
@@ -276,6 +302,7 @@ int main(int argc, char **argv) {
         break;
       }
       case FUSE_GETATTR: {
+        if (detach_at_getattr >= 0 && ++getattrs == detach_at_getattr) detach(mnt);
         int r = node_stat(in->nodeid, &st);
         if (r != 0) {
           reply(in->unique, r, NULL, 0);

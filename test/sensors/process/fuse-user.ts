@@ -27,7 +27,7 @@ import { acquireMachineLock, releaseMachineLock } from '../../helpers/machine-lo
 import type { TestUser } from '../../helpers/unix-user.js';
 import { spawnAs } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
-import { compileC, runFuseDaemon, type StalledMount } from '../hostile-fs.js';
+import { compileC, type FuseDaemon, runFuseDaemon } from '../hostile-fs.js';
 
 const FUSERMOUNT = '/usr/bin/fusermount3';
 const DEV_FUSE = '/dev/fuse';
@@ -74,20 +74,30 @@ export interface UserMount {
  * allow_other makes for them where /etc/fuse.conf has user_allow_other, so root sees the files —
  * serving `src` (theirs); the daemon then runs as the user and reports every file as owned by
  * `claim.uid` and group `claim.gid` (default: the same number). `detachAtOpen`: at that open of
- * a file the daemon lazily unmounts its mount (`fusermount3 -u -z`, as the user) before answering.
- * Resolves once it serves; the caller releases it (the machine lock is held until then).
+ * a file the daemon lazily unmounts its mount (`fusermount3 -u -z`, as the user) before answering;
+ * `detachAtGetattr`: the same at that getattr (the first asks for the mount's root). `onSignal`:
+ * the daemon starts, and mounts only when `mount()` (on the answer) tells it to. Resolves once it
+ * serves (`onSignal`: once it waits); the caller releases it (the machine lock is held until then).
  */
-export function mountClaiming(
+export async function mountClaiming(
   user: TestUser,
   daemon: string,
   src: string,
   mnt: string,
   claim: { readonly uid: number; readonly gid?: number },
-  { detachAtOpen }: { detachAtOpen?: number } = {},
-): Promise<StalledMount> {
+  {
+    detachAtOpen,
+    detachAtGetattr,
+    onSignal = false,
+  }: { detachAtOpen?: number; detachAtGetattr?: number; onSignal?: boolean } = {},
+): Promise<FuseDaemon & { mount(): Promise<void> }> {
   const gid = claim.gid === undefined ? [] : ['--claim-gid', String(claim.gid)];
-  const detach = detachAtOpen === undefined ? [] : ['--detach-at-open', String(detachAtOpen)];
-  return runFuseDaemon(
+  const detach = [
+    ...(detachAtOpen === undefined ? [] : ['--detach-at-open', String(detachAtOpen)]),
+    ...(detachAtGetattr === undefined ? [] : ['--detach-at-getattr', String(detachAtGetattr)]),
+    ...(onSignal ? ['--mount-on-signal'] : []),
+  ];
+  const d = await runFuseDaemon(
     () => [
       daemon,
       [
@@ -103,8 +113,19 @@ export function mountClaiming(
       ],
     ],
     mnt,
-    'mounted',
+    onSignal ? 'waiting' : 'mounted',
   );
+  return {
+    ...d,
+    mount: async () => {
+      if (!onSignal) return;
+      process.kill(d.pid, 'SIGUSR1');
+      await waitFor(() => {
+        if (d.output().includes('mount:')) throw new Error(`the mount at ${mnt} failed: ${d.output()}`);
+        return d.output().includes('mounted');
+      }, `the mount at ${mnt}`);
+    },
+  };
 }
 
 /** The first of `user`'s subordinate ids in `file` (/etc/subuid or /etc/subgid; useradd gives them). */
