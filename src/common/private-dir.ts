@@ -1,7 +1,8 @@
 /**
  * Owns how guardd creates and vets the directories it keeps its state in (`paths.state_dir`, the
  * control socket dir, local mode's dir): `makeDirs` creates a path, `assertPrivateDir` refuses a
- * directory another user could change, `makePrivateDir` does both.
+ * directory another user could change, `makePrivateDir` does both (creating through
+ * `makeVettedDirs`, which vets each part before making the next).
  *
  * Why not `mkdirSync(dir, { recursive: true })`: Node's loops forever where mkdir answers ENOENT
  * for a parent that exists — any path under /proc (Node 20: `mkdirSync('/proc/x', { recursive:
@@ -64,7 +65,25 @@ export interface PrivateDirOptions {
  */
 export function assertPrivateDir(dir: string, euid: number, egid: number, options: PrivateDirOptions): void {
   if (euid < 0) return;
-  const refuse = (path: string, why: string): never => {
+  let real: string | null = null;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    // not made yet (or a dangling link, which the walk below judges)
+  }
+  const refuse = refuser(dir, options);
+  for (const target of new Set([resolve(dir), real ?? resolve(dir)])) {
+    for (const path of chainOf(target)) {
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (st === undefined) break;
+      vet(path, st, path === target, euid, egid, refuse);
+    }
+  }
+}
+
+/** Throws GUARD_CONFIG_UNSAFE_DIR for `dir`: `path` (a part of it) and why. */
+function refuser(dir: string, options: PrivateDirOptions): (path: string, why: string) => never {
+  return (path, why) => {
     throw new GuardError(
       'GUARD_CONFIG_UNSAFE_DIR',
       `${options.key} ${dir}: ${path} ${why}; ${options.hint}`,
@@ -73,30 +92,64 @@ export function assertPrivateDir(dir: string, euid: number, egid: number, option
       },
     );
   };
-  let real: string | null = null;
-  try {
-    real = realpathSync(dir);
-  } catch {
-    // not made yet (or a dangling link, which the walk below judges)
-  }
-  for (const target of new Set([resolve(dir), real ?? resolve(dir)])) {
-    for (const path of chainOf(target)) {
-      const st = lstatSync(path, { throwIfNoEntry: false });
-      if (st === undefined) break;
-      const isTarget = path === target;
-      if (isTarget ? st.uid !== euid : st.uid !== 0 && st.uid !== euid)
-        refuse(path, `belongs to uid ${st.uid}`);
-      if (st.isSymbolicLink()) continue;
-      const byOthers = (st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && st.gid !== egid);
-      if (byOthers && (isTarget || (st.mode & 0o1000) === 0))
-        refuse(path, `is writable by other users (mode ${(st.mode & 0o7777).toString(8)})`);
+}
+
+/**
+ * One part of a private dir's path (see assertPrivateDir): `isTarget`, the directory itself, must
+ * be guardd's own and writable by nobody else; a directory above it must belong to root or guardd's
+ * user and be writable only by them (or guardd's group) unless sticky; a link, to root or guardd's user.
+ */
+function vet(
+  path: string,
+  st: Stats,
+  isTarget: boolean,
+  euid: number,
+  egid: number,
+  refuse: (path: string, why: string) => never,
+): void {
+  if (isTarget ? st.uid !== euid : st.uid !== 0 && st.uid !== euid) refuse(path, `belongs to uid ${st.uid}`);
+  if (st.isSymbolicLink()) return;
+  const byOthers = (st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && st.gid !== egid);
+  if (byOthers && (isTarget || (st.mode & 0o1000) === 0))
+    refuse(path, `is writable by other users (mode ${(st.mode & 0o7777).toString(8)})`);
+}
+
+/**
+ * Creates the missing parts of `dir` top down, vetting each part (see `vet`) as it is found or
+ * made, before anything is made below it: a part another user put there after `assertPrivateDir`
+ * looked — a link in a sticky directory such as /tmp, to wherever they like — is refused before
+ * root makes a directory through it. mkdir never follows a link it is asked to make, so a part is
+ * either root's own new directory or what was there, which is then vetted.
+ */
+export function makeVettedDirs(
+  dir: string,
+  mode: number,
+  euid: number,
+  egid: number,
+  options: PrivateDirOptions,
+): void {
+  const refuse = refuser(dir, options);
+  const target = resolve(dir);
+  for (const path of chainOf(target)) {
+    let st = lstatSync(path, { throwIfNoEntry: false });
+    if (st === undefined) {
+      try {
+        mkdirSync(path, { mode });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      st = lstatSync(path);
     }
+    if (euid >= 0) vet(path, st, path === target, euid, egid, refuse);
+    if (!st.isSymbolicLink() && !st.isDirectory())
+      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${path}'`), { code: 'ENOTDIR', path });
   }
 }
 
 /**
- * `assertPrivateDir` with guardd's own ids on what exists, `makeDirs`, then `assertPrivateDir` on
- * the whole (nothing is created below a directory another user controls); a directory that cannot
+ * `assertPrivateDir` with guardd's own ids on what exists, `makeVettedDirs`, then `assertPrivateDir` on
+ * the whole (nothing is created below a directory another user controls, nor through one another
+ * user made meanwhile); a directory that cannot
  * be created is GUARD_CONFIG_INVALID_VALUE naming `options.key` and the kernel's error.
  */
 export function makePrivateDir(dir: string, mode: number, options: PrivateDirOptions): void {
@@ -104,8 +157,9 @@ export function makePrivateDir(dir: string, mode: number, options: PrivateDirOpt
   const egid = process.getegid?.() ?? -1;
   assertPrivateDir(dir, euid, egid, options);
   try {
-    makeDirs(dir, mode);
+    makeVettedDirs(dir, mode, euid, egid, options);
   } catch (err) {
+    if (err instanceof GuardError) throw err;
     const e = err as NodeJS.ErrnoException;
     throw new GuardError(
       'GUARD_CONFIG_INVALID_VALUE',

@@ -6,6 +6,7 @@
 import {
   chmodSync,
   chownSync,
+  existsSync,
   lchownSync,
   mkdirSync,
   readFileSync,
@@ -15,7 +16,7 @@ import {
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/common/logger.js';
-import { assertPrivateDir } from '../../src/common/private-dir.js';
+import { assertPrivateDir, makePrivateDir, makeVettedDirs } from '../../src/common/private-dir.js';
 import { LOCAL_DIR_OPTIONS, prepareLocalMode } from '../../src/daemon/local-mode.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -74,6 +75,37 @@ describe.runIf(root)('local mode refuses a directory another user could change',
     // The same link made by root is fine: it leads where root put it.
     lchownSync(link, 0, 0);
     expect(codeOf(() => assertPrivateDir(link, 0, 0, LOCAL_DIR_OPTIONS))).toBeUndefined();
+  });
+
+  it('a part another user links in a sticky directory after the check, before it is made: refused before root makes anything through it', () => {
+    // /tmp-like: sticky and writable by everyone; the state dir's parent `a` does not exist yet
+    const sticky = join(base, 'sticky');
+    mkdirSync(sticky);
+    chmodSync(sticky, 0o1777);
+    const state = join(sticky, 'a', 'state');
+    expect(codeOf(() => assertPrivateDir(state, 0, 0, LOCAL_DIR_OPTIONS))).toBeUndefined();
+    // … and now the other user wins the race: `a` is their link to a root-owned directory
+    const target = join(base, 'root-owned-target');
+    mkdirSync(target, { mode: 0o700 });
+    symlinkSync(target, join(sticky, 'a'));
+    lchownSync(join(sticky, 'a'), OTHER, OTHER);
+    // what makePrivateDir does after its first check: each part vetted before the next is made
+    expect(codeOf(() => makeVettedDirs(state, 0o700, 0, 0, LOCAL_DIR_OPTIONS))).toBe(
+      'GUARD_CONFIG_UNSAFE_DIR',
+    );
+    expect(existsSync(join(target, 'state'))).toBe(false);
+    // their own directory there instead of a link: the same
+    const state2 = join(sticky, 'b', 'state');
+    mkdirSync(join(sticky, 'b'));
+    chownSync(join(sticky, 'b'), OTHER, OTHER);
+    expect(codeOf(() => makeVettedDirs(state2, 0o700, 0, 0, LOCAL_DIR_OPTIONS))).toBe(
+      'GUARD_CONFIG_UNSAFE_DIR',
+    );
+    expect(existsSync(state2)).toBe(false);
+    // nobody in the way: made, private
+    const state3 = join(sticky, 'c', 'state');
+    expect(codeOf(() => makePrivateDir(state3, 0o700, LOCAL_DIR_OPTIONS))).toBeUndefined();
+    expect(existsSync(state3)).toBe(true);
   });
 
   it('its own directory, writable by others: refused; private: accepted', () => {
