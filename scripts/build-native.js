@@ -3,7 +3,7 @@
 // every native/<name>/ with a binding.gyp becomes native/<name>/build/Release/<name>.node (today
 // peercred: control-socket peer credentials; procevents: Linux exec events; execperm: Linux
 // pre-exec deny; sched: Linux time slice; pathwalk: batched lstat; fileid: a file's identity with
-// its mount). Offline: npm's bundled node-gyp against the headers
+// its mount; quickexit: _exit, so a pool thread stuck in a user's FUSE mount cannot hold an exit). Offline: npm's bundled node-gyp against the headers
 // installed next to this Node (<prefix>/include/node), never a download. A failed build is a
 // warning, not an error: the module that loads the addon falls back (per-connection control
 // limits, /proc polling, no pre-exec deny, the default time slice) and the addon's own tests fail

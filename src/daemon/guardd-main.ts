@@ -13,6 +13,7 @@ import { createProgram, reportError, startFailure } from '../cli/program.js';
 import { GuardError } from '../common/errors.js';
 import { createRootLogger, type Logger } from '../common/logger.js';
 import { defaultPaths } from '../common/platform-paths.js';
+import { exitAfterGrace, exitNow } from '../common/quick-exit.js';
 import { loadConfig } from '../config/load-config.js';
 import { assertNoDaemonAnswers } from '../control/control-server.js';
 import { buildDaemon, type Daemon } from './deps.js';
@@ -115,7 +116,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     instanceLock?.release();
     const code = reportError(failure, { program: 'guardd', configFile });
     // a handle left open by the failed start (a leak) must not keep it from exiting
-    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    exitAfterGrace(code, EXIT_GRACE_MS);
     return code;
   }
 
@@ -133,7 +134,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         // the stopped daemon alive: name it, then exit.
         setTimeout(() => {
           log.error({ resources: process.getActiveResourcesInfo() }, 'still running after stop; exiting');
-          process.exit(code);
+          // not process.exit: a pool thread stuck in a user's FUSE mount would hold it (quick-exit.ts)
+          exitNow(code);
         }, EXIT_GRACE_MS).unref();
         resolve(code);
       };
