@@ -18,9 +18,6 @@ import { expect, it } from 'vitest';
 import { silentLogger } from '../../../src/common/logger.js';
 import { UserDirectory } from '../../../src/common/users.js';
 import { Pipeline } from '../../../src/daemon/pipeline.js';
-import { NotifyInstallAction } from '../../../src/enforcement/actions/notify-install.js';
-import { QuarantineAction } from '../../../src/enforcement/actions/quarantine.js';
-import { Enforcer } from '../../../src/enforcement/enforcer.js';
 import { QuarantineStore } from '../../../src/enforcement/quarantine-store.js';
 import type { AgentEvent } from '../../../src/events/event-types.js';
 import { compileMatcher } from '../../../src/policy/matcher.js';
@@ -33,7 +30,7 @@ import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser } from '../../helpers/unix-user.js';
 import { waitFor } from '../../helpers/wait.js';
-import { policyBody, RecordingNotifier } from './harness.js';
+import { installEnforcer, policyBody, RecordingNotifier } from './harness.js';
 import { installBanned, mountAs, npmRoot, type UserMount } from './stall-attack.js';
 
 /** An event's outcome (package events carry one). */
@@ -53,19 +50,8 @@ it(
     await store.init();
     const sink = new MemoryEventSink();
     const notifier = new RecordingNotifier();
-    const noop = { execute: async () => ({ actionTaken: 'skipped' as const, latencyMs: 0, error: null }) };
     const pipeline = new Pipeline({
-      enforcer: new Enforcer({
-        actions: {
-          blockProcess: noop,
-          notifyProcess: noop,
-          quarantine: new QuarantineAction({ store, notifier, logger }),
-          notifyInstall: new NotifyInstallAction({ notifier, logger }),
-        },
-        events: sink,
-        logger,
-        warnIntervalMs: 0,
-      }),
+      enforcer: installEnforcer(store, notifier, sink),
       logger,
       hostname: 'test-host',
       deviceTags: [],

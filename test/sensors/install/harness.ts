@@ -91,6 +91,27 @@ export interface Rig {
   close(): Promise<void>;
 }
 
+/** The real enforcer with the install actions (quarantine, notify) on `store`; process actions do nothing. */
+export function installEnforcer(
+  store: QuarantineStore,
+  notifier: UserNotifier,
+  sink: MemoryEventSink,
+): Enforcer {
+  const logger = silentLogger();
+  const noop = { execute: async () => ({ actionTaken: 'skipped' as const, latencyMs: 0, error: null }) };
+  return new Enforcer({
+    actions: {
+      blockProcess: noop,
+      notifyProcess: noop,
+      quarantine: new QuarantineAction({ store, notifier, logger }),
+      notifyInstall: new NotifyInstallAction({ notifier, logger }),
+    },
+    events: sink,
+    logger,
+    warnIntervalMs: 0,
+  });
+}
+
 export async function makeRig(o: RigOptions): Promise<Rig> {
   const homes = o.homes ?? [];
   const { db } = openDatabase(join(o.dir, 'state', 'state.db'), {
@@ -107,18 +128,7 @@ export async function makeRig(o: RigOptions): Promise<Rig> {
   await store.recover();
   const notifier = new RecordingNotifier();
   const sink = new MemoryEventSink();
-  const noop = { execute: async () => ({ actionTaken: 'skipped' as const, latencyMs: 0, error: null }) };
-  const enforcer = new Enforcer({
-    actions: {
-      blockProcess: noop,
-      notifyProcess: noop,
-      quarantine: new QuarantineAction({ store, notifier, logger }),
-      notifyInstall: new NotifyInstallAction({ notifier, logger }),
-    },
-    events: sink,
-    logger,
-    warnIntervalMs: 0,
-  });
+  const enforcer = installEnforcer(store, notifier, sink);
   const observations: Observation[] = [];
   const results: ActionResult[] = [];
   const inflight = new Set<Promise<unknown>>();
