@@ -177,11 +177,18 @@ export function assertNotProtected(
  * slot or no answer in time (a call stuck in the kernel keeps its slot until it returns).
  */
 async function rootLook<T>(key: GateKey, path: string, call: () => Promise<T>): Promise<T> {
-  const r = await installReadGate.run(key, USER_READ_TIMEOUT_MS, () =>
-    call().then(
-      (value) => ({ ok: true as const, value }),
-      (err: unknown) => ({ ok: false as const, err }),
-    ),
+  // failFast: the caller holds an operation's place (one of MAX_OPERATIONS) that other users'
+  // quarantines wait for; a look behind a call of this tree stuck past its deadline would only
+  // wait out its own deadline in the line.
+  const r = await installReadGate.run(
+    key,
+    USER_READ_TIMEOUT_MS,
+    () =>
+      call().then(
+        (value) => ({ ok: true as const, value }),
+        (err: unknown) => ({ ok: false as const, err }),
+      ),
+    { failFast: true },
   );
   if (!r.admitted || r.timedOut)
     throw new GuardError(

@@ -89,8 +89,13 @@ export class ReadGate {
   private inFlight = 0;
   private readonly perKey = new Map<string | number, number>();
   private readonly waiting: Array<{ key: string | number; admit: () => void }> = [];
-  /** Calls refused (no slot before the deadline, or the line full) and calls abandoned at their deadline. */
-  readonly counts = { busy: 0, timeout: 0 };
+  /** Key → its calls through this gate that outlived their deadline and have not returned yet. */
+  private readonly overdue = new Map<string | number, number>();
+  /**
+   * Calls refused (no slot before the deadline, or the line full), calls abandoned at their
+   * deadline, and `failFast` calls refused at once because their key's slot was held by an overdue call.
+   */
+  readonly counts = { busy: 0, timeout: 0, stuck: 0 };
 
   /**
    * @param name shown in status.
@@ -124,11 +129,16 @@ export class ReadGate {
    * Runs `call` once a slot is free, waiting at most `timeoutMs` in all (line and call). Resolves
    * `{ admitted: false }` when no slot came in time (`call` never ran), `{ timedOut: true }` when
    * the call outlived the deadline (its slot stays held until it settles), else its value.
+   * `failFast`: when no slot is free and a call of the same key that outlived its deadline is still
+   * out (a stalled mount of that user's), `{ admitted: false }` at once instead of a wait in line
+   * that would most likely end the same way — for a caller that holds something others wait for
+   * meanwhile (an owner-fs operation's place).
    */
   async run<T>(
     key: string | number,
     timeoutMs: number,
     call: () => Promise<T>,
+    { failFast = false }: { readonly failFast?: boolean } = {},
   ): Promise<
     { admitted: false } | { admitted: true; timedOut: true } | { admitted: true; timedOut: false; value: T }
   > {
@@ -140,6 +150,10 @@ export class ReadGate {
     });
     try {
       if (!this.canAdmit(key)) {
+        if (failFast && this.overdue.has(key)) {
+          this.counts.stuck++;
+          return { admitted: false };
+        }
         if (this.waiting.length >= MAX_WAITING_PER_GATE) {
           this.counts.busy++;
           return { admitted: false };
@@ -161,10 +175,16 @@ export class ReadGate {
       } else {
         this.take(key);
       }
-      const work = call().finally(() => this.release(key));
+      let late = false;
+      const work = call().finally(() => {
+        if (late) decrement(this.overdue, key);
+        this.release(key);
+      });
       const winner = await Promise.race([work.then((value) => ({ value })), expired]);
       if (winner === 'expired') {
         this.counts.timeout++;
+        late = true;
+        this.overdue.set(key, (this.overdue.get(key) ?? 0) + 1);
         // The call settles later (or never); its outcome is of no interest then.
         work.catch(() => undefined);
         return { admitted: true, timedOut: true };

@@ -21,6 +21,7 @@ import { ownerOperations } from '../../src/enforcement/owner-fs.js';
 import { QuarantineStore } from '../../src/enforcement/quarantine-store.js';
 import type { Decision } from '../../src/policy/matcher.js';
 import type { PackageObservation } from '../../src/sensors/observation.js';
+import { installReadGate } from '../../src/sensors/package-reader.js';
 import { ReadGate } from '../../src/sensors/safe-read.js';
 import { openDatabase } from '../../src/store/database.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
@@ -165,6 +166,47 @@ it(
       );
       expect(r.actionTaken).toBe('failed');
       expect(r.error).toMatch(/^GUARD_QUARANTINE_BUSY: leftover links not removed: .*\.npm-global\/bin/);
+      expect(ownerOperations().running).toBe(0);
+    } finally {
+      await mount.release();
+    }
+  },
+  LOCKED_TEST_TIMEOUT_MS,
+);
+
+it(
+  "twelve cleanups behind a user's stalled bin dir: once one look is stuck past its deadline the others are refused at once, not each after its own deadline, and another user's quarantine queued behind them goes through",
+  async () => {
+    const staller = createTestUser('tgqs');
+    const other = createTestUser('tgqs');
+    const root = npmRoot(staller);
+    const { store, action } = rig('many');
+    const mount = await mountAs(staller, join(staller.home, '.npm-global', 'bin'), base);
+    try {
+      const before = { ...installReadGate.counts };
+      // 12 operations of theirs take the 4 owner-fs places first; the other user's waits behind them
+      const tries = Array.from({ length: 12 }, () =>
+        action.execute(
+          observed(staller, root, join(root, BANNED_UNSCOPED), { removed: true, version: null }),
+          decision,
+        ),
+      );
+      const otherPkg = installBanned(other, npmRoot(other));
+      const done = action.execute(
+        observed(other, join(other.home, '.npm-global', 'lib', 'node_modules'), otherPkg),
+        decision,
+      );
+      const results = await within(Promise.all(tries), ACTION_BOUND_MS, "the staller's cleanups");
+      for (const r of results) expect(r.error).toMatch(/^GUARD_QUARANTINE_BUSY: /);
+      expect(await within(done, ACTION_BOUND_MS, "the other user's quarantine")).toMatchObject({
+        actionTaken: 'quarantined',
+        error: null,
+      });
+      // The first batch of 4 met the stalled look (one timed out, three waited in line); the 8
+      // after it were refused at once: a wait of a full deadline each (2 s, four at a time) before.
+      expect(installReadGate.counts.timeout - before.timeout).toBe(1);
+      expect(installReadGate.counts.stuck - before.stuck).toBeGreaterThanOrEqual(8);
+      expect(store.list().map((e) => e.manifest.originalPath)).toEqual([otherPkg]);
       expect(ownerOperations().running).toBe(0);
     } finally {
       await mount.release();

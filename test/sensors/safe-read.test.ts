@@ -55,7 +55,7 @@ describe('readUserFile refuses hostile file types at once', () => {
     expect(await read(link)).toMatchObject({ ok: false, reason: 'symlink' });
     expect(await read(join(dir, 'missing'))).toMatchObject({ ok: false, reason: 'missing' });
     expect(await read(big)).toMatchObject({ ok: false, reason: 'too_large' });
-    expect(gate.counts).toEqual({ busy: 0, timeout: 0 });
+    expect(gate.counts).toEqual({ busy: 0, timeout: 0, stuck: 0 });
     expect(gate.pending).toBe(0);
   });
 });
@@ -173,5 +173,30 @@ describe('ReadGate admission', () => {
       timedOut: false,
       value: 1,
     });
+  });
+
+  it('failFast: refused at once while its key is held by a call past its deadline; waits as usual otherwise', async () => {
+    const gate = new ReadGate('fail-fast', 2, 1);
+    const held = controlled();
+    const inLine = gate.run('k', 60_000, held.call);
+    // held, not overdue: a failFast caller waits in line as any other (and gets the slot)
+    const waiting = gate.run('k', 60_000, async () => 'second', { failFast: true });
+    expect(gate.queued).toBe(1);
+    held.settle();
+    await inLine;
+    expect(await waiting).toMatchObject({ admitted: true, value: 'second' });
+    // overdue: refused at once, however long its own deadline, and counted
+    const stuck = controlled();
+    expect(await gate.run('k', 20, stuck.call)).toEqual({ admitted: true, timedOut: true });
+    const t0 = performance.now();
+    expect(await gate.run('k', 60_000, async () => 1, { failFast: true })).toEqual({ admitted: false });
+    expect(performance.now() - t0).toBeLessThan(30_000);
+    expect(gate.counts).toMatchObject({ stuck: 1, timeout: 1 });
+    // another key is not held back by it
+    expect(await gate.run('other', 1000, async () => 2, { failFast: true })).toMatchObject({ value: 2 });
+    // once the stuck call returned, the key is admitted again
+    stuck.settle();
+    await waitFor(() => gate.pending === 0, 'the slot back');
+    expect(await gate.run('k', 1000, async () => 3, { failFast: true })).toMatchObject({ value: 3 });
   });
 });
