@@ -17,10 +17,9 @@ import { compileMatcher } from '../../../src/policy/matcher.js';
 import { LOCKED_TEST_TIMEOUT_MS } from '../../helpers/machine-lock.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { createTestUser, type TestUser } from '../../helpers/unix-user.js';
-import { waitFor } from '../../helpers/wait.js';
 import type { StalledMount } from '../hostile-fs.js';
 import { buildPassthrough, mountClaiming } from '../process/fuse-user.js';
-import { BANNED, BANNED_UNSCOPED, makeRig, policyBody } from './harness.js';
+import { BANNED, BANNED_UNSCOPED, makeRig, policyBody, warnedAt } from './harness.js';
 import { manifest, npmRoot, shAs } from './stall-attack.js';
 
 const dir = tempDir('tgfo-');
@@ -67,14 +66,7 @@ it(
       rig.sensor.setMatcher(rig.matcher);
       await rig.sensor.start();
       for (const path of [asRoot, asExcepted]) {
-        const ev = await waitFor(
-          () =>
-            rig.sink
-              .ofType('package.warned')
-              .find((e) => (e as { package?: { path?: string } }).package?.path === path),
-          `the banned package at ${path} reported`,
-          { timeoutMs: 25_000 },
-        );
+        const ev = await warnedAt(rig, path, `the banned package at ${path} reported`);
         expect(ev).toMatchObject({ uid: user.uid, user: user.name });
       }
       // Told to the mount's user, not to root or the excepted user.
@@ -110,14 +102,7 @@ it(
     expect(lstatSync(path).uid).toBe(0);
     const rig = await makeRig({ dir: join(dir, 'rig-detach'), homes: [user.home], action: 'warn' });
     try {
-      const ev = await waitFor(
-        () =>
-          rig.sink
-            .ofType('package.warned')
-            .find((e) => (e as { package?: { path?: string } }).package?.path === path),
-        `the banned package at ${path} reported`,
-        { timeoutMs: 25_000 },
-      );
+      const ev = await warnedAt(rig, path, `the banned package at ${path} reported`);
       // The trick was played: the mount is gone from the table.
       expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${path} `);
       expect(ev).toMatchObject({ uid: user.uid, user: user.name });

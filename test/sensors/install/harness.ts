@@ -20,6 +20,7 @@ import type {
   UserNotifier,
 } from '../../../src/enforcement/notifier.js';
 import { QuarantineStore } from '../../../src/enforcement/quarantine-store.js';
+import type { AgentEvent } from '../../../src/events/event-types.js';
 import { compileMatcher, type Matcher } from '../../../src/policy/matcher.js';
 import type { PolicyBody, PolicyMode, RuleAction } from '../../../src/policy/policy-types.js';
 import { InstallSensor } from '../../../src/sensors/install-sensor.js';
@@ -27,6 +28,7 @@ import type { Observation } from '../../../src/sensors/observation.js';
 import { openDatabase } from '../../../src/store/database.js';
 import { MIGRATIONS } from '../../../src/store/migrations.js';
 import { MemoryEventSink } from '../../helpers/event-sink.js';
+import { waitFor } from '../../helpers/wait.js';
 
 const execFileP = promisify(execFile);
 
@@ -89,6 +91,18 @@ export interface Rig {
   readonly results: ActionResult[];
   matcher: Matcher;
   close(): Promise<void>;
+}
+
+/** The first `package.warned` event of the package at `path` in `rig`'s sink, waited for (25 s at most). */
+export function warnedAt(rig: Pick<Rig, 'sink'>, path: string, what: string): Promise<AgentEvent> {
+  return waitFor(
+    () =>
+      rig.sink
+        .ofType('package.warned')
+        .find((e) => (e as { package?: { path?: string } }).package?.path === path),
+    what,
+    { timeoutMs: 25_000 },
+  );
 }
 
 /** The real enforcer with the install actions (quarantine, notify) on `store`; process actions do nothing. */

@@ -19,9 +19,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { createTestUser, type TestUser } from '../../helpers/unix-user.js';
-import { waitFor } from '../../helpers/wait.js';
 import { compileC, runFuseDaemon } from '../hostile-fs.js';
-import { BANNED_UNSCOPED, makeRig } from './harness.js';
+import { BANNED_UNSCOPED, makeRig, warnedAt } from './harness.js';
 
 const USERFS_C = `
 #include <fcntl.h>
@@ -196,14 +195,7 @@ export async function victimSurvives(o: StallScenario): Promise<void> {
     placed.push(...more);
     o.mounts.push(...more);
     const pkg = installBanned(victim, victimRoot);
-    const ev = await waitFor(
-      () =>
-        rig.sink
-          .ofType('package.warned')
-          .find((e) => (e as { package?: { path?: string } }).package?.path === pkg),
-      "the victim's banned install reported",
-      { timeoutMs: 25_000 },
-    );
+    const ev = await warnedAt(rig, pkg, "the victim's banned install reported");
     expect(ev).toMatchObject({ package: { name: BANNED_UNSCOPED, path: pkg } });
     await within(rig.sensor.rescan(), SCAN_BOUND_MS, 'a full rescan');
   } finally {
