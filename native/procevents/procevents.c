@@ -21,7 +21,7 @@
  * file is one C source built offline by scripts/build-native.js like native/peercred.
  *
  * API (N-API version 8, so one build loads in every Node major that has it):
- *   open(onBatch, { rcvbuf }) -> handle
+ *   open(onBatch, { rcvbuf, boost }) -> handle
  *       onBatch(events, counters) runs on the JS thread; events: [{ pid, ts, stat, exe, cmdline,
  *       truncated, uid }] (stat/exe/uid null when the process was gone before the reader thread
  *       read it; cmdline a Buffer); counters: what counters(handle) returns, passed with the first
@@ -42,6 +42,10 @@
  *       exec's executable (off at open: guardd turns it on while a rule needs hashes or markers).
  *   takeIdentity(handle, pid, ts) -> [dev, ino, size, mtimeMs, ctimeMs, mount] | null: that identity
  *       (walker.c says how it is read and when there is none), taken once.
+ *   boost (open's option, default false): raise the calling (JS) thread to real-time priority while
+ *       it handles each batch (boost.c says why and its bounds); endBoost(handle) tells the batches
+ *       delivered so far are handled. counters() then also has boost (on or not), boostOff (why
+ *       not), boosts, boostOverBudget, boostOverruns, boostErrors.
  *   close(handle) -> boolean: unsubscribes, stops and joins the threads, closes the socket, true.
  *       false when the reader or the walker did not stop within CLOSE_JOIN_LIMIT_S (left behind,
  *       see js_close; a walker left behind does not keep the socket open).
@@ -69,6 +73,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "boost.h"
 #include "walker.h"
 
 /* The same cap as the procfs source (CMDLINE_MAX_BYTES in proc-files.ts): argv beyond it is cut. */
@@ -83,12 +88,13 @@
 #define QUEUE_MAX_EVENTS 8192
 #define QUEUE_MAX_BYTES (16u * 1024u * 1024u)
 /* Scheduling of the reader thread (root only; best effort, in this order): a program that lives
- * 5 ms must be read before it exits even when every core is busy, so the thread runs SCHED_FIFO at
- * the lowest real-time priority and preempts ordinary tasks the moment an event arrives. It sleeps
- * in poll() between events and does ~4 small /proc reads per exec (≈ 40 µs: 4 % of a core at
- * 1,000 execs/s); the kernel's real-time throttling (sched_rt_runtime_us, 95 % by default) bounds
- * it even if it spun. Without the privilege it falls back to nice READER_NICE. */
-#define READER_RT_PRIORITY 1
+ * 5 ms must be read before it exits even when every core is busy, so the thread runs SCHED_FIFO and
+ * preempts ordinary tasks the moment an event arrives: at READER_RT_PRIORITY, one above the JS
+ * thread's while boost.c raises it (the reader must be able to end that boost), else at 1 (no
+ * boosts then). It sleeps in poll() between events and does ~4 small /proc reads per exec (≈ 40 µs:
+ * 4 % of a core at 1,000 execs/s); the kernel's real-time throttling (sched_rt_runtime_us, 95 % by
+ * default) bounds it even if it spun. Without the privilege it falls back to nice READER_NICE. */
+#define READER_RT_PRIORITY 2
 /* During a long burst, JS is woken at least every this many events (~a few ms of reading). */
 #define WAKE_EVERY 256
 #define READER_NICE (-10)
@@ -128,6 +134,10 @@ typedef struct {
   /* Whether to ask it for walks (setWalks: only while a rule needs script packages) and for
    * executables' identities (setIdentities: only while a rule needs hashes or markers). */
   atomic_int walks_on, idents_on;
+  /* The JS thread raised while it handles a batch (boost.c); NULL unless open() asked for it. */
+  boost_t *boost;
+  /* The boost generation the last batch was delivered with (JS thread only). */
+  uint64_t boost_delivered;
   /* What the last batch's counters said (JS thread only): a batch carries counters when these changed. */
   int delivered;
   unsigned long long told_kernel_drops, told_queue_drops;
@@ -153,6 +163,19 @@ static napi_value counters_of(napi_env env, state_t *s) {
   set_num(env, o, "walks", (double)walks);
   set_num(env, o, "walkDrops", (double)walk_drops);
   set_num(env, o, "identities", (double)identities);
+  boost_counters_t bc;
+  boost_counters(s->boost, &bc);
+  napi_value v;
+  napi_get_boolean(env, bc.on != 0, &v);
+  napi_set_named_property(env, o, "boost", v);
+  if (!bc.on && bc.off != NULL) {
+    napi_create_string_utf8(env, bc.off, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, o, "boostOff", v);
+  }
+  set_num(env, o, "boosts", (double)bc.raised);
+  set_num(env, o, "boostOverBudget", (double)bc.over_budget);
+  set_num(env, o, "boostOverruns", (double)bc.overruns);
+  set_num(env, o, "boostErrors", (double)bc.errors);
   return o;
 }
 
@@ -268,7 +291,9 @@ static void ask_walker(state_t *s, const event_t *e) {
                    ident ? e->stat_len : 0);
 }
 
+/* Hands what is queued to JS: raises the JS thread first (boost.c), so it takes the batch at once. */
 static void wake(state_t *s) {
+  boost_raise(s->boost);
   int expected = 0;
   if (atomic_compare_exchange_strong(&s->wake_pending, &expected, 1)) {
     if (napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking) != napi_ok)
@@ -296,21 +321,28 @@ static void *reader(void *arg) {
   state_t *s = arg;
   /* Named so `top -H` / /proc/<pid>/task/<tid>/comm tell guardd's threads apart. */
   (void)pthread_setname_np(pthread_self(), "tg-procevents");
-  struct sched_param sp = {.sched_priority = READER_RT_PRIORITY};
-  if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0)
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), READER_NICE);
+  int rt = 0;
+  for (int prio = READER_RT_PRIORITY; prio >= 1 && rt == 0; prio--) {
+    struct sched_param sp = {.sched_priority = prio};
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) rt = prio;
+  }
+  if (rt == 0) (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), READER_NICE);
+  boost_enable(s->boost, rt);
   /* One connector message is ~100 bytes; a page holds any datagram the kernel sends here. */
   char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
-  struct pollfd fds[2] = {{.fd = s->sock, .events = POLLIN}, {.fd = s->stopfd, .events = POLLIN}};
+  struct pollfd fds[3] = {{.fd = s->sock, .events = POLLIN},
+                          {.fd = s->stopfd, .events = POLLIN},
+                          {.fd = boost_timer_fd(s->boost), .events = POLLIN}};
   int err = 0;
   while (!atomic_load(&s->closed)) {
-    int r = poll(fds, 2, -1);
+    int r = poll(fds, 3, -1);
     if (r < 0) {
       if (errno == EINTR) continue;
       err = errno;
       break;
     }
     if (fds[1].revents) break;
+    if (fds[2].revents & POLLIN) boost_expired(s->boost);
     if (!(fds[0].revents & POLLIN)) {
       if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
         /* A pending ENOBUFS is reported as POLLERR: the recv below collects it. */
@@ -374,6 +406,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   s->count = 0;
   s->bytes = 0;
   pthread_mutex_unlock(&s->mu);
+  s->boost_delivered = boost_generation(s->boost);
   if (env == NULL || atomic_load(&s->closed)) {
     while (e) {
       event_t *next = e->next;
@@ -431,6 +464,7 @@ static void unref_state(state_t *s) {
     e = next;
   }
   pthread_mutex_destroy(&s->mu);
+  boost_free(s->boost);
   free(s);
 }
 
@@ -505,12 +539,16 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t rcvbuf = 8 * 1024 * 1024;
+  bool boost = false;
   if (argc >= 2 && napi_typeof(env, argv[1], &t) == napi_ok && t == napi_object) {
     napi_value v;
     bool has = false;
     if (napi_has_named_property(env, argv[1], "rcvbuf", &has) == napi_ok && has &&
         napi_get_named_property(env, argv[1], "rcvbuf", &v) == napi_ok)
       napi_get_value_int32(env, v, &rcvbuf);
+    if (napi_has_named_property(env, argv[1], "boost", &has) == napi_ok && has &&
+        napi_get_named_property(env, argv[1], "boost", &v) == napi_ok)
+      napi_get_value_bool(env, v, &boost);
   }
   int sock = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
   if (sock < 0) return throw_open(env, "socket(NETLINK_CONNECTOR)", errno);
@@ -547,6 +585,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   s->sock = sock;
   s->stopfd = stopfd;
   s->rcvbuf = effective;
+  /* For the calling thread, the JS thread; none: batches are handed over at its own priority. */
+  s->boost = boost ? boost_new() : NULL;
   atomic_store(&s->refs, 2);
   pthread_mutex_init(&s->mu, NULL);
   napi_value name;
@@ -556,6 +596,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     close(sock);
     close(stopfd);
     pthread_mutex_destroy(&s->mu);
+    boost_free(s->boost);
     free(s);
     return throw_open(env, "napi_create_threadsafe_function", EINVAL);
   }
@@ -643,6 +684,13 @@ static napi_value set_switch(napi_env env, napi_callback_info info, size_t offse
   return NULL;
 }
 
+/* endBoost(handle): the batches delivered so far are handled: the JS thread back to its priority. */
+static napi_value js_end_boost(napi_env env, napi_callback_info info) {
+  state_t *s = handle_of(env, info);
+  if (s != NULL) boost_end(s->boost, s->boost_delivered);
+  return NULL;
+}
+
 /* setWalks(handle, on): whether the reader asks the walker for interpreters' script walks. */
 static napi_value js_set_walks(napi_env env, napi_callback_info info) {
   return set_switch(env, info, offsetof(state_t, walks_on), "setWalks(handle, on)");
@@ -659,6 +707,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   int expected = 0;
   if (!atomic_compare_exchange_strong(&s->closed, &expected, 1)) return NULL;
   int walker_left = 0;
+  /* First: whatever happens to the threads below, the JS thread is not left raised. */
+  boost_stop(s->boost);
   uint64_t one = 1;
   (void)!write(s->stopfd, &one, sizeof(one));
   if (s->thread_started) {
@@ -702,6 +752,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setWalks", NULL, js_set_walks, NULL, NULL, NULL, napi_default, NULL},
       {"takeIdentity", NULL, js_take_identity, NULL, NULL, NULL, napi_default, NULL},
       {"setIdentities", NULL, js_set_identities, NULL, NULL, NULL, napi_default, NULL},
+      {"endBoost", NULL, js_end_boost, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

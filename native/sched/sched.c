@@ -1,11 +1,14 @@
 /*
- * sched: the EEVDF time slice of one of guardd's threads, for src/daemon/priority.ts. One function,
+ * sched: the EEVDF time slice of one of guardd's threads, for src/daemon/priority.ts.
  * setSlice(tid, ns) -> the slice the kernel now reports, in ns:
  *   sched_getattr(tid); a thread that is not SCHED_OTHER/SCHED_BATCH (the exec-events reader runs
  *   SCHED_FIFO) is left alone and 0 returned; otherwise sched_setattr with the same policy, nice and
  *   reset-on-fork flag and sched_runtime = ns (Linux >= 6.12 takes it as the thread's slice, clamped
  *   to 0.1..100 ms; 0 restores the default), then sched_getattr again: its sched_runtime is the
  *   slice, 0 on a kernel without custom slices (it ignores sched_runtime for fair tasks).
+ * resetOnFork(tid) -> boolean: whether the thread's reset-on-fork flag is set (tid 0: the calling
+ *   thread), i.e. whether a child it forks starts at SCHED_OTHER and nice 0 whatever the thread's
+ *   own priority (native/procevents/boost.c sets it on guardd's JS thread).
  * Hand-written because Node has no sched_setattr and glibc < 2.41 has no wrapper: the calls go
  * through syscall(2) with this file's own copy of the kernel's struct (SCHED_ATTR_SIZE_VER0
  * layout), so no header of a newer glibc or kernel can conflict with it.
@@ -113,9 +116,25 @@ static napi_value set_slice(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value reset_on_fork(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1) return throw_bad_argument(env, "resetOnFork(tid): tid is required");
+  double tid_d = integer_arg(env, argv[0], 0, INT32_MAX);
+  if (isnan(tid_d)) return throw_bad_argument(env, "resetOnFork(tid): tid must be 0 or a positive 32-bit integer");
+  struct tg_sched_attr attr;
+  if (tg_getattr((pid_t)tid_d, &attr) != 0) return throw_failed(env, "sched_getattr", (int32_t)tid_d, errno);
+  napi_value result;
+  if (napi_get_boolean(env, (attr.sched_flags & TG_SCHED_FLAG_RESET_ON_FORK) != 0, &result) != napi_ok) return NULL;
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "setSlice", NAPI_AUTO_LENGTH, set_slice, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "setSlice", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "resetOnFork", NAPI_AUTO_LENGTH, reset_on_fork, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "resetOnFork", fn) != napi_ok) return NULL;
   return exports;
 }

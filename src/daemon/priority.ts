@@ -12,11 +12,14 @@
  * the addon native/sched: Node has no sched_setattr), as root or not: a thread may set its own
  * slice without privilege. Threads created later inherit it from the thread that creates them.
  *
- * Children inherit both. One that runs as a user (a notification helper, the owner-fs child) must
- * give the nice up while still root — `asUserAtNormalPriority` — or the user would own a nice −10
- * process (theirs to ptrace or signal, and so to take over) for as long as it runs, or at least
- * until it lowered its own priority. The slice needs no such care: it takes no privilege, so a
- * child that keeps it has nothing it could not have set itself.
+ * Children inherit both — until the JS thread's first exec-events boost (native/procevents/boost.c
+ * raises it to real time while it handles a batch), which sets its reset-on-fork flag for good:
+ * from then on its children start at SCHED_OTHER and nice 0. One that runs as a user (a
+ * notification helper, the owner-fs child) must give a raised nice up while still root —
+ * `asUserAtNormalPriority` — or the user would own a nice −10 process (theirs to ptrace or signal,
+ * and so to take over) for as long as it runs, or at least until it lowered its own priority. The
+ * slice needs no such care: it takes no privilege, so a child that keeps it has nothing it could
+ * not have set itself.
  *
  * Measured with bench/exec-events.bench.js (spawn → death of a banned script under load): the
  * tail is the main loop waiting for a core, and nice -10 shortens it (figures in docs/process-detection.md).
@@ -58,6 +61,8 @@ export interface SchedAddon {
    * 0..100_000_000.
    */
   setSlice(tid: number, ns: number): number;
+  /** Whether thread `tid` (0: the calling thread) has reset-on-fork set: its children start at nice 0. */
+  resetOnFork?(tid: number): boolean;
 }
 
 /**
@@ -90,15 +95,27 @@ export function raisePriority(logger: Logger): number | null {
   return currentNice();
 }
 
+let schedAddon: SchedAddon | null | undefined;
+
+/** The addon, loaded once; null (and `onError` told why) when it does not load. */
+function loadSched(onError?: (message: string) => void): SchedAddon | null {
+  if (schedAddon === undefined) {
+    try {
+      schedAddon = createRequire(import.meta.url)(SCHED_ADDON_PATH) as SchedAddon;
+    } catch (err) {
+      onError?.(errorMessage(err));
+      schedAddon = null;
+    }
+  }
+  return schedAddon;
+}
+
 /** Asks for DAEMON_SLICE_NS on each of `tids`; the first refusal is logged at debug. */
 function requestSlice(tids: readonly number[], logger: Logger): void {
-  let addon: SchedAddon;
-  try {
-    addon = createRequire(import.meta.url)(SCHED_ADDON_PATH) as SchedAddon;
-  } catch (err) {
-    logger.debug({ path: SCHED_ADDON_PATH, error: errorMessage(err) }, 'could not request a time slice');
-    return;
-  }
+  const addon = loadSched((error) =>
+    logger.debug({ path: SCHED_ADDON_PATH, error }, 'could not request a time slice'),
+  );
+  if (addon === null) return;
   let refused: string | null = null;
   for (const tid of tids) {
     try {
@@ -110,6 +127,20 @@ function requestSlice(tids: readonly number[], logger: Logger): void {
     }
   }
   if (refused !== null) logger.debug({ error: refused }, 'could not request a time slice');
+}
+
+/**
+ * The nice a child forked by the calling thread starts at: its own, or 0 when its reset-on-fork
+ * flag is set and its nice is raised (null: unknown).
+ */
+function childNice(): number | null {
+  const nice = currentNice();
+  if (nice === null || nice >= 0 || process.platform !== 'linux') return nice;
+  try {
+    return loadSched()?.resetOnFork?.(0) === true ? 0 : nice;
+  } catch {
+    return nice;
+  }
 }
 
 function currentNice(): number | null {
@@ -136,7 +167,8 @@ const PRLIMIT = '/usr/bin/prlimit';
 
 /**
  * The command line, run as root, that lowers the calling thread's raised priority back to nice 0
- * (`nice`, coreutils), drops the real-time allowance the unit gives guardd (`LimitRTPRIO=1`:
+ * (`nice`, coreutils; not needed when the thread's reset-on-fork flag already starts its children
+ * there), drops the real-time allowance the unit gives guardd (`LimitRTPRIO=1`:
  * `prlimit --rtprio=0:0`, util-linux; lowering a limit needs no privilege — a user who took the
  * process over could otherwise run SCHED_FIFO threads beside guardd's exec-events reader), and then
  * becomes `uid`/`gid` without supplementary groups (`setpriv`,
@@ -154,21 +186,19 @@ export function asUserAtNormalPriority(
   const nice = currentNice();
   if (nice === null || nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV) || !existsSync(PRLIMIT))
     return null;
-  return {
-    command: NICE,
-    args: [
-      '-n',
-      String(-nice),
-      PRLIMIT,
-      '--rtprio=0:0',
-      '--',
-      SETPRIV,
-      `--reuid=${uid}`,
-      ...(gid !== undefined ? [`--regid=${gid}`] : []),
-      '--clear-groups',
-      '--',
-      command,
-      ...args,
-    ],
-  };
+  const start = childNice() ?? nice;
+  const [first, ...rest] = [
+    ...(start < 0 ? [NICE, '-n', String(-start)] : []),
+    PRLIMIT,
+    '--rtprio=0:0',
+    '--',
+    SETPRIV,
+    `--reuid=${uid}`,
+    ...(gid !== undefined ? [`--regid=${gid}`] : []),
+    '--clear-groups',
+    '--',
+    command,
+    ...args,
+  ];
+  return { command: first as string, args: rest };
 }

@@ -133,6 +133,13 @@ export class ProcessSensor implements Sensor {
   private queued: PollReason | null = null;
   private wakes = 0;
   private readonly inFlight = new Set<Promise<void>>();
+  /**
+   * In-flight reads of what the source handed over (not the retries, which wait on timers, nor
+   * the handlers' promises, whose signals go out before their first wait).
+   */
+  private urgent = 0;
+  /** A setImmediate that tells the source `settled` is queued. */
+  private settling = false;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly skippedHere: Record<string, number> = {};
   private ticks = 0;
@@ -253,6 +260,7 @@ export class ProcessSensor implements Sensor {
         // Cleared in the same step that found nothing queued: a wake asked for after it starts a
         // new tick instead of queueing behind one that has already ended (it would be lost).
         this.ticking = null;
+        this.maybeSettled();
       }
     })();
     return this.ticking;
@@ -593,6 +601,7 @@ export class ProcessSensor implements Sensor {
         ask().then((again) => {
           if (again) this.retryRead(raw, attempt + 1, what, ask);
         }),
+        false,
       );
     }, wait);
     this.retryTimers.add(t);
@@ -631,6 +640,7 @@ export class ProcessSensor implements Sensor {
           if (!pkg) return;
           this.emit(this.observe(raw, { scriptPackage: pkg }));
         }),
+        false,
       );
     }, SCRIPT_RETRY_MS);
     this.retryTimers.add(t);
@@ -717,17 +727,41 @@ export class ProcessSensor implements Sensor {
       this.log.error({ pid: obs.pid, err: errorMessage(err) }, 'observation handler threw');
       return;
     }
-    if (r && typeof (r as Promise<void>).then === 'function') this.detach(r as Promise<void>);
+    if (r && typeof (r as Promise<void>).then === 'function') this.detach(r as Promise<void>, false);
   }
 
-  private detach(p: Promise<void>): void {
+  /** `urgent`: a read of what the source handed over (false: a retry, a handler), see `maybeSettled`. */
+  private detach(p: Promise<void>, urgent = true): void {
+    if (urgent) this.urgent++;
     const tracked: Promise<void> = p
       .catch((err: unknown) => {
         this.count('handler_error');
         this.log.error({ err: errorMessage(err) }, 'observation handler failed');
       })
-      .finally(() => this.inFlight.delete(tracked));
+      .finally(() => {
+        this.inFlight.delete(tracked);
+        if (urgent) {
+          this.urgent--;
+          this.maybeSettled();
+        }
+      });
     this.inFlight.add(tracked);
+  }
+
+  /**
+   * Tells the source, once no tick runs and nothing it handed over is still being read, in a
+   * setImmediate — after the promise jobs of the handlers that observation started, where a
+   * block's signals go out (its notification waits, its event is written after) — that what it
+   * handed over is handled: the exec-events source lowers the JS thread its reader raised for the
+   * hand-over (native/procevents/boost.c).
+   */
+  private maybeSettled(): void {
+    if (this.settling || this.urgent !== 0 || this.ticking !== null || !this.options.source.settled) return;
+    this.settling = true;
+    setImmediate(() => {
+      this.settling = false;
+      if (this.urgent === 0 && this.ticking === null) this.options.source.settled?.();
+    });
   }
 
   private count(reason: string): void {

@@ -3,8 +3,11 @@
  * (src/daemon/priority.ts): a process of the user's is one the user can ptrace or signal, so they
  * would get a high-priority process out of every notification. The real spawn runner, called on a
  * thread at guardd's nice, runs the command as a real unprivileged user at nice 0 — and already at
- * nice 0 when the command starts, not after (it reads its own nice as its first act).
+ * nice 0 when the command starts, not after (it reads its own nice as its first act) — also from a
+ * thread whose reset-on-fork flag already starts its children at nice 0 (guardd's JS thread after
+ * its first exec-events boost), where lowering by the thread's own nice again would overshoot.
  */
+import { execFileSync } from 'node:child_process';
 import { chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +21,29 @@ const before = root ? getPriority(0) : 0;
 afterAll(() => {
   // lowering back is always allowed; the worker thread gets the nice it had
   if (root) setPriority(0, before);
+  // and its reset-on-fork flag cleared (root has CAP_SYS_NICE here)
+  if (root) execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
 });
+
+/** Runs `sh -c` as `user` through the real runner; what it saw of itself: nice, rtprio limits, ids. */
+async function runAsUser(user: ReturnType<typeof createTestUser>): Promise<string[]> {
+  const out = join(user.home, 'seen');
+  writeFileSync(out, '');
+  chownSync(out, user.uid, user.gid);
+  const outcome = await spawnRunner({
+    command: 'sh',
+    args: [
+      '-c',
+      `echo "$(cut -d' ' -f19 /proc/$$/stat) $(awk '/^Max realtime priority/{print $4 ":" $5}' /proc/$$/limits) $(id -u) $(id -G)" > ${out}`,
+    ],
+    uid: user.uid,
+    gid: user.gid,
+    env: { PATH: '/usr/bin:/bin' },
+    timeoutMs: 10_000,
+  });
+  expect(outcome).toEqual({ ok: true, error: null });
+  return readFileSync(out, 'utf8').trim().split(' ');
+}
 
 describe.runIf(root)('notification commands run as a user', () => {
   it("start at nice 0 as the user, not at guardd's nice as the user", async () => {
@@ -48,5 +73,21 @@ describe.runIf(root)('notification commands run as a user', () => {
     expect(rtprio).toBe('0:0');
     expect(Number(uid)).toBe(user.uid);
     expect(groups.map(Number)).toEqual([user.gid]);
+  });
+
+  it('from a thread whose children start at nice 0 (reset-on-fork), still nice 0: not lowered twice', async () => {
+    const user = createTestUser('tgnicer');
+    setPriority(0, DAEMON_NICE);
+    // SCHED_OTHER with reset-on-fork, nice kept (what boost.c leaves on guardd's JS thread)
+    execFileSync('chrt', ['-o', '-R', '-p', '0', String(process.pid)]);
+    try {
+      const [nice, rtprio, uid] = await runAsUser(user);
+      expect(Number(nice)).toBe(0);
+      expect(rtprio).toBe('0:0');
+      expect(Number(uid)).toBe(user.uid);
+    } finally {
+      setPriority(0, before);
+      execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
+    }
   });
 });

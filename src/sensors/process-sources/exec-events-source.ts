@@ -96,6 +96,18 @@ export interface ExecEventCounters {
   readonly identities?: number;
   /** Non-zero once the reader thread stopped on a socket error: no more events will come. */
   readonly readerErrno?: number;
+  /**
+   * Whether the JS thread is raised to real-time priority while it handles each batch (open's
+   * `boost`; native/procevents/boost.c), and why not (`boostOff`); batches handed over raised,
+   * boosts skipped because their CPU budget was spent, boosts the reader ended because JS had not
+   * within 20 ms, and refusals of the kernel.
+   */
+  readonly boost?: boolean;
+  readonly boostOff?: string;
+  readonly boosts?: number;
+  readonly boostOverBudget?: number;
+  readonly boostOverruns?: number;
+  readonly boostErrors?: number;
 }
 
 /** The native/procevents API (see the module header of native/procevents/procevents.c). */
@@ -103,8 +115,10 @@ export interface ProcEventsAddon {
   open(
     /** `counters` comes with the first batch and whenever drops or readerErrno changed; else undefined. */
     onBatch: (events: ExecEvent[], counters: ExecEventCounters | undefined) => void,
-    options: { rcvbuf: number },
+    options: { rcvbuf: number; boost?: boolean },
   ): unknown;
+  /** With open's `boost`: the batches delivered so far are handled (the JS thread back to its priority). */
+  endBoost?(handle: unknown): void;
   counters(handle: unknown): ExecEventCounters;
   /**
    * false: the reader thread (stuck in a /proc read) or the walker (on a stalled mount) did not
@@ -212,6 +226,7 @@ export class ExecEventsSource implements ProcessSource {
       this.addon = this.loadAddon();
       this.handle = this.addon.open((events, counters) => this.onBatch(events, counters), {
         rcvbuf: this.rcvbuf,
+        boost: true,
       });
     } catch (err) {
       const code =
@@ -291,6 +306,11 @@ export class ExecEventsSource implements ProcessSource {
     return this.procfs.exited(raw);
   }
 
+  /** Everything handed over is handled: the JS thread back to its own priority (boost.c). */
+  settled(): void {
+    if (this.state === 'active') this.addon?.endBoost?.(this.handle);
+  }
+
   readAhead(what: ReadAhead): void {
     this.ahead = what;
     if (this.state === 'active') this.applyReadAhead();
@@ -354,6 +374,15 @@ export class ExecEventsSource implements ProcessSource {
       ...(c.identities !== undefined
         ? { exec_events_identities: c.identities, exec_events_identities_taken: this.identitiesTaken }
         : {}),
+      ...(c.boost !== undefined
+        ? {
+            exec_events_boost: c.boost ? 'on' : `off: ${c.boostOff ?? 'unknown'}`,
+            exec_events_boosts: c.boosts ?? 0,
+            exec_events_boost_over_budget: c.boostOverBudget ?? 0,
+            exec_events_boost_overruns: c.boostOverruns ?? 0,
+            exec_events_boost_errors: c.boostErrors ?? 0,
+          }
+        : {}),
     };
   }
 
@@ -379,7 +408,10 @@ export class ExecEventsSource implements ProcessSource {
     this.log.error({ errno }, 'exec events reader stopped: polling /proc');
   }
 
-  /** Runs on the JS thread for each batch the addon delivers: reads each pid now, then wakes the sensor. */
+  /**
+   * Runs on the JS thread for each batch the addon delivers: reads each pid now, then wakes the
+   * sensor. The addon raised this thread to real-time priority for it, until `settled`.
+   */
   private onBatch(events: ExecEvent[], counters: ExecEventCounters | undefined): void {
     if (this.state !== 'active') return;
     this.batches++;

@@ -73,6 +73,12 @@ export interface ProcessSource {
   /** Optional. Called by the sensor's `stop`: stop listening and release what `listen` opened; twice is safe. */
   close?(): void;
   /**
+   * Optional. Called by the sensor whenever everything handed over so far has been handled (no
+   * tick running, no observation of it still being read, decided or acted on): a push source may
+   * lower what it raised for the hand-over (exec events: the JS thread's real-time boost).
+   */
+  settled?(): void;
+  /**
    * Processes that appeared since the previous call — a pid not known before, a known pid whose
    * start time changed (pid reuse), or a known process that exec'd another program. The first call
    * (and the first after `reset`) reports every process present. Never called concurrently by the

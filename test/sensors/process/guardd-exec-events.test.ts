@@ -161,16 +161,25 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(text).toMatch(/exec_events_kernel_drops=\d+/);
   });
 
-  it('runs every thread at its own nice, the exec-events reader and walker above it in real time', async () => {
-    const threads = threadPriorities(guardd.child.pid as number);
+  it('runs every thread at its own nice, the exec-events reader and walker above it in real time, the JS thread raised only while it handles a batch', async () => {
+    const pid = guardd.child.pid as number;
+    // The JS thread is raised for a millisecond or so at every exec on the machine: read the
+    // threads at a moment it is not (its tid is the pid).
+    const { threads, slices } = await waitFor(() => {
+      const x = { threads: threadPriorities(pid), slices: threadSlices(pid) };
+      return x.threads[0]?.tid === pid && x.threads[0].prio === 20 + DAEMON_NICE && x.slices[0]?.policy === 0
+        ? x
+        : undefined;
+    }, "guardd's JS thread between two batches");
     expect(threads.length).toBeGreaterThan(1);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE });
-    // SCHED_FIFO priority 1 shows as priority -2 in stat; an ordinary task's is 20 + nice.
+    // SCHED_FIFO priority p shows as priority -1 - p in stat; an ordinary task's is 20 + nice. The
+    // reader runs one above the walker and above the JS thread's boost (priority 1), so it can end it.
+    expect(threads.find((t) => t.comm === 'tg-procevents')?.prio).toBe(-3);
+    expect(threads.find((t) => t.comm === 'tg-walker')?.prio).toBe(-2);
     const realTime = ['tg-procevents', 'tg-walker'];
-    for (const comm of realTime) expect(threads.find((t) => t.comm === comm)?.prio, comm).toBe(-2);
     expect(threads.find((t) => !realTime.includes(t.comm))?.prio).toBe(20 + DAEMON_NICE);
     // every other thread asked for guardd's short time slice; the real-time ones are left as they are
-    const slices = threadSlices(guardd.child.pid as number);
     expect(
       slices
         .filter((t) => t.policy === 1)
@@ -179,11 +188,16 @@ describe.runIf(runnable)('guardd with exec events', () => {
     ).toEqual(realTime); // SCHED_FIFO
     for (const t of slices.filter((x) => x.policy !== 1))
       expect(t, t.comm).toMatchObject({ policy: 0, slice: wantedSlice() });
+    // It has been raised (a launch above), and lowered back to the nice and slice it had.
+    const d = processDetails(guardd.socketDir) as ProcessDetails & Record<string, unknown>;
+    expect(d).toMatchObject({ exec_events_boost: 'on', exec_events_boost_errors: 0 });
+    expect(d.exec_events_boosts as number).toBeGreaterThan(0);
   });
 
-  // The unit also sets LimitRTPRIO=1 so the reader may take SCHED_FIFO 1 without CAP_SYS_NICE;
-  // raising that limit needs CAP_SYS_RESOURCE, which this test machine's root lacks, so this test
-  // starts guardd without it: the reader then keeps the nice -10 the unit's Nice= gave the process.
+  // The unit also sets LimitRTPRIO=2 so the reader may take SCHED_FIFO 2 (and raise the JS thread
+  // to 1) without CAP_SYS_NICE; raising that limit needs CAP_SYS_RESOURCE, which this test
+  // machine's root lacks, so this test starts guardd without it: the reader then keeps the nice -10
+  // the unit's Nice= gave the process, and the JS thread is never raised.
   it('started as the systemd unit starts it (no CAP_SYS_NICE, Nice=-10): every thread at nice -10', async () => {
     const { socketDir, configFile } = agentFiles('agent-unit');
     const unit = readFileSync(join(ROOT, 'service', 'linux', 'toolguard.service'), 'utf8');
@@ -199,7 +213,7 @@ describe.runIf(runnable)('guardd with exec events', () => {
       { intervalMs: 100 },
     );
     // nice execs setpriv, which execs node: the same pid all along.
-    expect(setting('LimitRTPRIO')).toBe('1');
+    expect(setting('LimitRTPRIO')).toBe('2');
     expect(capable(child.pid, 23)).toBe(false); // CAP_SYS_NICE is 23
     const threads = threadPriorities(child.pid);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE, prio: 20 + DAEMON_NICE });
@@ -207,6 +221,9 @@ describe.runIf(runnable)('guardd with exec events', () => {
     // the time slice needs no privilege: every thread, the reader too (not real time here), has it
     for (const t of threadSlices(child.pid))
       expect(t, t.comm).toMatchObject({ policy: 0, slice: wantedSlice() });
+    // no boost of the JS thread: the reader could not end it
+    const d = processDetails(socketDir, child) as ProcessDetails & Record<string, unknown>;
+    expect(d).toMatchObject({ exec_events_boost: expect.stringMatching(/^off: /), exec_events_boosts: 0 });
     // its pre-exec deny must not refuse the next test's launch
     child.kill();
   });
@@ -239,12 +256,12 @@ describe.runIf(runnable)('guardd with exec events', () => {
 });
 
 /** Each thread of `pid`: its name, scheduling priority and nice (fields 18 and 19 of stat). */
-function threadPriorities(pid: number): { comm: string; prio: number; nice: number }[] {
+function threadPriorities(pid: number): { tid: number; comm: string; prio: number; nice: number }[] {
   return readdirSync(`/proc/${pid}/task`).map((tid) => {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-    return { comm, prio: Number(f[15]), nice: Number(f[16]) };
+    return { tid: Number(tid), comm, prio: Number(f[15]), nice: Number(f[16]) };
   });
 }
 
