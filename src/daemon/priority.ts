@@ -10,7 +10,10 @@
  *
  * On Linux it also asks for a short EEVDF time slice, DAEMON_SLICE_NS, on every thread (through
  * the addon native/sched: Node has no sched_setattr), as root or not: a thread may set its own
- * slice without privilege. Threads created later inherit it from the thread that creates them.
+ * slice without privilege. Threads created later inherit it from the thread that creates them —
+ * except, like children, those the JS thread creates after its first exec-events boost (below):
+ * reset-on-fork applies to every clone, so a worker thread started then (the collector's parse
+ * pool, lazily) runs at nice 0 and the default slice.
  *
  * Children inherit both — until the JS thread's first exec-events boost (native/procevents/boost.c
  * raises it to real time while it handles a batch), which sets its reset-on-fork flag for good:
@@ -167,14 +170,16 @@ const PRLIMIT = '/usr/bin/prlimit';
 
 /**
  * The command line, run as root, that lowers the calling thread's raised priority back to nice 0
- * (`nice`, coreutils; not needed when the thread's reset-on-fork flag already starts its children
- * there), drops the real-time allowance the unit gives guardd (`LimitRTPRIO=1`:
- * `prlimit --rtprio=0:0`, util-linux; lowering a limit needs no privilege — a user who took the
- * process over could otherwise run SCHED_FIFO threads beside guardd's exec-events reader), and then
- * becomes `uid`/`gid` without supplementary groups (`setpriv`,
- * util-linux; what spawn's `uid`/`gid` options do) and execs `command` — so the process is the
- * user's only once it is at normal priority. Null when there is nothing to lower (not Linux,
- * nice ≥ 0) or the tools are missing: then spawn with `uid`/`gid` as before.
+ * (`nice`, coreutils; not needed when the thread's nice is not raised, or when its reset-on-fork
+ * flag already starts its children there), drops the real-time allowance the unit gives guardd
+ * (`LimitRTPRIO=2`: `prlimit --rtprio=0:0`, util-linux; lowering a limit needs no privilege — a
+ * user who took the process over could otherwise run SCHED_FIFO threads at guardd's exec-events
+ * reader's own priority, beside it or in its place), and then becomes `uid`/`gid` without
+ * supplementary groups (`setpriv`, util-linux; what spawn's `uid`/`gid` options do) and execs
+ * `command` — so the process is the user's only once it is at normal priority and without the
+ * allowance. The allowance is dropped whatever the nice: it comes from the unit, not from
+ * raisePriority, so a guardd left at nice 0 (a drop-in's `Nice=0`, a refused raise) has it too.
+ * Null when not on Linux or the tools are missing: then spawn with `uid`/`gid` as before.
  */
 export function asUserAtNormalPriority(
   uid: number,
@@ -182,11 +187,10 @@ export function asUserAtNormalPriority(
   command: string,
   args: readonly string[],
 ): { command: string; args: string[] } | null {
-  if (process.platform !== 'linux') return null;
+  if (process.platform !== 'linux' || !existsSync(SETPRIV) || !existsSync(PRLIMIT)) return null;
   const nice = currentNice();
-  if (nice === null || nice >= 0 || !existsSync(NICE) || !existsSync(SETPRIV) || !existsSync(PRLIMIT))
-    return null;
-  const start = childNice() ?? nice;
+  const start = nice === null || nice >= 0 ? 0 : (childNice() ?? nice);
+  if (start < 0 && !existsSync(NICE)) return null;
   const [first, ...rest] = [
     ...(start < 0 ? [NICE, '-n', String(-start)] : []),
     PRLIMIT,

@@ -5,14 +5,15 @@
  * thread at guardd's nice, runs the command as a real unprivileged user at nice 0 — and already at
  * nice 0 when the command starts, not after (it reads its own nice as its first act) — also from a
  * thread whose reset-on-fork flag already starts its children at nice 0 (guardd's JS thread after
- * its first exec-events boost), where lowering by the thread's own nice again would overshoot.
+ * its first exec-events boost), where lowering by the thread's own nice again would overshoot —
+ * and the unit's real-time allowance (LimitRTPRIO=2) is dropped even from a guardd at nice 0.
  */
 import { execFileSync } from 'node:child_process';
 import { chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DAEMON_NICE } from '../../src/daemon/priority.js';
+import { asUserAtNormalPriority, DAEMON_NICE } from '../../src/daemon/priority.js';
 import { spawnRunner } from '../../src/enforcement/notify/command-runner.js';
 import { createTestUser } from '../helpers/unix-user.js';
 
@@ -88,6 +89,27 @@ describe.runIf(root)('notification commands run as a user', () => {
     } finally {
       setPriority(0, before);
       execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
+    }
+  });
+
+  it("from a guardd at nice 0, still without the unit's real-time allowance: prlimit runs whatever the nice", async () => {
+    const user = createTestUser('tgnice0');
+    setPriority(0, 0);
+    try {
+      // LimitRTPRIO=2 comes from the unit, not from the nice: a guardd left at nice 0 (a drop-in's
+      // Nice=0, a refused raise) hands it to every child. This machine's root cannot raise
+      // RLIMIT_RTPRIO (no CAP_SYS_RESOURCE), so the drop is pinned by the command line the real
+      // runner is given, then that command line is run as the user.
+      const dropped = asUserAtNormalPriority(user.uid, user.gid, 'sh', ['-c', 'true']);
+      expect(dropped?.command).toBe('/usr/bin/prlimit');
+      expect(dropped?.args.slice(0, 2)).toEqual(['--rtprio=0:0', '--']);
+      const [nice, rtprio, uid, ...groups] = await runAsUser(user);
+      expect(Number(nice)).toBe(0);
+      expect(rtprio).toBe('0:0');
+      expect(Number(uid)).toBe(user.uid);
+      expect(groups.map(Number)).toEqual([user.gid]);
+    } finally {
+      setPriority(0, before);
     }
   });
 });
