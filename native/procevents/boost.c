@@ -18,9 +18,12 @@
  *  - reset-on-fork is set with the first raise and kept (clearing it needs CAP_SYS_NICE): a child
  *    guardd forks starts at SCHED_OTHER and nice 0, never real time;
  *  - a boost JS does not end within BOOST_MAX_NS (JS stuck, or the test hook that stalls it) is
- *    ended by the reader on a timerfd, counted as an overrun. That needs the reader to preempt the
- *    thread it raised, so boosts are made only when the reader itself runs above BOOST_PRIORITY
- *    (SCHED_FIFO 2: the unit allows it with LimitRTPRIO=2);
+ *    ended on a timerfd by a thread of its own, the keeper (`tg-boost`), counted as an overrun. Not
+ *    by the reader: the reader reads users' /proc files, and a user can make a read of their
+ *    process's cmdline wait as long as they like (its memory-map lock, held across a fault on their
+ *    stalled FUSE mount); the keeper only sleeps on the timer and lowers the JS thread. It must
+ *    preempt the thread it raised, so boosts are made only once it runs above BOOST_PRIORITY
+ *    (SCHED_FIFO KEEPER_PRIORITY: the unit allows it with LimitRTPRIO=2);
  *  - CPU budget: the JS thread's CPU time while raised is charged to a budget refilled at
  *    BOOST_CPU_RATE_NS a second (10 % of a core, at most BOOST_CPU_BURST_NS banked), and a boost is
  *    made only while the budget covers BOOST_MAX_NS; otherwise the batch is handed over at
@@ -36,16 +39,19 @@
 #include "boost.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The JS thread's real-time priority while raised: the lowest, under the reader's. */
+/* The JS thread's real-time priority while raised: the lowest, under the keeper's. */
 #define BOOST_PRIORITY 1
+#define KEEPER_PRIORITY 2
 /* A boost JS has not ended after this long is ended by the reader (ns). A batch's kill takes
  * ~1 ms of the JS thread; 20 ms covers a slow one and bounds a stuck one. */
 #define BOOST_MAX_NS (20ULL * 1000000ULL)
@@ -73,7 +79,9 @@ struct tg_sched_attr {
 struct boost {
   pid_t tid;
   clockid_t cpu_clock;
-  int timer_fd;
+  int timer_fd, stop_fd;
+  pthread_t keeper;
+  int keeper_started;
   pthread_mutex_t mu;
   int enabled;
   const char *off;
@@ -112,48 +120,81 @@ static void arm(boost_t *b, uint64_t ns) {
   (void)timerfd_settime(b->timer_fd, 0, &its, NULL);
 }
 
+static void lower(boost_t *b, int overrun);
+
+/* The keeper thread: takes KEEPER_PRIORITY (boosts are on only if it could), then ends every boost
+ * its timer says ran too long, until boost_stop. */
+static void *keeper(void *arg) {
+  boost_t *b = arg;
+  (void)pthread_setname_np(pthread_self(), "tg-boost");
+  struct sched_param sp = {.sched_priority = KEEPER_PRIORITY};
+  int rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+  pthread_mutex_lock(&b->mu);
+  if (b->off == NULL || strcmp(b->off, "closed") != 0) {
+    b->enabled = rt;
+    b->off = rt ? NULL
+                : "guardd's boost thread cannot run above real-time priority 1 (no CAP_SYS_NICE and "
+                  "RLIMIT_RTPRIO below 2)";
+  }
+  pthread_mutex_unlock(&b->mu);
+  struct pollfd fds[2] = {{.fd = b->timer_fd, .events = POLLIN}, {.fd = b->stop_fd, .events = POLLIN}};
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents) break;
+    if (fds[0].revents & POLLIN) {
+      uint64_t n;
+      (void)!read(b->timer_fd, &n, sizeof(n));
+      pthread_mutex_lock(&b->mu);
+      lower(b, 1);
+      pthread_mutex_unlock(&b->mu);
+    }
+  }
+  return NULL;
+}
+
 boost_t *boost_new(void) {
   boost_t *b = calloc(1, sizeof(*b));
   if (b == NULL) return NULL;
   b->tid = (pid_t)syscall(SYS_gettid);
   if (pthread_getcpuclockid(pthread_self(), &b->cpu_clock) != 0) b->cpu_clock = CLOCK_THREAD_CPUTIME_ID;
   b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  if (b->timer_fd < 0) {
+  b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (b->timer_fd < 0 || b->stop_fd < 0) {
+    if (b->timer_fd >= 0) close(b->timer_fd);
+    if (b->stop_fd >= 0) close(b->stop_fd);
     free(b);
     return NULL;
   }
   pthread_mutex_init(&b->mu, NULL);
-  b->off = "the exec events reader has not started";
+  b->off = "its thread has not started";
   b->budget = BOOST_CPU_BURST_NS;
   b->refilled = clock_ns(CLOCK_MONOTONIC);
+  if (pthread_create(&b->keeper, NULL, keeper, b) == 0) b->keeper_started = 1;
+  else b->off = "its thread could not start";
   return b;
 }
 
-int boost_timer_fd(const boost_t *b) { return b == NULL ? -1 : b->timer_fd; }
-
-void boost_enable(boost_t *b, int reader_rt_priority) {
-  if (b == NULL) return;
-  pthread_mutex_lock(&b->mu);
-  b->enabled = reader_rt_priority > BOOST_PRIORITY;
-  b->off = b->enabled ? NULL
-                      : "the exec events reader does not run above real-time priority 1 (no CAP_SYS_NICE and "
-                        "RLIMIT_RTPRIO below 2)";
-  pthread_mutex_unlock(&b->mu);
-}
-
-/* (mu held) Back to the fair policy it had; `overrun`: the reader's timer did it. */
+/* (mu held) Back to the fair policy it had; `overrun`: the keeper's timer did it. */
 static void lower(boost_t *b, int overrun) {
   if (!b->raised) return;
   struct tg_sched_attr want = b->fair;
   if (tg_setattr(b->tid, &want) != 0) {
-    /* Its old nice refused (a lowered RLIMIT_NICE): nice 0 is always allowed, and real time must end. */
+    /* Its old nice or slice refused (a lowered RLIMIT_NICE): SCHED_OTHER at nice 0 and the default
+     * slice is always allowed, and real time must end. */
     b->n_errors++;
-    want = b->fair;
-    want.sched_nice = 0;
-    if (tg_setattr(b->tid, &want) != 0) {
-      /* Still refused (the thread is gone): nothing is raised any more either way. */
-      b->enabled = 0;
-      b->off = "lowering guardd's JS thread failed";
+    b->enabled = 0;
+    b->off = "lowering guardd's JS thread to its own priority failed";
+    memset(&want, 0, sizeof(want));
+    want.sched_policy = TG_SCHED_OTHER;
+    want.sched_flags = TG_SCHED_FLAG_RESET_ON_FORK;
+    if (tg_setattr(b->tid, &want) != 0 && errno != ESRCH) {
+      /* Still raised (the thread is there: ESRCH would mean it is gone): the keeper tries again. */
+      b->n_errors++;
+      arm(b, BOOST_MAX_NS);
+      return;
     }
   }
   arm(b, 0);
@@ -213,15 +254,6 @@ out:
   pthread_mutex_unlock(&b->mu);
 }
 
-void boost_expired(boost_t *b) {
-  if (b == NULL) return;
-  uint64_t n;
-  (void)!read(b->timer_fd, &n, sizeof(n));
-  pthread_mutex_lock(&b->mu);
-  lower(b, 1);
-  pthread_mutex_unlock(&b->mu);
-}
-
 uint64_t boost_generation(boost_t *b) {
   if (b == NULL) return 0;
   pthread_mutex_lock(&b->mu);
@@ -260,11 +292,20 @@ void boost_stop(boost_t *b) {
   b->enabled = 0;
   b->off = "closed";
   pthread_mutex_unlock(&b->mu);
+  if (b->keeper_started) {
+    /* The keeper waits on nothing but its poll: it returns at once. */
+    uint64_t one = 1;
+    (void)!write(b->stop_fd, &one, sizeof(one));
+    pthread_join(b->keeper, NULL);
+    b->keeper_started = 0;
+  }
 }
 
 void boost_free(boost_t *b) {
   if (b == NULL) return;
+  boost_stop(b);
   close(b->timer_fd);
+  close(b->stop_fd);
   pthread_mutex_destroy(&b->mu);
   free(b);
 }

@@ -1,8 +1,8 @@
 /*
  * boost: guardd's JS thread raised to real-time priority while it handles a batch of exec events
  * (see boost.c). Used by procevents.c: the reader raises it before each hand-over (boost_raise),
- * JS lowers it once the batch is handled (boost_end, through endBoost), and the reader lowers it
- * itself when JS has not within BOOST_MAX_NS (boost_expired, on its timer).
+ * JS lowers it once the batch is handled (boost_end, through endBoost), and boost.c's own thread
+ * lowers it when JS has not within BOOST_MAX_NS.
  */
 #ifndef TOOLGUARD_BOOST_H
 #define TOOLGUARD_BOOST_H
@@ -20,21 +20,12 @@ typedef struct {
   uint64_t raised, over_budget, overruns, errors;
 } boost_counters_t;
 
-/* JS thread (open): for the calling thread. NULL when it cannot (no memory, no timerfd). */
+/* JS thread (open): for the calling thread; starts the keeper thread, which turns boosts on once
+ * it runs at a real-time priority above the boost's. NULL when it cannot (no memory, no fds). */
 boost_t *boost_new(void);
-
-/* The timer the reader polls: readable when a boost ran past BOOST_MAX_NS. */
-int boost_timer_fd(const boost_t *b);
-
-/* Reader thread, once at its start: boosts are made only when the reader itself runs at a
- * real-time priority above BOOST_PRIORITY (it must be able to preempt the thread it raised). */
-void boost_enable(boost_t *b, int reader_rt_priority);
 
 /* Reader thread: raises the JS thread (within the budget) before a batch is handed over. */
 void boost_raise(boost_t *b);
-
-/* Reader thread: the timer fired: lowers the JS thread if its boost is still on (counted). */
-void boost_expired(boost_t *b);
 
 /* JS thread: the batches delivered so far are handled: lowers it unless a newer batch is on its
  * way (`delivered`: the boost generation call_js saw with the last batch). */
@@ -45,10 +36,11 @@ uint64_t boost_generation(boost_t *b);
 
 void boost_counters(boost_t *b, boost_counters_t *out);
 
-/* JS thread (close): no more boosts; lowers the JS thread if raised. */
+/* JS thread (close): no more boosts; lowers the JS thread if raised; stops the keeper. */
 void boost_stop(boost_t *b);
 
-/* Frees (once nothing can call the others: the reader joined, the state being freed). */
+/* Stops it if not stopped yet, and frees (once nothing can call the others: the reader joined,
+ * the state being freed). */
 void boost_free(boost_t *b);
 
 #endif

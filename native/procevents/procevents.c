@@ -90,10 +90,10 @@
 /* Scheduling of the reader thread (root only; best effort, in this order): a program that lives
  * 5 ms must be read before it exits even when every core is busy, so the thread runs SCHED_FIFO and
  * preempts ordinary tasks the moment an event arrives: at READER_RT_PRIORITY, one above the JS
- * thread's while boost.c raises it (the reader must be able to end that boost), else at 1 (no
- * boosts then). It sleeps in poll() between events and does ~4 small /proc reads per exec (≈ 40 µs:
- * 4 % of a core at 1,000 execs/s); the kernel's real-time throttling (sched_rt_runtime_us, 95 % by
- * default) bounds it even if it spun. Without the privilege it falls back to nice READER_NICE. */
+ * thread's while boost.c raises it (the reader reads the next exec even then), else at 1. It
+ * sleeps in poll() between events and does ~4 small /proc reads per exec (≈ 40 µs: 4 % of a core
+ * at 1,000 execs/s); the kernel's real-time throttling (sched_rt_runtime_us, 95 % by default)
+ * bounds it even if it spun. Without the privilege it falls back to nice READER_NICE. */
 #define READER_RT_PRIORITY 2
 /* During a long burst, JS is woken at least every this many events (~a few ms of reading). */
 #define WAKE_EVERY 256
@@ -327,22 +327,18 @@ static void *reader(void *arg) {
     if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) rt = prio;
   }
   if (rt == 0) (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), READER_NICE);
-  boost_enable(s->boost, rt);
   /* One connector message is ~100 bytes; a page holds any datagram the kernel sends here. */
   char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
-  struct pollfd fds[3] = {{.fd = s->sock, .events = POLLIN},
-                          {.fd = s->stopfd, .events = POLLIN},
-                          {.fd = boost_timer_fd(s->boost), .events = POLLIN}};
+  struct pollfd fds[2] = {{.fd = s->sock, .events = POLLIN}, {.fd = s->stopfd, .events = POLLIN}};
   int err = 0;
   while (!atomic_load(&s->closed)) {
-    int r = poll(fds, 3, -1);
+    int r = poll(fds, 2, -1);
     if (r < 0) {
       if (errno == EINTR) continue;
       err = errno;
       break;
     }
     if (fds[1].revents) break;
-    if (fds[2].revents & POLLIN) boost_expired(s->boost);
     if (!(fds[0].revents & POLLIN)) {
       if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
         /* A pending ENOBUFS is reported as POLLERR: the recv below collects it. */

@@ -81,7 +81,7 @@ describe.runIf(runnable)('exec events boost (native/procevents/boost.c)', () => 
     expect(r.counters.boosts).toBeGreaterThanOrEqual(1);
   });
 
-  it('a boost JS does not end is ended by the reader within its bound, and counted', () => {
+  it('a boost JS does not end is ended by its keeper thread within its bound, and counted', () => {
     const r = child(`
       let h, t0, lowered = null;
       h = addon.open(() => {
@@ -144,6 +144,6 @@ describe.runIf(runnable)('exec events boost (native/procevents/boost.c)', () => 
     );
     expect(r.during).toMatchObject({ policy: 0 });
     expect(r.counters).toMatchObject({ boost: false, boosts: 0 });
-    expect(r.counters.boostOff).toMatch(/does not run above real-time priority 1/);
+    expect(r.counters.boostOff).toMatch(/boost thread cannot run above real-time priority 1/);
   });
 });

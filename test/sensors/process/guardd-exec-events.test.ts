@@ -161,7 +161,7 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(text).toMatch(/exec_events_kernel_drops=\d+/);
   });
 
-  it('runs every thread at its own nice, the exec-events reader and walker above it in real time, the JS thread raised only while it handles a batch', async () => {
+  it('runs every thread at its own nice, the exec-events reader, walker and boost keeper above it in real time, the JS thread raised only while it handles a batch', async () => {
     const pid = guardd.child.pid as number;
     // The JS thread is raised for a millisecond or so at every exec on the machine: read the
     // threads at a moment it is not (its tid is the pid).
@@ -174,10 +174,12 @@ describe.runIf(runnable)('guardd with exec events', () => {
     expect(threads.length).toBeGreaterThan(1);
     for (const t of threads) expect(t, t.comm).toMatchObject({ nice: DAEMON_NICE });
     // SCHED_FIFO priority p shows as priority -1 - p in stat; an ordinary task's is 20 + nice. The
-    // reader runs one above the walker and above the JS thread's boost (priority 1), so it can end it.
+    // reader and the boost's keeper run one above the walker and the JS thread's boost (priority
+    // 1): the keeper ends a boost JS does not, the reader reads the next exec meanwhile.
     expect(threads.find((t) => t.comm === 'tg-procevents')?.prio).toBe(-3);
+    expect(threads.find((t) => t.comm === 'tg-boost')?.prio).toBe(-3);
     expect(threads.find((t) => t.comm === 'tg-walker')?.prio).toBe(-2);
-    const realTime = ['tg-procevents', 'tg-walker'];
+    const realTime = ['tg-boost', 'tg-procevents', 'tg-walker'];
     expect(threads.find((t) => !realTime.includes(t.comm))?.prio).toBe(20 + DAEMON_NICE);
     // every other thread asked for guardd's short time slice; the real-time ones are left as they are
     expect(
