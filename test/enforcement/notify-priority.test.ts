@@ -26,8 +26,11 @@ afterAll(() => {
   if (root) execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
 });
 
-/** Runs `sh -c` as `user` through the real runner; what it saw of itself: nice, rtprio limits, ids. */
-async function runAsUser(user: ReturnType<typeof createTestUser>): Promise<string[]> {
+/**
+ * Runs `sh -c` as `user` through the real runner and checks what it saw of itself as it started:
+ * nice 0, no real-time allowance, the user's uid and only their group.
+ */
+async function expectNormalUserChild(user: ReturnType<typeof createTestUser>): Promise<void> {
   const out = join(user.home, 'seen');
   writeFileSync(out, '');
   chownSync(out, user.uid, user.gid);
@@ -43,7 +46,11 @@ async function runAsUser(user: ReturnType<typeof createTestUser>): Promise<strin
     timeoutMs: 10_000,
   });
   expect(outcome).toEqual({ ok: true, error: null });
-  return readFileSync(out, 'utf8').trim().split(' ');
+  const [nice, rtprio, uid, ...groups] = readFileSync(out, 'utf8').trim().split(' ');
+  expect(Number(nice)).toBe(0);
+  expect(rtprio).toBe('0:0');
+  expect(Number(uid)).toBe(user.uid);
+  expect(groups.map(Number)).toEqual([user.gid]);
 }
 
 describe.runIf(root)('notification commands run as a user', () => {
@@ -54,11 +61,7 @@ describe.runIf(root)('notification commands run as a user', () => {
     try {
       // the real-time allowance too (0 here already: raising it needs CAP_SYS_RESOURCE, which this
       // machine's root lacks, so this pins the outcome, not the drop from the unit's LimitRTPRIO=2)
-      const [nice, rtprio, uid, ...groups] = await runAsUser(user);
-      expect(Number(nice)).toBe(0);
-      expect(rtprio).toBe('0:0');
-      expect(Number(uid)).toBe(user.uid);
-      expect(groups.map(Number)).toEqual([user.gid]);
+      await expectNormalUserChild(user);
     } finally {
       setPriority(0, before);
     }
@@ -70,10 +73,7 @@ describe.runIf(root)('notification commands run as a user', () => {
     // SCHED_OTHER with reset-on-fork, nice kept (what boost.c leaves on guardd's JS thread)
     execFileSync('chrt', ['-o', '-R', '-p', '0', String(process.pid)]);
     try {
-      const [nice, rtprio, uid] = await runAsUser(user);
-      expect(Number(nice)).toBe(0);
-      expect(rtprio).toBe('0:0');
-      expect(Number(uid)).toBe(user.uid);
+      await expectNormalUserChild(user);
     } finally {
       setPriority(0, before);
       execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
@@ -91,11 +91,7 @@ describe.runIf(root)('notification commands run as a user', () => {
       const dropped = asUserAtNormalPriority(user.uid, user.gid, 'sh', ['-c', 'true']);
       expect(dropped?.command).toBe('/usr/bin/prlimit');
       expect(dropped?.args.slice(0, 2)).toEqual(['--rtprio=0:0', '--']);
-      const [nice, rtprio, uid, ...groups] = await runAsUser(user);
-      expect(Number(nice)).toBe(0);
-      expect(rtprio).toBe('0:0');
-      expect(Number(uid)).toBe(user.uid);
-      expect(groups.map(Number)).toEqual([user.gid]);
+      await expectNormalUserChild(user);
     } finally {
       setPriority(0, before);
     }
