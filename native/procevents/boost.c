@@ -52,7 +52,7 @@
 /* The JS thread's real-time priority while raised: the lowest, under the keeper's. */
 #define BOOST_PRIORITY 1
 #define KEEPER_PRIORITY 2
-/* A boost JS has not ended after this long is ended by the reader (ns). A batch's kill takes
+/* A boost JS has not ended after this long is ended by the keeper (ns). A batch's kill takes
  * ~1 ms of the JS thread; 20 ms covers a slow one and bounds a stuck one. */
 #define BOOST_MAX_NS (20ULL * 1000000ULL)
 /* CPU the JS thread may spend raised: refilled at this many ns a second, banked up to the burst. */

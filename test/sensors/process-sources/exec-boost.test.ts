@@ -3,7 +3,7 @@
  * program in a child process that opens the addon with `boost: true` and looks at its own JS
  * thread from inside the batches the reader hands it (/proc/thread-self): raised to SCHED_FIFO 1
  * for the batch, back to its nice and slice after endBoost, children forked meanwhile at SCHED_OTHER
- * and nice 0; a batch JS never ends is ended by the reader's timer; a JS thread that keeps spending
+ * and nice 0; a batch JS never ends is ended by the keeper's timer; a JS thread that keeps spending
  * its boosts runs out of budget; without the privilege to outrank it, no boost is made and the
  * counters say why.
  */
@@ -125,7 +125,7 @@ describe.runIf(runnable)('exec events boost (native/procevents/boost.c)', () => 
     const c = r.counters as Record<string, number>;
     expect(c.boosts).toBeTypeOf('number');
     expect(c.boostOverBudget).toBeGreaterThanOrEqual(1);
-    // every boost but one still running when the counters were read was ended by the reader
+    // every boost but one still running when the counters were read was ended by the keeper
     expect(c.boostOverruns).toBeGreaterThanOrEqual((c.boosts as number) - 1);
   });
 
